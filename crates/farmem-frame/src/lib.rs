@@ -1,0 +1,1 @@
+//! A columnar DataFrame on far memory.

@@ -1,0 +1,1 @@
+//! Wire format of the farmem protocol (see README.md in this crate).

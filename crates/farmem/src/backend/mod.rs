@@ -1,0 +1,82 @@
+//! Backends: the far side of far memory.
+//!
+//! A [`Backend`] stores opaque byte objects under 64-bit [`ObjectId`]s chosen by the client.
+//! Everything above it (the object runtime, containers, the paging mode) talks only to this trait,
+//! so the same program runs against an [`EmbeddedStore`] in this process or against memory servers.
+//!
+//! All methods are blocking and thread-safe; a backend is shared as `Arc<dyn Backend>`. Batched
+//! methods ([`Backend::get_many`], [`Backend::put_many`], [`Backend::free`]) cost one round trip per
+//! server, whatever the batch size.
+
+mod embedded;
+mod error;
+
+pub use embedded::EmbeddedStore;
+pub use error::BackendError;
+
+/// The name of a far object, chosen by the client. Unique within one client's namespace.
+pub type ObjectId = u64;
+
+/// Space accounting of a backend, as reported by `stats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Payload bytes plus per-object overhead currently charged against the capacity.
+    pub used_bytes: u64,
+    /// Hard capacity in bytes (`u64::MAX` when unlimited).
+    pub capacity_bytes: u64,
+    /// Number of objects stored.
+    pub objects: u64,
+    /// Bytes charged per object beyond its payload.
+    pub per_object_overhead: u64,
+}
+
+/// Where far objects live.
+///
+/// # Errors
+/// Every method returns a [`BackendError`] instead of panicking: a missing object, a full store,
+/// a dead or unreachable server, a timeout.
+pub trait Backend: Send + Sync + 'static {
+    /// Stores `data` under `id`, replacing any previous object with that id.
+    fn put(&self, id: ObjectId, data: &[u8]) -> Result<(), BackendError>;
+
+    /// Fetches the object `id`.
+    fn get(&self, id: ObjectId) -> Result<Vec<u8>, BackendError>;
+
+    /// Fetches the object `id` into `buf`, which must be exactly the object's length.
+    ///
+    /// The default calls [`Backend::get`] and copies; transports override it to avoid the copy.
+    fn get_into(&self, id: ObjectId, buf: &mut [u8]) -> Result<(), BackendError> {
+        let data = self.get(id)?;
+        if data.len() != buf.len() {
+            return Err(BackendError::SizeMismatch {
+                id,
+                expected: buf.len() as u64,
+                actual: data.len() as u64,
+            });
+        }
+        buf.copy_from_slice(&data);
+        Ok(())
+    }
+
+    /// Fetches many objects in one round trip per server; results are in the order of `ids`.
+    fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>, BackendError>;
+
+    /// Stores many objects in one round trip per server.
+    fn put_many(&self, items: &[(ObjectId, &[u8])]) -> Result<(), BackendError>;
+
+    /// Frees objects and gives their space back. Unknown ids are ignored.
+    fn free(&self, ids: &[ObjectId]) -> Result<(), BackendError>;
+
+    /// Space accounting, summed over all servers.
+    fn stats(&self) -> Result<StoreStats, BackendError>;
+
+    /// Runs a server-side operation (the remote agent) and returns its encoded result.
+    ///
+    /// `op` and the encoding of `args` and of the result are defined by `farmem_proto::agent`.
+    /// `route` picks the server for multi-server backends: the operation runs on the server that
+    /// owns object id `route`.
+    fn compute(&self, route: ObjectId, op: u16, args: &[u8]) -> Result<Vec<u8>, BackendError>;
+
+    /// A short human-readable name ("embedded", "tcp://127.0.0.1:7070", ...).
+    fn describe(&self) -> String;
+}
