@@ -1,12 +1,58 @@
 //! `farmem-bench`: benchmarks, paper experiments and plots.
+//!
+//! Each subcommand lives in its own module and exposes `Args` (clap) and `run`.
 
-use clap::Parser;
+mod containers;
+mod demo;
+mod deref;
+mod paging;
+mod taxi;
+mod transport;
+mod web;
+
+use clap::{Parser, Subcommand};
 
 /// farmem benchmarks and paper experiments.
 #[derive(Parser)]
 #[command(version, about)]
-enum Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _ = Cli::parse();
+#[derive(Subcommand)]
+enum Command {
+    /// The main job: taxi analysis at 25% local memory against a loopback server.
+    Demo(demo::Args),
+    /// Memory-server transport: get/put throughput and latency vs a bare TCP round trip.
+    Transport(transport::Args),
+    /// Far-pointer deref costs (hot, cold) and evacuator stalls (AIFM figures 12 and 14).
+    Deref(deref::Args),
+    /// Remoteable containers: far scan, Zipf hash map, offloaded aggregates.
+    Containers(containers::Args),
+    /// Paging mode vs object mode vs kernel swap vs all-local.
+    Paging(paging::Args),
+    /// NYC-taxi DataFrame analysis across modes (AIFM figure 7).
+    Taxi(taxi::Args),
+    /// Web-service frontend across modes (AIFM figure 6).
+    Web(web::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Demo(a) => demo::run(a),
+        Command::Transport(a) => transport::run(a),
+        Command::Deref(a) => deref::run(a),
+        Command::Containers(a) => containers::run(a),
+        Command::Paging(a) => paging::run(a),
+        Command::Taxi(a) => taxi::run(a),
+        Command::Web(a) => web::run(a),
+    }
 }

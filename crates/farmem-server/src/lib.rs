@@ -1,1 +1,3 @@
 //! The farmem memory server.
+
+pub mod agent;

@@ -8,5 +8,6 @@
 //!   memory servers over TCP.
 
 pub mod backend;
+pub mod paging;
 
 pub use backend::{Backend, BackendError, EmbeddedStore, ObjectId, StoreStats};

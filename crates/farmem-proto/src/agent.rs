@@ -1,0 +1,1 @@
+//! Remote-agent operation numbers and argument/result encodings.

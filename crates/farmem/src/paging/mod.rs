@@ -1,0 +1,1 @@
+//! Paging mode: far memory for unmodified code, through userfaultfd.
