@@ -8,6 +8,7 @@
 //!   memory servers over TCP.
 
 pub mod backend;
+pub mod containers;
 pub mod paging;
 
 pub use backend::{Backend, BackendError, EmbeddedStore, ObjectId, StoreStats};

@@ -2,7 +2,9 @@ use std::collections::HashMap;
 
 use parking_lot::Mutex;
 
-use super::{Backend, BackendError, ObjectId, StoreStats};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Backend, BackendError, ObjectId, StoreStats, check_edits};
 
 const SHARDS: usize = 64;
 /// Bytes charged per object beyond its payload (map slot + allocation header).
@@ -23,6 +25,7 @@ pub struct EmbeddedStore {
     shards: Box<[Mutex<HashMap<ObjectId, Box<[u8]>>>]>,
     used: Mutex<u64>,
     capacity: u64,
+    bytes_written: AtomicU64,
 }
 
 impl Default for EmbeddedStore {
@@ -43,6 +46,7 @@ impl EmbeddedStore {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             used: Mutex::new(0),
             capacity,
+            bytes_written: AtomicU64::new(0),
         }
     }
 
@@ -71,6 +75,21 @@ impl Backend for EmbeddedStore {
         let old = shard.get(&id).map_or(0, |o| o.len() as u64 + OVERHEAD);
         self.charge(data.len() as u64 + OVERHEAD, old)?;
         shard.insert(id, data.into());
+        self.bytes_written
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn patch(&self, id: ObjectId, edits: &[(u32, &[u8])]) -> Result<(), BackendError> {
+        let mut shard = self.shard(id).lock();
+        let obj = shard.get_mut(&id).ok_or(BackendError::NotFound(id))?;
+        check_edits(id, obj.len(), edits)?;
+        let mut written = 0;
+        for &(off, bytes) in edits {
+            obj[off as usize..off as usize + bytes.len()].copy_from_slice(bytes);
+            written += bytes.len() as u64;
+        }
+        self.bytes_written.fetch_add(written, Ordering::Relaxed);
         Ok(())
     }
 
@@ -120,6 +139,7 @@ impl Backend for EmbeddedStore {
             capacity_bytes: self.capacity,
             objects,
             per_object_overhead: OVERHEAD,
+            bytes_written: self.bytes_written.load(Ordering::Relaxed),
         })
     }
 
@@ -141,7 +161,10 @@ mod tests {
         let s = EmbeddedStore::with_capacity(2 * (100 + OVERHEAD));
         s.put(1, &[1; 100]).unwrap();
         s.put(2, &[2; 100]).unwrap();
-        assert!(matches!(s.put(3, &[3; 100]), Err(BackendError::OutOfCapacity { .. })));
+        assert!(matches!(
+            s.put(3, &[3; 100]),
+            Err(BackendError::OutOfCapacity { .. })
+        ));
         assert_eq!(s.get(2).unwrap(), vec![2; 100]);
         s.free(&[1]).unwrap();
         s.put(3, &[3; 100]).unwrap();
@@ -158,5 +181,24 @@ mod tests {
         let mut buf = [0u8; 50];
         s.get_into(1, &mut buf).unwrap();
         assert_eq!(buf, [9; 50]);
+    }
+
+    #[test]
+    fn patch_edits_in_place_and_rejects_overruns() {
+        let s = EmbeddedStore::new();
+        s.put(1, &[0; 128]).unwrap();
+        s.patch(1, &[(64, &[7; 8]), (0, &[1])]).unwrap();
+        let got = s.get(1).unwrap();
+        assert_eq!(&got[64..72], &[7; 8]);
+        assert_eq!(got[0], 1);
+        assert_eq!(s.stats().unwrap().bytes_written, 128 + 9);
+        assert!(matches!(
+            s.patch(1, &[(127, &[1, 2])]),
+            Err(BackendError::SizeMismatch { .. })
+        ));
+        assert!(matches!(
+            s.patch(2, &[(0, &[1])]),
+            Err(BackendError::NotFound(2))
+        ));
     }
 }

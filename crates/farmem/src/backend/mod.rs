@@ -28,6 +28,26 @@ pub struct StoreStats {
     pub objects: u64,
     /// Bytes charged per object beyond its payload.
     pub per_object_overhead: u64,
+    /// Payload bytes received by puts and patches since the store started (write traffic).
+    pub bytes_written: u64,
+}
+
+/// Checks that every `(offset, bytes)` edit lies within an object of `len` bytes.
+///
+/// # Errors
+/// [`BackendError::SizeMismatch`] naming the first edit that reaches past the end.
+pub fn check_edits(id: ObjectId, len: usize, edits: &[(u32, &[u8])]) -> Result<(), BackendError> {
+    for &(off, bytes) in edits {
+        let end = off as u64 + bytes.len() as u64;
+        if end > len as u64 {
+            return Err(BackendError::SizeMismatch {
+                id,
+                expected: end,
+                actual: len as u64,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Where far objects live.
@@ -63,6 +83,30 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Stores many objects in one round trip per server.
     fn put_many(&self, items: &[(ObjectId, &[u8])]) -> Result<(), BackendError>;
+
+    /// Overwrites parts of an existing object in place: each edit is `(offset, bytes)`.
+    ///
+    /// This is how the paging mode writes back only the dirty cache lines of a page. The default
+    /// fetches, edits and re-stores the whole object; backends override it to send only the edits.
+    ///
+    /// # Errors
+    /// [`BackendError::NotFound`] if the object does not exist, [`BackendError::SizeMismatch`] if
+    /// an edit reaches past its end (nothing is changed then).
+    fn patch(&self, id: ObjectId, edits: &[(u32, &[u8])]) -> Result<(), BackendError> {
+        let mut data = self.get(id)?;
+        check_edits(id, data.len(), edits)?;
+        for &(off, bytes) in edits {
+            data[off as usize..off as usize + bytes.len()].copy_from_slice(bytes);
+        }
+        self.put(id, &data)
+    }
+
+    /// [`Backend::patch`] for many objects in one round trip per server.
+    fn patch_many(&self, items: &[(ObjectId, &[(u32, &[u8])])]) -> Result<(), BackendError> {
+        items
+            .iter()
+            .try_for_each(|&(id, edits)| self.patch(id, edits))
+    }
 
     /// Frees objects and gives their space back. Unknown ids are ignored.
     fn free(&self, ids: &[ObjectId]) -> Result<(), BackendError>;

@@ -1,0 +1,1 @@
+//! Remoteable containers: far vectors, hash maps, lists, queues and stacks.
