@@ -4,7 +4,9 @@ use parking_lot::Mutex;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Backend, BackendError, ObjectId, StoreStats, check_edits};
+use super::{Backend, BackendError, Edit, ObjectId, StoreStats, check_edits};
+
+type Shard = HashMap<ObjectId, Box<[u8]>>;
 
 const SHARDS: usize = 64;
 /// Bytes charged per object beyond its payload (map slot + allocation header).
@@ -22,7 +24,7 @@ const OVERHEAD: u64 = 32;
 /// assert_eq!(store.get(7).unwrap(), b"hello");
 /// ```
 pub struct EmbeddedStore {
-    shards: Box<[Mutex<HashMap<ObjectId, Box<[u8]>>>]>,
+    shards: Box<[Mutex<Shard>]>,
     used: Mutex<u64>,
     capacity: u64,
     bytes_written: AtomicU64,
@@ -50,7 +52,7 @@ impl EmbeddedStore {
         }
     }
 
-    fn shard(&self, id: ObjectId) -> &Mutex<HashMap<ObjectId, Box<[u8]>>> {
+    fn shard(&self, id: ObjectId) -> &Mutex<Shard> {
         let h = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58;
         &self.shards[h as usize % SHARDS]
     }
@@ -80,7 +82,7 @@ impl Backend for EmbeddedStore {
         Ok(())
     }
 
-    fn patch(&self, id: ObjectId, edits: &[(u32, &[u8])]) -> Result<(), BackendError> {
+    fn patch(&self, id: ObjectId, edits: &[Edit<'_>]) -> Result<(), BackendError> {
         let mut shard = self.shard(id).lock();
         let obj = shard.get_mut(&id).ok_or(BackendError::NotFound(id))?;
         check_edits(id, obj.len(), edits)?;

@@ -17,6 +17,9 @@ pub use error::BackendError;
 /// The name of a far object, chosen by the client. Unique within one client's namespace.
 pub type ObjectId = u64;
 
+/// An in-place edit of an object: write the bytes at the offset.
+pub type Edit<'a> = (u32, &'a [u8]);
+
 /// Space accounting of a backend, as reported by `stats`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -36,7 +39,7 @@ pub struct StoreStats {
 ///
 /// # Errors
 /// [`BackendError::SizeMismatch`] naming the first edit that reaches past the end.
-pub fn check_edits(id: ObjectId, len: usize, edits: &[(u32, &[u8])]) -> Result<(), BackendError> {
+pub fn check_edits(id: ObjectId, len: usize, edits: &[Edit<'_>]) -> Result<(), BackendError> {
     for &(off, bytes) in edits {
         let end = off as u64 + bytes.len() as u64;
         if end > len as u64 {
@@ -92,7 +95,7 @@ pub trait Backend: Send + Sync + 'static {
     /// # Errors
     /// [`BackendError::NotFound`] if the object does not exist, [`BackendError::SizeMismatch`] if
     /// an edit reaches past its end (nothing is changed then).
-    fn patch(&self, id: ObjectId, edits: &[(u32, &[u8])]) -> Result<(), BackendError> {
+    fn patch(&self, id: ObjectId, edits: &[Edit<'_>]) -> Result<(), BackendError> {
         let mut data = self.get(id)?;
         check_edits(id, data.len(), edits)?;
         for &(off, bytes) in edits {
@@ -102,7 +105,7 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// [`Backend::patch`] for many objects in one round trip per server.
-    fn patch_many(&self, items: &[(ObjectId, &[(u32, &[u8])])]) -> Result<(), BackendError> {
+    fn patch_many(&self, items: &[(ObjectId, &[Edit<'_>])]) -> Result<(), BackendError> {
         items
             .iter()
             .try_for_each(|&(id, edits)| self.patch(id, edits))
