@@ -1,0 +1,169 @@
+//! The resident set of a paged region and its CLOCK replacement policy.
+
+use std::collections::HashMap;
+
+/// What a dirty page is compared against at write-back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Twin {
+    /// No twin (clean page, or whole-page write-back).
+    None,
+    /// The backend has no copy yet: the page was zeros when it was first touched.
+    Zero,
+    /// Index of a 4 KiB twin buffer holding the page as the backend has it.
+    Buf(u32),
+}
+
+/// One resident page.
+#[derive(Clone, Copy, Debug)]
+pub struct Slot {
+    /// Page index in the region.
+    pub page: usize,
+    /// Touched (faulted on) since the hand last passed.
+    pub referenced: bool,
+    /// Written since it was fetched or last written back.
+    pub dirty: bool,
+    /// Currently write-protected (every clean page is; a dirty one after a CLOCK pass).
+    pub protected: bool,
+    /// Clean twin of a dirty page.
+    pub twin: Twin,
+}
+
+/// Resident pages in a fixed number of slots, with a CLOCK hand.
+pub struct Clock {
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+    of_page: HashMap<usize, u32>,
+    hand: usize,
+}
+
+impl Clock {
+    /// An empty set of `capacity` slots.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            slots: vec![None; capacity],
+            free: (0..capacity as u32).rev().collect(),
+            of_page: HashMap::with_capacity(capacity),
+            hand: 0,
+        }
+    }
+
+    /// Resident pages.
+    pub fn len(&self) -> usize {
+        self.of_page.len()
+    }
+
+    /// Free slots.
+    pub fn free_slots(&self) -> usize {
+        self.free.len()
+    }
+
+    /// The slot of a resident page.
+    pub fn get_mut(&mut self, page: usize) -> Option<&mut Slot> {
+        let i = *self.of_page.get(&page)?;
+        self.slots[i as usize].as_mut()
+    }
+
+    /// Whether `page` is resident.
+    pub fn contains(&self, page: usize) -> bool {
+        self.of_page.contains_key(&page)
+    }
+
+    /// Adds a page. Returns `false` (and changes nothing) if no slot is free or it is resident.
+    pub fn insert(&mut self, slot: Slot) -> bool {
+        if self.of_page.contains_key(&slot.page) {
+            return false;
+        }
+        let Some(i) = self.free.pop() else {
+            return false;
+        };
+        self.of_page.insert(slot.page, i);
+        self.slots[i as usize] = Some(slot);
+        true
+    }
+
+    /// Removes a page, returning its slot.
+    pub fn remove(&mut self, page: usize) -> Option<Slot> {
+        let i = self.of_page.remove(&page)?;
+        self.free.push(i);
+        self.slots[i as usize].take()
+    }
+
+    /// All resident slots.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Slot> {
+        self.slots.iter_mut().flatten()
+    }
+
+    /// Picks up to `n` victims with the CLOCK hand, without removing them.
+    ///
+    /// A referenced page loses its bit and is skipped (`second_chance` is called on it, e.g. to
+    /// write-protect it again); an unreferenced one is a victim. Stops after two revolutions.
+    pub fn select_victims(
+        &mut self,
+        n: usize,
+        mut second_chance: impl FnMut(&mut Slot),
+    ) -> Vec<usize> {
+        let mut victims = Vec::with_capacity(n);
+        let cap = self.slots.len();
+        for _ in 0..2 * cap {
+            if victims.len() >= n {
+                break;
+            }
+            let i = self.hand;
+            self.hand = (self.hand + 1) % cap.max(1);
+            let Some(slot) = self.slots[i].as_mut() else {
+                continue;
+            };
+            if slot.referenced {
+                slot.referenced = false;
+                second_chance(slot);
+            } else if !victims.contains(&slot.page) {
+                victims.push(slot.page);
+            }
+        }
+        victims
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(page: usize, referenced: bool) -> Slot {
+        Slot {
+            page,
+            referenced,
+            dirty: false,
+            protected: true,
+            twin: Twin::None,
+        }
+    }
+
+    #[test]
+    fn referenced_pages_get_a_second_chance() {
+        let mut c = Clock::new(4);
+        for p in 0..4 {
+            assert!(c.insert(slot(p, p % 2 == 0)));
+        }
+        assert!(!c.insert(slot(9, false)), "full");
+        let mut chances = vec![];
+        let v = c.select_victims(2, |s| chances.push(s.page));
+        assert_eq!(v, vec![1, 3]);
+        assert_eq!(chances, vec![0, 2]);
+        c.remove(1);
+        c.remove(3);
+        assert_eq!(c.len(), 2);
+        // Bits are now clear: the next selection takes the formerly referenced pages.
+        assert_eq!(c.select_victims(2, |_| {}), vec![0, 2]);
+        assert!(c.insert(slot(9, false)));
+        assert!(c.contains(9) && !c.contains(1));
+    }
+
+    #[test]
+    fn all_referenced_still_yields_victims() {
+        let mut c = Clock::new(3);
+        for p in 0..3 {
+            c.insert(slot(p, true));
+        }
+        assert_eq!(c.select_victims(3, |_| {}).len(), 3);
+    }
+}

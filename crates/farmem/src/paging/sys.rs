@@ -1,0 +1,467 @@
+//! Raw userfaultfd, mmap and madvise calls: the only `unsafe` of the paging mode lives here.
+//!
+//! The kernel ABI (`linux/userfaultfd.h`) is declared by hand: the structs are `#[repr(C)]` copies
+//! and the ioctl numbers are computed with the `_IOWR`/`_IOR` encoding (checked against the
+//! kernel's values in the unit tests).
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::PagingError;
+
+/// Bytes per page (x86-64 and aarch64 4 KiB pages; checked against `sysconf` at region creation).
+pub const PAGE: usize = 4096;
+
+const UFFD_API: u64 = 0xAA;
+const UFFDIO: u32 = 0xAA;
+/// Report write-protect faults (`UFFD_FEATURE_PAGEFAULT_FLAG_WP`).
+const UFFD_FEATURE_PAGEFAULT_FLAG_WP: u64 = 1 << 0;
+const UFFDIO_REGISTER_MODE_MISSING: u64 = 1 << 0;
+const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
+const UFFDIO_COPY_MODE_DONTWAKE: u64 = 1 << 0;
+const UFFDIO_COPY_MODE_WP: u64 = 1 << 1;
+const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1 << 0;
+/// `uffd_msg.event` of a page fault.
+const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
+/// The fault was a write.
+pub const UFFD_PAGEFAULT_FLAG_WRITE: u64 = 1 << 0;
+/// The fault hit a write-protected page (rather than a missing one).
+pub const UFFD_PAGEFAULT_FLAG_WP: u64 = 1 << 1;
+/// Bit of `uffdio_api.ioctls` / `uffdio_register.ioctls` saying `UFFDIO_WRITEPROTECT` works.
+const IOCTL_BIT_WRITEPROTECT: u64 = 1 << 0x06;
+
+const IOC_WRITE: u32 = 1;
+const IOC_READ: u32 = 2;
+
+/// `_IOC(dir, type, nr, size)` from `asm-generic/ioctl.h`.
+const fn ioc(dir: u32, ty: u32, nr: u32, size: usize) -> u32 {
+    (dir << 30) | ((size as u32) << 16) | (ty << 8) | nr
+}
+
+const fn iowr(nr: u32, size: usize) -> u32 {
+    ioc(IOC_READ | IOC_WRITE, UFFDIO, nr, size)
+}
+
+const fn ior(nr: u32, size: usize) -> u32 {
+    ioc(IOC_READ, UFFDIO, nr, size)
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct UffdioApi {
+    api: u64,
+    features: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct UffdioRange {
+    start: u64,
+    len: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct UffdioRegister {
+    range: UffdioRange,
+    mode: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct UffdioCopy {
+    dst: u64,
+    src: u64,
+    len: u64,
+    mode: u64,
+    copy: i64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct UffdioWriteprotect {
+    range: UffdioRange,
+    mode: u64,
+}
+
+/// `struct uffd_msg` restricted to the page-fault member of its union (32 bytes).
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct UffdMsg {
+    event: u8,
+    reserved1: u8,
+    reserved2: u16,
+    reserved3: u32,
+    flags: u64,
+    address: u64,
+    ptid: u32,
+    pad: u32,
+}
+
+const UFFDIO_API: u32 = iowr(0x3F, size_of::<UffdioApi>());
+const UFFDIO_REGISTER: u32 = iowr(0x00, size_of::<UffdioRegister>());
+const UFFDIO_WAKE: u32 = ior(0x02, size_of::<UffdioRange>());
+const UFFDIO_COPY: u32 = iowr(0x03, size_of::<UffdioCopy>());
+const UFFDIO_WRITEPROTECT: u32 = iowr(0x06, size_of::<UffdioWriteprotect>());
+
+/// A page fault reported by the kernel.
+#[derive(Clone, Copy, Debug)]
+pub struct Fault {
+    /// Faulting address (page-aligned by the kernel unless `EXACT_ADDRESS` is requested).
+    pub address: usize,
+    /// `UFFD_PAGEFAULT_FLAG_*` bits.
+    pub flags: u64,
+}
+
+impl Fault {
+    /// The fault is a write to a write-protected page.
+    pub fn is_wp(&self) -> bool {
+        self.flags & UFFD_PAGEFAULT_FLAG_WP != 0
+    }
+
+    /// The faulting access was a write.
+    pub fn is_write(&self) -> bool {
+        self.flags & UFFD_PAGEFAULT_FLAG_WRITE != 0
+    }
+}
+
+/// An open userfaultfd with missing and write-protect fault reporting.
+#[derive(Debug)]
+pub struct Uffd {
+    fd: OwnedFd,
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+impl Uffd {
+    /// Opens a userfaultfd (non-blocking, close-on-exec) and negotiates write-protect support.
+    ///
+    /// # Errors
+    /// A [`PagingError::Unsupported`] naming the reason: no permission (not root and
+    /// `vm.unprivileged_userfaultfd = 0`), no userfaultfd in this kernel, or no write-protect
+    /// support for anonymous memory (kernels before 5.7).
+    pub fn open() -> Result<Self, PagingError> {
+        // SAFETY: userfaultfd takes one int flag argument and returns a new fd or -1.
+        let fd =
+            unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        if fd < 0 {
+            let reason = match errno() {
+                libc::EPERM => "permission denied: run as root (CAP_SYS_PTRACE) or set \
+                                vm.unprivileged_userfaultfd=1"
+                    .to_string(),
+                libc::ENOSYS => "this kernel has no userfaultfd (CONFIG_USERFAULTFD)".to_string(),
+                e => format!("userfaultfd(2) failed: {}", io::Error::from_raw_os_error(e)),
+            };
+            return Err(PagingError::Unsupported(reason));
+        }
+        // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let mut api = UffdioApi {
+            api: UFFD_API,
+            features: UFFD_FEATURE_PAGEFAULT_FLAG_WP,
+            ioctls: 0,
+        };
+        // SAFETY: UFFDIO_API reads and writes exactly one `uffdio_api`, which `api` is.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_API as _, &mut api) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            return Err(PagingError::Unsupported(format!(
+                "UFFDIO_API with write-protect faults refused ({err}): the kernel lacks \
+                 userfaultfd write-protect for anonymous memory (needs Linux >= 5.7)"
+            )));
+        }
+        if api.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP == 0 {
+            return Err(PagingError::Unsupported(
+                "kernel does not report write-protect faults (needs Linux >= 5.7)".into(),
+            ));
+        }
+        Ok(Self { fd })
+    }
+
+    /// Registers `[start, start+len)` for missing and write-protect faults.
+    ///
+    /// # Errors
+    /// [`PagingError::Unsupported`] when the kernel refuses write-protect registration.
+    pub fn register(&self, start: usize, len: usize) -> Result<(), PagingError> {
+        let mut reg = UffdioRegister {
+            range: UffdioRange {
+                start: start as u64,
+                len: len as u64,
+            },
+            mode: UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP,
+            ioctls: 0,
+        };
+        // SAFETY: UFFDIO_REGISTER reads and writes exactly one `uffdio_register`.
+        let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_REGISTER as _, &mut reg) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            return Err(PagingError::Unsupported(format!(
+                "UFFDIO_REGISTER (missing + write-protect) failed: {err}"
+            )));
+        }
+        if reg.ioctls & IOCTL_BIT_WRITEPROTECT == 0 {
+            return Err(PagingError::Unsupported(
+                "kernel offers no UFFDIO_WRITEPROTECT on anonymous memory".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout_ms` for the fd to become readable. Returns `true` if readable.
+    pub fn poll(&self, timeout_ms: i32) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is one valid pollfd and nfds is 1.
+        let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        rc > 0
+    }
+
+    /// Reads pending fault messages into `out` (cleared first). Non-blocking.
+    pub fn read_faults(&self, out: &mut Vec<Fault>) -> io::Result<()> {
+        out.clear();
+        let mut msgs = [UffdMsg::default(); 16];
+        // SAFETY: the buffer is `msgs`, valid for writes of its whole size; the kernel writes
+        // whole `uffd_msg` records only.
+        let n = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                msgs.as_mut_ptr().cast(),
+                size_of_val(&msgs),
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(()),
+                _ => Err(err),
+            };
+        }
+        let count = n as usize / size_of::<UffdMsg>();
+        for m in &msgs[..count] {
+            if m.event == UFFD_EVENT_PAGEFAULT {
+                out.push(Fault {
+                    address: m.address as usize,
+                    flags: m.flags,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Maps a copy of `src` (whole pages) at `dst`. With `wp` the new pages are write-protected.
+    ///
+    /// Returns `Ok(false)` if the destination was already mapped (`EEXIST`), which is harmless.
+    /// `src.len()` must be a multiple of the page size and `dst` must lie in a range registered
+    /// with this fd; the kernel checks both and returns an error otherwise.
+    pub fn copy(&self, dst: usize, src: &[u8], wp: bool, wake: bool) -> io::Result<bool> {
+        let mut c = UffdioCopy {
+            dst: dst as u64,
+            src: src.as_ptr() as u64,
+            len: src.len() as u64,
+            mode: if wp { UFFDIO_COPY_MODE_WP } else { 0 }
+                | if wake { 0 } else { UFFDIO_COPY_MODE_DONTWAKE },
+            copy: 0,
+        };
+        loop {
+            // SAFETY: UFFDIO_COPY reads `src.len()` bytes from `src` (a live slice) and writes only
+            // into the registered range at `dst`, which the kernel validates; `c` is one
+            // `uffdio_copy`.
+            let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_COPY as _, &mut c) };
+            if rc == 0 {
+                return Ok(true);
+            }
+            match errno() {
+                libc::EEXIST => return Ok(false),
+                libc::EAGAIN => continue,
+                _ => return Err(io::Error::last_os_error()),
+            }
+        }
+    }
+
+    /// Write-protects (`protect`) or un-protects pages in `[start, start+len)`.
+    /// Un-protecting wakes the threads waiting on the range.
+    pub fn write_protect(&self, start: usize, len: usize, protect: bool) -> io::Result<()> {
+        let mut wp = UffdioWriteprotect {
+            range: UffdioRange {
+                start: start as u64,
+                len: len as u64,
+            },
+            // The kernel rejects WP together with DONTWAKE; protecting never wakes anyway.
+            mode: if protect {
+                UFFDIO_WRITEPROTECT_MODE_WP
+            } else {
+                0
+            },
+        };
+        loop {
+            // SAFETY: UFFDIO_WRITEPROTECT reads one `uffdio_writeprotect`; the kernel validates
+            // that the range is registered.
+            let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_WRITEPROTECT as _, &mut wp) };
+            if rc == 0 {
+                return Ok(());
+            }
+            if errno() != libc::EAGAIN {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+
+    /// Wakes threads waiting on faults in `[start, start+len)` so they retry their access.
+    pub fn wake(&self, start: usize, len: usize) -> io::Result<()> {
+        let mut r = UffdioRange {
+            start: start as u64,
+            len: len as u64,
+        };
+        // SAFETY: UFFDIO_WAKE reads one `uffdio_range`.
+        let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_WAKE as _, &mut r) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
+/// Reserves `len` bytes of anonymous, private, not-yet-backed address space.
+///
+/// # Errors
+/// [`PagingError::Mmap`] if the kernel refuses the mapping.
+pub fn map_anonymous(len: usize) -> Result<usize, PagingError> {
+    // SAFETY: a fresh anonymous mapping at a kernel-chosen address aliases nothing.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(PagingError::Mmap(io::Error::last_os_error()));
+    }
+    Ok(p as usize)
+}
+
+/// Unmaps a mapping made by [`map_anonymous`].
+///
+/// # Safety
+/// `[start, start+len)` must be a mapping made by [`map_anonymous`] that no live reference points
+/// into.
+pub unsafe fn unmap(start: usize, len: usize) {
+    // SAFETY: the caller guarantees the range is ours and unused.
+    let rc = unsafe { libc::munmap(start as *mut libc::c_void, len) };
+    if rc != 0 {
+        tracing::warn!("munmap failed: {}", io::Error::last_os_error());
+    }
+}
+
+/// Drops the pages of `[start, start+len)`: the next access faults as missing.
+///
+/// The contents are lost; callers write dirty data back first. The range must be inside a
+/// mapping made by [`map_anonymous`] (checked by the kernel: errors are returned, not UB).
+pub fn drop_pages(start: usize, len: usize) -> io::Result<()> {
+    // SAFETY: MADV_DONTNEED on a private anonymous mapping only discards page contents; the
+    // mapping stays valid, so no Rust reference is invalidated (later reads fault and are served
+    // by the pager with the written-back contents).
+    let rc = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Copies the resident page at `addr` into `out`.
+///
+/// # Safety
+/// The page at `addr` must be mapped (resident) for the whole copy, otherwise the copy faults into
+/// the pager and the calling pager thread deadlocks on itself.
+pub unsafe fn read_page(addr: usize, out: &mut [u8]) {
+    // SAFETY: the caller guarantees `addr..addr+out.len()` is mapped and readable; `out` is a
+    // distinct local buffer, so the ranges do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, out.as_mut_ptr(), out.len()) }
+}
+
+/// A page-aligned buffer of whole pages, mapped directly from the kernel (never from the global
+/// allocator, so it is never paged memory). `UFFDIO_COPY` needs a page-aligned source.
+pub struct PageBuf {
+    ptr: usize,
+    len: usize,
+}
+
+impl PageBuf {
+    /// A zeroed buffer of `pages` pages (at least one).
+    ///
+    /// # Errors
+    /// [`PagingError::Mmap`] if the kernel refuses the mapping.
+    pub fn new(pages: usize) -> Result<Self, PagingError> {
+        let len = pages.max(1) * PAGE;
+        let ptr = map_anonymous(len)?;
+        Ok(Self { ptr, len })
+    }
+}
+
+impl std::ops::Deref for PageBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr..ptr+len` is a live private mapping owned by `self`, readable and writable.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl std::ops::DerefMut for PageBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes the borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr as *mut u8, self.len) }
+    }
+}
+
+impl Drop for PageBuf {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is owned by `self` and no borrow of it outlives `self`.
+        unsafe { unmap(self.ptr, self.len) }
+    }
+}
+
+// SAFETY: `PageBuf` owns its mapping exclusively, like a `Box<[u8]>`.
+unsafe impl Send for PageBuf {}
+// SAFETY: shared access only hands out `&[u8]`.
+unsafe impl Sync for PageBuf {}
+
+/// The system page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as usize } else { PAGE }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ioctl numbers computed from the `_IOWR`/`_IOR` encoding equal the kernel's values
+    /// (as printed by a C program including `linux/userfaultfd.h` on x86-64).
+    #[test]
+    fn ioctl_numbers_match_the_kernel() {
+        assert_eq!(UFFDIO_API, 0xc018_aa3f);
+        assert_eq!(UFFDIO_REGISTER, 0xc020_aa00);
+        assert_eq!(UFFDIO_WAKE, 0x8010_aa02);
+        assert_eq!(UFFDIO_COPY, 0xc028_aa03);
+        assert_eq!(UFFDIO_WRITEPROTECT, 0xc018_aa06);
+        assert_eq!(size_of::<UffdMsg>(), 32);
+    }
+
+    #[test]
+    fn page_size_is_4k() {
+        assert_eq!(page_size(), PAGE);
+    }
+}
