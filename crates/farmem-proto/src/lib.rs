@@ -1,3 +1,43 @@
-//! Wire format of the farmem protocol (see README.md in this crate).
+//! Wire format of the farmem protocol (see README.md in this crate for the byte layout).
+//!
+//! Every message is a [frame](frame): a fixed 20-byte little-endian header (body length,
+//! CRC-32, operation, flags, request id) followed by the body. Requests are [`Request`]s,
+//! answers are [`Response`]s carrying the request id of the request they answer, so many
+//! requests may be in flight on one connection and be answered in any order.
+//!
+//! Decoding borrows from the input and validates everything up front, so the server can act
+//! on a request without copying it, and no input makes the decoder panic.
+//!
+//! ```
+//! use farmem_proto::{Request, decode_frame, encode_request};
+//! let mut buf = Vec::new();
+//! encode_request(&mut buf, 42, &Request::Get { id: 7 });
+//! let (frame, used) = decode_frame(&buf, 1 << 20).unwrap().unwrap();
+//! assert_eq!(used, buf.len());
+//! assert_eq!(frame.header.req_id, 42);
+//! assert_eq!(Request::decode(frame.header.op, frame.body).unwrap(), Request::Get { id: 7 });
+//! ```
 
 pub mod agent;
+mod codec;
+pub mod frame;
+mod request;
+mod response;
+
+pub use frame::{
+    DEFAULT_MAX_FRAME, FLAG_ERROR, Frame, FrameError, HEADER_LEN, Header, begin_frame,
+    MAX_FRAME_BODY, decode_frame, finish_frame,
+};
+pub use request::{body, EditIter, IdList, Op, PatchList, PutList, Request, encode_request};
+pub use response::{
+    DataList, ErrorCode, ErrorInfo, HelloInfo, MISSING, Response, ServerStats, encode_error,
+};
+
+/// Protocol version spoken by this crate; both sides must agree.
+pub const VERSION: u16 = 1;
+
+/// Magic number at the start of every hello body: `"FMEM"` in little-endian.
+pub const HELLO_MAGIC: u32 = u32::from_le_bytes(*b"FMEM");
+
+/// The largest object the protocol carries (payload bytes). Servers may set a lower limit.
+pub const MAX_OBJECT: u32 = 256 << 20;

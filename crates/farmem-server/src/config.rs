@@ -1,0 +1,124 @@
+//! Server configuration and human-readable sizes.
+
+use std::net::SocketAddr;
+
+use crate::ServerError;
+
+/// Per-connection limits that keep one bad or greedy client from exhausting the server.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request body accepted; a larger frame closes the connection.
+    pub max_frame: u32,
+    /// Largest object accepted by put (at least 16 MiB by default: 64 MiB).
+    pub max_object: u32,
+    /// Requests answered per batch before the server stops reading; announced in hello.
+    pub max_inflight: u32,
+    /// Answer bytes buffered before they are written out mid-batch.
+    pub max_write_buffer: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame: farmem_proto::DEFAULT_MAX_FRAME,
+            max_object: 64 << 20,
+            max_inflight: 1024,
+            max_write_buffer: 256 << 10,
+        }
+    }
+}
+
+/// What [`crate::Server::start`] needs.
+///
+/// ```
+/// let config = farmem_server::ServerConfig {
+///     capacity: farmem_server::parse_size("64MiB").unwrap(),
+///     ..Default::default()
+/// };
+/// assert_eq!(config.listen.port(), 0); // the library default picks a free port
+/// ```
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port (see `ServerHandle::addr`).
+    /// Default `127.0.0.1:0` (the binary's default is `127.0.0.1:7070`).
+    pub listen: SocketAddr,
+    /// Hard capacity in bytes (payload + per-object overhead + agent state).
+    pub capacity: u64,
+    /// Shared secret a client must present in its hello; `None` = no auth.
+    pub token: Option<Vec<u8>>,
+    /// Most connections served at once (one thread each); further ones are refused.
+    pub threads: usize,
+    /// Per-connection limits.
+    pub limits: Limits,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            capacity: u64::MAX,
+            token: None,
+            threads: 256,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Parses a size such as `4096`, `512MiB`, `8GiB`, `1.5GB`, `64k` (binary multiples for `K`,
+/// `KiB`, `M`, `MiB`, `G`, `GiB`, `T`, `TiB`; decimal for `KB`, `MB`, `GB`, `TB`).
+///
+/// ```
+/// assert_eq!(farmem_server::parse_size("8GiB").unwrap(), 8 << 30);
+/// assert!(farmem_server::parse_size("8 parsecs").is_err());
+/// ```
+///
+/// # Errors
+/// [`ServerError::Config`] with a message naming the bad value.
+pub fn parse_size(s: &str) -> Result<u64, ServerError> {
+    let t = s.trim();
+    let bad = || ServerError::Config(format!("invalid size {s:?} (try 512MiB or 8GiB)"));
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return Err(bad()),
+    };
+    if num.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(n) = num.parse::<u64>() {
+        return n.checked_mul(mult).ok_or_else(bad);
+    }
+    let f: f64 = num.parse().map_err(|_| bad())?;
+    let v = f * mult as f64;
+    if !v.is_finite() || v < 0.0 || v >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(v as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1.5k").unwrap(), 1536);
+        assert_eq!(parse_size("10GB").unwrap(), 10_000_000_000);
+        assert_eq!(parse_size("123").unwrap(), 123);
+        for bad in ["", "GiB", "-1G", "1.2.3M", "99999999999999999999T", "5 apples"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+}

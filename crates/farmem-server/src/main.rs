@@ -1,0 +1,109 @@
+//! `farmem-server`: serve far memory over TCP.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use farmem_server::{Server, ServerConfig, parse_size};
+
+/// A farmem memory server: keeps clients' far objects in this machine's memory.
+///
+/// When a client disconnects, its objects are freed (its process is gone).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port; the `listening on` line shows it).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Hard capacity: payload + per-object overhead, e.g. 512MiB, 8GiB.
+    #[arg(long, default_value = "8GiB", value_parser = size)]
+    capacity: u64,
+    /// File holding a shared secret clients must present (surrounding whitespace ignored).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Most client connections served at once (one thread each).
+    #[arg(long, default_value_t = 256)]
+    threads: usize,
+    /// Largest object accepted, e.g. 64MiB.
+    #[arg(long, default_value = "64MiB", value_parser = size)]
+    max_object: u64,
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| e.to_string())
+}
+
+/// Blocks SIGINT and SIGTERM in this thread (and the threads it spawns later) so they can be
+/// received synchronously by [`wait_for_signal`].
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before any other use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, exclusively borrowed sigset_t; the calls only write it and the
+    // calling thread's signal mask.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    set
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig = 0;
+    // SAFETY: `set` is an initialised sigset_t and `sig` a valid out pointer.
+    unsafe { libc::sigwait(set, &mut sig) };
+    sig
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let token = match &args.token_file {
+        None => None,
+        Some(p) => match std::fs::read(p) {
+            Ok(t) if !t.trim_ascii().is_empty() => Some(t.trim_ascii().to_vec()),
+            Ok(_) => {
+                eprintln!("error: token file {} is empty", p.display());
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("error: cannot read token file {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let Ok(max_object) = u32::try_from(args.max_object) else {
+        eprintln!("error: --max-object must be below 4GiB");
+        return ExitCode::from(2);
+    };
+    let mut config = ServerConfig {
+        listen: args.listen,
+        capacity: args.capacity,
+        token,
+        threads: args.threads,
+        ..ServerConfig::default()
+    };
+    config.limits.max_object = max_object;
+    config.limits.max_frame = max_object.saturating_add(4096);
+    let signals = block_signals();
+    let server = match Server::start(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("listening on {}", server.addr());
+    let sig = wait_for_signal(&signals);
+    tracing::info!(signal = sig, "shutting down");
+    server.shutdown();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,65 @@
+//! Client sessions: a namespace of objects and agent state shared by one client's connections.
+
+use std::sync::Arc;
+
+use crate::agent::{AgentContext, AgentError, AgentState};
+use crate::store::{Budget, Namespace, StoreError};
+
+/// One client's objects and agent state. Dropped (objects freed) with its last connection.
+#[derive(Debug)]
+pub struct Session {
+    /// Key that lets further connections join.
+    pub key: u64,
+    /// The objects.
+    pub ns: Namespace,
+    /// Remote-agent state.
+    pub agent: AgentState,
+}
+
+impl Session {
+    /// A fresh session charging `budget`.
+    pub fn new(key: u64, budget: Arc<Budget>, max_object: u64) -> Self {
+        Self {
+            key,
+            ns: Namespace::new(budget, max_object),
+            agent: AgentState::default(),
+        }
+    }
+}
+
+/// Converts a store error into the agent's error type.
+pub fn agent_error(e: StoreError) -> AgentError {
+    match e {
+        StoreError::NotFound(id) => AgentError::NotFound(id),
+        StoreError::OutOfCapacity { needed, available } => {
+            AgentError::OutOfCapacity { needed, available }
+        }
+        other => AgentError::Invalid(other.to_string()),
+    }
+}
+
+/// [`AgentContext`] over a namespace and an agent state (a session's, or an embedded store's).
+pub struct StoreContext<'a> {
+    /// The objects.
+    pub ns: &'a Namespace,
+    /// The agent state.
+    pub state: &'a AgentState,
+}
+
+impl AgentContext for StoreContext<'_> {
+    fn with_object(&self, id: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), AgentError> {
+        self.ns.get_with(id, |d| f(d)).map_err(agent_error)
+    }
+
+    fn put_object(&self, id: u64, data: &[u8]) -> Result<(), AgentError> {
+        self.ns.put(id, data).map_err(agent_error)
+    }
+
+    fn charge(&self, delta: i64) -> Result<(), AgentError> {
+        self.ns.charge(delta).map_err(agent_error)
+    }
+
+    fn state(&self) -> &AgentState {
+        self.state
+    }
+}

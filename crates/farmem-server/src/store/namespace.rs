@@ -1,0 +1,278 @@
+//! One client's objects.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use super::{Budget, StoreError};
+
+/// Bytes charged per object beyond its payload (index entry and allocation header).
+pub const OBJECT_OVERHEAD: u64 = 32;
+
+const SHARDS: usize = 32;
+
+/// Mixes a client-chosen id into a well-spread hash (ids are often sequential).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, id: u64) {
+        self.0 = mix(id);
+    }
+}
+
+/// A fixed 64-bit mix (splitmix64 finaliser).
+pub(crate) fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+type Shard = HashMap<u64, Box<[u8]>, BuildHasherDefault<IdHasher>>;
+
+/// The objects of one session, charged against a shared [`Budget`].
+///
+/// Thread-safe: operations on different objects mostly proceed in parallel (sharded locks).
+/// Dropping the namespace frees all its objects and gives their space back to the budget.
+pub struct Namespace {
+    shards: Box<[Mutex<Shard>]>,
+    budget: Arc<Budget>,
+    max_object: u64,
+    used: AtomicU64,
+    objects: AtomicU64,
+}
+
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespace")
+            .field("objects", &self.len())
+            .field("used", &self.used_bytes())
+            .finish()
+    }
+}
+
+fn cost(len: usize) -> u64 {
+    len as u64 + OBJECT_OVERHEAD
+}
+
+impl Namespace {
+    /// An empty namespace charging `budget`, refusing objects above `max_object` bytes.
+    pub fn new(budget: Arc<Budget>, max_object: u64) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            budget,
+            max_object,
+            used: AtomicU64::new(0),
+            objects: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, id: u64) -> &Mutex<Shard> {
+        &self.shards[(mix(id) >> 59) as usize % SHARDS]
+    }
+
+    /// The budget this namespace charges.
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
+    /// Number of objects.
+    pub fn len(&self) -> u64 {
+        self.objects.load(Ordering::Relaxed)
+    }
+
+    /// Whether the namespace holds no objects.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes charged by this namespace (objects and agent state).
+    pub fn used_bytes(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn charged(&self, add: u64, release: u64) {
+        self.used.fetch_add(add, Ordering::Relaxed);
+        self.used.fetch_sub(release, Ordering::Relaxed);
+    }
+
+    /// Stores `data` as object `id`, replacing any previous object.
+    ///
+    /// # Errors
+    /// [`StoreError::TooLarge`] or [`StoreError::OutOfCapacity`]; nothing changes then.
+    pub fn put(&self, id: u64, data: &[u8]) -> Result<(), StoreError> {
+        if data.len() as u64 > self.max_object {
+            return Err(StoreError::TooLarge {
+                size: data.len() as u64,
+                limit: self.max_object,
+            });
+        }
+        let mut shard = self.shard(id).lock();
+        let old = shard.get(&id).map(|o| cost(o.len()));
+        self.budget.exchange(cost(data.len()), old.unwrap_or(0))?;
+        self.charged(cost(data.len()), old.unwrap_or(0));
+        match shard.get_mut(&id) {
+            Some(slot) if slot.len() == data.len() => slot.copy_from_slice(data),
+            _ => {
+                shard.insert(id, data.into());
+            }
+        }
+        drop(shard);
+        if old.is_none() {
+            self.objects.fetch_add(1, Ordering::Relaxed);
+            self.budget.objects.fetch_add(1, Ordering::Relaxed);
+        }
+        self.budget
+            .bytes_written
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Calls `f` with the bytes of object `id` (under the shard lock: keep `f` short).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`].
+    pub fn get_with<R>(&self, id: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R, StoreError> {
+        let shard = self.shard(id).lock();
+        let obj = shard.get(&id).ok_or(StoreError::NotFound(id))?;
+        Ok(f(obj))
+    }
+
+    /// Size of object `id`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`].
+    pub fn size_of(&self, id: u64) -> Result<usize, StoreError> {
+        self.get_with(id, <[u8]>::len)
+    }
+
+    /// Writes each `(offset, bytes)` edit into object `id`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], or [`StoreError::SizeMismatch`] when an edit reaches past the
+    /// end; all edits are checked before any is applied, so nothing changes on error.
+    pub fn patch<'e, I>(&self, id: u64, edits: I) -> Result<(), StoreError>
+    where
+        I: Iterator<Item = (u32, &'e [u8])> + Clone,
+    {
+        let mut shard = self.shard(id).lock();
+        let obj = shard.get_mut(&id).ok_or(StoreError::NotFound(id))?;
+        for (off, bytes) in edits.clone() {
+            let end = u64::from(off) + bytes.len() as u64;
+            if end > obj.len() as u64 {
+                return Err(StoreError::SizeMismatch {
+                    id,
+                    expected: end,
+                    actual: obj.len() as u64,
+                });
+            }
+        }
+        let mut written = 0;
+        for (off, bytes) in edits {
+            obj[off as usize..off as usize + bytes.len()].copy_from_slice(bytes);
+            written += bytes.len() as u64;
+        }
+        drop(shard);
+        self.budget
+            .bytes_written
+            .fetch_add(written, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Frees object `id`; returns whether it existed.
+    pub fn free(&self, id: u64) -> bool {
+        let old = self.shard(id).lock().remove(&id);
+        match old {
+            Some(o) => {
+                let c = cost(o.len());
+                drop(o);
+                self.charged(0, c);
+                self.budget.release(c);
+                self.objects.fetch_sub(1, Ordering::Relaxed);
+                self.budget.objects.fetch_sub(1, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Charges (`delta > 0`) or releases (`delta < 0`) bytes of non-object state (agent tables)
+    /// to this namespace; released again when the namespace is dropped.
+    ///
+    /// # Errors
+    /// [`StoreError::OutOfCapacity`] when a charge does not fit; nothing is charged then.
+    pub fn charge(&self, delta: i64) -> Result<(), StoreError> {
+        if delta >= 0 {
+            self.budget.exchange(delta as u64, 0)?;
+            self.charged(delta as u64, 0);
+        } else {
+            let r = delta.unsigned_abs().min(self.used_bytes());
+            self.budget.release(r);
+            self.charged(0, r);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        self.budget.release(self.used_bytes());
+        self.budget.objects.fetch_sub(self.len(), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_replacement_and_drop() {
+        let b = Arc::new(Budget::new(2 * cost(100)));
+        let ns = Namespace::new(b.clone(), 1000);
+        ns.put(1, &[1; 100]).unwrap();
+        ns.put(2, &[2; 100]).unwrap();
+        assert!(matches!(
+            ns.put(3, &[3; 100]),
+            Err(StoreError::OutOfCapacity { .. })
+        ));
+        // Replacing at full capacity works: the old object's space is credited.
+        ns.put(2, &[4; 100]).unwrap();
+        assert_eq!(ns.get_with(2, |d| d[0]).unwrap(), 4);
+        assert!(ns.free(1));
+        assert!(!ns.free(1));
+        ns.put(3, &[3; 100]).unwrap();
+        assert_eq!(b.used(), 2 * cost(100));
+        assert_eq!(b.objects(), 2);
+        assert!(matches!(ns.put(9, &[0; 1001]), Err(StoreError::TooLarge { .. })));
+        drop(ns);
+        assert_eq!((b.used(), b.objects()), (0, 0));
+    }
+
+    #[test]
+    fn patch_checks_all_edits_first() {
+        let ns = Namespace::new(Arc::new(Budget::new(u64::MAX)), 1000);
+        ns.put(1, &[0; 16]).unwrap();
+        let bad = [(0u32, &[1u8][..]), (15, &[1, 2][..])];
+        assert!(matches!(
+            ns.patch(1, bad.iter().copied()),
+            Err(StoreError::SizeMismatch { .. })
+        ));
+        assert_eq!(ns.get_with(1, |d| d[0]).unwrap(), 0);
+        ns.patch(1, [(8u32, &[7u8; 8][..])].iter().copied()).unwrap();
+        assert_eq!(ns.get_with(1, |d| d[8..].to_vec()).unwrap(), vec![7; 8]);
+        assert_eq!(ns.budget().bytes_written(), 24);
+    }
+}
