@@ -1134,7 +1134,11 @@ mod tests {
             entries: vec![(b"k".to_vec(), b"v".to_vec())],
         });
         roundtrip(&HtValues {
-            values: vec![HtValue::Absent, HtValue::Value(b"x".to_vec()), HtValue::Present],
+            values: vec![
+                HtValue::Absent,
+                HtValue::Value(b"x".to_vec()),
+                HtValue::Present,
+            ],
         });
         roundtrip(&HtScanArgs {
             table: 1,

@@ -1,8 +1,25 @@
 //! The remote agent: operations the memory server runs next to the data.
 //!
 //! The operation set is compiled into the server; clients name an operation by number
-//! (`farmem_proto::agent`) and send its arguments, never code. The same entry point serves the
+//! (`farmem_proto::agent::op`) and send its arguments, never code. The same entry point serves the
 //! TCP server and the client library's embedded store.
+//!
+//! - Far-vector operations (aggregate, filter, gather, unique, group-by, argsort) are pure
+//!   [`kernels`] over chunk objects; the client library runs the same kernels for its client-side
+//!   path, so both paths give bit-identical results.
+//! - Hash-table operations keep the cold entries of a client's `FarHashMap` in per-session
+//!   [`tables`], charged against the session's capacity.
+//!
+//! Every operation validates its input: an unknown operation, a malformed message, a missing
+//! object, a wrong element type or a length mismatch is an [`AgentError`], never a panic.
+
+pub mod kernels;
+pub mod tables;
+
+use farmem_proto::agent::{
+    AgentDecodeError, AgentMessage, ArgsortArgs, FilterArgs, GatherArgs, GroupByArgs, HtKeysArgs,
+    HtPutArgs, HtScanArgs, UniqueArgs, VecRef, op,
+};
 
 /// What an operation may touch: the objects of the calling session, and its agent state.
 pub trait AgentContext {
@@ -30,8 +47,20 @@ pub trait AgentContext {
 }
 
 /// Per-session state owned by the agent. Dropped with the session.
+///
+/// When a session ends, its owner releases [`AgentState::charged_bytes`] from the capacity.
 #[derive(Debug, Default)]
-pub struct AgentState {}
+pub struct AgentState {
+    /// Server-side hash tables.
+    pub tables: tables::Tables,
+}
+
+impl AgentState {
+    /// Bytes of capacity currently charged for agent-owned state.
+    pub fn charged_bytes(&self) -> u64 {
+        self.tables.charged_bytes()
+    }
+}
 
 /// Why an agent operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,11 +85,48 @@ pub enum AgentError {
     Invalid(String),
 }
 
+impl From<AgentDecodeError> for AgentError {
+    fn from(e: AgentDecodeError) -> Self {
+        Self::Invalid(e.to_string())
+    }
+}
+
+/// [`kernels::ChunkIo`] over a session's objects.
+struct CtxIo<'a>(&'a dyn AgentContext);
+
+impl kernels::ChunkIo for CtxIo<'_> {
+    fn read(&self, id: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), AgentError> {
+        self.0.with_object(id, f)
+    }
+    fn write(&self, id: u64, data: &[u8]) -> Result<(), AgentError> {
+        self.0.put_object(id, data)
+    }
+}
+
 /// Runs agent operation `op` with encoded `args` against `ctx`; returns the encoded result.
 ///
 /// # Errors
 /// See [`AgentError`].
 pub fn execute(ctx: &dyn AgentContext, op: u16, args: &[u8]) -> Result<Vec<u8>, AgentError> {
-    let _ = (ctx, args);
-    Err(AgentError::UnknownOp(op))
+    let io = CtxIo(ctx);
+    let tables = &ctx.state().tables;
+    tracing::trace!(op, args = args.len(), "agent operation");
+    Ok(match op {
+        op::VEC_AGGREGATE => kernels::aggregate(&io, &VecRef::decode(args)?)?.encode(),
+        op::VEC_FILTER => kernels::filter(&io, &FilterArgs::decode(args)?)?.encode(),
+        op::VEC_GATHER => kernels::gather(&io, &GatherArgs::decode(args)?)?.encode(),
+        op::VEC_UNIQUE => kernels::unique(&io, &UniqueArgs::decode(args)?)?.encode(),
+        op::VEC_GROUP_BY => kernels::group_by(&io, &GroupByArgs::decode(args)?)?.encode(),
+        op::VEC_ARGSORT => kernels::argsort(&io, &ArgsortArgs::decode(args)?)?.encode(),
+        op::HT_GET => tables.get(&HtKeysArgs::decode(args)?).encode(),
+        op::HT_PUT => tables.put(ctx, HtPutArgs::decode(args)?)?.encode(),
+        op::HT_REMOVE => tables.remove(ctx, &HtKeysArgs::decode(args)?)?.encode(),
+        op::HT_LEN => tables.len(u64::decode(args)?).encode(),
+        op::HT_SCAN => tables.scan(&HtScanArgs::decode(args)?).encode(),
+        op::HT_DROP => tables.drop_table(ctx, u64::decode(args)?)?.encode(),
+        other => return Err(AgentError::UnknownOp(other)),
+    })
 }
+
+#[cfg(test)]
+mod tests;

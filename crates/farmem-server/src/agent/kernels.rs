@@ -1,0 +1,909 @@
+//! The far-vector kernels of the remote agent, shared by the server and the client library.
+//!
+//! A kernel reads chunk objects through a [`ChunkIo`] and writes large results through it. The
+//! server runs them over a session's objects; the client library's *client-side* path runs the very
+//! same functions over chunks it fetched itself. Both therefore visit elements in the same order
+//! and produce bit-identical results (the float-summation order is part of the contract, see
+//! [`farmem_proto::agent`]).
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use std::cell::RefCell;
+//! use farmem_proto::agent::{ElemType, Scalar, Sum, VecRef};
+//! use farmem_server::agent::{AgentError, kernels::{self, ChunkIo}};
+//!
+//! struct Mem(RefCell<HashMap<u64, Vec<u8>>>);
+//! impl ChunkIo for Mem {
+//!     fn read(&self, id: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), AgentError> {
+//!         f(self.0.borrow().get(&id).ok_or(AgentError::NotFound(id))?);
+//!         Ok(())
+//!     }
+//!     fn write(&self, id: u64, data: &[u8]) -> Result<(), AgentError> {
+//!         self.0.borrow_mut().insert(id, data.to_vec());
+//!         Ok(())
+//!     }
+//! }
+//! let io = Mem(RefCell::new(HashMap::new()));
+//! io.write(1, &[1, 2, 3]).unwrap();
+//! let v = VecRef { ty: ElemType::U8, chunks: vec![(1, 3)] };
+//! let agg = kernels::aggregate(&io, &v).unwrap();
+//! assert_eq!(agg.sum, Sum::U(6));
+//! assert_eq!(agg.max, Some(Scalar::U(3)));
+//! ```
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use farmem_proto::agent::{
+    Aggregates, ArgsortArgs, Cmp, Domain, ElemType, FilterArgs, GatherArgs, GroupByArgs,
+    GroupByResult, OutSpec, Predicate, Scalar, Sum, UniqueArgs, UniqueResult, VecRef,
+};
+
+use super::AgentError;
+
+/// Object access for the kernels.
+pub trait ChunkIo {
+    /// Calls `f` with the bytes of object `id`.
+    ///
+    /// # Errors
+    /// [`AgentError::NotFound`] when there is no such object (or any fetch failure).
+    fn read(&self, id: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), AgentError>;
+
+    /// Stores `data` as object `id`.
+    ///
+    /// # Errors
+    /// [`AgentError::OutOfCapacity`] when it does not fit (or any store failure).
+    fn write(&self, id: u64, data: &[u8]) -> Result<(), AgentError>;
+}
+
+/// A widened element value: `u64`, `i64` or `f64`.
+trait Wide: Copy + PartialOrd {
+    type Acc: Copy;
+    const ZERO: Self::Acc;
+    const DOMAIN: Domain;
+    fn add(acc: &mut Self::Acc, v: Self);
+    fn sum(acc: Self::Acc) -> Sum;
+    fn scalar(self) -> Scalar;
+    fn from_scalar(s: Scalar) -> Option<Self>;
+    fn total(&self, other: &Self) -> Ordering;
+    fn is_nan(self) -> bool;
+    /// Bits that are equal exactly when the values are equal in the total order.
+    fn key(self) -> u64;
+    fn from_key(k: u64) -> Self;
+    /// Calls `f` with every element of `bytes` (of element type `ty`), widened.
+    fn decode(ty: ElemType, bytes: &[u8], f: &mut impl FnMut(Self)) -> Result<(), AgentError>;
+}
+
+macro_rules! decode_arms {
+    ($ty:expr, $bytes:expr, $f:expr, $w:ty, $($tag:ident => $t:ty),*) => {
+        match $ty {
+            $(ElemType::$tag => {
+                let (chunks, _) = $bytes.as_chunks::<{ size_of::<$t>() }>();
+                for c in chunks {
+                    $f(<$t>::from_le_bytes(*c) as $w);
+                }
+                Ok(())
+            })*
+            other => Err(AgentError::Invalid(format!("element type {other:?} in the wrong domain"))),
+        }
+    };
+}
+
+impl Wide for u64 {
+    type Acc = u128;
+    const ZERO: u128 = 0;
+    const DOMAIN: Domain = Domain::Unsigned;
+    fn add(acc: &mut u128, v: u64) {
+        *acc = acc.wrapping_add(u128::from(v));
+    }
+    fn sum(acc: u128) -> Sum {
+        Sum::U(acc)
+    }
+    fn scalar(self) -> Scalar {
+        Scalar::U(self)
+    }
+    fn from_scalar(s: Scalar) -> Option<Self> {
+        if let Scalar::U(v) = s { Some(v) } else { None }
+    }
+    fn total(&self, other: &Self) -> Ordering {
+        self.cmp(other)
+    }
+    fn is_nan(self) -> bool {
+        false
+    }
+    fn key(self) -> u64 {
+        self
+    }
+    fn from_key(k: u64) -> Self {
+        k
+    }
+    fn decode(ty: ElemType, bytes: &[u8], f: &mut impl FnMut(Self)) -> Result<(), AgentError> {
+        decode_arms!(ty, bytes, f, u64, U8 => u8, U16 => u16, U32 => u32, U64 => u64)
+    }
+}
+
+impl Wide for i64 {
+    type Acc = i128;
+    const ZERO: i128 = 0;
+    const DOMAIN: Domain = Domain::Signed;
+    fn add(acc: &mut i128, v: i64) {
+        *acc = acc.wrapping_add(i128::from(v));
+    }
+    fn sum(acc: i128) -> Sum {
+        Sum::I(acc)
+    }
+    fn scalar(self) -> Scalar {
+        Scalar::I(self)
+    }
+    fn from_scalar(s: Scalar) -> Option<Self> {
+        if let Scalar::I(v) = s { Some(v) } else { None }
+    }
+    fn total(&self, other: &Self) -> Ordering {
+        self.cmp(other)
+    }
+    fn is_nan(self) -> bool {
+        false
+    }
+    fn key(self) -> u64 {
+        self as u64
+    }
+    fn from_key(k: u64) -> Self {
+        k as i64
+    }
+    fn decode(ty: ElemType, bytes: &[u8], f: &mut impl FnMut(Self)) -> Result<(), AgentError> {
+        decode_arms!(ty, bytes, f, i64, I8 => i8, I16 => i16, I32 => i32, I64 => i64)
+    }
+}
+
+impl Wide for f64 {
+    type Acc = f64;
+    const ZERO: f64 = 0.0;
+    const DOMAIN: Domain = Domain::Float;
+    fn add(acc: &mut f64, v: f64) {
+        *acc += v;
+    }
+    fn sum(acc: f64) -> Sum {
+        Sum::F(acc)
+    }
+    fn scalar(self) -> Scalar {
+        Scalar::F(self)
+    }
+    fn from_scalar(s: Scalar) -> Option<Self> {
+        if let Scalar::F(v) = s { Some(v) } else { None }
+    }
+    fn total(&self, other: &Self) -> Ordering {
+        self.total_cmp(other)
+    }
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+    fn key(self) -> u64 {
+        self.to_bits()
+    }
+    fn from_key(k: u64) -> Self {
+        f64::from_bits(k)
+    }
+    fn decode(ty: ElemType, bytes: &[u8], f: &mut impl FnMut(Self)) -> Result<(), AgentError> {
+        decode_arms!(ty, bytes, f, f64, F32 => f32, F64 => f64)
+    }
+}
+
+/// Runs `$body` with `$W` bound to the widened type of domain `$d`.
+macro_rules! with_domain {
+    ($d:expr, $W:ident => $body:expr) => {
+        match $d {
+            Domain::Unsigned => {
+                type $W = u64;
+                $body
+            }
+            Domain::Signed => {
+                type $W = i64;
+                $body
+            }
+            Domain::Float => {
+                type $W = f64;
+                $body
+            }
+        }
+    };
+}
+
+/// Calls `f` with the raw element bytes of every chunk of `vec`, in order (exactly
+/// `count * size` bytes each).
+fn for_each_chunk<I: ChunkIo + ?Sized>(
+    io: &I,
+    vec: &VecRef,
+    mut f: impl FnMut(&[u8]) -> Result<(), AgentError>,
+) -> Result<(), AgentError> {
+    let size = vec.ty.size();
+    for &(id, count) in &vec.chunks {
+        let need = count as usize * size;
+        let mut res = Ok(());
+        io.read(id, &mut |bytes| {
+            res = if bytes.len() < need {
+                Err(AgentError::Invalid(format!(
+                    "chunk {id:#x} holds {} bytes, {count} elements of {:?} need {need}",
+                    bytes.len(),
+                    vec.ty
+                )))
+            } else {
+                f(&bytes[..need])
+            };
+        })?;
+        res?;
+    }
+    Ok(())
+}
+
+/// Calls `f` with every element of `vec`, widened, in vector order.
+fn for_each_elem<W: Wide, I: ChunkIo + ?Sized>(
+    io: &I,
+    vec: &VecRef,
+    mut f: impl FnMut(W),
+) -> Result<(), AgentError> {
+    for_each_chunk(io, vec, |bytes| W::decode(vec.ty, bytes, &mut f))
+}
+
+/// Running aggregates over widened values.
+struct AggState<W: Wide> {
+    count: u64,
+    acc: W::Acc,
+    min: Option<W>,
+    max: Option<W>,
+}
+
+impl<W: Wide> AggState<W> {
+    fn new() -> Self {
+        Self {
+            count: 0,
+            acc: W::ZERO,
+            min: None,
+            max: None,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, x: W) {
+        self.count += 1;
+        W::add(&mut self.acc, x);
+        if !x.is_nan() {
+            if self.min.is_none_or(|m| x < m) {
+                self.min = Some(x);
+            }
+            if self.max.is_none_or(|m| x > m) {
+                self.max = Some(x);
+            }
+        }
+    }
+
+    fn finish(&self, ty: ElemType) -> Aggregates {
+        Aggregates {
+            ty,
+            count: self.count,
+            sum: W::sum(self.acc),
+            min: self.min.map(W::scalar),
+            max: self.max.map(W::scalar),
+        }
+    }
+}
+
+/// Count, exact sum, min and max of `vec` (mean via [`Aggregates::mean`]).
+///
+/// # Errors
+/// [`AgentError::NotFound`] for a missing chunk, [`AgentError::Invalid`] for a chunk shorter than
+/// its element count says.
+pub fn aggregate<I: ChunkIo + ?Sized>(io: &I, vec: &VecRef) -> Result<Aggregates, AgentError> {
+    with_domain!(vec.ty.domain(), W => {
+        let mut st = AggState::<W>::new();
+        for_each_elem::<W, I>(io, vec, |x| st.push(x))?;
+        Ok(st.finish(vec.ty))
+    })
+}
+
+/// A predicate bound to one domain.
+struct BoundPred<W> {
+    cmp: Cmp,
+    a: W,
+    b: W,
+}
+
+impl<W: Wide> BoundPred<W> {
+    fn new(p: &Predicate) -> Result<Self, AgentError> {
+        let bad =
+            || AgentError::Invalid(format!("predicate operands {p:?} not in {:?}", W::DOMAIN));
+        Ok(Self {
+            cmp: p.cmp,
+            a: W::from_scalar(p.a).ok_or_else(bad)?,
+            b: W::from_scalar(p.b).ok_or_else(bad)?,
+        })
+    }
+
+    #[inline]
+    fn test(&self, x: W) -> bool {
+        match self.cmp {
+            Cmp::Eq => x == self.a,
+            Cmp::Ne => x != self.a,
+            Cmp::Lt => x < self.a,
+            Cmp::Le => x <= self.a,
+            Cmp::Gt => x > self.a,
+            Cmp::Ge => x >= self.a,
+            Cmp::Between => self.a <= x && x <= self.b,
+        }
+    }
+}
+
+/// Whether `x` satisfies `pred` (the same test [`filter`] applies). Useful to check results.
+///
+/// # Errors
+/// [`AgentError::Invalid`] when the operands are not in `x`'s domain.
+pub fn matches(pred: &Predicate, x: Scalar) -> Result<bool, AgentError> {
+    with_domain!(x.domain(), W => {
+        let p = BoundPred::<W>::new(pred)?;
+        let v = W::from_scalar(x).ok_or_else(|| AgentError::Invalid("domain".into()))?;
+        Ok(p.test(v))
+    })
+}
+
+/// Writes `bytes` (elements of `elem_size` bytes) as chunk objects per `out`; returns the element
+/// count.
+fn write_out<I: ChunkIo + ?Sized>(
+    io: &I,
+    out: &OutSpec,
+    elem_size: usize,
+    bytes: &[u8],
+) -> Result<u64, AgentError> {
+    let n = bytes.len() / elem_size;
+    if n == 0 {
+        return Ok(0);
+    }
+    if out.chunk_elems == 0 {
+        return Err(AgentError::Invalid("output chunk_elems is 0".into()));
+    }
+    let per = out.chunk_elems as usize;
+    let need = n.div_ceil(per);
+    if out.ids.len() < need {
+        return Err(AgentError::Invalid(format!(
+            "result of {n} elements needs {need} output ids, {} given",
+            out.ids.len()
+        )));
+    }
+    for (id, chunk) in out.ids.iter().zip(bytes.chunks(per * elem_size)) {
+        io.write(*id, chunk)?;
+    }
+    Ok(n as u64)
+}
+
+/// Writes the ascending indices of the elements of `args.vec` matching `args.pred` as a `u64`
+/// vector into `args.out`; returns its length.
+///
+/// # Errors
+/// [`AgentError::Invalid`] for operands outside the vector's domain, too few output ids or a short
+/// chunk; [`AgentError::NotFound`] for a missing chunk; [`AgentError::OutOfCapacity`].
+pub fn filter<I: ChunkIo + ?Sized>(io: &I, args: &FilterArgs) -> Result<u64, AgentError> {
+    let mut out = Vec::new();
+    with_domain!(args.vec.ty.domain(), W => {
+        let p = BoundPred::<W>::new(&args.pred)?;
+        let mut i = 0u64;
+        for_each_elem::<W, I>(io, &args.vec, |x| {
+            if p.test(x) {
+                out.extend_from_slice(&i.to_le_bytes());
+            }
+            i += 1;
+        })?;
+    });
+    write_out(io, &args.out, 8, &out)
+}
+
+/// Reads a whole `u64` vector.
+fn read_u64s<I: ChunkIo + ?Sized>(io: &I, vec: &VecRef) -> Result<Vec<u64>, AgentError> {
+    if vec.ty != ElemType::U64 {
+        return Err(AgentError::Invalid(format!(
+            "index vector must be u64, not {:?}",
+            vec.ty
+        )));
+    }
+    let mut v = Vec::with_capacity(usize::try_from(vec.len()).unwrap_or(0));
+    for_each_elem::<u64, I>(io, vec, |x| v.push(x))?;
+    Ok(v)
+}
+
+/// Writes `out[i] = src[idx[i]]` into `args.out`; returns its length.
+///
+/// # Errors
+/// [`AgentError::Invalid`] when `idx` is not `u64` or an index is out of bounds (nothing written
+/// then), plus those of [`filter`].
+pub fn gather<I: ChunkIo + ?Sized>(io: &I, args: &GatherArgs) -> Result<u64, AgentError> {
+    let idx = read_u64s(io, &args.idx)?;
+    let size = args.src.ty.size();
+    let len = args.src.len();
+    // Start index of each source chunk.
+    let starts: Vec<u64> = args
+        .src
+        .chunks
+        .iter()
+        .scan(0u64, |s, &(_, n)| {
+            let st = *s;
+            *s += u64::from(n);
+            Some(st)
+        })
+        .collect();
+    // Bucket the requests by source chunk, so every chunk is read once.
+    let mut by_chunk: Vec<Vec<(u32, usize)>> = vec![Vec::new(); args.src.chunks.len()];
+    for (i, &x) in idx.iter().enumerate() {
+        if x >= len {
+            return Err(AgentError::Invalid(format!(
+                "gather index {x} out of bounds for length {len}"
+            )));
+        }
+        let c = starts.partition_point(|&s| s <= x) - 1;
+        by_chunk[c].push(((x - starts[c]) as u32, i));
+    }
+    let mut out = vec![0u8; idx.len() * size];
+    for (c, reqs) in by_chunk.iter().enumerate() {
+        if reqs.is_empty() {
+            continue;
+        }
+        let one = VecRef {
+            ty: args.src.ty,
+            chunks: vec![args.src.chunks[c]],
+        };
+        for_each_chunk(io, &one, |bytes| {
+            for &(off, i) in reqs {
+                let off = off as usize * size;
+                out[i * size..(i + 1) * size].copy_from_slice(&bytes[off..off + size]);
+            }
+            Ok(())
+        })?;
+    }
+    write_out(io, &args.out, size, &out)
+}
+
+/// The distinct values of `args.vec`, ascending in the total order.
+///
+/// # Errors
+/// [`AgentError::Invalid`] when there are more than `args.limit` of them, plus those of
+/// [`aggregate`].
+pub fn unique<I: ChunkIo + ?Sized>(io: &I, args: &UniqueArgs) -> Result<UniqueResult, AgentError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut over = false;
+    with_domain!(args.vec.ty.domain(), W => {
+        for_each_elem::<W, I>(io, &args.vec, |x| {
+            if !over && seen.insert(x.key()) && seen.len() > args.limit as usize {
+                over = true;
+            }
+        })?;
+        if over {
+            return Err(AgentError::Invalid(format!(
+                "more than {} distinct values",
+                args.limit
+            )));
+        }
+        let mut vals: Vec<W> = seen.into_iter().map(W::from_key).collect();
+        vals.sort_by(W::total);
+        Ok(UniqueResult {
+            ty: args.vec.ty,
+            values: vals.into_iter().map(W::scalar).collect(),
+        })
+    })
+}
+
+fn group_by_typed<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
+    io: &I,
+    args: &GroupByArgs,
+) -> Result<GroupByResult, AgentError> {
+    let mut keys = Vec::with_capacity(usize::try_from(args.keys.len()).unwrap_or(0));
+    for_each_elem::<K, I>(io, &args.keys, |k| keys.push(k.key()))?;
+    let mut index: HashMap<u64, usize> = HashMap::new();
+    let mut groups: Vec<(u64, AggState<V>)> = Vec::new();
+    let mut i = 0usize;
+    let mut err = None;
+    for_each_elem::<V, I>(io, &args.values, |v| {
+        if err.is_some() {
+            return;
+        }
+        let Some(&k) = keys.get(i) else {
+            err = Some(AgentError::Invalid(
+                "value column longer than key column".into(),
+            ));
+            return;
+        };
+        i += 1;
+        let g = match index.get(&k) {
+            Some(&g) => g,
+            None if groups.len() >= args.limit as usize => {
+                err = Some(AgentError::Invalid(format!(
+                    "more than {} groups",
+                    args.limit
+                )));
+                return;
+            }
+            None => {
+                index.insert(k, groups.len());
+                groups.push((k, AggState::new()));
+                groups.len() - 1
+            }
+        };
+        groups[g].1.push(v);
+    })?;
+    if let Some(e) = err {
+        return Err(e);
+    }
+    if i != keys.len() {
+        return Err(AgentError::Invalid(format!(
+            "key column has {} elements, value column {i}",
+            keys.len()
+        )));
+    }
+    groups.sort_by(|a, b| K::from_key(a.0).total(&K::from_key(b.0)));
+    Ok(GroupByResult {
+        key_ty: args.keys.ty,
+        groups: groups
+            .iter()
+            .map(|(k, st)| (K::from_key(*k).scalar(), st.finish(args.values.ty)))
+            .collect(),
+    })
+}
+
+/// Group-by aggregate: for every distinct key, the aggregates of the values with that key.
+///
+/// # Errors
+/// [`AgentError::Invalid`] for columns of different lengths or more than `args.limit` groups,
+/// plus those of [`aggregate`].
+pub fn group_by<I: ChunkIo + ?Sized>(
+    io: &I,
+    args: &GroupByArgs,
+) -> Result<GroupByResult, AgentError> {
+    with_domain!(args.keys.ty.domain(), K => {
+        with_domain!(args.values.ty.domain(), V => group_by_typed::<K, V, I>(io, args))
+    })
+}
+
+/// Writes the stable ascending sorting permutation of `args.vec` (as `u64` indices) into
+/// `args.out`; returns its length.
+///
+/// # Errors
+/// Those of [`filter`].
+pub fn argsort<I: ChunkIo + ?Sized>(io: &I, args: &ArgsortArgs) -> Result<u64, AgentError> {
+    let perm: Vec<u64> = with_domain!(args.vec.ty.domain(), W => {
+        let mut vals: Vec<W> = Vec::with_capacity(usize::try_from(args.vec.len()).unwrap_or(0));
+        for_each_elem::<W, I>(io, &args.vec, |x| vals.push(x))?;
+        let mut perm: Vec<u64> = (0..vals.len() as u64).collect();
+        perm.sort_by(|&a, &b| vals[a as usize].total(&vals[b as usize]));
+        perm
+    });
+    let bytes: Vec<u8> = perm.iter().flat_map(|i| i.to_le_bytes()).collect();
+    write_out(io, &args.out, 8, &bytes)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// Objects in a map.
+    #[derive(Default)]
+    pub(crate) struct Mem(pub RefCell<HashMap<u64, Vec<u8>>>);
+
+    impl ChunkIo for Mem {
+        fn read(&self, id: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), AgentError> {
+            f(self.0.borrow().get(&id).ok_or(AgentError::NotFound(id))?);
+            Ok(())
+        }
+        fn write(&self, id: u64, data: &[u8]) -> Result<(), AgentError> {
+            self.0.borrow_mut().insert(id, data.to_vec());
+            Ok(())
+        }
+    }
+
+    impl Mem {
+        /// Stores `bytes` as chunks of `per` elements starting at object `base`.
+        pub(crate) fn vec(&self, ty: ElemType, bytes: &[u8], per: usize, base: u64) -> VecRef {
+            let size = ty.size();
+            let chunks = bytes
+                .chunks(per * size)
+                .enumerate()
+                .map(|(i, c)| {
+                    self.write(base + i as u64, c).unwrap();
+                    (base + i as u64, (c.len() / size) as u32)
+                })
+                .collect();
+            VecRef { ty, chunks }
+        }
+
+        pub(crate) fn read_vec(&self, out: &OutSpec, len: u64, size: usize) -> Vec<u8> {
+            let mut v = Vec::new();
+            for &id in out
+                .ids
+                .iter()
+                .take((len as usize).div_ceil(out.chunk_elems as usize))
+            {
+                v.extend_from_slice(&self.0.borrow()[&id]);
+            }
+            assert_eq!(v.len(), len as usize * size);
+            v
+        }
+    }
+
+    fn le<T: Copy, const N: usize>(xs: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+        xs.iter().flat_map(|&x| f(x)).collect()
+    }
+
+    fn out(base: u64, n: usize, per: u32) -> OutSpec {
+        OutSpec {
+            chunk_elems: per,
+            ids: (base..base + n as u64).collect(),
+        }
+    }
+
+    #[test]
+    fn aggregate_matches_std_for_every_type() {
+        let m = Mem::default();
+        let xs: Vec<i16> = (0..1000)
+            .map(|i| ((i * 7919) % 2001 - 1000) as i16)
+            .collect();
+        let v = m.vec(ElemType::I16, &le(&xs, i16::to_le_bytes), 64, 100);
+        let a = aggregate(&m, &v).unwrap();
+        assert_eq!(a.count, 1000);
+        assert_eq!(a.sum, Sum::I(xs.iter().map(|&x| i128::from(x)).sum()));
+        assert_eq!(a.min, Some(Scalar::I(i64::from(*xs.iter().min().unwrap()))));
+        assert_eq!(a.max, Some(Scalar::I(i64::from(*xs.iter().max().unwrap()))));
+
+        let us: Vec<u64> = vec![u64::MAX; 10];
+        let v = m.vec(ElemType::U64, &le(&us, u64::to_le_bytes), 3, 200);
+        assert_eq!(
+            aggregate(&m, &v).unwrap().sum,
+            Sum::U(u128::from(u64::MAX) * 10)
+        );
+
+        let fs: Vec<f32> = vec![1.5, f32::NAN, -2.0, 0.25];
+        let v = m.vec(ElemType::F32, &le(&fs, f32::to_le_bytes), 3, 300);
+        let a = aggregate(&m, &v).unwrap();
+        assert_eq!(a.count, 4);
+        assert!(a.sum.as_f64().is_nan());
+        assert_eq!(a.min, Some(Scalar::F(-2.0)));
+        assert_eq!(a.max, Some(Scalar::F(1.5)));
+
+        let bytes: Vec<u8> = vec![5, 1, 255];
+        let v = m.vec(ElemType::U8, &bytes, 2, 400);
+        let a = aggregate(&m, &v).unwrap();
+        assert_eq!((a.sum, a.mean()), (Sum::U(261), Some(87.0)));
+
+        let empty = VecRef {
+            ty: ElemType::F64,
+            chunks: vec![],
+        };
+        let a = aggregate(&m, &empty).unwrap();
+        assert_eq!((a.count, a.min, a.mean()), (0, None, None));
+    }
+
+    #[test]
+    fn float_sum_is_sequential_in_vector_order() {
+        let m = Mem::default();
+        let fs: Vec<f64> = (0..1000)
+            .map(|i| 1.0 / f64::from(i + 1) * 1e10_f64.powi(i % 3))
+            .collect();
+        let v = m.vec(ElemType::F64, &le(&fs, f64::to_le_bytes), 7, 1);
+        let mut seq = 0.0;
+        for x in &fs {
+            seq += x;
+        }
+        assert_eq!(aggregate(&m, &v).unwrap().sum, Sum::F(seq));
+    }
+
+    #[test]
+    fn filter_every_comparison() {
+        let m = Mem::default();
+        let xs: Vec<i32> = (0..500).map(|i| (i * 37) % 101 - 50).collect();
+        let v = m.vec(ElemType::I32, &le(&xs, i32::to_le_bytes), 33, 1);
+        for cmp in Cmp::ALL {
+            let pred = Predicate {
+                cmp,
+                a: Scalar::I(-3),
+                b: Scalar::I(20),
+            };
+            let o = out(1000, 100, 16);
+            let n = filter(
+                &m,
+                &FilterArgs {
+                    vec: v.clone(),
+                    pred,
+                    out: o.clone(),
+                },
+            )
+            .unwrap();
+            let got = m.read_vec(&o, n, 8);
+            let want: Vec<u8> = xs
+                .iter()
+                .enumerate()
+                .filter(|&(_, &x)| matches(&pred, Scalar::I(i64::from(x))).unwrap())
+                .flat_map(|(i, _)| (i as u64).to_le_bytes())
+                .collect();
+            assert_eq!(got, want, "{cmp:?}");
+            let naive = |x: i32| match cmp {
+                Cmp::Eq => x == -3,
+                Cmp::Ne => x != -3,
+                Cmp::Lt => x < -3,
+                Cmp::Le => x <= -3,
+                Cmp::Gt => x > -3,
+                Cmp::Ge => x >= -3,
+                Cmp::Between => (-3..=20).contains(&x),
+            };
+            assert_eq!(n as usize, xs.iter().filter(|&&x| naive(x)).count());
+        }
+    }
+
+    #[test]
+    fn filter_rejects_bad_input() {
+        let m = Mem::default();
+        let v = m.vec(ElemType::U32, &le(&[1u32, 2, 3], u32::to_le_bytes), 2, 1);
+        let args = |pred, o| FilterArgs {
+            vec: v.clone(),
+            pred,
+            out: o,
+        };
+        // Operand in the wrong domain.
+        let e = filter(
+            &m,
+            &args(Predicate::new(Cmp::Eq, Scalar::F(1.0)), out(10, 3, 2)),
+        );
+        assert!(matches!(e, Err(AgentError::Invalid(_))));
+        // Too few output ids.
+        let e = filter(
+            &m,
+            &args(Predicate::new(Cmp::Ge, Scalar::U(0)), out(10, 1, 2)),
+        );
+        assert!(matches!(e, Err(AgentError::Invalid(_))));
+        // Zero chunk size.
+        let e = filter(
+            &m,
+            &args(Predicate::new(Cmp::Ge, Scalar::U(0)), out(10, 3, 0)),
+        );
+        assert!(matches!(e, Err(AgentError::Invalid(_))));
+        // Missing chunk.
+        let mut bad = v.clone();
+        bad.chunks.push((999, 1));
+        let e = aggregate(&m, &bad);
+        assert!(matches!(e, Err(AgentError::NotFound(999))));
+        // Chunk shorter than its count.
+        let mut bad = v.clone();
+        bad.chunks[0].1 = 3;
+        assert!(matches!(aggregate(&m, &bad), Err(AgentError::Invalid(_))));
+    }
+
+    #[test]
+    fn gather_and_bounds() {
+        let m = Mem::default();
+        let xs: Vec<u16> = (0..100).map(|i| i * 3).collect();
+        let src = m.vec(ElemType::U16, &le(&xs, u16::to_le_bytes), 9, 1);
+        let idx: Vec<u64> = vec![99, 0, 5, 5, 42];
+        let iv = m.vec(ElemType::U64, &le(&idx, u64::to_le_bytes), 2, 100);
+        let o = out(1000, 3, 2);
+        let n = gather(
+            &m,
+            &GatherArgs {
+                src: src.clone(),
+                idx: iv,
+                out: o.clone(),
+            },
+        )
+        .unwrap();
+        let want: Vec<u8> = idx
+            .iter()
+            .flat_map(|&i| xs[i as usize].to_le_bytes())
+            .collect();
+        assert_eq!(m.read_vec(&o, n, 2), want);
+
+        let bad_idx = m.vec(ElemType::U64, &le(&[100u64], u64::to_le_bytes), 2, 200);
+        let e = gather(
+            &m,
+            &GatherArgs {
+                src: src.clone(),
+                idx: bad_idx,
+                out: o.clone(),
+            },
+        );
+        assert!(matches!(e, Err(AgentError::Invalid(_))));
+        let wrong_ty = m.vec(ElemType::U32, &le(&[1u32], u32::to_le_bytes), 2, 300);
+        let e = gather(
+            &m,
+            &GatherArgs {
+                src,
+                idx: wrong_ty,
+                out: o,
+            },
+        );
+        assert!(matches!(e, Err(AgentError::Invalid(_))));
+    }
+
+    #[test]
+    fn unique_sorted_and_limited() {
+        let m = Mem::default();
+        let fs = [2.0f64, -0.0, 0.0, 2.0, f64::NAN, -1.0];
+        let v = m.vec(ElemType::F64, &le(&fs, f64::to_le_bytes), 4, 1);
+        let u = unique(
+            &m,
+            &UniqueArgs {
+                vec: v.clone(),
+                limit: 10,
+            },
+        )
+        .unwrap();
+        let got: Vec<u64> = u.values.iter().map(|s| s.bits()).collect();
+        let want: Vec<u64> = [-1.0, -0.0, 0.0, 2.0, f64::NAN]
+            .iter()
+            .map(|x: &f64| x.to_bits())
+            .collect();
+        assert_eq!(got, want);
+        let e = unique(&m, &UniqueArgs { vec: v, limit: 4 });
+        assert!(matches!(e, Err(AgentError::Invalid(_))));
+    }
+
+    #[test]
+    fn group_by_matches_naive() {
+        let m = Mem::default();
+        let keys: Vec<i8> = (0..300).map(|i| (i % 7 - 3) as i8).collect();
+        let vals: Vec<f64> = (0..300).map(|i| f64::from(i) * 0.1).collect();
+        let kv = m.vec(ElemType::I8, &le(&keys, i8::to_le_bytes), 50, 1);
+        let vv = m.vec(ElemType::F64, &le(&vals, f64::to_le_bytes), 17, 100);
+        let r = group_by(
+            &m,
+            &GroupByArgs {
+                keys: kv.clone(),
+                values: vv.clone(),
+                limit: 7,
+            },
+        )
+        .unwrap();
+        assert_eq!(r.groups.len(), 7);
+        for (g, (k, a)) in r.groups.iter().enumerate() {
+            assert_eq!(*k, Scalar::I(g as i64 - 3));
+            let mut sum = 0.0;
+            let mut n = 0;
+            for (kk, v) in keys.iter().zip(&vals) {
+                if i64::from(*kk) == g as i64 - 3 {
+                    sum += v;
+                    n += 1;
+                }
+            }
+            assert_eq!((a.count, a.sum), (n, Sum::F(sum)));
+        }
+        let e = group_by(
+            &m,
+            &GroupByArgs {
+                keys: kv.clone(),
+                values: vv,
+                limit: 6,
+            },
+        );
+        assert!(matches!(e, Err(AgentError::Invalid(_))));
+        let short = m.vec(ElemType::F64, &le(&vals[..299], f64::to_le_bytes), 17, 500);
+        let e = group_by(
+            &m,
+            &GroupByArgs {
+                keys: kv,
+                values: short,
+                limit: 7,
+            },
+        );
+        assert!(matches!(e, Err(AgentError::Invalid(_))));
+    }
+
+    #[test]
+    fn argsort_is_stable() {
+        let m = Mem::default();
+        let xs: Vec<u32> = (0..200).map(|i| (i * 13) % 17).collect();
+        let v = m.vec(ElemType::U32, &le(&xs, u32::to_le_bytes), 30, 1);
+        let o = out(1000, 20, 16);
+        let n = argsort(
+            &m,
+            &ArgsortArgs {
+                vec: v,
+                out: o.clone(),
+            },
+        )
+        .unwrap();
+        let mut want: Vec<u64> = (0..200).collect();
+        want.sort_by_key(|&i| xs[i as usize]);
+        assert_eq!(m.read_vec(&o, n, 8), le(&want, u64::to_le_bytes));
+    }
+}

@@ -1,0 +1,352 @@
+//! Tests of the agent entry point against an in-memory context.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use farmem_proto::agent::{
+    AgentMessage, Aggregates, ArgsortArgs, Cmp, ElemType, FilterArgs, GatherArgs, GroupByArgs,
+    GroupByResult, HtKeysArgs, HtPutArgs, HtScanArgs, HtScanResult, HtValue, HtValues, OutSpec,
+    Predicate, Scalar, Sum, UniqueArgs, UniqueResult, VecRef, op,
+};
+
+use super::{AgentContext, AgentError, AgentState, execute, tables::ENTRY_OVERHEAD};
+
+/// A session with a capacity.
+struct Ctx {
+    objects: RefCell<HashMap<u64, Vec<u8>>>,
+    used: Cell<i64>,
+    capacity: i64,
+    state: AgentState,
+}
+
+impl Ctx {
+    fn new(capacity: i64) -> Self {
+        Self {
+            objects: RefCell::default(),
+            used: Cell::new(0),
+            capacity,
+            state: AgentState::default(),
+        }
+    }
+
+    fn vec_u64(&self, xs: &[u64], per: usize, base: u64) -> VecRef {
+        let chunks = xs
+            .chunks(per)
+            .enumerate()
+            .map(|(i, c)| {
+                let id = base + i as u64;
+                let bytes: Vec<u8> = c.iter().flat_map(|x| x.to_le_bytes()).collect();
+                self.put_object(id, &bytes).unwrap();
+                (id, c.len() as u32)
+            })
+            .collect();
+        VecRef {
+            ty: ElemType::U64,
+            chunks,
+        }
+    }
+
+    fn read_u64s(&self, ids: &[u64], len: u64) -> Vec<u64> {
+        let objs = self.objects.borrow();
+        let mut v: Vec<u64> = Vec::new();
+        for id in ids {
+            if let Some(o) = objs.get(id) {
+                v.extend(
+                    o.chunks(8)
+                        .map(|c| u64::from_le_bytes(c.try_into().unwrap())),
+                );
+            }
+        }
+        assert_eq!(v.len() as u64, len);
+        v
+    }
+}
+
+impl AgentContext for Ctx {
+    fn with_object(&self, id: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), AgentError> {
+        f(self
+            .objects
+            .borrow()
+            .get(&id)
+            .ok_or(AgentError::NotFound(id))?);
+        Ok(())
+    }
+    fn put_object(&self, id: u64, data: &[u8]) -> Result<(), AgentError> {
+        self.charge(data.len() as i64)?;
+        self.objects.borrow_mut().insert(id, data.to_vec());
+        Ok(())
+    }
+    fn charge(&self, delta: i64) -> Result<(), AgentError> {
+        let after = self.used.get() + delta;
+        if delta > 0 && after > self.capacity {
+            return Err(AgentError::OutOfCapacity {
+                needed: delta as u64,
+                available: (self.capacity - self.used.get()) as u64,
+            });
+        }
+        self.used.set(after);
+        Ok(())
+    }
+    fn state(&self) -> &AgentState {
+        &self.state
+    }
+}
+
+fn call<R: AgentMessage>(ctx: &Ctx, op: u16, args: &impl AgentMessage) -> Result<R, AgentError> {
+    let out = execute(ctx, op, &args.encode())?;
+    Ok(R::decode(&out).expect("server answers decode"))
+}
+
+#[test]
+fn vector_ops_through_execute() {
+    let ctx = Ctx::new(i64::MAX);
+    let xs: Vec<u64> = (0..1000).map(|i| (i * 7) % 100).collect();
+    let v = ctx.vec_u64(&xs, 64, 1);
+    let a: Aggregates = call(&ctx, op::VEC_AGGREGATE, &v).unwrap();
+    assert_eq!(a.sum, Sum::U(xs.iter().map(|&x| u128::from(x)).sum()));
+    assert_eq!((a.min, a.max), (Some(Scalar::U(0)), Some(Scalar::U(99))));
+
+    let out = OutSpec {
+        chunk_elems: 100,
+        ids: (500..520).collect(),
+    };
+    let n: u64 = call(
+        &ctx,
+        op::VEC_FILTER,
+        &FilterArgs {
+            vec: v.clone(),
+            pred: Predicate::new(Cmp::Lt, Scalar::U(10)),
+            out: out.clone(),
+        },
+    )
+    .unwrap();
+    let idx = ctx.read_u64s(&out.ids, n);
+    let want: Vec<u64> = (0..1000).filter(|&i| xs[i as usize] < 10).collect();
+    assert_eq!(idx, want);
+
+    let idx_vec = VecRef {
+        ty: ElemType::U64,
+        chunks: out.ids[..(n as usize).div_ceil(100)]
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, (n - i as u64 * 100).min(100) as u32))
+            .collect(),
+    };
+    let gout = OutSpec {
+        chunk_elems: 50,
+        ids: (600..700).collect(),
+    };
+    let g: u64 = call(
+        &ctx,
+        op::VEC_GATHER,
+        &GatherArgs {
+            src: v.clone(),
+            idx: idx_vec,
+            out: gout.clone(),
+        },
+    )
+    .unwrap();
+    let gathered = ctx.read_u64s(&gout.ids, g);
+    assert!(gathered.iter().all(|&x| x < 10));
+    assert_eq!(gathered.len(), want.len());
+
+    let u: UniqueResult = call(
+        &ctx,
+        op::VEC_UNIQUE,
+        &UniqueArgs {
+            vec: v.clone(),
+            limit: 1000,
+        },
+    )
+    .unwrap();
+    assert_eq!(u.values, (0..100).map(Scalar::U).collect::<Vec<_>>());
+
+    let g: GroupByResult = call(
+        &ctx,
+        op::VEC_GROUP_BY,
+        &GroupByArgs {
+            keys: v.clone(),
+            values: v.clone(),
+            limit: 100,
+        },
+    )
+    .unwrap();
+    assert_eq!(g.groups.len(), 100);
+    assert_eq!(g.groups[3].1.sum, Sum::U(3 * 10));
+
+    let sout = OutSpec {
+        chunk_elems: 256,
+        ids: (800..804).collect(),
+    };
+    let n: u64 = call(
+        &ctx,
+        op::VEC_ARGSORT,
+        &ArgsortArgs {
+            vec: v,
+            out: sout.clone(),
+        },
+    )
+    .unwrap();
+    let perm = ctx.read_u64s(&sout.ids, n);
+    assert!(
+        perm.windows(2)
+            .all(|w| xs[w[0] as usize] <= xs[w[1] as usize])
+    );
+}
+
+#[test]
+fn bad_requests_are_errors() {
+    let ctx = Ctx::new(i64::MAX);
+    assert!(matches!(
+        execute(&ctx, 999, &[]),
+        Err(AgentError::UnknownOp(999))
+    ));
+    assert!(matches!(
+        execute(&ctx, op::VEC_AGGREGATE, &[1, 2]),
+        Err(AgentError::Invalid(_))
+    ));
+    let missing = VecRef {
+        ty: ElemType::U64,
+        chunks: vec![(42, 1)],
+    };
+    assert!(matches!(
+        execute(&ctx, op::VEC_AGGREGATE, &missing.encode()),
+        Err(AgentError::NotFound(42))
+    ));
+    // A chunk that is too short for its count.
+    let v = ctx.vec_u64(&[1, 2], 2, 1);
+    let mut lie = v.clone();
+    lie.chunks[0].1 = 3;
+    assert!(matches!(
+        execute(&ctx, op::VEC_AGGREGATE, &lie.encode()),
+        Err(AgentError::Invalid(_))
+    ));
+    // Arbitrary bytes for every operation never panic.
+    for op in 0..64 {
+        for len in 0..40 {
+            let junk: Vec<u8> = (0..len).map(|i| (i * 37 + op) as u8).collect();
+            let _ = execute(&ctx, op as u16, &junk);
+        }
+    }
+}
+
+fn put(
+    ctx: &Ctx,
+    table: u64,
+    entries: &[(&[u8], &[u8])],
+    return_old: bool,
+) -> Result<HtValues, AgentError> {
+    call(
+        ctx,
+        op::HT_PUT,
+        &HtPutArgs {
+            table,
+            return_old,
+            entries: entries
+                .iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect(),
+        },
+    )
+}
+
+fn keys(table: u64, ks: &[&[u8]]) -> HtKeysArgs {
+    HtKeysArgs {
+        table,
+        keys: ks.iter().map(|k| k.to_vec()).collect(),
+    }
+}
+
+#[test]
+fn hash_table_ops() {
+    let ctx = Ctx::new(i64::MAX);
+    let r = put(&ctx, 1, &[(b"a", b"1"), (b"b", b"2")], true).unwrap();
+    assert_eq!(r.values, vec![HtValue::Absent, HtValue::Absent]);
+    let r = put(&ctx, 1, &[(b"a", b"one")], true).unwrap();
+    assert_eq!(r.values, vec![HtValue::Value(b"1".to_vec())]);
+    let r = put(&ctx, 1, &[(b"b", b"two")], false).unwrap();
+    assert_eq!(r.values, vec![HtValue::Present]);
+    let g: HtValues = call(&ctx, op::HT_GET, &keys(1, &[b"a", b"zz", b"b"])).unwrap();
+    assert_eq!(
+        g.values,
+        vec![
+            HtValue::Value(b"one".to_vec()),
+            HtValue::Absent,
+            HtValue::Value(b"two".to_vec())
+        ]
+    );
+    // Another table is separate.
+    let g: HtValues = call(&ctx, op::HT_GET, &keys(2, &[b"a"])).unwrap();
+    assert_eq!(g.values, vec![HtValue::Absent]);
+    let n: u64 = call(&ctx, op::HT_LEN, &1u64).unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(
+        ctx.used.get() as u64,
+        ctx.state.charged_bytes(),
+        "charges are tracked"
+    );
+    assert_eq!(
+        ctx.state.charged_bytes(),
+        2 * ENTRY_OVERHEAD + 1 + 3 + 1 + 3
+    );
+    let r: HtValues = call(&ctx, op::HT_REMOVE, &keys(1, &[b"a", b"a"])).unwrap();
+    assert_eq!(
+        r.values,
+        vec![HtValue::Value(b"one".to_vec()), HtValue::Absent]
+    );
+    let n: u64 = call(&ctx, op::HT_DROP, &1u64).unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(ctx.used.get(), 0);
+    assert_eq!(ctx.state.charged_bytes(), 0);
+}
+
+#[test]
+fn hash_table_batch_is_all_or_nothing() {
+    let ctx = Ctx::new(3 * ENTRY_OVERHEAD as i64 + 10);
+    put(&ctx, 1, &[(b"a", b"1")], false).unwrap();
+    let before = ctx.used.get();
+    let e = put(
+        &ctx,
+        1,
+        &[(b"a", b"x"), (b"b", b"2"), (b"c", b"3"), (b"d", b"4")],
+        false,
+    );
+    assert!(matches!(e, Err(AgentError::OutOfCapacity { .. })));
+    assert_eq!(ctx.used.get(), before);
+    let g: HtValues = call(&ctx, op::HT_GET, &keys(1, &[b"a", b"b"])).unwrap();
+    assert_eq!(
+        g.values,
+        vec![HtValue::Value(b"1".to_vec()), HtValue::Absent]
+    );
+}
+
+#[test]
+fn hash_table_scan_pages_through_everything() {
+    let ctx = Ctx::new(i64::MAX);
+    let entries: Vec<(Vec<u8>, Vec<u8>)> = (0..100u32)
+        .map(|i| (i.to_be_bytes().to_vec(), vec![i as u8; 3]))
+        .collect();
+    let refs: Vec<(&[u8], &[u8])> = entries.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+    put(&ctx, 9, &refs, false).unwrap();
+    let mut after = None;
+    let mut seen = Vec::new();
+    loop {
+        let page: HtScanResult = call(
+            &ctx,
+            op::HT_SCAN,
+            &HtScanArgs {
+                table: 9,
+                max: 7,
+                after: after.clone(),
+            },
+        )
+        .unwrap();
+        assert!(page.entries.len() <= 7);
+        after = page.entries.last().map(|(k, _)| k.clone());
+        seen.extend(page.entries);
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(seen, entries);
+}
