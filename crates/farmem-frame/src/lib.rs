@@ -1,1 +1,37 @@
-//! A columnar DataFrame on far memory.
+//! A columnar DataFrame whose columns can live in far memory.
+//!
+//! A [`DataFrame`] holds named, typed [`Column`]s (integers, floats, booleans, dictionary-encoded
+//! strings, timestamps). Each column keeps its elements in a [`ColumnStore`] made by the frame's
+//! [`Placement`]: plain local vectors ([`LocalPlacement`]) or far memory. Operations: streaming CSV
+//! loading ([`csv::read_csv`]), filtering, projection, derived columns, group-by with
+//! count/sum/mean/min/max/median, sorting, unique values, head/describe, CSV and JSON output.
+//!
+//! [`taxi`] holds the NYC-taxi workload of the AIFM paper: a synthetic data generator and the nine
+//! analysis steps.
+//!
+//! ```
+//! use farmem_frame::{csv, Agg, LocalPlacement, Value};
+//! let data = "city,temp\nOslo,3\nRome,18\nOslo,5\n";
+//! let df = csv::read_csv(data.as_bytes(), &Default::default(), LocalPlacement::shared(), &mut |_| {}).unwrap();
+//! let g = df.group_by("city", "temp", &[Agg::Mean]).unwrap();
+//! assert_eq!(g.column("temp_mean").unwrap().get(0).unwrap(), Value::Float(4.0));
+//! ```
+
+pub mod column;
+pub mod csv;
+mod dtype;
+mod error;
+mod frame;
+mod groupby;
+pub mod storage;
+pub mod taxi;
+pub mod time;
+
+pub use column::{Column, ColumnBuilder, Dictionary};
+pub use dtype::{DType, Elem, Value};
+pub use error::{FrameError, Result};
+pub use frame::DataFrame;
+pub use groupby::Agg;
+pub use storage::{
+    Cmp, ColumnStore, LocalPlacement, LocalStore, Placement, PlacementRef, Storable, Summary,
+};

@@ -1,0 +1,778 @@
+//! Typed columns and their builders.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::storage::{Cmp, ColumnStore, Placement, Storable, Summary};
+use crate::{DType, Elem, FrameError, Result, Value};
+
+/// Rows buffered by a builder before they are appended to the store.
+pub(crate) const BUILD_CHUNK: usize = 1 << 16;
+
+/// The strings of a dictionary-encoded column; codes index `values`.
+#[derive(Clone, Debug, Default)]
+pub struct Dictionary {
+    values: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl Dictionary {
+    /// The code of `s`, adding it if new.
+    pub fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&c) = self.index.get(s) {
+            return c;
+        }
+        let c = self.values.len() as u32;
+        self.values.push(s.to_owned());
+        self.index.insert(s.to_owned(), c);
+        c
+    }
+    /// The code of `s`, if present.
+    pub fn code(&self, s: &str) -> Option<u32> {
+        self.index.get(s).copied()
+    }
+    /// The string of a code.
+    pub fn value(&self, code: u32) -> Option<&str> {
+        self.values.get(code as usize).map(String::as_str)
+    }
+    /// Number of distinct strings.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+    /// Whether there are no strings.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// The physical storage of a column.
+pub enum ColumnData {
+    /// `I64` and `Timestamp` columns.
+    I64(Box<dyn ColumnStore<i64>>),
+    /// `I32` columns.
+    I32(Box<dyn ColumnStore<i32>>),
+    /// `U8` and `Bool` columns.
+    U8(Box<dyn ColumnStore<u8>>),
+    /// Dictionary codes of `Str` columns.
+    U32(Box<dyn ColumnStore<u32>>),
+    /// `F64` columns.
+    F64(Box<dyn ColumnStore<f64>>),
+}
+
+/// Runs `$body` with `$s` bound to the typed store of a [`ColumnData`].
+macro_rules! with_store {
+    ($data:expr, $s:ident => $body:expr) => {
+        match $data {
+            $crate::column::ColumnData::I64($s) => $body,
+            $crate::column::ColumnData::I32($s) => $body,
+            $crate::column::ColumnData::U8($s) => $body,
+            $crate::column::ColumnData::U32($s) => $body,
+            $crate::column::ColumnData::F64($s) => $body,
+        }
+    };
+}
+pub(crate) use with_store;
+
+impl ColumnData {
+    fn new(dtype: DType, p: &dyn Placement) -> Self {
+        match dtype {
+            DType::I64 | DType::Timestamp => ColumnData::I64(p.new_i64()),
+            DType::I32 => ColumnData::I32(p.new_i32()),
+            DType::U8 | DType::Bool => ColumnData::U8(p.new_u8()),
+            DType::Str => ColumnData::U32(p.new_u32()),
+            DType::F64 => ColumnData::F64(p.new_f64()),
+        }
+    }
+
+    fn empty_like(&self) -> Self {
+        match self {
+            ColumnData::I64(s) => ColumnData::I64(s.empty_like()),
+            ColumnData::I32(s) => ColumnData::I32(s.empty_like()),
+            ColumnData::U8(s) => ColumnData::U8(s.empty_like()),
+            ColumnData::U32(s) => ColumnData::U32(s.empty_like()),
+            ColumnData::F64(s) => ColumnData::F64(s.empty_like()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        with_store!(self, s => s.len())
+    }
+}
+
+/// A named, typed column.
+pub struct Column {
+    name: String,
+    dtype: DType,
+    data: ColumnData,
+    dict: Option<Arc<Dictionary>>,
+}
+
+impl std::fmt::Debug for Column {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Column({:?}: {}, {} rows)",
+            self.name,
+            self.dtype,
+            self.len()
+        )
+    }
+}
+
+/// Converts an element of a column of type `dtype` to a [`Value`].
+fn to_value<T: Elem>(dtype: DType, dict: Option<&Dictionary>, x: T) -> Value {
+    match dtype {
+        DType::F64 => Value::Float(x.to_f64()),
+        DType::Bool => Value::Bool(x.to_i64() != 0),
+        DType::Timestamp => Value::Timestamp(x.to_i64()),
+        DType::Str => Value::Str(
+            dict.and_then(|d| d.value(x.to_i64() as u32))
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+        DType::I64 | DType::I32 | DType::U8 => Value::Int(x.to_i64()),
+    }
+}
+
+impl Column {
+    /// A column from a local vector, stored with placement `p`.
+    ///
+    /// ```
+    /// use farmem_frame::{Column, DType, LocalPlacement, Value};
+    /// let c = Column::from_vec("x", DType::I64, vec![3i64, 1, 2], &LocalPlacement).unwrap();
+    /// assert_eq!(c.max().unwrap(), Some(Value::Int(3)));
+    /// ```
+    ///
+    /// # Errors
+    /// [`FrameError::TypeMismatch`] if `T` is not the storage type of `dtype` (or `dtype` is
+    /// `Str`: use [`Column::from_strings`]); storage errors.
+    pub fn from_vec<T: Storable>(
+        name: &str,
+        dtype: DType,
+        v: Vec<T>,
+        p: &dyn Placement,
+    ) -> Result<Column> {
+        let mut b = ColumnBuilder::new(name, dtype, p);
+        if dtype == DType::Str || !b.accepts::<T>() {
+            return Err(FrameError::TypeMismatch {
+                column: name.into(),
+                expected: format!("storage type {}", std::any::type_name::<T>()),
+                actual: dtype,
+            });
+        }
+        for chunk in v.chunks(BUILD_CHUNK) {
+            b.push_slice(chunk)?;
+        }
+        b.finish()
+    }
+
+    /// A dictionary-encoded string column.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn from_strings<S: AsRef<str>>(name: &str, v: &[S], p: &dyn Placement) -> Result<Column> {
+        let mut b = ColumnBuilder::new(name, DType::Str, p);
+        for s in v {
+            b.push_str_value(s.as_ref())?;
+        }
+        b.finish()
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The logical type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The physical storage.
+    pub fn data(&self) -> &ColumnData {
+        &self.data
+    }
+
+    /// The dictionary of a `Str` column.
+    pub fn dictionary(&self) -> Option<&Dictionary> {
+        self.dict.as_deref()
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the column has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The same column under another name (shares nothing: data are copied).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn renamed(&self, name: &str) -> Result<Column> {
+        let mut c = self.slice(0..self.len())?;
+        c.name = name.into();
+        Ok(c)
+    }
+
+    /// The cell at row `i`.
+    ///
+    /// # Errors
+    /// [`FrameError::OutOfRange`]; storage errors.
+    pub fn get(&self, i: usize) -> Result<Value> {
+        if i >= self.len() {
+            return Err(FrameError::OutOfRange {
+                index: i,
+                len: self.len(),
+            });
+        }
+        let i = u32::try_from(i).map_err(|_| FrameError::OutOfRange {
+            index: i,
+            len: self.len(),
+        })?;
+        with_store!(&self.data, s => {
+            let v = s.gather(&[i])?;
+            Ok(to_value(self.dtype, self.dict.as_deref(), v[0]))
+        })
+    }
+
+    /// The cells of `range`.
+    ///
+    /// # Errors
+    /// Storage errors.
+    ///
+    /// # Panics
+    /// If `range` reaches past the end.
+    pub fn values(&self, range: std::ops::Range<usize>) -> Result<Vec<Value>> {
+        with_store!(&self.data, s => Ok(s
+            .to_vec(range)?
+            .into_iter()
+            .map(|x| to_value(self.dtype, self.dict.as_deref(), x))
+            .collect()))
+    }
+
+    fn numeric(&self, op: &str) -> Result<()> {
+        if self.dtype == DType::Str {
+            return Err(FrameError::TypeMismatch {
+                column: self.name.clone(),
+                expected: format!("a numeric column for {op}"),
+                actual: self.dtype,
+            });
+        }
+        Ok(())
+    }
+
+    fn summary_f64(&self) -> Result<(u64, f64, Option<Value>, Option<Value>)> {
+        fn conv<T: Elem>(c: &Column, s: Summary<T>) -> (u64, f64, Option<Value>, Option<Value>) {
+            let d = c.dict.as_deref();
+            (
+                s.count,
+                T::sum_to_f64(s.sum),
+                s.min.map(|x| to_value(c.dtype, d, x)),
+                s.max.map(|x| to_value(c.dtype, d, x)),
+            )
+        }
+        with_store!(&self.data, s => Ok(conv(self, s.summary()?)))
+    }
+
+    /// Number of non-missing values.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn count(&self) -> Result<u64> {
+        Ok(self.summary_f64()?.0)
+    }
+
+    /// The sum of an integer column, exactly.
+    ///
+    /// # Errors
+    /// [`FrameError::TypeMismatch`] for float and string columns; storage errors.
+    pub fn sum_int(&self) -> Result<i128> {
+        match &self.data {
+            ColumnData::I64(s) => Ok(s.summary()?.sum),
+            ColumnData::I32(s) => Ok(s.summary()?.sum),
+            ColumnData::U8(s) => Ok(s.summary()?.sum),
+            ColumnData::U32(_) | ColumnData::F64(_) => Err(FrameError::TypeMismatch {
+                column: self.name.clone(),
+                expected: "an integer column".into(),
+                actual: self.dtype,
+            }),
+        }
+    }
+
+    /// The sum as a float.
+    ///
+    /// # Errors
+    /// [`FrameError::TypeMismatch`] for string columns; storage errors.
+    pub fn sum(&self) -> Result<f64> {
+        self.numeric("sum")?;
+        Ok(self.summary_f64()?.1)
+    }
+
+    /// The mean of the non-missing values, `None` if there are none. Integer columns are summed
+    /// exactly first, so the result does not depend on the order of summation.
+    ///
+    /// # Errors
+    /// [`FrameError::TypeMismatch`] for string columns; storage errors.
+    pub fn mean(&self) -> Result<Option<f64>> {
+        self.numeric("mean")?;
+        if self.dtype.is_integer() {
+            let n = self.count()?;
+            let s = self.sum_int()?;
+            return Ok((n > 0).then(|| s as f64 / n as f64));
+        }
+        let (n, s, _, _) = self.summary_f64()?;
+        Ok((n > 0).then(|| s / n as f64))
+    }
+
+    /// The smallest value (strings: by code order), `None` if empty.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn min(&self) -> Result<Option<Value>> {
+        Ok(self.summary_f64()?.2)
+    }
+
+    /// The largest value, `None` if empty.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn max(&self) -> Result<Option<Value>> {
+        Ok(self.summary_f64()?.3)
+    }
+
+    /// The median of the non-missing values (the lower middle one for an even count), `None`
+    /// if there are none.
+    ///
+    /// # Errors
+    /// [`FrameError::TypeMismatch`] for string columns; storage errors.
+    pub fn median(&self) -> Result<Option<Value>> {
+        self.numeric("median")?;
+        with_store!(&self.data, s => {
+            let mut v = s.to_vec(0..s.len())?;
+            v.retain(|x| !x.is_missing());
+            Ok(median_of(&mut v).map(|x| to_value(self.dtype, None, x)))
+        })
+    }
+
+    /// The distinct values, sorted (strings: alphabetically).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn unique(&self) -> Result<Vec<Value>> {
+        let mut out: Vec<Value> = with_store!(&self.data, s => s
+            .unique()?
+            .into_iter()
+            .map(|x| to_value(self.dtype, self.dict.as_deref(), x))
+            .collect());
+        if self.dtype == DType::Str {
+            out.sort_by_key(Value::to_string);
+        }
+        Ok(out)
+    }
+
+    /// The rows where `cell <cmp> operand`, ascending. Strings support `Eq` and `Ne` only.
+    ///
+    /// # Errors
+    /// [`FrameError::TypeMismatch`] if `operand` does not fit the column; storage errors.
+    pub fn select(&self, cmp: Cmp, operand: &Value) -> Result<Vec<u32>> {
+        let mismatch = || FrameError::TypeMismatch {
+            column: self.name.clone(),
+            expected: format!("a column comparable with {operand:?} by {cmp:?}"),
+            actual: self.dtype,
+        };
+        if self.dtype == DType::Str {
+            let Value::Str(s) = operand else {
+                return Err(mismatch());
+            };
+            let ColumnData::U32(store) = &self.data else {
+                return Err(mismatch());
+            };
+            return match (self.dict.as_deref().and_then(|d| d.code(s)), cmp) {
+                (Some(code), Cmp::Eq | Cmp::Ne) => store.select(cmp, code),
+                (None, Cmp::Eq) => Ok(Vec::new()),
+                (None, Cmp::Ne) => Ok((0..store.len() as u32).collect()),
+                _ => Err(mismatch()),
+            };
+        }
+        let (i, f) = match operand {
+            Value::Int(v) | Value::Timestamp(v) => (Some(*v), *v as f64),
+            Value::Bool(b) => (Some(i64::from(*b)), f64::from(u8::from(*b))),
+            Value::Float(v) => (None, *v),
+            Value::Str(_) => return Err(mismatch()),
+        };
+        fn go<T: Elem>(
+            s: &dyn ColumnStore<T>,
+            cmp: Cmp,
+            i: Option<i64>,
+            f: f64,
+        ) -> Result<Vec<u32>> {
+            match i.and_then(T::from_i64).or_else(|| T::from_f64(f)) {
+                Some(x) => s.select(cmp, x),
+                // The operand lies outside the type's range or between integers: compare as floats.
+                None => {
+                    let mut out = Vec::new();
+                    s.scan(0..s.len(), &mut |start, xs| {
+                        out.extend(
+                            xs.iter()
+                                .enumerate()
+                                .filter(|(_, x)| cmp.eval(x.to_f64(), f))
+                                .map(|(k, _)| (start + k) as u32),
+                        );
+                        Ok(())
+                    })?;
+                    Ok(out)
+                }
+            }
+        }
+        with_store!(&self.data, s => go(s.as_ref(), cmp, i, f))
+    }
+
+    /// The rows at `idx`, in that order, as a new column of the same placement.
+    ///
+    /// # Errors
+    /// [`FrameError::OutOfRange`]; storage errors.
+    pub fn take(&self, idx: &[u32]) -> Result<Column> {
+        fn go<T: Elem>(s: &dyn ColumnStore<T>, idx: &[u32]) -> Result<Box<dyn ColumnStore<T>>> {
+            let mut out = s.empty_like();
+            for part in idx.chunks(BUILD_CHUNK) {
+                out.append(&s.gather(part)?)?;
+            }
+            Ok(out)
+        }
+        let data = match &self.data {
+            ColumnData::I64(s) => ColumnData::I64(go(s.as_ref(), idx)?),
+            ColumnData::I32(s) => ColumnData::I32(go(s.as_ref(), idx)?),
+            ColumnData::U8(s) => ColumnData::U8(go(s.as_ref(), idx)?),
+            ColumnData::U32(s) => ColumnData::U32(go(s.as_ref(), idx)?),
+            ColumnData::F64(s) => ColumnData::F64(go(s.as_ref(), idx)?),
+        };
+        Ok(Column {
+            name: self.name.clone(),
+            dtype: self.dtype,
+            data,
+            dict: self.dict.clone(),
+        })
+    }
+
+    /// Rows `range` as a new column of the same placement.
+    ///
+    /// # Errors
+    /// Storage errors.
+    ///
+    /// # Panics
+    /// If `range` reaches past the end.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Result<Column> {
+        let mut data = self.data.empty_like();
+        macro_rules! copy {
+            ($src:expr, $dst:expr) => {
+                $src.scan(range.clone(), &mut |_, xs| $dst.append(xs))?
+            };
+        }
+        match (&self.data, &mut data) {
+            (ColumnData::I64(a), ColumnData::I64(b)) => copy!(a, b),
+            (ColumnData::I32(a), ColumnData::I32(b)) => copy!(a, b),
+            (ColumnData::U8(a), ColumnData::U8(b)) => copy!(a, b),
+            (ColumnData::U32(a), ColumnData::U32(b)) => copy!(a, b),
+            (ColumnData::F64(a), ColumnData::F64(b)) => copy!(a, b),
+            _ => unreachable!("empty_like keeps the variant"),
+        }
+        Ok(Column {
+            name: self.name.clone(),
+            dtype: self.dtype,
+            data,
+            dict: self.dict.clone(),
+        })
+    }
+
+    /// Rows `range` converted to `i64` (floats truncate, strings give their codes).
+    ///
+    /// # Errors
+    /// Storage errors.
+    ///
+    /// # Panics
+    /// If `range` reaches past the end.
+    pub fn read_i64(&self, range: std::ops::Range<usize>) -> Result<Vec<i64>> {
+        if let ColumnData::I64(s) = &self.data {
+            return s.to_vec(range);
+        }
+        with_store!(&self.data, s => Ok(s.to_vec(range)?.into_iter().map(Elem::to_i64).collect()))
+    }
+
+    /// Rows `range` converted to `f64`.
+    ///
+    /// # Errors
+    /// Storage errors.
+    ///
+    /// # Panics
+    /// If `range` reaches past the end.
+    pub fn read_f64(&self, range: std::ops::Range<usize>) -> Result<Vec<f64>> {
+        if let ColumnData::F64(s) = &self.data {
+            return s.to_vec(range);
+        }
+        with_store!(&self.data, s => Ok(s.to_vec(range)?.into_iter().map(Elem::to_f64).collect()))
+    }
+
+    /// Calls `f(start, values)` on consecutive chunks of the column converted to `i64` (floats
+    /// truncate, strings give their codes).
+    ///
+    /// # Errors
+    /// Errors of `f`; storage errors.
+    pub fn scan_i64(&self, f: &mut dyn FnMut(usize, &[i64]) -> Result<()>) -> Result<()> {
+        if let ColumnData::I64(s) = &self.data {
+            return s.scan(0..s.len(), f);
+        }
+        let mut buf = Vec::new();
+        with_store!(&self.data, s => s.scan(0..s.len(), &mut |start, xs| {
+            buf.clear();
+            buf.extend(xs.iter().map(|x| x.to_i64()));
+            f(start, &buf)
+        }))
+    }
+
+    /// Calls `f(start, values)` on consecutive chunks of the column converted to `f64`.
+    ///
+    /// # Errors
+    /// Errors of `f`; storage errors.
+    pub fn scan_f64(&self, f: &mut dyn FnMut(usize, &[f64]) -> Result<()>) -> Result<()> {
+        if let ColumnData::F64(s) = &self.data {
+            return s.scan(0..s.len(), f);
+        }
+        let mut buf = Vec::new();
+        with_store!(&self.data, s => s.scan(0..s.len(), &mut |start, xs| {
+            buf.clear();
+            buf.extend(xs.iter().map(|x| x.to_f64()));
+            f(start, &buf)
+        }))
+    }
+}
+
+/// The lower median of `v` (reorders it); `None` if empty.
+pub(crate) fn median_of<T: Elem>(v: &mut [T]) -> Option<T> {
+    if v.is_empty() {
+        return None;
+    }
+    let mid = (v.len() - 1) / 2;
+    let (_, m, _) = v.select_nth_unstable_by(mid, T::total_cmp);
+    Some(*m)
+}
+
+/// Builds a column row by row: buffers a chunk locally, then appends it to the store.
+pub struct ColumnBuilder {
+    name: String,
+    dtype: DType,
+    data: ColumnData,
+    buf: Buffer,
+    dict: Dictionary,
+}
+
+enum Buffer {
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    U8(Vec<u8>),
+    U32(Vec<u32>),
+    F64(Vec<f64>),
+}
+
+impl ColumnBuilder {
+    /// An empty column of type `dtype` stored with placement `p`.
+    pub fn new(name: &str, dtype: DType, p: &dyn Placement) -> Self {
+        let data = ColumnData::new(dtype, p);
+        let buf = match &data {
+            ColumnData::I64(_) => Buffer::I64(Vec::new()),
+            ColumnData::I32(_) => Buffer::I32(Vec::new()),
+            ColumnData::U8(_) => Buffer::U8(Vec::new()),
+            ColumnData::U32(_) => Buffer::U32(Vec::new()),
+            ColumnData::F64(_) => Buffer::F64(Vec::new()),
+        };
+        Self {
+            name: name.into(),
+            dtype,
+            data,
+            buf,
+            dict: Dictionary::default(),
+        }
+    }
+
+    /// The column's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The column's type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn accepts<T: 'static>(&self) -> bool {
+        use std::any::TypeId;
+        let t = TypeId::of::<T>();
+        match self.buf {
+            Buffer::I64(_) => t == TypeId::of::<i64>(),
+            Buffer::I32(_) => t == TypeId::of::<i32>(),
+            Buffer::U8(_) => t == TypeId::of::<u8>(),
+            Buffer::U32(_) => t == TypeId::of::<u32>(),
+            Buffer::F64(_) => t == TypeId::of::<f64>(),
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        match (&mut self.buf, &mut self.data) {
+            (Buffer::I64(b), ColumnData::I64(s)) => s.append(b)?,
+            (Buffer::I32(b), ColumnData::I32(s)) => s.append(b)?,
+            (Buffer::U8(b), ColumnData::U8(s)) => s.append(b)?,
+            (Buffer::U32(b), ColumnData::U32(s)) => s.append(b)?,
+            (Buffer::F64(b), ColumnData::F64(s)) => s.append(b)?,
+            _ => unreachable!("buffer and store have the same type"),
+        }
+        match &mut self.buf {
+            Buffer::I64(b) => b.clear(),
+            Buffer::I32(b) => b.clear(),
+            Buffer::U8(b) => b.clear(),
+            Buffer::U32(b) => b.clear(),
+            Buffer::F64(b) => b.clear(),
+        }
+        Ok(())
+    }
+
+    fn buffered(&self) -> usize {
+        match &self.buf {
+            Buffer::I64(b) => b.len(),
+            Buffer::I32(b) => b.len(),
+            Buffer::U8(b) => b.len(),
+            Buffer::U32(b) => b.len(),
+            Buffer::F64(b) => b.len(),
+        }
+    }
+
+    fn after_push(&mut self) -> Result<()> {
+        if self.buffered() >= BUILD_CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn push_slice<T: Elem>(&mut self, xs: &[T]) -> Result<()> {
+        let bytes: &[u8] = bytemuck::cast_slice(xs);
+        match &mut self.buf {
+            Buffer::I64(b) => b.extend_from_slice(bytemuck::cast_slice(bytes)),
+            Buffer::I32(b) => b.extend_from_slice(bytemuck::cast_slice(bytes)),
+            Buffer::U8(b) => b.extend_from_slice(bytes),
+            Buffer::U32(b) => b.extend_from_slice(bytemuck::cast_slice(bytes)),
+            Buffer::F64(b) => b.extend_from_slice(bytemuck::cast_slice(bytes)),
+        }
+        self.after_push()
+    }
+
+    /// Appends an integer (timestamps: seconds; booleans: 0 or 1).
+    ///
+    /// # Errors
+    /// [`FrameError::TypeMismatch`] if the value does not fit the column's type.
+    pub fn push_i64(&mut self, v: i64) -> Result<()> {
+        let ok = match &mut self.buf {
+            Buffer::I64(b) if self.dtype != DType::Str => {
+                b.push(v);
+                true
+            }
+            Buffer::I32(b) => i32::try_from(v).map(|x| b.push(x)).is_ok(),
+            Buffer::U8(b) if self.dtype != DType::Bool || v == 0 || v == 1 => {
+                u8::try_from(v).map(|x| b.push(x)).is_ok()
+            }
+            Buffer::F64(b) => {
+                b.push(v as f64);
+                true
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(self.mismatch(&v.to_string()));
+        }
+        self.after_push()
+    }
+
+    /// Appends a float.
+    ///
+    /// # Errors
+    /// [`FrameError::TypeMismatch`] unless the column is `F64`.
+    pub fn push_f64(&mut self, v: f64) -> Result<()> {
+        match &mut self.buf {
+            Buffer::F64(b) => b.push(v),
+            _ => return Err(self.mismatch(&v.to_string())),
+        }
+        self.after_push()
+    }
+
+    /// Appends a string to a `Str` column.
+    ///
+    /// # Errors
+    /// [`FrameError::TypeMismatch`] unless the column is `Str`.
+    pub fn push_str_value(&mut self, s: &str) -> Result<()> {
+        let code = self.dict.intern(s);
+        match &mut self.buf {
+            Buffer::U32(b) if self.dtype == DType::Str => b.push(code),
+            _ => return Err(self.mismatch(s)),
+        }
+        self.after_push()
+    }
+
+    fn mismatch(&self, what: &str) -> FrameError {
+        FrameError::TypeMismatch {
+            column: self.name.clone(),
+            expected: format!("a value that fits, got {what:?}"),
+            actual: self.dtype,
+        }
+    }
+
+    /// Parses a CSV field and appends it. An empty field is NaN in an `F64` column and the empty
+    /// string in a `Str` column; other types reject it.
+    ///
+    /// # Errors
+    /// [`FrameError::BadRow`] naming `line` if the field does not parse.
+    pub fn push_field(&mut self, field: &str, line: u64) -> Result<()> {
+        let (name, dtype) = (self.name.clone(), self.dtype);
+        let bad = |why: &str| FrameError::BadRow {
+            line,
+            reason: format!("column {name:?} ({dtype}): {why} {field:?}"),
+        };
+        let t = field.trim();
+        match self.dtype {
+            DType::Str => return self.push_str_value(field),
+            DType::F64 if t.is_empty() => return self.push_f64(f64::NAN),
+            DType::F64 => {
+                let v: f64 = t.parse().map_err(|_| bad("not a number:"))?;
+                return self.push_f64(v);
+            }
+            _ => {}
+        }
+        let v = match self.dtype {
+            DType::Bool => match t {
+                "1" | "true" | "True" | "TRUE" | "Y" => 1,
+                "0" | "false" | "False" | "FALSE" | "N" => 0,
+                _ => return Err(bad("not a boolean:")),
+            },
+            DType::Timestamp => {
+                crate::time::parse_timestamp(t).ok_or_else(|| bad("not a timestamp:"))?
+            }
+            _ => t.parse::<i64>().map_err(|_| bad("not an integer:"))?,
+        };
+        self.push_i64(v).map_err(|_| bad("out of range:"))
+    }
+
+    /// Flushes the buffer and returns the column.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn finish(mut self) -> Result<Column> {
+        self.flush()?;
+        let dict = (self.dtype == DType::Str).then(|| Arc::new(std::mem::take(&mut self.dict)));
+        Ok(Column {
+            name: self.name,
+            dtype: self.dtype,
+            data: self.data,
+            dict,
+        })
+    }
+}

@@ -1,0 +1,384 @@
+//! CSV: a small streaming record parser, a loader that appends rows into column builders (a file
+//! larger than local memory loads, when the placement is far), and a writer.
+//!
+//! Dialect: comma-separated, optional double quotes around a field, `""` is a quote inside a
+//! quoted field, quoted fields may span lines, records end with LF or CRLF, blank lines are
+//! skipped. The first record is the header.
+
+use std::io::{BufRead, Write};
+
+use crate::column::ColumnBuilder;
+use crate::{Column, DType, DataFrame, FrameError, PlacementRef, Result, Value};
+
+/// One parsed record: the unescaped text of its fields.
+#[derive(Debug, Default, Clone)]
+pub struct Record {
+    text: String,
+    ends: Vec<usize>,
+    line: u64,
+}
+
+impl Record {
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+    /// Whether the record has no fields.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+    /// Field `i`, if present.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        self.text.get(start..end)
+    }
+    /// 1-based line where the record starts.
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+    /// The fields in order.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+}
+
+/// Reads CSV records one at a time.
+///
+/// ```
+/// use farmem_frame::csv::{CsvRecords, Record};
+/// let mut r = CsvRecords::new("a,\"b \"\"q\"\", c\"\r\n1,2\n".as_bytes());
+/// let mut rec = Record::default();
+/// assert!(r.next_record(&mut rec).unwrap());
+/// assert_eq!(rec.fields().collect::<Vec<_>>(), ["a", "b \"q\", c"]);
+/// ```
+pub struct CsvRecords<R> {
+    r: R,
+    line: u64,
+    bytes: u64,
+    raw: Vec<u8>,
+    field: Vec<u8>,
+}
+
+impl<R: BufRead> CsvRecords<R> {
+    /// A reader over `r`.
+    pub fn new(r: R) -> Self {
+        Self {
+            r,
+            line: 0,
+            bytes: 0,
+            raw: Vec::new(),
+            field: Vec::new(),
+        }
+    }
+
+    /// Bytes consumed so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Reads the next record into `rec`; `false` at the end of input.
+    ///
+    /// # Errors
+    /// [`FrameError::BadRow`] for an unterminated quote, text after a closing quote or invalid
+    /// UTF-8; [`FrameError::Io`].
+    pub fn next_record(&mut self, rec: &mut Record) -> Result<bool> {
+        rec.text.clear();
+        rec.ends.clear();
+        loop {
+            self.raw.clear();
+            let n = self.r.read_until(b'\n', &mut self.raw)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            self.bytes += n as u64;
+            self.line += 1;
+            if self.raw.iter().all(|&b| b == b'\n' || b == b'\r') {
+                continue;
+            }
+            break;
+        }
+        rec.line = self.line;
+        let bad = |line, reason: &str| FrameError::BadRow {
+            line,
+            reason: reason.into(),
+        };
+        self.field.clear();
+        let mut text: Vec<u8> = std::mem::take(&mut rec.text).into_bytes();
+        // 0: start of field, 1: unquoted, 2: quoted, 3: just after a quote inside quotes.
+        let mut state = 0u8;
+        let mut i = 0;
+        loop {
+            if i == self.raw.len() {
+                if state == 2 {
+                    // The quoted field continues on the next line.
+                    self.raw.clear();
+                    let n = self.r.read_until(b'\n', &mut self.raw)?;
+                    if n == 0 {
+                        return Err(bad(rec.line, "unterminated quoted field"));
+                    }
+                    self.bytes += n as u64;
+                    self.line += 1;
+                    i = 0;
+                    continue;
+                }
+                break;
+            }
+            let c = self.raw[i];
+            i += 1;
+            match (state, c) {
+                (2, b'"') => state = 3,
+                (2, _) => text.push(c),
+                (3, b'"') => {
+                    text.push(b'"');
+                    state = 2;
+                }
+                (0, b'"') => state = 2,
+                (_, b',') => {
+                    rec.ends.push(text.len());
+                    state = 0;
+                }
+                (_, b'\n') => break,
+                (_, b'\r') if self.raw.get(i) == Some(&b'\n') || i == self.raw.len() => {}
+                (3, _) => return Err(bad(rec.line, "text after a closing quote")),
+                (_, _) => {
+                    text.push(c);
+                    state = 1;
+                }
+            }
+        }
+        rec.ends.push(text.len());
+        rec.text = String::from_utf8(text).map_err(|_| bad(rec.line, "invalid UTF-8"))?;
+        Ok(true)
+    }
+}
+
+/// How to load a CSV file.
+#[derive(Clone, Debug)]
+pub struct CsvOptions {
+    /// Types of named columns; the others are inferred from the first `infer_rows` records.
+    pub schema: Vec<(String, DType)>,
+    /// Records looked at to infer types.
+    pub infer_rows: usize,
+    /// Stop after this many data records (`None`: all).
+    pub max_rows: Option<u64>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        Self {
+            schema: Vec::new(),
+            infer_rows: 1000,
+            max_rows: None,
+        }
+    }
+}
+
+fn infer(values: &mut dyn Iterator<Item = &str>) -> DType {
+    let (mut int, mut float, mut ts, mut any, mut empty) = (true, true, true, false, false);
+    for v in values {
+        let v = v.trim();
+        if v.is_empty() {
+            empty = true;
+            continue;
+        }
+        any = true;
+        int &= v.parse::<i64>().is_ok();
+        float &= v.parse::<f64>().is_ok();
+        ts &= crate::time::parse_timestamp(v).is_some();
+    }
+    match (any, int && !empty, float, ts && !empty) {
+        (false, ..) => DType::Str,
+        (_, true, _, _) => DType::I64,
+        (_, _, true, _) => DType::F64,
+        (_, _, _, true) => DType::Timestamp,
+        _ => DType::Str,
+    }
+}
+
+/// Loads a CSV stream into a frame whose columns use `placement`.
+///
+/// `progress(bytes)` is called now and then with the bytes consumed so far.
+///
+/// ```
+/// use farmem_frame::{csv, DType, LocalPlacement, Value};
+/// let data = "id,name,score\n1,ann,2.5\n2,\"bo, b\",\n";
+/// let df = csv::read_csv(data.as_bytes(), &Default::default(), LocalPlacement::shared(), &mut |_| {}).unwrap();
+/// assert_eq!(df.len(), 2);
+/// assert_eq!(df.column("name").unwrap().get(1).unwrap(), Value::Str("bo, b".into()));
+/// assert_eq!(df.column("score").unwrap().dtype(), DType::F64);
+/// ```
+///
+/// # Errors
+/// [`FrameError::BadRow`] with the line of a record that does not parse or has the wrong number
+/// of fields; [`FrameError::MissingColumn`] if a schema column is not in the header;
+/// [`FrameError::Io`]; storage errors.
+pub fn read_csv<R: BufRead>(
+    r: R,
+    opts: &CsvOptions,
+    placement: PlacementRef,
+    progress: &mut dyn FnMut(u64),
+) -> Result<DataFrame> {
+    let mut records = CsvRecords::new(r);
+    let mut header = Record::default();
+    if !records.next_record(&mut header)? {
+        return Ok(DataFrame::new(placement));
+    }
+    let names: Vec<String> = header.fields().map(|s| s.trim().to_owned()).collect();
+    for (name, _) in &opts.schema {
+        if !names.contains(name) {
+            return Err(FrameError::MissingColumn(name.clone()));
+        }
+    }
+    let limit = opts.max_rows.unwrap_or(u64::MAX);
+    let mut sample = Vec::new();
+    let mut rec = Record::default();
+    while (sample.len() as u64) < limit.min(opts.infer_rows as u64)
+        && records.next_record(&mut rec)?
+    {
+        sample.push(rec.clone());
+    }
+    let mut builders: Vec<ColumnBuilder> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let dtype = opts
+                .schema
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|&(_, t)| t)
+                .unwrap_or_else(|| infer(&mut sample.iter().filter_map(|r| r.get(i))));
+            ColumnBuilder::new(name, dtype, placement.as_ref())
+        })
+        .collect();
+    let push = |rec: &Record, builders: &mut [ColumnBuilder]| -> Result<()> {
+        if rec.len() != builders.len() {
+            return Err(FrameError::BadRow {
+                line: rec.line(),
+                reason: format!("{} fields, the header has {}", rec.len(), builders.len()),
+            });
+        }
+        for (b, f) in builders.iter_mut().zip(rec.fields()) {
+            b.push_field(f, rec.line())?;
+        }
+        Ok(())
+    };
+    let mut rows = 0u64;
+    for r in &sample {
+        push(r, &mut builders)?;
+        rows += 1;
+    }
+    while rows < limit && records.next_record(&mut rec)? {
+        push(&rec, &mut builders)?;
+        rows += 1;
+        if rows.is_multiple_of(65_536) {
+            progress(records.bytes_read());
+        }
+    }
+    progress(records.bytes_read());
+    let cols = builders
+        .into_iter()
+        .map(ColumnBuilder::finish)
+        .collect::<Result<Vec<Column>>>()?;
+    DataFrame::from_columns(placement, cols)
+}
+
+fn write_field(w: &mut dyn Write, v: &Value) -> std::io::Result<()> {
+    match v {
+        Value::Float(f) if f.is_nan() => Ok(()),
+        Value::Str(s) if s.contains([',', '"', '\n', '\r']) => {
+            write!(w, "\"{}\"", s.replace('"', "\"\""))
+        }
+        v => write!(w, "{v}"),
+    }
+}
+
+/// Writes a frame as CSV with a header (missing floats are empty fields).
+///
+/// # Errors
+/// [`FrameError::Io`]; storage errors.
+pub fn write_csv(df: &DataFrame, w: &mut dyn Write) -> Result<()> {
+    let names = df.names();
+    writeln!(
+        w,
+        "{}",
+        names
+            .iter()
+            .map(|n| csv_quote(n))
+            .collect::<Vec<_>>()
+            .join(",")
+    )?;
+    df.for_each_row(&mut |row| {
+        for (i, v) in row.iter().enumerate() {
+            if i > 0 {
+                w.write_all(b",")?;
+            }
+            write_field(w, v)?;
+        }
+        w.write_all(b"\n")?;
+        Ok(())
+    })
+}
+
+fn csv_quote(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Vec<Vec<String>>> {
+        let mut r = CsvRecords::new(s.as_bytes());
+        let mut rec = Record::default();
+        let mut out = Vec::new();
+        while r.next_record(&mut rec)? {
+            out.push(rec.fields().map(str::to_owned).collect());
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn quoting_empty_fields_and_line_endings() {
+        let got =
+            parse("a,b,c\r\n\"x,1\",,\"he said \"\"hi\"\"\"\r\n\n\"multi\nline\",\"\",z").unwrap();
+        assert_eq!(
+            got,
+            vec![
+                vec!["a", "b", "c"],
+                vec!["x,1", "", "he said \"hi\""],
+                vec!["multi\nline", "", "z"],
+            ]
+        );
+        assert_eq!(parse(",\n").unwrap(), vec![vec!["", ""]]);
+    }
+
+    #[test]
+    fn malformed_quotes_name_their_line() {
+        match parse("a\n\"open\n") {
+            Err(FrameError::BadRow { line: 2, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        match parse("a,b\n1,2\n\"x\"y,3\n") {
+            Err(FrameError::BadRow { line: 3, reason }) => {
+                assert!(reason.contains("closing quote"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn inference_picks_narrowest_type() {
+        let t = |v: &[&str]| infer(&mut v.iter().copied());
+        assert_eq!(t(&["1", "2"]), DType::I64);
+        assert_eq!(t(&["1", "2.5"]), DType::F64);
+        assert_eq!(t(&["1", ""]), DType::F64);
+        assert_eq!(t(&["2016-01-01 00:00:00"]), DType::Timestamp);
+        assert_eq!(t(&["N", "Y"]), DType::Str);
+        assert_eq!(t(&["", ""]), DType::Str);
+    }
+}
