@@ -41,3 +41,19 @@ pub const HELLO_MAGIC: u32 = u32::from_le_bytes(*b"FMEM");
 
 /// The largest object the protocol carries (payload bytes). Servers may set a lower limit.
 pub const MAX_OBJECT: u32 = 256 << 20;
+
+/// Which of `servers` servers owns object `id`: `splitmix64(id) % servers`, where splitmix64 is
+/// the finaliser `x ^= x >> 30; x *= 0xbf58476d1ce4e5b9; x ^= x >> 27; x *= 0x94d049bb133111eb;
+/// x ^= x >> 31` (wrapping). Clients in any language must use the same function.
+///
+/// # Panics
+/// If `servers` is 0.
+pub fn owner_of(id: u64, servers: usize) -> usize {
+    let mut x = id;
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    (x % servers as u64) as usize
+}

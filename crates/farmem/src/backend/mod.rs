@@ -10,9 +10,11 @@
 
 mod embedded;
 mod error;
+mod tcp;
 
 pub use embedded::EmbeddedStore;
 pub use error::BackendError;
+pub use tcp::{TcpBackend, TcpConfig, Ticket};
 
 /// The name of a far object, chosen by the client. Unique within one client's namespace.
 pub type ObjectId = u64;

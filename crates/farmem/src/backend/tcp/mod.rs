@@ -1,0 +1,532 @@
+//! The TCP transport: memory servers as a [`Backend`].
+
+mod conn;
+mod ticket;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use farmem_proto::{Op, ServerStats, VERSION, body, owner_of};
+
+use self::conn::{Connection, Pending, Reply};
+pub use self::ticket::Ticket;
+use super::{Backend, BackendError, Edit, ObjectId, StoreStats};
+
+/// How to reach the memory servers.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use farmem::backend::{TcpBackend, TcpConfig};
+/// let cfg = TcpConfig::new(["10.0.0.5:7070", "10.0.0.6:7070"])
+///     .token(b"secret".to_vec())
+///     .timeout(Duration::from_secs(5))
+///     .connections_per_server(2);
+/// let backend = TcpBackend::connect(cfg).unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct TcpConfig {
+    /// Server addresses (`host:port`). Objects are spread over them by [`farmem_proto::owner_of`].
+    pub servers: Vec<String>,
+    /// Shared secret, when the servers require one.
+    pub token: Option<Vec<u8>>,
+    /// Connect timeout and the longest wait for any answer.
+    pub timeout: Duration,
+    /// Connections per server (all joined to one session); threads are spread over them.
+    pub connections_per_server: usize,
+    /// Protocol version to announce (tests use this to provoke a mismatch).
+    pub version: u16,
+}
+
+impl TcpConfig {
+    /// Defaults for `servers`: no token, 30 s timeout, one connection per server.
+    pub fn new<I, S>(servers: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: ToString,
+    {
+        Self {
+            servers: servers.into_iter().map(|s| s.to_string()).collect(),
+            token: None,
+            timeout: Duration::from_secs(30),
+            connections_per_server: 1,
+            version: VERSION,
+        }
+    }
+
+    /// Sets the shared-secret token.
+    pub fn token(mut self, token: impl Into<Vec<u8>>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Sets the timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the number of connections per server.
+    pub fn connections_per_server(mut self, n: usize) -> Self {
+        self.connections_per_server = n;
+        self
+    }
+}
+
+struct ServerLink {
+    addr: String,
+    conns: Vec<Arc<Connection>>,
+}
+
+/// Memory servers over TCP.
+///
+/// Thread-safe and pipelined: any number of threads may call it at once, their requests share
+/// the connections and are answered out of order. Batched calls cost one round trip per server.
+/// Every failure is a typed [`BackendError`]; when a server dies, requests in flight fail
+/// promptly with [`BackendError::Disconnected`] (its objects are gone with the session).
+///
+/// ```no_run
+/// use farmem::{Backend, backend::{TcpBackend, TcpConfig}};
+/// let b = TcpBackend::connect(TcpConfig::new(["127.0.0.1:7070"])).unwrap();
+/// b.put(1, b"hello").unwrap();
+/// assert_eq!(b.get(1).unwrap(), b"hello");
+/// // Keep many requests in flight from one thread:
+/// let tickets: Vec<_> = (0..16).map(|_| b.submit_get(1).unwrap()).collect();
+/// for t in tickets {
+///     assert_eq!(b.wait_get(t).unwrap(), b"hello");
+/// }
+/// ```
+pub struct TcpBackend {
+    servers: Vec<ServerLink>,
+    timeout: Duration,
+}
+
+static THREAD_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static THREAD_NO: usize = THREAD_SEQ.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Request bodies are cut so that no frame exceeds this (or the server's limit).
+const BATCH_BYTES: usize = 4 << 20;
+/// Most ids in one get_many / free frame.
+const BATCH_IDS: usize = 4096;
+
+impl TcpBackend {
+    /// Connects to every server (all connections of a server share one session).
+    ///
+    /// # Errors
+    /// [`BackendError::Config`] (no servers, zero connections), [`BackendError::Unreachable`],
+    /// [`BackendError::AuthRefused`], [`BackendError::VersionMismatch`], [`BackendError::Timeout`].
+    pub fn connect(config: TcpConfig) -> Result<Self, BackendError> {
+        if config.servers.is_empty() {
+            return Err(BackendError::Config("no memory servers given".into()));
+        }
+        if config.connections_per_server == 0 {
+            return Err(BackendError::Config(
+                "connections_per_server must be at least 1".into(),
+            ));
+        }
+        let mut servers = Vec::new();
+        for addr in &config.servers {
+            let mut conns = Vec::new();
+            let mut session = 0;
+            for _ in 0..config.connections_per_server {
+                let (c, hello) = Connection::open(
+                    addr,
+                    config.token.as_deref(),
+                    session,
+                    config.timeout,
+                    config.version,
+                )?;
+                session = hello.session;
+                conns.push(Arc::new(c));
+            }
+            servers.push(ServerLink {
+                addr: addr.clone(),
+                conns,
+            });
+        }
+        Ok(Self {
+            servers,
+            timeout: config.timeout,
+        })
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.timeout
+    }
+
+    fn server_of(&self, id: ObjectId) -> usize {
+        owner_of(id, self.servers.len())
+    }
+
+    fn conn(&self, server: usize) -> &Arc<Connection> {
+        let conns = &self.servers[server].conns;
+        let i = if conns.len() == 1 {
+            0
+        } else {
+            THREAD_NO.with(|n| *n) % conns.len()
+        };
+        &conns[i]
+    }
+
+    fn check_size(&self, conn: &Connection, len: usize) -> Result<(), BackendError> {
+        let limit = conn.max_frame as usize - 64;
+        if len > limit {
+            return Err(BackendError::TooLarge {
+                size: len as u64,
+                limit: limit as u64,
+            });
+        }
+        Ok(())
+    }
+
+    fn call(
+        &self,
+        conn: &Connection,
+        op: Op,
+        body: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Reply, BackendError> {
+        let p = conn.submit(op, true, body)?;
+        conn.wait(p, self.deadline())
+    }
+
+    fn expect_data(&self, r: Reply) -> Result<Vec<u8>, BackendError> {
+        match r {
+            Reply::Data(d) => Ok(d),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Groups item indices by owning server.
+    fn by_server<T>(&self, items: &[T], id: impl Fn(&T) -> ObjectId) -> Vec<Vec<usize>> {
+        let mut groups = vec![Vec::new(); self.servers.len()];
+        for (i, it) in items.iter().enumerate() {
+            groups[self.server_of(id(it))].push(i);
+        }
+        groups
+    }
+
+    /// Sends one batched request per chunk per server, then collects all answers.
+    ///
+    /// `chunks(group)` cuts a server's item indices into frames; `encode` writes a frame body.
+    fn scatter(
+        &self,
+        groups: &[Vec<usize>],
+        op: Op,
+        chunks: impl Fn(&[usize]) -> Vec<std::ops::Range<usize>>,
+        encode: impl Fn(&[usize], &mut Vec<u8>),
+    ) -> Result<Vec<(usize, std::ops::Range<usize>, Reply)>, BackendError> {
+        let mut sent: Vec<(usize, std::ops::Range<usize>, Pending)> = Vec::new();
+        let mut first_err = None;
+        for (server, group) in groups.iter().enumerate() {
+            if group.is_empty() {
+                continue;
+            }
+            let conn = self.conn(server);
+            for range in chunks(group) {
+                match conn.submit(op, false, |b| encode(&group[range.clone()], b)) {
+                    Ok(p) => sent.push((server, range, p)),
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            conn.flush();
+        }
+        let deadline = self.deadline();
+        let mut out = Vec::with_capacity(sent.len());
+        for (server, range, p) in sent {
+            match self.conn(server).wait(p, deadline) {
+                Ok(r) => out.push((server, range, r)),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Full server statistics of every server, in configuration order.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub fn server_stats(&self) -> Result<Vec<ServerStats>, BackendError> {
+        (0..self.servers.len())
+            .map(|s| match self.call(self.conn(s), Op::Stats, |_| {})? {
+                Reply::Stats(st) => Ok(st),
+                other => Err(unexpected(&other)),
+            })
+            .collect()
+    }
+
+    /// Queues a get of `id` without waiting; collect it with [`TcpBackend::wait_get`].
+    ///
+    /// Queued requests are written when a ticket of theirs is waited for, on
+    /// [`TcpBackend::flush`], or when enough have accumulated, so a thread can keep `depth`
+    /// requests in flight with few system calls.
+    ///
+    /// # Errors
+    /// [`BackendError::Disconnected`] when the connection is dead.
+    pub fn submit_get(&self, id: ObjectId) -> Result<Ticket, BackendError> {
+        let conn = self.conn(self.server_of(id));
+        let p = conn.submit(Op::Get, false, |b| b.extend_from_slice(&id.to_le_bytes()))?;
+        Ok(Ticket::new(conn.clone(), p, id))
+    }
+
+    /// Queues a put without waiting; collect it with [`TcpBackend::wait_done`].
+    ///
+    /// # Errors
+    /// [`BackendError::TooLarge`], [`BackendError::Disconnected`].
+    pub fn submit_put(&self, id: ObjectId, data: &[u8]) -> Result<Ticket, BackendError> {
+        let conn = self.conn(self.server_of(id));
+        self.check_size(conn, data.len())?;
+        let p = conn.submit(Op::Put, false, |b| {
+            b.extend_from_slice(&id.to_le_bytes());
+            b.extend_from_slice(data);
+        })?;
+        Ok(Ticket::new(conn.clone(), p, id))
+    }
+
+    /// Writes every queued request now.
+    pub fn flush(&self) {
+        for s in &self.servers {
+            for c in &s.conns {
+                c.flush();
+            }
+        }
+    }
+
+    /// Waits for a [`TcpBackend::submit_get`] and returns the object.
+    ///
+    /// # Errors
+    /// As [`Backend::get`].
+    pub fn wait_get(&self, ticket: Ticket) -> Result<Vec<u8>, BackendError> {
+        let r = ticket.wait(self.deadline())?;
+        self.expect_data(r)
+    }
+
+    /// Waits for a [`TcpBackend::submit_get`] and copies the object into `buf`.
+    ///
+    /// # Errors
+    /// As [`Backend::get_into`].
+    pub fn wait_get_into(&self, ticket: Ticket, buf: &mut [u8]) -> Result<(), BackendError> {
+        let id = ticket.id();
+        let d = self.wait_get(ticket)?;
+        copy_exact(id, &d, buf)
+    }
+
+    /// Waits for a [`TcpBackend::submit_put`].
+    ///
+    /// # Errors
+    /// As [`Backend::put`].
+    pub fn wait_done(&self, ticket: Ticket) -> Result<(), BackendError> {
+        match ticket.wait(self.deadline())? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+fn unexpected(r: &Reply) -> BackendError {
+    BackendError::Protocol(format!("unexpected answer {r:?}"))
+}
+
+fn copy_exact(id: ObjectId, d: &[u8], buf: &mut [u8]) -> Result<(), BackendError> {
+    if d.len() != buf.len() {
+        return Err(BackendError::SizeMismatch {
+            id,
+            expected: buf.len() as u64,
+            actual: d.len() as u64,
+        });
+    }
+    buf.copy_from_slice(d);
+    Ok(())
+}
+
+/// Cuts `group` into ranges of at most `max_items` whose `size` sums stay under `max_bytes`
+/// (a single oversized item gets a range of its own).
+fn cut(
+    group: &[usize],
+    max_items: usize,
+    max_bytes: usize,
+    size: impl Fn(usize) -> usize,
+) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (k, &i) in group.iter().enumerate() {
+        let s = size(i);
+        if k > start && (k - start >= max_items || bytes + s > max_bytes) {
+            out.push(start..k);
+            start = k;
+            bytes = 0;
+        }
+        bytes += s;
+    }
+    if start < group.len() {
+        out.push(start..group.len());
+    }
+    out
+}
+
+impl Backend for TcpBackend {
+    fn put(&self, id: ObjectId, data: &[u8]) -> Result<(), BackendError> {
+        let conn = self.conn(self.server_of(id));
+        self.check_size(conn, data.len())?;
+        match self.call(conn, Op::Put, |b| {
+            b.extend_from_slice(&id.to_le_bytes());
+            b.extend_from_slice(data);
+        })? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn get(&self, id: ObjectId) -> Result<Vec<u8>, BackendError> {
+        let conn = self.conn(self.server_of(id));
+        let r = self.call(conn, Op::Get, |b| b.extend_from_slice(&id.to_le_bytes()))?;
+        self.expect_data(r)
+    }
+
+    fn get_into(&self, id: ObjectId, buf: &mut [u8]) -> Result<(), BackendError> {
+        let d = self.get(id)?;
+        copy_exact(id, &d, buf)
+    }
+
+    fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>, BackendError> {
+        let groups = self.by_server(ids, |&id| id);
+        let answers = self.scatter(
+            &groups,
+            Op::GetMany,
+            |g| cut(g, BATCH_IDS, usize::MAX, |_| 0),
+            |idx, b| {
+                let v: Vec<u64> = idx.iter().map(|&i| ids[i]).collect();
+                body::ids(b, &v);
+            },
+        )?;
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; ids.len()];
+        for (server, range, reply) in answers {
+            let Reply::Many(items) = reply else {
+                return Err(unexpected(&reply));
+            };
+            let idx = &groups[server][range];
+            if items.len() != idx.len() {
+                return Err(BackendError::Protocol("get_many answer of wrong length".into()));
+            }
+            for (&i, item) in idx.iter().zip(items) {
+                out[i] = item;
+            }
+        }
+        out.into_iter()
+            .zip(ids)
+            .map(|(o, &id)| o.ok_or(BackendError::NotFound(id)))
+            .collect()
+    }
+
+    fn put_many(&self, items: &[(ObjectId, &[u8])]) -> Result<(), BackendError> {
+        for (server, _) in self.servers.iter().enumerate() {
+            let conn = self.conn(server);
+            for (_, d) in items {
+                self.check_size(conn, d.len())?;
+            }
+        }
+        let groups = self.by_server(items, |it| it.0);
+        let max = BATCH_BYTES.min(self.conn(0).max_frame as usize / 2);
+        self.scatter(
+            &groups,
+            Op::PutMany,
+            |g| cut(g, usize::MAX, max, |i| items[i].1.len() + 12),
+            |idx, b| {
+                let v: Vec<(u64, &[u8])> = idx.iter().map(|&i| items[i]).collect();
+                body::put_many(b, &v);
+            },
+        )
+        .map(drop)
+    }
+
+    fn patch(&self, id: ObjectId, edits: &[Edit<'_>]) -> Result<(), BackendError> {
+        self.patch_many(&[(id, edits)])
+    }
+
+    fn patch_many(&self, items: &[(ObjectId, &[Edit<'_>])]) -> Result<(), BackendError> {
+        let groups = self.by_server(items, |it| it.0);
+        let max = BATCH_BYTES.min(self.conn(0).max_frame as usize / 2);
+        let size = |i: usize| -> usize {
+            12 + items[i].1.iter().map(|(_, b)| 8 + b.len()).sum::<usize>()
+        };
+        for i in 0..items.len() {
+            self.check_size(self.conn(0), size(i))?;
+        }
+        self.scatter(
+            &groups,
+            Op::Patch,
+            |g| cut(g, usize::MAX, max, size),
+            |idx, b| {
+                let v: Vec<(u64, &[(u32, &[u8])])> = idx.iter().map(|&i| items[i]).collect();
+                body::patch(b, &v);
+            },
+        )
+        .map(drop)
+    }
+
+    fn free(&self, ids: &[ObjectId]) -> Result<(), BackendError> {
+        let groups = self.by_server(ids, |&id| id);
+        self.scatter(
+            &groups,
+            Op::Free,
+            |g| cut(g, BATCH_IDS, usize::MAX, |_| 0),
+            |idx, b| {
+                let v: Vec<u64> = idx.iter().map(|&i| ids[i]).collect();
+                body::ids(b, &v);
+            },
+        )
+        .map(drop)
+    }
+
+    fn stats(&self) -> Result<StoreStats, BackendError> {
+        let mut total = StoreStats::default();
+        for s in self.server_stats()? {
+            total.used_bytes += s.used_bytes;
+            total.capacity_bytes = total.capacity_bytes.saturating_add(s.capacity_bytes);
+            total.objects += s.objects;
+            total.per_object_overhead = s.per_object_overhead;
+            total.bytes_written += s.bytes_written;
+        }
+        Ok(total)
+    }
+
+    fn compute(&self, route: ObjectId, op: u16, args: &[u8]) -> Result<Vec<u8>, BackendError> {
+        let conn = self.conn(self.server_of(route));
+        self.check_size(conn, args.len())?;
+        let r = self.call(conn, Op::Compute, |b| {
+            b.extend_from_slice(&route.to_le_bytes());
+            b.extend_from_slice(&op.to_le_bytes());
+            b.extend_from_slice(&0u16.to_le_bytes());
+            b.extend_from_slice(args);
+        })?;
+        self.expect_data(r)
+    }
+
+    fn describe(&self) -> String {
+        let addrs: Vec<&str> = self.servers.iter().map(|s| s.addr.as_str()).collect();
+        format!("tcp://{}", addrs.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut;
+
+    #[test]
+    fn cutting_batches() {
+        let g: Vec<usize> = (0..10).collect();
+        assert_eq!(cut(&g, 4, usize::MAX, |_| 0), vec![0..4, 4..8, 8..10]);
+        assert_eq!(cut(&g, 100, 25, |_| 10), vec![0..2, 2..4, 4..6, 6..8, 8..10]);
+        assert_eq!(cut(&g[..1], 100, 5, |_| 10), vec![0..1]);
+        assert!(cut(&[], 1, 1, |_| 0).is_empty());
+    }
+}
