@@ -5,6 +5,7 @@
 mod containers;
 mod demo;
 mod deref;
+mod kswap;
 mod paging;
 mod taxi;
 mod transport;

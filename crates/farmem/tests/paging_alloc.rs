@@ -27,10 +27,9 @@ fn workload() -> Vec<u64> {
         v.push(next() % 1_000_000_007);
     }
     v.sort_unstable();
-    let sorted_digest = v
-        .iter()
-        .enumerate()
-        .fold(0u64, |h, (i, &e)| h.rotate_left(5) ^ e.wrapping_mul(i as u64 + 1));
+    let sorted_digest = v.iter().enumerate().fold(0u64, |h, (i, &e)| {
+        h.rotate_left(5) ^ e.wrapping_mul(i as u64 + 1)
+    });
     let median = v[v.len() / 2];
     drop(v);
     // A hash map whose table (~8 MiB) is twice the budget.
@@ -63,7 +62,11 @@ fn vec_and_hashmap_beyond_the_budget_match_an_all_local_run() {
     assert_eq!(PagingAlloc::paged_bytes(), 0);
     drop(small);
     let big = vec![1u8; 8 << 20];
-    assert_eq!(PagingAlloc::paged_bytes(), 8 << 20, "large allocation is paged");
+    assert_eq!(
+        PagingAlloc::paged_bytes(),
+        8 << 20,
+        "large allocation is paged"
+    );
     drop(big);
     assert_eq!(PagingAlloc::paged_bytes(), 0, "freed pages are given back");
 

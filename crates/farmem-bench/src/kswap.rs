@@ -1,0 +1,411 @@
+//! Linux's own swapping as a measured peer: run a workload under a memory-cgroup limit with a zram
+//! swap device.
+//!
+//! [`run_under_swap`] creates, for one run:
+//! - a zram device (`/sys/class/zram-control/hot_add`, or an unused `/dev/zram0` when hot-add is
+//!   missing), `disksize` [`ZRAM_BYTES`], `mkswap`, `swapon -p 32767` (top priority, so the
+//!   workload swaps to zram first; other active swap devices are left alone and reported by
+//!   [`available`]'s caller in the log, for fairness disable them beforehand);
+//! - a memory cgroup (v1 `/sys/fs/cgroup/memory/farmem-kswap-<pid>` with `memory.limit_in_bytes`,
+//!   or v2 `/sys/fs/cgroup/farmem-kswap-<pid>` with `memory.max`) limited to the local budget;
+//! - the workload as a child process (usually the current binary re-executed with a hidden
+//!   subcommand), started through `sh -c 'echo $$ > cgroup.procs; exec ...'` so that it is inside
+//!   the cgroup before it allocates anything. Its stdout (e.g. a JSON result) is returned.
+//!
+//! Everything is removed afterwards (swapoff, zram reset and hot-remove, cgroup rmdir), also on
+//! error and on Ctrl-C (a SIGINT handler turns the signal into [`KswapError::Interrupted`]; a
+//! `Drop` guard cleans up). The limit charges the child's whole memory (binary, libraries, stack)
+//! like any process, so leave a few MiB of slack in the working set comparison.
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! if let Err(why) = kswap::available() {
+//!     println!("kernel swap: skipped ({why})");
+//!     return Ok(());
+//! }
+//! let exe = std::env::current_exe()?;
+//! let run = kswap::run_under_swap(64 << 20, &exe, &["paging", "--kswap-child"])?;
+//! println!("{}", String::from_utf8_lossy(&run.output.stdout));
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Size of the zram swap device (zram only uses memory for pages actually swapped out).
+pub const ZRAM_BYTES: u64 = 8 << 30;
+
+const V1_ROOT: &str = "/sys/fs/cgroup/memory";
+const V2_ROOT: &str = "/sys/fs/cgroup";
+const ZRAM_CONTROL: &str = "/sys/class/zram-control";
+
+/// Why a kernel-swap run failed or was not possible.
+#[derive(Debug)]
+pub enum KswapError {
+    /// A prerequisite is missing (not root, no memory cgroup, no zram, no mkswap/swapon).
+    Unavailable(String),
+    /// Setting up or tearing down a piece failed.
+    Setup(String),
+    /// The child could not be started or waited for.
+    Child(std::io::Error),
+    /// Ctrl-C arrived during the run; everything was cleaned up.
+    Interrupted,
+}
+
+impl fmt::Display for KswapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unavailable(why) => write!(f, "kernel swap unavailable: {why}"),
+            Self::Setup(why) => write!(f, "kernel swap set-up failed: {why}"),
+            Self::Child(e) => write!(f, "kernel swap workload failed to run: {e}"),
+            Self::Interrupted => write!(f, "kernel swap run interrupted by Ctrl-C"),
+        }
+    }
+}
+
+impl std::error::Error for KswapError {}
+
+/// Result of a run under kernel swap.
+#[derive(Debug)]
+pub struct SwapRun {
+    /// The child's exit status, stdout and stderr.
+    pub output: Output,
+    /// Peak uncompressed bytes held in zram during the run (sampled every 10 ms): how much of
+    /// the workload was swapped out at once.
+    pub zram_peak_bytes: u64,
+    /// Compressed size of the data at that peak.
+    pub zram_peak_compr_bytes: u64,
+    /// Peak memory usage of the cgroup in bytes (0 if the kernel does not report it).
+    pub peak_bytes: u64,
+}
+
+/// Which cgroup hierarchy carries the memory controller.
+#[derive(Clone, Copy, Debug)]
+enum CgroupVersion {
+    V1,
+    V2,
+}
+
+fn cgroup_version() -> Option<CgroupVersion> {
+    if Path::new(V1_ROOT).join("memory.limit_in_bytes").exists() {
+        return Some(CgroupVersion::V1);
+    }
+    let controllers = fs::read_to_string(Path::new(V2_ROOT).join("cgroup.controllers")).ok()?;
+    controllers
+        .split_whitespace()
+        .any(|c| c == "memory")
+        .then_some(CgroupVersion::V2)
+}
+
+fn has_tool(name: &str) -> bool {
+    ["/sbin", "/usr/sbin", "/bin", "/usr/bin"]
+        .iter()
+        .any(|d| Path::new(d).join(name).exists())
+}
+
+fn is_root() -> bool {
+    // /proc/self/status "Uid:" line: real, effective, saved, fs.
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Checks that kernel-swap runs are possible here.
+///
+/// # Errors
+/// The reason when they are not (not root, no memory cgroup, no zram, missing tools).
+pub fn available() -> Result<(), String> {
+    if !is_root() {
+        return Err("needs root (cgroups and swapon)".into());
+    }
+    if cgroup_version().is_none() {
+        return Err(format!(
+            "no memory cgroup controller ({V1_ROOT} or {V2_ROOT} with memory)"
+        ));
+    }
+    if !Path::new(ZRAM_CONTROL).exists() && !Path::new("/sys/block/zram0").exists() {
+        return Err("no zram (load the module: modprobe zram)".into());
+    }
+    for tool in ["mkswap", "swapon", "swapoff", "sh"] {
+        if !has_tool(tool) {
+            return Err(format!("`{tool}` not found"));
+        }
+    }
+    Ok(())
+}
+
+/// Other active swap devices (they would also absorb the workload's pages).
+pub fn other_swaps() -> Vec<String> {
+    fs::read_to_string("/proc/swaps")
+        .map(|s| {
+            s.lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn write(path: impl AsRef<Path>, value: &str) -> Result<(), KswapError> {
+    let path = path.as_ref();
+    fs::write(path, value)
+        .map_err(|e| KswapError::Setup(format!("writing {value:?} to {}: {e}", path.display())))
+}
+
+fn run_tool(cmd: &mut Command) -> Result<(), KswapError> {
+    let out = cmd
+        .stdout(Stdio::null())
+        .output()
+        .map_err(|e| KswapError::Setup(format!("{cmd:?}: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(KswapError::Setup(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Everything a run created; `Drop` removes it in reverse order.
+#[derive(Default)]
+struct Guard {
+    zram: Option<(u32, bool)>,
+    swap_on: Option<PathBuf>,
+    cgroup: Option<PathBuf>,
+    child: Option<std::process::Child>,
+}
+
+impl Guard {
+    fn create_zram(&mut self) -> Result<PathBuf, KswapError> {
+        let (index, hot) = if Path::new(ZRAM_CONTROL).join("hot_add").exists() {
+            let s = fs::read_to_string(Path::new(ZRAM_CONTROL).join("hot_add"))
+                .map_err(|e| KswapError::Setup(format!("zram hot_add: {e}")))?;
+            let i = s
+                .trim()
+                .parse::<u32>()
+                .map_err(|e| KswapError::Setup(format!("zram hot_add returned {s:?}: {e}")))?;
+            (i, true)
+        } else {
+            let size = fs::read_to_string("/sys/block/zram0/disksize").unwrap_or_default();
+            if size.trim() != "0" {
+                return Err(KswapError::Unavailable(
+                    "zram0 is in use and zram hot_add is missing".into(),
+                ));
+            }
+            (0, false)
+        };
+        self.zram = Some((index, hot));
+        let sys = PathBuf::from(format!("/sys/block/zram{index}"));
+        write(sys.join("disksize"), &ZRAM_BYTES.to_string())?;
+        let dev = PathBuf::from(format!("/dev/zram{index}"));
+        // udev may need a moment to create the node after hot_add.
+        for _ in 0..50 {
+            if dev.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        run_tool(Command::new("mkswap").arg(&dev))?;
+        run_tool(Command::new("swapon").args(["-p", "32767"]).arg(&dev))?;
+        self.swap_on = Some(dev.clone());
+        Ok(dev)
+    }
+
+    fn create_cgroup(&mut self, limit_bytes: u64) -> Result<PathBuf, KswapError> {
+        let version = cgroup_version()
+            .ok_or_else(|| KswapError::Unavailable("no memory cgroup controller".into()))?;
+        let name = format!("farmem-kswap-{}", std::process::id());
+        let dir = match version {
+            CgroupVersion::V1 => Path::new(V1_ROOT).join(name),
+            CgroupVersion::V2 => Path::new(V2_ROOT).join(name),
+        };
+        fs::create_dir(&dir)
+            .map_err(|e| KswapError::Setup(format!("creating {}: {e}", dir.display())))?;
+        self.cgroup = Some(dir.clone());
+        match version {
+            CgroupVersion::V1 => {
+                write(dir.join("memory.limit_in_bytes"), &limit_bytes.to_string())?;
+                // Let the group swap as much as it needs (swappiness as the system's default).
+                let _ = write(dir.join("memory.swappiness"), "60");
+            }
+            CgroupVersion::V2 => {
+                write(dir.join("memory.max"), &limit_bytes.to_string())?;
+                let _ = write(dir.join("memory.swap.max"), "max");
+            }
+        }
+        Ok(dir)
+    }
+
+    fn zram_stats(&self) -> (u64, u64) {
+        let Some((i, _)) = self.zram else {
+            return (0, 0);
+        };
+        let s = fs::read_to_string(format!("/sys/block/zram{i}/mm_stat")).unwrap_or_default();
+        let mut it = s.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
+        (it.next().unwrap_or(0), it.next().unwrap_or(0))
+    }
+
+    fn peak(&self) -> u64 {
+        let Some(dir) = &self.cgroup else { return 0 };
+        ["memory.max_usage_in_bytes", "memory.peak"]
+            .iter()
+            .find_map(|f| fs::read_to_string(dir.join(f)).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(dir) = self.cgroup.take() {
+            // The group is empty once the child is reaped; retry briefly while the kernel
+            // finishes the exit.
+            let mut ok = false;
+            for _ in 0..100 {
+                if fs::remove_dir(&dir).is_ok() {
+                    ok = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !ok {
+                tracing::warn!("kswap: could not remove cgroup {}", dir.display());
+            }
+        }
+        if let Some(dev) = self.swap_on.take()
+            && let Err(e) = run_tool(Command::new("swapoff").arg(&dev))
+        {
+            tracing::warn!("kswap: {e}");
+        }
+        if let Some((i, hot)) = self.zram.take() {
+            let _ = fs::write(format!("/sys/block/zram{i}/reset"), "1");
+            if hot {
+                let _ = fs::write(Path::new(ZRAM_CONTROL).join("hot_remove"), i.to_string());
+            }
+        }
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Installs the SIGINT flag handler; restores the previous handler on drop.
+struct SigintFlag {
+    previous: libc::sighandler_t,
+}
+
+impl SigintFlag {
+    fn install() -> Self {
+        INTERRUPTED.store(false, Ordering::SeqCst);
+        let handler = on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // SAFETY: `on_sigint` only stores to an atomic, which is async-signal-safe.
+        let previous = unsafe { libc::signal(libc::SIGINT, handler) };
+        Self { previous }
+    }
+}
+
+impl Drop for SigintFlag {
+    fn drop(&mut self) {
+        // SAFETY: restores the handler that was installed before (a valid handler value).
+        unsafe { libc::signal(libc::SIGINT, self.previous) };
+    }
+}
+
+/// Runs `program args...` inside a memory cgroup limited to `limit_bytes`, with a fresh zram swap
+/// device, and returns its output. Everything created is removed before returning.
+///
+/// # Errors
+/// [`KswapError::Unavailable`] if [`available`] fails, [`KswapError::Setup`] if a piece cannot be
+/// created, [`KswapError::Child`] if the child cannot run, [`KswapError::Interrupted`] on Ctrl-C.
+pub fn run_under_swap(
+    limit_bytes: u64,
+    program: &Path,
+    args: &[&str],
+) -> Result<SwapRun, KswapError> {
+    available().map_err(KswapError::Unavailable)?;
+    let others: Vec<String> = other_swaps();
+    if !others.is_empty() {
+        tracing::warn!("kswap: other swap devices are active and may take pages: {others:?}");
+    }
+    let _sigint = SigintFlag::install();
+    let mut guard = Guard::default();
+    guard.create_zram()?;
+    let cg = guard.create_cgroup(limit_bytes)?;
+    let procs = cg.join("cgroup.procs");
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg("echo $$ > \"$0\" && exec \"$@\"")
+        .arg(&procs)
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(KswapError::Child)?;
+    guard.child = Some(child);
+    // Read the pipes on threads so a chatty child cannot block on a full pipe.
+    let child = guard.child.as_mut().ok_or(KswapError::Interrupted)?;
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(o) = out.as_mut() {
+            let _ = std::io::Read::read_to_end(o, &mut v);
+        }
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(e) = err.as_mut() {
+            let _ = std::io::Read::read_to_end(e, &mut v);
+        }
+        v
+    });
+    let (mut zram_peak_bytes, mut zram_peak_compr_bytes) = (0, 0);
+    let status = loop {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Err(KswapError::Interrupted);
+        }
+        let (orig, compr) = guard.zram_stats();
+        if orig > zram_peak_bytes {
+            (zram_peak_bytes, zram_peak_compr_bytes) = (orig, compr);
+        }
+        let child = guard.child.as_mut().ok_or(KswapError::Interrupted)?;
+        match child.try_wait().map_err(KswapError::Child)? {
+            Some(status) => break status,
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    guard.child = None;
+    let stdout = out_t.join().unwrap_or_default();
+    let stderr = err_t.join().unwrap_or_default();
+    let peak_bytes = guard.peak();
+    Ok(SwapRun {
+        output: Output {
+            status,
+            stdout,
+            stderr,
+        },
+        zram_peak_bytes,
+        zram_peak_compr_bytes,
+        peak_bytes,
+    })
+}
