@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use farmem::paging::{self, PAGE_SIZE, PagedRegion, PagingConfig, WriteBack};
+use farmem::backend::{TcpBackend, TcpConfig};
 use farmem::{Backend, EmbeddedStore};
+use farmem_server::{Server, ServerConfig};
 
 fn skip() -> bool {
     match paging::available() {
@@ -147,19 +149,17 @@ fn threads_faulting_at_once_see_their_own_writes() {
     assert_eq!(total, initial + 2000 * threads as u64);
 }
 
-#[test]
-fn only_dirty_lines_are_written_back_byte_exactly() {
-    if skip() {
-        return;
-    }
+/// Writes 256 pages, flushes, changes one 8-byte word in each of 100 pages, flushes again and
+/// checks the bytes that reached `store` (its write counter and its contents).
+fn check_dirty_line_write_back(store: Arc<dyn Backend>) {
     let budget = 64 * PAGE_SIZE;
     let pages = 256;
     for mode in [WriteBack::CacheLine, WriteBack::WholePage] {
-        let store = Arc::new(EmbeddedStore::new());
         let cfg = PagingConfig {
             write_back: mode,
             ..PagingConfig::new(budget)
         };
+        let written0 = store.stats().unwrap().bytes_written;
         let region = PagedRegion::new(pages * PAGE_SIZE, store.clone(), cfg).unwrap();
         let p = region.as_ptr();
         let mut shadow = vec![0u8; pages * PAGE_SIZE];
@@ -169,38 +169,60 @@ fn only_dirty_lines_are_written_back_byte_exactly() {
         // SAFETY: the region is alive and as long as `shadow`.
         unsafe { std::ptr::copy_nonoverlapping(shadow.as_ptr(), p, shadow.len()) };
         region.flush().unwrap();
-        let before = store.stats().unwrap().bytes_written;
+        let before = store.stats().unwrap().bytes_written - written0;
         // Every page reached the store once in full (memcpy may write a page's tail before its
         // head, so a page evicted in between is completed later by a patch).
         assert!(before >= (pages * PAGE_SIZE) as u64, "{before}");
+        let changed0 = region.stats().bytes_changed;
+        let mut changed = 0u64;
         // Change one 8-byte word in each of 100 pages (at a varying line).
         for k in 0..100usize {
             let off = k * 2 * PAGE_SIZE % (pages * PAGE_SIZE) + (k % 64) * 64 + 8;
             let v = (0xA5A5_0000_0000_0000u64 | k as u64).to_le_bytes();
             // SAFETY: in bounds of the live region.
             unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), p.add(off), 8) };
+            changed += shadow[off..off + 8].iter().zip(&v).filter(|(a, b)| a != b).count() as u64;
             shadow[off..off + 8].copy_from_slice(&v);
         }
-        // Evict everything by touching other pages? Simply flush and check the store.
         region.flush().unwrap();
-        let sent = store.stats().unwrap().bytes_written - before;
+        let sent = store.stats().unwrap().bytes_written - written0 - before;
         let s = region.stats();
         match mode {
             WriteBack::CacheLine => assert_eq!(sent, 100 * 64, "{s:?}"),
             WriteBack::WholePage => assert_eq!(sent, 100 * PAGE_SIZE as u64, "{s:?}"),
         }
         assert_eq!(s.bytes_sent, before + sent);
+        assert_eq!(s.bytes_changed - changed0, changed, "changed-byte accounting");
         // The server holds exactly the program's bytes.
         for page in 0..pages {
             let id = region.object_id(page * PAGE_SIZE);
             let stored = store.get(id).unwrap();
-            assert_eq!(
-                stored,
-                &shadow[page * PAGE_SIZE..][..PAGE_SIZE],
-                "page {page}"
-            );
+            assert_eq!(stored, &shadow[page * PAGE_SIZE..][..PAGE_SIZE], "page {page}");
         }
     }
+}
+
+#[test]
+fn only_dirty_lines_are_written_back_byte_exactly() {
+    if skip() {
+        return;
+    }
+    check_dirty_line_write_back(Arc::new(EmbeddedStore::new()));
+}
+
+#[test]
+fn only_dirty_lines_reach_a_tcp_server_byte_exactly() {
+    if skip() {
+        return;
+    }
+    let server = Server::start(ServerConfig {
+        capacity: 64 << 20,
+        ..Default::default()
+    })
+    .unwrap();
+    let backend = TcpBackend::connect(TcpConfig::new([server.addr()])).unwrap();
+    check_dirty_line_write_back(Arc::new(backend));
+    server.shutdown();
 }
 
 #[test]
