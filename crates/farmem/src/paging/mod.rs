@@ -131,6 +131,10 @@ pub struct PagingStats {
     /// Total time spent serving fetch faults in the pager, in nanoseconds (read of the fault to
     /// the wake-up of the faulting thread, including any eviction it needed).
     pub fetch_fault_ns: u64,
+    /// Of `fetch_fault_ns`: time spent waiting for the backend to return the page.
+    pub fetch_backend_ns: u64,
+    /// Total time spent evicting (choosing victims, write-back, dropping), in nanoseconds.
+    pub evict_ns: u64,
     /// Pages resident now.
     pub resident_pages: u64,
 }

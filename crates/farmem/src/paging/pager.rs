@@ -175,7 +175,9 @@ impl Pager {
         let twin = if stored {
             let id = self.id(page);
             let (backend, buf) = (&self.backend, &mut self.fetch_buf);
+            let tb = Instant::now();
             retry("fetch", || backend.get_into(id, &mut buf[..]))?;
+            self.stats.fetch_backend_ns += tb.elapsed().as_nanos() as u64;
             if write {
                 let t = self.take_twin()?;
                 self.twins[t as usize * PAGE..][..PAGE].copy_from_slice(&self.fetch_buf);
@@ -317,6 +319,16 @@ impl Pager {
     /// Evicts until `n` slots are free.
     fn make_room(&mut self, n: usize) -> Result<(), PagingError> {
         let n = n.min(self.budget_pages);
+        if self.clock.free_slots() >= n {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let r = self.evict_until_free(n);
+        self.stats.evict_ns += t0.elapsed().as_nanos() as u64;
+        r
+    }
+
+    fn evict_until_free(&mut self, n: usize) -> Result<(), PagingError> {
         while self.clock.free_slots() < n {
             let want = self.evict_batch.max(n - self.clock.free_slots());
             let uffd = &self.uffd;
