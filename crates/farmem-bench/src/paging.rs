@@ -14,7 +14,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use farmem::backend::{TcpBackend, TcpConfig};
-use farmem::paging::{self, PAGE_SIZE, PagedRegion, PagingConfig, PagingStats};
+use farmem::paging::{
+    self, AllocConfig, PAGE_SIZE, PagedRegion, PagingAlloc, PagingConfig, PagingStats,
+};
 use farmem::{Backend, EmbeddedStore};
 use farmem_server::{Server, ServerConfig, ServerHandle};
 
@@ -53,6 +55,92 @@ pub struct Args {
     /// Internal: run the all-local workload and print its JSON result (kernel-swap child).
     #[arg(long, hide = true)]
     kswap_child: bool,
+    /// Internal: run a memory server, print its address, serve until stdin closes.
+    #[arg(long, hide = true)]
+    serve_child: bool,
+}
+
+/// The transparent mode needs the global allocator to be [`PagingAlloc`]; it forwards everything
+/// to the system allocator until [`PagingAlloc::enable`] is called (only by this subcommand).
+#[global_allocator]
+static ALLOC: PagingAlloc = PagingAlloc::new();
+
+/// A memory server in a child process (the current binary re-executed with `--serve-child`).
+///
+/// The transparent mode cannot use an in-process server: the server's threads would allocate
+/// large buffers in paged memory and then fault on pages only the pager, waiting for that very
+/// server, could bring in.
+struct ServerProcess {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl ServerProcess {
+    fn start(capacity: u64) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("locating the current binary")?;
+        let mut child = std::process::Command::new(exe)
+            .args(["paging", "--serve-child", "--budget-mib"])
+            .arg((capacity >> 20).max(1).to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("starting the memory-server child")?;
+        let mut line = String::new();
+        let out = child.stdout.take().context("server child stdout")?;
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)?;
+        let addr = line.trim().to_string();
+        anyhow::ensure!(!addr.is_empty(), "memory-server child printed no address");
+        Ok(Self { child, addr })
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        if self.child.wait().is_err() {
+            let _ = self.child.kill();
+        }
+    }
+}
+
+/// `--serve-child`: a memory server of `capacity` bytes until stdin reaches end of file.
+fn serve_child(capacity: u64) -> anyhow::Result<()> {
+    let server = Server::start(ServerConfig {
+        capacity,
+        ..Default::default()
+    })?;
+    println!("{}", server.addr());
+    std::io::stdout().flush()?;
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    server.shutdown();
+    Ok(())
+}
+
+/// Runs the workload on an ordinary `Vec` allocated through the transparent paging allocator.
+fn transparent(
+    args: &Args,
+    budget: usize,
+    ws: usize,
+) -> anyhow::Result<(Phases, Option<ServerProcess>)> {
+    let (backend, server): (Arc<dyn Backend>, _) = match args.backend {
+        BackendKind::Embedded => (Arc::new(EmbeddedStore::new()), None),
+        BackendKind::Tcp => {
+            let server = ServerProcess::start(2 * ws as u64)?;
+            let backend = TcpBackend::connect(TcpConfig::new([server.addr.clone()]))
+                .context("connecting to the memory-server child")?;
+            (Arc::new(backend), Some(server))
+        }
+    };
+    PagingAlloc::enable(backend, AllocConfig::new(budget))?;
+    let mut v = vec![0u64; ws / 8];
+    anyhow::ensure!(
+        PagingAlloc::paged_bytes() as usize >= ws,
+        "the working set was not placed in paged memory"
+    );
+    let p = workload(&mut v, args.ops);
+    drop(v);
+    Ok((p, server))
 }
 
 /// Timings of one mode.
@@ -295,6 +383,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.ops > 0, "--ops must be positive");
     let budget = args.budget_mib << 20;
     let ws = budget * args.factor;
+    if args.serve_child {
+        return serve_child(budget as u64);
+    }
     if args.kswap_child {
         let mut mem = vec![0u64; ws / 8];
         let p = workload(&mut mem, args.ops);
@@ -498,6 +589,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     };
 
+    // Transparent mode last: enabling the paging allocator cannot be undone in this process.
+    let mut server_child = None;
+    if let Some(pg) = paging_figs {
+        let (t, server) = transparent(&args, budget, ws)?;
+        server_child = server;
+        anyhow::ensure!(
+            t.checksum == local.checksum,
+            "transparent mode read checksum {} differs from all-local {}",
+            t.checksum,
+            local.checksum
+        );
+        phases_json(&mut r, "transparent", &t);
+        println!(
+            "transparent:  reads {:>12.0} ops/s   writes {:>12.0} ops/s   (plain Vec on \
+             PagingAlloc; {:.2}x the region's reads)",
+            t.read_ops_s,
+            t.write_ops_s,
+            t.read_ops_s / pg.read_ops_s
+        );
+    }
+
     if let (Some(pg), Some(ks)) = (paging_figs, kswap_figs) {
         r.num("paging_over_kswap_reads", pg.read_ops_s / ks.read_ops_s);
         r.num("paging_over_kswap_writes", pg.write_ops_s / ks.write_ops_s);
@@ -514,6 +626,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         std::fs::write(path, r.to_json()).with_context(|| format!("writing {}", path.display()))?;
         println!("figures written to {}", path.display());
     }
+    drop(server_child);
     Ok(())
 }
 
