@@ -1,10 +1,62 @@
-//! `farmem-bench demo` (not implemented yet).
+//! `farmem-bench demo`: the main job. With no set-up, starts a memory server on loopback,
+//! generates a modest trip data set, runs the taxi analysis all-local and in farmem object mode
+//! at 25% local memory, and prints the answers and the comparison.
+
+use std::path::PathBuf;
+
+use crate::modes::{self, Mode};
 
 /// Options of `farmem-bench demo`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Synthetic trips (about 140 bytes each in memory).
+    #[arg(long, default_value_t = 3_000_000)]
+    pub rows: u64,
+    /// Local memory as a share of the working set.
+    #[arg(long, default_value = "25%", value_parser = modes::parse_ratio)]
+    pub local_mem: f64,
+    /// Results directory.
+    #[arg(long, default_value = "results/demo")]
+    pub out: PathBuf,
+}
 
-/// Runs the benchmark.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("farmem-bench demo is not implemented yet")
+/// Runs the demo.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    println!(
+        "farmem demo: NYC-taxi analysis on {} synthetic trips, all-local vs farmem object mode at {:.0}% local memory",
+        args.rows,
+        args.local_mem * 100.0
+    );
+    let taxi_args = crate::taxi::Args {
+        rows: args.rows,
+        csv: None,
+        seed: 2016,
+        local_mem: vec![args.local_mem],
+        modes: vec![Mode::Local, Mode::Object],
+        json: false,
+        out: args.out.clone(),
+        write_csv: None,
+        child: None,
+        budget_bytes: 0,
+    };
+    let (runs, agree) = crate::taxi::run_modes(&taxi_args, false)?;
+    if let Some(a) = runs.iter().find_map(|r| r.detail.get("answers")?.as_str()) {
+        println!("\n{a}\n");
+    }
+    modes::print_table(&runs, false);
+    let dir = modes::results_dir(&args.out)?;
+    modes::write_json(
+        &dir.join("demo.json"),
+        &serde_json::json!({ "bench": "demo", "rows": args.rows, "answers_agree": agree, "runs": runs }),
+    )?;
+    println!("answers identical across modes: {agree}");
+    anyhow::ensure!(agree, "modes gave different answers");
+    if let Some(r) = runs.iter().find(|r| r.skipped.is_some()) {
+        anyhow::bail!(
+            "{} did not run: {}",
+            r.mode.label(),
+            r.skipped.as_deref().unwrap_or_default()
+        );
+    }
+    Ok(())
 }

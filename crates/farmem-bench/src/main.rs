@@ -2,14 +2,18 @@
 //!
 //! Each subcommand lives in its own module and exposes `Args` (clap) and `run`.
 
+mod apps_far;
 mod containers;
 mod demo;
 mod deref;
 mod kswap;
+mod modes;
 mod paging;
+mod plot;
 mod taxi;
 mod transport;
 mod web;
+mod zipf;
 
 use clap::{Parser, Subcommand};
 

@@ -1,10 +1,339 @@
-//! `farmem-bench taxi` (not implemented yet).
+//! `farmem-bench taxi`: the NYC-taxi DataFrame analysis of AIFM (figure 7) in every memory mode,
+//! side by side at the same local-memory budget.
+//!
+//! Each mode loads the same trips (synthetic, or a TLC CSV with `--csv`) and runs the nine steps
+//! of [`farmem_frame::taxi::analyze`]; the analysis time is the figure, and every mode must print
+//! the same answers. Paging and kernel-swap modes run in a child process (the same binary), so
+//! their memory limit covers only their own data.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use farmem_frame::taxi::{self, TaxiAnswers, TaxiGen};
+use farmem_frame::{DataFrame, PlacementRef};
+use serde::Serialize;
+
+use crate::modes::{self, Mode, ModeRun};
 
 /// Options of `farmem-bench taxi`.
-#[derive(clap::Args, Debug)]
-pub struct Args {}
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Synthetic trips to generate (ignored with --csv).
+    #[arg(long, default_value_t = 4_000_000)]
+    pub rows: u64,
+    /// Load this 2016 yellow-taxi CSV file instead of generating trips.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Seed of the generator.
+    #[arg(long, default_value_t = 2016)]
+    pub seed: u64,
+    /// Local memory as a share of the working set; repeat or comma-separate to sweep.
+    #[arg(long, value_delimiter = ',', default_value = "25%", value_parser = modes::parse_ratio)]
+    pub local_mem: Vec<f64>,
+    /// Modes to compare.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "local,object,object-noagent,paging,kswap"
+    )]
+    pub modes: Vec<Mode>,
+    /// Print the results as JSON on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Results directory (JSON and PNG).
+    #[arg(long, default_value = "results/taxi")]
+    pub out: PathBuf,
+    /// Also write a CSV of the generated trips to this path (and exit).
+    #[arg(long)]
+    pub write_csv: Option<PathBuf>,
+    /// Internal: run one mode in this process and print its result (used for child processes).
+    #[arg(long, hide = true)]
+    pub child: Option<Mode>,
+    /// Internal: the child's local budget in bytes.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub budget_bytes: u64,
+}
+
+/// What one mode reports.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct TaxiRun {
+    /// Seconds to generate or load the trips.
+    pub load_seconds: f64,
+    /// Seconds of the nine steps.
+    pub analyze_seconds: f64,
+    /// Seconds of each step.
+    pub step_seconds: Vec<f64>,
+    /// The answers, as printed.
+    pub answers: String,
+}
+
+/// Bytes per trip of the loaded TLC columns plus the columns the analysis derives
+/// (duration i64, distance f64, hour/day/month u8).
+pub fn working_set_bytes(df: &DataFrame) -> u64 {
+    let per_row: u64 =
+        df.columns()
+            .map(|c| match c.data() {
+                farmem_frame::column::ColumnData::I64(_)
+                | farmem_frame::column::ColumnData::F64(_) => 8,
+                farmem_frame::column::ColumnData::I32(_)
+                | farmem_frame::column::ColumnData::U32(_) => 4,
+                farmem_frame::column::ColumnData::U8(_) => 1,
+            })
+            .sum::<u64>()
+            + 8
+            + 8
+            + 3;
+    per_row * df.len() as u64
+}
+
+/// Loads the trips with `placement`.
+///
+/// # Errors
+/// CSV or storage errors.
+pub fn load(args: &Args, placement: PlacementRef, quiet: bool) -> anyhow::Result<DataFrame> {
+    match &args.csv {
+        Some(path) => {
+            let f =
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let pb = modes::progress(len, "loading CSV", quiet);
+            let r = std::io::BufReader::with_capacity(1 << 20, f);
+            let df = farmem_frame::csv::read_csv(r, &taxi::csv_options(), placement, &mut |b| {
+                pb.set_position(b)
+            })
+            .with_context(|| format!("loading {}", path.display()))?;
+            pb.finish_and_clear();
+            Ok(df)
+        }
+        None => {
+            let pb = modes::progress(args.rows, "generating trips", quiet);
+            let df =
+                taxi::generate_frame(&TaxiGen::new(args.seed), args.rows, placement, &mut |n| {
+                    pb.set_position(n)
+                })?;
+            pb.finish_and_clear();
+            Ok(df)
+        }
+    }
+}
+
+/// Runs the nine steps on a loaded frame.
+///
+/// # Errors
+/// Frame or storage errors.
+pub fn analyze(df: &DataFrame, quiet: bool) -> anyhow::Result<(TaxiAnswers, f64, Vec<f64>)> {
+    let pb = modes::progress(9, "analysis", quiet);
+    let mut steps = Vec::new();
+    let t = Instant::now();
+    let answers = taxi::analyze(df, &mut |i, name, d| {
+        steps.push(d.as_secs_f64());
+        pb.set_message(format!("{}/9 {name}", i + 1));
+        pb.inc(1);
+    })?;
+    let secs = t.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    Ok((answers, secs, steps))
+}
+
+/// Loads and analyses in this process with `placement`.
+///
+/// # Errors
+/// As [`load`] and [`analyze`].
+pub fn run_in_process(
+    args: &Args,
+    placement: PlacementRef,
+    quiet: bool,
+) -> anyhow::Result<TaxiRun> {
+    let t = Instant::now();
+    let df = load(args, placement, quiet)?;
+    let load_seconds = t.elapsed().as_secs_f64();
+    let (answers, analyze_seconds, step_seconds) = analyze(&df, quiet)?;
+    Ok(TaxiRun {
+        load_seconds,
+        analyze_seconds,
+        step_seconds,
+        answers: answers.to_string(),
+    })
+}
+
+/// The arguments that make a child process load the same data.
+fn child_args(args: &Args, mode: Mode, budget: u64) -> Vec<String> {
+    let mut v = vec![
+        "taxi".to_owned(),
+        "--child".into(),
+        mode.name().into(),
+        "--budget-bytes".into(),
+        budget.to_string(),
+        "--rows".into(),
+        args.rows.to_string(),
+        "--seed".into(),
+        args.seed.to_string(),
+    ];
+    if let Some(p) = &args.csv {
+        v.push("--csv".into());
+        v.push(p.display().to_string());
+    }
+    v
+}
+
+fn child(args: &Args, mode: Mode) -> anyhow::Result<()> {
+    let run = match mode {
+        Mode::Paging => crate::apps_far::with_paging(args.budget_bytes, || {
+            run_in_process(args, farmem_frame::LocalPlacement::shared(), true)
+        })?,
+        _ => run_in_process(args, farmem_frame::LocalPlacement::shared(), true)?,
+    };
+    modes::print_child_result(&run)
+}
+
+/// Runs one mode at one ratio.
+fn run_mode(args: &Args, mode: Mode, ratio: f64, working_set: u64, quiet: bool) -> ModeRun {
+    let budget = if mode == Mode::Local {
+        0
+    } else {
+        (working_set as f64 * ratio) as u64
+    };
+    let ratio = if mode == Mode::Local { 1.0 } else { ratio };
+    let result: anyhow::Result<TaxiRun> = match mode {
+        Mode::Local => run_in_process(args, farmem_frame::LocalPlacement::shared(), quiet),
+        Mode::Object | Mode::ObjectNoAgent => {
+            crate::apps_far::far_placement(budget, mode == Mode::Object)
+                .and_then(|p| run_in_process(args, p, quiet))
+        }
+        Mode::Paging => modes::run_child(&child_args(args, mode, budget), None)
+            .and_then(|v| Ok(serde_json::from_value(v)?)),
+        Mode::Kswap => match crate::kswap::available() {
+            Err(why) => return ModeRun::skipped(mode, ratio, budget, why),
+            // The cgroup charges the whole process: add the binary's own footprint.
+            Ok(()) => modes::run_child(&child_args(args, mode, budget), Some(budget + (24 << 20)))
+                .and_then(|v| Ok(serde_json::from_value(v)?)),
+        },
+    };
+    match result {
+        Ok(r) => ModeRun {
+            mode,
+            local_mem_ratio: ratio,
+            budget_bytes: budget,
+            skipped: None,
+            seconds: r.analyze_seconds,
+            throughput: None,
+            detail: serde_json::to_value(&r).unwrap_or_default(),
+        },
+        Err(e) => ModeRun::skipped(mode, ratio, budget, format!("failed: {e:#}")),
+    }
+}
+
+/// Data lines of a CSV file (lines after the header).
+fn count_records(path: &std::path::Path) -> anyhow::Result<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut lines = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+    Ok(lines.saturating_sub(1))
+}
+
+/// Runs every mode at every ratio; returns the runs and whether all answers agree.
+///
+/// # Errors
+/// When the data cannot be loaded at all.
+pub fn run_modes(args: &Args, quiet: bool) -> anyhow::Result<(Vec<ModeRun>, bool)> {
+    // Size the working set: bytes per trip of the typed columns times the number of trips.
+    let per_row = {
+        let one = taxi::generate_frame(
+            &TaxiGen::new(args.seed),
+            1,
+            farmem_frame::LocalPlacement::shared(),
+            &mut |_| {},
+        )?;
+        working_set_bytes(&one)
+    };
+    let rows = match &args.csv {
+        Some(p) => count_records(p)?,
+        None => args.rows,
+    };
+    let working_set = per_row * rows;
+    if !quiet {
+        eprintln!(
+            "working set: {:.1} MiB",
+            working_set as f64 / (1 << 20) as f64
+        );
+    }
+    let mut runs = Vec::new();
+    if args.modes.contains(&Mode::Local) {
+        runs.push(run_mode(args, Mode::Local, 1.0, working_set, quiet));
+    }
+    for &ratio in &args.local_mem {
+        for &mode in args.modes.iter().filter(|m| **m != Mode::Local) {
+            if !quiet {
+                eprintln!(
+                    "running {} at {:.0}% local memory",
+                    mode.label(),
+                    ratio * 100.0
+                );
+            }
+            runs.push(run_mode(args, mode, ratio, working_set, quiet));
+        }
+    }
+    let answers: Vec<&str> = runs
+        .iter()
+        .filter_map(|r| r.detail.get("answers")?.as_str())
+        .collect();
+    let agree = answers.windows(2).all(|w| w[0] == w[1]);
+    Ok((runs, agree))
+}
 
 /// Runs the benchmark.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("farmem-bench taxi is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(mode) = args.child {
+        return child(&args, mode);
+    }
+    if let Some(path) = &args.write_csv {
+        let f =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        let pb = modes::progress(args.rows, "writing CSV", false);
+        taxi::write_csv(&TaxiGen::new(args.seed), args.rows, &mut w, &mut |n| {
+            pb.set_position(n)
+        })?;
+        std::io::Write::flush(&mut w)?;
+        pb.finish_and_clear();
+        eprintln!("wrote {} trips to {}", args.rows, path.display());
+        return Ok(());
+    }
+    let (runs, agree) = run_modes(&args, args.json)?;
+    let dir = modes::results_dir(&args.out)?;
+    let summary = serde_json::json!({
+        "bench": "taxi",
+        "rows": args.rows,
+        "csv": args.csv,
+        "answers_agree": agree,
+        "runs": runs,
+    });
+    modes::write_json(&dir.join("taxi.json"), &summary)?;
+    modes::plot_runs(
+        &dir.join("taxi.png"),
+        "NYC taxi analysis",
+        "analysis time (s)",
+        &runs,
+        |r| Some(r.seconds),
+    );
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        if let Some(a) = runs.iter().find_map(|r| r.detail.get("answers")?.as_str()) {
+            println!("{a}");
+        }
+        modes::print_table(&runs, false);
+        println!("answers identical across modes: {agree}");
+    }
+    anyhow::ensure!(agree, "modes gave different answers");
+    Ok(())
 }

@@ -1,10 +1,513 @@
-//! `farmem-bench web` (not implemented yet).
+//! `farmem-bench web`: the web-service frontend of AIFM (figure 6) in every memory mode.
+//!
+//! Each request looks up 32 Zipf-distributed keys in a large hash map of small pairs, reads one
+//! Zipf-distributed 8 KiB element of a large array, encrypts it (AES-128-CTR) and compresses it
+//! (Snappy). Many client threads issue requests; the figure is throughput, with p50/p99 latency.
+//! Hot keys and elements are scattered over the data (ranks are permuted), so a hot set is many
+//! small objects spread over many pages: the case where object granularity beats paging.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use aes::cipher::{KeyIvInit, StreamCipher};
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::modes::{self, Mode, ModeRun};
+use crate::zipf::{SplitMix, Zipf};
+
+/// Bytes of one array element.
+pub const ELEM: usize = 8192;
+/// Hash-map lookups per request.
+pub const LOOKUPS: usize = 32;
+/// Zipf exponent of keys and elements.
+pub const SKEW: f64 = 0.85;
 
 /// Options of `farmem-bench web`.
-#[derive(clap::Args, Debug)]
-pub struct Args {}
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Key-value pairs in the hash map.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub keys: u64,
+    /// 8 KiB elements in the array.
+    #[arg(long, default_value_t = 32_768)]
+    pub elements: u64,
+    /// Requests per run.
+    #[arg(long, default_value_t = 200_000)]
+    pub requests: u64,
+    /// Client threads.
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+    /// Local memory as a share of the working set; repeat or comma-separate to sweep.
+    #[arg(long, value_delimiter = ',', default_value = "25%", value_parser = modes::parse_ratio)]
+    pub local_mem: Vec<f64>,
+    /// Modes to compare.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "local,object,paging,kswap"
+    )]
+    pub modes: Vec<Mode>,
+    /// Print the results as JSON on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Results directory (JSON and PNG).
+    #[arg(long, default_value = "results/web")]
+    pub out: PathBuf,
+    /// Internal: run one mode in this process and print its result (used for child processes).
+    #[arg(long, hide = true)]
+    pub child: Option<Mode>,
+    /// Internal: the child's local budget in bytes.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub budget_bytes: u64,
+}
+
+/// The data a request reads: the hash map and the array, wherever they live.
+pub trait WebData: Sync {
+    /// The value under `key`.
+    ///
+    /// # Errors
+    /// Storage errors; a missing key.
+    fn lookup(&self, key: u64) -> anyhow::Result<u64>;
+    /// Copies element `i` into `out`.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn element(&self, i: u64, out: &mut [u8; ELEM]) -> anyhow::Result<()>;
+}
+
+/// The key of rank `r`: ranks are scattered over the key space.
+pub fn key_of(rank: u64) -> u64 {
+    rank.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5bd1_e995
+}
+
+/// The value stored under the key of rank `r`.
+pub fn value_of(rank: u64) -> u64 {
+    SplitMix(rank ^ 0xdead_beef).next_u64()
+}
+
+/// The index of the element of rank `r` among `n`: a permutation of `0..n`.
+pub fn element_index(rank: u64, n: u64) -> u64 {
+    // 2^61 - 1 is prime, so it is coprime with any n it does not divide.
+    const P: u64 = (1 << 61) - 1;
+    let p = if n.is_multiple_of(P) { 1 } else { P % n };
+    let p = if gcd(p, n) == 1 { p } else { 1 };
+    ((u128::from(rank) * u128::from(p)) % u128::from(n)) as u64
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Fills element `i`: compressible text-like bytes that depend on `i`.
+pub fn fill_element(i: u64, out: &mut [u8]) {
+    const WORDS: [&[u8]; 8] = [
+        b"farmem ",
+        b"remote ",
+        b"memory ",
+        b"object ",
+        b"server ",
+        b"request ",
+        b"cache ",
+        b"page ",
+    ];
+    let mut rng = SplitMix(i);
+    let mut pos = 0;
+    while pos < out.len() {
+        let r = rng.next_u64();
+        let w = if r & 7 == 0 {
+            &r.to_le_bytes()[..]
+        } else {
+            WORDS[(r >> 3) as usize % WORDS.len()]
+        };
+        let n = w.len().min(out.len() - pos);
+        out[pos..pos + n].copy_from_slice(&w[..n]);
+        pos += n;
+    }
+}
+
+/// Everything in local memory: std `HashMap` and `Vec` (also what paging and kernel swap run).
+pub struct LocalWeb {
+    map: std::collections::HashMap<u64, u64>,
+    elems: Vec<[u8; ELEM]>,
+}
+
+impl LocalWeb {
+    /// Builds the data set.
+    pub fn build(keys: u64, elements: u64, progress: &dyn Fn(u64)) -> Self {
+        let mut map = std::collections::HashMap::with_capacity(keys as usize);
+        for r in 0..keys {
+            map.insert(key_of(r), value_of(r));
+            if r.is_multiple_of(65_536) {
+                progress(r);
+            }
+        }
+        let mut elems = Vec::with_capacity(elements as usize);
+        for i in 0..elements {
+            let mut e = [0u8; ELEM];
+            fill_element(i, &mut e);
+            elems.push(e);
+            if i.is_multiple_of(1024) {
+                progress(keys + i * 64);
+            }
+        }
+        Self { map, elems }
+    }
+}
+
+impl WebData for LocalWeb {
+    fn lookup(&self, key: u64) -> anyhow::Result<u64> {
+        self.map
+            .get(&key)
+            .copied()
+            .ok_or_else(|| anyhow::anyhow!("key {key:#x} missing"))
+    }
+    fn element(&self, i: u64, out: &mut [u8; ELEM]) -> anyhow::Result<()> {
+        *out = *self
+            .elems
+            .get(i as usize)
+            .ok_or_else(|| anyhow::anyhow!("element {i} missing"))?;
+        Ok(())
+    }
+}
+
+/// Bytes of the data set: map pairs (16 B plus about 1 B of control per slot, at 7/8 load) and
+/// elements.
+pub fn working_set_bytes(keys: u64, elements: u64) -> u64 {
+    keys * 16 * 8 / 7 + keys + elements * ELEM as u64
+}
+
+type Aes128Ctr = ctr::Ctr128BE<aes::Aes128>;
+
+/// Scratch space of one client thread.
+pub struct Client {
+    elem: Box<[u8; ELEM]>,
+    out: Vec<u8>,
+    enc: snap::raw::Encoder,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self {
+            elem: Box::new([0; ELEM]),
+            out: vec![0; snap::raw::max_compress_len(ELEM)],
+            enc: snap::raw::Encoder::new(),
+        }
+    }
+}
+
+/// Serves request number `id` and returns a digest of its response (equal in every mode).
+///
+/// # Errors
+/// Storage errors from `data`; compression errors.
+pub fn serve(
+    data: &dyn WebData,
+    keys: &Zipf,
+    elems: &Zipf,
+    n_elems: u64,
+    id: u64,
+    c: &mut Client,
+) -> anyhow::Result<u64> {
+    let mut rng = SplitMix(id.wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let mut acc = 0u64;
+    for _ in 0..LOOKUPS {
+        let rank = keys.sample(|| rng.unit());
+        acc = acc.rotate_left(5) ^ data.lookup(key_of(rank))?;
+    }
+    let idx = element_index(elems.sample(|| rng.unit()), n_elems);
+    data.element(idx, &mut c.elem)?;
+    let key: [u8; 16] = (u128::from(acc) << 64 | u128::from(id)).to_le_bytes();
+    let iv: [u8; 16] = u128::from(idx).to_le_bytes();
+    Aes128Ctr::new(&key.into(), &iv.into()).apply_keystream(&mut c.elem[..]);
+    let n = c.enc.compress(&c.elem[..], &mut c.out).context("snappy")?;
+    let mut h = SplitMix(acc ^ n as u64);
+    for chunk in c.out[..n].chunks(8) {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        h.0 ^= u64::from_le_bytes(w);
+        h.next_u64();
+    }
+    Ok(h.next_u64())
+}
+
+/// What one run reports.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct WebRun {
+    /// Seconds to build the data set.
+    pub build_seconds: f64,
+    /// Seconds to serve all requests.
+    pub seconds: f64,
+    /// Requests per second.
+    pub throughput: f64,
+    /// Median latency, microseconds.
+    pub p50_us: f64,
+    /// 99th-percentile latency, microseconds.
+    pub p99_us: f64,
+    /// XOR of all response digests: equal in every mode.
+    pub digest: String,
+}
+
+/// Serves `requests` requests from `threads` clients against `data`.
+///
+/// # Errors
+/// The first request error.
+pub fn drive(data: &dyn WebData, args: &Args, quiet: bool) -> anyhow::Result<(f64, Vec<u32>, u64)> {
+    let keys = Zipf::new(args.keys.max(2), SKEW);
+    let elems = Zipf::new(args.elements.max(2), SKEW);
+    let pb = modes::progress(args.requests, "requests", quiet);
+    let t = Instant::now();
+    let threads = args.threads.max(1) as u64;
+    let results: Vec<anyhow::Result<(Vec<u32>, u64)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (keys, elems, pb) = (&keys, &elems, &pb);
+                s.spawn(move || -> anyhow::Result<(Vec<u32>, u64)> {
+                    let mut c = Client::default();
+                    let mut lat = Vec::new();
+                    let mut digest = 0u64;
+                    for id in (t..args.requests).step_by(threads as usize) {
+                        let t0 = Instant::now();
+                        digest ^= serve(data, keys, elems, args.elements.max(1), id, &mut c)?;
+                        lat.push(t0.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
+                        if id % 1024 == t {
+                            pb.inc(1024);
+                        }
+                    }
+                    Ok((lat, digest))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("client thread panicked")))
+            })
+            .collect()
+    });
+    let secs = t.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    let mut lat = Vec::new();
+    let mut digest = 0;
+    for r in results {
+        let (l, d) = r?;
+        lat.extend(l);
+        digest ^= d;
+    }
+    Ok((secs, lat, digest))
+}
+
+fn percentile_us(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    f64::from(sorted[i]) / 1000.0
+}
+
+/// Builds with `build` and serves the requests.
+///
+/// # Errors
+/// Build or request errors.
+pub fn run_with<D: WebData>(
+    args: &Args,
+    quiet: bool,
+    build: impl FnOnce(&dyn Fn(u64)) -> anyhow::Result<D>,
+) -> anyhow::Result<WebRun> {
+    let pb = modes::progress(args.keys + args.elements * 64, "building data", quiet);
+    let t = Instant::now();
+    let data = build(&|n| pb.set_position(n))?;
+    let build_seconds = t.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    let (seconds, mut lat, digest) = drive(&data, args, quiet)?;
+    lat.sort_unstable();
+    Ok(WebRun {
+        build_seconds,
+        seconds,
+        throughput: args.requests as f64 / seconds.max(1e-9),
+        p50_us: percentile_us(&lat, 0.5),
+        p99_us: percentile_us(&lat, 0.99),
+        digest: format!("{digest:016x}"),
+    })
+}
+
+fn run_local(args: &Args, quiet: bool) -> anyhow::Result<WebRun> {
+    run_with(args, quiet, |p| {
+        Ok(LocalWeb::build(args.keys, args.elements, p))
+    })
+}
+
+fn child_args(args: &Args, mode: Mode, budget: u64) -> Vec<String> {
+    [
+        "web",
+        "--child",
+        mode.name(),
+        "--budget-bytes",
+        &budget.to_string(),
+        "--keys",
+        &args.keys.to_string(),
+        "--elements",
+        &args.elements.to_string(),
+        "--requests",
+        &args.requests.to_string(),
+        "--threads",
+        &args.threads.to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+fn run_mode(args: &Args, mode: Mode, ratio: f64, quiet: bool) -> ModeRun {
+    let ws = working_set_bytes(args.keys, args.elements);
+    let budget = if mode == Mode::Local {
+        0
+    } else {
+        (ws as f64 * ratio) as u64
+    };
+    let ratio = if mode == Mode::Local { 1.0 } else { ratio };
+    let result: anyhow::Result<WebRun> = match mode {
+        Mode::Local => run_local(args, quiet),
+        Mode::Object | Mode::ObjectNoAgent => crate::apps_far::run_web_far(args, budget, quiet),
+        Mode::Paging => modes::run_child(&child_args(args, mode, budget), None)
+            .and_then(|v| Ok(serde_json::from_value(v)?)),
+        Mode::Kswap => match crate::kswap::available() {
+            Err(why) => return ModeRun::skipped(mode, ratio, budget, why),
+            Ok(()) => modes::run_child(&child_args(args, mode, budget), Some(budget + (24 << 20)))
+                .and_then(|v| Ok(serde_json::from_value(v)?)),
+        },
+    };
+    match result {
+        Ok(r) => ModeRun {
+            mode,
+            local_mem_ratio: ratio,
+            budget_bytes: budget,
+            skipped: None,
+            seconds: r.seconds,
+            throughput: Some(r.throughput),
+            detail: serde_json::to_value(&r).unwrap_or_default(),
+        },
+        Err(e) => ModeRun::skipped(mode, ratio, budget, format!("failed: {e:#}")),
+    }
+}
 
 /// Runs the benchmark.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("farmem-bench web is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(mode) = args.child {
+        let run = match mode {
+            Mode::Paging => {
+                crate::apps_far::with_paging(args.budget_bytes, || run_local(&args, true))?
+            }
+            _ => run_local(&args, true)?,
+        };
+        return modes::print_child_result(&run);
+    }
+    let ws = working_set_bytes(args.keys, args.elements);
+    if !args.json {
+        eprintln!("working set: {:.1} MiB", ws as f64 / (1 << 20) as f64);
+    }
+    let mut runs = Vec::new();
+    if args.modes.contains(&Mode::Local) {
+        runs.push(run_mode(&args, Mode::Local, 1.0, args.json));
+    }
+    for &ratio in &args.local_mem {
+        for &mode in args.modes.iter().filter(|m| **m != Mode::Local) {
+            if !args.json {
+                eprintln!(
+                    "running {} at {:.0}% local memory",
+                    mode.label(),
+                    ratio * 100.0
+                );
+            }
+            runs.push(run_mode(&args, mode, ratio, args.json));
+        }
+    }
+    let digests: Vec<&str> = runs
+        .iter()
+        .filter_map(|r| r.detail.get("digest")?.as_str())
+        .collect();
+    let agree = digests.windows(2).all(|w| w[0] == w[1]);
+    let dir = modes::results_dir(&args.out)?;
+    let summary = serde_json::json!({
+        "bench": "web",
+        "keys": args.keys,
+        "elements": args.elements,
+        "requests": args.requests,
+        "threads": args.threads,
+        "working_set_bytes": ws,
+        "responses_agree": agree,
+        "runs": runs,
+    });
+    modes::write_json(&dir.join("web.json"), &summary)?;
+    modes::plot_runs(
+        &dir.join("web.png"),
+        "Web frontend",
+        "throughput (requests/s)",
+        &runs,
+        |r| r.throughput,
+    );
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        modes::print_table(&runs, true);
+        for r in runs.iter().filter(|r| r.skipped.is_none()) {
+            let us = |k: &str| {
+                r.detail
+                    .get(k)
+                    .and_then(serde_json::Value::as_f64)
+                    .unwrap_or(0.0)
+            };
+            println!(
+                "{:<26} p50 {:>9.1} us  p99 {:>9.1} us",
+                r.mode.label(),
+                us("p50_us"),
+                us("p99_us")
+            );
+        }
+        println!("responses identical across modes: {agree}");
+    }
+    anyhow::ensure!(agree, "modes gave different responses");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn element_index_is_a_permutation() {
+        for n in [1u64, 2, 7, 64, 1000, 4096] {
+            let mut seen: Vec<u64> = (0..n).map(|r| element_index(r, n)).collect();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..n).collect::<Vec<_>>(), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn requests_are_deterministic_and_read_their_data() {
+        let data = LocalWeb::build(1000, 16, &|_| {});
+        let (k, e) = (Zipf::new(1000, SKEW), Zipf::new(16, SKEW));
+        let mut c = Client::default();
+        let a: Vec<u64> = (0..50)
+            .map(|id| serve(&data, &k, &e, 16, id, &mut c).unwrap())
+            .collect();
+        let b: Vec<u64> = (0..50)
+            .map(|id| serve(&data, &k, &e, 16, id, &mut c).unwrap())
+            .collect();
+        assert_eq!(a, b);
+        // Different data, different responses.
+        let other = LocalWeb::build(1000, 16, &|_| {});
+        let mut other = other;
+        other.elems.iter_mut().for_each(|e| e[0] ^= 1);
+        let d: Vec<u64> = (0..50)
+            .map(|id| serve(&other, &k, &e, 16, id, &mut c).unwrap())
+            .collect();
+        assert_ne!(a, d);
+        // A missing key is an error, not a panic.
+        let empty = LocalWeb::build(0, 16, &|_| {});
+        assert!(serve(&empty, &k, &e, 16, 1, &mut c).is_err());
+    }
 }
