@@ -6,8 +6,9 @@
 //!   missing), `disksize` [`ZRAM_BYTES`], `mkswap`, `swapon -p 32767` (top priority, so the
 //!   workload swaps to zram first; other active swap devices are left alone and reported by
 //!   [`available`]'s caller in the log, for fairness disable them beforehand);
-//! - a memory cgroup (v1 `/sys/fs/cgroup/memory/farmem-kswap-<pid>` with `memory.limit_in_bytes`,
-//!   or v2 `/sys/fs/cgroup/farmem-kswap-<pid>` with `memory.max`) limited to the local budget;
+//! - a memory cgroup limited to the local budget: v1 `/sys/fs/cgroup/memory/farmem-kswap-<pid>-<n>`
+//!   with `memory.limit_in_bytes`, or v2 `/sys/fs/cgroup/farmem-kswap-<pid>-<n>` with
+//!   `memory.max` and `memory.swap.max = max`;
 //! - the workload as a child process (usually the current binary re-executed with a hidden
 //!   subcommand), started through `sh -c 'echo $$ > cgroup.procs; exec ...'` so that it is inside
 //!   the cgroup before it allocates anything. Its stdout (e.g. a JSON result) is returned.
@@ -224,7 +225,12 @@ impl Guard {
     fn create_cgroup(&mut self, limit_bytes: u64) -> Result<PathBuf, KswapError> {
         let version = cgroup_version()
             .ok_or_else(|| KswapError::Unavailable("no memory cgroup controller".into()))?;
-        let name = format!("farmem-kswap-{}", std::process::id());
+        static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "farmem-kswap-{}-{}",
+            std::process::id(),
+            RUNS.fetch_add(1, Ordering::Relaxed)
+        );
         let dir = match version {
             CgroupVersion::V1 => Path::new(V1_ROOT).join(name),
             CgroupVersion::V2 => Path::new(V2_ROOT).join(name),
@@ -408,4 +414,54 @@ pub fn run_under_swap(
         zram_peak_compr_bytes,
         peak_bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tests compare the system's swap list before and after: run them one at a time.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn child_runs_inside_the_cgroup_and_everything_is_removed() {
+        if let Err(why) = available() {
+            eprintln!("skipping kernel-swap test: {why}");
+            return;
+        }
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let swaps_before = other_swaps();
+        let run = run_under_swap(
+            32 << 20,
+            Path::new("/bin/sh"),
+            &["-c", "cat /proc/self/cgroup"],
+        )
+        .unwrap();
+        assert!(run.output.status.success());
+        let out = String::from_utf8_lossy(&run.output.stdout);
+        let name = format!("farmem-kswap-{}", std::process::id());
+        assert!(out.contains(&name), "child not in the cgroup: {out}");
+        assert_eq!(other_swaps(), swaps_before, "swap device left behind");
+        let cg = out
+            .lines()
+            .find_map(|l| l.split('/').find(|p| p.starts_with(&name)))
+            .unwrap_or_default()
+            .to_string();
+        assert!(!Path::new(V1_ROOT).join(&cg).exists(), "{cg} left behind");
+        assert!(!Path::new(V2_ROOT).join(&cg).exists(), "{cg} left behind");
+    }
+
+    #[test]
+    fn failed_child_start_still_cleans_up() {
+        if let Err(why) = available() {
+            eprintln!("skipping kernel-swap test: {why}");
+            return;
+        }
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let swaps_before = other_swaps();
+        // `sh` starts but `exec` of a missing program fails: a non-zero exit, not a leak.
+        let run = run_under_swap(32 << 20, Path::new("/nonexistent/program"), &[]).unwrap();
+        assert!(!run.output.status.success());
+        assert_eq!(other_swaps(), swaps_before);
+    }
 }

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use farmem::paging::{self, PAGE_SIZE, PagedRegion, PagingConfig, WriteBack};
 use farmem::backend::{TcpBackend, TcpConfig};
+use farmem::paging::{self, PAGE_SIZE, PagedRegion, PagingConfig, WriteBack};
 use farmem::{Backend, EmbeddedStore};
 use farmem_server::{Server, ServerConfig};
 
@@ -181,7 +181,11 @@ fn check_dirty_line_write_back(store: Arc<dyn Backend>) {
             let v = (0xA5A5_0000_0000_0000u64 | k as u64).to_le_bytes();
             // SAFETY: in bounds of the live region.
             unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), p.add(off), 8) };
-            changed += shadow[off..off + 8].iter().zip(&v).filter(|(a, b)| a != b).count() as u64;
+            changed += shadow[off..off + 8]
+                .iter()
+                .zip(&v)
+                .filter(|(a, b)| a != b)
+                .count() as u64;
             shadow[off..off + 8].copy_from_slice(&v);
         }
         region.flush().unwrap();
@@ -192,12 +196,20 @@ fn check_dirty_line_write_back(store: Arc<dyn Backend>) {
             WriteBack::WholePage => assert_eq!(sent, 100 * PAGE_SIZE as u64, "{s:?}"),
         }
         assert_eq!(s.bytes_sent, before + sent);
-        assert_eq!(s.bytes_changed - changed0, changed, "changed-byte accounting");
+        assert_eq!(
+            s.bytes_changed - changed0,
+            changed,
+            "changed-byte accounting"
+        );
         // The server holds exactly the program's bytes.
         for page in 0..pages {
             let id = region.object_id(page * PAGE_SIZE);
             let stored = store.get(id).unwrap();
-            assert_eq!(stored, &shadow[page * PAGE_SIZE..][..PAGE_SIZE], "page {page}");
+            assert_eq!(
+                stored,
+                &shadow[page * PAGE_SIZE..][..PAGE_SIZE],
+                "page {page}"
+            );
         }
     }
 }
@@ -263,4 +275,64 @@ fn bad_configuration_is_a_typed_error() {
         PagedRegion::new(0, store, PagingConfig::new(1 << 20)),
         Err(paging::PagingError::Config(_))
     ));
+}
+
+/// Without privilege (and with `vm.unprivileged_userfaultfd = 0`) creating a region is a typed
+/// error that says why, never a panic. Run as root, this test re-runs itself as user `nobody`.
+#[test]
+fn unprivileged_creation_is_a_typed_error() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("FARMEM_PAGING_UNPRIVILEGED_CHILD").is_some() {
+        let r = PagedRegion::new(
+            1 << 20,
+            Arc::new(EmbeddedStore::new()),
+            PagingConfig::new(1 << 20),
+        );
+        match (paging::available(), r) {
+            (Ok(()), Ok(_)) => eprintln!("unprivileged userfaultfd is allowed here"),
+            (Err(a), Err(paging::PagingError::Unsupported(why))) => {
+                assert!(matches!(a, paging::PagingError::Unsupported(_)));
+                assert!(why.contains("permission"), "{why}");
+                println!("CHILD-SAW-UNSUPPORTED: {why}");
+            }
+            (a, r) => panic!("inconsistent: available {a:?}, new {r:?}"),
+        }
+        return;
+    }
+    let is_root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    let unpriv =
+        std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd").unwrap_or_default();
+    if !is_root || unpriv.trim() != "0" {
+        eprintln!("skipping: needs root and vm.unprivileged_userfaultfd = 0");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "unprivileged_creation_is_a_typed_error",
+            "--nocapture",
+        ])
+        .env("FARMEM_PAGING_UNPRIVILEGED_CHILD", "1")
+        .uid(65534)
+        .gid(65534)
+        .output();
+    match out {
+        Ok(out) => {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(stdout.contains("CHILD-SAW-UNSUPPORTED"), "{stdout}");
+        }
+        // E.g. the test binary is not readable by `nobody`.
+        Err(e) => eprintln!("skipping: cannot run as nobody: {e}"),
+    }
 }
