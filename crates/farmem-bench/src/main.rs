@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module and exposes `Args` (clap) and `run`.
 
 mod apps_far;
+mod common;
 mod containers;
 mod demo;
 mod deref;

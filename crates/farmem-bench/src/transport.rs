@@ -1,10 +1,244 @@
-//! `farmem-bench transport` (not implemented yet).
+//! `farmem-bench transport`: memory-server get/put throughput and latency, each compared with a
+//! bare TCP reference measured in the same run (ping-pong RTT of the same size, bulk stream).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use farmem::Backend;
+use farmem::backend::{TcpBackend, TcpConfig, Ticket};
+use serde_json::json;
+
+use crate::common::{self, Latency, TargetServer};
 
 /// Options of `farmem-bench transport`.
-#[derive(clap::Args, Debug)]
-pub struct Args {}
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Object size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Requests in flight per client thread.
+    #[arg(long, default_value_t = 1)]
+    pub depth: usize,
+    /// Client threads (each with its own connection).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Seconds per measured phase.
+    #[arg(long, default_value_t = 2.0)]
+    pub seconds: f64,
+    /// Distinct objects cycled through.
+    #[arg(long, default_value_t = 4096)]
+    pub objects: u64,
+    /// Use this memory server instead of starting one on loopback.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Shared-secret token for `--server`.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Do not pin client and server threads to separate CPUs.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Run the standard matrix (64 B depth 1, 64 B depth 16, 4 KiB depth 32) instead of one
+    /// configuration.
+    #[arg(long)]
+    pub matrix: bool,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
 
 /// Runs the benchmark.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("farmem-bench transport is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let pin = !args.no_pin && common::cpus() >= 2;
+    let (client_cpu, server_cpu) = if pin { (Some(0), Some(1)) } else { (None, None) };
+    let server = TargetServer::start(args.server.as_deref(), u64::MAX, server_cpu)?;
+    let configs = if args.matrix {
+        vec![(64, 1), (64, 16), (4096, 32)]
+    } else {
+        vec![(args.size, args.depth)]
+    };
+    let bulk = common::bulk_tcp_bytes_per_s(Duration::from_secs(1), server_cpu, client_cpu)?;
+    println!(
+        "transport: server {}{}, {} client thread(s), bare bulk loopback TCP {}",
+        server.addr,
+        if server.is_local() { " (started here)" } else { "" },
+        args.threads,
+        common::human_rate(bulk)
+    );
+    let mut results = Vec::new();
+    for (size, depth) in configs {
+        let a = Args {
+            size,
+            depth,
+            ..args.clone()
+        };
+        let r = run_one(&a, &server, bulk, client_cpu, server_cpu)?;
+        results.push(r);
+    }
+    if let Some(path) = &args.json {
+        let v = if results.len() == 1 {
+            results.remove(0)
+        } else {
+            json!({ "runs": results })
+        };
+        common::write_json(path, &v)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+struct Phase {
+    ops: u64,
+    secs: f64,
+    latencies_ns: Vec<u64>,
+}
+
+fn run_one(
+    a: &Args,
+    server: &TargetServer,
+    bulk: f64,
+    client_cpu: Option<usize>,
+    server_cpu: Option<usize>,
+) -> anyhow::Result<serde_json::Value> {
+    anyhow::ensure!(a.size > 0 && a.depth > 0 && a.threads > 0, "size, depth and threads must be positive");
+    let rtt = common::tcp_rtt(a.size, 20_000, server_cpu, client_cpu)?;
+    let mut cfg = TcpConfig::new([server.addr.clone()]).connections_per_server(a.threads);
+    if let Some(t) = &a.token {
+        cfg = cfg.token(t.as_bytes().to_vec());
+    }
+    let backend = Arc::new(TcpBackend::connect(cfg).context("connecting to the memory server")?);
+    // Populate.
+    let data = vec![0x5Au8; a.size];
+    let ids: Vec<u64> = (0..a.objects).collect();
+    for chunk in ids.chunks(512) {
+        let items: Vec<(u64, &[u8])> = chunk.iter().map(|&i| (i, data.as_slice())).collect();
+        backend.put_many(&items)?;
+    }
+    let put = phase(a, &backend, client_cpu, true)?;
+    let get = phase(a, &backend, client_cpu, false)?;
+    let mut lat = get.latencies_ns;
+    let glat = Latency::from_nanos(&mut lat);
+    let get_ops = get.ops as f64 / get.secs;
+    let put_ops = put.ops as f64 / put.secs;
+    let get_bytes = get_ops * a.size as f64;
+    backend.free(&ids)?;
+    println!(
+        "  {} B x depth {} x {} thread(s): get {:.0} ops/s ({}), p50 {:.2} us, p99 {:.2} us | \
+         put {:.0} ops/s | bare TCP RTT p50 {:.2} us -> get p50 / RTT = {:.2}, get bytes / bulk = {:.2}",
+        a.size,
+        a.depth,
+        a.threads,
+        get_ops,
+        common::human_rate(get_bytes),
+        glat.p50_us,
+        glat.p99_us,
+        put_ops,
+        rtt.p50_us,
+        glat.p50_us / rtt.p50_us,
+        get_bytes / bulk
+    );
+    Ok(json!({
+        "op_size": a.size,
+        "depth": a.depth,
+        "threads": a.threads,
+        "seconds_per_phase": a.seconds,
+        "get_ops_per_s": get_ops,
+        "put_ops_per_s": put_ops,
+        "get_p50_us": glat.p50_us,
+        "get_p99_us": glat.p99_us,
+        "get_mean_us": glat.mean_us,
+        "get_bytes_per_s": get_bytes,
+        "put_bytes_per_s": put_ops * a.size as f64,
+        "tcp_rtt_us": rtt.p50_us,
+        "tcp_rtt_p99_us": rtt.p99_us,
+        "bulk_tcp_bytes_per_s": bulk,
+        "get_p50_over_tcp_rtt": glat.p50_us / rtt.p50_us,
+        "get_bytes_over_bulk_tcp": get_bytes / bulk,
+        "server": server.addr,
+        "pinned": client_cpu.is_some(),
+    }))
+}
+
+/// Runs gets or puts for `a.seconds` on `a.threads` threads with `a.depth` requests in flight.
+fn phase(
+    a: &Args,
+    backend: &Arc<TcpBackend>,
+    client_cpu: Option<usize>,
+    puts: bool,
+) -> anyhow::Result<Phase> {
+    let duration = Duration::from_secs_f64(a.seconds);
+    let threads: Vec<_> = (0..a.threads)
+        .map(|t| {
+            let b = backend.clone();
+            let (depth, size, objects) = (a.depth, a.size, a.objects);
+            std::thread::spawn(move || -> anyhow::Result<(u64, Vec<u64>)> {
+                if let Some(c) = client_cpu {
+                    common::pin_to_cpu(c);
+                }
+                worker(&b, t as u64, depth, size, objects, duration, puts)
+            })
+        })
+        .collect();
+    let t0 = Instant::now();
+    let mut ops = 0;
+    let mut latencies_ns = Vec::new();
+    for t in threads {
+        let (n, lat) = t.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
+        ops += n;
+        latencies_ns.extend(lat);
+    }
+    Ok(Phase {
+        ops,
+        secs: t0.elapsed().as_secs_f64().min(duration.as_secs_f64() * 1.05).max(1e-9),
+        latencies_ns,
+    })
+}
+
+fn worker(
+    b: &TcpBackend,
+    seed: u64,
+    depth: usize,
+    size: usize,
+    objects: u64,
+    duration: Duration,
+    puts: bool,
+) -> anyhow::Result<(u64, Vec<u64>)> {
+    let data = vec![0xA5u8; size];
+    let mut latencies = Vec::with_capacity(1 << 20);
+    let mut next = seed.wrapping_mul(7919) % objects;
+    let mut ops = 0u64;
+    let t0 = Instant::now();
+    let mut inflight: VecDeque<(Ticket, Instant)> = VecDeque::with_capacity(depth);
+    let mut buf = vec![0u8; size];
+    let mut stopping = false;
+    loop {
+        stopping = stopping || (ops % 64 == 0 && t0.elapsed() >= duration);
+        if !stopping {
+            while inflight.len() < depth {
+                let id = next;
+                next = (next + 1) % objects;
+                let t = if puts {
+                    b.submit_put(id, &data)?
+                } else {
+                    b.submit_get(id)?
+                };
+                inflight.push_back((t, Instant::now()));
+            }
+        }
+        let Some((t, start)) = inflight.pop_front() else {
+            break;
+        };
+        if puts {
+            b.wait_done(t)?;
+        } else {
+            b.wait_get_into(t, &mut buf)?;
+        }
+        if latencies.len() < latencies.capacity() {
+            latencies.push(start.elapsed().as_nanos() as u64);
+        }
+        ops += 1;
+    }
+    Ok((ops, latencies))
 }

@@ -1,21 +1,17 @@
-use std::collections::HashMap;
+use std::sync::Arc;
 
-use parking_lot::Mutex;
+use farmem_server::agent::{self, AgentError, AgentState};
+use farmem_server::session::StoreContext;
+use farmem_server::store::{Budget, Namespace, OBJECT_OVERHEAD, StoreError};
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use super::{Backend, BackendError, Edit, ObjectId, StoreStats, check_edits};
-
-type Shard = HashMap<ObjectId, Box<[u8]>>;
-
-const SHARDS: usize = 64;
-/// Bytes charged per object beyond its payload (map slot + allocation header).
-const OVERHEAD: u64 = 32;
+use super::{Backend, BackendError, Edit, ObjectId, StoreStats};
 
 /// An in-process store: far memory without a server.
 ///
 /// The default backend, for first-time users and tests. Objects are kept in this process's heap,
-/// so it saves no local memory; it exists so that every program also runs with no set-up.
+/// so it saves no local memory; it exists so that every program also runs with no set-up. It
+/// uses the memory server's storage engine (same capacity accounting and per-object overhead,
+/// same in-place patches) and runs remote-agent operations in-process.
 ///
 /// ```
 /// use farmem::{Backend, EmbeddedStore};
@@ -24,15 +20,50 @@ const OVERHEAD: u64 = 32;
 /// assert_eq!(store.get(7).unwrap(), b"hello");
 /// ```
 pub struct EmbeddedStore {
-    shards: Box<[Mutex<Shard>]>,
-    used: Mutex<u64>,
-    capacity: u64,
-    bytes_written: AtomicU64,
+    ns: Namespace,
+    agent: AgentState,
 }
 
 impl Default for EmbeddedStore {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore").field("ns", &self.ns).finish()
+    }
+}
+
+/// Converts a storage-engine error.
+pub(crate) fn store_error(e: StoreError) -> BackendError {
+    match e {
+        StoreError::NotFound(id) => BackendError::NotFound(id),
+        StoreError::OutOfCapacity { needed, available } => {
+            BackendError::OutOfCapacity { needed, available }
+        }
+        StoreError::SizeMismatch {
+            id,
+            expected,
+            actual,
+        } => BackendError::SizeMismatch {
+            id,
+            expected,
+            actual,
+        },
+        StoreError::TooLarge { size, limit } => BackendError::TooLarge { size, limit },
+        other => BackendError::Protocol(other.to_string()),
+    }
+}
+
+fn agent_error(e: AgentError) -> BackendError {
+    match e {
+        AgentError::NotFound(id) => BackendError::NotFound(id),
+        AgentError::OutOfCapacity { needed, available } => {
+            BackendError::OutOfCapacity { needed, available }
+        }
+        other => BackendError::Compute(other.to_string()),
     }
 }
 
@@ -45,76 +76,41 @@ impl EmbeddedStore {
     /// A store that refuses puts beyond `capacity` bytes (payload plus per-object overhead).
     pub fn with_capacity(capacity: u64) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            used: Mutex::new(0),
-            capacity,
-            bytes_written: AtomicU64::new(0),
+            ns: Namespace::new(Arc::new(Budget::new(capacity)), u64::from(u32::MAX)),
+            agent: AgentState::default(),
         }
-    }
-
-    fn shard(&self, id: ObjectId) -> &Mutex<Shard> {
-        let h = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58;
-        &self.shards[h as usize % SHARDS]
-    }
-
-    fn charge(&self, add: u64, release: u64) -> Result<(), BackendError> {
-        let mut used = self.used.lock();
-        let after = (*used - release).saturating_add(add);
-        if add > release && after > self.capacity {
-            return Err(BackendError::OutOfCapacity {
-                needed: add,
-                available: self.capacity.saturating_sub(*used - release),
-            });
-        }
-        *used = after;
-        Ok(())
     }
 }
 
 impl Backend for EmbeddedStore {
     fn put(&self, id: ObjectId, data: &[u8]) -> Result<(), BackendError> {
-        let mut shard = self.shard(id).lock();
-        let old = shard.get(&id).map_or(0, |o| o.len() as u64 + OVERHEAD);
-        self.charge(data.len() as u64 + OVERHEAD, old)?;
-        shard.insert(id, data.into());
-        self.bytes_written
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        Ok(())
+        self.ns.put(id, data).map_err(store_error)
     }
 
     fn patch(&self, id: ObjectId, edits: &[Edit<'_>]) -> Result<(), BackendError> {
-        let mut shard = self.shard(id).lock();
-        let obj = shard.get_mut(&id).ok_or(BackendError::NotFound(id))?;
-        check_edits(id, obj.len(), edits)?;
-        let mut written = 0;
-        for &(off, bytes) in edits {
-            obj[off as usize..off as usize + bytes.len()].copy_from_slice(bytes);
-            written += bytes.len() as u64;
-        }
-        self.bytes_written.fetch_add(written, Ordering::Relaxed);
-        Ok(())
+        self.ns
+            .patch(id, edits.iter().copied())
+            .map_err(store_error)
     }
 
     fn get(&self, id: ObjectId) -> Result<Vec<u8>, BackendError> {
-        self.shard(id)
-            .lock()
-            .get(&id)
-            .map(|o| o.to_vec())
-            .ok_or(BackendError::NotFound(id))
+        self.ns.get_with(id, <[u8]>::to_vec).map_err(store_error)
     }
 
     fn get_into(&self, id: ObjectId, buf: &mut [u8]) -> Result<(), BackendError> {
-        let shard = self.shard(id).lock();
-        let obj = shard.get(&id).ok_or(BackendError::NotFound(id))?;
-        if obj.len() != buf.len() {
-            return Err(BackendError::SizeMismatch {
-                id,
-                expected: buf.len() as u64,
-                actual: obj.len() as u64,
-            });
-        }
-        buf.copy_from_slice(obj);
-        Ok(())
+        self.ns
+            .get_with(id, |obj| {
+                if obj.len() != buf.len() {
+                    return Err(BackendError::SizeMismatch {
+                        id,
+                        expected: buf.len() as u64,
+                        actual: obj.len() as u64,
+                    });
+                }
+                buf.copy_from_slice(obj);
+                Ok(())
+            })
+            .map_err(store_error)?
     }
 
     fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>, BackendError> {
@@ -127,26 +123,28 @@ impl Backend for EmbeddedStore {
 
     fn free(&self, ids: &[ObjectId]) -> Result<(), BackendError> {
         for &id in ids {
-            if let Some(old) = self.shard(id).lock().remove(&id) {
-                *self.used.lock() -= old.len() as u64 + OVERHEAD;
-            }
+            self.ns.free(id);
         }
         Ok(())
     }
 
     fn stats(&self) -> Result<StoreStats, BackendError> {
-        let objects = self.shards.iter().map(|s| s.lock().len() as u64).sum();
+        let b = self.ns.budget();
         Ok(StoreStats {
-            used_bytes: *self.used.lock(),
-            capacity_bytes: self.capacity,
-            objects,
-            per_object_overhead: OVERHEAD,
-            bytes_written: self.bytes_written.load(Ordering::Relaxed),
+            used_bytes: b.used(),
+            capacity_bytes: b.limit(),
+            objects: b.objects(),
+            per_object_overhead: OBJECT_OVERHEAD,
+            bytes_written: b.bytes_written(),
         })
     }
 
-    fn compute(&self, _route: ObjectId, op: u16, _args: &[u8]) -> Result<Vec<u8>, BackendError> {
-        Err(BackendError::Compute(format!("unknown operation {op}")))
+    fn compute(&self, _route: ObjectId, op: u16, args: &[u8]) -> Result<Vec<u8>, BackendError> {
+        let ctx = StoreContext {
+            ns: &self.ns,
+            state: &self.agent,
+        };
+        agent::execute(&ctx, op, args).map_err(agent_error)
     }
 
     fn describe(&self) -> String {
@@ -157,6 +155,8 @@ impl Backend for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const OVERHEAD: u64 = OBJECT_OVERHEAD;
 
     #[test]
     fn capacity_is_enforced_and_freed_space_returns() {
@@ -201,6 +201,15 @@ mod tests {
         assert!(matches!(
             s.patch(2, &[(0, &[1])]),
             Err(BackendError::NotFound(2))
+        ));
+    }
+
+    #[test]
+    fn unknown_agent_operation_is_a_compute_error() {
+        let s = EmbeddedStore::new();
+        assert!(matches!(
+            s.compute(0, u16::MAX, &[]),
+            Err(BackendError::Compute(_))
         ));
     }
 }
