@@ -326,3 +326,36 @@ fn timeout_is_typed() {
     assert!(t0.elapsed() < Duration::from_secs(5));
     drop(hold.join());
 }
+
+#[test]
+fn sliding_window_pipelining() {
+    let s = server(u64::MAX);
+    let b = client(&s);
+    let data = [5u8; 64];
+    for puts in [true, false] {
+        let mut inflight = std::collections::VecDeque::new();
+        for i in 0..50_000u64 {
+            if inflight.len() == 16 {
+                let t = inflight.pop_front().unwrap();
+                if puts {
+                    b.wait_done(t).unwrap();
+                } else {
+                    assert_eq!(b.wait_get(t).unwrap(), data);
+                }
+            }
+            let id = i % 4096;
+            inflight.push_back(if puts {
+                b.submit_put(id, &data).unwrap()
+            } else {
+                b.submit_get(id).unwrap()
+            });
+        }
+        for t in inflight {
+            if puts {
+                b.wait_done(t).unwrap();
+            } else {
+                assert_eq!(b.wait_get(t).unwrap(), data);
+            }
+        }
+    }
+}
