@@ -1,35 +1,193 @@
-//! The far-memory modes of the application benchmarks: a frame placement on the farmem object
-//! runtime (with or without the remote agent) and runs under the paging allocator.
+//! The far-memory modes of the application benchmarks: the memory server they use, a frame
+//! placement on the farmem object runtime (with or without the remote agent), the web data set
+//! in far containers, and runs under the paging allocator.
 
-use farmem_frame::PlacementRef;
+use std::sync::Arc;
 
-/// A placement whose columns live in far memory with `budget` bytes of local cache.
-///
-/// # Errors
-/// When the object runtime cannot be set up.
-pub fn far_placement(budget: u64, agent: bool) -> anyhow::Result<PlacementRef> {
-    let _ = (budget, agent);
-    anyhow::bail!("object mode is not wired up yet")
+use anyhow::Context;
+use farmem::backend::{TcpBackend, TcpConfig};
+use farmem::containers::{FarHashMap, FarVec, HashMapConfig, Offload};
+use farmem::paging::{AllocConfig, PagingAlloc};
+use farmem::{Backend, Runtime, RuntimeConfig};
+use farmem_frame::{FarPlacement, PlacementRef};
+use farmem_server::{Server, ServerConfig, ServerHandle};
+
+use crate::web::{self, ELEM, WebData};
+
+/// A memory server on loopback, started by this process for the application runs.
+pub struct LoopbackServer {
+    handle: Option<ServerHandle>,
+    addr: String,
 }
 
-/// Runs `f` with the paging allocator enabled at `budget` bytes.
+impl LoopbackServer {
+    /// Starts a server with unlimited capacity on `127.0.0.1`, any free port.
+    ///
+    /// # Errors
+    /// When the server cannot start.
+    pub fn start() -> anyhow::Result<Self> {
+        let handle =
+            Server::start(ServerConfig::default()).context("starting a loopback memory server")?;
+        let addr = handle.addr().to_string();
+        Ok(Self {
+            handle: Some(handle),
+            addr,
+        })
+    }
+
+    /// Starts one unless `external` names a server already.
+    ///
+    /// # Errors
+    /// As [`LoopbackServer::start`].
+    pub fn unless(external: Option<&str>) -> anyhow::Result<Option<Self>> {
+        match external {
+            Some(_) => Ok(None),
+            None => Self::start().map(Some),
+        }
+    }
+
+    /// `host:port` to connect to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+}
+
+impl Drop for LoopbackServer {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown();
+        }
+    }
+}
+
+fn connect(addr: &str) -> anyhow::Result<Arc<dyn Backend>> {
+    let b = TcpBackend::connect(TcpConfig::new([addr]).connections_per_server(2))
+        .with_context(|| format!("connecting to the memory server at {addr}"))?;
+    Ok(Arc::new(b))
+}
+
+/// A farmem object runtime on the server at `addr` with `budget` bytes of local memory.
+///
+/// # Errors
+/// When the server is unreachable or the budget is below the runtime's minimum.
+pub fn runtime(addr: &str, budget: u64) -> anyhow::Result<Runtime> {
+    let mut cfg = RuntimeConfig::new(budget as usize).custom_backend(connect(addr)?);
+    // Small budgets need small heap regions (the runtime needs a few regions at least).
+    if cfg.minimum_budget() > budget as usize {
+        cfg = cfg.region_size(
+            (budget as usize / 16)
+                .next_power_of_two()
+                .clamp(64 << 10, 64 << 20)
+                / 2,
+        );
+    }
+    Runtime::new(cfg).context("starting the farmem runtime")
+}
+
+/// A placement whose columns live on the server at `addr`, with `budget` bytes of local cache;
+/// `agent` runs aggregates on the server.
+///
+/// # Errors
+/// As [`runtime`].
+pub fn far_placement(addr: &str, budget: u64, agent: bool) -> anyhow::Result<PlacementRef> {
+    let offload = if agent {
+        Offload::Remote
+    } else {
+        Offload::Local
+    };
+    Ok(Arc::new(FarPlacement::new(runtime(addr, budget)?, offload)))
+}
+
+/// Runs `f` with the paging allocator enabled at `budget` bytes, paging to the server at `addr`.
+/// Only for child processes: paging stays on until the process exits.
 ///
 /// # Errors
 /// When paging cannot be enabled, or `f` fails.
-pub fn with_paging<T>(budget: u64, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
-    let _ = (budget, f);
-    anyhow::bail!("paging mode is not wired up yet")
+pub fn with_paging<T>(
+    addr: &str,
+    budget: u64,
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    PagingAlloc::enable(connect(addr)?, AllocConfig::new(budget as usize))
+        .context("enabling the paging allocator")?;
+    f()
 }
 
-/// Runs the web frontend with its data in far memory.
+/// The web data set in far memory: a [`FarHashMap`] and a [`FarVec`] of 8 KiB elements (one
+/// element per far object).
+pub struct FarWeb {
+    map: FarHashMap<u64, u64>,
+    elems: FarVec<[u8; ELEM]>,
+}
+
+impl FarWeb {
+    /// Builds the data set: the map's cache gets the map's share of the budget, the runtime the
+    /// rest.
+    ///
+    /// # Errors
+    /// Runtime or container errors.
+    pub fn build(
+        addr: &str,
+        args: &web::Args,
+        budget: u64,
+        progress: &dyn Fn(u64),
+    ) -> anyhow::Result<Self> {
+        let ws = web::working_set_bytes(args.keys, args.elements).max(1);
+        let map_ws = web::working_set_bytes(args.keys, 0);
+        let map_budget = (budget as f64 * map_ws as f64 / ws as f64) as u64;
+        let rt = runtime(addr, budget.saturating_sub(map_budget).max(4 << 20))?;
+        let map = FarHashMap::new(&rt, HashMapConfig::new(map_budget as usize))?;
+        for r in 0..args.keys {
+            map.insert(web::key_of(r), web::value_of(r))?;
+            if r.is_multiple_of(65_536) {
+                progress(r);
+            }
+        }
+        map.flush()?;
+        let mut elems = FarVec::with_chunk_bytes(&rt, ELEM)?;
+        let mut e = [0u8; ELEM];
+        for i in 0..args.elements {
+            web::fill_element(i, &mut e);
+            elems.push(e)?;
+            if i.is_multiple_of(1024) {
+                progress(args.keys + i * 64);
+            }
+        }
+        elems.flush()?;
+        Ok(Self { map, elems })
+    }
+}
+
+impl WebData for FarWeb {
+    fn lookup(&self, key: u64) -> anyhow::Result<u64> {
+        self.map
+            .get(&key)?
+            .ok_or_else(|| anyhow::anyhow!("key {key:#x} missing"))
+    }
+
+    fn lookup_many(&self, keys: &[u64], out: &mut Vec<u64>) -> anyhow::Result<()> {
+        out.clear();
+        for (k, v) in keys.iter().zip(self.map.get_many(keys)?) {
+            out.push(v.ok_or_else(|| anyhow::anyhow!("key {k:#x} missing"))?);
+        }
+        Ok(())
+    }
+
+    fn element(&self, i: u64, out: &mut [u8; ELEM]) -> anyhow::Result<()> {
+        *out = self.elems.get(i as usize)?;
+        Ok(())
+    }
+}
+
+/// Runs the web frontend with its data on the server at `addr`.
 ///
 /// # Errors
-/// When the object runtime cannot be set up, or a request fails.
+/// When the runtime cannot be set up, or a request fails.
 pub fn run_web_far(
-    args: &crate::web::Args,
+    addr: &str,
+    args: &web::Args,
     budget: u64,
     quiet: bool,
-) -> anyhow::Result<crate::web::WebRun> {
-    let _ = (args, budget, quiet);
-    anyhow::bail!("object mode is not wired up yet")
+) -> anyhow::Result<web::WebRun> {
+    web::run_with(args, quiet, |p| FarWeb::build(addr, args, budget, p))
 }

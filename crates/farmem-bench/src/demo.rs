@@ -38,6 +38,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         write_csv: None,
         child: None,
         budget_bytes: 0,
+        server: None,
     };
     let (runs, agree) = crate::taxi::run_modes(&taxi_args, false)?;
     if let Some(a) = runs.iter().find_map(|r| r.detail.get("answers")?.as_str()) {

@@ -53,6 +53,9 @@ pub struct Args {
     /// Internal: the child's local budget in bytes.
     #[arg(long, hide = true, default_value_t = 0)]
     pub budget_bytes: u64,
+    /// Use this memory server (`host:port`) instead of starting one on loopback.
+    #[arg(long)]
+    pub server: Option<String>,
 }
 
 /// What one mode reports.
@@ -158,7 +161,7 @@ pub fn run_in_process(
 }
 
 /// The arguments that make a child process load the same data.
-fn child_args(args: &Args, mode: Mode, budget: u64) -> Vec<String> {
+fn child_args(args: &Args, mode: Mode, budget: u64, server: &str) -> Vec<String> {
     let mut v = vec![
         "taxi".to_owned(),
         "--child".into(),
@@ -170,6 +173,8 @@ fn child_args(args: &Args, mode: Mode, budget: u64) -> Vec<String> {
         "--seed".into(),
         args.seed.to_string(),
     ];
+    v.push("--server".into());
+    v.push(server.into());
     if let Some(p) = &args.csv {
         v.push("--csv".into());
         v.push(p.display().to_string());
@@ -179,7 +184,7 @@ fn child_args(args: &Args, mode: Mode, budget: u64) -> Vec<String> {
 
 fn child(args: &Args, mode: Mode) -> anyhow::Result<()> {
     let run = match mode {
-        Mode::Paging => crate::apps_far::with_paging(args.budget_bytes, || {
+        Mode::Paging => crate::apps_far::with_paging(server_of(args)?, args.budget_bytes, || {
             run_in_process(args, farmem_frame::LocalPlacement::shared(), true)
         })?,
         _ => run_in_process(args, farmem_frame::LocalPlacement::shared(), true)?,
@@ -188,7 +193,20 @@ fn child(args: &Args, mode: Mode) -> anyhow::Result<()> {
 }
 
 /// Runs one mode at one ratio.
-fn run_mode(args: &Args, mode: Mode, ratio: f64, working_set: u64, quiet: bool) -> ModeRun {
+fn server_of(args: &Args) -> anyhow::Result<&str> {
+    args.server
+        .as_deref()
+        .context("a memory server address (--server) is needed")
+}
+
+fn run_mode(
+    args: &Args,
+    mode: Mode,
+    ratio: f64,
+    working_set: u64,
+    server: &str,
+    quiet: bool,
+) -> ModeRun {
     let budget = if mode == Mode::Local {
         0
     } else {
@@ -198,16 +216,19 @@ fn run_mode(args: &Args, mode: Mode, ratio: f64, working_set: u64, quiet: bool) 
     let result: anyhow::Result<TaxiRun> = match mode {
         Mode::Local => run_in_process(args, farmem_frame::LocalPlacement::shared(), quiet),
         Mode::Object | Mode::ObjectNoAgent => {
-            crate::apps_far::far_placement(budget, mode == Mode::Object)
+            crate::apps_far::far_placement(server, budget, mode == Mode::Object)
                 .and_then(|p| run_in_process(args, p, quiet))
         }
-        Mode::Paging => modes::run_child(&child_args(args, mode, budget), None)
+        Mode::Paging => modes::run_child(&child_args(args, mode, budget, server), None)
             .and_then(|v| Ok(serde_json::from_value(v)?)),
         Mode::Kswap => match crate::kswap::available() {
             Err(why) => return ModeRun::skipped(mode, ratio, budget, why),
             // The cgroup charges the whole process: add the binary's own footprint.
-            Ok(()) => modes::run_child(&child_args(args, mode, budget), Some(budget + (24 << 20)))
-                .and_then(|v| Ok(serde_json::from_value(v)?)),
+            Ok(()) => modes::run_child(
+                &child_args(args, mode, budget, server),
+                Some(budget + (24 << 20)),
+            )
+            .and_then(|v| Ok(serde_json::from_value(v)?)),
         },
     };
     match result {
@@ -266,9 +287,22 @@ pub fn run_modes(args: &Args, quiet: bool) -> anyhow::Result<(Vec<ModeRun>, bool
             working_set as f64 / (1 << 20) as f64
         );
     }
+    let own_server = crate::apps_far::LoopbackServer::unless(args.server.as_deref())?;
+    let server = args
+        .server
+        .clone()
+        .or_else(|| own_server.as_ref().map(|s| s.addr().to_owned()))
+        .unwrap_or_default();
     let mut runs = Vec::new();
     if args.modes.contains(&Mode::Local) {
-        runs.push(run_mode(args, Mode::Local, 1.0, working_set, quiet));
+        runs.push(run_mode(
+            args,
+            Mode::Local,
+            1.0,
+            working_set,
+            &server,
+            quiet,
+        ));
     }
     for &ratio in &args.local_mem {
         for &mode in args.modes.iter().filter(|m| **m != Mode::Local) {
@@ -279,7 +313,7 @@ pub fn run_modes(args: &Args, quiet: bool) -> anyhow::Result<(Vec<ModeRun>, bool
                     ratio * 100.0
                 );
             }
-            runs.push(run_mode(args, mode, ratio, working_set, quiet));
+            runs.push(run_mode(args, mode, ratio, working_set, &server, quiet));
         }
     }
     let answers: Vec<&str> = runs

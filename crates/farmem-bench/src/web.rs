@@ -60,6 +60,9 @@ pub struct Args {
     /// Internal: the child's local budget in bytes.
     #[arg(long, hide = true, default_value_t = 0)]
     pub budget_bytes: u64,
+    /// Use this memory server (`host:port`) instead of starting one on loopback.
+    #[arg(long)]
+    pub server: Option<String>,
 }
 
 /// The data a request reads: the hash map and the array, wherever they live.
@@ -69,6 +72,17 @@ pub trait WebData: Sync {
     /// # Errors
     /// Storage errors; a missing key.
     fn lookup(&self, key: u64) -> anyhow::Result<u64>;
+    /// The values under `keys`, in order (containers may batch the misses).
+    ///
+    /// # Errors
+    /// As [`WebData::lookup`].
+    fn lookup_many(&self, keys: &[u64], out: &mut Vec<u64>) -> anyhow::Result<()> {
+        out.clear();
+        for &k in keys {
+            out.push(self.lookup(k)?);
+        }
+        Ok(())
+    }
     /// Copies element `i` into `out`.
     ///
     /// # Errors
@@ -184,6 +198,8 @@ type Aes128Ctr = ctr::Ctr128BE<aes::Aes128>;
 
 /// Scratch space of one client thread.
 pub struct Client {
+    keys: Vec<u64>,
+    values: Vec<u64>,
     elem: Box<[u8; ELEM]>,
     out: Vec<u8>,
     enc: snap::raw::Encoder,
@@ -192,6 +208,8 @@ pub struct Client {
 impl Default for Client {
     fn default() -> Self {
         Self {
+            keys: Vec::with_capacity(LOOKUPS),
+            values: Vec::with_capacity(LOOKUPS),
             elem: Box::new([0; ELEM]),
             out: vec![0; snap::raw::max_compress_len(ELEM)],
             enc: snap::raw::Encoder::new(),
@@ -212,11 +230,11 @@ pub fn serve(
     c: &mut Client,
 ) -> anyhow::Result<u64> {
     let mut rng = SplitMix(id.wrapping_mul(0x2545_F491_4F6C_DD1D));
-    let mut acc = 0u64;
-    for _ in 0..LOOKUPS {
-        let rank = keys.sample(|| rng.unit());
-        acc = acc.rotate_left(5) ^ data.lookup(key_of(rank))?;
-    }
+    c.keys.clear();
+    c.keys
+        .extend((0..LOOKUPS).map(|_| key_of(keys.sample(|| rng.unit()))));
+    data.lookup_many(&c.keys, &mut c.values)?;
+    let acc = c.values.iter().fold(0u64, |acc, v| acc.rotate_left(5) ^ v);
     let idx = element_index(elems.sample(|| rng.unit()), n_elems);
     data.element(idx, &mut c.elem)?;
     let key: [u8; 16] = (u128::from(acc) << 64 | u128::from(id)).to_le_bytes();
@@ -340,7 +358,7 @@ fn run_local(args: &Args, quiet: bool) -> anyhow::Result<WebRun> {
     })
 }
 
-fn child_args(args: &Args, mode: Mode, budget: u64) -> Vec<String> {
+fn child_args(args: &Args, mode: Mode, budget: u64, server: &str) -> Vec<String> {
     [
         "web",
         "--child",
@@ -355,13 +373,15 @@ fn child_args(args: &Args, mode: Mode, budget: u64) -> Vec<String> {
         &args.requests.to_string(),
         "--threads",
         &args.threads.to_string(),
+        "--server",
+        server,
     ]
     .iter()
     .map(|s| (*s).to_owned())
     .collect()
 }
 
-fn run_mode(args: &Args, mode: Mode, ratio: f64, quiet: bool) -> ModeRun {
+fn run_mode(args: &Args, mode: Mode, ratio: f64, server: &str, quiet: bool) -> ModeRun {
     let ws = working_set_bytes(args.keys, args.elements);
     let budget = if mode == Mode::Local {
         0
@@ -371,13 +391,18 @@ fn run_mode(args: &Args, mode: Mode, ratio: f64, quiet: bool) -> ModeRun {
     let ratio = if mode == Mode::Local { 1.0 } else { ratio };
     let result: anyhow::Result<WebRun> = match mode {
         Mode::Local => run_local(args, quiet),
-        Mode::Object | Mode::ObjectNoAgent => crate::apps_far::run_web_far(args, budget, quiet),
-        Mode::Paging => modes::run_child(&child_args(args, mode, budget), None)
+        Mode::Object | Mode::ObjectNoAgent => {
+            crate::apps_far::run_web_far(server, args, budget, quiet)
+        }
+        Mode::Paging => modes::run_child(&child_args(args, mode, budget, server), None)
             .and_then(|v| Ok(serde_json::from_value(v)?)),
         Mode::Kswap => match crate::kswap::available() {
             Err(why) => return ModeRun::skipped(mode, ratio, budget, why),
-            Ok(()) => modes::run_child(&child_args(args, mode, budget), Some(budget + (24 << 20)))
-                .and_then(|v| Ok(serde_json::from_value(v)?)),
+            Ok(()) => modes::run_child(
+                &child_args(args, mode, budget, server),
+                Some(budget + (24 << 20)),
+            )
+            .and_then(|v| Ok(serde_json::from_value(v)?)),
         },
     };
     match result {
@@ -399,7 +424,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(mode) = args.child {
         let run = match mode {
             Mode::Paging => {
-                crate::apps_far::with_paging(args.budget_bytes, || run_local(&args, true))?
+                let server = args
+                    .server
+                    .as_deref()
+                    .context("a memory server address (--server) is needed")?;
+                crate::apps_far::with_paging(server, args.budget_bytes, || run_local(&args, true))?
             }
             _ => run_local(&args, true)?,
         };
@@ -409,9 +438,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !args.json {
         eprintln!("working set: {:.1} MiB", ws as f64 / (1 << 20) as f64);
     }
+    let own_server = crate::apps_far::LoopbackServer::unless(args.server.as_deref())?;
+    let server = args
+        .server
+        .clone()
+        .or_else(|| own_server.as_ref().map(|s| s.addr().to_owned()))
+        .unwrap_or_default();
     let mut runs = Vec::new();
     if args.modes.contains(&Mode::Local) {
-        runs.push(run_mode(&args, Mode::Local, 1.0, args.json));
+        runs.push(run_mode(&args, Mode::Local, 1.0, &server, args.json));
     }
     for &ratio in &args.local_mem {
         for &mode in args.modes.iter().filter(|m| **m != Mode::Local) {
@@ -422,7 +457,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     ratio * 100.0
                 );
             }
-            runs.push(run_mode(&args, mode, ratio, args.json));
+            runs.push(run_mode(&args, mode, ratio, &server, args.json));
         }
     }
     let digests: Vec<&str> = runs

@@ -436,19 +436,12 @@ impl Column {
     /// # Errors
     /// [`FrameError::OutOfRange`]; storage errors.
     pub fn take(&self, idx: &[u32]) -> Result<Column> {
-        fn go<T: Elem>(s: &dyn ColumnStore<T>, idx: &[u32]) -> Result<Box<dyn ColumnStore<T>>> {
-            let mut out = s.empty_like();
-            for part in idx.chunks(BUILD_CHUNK) {
-                out.append(&s.gather(part)?)?;
-            }
-            Ok(out)
-        }
         let data = match &self.data {
-            ColumnData::I64(s) => ColumnData::I64(go(s.as_ref(), idx)?),
-            ColumnData::I32(s) => ColumnData::I32(go(s.as_ref(), idx)?),
-            ColumnData::U8(s) => ColumnData::U8(go(s.as_ref(), idx)?),
-            ColumnData::U32(s) => ColumnData::U32(go(s.as_ref(), idx)?),
-            ColumnData::F64(s) => ColumnData::F64(go(s.as_ref(), idx)?),
+            ColumnData::I64(s) => ColumnData::I64(s.take(idx)?),
+            ColumnData::I32(s) => ColumnData::I32(s.take(idx)?),
+            ColumnData::U8(s) => ColumnData::U8(s.take(idx)?),
+            ColumnData::U32(s) => ColumnData::U32(s.take(idx)?),
+            ColumnData::F64(s) => ColumnData::F64(s.take(idx)?),
         };
         Ok(Column {
             name: self.name.clone(),
@@ -516,6 +509,44 @@ impl Column {
         with_store!(&self.data, s => Ok(s.to_vec(range)?.into_iter().map(Elem::to_f64).collect()))
     }
 
+    /// A reader of the column front to back: each call returns the next up to `n` values
+    /// converted to `i64` (empty at the end).
+    pub fn reader_i64(&self) -> BlockFn<'_, i64> {
+        with_store!(&self.data, s => {
+            let mut r = s.reader();
+            let mut buf = Vec::new();
+            Box::new(move |n| {
+                r.next_block(n, &mut buf)?;
+                Ok(buf.iter().map(|x| x.to_i64()).collect())
+            })
+        })
+    }
+
+    /// Like [`Column::reader_i64`], converting to `f64`.
+    pub fn reader_f64(&self) -> BlockFn<'_, f64> {
+        with_store!(&self.data, s => {
+            let mut r = s.reader();
+            let mut buf = Vec::new();
+            Box::new(move |n| {
+                r.next_block(n, &mut buf)?;
+                Ok(buf.iter().map(|x| x.to_f64()).collect())
+            })
+        })
+    }
+
+    /// Like [`Column::reader_i64`], converting to [`Value`]s.
+    pub fn reader_values(&self) -> BlockFn<'_, Value> {
+        let (dtype, dict) = (self.dtype, self.dict.as_deref());
+        with_store!(&self.data, s => {
+            let mut r = s.reader();
+            let mut buf = Vec::new();
+            Box::new(move |n| {
+                r.next_block(n, &mut buf)?;
+                Ok(buf.iter().map(|x| to_value(dtype, dict, *x)).collect())
+            })
+        })
+    }
+
     /// Calls `f(start, values)` on consecutive chunks of the column converted to `i64` (floats
     /// truncate, strings give their codes).
     ///
@@ -549,6 +580,9 @@ impl Column {
         }))
     }
 }
+
+/// Reads a column in blocks: each call returns the next up to `n` values, empty at the end.
+pub type BlockFn<'a, T> = Box<dyn FnMut(usize) -> Result<Vec<T>> + 'a>;
 
 /// The lower median of `v` (reorders it); `None` if empty.
 pub(crate) fn median_of<T: Elem>(v: &mut [T]) -> Option<T> {

@@ -160,7 +160,7 @@ impl Elem for f64 {
         }
     }
     fn key(self) -> u64 {
-        if self == 0.0 { 0 } else { self.to_bits() }
+        self.to_bits()
     }
     fn is_missing(self) -> bool {
         self.is_nan()

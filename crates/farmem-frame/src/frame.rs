@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::column::{BUILD_CHUNK, ColumnBuilder};
+use crate::column::{BUILD_CHUNK, BlockFn, ColumnBuilder};
 use crate::storage::Cmp;
 use crate::{Column, DType, FrameError, PlacementRef, Result, Value};
 
@@ -219,26 +219,32 @@ impl DataFrame {
     fn for_each_input<T: Copy + Default>(
         &self,
         inputs: &[&str],
-        read: fn(&Column, std::ops::Range<usize>) -> Result<Vec<T>>,
+        reader: for<'c> fn(&'c Column) -> BlockFn<'c, T>,
         mut each: impl FnMut(&[T]) -> Result<()>,
     ) -> Result<()> {
         let cols: Vec<&Column> = inputs
             .iter()
             .map(|n| self.column(n))
             .collect::<Result<_>>()?;
+        let mut readers: Vec<BlockFn<'_, T>> = cols.iter().map(|c| reader(c)).collect();
         let mut args = vec![T::default(); cols.len()];
-        for start in (0..self.len()).step_by(BUILD_CHUNK) {
-            let end = (start + BUILD_CHUNK).min(self.len());
-            let blocks = cols
-                .iter()
-                .map(|c| read(c, start..end))
+        let mut left = self.len();
+        while left > 0 {
+            let blocks = readers
+                .iter_mut()
+                .map(|r| r(BUILD_CHUNK))
                 .collect::<Result<Vec<_>>>()?;
-            for i in 0..end - start {
+            let n = blocks.iter().map(Vec::len).min().unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            for i in 0..n {
                 for (a, blk) in args.iter_mut().zip(&blocks) {
                     *a = blk[i];
                 }
                 each(&args)?;
             }
+            left -= n;
         }
         Ok(())
     }
@@ -257,7 +263,7 @@ impl DataFrame {
         f: impl Fn(&[i64]) -> i64,
     ) -> Result<Column> {
         let mut b = ColumnBuilder::new(name, dtype, self.placement.as_ref());
-        self.for_each_input(inputs, Column::read_i64, |args| b.push_i64(f(args)))?;
+        self.for_each_input(inputs, Column::reader_i64, |args| b.push_i64(f(args)))?;
         b.finish()
     }
 
@@ -272,7 +278,7 @@ impl DataFrame {
         f: impl Fn(&[f64]) -> f64,
     ) -> Result<Column> {
         let mut b = ColumnBuilder::new(name, DType::F64, self.placement.as_ref());
-        self.for_each_input(inputs, Column::read_f64, |args| b.push_f64(f(args)))?;
+        self.for_each_input(inputs, Column::reader_f64, |args| b.push_f64(f(args)))?;
         b.finish()
     }
 
@@ -319,20 +325,23 @@ impl DataFrame {
     /// Errors of `f`; storage errors.
     pub fn for_each_row(&self, f: &mut dyn FnMut(&[Value]) -> std::io::Result<()>) -> Result<()> {
         let mut row = Vec::with_capacity(self.columns.len());
-        for start in (0..self.len()).step_by(4096) {
-            let end = (start + 4096).min(self.len());
-            let blocks = self
-                .columns
-                .iter()
-                .map(|c| c.values(start..end))
+        let mut readers: Vec<BlockFn<'_, Value>> =
+            self.columns.iter().map(|c| c.reader_values()).collect();
+        loop {
+            let blocks = readers
+                .iter_mut()
+                .map(|r| r(4096))
                 .collect::<Result<Vec<_>>>()?;
-            for i in 0..end - start {
+            let n = blocks.iter().map(Vec::len).min().unwrap_or(0);
+            if n == 0 {
+                return Ok(());
+            }
+            for i in 0..n {
                 row.clear();
                 row.extend(blocks.iter().map(|b| b[i].clone()));
                 f(&row)?;
             }
         }
-        Ok(())
     }
 
     /// Summary statistics of the numeric columns: a frame with a `stat` column (`count`, `mean`,

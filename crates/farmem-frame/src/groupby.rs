@@ -101,10 +101,15 @@ impl DataFrame {
         let keep_values = aggs.contains(&Agg::Median);
         let mut slot: HashMap<i64, usize> = HashMap::new();
         let mut groups: Vec<Group<T>> = Vec::new();
-        for start in (0..self.len()).step_by(BUILD_CHUNK) {
-            let end = (start + BUILD_CHUNK).min(self.len());
-            let keys = k.read_i64(start..end)?;
-            let vals = vs.to_vec(start..end)?;
+        let mut keys_in = k.reader_i64();
+        let mut vals_in = vs.reader();
+        let mut vals = Vec::new();
+        loop {
+            let keys = keys_in(BUILD_CHUNK)?;
+            vals_in.next_block(BUILD_CHUNK, &mut vals)?;
+            if keys.is_empty() || vals.is_empty() {
+                break;
+            }
             for (&key, &x) in keys.iter().zip(&vals) {
                 let g = *slot.entry(key).or_insert_with(|| {
                     groups.push(Group {

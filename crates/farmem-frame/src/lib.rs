@@ -21,6 +21,7 @@ pub mod column;
 pub mod csv;
 mod dtype;
 mod error;
+mod far;
 mod frame;
 mod groupby;
 pub mod storage;
@@ -30,8 +31,10 @@ pub mod time;
 pub use column::{Column, ColumnBuilder, Dictionary};
 pub use dtype::{DType, Elem, Value};
 pub use error::{FrameError, Result};
+pub use far::FarPlacement;
 pub use frame::DataFrame;
 pub use groupby::Agg;
 pub use storage::{
-    Cmp, ColumnStore, LocalPlacement, LocalStore, Placement, PlacementRef, Storable, Summary,
+    BlockReader, Cmp, ColumnStore, LocalPlacement, LocalStore, Placement, PlacementRef, Storable,
+    Summary,
 };

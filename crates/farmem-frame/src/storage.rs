@@ -186,8 +186,60 @@ pub trait ColumnStore<T: Elem>: Send + Sync {
         Ok(out)
     }
 
+    /// The rows at `idx`, in that order, as a new store of the same placement (agent-capable:
+    /// far placements may gather on the server).
+    ///
+    /// # Errors
+    /// [`crate::FrameError::OutOfRange`]; storage errors.
+    fn take(&self, idx: &[u32]) -> Result<Box<dyn ColumnStore<T>>> {
+        let mut out = self.empty_like();
+        for part in idx.chunks(1 << 16) {
+            out.append(&self.gather(part)?)?;
+        }
+        Ok(out)
+    }
+
+    /// A reader that returns the elements front to back in blocks.
+    fn reader(&self) -> Box<dyn BlockReader<T> + '_> {
+        Box::new(RangeReader {
+            store: self,
+            pos: 0,
+            _t: std::marker::PhantomData,
+        })
+    }
+
     /// A new, empty store with the same placement.
     fn empty_like(&self) -> Box<dyn ColumnStore<T>>;
+}
+
+/// Sequential reading of a store in blocks (several columns can be read in lockstep).
+pub trait BlockReader<T> {
+    /// Replaces the contents of `out` with the next up to `max` elements; `out` is empty at the
+    /// end.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn next_block(&mut self, max: usize, out: &mut Vec<T>) -> Result<()>;
+}
+
+/// A [`BlockReader`] over [`ColumnStore::to_vec`] of consecutive ranges.
+struct RangeReader<'a, T, S: ?Sized> {
+    store: &'a S,
+    pos: usize,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: Elem, S: ColumnStore<T> + ?Sized> BlockReader<T> for RangeReader<'_, T, S> {
+    fn next_block(&mut self, max: usize, out: &mut Vec<T>) -> Result<()> {
+        let end = (self.pos + max).min(self.store.len());
+        out.clear();
+        self.store.scan(self.pos..end, &mut |_, xs| {
+            out.extend_from_slice(xs);
+            Ok(())
+        })?;
+        self.pos = end;
+        Ok(())
+    }
 }
 
 /// Makes the stores of new columns: decides where a frame's data lives.

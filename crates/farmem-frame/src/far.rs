@@ -1,0 +1,304 @@
+//! Far placement: columns in farmem [`FarVec`]s, with the aggregate operations (summary, select,
+//! unique, take) run by the remote agent on the memory server or, for comparison, here.
+
+use std::ops::Range;
+
+use farmem::Runtime;
+use farmem::containers::{self as fc, ContainerError, FarVec, Offload, Predicate, Primitive};
+
+use crate::storage::{BlockReader, Cmp, ColumnStore, Placement, Summary};
+use crate::{Elem, FrameError, Result};
+
+impl From<ContainerError> for FrameError {
+    fn from(e: ContainerError) -> Self {
+        FrameError::Storage(e.to_string())
+    }
+}
+
+/// Columns in far memory under a farmem [`Runtime`] (whose local budget bounds the cache).
+///
+/// ```
+/// use std::sync::Arc;
+/// use farmem::{Runtime, RuntimeConfig};
+/// use farmem::containers::Offload;
+/// use farmem_frame::{Column, DType, FarPlacement, Value};
+/// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
+/// let p = FarPlacement::new(rt, Offload::Remote);
+/// let c = Column::from_vec("x", DType::I64, (0..10_000i64).collect(), &p).unwrap();
+/// assert_eq!(c.max().unwrap(), Some(Value::Int(9_999)));
+/// ```
+#[derive(Clone)]
+pub struct FarPlacement {
+    rt: Runtime,
+    offload: Offload,
+}
+
+impl FarPlacement {
+    /// Columns under `rt`; agent-capable operations run where `offload` says.
+    pub fn new(rt: Runtime, offload: Offload) -> Self {
+        Self { rt, offload }
+    }
+
+    fn store<T: FarElem>(&self) -> Box<dyn ColumnStore<T>> {
+        Box::new(FarStore {
+            vec: FarVec::new(&self.rt),
+            place: self.clone(),
+        })
+    }
+}
+
+impl Placement for FarPlacement {
+    fn name(&self) -> String {
+        match self.offload {
+            Offload::Remote => "far+agent".into(),
+            Offload::Local => "far".into(),
+        }
+    }
+    fn new_i64(&self) -> Box<dyn ColumnStore<i64>> {
+        self.store()
+    }
+    fn new_i32(&self) -> Box<dyn ColumnStore<i32>> {
+        self.store()
+    }
+    fn new_u8(&self) -> Box<dyn ColumnStore<u8>> {
+        self.store()
+    }
+    fn new_u32(&self) -> Box<dyn ColumnStore<u32>> {
+        self.store()
+    }
+    fn new_f64(&self) -> Box<dyn ColumnStore<f64>> {
+        self.store()
+    }
+}
+
+/// Element types with far storage: how the agent's exact sums map to ours.
+trait FarElem: Elem + Primitive {
+    /// Whether the agent's aggregate equals [`Summary`] (floats differ: the agent counts NaNs).
+    const OFFLOAD_SUMMARY: bool = true;
+    fn sum_of(s: fc::Sum) -> Self::Sum;
+}
+
+macro_rules! far_int {
+    ($($t:ty),*) => {$(
+        impl FarElem for $t {
+            fn sum_of(s: fc::Sum) -> i128 {
+                match s {
+                    fc::Sum::I(v) => v,
+                    fc::Sum::U(v) => v as i128,
+                    fc::Sum::F(v) => v as i128,
+                }
+            }
+        }
+    )*};
+}
+far_int!(i64, i32, u8, u32);
+
+impl FarElem for f64 {
+    const OFFLOAD_SUMMARY: bool = false;
+    fn sum_of(s: fc::Sum) -> f64 {
+        s.as_f64()
+    }
+}
+
+/// A column in a [`FarVec`].
+struct FarStore<T: FarElem> {
+    vec: FarVec<T>,
+    place: FarPlacement,
+}
+
+fn agent_cmp(c: Cmp) -> fc::Cmp {
+    match c {
+        Cmp::Eq => fc::Cmp::Eq,
+        Cmp::Ne => fc::Cmp::Ne,
+        Cmp::Lt => fc::Cmp::Lt,
+        Cmp::Le => fc::Cmp::Le,
+        Cmp::Gt => fc::Cmp::Gt,
+        Cmp::Ge => fc::Cmp::Ge,
+    }
+}
+
+fn indices(v: &FarVec<u64>) -> Result<Vec<u32>> {
+    let mut out = Vec::with_capacity(v.len());
+    v.scan_nt(|xs| out.extend(xs.iter().map(|&i| i as u32)))?;
+    Ok(out)
+}
+
+impl<T: FarElem> FarStore<T> {
+    fn far_indices(&self, idx: &[u32]) -> Result<FarVec<u64>> {
+        let mut v = FarVec::new(&self.place.rt);
+        for part in idx.chunks(1 << 14) {
+            let wide: Vec<u64> = part.iter().map(|&i| u64::from(i)).collect();
+            v.extend_from_slice(&wide)?;
+        }
+        Ok(v)
+    }
+}
+
+/// Threshold under which a gather reads elements one by one instead of calling the agent.
+const SMALL_GATHER: usize = 64;
+/// Most distinct values asked of the agent before falling back to a local pass.
+const UNIQUE_LIMIT: u32 = 1 << 16;
+
+impl<T: FarElem> ColumnStore<T> for FarStore<T> {
+    fn len(&self) -> usize {
+        self.vec.len()
+    }
+
+    fn append(&mut self, xs: &[T]) -> Result<()> {
+        Ok(self.vec.extend_from_slice(xs)?)
+    }
+
+    fn scan(
+        &self,
+        range: Range<usize>,
+        f: &mut dyn FnMut(usize, &[T]) -> Result<()>,
+    ) -> Result<()> {
+        if range.start == 0 && range.end >= self.vec.len() {
+            let mut start = 0;
+            let mut err = None;
+            self.vec.scan_nt(|xs| {
+                if err.is_none()
+                    && let Err(e) = f(start, xs)
+                {
+                    err = Some(e);
+                }
+                start += xs.len();
+            })?;
+            return err.map_or(Ok(()), Err);
+        }
+        let mut r = self.reader_from(range.start);
+        let mut buf = Vec::new();
+        let mut pos = range.start;
+        while pos < range.end {
+            r.next_block((range.end - pos).min(1 << 16), &mut buf)?;
+            if buf.is_empty() {
+                break;
+            }
+            f(pos, &buf)?;
+            pos += buf.len();
+        }
+        Ok(())
+    }
+
+    fn gather(&self, idx: &[u32]) -> Result<Vec<T>> {
+        let len = self.vec.len();
+        if let Some(&bad) = idx.iter().find(|&&i| i as usize >= len) {
+            return Err(FrameError::OutOfRange {
+                index: bad as usize,
+                len,
+            });
+        }
+        if idx.len() <= SMALL_GATHER {
+            return idx.iter().map(|&i| Ok(self.vec.get(i as usize)?)).collect();
+        }
+        let far_idx = self.far_indices(idx)?;
+        Ok(self.vec.gather(&far_idx, self.place.offload)?.to_vec()?)
+    }
+
+    fn take(&self, idx: &[u32]) -> Result<Box<dyn ColumnStore<T>>> {
+        let len = self.vec.len();
+        if let Some(&bad) = idx.iter().find(|&&i| i as usize >= len) {
+            return Err(FrameError::OutOfRange {
+                index: bad as usize,
+                len,
+            });
+        }
+        let far_idx = self.far_indices(idx)?;
+        let vec = self.vec.gather(&far_idx, self.place.offload)?;
+        Ok(Box::new(FarStore {
+            vec,
+            place: self.place.clone(),
+        }))
+    }
+
+    fn summary(&self) -> Result<Summary<T>> {
+        if !T::OFFLOAD_SUMMARY {
+            let mut s = Summary::default();
+            self.scan(0..self.len(), &mut |_, xs| {
+                s.add_slice(xs);
+                Ok(())
+            })?;
+            return Ok(s);
+        }
+        let a = self.vec.aggregate(self.place.offload)?;
+        Ok(Summary {
+            count: a.count,
+            sum: T::sum_of(a.sum),
+            min: a.min.and_then(T::from_scalar),
+            max: a.max.and_then(T::from_scalar),
+        })
+    }
+
+    fn select(&self, cmp: Cmp, operand: T) -> Result<Vec<u32>> {
+        let pred = Predicate::new(agent_cmp(cmp), operand.to_scalar());
+        indices(&self.vec.filter(pred, self.place.offload)?)
+    }
+
+    fn unique(&self) -> Result<Vec<T>> {
+        match self.vec.unique(UNIQUE_LIMIT, self.place.offload) {
+            Ok(v) => Ok(v),
+            // Too many distinct values for one answer: collect them here.
+            Err(ContainerError::Agent(_)) => {
+                let mut seen = std::collections::HashSet::new();
+                let mut out = Vec::new();
+                self.vec.scan_nt(|xs| {
+                    out.extend(xs.iter().filter(|x| seen.insert(x.key())).copied());
+                })?;
+                out.sort_by(T::total_cmp);
+                Ok(out)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn to_vec(&self, range: Range<usize>) -> Result<Vec<T>> {
+        if range.start == 0 && range.end >= self.vec.len() {
+            return Ok(self.vec.to_vec()?);
+        }
+        let mut out = Vec::with_capacity(range.len());
+        self.scan(range, &mut |_, xs| {
+            out.extend_from_slice(xs);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn reader(&self) -> Box<dyn BlockReader<T> + '_> {
+        self.reader_from(0)
+    }
+
+    fn empty_like(&self) -> Box<dyn ColumnStore<T>> {
+        self.place.store()
+    }
+}
+
+impl<T: FarElem> FarStore<T> {
+    fn reader_from(&self, start: usize) -> Box<dyn BlockReader<T> + '_> {
+        let mut it = self.vec.iter();
+        // The iterator fetches whole chunks, so skipping costs a pass over the prefix; callers
+        // that read in blocks use one reader from the start.
+        let skipped = it.by_ref().take(start).find_map(|r| r.err());
+        Box::new(FarReader {
+            it,
+            failed: skipped,
+        })
+    }
+}
+
+struct FarReader<'a, T: Primitive> {
+    it: fc::Iter<'a, T>,
+    failed: Option<ContainerError>,
+}
+
+impl<T: FarElem> BlockReader<T> for FarReader<'_, T> {
+    fn next_block(&mut self, max: usize, out: &mut Vec<T>) -> Result<()> {
+        if let Some(e) = self.failed.take() {
+            return Err(e.into());
+        }
+        out.clear();
+        for x in self.it.by_ref().take(max) {
+            out.push(x?);
+        }
+        Ok(())
+    }
+}
