@@ -1,0 +1,599 @@
+//! [`FarHashMap`]: hot entries cached locally, cold entries in a server-side table.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytemuck::Pod;
+use farmem_proto::agent::{
+    AgentMessage, HtKeysArgs, HtPutArgs, HtScanArgs, HtScanResult, HtValue, HtValues, op,
+};
+use parking_lot::Mutex;
+
+use super::agent_ops::{agent_ids, call};
+use super::error::{ContainerError, Result};
+use crate::Runtime;
+
+/// Bytes charged per cached entry beyond its key and value (map slot, queue entries).
+const ENTRY_OVERHEAD: usize = 48;
+
+/// Configuration of a [`FarHashMap`].
+#[derive(Clone, Copy, Debug)]
+pub struct HashMapConfig {
+    /// Bytes of local memory for cached entries (key + value + overhead each).
+    pub local_bytes: usize,
+    /// Number of independently locked shards.
+    pub shards: usize,
+    /// Fraction of the cache reserved for entries hit at least twice (the protected segment).
+    pub protected_fraction: f64,
+}
+
+impl HashMapConfig {
+    /// A cache of `local_bytes` with 64 shards, 80% protected.
+    pub fn new(local_bytes: usize) -> Self {
+        Self {
+            local_bytes,
+            shards: 64,
+            protected_fraction: 0.8,
+        }
+    }
+}
+
+/// Counters of a [`FarHashMap`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HashMapStats {
+    /// Lookups answered from the local cache.
+    pub hits: u64,
+    /// Lookups that went to the server.
+    pub misses: u64,
+    /// Cached entries evicted.
+    pub evictions: u64,
+    /// Entries written back to the server.
+    pub writebacks: u64,
+    /// Round trips to the server.
+    pub round_trips: u64,
+}
+
+struct Entry<V> {
+    value: V,
+    dirty: bool,
+    protected: bool,
+    referenced: bool,
+    stamp: u64,
+}
+
+/// One shard: a segmented-LRU cache. New entries enter the probationary segment; a second hit
+/// promotes them to the protected segment (CLOCK second chance there). Eviction takes
+/// probationary entries first, so a scan of cold keys never pushes hot keys out.
+struct Shard<K, V> {
+    map: HashMap<K, Entry<V>>,
+    probation: VecDeque<(K, u64)>,
+    protected: VecDeque<(K, u64)>,
+    n_protected: usize,
+    next_stamp: u64,
+    /// Bumped whenever the server copy of a key in this shard changes, so a lookup that raced
+    /// with the change does not cache a stale value.
+    version: u64,
+}
+
+impl<K: Hash + Eq + Copy, V: Copy> Shard<K, V> {
+    fn new() -> Self {
+        Self {
+            map: HashMap::new(),
+            probation: VecDeque::new(),
+            protected: VecDeque::new(),
+            n_protected: 0,
+            next_stamp: 0,
+            version: 0,
+        }
+    }
+
+    fn stamp(&mut self) -> u64 {
+        self.next_stamp += 1;
+        self.next_stamp
+    }
+
+    /// Inserts a new entry into probation.
+    fn admit(&mut self, k: K, value: V, dirty: bool) {
+        let stamp = self.stamp();
+        let old = self.map.insert(
+            k,
+            Entry {
+                value,
+                dirty,
+                protected: false,
+                referenced: false,
+                stamp,
+            },
+        );
+        if old.is_some_and(|o| o.protected) {
+            self.n_protected -= 1;
+        }
+        self.probation.push_back((k, stamp));
+    }
+
+    /// Records a hit on `k` (present).
+    fn touch(&mut self, k: &K, max_protected: usize) {
+        let stamp = self.stamp();
+        let Some(e) = self.map.get_mut(k) else { return };
+        if e.protected {
+            e.referenced = true;
+            return;
+        }
+        e.protected = true;
+        e.referenced = false;
+        e.stamp = stamp;
+        self.protected.push_back((*k, stamp));
+        self.n_protected += 1;
+        // Demote the oldest protected entries beyond the segment's share.
+        while self.n_protected > max_protected {
+            let Some((dk, ds)) = self.protected.pop_front() else {
+                break;
+            };
+            let stamp = self.stamp();
+            if let Some(d) = self.map.get_mut(&dk).filter(|d| d.protected && d.stamp == ds) {
+                d.protected = false;
+                d.stamp = stamp;
+                self.n_protected -= 1;
+                self.probation.push_back((dk, stamp));
+            }
+        }
+    }
+
+    /// Removes `k` from the cache.
+    fn forget(&mut self, k: &K) -> Option<Entry<V>> {
+        let e = self.map.remove(k)?;
+        if e.protected {
+            self.n_protected -= 1;
+        }
+        Some(e)
+    }
+
+    /// Picks and removes one victim: probation first, then protected with second chance.
+    fn evict_one(&mut self) -> Option<(K, Entry<V>)> {
+        while let Some((k, s)) = self.probation.pop_front() {
+            if self.map.get(&k).is_some_and(|e| !e.protected && e.stamp == s) {
+                return self.forget(&k).map(|e| (k, e));
+            }
+        }
+        let mut chances = self.protected.len() * 2 + 1;
+        while let Some((k, s)) = self.protected.pop_front() {
+            let Some(e) = self.map.get_mut(&k).filter(|e| e.protected && e.stamp == s) else {
+                continue;
+            };
+            if e.referenced && chances > 0 {
+                e.referenced = false;
+                chances -= 1;
+                self.protected.push_back((k, s));
+                continue;
+            }
+            return self.forget(&k).map(|e| (k, e));
+        }
+        None
+    }
+}
+
+/// A concurrent hash map of `Pod` keys and values in far memory.
+///
+/// Hot entries are cached locally within [`HashMapConfig::local_bytes`]; every other entry lives
+/// in a server-side table of the remote agent, so a miss costs one round trip by key and
+/// [`get_many`](Self::get_many) fetches all its misses in one round trip. Evicted entries that
+/// changed are written back in one batch per eviction round. All methods take `&self` and may be
+/// called from many threads.
+///
+/// ```
+/// use farmem::{Runtime, RuntimeConfig};
+/// use farmem::containers::{FarHashMap, HashMapConfig};
+/// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
+/// let m: FarHashMap<u64, [u8; 16]> = FarHashMap::new(&rt, HashMapConfig::new(4096)).unwrap();
+/// for k in 0..1000u64 {
+///     m.insert(k, [k as u8; 16]).unwrap();
+/// }
+/// assert_eq!(m.get(&7).unwrap(), Some([7; 16]));
+/// assert_eq!(m.get_many(&[3, 5000]).unwrap(), vec![Some([3; 16]), None]);
+/// m.update(&7, |v| *v = None).unwrap();
+/// assert_eq!(m.len().unwrap(), 999);
+/// ```
+pub struct FarHashMap<K, V> {
+    rt: Runtime,
+    table: u64,
+    shards: Box<[Mutex<Shard<K, V>>]>,
+    hasher: RandomState,
+    per_shard: usize,
+    max_protected: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+    writebacks: AtomicU64,
+    round_trips: AtomicU64,
+}
+
+impl<K, V> std::fmt::Debug for FarHashMap<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FarHashMap")
+            .field("table", &self.table)
+            .field("per_shard", &self.per_shard)
+            .finish()
+    }
+}
+
+fn decode<T: Pod>(bytes: &[u8]) -> Result<T> {
+    bytemuck::try_pod_read_unaligned(bytes)
+        .map_err(|_| ContainerError::Agent(format!("stored value of {} bytes", bytes.len())))
+}
+
+impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
+    /// An empty map caching up to `cfg.local_bytes` of entries locally.
+    ///
+    /// # Errors
+    /// [`ContainerError::Invalid`] for zero shards or a protected fraction outside `0..=1`.
+    pub fn new(rt: &Runtime, cfg: HashMapConfig) -> Result<Self> {
+        if cfg.shards == 0 || !(0.0..=1.0).contains(&cfg.protected_fraction) {
+            return Err(ContainerError::Invalid(format!("bad hash map config {cfg:?}")));
+        }
+        let entry = size_of::<K>() + size_of::<V>() + ENTRY_OVERHEAD;
+        let per_shard = (cfg.local_bytes / entry / cfg.shards).max(1);
+        Ok(Self {
+            rt: rt.clone(),
+            table: agent_ids(1),
+            shards: (0..cfg.shards).map(|_| Mutex::new(Shard::new())).collect(),
+            hasher: RandomState::new(),
+            per_shard,
+            max_protected: ((per_shard as f64 * cfg.protected_fraction) as usize).max(1),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            writebacks: AtomicU64::new(0),
+            round_trips: AtomicU64::new(0),
+        })
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> HashMapStats {
+        HashMapStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            writebacks: self.writebacks.load(Ordering::Relaxed),
+            round_trips: self.round_trips.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Number of entries cached locally.
+    pub fn cached_len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().map.len()).sum()
+    }
+
+    /// Whether `k` is cached locally right now.
+    pub fn is_cached(&self, k: &K) -> bool {
+        self.shard(k).lock().map.contains_key(k)
+    }
+
+    fn shard_index(&self, k: &K) -> usize {
+        (self.hasher.hash_one(k) % self.shards.len() as u64) as usize
+    }
+
+    fn shard(&self, k: &K) -> &Mutex<Shard<K, V>> {
+        &self.shards[self.shard_index(k)]
+    }
+
+    fn agent<R: AgentMessage>(&self, opn: u16, args: &impl AgentMessage) -> Result<R> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let out = call(&self.rt, self.table, opn, &args.encode())?;
+        Ok(R::decode(&out)?)
+    }
+
+    /// Writes `entries` back to the server (one round trip).
+    fn put_remote(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.writebacks
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        let _: HtValues = self.agent(
+            op::HT_PUT,
+            &HtPutArgs {
+                table: self.table,
+                return_old: false,
+                entries,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Makes room in a locked shard, writing dirty victims back while still holding the lock
+    /// (so no lookup can see the server's older copy in between).
+    fn make_room(&self, shard: &mut Shard<K, V>, incoming: usize) -> Result<()> {
+        let mut dirty = Vec::new();
+        let mut victims = Vec::new();
+        while shard.map.len() + incoming > self.per_shard {
+            let Some((k, e)) = shard.evict_one() else {
+                break;
+            };
+            if e.dirty {
+                dirty.push((bytemuck::bytes_of(&k).to_vec(), bytemuck::bytes_of(&e.value).to_vec()));
+            }
+            victims.push((k, e));
+        }
+        self.evictions
+            .fetch_add(victims.len() as u64, Ordering::Relaxed);
+        if !dirty.is_empty() {
+            shard.version += 1;
+            if let Err(e) = self.put_remote(dirty) {
+                // Keep the victims (still dirty) so nothing is lost.
+                for (k, v) in victims {
+                    shard.admit(k, v.value, v.dirty);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Caches a value fetched from the server unless the shard changed meanwhile.
+    fn admit_clean(&self, k: K, v: V, version: u64) -> Result<()> {
+        let mut sh = self.shard(&k).lock();
+        if sh.version != version || sh.map.contains_key(&k) {
+            return Ok(());
+        }
+        self.make_room(&mut sh, 1)?;
+        sh.admit(k, v, false);
+        Ok(())
+    }
+
+    /// Looks `k` up: locally, or with one round trip.
+    ///
+    /// # Errors
+    /// The backend's or the agent's error.
+    pub fn get(&self, k: &K) -> Result<Option<V>> {
+        Ok(self.get_many(std::slice::from_ref(k))?.pop().flatten())
+    }
+
+    /// Looks every key up; all misses are fetched in one round trip.
+    ///
+    /// # Errors
+    /// The backend's or the agent's error.
+    pub fn get_many(&self, keys: &[K]) -> Result<Vec<Option<V>>> {
+        let mut out = vec![None; keys.len()];
+        let mut missing: Vec<(usize, u64)> = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let mut sh = self.shard(k).lock();
+            if let Some(e) = sh.map.get(k) {
+                out[i] = Some(e.value);
+                sh.touch(k, self.max_protected);
+                self.hits.fetch_add(1, Ordering::Relaxed);
+            } else {
+                missing.push((i, sh.version));
+                self.misses.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let args = HtKeysArgs {
+            table: self.table,
+            keys: missing
+                .iter()
+                .map(|&(i, _)| bytemuck::bytes_of(&keys[i]).to_vec())
+                .collect(),
+        };
+        let got: HtValues = self.agent(op::HT_GET, &args)?;
+        if got.values.len() != missing.len() {
+            return Err(ContainerError::Agent("wrong number of values".into()));
+        }
+        for ((i, version), v) in missing.into_iter().zip(got.values) {
+            if let HtValue::Value(b) = v {
+                let v: V = decode(&b)?;
+                out[i] = Some(v);
+                self.admit_clean(keys[i], v, version)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Inserts or replaces `k` (locally; written back when evicted).
+    ///
+    /// # Errors
+    /// The backend's error if making room needed a write-back that failed (nothing changed).
+    pub fn insert(&self, k: K, v: V) -> Result<()> {
+        let mut sh = self.shard(&k).lock();
+        if let Some(e) = sh.map.get_mut(&k) {
+            e.value = v;
+            e.dirty = true;
+            sh.touch(&k, self.max_protected);
+            return Ok(());
+        }
+        self.make_room(&mut sh, 1)?;
+        sh.admit(k, v, true);
+        Ok(())
+    }
+
+    /// Removes `k`, returning its value (one round trip).
+    ///
+    /// # Errors
+    /// The backend's or the agent's error.
+    pub fn remove(&self, k: &K) -> Result<Option<V>> {
+        let mut sh = self.shard(k).lock();
+        let cached = sh.forget(k);
+        sh.version += 1;
+        let r: Result<HtValues> = self.agent(
+            op::HT_REMOVE,
+            &HtKeysArgs {
+                table: self.table,
+                keys: vec![bytemuck::bytes_of(k).to_vec()],
+            },
+        );
+        let remote = match r {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(c) = cached {
+                    sh.admit(*k, c.value, c.dirty);
+                }
+                return Err(e);
+            }
+        };
+        if let Some(c) = cached {
+            return Ok(Some(c.value));
+        }
+        match remote.values.into_iter().next() {
+            Some(HtValue::Value(b)) => Ok(Some(decode(&b)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Entry-style update: calls `f` with the current value (`None` if absent) and stores what it
+    /// leaves (`None` removes the entry). Returns `f`'s result. Atomic with respect to other calls
+    /// on the same key.
+    ///
+    /// # Errors
+    /// The backend's or the agent's error (nothing changed then).
+    pub fn update<R>(&self, k: &K, f: impl FnOnce(&mut Option<V>) -> R) -> Result<R> {
+        let mut sh = self.shard(k).lock();
+        let mut cur = match sh.map.get(k) {
+            Some(e) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Some(e.value)
+            }
+            None => {
+                // Fetch under the shard lock so the update is atomic for this key.
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                let got: HtValues = self.agent(
+                    op::HT_GET,
+                    &HtKeysArgs {
+                        table: self.table,
+                        keys: vec![bytemuck::bytes_of(k).to_vec()],
+                    },
+                )?;
+                match got.values.into_iter().next() {
+                    Some(HtValue::Value(b)) => Some(decode(&b)?),
+                    _ => None,
+                }
+            }
+        };
+        let existed = cur.is_some();
+        let r = f(&mut cur);
+        match cur {
+            Some(v) => {
+                if let Some(e) = sh.map.get_mut(k) {
+                    e.value = v;
+                    e.dirty = true;
+                    sh.touch(k, self.max_protected);
+                } else {
+                    self.make_room(&mut sh, 1)?;
+                    sh.admit(*k, v, true);
+                }
+            }
+            None if existed => {
+                sh.forget(k);
+                sh.version += 1;
+                let _: HtValues = self.agent(
+                    op::HT_REMOVE,
+                    &HtKeysArgs {
+                        table: self.table,
+                        keys: vec![bytemuck::bytes_of(k).to_vec()],
+                    },
+                )?;
+            }
+            None => {}
+        }
+        Ok(r)
+    }
+
+    /// Writes every dirty cached entry back (one round trip per shard with dirty entries).
+    ///
+    /// # Errors
+    /// The backend's error; entries not written stay dirty.
+    pub fn flush(&self) -> Result<()> {
+        for sh in self.shards.iter() {
+            let mut sh = sh.lock();
+            let dirty: Vec<K> = sh
+                .map
+                .iter()
+                .filter(|(_, e)| e.dirty)
+                .map(|(k, _)| *k)
+                .collect();
+            if dirty.is_empty() {
+                continue;
+            }
+            let entries = dirty
+                .iter()
+                .map(|k| {
+                    let v = sh.map[k].value;
+                    (bytemuck::bytes_of(k).to_vec(), bytemuck::bytes_of(&v).to_vec())
+                })
+                .collect();
+            sh.version += 1;
+            self.put_remote(entries)?;
+            for k in &dirty {
+                if let Some(e) = sh.map.get_mut(k) {
+                    e.dirty = false;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of entries (writes dirty entries back, then asks the server).
+    ///
+    /// # Errors
+    /// The backend's or the agent's error.
+    pub fn len(&self) -> Result<usize> {
+        self.flush()?;
+        let n: u64 = self.agent(op::HT_LEN, &self.table)?;
+        Ok(n as usize)
+    }
+
+    /// Whether the map is empty.
+    ///
+    /// # Errors
+    /// As [`FarHashMap::len`].
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Calls `f` with every entry, in unspecified order, paging through the server's table
+    /// (`page` entries per round trip). Entries changed concurrently may or may not be seen.
+    ///
+    /// # Errors
+    /// The backend's or the agent's error.
+    pub fn for_each(&self, page: u32, mut f: impl FnMut(K, V)) -> Result<()> {
+        self.flush()?;
+        let mut after = None;
+        loop {
+            let r: HtScanResult = self.agent(
+                op::HT_SCAN,
+                &HtScanArgs {
+                    table: self.table,
+                    max: page.max(1),
+                    after: after.take(),
+                },
+            )?;
+            for (k, v) in &r.entries {
+                f(decode(k)?, decode(v)?);
+            }
+            match r.entries.last() {
+                Some((k, _)) if r.more => after = Some(k.clone()),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// All entries as a local `Vec` (see [`FarHashMap::for_each`]).
+    ///
+    /// # Errors
+    /// As [`FarHashMap::for_each`].
+    pub fn to_vec(&self) -> Result<Vec<(K, V)>> {
+        let mut v = Vec::new();
+        self.for_each(4096, |k, x| v.push((k, x)))?;
+        Ok(v)
+    }
+}
+
+impl<K, V> Drop for FarHashMap<K, V> {
+    fn drop(&mut self) {
+        let args = self.table.encode();
+        if let Err(e) = call(&self.rt, self.table, op::HT_DROP, &args) {
+            tracing::warn!("dropping server-side table {:#x} failed: {e}", self.table);
+        }
+    }
+}

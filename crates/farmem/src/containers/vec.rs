@@ -1,0 +1,474 @@
+//! [`FarVec`]: a chunked, growable vector in far memory.
+
+use bytemuck::Pod;
+
+use super::error::{ContainerError, Result};
+use super::prefetch::{self, StrideDetector, Window};
+use crate::{FarSlice, Runtime, Scope};
+
+/// Default chunk size in bytes.
+pub const DEFAULT_CHUNK_BYTES: usize = 64 << 10;
+
+/// Chunks prefetched ahead once index accesses show a stride.
+const STRIDE_DEPTH: i64 = 16;
+
+/// A growable vector of `T` whose elements live in far-memory chunks.
+///
+/// Each chunk is a [`FarSlice`] of `chunk_len()` elements (the last one partly used), so the
+/// vector's local footprint is whatever chunks the runtime keeps local plus a few bytes of
+/// metadata per chunk.
+///
+/// - Element access ([`get`](Self::get), [`set`](Self::set), [`read`](Self::read) under a scope)
+///   detects strided chunk patterns and prefetches ahead in one batch.
+/// - [`scan`](Self::scan) and [`iter`](Self::iter) visit the elements in order with batched
+///   read-ahead on a helper thread; [`scan_nt`](Self::scan_nt) does so without marking chunks hot,
+///   so a streaming pass does not evict the hot set.
+/// - For primitive `T`, agent operations (sum, filter, group-by, ...) run on the server or locally,
+///   see [`Offload`](super::Offload).
+///
+/// ```
+/// use farmem::{Runtime, RuntimeConfig};
+/// use farmem::containers::FarVec;
+/// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
+/// let mut v = FarVec::with_chunk_bytes(&rt, 4096).unwrap();
+/// v.extend((0..10_000u32).rev()).unwrap();
+/// v.set(0, 5).unwrap();
+/// v.sort().unwrap();
+/// assert_eq!(v.get(0).unwrap(), 0);
+/// assert_eq!(v.binary_search(&5000).unwrap(), Ok(5000));
+/// let mut total = 0u64;
+/// v.scan(|chunk| chunk.iter().for_each(|&x| total += u64::from(x))).unwrap();
+/// assert_eq!(total, (0..10_000u64).sum::<u64>() - 9_999 + 5);
+/// ```
+pub struct FarVec<T: Pod> {
+    pub(crate) rt: Runtime,
+    pub(crate) chunks: Vec<FarSlice<T>>,
+    pub(crate) len: usize,
+    pub(crate) chunk_len: usize,
+    stride: StrideDetector,
+}
+
+impl<T: Pod> std::fmt::Debug for FarVec<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FarVec")
+            .field("len", &self.len)
+            .field("chunks", &self.chunks.len())
+            .field("chunk_len", &self.chunk_len)
+            .finish()
+    }
+}
+
+impl<T: Pod + Send + Sync> FarVec<T> {
+    /// An empty vector with chunks of [`DEFAULT_CHUNK_BYTES`].
+    pub fn new(rt: &Runtime) -> Self {
+        Self::with_chunk_len(rt, (DEFAULT_CHUNK_BYTES / size_of::<T>().max(1)).max(1))
+    }
+
+    /// An empty vector with chunks of about `bytes` bytes (at least one element).
+    ///
+    /// # Errors
+    /// [`ContainerError::Invalid`] if `bytes` is 0.
+    pub fn with_chunk_bytes(rt: &Runtime, bytes: usize) -> Result<Self> {
+        if bytes == 0 {
+            return Err(ContainerError::Invalid("chunk size 0".into()));
+        }
+        Ok(Self::with_chunk_len(rt, (bytes / size_of::<T>().max(1)).max(1)))
+    }
+
+    pub(crate) fn with_chunk_len(rt: &Runtime, chunk_len: usize) -> Self {
+        Self {
+            rt: rt.clone(),
+            chunks: Vec::new(),
+            len: 0,
+            chunk_len: chunk_len.max(1),
+            stride: StrideDetector::default(),
+        }
+    }
+
+    /// A vector holding a copy of `values`.
+    ///
+    /// # Errors
+    /// As [`FarVec::push`].
+    pub fn from_slice(rt: &Runtime, values: &[T]) -> Result<Self> {
+        let mut v = Self::new(rt);
+        v.extend_from_slice(values)?;
+        Ok(v)
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Elements per chunk.
+    pub fn chunk_len(&self) -> usize {
+        self.chunk_len
+    }
+
+    /// The runtime this vector lives in.
+    pub fn runtime(&self) -> &Runtime {
+        &self.rt
+    }
+
+    /// Number of elements used in chunk `c`.
+    pub(crate) fn used_in(&self, c: usize) -> usize {
+        (self.len - c * self.chunk_len).min(self.chunk_len)
+    }
+
+    fn check(&self, index: usize) -> Result<(usize, usize)> {
+        if index >= self.len {
+            return Err(ContainerError::IndexOutOfBounds {
+                index,
+                len: self.len,
+            });
+        }
+        Ok((index / self.chunk_len, index % self.chunk_len))
+    }
+
+    /// Records an index access to chunk `c` and prefetches ahead when a stride shows.
+    fn note_access(&self, c: usize) {
+        let Some(stride) = self.stride.observe(c) else {
+            return;
+        };
+        let next = c as i64 + stride;
+        let Some(first) = usize::try_from(next).ok().and_then(|n| self.chunks.get(n)) else {
+            return;
+        };
+        if first.is_local() {
+            return;
+        }
+        let ahead = (1..=STRIDE_DEPTH)
+            .map(|k| c as i64 + k * stride)
+            .take_while(|&i| i >= 0 && (i as usize) < self.chunks.len())
+            .map(|i| &self.chunks[i as usize]);
+        if let Err(e) = self.rt.prefetch(ahead) {
+            tracing::debug!("stride prefetch failed: {e}");
+        }
+    }
+
+    /// Shared access to element `index` under a scope.
+    ///
+    /// # Errors
+    /// [`ContainerError::IndexOutOfBounds`], or the runtime's error when the chunk must be
+    /// fetched.
+    pub fn read<'a>(&'a self, s: &'a Scope<'_>, index: usize) -> Result<&'a T> {
+        let (c, o) = self.check(index)?;
+        self.note_access(c);
+        Ok(&self.chunks[c].read(s)?[o])
+    }
+
+    /// Exclusive access to element `index` under a scope.
+    ///
+    /// # Errors
+    /// As [`FarVec::read`].
+    pub fn write<'a>(&'a mut self, s: &'a Scope<'_>, index: usize) -> Result<&'a mut T> {
+        let (c, o) = self.check(index)?;
+        self.note_access(c);
+        Ok(&mut self.chunks[c].write(s)?[o])
+    }
+
+    /// Copies element `index` out.
+    ///
+    /// # Errors
+    /// As [`FarVec::read`].
+    pub fn get(&self, index: usize) -> Result<T> {
+        let s = self.rt.scope();
+        self.read(&s, index).copied()
+    }
+
+    /// Replaces element `index`.
+    ///
+    /// # Errors
+    /// As [`FarVec::read`].
+    pub fn set(&mut self, index: usize, value: T) -> Result<()> {
+        let rt = self.rt.clone();
+        let s = rt.scope();
+        *self.write(&s, index)? = value;
+        Ok(())
+    }
+
+    /// The first element, if any.
+    ///
+    /// # Errors
+    /// The runtime's error.
+    pub fn first(&self) -> Result<Option<T>> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        self.get(0).map(Some)
+    }
+
+    /// The last element, if any.
+    ///
+    /// # Errors
+    /// The runtime's error.
+    pub fn last(&self) -> Result<Option<T>> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        self.get(self.len - 1).map(Some)
+    }
+
+    /// Appends an element.
+    ///
+    /// # Errors
+    /// The runtime's error when a new chunk cannot be allocated (nothing changes then).
+    pub fn push(&mut self, value: T) -> Result<()> {
+        if self.len == self.chunks.len() * self.chunk_len {
+            self.chunks.push(FarSlice::new_zeroed(&self.rt, self.chunk_len)?);
+        }
+        let (c, o) = (self.len / self.chunk_len, self.len % self.chunk_len);
+        let rt = self.rt.clone();
+        let s = rt.scope();
+        self.chunks[c].write(&s)?[o] = value;
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Removes and returns the last element.
+    ///
+    /// # Errors
+    /// The runtime's error (the element stays then).
+    pub fn pop(&mut self) -> Result<Option<T>> {
+        if self.len == 0 {
+            return Ok(None);
+        }
+        let v = self.get(self.len - 1)?;
+        self.len -= 1;
+        self.chunks.truncate(self.len.div_ceil(self.chunk_len));
+        Ok(Some(v))
+    }
+
+    /// Appends all of `values`, a chunk at a time.
+    ///
+    /// # Errors
+    /// The runtime's error; the elements appended so far stay.
+    pub fn extend_from_slice(&mut self, mut values: &[T]) -> Result<()> {
+        let rt = self.rt.clone();
+        while !values.is_empty() {
+            if self.len == self.chunks.len() * self.chunk_len {
+                let take = values.len().min(self.chunk_len);
+                if take == self.chunk_len {
+                    self.chunks.push(FarSlice::from_slice(&rt, &values[..take])?);
+                } else {
+                    let mut c = FarSlice::new_zeroed(&rt, self.chunk_len)?;
+                    let s = rt.scope();
+                    c.write(&s)?[..take].copy_from_slice(&values[..take]);
+                    drop(s);
+                    self.chunks.push(c);
+                }
+                self.len += take;
+                values = &values[take..];
+                continue;
+            }
+            let (c, o) = (self.len / self.chunk_len, self.len % self.chunk_len);
+            let take = values.len().min(self.chunk_len - o);
+            let s = rt.scope();
+            self.chunks[c].write(&s)?[o..o + take].copy_from_slice(&values[..take]);
+            self.len += take;
+            values = &values[take..];
+        }
+        Ok(())
+    }
+
+    /// Appends every item of `iter`.
+    ///
+    /// # Errors
+    /// As [`FarVec::extend_from_slice`].
+    pub fn extend(&mut self, iter: impl IntoIterator<Item = T>) -> Result<()> {
+        let mut buf = Vec::with_capacity(self.chunk_len);
+        for x in iter {
+            buf.push(x);
+            if buf.len() == self.chunk_len {
+                self.extend_from_slice(&buf)?;
+                buf.clear();
+            }
+        }
+        self.extend_from_slice(&buf)
+    }
+
+    /// Shortens the vector to `len` elements (no-op if already shorter).
+    pub fn truncate(&mut self, len: usize) {
+        if len < self.len {
+            self.len = len;
+            self.chunks.truncate(len.div_ceil(self.chunk_len));
+        }
+    }
+
+    /// Removes every element and frees the chunks.
+    pub fn clear(&mut self) {
+        self.truncate(0);
+    }
+
+    /// Resizes to `len` elements, filling new ones with `value`.
+    ///
+    /// # Errors
+    /// As [`FarVec::extend_from_slice`].
+    pub fn resize(&mut self, len: usize, value: T) -> Result<()> {
+        if len <= self.len {
+            self.truncate(len);
+            return Ok(());
+        }
+        let fill = vec![value; (len - self.len).min(self.chunk_len)];
+        while self.len < len {
+            let n = (len - self.len).min(fill.len());
+            self.extend_from_slice(&fill[..n])?;
+        }
+        Ok(())
+    }
+
+    /// Fetches the chunks holding `range` now, in batches (explicit prefetch).
+    ///
+    /// # Errors
+    /// The runtime's error.
+    pub fn prefetch_range(&self, range: std::ops::Range<usize>) -> Result<()> {
+        let end = range.end.min(self.len);
+        if range.start >= end {
+            return Ok(());
+        }
+        let chunks = &self.chunks[range.start / self.chunk_len..end.div_ceil(self.chunk_len)];
+        let w = Window::for_objects(&self.rt, self.chunk_len * size_of::<T>());
+        for batch in chunks.chunks(w.batch) {
+            self.rt.prefetch(batch)?;
+        }
+        Ok(())
+    }
+
+    fn scan_mode(&self, nt: bool, mut f: impl FnMut(&[T])) -> Result<()> {
+        let objs: Vec<&FarSlice<T>> = self.chunks.iter().collect();
+        let w = Window::for_objects(&self.rt, self.chunk_len * size_of::<T>());
+        prefetch::scan(&self.rt, &objs, w, |c| {
+            let s = self.rt.scope();
+            let data = if nt {
+                self.chunks[c].read_nt(&s)?
+            } else {
+                self.chunks[c].read(&s)?
+            };
+            f(&data[..self.used_in(c)]);
+            Ok(())
+        })
+    }
+
+    /// Calls `f` with the elements chunk by chunk, in order, with batched read-ahead.
+    ///
+    /// # Errors
+    /// The runtime's error (`f` may have seen a prefix then).
+    pub fn scan(&self, f: impl FnMut(&[T])) -> Result<()> {
+        self.scan_mode(false, f)
+    }
+
+    /// Like [`FarVec::scan`] but non-temporal: chunks are not marked hot, so a streaming pass
+    /// over a large vector does not push hot data of other structures out.
+    ///
+    /// # Errors
+    /// As [`FarVec::scan`].
+    pub fn scan_nt(&self, f: impl FnMut(&[T])) -> Result<()> {
+        self.scan_mode(true, f)
+    }
+
+    /// Calls `f` with the elements chunk by chunk, mutably, with batched read-ahead.
+    ///
+    /// # Errors
+    /// As [`FarVec::scan`].
+    pub fn scan_mut(&mut self, mut f: impl FnMut(&mut [T])) -> Result<()> {
+        let w = Window::for_objects(&self.rt, self.chunk_len * size_of::<T>());
+        let rt = self.rt.clone();
+        for start in (0..self.chunks.len()).step_by(w.batch) {
+            let end = (start + w.batch).min(self.chunks.len());
+            rt.prefetch(&self.chunks[start..end])?;
+            for c in start..end {
+                let used = self.used_in(c);
+                let s = rt.scope();
+                f(&mut self.chunks[c].write(&s)?[..used]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies everything into a local `Vec`.
+    ///
+    /// # Errors
+    /// As [`FarVec::scan`].
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        let mut v = Vec::with_capacity(self.len);
+        self.scan_nt(|c| v.extend_from_slice(c))?;
+        Ok(v)
+    }
+
+    /// An iterator over copies of the elements, fetching a batch of chunks at a time.
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter {
+            vec: self,
+            window: Window::for_objects(&self.rt, self.chunk_len * size_of::<T>()),
+            buf: Vec::new(),
+            chunk: 0,
+            pos: 0,
+            failed: false,
+        }
+    }
+
+    /// Writes every dirty local chunk back so the far copies are current (before an agent
+    /// operation reads them). Clean chunks cost nothing.
+    ///
+    /// # Errors
+    /// The runtime's error.
+    pub fn flush(&self) -> Result<()> {
+        for c in &self.chunks {
+            c.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Iterator over a [`FarVec`]'s elements (copies), yielding `Result<T>`; stops after an error.
+pub struct Iter<'a, T: Pod> {
+    vec: &'a FarVec<T>,
+    window: Window,
+    buf: Vec<T>,
+    chunk: usize,
+    pos: usize,
+    failed: bool,
+}
+
+impl<T: Pod + Send + Sync> Iterator for Iter<'_, T> {
+    type Item = Result<T>;
+
+    fn next(&mut self) -> Option<Result<T>> {
+        if self.failed {
+            return None;
+        }
+        if self.pos == self.buf.len() {
+            if self.chunk >= self.vec.chunks.len() {
+                return None;
+            }
+            let c = self.chunk;
+            if c % self.window.batch == 0 {
+                let end = (c + self.window.batch).min(self.vec.chunks.len());
+                if let Err(e) = self.vec.rt.prefetch(&self.vec.chunks[c..end]) {
+                    tracing::debug!("iterator prefetch failed: {e}");
+                }
+            }
+            let s = self.vec.rt.scope();
+            match self.vec.chunks[c].read(&s) {
+                Ok(d) => {
+                    self.buf.clear();
+                    self.buf.extend_from_slice(&d[..self.vec.used_in(c)]);
+                }
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e.into()));
+                }
+            }
+            self.chunk += 1;
+            self.pos = 0;
+        }
+        let v = self.buf[self.pos];
+        self.pos += 1;
+        Some(Ok(v))
+    }
+}
