@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use farmem::EmbeddedStore;
+use farmem::{Backend, EmbeddedStore};
 use farmem::paging::{self, AllocConfig, PagingAlloc};
 
 #[global_allocator]
@@ -55,7 +55,8 @@ fn vec_and_hashmap_beyond_the_budget_match_an_all_local_run() {
         eprintln!("skipping paged run: {e}");
         return;
     }
-    PagingAlloc::enable(Arc::new(EmbeddedStore::new()), AllocConfig::new(BUDGET)).unwrap();
+    let store = Arc::new(EmbeddedStore::new());
+    PagingAlloc::enable(store.clone(), AllocConfig::new(BUDGET)).unwrap();
     assert!(PagingAlloc::is_enabled());
     // Small allocations stay local.
     let small = vec![0u8; 1000];
@@ -79,6 +80,11 @@ fn vec_and_hashmap_beyond_the_budget_match_an_all_local_run() {
     );
     assert!(s.resident_pages as usize <= BUDGET / paging::PAGE_SIZE);
     assert_eq!(PagingAlloc::paged_bytes(), 0, "everything freed");
+    assert_eq!(
+        store.stats().unwrap().objects,
+        0,
+        "freed allocations give their pages back at the backend too"
+    );
     assert!(matches!(
         PagingAlloc::enable(Arc::new(EmbeddedStore::new()), AllocConfig::new(BUDGET)),
         Err(paging::PagingError::Config(_))

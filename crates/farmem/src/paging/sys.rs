@@ -348,6 +348,9 @@ pub fn map_anonymous(len: usize) -> Result<usize, PagingError> {
     if p == libc::MAP_FAILED {
         return Err(PagingError::Mmap(io::Error::last_os_error()));
     }
+    // Pages are managed one 4 KiB page at a time: keep transparent huge pages away (best effort).
+    // SAFETY: advice on our own fresh mapping; MADV_NOHUGEPAGE does not change contents.
+    let _ = unsafe { libc::madvise(p, len, libc::MADV_NOHUGEPAGE) };
     Ok(p as usize)
 }
 
