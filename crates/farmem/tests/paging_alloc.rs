@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use farmem::{Backend, EmbeddedStore};
 use farmem::paging::{self, AllocConfig, PagingAlloc};
+use farmem::{Backend, EmbeddedStore};
 
 #[global_allocator]
 static ALLOC: PagingAlloc = PagingAlloc::new();

@@ -95,7 +95,8 @@ impl Pager {
         uffd: Arc<Uffd>,
         cfg: &PagingConfig,
     ) -> Result<Self, PagingError> {
-        let budget_pages = cfg.budget_bytes / PAGE;
+        // More budget than pages is pointless (and would size the tables for nothing).
+        let budget_pages = (cfg.budget_bytes / PAGE).min(pages).max(1);
         let evict_batch = cfg.evict_batch_pages.clamp(1, (budget_pages / 4).max(1));
         let readahead_max = cfg.readahead_max_pages.min(budget_pages / 4);
         Ok(Self {
