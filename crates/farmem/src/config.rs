@@ -1,0 +1,209 @@
+//! Runtime configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+
+/// Where far objects are stored.
+#[derive(Clone, Default)]
+pub enum BackendConfig {
+    /// An [`EmbeddedStore`](crate::EmbeddedStore) inside this process (the default).
+    #[default]
+    Embedded,
+    /// Memory servers over TCP, with the shared authentication token.
+    Servers {
+        /// `host:port` of each server.
+        addrs: Vec<String>,
+        /// Authentication token.
+        token: String,
+    },
+    /// Any backend.
+    Custom(Arc<dyn Backend>),
+}
+
+impl std::fmt::Debug for BackendConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Embedded => f.write_str("Embedded"),
+            Self::Servers { addrs, .. } => f
+                .debug_struct("Servers")
+                .field("addrs", addrs)
+                .finish_non_exhaustive(),
+            Self::Custom(b) => write!(f, "Custom({})", b.describe()),
+        }
+    }
+}
+
+/// Configuration of a [`Runtime`](crate::Runtime).
+///
+/// ```
+/// use farmem::RuntimeConfig;
+/// let cfg = RuntimeConfig::new(64 << 20).evacuator_threads(1).watermarks(0.9, 0.8);
+/// assert_eq!(cfg.local_budget, 64 << 20);
+/// ```
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Bytes of far objects that may be held locally (the heap may use a small documented slack
+    /// on top, see [`Runtime::slack_bytes`](crate::Runtime::slack_bytes)).
+    pub local_budget: usize,
+    /// Where far objects live.
+    pub backend: BackendConfig,
+    /// Number of evacuator threads (at least 1).
+    pub evacuator_threads: usize,
+    /// Fraction of the budget in use at which the evacuator starts.
+    pub high_watermark: f64,
+    /// Fraction of the budget the evacuator evacuates down to.
+    pub low_watermark: f64,
+    /// Size of one log-structured region of the local heap (a power of two, 64 KiB ..= 64 MiB).
+    /// Objects of a quarter region or more get a dedicated allocation.
+    pub region_size: usize,
+    /// Number of allocation lanes for mutator threads (each holds one open region).
+    pub lanes: usize,
+    /// How long an allocation outside any scope waits for the evacuator before failing.
+    pub alloc_timeout: Duration,
+    /// Largest batch of objects written back in one `put_many` (bytes).
+    pub writeback_batch: usize,
+}
+
+impl RuntimeConfig {
+    /// A configuration with the given local budget and defaults for everything else.
+    pub fn new(local_budget: usize) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            local_budget,
+            backend: BackendConfig::Embedded,
+            evacuator_threads: 1,
+            high_watermark: 0.90,
+            low_watermark: 0.80,
+            region_size: 1 << 20,
+            lanes: cpus.clamp(1, 16),
+            alloc_timeout: Duration::from_secs(30),
+            writeback_batch: 256 << 10,
+        }
+    }
+
+    /// Sets the backend.
+    pub fn backend(mut self, backend: BackendConfig) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Uses any backend.
+    pub fn custom_backend(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.backend = BackendConfig::Custom(backend);
+        self
+    }
+
+    /// Sets the number of evacuator threads.
+    pub fn evacuator_threads(mut self, n: usize) -> Self {
+        self.evacuator_threads = n;
+        self
+    }
+
+    /// Sets the start (`high`) and target (`low`) fractions of the budget for evacuation.
+    pub fn watermarks(mut self, high: f64, low: f64) -> Self {
+        self.high_watermark = high;
+        self.low_watermark = low;
+        self
+    }
+
+    /// Sets the region size.
+    pub fn region_size(mut self, bytes: usize) -> Self {
+        self.region_size = bytes;
+        self
+    }
+
+    /// Sets the number of mutator allocation lanes.
+    pub fn lanes(mut self, n: usize) -> Self {
+        self.lanes = n;
+        self
+    }
+
+    /// Sets how long an allocation outside a scope waits for room.
+    pub fn alloc_timeout(mut self, t: Duration) -> Self {
+        self.alloc_timeout = t;
+        self
+    }
+
+    /// Regions the heap may use beyond the budget: one open region per lane, the non-temporal
+    /// lane and each evacuator's compaction target, plus two.
+    pub(crate) fn slack_regions(&self) -> usize {
+        self.lanes + 1 + self.evacuator_threads + 2
+    }
+
+    /// The smallest budget accepted: eight regions.
+    pub fn minimum_budget(&self) -> usize {
+        8 * self.region_size
+    }
+
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    /// [`Error::BudgetTooSmall`] or [`Error::Config`] naming the bad field.
+    pub fn validate(&self) -> Result<()> {
+        if !self.region_size.is_power_of_two()
+            || !(64 << 10..=64 << 20).contains(&self.region_size)
+        {
+            return Err(Error::Config(format!(
+                "region_size {} is not a power of two between 64 KiB and 64 MiB",
+                self.region_size
+            )));
+        }
+        if self.local_budget < self.minimum_budget() {
+            return Err(Error::BudgetTooSmall {
+                budget: self.local_budget,
+                minimum: self.minimum_budget(),
+            });
+        }
+        if !(1..=64).contains(&self.evacuator_threads) {
+            return Err(Error::Config(format!(
+                "evacuator_threads {} is not between 1 and 64",
+                self.evacuator_threads
+            )));
+        }
+        if !(1..=256).contains(&self.lanes) {
+            return Err(Error::Config(format!(
+                "lanes {} is not between 1 and 256",
+                self.lanes
+            )));
+        }
+        let (hi, lo) = (self.high_watermark, self.low_watermark);
+        if !(lo > 0.0 && lo < hi && hi <= 1.0) {
+            return Err(Error::Config(format!(
+                "watermarks must satisfy 0 < low < high <= 1, got low {lo}, high {hi}"
+            )));
+        }
+        if self.writeback_batch == 0 {
+            return Err(Error::Config("writeback_batch must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_rejects_bad_values() {
+        assert!(RuntimeConfig::new(64 << 20).validate().is_ok());
+        assert!(matches!(
+            RuntimeConfig::new(1 << 20).validate(),
+            Err(Error::BudgetTooSmall { .. })
+        ));
+        assert!(matches!(
+            RuntimeConfig::new(64 << 20).region_size(3000).validate(),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            RuntimeConfig::new(64 << 20).watermarks(0.5, 0.9).validate(),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            RuntimeConfig::new(64 << 20).evacuator_threads(0).validate(),
+            Err(Error::Config(_))
+        ));
+    }
+}

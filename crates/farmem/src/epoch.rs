@@ -1,0 +1,242 @@
+//! Scopes and grace periods: the mutator side of the mutator/evacuator handshake.
+//!
+//! Every thread that dereferences far pointers has an [`Epoch`] counter, odd while the thread is
+//! inside a [`Scope`]. Entering the outermost scope stores the odd value and issues a `SeqCst`
+//! fence; leaving stores the next even value with `Release`. No shared atomic is written per
+//! dereference.
+//!
+//! The evacuator marks objects `MOVING` (an atomic read-modify-write on the handle word), issues a
+//! `SeqCst` fence, and then waits for every thread that was inside a scope to change its counter
+//! ([`synchronize`]). By the store-buffering guarantee of the two fences, a mutator either sees the
+//! `MOVING` mark on its next load of the handle word (and then moves the object itself or waits
+//! for that one object), or the evacuator sees the mutator inside its scope and waits for it to
+//! leave, after which no reference handed out before the mark is alive.
+//!
+//! Epochs are process-wide (shared by all runtimes), so a scope made by one runtime protects
+//! objects of every runtime.
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering as StdOrdering};
+
+use parking_lot::Mutex;
+
+use crate::loom::{AtomicU64, Ordering, fence, yield_now};
+use crate::runtime::Inner;
+
+/// A thread's scope counter: odd while inside a scope.
+#[derive(Debug)]
+pub(crate) struct Epoch(AtomicU64);
+
+impl Epoch {
+    pub(crate) fn new() -> Self {
+        Self(AtomicU64::new(0))
+    }
+
+    /// Enters a scope (outermost only). Only the owning thread calls this.
+    pub(crate) fn enter(&self) {
+        let c = self.0.load(Ordering::Relaxed);
+        self.0.store(c + 1, Ordering::Relaxed);
+        // Orders the store above before every later load of a handle word (see module docs).
+        fence(Ordering::SeqCst);
+    }
+
+    /// Leaves a scope. Only the owning thread calls this.
+    pub(crate) fn exit(&self) {
+        let c = self.0.load(Ordering::Relaxed);
+        // Release: every access made inside the scope happens-before the evacuator's acquire
+        // load that observes the new value.
+        self.0.store(c + 1, Ordering::Release);
+    }
+
+    /// The current counter value.
+    pub(crate) fn load(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Waits until the thread has left the scope it was in when `snapshot` was taken.
+    pub(crate) fn wait_past(&self, snapshot: u64) {
+        if snapshot % 2 == 0 {
+            return;
+        }
+        let mut spins = 0u32;
+        while self.load() == snapshot {
+            backoff(&mut spins);
+        }
+    }
+}
+
+/// Spins briefly, then yields, then sleeps.
+pub(crate) fn backoff(spins: &mut u32) {
+    *spins += 1;
+    if *spins < 64 {
+        std::hint::spin_loop();
+    } else if *spins < 256 || cfg!(loom) {
+        yield_now();
+    } else {
+        std::thread::sleep(std::time::Duration::from_micros(20));
+    }
+}
+
+/// Per-thread handshake state, registered process-wide.
+#[derive(Debug)]
+pub(crate) struct ThreadState {
+    pub(crate) epoch: Epoch,
+    /// Scope nesting depth; written by the owning thread only.
+    depth: AtomicU32,
+    /// The counter value (an open scope) an evacuator is waiting for this thread to leave; 0 if
+    /// none.
+    waited_for: std::sync::atomic::AtomicU64,
+}
+
+static REGISTRY: Mutex<Vec<Arc<ThreadState>>> = Mutex::new(Vec::new());
+
+struct Registration(Arc<ThreadState>);
+
+impl Registration {
+    fn new() -> Self {
+        let ts = Arc::new(ThreadState {
+            epoch: Epoch::new(),
+            depth: AtomicU32::new(0),
+            waited_for: std::sync::atomic::AtomicU64::new(0),
+        });
+        REGISTRY.lock().push(ts.clone());
+        Self(ts)
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        REGISTRY.lock().retain(|t| !Arc::ptr_eq(t, &self.0));
+    }
+}
+
+thread_local! {
+    static THREAD: Registration = Registration::new();
+}
+
+fn current() -> Arc<ThreadState> {
+    THREAD.with(|r| r.0.clone())
+}
+
+/// Whether the calling thread is inside a scope, and whether an evacuator waits for that very
+/// scope to end (then waiting for the evacuator would deadlock).
+pub(crate) fn scope_state() -> (bool, bool) {
+    THREAD
+        .try_with(|r| {
+            let inside = r.0.depth.load(StdOrdering::Relaxed) > 0;
+            let blocked =
+                inside && r.0.waited_for.load(StdOrdering::Acquire) == r.0.epoch.load();
+            (inside, blocked)
+        })
+        .unwrap_or((false, false))
+}
+
+/// Waits for a grace period: every thread inside a scope when this is called has left it.
+///
+/// The caller must have made its marks (read-modify-writes on handle words) before calling.
+/// `on_block` runs before waiting for a thread, after it can see that it is waited for.
+pub(crate) fn synchronize(on_block: impl Fn()) {
+    fence(Ordering::SeqCst);
+    let threads: Vec<Arc<ThreadState>> = REGISTRY.lock().clone();
+    for ts in threads {
+        let snap = ts.epoch.load();
+        if snap % 2 == 1 {
+            ts.waited_for.store(snap, StdOrdering::Release);
+            on_block();
+            ts.epoch.wait_past(snap);
+            let _ = ts.waited_for.compare_exchange(
+                snap,
+                0,
+                StdOrdering::AcqRel,
+                StdOrdering::Relaxed,
+            );
+        }
+    }
+}
+
+/// A promise that far objects dereferenced under it stay where they are.
+///
+/// References returned by [`FarBox::read`](crate::FarBox::read) and friends borrow the scope, so
+/// the borrow checker guarantees none outlives it. While any scope is alive on a thread, the
+/// evacuator does not move or evict an object that thread may reference; it waits for the scope
+/// to end, so keep scopes short, or call [`renew`](Scope::renew) in long loops.
+///
+/// Scopes nest: an inner scope is free, the thread stays pinned until the outermost one ends.
+/// A scope is tied to its thread (`!Send`). Leaking a scope (`mem::forget`) stalls evacuation.
+///
+/// ```
+/// use farmem::{FarBox, Runtime, RuntimeConfig};
+/// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
+/// let mut b = FarBox::new(&rt, 41u64).unwrap();
+/// let s = rt.scope();
+/// *b.write(&s).unwrap() += 1;
+/// assert_eq!(*b.read(&s).unwrap(), 42);
+/// ```
+pub struct Scope<'rt> {
+    ts: Arc<ThreadState>,
+    rt: &'rt Inner,
+    hits: Cell<u64>,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl<'rt> Scope<'rt> {
+    pub(crate) fn new(rt: &'rt Inner) -> Self {
+        let ts = current();
+        let depth = ts.depth.load(StdOrdering::Relaxed);
+        if depth == 0 {
+            ts.epoch.enter();
+        }
+        ts.depth.store(depth + 1, StdOrdering::Relaxed);
+        Self {
+            ts,
+            rt,
+            hits: Cell::new(0),
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Lets the evacuator proceed: if this is the thread's only scope, leaves and re-enters it.
+    ///
+    /// Taking `&mut self` proves no reference obtained under this scope is alive. Inside a nested
+    /// scope this does nothing (the outer scope may still hand out references).
+    pub fn renew(&mut self) {
+        if self.ts.depth.load(StdOrdering::Relaxed) == 1 {
+            self.ts.epoch.exit();
+            self.ts.epoch.enter();
+        }
+    }
+
+    /// Whether this is the thread's outermost (only) scope.
+    pub fn is_outermost(&self) -> bool {
+        self.ts.depth.load(StdOrdering::Relaxed) == 1
+    }
+
+    #[inline(always)]
+    pub(crate) fn hit(&self) {
+        self.hits.set(self.hits.get() + 1);
+    }
+}
+
+impl Drop for Scope<'_> {
+    fn drop(&mut self) {
+        let depth = self.ts.depth.load(StdOrdering::Relaxed) - 1;
+        self.ts.depth.store(depth, StdOrdering::Relaxed);
+        if depth == 0 {
+            self.ts.epoch.exit();
+        }
+        let hits = self.hits.get();
+        if hits > 0 {
+            self.rt.counters.with(|c| c.add_hits(hits));
+        }
+    }
+}
+
+impl std::fmt::Debug for Scope<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope")
+            .field("depth", &self.ts.depth.load(StdOrdering::Relaxed))
+            .finish()
+    }
+}

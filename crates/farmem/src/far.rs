@@ -1,0 +1,608 @@
+//! Far pointers: [`FarBox`] (one value), [`FarSlice`] (a run of values with a runtime length),
+//! and [`FarPtr`] (a plain-data, non-owning name usable inside far objects).
+//!
+//! # Which types may live in far memory
+//!
+//! Far objects are `bytemuck::Pod` types. This is what makes moving them through far memory sound:
+//! - no padding, so copying an object's bytes to the backend never reads uninitialised memory;
+//! - every bit pattern is a valid value, so whatever bytes come back from a (possibly faulty or
+//!   hostile) server still form a valid `T`;
+//! - `Copy` with no `Drop` and `'static`, so an object can be duplicated, evicted or dropped as
+//!   bytes without running code, and holds no borrowed data; and `Pod` excludes references, so a
+//!   far object can never smuggle a reference whose lifetime the borrow checker cannot see.
+//!
+//! Linked structures hold [`FarPtr`]s, which are `Pod` (a slot index and generation, validated on
+//! use) and own nothing. Ownership of a node lives in one [`FarBox`] at a time:
+//! [`FarBox::into_ptr`] detaches the object (it stays allocated), [`FarBox::from_ptr`] claims it
+//! back, checking that the pointer names a live detached object of the right size. Because at
+//! most one box owns an object, `&mut` access through it is exclusive.
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::Ordering as StdOrdering;
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::backend::ObjectId;
+use crate::epoch::Scope;
+use crate::error::{Error, Result};
+use crate::loom::Ordering;
+use crate::object::{Mode, addr};
+use crate::runtime::{Inner, Runtime};
+use crate::slot::bits::{ADDR, DIRTY, LARGE, PRESENT};
+use crate::slot::{BOXED, DETACHED, Slot};
+
+mod raw {
+    use super::*;
+
+    /// The untyped owner of one far object (internal).
+    pub struct RawFar {
+        pub(crate) idx: u32,
+        pub(crate) slot: NonNull<Slot>,
+        pub(crate) rt: Arc<Inner>,
+    }
+}
+pub(crate) use raw::RawFar;
+
+// SAFETY: a RawFar is a slot index plus a pointer to a slot of a runtime it keeps alive; the slot
+// is only accessed through atomics, so it may be sent to and shared between threads.
+unsafe impl Send for RawFar {}
+// SAFETY: as above.
+unsafe impl Sync for RawFar {}
+
+impl RawFar {
+    fn alloc(rt: &Arc<Inner>, len: usize, init: impl FnOnce(&mut [u8])) -> Result<Self> {
+        let idx = rt.slots.alloc(Inner::next_id(), len)?;
+        let slot = rt.slots.get(idx).ok_or(Error::TooManyObjects)?;
+        let a = match rt.alloc_space(rt.mutator_lane(), idx, len) {
+            Ok(a) => a,
+            Err(e) => {
+                rt.slots.release(idx);
+                return Err(e);
+            }
+        };
+        // SAFETY: the allocation is `len` bytes that nobody else can reach before publication.
+        init(unsafe { std::slice::from_raw_parts_mut(a.ptr.as_ptr(), len) });
+        let large = if a.is_large() { LARGE } else { 0 };
+        slot.word.store(
+            PRESENT | DIRTY | large | a.ptr.as_ptr() as u64,
+            Ordering::Release,
+        );
+        rt.heap.publish(a);
+        Ok(Self {
+            idx,
+            slot: NonNull::from(slot),
+            rt: rt.clone(),
+        })
+    }
+
+    fn claim(rt: &Arc<Inner>, raw: u64, len_ok: impl FnOnce(usize) -> Result<()>) -> Result<Self> {
+        let idx = (raw as u32).checked_sub(1).ok_or(Error::InvalidPtr(raw))?;
+        let generation = (raw >> 32) as u32;
+        let slot = rt.slots.get(idx).ok_or(Error::InvalidPtr(raw))?;
+        if slot.generation.load(StdOrdering::Acquire) != generation {
+            return Err(Error::InvalidPtr(raw));
+        }
+        len_ok(slot.len())?;
+        slot.owner
+            .compare_exchange(DETACHED, BOXED, StdOrdering::AcqRel, StdOrdering::Acquire)
+            .map_err(|_| Error::InvalidPtr(raw))?;
+        // The generation may have changed between the check and the claim only if the object was
+        // freed and the slot reused and detached again; recheck to be exact.
+        if slot.generation.load(StdOrdering::Acquire) != generation {
+            slot.owner.store(DETACHED, StdOrdering::Release);
+            return Err(Error::InvalidPtr(raw));
+        }
+        Ok(Self {
+            idx,
+            slot: NonNull::from(slot),
+            rt: rt.clone(),
+        })
+    }
+
+    fn detach(self) -> u64 {
+        let s = self.slot();
+        s.owner.store(DETACHED, StdOrdering::Release);
+        (u64::from(s.generation.load(StdOrdering::Relaxed)) << 32) | u64::from(self.idx + 1)
+    }
+
+    #[inline(always)]
+    pub(crate) fn slot(&self) -> &Slot {
+        // SAFETY: slots are never freed while the runtime (kept alive by `rt`) exists.
+        unsafe { self.slot.as_ref() }
+    }
+
+    /// Returns the local address of the payload, making the object local if needed.
+    #[inline(always)]
+    fn deref(&self, s: &Scope<'_>, mode: Mode) -> Result<usize> {
+        let w = self.slot().word.load(Ordering::Acquire);
+        let (mask, want) = mode.fast();
+        if w & mask == want {
+            s.hit();
+            return Ok(addr(w));
+        }
+        self.rt.deref_slow(self.idx, self.slot(), mode, s)
+    }
+
+    fn is_local(&self) -> bool {
+        self.slot().word.load(Ordering::Acquire) & PRESENT != 0
+    }
+
+    fn far_id(&self) -> ObjectId {
+        self.slot().id()
+    }
+}
+
+impl Drop for RawFar {
+    fn drop(&mut self) {
+        if self.slot().owner.load(StdOrdering::Acquire) == BOXED {
+            self.rt.free_object(self.idx);
+        }
+    }
+}
+
+/// Far objects that can be prefetched in a batch with [`Runtime::prefetch`].
+pub trait Far: sealed::Sealed {}
+
+mod sealed {
+    pub trait Sealed {
+        fn raw(&self) -> &super::RawFar;
+    }
+}
+
+macro_rules! common_methods {
+    () => {
+        /// The object's id in the backend (for remote-agent operations).
+        pub fn far_id(&self) -> ObjectId {
+            self.raw.far_id()
+        }
+
+        /// Whether the object is currently in local memory.
+        pub fn is_local(&self) -> bool {
+            self.raw.is_local()
+        }
+
+        /// Makes the far copy current: writes the local copy back if it is dirty (it stays
+        /// local and becomes clean). Call before a remote-agent operation reads the object.
+        ///
+        /// # Errors
+        /// The backend's error; the object stays dirty.
+        pub fn flush(&self) -> Result<()> {
+            self.raw.rt.flush(self.raw.slot())
+        }
+
+        /// Drops the local copy (and any local changes) so the next dereference fetches the far
+        /// copy. Call after a remote-agent operation changed the object.
+        ///
+        /// # Errors
+        /// [`Error::NoFarCopy`] if the object was never written back (flush it first).
+        pub fn invalidate_local(&mut self) -> Result<()> {
+            self.raw.rt.invalidate(self.raw.slot())
+        }
+
+        /// Fetches the object now if it is not local (one round trip).
+        ///
+        /// # Errors
+        /// The backend's error, or [`Error::LocalHeapExhausted`].
+        pub fn prefetch(&self) -> Result<()> {
+            self.raw.rt.prefetch(&[self.raw.idx]).map(|_| ())
+        }
+    };
+}
+
+/// An owned far pointer to one `T`.
+///
+/// Dereference it under a [`Scope`]: `let s = rt.scope(); let v = b.read(&s)?;`. A hit (object
+/// local and already marked hot) costs one extra load and a branch over a `Box` dereference.
+///
+/// ```
+/// use farmem::{FarBox, Runtime, RuntimeConfig};
+/// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
+/// let mut b = FarBox::new(&rt, [1u32; 4]).unwrap();
+/// {
+///     let s = rt.scope();
+///     b.write(&s).unwrap()[0] = 9;
+/// }
+/// assert_eq!(b.get().unwrap(), [9, 1, 1, 1]);
+/// ```
+pub struct FarBox<T: Pod> {
+    raw: RawFar,
+    _t: PhantomData<T>,
+}
+
+impl<T: Pod> FarBox<T> {
+    const ALIGN_OK: () = assert!(
+        std::mem::align_of::<T>() <= crate::heap::ALIGN,
+        "far objects are at most 16-byte aligned"
+    );
+
+    /// Allocates a far object holding `value` (it starts local and dirty).
+    ///
+    /// # Errors
+    /// [`Error::LocalHeapExhausted`] when no room can be made, [`Error::ObjectTooLarge`].
+    pub fn new(rt: &Runtime, value: T) -> Result<Self> {
+        let () = Self::ALIGN_OK;
+        let raw = RawFar::alloc(&rt.inner, size_of::<T>(), |b| {
+            b.copy_from_slice(bytemuck::bytes_of(&value));
+        })?;
+        Ok(Self { raw, _t: PhantomData })
+    }
+
+    /// Allocates a zeroed far object without building it on the stack (for large `T`).
+    ///
+    /// # Errors
+    /// As [`FarBox::new`].
+    pub fn new_zeroed(rt: &Runtime) -> Result<Self> {
+        let () = Self::ALIGN_OK;
+        let raw = RawFar::alloc(&rt.inner, size_of::<T>(), |b| b.fill(0))?;
+        Ok(Self { raw, _t: PhantomData })
+    }
+
+    /// Shared access; marks the object hot.
+    ///
+    /// # Errors
+    /// When the object must be fetched: the backend's error, or [`Error::LocalHeapExhausted`].
+    #[inline(always)]
+    pub fn read<'a>(&'a self, s: &'a Scope<'_>) -> Result<&'a T> {
+        let p = self.raw.deref(s, Mode::Read)?;
+        // SAFETY: `p` is the payload of this object, `size_of::<T>()` bytes, 16-byte aligned and
+        // holding a valid `T` (any bits are, `T: Pod`). The scope keeps it in place while the
+        // reference lives; writers need `&mut self`, which this borrow excludes.
+        Ok(unsafe { &*(p as *const T) })
+    }
+
+    /// Exclusive access; marks the object hot and dirty.
+    ///
+    /// # Errors
+    /// As [`FarBox::read`].
+    #[inline(always)]
+    pub fn write<'a>(&'a mut self, s: &'a Scope<'_>) -> Result<&'a mut T> {
+        let p = self.raw.deref(s, Mode::Write)?;
+        // SAFETY: as in `read`; `&mut self` makes this the only reference to the object.
+        Ok(unsafe { &mut *(p as *mut T) })
+    }
+
+    /// Non-temporal shared access: does not mark the object hot; if it has to be fetched it
+    /// lands in a region evacuated first.
+    ///
+    /// # Errors
+    /// As [`FarBox::read`].
+    pub fn read_nt<'a>(&'a self, s: &'a Scope<'_>) -> Result<&'a T> {
+        let p = self.raw.deref(s, Mode::ReadNt)?;
+        // SAFETY: as in `read`.
+        Ok(unsafe { &*(p as *const T) })
+    }
+
+    /// Non-temporal exclusive access (marks dirty, not hot).
+    ///
+    /// # Errors
+    /// As [`FarBox::read`].
+    pub fn write_nt<'a>(&'a mut self, s: &'a Scope<'_>) -> Result<&'a mut T> {
+        let p = self.raw.deref(s, Mode::WriteNt)?;
+        // SAFETY: as in `write`.
+        Ok(unsafe { &mut *(p as *mut T) })
+    }
+
+    /// Copies the value out (opens a scope of its own).
+    ///
+    /// # Errors
+    /// As [`FarBox::read`].
+    pub fn get(&self) -> Result<T> {
+        let s = Scope::new(&self.raw.rt);
+        self.read(&s).copied()
+    }
+
+    /// Replaces the value (opens a scope of its own).
+    ///
+    /// # Errors
+    /// As [`FarBox::read`].
+    pub fn set(&mut self, value: T) -> Result<()> {
+        let rt = self.raw.rt.clone();
+        let s = Scope::new(&rt);
+        *self.write(&s)? = value;
+        Ok(())
+    }
+
+    /// Detaches the object: it stays allocated, owned by whoever holds the returned pointer
+    /// (store it in another far object). Reclaim it with [`FarBox::from_ptr`]; objects still
+    /// detached when the runtime ends are freed then.
+    pub fn into_ptr(self) -> FarPtr<T> {
+        FarPtr::from_raw(self.raw.detach())
+    }
+
+    /// Claims a detached object back.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPtr`] unless `ptr` names a live detached object of `rt`;
+    /// [`Error::TypeMismatch`] if its size is not `size_of::<T>()`.
+    pub fn from_ptr(rt: &Runtime, ptr: FarPtr<T>) -> Result<Self> {
+        let raw = RawFar::claim(&rt.inner, ptr.raw, |len| {
+            if len == size_of::<T>() {
+                Ok(())
+            } else {
+                Err(Error::TypeMismatch {
+                    expected: size_of::<T>(),
+                    actual: len,
+                })
+            }
+        })?;
+        Ok(Self { raw, _t: PhantomData })
+    }
+
+    common_methods!();
+}
+
+impl<T: Pod> sealed::Sealed for FarBox<T> {
+    fn raw(&self) -> &RawFar {
+        &self.raw
+    }
+}
+impl<T: Pod> Far for FarBox<T> {}
+
+impl<T: Pod> std::fmt::Debug for FarBox<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FarBox")
+            .field("id", &self.far_id())
+            .field("local", &self.is_local())
+            .finish()
+    }
+}
+
+/// An owned far object holding `len` values of `T`, the length chosen at run time.
+///
+/// This is the chunk type for far containers. Slices of a quarter region (256 KiB by default)
+/// or more get a dedicated local allocation; sizes up to half the local budget are accepted.
+///
+/// ```
+/// use farmem::{FarSlice, Runtime, RuntimeConfig};
+/// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
+/// let mut v = FarSlice::from_slice(&rt, &[1u64, 2, 3]).unwrap();
+/// let s = rt.scope();
+/// v.write(&s).unwrap()[2] = 30;
+/// assert_eq!(v.read(&s).unwrap(), &[1, 2, 30]);
+/// ```
+pub struct FarSlice<T: Pod> {
+    raw: RawFar,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T: Pod> FarSlice<T> {
+    const ALIGN_OK: () = assert!(
+        std::mem::align_of::<T>() <= crate::heap::ALIGN,
+        "far objects are at most 16-byte aligned"
+    );
+
+    fn bytes(rt: &Runtime, len: usize) -> Result<usize> {
+        len.checked_mul(size_of::<T>())
+            .ok_or(Error::ObjectTooLarge {
+                size: usize::MAX,
+                limit: rt.inner.max_object(),
+            })
+    }
+
+    /// Allocates `len` zeroed values.
+    ///
+    /// # Errors
+    /// [`Error::ObjectTooLarge`], [`Error::LocalHeapExhausted`].
+    pub fn new_zeroed(rt: &Runtime, len: usize) -> Result<Self> {
+        let () = Self::ALIGN_OK;
+        let raw = RawFar::alloc(&rt.inner, Self::bytes(rt, len)?, |b| b.fill(0))?;
+        Ok(Self { raw, len, _t: PhantomData })
+    }
+
+    /// Allocates a copy of `values`.
+    ///
+    /// # Errors
+    /// As [`FarSlice::new_zeroed`].
+    pub fn from_slice(rt: &Runtime, values: &[T]) -> Result<Self> {
+        let () = Self::ALIGN_OK;
+        let raw = RawFar::alloc(&rt.inner, Self::bytes(rt, values.len())?, |b| {
+            b.copy_from_slice(bytemuck::cast_slice(values));
+        })?;
+        Ok(Self {
+            raw,
+            len: values.len(),
+            _t: PhantomData,
+        })
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the slice is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn slice<'a>(&self, p: usize) -> &'a [T] {
+        // SAFETY: `p` is this object's payload of `len * size_of::<T>()` bytes, 16-byte aligned,
+        // valid for any bits (`T: Pod`), kept in place by the scope the caller borrows for 'a,
+        // and not mutably borrowed (callers hold `&self`).
+        unsafe { std::slice::from_raw_parts(p as *const T, self.len) }
+    }
+
+    fn slice_mut<'a>(&mut self, p: usize) -> &'a mut [T] {
+        // SAFETY: as in `slice`; the callers hold `&mut self` for 'a, so this is the only
+        // reference to the object.
+        unsafe { std::slice::from_raw_parts_mut(p as *mut T, self.len) }
+    }
+
+    /// Shared access; marks the object hot.
+    ///
+    /// # Errors
+    /// When the object must be fetched: the backend's error, or [`Error::LocalHeapExhausted`].
+    #[inline(always)]
+    pub fn read<'a>(&'a self, s: &'a Scope<'_>) -> Result<&'a [T]> {
+        let p = self.raw.deref(s, Mode::Read)?;
+        Ok(self.slice(p))
+    }
+
+    /// Exclusive access; marks the object hot and dirty.
+    ///
+    /// # Errors
+    /// As [`FarSlice::read`].
+    #[inline(always)]
+    pub fn write<'a>(&'a mut self, s: &'a Scope<'_>) -> Result<&'a mut [T]> {
+        let p = self.raw.deref(s, Mode::Write)?;
+        Ok(self.slice_mut(p))
+    }
+
+    /// Non-temporal shared access (see [`FarBox::read_nt`]).
+    ///
+    /// # Errors
+    /// As [`FarSlice::read`].
+    pub fn read_nt<'a>(&'a self, s: &'a Scope<'_>) -> Result<&'a [T]> {
+        let p = self.raw.deref(s, Mode::ReadNt)?;
+        Ok(self.slice(p))
+    }
+
+    /// Non-temporal exclusive access (see [`FarBox::write_nt`]).
+    ///
+    /// # Errors
+    /// As [`FarSlice::read`].
+    pub fn write_nt<'a>(&'a mut self, s: &'a Scope<'_>) -> Result<&'a mut [T]> {
+        let p = self.raw.deref(s, Mode::WriteNt)?;
+        Ok(self.slice_mut(p))
+    }
+
+    /// Copies the values out.
+    ///
+    /// # Errors
+    /// As [`FarSlice::read`].
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        let s = Scope::new(&self.raw.rt);
+        Ok(self.read(&s)?.to_vec())
+    }
+
+    /// Detaches the object (see [`FarBox::into_ptr`]).
+    pub fn into_ptr(self) -> FarPtr<[T]> {
+        FarPtr::from_raw(self.raw.detach())
+    }
+
+    /// Claims a detached slice back.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPtr`], or [`Error::TypeMismatch`] if its size is not a multiple of
+    /// `size_of::<T>()`.
+    pub fn from_ptr(rt: &Runtime, ptr: FarPtr<[T]>) -> Result<Self> {
+        let mut len = 0;
+        let raw = RawFar::claim(&rt.inner, ptr.raw, |bytes| {
+            let sz = size_of::<T>();
+            if sz == 0 && bytes == 0 {
+                return Ok(());
+            }
+            if sz == 0 || bytes % sz != 0 {
+                return Err(Error::TypeMismatch {
+                    expected: sz,
+                    actual: bytes,
+                });
+            }
+            len = bytes / sz;
+            Ok(())
+        })?;
+        Ok(Self { raw, len, _t: PhantomData })
+    }
+
+    common_methods!();
+}
+
+impl<T: Pod> sealed::Sealed for FarSlice<T> {
+    fn raw(&self) -> &RawFar {
+        &self.raw
+    }
+}
+impl<T: Pod> Far for FarSlice<T> {}
+
+impl<T: Pod> std::fmt::Debug for FarSlice<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FarSlice")
+            .field("id", &self.far_id())
+            .field("len", &self.len)
+            .field("local", &self.is_local())
+            .finish()
+    }
+}
+
+/// A non-owning, plain-data name of a detached far object, for use inside far objects.
+///
+/// `FarPtr<T>` is `Pod` (8 bytes: slot index and generation); a forged or stale value is rejected
+/// by [`FarBox::from_ptr`] / [`FarSlice::from_ptr`]. The all-zero value is [`FarPtr::NULL`].
+#[repr(transparent)]
+pub struct FarPtr<T: ?Sized> {
+    raw: u64,
+    _t: PhantomData<fn() -> *const T>,
+}
+
+impl<T: ?Sized> FarPtr<T> {
+    /// The null pointer.
+    pub const NULL: Self = Self::from_raw(0);
+
+    const fn from_raw(raw: u64) -> Self {
+        Self {
+            raw,
+            _t: PhantomData,
+        }
+    }
+
+    /// Whether this is [`FarPtr::NULL`].
+    pub fn is_null(&self) -> bool {
+        self.raw == 0
+    }
+
+    /// The raw encoding.
+    pub fn to_bits(self) -> u64 {
+        self.raw
+    }
+}
+
+impl<T: ?Sized> Clone for FarPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T: ?Sized> Copy for FarPtr<T> {}
+impl<T: ?Sized> PartialEq for FarPtr<T> {
+    fn eq(&self, o: &Self) -> bool {
+        self.raw == o.raw
+    }
+}
+impl<T: ?Sized> Eq for FarPtr<T> {}
+impl<T: ?Sized> Default for FarPtr<T> {
+    fn default() -> Self {
+        Self::NULL
+    }
+}
+impl<T: ?Sized> std::fmt::Debug for FarPtr<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FarPtr({:#x})", self.raw)
+    }
+}
+// SAFETY: `FarPtr` is `repr(transparent)` over a `u64` (the PhantomData is a ZST), so the all-zero
+// bit pattern is a valid value.
+unsafe impl<T: ?Sized + 'static> Zeroable for FarPtr<T> {}
+// SAFETY: `repr(transparent)` over `u64`: no padding, every bit pattern valid, `Copy + 'static`.
+// Validity of the pointed-to object is checked when the pointer is used, never assumed.
+unsafe impl<T: ?Sized + 'static> Pod for FarPtr<T> {}
+
+impl Runtime {
+    /// Fetches every listed object that is not local in one backend round trip (`get_many`).
+    /// Objects of other runtimes are skipped. Returns how many objects were fetched.
+    ///
+    /// # Errors
+    /// The backend's error, or [`Error::LocalHeapExhausted`]; objects not fetched stay far.
+    pub fn prefetch<'a, O: Far + 'a>(&self, objs: impl IntoIterator<Item = &'a O>) -> Result<usize> {
+        let idxs: Vec<u32> = objs
+            .into_iter()
+            .map(sealed::Sealed::raw)
+            .filter(|r| Arc::ptr_eq(&r.rt, &self.inner))
+            .map(|r| r.idx)
+            .collect();
+        self.inner.prefetch(&idxs)
+    }
+}
+
+const _: () = assert!(ADDR == (1 << 48) - 1);

@@ -1,0 +1,384 @@
+//! The local object heap: log-structured regions plus dedicated allocations for large objects.
+//!
+//! The heap reserves one arena of `budget + slack` bytes (lazily backed by the OS) and cuts it into
+//! regions. Each allocation lane (mutator lanes, the non-temporal lane, one per evacuator) bumps
+//! through one open region; a full region is sealed and queued for the evacuator, which empties
+//! whole regions (moving hot objects into its own lane, evicting the rest) and gives them back,
+//! returning the pages to the OS. Every region is emptied in turn, so dead space never
+//! accumulates beyond the regions currently queued.
+//!
+//! Each object in a region is preceded by a 16-byte header naming its slot and size; an object is
+//! live while its slot's word points at it. Objects of at least a quarter region get their own
+//! mapping instead.
+//!
+//! Accounting: `used` counts whole regions taken plus dedicated allocations (page-rounded), and is
+//! kept at or below the budget, or budget + slack for allocations that cannot wait.
+
+use std::collections::VecDeque;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::sys;
+
+/// Bytes of the header before each object in a region.
+pub(crate) const HEADER: usize = 16;
+/// Alignment of every object payload.
+pub(crate) const ALIGN: usize = 16;
+
+/// Which open region an allocation bumps through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// A mutator lane (index chosen per thread).
+    Mutator(usize),
+    /// The non-temporal lane: its regions are evacuated first.
+    Nt,
+    /// An evacuator's compaction target.
+    Evacuator(usize),
+}
+
+#[derive(Debug)]
+struct RegionMeta {
+    /// Allocations handed out but not yet published or abandoned.
+    pending: AtomicU32,
+    /// Bytes used, valid once sealed.
+    top: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct OpenRegion {
+    region: Option<u32>,
+    top: usize,
+}
+
+/// A live object found in a region.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Resident {
+    pub(crate) slot: u32,
+    pub(crate) addr: usize,
+}
+
+/// Space handed out by [`Heap::alloc`]; must be published or abandoned.
+#[derive(Debug)]
+#[must_use]
+pub(crate) struct Allocation {
+    pub(crate) ptr: NonNull<u8>,
+    pub(crate) len: usize,
+    region: Option<u32>,
+    slot: u32,
+}
+
+impl Allocation {
+    /// Whether this is a dedicated allocation (handle word gets `LARGE`).
+    pub(crate) fn is_large(&self) -> bool {
+        self.region.is_none()
+    }
+}
+
+/// The local heap.
+pub(crate) struct Heap {
+    arena: NonNull<u8>,
+    arena_len: usize,
+    region_size: usize,
+    large_threshold: usize,
+    regions: Box<[RegionMeta]>,
+    free: Mutex<Vec<u32>>,
+    sealed: Mutex<VecDeque<u32>>,
+    sealed_nt: Mutex<VecDeque<u32>>,
+    large: Mutex<VecDeque<Resident>>,
+    lanes: Box<[Mutex<OpenRegion>]>,
+    mutator_lanes: usize,
+    used: AtomicUsize,
+    pub(crate) budget: usize,
+    pub(crate) slack: usize,
+    freed_lock: Mutex<()>,
+    freed: Condvar,
+}
+
+// SAFETY: the arena pointer is only used to compute addresses of regions handed out under the
+// heap's own synchronisation; all other fields are Send + Sync.
+unsafe impl Send for Heap {}
+// SAFETY: as above; shared access goes through atomics and mutexes.
+unsafe impl Sync for Heap {}
+
+impl Heap {
+    /// Reserves a heap for `budget` bytes plus `slack_regions` regions.
+    pub(crate) fn new(
+        budget: usize,
+        region_size: usize,
+        slack_regions: usize,
+        mutator_lanes: usize,
+        evacuators: usize,
+    ) -> std::io::Result<Self> {
+        let nregions = budget.div_ceil(region_size) + slack_regions;
+        let arena_len = nregions * region_size;
+        let arena = sys::map(arena_len)?;
+        Ok(Self {
+            arena,
+            arena_len,
+            region_size,
+            large_threshold: region_size / 4,
+            regions: (0..nregions)
+                .map(|_| RegionMeta {
+                    pending: AtomicU32::new(0),
+                    top: AtomicUsize::new(0),
+                })
+                .collect(),
+            free: Mutex::new((0..nregions as u32).rev().collect()),
+            sealed: Mutex::new(VecDeque::new()),
+            sealed_nt: Mutex::new(VecDeque::new()),
+            large: Mutex::new(VecDeque::new()),
+            lanes: (0..mutator_lanes + 1 + evacuators)
+                .map(|_| Mutex::new(OpenRegion::default()))
+                .collect(),
+            mutator_lanes,
+            used: AtomicUsize::new(0),
+            budget,
+            slack: slack_regions * region_size,
+            freed_lock: Mutex::new(()),
+            freed: Condvar::new(),
+        })
+    }
+
+    /// Bytes in use.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn region_size(&self) -> usize {
+        self.region_size
+    }
+
+    fn lane_index(&self, lane: Lane) -> usize {
+        match lane {
+            Lane::Mutator(i) => i % self.mutator_lanes,
+            Lane::Nt => self.mutator_lanes,
+            Lane::Evacuator(i) => self.mutator_lanes + 1 + i % (self.lanes.len() - self.mutator_lanes - 1),
+        }
+    }
+
+    fn charge(&self, n: usize, limit: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| {
+                (u + n <= limit).then_some(u + n)
+            })
+            .is_ok()
+    }
+
+    fn uncharge(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+        self.notify_freed();
+    }
+
+    /// Wakes allocations waiting for memory (to retry or re-check their situation).
+    pub(crate) fn notify_freed(&self) {
+        let _g = self.freed_lock.lock();
+        self.freed.notify_all();
+    }
+
+    /// Waits up to `timeout` for memory to be freed.
+    pub(crate) fn wait_freed(&self, timeout: std::time::Duration) {
+        let mut g = self.freed_lock.lock();
+        self.freed.wait_for(&mut g, timeout);
+    }
+
+    fn region_base(&self, r: u32) -> usize {
+        self.arena.as_ptr() as usize + r as usize * self.region_size
+    }
+
+    fn take_region(&self, limit: usize) -> Option<u32> {
+        if !self.charge(self.region_size, limit) {
+            return None;
+        }
+        let r = self.free.lock().pop();
+        if r.is_none() {
+            self.uncharge(self.region_size);
+        }
+        r
+    }
+
+    fn seal(&self, nt: bool, open: &mut OpenRegion) {
+        if let Some(r) = open.region.take() {
+            self.regions[r as usize].top.store(open.top, Ordering::Release);
+            if nt {
+                self.sealed_nt.lock().push_back(r);
+            } else {
+                self.sealed.lock().push_back(r);
+            }
+        }
+    }
+
+    /// Seals every open region so the evacuator can take them.
+    pub(crate) fn seal_all(&self) {
+        for (i, lane) in self.lanes.iter().enumerate() {
+            let mut open = lane.lock();
+            self.seal(i == self.mutator_lanes, &mut open);
+        }
+    }
+
+    /// Allocates `len` payload bytes for slot `slot`, keeping `used` at or below `limit`.
+    /// Returns `None` when that needs memory the evacuator must free first.
+    pub(crate) fn alloc(&self, lane: Lane, slot: u32, len: usize, limit: usize) -> Option<Allocation> {
+        if len >= self.large_threshold {
+            let bytes = sys::page_round(len);
+            if !self.charge(bytes, limit) {
+                return None;
+            }
+            return match sys::map(bytes) {
+                Ok(ptr) => Some(Allocation {
+                    ptr,
+                    len,
+                    region: None,
+                    slot,
+                }),
+                Err(e) => {
+                    tracing::error!(bytes, "dedicated allocation failed: {e}");
+                    self.uncharge(bytes);
+                    None
+                }
+            };
+        }
+        let need = HEADER + len.next_multiple_of(ALIGN);
+        let li = self.lane_index(lane);
+        let mut open = self.lanes[li].lock();
+        loop {
+            if let Some(r) = open.region
+                && open.top + need <= self.region_size
+            {
+                let off = open.top;
+                open.top += need;
+                self.regions[r as usize].pending.fetch_add(1, Ordering::Relaxed);
+                drop(open);
+                let at = self.region_base(r) + off;
+                // SAFETY: `[at, at + need)` lies inside region `r` of the arena and was just
+                // reserved for this allocation alone (bump pointer under the lane lock).
+                unsafe {
+                    let h = at as *mut u64;
+                    h.write(u64::from(slot));
+                    h.add(1).write(len as u64);
+                }
+                let ptr = NonNull::new((at + HEADER) as *mut u8)?;
+                return Some(Allocation {
+                    ptr,
+                    len,
+                    region: Some(r),
+                    slot,
+                });
+            }
+            self.seal(lane == Lane::Nt, &mut open);
+            let r = self.take_region(limit)?;
+            open.region = Some(r);
+            open.top = 0;
+        }
+    }
+
+    /// Makes an allocation visible to the evacuator (its handle word must point at it already).
+    pub(crate) fn publish(&self, a: Allocation) {
+        match a.region {
+            Some(r) => {
+                self.regions[r as usize].pending.fetch_sub(1, Ordering::Release);
+            }
+            None => self.large.lock().push_back(Resident {
+                slot: a.slot,
+                addr: a.ptr.as_ptr() as usize,
+            }),
+        }
+    }
+
+    /// Gives up an allocation that no handle word points at.
+    pub(crate) fn abandon(&self, a: Allocation) {
+        match a.region {
+            Some(r) => {
+                self.regions[r as usize].pending.fetch_sub(1, Ordering::Release);
+            }
+            // SAFETY: the dedicated mapping was never published, so nobody else can see it.
+            None => unsafe { self.free_large(a.ptr.as_ptr() as usize, a.len) },
+        }
+    }
+
+    /// Frees a dedicated allocation of an object of `len` bytes at `addr`.
+    ///
+    /// # Safety
+    /// `addr` must be a dedicated allocation of this heap for `len` bytes that no handle word
+    /// points at any more and that nobody reads or writes.
+    pub(crate) unsafe fn free_large(&self, addr: usize, len: usize) {
+        let bytes = sys::page_round(len);
+        if let Some(p) = NonNull::new(addr as *mut u8) {
+            // SAFETY: forwarded from the caller.
+            unsafe { sys::unmap(p, bytes) };
+        }
+        self.uncharge(bytes);
+    }
+
+    /// Takes the next region to evacuate: non-temporal regions first, oldest first; skips regions
+    /// with allocations in flight.
+    pub(crate) fn pop_victim(&self) -> Option<u32> {
+        for q in [&self.sealed_nt, &self.sealed] {
+            let mut q = q.lock();
+            for _ in 0..q.len() {
+                let r = q.pop_front()?;
+                if self.regions[r as usize].pending.load(Ordering::Acquire) == 0 {
+                    return Some(r);
+                }
+                q.push_back(r);
+            }
+        }
+        None
+    }
+
+    /// Takes the oldest dedicated allocation to consider for eviction.
+    pub(crate) fn pop_large(&self) -> Option<Resident> {
+        self.large.lock().pop_front()
+    }
+
+    /// Puts back a dedicated allocation that stays.
+    pub(crate) fn requeue_large(&self, r: Resident) {
+        self.large.lock().push_back(r);
+    }
+
+    /// Puts back a region that could not be emptied.
+    pub(crate) fn requeue(&self, r: u32) {
+        self.sealed.lock().push_back(r);
+    }
+
+    /// The objects of a sealed region whose handle might still point at them: `(slot, payload)`.
+    pub(crate) fn residents(&self, r: u32) -> Vec<(u32, usize, usize)> {
+        let base = self.region_base(r);
+        let top = self.regions[r as usize].top.load(Ordering::Acquire);
+        let mut out = Vec::new();
+        let mut off = 0;
+        while off + HEADER <= top {
+            let at = base + off;
+            // SAFETY: a sealed region with no pending allocations has a header at every object
+            // boundary below `top`, written before the allocation was published (Release on
+            // `pending`, Acquire in `pop_victim`).
+            let (slot, len) = unsafe {
+                let h = at as *const u64;
+                (h.read() as u32, h.add(1).read() as usize)
+            };
+            out.push((slot, at + HEADER, len));
+            off += HEADER + len.next_multiple_of(ALIGN);
+        }
+        out
+    }
+
+    /// Gives an emptied region back.
+    pub(crate) fn release_region(&self, r: u32) {
+        let base = self.region_base(r);
+        if let Some(p) = NonNull::new(base as *mut u8) {
+            // SAFETY: the region is empty (no handle word points into it) and not open.
+            unsafe { sys::discard(p, self.region_size) };
+        }
+        self.regions[r as usize].top.store(0, Ordering::Relaxed);
+        self.free.lock().push(r);
+        self.uncharge(self.region_size);
+    }
+}
+
+impl Drop for Heap {
+    fn drop(&mut self) {
+        // SAFETY: the heap owns the arena; with the heap gone no handle can reach it.
+        unsafe { sys::unmap(self.arena, self.arena_len) };
+    }
+}

@@ -1,0 +1,372 @@
+//! The object protocol: dereference slow path, fetch, self-move, flush, invalidate, free,
+//! prefetch. Everything here changes a handle word only by compare-and-swap, or by a plain store
+//! while holding the word's `BUSY` bit.
+
+use crate::epoch::{Scope, backoff};
+use crate::error::{Error, Result};
+use crate::heap::Allocation;
+use crate::loom::Ordering;
+use crate::runtime::Inner;
+use crate::slot::bits::{ADDR, BUSY, DIRTY, HOT, LARGE, MOVING, NT, PRESENT, REMOTE};
+use crate::slot::Slot;
+use crate::stats::Counters;
+
+/// How an object is dereferenced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Read,
+    Write,
+    ReadNt,
+    WriteNt,
+}
+
+impl Mode {
+    fn write(self) -> bool {
+        matches!(self, Self::Write | Self::WriteNt)
+    }
+    fn nt(self) -> bool {
+        matches!(self, Self::ReadNt | Self::WriteNt)
+    }
+    /// `(mask, expected)`: a word with `word & mask == expected` is a hit needing no update.
+    #[inline(always)]
+    pub(crate) const fn fast(self) -> (u64, u64) {
+        match self {
+            Self::Read => (PRESENT | HOT | MOVING | BUSY, PRESENT | HOT),
+            Self::Write => (
+                PRESENT | HOT | MOVING | BUSY | DIRTY,
+                PRESENT | HOT | DIRTY,
+            ),
+            Self::ReadNt => (PRESENT | MOVING | BUSY, PRESENT),
+            Self::WriteNt => (PRESENT | MOVING | BUSY | DIRTY, PRESENT | DIRTY),
+        }
+    }
+}
+
+#[inline(always)]
+pub(crate) fn addr(w: u64) -> usize {
+    (w & ADDR) as usize
+}
+
+fn large_bit(a: &Allocation) -> u64 {
+    if a.is_large() { LARGE } else { 0 }
+}
+
+/// Copies `len` bytes between two local object payloads.
+///
+/// # Safety
+/// Both ranges must be valid, non-overlapping, and nobody may write `src` or access `dst`
+/// meanwhile.
+unsafe fn copy(src: usize, dst: usize, len: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, len) }
+}
+
+impl Inner {
+    /// The slow path of a dereference: returns the payload address once the object is local and
+    /// its word carries the bits `mode` needs.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn deref_slow(&self, idx: u32, slot: &Slot, mode: Mode, scope: &Scope<'_>) -> Result<usize> {
+        let mut spins = 0;
+        loop {
+            let w = slot.word.load(Ordering::Acquire);
+            if w & BUSY != 0 {
+                backoff(&mut spins);
+                continue;
+            }
+            if w & PRESENT == 0 {
+                if let Some(a) = self.fetch(idx, slot, w, mode)? {
+                    return Ok(a);
+                }
+                continue;
+            }
+            if w & MOVING != 0 {
+                self.self_move(idx, slot, w);
+                continue;
+            }
+            let mut set = 0;
+            let mut clear = 0;
+            if mode.write() {
+                set |= DIRTY;
+            }
+            if !mode.nt() {
+                set |= HOT;
+                clear |= NT;
+            }
+            if w & set == set && w & clear == 0 {
+                scope.hit();
+                return Ok(addr(w));
+            }
+            let new = (w | set) & !clear;
+            if slot
+                .word
+                .compare_exchange_weak(w, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                scope.hit();
+                return Ok(addr(w));
+            }
+        }
+    }
+
+    /// Fetches a non-present object; `None` when another thread changed the word first.
+    fn fetch(&self, idx: u32, slot: &Slot, w: u64, mode: Mode) -> Result<Option<usize>> {
+        if slot
+            .word
+            .compare_exchange(w, w | BUSY, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Ok(None);
+        }
+        let len = slot.len();
+        let lane = if mode.nt() {
+            crate::heap::Lane::Nt
+        } else {
+            self.mutator_lane()
+        };
+        let a = match self.alloc_space(lane, idx, len) {
+            Ok(a) => a,
+            Err(e) => {
+                slot.word.store(w, Ordering::Release);
+                return Err(e);
+            }
+        };
+        // SAFETY: the allocation is `len` bytes that nobody else can reach before publication.
+        let buf = unsafe { std::slice::from_raw_parts_mut(a.ptr.as_ptr(), len) };
+        if let Err(e) = self.backend.get_into(slot.id(), buf) {
+            slot.word.store(w, Ordering::Release);
+            self.heap.abandon(a);
+            return Err(e.into());
+        }
+        let at = a.ptr.as_ptr() as usize;
+        let mut new = PRESENT | REMOTE | large_bit(&a) | at as u64;
+        new |= if mode.nt() { NT } else { HOT };
+        if mode.write() {
+            new |= DIRTY;
+        }
+        slot.word.store(new, Ordering::Release);
+        self.heap.publish(a);
+        self.counters.with(|c| {
+            Counters::bump(&c.misses, 1);
+            Counters::bump(&c.bytes_fetched, len as u64);
+        });
+        Ok(Some(at))
+    }
+
+    /// Moves an object the evacuator marked into this thread's lane, or cancels the mark when
+    /// there is no room (or the object is a dedicated allocation, which never moves).
+    fn self_move(&self, idx: u32, slot: &Slot, w: u64) {
+        if slot
+            .word
+            .compare_exchange(w, w | BUSY, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        let len = slot.len();
+        let limit = self.heap.budget + self.heap.slack;
+        let a = if w & LARGE != 0 {
+            None
+        } else {
+            self.heap.alloc(self.mutator_lane(), idx, len, limit)
+        };
+        let Some(a) = a else {
+            slot.word.store(w & !MOVING, Ordering::Release);
+            return;
+        };
+        let to = a.ptr.as_ptr() as usize;
+        // SAFETY: we hold BUSY, so nobody else moves, evicts or frees the object; any other
+        // reference to it is a shared one (a writer would hold the FarBox exclusively), so the
+        // source is not written; the destination is our unpublished allocation.
+        unsafe { copy(addr(w), to, len) };
+        let new = (w & (DIRTY | REMOTE)) | PRESENT | HOT | to as u64;
+        slot.word.store(new, Ordering::Release);
+        self.heap.publish(a);
+        self.counters.with(|c| Counters::bump(&c.self_moves, 1));
+    }
+
+    /// Waits until the word is not BUSY and sets BUSY; `f` decides from the word whether to.
+    fn lock_word(slot: &Slot, mut want: impl FnMut(u64) -> bool) -> Option<u64> {
+        let mut spins = 0;
+        loop {
+            let w = slot.word.load(Ordering::Acquire);
+            if w & BUSY != 0 {
+                backoff(&mut spins);
+                continue;
+            }
+            if !want(w) {
+                return None;
+            }
+            if slot
+                .word
+                .compare_exchange(w, w | BUSY, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Some(w);
+            }
+        }
+    }
+
+    /// Writes a dirty local copy to the backend, keeping it local and clean.
+    pub(crate) fn flush(&self, slot: &Slot) -> Result<()> {
+        let Some(w) = Self::lock_word(slot, |w| {
+            w & PRESENT != 0 && (w & DIRTY != 0 || w & REMOTE == 0)
+        }) else {
+            return Ok(());
+        };
+        let len = slot.len();
+        // SAFETY: we hold BUSY so the copy stays put; the caller holds the box shared, so nobody
+        // holds a mutable reference into it.
+        let bytes = unsafe { std::slice::from_raw_parts(addr(w) as *const u8, len) };
+        match self.backend.put(slot.id(), bytes) {
+            Ok(()) => {
+                slot.word
+                    .store((w & !DIRTY) | REMOTE, Ordering::Release);
+                self.counters
+                    .with(|c| Counters::bump(&c.bytes_written_back, len as u64));
+                Ok(())
+            }
+            Err(e) => {
+                slot.word.store(w, Ordering::Release);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Drops the local copy so the next dereference fetches the far copy.
+    pub(crate) fn invalidate(&self, slot: &Slot) -> Result<()> {
+        let mut no_far = false;
+        let Some(w) = Self::lock_word(slot, |w| {
+            no_far = w & REMOTE == 0;
+            w & PRESENT != 0 && !no_far
+        }) else {
+            return if no_far { Err(Error::NoFarCopy) } else { Ok(()) };
+        };
+        if w & LARGE != 0 {
+            // SAFETY: the caller holds the box exclusively, so no reference into the dedicated
+            // allocation exists, and we hold BUSY so nobody else reaches it.
+            unsafe { self.heap.free_large(addr(w), slot.len()) };
+        }
+        slot.word.store(REMOTE, Ordering::Release);
+        Ok(())
+    }
+
+    /// Frees an object: its local copy, its far copy (batched) and its slot.
+    pub(crate) fn free_object(&self, idx: u32) {
+        let Some(slot) = self.slots.get(idx) else {
+            return;
+        };
+        let mut spins = 0;
+        let w = loop {
+            let w = slot.word.load(Ordering::Acquire);
+            if w & BUSY != 0 {
+                backoff(&mut spins);
+                continue;
+            }
+            if slot
+                .word
+                .compare_exchange(w, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                break w;
+            }
+        };
+        if w & PRESENT != 0 && w & LARGE != 0 {
+            // SAFETY: the owner is dropping the box, so no reference exists, and the word no
+            // longer points at the allocation, so the evacuator will not touch it.
+            unsafe { self.heap.free_large(addr(w), slot.len()) };
+        }
+        if w & REMOTE != 0 {
+            self.queue_free(slot.id());
+        }
+        self.slots.release(idx);
+    }
+
+    /// Fetches every listed non-local object in one `get_many`; returns how many it fetched.
+    pub(crate) fn prefetch(&self, idxs: &[u32]) -> Result<usize> {
+        let mut claimed: Vec<(&Slot, u64, u32)> = Vec::new();
+        for &i in idxs {
+            let Some(slot) = self.slots.get(i) else { continue };
+            let w = slot.word.load(Ordering::Acquire);
+            if w & (PRESENT | BUSY) != 0 || w & REMOTE == 0 {
+                continue;
+            }
+            if slot
+                .word
+                .compare_exchange(w, w | BUSY, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                claimed.push((slot, w, i));
+            }
+        }
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let mut allocs = Vec::with_capacity(claimed.len());
+        for &(slot, _, i) in &claimed {
+            match self.alloc_space(self.mutator_lane(), i, slot.len()) {
+                Ok(a) => allocs.push(a),
+                Err(e) => {
+                    self.undo_claims(&claimed, allocs);
+                    return Err(e);
+                }
+            }
+        }
+        let ids: Vec<u64> = claimed.iter().map(|(s, _, _)| s.id()).collect();
+        let data = match self.backend.get_many(&ids) {
+            Ok(d) if d.len() == ids.len() => d,
+            Ok(d) => {
+                self.undo_claims(&claimed, allocs);
+                return Err(Error::Backend(crate::BackendError::Protocol(format!(
+                    "get_many returned {} objects for {} ids",
+                    d.len(),
+                    ids.len()
+                ))));
+            }
+            Err(e) => {
+                self.undo_claims(&claimed, allocs);
+                return Err(e.into());
+            }
+        };
+        let mut fetched = 0;
+        let mut bytes = 0;
+        let mut bad = None;
+        for ((&(slot, w, _), a), d) in claimed.iter().zip(allocs).zip(data) {
+            if d.len() != a.len {
+                bad = Some(Error::Backend(crate::BackendError::SizeMismatch {
+                    id: slot.id(),
+                    expected: a.len as u64,
+                    actual: d.len() as u64,
+                }));
+                slot.word.store(w, Ordering::Release);
+                self.heap.abandon(a);
+                continue;
+            }
+            let at = a.ptr.as_ptr() as usize;
+            // SAFETY: `d` is a separate buffer of `a.len` bytes; `a` is our unpublished allocation.
+            unsafe { copy(d.as_ptr() as usize, at, a.len) };
+            let new = PRESENT | REMOTE | large_bit(&a) | at as u64;
+            slot.word.store(new, Ordering::Release);
+            self.heap.publish(a);
+            fetched += 1;
+            bytes += d.len() as u64;
+        }
+        self.counters.with(|c| {
+            Counters::bump(&c.prefetched, fetched as u64);
+            Counters::bump(&c.bytes_fetched, bytes);
+        });
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(fetched),
+        }
+    }
+
+    fn undo_claims(&self, claimed: &[(&Slot, u64, u32)], allocs: Vec<Allocation>) {
+        for a in allocs {
+            self.heap.abandon(a);
+        }
+        for &(slot, w, _) in claimed {
+            slot.word.store(w, Ordering::Release);
+        }
+    }
+}
