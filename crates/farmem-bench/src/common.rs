@@ -21,7 +21,11 @@ impl TargetServer {
     ///
     /// When `pin_cpu` is given, the server's threads run on that CPU (they inherit the
     /// affinity of the thread that starts them); the calling thread is left unpinned.
-    pub fn start(external: Option<&str>, capacity: u64, pin_cpu: Option<usize>) -> anyhow::Result<Self> {
+    pub fn start(
+        external: Option<&str>,
+        capacity: u64,
+        pin_cpu: Option<usize>,
+    ) -> anyhow::Result<Self> {
         if let Some(a) = external {
             return Ok(Self {
                 addr: a.to_string(),
@@ -44,11 +48,6 @@ impl TargetServer {
     pub fn is_local(&self) -> bool {
         self.handle.is_some()
     }
-
-    /// Stats of the local server (None for an external one).
-    pub fn local_stats(&self) -> Option<farmem_server::ServerStats> {
-        self.handle.as_ref().map(ServerHandle::stats)
-    }
 }
 
 /// Number of CPUs this process may run on.
@@ -65,19 +64,6 @@ pub fn pin_to_cpu(cpu: usize) -> bool {
         libc::CPU_ZERO(&mut set);
         libc::CPU_SET(cpu % libc::CPU_SETSIZE as usize, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    }
-}
-
-/// Lets the calling thread run on every CPU again.
-pub fn unpin() {
-    // SAFETY: as in `pin_to_cpu`.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_ZERO(&mut set);
-        for c in 0..cpus().min(libc::CPU_SETSIZE as usize) {
-            libc::CPU_SET(c, &mut set);
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
 

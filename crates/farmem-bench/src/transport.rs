@@ -44,6 +44,9 @@ pub struct Args {
     /// configuration.
     #[arg(long)]
     pub matrix: bool,
+    /// Objects stored when measuring the server's memory overhead per object (0 = skip).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub overhead_objects: u64,
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -52,7 +55,11 @@ pub struct Args {
 /// Runs the benchmark.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let pin = !args.no_pin && common::cpus() >= 2;
-    let (client_cpu, server_cpu) = if pin { (Some(0), Some(1)) } else { (None, None) };
+    let (client_cpu, server_cpu) = if pin {
+        (Some(0), Some(1))
+    } else {
+        (None, None)
+    };
     let server = TargetServer::start(args.server.as_deref(), u64::MAX, server_cpu)?;
     let configs = if args.matrix {
         vec![(64, 1), (64, 16), (4096, 32)]
@@ -63,10 +70,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "transport: server {}{}, {} client thread(s), bare bulk loopback TCP {}",
         server.addr,
-        if server.is_local() { " (started here)" } else { "" },
+        if server.is_local() {
+            " (started here)"
+        } else {
+            ""
+        },
         args.threads,
         common::human_rate(bulk)
     );
+    let overhead = if args.overhead_objects > 0 {
+        let o = server_overhead(args.overhead_objects, 64)?;
+        println!(
+            "  server memory overhead: {o:.1} bytes/object beyond the payload \
+             ({} objects of 64 B, RSS delta of the server's storage engine)",
+            args.overhead_objects
+        );
+        Some(o)
+    } else {
+        None
+    };
     let mut results = Vec::new();
     for (size, depth) in configs {
         let a = Args {
@@ -74,7 +96,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             depth,
             ..args.clone()
         };
-        let r = run_one(&a, &server, bulk, client_cpu, server_cpu)?;
+        let mut r = run_one(&a, &server, bulk, client_cpu, server_cpu)?;
+        r["server_overhead_bytes_per_object"] = json!(overhead);
         results.push(r);
     }
     if let Some(path) = &args.json {
@@ -87,6 +110,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Resident memory of this process in bytes.
+fn rss_bytes() -> anyhow::Result<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").context("reading /proc/self/statm")?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .context("parsing /proc/self/statm")?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Ok(pages * u64::try_from(page).unwrap_or(4096))
+}
+
+/// Memory the server's storage engine uses per object beyond the payload: RSS growth while
+/// `n` objects of `size` bytes are stored in one session namespace, minus the payload.
+fn server_overhead(n: u64, size: usize) -> anyhow::Result<f64> {
+    use farmem_server::store::{Budget, Namespace};
+    let ns = Namespace::new(Arc::new(Budget::new(u64::MAX)), 1 << 20);
+    let data = vec![1u8; size];
+    let before = rss_bytes()?;
+    for id in 0..n {
+        ns.put(id.wrapping_mul(0x9E37_79B9_7F4A_7C15), &data)?;
+    }
+    let after = rss_bytes()?;
+    anyhow::ensure!(ns.len() == n, "objects lost while measuring overhead");
+    drop(ns);
+    Ok((after.saturating_sub(before) as f64 - (n as usize * size) as f64) / n as f64)
 }
 
 struct Phase {
@@ -102,7 +154,10 @@ fn run_one(
     client_cpu: Option<usize>,
     server_cpu: Option<usize>,
 ) -> anyhow::Result<serde_json::Value> {
-    anyhow::ensure!(a.size > 0 && a.depth > 0 && a.threads > 0, "size, depth and threads must be positive");
+    anyhow::ensure!(
+        a.size > 0 && a.depth > 0 && a.threads > 0,
+        "size, depth and threads must be positive"
+    );
     let rtt = common::tcp_rtt(a.size, 20_000, server_cpu, client_cpu)?;
     let mut cfg = TcpConfig::new([server.addr.clone()]).connections_per_server(a.threads);
     if let Some(t) = &a.token {
@@ -191,7 +246,11 @@ fn phase(
     }
     Ok(Phase {
         ops,
-        secs: t0.elapsed().as_secs_f64().min(duration.as_secs_f64() * 1.05).max(1e-9),
+        secs: t0
+            .elapsed()
+            .as_secs_f64()
+            .min(duration.as_secs_f64() * 1.05)
+            .max(1e-9),
         latencies_ns,
     })
 }
@@ -214,7 +273,7 @@ fn worker(
     let mut buf = vec![0u8; size];
     let mut stopping = false;
     loop {
-        stopping = stopping || (ops % 64 == 0 && t0.elapsed() >= duration);
+        stopping = stopping || (ops.is_multiple_of(64) && t0.elapsed() >= duration);
         if !stopping {
             while inflight.len() < depth {
                 let id = next;

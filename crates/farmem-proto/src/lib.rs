@@ -25,10 +25,10 @@ mod request;
 mod response;
 
 pub use frame::{
-    DEFAULT_MAX_FRAME, FLAG_ERROR, Frame, FrameError, HEADER_LEN, Header, begin_frame,
-    MAX_FRAME_BODY, decode_frame, finish_frame,
+    DEFAULT_MAX_FRAME, FLAG_ERROR, Frame, FrameError, HEADER_LEN, Header, MAX_FRAME_BODY,
+    begin_frame, decode_frame, finish_frame,
 };
-pub use request::{body, EditIter, IdList, Op, PatchList, PutList, Request, encode_request};
+pub use request::{EditIter, IdList, Op, PatchList, PutList, Request, body, encode_request};
 pub use response::{
     DataList, ErrorCode, ErrorInfo, HelloInfo, MISSING, Response, ServerStats, encode_error,
 };

@@ -461,8 +461,11 @@ pub mod body {
         }
     }
 
+    /// One object's edits: its id and `(offset, bytes)` pairs.
+    pub type PatchItem<'a> = (u64, &'a [(u32, &'a [u8])]);
+
     /// Appends a patch body: per object its id and `(offset, bytes)` edits.
-    pub fn patch(out: &mut Vec<u8>, items: &[(u64, &[(u32, &[u8])])]) {
+    pub fn patch(out: &mut Vec<u8>, items: &[PatchItem<'_>]) {
         out.extend_from_slice(&(items.len() as u32).to_le_bytes());
         for (id, edits) in items {
             out.extend_from_slice(&id.to_le_bytes());

@@ -8,6 +8,9 @@ use proptest::prelude::*;
 
 const LIMIT: u32 = 1 << 24;
 
+/// One object's owned edits.
+type OwnedPatch = (u64, Vec<(u32, Vec<u8>)>);
+
 #[derive(Clone, Debug, PartialEq)]
 enum Req {
     Hello(u16, u64, Vec<u8>),
@@ -15,7 +18,7 @@ enum Req {
     Get(u64),
     GetMany(Vec<u64>),
     PutMany(Vec<(u64, Vec<u8>)>),
-    Patch(Vec<(u64, Vec<(u32, Vec<u8>)>)>),
+    Patch(Vec<OwnedPatch>),
     Free(Vec<u64>),
     Stats,
     Compute(u64, u16, Vec<u8>),
@@ -33,7 +36,10 @@ fn req() -> impl Strategy<Value = Req> {
         prop::collection::vec(any::<u64>(), 0..50).prop_map(Req::GetMany),
         prop::collection::vec((any::<u64>(), bytes(50)), 0..20).prop_map(Req::PutMany),
         prop::collection::vec(
-            (any::<u64>(), prop::collection::vec((any::<u32>(), bytes(20)), 0..5)),
+            (
+                any::<u64>(),
+                prop::collection::vec((any::<u32>(), bytes(20)), 0..5)
+            ),
             0..10
         )
         .prop_map(Req::Patch),
@@ -66,7 +72,11 @@ fn encode(r: &Req, rid: u64, out: &mut Vec<u8>) {
             out,
         ),
         Req::GetMany(ids) | Req::Free(ids) => {
-            let op = if matches!(r, Req::GetMany(_)) { Op::GetMany } else { Op::Free };
+            let op = if matches!(r, Req::GetMany(_)) {
+                Op::GetMany
+            } else {
+                Op::Free
+            };
             let s = begin_frame(out, op as u16, 0, rid);
             body::ids(out, ids);
             finish_frame(out, s);
@@ -83,7 +93,7 @@ fn encode(r: &Req, rid: u64, out: &mut Vec<u8>) {
                 .iter()
                 .map(|(_, e)| e.iter().map(|(o, b)| (*o, b.as_slice())).collect())
                 .collect();
-            let v: Vec<(u64, &[(u32, &[u8])])> = items
+            let v: Vec<body::PatchItem<'_>> = items
                 .iter()
                 .zip(&edits)
                 .map(|((id, _), e)| (*id, e.as_slice()))
@@ -105,7 +115,9 @@ fn owned(r: Request<'_>) -> Req {
         Request::Get { id } => Req::Get(id),
         Request::GetMany { ids } => Req::GetMany(ids.iter().collect()),
         Request::Free { ids } => Req::Free(ids.iter().collect()),
-        Request::PutMany { items } => Req::PutMany(items.iter().map(|(i, d)| (i, d.to_vec())).collect()),
+        Request::PutMany { items } => {
+            Req::PutMany(items.iter().map(|(i, d)| (i, d.to_vec())).collect())
+        }
         Request::Patch { items } => Req::Patch(
             items
                 .iter()
@@ -128,7 +140,12 @@ enum Resp {
 }
 
 fn resp() -> impl Strategy<Value = Resp> {
-    let done_op = prop_oneof![Just(Op::Put), Just(Op::PutMany), Just(Op::Patch), Just(Op::Free)];
+    let done_op = prop_oneof![
+        Just(Op::Put),
+        Just(Op::PutMany),
+        Just(Op::Patch),
+        Just(Op::Free)
+    ];
     let data_op = prop_oneof![Just(Op::Get), Just(Op::Compute)];
     let any_op = (1u16..=9).prop_map(|c| Op::from_code(c).unwrap());
     prop_oneof![
@@ -154,7 +171,12 @@ fn resp() -> impl Strategy<Value = Resp> {
             sessions: f[7],
             connections: f[8],
         })),
-        (any_op, any::<u16>(), prop::array::uniform3(any::<u64>()), ".{0,30}")
+        (
+            any_op,
+            any::<u16>(),
+            prop::array::uniform3(any::<u64>()),
+            ".{0,30}"
+        )
             .prop_map(|(o, c, d, m)| Resp::Error(o, c, d, m)),
     ]
 }

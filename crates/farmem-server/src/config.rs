@@ -117,7 +117,14 @@ mod tests {
         assert_eq!(parse_size("1.5k").unwrap(), 1536);
         assert_eq!(parse_size("10GB").unwrap(), 10_000_000_000);
         assert_eq!(parse_size("123").unwrap(), 123);
-        for bad in ["", "GiB", "-1G", "1.2.3M", "99999999999999999999T", "5 apples"] {
+        for bad in [
+            "",
+            "GiB",
+            "-1G",
+            "1.2.3M",
+            "99999999999999999999T",
+            "5 apples",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
     }

@@ -6,8 +6,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
 use farmem_proto::{
-    DataList, ErrorCode, HEADER_LEN, HelloInfo, Header, MAX_FRAME_BODY, Op, Request,
-    Response, ServerStats, VERSION, begin_frame, decode_frame, encode_error, finish_frame,
+    DataList, ErrorCode, HEADER_LEN, Header, HelloInfo, MAX_FRAME_BODY, Op, Request, Response,
+    ServerStats, VERSION, begin_frame, decode_frame, encode_error, finish_frame,
 };
 
 use crate::agent::{self, AgentError};
@@ -26,6 +26,8 @@ enum Close {
     Io(io::Error),
     /// The peer broke the protocol or was refused; the reason was sent to it.
     Refused(String),
+    /// The server is shutting down.
+    Shutdown,
 }
 
 impl From<io::Error> for Close {
@@ -43,6 +45,7 @@ pub(crate) fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
     match outcome {
         Close::Eof => tracing::debug!(%peer, "client closed the connection"),
         Close::Io(e) => tracing::debug!(%peer, error = %e, "connection ended"),
+        Close::Shutdown => tracing::debug!(%peer, "closed at server shutdown"),
         Close::Refused(reason) => {
             tracing::warn!(%peer, %reason, "closing connection");
             let _ = stream.write_all(&wbuf);
@@ -97,7 +100,7 @@ fn run(
             }
         }
         if shared.is_shutting_down() {
-            return Close::Refused("server shutting down".into());
+            return Close::Shutdown;
         }
         // Keep the partial frame at the front; make room for all of it.
         if start == end {
@@ -112,12 +115,12 @@ fn run(
             end -= start;
             start = 0;
         }
-        if end >= HEADER_LEN {
-            if let Ok(h) = Header::parse(&rbuf[..end], limits.max_frame) {
-                let need = HEADER_LEN + h.body_len as usize;
-                if need > rbuf.len() {
-                    rbuf.resize(need, 0);
-                }
+        if end >= HEADER_LEN
+            && let Ok(h) = Header::parse(&rbuf[..end], limits.max_frame)
+        {
+            let need = HEADER_LEN + h.body_len as usize;
+            if need > rbuf.len() {
+                rbuf.resize(need, 0);
             }
         }
         match stream.read(&mut rbuf[end..]) {
@@ -191,16 +194,31 @@ fn hello(
 ) -> Result<(), Close> {
     let op = Op::Hello;
     if session.is_some() {
-        return Err(refuse(wbuf, op, req_id, ErrorCode::Malformed, 0, "second hello"));
+        return Err(refuse(
+            wbuf,
+            op,
+            req_id,
+            ErrorCode::Malformed,
+            0,
+            "second hello",
+        ));
     }
-    if let Some(expected) = &shared.config.token {
-        if !tokens_equal(expected, token) {
-            return Err(refuse(wbuf, op, req_id, ErrorCode::AuthRefused, 0, "authentication refused"));
-        }
+    if let Some(expected) = &shared.config.token
+        && !tokens_equal(expected, token)
+    {
+        let msg = "authentication refused";
+        return Err(refuse(wbuf, op, req_id, ErrorCode::AuthRefused, 0, msg));
     }
     if version != VERSION {
         let msg = format!("server speaks protocol version {VERSION}, client {version}");
-        return Err(refuse(wbuf, op, req_id, ErrorCode::VersionMismatch, VERSION.into(), &msg));
+        return Err(refuse(
+            wbuf,
+            op,
+            req_id,
+            ErrorCode::VersionMismatch,
+            VERSION.into(),
+            &msg,
+        ));
     }
     let s = if key == 0 {
         shared.new_session()
@@ -208,7 +226,14 @@ fn hello(
         match shared.join(key) {
             Some(s) => s,
             None => {
-                return Err(refuse(wbuf, op, req_id, ErrorCode::Refused, 0, "unknown session key"));
+                return Err(refuse(
+                    wbuf,
+                    op,
+                    req_id,
+                    ErrorCode::Refused,
+                    0,
+                    "unknown session key",
+                ));
             }
         }
     };
@@ -250,7 +275,14 @@ fn handle(
         return hello(shared, session, rid, version, key, token, wbuf);
     }
     let Some(s) = session.as_deref() else {
-        return Err(refuse(wbuf, op, rid, ErrorCode::HelloRequired, 0, "hello required first"));
+        return Err(refuse(
+            wbuf,
+            op,
+            rid,
+            ErrorCode::HelloRequired,
+            0,
+            "hello required first",
+        ));
     };
     let ns = &s.ns;
     match req {

@@ -64,7 +64,10 @@ fn basic_operations_round_trip() {
     for ((_, want), got) in items.iter().zip(&got) {
         assert_eq!(want, got);
     }
-    assert!(matches!(b.get_many(&[10, 999]), Err(BackendError::NotFound(999))));
+    assert!(matches!(
+        b.get_many(&[10, 999]),
+        Err(BackendError::NotFound(999))
+    ));
     b.patch_many(&[(10, &[(0, &[7u8; 3][..])]), (11, &[(10, &[9u8][..])])])
         .unwrap();
     assert_eq!(&b.get(10).unwrap()[..3], &[7, 7, 7]);
@@ -73,7 +76,10 @@ fn basic_operations_round_trip() {
         b.patch(10, &[(9, &[1, 2])]),
         Err(BackendError::SizeMismatch { .. })
     ));
-    assert!(matches!(b.patch(5, &[(0, &[1])]), Err(BackendError::NotFound(5))));
+    assert!(matches!(
+        b.patch(5, &[(0, &[1])]),
+        Err(BackendError::NotFound(5))
+    ));
     let st = b.stats().unwrap();
     assert_eq!(st.objects, 101);
     b.free(&ids).unwrap();
@@ -232,13 +238,21 @@ fn auth_required_and_refused() {
     })
     .unwrap();
     let no = TcpBackend::connect(TcpConfig::new([s.addr()]));
-    assert!(matches!(no, Err(BackendError::AuthRefused { .. })), "{:?}", no.err());
+    assert!(
+        matches!(no, Err(BackendError::AuthRefused { .. })),
+        "{:?}",
+        no.err()
+    );
     let wrong = TcpBackend::connect(TcpConfig::new([s.addr()]).token("sesamE"));
     assert!(matches!(wrong, Err(BackendError::AuthRefused { .. })));
     // A raw client that skips the hello is refused and nothing it sends is acted on.
     let mut raw = TcpStream::connect(s.addr()).unwrap();
     let mut buf = Vec::new();
-    farmem_proto::encode_request(&mut buf, 1, &farmem_proto::Request::Put { id: 1, data: b"x" });
+    farmem_proto::encode_request(
+        &mut buf,
+        1,
+        &farmem_proto::Request::Put { id: 1, data: b"x" },
+    );
     raw.write_all(&buf).unwrap();
     let mut sink = Vec::new();
     let _ = raw.read_to_end(&mut sink);
@@ -293,7 +307,11 @@ fn dead_server_gives_typed_errors_without_hanging() {
     assert!(matches!(b.get(1), Err(BackendError::Disconnected { .. })));
     assert!(t0.elapsed() < Duration::from_secs(1));
     let r = TcpBackend::connect(TcpConfig::new([addr]).timeout(Duration::from_secs(2)));
-    assert!(matches!(r, Err(BackendError::Unreachable { .. })), "{:?}", r.err());
+    assert!(
+        matches!(r, Err(BackendError::Unreachable { .. })),
+        "{:?}",
+        r.err()
+    );
 }
 
 #[test]
@@ -322,7 +340,11 @@ fn timeout_is_typed() {
     let hold = std::thread::spawn(move || l.accept().map(|(s, _)| s));
     let t0 = Instant::now();
     let r = TcpBackend::connect(TcpConfig::new([addr]).timeout(Duration::from_millis(300)));
-    assert!(matches!(r, Err(BackendError::Timeout { .. })), "{:?}", r.err());
+    assert!(
+        matches!(r, Err(BackendError::Timeout { .. })),
+        "{:?}",
+        r.err()
+    );
     assert!(t0.elapsed() < Duration::from_secs(5));
     drop(hold.join());
 }

@@ -17,6 +17,7 @@
 
 mod budget;
 mod namespace;
+mod slab;
 
 pub use budget::Budget;
 pub use namespace::{Namespace, OBJECT_OVERHEAD};

@@ -1,36 +1,18 @@
 //! One client's objects.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use super::slab::Slabs;
 use super::{Budget, StoreError};
 
-/// Bytes charged per object beyond its payload (index entry and allocation header).
+/// Bytes charged per object beyond its payload. The engine's real cost is below this (slot
+/// header 12 bytes, rounding to 8, ~6-9 bytes of index; see `farmem-bench transport`).
 pub const OBJECT_OVERHEAD: u64 = 32;
 
-const SHARDS: usize = 32;
-
-/// Mixes a client-chosen id into a well-spread hash (ids are often sequential).
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, id: u64) {
-        self.0 = mix(id);
-    }
-}
+const SHARDS: usize = 64;
 
 /// A fixed 64-bit mix (splitmix64 finaliser).
 pub(crate) fn mix(mut x: u64) -> u64 {
@@ -41,7 +23,7 @@ pub(crate) fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-type Shard = HashMap<u64, Box<[u8]>, BuildHasherDefault<IdHasher>>;
+type Shard = Slabs;
 
 /// The objects of one session, charged against a shared [`Budget`].
 ///
@@ -80,8 +62,9 @@ impl Namespace {
         }
     }
 
-    fn shard(&self, id: u64) -> &Mutex<Shard> {
-        &self.shards[(mix(id) >> 59) as usize % SHARDS]
+    fn shard(&self, id: u64) -> (&Mutex<Shard>, u64) {
+        let h = mix(id);
+        (&self.shards[(h >> 58) as usize % SHARDS], h)
     }
 
     /// The budget this namespace charges.
@@ -120,16 +103,19 @@ impl Namespace {
                 limit: self.max_object,
             });
         }
-        let mut shard = self.shard(id).lock();
-        let old = shard.get(&id).map(|o| cost(o.len()));
+        let (shard, h) = self.shard(id);
+        let mut shard = shard.lock();
+        let old = shard.get(h, id).map(|o| cost(o.len()));
         self.budget.exchange(cost(data.len()), old.unwrap_or(0))?;
-        self.charged(cost(data.len()), old.unwrap_or(0));
-        match shard.get_mut(&id) {
-            Some(slot) if slot.len() == data.len() => slot.copy_from_slice(data),
-            _ => {
-                shard.insert(id, data.into());
-            }
+        if shard.put(h, id, data, mix).is_err() {
+            // This shard has no slot left for this size class: undo the charge.
+            let _ = self.budget.exchange(old.unwrap_or(0), cost(data.len()));
+            return Err(StoreError::OutOfCapacity {
+                needed: cost(data.len()),
+                available: 0,
+            });
         }
+        self.charged(cost(data.len()), old.unwrap_or(0));
         drop(shard);
         if old.is_none() {
             self.objects.fetch_add(1, Ordering::Relaxed);
@@ -146,8 +132,9 @@ impl Namespace {
     /// # Errors
     /// [`StoreError::NotFound`].
     pub fn get_with<R>(&self, id: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R, StoreError> {
-        let shard = self.shard(id).lock();
-        let obj = shard.get(&id).ok_or(StoreError::NotFound(id))?;
+        let (shard, h) = self.shard(id);
+        let shard = shard.lock();
+        let obj = shard.get(h, id).ok_or(StoreError::NotFound(id))?;
         Ok(f(obj))
     }
 
@@ -168,8 +155,9 @@ impl Namespace {
     where
         I: Iterator<Item = (u32, &'e [u8])> + Clone,
     {
-        let mut shard = self.shard(id).lock();
-        let obj = shard.get_mut(&id).ok_or(StoreError::NotFound(id))?;
+        let (shard, h) = self.shard(id);
+        let mut shard = shard.lock();
+        let obj = shard.get_mut(h, id).ok_or(StoreError::NotFound(id))?;
         for (off, bytes) in edits.clone() {
             let end = u64::from(off) + bytes.len() as u64;
             if end > obj.len() as u64 {
@@ -194,11 +182,11 @@ impl Namespace {
 
     /// Frees object `id`; returns whether it existed.
     pub fn free(&self, id: u64) -> bool {
-        let old = self.shard(id).lock().remove(&id);
+        let (shard, h) = self.shard(id);
+        let old = shard.lock().remove(h, id);
         match old {
-            Some(o) => {
-                let c = cost(o.len());
-                drop(o);
+            Some(len) => {
+                let c = cost(len);
                 self.charged(0, c);
                 self.budget.release(c);
                 self.objects.fetch_sub(1, Ordering::Relaxed);
@@ -256,7 +244,10 @@ mod tests {
         ns.put(3, &[3; 100]).unwrap();
         assert_eq!(b.used(), 2 * cost(100));
         assert_eq!(b.objects(), 2);
-        assert!(matches!(ns.put(9, &[0; 1001]), Err(StoreError::TooLarge { .. })));
+        assert!(matches!(
+            ns.put(9, &[0; 1001]),
+            Err(StoreError::TooLarge { .. })
+        ));
         drop(ns);
         assert_eq!((b.used(), b.objects()), (0, 0));
     }
@@ -271,7 +262,8 @@ mod tests {
             Err(StoreError::SizeMismatch { .. })
         ));
         assert_eq!(ns.get_with(1, |d| d[0]).unwrap(), 0);
-        ns.patch(1, [(8u32, &[7u8; 8][..])].iter().copied()).unwrap();
+        ns.patch(1, [(8u32, &[7u8; 8][..])].iter().copied())
+            .unwrap();
         assert_eq!(ns.get_with(1, |d| d[8..].to_vec()).unwrap(), vec![7; 8]);
         assert_eq!(ns.budget().bytes_written(), 24);
     }

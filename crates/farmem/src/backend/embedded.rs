@@ -32,7 +32,9 @@ impl Default for EmbeddedStore {
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore").field("ns", &self.ns).finish()
+        f.debug_struct("EmbeddedStore")
+            .field("ns", &self.ns)
+            .finish()
     }
 }
 

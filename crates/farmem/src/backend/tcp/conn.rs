@@ -13,7 +13,7 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use farmem_proto::{
-    ErrorCode, ErrorInfo, HEADER_LEN, HelloInfo, Header, MAX_FRAME_BODY, Op, Request, Response,
+    ErrorCode, ErrorInfo, HEADER_LEN, Header, HelloInfo, MAX_FRAME_BODY, Op, Request, Response,
     ServerStats, VERSION, begin_frame, decode_frame, finish_frame,
 };
 use parking_lot::Mutex;
@@ -124,7 +124,11 @@ pub(crate) fn error_from(addr: &str, e: &ErrorInfo<'_>) -> BackendError {
     }
 }
 
-fn decode_reply(addr: &str, h: &Header, body: &[u8]) -> Result<Result<Reply, BackendError>, String> {
+fn decode_reply(
+    addr: &str,
+    h: &Header,
+    body: &[u8],
+) -> Result<Result<Reply, BackendError>, String> {
     let resp = Response::decode(h.op, h.flags, body).map_err(|e| e.to_string())?;
     Ok(match resp {
         Response::Done => Ok(Reply::Done),
@@ -390,10 +394,10 @@ impl Connection {
             if let Some(reason) = &st.dead {
                 return Err(self.gone(reason));
             }
-            if let SlotState::Pending(w) = &mut st.slots[p.slot as usize].state {
-                if w.is_none() {
-                    *w = Some(std::thread::current());
-                }
+            if let SlotState::Pending(w) = &mut st.slots[p.slot as usize].state
+                && w.is_none()
+            {
+                *w = Some(std::thread::current());
             }
             // Registered on every park: the leader wakes one follower to take over when done.
             st.followers.push(p.slot);
@@ -446,7 +450,9 @@ impl Connection {
             {
                 let st = self.state.lock();
                 let s = &st.slots[p.slot as usize];
-                if st.dead.is_some() || s.epoch != p.epoch || !matches!(s.state, SlotState::Pending(_))
+                if st.dead.is_some()
+                    || s.epoch != p.epoch
+                    || !matches!(s.state, SlotState::Pending(_))
                 {
                     break Led::Settled;
                 }
@@ -464,12 +470,12 @@ impl Connection {
                 r.end -= r.start;
                 r.start = 0;
             }
-            if r.end - r.start >= HEADER_LEN {
-                if let Ok(h) = Header::parse(&r.buf[r.start..r.end], MAX_FRAME_BODY) {
-                    let need = r.start + HEADER_LEN + h.body_len as usize;
-                    if need > r.buf.len() {
-                        r.buf.resize(need, 0);
-                    }
+            if r.end - r.start >= HEADER_LEN
+                && let Ok(h) = Header::parse(&r.buf[r.start..r.end], MAX_FRAME_BODY)
+            {
+                let need = r.start + HEADER_LEN + h.body_len as usize;
+                if need > r.buf.len() {
+                    r.buf.resize(need, 0);
                 }
             }
             match (&self.stream).read(&mut r.buf[r.end..]) {

@@ -415,7 +415,9 @@ impl Backend for TcpBackend {
             };
             let idx = &groups[server][range];
             if items.len() != idx.len() {
-                return Err(BackendError::Protocol("get_many answer of wrong length".into()));
+                return Err(BackendError::Protocol(
+                    "get_many answer of wrong length".into(),
+                ));
             }
             for (&i, item) in idx.iter().zip(items) {
                 out[i] = item;
@@ -455,9 +457,8 @@ impl Backend for TcpBackend {
     fn patch_many(&self, items: &[(ObjectId, &[Edit<'_>])]) -> Result<(), BackendError> {
         let groups = self.by_server(items, |it| it.0);
         let max = BATCH_BYTES.min(self.conn(0).max_frame as usize / 2);
-        let size = |i: usize| -> usize {
-            12 + items[i].1.iter().map(|(_, b)| 8 + b.len()).sum::<usize>()
-        };
+        let size =
+            |i: usize| -> usize { 12 + items[i].1.iter().map(|(_, b)| 8 + b.len()).sum::<usize>() };
         for i in 0..items.len() {
             self.check_size(self.conn(0), size(i))?;
         }
@@ -466,7 +467,7 @@ impl Backend for TcpBackend {
             Op::Patch,
             |g| cut(g, usize::MAX, max, size),
             |idx, b| {
-                let v: Vec<(u64, &[(u32, &[u8])])> = idx.iter().map(|&i| items[i]).collect();
+                let v: Vec<body::PatchItem<'_>> = idx.iter().map(|&i| items[i]).collect();
                 body::patch(b, &v);
             },
         )
@@ -525,7 +526,10 @@ mod tests {
     fn cutting_batches() {
         let g: Vec<usize> = (0..10).collect();
         assert_eq!(cut(&g, 4, usize::MAX, |_| 0), vec![0..4, 4..8, 8..10]);
-        assert_eq!(cut(&g, 100, 25, |_| 10), vec![0..2, 2..4, 4..6, 6..8, 8..10]);
+        assert_eq!(
+            cut(&g, 100, 25, |_| 10),
+            vec![0..2, 2..4, 4..6, 6..8, 8..10]
+        );
         assert_eq!(cut(&g[..1], 100, 5, |_| 10), vec![0..1]);
         assert!(cut(&[], 1, 1, |_| 0).is_empty());
     }
