@@ -71,9 +71,11 @@ struct Shard<K, V> {
     protected: VecDeque<(K, u64)>,
     n_protected: usize,
     next_stamp: u64,
-    /// Bumped whenever the server copy of a key in this shard changes, so a lookup that raced
-    /// with the change does not cache a stale value.
-    version: u64,
+    /// Lookups of this shard's keys on their way to the server.
+    inflight: usize,
+    /// Keys whose server copy changed while lookups were in flight: such a lookup's answer may
+    /// be stale and is returned but not cached. Cleared when no lookup is in flight.
+    changed: std::collections::HashSet<K>,
 }
 
 impl<K: Hash + Eq + Copy, V: Copy> Shard<K, V> {
@@ -84,7 +86,8 @@ impl<K: Hash + Eq + Copy, V: Copy> Shard<K, V> {
             protected: VecDeque::new(),
             n_protected: 0,
             next_stamp: 0,
-            version: 0,
+            inflight: 0,
+            changed: std::collections::HashSet::new(),
         }
     }
 
@@ -131,12 +134,23 @@ impl<K: Hash + Eq + Copy, V: Copy> Shard<K, V> {
                 break;
             };
             let stamp = self.stamp();
-            if let Some(d) = self.map.get_mut(&dk).filter(|d| d.protected && d.stamp == ds) {
+            if let Some(d) = self
+                .map
+                .get_mut(&dk)
+                .filter(|d| d.protected && d.stamp == ds)
+            {
                 d.protected = false;
                 d.stamp = stamp;
                 self.n_protected -= 1;
                 self.probation.push_back((dk, stamp));
             }
+        }
+    }
+
+    /// Notes that the server copy of `k` is changing.
+    fn changed_remotely(&mut self, k: K) {
+        if self.inflight > 0 {
+            self.changed.insert(k);
         }
     }
 
@@ -152,7 +166,11 @@ impl<K: Hash + Eq + Copy, V: Copy> Shard<K, V> {
     /// Picks and removes one victim: probation first, then protected with second chance.
     fn evict_one(&mut self) -> Option<(K, Entry<V>)> {
         while let Some((k, s)) = self.probation.pop_front() {
-            if self.map.get(&k).is_some_and(|e| !e.protected && e.stamp == s) {
+            if self
+                .map
+                .get(&k)
+                .is_some_and(|e| !e.protected && e.stamp == s)
+            {
                 return self.forget(&k).map(|e| (k, e));
             }
         }
@@ -229,7 +247,9 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     /// [`ContainerError::Invalid`] for zero shards or a protected fraction outside `0..=1`.
     pub fn new(rt: &Runtime, cfg: HashMapConfig) -> Result<Self> {
         if cfg.shards == 0 || !(0.0..=1.0).contains(&cfg.protected_fraction) {
-            return Err(ContainerError::Invalid(format!("bad hash map config {cfg:?}")));
+            return Err(ContainerError::Invalid(format!(
+                "bad hash map config {cfg:?}"
+            )));
         }
         let entry = size_of::<K>() + size_of::<V>() + ENTRY_OVERHEAD;
         let per_shard = (cfg.local_bytes / entry / cfg.shards).max(1);
@@ -311,14 +331,17 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
                 break;
             };
             if e.dirty {
-                dirty.push((bytemuck::bytes_of(&k).to_vec(), bytemuck::bytes_of(&e.value).to_vec()));
+                shard.changed_remotely(k);
+                dirty.push((
+                    bytemuck::bytes_of(&k).to_vec(),
+                    bytemuck::bytes_of(&e.value).to_vec(),
+                ));
             }
             victims.push((k, e));
         }
         self.evictions
             .fetch_add(victims.len() as u64, Ordering::Relaxed);
         if !dirty.is_empty() {
-            shard.version += 1;
             if let Err(e) = self.put_remote(dirty) {
                 // Keep the victims (still dirty) so nothing is lost.
                 for (k, v) in victims {
@@ -330,10 +353,17 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         Ok(())
     }
 
-    /// Caches a value fetched from the server unless the shard changed meanwhile.
-    fn admit_clean(&self, k: K, v: V, version: u64) -> Result<()> {
+    /// Ends an in-flight lookup of `k`; caches `v` (fetched from the server) unless the key's
+    /// server copy changed meanwhile or it is cached already.
+    fn admit_clean(&self, k: K, v: Option<V>) -> Result<()> {
         let mut sh = self.shard(&k).lock();
-        if sh.version != version || sh.map.contains_key(&k) {
+        let stale = sh.changed.contains(&k);
+        sh.inflight -= 1;
+        if sh.inflight == 0 {
+            sh.changed.clear();
+        }
+        let Some(v) = v else { return Ok(()) };
+        if stale || sh.map.contains_key(&k) {
             return Ok(());
         }
         self.make_room(&mut sh, 1)?;
@@ -355,7 +385,7 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     /// The backend's or the agent's error.
     pub fn get_many(&self, keys: &[K]) -> Result<Vec<Option<V>>> {
         let mut out = vec![None; keys.len()];
-        let mut missing: Vec<(usize, u64)> = Vec::new();
+        let mut missing: Vec<usize> = Vec::new();
         for (i, k) in keys.iter().enumerate() {
             let mut sh = self.shard(k).lock();
             if let Some(e) = sh.map.get(k) {
@@ -363,7 +393,8 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
                 sh.touch(k, self.max_protected);
                 self.hits.fetch_add(1, Ordering::Relaxed);
             } else {
-                missing.push((i, sh.version));
+                sh.inflight += 1;
+                missing.push(i);
                 self.misses.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -374,21 +405,45 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
             table: self.table,
             keys: missing
                 .iter()
-                .map(|&(i, _)| bytemuck::bytes_of(&keys[i]).to_vec())
+                .map(|&i| bytemuck::bytes_of(&keys[i]).to_vec())
                 .collect(),
         };
-        let got: HtValues = self.agent(op::HT_GET, &args)?;
-        if got.values.len() != missing.len() {
-            return Err(ContainerError::Agent("wrong number of values".into()));
-        }
-        for ((i, version), v) in missing.into_iter().zip(got.values) {
-            if let HtValue::Value(b) = v {
-                let v: V = decode(&b)?;
-                out[i] = Some(v);
-                self.admit_clean(keys[i], v, version)?;
+        let got = self.agent::<HtValues>(op::HT_GET, &args).and_then(|got| {
+            match got.values.len() == missing.len() {
+                true => Ok(got.values),
+                false => Err(ContainerError::Agent("wrong number of values".into())),
+            }
+        });
+        let values = match got {
+            Ok(v) => v,
+            Err(e) => {
+                for &i in &missing {
+                    self.admit_clean(keys[i], None)?;
+                }
+                return Err(e);
+            }
+        };
+        let mut first_err = None;
+        for (i, v) in missing.into_iter().zip(values) {
+            let v = match v {
+                HtValue::Value(b) => match decode::<V>(&b) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                        None
+                    }
+                },
+                _ => None,
+            };
+            out[i] = v;
+            if let Err(e) = self.admit_clean(keys[i], v) {
+                first_err.get_or_insert(e);
             }
         }
-        Ok(out)
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
     /// Inserts or replaces `k` (locally; written back when evicted).
@@ -415,7 +470,7 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     pub fn remove(&self, k: &K) -> Result<Option<V>> {
         let mut sh = self.shard(k).lock();
         let cached = sh.forget(k);
-        sh.version += 1;
+        sh.changed_remotely(*k);
         let r: Result<HtValues> = self.agent(
             op::HT_REMOVE,
             &HtKeysArgs {
@@ -485,7 +540,7 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
             }
             None if existed => {
                 sh.forget(k);
-                sh.version += 1;
+                sh.changed_remotely(*k);
                 let _: HtValues = self.agent(
                     op::HT_REMOVE,
                     &HtKeysArgs {
@@ -519,10 +574,15 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
                 .iter()
                 .map(|k| {
                     let v = sh.map[k].value;
-                    (bytemuck::bytes_of(k).to_vec(), bytemuck::bytes_of(&v).to_vec())
+                    (
+                        bytemuck::bytes_of(k).to_vec(),
+                        bytemuck::bytes_of(&v).to_vec(),
+                    )
                 })
                 .collect();
-            sh.version += 1;
+            for k in &dirty {
+                sh.changed_remotely(*k);
+            }
             self.put_remote(entries)?;
             for k in &dirty {
                 if let Some(e) = sh.map.get_mut(k) {

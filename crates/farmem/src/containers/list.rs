@@ -96,11 +96,17 @@ impl<T: Pod + Send + Sync> FarList<T> {
         }
         let b = self.window.batch;
         let r = if forward {
-            self.rt
-                .prefetch(self.nodes.range(n..(n + b).min(self.nodes.len())).map(|x| &x.data))
+            self.rt.prefetch(
+                self.nodes
+                    .range(n..(n + b).min(self.nodes.len()))
+                    .map(|x| &x.data),
+            )
         } else {
-            self.rt
-                .prefetch(self.nodes.range(n.saturating_sub(b - 1)..=n).map(|x| &x.data))
+            self.rt.prefetch(
+                self.nodes
+                    .range(n.saturating_sub(b - 1)..=n)
+                    .map(|x| &x.data),
+            )
         };
         if let Err(e) = r {
             tracing::debug!("list prefetch failed: {e}");
@@ -135,7 +141,11 @@ impl<T: Pod + Send + Sync> FarList<T> {
     /// # Errors
     /// The runtime's error (nothing changes then).
     pub fn push_back(&mut self, v: T) -> Result<()> {
-        if self.nodes.back().is_none_or(|b| b.start + b.len == self.cap) {
+        if self
+            .nodes
+            .back()
+            .is_none_or(|b| b.start + b.len == self.cap)
+        {
             let n = self.new_node(0)?;
             self.nodes.push_back(n);
         }

@@ -119,10 +119,23 @@ mod tests {
     #[test]
     fn stride_needs_confirmation() {
         let d = StrideDetector::default();
-        let seen: Vec<_> = [0, 3, 6, 9, 12, 13, 14, 15, 15].iter().map(|&c| d.observe(c)).collect();
+        let seen: Vec<_> = [0, 3, 6, 9, 12, 13, 14, 15, 15]
+            .iter()
+            .map(|&c| d.observe(c))
+            .collect();
         assert_eq!(
             seen,
-            vec![None, None, None, Some(3), Some(3), None, None, Some(1), None]
+            vec![
+                None,
+                None,
+                None,
+                Some(3),
+                Some(3),
+                None,
+                None,
+                Some(1),
+                None
+            ]
         );
     }
 }

@@ -72,7 +72,10 @@ impl<T: Pod + Send + Sync> FarVec<T> {
         if bytes == 0 {
             return Err(ContainerError::Invalid("chunk size 0".into()));
         }
-        Ok(Self::with_chunk_len(rt, (bytes / size_of::<T>().max(1)).max(1)))
+        Ok(Self::with_chunk_len(
+            rt,
+            (bytes / size_of::<T>().max(1)).max(1),
+        ))
     }
 
     pub(crate) fn with_chunk_len(rt: &Runtime, chunk_len: usize) -> Self {
@@ -220,7 +223,8 @@ impl<T: Pod + Send + Sync> FarVec<T> {
     /// The runtime's error when a new chunk cannot be allocated (nothing changes then).
     pub fn push(&mut self, value: T) -> Result<()> {
         if self.len == self.chunks.len() * self.chunk_len {
-            self.chunks.push(FarSlice::new_zeroed(&self.rt, self.chunk_len)?);
+            self.chunks
+                .push(FarSlice::new_zeroed(&self.rt, self.chunk_len)?);
         }
         let (c, o) = (self.len / self.chunk_len, self.len % self.chunk_len);
         let rt = self.rt.clone();
@@ -254,7 +258,8 @@ impl<T: Pod + Send + Sync> FarVec<T> {
             if self.len == self.chunks.len() * self.chunk_len {
                 let take = values.len().min(self.chunk_len);
                 if take == self.chunk_len {
-                    self.chunks.push(FarSlice::from_slice(&rt, &values[..take])?);
+                    self.chunks
+                        .push(FarSlice::from_slice(&rt, &values[..take])?);
                 } else {
                     let mut c = FarSlice::new_zeroed(&rt, self.chunk_len)?;
                     let s = rt.scope();
