@@ -141,9 +141,21 @@ fn server_overhead(n: u64, size: usize) -> anyhow::Result<f64> {
     Ok((after.saturating_sub(before) as f64 - (n as usize * size) as f64) / n as f64)
 }
 
+/// CPU time (user + system) this process has used so far, in seconds.
+fn cpu_seconds() -> f64 {
+    // SAFETY: an all-zero rusage is a valid value; getrusage writes it for this process.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, exclusively borrowed out pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 struct Phase {
     ops: u64,
     secs: f64,
+    /// CPU seconds used by this process (client, and the server when it runs here).
+    cpu: f64,
     latencies_ns: Vec<u64>,
 }
 
@@ -173,6 +185,7 @@ fn run_one(
     }
     let put = phase(a, &backend, client_cpu, true)?;
     let get = phase(a, &backend, client_cpu, false)?;
+    let get_cpu_us = get.cpu * 1e6 / get.ops.max(1) as f64;
     let mut lat = get.latencies_ns;
     let glat = Latency::from_nanos(&mut lat);
     let get_ops = get.ops as f64 / get.secs;
@@ -181,7 +194,7 @@ fn run_one(
     backend.free(&ids)?;
     println!(
         "  {} B x depth {} x {} thread(s): get {:.0} ops/s ({}), p50 {:.2} us, p99 {:.2} us | \
-         put {:.0} ops/s | bare TCP RTT p50 {:.2} us -> get p50 / RTT = {:.2}, get bytes / bulk = {:.2}",
+         put {:.0} ops/s | CPU {:.2} us/get | bare TCP RTT p50 {:.2} us -> get p50 / RTT = {:.2}, get bytes / bulk = {:.2}",
         a.size,
         a.depth,
         a.threads,
@@ -190,6 +203,7 @@ fn run_one(
         glat.p50_us,
         glat.p99_us,
         put_ops,
+        get_cpu_us,
         rtt.p50_us,
         glat.p50_us / rtt.p50_us,
         get_bytes / bulk
@@ -206,6 +220,8 @@ fn run_one(
         "get_mean_us": glat.mean_us,
         "get_bytes_per_s": get_bytes,
         "put_bytes_per_s": put_ops * a.size as f64,
+        "get_cpu_us_per_op": get.cpu * 1e6 / get.ops.max(1) as f64,
+        "put_cpu_us_per_op": put.cpu * 1e6 / put.ops.max(1) as f64,
         "tcp_rtt_us": rtt.p50_us,
         "tcp_rtt_p99_us": rtt.p99_us,
         "bulk_tcp_bytes_per_s": bulk,
@@ -237,6 +253,7 @@ fn phase(
         })
         .collect();
     let t0 = Instant::now();
+    let cpu0 = cpu_seconds();
     let mut ops = 0;
     let mut latencies_ns = Vec::new();
     for t in threads {
@@ -245,6 +262,7 @@ fn phase(
         latencies_ns.extend(lat);
     }
     Ok(Phase {
+        cpu: cpu_seconds() - cpu0,
         ops,
         secs: t0
             .elapsed()
@@ -275,6 +293,9 @@ fn worker(
     loop {
         stopping = stopping || (ops.is_multiple_of(64) && t0.elapsed() >= duration);
         if !stopping {
+            // Write once half the window is queued, so the server works on one half while we
+            // collect the other (client and server overlap instead of taking turns).
+            let mut queued = 0;
             while inflight.len() < depth {
                 let id = next;
                 next = (next + 1) % objects;
@@ -284,6 +305,11 @@ fn worker(
                     b.submit_get(id)?
                 };
                 inflight.push_back((t, Instant::now()));
+                queued += 1;
+                if queued >= depth.div_ceil(2) {
+                    b.flush();
+                    queued = 0;
+                }
             }
         }
         let Some((t, start)) = inflight.pop_front() else {
