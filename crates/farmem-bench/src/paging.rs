@@ -46,6 +46,9 @@ pub struct Args {
     /// Backend of the paging mode.
     #[arg(long, value_enum, default_value = "tcp")]
     backend: BackendKind,
+    /// Microseconds the pager polls for the next fault before sleeping (0: never spin).
+    #[arg(long, default_value_t = 50)]
+    spin_us: u64,
     /// Skip the kernel-swap run.
     #[arg(long)]
     no_kswap: bool,
@@ -132,7 +135,9 @@ fn transparent(
             (Arc::new(backend), Some(server))
         }
     };
-    PagingAlloc::enable(backend, AllocConfig::new(budget))?;
+    let mut config = AllocConfig::new(budget);
+    config.paging.pager_spin_us = args.spin_us;
+    PagingAlloc::enable(backend, config)?;
     let mut v = vec![0u64; ws / 8];
     anyhow::ensure!(
         PagingAlloc::paged_bytes() as usize >= ws,
@@ -436,7 +441,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let (backend, server) = make_backend(args.backend, 2 * ws as u64)?;
             let get_us = backend_get_4k_us(&*backend)?;
             r.num("backend_get_4k_us", get_us);
-            let region = PagedRegion::new(ws, backend, PagingConfig::new(budget))?;
+            let config = PagingConfig {
+                pager_spin_us: args.spin_us,
+                ..PagingConfig::new(budget)
+            };
+            let region = PagedRegion::new(ws, backend, config)?;
             let mut paged = Paged {
                 region,
                 marks: Vec::new(),
@@ -491,20 +500,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             r.num("write_amp_wholepage", whole / app);
             r.num("wholepage_over_cacheline", whole / sent);
             let fault_ref = uffd_us + rtt_us;
+            // What the program sees: the read phase's wall time per fetch fault (hits cost ns).
+            let app_fault_us = if faults == 0 {
+                0.0
+            } else {
+                args.ops as f64 / p.read_ops_s * 1e6 / faults as f64
+            };
+            r.num("paging_app_fault_us", app_fault_us);
             r.num("fault_service_over_reference", fault_us / fault_ref);
+            r.num("app_fault_over_reference", app_fault_us / fault_ref);
             println!(
                 "paging mode:  reads {:>12.0} ops/s   writes {:>12.0} ops/s   ({:?} backend)",
                 p.read_ops_s, p.write_ops_s, args.backend
             );
             println!(
-                "  fault service {fault_us:.1} us vs bare uffd fault {uffd_us:.1} us + bare 4 KiB \
-                 TCP RTT {rtt_us:.1} us = {:.2}x (target <= 2x); backend 4 KiB get alone \
-                 {get_us:.1} us",
-                fault_us / fault_ref
+                "  fault service (pager: fault read -> page mapped) {fault_us:.1} us, as the \
+                 program sees it {app_fault_us:.1} us; reference = bare uffd fault {uffd_us:.1} us \
+                 + bare 4 KiB TCP RTT {rtt_us:.1} us = {fault_ref:.1} us: {:.2}x / {:.2}x \
+                 (target <= 2x)",
+                fault_us / fault_ref,
+                app_fault_us / fault_ref
             );
             println!(
-                "  per read fault: backend {backend_us:.1} us, eviction {evict_us:.1} us (of \
-                 {fault_us:.1} us)"
+                "  per read fault in the pager: backend {backend_us:.1} us (4 KiB get alone \
+                 {get_us:.1} us), eviction {evict_us:.1} us"
             );
             println!(
                 "  random 8-byte writes: program wrote {:.1} MB; cache-line write-back sent {:.1} MB \

@@ -88,6 +88,9 @@ pub struct PagingConfig {
     pub readahead_max_pages: usize,
     /// Pages evicted together when the budget is full (their write-backs share a round trip).
     pub evict_batch_pages: usize,
+    /// After serving a fault the pager thread polls for the next one this many microseconds
+    /// before it sleeps (saves a wake-up per fault under random access; 0 never spins).
+    pub pager_spin_us: u64,
     /// First backend object id; page `i` is object `id_base + i`. `None` picks a fresh range per
     /// region (ids `0xFA6E_xxxx_...`).
     pub id_base: Option<ObjectId>,
@@ -95,13 +98,14 @@ pub struct PagingConfig {
 
 impl PagingConfig {
     /// Defaults for a local budget of `budget_bytes`: cache-line write-back, readahead up to 16
-    /// pages, eviction in batches of 16 pages.
+    /// pages, eviction in batches of 16 pages, 50 us pager spin.
     pub fn new(budget_bytes: usize) -> Self {
         Self {
             budget_bytes,
             write_back: WriteBack::CacheLine,
             readahead_max_pages: 16,
             evict_batch_pages: 16,
+            pager_spin_us: 50,
             id_base: None,
         }
     }
@@ -128,8 +132,9 @@ pub struct PagingStats {
     pub bytes_changed: u64,
     /// What whole-page write-back would have sent for the same pages (`written_back * 4096`).
     pub whole_page_bytes: u64,
-    /// Total time spent serving fetch faults in the pager, in nanoseconds (read of the fault to
-    /// the wake-up of the faulting thread, including any eviction it needed).
+    /// Total time spent serving fetch faults in the pager, in nanoseconds: from reading the fault
+    /// to the page being mapped, including any eviction it needed (not readahead, not the
+    /// wake-up of the faulting thread).
     pub fetch_fault_ns: u64,
     /// Of `fetch_fault_ns`: time spent waiting for the backend to return the page.
     pub fetch_backend_ns: u64,

@@ -192,13 +192,21 @@ impl Pager {
             Twin::None
         };
         let src = if stored { &self.fetch_buf } else { &self.zeros };
+        // Map without waking, so that the service time below ends when the page is in place and
+        // does not include the faulting thread running (on a busy machine the woken thread may
+        // preempt the pager right away).
         if !self
             .uffd
-            .copy(addr, src, !write, true)
+            .copy(addr, src, !write, false)
             .map_err(PagingError::Sys)?
         {
+            // Cannot happen while every mapping goes through this pager.
             tracing::warn!("paging: page {page} was unexpectedly mapped already");
         }
+        if stored {
+            self.stats.fetch_fault_ns += t0.elapsed().as_nanos() as u64;
+        }
+        self.uffd.wake(addr, PAGE).map_err(PagingError::Sys)?;
         self.clock.insert(Slot {
             page,
             referenced: true,
@@ -209,7 +217,6 @@ impl Pager {
         if stored {
             self.stats.fetch_faults += 1;
             self.readahead(page)?;
-            self.stats.fetch_fault_ns += t0.elapsed().as_nanos() as u64;
         } else {
             self.stats.zero_faults += 1;
             self.seq_next = usize::MAX;

@@ -18,8 +18,6 @@ use super::{PagingConfig, PagingError, PagingStats};
 const MIN_BUDGET_PAGES: usize = 16;
 /// How often the pager thread checks for shutdown while idle.
 const POLL_MS: i32 = 50;
-/// How long the pager keeps polling for the next fault before it sleeps.
-const SPIN: Duration = Duration::from_micros(50);
 /// Region counter for default object-id ranges.
 static NEXT_REGION: AtomicU64 = AtomicU64::new(0);
 
@@ -125,11 +123,12 @@ impl PagedRegion {
             }
         };
         let stop = Arc::new(AtomicBool::new(false));
+        let spin = Duration::from_micros(config.pager_spin_us);
         let thread = {
             let (pager, stop) = (pager.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("farmem-pager".into())
-                .spawn(move || serve(&uffd, &pager, &stop))
+                .spawn(move || serve(&uffd, &pager, &stop, spin))
         };
         let thread = match thread {
             Ok(t) => t,
@@ -221,10 +220,10 @@ impl PagedRegion {
 
 /// The pager thread: reads faults and serves them until `stop`.
 ///
-/// After serving a fault it keeps polling the fd without sleeping for [`SPIN`]: a program that
+/// After serving a fault it keeps polling the fd without sleeping for `spin`: a program that
 /// faults again right away (random access) is then served without a thread wake-up on the pager
-/// side, which on a loaded machine costs more than the spin.
-fn serve(uffd: &Uffd, pager: &Mutex<Pager>, stop: &AtomicBool) {
+/// side.
+fn serve(uffd: &Uffd, pager: &Mutex<Pager>, stop: &AtomicBool, spin: Duration) {
     let _internal = InternalGuard::new();
     let mut faults = Vec::with_capacity(16);
     let mut last_served: Option<Instant> = None;
@@ -234,7 +233,7 @@ fn serve(uffd: &Uffd, pager: &Mutex<Pager>, stop: &AtomicBool) {
             return;
         }
         if faults.is_empty() {
-            if last_served.is_some_and(|t| t.elapsed() < SPIN) {
+            if last_served.is_some_and(|t| t.elapsed() < spin) {
                 std::hint::spin_loop();
             } else {
                 last_served = None;
