@@ -84,6 +84,8 @@ pub(crate) fn call(rt: &Runtime, route: ObjectId, opn: u16, args: &[u8]) -> Resu
 
 /// Chunks of one vector, readable by the local kernels.
 trait Source {
+    /// Writes dirty local chunks back (before an offloaded operation reads them).
+    fn flush(&self) -> Result<()>;
     fn lookup(&self, id: ObjectId) -> Option<usize>;
     fn read(&self, c: usize, f: &mut dyn FnMut(&[u8])) -> crate::Result<()>;
 }
@@ -110,6 +112,10 @@ impl<'a, T: Pod + Send + Sync> VecSource<'a, T> {
 }
 
 impl<T: Pod + Send + Sync> Source for VecSource<'_, T> {
+    fn flush(&self) -> Result<()> {
+        self.vec.flush()
+    }
+
     fn lookup(&self, id: ObjectId) -> Option<usize> {
         self.index.get(&id).copied()
     }
@@ -235,15 +241,13 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
         mode: Offload,
         opn: u16,
         args: &impl AgentMessage,
-        others: &[&dyn Flushable],
         local: impl FnOnce(&LocalIo<'_>) -> Result<R, AgentError>,
         sources: Vec<&dyn Source>,
     ) -> Result<R> {
         match mode {
             Offload::Remote => {
-                self.flush()?;
-                for o in others {
-                    o.flush_all()?;
+                for src in &sources {
+                    src.flush()?;
                 }
                 let out = call(&self.rt, self.route(), opn, &args.encode())?;
                 Ok(R::decode(&out)?)
@@ -262,15 +266,13 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
         opn: u16,
         args: &impl AgentMessage,
         out: &OutSpec,
-        others: &[&dyn Flushable],
         local: impl FnOnce(&LocalIo<'_>) -> Result<u64, AgentError>,
         sources: Vec<&dyn Source>,
     ) -> Result<FarVec<U>> {
         match mode {
             Offload::Remote => {
-                self.flush()?;
-                for o in others {
-                    o.flush_all()?;
+                for src in &sources {
+                    src.flush()?;
                 }
                 let r = call(&self.rt, self.route(), opn, &args.encode())
                     .and_then(|b| Ok(u64::decode(&b)?))
@@ -316,7 +318,6 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
             mode,
             op::VEC_AGGREGATE,
             &vr,
-            &[],
             |io| kernels::aggregate(io, &vr),
             vec![&src],
         )
@@ -386,7 +387,6 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
             op::VEC_FILTER,
             &args,
             &out,
-            &[],
             |io| kernels::filter(io, &args),
             vec![&src],
         )
@@ -409,7 +409,6 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
             op::VEC_GATHER,
             &args,
             &out,
-            &[idx],
             |io| kernels::gather(io, &args),
             vec![&a, &b],
         )
@@ -429,7 +428,6 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
             mode,
             op::VEC_UNIQUE,
             &args,
-            &[],
             |io| kernels::unique(io, &args),
             vec![&src],
         )?;
@@ -468,7 +466,6 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
             mode,
             op::VEC_GROUP_BY,
             &args,
-            &[values],
             |io| kernels::group_by(io, &args),
             vec![&a, &b],
         )?;
@@ -498,20 +495,8 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
             op::VEC_ARGSORT,
             &args,
             &out,
-            &[],
             |io| kernels::argsort(io, &args),
             vec![&src],
         )
-    }
-}
-
-/// Vectors whose far copies an offloaded operation needs current.
-trait Flushable {
-    fn flush_all(&self) -> Result<()>;
-}
-
-impl<T: Pod + Send + Sync> Flushable for FarVec<T> {
-    fn flush_all(&self) -> Result<()> {
-        self.flush()
     }
 }

@@ -341,14 +341,14 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         }
         self.evictions
             .fetch_add(victims.len() as u64, Ordering::Relaxed);
-        if !dirty.is_empty() {
-            if let Err(e) = self.put_remote(dirty) {
-                // Keep the victims (still dirty) so nothing is lost.
-                for (k, v) in victims {
-                    shard.admit(k, v.value, v.dirty);
-                }
-                return Err(e);
+        if !dirty.is_empty()
+            && let Err(e) = self.put_remote(dirty)
+        {
+            // Keep the victims (still dirty) so nothing is lost.
+            for (k, v) in victims {
+                shard.admit(k, v.value, v.dirty);
             }
+            return Err(e);
         }
         Ok(())
     }

@@ -112,6 +112,9 @@ impl<'rt, T: Pod + Send + Sync> RunWriter<'rt, T> {
     }
 }
 
+/// "Is the head of cursor `a` before the head of cursor `b`?"
+type Less<'a, T> = dyn FnMut(usize, usize, &[Cursor<T>]) -> bool + 'a;
+
 /// Merges `runs` stably with `cmp`.
 fn merge<T: Pod + Send + Sync>(
     rt: &Runtime,
@@ -130,26 +133,24 @@ fn merge<T: Pod + Send + Sync>(
     let mut less = |a: usize, b: usize, cur: &[Cursor<T>]| {
         cmp(cur[a].head(), cur[b].head()).then(a.cmp(&b)) == Ordering::Less
     };
-    let sift_down = |heap: &mut Vec<usize>,
-                     mut i: usize,
-                     cur: &[Cursor<T>],
-                     less: &mut dyn FnMut(usize, usize, &[Cursor<T>]) -> bool| {
-        loop {
-            let (l, r) = (2 * i + 1, 2 * i + 2);
-            let mut m = i;
-            if l < heap.len() && less(heap[l], heap[m], cur) {
-                m = l;
+    let sift_down =
+        |heap: &mut Vec<usize>, mut i: usize, cur: &[Cursor<T>], less: &mut Less<'_, T>| {
+            loop {
+                let (l, r) = (2 * i + 1, 2 * i + 2);
+                let mut m = i;
+                if l < heap.len() && less(heap[l], heap[m], cur) {
+                    m = l;
+                }
+                if r < heap.len() && less(heap[r], heap[m], cur) {
+                    m = r;
+                }
+                if m == i {
+                    break;
+                }
+                heap.swap(i, m);
+                i = m;
             }
-            if r < heap.len() && less(heap[r], heap[m], cur) {
-                m = r;
-            }
-            if m == i {
-                break;
-            }
-            heap.swap(i, m);
-            i = m;
-        }
-    };
+        };
     for i in (0..heap.len() / 2).rev() {
         sift_down(&mut heap, i, &cur, &mut less);
     }

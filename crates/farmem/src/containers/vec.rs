@@ -452,7 +452,7 @@ impl<T: Pod + Send + Sync> Iterator for Iter<'_, T> {
                 return None;
             }
             let c = self.chunk;
-            if c % self.window.batch == 0 {
+            if c.is_multiple_of(self.window.batch) {
                 let end = (c + self.window.batch).min(self.vec.chunks.len());
                 if let Err(e) = self.vec.rt.prefetch(&self.vec.chunks[c..end]) {
                     tracing::debug!("iterator prefetch failed: {e}");
