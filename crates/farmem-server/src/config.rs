@@ -15,6 +15,9 @@ pub struct Limits {
     pub max_inflight: u32,
     /// Answer bytes buffered before they are written out mid-batch.
     pub max_write_buffer: usize,
+    /// A connection that has not completed its hello within this time is closed. After the
+    /// hello there is no idle timeout: a quiet client keeps its session.
+    pub hello_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -24,6 +27,7 @@ impl Default for Limits {
             max_object: 64 << 20,
             max_inflight: 1024,
             max_write_buffer: 256 << 10,
+            hello_timeout: std::time::Duration::from_secs(10),
         }
     }
 }

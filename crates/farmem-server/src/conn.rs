@@ -65,6 +65,10 @@ fn run(
 ) -> Close {
     let limits = &shared.config.limits;
     let (mut start, mut end) = (0usize, 0usize);
+    let mut greeted = false;
+    if let Err(e) = stream.set_read_timeout(Some(limits.hello_timeout)) {
+        return e.into();
+    }
     loop {
         // Answer every complete frame in the buffer.
         loop {
@@ -121,6 +125,12 @@ fn run(
             let need = HEADER_LEN + h.body_len as usize;
             if need > rbuf.len() {
                 rbuf.resize(need, 0);
+            }
+        }
+        if !greeted && session.is_some() {
+            greeted = true;
+            if let Err(e) = stream.set_read_timeout(None) {
+                return e.into();
             }
         }
         match stream.read(&mut rbuf[end..]) {

@@ -104,6 +104,9 @@ impl Server {
         if config.threads == 0 {
             return Err(ServerError::Config("threads must be at least 1".into()));
         }
+        if config.limits.hello_timeout.is_zero() {
+            return Err(ServerError::Config("hello_timeout must be positive".into()));
+        }
         if config.limits.max_object as u64 + 64 > u64::from(config.limits.max_frame) {
             return Err(ServerError::Config(
                 "max_frame must exceed max_object by at least 64 bytes".into(),

@@ -381,3 +381,24 @@ fn sliding_window_pipelining() {
         }
     }
 }
+
+#[test]
+fn silent_connections_are_dropped_but_idle_clients_keep_their_objects() {
+    let mut config = ServerConfig::default();
+    config.limits.hello_timeout = Duration::from_millis(200);
+    let s = Server::start(config).unwrap();
+    let b = client(&s);
+    b.put(1, b"kept").unwrap();
+    // A connection that never says hello is closed after the hello timeout.
+    let mut silent = TcpStream::connect(s.addr()).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 16];
+    assert_eq!(silent.read(&mut buf).unwrap_or(0), 0);
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    // A client that said hello may stay quiet for longer than that.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(b.get(1).unwrap(), b"kept");
+}
