@@ -523,7 +523,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
             println!(
                 "  per read fault in the pager: backend {backend_us:.1} us (4 KiB get alone \
-                 {get_us:.1} us), eviction {evict_us:.1} us"
+                 {get_us:.1} us); eviction, done after the wake-up, {evict_us:.1} us"
             );
             println!(
                 "  random 8-byte writes: program wrote {:.1} MB; cache-line write-back sent {:.1} MB \

@@ -8,7 +8,9 @@
 //!   never written back maps zeros. A write fault maps the page writable at once (already dirty).
 //! - **Dirty tracking**: the first write to a clean page raises a write-protect fault; the pager
 //!   saves a *clean twin* (a copy of the page as the backend has it), then un-protects it.
-//! - **Eviction** keeps at most `budget_bytes` resident. Clean pages are simply dropped
+//! - **Eviction** keeps at most `budget_bytes` resident. It runs in batches right after a fault
+//!   has been served (the faulting thread already runs again), so the next fault usually finds a
+//!   free slot. Clean pages are simply dropped
 //!   (`MADV_DONTNEED`), never written. A dirty page is write-protected *first* (so writes by other
 //!   threads block in a fault), copied, written back, then dropped. With
 //!   [`WriteBack::CacheLine`] only the 64-byte lines that differ from the twin are sent

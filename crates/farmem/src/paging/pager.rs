@@ -221,6 +221,11 @@ impl Pager {
             self.stats.zero_faults += 1;
             self.seq_next = usize::MAX;
         }
+        // Refill the free slots now, while the woken thread runs, so that the next fault does not
+        // wait for an eviction (and its write-back round trip).
+        if self.clock.free_slots() == 0 {
+            self.make_room(self.evict_batch)?;
+        }
         Ok(())
     }
 
