@@ -1,10 +1,242 @@
-//! `farmem-bench deref` (not implemented yet).
+//! `farmem-bench deref`: far-pointer dereference costs and evacuator stalls (AIFM figures 12, 14).
+//!
+//! - Hot: dereferencing local, hot `FarBox<u64>`s vs `Box<u64>`s in the same loop shape.
+//! - Cold: dereferencing a far 64 B / 4 KiB object (one fetch from a loopback memory server) vs a
+//!   bare TCP round trip of the same size.
+//! - Stalls: the longest single dereference of mutator threads working on their hot sets while
+//!   another thread churns through new objects and the evacuator moves at least `--evac-bytes`.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::Context;
+use farmem::{BackendConfig, FarBox, Pod, Runtime, RuntimeConfig};
+
+use crate::common::{self, Latency, TargetServer};
 
 /// Options of `farmem-bench deref`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Objects in the hot set of the hot-deref loop.
+    #[arg(long, default_value_t = 4096)]
+    hot_objects: usize,
+    /// Passes over the hot set per measurement.
+    #[arg(long, default_value_t = 2000)]
+    hot_passes: usize,
+    /// Cold dereferences measured per size.
+    #[arg(long, default_value_t = 2000)]
+    cold_samples: usize,
+    /// Bytes the evacuator must move during the stall measurement.
+    #[arg(long, default_value_t = 1 << 30)]
+    evac_bytes: u64,
+    /// Mutator threads during the stall measurement.
+    #[arg(long, default_value_t = 1)]
+    mutators: usize,
+    /// Use this memory server instead of starting one on loopback.
+    #[arg(long)]
+    server: Option<String>,
+    /// Write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
 
 /// Runs the benchmark.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("farmem-bench deref is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let (hot_ns, box_ns) = hot_deref(args.hot_objects, args.hot_passes)?;
+    let hot_ratio = hot_ns / box_ns;
+    println!(
+        "hot deref: FarBox {hot_ns:.2} ns, Box {box_ns:.2} ns, ratio {hot_ratio:.2} (target <= 1.5)"
+    );
+
+    let server = TargetServer::start(args.server.as_deref(), 4 << 30, None)?;
+    let cold_64 = cold_deref::<[u8; 64]>(&server.addr, args.cold_samples)?;
+    let cold_4k = cold_deref::<[u8; 4096]>(&server.addr, args.cold_samples)?;
+    let rtt_64 = common::tcp_rtt(64, args.cold_samples, None, None)?;
+    let rtt_4k = common::tcp_rtt(4096, args.cold_samples, None, None)?;
+    println!(
+        "cold deref 64 B: {:.1} us (p50), bare TCP RTT {:.1} us, ratio {:.2} (target <= 1.3)",
+        cold_64.p50_us,
+        rtt_64.p50_us,
+        cold_64.p50_us / rtt_64.p50_us
+    );
+    println!(
+        "cold deref 4 KiB: {:.1} us (p50), bare TCP RTT {:.1} us, ratio {:.2}",
+        cold_4k.p50_us,
+        rtt_4k.p50_us,
+        cold_4k.p50_us / rtt_4k.p50_us
+    );
+
+    let stall = max_stall(args.evac_bytes, args.mutators)?;
+    println!(
+        "evacuator moved {} MiB in {:.1} s; longest mutator deref {:.0} us (target <= 1000), p99.9 {:.1} us",
+        stall.moved >> 20,
+        stall.seconds,
+        stall.max_us,
+        stall.p999_us
+    );
+
+    if let Some(path) = &args.json {
+        let v = serde_json::json!({
+            "hot_deref_ns": hot_ns,
+            "box_deref_ns": box_ns,
+            "hot_ratio": hot_ratio,
+            "cold_64_us": cold_64.p50_us,
+            "cold_4k_us": cold_4k.p50_us,
+            "tcp_rtt_64_us": rtt_64.p50_us,
+            "tcp_rtt_4k_us": rtt_4k.p50_us,
+            "cold_64_ratio": cold_64.p50_us / rtt_64.p50_us,
+            "cold_4k_ratio": cold_4k.p50_us / rtt_4k.p50_us,
+            "max_stall_us": stall.max_us,
+            "p999_stall_us": stall.p999_us,
+            "evacuated_bytes": stall.moved,
+        });
+        common::write_json(path, &v)?;
+    }
+    Ok(())
+}
+
+/// Nanoseconds per dereference: `(FarBox, Box)`, best of several alternating measurements.
+fn hot_deref(n: usize, passes: usize) -> anyhow::Result<(f64, f64)> {
+    let rt = Runtime::new(RuntimeConfig::new(256 << 20))?;
+    let far: Vec<FarBox<u64>> = (0..n as u64)
+        .map(|i| FarBox::new(&rt, i))
+        .collect::<Result<_, _>>()?;
+    let boxed: Vec<Box<u64>> = (0..n as u64).map(Box::new).collect();
+    let expect: u64 = (0..n as u64).sum::<u64>() * passes as u64;
+    let (mut best_far, mut best_box) = (f64::MAX, f64::MAX);
+    for _ in 0..5 {
+        let t = Instant::now();
+        let s = rt.scope();
+        let mut sum = 0u64;
+        for _ in 0..passes {
+            for b in black_box(&far) {
+                sum += *b.read(&s)?;
+            }
+        }
+        drop(s);
+        anyhow::ensure!(black_box(sum) == expect, "wrong far sum");
+        best_far = best_far.min(t.elapsed().as_nanos() as f64 / (n * passes) as f64);
+
+        let t = Instant::now();
+        let mut sum = 0u64;
+        for _ in 0..passes {
+            for b in black_box(&boxed) {
+                sum += **b;
+            }
+        }
+        anyhow::ensure!(black_box(sum) == expect, "wrong box sum");
+        best_box = best_box.min(t.elapsed().as_nanos() as f64 / (n * passes) as f64);
+    }
+    Ok((best_far, best_box))
+}
+
+/// Latency of dereferencing an object that is only in far memory.
+fn cold_deref<T: Pod>(addr: &str, samples: usize) -> anyhow::Result<Latency> {
+    let rt = Runtime::new(
+        RuntimeConfig::new(64 << 20).backend(BackendConfig::Servers {
+            addrs: vec![addr.to_string()],
+            token: String::new(),
+        }),
+    )
+    .context("connecting to the memory server")?;
+    let mut objs: Vec<FarBox<T>> = (0..samples)
+        .map(|_| FarBox::new_zeroed(&rt))
+        .collect::<Result<_, _>>()?;
+    for o in &mut objs {
+        o.flush()?;
+        o.invalidate_local()?;
+    }
+    let mut ns = Vec::with_capacity(samples);
+    for o in &objs {
+        let s = rt.scope();
+        let t = Instant::now();
+        black_box(o.read(&s)?);
+        ns.push(t.elapsed().as_nanos() as u64);
+    }
+    anyhow::ensure!(
+        rt.stats().misses as usize >= samples,
+        "objects were not far"
+    );
+    Ok(Latency::from_nanos(&mut ns))
+}
+
+struct Stall {
+    max_us: f64,
+    p999_us: f64,
+    moved: u64,
+    seconds: f64,
+}
+
+/// Mutators time every dereference of their hot sets while a churn thread allocates objects
+/// (which the evacuator must write back and evict) until it has moved `bytes`.
+fn max_stall(bytes: u64, mutators: usize) -> anyhow::Result<Stall> {
+    let rt = Runtime::new(RuntimeConfig::new(128 << 20))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let start = rt.stats();
+    let moved = |rt: &Runtime| {
+        let s = rt.stats();
+        (s.bytes_written_back - start.bytes_written_back)
+            + (s.objects_compacted - start.objects_compacted) * 4096
+    };
+    let (samples, total) = std::thread::scope(|sc| -> anyhow::Result<(Vec<u64>, usize)> {
+        let mut handles = Vec::new();
+        for _ in 0..mutators {
+            let rt = rt.clone();
+            let stop = stop.clone();
+            handles.push(sc.spawn(move || -> anyhow::Result<(Vec<u64>, usize)> {
+                let mut hot: Vec<FarBox<[u64; 512]>> = (0..256)
+                    .map(|i| FarBox::new(&rt, [i; 512]))
+                    .collect::<Result<_, _>>()?;
+                // Only samples above 1 us are kept (with the total count), to bound memory.
+                let mut slow = Vec::new();
+                let mut k = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let s = rt.scope();
+                    let i = k % hot.len();
+                    let t = Instant::now();
+                    let v = hot[i].write(&s)?;
+                    v[k % 512] += 1;
+                    let ns = t.elapsed().as_nanos() as u64;
+                    if ns > 1000 {
+                        slow.push(ns);
+                    }
+                    k += 1;
+                }
+                Ok((slow, k))
+            }));
+        }
+        // Churn: a window of live objects larger than the budget, so each is evicted first.
+        let mut window = std::collections::VecDeque::new();
+        while moved(&rt) < bytes {
+            window.push_back(FarBox::new(&rt, [7u64; 512])?);
+            if window.len() > (192 << 20) / 4096 {
+                window.pop_front();
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let (mut all, mut total) = (Vec::new(), 0);
+        for h in handles {
+            let (slow, n) = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("mutator panicked"))??;
+            all.extend(slow);
+            total += n;
+        }
+        Ok((all, total))
+    })?;
+    let mut samples = samples;
+    samples.sort_unstable_by(|a, b| b.cmp(a));
+    // The p99.9 sample counted from the top among all `total` samples (1 us if not among the slow).
+    let rank = total / 1000;
+    let p999 = samples.get(rank).copied().unwrap_or(1000);
+    Ok(Stall {
+        max_us: samples.first().copied().unwrap_or(0) as f64 / 1e3,
+        p999_us: p999 as f64 / 1e3,
+        moved: moved(&rt),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }

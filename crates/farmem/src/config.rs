@@ -16,7 +16,7 @@ pub enum BackendConfig {
     Servers {
         /// `host:port` of each server.
         addrs: Vec<String>,
-        /// Authentication token.
+        /// Authentication token (empty: none).
         token: String,
     },
     /// Any backend.
@@ -127,10 +127,12 @@ impl RuntimeConfig {
         self
     }
 
-    /// Regions the heap may use beyond the budget: one open region per lane, the non-temporal
-    /// lane and each evacuator's compaction target, plus two.
+    /// Regions the heap may use beyond the budget. Only two kinds of allocation may use them,
+    /// because they cannot wait for the evacuator: mutators moving an object the evacuator has
+    /// marked (at most one evacuation round's regions per evacuator), and threads whose own scope
+    /// the evacuator is waiting for (a fresh open region per lane, plus a reserve of four).
     pub(crate) fn slack_regions(&self) -> usize {
-        self.lanes + 1 + self.evacuator_threads + 2
+        self.lanes + 1 + self.evacuator_threads * (1 + crate::evacuator::MAX_REGIONS) + 4
     }
 
     /// The smallest budget accepted: eight regions.
@@ -143,8 +145,7 @@ impl RuntimeConfig {
     /// # Errors
     /// [`Error::BudgetTooSmall`] or [`Error::Config`] naming the bad field.
     pub fn validate(&self) -> Result<()> {
-        if !self.region_size.is_power_of_two()
-            || !(64 << 10..=64 << 20).contains(&self.region_size)
+        if !self.region_size.is_power_of_two() || !(64 << 10..=64 << 20).contains(&self.region_size)
         {
             return Err(Error::Config(format!(
                 "region_size {} is not a power of two between 64 KiB and 64 MiB",

@@ -57,7 +57,7 @@ impl Epoch {
 
     /// Waits until the thread has left the scope it was in when `snapshot` was taken.
     pub(crate) fn wait_past(&self, snapshot: u64) {
-        if snapshot % 2 == 0 {
+        if snapshot.is_multiple_of(2) {
             return;
         }
         let mut spins = 0u32;
@@ -70,9 +70,11 @@ impl Epoch {
 /// Spins briefly, then yields, then sleeps.
 pub(crate) fn backoff(spins: &mut u32) {
     *spins += 1;
-    if *spins < 64 {
+    if cfg!(loom) {
+        yield_now();
+    } else if *spins < 64 {
         std::hint::spin_loop();
-    } else if *spins < 256 || cfg!(loom) {
+    } else if *spins < 256 {
         yield_now();
     } else {
         std::thread::sleep(std::time::Duration::from_micros(20));
@@ -126,8 +128,7 @@ pub(crate) fn scope_state() -> (bool, bool) {
     THREAD
         .try_with(|r| {
             let inside = r.0.depth.load(StdOrdering::Relaxed) > 0;
-            let blocked =
-                inside && r.0.waited_for.load(StdOrdering::Acquire) == r.0.epoch.load();
+            let blocked = inside && r.0.waited_for.load(StdOrdering::Acquire) == r.0.epoch.load();
             (inside, blocked)
         })
         .unwrap_or((false, false))
@@ -142,16 +143,13 @@ pub(crate) fn synchronize(on_block: impl Fn()) {
     let threads: Vec<Arc<ThreadState>> = REGISTRY.lock().clone();
     for ts in threads {
         let snap = ts.epoch.load();
-        if snap % 2 == 1 {
+        if !snap.is_multiple_of(2) {
             ts.waited_for.store(snap, StdOrdering::Release);
             on_block();
             ts.epoch.wait_past(snap);
-            let _ = ts.waited_for.compare_exchange(
-                snap,
-                0,
-                StdOrdering::AcqRel,
-                StdOrdering::Relaxed,
-            );
+            let _ =
+                ts.waited_for
+                    .compare_exchange(snap, 0, StdOrdering::AcqRel, StdOrdering::Relaxed);
         }
     }
 }

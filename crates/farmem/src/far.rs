@@ -226,7 +226,10 @@ impl<T: Pod> FarBox<T> {
         let raw = RawFar::alloc(&rt.inner, size_of::<T>(), |b| {
             b.copy_from_slice(bytemuck::bytes_of(&value));
         })?;
-        Ok(Self { raw, _t: PhantomData })
+        Ok(Self {
+            raw,
+            _t: PhantomData,
+        })
     }
 
     /// Allocates a zeroed far object without building it on the stack (for large `T`).
@@ -236,7 +239,10 @@ impl<T: Pod> FarBox<T> {
     pub fn new_zeroed(rt: &Runtime) -> Result<Self> {
         let () = Self::ALIGN_OK;
         let raw = RawFar::alloc(&rt.inner, size_of::<T>(), |b| b.fill(0))?;
-        Ok(Self { raw, _t: PhantomData })
+        Ok(Self {
+            raw,
+            _t: PhantomData,
+        })
     }
 
     /// Shared access; marks the object hot.
@@ -327,7 +333,10 @@ impl<T: Pod> FarBox<T> {
                 })
             }
         })?;
-        Ok(Self { raw, _t: PhantomData })
+        Ok(Self {
+            raw,
+            _t: PhantomData,
+        })
     }
 
     common_methods!();
@@ -389,7 +398,11 @@ impl<T: Pod> FarSlice<T> {
     pub fn new_zeroed(rt: &Runtime, len: usize) -> Result<Self> {
         let () = Self::ALIGN_OK;
         let raw = RawFar::alloc(&rt.inner, Self::bytes(rt, len)?, |b| b.fill(0))?;
-        Ok(Self { raw, len, _t: PhantomData })
+        Ok(Self {
+            raw,
+            len,
+            _t: PhantomData,
+        })
     }
 
     /// Allocates a copy of `values`.
@@ -504,7 +517,11 @@ impl<T: Pod> FarSlice<T> {
             len = bytes / sz;
             Ok(())
         })?;
-        Ok(Self { raw, len, _t: PhantomData })
+        Ok(Self {
+            raw,
+            len,
+            _t: PhantomData,
+        })
     }
 
     common_methods!();
@@ -594,7 +611,10 @@ impl Runtime {
     ///
     /// # Errors
     /// The backend's error, or [`Error::LocalHeapExhausted`]; objects not fetched stay far.
-    pub fn prefetch<'a, O: Far + 'a>(&self, objs: impl IntoIterator<Item = &'a O>) -> Result<usize> {
+    pub fn prefetch<'a, O: Far + 'a>(
+        &self,
+        objs: impl IntoIterator<Item = &'a O>,
+    ) -> Result<usize> {
         let idxs: Vec<u32> = objs
             .into_iter()
             .map(sealed::Sealed::raw)

@@ -154,7 +154,9 @@ impl Heap {
         match lane {
             Lane::Mutator(i) => i % self.mutator_lanes,
             Lane::Nt => self.mutator_lanes,
-            Lane::Evacuator(i) => self.mutator_lanes + 1 + i % (self.lanes.len() - self.mutator_lanes - 1),
+            Lane::Evacuator(i) => {
+                self.mutator_lanes + 1 + i % (self.lanes.len() - self.mutator_lanes - 1)
+            }
         }
     }
 
@@ -200,7 +202,10 @@ impl Heap {
 
     fn seal(&self, nt: bool, open: &mut OpenRegion) {
         if let Some(r) = open.region.take() {
-            self.regions[r as usize].top.store(open.top, Ordering::Release);
+            self.regions[r as usize]
+                .top
+                .store(open.top, Ordering::Release);
+            open.top = 0;
             if nt {
                 self.sealed_nt.lock().push_back(r);
             } else {
@@ -219,7 +224,13 @@ impl Heap {
 
     /// Allocates `len` payload bytes for slot `slot`, keeping `used` at or below `limit`.
     /// Returns `None` when that needs memory the evacuator must free first.
-    pub(crate) fn alloc(&self, lane: Lane, slot: u32, len: usize, limit: usize) -> Option<Allocation> {
+    pub(crate) fn alloc(
+        &self,
+        lane: Lane,
+        slot: u32,
+        len: usize,
+        limit: usize,
+    ) -> Option<Allocation> {
         if len >= self.large_threshold {
             let bytes = sys::page_round(len);
             if !self.charge(bytes, limit) {
@@ -248,7 +259,9 @@ impl Heap {
             {
                 let off = open.top;
                 open.top += need;
-                self.regions[r as usize].pending.fetch_add(1, Ordering::Relaxed);
+                self.regions[r as usize]
+                    .pending
+                    .fetch_add(1, Ordering::Relaxed);
                 drop(open);
                 let at = self.region_base(r) + off;
                 // SAFETY: `[at, at + need)` lies inside region `r` of the arena and was just
@@ -277,7 +290,9 @@ impl Heap {
     pub(crate) fn publish(&self, a: Allocation) {
         match a.region {
             Some(r) => {
-                self.regions[r as usize].pending.fetch_sub(1, Ordering::Release);
+                self.regions[r as usize]
+                    .pending
+                    .fetch_sub(1, Ordering::Release);
             }
             None => self.large.lock().push_back(Resident {
                 slot: a.slot,
@@ -290,7 +305,9 @@ impl Heap {
     pub(crate) fn abandon(&self, a: Allocation) {
         match a.region {
             Some(r) => {
-                self.regions[r as usize].pending.fetch_sub(1, Ordering::Release);
+                self.regions[r as usize]
+                    .pending
+                    .fetch_sub(1, Ordering::Release);
             }
             // SAFETY: the dedicated mapping was never published, so nobody else can see it.
             None => unsafe { self.free_large(a.ptr.as_ptr() as usize, a.len) },
@@ -311,18 +328,31 @@ impl Heap {
         self.uncharge(bytes);
     }
 
-    /// Takes the next region to evacuate: non-temporal regions first, oldest first; skips regions
-    /// with allocations in flight.
+    /// Takes the next region to evacuate: non-temporal regions first (sealing the open
+    /// non-temporal region if none is queued), then the oldest; skips regions with allocations in
+    /// flight.
     pub(crate) fn pop_victim(&self) -> Option<u32> {
-        for q in [&self.sealed_nt, &self.sealed] {
-            let mut q = q.lock();
-            for _ in 0..q.len() {
-                let r = q.pop_front()?;
-                if self.regions[r as usize].pending.load(Ordering::Acquire) == 0 {
-                    return Some(r);
-                }
-                q.push_back(r);
+        if let Some(r) = self.pop_ready(&self.sealed_nt) {
+            return Some(r);
+        }
+        {
+            let mut open = self.lanes[self.mutator_lanes].lock();
+            if open.top > 0 {
+                self.seal(true, &mut open);
             }
+        }
+        self.pop_ready(&self.sealed_nt)
+            .or_else(|| self.pop_ready(&self.sealed))
+    }
+
+    fn pop_ready(&self, q: &Mutex<VecDeque<u32>>) -> Option<u32> {
+        let mut q = q.lock();
+        for _ in 0..q.len() {
+            let r = q.pop_front()?;
+            if self.regions[r as usize].pending.load(Ordering::Acquire) == 0 {
+                return Some(r);
+            }
+            q.push_back(r);
         }
         None
     }

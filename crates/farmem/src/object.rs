@@ -7,8 +7,8 @@ use crate::error::{Error, Result};
 use crate::heap::Allocation;
 use crate::loom::Ordering;
 use crate::runtime::Inner;
-use crate::slot::bits::{ADDR, BUSY, DIRTY, HOT, LARGE, MOVING, NT, PRESENT, REMOTE};
 use crate::slot::Slot;
+use crate::slot::bits::{ADDR, BUSY, DIRTY, HOT, LARGE, MOVING, NT, PRESENT, REMOTE};
 use crate::stats::Counters;
 
 /// How an object is dereferenced.
@@ -32,10 +32,7 @@ impl Mode {
     pub(crate) const fn fast(self) -> (u64, u64) {
         match self {
             Self::Read => (PRESENT | HOT | MOVING | BUSY, PRESENT | HOT),
-            Self::Write => (
-                PRESENT | HOT | MOVING | BUSY | DIRTY,
-                PRESENT | HOT | DIRTY,
-            ),
+            Self::Write => (PRESENT | HOT | MOVING | BUSY | DIRTY, PRESENT | HOT | DIRTY),
             Self::ReadNt => (PRESENT | MOVING | BUSY, PRESENT),
             Self::WriteNt => (PRESENT | MOVING | BUSY | DIRTY, PRESENT | DIRTY),
         }
@@ -66,7 +63,13 @@ impl Inner {
     /// its word carries the bits `mode` needs.
     #[cold]
     #[inline(never)]
-    pub(crate) fn deref_slow(&self, idx: u32, slot: &Slot, mode: Mode, scope: &Scope<'_>) -> Result<usize> {
+    pub(crate) fn deref_slow(
+        &self,
+        idx: u32,
+        slot: &Slot,
+        mode: Mode,
+        scope: &Scope<'_>,
+    ) -> Result<usize> {
         let mut spins = 0;
         loop {
             let w = slot.word.load(Ordering::Acquire);
@@ -110,27 +113,25 @@ impl Inner {
     }
 
     /// Fetches a non-present object; `None` when another thread changed the word first.
+    ///
+    /// Local space is found before the object is claimed (BUSY), so other threads never wait
+    /// for an object whose fetcher waits for memory.
     fn fetch(&self, idx: u32, slot: &Slot, w: u64, mode: Mode) -> Result<Option<usize>> {
-        if slot
-            .word
-            .compare_exchange(w, w | BUSY, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return Ok(None);
-        }
         let len = slot.len();
         let lane = if mode.nt() {
             crate::heap::Lane::Nt
         } else {
             self.mutator_lane()
         };
-        let a = match self.alloc_space(lane, idx, len) {
-            Ok(a) => a,
-            Err(e) => {
-                slot.word.store(w, Ordering::Release);
-                return Err(e);
-            }
-        };
+        let a = self.alloc_space(lane, idx, len)?;
+        if slot
+            .word
+            .compare_exchange(w, w | BUSY, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            self.heap.abandon(a);
+            return Ok(None);
+        }
         // SAFETY: the allocation is `len` bytes that nobody else can reach before publication.
         let buf = unsafe { std::slice::from_raw_parts_mut(a.ptr.as_ptr(), len) };
         if let Err(e) = self.backend.get_into(slot.id(), buf) {
@@ -164,11 +165,18 @@ impl Inner {
             return;
         }
         let len = slot.len();
-        let limit = self.heap.budget + self.heap.slack;
+        // Within the budget if possible, else from the slack reserved for this (see
+        // `RuntimeConfig::slack_regions`).
+        let lane = self.mutator_lane();
         let a = if w & LARGE != 0 {
             None
         } else {
-            self.heap.alloc(self.mutator_lane(), idx, len, limit)
+            self.heap
+                .alloc(lane, idx, len, self.heap.budget)
+                .or_else(|| {
+                    self.heap
+                        .alloc(lane, idx, len, self.heap.budget + self.heap.slack)
+                })
         };
         let Some(a) = a else {
             slot.word.store(w & !MOVING, Ordering::Release);
@@ -220,8 +228,7 @@ impl Inner {
         let bytes = unsafe { std::slice::from_raw_parts(addr(w) as *const u8, len) };
         match self.backend.put(slot.id(), bytes) {
             Ok(()) => {
-                slot.word
-                    .store((w & !DIRTY) | REMOTE, Ordering::Release);
+                slot.word.store((w & !DIRTY) | REMOTE, Ordering::Release);
                 self.counters
                     .with(|c| Counters::bump(&c.bytes_written_back, len as u64));
                 Ok(())
@@ -240,7 +247,11 @@ impl Inner {
             no_far = w & REMOTE == 0;
             w & PRESENT != 0 && !no_far
         }) else {
-            return if no_far { Err(Error::NoFarCopy) } else { Ok(()) };
+            return if no_far {
+                Err(Error::NoFarCopy)
+            } else {
+                Ok(())
+            };
         };
         if w & LARGE != 0 {
             // SAFETY: the caller holds the box exclusively, so no reference into the dedicated
@@ -284,33 +295,40 @@ impl Inner {
 
     /// Fetches every listed non-local object in one `get_many`; returns how many it fetched.
     pub(crate) fn prefetch(&self, idxs: &[u32]) -> Result<usize> {
-        let mut claimed: Vec<(&Slot, u64, u32)> = Vec::new();
+        // Find room first, then claim (see `fetch`); allocations for objects that turn out to be
+        // claimed by someone else meanwhile are abandoned.
+        let mut candidates = Vec::new();
         for &i in idxs {
-            let Some(slot) = self.slots.get(i) else { continue };
-            let w = slot.word.load(Ordering::Acquire);
-            if w & (PRESENT | BUSY) != 0 || w & REMOTE == 0 {
+            let Some(slot) = self.slots.get(i) else {
                 continue;
+            };
+            let w = slot.word.load(Ordering::Acquire);
+            if w & (PRESENT | BUSY) == 0 && w & REMOTE != 0 {
+                match self.alloc_space(self.mutator_lane(), i, slot.len()) {
+                    Ok(a) => candidates.push((slot, w, i, a)),
+                    Err(e) => {
+                        candidates.into_iter().for_each(|c| self.heap.abandon(c.3));
+                        return Err(e);
+                    }
+                }
             }
+        }
+        let mut claimed: Vec<(&Slot, u64, u32)> = Vec::new();
+        let mut allocs = Vec::new();
+        for (slot, w, i, a) in candidates {
             if slot
                 .word
                 .compare_exchange(w, w | BUSY, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
                 claimed.push((slot, w, i));
+                allocs.push(a);
+            } else {
+                self.heap.abandon(a);
             }
         }
         if claimed.is_empty() {
             return Ok(0);
-        }
-        let mut allocs = Vec::with_capacity(claimed.len());
-        for &(slot, _, i) in &claimed {
-            match self.alloc_space(self.mutator_lane(), i, slot.len()) {
-                Ok(a) => allocs.push(a),
-                Err(e) => {
-                    self.undo_claims(&claimed, allocs);
-                    return Err(e);
-                }
-            }
         }
         let ids: Vec<u64> = claimed.iter().map(|(s, _, _)| s.id()).collect();
         let data = match self.backend.get_many(&ids) {

@@ -53,7 +53,7 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             word: AtomicU64::new(0),
             id: StdAtomicU64::new(0),

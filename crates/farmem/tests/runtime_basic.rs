@@ -86,7 +86,10 @@ fn linked_list_survives_eviction() {
     }
     assert_eq!(expect, 0);
     // Freed: a stale pointer is rejected.
-    assert!(matches!(FarBox::from_ptr(&rt, head), Err(Error::InvalidPtr(_))));
+    assert!(matches!(
+        FarBox::from_ptr(&rt, head),
+        Err(Error::InvalidPtr(_))
+    ));
 }
 
 #[test]
