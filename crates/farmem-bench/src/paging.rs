@@ -17,7 +17,7 @@ use farmem::backend::{TcpBackend, TcpConfig};
 use farmem::paging::{
     self, AllocConfig, PAGE_SIZE, PagedRegion, PagingAlloc, PagingConfig, PagingStats,
 };
-use farmem::{Backend, EmbeddedStore};
+use farmem::{Backend, EmbeddedStore, FarSlice, Runtime, RuntimeConfig};
 use farmem_server::{Server, ServerConfig, ServerHandle};
 
 use crate::kswap;
@@ -46,6 +46,9 @@ pub struct Args {
     /// Backend of the paging mode.
     #[arg(long, value_enum, default_value = "tcp")]
     backend: BackendKind,
+    /// Chunk size of the object-mode run (bytes per `FarSlice` object).
+    #[arg(long, default_value_t = 4096)]
+    object_chunk_bytes: usize,
     /// Microseconds the pager polls for the next fault before sleeping (0: never spin).
     #[arg(long, default_value_t = 50)]
     spin_us: u64,
@@ -346,6 +349,72 @@ fn bare_tcp_rtt_us() -> anyhow::Result<f64> {
     Ok(samples[samples.len() / 2])
 }
 
+/// The same three phases on far objects: the working set as `FarSlice<u64>` chunks of
+/// `chunk_bytes` in an object runtime with the same local budget.
+fn object_mode(
+    backend: Arc<dyn Backend>,
+    budget: usize,
+    ws: usize,
+    ops: usize,
+    chunk_bytes: usize,
+) -> anyhow::Result<(Phases, farmem::Stats)> {
+    let rt = Runtime::new(RuntimeConfig::new(budget).custom_backend(backend))?;
+    let cw = (chunk_bytes / 8).max(1);
+    let n = ws / 8;
+    let mut chunks: Vec<FarSlice<u64>> = Vec::with_capacity(n.div_ceil(cw));
+    let t = Instant::now();
+    for c in 0..n.div_ceil(cw) {
+        let len = cw.min(n - c * cw);
+        let mut chunk = FarSlice::new_zeroed(&rt, len)?;
+        {
+            let s = rt.scope();
+            for (k, w) in chunk.write(&s)?.iter_mut().enumerate() {
+                *w = (c * cw + k) as u64 * 0x9E37_79B9;
+            }
+        }
+        chunks.push(chunk);
+    }
+    let populate_s = t.elapsed().as_secs_f64();
+    let mut rng = Rng(0xDEAD_BEEF_1234_5678);
+    let mut checksum = 0u64;
+    let t = Instant::now();
+    {
+        let mut s = rt.scope();
+        for op in 0..ops {
+            let i = rng.next() as usize % n;
+            checksum = checksum.wrapping_add(chunks[i / cw].read(&s)?[i % cw]);
+            if op % 64 == 63 {
+                s.renew();
+            }
+        }
+    }
+    let read_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    {
+        let mut s = rt.scope();
+        for op in 0..ops {
+            let r = rng.next();
+            let i = r as usize % n;
+            chunks[i / cw].write(&s)?[i % cw] = r;
+            if op % 64 == 63 {
+                s.renew();
+            }
+        }
+    }
+    let write_s = t.elapsed().as_secs_f64();
+    let stats = rt.stats();
+    drop(chunks);
+    Ok((
+        Phases {
+            populate_s,
+            read_ops_s: ops as f64 / read_s,
+            write_ops_s: ops as f64 / write_s,
+            checksum: checksum & ((1 << 52) - 1),
+        },
+        stats,
+    ))
+}
+
 /// Mean latency of a 4 KiB `get_into` from `backend`, in us (the backend's share of a fault).
 fn backend_get_4k_us(backend: &dyn Backend) -> anyhow::Result<f64> {
     let id = u64::MAX - 7;
@@ -386,6 +455,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.budget_mib > 0, "--budget-mib must be positive");
     anyhow::ensure!(args.factor > 0, "--factor must be positive");
     anyhow::ensure!(args.ops > 0, "--ops must be positive");
+    anyhow::ensure!(
+        args.object_chunk_bytes >= 8,
+        "--object-chunk-bytes must be at least 8"
+    );
     let budget = args.budget_mib << 20;
     let ws = budget * args.factor;
     if args.serve_child {
@@ -422,8 +495,40 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         local.read_ops_s, local.write_ops_s
     );
 
-    println!("object mode: not available yet");
-    r.text("object_mode", "not available yet");
+    // Object mode (before the transparent mode: it must not run on paged memory).
+    let object = {
+        let (backend, server) = make_backend(args.backend, 2 * ws as u64)?;
+        let res = object_mode(backend, budget, ws, args.ops, args.object_chunk_bytes);
+        if let Some(server) = server {
+            server.shutdown();
+        }
+        match res {
+            Ok((p, st)) => {
+                anyhow::ensure!(
+                    p.checksum == local.checksum,
+                    "object mode read checksum {} differs from all-local {}",
+                    p.checksum,
+                    local.checksum
+                );
+                phases_json(&mut r, "object", &p);
+                r.num("object_chunk_bytes", args.object_chunk_bytes as f64);
+                r.num("object_misses", st.misses as f64);
+                r.num("object_bytes_fetched", st.bytes_fetched as f64);
+                r.num("object_bytes_written_back", st.bytes_written_back as f64);
+                println!(
+                    "object mode:  reads {:>12.0} ops/s   writes {:>12.0} ops/s   (FarSlice chunks \
+                     of {} B)",
+                    p.read_ops_s, p.write_ops_s, args.object_chunk_bytes
+                );
+                Some(p)
+            }
+            Err(e) => {
+                println!("object mode: failed ({e:#})");
+                r.text("object_failed", &format!("{e:#}"));
+                None
+            }
+        }
+    };
 
     // Paging mode.
     let paging_figs = match paging::available() {
@@ -640,6 +745,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(pg) = paging_figs {
         r.num("paging_over_local_reads", pg.read_ops_s / local.read_ops_s);
+    }
+    if let (Some(pg), Some(ob)) = (paging_figs, object) {
+        r.num("object_over_paging_reads", ob.read_ops_s / pg.read_ops_s);
+        r.num("object_over_paging_writes", ob.write_ops_s / pg.write_ops_s);
+        println!(
+            "object / paging: reads {:.2}x, writes {:.2}x",
+            ob.read_ops_s / pg.read_ops_s,
+            ob.write_ops_s / pg.write_ops_s
+        );
     }
     if let Some(path) = &args.json {
         std::fs::write(path, r.to_json()).with_context(|| format!("writing {}", path.display()))?;
