@@ -10,8 +10,7 @@
 //!   saves a *clean twin* (a copy of the page as the backend has it), then un-protects it.
 //! - **Eviction** keeps at most `budget_bytes` resident. It runs in batches right after a fault
 //!   has been served (the faulting thread already runs again), so the next fault usually finds a
-//!   free slot. Clean pages are simply dropped
-//!   (`MADV_DONTNEED`), never written. A dirty page is write-protected *first* (so writes by other
+//!   free slot. Clean pages are simply dropped (`MADV_DONTNEED`), never written. A dirty page is write-protected *first* (so writes by other
 //!   threads block in a fault), copied, written back, then dropped. With
 //!   [`WriteBack::CacheLine`] only the 64-byte lines that differ from the twin are sent
 //!   ([`Backend::patch_many`]); [`WriteBack::WholePage`] sends the whole page like a swap device.
@@ -24,6 +23,10 @@
 //!   `UFFDIO_WRITEPROTECT` per referenced dirty page per hand revolution.
 //! - **Readahead**: faults on consecutive pages double a window (up to
 //!   [`PagingConfig::readahead_max_pages`]) of following pages fetched in one batched request.
+//!
+//! Local memory: at most `budget_bytes` of resident pages, plus one 4 KiB clean twin per dirty
+//! resident page (so up to twice the budget when every resident page is dirty), plus one bit per
+//! page of the region.
 //!
 //! The transparent mode, [`PagingAlloc`], is a global allocator that places large allocations in a
 //! paged region, so ordinary `Vec`/`HashMap` code runs on far memory.
@@ -41,10 +44,12 @@
 //! use farmem::EmbeddedStore;
 //! use farmem::paging::{PagedRegion, PagingConfig};
 //!
-//! let region = PagedRegion::new(64 << 20, Arc::new(EmbeddedStore::new()), PagingConfig::new(16 << 20))?;
+//! let store = Arc::new(EmbeddedStore::new());
+//! let region = PagedRegion::new(64 << 20, store, PagingConfig::new(16 << 20))?;
 //! let p = region.as_ptr();
 //! // SAFETY: the region is 64 MiB of plain memory, alive until `region` is dropped.
 //! unsafe { p.add(40 << 20).write(7) };
+//! // SAFETY: as above.
 //! assert_eq!(unsafe { p.add(40 << 20).read() }, 7);
 //! # Ok::<(), farmem::paging::PagingError>(())
 //! ```
