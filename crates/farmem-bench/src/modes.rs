@@ -18,6 +18,7 @@ pub enum Mode {
     Object,
     /// farmem object mode, everything computed here.
     #[value(name = "object-noagent")]
+    #[serde(rename = "object-noagent")]
     ObjectNoAgent,
     /// The same std-type code as `local` under the paging allocator.
     Paging,
@@ -102,6 +103,11 @@ impl ModeRun {
         }
     }
 }
+
+/// Added to the budget of kernel-swap runs: the memory cgroup charges the whole child process
+/// (binary, libraries, stacks, allocator slack), which the other modes' budgets do not count.
+/// This favours kernel swap a little; it matters only for small data sets.
+pub const KSWAP_SLACK: u64 = 24 << 20;
 
 /// Marks the result line a child process prints on stdout.
 pub const CHILD_RESULT: &str = "FARMEM_CHILD_RESULT ";

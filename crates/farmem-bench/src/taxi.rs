@@ -223,10 +223,9 @@ fn run_mode(
             .and_then(|v| Ok(serde_json::from_value(v)?)),
         Mode::Kswap => match crate::kswap::available() {
             Err(why) => return ModeRun::skipped(mode, ratio, budget, why),
-            // The cgroup charges the whole process: add the binary's own footprint.
             Ok(()) => modes::run_child(
                 &child_args(args, mode, budget, server),
-                Some(budget + (24 << 20)),
+                Some(budget + modes::KSWAP_SLACK),
             )
             .and_then(|v| Ok(serde_json::from_value(v)?)),
         },

@@ -400,7 +400,7 @@ fn run_mode(args: &Args, mode: Mode, ratio: f64, server: &str, quiet: bool) -> M
             Err(why) => return ModeRun::skipped(mode, ratio, budget, why),
             Ok(()) => modes::run_child(
                 &child_args(args, mode, budget, server),
-                Some(budget + (24 << 20)),
+                Some(budget + modes::KSWAP_SLACK),
             )
             .and_then(|v| Ok(serde_json::from_value(v)?)),
         },

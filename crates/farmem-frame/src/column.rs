@@ -265,25 +265,12 @@ impl Column {
         Ok(())
     }
 
-    fn summary_f64(&self) -> Result<(u64, f64, Option<Value>, Option<Value>)> {
-        fn conv<T: Elem>(c: &Column, s: Summary<T>) -> (u64, f64, Option<Value>, Option<Value>) {
-            let d = c.dict.as_deref();
-            (
-                s.count,
-                T::sum_to_f64(s.sum),
-                s.min.map(|x| to_value(c.dtype, d, x)),
-                s.max.map(|x| to_value(c.dtype, d, x)),
-            )
-        }
-        with_store!(&self.data, s => Ok(conv(self, s.summary()?)))
-    }
-
     /// Number of non-missing values.
     ///
     /// # Errors
     /// Storage errors.
     pub fn count(&self) -> Result<u64> {
-        Ok(self.summary_f64()?.0)
+        Ok(self.stats()?.count)
     }
 
     /// The sum of an integer column, exactly.
@@ -309,7 +296,7 @@ impl Column {
     /// [`FrameError::TypeMismatch`] for string columns; storage errors.
     pub fn sum(&self) -> Result<f64> {
         self.numeric("sum")?;
-        Ok(self.summary_f64()?.1)
+        Ok(self.stats()?.sum)
     }
 
     /// The mean of the non-missing values, `None` if there are none. Integer columns are summed
@@ -319,13 +306,9 @@ impl Column {
     /// [`FrameError::TypeMismatch`] for string columns; storage errors.
     pub fn mean(&self) -> Result<Option<f64>> {
         self.numeric("mean")?;
-        if self.dtype.is_integer() {
-            let n = self.count()?;
-            let s = self.sum_int()?;
-            return Ok((n > 0).then(|| s as f64 / n as f64));
-        }
-        let (n, s, _, _) = self.summary_f64()?;
-        Ok((n > 0).then(|| s / n as f64))
+        let st = self.stats()?;
+        let sum = st.sum_int.map_or(st.sum, |s| s as f64);
+        Ok((st.count > 0).then(|| sum / st.count as f64))
     }
 
     /// The smallest value (strings: by code order), `None` if empty.
@@ -333,7 +316,7 @@ impl Column {
     /// # Errors
     /// Storage errors.
     pub fn min(&self) -> Result<Option<Value>> {
-        Ok(self.summary_f64()?.2)
+        Ok(self.stats()?.min)
     }
 
     /// The largest value, `None` if empty.
@@ -341,7 +324,7 @@ impl Column {
     /// # Errors
     /// Storage errors.
     pub fn max(&self) -> Result<Option<Value>> {
-        Ok(self.summary_f64()?.3)
+        Ok(self.stats()?.max)
     }
 
     /// The median of the non-missing values (the lower middle one for an even count), `None`
@@ -379,11 +362,36 @@ impl Column {
     /// # Errors
     /// [`FrameError::TypeMismatch`] if `operand` does not fit the column; storage errors.
     pub fn select(&self, cmp: Cmp, operand: &Value) -> Result<Vec<u32>> {
+        match self.matching(cmp, operand, false)? {
+            Matches::Rows(r) => Ok(r),
+            Matches::Count(_) => unreachable!("rows were asked for"),
+        }
+    }
+
+    /// The number of rows where `cell <cmp> operand` (agent-capable, without moving the rows).
+    ///
+    /// # Errors
+    /// As [`Column::select`].
+    pub fn count_where(&self, cmp: Cmp, operand: &Value) -> Result<u64> {
+        match self.matching(cmp, operand, true)? {
+            Matches::Rows(r) => Ok(r.len() as u64),
+            Matches::Count(n) => Ok(n),
+        }
+    }
+
+    fn matching(&self, cmp: Cmp, operand: &Value, count: bool) -> Result<Matches> {
         let mismatch = || FrameError::TypeMismatch {
             column: self.name.clone(),
             expected: format!("a column comparable with {operand:?} by {cmp:?}"),
             actual: self.dtype,
         };
+        fn run<T: Elem>(s: &dyn ColumnStore<T>, cmp: Cmp, x: T, count: bool) -> Result<Matches> {
+            Ok(if count {
+                Matches::Count(s.count_where(cmp, x)?)
+            } else {
+                Matches::Rows(s.select(cmp, x)?)
+            })
+        }
         if self.dtype == DType::Str {
             let Value::Str(s) = operand else {
                 return Err(mismatch());
@@ -392,9 +400,9 @@ impl Column {
                 return Err(mismatch());
             };
             return match (self.dict.as_deref().and_then(|d| d.code(s)), cmp) {
-                (Some(code), Cmp::Eq | Cmp::Ne) => store.select(cmp, code),
-                (None, Cmp::Eq) => Ok(Vec::new()),
-                (None, Cmp::Ne) => Ok((0..store.len() as u32).collect()),
+                (Some(code), Cmp::Eq | Cmp::Ne) => run(store.as_ref(), cmp, code, count),
+                (None, Cmp::Eq) => Ok(Matches::Rows(Vec::new())),
+                (None, Cmp::Ne) => Ok(Matches::Rows((0..store.len() as u32).collect())),
                 _ => Err(mismatch()),
             };
         }
@@ -409,9 +417,10 @@ impl Column {
             cmp: Cmp,
             i: Option<i64>,
             f: f64,
-        ) -> Result<Vec<u32>> {
+            count: bool,
+        ) -> Result<Matches> {
             match i.and_then(T::from_i64).or_else(|| T::from_f64(f)) {
-                Some(x) => s.select(cmp, x),
+                Some(x) => run(s, cmp, x, count),
                 // The operand lies outside the type's range or between integers: compare as floats.
                 None => {
                     let mut out = Vec::new();
@@ -424,11 +433,54 @@ impl Column {
                         );
                         Ok(())
                     })?;
-                    Ok(out)
+                    Ok(Matches::Rows(out))
                 }
             }
         }
-        with_store!(&self.data, s => go(s.as_ref(), cmp, i, f))
+        with_store!(&self.data, s => go(s.as_ref(), cmp, i, f, count))
+    }
+
+    /// Count, sum, min and max in one pass (agent-capable).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn stats(&self) -> Result<ColumnStats> {
+        fn conv<T: Elem>(c: &Column, s: Summary<T>) -> ColumnStats {
+            let d = c.dict.as_deref();
+            ColumnStats {
+                count: s.count,
+                sum: T::sum_to_f64(s.sum),
+                sum_int: c.dtype.is_integer().then(|| T::sum_to_i128(s.sum)),
+                min: s.min.map(|x| to_value(c.dtype, d, x)),
+                max: s.max.map(|x| to_value(c.dtype, d, x)),
+            }
+        }
+        with_store!(&self.data, s => Ok(conv(self, s.summary()?)))
+    }
+
+    /// Distinct values with their number of rows, sorted by value (strings alphabetically)
+    /// (agent-capable).
+    ///
+    /// # Errors
+    /// [`FrameError::TypeMismatch`] for float columns; storage errors.
+    pub fn value_counts(&self) -> Result<Vec<(Value, u64)>> {
+        if self.dtype == DType::F64 {
+            return Err(FrameError::TypeMismatch {
+                column: self.name.clone(),
+                expected: "an integer or string column".into(),
+                actual: self.dtype,
+            });
+        }
+        let d = self.dict.as_deref();
+        let mut out: Vec<(Value, u64)> = with_store!(&self.data, s => s
+            .value_counts()?
+            .into_iter()
+            .map(|(x, n)| (to_value(self.dtype, d, x), n))
+            .collect());
+        if self.dtype == DType::Str {
+            out.sort_by_key(|a| a.0.to_string());
+        }
+        Ok(out)
     }
 
     /// The rows at `idx`, in that order, as a new column of the same placement.
@@ -579,6 +631,26 @@ impl Column {
             f(start, &buf)
         }))
     }
+}
+
+/// What [`Column::stats`] returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColumnStats {
+    /// Non-missing values.
+    pub count: u64,
+    /// Their sum as a float.
+    pub sum: f64,
+    /// Their exact sum, for integer columns.
+    pub sum_int: Option<i128>,
+    /// The smallest value.
+    pub min: Option<Value>,
+    /// The largest value.
+    pub max: Option<Value>,
+}
+
+enum Matches {
+    Rows(Vec<u32>),
+    Count(u64),
 }
 
 /// Reads a column in blocks: each call returns the next up to `n` values, empty at the end.

@@ -234,6 +234,33 @@ impl<T: FarElem> ColumnStore<T> for FarStore<T> {
         indices(&self.vec.filter(pred, self.place.offload)?)
     }
 
+    fn count_where(&self, cmp: Cmp, operand: T) -> Result<u64> {
+        let pred = Predicate::new(agent_cmp(cmp), operand.to_scalar());
+        Ok(self.vec.count_where(pred, self.place.offload)? as u64)
+    }
+
+    fn value_counts(&self) -> Result<Vec<(T, u64)>> {
+        match self
+            .vec
+            .group_by(&self.vec, UNIQUE_LIMIT, self.place.offload)
+        {
+            Ok(groups) => Ok(groups.into_iter().map(|(k, a)| (k, a.count)).collect()),
+            // Too many distinct values for one answer: count them here.
+            Err(ContainerError::Agent(_)) => {
+                let mut counts = std::collections::HashMap::new();
+                self.vec.scan_nt(|xs| {
+                    for &x in xs {
+                        counts.entry(x.key()).or_insert((x, 0u64)).1 += 1;
+                    }
+                })?;
+                let mut out: Vec<(T, u64)> = counts.into_values().collect();
+                out.sort_by(|a, b| a.0.total_cmp(&b.0));
+                Ok(out)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn unique(&self) -> Result<Vec<T>> {
         match self.vec.unique(UNIQUE_LIMIT, self.place.offload) {
             Ok(v) => Ok(v),

@@ -289,32 +289,20 @@ impl DataFrame {
     pub fn sort_by(&self, column: &str, descending: bool) -> Result<Self> {
         let c = self.column(column)?;
         let mut idx: Vec<u32> = (0..self.len() as u32).collect();
+        // Stable sorts with the comparison reversed for descending order keep equal keys in
+        // their original order either way.
+        let dir = |o: std::cmp::Ordering| if descending { o.reverse() } else { o };
         if c.dtype() == DType::Str {
             let v = c.read_i64(0..c.len())?;
             let dict = c.dictionary();
             let s = |code: i64| dict.and_then(|d| d.value(code as u32)).unwrap_or_default();
-            idx.sort_by(|&a, &b| s(v[a as usize]).cmp(s(v[b as usize])));
+            idx.sort_by(|&a, &b| dir(s(v[a as usize]).cmp(s(v[b as usize]))));
         } else if c.dtype() == DType::F64 {
             let v = c.read_f64(0..c.len())?;
-            idx.sort_by(|&a, &b| crate::Elem::total_cmp(&v[a as usize], &v[b as usize]));
+            idx.sort_by(|&a, &b| dir(crate::Elem::total_cmp(&v[a as usize], &v[b as usize])));
         } else {
             let v = c.read_i64(0..c.len())?;
-            idx.sort_by_key(|&a| v[a as usize]);
-        }
-        if descending {
-            // Reverse while keeping equal keys in their original order.
-            idx.reverse();
-            let key_eq =
-                |a: u32, b: u32| -> Result<bool> { Ok(c.get(a as usize)? == c.get(b as usize)?) };
-            let mut i = 0;
-            while i < idx.len() {
-                let mut j = i + 1;
-                while j < idx.len() && key_eq(idx[i], idx[j])? {
-                    j += 1;
-                }
-                idx[i..j].reverse();
-                i = j;
-            }
+            idx.sort_by(|&a, &b| dir(v[a as usize].cmp(&v[b as usize])));
         }
         self.take(&idx)
     }

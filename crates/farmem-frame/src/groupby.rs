@@ -195,17 +195,12 @@ impl DataFrame {
         DataFrame::from_columns(p, out)
     }
 
-    /// Distinct values of `column` with their number of rows, sorted by value.
+    /// Distinct values of `column` with their number of rows, sorted by value (see
+    /// [`Column::value_counts`]).
     ///
     /// # Errors
     /// [`FrameError::MissingColumn`]; [`FrameError::TypeMismatch`] for float columns; storage errors.
     pub fn value_counts(&self, column: &str) -> Result<Vec<(Value, u64)>> {
-        let g = self.group_by(column, column, &[Agg::Count])?;
-        let keys = g.column(column)?.values(0..g.len())?;
-        let counts = g.column(&format!("{column}_count"))?.read_i64(0..g.len())?;
-        Ok(keys
-            .into_iter()
-            .zip(counts.into_iter().map(|c| c as u64))
-            .collect())
+        self.column(column)?.value_counts()
     }
 }

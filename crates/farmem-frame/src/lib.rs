@@ -28,7 +28,7 @@ pub mod storage;
 pub mod taxi;
 pub mod time;
 
-pub use column::{Column, ColumnBuilder, Dictionary};
+pub use column::{Column, ColumnBuilder, ColumnStats, Dictionary};
 pub use dtype::{DType, Elem, Value};
 pub use error::{FrameError, Result};
 pub use far::FarPlacement;

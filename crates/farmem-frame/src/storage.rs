@@ -154,6 +154,36 @@ pub trait ColumnStore<T: Elem>: Send + Sync {
         Ok(out)
     }
 
+    /// Number of elements with `x <cmp> operand` (agent-capable).
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn count_where(&self, cmp: Cmp, operand: T) -> Result<u64> {
+        let mut n = 0u64;
+        self.scan(0..self.len(), &mut |_, xs| {
+            n += xs.iter().filter(|x| cmp.eval(**x, operand)).count() as u64;
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
+    /// Distinct elements with their number of occurrences, ascending (agent-capable).
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn value_counts(&self) -> Result<Vec<(T, u64)>> {
+        let mut counts: std::collections::HashMap<u64, (T, u64)> = std::collections::HashMap::new();
+        self.scan(0..self.len(), &mut |_, xs| {
+            for &x in xs {
+                counts.entry(x.key()).or_insert((x, 0)).1 += 1;
+            }
+            Ok(())
+        })?;
+        let mut out: Vec<(T, u64)> = counts.into_values().collect();
+        out.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Ok(out)
+    }
+
     /// The distinct elements, sorted ascending (agent-capable).
     ///
     /// # Errors

@@ -140,23 +140,22 @@ pub fn analyze(
         &["tpep_pickup_datetime", "tpep_dropoff_datetime"],
         |v| v[1] - v[0],
     )?;
-    let n = duration.count()?;
-    let duration_mean = if n == 0 {
-        0.0
-    } else {
-        duration.sum_int()? as f64 / n as f64
+    let st = duration.stats()?;
+    let duration_mean = match (st.count, st.sum_int) {
+        (0, _) | (_, None) => 0.0,
+        (n, Some(sum)) => sum as f64 / n as f64,
     };
     let int_of = |v: Option<Value>| match v {
         Some(Value::Int(x) | Value::Timestamp(x)) => x,
         _ => 0,
     };
-    let duration_min = int_of(duration.min()?);
-    let duration_max = int_of(duration.max()?);
+    let duration_min = int_of(st.min);
+    let duration_max = int_of(st.max);
     let df = df.clone().with_column(duration)?;
     done(3, &mut t);
     // 5
     let flag = df.column("store_and_fwd_flag")?;
-    let not_stored = flag.select(Cmp::Eq, &Value::Str("N".into()))?.len() as f64;
+    let not_stored = flag.count_where(Cmp::Eq, &Value::Str("N".into()))? as f64;
     let share_not_stored = if rows == 0 {
         0.0
     } else {
@@ -176,13 +175,14 @@ pub fn analyze(
         ],
         |v| haversine_km(v[0], v[1], v[2], v[3]),
     )?;
-    let trips_over_100km = dist.select(Cmp::Gt, &Value::Float(100.0))?.len() as u64;
+    let trips_over_100km = dist.count_where(Cmp::Gt, &Value::Float(100.0))?;
     let df = df.with_column(dist)?;
     done(5, &mut t);
     // 7
     let pickup = df.column("tpep_pickup_datetime")?;
     let ts = |v: Option<Value>| v.map(|v| v.to_string()).unwrap_or_default();
-    let (pickup_min, pickup_max) = (ts(pickup.min()?), ts(pickup.max()?));
+    let st = pickup.stats()?;
+    let (pickup_min, pickup_max) = (ts(st.min), ts(st.max));
     let p = ["tpep_pickup_datetime"];
     let hour = df.derive_i64("pickup_hour", DType::U8, &p, |v| crate::time::hour(v[0]))?;
     let day = df.derive_i64("pickup_day", DType::U8, &p, |v| weekday(v[0]))?;
