@@ -1,10 +1,365 @@
-//! `farmem-bench containers` (not implemented yet).
+//! `farmem-bench containers`: remoteable containers against a memory server.
+//!
+//! Three experiments, each reported against a reference measured in the same run:
+//! 1. Sequential scan (sum) of a `FarVec<u64>` at 10% local budget, in bytes/s, against the
+//!    transport's bulk bandwidth (batched `get_many` of the same chunk size) and a bare TCP stream.
+//!    Target: >= 70% of the transport's bulk bandwidth.
+//! 2. Random `get_many` on a `FarHashMap` with Zipf(0.99) and Zipf(0.85) keys at 25% local budget:
+//!    ops/s, miss rate, and the bound `min(all-local ops/s, pipelined transport ops/s / miss rate)`
+//!    where "all-local" is a std `HashMap` on the same key stream and "pipelined transport" is
+//!    batched server-side table lookups (the map's miss path) on the same connection. Target:
+//!    >= 50% of the bound.
+//! 3. An aggregate over a far column, offloaded vs client-side: time and bytes moved. Target:
+//!    offloaded moves >= 100x fewer bytes and runs faster.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use farmem::backend::{TcpBackend, TcpConfig};
+use farmem::containers::{FarHashMap, FarVec, HashMapConfig, Offload, agent_traffic};
+use farmem::{Backend, Runtime, RuntimeConfig};
+use serde_json::json;
+
+use crate::common::{self, TargetServer};
+use crate::zipf::{SplitMix, Zipf};
 
 /// Options of `farmem-bench containers`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Size of the scanned vector in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub scan_mib: usize,
+    /// Local budget for the scan, as a fraction of the vector.
+    #[arg(long, default_value_t = 0.10)]
+    pub scan_budget: f64,
+    /// Entries in the hash map.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub map_keys: u64,
+    /// Lookups per Zipf run.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub map_ops: u64,
+    /// Keys per `get_many` call.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Client threads issuing `get_many` concurrently (the references use as many).
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+    /// Local cache of the hash map, as a fraction of its entries' footprint.
+    #[arg(long, default_value_t = 0.25)]
+    pub map_budget: f64,
+    /// Size of the aggregated column in MiB.
+    #[arg(long, default_value_t = 128)]
+    pub agg_mib: usize,
+    /// Use this memory server instead of starting one on loopback.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Write every figure to this JSON file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+type Value = [u64; 4];
+
+fn connect(addr: &str) -> anyhow::Result<Arc<TcpBackend>> {
+    Ok(Arc::new(
+        TcpBackend::connect(TcpConfig::new([addr])).context("connecting to the memory server")?,
+    ))
+}
+
+fn runtime(backend: Arc<TcpBackend>, budget: usize) -> anyhow::Result<Runtime> {
+    let cfg = RuntimeConfig::new(budget.max(8 << 20)).custom_backend(backend);
+    Runtime::new(cfg).context("starting the runtime")
+}
+
+/// Bytes/s of bulk `get_many` of objects of `obj_bytes`: two threads, each keeping one batch of
+/// `batch` objects in flight, so the connection never idles (the transport's bulk bandwidth).
+fn transport_bulk(
+    backend: &TcpBackend,
+    obj_bytes: usize,
+    batch: usize,
+    seconds: f64,
+) -> anyhow::Result<f64> {
+    let base = 0xB0_0000_0000u64;
+    let n = (batch * 4) as u64;
+    let data = vec![7u8; obj_bytes];
+    let items: Vec<(u64, &[u8])> = (0..n).map(|i| (base + i, &data[..])).collect();
+    backend.put_many(&items)?;
+    let ids: Vec<u64> = (0..n).map(|i| base + i).collect();
+    let t0 = Instant::now();
+    let bytes = std::thread::scope(|s| -> anyhow::Result<u64> {
+        let workers: Vec<_> = (0..2)
+            .map(|w| {
+                let ids = &ids;
+                s.spawn(move || -> anyhow::Result<u64> {
+                    let mut bytes = 0u64;
+                    let mut k = w;
+                    while t0.elapsed().as_secs_f64() < seconds {
+                        let got = backend.get_many(&ids[k * batch..(k + 1) * batch])?;
+                        bytes += got.iter().map(|g| g.len() as u64).sum::<u64>();
+                        k = (k + 2) % 4;
+                    }
+                    Ok(bytes)
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for w in workers {
+            total += w
+                .join()
+                .map_err(|_| anyhow::anyhow!("bulk worker panicked"))??;
+        }
+        Ok(total)
+    })?;
+    let rate = bytes as f64 / t0.elapsed().as_secs_f64();
+    backend.free(&ids)?;
+    Ok(rate)
+}
+
+fn scan_experiment(args: &Args, backend: Arc<TcpBackend>) -> anyhow::Result<serde_json::Value> {
+    let bytes = args.scan_mib << 20;
+    let budget = (bytes as f64 * args.scan_budget) as usize;
+    let rt = runtime(backend.clone(), budget)?;
+    let mut v: FarVec<u64> = FarVec::new(&rt);
+    v.extend(0..(bytes / 8) as u64)?;
+    let chunk_bytes = v.chunk_len() * 8;
+    // Warm-up pass (moves the tail out), then the measured pass.
+    let mut sum = 0u64;
+    v.scan(|c| sum = c.iter().fold(sum, |a, &x| a.wrapping_add(x)))?;
+    let t0 = Instant::now();
+    let mut sum2 = 0u64;
+    v.scan(|c| sum2 = c.iter().fold(sum2, |a, &x| a.wrapping_add(x)))?;
+    let scan_s = t0.elapsed().as_secs_f64();
+    anyhow::ensure!(sum == sum2, "the two scans disagree");
+    let scan_rate = bytes as f64 / scan_s;
+    let bulk = transport_bulk(&backend, chunk_bytes, ((2 << 20) / chunk_bytes).max(1), 1.5)?;
+    let tcp = common::bulk_tcp_bytes_per_s(Duration::from_millis(1500), None, None)?;
+    let st = rt.stats();
+    println!(
+        "scan: {} MiB FarVec<u64> at {:.0}% budget: {} = {:.0}% of transport bulk {} ({:.0}% of bare TCP {}); fetched {} MiB",
+        args.scan_mib,
+        args.scan_budget * 100.0,
+        common::human_rate(scan_rate),
+        100.0 * scan_rate / bulk,
+        common::human_rate(bulk),
+        100.0 * scan_rate / tcp,
+        common::human_rate(tcp),
+        st.bytes_fetched >> 20
+    );
+    Ok(json!({
+        "vector_bytes": bytes,
+        "budget_bytes": rt.budget(),
+        "chunk_bytes": chunk_bytes,
+        "scan_bytes_per_s": scan_rate,
+        "transport_bulk_bytes_per_s": bulk,
+        "bare_tcp_bytes_per_s": tcp,
+        "ratio_to_transport_bulk": scan_rate / bulk,
+        "ratio_to_bare_tcp": scan_rate / tcp,
+        "target_ratio": 0.7,
+        "bytes_fetched": st.bytes_fetched,
+    }))
+}
+
+/// Key of rank `r`: ranks are spread over the key space so hot keys land in every shard.
+fn key_of(r: u64) -> u64 {
+    r.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+fn zipf_keys(n: u64, s: f64, count: u64, seed: u64) -> Vec<u64> {
+    let z = Zipf::new(n, s);
+    let mut rng = SplitMix(seed);
+    (0..count)
+        .map(|_| key_of(z.sample(|| rng.unit())))
+        .collect()
+}
+
+/// Keys/s of batched server-side table lookups (the map's miss path), `batch` keys per call,
+/// from `threads` threads at once (pipelined on the connection).
+fn transport_lookups(
+    rt: &Runtime,
+    keys: &[u64],
+    batch: usize,
+    threads: usize,
+    seconds: f64,
+) -> anyhow::Result<f64> {
+    // A map with no local cache to speak of: every lookup goes to the server.
+    let m: FarHashMap<u64, Value> = FarHashMap::new(rt, HashMapConfig::new(1))?;
+    for k in keys.iter().take(4096) {
+        m.insert(*k, [*k; 4])?;
+    }
+    m.flush()?;
+    let t0 = Instant::now();
+    let done = parallel(keys, threads, |part| -> anyhow::Result<u64> {
+        let mut done = 0u64;
+        let mut i = 0;
+        while t0.elapsed().as_secs_f64() < seconds {
+            let b = &part[i..(i + batch).min(part.len())];
+            let _ = m.get_many(b)?;
+            done += b.len() as u64;
+            i = if i + batch >= part.len() {
+                0
+            } else {
+                i + batch
+            };
+        }
+        Ok(done)
+    })?;
+    Ok(done as f64 / t0.elapsed().as_secs_f64())
+}
+
+/// Runs `f` on `threads` disjoint parts of `keys` at once; sums the results.
+fn parallel(
+    keys: &[u64],
+    threads: usize,
+    f: impl Fn(&[u64]) -> anyhow::Result<u64> + Sync,
+) -> anyhow::Result<u64> {
+    let per = keys.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = keys.chunks(per).map(|part| s.spawn(|| f(part))).collect();
+        let mut total = 0;
+        for h in hs {
+            total += h.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
+        }
+        Ok(total)
+    })
+}
+
+fn map_experiment(args: &Args, backend: Arc<TcpBackend>) -> anyhow::Result<serde_json::Value> {
+    let entry = 8 + size_of::<Value>() + 48;
+    let total = args.map_keys as usize * entry;
+    let local = (total as f64 * args.map_budget) as usize;
+    let rt = runtime(backend, 8 << 20)?;
+    let mut out = Vec::new();
+    for s in [0.99, 0.85] {
+        let m: FarHashMap<u64, Value> = FarHashMap::new(&rt, HashMapConfig::new(local))?;
+        for r in 0..args.map_keys {
+            m.insert(key_of(r), [r; 4])?;
+        }
+        m.flush()?;
+        let keys = zipf_keys(args.map_keys, s, args.map_ops, 42);
+        // Warm the cache with a tenth of the stream, then measure.
+        for b in keys[..keys.len() / 10].chunks(args.batch) {
+            m.get_many(b)?;
+        }
+        let before = m.stats();
+        let t0 = Instant::now();
+        let found = parallel(&keys, args.threads, |part| {
+            let mut found = 0u64;
+            for b in part.chunks(args.batch) {
+                found += m.get_many(b)?.iter().filter(|v| v.is_some()).count() as u64;
+            }
+            Ok(found)
+        })?;
+        let secs = t0.elapsed().as_secs_f64();
+        anyhow::ensure!(found == keys.len() as u64, "lookups lost entries");
+        let after = m.stats();
+        let (hits, misses) = (after.hits - before.hits, after.misses - before.misses);
+        let miss_rate = misses as f64 / (hits + misses).max(1) as f64;
+        let ops = keys.len() as f64 / secs;
+        // All-local reference: a std HashMap on the same stream.
+        let local_map: HashMap<u64, Value> =
+            (0..args.map_keys).map(|r| (key_of(r), [r; 4])).collect();
+        let t1 = Instant::now();
+        let acc = parallel(&keys, args.threads, |part| {
+            Ok(part.iter().fold(0u64, |a, k| {
+                a.wrapping_add(local_map.get(k).map_or(0, |v| v[0]))
+            }))
+        })?;
+        let local_ops = keys.len() as f64 / t1.elapsed().as_secs_f64();
+        std::hint::black_box(acc);
+        drop(local_map);
+        let transport = transport_lookups(&rt, &keys, args.batch, args.threads, 1.0)?;
+        let bound = local_ops.min(transport / miss_rate.max(1e-9));
+        println!(
+            "hash map zipf {s}: {:.2} Mops/s, miss rate {:.1}%, bound {:.2} Mops/s (all-local {:.2}, transport {:.2} Mlookups/s) => {:.0}% of bound",
+            ops / 1e6,
+            miss_rate * 100.0,
+            bound / 1e6,
+            local_ops / 1e6,
+            transport / 1e6,
+            100.0 * ops / bound
+        );
+        out.push(json!({
+            "zipf_s": s,
+            "entries": args.map_keys,
+            "local_cache_bytes": local,
+            "batch": args.batch,
+            "threads": args.threads,
+            "ops_per_s": ops,
+            "miss_rate": miss_rate,
+            "all_local_ops_per_s": local_ops,
+            "transport_lookups_per_s": transport,
+            "bound_ops_per_s": bound,
+            "ratio_to_bound": ops / bound,
+            "target_ratio": 0.5,
+        }));
+    }
+    Ok(serde_json::Value::Array(out))
+}
+
+fn aggregate_experiment(
+    args: &Args,
+    backend: Arc<TcpBackend>,
+) -> anyhow::Result<serde_json::Value> {
+    let bytes = args.agg_mib << 20;
+    let rt = runtime(backend, bytes / 10)?;
+    let mut v: FarVec<f64> = FarVec::new(&rt);
+    v.extend((0..(bytes / 8) as u64).map(|i| (i % 1000) as f64 * 0.5))?;
+    v.flush()?;
+    let (s0, r0) = agent_traffic();
+    let st0 = rt.stats();
+    let t0 = Instant::now();
+    let remote = v.aggregate(Offload::Remote)?;
+    let remote_s = t0.elapsed().as_secs_f64();
+    let (s1, r1) = agent_traffic();
+    let st1 = rt.stats();
+    let remote_bytes = (s1 - s0)
+        + (r1 - r0)
+        + (st1.bytes_fetched - st0.bytes_fetched)
+        + (st1.bytes_written_back - st0.bytes_written_back);
+    let t1 = Instant::now();
+    let local = v.aggregate(Offload::Local)?;
+    let local_s = t1.elapsed().as_secs_f64();
+    let st2 = rt.stats();
+    let (s2, r2) = agent_traffic();
+    let local_bytes = (st2.bytes_fetched - st1.bytes_fetched) + (s2 - s1) + (r2 - r1);
+    anyhow::ensure!(remote == local, "offloaded and local aggregates differ");
+    println!(
+        "aggregate over {} MiB f64 column: offloaded {:.1} ms moving {} B, client-side {:.1} ms moving {} MiB => {:.0}x fewer bytes, {:.1}x faster",
+        args.agg_mib,
+        remote_s * 1e3,
+        remote_bytes,
+        local_s * 1e3,
+        local_bytes >> 20,
+        local_bytes as f64 / remote_bytes.max(1) as f64,
+        local_s / remote_s
+    );
+    Ok(json!({
+        "column_bytes": bytes,
+        "offloaded_s": remote_s,
+        "offloaded_bytes_moved": remote_bytes,
+        "client_side_s": local_s,
+        "client_side_bytes_moved": local_bytes,
+        "bytes_ratio": local_bytes as f64 / remote_bytes.max(1) as f64,
+        "speedup": local_s / remote_s,
+        "target_bytes_ratio": 100.0,
+    }))
+}
 
 /// Runs the benchmark.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("farmem-bench containers is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let capacity = u64::MAX;
+    let server = TargetServer::start(args.server.as_deref(), capacity, None)?;
+    let scan = scan_experiment(&args, connect(&server.addr)?)?;
+    let map = map_experiment(&args, connect(&server.addr)?)?;
+    let agg = aggregate_experiment(&args, connect(&server.addr)?)?;
+    if let Some(path) = &args.json {
+        common::write_json(
+            path,
+            &json!({ "server": server.addr, "scan": scan, "hash_map": map, "aggregate": agg }),
+        )?;
+    }
+    Ok(())
 }

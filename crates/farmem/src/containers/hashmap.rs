@@ -326,7 +326,12 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     fn make_room(&self, shard: &mut Shard<K, V>, incoming: usize) -> Result<()> {
         let mut dirty = Vec::new();
         let mut victims = Vec::new();
-        while shard.map.len() + incoming > self.per_shard {
+        if shard.map.len() + incoming <= self.per_shard {
+            return Ok(());
+        }
+        // Evict an eighth of the shard at once, so dirty victims go back in one batch.
+        let target = self.per_shard.saturating_sub(self.per_shard / 8 + incoming);
+        while shard.map.len() > target {
             let Some((k, e)) = shard.evict_one() else {
                 break;
             };
