@@ -18,14 +18,14 @@ use farmem::paging::{
     self, AllocConfig, PAGE_SIZE, PagedRegion, PagingAlloc, PagingConfig, PagingStats,
 };
 use farmem::{Backend, EmbeddedStore, FarSlice, Runtime, RuntimeConfig};
-use farmem_server::{Server, ServerConfig, ServerHandle};
+use farmem_server::{Server, ServerConfig};
 
 use crate::kswap;
 
 /// Where the paged pages live.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendKind {
-    /// A memory server on loopback, started in this process (the fair setting).
+    /// A memory server on loopback, in a child process (the fair setting).
     Tcp,
     /// In-process store (no network).
     Embedded,
@@ -73,9 +73,9 @@ static ALLOC: PagingAlloc = PagingAlloc::new();
 
 /// A memory server in a child process (the current binary re-executed with `--serve-child`).
 ///
-/// The transparent mode cannot use an in-process server: the server's threads would allocate
-/// large buffers in paged memory and then fault on pages only the pager, waiting for that very
-/// server, could bring in.
+/// Every mode uses one, like a real memory server on another machine. The transparent mode could
+/// not use an in-process server anyway: the server's threads would allocate large buffers in paged
+/// memory and then fault on pages only the pager, waiting for that very server, could bring in.
 struct ServerProcess {
     child: std::process::Child,
     addr: String,
@@ -129,15 +129,7 @@ fn transparent(
     budget: usize,
     ws: usize,
 ) -> anyhow::Result<(Phases, Option<ServerProcess>)> {
-    let (backend, server): (Arc<dyn Backend>, _) = match args.backend {
-        BackendKind::Embedded => (Arc::new(EmbeddedStore::new()), None),
-        BackendKind::Tcp => {
-            let server = ServerProcess::start(2 * ws as u64)?;
-            let backend = TcpBackend::connect(TcpConfig::new([server.addr.clone()]))
-                .context("connecting to the memory-server child")?;
-            (Arc::new(backend), Some(server))
-        }
-    };
+    let (backend, server) = make_backend(args.backend, 2 * ws as u64)?;
     let mut config = AllocConfig::new(budget);
     config.paging.pager_spin_us = args.spin_us;
     PagingAlloc::enable(backend, config)?;
@@ -430,21 +422,18 @@ fn backend_get_4k_us(backend: &dyn Backend) -> anyhow::Result<f64> {
     Ok(us)
 }
 
-/// The paging backend, and the loopback server behind it (kept alive by the caller).
+/// The backend of a mode, and the loopback memory server behind it (a child process, kept alive
+/// by the caller; every mode gets a fresh one).
 fn make_backend(
     kind: BackendKind,
     capacity: u64,
-) -> anyhow::Result<(Arc<dyn Backend>, Option<ServerHandle>)> {
+) -> anyhow::Result<(Arc<dyn Backend>, Option<ServerProcess>)> {
     Ok(match kind {
         BackendKind::Embedded => (Arc::new(EmbeddedStore::new()), None),
         BackendKind::Tcp => {
-            let server = Server::start(ServerConfig {
-                capacity,
-                ..Default::default()
-            })
-            .context("starting the loopback memory server")?;
-            let backend = TcpBackend::connect(TcpConfig::new([server.addr()]))
-                .context("connecting to the loopback memory server")?;
+            let server = ServerProcess::start(capacity)?;
+            let backend = TcpBackend::connect(TcpConfig::new([server.addr.clone()]))
+                .context("connecting to the memory-server child")?;
             (Arc::new(backend), Some(server))
         }
     })
@@ -499,9 +488,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let object = {
         let (backend, server) = make_backend(args.backend, 2 * ws as u64)?;
         let res = object_mode(backend, budget, ws, args.ops, args.object_chunk_bytes);
-        if let Some(server) = server {
-            server.shutdown();
-        }
+        drop(server);
         match res {
             Ok((p, st)) => {
                 anyhow::ensure!(
@@ -642,9 +629,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 whole / sent
             );
             drop(paged);
-            if let Some(server) = server {
-                server.shutdown();
-            }
+            drop(server);
             Some(p)
         }
     };
