@@ -19,10 +19,10 @@ pub(crate) struct Window {
 
 impl Window {
     /// A window for objects of `obj_bytes` under `rt`'s budget: batches of up to 2 MiB, at most
-    /// 1/8 of the budget in flight, so read-ahead never evicts what is about to be used.
+    /// a quarter of the budget in flight, so read-ahead does not evict what is about to be used.
     pub(crate) fn for_objects(rt: &Runtime, obj_bytes: usize) -> Self {
         let obj = obj_bytes.max(1);
-        let in_flight = (rt.budget() / 8).max(obj);
+        let in_flight = (rt.budget() / 4).max(obj);
         let batch = ((2 << 20).min(in_flight / 2) / obj).max(1);
         let ahead = (in_flight / obj).max(batch);
         Self { batch, ahead }

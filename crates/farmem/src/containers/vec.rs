@@ -35,7 +35,7 @@ const STRIDE_DEPTH: i64 = 16;
 /// v.set(0, 5).unwrap();
 /// v.sort().unwrap();
 /// assert_eq!(v.get(0).unwrap(), 0);
-/// assert_eq!(v.binary_search(&5000).unwrap(), Ok(5000));
+/// assert_eq!(v.binary_search(&5000).unwrap(), Ok(5001)); // 5 is there twice
 /// let mut total = 0u64;
 /// v.scan(|chunk| chunk.iter().for_each(|&x| total += u64::from(x))).unwrap();
 /// assert_eq!(total, (0..10_000u64).sum::<u64>() - 9_999 + 5);
