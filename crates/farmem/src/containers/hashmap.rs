@@ -1,7 +1,7 @@
 //! [`FarHashMap`]: hot entries cached locally, cold entries in a server-side table.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytemuck::Pod;
@@ -54,6 +54,27 @@ pub struct HashMapStats {
     pub round_trips: u64,
 }
 
+/// A fast multiplicative hasher for the shard-local maps. Shard selection uses the seeded std
+/// hasher, so an adversary cannot aim many keys at one shard's map without knowing the seed.
+#[derive(Default)]
+struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7C_C1_B7_27_22_0A_95);
+    }
+}
+
 struct Entry<V> {
     value: V,
     dirty: bool,
@@ -66,7 +87,7 @@ struct Entry<V> {
 /// promotes them to the protected segment (CLOCK second chance there). Eviction takes
 /// probationary entries first, so a scan of cold keys never pushes hot keys out.
 struct Shard<K, V> {
-    map: HashMap<K, Entry<V>>,
+    map: HashMap<K, Entry<V>, BuildHasherDefault<FastHasher>>,
     probation: VecDeque<(K, u64)>,
     protected: VecDeque<(K, u64)>,
     n_protected: usize,
@@ -81,7 +102,7 @@ struct Shard<K, V> {
 impl<K: Hash + Eq + Copy, V: Copy> Shard<K, V> {
     fn new() -> Self {
         Self {
-            map: HashMap::new(),
+            map: HashMap::default(),
             probation: VecDeque::new(),
             protected: VecDeque::new(),
             n_protected: 0,
@@ -396,13 +417,16 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
             if let Some(e) = sh.map.get(k) {
                 out[i] = Some(e.value);
                 sh.touch(k, self.max_protected);
-                self.hits.fetch_add(1, Ordering::Relaxed);
             } else {
                 sh.inflight += 1;
                 missing.push(i);
-                self.misses.fetch_add(1, Ordering::Relaxed);
             }
         }
+        // Counted once per call: the counters are shared by all threads.
+        self.hits
+            .fetch_add((keys.len() - missing.len()) as u64, Ordering::Relaxed);
+        self.misses
+            .fetch_add(missing.len() as u64, Ordering::Relaxed);
         if missing.is_empty() {
             return Ok(out);
         }
