@@ -10,7 +10,7 @@ use crate::modes::{self, Mode};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Synthetic trips (about 140 bytes each in memory).
-    #[arg(long, default_value_t = 3_000_000)]
+    #[arg(long, default_value_t = 6_000_000)]
     pub rows: u64,
     /// Local memory as a share of the working set.
     #[arg(long, default_value = "25%", value_parser = modes::parse_ratio)]

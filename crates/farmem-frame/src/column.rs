@@ -654,7 +654,7 @@ enum Matches {
 }
 
 /// Reads a column in blocks: each call returns the next up to `n` values, empty at the end.
-pub type BlockFn<'a, T> = Box<dyn FnMut(usize) -> Result<Vec<T>> + 'a>;
+pub type BlockFn<'a, T> = Box<dyn FnMut(usize) -> Result<Vec<T>> + Send + 'a>;
 
 /// The lower median of `v` (reorders it); `None` if empty.
 pub(crate) fn median_of<T: Elem>(v: &mut [T]) -> Option<T> {

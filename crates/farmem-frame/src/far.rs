@@ -290,7 +290,7 @@ impl<T: FarElem> ColumnStore<T> for FarStore<T> {
         Ok(out)
     }
 
-    fn reader(&self) -> Box<dyn BlockReader<T> + '_> {
+    fn reader(&self) -> Box<dyn BlockReader<T> + Send + '_> {
         self.reader_from(0)
     }
 
@@ -300,7 +300,7 @@ impl<T: FarElem> ColumnStore<T> for FarStore<T> {
 }
 
 impl<T: FarElem> FarStore<T> {
-    fn reader_from(&self, start: usize) -> Box<dyn BlockReader<T> + '_> {
+    fn reader_from(&self, start: usize) -> Box<dyn BlockReader<T> + Send + '_> {
         let mut it = self.vec.iter();
         // The iterator fetches whole chunks, so skipping costs a pass over the prefix; callers
         // that read in blocks use one reader from the start.

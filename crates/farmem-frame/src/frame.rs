@@ -7,6 +7,9 @@ use crate::column::{BUILD_CHUNK, BlockFn, ColumnBuilder};
 use crate::storage::Cmp;
 use crate::{Column, DType, FrameError, PlacementRef, Result, Value};
 
+/// A full scan of a column converted to `T` ([`Column::scan_i64`] or [`Column::scan_f64`]).
+type ScanFn<T> = fn(&Column, &mut dyn FnMut(usize, &[T]) -> Result<()>) -> Result<()>;
+
 /// A table of named, typed columns of equal length, all stored with one [`crate::Placement`].
 ///
 /// Frames are cheap to clone: columns are shared.
@@ -216,24 +219,46 @@ impl DataFrame {
 
     /// Calls `each(row_inputs)` for every row with the values of the `inputs` columns, read in
     /// blocks by `read`.
-    fn for_each_input<T: Copy + Default>(
+    fn for_each_input<T: Copy + Default + Send>(
         &self,
         inputs: &[&str],
         reader: for<'c> fn(&'c Column) -> BlockFn<'c, T>,
+        scan: ScanFn<T>,
         mut each: impl FnMut(&[T]) -> Result<()>,
     ) -> Result<()> {
         let cols: Vec<&Column> = inputs
             .iter()
             .map(|n| self.column(n))
             .collect::<Result<_>>()?;
+        if let [c] = cols[..] {
+            // One input: a plain scan, which far placements read ahead on a helper thread.
+            return scan(c, &mut |_, xs| {
+                for x in xs {
+                    each(std::slice::from_ref(x))?;
+                }
+                Ok(())
+            });
+        }
         let mut readers: Vec<BlockFn<'_, T>> = cols.iter().map(|c| reader(c)).collect();
         let mut args = vec![T::default(); cols.len()];
         let mut left = self.len();
         while left > 0 {
-            let blocks = readers
-                .iter_mut()
-                .map(|r| r(BUILD_CHUNK))
-                .collect::<Result<Vec<_>>>()?;
+            // Fetch the next block of every input at once, so that far placements overlap their
+            // round trips.
+            let blocks = std::thread::scope(|s| {
+                let handles: Vec<_> = readers
+                    .iter_mut()
+                    .map(|r| s.spawn(move || r(BUILD_CHUNK)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(FrameError::Storage("a column reader panicked".into()))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })?;
             let n = blocks.iter().map(Vec::len).min().unwrap_or(0);
             if n == 0 {
                 break;
@@ -263,7 +288,9 @@ impl DataFrame {
         f: impl Fn(&[i64]) -> i64,
     ) -> Result<Column> {
         let mut b = ColumnBuilder::new(name, dtype, self.placement.as_ref());
-        self.for_each_input(inputs, Column::reader_i64, |args| b.push_i64(f(args)))?;
+        self.for_each_input(inputs, Column::reader_i64, Column::scan_i64, |args| {
+            b.push_i64(f(args))
+        })?;
         b.finish()
     }
 
@@ -278,7 +305,9 @@ impl DataFrame {
         f: impl Fn(&[f64]) -> f64,
     ) -> Result<Column> {
         let mut b = ColumnBuilder::new(name, DType::F64, self.placement.as_ref());
-        self.for_each_input(inputs, Column::reader_f64, |args| b.push_f64(f(args)))?;
+        self.for_each_input(inputs, Column::reader_f64, Column::scan_f64, |args| {
+            b.push_f64(f(args))
+        })?;
         b.finish()
     }
 

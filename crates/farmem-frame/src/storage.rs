@@ -230,7 +230,7 @@ pub trait ColumnStore<T: Elem>: Send + Sync {
     }
 
     /// A reader that returns the elements front to back in blocks.
-    fn reader(&self) -> Box<dyn BlockReader<T> + '_> {
+    fn reader(&self) -> Box<dyn BlockReader<T> + Send + '_> {
         Box::new(RangeReader {
             store: self,
             pos: 0,
@@ -243,7 +243,7 @@ pub trait ColumnStore<T: Elem>: Send + Sync {
 }
 
 /// Sequential reading of a store in blocks (several columns can be read in lockstep).
-pub trait BlockReader<T> {
+pub trait BlockReader<T>: Send {
     /// Replaces the contents of `out` with the next up to `max` elements; `out` is empty at the
     /// end.
     ///
