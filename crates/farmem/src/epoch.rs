@@ -175,7 +175,10 @@ pub(crate) fn synchronize(on_block: impl Fn()) {
 pub struct Scope<'rt> {
     ts: Arc<ThreadState>,
     rt: &'rt Inner,
-    hits: Cell<u64>,
+    /// Hit counters, striped by handle address so consecutive hits do not form one chain of
+    /// dependent read-modify-writes in memory.
+    hits: [Cell<u64>; 4],
+    count_hits: bool,
     _not_send: PhantomData<*mut ()>,
 }
 
@@ -190,7 +193,8 @@ impl<'rt> Scope<'rt> {
         Self {
             ts,
             rt,
-            hits: Cell::new(0),
+            hits: Default::default(),
+            count_hits: rt.cfg.count_hits,
             _not_send: PhantomData,
         }
     }
@@ -212,8 +216,12 @@ impl<'rt> Scope<'rt> {
     }
 
     #[inline(always)]
-    pub(crate) fn hit(&self) {
-        self.hits.set(self.hits.get() + 1);
+    pub(crate) fn hit(&self, handle: usize) {
+        if !self.count_hits {
+            return;
+        }
+        let c = &self.hits[(handle >> 5) & 3];
+        c.set(c.get() + 1);
     }
 }
 
@@ -224,7 +232,7 @@ impl Drop for Scope<'_> {
         if depth == 0 {
             self.ts.epoch.exit();
         }
-        let hits = self.hits.get();
+        let hits: u64 = self.hits.iter().map(Cell::get).sum();
         if hits > 0 {
             self.rt.counters.with(|c| c.add_hits(hits));
         }

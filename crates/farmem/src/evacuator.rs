@@ -261,7 +261,7 @@ impl Round<'_> {
                 return;
             }
             // Compaction stays within the budget (the slack is for mutators the evacuator waits
-            // for); without room, hot objects are evicted like cold ones.
+            // for and for objects they move); without room, hot objects are evicted.
             let limit = self.inner.heap.budget;
             if let Some(a) = self
                 .inner

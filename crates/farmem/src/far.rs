@@ -119,10 +119,10 @@ impl RawFar {
         let w = self.slot().word.load(Ordering::Acquire);
         let (mask, want) = mode.fast();
         if w & mask == want {
-            s.hit();
+            s.hit(self.slot.as_ptr() as usize);
             return Ok(addr(w));
         }
-        self.rt.deref_slow(self.idx, self.slot(), mode, s)
+        self.rt.deref_slow(self.idx, self.slot(), mode)
     }
 
     fn is_local(&self) -> bool {

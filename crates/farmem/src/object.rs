@@ -2,7 +2,7 @@
 //! prefetch. Everything here changes a handle word only by compare-and-swap, or by a plain store
 //! while holding the word's `BUSY` bit.
 
-use crate::epoch::{Scope, backoff};
+use crate::epoch::backoff;
 use crate::error::{Error, Result};
 use crate::heap::Allocation;
 use crate::loom::Ordering;
@@ -63,13 +63,7 @@ impl Inner {
     /// its word carries the bits `mode` needs.
     #[cold]
     #[inline(never)]
-    pub(crate) fn deref_slow(
-        &self,
-        idx: u32,
-        slot: &Slot,
-        mode: Mode,
-        scope: &Scope<'_>,
-    ) -> Result<usize> {
+    pub(crate) fn deref_slow(&self, idx: u32, slot: &Slot, mode: Mode) -> Result<usize> {
         let mut spins = 0;
         loop {
             let w = slot.word.load(Ordering::Acquire);
@@ -97,7 +91,7 @@ impl Inner {
                 clear |= NT;
             }
             if w & set == set && w & clear == 0 {
-                scope.hit();
+                self.counters.with(|c| c.add_hits(1));
                 return Ok(addr(w));
             }
             let new = (w | set) & !clear;
@@ -106,7 +100,7 @@ impl Inner {
                 .compare_exchange_weak(w, new, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                scope.hit();
+                self.counters.with(|c| c.add_hits(1));
                 return Ok(addr(w));
             }
         }
