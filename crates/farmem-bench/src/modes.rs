@@ -129,6 +129,10 @@ pub fn run_child(args: &[String], kswap_limit: Option<u64>) -> anyhow::Result<se
     };
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
+        use std::os::unix::process::ExitStatusExt;
+        if output.status.signal() == Some(9) {
+            anyhow::bail!("child run was killed (SIGKILL: out of memory under its limit?)");
+        }
         anyhow::bail!(
             "child run failed ({}): {}{}",
             output.status,
