@@ -121,6 +121,17 @@ pub fn tcp_rtt(
     echo_cpu: Option<usize>,
     client_cpu: Option<usize>,
 ) -> anyhow::Result<Latency> {
+    let mut samples = tcp_rtt_samples(size, iters, echo_cpu, client_cpu)?;
+    Ok(Latency::from_nanos(&mut samples))
+}
+
+/// [`tcp_rtt`]'s raw samples in nanoseconds, for benchmarks that interleave them with their own.
+pub fn tcp_rtt_samples(
+    size: usize,
+    iters: usize,
+    echo_cpu: Option<usize>,
+    client_cpu: Option<usize>,
+) -> anyhow::Result<Vec<u64>> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let echo = std::thread::spawn(move || -> std::io::Result<()> {
@@ -154,8 +165,7 @@ pub fn tcp_rtt(
         Ok(samples)
     })?;
     let _ = echo.join();
-    let mut samples = samples;
-    Ok(Latency::from_nanos(&mut samples))
+    Ok(samples)
 }
 
 /// Throughput of a bare bulk TCP stream over loopback (one sender, one receiver) in bytes/s.
