@@ -184,7 +184,12 @@ fn cold_deref<T: Pod>(addr: &str, samples: usize) -> anyhow::Result<(Latency, La
             black_box(o.read(&s)?);
             ns.push(t.elapsed().as_nanos() as u64);
         }
-        rtt.extend(common::tcp_rtt_samples(size_of::<T>(), round.len(), None, None)?);
+        rtt.extend(common::tcp_rtt_samples(
+            size_of::<T>(),
+            round.len(),
+            None,
+            None,
+        )?);
     }
     anyhow::ensure!(
         rt.stats().misses as usize >= samples,
