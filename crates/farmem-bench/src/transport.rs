@@ -40,7 +40,7 @@ pub struct Args {
     /// Do not pin client and server threads to separate CPUs.
     #[arg(long)]
     pub no_pin: bool,
-    /// Run the standard matrix (64 B depth 1, 64 B depth 16, 4 KiB depth 32) instead of one
+    /// Run the standard matrix (64 B at depths 1, 16 and 256; 4 KiB at depths 32 and 128) instead of one
     /// configuration.
     #[arg(long)]
     pub matrix: bool,
@@ -62,7 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let server = TargetServer::start(args.server.as_deref(), u64::MAX, server_cpu)?;
     let configs = if args.matrix {
-        vec![(64, 1), (64, 16), (4096, 32)]
+        vec![(64, 1), (64, 16), (64, 256), (4096, 32), (4096, 128)]
     } else {
         vec![(args.size, args.depth)]
     };
