@@ -353,3 +353,28 @@ fn agent_ops_report_bad_input() {
     assert_eq!(empty.mean(Offload::Remote).unwrap(), None);
     assert_eq!(empty.argsort(Offload::Local).unwrap().len(), 0);
 }
+
+/// A sequential scan of a mostly-remote vector fetches each chunk once: the bytes fetched by one
+/// pass stay close to the vector's size (read-ahead must not evict what it fetched before use).
+#[test]
+fn scan_fetches_each_chunk_once() {
+    let rt = Runtime::new(RuntimeConfig::new(8 << 20)).unwrap();
+    let len = (64usize << 20) / 8;
+    let mut v: FarVec<u64> = FarVec::new(&rt);
+    v.extend(0..len as u64).unwrap();
+    let bytes = (len * 8) as u64;
+    let want: u64 = (0..len as u64).sum();
+    for nt in [false, true, false] {
+        let before = rt.stats().bytes_fetched;
+        let mut sum = 0u64;
+        let add = |c: &[u64]| sum += c.iter().sum::<u64>();
+        if nt { v.scan_nt(add) } else { v.scan(add) }.unwrap();
+        assert_eq!(sum, want);
+        let fetched = rt.stats().bytes_fetched - before;
+        assert!(
+            fetched * 10 <= bytes * 11,
+            "scan (nt: {nt}) of {bytes} B fetched {fetched} B"
+        );
+        assert!(fetched * 10 >= bytes * 8, "scan fetched only {fetched} B");
+    }
+}

@@ -29,14 +29,29 @@ impl Window {
     }
 }
 
-/// Calls `f(i)` for every `i` in `0..objs.len()` in order, while a helper thread fetches the
-/// objects ahead of `i` in batches (one round trip per batch), at most `window.ahead` objects
-/// ahead of the consumer.
+/// Batches a scan keeps in flight at once. One synchronous batch at a time leaves the connection
+/// idle for a round trip (and the copy-in) between batches; two overlap them, which is what the
+/// transport needs to reach its bulk bandwidth.
+const PIPELINE: usize = 2;
+
+/// Prefetch progress shared by a scan's consumer and its prefetchers.
+struct Progress {
+    /// Objects before this index have been prefetched (or given up on).
+    fetched: usize,
+    /// Which batches have completed (they may complete out of order).
+    done: Vec<bool>,
+    /// Batches before this index have all completed.
+    done_prefix: usize,
+}
+
+/// Calls `f(i)` for every `i` in `0..objs.len()` in order, while [`PIPELINE`] helper threads fetch
+/// the objects ahead of `i` in batches (one round trip per batch, several batches in flight), at
+/// most `window.ahead` objects ahead of the consumer.
 ///
 /// The consumer waits (outside any scope) until the batch holding object `i` has been fetched
-/// before calling `f(i)`, so it never dereferences an object the prefetcher is still fetching
+/// before calling `f(i)`, so it never dereferences an object a prefetcher is still fetching
 /// while holding a scope the evacuator might need to wait for. Prefetch failures are not fatal:
-/// the prefetcher stops and `f`'s own access fetches (and reports any error).
+/// the prefetchers stop and `f`'s own access fetches (and reports any error).
 pub(crate) fn scan<O: Far + Sync, E>(
     rt: &Runtime,
     objs: &[&O],
@@ -50,33 +65,65 @@ pub(crate) fn scan<O: Far + Sync, E>(
         }
         return (0..n).try_for_each(f);
     }
-    // `fetched`: objects before this index have been prefetched (or given up on).
-    let fetched = Mutex::new(0usize);
+    let batches = n.div_ceil(window.batch);
+    let progress = Mutex::new(Progress {
+        fetched: 0,
+        done: vec![false; batches],
+        done_prefix: 0,
+    });
     let fetched_cv = Condvar::new();
+    let next_batch = AtomicUsize::new(0);
     let pos = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut next = 0;
-            while next < n && !stop.load(Ordering::Relaxed) {
-                if next > pos.load(Ordering::Relaxed) + window.ahead {
-                    std::thread::park_timeout(Duration::from_micros(50));
-                    continue;
+        for _ in 0..PIPELINE {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let b = next_batch.fetch_add(1, Ordering::Relaxed);
+                    if b >= batches {
+                        break;
+                    }
+                    let start = b * window.batch;
+                    let end = (start + window.batch).min(n);
+                    while start > pos.load(Ordering::Relaxed) + window.ahead
+                        && !stop.load(Ordering::Relaxed)
+                    {
+                        std::thread::park_timeout(Duration::from_micros(50));
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let ok = match rt.prefetch(objs[start..end].iter().copied()) {
+                        Ok(_) => true,
+                        Err(e) => {
+                            tracing::debug!("scan prefetch failed: {e}");
+                            false
+                        }
+                    };
+                    let mut p = progress.lock();
+                    if ok {
+                        p.done[b] = true;
+                        while p.done_prefix < batches && p.done[p.done_prefix] {
+                            p.done_prefix += 1;
+                        }
+                        p.fetched = p.fetched.max((p.done_prefix * window.batch).min(n));
+                    } else {
+                        // Give up on read-ahead: the consumer fetches (and reports) on its own.
+                        p.fetched = n;
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    drop(p);
+                    fetched_cv.notify_all();
                 }
-                let end = (next + window.batch).min(n);
-                let failed = rt.prefetch(objs[next..end].iter().copied()).is_err();
-                next = if failed { n } else { end };
-                *fetched.lock() = next;
-                fetched_cv.notify_all();
-            }
-        });
+            });
+        }
         let r = (0..n).try_for_each(|i| {
             pos.store(i, Ordering::Relaxed);
-            let mut g = fetched.lock();
-            while *g <= i && !stop.load(Ordering::Relaxed) {
-                fetched_cv.wait_for(&mut g, Duration::from_millis(1));
+            let mut p = progress.lock();
+            while p.fetched <= i && !stop.load(Ordering::Relaxed) {
+                fetched_cv.wait_for(&mut p, Duration::from_millis(1));
             }
-            drop(g);
+            drop(p);
             f(i)
         });
         stop.store(true, Ordering::Relaxed);
