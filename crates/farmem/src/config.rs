@@ -143,7 +143,7 @@ impl RuntimeConfig {
     /// marked (at most one evacuation round's regions per evacuator), and threads whose own scope
     /// the evacuator is waiting for (a fresh open region per lane, plus a reserve of four).
     pub(crate) fn slack_regions(&self) -> usize {
-        self.lanes + 1 + self.evacuator_threads * (1 + crate::evacuator::MAX_REGIONS) + 4
+        self.lanes + 1 + self.evacuator_threads * (1 + crate::evacuator::MAX_REGIONS) + 16
     }
 
     /// The smallest budget accepted: eight regions.
