@@ -334,20 +334,10 @@ impl Uffd {
 /// # Errors
 /// [`PagingError::Mmap`] if the kernel refuses the mapping.
 pub fn map_anonymous(len: usize) -> Result<usize, PagingError> {
-    // SAFETY: a fresh anonymous mapping at a kernel-chosen address aliases nothing.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(PagingError::Mmap(io::Error::last_os_error()));
-    }
+    let p = crate::sys::map(len)
+        .map_err(PagingError::Mmap)?
+        .as_ptr()
+        .cast::<libc::c_void>();
     // Pages are managed one 4 KiB page at a time: keep transparent huge pages away (best effort).
     // SAFETY: advice on our own fresh mapping; MADV_NOHUGEPAGE does not change contents.
     let _ = unsafe { libc::madvise(p, len, libc::MADV_NOHUGEPAGE) };
