@@ -70,6 +70,17 @@ pub mod op {
     pub const VEC_GROUP_BY: u16 = 5;
     /// Stable ascending argsort: [`super::ArgsortArgs`] -> `len:u64`.
     pub const VEC_ARGSORT: u16 = 6;
+    /// Number of elements matching a predicate: [`super::CountArgs`] -> `count:u64`.
+    pub const VEC_COUNT: u16 = 7;
+    /// A new vector computed row by row from input vectors by a built-in expression:
+    /// [`super::DeriveArgs`] -> `len:u64`.
+    pub const VEC_DERIVE: u16 = 8;
+    /// Group-by aggregate over the rows where a mask vector matches a predicate:
+    /// [`super::GroupWhereArgs`] -> [`super::GroupByResult`].
+    pub const VEC_GROUP_BY_WHERE: u16 = 9;
+    /// Group-by aggregate plus the lower median of each group:
+    /// [`super::GroupByArgs`] -> [`super::GroupMedianResult`].
+    pub const VEC_GROUP_MEDIAN: u16 = 10;
 
     /// Batched get: [`super::HtKeysArgs`] -> [`super::HtValues`].
     pub const HT_GET: u16 = 32;
@@ -618,27 +629,220 @@ pub struct FilterArgs {
 impl AgentMessage for FilterArgs {
     fn write(&self, w: &mut Writer) {
         self.vec.write(w);
-        w.u8(self.pred.cmp as u8)
-            .u64(self.pred.a.bits())
-            .u64(self.pred.b.bits());
+        write_pred(w, &self.pred);
         self.out.write(w);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, AgentDecodeError> {
         let vec = VecRef::read(r)?;
-        let tag = r.u8()?;
-        let cmp = *Cmp::ALL.get(tag as usize).ok_or(AgentDecodeError::BadTag {
-            what: "comparison",
-            tag,
-        })?;
-        let d = vec.ty.domain();
-        let a = Scalar::from_bits(d, r.u64()?);
-        let b = Scalar::from_bits(d, r.u64()?);
+        let pred = read_pred(r, vec.ty.domain())?;
         let out = OutSpec::read(r)?;
-        Ok(Self {
-            vec,
-            pred: Predicate { cmp, a, b },
-            out,
-        })
+        Ok(Self { vec, pred, out })
+    }
+}
+
+fn write_pred(w: &mut Writer, p: &Predicate) {
+    w.u8(p.cmp as u8).u64(p.a.bits()).u64(p.b.bits());
+}
+
+fn read_pred(r: &mut Reader<'_>, d: Domain) -> Result<Predicate, AgentDecodeError> {
+    let tag = r.u8()?;
+    let cmp = *Cmp::ALL.get(tag as usize).ok_or(AgentDecodeError::BadTag {
+        what: "comparison",
+        tag,
+    })?;
+    let a = Scalar::from_bits(d, r.u64()?);
+    let b = Scalar::from_bits(d, r.u64()?);
+    Ok(Predicate { cmp, a, b })
+}
+
+/// Arguments of [`op::VEC_COUNT`]: `VecRef cmp:u8 a:Scalar b:Scalar` (as [`FilterArgs`] without
+/// an output). The answer is the number of matching elements.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CountArgs {
+    /// The vector.
+    pub vec: VecRef,
+    /// The predicate.
+    pub pred: Predicate,
+}
+
+impl AgentMessage for CountArgs {
+    fn write(&self, w: &mut Writer) {
+        self.vec.write(w);
+        write_pred(w, &self.pred);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, AgentDecodeError> {
+        let vec = VecRef::read(r)?;
+        let pred = read_pred(r, vec.ty.domain())?;
+        Ok(Self { vec, pred })
+    }
+}
+
+/// A built-in row expression of [`op::VEC_DERIVE`]. Tags in declaration order, from 0.
+///
+/// Inputs are widened to their domain; the output element type is fixed per expression
+/// ([`Expr::out_type`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Expr {
+    /// `in1 - in0` (wrapping) of two signed inputs, as `i64` (e.g. a duration from two
+    /// timestamps).
+    Diff = 0,
+    /// Great-circle distance in km between `(in0, in1)` and `(in2, in3)`, four float inputs in
+    /// degrees `(lon1, lat1, lon2, lat2)`, as `f64` (Earth radius 6371 km).
+    Haversine = 1,
+    /// Hour of day 0..=23 of a signed input in seconds since the Unix epoch (UTC), as `u8`.
+    Hour = 2,
+    /// Day of week 1 = Monday ..= 7 = Sunday of a timestamp in seconds, as `u8`.
+    Weekday = 3,
+    /// Month 1..=12 of a timestamp in seconds (proleptic Gregorian), as `u8`.
+    Month = 4,
+}
+
+impl Expr {
+    /// Every expression.
+    pub const ALL: [Expr; 5] = [
+        Self::Diff,
+        Self::Haversine,
+        Self::Hour,
+        Self::Weekday,
+        Self::Month,
+    ];
+
+    /// Number of input vectors.
+    pub fn arity(self) -> usize {
+        match self {
+            Self::Diff => 2,
+            Self::Haversine => 4,
+            Self::Hour | Self::Weekday | Self::Month => 1,
+        }
+    }
+
+    /// The domain every input must have.
+    pub fn input_domain(self) -> Domain {
+        match self {
+            Self::Haversine => Domain::Float,
+            _ => Domain::Signed,
+        }
+    }
+
+    /// Element type of the output.
+    pub fn out_type(self) -> ElemType {
+        match self {
+            Self::Diff => ElemType::I64,
+            Self::Haversine => ElemType::F64,
+            Self::Hour | Self::Weekday | Self::Month => ElemType::U8,
+        }
+    }
+}
+
+/// Arguments of [`op::VEC_DERIVE`]: `expr:u8 inputs:list<VecRef> OutSpec`. All inputs must have
+/// the same length (their chunking may differ); the output has that length and element type
+/// [`Expr::out_type`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeriveArgs {
+    /// The expression.
+    pub expr: Expr,
+    /// Its inputs, in argument order.
+    pub inputs: Vec<VecRef>,
+    /// Where the result goes.
+    pub out: OutSpec,
+}
+
+impl AgentMessage for DeriveArgs {
+    fn write(&self, w: &mut Writer) {
+        w.u8(self.expr as u8).count(self.inputs.len());
+        for v in &self.inputs {
+            v.write(w);
+        }
+        self.out.write(w);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, AgentDecodeError> {
+        let tag = r.u8()?;
+        let expr = *Expr::ALL
+            .get(tag as usize)
+            .ok_or(AgentDecodeError::BadTag {
+                what: "expression",
+                tag,
+            })?;
+        let n = r.count(5)?;
+        let inputs = (0..n).map(|_| VecRef::read(r)).collect::<Result<_, _>>()?;
+        let out = OutSpec::read(r)?;
+        Ok(Self { expr, inputs, out })
+    }
+}
+
+/// Arguments of [`op::VEC_GROUP_BY_WHERE`]: `GroupByArgs mask:VecRef cmp:u8 a:Scalar b:Scalar`
+/// (operands in the mask's domain). Like [`op::VEC_GROUP_BY`] over only the rows `i` with
+/// `mask[i] <cmp> a`; the mask has the keys' length.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupWhereArgs {
+    /// Keys, values and group limit.
+    pub group: GroupByArgs,
+    /// The mask vector.
+    pub mask: VecRef,
+    /// The predicate a row's mask element must satisfy.
+    pub pred: Predicate,
+}
+
+impl AgentMessage for GroupWhereArgs {
+    fn write(&self, w: &mut Writer) {
+        self.group.write(w);
+        self.mask.write(w);
+        write_pred(w, &self.pred);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, AgentDecodeError> {
+        let group = GroupByArgs::read(r)?;
+        let mask = VecRef::read(r)?;
+        let pred = read_pred(r, mask.ty.domain())?;
+        Ok(Self { group, mask, pred })
+    }
+}
+
+/// Result of [`op::VEC_GROUP_MEDIAN`]:
+/// `key_type:u8 groups:list<key:Scalar Aggregates has_median:u8 median:Scalar>`, ascending by
+/// key. The median of a group is its lower median (element `(n - 1) / 2` of its non-NaN values
+/// sorted in the total order); absent when a group has only NaNs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupMedianResult {
+    /// Element type of the key column.
+    pub key_ty: ElemType,
+    /// `(key, aggregates, lower median)`, ascending by key.
+    pub groups: Vec<(Scalar, Aggregates, Option<Scalar>)>,
+}
+
+impl AgentMessage for GroupMedianResult {
+    fn write(&self, w: &mut Writer) {
+        w.u8(self.key_ty as u8).count(self.groups.len());
+        for (k, a, m) in &self.groups {
+            w.u64(k.bits());
+            a.write(w);
+            match m {
+                Some(m) => w.u8(1).u64(m.bits()),
+                None => w.u8(0).u64(0),
+            };
+        }
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, AgentDecodeError> {
+        let key_ty = ElemType::from_tag(r.u8()?)?;
+        let n = r.count(8 + 42 + 9)?;
+        let groups = (0..n)
+            .map(|_| {
+                let k = Scalar::from_bits(key_ty.domain(), r.u64()?);
+                let a = Aggregates::read(r)?;
+                let m = match (r.u8()?, r.u64()?) {
+                    (0, _) => None,
+                    (1, bits) => Some(Scalar::from_bits(a.ty.domain(), bits)),
+                    (tag, _) => {
+                        return Err(AgentDecodeError::BadTag {
+                            what: "has_median",
+                            tag,
+                        });
+                    }
+                };
+                Ok((k, a, m))
+            })
+            .collect::<Result<_, AgentDecodeError>>()?;
+        Ok(Self { key_ty, groups })
     }
 }
 
@@ -1124,6 +1328,36 @@ mod tests {
             key_ty: ElemType::I32,
             groups: vec![(Scalar::I(-1), agg), (Scalar::I(3), agg)],
         });
+        roundtrip(&CountArgs {
+            vec: vecref(ElemType::I32),
+            pred: Predicate::new(Cmp::Ge, Scalar::I(-4)),
+        });
+        for expr in Expr::ALL {
+            roundtrip(&DeriveArgs {
+                expr,
+                inputs: vec![vecref(ElemType::I64), vecref(ElemType::F64)],
+                out: OutSpec {
+                    chunk_elems: 8,
+                    ids: vec![3, 4],
+                },
+            });
+        }
+        roundtrip(&GroupWhereArgs {
+            group: GroupByArgs {
+                keys: vecref(ElemType::U8),
+                values: vecref(ElemType::I64),
+                limit: 9,
+            },
+            mask: vecref(ElemType::U32),
+            pred: Predicate::between(Scalar::U(1), Scalar::U(3)),
+        });
+        roundtrip(&GroupMedianResult {
+            key_ty: ElemType::U8,
+            groups: vec![
+                (Scalar::U(1), agg, Some(Scalar::I(4))),
+                (Scalar::U(2), agg, None),
+            ],
+        });
         roundtrip(&HtKeysArgs {
             table: 4,
             keys: vec![b"a".to_vec(), vec![]],
@@ -1184,6 +1418,10 @@ mod tests {
             let _ = HtValues::decode(&bytes);
             let _ = HtScanArgs::decode(&bytes);
             let _ = Aggregates::decode(&bytes);
+            let _ = CountArgs::decode(&bytes);
+            let _ = DeriveArgs::decode(&bytes);
+            let _ = GroupWhereArgs::decode(&bytes);
+            let _ = GroupMedianResult::decode(&bytes);
         }
     }
 }

@@ -35,8 +35,9 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use farmem_proto::agent::{
-    Aggregates, ArgsortArgs, Cmp, Domain, ElemType, FilterArgs, GatherArgs, GroupByArgs,
-    GroupByResult, OutSpec, Predicate, Scalar, Sum, UniqueArgs, UniqueResult, VecRef,
+    Aggregates, ArgsortArgs, Cmp, CountArgs, Domain, ElemType, FilterArgs, GatherArgs, GroupByArgs,
+    GroupByResult, GroupMedianResult, GroupWhereArgs, OutSpec, Predicate, Scalar, Sum, UniqueArgs,
+    UniqueResult, VecRef,
 };
 
 use super::AgentError;
@@ -57,7 +58,7 @@ pub trait ChunkIo {
 }
 
 /// A widened element value: `u64`, `i64` or `f64`.
-trait Wide: Copy + PartialOrd {
+pub(crate) trait Wide: Copy + PartialOrd {
     type Acc: Copy;
     const ZERO: Self::Acc;
     const DOMAIN: Domain;
@@ -189,7 +190,7 @@ impl Wide for f64 {
 }
 
 /// Runs `$body` with `$W` bound to the widened type of domain `$d`.
-macro_rules! with_domain {
+macro_rules! with_domain_impl {
     ($d:expr, $W:ident => $body:expr) => {
         match $d {
             Domain::Unsigned => {
@@ -207,6 +208,8 @@ macro_rules! with_domain {
         }
     };
 }
+
+pub(crate) use with_domain_impl as with_domain;
 
 /// Calls `f` with the raw element bytes of every chunk of `vec`, in order (exactly
 /// `count * size` bytes each).
@@ -245,7 +248,7 @@ fn for_each_elem<W: Wide, I: ChunkIo + ?Sized>(
 }
 
 /// Running aggregates over widened values.
-struct AggState<W: Wide> {
+pub(crate) struct AggState<W: Wide> {
     count: u64,
     acc: W::Acc,
     min: Option<W>,
@@ -301,14 +304,14 @@ pub fn aggregate<I: ChunkIo + ?Sized>(io: &I, vec: &VecRef) -> Result<Aggregates
 }
 
 /// A predicate bound to one domain.
-struct BoundPred<W> {
+pub(crate) struct BoundPred<W> {
     cmp: Cmp,
     a: W,
     b: W,
 }
 
 impl<W: Wide> BoundPred<W> {
-    fn new(p: &Predicate) -> Result<Self, AgentError> {
+    pub(crate) fn new(p: &Predicate) -> Result<Self, AgentError> {
         let bad =
             || AgentError::Invalid(format!("predicate operands {p:?} not in {:?}", W::DOMAIN));
         Ok(Self {
@@ -319,7 +322,7 @@ impl<W: Wide> BoundPred<W> {
     }
 
     #[inline]
-    fn test(&self, x: W) -> bool {
+    pub(crate) fn test(&self, x: W) -> bool {
         match self.cmp {
             Cmp::Eq => x == self.a,
             Cmp::Ne => x != self.a,
@@ -346,7 +349,7 @@ pub fn matches(pred: &Predicate, x: Scalar) -> Result<bool, AgentError> {
 
 /// Writes `bytes` (elements of `elem_size` bytes) as chunk objects per `out`; returns the element
 /// count.
-fn write_out<I: ChunkIo + ?Sized>(
+pub(crate) fn write_out<I: ChunkIo + ?Sized>(
     io: &I,
     out: &OutSpec,
     elem_size: usize,
@@ -573,6 +576,274 @@ pub fn argsort<I: ChunkIo + ?Sized>(io: &I, args: &ArgsortArgs) -> Result<u64, A
     });
     let bytes: Vec<u8> = perm.iter().flat_map(|i| i.to_le_bytes()).collect();
     write_out(io, &args.out, 8, &bytes)
+}
+
+/// Number of elements of `args.vec` matching `args.pred`.
+///
+/// # Errors
+/// [`AgentError::Invalid`] for operands outside the vector's domain or a short chunk;
+/// [`AgentError::NotFound`] for a missing chunk.
+pub fn count<I: ChunkIo + ?Sized>(io: &I, args: &CountArgs) -> Result<u64, AgentError> {
+    with_domain!(args.vec.ty.domain(), W => {
+        let p = BoundPred::<W>::new(&args.pred)?;
+        let mut n = 0u64;
+        for_each_elem::<W, I>(io, &args.vec, |x| n += u64::from(p.test(x)))?;
+        Ok(n)
+    })
+}
+
+/// Sequential reading of a vector in blocks whose boundaries need not match its chunks', so that
+/// vectors with different chunkings can be read in lockstep.
+pub(crate) struct Stream<'v> {
+    vec: &'v VecRef,
+    chunk: usize,
+    off: usize,
+}
+
+impl<'v> Stream<'v> {
+    pub(crate) fn new(vec: &'v VecRef) -> Self {
+        Self {
+            vec,
+            chunk: 0,
+            off: 0,
+        }
+    }
+
+    /// Replaces `out` with the next up to `n` elements, widened (fewer only at the end).
+    pub(crate) fn next<W: Wide, I: ChunkIo + ?Sized>(
+        &mut self,
+        io: &I,
+        n: usize,
+        out: &mut Vec<W>,
+    ) -> Result<(), AgentError> {
+        out.clear();
+        let size = self.vec.ty.size();
+        while out.len() < n && self.chunk < self.vec.chunks.len() {
+            let (id, count) = self.vec.chunks[self.chunk];
+            let count = count as usize;
+            let take = (count - self.off).min(n - out.len());
+            let (lo, hi) = (self.off * size, (self.off + take) * size);
+            let mut res = Ok(());
+            io.read(id, &mut |bytes| {
+                res = if bytes.len() < count * size {
+                    Err(AgentError::Invalid(format!(
+                        "chunk {id:#x} holds {} bytes, {count} elements of {:?} need {}",
+                        bytes.len(),
+                        self.vec.ty,
+                        count * size
+                    )))
+                } else {
+                    W::decode(self.vec.ty, &bytes[lo..hi], &mut |x| out.push(x))
+                };
+            })?;
+            res?;
+            self.off += take;
+            if self.off == count {
+                self.chunk += 1;
+                self.off = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Rows read per block by the multi-vector kernels.
+pub(crate) const BLOCK: usize = 8192;
+
+/// A multiply-shift hasher for `u64` group keys (keys are not attacker-chosen beyond the
+/// client's own data, and a group limit bounds the table).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (x ^ (x >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// Groups being accumulated: per distinct key, the aggregates and (for medians) the non-NaN
+/// values, in row order.
+struct Groups<V: Wide> {
+    index: HashMap<u64, usize, std::hash::BuildHasherDefault<KeyHasher>>,
+    groups: Vec<(u64, AggState<V>, Vec<V>)>,
+    keep_values: bool,
+    limit: u32,
+}
+
+impl<V: Wide> Groups<V> {
+    fn new(limit: u32, keep_values: bool) -> Self {
+        Self {
+            index: HashMap::default(),
+            groups: Vec::new(),
+            keep_values,
+            limit,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, key: u64, v: V) -> Result<(), AgentError> {
+        let g = match self.index.get(&key) {
+            Some(&g) => g,
+            None if self.groups.len() >= self.limit as usize => {
+                return Err(AgentError::Invalid(format!(
+                    "more than {} groups",
+                    self.limit
+                )));
+            }
+            None => {
+                self.index.insert(key, self.groups.len());
+                self.groups.push((key, AggState::new(), Vec::new()));
+                self.groups.len() - 1
+            }
+        };
+        let g = &mut self.groups[g];
+        g.1.push(v);
+        if self.keep_values && !v.is_nan() {
+            g.2.push(v);
+        }
+        Ok(())
+    }
+
+    /// The groups ascending by key (in the key domain's total order).
+    fn sorted<K: Wide>(mut self) -> Vec<(u64, AggState<V>, Vec<V>)> {
+        self.groups
+            .sort_by(|a, b| K::from_key(a.0).total(&K::from_key(b.0)));
+        self.groups
+    }
+}
+
+fn length_mismatch(what: &str, a: u64, b: u64) -> AgentError {
+    AgentError::Invalid(format!("{what}: vectors of {a} and {b} elements"))
+}
+
+/// Reads the next block of the mask and evaluates the predicate on it.
+fn mask_block<I: ChunkIo + ?Sized>(
+    io: &I,
+    s: &mut Stream<'_>,
+    pred: &Predicate,
+    n: usize,
+    out: &mut Vec<bool>,
+) -> Result<(), AgentError> {
+    with_domain!(s.vec.ty.domain(), M => {
+        let p = BoundPred::<M>::new(pred)?;
+        let mut xs: Vec<M> = Vec::with_capacity(n);
+        s.next::<M, I>(io, n, &mut xs)?;
+        out.clear();
+        out.extend(xs.iter().map(|&x| p.test(x)));
+        Ok(())
+    })
+}
+
+fn group_rows<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
+    io: &I,
+    args: &GroupByArgs,
+    mask: Option<(&VecRef, &Predicate)>,
+    keep_values: bool,
+) -> Result<Vec<(u64, AggState<V>, Vec<V>)>, AgentError> {
+    let len = args.keys.len();
+    if args.values.len() != len {
+        return Err(length_mismatch("keys and values", len, args.values.len()));
+    }
+    if let Some((m, p)) = mask {
+        if m.len() != len {
+            return Err(length_mismatch("keys and mask", len, m.len()));
+        }
+        // Check the operands before reading anything.
+        with_domain!(m.ty.domain(), M => BoundPred::<M>::new(p).map(|_| ()))?;
+    }
+    let mut groups = Groups::<V>::new(args.limit, keep_values);
+    let (mut ks, mut vs) = (Stream::new(&args.keys), Stream::new(&args.values));
+    let mut ms = mask.map(|(m, p)| (Stream::new(m), p));
+    let (mut kb, mut vb, mut mb): (Vec<K>, Vec<V>, Vec<bool>) = Default::default();
+    loop {
+        ks.next::<K, I>(io, BLOCK, &mut kb)?;
+        vs.next::<V, I>(io, BLOCK, &mut vb)?;
+        if kb.is_empty() {
+            break;
+        }
+        match &mut ms {
+            Some((s, p)) => {
+                mask_block(io, s, p, BLOCK, &mut mb)?;
+                for ((&k, &v), &keep) in kb.iter().zip(&vb).zip(&mb) {
+                    if keep {
+                        groups.push(k.key(), v)?;
+                    }
+                }
+            }
+            None => {
+                for (&k, &v) in kb.iter().zip(&vb) {
+                    groups.push(k.key(), v)?;
+                }
+            }
+        }
+    }
+    Ok(groups.sorted::<K>())
+}
+
+/// Group-by aggregate over the rows `i` where `args.mask[i]` matches `args.pred`: for every
+/// distinct key among them, the aggregates of their values (ascending by key).
+///
+/// # Errors
+/// [`AgentError::Invalid`] for vectors of different lengths, operands outside the mask's domain
+/// or more than `limit` groups, plus those of [`aggregate`].
+pub fn group_by_where<I: ChunkIo + ?Sized>(
+    io: &I,
+    args: &GroupWhereArgs,
+) -> Result<GroupByResult, AgentError> {
+    let g = &args.group;
+    with_domain!(g.keys.ty.domain(), K => {
+        with_domain!(g.values.ty.domain(), V => {
+            let groups = group_rows::<K, V, I>(io, g, Some((&args.mask, &args.pred)), false)?;
+            Ok(GroupByResult {
+                key_ty: g.keys.ty,
+                groups: groups
+                    .iter()
+                    .map(|(k, st, _)| (K::from_key(*k).scalar(), st.finish(g.values.ty)))
+                    .collect(),
+            })
+        })
+    })
+}
+
+/// Group-by aggregate with each group's lower median (see
+/// [`farmem_proto::agent::GroupMedianResult`]).
+///
+/// # Errors
+/// As [`group_by`].
+pub fn group_median<I: ChunkIo + ?Sized>(
+    io: &I,
+    args: &GroupByArgs,
+) -> Result<GroupMedianResult, AgentError> {
+    with_domain!(args.keys.ty.domain(), K => {
+        with_domain!(args.values.ty.domain(), V => {
+            let groups = group_rows::<K, V, I>(io, args, None, true)?;
+            Ok(GroupMedianResult {
+                key_ty: args.keys.ty,
+                groups: groups
+                    .into_iter()
+                    .map(|(k, st, mut vals)| {
+                        let median = (!vals.is_empty()).then(|| {
+                            let mid = (vals.len() - 1) / 2;
+                            *vals.select_nth_unstable_by(mid, V::total).1
+                        });
+                        (
+                            K::from_key(k).scalar(),
+                            st.finish(args.values.ty),
+                            median.map(V::scalar),
+                        )
+                    })
+                    .collect(),
+            })
+        })
+    })
 }
 
 #[cfg(test)]
@@ -905,5 +1176,112 @@ pub(crate) mod tests {
         let mut want: Vec<u64> = (0..200).collect();
         want.sort_by_key(|&i| xs[i as usize]);
         assert_eq!(m.read_vec(&o, n, 8), le(&want, u64::to_le_bytes));
+    }
+
+    #[test]
+    fn count_matches_filter_length() {
+        let m = Mem::default();
+        let xs: Vec<f64> = (0..777).map(|i| f64::from(i % 50) - 0.5).collect();
+        let v = m.vec(ElemType::F64, &le(&xs, f64::to_le_bytes), 40, 1);
+        for cmp in Cmp::ALL {
+            let pred = Predicate {
+                cmp,
+                a: Scalar::F(10.0),
+                b: Scalar::F(20.0),
+            };
+            let o = out(1000, 100, 16);
+            let n = filter(
+                &m,
+                &FilterArgs {
+                    vec: v.clone(),
+                    pred,
+                    out: o,
+                },
+            )
+            .unwrap();
+            let c = count(
+                &m,
+                &CountArgs {
+                    vec: v.clone(),
+                    pred,
+                },
+            )
+            .unwrap();
+            assert_eq!(c, n, "{cmp:?}");
+        }
+        let bad = CountArgs {
+            vec: v,
+            pred: Predicate::new(Cmp::Eq, Scalar::I(1)),
+        };
+        assert!(matches!(count(&m, &bad), Err(AgentError::Invalid(_))));
+    }
+
+    #[test]
+    fn group_where_and_median_match_naive() {
+        let m = Mem::default();
+        let n = 3000usize;
+        let keys: Vec<u8> = (0..n).map(|i| (i * 7 % 5) as u8).collect();
+        let vals: Vec<i64> = (0..n).map(|i| ((i * 7919) % 1000) as i64 - 300).collect();
+        let mask: Vec<u32> = (0..n).map(|i| (i % 3) as u32).collect();
+        let kv = m.vec(ElemType::U8, &keys, 1000, 1);
+        let vv = m.vec(ElemType::I64, &le(&vals, i64::to_le_bytes), 128, 100);
+        let mv = m.vec(ElemType::U32, &le(&mask, u32::to_le_bytes), 500, 200);
+        let group = GroupByArgs {
+            keys: kv.clone(),
+            values: vv.clone(),
+            limit: 5,
+        };
+        let args = GroupWhereArgs {
+            group: group.clone(),
+            mask: mv.clone(),
+            pred: Predicate::new(Cmp::Eq, Scalar::U(1)),
+        };
+        let r = group_by_where(&m, &args).unwrap();
+        assert_eq!(r.groups.len(), 5);
+        for (k, a) in &r.groups {
+            let Scalar::U(k) = *k else { panic!() };
+            let sel: Vec<i64> = (0..n)
+                .filter(|&i| mask[i] == 1 && u64::from(keys[i]) == k)
+                .map(|i| vals[i])
+                .collect();
+            assert_eq!(a.count, sel.len() as u64);
+            assert_eq!(a.sum, Sum::I(sel.iter().map(|&x| i128::from(x)).sum()));
+        }
+        let med = group_median(&m, &group).unwrap();
+        for (k, a, md) in &med.groups {
+            let Scalar::U(k) = *k else { panic!() };
+            let mut sel: Vec<i64> = (0..n)
+                .filter(|&i| u64::from(keys[i]) == k)
+                .map(|i| vals[i])
+                .collect();
+            sel.sort();
+            assert_eq!(a.count, sel.len() as u64);
+            assert_eq!(*md, Some(Scalar::I(sel[(sel.len() - 1) / 2])));
+        }
+        // Bad input: limit, mask length, mask operand domain.
+        let mut few = args.clone();
+        few.group.limit = 4;
+        assert!(matches!(
+            group_by_where(&m, &few),
+            Err(AgentError::Invalid(_))
+        ));
+        let mut short = args.clone();
+        short.mask = m.vec(ElemType::U32, &le(&mask[..10], u32::to_le_bytes), 500, 300);
+        assert!(matches!(
+            group_by_where(&m, &short),
+            Err(AgentError::Invalid(_))
+        ));
+        let mut dom = args;
+        dom.pred = Predicate::new(Cmp::Eq, Scalar::F(1.0));
+        assert!(matches!(
+            group_by_where(&m, &dom),
+            Err(AgentError::Invalid(_))
+        ));
+        let mut unequal = group;
+        unequal.values = m.vec(ElemType::I64, &le(&vals[..5], i64::to_le_bytes), 128, 400);
+        assert!(matches!(
+            group_median(&m, &unequal),
+            Err(AgentError::Invalid(_))
+        ));
     }
 }

@@ -4,7 +4,8 @@
 //! (`farmem_proto::agent::op`) and send its arguments, never code. The same entry point serves the
 //! TCP server and the client library's embedded store.
 //!
-//! - Far-vector operations (aggregate, filter, gather, unique, group-by, argsort) are pure
+//! - Far-vector operations (aggregate, count, filter, gather, unique, group-by with an optional
+//!   row mask and medians, argsort, and [`derive`]d vectors from built-in expressions) are pure
 //!   [`kernels`] over chunk objects; the client library runs the same kernels for its client-side
 //!   path, so both paths give bit-identical results.
 //! - Hash-table operations keep the cold entries of a client's `FarHashMap` in per-session
@@ -13,12 +14,13 @@
 //! Every operation validates its input: an unknown operation, a malformed message, a missing
 //! object, a wrong element type or a length mismatch is an [`AgentError`], never a panic.
 
+pub mod derive;
 pub mod kernels;
 pub mod tables;
 
 use farmem_proto::agent::{
-    AgentDecodeError, AgentMessage, ArgsortArgs, FilterArgs, GatherArgs, GroupByArgs, HtKeysArgs,
-    HtPutArgs, HtScanArgs, UniqueArgs, VecRef, op,
+    AgentDecodeError, AgentMessage, ArgsortArgs, CountArgs, DeriveArgs, FilterArgs, GatherArgs,
+    GroupByArgs, GroupWhereArgs, HtKeysArgs, HtPutArgs, HtScanArgs, UniqueArgs, VecRef, op,
 };
 
 /// What an operation may touch: the objects of the calling session, and its agent state.
@@ -118,6 +120,12 @@ pub fn execute(ctx: &dyn AgentContext, op: u16, args: &[u8]) -> Result<Vec<u8>, 
         op::VEC_UNIQUE => kernels::unique(&io, &UniqueArgs::decode(args)?)?.encode(),
         op::VEC_GROUP_BY => kernels::group_by(&io, &GroupByArgs::decode(args)?)?.encode(),
         op::VEC_ARGSORT => kernels::argsort(&io, &ArgsortArgs::decode(args)?)?.encode(),
+        op::VEC_COUNT => kernels::count(&io, &CountArgs::decode(args)?)?.encode(),
+        op::VEC_DERIVE => derive::derive(&io, &DeriveArgs::decode(args)?)?.encode(),
+        op::VEC_GROUP_BY_WHERE => {
+            kernels::group_by_where(&io, &GroupWhereArgs::decode(args)?)?.encode()
+        }
+        op::VEC_GROUP_MEDIAN => kernels::group_median(&io, &GroupByArgs::decode(args)?)?.encode(),
         op::HT_GET => tables.get(&HtKeysArgs::decode(args)?).encode(),
         op::HT_PUT => tables.put(ctx, HtPutArgs::decode(args)?)?.encode(),
         op::HT_REMOVE => tables.remove(ctx, &HtKeysArgs::decode(args)?)?.encode(),

@@ -1,0 +1,298 @@
+//! Derived vectors: a new vector computed row by row from input vectors by one of the built-in
+//! expressions ([`Expr`]), next to the data.
+//!
+//! The scalar functions here are the single definition of every expression: the kernel uses them,
+//! and so do clients that compute the same column themselves (all-local frames, the client-side
+//! path), so all of them produce bit-identical columns.
+//!
+//! ```
+//! use farmem_server::agent::derive;
+//! assert_eq!(derive::hour(3_600 * 25 + 5), 1);
+//! assert_eq!(derive::weekday(0), 4); // 1970-01-01 was a Thursday
+//! assert_eq!(derive::month(1_456_790_399), 2); // 2016-02-29 23:59:59
+//! assert!((derive::haversine_km(0.0, 0.0, 0.0, 1.0) - 111.19).abs() < 0.01);
+//! ```
+
+use farmem_proto::agent::{DeriveArgs, Domain, Expr};
+
+use super::AgentError;
+use super::kernels::{BLOCK, ChunkIo, Stream, with_domain};
+
+/// Great-circle distance in km between `(lon1, lat1)` and `(lon2, lat2)`, in degrees.
+pub fn haversine_km(lon1: f64, lat1: f64, lon2: f64, lat2: f64) -> f64 {
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = p2 - p1;
+    let dl = (lon2 - lon1).to_radians();
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * 6371.0 * a.sqrt().asin()
+}
+
+/// Hour of day 0..=23 of seconds since the epoch (UTC).
+pub fn hour(t: i64) -> i64 {
+    t.rem_euclid(86_400) / 3600
+}
+
+/// Day of week, 1 = Monday ..= 7 = Sunday.
+pub fn weekday(t: i64) -> i64 {
+    // 1970-01-01 was a Thursday (4).
+    (t.div_euclid(86_400) + 3).rem_euclid(7) + 1
+}
+
+/// Month 1..=12 (proleptic Gregorian calendar, days-from-civil algorithm).
+pub fn month(t: i64) -> i64 {
+    let z = t.div_euclid(86_400) + 719_468;
+    let doe = z - z.div_euclid(146_097) * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    if mp < 10 { mp + 3 } else { mp - 9 }
+}
+
+/// Evaluates an integer expression (`Diff`, `Hour`, `Weekday`, `Month`) on one row.
+///
+/// # Errors
+/// [`AgentError::Invalid`] for `Haversine` or the wrong number of arguments.
+pub fn eval_i64(expr: Expr, args: &[i64]) -> Result<i64, AgentError> {
+    Ok(match (expr, args) {
+        (Expr::Diff, &[a, b]) => b.wrapping_sub(a),
+        (Expr::Hour, &[t]) => hour(t),
+        (Expr::Weekday, &[t]) => weekday(t),
+        (Expr::Month, &[t]) => month(t),
+        _ => return Err(bad_arity(expr, args.len())),
+    })
+}
+
+/// Evaluates a float expression (`Haversine`) on one row.
+///
+/// # Errors
+/// [`AgentError::Invalid`] for an integer expression or the wrong number of arguments.
+pub fn eval_f64(expr: Expr, args: &[f64]) -> Result<f64, AgentError> {
+    match (expr, args) {
+        (Expr::Haversine, &[a, b, c, d]) => Ok(haversine_km(a, b, c, d)),
+        _ => Err(bad_arity(expr, args.len())),
+    }
+}
+
+fn bad_arity(expr: Expr, n: usize) -> AgentError {
+    AgentError::Invalid(format!(
+        "{expr:?} takes {} {:?} inputs, got {n}",
+        expr.arity(),
+        expr.input_domain()
+    ))
+}
+
+/// Computes `args.expr` over the inputs and writes the result into `args.out`; returns its
+/// length.
+///
+/// # Errors
+/// [`AgentError::Invalid`] for the wrong number of inputs, inputs in the wrong domain or of
+/// different lengths, or a bad [`farmem_proto::agent::OutSpec`]; [`AgentError::NotFound`] for a
+/// missing chunk; [`AgentError::OutOfCapacity`].
+pub fn derive<I: ChunkIo + ?Sized>(io: &I, args: &DeriveArgs) -> Result<u64, AgentError> {
+    let expr = args.expr;
+    if args.inputs.len() != expr.arity() {
+        return Err(bad_arity(expr, args.inputs.len()));
+    }
+    let len = args.inputs.first().map_or(0, |v| v.len());
+    for v in &args.inputs {
+        if v.ty.domain() != expr.input_domain() {
+            return Err(AgentError::Invalid(format!(
+                "{expr:?} needs {:?} inputs, got {:?}",
+                expr.input_domain(),
+                v.ty
+            )));
+        }
+        if v.len() != len {
+            return Err(AgentError::Invalid(format!(
+                "{expr:?} inputs of {len} and {} elements",
+                v.len()
+            )));
+        }
+    }
+    if len == 0 {
+        return Ok(0);
+    }
+    let per = args.out.chunk_elems as usize;
+    if per == 0 {
+        return Err(AgentError::Invalid("output chunk_elems is 0".into()));
+    }
+    let need = usize::try_from(len)
+        .map_err(|_| AgentError::Invalid("result too long".into()))?
+        .div_ceil(per);
+    if args.out.ids.len() < need {
+        return Err(AgentError::Invalid(format!(
+            "result of {len} elements needs {need} output ids, {} given",
+            args.out.ids.len()
+        )));
+    }
+    let out_size = expr.out_type().size();
+    let mut streams: Vec<Stream<'_>> = args.inputs.iter().map(Stream::new).collect();
+    // One output chunk at a time, filled in blocks.
+    let mut chunk: Vec<u8> = Vec::with_capacity(per.min(len as usize) * out_size);
+    let mut next_id = args.out.ids.iter();
+    let mut left = len as usize;
+    with_domain!(expr.input_domain(), W => {
+        let mut cols: Vec<Vec<W>> = vec![Vec::new(); streams.len()];
+        let mut row: Vec<W> = Vec::with_capacity(streams.len());
+        while left > 0 {
+            let room = per - chunk.len() / out_size;
+            let n = room.min(BLOCK).min(left);
+            for (s, c) in streams.iter_mut().zip(&mut cols) {
+                s.next::<W, I>(io, n, c)?;
+                if c.len() != n {
+                    return Err(AgentError::Invalid("input shorter than its chunk list".into()));
+                }
+            }
+            for i in 0..n {
+                row.clear();
+                row.extend(cols.iter().map(|c| c[i]));
+                push_value(expr, &row, &mut chunk)?;
+            }
+            left -= n;
+            if chunk.len() / out_size == per || left == 0 {
+                let id = next_id.next().ok_or_else(|| AgentError::Invalid("output ids".into()))?;
+                io.write(*id, &chunk)?;
+                chunk.clear();
+            }
+        }
+    });
+    Ok(len)
+}
+
+/// Row inputs of one domain, evaluated to the output's little-endian bytes.
+trait Row: Copy {
+    fn push(expr: Expr, row: &[Self], out: &mut Vec<u8>) -> Result<(), AgentError>;
+}
+
+impl Row for i64 {
+    fn push(expr: Expr, row: &[i64], out: &mut Vec<u8>) -> Result<(), AgentError> {
+        let v = eval_i64(expr, row)?;
+        match expr.out_type().size() {
+            1 => out.push(v as u8),
+            _ => out.extend_from_slice(&v.to_le_bytes()),
+        }
+        Ok(())
+    }
+}
+
+impl Row for f64 {
+    fn push(expr: Expr, row: &[f64], out: &mut Vec<u8>) -> Result<(), AgentError> {
+        out.extend_from_slice(&eval_f64(expr, row)?.to_le_bytes());
+        Ok(())
+    }
+}
+
+impl Row for u64 {
+    fn push(expr: Expr, _: &[u64], _: &mut Vec<u8>) -> Result<(), AgentError> {
+        Err(AgentError::Invalid(format!(
+            "{expr:?} takes no {:?} inputs",
+            Domain::Unsigned
+        )))
+    }
+}
+
+fn push_value<W: Row>(expr: Expr, row: &[W], out: &mut Vec<u8>) -> Result<(), AgentError> {
+    W::push(expr, row, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::kernels::tests::Mem;
+    use farmem_proto::agent::{ElemType, OutSpec, VecRef};
+
+    fn le<T: Copy, const N: usize>(xs: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+        xs.iter().flat_map(|&x| f(x)).collect()
+    }
+
+    fn out(base: u64, n: usize, per: u32) -> OutSpec {
+        OutSpec {
+            chunk_elems: per,
+            ids: (base..base + n as u64).collect(),
+        }
+    }
+
+    #[test]
+    fn calendar_functions_match_known_dates() {
+        // 2016-01-01 00:00:00 was a Friday.
+        let t = 1_451_606_400;
+        assert_eq!((hour(t), weekday(t), month(t)), (0, 5, 1));
+        assert_eq!(month(t - 1), 12);
+        assert_eq!(weekday(-1), 3);
+        assert_eq!(hour(-1), 23);
+        // 2000-02-29 12:00:00 and 2100-03-01.
+        assert_eq!(month(951_825_600), 2);
+        assert_eq!(month(4_107_542_400), 3);
+    }
+
+    #[test]
+    fn derive_across_different_chunkings() {
+        let m = Mem::default();
+        let start: Vec<i64> = (0..1000).map(|i| 1_451_606_400 + i * 9_973).collect();
+        let end: Vec<i64> = start.iter().map(|&t| t + (t % 977)).collect();
+        let a = m.vec(ElemType::I64, &le(&start, i64::to_le_bytes), 64, 1);
+        let b = m.vec(ElemType::I64, &le(&end, i64::to_le_bytes), 100, 100);
+        let o = out(1000, 100, 70);
+        let args = DeriveArgs {
+            expr: Expr::Diff,
+            inputs: vec![a.clone(), b.clone()],
+            out: o.clone(),
+        };
+        let n = derive(&m, &args).unwrap();
+        let want: Vec<i64> = start.iter().zip(&end).map(|(s, e)| e - s).collect();
+        assert_eq!(m.read_vec(&o, n, 8), le(&want, i64::to_le_bytes));
+
+        let o = out(2000, 10, 128);
+        let n = derive(
+            &m,
+            &DeriveArgs {
+                expr: Expr::Month,
+                inputs: vec![a.clone()],
+                out: o.clone(),
+            },
+        )
+        .unwrap();
+        let want: Vec<u8> = start.iter().map(|&t| month(t) as u8).collect();
+        assert_eq!(m.read_vec(&o, n, 1), want);
+
+        let pts: Vec<f64> = (0..1000).map(|i| f64::from(i) * 0.01 - 5.0).collect();
+        let f = m.vec(ElemType::F64, &le(&pts, f64::to_le_bytes), 33, 3000);
+        let o = out(4000, 20, 64);
+        let n = derive(
+            &m,
+            &DeriveArgs {
+                expr: Expr::Haversine,
+                inputs: vec![f.clone(), f.clone(), f.clone(), f.clone()],
+                out: o.clone(),
+            },
+        )
+        .unwrap();
+        assert_eq!(m.read_vec(&o, n, 8), vec![0u8; 8000]);
+
+        // Bad input: wrong arity, wrong domain, different lengths, too few ids.
+        let bad = |expr, inputs: Vec<VecRef>, o: OutSpec| {
+            matches!(
+                derive(
+                    &m,
+                    &DeriveArgs {
+                        expr,
+                        inputs,
+                        out: o
+                    }
+                ),
+                Err(AgentError::Invalid(_))
+            )
+        };
+        assert!(bad(Expr::Diff, vec![a.clone()], out(5000, 20, 64)));
+        assert!(bad(Expr::Hour, vec![f.clone()], out(5000, 20, 64)));
+        let short = m.vec(
+            ElemType::I64,
+            &le(&start[..999], i64::to_le_bytes),
+            64,
+            6000,
+        );
+        assert!(bad(Expr::Diff, vec![a.clone(), short], out(5000, 20, 64)));
+        assert!(bad(Expr::Hour, vec![a.clone()], out(5000, 1, 64)));
+        assert!(bad(Expr::Hour, vec![a], out(5000, 1, 0)));
+    }
+}
