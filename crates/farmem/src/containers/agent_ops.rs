@@ -25,10 +25,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytemuck::Pod;
 use farmem_proto::agent::{
-    AgentMessage, Aggregates, ArgsortArgs, FilterArgs, GatherArgs, GroupByArgs, GroupByResult,
-    OutSpec, Predicate, Sum, UniqueArgs, UniqueResult, VecRef, op,
+    AgentMessage, Aggregates, ArgsortArgs, CountArgs, DeriveArgs, Expr, FilterArgs, GatherArgs,
+    GroupByArgs, GroupByResult, GroupMedianResult, GroupWhereArgs, OutSpec, Predicate, Sum,
+    UniqueArgs, UniqueResult, VecRef, op,
 };
-use farmem_server::agent::{AgentError, kernels};
+use farmem_server::agent::{AgentError, derive, kernels};
 
 use super::elem::Primitive;
 use super::error::{ContainerError, Result};
@@ -220,6 +221,109 @@ fn collect_output<U: Primitive + Send + Sync>(
     Ok(v)
 }
 
+/// Runs an operation whose result is written into `out` either way; returns the result as a new
+/// vector. `route` names an object of the calling client (for routing to its server).
+#[allow(clippy::too_many_arguments)]
+fn run_large<U: Primitive + Send + Sync>(
+    rt: &Runtime,
+    route: ObjectId,
+    mode: Offload,
+    opn: u16,
+    args: &impl AgentMessage,
+    out: &OutSpec,
+    local: impl FnOnce(&LocalIo<'_>) -> Result<u64, AgentError>,
+    sources: Vec<&dyn Source>,
+) -> Result<FarVec<U>> {
+    match mode {
+        Offload::Remote => {
+            for src in &sources {
+                src.flush()?;
+            }
+            let r = call(rt, route, opn, &args.encode())
+                .and_then(|b| Ok(u64::decode(&b)?))
+                .and_then(|len| {
+                    collect_output(rt, out, len, |ids| {
+                        let mut all = Vec::with_capacity(ids.len());
+                        for batch in ids.chunks(64) {
+                            all.extend(rt.backend().get_many(batch)?);
+                        }
+                        Ok(all)
+                    })
+                });
+            // The output objects were copied into runtime chunks (or the call failed):
+            // free the agent's copies either way.
+            if let Err(e) = rt.backend().free(&out.ids) {
+                tracing::warn!("freeing agent output objects failed: {e}");
+            }
+            r
+        }
+        Offload::Local => {
+            let io = LocalIo::new(sources);
+            let len = local(&io).map_err(|e| io.fail(e))?;
+            let mut written = io.written.take();
+            collect_output(rt, out, len, |ids| {
+                Ok(ids
+                    .iter()
+                    .map(|id| written.remove(id).unwrap_or_default())
+                    .collect())
+            })
+        }
+    }
+}
+
+/// Runs a small-result operation either way.
+fn run_small<R: AgentMessage>(
+    rt: &Runtime,
+    route: ObjectId,
+    mode: Offload,
+    opn: u16,
+    args: &impl AgentMessage,
+    local: impl FnOnce(&LocalIo<'_>) -> Result<R, AgentError>,
+    sources: Vec<&dyn Source>,
+) -> Result<R> {
+    match mode {
+        Offload::Remote => {
+            for src in &sources {
+                src.flush()?;
+            }
+            let out = call(rt, route, opn, &args.encode())?;
+            Ok(R::decode(&out)?)
+        }
+        Offload::Local => {
+            let io = LocalIo::new(sources);
+            local(&io).map_err(|e| io.fail(e))
+        }
+    }
+}
+
+/// A far vector of any primitive type as an input of a multi-vector agent operation
+/// ([`FarVec::derive`], [`FarVec::group_by_where`]); made by [`FarVec::agent_input`].
+pub struct AgentInput<'a> {
+    vec: VecRef,
+    src: Box<dyn Source + 'a>,
+}
+
+impl AgentInput<'_> {
+    /// Number of elements.
+    pub fn len(&self) -> u64 {
+        self.vec.len()
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.vec.is_empty()
+    }
+
+    fn route(&self) -> ObjectId {
+        self.vec.chunks.first().map_or(0, |c| c.0)
+    }
+}
+
+/// The elements of a grouped result as the key type.
+fn key_of<T: Primitive>(k: farmem_proto::agent::Scalar) -> Result<T> {
+    T::from_scalar(k).ok_or_else(|| ContainerError::Agent("bad key".into()))
+}
+
 impl<T: Primitive + Send + Sync> FarVec<T> {
     /// The agent's name for this vector: element type and `(chunk id, used elements)`.
     pub fn vec_ref(&self) -> VecRef {
@@ -244,19 +348,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
         local: impl FnOnce(&LocalIo<'_>) -> Result<R, AgentError>,
         sources: Vec<&dyn Source>,
     ) -> Result<R> {
-        match mode {
-            Offload::Remote => {
-                for src in &sources {
-                    src.flush()?;
-                }
-                let out = call(&self.rt, self.route(), opn, &args.encode())?;
-                Ok(R::decode(&out)?)
-            }
-            Offload::Local => {
-                let io = LocalIo::new(sources);
-                local(&io).map_err(|e| io.fail(e))
-            }
-        }
+        run_small(&self.rt, self.route(), mode, opn, args, local, sources)
     }
 
     /// Runs an operation whose result is written into `out` either way; returns the result.
@@ -269,41 +361,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
         local: impl FnOnce(&LocalIo<'_>) -> Result<u64, AgentError>,
         sources: Vec<&dyn Source>,
     ) -> Result<FarVec<U>> {
-        match mode {
-            Offload::Remote => {
-                for src in &sources {
-                    src.flush()?;
-                }
-                let r = call(&self.rt, self.route(), opn, &args.encode())
-                    .and_then(|b| Ok(u64::decode(&b)?))
-                    .and_then(|len| {
-                        collect_output(&self.rt, out, len, |ids| {
-                            let mut all = Vec::with_capacity(ids.len());
-                            for batch in ids.chunks(64) {
-                                all.extend(self.rt.backend().get_many(batch)?);
-                            }
-                            Ok(all)
-                        })
-                    });
-                // The output objects were copied into runtime chunks (or the call failed):
-                // free the agent's copies either way.
-                if let Err(e) = self.rt.backend().free(&out.ids) {
-                    tracing::warn!("freeing agent output objects failed: {e}");
-                }
-                r
-            }
-            Offload::Local => {
-                let io = LocalIo::new(sources);
-                let len = local(&io).map_err(|e| io.fail(e))?;
-                let mut written = io.written.take();
-                collect_output(&self.rt, out, len, |ids| {
-                    Ok(ids
-                        .iter()
-                        .map(|id| written.remove(id).unwrap_or_default())
-                        .collect())
-                })
-            }
-        }
+        run_large(&self.rt, self.route(), mode, opn, args, out, local, sources)
     }
 
     /// Count, exact sum, min and max in one pass (see `farmem_proto::agent` for the exact
@@ -360,14 +418,23 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// # Errors
     /// As [`FarVec::filter`].
     pub fn count_where(&self, pred: Predicate, mode: Offload) -> Result<usize> {
-        Ok(self.filter(pred, mode)?.len())
+        self.check_pred(&pred)?;
+        let args = CountArgs {
+            vec: self.vec_ref(),
+            pred,
+        };
+        let src = VecSource::new(self);
+        let n: u64 = self.small(
+            mode,
+            op::VEC_COUNT,
+            &args,
+            |io| kernels::count(io, &args),
+            vec![&src],
+        )?;
+        usize::try_from(n).map_err(|_| ContainerError::Agent(format!("count {n} too large")))
     }
 
-    /// Ascending indices of the elements matching `pred`, as a new far vector.
-    ///
-    /// # Errors
-    /// [`ContainerError::Invalid`] for operands outside `T`'s domain; the runtime's error.
-    pub fn filter(&self, pred: Predicate, mode: Offload) -> Result<FarVec<u64>> {
+    fn check_pred(&self, pred: &Predicate) -> Result<()> {
         let domain = T::TYPE.domain();
         if pred.a.domain() != domain || pred.b.domain() != domain {
             return Err(ContainerError::Invalid(format!(
@@ -375,6 +442,15 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
                 T::TYPE
             )));
         }
+        Ok(())
+    }
+
+    /// Ascending indices of the elements matching `pred`, as a new far vector.
+    ///
+    /// # Errors
+    /// [`ContainerError::Invalid`] for operands outside `T`'s domain; the runtime's error.
+    pub fn filter(&self, pred: Predicate, mode: Offload) -> Result<FarVec<u64>> {
+        self.check_pred(&pred)?;
         let out = out_spec(FarVec::<u64>::new(&self.rt).chunk_len(), self.len);
         let args = FilterArgs {
             vec: self.vec_ref(),
@@ -471,11 +547,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
         )?;
         r.groups
             .into_iter()
-            .map(|(k, a)| {
-                T::from_scalar(k)
-                    .map(|k| (k, a))
-                    .ok_or_else(|| ContainerError::Agent("bad key".into()))
-            })
+            .map(|(k, a)| Ok((key_of(k)?, a)))
             .collect()
     }
 
@@ -498,5 +570,297 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
             |io| kernels::argsort(io, &args),
             vec![&src],
         )
+    }
+
+    /// This vector as an input of a multi-vector operation.
+    pub fn agent_input(&self) -> AgentInput<'_> {
+        AgentInput {
+            vec: self.vec_ref(),
+            src: Box::new(VecSource::new(self)),
+        }
+    }
+
+    /// A new vector computed row by row by the built-in expression `expr` from `inputs` (see
+    /// [`Expr`] for the expressions, their inputs and output types). With [`Offload::Remote`]
+    /// the inputs are read and the result written on the server: neither crosses the network.
+    ///
+    /// ```
+    /// use farmem::{Runtime, RuntimeConfig};
+    /// use farmem::containers::{FarVec, Offload};
+    /// use farmem_proto::agent::Expr;
+    /// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
+    /// let start = FarVec::from_slice(&rt, &[10i64, 20, 30]).unwrap();
+    /// let end = FarVec::from_slice(&rt, &[15i64, 21, 90]).unwrap();
+    /// for mode in [Offload::Remote, Offload::Local] {
+    ///     let inputs = [start.agent_input(), end.agent_input()];
+    ///     let d = FarVec::<i64>::derive(&rt, Expr::Diff, &inputs, mode).unwrap();
+    ///     assert_eq!(d.to_vec().unwrap(), vec![5, 1, 60]);
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ContainerError::Invalid`] when `T` is not the expression's output type, or for the wrong
+    /// number of inputs; [`ContainerError::Agent`] for inputs of the wrong type or different
+    /// lengths; the runtime's error.
+    pub fn derive(
+        rt: &Runtime,
+        expr: Expr,
+        inputs: &[AgentInput<'_>],
+        mode: Offload,
+    ) -> Result<FarVec<T>> {
+        if T::TYPE != expr.out_type() {
+            return Err(ContainerError::Invalid(format!(
+                "{expr:?} yields {:?}, not {:?}",
+                expr.out_type(),
+                T::TYPE
+            )));
+        }
+        let Some(first) = inputs.first() else {
+            return Err(ContainerError::Invalid(format!("{expr:?} without inputs")));
+        };
+        let len = usize::try_from(first.len())
+            .map_err(|_| ContainerError::Invalid("input too long".into()))?;
+        let out = out_spec(FarVec::<T>::new(rt).chunk_len(), len);
+        let args = DeriveArgs {
+            expr,
+            inputs: inputs.iter().map(|i| i.vec.clone()).collect(),
+            out: out.clone(),
+        };
+        run_large(
+            rt,
+            first.route(),
+            mode,
+            op::VEC_DERIVE,
+            &args,
+            &out,
+            |io| derive::derive(io, &args),
+            inputs.iter().map(|i| &*i.src).collect(),
+        )
+    }
+
+    /// Group-by aggregate with `self` as the key column over only the rows `i` where
+    /// `mask[i]` matches `pred` (in the mask's domain): for each distinct key among them
+    /// (ascending), the aggregates of their `values`.
+    ///
+    /// # Errors
+    /// [`ContainerError::Invalid`] for an operand outside the mask's domain;
+    /// [`ContainerError::Agent`] for vectors of different lengths or more than `limit` groups;
+    /// the runtime's error.
+    pub fn group_by_where<V: Primitive + Send + Sync>(
+        &self,
+        values: &FarVec<V>,
+        mask: &AgentInput<'_>,
+        pred: Predicate,
+        limit: u32,
+        mode: Offload,
+    ) -> Result<Vec<(T, Aggregates)>> {
+        let domain = mask.vec.ty.domain();
+        if pred.a.domain() != domain || pred.b.domain() != domain {
+            return Err(ContainerError::Invalid(format!(
+                "predicate {pred:?} does not fit {:?} mask elements",
+                mask.vec.ty
+            )));
+        }
+        let args = GroupWhereArgs {
+            group: GroupByArgs {
+                keys: self.vec_ref(),
+                values: values.vec_ref(),
+                limit,
+            },
+            mask: mask.vec.clone(),
+            pred,
+        };
+        let (a, b) = (VecSource::new(self), VecSource::new(values));
+        let r: GroupByResult = self.small(
+            mode,
+            op::VEC_GROUP_BY_WHERE,
+            &args,
+            |io| kernels::group_by_where(io, &args),
+            vec![&a, &b, &*mask.src],
+        )?;
+        r.groups
+            .into_iter()
+            .map(|(k, a)| Ok((key_of(k)?, a)))
+            .collect()
+    }
+
+    /// Group-by aggregate with each group's lower median, `self` being the key column: for each
+    /// distinct key (ascending), the aggregates of the `values` at the same positions and the
+    /// lower median of the non-NaN ones (`None` if there are none).
+    ///
+    /// # Errors
+    /// As [`FarVec::group_by`].
+    pub fn group_median<V: Primitive + Send + Sync>(
+        &self,
+        values: &FarVec<V>,
+        limit: u32,
+        mode: Offload,
+    ) -> Result<Vec<(T, Aggregates, Option<V>)>> {
+        if values.len() != self.len {
+            return Err(ContainerError::Invalid(format!(
+                "key column has {} elements, value column {}",
+                self.len,
+                values.len()
+            )));
+        }
+        let args = GroupByArgs {
+            keys: self.vec_ref(),
+            values: values.vec_ref(),
+            limit,
+        };
+        let (a, b) = (VecSource::new(self), VecSource::new(values));
+        let r: GroupMedianResult = self.small(
+            mode,
+            op::VEC_GROUP_MEDIAN,
+            &args,
+            |io| kernels::group_median(io, &args),
+            vec![&a, &b],
+        )?;
+        r.groups
+            .into_iter()
+            .map(|(k, a, m)| {
+                let m = match m {
+                    None => None,
+                    Some(m) => Some(
+                        V::from_scalar(m)
+                            .ok_or_else(|| ContainerError::Agent("bad median".into()))?,
+                    ),
+                };
+                Ok((key_of(k)?, a, m))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RuntimeConfig;
+    use farmem_proto::agent::{Cmp, Scalar};
+
+    fn rt() -> Runtime {
+        Runtime::new(RuntimeConfig::new(2 << 20).region_size(64 << 10)).unwrap()
+    }
+
+    const MODES: [Offload; 2] = [Offload::Remote, Offload::Local];
+
+    /// The multi-vector operations give identical results offloaded and client-side, over
+    /// vectors of different chunkings with dirty chunks.
+    #[test]
+    fn multi_vector_ops_identical_both_ways() {
+        let rt = rt();
+        let n = 20_000usize;
+        let t0: Vec<i64> = (0..n as i64).map(|i| 1_451_606_400 + i * 7_919).collect();
+        let mut start = FarVec::with_chunk_bytes(&rt, 4096).unwrap();
+        start.extend_from_slice(&t0).unwrap();
+        let mut end: FarVec<i64> = FarVec::with_chunk_bytes(&rt, 1000).unwrap();
+        end.extend(t0.iter().map(|&t| t + t % 3_001)).unwrap();
+        end.set(5, t0[5] + 77).unwrap();
+        let keys: FarVec<u8> =
+            FarVec::from_slice(&rt, &(0..n).map(|i| (i % 9) as u8).collect::<Vec<_>>()).unwrap();
+        let mask: FarVec<u32> =
+            FarVec::from_slice(&rt, &(0..n).map(|i| (i % 4) as u32).collect::<Vec<_>>()).unwrap();
+        let pts: Vec<f64> = (0..n).map(|i| (i % 360) as f64 - 180.0).collect();
+        let lon = FarVec::from_slice(&rt, &pts).unwrap();
+        let lat =
+            FarVec::from_slice(&rt, &pts.iter().map(|x| x / 2.0).collect::<Vec<_>>()).unwrap();
+        let mut results = Vec::new();
+        for mode in MODES {
+            let d = FarVec::<i64>::derive(
+                &rt,
+                Expr::Diff,
+                &[start.agent_input(), end.agent_input()],
+                mode,
+            )
+            .unwrap()
+            .to_vec()
+            .unwrap();
+            let h = FarVec::<f64>::derive(
+                &rt,
+                Expr::Haversine,
+                &[
+                    lon.agent_input(),
+                    lat.agent_input(),
+                    lat.agent_input(),
+                    lon.agent_input(),
+                ],
+                mode,
+            )
+            .unwrap()
+            .to_vec()
+            .unwrap();
+            let m = FarVec::<u8>::derive(&rt, Expr::Month, &[start.agent_input()], mode)
+                .unwrap()
+                .to_vec()
+                .unwrap();
+            let g = keys
+                .group_by_where(
+                    &end,
+                    &mask.agent_input(),
+                    Predicate::new(Cmp::Eq, Scalar::U(2)),
+                    16,
+                    mode,
+                )
+                .unwrap();
+            let md = keys.group_median(&end, 16, mode).unwrap();
+            let c = end
+                .count_where(Predicate::new(Cmp::Gt, Scalar::I(t0[n / 2])), mode)
+                .unwrap();
+            assert_eq!(d.len(), n);
+            assert_eq!(d[5], 77);
+            assert_eq!(h.len(), n);
+            assert_eq!(m[0], 1);
+            assert_eq!(g.len(), 9);
+            assert_eq!(md.len(), 9);
+            let h_bits: Vec<u64> = h.iter().map(|x| x.to_bits()).collect();
+            results.push(format!("{d:?}{h_bits:?}{m:?}{g:?}{md:?}{c}"));
+        }
+        assert_eq!(results[0], results[1]);
+    }
+
+    #[test]
+    fn multi_vector_ops_reject_bad_input() {
+        let rt = rt();
+        let a = FarVec::from_slice(&rt, &[1i64, 2, 3]).unwrap();
+        let b = FarVec::from_slice(&rt, &[1i64, 2]).unwrap();
+        let f = FarVec::from_slice(&rt, &[1.0f64, 2.0, 3.0]).unwrap();
+        for mode in MODES {
+            // Output type not the expression's.
+            let e =
+                FarVec::<f64>::derive(&rt, Expr::Diff, &[a.agent_input(), a.agent_input()], mode);
+            assert!(matches!(e, Err(ContainerError::Invalid(_))), "{mode:?}");
+            // Different lengths, wrong domain, wrong arity.
+            let e =
+                FarVec::<i64>::derive(&rt, Expr::Diff, &[a.agent_input(), b.agent_input()], mode);
+            assert!(matches!(e, Err(ContainerError::Agent(_))), "{mode:?}");
+            let e = FarVec::<u8>::derive(&rt, Expr::Hour, &[f.agent_input()], mode);
+            assert!(matches!(e, Err(ContainerError::Agent(_))), "{mode:?}");
+            let e =
+                FarVec::<u8>::derive(&rt, Expr::Hour, &[a.agent_input(), a.agent_input()], mode);
+            assert!(matches!(e, Err(ContainerError::Agent(_))), "{mode:?}");
+            let e = FarVec::<u8>::derive(&rt, Expr::Hour, &[], mode);
+            assert!(matches!(e, Err(ContainerError::Invalid(_))), "{mode:?}");
+            // Mask of another length; operand outside the mask's domain.
+            let e = a.group_by_where(
+                &a,
+                &b.agent_input(),
+                Predicate::new(Cmp::Eq, Scalar::I(1)),
+                8,
+                mode,
+            );
+            assert!(matches!(e, Err(ContainerError::Agent(_))), "{mode:?}");
+            let e = a.group_by_where(
+                &a,
+                &f.agent_input(),
+                Predicate::new(Cmp::Eq, Scalar::I(1)),
+                8,
+                mode,
+            );
+            assert!(matches!(e, Err(ContainerError::Invalid(_))), "{mode:?}");
+            let e = a.group_median(&b, 8, mode);
+            assert!(matches!(e, Err(ContainerError::Invalid(_))), "{mode:?}");
+            let e = a.count_where(Predicate::new(Cmp::Eq, Scalar::F(1.0)), mode);
+            assert!(matches!(e, Err(ContainerError::Invalid(_))), "{mode:?}");
+        }
     }
 }
