@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::loom::Ordering;
 use crate::object::{Mode, addr};
 use crate::runtime::{Inner, Runtime};
-use crate::slot::bits::{ADDR, DIRTY, LARGE, PRESENT};
+use crate::slot::bits::{ADDR, DIRTY, LARGE, PRESENT, REMOTE};
 use crate::slot::{BOXED, DETACHED, Slot};
 
 mod raw {
@@ -70,6 +70,25 @@ impl RawFar {
             Ordering::Release,
         );
         rt.heap.publish(a);
+        Ok(Self {
+            idx,
+            slot: NonNull::from(slot),
+            rt: rt.clone(),
+        })
+    }
+
+    /// Takes ownership of an object that exists only in the backend under `id` (written there
+    /// by someone else, e.g. the remote agent), `len` bytes long. It is fetched on first use.
+    fn adopt(rt: &Arc<Inner>, id: ObjectId, len: usize) -> Result<Self> {
+        if len > rt.max_object() {
+            return Err(Error::ObjectTooLarge {
+                size: len,
+                limit: rt.max_object(),
+            });
+        }
+        let idx = rt.slots.alloc(id, len)?;
+        let slot = rt.slots.get(idx).ok_or(Error::TooManyObjects)?;
+        slot.word.store(REMOTE, Ordering::Release);
         Ok(Self {
             idx,
             slot: NonNull::from(slot),
@@ -186,7 +205,7 @@ macro_rules! common_methods {
         /// # Errors
         /// The backend's error, or [`Error::LocalHeapExhausted`].
         pub fn prefetch(&self) -> Result<()> {
-            self.raw.rt.prefetch(&[self.raw.idx]).map(|_| ())
+            self.raw.rt.prefetch(&[self.raw.idx], false).map(|_| ())
         }
     };
 }
@@ -335,6 +354,23 @@ impl<T: Pod> FarBox<T> {
         })?;
         Ok(Self {
             raw,
+            _t: PhantomData,
+        })
+    }
+
+    /// Takes ownership of an object that so far exists only in the backend, under `id` (for
+    /// example one the remote agent wrote under an id from [`Runtime::reserve_ids`]). Nothing is
+    /// fetched now; the first dereference fetches it. Dropping the box frees the far copy.
+    ///
+    /// The caller must not adopt one id twice, nor an id owned by another box.
+    ///
+    /// # Errors
+    /// [`Error::TooManyObjects`]. If the far object turns out not to be `size_of::<T>()` bytes,
+    /// the dereference that fetches it fails with the backend's size error.
+    pub fn from_far(rt: &Runtime, id: ObjectId) -> Result<Self> {
+        let () = Self::ALIGN_OK;
+        Ok(Self {
+            raw: RawFar::adopt(&rt.inner, id, size_of::<T>())?,
             _t: PhantomData,
         })
     }
@@ -524,6 +560,37 @@ impl<T: Pod> FarSlice<T> {
         })
     }
 
+    /// Takes ownership of a slice of `len` values that so far exists only in the backend, under
+    /// `id` (for example the output of a remote-agent operation written under an id from
+    /// [`Runtime::reserve_ids`]). Nothing is fetched now: the first dereference (or a prefetch)
+    /// fetches it. Dropping the slice frees the far copy.
+    ///
+    /// The caller must not adopt one id twice, nor an id owned by another far object.
+    ///
+    /// ```
+    /// use farmem::{FarSlice, Runtime, RuntimeConfig};
+    /// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
+    /// let id = rt.reserve_ids(1);
+    /// // Someone else (here: we, through the backend) writes the object.
+    /// rt.backend().put(id, &[1, 0, 0, 0, 2, 0, 0, 0]).unwrap();
+    /// let v = FarSlice::<u32>::from_far(&rt, id, 2).unwrap();
+    /// assert!(!v.is_local());
+    /// assert_eq!(v.to_vec().unwrap(), [1, 2]);
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::ObjectTooLarge`], [`Error::TooManyObjects`]. If the far object is not
+    /// `len * size_of::<T>()` bytes, the dereference that fetches it fails with the backend's
+    /// size error.
+    pub fn from_far(rt: &Runtime, id: ObjectId, len: usize) -> Result<Self> {
+        let () = Self::ALIGN_OK;
+        Ok(Self {
+            raw: RawFar::adopt(&rt.inner, id, Self::bytes(rt, len)?)?,
+            len,
+            _t: PhantomData,
+        })
+    }
+
     common_methods!();
 }
 
@@ -615,13 +682,58 @@ impl Runtime {
         &self,
         objs: impl IntoIterator<Item = &'a O>,
     ) -> Result<usize> {
-        let idxs: Vec<u32> = objs
+        self.inner.prefetch(&self.own_idxs(objs), false)
+    }
+
+    /// Like [`Runtime::prefetch`], but non-temporal: the objects land in the regions the
+    /// evacuator empties first and are not marked hot (for streaming scans). A later hot
+    /// dereference ([`FarBox::read`]) still marks them hot.
+    ///
+    /// # Errors
+    /// As [`Runtime::prefetch`].
+    pub fn prefetch_nt<'a, O: Far + 'a>(
+        &self,
+        objs: impl IntoIterator<Item = &'a O>,
+    ) -> Result<usize> {
+        self.inner.prefetch(&self.own_idxs(objs), true)
+    }
+
+    /// Writes every listed object whose local copy is dirty back to the backend in batched
+    /// `put_many` calls (one round trip per `writeback_batch` bytes, not per object); the
+    /// copies stay local and become clean, so the far copies are current (as after
+    /// [`FarBox::flush`] on each). Objects of other runtimes are skipped. Returns how many
+    /// objects were written.
+    ///
+    /// ```
+    /// use farmem::{FarSlice, Runtime, RuntimeConfig};
+    /// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
+    /// let chunks: Vec<_> = (0..4u8).map(|i| FarSlice::from_slice(&rt, &[i; 8]).unwrap()).collect();
+    /// assert_eq!(rt.flush_many(&chunks).unwrap(), 4);
+    /// assert_eq!(rt.flush_many(&chunks).unwrap(), 0); // all clean now
+    /// assert_eq!(rt.backend().get(chunks[3].far_id()).unwrap(), vec![3u8; 8]);
+    /// ```
+    ///
+    /// # Errors
+    /// The backend's error; objects of the failed batch stay dirty (earlier batches are written).
+    pub fn flush_many<'a, O: Far + 'a>(
+        &self,
+        objs: impl IntoIterator<Item = &'a O>,
+    ) -> Result<usize> {
+        let slots: Vec<&Slot> = objs
             .into_iter()
             .map(sealed::Sealed::raw)
             .filter(|r| Arc::ptr_eq(&r.rt, &self.inner))
-            .map(|r| r.idx)
+            .map(RawFar::slot)
             .collect();
-        self.inner.prefetch(&idxs)
+        self.inner.flush_many(&slots)
+    }
+
+    fn own_idxs<'a, O: Far + 'a>(&self, objs: impl IntoIterator<Item = &'a O>) -> Vec<u32> {
+        objs.into_iter()
+            .map(sealed::Sealed::raw)
+            .filter(|r| Arc::ptr_eq(&r.rt, &self.inner))
+            .map(|r| r.idx)
+            .collect()
     }
 }
 

@@ -234,6 +234,81 @@ impl Inner {
         }
     }
 
+    /// Writes every listed dirty local copy back with batched `put_many` calls (one per
+    /// `writeback_batch` bytes); the copies stay local and become clean. Returns how many objects
+    /// it wrote.
+    ///
+    /// Never waits for an object while holding others: when it meets one that is `BUSY`, it
+    /// first sends (and releases) the batch collected so far. That rules out a deadlock with the
+    /// evacuator, which holds a write-back batch while acquiring the next object.
+    pub(crate) fn flush_many(&self, slots: &[&Slot]) -> Result<usize> {
+        let wants = |w: u64| w & PRESENT != 0 && (w & DIRTY != 0 || w & REMOTE == 0);
+        let mut batch: Vec<(&Slot, u64)> = Vec::new();
+        let mut bytes = 0;
+        let mut written = 0;
+        for &slot in slots {
+            let w = slot.word.load(Ordering::Acquire);
+            if w & BUSY == 0 && !wants(w) {
+                continue;
+            }
+            let claimed = if w & BUSY == 0
+                && slot
+                    .word
+                    .compare_exchange(w, w | BUSY, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                Some(w)
+            } else {
+                written += self.write_batch(&mut batch)?;
+                bytes = 0;
+                Self::lock_word(slot, wants)
+            };
+            if let Some(w) = claimed {
+                batch.push((slot, w));
+                bytes += slot.len();
+                if bytes >= self.cfg.writeback_batch {
+                    written += self.write_batch(&mut batch)?;
+                    bytes = 0;
+                }
+            }
+        }
+        written += self.write_batch(&mut batch)?;
+        Ok(written)
+    }
+
+    /// Sends one `put_many` for objects whose `BUSY` bit we hold, and releases them: clean on
+    /// success, unchanged (still dirty) on failure.
+    fn write_batch(&self, batch: &mut Vec<(&Slot, u64)>) -> Result<usize> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let items: Vec<(u64, &[u8])> = batch
+            .iter()
+            .map(|&(slot, w)| {
+                // SAFETY: we hold BUSY on the object, so its local copy stays put; the caller
+                // holds the owners shared, so nobody holds a mutable reference into it.
+                let b = unsafe { std::slice::from_raw_parts(addr(w) as *const u8, slot.len()) };
+                (slot.id(), b)
+            })
+            .collect();
+        let res = self.backend.put_many(&items);
+        let len: usize = items.iter().map(|(_, b)| b.len()).sum();
+        drop(items);
+        let n = batch.len();
+        for (slot, w) in batch.drain(..) {
+            let new = if res.is_ok() {
+                (w & !DIRTY) | REMOTE
+            } else {
+                w
+            };
+            slot.word.store(new, Ordering::Release);
+        }
+        res?;
+        self.counters
+            .with(|c| Counters::bump(&c.bytes_written_back, len as u64));
+        Ok(n)
+    }
+
     /// Drops the local copy so the next dereference fetches the far copy.
     pub(crate) fn invalidate(&self, slot: &Slot) -> Result<()> {
         let mut no_far = false;
@@ -288,7 +363,13 @@ impl Inner {
     }
 
     /// Fetches every listed non-local object in one `get_many`; returns how many it fetched.
-    pub(crate) fn prefetch(&self, idxs: &[u32]) -> Result<usize> {
+    /// With `nt`, the objects land in the non-temporal lane (evacuated first) marked `NT`.
+    pub(crate) fn prefetch(&self, idxs: &[u32], nt: bool) -> Result<usize> {
+        let lane = if nt {
+            crate::heap::Lane::Nt
+        } else {
+            self.mutator_lane()
+        };
         // Find room first, then claim (see `fetch`); allocations for objects that turn out to be
         // claimed by someone else meanwhile are abandoned.
         let mut candidates = Vec::new();
@@ -298,7 +379,7 @@ impl Inner {
             };
             let w = slot.word.load(Ordering::Acquire);
             if w & (PRESENT | BUSY) == 0 && w & REMOTE != 0 {
-                match self.alloc_space(self.mutator_lane(), i, slot.len()) {
+                match self.alloc_space(lane, i, slot.len()) {
                     Ok(a) => candidates.push((slot, w, i, a)),
                     Err(e) => {
                         candidates.into_iter().for_each(|c| self.heap.abandon(c.3));
@@ -357,7 +438,7 @@ impl Inner {
             let at = a.ptr.as_ptr() as usize;
             // SAFETY: `d` is a separate buffer of `a.len` bytes; `a` is our unpublished allocation.
             unsafe { copy(d.as_ptr() as usize, at, a.len) };
-            let new = PRESENT | REMOTE | large_bit(&a) | at as u64;
+            let new = PRESENT | REMOTE | large_bit(&a) | if nt { NT } else { 0 } | at as u64;
             slot.word.store(new, Ordering::Release);
             self.heap.publish(a);
             fetched += 1;

@@ -153,6 +153,19 @@ impl Runtime {
         self.inner.heap.slack
     }
 
+    /// Reserves `n` fresh consecutive far object ids and returns the first. No other far object
+    /// of this process (of any runtime) will use them, so someone else (the remote agent) may
+    /// write objects under them for [`FarSlice::from_far`](crate::FarSlice::from_far) to adopt.
+    ///
+    /// ```
+    /// # let rt = farmem::Runtime::new(farmem::RuntimeConfig::new(16 << 20)).unwrap();
+    /// let first = rt.reserve_ids(3);
+    /// assert!(rt.reserve_ids(1) >= first + 3);
+    /// ```
+    pub fn reserve_ids(&self, n: u64) -> ObjectId {
+        NEXT_ID.fetch_add(n, Ordering::Relaxed)
+    }
+
     /// Sends queued frees of far copies to the backend now.
     ///
     /// # Errors
