@@ -1,7 +1,9 @@
 //! Linux's own swapping as a measured peer: run a workload under a memory-cgroup limit with a zram
-//! swap device.
+//! swap device ([`SwapDevice::Zram`], compressed local memory: the kernel's best case) or with
+//! kernel swap to a memory server over TCP ([`SwapDevice::Tcp`], see [`crate::netswap`]: the
+//! Fastswap-style far-memory peer).
 //!
-//! [`run_under_swap`] creates, for one run:
+//! [`run_under_swap`] (zram; [`run_under`] picks the device) creates, for one run:
 //! - a zram device (`/sys/class/zram-control/hot_add`, or an unused `/dev/zram0` when hot-add is
 //!   missing), `disksize` [`ZRAM_BYTES`], `mkswap`, `swapon -p 32767` (top priority, so the
 //!   workload swaps to zram first; other active swap devices are left alone and reported by
@@ -82,6 +84,8 @@ pub struct SwapRun {
     pub zram_peak_compr_bytes: u64,
     /// Peak memory usage of the cgroup in bytes (0 if the kernel does not report it).
     pub peak_bytes: u64,
+    /// For [`SwapDevice::Tcp`]: pages sent to and fetched from the memory server.
+    pub net: Option<crate::netswap::NetSwapStats>,
 }
 
 /// Which cgroup hierarchy carries the memory controller.
@@ -102,7 +106,8 @@ fn cgroup_version() -> Option<CgroupVersion> {
         .then_some(CgroupVersion::V2)
 }
 
-fn has_tool(name: &str) -> bool {
+/// Whether `name` is in one of the usual binary directories.
+pub(crate) fn has_tool(name: &str) -> bool {
     ["/sbin", "/usr/sbin", "/bin", "/usr/bin"]
         .iter()
         .any(|d| Path::new(d).join(name).exists())
@@ -120,11 +125,11 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Checks that kernel-swap runs are possible here.
+/// What every swap device needs: root, a memory cgroup controller, the swap tools.
 ///
 /// # Errors
-/// The reason when they are not (not root, no memory cgroup, no zram, missing tools).
-pub fn available() -> Result<(), String> {
+/// The reason when something is missing.
+pub(crate) fn available_common() -> Result<(), String> {
     if !is_root() {
         return Err("needs root (cgroups and swapon)".into());
     }
@@ -133,15 +138,49 @@ pub fn available() -> Result<(), String> {
             "no memory cgroup controller ({V1_ROOT} or {V2_ROOT} with memory)"
         ));
     }
-    if !Path::new(ZRAM_CONTROL).exists() && !Path::new("/sys/block/zram0").exists() {
-        return Err("no zram (load the module: modprobe zram)".into());
-    }
     for tool in ["mkswap", "swapon", "swapoff", "sh"] {
         if !has_tool(tool) {
             return Err(format!("`{tool}` not found"));
         }
     }
     Ok(())
+}
+
+/// Checks that kernel-swap runs (zram) are possible here.
+///
+/// # Errors
+/// The reason when they are not (not root, no memory cgroup, no zram, missing tools).
+pub fn available() -> Result<(), String> {
+    available_common()?;
+    if !Path::new(ZRAM_CONTROL).exists() && !Path::new("/sys/block/zram0").exists() {
+        return Err("no zram (load the module: modprobe zram)".into());
+    }
+    Ok(())
+}
+
+/// The swap device a run pages to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwapDevice<'a> {
+    /// Compressed local memory (zram): no network, the kernel's best case.
+    Zram,
+    /// A memory server over TCP (`host:port`), through [`crate::netswap`].
+    Tcp {
+        /// The memory server.
+        server: &'a str,
+    },
+}
+
+impl SwapDevice<'_> {
+    /// Checks that runs with this device are possible here.
+    ///
+    /// # Errors
+    /// The reason when they are not.
+    pub fn available(self) -> Result<(), String> {
+        match self {
+            Self::Zram => available(),
+            Self::Tcp { .. } => crate::netswap::available(),
+        }
+    }
 }
 
 /// Other active swap devices (they would also absorb the workload's pages).
@@ -184,6 +223,7 @@ struct Guard {
     swap_on: Option<PathBuf>,
     cgroup: Option<PathBuf>,
     child: Option<std::process::Child>,
+    net: Option<crate::netswap::NetSwap>,
 }
 
 impl Guard {
@@ -303,6 +343,8 @@ impl Drop for Guard {
                 let _ = fs::write(Path::new(ZRAM_CONTROL).join("hot_remove"), i.to_string());
             }
         }
+        // Swapoff, loop detach, unmount: after the child and the cgroup are gone.
+        drop(self.net.take());
     }
 }
 
@@ -345,14 +387,37 @@ pub fn run_under_swap(
     program: &Path,
     args: &[&str],
 ) -> Result<SwapRun, KswapError> {
-    available().map_err(KswapError::Unavailable)?;
+    run_under(limit_bytes, SwapDevice::Zram, program, args)
+}
+
+/// [`run_under_swap`] with a choice of swap device.
+///
+/// # Errors
+/// As [`run_under_swap`].
+pub fn run_under(
+    limit_bytes: u64,
+    device: SwapDevice<'_>,
+    program: &Path,
+    args: &[&str],
+) -> Result<SwapRun, KswapError> {
+    device.available().map_err(KswapError::Unavailable)?;
     let others: Vec<String> = other_swaps();
     if !others.is_empty() {
         tracing::warn!("kswap: other swap devices are active and may take pages: {others:?}");
     }
     let _sigint = SigintFlag::install();
     let mut guard = Guard::default();
-    guard.create_zram()?;
+    match device {
+        SwapDevice::Zram => {
+            guard.create_zram()?;
+        }
+        SwapDevice::Tcp { server } => {
+            guard.net = Some(crate::netswap::NetSwap::start(server)?);
+        }
+    }
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        return Err(KswapError::Interrupted);
+    }
     let cg = guard.create_cgroup(limit_bytes)?;
     let procs = cg.join("cgroup.procs");
     let child = Command::new("sh")
@@ -404,7 +469,9 @@ pub fn run_under_swap(
     let stdout = out_t.join().unwrap_or_default();
     let stderr = err_t.join().unwrap_or_default();
     let peak_bytes = guard.peak();
+    let net = guard.net.as_ref().map(crate::netswap::NetSwap::stats);
     Ok(SwapRun {
+        net,
         output: Output {
             status,
             stdout,

@@ -9,6 +9,7 @@ mod demo;
 mod deref;
 mod kswap;
 mod modes;
+mod netswap;
 mod paging;
 mod plot;
 mod taxi;
@@ -42,6 +43,8 @@ enum Command {
     Taxi(taxi::Args),
     /// Web-service frontend across modes (AIFM figure 6).
     Web(web::Args),
+    /// Kernel swap to a memory server over TCP: self-check and page-touch figures (root).
+    Netswap(netswap::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,5 +63,6 @@ fn main() -> anyhow::Result<()> {
         Command::Paging(a) => paging::run(a),
         Command::Taxi(a) => taxi::run(a),
         Command::Web(a) => web::run(a),
+        Command::Netswap(a) => netswap::run(a),
     }
 }

@@ -24,6 +24,11 @@ pub enum Mode {
     Paging,
     /// The same std-type code as `local` under a memory cgroup with zram swap (root only).
     Kswap,
+    /// The same std-type code as `local` under a memory cgroup with kernel swap to the memory
+    /// server over TCP (FUSE + loop device, root only): the Fastswap/Infiniswap-style peer.
+    #[value(name = "kswap-net")]
+    #[serde(rename = "kswap-net")]
+    KswapNet,
 }
 
 impl Mode {
@@ -35,6 +40,7 @@ impl Mode {
             Mode::ObjectNoAgent => "object-noagent",
             Mode::Paging => "paging",
             Mode::Kswap => "kswap",
+            Mode::KswapNet => "kswap-net",
         }
     }
 
@@ -46,6 +52,7 @@ impl Mode {
             Mode::ObjectNoAgent => "farmem object, no agent",
             Mode::Paging => "farmem paging",
             Mode::Kswap => "kernel swap (zram)",
+            Mode::KswapNet => "kernel swap over TCP",
         }
     }
 }
@@ -118,10 +125,57 @@ pub const CHILD_RESULT: &str = "FARMEM_CHILD_RESULT ";
 /// # Errors
 /// The child failed, printed no result, or kernel swap is not available.
 pub fn run_child(args: &[String], kswap_limit: Option<u64>) -> anyhow::Result<serde_json::Value> {
+    run_child_on(
+        args,
+        kswap_limit.map(|l| (l, crate::kswap::SwapDevice::Zram)),
+    )
+}
+
+/// [`run_child`] under kernel swap to the memory server at `server` (mode
+/// [`Mode::KswapNet`]), in a memory cgroup of `budget` plus [`KSWAP_SLACK`] bytes.
+///
+/// # Errors
+/// As [`run_child`].
+pub fn run_child_net(
+    args: &[String],
+    budget: u64,
+    server: &str,
+) -> anyhow::Result<serde_json::Value> {
+    run_child_on(
+        args,
+        Some((
+            budget + KSWAP_SLACK,
+            crate::kswap::SwapDevice::Tcp { server },
+        )),
+    )
+}
+
+/// [`run_child`] with a choice of swap device: `Some((limit, device))` runs the child in a
+/// memory cgroup of `limit` bytes swapping to `device`.
+///
+/// # Errors
+/// As [`run_child`].
+pub fn run_child_on(
+    args: &[String],
+    swap: Option<(u64, crate::kswap::SwapDevice<'_>)>,
+) -> anyhow::Result<serde_json::Value> {
     let exe = std::env::current_exe()?;
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = match kswap_limit {
-        Some(limit) => crate::kswap::run_under_swap(limit, &exe, &argv)?.output,
+    let output = match swap {
+        Some((limit, device)) => {
+            let run = crate::kswap::run_under(limit, device, &exe, &argv)?;
+            if let Some(net) = &run.net {
+                eprintln!(
+                    "  kernel swap over TCP: {} MiB swapped out, {} MiB swapped in, memory \
+                     server received {} MiB, {} failed requests",
+                    net.daemon.pages_written >> 8,
+                    net.daemon.pages_read >> 8,
+                    net.server_bytes_written >> 20,
+                    net.daemon.backend_errors
+                );
+            }
+            run.output
+        }
         None => std::process::Command::new(&exe)
             .args(&argv)
             .stderr(std::process::Stdio::inherit())

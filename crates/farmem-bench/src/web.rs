@@ -404,6 +404,11 @@ fn run_mode(args: &Args, mode: Mode, ratio: f64, server: &str, quiet: bool) -> M
             )
             .and_then(|v| Ok(serde_json::from_value(v)?)),
         },
+        Mode::KswapNet => match crate::netswap::available() {
+            Err(why) => return ModeRun::skipped(mode, ratio, budget, why),
+            Ok(()) => modes::run_child_net(&child_args(args, mode, budget, server), budget, server)
+                .and_then(|v| Ok(serde_json::from_value(v)?)),
+        },
     };
     match result {
         Ok(r) => ModeRun {
