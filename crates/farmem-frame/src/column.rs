@@ -483,6 +483,83 @@ impl Column {
         Ok(out)
     }
 
+    /// Distinct values among the rows where `mask <cmp> operand`, with their number of rows,
+    /// sorted by value (strings alphabetically): `filter(mask <cmp> operand).value_counts()`
+    /// without materialising the selection (agent-capable: far placements count on the server).
+    ///
+    /// ```
+    /// use farmem_frame::{Cmp, Column, DType, LocalPlacement, Value};
+    /// let p = LocalPlacement;
+    /// let vendor = Column::from_vec("vendor", DType::U8, vec![1u8, 2, 1, 1], &p).unwrap();
+    /// let pax = Column::from_vec("pax", DType::U8, vec![1u8, 5, 2, 1], &p).unwrap();
+    /// let h = pax.value_counts_where(&vendor, Cmp::Eq, &Value::Int(1)).unwrap();
+    /// assert_eq!(h, vec![(Value::Int(1), 2), (Value::Int(2), 1)]);
+    /// ```
+    ///
+    /// # Errors
+    /// [`FrameError::TypeMismatch`] for a float column or an operand that does not fit the
+    /// mask; [`FrameError::LengthMismatch`] for a mask of another length; storage errors.
+    pub fn value_counts_where(
+        &self,
+        mask: &Column,
+        cmp: Cmp,
+        operand: &Value,
+    ) -> Result<Vec<(Value, u64)>> {
+        if self.dtype == DType::F64 {
+            return Err(FrameError::TypeMismatch {
+                column: self.name.clone(),
+                expected: "an integer or string column".into(),
+                actual: self.dtype,
+            });
+        }
+        if mask.len() != self.len() {
+            return Err(FrameError::LengthMismatch {
+                column: mask.name.clone(),
+                expected: self.len(),
+                actual: mask.len(),
+            });
+        }
+        // The operand in the mask's storage terms (string codes), when it has one.
+        let converted = match (mask.dtype, operand, cmp) {
+            (DType::Str, Value::Str(s), Cmp::Eq | Cmp::Ne) => mask
+                .dict
+                .as_deref()
+                .and_then(|d| d.code(s))
+                .map(|c| Value::Int(i64::from(c))),
+            (DType::Str, _, _) | (_, Value::Str(_), _) => None,
+            _ => Some(operand.clone()),
+        };
+        let d = self.dict.as_deref();
+        let fast = converted.and_then(|op| {
+            with_store!(&self.data, s => s.value_counts_where(&mask.data, cmp, &op).map(|r| {
+                r.map(|mut v| {
+                    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    v.into_iter()
+                        .map(|(x, n)| (to_value(self.dtype, d, x), n))
+                        .collect::<Vec<_>>()
+                })
+            }))
+        });
+        let mut out = match fast {
+            Some(r) => r?,
+            None => return self.take(&mask.select(cmp, operand)?)?.value_counts(),
+        };
+        if self.dtype == DType::Str {
+            out.sort_by_key(|a| a.0.to_string());
+        }
+        Ok(out)
+    }
+
+    /// A column of the given storage (which must fit `dtype`; no dictionary).
+    pub(crate) fn from_data(name: &str, dtype: DType, data: ColumnData) -> Column {
+        Column {
+            name: name.into(),
+            dtype,
+            data,
+            dict: None,
+        }
+    }
+
     /// The rows at `idx`, in that order, as a new column of the same placement.
     ///
     /// # Errors

@@ -1,13 +1,19 @@
 //! Far placement: columns in farmem [`FarVec`]s, with the aggregate operations (summary, select,
 //! unique, take) run by the remote agent on the memory server or, for comparison, here.
 
+use std::any::Any;
 use std::ops::Range;
+use std::sync::Arc;
 
 use farmem::Runtime;
-use farmem::containers::{self as fc, ContainerError, FarVec, Offload, Predicate, Primitive};
+use farmem::containers::{
+    self as fc, Aggregates, ContainerError, FarVec, Offload, Predicate, Primitive,
+};
+use farmem_proto::agent::{Domain, ElemType};
 
-use crate::storage::{BlockReader, Cmp, ColumnStore, Placement, Summary};
-use crate::{Elem, FrameError, Result};
+use crate::column::ColumnData;
+use crate::storage::{BlockReader, Cmp, ColumnStore, GroupRow, Placement, Summary};
+use crate::{Elem, Expr, FrameError, Result, Value};
 
 impl From<ContainerError> for FrameError {
     fn from(e: ContainerError) -> Self {
@@ -69,6 +75,71 @@ impl Placement for FarPlacement {
     fn new_f64(&self) -> Box<dyn ColumnStore<f64>> {
         self.store()
     }
+
+    fn derive(&self, expr: Expr, inputs: &[&ColumnData]) -> Option<Result<ColumnData>> {
+        let ins = inputs
+            .iter()
+            .map(|d| match (d, expr.input_domain()) {
+                (ColumnData::I64(s), Domain::Signed) => {
+                    self.own::<i64>(s.as_ref()).map(|v| v.vec.agent_input())
+                }
+                (ColumnData::F64(s), Domain::Float) => {
+                    self.own::<f64>(s.as_ref()).map(|v| v.vec.agent_input())
+                }
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let (rt, off) = (&self.rt, self.offload);
+        let wrap = |e: ContainerError| FrameError::from(e);
+        Some(match expr.out_type() {
+            ElemType::I64 => FarVec::<i64>::derive(rt, expr, &ins, off)
+                .map(|vec| ColumnData::I64(self.wrap(vec)))
+                .map_err(wrap),
+            ElemType::F64 => FarVec::<f64>::derive(rt, expr, &ins, off)
+                .map(|vec| ColumnData::F64(self.wrap(vec)))
+                .map_err(wrap),
+            ElemType::U8 => FarVec::<u8>::derive(rt, expr, &ins, off)
+                .map(|vec| ColumnData::U8(self.wrap(vec)))
+                .map_err(wrap),
+            _ => return None,
+        })
+    }
+}
+
+impl FarPlacement {
+    /// `s` as a far store on this placement's backend, if it is one.
+    fn own<'a, T: FarElem>(&self, s: &'a dyn ColumnStore<T>) -> Option<&'a FarStore<T>> {
+        let f = s.as_any().downcast_ref::<FarStore<T>>()?;
+        Arc::ptr_eq(f.place.rt.backend(), self.rt.backend()).then_some(f)
+    }
+
+    fn wrap<T: FarElem>(&self, vec: FarVec<T>) -> Box<dyn ColumnStore<T>> {
+        Box::new(FarStore {
+            vec,
+            place: self.clone(),
+        })
+    }
+}
+
+/// The store's own [`Summary`] of agent aggregates (integers only: see `OFFLOAD_SUMMARY`).
+fn summary_of<T: FarElem>(a: &Aggregates) -> Summary<T> {
+    Summary {
+        count: a.count,
+        sum: T::sum_of(a.sum),
+        min: a.min.and_then(T::from_scalar),
+        max: a.max.and_then(T::from_scalar),
+    }
+}
+
+/// Converts an operand to a mask element type exactly, as [`crate::Column::select`] does.
+fn operand_as<M: Elem>(v: &Value) -> Option<M> {
+    let (i, f) = match v {
+        Value::Int(v) | Value::Timestamp(v) => (Some(*v), *v as f64),
+        Value::Bool(b) => (Some(i64::from(*b)), f64::from(u8::from(*b))),
+        Value::Float(v) => (None, *v),
+        Value::Str(_) => return None,
+    };
+    i.and_then(M::from_i64).or_else(|| M::from_f64(f))
 }
 
 /// Element types with far storage: how the agent's exact sums map to ours.
@@ -220,13 +291,94 @@ impl<T: FarElem> ColumnStore<T> for FarStore<T> {
             })?;
             return Ok(s);
         }
-        let a = self.vec.aggregate(self.place.offload)?;
-        Ok(Summary {
-            count: a.count,
-            sum: T::sum_of(a.sum),
-            min: a.min.and_then(T::from_scalar),
-            max: a.max.and_then(T::from_scalar),
-        })
+        Ok(summary_of(&self.vec.aggregate(self.place.offload)?))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn group_rows(&self, keys: &ColumnData, medians: bool) -> Option<Result<Vec<GroupRow<T>>>> {
+        if !T::OFFLOAD_SUMMARY {
+            return None;
+        }
+        fn go<K: FarElem, T: FarElem>(
+            v: &FarStore<T>,
+            k: &dyn ColumnStore<K>,
+            medians: bool,
+        ) -> Option<Result<Vec<GroupRow<T>>>> {
+            let k = v.place.own(k)?;
+            let off = v.place.offload;
+            let rows = if medians {
+                k.vec.group_median(&v.vec, UNIQUE_LIMIT, off).map(|g| {
+                    g.into_iter()
+                        .map(|(key, a, median)| GroupRow {
+                            key: key.to_i64(),
+                            summary: summary_of(&a),
+                            median,
+                        })
+                        .collect()
+                })
+            } else {
+                k.vec.group_by(&v.vec, UNIQUE_LIMIT, off).map(|g| {
+                    g.into_iter()
+                        .map(|(key, a)| GroupRow {
+                            key: key.to_i64(),
+                            summary: summary_of(&a),
+                            median: None,
+                        })
+                        .collect()
+                })
+            };
+            match rows {
+                Ok(r) => Some(Ok(r)),
+                // Too many groups for one answer: the caller groups itself.
+                Err(ContainerError::Agent(_)) => None,
+                Err(e) => Some(Err(e.into())),
+            }
+        }
+        match keys {
+            ColumnData::I64(k) => go(self, k.as_ref(), medians),
+            ColumnData::I32(k) => go(self, k.as_ref(), medians),
+            ColumnData::U8(k) => go(self, k.as_ref(), medians),
+            ColumnData::U32(k) => go(self, k.as_ref(), medians),
+            ColumnData::F64(_) => None,
+        }
+    }
+
+    fn value_counts_where(
+        &self,
+        mask: &ColumnData,
+        cmp: Cmp,
+        operand: &Value,
+    ) -> Option<Result<Vec<(T, u64)>>> {
+        fn run<M: FarElem, T: FarElem>(
+            v: &FarStore<T>,
+            m: &dyn ColumnStore<M>,
+            cmp: Cmp,
+            operand: &Value,
+        ) -> Option<Result<Vec<(T, u64)>>> {
+            let m = v.place.own(m)?;
+            let x: M = operand_as(operand)?;
+            let pred = Predicate::new(agent_cmp(cmp), x.to_scalar());
+            let mask = m.vec.agent_input();
+            match v
+                .vec
+                .group_by_where(&v.vec, &mask, pred, UNIQUE_LIMIT, v.place.offload)
+            {
+                Ok(groups) => Some(Ok(groups.into_iter().map(|(k, a)| (k, a.count)).collect())),
+                // Too many distinct values for one answer: the caller counts them.
+                Err(ContainerError::Agent(_)) => None,
+                Err(e) => Some(Err(e.into())),
+            }
+        }
+        match mask {
+            ColumnData::I64(m) => run(self, m.as_ref(), cmp, operand),
+            ColumnData::I32(m) => run(self, m.as_ref(), cmp, operand),
+            ColumnData::U8(m) => run(self, m.as_ref(), cmp, operand),
+            ColumnData::U32(m) => run(self, m.as_ref(), cmp, operand),
+            ColumnData::F64(m) => run(self, m.as_ref(), cmp, operand),
+        }
     }
 
     fn select(&self, cmp: Cmp, operand: T) -> Result<Vec<u32>> {

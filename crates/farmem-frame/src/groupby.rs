@@ -41,6 +41,7 @@ struct Group<T: Elem> {
     key: i64,
     summary: Summary<T>,
     values: Vec<T>,
+    median: Option<T>,
 }
 
 fn push_elem<T: Elem>(b: &mut ColumnBuilder, x: Option<T>) -> Result<()> {
@@ -99,33 +100,19 @@ impl DataFrame {
         aggs: &[Agg],
     ) -> Result<DataFrame> {
         let keep_values = aggs.contains(&Agg::Median);
-        let mut slot: HashMap<i64, usize> = HashMap::new();
-        let mut groups: Vec<Group<T>> = Vec::new();
-        let mut keys_in = k.reader_i64();
-        let mut vals_in = vs.reader();
-        let mut vals = Vec::new();
-        loop {
-            let keys = keys_in(BUILD_CHUNK)?;
-            vals_in.next_block(BUILD_CHUNK, &mut vals)?;
-            if keys.is_empty() || vals.is_empty() {
-                break;
-            }
-            for (&key, &x) in keys.iter().zip(&vals) {
-                let g = *slot.entry(key).or_insert_with(|| {
-                    groups.push(Group {
-                        key,
-                        summary: Summary::default(),
-                        values: Vec::new(),
-                    });
-                    groups.len() - 1
-                });
-                let g = &mut groups[g];
-                g.summary.add_slice(std::slice::from_ref(&x));
-                if keep_values && !x.is_missing() {
-                    g.values.push(x);
-                }
-            }
-        }
+        let mut groups = match vs.group_rows(k.data(), keep_values) {
+            // The placement grouped (far placements: on the server).
+            Some(rows) => rows?
+                .into_iter()
+                .map(|r| Group {
+                    key: r.key,
+                    summary: r.summary,
+                    values: Vec::new(),
+                    median: r.median,
+                })
+                .collect(),
+            None => self.group_here(k, vs, keep_values)?,
+        };
         if k.dtype() == DType::Str {
             let d = k.dictionary();
             let name = |c: i64| {
@@ -166,7 +153,7 @@ impl DataFrame {
             };
             let name = format!("{}_{}", v.name(), agg.name());
             let mut b = ColumnBuilder::new(&name, out_type, p.as_ref());
-            for g in &mut groups {
+            for g in &groups {
                 let s = &g.summary;
                 match agg {
                     Agg::Count => b.push_i64(s.count as i64)?,
@@ -187,12 +174,56 @@ impl DataFrame {
                     })?,
                     Agg::Min => push_elem(&mut b, s.min)?,
                     Agg::Max => push_elem(&mut b, s.max)?,
-                    Agg::Median => push_elem(&mut b, median_of(&mut g.values))?,
+                    Agg::Median => push_elem(&mut b, g.median)?,
                 }
             }
             out.push(b.finish()?);
         }
         DataFrame::from_columns(p, out)
+    }
+
+    /// Groups the rows here, reading both columns in blocks.
+    fn group_here<T: Elem>(
+        &self,
+        k: &Column,
+        vs: &dyn ColumnStore<T>,
+        keep_values: bool,
+    ) -> Result<Vec<Group<T>>> {
+        let mut slot: HashMap<i64, usize> = HashMap::new();
+        let mut groups: Vec<Group<T>> = Vec::new();
+        let mut keys_in = k.reader_i64();
+        let mut vals_in = vs.reader();
+        let mut vals = Vec::new();
+        loop {
+            let keys = keys_in(BUILD_CHUNK)?;
+            vals_in.next_block(BUILD_CHUNK, &mut vals)?;
+            if keys.is_empty() || vals.is_empty() {
+                break;
+            }
+            for (&key, &x) in keys.iter().zip(&vals) {
+                let g = *slot.entry(key).or_insert_with(|| {
+                    groups.push(Group {
+                        key,
+                        summary: Summary::default(),
+                        values: Vec::new(),
+                        median: None,
+                    });
+                    groups.len() - 1
+                });
+                let g = &mut groups[g];
+                g.summary.add_slice(std::slice::from_ref(&x));
+                if keep_values && !x.is_missing() {
+                    g.values.push(x);
+                }
+            }
+        }
+        if keep_values {
+            for g in &mut groups {
+                g.median = median_of(&mut g.values);
+                g.values = Vec::new();
+            }
+        }
+        Ok(groups)
     }
 
     /// Distinct values of `column` with their number of rows, sorted by value (see

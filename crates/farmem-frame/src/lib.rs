@@ -32,9 +32,10 @@ pub use column::{Column, ColumnBuilder, ColumnStats, Dictionary};
 pub use dtype::{DType, Elem, Value};
 pub use error::{FrameError, Result};
 pub use far::FarPlacement;
+pub use farmem_proto::agent::Expr;
 pub use frame::DataFrame;
 pub use groupby::Agg;
 pub use storage::{
-    BlockReader, Cmp, ColumnStore, LocalPlacement, LocalStore, Placement, PlacementRef, Storable,
-    Summary,
+    BlockReader, Cmp, ColumnStore, GroupRow, LocalPlacement, LocalStore, Placement, PlacementRef,
+    Storable, Summary,
 };

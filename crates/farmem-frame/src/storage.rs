@@ -8,11 +8,13 @@
 //!
 //! The DataFrame only uses this trait, so every operation works on every placement.
 
+use std::any::Any;
 use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::{Elem, Result};
+use crate::column::ColumnData;
+use crate::{Elem, Expr, Result, Value};
 
 /// A comparison of a column element with an operand, for [`ColumnStore::select`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +88,17 @@ impl<T: Elem> Summary<T> {
             }
         }
     }
+}
+
+/// One group of a group-by computed by the storage (see [`ColumnStore::group_rows`]).
+#[derive(Clone, Copy, Debug)]
+pub struct GroupRow<T: Elem> {
+    /// The key, as `i64` (dictionary code for strings).
+    pub key: i64,
+    /// Aggregates of the group's values.
+    pub summary: Summary<T>,
+    /// Lower median of the group's non-missing values, if asked for.
+    pub median: Option<T>,
 }
 
 /// A growable sequence of elements: the storage of one column.
@@ -240,6 +253,29 @@ pub trait ColumnStore<T: Elem>: Send + Sync {
 
     /// A new, empty store with the same placement.
     fn empty_like(&self) -> Box<dyn ColumnStore<T>>;
+
+    /// The store as [`Any`], so that a placement can recognise its own stores.
+    fn as_any(&self) -> &dyn Any;
+
+    /// Group-by with this store as the values and `keys` as the key column, computed by the
+    /// placement (the remote agent, for far placements): one [`GroupRow`] per distinct key in any
+    /// order, with medians when `medians`. `None` when the placement cannot do it for these
+    /// columns (the caller then groups itself).
+    fn group_rows(&self, _keys: &ColumnData, _medians: bool) -> Option<Result<Vec<GroupRow<T>>>> {
+        None
+    }
+
+    /// Distinct elements with their counts among the rows `i` where `mask[i] <cmp> operand`
+    /// (`operand` already converted to the mask's storage: string codes as integers), computed
+    /// by the placement; any order. `None` when the placement cannot do it for these columns.
+    fn value_counts_where(
+        &self,
+        _mask: &ColumnData,
+        _cmp: Cmp,
+        _operand: &Value,
+    ) -> Option<Result<Vec<(T, u64)>>> {
+        None
+    }
 }
 
 /// Sequential reading of a store in blocks (several columns can be read in lockstep).
@@ -286,6 +322,13 @@ pub trait Placement: Send + Sync {
     fn new_u32(&self) -> Box<dyn ColumnStore<u32>>;
     /// A new `f64` store.
     fn new_f64(&self) -> Box<dyn ColumnStore<f64>>;
+
+    /// A column computed row by row by `expr` from `inputs`, made by the placement itself (for far
+    /// placements, next to the data); `None` when it cannot for these inputs (the caller then
+    /// computes it row by row).
+    fn derive(&self, _expr: Expr, _inputs: &[&ColumnData]) -> Option<Result<ColumnData>> {
+        None
+    }
 }
 
 /// Shared handle to a placement.
@@ -368,6 +411,9 @@ impl<T: Elem> ColumnStore<T> for LocalStore<T> {
     }
     fn empty_like(&self) -> Box<dyn ColumnStore<T>> {
         Box::new(LocalStore::<T>(Vec::new()))
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 

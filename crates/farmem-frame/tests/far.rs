@@ -68,3 +68,84 @@ fn frame_ops_equal_across_placements() {
         Err(farmem_frame::FrameError::OutOfRange { .. })
     ));
 }
+
+/// Derived columns, filtered value counts and group medians (the operations far placements run
+/// on the agent) equal the all-local ones, offloaded and client-side; bad inputs are errors.
+#[test]
+fn agent_frame_ops_equal_across_placements() {
+    use farmem_frame::{Column, DataFrame, Expr, FrameError};
+    let n = 40_000i64;
+    let t0: Vec<i64> = (0..n).map(|i| 1_451_606_400 + i * 3_917).collect();
+    let t1: Vec<i64> = t0.iter().map(|t| t + t % 5_003).collect();
+    let pts: Vec<f64> = (0..n).map(|i| (i % 720) as f64 * 0.5 - 180.0).collect();
+    let vendor: Vec<u8> = (0..n).map(|i| (i % 3 + 1) as u8).collect();
+    let flags: Vec<&str> = (0..n)
+        .map(|i| if i % 11 == 0 { "Y" } else { "N" })
+        .collect();
+    let build = |p: PlacementRef| {
+        let q = p.as_ref();
+        DataFrame::from_columns(
+            p.clone(),
+            vec![
+                Column::from_vec("a", DType::Timestamp, t0.clone(), q).unwrap(),
+                Column::from_vec("b", DType::Timestamp, t1.clone(), q).unwrap(),
+                Column::from_vec("x", DType::F64, pts.clone(), q).unwrap(),
+                Column::from_vec("vendor", DType::U8, vendor.clone(), q).unwrap(),
+                Column::from_strings("flag", &flags, q).unwrap(),
+            ],
+        )
+        .unwrap()
+    };
+    let show = |df: DataFrame| {
+        let d = df.derive("d", Expr::Diff, &["a", "b"]).unwrap();
+        let h = df
+            .derive("h", Expr::Haversine, &["x", "x", "x", "x"])
+            .unwrap();
+        let m = df.derive("m", Expr::Month, &["a"]).unwrap();
+        let w = df.derive("w", Expr::Weekday, &["b"]).unwrap();
+        let df = df.with_column(d).unwrap().with_column(h).unwrap();
+        let df = df.with_column(m).unwrap().with_column(w).unwrap();
+        let vendor = df.column("vendor").unwrap();
+        let flag = df.column("flag").unwrap();
+        let vc = df
+            .column("m")
+            .unwrap()
+            .value_counts_where(vendor, Cmp::Eq, &Value::Int(2))
+            .unwrap();
+        let vy = vendor
+            .value_counts_where(flag, Cmp::Eq, &Value::Str("Y".into()))
+            .unwrap();
+        let none = vendor
+            .value_counts_where(flag, Cmp::Eq, &Value::Str("?".into()))
+            .unwrap();
+        let med = df
+            .group_by("w", "d", &[Agg::Median, Agg::Count, Agg::Mean])
+            .unwrap();
+        let over = df
+            .column("h")
+            .unwrap()
+            .count_where(Cmp::Gt, &Value::Float(0.0));
+        // Bad input: wrong arity, string input, mask of another length.
+        assert!(matches!(
+            df.derive("e", Expr::Diff, &["a"]),
+            Err(FrameError::TypeMismatch { .. })
+        ));
+        assert!(matches!(
+            df.derive("e", Expr::Hour, &["flag"]),
+            Err(FrameError::TypeMismatch { .. })
+        ));
+        let short = df.head(10).unwrap();
+        assert!(matches!(
+            vendor.value_counts_where(short.column("flag").unwrap(), Cmp::Eq, &Value::Int(1)),
+            Err(FrameError::LengthMismatch { .. })
+        ));
+        format!(
+            "{}\n{vc:?}\n{vy:?}\n{none:?}\n{med}\n{over:?}",
+            df.head(20).unwrap()
+        )
+    };
+    let want = show(build(LocalPlacement::shared()));
+    for offload in [Offload::Remote, Offload::Local] {
+        assert_eq!(show(build(far(offload, 1 << 20))), want, "{offload:?}");
+    }
+}

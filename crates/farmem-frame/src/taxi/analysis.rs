@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::{Agg, Cmp, DType, DataFrame, Result, Value};
+use crate::{Agg, Cmp, DataFrame, Expr, Result, Value};
 
 /// Short names of the nine steps, for progress output and timings.
 pub const STEP_NAMES: [&str; 9] = [
@@ -89,18 +89,10 @@ fn pairs(g: &DataFrame) -> Result<Vec<(i64, i64)>> {
         .collect())
 }
 
-/// Great-circle distance in km between `(lon, lat)` points in degrees.
+/// Great-circle distance in km between `(lon, lat)` points in degrees (the agent's
+/// [`Expr::Haversine`]).
 pub fn haversine_km(lon1: f64, lat1: f64, lon2: f64, lat2: f64) -> f64 {
-    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
-    let dp = p2 - p1;
-    let dl = (lon2 - lon1).to_radians();
-    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * 6371.0 * a.sqrt().asin()
-}
-
-fn weekday(t: i64) -> i64 {
-    // 1970-01-01 was a Thursday (4).
-    (t.div_euclid(86_400) + 3).rem_euclid(7) + 1
+    farmem_server::agent::derive::haversine_km(lon1, lat1, lon2, lat2)
 }
 
 /// Runs the nine steps on a frame with the TLC columns. `on_step(i, name, elapsed)` is called
@@ -124,21 +116,23 @@ pub fn analyze(
     let vendors = ints(&vendor.unique()?);
     done(0, &mut t);
     // 2, 3
+    let passengers = df.column("passenger_count")?;
     let hist = |id: i64| -> Result<Vec<(i64, u64)>> {
-        let sel = vendor.select(Cmp::Eq, &Value::Int(id))?;
-        let sub = df.select(&["passenger_count"])?.take(&sel)?;
-        Ok(counts(sub.value_counts("passenger_count")?))
+        Ok(counts(passengers.value_counts_where(
+            vendor,
+            Cmp::Eq,
+            &Value::Int(id),
+        )?))
     };
     let passengers_vendor1 = hist(1)?;
     done(1, &mut t);
     let passengers_vendor2 = hist(2)?;
     done(2, &mut t);
     // 4
-    let duration = df.derive_i64(
+    let duration = df.derive(
         "trip_duration",
-        DType::I64,
+        Expr::Diff,
         &["tpep_pickup_datetime", "tpep_dropoff_datetime"],
-        |v| v[1] - v[0],
     )?;
     let st = duration.stats()?;
     let duration_mean = match (st.count, st.sum_int) {
@@ -161,19 +155,25 @@ pub fn analyze(
     } else {
         not_stored / rows as f64
     };
-    let stored = flag.select(Cmp::Eq, &Value::Str("Y".into()))?;
-    let vendors_stored = ints(&vendor.take(&stored)?.unique()?);
+    let vendors_stored = vendor
+        .value_counts_where(flag, Cmp::Eq, &Value::Str("Y".into()))?
+        .into_iter()
+        .filter_map(|(v, _)| match v {
+            Value::Int(x) => Some(x),
+            _ => None,
+        })
+        .collect();
     done(4, &mut t);
     // 6
-    let dist = df.derive_f64(
+    let dist = df.derive(
         "distance_km",
+        Expr::Haversine,
         &[
             "pickup_longitude",
             "pickup_latitude",
             "dropoff_longitude",
             "dropoff_latitude",
         ],
-        |v| haversine_km(v[0], v[1], v[2], v[3]),
     )?;
     let trips_over_100km = dist.count_where(Cmp::Gt, &Value::Float(100.0))?;
     let df = df.with_column(dist)?;
@@ -184,11 +184,9 @@ pub fn analyze(
     let st = pickup.stats()?;
     let (pickup_min, pickup_max) = (ts(st.min), ts(st.max));
     let p = ["tpep_pickup_datetime"];
-    let hour = df.derive_i64("pickup_hour", DType::U8, &p, |v| crate::time::hour(v[0]))?;
-    let day = df.derive_i64("pickup_day", DType::U8, &p, |v| weekday(v[0]))?;
-    let month = df.derive_i64("pickup_month", DType::U8, &p, |v| {
-        crate::time::civil(v[0]).1
-    })?;
+    let hour = df.derive("pickup_hour", Expr::Hour, &p)?;
+    let day = df.derive("pickup_day", Expr::Weekday, &p)?;
+    let month = df.derive("pickup_month", Expr::Month, &p)?;
     let df = df.with_column(hour)?.with_column(day)?.with_column(month)?;
     let by_hour = counts(df.value_counts("pickup_hour")?);
     let by_day = counts(df.value_counts("pickup_day")?);
