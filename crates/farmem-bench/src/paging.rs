@@ -439,6 +439,107 @@ fn make_backend(
     })
 }
 
+/// The all-local workload in a child under a memory cgroup of `budget` bytes swapping to zram
+/// (`net == false`) or to a memory server over TCP in another process (`net == true`). `None`
+/// when the device is not available here.
+fn kernel_swap(
+    args: &Args,
+    budget: usize,
+    ws: usize,
+    net: bool,
+    r: &mut Report,
+) -> anyhow::Result<Option<Phases>> {
+    let (key, label) = if net {
+        ("kswap_net", "kernel swap over TCP")
+    } else {
+        ("kswap", "kernel swap (zram)")
+    };
+    let why = if net {
+        crate::netswap::available()
+    } else {
+        kswap::available()
+    };
+    if let Err(why) = why {
+        println!("{label}: skipped ({why})");
+        r.text(&format!("{key}_skipped"), &why);
+        return Ok(None);
+    }
+    let exe = std::env::current_exe().context("locating the current binary")?;
+    let (b, f, o) = (
+        args.budget_mib.to_string(),
+        args.factor.to_string(),
+        args.ops.to_string(),
+    );
+    let child_args = [
+        "paging",
+        "--kswap-child",
+        "--budget-mib",
+        &b,
+        "--factor",
+        &f,
+        "--ops",
+        &o,
+    ];
+    // The swap server: like the other modes' servers, a separate process on loopback.
+    let server = if net {
+        Some(ServerProcess::start(2 * ws as u64)?)
+    } else {
+        None
+    };
+    let device = match &server {
+        Some(s) => kswap::SwapDevice::Tcp { server: &s.addr },
+        None => kswap::SwapDevice::Zram,
+    };
+    let run = kswap::run_under(budget as u64, device, &exe, &child_args)?;
+    drop(server);
+    let out = String::from_utf8_lossy(&run.output.stdout);
+    anyhow::ensure!(
+        run.output.status.success(),
+        "{label} child failed ({}): {}",
+        run.output.status,
+        String::from_utf8_lossy(&run.output.stderr)
+    );
+    let get = |k: &str| json_num(&out, k).with_context(|| format!("child output lacks {k}: {out}"));
+    let p = Phases {
+        populate_s: get("local_populate_s")?,
+        read_ops_s: get("local_read_ops_s")?,
+        write_ops_s: get("local_write_ops_s")?,
+        checksum: get("local_read_checksum")? as u64,
+    };
+    phases_json(r, key, &p);
+    r.num(&format!("{key}_cgroup_peak_bytes"), run.peak_bytes as f64);
+    let swapped = match &run.net {
+        Some(n) => {
+            r.num("kswap_net_pages_out", n.daemon.pages_written as f64);
+            r.num("kswap_net_pages_in", n.daemon.pages_read as f64);
+            r.num(
+                "kswap_net_server_bytes_written",
+                n.server_bytes_written as f64,
+            );
+            format!(
+                "{} MiB out, {} MiB in over TCP",
+                n.daemon.pages_written >> 8,
+                n.daemon.pages_read >> 8
+            )
+        }
+        None => {
+            r.num("kswap_zram_peak_bytes", run.zram_peak_bytes as f64);
+            r.num(
+                "kswap_zram_peak_compr_bytes",
+                run.zram_peak_compr_bytes as f64,
+            );
+            format!("zram, peak {} MiB swapped out", run.zram_peak_bytes >> 20)
+        }
+    };
+    println!(
+        "{:<13} reads {:>12.0} ops/s   writes {:>12.0} ops/s   ({swapped})",
+        format!("{}:", if net { "kswap-net" } else { "kernel swap" }),
+        p.read_ops_s,
+        p.write_ops_s
+    );
+    Ok(Some(p))
+}
+
 /// Runs the benchmark.
 pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.budget_mib > 0, "--budget-mib must be positive");
@@ -634,69 +735,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     };
 
-    // Kernel swap.
-    let kswap_figs = if args.no_kswap {
+    // Kernel swap: to zram (local, compressed) and to a memory server over TCP.
+    let (kswap_figs, kswap_net_figs) = if args.no_kswap {
         println!("kernel swap: skipped (--no-kswap)");
-        None
+        (None, None)
     } else {
-        match kswap::available() {
-            Err(why) => {
-                println!("kernel swap: skipped ({why})");
-                r.text("kswap_skipped", &why);
-                None
-            }
-            Ok(()) => {
-                let exe = std::env::current_exe().context("locating the current binary")?;
-                let (b, f, o) = (
-                    args.budget_mib.to_string(),
-                    args.factor.to_string(),
-                    args.ops.to_string(),
-                );
-                let child_args = [
-                    "paging",
-                    "--kswap-child",
-                    "--budget-mib",
-                    &b,
-                    "--factor",
-                    &f,
-                    "--ops",
-                    &o,
-                ];
-                let run = kswap::run_under_swap(budget as u64, &exe, &child_args)?;
-                let out = String::from_utf8_lossy(&run.output.stdout);
-                anyhow::ensure!(
-                    run.output.status.success(),
-                    "kernel-swap child failed ({}): {}",
-                    run.output.status,
-                    String::from_utf8_lossy(&run.output.stderr)
-                );
-                let get = |k: &str| {
-                    json_num(&out, k).with_context(|| format!("child output lacks {k}: {out}"))
-                };
-                let p = Phases {
-                    populate_s: get("local_populate_s")?,
-                    read_ops_s: get("local_read_ops_s")?,
-                    write_ops_s: get("local_write_ops_s")?,
-                    checksum: get("local_read_checksum")? as u64,
-                };
-                phases_json(&mut r, "kswap", &p);
-                r.num("kswap_zram_peak_bytes", run.zram_peak_bytes as f64);
+        let zram = kernel_swap(&args, budget, ws, false, &mut r)?;
+        let net = kernel_swap(&args, budget, ws, true, &mut r)?;
+        (zram, net)
+    };
+    for (figs, key, label) in [
+        (kswap_figs, "kswap", "kernel swap (zram)"),
+        (kswap_net_figs, "kswap_net", "kernel swap over TCP"),
+    ] {
+        if let Some(p) = figs {
+            anyhow::ensure!(
+                p.checksum == local.checksum,
+                "{label} read checksum {} differs from all-local {}",
+                p.checksum,
+                local.checksum
+            );
+            if let Some(ob) = object {
                 r.num(
-                    "kswap_zram_peak_compr_bytes",
-                    run.zram_peak_compr_bytes as f64,
+                    &format!("object_over_{key}_reads"),
+                    ob.read_ops_s / p.read_ops_s,
                 );
-                r.num("kswap_cgroup_peak_bytes", run.peak_bytes as f64);
                 println!(
-                    "kernel swap:  reads {:>12.0} ops/s   writes {:>12.0} ops/s   (zram, peak {} MiB \
-                     swapped out)",
-                    p.read_ops_s,
-                    p.write_ops_s,
-                    run.zram_peak_bytes >> 20
+                    "object / {label}: reads {:.2}x, writes {:.2}x",
+                    ob.read_ops_s / p.read_ops_s,
+                    ob.write_ops_s / p.write_ops_s
                 );
-                Some(p)
             }
         }
-    };
+    }
 
     // Transparent mode last: enabling the paging allocator cannot be undone in this process.
     let mut server_child = None;
@@ -726,6 +797,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "paging / kernel swap: reads {:.2}x (target >= 1), writes {:.2}x",
             pg.read_ops_s / ks.read_ops_s,
             pg.write_ops_s / ks.write_ops_s
+        );
+    }
+    if let (Some(pg), Some(kn)) = (paging_figs, kswap_net_figs) {
+        r.num("paging_over_kswap_net_reads", pg.read_ops_s / kn.read_ops_s);
+        r.num(
+            "paging_over_kswap_net_writes",
+            pg.write_ops_s / kn.write_ops_s,
+        );
+        println!(
+            "paging / kernel swap over TCP: reads {:.2}x, writes {:.2}x",
+            pg.read_ops_s / kn.read_ops_s,
+            pg.write_ops_s / kn.write_ops_s
         );
     }
     if let Some(pg) = paging_figs {
