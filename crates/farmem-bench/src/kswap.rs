@@ -86,6 +86,21 @@ pub struct SwapRun {
     pub peak_bytes: u64,
     /// For [`SwapDevice::Tcp`]: pages sent to and fetched from the memory server.
     pub net: Option<crate::netswap::NetSwapStats>,
+    /// Largest growth of the system's page cache (`Buffers` + `Cached` in `/proc/meminfo`)
+    /// during the run, sampled every 10 ms: near zero when swapped pages are not cached a second
+    /// time on their way to the device (other processes' file I/O adds noise).
+    pub page_cache_growth_bytes: u64,
+}
+
+/// The system's page cache in bytes (`Buffers` + `Cached`).
+fn page_cache_bytes() -> u64 {
+    fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("Buffers:") || l.starts_with("Cached:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum::<u64>()
+        * 1024
 }
 
 /// Which cgroup hierarchy carries the memory controller.
@@ -454,7 +469,11 @@ pub fn run_under(
         v
     });
     let (mut zram_peak_bytes, mut zram_peak_compr_bytes) = (0, 0);
+    let cache_before = page_cache_bytes();
+    let mut page_cache_growth_bytes = 0;
     let status = loop {
+        page_cache_growth_bytes =
+            page_cache_growth_bytes.max(page_cache_bytes().saturating_sub(cache_before));
         if INTERRUPTED.load(Ordering::SeqCst) {
             return Err(KswapError::Interrupted);
         }
@@ -475,6 +494,7 @@ pub fn run_under(
     let net = guard.net.as_ref().map(crate::netswap::NetSwap::stats);
     Ok(SwapRun {
         net,
+        page_cache_growth_bytes,
         output: Output {
             status,
             stdout,

@@ -62,6 +62,9 @@ pub struct CheckResult {
     pub cgroup_peak_bytes: u64,
     /// Swap device counters.
     pub net: crate::netswap::NetSwapStats,
+    /// Largest growth of the system's page cache during the run (see
+    /// [`kswap::SwapRun::page_cache_growth_bytes`]).
+    pub page_cache_growth_bytes: u64,
 }
 
 const PAGE: usize = 4096;
@@ -167,11 +170,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         limit_bytes: limit,
         cgroup_peak_bytes: run.peak_bytes,
         net: run.net.unwrap_or_default(),
+        page_cache_growth_bytes: run.page_cache_growth_bytes,
     };
     println!(
         "kernel swap over TCP: {} MiB touched under a {} MiB limit; {} MiB swapped out, {} MiB \
          in; memory server received {} MiB; {} bad pages; write {:.2} s, verify {:.2} s, {:.0} \
-         random 4 KiB page reads/s",
+         random 4 KiB page reads/s; system page cache grew by at most {} MiB meanwhile",
         args.mib,
         args.limit_mib,
         result.net.daemon.pages_written >> 8,
@@ -180,7 +184,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         result.child.bad_pages,
         result.child.write_s,
         result.child.verify_s,
-        result.child.random_page_reads_s
+        result.child.random_page_reads_s,
+        result.page_cache_growth_bytes >> 20
     );
     if let Some(path) = &args.json {
         modes::write_json(path, &result)?;
