@@ -133,7 +133,6 @@ pub fn derive<I: ChunkIo + ?Sized>(io: &I, args: &DeriveArgs) -> Result<u64, Age
     let mut left = len as usize;
     with_domain!(expr.input_domain(), W => {
         let mut cols: Vec<Vec<W>> = vec![Vec::new(); streams.len()];
-        let mut row: Vec<W> = Vec::with_capacity(streams.len());
         while left > 0 {
             let room = per - chunk.len() / out_size;
             let n = room.min(BLOCK).min(left);
@@ -143,11 +142,7 @@ pub fn derive<I: ChunkIo + ?Sized>(io: &I, args: &DeriveArgs) -> Result<u64, Age
                     return Err(AgentError::Invalid("input shorter than its chunk list".into()));
                 }
             }
-            for i in 0..n {
-                row.clear();
-                row.extend(cols.iter().map(|c| c[i]));
-                push_value(expr, &row, &mut chunk)?;
-            }
+            W::push_block(expr, &cols, &mut chunk)?;
             left -= n;
             if chunk.len() / out_size == per || left == 0 {
                 let id = next_id.next().ok_or_else(|| AgentError::Invalid("output ids".into()))?;
@@ -159,40 +154,51 @@ pub fn derive<I: ChunkIo + ?Sized>(io: &I, args: &DeriveArgs) -> Result<u64, Age
     Ok(len)
 }
 
-/// Row inputs of one domain, evaluated to the output's little-endian bytes.
+/// Inputs of one domain, evaluated block by block (one tight loop per expression) to the
+/// output's little-endian bytes.
 trait Row: Copy {
-    fn push(expr: Expr, row: &[Self], out: &mut Vec<u8>) -> Result<(), AgentError>;
+    /// Appends `expr` of rows `0..cols[0].len()` to `out`; `cols` has the expression's arity.
+    fn push_block(expr: Expr, cols: &[Vec<Self>], out: &mut Vec<u8>) -> Result<(), AgentError>;
 }
 
 impl Row for i64 {
-    fn push(expr: Expr, row: &[i64], out: &mut Vec<u8>) -> Result<(), AgentError> {
-        let v = eval_i64(expr, row)?;
-        match expr.out_type().size() {
-            1 => out.push(v as u8),
-            _ => out.extend_from_slice(&v.to_le_bytes()),
+    fn push_block(expr: Expr, cols: &[Vec<i64>], out: &mut Vec<u8>) -> Result<(), AgentError> {
+        match (expr, cols) {
+            (Expr::Diff, [a, b]) => {
+                for (a, b) in a.iter().zip(b) {
+                    out.extend_from_slice(&b.wrapping_sub(*a).to_le_bytes());
+                }
+            }
+            (Expr::Hour, [t]) => out.extend(t.iter().map(|&t| hour(t) as u8)),
+            (Expr::Weekday, [t]) => out.extend(t.iter().map(|&t| weekday(t) as u8)),
+            (Expr::Month, [t]) => out.extend(t.iter().map(|&t| month(t) as u8)),
+            _ => return Err(bad_arity(expr, cols.len())),
         }
         Ok(())
     }
 }
 
 impl Row for f64 {
-    fn push(expr: Expr, row: &[f64], out: &mut Vec<u8>) -> Result<(), AgentError> {
-        out.extend_from_slice(&eval_f64(expr, row)?.to_le_bytes());
+    fn push_block(expr: Expr, cols: &[Vec<f64>], out: &mut Vec<u8>) -> Result<(), AgentError> {
+        match (expr, cols) {
+            (Expr::Haversine, [a, b, c, d]) => {
+                for i in 0..a.len().min(b.len()).min(c.len()).min(d.len()) {
+                    out.extend_from_slice(&haversine_km(a[i], b[i], c[i], d[i]).to_le_bytes());
+                }
+            }
+            _ => return Err(bad_arity(expr, cols.len())),
+        }
         Ok(())
     }
 }
 
 impl Row for u64 {
-    fn push(expr: Expr, _: &[u64], _: &mut Vec<u8>) -> Result<(), AgentError> {
+    fn push_block(expr: Expr, _: &[Vec<u64>], _: &mut Vec<u8>) -> Result<(), AgentError> {
         Err(AgentError::Invalid(format!(
             "{expr:?} takes no {:?} inputs",
             Domain::Unsigned
         )))
     }
-}
-
-fn push_value<W: Row>(expr: Expr, row: &[W], out: &mut Vec<u8>) -> Result<(), AgentError> {
-    W::push(expr, row, out)
 }
 
 #[cfg(test)]

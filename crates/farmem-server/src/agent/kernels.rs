@@ -490,63 +490,6 @@ pub fn unique<I: ChunkIo + ?Sized>(io: &I, args: &UniqueArgs) -> Result<UniqueRe
     })
 }
 
-fn group_by_typed<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
-    io: &I,
-    args: &GroupByArgs,
-) -> Result<GroupByResult, AgentError> {
-    let mut keys = Vec::with_capacity(usize::try_from(args.keys.len()).unwrap_or(0));
-    for_each_elem::<K, I>(io, &args.keys, |k| keys.push(k.key()))?;
-    let mut index: HashMap<u64, usize> = HashMap::new();
-    let mut groups: Vec<(u64, AggState<V>)> = Vec::new();
-    let mut i = 0usize;
-    let mut err = None;
-    for_each_elem::<V, I>(io, &args.values, |v| {
-        if err.is_some() {
-            return;
-        }
-        let Some(&k) = keys.get(i) else {
-            err = Some(AgentError::Invalid(
-                "value column longer than key column".into(),
-            ));
-            return;
-        };
-        i += 1;
-        let g = match index.get(&k) {
-            Some(&g) => g,
-            None if groups.len() >= args.limit as usize => {
-                err = Some(AgentError::Invalid(format!(
-                    "more than {} groups",
-                    args.limit
-                )));
-                return;
-            }
-            None => {
-                index.insert(k, groups.len());
-                groups.push((k, AggState::new()));
-                groups.len() - 1
-            }
-        };
-        groups[g].1.push(v);
-    })?;
-    if let Some(e) = err {
-        return Err(e);
-    }
-    if i != keys.len() {
-        return Err(AgentError::Invalid(format!(
-            "key column has {} elements, value column {i}",
-            keys.len()
-        )));
-    }
-    groups.sort_by(|a, b| K::from_key(a.0).total(&K::from_key(b.0)));
-    Ok(GroupByResult {
-        key_ty: args.keys.ty,
-        groups: groups
-            .iter()
-            .map(|(k, st)| (K::from_key(*k).scalar(), st.finish(args.values.ty)))
-            .collect(),
-    })
-}
-
 /// Group-by aggregate: for every distinct key, the aggregates of the values with that key.
 ///
 /// # Errors
@@ -557,7 +500,16 @@ pub fn group_by<I: ChunkIo + ?Sized>(
     args: &GroupByArgs,
 ) -> Result<GroupByResult, AgentError> {
     with_domain!(args.keys.ty.domain(), K => {
-        with_domain!(args.values.ty.domain(), V => group_by_typed::<K, V, I>(io, args))
+        with_domain!(args.values.ty.domain(), V => {
+            let groups = group_rows::<K, V, I>(io, args, None, false)?;
+            Ok(GroupByResult {
+                key_ty: args.keys.ty,
+                groups: groups
+                    .iter()
+                    .map(|(k, st, _)| (K::from_key(*k).scalar(), st.finish(args.values.ty)))
+                    .collect(),
+            })
+        })
     })
 }
 

@@ -114,7 +114,9 @@ impl<'a, T: Pod + Send + Sync> VecSource<'a, T> {
 
 impl<T: Pod + Send + Sync> Source for VecSource<'_, T> {
     fn flush(&self) -> Result<()> {
-        self.vec.flush()
+        // Dirty chunks go back in batches, not one round trip each.
+        self.vec.rt.flush_many(&self.vec.chunks)?;
+        Ok(())
     }
 
     fn lookup(&self, id: ObjectId) -> Option<usize> {
@@ -125,7 +127,7 @@ impl<T: Pod + Send + Sync> Source for VecSource<'_, T> {
         let chunks = &self.vec.chunks;
         if !chunks[c].is_local() {
             let end = (c + self.window.batch).min(chunks.len());
-            self.vec.rt.prefetch(&chunks[c..end])?;
+            self.vec.rt.prefetch_nt(&chunks[c..end])?;
         }
         let s = self.vec.rt.scope();
         f(bytemuck::cast_slice(chunks[c].read_nt(&s)?));
@@ -178,10 +180,11 @@ impl<'a> LocalIo<'a> {
     }
 }
 
-/// Output objects for a result of at most `max_len` elements.
-fn out_spec(chunk_elems: usize, max_len: usize) -> OutSpec {
+/// Output objects for a result of at most `max_len` elements, under ids the runtime reserved
+/// (so that they can be adopted as chunks).
+fn out_spec(rt: &Runtime, chunk_elems: usize, max_len: usize) -> OutSpec {
     let n = max_len.div_ceil(chunk_elems.max(1));
-    let base = agent_ids(n);
+    let base = rt.reserve_ids(n as u64);
     OutSpec {
         chunk_elems: chunk_elems as u32,
         ids: (base..base + n as u64).collect(),
@@ -221,6 +224,46 @@ fn collect_output<U: Primitive + Send + Sync>(
     Ok(v)
 }
 
+/// Takes the output chunks the agent wrote (`len` elements) as the chunks of a new vector, without
+/// moving them: full chunks are adopted where they are (remote); a partial last chunk (the
+/// vector's chunks are all full-size) is fetched into a new chunk and its object freed.
+fn adopt_output<U: Primitive + Send + Sync>(
+    rt: &Runtime,
+    out: &OutSpec,
+    len: u64,
+) -> Result<FarVec<U>> {
+    let per = (out.chunk_elems as usize).max(1);
+    let len =
+        usize::try_from(len).map_err(|_| ContainerError::Invalid("result too long".into()))?;
+    let (full, rest) = (len / per, len % per);
+    if out.ids.len() < full + usize::from(rest > 0) {
+        return Err(ContainerError::Agent(format!(
+            "result of {len} elements exceeds its output"
+        )));
+    }
+    let mut v = FarVec::with_chunk_len(rt, per);
+    for &id in &out.ids[..full] {
+        v.chunks.push(FarSlice::from_far(rt, id, per)?);
+        v.len += per;
+    }
+    if rest > 0 {
+        let id = out.ids[full];
+        let bytes = rt.backend().get(id)?;
+        if bytes.len() != rest * size_of::<U>() {
+            return Err(ContainerError::Agent(format!(
+                "last output chunk holds {} bytes, expected {}",
+                bytes.len(),
+                rest * size_of::<U>()
+            )));
+        }
+        let mut elems = vec![U::zeroed(); rest];
+        bytemuck::cast_slice_mut::<U, u8>(&mut elems).copy_from_slice(&bytes);
+        v.extend_from_slice(&elems)?;
+        rt.backend().free(&[id])?;
+    }
+    Ok(v)
+}
+
 /// Runs an operation whose result is written into `out` either way; returns the result as a new
 /// vector. `route` names an object of the calling client (for routing to its server).
 #[allow(clippy::too_many_arguments)]
@@ -241,19 +284,12 @@ fn run_large<U: Primitive + Send + Sync>(
             }
             let r = call(rt, route, opn, &args.encode())
                 .and_then(|b| Ok(u64::decode(&b)?))
-                .and_then(|len| {
-                    collect_output(rt, out, len, |ids| {
-                        let mut all = Vec::with_capacity(ids.len());
-                        for batch in ids.chunks(64) {
-                            all.extend(rt.backend().get_many(batch)?);
-                        }
-                        Ok(all)
-                    })
-                });
-            // The output objects were copied into runtime chunks (or the call failed):
-            // free the agent's copies either way.
-            if let Err(e) = rt.backend().free(&out.ids) {
-                tracing::warn!("freeing agent output objects failed: {e}");
+                .and_then(|len| adopt_output(rt, out, len));
+            if r.is_err() {
+                // Some output objects may exist: free them.
+                if let Err(e) = rt.backend().free(&out.ids) {
+                    tracing::warn!("freeing agent output objects failed: {e}");
+                }
             }
             r
         }
@@ -451,7 +487,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// [`ContainerError::Invalid`] for operands outside `T`'s domain; the runtime's error.
     pub fn filter(&self, pred: Predicate, mode: Offload) -> Result<FarVec<u64>> {
         self.check_pred(&pred)?;
-        let out = out_spec(FarVec::<u64>::new(&self.rt).chunk_len(), self.len);
+        let out = out_spec(&self.rt, FarVec::<u64>::new(&self.rt).chunk_len(), self.len);
         let args = FilterArgs {
             vec: self.vec_ref(),
             pred,
@@ -473,7 +509,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// # Errors
     /// [`ContainerError::Agent`] for an index out of bounds; the runtime's error.
     pub fn gather(&self, idx: &FarVec<u64>, mode: Offload) -> Result<FarVec<T>> {
-        let out = out_spec(self.chunk_len, idx.len());
+        let out = out_spec(&self.rt, self.chunk_len, idx.len());
         let args = GatherArgs {
             src: self.vec_ref(),
             idx: idx.vec_ref(),
@@ -556,7 +592,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// # Errors
     /// The runtime's or the agent's error.
     pub fn argsort(&self, mode: Offload) -> Result<FarVec<u64>> {
-        let out = out_spec(FarVec::<u64>::new(&self.rt).chunk_len(), self.len);
+        let out = out_spec(&self.rt, FarVec::<u64>::new(&self.rt).chunk_len(), self.len);
         let args = ArgsortArgs {
             vec: self.vec_ref(),
             out: out.clone(),
@@ -620,7 +656,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
         };
         let len = usize::try_from(first.len())
             .map_err(|_| ContainerError::Invalid("input too long".into()))?;
-        let out = out_spec(FarVec::<T>::new(rt).chunk_len(), len);
+        let out = out_spec(rt, FarVec::<T>::new(rt).chunk_len(), len);
         let args = DeriveArgs {
             expr,
             inputs: inputs.iter().map(|i| i.vec.clone()).collect(),
