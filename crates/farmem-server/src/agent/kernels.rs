@@ -621,11 +621,14 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
+/// One finished group: key bits, aggregates, non-NaN values (when kept).
+type GroupEntry<V> = (u64, AggState<V>, Vec<V>);
+
 /// Groups being accumulated: per distinct key, the aggregates and (for medians) the non-NaN
 /// values, in row order.
 struct Groups<V: Wide> {
     index: HashMap<u64, usize, std::hash::BuildHasherDefault<KeyHasher>>,
-    groups: Vec<(u64, AggState<V>, Vec<V>)>,
+    groups: Vec<GroupEntry<V>>,
     keep_values: bool,
     limit: u32,
 }
@@ -665,7 +668,7 @@ impl<V: Wide> Groups<V> {
     }
 
     /// The groups ascending by key (in the key domain's total order).
-    fn sorted<K: Wide>(mut self) -> Vec<(u64, AggState<V>, Vec<V>)> {
+    fn sorted<K: Wide>(mut self) -> Vec<GroupEntry<V>> {
         self.groups
             .sort_by(|a, b| K::from_key(a.0).total(&K::from_key(b.0)));
         self.groups
@@ -699,7 +702,7 @@ fn group_rows<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
     args: &GroupByArgs,
     mask: Option<(&VecRef, &Predicate)>,
     keep_values: bool,
-) -> Result<Vec<(u64, AggState<V>, Vec<V>)>, AgentError> {
+) -> Result<Vec<GroupEntry<V>>, AgentError> {
     let len = args.keys.len();
     if args.values.len() != len {
         return Err(length_mismatch("keys and values", len, args.values.len()));
