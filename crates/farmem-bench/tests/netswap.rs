@@ -2,8 +2,13 @@
 //! cgroup; its pages must go to the memory server and come back intact, and every system change
 //! must be gone afterwards. Needs root, /dev/fuse and loop devices; skips cleanly without them.
 
+use std::io::BufRead;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Both tests compare the system's swap devices before and after: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
@@ -42,8 +47,30 @@ fn run_with_deadline(args: &[&str], limit: Duration) -> (bool, String, String) {
     }
 }
 
+/// Asserts that no swap device, FUSE mount or loop device of ours is left.
+fn assert_clean(swaps_before: &str) {
+    assert_eq!(read("/proc/swaps"), swaps_before, "swap device left behind");
+    assert!(
+        !read("/proc/mounts").contains("farmem-netswap"),
+        "FUSE mount left behind"
+    );
+    for dev in std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let backing = read(&format!("{}/loop/backing_file", dev.path().display()));
+        assert!(
+            !backing.contains("farmem-netswap"),
+            "loop device {:?} left behind",
+            dev.file_name()
+        );
+    }
+}
+
 #[test]
 fn pages_swap_to_the_memory_server_and_back() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let swaps_before = read("/proc/swaps");
     let json =
         std::env::temp_dir().join(format!("farmem-netswap-test-{}.json", std::process::id()));
@@ -85,22 +112,53 @@ fn pages_swap_to_the_memory_server_and_back() {
         peak == 0 || peak <= 16 << 20,
         "cgroup peak {peak} over its limit"
     );
-    // Nothing left behind: swap device, loop device, mount.
-    assert_eq!(read("/proc/swaps"), swaps_before, "swap device left behind");
-    assert!(
-        !read("/proc/mounts").contains("farmem-netswap"),
-        "FUSE mount left behind"
+    assert_clean(&swaps_before);
+}
+
+#[test]
+fn a_dead_memory_server_fails_the_run_without_hanging_or_leaking() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let swaps_before = read("/proc/swaps");
+    // A memory server in its own process, killed while the child is swapping to it.
+    let mut server = Command::new(env!("CARGO_BIN_EXE_farmem-bench"))
+        .args(["paging", "--serve-child", "--budget-mib", "4096"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting a memory server");
+    let mut addr = String::new();
+    let out = server.stdout.take().expect("server stdout");
+    std::io::BufReader::new(out)
+        .read_line(&mut addr)
+        .expect("server address");
+    let pid = server.id();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        let _ = server.kill();
+        let _ = server.wait();
+    });
+    let (ok, stdout, stderr) = run_with_deadline(
+        &[
+            "netswap",
+            "--mib",
+            "2048",
+            "--limit-mib",
+            "16",
+            "--random-reads",
+            "100000000",
+            "--server",
+            addr.trim(),
+        ],
+        Duration::from_secs(90),
     );
-    for dev in std::fs::read_dir("/sys/block")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let backing = read(&format!("{}/loop/backing_file", dev.path().display()));
-        assert!(
-            !backing.contains("farmem-netswap"),
-            "loop device {:?} left behind",
-            dev.file_name()
-        );
+    let _ = killer.join();
+    if stdout.contains("skipped") {
+        eprintln!("skipping kernel-swap-over-TCP test: {}", stdout.trim());
+        return;
     }
+    assert!(
+        !ok,
+        "the run succeeded although memory server {pid} was killed: {stdout}{stderr}"
+    );
+    assert_clean(&swaps_before);
 }

@@ -16,7 +16,22 @@
 //! reverse order (swapoff, loop detach, connection abort, unmount, page objects freed, unlock).
 //!
 //! [`crate::kswap::run_under`] with [`crate::kswap::SwapDevice::Tcp`] runs a workload under a
-//! memory cgroup with this device.
+//! memory cgroup with this device:
+//!
+//! ```no_run
+//! # fn demo(server: &str) -> Result<(), Box<dyn std::error::Error>> {
+//! use crate::kswap::{run_under, SwapDevice};
+//! if let Err(why) = crate::netswap::available() {
+//!     println!("kernel swap over TCP: skipped ({why})");
+//!     return Ok(());
+//! }
+//! let exe = std::env::current_exe()?;
+//! let run = run_under(64 << 20, SwapDevice::Tcp { server }, &exe, &["paging", "--kswap-child"])?;
+//! if let Some(net) = run.net {
+//!     println!("{} pages swapped out to {server}", net.daemon.pages_written);
+//! }
+//! # Ok(()) }
+//! ```
 
 mod check;
 pub mod daemon;
