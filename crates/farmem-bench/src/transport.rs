@@ -142,7 +142,7 @@ fn server_overhead(n: u64, size: usize) -> anyhow::Result<f64> {
 }
 
 /// CPU time (user + system) this process has used so far, in seconds.
-fn cpu_seconds() -> f64 {
+pub(crate) fn cpu_seconds() -> f64 {
     // SAFETY: an all-zero rusage is a valid value; getrusage writes it for this process.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `ru` is a valid, exclusively borrowed out pointer.

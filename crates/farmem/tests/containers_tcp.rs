@@ -26,6 +26,16 @@ fn far_vec_and_agent_ops_over_tcp() {
     let mut sum = 0u128;
     v.scan(|c| sum += c.iter().map(|&x| u128::from(x)).sum::<u128>())
         .unwrap();
+    // The streaming scan sees the same elements in the same order.
+    let mut streamed = Vec::with_capacity(n);
+    v.scan_nt(|c| streamed.extend_from_slice(c)).unwrap();
+    assert!(
+        streamed
+            .iter()
+            .enumerate()
+            .all(|(i, &x)| x == (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 44)
+    );
+    assert_eq!(streamed.len(), n);
     let r = v.aggregate(Offload::Remote).unwrap();
     assert_eq!(r, v.aggregate(Offload::Local).unwrap());
     assert_eq!(r.sum, farmem::containers::Sum::U(sum));
@@ -96,4 +106,70 @@ fn far_hash_map_over_tcp_with_threads() {
     assert!(counts.iter().all(|c| *c == Some(40)), "{counts:?}");
     assert!(m.stats().misses > 0 && m.stats().evictions > 0);
     server.shutdown();
+}
+
+/// Pipelined lookups from several threads while another thread changes its own keys: every
+/// answer is the current value, in batch order.
+#[test]
+fn pipelined_lookups_over_tcp_with_threads() {
+    let server = Server::start(ServerConfig::default()).unwrap();
+    let rt = tcp_rt(server.addr(), 8 << 20);
+    let cfg = HashMapConfig {
+        pipeline_misses: 16,
+        pipeline_depth: 3,
+        ..HashMapConfig::new(32 << 10)
+    };
+    let m: FarHashMap<u64, u64> = FarHashMap::new(&rt, cfg).unwrap();
+    let entries: Vec<(u64, u64)> = (0..20_000u64).map(|k| (k, k * 3)).collect();
+    m.insert_many(&entries).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let m = &m;
+            s.spawn(move || {
+                // Skewed keys, some absent (>= 20000).
+                let keys: Vec<u64> = (0..30_000u64)
+                    .map(|i| {
+                        (i * (t + 7)).wrapping_mul(0x9E37_79B9)
+                            % if i % 3 == 0 { 200 } else { 21_000 }
+                    })
+                    .collect();
+                let mut next = 0;
+                m.get_many_pipelined(keys.chunks(64), |i, values| {
+                    assert_eq!(i, next);
+                    next += 1;
+                    for (k, v) in keys[i * 64..].iter().zip(values) {
+                        assert_eq!(v, (*k < 20_000).then_some(k * 3), "key {k}");
+                    }
+                })
+                .unwrap();
+                assert_eq!(next, keys.len().div_ceil(64));
+            });
+        }
+        let m = &m;
+        s.spawn(move || {
+            let mut model = HashMap::new();
+            for round in 0..40u64 {
+                for k in 100_000..100_200u64 {
+                    if (k + round) % 4 == 0 {
+                        m.remove(&k).unwrap();
+                        model.remove(&k);
+                    } else {
+                        m.insert(k, k + round).unwrap();
+                        model.insert(k, k + round);
+                    }
+                }
+                let keys: Vec<u64> = (100_000..100_200).collect();
+                let mut got = Vec::new();
+                m.get_many_pipelined(keys.chunks(9), |_, v| got.extend(v))
+                    .unwrap();
+                let want: Vec<Option<u64>> = keys.iter().map(|k| model.get(k).copied()).collect();
+                assert_eq!(got, want, "round {round}");
+            }
+        });
+    });
+    assert!(m.stats().round_trips > 0 && m.stats().misses > 0);
+    // A dead server: a typed error, no hang.
+    server.shutdown();
+    let keys: Vec<u64> = (20_000..30_000).collect();
+    assert!(m.get_many_pipelined(keys.chunks(64), |_, _| {}).is_err());
 }

@@ -402,3 +402,48 @@ fn silent_connections_are_dropped_but_idle_clients_keep_their_objects() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(b.get(1).unwrap(), b"kept");
 }
+
+#[test]
+fn pipelined_computes_complete_in_any_wait_order() {
+    use farmem_proto::agent::{AgentMessage, HtPutArgs, op};
+    let s = server(u64::MAX);
+    let b = client(&s);
+    let len_of = |r: Result<Vec<u8>, BackendError>| u64::decode(&r.unwrap()).unwrap();
+    for t in 1..=8u64 {
+        let put = HtPutArgs {
+            table: t,
+            return_old: false,
+            entries: (0..t)
+                .map(|i| (i.to_le_bytes().to_vec(), vec![1]))
+                .collect(),
+        };
+        b.compute(t, op::HT_PUT, &put.encode()).unwrap();
+    }
+    // Eight operations in flight, collected in reverse order.
+    let pending: Vec<_> = (1..=8u64)
+        .map(|t| (t, b.submit_compute(t, op::HT_LEN, &t.encode())))
+        .collect();
+    for (t, p) in pending.into_iter().rev() {
+        assert_eq!(len_of(p.wait()), t);
+    }
+    // A failing operation is a typed error and does not disturb the next one.
+    let bad = b.submit_compute(1, u16::MAX, &[]);
+    let good = b.submit_compute(3, op::HT_LEN, &3u64.encode());
+    assert!(matches!(bad.wait(), Err(BackendError::Compute(_))));
+    assert_eq!(len_of(good.wait()), 3);
+    // An abandoned operation's answer is discarded.
+    drop(b.submit_compute(2, op::HT_LEN, &2u64.encode()));
+    assert_eq!(len_of(b.compute(2, op::HT_LEN, &2u64.encode())), 2);
+    // In flight when the server goes away: a prompt typed error.
+    let p = b.submit_compute(1, op::HT_LEN, &1u64.encode());
+    s.shutdown();
+    match p.wait() {
+        Ok(v) => assert_eq!(u64::decode(&v).unwrap(), 1),
+        Err(e) => assert!(matches!(e, BackendError::Disconnected { .. }), "{e}"),
+    }
+    let late = b.submit_compute(1, op::HT_LEN, &1u64.encode()).wait();
+    assert!(
+        matches!(late, Err(BackendError::Disconnected { .. })),
+        "{late:?}"
+    );
+}

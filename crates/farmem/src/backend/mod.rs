@@ -16,6 +16,45 @@ pub use embedded::EmbeddedStore;
 pub use error::BackendError;
 pub use tcp::{TcpBackend, TcpConfig, Ticket};
 
+/// A remote-agent operation submitted with [`Backend::submit_compute`]; [`PendingCompute::wait`]
+/// returns its result.
+#[must_use = "a submitted operation must be waited for to learn its result"]
+pub struct PendingCompute(PendingInner);
+
+enum PendingInner {
+    /// Already computed (backends without pipelining).
+    Ready(Result<Vec<u8>, BackendError>),
+    /// In flight on a TCP connection.
+    Tcp(tcp::PendingTcp),
+}
+
+impl std::fmt::Debug for PendingCompute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            PendingInner::Ready(_) => "PendingCompute(ready)",
+            PendingInner::Tcp(_) => "PendingCompute(in flight)",
+        })
+    }
+}
+
+impl PendingCompute {
+    /// An operation that has already completed with `result`.
+    pub fn ready(result: Result<Vec<u8>, BackendError>) -> Self {
+        Self(PendingInner::Ready(result))
+    }
+
+    /// Waits for the result.
+    ///
+    /// # Errors
+    /// As [`Backend::compute`].
+    pub fn wait(self) -> Result<Vec<u8>, BackendError> {
+        match self.0 {
+            PendingInner::Ready(r) => r,
+            PendingInner::Tcp(p) => p.wait(),
+        }
+    }
+}
+
 /// The name of a far object, chosen by the client. Unique within one client's namespace.
 pub type ObjectId = u64;
 
@@ -125,6 +164,16 @@ pub trait Backend: Send + Sync + 'static {
     /// `route` picks the server for multi-server backends: the operation runs on the server that
     /// owns object id `route`.
     fn compute(&self, route: ObjectId, op: u16, args: &[u8]) -> Result<Vec<u8>, BackendError>;
+
+    /// Starts [`Backend::compute`] without waiting for it, so a caller can keep several
+    /// operations in flight (or work meanwhile) and collect each with [`PendingCompute::wait`].
+    /// Operations submitted by one thread to one server run in submission order.
+    ///
+    /// The default runs the operation now and returns its result ready; pipelined transports
+    /// override it.
+    fn submit_compute(&self, route: ObjectId, op: u16, args: &[u8]) -> PendingCompute {
+        PendingCompute::ready(self.compute(route, op, args))
+    }
 
     /// A short human-readable name ("embedded", "tcp://127.0.0.1:7070", ...).
     fn describe(&self) -> String;

@@ -1,7 +1,8 @@
 //! [`FarHashMap`]: hot entries cached locally, cold entries in a server-side table.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytemuck::Pod;
@@ -13,6 +14,7 @@ use parking_lot::Mutex;
 use super::agent_ops::{agent_ids, call};
 use super::error::{ContainerError, Result};
 use crate::Runtime;
+use crate::backend::PendingCompute;
 
 /// Bytes charged per cached entry beyond its key and value (map slot, queue entries).
 const ENTRY_OVERHEAD: usize = 48;
@@ -26,15 +28,23 @@ pub struct HashMapConfig {
     pub shards: usize,
     /// Fraction of the cache reserved for entries hit at least twice (the protected segment).
     pub protected_fraction: f64,
+    /// [`FarHashMap::get_many_pipelined`]: the misses of consecutive batches are fetched
+    /// together until a request holds at least this many keys.
+    pub pipeline_misses: usize,
+    /// [`FarHashMap::get_many_pipelined`]: requests in flight per calling thread.
+    pub pipeline_depth: usize,
 }
 
 impl HashMapConfig {
-    /// A cache of `local_bytes` with 64 shards, 80% protected.
+    /// A cache of `local_bytes` with 64 shards, 80% protected; pipelined lookups send requests
+    /// of at least 64 misses, two in flight.
     pub fn new(local_bytes: usize) -> Self {
         Self {
             local_bytes,
             shards: 64,
             protected_fraction: 0.8,
+            pipeline_misses: 64,
+            pipeline_depth: 2,
         }
     }
 }
@@ -54,14 +64,14 @@ pub struct HashMapStats {
     pub round_trips: u64,
 }
 
-/// A fast multiplicative hasher for the shard-local maps. Shard selection uses the seeded std
-/// hasher, so an adversary cannot aim many keys at one shard's map without knowing the seed.
-#[derive(Default)]
+/// A fast multiplicative hasher, seeded per map (shard selection and the shard-local maps): an
+/// adversary cannot aim many keys at one shard or one bucket chain without knowing the seed.
 struct FastHasher(u64);
 
 impl Hasher for FastHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // Fold the well-mixed high bits into the low ones (hash tables index by the low bits).
+        self.0 ^ (self.0 >> 29)
     }
     fn write(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(8) {
@@ -72,6 +82,23 @@ impl Hasher for FastHasher {
     }
     fn write_u64(&mut self, v: u64) {
         self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7C_C1_B7_27_22_0A_95);
+    }
+}
+
+/// Builds [`FastHasher`]s with one random seed.
+#[derive(Clone, Copy)]
+struct FastState(u64);
+
+impl FastState {
+    fn random() -> Self {
+        Self(RandomState::new().hash_one(0x6661_726d_656d_u64))
+    }
+}
+
+impl BuildHasher for FastState {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(self.0)
     }
 }
 
@@ -87,7 +114,7 @@ struct Entry<V> {
 /// promotes them to the protected segment (CLOCK second chance there). Eviction takes
 /// probationary entries first, so a scan of cold keys never pushes hot keys out.
 struct Shard<K, V> {
-    map: HashMap<K, Entry<V>, BuildHasherDefault<FastHasher>>,
+    map: HashMap<K, Entry<V>, FastState>,
     probation: VecDeque<(K, u64)>,
     protected: VecDeque<(K, u64)>,
     n_protected: usize,
@@ -100,9 +127,9 @@ struct Shard<K, V> {
 }
 
 impl<K: Hash + Eq + Copy, V: Copy> Shard<K, V> {
-    fn new() -> Self {
+    fn new(hasher: FastState) -> Self {
         Self {
-            map: HashMap::default(),
+            map: HashMap::with_hasher(hasher),
             probation: VecDeque::new(),
             protected: VecDeque::new(),
             n_protected: 0,
@@ -134,6 +161,19 @@ impl<K: Hash + Eq + Copy, V: Copy> Shard<K, V> {
             self.n_protected -= 1;
         }
         self.probation.push_back((k, stamp));
+    }
+
+    /// Looks `k` up and records the hit.
+    #[inline]
+    fn hit(&mut self, k: &K, max_protected: usize) -> Option<V> {
+        let e = self.map.get_mut(k)?;
+        let v = e.value;
+        if e.protected {
+            e.referenced = true;
+            return Some(v);
+        }
+        self.touch(k, max_protected);
+        Some(v)
     }
 
     /// Records a hit on `k` (present).
@@ -212,6 +252,29 @@ impl<K: Hash + Eq + Copy, V: Copy> Shard<K, V> {
     }
 }
 
+/// Lookups of one or more batches whose misses travel in one request.
+struct Group<K, V> {
+    /// Each batch's values (misses still `None`) and its range in `missing`.
+    batches: Vec<(Vec<Option<V>>, Range<usize>)>,
+    /// The missed keys of all batches, in order.
+    missing: Vec<K>,
+    /// For each missed key, its position in its batch.
+    slots: Vec<usize>,
+    /// The request, once submitted.
+    pending: Option<PendingCompute>,
+}
+
+impl<K, V> Default for Group<K, V> {
+    fn default() -> Self {
+        Self {
+            batches: Vec::new(),
+            missing: Vec::new(),
+            slots: Vec::new(),
+            pending: None,
+        }
+    }
+}
+
 /// A concurrent hash map of `Pod` keys and values in far memory.
 ///
 /// Hot entries are cached locally within [`HashMapConfig::local_bytes`]; every other entry lives
@@ -237,9 +300,11 @@ pub struct FarHashMap<K, V> {
     rt: Runtime,
     table: u64,
     shards: Box<[Mutex<Shard<K, V>>]>,
-    hasher: RandomState,
+    hasher: FastState,
     per_shard: usize,
     max_protected: usize,
+    pipeline_misses: usize,
+    pipeline_depth: usize,
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: AtomicU64,
@@ -265,22 +330,31 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     /// An empty map caching up to `cfg.local_bytes` of entries locally.
     ///
     /// # Errors
-    /// [`ContainerError::Invalid`] for zero shards or a protected fraction outside `0..=1`.
+    /// [`ContainerError::Invalid`] for zero shards, a zero pipeline depth or a protected fraction
+    /// outside `0..=1`.
     pub fn new(rt: &Runtime, cfg: HashMapConfig) -> Result<Self> {
-        if cfg.shards == 0 || !(0.0..=1.0).contains(&cfg.protected_fraction) {
+        if cfg.shards == 0
+            || cfg.pipeline_depth == 0
+            || !(0.0..=1.0).contains(&cfg.protected_fraction)
+        {
             return Err(ContainerError::Invalid(format!(
                 "bad hash map config {cfg:?}"
             )));
         }
         let entry = size_of::<K>() + size_of::<V>() + ENTRY_OVERHEAD;
         let per_shard = (cfg.local_bytes / entry / cfg.shards).max(1);
+        let hasher = FastState::random();
         Ok(Self {
             rt: rt.clone(),
             table: agent_ids(1),
-            shards: (0..cfg.shards).map(|_| Mutex::new(Shard::new())).collect(),
-            hasher: RandomState::new(),
+            shards: (0..cfg.shards)
+                .map(|_| Mutex::new(Shard::new(hasher)))
+                .collect(),
+            hasher,
             per_shard,
             max_protected: ((per_shard as f64 * cfg.protected_fraction) as usize).max(1),
+            pipeline_misses: cfg.pipeline_misses.max(1),
+            pipeline_depth: cfg.pipeline_depth.max(1),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
@@ -311,7 +385,9 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     }
 
     fn shard_index(&self, k: &K) -> usize {
-        (self.hasher.hash_one(k) % self.shards.len() as u64) as usize
+        // A second mix, so that a shard's keys do not share bits its map indexes by.
+        let h = self.hasher.hash_one(k).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        ((h * self.shards.len() as u64) >> 32) as usize
     }
 
     fn shard(&self, k: &K) -> &Mutex<Shard<K, V>> {
@@ -410,68 +486,209 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     /// # Errors
     /// The backend's or the agent's error.
     pub fn get_many(&self, keys: &[K]) -> Result<Vec<Option<V>>> {
+        let mut g = Group::default();
+        self.add_batch(&mut g, keys);
+        let mut out = None;
+        self.finish_group(g, |_, v| out = Some(v))?;
+        out.ok_or_else(|| ContainerError::Agent("lookup lost its batch".into()))
+    }
+
+    /// Looks up a stream of batches with several requests in flight, calling `f(i, values)` for
+    /// batch `i` in order (`values[j]` is the value of `batch[j]`), as `get_many` on each batch
+    /// would.
+    ///
+    /// Hits are answered locally; the misses of consecutive batches are fetched together, one
+    /// request per [`HashMapConfig::pipeline_misses`] misses, and up to
+    /// [`HashMapConfig::pipeline_depth`] requests are in flight while the next batches' hits
+    /// are looked up, so the caller's thread never waits for a round trip it could overlap.
+    ///
+    /// ```
+    /// use farmem::{Runtime, RuntimeConfig};
+    /// use farmem::containers::{FarHashMap, HashMapConfig};
+    /// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
+    /// let m: FarHashMap<u32, u32> = FarHashMap::new(&rt, HashMapConfig::new(1024)).unwrap();
+    /// for k in 0..500 {
+    ///     m.insert(k, k * 2).unwrap();
+    /// }
+    /// let keys: Vec<u32> = (0..600).collect();
+    /// let mut found = 0;
+    /// m.get_many_pipelined(keys.chunks(64), |i, values| {
+    ///     assert_eq!(values[0], (i < 8).then_some(i as u32 * 128));
+    ///     found += values.iter().flatten().count();
+    /// })
+    /// .unwrap();
+    /// assert_eq!(found, 500);
+    /// ```
+    ///
+    /// # Errors
+    /// The backend's or the agent's error; `f` has seen the batches before the failed one.
+    pub fn get_many_pipelined<'k>(
+        &self,
+        batches: impl IntoIterator<Item = &'k [K]>,
+        mut f: impl FnMut(usize, Vec<Option<V>>),
+    ) -> Result<()>
+    where
+        K: 'k,
+    {
+        let mut batches = batches.into_iter().peekable();
+        let mut inflight: VecDeque<Group<K, V>> = VecDeque::new();
+        let mut next = 0;
+        let r = loop {
+            let mut g = Group::default();
+            while g.missing.len() < self.pipeline_misses
+                && let Some(b) = batches.next()
+            {
+                self.add_batch(&mut g, b);
+                // Hits-only groups are delivered as they come (nothing to overlap with).
+                if g.missing.is_empty() && inflight.is_empty() {
+                    break;
+                }
+            }
+            let more = batches.peek().is_some();
+            if !g.batches.is_empty() {
+                self.submit(&mut g);
+                inflight.push_back(g);
+            }
+            if inflight.len() >= self.pipeline_depth || (!more && !inflight.is_empty()) {
+                let Some(done) = inflight.pop_front() else {
+                    continue;
+                };
+                if let Err(e) = self.finish_group(done, |_, v| {
+                    f(next, v);
+                    next += 1;
+                }) {
+                    break Err(e);
+                }
+            } else if !more {
+                break Ok(());
+            }
+        };
+        for g in inflight {
+            self.abandon_group(g);
+        }
+        r
+    }
+
+    /// Looks `keys` up locally into a new batch of `g`; misses are added to `g`'s request.
+    fn add_batch(&self, g: &mut Group<K, V>, keys: &[K]) {
         let mut out = vec![None; keys.len()];
-        let mut missing: Vec<usize> = Vec::new();
+        let before = g.missing.len();
         for (i, k) in keys.iter().enumerate() {
             let mut sh = self.shard(k).lock();
-            if let Some(e) = sh.map.get(k) {
-                out[i] = Some(e.value);
-                sh.touch(k, self.max_protected);
+            if let Some(v) = sh.hit(k, self.max_protected) {
+                out[i] = Some(v);
             } else {
                 sh.inflight += 1;
-                missing.push(i);
+                drop(sh);
+                g.missing.push(*k);
+                g.slots.push(i);
             }
         }
-        // Counted once per call: the counters are shared by all threads.
+        let missed = g.missing.len() - before;
+        // Counted once per batch: the counters are shared by all threads.
         self.hits
-            .fetch_add((keys.len() - missing.len()) as u64, Ordering::Relaxed);
-        self.misses
-            .fetch_add(missing.len() as u64, Ordering::Relaxed);
-        if missing.is_empty() {
-            return Ok(out);
+            .fetch_add((keys.len() - missed) as u64, Ordering::Relaxed);
+        self.misses.fetch_add(missed as u64, Ordering::Relaxed);
+        g.batches.push((out, before..g.missing.len()));
+    }
+
+    /// Sends `g`'s request (if it has misses).
+    fn submit(&self, g: &mut Group<K, V>) {
+        if g.missing.is_empty() {
+            return;
         }
         let args = HtKeysArgs {
             table: self.table,
-            keys: missing
+            keys: g
+                .missing
                 .iter()
-                .map(|&i| bytemuck::bytes_of(&keys[i]).to_vec())
+                .map(|k| bytemuck::bytes_of(k).to_vec())
                 .collect(),
         };
-        let got = self.agent::<HtValues>(op::HT_GET, &args).and_then(|got| {
-            match got.values.len() == missing.len() {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        g.pending = Some(
+            self.rt
+                .backend()
+                .submit_compute(self.table, op::HT_GET, &args.encode()),
+        );
+    }
+
+    /// Waits for `g`'s answer, caches what it brought and hands every batch to `f` in order.
+    fn finish_group(
+        &self,
+        mut g: Group<K, V>,
+        mut f: impl FnMut(usize, Vec<Option<V>>),
+    ) -> Result<()> {
+        if g.missing.is_empty() {
+            for (i, (out, _)) in g.batches.into_iter().enumerate() {
+                f(i, out);
+            }
+            return Ok(());
+        }
+        let pending = match g.pending.take() {
+            Some(p) => p,
+            None => {
+                self.submit(&mut g);
+                g.pending
+                    .take()
+                    .ok_or_else(|| ContainerError::Agent("not submitted".into()))?
+            }
+        };
+        let got = pending
+            .wait()
+            .map_err(|e| match e {
+                crate::BackendError::Compute(m) => ContainerError::Agent(m),
+                other => other.into(),
+            })
+            .and_then(|out| Ok(HtValues::decode(&out)?))
+            .and_then(|got| match got.values.len() == g.missing.len() {
                 true => Ok(got.values),
                 false => Err(ContainerError::Agent("wrong number of values".into())),
-            }
-        });
+            });
         let values = match got {
             Ok(v) => v,
             Err(e) => {
-                for &i in &missing {
-                    self.admit_clean(keys[i], None)?;
-                }
+                self.abandon_group(g);
                 return Err(e);
             }
         };
         let mut first_err = None;
-        for (i, v) in missing.into_iter().zip(values) {
-            let v = match v {
-                HtValue::Value(b) => match decode::<V>(&b) {
-                    Ok(v) => Some(v),
-                    Err(e) => {
-                        first_err.get_or_insert(e);
-                        None
-                    }
-                },
-                _ => None,
-            };
-            out[i] = v;
-            if let Err(e) = self.admit_clean(keys[i], v) {
-                first_err.get_or_insert(e);
+        let mut values = values.into_iter();
+        let mut slots = g.slots.iter();
+        for (b, (mut out, range)) in g.batches.into_iter().enumerate() {
+            for k in &g.missing[range] {
+                let v = match values.next() {
+                    Some(HtValue::Value(bytes)) => match decode::<V>(&bytes) {
+                        Ok(v) => Some(v),
+                        Err(e) => {
+                            first_err.get_or_insert(e);
+                            None
+                        }
+                    },
+                    _ => None,
+                };
+                if let Some(&i) = slots.next() {
+                    out[i] = v;
+                }
+                if let Err(e) = self.admit_clean(*k, v) {
+                    first_err.get_or_insert(e);
+                }
+            }
+            if first_err.is_none() {
+                f(b, out);
             }
         }
         match first_err {
             Some(e) => Err(e),
-            None => Ok(out),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the in-flight lookups of a group whose answer will not be used.
+    fn abandon_group(&self, g: Group<K, V>) {
+        for k in &g.missing {
+            // Caches nothing, so it cannot fail.
+            let _ = self.admit_clean(*k, None);
         }
     }
 
@@ -489,6 +706,59 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         }
         self.make_room(&mut sh, 1)?;
         sh.admit(k, v, true);
+        Ok(())
+    }
+
+    /// Inserts or replaces every entry straight in the server-side table (bulk load): one round
+    /// trip per shard touched (per 4096 entries), nothing is cached locally, and cached copies
+    /// of these keys are dropped. Later entries win over earlier ones with the same key.
+    ///
+    /// ```
+    /// use farmem::{Runtime, RuntimeConfig};
+    /// use farmem::containers::{FarHashMap, HashMapConfig};
+    /// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
+    /// let m: FarHashMap<u32, u32> = FarHashMap::new(&rt, HashMapConfig::new(4096)).unwrap();
+    /// let entries: Vec<(u32, u32)> = (0..10_000).map(|k| (k, k + 1)).collect();
+    /// m.insert_many(&entries).unwrap();
+    /// assert_eq!(m.cached_len(), 0);
+    /// assert_eq!(m.get(&9_999).unwrap(), Some(10_000));
+    /// assert_eq!(m.len().unwrap(), 10_000);
+    /// ```
+    ///
+    /// # Errors
+    /// The backend's or the agent's error; the shards written before the failure keep their
+    /// entries.
+    pub fn insert_many(&self, entries: &[(K, V)]) -> Result<()> {
+        let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); self.shards.len()];
+        for (i, (k, _)) in entries.iter().enumerate() {
+            by_shard[self.shard_index(k)].push(i);
+        }
+        for (shard, idx) in self.shards.iter().zip(by_shard) {
+            if idx.is_empty() {
+                continue;
+            }
+            // Written while holding the shard's lock, so no lookup of these keys caches the
+            // server's older copy meanwhile.
+            let mut sh = shard.lock();
+            for &i in &idx {
+                let k = entries[i].0;
+                sh.forget(&k);
+                sh.changed_remotely(k);
+            }
+            for part in idx.chunks(4096) {
+                self.put_remote(
+                    part.iter()
+                        .map(|&i| {
+                            let (k, v) = &entries[i];
+                            (
+                                bytemuck::bytes_of(k).to_vec(),
+                                bytemuck::bytes_of(v).to_vec(),
+                            )
+                        })
+                        .collect(),
+                )?;
+            }
+        }
         Ok(())
     }
 

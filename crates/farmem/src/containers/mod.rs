@@ -38,4 +38,5 @@ pub use error::{ContainerError, Result};
 pub use farmem_proto::agent::{Aggregates, Cmp, ElemType, Predicate, Scalar, Sum};
 pub use hashmap::{FarHashMap, HashMapConfig, HashMapStats};
 pub use list::{Cursor, FarList, FarQueue, FarStack};
+pub use prefetch::streamed_bytes;
 pub use vec::{FarVec, Iter};

@@ -1,12 +1,13 @@
 //! Prefetching for the containers: batched read-ahead on a helper thread for scans, and a stride
 //! detector for index access patterns.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytemuck::Pod;
 use parking_lot::{Condvar, Mutex};
 
-use crate::{Far, Runtime};
+use crate::{Far, FarSlice, Runtime};
 
 /// How much to fetch per batch and how far a scan may run ahead of its consumer.
 #[derive(Clone, Copy, Debug)]
@@ -127,6 +128,139 @@ pub(crate) fn scan<O: Far + Sync, E>(
             f(i)
         });
         stop.store(true, Ordering::Relaxed);
+        r
+    })
+}
+
+/// Threads fetching batches for [`stream`]: each keeps one batch request in flight, so the
+/// connection always has the next batch on the wire while the consumer works on the last one.
+const STREAMERS: usize = 3;
+
+/// Bytes fetched by [`stream`] in this process (they bypass the runtime's fetch counters).
+static STREAMED: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes that non-temporal scans ([`super::FarVec::scan_nt`]) of this process streamed from
+/// memory servers without caching them (not included in the runtime's `bytes_fetched`).
+pub fn streamed_bytes() -> u64 {
+    STREAMED.load(Ordering::Relaxed)
+}
+
+/// The far copies of one batch's chunks, by position in the batch (`None`: the chunk was local
+/// when the batch was fetched), or `None` as a whole when the fetch failed.
+type Fetched = Option<Vec<Option<Vec<u8>>>>;
+
+/// The consumer of a [`stream`]: chunk index and, when streamed, the chunk's far copy.
+type Consumer<'f, E> = dyn FnMut(usize, Option<&[u8]>) -> Result<(), E> + 'f;
+
+/// Shared state of a [`stream`]: fetched batches waiting for the consumer.
+struct Stream {
+    ready: Vec<Option<Fetched>>,
+    /// Batches the consumer has finished with.
+    consumed: usize,
+}
+
+/// Streams `chunks` through `f` in order without caching them: the chunks that are not local
+/// are fetched straight from the backend in batches (one `get_many` each, [`STREAMERS`] batches
+/// in flight) and handed to `f` as `Some(bytes)`, the far copy; chunks that are local are handed
+/// over as `None` (the caller reads them under a scope). Read-ahead stays within
+/// `window.ahead` chunks of the consumer, so at most that many chunks' bytes are buffered.
+///
+/// This is sound for a shared borrow of the chunks: a chunk that is not local has its current
+/// contents in the backend (the evacuator clears the local copy only after the write-back), and
+/// nobody can change it while the caller holds `&FarSlice`. A failed batch fetch is not fatal:
+/// its chunks are handed over as `None`, so the caller's own access fetches and reports.
+pub(crate) fn stream<T: Pod + Send + Sync, E>(
+    rt: &Runtime,
+    chunks: &[FarSlice<T>],
+    window: Window,
+    mut f: impl FnMut(usize, Option<&[u8]>) -> Result<(), E>,
+) -> Result<(), E> {
+    let n = chunks.len();
+    let fetch = |range: std::ops::Range<usize>| -> Fetched {
+        let far: Vec<usize> = range.clone().filter(|&c| !chunks[c].is_local()).collect();
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; range.len()];
+        if far.is_empty() {
+            return Some(out);
+        }
+        let ids: Vec<u64> = far.iter().map(|&c| chunks[c].far_id()).collect();
+        match rt.backend().get_many(&ids) {
+            Ok(data) if data.len() == far.len() => {
+                let bytes: usize = data.iter().map(Vec::len).sum();
+                STREAMED.fetch_add(bytes as u64, Ordering::Relaxed);
+                for (c, d) in far.into_iter().zip(data) {
+                    out[c - range.start] = Some(d);
+                }
+                Some(out)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!("streaming fetch failed: {e}");
+                None
+            }
+        }
+    };
+    let consume = |f: &mut Consumer<'_, E>, start: usize, got: Fetched| -> Result<(), E> {
+        let mut got = got.unwrap_or_default();
+        for k in 0..window.batch.min(n - start) {
+            let far = got.get_mut(k).and_then(Option::take);
+            f(start + k, far.as_deref())?;
+        }
+        Ok(())
+    };
+    if n <= window.batch {
+        return consume(&mut f, 0, fetch(0..n));
+    }
+    let batches = n.div_ceil(window.batch);
+    let ahead = (window.ahead / window.batch).max(STREAMERS);
+    let state = Mutex::new(Stream {
+        ready: (0..batches).map(|_| None).collect(),
+        consumed: 0,
+    });
+    let fetched_cv = Condvar::new();
+    let consumed_cv = Condvar::new();
+    let next_batch = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..STREAMERS {
+            s.spawn(|| {
+                loop {
+                    let b = next_batch.fetch_add(1, Ordering::Relaxed);
+                    if b >= batches {
+                        break;
+                    }
+                    {
+                        let mut st = state.lock();
+                        while b >= st.consumed + ahead && !stop.load(Ordering::Relaxed) {
+                            consumed_cv.wait_for(&mut st, Duration::from_millis(1));
+                        }
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let start = b * window.batch;
+                    let got = fetch(start..(start + window.batch).min(n));
+                    state.lock().ready[b] = Some(got);
+                    fetched_cv.notify_all();
+                }
+            });
+        }
+        let r = (0..batches).try_for_each(|b| {
+            let got = {
+                let mut st = state.lock();
+                loop {
+                    if let Some(g) = st.ready[b].take() {
+                        break g;
+                    }
+                    fetched_cv.wait_for(&mut st, Duration::from_millis(1));
+                }
+            };
+            let r = consume(&mut f, b * window.batch, got);
+            state.lock().consumed = b + 1;
+            consumed_cv.notify_all();
+            r
+        });
+        stop.store(true, Ordering::Relaxed);
+        consumed_cv.notify_all();
         r
     })
 }

@@ -367,13 +367,47 @@ impl<T: Pod + Send + Sync> FarVec<T> {
         self.scan_mode(false, f)
     }
 
-    /// Like [`FarVec::scan`] but non-temporal: chunks are not marked hot, so a streaming pass
-    /// over a large vector does not push hot data of other structures out.
+    /// Like [`FarVec::scan`] but non-temporal: chunks that are not local are streamed from the
+    /// server into a bounded read-ahead buffer and handed to `f` without entering the local heap
+    /// (local chunks are read in place, not marked hot), so a streaming pass over a large vector
+    /// neither evicts hot data of other structures nor costs the evacuator any work.
     ///
     /// # Errors
     /// As [`FarVec::scan`].
-    pub fn scan_nt(&self, f: impl FnMut(&[T])) -> Result<()> {
-        self.scan_mode(true, f)
+    pub fn scan_nt(&self, mut f: impl FnMut(&[T])) -> Result<()> {
+        if size_of::<T>() == 0 {
+            return self.scan_mode(true, f);
+        }
+        let w = Window::for_objects(&self.rt, self.chunk_len * size_of::<T>());
+        // For far copies whose buffer is not aligned for `T` (allocators align these large
+        // buffers in practice, so this is a fallback).
+        let mut aligned: Vec<T> = Vec::new();
+        prefetch::stream(&self.rt, &self.chunks, w, |c, far| {
+            let used = self.used_in(c);
+            let Some(bytes) = far else {
+                let s = self.rt.scope();
+                f(&self.chunks[c].read_nt(&s)?[..used]);
+                return Ok(());
+            };
+            let whole = self.chunks[c].len() * size_of::<T>();
+            if bytes.len() != whole {
+                return Err(crate::BackendError::SizeMismatch {
+                    id: self.chunks[c].far_id(),
+                    expected: whole as u64,
+                    actual: bytes.len() as u64,
+                }
+                .into());
+            }
+            match bytemuck::try_cast_slice::<u8, T>(bytes) {
+                Ok(v) => f(&v[..used]),
+                Err(_) => {
+                    aligned.resize(self.chunks[c].len(), T::zeroed());
+                    bytemuck::cast_slice_mut::<T, u8>(&mut aligned).copy_from_slice(bytes);
+                    f(&aligned[..used]);
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Calls `f` with the elements chunk by chunk, mutably, with batched read-ahead.

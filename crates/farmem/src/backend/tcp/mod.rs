@@ -11,7 +11,22 @@ use farmem_proto::{Op, ServerStats, VERSION, body, owner_of};
 
 use self::conn::{Connection, Pending, Reply};
 pub use self::ticket::Ticket;
-use super::{Backend, BackendError, Edit, ObjectId, StoreStats};
+use super::{Backend, BackendError, Edit, ObjectId, PendingCompute, PendingInner, StoreStats};
+
+/// A remote-agent operation in flight (see [`Backend::submit_compute`]).
+pub(super) struct PendingTcp {
+    ticket: Ticket,
+    deadline: Instant,
+}
+
+impl PendingTcp {
+    pub(super) fn wait(self) -> Result<Vec<u8>, BackendError> {
+        match self.ticket.wait(self.deadline)? {
+            Reply::Data(d) => Ok(d),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
 
 /// How to reach the memory servers.
 ///
@@ -501,15 +516,27 @@ impl Backend for TcpBackend {
     }
 
     fn compute(&self, route: ObjectId, op: u16, args: &[u8]) -> Result<Vec<u8>, BackendError> {
+        self.submit_compute(route, op, args).wait()
+    }
+
+    fn submit_compute(&self, route: ObjectId, op: u16, args: &[u8]) -> PendingCompute {
         let conn = self.conn(self.server_of(route));
-        self.check_size(conn, args.len())?;
-        let r = self.call(conn, Op::Compute, |b| {
+        if let Err(e) = self.check_size(conn, args.len()) {
+            return PendingCompute::ready(Err(e));
+        }
+        let submitted = conn.submit(Op::Compute, true, |b| {
             b.extend_from_slice(&route.to_le_bytes());
             b.extend_from_slice(&op.to_le_bytes());
             b.extend_from_slice(&0u16.to_le_bytes());
             b.extend_from_slice(args);
-        })?;
-        self.expect_data(r)
+        });
+        match submitted {
+            Ok(p) => PendingCompute(PendingInner::Tcp(PendingTcp {
+                ticket: Ticket::new(conn.clone(), p, route),
+                deadline: self.deadline(),
+            })),
+            Err(e) => PendingCompute::ready(Err(e)),
+        }
     }
 
     fn describe(&self) -> String {
