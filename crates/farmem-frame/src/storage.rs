@@ -364,6 +364,53 @@ impl Placement for LocalPlacement {
     fn new_f64(&self) -> Box<dyn ColumnStore<f64>> {
         Box::new(LocalStore::<f64>::default())
     }
+
+    fn derive(&self, expr: Expr, inputs: &[&ColumnData]) -> Option<Result<ColumnData>> {
+        use farmem_proto::agent::{Domain, ElemType};
+        use farmem_server::agent::derive::{eval_block_f64, eval_block_i64};
+        fn local<T: Elem>(s: &dyn ColumnStore<T>) -> Option<&[T]> {
+            s.as_any()
+                .downcast_ref::<LocalStore<T>>()
+                .map(|l| l.0.as_slice())
+        }
+        let mut bytes = Vec::new();
+        let r = match expr.input_domain() {
+            Domain::Signed => {
+                let cols = inputs
+                    .iter()
+                    .map(|d| match d {
+                        ColumnData::I64(s) => local(s.as_ref()),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                eval_block_i64(expr, &cols, &mut bytes)
+            }
+            Domain::Float => {
+                let cols = inputs
+                    .iter()
+                    .map(|d| match d {
+                        ColumnData::F64(s) => local(s.as_ref()),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                eval_block_f64(expr, &cols, &mut bytes)
+            }
+            Domain::Unsigned => return None,
+        };
+        if let Err(e) = r {
+            return Some(Err(crate::FrameError::Storage(e.to_string())));
+        }
+        Some(Ok(match expr.out_type() {
+            ElemType::U8 => ColumnData::U8(Box::new(LocalStore(bytes))),
+            ElemType::I64 => {
+                ColumnData::I64(Box::new(LocalStore(bytemuck::pod_collect_to_vec(&bytes))))
+            }
+            ElemType::F64 => {
+                ColumnData::F64(Box::new(LocalStore(bytemuck::pod_collect_to_vec(&bytes))))
+            }
+            _ => return None,
+        }))
+    }
 }
 
 /// A column in a local `Vec<T>`.

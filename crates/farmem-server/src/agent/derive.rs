@@ -73,6 +73,24 @@ pub fn eval_f64(expr: Expr, args: &[f64]) -> Result<f64, AgentError> {
     }
 }
 
+/// Appends `expr` over rows `0..n` of signed input columns to `out` as the output type's
+/// little-endian bytes: the loops the kernel runs, for clients that compute a derived column
+/// themselves (identical values).
+///
+/// # Errors
+/// [`AgentError::Invalid`] for a float expression or the wrong number of inputs.
+pub fn eval_block_i64(expr: Expr, cols: &[&[i64]], out: &mut Vec<u8>) -> Result<(), AgentError> {
+    i64::push_block(expr, cols, out)
+}
+
+/// Like [`eval_block_i64`] for float inputs (`Haversine`).
+///
+/// # Errors
+/// [`AgentError::Invalid`] for an integer expression or the wrong number of inputs.
+pub fn eval_block_f64(expr: Expr, cols: &[&[f64]], out: &mut Vec<u8>) -> Result<(), AgentError> {
+    f64::push_block(expr, cols, out)
+}
+
 fn bad_arity(expr: Expr, n: usize) -> AgentError {
     AgentError::Invalid(format!(
         "{expr:?} takes {} {:?} inputs, got {n}",
@@ -142,7 +160,8 @@ pub fn derive<I: ChunkIo + ?Sized>(io: &I, args: &DeriveArgs) -> Result<u64, Age
                     return Err(AgentError::Invalid("input shorter than its chunk list".into()));
                 }
             }
-            W::push_block(expr, &cols, &mut chunk)?;
+            let refs: Vec<&[W]> = cols.iter().map(Vec::as_slice).collect();
+            W::push_block(expr, &refs, &mut chunk)?;
             left -= n;
             if chunk.len() / out_size == per || left == 0 {
                 let id = next_id.next().ok_or_else(|| AgentError::Invalid("output ids".into()))?;
@@ -158,14 +177,14 @@ pub fn derive<I: ChunkIo + ?Sized>(io: &I, args: &DeriveArgs) -> Result<u64, Age
 /// output's little-endian bytes.
 trait Row: Copy {
     /// Appends `expr` of rows `0..cols[0].len()` to `out`; `cols` has the expression's arity.
-    fn push_block(expr: Expr, cols: &[Vec<Self>], out: &mut Vec<u8>) -> Result<(), AgentError>;
+    fn push_block(expr: Expr, cols: &[&[Self]], out: &mut Vec<u8>) -> Result<(), AgentError>;
 }
 
 impl Row for i64 {
-    fn push_block(expr: Expr, cols: &[Vec<i64>], out: &mut Vec<u8>) -> Result<(), AgentError> {
+    fn push_block(expr: Expr, cols: &[&[i64]], out: &mut Vec<u8>) -> Result<(), AgentError> {
         match (expr, cols) {
             (Expr::Diff, [a, b]) => {
-                for (a, b) in a.iter().zip(b) {
+                for (a, b) in a.iter().zip(b.iter()) {
                     out.extend_from_slice(&b.wrapping_sub(*a).to_le_bytes());
                 }
             }
@@ -179,7 +198,7 @@ impl Row for i64 {
 }
 
 impl Row for f64 {
-    fn push_block(expr: Expr, cols: &[Vec<f64>], out: &mut Vec<u8>) -> Result<(), AgentError> {
+    fn push_block(expr: Expr, cols: &[&[f64]], out: &mut Vec<u8>) -> Result<(), AgentError> {
         match (expr, cols) {
             (Expr::Haversine, [a, b, c, d]) => {
                 for i in 0..a.len().min(b.len()).min(c.len()).min(d.len()) {
@@ -193,7 +212,7 @@ impl Row for f64 {
 }
 
 impl Row for u64 {
-    fn push_block(expr: Expr, _: &[Vec<u64>], _: &mut Vec<u8>) -> Result<(), AgentError> {
+    fn push_block(expr: Expr, _: &[&[u64]], _: &mut Vec<u8>) -> Result<(), AgentError> {
         Err(AgentError::Invalid(format!(
             "{expr:?} takes no {:?} inputs",
             Domain::Unsigned
