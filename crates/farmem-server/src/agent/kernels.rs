@@ -467,7 +467,8 @@ pub fn gather<I: ChunkIo + ?Sized>(io: &I, args: &GatherArgs) -> Result<u64, Age
 /// [`AgentError::Invalid`] when there are more than `args.limit` of them, plus those of
 /// [`aggregate`].
 pub fn unique<I: ChunkIo + ?Sized>(io: &I, args: &UniqueArgs) -> Result<UniqueResult, AgentError> {
-    let mut seen = std::collections::HashSet::new();
+    let mut seen: std::collections::HashSet<u64, std::hash::BuildHasherDefault<KeyHasher>> =
+        std::collections::HashSet::default();
     let mut over = false;
     with_domain!(args.vec.ty.domain(), W => {
         for_each_elem::<W, I>(io, &args.vec, |x| {

@@ -350,3 +350,63 @@ fn hash_table_scan_pages_through_everything() {
     }
     assert_eq!(seen, entries);
 }
+
+#[test]
+fn new_vector_ops_validate_their_input() {
+    use farmem_proto::agent::{CountArgs, DeriveArgs, Expr, GroupWhereArgs};
+    let ctx = Ctx::new(i64::MAX);
+    let xs: Vec<u64> = (0..100).collect();
+    let v = ctx.vec_u64(&xs, 16, 1);
+    // Malformed messages, for every new operation.
+    for opn in [
+        op::VEC_COUNT,
+        op::VEC_DERIVE,
+        op::VEC_GROUP_BY_WHERE,
+        op::VEC_GROUP_MEDIAN,
+    ] {
+        assert!(matches!(
+            execute(&ctx, opn, &[9, 9, 9]),
+            Err(AgentError::Invalid(_))
+        ));
+    }
+    let n: u64 = call(
+        &ctx,
+        op::VEC_COUNT,
+        &CountArgs {
+            vec: v.clone(),
+            pred: Predicate::new(Cmp::Lt, Scalar::U(10)),
+        },
+    )
+    .unwrap();
+    assert_eq!(n, 10);
+    // An unsigned input to a signed expression; a missing chunk in a mask.
+    let e = call::<u64>(
+        &ctx,
+        op::VEC_DERIVE,
+        &DeriveArgs {
+            expr: Expr::Hour,
+            inputs: vec![v.clone()],
+            out: OutSpec {
+                chunk_elems: 64,
+                ids: vec![500, 501],
+            },
+        },
+    );
+    assert!(matches!(e, Err(AgentError::Invalid(_))));
+    let mut missing = v.clone();
+    missing.chunks[2].0 = 9_999;
+    let e = call::<GroupByResult>(
+        &ctx,
+        op::VEC_GROUP_BY_WHERE,
+        &GroupWhereArgs {
+            group: GroupByArgs {
+                keys: v.clone(),
+                values: v,
+                limit: 1000,
+            },
+            mask: missing,
+            pred: Predicate::new(Cmp::Eq, Scalar::U(1)),
+        },
+    );
+    assert!(matches!(e, Err(AgentError::NotFound(9_999))));
+}
