@@ -175,7 +175,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "kernel swap over TCP: {} MiB touched under a {} MiB limit; {} MiB swapped out, {} MiB \
          in; memory server received {} MiB; {} bad pages; write {:.2} s, verify {:.2} s, {:.0} \
-         random 4 KiB page reads/s; system page cache grew by at most {} MiB meanwhile",
+         random 4 KiB page reads/s; system page cache grew by at most {} MiB meanwhile; up to {} \
+         FUSE requests in flight",
         args.mib,
         args.limit_mib,
         result.net.daemon.pages_written >> 8,
@@ -185,7 +186,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         result.child.write_s,
         result.child.verify_s,
         result.child.random_page_reads_s,
-        result.page_cache_growth_bytes >> 20
+        result.page_cache_growth_bytes >> 20,
+        result.net.daemon.max_in_flight
     );
     if let Some(path) = &args.json {
         modes::write_json(path, &result)?;

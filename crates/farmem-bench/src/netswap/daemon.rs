@@ -38,6 +38,8 @@ pub struct DaemonStats {
     pub requests: u64,
     /// Requests answered with an error because the backend failed.
     pub backend_errors: u64,
+    /// Most requests being served at once (how much of the kernel's concurrency was used).
+    pub max_in_flight: u64,
 }
 
 /// The swap file's pages on the backend.
@@ -51,6 +53,8 @@ pub struct PageStore {
     zero_pages_read: AtomicU64,
     requests: AtomicU64,
     backend_errors: AtomicU64,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
 }
 
 impl PageStore {
@@ -67,6 +71,8 @@ impl PageStore {
             zero_pages_read: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             backend_errors: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
         }
     }
 
@@ -78,6 +84,7 @@ impl PageStore {
             zero_pages_read: self.zero_pages_read.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
             backend_errors: self.backend_errors.load(Ordering::Relaxed),
+            max_in_flight: self.max_in_flight.load(Ordering::Relaxed),
         }
     }
 
@@ -343,7 +350,10 @@ fn serve(fuse: &File, store: &PageStore) {
         };
         store.requests.fetch_add(1, Ordering::Relaxed);
         let op = header.opcode;
+        let now = store.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        store.max_in_flight.fetch_max(now, Ordering::Relaxed);
         let reply = handle(store, op, header.nodeid, body);
+        store.in_flight.fetch_sub(1, Ordering::Relaxed);
         let msg = match reply {
             Reply::None => continue,
             Reply::Error(errno) => proto::encode_error(header.unique, errno).to_vec(),
