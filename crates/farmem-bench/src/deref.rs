@@ -38,6 +38,9 @@ pub struct Args {
     /// Use this memory server instead of starting one on loopback.
     #[arg(long)]
     server: Option<String>,
+    /// Only run the stall measurement (for iterating on the evacuator).
+    #[arg(long)]
+    stall_only: bool,
     /// Write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -45,6 +48,11 @@ pub struct Args {
 
 /// Runs the benchmark.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.stall_only {
+        let stall = max_stall(args.evac_bytes, args.mutators)?;
+        print_stall(&stall);
+        return Ok(());
+    }
     let (hot_ns, box_ns) = hot_deref(args.hot_objects, args.hot_passes, false)?;
     let hot_ratio = hot_ns / box_ns;
     println!(
@@ -78,13 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
 
     let stall = max_stall(args.evac_bytes, args.mutators)?;
-    println!(
-        "evacuator moved {} MiB in {:.1} s; longest mutator deref {:.0} us (target <= 1000), p99.9 {:.1} us",
-        stall.moved >> 20,
-        stall.seconds,
-        stall.max_us,
-        stall.p999_us
-    );
+    print_stall(&stall);
 
     if let Some(path) = &args.json {
         let v = serde_json::json!({
@@ -105,6 +107,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "max_stall_us": stall.max_us,
             "p999_stall_us": stall.p999_us,
             "evacuated_bytes": stall.moved,
+            "stall_hot_misses": stall.hot_misses,
+            "stall_placement": stall.placement,
         });
         common::write_json(path, &v)?;
     }
@@ -203,6 +207,22 @@ struct Stall {
     p999_us: f64,
     moved: u64,
     seconds: f64,
+    /// Dereferences of the mutators' hot sets that had to fetch (their objects were evicted).
+    hot_misses: u64,
+    /// Where the threads ran.
+    placement: String,
+}
+
+fn print_stall(stall: &Stall) {
+    println!(
+        "evacuator moved {} MiB in {:.1} s; longest mutator deref {:.0} us (target <= 1000), p99.9 {:.1} us; hot-set misses {}; {}",
+        stall.moved >> 20,
+        stall.seconds,
+        stall.max_us,
+        stall.p999_us,
+        stall.hot_misses,
+        stall.placement
+    );
 }
 
 /// Mutators time every dereference of their hot sets while a churn thread allocates objects
@@ -222,6 +242,10 @@ fn max_stall(bytes: u64, mutators: usize) -> anyhow::Result<Stall> {
     if let Some(c) = churn_cpu {
         common::pin_to_cpu(c);
     }
+    let placement = match (mutator_cpu, churn_cpu) {
+        (Some(m), Some(c)) => format!("mutators pinned to CPU {m}, churn + evacuator to CPU {c}"),
+        _ => "threads not pinned (one CPU)".to_string(),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
     let start = rt.stats();
@@ -289,5 +313,7 @@ fn max_stall(bytes: u64, mutators: usize) -> anyhow::Result<Stall> {
         p999_us: p999 as f64 / 1e3,
         moved: moved(&rt),
         seconds: t0.elapsed().as_secs_f64(),
+        hot_misses: rt.stats().misses - start.misses,
+        placement,
     })
 }

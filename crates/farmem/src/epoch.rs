@@ -178,7 +178,6 @@ pub struct Scope<'rt> {
     /// Hit counters, striped by handle address so consecutive hits do not form one chain of
     /// dependent read-modify-writes in memory.
     hits: [Cell<u64>; 4],
-    count_hits: bool,
     _not_send: PhantomData<*mut ()>,
 }
 
@@ -194,7 +193,6 @@ impl<'rt> Scope<'rt> {
             ts,
             rt,
             hits: Default::default(),
-            count_hits: rt.cfg.count_hits,
             _not_send: PhantomData,
         }
     }
@@ -215,11 +213,9 @@ impl<'rt> Scope<'rt> {
         self.ts.depth.load(StdOrdering::Relaxed) == 1
     }
 
+    /// Counts a fast-path hit (only runtimes with `count_hits` call this).
     #[inline(always)]
     pub(crate) fn hit(&self, handle: usize) {
-        if !self.count_hits {
-            return;
-        }
         let c = &self.hits[(handle >> 5) & 3];
         c.set(c.get() + 1);
     }

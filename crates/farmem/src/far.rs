@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::loom::Ordering;
 use crate::object::{Mode, addr};
 use crate::runtime::{Inner, Runtime};
-use crate::slot::bits::{ADDR, DIRTY, LARGE, PRESENT, REMOTE};
+use crate::slot::bits::{ADDR, COUNT, DIRTY, LARGE, PRESENT, REMOTE};
 use crate::slot::{BOXED, DETACHED, Slot};
 
 mod raw {
@@ -66,7 +66,7 @@ impl RawFar {
         init(unsafe { std::slice::from_raw_parts_mut(a.ptr.as_ptr(), len) });
         let large = if a.is_large() { LARGE } else { 0 };
         slot.word.store(
-            PRESENT | DIRTY | large | a.ptr.as_ptr() as u64,
+            PRESENT | DIRTY | rt.count_bit | large | a.ptr.as_ptr() as u64,
             Ordering::Release,
         );
         rt.heap.publish(a);
@@ -138,6 +138,12 @@ impl RawFar {
         let w = self.slot().word.load(Ordering::Acquire);
         let (mask, want) = mode.fast();
         if w & mask == want {
+            return Ok(addr(w));
+        }
+        // Off the straight line: a runtime counting hits sets COUNT in every present word, so
+        // its hits take this second test (a register compare, no load) and count.
+        std::hint::cold_path();
+        if w & (mask & !COUNT) == want {
             s.hit(self.slot.as_ptr() as usize);
             return Ok(addr(w));
         }

@@ -8,7 +8,7 @@ use crate::heap::Allocation;
 use crate::loom::Ordering;
 use crate::runtime::Inner;
 use crate::slot::Slot;
-use crate::slot::bits::{ADDR, BUSY, DIRTY, HOT, LARGE, MOVING, NT, PRESENT, REMOTE};
+use crate::slot::bits::{ADDR, BUSY, COUNT, DIRTY, HOT, LARGE, MOVING, NT, PRESENT, REMOTE};
 use crate::stats::Counters;
 
 /// How an object is dereferenced.
@@ -27,16 +27,25 @@ impl Mode {
     fn nt(self) -> bool {
         matches!(self, Self::ReadNt | Self::WriteNt)
     }
-    /// `(mask, expected)`: a word with `word & mask == expected` is a hit needing no update.
+    /// `(mask, expected)`: a word with `word & mask == expected` is a hit needing no update and
+    /// no counting. The read and write masks are contiguous top bits (see `slot::bits`).
     #[inline(always)]
     pub(crate) const fn fast(self) -> (u64, u64) {
         match self {
-            Self::Read => (PRESENT | HOT | MOVING | BUSY, PRESENT | HOT),
-            Self::Write => (PRESENT | HOT | MOVING | BUSY | DIRTY, PRESENT | HOT | DIRTY),
-            Self::ReadNt => (PRESENT | MOVING | BUSY, PRESENT),
-            Self::WriteNt => (PRESENT | MOVING | BUSY | DIRTY, PRESENT | DIRTY),
+            Self::Read => (PRESENT | HOT | MOVING | BUSY | COUNT, PRESENT | HOT),
+            Self::Write => (
+                PRESENT | HOT | MOVING | BUSY | COUNT | DIRTY,
+                PRESENT | HOT | DIRTY,
+            ),
+            Self::ReadNt => (PRESENT | MOVING | BUSY | COUNT, PRESENT),
+            Self::WriteNt => (PRESENT | MOVING | BUSY | COUNT | DIRTY, PRESENT | DIRTY),
         }
     }
+}
+
+/// The `COUNT` bit, if `count_hits` is on.
+pub(crate) fn count_bit(count_hits: bool) -> u64 {
+    if count_hits { COUNT } else { 0 }
 }
 
 #[inline(always)]
@@ -134,7 +143,7 @@ impl Inner {
             return Err(e.into());
         }
         let at = a.ptr.as_ptr() as usize;
-        let mut new = PRESENT | REMOTE | large_bit(&a) | at as u64;
+        let mut new = PRESENT | REMOTE | self.count_bit | large_bit(&a) | at as u64;
         new |= if mode.nt() { NT } else { HOT };
         if mode.write() {
             new |= DIRTY;
@@ -181,7 +190,7 @@ impl Inner {
         // reference to it is a shared one (a writer would hold the FarBox exclusively), so the
         // source is not written; the destination is our unpublished allocation.
         unsafe { copy(addr(w), to, len) };
-        let new = (w & (DIRTY | REMOTE)) | PRESENT | HOT | to as u64;
+        let new = (w & (DIRTY | REMOTE | COUNT)) | PRESENT | HOT | to as u64;
         slot.word.store(new, Ordering::Release);
         self.heap.publish(a);
         self.counters.with(|c| Counters::bump(&c.self_moves, 1));
@@ -438,7 +447,8 @@ impl Inner {
             let at = a.ptr.as_ptr() as usize;
             // SAFETY: `d` is a separate buffer of `a.len` bytes; `a` is our unpublished allocation.
             unsafe { copy(d.as_ptr() as usize, at, a.len) };
-            let new = PRESENT | REMOTE | large_bit(&a) | if nt { NT } else { 0 } | at as u64;
+            let nt_bit = if nt { NT } else { 0 };
+            let new = PRESENT | REMOTE | self.count_bit | large_bit(&a) | nt_bit | at as u64;
             slot.word.store(new, Ordering::Release);
             self.heap.publish(a);
             fetched += 1;

@@ -43,6 +43,8 @@ pub(crate) struct Inner {
     pub(crate) signal: Arc<Signal>,
     pub(crate) pending_free: Mutex<Vec<ObjectId>>,
     pub(crate) last_error: Mutex<Option<String>>,
+    /// `slot::bits::COUNT` if every hit is counted, else 0; or-ed into every present word.
+    pub(crate) count_bit: u64,
     high_bytes: usize,
     low_bytes: usize,
 }
@@ -103,6 +105,7 @@ impl Runtime {
             counters: CounterSet::new(NEXT_RUNTIME.fetch_add(1, Ordering::Relaxed)),
             high_bytes: (budget * cfg.high_watermark) as usize,
             low_bytes: (budget * cfg.low_watermark) as usize,
+            count_bit: crate::object::count_bit(cfg.count_hits),
             cfg,
             signal: Arc::new(Signal::default()),
             pending_free: Mutex::new(Vec::new()),

@@ -14,6 +14,10 @@ use crate::error::{Error, Result};
 use crate::loom::AtomicU64;
 
 /// Bits of a handle word.
+///
+/// The bits a hit checks are the top ones, contiguous, so the hit test is one shift and one
+/// compare: a read hit is `word >> 59 == 0b11000` (present, hot, not moving, not busy, not
+/// counted), a write hit additionally needs `DIRTY`.
 pub(crate) mod bits {
     /// Local address of the payload.
     pub(crate) const ADDR: u64 = (1 << 48) - 1;
@@ -21,18 +25,21 @@ pub(crate) mod bits {
     pub(crate) const PRESENT: u64 = 1 << 63;
     /// Dereferenced since the evacuator last looked (CLOCK bit).
     pub(crate) const HOT: u64 = 1 << 62;
-    /// The local copy differs from the far copy.
-    pub(crate) const DIRTY: u64 = 1 << 61;
     /// The evacuator wants to move or evict the object (see `epoch`).
-    pub(crate) const MOVING: u64 = 1 << 60;
+    pub(crate) const MOVING: u64 = 1 << 61;
     /// Someone is moving, fetching, evicting or flushing the object; others wait.
-    pub(crate) const BUSY: u64 = 1 << 59;
+    pub(crate) const BUSY: u64 = 1 << 60;
+    /// The runtime counts every hit (`RuntimeConfig::count_hits`): hits leave the one-compare
+    /// path for the one that also counts. Set in every present word of such a runtime.
+    pub(crate) const COUNT: u64 = 1 << 59;
+    /// The local copy differs from the far copy.
+    pub(crate) const DIRTY: u64 = 1 << 58;
     /// Fetched by a non-temporal access: evict first, not hot.
-    pub(crate) const NT: u64 = 1 << 58;
+    pub(crate) const NT: u64 = 1 << 57;
     /// A far copy exists (it must be freed with the object).
-    pub(crate) const REMOTE: u64 = 1 << 57;
+    pub(crate) const REMOTE: u64 = 1 << 56;
     /// The local copy is a dedicated allocation, not in a region.
-    pub(crate) const LARGE: u64 = 1 << 56;
+    pub(crate) const LARGE: u64 = 1 << 55;
 }
 
 /// Owner states of a slot.
