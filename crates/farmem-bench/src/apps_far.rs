@@ -85,17 +85,23 @@ pub fn runtime(addr: &str, budget: u64) -> anyhow::Result<Runtime> {
 }
 
 /// A placement whose columns live on the server at `addr`, with `budget` bytes of local cache;
-/// `agent` runs aggregates on the server.
+/// `agent` runs aggregates, derived columns and group-bys on the server. Also returns the runtime
+/// (for its traffic statistics).
 ///
 /// # Errors
 /// As [`runtime`].
-pub fn far_placement(addr: &str, budget: u64, agent: bool) -> anyhow::Result<PlacementRef> {
+pub fn far_runtime_placement(
+    addr: &str,
+    budget: u64,
+    agent: bool,
+) -> anyhow::Result<(Runtime, PlacementRef)> {
     let offload = if agent {
         Offload::Remote
     } else {
         Offload::Local
     };
-    Ok(Arc::new(FarPlacement::new(runtime(addr, budget)?, offload)))
+    let rt = runtime(addr, budget)?;
+    Ok((rt.clone(), Arc::new(FarPlacement::new(rt, offload))))
 }
 
 /// Runs `f` with the paging allocator enabled at `budget` bytes, paging to the server at `addr`.

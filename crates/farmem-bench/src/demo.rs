@@ -45,6 +45,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("\n{a}\n");
     }
     modes::print_table(&runs, false);
+    crate::taxi::print_traffic(&runs);
     let dir = modes::results_dir(&args.out)?;
     modes::write_json(
         &dir.join("demo.json"),

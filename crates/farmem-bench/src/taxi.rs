@@ -69,6 +69,47 @@ pub struct TaxiRun {
     pub step_seconds: Vec<f64>,
     /// The answers, as printed.
     pub answers: String,
+    /// Bytes moved between this process and the memory server during the analysis (object
+    /// modes; zero otherwise).
+    #[serde(default)]
+    pub moved: Traffic,
+}
+
+/// Bytes moved to and from far memory during a phase.
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize)]
+pub struct Traffic {
+    /// Object bytes fetched by the runtime.
+    pub fetched: u64,
+    /// Object bytes written back by the runtime.
+    pub written_back: u64,
+    /// Remote-agent arguments sent.
+    pub agent_sent: u64,
+    /// Remote-agent results received.
+    pub agent_received: u64,
+}
+
+impl Traffic {
+    /// Counters of `rt` and the process-wide agent counters now.
+    pub fn of(rt: &farmem::Runtime) -> Self {
+        let st = rt.stats();
+        let (agent_sent, agent_received) = farmem::containers::agent_traffic();
+        Self {
+            fetched: st.bytes_fetched,
+            written_back: st.bytes_written_back,
+            agent_sent,
+            agent_received,
+        }
+    }
+
+    /// `self - earlier`, counter by counter.
+    pub fn since(self, earlier: Self) -> Self {
+        Self {
+            fetched: self.fetched.saturating_sub(earlier.fetched),
+            written_back: self.written_back.saturating_sub(earlier.written_back),
+            agent_sent: self.agent_sent.saturating_sub(earlier.agent_sent),
+            agent_received: self.agent_received.saturating_sub(earlier.agent_received),
+        }
+    }
 }
 
 /// Bytes per trip of the loaded TLC columns plus the columns the analysis derives
@@ -148,15 +189,31 @@ pub fn run_in_process(
     placement: PlacementRef,
     quiet: bool,
 ) -> anyhow::Result<TaxiRun> {
+    run_measured(args, placement, None, quiet)
+}
+
+/// Like [`run_in_process`], also counting the bytes `rt` moves during the analysis.
+fn run_measured(
+    args: &Args,
+    placement: PlacementRef,
+    rt: Option<&farmem::Runtime>,
+    quiet: bool,
+) -> anyhow::Result<TaxiRun> {
     let t = Instant::now();
     let df = load(args, placement, quiet)?;
     let load_seconds = t.elapsed().as_secs_f64();
+    let before = rt.map(Traffic::of);
     let (answers, analyze_seconds, step_seconds) = analyze(&df, quiet)?;
+    let moved = match (rt, before) {
+        (Some(rt), Some(b)) => Traffic::of(rt).since(b),
+        _ => Traffic::default(),
+    };
     Ok(TaxiRun {
         load_seconds,
         analyze_seconds,
         step_seconds,
         answers: answers.to_string(),
+        moved,
     })
 }
 
@@ -216,8 +273,8 @@ fn run_mode(
     let result: anyhow::Result<TaxiRun> = match mode {
         Mode::Local => run_in_process(args, farmem_frame::LocalPlacement::shared(), quiet),
         Mode::Object | Mode::ObjectNoAgent => {
-            crate::apps_far::far_placement(server, budget, mode == Mode::Object)
-                .and_then(|p| run_in_process(args, p, quiet))
+            crate::apps_far::far_runtime_placement(server, budget, mode == Mode::Object)
+                .and_then(|(rt, p)| run_measured(args, p, Some(&rt), quiet))
         }
         Mode::Paging => modes::run_child(&child_args(args, mode, budget, server), None)
             .and_then(|v| Ok(serde_json::from_value(v)?)),
@@ -328,6 +385,30 @@ pub fn run_modes(args: &Args, quiet: bool) -> anyhow::Result<(Vec<ModeRun>, bool
     Ok((runs, agree))
 }
 
+/// Prints, for the object-mode runs, the bytes moved during the analysis.
+pub fn print_traffic(runs: &[ModeRun]) {
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    for r in runs {
+        let Some(t) = r
+            .detail
+            .get("moved")
+            .and_then(|m| serde_json::from_value::<Traffic>(m.clone()).ok())
+        else {
+            continue;
+        };
+        if matches!(r.mode, Mode::Object | Mode::ObjectNoAgent) {
+            println!(
+                "{:<26} moved during analysis: fetched {:.1} MiB, written back {:.1} MiB, agent args {:.1} KiB, agent results {:.1} KiB",
+                r.mode.label(),
+                mib(t.fetched),
+                mib(t.written_back),
+                t.agent_sent as f64 / 1024.0,
+                t.agent_received as f64 / 1024.0
+            );
+        }
+    }
+}
+
 /// Runs the benchmark.
 pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(mode) = args.child {
@@ -370,6 +451,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             println!("{a}");
         }
         modes::print_table(&runs, false);
+        print_traffic(&runs);
         println!("answers identical across modes: {agree}");
     }
     anyhow::ensure!(agree, "modes gave different answers");
