@@ -53,17 +53,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print_stall(&stall);
         return Ok(());
     }
-    let (hot_ns, box_ns) = hot_deref(args.hot_objects, args.hot_passes, false)?;
+    let (hot_ns, box_ns) = hot_deref(args.hot_objects, args.hot_passes, false, false)?;
     let hot_ratio = hot_ns / box_ns;
     println!(
         "hot deref: FarBox {hot_ns:.2} ns, Box {box_ns:.2} ns, ratio {hot_ratio:.2} (target <= 1.5; per-hit counting off)"
     );
-    let (large_ns, large_box_ns) = hot_deref(LARGE_HOT_SET, 10, false)?;
+    let (rand_ns, rand_box_ns) = hot_deref(args.hot_objects, args.hot_passes, false, true)?;
+    println!(
+        "hot deref in random order: FarBox {rand_ns:.2} ns, Box {rand_box_ns:.2} ns, ratio {:.2}",
+        rand_ns / rand_box_ns
+    );
+    let (large_ns, large_box_ns) = hot_deref(LARGE_HOT_SET, 10, false, false)?;
     println!(
         "hot deref, {LARGE_HOT_SET} objects (beyond the caches): FarBox {large_ns:.2} ns, Box {large_box_ns:.2} ns, ratio {:.2}",
         large_ns / large_box_ns
     );
-    let (counted_ns, counted_box_ns) = hot_deref(args.hot_objects, args.hot_passes, true)?;
+    let (counted_ns, counted_box_ns) = hot_deref(args.hot_objects, args.hot_passes, true, false)?;
     println!(
         "hot deref with every hit counted: FarBox {counted_ns:.2} ns, Box {counted_box_ns:.2} ns, ratio {:.2}",
         counted_ns / counted_box_ns
@@ -93,6 +98,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "hot_deref_ns": hot_ns,
             "box_deref_ns": box_ns,
             "hot_ratio": hot_ratio,
+            "hot_deref_random_ns": rand_ns,
+            "box_deref_random_ns": rand_box_ns,
+            "hot_ratio_random": rand_ns / rand_box_ns,
             "hot_deref_large_ns": large_ns,
             "box_deref_large_ns": large_box_ns,
             "hot_ratio_large": large_ns / large_box_ns,
@@ -119,24 +127,52 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 const LARGE_HOT_SET: usize = 1 << 20;
 
 /// Nanoseconds per dereference: `(FarBox, Box)`, best of several alternating measurements.
-fn hot_deref(n: usize, passes: usize, count_hits: bool) -> anyhow::Result<(f64, f64)> {
+///
+/// With `random`, both loops visit the objects in the same shuffled order (through an index
+/// array), so hardware prefetching and loop unrolling help neither side much.
+fn hot_deref(
+    n: usize,
+    passes: usize,
+    count_hits: bool,
+    random: bool,
+) -> anyhow::Result<(f64, f64)> {
     let rt = Runtime::new(RuntimeConfig::new(256 << 20).count_hits(count_hits))?;
     let far: Vec<FarBox<u64>> = (0..n as u64)
         .map(|i| FarBox::new(&rt, i))
         .collect::<Result<_, _>>()?;
     let boxed: Vec<Box<u64>> = (0..n as u64).map(Box::new).collect();
     let expect: u64 = (0..n as u64).sum::<u64>() * passes as u64;
+    let mut order: Vec<usize> = (0..n).collect();
+    if random {
+        // Fisher-Yates with a fixed xorshift seed: the same order on every run.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in (1..n).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            order.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+    }
     let (mut best_far, mut best_box) = (f64::MAX, f64::MAX);
     for _ in 0..5 {
         let t = Instant::now();
         let s = rt.scope();
         let mut sum = 0u64;
         let far = black_box(&far);
-        for _ in 0..passes {
-            for b in far {
-                sum += *b.read(&s)?;
+        if random {
+            for _ in 0..passes {
+                for &i in &order {
+                    sum += *far[i].read(&s)?;
+                }
+                sum = black_box(sum);
             }
-            sum = black_box(sum);
+        } else {
+            for _ in 0..passes {
+                for b in far {
+                    sum += *b.read(&s)?;
+                }
+                sum = black_box(sum);
+            }
         }
         drop(s);
         anyhow::ensure!(black_box(sum) == expect, "wrong far sum");
@@ -145,11 +181,20 @@ fn hot_deref(n: usize, passes: usize, count_hits: bool) -> anyhow::Result<(f64, 
         let t = Instant::now();
         let mut sum = 0u64;
         let boxed = black_box(&boxed);
-        for _ in 0..passes {
-            for b in boxed {
-                sum += **b;
+        if random {
+            for _ in 0..passes {
+                for &i in &order {
+                    sum += *boxed[i];
+                }
+                sum = black_box(sum);
             }
-            sum = black_box(sum);
+        } else {
+            for _ in 0..passes {
+                for b in boxed {
+                    sum += **b;
+                }
+                sum = black_box(sum);
+            }
         }
         anyhow::ensure!(black_box(sum) == expect, "wrong box sum");
         best_box = best_box.min(t.elapsed().as_nanos() as f64 / (n * passes) as f64);
