@@ -15,6 +15,10 @@
 //! to the device that needs them to swap in. Dropping the [`NetSwap`] undoes everything in
 //! reverse order (swapoff, loop detach, connection abort, unmount, page objects freed, unlock).
 //!
+//! If the process is killed with SIGKILL, the kernel aborts the FUSE connection (I/O to the
+//! device then fails) and the pieces stay: remove them with `swapoff /dev/loopN; losetup -d
+//! /dev/loopN; umount -l /tmp/farmem-netswap-*` (`losetup -a` names the device).
+//!
 //! [`crate::kswap::run_under`] with [`crate::kswap::SwapDevice::Tcp`] runs a workload under a
 //! memory cgroup with this device:
 //!
