@@ -2,7 +2,8 @@
 //!
 //! Three experiments, each reported against a reference measured in the same run:
 //! 1. Sequential scan (sum) of a `FarVec<u64>` at 10% local budget, in bytes/s, against the
-//!    transport's bulk bandwidth (batched `get_many` of the same chunk size) and a bare TCP stream.
+//!    transport's bulk bandwidth (batched `get_many` of the same chunk size, the better of two and
+//!    three batches in flight) and a bare TCP stream.
 //!    Target: >= 70% of the transport's bulk bandwidth.
 //! 2. Random lookups on a `FarHashMap` with Zipf(0.99) and Zipf(0.85) keys at 25% local budget,
 //!    in batches of `--batch` keys through `get_many_pipelined` (several requests in flight per
@@ -39,6 +40,10 @@ pub struct Args {
     /// Local budget for the scan, as a fraction of the vector.
     #[arg(long, default_value_t = 0.10)]
     pub scan_budget: f64,
+    /// Alternating rounds of the streaming scan and the transport's bulk reference (best of each
+    /// is reported).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Entries in the hash map.
     #[arg(long, default_value_t = 1 << 20)]
     pub map_keys: u64,
@@ -87,23 +92,26 @@ fn runtime(backend: Arc<TcpBackend>, budget: usize) -> anyhow::Result<Runtime> {
     Runtime::new(cfg).context("starting the runtime")
 }
 
-/// Bytes/s of bulk `get_many` of objects of `obj_bytes`: two threads, each keeping one batch of
-/// `batch` objects in flight, so the connection never idles (the transport's bulk bandwidth).
+/// Bytes/s of bulk `get_many` of objects of `obj_bytes`: `workers` threads, each keeping one
+/// batch of `batch` objects in flight, so the connection never idles (the transport's bulk
+/// bandwidth at that depth).
 fn transport_bulk(
     backend: &TcpBackend,
     obj_bytes: usize,
     batch: usize,
+    workers: usize,
     seconds: f64,
 ) -> anyhow::Result<f64> {
     let base = 0xB0_0000_0000u64;
-    let n = (batch * 4) as u64;
+    let slots = 2 * workers;
+    let n = (batch * slots) as u64;
     let data = vec![7u8; obj_bytes];
     let items: Vec<(u64, &[u8])> = (0..n).map(|i| (base + i, &data[..])).collect();
     backend.put_many(&items)?;
     let ids: Vec<u64> = (0..n).map(|i| base + i).collect();
     let t0 = Instant::now();
     let bytes = std::thread::scope(|s| -> anyhow::Result<u64> {
-        let workers: Vec<_> = (0..2)
+        let handles: Vec<_> = (0..workers)
             .map(|w| {
                 let ids = &ids;
                 s.spawn(move || -> anyhow::Result<u64> {
@@ -112,15 +120,15 @@ fn transport_bulk(
                     while t0.elapsed().as_secs_f64() < seconds {
                         let got = backend.get_many(&ids[k * batch..(k + 1) * batch])?;
                         bytes += got.iter().map(|g| g.len() as u64).sum::<u64>();
-                        k = (k + 2) % 4;
+                        k = (k + workers) % slots;
                     }
                     Ok(bytes)
                 })
             })
             .collect();
         let mut total = 0;
-        for w in workers {
-            total += w
+        for h in handles {
+            total += h
                 .join()
                 .map_err(|_| anyhow::anyhow!("bulk worker panicked"))??;
         }
@@ -151,23 +159,37 @@ fn scan_experiment(args: &Args, backend: Arc<TcpBackend>) -> anyhow::Result<serd
     let cached_s = t0.elapsed().as_secs_f64();
     // Bytes fetched by the measured caching pass alone.
     let cached_fetched = rt.stats().bytes_fetched - fetched_before;
-    let (fetched_before, streamed_before) = (rt.stats().bytes_fetched, streamed_bytes());
-    let t1 = Instant::now();
-    let mut sum3 = 0u64;
-    v.scan_nt(|c| sum3 = sum_of(c, sum3))?;
-    let scan_s = t1.elapsed().as_secs_f64();
-    let pass_fetched =
-        rt.stats().bytes_fetched - fetched_before + (streamed_bytes() - streamed_before);
-    anyhow::ensure!(sum == sum2 && sum == sum3, "the scans disagree");
-    let scan_rate = bytes as f64 / scan_s;
+    // The streaming pass and the transport's bulk bandwidth (the better of two and three
+    // batches in flight; the streaming scan keeps up to three) in alternating rounds, best of
+    // each: the machine may be shared, and both sides see the same noise.
+    let batch = ((2 << 20) / chunk_bytes).max(1);
+    let (mut scan_rates, mut bulk2s, mut bulk3s) = (Vec::new(), Vec::new(), Vec::new());
+    let mut pass_fetched = 0;
+    for _ in 0..args.rounds.max(1) {
+        let (fetched_before, streamed_before) = (rt.stats().bytes_fetched, streamed_bytes());
+        let t1 = Instant::now();
+        let mut sum3 = 0u64;
+        v.scan_nt(|c| sum3 = sum_of(c, sum3))?;
+        scan_rates.push(bytes as f64 / t1.elapsed().as_secs_f64());
+        pass_fetched =
+            rt.stats().bytes_fetched - fetched_before + (streamed_bytes() - streamed_before);
+        anyhow::ensure!(sum == sum3, "the scans disagree");
+        bulk2s.push(transport_bulk(&backend, chunk_bytes, batch, 2, 0.5)?);
+        bulk3s.push(transport_bulk(&backend, chunk_bytes, batch, 3, 0.5)?);
+    }
+    anyhow::ensure!(sum == sum2, "the scans disagree");
+    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let scan_rate = best(&scan_rates);
     let cached_rate = bytes as f64 / cached_s;
-    let bulk = transport_bulk(&backend, chunk_bytes, ((2 << 20) / chunk_bytes).max(1), 1.5)?;
+    let (bulk2, bulk3) = (best(&bulk2s), best(&bulk3s));
+    let bulk = bulk2.max(bulk3);
     let tcp = common::bulk_tcp_bytes_per_s(Duration::from_millis(1500), None, None)?;
     let st = rt.stats();
     println!(
-        "scan: {} MiB FarVec<u64> at {:.0}% budget: streaming (scan_nt) {} = {:.0}% of transport bulk {} ({:.0}% of bare TCP {}); measured pass fetched {} MiB ({:.2}x the vector); caching scan {} ({:.0}% of bulk, fetched {} MiB)",
+        "scan: {} MiB FarVec<u64> at {:.0}% budget: streaming (scan_nt, best of {} rounds) {} = {:.0}% of transport bulk {} ({:.0}% of bare TCP {}); measured pass fetched {} MiB ({:.2}x the vector); caching scan {} ({:.0}% of bulk, fetched {} MiB)",
         args.scan_mib,
         args.scan_budget * 100.0,
+        scan_rates.len(),
         common::human_rate(scan_rate),
         100.0 * scan_rate / bulk,
         common::human_rate(bulk),
@@ -183,12 +205,18 @@ fn scan_experiment(args: &Args, backend: Arc<TcpBackend>) -> anyhow::Result<serd
         "vector_bytes": bytes,
         "budget_bytes": rt.budget(),
         "chunk_bytes": chunk_bytes,
+        "rounds": scan_rates.len(),
         "scan_bytes_per_s": scan_rate,
         "scan_mode": "scan_nt (streaming)",
         "cached_scan_bytes_per_s": cached_rate,
         "cached_scan_ratio_to_transport_bulk": cached_rate / bulk,
         "cached_scan_bytes_fetched": cached_fetched,
         "transport_bulk_bytes_per_s": bulk,
+        "transport_bulk_2_in_flight_bytes_per_s": bulk2,
+        "transport_bulk_3_in_flight_bytes_per_s": bulk3,
+        "rounds_scan_bytes_per_s": scan_rates,
+        "rounds_transport_bulk_2_bytes_per_s": bulk2s,
+        "rounds_transport_bulk_3_bytes_per_s": bulk3s,
         "bare_tcp_bytes_per_s": tcp,
         "ratio_to_transport_bulk": scan_rate / bulk,
         "ratio_to_bare_tcp": scan_rate / tcp,

@@ -16,6 +16,10 @@ use super::error::{ContainerError, Result};
 use crate::Runtime;
 use crate::backend::PendingCompute;
 
+/// A pipelined request closes after this many keys per wanted miss even with fewer misses, so
+/// that batches with (almost) only hits are not held back for long.
+const GROUP_KEYS_PER_MISS: usize = 8;
+
 /// Bytes charged per cached entry beyond its key and value (map slot, queue entries).
 const ENTRY_OVERHEAD: usize = 48;
 
@@ -459,7 +463,7 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     /// server copy changed meanwhile or it is cached already.
     fn admit_clean(&self, k: K, v: Option<V>) -> Result<()> {
         let mut sh = self.shard(&k).lock();
-        let stale = sh.changed.contains(&k);
+        let stale = !sh.changed.is_empty() && sh.changed.contains(&k);
         sh.inflight -= 1;
         if sh.inflight == 0 {
             sh.changed.clear();
@@ -498,7 +502,8 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     /// would.
     ///
     /// Hits are answered locally; the misses of consecutive batches are fetched together, one
-    /// request per [`HashMapConfig::pipeline_misses`] misses, and up to
+    /// request per [`HashMapConfig::pipeline_misses`] misses (or per eight times as many keys),
+    /// and up to
     /// [`HashMapConfig::pipeline_depth`] requests are in flight while the next batches' hits
     /// are looked up, so the caller's thread never waits for a round trip it could overlap.
     ///
@@ -535,10 +540,13 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         let mut next = 0;
         let r = loop {
             let mut g = Group::default();
+            let mut keys = 0;
             while g.missing.len() < self.pipeline_misses
+                && keys < GROUP_KEYS_PER_MISS * self.pipeline_misses
                 && let Some(b) = batches.next()
             {
                 self.add_batch(&mut g, b);
+                keys += b.len();
                 // Hits-only groups are delivered as they come (nothing to overlap with).
                 if g.missing.is_empty() && inflight.is_empty() {
                     break;
