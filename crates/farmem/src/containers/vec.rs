@@ -452,14 +452,13 @@ impl<T: Pod + Send + Sync> FarVec<T> {
     }
 
     /// Writes every dirty local chunk back so the far copies are current (before an agent
-    /// operation reads them). Clean chunks cost nothing.
+    /// operation reads them), in batched round trips ([`Runtime::flush_many`]). Clean chunks cost
+    /// nothing.
     ///
     /// # Errors
     /// The runtime's error.
     pub fn flush(&self) -> Result<()> {
-        for c in &self.chunks {
-            c.flush()?;
-        }
+        self.rt.flush_many(&self.chunks)?;
         Ok(())
     }
 }
