@@ -90,6 +90,9 @@ pub(crate) struct ThreadState {
     /// The counter value (an open scope) an evacuator is waiting for this thread to leave; 0 if
     /// none.
     waited_for: std::sync::atomic::AtomicU64,
+    /// Which runtimes' evacuators are waiting for this thread: bit `runtime id % 64` (a
+    /// collision only makes a foreign wait look like the runtime's own, the conservative side).
+    waited_by: std::sync::atomic::AtomicU64,
 }
 
 static REGISTRY: Mutex<Vec<Arc<ThreadState>>> = Mutex::new(Vec::new());
@@ -102,6 +105,7 @@ impl Registration {
             epoch: Epoch::new(),
             depth: AtomicU32::new(0),
             waited_for: std::sync::atomic::AtomicU64::new(0),
+            waited_by: std::sync::atomic::AtomicU64::new(0),
         });
         REGISTRY.lock().push(ts.clone());
         Self(ts)
@@ -122,34 +126,60 @@ fn current() -> Arc<ThreadState> {
     THREAD.with(|r| r.0.clone())
 }
 
-/// Whether the calling thread is inside a scope, and whether an evacuator waits for that very
-/// scope to end (then waiting for the evacuator would deadlock).
-pub(crate) fn scope_state() -> (bool, bool) {
+/// What the calling thread's scope means for an allocation of runtime `runtime`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ScopeState {
+    /// The thread is inside a scope.
+    pub(crate) inside: bool,
+    /// Some evacuator waits for this very scope to end.
+    pub(crate) waited_for: bool,
+    /// The evacuator of `runtime` is among them: waiting for that runtime's evacuator would
+    /// deadlock.
+    pub(crate) by_own: bool,
+}
+
+fn waiter_bit(runtime: u64) -> u64 {
+    1 << (runtime % 64)
+}
+
+/// The calling thread's scope state, for an allocation of runtime `runtime`.
+pub(crate) fn scope_state(runtime: u64) -> ScopeState {
     THREAD
         .try_with(|r| {
             let inside = r.0.depth.load(StdOrdering::Relaxed) > 0;
-            let blocked = inside && r.0.waited_for.load(StdOrdering::Acquire) == r.0.epoch.load();
-            (inside, blocked)
+            let waited_for =
+                inside && r.0.waited_for.load(StdOrdering::Acquire) == r.0.epoch.load();
+            let by_own =
+                waited_for && r.0.waited_by.load(StdOrdering::Acquire) & waiter_bit(runtime) != 0;
+            ScopeState {
+                inside,
+                waited_for,
+                by_own,
+            }
         })
-        .unwrap_or((false, false))
+        .unwrap_or_default()
 }
 
 /// Waits for a grace period: every thread inside a scope when this is called has left it.
 ///
-/// The caller must have made its marks (read-modify-writes on handle words) before calling.
-/// `on_block` runs before waiting for a thread, after it can see that it is waited for.
-pub(crate) fn synchronize(on_block: impl Fn()) {
+/// The caller (the evacuator of runtime `runtime`) must have made its marks (read-modify-writes
+/// on handle words) before calling. `on_block` runs before waiting for a thread, after it can see
+/// that it is waited for.
+pub(crate) fn synchronize(runtime: u64, on_block: impl Fn()) {
     fence(Ordering::SeqCst);
     let threads: Vec<Arc<ThreadState>> = REGISTRY.lock().clone();
+    let bit = waiter_bit(runtime);
     for ts in threads {
         let snap = ts.epoch.load();
         if !snap.is_multiple_of(2) {
+            ts.waited_by.fetch_or(bit, StdOrdering::AcqRel);
             ts.waited_for.store(snap, StdOrdering::Release);
             on_block();
             ts.epoch.wait_past(snap);
             let _ =
                 ts.waited_for
                     .compare_exchange(snap, 0, StdOrdering::AcqRel, StdOrdering::Relaxed);
+            ts.waited_by.fetch_and(!bit, StdOrdering::AcqRel);
         }
     }
 }

@@ -169,7 +169,7 @@ pub(crate) fn round(inner: &Inner, lane: usize, force: bool) -> bool {
         }
     }
 
-    epoch::synchronize(|| inner.heap.notify_freed());
+    epoch::synchronize(inner.id, || inner.heap.notify_freed());
 
     let mut round = Round {
         inner,

@@ -23,6 +23,10 @@ thread_local! {
     static LANE: usize = NEXT_LANE.fetch_add(1, Ordering::Relaxed);
 }
 
+/// How long an allocation inside a scope that only other runtimes' evacuators wait for waits
+/// for its own runtime's evacuator before it uses the slack (see `Inner::alloc_space`).
+const FOREIGN_PATIENCE: Duration = Duration::from_millis(50);
+
 /// Frees queued before a batch `free` call is sent.
 const FREE_BATCH: usize = 512;
 
@@ -43,6 +47,8 @@ pub(crate) struct Inner {
     pub(crate) signal: Arc<Signal>,
     pub(crate) pending_free: Mutex<Vec<ObjectId>>,
     pub(crate) last_error: Mutex<Option<String>>,
+    /// Process-unique id (also names this runtime's evacuators in the scope handshake).
+    pub(crate) id: u64,
     /// `slot::bits::COUNT` if every hit is counted, else 0; or-ed into every present word.
     pub(crate) count_bit: u64,
     high_bytes: usize,
@@ -98,11 +104,13 @@ impl Runtime {
         )
         .map_err(|e| Error::Config(format!("cannot reserve the local heap: {e}")))?;
         let budget = cfg.local_budget as f64;
+        let id = NEXT_RUNTIME.fetch_add(1, Ordering::Relaxed);
         let inner = Arc::new(Inner {
             backend,
             heap,
             slots: SlotTable::new(),
-            counters: CounterSet::new(NEXT_RUNTIME.fetch_add(1, Ordering::Relaxed)),
+            counters: CounterSet::new(id),
+            id,
             high_bytes: (budget * cfg.high_watermark) as usize,
             low_bytes: (budget * cfg.low_watermark) as usize,
             count_bit: crate::object::count_bit(cfg.count_hits),
@@ -185,7 +193,7 @@ impl Runtime {
     /// Panics if the calling thread is inside a scope (that would wait for itself).
     pub fn evacuate_now(&self) {
         assert!(
-            !epoch::scope_state().0,
+            !epoch::scope_state(self.inner.id).inside,
             "evacuate_now called inside a scope"
         );
         let rounds = self.inner.heap.used()
@@ -236,9 +244,16 @@ impl Inner {
 
     /// Finds local space for an object, waiting for the evacuator if needed.
     ///
-    /// Stays within the budget, waiting for the evacuator up to `alloc_timeout`. When an
-    /// evacuator waits for the calling thread's own scope, waiting would deadlock: then the
-    /// allocation may use the slack, and fails with `pinned: true` if that is exhausted too.
+    /// Stays within the budget, waiting for the evacuator up to `alloc_timeout`. When this
+    /// runtime's evacuator waits for the calling thread's own scope, waiting would deadlock: then
+    /// the allocation may use the slack, and fails with `pinned: true` if that is exhausted too.
+    ///
+    /// Grace periods are process-wide, so another runtime's evacuator may be waiting for this
+    /// scope too. That alone is no reason to draw on this runtime's slack (this runtime's
+    /// evacuator may be held up by that other runtime's scopes, and then nothing refills the
+    /// slack): such an allocation first waits for this runtime's evacuator for
+    /// [`FOREIGN_PATIENCE`], and only then uses the slack (a cycle of runtimes waiting for each
+    /// other's scopes would otherwise never resolve).
     pub(crate) fn alloc_space(&self, lane: Lane, slot: u32, len: usize) -> Result<Allocation> {
         if len > self.max_object() {
             return Err(Error::ObjectTooLarge {
@@ -248,6 +263,7 @@ impl Inner {
         }
         let start = Instant::now();
         let evacuator = matches!(lane, Lane::Evacuator(_));
+        let mut foreign_since: Option<Instant> = None;
         loop {
             if let Some(a) = self.heap.alloc(lane, slot, len, self.heap.budget) {
                 if self.needs_evacuation() {
@@ -255,10 +271,17 @@ impl Inner {
                 }
                 return Ok(a);
             }
-            let (_, blocked) = epoch::scope_state();
+            let st = epoch::scope_state(self.id);
+            let foreign = st.waited_for && !st.by_own;
+            let since = match (foreign, foreign_since) {
+                (true, Some(t)) => Some(t),
+                (true, None) => Some(Instant::now()),
+                (false, _) => None,
+            };
+            foreign_since = since;
+            let blocked = st.by_own || since.is_some_and(|t| t.elapsed() >= FOREIGN_PATIENCE);
             if blocked || evacuator {
-                // The evacuator waits for this thread's scope (or this is the evacuator): waiting
-                // cannot help, so use the slack.
+                // Waiting cannot help (see above), so use the slack.
                 let limit = self.heap.budget + self.heap.slack;
                 if let Some(a) = self.heap.alloc(lane, slot, len, limit) {
                     self.wake_evacuator();
