@@ -136,3 +136,89 @@ fn alloc_free_loop_on_loopback_server() {
     drop(alloc_free_loop(&rt, capacity));
     assert!(rt.stats().objects_evicted > 0);
 }
+
+/// An embedded store whose `put_many` takes a second once armed.
+#[derive(Default)]
+struct SlowPuts {
+    store: EmbeddedStore,
+    armed: std::sync::atomic::AtomicBool,
+    started: std::sync::atomic::AtomicBool,
+}
+
+impl farmem::Backend for SlowPuts {
+    fn put(&self, id: u64, data: &[u8]) -> Result<(), farmem::BackendError> {
+        self.store.put(id, data)
+    }
+    fn get(&self, id: u64) -> Result<Vec<u8>, farmem::BackendError> {
+        self.store.get(id)
+    }
+    fn get_many(&self, ids: &[u64]) -> Result<Vec<Vec<u8>>, farmem::BackendError> {
+        self.store.get_many(ids)
+    }
+    fn put_many(&self, items: &[(u64, &[u8])]) -> Result<(), farmem::BackendError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.armed.load(SeqCst) {
+            self.started.store(true, SeqCst);
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        self.store.put_many(items)
+    }
+    fn free(&self, ids: &[u64]) -> Result<(), farmem::BackendError> {
+        self.store.free(ids)
+    }
+    fn stats(&self) -> Result<farmem::StoreStats, farmem::BackendError> {
+        self.store.stats()
+    }
+    fn compute(&self, r: u64, op: u16, args: &[u8]) -> Result<Vec<u8>, farmem::BackendError> {
+        self.store.compute(r, op, args)
+    }
+    fn describe(&self) -> String {
+        "slow puts".into()
+    }
+}
+
+/// A mutator touching objects while the evacuator writes them back does not wait for the
+/// write-back's round trip: it moves the objects itself, and nothing is lost.
+#[test]
+fn mutators_do_not_wait_for_write_back_io() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let backend = Arc::new(SlowPuts::default());
+    let rt = Runtime::new(
+        RuntimeConfig::new(4 << 20)
+            .region_size(64 << 10)
+            .custom_backend(backend.clone()),
+    )
+    .unwrap();
+    let mut boxes: Vec<FarBox<[u64; WORDS]>> = (0..32)
+        .map(|i| FarBox::new(&rt, [i as u64; WORDS]).unwrap())
+        .collect();
+    backend.armed.store(true, SeqCst);
+    std::thread::scope(|sc| {
+        let evac = sc.spawn(|| rt.evacuate_now());
+        while !backend.started.load(SeqCst) {
+            std::thread::yield_now();
+        }
+        let t = std::time::Instant::now();
+        {
+            let s = rt.scope();
+            for (i, b) in boxes.iter_mut().enumerate() {
+                let v = b.write(&s).unwrap();
+                assert_eq!(v[7], i as u64);
+                v[0] = 1000 + i as u64;
+            }
+        }
+        let waited = t.elapsed();
+        evac.join().unwrap();
+        assert!(
+            waited < std::time::Duration::from_millis(500),
+            "mutator waited {waited:?} for a write-back"
+        );
+    });
+    backend.armed.store(false, SeqCst);
+    assert!(rt.stats().self_moves > 0);
+    rt.evacuate_now();
+    for (i, b) in boxes.iter().enumerate() {
+        let v = b.get().unwrap();
+        assert_eq!((v[0], v[7]), (1000 + i as u64, i as u64));
+    }
+}
