@@ -1,5 +1,9 @@
 //! Far placement: columns in farmem [`FarVec`]s, with the aggregate operations (summary, select,
-//! unique, take) run by the remote agent on the memory server or, for comparison, here.
+//! count, unique, take), derived columns ([`Placement::derive`]), filtered value counts and
+//! group-bys with medians run by the remote agent on the memory server or, for comparison, here
+//! (the same kernels, identical results). Derived columns are written by the agent next to the
+//! data and adopted as chunks where they are: neither the inputs nor the result cross the
+//! network.
 
 use std::any::Any;
 use std::ops::Range;

@@ -99,7 +99,7 @@ pub fn haversine_km(lon1: f64, lat1: f64, lon2: f64, lat2: f64) -> f64 {
 /// after step `i` (0-based) with its wall time.
 ///
 /// # Errors
-/// [`FrameError::MissingColumn`] or [`FrameError::TypeMismatch`] if the frame lacks the TLC
+/// [`crate::FrameError::MissingColumn`] or [`crate::FrameError::TypeMismatch`] if the frame lacks the TLC
 /// columns; storage errors.
 pub fn analyze(
     df: &DataFrame,

@@ -5,7 +5,7 @@
 //! TCP server and the client library's embedded store.
 //!
 //! - Far-vector operations (aggregate, count, filter, gather, unique, group-by with an optional
-//!   row mask and medians, argsort, and [`derive`]d vectors from built-in expressions) are pure
+//!   row mask and medians, argsort, and [`mod@derive`]d vectors from built-in expressions) are pure
 //!   [`kernels`] over chunk objects; the client library runs the same kernels for its client-side
 //!   path, so both paths give bit-identical results.
 //! - Hash-table operations keep the cold entries of a client's `FarHashMap` in per-session
