@@ -569,6 +569,17 @@ impl<'v> Stream<'v> {
         n: usize,
         out: &mut Vec<W>,
     ) -> Result<(), AgentError> {
+        self.next_map(io, n, out, |x: W| x)
+    }
+
+    /// Replaces `out` with `f` of the next up to `n` elements, widened.
+    pub(crate) fn next_map<W: Wide, T, I: ChunkIo + ?Sized>(
+        &mut self,
+        io: &I,
+        n: usize,
+        out: &mut Vec<T>,
+        f: impl Fn(W) -> T,
+    ) -> Result<(), AgentError> {
         out.clear();
         let size = self.vec.ty.size();
         while out.len() < n && self.chunk < self.vec.chunks.len() {
@@ -586,7 +597,7 @@ impl<'v> Stream<'v> {
                         count * size
                     )))
                 } else {
-                    W::decode(self.vec.ty, &bytes[lo..hi], &mut |x| out.push(x))
+                    W::decode(self.vec.ty, &bytes[lo..hi], &mut |x| out.push(f(x)))
                 };
             })?;
             res?;
@@ -690,11 +701,7 @@ fn mask_block<I: ChunkIo + ?Sized>(
 ) -> Result<(), AgentError> {
     with_domain!(s.vec.ty.domain(), M => {
         let p = BoundPred::<M>::new(pred)?;
-        let mut xs: Vec<M> = Vec::with_capacity(n);
-        s.next::<M, I>(io, n, &mut xs)?;
-        out.clear();
-        out.extend(xs.iter().map(|&x| p.test(x)));
-        Ok(())
+        s.next_map::<M, bool, I>(io, n, out, |x| p.test(x))
     })
 }
 
