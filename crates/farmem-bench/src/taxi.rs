@@ -35,7 +35,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "local,object,object-noagent,paging,kswap"
+        default_value = "local,object,object-noagent,paging,kswap,kswap-net"
     )]
     pub modes: Vec<Mode>,
     /// Print the results as JSON on stdout instead of a table.
