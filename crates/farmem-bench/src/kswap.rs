@@ -408,6 +408,38 @@ pub fn run_under_swap(
     run_under(limit_bytes, SwapDevice::Zram, program, args)
 }
 
+/// How many times [`run_under_retrying`] runs a child again after the cgroup's OOM killer took it.
+pub const OOM_RETRIES: u32 = 2;
+
+/// [`run_under`], run again (from scratch, with fresh devices) up to [`OOM_RETRIES`] times when
+/// the child is killed by SIGKILL: under heavy swapping a cgroup-v1 memory limit sometimes gives
+/// up reclaim and its OOM killer takes the child although swap space is free. Each retry is
+/// reported on stderr.
+///
+/// # Errors
+/// As [`run_under`].
+pub fn run_under_retrying(
+    limit_bytes: u64,
+    device: SwapDevice<'_>,
+    program: &Path,
+    args: &[&str],
+) -> Result<SwapRun, KswapError> {
+    use std::os::unix::process::ExitStatusExt;
+    let mut kills = 0;
+    loop {
+        let run = run_under(limit_bytes, device, program, args)?;
+        if run.output.status.signal() == Some(libc::SIGKILL) && kills < OOM_RETRIES {
+            kills += 1;
+            eprintln!(
+                "  kernel swap child was killed by the cgroup's OOM killer; running it again \
+                 ({kills}/{OOM_RETRIES})"
+            );
+            continue;
+        }
+        return Ok(run);
+    }
+}
+
 /// [`run_under_swap`] with a choice of swap device.
 ///
 /// # Errors

@@ -163,7 +163,7 @@ pub fn run_child_on(
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = match swap {
         Some((limit, device)) => {
-            let run = crate::kswap::run_under(limit, device, &exe, &argv)?;
+            let run = crate::kswap::run_under_retrying(limit, device, &exe, &argv)?;
             if let Some(net) = &run.net {
                 eprintln!(
                     "  kernel swap over TCP: {} MiB swapped out, {} MiB swapped in, memory \

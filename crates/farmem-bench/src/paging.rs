@@ -490,7 +490,7 @@ fn kernel_swap(
         Some(s) => kswap::SwapDevice::Tcp { server: &s.addr },
         None => kswap::SwapDevice::Zram,
     };
-    let run = kswap::run_under(budget as u64, device, &exe, &child_args)?;
+    let run = kswap::run_under_retrying(budget as u64, device, &exe, &child_args)?;
     drop(server);
     let out = String::from_utf8_lossy(&run.output.stdout);
     anyhow::ensure!(
