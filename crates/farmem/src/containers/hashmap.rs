@@ -268,6 +268,20 @@ struct Group<K, V> {
     pending: Option<PendingCompute>,
 }
 
+/// The groups of a pipelined lookup still in flight; dropping it abandons them.
+struct InFlight<'a, K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> {
+    map: &'a FarHashMap<K, V>,
+    groups: VecDeque<Group<K, V>>,
+}
+
+impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> Drop for InFlight<'_, K, V> {
+    fn drop(&mut self) {
+        while let Some(g) = self.groups.pop_front() {
+            self.map.abandon_group(g);
+        }
+    }
+}
+
 impl<K, V> Default for Group<K, V> {
     fn default() -> Self {
         Self {
@@ -527,6 +541,10 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     ///
     /// # Errors
     /// The backend's or the agent's error; `f` has seen the batches before the failed one.
+    ///
+    /// # Panics
+    /// Only if `f` panics; the panic propagates after the lookups still in flight are
+    /// abandoned, so the map stays usable.
     pub fn get_many_pipelined<'k>(
         &self,
         batches: impl IntoIterator<Item = &'k [K]>,
@@ -536,9 +554,15 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         K: 'k,
     {
         let mut batches = batches.into_iter().peekable();
-        let mut inflight: VecDeque<Group<K, V>> = VecDeque::new();
+        // Groups still in flight are abandoned however this function ends, a panic in `f`
+        // included, so no shard is left with lookups counted as in flight.
+        let mut inflight = InFlight {
+            map: self,
+            groups: VecDeque::new(),
+        };
+        let inflight = &mut inflight.groups;
         let mut next = 0;
-        let r = loop {
+        loop {
             let mut g = Group::default();
             let mut keys = 0;
             while g.missing.len() < self.pipeline_misses
@@ -570,11 +594,7 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
             } else if !more {
                 break Ok(());
             }
-        };
-        for g in inflight {
-            self.abandon_group(g);
         }
-        r
     }
 
     /// Looks `keys` up locally into a new batch of `g`; misses are added to `g`'s request.
@@ -660,16 +680,19 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
                 return Err(e);
             }
         };
-        let mut first_err = None;
+        // Every missed key of the group is admitted (ending its in-flight count) before `f`
+        // sees any batch, so a panic in `f` leaves no shard waiting for these lookups.
+        let mut first_err: Option<(usize, ContainerError)> = None;
         let mut values = values.into_iter();
         let mut slots = g.slots.iter();
+        let mut outs = Vec::with_capacity(g.batches.len());
         for (b, (mut out, range)) in g.batches.into_iter().enumerate() {
             for k in &g.missing[range] {
                 let v = match values.next() {
                     Some(HtValue::Value(bytes)) => match decode::<V>(&bytes) {
                         Ok(v) => Some(v),
                         Err(e) => {
-                            first_err.get_or_insert(e);
+                            first_err.get_or_insert((b, e));
                             None
                         }
                     },
@@ -679,15 +702,17 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
                     out[i] = v;
                 }
                 if let Err(e) = self.admit_clean(*k, v) {
-                    first_err.get_or_insert(e);
+                    first_err.get_or_insert((b, e));
                 }
             }
-            if first_err.is_none() {
-                f(b, out);
-            }
+            outs.push(out);
+        }
+        let deliver = first_err.as_ref().map_or(outs.len(), |(b, _)| *b);
+        for (b, out) in outs.into_iter().take(deliver).enumerate() {
+            f(b, out);
         }
         match first_err {
-            Some(e) => Err(e),
+            Some((_, e)) => Err(e),
             None => Ok(()),
         }
     }
@@ -962,5 +987,39 @@ impl<K, V> Drop for FarHashMap<K, V> {
         if let Err(e) = call(&self.rt, self.table, op::HT_DROP, &args) {
             tracing::warn!("dropping server-side table {:#x} failed: {e}", self.table);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RuntimeConfig;
+
+    fn in_flight(m: &FarHashMap<u64, u64>) -> usize {
+        m.shards.iter().map(|s| s.lock().inflight).sum()
+    }
+
+    #[test]
+    fn a_panicking_callback_leaves_no_lookup_in_flight() {
+        let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
+        let m: FarHashMap<u64, u64> = FarHashMap::new(&rt, HashMapConfig::new(4 << 10)).unwrap();
+        m.insert_many(&(0..4096u64).map(|k| (k, k + 1)).collect::<Vec<_>>())
+            .unwrap();
+        let keys: Vec<u64> = (0..4096).collect();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            m.get_many_pipelined(keys.chunks(64), |i, _| {
+                assert!(i < 3, "callback fails on batch {i}");
+            })
+        }));
+        assert!(r.is_err(), "the callback should have panicked");
+        assert_eq!(in_flight(&m), 0);
+        // The map still answers, and caches again.
+        let mut seen = 0;
+        m.get_many_pipelined(keys.chunks(64), |_, v| {
+            seen += v.iter().flatten().count();
+        })
+        .unwrap();
+        assert_eq!(seen, 4096);
+        assert_eq!(in_flight(&m), 0);
     }
 }
