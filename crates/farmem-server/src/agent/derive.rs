@@ -16,7 +16,7 @@
 use farmem_proto::agent::{DeriveArgs, Domain, Expr};
 
 use super::AgentError;
-use super::kernels::{BLOCK, ChunkIo, Stream, with_domain};
+use super::kernels::{BLOCK, ChunkIo, Stream, capacity_hint, with_domain};
 
 /// Great-circle distance in km between `(lon1, lat1)` and `(lon2, lat2)`, in degrees.
 pub fn haversine_km(lon1: f64, lat1: f64, lon2: f64, lat2: f64) -> f64 {
@@ -146,7 +146,9 @@ pub fn derive<I: ChunkIo + ?Sized>(io: &I, args: &DeriveArgs) -> Result<u64, Age
     let out_size = expr.out_type().size();
     let mut streams: Vec<Stream<'_>> = args.inputs.iter().map(Stream::new).collect();
     // One output chunk at a time, filled in blocks.
-    let mut chunk: Vec<u8> = Vec::with_capacity(per.min(len as usize) * out_size);
+    // `per` and `len` are the client's: reserve one block, the chunk grows as data arrives.
+    let mut chunk: Vec<u8> =
+        Vec::with_capacity(capacity_hint(per.min(BLOCK) as u64).min(len as usize) * out_size);
     let mut next_id = args.out.ids.iter();
     let mut left = len as usize;
     with_domain!(expr.input_domain(), W => {
@@ -319,5 +321,23 @@ mod tests {
         assert!(bad(Expr::Diff, vec![a.clone(), short], out(5000, 20, 64)));
         assert!(bad(Expr::Hour, vec![a.clone()], out(5000, 1, 64)));
         assert!(bad(Expr::Hour, vec![a], out(5000, 1, 0)));
+        // A declared length far beyond the data (u32::MAX-element chunks and output chunks of
+        // 8-byte values: 32 GiB) is an error when the data runs out, not an up-front
+        // allocation that aborts the server.
+        let huge = VecRef {
+            ty: ElemType::I64,
+            chunks: vec![(1, u32::MAX); 4],
+        };
+        assert!(matches!(
+            derive(
+                &m,
+                &DeriveArgs {
+                    expr: Expr::Diff,
+                    inputs: vec![huge.clone(), huge],
+                    out: out(7000, 4, u32::MAX),
+                }
+            ),
+            Err(_)
+        ));
     }
 }

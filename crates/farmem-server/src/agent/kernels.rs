@@ -405,7 +405,7 @@ fn read_u64s<I: ChunkIo + ?Sized>(io: &I, vec: &VecRef) -> Result<Vec<u64>, Agen
             vec.ty
         )));
     }
-    let mut v = Vec::with_capacity(usize::try_from(vec.len()).unwrap_or(0));
+    let mut v = Vec::with_capacity(capacity_hint(vec.len()));
     for_each_elem::<u64, I>(io, vec, |x| v.push(x))?;
     Ok(v)
 }
@@ -521,7 +521,7 @@ pub fn group_by<I: ChunkIo + ?Sized>(
 /// Those of [`filter`].
 pub fn argsort<I: ChunkIo + ?Sized>(io: &I, args: &ArgsortArgs) -> Result<u64, AgentError> {
     let perm: Vec<u64> = with_domain!(args.vec.ty.domain(), W => {
-        let mut vals: Vec<W> = Vec::with_capacity(usize::try_from(args.vec.len()).unwrap_or(0));
+        let mut vals: Vec<W> = Vec::with_capacity(capacity_hint(args.vec.len()));
         for_each_elem::<W, I>(io, &args.vec, |x| vals.push(x))?;
         let mut perm: Vec<u64> = (0..vals.len() as u64).collect();
         perm.sort_by(|&a, &b| vals[a as usize].total(&vals[b as usize]));
@@ -614,6 +614,13 @@ impl<'v> Stream<'v> {
 /// Rows read per block by the multi-vector kernels.
 pub(crate) const BLOCK: usize = 8192;
 
+/// Elements to reserve for a vector whose length a client *declared*: at most 1 Mi, so a
+/// request naming huge chunk counts cannot make the server allocate before any data is read
+/// (the buffer still grows to the real length as chunks arrive).
+pub(crate) fn capacity_hint(declared: u64) -> usize {
+    usize::try_from(declared.min(1 << 20)).unwrap_or(0)
+}
+
 /// A multiply-shift hasher for `u64` group keys (keys are not attacker-chosen beyond the
 /// client's own data, and a group limit bounds the table).
 #[derive(Default)]
@@ -629,7 +636,11 @@ impl std::hash::Hasher for KeyHasher {
         }
     }
     fn write_u64(&mut self, x: u64) {
-        self.0 = (x ^ (x >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // Fold the high half of the full product in: the low bits of a plain product depend
+        // only on the low bits of the key, and the table picks buckets from the low bits, so
+        // keys that are multiples of a power of two would share a fraction of the buckets.
+        let p = u128::from(x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = (p as u64) ^ ((p >> 64) as u64);
     }
 }
 
