@@ -6,10 +6,7 @@
 //! into the evacuator's own lane (hot objects: compaction) or evict it (cold ones: dirty objects
 //! are written back with batched `put_many`, clean ones are dropped). Emptied regions go back to
 //! the heap. A mutator touching a marked object moves it itself or cancels the mark; it never
-//! waits for more than the one object it touches, and never for I/O: objects of a write-back
-//! batch are copied out under `BUSY` and released (still marked) before the `put_many`, then
-//! evicted only if still marked in place (dedicated allocations are sent from place, under
-//! `BUSY`).
+//! waits for more than the one object it touches.
 
 use crate::epoch::{self, backoff};
 use crate::heap::{Lane, Resident};
@@ -91,12 +88,8 @@ struct Round<'a> {
     keep: Vec<bool>,
     done: Vec<bool>,
     requeue_large: Vec<Resident>,
-    /// Objects being written back: the marked word, and where their bytes are in `copies`
-    /// (`None`: a dedicated allocation, sent from place while we hold its BUSY bit).
-    writeback: Vec<(Marked, u64, Option<usize>)>,
+    writeback: Vec<(Marked, u64)>,
     writeback_bytes: usize,
-    /// Copies of the region objects in `writeback`.
-    copies: Vec<u8>,
     evicted: u64,
     compacted: u64,
     written: u64,
@@ -186,7 +179,6 @@ pub(crate) fn round(inner: &Inner, lane: usize, force: bool) -> bool {
         requeue_large: Vec::new(),
         writeback: Vec::new(),
         writeback_bytes: 0,
-        copies: Vec::new(),
         evicted: 0,
         compacted: 0,
         written: 0,
@@ -289,23 +281,7 @@ impl Round<'_> {
         }
         if w & DIRTY != 0 || w & REMOTE == 0 {
             self.writeback_bytes += m.len;
-            if w & LARGE != 0 {
-                self.writeback.push((m, w, None));
-            } else {
-                // Copy the bytes out and let go of BUSY before the I/O: the object stays marked,
-                // so a mutator touching it during the write-back moves it itself instead of
-                // waiting for the round trip (BUSY is held for a memcpy only). REMOTE is set now:
-                // a far copy may exist from here on (freeing an unknown id is harmless).
-                let off = self.copies.len();
-                // SAFETY: we hold BUSY and the grace period has passed, so nobody writes the
-                // object, and the region is not released before this round finishes with it.
-                self.copies.extend_from_slice(unsafe {
-                    std::slice::from_raw_parts(m.addr as *const u8, m.len)
-                });
-                let marked = (w | REMOTE) & !BUSY;
-                slot.word.store(marked, Ordering::Release);
-                self.writeback.push((m, marked, Some(off)));
-            }
+            self.writeback.push((m, w));
             if self.writeback_bytes >= self.inner.cfg.writeback_batch {
                 self.flush_writeback();
             }
@@ -330,18 +306,14 @@ impl Round<'_> {
             return;
         }
         let batch = std::mem::take(&mut self.writeback);
-        let copies = std::mem::take(&mut self.copies);
         self.writeback_bytes = 0;
         let items: Vec<(u64, &[u8])> = batch
             .iter()
-            .map(|&(m, _, copy)| {
+            .map(|(m, _)| {
                 let id = self.inner.slots.get(m.slot).map_or(0, Slot::id);
-                let bytes = match copy {
-                    Some(off) => &copies[off..off + m.len],
-                    // SAFETY: we hold BUSY on this dedicated allocation and the grace period has
-                    // passed: the bytes stay valid and unwritten until we release the word below.
-                    None => unsafe { std::slice::from_raw_parts(m.addr as *const u8, m.len) },
-                };
+                // SAFETY: we hold BUSY on each object and the grace period has passed: the bytes
+                // stay valid and unwritten until we release the word below.
+                let bytes = unsafe { std::slice::from_raw_parts(m.addr as *const u8, m.len) };
                 (id, bytes)
             })
             .collect();
@@ -352,87 +324,23 @@ impl Round<'_> {
         drop(items);
         match res {
             Ok(()) => {
-                for (m, _, copy) in &batch {
-                    self.written += m.len as u64;
+                for (m, _) in &batch {
                     if let Some(slot) = self.inner.slots.get(m.slot) {
-                        if copy.is_some() {
-                            self.evict_marked(slot, m);
-                        } else {
-                            self.evict(slot, m);
-                        }
+                        self.written += m.len as u64;
+                        self.evict(slot, m);
                     }
                 }
             }
             Err(e) => {
                 tracing::warn!("write-back of {} objects failed: {e}", batch.len());
                 *self.inner.last_error.lock() = Some(e.to_string());
-                for (m, w, copy) in &batch {
+                for (m, w) in &batch {
                     if let Some(slot) = self.inner.slots.get(m.slot) {
-                        if copy.is_some() {
-                            unmark(slot, m.addr);
-                        } else {
-                            slot.word.store(w & !(MOVING | BUSY), Ordering::Release);
-                        }
+                        slot.word.store(w & !(MOVING | BUSY), Ordering::Release);
                     }
                     self.keep(m);
                 }
             }
-        }
-        // Reuse the buffer's capacity.
-        self.copies = copies;
-        self.copies.clear();
-    }
-
-    /// After a successful write-back of a copy: evicts the object if it is still marked where it
-    /// was. A mutator may meanwhile have moved it (it is then elsewhere, keeping REMOTE and
-    /// DIRTY), cancelled the mark (it stays; the region is kept) or freed it.
-    fn evict_marked(&mut self, slot: &Slot, m: &Marked) {
-        let mut spins = 0;
-        loop {
-            let w = slot.word.load(Ordering::Acquire);
-            if w & BUSY != 0 {
-                backoff(&mut spins);
-                continue;
-            }
-            if w & PRESENT == 0 || addr(w) != m.addr {
-                return;
-            }
-            if w & MOVING == 0 {
-                self.keep(m);
-                return;
-            }
-            // The far copy holds the bytes as of the copy, and nobody has written them since
-            // (marked after the grace period: writers move the object first).
-            if slot
-                .word
-                .compare_exchange(w, REMOTE, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                self.evicted += 1;
-                return;
-            }
-        }
-    }
-}
-
-/// Clears the mark of an object still marked at `at` (waiting out a mutator's BUSY).
-fn unmark(slot: &Slot, at: usize) {
-    let mut spins = 0;
-    loop {
-        let w = slot.word.load(Ordering::Acquire);
-        if w & BUSY != 0 {
-            backoff(&mut spins);
-            continue;
-        }
-        if w & PRESENT == 0 || addr(w) != at || w & MOVING == 0 {
-            return;
-        }
-        if slot
-            .word
-            .compare_exchange(w, w & !MOVING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            return;
         }
     }
 }
