@@ -402,3 +402,31 @@ fn scan_fetches_each_chunk_once() {
         );
     }
 }
+
+#[test]
+fn a_panicking_scan_callback_stops_the_read_ahead() {
+    let rt = Runtime::new(RuntimeConfig::new(8 << 20)).unwrap();
+    let mut v: FarVec<u64> = FarVec::new(&rt);
+    v.extend(0..(32usize << 20) as u64 / 8).unwrap();
+    let v = std::sync::Arc::new(v);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for nt in [false, true] {
+        let (v, tx) = (v.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let mut seen = 0;
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let f = |_: &[u64]| {
+                    seen += 1;
+                    assert!(seen < 3, "callback fails on its third chunk");
+                };
+                if nt { v.scan_nt(f) } else { v.scan(f) }
+            }));
+            let _ = tx.send((nt, r.is_err()));
+        });
+        // A hang here (the read-ahead threads never stopped) fails the test instead.
+        let (which, panicked) = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("scan did not return after its callback panicked");
+        assert!(which == nt && panicked);
+    }
+}

@@ -118,6 +118,12 @@ pub(crate) fn scan<O: Far + Sync, E>(
                 }
             });
         }
+        // Stops the read-ahead threads however the consumer ends (a panic in `f` included),
+        // so the scope can join them.
+        let _stop = StopOnDrop {
+            stop: &stop,
+            cv: None,
+        };
         let r = (0..n).try_for_each(|i| {
             pos.store(i, Ordering::Relaxed);
             let mut p = progress.lock();
@@ -130,6 +136,21 @@ pub(crate) fn scan<O: Far + Sync, E>(
         stop.store(true, Ordering::Relaxed);
         r
     })
+}
+
+/// Sets `stop` (and wakes the waiters on `cv`) when dropped.
+struct StopOnDrop<'a> {
+    stop: &'a AtomicBool,
+    cv: Option<&'a Condvar>,
+}
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(cv) = self.cv {
+            cv.notify_all();
+        }
+    }
 }
 
 /// Threads fetching batches for [`stream`]: each keeps one batch request in flight, so the
@@ -244,6 +265,12 @@ pub(crate) fn stream<T: Pod + Send + Sync, E>(
                 }
             });
         }
+        // Stops the streamers however the consumer ends (a panic in `f` included), so the
+        // scope can join them.
+        let _stop = StopOnDrop {
+            stop: &stop,
+            cv: Some(&consumed_cv),
+        };
         let r = (0..batches).try_for_each(|b| {
             let got = {
                 let mut st = state.lock();
