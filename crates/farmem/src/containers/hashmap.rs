@@ -74,8 +74,10 @@ struct FastHasher(u64);
 
 impl Hasher for FastHasher {
     fn finish(&self) -> u64 {
-        // Fold the well-mixed high bits into the low ones (hash tables index by the low bits).
-        self.0 ^ (self.0 >> 29)
+        // A full finalizer: every input bit reaches the low bits the tables index by (a plain
+        // fold would leave keys that differ only in high bits in one bucket, whatever the seed).
+        let h = (self.0 ^ (self.0 >> 32)).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        h ^ (h >> 32)
     }
     fn write(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(8) {
@@ -774,9 +776,7 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
             // server's older copy meanwhile.
             let mut sh = shard.lock();
             for &i in &idx {
-                let k = entries[i].0;
-                sh.forget(&k);
-                sh.changed_remotely(k);
+                sh.changed_remotely(entries[i].0);
             }
             for part in idx.chunks(4096) {
                 self.put_remote(
@@ -790,6 +790,11 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
                         })
                         .collect(),
                 )?;
+                // Only now is the server's copy the newest: a failed part leaves its keys'
+                // cached (possibly dirty) values in place.
+                for &i in part {
+                    sh.forget(&entries[i].0);
+                }
             }
         }
         Ok(())
