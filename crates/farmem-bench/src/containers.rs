@@ -302,7 +302,12 @@ fn map_experiment(args: &Args, backend: Arc<TcpBackend>) -> anyhow::Result<serde
     let rt = runtime(backend, 8 << 20)?;
     let mut out = Vec::new();
     for s in [0.99, 0.85] {
-        let m: FarHashMap<u64, Value> = FarHashMap::new(&rt, HashMapConfig::new(local))?;
+        // The same request size as the reference below (`pipeline_misses` = the batch).
+        let cfg = HashMapConfig {
+            pipeline_misses: args.batch.max(1),
+            ..HashMapConfig::new(local)
+        };
+        let m: FarHashMap<u64, Value> = FarHashMap::new(&rt, cfg)?;
         let entries: Vec<(u64, Value)> = (0..args.map_keys).map(|r| (key_of(r), [r; 4])).collect();
         m.insert_many(&entries)?;
         let keys = zipf_keys(args.map_keys, s, args.map_ops, 42);

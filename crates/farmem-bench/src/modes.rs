@@ -173,6 +173,12 @@ pub fn run_child_on(
                     net.server_bytes_written >> 20,
                     net.daemon.backend_errors
                 );
+                // A swap-in or swap-out that failed makes the run's figure meaningless.
+                anyhow::ensure!(
+                    net.daemon.backend_errors == 0,
+                    "kernel swap over TCP: {} swap requests to the memory server failed",
+                    net.daemon.backend_errors
+                );
             }
             run.output
         }

@@ -510,6 +510,11 @@ fn kernel_swap(
     r.num(&format!("{key}_cgroup_peak_bytes"), run.peak_bytes as f64);
     let swapped = match &run.net {
         Some(n) => {
+            anyhow::ensure!(
+                n.daemon.backend_errors == 0,
+                "{label}: {} swap requests to the memory server failed",
+                n.daemon.backend_errors
+            );
             r.num("kswap_net_pages_out", n.daemon.pages_written as f64);
             r.num("kswap_net_pages_in", n.daemon.pages_read as f64);
             r.num(

@@ -544,6 +544,9 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     /// # Errors
     /// The backend's or the agent's error; `f` has seen the batches before the failed one.
     ///
+    /// `f` must not change the map: the hits of later batches are looked up, and their misses
+    /// requested, before `f` sees earlier batches, so such a change may not show in them.
+    ///
     /// # Panics
     /// Only if `f` panics; the panic propagates after the lookups still in flight are
     /// abandoned, so the map stays usable.
