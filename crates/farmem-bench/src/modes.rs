@@ -131,6 +131,36 @@ pub fn run_child(args: &[String], kswap_limit: Option<u64>) -> anyhow::Result<se
     )
 }
 
+/// Runs `mode` (paging, kernel swap or kernel swap over TCP) in a child process given `args`,
+/// at `budget` bytes, and decodes its result. `Err(why)` when the mode cannot run here (the
+/// caller reports it as skipped).
+///
+/// # Errors
+/// The inner result carries the child's failure, or a mode that does not run in a child.
+pub fn run_child_mode<T: serde::de::DeserializeOwned>(
+    mode: Mode,
+    args: &[String],
+    budget: u64,
+    server: &str,
+) -> Result<anyhow::Result<T>, String> {
+    let value = match mode {
+        Mode::Paging => run_child(args, None),
+        Mode::Kswap => {
+            crate::kswap::available()?;
+            run_child(args, Some(budget + KSWAP_SLACK))
+        }
+        Mode::KswapNet => {
+            crate::netswap::available()?;
+            run_child_net(args, budget, server)
+        }
+        other => Err(anyhow::anyhow!(
+            "{} does not run in a child process",
+            other.name()
+        )),
+    };
+    Ok(value.and_then(|v| Ok(serde_json::from_value(v)?)))
+}
+
 /// [`run_child`] under kernel swap to the memory server at `server` (mode
 /// [`Mode::KswapNet`]), in a memory cgroup of `budget` plus [`KSWAP_SLACK`] bytes.
 ///

@@ -276,21 +276,17 @@ fn run_mode(
             crate::apps_far::far_runtime_placement(server, budget, mode == Mode::Object)
                 .and_then(|(rt, p)| run_measured(args, p, Some(&rt), quiet))
         }
-        Mode::Paging => modes::run_child(&child_args(args, mode, budget, server), None)
-            .and_then(|v| Ok(serde_json::from_value(v)?)),
-        Mode::Kswap => match crate::kswap::available() {
-            Err(why) => return ModeRun::skipped(mode, ratio, budget, why),
-            Ok(()) => modes::run_child(
+        Mode::Paging | Mode::Kswap | Mode::KswapNet => {
+            match modes::run_child_mode(
+                mode,
                 &child_args(args, mode, budget, server),
-                Some(budget + modes::KSWAP_SLACK),
-            )
-            .and_then(|v| Ok(serde_json::from_value(v)?)),
-        },
-        Mode::KswapNet => match crate::netswap::available() {
-            Err(why) => return ModeRun::skipped(mode, ratio, budget, why),
-            Ok(()) => modes::run_child_net(&child_args(args, mode, budget, server), budget, server)
-                .and_then(|v| Ok(serde_json::from_value(v)?)),
-        },
+                budget,
+                server,
+            ) {
+                Ok(r) => r,
+                Err(why) => return ModeRun::skipped(mode, ratio, budget, why),
+            }
+        }
     };
     match result {
         Ok(r) => ModeRun {
