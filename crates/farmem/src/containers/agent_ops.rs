@@ -549,6 +549,26 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
             .collect()
     }
 
+    /// The arguments of a group-by of `values` by this key column.
+    fn group_args<V: Primitive + Send + Sync>(
+        &self,
+        values: &FarVec<V>,
+        limit: u32,
+    ) -> Result<GroupByArgs> {
+        if values.len() != self.len {
+            return Err(ContainerError::Invalid(format!(
+                "key column has {} elements, value column {}",
+                self.len,
+                values.len()
+            )));
+        }
+        Ok(GroupByArgs {
+            keys: self.vec_ref(),
+            values: values.vec_ref(),
+            limit,
+        })
+    }
+
     /// Group-by aggregate with `self` as the key column: for each distinct key (ascending), the
     /// aggregates of the `values` at the same positions.
     ///
@@ -561,18 +581,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
         limit: u32,
         mode: Offload,
     ) -> Result<Vec<(T, Aggregates)>> {
-        if values.len() != self.len {
-            return Err(ContainerError::Invalid(format!(
-                "key column has {} elements, value column {}",
-                self.len,
-                values.len()
-            )));
-        }
-        let args = GroupByArgs {
-            keys: self.vec_ref(),
-            values: values.vec_ref(),
-            limit,
-        };
+        let args = self.group_args(values, limit)?;
         let (a, b) = (VecSource::new(self), VecSource::new(values));
         let r: GroupByResult = self.small(
             mode,
@@ -732,18 +741,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
         limit: u32,
         mode: Offload,
     ) -> Result<Vec<(T, Aggregates, Option<V>)>> {
-        if values.len() != self.len {
-            return Err(ContainerError::Invalid(format!(
-                "key column has {} elements, value column {}",
-                self.len,
-                values.len()
-            )));
-        }
-        let args = GroupByArgs {
-            keys: self.vec_ref(),
-            values: values.vec_ref(),
-            limit,
-        };
+        let args = self.group_args(values, limit)?;
         let (a, b) = (VecSource::new(self), VecSource::new(values));
         let r: GroupMedianResult = self.small(
             mode,
