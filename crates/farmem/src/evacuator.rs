@@ -272,7 +272,8 @@ impl Round<'_> {
                 // SAFETY: we hold BUSY and the grace period has passed, so no reference to the
                 // old copy is alive and nobody writes it; `a` is our unpublished allocation.
                 unsafe { std::ptr::copy_nonoverlapping(m.addr as *const u8, to as *mut u8, m.len) };
-                let new = (w & !(MOVING | BUSY | crate::slot::bits::ADDR)) | to as u64;
+                let new = (w & !(MOVING | BUSY | crate::slot::bits::ADDR))
+                    | crate::slot::bits::addr_bits(to);
                 slot.word.store(new, Ordering::Release);
                 self.inner.heap.publish(a);
                 self.compacted += 1;
@@ -399,8 +400,10 @@ mod loom_tests {
                     // Self-move: copy the old location into our own.
                     let v = rd(old);
                     wr(new, v);
-                    slot.word
-                        .store((w & !(MOVING | ADDR_BITS)) | NEW, Ordering::Release);
+                    slot.word.store(
+                        (w & !(MOVING | ADDR_BITS)) | addr_bits(NEW as usize),
+                        Ordering::Release,
+                    );
                 }
                 continue;
             }
@@ -416,13 +419,16 @@ mod loom_tests {
     }
 
     const ADDR_BITS: u64 = crate::slot::bits::ADDR;
+    use crate::slot::bits::addr_bits;
 
     #[test]
     fn loom_mutator_evacuator_handshake() {
         loom::model(|| {
             let slot = Arc::new(Slot::new());
-            slot.word
-                .store(PRESENT | HOT | DIRTY | OLD, Ordering::Relaxed);
+            slot.word.store(
+                PRESENT | HOT | DIRTY | addr_bits(OLD as usize),
+                Ordering::Relaxed,
+            );
             let epoch = Arc::new(Epoch::new());
             let old = Arc::new(UnsafeCell::new(7u64));
             let new = Arc::new(UnsafeCell::new(0u64));

@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::loom::Ordering;
 use crate::object::{Mode, addr};
 use crate::runtime::{Inner, Runtime};
-use crate::slot::bits::{ADDR, COUNT, DIRTY, LARGE, PRESENT, REMOTE};
+use crate::slot::bits::{COUNT, DIRTY, LARGE, PRESENT, REMOTE, addr_bits};
 use crate::slot::{BOXED, DETACHED, Slot};
 
 mod raw {
@@ -66,7 +66,7 @@ impl RawFar {
         init(unsafe { std::slice::from_raw_parts_mut(a.ptr.as_ptr(), len) });
         let large = if a.is_large() { LARGE } else { 0 };
         slot.word.store(
-            PRESENT | DIRTY | rt.count_bit | large | a.ptr.as_ptr() as u64,
+            PRESENT | DIRTY | rt.count_bit | large | addr_bits(a.ptr.as_ptr() as usize),
             Ordering::Release,
         );
         rt.heap.publish(a);
@@ -136,14 +136,13 @@ impl RawFar {
     #[inline(always)]
     fn deref(&self, s: &Scope<'_>, mode: Mode) -> Result<usize> {
         let w = self.slot().word.load(Ordering::Acquire);
-        let (mask, want) = mode.fast();
-        if w & mask == want {
+        if mode.hit(w) {
             return Ok(addr(w));
         }
         // Off the straight line: a runtime counting hits sets COUNT in every present word, so
         // its hits take this second test (a register compare, no load) and count.
         std::hint::cold_path();
-        if w & (mask & !COUNT) == want {
+        if mode.hit(w & !COUNT) {
             s.hit(self.slot.as_ptr() as usize);
             return Ok(addr(w));
         }
@@ -742,5 +741,3 @@ impl Runtime {
             .collect()
     }
 }
-
-const _: () = assert!(ADDR == (1 << 48) - 1);

@@ -8,7 +8,7 @@ use crate::heap::Allocation;
 use crate::loom::Ordering;
 use crate::runtime::Inner;
 use crate::slot::Slot;
-use crate::slot::bits::{ADDR, BUSY, COUNT, DIRTY, HOT, LARGE, MOVING, NT, PRESENT, REMOTE};
+use crate::slot::bits::{BUSY, COUNT, DIRTY, HOT, LARGE, MOVING, NT, PRESENT, REMOTE, addr_bits};
 use crate::stats::Counters;
 
 /// How an object is dereferenced.
@@ -27,18 +27,17 @@ impl Mode {
     fn nt(self) -> bool {
         matches!(self, Self::ReadNt | Self::WriteNt)
     }
-    /// `(mask, expected)`: a word with `word & mask == expected` is a hit needing no update and
-    /// no counting. The read and write masks are contiguous top bits (see `slot::bits`).
+    /// Whether word `w` is a hit needing no update and no counting: a byte compare (see
+    /// `slot::bits`), plus a bit test for writes.
     #[inline(always)]
-    pub(crate) const fn fast(self) -> (u64, u64) {
+    pub(crate) const fn hit(self, w: u64) -> bool {
+        const READY: u8 = (PRESENT | HOT) as u8;
+        let low = w as u8;
         match self {
-            Self::Read => (PRESENT | HOT | MOVING | BUSY | COUNT, PRESENT | HOT),
-            Self::Write => (
-                PRESENT | HOT | MOVING | BUSY | COUNT | DIRTY,
-                PRESENT | HOT | DIRTY,
-            ),
-            Self::ReadNt => (PRESENT | MOVING | BUSY | COUNT, PRESENT),
-            Self::WriteNt => (PRESENT | MOVING | BUSY | COUNT | DIRTY, PRESENT | DIRTY),
+            Self::Read => low == READY,
+            Self::Write => low == READY && w & DIRTY != 0,
+            Self::ReadNt => low | HOT as u8 == READY,
+            Self::WriteNt => low | HOT as u8 == READY && w & DIRTY != 0,
         }
     }
 }
@@ -48,10 +47,7 @@ pub(crate) fn count_bit(count_hits: bool) -> u64 {
     if count_hits { COUNT } else { 0 }
 }
 
-#[inline(always)]
-pub(crate) fn addr(w: u64) -> usize {
-    (w & ADDR) as usize
-}
+pub(crate) use crate::slot::bits::addr;
 
 fn large_bit(a: &Allocation) -> u64 {
     if a.is_large() { LARGE } else { 0 }
@@ -143,7 +139,7 @@ impl Inner {
             return Err(e.into());
         }
         let at = a.ptr.as_ptr() as usize;
-        let mut new = PRESENT | REMOTE | self.count_bit | large_bit(&a) | at as u64;
+        let mut new = PRESENT | REMOTE | self.count_bit | large_bit(&a) | addr_bits(at);
         new |= if mode.nt() { NT } else { HOT };
         if mode.write() {
             new |= DIRTY;
@@ -190,7 +186,7 @@ impl Inner {
         // reference to it is a shared one (a writer would hold the FarBox exclusively), so the
         // source is not written; the destination is our unpublished allocation.
         unsafe { copy(addr(w), to, len) };
-        let new = (w & (DIRTY | REMOTE | COUNT)) | PRESENT | HOT | to as u64;
+        let new = (w & (DIRTY | REMOTE | COUNT)) | PRESENT | HOT | addr_bits(to);
         slot.word.store(new, Ordering::Release);
         self.heap.publish(a);
         self.counters.with(|c| Counters::bump(&c.self_moves, 1));
@@ -448,7 +444,7 @@ impl Inner {
             // SAFETY: `d` is a separate buffer of `a.len` bytes; `a` is our unpublished allocation.
             unsafe { copy(d.as_ptr() as usize, at, a.len) };
             let nt_bit = if nt { NT } else { 0 };
-            let new = PRESENT | REMOTE | self.count_bit | large_bit(&a) | nt_bit | at as u64;
+            let new = PRESENT | REMOTE | self.count_bit | large_bit(&a) | nt_bit | addr_bits(at);
             slot.word.store(new, Ordering::Release);
             self.heap.publish(a);
             fetched += 1;

@@ -340,7 +340,7 @@ impl Drop for Inner {
                 remote.push(s.id());
             }
             if w & crate::slot::bits::PRESENT != 0 && w & crate::slot::bits::LARGE != 0 {
-                large.push(((w & crate::slot::bits::ADDR) as usize, s.len()));
+                large.push((crate::slot::bits::addr(w), s.len()));
             }
         });
         for (addr, len) in large {

@@ -1,7 +1,7 @@
 //! Object handles: one stable 8-byte word per far object, plus its id and size.
 //!
 //! A [`FarBox`](crate::FarBox) points at its [`Slot`]. The slot's `word` holds the object's local
-//! address (low 48 bits) and state bits (high 16 bits); a hit loads it, checks the bits and uses
+//! address (high 48 bits) and state bits (low 16 bits); a hit loads it, checks the bits and uses
 //! the address. Slots live in fixed chunks that are never freed while the runtime lives, so a
 //! slot pointer stays valid; freed slots are reused (with a new generation, which invalidates
 //! stale [`FarPtr`](crate::FarPtr)s).
@@ -15,31 +15,46 @@ use crate::loom::AtomicU64;
 
 /// Bits of a handle word.
 ///
-/// The bits a hit checks are the top ones, contiguous, so the hit test is one shift and one
-/// compare: a read hit is `word >> 59 == 0b11000` (present, hot, not moving, not busy, not
-/// counted), a write hit additionally needs `DIRTY`.
+/// The word is `address << ADDR_SHIFT | flags`. The bits a hit checks fill the low byte, so a
+/// read hit is one byte compare (`word as u8 == PRESENT | HOT`: present, hot, not moving, not
+/// busy, not counted) and the address is one shift; a write hit also tests `DIRTY`.
 pub(crate) mod bits {
-    /// Local address of the payload.
-    pub(crate) const ADDR: u64 = (1 << 48) - 1;
+    /// Where the local address of the payload starts.
+    pub(crate) const ADDR_SHIFT: u32 = 16;
+    /// Local address of the payload (user-space addresses fit 48 bits).
+    pub(crate) const ADDR: u64 = !((1 << ADDR_SHIFT) - 1);
     /// The local copy at `ADDR` is valid.
-    pub(crate) const PRESENT: u64 = 1 << 63;
+    pub(crate) const PRESENT: u64 = 1 << 7;
     /// Dereferenced since the evacuator last looked (CLOCK bit).
-    pub(crate) const HOT: u64 = 1 << 62;
+    pub(crate) const HOT: u64 = 1 << 6;
     /// The evacuator wants to move or evict the object (see `epoch`).
-    pub(crate) const MOVING: u64 = 1 << 61;
+    pub(crate) const MOVING: u64 = 1 << 5;
     /// Someone is moving, fetching, evicting or flushing the object; others wait.
-    pub(crate) const BUSY: u64 = 1 << 60;
+    pub(crate) const BUSY: u64 = 1 << 4;
     /// The runtime counts every hit (`RuntimeConfig::count_hits`): hits leave the one-compare
     /// path for the one that also counts. Set in every present word of such a runtime.
-    pub(crate) const COUNT: u64 = 1 << 59;
+    pub(crate) const COUNT: u64 = 1 << 3;
     /// The local copy differs from the far copy.
-    pub(crate) const DIRTY: u64 = 1 << 58;
+    pub(crate) const DIRTY: u64 = 1 << 8;
     /// Fetched by a non-temporal access: evict first, not hot.
-    pub(crate) const NT: u64 = 1 << 57;
+    pub(crate) const NT: u64 = 1 << 9;
     /// A far copy exists (it must be freed with the object).
-    pub(crate) const REMOTE: u64 = 1 << 56;
+    pub(crate) const REMOTE: u64 = 1 << 10;
     /// The local copy is a dedicated allocation, not in a region.
-    pub(crate) const LARGE: u64 = 1 << 55;
+    pub(crate) const LARGE: u64 = 1 << 11;
+
+    /// The address bits of a word naming local address `at`.
+    #[inline(always)]
+    pub(crate) const fn addr_bits(at: usize) -> u64 {
+        debug_assert!((at as u64) >> (64 - ADDR_SHIFT) == 0);
+        (at as u64) << ADDR_SHIFT
+    }
+
+    /// The local address in word `w`.
+    #[inline(always)]
+    pub(crate) const fn addr(w: u64) -> usize {
+        (w >> ADDR_SHIFT) as usize
+    }
 }
 
 /// Owner states of a slot.
