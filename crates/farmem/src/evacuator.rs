@@ -424,7 +424,7 @@ mod loom_tests {
     #[test]
     fn loom_mutator_evacuator_handshake() {
         loom::model(|| {
-            let slot = Arc::new(Slot::new());
+            let slot = Arc::new(Slot::new_detached_for_test());
             slot.word.store(
                 PRESENT | HOT | DIRTY | addr_bits(OLD as usize),
                 Ordering::Relaxed,

@@ -36,25 +36,33 @@ use crate::slot::{BOXED, DETACHED, Slot};
 mod raw {
     use super::*;
 
-    /// The untyped owner of one far object (internal).
+    /// The untyped owner of one far object (internal): one pointer to its slot. It holds one
+    /// strong count of its runtime (found through the slot's chunk), released on drop.
     pub struct RawFar {
-        pub(crate) idx: u32,
         pub(crate) slot: NonNull<Slot>,
-        pub(crate) rt: Arc<Inner>,
     }
 }
 pub(crate) use raw::RawFar;
 
-// SAFETY: a RawFar is a slot index plus a pointer to a slot of a runtime it keeps alive; the slot
+// SAFETY: a RawFar is a pointer to a slot of a runtime it keeps alive (a strong count); the slot
 // is only accessed through atomics, so it may be sent to and shared between threads.
 unsafe impl Send for RawFar {}
 // SAFETY: as above.
 unsafe impl Sync for RawFar {}
 
 impl RawFar {
+    /// Wraps slot `idx` of `rt`, taking a strong count of `rt`.
+    fn own(rt: &Arc<Inner>, idx: u32) -> Result<Self> {
+        let slot = rt.slots.get(idx).ok_or(Error::TooManyObjects)?;
+        debug_assert!(std::ptr::eq(slot.rt_ptr(), Arc::as_ptr(rt)));
+        std::mem::forget(rt.clone());
+        Ok(Self {
+            slot: NonNull::from(slot),
+        })
+    }
+
     fn alloc(rt: &Arc<Inner>, len: usize, init: impl FnOnce(&mut [u8])) -> Result<Self> {
         let idx = rt.slots.alloc(Inner::next_id(), len)?;
-        let slot = rt.slots.get(idx).ok_or(Error::TooManyObjects)?;
         let a = match rt.alloc_space(rt.mutator_lane(), idx, len) {
             Ok(a) => a,
             Err(e) => {
@@ -62,19 +70,16 @@ impl RawFar {
                 return Err(e);
             }
         };
+        let this = Self::own(rt, idx)?;
         // SAFETY: the allocation is `len` bytes that nobody else can reach before publication.
         init(unsafe { std::slice::from_raw_parts_mut(a.ptr.as_ptr(), len) });
         let large = if a.is_large() { LARGE } else { 0 };
-        slot.word.store(
+        this.slot().word.store(
             PRESENT | DIRTY | rt.count_bit | large | addr_bits(a.ptr.as_ptr() as usize),
             Ordering::Release,
         );
         rt.heap.publish(a);
-        Ok(Self {
-            idx,
-            slot: NonNull::from(slot),
-            rt: rt.clone(),
-        })
+        Ok(this)
     }
 
     /// Takes ownership of an object that exists only in the backend under `id` (written there
@@ -87,49 +92,72 @@ impl RawFar {
             });
         }
         let idx = rt.slots.alloc(id, len)?;
-        let slot = rt.slots.get(idx).ok_or(Error::TooManyObjects)?;
-        slot.word.store(REMOTE, Ordering::Release);
-        Ok(Self {
-            idx,
-            slot: NonNull::from(slot),
-            rt: rt.clone(),
-        })
+        let this = Self::own(rt, idx)?;
+        this.slot().word.store(REMOTE, Ordering::Release);
+        Ok(this)
     }
 
     fn claim(rt: &Arc<Inner>, raw: u64, len_ok: impl FnOnce(usize) -> Result<()>) -> Result<Self> {
         let idx = (raw as u32).checked_sub(1).ok_or(Error::InvalidPtr(raw))?;
         let generation = (raw >> 32) as u32;
         let slot = rt.slots.get(idx).ok_or(Error::InvalidPtr(raw))?;
-        if slot.generation.load(StdOrdering::Acquire) != generation {
+        let meta = slot.meta();
+        if meta.generation.load(StdOrdering::Acquire) != generation {
             return Err(Error::InvalidPtr(raw));
         }
         len_ok(slot.len())?;
-        slot.owner
+        meta.owner
             .compare_exchange(DETACHED, BOXED, StdOrdering::AcqRel, StdOrdering::Acquire)
             .map_err(|_| Error::InvalidPtr(raw))?;
         // The generation may have changed between the check and the claim only if the object was
         // freed and the slot reused and detached again; recheck to be exact.
-        if slot.generation.load(StdOrdering::Acquire) != generation {
-            slot.owner.store(DETACHED, StdOrdering::Release);
+        if meta.generation.load(StdOrdering::Acquire) != generation {
+            meta.owner.store(DETACHED, StdOrdering::Release);
             return Err(Error::InvalidPtr(raw));
         }
-        Ok(Self {
-            idx,
-            slot: NonNull::from(slot),
-            rt: rt.clone(),
-        })
+        Self::own(rt, idx)
     }
 
     fn detach(self) -> u64 {
         let s = self.slot();
-        s.owner.store(DETACHED, StdOrdering::Release);
-        (u64::from(s.generation.load(StdOrdering::Relaxed)) << 32) | u64::from(self.idx + 1)
+        let meta = s.meta();
+        meta.owner.store(DETACHED, StdOrdering::Release);
+        (u64::from(meta.generation.load(StdOrdering::Relaxed)) << 32) | u64::from(s.idx() + 1)
     }
 
     #[inline(always)]
     pub(crate) fn slot(&self) -> &Slot {
-        // SAFETY: slots are never freed while the runtime (kept alive by `rt`) exists.
+        // SAFETY: slots are never freed while the runtime (kept alive by our strong count)
+        // exists.
         unsafe { self.slot.as_ref() }
+    }
+
+    /// The slot's index in its runtime's table.
+    pub(crate) fn idx(&self) -> u32 {
+        self.slot().idx()
+    }
+
+    /// The runtime owning the object.
+    pub(crate) fn rt(&self) -> &Inner {
+        // SAFETY: the chunk header names the runtime that owns the slot table, and our strong
+        // count keeps it alive at least as long as `self`.
+        unsafe { &*self.slot().rt_ptr() }
+    }
+
+    /// A new strong reference to the runtime owning the object.
+    pub(crate) fn rt_arc(&self) -> Arc<Inner> {
+        let p = self.slot().rt_ptr();
+        // SAFETY: `p` is the `Arc::as_ptr` of the runtime's `Arc` (see `SlotTable::set_owner`),
+        // alive thanks to our own strong count; we add a count for the `Arc` we make.
+        unsafe {
+            Arc::increment_strong_count(p);
+            Arc::from_raw(p)
+        }
+    }
+
+    /// Whether the object belongs to runtime `rt`.
+    pub(crate) fn is_of(&self, rt: &Arc<Inner>) -> bool {
+        std::ptr::eq(self.slot().rt_ptr(), Arc::as_ptr(rt))
     }
 
     /// Returns the local address of the payload, making the object local if needed.
@@ -146,7 +174,7 @@ impl RawFar {
             s.hit(self.slot.as_ptr() as usize);
             return Ok(addr(w));
         }
-        self.rt.deref_slow(self.idx, self.slot(), mode)
+        self.rt().deref_slow(self.idx(), self.slot(), mode)
     }
 
     fn is_local(&self) -> bool {
@@ -160,9 +188,12 @@ impl RawFar {
 
 impl Drop for RawFar {
     fn drop(&mut self) {
-        if self.slot().owner.load(StdOrdering::Acquire) == BOXED {
-            self.rt.free_object(self.idx);
+        let rt = self.slot().rt_ptr();
+        if self.slot().meta().owner.load(StdOrdering::Acquire) == BOXED {
+            self.rt().free_object(self.idx());
         }
+        // SAFETY: releases the strong count taken in `own`; the slot is not touched after this.
+        unsafe { Arc::decrement_strong_count(rt) };
     }
 }
 
@@ -193,7 +224,7 @@ macro_rules! common_methods {
         /// # Errors
         /// The backend's error; the object stays dirty.
         pub fn flush(&self) -> Result<()> {
-            self.raw.rt.flush(self.raw.slot())
+            self.raw.rt().flush(self.raw.slot())
         }
 
         /// Drops the local copy (and any local changes) so the next dereference fetches the far
@@ -202,7 +233,7 @@ macro_rules! common_methods {
         /// # Errors
         /// [`Error::NoFarCopy`] if the object was never written back (flush it first).
         pub fn invalidate_local(&mut self) -> Result<()> {
-            self.raw.rt.invalidate(self.raw.slot())
+            self.raw.rt().invalidate(self.raw.slot())
         }
 
         /// Fetches the object now if it is not local (one round trip).
@@ -210,7 +241,7 @@ macro_rules! common_methods {
         /// # Errors
         /// The backend's error, or [`Error::LocalHeapExhausted`].
         pub fn prefetch(&self) -> Result<()> {
-            self.raw.rt.prefetch(&[self.raw.idx], false).map(|_| ())
+            self.raw.rt().prefetch(&[self.raw.idx()], false).map(|_| ())
         }
     };
 }
@@ -319,7 +350,7 @@ impl<T: Pod> FarBox<T> {
     /// # Errors
     /// As [`FarBox::read`].
     pub fn get(&self) -> Result<T> {
-        let s = Scope::new(&self.raw.rt);
+        let s = Scope::new(self.raw.rt());
         self.read(&s).copied()
     }
 
@@ -328,7 +359,7 @@ impl<T: Pod> FarBox<T> {
     /// # Errors
     /// As [`FarBox::read`].
     pub fn set(&mut self, value: T) -> Result<()> {
-        let rt = self.raw.rt.clone();
+        let rt = self.raw.rt_arc();
         let s = Scope::new(&rt);
         *self.write(&s)? = value;
         Ok(())
@@ -528,7 +559,7 @@ impl<T: Pod> FarSlice<T> {
     /// # Errors
     /// As [`FarSlice::read`].
     pub fn to_vec(&self) -> Result<Vec<T>> {
-        let s = Scope::new(&self.raw.rt);
+        let s = Scope::new(self.raw.rt());
         Ok(self.read(&s)?.to_vec())
     }
 
@@ -727,7 +758,7 @@ impl Runtime {
         let slots: Vec<&Slot> = objs
             .into_iter()
             .map(sealed::Sealed::raw)
-            .filter(|r| Arc::ptr_eq(&r.rt, &self.inner))
+            .filter(|r| r.is_of(&self.inner))
             .map(RawFar::slot)
             .collect();
         self.inner.flush_many(&slots)
@@ -736,8 +767,10 @@ impl Runtime {
     fn own_idxs<'a, O: Far + 'a>(&self, objs: impl IntoIterator<Item = &'a O>) -> Vec<u32> {
         objs.into_iter()
             .map(sealed::Sealed::raw)
-            .filter(|r| Arc::ptr_eq(&r.rt, &self.inner))
-            .map(|r| r.idx)
+            .filter(|r| r.is_of(&self.inner))
+            .map(RawFar::idx)
             .collect()
     }
 }
+
+const _: () = assert!(size_of::<FarBox<u64>>() == 8 && size_of::<Option<FarBox<u64>>>() == 8);

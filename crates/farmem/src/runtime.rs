@@ -119,6 +119,7 @@ impl Runtime {
             pending_free: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
         });
+        inner.slots.set_owner(Arc::as_ptr(&inner));
         for i in 0..inner.cfg.evacuator_threads {
             let weak = Arc::downgrade(&inner);
             let signal = inner.signal.clone();

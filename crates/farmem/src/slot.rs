@@ -1,17 +1,24 @@
 //! Object handles: one stable 8-byte word per far object, plus its id and size.
 //!
-//! A [`FarBox`](crate::FarBox) points at its [`Slot`]. The slot's `word` holds the object's local
-//! address (high 48 bits) and state bits (low 16 bits); a hit loads it, checks the bits and uses
-//! the address. Slots live in fixed chunks that are never freed while the runtime lives, so a
-//! slot pointer stays valid; freed slots are reused (with a new generation, which invalidates
-//! stale [`FarPtr`](crate::FarPtr)s).
+//! A [`FarBox`](crate::FarBox) is one pointer to its [`Slot`], which is nothing but the handle
+//! word: the object's local address (high 48 bits) and state bits (low 16 bits). A hit loads it,
+//! checks the bits and uses the address. The words of a chunk are packed densely (8 bytes per
+//! object, so a hot set's words share cache lines); the rest of a slot's state ([`Meta`]: far id,
+//! length, generation, owner) lies in a parallel array of the same chunk, and the chunk's header
+//! names the runtime. Chunks are aligned to the size of their word array, so a slot reaches its
+//! chunk by masking its own address: a `FarBox` needs no other field.
+//!
+//! Chunks are never freed while the runtime lives, so a slot pointer stays valid; freed slots are
+//! reused (with a new generation, which invalidates stale [`FarPtr`](crate::FarPtr)s).
 
+use std::alloc::Layout;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64 as StdAtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::loom::AtomicU64;
+use crate::runtime::Inner;
 
 /// Bits of a handle word.
 ///
@@ -64,45 +71,100 @@ pub(crate) const BOXED: u32 = 1;
 /// Detached: owned by whoever holds its `FarPtr`.
 pub(crate) const DETACHED: u32 = 2;
 
-/// One far object's handle.
+/// One far object's handle word. Every `Slot` lives in a [`Chunk`] of a [`SlotTable`] (the only
+/// place that creates them, apart from a test-only constructor whose slots must never ask for
+/// their [`Meta`]).
 #[derive(Debug)]
+#[repr(transparent)]
 pub(crate) struct Slot {
     pub(crate) word: AtomicU64,
+}
+
+/// The rest of a slot's state, beside the word in its chunk.
+#[derive(Debug)]
+pub(crate) struct Meta {
     pub(crate) id: StdAtomicU64,
     pub(crate) len: AtomicUsize,
     pub(crate) generation: AtomicU32,
     pub(crate) owner: AtomicU32,
 }
 
-impl Slot {
-    pub(crate) fn new() -> Self {
-        Self {
-            word: AtomicU64::new(0),
-            id: StdAtomicU64::new(0),
-            len: AtomicUsize::new(0),
-            generation: AtomicU32::new(0),
-            owner: AtomicU32::new(FREE),
-        }
-    }
-
-    pub(crate) fn id(&self) -> u64 {
-        self.id.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
-    }
-}
-
 const CHUNK_BITS: u32 = 16;
 const CHUNK: usize = 1 << CHUNK_BITS;
 const MAX_CHUNKS: usize = 1 << 16;
+/// A chunk's alignment: the size of its word array, so masking a word's address gives the chunk.
+const CHUNK_ALIGN: usize = CHUNK * size_of::<Slot>();
+
+/// `CHUNK` slots: the words first (at the chunk's aligned start), then their metadata, then the
+/// header.
+#[repr(C, align(524288))]
+struct Chunk {
+    words: [Slot; CHUNK],
+    meta: [Meta; CHUNK],
+    /// Index of `words[0]`.
+    base: u32,
+    /// The runtime owning the table (set before any chunk exists, stable while it lives).
+    rt: *const Inner,
+}
+
+const _: () = assert!(size_of::<Slot>() == 8 && align_of::<Chunk>() == CHUNK_ALIGN);
+
+impl Slot {
+    #[cfg(test)]
+    pub(crate) fn new_detached_for_test() -> Self {
+        Self {
+            word: AtomicU64::new(0),
+        }
+    }
+
+    /// The chunk this slot lies in.
+    #[inline]
+    fn chunk(&self) -> &Chunk {
+        let at = std::ptr::from_ref(self) as usize;
+        // SAFETY: every slot outside tests is an element of the word array of a chunk, which
+        // starts at a `CHUNK_ALIGN`-aligned address and spans `CHUNK_ALIGN` bytes, so masking
+        // gives the chunk's address; chunks live as long as their table, which outlives `self`.
+        unsafe { &*((at & !(CHUNK_ALIGN - 1)) as *const Chunk) }
+    }
+
+    #[inline]
+    fn offset(&self) -> usize {
+        (std::ptr::from_ref(self) as usize & (CHUNK_ALIGN - 1)) / size_of::<Slot>()
+    }
+
+    /// The slot's metadata.
+    #[inline]
+    pub(crate) fn meta(&self) -> &Meta {
+        &self.chunk().meta[self.offset()]
+    }
+
+    /// The slot's index in its table.
+    #[inline]
+    pub(crate) fn idx(&self) -> u32 {
+        self.chunk().base + self.offset() as u32
+    }
+
+    /// The runtime whose table holds this slot.
+    #[inline]
+    pub(crate) fn rt_ptr(&self) -> *const Inner {
+        self.chunk().rt
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.meta().id.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.meta().len.load(Ordering::Relaxed)
+    }
+}
 
 /// All slots of a runtime.
 pub(crate) struct SlotTable {
-    chunks: Box<[AtomicPtr<Slot>]>,
+    chunks: Box<[AtomicPtr<Chunk>]>,
     nchunks: AtomicUsize,
     free: Mutex<Vec<u32>>,
+    rt: AtomicPtr<Inner>,
 }
 
 impl SlotTable {
@@ -113,7 +175,14 @@ impl SlotTable {
                 .collect(),
             nchunks: AtomicUsize::new(0),
             free: Mutex::new(Vec::new()),
+            rt: AtomicPtr::new(std::ptr::null_mut()),
         }
+    }
+
+    /// Records the runtime that owns this table (once it has its final address, in its `Arc`);
+    /// before this no slot can be allocated.
+    pub(crate) fn set_owner(&self, rt: *const Inner) {
+        self.rt.store(rt.cast_mut(), Ordering::Release);
     }
 
     /// The slot with index `idx`, if it was ever allocated.
@@ -123,9 +192,43 @@ impl SlotTable {
         if chunk.is_null() {
             return None;
         }
-        // SAFETY: a non-null chunk pointer is a leaked `Box<[Slot; CHUNK]>` that stays alive until
-        // `self` drops, and the offset is below CHUNK.
-        Some(unsafe { &*chunk.add(idx as usize & (CHUNK - 1)) })
+        // SAFETY: a non-null chunk pointer is an initialised chunk that stays alive until `self`
+        // drops, and the offset is below CHUNK.
+        Some(unsafe { &(*chunk).words[idx as usize & (CHUNK - 1)] })
+    }
+
+    /// Allocates and initialises chunk number `n`.
+    fn new_chunk(&self, n: usize) -> Result<*mut Chunk> {
+        let rt = self.rt.load(Ordering::Acquire);
+        if rt.is_null() {
+            return Err(Error::TooManyObjects);
+        }
+        let layout = Layout::new::<Chunk>();
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { std::alloc::alloc(layout) }.cast::<Chunk>();
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        // SAFETY: `p` is a fresh allocation of `Chunk`'s layout; every field is written through
+        // raw pointers before any reference to the chunk is made.
+        unsafe {
+            let words = std::ptr::addr_of_mut!((*p).words).cast::<Slot>();
+            let meta = std::ptr::addr_of_mut!((*p).meta).cast::<Meta>();
+            for i in 0..CHUNK {
+                words.add(i).write(Slot {
+                    word: AtomicU64::new(0),
+                });
+                meta.add(i).write(Meta {
+                    id: StdAtomicU64::new(0),
+                    len: AtomicUsize::new(0),
+                    generation: AtomicU32::new(0),
+                    owner: AtomicU32::new(FREE),
+                });
+            }
+            std::ptr::addr_of_mut!((*p).base).write((n * CHUNK) as u32);
+            std::ptr::addr_of_mut!((*p).rt).write(rt);
+        }
+        Ok(p)
     }
 
     /// Allocates a slot, owned by a box, with the given id and length; its word is 0.
@@ -137,8 +240,7 @@ impl SlotTable {
                 if n == MAX_CHUNKS {
                     return Err(Error::TooManyObjects);
                 }
-                let chunk: Box<[Slot]> = (0..CHUNK).map(|_| Slot::new()).collect();
-                let p = Box::into_raw(chunk).cast::<Slot>();
+                let p = self.new_chunk(n)?;
                 self.chunks[n].store(p, Ordering::Release);
                 self.nchunks.store(n + 1, Ordering::Relaxed);
                 let base = (n * CHUNK) as u32;
@@ -146,18 +248,19 @@ impl SlotTable {
             }
             free.pop().ok_or(Error::TooManyObjects)?
         };
-        let slot = self.get(idx).ok_or(Error::TooManyObjects)?;
-        slot.id.store(id, Ordering::Relaxed);
-        slot.len.store(len, Ordering::Relaxed);
-        slot.owner.store(BOXED, Ordering::Relaxed);
+        let meta = self.get(idx).ok_or(Error::TooManyObjects)?.meta();
+        meta.id.store(id, Ordering::Relaxed);
+        meta.len.store(len, Ordering::Relaxed);
+        meta.owner.store(BOXED, Ordering::Relaxed);
         Ok(idx)
     }
 
     /// Returns a slot whose object is gone.
     pub(crate) fn release(&self, idx: u32) {
         if let Some(slot) = self.get(idx) {
-            slot.generation.fetch_add(1, Ordering::Relaxed);
-            slot.owner.store(FREE, Ordering::Release);
+            let meta = slot.meta();
+            meta.generation.fetch_add(1, Ordering::Relaxed);
+            meta.owner.store(FREE, Ordering::Release);
             self.free.lock().push(idx);
         }
     }
@@ -178,10 +281,12 @@ impl Drop for SlotTable {
         for c in self.chunks.iter() {
             let p = c.load(Ordering::Acquire);
             if !p.is_null() {
-                let raw = std::ptr::slice_from_raw_parts_mut(p, CHUNK);
-                // SAFETY: `p` came from `Box::into_raw` of a CHUNK-long boxed slice, and the table
-                // (and so every slot reference) is being dropped.
-                drop(unsafe { Box::from_raw(raw) });
+                // SAFETY: `p` came from `alloc` with `Chunk`'s layout in `new_chunk` and was fully
+                // initialised there; the table (and so every slot reference) is being dropped.
+                unsafe {
+                    std::ptr::drop_in_place(p);
+                    std::alloc::dealloc(p.cast(), Layout::new::<Chunk>());
+                }
             }
         }
     }
