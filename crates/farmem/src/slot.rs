@@ -110,7 +110,7 @@ struct Chunk {
 const _: () = assert!(size_of::<Slot>() == 8 && align_of::<Chunk>() == CHUNK_ALIGN);
 
 impl Slot {
-    #[cfg(test)]
+    #[cfg(all(test, loom))]
     pub(crate) fn new_detached_for_test() -> Self {
         Self {
             word: AtomicU64::new(0),
