@@ -22,10 +22,23 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::sys;
 
-/// Bytes of the header before each object in a region.
-pub(crate) const HEADER: usize = 16;
+/// Bytes of the trailer after each object in a region: its slot index and length (`u32` each;
+/// regions are at most 64 MiB). An object of `len` bytes takes `(len + TRAILER)` rounded up to
+/// `ALIGN`, so an 8-byte object takes 16 bytes.
+pub(crate) const TRAILER: usize = 8;
 /// Alignment of every object payload.
 pub(crate) const ALIGN: usize = 16;
+
+/// Bytes a region object of `len` bytes takes, trailer included.
+const fn block_size(len: usize) -> usize {
+    (len + TRAILER).next_multiple_of(ALIGN)
+}
+
+/// The trailer word of slot `slot`'s object of `len` bytes.
+fn trailer(slot: u32, len: usize) -> u64 {
+    debug_assert!(u32::try_from(len).is_ok());
+    u64::from(slot) | ((len as u64) << 32)
+}
 
 /// Which open region an allocation bumps through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,7 +263,7 @@ impl Heap {
                 }
             };
         }
-        let need = HEADER + len.next_multiple_of(ALIGN);
+        let need = block_size(len);
         let li = self.lane_index(lane);
         let mut open = self.lanes[li].lock();
         loop {
@@ -265,13 +278,10 @@ impl Heap {
                 drop(open);
                 let at = self.region_base(r) + off;
                 // SAFETY: `[at, at + need)` lies inside region `r` of the arena and was just
-                // reserved for this allocation alone (bump pointer under the lane lock).
-                unsafe {
-                    let h = at as *mut u64;
-                    h.write(u64::from(slot));
-                    h.add(1).write(len as u64);
-                }
-                let ptr = NonNull::new((at + HEADER) as *mut u8)?;
+                // reserved for this allocation alone (bump pointer under the lane lock); the
+                // trailer is its last 8 bytes, 8-byte aligned.
+                unsafe { ((at + need - TRAILER) as *mut u64).write(trailer(slot, len)) };
+                let ptr = NonNull::new(at as *mut u8)?;
                 return Some(Allocation {
                     ptr,
                     len,
@@ -377,19 +387,23 @@ impl Heap {
         let base = self.region_base(r);
         let top = self.regions[r as usize].top.load(Ordering::Acquire);
         let mut out = Vec::new();
-        let mut off = 0;
-        while off + HEADER <= top {
-            let at = base + off;
-            // SAFETY: a sealed region with no pending allocations has a header at every object
-            // boundary below `top`, written before the allocation was published (Release on
-            // `pending`, Acquire in `pop_victim`).
-            let (slot, len) = unsafe {
-                let h = at as *const u64;
-                (h.read() as u32, h.add(1).read() as usize)
+        let mut end = top;
+        // Walk back from the top: each block ends with the trailer naming its length.
+        while end >= TRAILER {
+            // SAFETY: a sealed region with no pending allocations has a trailer just below every
+            // block end at or below `top`, written before the allocation was published (Release
+            // on `pending`, Acquire in `pop_victim`).
+            let t = unsafe { ((base + end - TRAILER) as *const u64).read() };
+            let (slot, len) = (t as u32, (t >> 32) as usize);
+            let size = block_size(len);
+            debug_assert!(size <= end, "corrupt region trailer");
+            let Some(start) = end.checked_sub(size) else {
+                break;
             };
-            out.push((slot, at + HEADER, len));
-            off += HEADER + len.next_multiple_of(ALIGN);
+            out.push((slot, base + start, len));
+            end = start;
         }
+        out.reverse();
         out
     }
 
@@ -410,5 +424,38 @@ impl Drop for Heap {
     fn drop(&mut self) {
         // SAFETY: the heap owns the arena; with the heap gone no handle can reach it.
         unsafe { sys::unmap(self.arena, self.arena_len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_objects_are_found_back_from_their_trailers() {
+        let heap = Heap::new(8 << 20, 1 << 20, 2, 1, 1).unwrap();
+        let lens = [1usize, 8, 9, 16, 24, 100, 4096, 8];
+        let mut allocs = Vec::new();
+        for (i, &len) in lens.iter().enumerate() {
+            let a = heap
+                .alloc(Lane::Mutator(0), i as u32 + 7, len, usize::MAX)
+                .unwrap();
+            assert_eq!(a.ptr.as_ptr() as usize % ALIGN, 0, "payload alignment");
+            allocs.push((a.ptr.as_ptr() as usize, a.region));
+            heap.publish(a);
+        }
+        // An 8-byte object takes 16 bytes (payload + trailer), a 24-byte one 32.
+        assert_eq!(allocs[2].0 - allocs[1].0, 16);
+        assert_eq!(allocs[5].0 - allocs[4].0, 32);
+        heap.seal_all();
+        let r = heap.pop_victim().unwrap();
+        assert!(allocs.iter().all(|&(_, region)| region == Some(r)));
+        let found = heap.residents(r);
+        let want: Vec<(u32, usize, usize)> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| (i as u32 + 7, allocs[i].0, len))
+            .collect();
+        assert_eq!(found, want);
     }
 }
