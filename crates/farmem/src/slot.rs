@@ -120,16 +120,18 @@ impl Slot {
     /// The chunk this slot lies in.
     #[inline]
     fn chunk(&self) -> &Chunk {
-        let at = std::ptr::from_ref(self) as usize;
+        let at = std::ptr::from_ref(self).addr() & !(CHUNK_ALIGN - 1);
         // SAFETY: every slot outside tests is an element of the word array of a chunk, which
         // starts at a `CHUNK_ALIGN`-aligned address and spans `CHUNK_ALIGN` bytes, so masking
-        // gives the chunk's address; chunks live as long as their table, which outlives `self`.
-        unsafe { &*((at & !(CHUNK_ALIGN - 1)) as *const Chunk) }
+        // gives the chunk's address. `new_chunk` exposed the provenance of the whole chunk
+        // allocation (a `&Slot` only carries its own 8 bytes'), and chunks live as long as their
+        // table, which outlives `self`.
+        unsafe { &*std::ptr::with_exposed_provenance::<Chunk>(at) }
     }
 
     #[inline]
     fn offset(&self) -> usize {
-        (std::ptr::from_ref(self) as usize & (CHUNK_ALIGN - 1)) / size_of::<Slot>()
+        (std::ptr::from_ref(self).addr() & (CHUNK_ALIGN - 1)) / size_of::<Slot>()
     }
 
     /// The slot's metadata.
@@ -228,6 +230,8 @@ impl SlotTable {
             std::ptr::addr_of_mut!((*p).base).write((n * CHUNK) as u32);
             std::ptr::addr_of_mut!((*p).rt).write(rt);
         }
+        // `Slot::chunk` gets back to the chunk from a slot's address.
+        let _ = p.expose_provenance();
         Ok(p)
     }
 
