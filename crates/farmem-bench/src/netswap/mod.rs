@@ -249,12 +249,55 @@ impl NetSwap {
     }
 }
 
+/// How many times teardown tries `swapoff`, a second apart.
+const SWAPOFF_TRIES: usize = 30;
+
 impl Drop for NetSwap {
     fn drop(&mut self) {
-        if let Some(dev) = self.swap_on.take()
-            && let Err(e) = run_tool(Command::new("swapoff").arg(&dev))
-        {
-            tracing::warn!("netswap: {e}");
+        if let Some(dev) = self.swap_on.take() {
+            // swapoff fails (ENOMEM) while the pages it must bring back do not fit; the child
+            // that used them has exited, so memory frees up: retry for a while.
+            let mut last = None;
+            for attempt in 0..SWAPOFF_TRIES {
+                match run_tool(Command::new("swapoff").arg(&dev)) {
+                    Ok(_) => {
+                        last = None;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!("netswap: swapoff attempt {}: {e}", attempt + 1);
+                        last = Some(e);
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            if let Some(e) = last {
+                // The kernel still has pages on this device: removing the loop device, the
+                // mount or the pages on the server would lose them. Leave everything serving
+                // for as long as this process lives and tell the operator.
+                tracing::error!(
+                    "netswap: {} is still an active swap device ({e}); leaving it, its FUSE \
+                     daemon and its pages in place. Run `swapoff {}` before this process exits.",
+                    dev.display(),
+                    dev.display()
+                );
+                eprintln!(
+                    "netswap: could not swapoff {}; the swap device is left in place, run \
+                     `swapoff {}`",
+                    dev.display(),
+                    dev.display()
+                );
+                self.loop_dev = None;
+                self.mounted = false;
+                self.mountpoint = None;
+                if let Some(d) = self.daemon.take() {
+                    std::mem::forget(d);
+                }
+                if let Some(f) = self.fuse.take() {
+                    std::mem::forget(f);
+                }
+                return;
+            }
         }
         if let Some(dev) = self.loop_dev.take() {
             // The loop driver may still be releasing the device right after swapoff: retry.
