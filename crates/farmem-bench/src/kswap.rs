@@ -90,6 +90,8 @@ pub struct SwapRun {
     /// during the run, sampled every 10 ms: near zero when swapped pages are not cached a second
     /// time on their way to the device (other processes' file I/O adds noise).
     pub page_cache_growth_bytes: u64,
+    /// How many earlier attempts the cgroup's OOM killer took ([`run_under_retrying`]).
+    pub oom_retries: u32,
 }
 
 /// The system's page cache in bytes (`Buffers` + `Cached`).
@@ -427,7 +429,8 @@ pub fn run_under_retrying(
     use std::os::unix::process::ExitStatusExt;
     let mut kills = 0;
     loop {
-        let run = run_under(limit_bytes, device, program, args)?;
+        let mut run = run_under(limit_bytes, device, program, args)?;
+        run.oom_retries = kills;
         if run.output.status.signal() == Some(libc::SIGKILL) && kills < OOM_RETRIES {
             kills += 1;
             eprintln!(
@@ -535,6 +538,7 @@ pub fn run_under(
         zram_peak_bytes,
         zram_peak_compr_bytes,
         peak_bytes,
+        oom_retries: 0,
     })
 }
 

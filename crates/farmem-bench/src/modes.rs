@@ -191,9 +191,11 @@ pub fn run_child_on(
 ) -> anyhow::Result<serde_json::Value> {
     let exe = std::env::current_exe()?;
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut oom_retries = None;
     let output = match swap {
         Some((limit, device)) => {
             let run = crate::kswap::run_under_retrying(limit, device, &exe, &argv)?;
+            oom_retries = Some(run.oom_retries);
             if let Some(net) = &run.net {
                 eprintln!(
                     "  kernel swap over TCP: {} MiB swapped out, {} MiB swapped in, memory \
@@ -234,7 +236,12 @@ pub fn run_child_on(
         .lines()
         .find_map(|l| l.strip_prefix(CHILD_RESULT))
         .ok_or_else(|| anyhow::anyhow!("child printed no result: {}", stdout.trim()))?;
-    Ok(serde_json::from_str(line)?)
+    let mut v: serde_json::Value = serde_json::from_str(line)?;
+    if let (Some(n), Some(obj)) = (oom_retries, v.as_object_mut()) {
+        // Reruns after the cgroup's OOM killer took the child are part of the record.
+        obj.insert("oom_retries".into(), n.into());
+    }
+    Ok(v)
 }
 
 /// Prints a child's result for [`run_child`].

@@ -64,6 +64,10 @@ pub struct Args {
     /// Internal: run a memory server, print its address, serve until stdin closes.
     #[arg(long, hide = true)]
     serve_child: bool,
+    /// Internal, with `--serve-child`: lock the server's memory (it holds swapped-out pages, so
+    /// it must never be swapped itself).
+    #[arg(long, hide = true)]
+    lock_memory: bool,
 }
 
 /// The transparent mode needs the global allocator to be [`PagingAlloc`]; it forwards everything
@@ -82,11 +86,15 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(capacity: u64) -> anyhow::Result<Self> {
+    fn start(capacity: u64, lock_memory: bool) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating the current binary")?;
-        let mut child = std::process::Command::new(exe)
-            .args(["paging", "--serve-child", "--budget-mib"])
-            .arg((capacity >> 20).max(1).to_string())
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(["paging", "--serve-child", "--budget-mib"])
+            .arg((capacity >> 20).max(1).to_string());
+        if lock_memory {
+            cmd.arg("--lock-memory");
+        }
+        let mut child = cmd
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -110,7 +118,10 @@ impl Drop for ServerProcess {
 }
 
 /// `--serve-child`: a memory server of `capacity` bytes until stdin reaches end of file.
-fn serve_child(capacity: u64) -> anyhow::Result<()> {
+fn serve_child(capacity: u64, lock_memory: bool) -> anyhow::Result<()> {
+    if lock_memory {
+        crate::netswap::lock_memory().context("locking the swap server's memory")?;
+    }
     let server = Server::start(ServerConfig {
         capacity,
         ..Default::default()
@@ -431,7 +442,7 @@ fn make_backend(
     Ok(match kind {
         BackendKind::Embedded => (Arc::new(EmbeddedStore::new()), None),
         BackendKind::Tcp => {
-            let server = ServerProcess::start(capacity)?;
+            let server = ServerProcess::start(capacity, false)?;
             let backend = TcpBackend::connect(TcpConfig::new([server.addr.clone()]))
                 .context("connecting to the memory-server child")?;
             (Arc::new(backend), Some(server))
@@ -482,7 +493,7 @@ fn kernel_swap(
     ];
     // The swap server: like the other modes' servers, a separate process on loopback.
     let server = if net {
-        Some(ServerProcess::start(2 * ws as u64)?)
+        Some(ServerProcess::start(2 * ws as u64, true)?)
     } else {
         None
     };
@@ -508,6 +519,7 @@ fn kernel_swap(
     };
     phases_json(r, key, &p);
     r.num(&format!("{key}_cgroup_peak_bytes"), run.peak_bytes as f64);
+    r.num(&format!("{key}_oom_retries"), f64::from(run.oom_retries));
     let swapped = match &run.net {
         Some(n) => {
             anyhow::ensure!(
@@ -557,7 +569,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let budget = args.budget_mib << 20;
     let ws = budget * args.factor;
     if args.serve_child {
-        return serve_child(budget as u64);
+        return serve_child(budget as u64, args.lock_memory);
     }
     if args.kswap_child {
         let mut mem = vec![0u64; ws / 8];

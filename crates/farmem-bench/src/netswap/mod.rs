@@ -42,6 +42,8 @@ pub mod daemon;
 pub mod proto;
 mod sys;
 
+pub use sys::lock_memory;
+
 pub use check::{Args, run};
 
 use std::fs::{self, File, OpenOptions};
