@@ -405,6 +405,45 @@ pub fn print_traffic(runs: &[ModeRun]) {
     }
 }
 
+/// Prints each step's time in every completed run, with its ratio to the all-local run's step.
+pub fn print_steps(runs: &[ModeRun]) {
+    let steps = |r: &ModeRun| -> Option<Vec<f64>> {
+        serde_json::from_value(r.detail.get("step_seconds")?.clone()).ok()
+    };
+    let done: Vec<(&ModeRun, Vec<f64>)> = runs
+        .iter()
+        .filter(|r| r.skipped.is_none())
+        .filter_map(|r| Some((r, steps(r)?)))
+        .collect();
+    if done.is_empty() {
+        return;
+    }
+    let local = done
+        .iter()
+        .find(|(r, _)| r.mode == Mode::Local)
+        .map(|(_, s)| s.clone());
+    print!("{:<26}", "step time (ms)");
+    for (r, _) in &done {
+        print!(
+            " {:>18}",
+            format!("{} {:.0}%", r.mode.name(), r.local_mem_ratio * 100.0)
+        );
+    }
+    println!();
+    for (i, name) in taxi::STEP_NAMES.iter().enumerate() {
+        print!("{:<26}", format!("{}. {name}", i + 1));
+        for (_, s) in &done {
+            let t = s.get(i).copied().unwrap_or(f64::NAN);
+            let cell = match local.as_ref().and_then(|l| l.get(i)) {
+                Some(&l) if l > 0.0 => format!("{:.1} ({:.2}x)", t * 1e3, t / l),
+                _ => format!("{:.1}", t * 1e3),
+            };
+            print!(" {cell:>18}");
+        }
+        println!();
+    }
+}
+
 /// Runs the benchmark.
 pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(mode) = args.child {
@@ -447,6 +486,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             println!("{a}");
         }
         modes::print_table(&runs, false);
+        print_steps(&runs);
         print_traffic(&runs);
         println!("answers identical across modes: {agree}");
     }

@@ -228,31 +228,24 @@ impl<T: FarElem> ColumnStore<T> for FarStore<T> {
         range: Range<usize>,
         f: &mut dyn FnMut(usize, &[T]) -> Result<()>,
     ) -> Result<()> {
-        if range.start == 0 && range.end >= self.vec.len() {
-            let mut start = 0;
-            let mut err = None;
-            self.vec.scan_nt(|xs| {
-                if err.is_none()
-                    && let Err(e) = f(start, xs)
-                {
-                    err = Some(e);
-                }
-                start += xs.len();
-            })?;
-            return err.map_or(Ok(()), Err);
-        }
-        let mut r = self.reader_from(range.start);
-        let mut buf = Vec::new();
-        let mut pos = range.start;
-        while pos < range.end {
-            r.next_block((range.end - pos).min(1 << 16), &mut buf)?;
-            if buf.is_empty() {
-                break;
+        let whole = range.start == 0 && range.end >= self.vec.len();
+        let mut start = range.start;
+        let mut err = None;
+        let mut each = |xs: &[T]| {
+            if err.is_none()
+                && let Err(e) = f(start, xs)
+            {
+                err = Some(e);
             }
-            f(pos, &buf)?;
-            pos += buf.len();
+            start += xs.len();
+        };
+        if whole {
+            self.vec.scan_nt(each)?;
+        } else {
+            // Only the chunks holding the range are fetched.
+            self.vec.scan_range(range, &mut each)?;
         }
-        Ok(())
+        err.map_or(Ok(()), Err)
     }
 
     fn gather(&self, idx: &[u32]) -> Result<Vec<T>> {
@@ -439,32 +432,19 @@ impl<T: FarElem> ColumnStore<T> for FarStore<T> {
             return Ok(self.vec.to_vec()?);
         }
         let mut out = Vec::with_capacity(range.len());
-        self.scan(range, &mut |_, xs| {
-            out.extend_from_slice(xs);
-            Ok(())
-        })?;
+        self.vec.scan_range(range, |xs| out.extend_from_slice(xs))?;
         Ok(out)
     }
 
     fn reader(&self) -> Box<dyn BlockReader<T> + Send + '_> {
-        self.reader_from(0)
+        Box::new(FarReader {
+            it: self.vec.iter(),
+            failed: None,
+        })
     }
 
     fn empty_like(&self) -> Box<dyn ColumnStore<T>> {
         self.place.store()
-    }
-}
-
-impl<T: FarElem> FarStore<T> {
-    fn reader_from(&self, start: usize) -> Box<dyn BlockReader<T> + Send + '_> {
-        let mut it = self.vec.iter();
-        // The iterator fetches whole chunks, so skipping costs a pass over the prefix; callers
-        // that read in blocks use one reader from the start.
-        let skipped = it.by_ref().take(start).find_map(|r| r.err());
-        Box::new(FarReader {
-            it,
-            failed: skipped,
-        })
     }
 }
 

@@ -149,3 +149,29 @@ fn agent_frame_ops_equal_across_placements() {
         assert_eq!(show(build(far(offload, 1 << 20))), want, "{offload:?}");
     }
 }
+
+/// Reads of row ranges (values, slices, heads) give the local rows, for ranges inside one chunk,
+/// across chunk boundaries and at the end, with most chunks far.
+#[test]
+fn row_ranges_equal_across_placements() {
+    let xs: Vec<i64> = (0..100_000).map(|i| i * 3 - 7).collect();
+    let cols: Vec<farmem_frame::Column> = [
+        LocalPlacement::shared(),
+        far(Offload::Remote, 1 << 20),
+        far(Offload::Local, 1 << 20),
+    ]
+    .iter()
+    .map(|p| farmem_frame::Column::from_vec("x", DType::I64, xs.clone(), p.as_ref()).unwrap())
+    .collect();
+    for r in [0..10, 8_190..8_200, 12_345..70_000, 99_990..100_000, 5..5] {
+        let want: Vec<Value> = xs[r.clone()].iter().map(|&x| Value::Int(x)).collect();
+        for c in &cols {
+            assert_eq!(c.values(r.clone()).unwrap(), want, "{r:?}");
+            assert_eq!(
+                c.slice(r.clone()).unwrap().values(0..r.len()).unwrap(),
+                want
+            );
+            assert_eq!(c.read_i64(r.clone()).unwrap(), xs[r.clone()].to_vec());
+        }
+    }
+}

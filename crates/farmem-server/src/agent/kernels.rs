@@ -71,6 +71,12 @@ pub(crate) trait Wide: Copy + PartialOrd {
     /// Bits that are equal exactly when the values are equal in the total order.
     fn key(self) -> u64;
     fn from_key(k: u64) -> Self;
+    /// The accumulated sum of `n` copies of `self` (what `n` calls of [`Wide::add`] give).
+    fn times(self, n: u64) -> Self::Acc;
+    /// `self - base` when it is exact and fits in a `u64` (`base <= self`); `None` for floats.
+    fn offset(self, base: Self) -> Option<u64>;
+    /// The value `off` above `base` (inverse of [`Wide::offset`]).
+    fn from_offset(base: Self, off: u64) -> Self;
     /// Calls `f` with every element of `bytes` (of element type `ty`), widened.
     fn decode(ty: ElemType, bytes: &[u8], f: &mut impl FnMut(Self)) -> Result<(), AgentError>;
 }
@@ -118,6 +124,15 @@ impl Wide for u64 {
     fn from_key(k: u64) -> Self {
         k
     }
+    fn times(self, n: u64) -> u128 {
+        u128::from(self).wrapping_mul(u128::from(n))
+    }
+    fn offset(self, base: Self) -> Option<u64> {
+        self.checked_sub(base)
+    }
+    fn from_offset(base: Self, off: u64) -> Self {
+        base.wrapping_add(off)
+    }
     fn decode(ty: ElemType, bytes: &[u8], f: &mut impl FnMut(Self)) -> Result<(), AgentError> {
         decode_arms!(ty, bytes, f, u64, U8 => u8, U16 => u16, U32 => u32, U64 => u64)
     }
@@ -151,6 +166,15 @@ impl Wide for i64 {
     fn from_key(k: u64) -> Self {
         k as i64
     }
+    fn times(self, n: u64) -> i128 {
+        i128::from(self).wrapping_mul(i128::from(n))
+    }
+    fn offset(self, base: Self) -> Option<u64> {
+        u64::try_from(i128::from(self) - i128::from(base)).ok()
+    }
+    fn from_offset(base: Self, off: u64) -> Self {
+        base.wrapping_add(off as i64)
+    }
     fn decode(ty: ElemType, bytes: &[u8], f: &mut impl FnMut(Self)) -> Result<(), AgentError> {
         decode_arms!(ty, bytes, f, i64, I8 => i8, I16 => i16, I32 => i32, I64 => i64)
     }
@@ -183,6 +207,16 @@ impl Wide for f64 {
     }
     fn from_key(k: u64) -> Self {
         f64::from_bits(k)
+    }
+    fn times(self, n: u64) -> f64 {
+        // Sequential, as `n` calls of `add` (float addition is not exact).
+        (0..n).fold(0.0, |acc, _| acc + self)
+    }
+    fn offset(self, _: Self) -> Option<u64> {
+        None
+    }
+    fn from_offset(base: Self, _: u64) -> Self {
+        base
     }
     fn decode(ty: ElemType, bytes: &[u8], f: &mut impl FnMut(Self)) -> Result<(), AgentError> {
         decode_arms!(ty, bytes, f, f64, F32 => f32, F64 => f64)
@@ -469,20 +503,25 @@ pub fn gather<I: ChunkIo + ?Sized>(io: &I, args: &GatherArgs) -> Result<u64, Age
 pub fn unique<I: ChunkIo + ?Sized>(io: &I, args: &UniqueArgs) -> Result<UniqueResult, AgentError> {
     let mut seen: std::collections::HashSet<u64, std::hash::BuildHasherDefault<KeyHasher>> =
         std::collections::HashSet::default();
-    let mut over = false;
+    // Small keys in a direct table (see `DENSE_KEYS`), the rest in the set.
+    let mut dense = [false; DENSE_KEYS];
+    let mut distinct = 0usize;
     with_domain!(args.vec.ty.domain(), W => {
         for_each_elem::<W, I>(io, &args.vec, |x| {
-            if !over && seen.insert(x.key()) && seen.len() > args.limit as usize {
-                over = true;
-            }
+            let new = match usize::try_from(x.key()) {
+                Ok(k) if k < DENSE_KEYS => !std::mem::replace(&mut dense[k], true),
+                _ => distinct <= args.limit as usize && seen.insert(x.key()),
+            };
+            distinct += usize::from(new);
         })?;
-        if over {
+        if distinct > args.limit as usize {
             return Err(AgentError::Invalid(format!(
                 "more than {} distinct values",
                 args.limit
             )));
         }
-        let mut vals: Vec<W> = seen.into_iter().map(W::from_key).collect();
+        let small = (0..DENSE_KEYS).filter(|&k| dense[k]).map(|k| k as u64);
+        let mut vals: Vec<W> = seen.into_iter().chain(small).map(W::from_key).collect();
         vals.sort_by(W::total);
         Ok(UniqueResult {
             ty: args.vec.ty,
@@ -502,12 +541,12 @@ pub fn group_by<I: ChunkIo + ?Sized>(
 ) -> Result<GroupByResult, AgentError> {
     with_domain!(args.keys.ty.domain(), K => {
         with_domain!(args.values.ty.domain(), V => {
-            let groups = group_rows::<K, V, I>(io, args, None, false)?;
+            let groups = group_rows::<K, V, I>(io, args, None)?;
             Ok(GroupByResult {
                 key_ty: args.keys.ty,
                 groups: groups
                     .iter()
-                    .map(|(k, st, _)| (K::from_key(*k).scalar(), st.finish(args.values.ty)))
+                    .map(|(k, st)| (K::from_key(*k).scalar(), st.finish(args.values.ty)))
                     .collect(),
             })
         })
@@ -581,11 +620,38 @@ impl<'v> Stream<'v> {
         f: impl Fn(W) -> T,
     ) -> Result<(), AgentError> {
         out.clear();
+        let ty = self.vec.ty;
+        self.next_bytes(io, n, |bytes| W::decode(ty, bytes, &mut |x| out.push(f(x))))
+    }
+
+    /// Replaces `out` with the raw little-endian bytes of the next up to `n` elements.
+    pub(crate) fn next_raw<I: ChunkIo + ?Sized>(
+        &mut self,
+        io: &I,
+        n: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), AgentError> {
+        out.clear();
+        self.next_bytes(io, n, |bytes| {
+            out.extend_from_slice(bytes);
+            Ok(())
+        })
+    }
+
+    /// Calls `f` with the bytes of the next up to `n` elements (fewer only at the end), one
+    /// slice per chunk they span.
+    fn next_bytes<I: ChunkIo + ?Sized>(
+        &mut self,
+        io: &I,
+        n: usize,
+        mut f: impl FnMut(&[u8]) -> Result<(), AgentError>,
+    ) -> Result<(), AgentError> {
         let size = self.vec.ty.size();
-        while out.len() < n && self.chunk < self.vec.chunks.len() {
+        let mut done = 0;
+        while done < n && self.chunk < self.vec.chunks.len() {
             let (id, count) = self.vec.chunks[self.chunk];
             let count = count as usize;
-            let take = (count - self.off).min(n - out.len());
+            let take = (count - self.off).min(n - done);
             let (lo, hi) = (self.off * size, (self.off + take) * size);
             let mut res = Ok(());
             io.read(id, &mut |bytes| {
@@ -597,10 +663,11 @@ impl<'v> Stream<'v> {
                         count * size
                     )))
                 } else {
-                    W::decode(self.vec.ty, &bytes[lo..hi], &mut |x| out.push(f(x)))
+                    f(&bytes[lo..hi])
                 };
             })?;
             res?;
+            done += take;
             self.off += take;
             if self.off == count {
                 self.chunk += 1;
@@ -644,49 +711,89 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
-/// One finished group: key bits, aggregates, non-NaN values (when kept).
-type GroupEntry<V> = (u64, AggState<V>, Vec<V>);
+/// One finished group: key bits and aggregates.
+type GroupEntry<V> = (u64, AggState<V>);
 
-/// Groups being accumulated: per distinct key, the aggregates and (for medians) the non-NaN
-/// values, in row order.
+/// Keys below this are looked up in a direct table instead of the hash map (every `u8` key, and
+/// the small non-negative keys of wider types: hours, weekdays, months, vendor ids, ...).
+const DENSE_KEYS: usize = 256;
+
+/// No group yet for a dense key.
+const NO_GROUP: u32 = u32::MAX;
+
+/// Group number of each key: a direct table for keys below [`DENSE_KEYS`], a hash map above.
+struct KeyIndex {
+    dense: Box<[u32; DENSE_KEYS]>,
+    map: HashMap<u64, u32, std::hash::BuildHasherDefault<KeyHasher>>,
+}
+
+impl KeyIndex {
+    fn new() -> Self {
+        Self {
+            dense: Box::new([NO_GROUP; DENSE_KEYS]),
+            map: HashMap::default(),
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self, key: u64) -> Option<usize> {
+        let g = match usize::try_from(key) {
+            Ok(k) if k < DENSE_KEYS => self.dense[k],
+            _ => *self.map.get(&key)?,
+        };
+        (g != NO_GROUP).then_some(g as usize)
+    }
+
+    /// Sets the group of `key` (`g < u32::MAX`).
+    fn insert(&mut self, key: u64, g: u32) {
+        match usize::try_from(key) {
+            Ok(k) if k < DENSE_KEYS => self.dense[k] = g,
+            _ => {
+                self.map.insert(key, g);
+            }
+        }
+    }
+}
+
+/// Groups being accumulated: per distinct key, the aggregates of its values.
 struct Groups<V: Wide> {
-    index: HashMap<u64, usize, std::hash::BuildHasherDefault<KeyHasher>>,
+    index: KeyIndex,
     groups: Vec<GroupEntry<V>>,
-    keep_values: bool,
     limit: u32,
 }
 
 impl<V: Wide> Groups<V> {
-    fn new(limit: u32, keep_values: bool) -> Self {
+    fn new(limit: u32) -> Self {
         Self {
-            index: HashMap::default(),
+            index: KeyIndex::new(),
             groups: Vec::new(),
-            keep_values,
             limit,
         }
     }
 
-    #[inline]
-    fn push(&mut self, key: u64, v: V) -> Result<(), AgentError> {
-        let g = match self.index.get(&key) {
-            Some(&g) => g,
-            None if self.groups.len() >= self.limit as usize => {
-                return Err(AgentError::Invalid(format!(
-                    "more than {} groups",
-                    self.limit
-                )));
-            }
-            None => {
-                self.index.insert(key, self.groups.len());
-                self.groups.push((key, AggState::new(), Vec::new()));
-                self.groups.len() - 1
-            }
-        };
-        let g = &mut self.groups[g];
-        g.1.push(v);
-        if self.keep_values && !v.is_nan() {
-            g.2.push(v);
+    /// A new group for `key`; its index.
+    #[cold]
+    fn add(&mut self, key: u64) -> Result<usize, AgentError> {
+        // `limit` is a u32, so group numbers stay below `NO_GROUP`.
+        if self.groups.len() >= self.limit as usize {
+            return Err(AgentError::Invalid(format!(
+                "more than {} groups",
+                self.limit
+            )));
         }
+        let g = self.groups.len();
+        self.index.insert(key, g as u32);
+        self.groups.push((key, AggState::new()));
+        Ok(g)
+    }
+
+    #[inline(always)]
+    fn push(&mut self, key: u64, v: V) -> Result<(), AgentError> {
+        let g = match self.index.get(key) {
+            Some(g) => g,
+            None => self.add(key)?,
+        };
+        self.groups[g].1.push(v);
         Ok(())
     }
 
@@ -720,7 +827,6 @@ fn group_rows<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
     io: &I,
     args: &GroupByArgs,
     mask: Option<(&VecRef, &Predicate)>,
-    keep_values: bool,
 ) -> Result<Vec<GroupEntry<V>>, AgentError> {
     let len = args.keys.len();
     if args.values.len() != len {
@@ -733,7 +839,10 @@ fn group_rows<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
         // Check the operands before reading anything.
         with_domain!(m.ty.domain(), M => BoundPred::<M>::new(p).map(|_| ()))?;
     }
-    let mut groups = Groups::<V>::new(args.limit, keep_values);
+    if args.values == args.keys && args.keys.ty == ElemType::U8 {
+        return byte_histogram::<V, I>(io, args, mask);
+    }
+    let mut groups = Groups::<V>::new(args.limit);
     let (mut ks, mut vs) = (Stream::new(&args.keys), Stream::new(&args.values));
     let mut ms = mask.map(|(m, p)| (Stream::new(m), p));
     let (mut kb, mut vb, mut mb): (Vec<K>, Vec<V>, Vec<bool>) = Default::default();
@@ -762,6 +871,164 @@ fn group_rows<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
     Ok(groups.sorted::<K>())
 }
 
+/// [`group_rows`] of a `u8` column by itself (value counts), optionally masked: one counter per
+/// byte value instead of a group lookup and an aggregate update per row. Every group's aggregates
+/// follow from its key and count (`n` equal values), so the result equals the general path's.
+fn byte_histogram<V: Wide, I: ChunkIo + ?Sized>(
+    io: &I,
+    args: &GroupByArgs,
+    mask: Option<(&VecRef, &Predicate)>,
+) -> Result<Vec<GroupEntry<V>>, AgentError> {
+    let mut counts = [0u64; 256];
+    let mut ks = Stream::new(&args.keys);
+    let mut ms = mask.map(|(m, p)| (Stream::new(m), p));
+    let (mut kb, mut mb): (Vec<u8>, Vec<bool>) = Default::default();
+    loop {
+        ks.next_raw(io, BLOCK, &mut kb)?;
+        if kb.is_empty() {
+            break;
+        }
+        match &mut ms {
+            Some((s, p)) => {
+                mask_block(io, s, p, BLOCK, &mut mb)?;
+                for (&k, &keep) in kb.iter().zip(&mb) {
+                    counts[usize::from(k)] += u64::from(keep);
+                }
+            }
+            None => {
+                for &k in &kb {
+                    counts[usize::from(k)] += 1;
+                }
+            }
+        }
+    }
+    let present = counts.iter().filter(|&&n| n > 0).count();
+    if present > args.limit as usize {
+        return Err(AgentError::Invalid(format!(
+            "more than {} groups",
+            args.limit
+        )));
+    }
+    // Byte keys ascending are the key order of the unsigned domain.
+    Ok((0u64..256)
+        .zip(counts)
+        .filter(|&(_, n)| n > 0)
+        .map(|(k, n)| {
+            let v = V::from_key(k);
+            let st = AggState {
+                count: n,
+                acc: v.times(n),
+                min: Some(v),
+                max: Some(v),
+            };
+            (k, st)
+        })
+        .collect())
+}
+
+/// Widest value range whose medians are found by counting (4 Mi counters, 16 MiB).
+const COUNTED_RANGE: u64 = 1 << 22;
+
+/// How one group's median is found in the second pass of [`group_median`].
+enum MedianOf<V> {
+    /// Integer values of a range small next to their number: one counter per value above `lo`.
+    Counts { lo: V, counts: Vec<u32> },
+    /// The non-NaN values, selected at the end.
+    Values(Vec<V>),
+}
+
+impl<V: Wide> MedianOf<V> {
+    /// The collector for a group with these aggregates.
+    fn for_group(st: &AggState<V>) -> Self {
+        if let (Some(lo), Some(hi)) = (st.min, st.max)
+            && let Some(range) = hi.offset(lo)
+            && range < COUNTED_RANGE
+            && range / 4 <= st.count
+        {
+            return MedianOf::Counts {
+                lo,
+                counts: vec![0; range as usize + 1],
+            };
+        }
+        MedianOf::Values(Vec::with_capacity(capacity_hint(st.count)))
+    }
+
+    #[inline(always)]
+    fn push(&mut self, v: V) {
+        match self {
+            // Counted groups hold integers within `lo..=hi`; anything else has no counter.
+            MedianOf::Counts { lo, counts } => {
+                if let Some(c) = v.offset(*lo).and_then(|o| counts.get_mut(o as usize)) {
+                    *c += 1;
+                }
+            }
+            MedianOf::Values(vals) => {
+                if !v.is_nan() {
+                    vals.push(v);
+                }
+            }
+        }
+    }
+
+    /// The lower median of what was pushed; `None` if nothing.
+    fn median(self) -> Option<V> {
+        match self {
+            MedianOf::Counts { lo, counts } => {
+                let n: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+                let mid = n.checked_sub(1)? / 2;
+                let mut seen = 0u64;
+                counts.iter().enumerate().find_map(|(off, &c)| {
+                    seen += u64::from(c);
+                    (seen > mid).then(|| V::from_offset(lo, off as u64))
+                })
+            }
+            MedianOf::Values(mut vals) => {
+                let mid = vals.len().checked_sub(1)? / 2;
+                Some(*vals.select_nth_unstable_by(mid, V::total).1)
+            }
+        }
+    }
+}
+
+/// One group with its median: key bits, aggregates, lower median.
+type MedianRow<V> = (u64, AggState<V>, Option<V>);
+
+/// Groups with lower medians in two passes: the aggregates first (which give every group's
+/// count and range), then each group's values counted (small integer ranges) or collected into a
+/// buffer of exactly the group's size, so no value buffer grows or is copied.
+fn median_rows<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
+    io: &I,
+    args: &GroupByArgs,
+) -> Result<Vec<MedianRow<V>>, AgentError> {
+    let groups = group_rows::<K, V, I>(io, args, None)?;
+    let mut index = KeyIndex::new();
+    let mut medians: Vec<MedianOf<V>> = Vec::with_capacity(groups.len());
+    for (g, (k, st)) in groups.iter().enumerate() {
+        index.insert(*k, g as u32);
+        medians.push(MedianOf::for_group(st));
+    }
+    let (mut ks, mut vs) = (Stream::new(&args.keys), Stream::new(&args.values));
+    let (mut kb, mut vb): (Vec<K>, Vec<V>) = Default::default();
+    loop {
+        ks.next::<K, I>(io, BLOCK, &mut kb)?;
+        vs.next::<V, I>(io, BLOCK, &mut vb)?;
+        if kb.is_empty() {
+            break;
+        }
+        for (&k, &v) in kb.iter().zip(&vb) {
+            let g = index
+                .get(k.key())
+                .ok_or_else(|| AgentError::Invalid("keys changed during a group-by".into()))?;
+            medians[g].push(v);
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .zip(medians)
+        .map(|((k, st), m)| (k, st, m.median()))
+        .collect())
+}
+
 /// Group-by aggregate over the rows `i` where `args.mask[i]` matches `args.pred`: for every
 /// distinct key among them, the aggregates of their values (ascending by key).
 ///
@@ -775,12 +1042,12 @@ pub fn group_by_where<I: ChunkIo + ?Sized>(
     let g = &args.group;
     with_domain!(g.keys.ty.domain(), K => {
         with_domain!(g.values.ty.domain(), V => {
-            let groups = group_rows::<K, V, I>(io, g, Some((&args.mask, &args.pred)), false)?;
+            let groups = group_rows::<K, V, I>(io, g, Some((&args.mask, &args.pred)))?;
             Ok(GroupByResult {
                 key_ty: g.keys.ty,
                 groups: groups
                     .iter()
-                    .map(|(k, st, _)| (K::from_key(*k).scalar(), st.finish(g.values.ty)))
+                    .map(|(k, st)| (K::from_key(*k).scalar(), st.finish(g.values.ty)))
                     .collect(),
             })
         })
@@ -798,16 +1065,12 @@ pub fn group_median<I: ChunkIo + ?Sized>(
 ) -> Result<GroupMedianResult, AgentError> {
     with_domain!(args.keys.ty.domain(), K => {
         with_domain!(args.values.ty.domain(), V => {
-            let groups = group_rows::<K, V, I>(io, args, None, true)?;
+            let groups = median_rows::<K, V, I>(io, args)?;
             Ok(GroupMedianResult {
                 key_ty: args.keys.ty,
                 groups: groups
                     .into_iter()
-                    .map(|(k, st, mut vals)| {
-                        let median = (!vals.is_empty()).then(|| {
-                            let mid = (vals.len() - 1) / 2;
-                            *vals.select_nth_unstable_by(mid, V::total).1
-                        });
+                    .map(|(k, st, median)| {
                         (
                             K::from_key(k).scalar(),
                             st.finish(args.values.ty),
@@ -1257,5 +1520,136 @@ pub(crate) mod tests {
             group_median(&m, &unequal),
             Err(AgentError::Invalid(_))
         ));
+    }
+
+    /// The specialised paths (byte value counts, direct-table keys, counted medians) give the
+    /// general path's answers: the same data as `u8` and as `u16` (never specialised for value
+    /// counts), keys mixing small and large values, medians of narrow and wide ranges.
+    #[test]
+    fn fast_group_paths_match_general_ones() {
+        let m = Mem::default();
+        let n = 5000usize;
+        let bytes: Vec<u8> = (0..n).map(|i| ((i * 31) % 251) as u8 ^ 0x80).collect();
+        let wide: Vec<u16> = bytes.iter().map(|&b| u16::from(b)).collect();
+        let mask: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
+        let b8 = m.vec(ElemType::U8, &bytes, 700, 1);
+        let b16 = m.vec(ElemType::U16, &le(&wide, u16::to_le_bytes), 300, 100);
+        let mv = m.vec(ElemType::U8, &mask, 999, 200);
+        let by_itself = |v: &VecRef, limit| GroupByArgs {
+            keys: v.clone(),
+            values: v.clone(),
+            limit,
+        };
+        // Groups without the element type (u8 or u16).
+        let strip = |r: GroupByResult| -> Vec<_> {
+            r.groups
+                .into_iter()
+                .map(|(k, a)| (k, a.count, a.sum, a.min, a.max))
+                .collect()
+        };
+        let plain8 = strip(group_by(&m, &by_itself(&b8, 300)).unwrap());
+        let plain16 = strip(group_by(&m, &by_itself(&b16, 300)).unwrap());
+        assert_eq!(plain8, plain16);
+        assert_eq!(plain8.len(), 251);
+        for pred in [
+            Predicate::new(Cmp::Eq, Scalar::U(1)),
+            Predicate::new(Cmp::Ne, Scalar::U(1)),
+        ] {
+            let masked = |v: &VecRef| {
+                let group = by_itself(v, 300);
+                let mask = mv.clone();
+                strip(group_by_where(&m, &GroupWhereArgs { group, mask, pred }).unwrap())
+            };
+            assert_eq!(masked(&b8), masked(&b16));
+        }
+        assert!(group_by(&m, &by_itself(&b8, 250)).is_err());
+        // Keys below and above the direct table, values of a narrow and of a wide range.
+        let keys: Vec<i64> = (0..n as i64)
+            .map(|i| {
+                if i % 2 == 0 {
+                    i % 5
+                } else {
+                    -1_000_000 * (i % 3)
+                }
+            })
+            .collect();
+        let kv = m.vec(ElemType::I64, &le(&keys, i64::to_le_bytes), 256, 300);
+        for spread in [7i64, 1 << 40] {
+            let vals: Vec<i64> = (0..n as i64).map(|i| (i * 7919 % 1013) * spread).collect();
+            let vv = m.vec(ElemType::I64, &le(&vals, i64::to_le_bytes), 100, 400);
+            let r = group_median(
+                &m,
+                &GroupByArgs {
+                    keys: kv.clone(),
+                    values: vv,
+                    limit: 10,
+                },
+            )
+            .unwrap();
+            let mut distinct: Vec<i64> = keys.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(r.groups.len(), distinct.len());
+            for ((k, a, md), want_k) in r.groups.iter().zip(&distinct) {
+                assert_eq!(*k, Scalar::I(*want_k));
+                let mut sel: Vec<i64> = (0..n)
+                    .filter(|&i| keys[i] == *want_k)
+                    .map(|i| vals[i])
+                    .collect();
+                sel.sort();
+                assert_eq!(a.count, sel.len() as u64);
+                assert_eq!(a.min, Some(Scalar::I(sel[0])));
+                assert_eq!(*md, Some(Scalar::I(sel[(sel.len() - 1) / 2])));
+            }
+        }
+        // Unique with small and large values.
+        let u = unique(&m, &UniqueArgs { vec: kv, limit: 8 }).unwrap();
+        let got: Vec<Scalar> = u.values;
+        assert_eq!(
+            got,
+            [-2_000_000, -1_000_000, 0, 1, 2, 3, 4]
+                .map(Scalar::I)
+                .to_vec()
+        );
+    }
+
+    /// Timings of the taxi-sized kernels (run by hand: `cargo test --release -p farmem-server
+    /// kernel_timings -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "timing, run by hand"]
+    fn kernel_timings() {
+        use farmem_proto::agent::{DeriveArgs, Expr};
+        let m = Mem::default();
+        let n = 4_000_000usize;
+        let keys: Vec<u8> = (0..n).map(|i| (i % 7) as u8 + 1).collect();
+        let vals: Vec<i64> = (0..n).map(|i| ((i * 7919) % 3000) as i64).collect();
+        let kv = m.vec(ElemType::U8, &keys, 65536, 1);
+        let vv = m.vec(ElemType::I64, &le(&vals, i64::to_le_bytes), 8192, 1000);
+        let args = GroupByArgs {
+            keys: kv.clone(),
+            values: vv.clone(),
+            limit: 100,
+        };
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let r = group_median(&m, &args).unwrap();
+            eprintln!("group_median {:?} {}", t.elapsed(), r.groups.len());
+            let t = std::time::Instant::now();
+            let r = group_by(&m, &args).unwrap();
+            eprintln!("group_by {:?} {}", t.elapsed(), r.groups.len());
+            let t = std::time::Instant::now();
+            let r = aggregate(&m, &vv).unwrap();
+            eprintln!("aggregate {:?} {}", t.elapsed(), r.count);
+            for (expr, inputs, base) in [
+                (Expr::Month, vec![vv.clone()], 1u64 << 40),
+                (Expr::Diff, vec![vv.clone(), vv.clone()], 1 << 41),
+            ] {
+                let out = out(base, n / 8192 + 1, 8192);
+                let t = std::time::Instant::now();
+                let args = DeriveArgs { expr, inputs, out };
+                let d = crate::agent::derive::derive(&m, &args).unwrap();
+                eprintln!("derive {expr:?} {:?} {d}", t.elapsed());
+            }
+        }
     }
 }
