@@ -107,6 +107,57 @@ fn bad_arity(expr: Expr, n: usize) -> AgentError {
 /// different lengths, or a bad [`farmem_proto::agent::OutSpec`]; [`AgentError::NotFound`] for a
 /// missing chunk; [`AgentError::OutOfCapacity`].
 pub fn derive<I: ChunkIo + ?Sized>(io: &I, args: &DeriveArgs) -> Result<u64, AgentError> {
+    let (len, per) = check(args)?;
+    derive_rows(io, args, per, 0..len)?;
+    Ok(len)
+}
+
+/// Rows each thread of [`derive_parallel`] gets at least.
+const ROWS_PER_THREAD: u64 = 1 << 18;
+
+/// [`derive`] on up to `threads` threads, each computing a run of whole output chunks (the rows
+/// are independent, so the result is the same). Small inputs use one thread.
+///
+/// # Errors
+/// As [`derive`]; when several parts fail, the first part's error.
+pub fn derive_parallel<I: ChunkIo + Sync + ?Sized>(
+    io: &I,
+    args: &DeriveArgs,
+    threads: usize,
+) -> Result<u64, AgentError> {
+    let (len, per) = check(args)?;
+    let out_chunks = len.div_ceil(per as u64);
+    let parts = (threads as u64)
+        .min(len / ROWS_PER_THREAD)
+        .clamp(1, out_chunks.max(1));
+    if parts <= 1 {
+        derive_rows(io, args, per, 0..len)?;
+        return Ok(len);
+    }
+    // Part `p` computes output chunks `p * each ..`, i.e. rows `p * each * per ..`.
+    let each = out_chunks.div_ceil(parts);
+    let results: Vec<Result<(), AgentError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..parts)
+            .map(|p| {
+                let lo = (p * each * per as u64).min(len);
+                let hi = ((p + 1) * each * per as u64).min(len);
+                s.spawn(move || derive_rows(io, args, per, lo..hi))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(AgentError::Invalid("a derive thread panicked".into())))
+            })
+            .collect()
+    });
+    results.into_iter().collect::<Result<(), _>>()?;
+    Ok(len)
+}
+
+/// Checks `args`; returns the row count and the output chunk length.
+fn check(args: &DeriveArgs) -> Result<(u64, usize), AgentError> {
     let expr = args.expr;
     if args.inputs.len() != expr.arity() {
         return Err(bad_arity(expr, args.inputs.len()));
@@ -127,10 +178,10 @@ pub fn derive<I: ChunkIo + ?Sized>(io: &I, args: &DeriveArgs) -> Result<u64, Age
             )));
         }
     }
-    if len == 0 {
-        return Ok(0);
-    }
     let per = args.out.chunk_elems as usize;
+    if len == 0 {
+        return Ok((0, per.max(1)));
+    }
     if per == 0 {
         return Err(AgentError::Invalid("output chunk_elems is 0".into()));
     }
@@ -143,14 +194,32 @@ pub fn derive<I: ChunkIo + ?Sized>(io: &I, args: &DeriveArgs) -> Result<u64, Age
             args.out.ids.len()
         )));
     }
+    Ok((len, per))
+}
+
+/// Computes rows `rows` (starting on an output chunk boundary) and writes their output chunks.
+fn derive_rows<I: ChunkIo + ?Sized>(
+    io: &I,
+    args: &DeriveArgs,
+    per: usize,
+    rows: std::ops::Range<u64>,
+) -> Result<(), AgentError> {
+    let expr = args.expr;
     let out_size = expr.out_type().size();
-    let mut streams: Vec<Stream<'_>> = args.inputs.iter().map(Stream::new).collect();
+    let mut streams: Vec<Stream<'_>> = args
+        .inputs
+        .iter()
+        .map(|v| Stream::at(v, rows.start))
+        .collect();
     // One output chunk at a time, filled in blocks.
     // `per` and `len` are the client's: reserve one block, the chunk grows as data arrives.
+    let mut left = usize::try_from(rows.end - rows.start)
+        .map_err(|_| AgentError::Invalid("result too long".into()))?;
     let mut chunk: Vec<u8> =
-        Vec::with_capacity(capacity_hint(per.min(BLOCK) as u64).min(len as usize) * out_size);
-    let mut next_id = args.out.ids.iter();
-    let mut left = len as usize;
+        Vec::with_capacity(capacity_hint(per.min(BLOCK) as u64).min(left) * out_size);
+    let first = usize::try_from(rows.start / per as u64)
+        .map_err(|_| AgentError::Invalid("result too long".into()))?;
+    let mut next_id = args.out.ids.iter().skip(first);
     with_domain!(expr.input_domain(), W => {
         let mut cols: Vec<Vec<W>> = vec![Vec::new(); streams.len()];
         while left > 0 {
@@ -172,7 +241,7 @@ pub fn derive<I: ChunkIo + ?Sized>(io: &I, args: &DeriveArgs) -> Result<u64, Age
             }
         }
     });
-    Ok(len)
+    Ok(())
 }
 
 /// Inputs of one domain, evaluated block by block (one tight loop per expression) to the

@@ -601,6 +601,21 @@ impl<'v> Stream<'v> {
         }
     }
 
+    /// A stream starting at element `start` (at the end if the vector is shorter).
+    pub(crate) fn at(vec: &'v VecRef, start: u64) -> Self {
+        let mut s = Self::new(vec);
+        let mut left = start;
+        while let Some(&(_, count)) = vec.chunks.get(s.chunk) {
+            if left < u64::from(count) {
+                s.off = left as usize;
+                break;
+            }
+            left -= u64::from(count);
+            s.chunk += 1;
+        }
+        s
+    }
+
     /// Replaces `out` with the next up to `n` elements, widened (fewer only at the end).
     pub(crate) fn next<W: Wide, I: ChunkIo + ?Sized>(
         &mut self,

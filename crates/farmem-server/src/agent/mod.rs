@@ -24,7 +24,10 @@ use farmem_proto::agent::{
 };
 
 /// What an operation may touch: the objects of the calling session, and its agent state.
-pub trait AgentContext {
+///
+/// Contexts are `Sync`: a large operation may read and write objects from several threads at
+/// once (see [`derive::derive_parallel`]).
+pub trait AgentContext: Sync {
     /// Calls `f` with the bytes of object `id`.
     ///
     /// # Errors
@@ -105,6 +108,11 @@ impl kernels::ChunkIo for CtxIo<'_> {
     }
 }
 
+/// Threads one large row-wise operation may use: the server's cores, at most 4.
+fn agent_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
 /// Runs agent operation `op` with encoded `args` against `ctx`; returns the encoded result.
 ///
 /// # Errors
@@ -121,7 +129,9 @@ pub fn execute(ctx: &dyn AgentContext, op: u16, args: &[u8]) -> Result<Vec<u8>, 
         op::VEC_GROUP_BY => kernels::group_by(&io, &GroupByArgs::decode(args)?)?.encode(),
         op::VEC_ARGSORT => kernels::argsort(&io, &ArgsortArgs::decode(args)?)?.encode(),
         op::VEC_COUNT => kernels::count(&io, &CountArgs::decode(args)?)?.encode(),
-        op::VEC_DERIVE => derive::derive(&io, &DeriveArgs::decode(args)?)?.encode(),
+        op::VEC_DERIVE => {
+            derive::derive_parallel(&io, &DeriveArgs::decode(args)?, agent_threads())?.encode()
+        }
         op::VEC_GROUP_BY_WHERE => {
             kernels::group_by_where(&io, &GroupWhereArgs::decode(args)?)?.encode()
         }

@@ -1,7 +1,7 @@
 //! Tests of the agent entry point against an in-memory context.
 
-use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use farmem_proto::agent::{
     AgentMessage, Aggregates, ArgsortArgs, Cmp, ElemType, FilterArgs, GatherArgs, GroupByArgs,
@@ -13,8 +13,8 @@ use super::{AgentContext, AgentError, AgentState, execute, tables::ENTRY_OVERHEA
 
 /// A session with a capacity.
 struct Ctx {
-    objects: RefCell<HashMap<u64, Vec<u8>>>,
-    used: Cell<i64>,
+    objects: Mutex<HashMap<u64, Vec<u8>>>,
+    used: Mutex<i64>,
     capacity: i64,
     state: AgentState,
 }
@@ -22,8 +22,8 @@ struct Ctx {
 impl Ctx {
     fn new(capacity: i64) -> Self {
         Self {
-            objects: RefCell::default(),
-            used: Cell::new(0),
+            objects: Mutex::default(),
+            used: Mutex::new(0),
             capacity,
             state: AgentState::default(),
         }
@@ -47,7 +47,7 @@ impl Ctx {
     }
 
     fn read_u64s(&self, ids: &[u64], len: u64) -> Vec<u64> {
-        let objs = self.objects.borrow();
+        let objs = self.objects.lock().unwrap();
         let mut v: Vec<u64> = Vec::new();
         for id in ids {
             if let Some(o) = objs.get(id) {
@@ -66,25 +66,27 @@ impl AgentContext for Ctx {
     fn with_object(&self, id: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), AgentError> {
         f(self
             .objects
-            .borrow()
+            .lock()
+            .unwrap()
             .get(&id)
             .ok_or(AgentError::NotFound(id))?);
         Ok(())
     }
     fn put_object(&self, id: u64, data: &[u8]) -> Result<(), AgentError> {
         self.charge(data.len() as i64)?;
-        self.objects.borrow_mut().insert(id, data.to_vec());
+        self.objects.lock().unwrap().insert(id, data.to_vec());
         Ok(())
     }
     fn charge(&self, delta: i64) -> Result<(), AgentError> {
-        let after = self.used.get() + delta;
+        let mut used = self.used.lock().unwrap();
+        let after = *used + delta;
         if delta > 0 && after > self.capacity {
             return Err(AgentError::OutOfCapacity {
                 needed: delta as u64,
-                available: (self.capacity - self.used.get()) as u64,
+                available: (self.capacity - *used) as u64,
             });
         }
-        self.used.set(after);
+        *used = after;
         Ok(())
     }
     fn state(&self) -> &AgentState {
@@ -281,7 +283,7 @@ fn hash_table_ops() {
     let n: u64 = call(&ctx, op::HT_LEN, &1u64).unwrap();
     assert_eq!(n, 2);
     assert_eq!(
-        ctx.used.get() as u64,
+        *ctx.used.lock().unwrap() as u64,
         ctx.state.charged_bytes(),
         "charges are tracked"
     );
@@ -296,7 +298,7 @@ fn hash_table_ops() {
     );
     let n: u64 = call(&ctx, op::HT_DROP, &1u64).unwrap();
     assert_eq!(n, 1);
-    assert_eq!(ctx.used.get(), 0);
+    assert_eq!(*ctx.used.lock().unwrap(), 0);
     assert_eq!(ctx.state.charged_bytes(), 0);
 }
 
@@ -304,7 +306,7 @@ fn hash_table_ops() {
 fn hash_table_batch_is_all_or_nothing() {
     let ctx = Ctx::new(3 * ENTRY_OVERHEAD as i64 + 10);
     put(&ctx, 1, &[(b"a", b"1")], false).unwrap();
-    let before = ctx.used.get();
+    let before = *ctx.used.lock().unwrap();
     let e = put(
         &ctx,
         1,
@@ -312,7 +314,7 @@ fn hash_table_batch_is_all_or_nothing() {
         false,
     );
     assert!(matches!(e, Err(AgentError::OutOfCapacity { .. })));
-    assert_eq!(ctx.used.get(), before);
+    assert_eq!(*ctx.used.lock().unwrap(), before);
     let g: HtValues = call(&ctx, op::HT_GET, &keys(1, &[b"a", b"b"])).unwrap();
     assert_eq!(
         g.values,
@@ -409,4 +411,65 @@ fn new_vector_ops_validate_their_input() {
         },
     );
     assert!(matches!(e, Err(AgentError::NotFound(9_999))));
+}
+
+/// A derived vector computed on several threads equals the one-thread result, for inputs of
+/// different chunkings and an output whose chunks do not line up with them.
+#[test]
+fn parallel_derive_equals_sequential() {
+    use farmem_proto::agent::{DeriveArgs, Expr};
+    let ctx = Ctx::new(i64::MAX);
+    let n = 700_001usize;
+    let a: Vec<i64> = (0..n as i64).map(|i| 1_451_606_400 + i * 37).collect();
+    let b: Vec<i64> = a.iter().map(|&t| t + t % 4_099).collect();
+    let store = |xs: &[i64], per: usize, base: u64| {
+        let chunks = xs
+            .chunks(per)
+            .enumerate()
+            .map(|(i, c)| {
+                let bytes: Vec<u8> = c.iter().flat_map(|x| x.to_le_bytes()).collect();
+                ctx.put_object(base + i as u64, &bytes).unwrap();
+                (base + i as u64, c.len() as u32)
+            })
+            .collect();
+        VecRef {
+            ty: ElemType::I64,
+            chunks,
+        }
+    };
+    let (va, vb) = (store(&a, 1_000, 1 << 20), store(&b, 777, 2 << 20));
+    let want: Vec<u64> = a.iter().zip(&b).map(|(x, y)| (y - x) as u64).collect();
+    for threads in [1, 2, 3, 4] {
+        let base = (10 + threads as u64) << 20;
+        let out = OutSpec {
+            chunk_elems: 4_096,
+            ids: (base..base + 200).collect(),
+        };
+        let args = DeriveArgs {
+            expr: Expr::Diff,
+            inputs: vec![va.clone(), vb.clone()],
+            out: out.clone(),
+        };
+        let len = super::derive::derive_parallel(&super::CtxIo(&ctx), &args, threads).unwrap();
+        assert_eq!(len, n as u64);
+        assert_eq!(ctx.read_u64s(&out.ids, len), want, "{threads} threads");
+    }
+    // Through the entry point, and a bad request is still an error.
+    let out = OutSpec {
+        chunk_elems: 4_096,
+        ids: (30 << 20..(30 << 20) + 200).collect(),
+    };
+    let args = DeriveArgs {
+        expr: Expr::Diff,
+        inputs: vec![va.clone(), vb],
+        out: out.clone(),
+    };
+    let len: u64 = call(&ctx, op::VEC_DERIVE, &args).unwrap();
+    assert_eq!(ctx.read_u64s(&out.ids, len), want);
+    let short = DeriveArgs {
+        expr: Expr::Diff,
+        inputs: vec![va, store(&a[..10], 1_000, 40 << 20)],
+        out,
+    };
+    assert!(call::<u64>(&ctx, op::VEC_DERIVE, &short).is_err());
 }
