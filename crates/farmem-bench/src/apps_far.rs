@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use farmem::backend::{TcpBackend, TcpConfig};
-use farmem::containers::{FarHashMap, FarVec, HashMapConfig, Offload};
+use farmem::containers::{FarHashMap, HashMapConfig, Offload};
 use farmem::paging::{AllocConfig, PagingAlloc};
-use farmem::{Backend, Runtime, RuntimeConfig};
+use farmem::{Backend, FarBox, Runtime, RuntimeConfig};
 use farmem_frame::{FarPlacement, PlacementRef};
 use farmem_server::{Server, ServerConfig, ServerHandle};
 
@@ -119,11 +119,12 @@ pub fn with_paging<T>(
     f()
 }
 
-/// The web data set in far memory: a [`FarHashMap`] and a [`FarVec`] of 8 KiB elements (one
-/// element per far object).
+/// The web data set in far memory: a [`FarHashMap`] and an array of 8 KiB elements, one far
+/// object each.
 pub struct FarWeb {
+    rt: Runtime,
     map: FarHashMap<u64, u64>,
-    elems: FarVec<[u8; ELEM]>,
+    elems: Vec<FarBox<[u8; ELEM]>>,
 }
 
 impl FarWeb {
@@ -150,17 +151,17 @@ impl FarWeb {
             }
         }
         map.flush()?;
-        let mut elems = FarVec::with_chunk_bytes(&rt, ELEM)?;
+        let mut elems = Vec::with_capacity(args.elements as usize);
         let mut e = [0u8; ELEM];
         for i in 0..args.elements {
             web::fill_element(i, &mut e);
-            elems.push(e)?;
+            elems.push(FarBox::new(&rt, e)?);
             if i.is_multiple_of(1024) {
                 progress(args.keys + i * 64);
             }
         }
-        elems.flush()?;
-        Ok(Self { map, elems })
+        rt.flush_many(elems.iter())?;
+        Ok(Self { rt, map, elems })
     }
 }
 
@@ -180,8 +181,56 @@ impl WebData for FarWeb {
     }
 
     fn element(&self, i: u64, out: &mut [u8; ELEM]) -> anyhow::Result<()> {
-        *out = self.elems.get(i as usize)?;
+        *out = self.elem(i)?.get()?;
         Ok(())
+    }
+
+    /// Sends the map's misses, fetches the missing elements in one batch while that request is
+    /// in flight, then collects the values: at most two overlapping round trips per window.
+    fn fetch(
+        &self,
+        keys: &[u64],
+        values: &mut Vec<u64>,
+        elems: &[u64],
+        out: &mut [Box<[u8; ELEM]>],
+    ) -> anyhow::Result<()> {
+        let boxes = elems
+            .iter()
+            .map(|&i| self.elem(i))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let pending = self.map.get_many_submit(keys);
+        self.rt.prefetch(boxes.iter().copied())?;
+        values.clear();
+        for (k, v) in keys.iter().zip(pending.wait()?) {
+            values.push(v.ok_or_else(|| anyhow::anyhow!("key {k:#x} missing"))?);
+        }
+        let s = self.rt.scope();
+        for (o, b) in out.iter_mut().zip(boxes) {
+            **o = *b.read(&s)?;
+        }
+        Ok(())
+    }
+
+    fn counters(&self) -> serde_json::Value {
+        let m = self.map.stats();
+        let r = self.rt.stats();
+        serde_json::json!({
+            "map_hits": m.hits,
+            "map_misses": m.misses,
+            "map_round_trips": m.round_trips,
+            "element_hits": r.hits,
+            "element_misses": r.misses,
+            "elements_prefetched": r.prefetched,
+            "bytes_fetched": r.bytes_fetched,
+        })
+    }
+}
+
+impl FarWeb {
+    fn elem(&self, i: u64) -> anyhow::Result<&FarBox<[u8; ELEM]>> {
+        self.elems
+            .get(i as usize)
+            .ok_or_else(|| anyhow::anyhow!("element {i} missing"))
     }
 }
 

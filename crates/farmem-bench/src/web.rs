@@ -35,9 +35,18 @@ pub struct Args {
     /// Requests per run.
     #[arg(long, default_value_t = 200_000)]
     pub requests: u64,
+    /// Requests served before the timed ones (in every mode, not timed): caches, page cache
+    /// and swap reach their steady state first.
+    #[arg(long, default_value_t = 50_000)]
+    pub warmup: u64,
     /// Client threads.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
+    /// Requests each client thread serves together (in every mode): their data is read in one
+    /// go (far containers fetch all their misses at once), then each is answered in turn. A
+    /// request's latency runs from the start of its window to its response.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub window: u64,
     /// Local memory as a share of the working set; repeat or comma-separate to sweep.
     #[arg(long, value_delimiter = ',', default_value = "25%", value_parser = modes::parse_ratio)]
     pub local_mem: Vec<f64>,
@@ -88,6 +97,30 @@ pub trait WebData: Sync {
     /// # Errors
     /// Storage errors.
     fn element(&self, i: u64, out: &mut [u8; ELEM]) -> anyhow::Result<()>;
+    /// Reads what a window of requests needs: the values of `keys` into `values` (in order)
+    /// and element `elems[j]` into `out[j]`. The default looks the keys up with
+    /// [`WebData::lookup_many`] and copies the elements one by one; far containers overlap it
+    /// all.
+    ///
+    /// # Errors
+    /// As [`WebData::lookup`] and [`WebData::element`].
+    fn fetch(
+        &self,
+        keys: &[u64],
+        values: &mut Vec<u64>,
+        elems: &[u64],
+        out: &mut [Box<[u8; ELEM]>],
+    ) -> anyhow::Result<()> {
+        self.lookup_many(keys, values)?;
+        for (o, &i) in out.iter_mut().zip(elems) {
+            self.element(i, o)?;
+        }
+        Ok(())
+    }
+    /// Counters worth reporting after a run (round trips, misses), if any.
+    fn counters(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }
 
 /// The key of rank `r`: ranks are scattered over the key space.
@@ -196,11 +229,37 @@ pub fn working_set_bytes(keys: u64, elements: u64) -> u64 {
 
 type Aes128Ctr = ctr::Ctr128BE<aes::Aes128>;
 
-/// Scratch space of one client thread.
+/// The request distributions of a run.
+pub struct Workload {
+    keys: Zipf,
+    elems: Zipf,
+    n_elems: u64,
+}
+
+impl Workload {
+    /// Zipf keys over `keys` ranks and elements over `elements`.
+    pub fn new(keys: u64, elements: u64) -> Self {
+        Self {
+            keys: Zipf::new(keys.max(2), SKEW),
+            elems: Zipf::new(elements.max(2), SKEW),
+            n_elems: elements.max(1),
+        }
+    }
+
+    /// Appends the [`LOOKUPS`] keys of request `id` to `keys` and returns its element index.
+    pub fn plan(&self, id: u64, keys: &mut Vec<u64>) -> u64 {
+        let mut rng = SplitMix(id.wrapping_mul(0x2545_F491_4F6C_DD1D));
+        keys.extend((0..LOOKUPS).map(|_| key_of(self.keys.sample(|| rng.unit()))));
+        element_index(self.elems.sample(|| rng.unit()), self.n_elems)
+    }
+}
+
+/// Scratch space of one client thread (reused by every window, so requests allocate nothing).
 pub struct Client {
     keys: Vec<u64>,
     values: Vec<u64>,
-    elem: Box<[u8; ELEM]>,
+    idx: Vec<u64>,
+    elems: Vec<Box<[u8; ELEM]>>,
     out: Vec<u8>,
     enc: snap::raw::Encoder,
 }
@@ -210,45 +269,75 @@ impl Default for Client {
         Self {
             keys: Vec::with_capacity(LOOKUPS),
             values: Vec::with_capacity(LOOKUPS),
-            elem: Box::new([0; ELEM]),
+            idx: Vec::new(),
+            elems: Vec::new(),
             out: vec![0; snap::raw::max_compress_len(ELEM)],
             enc: snap::raw::Encoder::new(),
         }
     }
 }
 
-/// Serves request number `id` and returns a digest of its response (equal in every mode).
-///
-/// # Errors
-/// Storage errors from `data`; compression errors.
-pub fn serve(
-    data: &dyn WebData,
-    keys: &Zipf,
-    elems: &Zipf,
-    n_elems: u64,
-    id: u64,
-    c: &mut Client,
-) -> anyhow::Result<u64> {
-    let mut rng = SplitMix(id.wrapping_mul(0x2545_F491_4F6C_DD1D));
-    c.keys.clear();
-    c.keys
-        .extend((0..LOOKUPS).map(|_| key_of(keys.sample(|| rng.unit()))));
-    data.lookup_many(&c.keys, &mut c.values)?;
-    let acc = c.values.iter().fold(0u64, |acc, v| acc.rotate_left(5) ^ v);
-    let idx = element_index(elems.sample(|| rng.unit()), n_elems);
-    data.element(idx, &mut c.elem)?;
-    let key: [u8; 16] = (u128::from(acc) << 64 | u128::from(id)).to_le_bytes();
-    let iv: [u8; 16] = u128::from(idx).to_le_bytes();
-    Aes128Ctr::new(&key.into(), &iv.into()).apply_keystream(&mut c.elem[..]);
-    let n = c.enc.compress(&c.elem[..], &mut c.out).context("snappy")?;
-    let mut h = SplitMix(acc ^ n as u64);
-    for chunk in c.out[..n].chunks(8) {
-        let mut w = [0u8; 8];
-        w[..chunk.len()].copy_from_slice(chunk);
-        h.0 ^= u64::from_le_bytes(w);
-        h.next_u64();
+impl Client {
+    /// Reads the data of requests `ids` (one window) from `data`.
+    ///
+    /// # Errors
+    /// Storage errors from `data`.
+    pub fn fetch(
+        &mut self,
+        data: &dyn WebData,
+        w: &Workload,
+        ids: impl Iterator<Item = u64>,
+    ) -> anyhow::Result<()> {
+        self.keys.clear();
+        self.idx.clear();
+        for id in ids {
+            let i = w.plan(id, &mut self.keys);
+            self.idx.push(i);
+        }
+        while self.elems.len() < self.idx.len() {
+            self.elems.push(Box::new([0; ELEM]));
+        }
+        let n = self.idx.len();
+        data.fetch(
+            &self.keys,
+            &mut self.values,
+            &self.idx,
+            &mut self.elems[..n],
+        )?;
+        anyhow::ensure!(
+            self.values.len() == self.keys.len(),
+            "{} values for {} keys",
+            self.values.len(),
+            self.keys.len()
+        );
+        Ok(())
     }
-    Ok(h.next_u64())
+
+    /// Answers request `id`, the `j`th of the window fetched last, and returns its digest.
+    ///
+    /// # Errors
+    /// Compression errors.
+    pub fn respond(&mut self, j: usize, id: u64) -> anyhow::Result<u64> {
+        let values = &self.values[j * LOOKUPS..(j + 1) * LOOKUPS];
+        let acc = values.iter().fold(0u64, |acc, v| acc.rotate_left(5) ^ v);
+        let idx = self.idx[j];
+        let elem = &mut self.elems[j];
+        let key: [u8; 16] = (u128::from(acc) << 64 | u128::from(id)).to_le_bytes();
+        let iv: [u8; 16] = u128::from(idx).to_le_bytes();
+        Aes128Ctr::new(&key.into(), &iv.into()).apply_keystream(&mut elem[..]);
+        let n = self
+            .enc
+            .compress(&elem[..], &mut self.out)
+            .context("snappy")?;
+        let mut h = SplitMix(acc ^ n as u64);
+        for chunk in self.out[..n].chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            h.0 ^= u64::from_le_bytes(w);
+            h.next_u64();
+        }
+        Ok(h.next_u64())
+    }
 }
 
 /// What one run reports.
@@ -266,33 +355,45 @@ pub struct WebRun {
     pub p99_us: f64,
     /// XOR of all response digests: equal in every mode.
     pub digest: String,
+    /// The data's counters after the run (far modes: round trips, misses).
+    #[serde(default)]
+    pub counters: serde_json::Value,
 }
 
-/// Serves `requests` requests from `threads` clients against `data`.
+/// Serves requests `ids` from `threads` clients against `data`; returns the seconds taken, the
+/// latencies (ns) and the XOR of the response digests.
 ///
 /// # Errors
 /// The first request error.
-pub fn drive(data: &dyn WebData, args: &Args, quiet: bool) -> anyhow::Result<(f64, Vec<u32>, u64)> {
-    let keys = Zipf::new(args.keys.max(2), SKEW);
-    let elems = Zipf::new(args.elements.max(2), SKEW);
-    let pb = modes::progress(args.requests, "requests", quiet);
+pub fn drive(
+    data: &dyn WebData,
+    args: &Args,
+    ids: std::ops::Range<u64>,
+    quiet: bool,
+) -> anyhow::Result<(f64, Vec<u32>, u64)> {
+    let w = Workload::new(args.keys, args.elements);
+    let window = args.window.max(1) as usize;
+    let pb = modes::progress(ids.end - ids.start, "requests", quiet);
     let t = Instant::now();
     let threads = args.threads.max(1) as u64;
     let results: Vec<anyhow::Result<(Vec<u32>, u64)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let (keys, elems, pb) = (&keys, &elems, &pb);
+                let (w, pb, ids) = (&w, &pb, ids.clone());
                 s.spawn(move || -> anyhow::Result<(Vec<u32>, u64)> {
                     let mut c = Client::default();
                     let mut lat = Vec::new();
                     let mut digest = 0u64;
-                    for id in (t..args.requests).step_by(threads as usize) {
+                    let ids: Vec<u64> =
+                        (ids.start + t..ids.end).step_by(threads as usize).collect();
+                    for win in ids.chunks(window) {
                         let t0 = Instant::now();
-                        digest ^= serve(data, keys, elems, args.elements.max(1), id, &mut c)?;
-                        lat.push(t0.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
-                        if id % 1024 == t {
-                            pb.inc(1024);
+                        c.fetch(data, w, win.iter().copied())?;
+                        for (j, &id) in win.iter().enumerate() {
+                            digest ^= c.respond(j, id)?;
+                            lat.push(t0.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
                         }
+                        pb.inc(win.len() as u64);
                     }
                     Ok((lat, digest))
                 })
@@ -318,6 +419,18 @@ pub fn drive(data: &dyn WebData, args: &Args, quiet: bool) -> anyhow::Result<(f6
     Ok((secs, lat, digest))
 }
 
+/// `after - before` for every numeric field of `after`.
+fn counter_delta(mut after: serde_json::Value, before: &serde_json::Value) -> serde_json::Value {
+    if let Some(map) = after.as_object_mut() {
+        for (k, v) in map.iter_mut() {
+            if let (Some(a), Some(b)) = (v.as_u64(), before.get(k).and_then(|b| b.as_u64())) {
+                *v = a.saturating_sub(b).into();
+            }
+        }
+    }
+    after
+}
+
 fn percentile_us(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -340,7 +453,11 @@ pub fn run_with<D: WebData>(
     let data = build(&|n| pb.set_position(n))?;
     let build_seconds = t.elapsed().as_secs_f64();
     pb.finish_and_clear();
-    let (seconds, mut lat, digest) = drive(&data, args, quiet)?;
+    let end = args.requests.saturating_add(args.warmup);
+    drive(&data, args, args.requests..end, quiet).context("warm-up")?;
+    let before = data.counters();
+    let (seconds, mut lat, digest) = drive(&data, args, 0..args.requests, quiet)?;
+    let counters = counter_delta(data.counters(), &before);
     lat.sort_unstable();
     Ok(WebRun {
         build_seconds,
@@ -349,6 +466,7 @@ pub fn run_with<D: WebData>(
         p50_us: percentile_us(&lat, 0.5),
         p99_us: percentile_us(&lat, 0.99),
         digest: format!("{digest:016x}"),
+        counters,
     })
 }
 
@@ -373,6 +491,10 @@ fn child_args(args: &Args, mode: Mode, budget: u64, server: &str) -> Vec<String>
         &args.requests.to_string(),
         "--threads",
         &args.threads.to_string(),
+        "--window",
+        &args.window.to_string(),
+        "--warmup",
+        &args.warmup.to_string(),
         "--server",
         server,
     ]
@@ -473,6 +595,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "elements": args.elements,
         "requests": args.requests,
         "threads": args.threads,
+        "window": args.window,
+        "warmup": args.warmup,
         "working_set_bytes": ws,
         "responses_agree": agree,
         "runs": runs,
@@ -513,6 +637,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// Serves request number `id` alone and returns a digest of its response (equal in every
+    /// mode, and to what a window holding it gives).
+    ///
+    /// # Errors
+    /// Storage errors from `data`; compression errors.
+    fn serve(data: &dyn WebData, w: &Workload, id: u64, c: &mut Client) -> anyhow::Result<u64> {
+        c.fetch(data, w, std::iter::once(id))?;
+        c.respond(0, id)
+    }
+
     #[test]
     fn element_index_is_a_permutation() {
         for n in [1u64, 2, 7, 64, 1000, 4096] {
@@ -525,25 +659,34 @@ mod tests {
     #[test]
     fn requests_are_deterministic_and_read_their_data() {
         let data = LocalWeb::build(1000, 16, &|_| {});
-        let (k, e) = (Zipf::new(1000, SKEW), Zipf::new(16, SKEW));
+        let w = Workload::new(1000, 16);
         let mut c = Client::default();
         let a: Vec<u64> = (0..50)
-            .map(|id| serve(&data, &k, &e, 16, id, &mut c).unwrap())
+            .map(|id| serve(&data, &w, id, &mut c).unwrap())
             .collect();
         let b: Vec<u64> = (0..50)
-            .map(|id| serve(&data, &k, &e, 16, id, &mut c).unwrap())
+            .map(|id| serve(&data, &w, id, &mut c).unwrap())
             .collect();
         assert_eq!(a, b);
+        // Serving in windows gives the same responses.
+        let mut windowed = Vec::new();
+        for win in (0..50u64).collect::<Vec<_>>().chunks(7) {
+            c.fetch(&data, &w, win.iter().copied()).unwrap();
+            for (j, &id) in win.iter().enumerate() {
+                windowed.push(c.respond(j, id).unwrap());
+            }
+        }
+        assert_eq!(a, windowed);
         // Different data, different responses.
         let other = LocalWeb::build(1000, 16, &|_| {});
         let mut other = other;
         other.elems.iter_mut().for_each(|e| e[0] ^= 1);
         let d: Vec<u64> = (0..50)
-            .map(|id| serve(&other, &k, &e, 16, id, &mut c).unwrap())
+            .map(|id| serve(&other, &w, id, &mut c).unwrap())
             .collect();
         assert_ne!(a, d);
         // A missing key is an error, not a panic.
         let empty = LocalWeb::build(0, 16, &|_| {});
-        assert!(serve(&empty, &k, &e, 16, 1, &mut c).is_err());
+        assert!(serve(&empty, &w, 1, &mut c).is_err());
     }
 }

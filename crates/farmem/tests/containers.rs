@@ -175,7 +175,7 @@ proptest! {
                 }
             }
         }
-        prop_assert!(m.cached_len() <= 4096 / (8 + 4 + 48) + 4);
+        prop_assert!(m.cached_len() <= 4096 / FarHashMap::<u64, u32>::bytes_per_entry());
         prop_assert_eq!(m.len().unwrap(), std.len());
         let keys: Vec<u64> = (0..300).collect();
         let got = m.get_many(&keys).unwrap();

@@ -1,6 +1,6 @@
 //! [`FarHashMap`]: hot entries cached locally, cold entries in a server-side table.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,17 +20,16 @@ use crate::backend::PendingCompute;
 /// that batches with (almost) only hits are not held back for long.
 const GROUP_KEYS_PER_MISS: usize = 8;
 
-/// Bytes charged per cached entry beyond its key and value (map slot, queue entries).
-const ENTRY_OVERHEAD: usize = 48;
-
 /// Configuration of a [`FarHashMap`].
 #[derive(Clone, Copy, Debug)]
 pub struct HashMapConfig {
-    /// Bytes of local memory for cached entries (key + value + overhead each).
+    /// Bytes of local memory for cached entries (key + value + one byte each, see
+    /// [`FarHashMap::bytes_per_entry`]).
     pub local_bytes: usize,
     /// Number of independently locked shards.
     pub shards: usize,
-    /// Fraction of the cache reserved for entries hit at least twice (the protected segment).
+    /// Fraction of each cache set's ways that entries hit since they were cached may hold
+    /// before new entries make them age (the protected segment; the rest is probation).
     pub protected_fraction: f64,
     /// [`FarHashMap::get_many_pipelined`]: the misses of consecutive batches are fetched
     /// together until a request holds at least this many keys.
@@ -108,23 +107,40 @@ impl BuildHasher for FastState {
     }
 }
 
-struct Entry<V> {
-    value: V,
-    dirty: bool,
-    protected: bool,
-    referenced: bool,
-    stamp: u64,
-}
+/// Ways per set of a shard's cache.
+const WAYS: usize = 8;
+/// Most dirty evicted entries a shard holds before it writes them back in one request.
+const WRITE_BACK_BATCH: usize = 256;
+/// Metadata bits of a cache way: in use, changed since fetched, and a 2-bit hit frequency.
+const VALID: u8 = 0x80;
+const DIRTY: u8 = 0x40;
+const FREQ: u8 = 0x03;
 
-/// One shard: a segmented-LRU cache. New entries enter the probationary segment; a second hit
-/// promotes them to the protected segment (CLOCK second chance there). Eviction takes
-/// probationary entries first, so a scan of cold keys never pushes hot keys out.
+/// One shard's cache: a set-associative array of keys, values and one metadata byte per way,
+/// so an entry costs `size_of::<K>() + size_of::<V>() + 1` bytes and no pointers or
+/// allocations. A key can live only in its set's [`WAYS`] ways, kept in the order they were
+/// cached (newest first). New entries start at frequency 0, every hit adds one (up to 3), and
+/// the victim is always the oldest of a set's frequency-0 ways; when a set has none of those,
+/// or more of its ways were hit than its protected share, all its ways age by one. So entries
+/// never hit are evicted first, oldest first, and a scan of cold keys never pushes hot keys
+/// out. The arrays grow by doubling up to their budget.
+///
+/// Dirty victims wait in `evicted` (answered from there) until [`WRITE_BACK_BATCH`] of them
+/// (or the shard's share) go back in one request.
 struct Shard<K, V> {
-    map: HashMap<K, Entry<V>, FastState>,
-    probation: VecDeque<(K, u64)>,
-    protected: VecDeque<(K, u64)>,
-    n_protected: usize,
-    next_stamp: u64,
+    hasher: FastState,
+    keys: Vec<K>,
+    values: Vec<V>,
+    meta: Vec<u8>,
+    /// Sets now; grows by doubling up to `max_sets`.
+    sets: usize,
+    max_sets: usize,
+    /// Ways in use.
+    len: usize,
+    /// Ways of a set that may have been hit before new entries force aging.
+    protected_ways: usize,
+    /// Dirty entries evicted from the ways, not yet written back (newer than the server's).
+    evicted: Vec<(K, V)>,
     /// Lookups of this shard's keys on their way to the server.
     inflight: usize,
     /// Keys whose server copy changed while lookups were in flight: such a lookup's answer may
@@ -132,86 +148,179 @@ struct Shard<K, V> {
     changed: std::collections::HashSet<K>,
 }
 
-impl<K: Hash + Eq + Copy, V: Copy> Shard<K, V> {
-    fn new(hasher: FastState) -> Self {
-        Self {
-            map: HashMap::with_hasher(hasher),
-            probation: VecDeque::new(),
-            protected: VecDeque::new(),
-            n_protected: 0,
-            next_stamp: 0,
+impl<K: Pod + Hash + Eq, V: Pod> Shard<K, V> {
+    fn new(hasher: FastState, max_sets: usize, protected_ways: usize) -> Self {
+        // Start small and double: `max_sets >> k` doubled k times is `max_sets` rounded down
+        // to a multiple of 2^k (at most 1/16 of it lost).
+        let mut sets = max_sets.max(1);
+        let mut k = 0;
+        while sets > 16 && k < 4 {
+            sets /= 2;
+            k += 1;
+        }
+        let mut sh = Self {
+            hasher,
+            keys: Vec::new(),
+            values: Vec::new(),
+            meta: Vec::new(),
+            sets,
+            max_sets: sets << k,
+            len: 0,
+            protected_ways,
+            evicted: Vec::new(),
             inflight: 0,
             changed: std::collections::HashSet::new(),
+        };
+        sh.resize(sets);
+        sh
+    }
+
+    fn resize(&mut self, sets: usize) {
+        let old_keys = std::mem::replace(&mut self.keys, vec![K::zeroed(); sets * WAYS]);
+        let old_values = std::mem::replace(&mut self.values, vec![V::zeroed(); sets * WAYS]);
+        let old_meta = std::mem::replace(&mut self.meta, vec![0; sets * WAYS]);
+        self.sets = sets;
+        self.len = 0;
+        for ((k, v), m) in old_keys.into_iter().zip(old_values).zip(old_meta) {
+            if m & VALID != 0 {
+                // Doubling splits set i into 2i and 2i+1, so a free way always exists.
+                let base = self.base(&k);
+                if let Some(w) = (base..base + WAYS).find(|&w| self.meta[w] & VALID == 0) {
+                    self.keys[w] = k;
+                    self.values[w] = v;
+                    self.meta[w] = m;
+                    self.len += 1;
+                }
+            }
         }
     }
 
-    fn stamp(&mut self) -> u64 {
-        self.next_stamp += 1;
-        self.next_stamp
+    /// First way of `k`'s set.
+    fn base(&self, k: &K) -> usize {
+        let h = self.hasher.hash_one(k) as u32;
+        ((u64::from(h) * self.sets as u64) >> 32) as usize * WAYS
     }
 
-    /// Inserts a new entry into probation.
-    fn admit(&mut self, k: K, value: V, dirty: bool) {
-        let stamp = self.stamp();
-        let old = self.map.insert(
-            k,
-            Entry {
-                value,
-                dirty,
-                protected: false,
-                referenced: false,
-                stamp,
-            },
-        );
-        if old.is_some_and(|o| o.protected) {
-            self.n_protected -= 1;
+    /// The way holding `k`.
+    #[inline]
+    fn find(&self, k: &K) -> Option<usize> {
+        let base = self.base(k);
+        (base..base + WAYS).find(|&w| self.meta[w] & VALID != 0 && self.keys[w] == *k)
+    }
+
+    fn find_evicted(&self, k: &K) -> Option<usize> {
+        if self.evicted.is_empty() {
+            return None;
         }
-        self.probation.push_back((k, stamp));
+        self.evicted.iter().position(|(ek, _)| ek == k)
+    }
+
+    /// `k`'s value, if cached (in a way or waiting for write-back); records nothing.
+    fn peek(&self, k: &K) -> Option<V> {
+        match self.find(k) {
+            Some(w) => Some(self.values[w]),
+            None => self.find_evicted(k).map(|i| self.evicted[i].1),
+        }
+    }
+
+    fn contains(&self, k: &K) -> bool {
+        self.peek(k).is_some()
     }
 
     /// Looks `k` up and records the hit.
     #[inline]
-    fn hit(&mut self, k: &K, max_protected: usize) -> Option<V> {
-        let e = self.map.get_mut(k)?;
-        let v = e.value;
-        if e.protected {
-            e.referenced = true;
-            return Some(v);
+    fn hit(&mut self, k: &K) -> Option<V> {
+        match self.find(k) {
+            Some(w) => {
+                if self.meta[w] & FREQ != FREQ {
+                    self.meta[w] += 1;
+                }
+                Some(self.values[w])
+            }
+            None => self.find_evicted(k).map(|i| self.evicted[i].1),
         }
-        self.touch(k, max_protected);
-        Some(v)
     }
 
-    /// Records a hit on `k` (present).
-    fn touch(&mut self, k: &K, max_protected: usize) {
-        let stamp = self.stamp();
-        let Some(e) = self.map.get_mut(k) else { return };
-        if e.protected {
-            e.referenced = true;
-            return;
+    /// Whether the write-back buffer is full (must be emptied before the next `put`).
+    fn must_write_back(&self, batch: usize) -> bool {
+        self.evicted.len() >= batch
+    }
+
+    /// Inserts or replaces `k` (a replacement counts as a hit; `dirty` marks it changed).
+    /// Returns whether an entry was evicted to make room.
+    fn put(&mut self, k: K, v: V, dirty: bool) -> bool {
+        if let Some(i) = self.find_evicted(&k) {
+            self.evicted.swap_remove(i);
         }
-        e.protected = true;
-        e.referenced = false;
-        e.stamp = stamp;
-        self.protected.push_back((*k, stamp));
-        self.n_protected += 1;
-        // Demote the oldest protected entries beyond the segment's share.
-        while self.n_protected > max_protected {
-            let Some((dk, ds)) = self.protected.pop_front() else {
-                break;
-            };
-            let stamp = self.stamp();
-            if let Some(d) = self
-                .map
-                .get_mut(&dk)
-                .filter(|d| d.protected && d.stamp == ds)
-            {
-                d.protected = false;
-                d.stamp = stamp;
-                self.n_protected -= 1;
-                self.probation.push_back((dk, stamp));
+        let dirty_bit = if dirty { DIRTY } else { 0 };
+        if let Some(w) = self.find(&k) {
+            self.values[w] = v;
+            self.meta[w] |= dirty_bit;
+            if self.meta[w] & FREQ != FREQ {
+                self.meta[w] += 1;
+            }
+            return false;
+        }
+        if self.sets < self.max_sets && self.len * 4 >= self.sets * WAYS * 3 {
+            self.resize(self.sets * 2);
+        }
+        let base = self.base(&k);
+        let (w, evicted) = match (base..base + WAYS).find(|&w| self.meta[w] & VALID == 0) {
+            Some(w) => {
+                self.len += 1;
+                (w, false)
+            }
+            None => {
+                let w = self.victim(base);
+                if self.meta[w] & DIRTY != 0 {
+                    self.evicted.push((self.keys[w], self.values[w]));
+                }
+                (w, true)
+            }
+        };
+        // Ways are kept newest first: the newer ones move back over the freed way.
+        self.keys.copy_within(base..w, base + 1);
+        self.values.copy_within(base..w, base + 1);
+        self.meta.copy_within(base..w, base + 1);
+        self.keys[base] = k;
+        self.values[base] = v;
+        self.meta[base] = VALID | dirty_bit;
+        evicted
+    }
+
+    /// A way of the full set at `base` to evict (see the type's documentation).
+    fn victim(&mut self, base: usize) -> usize {
+        loop {
+            let cold = (base..base + WAYS)
+                .filter(|&w| self.meta[w] & FREQ == 0)
+                .count();
+            if cold > 0 && WAYS - cold <= self.protected_ways {
+                // The oldest such way.
+                if let Some(w) = (base..base + WAYS)
+                    .rev()
+                    .find(|&w| self.meta[w] & FREQ == 0)
+                {
+                    return w;
+                }
+            }
+            for m in &mut self.meta[base..base + WAYS] {
+                if *m & FREQ != 0 {
+                    *m -= 1;
+                }
             }
         }
+    }
+
+    /// Removes `k` from the cache; returns its value and whether it was dirty.
+    fn forget(&mut self, k: &K) -> Option<(V, bool)> {
+        if let Some(w) = self.find(k) {
+            let dirty = self.meta[w] & DIRTY != 0;
+            self.meta[w] = 0;
+            self.len -= 1;
+            return Some((self.values[w], dirty));
+        }
+        let i = self.find_evicted(k)?;
+        Some((self.evicted.swap_remove(i).1, true))
     }
 
     /// Notes that the server copy of `k` is changing.
@@ -221,40 +330,9 @@ impl<K: Hash + Eq + Copy, V: Copy> Shard<K, V> {
         }
     }
 
-    /// Removes `k` from the cache.
-    fn forget(&mut self, k: &K) -> Option<Entry<V>> {
-        let e = self.map.remove(k)?;
-        if e.protected {
-            self.n_protected -= 1;
-        }
-        Some(e)
-    }
-
-    /// Picks and removes one victim: probation first, then protected with second chance.
-    fn evict_one(&mut self) -> Option<(K, Entry<V>)> {
-        while let Some((k, s)) = self.probation.pop_front() {
-            if self
-                .map
-                .get(&k)
-                .is_some_and(|e| !e.protected && e.stamp == s)
-            {
-                return self.forget(&k).map(|e| (k, e));
-            }
-        }
-        let mut chances = self.protected.len() * 2 + 1;
-        while let Some((k, s)) = self.protected.pop_front() {
-            let Some(e) = self.map.get_mut(&k).filter(|e| e.protected && e.stamp == s) else {
-                continue;
-            };
-            if e.referenced && chances > 0 {
-                e.referenced = false;
-                chances -= 1;
-                self.protected.push_back((k, s));
-                continue;
-            }
-            return self.forget(&k).map(|e| (k, e));
-        }
-        None
+    /// Entries cached here (ways and write-back buffer).
+    fn cached(&self) -> usize {
+        self.len + self.evicted.len()
     }
 }
 
@@ -279,6 +357,37 @@ struct InFlight<'a, K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> {
 impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> Drop for InFlight<'_, K, V> {
     fn drop(&mut self) {
         while let Some(g) = self.groups.pop_front() {
+            self.map.abandon_group(g);
+        }
+    }
+}
+
+/// A [`FarHashMap::get_many_submit`] lookup whose misses are in flight.
+#[must_use = "wait for the lookup to learn the values"]
+pub struct PendingLookup<'a, K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> {
+    map: &'a FarHashMap<K, V>,
+    group: Option<Group<K, V>>,
+}
+
+impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> PendingLookup<'_, K, V> {
+    /// Waits for the misses and returns every key's value, in the order of the keys.
+    ///
+    /// # Errors
+    /// The backend's or the agent's error.
+    pub fn wait(mut self) -> Result<Vec<Option<V>>> {
+        let g = self
+            .group
+            .take()
+            .ok_or_else(|| ContainerError::Agent("lookup already collected".into()))?;
+        let mut out = None;
+        self.map.finish_group(g, |_, v| out = Some(v))?;
+        out.ok_or_else(|| ContainerError::Agent("lookup lost its batch".into()))
+    }
+}
+
+impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> Drop for PendingLookup<'_, K, V> {
+    fn drop(&mut self) {
+        if let Some(g) = self.group.take() {
             self.map.abandon_group(g);
         }
     }
@@ -322,7 +431,7 @@ pub struct FarHashMap<K, V> {
     shards: Box<[Mutex<Shard<K, V>>]>,
     hasher: FastState,
     per_shard: usize,
-    max_protected: usize,
+    write_back_batch: usize,
     pipeline_misses: usize,
     pipeline_depth: usize,
     hits: AtomicU64,
@@ -361,18 +470,23 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
                 "bad hash map config {cfg:?}"
             )));
         }
-        let entry = size_of::<K>() + size_of::<V>() + ENTRY_OVERHEAD;
-        let per_shard = (cfg.local_bytes / entry / cfg.shards).max(1);
+        let entry = Self::bytes_per_entry();
+        // Each shard's share holds its ways and its write-back buffer (key + value per entry).
+        let per_shard = (cfg.local_bytes / entry / cfg.shards).max(WAYS);
+        let write_back_batch = (per_shard / 8).clamp(1, WRITE_BACK_BATCH);
+        let buffer = (write_back_batch * (size_of::<K>() + size_of::<V>())).div_ceil(entry);
+        let max_sets = (per_shard.saturating_sub(buffer) / WAYS).max(1);
+        let protected_ways = (WAYS as f64 * cfg.protected_fraction) as usize;
         let hasher = FastState::random();
         Ok(Self {
             rt: rt.clone(),
             table: agent_ids(1),
             shards: (0..cfg.shards)
-                .map(|_| Mutex::new(Shard::new(hasher)))
+                .map(|_| Mutex::new(Shard::new(hasher, max_sets, protected_ways)))
                 .collect(),
             hasher,
             per_shard,
-            max_protected: ((per_shard as f64 * cfg.protected_fraction) as usize).max(1),
+            write_back_batch,
             pipeline_misses: cfg.pipeline_misses.max(1),
             pipeline_depth: cfg.pipeline_depth.max(1),
             hits: AtomicU64::new(0),
@@ -394,14 +508,20 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         }
     }
 
+    /// Bytes of local memory one cached entry costs: its key, its value and one byte of
+    /// metadata (the cache is a set-associative array, no pointers).
+    pub fn bytes_per_entry() -> usize {
+        size_of::<K>() + size_of::<V>() + 1
+    }
+
     /// Number of entries cached locally.
     pub fn cached_len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map.len()).sum()
+        self.shards.iter().map(|s| s.lock().cached()).sum()
     }
 
     /// Whether `k` is cached locally right now.
     pub fn is_cached(&self, k: &K) -> bool {
-        self.shard(k).lock().map.contains_key(k)
+        self.shard(k).lock().contains(k)
     }
 
     fn shard_index(&self, k: &K) -> usize {
@@ -438,41 +558,45 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         Ok(())
     }
 
-    /// Makes room in a locked shard, writing dirty victims back while still holding the lock
-    /// (so no lookup can see the server's older copy in between).
-    fn make_room(&self, shard: &mut Shard<K, V>, incoming: usize) -> Result<()> {
-        let mut dirty = Vec::new();
-        let mut victims = Vec::new();
-        if shard.map.len() + incoming <= self.per_shard {
+    /// Writes a locked shard's evicted dirty entries back once its buffer is full, while still
+    /// holding the lock (so no lookup can see the server's older copy in between). On error the
+    /// entries stay buffered, so nothing is lost.
+    fn make_room(&self, shard: &mut Shard<K, V>) -> Result<()> {
+        if !shard.must_write_back(self.write_back_batch) {
             return Ok(());
         }
-        // Evict an eighth of the shard at once, so dirty victims go back in one batch.
-        let target = self.per_shard.saturating_sub(self.per_shard / 8 + incoming);
-        while shard.map.len() > target {
-            let Some((k, e)) = shard.evict_one() else {
-                break;
-            };
-            if e.dirty {
-                shard.changed_remotely(k);
-                dirty.push((
-                    bytemuck::bytes_of(&k).to_vec(),
-                    bytemuck::bytes_of(&e.value).to_vec(),
-                ));
-            }
-            victims.push((k, e));
+        self.write_back(shard)
+    }
+
+    /// Writes every buffered dirty victim of a locked shard back.
+    fn write_back(&self, shard: &mut Shard<K, V>) -> Result<()> {
+        if shard.evicted.is_empty() {
+            return Ok(());
         }
-        self.evictions
-            .fetch_add(victims.len() as u64, Ordering::Relaxed);
-        if !dirty.is_empty()
-            && let Err(e) = self.put_remote(dirty)
-        {
-            // Keep the victims (still dirty) so nothing is lost.
-            for (k, v) in victims {
-                shard.admit(k, v.value, v.dirty);
-            }
-            return Err(e);
+        let keys: Vec<K> = shard.evicted.iter().map(|(k, _)| *k).collect();
+        for k in keys {
+            shard.changed_remotely(k);
         }
+        let entries = shard
+            .evicted
+            .iter()
+            .map(|(k, v)| {
+                (
+                    bytemuck::bytes_of(k).to_vec(),
+                    bytemuck::bytes_of(v).to_vec(),
+                )
+            })
+            .collect();
+        self.put_remote(entries)?;
+        shard.evicted.clear();
         Ok(())
+    }
+
+    /// Caches `k` in a locked shard whose buffer has room.
+    fn put_local(&self, shard: &mut Shard<K, V>, k: K, v: V, dirty: bool) {
+        if shard.put(k, v, dirty) {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Ends an in-flight lookup of `k`; caches `v` (fetched from the server) unless the key's
@@ -485,11 +609,11 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
             sh.changed.clear();
         }
         let Some(v) = v else { return Ok(()) };
-        if stale || sh.map.contains_key(&k) {
+        if stale || sh.contains(&k) {
             return Ok(());
         }
-        self.make_room(&mut sh, 1)?;
-        sh.admit(k, v, false);
+        self.make_room(&mut sh)?;
+        self.put_local(&mut sh, k, v, false);
         Ok(())
     }
 
@@ -506,11 +630,32 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     /// # Errors
     /// The backend's or the agent's error.
     pub fn get_many(&self, keys: &[K]) -> Result<Vec<Option<V>>> {
+        self.get_many_submit(keys).wait()
+    }
+
+    /// Starts [`get_many`](Self::get_many) without waiting: the hits are looked up now and
+    /// the misses' request is sent; [`PendingLookup::wait`] collects the values. The calling
+    /// thread can meanwhile do other work, e.g. fetch other far data, so the round trips
+    /// overlap. Dropping the lookup abandons it.
+    ///
+    /// ```
+    /// use farmem::{Runtime, RuntimeConfig};
+    /// use farmem::containers::{FarHashMap, HashMapConfig};
+    /// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
+    /// let m: FarHashMap<u32, u32> = FarHashMap::new(&rt, HashMapConfig::new(1024)).unwrap();
+    /// m.insert_many(&[(1, 10), (2, 20)]).unwrap();
+    /// let pending = m.get_many_submit(&[2, 3, 1]);
+    /// // ... other work while the request is in flight ...
+    /// assert_eq!(pending.wait().unwrap(), vec![Some(20), None, Some(10)]);
+    /// ```
+    pub fn get_many_submit(&self, keys: &[K]) -> PendingLookup<'_, K, V> {
         let mut g = Group::default();
         self.add_batch(&mut g, keys);
-        let mut out = None;
-        self.finish_group(g, |_, v| out = Some(v))?;
-        out.ok_or_else(|| ContainerError::Agent("lookup lost its batch".into()))
+        self.submit(&mut g);
+        PendingLookup {
+            map: self,
+            group: Some(g),
+        }
     }
 
     /// Looks up a stream of batches with several requests in flight, calling `f(i, values)` for
@@ -608,7 +753,7 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         let before = g.missing.len();
         for (i, k) in keys.iter().enumerate() {
             let mut sh = self.shard(k).lock();
-            if let Some(v) = sh.hit(k, self.max_protected) {
+            if let Some(v) = sh.hit(k) {
                 out[i] = Some(v);
             } else {
                 sh.inflight += 1;
@@ -736,14 +881,8 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     /// The backend's error if making room needed a write-back that failed (nothing changed).
     pub fn insert(&self, k: K, v: V) -> Result<()> {
         let mut sh = self.shard(&k).lock();
-        if let Some(e) = sh.map.get_mut(&k) {
-            e.value = v;
-            e.dirty = true;
-            sh.touch(&k, self.max_protected);
-            return Ok(());
-        }
-        self.make_room(&mut sh, 1)?;
-        sh.admit(k, v, true);
+        self.make_room(&mut sh)?;
+        self.put_local(&mut sh, k, v, true);
         Ok(())
     }
 
@@ -821,14 +960,15 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         let remote = match r {
             Ok(r) => r,
             Err(e) => {
-                if let Some(c) = cached {
-                    sh.admit(*k, c.value, c.dirty);
+                if let Some((v, dirty)) = cached {
+                    // Back where it was (the buffer may exceed its batch by one meanwhile).
+                    self.put_local(&mut sh, *k, v, dirty);
                 }
                 return Err(e);
             }
         };
-        if let Some(c) = cached {
-            return Ok(Some(c.value));
+        if let Some((v, _)) = cached {
+            return Ok(Some(v));
         }
         match remote.values.into_iter().next() {
             Some(HtValue::Value(b)) => Ok(Some(decode(&b)?)),
@@ -844,10 +984,10 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     /// The backend's or the agent's error (nothing changed then).
     pub fn update<R>(&self, k: &K, f: impl FnOnce(&mut Option<V>) -> R) -> Result<R> {
         let mut sh = self.shard(k).lock();
-        let mut cur = match sh.map.get(k) {
-            Some(e) => {
+        let mut cur = match sh.peek(k) {
+            Some(v) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                Some(e.value)
+                Some(v)
             }
             None => {
                 // Fetch under the shard lock so the update is atomic for this key.
@@ -869,14 +1009,8 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         let r = f(&mut cur);
         match cur {
             Some(v) => {
-                if let Some(e) = sh.map.get_mut(k) {
-                    e.value = v;
-                    e.dirty = true;
-                    sh.touch(k, self.max_protected);
-                } else {
-                    self.make_room(&mut sh, 1)?;
-                    sh.admit(*k, v, true);
-                }
+                self.make_room(&mut sh)?;
+                self.put_local(&mut sh, *k, v, true);
             }
             None if existed => {
                 sh.forget(k);
@@ -901,33 +1035,29 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     pub fn flush(&self) -> Result<()> {
         for sh in self.shards.iter() {
             let mut sh = sh.lock();
-            let dirty: Vec<K> = sh
-                .map
-                .iter()
-                .filter(|(_, e)| e.dirty)
-                .map(|(k, _)| *k)
+            self.write_back(&mut sh)?;
+            let dirty: Vec<usize> = (0..sh.meta.len())
+                .filter(|&w| sh.meta[w] & (VALID | DIRTY) == VALID | DIRTY)
                 .collect();
             if dirty.is_empty() {
                 continue;
             }
             let entries = dirty
                 .iter()
-                .map(|k| {
-                    let v = sh.map[k].value;
+                .map(|&w| {
                     (
-                        bytemuck::bytes_of(k).to_vec(),
-                        bytemuck::bytes_of(&v).to_vec(),
+                        bytemuck::bytes_of(&sh.keys[w]).to_vec(),
+                        bytemuck::bytes_of(&sh.values[w]).to_vec(),
                     )
                 })
                 .collect();
-            for k in &dirty {
-                sh.changed_remotely(*k);
+            for &w in &dirty {
+                let k = sh.keys[w];
+                sh.changed_remotely(k);
             }
             self.put_remote(entries)?;
-            for k in &dirty {
-                if let Some(e) = sh.map.get_mut(k) {
-                    e.dirty = false;
-                }
+            for &w in &dirty {
+                sh.meta[w] &= !DIRTY;
             }
         }
         Ok(())
@@ -1005,6 +1135,59 @@ mod tests {
 
     fn in_flight(m: &FarHashMap<u64, u64>) -> usize {
         m.shards.iter().map(|s| s.lock().inflight).sum()
+    }
+
+    #[test]
+    fn shard_cache_grows_keeps_entries_and_buffers_dirty_victims() {
+        let mut sh: Shard<u64, u64> = Shard::new(FastState::random(), 64, 6);
+        assert!(sh.sets < 64 && sh.max_sets == 64);
+        // Half full: the sets doubled up to their budget; every entry not evicted (a full set
+        // evicts even before the whole cache is full) is still there.
+        let n = (64 * WAYS / 2) as u64;
+        let evicted = (0..n).filter(|&k| sh.put(k, k * 10, false)).count();
+        assert_eq!(sh.sets, 64);
+        assert_eq!(sh.cached() + evicted, n as usize);
+        let kept = (0..n).filter(|k| sh.peek(k) == Some(k * 10)).count();
+        assert_eq!(kept, sh.cached());
+        // Many more keys: never more entries than ways; dirty victims wait in the buffer and
+        // are still answered from there.
+        for k in 1000..20_000u64 {
+            sh.put(k, k, true);
+            assert!(sh.len <= 64 * WAYS);
+        }
+        assert!(!sh.evicted.is_empty());
+        let (k, v) = sh.evicted[0];
+        assert_eq!(sh.hit(&k), Some(v));
+        assert_eq!(sh.forget(&k), Some((v, true)));
+        assert!(!sh.contains(&k));
+        // A replacement of a buffered key supersedes the buffered value.
+        let (k, _) = sh.evicted[0];
+        sh.put(k, 7, true);
+        assert_eq!(sh.peek(&k), Some(7));
+        assert!(sh.evicted.iter().all(|(e, _)| *e != k));
+    }
+
+    #[test]
+    fn shard_cache_keeps_hit_entries_through_a_cold_scan() {
+        let mut sh: Shard<u64, u64> = Shard::new(FastState::random(), 32, 6);
+        // Fewer hot keys than a set's protected ways on average (here on at most 32 sets).
+        let hot: Vec<u64> = (0..8).map(|i| i * 1_000_003).collect();
+        for &k in &hot {
+            sh.put(k, k, false);
+            assert_eq!(sh.hit(&k), Some(k));
+            assert_eq!(sh.hit(&k), Some(k));
+        }
+        for k in 1..100_000u64 {
+            if sh.peek(&k).is_none() {
+                sh.put(k, k, false);
+            }
+        }
+        let lost = hot.iter().filter(|k| !sh.contains(k)).count();
+        assert_eq!(lost, 0, "hot entries evicted by a scan");
+        assert!(
+            sh.evicted.is_empty(),
+            "clean victims are dropped, not buffered"
+        );
     }
 
     #[test]

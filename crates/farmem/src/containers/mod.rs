@@ -36,7 +36,7 @@ pub use agent_ops::{Offload, agent_traffic};
 pub use elem::Primitive;
 pub use error::{ContainerError, Result};
 pub use farmem_proto::agent::{Aggregates, Cmp, ElemType, Predicate, Scalar, Sum};
-pub use hashmap::{FarHashMap, HashMapConfig, HashMapStats};
+pub use hashmap::{FarHashMap, HashMapConfig, HashMapStats, PendingLookup};
 pub use list::{Cursor, FarList, FarQueue, FarStack};
 pub use prefetch::streamed_bytes;
 pub use vec::{FarVec, Iter};
