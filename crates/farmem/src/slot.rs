@@ -89,7 +89,8 @@ pub(crate) struct Meta {
     pub(crate) owner: AtomicU32,
 }
 
-const CHUNK_BITS: u32 = 16;
+/// Slots per chunk: 64 Ki (1 Ki under miri, which would take minutes to initialise a full one).
+const CHUNK_BITS: u32 = if cfg!(miri) { 10 } else { 16 };
 const CHUNK: usize = 1 << CHUNK_BITS;
 const MAX_CHUNKS: usize = 1 << 16;
 /// A chunk's alignment: the size of its word array, so masking a word's address gives the chunk.
@@ -97,7 +98,8 @@ const CHUNK_ALIGN: usize = CHUNK * size_of::<Slot>();
 
 /// `CHUNK` slots: the words first (at the chunk's aligned start), then their metadata, then the
 /// header.
-#[repr(C, align(524288))]
+#[cfg_attr(not(miri), repr(C, align(524288)))]
+#[cfg_attr(miri, repr(C, align(8192)))]
 struct Chunk {
     words: [Slot; CHUNK],
     meta: [Meta; CHUNK],
