@@ -437,10 +437,7 @@ impl<T: FarElem> ColumnStore<T> for FarStore<T> {
     }
 
     fn reader(&self) -> Box<dyn BlockReader<T> + Send + '_> {
-        Box::new(FarReader {
-            it: self.vec.iter(),
-            failed: None,
-        })
+        Box::new(FarReader(self.vec.iter()))
     }
 
     fn empty_like(&self) -> Box<dyn ColumnStore<T>> {
@@ -448,18 +445,13 @@ impl<T: FarElem> ColumnStore<T> for FarStore<T> {
     }
 }
 
-struct FarReader<'a, T: Primitive> {
-    it: fc::Iter<'a, T>,
-    failed: Option<ContainerError>,
-}
+/// Reads a far column front to back through its iterator (read-ahead in batches).
+struct FarReader<'a, T: Primitive>(fc::Iter<'a, T>);
 
 impl<T: FarElem> BlockReader<T> for FarReader<'_, T> {
     fn next_block(&mut self, max: usize, out: &mut Vec<T>) -> Result<()> {
-        if let Some(e) = self.failed.take() {
-            return Err(e.into());
-        }
         out.clear();
-        for x in self.it.by_ref().take(max) {
+        for x in self.0.by_ref().take(max) {
             out.push(x?);
         }
         Ok(())
