@@ -58,8 +58,8 @@ pub trait ChunkIo {
 }
 
 /// A widened element value: `u64`, `i64` or `f64`.
-pub(crate) trait Wide: Copy + PartialOrd {
-    type Acc: Copy;
+pub(crate) trait Wide: Copy + PartialOrd + Send + Sync {
+    type Acc: Copy + Send + Sync;
     const ZERO: Self::Acc;
     const DOMAIN: Domain;
     fn add(acc: &mut Self::Acc, v: Self);
@@ -73,6 +73,8 @@ pub(crate) trait Wide: Copy + PartialOrd {
     fn from_key(k: u64) -> Self;
     /// The accumulated sum of `n` copies of `self` (what `n` calls of [`Wide::add`] give).
     fn times(self, n: u64) -> Self::Acc;
+    /// Adds another accumulated sum.
+    fn add_acc(acc: &mut Self::Acc, other: Self::Acc);
     /// `self - base` when it is exact and fits in a `u64` (`base <= self`); `None` for floats.
     fn offset(self, base: Self) -> Option<u64>;
     /// The value `off` above `base` (inverse of [`Wide::offset`]).
@@ -124,6 +126,9 @@ impl Wide for u64 {
     fn from_key(k: u64) -> Self {
         k
     }
+    fn add_acc(acc: &mut u128, other: u128) {
+        *acc = acc.wrapping_add(other);
+    }
     fn times(self, n: u64) -> u128 {
         u128::from(self).wrapping_mul(u128::from(n))
     }
@@ -166,6 +171,9 @@ impl Wide for i64 {
     fn from_key(k: u64) -> Self {
         k as i64
     }
+    fn add_acc(acc: &mut i128, other: i128) {
+        *acc = acc.wrapping_add(other);
+    }
     fn times(self, n: u64) -> i128 {
         i128::from(self).wrapping_mul(i128::from(n))
     }
@@ -207,6 +215,9 @@ impl Wide for f64 {
     }
     fn from_key(k: u64) -> Self {
         f64::from_bits(k)
+    }
+    fn add_acc(acc: &mut f64, other: f64) {
+        *acc += other;
     }
     fn times(self, n: u64) -> f64 {
         // Sequential, as `n` calls of `add` (float addition is not exact).
@@ -311,6 +322,20 @@ impl<W: Wide> AggState<W> {
                 self.max = Some(x);
             }
         }
+    }
+
+    /// Adds the aggregates of other values (exact for integers).
+    fn merge(&mut self, o: &Self) {
+        self.count += o.count;
+        W::add_acc(&mut self.acc, o.acc);
+        self.min = match (self.min, o.min) {
+            (Some(a), Some(b)) => Some(if b < a { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        self.max = match (self.max, o.max) {
+            (Some(a), Some(b)) => Some(if b > a { b } else { a }),
+            (a, b) => a.or(b),
+        };
     }
 
     fn finish(&self, ty: ElemType) -> Aggregates {
@@ -541,16 +566,37 @@ pub fn group_by<I: ChunkIo + ?Sized>(
 ) -> Result<GroupByResult, AgentError> {
     with_domain!(args.keys.ty.domain(), K => {
         with_domain!(args.values.ty.domain(), V => {
-            let groups = group_rows::<K, V, I>(io, args, None)?;
-            Ok(GroupByResult {
-                key_ty: args.keys.ty,
-                groups: groups
-                    .iter()
-                    .map(|(k, st)| (K::from_key(*k).scalar(), st.finish(args.values.ty)))
-                    .collect(),
-            })
+            Ok(by_result::<K, V>(args, &group_rows::<K, V, I>(io, args, None)?))
         })
     })
+}
+
+/// [`group_by`] on up to `threads` threads (integer values; float values use one).
+///
+/// # Errors
+/// As [`group_by`].
+pub fn group_by_parallel<I: ChunkIo + Sync + ?Sized>(
+    io: &I,
+    args: &GroupByArgs,
+    threads: usize,
+) -> Result<GroupByResult, AgentError> {
+    with_domain!(args.keys.ty.domain(), K => {
+        with_domain!(args.values.ty.domain(), V => {
+            let groups = group_rows_parallel::<K, V, I>(io, args, None, threads)?;
+            Ok(by_result::<K, V>(args, &groups))
+        })
+    })
+}
+
+/// The result message of sorted groups.
+fn by_result<K: Wide, V: Wide>(args: &GroupByArgs, groups: &[GroupEntry<V>]) -> GroupByResult {
+    GroupByResult {
+        key_ty: args.keys.ty,
+        groups: groups
+            .iter()
+            .map(|(k, st)| (K::from_key(*k).scalar(), st.finish(args.values.ty)))
+            .collect(),
+    }
 }
 
 /// Writes the stable ascending sorting permutation of `args.vec` (as `u64` indices) into
@@ -811,13 +857,68 @@ impl<V: Wide> Groups<V> {
         self.groups[g].1.push(v);
         Ok(())
     }
+}
 
-    /// The groups ascending by key (in the key domain's total order).
-    fn sorted<K: Wide>(mut self) -> Vec<GroupEntry<V>> {
-        self.groups
-            .sort_by(|a, b| K::from_key(a.0).total(&K::from_key(b.0)));
-        self.groups
+/// `groups` ascending by key (in the key domain's total order).
+fn sort_groups<K: Wide, V: Wide>(mut groups: Vec<GroupEntry<V>>) -> Vec<GroupEntry<V>> {
+    groups.sort_by(|a, b| K::from_key(a.0).total(&K::from_key(b.0)));
+    groups
+}
+
+/// Merges the groups of consecutive row runs (exact for integer values: counts and wrapping
+/// sums add, minima and maxima combine), ascending by key.
+fn merge_groups<K: Wide, V: Wide>(
+    parts: Vec<Vec<GroupEntry<V>>>,
+    limit: u32,
+) -> Result<Vec<GroupEntry<V>>, AgentError> {
+    let mut index = KeyIndex::new();
+    let mut out: Vec<GroupEntry<V>> = Vec::new();
+    for (k, st) in parts.into_iter().flatten() {
+        match index.get(k) {
+            Some(g) => out[g].1.merge(&st),
+            None if out.len() >= limit as usize => {
+                return Err(AgentError::Invalid(format!("more than {limit} groups")));
+            }
+            None => {
+                index.insert(k, out.len() as u32);
+                out.push((k, st));
+            }
+        }
     }
+    Ok(sort_groups::<K, V>(out))
+}
+
+/// Rows one thread of a parallel kernel gets at least.
+pub(crate) const ROWS_PER_THREAD: u64 = 1 << 18;
+
+/// Rows `0..len` cut into at most `threads` runs of at least [`ROWS_PER_THREAD`] rows.
+fn split_rows(len: u64, threads: usize) -> Vec<std::ops::Range<u64>> {
+    let parts = (threads as u64).min(len / ROWS_PER_THREAD).max(1);
+    let each = len.div_ceil(parts);
+    (0..parts)
+        .map(|p| (p * each).min(len)..((p + 1) * each).min(len))
+        .collect()
+}
+
+/// `f` of every run on its own thread; the results in run order, or the first run's error.
+pub(crate) fn on_threads<T: Send>(
+    runs: &[std::ops::Range<u64>],
+    f: impl Fn(std::ops::Range<u64>) -> Result<T, AgentError> + Sync,
+) -> Result<Vec<T>, AgentError> {
+    if let [one] = runs {
+        return Ok(vec![f(one.clone())?]);
+    }
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = runs.iter().map(|r| s.spawn(move || f(r.clone()))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(AgentError::Invalid("a kernel thread panicked".into())))
+            })
+            .collect()
+    })
 }
 
 fn length_mismatch(what: &str, a: u64, b: u64) -> AgentError {
@@ -838,11 +939,8 @@ fn mask_block<I: ChunkIo + ?Sized>(
     })
 }
 
-fn group_rows<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
-    io: &I,
-    args: &GroupByArgs,
-    mask: Option<(&VecRef, &Predicate)>,
-) -> Result<Vec<GroupEntry<V>>, AgentError> {
+/// Checks the arguments of a group-by (with an optional mask) before anything is read.
+fn check_group(args: &GroupByArgs, mask: Option<(&VecRef, &Predicate)>) -> Result<(), AgentError> {
     let len = args.keys.len();
     if args.values.len() != len {
         return Err(length_mismatch("keys and values", len, args.values.len()));
@@ -851,25 +949,69 @@ fn group_rows<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
         if m.len() != len {
             return Err(length_mismatch("keys and mask", len, m.len()));
         }
-        // Check the operands before reading anything.
         with_domain!(m.ty.domain(), M => BoundPred::<M>::new(p).map(|_| ()))?;
     }
+    Ok(())
+}
+
+/// The groups of all rows, ascending by key.
+fn group_rows<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
+    io: &I,
+    args: &GroupByArgs,
+    mask: Option<(&VecRef, &Predicate)>,
+) -> Result<Vec<GroupEntry<V>>, AgentError> {
+    check_group(args, mask)?;
+    let groups = group_range::<K, V, I>(io, args, mask, 0..args.keys.len())?;
+    Ok(sort_groups::<K, V>(groups))
+}
+
+/// [`group_rows`] on up to `threads` threads, each grouping a run of rows, the runs' groups then
+/// merged. Only for integer values, whose aggregates merge exactly (float sums depend on the
+/// order): float values are grouped on one thread.
+fn group_rows_parallel<K: Wide, V: Wide, I: ChunkIo + Sync + ?Sized>(
+    io: &I,
+    args: &GroupByArgs,
+    mask: Option<(&VecRef, &Predicate)>,
+    threads: usize,
+) -> Result<Vec<GroupEntry<V>>, AgentError> {
+    if V::DOMAIN == Domain::Float {
+        return group_rows::<K, V, I>(io, args, mask);
+    }
+    check_group(args, mask)?;
+    let runs = split_rows(args.keys.len(), threads);
+    let parts = on_threads(&runs, |r| group_range::<K, V, I>(io, args, mask, r))?;
+    merge_groups::<K, V>(parts, args.limit)
+}
+
+/// The groups of rows `rows` (checked arguments), in no particular order.
+fn group_range<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
+    io: &I,
+    args: &GroupByArgs,
+    mask: Option<(&VecRef, &Predicate)>,
+    rows: std::ops::Range<u64>,
+) -> Result<Vec<GroupEntry<V>>, AgentError> {
     if args.values == args.keys && args.keys.ty == ElemType::U8 {
-        return byte_histogram::<V, I>(io, args, mask);
+        return byte_histogram::<V, I>(io, args, mask, rows);
     }
     let mut groups = Groups::<V>::new(args.limit);
-    let (mut ks, mut vs) = (Stream::new(&args.keys), Stream::new(&args.values));
-    let mut ms = mask.map(|(m, p)| (Stream::new(m), p));
+    let (mut ks, mut vs) = (
+        Stream::at(&args.keys, rows.start),
+        Stream::at(&args.values, rows.start),
+    );
+    let mut ms = mask.map(|(m, p)| (Stream::at(m, rows.start), p));
     let (mut kb, mut vb, mut mb): (Vec<K>, Vec<V>, Vec<bool>) = Default::default();
-    loop {
-        ks.next::<K, I>(io, BLOCK, &mut kb)?;
-        vs.next::<V, I>(io, BLOCK, &mut vb)?;
+    let mut left = rows.end - rows.start;
+    while left > 0 {
+        let n = left.min(BLOCK as u64) as usize;
+        ks.next::<K, I>(io, n, &mut kb)?;
+        vs.next::<V, I>(io, n, &mut vb)?;
         if kb.is_empty() {
             break;
         }
+        left -= kb.len() as u64;
         match &mut ms {
             Some((s, p)) => {
-                mask_block(io, s, p, BLOCK, &mut mb)?;
+                mask_block(io, s, p, n, &mut mb)?;
                 for ((&k, &v), &keep) in kb.iter().zip(&vb).zip(&mb) {
                     if keep {
                         groups.push(k.key(), v)?;
@@ -883,7 +1025,7 @@ fn group_rows<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
             }
         }
     }
-    Ok(groups.sorted::<K>())
+    Ok(groups.groups)
 }
 
 /// [`group_rows`] of a `u8` column by itself (value counts), optionally masked: one counter per
@@ -893,19 +1035,23 @@ fn byte_histogram<V: Wide, I: ChunkIo + ?Sized>(
     io: &I,
     args: &GroupByArgs,
     mask: Option<(&VecRef, &Predicate)>,
+    rows: std::ops::Range<u64>,
 ) -> Result<Vec<GroupEntry<V>>, AgentError> {
     let mut counts = [0u64; 256];
-    let mut ks = Stream::new(&args.keys);
-    let mut ms = mask.map(|(m, p)| (Stream::new(m), p));
+    let mut ks = Stream::at(&args.keys, rows.start);
+    let mut ms = mask.map(|(m, p)| (Stream::at(m, rows.start), p));
     let (mut kb, mut mb): (Vec<u8>, Vec<bool>) = Default::default();
-    loop {
-        ks.next_raw(io, BLOCK, &mut kb)?;
+    let mut left = rows.end - rows.start;
+    while left > 0 {
+        let n = left.min(BLOCK as u64) as usize;
+        ks.next_raw(io, n, &mut kb)?;
         if kb.is_empty() {
             break;
         }
+        left -= kb.len() as u64;
         match &mut ms {
             Some((s, p)) => {
-                mask_block(io, s, p, BLOCK, &mut mb)?;
+                mask_block(io, s, p, n, &mut mb)?;
                 for (&k, &keep) in kb.iter().zip(&mb) {
                     counts[usize::from(k)] += u64::from(keep);
                 }
@@ -985,6 +1131,21 @@ impl<V: Wide> MedianOf<V> {
         }
     }
 
+    /// Adds what another collector of the same group gathered.
+    fn merge(&mut self, other: Self) {
+        match (self, other) {
+            (MedianOf::Counts { counts, .. }, MedianOf::Counts { counts: more, .. }) => {
+                for (c, m) in counts.iter_mut().zip(more) {
+                    *c += m;
+                }
+            }
+            (MedianOf::Values(vals), MedianOf::Values(more)) => vals.extend(more),
+            // Collectors of one group are of one kind (made from the same aggregates).
+            (MedianOf::Counts { .. }, MedianOf::Values(_))
+            | (MedianOf::Values(_), MedianOf::Counts { .. }) => {}
+        }
+    }
+
     /// The lower median of what was pushed; `None` if nothing.
     fn median(self) -> Option<V> {
         match self {
@@ -1005,31 +1166,48 @@ impl<V: Wide> MedianOf<V> {
     }
 }
 
-/// One group with its median: key bits, aggregates, lower median.
-type MedianRow<V> = (u64, AggState<V>, Option<V>);
+/// The group of every key, and a maker of empty median collectors (one per group, sized by the
+/// group's aggregates) for the second pass of a group median.
+fn median_plan<V: Wide>(
+    groups: &[GroupEntry<V>],
+) -> (KeyIndex, impl Fn() -> Vec<MedianOf<V>> + Sync + '_) {
+    let mut index = KeyIndex::new();
+    for (g, (k, _)) in groups.iter().enumerate() {
+        index.insert(*k, g as u32);
+    }
+    let fresh = move || {
+        groups
+            .iter()
+            .map(|(_, st)| MedianOf::for_group(st))
+            .collect()
+    };
+    (index, fresh)
+}
 
-/// Groups with lower medians in two passes: the aggregates first (which give every group's
-/// count and range), then each group's values counted (small integer ranges) or collected into a
-/// buffer of exactly the group's size, so no value buffer grows or is copied.
-fn median_rows<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
+/// The second pass of a group median over rows `rows`: every value into its group's collector
+/// (counted for small integer ranges, else kept in a buffer of the group's size), so no value
+/// buffer grows or is copied.
+fn median_range<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
     io: &I,
     args: &GroupByArgs,
-) -> Result<Vec<MedianRow<V>>, AgentError> {
-    let groups = group_rows::<K, V, I>(io, args, None)?;
-    let mut index = KeyIndex::new();
-    let mut medians: Vec<MedianOf<V>> = Vec::with_capacity(groups.len());
-    for (g, (k, st)) in groups.iter().enumerate() {
-        index.insert(*k, g as u32);
-        medians.push(MedianOf::for_group(st));
-    }
-    let (mut ks, mut vs) = (Stream::new(&args.keys), Stream::new(&args.values));
+    index: &KeyIndex,
+    mut medians: Vec<MedianOf<V>>,
+    rows: std::ops::Range<u64>,
+) -> Result<Vec<MedianOf<V>>, AgentError> {
+    let (mut ks, mut vs) = (
+        Stream::at(&args.keys, rows.start),
+        Stream::at(&args.values, rows.start),
+    );
     let (mut kb, mut vb): (Vec<K>, Vec<V>) = Default::default();
-    loop {
-        ks.next::<K, I>(io, BLOCK, &mut kb)?;
-        vs.next::<V, I>(io, BLOCK, &mut vb)?;
+    let mut left = rows.end - rows.start;
+    while left > 0 {
+        let n = left.min(BLOCK as u64) as usize;
+        ks.next::<K, I>(io, n, &mut kb)?;
+        vs.next::<V, I>(io, n, &mut vb)?;
         if kb.is_empty() {
             break;
         }
+        left -= kb.len() as u64;
         for (&k, &v) in kb.iter().zip(&vb) {
             let g = index
                 .get(k.key())
@@ -1037,11 +1215,7 @@ fn median_rows<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
             medians[g].push(v);
         }
     }
-    Ok(groups
-        .into_iter()
-        .zip(medians)
-        .map(|((k, st), m)| (k, st, m.median()))
-        .collect())
+    Ok(medians)
 }
 
 /// Group-by aggregate over the rows `i` where `args.mask[i]` matches `args.pred`: for every
@@ -1054,17 +1228,28 @@ pub fn group_by_where<I: ChunkIo + ?Sized>(
     io: &I,
     args: &GroupWhereArgs,
 ) -> Result<GroupByResult, AgentError> {
-    let g = &args.group;
+    let (g, mask) = (&args.group, Some((&args.mask, &args.pred)));
     with_domain!(g.keys.ty.domain(), K => {
         with_domain!(g.values.ty.domain(), V => {
-            let groups = group_rows::<K, V, I>(io, g, Some((&args.mask, &args.pred)))?;
-            Ok(GroupByResult {
-                key_ty: g.keys.ty,
-                groups: groups
-                    .iter()
-                    .map(|(k, st)| (K::from_key(*k).scalar(), st.finish(g.values.ty)))
-                    .collect(),
-            })
+            Ok(by_result::<K, V>(g, &group_rows::<K, V, I>(io, g, mask)?))
+        })
+    })
+}
+
+/// [`group_by_where`] on up to `threads` threads (integer values; float values use one).
+///
+/// # Errors
+/// As [`group_by_where`].
+pub fn group_by_where_parallel<I: ChunkIo + Sync + ?Sized>(
+    io: &I,
+    args: &GroupWhereArgs,
+    threads: usize,
+) -> Result<GroupByResult, AgentError> {
+    let (g, mask) = (&args.group, Some((&args.mask, &args.pred)));
+    with_domain!(g.keys.ty.domain(), K => {
+        with_domain!(g.values.ty.domain(), V => {
+            let groups = group_rows_parallel::<K, V, I>(io, g, mask, threads)?;
+            Ok(by_result::<K, V>(g, &groups))
         })
     })
 }
@@ -1080,22 +1265,60 @@ pub fn group_median<I: ChunkIo + ?Sized>(
 ) -> Result<GroupMedianResult, AgentError> {
     with_domain!(args.keys.ty.domain(), K => {
         with_domain!(args.values.ty.domain(), V => {
-            let groups = median_rows::<K, V, I>(io, args)?;
-            Ok(GroupMedianResult {
-                key_ty: args.keys.ty,
-                groups: groups
-                    .into_iter()
-                    .map(|(k, st, median)| {
-                        (
-                            K::from_key(k).scalar(),
-                            st.finish(args.values.ty),
-                            median.map(V::scalar),
-                        )
-                    })
-                    .collect(),
-            })
+            let groups = group_rows::<K, V, I>(io, args, None)?;
+            let (index, fresh) = median_plan(&groups);
+            let medians = median_range::<K, V, I>(io, args, &index, fresh(), 0..args.keys.len())?;
+            Ok(median_result::<K, V>(args, &groups, medians))
         })
     })
+}
+
+/// [`group_median`] on up to `threads` threads (integer values; float values use one): both
+/// passes split the rows, the runs' aggregates and counters are merged.
+///
+/// # Errors
+/// As [`group_median`].
+pub fn group_median_parallel<I: ChunkIo + Sync + ?Sized>(
+    io: &I,
+    args: &GroupByArgs,
+    threads: usize,
+) -> Result<GroupMedianResult, AgentError> {
+    with_domain!(args.keys.ty.domain(), K => {
+        with_domain!(args.values.ty.domain(), V => {
+            let groups = group_rows_parallel::<K, V, I>(io, args, None, threads)?;
+            let (index, fresh) = median_plan(&groups);
+            let threads = if V::DOMAIN == Domain::Float { 1 } else { threads };
+            let runs = split_rows(args.keys.len(), threads);
+            let parts = on_threads(&runs, |r| median_range::<K, V, I>(io, args, &index, fresh(), r))?;
+            let mut parts = parts.into_iter();
+            let mut medians = parts.next().unwrap_or_default();
+            for part in parts {
+                for (m, o) in medians.iter_mut().zip(part) {
+                    m.merge(o);
+                }
+            }
+            Ok(median_result::<K, V>(args, &groups, medians))
+        })
+    })
+}
+
+/// The result message of sorted groups and their medians' collectors.
+fn median_result<K: Wide, V: Wide>(
+    args: &GroupByArgs,
+    groups: &[GroupEntry<V>],
+    medians: Vec<MedianOf<V>>,
+) -> GroupMedianResult {
+    GroupMedianResult {
+        key_ty: args.keys.ty,
+        groups: groups
+            .iter()
+            .zip(medians)
+            .map(|((k, st), m)| {
+                let median = m.median().map(V::scalar);
+                (K::from_key(*k).scalar(), st.finish(args.values.ty), median)
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]

@@ -108,7 +108,8 @@ impl kernels::ChunkIo for CtxIo<'_> {
     }
 }
 
-/// Threads one large row-wise operation may use: the server's cores, at most 4.
+/// Threads one large operation may use (derives, integer group-bys and medians split their rows):
+/// the server's cores, at most 4.
 fn agent_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
@@ -126,16 +127,22 @@ pub fn execute(ctx: &dyn AgentContext, op: u16, args: &[u8]) -> Result<Vec<u8>, 
         op::VEC_FILTER => kernels::filter(&io, &FilterArgs::decode(args)?)?.encode(),
         op::VEC_GATHER => kernels::gather(&io, &GatherArgs::decode(args)?)?.encode(),
         op::VEC_UNIQUE => kernels::unique(&io, &UniqueArgs::decode(args)?)?.encode(),
-        op::VEC_GROUP_BY => kernels::group_by(&io, &GroupByArgs::decode(args)?)?.encode(),
+        op::VEC_GROUP_BY => {
+            kernels::group_by_parallel(&io, &GroupByArgs::decode(args)?, agent_threads())?.encode()
+        }
         op::VEC_ARGSORT => kernels::argsort(&io, &ArgsortArgs::decode(args)?)?.encode(),
         op::VEC_COUNT => kernels::count(&io, &CountArgs::decode(args)?)?.encode(),
         op::VEC_DERIVE => {
             derive::derive_parallel(&io, &DeriveArgs::decode(args)?, agent_threads())?.encode()
         }
         op::VEC_GROUP_BY_WHERE => {
-            kernels::group_by_where(&io, &GroupWhereArgs::decode(args)?)?.encode()
+            let a = GroupWhereArgs::decode(args)?;
+            kernels::group_by_where_parallel(&io, &a, agent_threads())?.encode()
         }
-        op::VEC_GROUP_MEDIAN => kernels::group_median(&io, &GroupByArgs::decode(args)?)?.encode(),
+        op::VEC_GROUP_MEDIAN => {
+            let a = GroupByArgs::decode(args)?;
+            kernels::group_median_parallel(&io, &a, agent_threads())?.encode()
+        }
         op::HT_GET => tables.get(&HtKeysArgs::decode(args)?).encode(),
         op::HT_PUT => tables.put(ctx, HtPutArgs::decode(args)?)?.encode(),
         op::HT_REMOVE => tables.remove(ctx, &HtKeysArgs::decode(args)?)?.encode(),

@@ -473,3 +473,73 @@ fn parallel_derive_equals_sequential() {
     };
     assert!(call::<u64>(&ctx, op::VEC_DERIVE, &short).is_err());
 }
+
+/// Group-bys, masked group-bys and group medians split over threads equal the one-thread
+/// results (integer values merge exactly; float values stay on one thread).
+#[test]
+fn parallel_group_ops_equal_sequential() {
+    use super::kernels;
+    use farmem_proto::agent::GroupWhereArgs;
+    let ctx = Ctx::new(i64::MAX);
+    let io = super::CtxIo(&ctx);
+    let n = 600_003usize;
+    let store = |bytes: Vec<u8>, ty: ElemType, per: usize, base: u64| {
+        let size = ty.size();
+        let chunks = bytes
+            .chunks(per * size)
+            .enumerate()
+            .map(|(i, c)| {
+                ctx.put_object(base + i as u64, c).unwrap();
+                (base + i as u64, (c.len() / size) as u32)
+            })
+            .collect();
+        VecRef { ty, chunks }
+    };
+    let bytes: Vec<u8> = (0..n).map(|i| ((i * 7) % 13) as u8).collect();
+    let b8 = store(bytes, ElemType::U8, 65_536, 1 << 20);
+    let wide: Vec<u8> = (0..n as i64)
+        .flat_map(|i| (if i % 5 == 0 { -(i % 3) << 40 } else { i % 9 }).to_le_bytes())
+        .collect();
+    let k64 = store(wide, ElemType::I64, 5_000, 2 << 20);
+    let vals: Vec<u8> = (0..n as i64)
+        .flat_map(|i| ((i * 7_919) % 100_003 - 50_000).to_le_bytes())
+        .collect();
+    let v64 = store(vals, ElemType::I64, 8_192, 3 << 20);
+    let floats: Vec<u8> = (0..n)
+        .flat_map(|i| (i as f64 * 0.37).to_le_bytes())
+        .collect();
+    let f64s = store(floats, ElemType::F64, 8_192, 4 << 20);
+    let mask: Vec<u8> = (0..n as u32).flat_map(|i| (i % 3).to_le_bytes()).collect();
+    let m32 = store(mask, ElemType::U32, 16_384, 5 << 20);
+    for (keys, values) in [(&b8, &b8), (&b8, &v64), (&k64, &v64), (&k64, &f64s)] {
+        let g = GroupByArgs {
+            keys: keys.clone(),
+            values: values.clone(),
+            limit: 100,
+        };
+        let w = GroupWhereArgs {
+            group: g.clone(),
+            mask: m32.clone(),
+            pred: Predicate::new(Cmp::Ne, Scalar::U(1)),
+        };
+        let one = kernels::group_by(&io, &g).unwrap();
+        let one_w = kernels::group_by_where(&io, &w).unwrap();
+        let one_m = kernels::group_median(&io, &g).unwrap();
+        assert!(one.groups.len() > 5);
+        for threads in [2, 3] {
+            assert_eq!(kernels::group_by_parallel(&io, &g, threads).unwrap(), one);
+            assert_eq!(
+                kernels::group_by_where_parallel(&io, &w, threads).unwrap(),
+                one_w
+            );
+            assert_eq!(
+                kernels::group_median_parallel(&io, &g, threads).unwrap(),
+                one_m
+            );
+        }
+        // Too many groups is an error on any number of threads.
+        let few = GroupByArgs { limit: 3, ..g };
+        assert!(kernels::group_median_parallel(&io, &few, 2).is_err());
+        assert!(kernels::group_by_parallel(&io, &few, 2).is_err());
+    }
+}
