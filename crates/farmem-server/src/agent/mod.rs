@@ -8,6 +8,9 @@
 //!   row mask and medians, argsort, and [`mod@derive`]d vectors from built-in expressions) are pure
 //!   [`kernels`] over chunk objects; the client library runs the same kernels for its client-side
 //!   path, so both paths give bit-identical results.
+//! - Large derives, and group-bys and group medians of integer values, split their rows over
+//!   up to 4 server threads (the client-side path runs the same kernels on one thread); the
+//!   merges are exact, so both paths still give identical results.
 //! - Hash-table operations keep the cold entries of a client's `FarHashMap` in per-session
 //!   [`tables`], charged against the session's capacity.
 //!
