@@ -115,11 +115,11 @@ pub fn derive<I: ChunkIo + ?Sized>(io: &I, args: &DeriveArgs) -> Result<u64, Age
 /// Rows each thread of [`derive_parallel`] gets at least.
 const ROWS_PER_THREAD: u64 = 1 << 18;
 
-/// [`derive`] on up to `threads` threads, each computing a run of whole output chunks (the rows
+/// [`derive()`] on up to `threads` threads, each computing a run of whole output chunks (the rows
 /// are independent, so the result is the same). Small inputs use one thread.
 ///
 /// # Errors
-/// As [`derive`]; when several parts fail, the first part's error.
+/// As [`derive()`]; when several parts fail, the first part's error.
 pub fn derive_parallel<I: ChunkIo + Sync + ?Sized>(
     io: &I,
     args: &DeriveArgs,
