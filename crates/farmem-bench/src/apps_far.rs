@@ -128,8 +128,8 @@ pub struct FarWeb {
 }
 
 impl FarWeb {
-    /// Builds the data set: the map's cache gets the map's share of the budget, the runtime the
-    /// rest.
+    /// Builds the data set: the map's cache gets `args.map_share` of the budget, the runtime
+    /// (the elements) the rest.
     ///
     /// # Errors
     /// Runtime or container errors.
@@ -139,9 +139,7 @@ impl FarWeb {
         budget: u64,
         progress: &dyn Fn(u64),
     ) -> anyhow::Result<Self> {
-        let ws = web::working_set_bytes(args.keys, args.elements).max(1);
-        let map_ws = web::working_set_bytes(args.keys, 0);
-        let map_budget = (budget as f64 * map_ws as f64 / ws as f64) as u64;
+        let map_budget = (budget as f64 * args.map_share) as u64;
         let rt = runtime(addr, budget.saturating_sub(map_budget).max(4 << 20))?;
         let map = FarHashMap::new(&rt, HashMapConfig::new(map_budget as usize))?;
         for r in 0..args.keys {

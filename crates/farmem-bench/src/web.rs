@@ -47,6 +47,11 @@ pub struct Args {
     /// request's latency runs from the start of its window to its response.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub window: u64,
+    /// Object mode: share of the local budget for the hash map's cache, the rest holds array
+    /// elements. Half lets the whole map (17 B per pair) stay local at 25% local memory, as
+    /// kernel swap keeps the map's pages, which every request touches.
+    #[arg(long, default_value = "50%", value_parser = modes::parse_ratio)]
+    pub map_share: f64,
     /// Local memory as a share of the working set; repeat or comma-separate to sweep.
     #[arg(long, value_delimiter = ',', default_value = "25%", value_parser = modes::parse_ratio)]
     pub local_mem: Vec<f64>,
@@ -597,6 +602,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "threads": args.threads,
         "window": args.window,
         "warmup": args.warmup,
+        "map_share": args.map_share,
         "working_set_bytes": ws,
         "responses_agree": agree,
         "runs": runs,
