@@ -9,7 +9,8 @@
 //!   [`kernels`] over chunk objects; the client library runs the same kernels for its client-side
 //!   path, so both paths give bit-identical results.
 //! - Large derives, and group-bys and group medians of integer values, split their rows over
-//!   up to 4 server threads (the client-side path runs the same kernels on one thread); the
+//!   up to 4 server threads (`FARMEM_AGENT_THREADS` overrides; the client-side path runs the
+//!   same kernels on one thread); the
 //!   merges are exact, so both paths still give identical results.
 //! - Hash-table operations keep the cold entries of a client's `FarHashMap` in per-session
 //!   [`tables`], charged against the session's capacity.
@@ -112,9 +113,19 @@ impl kernels::ChunkIo for CtxIo<'_> {
 }
 
 /// Threads one large operation may use (derives, integer group-bys and medians split their rows):
-/// the server's cores, at most 4.
+/// the server's cores, at most 4, or `FARMEM_AGENT_THREADS` (at least 1) when set, e.g. to 1 to
+/// compare with single-threaded clients.
 fn agent_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        match std::env::var("FARMEM_AGENT_THREADS")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            Some(n) => n.max(1),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+        }
+    })
 }
 
 /// Runs agent operation `op` with encoded `args` against `ctx`; returns the encoded result.
