@@ -10,8 +10,7 @@
 //!   path, so both paths give bit-identical results.
 //! - Large derives, and group-bys and group medians of integer values, split their rows over
 //!   up to 4 server threads (`FARMEM_AGENT_THREADS` overrides; the client-side path runs the
-//!   same kernels on one thread); the
-//!   merges are exact, so both paths still give identical results.
+//!   same kernels on one thread); the merges are exact, so both paths give identical results.
 //! - Hash-table operations keep the cold entries of a client's `FarHashMap` in per-session
 //!   [`tables`], charged against the session's capacity.
 //!
