@@ -45,7 +45,7 @@ pub struct Args {
     /// Requests each client thread serves together (in every mode): their data is read in one
     /// go (far containers fetch all their misses at once), then each is answered in turn. A
     /// request's latency runs from the start of its window to its response.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub window: u64,
     /// Object mode: share of the local budget for the hash map's cache, the rest holds array
     /// elements. Half lets the whole map (17 B per pair) stay local at 25% local memory, as
@@ -360,7 +360,11 @@ pub struct WebRun {
     pub p99_us: f64,
     /// XOR of all response digests: equal in every mode.
     pub digest: String,
-    /// The data's counters after the run (far modes: round trips, misses).
+    /// CPU time this process used per request (client threads, and in object mode the
+    /// loopback memory server it runs): stable when other programs share the CPUs.
+    #[serde(default)]
+    pub cpu_us_per_request: f64,
+    /// The data's counters over the timed requests (far modes: round trips, misses).
     #[serde(default)]
     pub counters: serde_json::Value,
 }
@@ -461,7 +465,10 @@ pub fn run_with<D: WebData>(
     let end = args.requests.saturating_add(args.warmup);
     drive(&data, args, args.requests..end, quiet).context("warm-up")?;
     let before = data.counters();
+    let cpu0 = crate::transport::cpu_seconds();
     let (seconds, mut lat, digest) = drive(&data, args, 0..args.requests, quiet)?;
+    let cpu_us_per_request =
+        (crate::transport::cpu_seconds() - cpu0) * 1e6 / args.requests.max(1) as f64;
     let counters = counter_delta(data.counters(), &before);
     lat.sort_unstable();
     Ok(WebRun {
@@ -471,6 +478,7 @@ pub fn run_with<D: WebData>(
         p50_us: percentile_us(&lat, 0.5),
         p99_us: percentile_us(&lat, 0.99),
         digest: format!("{digest:016x}"),
+        cpu_us_per_request,
         counters,
     })
 }
@@ -627,10 +635,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .unwrap_or(0.0)
             };
             println!(
-                "{:<26} p50 {:>9.1} us  p99 {:>9.1} us",
+                "{:<26} p50 {:>9.1} us  p99 {:>9.1} us  cpu {:>7.1} us/request",
                 r.mode.label(),
                 us("p50_us"),
-                us("p99_us")
+                us("p99_us"),
+                us("cpu_us_per_request")
             );
         }
         println!("responses identical across modes: {agree}");

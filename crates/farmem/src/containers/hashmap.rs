@@ -208,6 +208,22 @@ impl<K: Pod + Hash + Eq, V: Pod> Shard<K, V> {
         (base..base + WAYS).find(|&w| self.meta[w] & VALID != 0 && self.keys[w] == *k)
     }
 
+    /// Reads the first key and the metadata of every listed key's set (so that the loads
+    /// overlap) and returns a value that depends on them.
+    fn load_sets<'k>(&self, keys: impl Iterator<Item = &'k K>) -> u8
+    where
+        K: 'k,
+    {
+        keys.fold(0, |acc, k| {
+            let base = self.base(k);
+            acc ^ self.meta[base]
+                ^ bytemuck::bytes_of(&self.keys[base])
+                    .first()
+                    .copied()
+                    .unwrap_or(0)
+        })
+    }
+
     fn find_evicted(&self, k: &K) -> Option<usize> {
         if self.evicted.is_empty() {
             return None;
@@ -751,15 +767,28 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     fn add_batch(&self, g: &mut Group<K, V>, keys: &[K]) {
         let mut out = vec![None; keys.len()];
         let before = g.missing.len();
-        for (i, k) in keys.iter().enumerate() {
-            let mut sh = self.shard(k).lock();
-            if let Some(v) = sh.hit(k) {
-                out[i] = Some(v);
-            } else {
-                sh.inflight += 1;
-                drop(sh);
-                g.missing.push(*k);
-                g.slots.push(i);
+        // Shard by shard: one lock each, and the sets of all its keys are loaded before any is
+        // searched, so their cache misses overlap instead of queueing.
+        let mut order: Vec<(usize, usize)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (self.shard_index(k), i))
+            .collect();
+        order.sort_unstable();
+        for group in order.chunk_by(|a, b| a.0 == b.0) {
+            let mut sh = self.shards[group[0].0].lock();
+            if group.len() > 1 {
+                std::hint::black_box(sh.load_sets(group.iter().map(|&(_, i)| &keys[i])));
+            }
+            for &(_, i) in group {
+                let k = &keys[i];
+                if let Some(v) = sh.hit(k) {
+                    out[i] = Some(v);
+                } else {
+                    sh.inflight += 1;
+                    g.missing.push(*k);
+                    g.slots.push(i);
+                }
             }
         }
         let missed = g.missing.len() - before;
