@@ -128,8 +128,8 @@ pub struct FarWeb {
 }
 
 impl FarWeb {
-    /// Builds the data set: the map's cache gets `args.map_share` of the budget, the runtime
-    /// (the elements) the rest.
+    /// Builds the data set: the map's cache gets `args.map_share` of the budget (at most what
+    /// the whole map needs), the runtime (the elements) the rest.
     ///
     /// # Errors
     /// Runtime or container errors.
@@ -139,7 +139,10 @@ impl FarWeb {
         budget: u64,
         progress: &dyn Fn(u64),
     ) -> anyhow::Result<Self> {
-        let map_budget = (budget as f64 * args.map_share) as u64;
+        // Never more than the whole map needs (a quarter more than its entries, for the sets a
+        // key may not leave): the rest of the budget is worth more to the elements.
+        let whole_map = args.keys * FarHashMap::<u64, u64>::bytes_per_entry() as u64 * 5 / 4;
+        let map_budget = ((budget as f64 * args.map_share) as u64).min(whole_map);
         let rt = runtime(addr, budget.saturating_sub(map_budget).max(4 << 20))?;
         let map = FarHashMap::new(&rt, HashMapConfig::new(map_budget as usize))?;
         for r in 0..args.keys {

@@ -47,8 +47,8 @@ pub struct Args {
     /// request's latency runs from the start of its window to its response.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub window: u64,
-    /// Object mode: share of the local budget for the hash map's cache, the rest holds array
-    /// elements. Half lets the whole map (17 B per pair) stay local at 25% local memory, as
+    /// Object mode: share of the local budget for the hash map's cache (at most what the whole
+    /// map needs), the rest holds array elements. Half lets the whole map (17 B per pair) stay local at 25% local memory, as
     /// kernel swap keeps the map's pages, which every request touches.
     #[arg(long, default_value = "50%", value_parser = modes::parse_ratio)]
     pub map_share: f64,
