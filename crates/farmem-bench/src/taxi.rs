@@ -343,6 +343,12 @@ pub fn run_modes(args: &Args, quiet: bool) -> anyhow::Result<(Vec<ModeRun>, bool
             "working set: {:.1} MiB",
             working_set as f64 / (1 << 20) as f64
         );
+        // All-local frames run the agent's kernels with the agent's threads (set both with
+        // FARMEM_AGENT_THREADS, e.g. 1); the client-side (no agent) path uses one thread.
+        eprintln!(
+            "kernel threads: {} (all-local and agent), 1 (object, no agent)",
+            farmem_server::agent::agent_threads()
+        );
     }
     let own_server = crate::apps_far::LoopbackServer::unless(args.server.as_deref())?;
     let server = args

@@ -3,6 +3,9 @@
 use std::cmp::Ordering;
 use std::fmt;
 
+use farmem::containers::Primitive;
+use farmem_proto::agent::Sum as AgentSum;
+
 /// The logical type of a column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
@@ -71,9 +74,19 @@ impl fmt::Display for Value {
 }
 
 /// A plain element type that column storage holds: `i64`, `i32`, `u8`, `u32` or `f64`.
-pub trait Elem: bytemuck::Pod + PartialOrd + Default + fmt::Debug + Send + Sync + 'static {
+///
+/// Every element type is also a far-memory [`Primitive`], so that the agent's kernels (on the
+/// memory server, or on local slices for the all-local placement) can run over its columns.
+pub trait Elem:
+    bytemuck::Pod + PartialOrd + Default + fmt::Debug + Send + Sync + Primitive + 'static
+{
     /// The exact accumulator of sums (`i128` for integers, `f64` for floats).
     type Sum: Copy + Default + fmt::Debug + Send + Sync + 'static;
+    /// Whether the agent kernels' aggregates equal [`crate::Summary`] (floats differ: the
+    /// kernels count NaNs), so that summaries and group-bys may be computed by them.
+    const KERNEL_SUMMARY: bool = true;
+    /// A kernel's exact sum as this type's accumulator.
+    fn sum_of(s: AgentSum) -> Self::Sum;
     /// Adds to a sum.
     fn add(acc: Self::Sum, x: Self) -> Self::Sum;
     /// Combines two sums.
@@ -120,6 +133,13 @@ macro_rules! int_elem {
             }
             fn total_cmp(&self, other: &Self) -> Ordering { self.cmp(other) }
             fn key(self) -> u64 { self as i64 as u64 }
+            fn sum_of(s: AgentSum) -> i128 {
+                match s {
+                    AgentSum::I(v) => v,
+                    AgentSum::U(v) => v as i128,
+                    AgentSum::F(v) => v as i128,
+                }
+            }
         }
     )*};
 }
@@ -127,6 +147,10 @@ int_elem!(i64, i32, u8, u32);
 
 impl Elem for f64 {
     type Sum = f64;
+    const KERNEL_SUMMARY: bool = false;
+    fn sum_of(s: AgentSum) -> f64 {
+        s.as_f64()
+    }
     fn add(acc: f64, x: f64) -> f64 {
         if x.is_nan() { acc } else { acc + x }
     }

@@ -10,12 +10,11 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use farmem::Runtime;
-use farmem::containers::{
-    self as fc, Aggregates, ContainerError, FarVec, Offload, Predicate, Primitive,
-};
+use farmem::containers::{self as fc, ContainerError, FarVec, Offload, Predicate, Primitive};
 use farmem_proto::agent::{Domain, ElemType};
 
 use crate::column::ColumnData;
+use crate::local_kernels::{agent_cmp, operand_as, summary_of};
 use crate::storage::{BlockReader, Cmp, ColumnStore, GroupRow, Placement, Summary};
 use crate::{Elem, Expr, FrameError, Result, Value};
 
@@ -49,7 +48,7 @@ impl FarPlacement {
         Self { rt, offload }
     }
 
-    fn store<T: FarElem>(&self) -> Box<dyn ColumnStore<T>> {
+    fn store<T: Elem>(&self) -> Box<dyn ColumnStore<T>> {
         Box::new(FarStore {
             vec: FarVec::new(&self.rt),
             place: self.clone(),
@@ -112,12 +111,12 @@ impl Placement for FarPlacement {
 
 impl FarPlacement {
     /// `s` as a far store on this placement's backend, if it is one.
-    fn own<'a, T: FarElem>(&self, s: &'a dyn ColumnStore<T>) -> Option<&'a FarStore<T>> {
+    fn own<'a, T: Elem>(&self, s: &'a dyn ColumnStore<T>) -> Option<&'a FarStore<T>> {
         let f = s.as_any().downcast_ref::<FarStore<T>>()?;
         Arc::ptr_eq(f.place.rt.backend(), self.rt.backend()).then_some(f)
     }
 
-    fn wrap<T: FarElem>(&self, vec: FarVec<T>) -> Box<dyn ColumnStore<T>> {
+    fn wrap<T: Elem>(&self, vec: FarVec<T>) -> Box<dyn ColumnStore<T>> {
         Box::new(FarStore {
             vec,
             place: self.clone(),
@@ -125,71 +124,10 @@ impl FarPlacement {
     }
 }
 
-/// The store's own [`Summary`] of agent aggregates (integers only: see `OFFLOAD_SUMMARY`).
-fn summary_of<T: FarElem>(a: &Aggregates) -> Summary<T> {
-    Summary {
-        count: a.count,
-        sum: T::sum_of(a.sum),
-        min: a.min.and_then(T::from_scalar),
-        max: a.max.and_then(T::from_scalar),
-    }
-}
-
-/// Converts an operand to a mask element type exactly, as [`crate::Column::select`] does.
-fn operand_as<M: Elem>(v: &Value) -> Option<M> {
-    let (i, f) = match v {
-        Value::Int(v) | Value::Timestamp(v) => (Some(*v), *v as f64),
-        Value::Bool(b) => (Some(i64::from(*b)), f64::from(u8::from(*b))),
-        Value::Float(v) => (None, *v),
-        Value::Str(_) => return None,
-    };
-    i.and_then(M::from_i64).or_else(|| M::from_f64(f))
-}
-
-/// Element types with far storage: how the agent's exact sums map to ours.
-trait FarElem: Elem + Primitive {
-    /// Whether the agent's aggregate equals [`Summary`] (floats differ: the agent counts NaNs).
-    const OFFLOAD_SUMMARY: bool = true;
-    fn sum_of(s: fc::Sum) -> Self::Sum;
-}
-
-macro_rules! far_int {
-    ($($t:ty),*) => {$(
-        impl FarElem for $t {
-            fn sum_of(s: fc::Sum) -> i128 {
-                match s {
-                    fc::Sum::I(v) => v,
-                    fc::Sum::U(v) => v as i128,
-                    fc::Sum::F(v) => v as i128,
-                }
-            }
-        }
-    )*};
-}
-far_int!(i64, i32, u8, u32);
-
-impl FarElem for f64 {
-    const OFFLOAD_SUMMARY: bool = false;
-    fn sum_of(s: fc::Sum) -> f64 {
-        s.as_f64()
-    }
-}
-
 /// A column in a [`FarVec`].
-struct FarStore<T: FarElem> {
+struct FarStore<T: Elem> {
     vec: FarVec<T>,
     place: FarPlacement,
-}
-
-fn agent_cmp(c: Cmp) -> fc::Cmp {
-    match c {
-        Cmp::Eq => fc::Cmp::Eq,
-        Cmp::Ne => fc::Cmp::Ne,
-        Cmp::Lt => fc::Cmp::Lt,
-        Cmp::Le => fc::Cmp::Le,
-        Cmp::Gt => fc::Cmp::Gt,
-        Cmp::Ge => fc::Cmp::Ge,
-    }
 }
 
 fn indices(v: &FarVec<u64>) -> Result<Vec<u32>> {
@@ -198,7 +136,7 @@ fn indices(v: &FarVec<u64>) -> Result<Vec<u32>> {
     Ok(out)
 }
 
-impl<T: FarElem> FarStore<T> {
+impl<T: Elem> FarStore<T> {
     fn far_indices(&self, idx: &[u32]) -> Result<FarVec<u64>> {
         let mut v = FarVec::new(&self.place.rt);
         for part in idx.chunks(1 << 14) {
@@ -214,7 +152,7 @@ const SMALL_GATHER: usize = 64;
 /// Most distinct values asked of the agent before falling back to a local pass.
 const UNIQUE_LIMIT: u32 = 1 << 16;
 
-impl<T: FarElem> ColumnStore<T> for FarStore<T> {
+impl<T: Elem> ColumnStore<T> for FarStore<T> {
     fn len(&self) -> usize {
         self.vec.len()
     }
@@ -280,7 +218,7 @@ impl<T: FarElem> ColumnStore<T> for FarStore<T> {
     }
 
     fn summary(&self) -> Result<Summary<T>> {
-        if !T::OFFLOAD_SUMMARY {
+        if !T::KERNEL_SUMMARY {
             let mut s = Summary::default();
             self.scan(0..self.len(), &mut |_, xs| {
                 s.add_slice(xs);
@@ -296,14 +234,18 @@ impl<T: FarElem> ColumnStore<T> for FarStore<T> {
     }
 
     fn group_rows(&self, keys: &ColumnData, medians: bool) -> Option<Result<Vec<GroupRow<T>>>> {
-        if !T::OFFLOAD_SUMMARY {
+        if !T::KERNEL_SUMMARY {
             return None;
         }
-        fn go<K: FarElem, T: FarElem>(
+        fn go<K: Elem, T: Elem>(
             v: &FarStore<T>,
             k: &dyn ColumnStore<K>,
             medians: bool,
         ) -> Option<Result<Vec<GroupRow<T>>>> {
+            // Float keys (NaN, -0.0): the caller groups them itself.
+            if !K::KERNEL_SUMMARY {
+                return None;
+            }
             let k = v.place.own(k)?;
             let off = v.place.offload;
             let rows = if medians {
@@ -334,13 +276,7 @@ impl<T: FarElem> ColumnStore<T> for FarStore<T> {
                 Err(e) => Some(Err(e.into())),
             }
         }
-        match keys {
-            ColumnData::I64(k) => go(self, k.as_ref(), medians),
-            ColumnData::I32(k) => go(self, k.as_ref(), medians),
-            ColumnData::U8(k) => go(self, k.as_ref(), medians),
-            ColumnData::U32(k) => go(self, k.as_ref(), medians),
-            ColumnData::F64(_) => None,
-        }
+        crate::column::with_store!(keys, k => go(self, k.as_ref(), medians))
     }
 
     fn value_counts_where(
@@ -349,7 +285,7 @@ impl<T: FarElem> ColumnStore<T> for FarStore<T> {
         cmp: Cmp,
         operand: &Value,
     ) -> Option<Result<Vec<(T, u64)>>> {
-        fn run<M: FarElem, T: FarElem>(
+        fn run<M: Elem, T: Elem>(
             v: &FarStore<T>,
             m: &dyn ColumnStore<M>,
             cmp: Cmp,
@@ -369,13 +305,7 @@ impl<T: FarElem> ColumnStore<T> for FarStore<T> {
                 Err(e) => Some(Err(e.into())),
             }
         }
-        match mask {
-            ColumnData::I64(m) => run(self, m.as_ref(), cmp, operand),
-            ColumnData::I32(m) => run(self, m.as_ref(), cmp, operand),
-            ColumnData::U8(m) => run(self, m.as_ref(), cmp, operand),
-            ColumnData::U32(m) => run(self, m.as_ref(), cmp, operand),
-            ColumnData::F64(m) => run(self, m.as_ref(), cmp, operand),
-        }
+        crate::column::with_store!(mask, m => run(self, m.as_ref(), cmp, operand))
     }
 
     fn select(&self, cmp: Cmp, operand: T) -> Result<Vec<u32>> {
@@ -448,7 +378,7 @@ impl<T: FarElem> ColumnStore<T> for FarStore<T> {
 /// Reads a far column front to back through its iterator (read-ahead in batches).
 struct FarReader<'a, T: Primitive>(fc::Iter<'a, T>);
 
-impl<T: FarElem> BlockReader<T> for FarReader<'_, T> {
+impl<T: Elem> BlockReader<T> for FarReader<'_, T> {
     fn next_block(&mut self, max: usize, out: &mut Vec<T>) -> Result<()> {
         out.clear();
         for x in self.0.by_ref().take(max) {

@@ -24,6 +24,7 @@ mod error;
 mod far;
 mod frame;
 mod groupby;
+mod local_kernels;
 pub mod storage;
 pub mod taxi;
 pub mod time;

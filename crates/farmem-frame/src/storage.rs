@@ -14,6 +14,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::column::ColumnData;
+use crate::local_kernels;
 use crate::{Elem, Expr, Result, Value};
 
 /// A comparison of a column element with an operand, for [`ColumnStore::select`].
@@ -367,39 +368,36 @@ impl Placement for LocalPlacement {
 
     fn derive(&self, expr: Expr, inputs: &[&ColumnData]) -> Option<Result<ColumnData>> {
         use farmem_proto::agent::{Domain, ElemType};
-        use farmem_server::agent::derive::{eval_block_f64, eval_block_i64};
-        fn local<T: Elem>(s: &dyn ColumnStore<T>) -> Option<&[T]> {
-            s.as_any()
-                .downcast_ref::<LocalStore<T>>()
-                .map(|l| l.0.as_slice())
-        }
-        let mut bytes = Vec::new();
+        use farmem_server::agent::agent_threads;
+        use farmem_server::agent::derive::{eval_columns_f64, eval_columns_i64};
+        // The agent's derive loops, on as many threads as the agent's derives use.
         let r = match expr.input_domain() {
             Domain::Signed => {
                 let cols = inputs
                     .iter()
                     .map(|d| match d {
-                        ColumnData::I64(s) => local(s.as_ref()),
+                        ColumnData::I64(s) => local_slice(s.as_ref()),
                         _ => None,
                     })
                     .collect::<Option<Vec<_>>>()?;
-                eval_block_i64(expr, &cols, &mut bytes)
+                eval_columns_i64(expr, &cols, agent_threads())
             }
             Domain::Float => {
                 let cols = inputs
                     .iter()
                     .map(|d| match d {
-                        ColumnData::F64(s) => local(s.as_ref()),
+                        ColumnData::F64(s) => local_slice(s.as_ref()),
                         _ => None,
                     })
                     .collect::<Option<Vec<_>>>()?;
-                eval_block_f64(expr, &cols, &mut bytes)
+                eval_columns_f64(expr, &cols, agent_threads())
             }
             Domain::Unsigned => return None,
         };
-        if let Err(e) = r {
-            return Some(Err(crate::FrameError::Storage(e.to_string())));
-        }
+        let bytes = match r {
+            Ok(b) => b,
+            Err(e) => return Some(Err(crate::FrameError::Storage(e.to_string()))),
+        };
         Some(Ok(match expr.out_type() {
             ElemType::U8 => ColumnData::U8(Box::new(LocalStore(bytes))),
             ElemType::I64 => {
@@ -462,6 +460,64 @@ impl<T: Elem> ColumnStore<T> for LocalStore<T> {
     fn as_any(&self) -> &dyn Any {
         self
     }
+
+    // The aggregate operations below run the remote agent's kernels over the local vectors
+    // (see `local_kernels`): the same algorithms and threads as far placements with the agent.
+
+    fn value_counts(&self) -> Result<Vec<(T, u64)>> {
+        local_kernels::value_counts(&self.0)
+    }
+
+    fn unique(&self) -> Result<Vec<T>> {
+        local_kernels::unique(&self.0)
+    }
+
+    fn group_rows(&self, keys: &ColumnData, medians: bool) -> Option<Result<Vec<GroupRow<T>>>> {
+        fn go<K: Elem, T: Elem>(
+            vals: &[T],
+            k: &dyn ColumnStore<K>,
+            medians: bool,
+        ) -> Option<Result<Vec<GroupRow<T>>>> {
+            // Float keys (NaN, -0.0): the caller groups them itself.
+            if !K::KERNEL_SUMMARY {
+                return None;
+            }
+            let k = local_slice(k)?;
+            if k.len() != vals.len() {
+                return None;
+            }
+            local_kernels::group_rows(k, vals, medians)
+        }
+        crate::column::with_store!(keys, k => go(&self.0, k.as_ref(), medians))
+    }
+
+    fn value_counts_where(
+        &self,
+        mask: &ColumnData,
+        cmp: Cmp,
+        operand: &Value,
+    ) -> Option<Result<Vec<(T, u64)>>> {
+        fn run<M: Elem, T: Elem>(
+            vals: &[T],
+            m: &dyn ColumnStore<M>,
+            cmp: Cmp,
+            operand: &Value,
+        ) -> Option<Result<Vec<(T, u64)>>> {
+            let m = local_slice(m)?;
+            if m.len() != vals.len() {
+                return None;
+            }
+            local_kernels::value_counts_where(vals, m, cmp, operand)
+        }
+        crate::column::with_store!(mask, m => run(&self.0, m.as_ref(), cmp, operand))
+    }
+}
+
+/// The elements of `s` if it is a local store.
+fn local_slice<T: Elem>(s: &dyn ColumnStore<T>) -> Option<&[T]> {
+    s.as_any()
+        .downcast_ref::<LocalStore<T>>()
+        .map(|l| l.0.as_slice())
 }
 
 /// Element types that a [`Placement`] can store.

@@ -175,3 +175,48 @@ fn row_ranges_equal_across_placements() {
         }
     }
 }
+
+/// The all-local placement runs the agent's kernels over its vectors (with the agent's threads):
+/// on columns long enough to be split over threads and with more distinct values than the agent
+/// answers (far placements then count on the client), every placement gives the same answers.
+#[test]
+fn local_kernels_equal_agent_on_large_columns() {
+    use farmem_frame::{Column, DataFrame};
+    let n = 600_000i64;
+    let keys: Vec<i64> = (0..n).map(|i| (i * 7_919) % 100_003).collect();
+    let small: Vec<u8> = (0..n).map(|i| ((i * 31) % 9) as u8).collect();
+    let vals: Vec<i64> = (0..n).map(|i| (i * 104_729) % 5_000 - 2_500).collect();
+    let show = |p: PlacementRef| {
+        let q = p.as_ref();
+        let df = DataFrame::from_columns(
+            p.clone(),
+            vec![
+                Column::from_vec("k", DType::I64, keys.clone(), q).unwrap(),
+                Column::from_vec("s", DType::U8, small.clone(), q).unwrap(),
+                Column::from_vec("v", DType::I64, vals.clone(), q).unwrap(),
+            ],
+        )
+        .unwrap();
+        let k = df.column("k").unwrap();
+        let s = df.column("s").unwrap();
+        let vc = k.value_counts().unwrap();
+        let uniq = k.unique().unwrap().len();
+        let sw = s
+            .value_counts_where(df.column("v").unwrap(), Cmp::Gt, &Value::Int(0))
+            .unwrap();
+        let by_s = df
+            .group_by("s", "v", &[Agg::Median, Agg::Sum, Agg::Min])
+            .unwrap();
+        let by_k = df.group_by("k", "v", &[Agg::Median, Agg::Count]).unwrap();
+        format!(
+            "{} {:?} {uniq}\n{sw:?}\n{by_s}\n{}",
+            vc.len(),
+            &vc[..5],
+            by_k.head(30).unwrap()
+        )
+    };
+    let want = show(LocalPlacement::shared());
+    for offload in [Offload::Remote, Offload::Local] {
+        assert_eq!(show(far(offload, 4 << 20)), want, "{offload:?}");
+    }
+}

@@ -91,6 +91,70 @@ pub fn eval_block_f64(expr: Expr, cols: &[&[f64]], out: &mut Vec<u8>) -> Result<
     f64::push_block(expr, cols, out)
 }
 
+/// [`eval_block_i64`] over whole local columns on up to `threads` threads: each thread computes
+/// a run of at least 2^18 rows, and the runs are concatenated in order, so the bytes are the same
+/// as one thread's. The all-local frame placement derives its columns with it, with the same
+/// parallelism as [`derive_parallel`] on the server.
+///
+/// # Errors
+/// As [`eval_block_i64`], plus [`AgentError::Invalid`] for inputs of different lengths.
+///
+/// ```
+/// use farmem_proto::agent::Expr;
+/// use farmem_server::agent::derive;
+/// let t: Vec<i64> = (0..1_000_000).map(|i| i * 97).collect();
+/// let mut one = Vec::new();
+/// derive::eval_block_i64(Expr::Hour, &[&t], &mut one).unwrap();
+/// assert_eq!(derive::eval_columns_i64(Expr::Hour, &[&t], 4).unwrap(), one);
+/// ```
+pub fn eval_columns_i64(
+    expr: Expr,
+    cols: &[&[i64]],
+    threads: usize,
+) -> Result<Vec<u8>, AgentError> {
+    eval_columns(expr, cols, threads)
+}
+
+/// [`eval_columns_i64`] for float inputs (`Haversine`).
+///
+/// # Errors
+/// As [`eval_block_f64`], plus [`AgentError::Invalid`] for inputs of different lengths.
+pub fn eval_columns_f64(
+    expr: Expr,
+    cols: &[&[f64]],
+    threads: usize,
+) -> Result<Vec<u8>, AgentError> {
+    eval_columns(expr, cols, threads)
+}
+
+fn eval_columns<R: Row + Sync>(
+    expr: Expr,
+    cols: &[&[R]],
+    threads: usize,
+) -> Result<Vec<u8>, AgentError> {
+    let len = cols.first().map_or(0, |c| c.len());
+    if let Some(c) = cols.iter().find(|c| c.len() != len) {
+        return Err(AgentError::Invalid(format!(
+            "{expr:?} inputs of {len} and {} elements",
+            c.len()
+        )));
+    }
+    let runs = super::kernels::split_rows(len as u64, threads);
+    let parts = super::kernels::on_threads(&runs, |r| {
+        let part: Vec<&[R]> = cols
+            .iter()
+            .map(|c| &c[r.start as usize..r.end as usize])
+            .collect();
+        let mut out = Vec::new();
+        R::push_block(expr, &part, &mut out)?;
+        Ok(out)
+    })?;
+    if let [_] = parts.as_slice() {
+        return Ok(parts.into_iter().next().unwrap_or_default());
+    }
+    Ok(parts.concat())
+}
+
 fn bad_arity(expr: Expr, n: usize) -> AgentError {
     AgentError::Invalid(format!(
         "{expr:?} takes {} {:?} inputs, got {n}",

@@ -892,7 +892,7 @@ fn merge_groups<K: Wide, V: Wide>(
 pub(crate) const ROWS_PER_THREAD: u64 = 1 << 18;
 
 /// Rows `0..len` cut into at most `threads` runs of at least [`ROWS_PER_THREAD`] rows.
-fn split_rows(len: u64, threads: usize) -> Vec<std::ops::Range<u64>> {
+pub(crate) fn split_rows(len: u64, threads: usize) -> Vec<std::ops::Range<u64>> {
     let parts = (threads as u64).min(len / ROWS_PER_THREAD).max(1);
     let each = len.div_ceil(parts);
     (0..parts)

@@ -113,8 +113,9 @@ impl kernels::ChunkIo for CtxIo<'_> {
 
 /// Threads one large operation may use (derives, integer group-bys and medians split their rows):
 /// the server's cores, at most 4, or `FARMEM_AGENT_THREADS` (at least 1) when set, e.g. to 1 to
-/// compare with single-threaded clients.
-fn agent_threads() -> usize {
+/// compare with single-threaded clients. Also used by `farmem-frame`'s all-local placement, which
+/// runs the same kernels over local slices, so that both sides get the same parallelism.
+pub fn agent_threads() -> usize {
     static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *THREADS.get_or_init(|| {
         match std::env::var("FARMEM_AGENT_THREADS")
