@@ -9,7 +9,7 @@
 //! The kernels read "chunk objects"; here a chunk is a window of a borrowed slice, read in place.
 
 use farmem::containers::{Aggregates, Cmp as AgentCmp, Predicate};
-use farmem_proto::agent::{GroupByArgs, GroupWhereArgs, UniqueArgs, VecRef};
+use farmem_proto::agent::{CountArgs, GroupByArgs, GroupWhereArgs, UniqueArgs, VecRef};
 use farmem_server::agent::{AgentError, agent_threads, kernels};
 
 use crate::storage::{Cmp, GroupRow, Summary};
@@ -102,6 +102,37 @@ pub(crate) fn agent_cmp(c: Cmp) -> AgentCmp {
         Cmp::Gt => AgentCmp::Gt,
         Cmp::Ge => AgentCmp::Ge,
     }
+}
+
+/// Count, sum, min and max of `xs` (the agent's aggregate kernel); `None` for floats, whose
+/// kernel aggregates differ from [`Summary`] (far placements compute those on the client too).
+///
+/// # Errors
+/// As [`value_counts`].
+pub(crate) fn summary<T: Elem>(xs: &[T]) -> Option<Result<Summary<T>>> {
+    if !T::KERNEL_SUMMARY {
+        return None;
+    }
+    let mut io = SliceIo::default();
+    let v = io.add(xs);
+    Some(
+        kernels::aggregate(&io, &v)
+            .map(|a| summary_of(&a))
+            .map_err(kernel_error),
+    )
+}
+
+/// Number of elements of `xs` with `x <cmp> operand` (the agent's count kernel).
+///
+/// # Errors
+/// As [`value_counts`].
+pub(crate) fn count_where<T: Elem>(xs: &[T], cmp: Cmp, operand: T) -> Result<u64> {
+    let mut io = SliceIo::default();
+    let args = CountArgs {
+        vec: io.add(xs),
+        pred: Predicate::new(agent_cmp(cmp), operand.to_scalar()),
+    };
+    kernels::count(&io, &args).map_err(kernel_error)
 }
 
 /// Distinct elements of `xs` with their counts, ascending (the agent's group-by of a column by
@@ -257,6 +288,14 @@ mod tests {
             }
             proptest::prop_assert_eq!(store.value_counts().unwrap(), want.clone().into_iter().collect::<Vec<_>>());
             proptest::prop_assert_eq!(store.unique().unwrap(), want.keys().copied().collect::<Vec<_>>());
+            let mut plain = Summary::default();
+            plain.add_slice(&keys);
+            proptest::prop_assert_eq!(store.summary().unwrap(), plain);
+            let pivot = keys.first().copied().unwrap_or(0);
+            for c in [Cmp::Eq, Cmp::Ne, Cmp::Lt, Cmp::Le, Cmp::Gt, Cmp::Ge] {
+                let n = keys.iter().filter(|&&k| c.eval(k, pivot)).count() as u64;
+                proptest::prop_assert_eq!(store.count_where(c, pivot).unwrap(), n);
+            }
 
             let mut want_where: BTreeMap<i64, u64> = BTreeMap::new();
             for (&k, &m) in keys.iter().zip(&mask) {

@@ -468,6 +468,18 @@ impl<T: Elem> ColumnStore<T> for LocalStore<T> {
         local_kernels::value_counts(&self.0)
     }
 
+    fn summary(&self) -> Result<Summary<T>> {
+        local_kernels::summary(&self.0).unwrap_or_else(|| {
+            let mut s = Summary::default();
+            s.add_slice(&self.0);
+            Ok(s)
+        })
+    }
+
+    fn count_where(&self, cmp: Cmp, operand: T) -> Result<u64> {
+        local_kernels::count_where(&self.0, cmp, operand)
+    }
+
     fn unique(&self) -> Result<Vec<T>> {
         local_kernels::unique(&self.0)
     }

@@ -543,3 +543,57 @@ fn parallel_group_ops_equal_sequential() {
         assert!(kernels::group_by_parallel(&io, &few, 2).is_err());
     }
 }
+
+/// `count` and a masked group-by (which choose their comparison once per call) agree with
+/// [`super::kernels::matches`] (the per-element test) for every comparison.
+#[test]
+fn counts_and_masks_agree_with_matches_for_every_comparison() {
+    use farmem_proto::agent::{CountArgs, GroupWhereArgs};
+    let ctx = Ctx::new(i64::MAX);
+    let xs: Vec<u64> = (0..1_000u64).map(|i| (i * 37) % 23).collect();
+    let v = ctx.vec_u64(&xs, 128, 1);
+    for cmp in [
+        Cmp::Eq,
+        Cmp::Ne,
+        Cmp::Lt,
+        Cmp::Le,
+        Cmp::Gt,
+        Cmp::Ge,
+        Cmp::Between,
+    ] {
+        let pred = Predicate {
+            cmp,
+            a: Scalar::U(7),
+            b: Scalar::U(15),
+        };
+        let want = xs
+            .iter()
+            .filter(|&&x| super::kernels::matches(&pred, Scalar::U(x)).unwrap())
+            .count() as u64;
+        let n: u64 = call(
+            &ctx,
+            op::VEC_COUNT,
+            &CountArgs {
+                vec: v.clone(),
+                pred,
+            },
+        )
+        .unwrap();
+        assert_eq!(n, want, "{cmp:?}");
+        let g: GroupByResult = call(
+            &ctx,
+            op::VEC_GROUP_BY_WHERE,
+            &GroupWhereArgs {
+                group: GroupByArgs {
+                    keys: v.clone(),
+                    values: v.clone(),
+                    limit: 100,
+                },
+                mask: v.clone(),
+                pred,
+            },
+        )
+        .unwrap();
+        assert_eq!(g.groups.iter().map(|(_, a)| a.count).sum::<u64>(), want);
+    }
+}
