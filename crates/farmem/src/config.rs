@@ -65,10 +65,6 @@ pub struct RuntimeConfig {
     pub alloc_timeout: Duration,
     /// Largest batch of objects written back in one `put_many` (bytes).
     pub writeback_batch: usize,
-    /// Count every hit in [`Stats::hits`](crate::Stats::hits) (default). Counting costs a
-    /// memory increment per hit; with `false` only hits that take the slow path (first touch
-    /// after the evacuator cleared the hot bit) are counted, and a hit is a load and a branch.
-    pub count_hits: bool,
 }
 
 impl RuntimeConfig {
@@ -85,7 +81,6 @@ impl RuntimeConfig {
             lanes: cpus.clamp(1, 16),
             alloc_timeout: Duration::from_secs(30),
             writeback_batch: 256 << 10,
-            count_hits: true,
         }
     }
 
@@ -123,12 +118,6 @@ impl RuntimeConfig {
     /// Sets the number of mutator allocation lanes.
     pub fn lanes(mut self, n: usize) -> Self {
         self.lanes = n;
-        self
-    }
-
-    /// Sets whether every hit is counted (see [`RuntimeConfig::count_hits`]).
-    pub fn count_hits(mut self, on: bool) -> Self {
-        self.count_hits = on;
         self
     }
 

@@ -205,9 +205,8 @@ pub(crate) fn synchronize(runtime: u64, on_block: impl Fn()) {
 pub struct Scope<'rt> {
     ts: Arc<ThreadState>,
     rt: &'rt Inner,
-    /// Hit counters, striped by handle address so consecutive hits do not form one chain of
-    /// dependent read-modify-writes in memory.
-    hits: [Cell<u64>; 4],
+    /// Fast-path hits under this scope, added to the runtime's counters when it ends.
+    hits: Cell<u64>,
     _not_send: PhantomData<*mut ()>,
 }
 
@@ -222,7 +221,7 @@ impl<'rt> Scope<'rt> {
         Self {
             ts,
             rt,
-            hits: Default::default(),
+            hits: Cell::new(0),
             _not_send: PhantomData,
         }
     }
@@ -243,11 +242,10 @@ impl<'rt> Scope<'rt> {
         self.ts.depth.load(StdOrdering::Relaxed) == 1
     }
 
-    /// Counts a fast-path hit (only runtimes with `count_hits` call this).
+    /// Counts a fast-path hit.
     #[inline(always)]
-    pub(crate) fn hit(&self, handle: usize) {
-        let c = &self.hits[(handle >> 5) & 3];
-        c.set(c.get() + 1);
+    pub(crate) fn count_hit(&self) {
+        self.hits.set(self.hits.get() + 1);
     }
 }
 
@@ -258,7 +256,7 @@ impl Drop for Scope<'_> {
         if depth == 0 {
             self.ts.epoch.exit();
         }
-        let hits: u64 = self.hits.iter().map(Cell::get).sum();
+        let hits = self.hits.get();
         if hits > 0 {
             self.rt.counters.with(|c| c.add_hits(hits));
         }

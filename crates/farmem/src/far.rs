@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::loom::Ordering;
 use crate::object::{Mode, addr};
 use crate::runtime::{Inner, Runtime};
-use crate::slot::bits::{COUNT, DIRTY, LARGE, PRESENT, REMOTE, addr_bits};
+use crate::slot::bits::{DIRTY, LARGE, PRESENT, REMOTE, addr_bits};
 use crate::slot::{BOXED, DETACHED, Slot};
 
 mod raw {
@@ -75,7 +75,7 @@ impl RawFar {
         init(unsafe { std::slice::from_raw_parts_mut(a.ptr.as_ptr(), len) });
         let large = if a.is_large() { LARGE } else { 0 };
         this.slot().word.store(
-            PRESENT | DIRTY | rt.count_bit | large | addr_bits(a.ptr.as_ptr() as usize),
+            PRESENT | DIRTY | large | addr_bits(a.ptr.as_ptr() as usize),
             Ordering::Release,
         );
         rt.heap.publish(a);
@@ -165,15 +165,12 @@ impl RawFar {
     fn deref(&self, s: &Scope<'_>, mode: Mode) -> Result<usize> {
         let w = self.slot().word.load(Ordering::Acquire);
         if mode.hit(w) {
+            // One increment of a counter in the caller's scope (its stack): cheap enough to
+            // count every hit.
+            s.count_hit();
             return Ok(addr(w));
         }
-        // Off the straight line: a runtime counting hits sets COUNT in every present word, so
-        // its hits take this second test (a register compare, no load) and count.
         std::hint::cold_path();
-        if mode.hit(w & !COUNT) {
-            s.hit(self.slot.as_ptr() as usize);
-            return Ok(addr(w));
-        }
         self.rt().deref_slow(self.idx(), self.slot(), mode)
     }
 

@@ -8,7 +8,7 @@ use crate::heap::Allocation;
 use crate::loom::Ordering;
 use crate::runtime::Inner;
 use crate::slot::Slot;
-use crate::slot::bits::{BUSY, COUNT, DIRTY, HOT, LARGE, MOVING, NT, PRESENT, REMOTE, addr_bits};
+use crate::slot::bits::{BUSY, DIRTY, HOT, LARGE, MOVING, NT, PRESENT, REMOTE, addr_bits};
 use crate::stats::Counters;
 
 /// How an object is dereferenced.
@@ -40,11 +40,6 @@ impl Mode {
             Self::WriteNt => low | HOT as u8 == READY && w & DIRTY != 0,
         }
     }
-}
-
-/// The `COUNT` bit, if `count_hits` is on.
-pub(crate) fn count_bit(count_hits: bool) -> u64 {
-    if count_hits { COUNT } else { 0 }
 }
 
 pub(crate) use crate::slot::bits::addr;
@@ -139,7 +134,7 @@ impl Inner {
             return Err(e.into());
         }
         let at = a.ptr.as_ptr() as usize;
-        let mut new = PRESENT | REMOTE | self.count_bit | large_bit(&a) | addr_bits(at);
+        let mut new = PRESENT | REMOTE | large_bit(&a) | addr_bits(at);
         new |= if mode.nt() { NT } else { HOT };
         if mode.write() {
             new |= DIRTY;
@@ -186,7 +181,7 @@ impl Inner {
         // reference to it is a shared one (a writer would hold the FarBox exclusively), so the
         // source is not written; the destination is our unpublished allocation.
         unsafe { copy(addr(w), to, len) };
-        let new = (w & (DIRTY | REMOTE | COUNT)) | PRESENT | HOT | addr_bits(to);
+        let new = (w & (DIRTY | REMOTE)) | PRESENT | HOT | addr_bits(to);
         slot.word.store(new, Ordering::Release);
         self.heap.publish(a);
         self.counters.with(|c| Counters::bump(&c.self_moves, 1));
@@ -444,7 +439,7 @@ impl Inner {
             // SAFETY: `d` is a separate buffer of `a.len` bytes; `a` is our unpublished allocation.
             unsafe { copy(d.as_ptr() as usize, at, a.len) };
             let nt_bit = if nt { NT } else { 0 };
-            let new = PRESENT | REMOTE | self.count_bit | large_bit(&a) | nt_bit | addr_bits(at);
+            let new = PRESENT | REMOTE | large_bit(&a) | nt_bit | addr_bits(at);
             slot.word.store(new, Ordering::Release);
             self.heap.publish(a);
             fetched += 1;

@@ -49,8 +49,6 @@ pub(crate) struct Inner {
     pub(crate) last_error: Mutex<Option<String>>,
     /// Process-unique id (also names this runtime's evacuators in the scope handshake).
     pub(crate) id: u64,
-    /// `slot::bits::COUNT` if every hit is counted, else 0; or-ed into every present word.
-    pub(crate) count_bit: u64,
     high_bytes: usize,
     low_bytes: usize,
 }
@@ -113,7 +111,6 @@ impl Runtime {
             id,
             high_bytes: (budget * cfg.high_watermark) as usize,
             low_bytes: (budget * cfg.low_watermark) as usize,
-            count_bit: crate::object::count_bit(cfg.count_hits),
             cfg,
             signal: Arc::new(Signal::default()),
             pending_free: Mutex::new(Vec::new()),

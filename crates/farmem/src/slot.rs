@@ -24,7 +24,7 @@ use crate::runtime::Inner;
 ///
 /// The word is `address << ADDR_SHIFT | flags`. The bits a hit checks fill the low byte, so a
 /// read hit is one byte compare (`word as u8 == PRESENT | HOT`: present, hot, not moving, not
-/// busy, not counted) and the address is one shift; a write hit also tests `DIRTY`.
+/// busy; bits 0-3 are always clear) and the address is one shift; a write hit also tests `DIRTY`.
 pub(crate) mod bits {
     /// Where the local address of the payload starts.
     pub(crate) const ADDR_SHIFT: u32 = 16;
@@ -38,9 +38,6 @@ pub(crate) mod bits {
     pub(crate) const MOVING: u64 = 1 << 5;
     /// Someone is moving, fetching, evicting or flushing the object; others wait.
     pub(crate) const BUSY: u64 = 1 << 4;
-    /// The runtime counts every hit (`RuntimeConfig::count_hits`): hits leave the one-compare
-    /// path for the one that also counts. Set in every present word of such a runtime.
-    pub(crate) const COUNT: u64 = 1 << 3;
     /// The local copy differs from the far copy.
     pub(crate) const DIRTY: u64 = 1 << 8;
     /// Fetched by a non-temporal access: evict first, not hot.
