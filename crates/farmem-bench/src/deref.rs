@@ -106,6 +106,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "cold_64_ratio": cold_64.p50_us / rtt_64.p50_us,
             "cold_4k_ratio": cold_4k.p50_us / rtt_4k.p50_us,
             "max_stall_us": stall.max_us,
+            "max_stall_reference_us": stall.reference_max_us,
             "p999_stall_us": stall.p999_us,
             "evacuated_bytes": stall.moved,
             "stall_hot_misses": stall.hot_misses,
@@ -254,6 +255,10 @@ struct Stall {
     hot_misses: u64,
     /// Where the threads ran.
     placement: String,
+    /// Reference, same placement and duration: the longest single write of a thread doing the
+    /// same loop on `Box`es while another thread churns through plain heap allocations (what
+    /// the OS and the VM alone do to a pinned thread).
+    reference_max_us: f64,
 }
 
 fn print_stall(stall: &Stall) {
@@ -265,6 +270,10 @@ fn print_stall(stall: &Stall) {
         stall.p999_us,
         stall.hot_misses,
         stall.placement
+    );
+    println!(
+        "reference: the same loop on Boxes next to a plain allocation churn, same placement and time: longest write {:.0} us",
+        stall.reference_max_us
     );
 }
 
@@ -346,6 +355,8 @@ fn max_stall(bytes: u64, mutators: usize) -> anyhow::Result<Stall> {
         }
         Ok((all, total))
     })?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let reference_max_us = reference_max_stall(seconds, mutator_cpu)?;
     let mut samples = samples;
     samples.sort_unstable_by(|a, b| b.cmp(a));
     // The p99.9 sample counted from the top among all `total` samples (1 us if not among the slow).
@@ -355,8 +366,45 @@ fn max_stall(bytes: u64, mutators: usize) -> anyhow::Result<Stall> {
         max_us: samples.first().copied().unwrap_or(0) as f64 / 1e3,
         p999_us: p999 as f64 / 1e3,
         moved: moved(&rt),
-        seconds: t0.elapsed().as_secs_f64(),
+        seconds,
         hot_misses: rt.stats().misses - start.misses,
         placement,
+        reference_max_us,
+    })
+}
+
+/// The reference of [`max_stall`]: for `seconds`, a thread on `mutator_cpu` times writes to 256
+/// boxed 4 KiB arrays while the calling thread (already on the churn CPU) allocates and frees
+/// 4 KiB boxes through a 192 MiB window. Returns the longest single write in µs.
+fn reference_max_stall(seconds: f64, mutator_cpu: Option<usize>) -> anyhow::Result<f64> {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        let h = sc.spawn(|| {
+            if let Some(c) = mutator_cpu {
+                common::pin_to_cpu(c);
+            }
+            let mut hot: Vec<Box<[u64; 512]>> = (0..256).map(|i| Box::new([i; 512])).collect();
+            let (mut k, mut max) = (0usize, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let v = black_box(&mut hot[k % 256]);
+                v[k % 512] += 1;
+                max = max.max(t.elapsed().as_nanos() as u64);
+                k += 1;
+            }
+            max
+        });
+        let t0 = Instant::now();
+        let mut window = std::collections::VecDeque::new();
+        while t0.elapsed().as_secs_f64() < seconds {
+            window.push_back(black_box(Box::new([7u64; 512])));
+            if window.len() > (192 << 20) / 4096 {
+                window.pop_front();
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        h.join()
+            .map(|max| max as f64 / 1e3)
+            .map_err(|_| anyhow::anyhow!("reference thread panicked"))
     })
 }
