@@ -147,3 +147,34 @@ fn runtimes_are_independent_and_boxes_are_send() {
     let h = std::thread::spawn(move || x.get().unwrap() + y.get().unwrap());
     assert_eq!(h.join().unwrap(), 3);
 }
+
+/// Boxes find their runtime through their slot: across slot chunks, after the `Runtime` handle
+/// is gone, and never confused with another runtime's.
+#[test]
+fn boxes_find_their_runtime_across_chunks_and_outlive_the_handle() {
+    let a = rt(16 << 20);
+    let b = rt(16 << 20);
+    // More objects than one slot chunk holds (64 Ki).
+    let n = 70_000u32;
+    let mut xs: Vec<FarBox<u32>> = (0..n).map(|i| FarBox::new(&a, i).unwrap()).collect();
+    let ys: Vec<FarBox<u32>> = (0..8).map(|i| FarBox::new(&b, 1000 + i).unwrap()).collect();
+    // Detach and claim back objects on both sides of the chunk boundary.
+    for i in [0usize, 65_535, 65_536, 69_999] {
+        let p = std::mem::replace(&mut xs[i], FarBox::new(&a, 0).unwrap()).into_ptr();
+        assert!(
+            FarBox::<u32>::from_ptr(&b, p).is_err(),
+            "claimed through the wrong runtime"
+        );
+        xs[i] = FarBox::from_ptr(&a, p).unwrap();
+    }
+    // Only the runtime's own objects are flushed.
+    let mixed: Vec<&FarBox<u32>> = xs[65_530..65_540].iter().chain(&ys).collect();
+    assert_eq!(b.flush_many(mixed.iter().copied()).unwrap(), ys.len());
+    assert_eq!(a.flush_many(mixed.iter().copied()).unwrap(), 10);
+    drop(a);
+    for (i, x) in xs.iter().enumerate() {
+        assert_eq!(x.get().unwrap(), i as u32);
+    }
+    let s = b.scope();
+    assert_eq!(*ys[7].read(&s).unwrap(), 1007);
+}
