@@ -27,7 +27,7 @@ impl Mode {
     fn nt(self) -> bool {
         matches!(self, Self::ReadNt | Self::WriteNt)
     }
-    /// Whether word `w` is a hit needing no update and no counting: a byte compare (see
+    /// Whether word `w` is a hit that needs no change of the word: a byte compare (see
     /// `slot::bits`), plus a bit test for writes.
     #[inline(always)]
     pub(crate) const fn hit(self, w: u64) -> bool {
