@@ -119,12 +119,11 @@ impl Slot {
     /// The chunk this slot lies in.
     #[inline]
     fn chunk(&self) -> &Chunk {
+        // Every slot outside tests is an element of the word array of a chunk, which starts at
+        // a `CHUNK_ALIGN`-aligned address and spans `CHUNK_ALIGN` bytes: masking gives the chunk.
         let at = std::ptr::from_ref(self).addr() & !(CHUNK_ALIGN - 1);
-        // SAFETY: every slot outside tests is an element of the word array of a chunk, which
-        // starts at a `CHUNK_ALIGN`-aligned address and spans `CHUNK_ALIGN` bytes, so masking
-        // gives the chunk's address. `new_chunk` exposed the provenance of the whole chunk
-        // allocation (a `&Slot` only carries its own 8 bytes'), and chunks live as long as their
-        // table, which outlives `self`.
+        // SAFETY: `at` is a live chunk (above); `new_chunk` exposed the whole chunk's provenance
+        // (a `&Slot` carries only its 8 bytes'), and the chunk outlives the table's slots.
         unsafe { &*std::ptr::with_exposed_provenance::<Chunk>(at) }
     }
 
