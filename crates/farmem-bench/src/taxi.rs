@@ -347,7 +347,7 @@ pub fn run_modes(args: &Args, quiet: bool) -> anyhow::Result<(Vec<ModeRun>, bool
         // FARMEM_AGENT_THREADS, e.g. 1); the client-side (no agent) path uses one thread.
         eprintln!(
             "kernel threads: {} (all-local and agent), 1 (object, no agent)",
-            farmem_server::agent::agent_threads()
+            farmem_kernels::default_threads()
         );
     }
     let own_server = crate::apps_far::LoopbackServer::unless(args.server.as_deref())?;

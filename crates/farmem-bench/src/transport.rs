@@ -128,7 +128,7 @@ fn rss_bytes() -> anyhow::Result<u64> {
 /// Memory the server's storage engine uses per object beyond the payload: RSS growth while
 /// `n` objects of `size` bytes are stored in one session namespace, minus the payload.
 fn server_overhead(n: u64, size: usize) -> anyhow::Result<f64> {
-    use farmem_server::store::{Budget, Namespace};
+    use farmem_store::{Budget, Namespace};
     let ns = Namespace::new(Arc::new(Budget::new(u64::MAX)), 1 << 20);
     let data = vec![1u8; size];
     let before = rss_bytes()?;

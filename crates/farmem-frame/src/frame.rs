@@ -360,7 +360,7 @@ impl DataFrame {
         if let Some(d) = self.placement.derive(expr, &data) {
             return Ok(Column::from_data(name, dtype, d?));
         }
-        use farmem_server::agent::derive::{eval_f64, eval_i64};
+        use farmem_kernels::derive::{eval_f64, eval_i64};
         // The arity was checked, so the expressions cannot fail.
         match expr.input_domain() {
             farmem_proto::agent::Domain::Float => {

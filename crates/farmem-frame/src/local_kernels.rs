@@ -2,15 +2,17 @@
 //!
 //! The all-local placement ([`crate::LocalPlacement`]) runs its value counts, distinct values,
 //! filtered value counts, group-bys and group medians with the very functions the memory server
-//! runs ([`farmem_server::agent::kernels`]), with the same number of threads
-//! ([`farmem_server::agent::agent_threads`], `FARMEM_AGENT_THREADS=1` makes both single-threaded).
+//! runs ([`farmem_kernels`]), with the same number of threads
+//! ([`farmem_kernels::default_threads`]).
 //! A comparison of placements therefore measures where the data lives, not which algorithm runs.
 //!
 //! The kernels read "chunk objects"; here a chunk is a window of a borrowed slice, read in place.
 
 use farmem::containers::{Aggregates, Cmp as AgentCmp, Predicate};
+use farmem_kernels::{
+    self as kernels, KernelError as AgentError, default_threads as agent_threads,
+};
 use farmem_proto::agent::{CountArgs, GroupByArgs, GroupWhereArgs, UniqueArgs, VecRef};
-use farmem_server::agent::{AgentError, agent_threads, kernels};
 
 use crate::storage::{Cmp, GroupRow, Summary};
 use crate::{Elem, FrameError, Result, Value};
@@ -325,8 +327,8 @@ mod tests {
 
     #[test]
     fn derive_on_threads_equals_one_thread() {
+        use farmem_kernels::derive;
         use farmem_proto::agent::Expr;
-        use farmem_server::agent::derive;
         let a: Vec<i64> = (0..600_000).map(|i| 1_451_606_400 + i * 37).collect();
         let b: Vec<i64> = a.iter().map(|t| t + t % 977).collect();
         let mut one = Vec::new();

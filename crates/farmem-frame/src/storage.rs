@@ -367,9 +367,9 @@ impl Placement for LocalPlacement {
     }
 
     fn derive(&self, expr: Expr, inputs: &[&ColumnData]) -> Option<Result<ColumnData>> {
+        use farmem_kernels::default_threads as agent_threads;
+        use farmem_kernels::derive::{eval_columns_f64, eval_columns_i64};
         use farmem_proto::agent::{Domain, ElemType};
-        use farmem_server::agent::agent_threads;
-        use farmem_server::agent::derive::{eval_columns_f64, eval_columns_i64};
         // The agent's derive loops, on as many threads as the agent's derives use.
         let r = match expr.input_domain() {
             Domain::Signed => {

@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub threads: usize,
     /// Per-connection limits.
     pub limits: Limits,
+    /// Threads one large agent operation may use (derives, integer group-bys and medians).
+    pub agent_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +66,7 @@ impl Default for ServerConfig {
             token: None,
             threads: 256,
             limits: Limits::default(),
+            agent_threads: farmem_store::agent::default_threads(),
         }
     }
 }

@@ -6,14 +6,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
 use farmem_proto::{
-    DataList, ErrorCode, HEADER_LEN, Header, HelloInfo, MAX_FRAME_BODY, Op, Request, Response,
-    ServerStats, VERSION, begin_frame, decode_frame, encode_error, finish_frame,
+    ErrorCode, HEADER_LEN, Header, HelloInfo, Op, Request, Response, ServerStats, VERSION,
+    decode_frame, encode_error,
 };
+use farmem_store::{Session, execute_request};
 
-use crate::agent::{self, AgentError};
 use crate::server::Shared;
-use crate::session::{Session, StoreContext};
-use crate::store::StoreError;
 
 const READ_BUFFER: usize = 64 << 10;
 const SHRINK_ABOVE: usize = 4 << 20;
@@ -149,33 +147,6 @@ fn frame_id(b: &[u8]) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
-fn store_error(wbuf: &mut Vec<u8>, op: Op, req_id: u64, e: &StoreError) {
-    let (code, d) = match *e {
-        StoreError::NotFound(id) => (ErrorCode::NotFound, [id, 0, 0]),
-        StoreError::OutOfCapacity { needed, available } => {
-            (ErrorCode::OutOfCapacity, [needed, available, 0])
-        }
-        StoreError::SizeMismatch {
-            id,
-            expected,
-            actual,
-        } => (ErrorCode::SizeMismatch, [id, expected, actual]),
-        StoreError::TooLarge { size, limit } => (ErrorCode::TooLarge, [size, limit, 0]),
-    };
-    encode_error(wbuf, op, req_id, code, d, &e.to_string());
-}
-
-fn agent_error(wbuf: &mut Vec<u8>, req_id: u64, e: &AgentError) {
-    let (code, d) = match *e {
-        AgentError::NotFound(id) => (ErrorCode::NotFound, [id, 0, 0]),
-        AgentError::OutOfCapacity { needed, available } => {
-            (ErrorCode::OutOfCapacity, [needed, available, 0])
-        }
-        _ => (ErrorCode::Compute, [0; 3]),
-    };
-    encode_error(wbuf, Op::Compute, req_id, code, d, &e.to_string());
-}
-
 /// Constant-time comparison (time depends only on the lengths).
 fn tokens_equal(a: &[u8], b: &[u8]) -> bool {
     let n = a.len().max(b.len());
@@ -294,90 +265,13 @@ fn handle(
             "hello required first",
         ));
     };
-    let ns = &s.ns;
-    match req {
-        Request::Hello { .. } => {}
-        Request::Put { id, data } => match ns.put(id, data) {
-            Ok(()) => Response::Done.encode(wbuf, op, rid),
-            Err(e) => store_error(wbuf, op, rid, &e),
-        },
-        Request::Get { id } => {
-            let start = begin_frame(wbuf, op as u16, 0, rid);
-            match ns.get_with(id, |d| wbuf.extend_from_slice(d)) {
-                Ok(()) => finish_frame(wbuf, start),
-                Err(e) => {
-                    wbuf.truncate(start);
-                    store_error(wbuf, op, rid, &e);
-                }
-            }
-        }
-        Request::GetMany { ids } => {
-            let start = begin_frame(wbuf, op as u16, 0, rid);
-            DataList::begin(wbuf, ids.len());
-            let limit = start + HEADER_LEN + MAX_FRAME_BODY as usize;
-            let mut too_big = None;
-            for id in ids.iter() {
-                let r = ns.get_with(id, |d| {
-                    if wbuf.len() + 4 + d.len() > limit {
-                        return Err(d.len());
-                    }
-                    DataList::push(wbuf, Some(d));
-                    Ok(())
-                });
-                match r {
-                    Ok(Ok(())) => {}
-                    Ok(Err(size)) => {
-                        too_big = Some(size);
-                        break;
-                    }
-                    Err(_) => DataList::push(wbuf, None),
-                }
-            }
-            if let Some(size) = too_big {
-                wbuf.truncate(start);
-                let e = StoreError::TooLarge {
-                    size: size as u64,
-                    limit: u64::from(MAX_FRAME_BODY),
-                };
-                store_error(wbuf, op, rid, &e);
-            } else {
-                finish_frame(wbuf, start);
-            }
-        }
-        Request::PutMany { items } => {
-            match items.iter().try_for_each(|(id, data)| ns.put(id, data)) {
-                Ok(()) => Response::Done.encode(wbuf, op, rid),
-                Err(e) => store_error(wbuf, op, rid, &e),
-            }
-        }
-        Request::Patch { items } => {
-            match items.iter().try_for_each(|(id, edits)| ns.patch(id, edits)) {
-                Ok(()) => Response::Done.encode(wbuf, op, rid),
-                Err(e) => store_error(wbuf, op, rid, &e),
-            }
-        }
-        Request::Free { ids } => {
-            for id in ids.iter() {
-                ns.free(id);
-            }
-            Response::Done.encode(wbuf, op, rid);
-        }
-        Request::Stats => {
-            let mut st: ServerStats = shared.stats();
-            st.session_used_bytes = ns.used_bytes();
-            st.session_objects = ns.len();
-            Response::Stats(st).encode(wbuf, op, rid);
-        }
-        Request::Compute { op: aop, args, .. } => {
-            let ctx = StoreContext {
-                ns,
-                state: &s.agent,
-            };
-            match agent::execute(&ctx, aop, args) {
-                Ok(out) => Response::Data(&out).encode(wbuf, op, rid),
-                Err(e) => agent_error(wbuf, rid, &e),
-            }
-        }
+    if let Request::Stats = req {
+        let mut st: ServerStats = shared.stats();
+        st.session_used_bytes = s.ns.used_bytes();
+        st.session_objects = s.ns.len();
+        Response::Stats(st).encode(wbuf, op, rid);
+    } else {
+        execute_request(s, &req, rid, wbuf);
     }
     Ok(())
 }

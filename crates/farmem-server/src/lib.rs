@@ -14,13 +14,10 @@
 //! # let _ = addr;
 //! ```
 
-pub mod agent;
 mod config;
 mod conn;
 mod error;
 mod server;
-pub mod session;
-pub mod store;
 
 pub use config::{Limits, ServerConfig, parse_size};
 pub use error::ServerError;

@@ -28,6 +28,9 @@ struct Args {
     /// Largest object accepted, e.g. 64MiB.
     #[arg(long, default_value = "64MiB", value_parser = size)]
     max_object: u64,
+    /// Threads one large agent operation may use (default: the cores, at most 4).
+    #[arg(long, env = "FARMEM_AGENT_THREADS")]
+    agent_threads: Option<usize>,
 }
 
 fn size(s: &str) -> Result<u64, String> {
@@ -91,6 +94,9 @@ fn main() -> ExitCode {
         threads: args.threads,
         ..ServerConfig::default()
     };
+    if let Some(n) = args.agent_threads {
+        config.agent_threads = n.max(1);
+    }
     config.limits.max_object = max_object;
     config.limits.max_frame = max_object.saturating_add(4096);
     let signals = block_signals();

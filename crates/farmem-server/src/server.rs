@@ -11,8 +11,9 @@ use std::time::Duration;
 use farmem_proto::{ErrorCode, Op, ServerStats, encode_error};
 use parking_lot::{Condvar, Mutex};
 
-use crate::store::{Budget, OBJECT_OVERHEAD};
-use crate::{ServerConfig, ServerError, session::Session};
+use farmem_store::{Budget, OBJECT_OVERHEAD, Session};
+
+use crate::{ServerConfig, ServerError};
 
 /// State shared by the acceptor and all connection threads.
 pub(crate) struct Shared {
@@ -39,7 +40,12 @@ impl Shared {
             }
         };
         let max_object = u64::from(self.config.limits.max_object);
-        let s = Arc::new(Session::new(key, self.budget.clone(), max_object));
+        let s = Arc::new(Session::new(
+            key,
+            self.budget.clone(),
+            max_object,
+            self.config.agent_threads,
+        ));
         map.insert(key, Arc::downgrade(&s));
         s
     }

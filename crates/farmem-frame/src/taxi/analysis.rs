@@ -92,7 +92,7 @@ fn pairs(g: &DataFrame) -> Result<Vec<(i64, i64)>> {
 /// Great-circle distance in km between `(lon, lat)` points in degrees (the agent's
 /// [`Expr::Haversine`]).
 pub fn haversine_km(lon1: f64, lat1: f64, lon2: f64, lat2: f64) -> f64 {
-    farmem_server::agent::derive::haversine_km(lon1, lat1, lon2, lat2)
+    farmem_kernels::derive::haversine_km(lon1, lat1, lon2, lat2)
 }
 
 /// Runs the nine steps on a frame with the TLC columns. `on_step(i, name, elapsed)` is called

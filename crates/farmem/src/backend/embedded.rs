@@ -1,8 +1,8 @@
 use std::sync::Arc;
 
-use farmem_server::agent::{self, AgentError, AgentState};
-use farmem_server::session::StoreContext;
-use farmem_server::store::{Budget, Namespace, OBJECT_OVERHEAD, StoreError};
+use farmem_store::StoreContext;
+use farmem_store::agent::{self, AgentError, AgentState};
+use farmem_store::{Budget, Namespace, OBJECT_OVERHEAD, StoreError};
 
 use super::{Backend, BackendError, Edit, ObjectId, StoreStats};
 
@@ -22,6 +22,7 @@ use super::{Backend, BackendError, Edit, ObjectId, StoreStats};
 pub struct EmbeddedStore {
     ns: Namespace,
     agent: AgentState,
+    agent_threads: usize,
 }
 
 impl Default for EmbeddedStore {
@@ -80,7 +81,15 @@ impl EmbeddedStore {
         Self {
             ns: Namespace::new(Arc::new(Budget::new(capacity)), u64::from(u32::MAX)),
             agent: AgentState::default(),
+            agent_threads: agent::default_threads(),
         }
+    }
+
+    /// Sets the threads one large agent operation may use (default: the cores, at most 4).
+    #[must_use]
+    pub fn with_agent_threads(mut self, threads: usize) -> Self {
+        self.agent_threads = threads.max(1);
+        self
     }
 }
 
@@ -145,6 +154,7 @@ impl Backend for EmbeddedStore {
         let ctx = StoreContext {
             ns: &self.ns,
             state: &self.agent,
+            threads: self.agent_threads,
         };
         agent::execute(&ctx, op, args).map_err(agent_error)
     }

@@ -1,6 +1,6 @@
 //! Agent operations on primitive [`FarVec`]s, offloaded to the memory server or run locally.
 //!
-//! Both paths run the same kernels (`farmem_server::agent::kernels`) over the same chunks in the
+//! Both paths run the same kernels (`farmem_kernels`) over the same chunks in the
 //! same order, so they give bit-identical results, float sums included. Offloading first writes
 //! dirty local chunks back ([`FarVec::flush`]) so the server sees current data; then only the
 //! arguments (chunk ids) and the result cross the network. Large results (filter, gather, argsort)
@@ -24,12 +24,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytemuck::Pod;
+use farmem_kernels::{self as kernels, KernelError as AgentError, derive};
 use farmem_proto::agent::{
     AgentMessage, Aggregates, ArgsortArgs, CountArgs, DeriveArgs, Expr, FilterArgs, GatherArgs,
     GroupByArgs, GroupByResult, GroupMedianResult, GroupWhereArgs, OutSpec, Predicate, Sum,
     UniqueArgs, UniqueResult, VecRef, op,
 };
-use farmem_server::agent::{AgentError, derive, kernels};
 
 use super::elem::Primitive;
 use super::error::{ContainerError, Result};

@@ -36,8 +36,8 @@ impl From<BackendError> for ContainerError {
     }
 }
 
-impl From<farmem_server::agent::AgentError> for ContainerError {
-    fn from(e: farmem_server::agent::AgentError) -> Self {
+impl From<farmem_kernels::KernelError> for ContainerError {
+    fn from(e: farmem_kernels::KernelError) -> Self {
         Self::Agent(e.to_string())
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::agent::{AgentContext, AgentError, AgentState};
-use crate::store::{Budget, Namespace, StoreError};
+use crate::{Budget, Namespace, StoreError};
 
 /// One client's objects and agent state. Dropped (objects freed) with its last connection.
 #[derive(Debug)]
@@ -14,15 +14,27 @@ pub struct Session {
     pub ns: Namespace,
     /// Remote-agent state.
     pub agent: AgentState,
+    /// Threads one large agent operation may use.
+    pub agent_threads: usize,
 }
 
 impl Session {
     /// A fresh session charging `budget`.
-    pub fn new(key: u64, budget: Arc<Budget>, max_object: u64) -> Self {
+    pub fn new(key: u64, budget: Arc<Budget>, max_object: u64, agent_threads: usize) -> Self {
         Self {
             key,
             ns: Namespace::new(budget, max_object),
             agent: AgentState::default(),
+            agent_threads: agent_threads.max(1),
+        }
+    }
+
+    /// The agent's view of this session.
+    pub fn context(&self) -> StoreContext<'_> {
+        StoreContext {
+            ns: &self.ns,
+            state: &self.agent,
+            threads: self.agent_threads,
         }
     }
 }
@@ -39,11 +51,14 @@ pub fn agent_error(e: StoreError) -> AgentError {
 }
 
 /// [`AgentContext`] over a namespace and an agent state (a session's, or an embedded store's).
+#[derive(Debug)]
 pub struct StoreContext<'a> {
     /// The objects.
     pub ns: &'a Namespace,
     /// The agent state.
     pub state: &'a AgentState,
+    /// Threads one large operation may use.
+    pub threads: usize,
 }
 
 impl AgentContext for StoreContext<'_> {
@@ -61,5 +76,9 @@ impl AgentContext for StoreContext<'_> {
 
     fn state(&self) -> &AgentState {
         self.state
+    }
+
+    fn threads(&self) -> usize {
+        self.threads
     }
 }

@@ -205,7 +205,7 @@ fn bad_requests_are_errors() {
     ));
     assert!(matches!(
         execute(&ctx, op::VEC_AGGREGATE, &[1, 2]),
-        Err(AgentError::Invalid(_))
+        Err(AgentError::Malformed(_))
     ));
     let missing = VecRef {
         ty: ElemType::U64,
@@ -368,7 +368,7 @@ fn new_vector_ops_validate_their_input() {
     ] {
         assert!(matches!(
             execute(&ctx, opn, &[9, 9, 9]),
-            Err(AgentError::Invalid(_))
+            Err(AgentError::Malformed(_) | AgentError::Invalid(_))
         ));
     }
     let n: u64 = call(

@@ -1,27 +1,3 @@
-//! The storage engine: namespaces of byte objects charged against a shared [`Budget`].
-//!
-//! Used by the server (one [`Namespace`] per client session) and by the client library's
-//! embedded store, so both enforce capacity and apply patches the same way.
-//!
-//! ```
-//! use std::sync::Arc;
-//! use farmem_server::store::{Budget, Namespace, StoreError};
-//! let budget = Arc::new(Budget::new(1000));
-//! let ns = Namespace::new(budget.clone(), 1 << 20);
-//! ns.put(1, b"hello").unwrap();
-//! assert_eq!(ns.get_with(1, |b| b.to_vec()).unwrap(), b"hello");
-//! assert!(matches!(ns.put(2, &[0; 2000]), Err(StoreError::OutOfCapacity { .. })));
-//! ns.free(1);
-//! assert_eq!(budget.used(), 0);
-//! ```
-
-mod budget;
-mod namespace;
-mod slab;
-
-pub use budget::Budget;
-pub use namespace::{Namespace, OBJECT_OVERHEAD};
-
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

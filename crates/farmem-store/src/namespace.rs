@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use super::slab::Slabs;
-use super::{Budget, StoreError};
+use crate::slab::Slabs;
+use crate::{Budget, StoreError};
 
 /// Bytes charged per object beyond its payload. The engine's real cost is below this (slot
 /// header 12 bytes, rounding to 8, ~6-9 bytes of index; see `farmem-bench transport`).

@@ -10,15 +10,15 @@
 //! use std::collections::HashMap;
 //! use std::cell::RefCell;
 //! use farmem_proto::agent::{ElemType, Scalar, Sum, VecRef};
-//! use farmem_server::agent::{AgentError, kernels::{self, ChunkIo}};
+//! use farmem_kernels::{self as kernels, ChunkIo, KernelError};
 //!
 //! struct Mem(RefCell<HashMap<u64, Vec<u8>>>);
 //! impl ChunkIo for Mem {
-//!     fn read(&self, id: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), AgentError> {
-//!         f(self.0.borrow().get(&id).ok_or(AgentError::NotFound(id))?);
+//!     fn read(&self, id: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), KernelError> {
+//!         f(self.0.borrow().get(&id).ok_or(KernelError::NotFound(id))?);
 //!         Ok(())
 //!     }
-//!     fn write(&self, id: u64, data: &[u8]) -> Result<(), AgentError> {
+//!     fn write(&self, id: u64, data: &[u8]) -> Result<(), KernelError> {
 //!         self.0.borrow_mut().insert(id, data.to_vec());
 //!         Ok(())
 //!     }
@@ -40,21 +40,29 @@ use farmem_proto::agent::{
     UniqueResult, VecRef,
 };
 
-use super::AgentError;
+pub mod derive;
+mod error;
+
+pub use error::KernelError;
+
+/// Threads a large kernel uses by default: the machine's cores, at most 4.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
 
 /// Object access for the kernels.
 pub trait ChunkIo {
     /// Calls `f` with the bytes of object `id`.
     ///
     /// # Errors
-    /// [`AgentError::NotFound`] when there is no such object (or any fetch failure).
-    fn read(&self, id: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), AgentError>;
+    /// [`KernelError::NotFound`] when there is no such object (or any fetch failure).
+    fn read(&self, id: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), KernelError>;
 
     /// Stores `data` as object `id`.
     ///
     /// # Errors
-    /// [`AgentError::OutOfCapacity`] when it does not fit (or any store failure).
-    fn write(&self, id: u64, data: &[u8]) -> Result<(), AgentError>;
+    /// [`KernelError::OutOfCapacity`] when it does not fit (or any store failure).
+    fn write(&self, id: u64, data: &[u8]) -> Result<(), KernelError>;
 }
 
 /// A widened element value: `u64`, `i64` or `f64`.
@@ -80,7 +88,7 @@ pub(crate) trait Wide: Copy + PartialOrd + Send + Sync {
     /// The value `off` above `base` (inverse of [`Wide::offset`]).
     fn from_offset(base: Self, off: u64) -> Self;
     /// Calls `f` with every element of `bytes` (of element type `ty`), widened.
-    fn decode(ty: ElemType, bytes: &[u8], f: &mut impl FnMut(Self)) -> Result<(), AgentError>;
+    fn decode(ty: ElemType, bytes: &[u8], f: &mut impl FnMut(Self)) -> Result<(), KernelError>;
 }
 
 macro_rules! decode_arms {
@@ -93,7 +101,7 @@ macro_rules! decode_arms {
                 }
                 Ok(())
             })*
-            other => Err(AgentError::Invalid(format!("element type {other:?} in the wrong domain"))),
+            other => Err(KernelError::Invalid(format!("element type {other:?} in the wrong domain"))),
         }
     };
 }
@@ -138,7 +146,7 @@ impl Wide for u64 {
     fn from_offset(base: Self, off: u64) -> Self {
         base.wrapping_add(off)
     }
-    fn decode(ty: ElemType, bytes: &[u8], f: &mut impl FnMut(Self)) -> Result<(), AgentError> {
+    fn decode(ty: ElemType, bytes: &[u8], f: &mut impl FnMut(Self)) -> Result<(), KernelError> {
         decode_arms!(ty, bytes, f, u64, U8 => u8, U16 => u16, U32 => u32, U64 => u64)
     }
 }
@@ -183,7 +191,7 @@ impl Wide for i64 {
     fn from_offset(base: Self, off: u64) -> Self {
         base.wrapping_add(off as i64)
     }
-    fn decode(ty: ElemType, bytes: &[u8], f: &mut impl FnMut(Self)) -> Result<(), AgentError> {
+    fn decode(ty: ElemType, bytes: &[u8], f: &mut impl FnMut(Self)) -> Result<(), KernelError> {
         decode_arms!(ty, bytes, f, i64, I8 => i8, I16 => i16, I32 => i32, I64 => i64)
     }
 }
@@ -229,7 +237,7 @@ impl Wide for f64 {
     fn from_offset(base: Self, _: u64) -> Self {
         base
     }
-    fn decode(ty: ElemType, bytes: &[u8], f: &mut impl FnMut(Self)) -> Result<(), AgentError> {
+    fn decode(ty: ElemType, bytes: &[u8], f: &mut impl FnMut(Self)) -> Result<(), KernelError> {
         decode_arms!(ty, bytes, f, f64, F32 => f32, F64 => f64)
     }
 }
@@ -261,15 +269,15 @@ pub(crate) use with_domain_impl as with_domain;
 fn for_each_chunk<I: ChunkIo + ?Sized>(
     io: &I,
     vec: &VecRef,
-    mut f: impl FnMut(&[u8]) -> Result<(), AgentError>,
-) -> Result<(), AgentError> {
+    mut f: impl FnMut(&[u8]) -> Result<(), KernelError>,
+) -> Result<(), KernelError> {
     let size = vec.ty.size();
     for &(id, count) in &vec.chunks {
         let need = count as usize * size;
         let mut res = Ok(());
         io.read(id, &mut |bytes| {
             res = if bytes.len() < need {
-                Err(AgentError::Invalid(format!(
+                Err(KernelError::Invalid(format!(
                     "chunk {id:#x} holds {} bytes, {count} elements of {:?} need {need}",
                     bytes.len(),
                     vec.ty
@@ -288,7 +296,7 @@ fn for_each_elem<W: Wide, I: ChunkIo + ?Sized>(
     io: &I,
     vec: &VecRef,
     mut f: impl FnMut(W),
-) -> Result<(), AgentError> {
+) -> Result<(), KernelError> {
     for_each_chunk(io, vec, |bytes| W::decode(vec.ty, bytes, &mut f))
 }
 
@@ -352,9 +360,9 @@ impl<W: Wide> AggState<W> {
 /// Count, exact sum, min and max of `vec` (mean via [`Aggregates::mean`]).
 ///
 /// # Errors
-/// [`AgentError::NotFound`] for a missing chunk, [`AgentError::Invalid`] for a chunk shorter than
+/// [`KernelError::NotFound`] for a missing chunk, [`KernelError::Invalid`] for a chunk shorter than
 /// its element count says.
-pub fn aggregate<I: ChunkIo + ?Sized>(io: &I, vec: &VecRef) -> Result<Aggregates, AgentError> {
+pub fn aggregate<I: ChunkIo + ?Sized>(io: &I, vec: &VecRef) -> Result<Aggregates, KernelError> {
     with_domain!(vec.ty.domain(), W => {
         let mut st = AggState::<W>::new();
         for_each_elem::<W, I>(io, vec, |x| st.push(x))?;
@@ -370,9 +378,9 @@ pub(crate) struct BoundPred<W> {
 }
 
 impl<W: Wide> BoundPred<W> {
-    pub(crate) fn new(p: &Predicate) -> Result<Self, AgentError> {
+    pub(crate) fn new(p: &Predicate) -> Result<Self, KernelError> {
         let bad =
-            || AgentError::Invalid(format!("predicate operands {p:?} not in {:?}", W::DOMAIN));
+            || KernelError::Invalid(format!("predicate operands {p:?} not in {:?}", W::DOMAIN));
         Ok(Self {
             cmp: p.cmp,
             a: W::from_scalar(p.a).ok_or_else(bad)?,
@@ -436,11 +444,11 @@ macro_rules! with_test {
 /// Whether `x` satisfies `pred` (the same test [`filter`] applies). Useful to check results.
 ///
 /// # Errors
-/// [`AgentError::Invalid`] when the operands are not in `x`'s domain.
-pub fn matches(pred: &Predicate, x: Scalar) -> Result<bool, AgentError> {
+/// [`KernelError::Invalid`] when the operands are not in `x`'s domain.
+pub fn matches(pred: &Predicate, x: Scalar) -> Result<bool, KernelError> {
     with_domain!(x.domain(), W => {
         let p = BoundPred::<W>::new(pred)?;
-        let v = W::from_scalar(x).ok_or_else(|| AgentError::Invalid("domain".into()))?;
+        let v = W::from_scalar(x).ok_or_else(|| KernelError::Invalid("domain".into()))?;
         Ok(p.test(v))
     })
 }
@@ -452,18 +460,18 @@ pub(crate) fn write_out<I: ChunkIo + ?Sized>(
     out: &OutSpec,
     elem_size: usize,
     bytes: &[u8],
-) -> Result<u64, AgentError> {
+) -> Result<u64, KernelError> {
     let n = bytes.len() / elem_size;
     if n == 0 {
         return Ok(0);
     }
     if out.chunk_elems == 0 {
-        return Err(AgentError::Invalid("output chunk_elems is 0".into()));
+        return Err(KernelError::Invalid("output chunk_elems is 0".into()));
     }
     let per = out.chunk_elems as usize;
     let need = n.div_ceil(per);
     if out.ids.len() < need {
-        return Err(AgentError::Invalid(format!(
+        return Err(KernelError::Invalid(format!(
             "result of {n} elements needs {need} output ids, {} given",
             out.ids.len()
         )));
@@ -478,9 +486,9 @@ pub(crate) fn write_out<I: ChunkIo + ?Sized>(
 /// vector into `args.out`; returns its length.
 ///
 /// # Errors
-/// [`AgentError::Invalid`] for operands outside the vector's domain, too few output ids or a short
-/// chunk; [`AgentError::NotFound`] for a missing chunk; [`AgentError::OutOfCapacity`].
-pub fn filter<I: ChunkIo + ?Sized>(io: &I, args: &FilterArgs) -> Result<u64, AgentError> {
+/// [`KernelError::Invalid`] for operands outside the vector's domain, too few output ids or a short
+/// chunk; [`KernelError::NotFound`] for a missing chunk; [`KernelError::OutOfCapacity`].
+pub fn filter<I: ChunkIo + ?Sized>(io: &I, args: &FilterArgs) -> Result<u64, KernelError> {
     let mut out = Vec::new();
     with_domain!(args.vec.ty.domain(), W => {
         let p = BoundPred::<W>::new(&args.pred)?;
@@ -496,9 +504,9 @@ pub fn filter<I: ChunkIo + ?Sized>(io: &I, args: &FilterArgs) -> Result<u64, Age
 }
 
 /// Reads a whole `u64` vector.
-fn read_u64s<I: ChunkIo + ?Sized>(io: &I, vec: &VecRef) -> Result<Vec<u64>, AgentError> {
+fn read_u64s<I: ChunkIo + ?Sized>(io: &I, vec: &VecRef) -> Result<Vec<u64>, KernelError> {
     if vec.ty != ElemType::U64 {
-        return Err(AgentError::Invalid(format!(
+        return Err(KernelError::Invalid(format!(
             "index vector must be u64, not {:?}",
             vec.ty
         )));
@@ -511,9 +519,9 @@ fn read_u64s<I: ChunkIo + ?Sized>(io: &I, vec: &VecRef) -> Result<Vec<u64>, Agen
 /// Writes `out[i] = src[idx[i]]` into `args.out`; returns its length.
 ///
 /// # Errors
-/// [`AgentError::Invalid`] when `idx` is not `u64` or an index is out of bounds (nothing written
+/// [`KernelError::Invalid`] when `idx` is not `u64` or an index is out of bounds (nothing written
 /// then), plus those of [`filter`].
-pub fn gather<I: ChunkIo + ?Sized>(io: &I, args: &GatherArgs) -> Result<u64, AgentError> {
+pub fn gather<I: ChunkIo + ?Sized>(io: &I, args: &GatherArgs) -> Result<u64, KernelError> {
     let idx = read_u64s(io, &args.idx)?;
     let size = args.src.ty.size();
     let len = args.src.len();
@@ -532,7 +540,7 @@ pub fn gather<I: ChunkIo + ?Sized>(io: &I, args: &GatherArgs) -> Result<u64, Age
     let mut by_chunk: Vec<Vec<(u32, usize)>> = vec![Vec::new(); args.src.chunks.len()];
     for (i, &x) in idx.iter().enumerate() {
         if x >= len {
-            return Err(AgentError::Invalid(format!(
+            return Err(KernelError::Invalid(format!(
                 "gather index {x} out of bounds for length {len}"
             )));
         }
@@ -562,9 +570,9 @@ pub fn gather<I: ChunkIo + ?Sized>(io: &I, args: &GatherArgs) -> Result<u64, Age
 /// The distinct values of `args.vec`, ascending in the total order.
 ///
 /// # Errors
-/// [`AgentError::Invalid`] when there are more than `args.limit` of them, plus those of
+/// [`KernelError::Invalid`] when there are more than `args.limit` of them, plus those of
 /// [`aggregate`].
-pub fn unique<I: ChunkIo + ?Sized>(io: &I, args: &UniqueArgs) -> Result<UniqueResult, AgentError> {
+pub fn unique<I: ChunkIo + ?Sized>(io: &I, args: &UniqueArgs) -> Result<UniqueResult, KernelError> {
     let mut seen: std::collections::HashSet<u64, std::hash::BuildHasherDefault<KeyHasher>> =
         std::collections::HashSet::default();
     // Small keys in a direct table (see `DENSE_KEYS`), the rest in the set.
@@ -579,7 +587,7 @@ pub fn unique<I: ChunkIo + ?Sized>(io: &I, args: &UniqueArgs) -> Result<UniqueRe
             distinct += usize::from(new);
         })?;
         if distinct > args.limit as usize {
-            return Err(AgentError::Invalid(format!(
+            return Err(KernelError::Invalid(format!(
                 "more than {} distinct values",
                 args.limit
             )));
@@ -597,12 +605,12 @@ pub fn unique<I: ChunkIo + ?Sized>(io: &I, args: &UniqueArgs) -> Result<UniqueRe
 /// Group-by aggregate: for every distinct key, the aggregates of the values with that key.
 ///
 /// # Errors
-/// [`AgentError::Invalid`] for columns of different lengths or more than `args.limit` groups,
+/// [`KernelError::Invalid`] for columns of different lengths or more than `args.limit` groups,
 /// plus those of [`aggregate`].
 pub fn group_by<I: ChunkIo + ?Sized>(
     io: &I,
     args: &GroupByArgs,
-) -> Result<GroupByResult, AgentError> {
+) -> Result<GroupByResult, KernelError> {
     with_domain!(args.keys.ty.domain(), K => {
         with_domain!(args.values.ty.domain(), V => {
             Ok(by_result::<K, V>(args, &group_rows::<K, V, I>(io, args, None)?))
@@ -618,7 +626,7 @@ pub fn group_by_parallel<I: ChunkIo + Sync + ?Sized>(
     io: &I,
     args: &GroupByArgs,
     threads: usize,
-) -> Result<GroupByResult, AgentError> {
+) -> Result<GroupByResult, KernelError> {
     with_domain!(args.keys.ty.domain(), K => {
         with_domain!(args.values.ty.domain(), V => {
             let groups = group_rows_parallel::<K, V, I>(io, args, None, threads)?;
@@ -643,7 +651,7 @@ fn by_result<K: Wide, V: Wide>(args: &GroupByArgs, groups: &[GroupEntry<V>]) -> 
 ///
 /// # Errors
 /// Those of [`filter`].
-pub fn argsort<I: ChunkIo + ?Sized>(io: &I, args: &ArgsortArgs) -> Result<u64, AgentError> {
+pub fn argsort<I: ChunkIo + ?Sized>(io: &I, args: &ArgsortArgs) -> Result<u64, KernelError> {
     let perm: Vec<u64> = with_domain!(args.vec.ty.domain(), W => {
         let mut vals: Vec<W> = Vec::with_capacity(capacity_hint(args.vec.len()));
         for_each_elem::<W, I>(io, &args.vec, |x| vals.push(x))?;
@@ -658,9 +666,9 @@ pub fn argsort<I: ChunkIo + ?Sized>(io: &I, args: &ArgsortArgs) -> Result<u64, A
 /// Number of elements of `args.vec` matching `args.pred`.
 ///
 /// # Errors
-/// [`AgentError::Invalid`] for operands outside the vector's domain or a short chunk;
-/// [`AgentError::NotFound`] for a missing chunk.
-pub fn count<I: ChunkIo + ?Sized>(io: &I, args: &CountArgs) -> Result<u64, AgentError> {
+/// [`KernelError::Invalid`] for operands outside the vector's domain or a short chunk;
+/// [`KernelError::NotFound`] for a missing chunk.
+pub fn count<I: ChunkIo + ?Sized>(io: &I, args: &CountArgs) -> Result<u64, KernelError> {
     with_domain!(args.vec.ty.domain(), W => {
         let p = BoundPred::<W>::new(&args.pred)?;
         let mut n = 0u64;
@@ -709,7 +717,7 @@ impl<'v> Stream<'v> {
         io: &I,
         n: usize,
         out: &mut Vec<W>,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), KernelError> {
         self.next_map(io, n, out, |x: W| x)
     }
 
@@ -720,7 +728,7 @@ impl<'v> Stream<'v> {
         n: usize,
         out: &mut Vec<T>,
         f: impl Fn(W) -> T,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), KernelError> {
         out.clear();
         let ty = self.vec.ty;
         self.next_bytes(io, n, |bytes| W::decode(ty, bytes, &mut |x| out.push(f(x))))
@@ -732,7 +740,7 @@ impl<'v> Stream<'v> {
         io: &I,
         n: usize,
         out: &mut Vec<u8>,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), KernelError> {
         out.clear();
         self.next_bytes(io, n, |bytes| {
             out.extend_from_slice(bytes);
@@ -746,8 +754,8 @@ impl<'v> Stream<'v> {
         &mut self,
         io: &I,
         n: usize,
-        mut f: impl FnMut(&[u8]) -> Result<(), AgentError>,
-    ) -> Result<(), AgentError> {
+        mut f: impl FnMut(&[u8]) -> Result<(), KernelError>,
+    ) -> Result<(), KernelError> {
         let size = self.vec.ty.size();
         let mut done = 0;
         while done < n && self.chunk < self.vec.chunks.len() {
@@ -758,7 +766,7 @@ impl<'v> Stream<'v> {
             let mut res = Ok(());
             io.read(id, &mut |bytes| {
                 res = if bytes.len() < count * size {
-                    Err(AgentError::Invalid(format!(
+                    Err(KernelError::Invalid(format!(
                         "chunk {id:#x} holds {} bytes, {count} elements of {:?} need {}",
                         bytes.len(),
                         self.vec.ty,
@@ -875,10 +883,10 @@ impl<V: Wide> Groups<V> {
 
     /// A new group for `key`; its index.
     #[cold]
-    fn add(&mut self, key: u64) -> Result<usize, AgentError> {
+    fn add(&mut self, key: u64) -> Result<usize, KernelError> {
         // `limit` is a u32, so group numbers stay below `NO_GROUP`.
         if self.groups.len() >= self.limit as usize {
-            return Err(AgentError::Invalid(format!(
+            return Err(KernelError::Invalid(format!(
                 "more than {} groups",
                 self.limit
             )));
@@ -890,7 +898,7 @@ impl<V: Wide> Groups<V> {
     }
 
     #[inline(always)]
-    fn push(&mut self, key: u64, v: V) -> Result<(), AgentError> {
+    fn push(&mut self, key: u64, v: V) -> Result<(), KernelError> {
         let g = match self.index.get(key) {
             Some(g) => g,
             None => self.add(key)?,
@@ -911,14 +919,14 @@ fn sort_groups<K: Wide, V: Wide>(mut groups: Vec<GroupEntry<V>>) -> Vec<GroupEnt
 fn merge_groups<K: Wide, V: Wide>(
     parts: Vec<Vec<GroupEntry<V>>>,
     limit: u32,
-) -> Result<Vec<GroupEntry<V>>, AgentError> {
+) -> Result<Vec<GroupEntry<V>>, KernelError> {
     let mut index = KeyIndex::new();
     let mut out: Vec<GroupEntry<V>> = Vec::new();
     for (k, st) in parts.into_iter().flatten() {
         match index.get(k) {
             Some(g) => out[g].1.merge(&st),
             None if out.len() >= limit as usize => {
-                return Err(AgentError::Invalid(format!("more than {limit} groups")));
+                return Err(KernelError::Invalid(format!("more than {limit} groups")));
             }
             None => {
                 index.insert(k, out.len() as u32);
@@ -944,8 +952,8 @@ pub(crate) fn split_rows(len: u64, threads: usize) -> Vec<std::ops::Range<u64>> 
 /// `f` of every run on its own thread; the results in run order, or the first run's error.
 pub(crate) fn on_threads<T: Send>(
     runs: &[std::ops::Range<u64>],
-    f: impl Fn(std::ops::Range<u64>) -> Result<T, AgentError> + Sync,
-) -> Result<Vec<T>, AgentError> {
+    f: impl Fn(std::ops::Range<u64>) -> Result<T, KernelError> + Sync,
+) -> Result<Vec<T>, KernelError> {
     if let [one] = runs {
         return Ok(vec![f(one.clone())?]);
     }
@@ -955,15 +963,16 @@ pub(crate) fn on_threads<T: Send>(
         handles
             .into_iter()
             .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(AgentError::Invalid("a kernel thread panicked".into())))
+                h.join().unwrap_or_else(|_| {
+                    Err(KernelError::Invalid("a kernel thread panicked".into()))
+                })
             })
             .collect()
     })
 }
 
-fn length_mismatch(what: &str, a: u64, b: u64) -> AgentError {
-    AgentError::Invalid(format!("{what}: vectors of {a} and {b} elements"))
+fn length_mismatch(what: &str, a: u64, b: u64) -> KernelError {
+    KernelError::Invalid(format!("{what}: vectors of {a} and {b} elements"))
 }
 
 /// Reads the next block of the mask and evaluates the predicate on it.
@@ -973,7 +982,7 @@ fn mask_block<I: ChunkIo + ?Sized>(
     pred: &Predicate,
     n: usize,
     out: &mut Vec<bool>,
-) -> Result<(), AgentError> {
+) -> Result<(), KernelError> {
     with_domain!(s.vec.ty.domain(), M => {
         let p = BoundPred::<M>::new(pred)?;
         with_test!(p, M, test => s.next_map::<M, bool, I>(io, n, out, test))
@@ -981,7 +990,7 @@ fn mask_block<I: ChunkIo + ?Sized>(
 }
 
 /// Checks the arguments of a group-by (with an optional mask) before anything is read.
-fn check_group(args: &GroupByArgs, mask: Option<(&VecRef, &Predicate)>) -> Result<(), AgentError> {
+fn check_group(args: &GroupByArgs, mask: Option<(&VecRef, &Predicate)>) -> Result<(), KernelError> {
     let len = args.keys.len();
     if args.values.len() != len {
         return Err(length_mismatch("keys and values", len, args.values.len()));
@@ -1000,7 +1009,7 @@ fn group_rows<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
     io: &I,
     args: &GroupByArgs,
     mask: Option<(&VecRef, &Predicate)>,
-) -> Result<Vec<GroupEntry<V>>, AgentError> {
+) -> Result<Vec<GroupEntry<V>>, KernelError> {
     check_group(args, mask)?;
     let groups = group_range::<K, V, I>(io, args, mask, 0..args.keys.len())?;
     Ok(sort_groups::<K, V>(groups))
@@ -1014,7 +1023,7 @@ fn group_rows_parallel<K: Wide, V: Wide, I: ChunkIo + Sync + ?Sized>(
     args: &GroupByArgs,
     mask: Option<(&VecRef, &Predicate)>,
     threads: usize,
-) -> Result<Vec<GroupEntry<V>>, AgentError> {
+) -> Result<Vec<GroupEntry<V>>, KernelError> {
     if V::DOMAIN == Domain::Float {
         return group_rows::<K, V, I>(io, args, mask);
     }
@@ -1030,7 +1039,7 @@ fn group_range<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
     args: &GroupByArgs,
     mask: Option<(&VecRef, &Predicate)>,
     rows: std::ops::Range<u64>,
-) -> Result<Vec<GroupEntry<V>>, AgentError> {
+) -> Result<Vec<GroupEntry<V>>, KernelError> {
     if args.values == args.keys && args.keys.ty == ElemType::U8 {
         return byte_histogram::<V, I>(io, args, mask, rows);
     }
@@ -1077,7 +1086,7 @@ fn byte_histogram<V: Wide, I: ChunkIo + ?Sized>(
     args: &GroupByArgs,
     mask: Option<(&VecRef, &Predicate)>,
     rows: std::ops::Range<u64>,
-) -> Result<Vec<GroupEntry<V>>, AgentError> {
+) -> Result<Vec<GroupEntry<V>>, KernelError> {
     let mut counts = [0u64; 256];
     let mut ks = Stream::at(&args.keys, rows.start);
     let mut ms = mask.map(|(m, p)| (Stream::at(m, rows.start), p));
@@ -1106,7 +1115,7 @@ fn byte_histogram<V: Wide, I: ChunkIo + ?Sized>(
     }
     let present = counts.iter().filter(|&&n| n > 0).count();
     if present > args.limit as usize {
-        return Err(AgentError::Invalid(format!(
+        return Err(KernelError::Invalid(format!(
             "more than {} groups",
             args.limit
         )));
@@ -1234,7 +1243,7 @@ fn median_range<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
     index: &KeyIndex,
     mut medians: Vec<MedianOf<V>>,
     rows: std::ops::Range<u64>,
-) -> Result<Vec<MedianOf<V>>, AgentError> {
+) -> Result<Vec<MedianOf<V>>, KernelError> {
     let (mut ks, mut vs) = (
         Stream::at(&args.keys, rows.start),
         Stream::at(&args.values, rows.start),
@@ -1252,7 +1261,7 @@ fn median_range<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
         for (&k, &v) in kb.iter().zip(&vb) {
             let g = index
                 .get(k.key())
-                .ok_or_else(|| AgentError::Invalid("keys changed during a group-by".into()))?;
+                .ok_or_else(|| KernelError::Invalid("keys changed during a group-by".into()))?;
             medians[g].push(v);
         }
     }
@@ -1263,12 +1272,12 @@ fn median_range<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
 /// distinct key among them, the aggregates of their values (ascending by key).
 ///
 /// # Errors
-/// [`AgentError::Invalid`] for vectors of different lengths, operands outside the mask's domain
+/// [`KernelError::Invalid`] for vectors of different lengths, operands outside the mask's domain
 /// or more than `limit` groups, plus those of [`aggregate`].
 pub fn group_by_where<I: ChunkIo + ?Sized>(
     io: &I,
     args: &GroupWhereArgs,
-) -> Result<GroupByResult, AgentError> {
+) -> Result<GroupByResult, KernelError> {
     let (g, mask) = (&args.group, Some((&args.mask, &args.pred)));
     with_domain!(g.keys.ty.domain(), K => {
         with_domain!(g.values.ty.domain(), V => {
@@ -1285,7 +1294,7 @@ pub fn group_by_where_parallel<I: ChunkIo + Sync + ?Sized>(
     io: &I,
     args: &GroupWhereArgs,
     threads: usize,
-) -> Result<GroupByResult, AgentError> {
+) -> Result<GroupByResult, KernelError> {
     let (g, mask) = (&args.group, Some((&args.mask, &args.pred)));
     with_domain!(g.keys.ty.domain(), K => {
         with_domain!(g.values.ty.domain(), V => {
@@ -1303,7 +1312,7 @@ pub fn group_by_where_parallel<I: ChunkIo + Sync + ?Sized>(
 pub fn group_median<I: ChunkIo + ?Sized>(
     io: &I,
     args: &GroupByArgs,
-) -> Result<GroupMedianResult, AgentError> {
+) -> Result<GroupMedianResult, KernelError> {
     with_domain!(args.keys.ty.domain(), K => {
         with_domain!(args.values.ty.domain(), V => {
             let groups = group_rows::<K, V, I>(io, args, None)?;
@@ -1323,7 +1332,7 @@ pub fn group_median_parallel<I: ChunkIo + Sync + ?Sized>(
     io: &I,
     args: &GroupByArgs,
     threads: usize,
-) -> Result<GroupMedianResult, AgentError> {
+) -> Result<GroupMedianResult, KernelError> {
     with_domain!(args.keys.ty.domain(), K => {
         with_domain!(args.values.ty.domain(), V => {
             let groups = group_rows_parallel::<K, V, I>(io, args, None, threads)?;
@@ -1372,11 +1381,11 @@ pub(crate) mod tests {
     pub(crate) struct Mem(pub RefCell<HashMap<u64, Vec<u8>>>);
 
     impl ChunkIo for Mem {
-        fn read(&self, id: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), AgentError> {
-            f(self.0.borrow().get(&id).ok_or(AgentError::NotFound(id))?);
+        fn read(&self, id: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), KernelError> {
+            f(self.0.borrow().get(&id).ok_or(KernelError::NotFound(id))?);
             Ok(())
         }
-        fn write(&self, id: u64, data: &[u8]) -> Result<(), AgentError> {
+        fn write(&self, id: u64, data: &[u8]) -> Result<(), KernelError> {
             self.0.borrow_mut().insert(id, data.to_vec());
             Ok(())
         }
@@ -1533,28 +1542,28 @@ pub(crate) mod tests {
             &m,
             &args(Predicate::new(Cmp::Eq, Scalar::F(1.0)), out(10, 3, 2)),
         );
-        assert!(matches!(e, Err(AgentError::Invalid(_))));
+        assert!(matches!(e, Err(KernelError::Invalid(_))));
         // Too few output ids.
         let e = filter(
             &m,
             &args(Predicate::new(Cmp::Ge, Scalar::U(0)), out(10, 1, 2)),
         );
-        assert!(matches!(e, Err(AgentError::Invalid(_))));
+        assert!(matches!(e, Err(KernelError::Invalid(_))));
         // Zero chunk size.
         let e = filter(
             &m,
             &args(Predicate::new(Cmp::Ge, Scalar::U(0)), out(10, 3, 0)),
         );
-        assert!(matches!(e, Err(AgentError::Invalid(_))));
+        assert!(matches!(e, Err(KernelError::Invalid(_))));
         // Missing chunk.
         let mut bad = v.clone();
         bad.chunks.push((999, 1));
         let e = aggregate(&m, &bad);
-        assert!(matches!(e, Err(AgentError::NotFound(999))));
+        assert!(matches!(e, Err(KernelError::NotFound(999))));
         // Chunk shorter than its count.
         let mut bad = v.clone();
         bad.chunks[0].1 = 3;
-        assert!(matches!(aggregate(&m, &bad), Err(AgentError::Invalid(_))));
+        assert!(matches!(aggregate(&m, &bad), Err(KernelError::Invalid(_))));
     }
 
     #[test]
@@ -1589,7 +1598,7 @@ pub(crate) mod tests {
                 out: o.clone(),
             },
         );
-        assert!(matches!(e, Err(AgentError::Invalid(_))));
+        assert!(matches!(e, Err(KernelError::Invalid(_))));
         let wrong_ty = m.vec(ElemType::U32, &le(&[1u32], u32::to_le_bytes), 2, 300);
         let e = gather(
             &m,
@@ -1599,7 +1608,7 @@ pub(crate) mod tests {
                 out: o,
             },
         );
-        assert!(matches!(e, Err(AgentError::Invalid(_))));
+        assert!(matches!(e, Err(KernelError::Invalid(_))));
     }
 
     #[test]
@@ -1622,7 +1631,7 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(got, want);
         let e = unique(&m, &UniqueArgs { vec: v, limit: 4 });
-        assert!(matches!(e, Err(AgentError::Invalid(_))));
+        assert!(matches!(e, Err(KernelError::Invalid(_))));
     }
 
     #[test]
@@ -1662,7 +1671,7 @@ pub(crate) mod tests {
                 limit: 6,
             },
         );
-        assert!(matches!(e, Err(AgentError::Invalid(_))));
+        assert!(matches!(e, Err(KernelError::Invalid(_))));
         let short = m.vec(ElemType::F64, &le(&vals[..299], f64::to_le_bytes), 17, 500);
         let e = group_by(
             &m,
@@ -1672,7 +1681,7 @@ pub(crate) mod tests {
                 limit: 7,
             },
         );
-        assert!(matches!(e, Err(AgentError::Invalid(_))));
+        assert!(matches!(e, Err(KernelError::Invalid(_))));
     }
 
     #[test]
@@ -1729,7 +1738,7 @@ pub(crate) mod tests {
             vec: v,
             pred: Predicate::new(Cmp::Eq, Scalar::I(1)),
         };
-        assert!(matches!(count(&m, &bad), Err(AgentError::Invalid(_))));
+        assert!(matches!(count(&m, &bad), Err(KernelError::Invalid(_))));
     }
 
     #[test]
@@ -1779,25 +1788,25 @@ pub(crate) mod tests {
         few.group.limit = 4;
         assert!(matches!(
             group_by_where(&m, &few),
-            Err(AgentError::Invalid(_))
+            Err(KernelError::Invalid(_))
         ));
         let mut short = args.clone();
         short.mask = m.vec(ElemType::U32, &le(&mask[..10], u32::to_le_bytes), 500, 300);
         assert!(matches!(
             group_by_where(&m, &short),
-            Err(AgentError::Invalid(_))
+            Err(KernelError::Invalid(_))
         ));
         let mut dom = args;
         dom.pred = Predicate::new(Cmp::Eq, Scalar::F(1.0));
         assert!(matches!(
             group_by_where(&m, &dom),
-            Err(AgentError::Invalid(_))
+            Err(KernelError::Invalid(_))
         ));
         let mut unequal = group;
         unequal.values = m.vec(ElemType::I64, &le(&vals[..5], i64::to_le_bytes), 128, 400);
         assert!(matches!(
             group_median(&m, &unequal),
-            Err(AgentError::Invalid(_))
+            Err(KernelError::Invalid(_))
         ));
     }
 
@@ -1926,7 +1935,7 @@ pub(crate) mod tests {
                 let out = out(base, n / 8192 + 1, 8192);
                 let t = std::time::Instant::now();
                 let args = DeriveArgs { expr, inputs, out };
-                let d = crate::agent::derive::derive(&m, &args).unwrap();
+                let d = crate::derive::derive(&m, &args).unwrap();
                 eprintln!("derive {expr:?} {:?} {d}", t.elapsed());
             }
         }

@@ -300,7 +300,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn h(id: u64) -> u64 {
-        crate::store::namespace::mix(id)
+        crate::namespace::mix(id)
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! path), so all of them produce bit-identical columns.
 //!
 //! ```
-//! use farmem_server::agent::derive;
+//! use farmem_kernels::derive;
 //! assert_eq!(derive::hour(3_600 * 25 + 5), 1);
 //! assert_eq!(derive::weekday(0), 4); // 1970-01-01 was a Thursday
 //! assert_eq!(derive::month(1_456_790_399), 2); // 2016-02-29 23:59:59
@@ -15,8 +15,8 @@
 
 use farmem_proto::agent::{DeriveArgs, Domain, Expr};
 
-use super::AgentError;
-use super::kernels::{BLOCK, ChunkIo, Stream, capacity_hint, with_domain};
+use crate::KernelError;
+use crate::{BLOCK, ChunkIo, Stream, capacity_hint, with_domain};
 
 /// Great-circle distance in km between `(lon1, lat1)` and `(lon2, lat2)`, in degrees.
 pub fn haversine_km(lon1: f64, lat1: f64, lon2: f64, lat2: f64) -> f64 {
@@ -51,8 +51,8 @@ pub fn month(t: i64) -> i64 {
 /// Evaluates an integer expression (`Diff`, `Hour`, `Weekday`, `Month`) on one row.
 ///
 /// # Errors
-/// [`AgentError::Invalid`] for `Haversine` or the wrong number of arguments.
-pub fn eval_i64(expr: Expr, args: &[i64]) -> Result<i64, AgentError> {
+/// [`KernelError::Invalid`] for `Haversine` or the wrong number of arguments.
+pub fn eval_i64(expr: Expr, args: &[i64]) -> Result<i64, KernelError> {
     Ok(match (expr, args) {
         (Expr::Diff, &[a, b]) => b.wrapping_sub(a),
         (Expr::Hour, &[t]) => hour(t),
@@ -65,8 +65,8 @@ pub fn eval_i64(expr: Expr, args: &[i64]) -> Result<i64, AgentError> {
 /// Evaluates a float expression (`Haversine`) on one row.
 ///
 /// # Errors
-/// [`AgentError::Invalid`] for an integer expression or the wrong number of arguments.
-pub fn eval_f64(expr: Expr, args: &[f64]) -> Result<f64, AgentError> {
+/// [`KernelError::Invalid`] for an integer expression or the wrong number of arguments.
+pub fn eval_f64(expr: Expr, args: &[f64]) -> Result<f64, KernelError> {
     match (expr, args) {
         (Expr::Haversine, &[a, b, c, d]) => Ok(haversine_km(a, b, c, d)),
         _ => Err(bad_arity(expr, args.len())),
@@ -78,16 +78,16 @@ pub fn eval_f64(expr: Expr, args: &[f64]) -> Result<f64, AgentError> {
 /// themselves (identical values).
 ///
 /// # Errors
-/// [`AgentError::Invalid`] for a float expression or the wrong number of inputs.
-pub fn eval_block_i64(expr: Expr, cols: &[&[i64]], out: &mut Vec<u8>) -> Result<(), AgentError> {
+/// [`KernelError::Invalid`] for a float expression or the wrong number of inputs.
+pub fn eval_block_i64(expr: Expr, cols: &[&[i64]], out: &mut Vec<u8>) -> Result<(), KernelError> {
     i64::push_block(expr, cols, out)
 }
 
 /// Like [`eval_block_i64`] for float inputs (`Haversine`).
 ///
 /// # Errors
-/// [`AgentError::Invalid`] for an integer expression or the wrong number of inputs.
-pub fn eval_block_f64(expr: Expr, cols: &[&[f64]], out: &mut Vec<u8>) -> Result<(), AgentError> {
+/// [`KernelError::Invalid`] for an integer expression or the wrong number of inputs.
+pub fn eval_block_f64(expr: Expr, cols: &[&[f64]], out: &mut Vec<u8>) -> Result<(), KernelError> {
     f64::push_block(expr, cols, out)
 }
 
@@ -97,11 +97,11 @@ pub fn eval_block_f64(expr: Expr, cols: &[&[f64]], out: &mut Vec<u8>) -> Result<
 /// parallelism as [`derive_parallel`] on the server.
 ///
 /// # Errors
-/// As [`eval_block_i64`], plus [`AgentError::Invalid`] for inputs of different lengths.
+/// As [`eval_block_i64`], plus [`KernelError::Invalid`] for inputs of different lengths.
 ///
 /// ```
 /// use farmem_proto::agent::Expr;
-/// use farmem_server::agent::derive;
+/// use farmem_kernels::derive;
 /// let t: Vec<i64> = (0..1_000_000).map(|i| i * 97).collect();
 /// let mut one = Vec::new();
 /// derive::eval_block_i64(Expr::Hour, &[&t], &mut one).unwrap();
@@ -111,19 +111,19 @@ pub fn eval_columns_i64(
     expr: Expr,
     cols: &[&[i64]],
     threads: usize,
-) -> Result<Vec<u8>, AgentError> {
+) -> Result<Vec<u8>, KernelError> {
     eval_columns(expr, cols, threads)
 }
 
 /// [`eval_columns_i64`] for float inputs (`Haversine`).
 ///
 /// # Errors
-/// As [`eval_block_f64`], plus [`AgentError::Invalid`] for inputs of different lengths.
+/// As [`eval_block_f64`], plus [`KernelError::Invalid`] for inputs of different lengths.
 pub fn eval_columns_f64(
     expr: Expr,
     cols: &[&[f64]],
     threads: usize,
-) -> Result<Vec<u8>, AgentError> {
+) -> Result<Vec<u8>, KernelError> {
     eval_columns(expr, cols, threads)
 }
 
@@ -131,16 +131,16 @@ fn eval_columns<R: Row + Sync>(
     expr: Expr,
     cols: &[&[R]],
     threads: usize,
-) -> Result<Vec<u8>, AgentError> {
+) -> Result<Vec<u8>, KernelError> {
     let len = cols.first().map_or(0, |c| c.len());
     if let Some(c) = cols.iter().find(|c| c.len() != len) {
-        return Err(AgentError::Invalid(format!(
+        return Err(KernelError::Invalid(format!(
             "{expr:?} inputs of {len} and {} elements",
             c.len()
         )));
     }
-    let runs = super::kernels::split_rows(len as u64, threads);
-    let parts = super::kernels::on_threads(&runs, |r| {
+    let runs = crate::split_rows(len as u64, threads);
+    let parts = crate::on_threads(&runs, |r| {
         let part: Vec<&[R]> = cols
             .iter()
             .map(|c| &c[r.start as usize..r.end as usize])
@@ -155,8 +155,8 @@ fn eval_columns<R: Row + Sync>(
     Ok(parts.concat())
 }
 
-fn bad_arity(expr: Expr, n: usize) -> AgentError {
-    AgentError::Invalid(format!(
+fn bad_arity(expr: Expr, n: usize) -> KernelError {
+    KernelError::Invalid(format!(
         "{expr:?} takes {} {:?} inputs, got {n}",
         expr.arity(),
         expr.input_domain()
@@ -167,10 +167,10 @@ fn bad_arity(expr: Expr, n: usize) -> AgentError {
 /// length.
 ///
 /// # Errors
-/// [`AgentError::Invalid`] for the wrong number of inputs, inputs in the wrong domain or of
-/// different lengths, or a bad [`farmem_proto::agent::OutSpec`]; [`AgentError::NotFound`] for a
-/// missing chunk; [`AgentError::OutOfCapacity`].
-pub fn derive<I: ChunkIo + ?Sized>(io: &I, args: &DeriveArgs) -> Result<u64, AgentError> {
+/// [`KernelError::Invalid`] for the wrong number of inputs, inputs in the wrong domain or of
+/// different lengths, or a bad [`farmem_proto::agent::OutSpec`]; [`KernelError::NotFound`] for a
+/// missing chunk; [`KernelError::OutOfCapacity`].
+pub fn derive<I: ChunkIo + ?Sized>(io: &I, args: &DeriveArgs) -> Result<u64, KernelError> {
     let (len, per) = check(args)?;
     derive_rows(io, args, per, 0..len)?;
     Ok(len)
@@ -188,7 +188,7 @@ pub fn derive_parallel<I: ChunkIo + Sync + ?Sized>(
     io: &I,
     args: &DeriveArgs,
     threads: usize,
-) -> Result<u64, AgentError> {
+) -> Result<u64, KernelError> {
     let (len, per) = check(args)?;
     let out_chunks = len.div_ceil(per as u64);
     let parts = (threads as u64)
@@ -200,7 +200,7 @@ pub fn derive_parallel<I: ChunkIo + Sync + ?Sized>(
     }
     // Part `p` computes output chunks `p * each ..`, i.e. rows `p * each * per ..`.
     let each = out_chunks.div_ceil(parts);
-    let results: Vec<Result<(), AgentError>> = std::thread::scope(|s| {
+    let results: Vec<Result<(), KernelError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..parts)
             .map(|p| {
                 let lo = (p * each * per as u64).min(len);
@@ -211,8 +211,9 @@ pub fn derive_parallel<I: ChunkIo + Sync + ?Sized>(
         handles
             .into_iter()
             .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(AgentError::Invalid("a derive thread panicked".into())))
+                h.join().unwrap_or_else(|_| {
+                    Err(KernelError::Invalid("a derive thread panicked".into()))
+                })
             })
             .collect()
     });
@@ -221,7 +222,7 @@ pub fn derive_parallel<I: ChunkIo + Sync + ?Sized>(
 }
 
 /// Checks `args`; returns the row count and the output chunk length.
-fn check(args: &DeriveArgs) -> Result<(u64, usize), AgentError> {
+fn check(args: &DeriveArgs) -> Result<(u64, usize), KernelError> {
     let expr = args.expr;
     if args.inputs.len() != expr.arity() {
         return Err(bad_arity(expr, args.inputs.len()));
@@ -229,14 +230,14 @@ fn check(args: &DeriveArgs) -> Result<(u64, usize), AgentError> {
     let len = args.inputs.first().map_or(0, |v| v.len());
     for v in &args.inputs {
         if v.ty.domain() != expr.input_domain() {
-            return Err(AgentError::Invalid(format!(
+            return Err(KernelError::Invalid(format!(
                 "{expr:?} needs {:?} inputs, got {:?}",
                 expr.input_domain(),
                 v.ty
             )));
         }
         if v.len() != len {
-            return Err(AgentError::Invalid(format!(
+            return Err(KernelError::Invalid(format!(
                 "{expr:?} inputs of {len} and {} elements",
                 v.len()
             )));
@@ -247,13 +248,13 @@ fn check(args: &DeriveArgs) -> Result<(u64, usize), AgentError> {
         return Ok((0, per.max(1)));
     }
     if per == 0 {
-        return Err(AgentError::Invalid("output chunk_elems is 0".into()));
+        return Err(KernelError::Invalid("output chunk_elems is 0".into()));
     }
     let need = usize::try_from(len)
-        .map_err(|_| AgentError::Invalid("result too long".into()))?
+        .map_err(|_| KernelError::Invalid("result too long".into()))?
         .div_ceil(per);
     if args.out.ids.len() < need {
-        return Err(AgentError::Invalid(format!(
+        return Err(KernelError::Invalid(format!(
             "result of {len} elements needs {need} output ids, {} given",
             args.out.ids.len()
         )));
@@ -267,7 +268,7 @@ fn derive_rows<I: ChunkIo + ?Sized>(
     args: &DeriveArgs,
     per: usize,
     rows: std::ops::Range<u64>,
-) -> Result<(), AgentError> {
+) -> Result<(), KernelError> {
     let expr = args.expr;
     let out_size = expr.out_type().size();
     let mut streams: Vec<Stream<'_>> = args
@@ -278,11 +279,11 @@ fn derive_rows<I: ChunkIo + ?Sized>(
     // One output chunk at a time, filled in blocks.
     // `per` and `len` are the client's: reserve one block, the chunk grows as data arrives.
     let mut left = usize::try_from(rows.end - rows.start)
-        .map_err(|_| AgentError::Invalid("result too long".into()))?;
+        .map_err(|_| KernelError::Invalid("result too long".into()))?;
     let mut chunk: Vec<u8> =
         Vec::with_capacity(capacity_hint(per.min(BLOCK) as u64).min(left) * out_size);
     let first = usize::try_from(rows.start / per as u64)
-        .map_err(|_| AgentError::Invalid("result too long".into()))?;
+        .map_err(|_| KernelError::Invalid("result too long".into()))?;
     let mut next_id = args.out.ids.iter().skip(first);
     with_domain!(expr.input_domain(), W => {
         let mut cols: Vec<Vec<W>> = vec![Vec::new(); streams.len()];
@@ -292,14 +293,14 @@ fn derive_rows<I: ChunkIo + ?Sized>(
             for (s, c) in streams.iter_mut().zip(&mut cols) {
                 s.next::<W, I>(io, n, c)?;
                 if c.len() != n {
-                    return Err(AgentError::Invalid("input shorter than its chunk list".into()));
+                    return Err(KernelError::Invalid("input shorter than its chunk list".into()));
                 }
             }
             let refs: Vec<&[W]> = cols.iter().map(Vec::as_slice).collect();
             W::push_block(expr, &refs, &mut chunk)?;
             left -= n;
             if chunk.len() / out_size == per || left == 0 {
-                let id = next_id.next().ok_or_else(|| AgentError::Invalid("output ids".into()))?;
+                let id = next_id.next().ok_or_else(|| KernelError::Invalid("output ids".into()))?;
                 io.write(*id, &chunk)?;
                 chunk.clear();
             }
@@ -312,11 +313,11 @@ fn derive_rows<I: ChunkIo + ?Sized>(
 /// output's little-endian bytes.
 trait Row: Copy {
     /// Appends `expr` of rows `0..cols[0].len()` to `out`; `cols` has the expression's arity.
-    fn push_block(expr: Expr, cols: &[&[Self]], out: &mut Vec<u8>) -> Result<(), AgentError>;
+    fn push_block(expr: Expr, cols: &[&[Self]], out: &mut Vec<u8>) -> Result<(), KernelError>;
 }
 
 impl Row for i64 {
-    fn push_block(expr: Expr, cols: &[&[i64]], out: &mut Vec<u8>) -> Result<(), AgentError> {
+    fn push_block(expr: Expr, cols: &[&[i64]], out: &mut Vec<u8>) -> Result<(), KernelError> {
         match (expr, cols) {
             (Expr::Diff, [a, b]) => {
                 for (a, b) in a.iter().zip(b.iter()) {
@@ -333,7 +334,7 @@ impl Row for i64 {
 }
 
 impl Row for f64 {
-    fn push_block(expr: Expr, cols: &[&[f64]], out: &mut Vec<u8>) -> Result<(), AgentError> {
+    fn push_block(expr: Expr, cols: &[&[f64]], out: &mut Vec<u8>) -> Result<(), KernelError> {
         match (expr, cols) {
             (Expr::Haversine, [a, b, c, d]) => {
                 for i in 0..a.len().min(b.len()).min(c.len()).min(d.len()) {
@@ -347,8 +348,8 @@ impl Row for f64 {
 }
 
 impl Row for u64 {
-    fn push_block(expr: Expr, _: &[&[u64]], _: &mut Vec<u8>) -> Result<(), AgentError> {
-        Err(AgentError::Invalid(format!(
+    fn push_block(expr: Expr, _: &[&[u64]], _: &mut Vec<u8>) -> Result<(), KernelError> {
+        Err(KernelError::Invalid(format!(
             "{expr:?} takes no {:?} inputs",
             Domain::Unsigned
         )))
@@ -358,7 +359,7 @@ impl Row for u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::kernels::tests::Mem;
+    use crate::tests::Mem;
     use farmem_proto::agent::{ElemType, OutSpec, VecRef};
 
     fn le<T: Copy, const N: usize>(xs: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
@@ -440,7 +441,7 @@ mod tests {
                         out: o
                     }
                 ),
-                Err(AgentError::Invalid(_))
+                Err(KernelError::Invalid(_))
             )
         };
         assert!(bad(Expr::Diff, vec![a.clone()], out(5000, 20, 64)));

@@ -9,17 +9,17 @@
 //!   [`kernels`] over chunk objects; the client library runs the same kernels for its client-side
 //!   path, so both paths give bit-identical results.
 //! - Large derives, and group-bys and group medians of integer values, split their rows over
-//!   up to 4 server threads (`FARMEM_AGENT_THREADS` overrides; the client-side path runs the
-//!   same kernels on one thread); the merges are exact, so both paths give identical results.
+//!   [`AgentContext::threads`] server threads (the client-side path runs the same kernels on one
+//!   thread); the merges are exact, so both paths give identical results.
 //! - Hash-table operations keep the cold entries of a client's `FarHashMap` in per-session
 //!   [`tables`], charged against the session's capacity.
 //!
 //! Every operation validates its input: an unknown operation, a malformed message, a missing
 //! object, a wrong element type or a length mismatch is an [`AgentError`], never a panic.
 
-pub mod derive;
-pub mod kernels;
 pub mod tables;
+
+use farmem_kernels::{self as kernels, KernelError, derive};
 
 use farmem_proto::agent::{
     AgentDecodeError, AgentMessage, ArgsortArgs, CountArgs, DeriveArgs, FilterArgs, GatherArgs,
@@ -52,6 +52,12 @@ pub trait AgentContext: Sync {
 
     /// This session's agent state (server-side hash tables, ...).
     fn state(&self) -> &AgentState;
+
+    /// Threads one large operation may use (derives, integer group-bys and medians split their
+    /// rows over them).
+    fn threads(&self) -> usize {
+        1
+    }
 }
 
 /// Per-session state owned by the agent. Dropped with the session.
@@ -91,11 +97,33 @@ pub enum AgentError {
     /// Malformed or inconsistent arguments (wrong type, length mismatch, ...).
     #[error("invalid arguments: {0}")]
     Invalid(String),
+    /// The arguments could not be decoded.
+    #[error("malformed agent message")]
+    Malformed(#[from] AgentDecodeError),
 }
 
-impl From<AgentDecodeError> for AgentError {
-    fn from(e: AgentDecodeError) -> Self {
-        Self::Invalid(e.to_string())
+impl From<KernelError> for AgentError {
+    fn from(e: KernelError) -> Self {
+        match e {
+            KernelError::NotFound(id) => Self::NotFound(id),
+            KernelError::OutOfCapacity { needed, available } => {
+                Self::OutOfCapacity { needed, available }
+            }
+            KernelError::Invalid(msg) => Self::Invalid(msg),
+            other => Self::Invalid(other.to_string()),
+        }
+    }
+}
+
+impl From<AgentError> for KernelError {
+    fn from(e: AgentError) -> Self {
+        match e {
+            AgentError::NotFound(id) => Self::NotFound(id),
+            AgentError::OutOfCapacity { needed, available } => {
+                Self::OutOfCapacity { needed, available }
+            }
+            other => Self::Invalid(other.to_string()),
+        }
     }
 }
 
@@ -103,30 +131,15 @@ impl From<AgentDecodeError> for AgentError {
 struct CtxIo<'a>(&'a dyn AgentContext);
 
 impl kernels::ChunkIo for CtxIo<'_> {
-    fn read(&self, id: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), AgentError> {
-        self.0.with_object(id, f)
+    fn read(&self, id: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), KernelError> {
+        self.0.with_object(id, f).map_err(KernelError::from)
     }
-    fn write(&self, id: u64, data: &[u8]) -> Result<(), AgentError> {
-        self.0.put_object(id, data)
+    fn write(&self, id: u64, data: &[u8]) -> Result<(), KernelError> {
+        self.0.put_object(id, data).map_err(KernelError::from)
     }
 }
 
-/// Threads one large operation may use (derives, integer group-bys and medians split their rows):
-/// the server's cores, at most 4, or `FARMEM_AGENT_THREADS` (at least 1) when set, e.g. to 1 to
-/// compare with single-threaded clients. Also used by `farmem-frame`'s all-local placement, which
-/// runs the same kernels over local slices, so that both sides get the same parallelism.
-pub fn agent_threads() -> usize {
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *THREADS.get_or_init(|| {
-        match std::env::var("FARMEM_AGENT_THREADS")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-        {
-            Some(n) => n.max(1),
-            None => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
-        }
-    })
-}
+pub use farmem_kernels::default_threads;
 
 /// Runs agent operation `op` with encoded `args` against `ctx`; returns the encoded result.
 ///
@@ -142,20 +155,20 @@ pub fn execute(ctx: &dyn AgentContext, op: u16, args: &[u8]) -> Result<Vec<u8>, 
         op::VEC_GATHER => kernels::gather(&io, &GatherArgs::decode(args)?)?.encode(),
         op::VEC_UNIQUE => kernels::unique(&io, &UniqueArgs::decode(args)?)?.encode(),
         op::VEC_GROUP_BY => {
-            kernels::group_by_parallel(&io, &GroupByArgs::decode(args)?, agent_threads())?.encode()
+            kernels::group_by_parallel(&io, &GroupByArgs::decode(args)?, ctx.threads())?.encode()
         }
         op::VEC_ARGSORT => kernels::argsort(&io, &ArgsortArgs::decode(args)?)?.encode(),
         op::VEC_COUNT => kernels::count(&io, &CountArgs::decode(args)?)?.encode(),
         op::VEC_DERIVE => {
-            derive::derive_parallel(&io, &DeriveArgs::decode(args)?, agent_threads())?.encode()
+            derive::derive_parallel(&io, &DeriveArgs::decode(args)?, ctx.threads())?.encode()
         }
         op::VEC_GROUP_BY_WHERE => {
             let a = GroupWhereArgs::decode(args)?;
-            kernels::group_by_where_parallel(&io, &a, agent_threads())?.encode()
+            kernels::group_by_where_parallel(&io, &a, ctx.threads())?.encode()
         }
         op::VEC_GROUP_MEDIAN => {
             let a = GroupByArgs::decode(args)?;
-            kernels::group_median_parallel(&io, &a, agent_threads())?.encode()
+            kernels::group_median_parallel(&io, &a, ctx.threads())?.encode()
         }
         op::HT_GET => tables.get(&HtKeysArgs::decode(args)?).encode(),
         op::HT_PUT => tables.put(ctx, HtPutArgs::decode(args)?)?.encode(),

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::StoreError;
+use crate::StoreError;
 
 /// The hard capacity of a server (or embedded store) and what is charged against it.
 ///

@@ -1,0 +1,141 @@
+//! Request execution: one decoded request against one session, answered into a write buffer.
+//!
+//! The TCP server calls this for every request after the hello; it owns connections, the
+//! handshake and server-wide requests (`Hello`, `Stats`), and this module owns the rest.
+
+use farmem_proto::{
+    DataList, ErrorCode, HEADER_LEN, MAX_FRAME_BODY, Op, Request, Response, begin_frame,
+    encode_error, finish_frame,
+};
+
+use crate::agent::{self, AgentError};
+use crate::{Session, StoreError};
+
+/// Encodes `e` as the error answer to request `req_id`.
+pub(crate) fn encode_store_error(wbuf: &mut Vec<u8>, op: Op, req_id: u64, e: &StoreError) {
+    let (code, d) = match *e {
+        StoreError::NotFound(id) => (ErrorCode::NotFound, [id, 0, 0]),
+        StoreError::OutOfCapacity { needed, available } => {
+            (ErrorCode::OutOfCapacity, [needed, available, 0])
+        }
+        StoreError::SizeMismatch {
+            id,
+            expected,
+            actual,
+        } => (ErrorCode::SizeMismatch, [id, expected, actual]),
+        StoreError::TooLarge { size, limit } => (ErrorCode::TooLarge, [size, limit, 0]),
+    };
+    encode_error(wbuf, op, req_id, code, d, &e.to_string());
+}
+
+fn encode_agent_error(wbuf: &mut Vec<u8>, req_id: u64, e: &AgentError) {
+    let (code, d) = match *e {
+        AgentError::NotFound(id) => (ErrorCode::NotFound, [id, 0, 0]),
+        AgentError::OutOfCapacity { needed, available } => {
+            (ErrorCode::OutOfCapacity, [needed, available, 0])
+        }
+        _ => (ErrorCode::Compute, [0; 3]),
+    };
+    let mut msg = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        msg.push_str(": ");
+        msg.push_str(&c.to_string());
+        cause = c.source();
+    }
+    encode_error(wbuf, Op::Compute, req_id, code, d, &msg);
+}
+
+/// Executes `req` (request id `rid`) against `session` and appends its answer, one frame, to
+/// `wbuf`. Failures are answered with a typed error frame; nothing here fails otherwise.
+///
+/// `Hello` and `Stats` are the caller's: `Hello` is answered with a protocol error here, and
+/// `Stats` with this session's figures only.
+pub fn execute_request(session: &Session, req: &Request<'_>, rid: u64, wbuf: &mut Vec<u8>) {
+    let op = req.op();
+    let ns = &session.ns;
+    match req {
+        Request::Hello { .. } => {
+            encode_error(wbuf, op, rid, ErrorCode::Malformed, [0; 3], "second hello");
+        }
+        Request::Put { id, data } => match ns.put(*id, data) {
+            Ok(()) => Response::Done.encode(wbuf, op, rid),
+            Err(e) => encode_store_error(wbuf, op, rid, &e),
+        },
+        Request::Get { id } => {
+            let start = begin_frame(wbuf, op as u16, 0, rid);
+            match ns.get_with(*id, |d| wbuf.extend_from_slice(d)) {
+                Ok(()) => finish_frame(wbuf, start),
+                Err(e) => {
+                    wbuf.truncate(start);
+                    encode_store_error(wbuf, op, rid, &e);
+                }
+            }
+        }
+        Request::GetMany { ids } => {
+            let start = begin_frame(wbuf, op as u16, 0, rid);
+            DataList::begin(wbuf, ids.len());
+            let limit = start + HEADER_LEN + MAX_FRAME_BODY as usize;
+            let mut too_big = None;
+            for id in ids.iter() {
+                let r = ns.get_with(id, |d| {
+                    if wbuf.len() + 4 + d.len() > limit {
+                        return Err(d.len());
+                    }
+                    DataList::push(wbuf, Some(d));
+                    Ok(())
+                });
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(size)) => {
+                        too_big = Some(size);
+                        break;
+                    }
+                    Err(_) => DataList::push(wbuf, None),
+                }
+            }
+            if let Some(size) = too_big {
+                wbuf.truncate(start);
+                let e = StoreError::TooLarge {
+                    size: size as u64,
+                    limit: u64::from(MAX_FRAME_BODY),
+                };
+                encode_store_error(wbuf, op, rid, &e);
+            } else {
+                finish_frame(wbuf, start);
+            }
+        }
+        Request::PutMany { items } => {
+            match items.iter().try_for_each(|(id, data)| ns.put(id, data)) {
+                Ok(()) => Response::Done.encode(wbuf, op, rid),
+                Err(e) => encode_store_error(wbuf, op, rid, &e),
+            }
+        }
+        Request::Patch { items } => {
+            match items.iter().try_for_each(|(id, edits)| ns.patch(id, edits)) {
+                Ok(()) => Response::Done.encode(wbuf, op, rid),
+                Err(e) => encode_store_error(wbuf, op, rid, &e),
+            }
+        }
+        Request::Free { ids } => {
+            for id in ids.iter() {
+                ns.free(id);
+            }
+            Response::Done.encode(wbuf, op, rid);
+        }
+        Request::Stats => {
+            let st = farmem_proto::ServerStats {
+                session_used_bytes: ns.used_bytes(),
+                session_objects: ns.len(),
+                ..Default::default()
+            };
+            Response::Stats(st).encode(wbuf, op, rid);
+        }
+        Request::Compute { op: aop, args, .. } => {
+            match agent::execute(&session.context(), *aop, args) {
+                Ok(out) => Response::Data(&out).encode(wbuf, op, rid),
+                Err(e) => encode_agent_error(wbuf, rid, &e),
+            }
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! The storage engine of a farmem memory server: namespaces of byte objects charged against a
+//! shared [`Budget`], client [`Session`]s, the remote [`agent`] and the execution of requests.
+//!
+//! It has no I/O of its own: `farmem-server` wraps it in a TCP shell, and the client library's
+//! embedded store runs it in-process, so both enforce capacity, apply patches and run agent
+//! operations the same way.
+//!
+//!
+//! ```
+//! use std::sync::Arc;
+//! use farmem_store::{Budget, Namespace, StoreError};
+//! let budget = Arc::new(Budget::new(1000));
+//! let ns = Namespace::new(budget.clone(), 1 << 20);
+//! ns.put(1, b"hello").unwrap();
+//! assert_eq!(ns.get_with(1, |b| b.to_vec()).unwrap(), b"hello");
+//! assert!(matches!(ns.put(2, &[0; 2000]), Err(StoreError::OutOfCapacity { .. })));
+//! ns.free(1);
+//! assert_eq!(budget.used(), 0);
+//! ```
+
+pub mod agent;
+mod budget;
+mod error;
+mod exec;
+mod namespace;
+mod session;
+mod slab;
+
+pub use budget::Budget;
+pub use error::StoreError;
+pub use exec::execute_request;
+pub use namespace::{Namespace, OBJECT_OVERHEAD};
+pub use session::{Session, StoreContext};
