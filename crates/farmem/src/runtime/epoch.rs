@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicU32, Ordering as StdOrdering};
 
 use parking_lot::Mutex;
 
+use super::Inner;
 use crate::loom::{AtomicU64, Ordering, fence, yield_now};
-use crate::runtime::Inner;
 
 /// A thread's scope counter: odd while inside a scope.
 #[derive(Debug)]
@@ -95,6 +95,12 @@ pub(crate) struct ThreadState {
     waited_by: std::sync::atomic::AtomicU64,
 }
 
+/// Every thread that ever opened a scope. Process-wide by design, and the one piece of shared
+/// state the library keeps: a scope is a property of a thread, not of a runtime, so one scope
+/// protects the objects of every runtime the thread dereferences. That is what lets a hit check
+/// nothing but the handle word (no check that the scope belongs to the object's runtime). It holds
+/// no data and nothing a caller can observe; each evacuator only reads it to find the threads to
+/// wait for.
 static REGISTRY: Mutex<Vec<Arc<ThreadState>>> = Mutex::new(Vec::new());
 
 struct Registration(Arc<ThreadState>);
