@@ -31,6 +31,8 @@
 //! (`runtime`), and the paging mode's `#[global_allocator]` hook (`paging::alloc`), which a
 //! global allocator cannot do without.
 
+#![deny(missing_docs)]
+
 pub mod backend;
 pub mod containers;
 pub mod paging;

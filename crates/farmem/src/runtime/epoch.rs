@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU32, Ordering as StdOrdering};
 
 use parking_lot::Mutex;
 
-use super::Inner;
+use super::stats::CounterSet;
 use crate::loom::{AtomicU64, Ordering, fence, yield_now};
 
 /// A thread's scope counter: odd while inside a scope.
@@ -210,14 +210,15 @@ pub(crate) fn synchronize(runtime: u64, on_block: impl Fn()) {
 /// ```
 pub struct Scope<'rt> {
     ts: Arc<ThreadState>,
-    rt: &'rt Inner,
+    /// The counters of the runtime that opened the scope.
+    counters: &'rt CounterSet,
     /// Fast-path hits under this scope, added to the runtime's counters when it ends.
     hits: Cell<u64>,
     _not_send: PhantomData<*mut ()>,
 }
 
 impl<'rt> Scope<'rt> {
-    pub(crate) fn new(rt: &'rt Inner) -> Self {
+    pub(crate) fn new(counters: &'rt CounterSet) -> Self {
         let ts = current();
         let depth = ts.depth.load(StdOrdering::Relaxed);
         if depth == 0 {
@@ -226,7 +227,7 @@ impl<'rt> Scope<'rt> {
         ts.depth.store(depth + 1, StdOrdering::Relaxed);
         Self {
             ts,
-            rt,
+            counters,
             hits: Cell::new(0),
             _not_send: PhantomData,
         }
@@ -264,7 +265,7 @@ impl Drop for Scope<'_> {
         }
         let hits = self.hits.get();
         if hits > 0 {
-            self.rt.counters.with(|c| c.add_hits(hits));
+            self.counters.with(|c| c.add_hits(hits));
         }
     }
 }

@@ -36,6 +36,7 @@ mod raw {
 
     /// The untyped owner of one far object (internal): one pointer to its slot. It holds one
     /// strong count of its runtime (found through the slot's chunk), released on drop.
+    #[derive(Debug)]
     pub struct RawFar {
         pub(crate) slot: NonNull<Slot>,
     }
@@ -349,7 +350,7 @@ impl<T: Pod> FarBox<T> {
     /// # Errors
     /// As [`FarBox::read`].
     pub fn get(&self) -> Result<T> {
-        let s = Scope::new(self.raw.rt());
+        let s = Scope::new(&self.raw.rt().counters);
         self.read(&s).copied()
     }
 
@@ -359,7 +360,7 @@ impl<T: Pod> FarBox<T> {
     /// As [`FarBox::read`].
     pub fn set(&mut self, value: T) -> Result<()> {
         let rt = self.raw.rt_arc();
-        let s = Scope::new(&rt);
+        let s = Scope::new(&rt.counters);
         *self.write(&s)? = value;
         Ok(())
     }
@@ -558,7 +559,7 @@ impl<T: Pod> FarSlice<T> {
     /// # Errors
     /// As [`FarSlice::read`].
     pub fn to_vec(&self) -> Result<Vec<T>> {
-        let s = Scope::new(self.raw.rt());
+        let s = Scope::new(&self.raw.rt().counters);
         Ok(self.read(&s)?.to_vec())
     }
 

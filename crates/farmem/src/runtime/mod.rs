@@ -10,6 +10,9 @@
 //! - [`far`]: the typed references [`FarBox`], [`FarSlice`], [`FarPtr`];
 //! - [`ids`], [`frees`], [`stats`]: per-runtime id allocator, free queue and counters.
 
+// The crate-wide lint waits for the containers, backend and paging types to get their `Debug`.
+#![deny(missing_debug_implementations)]
+
 mod access;
 mod epoch;
 mod evacuator;
@@ -178,7 +181,7 @@ impl Runtime {
 
     /// Opens a scope: far objects dereferenced under it stay put until it ends.
     pub fn scope(&self) -> Scope<'_> {
-        Scope::new(&self.inner)
+        Scope::new(&self.inner.counters)
     }
 
     /// The backend.
