@@ -148,7 +148,7 @@ impl Word {
         self.0 & DIRTY != 0
     }
     /// Fetched non-temporally.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) const fn is_nt(self) -> bool {
         self.0 & NT != 0
     }
