@@ -25,11 +25,11 @@
 //! (copying payloads under the handshake) and `runtime::far` (typed references); `sys` maps OS
 //! memory for the runtime and the paging mode.
 //!
-//! The library keeps no process-wide state a caller could observe: object ids, counters and
-//! traffic figures are per runtime. The exceptions are synchronisation plumbing, each justified
-//! where it is defined: the scope registry (`runtime::epoch`), runtime and lane numbering
-//! (`runtime`), and the paging mode's `#[global_allocator]` hook (`paging::alloc`), which a
-//! global allocator cannot do without.
+//! The object runtime and the containers keep no process-wide state a caller could observe:
+//! object ids, counters and traffic figures are per runtime. What remains process-wide is
+//! plumbing, justified where it is defined: the scope registry (`runtime::epoch`), runtime and
+//! lane numbering (`runtime`), and the paging mode's `#[global_allocator]` hook
+//! (`paging::alloc`), which a global allocator cannot do without.
 
 #![deny(missing_docs)]
 
