@@ -9,7 +9,7 @@ use std::any::Any;
 use std::ops::Range;
 use std::sync::Arc;
 
-use farmem::Runtime;
+use farmem::{ErrorKind, Runtime};
 use farmem::containers::{self as fc, ContainerError, FarVec, Offload, Predicate, Primitive};
 use farmem_proto::agent::{Domain, ElemType};
 
@@ -18,11 +18,6 @@ use crate::local_kernels::{agent_cmp, operand_as, summary_of};
 use crate::storage::{BlockReader, Cmp, ColumnStore, GroupRow, Placement, Summary};
 use crate::{Elem, Expr, FrameError, Result, Value};
 
-impl From<ContainerError> for FrameError {
-    fn from(e: ContainerError) -> Self {
-        FrameError::Storage(e.to_string())
-    }
-}
 
 /// Columns in far memory under a farmem [`Runtime`] (whose local budget bounds the cache).
 ///
@@ -272,7 +267,7 @@ impl<T: Elem> ColumnStore<T> for FarStore<T> {
             match rows {
                 Ok(r) => Some(Ok(r)),
                 // Too many groups for one answer: the caller groups itself.
-                Err(ContainerError::Agent(_)) => None,
+                Err(e) if e.kind() == ErrorKind::TooManyGroups => None,
                 Err(e) => Some(Err(e.into())),
             }
         }
@@ -301,7 +296,7 @@ impl<T: Elem> ColumnStore<T> for FarStore<T> {
             {
                 Ok(groups) => Some(Ok(groups.into_iter().map(|(k, a)| (k, a.count)).collect())),
                 // Too many distinct values for one answer: the caller counts them.
-                Err(ContainerError::Agent(_)) => None,
+                Err(e) if e.kind() == ErrorKind::TooManyGroups => None,
                 Err(e) => Some(Err(e.into())),
             }
         }
@@ -325,7 +320,7 @@ impl<T: Elem> ColumnStore<T> for FarStore<T> {
         {
             Ok(groups) => Ok(groups.into_iter().map(|(k, a)| (k, a.count)).collect()),
             // Too many distinct values for one answer: count them here.
-            Err(ContainerError::Agent(_)) => {
+            Err(e) if e.kind() == ErrorKind::TooManyGroups => {
                 let mut counts = std::collections::HashMap::new();
                 self.vec.scan_nt(|xs| {
                     for &x in xs {
@@ -344,7 +339,7 @@ impl<T: Elem> ColumnStore<T> for FarStore<T> {
         match self.vec.unique(UNIQUE_LIMIT, self.place.offload) {
             Ok(v) => Ok(v),
             // Too many distinct values for one answer: collect them here.
-            Err(ContainerError::Agent(_)) => {
+            Err(e) if e.kind() == ErrorKind::TooManyGroups => {
                 let mut seen = std::collections::HashSet::new();
                 let mut out = Vec::new();
                 self.vec.scan_nt(|xs| {

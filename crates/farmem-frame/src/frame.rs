@@ -254,7 +254,7 @@ impl DataFrame {
                     .into_iter()
                     .map(|h| {
                         h.join().unwrap_or_else(|_| {
-                            Err(FrameError::Storage("a column reader panicked".into()))
+                            Err(FrameError::ThreadPanicked("column reader"))
                         })
                     })
                     .collect::<Result<Vec<_>>>()

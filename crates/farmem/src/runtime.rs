@@ -46,7 +46,7 @@ pub(crate) struct Inner {
     pub(crate) cfg: RuntimeConfig,
     pub(crate) signal: Arc<Signal>,
     pub(crate) pending_free: Mutex<Vec<ObjectId>>,
-    pub(crate) last_error: Mutex<Option<String>>,
+    pub(crate) last_error: Mutex<Option<Arc<crate::BackendError>>>,
     /// Process-unique id (also names this runtime's evacuators in the scope handshake).
     pub(crate) id: u64,
     high_bytes: usize,

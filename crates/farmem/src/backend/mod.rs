@@ -13,7 +13,7 @@ mod error;
 mod tcp;
 
 pub use embedded::EmbeddedStore;
-pub use error::BackendError;
+pub use error::{BackendError, DisconnectCause, ProtocolError};
 pub use tcp::{TcpBackend, TcpConfig, Ticket};
 
 /// A remote-agent operation submitted with [`Backend::submit_compute`]; [`PendingCompute::wait`]

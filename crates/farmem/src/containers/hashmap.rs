@@ -843,10 +843,7 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         };
         let got = pending
             .wait()
-            .map_err(|e| match e {
-                crate::BackendError::Compute(m) => ContainerError::Agent(m),
-                other => other.into(),
-            })
+            .map_err(ContainerError::from)
             .and_then(|out| Ok(HtValues::decode(&out)?))
             .and_then(|got| match got.values.len() == g.missing.len() {
                 true => Ok(got.values),
