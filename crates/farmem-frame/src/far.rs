@@ -9,15 +9,14 @@ use std::any::Any;
 use std::ops::Range;
 use std::sync::Arc;
 
-use farmem::{ErrorKind, Runtime};
 use farmem::containers::{self as fc, ContainerError, FarVec, Offload, Predicate, Primitive};
+use farmem::{ErrorKind, Runtime};
 use farmem_proto::agent::{Domain, ElemType};
 
 use crate::column::ColumnData;
 use crate::local_kernels::{agent_cmp, operand_as, summary_of};
 use crate::storage::{BlockReader, Cmp, ColumnStore, GroupRow, Placement, Summary};
 use crate::{Elem, Expr, FrameError, Result, Value};
-
 
 /// Columns in far memory under a farmem [`Runtime`] (whose local budget bounds the cache).
 ///

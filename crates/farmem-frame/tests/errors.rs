@@ -127,6 +127,12 @@ fn frame_misuse_is_typed() {
     let df = DataFrame::from_columns(p.clone(), vec![f]).unwrap();
     assert_eq!(kind(df.column("nope")), ErrorKind::NotFound);
     let short = Column::from_vec("s", DType::I64, vec![1i64; 3], &far).unwrap();
-    assert_eq!(kind(df.clone().with_column(short)), ErrorKind::LengthMismatch);
-    assert_eq!(kind(df.column("f").unwrap().get(100)), ErrorKind::OutOfBounds);
+    assert_eq!(
+        kind(df.clone().with_column(short)),
+        ErrorKind::LengthMismatch
+    );
+    assert_eq!(
+        kind(df.column("f").unwrap().get(100)),
+        ErrorKind::OutOfBounds
+    );
 }

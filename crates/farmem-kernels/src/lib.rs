@@ -379,8 +379,9 @@ pub(crate) struct BoundPred<W> {
 
 impl<W: Wide> BoundPred<W> {
     pub(crate) fn new(p: &Predicate) -> Result<Self, KernelError> {
-        let bad =
-            || KernelError::TypeMismatch(format!("predicate operands {p:?} not in {:?}", W::DOMAIN));
+        let bad = || {
+            KernelError::TypeMismatch(format!("predicate operands {p:?} not in {:?}", W::DOMAIN))
+        };
         Ok(Self {
             cmp: p.cmp,
             a: W::from_scalar(p.a).ok_or_else(bad)?,
@@ -955,9 +956,8 @@ pub(crate) fn on_threads<T: Send>(
         handles
             .into_iter()
             .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(KernelError::ThreadPanicked)
-                })
+                h.join()
+                    .unwrap_or_else(|_| Err(KernelError::ThreadPanicked))
             })
             .collect()
     })
@@ -1553,7 +1553,10 @@ pub(crate) mod tests {
         // Chunk shorter than its count.
         let mut bad = v.clone();
         bad.chunks[0].1 = 3;
-        assert!(matches!(aggregate(&m, &bad), Err(KernelError::ShortChunk { .. })));
+        assert!(matches!(
+            aggregate(&m, &bad),
+            Err(KernelError::ShortChunk { .. })
+        ));
     }
 
     #[test]

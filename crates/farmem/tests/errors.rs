@@ -155,7 +155,11 @@ fn kernel_failures_keep_their_kind_on_both_paths() {
     let a = FarVec::from_slice(&rt, &(0..5000u32).collect::<Vec<_>>()).unwrap();
     let short = FarVec::from_slice(&rt, &[1u32; 10]).unwrap();
     for mode in [Offload::Remote, Offload::Local] {
-        assert_eq!(kind(a.unique(16, mode)), ErrorKind::TooManyGroups, "{mode:?}");
+        assert_eq!(
+            kind(a.unique(16, mode)),
+            ErrorKind::TooManyGroups,
+            "{mode:?}"
+        );
         let e = a.group_by_where(
             &a,
             &short.agent_input(),

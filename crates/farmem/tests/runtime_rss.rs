@@ -61,7 +61,9 @@ impl Backend for SeedStore {
         Ok(StoreStats::default())
     }
     fn compute(&self, _: ObjectId, op: u16, _: &[u8]) -> Result<Vec<u8>, BackendError> {
-        Err(BackendError::Custom(format!("unknown operation {op}").into()))
+        Err(BackendError::Custom(
+            format!("unknown operation {op}").into(),
+        ))
     }
     fn describe(&self) -> String {
         "seed-store".into()

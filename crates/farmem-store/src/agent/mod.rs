@@ -25,8 +25,8 @@ pub use error::{AgentError, AgentErrorCode};
 use farmem_kernels::{self as kernels, KernelError, derive};
 
 use farmem_proto::agent::{
-    AgentMessage, ArgsortArgs, CountArgs, DeriveArgs, FilterArgs, GatherArgs,
-    GroupByArgs, GroupWhereArgs, HtKeysArgs, HtPutArgs, HtScanArgs, UniqueArgs, VecRef, op,
+    AgentMessage, ArgsortArgs, CountArgs, DeriveArgs, FilterArgs, GatherArgs, GroupByArgs,
+    GroupWhereArgs, HtKeysArgs, HtPutArgs, HtScanArgs, UniqueArgs, VecRef, op,
 };
 
 /// What an operation may touch: the objects of the calling session, and its agent state.

@@ -315,7 +315,10 @@ fn hash_table_batch_is_all_or_nothing() {
         &[(b"a", b"x"), (b"b", b"2"), (b"c", b"3"), (b"d", b"4")],
         false,
     );
-    assert!(matches!(e, Err(AgentError::Kernel(KernelError::OutOfCapacity { .. }))));
+    assert!(matches!(
+        e,
+        Err(AgentError::Kernel(KernelError::OutOfCapacity { .. }))
+    ));
     assert_eq!(*ctx.used.lock().unwrap(), before);
     let g: HtValues = call(&ctx, op::HT_GET, &keys(1, &[b"a", b"b"])).unwrap();
     assert_eq!(
@@ -412,7 +415,10 @@ fn new_vector_ops_validate_their_input() {
             pred: Predicate::new(Cmp::Eq, Scalar::U(1)),
         },
     );
-    assert!(matches!(e, Err(AgentError::Kernel(KernelError::NotFound(9_999)))));
+    assert!(matches!(
+        e,
+        Err(AgentError::Kernel(KernelError::NotFound(9_999)))
+    ));
 }
 
 /// A derived vector computed on several threads equals the one-thread result, for inputs of

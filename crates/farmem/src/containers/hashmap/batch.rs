@@ -13,11 +13,11 @@ use super::decode;
 use crate::backend::PendingCompute;
 use crate::containers::error::{ContainerError, Result};
 
-
 /// A pipelined request closes after this many keys per wanted miss even with fewer misses, so
 /// that batches with (almost) only hits are not held back for long.
 const GROUP_KEYS_PER_MISS: usize = 8;
 
+/// Lookups of one or more batches whose misses travel in one request.
 struct Group<K, V> {
     /// Each batch's values (misses still `None`) and its range in `missing`.
     batches: Vec<(Vec<Option<V>>, Range<usize>)>,
@@ -394,4 +394,3 @@ mod tests {
         assert_eq!(in_flight(&m), 0);
     }
 }
-

@@ -289,8 +289,6 @@ impl<K: Pod + Hash + Eq, V: Pod> Shard<K, V> {
     }
 }
 
-/// Lookups of one or more batches whose misses travel in one request.
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -185,7 +185,6 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     fn shard(&self, k: &K) -> &Mutex<Shard<K, V>> {
         &self.shards[self.shard_index(k)]
     }
-
 }
 
 impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
@@ -359,4 +358,3 @@ impl<K, V> Drop for FarHashMap<K, V> {
         }
     }
 }
-
