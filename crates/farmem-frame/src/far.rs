@@ -30,7 +30,7 @@ use crate::{Elem, Expr, FrameError, Result, Value};
 /// let c = Column::from_vec("x", DType::I64, (0..10_000i64).collect(), &p).unwrap();
 /// assert_eq!(c.max().unwrap(), Some(Value::Int(9_999)));
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct FarPlacement {
     rt: Runtime,
     offload: Offload,

@@ -501,7 +501,8 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// `out[i] = self[idx[i]]`, as a new far vector.
     ///
     /// # Errors
-    /// [`ContainerError::Agent`] for an index out of bounds; the runtime's error.
+    /// An error of kind [`ErrorKind::OutOfBounds`](crate::ErrorKind) for an index out of bounds;
+    /// the runtime's error.
     pub fn gather(&self, idx: &FarVec<u64>, mode: Offload) -> Result<FarVec<T>> {
         let out = out_spec(&self.rt, self.chunk_len, idx.len());
         let args = GatherArgs {
@@ -523,7 +524,8 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// The distinct values, ascending (total order for floats).
     ///
     /// # Errors
-    /// [`ContainerError::Agent`] when there are more than `limit`; the runtime's error.
+    /// An error of kind [`ErrorKind::TooManyGroups`](crate::ErrorKind) when there are more than
+    /// `limit`; the runtime's error.
     pub fn unique(&self, limit: u32, mode: Offload) -> Result<Vec<T>> {
         let args = UniqueArgs {
             vec: self.vec_ref(),
@@ -567,7 +569,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// aggregates of the `values` at the same positions.
     ///
     /// # Errors
-    /// [`ContainerError::Invalid`] for columns of different lengths; [`ContainerError::Agent`]
+    /// [`ContainerError::Invalid`] for columns of different lengths; kind `TooManyGroups`
     /// for more than `limit` groups; the runtime's error.
     pub fn group_by<V: Primitive + Send + Sync>(
         &self,
@@ -639,7 +641,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     ///
     /// # Errors
     /// [`ContainerError::Invalid`] when `T` is not the expression's output type, or for the wrong
-    /// number of inputs; [`ContainerError::Agent`] for inputs of the wrong type or different
+    /// number of inputs; the kernel's error for inputs of the wrong type or different
     /// lengths; the runtime's error.
     pub fn derive(
         rt: &Runtime,
@@ -683,7 +685,8 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     ///
     /// # Errors
     /// [`ContainerError::Invalid`] for an operand outside the mask's domain;
-    /// [`ContainerError::Agent`] for vectors of different lengths or more than `limit` groups;
+    /// kind `LengthMismatch` for vectors of different lengths, `TooManyGroups` for more than
+    /// `limit` groups;
     /// the runtime's error.
     pub fn group_by_where<V: Primitive + Send + Sync>(
         &self,
