@@ -85,19 +85,6 @@ impl<K, V> Default for Group<K, V> {
     }
 }
 
-/// A concurrent hash map of `Pod` keys and values in far memory.
-///
-/// Hot entries are cached locally within [`HashMapConfig::local_bytes`]; every other entry lives
-/// in a server-side table of the remote agent, so a miss costs one round trip by key and
-/// [`get_many`](Self::get_many) fetches all its misses in one round trip. Evicted entries that
-/// changed are written back in one batch per eviction round. All methods take `&self` and may be
-/// called from many threads.
-///
-/// ```
-/// use farmem::{Runtime, RuntimeConfig};
-/// use farmem::containers::{FarHashMap, HashMapConfig};
-/// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
-/// let m: FarHashMap<u64, [u8; 16]> = FarHashMap::new(&rt, HashMapConfig::new(4096)).unwrap();
 impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     /// Looks every key up; all misses are fetched in one round trip.
     ///
@@ -137,9 +124,9 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     /// would.
     ///
     /// Hits are answered locally; the misses of consecutive batches are fetched together, one
-    /// request per [`HashMapConfig::pipeline_misses`] misses (or per eight times as many keys),
+    /// request per [`HashMapConfig::pipeline_misses`](super::HashMapConfig::pipeline_misses) misses (or per eight times as many keys),
     /// and up to
-    /// [`HashMapConfig::pipeline_depth`] requests are in flight while the next batches' hits
+    /// [`HashMapConfig::pipeline_depth`](super::HashMapConfig::pipeline_depth) requests are in flight while the next batches' hits
     /// are looked up, so the caller's thread never waits for a round trip it could overlap.
     ///
     /// ```

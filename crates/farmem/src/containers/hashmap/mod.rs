@@ -69,6 +69,20 @@ pub struct HashMapStats {
     /// Round trips to the server.
     pub round_trips: u64,
 }
+
+/// A concurrent hash map of `Pod` keys and values in far memory.
+///
+/// Hot entries are cached locally within [`HashMapConfig::local_bytes`]; every other entry lives
+/// in a server-side table of the remote agent, so a miss costs one round trip by key and
+/// [`get_many`](Self::get_many) fetches all its misses in one round trip. Evicted entries that
+/// changed are written back in one batch per eviction round. All methods take `&self` and may be
+/// called from many threads.
+///
+/// ```
+/// use farmem::{Runtime, RuntimeConfig};
+/// use farmem::containers::{FarHashMap, HashMapConfig};
+/// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
+/// let m: FarHashMap<u64, [u8; 16]> = FarHashMap::new(&rt, HashMapConfig::new(4096)).unwrap();
 /// for k in 0..1000u64 {
 ///     m.insert(k, [k as u8; 16]).unwrap();
 /// }
