@@ -51,7 +51,7 @@ pub enum ErrorKind {
     InvalidArgument,
     /// Invalid configuration.
     Config,
-    /// Reading or writing a file or stream failed.
+    /// An operating-system or I/O operation failed (reading a file, reserving memory, ...).
     Io,
     /// An internal failure (a worker thread panicked, corrupt stored data).
     Internal,
@@ -123,6 +123,15 @@ pub enum Error {
         /// The smallest budget accepted with this region size and thread count.
         minimum: usize,
     },
+    /// The operating system refused a resource the runtime needs (address space for the local
+    /// heap, a thread).
+    #[error("cannot {what}")]
+    System {
+        /// What the runtime tried.
+        what: &'static str,
+        /// The system's error.
+        source: std::io::Error,
+    },
     /// The backend failed (server unreachable, full, object missing, ...).
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -182,6 +191,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Config(_) | Self::BudgetTooSmall { .. } => ErrorKind::Config,
+            Self::System { .. } => ErrorKind::Io,
             Self::Backend(e) => e.kind(),
             Self::LocalHeapExhausted { .. } => ErrorKind::LocalHeapExhausted,
             Self::ObjectTooLarge { .. } | Self::TooManyObjects => ErrorKind::LimitExceeded,

@@ -100,7 +100,10 @@ impl Runtime {
             cfg.lanes,
             cfg.evacuator_threads,
         )
-        .map_err(|e| Error::Config(format!("cannot reserve the local heap: {e}")))?;
+        .map_err(|source| Error::System {
+            what: "reserve the local heap",
+            source,
+        })?;
         let budget = cfg.local_budget as f64;
         let id = NEXT_RUNTIME.fetch_add(1, Ordering::Relaxed);
         let inner = Arc::new(Inner {
@@ -123,7 +126,10 @@ impl Runtime {
             std::thread::Builder::new()
                 .name(format!("farmem-evac-{i}"))
                 .spawn(move || evacuator_main(weak, signal, i))
-                .map_err(|e| Error::Config(format!("cannot start evacuator thread: {e}")))?;
+                .map_err(|source| Error::System {
+                    what: "start an evacuator thread",
+                    source,
+                })?;
         }
         Ok(Self { inner })
     }
