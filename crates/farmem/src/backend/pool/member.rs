@@ -64,6 +64,8 @@ pub(crate) struct Member {
     pub(crate) inflight: AtomicU32,
     /// Per-object overhead the member charges (from its stats).
     overhead: AtomicU64,
+    /// Copies moved off this member whose old copy is not dropped yet (a drain waits for them).
+    pub(crate) pending_drops: AtomicU32,
 }
 
 impl std::fmt::Debug for Member {
@@ -84,6 +86,7 @@ impl Member {
             free: AtomicI64::new(i64::MAX),
             inflight: AtomicU32::new(0),
             overhead: AtomicU64::new(64),
+            pending_drops: AtomicU32::new(0),
         };
         // Best effort: a member that cannot answer now is found out by its first request.
         let _ = m.refresh();

@@ -329,7 +329,10 @@ impl PoolBackend {
         let mut counts = vec![0usize; members.len()];
         self.inner.table.select(|e| {
             for &m in e.members() {
-                counts[usize::from(m)] += 1;
+                // Members added after the snapshot have no count here.
+                if let Some(c) = counts.get_mut(usize::from(m)) {
+                    *c += 1;
+                }
             }
             false
         });
@@ -361,10 +364,12 @@ impl PoolBackend {
         let want = self.inner.cfg.redundancy.copies();
         let (mut under, mut unavailable) = (0, 0);
         self.inner.table.select(|e| {
+            // Members added after the snapshot are live.
+            let state = |m: Ix| members.get(usize::from(m)).map(|m| m.state());
             let live = e
                 .members()
                 .iter()
-                .filter(|&&m| members[usize::from(m)].takes_new())
+                .filter(|&&m| state(m).is_none_or(|s| s == MemberState::Live))
                 .count();
             if live < want {
                 under += 1;
@@ -372,7 +377,7 @@ impl PoolBackend {
             if !e
                 .members()
                 .iter()
-                .any(|&m| members[usize::from(m)].serves())
+                .any(|&m| state(m).is_none_or(MemberState::serves))
             {
                 unavailable += 1;
             }

@@ -112,10 +112,15 @@ impl Inner {
     ) -> Result<R, BackendError> {
         let mut last_entry = None;
         for _ in 0..4 {
-            let members = self.members();
             let Some(e) = self.table.get(id) else {
-                return self.adopt(id, &members, &mut f);
+                if self.table.has_entry(id) {
+                    // Freed while being moved.
+                    return Err(BackendError::NotFound(id));
+                }
+                return self.adopt(id, &self.members(), &mut f);
             };
+            // Taken after the entry: it knows every member the entry can name.
+            let members = self.members();
             if last_entry.is_some_and(|l: Entry| l.members() == e.members()) {
                 break;
             }
@@ -157,8 +162,9 @@ impl Inner {
             }
             last_entry = Some(e);
         }
+        let entry = self.table.get(id);
         let members = self.members();
-        match self.table.get(id) {
+        match entry {
             Some(e) => Err(BackendError::Unavailable {
                 id,
                 servers: names(&members, &e),
@@ -207,16 +213,27 @@ impl Inner {
         let mut attempts = 0;
         while !pending.is_empty() {
             attempts += 1;
-            let members = self.members();
-            let mut groups: Vec<Vec<usize>> = vec![Vec::new(); members.len()];
             let mut targets: Vec<(usize, Vec<Ix>, bool)> = Vec::with_capacity(pending.len());
             for &i in &pending {
                 let (id, bytes) = items[i];
-                let (t, created) = self.begin_write(id, bytes, kind, &members)?;
-                for &m in &t {
-                    groups[usize::from(m)].push(i);
+                match self.begin_write(id, bytes, kind) {
+                    Ok((t, created)) => targets.push((i, t, created)),
+                    Err(e) => {
+                        // Writes already started are ended (not sent) before failing.
+                        for (i, _, created) in targets {
+                            self.end_write(items[i].0, created);
+                        }
+                        return Err(e);
+                    }
                 }
-                targets.push((i, t, created));
+            }
+            // Taken after the entries: it knows every member they name.
+            let members = self.members();
+            let mut groups: Vec<Vec<usize>> = vec![Vec::new(); members.len()];
+            for (i, t, _) in &targets {
+                for &m in t {
+                    groups[usize::from(m)].push(*i);
+                }
             }
             let work: Vec<(Ix, Vec<usize>)> = groups
                 .into_iter()
@@ -248,22 +265,21 @@ impl Inner {
                     .iter()
                     .filter(|&&m| !failed[usize::from(m)] && outcome[usize::from(m)].is_none())
                     .count();
-                let mut shard = self.table.shard(id);
-                if let Some(e) = shard.get_mut(&id) {
-                    e.end();
-                    if ok > 0 {
+                if ok > 0 {
+                    let mut shard = self.table.shard(id);
+                    if let Some(e) = shard.get_mut(&id) {
+                        e.end();
                         // A replica that refused (full, ...) no longer holds the current value.
                         for &m in &t {
-                            if outcome[usize::from(m)].is_some() {
+                            if outcome[usize::from(m)].is_some() && !e.is_freed() {
                                 e.remove(m);
                                 stale.push((m, id));
                             }
                         }
-                    } else if created && e.busy == 0 {
-                        shard.remove(&id);
                     }
+                } else {
+                    self.end_write(id, created);
                 }
-                drop(shard);
                 if ok > 0 {
                     continue;
                 }
@@ -300,18 +316,37 @@ impl Inner {
         id: ObjectId,
         bytes: usize,
         kind: WriteKind,
-        members: &[Arc<Member>],
     ) -> Result<(Vec<Ix>, bool), BackendError> {
         let want = self.cfg.redundancy.copies();
-        for _ in 0..2 {
+        let mut waits = 0u32;
+        loop {
             let mut shard = self.table.shard(id);
+            // Taken under the shard lock: placement sees member states a drain has set.
+            let members = self.members();
+            let wait = match shard.get(&id) {
+                // A mover holds a freed entry: it is about to go.
+                Some(e) if e.is_freed() => true,
+                // Substitutes would race the mover's own copy: let it finish.
+                Some(e) if e.is_moving() && kind.substitute => e
+                    .members()
+                    .iter()
+                    .any(|&m| !members[usize::from(m)].serves()),
+                _ => false,
+            };
+            if wait {
+                drop(shard);
+                waits += 1;
+                let pause = if waits < 10 { 20 } else { 500 };
+                std::thread::sleep(std::time::Duration::from_micros(pause));
+                continue;
+            }
             let mut created = false;
             let e = match shard.get_mut(&id) {
                 Some(e) => e,
                 None if kind.create => {
-                    let placed = choose(members, &[], want, bytes, &self.dice);
+                    let placed = choose(&members, &[], want, bytes, &self.dice);
                     if placed.is_empty() {
-                        return Err(no_room(members, bytes));
+                        return Err(no_room(&members, bytes));
                     }
                     created = true;
                     shard
@@ -322,13 +357,16 @@ impl Inner {
                     drop(shard);
                     // Not placed by this pool: find it (agent outputs), then write to it.
                     self.read_with(id, |b| b.get(id).map(drop))?;
+                    if self.table.get(id).is_none() {
+                        return Err(BackendError::NotFound(id));
+                    }
                     continue;
                 }
             };
             if kind.substitute {
                 for &m in &e.members().to_vec() {
                     if !members[usize::from(m)].serves() {
-                        match choose(members, e.members(), 1, bytes, &self.dice).first() {
+                        match choose(&members, e.members(), 1, bytes, &self.dice).first() {
                             Some(&s) => e.replace(m, s),
                             None => break,
                         }
@@ -344,13 +382,38 @@ impl Inner {
             if t.is_empty() {
                 return Err(BackendError::Unavailable {
                     id,
-                    servers: names(members, e),
+                    servers: names(&members, e),
                 });
             }
             e.begin();
             return Ok((t, created));
         }
-        Err(BackendError::NotFound(id))
+    }
+
+    /// Ends a write that no replica took: an entry it created goes again.
+    fn end_write(&self, id: ObjectId, created: bool) {
+        let mut shard = self.table.shard(id);
+        if let Some(e) = shard.get_mut(&id) {
+            e.end();
+            if created && e.busy == 0 && !e.is_moving() {
+                shard.remove(&id);
+            }
+        }
+    }
+
+    /// Removes the entry of `id` (a freed object) and returns it. An entry a mover holds stays,
+    /// marked freed, for the mover to remove.
+    pub(crate) fn forget(&self, id: ObjectId) -> Option<Entry> {
+        let mut shard = self.table.shard(id);
+        let e = shard.get_mut(&id)?;
+        if e.is_freed() {
+            return None;
+        }
+        if e.is_moving() {
+            e.set_freed();
+            return Some(*e);
+        }
+        shard.remove(&id)
     }
 }
 
@@ -417,14 +480,12 @@ impl Backend for PoolBackend {
             if pending.is_empty() {
                 break;
             }
+            let entries: Vec<Option<Entry>> =
+                pending.iter().map(|&i| inner.table.get(ids[i])).collect();
             let members = inner.members();
             let mut groups: Vec<Vec<usize>> = vec![Vec::new(); members.len()];
-            for &i in &pending {
-                match inner
-                    .table
-                    .get(ids[i])
-                    .and_then(|e| replicas(&members, &e).first().copied())
-                {
+            for (&i, e) in pending.iter().zip(entries) {
+                match e.and_then(|e| replicas(&members, &e).first().copied()) {
                     Some(m) => groups[usize::from(m)].push(i),
                     None => singles.push(i),
                 }
@@ -496,10 +557,12 @@ impl Backend for PoolBackend {
 
     fn free(&self, ids: &[ObjectId]) -> Result<(), BackendError> {
         let inner = &self.inner;
+        let forgotten: Vec<(ObjectId, Option<Entry>)> =
+            ids.iter().map(|&id| (id, inner.forget(id))).collect();
         let members = inner.members();
         let mut groups: Vec<Vec<ObjectId>> = vec![Vec::new(); members.len()];
-        for &id in ids {
-            match inner.table.shard(id).remove(&id) {
+        for (id, e) in forgotten {
+            match e {
                 Some(e) => {
                     for &m in e.members() {
                         groups[usize::from(m)].push(id);
@@ -565,7 +628,7 @@ impl Backend for PoolBackend {
                     Ok(())
                 })?;
                 if opn == op::HT_DROP {
-                    inner.table.shard(route).remove(&route);
+                    inner.forget(route);
                 }
                 answer
                     .into_inner()

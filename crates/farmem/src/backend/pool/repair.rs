@@ -168,7 +168,7 @@ fn needs_work(e: &Entry, members: &[Arc<Member>], want: usize) -> bool {
     e.members().len() < want
         || e.members()
             .iter()
-            .any(|&m| !members[usize::from(m)].takes_new())
+            .any(|&m| members.get(usize::from(m)).is_some_and(|m| !m.takes_new()))
 }
 
 /// One repair pass over the whole table.
@@ -207,6 +207,11 @@ pub(crate) fn drain(inner: &Inner, m: Ix) -> Result<(), PoolError> {
         // shard lock after the member stopped taking new objects: nothing can slip past.
         let ids = inner.table.select(|e| e.contains(m));
         if ids.is_empty() {
+            // Moves committed by other movers may still owe the drop of this member's copy.
+            let member = &inner.members()[usize::from(m)];
+            while member.pending_drops.load(Ordering::Acquire) > 0 {
+                std::thread::sleep(Duration::from_micros(100));
+            }
             return Ok(());
         }
         remaining = ids.len();
@@ -312,127 +317,187 @@ fn drop_copy(m: &Member, id: ObjectId, table: bool) {
 }
 
 /// Brings object `id` to full redundancy on live members, replacing copies on members that are
-/// down, removed or draining. Safe against concurrent writers and other movers (see the module
-/// docs of the pool).
+/// down, removed or draining. Safe against concurrent writers, frees and other movers (see
+/// [`Entry`]).
 fn fix(inner: &Inner, id: ObjectId) -> Fix {
-    let want = inner.cfg.redundancy.copies();
-    let mut result = Fix::Raced;
-    for _ in 0..16 {
-        let members = inner.members();
-        let Some(e) = inner.table.get(id) else {
-            return Fix::Gone;
+    for _ in 0..64 {
+        let claimed = {
+            let mut shard = inner.table.shard(id);
+            match shard.get_mut(&id) {
+                None => return Fix::Gone,
+                Some(e) if e.is_freed() => return Fix::Gone,
+                Some(e) if e.is_moving() => return Fix::Raced,
+                Some(e) if e.busy > 0 => None,
+                Some(e) => {
+                    e.set_moving(true);
+                    Some(*e)
+                }
+            }
         };
-        if e.busy > 0 {
+        let Some(e) = claimed else {
             std::thread::sleep(Duration::from_micros(200));
             continue;
-        }
-        let st = |m: Ix| members[usize::from(m)].state();
-        let live: Vec<Ix> = e
-            .members()
-            .iter()
-            .copied()
-            .filter(|&m| st(m) == MemberState::Live)
-            .collect();
-        let draining: Vec<Ix> = e
-            .members()
-            .iter()
-            .copied()
-            .filter(|&m| st(m) == MemberState::Draining)
-            .collect();
-        if live.is_empty() && draining.is_empty() {
-            return Fix::Lost;
-        }
-        let gone = e.members().iter().copied().find(|&m| !st(m).serves());
-        let from = gone.or(draining.first().copied());
-        if from.is_none() && live.len() >= want {
-            return Fix::Done;
-        }
-        if let Some(f) = from
-            && live.len() >= want
-        {
-            // Enough live copies: just forget the leaving one.
-            if commit(inner, id, &e, |e| e.remove(f)) && st(f).serves() {
-                drop_copy(&members[usize::from(f)], id, e.is_table());
-            }
-            continue;
-        }
-        // Copy from a live replica (a draining one if need be) to a new member.
-        let mut copy = None;
-        for &s in live.iter().chain(&draining) {
-            match read_copy(&members[usize::from(s)], id, e.is_table()) {
-                Ok(c) => {
-                    copy = Some(c);
-                    break;
-                }
-                Err(err) if is_member_failure(&err) => inner.mark_down(s, &err),
-                Err(BackendError::NotFound(_)) => {}
-                Err(err) => {
-                    tracing::debug!(id, error = %err, "repair could not read a copy");
-                }
-            }
-        }
-        let Some(copy) = copy else { continue };
-        let bytes = copy.bytes();
-        let Some(&t) = choose(&members, e.members(), 1, bytes, &inner.dice).first() else {
-            if let Some(f) = from
-                && !live.is_empty()
-            {
-                // No room for a replacement, but another copy remains: degrade.
-                if commit(inner, id, &e, |e| e.remove(f)) {
-                    inner.repair.dropped.fetch_add(1, Ordering::Relaxed);
-                    if st(f).serves() {
-                        drop_copy(&members[usize::from(f)], id, e.is_table());
-                    }
-                }
-                continue;
-            }
-            return Fix::NoRoom;
         };
-        inner.repair.take(bytes);
-        let target = &members[usize::from(t)];
-        match write_copy(target, id, &copy) {
-            Ok(()) => {}
-            Err(err) if is_member_failure(&err) => {
-                inner.mark_down(t, &err);
-                continue;
-            }
-            Err(err) => {
-                tracing::debug!(id, member = %target.name, error = %err, "repair copy refused");
-                result = Fix::NoRoom;
-                continue;
-            }
+        let (step, orphan) = step(inner, id, &e);
+        release(inner, id, orphan, e.is_table());
+        match step {
+            Step::Again => continue,
+            Step::Finished(f) => return f,
         }
-        let committed = commit(inner, id, &e, |e| match from {
-            Some(f) => e.replace(f, t),
-            None => e.push(t),
-        });
-        if committed {
-            let r = &inner.repair;
-            r.copies.fetch_add(1, Ordering::Relaxed);
-            r.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-            if let Some(f) = from
-                && st(f).serves()
-            {
-                drop_copy(&members[usize::from(f)], id, e.is_table());
-            }
-        } else if inner.table.get(id).is_none() {
-            // Freed meanwhile: do not leave the copy behind.
-            drop_copy(target, id, e.is_table());
-        }
-        result = Fix::Raced;
     }
-    result
+    Fix::Raced
 }
 
-/// Applies `f` to the entry of `id` if no write started or ended since `seen` was read and the
-/// members it names still take objects; true when applied.
-fn commit(inner: &Inner, id: ObjectId, seen: &Entry, f: impl FnOnce(&mut Entry)) -> bool {
+/// What one step of [`fix`] leads to.
+enum Step {
+    Again,
+    Finished(Fix),
+}
+
+/// One copy or drop on a claimed entry `e`; returns the outcome and a member holding a copy that
+/// did not get into the entry.
+fn step(inner: &Inner, id: ObjectId, e: &Entry) -> (Step, Option<Ix>) {
+    let want = inner.cfg.redundancy.copies();
     let members = inner.members();
+    let st = |m: Ix| members[usize::from(m)].state();
+    let live: Vec<Ix> = e
+        .members()
+        .iter()
+        .copied()
+        .filter(|&m| st(m) == MemberState::Live)
+        .collect();
+    let draining: Vec<Ix> = e
+        .members()
+        .iter()
+        .copied()
+        .filter(|&m| st(m) == MemberState::Draining)
+        .collect();
+    if live.is_empty() && draining.is_empty() {
+        return (Step::Finished(Fix::Lost), None);
+    }
+    let gone = e.members().iter().copied().find(|&m| !st(m).serves());
+    let from = gone.or(draining.first().copied());
+    if from.is_none() && live.len() >= want {
+        return (Step::Finished(Fix::Done), None);
+    }
+    if let Some(f) = from
+        && live.len() >= want
+    {
+        // Enough live copies: just forget the leaving one.
+        if commit(inner, id, e, f, |e| e.remove(f)) {
+            drop_moved(&members[usize::from(f)], id, e.is_table());
+        }
+        return (Step::Again, None);
+    }
+    // Copy from a live replica (a draining one if need be) to a new member.
+    let mut copy = None;
+    for &s in live.iter().chain(&draining) {
+        match read_copy(&members[usize::from(s)], id, e.is_table()) {
+            Ok(c) => {
+                copy = Some(c);
+                break;
+            }
+            Err(err) if is_member_failure(&err) => inner.mark_down(s, &err),
+            Err(err) => {
+                tracing::debug!(id, error = %err, "repair could not read a copy");
+            }
+        }
+    }
+    let Some(copy) = copy else {
+        return (Step::Finished(Fix::Raced), None);
+    };
+    let bytes = copy.bytes();
+    let Some(&t) = choose(&members, e.members(), 1, bytes, &inner.dice).first() else {
+        if let Some(f) = from
+            && !live.is_empty()
+        {
+            // No room for a replacement, but another copy remains: degrade.
+            if commit(inner, id, e, f, |e| e.remove(f)) {
+                inner.repair.dropped.fetch_add(1, Ordering::Relaxed);
+                drop_moved(&members[usize::from(f)], id, e.is_table());
+            }
+            return (Step::Again, None);
+        }
+        return (Step::Finished(Fix::NoRoom), None);
+    };
+    let target = &members[usize::from(t)];
+    match write_copy(target, id, &copy) {
+        Ok(()) => {}
+        Err(err) if is_member_failure(&err) => {
+            inner.mark_down(t, &err);
+            return (Step::Again, None);
+        }
+        Err(err) => {
+            tracing::debug!(id, member = %target.name, error = %err, "repair copy refused");
+            return (Step::Finished(Fix::NoRoom), Some(t));
+        }
+    }
+    let committed = match from {
+        Some(f) => commit(inner, id, e, f, |e| e.replace(f, t)),
+        None => commit(inner, id, e, Ix::MAX, |e| e.push(t)),
+    };
+    if !committed {
+        return (Step::Again, Some(t));
+    }
+    let r = &inner.repair;
+    r.copies.fetch_add(1, Ordering::Relaxed);
+    r.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    if let Some(f) = from {
+        drop_moved(&members[usize::from(f)], id, e.is_table());
+    }
+    // The bandwidth limit is paid after the copy, outside the claim.
+    inner.repair.take(bytes);
+    (Step::Again, None)
+}
+
+/// Ends a claim on `id`: drops the copy on `orphan` unless it got into the entry, removes an
+/// entry freed meanwhile, clears the moving mark otherwise.
+fn release(inner: &Inner, id: ObjectId, orphan: Option<Ix>, table: bool) {
+    if let Some(t) = orphan {
+        let keep = inner
+            .table
+            .shard(id)
+            .get(&id)
+            .is_some_and(|e| !e.is_freed() && e.contains(t));
+        if !keep {
+            // Still claimed: no writer or mover can put `t` into the entry meanwhile.
+            drop_copy(&inner.members()[usize::from(t)], id, table);
+        }
+    }
     let mut shard = inner.table.shard(id);
+    if let Some(e) = shard.get_mut(&id) {
+        if e.is_freed() {
+            shard.remove(&id);
+        } else {
+            e.set_moving(false);
+        }
+    }
+}
+
+/// Drops the copy `m` held before a committed move, if `m` still serves.
+fn drop_moved(m: &Member, id: ObjectId, table: bool) {
+    if m.serves() {
+        drop_copy(m, id, table);
+    }
+    m.pending_drops.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Applies `f` to the claimed entry of `id` if no write started or ended since `seen` was read,
+/// it was not freed, and the members it adds still take objects; true when applied. A member
+/// `leaving` the entry (`Ix::MAX`: none) then owes a drop of its copy ([`drop_moved`]).
+fn commit(
+    inner: &Inner,
+    id: ObjectId,
+    seen: &Entry,
+    leaving: Ix,
+    f: impl FnOnce(&mut Entry),
+) -> bool {
+    let mut shard = inner.table.shard(id);
+    let members = inner.members();
     let Some(e) = shard.get_mut(&id) else {
         return false;
     };
-    if e.ver != seen.ver || e.busy != 0 || e.members() != seen.members() {
+    if e.is_freed() || e.ver != seen.ver || e.busy != 0 || e.members() != seen.members() {
         return false;
     }
     let mut next = *e;
@@ -447,5 +512,8 @@ fn commit(inner: &Inner, id: ObjectId, seen: &Entry, f: impl FnOnce(&mut Entry))
     }
     next.ver = next.ver.wrapping_add(1);
     *e = next;
+    if let Some(m) = members.get(usize::from(leaving)) {
+        m.pending_drops.fetch_add(1, Ordering::AcqRel);
+    }
     true
 }

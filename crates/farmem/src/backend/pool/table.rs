@@ -16,17 +16,22 @@ use crate::backend::ObjectId;
 pub(crate) type Ix = u8;
 
 const KIND_TABLE: u8 = 0x80;
+const MOVING: u8 = 0x40;
+const FREED: u8 = 0x20;
 const LEN_MASK: u8 = 0x07;
 
 /// Where one object lives, plus the state the migration protocol needs.
 ///
 /// `ver` changes when a write starts and when it ends; `busy` counts writes in flight. A mover
 /// snapshots an idle entry, copies, and switches the entry only if it is still idle at the same
-/// version (no write started or ended meanwhile), so a racing write is never lost.
+/// version (no write started or ended meanwhile), so a racing write is never lost. While a mover
+/// works on an entry it is marked *moving*: no other mover touches it, writers do not put
+/// substitutes into it, and a free leaves it marked *freed* for the mover to remove, so the
+/// mover can always drop a copy it made that did not get into the entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Entry {
     members: [Ix; MAX_REPLICAS as usize],
-    /// Low bits: number of members; high bit: the id names a server-side hash table.
+    /// Low bits: number of members; flags: server-side hash table, moving, freed.
     len: u8,
     pub(crate) busy: u8,
     pub(crate) ver: u16,
@@ -54,6 +59,28 @@ impl Entry {
     /// Whether the id names a server-side hash table rather than a byte object.
     pub(crate) fn is_table(&self) -> bool {
         self.len & KIND_TABLE != 0
+    }
+
+    /// Whether a mover works on the entry.
+    pub(crate) fn is_moving(&self) -> bool {
+        self.len & MOVING != 0
+    }
+
+    pub(crate) fn set_moving(&mut self, on: bool) {
+        if on {
+            self.len |= MOVING;
+        } else {
+            self.len &= !MOVING;
+        }
+    }
+
+    /// Whether the object was freed while a mover worked on it (it no longer exists).
+    pub(crate) fn is_freed(&self) -> bool {
+        self.len & FREED != 0
+    }
+
+    pub(crate) fn set_freed(&mut self) {
+        self.len |= FREED;
     }
 
     pub(crate) fn contains(&self, m: Ix) -> bool {
@@ -164,8 +191,14 @@ impl LocationTable {
         self.shards[s].lock()
     }
 
+    /// The entry of a live object (`None` for unknown or freed ids).
     pub(crate) fn get(&self, id: ObjectId) -> Option<Entry> {
-        self.shard(id).get(&id).copied()
+        self.shard(id).get(&id).copied().filter(|e| !e.is_freed())
+    }
+
+    /// Whether `id` has an entry, freed or not.
+    pub(crate) fn has_entry(&self, id: ObjectId) -> bool {
+        self.shard(id).contains_key(&id)
     }
 
     /// Number of objects.
@@ -177,7 +210,12 @@ impl LocationTable {
     pub(crate) fn select(&self, mut pred: impl FnMut(&Entry) -> bool) -> Vec<ObjectId> {
         let mut out = Vec::new();
         for s in self.shards.iter() {
-            out.extend(s.lock().iter().filter(|(_, e)| pred(e)).map(|(&id, _)| id));
+            out.extend(
+                s.lock()
+                    .iter()
+                    .filter(|(_, e)| !e.is_freed() && pred(e))
+                    .map(|(&id, _)| id),
+            );
         }
         out
     }
@@ -221,6 +259,14 @@ mod tests {
         assert_eq!(e.members(), &[2]);
         e.push(2);
         assert_eq!(e.members(), &[2]);
+        e.set_moving(true);
+        e.push(5);
+        assert_eq!(e.members(), &[2, 5]);
+        assert!(e.is_moving() && !e.is_freed());
+        e.set_freed();
+        e.set_moving(false);
+        assert!(!e.is_moving() && e.is_freed());
+        assert_eq!(e.members(), &[2, 5]);
         let t = Entry::new(&[0, 1, 2, 3, 4], true);
         assert_eq!(t.members(), &[0, 1, 2, 3]);
         assert!(t.is_table());
