@@ -64,8 +64,9 @@ pub(crate) struct Member {
     pub(crate) inflight: AtomicU32,
     /// Per-object overhead the member charges (from its stats).
     overhead: AtomicU64,
-    /// Copies moved off this member whose old copy is not dropped yet (a drain waits for them).
-    pub(crate) pending_drops: AtomicU32,
+    /// Moves in progress that may still write or drop a copy on this member (a drain waits for
+    /// them to finish).
+    pub(crate) moves: AtomicU32,
 }
 
 impl std::fmt::Debug for Member {
@@ -86,7 +87,7 @@ impl Member {
             free: AtomicI64::new(i64::MAX),
             inflight: AtomicU32::new(0),
             overhead: AtomicU64::new(64),
-            pending_drops: AtomicU32::new(0),
+            moves: AtomicU32::new(0),
         };
         // Best effort: a member that cannot answer now is found out by its first request.
         let _ = m.refresh();
@@ -94,7 +95,7 @@ impl Member {
     }
 
     pub(crate) fn state(&self) -> MemberState {
-        MemberState::from_u8(self.state.load(Ordering::Acquire))
+        MemberState::from_u8(self.state.load(Ordering::SeqCst))
     }
 
     pub(crate) fn set_state(&self, s: MemberState) {
@@ -104,7 +105,7 @@ impl Member {
     /// Moves from `from` to `to`; false when the state was something else.
     pub(crate) fn transition(&self, from: MemberState, to: MemberState) -> bool {
         self.state
-            .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(from as u8, to as u8, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
     }
 

@@ -209,7 +209,7 @@ pub(crate) fn drain(inner: &Inner, m: Ix) -> Result<(), PoolError> {
         if ids.is_empty() {
             // Moves committed by other movers may still owe the drop of this member's copy.
             let member = &inner.members()[usize::from(m)];
-            while member.pending_drops.load(Ordering::Acquire) > 0 {
+            while member.moves.load(Ordering::SeqCst) > 0 {
                 std::thread::sleep(Duration::from_micros(100));
             }
             return Ok(());
@@ -338,8 +338,13 @@ fn fix(inner: &Inner, id: ObjectId) -> Fix {
             std::thread::sleep(Duration::from_micros(200));
             continue;
         };
-        let (step, orphan) = step(inner, id, &e);
+        let (step, orphan, target) = step(inner, id, &e);
         release(inner, id, orphan, e.is_table());
+        if let Some(t) = target {
+            inner.members()[usize::from(t)]
+                .moves
+                .fetch_sub(1, Ordering::AcqRel);
+        }
         match step {
             Step::Again => continue,
             Step::Finished(f) => return f,
@@ -354,9 +359,9 @@ enum Step {
     Finished(Fix),
 }
 
-/// One copy or drop on a claimed entry `e`; returns the outcome and a member holding a copy that
-/// did not get into the entry.
-fn step(inner: &Inner, id: ObjectId, e: &Entry) -> (Step, Option<Ix>) {
+/// One copy or drop on a claimed entry `e`; returns the outcome, a member holding a copy that
+/// did not get into the entry, and the member copied to (its `moves` count was raised).
+fn step(inner: &Inner, id: ObjectId, e: &Entry) -> (Step, Option<Ix>, Option<Ix>) {
     let want = inner.cfg.redundancy.copies();
     let members = inner.members();
     let st = |m: Ix| members[usize::from(m)].state();
@@ -373,12 +378,12 @@ fn step(inner: &Inner, id: ObjectId, e: &Entry) -> (Step, Option<Ix>) {
         .filter(|&m| st(m) == MemberState::Draining)
         .collect();
     if live.is_empty() && draining.is_empty() {
-        return (Step::Finished(Fix::Lost), None);
+        return (Step::Finished(Fix::Lost), None, None);
     }
     let gone = e.members().iter().copied().find(|&m| !st(m).serves());
     let from = gone.or(draining.first().copied());
     if from.is_none() && live.len() >= want {
-        return (Step::Finished(Fix::Done), None);
+        return (Step::Finished(Fix::Done), None, None);
     }
     if let Some(f) = from
         && live.len() >= want
@@ -387,7 +392,7 @@ fn step(inner: &Inner, id: ObjectId, e: &Entry) -> (Step, Option<Ix>) {
         if commit(inner, id, e, f, |e| e.remove(f)) {
             drop_moved(&members[usize::from(f)], id, e.is_table());
         }
-        return (Step::Again, None);
+        return (Step::Again, None, None);
     }
     // Copy from a live replica (a draining one if need be) to a new member.
     let mut copy = None;
@@ -404,7 +409,7 @@ fn step(inner: &Inner, id: ObjectId, e: &Entry) -> (Step, Option<Ix>) {
         }
     }
     let Some(copy) = copy else {
-        return (Step::Finished(Fix::Raced), None);
+        return (Step::Finished(Fix::Raced), None, None);
     };
     let bytes = copy.bytes();
     let Some(&t) = choose(&members, e.members(), 1, bytes, &inner.dice).first() else {
@@ -416,20 +421,25 @@ fn step(inner: &Inner, id: ObjectId, e: &Entry) -> (Step, Option<Ix>) {
                 inner.repair.dropped.fetch_add(1, Ordering::Relaxed);
                 drop_moved(&members[usize::from(f)], id, e.is_table());
             }
-            return (Step::Again, None);
+            return (Step::Again, None, None);
         }
-        return (Step::Finished(Fix::NoRoom), None);
+        return (Step::Finished(Fix::NoRoom), None, None);
     };
     let target = &members[usize::from(t)];
+    target.moves.fetch_add(1, Ordering::SeqCst);
+    // A drain that started meanwhile either sees this move counted or is seen here.
+    if !target.takes_new() {
+        return (Step::Again, None, Some(t));
+    }
     match write_copy(target, id, &copy) {
         Ok(()) => {}
         Err(err) if is_member_failure(&err) => {
             inner.mark_down(t, &err);
-            return (Step::Again, None);
+            return (Step::Again, None, Some(t));
         }
         Err(err) => {
             tracing::debug!(id, member = %target.name, error = %err, "repair copy refused");
-            return (Step::Finished(Fix::NoRoom), Some(t));
+            return (Step::Finished(Fix::NoRoom), Some(t), Some(t));
         }
     }
     let committed = match from {
@@ -437,7 +447,7 @@ fn step(inner: &Inner, id: ObjectId, e: &Entry) -> (Step, Option<Ix>) {
         None => commit(inner, id, e, Ix::MAX, |e| e.push(t)),
     };
     if !committed {
-        return (Step::Again, Some(t));
+        return (Step::Again, Some(t), Some(t));
     }
     let r = &inner.repair;
     r.copies.fetch_add(1, Ordering::Relaxed);
@@ -447,7 +457,7 @@ fn step(inner: &Inner, id: ObjectId, e: &Entry) -> (Step, Option<Ix>) {
     }
     // The bandwidth limit is paid after the copy, outside the claim.
     inner.repair.take(bytes);
-    (Step::Again, None)
+    (Step::Again, None, Some(t))
 }
 
 /// Ends a claim on `id`: drops the copy on `orphan` unless it got into the entry, removes an
@@ -479,7 +489,7 @@ fn drop_moved(m: &Member, id: ObjectId, table: bool) {
     if m.serves() {
         drop_copy(m, id, table);
     }
-    m.pending_drops.fetch_sub(1, Ordering::AcqRel);
+    m.moves.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// Applies `f` to the claimed entry of `id` if no write started or ended since `seen` was read,
@@ -513,7 +523,7 @@ fn commit(
     next.ver = next.ver.wrapping_add(1);
     *e = next;
     if let Some(m) = members.get(usize::from(leaving)) {
-        m.pending_drops.fetch_add(1, Ordering::AcqRel);
+        m.moves.fetch_add(1, Ordering::AcqRel);
     }
     true
 }
