@@ -39,11 +39,20 @@ const TABLE_WRITE: WriteKind = WriteKind {
     table: true,
 };
 
-/// Runs `f` for each `(member, work)` group in parallel (the first group in the calling thread)
-/// and returns the results in group order.
+/// Writes the items at the given indices to one member.
+type SendFn<'a> = dyn Fn(&dyn Backend, &[usize]) -> Result<(), BackendError> + Sync + 'a;
+
+/// Work below this many bytes in a single item goes to its members one after another: starting
+/// a thread costs more than the call to an in-process member and about as much as one round
+/// trip to a server.
+const PARALLEL_BYTES: usize = 16 << 10;
+
+/// Runs `f` for each `(member, work)` group and returns the results in group order: in parallel
+/// when `parallel` (the first group in the calling thread), else one after another.
 pub(crate) fn fan_out<T: Send, R: Send>(
     members: &[Arc<Member>],
     groups: Vec<(Ix, T)>,
+    parallel: bool,
     f: &(dyn Fn(&Member, T) -> R + Sync),
 ) -> Vec<(Ix, R)> {
     let run = |ix: Ix, work: T| {
@@ -53,7 +62,7 @@ pub(crate) fn fan_out<T: Send, R: Send>(
         m.inflight.fetch_sub(1, Ordering::Relaxed);
         (ix, r)
     };
-    if groups.len() <= 1 {
+    if groups.len() <= 1 || !parallel {
         return groups.into_iter().map(|(ix, w)| run(ix, w)).collect();
     }
     std::thread::scope(|s| {
@@ -207,7 +216,7 @@ impl Inner {
         &self,
         items: &[(ObjectId, usize)],
         kind: WriteKind,
-        send: &(dyn Fn(&dyn Backend, &[usize]) -> Result<(), BackendError> + Sync),
+        send: &SendFn<'_>,
     ) -> Result<(), BackendError> {
         let mut pending: Vec<usize> = (0..items.len()).collect();
         let mut attempts = 0;
@@ -241,7 +250,8 @@ impl Inner {
                 .filter(|(_, g)| !g.is_empty())
                 .map(|(m, g)| (m as Ix, g))
                 .collect();
-            let results = fan_out(&members, work, &|m, idx: Vec<usize>| {
+            let parallel = targets.len() > 1 || items[targets[0].0].1 >= PARALLEL_BYTES;
+            let results = fan_out(&members, work, parallel, &|m, idx: Vec<usize>| {
                 send(&*m.backend, &idx)
             });
             let mut outcome: Vec<Option<&BackendError>> = vec![None; members.len()];
@@ -496,7 +506,7 @@ impl Backend for PoolBackend {
                 .filter(|(_, g)| !g.is_empty())
                 .map(|(m, g)| (m as Ix, g))
                 .collect();
-            let results = fan_out(&members, work, &|m, idx: Vec<usize>| {
+            let results = fan_out(&members, work, true, &|m, idx: Vec<usize>| {
                 let want: Vec<ObjectId> = idx.iter().map(|&i| ids[i]).collect();
                 (m.backend.get_many(&want), idx)
             });
@@ -579,7 +589,9 @@ impl Backend for PoolBackend {
             .map(|(m, g)| (m as Ix, g))
             .collect();
         let mut first_err = None;
-        for (ix, r) in fan_out(&members, work, &|m, g: Vec<ObjectId>| m.backend.free(&g)) {
+        for (ix, r) in fan_out(&members, work, ids.len() > 1, &|m, g: Vec<ObjectId>| {
+            m.backend.free(&g)
+        }) {
             match r {
                 Err(e) if is_member_failure(&e) => inner.mark_down(ix, &e),
                 Err(e) => {
