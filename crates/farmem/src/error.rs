@@ -25,7 +25,7 @@ pub enum ErrorKind {
     LocalHeapExhausted,
     /// The memory servers (or the embedded store) are full.
     OutOfCapacity,
-    /// A memory server could not be reached.
+    /// A memory server could not be reached, or every server holding an object is down.
     Unreachable,
     /// The connection to a memory server, or its session, was lost.
     Disconnected,

@@ -107,6 +107,24 @@ pub enum BackendError {
     /// Invalid configuration (no servers, bad address, ...).
     #[error("invalid backend configuration: {0}")]
     Config(String),
+    /// Every server holding the object is down (a pool without enough redundancy lost it, or
+    /// lost it for now); other objects are unaffected.
+    #[error("object {id:#x} unavailable: its memory servers are down ({servers})")]
+    Unavailable {
+        /// The object.
+        id: ObjectId,
+        /// The servers that held it, comma-separated.
+        servers: String,
+    },
+    /// A copy of another backend error (errors are not `Clone`: a pool reports one member's
+    /// refusal to every request it concerns): its kind, and its text with its causes.
+    #[error("{message}")]
+    Copied {
+        /// The original's kind.
+        kind: ErrorKind,
+        /// The original's message and causes.
+        message: String,
+    },
     /// A failure of a user-implemented [`Backend`](super::Backend) that fits no other variant.
     #[error("backend failed")]
     Custom(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -120,7 +138,7 @@ impl BackendError {
             Self::OutOfCapacity { .. } => ErrorKind::OutOfCapacity,
             Self::SizeMismatch { .. } => ErrorKind::TypeMismatch,
             Self::TooLarge { .. } => ErrorKind::LimitExceeded,
-            Self::Unreachable { .. } => ErrorKind::Unreachable,
+            Self::Unreachable { .. } | Self::Unavailable { .. } => ErrorKind::Unreachable,
             Self::Disconnected { cause, .. } => cause.kind(),
             Self::AuthRefused { .. } => ErrorKind::Refused,
             Self::VersionMismatch { .. } | Self::Protocol(_) => ErrorKind::ProtocolViolation,
@@ -129,6 +147,7 @@ impl BackendError {
             Self::RemoteAgent { code, .. } => ErrorKind::of_agent_code(*code),
             Self::Store(e) => ErrorKind::of_store(e),
             Self::Config(_) => ErrorKind::Config,
+            Self::Copied { kind, .. } => *kind,
             Self::Custom(_) => ErrorKind::Internal,
         }
     }
@@ -156,6 +175,9 @@ pub enum DisconnectCause {
     /// The server answered a connection-level error before any request.
     #[error("the server rejected the connection")]
     Server(#[source] Arc<BackendError>),
+    /// A fault injected by [`FaultyBackend`](super::FaultyBackend) (a server taken down).
+    #[error("injected fault: server down")]
+    Injected,
     /// The server refused the connection or is shutting down (`code` is the wire error code,
     /// `message` the server's text).
     #[error("the server ended the session ({code}): {message}")]
@@ -175,7 +197,9 @@ impl DisconnectCause {
         match self {
             Self::Corrupt(_) | Self::BadAnswer(_) => ErrorKind::ProtocolViolation,
             Self::Server(e) => e.kind(),
-            Self::Io(_) | Self::Closed | Self::Refused { .. } => ErrorKind::Disconnected,
+            Self::Io(_) | Self::Closed | Self::Refused { .. } | Self::Injected => {
+                ErrorKind::Disconnected
+            }
         }
     }
 }
@@ -187,6 +211,12 @@ pub enum ProtocolError {
     /// A frame or message body could not be decoded.
     #[error("undecodable frame or body")]
     Wire(#[from] farmem_proto::FrameError),
+    /// An agent answer could not be decoded.
+    #[error("undecodable agent answer")]
+    Agent(#[from] farmem_proto::agent::AgentDecodeError),
+    /// No replica of a pool answered a request that needs one.
+    #[error("no replica answered")]
+    NoReplicaAnswered,
     /// An answer of the wrong type for its request.
     #[error("unexpected answer {answer}")]
     UnexpectedAnswer {
