@@ -46,7 +46,7 @@ mod sys;
 pub use backend::{Backend, BackendError, EmbeddedStore, ObjectId, StoreStats};
 pub use bytemuck::{self, Pod, Zeroable};
 pub use config::{BackendConfig, RuntimeConfig};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 #[doc(hidden)]
 pub use runtime::test_support;
 pub use runtime::{Far, FarBox, FarPtr, FarSlice, Runtime, Scope, Stats};

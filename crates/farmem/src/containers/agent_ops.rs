@@ -56,13 +56,7 @@ pub(crate) fn agent_ids(rt: &Runtime, n: usize) -> Result<ObjectId> {
 /// ([`Stats::agent_bytes_sent`](crate::Stats::agent_bytes_sent) and `agent_bytes_received`).
 pub(crate) fn call(rt: &Runtime, route: ObjectId, opn: u16, args: &[u8]) -> Result<Vec<u8>> {
     rt.count_agent_traffic(args.len(), 0);
-    let out = rt
-        .backend()
-        .compute(route, opn, args)
-        .map_err(|e| match e {
-            crate::BackendError::Compute(m) => ContainerError::Agent(m),
-            other => other.into(),
-        })?;
+    let out = rt.backend().compute(route, opn, args)?;
     rt.count_agent_traffic(0, out.len());
     Ok(out)
 }
@@ -491,7 +485,8 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// `out[i] = self[idx[i]]`, as a new far vector.
     ///
     /// # Errors
-    /// [`ContainerError::Agent`] for an index out of bounds; the runtime's error.
+    /// An error of kind [`ErrorKind::OutOfBounds`](crate::ErrorKind) for an index out of bounds;
+    /// the runtime's error.
     pub fn gather(&self, idx: &FarVec<u64>, mode: Offload) -> Result<FarVec<T>> {
         let out = out_spec(&self.rt, self.chunk_len, idx.len())?;
         let args = GatherArgs {
@@ -513,7 +508,8 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// The distinct values, ascending (total order for floats).
     ///
     /// # Errors
-    /// [`ContainerError::Agent`] when there are more than `limit`; the runtime's error.
+    /// An error of kind [`ErrorKind::TooManyGroups`](crate::ErrorKind) when there are more than
+    /// `limit`; the runtime's error.
     pub fn unique(&self, limit: u32, mode: Offload) -> Result<Vec<T>> {
         let args = UniqueArgs {
             vec: self.vec_ref(),
@@ -557,7 +553,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// aggregates of the `values` at the same positions.
     ///
     /// # Errors
-    /// [`ContainerError::Invalid`] for columns of different lengths; [`ContainerError::Agent`]
+    /// [`ContainerError::Invalid`] for columns of different lengths; kind `TooManyGroups`
     /// for more than `limit` groups; the runtime's error.
     pub fn group_by<V: Primitive + Send + Sync>(
         &self,
@@ -629,7 +625,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     ///
     /// # Errors
     /// [`ContainerError::Invalid`] when `T` is not the expression's output type, or for the wrong
-    /// number of inputs; [`ContainerError::Agent`] for inputs of the wrong type or different
+    /// number of inputs; the kernel's error for inputs of the wrong type or different
     /// lengths; the runtime's error.
     pub fn derive(
         rt: &Runtime,
@@ -673,7 +669,8 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     ///
     /// # Errors
     /// [`ContainerError::Invalid`] for an operand outside the mask's domain;
-    /// [`ContainerError::Agent`] for vectors of different lengths or more than `limit` groups;
+    /// kind `LengthMismatch` for vectors of different lengths, `TooManyGroups` for more than
+    /// `limit` groups;
     /// the runtime's error.
     pub fn group_by_where<V: Primitive + Send + Sync>(
         &self,
@@ -753,7 +750,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::RuntimeConfig;
+    use crate::{ErrorKind, RuntimeConfig};
     use farmem_proto::agent::{Cmp, Scalar};
 
     fn rt() -> Runtime {
@@ -848,14 +845,24 @@ mod tests {
                 FarVec::<f64>::derive(&rt, Expr::Diff, &[a.agent_input(), a.agent_input()], mode);
             assert!(matches!(e, Err(ContainerError::Invalid(_))), "{mode:?}");
             // Different lengths, wrong domain, wrong arity.
+            // (The kernel's verdict, the same through the agent and locally.)
+            fn rejected<T>(e: Result<T>) -> bool {
+                let k = e.map(|_| ()).map_err(|e| e.kind());
+                matches!(
+                    k,
+                    Err(ErrorKind::InvalidArgument
+                        | ErrorKind::LengthMismatch
+                        | ErrorKind::TypeMismatch)
+                )
+            }
             let e =
                 FarVec::<i64>::derive(&rt, Expr::Diff, &[a.agent_input(), b.agent_input()], mode);
-            assert!(matches!(e, Err(ContainerError::Agent(_))), "{mode:?}");
+            assert!(rejected(e), "{mode:?}");
             let e = FarVec::<u8>::derive(&rt, Expr::Hour, &[f.agent_input()], mode);
-            assert!(matches!(e, Err(ContainerError::Agent(_))), "{mode:?}");
+            assert!(rejected(e), "{mode:?}");
             let e =
                 FarVec::<u8>::derive(&rt, Expr::Hour, &[a.agent_input(), a.agent_input()], mode);
-            assert!(matches!(e, Err(ContainerError::Agent(_))), "{mode:?}");
+            assert!(rejected(e), "{mode:?}");
             let e = FarVec::<u8>::derive(&rt, Expr::Hour, &[], mode);
             assert!(matches!(e, Err(ContainerError::Invalid(_))), "{mode:?}");
             // Mask of another length; operand outside the mask's domain.
@@ -866,7 +873,11 @@ mod tests {
                 8,
                 mode,
             );
-            assert!(matches!(e, Err(ContainerError::Agent(_))), "{mode:?}");
+            assert_eq!(
+                e.map(|_| ()).map_err(|e| e.kind()),
+                Err(ErrorKind::LengthMismatch),
+                "{mode:?}"
+            );
             let e = a.group_by_where(
                 &a,
                 &f.agent_input(),

@@ -28,7 +28,7 @@ pub(crate) struct Evacuation<'a> {
     pub(crate) frees: &'a FreeQueue,
     pub(crate) counters: &'a CounterSet,
     /// Where a failed write-back is recorded, for allocations that give up.
-    pub(crate) last_error: &'a Mutex<Option<String>>,
+    pub(crate) last_error: &'a Mutex<Option<std::sync::Arc<crate::BackendError>>>,
     /// The runtime's number (names its evacuators in the grace-period handshake).
     pub(crate) runtime: u64,
     /// Largest write-back batch in bytes.
@@ -345,7 +345,7 @@ impl Round<'_> {
             }
             Err(e) => {
                 tracing::warn!("write-back of {} objects failed: {e}", batch.len());
-                *self.ev.last_error.lock() = Some(e.to_string());
+                *self.ev.last_error.lock() = Some(std::sync::Arc::new(e));
                 for (m, w) in &batch {
                     if let Some(slot) = self.ev.slots.get(m.slot) {
                         slot.store(w.unmarked());

@@ -88,7 +88,7 @@ pub(crate) struct Inner {
     signal: Arc<Signal>,
     frees: FreeQueue,
     /// The last evacuation failure, reported by allocations that give up.
-    last_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<Arc<crate::BackendError>>>,
     /// Process-unique number (see [`NEXT_RUNTIME`]).
     number: u64,
     high_bytes: usize,
@@ -128,8 +128,9 @@ impl Runtime {
     ///
     /// # Errors
     /// [`Error::BudgetTooSmall`] / [`Error::Config`] for a bad configuration,
-    /// [`Error::Backend`] when the servers cannot be reached, [`Error::Config`] when the local
-    /// heap cannot be reserved or the process has made too many runtimes.
+    /// [`Error::Backend`] when the servers cannot be reached, [`Error::System`] when the local
+    /// heap cannot be reserved or an evacuator thread cannot start, [`Error::Config`] when the
+    /// process has made too many runtimes.
     pub fn new(cfg: RuntimeConfig) -> Result<Self> {
         cfg.validate()?;
         let number = NEXT_RUNTIME.fetch_add(1, Ordering::Relaxed);
@@ -143,6 +144,11 @@ impl Runtime {
             BackendConfig::Embedded => Arc::new(EmbeddedStore::new()),
             BackendConfig::Custom(b) => b.clone(),
             BackendConfig::Servers { addrs, token } => connect_servers(addrs, token)?,
+            BackendConfig::Pool {
+                addrs,
+                token,
+                replicas,
+            } => BackendConfig::connect_pool(addrs, token, *replicas)?,
         };
         let heap = Heap::new(
             cfg.local_budget,
@@ -151,7 +157,10 @@ impl Runtime {
             cfg.lanes,
             cfg.evacuator_threads,
         )
-        .map_err(|e| Error::Config(format!("cannot reserve the local heap: {e}")))?;
+        .map_err(|source| Error::System {
+            what: "reserve the local heap",
+            source,
+        })?;
         let budget = cfg.local_budget as f64;
         let inner = Arc::new(Inner {
             backend,
@@ -174,7 +183,10 @@ impl Runtime {
             std::thread::Builder::new()
                 .name(format!("farmem-evac-{i}"))
                 .spawn(move || evacuator_main(weak, signal, i))
-                .map_err(|e| Error::Config(format!("cannot start evacuator thread: {e}")))?;
+                .map_err(|source| Error::System {
+                    what: "start an evacuator thread",
+                    source,
+                })?;
         }
         Ok(Self { inner })
     }
