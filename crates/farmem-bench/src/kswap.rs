@@ -552,7 +552,7 @@ mod tests {
     #[test]
     fn child_runs_inside_the_cgroup_and_everything_is_removed() {
         if let Err(why) = available() {
-            eprintln!("skipping kernel-swap test: {why}");
+            crate::test_support::skip_or_fail(&format!("kernel swap: {why}"));
             return;
         }
         let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -580,7 +580,7 @@ mod tests {
     #[test]
     fn failed_child_start_still_cleans_up() {
         if let Err(why) = available() {
-            eprintln!("skipping kernel-swap test: {why}");
+            crate::test_support::skip_or_fail(&format!("kernel swap: {why}"));
             return;
         }
         let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

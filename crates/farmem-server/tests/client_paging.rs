@@ -1,5 +1,8 @@
 //! PagedRegion: data integrity beyond the budget, concurrent faults, cache-line write-back.
-//! Every test skips (passes with a message) where userfaultfd paging is unavailable.
+//! Every test skips (passes with a message) where userfaultfd paging is unavailable, and fails
+//! instead when `FARMEM_REQUIRE_PRIVILEGED` is set, as in CI.
+
+mod support;
 
 use std::sync::Arc;
 
@@ -12,7 +15,7 @@ fn skip() -> bool {
     match paging::available() {
         Ok(()) => false,
         Err(e) => {
-            eprintln!("skipping paging test: {e}");
+            support::skip_or_fail(&format!("paging: {e}"));
             true
         }
     }
@@ -308,11 +311,26 @@ fn unprivileged_creation_is_a_typed_error() {
     let unpriv =
         std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd").unwrap_or_default();
     if !is_root || unpriv.trim() != "0" {
-        eprintln!("skipping: needs root and vm.unprivileged_userfaultfd = 0");
+        support::skip_or_fail("needs root and vm.unprivileged_userfaultfd = 0");
         return;
     }
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
+    // The test binary may sit where `nobody` cannot reach it (a checkout under /root): run a
+    // copy from a fresh directory that everyone may read.
+    let dir = std::env::temp_dir().join(format!("farmem-unpriv-{}", std::process::id()));
+    let exe = dir.join("client_paging");
+    let copied = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::copy(std::env::current_exe()?, &exe))
+        .and_then(|_| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+            std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755))
+        });
+    if let Err(e) = copied {
+        let _ = std::fs::remove_dir_all(&dir);
+        panic!("copying the test binary to {}: {e}", dir.display());
+    }
+    let out = std::process::Command::new(&exe)
+        .current_dir(&dir)
         .args([
             "--exact",
             "unprivileged_creation_is_a_typed_error",
@@ -322,6 +340,7 @@ fn unprivileged_creation_is_a_typed_error() {
         .uid(65534)
         .gid(65534)
         .output();
+    let _ = std::fs::remove_dir_all(&dir);
     match out {
         Ok(out) => {
             let stdout = String::from_utf8_lossy(&out.stdout);
@@ -332,7 +351,6 @@ fn unprivileged_creation_is_a_typed_error() {
             );
             assert!(stdout.contains("CHILD-SAW-UNSUPPORTED"), "{stdout}");
         }
-        // E.g. the test binary is not readable by `nobody`.
-        Err(e) => eprintln!("skipping: cannot run as nobody: {e}"),
+        Err(e) => support::skip_or_fail(&format!("cannot run as nobody: {e}")),
     }
 }
