@@ -19,6 +19,8 @@ use farmem::paging::{
 };
 use farmem::{Backend, EmbeddedStore, FarSlice, Runtime, RuntimeConfig};
 use farmem_server::{Server, ServerConfig};
+use rand::rngs::SmallRng;
+use rand::{Rng, RngExt, SeedableRng};
 
 use crate::kswap;
 
@@ -163,16 +165,9 @@ struct Phases {
     checksum: u64,
 }
 
-/// A deterministic xorshift generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
+/// The access stream's generator: seeded, so every mode makes the same accesses.
+fn access_rng() -> SmallRng {
+    SmallRng::seed_from_u64(0xDEAD_BEEF_1234_5678)
 }
 
 /// Memory the workload runs on.
@@ -203,11 +198,11 @@ fn workload(mem: &mut dyn Words, ops: usize) -> Phases {
     }
     let populate_s = t.elapsed().as_secs_f64();
     mem.between("populate");
-    let mut rng = Rng(0xDEAD_BEEF_1234_5678);
+    let mut rng = access_rng();
     let mut checksum = 0u64;
     let t = Instant::now();
     for _ in 0..ops {
-        let i = rng.next() as usize % n;
+        let i = rng.random_range(0..n);
         // SAFETY: as above.
         checksum = checksum.wrapping_add(unsafe { p.add(i).read_volatile() });
     }
@@ -215,7 +210,7 @@ fn workload(mem: &mut dyn Words, ops: usize) -> Phases {
     mem.between("reads");
     let t = Instant::now();
     for _ in 0..ops {
-        let r = rng.next();
+        let r = rng.next_u64();
         let i = r as usize % n;
         // SAFETY: as above.
         unsafe { p.add(i).write_volatile(r) };
@@ -378,13 +373,13 @@ fn object_mode(
         chunks.push(chunk);
     }
     let populate_s = t.elapsed().as_secs_f64();
-    let mut rng = Rng(0xDEAD_BEEF_1234_5678);
+    let mut rng = access_rng();
     let mut checksum = 0u64;
     let t = Instant::now();
     {
         let mut s = rt.scope();
         for op in 0..ops {
-            let i = rng.next() as usize % n;
+            let i = rng.random_range(0..n);
             checksum = checksum.wrapping_add(chunks[i / cw].read(&s)?[i % cw]);
             if op % 64 == 63 {
                 s.renew();
@@ -396,7 +391,7 @@ fn object_mode(
     {
         let mut s = rt.scope();
         for op in 0..ops {
-            let r = rng.next();
+            let r = rng.next_u64();
             let i = r as usize % n;
             chunks[i / cw].write(&s)?[i % cw] = r;
             if op % 64 == 63 {

@@ -10,6 +10,8 @@ use farmem::backend::{TcpBackend, TcpConfig};
 use farmem::paging::{self, PAGE_SIZE, PagedRegion, PagingConfig, WriteBack};
 use farmem::{Backend, EmbeddedStore};
 use farmem_server::{Server, ServerConfig};
+use rand::rngs::SmallRng;
+use rand::{Rng, RngExt, SeedableRng};
 
 fn skip() -> bool {
     match paging::available() {
@@ -18,17 +20,6 @@ fn skip() -> bool {
             support::skip_or_fail(&format!("paging: {e}"));
             true
         }
-    }
-}
-
-/// A small xorshift generator: deterministic, no dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }
 
@@ -43,11 +34,11 @@ fn random_reads_and_writes_match_a_shadow_copy_at_4x_the_budget() {
     let region = PagedRegion::new(len, store.clone(), PagingConfig::new(budget)).unwrap();
     let p = region.as_ptr();
     let mut shadow = vec![0u8; len];
-    let mut rng = Rng(0x9E37_79B9);
+    let mut rng = SmallRng::seed_from_u64(0x9E37_79B9);
     for i in 0..200_000 {
-        let off = (rng.next() as usize) % (len - 8);
+        let off = rng.random_range(0..len - 8);
         if i % 3 == 0 {
-            let v = rng.next().to_le_bytes();
+            let v = rng.next_u64().to_le_bytes();
             // SAFETY: `off + 8 <= len`, the region is alive.
             unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), p.add(off), 8) };
             shadow[off..off + 8].copy_from_slice(&v);
@@ -105,9 +96,9 @@ fn threads_faulting_at_once_see_their_own_writes() {
                         // SAFETY: each thread writes only its own slice of the live region.
                         unsafe { ((start + w * 8) as *mut u64).write(v) };
                     }
-                    let mut rng = Rng(t as u64 + 1);
+                    let mut rng = SmallRng::seed_from_u64(t as u64 + 1);
                     for _ in 0..20_000 {
-                        let w = rng.next() as usize % words;
+                        let w = rng.random_range(0..words);
                         // SAFETY: as above.
                         let got = unsafe { ((start + w * 8) as *const u64).read() };
                         assert_eq!(got, (t as u64) << 48 | round << 32 | w as u64);
