@@ -248,48 +248,31 @@ impl Words for Paged {
     }
 }
 
-/// Flat JSON object writer (figures are numbers or strings).
+/// The figures as a flat JSON object (numbers, `null` for a non-finite one, and strings).
 #[derive(Default)]
-struct Report {
-    entries: Vec<(String, String)>,
-}
+struct Report(serde_json::Map<String, serde_json::Value>);
 
 impl Report {
     fn num(&mut self, key: &str, v: f64) {
-        let v = if v.is_finite() {
-            format!("{v}")
-        } else {
-            "null".into()
-        };
-        self.entries.push((key.into(), v));
+        let v = serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into);
+        self.0.insert(key.into(), v);
+    }
+    fn int(&mut self, key: &str, v: u64) {
+        self.0.insert(key.into(), v.into());
     }
     fn text(&mut self, key: &str, v: &str) {
-        let escaped = v.replace('\\', "\\\\").replace('"', "\\\"");
-        self.entries.push((key.into(), format!("\"{escaped}\"")));
+        self.0.insert(key.into(), v.into());
     }
     fn to_json(&self) -> String {
-        let body: Vec<String> = self
-            .entries
-            .iter()
-            .map(|(k, v)| format!("  \"{k}\": {v}"))
-            .collect();
-        format!("{{\n{}\n}}\n", body.join(",\n"))
+        format!("{:#}\n", serde_json::Value::Object(self.0.clone()))
     }
-}
-
-/// Reads a number from a flat JSON object printed by [`Report::to_json`].
-fn json_num(json: &str, key: &str) -> Option<f64> {
-    let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
-    let rest = json[at..].trim_start();
-    let end = rest.find([',', '\n', '}']).unwrap_or(rest.len());
-    rest[..end].trim().parse().ok()
 }
 
 fn phases_json(r: &mut Report, prefix: &str, p: &Phases) {
     r.num(&format!("{prefix}_populate_s"), p.populate_s);
     r.num(&format!("{prefix}_read_ops_s"), p.read_ops_s);
     r.num(&format!("{prefix}_write_ops_s"), p.write_ops_s);
-    r.num(&format!("{prefix}_read_checksum"), p.checksum as f64);
+    r.int(&format!("{prefix}_read_checksum"), p.checksum);
 }
 
 /// Cost of a zero-fill userfaultfd fault through the pager (no backend I/O), in us: the best
@@ -505,12 +488,20 @@ fn kernel_swap(
         run.output.status,
         String::from_utf8_lossy(&run.output.stderr)
     );
-    let get = |k: &str| json_num(&out, k).with_context(|| format!("child output lacks {k}: {out}"));
+    let figures: serde_json::Value =
+        serde_json::from_str(&out).with_context(|| format!("child output is not JSON: {out}"))?;
+    let get = |k: &str| {
+        figures[k]
+            .as_f64()
+            .with_context(|| format!("child output lacks {k}: {out}"))
+    };
     let p = Phases {
         populate_s: get("local_populate_s")?,
         read_ops_s: get("local_read_ops_s")?,
         write_ops_s: get("local_write_ops_s")?,
-        checksum: get("local_read_checksum")? as u64,
+        checksum: figures["local_read_checksum"]
+            .as_u64()
+            .with_context(|| format!("child output lacks local_read_checksum: {out}"))?,
     };
     phases_json(r, key, &p);
     r.num(&format!("{key}_cgroup_peak_bytes"), run.peak_bytes as f64);
@@ -853,10 +844,15 @@ mod tests {
         r.num("a_b", 1.5);
         r.text("s", "x\"y");
         r.num("c", 42.0);
-        let j = r.to_json();
-        assert_eq!(json_num(&j, "a_b"), Some(1.5));
-        assert_eq!(json_num(&j, "c"), Some(42.0));
-        assert_eq!(json_num(&j, "missing"), None);
+        r.num("nan", f64::NAN);
+        r.int("big", u64::MAX);
+        let j: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(j["a_b"].as_f64(), Some(1.5));
+        assert_eq!(j["c"].as_f64(), Some(42.0));
+        assert_eq!(j["s"].as_str(), Some("x\"y"));
+        assert!(j["nan"].is_null());
+        assert_eq!(j["big"].as_u64(), Some(u64::MAX));
+        assert!(j.get("missing").is_none());
     }
 
     #[test]
