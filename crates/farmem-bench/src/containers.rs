@@ -26,10 +26,10 @@ use farmem::containers::{
     FarHashMap, FarVec, HashMapConfig, Offload, agent_traffic, streamed_bytes,
 };
 use farmem::{Backend, Runtime, RuntimeConfig};
-use serde_json::json;
 use rand::SeedableRng;
 use rand::distr::Distribution;
 use rand::rngs::SmallRng;
+use serde_json::json;
 
 use crate::common::{self, TargetServer};
 use crate::zipf::Zipf;

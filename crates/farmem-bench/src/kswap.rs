@@ -401,8 +401,8 @@ impl SigintFlag {
             }
         };
         let interrupted = Arc::new(AtomicBool::new(false));
-        let id = signal_hook::flag::register(SIGINT, interrupted.clone())
-            .map_err(KswapError::Signal)?;
+        let id =
+            signal_hook::flag::register(SIGINT, interrupted.clone()).map_err(KswapError::Signal)?;
         default.store(false, Ordering::SeqCst);
         Ok(Self { interrupted, id })
     }

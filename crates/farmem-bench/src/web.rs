@@ -11,10 +11,10 @@ use std::time::Instant;
 
 use aes::cipher::{KeyIvInit, StreamCipher};
 use anyhow::Context;
-use serde::Serialize;
 use rand::distr::Distribution;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use serde::Serialize;
 
 use crate::modes::{self, Mode, ModeRun};
 use crate::zipf::Zipf;

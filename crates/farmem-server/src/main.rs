@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use farmem_server::{Server, ServerConfig, parse_size};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use farmem_server::{Server, ServerConfig, parse_size};
 
 /// A farmem memory server: keeps clients' far objects in this machine's memory.
 ///
