@@ -427,7 +427,7 @@ impl Drop for SigintFlag {
 /// # Errors
 /// [`KswapError::Unavailable`] if [`available`] fails, [`KswapError::Setup`] if a piece cannot be
 /// created, [`KswapError::Child`] if the child cannot run, [`KswapError::Interrupted`] on Ctrl-C.
-// The documented entry point for callers wanting zram (notes/paging-api.md); the benchmarks
+// The documented entry point for callers wanting zram (see the module docs); the benchmarks
 // in this crate call `run_under` with a device.
 #[cfg_attr(not(test), expect(dead_code))]
 pub fn run_under_swap(
