@@ -82,4 +82,13 @@ pub enum BackendError {
     /// Invalid configuration (no servers, bad address, ...).
     #[error("invalid backend configuration: {0}")]
     Config(String),
+    /// Every server holding the object is down (a pool without enough redundancy lost it, or
+    /// lost it for now); other objects are unaffected.
+    #[error("object {id:#x} unavailable: its memory servers are down ({servers})")]
+    Unavailable {
+        /// The object.
+        id: ObjectId,
+        /// The servers that held it, comma-separated.
+        servers: String,
+    },
 }
