@@ -24,10 +24,13 @@ use anyhow::Context;
 use farmem::backend::{TcpBackend, TcpConfig};
 use farmem::containers::{FarHashMap, FarVec, HashMapConfig, Offload};
 use farmem::{Backend, Runtime, RuntimeConfig};
+use rand::SeedableRng;
+use rand::distr::Distribution;
+use rand::rngs::SmallRng;
 use serde_json::json;
 
 use crate::common::{self, TargetServer};
-use crate::zipf::{SplitMix, Zipf};
+use crate::zipf::Zipf;
 
 /// Options of `farmem-bench containers`.
 #[derive(clap::Args, Debug)]
@@ -231,10 +234,8 @@ fn key_of(r: u64) -> u64 {
 
 fn zipf_keys(n: u64, s: f64, count: u64, seed: u64) -> Vec<u64> {
     let z = Zipf::new(n, s);
-    let mut rng = SplitMix(seed);
-    (0..count)
-        .map(|_| key_of(z.sample(|| rng.unit())))
-        .collect()
+    let mut rng = SmallRng::seed_from_u64(seed);
+    (0..count).map(|_| key_of(z.sample(&mut rng))).collect()
 }
 
 /// Keys/s (and CPU-us per key) of batched server-side table lookups (the map's miss path) in a

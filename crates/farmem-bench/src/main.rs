@@ -13,6 +13,9 @@ mod netswap;
 mod paging;
 mod plot;
 mod taxi;
+#[cfg(test)]
+#[path = "../tests/support/mod.rs"]
+mod test_support;
 mod transport;
 mod web;
 mod zipf;
