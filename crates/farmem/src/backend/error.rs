@@ -79,6 +79,16 @@ pub enum BackendError {
     /// A remote-agent operation was rejected (bad id, wrong type, length mismatch, unknown op).
     #[error("remote operation failed: {0}")]
     Compute(String),
+    /// The server has been declared down (its process is gone, it stopped answering its
+    /// heartbeat, no reconnection succeeded in time, or it lost our session): the objects it
+    /// held are gone, and every request to it fails at once.
+    #[error("memory server {addr} is down: {reason}")]
+    ServerDown {
+        /// Server address.
+        addr: String,
+        /// Why it was declared down.
+        reason: String,
+    },
     /// Invalid configuration (no servers, bad address, ...).
     #[error("invalid backend configuration: {0}")]
     Config(String),

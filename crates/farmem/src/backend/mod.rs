@@ -14,7 +14,7 @@ mod tcp;
 
 pub use embedded::EmbeddedStore;
 pub use error::BackendError;
-pub use tcp::{TcpBackend, TcpConfig, Ticket};
+pub use tcp::{ServerHealth, TcpBackend, TcpConfig, Ticket};
 
 /// A remote-agent operation submitted with [`Backend::submit_compute`]; [`PendingCompute::wait`]
 /// returns its result.
