@@ -322,25 +322,40 @@ impl Round<'_> {
         if res.is_err() && self.inner.flush_frees().is_ok() {
             res = self.inner.backend.put_many(&items);
         }
+        // A server declared down fails the whole batch: write the objects one by one so those
+        // of live servers go out. The objects of a down server are gone with it (a later access
+        // reports `ServerDown`), so they are let go as well instead of filling the heap.
+        let written: Vec<bool> = match &res {
+            Ok(()) => vec![true; items.len()],
+            Err(crate::BackendError::ServerDown { .. }) => items
+                .iter()
+                .map(|&(id, bytes)| {
+                    matches!(
+                        self.inner.backend.put(id, bytes),
+                        Ok(()) | Err(crate::BackendError::ServerDown { .. })
+                    )
+                })
+                .collect(),
+            Err(_) => vec![false; items.len()],
+        };
         drop(items);
-        match res {
-            Ok(()) => {
-                for (m, _) in &batch {
-                    if let Some(slot) = self.inner.slots.get(m.slot) {
-                        self.written += m.len as u64;
-                        self.evict(slot, m);
-                    }
+        if let Err(e) = &res {
+            let kept = written.iter().filter(|w| !**w).count();
+            tracing::warn!("write-back of {} objects failed ({kept} kept): {e}", batch.len());
+            *self.inner.last_error.lock() = Some(e.to_string());
+        }
+        for ((m, w), ok) in batch.iter().zip(written) {
+            let slot = self.inner.slots.get(m.slot);
+            if ok {
+                if let Some(slot) = slot {
+                    self.written += m.len as u64;
+                    self.evict(slot, m);
                 }
-            }
-            Err(e) => {
-                tracing::warn!("write-back of {} objects failed: {e}", batch.len());
-                *self.inner.last_error.lock() = Some(e.to_string());
-                for (m, w) in &batch {
-                    if let Some(slot) = self.inner.slots.get(m.slot) {
-                        slot.word.store(w & !(MOVING | BUSY), Ordering::Release);
-                    }
-                    self.keep(m);
+            } else {
+                if let Some(slot) = slot {
+                    slot.word.store(w & !(MOVING | BUSY), Ordering::Release);
                 }
+                self.keep(m);
             }
         }
     }
