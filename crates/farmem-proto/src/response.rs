@@ -256,12 +256,9 @@ impl<'a> Response<'a> {
                         resume,
                     })
                 }
-                Op::Put
-                | Op::PutMany
-                | Op::Patch
-                | Op::Free
-                | Op::Ping
-                | Op::CloseSession => Response::Done,
+                Op::Put | Op::PutMany | Op::Patch | Op::Free | Op::Ping | Op::CloseSession => {
+                    Response::Done
+                }
                 Op::Get | Op::Compute => Response::Data(std::mem::take(&mut c.rest)),
                 Op::GetMany => {
                     let count = c.u32().ok_or_else(short)? as usize;

@@ -185,7 +185,14 @@ fn hello(
         resume,
     } = *req
     else {
-        return Err(refuse(wbuf, op, req_id, ErrorCode::Malformed, 0, "not a hello"));
+        return Err(refuse(
+            wbuf,
+            op,
+            req_id,
+            ErrorCode::Malformed,
+            0,
+            "not a hello",
+        ));
     };
     if session.is_some() {
         return Err(refuse(
@@ -221,7 +228,14 @@ fn hello(
             Ok(s) => s,
             Err(crate::server::JoinRefused) => {
                 let msg = "unknown or expired session, or wrong resume secret";
-                return Err(refuse(wbuf, op, req_id, ErrorCode::SessionRefused, key, msg));
+                return Err(refuse(
+                    wbuf,
+                    op,
+                    req_id,
+                    ErrorCode::SessionRefused,
+                    key,
+                    msg,
+                ));
             }
         }
     };

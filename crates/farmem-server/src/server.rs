@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -234,7 +234,8 @@ impl Server {
 
 /// Frees expired sessions, checking a few times per lease (at most every second).
 fn reap_loop(shared: &Shared) {
-    let period = (shared.config.session_lease / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
+    let period =
+        (shared.config.session_lease / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
     loop {
         shared.reap(Instant::now());
         let mut map = shared.sessions.lock();

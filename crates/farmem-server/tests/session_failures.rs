@@ -32,7 +32,9 @@ fn a_killed_server_of_three_takes_only_its_own_objects() {
     let killed_at = Instant::now();
     servers[dead].kill9();
     // The idle backend learns it from the heartbeat.
-    let detected = wait_until("kill detection", Duration::from_secs(20), || b.is_down(dead));
+    let detected = wait_until("kill detection", Duration::from_secs(20), || {
+        b.is_down(dead)
+    });
     println!("killed server detected after {detected:?} (idle client)");
     let _ = killed_at;
     let health = b.server_health();
@@ -84,11 +86,15 @@ fn a_frozen_server_is_detected_by_the_heartbeat() {
     b.put(id, b"frozen").unwrap();
     b.put(other, b"alive").unwrap();
     servers[0].freeze();
-    let (b, took) = watchdog("a read from a frozen server", Duration::from_secs(30), move || {
-        let e = b.get(id).unwrap_err();
-        assert_eq!(down_addr(&e), Some(addrs[0].as_str()), "{e}");
-        b
-    });
+    let (b, took) = watchdog(
+        "a read from a frozen server",
+        Duration::from_secs(30),
+        move || {
+            let e = b.get(id).unwrap_err();
+            assert_eq!(down_addr(&e), Some(addrs[0].as_str()), "{e}");
+            b
+        },
+    );
     println!("a read from the frozen server failed after {took:?}");
     assert!(b.is_down(0) && !b.is_down(1));
     assert_eq!(b.get(other).unwrap(), b"alive");

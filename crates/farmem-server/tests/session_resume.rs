@@ -59,7 +59,10 @@ fn reset_connections_resume_the_session_and_lose_nothing() {
                         items.iter().map(|(i, d)| (*i, d.as_slice())).collect();
                     b.put_many(&refs).unwrap();
                     let tickets: Vec<_> = (32..48u64)
-                        .map(|i| b.submit_put(base + i, &object(base + i, round, 64)).unwrap())
+                        .map(|i| {
+                            b.submit_put(base + i, &object(base + i, round, 64))
+                                .unwrap()
+                        })
                         .collect();
                     for t in tickets {
                         b.wait_done(t).unwrap();
@@ -72,7 +75,11 @@ fn reset_connections_resume_the_session_and_lose_nothing() {
                     };
                     let out = b.compute(w + 1, op::HT_PUT, &put.encode()).unwrap();
                     let vals = HtValues::decode(&out).unwrap();
-                    assert_eq!(vals.values, vec![HtValue::Absent], "round {round} ran twice");
+                    assert_eq!(
+                        vals.values,
+                        vec![HtValue::Absent],
+                        "round {round} ran twice"
+                    );
                     // Every value as written.
                     let ids: Vec<u64> = (0..48).map(|i| base + i).collect();
                     let got = b.get_many(&ids).unwrap();
@@ -142,7 +149,10 @@ fn lease_expiry_frees_a_crashed_clients_objects() {
     });
     println!("objects freed {took:?} after the crash (lease 300 ms)");
     let err = b.get(1).unwrap_err();
-    assert!(matches!(err, farmem::BackendError::ServerDown { .. }), "{err}");
+    assert!(
+        matches!(err, farmem::BackendError::ServerDown { .. }),
+        "{err}"
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! waits for the original to finish and then gets its answer.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -16,17 +17,42 @@ pub const WINDOW_BYTES: usize = 4 << 20;
 /// Answers above this size are not kept (a retry of such a request gets `ReplayUnavailable`).
 pub const MAX_KEPT_ANSWER: usize = 1 << 20;
 
+/// Answers up to this size (every bodiless answer) are kept without an allocation.
+const INLINE: usize = 32;
+
 #[derive(Debug)]
 enum Entry {
     Running,
+    Inline(u8, [u8; INLINE]),
     Done(Box<[u8]>),
     /// Ran, but the answer was too large to keep (or the execution was abandoned).
     Unkept,
 }
 
+/// Request ids are client counters: one multiply-xorshift round spreads them well enough.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        let x = (x ^ (x >> 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = x ^ (x >> 29);
+    }
+}
+
 #[derive(Debug, Default)]
 struct Window {
-    map: HashMap<u64, Entry>,
+    map: HashMap<u64, Entry, BuildHasherDefault<IdHasher>>,
     order: VecDeque<u64>,
     bytes: usize,
 }
@@ -70,10 +96,14 @@ impl Running<'_> {
     /// Records `answer` (the encoded answer frame) for request id of this claim.
     pub fn finish(mut self, answer: &[u8]) {
         self.done = true;
-        let entry = if answer.len() <= MAX_KEPT_ANSWER.min(self.dedup.max_bytes) {
-            Entry::Done(answer.into())
-        } else {
+        let entry = if answer.len() > MAX_KEPT_ANSWER.min(self.dedup.max_bytes) {
             Entry::Unkept
+        } else if answer.len() <= INLINE {
+            let mut a = [0u8; INLINE];
+            a[..answer.len()].copy_from_slice(answer);
+            Entry::Inline(answer.len() as u8, a)
+        } else {
+            Entry::Done(answer.into())
         };
         self.dedup.settle(self.id, entry);
     }
@@ -83,6 +113,17 @@ impl Drop for Running<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.dedup.settle(self.id, Entry::Unkept);
+        }
+    }
+}
+
+impl Entry {
+    /// Answer bytes this entry counts against the window.
+    fn bytes(&self) -> usize {
+        match self {
+            Entry::Inline(n, _) => usize::from(*n),
+            Entry::Done(a) => a.len(),
+            Entry::Running | Entry::Unkept => 0,
         }
     }
 }
@@ -106,6 +147,7 @@ impl Dedup {
                 None => break,
                 Some(Entry::Running) => self.finished.wait(&mut w),
                 Some(Entry::Done(a)) => return Claim::Replay(a.clone()),
+                Some(Entry::Inline(n, a)) => return Claim::Replay(a[..*n as usize].into()),
                 Some(Entry::Unkept) => return Claim::Unkept,
             }
         }
@@ -121,9 +163,7 @@ impl Dedup {
 
     fn settle(&self, id: u64, entry: Entry) {
         let mut w = self.window.lock();
-        if let Entry::Done(a) = &entry {
-            w.bytes += a.len();
-        }
+        w.bytes += entry.bytes();
         w.map.insert(id, entry);
         self.evict(&mut w);
         drop(w);
@@ -143,13 +183,11 @@ impl Dedup {
                     w.order.push_back(id);
                     skipped += 1;
                 }
-                Some(Entry::Done(a)) => {
-                    w.bytes -= a.len();
+                Some(e) => {
+                    w.bytes -= e.bytes();
                     w.map.remove(&id);
                 }
-                _ => {
-                    w.map.remove(&id);
-                }
+                None => {}
             }
         }
     }

@@ -68,7 +68,14 @@ pub fn execute_request(session: &Session, req: &Request<'_>, rid: u64, wbuf: &mu
         Claim::Replay(answer) => wbuf.extend_from_slice(&answer),
         Claim::Unkept => {
             let msg = "this request already ran; its answer was too large to keep";
-            encode_error(wbuf, req.op(), rid, ErrorCode::ReplayUnavailable, [0; 3], msg);
+            encode_error(
+                wbuf,
+                req.op(),
+                rid,
+                ErrorCode::ReplayUnavailable,
+                [0; 3],
+                msg,
+            );
         }
     }
 }

@@ -341,7 +341,10 @@ impl Round<'_> {
         drop(items);
         if let Err(e) = &res {
             let kept = written.iter().filter(|w| !**w).count();
-            tracing::warn!("write-back of {} objects failed ({kept} kept): {e}", batch.len());
+            tracing::warn!(
+                "write-back of {} objects failed ({kept} kept): {e}",
+                batch.len()
+            );
             *self.inner.last_error.lock() = Some(e.to_string());
         }
         for ((m, w), ok) in batch.iter().zip(written) {

@@ -20,8 +20,8 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use farmem_proto::{
-    ErrorCode, ErrorInfo, HEADER_LEN, Header, HelloInfo, MAX_FRAME_BODY, Op, Response,
-    ServerStats, VERSION, begin_frame, decode_frame, finish_frame,
+    ErrorCode, ErrorInfo, HEADER_LEN, Header, HelloInfo, MAX_FRAME_BODY, Op, Response, ServerStats,
+    VERSION, begin_frame, decode_frame, finish_frame,
 };
 use parking_lot::Mutex;
 
@@ -361,7 +361,8 @@ impl Connection {
     /// server refuses the connection or the session, or the deadline passes.
     fn recover(&self, generation: u64) {
         let _guard = self.recovering.lock();
-        if self.generation.load(Ordering::Acquire) != generation || self.state.lock().dead.is_some() {
+        if self.generation.load(Ordering::Acquire) != generation || self.state.lock().dead.is_some()
+        {
             return;
         }
         self.cut();
@@ -376,7 +377,10 @@ impl Connection {
                 return;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.link.handshake(cfg.timeout.min(left.max(Duration::from_millis(10)))) {
+            match self
+                .link
+                .handshake(cfg.timeout.min(left.max(Duration::from_millis(10))))
+            {
                 Ok(ok) => break ok,
                 Err(HandshakeError::Fatal(e)) => {
                     self.link.mark_down(format!("cannot reconnect: {e}"));
@@ -604,7 +608,10 @@ impl Connection {
             }
             match (&*r.stream).read(&mut r.buf[r.end..]) {
                 Ok(0) => break Led::Broken(r.generation),
-                Ok(n) => r.end += n,
+                Ok(n) => {
+                    r.end += n;
+                    self.link.touch();
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
                     if matches!(

@@ -42,6 +42,10 @@ pub(crate) struct Link {
     down: AtomicBool,
     down_reason: Mutex<Option<String>>,
     conns: Mutex<Vec<Weak<Connection>>>,
+    /// When the link was made, and nanoseconds after it of the last bytes received on any of
+    /// its connections (a busy server is not a dead one).
+    born: Instant,
+    last_rx: AtomicU64,
     /// Set (with `stop_cv`) when the backend is dropped: the heartbeat thread exits.
     stop: Mutex<bool>,
     stop_cv: Condvar,
@@ -83,6 +87,8 @@ impl Link {
             down: AtomicBool::new(false),
             down_reason: Mutex::new(None),
             conns: Mutex::new(Vec::new()),
+            born: Instant::now(),
+            last_rx: AtomicU64::new(0),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
         })
@@ -91,6 +97,18 @@ impl Link {
     /// A fresh request id of this session.
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Notes that bytes arrived from the server.
+    pub(crate) fn touch(&self) {
+        let t = self.born.elapsed().as_nanos() as u64;
+        self.last_rx.store(t, Ordering::Relaxed);
+    }
+
+    /// How long ago bytes last arrived from the server.
+    fn quiet_for(&self) -> Duration {
+        let last = Duration::from_nanos(self.last_rx.load(Ordering::Relaxed));
+        self.born.elapsed().saturating_sub(last)
     }
 
     /// Whether the server has been declared down (terminal).
@@ -267,7 +285,7 @@ impl Link {
 
     /// Heartbeat loop: pings the server on its own connection (so long requests on the data
     /// connections never look like a dead server) and declares it down when a ping goes
-    /// unanswered for `detect_after`.
+    /// unanswered for `detect_after` while no other connection heard from it either.
     pub(crate) fn heartbeat(&self, conn: &Connection) {
         let period = self.config.heartbeat;
         loop {
@@ -277,6 +295,11 @@ impl Link {
             let deadline = Instant::now() + self.config.detect_after;
             match conn.ping(deadline) {
                 Ok(()) => {}
+                Err(BackendError::Timeout { .. })
+                    if self.quiet_for() < self.config.detect_after =>
+                {
+                    tracing::debug!(addr = %self.addr, "late heartbeat from a busy server");
+                }
                 Err(BackendError::Timeout { .. }) => {
                     let ms = self.config.detect_after.as_millis();
                     self.mark_down(format!("no answer to a heartbeat within {ms} ms"));

@@ -247,25 +247,9 @@ impl TcpBackend {
         self.servers.get(server).is_some_and(|s| s.link.is_down())
     }
 
-    /// Whether every server has been declared down.
-    pub fn all_down(&self) -> bool {
-        self.servers.iter().all(|s| s.link.is_down())
-    }
-
     /// The server (configuration order) that owns object `id`.
     pub fn server_of_object(&self, id: ObjectId) -> usize {
         self.server_of(id)
-    }
-
-    /// Cuts every connection to server number `server` as a network failure would; they are
-    /// re-established on their next use. For tests of failure handling.
-    #[doc(hidden)]
-    pub fn cut_connections(&self, server: usize) {
-        if let Some(s) = self.servers.get(server) {
-            for c in &s.conns {
-                c.cut();
-            }
-        }
     }
 
     fn deadline(&self) -> Instant {
