@@ -344,12 +344,19 @@ impl<'a> Request<'a> {
         }
     }
 
-    /// Whether executing this request twice has the same effect as once and its answer may be
-    /// recomputed (reads); servers remember the answers of the other requests for retries.
-    pub fn is_read_only(&self) -> bool {
+    /// Whether running this request again (a client resending it after its connection broke)
+    /// is harmless: reads, stores of whole objects with given bytes, and frees. Servers
+    /// remember the answers of the other requests (patches, agent operations) for retries.
+    pub fn is_idempotent(&self) -> bool {
         matches!(
             self,
-            Request::Get { .. } | Request::GetMany { .. } | Request::Stats | Request::Ping
+            Request::Get { .. }
+                | Request::GetMany { .. }
+                | Request::Stats
+                | Request::Ping
+                | Request::Put { .. }
+                | Request::PutMany { .. }
+                | Request::Free { .. }
         )
     }
 

@@ -1,5 +1,6 @@
-//! Retry de-duplication: a session remembers the answers of its most recent non-read requests,
-//! so a request resent after a broken connection is answered once, not executed twice.
+//! Retry de-duplication: a session remembers the answers of its most recent non-idempotent
+//! requests (patches, agent operations), so a request resent after a broken connection is
+//! executed once and answered with the first answer.
 //!
 //! The window is bounded in entries and in answer bytes (oldest finished entries are forgotten
 //! first). A request id that is running on another connection (the original and its retry race)
@@ -57,7 +58,7 @@ struct Window {
     bytes: usize,
 }
 
-/// The answers of a session's most recent non-read requests.
+/// The answers of a session's most recent non-idempotent requests.
 #[derive(Debug)]
 pub struct Dedup {
     window: Mutex<Window>,

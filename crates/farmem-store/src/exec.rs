@@ -50,13 +50,14 @@ fn encode_agent_error(wbuf: &mut Vec<u8>, req_id: u64, e: &AgentError) {
 /// Executes `req` (request id `rid`) against `session` and appends its answer, one frame, to
 /// `wbuf`. Failures are answered with a typed error frame; nothing here fails otherwise.
 ///
-/// A request that is not read-only ([`Request::is_read_only`]) runs at most once per request id
-/// while the id is in the session's window ([`crate::Dedup`]): a retry gets the first answer.
+/// A request that is not idempotent ([`Request::is_idempotent`]: patches, agent operations)
+/// runs at most once per request id while the id is in the session's window
+/// ([`crate::Dedup`]): a retry gets the first answer.
 ///
 /// `Hello` and `Stats` are the caller's: `Hello` is answered with a protocol error here, and
 /// `Stats` with this session's figures only.
 pub fn execute_request(session: &Session, req: &Request<'_>, rid: u64, wbuf: &mut Vec<u8>) {
-    if req.is_read_only() {
+    if req.is_idempotent() {
         return execute_once(session, req, rid, wbuf);
     }
     match session.dedup.claim(rid) {

@@ -17,7 +17,7 @@ pub struct Session {
     pub agent: AgentState,
     /// Threads one large agent operation may use.
     pub agent_threads: usize,
-    /// Answers of the most recent non-read requests, replayed to retries.
+    /// Answers of the most recent non-idempotent requests, replayed to retries.
     pub dedup: Dedup,
 }
 
