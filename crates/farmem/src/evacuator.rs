@@ -339,13 +339,13 @@ impl Round<'_> {
             Err(_) => vec![false; items.len()],
         };
         drop(items);
-        if let Err(e) = &res {
+        if let Err(e) = res {
             let kept = written.iter().filter(|w| !**w).count();
             tracing::warn!(
                 "write-back of {} objects failed ({kept} kept): {e}",
                 batch.len()
             );
-            *self.inner.last_error.lock() = Some(e.to_string());
+            *self.inner.last_error.lock() = Some(std::sync::Arc::new(e));
         }
         for ((m, w), ok) in batch.iter().zip(written) {
             let slot = self.inner.slots.get(m.slot);

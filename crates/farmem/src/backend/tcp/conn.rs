@@ -26,7 +26,9 @@ use farmem_proto::{
 use parking_lot::Mutex;
 
 use super::link::{HandshakeError, Link};
-use crate::backend::BackendError;
+use farmem_store::agent::AgentErrorCode;
+
+use crate::backend::{BackendError, DisconnectCause, ProtocolError};
 
 const READ_BUFFER: usize = 256 << 10;
 const SHRINK_ABOVE: usize = 4 << 20;
@@ -137,16 +139,27 @@ pub(crate) fn error_from(addr: &str, e: &ErrorInfo<'_>) -> BackendError {
             client: VERSION,
             server: u16::try_from(e.a).unwrap_or(u16::MAX),
         },
-        Some(ErrorCode::Compute) => BackendError::Compute(msg),
+        Some(ErrorCode::Compute) => BackendError::RemoteAgent {
+            addr: addr.into(),
+            code: AgentErrorCode::from_code(e.a),
+            message: msg,
+        },
         Some(ErrorCode::Refused | ErrorCode::ShuttingDown) => BackendError::Disconnected {
             addr: addr.into(),
-            reason: msg,
+            cause: DisconnectCause::Refused {
+                code: e.code,
+                message: msg,
+            },
         },
         Some(ErrorCode::SessionRefused) => BackendError::ServerDown {
             addr: addr.into(),
             reason: format!("session lost: {msg}"),
         },
-        _ => BackendError::Protocol(format!("server {addr}: {msg}")),
+        _ => BackendError::Protocol(ProtocolError::ServerError {
+            addr: addr.into(),
+            code: e.code,
+            message: msg,
+        }),
     }
 }
 
@@ -154,15 +167,19 @@ fn decode_reply(
     addr: &str,
     h: &Header,
     body: &[u8],
-) -> Result<Result<Reply, BackendError>, String> {
-    let resp = Response::decode(h.op, h.flags, body).map_err(|e| e.to_string())?;
+) -> Result<Result<Reply, BackendError>, ProtocolError> {
+    let resp = Response::decode(h.op, h.flags, body)?;
     Ok(match resp {
         Response::Done => Ok(Reply::Done),
         Response::Data(d) => Ok(Reply::Data(d.to_vec())),
         Response::Many(list) => Ok(Reply::Many(
             list.iter().map(|o| o.map(<[u8]>::to_vec)).collect(),
         )),
-        Response::Hello(_) => return Err("hello answer to a request".into()),
+        Response::Hello(_) => {
+            return Err(ProtocolError::UnexpectedAnswer {
+                answer: format!("hello answer to a request from {addr}"),
+            });
+        }
         Response::Stats(s) => Ok(Reply::Stats(s)),
         Response::Error(e) => Err(error_from(addr, &e)),
     })
@@ -637,7 +654,7 @@ impl Connection {
     fn dispatch(&self, h: &Header, body: &[u8]) -> Result<(), String> {
         let slot = h.req_id as u32;
         let epoch = (h.req_id >> 32) as u32;
-        let reply = decode_reply(self.addr(), h, body)?;
+        let reply = decode_reply(self.addr(), h, body).map_err(|e| e.to_string())?;
         if h.req_id == 0 {
             // A connection-level refusal sent before any request was read.
             return Err(match reply {

@@ -14,7 +14,7 @@ use farmem_proto::{
 use parking_lot::{Condvar, Mutex};
 
 use super::conn::{Connection, error_from};
-use crate::backend::BackendError;
+use crate::backend::{BackendError, ProtocolError};
 
 /// How a link reconnects and watches its server.
 #[derive(Clone, Debug)]
@@ -225,17 +225,19 @@ impl Link {
                             });
                         }
                         other => {
-                            return Err(HandshakeError::Fatal(BackendError::Protocol(format!(
-                                "server {addr} answered hello with {other:?}"
-                            ))));
+                            return Err(HandshakeError::Fatal(BackendError::Protocol(
+                                ProtocolError::UnexpectedAnswer {
+                                    answer: format!("{other:?} to hello from {addr}"),
+                                },
+                            )));
                         }
                     }
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    return Err(HandshakeError::Fatal(BackendError::Protocol(format!(
-                        "server {addr}: corrupt hello answer: {e}"
-                    ))));
+                    return Err(HandshakeError::Fatal(BackendError::Protocol(
+                        ProtocolError::Wire(e),
+                    )));
                 }
             }
             if Instant::now() >= deadline {
