@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use farmem_server::{Server, ServerConfig, parse_size};
+use farmem_server::{Server, ServerConfig, parse_duration, parse_size};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 /// A farmem memory server: keeps clients' far objects in this machine's memory.
 ///
-/// When a client disconnects, its objects are freed (its process is gone).
+/// A client's objects are freed when it closes its session, or when it has been disconnected
+/// for longer than the session lease (its process is gone).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -33,6 +34,13 @@ struct Args {
     /// Threads one large agent operation may use (default: the cores, at most 4).
     #[arg(long, env = "FARMEM_AGENT_THREADS")]
     agent_threads: Option<usize>,
+    /// How long a disconnected client's session is kept for it to resume, e.g. 30s, 500ms.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    session_lease: std::time::Duration,
+}
+
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn size(s: &str) -> Result<u64, String> {
@@ -71,6 +79,7 @@ fn main() -> ExitCode {
         capacity: args.capacity,
         token,
         threads: args.threads,
+        session_lease: args.session_lease,
         ..ServerConfig::default()
     };
     if let Some(n) = args.agent_threads {

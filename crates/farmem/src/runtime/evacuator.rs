@@ -333,25 +333,43 @@ impl Round<'_> {
         if res.is_err() && self.ev.frees.flush(self.ev.backend).is_ok() {
             res = self.ev.backend.put_many(&items);
         }
+        // A server declared down fails the whole batch: write the objects one by one so those
+        // of live servers go out. The objects of a down server are gone with it (a later access
+        // reports `ServerDown`), so they are let go as well instead of filling the heap.
+        let written: Vec<bool> = match &res {
+            Ok(()) => vec![true; items.len()],
+            Err(crate::BackendError::ServerDown { .. }) => items
+                .iter()
+                .map(|&(id, bytes)| {
+                    matches!(
+                        self.ev.backend.put(id, bytes),
+                        Ok(()) | Err(crate::BackendError::ServerDown { .. })
+                    )
+                })
+                .collect(),
+            Err(_) => vec![false; items.len()],
+        };
         drop(items);
-        match res {
-            Ok(()) => {
-                for (m, _) in &batch {
-                    if let Some(slot) = self.ev.slots.get(m.slot) {
-                        self.written += m.len as u64;
-                        self.evict(slot, m);
-                    }
+        if let Err(e) = res {
+            let kept = written.iter().filter(|w| !**w).count();
+            tracing::warn!(
+                "write-back of {} objects failed ({kept} kept): {e}",
+                batch.len()
+            );
+            *self.ev.last_error.lock() = Some(std::sync::Arc::new(e));
+        }
+        for ((m, w), ok) in batch.iter().zip(written) {
+            let slot = self.ev.slots.get(m.slot);
+            if ok {
+                if let Some(slot) = slot {
+                    self.written += m.len as u64;
+                    self.evict(slot, m);
                 }
-            }
-            Err(e) => {
-                tracing::warn!("write-back of {} objects failed: {e}", batch.len());
-                *self.ev.last_error.lock() = Some(std::sync::Arc::new(e));
-                for (m, w) in &batch {
-                    if let Some(slot) = self.ev.slots.get(m.slot) {
-                        slot.store(w.unmarked());
-                    }
-                    self.keep(m);
+            } else {
+                if let Some(slot) = slot {
+                    slot.store(w.unmarked());
                 }
+                self.keep(m);
             }
         }
     }
