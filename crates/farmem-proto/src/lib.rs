@@ -19,13 +19,13 @@
 //! ```
 
 pub mod agent;
-mod codec;
+pub mod codec;
 pub mod frame;
 mod request;
 mod response;
 
 pub use frame::{
-    DEFAULT_MAX_FRAME, FLAG_ERROR, Frame, FrameError, HEADER_LEN, Header, MAX_FRAME_BODY,
+    DEFAULT_MAX_FRAME, FLAG_ERROR, Frame, HEADER_LEN, Header, MAX_FRAME_BODY, WireError,
     begin_frame, decode_frame, finish_frame,
 };
 pub use request::{EditIter, IdList, Op, PatchList, PutList, Request, body, encode_request};
