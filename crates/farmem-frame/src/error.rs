@@ -51,6 +51,9 @@ pub enum FrameError {
     /// Reading or writing failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// A derive expression is ill-typed over its input columns.
+    #[error("invalid derive expression")]
+    Expr(#[from] farmem_proto::expr::ExprError),
     /// The far-memory storage under a column failed.
     #[error("column storage failed: {0}")]
     Storage(String),

@@ -19,6 +19,7 @@
 
 pub mod column;
 pub mod csv;
+mod derive;
 mod dtype;
 mod error;
 mod far;
@@ -26,14 +27,14 @@ mod frame;
 mod groupby;
 mod local_kernels;
 pub mod storage;
-pub mod taxi;
 pub mod time;
 
 pub use column::{Column, ColumnBuilder, ColumnStats, Dictionary};
 pub use dtype::{DType, Elem, Value};
 pub use error::{FrameError, Result};
 pub use far::FarPlacement;
-pub use farmem_proto::agent::Expr;
+pub use farmem_proto::expr;
+pub use farmem_proto::expr::Expr;
 pub use frame::DataFrame;
 pub use groupby::Agg;
 pub use storage::{

@@ -20,4 +20,7 @@ pub enum KernelError {
     /// Malformed or inconsistent arguments (wrong type, length mismatch, too many groups, ...).
     #[error("invalid arguments: {0}")]
     Invalid(String),
+    /// A derive expression beyond the limits or ill-typed for its inputs.
+    #[error("invalid expression")]
+    Expr(#[from] farmem_proto::expr::ExprError),
 }

@@ -48,6 +48,7 @@ mod aggregate;
 mod argsort;
 pub mod derive;
 mod error;
+pub mod expr;
 mod gather;
 mod group_by;
 mod io;

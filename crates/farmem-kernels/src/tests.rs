@@ -531,13 +531,30 @@ fn fast_group_paths_match_general_ones() {
 #[test]
 #[ignore = "timing, run by hand"]
 fn kernel_timings() {
-    use farmem_proto::agent::{DeriveArgs, Expr};
+    use farmem_proto::agent::DeriveArgs;
+    use farmem_proto::expr::{Expr, Type};
     let m = Mem::default();
     let n = 4_000_000usize;
     let keys: Vec<u8> = (0..n).map(|i| (i % 7) as u8 + 1).collect();
     let vals: Vec<i64> = (0..n).map(|i| ((i * 7919) % 3000) as i64).collect();
     let kv = m.vec(ElemType::U8, &keys, 65536, 1);
     let vv = m.vec(ElemType::I64, &le(&vals, i64::to_le_bytes), 8192, 1000);
+    let fl: Vec<f64> = (0..n).map(|i| (i % 1000) as f64 * 0.01 - 74.0).collect();
+    let fv = m.vec(ElemType::F64, &le(&fl, f64::to_le_bytes), 8192, 1 << 30);
+    // The taxi application's haversine distance in km of columns (lon1, lat1, lon2, lat2).
+    let haversine = || {
+        let (p1, p2) = (Expr::col(1).to_radians(), Expr::col(3).to_radians());
+        let dp = p2.clone().sub(p1.clone());
+        let dl = Expr::col(2).sub(Expr::col(0)).to_radians();
+        let half = Expr::lit_f64(2.0);
+        let s1 = dp.div(half.clone()).sin();
+        let s2 = dl.div(half).sin();
+        let a = s1
+            .clone()
+            .mul(s1)
+            .add(p1.cos().mul(p2.cos()).mul(s2.clone().mul(s2)));
+        Expr::lit_f64(2.0 * 6371.0).mul(a.sqrt().asin())
+    };
     let args = GroupByArgs {
         keys: kv.clone(),
         values: vv.clone(),
@@ -553,15 +570,37 @@ fn kernel_timings() {
         let t = std::time::Instant::now();
         let r = aggregate(&m, &vv).unwrap();
         eprintln!("aggregate {:?} {}", t.elapsed(), r.count);
-        for (expr, inputs, base) in [
-            (Expr::Month, vec![vv.clone()], 1u64 << 40),
-            (Expr::Diff, vec![vv.clone(), vv.clone()], 1 << 41),
+        for (name, expr, inputs, base) in [
+            (
+                "month",
+                Expr::col(0).month().cast(Type::U8),
+                vec![vv.clone()],
+                1u64 << 40,
+            ),
+            (
+                "diff",
+                Expr::col(1).sub(Expr::col(0)),
+                vec![vv.clone(), vv.clone()],
+                1 << 41,
+            ),
+            (
+                "hour",
+                Expr::col(0).hour().cast(Type::U8),
+                vec![vv.clone()],
+                1 << 42,
+            ),
+            (
+                "haversine",
+                haversine(),
+                vec![fv.clone(), fv.clone(), fv.clone(), fv.clone()],
+                1 << 43,
+            ),
         ] {
             let out = out(base, n / 8192 + 1, 8192);
             let t = std::time::Instant::now();
             let args = DeriveArgs { expr, inputs, out };
             let d = crate::derive::derive(&m, &args).unwrap();
-            eprintln!("derive {expr:?} {:?} {d}", t.elapsed());
+            eprintln!("derive {name} {:?} {d}", t.elapsed());
         }
     }
 }

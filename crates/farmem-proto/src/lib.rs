@@ -20,6 +20,7 @@
 
 pub mod agent;
 pub mod codec;
+pub mod expr;
 pub mod frame;
 mod request;
 mod response;
@@ -34,7 +35,7 @@ pub use response::{
 };
 
 /// Protocol version spoken by this crate; both sides must agree.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 /// Magic number at the start of every hello body: `"FMEM"` in little-endian.
 pub const HELLO_MAGIC: u32 = u32::from_le_bytes(*b"FMEM");

@@ -87,8 +87,8 @@ pub mod op {
     pub const VEC_ARGSORT: u16 = 6;
     /// Number of elements matching a predicate: [`super::CountArgs`] -> `count:u64`.
     pub const VEC_COUNT: u16 = 7;
-    /// A new vector computed row by row from input vectors by a built-in expression:
-    /// [`super::DeriveArgs`] -> `len:u64`.
+    /// A new vector computed row by row from input vectors by an expression
+    /// ([`crate::expr::Expr`]): [`super::DeriveArgs`] -> `len:u64`.
     pub const VEC_DERIVE: u16 = 8;
     /// Group-by aggregate over the rows where a mask vector matches a predicate:
     /// [`super::GroupWhereArgs`] -> [`super::GroupByResult`].
@@ -136,6 +136,18 @@ pub enum AgentDecodeError {
         /// The value found.
         tag: u8,
     },
+    /// The derive expression is malformed, beyond the limits, or ill-typed for its inputs.
+    #[error("bad derive expression")]
+    Expr(#[source] crate::expr::ExprError),
+}
+
+impl From<crate::expr::ExprError> for AgentDecodeError {
+    fn from(e: crate::expr::ExprError) -> Self {
+        match e {
+            crate::expr::ExprError::Codec(c) => c.into(),
+            e => Self::Expr(e),
+        }
+    }
 }
 
 impl From<crate::codec::CodecError> for AgentDecodeError {

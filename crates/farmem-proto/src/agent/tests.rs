@@ -82,7 +82,12 @@ fn messages_roundtrip() {
         vec: vecref(ElemType::I32),
         pred: Predicate::new(Cmp::Ge, Scalar::I(-4)),
     });
-    for expr in Expr::ALL {
+    use crate::expr::{Expr, Type};
+    for expr in [
+        Expr::col(1).sub(Expr::col(0).cast(Type::F64)),
+        Expr::col(0).hour().cast(Type::U8),
+        Expr::col(1).gt(Expr::lit_f64(1.5)),
+    ] {
         roundtrip(&DeriveArgs {
             expr,
             inputs: vec![vecref(ElemType::I64), vecref(ElemType::F64)],
@@ -146,6 +151,30 @@ fn bad_tags_are_rejected() {
             tag: 10
         })
     );
+}
+
+#[test]
+fn ill_typed_derives_are_rejected_at_decode() {
+    use crate::expr::{Expr, ExprError};
+    let out = OutSpec {
+        chunk_elems: 8,
+        ids: vec![1],
+    };
+    // i64 - f64 without a cast, and a reference past the inputs.
+    for expr in [Expr::col(0).sub(Expr::col(1)), Expr::col(2)] {
+        let b = DeriveArgs {
+            expr,
+            inputs: vec![vecref(ElemType::I64), vecref(ElemType::F64)],
+            out: out.clone(),
+        }
+        .encode();
+        assert!(matches!(
+            DeriveArgs::decode(&b),
+            Err(AgentDecodeError::Expr(
+                ExprError::Mismatch { .. } | ExprError::NoColumn { .. }
+            ))
+        ));
+    }
 }
 
 #[test]

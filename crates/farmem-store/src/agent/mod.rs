@@ -100,6 +100,9 @@ pub enum AgentError {
     /// The arguments could not be decoded.
     #[error("malformed agent message")]
     Malformed(#[from] AgentDecodeError),
+    /// A derive expression is ill-typed for its inputs.
+    #[error("invalid derive expression")]
+    Expr(#[source] farmem_proto::expr::ExprError),
 }
 
 impl From<KernelError> for AgentError {
@@ -110,6 +113,7 @@ impl From<KernelError> for AgentError {
                 Self::OutOfCapacity { needed, available }
             }
             KernelError::Invalid(msg) => Self::Invalid(msg),
+            KernelError::Expr(e) => Self::Expr(e),
             other => Self::Invalid(other.to_string()),
         }
     }
@@ -180,5 +184,7 @@ pub fn execute(ctx: &dyn AgentContext, op: u16, args: &[u8]) -> Result<Vec<u8>, 
     })
 }
 
+#[cfg(test)]
+mod expr_tests;
 #[cfg(test)]
 mod tests;

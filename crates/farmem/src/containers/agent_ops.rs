@@ -26,10 +26,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytemuck::Pod;
 use farmem_kernels::{self as kernels, KernelError as AgentError, derive};
 use farmem_proto::agent::{
-    AgentMessage, Aggregates, ArgsortArgs, CountArgs, DeriveArgs, Expr, FilterArgs, GatherArgs,
+    AgentMessage, Aggregates, ArgsortArgs, CountArgs, DeriveArgs, FilterArgs, GatherArgs,
     GroupByArgs, GroupByResult, GroupMedianResult, GroupWhereArgs, OutSpec, Predicate, Sum,
     UniqueArgs, UniqueResult, VecRef, op,
 };
+use farmem_proto::expr::Expr;
 
 use super::elem::Primitive;
 use super::error::{ContainerError, Result};
@@ -340,6 +341,11 @@ pub struct AgentInput<'a> {
 }
 
 impl AgentInput<'_> {
+    /// Element type.
+    pub fn elem_type(&self) -> farmem_proto::agent::ElemType {
+        self.vec.ty
+    }
+
     /// Number of elements.
     pub fn len(&self) -> u64 {
         self.vec.len()
@@ -625,52 +631,58 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
         }
     }
 
-    /// A new vector computed row by row by the built-in expression `expr` from `inputs` (see
-    /// [`Expr`] for the expressions, their inputs and output types). With [`Offload::Remote`]
-    /// the inputs are read and the result written on the server: neither crosses the network.
+    /// A new vector computed row by row by the expression `expr` over `inputs` (`Expr::col(i)`
+    /// is `inputs[i]`; see [`farmem_proto::expr`]). With [`Offload::Remote`] the inputs are read
+    /// and the result written on the server: neither crosses the network. Both modes evaluate
+    /// through the same kernel, so the results are identical.
     ///
     /// ```
     /// use farmem::{Runtime, RuntimeConfig};
     /// use farmem::containers::{FarVec, Offload};
-    /// use farmem_proto::agent::Expr;
+    /// use farmem_proto::expr::Expr;
     /// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
     /// let start = FarVec::from_slice(&rt, &[10i64, 20, 30]).unwrap();
     /// let end = FarVec::from_slice(&rt, &[15i64, 21, 90]).unwrap();
     /// for mode in [Offload::Remote, Offload::Local] {
     ///     let inputs = [start.agent_input(), end.agent_input()];
-    ///     let d = FarVec::<i64>::derive(&rt, Expr::Diff, &inputs, mode).unwrap();
+    ///     let diff = Expr::col(1).sub(Expr::col(0));
+    ///     let d = FarVec::<i64>::derive(&rt, &diff, &inputs, mode).unwrap();
     ///     assert_eq!(d.to_vec().unwrap(), vec![5, 1, 60]);
     /// }
     /// ```
     ///
     /// # Errors
-    /// [`ContainerError::Invalid`] when `T` is not the expression's output type, or for the wrong
-    /// number of inputs; [`ContainerError::Agent`] for inputs of the wrong type or different
-    /// lengths; the runtime's error.
+    /// [`ContainerError::Invalid`] when `T` is not the expression's output element type, or
+    /// without inputs; [`ContainerError::Agent`] for an expression ill-typed over the inputs or
+    /// inputs of different lengths; the runtime's error.
     pub fn derive(
         rt: &Runtime,
-        expr: Expr,
+        expr: &Expr,
         inputs: &[AgentInput<'_>],
         mode: Offload,
     ) -> Result<FarVec<T>> {
-        if T::TYPE != expr.out_type() {
-            return Err(ContainerError::Invalid(format!(
-                "{expr:?} yields {:?}, not {:?}",
-                expr.out_type(),
-                T::TYPE
-            )));
-        }
         let Some(first) = inputs.first() else {
-            return Err(ContainerError::Invalid(format!("{expr:?} without inputs")));
+            return Err(ContainerError::Invalid("a derive without inputs".into()));
         };
         let len = usize::try_from(first.len())
             .map_err(|_| ContainerError::Invalid("input too long".into()))?;
-        let out = out_spec(rt, FarVec::<T>::new(rt).chunk_len(), len);
-        let args = DeriveArgs {
-            expr,
+        let mut args = DeriveArgs {
+            expr: expr.clone(),
             inputs: inputs.iter().map(|i| i.vec.clone()).collect(),
-            out: out.clone(),
+            out: OutSpec {
+                chunk_elems: 0,
+                ids: Vec::new(),
+            },
         };
+        let out_ty = args.out_type().map_err(AgentError::from)?;
+        if T::TYPE != out_ty {
+            return Err(ContainerError::Invalid(format!(
+                "the expression yields {out_ty:?}, not {:?}",
+                T::TYPE
+            )));
+        }
+        let out = out_spec(rt, FarVec::<T>::new(rt).chunk_len(), len);
+        args.out = out.clone();
         run_large(
             rt,
             first.route(),
@@ -799,10 +811,11 @@ mod tests {
         let lat =
             FarVec::from_slice(&rt, &pts.iter().map(|x| x / 2.0).collect::<Vec<_>>()).unwrap();
         let mut results = Vec::new();
+        let month = Expr::col(0).month().cast(farmem_proto::expr::Type::U8);
         for mode in MODES {
             let d = FarVec::<i64>::derive(
                 &rt,
-                Expr::Diff,
+                &Expr::col(1).sub(Expr::col(0)),
                 &[start.agent_input(), end.agent_input()],
                 mode,
             )
@@ -811,7 +824,11 @@ mod tests {
             .unwrap();
             let h = FarVec::<f64>::derive(
                 &rt,
-                Expr::Haversine,
+                &Expr::col(0)
+                    .to_radians()
+                    .sin()
+                    .mul(Expr::col(1).cos())
+                    .add(Expr::col(2).sub(Expr::col(3)).abs().sqrt()),
                 &[
                     lon.agent_input(),
                     lat.agent_input(),
@@ -823,7 +840,7 @@ mod tests {
             .unwrap()
             .to_vec()
             .unwrap();
-            let m = FarVec::<u8>::derive(&rt, Expr::Month, &[start.agent_input()], mode)
+            let m = FarVec::<u8>::derive(&rt, &month, &[start.agent_input()], mode)
                 .unwrap()
                 .to_vec()
                 .unwrap();
@@ -860,19 +877,23 @@ mod tests {
         let f = FarVec::from_slice(&rt, &[1.0f64, 2.0, 3.0]).unwrap();
         for mode in MODES {
             // Output type not the expression's.
-            let e =
-                FarVec::<f64>::derive(&rt, Expr::Diff, &[a.agent_input(), a.agent_input()], mode);
+            let diff = Expr::col(1).sub(Expr::col(0));
+            let hour = Expr::col(0).hour().cast(farmem_proto::expr::Type::U8);
+            let e = FarVec::<f64>::derive(&rt, &diff, &[a.agent_input(), a.agent_input()], mode);
             assert!(matches!(e, Err(ContainerError::Invalid(_))), "{mode:?}");
-            // Different lengths, wrong domain, wrong arity.
-            let e =
-                FarVec::<i64>::derive(&rt, Expr::Diff, &[a.agent_input(), b.agent_input()], mode);
+            // Different lengths, wrong type, a column past the inputs.
+            let e = FarVec::<i64>::derive(&rt, &diff, &[a.agent_input(), b.agent_input()], mode);
             assert!(matches!(e, Err(ContainerError::Agent(_))), "{mode:?}");
-            let e = FarVec::<u8>::derive(&rt, Expr::Hour, &[f.agent_input()], mode);
+            let e = FarVec::<u8>::derive(&rt, &hour, &[f.agent_input()], mode);
             assert!(matches!(e, Err(ContainerError::Agent(_))), "{mode:?}");
-            let e =
-                FarVec::<u8>::derive(&rt, Expr::Hour, &[a.agent_input(), a.agent_input()], mode);
+            let e = FarVec::<i64>::derive(
+                &rt,
+                &Expr::col(2),
+                &[a.agent_input(), a.agent_input()],
+                mode,
+            );
             assert!(matches!(e, Err(ContainerError::Agent(_))), "{mode:?}");
-            let e = FarVec::<u8>::derive(&rt, Expr::Hour, &[], mode);
+            let e = FarVec::<u8>::derive(&rt, &hour, &[], mode);
             assert!(matches!(e, Err(ContainerError::Invalid(_))), "{mode:?}");
             // Mask of another length; operand outside the mask's domain.
             let e = a.group_by_where(
