@@ -17,6 +17,7 @@
 //! assert_eq!(g.column("temp_mean").unwrap().get(0).unwrap(), Value::Float(4.0));
 //! ```
 
+mod builder;
 pub mod column;
 pub mod csv;
 mod derive;
