@@ -6,7 +6,6 @@
 #![no_main]
 
 use farmem_kernels::expr::{Slice, eval_slices};
-use farmem_proto::agent::ElemType;
 use farmem_proto::expr::{Expr, Type};
 use libfuzzer_sys::fuzz_target;
 

@@ -58,7 +58,8 @@ enum Op<'a, T> {
 }
 
 impl<'a> Val<'a> {
-    fn view(&self) -> Val<'_> {
+    /// A borrowed view of the value.
+    pub(crate) fn view(&self) -> Val<'_> {
         match self {
             Val::Ref(r) => Val::Ref(*r),
             Val::Own(l) => Val::Ref(l.as_ref()),
@@ -143,17 +144,24 @@ pub(crate) fn unary(op: UnaryOp, ty: Type, a: &Val<'_>, n: usize) -> Lane {
     let out = match op {
         Not => Lane::B(map(as_b(a), n, |x| !x)),
         Year | Month | Day | Weekday | Hour | Minute => {
-            let f: fn(i64) -> i64 = match op {
-                Year => calendar::year,
-                Month => calendar::month,
-                Day => calendar::day,
-                Weekday => calendar::weekday,
-                Hour => calendar::hour,
-                _ => calendar::minute,
-            };
-            return Lane::I(match ty.domain() {
-                Some(farmem_proto::agent::Domain::Unsigned) => map(as_u(a), n, |x| f(x as i64)),
-                _ => map(as_i(a), n, f),
+            // One loop per function (function items, not pointers, so each is inlined).
+            macro_rules! part {
+                ($f:path) => {
+                    match ty.domain() {
+                        Some(farmem_proto::agent::Domain::Unsigned) => {
+                            map(as_u(a), n, |x| $f(x as i64))
+                        }
+                        _ => map(as_i(a), n, $f),
+                    }
+                };
+            }
+            return Lane::I(match op {
+                Year => part!(calendar::year),
+                Month => part!(calendar::month),
+                Day => part!(calendar::day),
+                Weekday => part!(calendar::weekday),
+                Hour => part!(calendar::hour),
+                _ => part!(calendar::minute),
             });
         }
         Neg | Abs => match ty.domain() {
@@ -174,22 +182,22 @@ pub(crate) fn unary(op: UnaryOp, ty: Type, a: &Val<'_>, n: usize) -> Lane {
             }),
         },
         _ => {
-            let f: fn(f64) -> f64 = match op {
-                Sqrt => f64::sqrt,
-                Sin => f64::sin,
-                Cos => f64::cos,
-                Tan => f64::tan,
-                Asin => f64::asin,
-                Acos => f64::acos,
-                Atan => f64::atan,
-                Exp => f64::exp,
-                Ln => f64::ln,
-                Floor => f64::floor,
-                Ceil => f64::ceil,
-                Round => f64::round,
-                _ => f64::to_radians,
-            };
-            Lane::F(map(as_f(a), n, f))
+            let x = as_f(a);
+            Lane::F(match op {
+                Sqrt => map(x, n, f64::sqrt),
+                Sin => map(x, n, f64::sin),
+                Cos => map(x, n, f64::cos),
+                Tan => map(x, n, f64::tan),
+                Asin => map(x, n, f64::asin),
+                Acos => map(x, n, f64::acos),
+                Atan => map(x, n, f64::atan),
+                Exp => map(x, n, f64::exp),
+                Ln => map(x, n, f64::ln),
+                Floor => map(x, n, f64::floor),
+                Ceil => map(x, n, f64::ceil),
+                Round => map(x, n, f64::round),
+                _ => map(x, n, f64::to_radians),
+            })
         }
     };
     narrow(out, ty)

@@ -20,6 +20,8 @@
 pub mod calendar;
 mod lane;
 
+use std::collections::HashMap;
+
 use farmem_proto::agent::{Domain, ElemType};
 use farmem_proto::expr::{BinaryOp, Expr, Lit, Type, UnaryOp};
 
@@ -31,23 +33,26 @@ use crate::KernelError;
 /// Rows evaluated together, node by node.
 pub const SUB_BLOCK: usize = 1024;
 
-/// A type-checked node.
+/// One step of a program: its value over a sub-block from earlier steps' values.
 #[derive(Debug)]
-enum Node {
+enum Inst {
     Col(usize),
     Const(Lit),
-    /// Operator, operand type.
-    Unary(UnaryOp, Type, Box<Node>),
-    /// Operator, operand type.
-    Binary(BinaryOp, Type, Box<Node>, Box<Node>),
-    /// From, to.
-    Cast(Type, Type, Box<Node>),
+    /// Operator, operand type, operand step.
+    Unary(UnaryOp, Type, usize),
+    /// Operator, operand type, operand steps.
+    Binary(BinaryOp, Type, usize, usize),
+    /// From, to, operand step.
+    Cast(Type, Type, usize),
 }
 
-/// An expression checked against its input types, ready to evaluate.
+/// An expression checked against its input types, ready to evaluate: its distinct subtrees as
+/// steps in evaluation order (a subtree that occurs several times, like `sin(x)` in
+/// `sin(x) * sin(x)`, is computed once).
 #[derive(Debug)]
 pub struct Program {
-    root: Node,
+    insts: Vec<Inst>,
+    root: usize,
     out: Type,
     inputs: Vec<Type>,
 }
@@ -60,8 +65,14 @@ impl Program {
     pub fn new(expr: &Expr, inputs: &[ElemType]) -> Result<Self, KernelError> {
         let inputs: Vec<Type> = inputs.iter().map(|&t| Type::from(t)).collect();
         let out = expr.type_of(&inputs)?;
-        let (root, _) = compile(expr, &inputs)?;
-        Ok(Self { root, out, inputs })
+        let mut insts = Vec::new();
+        let (root, _) = compile(expr, &inputs, &mut insts, &mut HashMap::new())?;
+        Ok(Self {
+            insts,
+            root,
+            out,
+            inputs,
+        })
     }
 
     /// Type of the result (stored as [`Type::elem`]).
@@ -89,8 +100,14 @@ impl Program {
             for (s, c) in sub.iter_mut().zip(cols) {
                 *s = slice(*c, at, m);
             }
-            let v = eval(&self.root, &sub, m);
-            lane::store(&v, self.out, m, out);
+            let mut vals: Vec<Val<'_>> = Vec::with_capacity(self.insts.len());
+            for inst in &self.insts {
+                let v = step(inst, &vals, &sub, m);
+                vals.push(v);
+            }
+            if let Some(v) = vals.get(self.root) {
+                lane::store(v, self.out, m, out);
+            }
             at += m;
         }
         Ok(())
@@ -130,54 +147,56 @@ fn slice(c: LaneRef<'_>, at: usize, n: usize) -> LaneRef<'_> {
     }
 }
 
-/// The typed node tree of a checked expression, and its type.
-fn compile(e: &Expr, inputs: &[Type]) -> Result<(Node, Type), KernelError> {
-    Ok(match e {
-        Expr::Col(i) => {
-            let t = e.type_of(inputs)?;
-            (Node::Col(usize::from(*i)), t)
-        }
-        Expr::Lit(l) => (Node::Const(*l), l.ty()),
+/// Appends the steps of a checked expression to `insts` (sharing repeated subtrees through
+/// `seen`, keyed by their encoding); returns its step and type.
+fn compile(
+    e: &Expr,
+    inputs: &[Type],
+    insts: &mut Vec<Inst>,
+    seen: &mut HashMap<Vec<u8>, (usize, Type)>,
+) -> Result<(usize, Type), KernelError> {
+    let key = e.encode();
+    if let Some(&hit) = seen.get(&key) {
+        return Ok(hit);
+    }
+    let (inst, t) = match e {
+        Expr::Col(i) => (Inst::Col(usize::from(*i)), e.type_of(inputs)?),
+        Expr::Lit(l) => (Inst::Const(*l), l.ty()),
         Expr::Unary(op, a) => {
-            let (a, t) = compile(a, inputs)?;
-            (Node::Unary(*op, t, Box::new(a)), op.result(t)?)
+            let (a, t) = compile(a, inputs, insts, seen)?;
+            (Inst::Unary(*op, t, a), op.result(t)?)
         }
         Expr::Binary(op, a, b) => {
-            let (a, ta) = compile(a, inputs)?;
-            let (b, tb) = compile(b, inputs)?;
-            (
-                Node::Binary(*op, ta, Box::new(a), Box::new(b)),
-                op.result(ta, tb)?,
-            )
+            let (a, ta) = compile(a, inputs, insts, seen)?;
+            let (b, tb) = compile(b, inputs, insts, seen)?;
+            (Inst::Binary(*op, ta, a, b), op.result(ta, tb)?)
         }
         Expr::Cast(to, a) => {
-            let (a, from) = compile(a, inputs)?;
-            (Node::Cast(from, *to, Box::new(a)), *to)
+            let (a, from) = compile(a, inputs, insts, seen)?;
+            if from == *to {
+                return Ok((a, from));
+            }
+            (Inst::Cast(from, *to, a), *to)
         }
-    })
+    };
+    insts.push(inst);
+    let at = (insts.len() - 1, t);
+    seen.insert(key, at);
+    Ok(at)
 }
 
-/// The value of `node` over a sub-block of `n` rows (recursion per node, never per row).
-fn eval<'a>(node: &Node, cols: &[LaneRef<'a>], n: usize) -> Val<'a> {
-    match node {
-        Node::Col(i) => match cols.get(*i) {
+/// The value of one step over a sub-block of `n` rows, given the earlier steps' values.
+fn step<'a>(inst: &Inst, vals: &[Val<'_>], cols: &[LaneRef<'a>], n: usize) -> Val<'a> {
+    let get = |i: usize| vals.get(i).map_or(Val::Const(Lit::U64(0)), Val::view);
+    match inst {
+        Inst::Col(i) => match cols.get(*i) {
             Some(c) => Val::Ref(*c),
             None => Val::Const(Lit::U64(0)),
         },
-        Node::Const(l) => Val::Const(*l),
-        Node::Unary(op, t, a) => Val::Own(lane::unary(*op, *t, &eval(a, cols, n), n)),
-        Node::Binary(op, t, a, b) => {
-            let (a, b) = (eval(a, cols, n), eval(b, cols, n));
-            Val::Own(lane::binary(*op, *t, &a, &b, n))
-        }
-        Node::Cast(from, to, a) => {
-            let a = eval(a, cols, n);
-            if from == to {
-                a
-            } else {
-                Val::Own(lane::cast(*from, *to, &a, n))
-            }
-        }
+        Inst::Const(l) => Val::Const(*l),
+        Inst::Unary(op, t, a) => Val::Own(lane::unary(*op, *t, &get(*a), n)),
+        Inst::Binary(op, t, a, b) => Val::Own(lane::binary(*op, *t, &get(*a), &get(*b), n)),
+        Inst::Cast(from, to, a) => Val::Own(lane::cast(*from, *to, &get(*a), n)),
     }
 }
 
