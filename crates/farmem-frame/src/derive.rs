@@ -133,8 +133,7 @@ impl DataFrame {
         }
         let owned = data.iter().map(|d| input(d)).collect::<Result<Vec<_>>>()?;
         let slices: Vec<Slice<'_>> = owned.iter().map(Input::slice).collect();
-        let (_, bytes) = eval_slices(expr, &slices, farmem_kernels::default_threads())
-            .map_err(|e| FrameError::Storage(e.to_string()))?;
+        let (_, bytes) = eval_slices(expr, &slices, farmem_kernels::default_threads())?;
         let p = self.placement().as_ref();
         match dtype {
             DType::U8 | DType::Bool => Column::from_vec(name, dtype, bytes, p),

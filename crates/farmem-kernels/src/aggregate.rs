@@ -63,8 +63,8 @@ impl<W: Wide> AggState<W> {
 /// Count, exact sum, min and max of `vec` (mean via [`Aggregates::mean`]).
 ///
 /// # Errors
-/// [`KernelError::NotFound`] for a missing chunk, [`KernelError::Invalid`] for a chunk shorter than
-/// its element count says.
+/// [`KernelError::NotFound`] for a missing chunk, [`KernelError::ShortChunk`] for a chunk shorter
+/// than its element count says.
 pub fn aggregate<I: ChunkIo + ?Sized>(io: &I, vec: &VecRef) -> Result<Aggregates, KernelError> {
     with_domain!(vec.ty.domain(), W => {
         let mut st = AggState::<W>::new();

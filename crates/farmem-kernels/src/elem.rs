@@ -39,7 +39,7 @@ macro_rules! decode_arms {
                 }
                 Ok(())
             })*
-            other => Err(KernelError::Invalid(format!("element type {other:?} in the wrong domain"))),
+            other => Err(KernelError::TypeMismatch(format!("element type {other:?} in the wrong domain"))),
         }
     };
 }

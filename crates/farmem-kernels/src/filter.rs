@@ -12,8 +12,9 @@ pub(crate) struct BoundPred<W> {
 
 impl<W: Wide> BoundPred<W> {
     pub(crate) fn new(p: &Predicate) -> Result<Self, KernelError> {
-        let bad =
-            || KernelError::Invalid(format!("predicate operands {p:?} not in {:?}", W::DOMAIN));
+        let bad = || {
+            KernelError::TypeMismatch(format!("predicate operands {p:?} not in {:?}", W::DOMAIN))
+        };
         Ok(Self {
             cmp: p.cmp,
             a: W::from_scalar(p.a).ok_or_else(bad)?,
@@ -77,11 +78,11 @@ macro_rules! with_test {
 /// Whether `x` satisfies `pred` (the same test [`filter`] applies). Useful to check results.
 ///
 /// # Errors
-/// [`KernelError::Invalid`] when the operands are not in `x`'s domain.
+/// [`KernelError::TypeMismatch`] when the operands are not in `x`'s domain.
 pub fn matches(pred: &Predicate, x: Scalar) -> Result<bool, KernelError> {
     with_domain!(x.domain(), W => {
         let p = BoundPred::<W>::new(pred)?;
-        let v = W::from_scalar(x).ok_or_else(|| KernelError::Invalid("domain".into()))?;
+        let v = W::from_scalar(x).ok_or_else(|| KernelError::TypeMismatch(format!("{x:?} not in {:?}", W::DOMAIN)))?;
         Ok(p.test(v))
     })
 }
@@ -90,8 +91,9 @@ pub fn matches(pred: &Predicate, x: Scalar) -> Result<bool, KernelError> {
 /// vector into `args.out`; returns its length.
 ///
 /// # Errors
-/// [`KernelError::Invalid`] for operands outside the vector's domain, too few output ids or a short
-/// chunk; [`KernelError::NotFound`] for a missing chunk; [`KernelError::OutOfCapacity`].
+/// [`KernelError::TypeMismatch`] for operands outside the vector's domain,
+/// [`KernelError::Invalid`] for too few output ids, [`KernelError::ShortChunk`];
+/// [`KernelError::NotFound`] for a missing chunk; [`KernelError::OutOfCapacity`].
 pub fn filter<I: ChunkIo + ?Sized>(io: &I, args: &FilterArgs) -> Result<u64, KernelError> {
     let mut out = Vec::new();
     with_domain!(args.vec.ty.domain(), W => {
@@ -110,8 +112,8 @@ pub fn filter<I: ChunkIo + ?Sized>(io: &I, args: &FilterArgs) -> Result<u64, Ker
 /// Number of elements of `args.vec` matching `args.pred`.
 ///
 /// # Errors
-/// [`KernelError::Invalid`] for operands outside the vector's domain or a short chunk;
-/// [`KernelError::NotFound`] for a missing chunk.
+/// [`KernelError::TypeMismatch`] for operands outside the vector's domain,
+/// [`KernelError::ShortChunk`]; [`KernelError::NotFound`] for a missing chunk.
 pub fn count<I: ChunkIo + ?Sized>(io: &I, args: &CountArgs) -> Result<u64, KernelError> {
     with_domain!(args.vec.ty.domain(), W => {
         let p = BoundPred::<W>::new(&args.pred)?;

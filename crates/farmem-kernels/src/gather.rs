@@ -6,8 +6,8 @@ use crate::*;
 /// Writes `out[i] = src[idx[i]]` into `args.out`; returns its length.
 ///
 /// # Errors
-/// [`KernelError::Invalid`] when `idx` is not `u64` or an index is out of bounds (nothing written
-/// then), plus those of [`filter`].
+/// [`KernelError::TypeMismatch`] when `idx` is not `u64`, [`KernelError::IndexOutOfBounds`] when an
+/// index is out of bounds (nothing written then), plus those of [`filter`].
 pub fn gather<I: ChunkIo + ?Sized>(io: &I, args: &GatherArgs) -> Result<u64, KernelError> {
     let idx = read_u64s(io, &args.idx)?;
     let size = args.src.ty.size();
@@ -27,9 +27,7 @@ pub fn gather<I: ChunkIo + ?Sized>(io: &I, args: &GatherArgs) -> Result<u64, Ker
     let mut by_chunk: Vec<Vec<(u32, usize)>> = vec![Vec::new(); args.src.chunks.len()];
     for (i, &x) in idx.iter().enumerate() {
         if x >= len {
-            return Err(KernelError::Invalid(format!(
-                "gather index {x} out of bounds for length {len}"
-            )));
+            return Err(KernelError::IndexOutOfBounds { index: x, len });
         }
         let c = starts.partition_point(|&s| s <= x) - 1;
         by_chunk[c].push(((x - starts[c]) as u32, i));

@@ -6,8 +6,8 @@ use crate::*;
 /// Group-by aggregate: for every distinct key, the aggregates of the values with that key.
 ///
 /// # Errors
-/// [`KernelError::Invalid`] for columns of different lengths or more than `args.limit` groups,
-/// plus those of [`aggregate`].
+/// [`KernelError::LengthMismatch`] for columns of different lengths, [`KernelError::TooManyGroups`]
+/// for more than `args.limit` groups, plus those of [`aggregate`].
 pub fn group_by<I: ChunkIo + ?Sized>(
     io: &I,
     args: &GroupByArgs,
@@ -138,10 +138,7 @@ impl<V: Wide> Groups<V> {
     pub(crate) fn add(&mut self, key: u64) -> Result<usize, KernelError> {
         // `limit` is a u32, so group numbers stay below `NO_GROUP`.
         if self.groups.len() >= self.limit as usize {
-            return Err(KernelError::Invalid(format!(
-                "more than {} groups",
-                self.limit
-            )));
+            return Err(KernelError::TooManyGroups { limit: self.limit });
         }
         let g = self.groups.len();
         self.index.insert(key, g as u32);
@@ -178,7 +175,7 @@ pub(crate) fn merge_groups<K: Wide, V: Wide>(
         match index.get(k) {
             Some(g) => out[g].1.merge(&st),
             None if out.len() >= limit as usize => {
-                return Err(KernelError::Invalid(format!("more than {limit} groups")));
+                return Err(KernelError::TooManyGroups { limit });
             }
             None => {
                 index.insert(k, out.len() as u32);
@@ -336,10 +333,7 @@ pub(crate) fn byte_histogram<V: Wide, I: ChunkIo + ?Sized>(
     }
     let present = counts.iter().filter(|&&n| n > 0).count();
     if present > args.limit as usize {
-        return Err(KernelError::Invalid(format!(
-            "more than {} groups",
-            args.limit
-        )));
+        return Err(KernelError::TooManyGroups { limit: args.limit });
     }
     // Byte keys ascending are the key order of the unsigned domain.
     Ok((0u64..256)
@@ -362,8 +356,9 @@ pub(crate) fn byte_histogram<V: Wide, I: ChunkIo + ?Sized>(
 /// distinct key among them, the aggregates of their values (ascending by key).
 ///
 /// # Errors
-/// [`KernelError::Invalid`] for vectors of different lengths, operands outside the mask's domain
-/// or more than `limit` groups, plus those of [`aggregate`].
+/// [`KernelError::LengthMismatch`] for vectors of different lengths, [`KernelError::TypeMismatch`]
+/// for operands outside the mask's domain, [`KernelError::TooManyGroups`] for more than `limit`
+/// groups, plus those of [`aggregate`].
 pub fn group_by_where<I: ChunkIo + ?Sized>(
     io: &I,
     args: &GroupWhereArgs,

@@ -31,11 +31,11 @@ pub(crate) fn for_each_chunk<I: ChunkIo + ?Sized>(
         let mut res = Ok(());
         io.read(id, &mut |bytes| {
             res = if bytes.len() < need {
-                Err(KernelError::Invalid(format!(
-                    "chunk {id:#x} holds {} bytes, {count} elements of {:?} need {need}",
-                    bytes.len(),
-                    vec.ty
-                )))
+                Err(KernelError::ShortChunk {
+                    id,
+                    needed: need as u64,
+                    actual: bytes.len() as u64,
+                })
             } else {
                 f(&bytes[..need])
             };
@@ -89,7 +89,7 @@ pub(crate) fn read_u64s<I: ChunkIo + ?Sized>(
     vec: &VecRef,
 ) -> Result<Vec<u64>, KernelError> {
     if vec.ty != ElemType::U64 {
-        return Err(KernelError::Invalid(format!(
+        return Err(KernelError::TypeMismatch(format!(
             "index vector must be u64, not {:?}",
             vec.ty
         )));
@@ -186,12 +186,11 @@ impl<'v> Stream<'v> {
             let mut res = Ok(());
             io.read(id, &mut |bytes| {
                 res = if bytes.len() < count * size {
-                    Err(KernelError::Invalid(format!(
-                        "chunk {id:#x} holds {} bytes, {count} elements of {:?} need {}",
-                        bytes.len(),
-                        self.vec.ty,
-                        count * size
-                    )))
+                    Err(KernelError::ShortChunk {
+                        id,
+                        needed: (count * size) as u64,
+                        actual: bytes.len() as u64,
+                    })
                 } else {
                     f(&bytes[lo..hi])
                 };

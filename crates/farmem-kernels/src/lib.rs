@@ -31,6 +31,8 @@
 //! assert_eq!(agg.max, Some(Scalar::U(3)));
 //! ```
 
+#![deny(missing_docs, missing_debug_implementations)]
+
 use std::cmp::Ordering;
 use std::collections::HashMap;
 

@@ -29,9 +29,8 @@ pub(crate) fn on_threads<T: Send>(
         handles
             .into_iter()
             .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(KernelError::Invalid("a kernel thread panicked".into()))
-                })
+                h.join()
+                    .unwrap_or_else(|_| Err(KernelError::ThreadPanicked))
             })
             .collect()
     })

@@ -167,7 +167,7 @@ fn filter_rejects_bad_input() {
         &m,
         &args(Predicate::new(Cmp::Eq, Scalar::F(1.0)), out(10, 3, 2)),
     );
-    assert!(matches!(e, Err(KernelError::Invalid(_))));
+    assert!(matches!(e, Err(KernelError::TypeMismatch(_))));
     // Too few output ids.
     let e = filter(
         &m,
@@ -188,7 +188,10 @@ fn filter_rejects_bad_input() {
     // Chunk shorter than its count.
     let mut bad = v.clone();
     bad.chunks[0].1 = 3;
-    assert!(matches!(aggregate(&m, &bad), Err(KernelError::Invalid(_))));
+    assert!(matches!(
+        aggregate(&m, &bad),
+        Err(KernelError::ShortChunk { .. })
+    ));
 }
 
 #[test]
@@ -223,7 +226,7 @@ fn gather_and_bounds() {
             out: o.clone(),
         },
     );
-    assert!(matches!(e, Err(KernelError::Invalid(_))));
+    assert!(matches!(e, Err(KernelError::IndexOutOfBounds { .. })));
     let wrong_ty = m.vec(ElemType::U32, &le(&[1u32], u32::to_le_bytes), 2, 300);
     let e = gather(
         &m,
@@ -233,7 +236,7 @@ fn gather_and_bounds() {
             out: o,
         },
     );
-    assert!(matches!(e, Err(KernelError::Invalid(_))));
+    assert!(matches!(e, Err(KernelError::TypeMismatch(_))));
 }
 
 #[test]
@@ -256,7 +259,7 @@ fn unique_sorted_and_limited() {
         .collect();
     assert_eq!(got, want);
     let e = unique(&m, &UniqueArgs { vec: v, limit: 4 });
-    assert!(matches!(e, Err(KernelError::Invalid(_))));
+    assert!(matches!(e, Err(KernelError::TooManyGroups { limit: 4 })));
 }
 
 #[test]
@@ -296,7 +299,7 @@ fn group_by_matches_naive() {
             limit: 6,
         },
     );
-    assert!(matches!(e, Err(KernelError::Invalid(_))));
+    assert!(matches!(e, Err(KernelError::TooManyGroups { limit: 6 })));
     let short = m.vec(ElemType::F64, &le(&vals[..299], f64::to_le_bytes), 17, 500);
     let e = group_by(
         &m,
@@ -306,7 +309,7 @@ fn group_by_matches_naive() {
             limit: 7,
         },
     );
-    assert!(matches!(e, Err(KernelError::Invalid(_))));
+    assert!(matches!(e, Err(KernelError::LengthMismatch { .. })));
 }
 
 #[test]
@@ -363,7 +366,7 @@ fn count_matches_filter_length() {
         vec: v,
         pred: Predicate::new(Cmp::Eq, Scalar::I(1)),
     };
-    assert!(matches!(count(&m, &bad), Err(KernelError::Invalid(_))));
+    assert!(matches!(count(&m, &bad), Err(KernelError::TypeMismatch(_))));
 }
 
 #[test]
@@ -413,25 +416,25 @@ fn group_where_and_median_match_naive() {
     few.group.limit = 4;
     assert!(matches!(
         group_by_where(&m, &few),
-        Err(KernelError::Invalid(_))
+        Err(KernelError::TooManyGroups { limit: 4 })
     ));
     let mut short = args.clone();
     short.mask = m.vec(ElemType::U32, &le(&mask[..10], u32::to_le_bytes), 500, 300);
     assert!(matches!(
         group_by_where(&m, &short),
-        Err(KernelError::Invalid(_))
+        Err(KernelError::LengthMismatch { .. })
     ));
     let mut dom = args;
     dom.pred = Predicate::new(Cmp::Eq, Scalar::F(1.0));
     assert!(matches!(
         group_by_where(&m, &dom),
-        Err(KernelError::Invalid(_))
+        Err(KernelError::TypeMismatch(_))
     ));
     let mut unequal = group;
     unequal.values = m.vec(ElemType::I64, &le(&vals[..5], i64::to_le_bytes), 128, 400);
     assert!(matches!(
         group_median(&m, &unequal),
-        Err(KernelError::Invalid(_))
+        Err(KernelError::LengthMismatch { .. })
     ));
 }
 

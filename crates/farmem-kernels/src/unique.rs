@@ -6,7 +6,7 @@ use crate::*;
 /// The distinct values of `args.vec`, ascending in the total order.
 ///
 /// # Errors
-/// [`KernelError::Invalid`] when there are more than `args.limit` of them, plus those of
+/// [`KernelError::TooManyGroups`] when there are more than `args.limit` of them, plus those of
 /// [`aggregate`].
 pub fn unique<I: ChunkIo + ?Sized>(io: &I, args: &UniqueArgs) -> Result<UniqueResult, KernelError> {
     let mut seen: std::collections::HashSet<u64, std::hash::BuildHasherDefault<KeyHasher>> =
@@ -23,10 +23,7 @@ pub fn unique<I: ChunkIo + ?Sized>(io: &I, args: &UniqueArgs) -> Result<UniqueRe
             distinct += usize::from(new);
         })?;
         if distinct > args.limit as usize {
-            return Err(KernelError::Invalid(format!(
-                "more than {} distinct values",
-                args.limit
-            )));
+            return Err(KernelError::TooManyGroups { limit: args.limit });
         }
         let small = (0..DENSE_KEYS).filter(|&k| dense[k]).map(|k| k as u64);
         let mut vals: Vec<W> = seen.into_iter().chain(small).map(W::from_key).collect();

@@ -19,8 +19,81 @@ pub enum BackendConfig {
         /// Authentication token (empty: none).
         token: String,
     },
+    /// Memory servers over TCP pooled with `replicas` copies of every object on distinct
+    /// servers: the program keeps running when up to `replicas - 1` servers die (see
+    /// [`PoolBackend`](crate::backend::PoolBackend)). Built by
+    /// `BackendConfig::servers(..).replicas(n)`.
+    Pool {
+        /// `host:port` of each server (one pool member each).
+        addrs: Vec<String>,
+        /// Authentication token (empty: none).
+        token: String,
+        /// Copies of each object (1: no redundancy).
+        replicas: usize,
+    },
     /// Any backend.
     Custom(Arc<dyn Backend>),
+}
+
+impl BackendConfig {
+    /// Memory servers over TCP with the shared `token` (empty: none).
+    ///
+    /// ```
+    /// use farmem::BackendConfig;
+    /// let cfg = BackendConfig::servers(["10.0.0.5:7070", "10.0.0.6:7070", "10.0.0.7:7070"], "")
+    ///     .replicas(2);
+    /// assert!(matches!(cfg, BackendConfig::Pool { replicas: 2, .. }));
+    /// ```
+    pub fn servers<I, S>(addrs: I, token: impl Into<String>) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: ToString,
+    {
+        Self::Servers {
+            addrs: addrs.into_iter().map(|a| a.to_string()).collect(),
+            token: token.into(),
+        }
+    }
+
+    /// Turns a server list into a pool keeping `n` copies of every object (other backends are
+    /// returned unchanged).
+    #[must_use]
+    pub fn replicas(self, n: usize) -> Self {
+        match self {
+            Self::Servers { addrs, token } | Self::Pool { addrs, token, .. } => Self::Pool {
+                addrs,
+                token,
+                replicas: n.max(1),
+            },
+            other => other,
+        }
+    }
+
+    /// Connects a [`BackendConfig::Pool`]: one [`TcpBackend`](crate::backend::TcpBackend) per
+    /// address, pooled.
+    pub(crate) fn connect_pool(
+        addrs: &[String],
+        token: &str,
+        replicas: usize,
+    ) -> Result<Arc<dyn Backend>> {
+        use crate::backend::{
+            PoolBackend, PoolConfig, PoolError, Redundancy, TcpBackend, TcpConfig,
+        };
+        let mut members: Vec<Arc<dyn Backend>> = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let mut cfg = TcpConfig::new([addr]);
+            if !token.is_empty() {
+                cfg = cfg.token(token.as_bytes().to_vec());
+            }
+            members.push(Arc::new(TcpBackend::connect(cfg)?));
+        }
+        let pool = PoolBackend::new(members, PoolConfig::new(Redundancy::replicas(replicas)))
+            .map_err(|e| match e {
+                PoolError::Backend(b) => Error::Backend(b),
+                other => Error::Config(other.to_string()),
+            })?;
+        Ok(Arc::new(pool))
+    }
 }
 
 impl std::fmt::Debug for BackendConfig {
@@ -30,6 +103,13 @@ impl std::fmt::Debug for BackendConfig {
             Self::Servers { addrs, .. } => f
                 .debug_struct("Servers")
                 .field("addrs", addrs)
+                .finish_non_exhaustive(),
+            Self::Pool {
+                addrs, replicas, ..
+            } => f
+                .debug_struct("Pool")
+                .field("addrs", addrs)
+                .field("replicas", replicas)
                 .finish_non_exhaustive(),
             Self::Custom(b) => write!(f, "Custom({})", b.describe()),
         }

@@ -10,10 +10,14 @@
 
 mod embedded;
 mod error;
+pub mod pool;
 mod tcp;
 
 pub use embedded::EmbeddedStore;
-pub use error::BackendError;
+pub use error::{BackendError, DisconnectCause, ProtocolError};
+pub use pool::{
+    FaultyBackend, MemberId, PoolBackend, PoolConfig, PoolError, PoolStats, Redundancy,
+};
 pub use tcp::{TcpBackend, TcpConfig, Ticket};
 
 /// A remote-agent operation submitted with [`Backend::submit_compute`]; [`PendingCompute::wait`]

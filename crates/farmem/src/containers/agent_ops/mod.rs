@@ -83,13 +83,7 @@ pub(crate) fn agent_ids(n: usize) -> ObjectId {
 /// Calls the remote agent, counting traffic.
 pub(crate) fn call(rt: &Runtime, route: ObjectId, opn: u16, args: &[u8]) -> Result<Vec<u8>> {
     AGENT_SENT.fetch_add(args.len() as u64, Ordering::Relaxed);
-    let out = rt
-        .backend()
-        .compute(route, opn, args)
-        .map_err(|e| match e {
-            crate::BackendError::Compute(m) => ContainerError::Agent(m),
-            other => other.into(),
-        })?;
+    let out = rt.backend().compute(route, opn, args)?;
     AGENT_RECEIVED.fetch_add(out.len() as u64, Ordering::Relaxed);
     Ok(out)
 }

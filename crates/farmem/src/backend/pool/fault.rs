@@ -1,0 +1,137 @@
+//! A fault-injection wrapper for testing pools (and anything else over a [`Backend`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+use crate::backend::{Backend, BackendError, Edit, ObjectId, StoreStats};
+
+/// What a [`FaultyBackend`] does to each call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fault {
+    /// Pass every call through.
+    #[default]
+    None,
+    /// Fail every call at once, as a dead server does.
+    Down,
+    /// Hold every call this long, then fail it with [`BackendError::Timeout`], as a hung server
+    /// behind a timeout does.
+    Hang(Duration),
+}
+
+/// Wraps a backend and can be switched to fail every call ([`Fault::Down`]) or to hang
+/// ([`Fault::Hang`]).
+///
+/// ```
+/// use std::sync::Arc;
+/// use farmem::{Backend, BackendError, EmbeddedStore};
+/// use farmem::backend::{FaultyBackend, pool::Fault};
+/// let b = FaultyBackend::new(Arc::new(EmbeddedStore::new()), "s1");
+/// b.put(1, b"x").unwrap();
+/// b.set(Fault::Down);
+/// assert!(matches!(b.get(1), Err(BackendError::Disconnected { .. })));
+/// ```
+pub struct FaultyBackend {
+    inner: Arc<dyn Backend>,
+    name: String,
+    fault: RwLock<Fault>,
+}
+
+impl std::fmt::Debug for FaultyBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultyBackend")
+            .field("name", &self.name)
+            .field("fault", &*self.fault.read())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FaultyBackend {
+    /// Wraps `inner`, naming it `name` (its [`Backend::describe`] and error address).
+    pub fn new(inner: Arc<dyn Backend>, name: impl Into<String>) -> Self {
+        Self {
+            inner,
+            name: name.into(),
+            fault: RwLock::new(Fault::None),
+        }
+    }
+
+    /// Switches the fault.
+    pub fn set(&self, fault: Fault) {
+        *self.fault.write() = fault;
+    }
+
+    /// The current fault.
+    pub fn fault(&self) -> Fault {
+        *self.fault.read()
+    }
+
+    /// The wrapped backend.
+    pub fn inner(&self) -> &Arc<dyn Backend> {
+        &self.inner
+    }
+
+    fn check(&self) -> Result<(), BackendError> {
+        match self.fault() {
+            Fault::None => Ok(()),
+            Fault::Down => Err(BackendError::Disconnected {
+                addr: self.name.clone(),
+                cause: crate::backend::DisconnectCause::Injected,
+            }),
+            Fault::Hang(d) => {
+                std::thread::sleep(d);
+                Err(BackendError::Timeout {
+                    addr: self.name.clone(),
+                    after_ms: d.as_millis() as u64,
+                })
+            }
+        }
+    }
+}
+
+impl Backend for FaultyBackend {
+    fn put(&self, id: ObjectId, data: &[u8]) -> Result<(), BackendError> {
+        self.check()?;
+        self.inner.put(id, data)
+    }
+    fn get(&self, id: ObjectId) -> Result<Vec<u8>, BackendError> {
+        self.check()?;
+        self.inner.get(id)
+    }
+    fn get_into(&self, id: ObjectId, buf: &mut [u8]) -> Result<(), BackendError> {
+        self.check()?;
+        self.inner.get_into(id, buf)
+    }
+    fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>, BackendError> {
+        self.check()?;
+        self.inner.get_many(ids)
+    }
+    fn put_many(&self, items: &[(ObjectId, &[u8])]) -> Result<(), BackendError> {
+        self.check()?;
+        self.inner.put_many(items)
+    }
+    fn patch(&self, id: ObjectId, edits: &[Edit<'_>]) -> Result<(), BackendError> {
+        self.check()?;
+        self.inner.patch(id, edits)
+    }
+    fn patch_many(&self, items: &[(ObjectId, &[Edit<'_>])]) -> Result<(), BackendError> {
+        self.check()?;
+        self.inner.patch_many(items)
+    }
+    fn free(&self, ids: &[ObjectId]) -> Result<(), BackendError> {
+        self.check()?;
+        self.inner.free(ids)
+    }
+    fn stats(&self) -> Result<StoreStats, BackendError> {
+        self.check()?;
+        self.inner.stats()
+    }
+    fn compute(&self, route: ObjectId, op: u16, args: &[u8]) -> Result<Vec<u8>, BackendError> {
+        self.check()?;
+        self.inner.compute(route, op, args)
+    }
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}

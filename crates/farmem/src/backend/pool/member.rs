@@ -1,0 +1,253 @@
+//! Members of a pool: one backend (one server) each, its state and its free-space estimate.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+use super::table::{Ix, mix};
+use crate::backend::{Backend, BackendError};
+
+/// The life cycle of a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MemberState {
+    /// Serving and taking new objects.
+    Live,
+    /// Serving, but its objects are being moved away and it takes no new ones.
+    Draining,
+    /// Holds nothing and takes nothing (after a drain).
+    Drained,
+    /// Failed with a connection-class error: never used again (a server that comes back is
+    /// added as a new member).
+    Down,
+    /// Detached from the pool.
+    Removed,
+}
+
+impl MemberState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Live,
+            1 => Self::Draining,
+            2 => Self::Drained,
+            3 => Self::Down,
+            _ => Self::Removed,
+        }
+    }
+
+    /// Whether the member answers requests (it may hold copies).
+    pub fn serves(self) -> bool {
+        matches!(self, Self::Live | Self::Draining)
+    }
+}
+
+/// Whether `e` means the member itself is gone (as opposed to a refused request).
+///
+/// Connection-class errors: the server could not be reached, the connection broke, or it did
+/// not answer in time.
+pub fn is_member_failure(e: &BackendError) -> bool {
+    matches!(
+        e,
+        BackendError::Unreachable { .. }
+            | BackendError::Disconnected { .. }
+            | BackendError::Timeout { .. }
+    )
+}
+
+/// One member.
+pub(crate) struct Member {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) name: String,
+    state: AtomicU8,
+    /// Estimated free bytes: capacity minus use at the last stats refresh minus bytes placed since.
+    free: AtomicI64,
+    /// Requests in flight (reads prefer the least loaded replica).
+    pub(crate) inflight: AtomicU32,
+    /// Per-object overhead the member charges (from its stats).
+    overhead: AtomicU64,
+    /// Moves in progress that may still write or drop a copy on this member (a drain waits for
+    /// them to finish).
+    pub(crate) moves: AtomicU32,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("name", &self.name)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Member {
+    pub(crate) fn new(backend: Arc<dyn Backend>) -> Self {
+        let m = Self {
+            name: backend.describe(),
+            backend,
+            state: AtomicU8::new(0),
+            free: AtomicI64::new(i64::MAX),
+            inflight: AtomicU32::new(0),
+            overhead: AtomicU64::new(64),
+            moves: AtomicU32::new(0),
+        };
+        // Best effort: a member that cannot answer now is found out by its first request.
+        let _ = m.refresh();
+        m
+    }
+
+    pub(crate) fn state(&self) -> MemberState {
+        MemberState::from_u8(self.state.load(Ordering::SeqCst))
+    }
+
+    pub(crate) fn set_state(&self, s: MemberState) {
+        self.state.store(s as u8, Ordering::Release);
+    }
+
+    /// Moves from `from` to `to`; false when the state was something else.
+    pub(crate) fn transition(&self, from: MemberState, to: MemberState) -> bool {
+        self.state
+            .compare_exchange(from as u8, to as u8, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Marks the member down; true when this call did it.
+    pub(crate) fn mark_down(&self) -> bool {
+        let mut cur = self.state.load(Ordering::Acquire);
+        loop {
+            let s = MemberState::from_u8(cur);
+            if matches!(s, MemberState::Down | MemberState::Removed) {
+                return false;
+            }
+            match self.state.compare_exchange(
+                cur,
+                MemberState::Down as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(v) => cur = v,
+            }
+        }
+    }
+
+    pub(crate) fn serves(&self) -> bool {
+        self.state().serves()
+    }
+
+    pub(crate) fn takes_new(&self) -> bool {
+        self.state() == MemberState::Live
+    }
+
+    pub(crate) fn free(&self) -> i64 {
+        self.free.load(Ordering::Relaxed)
+    }
+
+    /// Charges `bytes` of payload placed on this member against its free estimate.
+    pub(crate) fn charge(&self, bytes: usize) {
+        let cost = bytes as i64 + self.overhead.load(Ordering::Relaxed) as i64;
+        self.free.fetch_sub(cost, Ordering::Relaxed);
+    }
+
+    /// Whether `bytes` more are likely to fit.
+    pub(crate) fn has_room(&self, bytes: usize) -> bool {
+        self.free() >= bytes as i64 + self.overhead.load(Ordering::Relaxed) as i64
+    }
+
+    /// Re-reads the member's stats into the free estimate.
+    pub(crate) fn refresh(&self) -> Result<(), BackendError> {
+        let st = self.backend.stats()?;
+        let free = st.capacity_bytes.saturating_sub(st.used_bytes);
+        self.free
+            .store(free.min(i64::MAX as u64) as i64, Ordering::Relaxed);
+        self.overhead
+            .store(st.per_object_overhead, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// A small pseudo-random source for placement choices (per pool, lock-free).
+#[derive(Debug, Default)]
+pub(crate) struct Dice(AtomicU64);
+
+impl Dice {
+    pub(crate) fn roll(&self, n: usize) -> usize {
+        let x = mix(self.0.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed));
+        (x % n as u64) as usize
+    }
+}
+
+/// Picks up to `need` distinct members for a new copy of `bytes` bytes among those taking new
+/// objects and not in `exclude`: each pick takes the member with more free space of two drawn at
+/// random (power of two choices). Members with room come first; when none has room, none is
+/// picked.
+pub(crate) fn choose(
+    members: &[Arc<Member>],
+    exclude: &[Ix],
+    need: usize,
+    bytes: usize,
+    dice: &Dice,
+) -> Vec<Ix> {
+    let mut cands: Vec<Ix> = (0..members.len())
+        .filter(|&i| {
+            let m = &members[i];
+            m.takes_new() && m.has_room(bytes) && !exclude.contains(&(i as Ix))
+        })
+        .map(|i| i as Ix)
+        .collect();
+    let mut out = Vec::with_capacity(need);
+    while out.len() < need && !cands.is_empty() {
+        let a = dice.roll(cands.len());
+        let pick = if cands.len() == 1 {
+            a
+        } else {
+            let mut b = dice.roll(cands.len() - 1);
+            if b >= a {
+                b += 1;
+            }
+            let (fa, fb) = (
+                members[usize::from(cands[a])].free(),
+                members[usize::from(cands[b])].free(),
+            );
+            if fb > fa { b } else { a }
+        };
+        let ix = cands.swap_remove(pick);
+        members[usize::from(ix)].charge(bytes);
+        out.push(ix);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::EmbeddedStore;
+
+    #[test]
+    fn placement_follows_free_space_and_excludes() {
+        let members: Vec<Arc<Member>> = (0..3)
+            .map(|i| {
+                Arc::new(Member::new(Arc::new(EmbeddedStore::with_capacity(
+                    (i + 1) * 1_000_000,
+                ))))
+            })
+            .collect();
+        let dice = Dice::default();
+        let mut counts = [0usize; 3];
+        for _ in 0..600 {
+            for ix in choose(&members, &[], 1, 1000, &dice) {
+                counts[usize::from(ix)] += 1;
+            }
+        }
+        // The biggest member gets the most; the smallest fills up first and gets the least.
+        assert!(counts[2] > counts[0], "{counts:?}");
+        let two = choose(&members, &[2], 2, 10, &dice);
+        assert_eq!(two.len(), 2);
+        assert!(!two.contains(&2));
+        members[0].set_state(MemberState::Down);
+        assert_eq!(choose(&members, &[2], 2, 10, &dice), vec![1]);
+        assert!(is_member_failure(&BackendError::Timeout {
+            addr: "x".into(),
+            after_ms: 1
+        }));
+        assert!(!is_member_failure(&BackendError::NotFound(1)));
+    }
+}

@@ -1,0 +1,410 @@
+//! A memory pool that survives server failures: replication, failover, repair and run-time
+//! membership, as a layer over one [`Backend`] per server.
+//!
+//! A [`PoolBackend`] is itself a [`Backend`]. It keeps a *location table* (object id -> the
+//! members holding it, 8 bytes of entry per object in a sharded hash map) instead of a fixed hash,
+//! so new objects go where there is free space (power of two choices among live members, by
+//! free bytes from periodic `stats()` minus bytes placed since) and only the objects of a member
+//! that comes or goes ever move.
+//!
+//! - **Writes** ([`Backend::put_many`], [`Backend::patch_many`], [`Backend::free`], mutating
+//!   hash-table agent operations) are batched per member and sent to all members in parallel (one
+//!   round trip per member); they are acknowledged once every live replica holds them.
+//! - **Reads** go to one replica (the least loaded live one) and fail over to the next; a
+//!   program sees an error only when every replica of an object is gone
+//!   ([`BackendError::Unavailable`], naming the servers).
+//! - **Failures**: a member answering with a connection-class error ([`is_member_failure`]) is
+//!   marked [`MemberState::Down`] at once and never used again; whole-object writes go to
+//!   substitutes, and a background thread restores the redundancy of every object that lost a
+//!   copy, rate-limited by a token bucket ([`PoolConfig::repair_rate`]). A server that comes back
+//!   is added as a new member ([`PoolBackend::add_member`]).
+//! - **Membership**: [`PoolBackend::add_member`], [`PoolBackend::drain_member`] (moves every
+//!   object away while the program keeps running), [`PoolBackend::remove_member`].
+//!
+//! # Moving an object without losing a racing write
+//!
+//! Each table entry carries a count of writes in flight and a version bumped when a write starts
+//! and ends. A mover (repair or drain) snapshots an idle entry, copies the object from a live
+//! replica to the new member, then switches the entry under its shard lock only if it is still
+//! idle at the same version; otherwise it copies again. Readers of the old copy that find it
+//! freed retry with the new entry.
+//!
+//! # Remote agent
+//!
+//! [`Backend::compute`] runs on a live replica of its `route` object. Server-side hash tables
+//! (`HT_*`) are replicated like objects: mutating operations go to every replica, lookups to one,
+//! and repair copies a table page by page. Vector operations read chunks and write their outputs
+//! on the member they run on; outputs the pool did not place are found on first access and then
+//! replicated by repair. A vector operation needs all its chunks on one member, which placement
+//! does not guarantee: with several members prefer `Offload::Local` for vector operations.
+//!
+//! # Erasure coding (not implemented)
+//!
+//! [`Redundancy`] is the scheme. A Carbink-style `ErasureCoded { k, m }` would fit as another
+//! variant: each object stays whole on one member (reads unchanged: one member, no decode), and
+//! objects are grouped into *spans* of `k` objects on `k` distinct members with `m` parity
+//! objects on `m` further members. The table entry would name the object's member plus its span
+//! id (a side table span -> members + parity ids); a write updates the object and the parity of
+//! its span (parity delta = old xor new, so the write path reads the old value first or writes
+//! to a fresh span and retires the old slot, as Carbink does); repair of a dead member
+//! reconstructs each lost object from the `k - 1` surviving objects and one parity of its span.
+//! The mover protocol above carries over unchanged (the span is the unit that is locked).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use farmem::{Backend, EmbeddedStore};
+//! use farmem::backend::{PoolBackend, PoolConfig, Redundancy};
+//! let members: Vec<Arc<dyn Backend>> =
+//!     (0..3).map(|_| Arc::new(EmbeddedStore::new()) as Arc<dyn Backend>).collect();
+//! let pool = PoolBackend::new(members, PoolConfig::new(Redundancy::replicas(2))).unwrap();
+//! pool.put(7, b"hello").unwrap();
+//! assert_eq!(pool.locations(7).unwrap().len(), 2);
+//! assert_eq!(pool.get(7).unwrap(), b"hello");
+//! ```
+
+mod error;
+mod fault;
+mod member;
+mod ops;
+mod repair;
+mod scheme;
+mod table;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+
+pub use self::error::PoolError;
+pub use self::fault::{Fault, FaultyBackend};
+use self::member::{Dice, Member};
+pub use self::member::{MemberState, is_member_failure};
+pub use self::repair::RepairStats;
+use self::repair::Repairer;
+pub use self::scheme::{MAX_REPLICAS, Redundancy};
+use self::table::{Ix, LocationTable};
+use super::{Backend, ObjectId};
+
+/// The most members a pool can have over its life (member ids are never reused).
+pub const MAX_MEMBERS: usize = 255;
+
+/// The name of a member within its pool (its position in the order members were added).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MemberId(pub usize);
+
+/// Settings of a [`PoolBackend`].
+///
+/// ```
+/// use std::time::Duration;
+/// use farmem::backend::{PoolConfig, Redundancy};
+/// let cfg = PoolConfig::new(Redundancy::replicas(2))
+///     .repair_rate(Some(100 << 20))
+///     .maintenance_interval(Duration::from_millis(200));
+/// assert_eq!(cfg.redundancy.copies(), 2);
+/// ```
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// The redundancy scheme.
+    pub redundancy: Redundancy,
+    /// Bytes per second repair and drains may copy (`None`: unlimited).
+    pub repair_rate: Option<u64>,
+    /// How often the background thread refreshes member statistics and looks for objects to
+    /// repair (it also wakes at once when a member fails or leaves).
+    pub maintenance_interval: Duration,
+}
+
+impl PoolConfig {
+    /// `redundancy`, repair limited to 64 MiB/s, maintenance every 500 ms.
+    pub fn new(redundancy: Redundancy) -> Self {
+        Self {
+            redundancy,
+            repair_rate: Some(64 << 20),
+            maintenance_interval: Duration::from_millis(500),
+        }
+    }
+
+    /// Sets the repair bandwidth in bytes per second (`None`: unlimited).
+    #[must_use]
+    pub fn repair_rate(mut self, bytes_per_sec: Option<u64>) -> Self {
+        self.repair_rate = bytes_per_sec;
+        self
+    }
+
+    /// Sets the maintenance interval.
+    #[must_use]
+    pub fn maintenance_interval(mut self, every: Duration) -> Self {
+        self.maintenance_interval = every;
+        self
+    }
+}
+
+/// One member as seen by [`PoolBackend::members`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Its id.
+    pub id: MemberId,
+    /// Its backend's [`Backend::describe`].
+    pub name: String,
+    /// Its state.
+    pub state: MemberState,
+    /// Objects the location table places on it.
+    pub objects: usize,
+}
+
+/// Space and state of a pool, from [`PoolBackend::pool_stats`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Objects (and server-side tables) in the location table.
+    pub objects: usize,
+    /// Heap bytes of the location table.
+    pub table_bytes: usize,
+    /// Objects with fewer live copies than the scheme wants.
+    pub under_replicated: usize,
+    /// Objects with no live copy at all.
+    pub unavailable: usize,
+    /// Repair and drain progress.
+    pub repair: RepairStats,
+}
+
+pub(crate) struct Inner {
+    pub(crate) cfg: PoolConfig,
+    members: RwLock<Arc<[Arc<Member>]>>,
+    pub(crate) table: LocationTable,
+    pub(crate) dice: Dice,
+    pub(crate) repair: Repairer,
+    /// One membership change at a time.
+    membership: Mutex<()>,
+}
+
+impl Inner {
+    /// The current member list (indexed by [`Ix`]).
+    pub(crate) fn members(&self) -> Arc<[Arc<Member>]> {
+        self.members.read().clone()
+    }
+
+    /// Marks member `ix` down after a connection-class failure and wakes the repairer.
+    pub(crate) fn mark_down(&self, ix: Ix, err: &super::BackendError) {
+        let members = self.members();
+        if let Some(m) = members.get(usize::from(ix))
+            && m.mark_down()
+        {
+            tracing::warn!(member = %m.name, error = %err, "pool member down");
+            self.repair.wake();
+        }
+    }
+}
+
+/// A [`Backend`] over several member backends with redundancy, failover, repair and run-time
+/// membership (see the [module docs](self)).
+pub struct PoolBackend {
+    inner: Arc<Inner>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for PoolBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolBackend")
+            .field("redundancy", &self.inner.cfg.redundancy)
+            .field("members", &self.inner.members())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PoolBackend {
+    /// A pool over `members` (one backend per server) that starts its maintenance thread.
+    ///
+    /// # Errors
+    /// [`PoolError::NoMembers`], [`PoolError::TooManyMembers`].
+    pub fn new(members: Vec<Arc<dyn Backend>>, cfg: PoolConfig) -> Result<Self, PoolError> {
+        if members.is_empty() {
+            return Err(PoolError::NoMembers);
+        }
+        if members.len() > MAX_MEMBERS {
+            return Err(PoolError::TooManyMembers { max: MAX_MEMBERS });
+        }
+        let list: Vec<Arc<Member>> = members
+            .into_iter()
+            .map(|b| Arc::new(Member::new(b)))
+            .collect();
+        let inner = Arc::new(Inner {
+            repair: Repairer::new(cfg.repair_rate),
+            cfg,
+            members: RwLock::new(list.into()),
+            table: LocationTable::new(),
+            dice: Dice::default(),
+            membership: Mutex::new(()),
+        });
+        let bg = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("farmem-pool".into())
+            .spawn(move || repair::maintenance(&bg))
+            .ok();
+        if thread.is_none() {
+            tracing::warn!("pool maintenance thread could not start: repairs run on demand only");
+        }
+        Ok(Self { inner, thread })
+    }
+
+    /// The redundancy scheme.
+    pub fn redundancy(&self) -> Redundancy {
+        self.inner.cfg.redundancy
+    }
+
+    /// Adds a member (a new or restarted, empty server); new objects start going to it.
+    ///
+    /// # Errors
+    /// [`PoolError::TooManyMembers`] after [`MAX_MEMBERS`] members over the pool's life.
+    pub fn add_member(&self, backend: Arc<dyn Backend>) -> Result<MemberId, PoolError> {
+        let _g = self.inner.membership.lock();
+        let member = Arc::new(Member::new(backend));
+        let mut list = self.inner.members.write();
+        if list.len() >= MAX_MEMBERS {
+            return Err(PoolError::TooManyMembers { max: MAX_MEMBERS });
+        }
+        let mut v = list.to_vec();
+        v.push(member);
+        *list = v.into();
+        drop(list);
+        // Objects short of copies (no room before) may fit now.
+        self.inner.repair.wake();
+        Ok(MemberId(self.inner.members().len() - 1))
+    }
+
+    fn member(&self, id: MemberId) -> Result<Arc<Member>, PoolError> {
+        self.inner
+            .members()
+            .get(id.0)
+            .cloned()
+            .ok_or(PoolError::UnknownMember(id))
+    }
+
+    /// Moves every object off member `id` while the program keeps reading and writing, then
+    /// leaves it [`MemberState::Drained`] (holding nothing, taking nothing).
+    ///
+    /// Each object gets a copy on another member before the drained copy is dropped; when no
+    /// other member has room, an object that still has other copies just loses this one.
+    ///
+    /// # Errors
+    /// [`PoolError::UnknownMember`], [`PoolError::NotLive`], [`PoolError::NoRoom`] when this
+    /// member holds the last copy of an object that fits nowhere else (the member is live again),
+    /// [`PoolError::DrainStalled`].
+    pub fn drain_member(&self, id: MemberId) -> Result<(), PoolError> {
+        let _g = self.inner.membership.lock();
+        let m = self.member(id)?;
+        if !m.transition(MemberState::Live, MemberState::Draining) {
+            return Err(PoolError::NotLive {
+                member: m.name.clone(),
+                state: m.state(),
+            });
+        }
+        let result = repair::drain(&self.inner, id.0 as Ix);
+        match &result {
+            Ok(()) => {
+                m.transition(MemberState::Draining, MemberState::Drained);
+            }
+            Err(_) => {
+                m.transition(MemberState::Draining, MemberState::Live);
+            }
+        }
+        result
+    }
+
+    /// Detaches member `id` at once; objects that had a copy on it are repaired from their
+    /// other copies in the background (drain first to move them before).
+    ///
+    /// # Errors
+    /// [`PoolError::UnknownMember`].
+    pub fn remove_member(&self, id: MemberId) -> Result<(), PoolError> {
+        let _g = self.inner.membership.lock();
+        let m = self.member(id)?;
+        m.set_state(MemberState::Removed);
+        self.inner.repair.wake();
+        Ok(())
+    }
+
+    /// Every member ever added, with its state and the objects placed on it.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let members = self.inner.members();
+        let mut counts = vec![0usize; members.len()];
+        self.inner.table.select(|e| {
+            for &m in e.members() {
+                // Members added after the snapshot have no count here.
+                if let Some(c) = counts.get_mut(usize::from(m)) {
+                    *c += 1;
+                }
+            }
+            false
+        });
+        members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| MemberInfo {
+                id: MemberId(i),
+                name: m.name.clone(),
+                state: m.state(),
+                objects: counts[i],
+            })
+            .collect()
+    }
+
+    /// The members the location table places object `id` on (`None`: unknown id).
+    pub fn locations(&self, id: ObjectId) -> Option<Vec<MemberId>> {
+        self.inner.table.get(id).map(|e| {
+            e.members()
+                .iter()
+                .map(|&m| MemberId(usize::from(m)))
+                .collect()
+        })
+    }
+
+    /// Table size, redundancy state and repair progress.
+    pub fn pool_stats(&self) -> PoolStats {
+        let members = self.inner.members();
+        let want = self.inner.cfg.redundancy.copies();
+        let (mut under, mut unavailable) = (0, 0);
+        self.inner.table.select(|e| {
+            // Members added after the snapshot are live.
+            let state = |m: Ix| members.get(usize::from(m)).map(|m| m.state());
+            let live = e
+                .members()
+                .iter()
+                .filter(|&&m| state(m).is_none_or(|s| s == MemberState::Live))
+                .count();
+            if live < want {
+                under += 1;
+            }
+            if !e
+                .members()
+                .iter()
+                .any(|&m| state(m).is_none_or(MemberState::serves))
+            {
+                unavailable += 1;
+            }
+            false
+        });
+        PoolStats {
+            objects: self.inner.table.len(),
+            table_bytes: self.inner.table.approx_bytes(),
+            under_replicated: under,
+            unavailable,
+            repair: self.inner.repair.stats(),
+        }
+    }
+
+    /// Runs one repair pass in the calling thread (the background thread runs them on its own)
+    /// and returns the objects still short of copies afterwards.
+    pub fn repair_now(&self) -> usize {
+        repair::pass(&self.inner);
+        self.pool_stats().under_replicated
+    }
+}
+
+impl Drop for PoolBackend {
+    fn drop(&mut self) {
+        self.inner.repair.shut_down();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,529 @@
+//! Restoring redundancy: the maintenance thread, repair passes, drains and the bandwidth limit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use farmem_proto::agent::{AgentMessage, HtPutArgs, HtScanArgs, HtScanResult, op};
+use parking_lot::{Condvar, Mutex};
+
+use super::Inner;
+use super::error::PoolError;
+use super::member::{Member, MemberState, choose, is_member_failure};
+use super::table::{Entry, Ix};
+use crate::backend::{BackendError, ObjectId};
+
+/// Repair and drain progress of a pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RepairStats {
+    /// Repair passes over the location table so far.
+    pub passes: u64,
+    /// Copies made (repairs and drain moves).
+    pub copies: u64,
+    /// Bytes copied by them.
+    pub bytes_copied: u64,
+    /// Copies dropped without a replacement (no room elsewhere, another copy remains).
+    pub dropped: u64,
+    /// Objects short of copies at the end of the last pass.
+    pub pending: u64,
+    /// Objects of the last pass that found no member with room.
+    pub no_room: u64,
+    /// Objects of the last pass with no live copy left.
+    pub lost: u64,
+}
+
+/// A token bucket: `take(n)` sleeps so that at most `rate` bytes per second pass on average.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+/// The repair machinery shared by the maintenance thread and drains.
+#[derive(Debug)]
+pub(crate) struct Repairer {
+    bucket: Option<Mutex<Bucket>>,
+    passes: AtomicU64,
+    copies: AtomicU64,
+    bytes: AtomicU64,
+    dropped: AtomicU64,
+    pending: AtomicU64,
+    no_room: AtomicU64,
+    lost: AtomicU64,
+    wake: Mutex<bool>,
+    cv: Condvar,
+    shutdown: AtomicBool,
+}
+
+impl Repairer {
+    pub(crate) fn new(rate: Option<u64>) -> Self {
+        Self {
+            bucket: rate.map(|r| {
+                let rate = r.max(1) as f64;
+                // A tenth of a second of burst, at least one large object.
+                let burst = (rate / 10.0).max(1_048_576.0);
+                Mutex::new(Bucket {
+                    rate,
+                    burst,
+                    tokens: burst,
+                    last: Instant::now(),
+                })
+            }),
+            passes: AtomicU64::new(0),
+            copies: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+            no_room: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            wake: Mutex::new(false),
+            cv: Condvar::new(),
+            shutdown: AtomicBool::new(false),
+        }
+    }
+
+    /// Asks the maintenance thread for a pass now.
+    pub(crate) fn wake(&self) {
+        *self.wake.lock() = true;
+        self.cv.notify_one();
+    }
+
+    pub(crate) fn shut_down(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Waits until `bytes` may be copied under the bandwidth limit.
+    fn take(&self, bytes: usize) {
+        let Some(b) = &self.bucket else { return };
+        let wait = {
+            let mut b = b.lock();
+            let now = Instant::now();
+            let refill = now.duration_since(b.last).as_secs_f64() * b.rate;
+            b.tokens = (b.tokens + refill).min(b.burst);
+            b.last = now;
+            b.tokens -= bytes as f64;
+            if b.tokens < 0.0 {
+                Duration::from_secs_f64(-b.tokens / b.rate)
+            } else {
+                Duration::ZERO
+            }
+        };
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+
+    pub(crate) fn stats(&self) -> RepairStats {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RepairStats {
+            passes: l(&self.passes),
+            copies: l(&self.copies),
+            bytes_copied: l(&self.bytes),
+            dropped: l(&self.dropped),
+            pending: l(&self.pending),
+            no_room: l(&self.no_room),
+            lost: l(&self.lost),
+        }
+    }
+}
+
+/// The body of the maintenance thread: refresh member statistics, then repair, every interval
+/// or when woken.
+pub(crate) fn maintenance(inner: &Arc<Inner>) {
+    loop {
+        {
+            let mut flag = inner.repair.wake.lock();
+            if !*flag && !inner.repair.stopping() {
+                inner
+                    .repair
+                    .cv
+                    .wait_for(&mut flag, inner.cfg.maintenance_interval);
+            }
+            *flag = false;
+        }
+        if inner.repair.stopping() {
+            return;
+        }
+        for (i, m) in inner.members().iter().enumerate() {
+            if m.serves()
+                && let Err(e) = m.refresh()
+                && is_member_failure(&e)
+            {
+                inner.mark_down(i as Ix, &e);
+            }
+        }
+        pass(inner);
+    }
+}
+
+/// Whether `e` lacks copies on live members or has one on a member that is leaving or gone.
+fn needs_work(e: &Entry, members: &[Arc<Member>], want: usize) -> bool {
+    e.members().len() < want
+        || e.members()
+            .iter()
+            .any(|&m| members.get(usize::from(m)).is_some_and(|m| !m.takes_new()))
+}
+
+/// One repair pass over the whole table.
+pub(crate) fn pass(inner: &Inner) {
+    let members = inner.members();
+    let want = inner.cfg.redundancy.copies();
+    let ids = inner.table.select(|e| needs_work(e, &members, want));
+    let (mut pending, mut no_room, mut lost) = (0, 0, 0);
+    for id in ids {
+        if inner.repair.stopping() {
+            return;
+        }
+        match fix(inner, id) {
+            Fix::Done | Fix::Gone => {}
+            Fix::Raced => pending += 1,
+            Fix::NoRoom => {
+                pending += 1;
+                no_room += 1;
+            }
+            Fix::Lost => lost += 1,
+        }
+    }
+    let r = &inner.repair;
+    r.pending.store(pending, Ordering::Relaxed);
+    r.no_room.store(no_room, Ordering::Relaxed);
+    r.lost.store(lost, Ordering::Relaxed);
+    r.passes.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Moves every object off draining member `m`.
+pub(crate) fn drain(inner: &Inner, m: Ix) -> Result<(), PoolError> {
+    let name = || inner.members()[usize::from(m)].name.clone();
+    let mut remaining = 0;
+    for round in 0..1000 {
+        // Placement reads member states under the shard locks, and this select takes every
+        // shard lock after the member stopped taking new objects: nothing can slip past.
+        let ids = inner.table.select(|e| e.contains(m));
+        if ids.is_empty() {
+            // Moves committed by other movers may still owe the drop of this member's copy.
+            let member = &inner.members()[usize::from(m)];
+            while member.moves.load(Ordering::SeqCst) > 0 {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            return Ok(());
+        }
+        remaining = ids.len();
+        if round > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for id in ids {
+            match fix(inner, id) {
+                Fix::NoRoom => return Err(PoolError::NoRoom { member: name(), id }),
+                Fix::Done | Fix::Gone | Fix::Raced | Fix::Lost => {}
+            }
+        }
+    }
+    Err(PoolError::DrainStalled {
+        member: name(),
+        remaining,
+    })
+}
+
+/// What [`fix`] achieved.
+#[derive(Debug, PartialEq, Eq)]
+enum Fix {
+    /// Fully replicated on live members (or nothing more can be done without room: copies
+    /// dropped from leaving members while another copy remains).
+    Done,
+    /// The object was freed.
+    Gone,
+    /// Writes kept racing the copy.
+    Raced,
+    /// No member has room for another copy.
+    NoRoom,
+    /// No live copy left.
+    Lost,
+}
+
+/// A copy of one object or server-side table in transit.
+enum Copy {
+    Object(Vec<u8>),
+    Table(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
+impl Copy {
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Object(d) => d.len(),
+            Self::Table(t) => t.iter().map(|(k, v)| k.len() + v.len()).sum(),
+        }
+    }
+}
+
+const SCAN_PAGE: u32 = 4096;
+
+fn read_copy(m: &Member, id: ObjectId, table: bool) -> Result<Copy, BackendError> {
+    if !table {
+        return m.backend.get(id).map(Copy::Object);
+    }
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let args = HtScanArgs {
+            table: id,
+            max: SCAN_PAGE,
+            after,
+        };
+        let out = m.backend.compute(id, op::HT_SCAN, &args.encode())?;
+        let page = HtScanResult::decode(&out).map_err(|e| BackendError::Protocol(e.into()))?;
+        after = page.entries.last().map(|(k, _)| k.clone());
+        all.extend(page.entries);
+        if !page.more || after.is_none() {
+            return Ok(Copy::Table(all));
+        }
+    }
+}
+
+fn write_copy(m: &Member, id: ObjectId, copy: &Copy) -> Result<(), BackendError> {
+    match copy {
+        Copy::Object(d) => m.backend.put(id, d),
+        Copy::Table(entries) => {
+            m.backend.compute(id, op::HT_DROP, &id.encode())?;
+            for chunk in entries.chunks(SCAN_PAGE as usize) {
+                let args = HtPutArgs {
+                    table: id,
+                    return_old: false,
+                    entries: chunk.to_vec(),
+                };
+                m.backend.compute(id, op::HT_PUT, &args.encode())?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Drops the copy of `id` held by `m` (best effort: the member may be leaving).
+fn drop_copy(m: &Member, id: ObjectId, table: bool) {
+    let r = if table {
+        m.backend.compute(id, op::HT_DROP, &id.encode()).map(drop)
+    } else {
+        m.backend.free(&[id])
+    };
+    if let Err(e) = r {
+        tracing::debug!(member = %m.name, id, error = %e, "dropping a moved copy failed");
+    }
+}
+
+/// Brings object `id` to full redundancy on live members, replacing copies on members that are
+/// down, removed or draining. Safe against concurrent writers, frees and other movers (see
+/// [`Entry`]).
+fn fix(inner: &Inner, id: ObjectId) -> Fix {
+    for _ in 0..64 {
+        let claimed = {
+            let mut shard = inner.table.shard(id);
+            match shard.get_mut(&id) {
+                None => return Fix::Gone,
+                Some(e) if e.is_freed() => return Fix::Gone,
+                Some(e) if e.is_moving() => return Fix::Raced,
+                Some(e) if e.busy > 0 => None,
+                Some(e) => {
+                    e.set_moving(true);
+                    Some(*e)
+                }
+            }
+        };
+        let Some(e) = claimed else {
+            std::thread::sleep(Duration::from_micros(200));
+            continue;
+        };
+        let (step, orphan, target) = step(inner, id, &e);
+        release(inner, id, orphan, e.is_table());
+        if let Some(t) = target {
+            inner.members()[usize::from(t)]
+                .moves
+                .fetch_sub(1, Ordering::AcqRel);
+        }
+        match step {
+            Step::Again => continue,
+            Step::Finished(f) => return f,
+        }
+    }
+    Fix::Raced
+}
+
+/// What one step of [`fix`] leads to.
+enum Step {
+    Again,
+    Finished(Fix),
+}
+
+/// One copy or drop on a claimed entry `e`; returns the outcome, a member holding a copy that
+/// did not get into the entry, and the member copied to (its `moves` count was raised).
+fn step(inner: &Inner, id: ObjectId, e: &Entry) -> (Step, Option<Ix>, Option<Ix>) {
+    let want = inner.cfg.redundancy.copies();
+    let members = inner.members();
+    let st = |m: Ix| members[usize::from(m)].state();
+    let live: Vec<Ix> = e
+        .members()
+        .iter()
+        .copied()
+        .filter(|&m| st(m) == MemberState::Live)
+        .collect();
+    let draining: Vec<Ix> = e
+        .members()
+        .iter()
+        .copied()
+        .filter(|&m| st(m) == MemberState::Draining)
+        .collect();
+    if live.is_empty() && draining.is_empty() {
+        return (Step::Finished(Fix::Lost), None, None);
+    }
+    let gone = e.members().iter().copied().find(|&m| !st(m).serves());
+    let from = gone.or(draining.first().copied());
+    if from.is_none() && live.len() >= want {
+        return (Step::Finished(Fix::Done), None, None);
+    }
+    if let Some(f) = from
+        && live.len() >= want
+    {
+        // Enough live copies: just forget the leaving one.
+        if commit(inner, id, e, f, |e| e.remove(f)) {
+            drop_moved(&members[usize::from(f)], id, e.is_table());
+        }
+        return (Step::Again, None, None);
+    }
+    // Copy from a live replica (a draining one if need be) to a new member.
+    let mut copy = None;
+    for &s in live.iter().chain(&draining) {
+        match read_copy(&members[usize::from(s)], id, e.is_table()) {
+            Ok(c) => {
+                copy = Some(c);
+                break;
+            }
+            Err(err) if is_member_failure(&err) => inner.mark_down(s, &err),
+            Err(err) => {
+                tracing::debug!(id, error = %err, "repair could not read a copy");
+            }
+        }
+    }
+    let Some(copy) = copy else {
+        return (Step::Finished(Fix::Raced), None, None);
+    };
+    let bytes = copy.bytes();
+    let Some(&t) = choose(&members, e.members(), 1, bytes, &inner.dice).first() else {
+        if let Some(f) = from
+            && !live.is_empty()
+        {
+            // No room for a replacement, but another copy remains: degrade.
+            if commit(inner, id, e, f, |e| e.remove(f)) {
+                inner.repair.dropped.fetch_add(1, Ordering::Relaxed);
+                drop_moved(&members[usize::from(f)], id, e.is_table());
+            }
+            return (Step::Again, None, None);
+        }
+        return (Step::Finished(Fix::NoRoom), None, None);
+    };
+    let target = &members[usize::from(t)];
+    target.moves.fetch_add(1, Ordering::SeqCst);
+    // A drain that started meanwhile either sees this move counted or is seen here.
+    if !target.takes_new() {
+        return (Step::Again, None, Some(t));
+    }
+    match write_copy(target, id, &copy) {
+        Ok(()) => {}
+        Err(err) if is_member_failure(&err) => {
+            inner.mark_down(t, &err);
+            return (Step::Again, None, Some(t));
+        }
+        Err(err) => {
+            tracing::debug!(id, member = %target.name, error = %err, "repair copy refused");
+            return (Step::Finished(Fix::NoRoom), Some(t), Some(t));
+        }
+    }
+    let committed = match from {
+        Some(f) => commit(inner, id, e, f, |e| e.replace(f, t)),
+        None => commit(inner, id, e, Ix::MAX, |e| e.push(t)),
+    };
+    if !committed {
+        return (Step::Again, Some(t), Some(t));
+    }
+    let r = &inner.repair;
+    r.copies.fetch_add(1, Ordering::Relaxed);
+    r.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    if let Some(f) = from {
+        drop_moved(&members[usize::from(f)], id, e.is_table());
+    }
+    // The bandwidth limit is paid after the copy, outside the claim.
+    inner.repair.take(bytes);
+    (Step::Again, None, Some(t))
+}
+
+/// Ends a claim on `id`: drops the copy on `orphan` unless it got into the entry, removes an
+/// entry freed meanwhile, clears the moving mark otherwise.
+fn release(inner: &Inner, id: ObjectId, orphan: Option<Ix>, table: bool) {
+    if let Some(t) = orphan {
+        let keep = inner
+            .table
+            .shard(id)
+            .get(&id)
+            .is_some_and(|e| !e.is_freed() && e.contains(t));
+        if !keep {
+            // Still claimed: no writer or mover can put `t` into the entry meanwhile.
+            drop_copy(&inner.members()[usize::from(t)], id, table);
+        }
+    }
+    let mut shard = inner.table.shard(id);
+    if let Some(e) = shard.get_mut(&id) {
+        if e.is_freed() {
+            shard.remove(&id);
+        } else {
+            e.set_moving(false);
+        }
+    }
+}
+
+/// Drops the copy `m` held before a committed move, if `m` still serves.
+fn drop_moved(m: &Member, id: ObjectId, table: bool) {
+    if m.serves() {
+        drop_copy(m, id, table);
+    }
+    m.moves.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Applies `f` to the claimed entry of `id` if no write started or ended since `seen` was read,
+/// it was not freed, and the members it adds still take objects; true when applied. A member
+/// `leaving` the entry (`Ix::MAX`: none) then owes a drop of its copy ([`drop_moved`]).
+fn commit(
+    inner: &Inner,
+    id: ObjectId,
+    seen: &Entry,
+    leaving: Ix,
+    f: impl FnOnce(&mut Entry),
+) -> bool {
+    let mut shard = inner.table.shard(id);
+    let members = inner.members();
+    let Some(e) = shard.get_mut(&id) else {
+        return false;
+    };
+    if e.is_freed() || e.ver != seen.ver || e.busy != 0 || e.members() != seen.members() {
+        return false;
+    }
+    let mut next = *e;
+    f(&mut next);
+    // A target chosen before it started draining must not get in after the drain's last look.
+    if next
+        .members()
+        .iter()
+        .any(|&m| !seen.contains(m) && !members[usize::from(m)].takes_new())
+    {
+        return false;
+    }
+    next.ver = next.ver.wrapping_add(1);
+    *e = next;
+    if let Some(m) = members.get(usize::from(leaving)) {
+        m.moves.fetch_add(1, Ordering::AcqRel);
+    }
+    true
+}
