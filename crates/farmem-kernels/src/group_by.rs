@@ -186,8 +186,8 @@ pub(crate) fn merge_groups<K: Wide, V: Wide>(
     Ok(sort_groups::<K, V>(out))
 }
 
-pub(crate) fn length_mismatch(what: &str, a: u64, b: u64) -> KernelError {
-    KernelError::Invalid(format!("{what}: vectors of {a} and {b} elements"))
+pub(crate) fn length_mismatch(what: &'static str, left: u64, right: u64) -> KernelError {
+    KernelError::LengthMismatch { what, left, right }
 }
 
 /// Reads the next block of the mask and evaluates the predicate on it.
