@@ -1,4 +1,5 @@
-//! Feeds arbitrary bytes to every farmem-proto decoder: none may panic.
+//! Feeds arbitrary bytes to the frame, request and response decoders: none may panic (the
+//! agent messages and expressions have their own targets).
 //!
 //! Run with `cargo fuzz run decode` from the repository root (needs cargo-fuzz and nightly).
 #![no_main]

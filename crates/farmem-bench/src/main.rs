@@ -2,6 +2,7 @@
 //!
 //! Each subcommand lives in its own module and exposes `Args` (clap) and `run`.
 
+mod apps;
 mod apps_far;
 mod common;
 mod containers;

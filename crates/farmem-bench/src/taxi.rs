@@ -2,15 +2,15 @@
 //! side by side at the same local-memory budget.
 //!
 //! Each mode loads the same trips (synthetic, or a TLC CSV with `--csv`) and runs the nine steps
-//! of [`farmem_frame::taxi::analyze`]; the analysis time is the figure, and every mode must print
+//! of [`crate::apps::taxi::analyze`]; the analysis time is the figure, and every mode must print
 //! the same answers. Paging and kernel-swap modes run in a child process (the same binary), so
 //! their memory limit covers only their own data.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::apps::taxi::{self, TaxiAnswers, TaxiGen};
 use anyhow::Context;
-use farmem_frame::taxi::{self, TaxiAnswers, TaxiGen};
 use farmem_frame::{DataFrame, PlacementRef};
 use serde::Serialize;
 

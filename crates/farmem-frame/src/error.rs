@@ -59,6 +59,9 @@ pub enum FrameError {
     /// exhausted, servers full or unreachable, ...).
     #[error("column storage failed")]
     Storage(#[from] ContainerError),
+    /// A derive expression is ill-typed over its input columns.
+    #[error("invalid derive expression")]
+    Expr(#[from] farmem_proto::expr::ExprError),
     /// A kernel over local column data failed.
     #[error("column kernel failed")]
     Kernel(#[from] KernelError),
@@ -80,7 +83,7 @@ impl FrameError {
         match self {
             Self::MissingColumn(_) => ErrorKind::NotFound,
             Self::DuplicateColumn(_) | Self::BadRow { .. } => ErrorKind::InvalidArgument,
-            Self::TypeMismatch { .. } => ErrorKind::TypeMismatch,
+            Self::TypeMismatch { .. } | Self::Expr(_) => ErrorKind::TypeMismatch,
             Self::LengthMismatch { .. } => ErrorKind::LengthMismatch,
             Self::OutOfRange { .. } => ErrorKind::OutOfBounds,
             Self::Io(_) => ErrorKind::Io,

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use farmem::containers::{self as fc, ContainerError, FarVec, Offload, Predicate, Primitive};
 use farmem::{ErrorKind, Runtime};
-use farmem_proto::agent::{Domain, ElemType};
+use farmem_proto::agent::ElemType;
+use farmem_proto::expr::Type;
 
 use crate::column::ColumnData;
 use crate::local_kernels::{agent_cmp, operand_as, summary_of};
@@ -73,24 +74,26 @@ impl Placement for FarPlacement {
         self.store()
     }
 
-    fn derive(&self, expr: Expr, inputs: &[&ColumnData]) -> Option<Result<ColumnData>> {
+    fn derive(&self, expr: &Expr, inputs: &[&ColumnData]) -> Option<Result<ColumnData>> {
         let ins = inputs
             .iter()
-            .map(|d| match (d, expr.input_domain()) {
-                (ColumnData::I64(s), Domain::Signed) => {
-                    self.own::<i64>(s.as_ref()).map(|v| v.vec.agent_input())
-                }
-                (ColumnData::F64(s), Domain::Float) => {
-                    self.own::<f64>(s.as_ref()).map(|v| v.vec.agent_input())
-                }
-                _ => None,
+            .map(|d| match d {
+                ColumnData::I64(s) => self.own::<i64>(s.as_ref()).map(|v| v.vec.agent_input()),
+                ColumnData::I32(s) => self.own::<i32>(s.as_ref()).map(|v| v.vec.agent_input()),
+                ColumnData::U8(s) => self.own::<u8>(s.as_ref()).map(|v| v.vec.agent_input()),
+                ColumnData::U32(s) => self.own::<u32>(s.as_ref()).map(|v| v.vec.agent_input()),
+                ColumnData::F64(s) => self.own::<f64>(s.as_ref()).map(|v| v.vec.agent_input()),
             })
             .collect::<Option<Vec<_>>>()?;
+        let types: Vec<Type> = ins.iter().map(|i| Type::from(i.elem_type())).collect();
         let (rt, off) = (&self.rt, self.offload);
         let wrap = |e: ContainerError| FrameError::from(e);
-        Some(match expr.out_type() {
+        Some(match expr.type_of(&types).ok()?.elem() {
             ElemType::I64 => FarVec::<i64>::derive(rt, expr, &ins, off)
                 .map(|vec| ColumnData::I64(self.wrap(vec)))
+                .map_err(wrap),
+            ElemType::I32 => FarVec::<i32>::derive(rt, expr, &ins, off)
+                .map(|vec| ColumnData::I32(self.wrap(vec)))
                 .map_err(wrap),
             ElemType::F64 => FarVec::<f64>::derive(rt, expr, &ins, off)
                 .map(|vec| ColumnData::F64(self.wrap(vec)))

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::column::{BUILD_CHUNK, BlockFn, ColumnBuilder};
 use crate::storage::Cmp;
-use crate::{Column, DType, Expr, FrameError, PlacementRef, Result, Value};
+use crate::{Column, DType, FrameError, PlacementRef, Result, Value};
 
 /// A full scan of a column converted to `T` ([`Column::scan_i64`] or [`Column::scan_f64`]).
 type ScanFn<T> = fn(&Column, &mut dyn FnMut(usize, &[T]) -> Result<()>) -> Result<()>;
@@ -308,65 +308,6 @@ impl DataFrame {
             b.push_f64(f(args))
         })?;
         b.finish()
-    }
-
-    /// A derived column computed row by row by a built-in expression (see [`Expr`]; the column's
-    /// type is `I64` for `Diff`, `F64` for `Haversine`, `U8` for the calendar parts). Far
-    /// placements compute it next to the data (the remote agent), others here; the values are
-    /// identical.
-    ///
-    /// ```
-    /// use farmem_frame::{Column, DataFrame, DType, Expr, LocalPlacement, Value};
-    /// let p = LocalPlacement::shared();
-    /// let df = DataFrame::from_columns(p.clone(), vec![
-    ///     Column::from_vec("start", DType::Timestamp, vec![0i64, 7200], p.as_ref()).unwrap(),
-    ///     Column::from_vec("end", DType::Timestamp, vec![60i64, 9000], p.as_ref()).unwrap(),
-    /// ]).unwrap();
-    /// let d = df.derive("duration", Expr::Diff, &["start", "end"]).unwrap();
-    /// assert_eq!(d.get(1).unwrap(), Value::Int(1800));
-    /// let h = df.derive("hour", Expr::Hour, &["start"]).unwrap();
-    /// assert_eq!(h.get(1).unwrap(), Value::Int(2));
-    /// ```
-    ///
-    /// # Errors
-    /// [`FrameError::MissingColumn`]; [`FrameError::TypeMismatch`] for the wrong number of inputs
-    /// or a string input; storage errors.
-    pub fn derive(&self, name: &str, expr: Expr, inputs: &[&str]) -> Result<Column> {
-        let cols: Vec<&Column> = inputs
-            .iter()
-            .map(|n| self.column(n))
-            .collect::<Result<_>>()?;
-        let dtype = match expr.out_type() {
-            farmem_proto::agent::ElemType::I64 => DType::I64,
-            farmem_proto::agent::ElemType::F64 => DType::F64,
-            _ => DType::U8,
-        };
-        if cols.len() != expr.arity() {
-            return Err(FrameError::TypeMismatch {
-                column: name.into(),
-                expected: format!("{} inputs for {expr:?}, got {}", expr.arity(), cols.len()),
-                actual: dtype,
-            });
-        }
-        if let Some(c) = cols.iter().find(|c| c.dtype() == DType::Str) {
-            return Err(FrameError::TypeMismatch {
-                column: c.name().into(),
-                expected: format!("a numeric input of {expr:?}"),
-                actual: c.dtype(),
-            });
-        }
-        let data: Vec<_> = cols.iter().map(|c| c.data()).collect();
-        if let Some(d) = self.placement.derive(expr, &data) {
-            return Ok(Column::from_data(name, dtype, d?));
-        }
-        use farmem_kernels::derive::{eval_f64, eval_i64};
-        // The arity was checked, so the expressions cannot fail.
-        match expr.input_domain() {
-            farmem_proto::agent::Domain::Float => {
-                self.derive_f64(name, inputs, |v| eval_f64(expr, v).unwrap_or(f64::NAN))
-            }
-            _ => self.derive_i64(name, dtype, inputs, |v| eval_i64(expr, v).unwrap_or(0)),
-        }
     }
 
     /// The frame sorted by `column` (stable; NaN last; strings alphabetically).

@@ -3,11 +3,10 @@
 //! A [`DataFrame`] holds named, typed [`Column`]s (integers, floats, booleans, dictionary-encoded
 //! strings, timestamps). Each column keeps its elements in a [`ColumnStore`] made by the frame's
 //! [`Placement`]: plain local vectors ([`LocalPlacement`]) or far memory. Operations: streaming CSV
-//! loading ([`csv::read_csv`]), filtering, projection, derived columns, group-by with
-//! count/sum/mean/min/max/median, sorting, unique values, head/describe, CSV and JSON output.
-//!
-//! [`taxi`] holds the NYC-taxi workload of the AIFM paper: a synthetic data generator and the nine
-//! analysis steps.
+//! loading ([`csv::read_csv`]), filtering, projection, derived columns from row expressions
+//! ([`DataFrame::derive`] with an [`Expr`]), group-by with count/sum/mean/min/max/median,
+//! sorting, unique values, head/describe, CSV and JSON output. Workloads (such as the NYC-taxi
+//! analysis) live in the applications that use the library, not here.
 //!
 //! ```
 //! use farmem_frame::{csv, Agg, LocalPlacement, Value};
@@ -17,8 +16,10 @@
 //! assert_eq!(g.column("temp_mean").unwrap().get(0).unwrap(), Value::Float(4.0));
 //! ```
 
+mod builder;
 pub mod column;
 pub mod csv;
+mod derive;
 mod dtype;
 mod error;
 mod far;
@@ -26,14 +27,14 @@ mod frame;
 mod groupby;
 mod local_kernels;
 pub mod storage;
-pub mod taxi;
 pub mod time;
 
 pub use column::{Column, ColumnBuilder, ColumnStats, Dictionary};
 pub use dtype::{DType, Elem, Value};
 pub use error::{FrameError, Result};
 pub use far::FarPlacement;
-pub use farmem_proto::agent::Expr;
+pub use farmem_proto::expr;
+pub use farmem_proto::expr::Expr;
 pub use frame::DataFrame;
 pub use groupby::Agg;
 pub use storage::{

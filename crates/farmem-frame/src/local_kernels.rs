@@ -327,17 +327,17 @@ mod tests {
 
     #[test]
     fn derive_on_threads_equals_one_thread() {
-        use farmem_kernels::derive;
-        use farmem_proto::agent::Expr;
+        use farmem_kernels::expr::{Slice, eval_slices};
+        use farmem_proto::expr::Expr;
         let a: Vec<i64> = (0..600_000).map(|i| 1_451_606_400 + i * 37).collect();
         let b: Vec<i64> = a.iter().map(|t| t + t % 977).collect();
-        let mut one = Vec::new();
-        derive::eval_block_i64(Expr::Diff, &[&a, &b], &mut one).unwrap();
+        let diff = Expr::col(1).sub(Expr::col(0));
+        let one = eval_slices(&diff, &[Slice::I64(&a), Slice::I64(&b)], 1).unwrap();
         assert_eq!(
-            derive::eval_columns_i64(Expr::Diff, &[&a, &b], 3).unwrap(),
+            eval_slices(&diff, &[Slice::I64(&a), Slice::I64(&b)], 3).unwrap(),
             one
         );
-        assert!(derive::eval_columns_i64(Expr::Diff, &[&a, &b[1..]], 3).is_err());
+        assert!(eval_slices(&diff, &[Slice::I64(&a), Slice::I64(&b[1..])], 3).is_err());
     }
 
     #[test]

@@ -324,10 +324,10 @@ pub trait Placement: Send + Sync {
     /// A new `f64` store.
     fn new_f64(&self) -> Box<dyn ColumnStore<f64>>;
 
-    /// A column computed row by row by `expr` from `inputs`, made by the placement itself (for far
-    /// placements, next to the data); `None` when it cannot for these inputs (the caller then
-    /// computes it row by row).
-    fn derive(&self, _expr: Expr, _inputs: &[&ColumnData]) -> Option<Result<ColumnData>> {
+    /// A column computed row by row by `expr` (type-checked, of a type the frame stores) from
+    /// `inputs`, made by the placement itself (for far placements, next to the data); `None`
+    /// when it cannot for these inputs (the caller then computes it locally).
+    fn derive(&self, _expr: &Expr, _inputs: &[&ColumnData]) -> Option<Result<ColumnData>> {
         None
     }
 }
@@ -364,50 +364,6 @@ impl Placement for LocalPlacement {
     }
     fn new_f64(&self) -> Box<dyn ColumnStore<f64>> {
         Box::new(LocalStore::<f64>::default())
-    }
-
-    fn derive(&self, expr: Expr, inputs: &[&ColumnData]) -> Option<Result<ColumnData>> {
-        use farmem_kernels::default_threads as agent_threads;
-        use farmem_kernels::derive::{eval_columns_f64, eval_columns_i64};
-        use farmem_proto::agent::{Domain, ElemType};
-        // The agent's derive loops, on as many threads as the agent's derives use.
-        let r = match expr.input_domain() {
-            Domain::Signed => {
-                let cols = inputs
-                    .iter()
-                    .map(|d| match d {
-                        ColumnData::I64(s) => local_slice(s.as_ref()),
-                        _ => None,
-                    })
-                    .collect::<Option<Vec<_>>>()?;
-                eval_columns_i64(expr, &cols, agent_threads())
-            }
-            Domain::Float => {
-                let cols = inputs
-                    .iter()
-                    .map(|d| match d {
-                        ColumnData::F64(s) => local_slice(s.as_ref()),
-                        _ => None,
-                    })
-                    .collect::<Option<Vec<_>>>()?;
-                eval_columns_f64(expr, &cols, agent_threads())
-            }
-            Domain::Unsigned => return None,
-        };
-        let bytes = match r {
-            Ok(b) => b,
-            Err(e) => return Some(Err(crate::FrameError::Kernel(e))),
-        };
-        Some(Ok(match expr.out_type() {
-            ElemType::U8 => ColumnData::U8(Box::new(LocalStore(bytes))),
-            ElemType::I64 => {
-                ColumnData::I64(Box::new(LocalStore(bytemuck::pod_collect_to_vec(&bytes))))
-            }
-            ElemType::F64 => {
-                ColumnData::F64(Box::new(LocalStore(bytemuck::pod_collect_to_vec(&bytes))))
-            }
-            _ => return None,
-        }))
     }
 }
 
@@ -526,7 +482,7 @@ impl<T: Elem> ColumnStore<T> for LocalStore<T> {
 }
 
 /// The elements of `s` if it is a local store.
-fn local_slice<T: Elem>(s: &dyn ColumnStore<T>) -> Option<&[T]> {
+pub(crate) fn local_slice<T: Elem>(s: &dyn ColumnStore<T>) -> Option<&[T]> {
     s.as_any()
         .downcast_ref::<LocalStore<T>>()
         .map(|l| l.0.as_slice())

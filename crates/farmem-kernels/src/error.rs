@@ -71,4 +71,7 @@ pub enum KernelError {
     /// Other malformed or inconsistent arguments (zero chunk size, too few output ids, ...).
     #[error("invalid arguments: {0}")]
     Invalid(String),
+    /// A derive expression beyond the limits or ill-typed for its inputs.
+    #[error("invalid expression")]
+    Expr(#[from] farmem_proto::expr::ExprError),
 }

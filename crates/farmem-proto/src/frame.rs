@@ -48,7 +48,7 @@ pub struct Frame<'a> {
 /// Why bytes are not a valid frame or message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum FrameError {
+pub enum WireError {
     /// The body length exceeds the limit.
     #[error("frame body of {len} bytes exceeds the limit of {limit}")]
     TooLarge {
@@ -85,12 +85,12 @@ impl Header {
     /// Parses the first [`HEADER_LEN`] bytes of `b`, checking flags and the length limit.
     ///
     /// # Errors
-    /// [`FrameError::TooLarge`] if the body is longer than `max_body` (or [`MAX_FRAME_BODY`]),
-    /// [`FrameError::Flags`] for unknown flags.
+    /// [`WireError::TooLarge`] if the body is longer than `max_body` (or [`MAX_FRAME_BODY`]),
+    /// [`WireError::Flags`] for unknown flags.
     ///
     /// # Panics
     /// If `b` is shorter than [`HEADER_LEN`].
-    pub fn parse(b: &[u8], max_body: u32) -> Result<Header, FrameError> {
+    pub fn parse(b: &[u8], max_body: u32) -> Result<Header, WireError> {
         let h = Header {
             body_len: u32_at(b, 0),
             crc: u32_at(b, 4),
@@ -100,13 +100,13 @@ impl Header {
         };
         let limit = max_body.min(MAX_FRAME_BODY);
         if h.body_len > limit {
-            return Err(FrameError::TooLarge {
+            return Err(WireError::TooLarge {
                 len: h.body_len,
                 limit,
             });
         }
         if h.flags & !FLAG_ERROR != 0 {
-            return Err(FrameError::Flags(h.flags));
+            return Err(WireError::Flags(h.flags));
         }
         Ok(h)
     }
@@ -114,11 +114,11 @@ impl Header {
     /// Checks `body` against the header checksum.
     ///
     /// # Errors
-    /// [`FrameError::Checksum`] when the frame was corrupted.
-    pub fn verify(&self, body: &[u8]) -> Result<(), FrameError> {
+    /// [`WireError::Checksum`] when the frame was corrupted.
+    pub fn verify(&self, body: &[u8]) -> Result<(), WireError> {
         let actual = checksum(self.op, self.flags, self.req_id, body);
         if actual != self.crc {
-            return Err(FrameError::Checksum {
+            return Err(WireError::Checksum {
                 expected: self.crc,
                 actual,
             });
@@ -145,7 +145,7 @@ fn checksum(op: u16, flags: u16, req_id: u64, body: &[u8]) -> u32 {
 ///
 /// # Errors
 /// See [`Header::parse`] and [`Header::verify`].
-pub fn decode_frame(buf: &[u8], max_body: u32) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
+pub fn decode_frame(buf: &[u8], max_body: u32) -> Result<Option<(Frame<'_>, usize)>, WireError> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }
@@ -204,7 +204,7 @@ mod tests {
         }
         assert!(matches!(
             decode_frame(&buf, 4),
-            Err(FrameError::TooLarge { len: 5, limit: 4 })
+            Err(WireError::TooLarge { len: 5, limit: 4 })
         ));
     }
 }

@@ -21,13 +21,14 @@
 #![deny(missing_docs, missing_debug_implementations)]
 
 pub mod agent;
-mod codec;
+pub mod codec;
+pub mod expr;
 pub mod frame;
 mod request;
 mod response;
 
 pub use frame::{
-    DEFAULT_MAX_FRAME, FLAG_ERROR, Frame, FrameError, HEADER_LEN, Header, MAX_FRAME_BODY,
+    DEFAULT_MAX_FRAME, FLAG_ERROR, Frame, HEADER_LEN, Header, MAX_FRAME_BODY, WireError,
     begin_frame, decode_frame, finish_frame,
 };
 pub use request::{EditIter, IdList, Op, PatchList, PutList, Request, body, encode_request};
@@ -36,7 +37,7 @@ pub use response::{
 };
 
 /// Protocol version spoken by this crate; both sides must agree.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 /// Magic number at the start of every hello body: `"FMEM"` in little-endian.
 pub const HELLO_MAGIC: u32 = u32::from_le_bytes(*b"FMEM");

@@ -1,7 +1,7 @@
 //! Requests: what a client asks of a memory server.
 
-use crate::codec::{Cursor, u32_at, u64_at};
-use crate::frame::{FrameError, begin_frame, finish_frame};
+use crate::codec::{Reader, u32_at, u64_at};
+use crate::frame::{WireError, begin_frame, finish_frame};
 use crate::{HELLO_MAGIC, MAX_OBJECT};
 
 /// Operation codes (the `op` header field). Answers carry the op of their request.
@@ -36,8 +36,8 @@ impl Op {
     /// The op with code `code`.
     ///
     /// # Errors
-    /// [`FrameError::UnknownOp`] for unassigned codes.
-    pub fn from_code(code: u16) -> Result<Op, FrameError> {
+    /// [`WireError::UnknownOp`] for unassigned codes.
+    pub fn from_code(code: u16) -> Result<Op, WireError> {
         Ok(match code {
             1 => Op::Hello,
             2 => Op::Put,
@@ -50,7 +50,7 @@ impl Op {
             9 => Op::Compute,
             10 => Op::Ping,
             11 => Op::CloseSession,
-            _ => return Err(FrameError::UnknownOp(code)),
+            _ => return Err(WireError::UnknownOp(code)),
         })
     }
 
@@ -101,11 +101,11 @@ impl<'a> IdList<'a> {
         }
     }
 
-    fn decode(c: &mut Cursor<'a>, op: &'static str) -> Result<Self, FrameError> {
-        let n = c.u32().ok_or(malformed(op, "missing count"))? as usize;
+    fn decode(c: &mut Reader<'a>, op: &'static str) -> Result<Self, WireError> {
+        let n = c.u32().map_err(|_| malformed(op, "missing count"))? as usize;
         let raw = n
             .checked_mul(8)
-            .and_then(|b| c.bytes(b))
+            .and_then(|b| c.bytes(b).ok())
             .ok_or(malformed(op, "id list shorter than its count"))?;
         Ok(IdList { raw })
     }
@@ -147,20 +147,20 @@ impl<'a> PutList<'a> {
         })
     }
 
-    fn decode(c: &mut Cursor<'a>) -> Result<Self, FrameError> {
+    fn decode(c: &mut Reader<'a>) -> Result<Self, WireError> {
         const OP: &str = "put_many";
-        let count = c.u32().ok_or(malformed(OP, "missing count"))? as usize;
-        let start = c.rest;
+        let count = c.u32().map_err(|_| malformed(OP, "missing count"))? as usize;
+        let start = c.rest();
         for _ in 0..count {
-            c.u64().ok_or(malformed(OP, "truncated item"))?;
-            let len = c.u32().ok_or(malformed(OP, "truncated item"))?;
+            c.u64().map_err(|_| malformed(OP, "truncated item"))?;
+            let len = c.u32().map_err(|_| malformed(OP, "truncated item"))?;
             if len > MAX_OBJECT {
                 return Err(malformed(OP, "object larger than MAX_OBJECT"));
             }
             c.bytes(len as usize)
-                .ok_or(malformed(OP, "truncated object"))?;
+                .map_err(|_| malformed(OP, "truncated object"))?;
         }
-        let used = start.len() - c.rest.len();
+        let used = start.len() - c.remaining();
         Ok(PutList {
             count,
             raw: &start[..used],
@@ -234,21 +234,21 @@ impl<'a> PatchList<'a> {
         })
     }
 
-    fn decode(c: &mut Cursor<'a>) -> Result<Self, FrameError> {
+    fn decode(c: &mut Reader<'a>) -> Result<Self, WireError> {
         const OP: &str = "patch";
-        let count = c.u32().ok_or(malformed(OP, "missing count"))? as usize;
-        let start = c.rest;
+        let count = c.u32().map_err(|_| malformed(OP, "missing count"))? as usize;
+        let start = c.rest();
         for _ in 0..count {
-            c.u64().ok_or(malformed(OP, "truncated object"))?;
-            let n = c.u32().ok_or(malformed(OP, "truncated object"))?;
+            c.u64().map_err(|_| malformed(OP, "truncated object"))?;
+            let n = c.u32().map_err(|_| malformed(OP, "truncated object"))?;
             for _ in 0..n {
-                c.u32().ok_or(malformed(OP, "truncated edit"))?;
-                let len = c.u32().ok_or(malformed(OP, "truncated edit"))?;
+                c.u32().map_err(|_| malformed(OP, "truncated edit"))?;
+                let len = c.u32().map_err(|_| malformed(OP, "truncated edit"))?;
                 c.bytes(len as usize)
-                    .ok_or(malformed(OP, "truncated edit bytes"))?;
+                    .map_err(|_| malformed(OP, "truncated edit bytes"))?;
             }
         }
-        let used = start.len() - c.rest.len();
+        let used = start.len() - c.remaining();
         Ok(PatchList {
             count,
             raw: &start[..used],
@@ -322,8 +322,8 @@ pub enum Request<'a> {
     CloseSession,
 }
 
-fn malformed(op: &'static str, what: &'static str) -> FrameError {
-    FrameError::Malformed { op, what }
+fn malformed(op: &'static str, what: &'static str) -> WireError {
+    WireError::Malformed { op, what }
 }
 
 impl<'a> Request<'a> {
@@ -363,26 +363,26 @@ impl<'a> Request<'a> {
     /// Decodes the body of a request frame with operation code `op`.
     ///
     /// # Errors
-    /// [`FrameError::UnknownOp`] or [`FrameError::Malformed`]; never panics.
-    pub fn decode(op: u16, body: &'a [u8]) -> Result<Request<'a>, FrameError> {
+    /// [`WireError::UnknownOp`] or [`WireError::Malformed`]; never panics.
+    pub fn decode(op: u16, body: &'a [u8]) -> Result<Request<'a>, WireError> {
         let op = Op::from_code(op)?;
         let name = op.name();
-        let mut c = Cursor::new(body);
-        let short = malformed(name, "body too short");
+        let mut c = Reader::new(body);
+        let short = || malformed(name, "body too short");
         let req = match op {
             Op::Hello => {
-                if c.u32().ok_or(short.clone())? != HELLO_MAGIC {
+                if c.u32().map_err(|_| short())? != HELLO_MAGIC {
                     return Err(malformed(name, "bad magic"));
                 }
-                let version = c.u16().ok_or(short.clone())?;
-                let _reserved = c.u16().ok_or(short.clone())?;
-                let session = c.u64().ok_or(short.clone())?;
-                let n = c.u32().ok_or(short.clone())?;
-                let token = c.bytes(n as usize).ok_or(short.clone())?;
+                let version = c.u16().map_err(|_| short())?;
+                let _reserved = c.u16().map_err(|_| short())?;
+                let session = c.u64().map_err(|_| short())?;
+                let n = c.u32().map_err(|_| short())?;
+                let token = c.bytes(n as usize).map_err(|_| short())?;
                 let resume = if c.is_empty() {
                     0
                 } else {
-                    c.u64().ok_or(short)?
+                    c.u64().map_err(|_| short())?
                 };
                 Request::Hello {
                     version,
@@ -392,15 +392,15 @@ impl<'a> Request<'a> {
                 }
             }
             Op::Put => {
-                let id = c.u64().ok_or(short)?;
-                let data = std::mem::take(&mut c.rest);
+                let id = c.u64().map_err(|_| short())?;
+                let data = c.take_rest();
                 if data.len() > MAX_OBJECT as usize {
                     return Err(malformed(name, "object larger than MAX_OBJECT"));
                 }
                 Request::Put { id, data }
             }
             Op::Get => Request::Get {
-                id: c.u64().ok_or(short)?,
+                id: c.u64().map_err(|_| short())?,
             },
             Op::GetMany => Request::GetMany {
                 ids: IdList::decode(&mut c, name)?,
@@ -418,13 +418,13 @@ impl<'a> Request<'a> {
             Op::Ping => Request::Ping,
             Op::CloseSession => Request::CloseSession,
             Op::Compute => {
-                let route = c.u64().ok_or(short.clone())?;
-                let op = c.u16().ok_or(short.clone())?;
-                let _reserved = c.u16().ok_or(short)?;
+                let route = c.u64().map_err(|_| short())?;
+                let op = c.u16().map_err(|_| short())?;
+                let _reserved = c.u16().map_err(|_| short())?;
                 Request::Compute {
                     route,
                     op,
-                    args: std::mem::take(&mut c.rest),
+                    args: c.take_rest(),
                 }
             }
         };

@@ -1,7 +1,7 @@
 //! Responses: what a memory server answers.
 
-use crate::codec::{Cursor, u32_at};
-use crate::frame::{FLAG_ERROR, FrameError, begin_frame, finish_frame};
+use crate::codec::{Reader, u32_at};
+use crate::frame::{FLAG_ERROR, WireError, begin_frame, finish_frame};
 use crate::request::Op;
 
 /// Length marker of an absent object in a [`DataList`].
@@ -205,27 +205,27 @@ pub enum Response<'a> {
     Error(ErrorInfo<'a>),
 }
 
-fn malformed(op: &'static str, what: &'static str) -> FrameError {
-    FrameError::Malformed { op, what }
+fn malformed(op: &'static str, what: &'static str) -> WireError {
+    WireError::Malformed { op, what }
 }
 
 impl<'a> Response<'a> {
     /// Decodes the body of an answer to a request with operation `op`.
     ///
     /// # Errors
-    /// [`FrameError`] when the body does not fit the op; never panics.
-    pub fn decode(op: u16, flags: u16, body: &'a [u8]) -> Result<Response<'a>, FrameError> {
+    /// [`WireError`] when the body does not fit the op; never panics.
+    pub fn decode(op: u16, flags: u16, body: &'a [u8]) -> Result<Response<'a>, WireError> {
         let op = Op::from_code(op)?;
         let name = op.name();
-        let mut c = Cursor::new(body);
+        let mut c = Reader::new(body);
         let short = || malformed(name, "answer too short");
         let resp = if flags & FLAG_ERROR != 0 {
-            let code = c.u16().ok_or_else(short)?;
-            let _ = c.u16().ok_or_else(short)?;
-            let a = c.u64().ok_or_else(short)?;
-            let b = c.u64().ok_or_else(short)?;
-            let cc = c.u64().ok_or_else(short)?;
-            let message = std::str::from_utf8(std::mem::take(&mut c.rest))
+            let code = c.u16().map_err(|_| short())?;
+            let _ = c.u16().map_err(|_| short())?;
+            let a = c.u64().map_err(|_| short())?;
+            let b = c.u64().map_err(|_| short())?;
+            let cc = c.u64().map_err(|_| short())?;
+            let message = std::str::from_utf8(c.take_rest())
                 .map_err(|_| malformed(name, "error message is not UTF-8"))?;
             Response::Error(ErrorInfo {
                 code,
@@ -237,16 +237,16 @@ impl<'a> Response<'a> {
         } else {
             match op {
                 Op::Hello => {
-                    let version = c.u16().ok_or_else(short)?;
-                    let _ = c.u16().ok_or_else(short)?;
-                    let max_frame = c.u32().ok_or_else(short)?;
-                    let session = c.u64().ok_or_else(short)?;
-                    let max_inflight = c.u32().ok_or_else(short)?;
-                    let _ = c.u32().ok_or_else(short)?;
+                    let version = c.u16().map_err(|_| short())?;
+                    let _ = c.u16().map_err(|_| short())?;
+                    let max_frame = c.u32().map_err(|_| short())?;
+                    let session = c.u64().map_err(|_| short())?;
+                    let max_inflight = c.u32().map_err(|_| short())?;
+                    let _ = c.u32().map_err(|_| short())?;
                     let resume = if c.is_empty() {
                         0
                     } else {
-                        c.u64().ok_or_else(short)?
+                        c.u64().map_err(|_| short())?
                     };
                     Response::Hello(HelloInfo {
                         version,
@@ -259,17 +259,17 @@ impl<'a> Response<'a> {
                 Op::Put | Op::PutMany | Op::Patch | Op::Free | Op::Ping | Op::CloseSession => {
                     Response::Done
                 }
-                Op::Get | Op::Compute => Response::Data(std::mem::take(&mut c.rest)),
+                Op::Get | Op::Compute => Response::Data(c.take_rest()),
                 Op::GetMany => {
-                    let count = c.u32().ok_or_else(short)? as usize;
-                    let start = c.rest;
+                    let count = c.u32().map_err(|_| short())? as usize;
+                    let start = c.rest();
                     for _ in 0..count {
-                        let len = c.u32().ok_or_else(short)?;
+                        let len = c.u32().map_err(|_| short())?;
                         if len != MISSING {
-                            c.bytes(len as usize).ok_or_else(short)?;
+                            c.bytes(len as usize).map_err(|_| short())?;
                         }
                     }
-                    let used = start.len() - c.rest.len();
+                    let used = start.len() - c.remaining();
                     Response::Many(DataList {
                         count,
                         raw: &start[..used],
@@ -278,7 +278,7 @@ impl<'a> Response<'a> {
                 Op::Stats => {
                     let mut f = [0u64; 9];
                     for v in &mut f {
-                        *v = c.u64().ok_or_else(short)?;
+                        *v = c.u64().map_err(|_| short())?;
                     }
                     Response::Stats(ServerStats {
                         used_bytes: f[0],

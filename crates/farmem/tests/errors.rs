@@ -101,7 +101,7 @@ fn garbage_answer_is_a_protocol_violation() {
     let mut cause = e.source();
     let mut wire = false;
     while let Some(c) = cause {
-        wire |= c.downcast_ref::<farmem_proto::FrameError>().is_some();
+        wire |= c.downcast_ref::<farmem_proto::WireError>().is_some();
         cause = c.source();
     }
     assert!(wire, "{e:?}");

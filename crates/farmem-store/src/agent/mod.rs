@@ -136,4 +136,6 @@ pub fn execute(ctx: &dyn AgentContext, op: u16, args: &[u8]) -> Result<Vec<u8>, 
 }
 
 #[cfg(test)]
+mod expr_tests;
+#[cfg(test)]
 mod tests;

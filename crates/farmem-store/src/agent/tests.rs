@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use farmem_proto::agent::{
-    AgentMessage, Aggregates, ArgsortArgs, Cmp, ElemType, FilterArgs, GatherArgs, GroupByArgs,
-    GroupByResult, HtKeysArgs, HtPutArgs, HtScanArgs, HtScanResult, HtValue, HtValues, OutSpec,
-    Predicate, Scalar, Sum, UniqueArgs, UniqueResult, VecRef, op,
+    AgentDecodeError, AgentMessage, Aggregates, ArgsortArgs, Cmp, ElemType, FilterArgs, GatherArgs,
+    GroupByArgs, GroupByResult, HtKeysArgs, HtPutArgs, HtScanArgs, HtScanResult, HtValue, HtValues,
+    OutSpec, Predicate, Scalar, Sum, UniqueArgs, UniqueResult, VecRef, op,
 };
 
 use farmem_kernels::KernelError;
@@ -14,15 +14,15 @@ use farmem_kernels::KernelError;
 use super::{AgentContext, AgentError, AgentState, execute, tables::ENTRY_OVERHEAD};
 
 /// A session with a capacity.
-struct Ctx {
-    objects: Mutex<HashMap<u64, Vec<u8>>>,
+pub(super) struct Ctx {
+    pub(super) objects: Mutex<HashMap<u64, Vec<u8>>>,
     used: Mutex<i64>,
     capacity: i64,
     state: AgentState,
 }
 
 impl Ctx {
-    fn new(capacity: i64) -> Self {
+    pub(super) fn new(capacity: i64) -> Self {
         Self {
             objects: Mutex::default(),
             used: Mutex::new(0),
@@ -360,7 +360,8 @@ fn hash_table_scan_pages_through_everything() {
 
 #[test]
 fn new_vector_ops_validate_their_input() {
-    use farmem_proto::agent::{CountArgs, DeriveArgs, Expr, GroupWhereArgs};
+    use farmem_proto::agent::{CountArgs, DeriveArgs, GroupWhereArgs};
+    use farmem_proto::expr::Expr;
     let ctx = Ctx::new(i64::MAX);
     let xs: Vec<u64> = (0..100).collect();
     let v = ctx.vec_u64(&xs, 16, 1);
@@ -386,12 +387,12 @@ fn new_vector_ops_validate_their_input() {
     )
     .unwrap();
     assert_eq!(n, 10);
-    // An unsigned input to a signed expression; a missing chunk in a mask.
+    // An unsigned input to a float function (rejected when decoded); a missing chunk in a mask.
     let e = call::<u64>(
         &ctx,
         op::VEC_DERIVE,
         &DeriveArgs {
-            expr: Expr::Hour,
+            expr: Expr::col(0).sqrt(),
             inputs: vec![v.clone()],
             out: OutSpec {
                 chunk_elems: 64,
@@ -399,7 +400,10 @@ fn new_vector_ops_validate_their_input() {
             },
         },
     );
-    assert!(matches!(e, Err(AgentError::Kernel(_))));
+    assert!(matches!(
+        e,
+        Err(AgentError::Malformed(AgentDecodeError::Expr(_)))
+    ));
     let mut missing = v.clone();
     missing.chunks[2].0 = 9_999;
     let e = call::<GroupByResult>(
@@ -425,7 +429,8 @@ fn new_vector_ops_validate_their_input() {
 /// different chunkings and an output whose chunks do not line up with them.
 #[test]
 fn parallel_derive_equals_sequential() {
-    use farmem_proto::agent::{DeriveArgs, Expr};
+    use farmem_proto::agent::DeriveArgs;
+    use farmem_proto::expr::Expr;
     let ctx = Ctx::new(i64::MAX);
     let n = 700_001usize;
     let a: Vec<i64> = (0..n as i64).map(|i| 1_451_606_400 + i * 37).collect();
@@ -454,7 +459,7 @@ fn parallel_derive_equals_sequential() {
             ids: (base..base + 200).collect(),
         };
         let args = DeriveArgs {
-            expr: Expr::Diff,
+            expr: Expr::col(1).sub(Expr::col(0)),
             inputs: vec![va.clone(), vb.clone()],
             out: out.clone(),
         };
@@ -468,14 +473,14 @@ fn parallel_derive_equals_sequential() {
         ids: (30 << 20..(30 << 20) + 200).collect(),
     };
     let args = DeriveArgs {
-        expr: Expr::Diff,
+        expr: Expr::col(1).sub(Expr::col(0)),
         inputs: vec![va.clone(), vb],
         out: out.clone(),
     };
     let len: u64 = call(&ctx, op::VEC_DERIVE, &args).unwrap();
     assert_eq!(ctx.read_u64s(&out.ids, len), want);
     let short = DeriveArgs {
-        expr: Expr::Diff,
+        expr: Expr::col(1).sub(Expr::col(0)),
         inputs: vec![va, store(&a[..10], 1_000, 40 << 20)],
         out,
     };

@@ -180,7 +180,7 @@ pub enum DisconnectCause {
     Closed,
     /// The server sent bytes that are not a valid frame.
     #[error("corrupt frame from the server")]
-    Corrupt(#[source] farmem_proto::FrameError),
+    Corrupt(#[source] farmem_proto::WireError),
     /// An answer from the server could not be decoded or matched to a request.
     #[error("bad answer from the server")]
     BadAnswer(#[source] Arc<ProtocolError>),
@@ -222,7 +222,7 @@ impl DisconnectCause {
 pub enum ProtocolError {
     /// A frame or message body could not be decoded.
     #[error("undecodable frame or body")]
-    Wire(#[from] farmem_proto::FrameError),
+    Wire(#[from] farmem_proto::WireError),
     /// An agent answer could not be decoded.
     #[error("undecodable agent answer")]
     Agent(#[from] farmem_proto::agent::AgentDecodeError),

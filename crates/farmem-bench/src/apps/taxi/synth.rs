@@ -5,8 +5,7 @@
 
 use std::io::Write;
 
-use crate::column::ColumnBuilder;
-use crate::{Column, DataFrame, PlacementRef, Result};
+use farmem_frame::{Column, ColumnBuilder, DataFrame, PlacementRef, Result};
 
 use super::COLUMNS;
 
@@ -108,12 +107,6 @@ const DAYS: u64 = 182;
 
 /// Generates synthetic trips.
 ///
-/// ```
-/// use farmem_frame::taxi::TaxiGen;
-/// let g = TaxiGen::new(7);
-/// assert_eq!(g.row(42), TaxiGen::new(7).row(42));
-/// assert!(g.row(1).vendor_id == 1 || g.row(1).vendor_id == 2);
-/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct TaxiGen {
     seed: u64,
@@ -235,7 +228,7 @@ pub fn write_csv(
 ) -> std::io::Result<()> {
     let names: Vec<&str> = COLUMNS.iter().map(|c| c.0).collect();
     writeln!(w, "{}", names.join(","))?;
-    let ts = crate::time::format_timestamp;
+    let ts = farmem_frame::time::format_timestamp;
     for i in 0..rows {
         let t = gen_.row(i);
         writeln!(

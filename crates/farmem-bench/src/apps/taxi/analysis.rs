@@ -3,7 +3,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::{Agg, Cmp, DataFrame, Expr, Result, Value};
+use farmem_frame::expr::{Expr, Type};
+use farmem_frame::{Agg, Cmp, DataFrame, Result, Value};
 
 /// Short names of the nine steps, for progress output and timings.
 pub const STEP_NAMES: [&str; 9] = [
@@ -89,17 +90,48 @@ fn pairs(g: &DataFrame) -> Result<Vec<(i64, i64)>> {
         .collect())
 }
 
-/// Great-circle distance in km between `(lon, lat)` points in degrees (the agent's
-/// [`Expr::Haversine`]).
+/// Great-circle distance in km between `(lon, lat)` points in degrees, row by row (a reference
+/// for [`haversine`]).
+#[cfg(test)]
 pub fn haversine_km(lon1: f64, lat1: f64, lon2: f64, lat2: f64) -> f64 {
-    farmem_kernels::derive::haversine_km(lon1, lat1, lon2, lat2)
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = p2 - p1;
+    let dl = (lon2 - lon1).to_radians();
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * 6371.0 * a.sqrt().asin()
+}
+
+/// Great-circle distance in km (Earth radius 6371 km) between `(lon1, lat1)` = columns 0, 1 and
+/// `(lon2, lat2)` = columns 2, 3, in degrees: the same operations in the same order as
+/// [`haversine_km`], so the same bits.
+pub fn haversine() -> Expr {
+    let (p1, p2) = (Expr::col(1).to_radians(), Expr::col(3).to_radians());
+    let dp = p2.clone().sub(p1.clone());
+    let dl = Expr::col(2).sub(Expr::col(0)).to_radians();
+    let s1 = dp.div(Expr::lit_f64(2.0)).sin();
+    let s2 = dl.div(Expr::lit_f64(2.0)).sin();
+    let a = s1
+        .clone()
+        .mul(s1)
+        .add(p1.cos().mul(p2.cos()).mul(s2.clone().mul(s2)));
+    Expr::lit_f64(2.0 * 6371.0).mul(a.sqrt().asin())
+}
+
+/// Trip duration in seconds: column 1 (dropoff) minus column 0 (pickup), `i64`.
+pub fn duration() -> Expr {
+    Expr::col(1).sub(Expr::col(0))
+}
+
+/// A calendar part of timestamp column 0 as `u8` (`Expr::hour`, `Expr::weekday`, ...).
+pub fn time_part(part: fn(Expr) -> Expr) -> Expr {
+    part(Expr::col(0)).cast(Type::U8)
 }
 
 /// Runs the nine steps on a frame with the TLC columns. `on_step(i, name, elapsed)` is called
 /// after step `i` (0-based) with its wall time.
 ///
 /// # Errors
-/// [`crate::FrameError::MissingColumn`] or [`crate::FrameError::TypeMismatch`] if the frame lacks the TLC
+/// [`farmem_frame::FrameError::MissingColumn`] or [`farmem_frame::FrameError::TypeMismatch`] if the frame lacks the TLC
 /// columns; storage errors.
 pub fn analyze(
     df: &DataFrame,
@@ -131,7 +163,7 @@ pub fn analyze(
     // 4
     let duration = df.derive(
         "trip_duration",
-        Expr::Diff,
+        &duration(),
         &["tpep_pickup_datetime", "tpep_dropoff_datetime"],
     )?;
     let st = duration.stats()?;
@@ -167,7 +199,7 @@ pub fn analyze(
     // 6
     let dist = df.derive(
         "distance_km",
-        Expr::Haversine,
+        &haversine(),
         &[
             "pickup_longitude",
             "pickup_latitude",
@@ -184,9 +216,9 @@ pub fn analyze(
     let st = pickup.stats()?;
     let (pickup_min, pickup_max) = (ts(st.min), ts(st.max));
     let p = ["tpep_pickup_datetime"];
-    let hour = df.derive("pickup_hour", Expr::Hour, &p)?;
-    let day = df.derive("pickup_day", Expr::Weekday, &p)?;
-    let month = df.derive("pickup_month", Expr::Month, &p)?;
+    let hour = df.derive("pickup_hour", &time_part(Expr::hour), &p)?;
+    let day = df.derive("pickup_day", &time_part(Expr::weekday), &p)?;
+    let month = df.derive("pickup_month", &time_part(Expr::month), &p)?;
     let df = df.with_column(hour)?.with_column(day)?.with_column(month)?;
     let by_hour = counts(df.value_counts("pickup_hour")?);
     let by_day = counts(df.value_counts("pickup_day")?);

@@ -3,11 +3,13 @@
 
 mod analysis;
 mod synth;
+#[cfg(test)]
+mod tests;
 
-pub use analysis::{STEP_NAMES, TaxiAnswers, analyze, haversine_km};
-pub use synth::{TaxiGen, TaxiRow, generate_frame, write_csv};
+pub use analysis::{STEP_NAMES, TaxiAnswers, analyze};
+pub use synth::{TaxiGen, generate_frame, write_csv};
 
-use crate::DType;
+use farmem_frame::DType;
 
 /// Column names and types of the 2016 yellow-taxi CSV files, in file order.
 pub const COLUMNS: [(&str, DType); 19] = [
@@ -33,8 +35,8 @@ pub const COLUMNS: [(&str, DType); 19] = [
 ];
 
 /// CSV options that load a TLC file with the types of [`COLUMNS`].
-pub fn csv_options() -> crate::csv::CsvOptions {
-    crate::csv::CsvOptions {
+pub fn csv_options() -> farmem_frame::csv::CsvOptions {
+    farmem_frame::csv::CsvOptions {
         schema: COLUMNS.iter().map(|&(n, t)| (n.to_owned(), t)).collect(),
         ..Default::default()
     }

@@ -1,0 +1,4 @@
+//! The applications the benchmarks run on the libraries: workloads live here, not in the
+//! libraries.
+
+pub mod taxi;

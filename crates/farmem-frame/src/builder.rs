@@ -1,0 +1,225 @@
+//! Building columns row by row.
+
+#[allow(unused_imports)]
+use crate::column::*;
+use crate::storage::Placement;
+use std::sync::Arc;
+
+use crate::{DType, Elem, FrameError, Result};
+
+/// Builds a column row by row: buffers a chunk locally, then appends it to the store.
+pub struct ColumnBuilder {
+    name: String,
+    dtype: DType,
+    data: ColumnData,
+    buf: Buffer,
+    dict: Dictionary,
+}
+
+enum Buffer {
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    U8(Vec<u8>),
+    U32(Vec<u32>),
+    F64(Vec<f64>),
+}
+
+impl ColumnBuilder {
+    /// An empty column of type `dtype` stored with placement `p`.
+    pub fn new(name: &str, dtype: DType, p: &dyn Placement) -> Self {
+        let data = ColumnData::new(dtype, p);
+        let buf = match &data {
+            ColumnData::I64(_) => Buffer::I64(Vec::new()),
+            ColumnData::I32(_) => Buffer::I32(Vec::new()),
+            ColumnData::U8(_) => Buffer::U8(Vec::new()),
+            ColumnData::U32(_) => Buffer::U32(Vec::new()),
+            ColumnData::F64(_) => Buffer::F64(Vec::new()),
+        };
+        Self {
+            name: name.into(),
+            dtype,
+            data,
+            buf,
+            dict: Dictionary::default(),
+        }
+    }
+
+    /// The column's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The column's type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub(crate) fn accepts<T: 'static>(&self) -> bool {
+        use std::any::TypeId;
+        let t = TypeId::of::<T>();
+        match self.buf {
+            Buffer::I64(_) => t == TypeId::of::<i64>(),
+            Buffer::I32(_) => t == TypeId::of::<i32>(),
+            Buffer::U8(_) => t == TypeId::of::<u8>(),
+            Buffer::U32(_) => t == TypeId::of::<u32>(),
+            Buffer::F64(_) => t == TypeId::of::<f64>(),
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        match (&mut self.buf, &mut self.data) {
+            (Buffer::I64(b), ColumnData::I64(s)) => s.append(b)?,
+            (Buffer::I32(b), ColumnData::I32(s)) => s.append(b)?,
+            (Buffer::U8(b), ColumnData::U8(s)) => s.append(b)?,
+            (Buffer::U32(b), ColumnData::U32(s)) => s.append(b)?,
+            (Buffer::F64(b), ColumnData::F64(s)) => s.append(b)?,
+            _ => unreachable!("buffer and store have the same type"),
+        }
+        match &mut self.buf {
+            Buffer::I64(b) => b.clear(),
+            Buffer::I32(b) => b.clear(),
+            Buffer::U8(b) => b.clear(),
+            Buffer::U32(b) => b.clear(),
+            Buffer::F64(b) => b.clear(),
+        }
+        Ok(())
+    }
+
+    fn buffered(&self) -> usize {
+        match &self.buf {
+            Buffer::I64(b) => b.len(),
+            Buffer::I32(b) => b.len(),
+            Buffer::U8(b) => b.len(),
+            Buffer::U32(b) => b.len(),
+            Buffer::F64(b) => b.len(),
+        }
+    }
+
+    fn after_push(&mut self) -> Result<()> {
+        if self.buffered() >= BUILD_CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn push_slice<T: Elem>(&mut self, xs: &[T]) -> Result<()> {
+        let bytes: &[u8] = bytemuck::cast_slice(xs);
+        match &mut self.buf {
+            Buffer::I64(b) => b.extend_from_slice(bytemuck::cast_slice(bytes)),
+            Buffer::I32(b) => b.extend_from_slice(bytemuck::cast_slice(bytes)),
+            Buffer::U8(b) => b.extend_from_slice(bytes),
+            Buffer::U32(b) => b.extend_from_slice(bytemuck::cast_slice(bytes)),
+            Buffer::F64(b) => b.extend_from_slice(bytemuck::cast_slice(bytes)),
+        }
+        self.after_push()
+    }
+
+    /// Appends an integer (timestamps: seconds; booleans: 0 or 1).
+    ///
+    /// # Errors
+    /// [`FrameError::TypeMismatch`] if the value does not fit the column's type.
+    pub fn push_i64(&mut self, v: i64) -> Result<()> {
+        let ok = match &mut self.buf {
+            Buffer::I64(b) if self.dtype != DType::Str => {
+                b.push(v);
+                true
+            }
+            Buffer::I32(b) => i32::try_from(v).map(|x| b.push(x)).is_ok(),
+            Buffer::U8(b) if self.dtype != DType::Bool || v == 0 || v == 1 => {
+                u8::try_from(v).map(|x| b.push(x)).is_ok()
+            }
+            Buffer::F64(b) => {
+                b.push(v as f64);
+                true
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(self.mismatch(&v.to_string()));
+        }
+        self.after_push()
+    }
+
+    /// Appends a float.
+    ///
+    /// # Errors
+    /// [`FrameError::TypeMismatch`] unless the column is `F64`.
+    pub fn push_f64(&mut self, v: f64) -> Result<()> {
+        match &mut self.buf {
+            Buffer::F64(b) => b.push(v),
+            _ => return Err(self.mismatch(&v.to_string())),
+        }
+        self.after_push()
+    }
+
+    /// Appends a string to a `Str` column.
+    ///
+    /// # Errors
+    /// [`FrameError::TypeMismatch`] unless the column is `Str`.
+    pub fn push_str_value(&mut self, s: &str) -> Result<()> {
+        let code = self.dict.intern(s);
+        match &mut self.buf {
+            Buffer::U32(b) if self.dtype == DType::Str => b.push(code),
+            _ => return Err(self.mismatch(s)),
+        }
+        self.after_push()
+    }
+
+    fn mismatch(&self, what: &str) -> FrameError {
+        FrameError::TypeMismatch {
+            column: self.name.clone(),
+            expected: format!("a value that fits, got {what:?}"),
+            actual: self.dtype,
+        }
+    }
+
+    /// Parses a CSV field and appends it. An empty field is NaN in an `F64` column and the empty
+    /// string in a `Str` column; other types reject it.
+    ///
+    /// # Errors
+    /// [`FrameError::BadRow`] naming `line` if the field does not parse.
+    pub fn push_field(&mut self, field: &str, line: u64) -> Result<()> {
+        let (name, dtype) = (self.name.clone(), self.dtype);
+        let bad = |why: &str| FrameError::BadRow {
+            line,
+            reason: format!("column {name:?} ({dtype}): {why} {field:?}"),
+        };
+        let t = field.trim();
+        match self.dtype {
+            DType::Str => return self.push_str_value(field),
+            DType::F64 if t.is_empty() => return self.push_f64(f64::NAN),
+            DType::F64 => {
+                let v: f64 = t.parse().map_err(|_| bad("not a number:"))?;
+                return self.push_f64(v);
+            }
+            _ => {}
+        }
+        let v = match self.dtype {
+            DType::Bool => match t {
+                "1" | "true" | "True" | "TRUE" | "Y" => 1,
+                "0" | "false" | "False" | "FALSE" | "N" => 0,
+                _ => return Err(bad("not a boolean:")),
+            },
+            DType::Timestamp => {
+                crate::time::parse_timestamp(t).ok_or_else(|| bad("not a timestamp:"))?
+            }
+            _ => t.parse::<i64>().map_err(|_| bad("not an integer:"))?,
+        };
+        self.push_i64(v).map_err(|_| bad("out of range:"))
+    }
+
+    /// Flushes the buffer and returns the column.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn finish(mut self) -> Result<Column> {
+        self.flush()?;
+        let dict = (self.dtype == DType::Str).then(|| Arc::new(std::mem::take(&mut self.dict)));
+        Ok(Column {
+            name: self.name,
+            dtype: self.dtype,
+            data: self.data,
+            dict,
+        })
+    }
+}
