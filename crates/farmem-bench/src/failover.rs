@@ -248,7 +248,7 @@ fn replicas_run(
     let taxi_budget = (crate::pool_rig::taxi_bytes_per_row(ta.seed)? as f64
         * a.rows as f64
         * a.local_mem) as u64;
-    let (taxi, _) = demo_pool::run_taxi(&rig, &ta, taxi_budget, None, true)?;
+    let taxi = demo_pool::run_taxi(&rig, &ta, taxi_budget, None, true)?;
     anyhow::ensure!(
         taxi.answers == local_taxi,
         "replicas {replicas}: taxi answers differ from all-local"
@@ -290,12 +290,12 @@ fn failure_run(
     let before = rig.pool.pool_stats().repair.bytes_copied;
     rig.timed.take_max();
     let delay = Duration::from_secs_f64(expected_secs * 0.4);
+    // The failing thread waits for full redundancy while the requests go on (and after them,
+    // with the data still alive).
     let (run, failed_at) = std::thread::scope(|s| {
-        let failer = s.spawn(|| -> anyhow::Result<Instant> {
+        let failer = s.spawn(|| {
             std::thread::sleep(delay);
-            let at = Instant::now();
-            rig.procs[VICTIM].signal(sig)?;
-            Ok(at)
+            rig.fail(VICTIM, sig)
         });
         let run = web::drive(&data, &wa, 0..wa.requests, true);
         let end = Instant::now();
@@ -304,10 +304,9 @@ fn failure_run(
             .unwrap_or_else(|_| Err(anyhow::anyhow!("signal thread panicked")));
         (run.map(|r| (r, end)), failed_at)
     });
-    let failed_at = failed_at?;
+    let (failed_at, restore) = failed_at?;
     let ((secs, mut lat, digest), end) = run?;
     let longest_call = rig.timed.take_max();
-    let restore = rig.wait_redundant(VICTIM, failed_at, Duration::from_secs(300));
     if sig == libc::SIGSTOP {
         rig.procs[VICTIM].signal(libc::SIGCONT)?;
     }

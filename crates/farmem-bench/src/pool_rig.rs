@@ -226,14 +226,14 @@ impl Backend for Timed {
 
 /// Server child processes, a pool over them and a timing layer over the pool.
 pub struct PoolRig {
-    /// The servers, in member order.
-    pub procs: Vec<ServerProc>,
-    /// One TCP backend per server (the pool's members).
-    pub members: Vec<Arc<TcpBackend>>,
-    /// The pool.
-    pub pool: Arc<PoolBackend>,
     /// The pool with call timing: give this one to runtimes.
     pub timed: Arc<Timed>,
+    /// The pool.
+    pub pool: Arc<PoolBackend>,
+    /// One TCP backend per server (the pool's members).
+    pub members: Vec<Arc<TcpBackend>>,
+    /// The servers, in member order (dropped last: the pool goes before its servers).
+    pub procs: Vec<ServerProc>,
 }
 
 impl PoolRig {
@@ -299,6 +299,20 @@ impl PoolRig {
     /// The servers' resident set sizes, summed.
     pub fn rss_bytes(&self) -> u64 {
         self.procs.iter().filter_map(ServerProc::rss_bytes).sum()
+    }
+
+    /// Sends `sig` to server `victim`, then (SIGKILL and SIGSTOP) waits for the pool to restore
+    /// full redundancy, as [`PoolRig::wait_redundant`]; returns when the signal was sent.
+    ///
+    /// # Errors
+    /// When the signal cannot be sent.
+    pub fn fail(&self, victim: usize, sig: i32) -> anyhow::Result<(Instant, Option<Restore>)> {
+        let at = Instant::now();
+        self.procs
+            .get(victim)
+            .context("no such server")?
+            .signal(sig)?;
+        Ok((at, self.wait_redundant(victim, at, Duration::from_secs(300))))
     }
 
     /// Waits until the pool has noticed that member `lost` is gone and no object is short of
