@@ -190,11 +190,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         pooled.analyze_seconds,
         pooled.analyze_seconds / local.analyze_seconds.max(1e-9)
     );
-    println!(
-        "{:<34} {:>10.1} ms",
-        "longest step",
-        longest_step * 1e3
-    );
+    println!("{:<34} {:>10.1} ms", "longest step", longest_step * 1e3);
     println!(
         "{:<34} {:>10.1} ms",
         "longest request to the pool", pooled.longest_request_ms

@@ -208,7 +208,11 @@ fn bulk_bandwidth(a: &Args) -> anyhow::Result<f64> {
     let mut bytes = 0u64;
     for _ in 0..2 {
         for batch in ids.chunks(BATCH) {
-            bytes += b.get_many(batch)?.iter().map(|v| v.len() as u64).sum::<u64>();
+            bytes += b
+                .get_many(batch)?
+                .iter()
+                .map(|v| v.len() as u64)
+                .sum::<u64>();
         }
     }
     Ok(mib(bytes) / t.elapsed().as_secs_f64().max(1e-9))
@@ -245,9 +249,8 @@ fn replicas_run(
     let verified = verify(&data, a)?;
     drop(data);
     let ta = demo_pool::taxi_args(a.rows, &a.out);
-    let taxi_budget = (crate::pool_rig::taxi_bytes_per_row(ta.seed)? as f64
-        * a.rows as f64
-        * a.local_mem) as u64;
+    let taxi_budget =
+        (crate::pool_rig::taxi_bytes_per_row(ta.seed)? as f64 * a.rows as f64 * a.local_mem) as u64;
     let taxi = demo_pool::run_taxi(&rig, &ta, taxi_budget, None, true)?;
     anyhow::ensure!(
         taxi.answers == local_taxi,
@@ -427,7 +430,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for r in 1..=3 {
         reps.push(replicas_run(&a, r, local_digest, &local_taxi.answers)?);
     }
-    let (base_web, base_taxi) = (reps[0].web_requests_per_second, reps[0].taxi_analyze_seconds);
+    let (base_web, base_taxi) = (
+        reps[0].web_requests_per_second,
+        reps[0].taxi_analyze_seconds,
+    );
     for r in &mut reps {
         r.web_overhead = base_web / r.web_requests_per_second.max(1e-9);
         r.taxi_overhead = r.taxi_analyze_seconds / base_taxi.max(1e-9);
@@ -454,7 +460,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     println!(
         "{:>8} {:>10} {:>9} {:>9} {:>9} {:>11} {:>11} {:>9}",
-        "replicas", "web req/s", "web cost", "taxi s", "taxi cost", "used/app B", "RSS/app B", "verified"
+        "replicas",
+        "web req/s",
+        "web cost",
+        "taxi s",
+        "taxi cost",
+        "used/app B",
+        "RSS/app B",
+        "verified"
     );
     for r in &reps {
         println!(
@@ -471,7 +484,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     println!(
         "{:>8} {:>10} {:>12} {:>12} {:>10} {:>10} {:>12} {:>12} {:>9}",
-        "failure", "req/s", "longest ms", "longest call", "noticed s", "restored s", "repair MiB/s", "of bulk", "verified"
+        "failure",
+        "req/s",
+        "longest ms",
+        "longest call",
+        "noticed s",
+        "restored s",
+        "repair MiB/s",
+        "of bulk",
+        "verified"
     );
     for f in &failures {
         let secs = |s: Option<f64>| s.map_or("never".to_owned(), |s| format!("{s:.2}"));
@@ -497,7 +518,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         drain.throughput_vs_idle,
         drain.values_verified
     );
-    println!("(SIGSTOP stands in for a network partition; the server is resumed with SIGCONT after the run)");
+    println!(
+        "(SIGSTOP stands in for a network partition; the server is resumed with SIGCONT after the run)"
+    );
     let dir = modes::results_dir(&a.out)?;
     modes::write_json(
         &dir.join("failover.json"),

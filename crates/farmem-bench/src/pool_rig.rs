@@ -312,7 +312,10 @@ impl PoolRig {
             .get(victim)
             .context("no such server")?
             .signal(sig)?;
-        Ok((at, self.wait_redundant(victim, at, Duration::from_secs(300))))
+        Ok((
+            at,
+            self.wait_redundant(victim, at, Duration::from_secs(300)),
+        ))
     }
 
     /// Waits until the pool has noticed that member `lost` is gone and no object is short of
