@@ -1,5 +1,9 @@
 //! Typed errors of DataFrame operations.
 
+use farmem::ErrorKind;
+use farmem::containers::ContainerError;
+use farmem_kernels::KernelError;
+
 use crate::DType;
 
 /// Why a DataFrame operation failed.
@@ -51,9 +55,40 @@ pub enum FrameError {
     /// Reading or writing failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
-    /// The far-memory storage under a column failed.
-    #[error("column storage failed: {0}")]
-    Storage(String),
+    /// The far-memory storage under a column failed (see [`ContainerError::kind`]: local heap
+    /// exhausted, servers full or unreachable, ...).
+    #[error("column storage failed")]
+    Storage(#[from] ContainerError),
+    /// A kernel over local column data failed.
+    #[error("column kernel failed")]
+    Kernel(#[from] KernelError),
+    /// A worker thread (a column reader) panicked.
+    #[error("a {0} thread panicked")]
+    ThreadPanicked(&'static str),
+}
+
+impl FrameError {
+    /// The kind of failure, shared with the containers and the runtime underneath.
+    ///
+    /// ```
+    /// use farmem::ErrorKind;
+    /// use farmem_frame::FrameError;
+    /// let e = FrameError::MissingColumn("fare".into());
+    /// assert_eq!(e.kind(), ErrorKind::NotFound);
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::MissingColumn(_) => ErrorKind::NotFound,
+            Self::DuplicateColumn(_) | Self::BadRow { .. } => ErrorKind::InvalidArgument,
+            Self::TypeMismatch { .. } => ErrorKind::TypeMismatch,
+            Self::LengthMismatch { .. } => ErrorKind::LengthMismatch,
+            Self::OutOfRange { .. } => ErrorKind::OutOfBounds,
+            Self::Io(_) => ErrorKind::Io,
+            Self::Storage(e) => e.kind(),
+            Self::Kernel(e) => ErrorKind::of_kernel(e),
+            Self::ThreadPanicked(_) => ErrorKind::Internal,
+        }
+    }
 }
 
 /// Result of DataFrame operations.

@@ -9,20 +9,14 @@ use std::any::Any;
 use std::ops::Range;
 use std::sync::Arc;
 
-use farmem::Runtime;
 use farmem::containers::{self as fc, ContainerError, FarVec, Offload, Predicate, Primitive};
+use farmem::{ErrorKind, Runtime};
 use farmem_proto::agent::{Domain, ElemType};
 
 use crate::column::ColumnData;
 use crate::local_kernels::{agent_cmp, operand_as, summary_of};
 use crate::storage::{BlockReader, Cmp, ColumnStore, GroupRow, Placement, Summary};
 use crate::{Elem, Expr, FrameError, Result, Value};
-
-impl From<ContainerError> for FrameError {
-    fn from(e: ContainerError) -> Self {
-        FrameError::Storage(e.to_string())
-    }
-}
 
 /// Columns in far memory under a farmem [`Runtime`] (whose local budget bounds the cache).
 ///
@@ -36,7 +30,7 @@ impl From<ContainerError> for FrameError {
 /// let c = Column::from_vec("x", DType::I64, (0..10_000i64).collect(), &p).unwrap();
 /// assert_eq!(c.max().unwrap(), Some(Value::Int(9_999)));
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct FarPlacement {
     rt: Runtime,
     offload: Offload,
@@ -272,7 +266,7 @@ impl<T: Elem> ColumnStore<T> for FarStore<T> {
             match rows {
                 Ok(r) => Some(Ok(r)),
                 // Too many groups for one answer: the caller groups itself.
-                Err(ContainerError::Agent(_)) => None,
+                Err(e) if e.kind() == ErrorKind::TooManyGroups => None,
                 Err(e) => Some(Err(e.into())),
             }
         }
@@ -301,7 +295,7 @@ impl<T: Elem> ColumnStore<T> for FarStore<T> {
             {
                 Ok(groups) => Some(Ok(groups.into_iter().map(|(k, a)| (k, a.count)).collect())),
                 // Too many distinct values for one answer: the caller counts them.
-                Err(ContainerError::Agent(_)) => None,
+                Err(e) if e.kind() == ErrorKind::TooManyGroups => None,
                 Err(e) => Some(Err(e.into())),
             }
         }
@@ -325,7 +319,7 @@ impl<T: Elem> ColumnStore<T> for FarStore<T> {
         {
             Ok(groups) => Ok(groups.into_iter().map(|(k, a)| (k, a.count)).collect()),
             // Too many distinct values for one answer: count them here.
-            Err(ContainerError::Agent(_)) => {
+            Err(e) if e.kind() == ErrorKind::TooManyGroups => {
                 let mut counts = std::collections::HashMap::new();
                 self.vec.scan_nt(|xs| {
                     for &x in xs {
@@ -344,7 +338,7 @@ impl<T: Elem> ColumnStore<T> for FarStore<T> {
         match self.vec.unique(UNIQUE_LIMIT, self.place.offload) {
             Ok(v) => Ok(v),
             // Too many distinct values for one answer: collect them here.
-            Err(ContainerError::Agent(_)) => {
+            Err(e) if e.kind() == ErrorKind::TooManyGroups => {
                 let mut seen = std::collections::HashSet::new();
                 let mut out = Vec::new();
                 self.vec.scan_nt(|xs| {

@@ -253,9 +253,8 @@ impl DataFrame {
                 handles
                     .into_iter()
                     .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(FrameError::Storage("a column reader panicked".into()))
-                        })
+                        h.join()
+                            .unwrap_or_else(|_| Err(FrameError::ThreadPanicked("column reader")))
                     })
                     .collect::<Result<Vec<_>>>()
             })?;

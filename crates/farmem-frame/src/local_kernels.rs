@@ -69,7 +69,7 @@ impl kernels::ChunkIo for SliceIo<'_> {
 }
 
 fn kernel_error(e: AgentError) -> FrameError {
-    FrameError::Storage(e.to_string())
+    FrameError::Kernel(e)
 }
 
 /// The store's own [`Summary`] of kernel aggregates (exact for integers: see

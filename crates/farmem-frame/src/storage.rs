@@ -396,7 +396,7 @@ impl Placement for LocalPlacement {
         };
         let bytes = match r {
             Ok(b) => b,
-            Err(e) => return Some(Err(crate::FrameError::Storage(e.to_string()))),
+            Err(e) => return Some(Err(crate::FrameError::Kernel(e))),
         };
         Some(Ok(match expr.out_type() {
             ElemType::U8 => ColumnData::U8(Box::new(LocalStore(bytes))),

@@ -1,8 +1,11 @@
 /// Why a kernel failed.
 ///
 /// A kernel reads and writes chunk objects through a [`crate::ChunkIo`]; the store behind it
-/// reports missing objects and exhausted capacity with the first two variants, and the kernel
-/// itself reports arguments it cannot work with.
+/// reports missing objects and exhausted capacity with [`KernelError::NotFound`],
+/// [`KernelError::OutOfCapacity`] and [`KernelError::TooLarge`]. The kernel itself reports
+/// arguments it cannot work with: the variants callers tell apart (a wrong element type, vectors
+/// of different lengths, too many groups, an index past the end, ...) are typed, the remaining
+/// inconsistencies are [`KernelError::Invalid`] with a description.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum KernelError {
@@ -17,7 +20,55 @@ pub enum KernelError {
         /// Bytes free.
         available: u64,
     },
-    /// Malformed or inconsistent arguments (wrong type, length mismatch, too many groups, ...).
+    /// A result object exceeds the store's object size limit.
+    #[error("object of {size} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A vector or operand has an element type the operation does not accept.
+    #[error("type mismatch: {0}")]
+    TypeMismatch(String),
+    /// Vectors that must have the same length do not.
+    #[error("{what}: vectors of {left} and {right} elements")]
+    LengthMismatch {
+        /// Which vectors.
+        what: &'static str,
+        /// Length of the first.
+        left: u64,
+        /// Length of the second.
+        right: u64,
+    },
+    /// A group-by or unique found more distinct keys than the caller's limit.
+    #[error("more than {limit} groups")]
+    TooManyGroups {
+        /// The caller's limit.
+        limit: u32,
+    },
+    /// An index (of a gather) is past the end of the vector.
+    #[error("index {index} out of bounds for length {len}")]
+    IndexOutOfBounds {
+        /// The index.
+        index: u64,
+        /// The vector's length.
+        len: u64,
+    },
+    /// A chunk object holds fewer bytes than its vector says.
+    #[error("chunk {id:#x} holds {actual} bytes, {needed} needed")]
+    ShortChunk {
+        /// The chunk object.
+        id: u64,
+        /// Bytes the vector's layout needs.
+        needed: u64,
+        /// Bytes the object holds.
+        actual: u64,
+    },
+    /// A worker thread of a parallel kernel panicked.
+    #[error("a kernel thread panicked")]
+    ThreadPanicked,
+    /// Other malformed or inconsistent arguments (zero chunk size, too few output ids, ...).
     #[error("invalid arguments: {0}")]
     Invalid(String),
 }

@@ -31,6 +31,8 @@
 //! assert_eq!(agg.max, Some(Scalar::U(3)));
 //! ```
 
+#![deny(missing_docs, missing_debug_implementations)]
+
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
@@ -101,7 +103,7 @@ macro_rules! decode_arms {
                 }
                 Ok(())
             })*
-            other => Err(KernelError::Invalid(format!("element type {other:?} in the wrong domain"))),
+            other => Err(KernelError::TypeMismatch(format!("element type {other:?} in the wrong domain"))),
         }
     };
 }
@@ -277,11 +279,11 @@ fn for_each_chunk<I: ChunkIo + ?Sized>(
         let mut res = Ok(());
         io.read(id, &mut |bytes| {
             res = if bytes.len() < need {
-                Err(KernelError::Invalid(format!(
-                    "chunk {id:#x} holds {} bytes, {count} elements of {:?} need {need}",
-                    bytes.len(),
-                    vec.ty
-                )))
+                Err(KernelError::ShortChunk {
+                    id,
+                    needed: need as u64,
+                    actual: bytes.len() as u64,
+                })
             } else {
                 f(&bytes[..need])
             };
@@ -360,8 +362,8 @@ impl<W: Wide> AggState<W> {
 /// Count, exact sum, min and max of `vec` (mean via [`Aggregates::mean`]).
 ///
 /// # Errors
-/// [`KernelError::NotFound`] for a missing chunk, [`KernelError::Invalid`] for a chunk shorter than
-/// its element count says.
+/// [`KernelError::NotFound`] for a missing chunk, [`KernelError::ShortChunk`] for a chunk shorter
+/// than its element count says.
 pub fn aggregate<I: ChunkIo + ?Sized>(io: &I, vec: &VecRef) -> Result<Aggregates, KernelError> {
     with_domain!(vec.ty.domain(), W => {
         let mut st = AggState::<W>::new();
@@ -379,8 +381,9 @@ pub(crate) struct BoundPred<W> {
 
 impl<W: Wide> BoundPred<W> {
     pub(crate) fn new(p: &Predicate) -> Result<Self, KernelError> {
-        let bad =
-            || KernelError::Invalid(format!("predicate operands {p:?} not in {:?}", W::DOMAIN));
+        let bad = || {
+            KernelError::TypeMismatch(format!("predicate operands {p:?} not in {:?}", W::DOMAIN))
+        };
         Ok(Self {
             cmp: p.cmp,
             a: W::from_scalar(p.a).ok_or_else(bad)?,
@@ -444,11 +447,11 @@ macro_rules! with_test {
 /// Whether `x` satisfies `pred` (the same test [`filter`] applies). Useful to check results.
 ///
 /// # Errors
-/// [`KernelError::Invalid`] when the operands are not in `x`'s domain.
+/// [`KernelError::TypeMismatch`] when the operands are not in `x`'s domain.
 pub fn matches(pred: &Predicate, x: Scalar) -> Result<bool, KernelError> {
     with_domain!(x.domain(), W => {
         let p = BoundPred::<W>::new(pred)?;
-        let v = W::from_scalar(x).ok_or_else(|| KernelError::Invalid("domain".into()))?;
+        let v = W::from_scalar(x).ok_or_else(|| KernelError::TypeMismatch(format!("{x:?} not in {:?}", W::DOMAIN)))?;
         Ok(p.test(v))
     })
 }
@@ -486,8 +489,9 @@ pub(crate) fn write_out<I: ChunkIo + ?Sized>(
 /// vector into `args.out`; returns its length.
 ///
 /// # Errors
-/// [`KernelError::Invalid`] for operands outside the vector's domain, too few output ids or a short
-/// chunk; [`KernelError::NotFound`] for a missing chunk; [`KernelError::OutOfCapacity`].
+/// [`KernelError::TypeMismatch`] for operands outside the vector's domain,
+/// [`KernelError::Invalid`] for too few output ids, [`KernelError::ShortChunk`];
+/// [`KernelError::NotFound`] for a missing chunk; [`KernelError::OutOfCapacity`].
 pub fn filter<I: ChunkIo + ?Sized>(io: &I, args: &FilterArgs) -> Result<u64, KernelError> {
     let mut out = Vec::new();
     with_domain!(args.vec.ty.domain(), W => {
@@ -506,7 +510,7 @@ pub fn filter<I: ChunkIo + ?Sized>(io: &I, args: &FilterArgs) -> Result<u64, Ker
 /// Reads a whole `u64` vector.
 fn read_u64s<I: ChunkIo + ?Sized>(io: &I, vec: &VecRef) -> Result<Vec<u64>, KernelError> {
     if vec.ty != ElemType::U64 {
-        return Err(KernelError::Invalid(format!(
+        return Err(KernelError::TypeMismatch(format!(
             "index vector must be u64, not {:?}",
             vec.ty
         )));
@@ -519,8 +523,8 @@ fn read_u64s<I: ChunkIo + ?Sized>(io: &I, vec: &VecRef) -> Result<Vec<u64>, Kern
 /// Writes `out[i] = src[idx[i]]` into `args.out`; returns its length.
 ///
 /// # Errors
-/// [`KernelError::Invalid`] when `idx` is not `u64` or an index is out of bounds (nothing written
-/// then), plus those of [`filter`].
+/// [`KernelError::TypeMismatch`] when `idx` is not `u64`, [`KernelError::IndexOutOfBounds`] when an
+/// index is out of bounds (nothing written then), plus those of [`filter`].
 pub fn gather<I: ChunkIo + ?Sized>(io: &I, args: &GatherArgs) -> Result<u64, KernelError> {
     let idx = read_u64s(io, &args.idx)?;
     let size = args.src.ty.size();
@@ -540,9 +544,7 @@ pub fn gather<I: ChunkIo + ?Sized>(io: &I, args: &GatherArgs) -> Result<u64, Ker
     let mut by_chunk: Vec<Vec<(u32, usize)>> = vec![Vec::new(); args.src.chunks.len()];
     for (i, &x) in idx.iter().enumerate() {
         if x >= len {
-            return Err(KernelError::Invalid(format!(
-                "gather index {x} out of bounds for length {len}"
-            )));
+            return Err(KernelError::IndexOutOfBounds { index: x, len });
         }
         let c = starts.partition_point(|&s| s <= x) - 1;
         by_chunk[c].push(((x - starts[c]) as u32, i));
@@ -570,7 +572,7 @@ pub fn gather<I: ChunkIo + ?Sized>(io: &I, args: &GatherArgs) -> Result<u64, Ker
 /// The distinct values of `args.vec`, ascending in the total order.
 ///
 /// # Errors
-/// [`KernelError::Invalid`] when there are more than `args.limit` of them, plus those of
+/// [`KernelError::TooManyGroups`] when there are more than `args.limit` of them, plus those of
 /// [`aggregate`].
 pub fn unique<I: ChunkIo + ?Sized>(io: &I, args: &UniqueArgs) -> Result<UniqueResult, KernelError> {
     let mut seen: std::collections::HashSet<u64, std::hash::BuildHasherDefault<KeyHasher>> =
@@ -587,10 +589,7 @@ pub fn unique<I: ChunkIo + ?Sized>(io: &I, args: &UniqueArgs) -> Result<UniqueRe
             distinct += usize::from(new);
         })?;
         if distinct > args.limit as usize {
-            return Err(KernelError::Invalid(format!(
-                "more than {} distinct values",
-                args.limit
-            )));
+            return Err(KernelError::TooManyGroups { limit: args.limit });
         }
         let small = (0..DENSE_KEYS).filter(|&k| dense[k]).map(|k| k as u64);
         let mut vals: Vec<W> = seen.into_iter().chain(small).map(W::from_key).collect();
@@ -605,8 +604,8 @@ pub fn unique<I: ChunkIo + ?Sized>(io: &I, args: &UniqueArgs) -> Result<UniqueRe
 /// Group-by aggregate: for every distinct key, the aggregates of the values with that key.
 ///
 /// # Errors
-/// [`KernelError::Invalid`] for columns of different lengths or more than `args.limit` groups,
-/// plus those of [`aggregate`].
+/// [`KernelError::LengthMismatch`] for columns of different lengths, [`KernelError::TooManyGroups`]
+/// for more than `args.limit` groups, plus those of [`aggregate`].
 pub fn group_by<I: ChunkIo + ?Sized>(
     io: &I,
     args: &GroupByArgs,
@@ -666,8 +665,8 @@ pub fn argsort<I: ChunkIo + ?Sized>(io: &I, args: &ArgsortArgs) -> Result<u64, K
 /// Number of elements of `args.vec` matching `args.pred`.
 ///
 /// # Errors
-/// [`KernelError::Invalid`] for operands outside the vector's domain or a short chunk;
-/// [`KernelError::NotFound`] for a missing chunk.
+/// [`KernelError::TypeMismatch`] for operands outside the vector's domain,
+/// [`KernelError::ShortChunk`]; [`KernelError::NotFound`] for a missing chunk.
 pub fn count<I: ChunkIo + ?Sized>(io: &I, args: &CountArgs) -> Result<u64, KernelError> {
     with_domain!(args.vec.ty.domain(), W => {
         let p = BoundPred::<W>::new(&args.pred)?;
@@ -766,12 +765,11 @@ impl<'v> Stream<'v> {
             let mut res = Ok(());
             io.read(id, &mut |bytes| {
                 res = if bytes.len() < count * size {
-                    Err(KernelError::Invalid(format!(
-                        "chunk {id:#x} holds {} bytes, {count} elements of {:?} need {}",
-                        bytes.len(),
-                        self.vec.ty,
-                        count * size
-                    )))
+                    Err(KernelError::ShortChunk {
+                        id,
+                        needed: (count * size) as u64,
+                        actual: bytes.len() as u64,
+                    })
                 } else {
                     f(&bytes[lo..hi])
                 };
@@ -886,10 +884,7 @@ impl<V: Wide> Groups<V> {
     fn add(&mut self, key: u64) -> Result<usize, KernelError> {
         // `limit` is a u32, so group numbers stay below `NO_GROUP`.
         if self.groups.len() >= self.limit as usize {
-            return Err(KernelError::Invalid(format!(
-                "more than {} groups",
-                self.limit
-            )));
+            return Err(KernelError::TooManyGroups { limit: self.limit });
         }
         let g = self.groups.len();
         self.index.insert(key, g as u32);
@@ -926,7 +921,7 @@ fn merge_groups<K: Wide, V: Wide>(
         match index.get(k) {
             Some(g) => out[g].1.merge(&st),
             None if out.len() >= limit as usize => {
-                return Err(KernelError::Invalid(format!("more than {limit} groups")));
+                return Err(KernelError::TooManyGroups { limit });
             }
             None => {
                 index.insert(k, out.len() as u32);
@@ -963,16 +958,15 @@ pub(crate) fn on_threads<T: Send>(
         handles
             .into_iter()
             .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(KernelError::Invalid("a kernel thread panicked".into()))
-                })
+                h.join()
+                    .unwrap_or_else(|_| Err(KernelError::ThreadPanicked))
             })
             .collect()
     })
 }
 
-fn length_mismatch(what: &str, a: u64, b: u64) -> KernelError {
-    KernelError::Invalid(format!("{what}: vectors of {a} and {b} elements"))
+fn length_mismatch(what: &'static str, left: u64, right: u64) -> KernelError {
+    KernelError::LengthMismatch { what, left, right }
 }
 
 /// Reads the next block of the mask and evaluates the predicate on it.
@@ -1115,10 +1109,7 @@ fn byte_histogram<V: Wide, I: ChunkIo + ?Sized>(
     }
     let present = counts.iter().filter(|&&n| n > 0).count();
     if present > args.limit as usize {
-        return Err(KernelError::Invalid(format!(
-            "more than {} groups",
-            args.limit
-        )));
+        return Err(KernelError::TooManyGroups { limit: args.limit });
     }
     // Byte keys ascending are the key order of the unsigned domain.
     Ok((0u64..256)
@@ -1272,8 +1263,9 @@ fn median_range<K: Wide, V: Wide, I: ChunkIo + ?Sized>(
 /// distinct key among them, the aggregates of their values (ascending by key).
 ///
 /// # Errors
-/// [`KernelError::Invalid`] for vectors of different lengths, operands outside the mask's domain
-/// or more than `limit` groups, plus those of [`aggregate`].
+/// [`KernelError::LengthMismatch`] for vectors of different lengths, [`KernelError::TypeMismatch`]
+/// for operands outside the mask's domain, [`KernelError::TooManyGroups`] for more than `limit`
+/// groups, plus those of [`aggregate`].
 pub fn group_by_where<I: ChunkIo + ?Sized>(
     io: &I,
     args: &GroupWhereArgs,
@@ -1542,7 +1534,7 @@ pub(crate) mod tests {
             &m,
             &args(Predicate::new(Cmp::Eq, Scalar::F(1.0)), out(10, 3, 2)),
         );
-        assert!(matches!(e, Err(KernelError::Invalid(_))));
+        assert!(matches!(e, Err(KernelError::TypeMismatch(_))));
         // Too few output ids.
         let e = filter(
             &m,
@@ -1563,7 +1555,10 @@ pub(crate) mod tests {
         // Chunk shorter than its count.
         let mut bad = v.clone();
         bad.chunks[0].1 = 3;
-        assert!(matches!(aggregate(&m, &bad), Err(KernelError::Invalid(_))));
+        assert!(matches!(
+            aggregate(&m, &bad),
+            Err(KernelError::ShortChunk { .. })
+        ));
     }
 
     #[test]
@@ -1598,7 +1593,7 @@ pub(crate) mod tests {
                 out: o.clone(),
             },
         );
-        assert!(matches!(e, Err(KernelError::Invalid(_))));
+        assert!(matches!(e, Err(KernelError::IndexOutOfBounds { .. })));
         let wrong_ty = m.vec(ElemType::U32, &le(&[1u32], u32::to_le_bytes), 2, 300);
         let e = gather(
             &m,
@@ -1608,7 +1603,7 @@ pub(crate) mod tests {
                 out: o,
             },
         );
-        assert!(matches!(e, Err(KernelError::Invalid(_))));
+        assert!(matches!(e, Err(KernelError::TypeMismatch(_))));
     }
 
     #[test]
@@ -1631,7 +1626,7 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(got, want);
         let e = unique(&m, &UniqueArgs { vec: v, limit: 4 });
-        assert!(matches!(e, Err(KernelError::Invalid(_))));
+        assert!(matches!(e, Err(KernelError::TooManyGroups { limit: 4 })));
     }
 
     #[test]
@@ -1671,7 +1666,7 @@ pub(crate) mod tests {
                 limit: 6,
             },
         );
-        assert!(matches!(e, Err(KernelError::Invalid(_))));
+        assert!(matches!(e, Err(KernelError::TooManyGroups { limit: 6 })));
         let short = m.vec(ElemType::F64, &le(&vals[..299], f64::to_le_bytes), 17, 500);
         let e = group_by(
             &m,
@@ -1681,7 +1676,7 @@ pub(crate) mod tests {
                 limit: 7,
             },
         );
-        assert!(matches!(e, Err(KernelError::Invalid(_))));
+        assert!(matches!(e, Err(KernelError::LengthMismatch { .. })));
     }
 
     #[test]
@@ -1738,7 +1733,7 @@ pub(crate) mod tests {
             vec: v,
             pred: Predicate::new(Cmp::Eq, Scalar::I(1)),
         };
-        assert!(matches!(count(&m, &bad), Err(KernelError::Invalid(_))));
+        assert!(matches!(count(&m, &bad), Err(KernelError::TypeMismatch(_))));
     }
 
     #[test]
@@ -1788,25 +1783,25 @@ pub(crate) mod tests {
         few.group.limit = 4;
         assert!(matches!(
             group_by_where(&m, &few),
-            Err(KernelError::Invalid(_))
+            Err(KernelError::TooManyGroups { limit: 4 })
         ));
         let mut short = args.clone();
         short.mask = m.vec(ElemType::U32, &le(&mask[..10], u32::to_le_bytes), 500, 300);
         assert!(matches!(
             group_by_where(&m, &short),
-            Err(KernelError::Invalid(_))
+            Err(KernelError::LengthMismatch { .. })
         ));
         let mut dom = args;
         dom.pred = Predicate::new(Cmp::Eq, Scalar::F(1.0));
         assert!(matches!(
             group_by_where(&m, &dom),
-            Err(KernelError::Invalid(_))
+            Err(KernelError::TypeMismatch(_))
         ));
         let mut unequal = group;
         unequal.values = m.vec(ElemType::I64, &le(&vals[..5], i64::to_le_bytes), 128, 400);
         assert!(matches!(
             group_median(&m, &unequal),
-            Err(KernelError::Invalid(_))
+            Err(KernelError::LengthMismatch { .. })
         ));
     }
 

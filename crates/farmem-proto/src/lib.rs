@@ -18,6 +18,8 @@
 //! assert_eq!(Request::decode(frame.header.op, frame.body).unwrap(), Request::Get { id: 7 });
 //! ```
 
+#![deny(missing_docs, missing_debug_implementations)]
+
 pub mod agent;
 mod codec;
 pub mod frame;

@@ -429,7 +429,18 @@ fn pipelined_computes_complete_in_any_wait_order() {
     // A failing operation is a typed error and does not disturb the next one.
     let bad = b.submit_compute(1, u16::MAX, &[]);
     let good = b.submit_compute(3, op::HT_LEN, &3u64.encode());
-    assert!(matches!(bad.wait(), Err(BackendError::Compute(_))));
+    let e = bad.wait().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BackendError::RemoteAgent {
+                code: farmem_store::agent::AgentErrorCode::UnknownOp,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(e.kind(), farmem::ErrorKind::ProtocolViolation);
     assert_eq!(len_of(good.wait()), 3);
     // An abandoned operation's answer is discarded.
     drop(b.submit_compute(2, op::HT_LEN, &2u64.encode()));

@@ -8,7 +8,9 @@ use farmem_proto::{
     encode_error, finish_frame,
 };
 
-use crate::agent::{self, AgentError};
+use farmem_kernels::KernelError;
+
+use crate::agent::{self, AgentError, AgentErrorCode};
 use crate::{Session, StoreError};
 
 /// Encodes `e` as the error answer to request `req_id`.
@@ -29,12 +31,19 @@ pub(crate) fn encode_store_error(wbuf: &mut Vec<u8>, op: Op, req_id: u64, e: &St
 }
 
 fn encode_agent_error(wbuf: &mut Vec<u8>, req_id: u64, e: &AgentError) {
-    let (code, d) = match *e {
-        AgentError::NotFound(id) => (ErrorCode::NotFound, [id, 0, 0]),
-        AgentError::OutOfCapacity { needed, available } => {
-            (ErrorCode::OutOfCapacity, [needed, available, 0])
+    let compute = |c: AgentErrorCode| (ErrorCode::Compute, [c as u64, 0, 0]);
+    let (code, d) = match e {
+        AgentError::Store(s) => return encode_store_error(wbuf, Op::Compute, req_id, s),
+        AgentError::Kernel(KernelError::NotFound(id)) => (ErrorCode::NotFound, [*id, 0, 0]),
+        AgentError::Kernel(KernelError::OutOfCapacity { needed, available }) => {
+            (ErrorCode::OutOfCapacity, [*needed, *available, 0])
         }
-        _ => (ErrorCode::Compute, [0; 3]),
+        AgentError::Kernel(KernelError::TooLarge { size, limit }) => {
+            (ErrorCode::TooLarge, [*size, *limit, 0])
+        }
+        AgentError::Kernel(k) => compute(AgentErrorCode::of_kernel(k)),
+        AgentError::UnknownOp(_) => compute(AgentErrorCode::UnknownOp),
+        AgentError::Malformed(_) => compute(AgentErrorCode::Malformed),
     };
     let mut msg = e.to_string();
     let mut cause = std::error::Error::source(e);

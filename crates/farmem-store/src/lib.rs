@@ -18,6 +18,8 @@
 //! assert_eq!(budget.used(), 0);
 //! ```
 
+#![deny(missing_docs, missing_debug_implementations)]
+
 pub mod agent;
 mod budget;
 mod error;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::agent::{AgentContext, AgentError, AgentState};
-use crate::{Budget, Namespace, StoreError};
+use crate::{Budget, Namespace};
 
 /// One client's objects and agent state. Dropped (objects freed) with its last connection.
 #[derive(Debug)]
@@ -39,17 +39,6 @@ impl Session {
     }
 }
 
-/// Converts a store error into the agent's error type.
-pub fn agent_error(e: StoreError) -> AgentError {
-    match e {
-        StoreError::NotFound(id) => AgentError::NotFound(id),
-        StoreError::OutOfCapacity { needed, available } => {
-            AgentError::OutOfCapacity { needed, available }
-        }
-        other => AgentError::Invalid(other.to_string()),
-    }
-}
-
 /// [`AgentContext`] over a namespace and an agent state (a session's, or an embedded store's).
 #[derive(Debug)]
 pub struct StoreContext<'a> {
@@ -63,15 +52,15 @@ pub struct StoreContext<'a> {
 
 impl AgentContext for StoreContext<'_> {
     fn with_object(&self, id: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), AgentError> {
-        self.ns.get_with(id, |d| f(d)).map_err(agent_error)
+        self.ns.get_with(id, |d| f(d)).map_err(AgentError::Store)
     }
 
     fn put_object(&self, id: u64, data: &[u8]) -> Result<(), AgentError> {
-        self.ns.put(id, data).map_err(agent_error)
+        self.ns.put(id, data).map_err(AgentError::Store)
     }
 
     fn charge(&self, delta: i64) -> Result<(), AgentError> {
-        self.ns.charge(delta).map_err(agent_error)
+        self.ns.charge(delta).map_err(AgentError::Store)
     }
 
     fn state(&self) -> &AgentState {

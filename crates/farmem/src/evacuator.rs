@@ -334,7 +334,7 @@ impl Round<'_> {
             }
             Err(e) => {
                 tracing::warn!("write-back of {} objects failed: {e}", batch.len());
-                *self.inner.last_error.lock() = Some(e.to_string());
+                *self.inner.last_error.lock() = Some(std::sync::Arc::new(e));
                 for (m, w) in &batch {
                     if let Some(slot) = self.inner.slots.get(m.slot) {
                         slot.word.store(w & !(MOVING | BUSY), Ordering::Release);

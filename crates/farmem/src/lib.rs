@@ -44,7 +44,7 @@ pub use backend::{Backend, BackendError, EmbeddedStore, ObjectId, StoreStats};
 pub use bytemuck::{self, Pod, Zeroable};
 pub use config::{BackendConfig, RuntimeConfig};
 pub use epoch::Scope;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use far::{Far, FarBox, FarPtr, FarSlice};
 pub use runtime::Runtime;
 pub use stats::Stats;

@@ -410,11 +410,13 @@ impl Inner {
             Ok(d) if d.len() == ids.len() => d,
             Ok(d) => {
                 self.undo_claims(&claimed, allocs);
-                return Err(Error::Backend(crate::BackendError::Protocol(format!(
-                    "get_many returned {} objects for {} ids",
-                    d.len(),
-                    ids.len()
-                ))));
+                return Err(Error::Backend(crate::BackendError::Protocol(
+                    crate::backend::ProtocolError::WrongCount {
+                        what: "get_many",
+                        expected: ids.len(),
+                        actual: d.len(),
+                    },
+                )));
             }
             Err(e) => {
                 self.undo_claims(&claimed, allocs);

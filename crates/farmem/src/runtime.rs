@@ -46,7 +46,7 @@ pub(crate) struct Inner {
     pub(crate) cfg: RuntimeConfig,
     pub(crate) signal: Arc<Signal>,
     pub(crate) pending_free: Mutex<Vec<ObjectId>>,
-    pub(crate) last_error: Mutex<Option<String>>,
+    pub(crate) last_error: Mutex<Option<Arc<crate::BackendError>>>,
     /// Process-unique id (also names this runtime's evacuators in the scope handshake).
     pub(crate) id: u64,
     high_bytes: usize,
@@ -105,7 +105,10 @@ impl Runtime {
             cfg.lanes,
             cfg.evacuator_threads,
         )
-        .map_err(|e| Error::Config(format!("cannot reserve the local heap: {e}")))?;
+        .map_err(|source| Error::System {
+            what: "reserve the local heap",
+            source,
+        })?;
         let budget = cfg.local_budget as f64;
         let id = NEXT_RUNTIME.fetch_add(1, Ordering::Relaxed);
         let inner = Arc::new(Inner {
@@ -128,7 +131,10 @@ impl Runtime {
             std::thread::Builder::new()
                 .name(format!("farmem-evac-{i}"))
                 .spawn(move || evacuator_main(weak, signal, i))
-                .map_err(|e| Error::Config(format!("cannot start evacuator thread: {e}")))?;
+                .map_err(|source| Error::System {
+                    what: "start an evacuator thread",
+                    source,
+                })?;
         }
         Ok(Self { inner })
     }

@@ -26,14 +26,14 @@ impl Backend for SeedStore {
             .get(..8)
             .and_then(|b| b.try_into().ok())
             .map(u64::from_le_bytes)
-            .ok_or_else(|| BackendError::Protocol(format!("object {id} is too short")))?;
+            .ok_or_else(|| BackendError::Custom(format!("object {id} is too short").into()))?;
         let seed = first.wrapping_mul(inverse(0x9E37_79B9_7F4A_7C15));
         let mut expect = vec![0u8; data.len()];
         fill(seed, &mut expect);
         if expect != data {
-            return Err(BackendError::Protocol(format!(
-                "object {id} is not a seed pattern"
-            )));
+            return Err(BackendError::Custom(
+                format!("object {id} is not a seed pattern").into(),
+            ));
         }
         self.0.lock().insert(id, (seed, data.len()));
         Ok(())
@@ -61,7 +61,9 @@ impl Backend for SeedStore {
         Ok(StoreStats::default())
     }
     fn compute(&self, _: ObjectId, op: u16, _: &[u8]) -> Result<Vec<u8>, BackendError> {
-        Err(BackendError::Compute(format!("unknown operation {op}")))
+        Err(BackendError::Custom(
+            format!("unknown operation {op}").into(),
+        ))
     }
     fn describe(&self) -> String {
         "seed-store".into()

@@ -17,13 +17,16 @@
 //! Every operation validates its input: an unknown operation, a malformed message, a missing
 //! object, a wrong element type or a length mismatch is an [`AgentError`], never a panic.
 
+mod error;
 pub mod tables;
+
+pub use error::{AgentError, AgentErrorCode};
 
 use farmem_kernels::{self as kernels, KernelError, derive};
 
 use farmem_proto::agent::{
-    AgentDecodeError, AgentMessage, ArgsortArgs, CountArgs, DeriveArgs, FilterArgs, GatherArgs,
-    GroupByArgs, GroupWhereArgs, HtKeysArgs, HtPutArgs, HtScanArgs, UniqueArgs, VecRef, op,
+    AgentMessage, ArgsortArgs, CountArgs, DeriveArgs, FilterArgs, GatherArgs, GroupByArgs,
+    GroupWhereArgs, HtKeysArgs, HtPutArgs, HtScanArgs, UniqueArgs, VecRef, op,
 };
 
 /// What an operation may touch: the objects of the calling session, and its agent state.
@@ -34,20 +37,23 @@ pub trait AgentContext: Sync {
     /// Calls `f` with the bytes of object `id`.
     ///
     /// # Errors
-    /// [`AgentError::NotFound`] when there is no such object.
+    /// [`KernelError::NotFound`] (as [`AgentError::Kernel`] or a store error) when there is no
+    /// such object.
     fn with_object(&self, id: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), AgentError>;
 
     /// Stores `data` as object `id` (replacing it), charged against the capacity.
     ///
     /// # Errors
-    /// [`AgentError::OutOfCapacity`] when it does not fit; nothing is changed then.
+    /// [`KernelError::OutOfCapacity`] (as [`AgentError::Kernel`] or a store error) when it does
+    /// not fit; nothing is changed then.
     fn put_object(&self, id: u64, data: &[u8]) -> Result<(), AgentError>;
 
     /// Charges (`delta > 0`) or releases (`delta < 0`) capacity for agent-owned state such as
     /// server-side hash tables.
     ///
     /// # Errors
-    /// [`AgentError::OutOfCapacity`] when a charge does not fit; nothing is charged then.
+    /// [`KernelError::OutOfCapacity`] (as [`AgentError::Kernel`]) when a charge does not fit;
+    /// nothing is charged then.
     fn charge(&self, delta: i64) -> Result<(), AgentError>;
 
     /// This session's agent state (server-side hash tables, ...).
@@ -73,57 +79,6 @@ impl AgentState {
     /// Bytes of capacity currently charged for agent-owned state.
     pub fn charged_bytes(&self) -> u64 {
         self.tables.charged_bytes()
-    }
-}
-
-/// Why an agent operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AgentError {
-    /// No operation with this number.
-    #[error("unknown agent operation {0}")]
-    UnknownOp(u16),
-    /// An object the operation names does not exist.
-    #[error("object {0:#x} not found")]
-    NotFound(u64),
-    /// The result does not fit in the remaining capacity.
-    #[error("out of capacity: needed {needed} bytes, {available} available")]
-    OutOfCapacity {
-        /// Bytes needed.
-        needed: u64,
-        /// Bytes free.
-        available: u64,
-    },
-    /// Malformed or inconsistent arguments (wrong type, length mismatch, ...).
-    #[error("invalid arguments: {0}")]
-    Invalid(String),
-    /// The arguments could not be decoded.
-    #[error("malformed agent message")]
-    Malformed(#[from] AgentDecodeError),
-}
-
-impl From<KernelError> for AgentError {
-    fn from(e: KernelError) -> Self {
-        match e {
-            KernelError::NotFound(id) => Self::NotFound(id),
-            KernelError::OutOfCapacity { needed, available } => {
-                Self::OutOfCapacity { needed, available }
-            }
-            KernelError::Invalid(msg) => Self::Invalid(msg),
-            other => Self::Invalid(other.to_string()),
-        }
-    }
-}
-
-impl From<AgentError> for KernelError {
-    fn from(e: AgentError) -> Self {
-        match e {
-            AgentError::NotFound(id) => Self::NotFound(id),
-            AgentError::OutOfCapacity { needed, available } => {
-                Self::OutOfCapacity { needed, available }
-            }
-            other => Self::Invalid(other.to_string()),
-        }
     }
 }
 

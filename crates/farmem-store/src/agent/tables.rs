@@ -175,7 +175,7 @@ impl Tables {
     /// Inserts or replaces every entry, in order; all or nothing.
     ///
     /// # Errors
-    /// [`AgentError::OutOfCapacity`] when the batch does not fit (nothing changed then).
+    /// [`farmem_kernels::KernelError::OutOfCapacity`] when the batch does not fit (nothing changed then).
     pub fn put(&self, ctx: &dyn AgentContext, args: HtPutArgs) -> Result<HtValues, AgentError> {
         let mut inner = self.lock();
         let t = inner.tables.entry(args.table).or_default();
@@ -316,10 +316,10 @@ mod tests {
 
     impl AgentContext for Charge {
         fn with_object(&self, _: u64, _: &mut dyn FnMut(&[u8])) -> Result<(), AgentError> {
-            Err(AgentError::NotFound(0))
+            Err(AgentError::not_found(0))
         }
         fn put_object(&self, _: u64, _: &[u8]) -> Result<(), AgentError> {
-            Err(AgentError::NotFound(0))
+            Err(AgentError::not_found(0))
         }
         fn charge(&self, delta: i64) -> Result<(), AgentError> {
             *self.used.lock().unwrap_or_else(|e| e.into_inner()) += delta;

@@ -9,6 +9,8 @@ use farmem_proto::agent::{
     Predicate, Scalar, Sum, UniqueArgs, UniqueResult, VecRef, op,
 };
 
+use farmem_kernels::KernelError;
+
 use super::{AgentContext, AgentError, AgentState, execute, tables::ENTRY_OVERHEAD};
 
 /// A session with a capacity.
@@ -69,7 +71,7 @@ impl AgentContext for Ctx {
             .lock()
             .unwrap()
             .get(&id)
-            .ok_or(AgentError::NotFound(id))?);
+            .ok_or(AgentError::not_found(id))?);
         Ok(())
     }
     fn put_object(&self, id: u64, data: &[u8]) -> Result<(), AgentError> {
@@ -81,10 +83,10 @@ impl AgentContext for Ctx {
         let mut used = self.used.lock().unwrap();
         let after = *used + delta;
         if delta > 0 && after > self.capacity {
-            return Err(AgentError::OutOfCapacity {
-                needed: delta as u64,
-                available: (self.capacity - *used) as u64,
-            });
+            return Err(AgentError::out_of_capacity(
+                delta as u64,
+                (self.capacity - *used) as u64,
+            ));
         }
         *used = after;
         Ok(())
@@ -213,7 +215,7 @@ fn bad_requests_are_errors() {
     };
     assert!(matches!(
         execute(&ctx, op::VEC_AGGREGATE, &missing.encode()),
-        Err(AgentError::NotFound(42))
+        Err(AgentError::Kernel(KernelError::NotFound(42)))
     ));
     // A chunk that is too short for its count.
     let v = ctx.vec_u64(&[1, 2], 2, 1);
@@ -221,7 +223,7 @@ fn bad_requests_are_errors() {
     lie.chunks[0].1 = 3;
     assert!(matches!(
         execute(&ctx, op::VEC_AGGREGATE, &lie.encode()),
-        Err(AgentError::Invalid(_))
+        Err(AgentError::Kernel(KernelError::ShortChunk { .. }))
     ));
     // Arbitrary bytes for every operation never panic.
     for op in 0..64 {
@@ -313,7 +315,10 @@ fn hash_table_batch_is_all_or_nothing() {
         &[(b"a", b"x"), (b"b", b"2"), (b"c", b"3"), (b"d", b"4")],
         false,
     );
-    assert!(matches!(e, Err(AgentError::OutOfCapacity { .. })));
+    assert!(matches!(
+        e,
+        Err(AgentError::Kernel(KernelError::OutOfCapacity { .. }))
+    ));
     assert_eq!(*ctx.used.lock().unwrap(), before);
     let g: HtValues = call(&ctx, op::HT_GET, &keys(1, &[b"a", b"b"])).unwrap();
     assert_eq!(
@@ -368,7 +373,7 @@ fn new_vector_ops_validate_their_input() {
     ] {
         assert!(matches!(
             execute(&ctx, opn, &[9, 9, 9]),
-            Err(AgentError::Malformed(_) | AgentError::Invalid(_))
+            Err(AgentError::Malformed(_) | AgentError::Kernel(_))
         ));
     }
     let n: u64 = call(
@@ -394,7 +399,7 @@ fn new_vector_ops_validate_their_input() {
             },
         },
     );
-    assert!(matches!(e, Err(AgentError::Invalid(_))));
+    assert!(matches!(e, Err(AgentError::Kernel(_))));
     let mut missing = v.clone();
     missing.chunks[2].0 = 9_999;
     let e = call::<GroupByResult>(
@@ -410,7 +415,10 @@ fn new_vector_ops_validate_their_input() {
             pred: Predicate::new(Cmp::Eq, Scalar::U(1)),
         },
     );
-    assert!(matches!(e, Err(AgentError::NotFound(9_999))));
+    assert!(matches!(
+        e,
+        Err(AgentError::Kernel(KernelError::NotFound(9_999)))
+    ));
 }
 
 /// A derived vector computed on several threads equals the one-thread result, for inputs of

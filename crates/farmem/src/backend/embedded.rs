@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use farmem_kernels::KernelError;
 use farmem_store::StoreContext;
 use farmem_store::agent::{self, AgentError, AgentState};
 use farmem_store::{Budget, Namespace, OBJECT_OVERHEAD, StoreError};
@@ -56,17 +57,23 @@ pub(crate) fn store_error(e: StoreError) -> BackendError {
             actual,
         },
         StoreError::TooLarge { size, limit } => BackendError::TooLarge { size, limit },
-        other => BackendError::Protocol(other.to_string()),
+        other => BackendError::Store(other),
     }
 }
 
+/// The same variants a memory server's answer would give: missing objects, exhausted capacity
+/// and oversized results keep their own variants, the rest is [`BackendError::Agent`].
 fn agent_error(e: AgentError) -> BackendError {
     match e {
-        AgentError::NotFound(id) => BackendError::NotFound(id),
-        AgentError::OutOfCapacity { needed, available } => {
+        AgentError::Store(s) => store_error(s),
+        AgentError::Kernel(KernelError::NotFound(id)) => BackendError::NotFound(id),
+        AgentError::Kernel(KernelError::OutOfCapacity { needed, available }) => {
             BackendError::OutOfCapacity { needed, available }
         }
-        other => BackendError::Compute(other.to_string()),
+        AgentError::Kernel(KernelError::TooLarge { size, limit }) => {
+            BackendError::TooLarge { size, limit }
+        }
+        other => BackendError::Agent(other),
     }
 }
 
@@ -217,11 +224,11 @@ mod tests {
     }
 
     #[test]
-    fn unknown_agent_operation_is_a_compute_error() {
+    fn unknown_agent_operation_is_an_agent_error() {
         let s = EmbeddedStore::new();
         assert!(matches!(
             s.compute(0, u16::MAX, &[]),
-            Err(BackendError::Compute(_))
+            Err(BackendError::Agent(AgentError::UnknownOp(_)))
         ));
     }
 }

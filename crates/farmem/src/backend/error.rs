@@ -1,6 +1,15 @@
+use std::sync::Arc;
+
+use farmem_store::agent::{AgentError, AgentErrorCode};
+
 use super::ObjectId;
+use crate::ErrorKind;
 
 /// Why a backend operation failed.
+///
+/// Causes are kept, not flattened: [`std::error::Error::source`] leads to the I/O error, the wire
+/// decoder's error or the agent's error. [`BackendError::kind`] tells the kind of failure without
+/// matching every variant.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackendError {
@@ -34,7 +43,7 @@ pub enum BackendError {
         limit: u64,
     },
     /// The server could not be reached.
-    #[error("memory server {addr} unreachable: {source}")]
+    #[error("memory server {addr} unreachable")]
     Unreachable {
         /// Server address.
         addr: String,
@@ -42,12 +51,13 @@ pub enum BackendError {
         source: std::io::Error,
     },
     /// The connection to a server broke.
-    #[error("connection to memory server {addr} lost: {reason}")]
+    #[error("connection to memory server {addr} lost")]
     Disconnected {
         /// Server address.
         addr: String,
         /// What happened.
-        reason: String,
+        #[source]
+        cause: DisconnectCause,
     },
     /// The server refused our credentials.
     #[error("memory server {addr} refused authentication")]
@@ -74,11 +84,26 @@ pub enum BackendError {
         after_ms: u64,
     },
     /// The peer sent something that violates the protocol.
-    #[error("protocol error: {0}")]
-    Protocol(String),
-    /// A remote-agent operation was rejected (bad id, wrong type, length mismatch, unknown op).
-    #[error("remote operation failed: {0}")]
-    Compute(String),
+    #[error("protocol violation")]
+    Protocol(#[from] ProtocolError),
+    /// An in-process agent operation was rejected (unknown op, malformed arguments, wrong type,
+    /// length mismatch, too many groups, ...).
+    #[error("agent operation failed")]
+    Agent(#[source] AgentError),
+    /// A memory server's agent rejected an operation; `code` says why, `message` is the server's
+    /// text.
+    #[error("agent on memory server {addr} failed ({code:?}): {message}")]
+    RemoteAgent {
+        /// Server address.
+        addr: String,
+        /// The kind of failure, as the server reported it.
+        code: AgentErrorCode,
+        /// The server's description.
+        message: String,
+    },
+    /// The in-process store failed in a way without a variant of its own.
+    #[error("embedded store failed")]
+    Store(#[source] farmem_store::StoreError),
     /// Invalid configuration (no servers, bad address, ...).
     #[error("invalid backend configuration: {0}")]
     Config(String),
@@ -91,4 +116,147 @@ pub enum BackendError {
         /// The servers that held it, comma-separated.
         servers: String,
     },
+    /// A copy of another backend error (errors are not `Clone`: a pool reports one member's
+    /// refusal to every request it concerns): its kind, and its text with its causes.
+    #[error("{message}")]
+    Copied {
+        /// The original's kind.
+        kind: ErrorKind,
+        /// The original's message and causes.
+        message: String,
+    },
+    /// A failure of a user-implemented [`Backend`](super::Backend) that fits no other variant.
+    #[error("backend failed")]
+    Custom(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl BackendError {
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::OutOfCapacity { .. } => ErrorKind::OutOfCapacity,
+            Self::SizeMismatch { .. } => ErrorKind::TypeMismatch,
+            Self::TooLarge { .. } => ErrorKind::LimitExceeded,
+            Self::Unreachable { .. } | Self::Unavailable { .. } => ErrorKind::Unreachable,
+            Self::Disconnected { cause, .. } => cause.kind(),
+            Self::AuthRefused { .. } => ErrorKind::Refused,
+            Self::VersionMismatch { .. } | Self::Protocol(_) => ErrorKind::ProtocolViolation,
+            Self::Timeout { .. } => ErrorKind::Timeout,
+            Self::Agent(e) => ErrorKind::of_agent(e),
+            Self::RemoteAgent { code, .. } => ErrorKind::of_agent_code(*code),
+            Self::Store(e) => ErrorKind::of_store(e),
+            Self::Config(_) => ErrorKind::Config,
+            Self::Copied { kind, .. } => *kind,
+            Self::Custom(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Why a connection to a memory server was lost.
+///
+/// Shared by every request that was in flight on the connection, hence `Clone` (the I/O error
+/// is behind an [`Arc`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum DisconnectCause {
+    /// Reading from or writing to the socket failed.
+    #[error("socket I/O failed")]
+    Io(#[source] Arc<std::io::Error>),
+    /// The server closed the connection.
+    #[error("the server closed the connection")]
+    Closed,
+    /// The server sent bytes that are not a valid frame.
+    #[error("corrupt frame from the server")]
+    Corrupt(#[source] farmem_proto::FrameError),
+    /// An answer from the server could not be decoded or matched to a request.
+    #[error("bad answer from the server")]
+    BadAnswer(#[source] Arc<ProtocolError>),
+    /// The server answered a connection-level error before any request.
+    #[error("the server rejected the connection")]
+    Server(#[source] Arc<BackendError>),
+    /// A fault injected by [`FaultyBackend`](super::FaultyBackend) (a server taken down).
+    #[error("injected fault: server down")]
+    Injected,
+    /// The server refused the connection or is shutting down (`code` is the wire error code,
+    /// `message` the server's text).
+    #[error("the server ended the session ({code}): {message}")]
+    Refused {
+        /// The raw wire error code (`farmem_proto::ErrorCode`).
+        code: u16,
+        /// The server's description.
+        message: String,
+    },
+}
+
+impl DisconnectCause {
+    /// The kind of failure: [`ErrorKind::ProtocolViolation`] when the server sent something
+    /// undecodable, the kind of the server's error for a connection-level error answer,
+    /// [`ErrorKind::Disconnected`] otherwise.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Corrupt(_) | Self::BadAnswer(_) => ErrorKind::ProtocolViolation,
+            Self::Server(e) => e.kind(),
+            Self::Io(_) | Self::Closed | Self::Refused { .. } | Self::Injected => {
+                ErrorKind::Disconnected
+            }
+        }
+    }
+}
+
+/// How a peer violated the protocol.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A frame or message body could not be decoded.
+    #[error("undecodable frame or body")]
+    Wire(#[from] farmem_proto::FrameError),
+    /// An agent answer could not be decoded.
+    #[error("undecodable agent answer")]
+    Agent(#[from] farmem_proto::agent::AgentDecodeError),
+    /// No replica of a pool answered a request that needs one.
+    #[error("no replica answered")]
+    NoReplicaAnswered,
+    /// An answer of the wrong type for its request.
+    #[error("unexpected answer {answer}")]
+    UnexpectedAnswer {
+        /// The answer, as debug text.
+        answer: String,
+    },
+    /// A batch answer with the wrong number of items.
+    #[error("{what}: {actual} items for {expected} requests")]
+    WrongCount {
+        /// The request.
+        what: &'static str,
+        /// Items requested.
+        expected: usize,
+        /// Items answered.
+        actual: usize,
+    },
+    /// The server reported an error code this client does not map to another variant
+    /// (`code` is the raw wire code, `message` the server's text).
+    #[error("memory server {addr} answered error {code}: {message}")]
+    ServerError {
+        /// Server address.
+        addr: String,
+        /// The raw wire error code.
+        code: u16,
+        /// The server's description.
+        message: String,
+    },
+    /// An answer names a request that is not waiting for one.
+    #[error("answer to unknown request {req_id:#x}")]
+    UnknownRequest {
+        /// The answer's request id.
+        req_id: u64,
+    },
+    /// A second answer to one request.
+    #[error("duplicate answer to request {req_id:#x}")]
+    DuplicateAnswer {
+        /// The answer's request id.
+        req_id: u64,
+    },
+    /// A ticket was waited for twice.
+    #[error("ticket already used")]
+    TicketUsed,
 }

@@ -14,7 +14,7 @@ pub mod pool;
 mod tcp;
 
 pub use embedded::EmbeddedStore;
-pub use error::BackendError;
+pub use error::{BackendError, DisconnectCause, ProtocolError};
 pub use pool::{
     FaultyBackend, MemberId, PoolBackend, PoolConfig, PoolError, PoolStats, Redundancy,
 };

@@ -72,13 +72,7 @@ pub(crate) fn agent_ids(n: usize) -> ObjectId {
 /// Calls the remote agent, counting traffic.
 pub(crate) fn call(rt: &Runtime, route: ObjectId, opn: u16, args: &[u8]) -> Result<Vec<u8>> {
     AGENT_SENT.fetch_add(args.len() as u64, Ordering::Relaxed);
-    let out = rt
-        .backend()
-        .compute(route, opn, args)
-        .map_err(|e| match e {
-            crate::BackendError::Compute(m) => ContainerError::Agent(m),
-            other => other.into(),
-        })?;
+    let out = rt.backend().compute(route, opn, args)?;
     AGENT_RECEIVED.fetch_add(out.len() as u64, Ordering::Relaxed);
     Ok(out)
 }
@@ -507,7 +501,8 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// `out[i] = self[idx[i]]`, as a new far vector.
     ///
     /// # Errors
-    /// [`ContainerError::Agent`] for an index out of bounds; the runtime's error.
+    /// An error of kind [`ErrorKind::OutOfBounds`](crate::ErrorKind) for an index out of bounds;
+    /// the runtime's error.
     pub fn gather(&self, idx: &FarVec<u64>, mode: Offload) -> Result<FarVec<T>> {
         let out = out_spec(&self.rt, self.chunk_len, idx.len());
         let args = GatherArgs {
@@ -529,7 +524,8 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// The distinct values, ascending (total order for floats).
     ///
     /// # Errors
-    /// [`ContainerError::Agent`] when there are more than `limit`; the runtime's error.
+    /// An error of kind [`ErrorKind::TooManyGroups`](crate::ErrorKind) when there are more than
+    /// `limit`; the runtime's error.
     pub fn unique(&self, limit: u32, mode: Offload) -> Result<Vec<T>> {
         let args = UniqueArgs {
             vec: self.vec_ref(),
@@ -573,7 +569,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// aggregates of the `values` at the same positions.
     ///
     /// # Errors
-    /// [`ContainerError::Invalid`] for columns of different lengths; [`ContainerError::Agent`]
+    /// [`ContainerError::Invalid`] for columns of different lengths; kind `TooManyGroups`
     /// for more than `limit` groups; the runtime's error.
     pub fn group_by<V: Primitive + Send + Sync>(
         &self,
@@ -645,7 +641,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     ///
     /// # Errors
     /// [`ContainerError::Invalid`] when `T` is not the expression's output type, or for the wrong
-    /// number of inputs; [`ContainerError::Agent`] for inputs of the wrong type or different
+    /// number of inputs; the kernel's error for inputs of the wrong type or different
     /// lengths; the runtime's error.
     pub fn derive(
         rt: &Runtime,
@@ -689,7 +685,8 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     ///
     /// # Errors
     /// [`ContainerError::Invalid`] for an operand outside the mask's domain;
-    /// [`ContainerError::Agent`] for vectors of different lengths or more than `limit` groups;
+    /// kind `LengthMismatch` for vectors of different lengths, `TooManyGroups` for more than
+    /// `limit` groups;
     /// the runtime's error.
     pub fn group_by_where<V: Primitive + Send + Sync>(
         &self,
@@ -769,7 +766,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::RuntimeConfig;
+    use crate::{ErrorKind, RuntimeConfig};
     use farmem_proto::agent::{Cmp, Scalar};
 
     fn rt() -> Runtime {
@@ -864,14 +861,24 @@ mod tests {
                 FarVec::<f64>::derive(&rt, Expr::Diff, &[a.agent_input(), a.agent_input()], mode);
             assert!(matches!(e, Err(ContainerError::Invalid(_))), "{mode:?}");
             // Different lengths, wrong domain, wrong arity.
+            // (The kernel's verdict, the same through the agent and locally.)
+            fn rejected<T>(e: Result<T>) -> bool {
+                let k = e.map(|_| ()).map_err(|e| e.kind());
+                matches!(
+                    k,
+                    Err(ErrorKind::InvalidArgument
+                        | ErrorKind::LengthMismatch
+                        | ErrorKind::TypeMismatch)
+                )
+            }
             let e =
                 FarVec::<i64>::derive(&rt, Expr::Diff, &[a.agent_input(), b.agent_input()], mode);
-            assert!(matches!(e, Err(ContainerError::Agent(_))), "{mode:?}");
+            assert!(rejected(e), "{mode:?}");
             let e = FarVec::<u8>::derive(&rt, Expr::Hour, &[f.agent_input()], mode);
-            assert!(matches!(e, Err(ContainerError::Agent(_))), "{mode:?}");
+            assert!(rejected(e), "{mode:?}");
             let e =
                 FarVec::<u8>::derive(&rt, Expr::Hour, &[a.agent_input(), a.agent_input()], mode);
-            assert!(matches!(e, Err(ContainerError::Agent(_))), "{mode:?}");
+            assert!(rejected(e), "{mode:?}");
             let e = FarVec::<u8>::derive(&rt, Expr::Hour, &[], mode);
             assert!(matches!(e, Err(ContainerError::Invalid(_))), "{mode:?}");
             // Mask of another length; operand outside the mask's domain.
@@ -882,7 +889,11 @@ mod tests {
                 8,
                 mode,
             );
-            assert!(matches!(e, Err(ContainerError::Agent(_))), "{mode:?}");
+            assert_eq!(
+                e.map(|_| ()).map_err(|e| e.kind()),
+                Err(ErrorKind::LengthMismatch),
+                "{mode:?}"
+            );
             let e = a.group_by_where(
                 &a,
                 &f.agent_input(),

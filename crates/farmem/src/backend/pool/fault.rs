@@ -77,7 +77,7 @@ impl FaultyBackend {
             Fault::None => Ok(()),
             Fault::Down => Err(BackendError::Disconnected {
                 addr: self.name.clone(),
-                reason: "injected fault: server down".into(),
+                cause: crate::backend::DisconnectCause::Injected,
             }),
             Fault::Hang(d) => {
                 std::thread::sleep(d);

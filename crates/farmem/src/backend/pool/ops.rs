@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use super::member::{Member, choose, is_member_failure};
 use super::table::{Entry, Ix};
 use super::{Inner, PoolBackend};
-use crate::backend::{Backend, BackendError, Edit, ObjectId, StoreStats};
+use crate::backend::{Backend, BackendError, Edit, ObjectId, ProtocolError, StoreStats};
 
 /// How a write treats the object's entry.
 #[derive(Clone, Copy, Debug)]
@@ -461,9 +461,29 @@ fn copy_error(e: &BackendError) -> BackendError {
             size: *size,
             limit: *limit,
         },
-        BackendError::Compute(m) => BackendError::Compute(m.clone()),
+        BackendError::RemoteAgent {
+            addr,
+            code,
+            message,
+        } => BackendError::RemoteAgent {
+            addr: addr.clone(),
+            code: *code,
+            message: message.clone(),
+        },
         BackendError::Config(m) => BackendError::Config(m.clone()),
-        other => BackendError::Protocol(other.to_string()),
+        other => {
+            let mut message = other.to_string();
+            let mut cause = std::error::Error::source(other);
+            while let Some(c) = cause {
+                message.push_str(": ");
+                message.push_str(&c.to_string());
+                cause = c.source();
+            }
+            BackendError::Copied {
+                kind: other.kind(),
+                message,
+            }
+        }
     }
 }
 
@@ -644,7 +664,7 @@ impl Backend for PoolBackend {
                 }
                 answer
                     .into_inner()
-                    .ok_or_else(|| BackendError::Protocol("no replica answered".into()))
+                    .ok_or(BackendError::Protocol(ProtocolError::NoReplicaAnswered))
             }
             op::HT_GET | op::HT_LEN | op::HT_SCAN if inner.table.get(route).is_none() => {
                 // A table nobody wrote yet: any live member answers "empty".

@@ -277,7 +277,7 @@ fn read_copy(m: &Member, id: ObjectId, table: bool) -> Result<Copy, BackendError
             after,
         };
         let out = m.backend.compute(id, op::HT_SCAN, &args.encode())?;
-        let page = HtScanResult::decode(&out).map_err(|e| BackendError::Protocol(e.to_string()))?;
+        let page = HtScanResult::decode(&out).map_err(|e| BackendError::Protocol(e.into()))?;
         after = page.entries.last().map(|(k, _)| k.clone());
         all.extend(page.entries);
         if !page.more || after.is_none() {

@@ -8,6 +8,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -18,7 +19,9 @@ use farmem_proto::{
 };
 use parking_lot::Mutex;
 
-use crate::backend::BackendError;
+use farmem_store::agent::AgentErrorCode;
+
+use crate::backend::{BackendError, DisconnectCause, ProtocolError};
 
 const READ_BUFFER: usize = 256 << 10;
 const SHRINK_ABOVE: usize = 4 << 20;
@@ -52,7 +55,7 @@ struct State {
     free: Vec<u32>,
     leader: bool,
     followers: Vec<u32>,
-    dead: Option<String>,
+    dead: Option<DisconnectCause>,
 }
 
 struct Reader {
@@ -115,12 +118,23 @@ pub(crate) fn error_from(addr: &str, e: &ErrorInfo<'_>) -> BackendError {
             client: VERSION,
             server: u16::try_from(e.a).unwrap_or(u16::MAX),
         },
-        Some(ErrorCode::Compute) => BackendError::Compute(msg),
+        Some(ErrorCode::Compute) => BackendError::RemoteAgent {
+            addr: addr.into(),
+            code: AgentErrorCode::from_code(e.a),
+            message: msg,
+        },
         Some(ErrorCode::Refused | ErrorCode::ShuttingDown) => BackendError::Disconnected {
             addr: addr.into(),
-            reason: msg,
+            cause: DisconnectCause::Refused {
+                code: e.code,
+                message: msg,
+            },
         },
-        _ => BackendError::Protocol(format!("server {addr}: {msg}")),
+        _ => BackendError::Protocol(ProtocolError::ServerError {
+            addr: addr.into(),
+            code: e.code,
+            message: msg,
+        }),
     }
 }
 
@@ -128,8 +142,8 @@ fn decode_reply(
     addr: &str,
     h: &Header,
     body: &[u8],
-) -> Result<Result<Reply, BackendError>, String> {
-    let resp = Response::decode(h.op, h.flags, body).map_err(|e| e.to_string())?;
+) -> Result<Result<Reply, BackendError>, ProtocolError> {
+    let resp = Response::decode(h.op, h.flags, body)?;
     Ok(match resp {
         Response::Done => Ok(Reply::Done),
         Response::Data(d) => Ok(Reply::Data(d.to_vec())),
@@ -216,9 +230,9 @@ impl Connection {
                 conn.max_frame = h.max_frame.min(MAX_FRAME_BODY);
                 Ok((conn, h))
             }
-            other => Err(BackendError::Protocol(format!(
-                "server {addr} answered hello with {other:?}"
-            ))),
+            other => Err(BackendError::Protocol(ProtocolError::UnexpectedAnswer {
+                answer: format!("{other:?} to hello from {addr}"),
+            })),
         }
     }
 
@@ -280,7 +294,7 @@ impl Connection {
         }
         self.flushed.store(w.queued, Ordering::Release);
         if let Err(e) = r {
-            self.kill(format!("write failed: {e}"));
+            self.kill(DisconnectCause::Io(Arc::new(e)));
         }
     }
 
@@ -289,15 +303,15 @@ impl Connection {
         self.flush_locked(&mut self.writer.lock());
     }
 
-    fn gone(&self, reason: &str) -> BackendError {
+    fn gone(&self, cause: &DisconnectCause) -> BackendError {
         BackendError::Disconnected {
             addr: self.addr.clone(),
-            reason: reason.into(),
+            cause: cause.clone(),
         }
     }
 
     /// Marks the connection dead and fails every request in flight.
-    fn kill(&self, reason: String) {
+    fn kill(&self, reason: DisconnectCause) {
         let mut wake = Vec::new();
         {
             let mut st = self.state.lock();
@@ -312,7 +326,7 @@ impl Connection {
                         wake.extend(w);
                         s.state = SlotState::Ready(Err(BackendError::Disconnected {
                             addr: self.addr.clone(),
-                            reason: reason.clone(),
+                            cause: reason.clone(),
                         }));
                     }
                     SlotState::Abandoned | SlotState::Free => freed.push(i as u32),
@@ -438,7 +452,7 @@ impl Connection {
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        broken = Some(format!("corrupt frame from server: {e}"));
+                        broken = Some(DisconnectCause::Corrupt(e));
                         break;
                     }
                 }
@@ -479,7 +493,7 @@ impl Connection {
                 }
             }
             match (&self.stream).read(&mut r.buf[r.end..]) {
-                Ok(0) => self.kill("server closed the connection".into()),
+                Ok(0) => self.kill(DisconnectCause::Closed),
                 Ok(n) => r.end += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
@@ -492,7 +506,7 @@ impl Connection {
                         break Led::TimedOut;
                     }
                 }
-                Err(e) => self.kill(format!("read failed: {e}")),
+                Err(e) => self.kill(DisconnectCause::Io(Arc::new(e))),
             }
         };
         drop(guard);
@@ -503,25 +517,30 @@ impl Connection {
     }
 
     /// Hands one answer to its request. An error means the stream cannot be trusted.
-    fn dispatch(&self, h: &Header, body: &[u8]) -> Result<(), String> {
+    fn dispatch(&self, h: &Header, body: &[u8]) -> Result<(), DisconnectCause> {
         let slot = h.req_id as u32;
         let epoch = (h.req_id >> 32) as u32;
-        let reply = decode_reply(&self.addr, h, body)?;
+        let bad = |e: ProtocolError| DisconnectCause::BadAnswer(Arc::new(e));
+        let reply = decode_reply(&self.addr, h, body).map_err(bad)?;
         if h.req_id == 0 {
             // A connection-level refusal sent before any request was read.
             return Err(match reply {
-                Err(e) => e.to_string(),
-                Ok(_) => "unexpected answer with request id 0".into(),
+                Err(BackendError::Disconnected { cause, .. }) => cause,
+                Err(e) => DisconnectCause::Server(Arc::new(e)),
+                Ok(r) => bad(ProtocolError::UnexpectedAnswer {
+                    answer: format!("{r:?} with request id 0"),
+                }),
             });
         }
+        let unknown = || bad(ProtocolError::UnknownRequest { req_id: h.req_id });
         let waiter = {
             let mut st = self.state.lock();
             let st = &mut *st;
             let Some(s) = st.slots.get_mut(slot as usize) else {
-                return Err(format!("answer to unknown request {:#x}", h.req_id));
+                return Err(unknown());
             };
             if s.epoch != epoch {
-                return Err(format!("answer to unknown request {:#x}", h.req_id));
+                return Err(unknown());
             }
             match std::mem::replace(&mut s.state, SlotState::Free) {
                 SlotState::Pending(w) => {
@@ -534,7 +553,7 @@ impl Connection {
                 }
                 other => {
                     s.state = other;
-                    return Err(format!("duplicate answer to request {:#x}", h.req_id));
+                    return Err(bad(ProtocolError::DuplicateAnswer { req_id: h.req_id }));
                 }
             }
         };

@@ -11,7 +11,9 @@ use farmem_proto::{Op, ServerStats, VERSION, body, owner_of};
 
 use self::conn::{Connection, Pending, Reply};
 pub use self::ticket::Ticket;
-use super::{Backend, BackendError, Edit, ObjectId, PendingCompute, PendingInner, StoreStats};
+use super::{
+    Backend, BackendError, Edit, ObjectId, PendingCompute, PendingInner, ProtocolError, StoreStats,
+};
 
 /// A remote-agent operation in flight (see [`Backend::submit_compute`]).
 pub(super) struct PendingTcp {
@@ -348,7 +350,9 @@ impl TcpBackend {
 }
 
 fn unexpected(r: &Reply) -> BackendError {
-    BackendError::Protocol(format!("unexpected answer {r:?}"))
+    BackendError::Protocol(ProtocolError::UnexpectedAnswer {
+        answer: format!("{r:?}"),
+    })
 }
 
 fn copy_exact(id: ObjectId, d: &[u8], buf: &mut [u8]) -> Result<(), BackendError> {
@@ -430,9 +434,11 @@ impl Backend for TcpBackend {
             };
             let idx = &groups[server][range];
             if items.len() != idx.len() {
-                return Err(BackendError::Protocol(
-                    "get_many answer of wrong length".into(),
-                ));
+                return Err(BackendError::Protocol(ProtocolError::WrongCount {
+                    what: "get_many",
+                    expected: idx.len(),
+                    actual: items.len(),
+                }));
             }
             for (&i, item) in idx.iter().zip(items) {
                 out[i] = item;

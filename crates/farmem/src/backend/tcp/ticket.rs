@@ -42,7 +42,9 @@ impl Ticket {
     pub(crate) fn wait(mut self, deadline: Instant) -> Result<Reply, BackendError> {
         match self.pending.take() {
             Some(p) => self.conn.wait(p, deadline),
-            None => Err(BackendError::Protocol("ticket already used".into())),
+            None => Err(BackendError::Protocol(
+                crate::backend::ProtocolError::TicketUsed,
+            )),
         }
     }
 }
