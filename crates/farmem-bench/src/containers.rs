@@ -22,14 +22,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use farmem::backend::{TcpBackend, TcpConfig};
-use farmem::containers::{
-    FarHashMap, FarVec, HashMapConfig, Offload, agent_traffic, streamed_bytes,
-};
+use farmem::containers::{FarHashMap, FarVec, HashMapConfig, Offload};
 use farmem::{Backend, Runtime, RuntimeConfig};
+use rand::SeedableRng;
+use rand::distr::Distribution;
+use rand::rngs::SmallRng;
 use serde_json::json;
 
 use crate::common::{self, TargetServer};
-use crate::zipf::{SplitMix, Zipf};
+use crate::zipf::Zipf;
 
 /// Options of `farmem-bench containers`.
 #[derive(clap::Args, Debug)]
@@ -166,13 +167,13 @@ fn scan_experiment(args: &Args, backend: Arc<TcpBackend>) -> anyhow::Result<serd
     let (mut scan_rates, mut bulk2s, mut bulk3s) = (Vec::new(), Vec::new(), Vec::new());
     let mut pass_fetched = 0;
     for _ in 0..args.rounds.max(1) {
-        let (fetched_before, streamed_before) = (rt.stats().bytes_fetched, streamed_bytes());
+        let before = rt.stats();
         let t1 = Instant::now();
         let mut sum3 = 0u64;
         v.scan_nt(|c| sum3 = sum_of(c, sum3))?;
         scan_rates.push(bytes as f64 / t1.elapsed().as_secs_f64());
-        pass_fetched =
-            rt.stats().bytes_fetched - fetched_before + (streamed_bytes() - streamed_before);
+        pass_fetched = rt.stats().bytes_fetched - before.bytes_fetched
+            + (rt.stats().bytes_streamed - before.bytes_streamed);
         anyhow::ensure!(sum == sum3, "the scans disagree");
         bulk2s.push(transport_bulk(&backend, chunk_bytes, batch, 2, 0.5)?);
         bulk3s.push(transport_bulk(&backend, chunk_bytes, batch, 3, 0.5)?);
@@ -233,10 +234,8 @@ fn key_of(r: u64) -> u64 {
 
 fn zipf_keys(n: u64, s: f64, count: u64, seed: u64) -> Vec<u64> {
     let z = Zipf::new(n, s);
-    let mut rng = SplitMix(seed);
-    (0..count)
-        .map(|_| key_of(z.sample(|| rng.unit())))
-        .collect()
+    let mut rng = SmallRng::seed_from_u64(seed);
+    (0..count).map(|_| key_of(z.sample(&mut rng))).collect()
 }
 
 /// Keys/s (and CPU-us per key) of batched server-side table lookups (the map's miss path) in a
@@ -398,13 +397,13 @@ fn aggregate_experiment(
     let mut v: FarVec<f64> = FarVec::new(&rt);
     v.extend((0..(bytes / 8) as u64).map(|i| (i % 1000) as f64 * 0.5))?;
     v.flush()?;
-    let (s0, r0) = agent_traffic();
     let st0 = rt.stats();
+    let (s0, r0) = (st0.agent_bytes_sent, st0.agent_bytes_received);
     let t0 = Instant::now();
     let remote = v.aggregate(Offload::Remote)?;
     let remote_s = t0.elapsed().as_secs_f64();
-    let (s1, r1) = agent_traffic();
     let st1 = rt.stats();
+    let (s1, r1) = (st1.agent_bytes_sent, st1.agent_bytes_received);
     let remote_bytes = (s1 - s0)
         + (r1 - r0)
         + (st1.bytes_fetched - st0.bytes_fetched)
@@ -413,7 +412,7 @@ fn aggregate_experiment(
     let local = v.aggregate(Offload::Local)?;
     let local_s = t1.elapsed().as_secs_f64();
     let st2 = rt.stats();
-    let (s2, r2) = agent_traffic();
+    let (s2, r2) = (st2.agent_bytes_sent, st2.agent_bytes_received);
     let local_bytes = (st2.bytes_fetched - st1.bytes_fetched) + (s2 - s1) + (r2 - r1);
     anyhow::ensure!(remote == local, "offloaded and local aggregates differ");
     println!(

@@ -14,6 +14,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use farmem::{BackendConfig, FarBox, Pod, Runtime, RuntimeConfig};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
 
 use crate::common::{self, Latency, TargetServer};
 
@@ -135,14 +138,8 @@ fn hot_deref(n: usize, passes: usize, random: bool) -> anyhow::Result<(f64, f64)
     let expect: u64 = (0..n as u64).sum::<u64>() * passes as u64;
     let mut order: Vec<usize> = (0..n).collect();
     if random {
-        // Fisher-Yates with a fixed xorshift seed: the same order on every run.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for i in (1..n).rev() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            order.swap(i, (x % (i as u64 + 1)) as usize);
-        }
+        // A fixed seed: the same order on every run.
+        order.shuffle(&mut SmallRng::seed_from_u64(0x9e37_79b9_7f4a_7c15));
     }
     let (mut best_far, mut best_box) = (f64::MAX, f64::MAX);
     for _ in 0..5 {

@@ -37,7 +37,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use signal_hook::consts::SIGINT;
 
 /// Size of the zram swap device (zram only uses memory for pages actually swapped out).
 pub const ZRAM_BYTES: u64 = 8 << 30;
@@ -57,6 +60,8 @@ pub enum KswapError {
     Child(std::io::Error),
     /// Ctrl-C arrived during the run; everything was cleaned up.
     Interrupted,
+    /// The SIGINT handler could not be installed.
+    Signal(std::io::Error),
 }
 
 impl fmt::Display for KswapError {
@@ -66,11 +71,19 @@ impl fmt::Display for KswapError {
             Self::Setup(why) => write!(f, "kernel swap set-up failed: {why}"),
             Self::Child(e) => write!(f, "kernel swap workload failed to run: {e}"),
             Self::Interrupted => write!(f, "kernel swap run interrupted by Ctrl-C"),
+            Self::Signal(e) => write!(f, "cannot install the SIGINT handler: {e}"),
         }
     }
 }
 
-impl std::error::Error for KswapError {}
+impl std::error::Error for KswapError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Child(e) | Self::Signal(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Result of a run under kernel swap.
 #[derive(Debug)]
@@ -365,31 +378,46 @@ impl Drop for Guard {
     }
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Installs the SIGINT flag handler; restores the previous handler on drop.
+/// While a run is under way, SIGINT sets the run's flag instead of ending the process, so the run
+/// can remove what it set up; otherwise SIGINT keeps its default action (emulated by
+/// `signal-hook`, which owns the process's SIGINT handler once installed).
 struct SigintFlag {
-    previous: libc::sighandler_t,
+    interrupted: Arc<AtomicBool>,
+    id: signal_hook::SigId,
 }
+
+/// True while no run holds a [`SigintFlag`]: SIGINT then takes its default action.
+static SIGINT_DEFAULT: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 
 impl SigintFlag {
-    fn install() -> Self {
-        INTERRUPTED.store(false, Ordering::SeqCst);
-        let handler = on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        // SAFETY: `on_sigint` only stores to an atomic, which is async-signal-safe.
-        let previous = unsafe { libc::signal(libc::SIGINT, handler) };
-        Self { previous }
+    fn install() -> Result<Self, KswapError> {
+        let default = match SIGINT_DEFAULT.get() {
+            Some(d) => d.clone(),
+            None => {
+                let d = Arc::new(AtomicBool::new(true));
+                signal_hook::flag::register_conditional_default(SIGINT, d.clone())
+                    .map_err(KswapError::Signal)?;
+                SIGINT_DEFAULT.get_or_init(|| d).clone()
+            }
+        };
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let id =
+            signal_hook::flag::register(SIGINT, interrupted.clone()).map_err(KswapError::Signal)?;
+        default.store(false, Ordering::SeqCst);
+        Ok(Self { interrupted, id })
+    }
+
+    fn is_set(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
     }
 }
 
 impl Drop for SigintFlag {
     fn drop(&mut self) {
-        // SAFETY: restores the handler that was installed before (a valid handler value).
-        unsafe { libc::signal(libc::SIGINT, self.previous) };
+        signal_hook::low_level::unregister(self.id);
+        if let Some(d) = SIGINT_DEFAULT.get() {
+            d.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -399,7 +427,7 @@ impl Drop for SigintFlag {
 /// # Errors
 /// [`KswapError::Unavailable`] if [`available`] fails, [`KswapError::Setup`] if a piece cannot be
 /// created, [`KswapError::Child`] if the child cannot run, [`KswapError::Interrupted`] on Ctrl-C.
-// The documented entry point for callers wanting zram (notes/paging-api.md); the benchmarks
+// The documented entry point for callers wanting zram (see the module docs); the benchmarks
 // in this crate call `run_under` with a device.
 #[cfg_attr(not(test), expect(dead_code))]
 pub fn run_under_swap(
@@ -458,7 +486,7 @@ pub fn run_under(
     if !others.is_empty() {
         tracing::warn!("kswap: other swap devices are active and may take pages: {others:?}");
     }
-    let _sigint = SigintFlag::install();
+    let sigint = SigintFlag::install()?;
     let mut guard = Guard::default();
     match device {
         SwapDevice::Zram => {
@@ -468,7 +496,7 @@ pub fn run_under(
             guard.net = Some(crate::netswap::NetSwap::start(server)?);
         }
     }
-    if INTERRUPTED.load(Ordering::SeqCst) {
+    if sigint.is_set() {
         return Err(KswapError::Interrupted);
     }
     let cg = guard.create_cgroup(limit_bytes)?;
@@ -509,7 +537,7 @@ pub fn run_under(
     let status = loop {
         page_cache_growth_bytes =
             page_cache_growth_bytes.max(page_cache_bytes().saturating_sub(cache_before));
-        if INTERRUPTED.load(Ordering::SeqCst) {
+        if sigint.is_set() {
             return Err(KswapError::Interrupted);
         }
         let (orig, compr) = guard.zram_stats();
@@ -552,7 +580,7 @@ mod tests {
     #[test]
     fn child_runs_inside_the_cgroup_and_everything_is_removed() {
         if let Err(why) = available() {
-            eprintln!("skipping kernel-swap test: {why}");
+            crate::test_support::skip_or_fail(&format!("kernel swap: {why}"));
             return;
         }
         let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -580,7 +608,7 @@ mod tests {
     #[test]
     fn failed_child_start_still_cleans_up() {
         if let Err(why) = available() {
-            eprintln!("skipping kernel-swap test: {why}");
+            crate::test_support::skip_or_fail(&format!("kernel swap: {why}"));
             return;
         }
         let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

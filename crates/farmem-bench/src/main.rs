@@ -16,6 +16,9 @@ mod paging;
 mod plot;
 mod pool_rig;
 mod taxi;
+#[cfg(test)]
+#[path = "../tests/support/mod.rs"]
+mod test_support;
 mod transport;
 mod web;
 mod zipf;

@@ -19,6 +19,8 @@ use farmem::paging::{
 };
 use farmem::{Backend, EmbeddedStore, FarSlice, Runtime, RuntimeConfig};
 use farmem_server::{Server, ServerConfig};
+use rand::rngs::SmallRng;
+use rand::{Rng, RngExt, SeedableRng};
 
 use crate::kswap;
 
@@ -163,16 +165,9 @@ struct Phases {
     checksum: u64,
 }
 
-/// A deterministic xorshift generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
+/// The access stream's generator: seeded, so every mode makes the same accesses.
+fn access_rng() -> SmallRng {
+    SmallRng::seed_from_u64(0xDEAD_BEEF_1234_5678)
 }
 
 /// Memory the workload runs on.
@@ -203,11 +198,11 @@ fn workload(mem: &mut dyn Words, ops: usize) -> Phases {
     }
     let populate_s = t.elapsed().as_secs_f64();
     mem.between("populate");
-    let mut rng = Rng(0xDEAD_BEEF_1234_5678);
+    let mut rng = access_rng();
     let mut checksum = 0u64;
     let t = Instant::now();
     for _ in 0..ops {
-        let i = rng.next() as usize % n;
+        let i = rng.random_range(0..n);
         // SAFETY: as above.
         checksum = checksum.wrapping_add(unsafe { p.add(i).read_volatile() });
     }
@@ -215,7 +210,7 @@ fn workload(mem: &mut dyn Words, ops: usize) -> Phases {
     mem.between("reads");
     let t = Instant::now();
     for _ in 0..ops {
-        let r = rng.next();
+        let r = rng.next_u64();
         let i = r as usize % n;
         // SAFETY: as above.
         unsafe { p.add(i).write_volatile(r) };
@@ -253,48 +248,31 @@ impl Words for Paged {
     }
 }
 
-/// Flat JSON object writer (figures are numbers or strings).
+/// The figures as a flat JSON object (numbers, `null` for a non-finite one, and strings).
 #[derive(Default)]
-struct Report {
-    entries: Vec<(String, String)>,
-}
+struct Report(serde_json::Map<String, serde_json::Value>);
 
 impl Report {
     fn num(&mut self, key: &str, v: f64) {
-        let v = if v.is_finite() {
-            format!("{v}")
-        } else {
-            "null".into()
-        };
-        self.entries.push((key.into(), v));
+        let v = serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into);
+        self.0.insert(key.into(), v);
+    }
+    fn int(&mut self, key: &str, v: u64) {
+        self.0.insert(key.into(), v.into());
     }
     fn text(&mut self, key: &str, v: &str) {
-        let escaped = v.replace('\\', "\\\\").replace('"', "\\\"");
-        self.entries.push((key.into(), format!("\"{escaped}\"")));
+        self.0.insert(key.into(), v.into());
     }
     fn to_json(&self) -> String {
-        let body: Vec<String> = self
-            .entries
-            .iter()
-            .map(|(k, v)| format!("  \"{k}\": {v}"))
-            .collect();
-        format!("{{\n{}\n}}\n", body.join(",\n"))
+        format!("{:#}\n", serde_json::Value::Object(self.0.clone()))
     }
-}
-
-/// Reads a number from a flat JSON object printed by [`Report::to_json`].
-fn json_num(json: &str, key: &str) -> Option<f64> {
-    let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
-    let rest = json[at..].trim_start();
-    let end = rest.find([',', '\n', '}']).unwrap_or(rest.len());
-    rest[..end].trim().parse().ok()
 }
 
 fn phases_json(r: &mut Report, prefix: &str, p: &Phases) {
     r.num(&format!("{prefix}_populate_s"), p.populate_s);
     r.num(&format!("{prefix}_read_ops_s"), p.read_ops_s);
     r.num(&format!("{prefix}_write_ops_s"), p.write_ops_s);
-    r.num(&format!("{prefix}_read_checksum"), p.checksum as f64);
+    r.int(&format!("{prefix}_read_checksum"), p.checksum);
 }
 
 /// Cost of a zero-fill userfaultfd fault through the pager (no backend I/O), in us: the best
@@ -378,13 +356,13 @@ fn object_mode(
         chunks.push(chunk);
     }
     let populate_s = t.elapsed().as_secs_f64();
-    let mut rng = Rng(0xDEAD_BEEF_1234_5678);
+    let mut rng = access_rng();
     let mut checksum = 0u64;
     let t = Instant::now();
     {
         let mut s = rt.scope();
         for op in 0..ops {
-            let i = rng.next() as usize % n;
+            let i = rng.random_range(0..n);
             checksum = checksum.wrapping_add(chunks[i / cw].read(&s)?[i % cw]);
             if op % 64 == 63 {
                 s.renew();
@@ -396,7 +374,7 @@ fn object_mode(
     {
         let mut s = rt.scope();
         for op in 0..ops {
-            let r = rng.next();
+            let r = rng.next_u64();
             let i = r as usize % n;
             chunks[i / cw].write(&s)?[i % cw] = r;
             if op % 64 == 63 {
@@ -510,12 +488,20 @@ fn kernel_swap(
         run.output.status,
         String::from_utf8_lossy(&run.output.stderr)
     );
-    let get = |k: &str| json_num(&out, k).with_context(|| format!("child output lacks {k}: {out}"));
+    let figures: serde_json::Value =
+        serde_json::from_str(&out).with_context(|| format!("child output is not JSON: {out}"))?;
+    let get = |k: &str| {
+        figures[k]
+            .as_f64()
+            .with_context(|| format!("child output lacks {k}: {out}"))
+    };
     let p = Phases {
         populate_s: get("local_populate_s")?,
         read_ops_s: get("local_read_ops_s")?,
         write_ops_s: get("local_write_ops_s")?,
-        checksum: get("local_read_checksum")? as u64,
+        checksum: figures["local_read_checksum"]
+            .as_u64()
+            .with_context(|| format!("child output lacks local_read_checksum: {out}"))?,
     };
     phases_json(r, key, &p);
     r.num(&format!("{key}_cgroup_peak_bytes"), run.peak_bytes as f64);
@@ -858,10 +844,15 @@ mod tests {
         r.num("a_b", 1.5);
         r.text("s", "x\"y");
         r.num("c", 42.0);
-        let j = r.to_json();
-        assert_eq!(json_num(&j, "a_b"), Some(1.5));
-        assert_eq!(json_num(&j, "c"), Some(42.0));
-        assert_eq!(json_num(&j, "missing"), None);
+        r.num("nan", f64::NAN);
+        r.int("big", u64::MAX);
+        let j: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(j["a_b"].as_f64(), Some(1.5));
+        assert_eq!(j["c"].as_f64(), Some(42.0));
+        assert_eq!(j["s"].as_str(), Some("x\"y"));
+        assert!(j["nan"].is_null());
+        assert_eq!(j["big"].as_u64(), Some(u64::MAX));
+        assert!(j.get("missing").is_none());
     }
 
     #[test]

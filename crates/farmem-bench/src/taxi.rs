@@ -89,10 +89,10 @@ pub struct Traffic {
 }
 
 impl Traffic {
-    /// Counters of `rt` and the process-wide agent counters now.
+    /// Counters of `rt` now.
     pub fn of(rt: &farmem::Runtime) -> Self {
         let st = rt.stats();
-        let (agent_sent, agent_received) = farmem::containers::agent_traffic();
+        let (agent_sent, agent_received) = (st.agent_bytes_sent, st.agent_bytes_received);
         Self {
             fetched: st.bytes_fetched,
             written_back: st.bytes_written_back,

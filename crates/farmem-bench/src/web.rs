@@ -11,10 +11,13 @@ use std::time::Instant;
 
 use aes::cipher::{KeyIvInit, StreamCipher};
 use anyhow::Context;
+use rand::distr::Distribution;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::modes::{self, Mode, ModeRun};
-use crate::zipf::{SplitMix, Zipf};
+use crate::zipf::Zipf;
 
 /// Bytes of one array element.
 pub const ELEM: usize = 8192;
@@ -133,9 +136,19 @@ pub fn key_of(rank: u64) -> u64 {
     rank.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5bd1_e995
 }
 
+/// The golden-ratio increment of SplitMix64.
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// SplitMix64's output function: a cheap, well-mixed 64-bit hash (not a random source).
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// The value stored under the key of rank `r`.
 pub fn value_of(rank: u64) -> u64 {
-    SplitMix(rank ^ 0xdead_beef).next_u64()
+    mix64((rank ^ 0xdead_beef).wrapping_add(GOLDEN))
 }
 
 /// The index of the element of rank `r` among `n`: a permutation of `0..n`.
@@ -166,7 +179,7 @@ pub fn fill_element(i: u64, out: &mut [u8]) {
         b"cache ",
         b"page ",
     ];
-    let mut rng = SplitMix(i);
+    let mut rng = SmallRng::seed_from_u64(i);
     let mut pos = 0;
     while pos < out.len() {
         let r = rng.next_u64();
@@ -253,9 +266,9 @@ impl Workload {
 
     /// Appends the [`LOOKUPS`] keys of request `id` to `keys` and returns its element index.
     pub fn plan(&self, id: u64, keys: &mut Vec<u64>) -> u64 {
-        let mut rng = SplitMix(id.wrapping_mul(0x2545_F491_4F6C_DD1D));
-        keys.extend((0..LOOKUPS).map(|_| key_of(self.keys.sample(|| rng.unit()))));
-        element_index(self.elems.sample(|| rng.unit()), self.n_elems)
+        let mut rng = SmallRng::seed_from_u64(id);
+        keys.extend((0..LOOKUPS).map(|_| key_of(self.keys.sample(&mut rng))));
+        element_index(self.elems.sample(&mut rng), self.n_elems)
     }
 }
 
@@ -334,14 +347,15 @@ impl Client {
             .enc
             .compress(&elem[..], &mut self.out)
             .context("snappy")?;
-        let mut h = SplitMix(acc ^ n as u64);
+        // Cheap on purpose (one xor and add per word, one mix at the end): it runs on every
+        // request's compressed output in every mode.
+        let mut h = acc ^ n as u64;
         for chunk in self.out[..n].chunks(8) {
             let mut w = [0u8; 8];
             w[..chunk.len()].copy_from_slice(chunk);
-            h.0 ^= u64::from_le_bytes(w);
-            h.next_u64();
+            h = (h ^ u64::from_le_bytes(w)).wrapping_add(GOLDEN);
         }
-        Ok(h.next_u64())
+        Ok(mix64(h.wrapping_add(GOLDEN)))
     }
 }
 

@@ -1,6 +1,9 @@
 //! Kernel swap over TCP (`farmem-bench netswap`): a child touches 64 MiB under a 16 MiB memory
 //! cgroup; its pages must go to the memory server and come back intact, and every system change
-//! must be gone afterwards. Needs root, /dev/fuse and loop devices; skips cleanly without them.
+//! must be gone afterwards. Needs root, /dev/fuse and loop devices; skips without them
+//! (fails instead when `FARMEM_REQUIRE_PRIVILEGED` is set, as in CI).
+
+mod support;
 
 use std::io::BufRead;
 use std::process::{Command, Stdio};
@@ -90,7 +93,7 @@ fn pages_swap_to_the_memory_server_and_back() {
         Duration::from_secs(120),
     );
     if stdout.contains("skipped") {
-        eprintln!("skipping kernel-swap-over-TCP test: {}", stdout.trim());
+        support::skip_or_fail(&format!("kernel swap over TCP: {}", stdout.trim()));
         return;
     }
     assert!(ok, "netswap failed: {stdout}{stderr}");
@@ -153,7 +156,7 @@ fn a_dead_memory_server_fails_the_run_without_hanging_or_leaking() {
     );
     let _ = killer.join();
     if stdout.contains("skipped") {
-        eprintln!("skipping kernel-swap-over-TCP test: {}", stdout.trim());
+        support::skip_or_fail(&format!("kernel swap over TCP: {}", stdout.trim()));
         return;
     }
     assert!(

@@ -4,6 +4,14 @@
 //! Dialect: comma-separated, optional double quotes around a field, `""` is a quote inside a
 //! quoted field, quoted fields may span lines, records end with LF or CRLF, blank lines are
 //! skipped. The first record is the header.
+//!
+//! The record parser is hand-written rather than `csv-core` because `csv-core` is lenient by
+//! design: it accepts text after a closing quote and an unterminated quote at the end of input,
+//! where this loader must name the bad line in a typed error. Speed, measured on ~105 MB of
+//! generated taxi-like rows (19 columns, 1% of lines with a quoted field), parsing from memory
+//! on the loaded 2-core development VM: this parser 165-187 MB/s (122-129 MB/s before lines
+//! without quotes got a fast path), `csv-core` 0.1.13 driven the same way 201-259 MB/s. That
+//! gap (1.2-1.4x) is small next to building the columns, which a load also does.
 
 use std::io::{BufRead, Write};
 
@@ -105,6 +113,18 @@ impl<R: BufRead> CsvRecords<R> {
         };
         self.field.clear();
         let mut text: Vec<u8> = std::mem::take(&mut rec.text).into_bytes();
+        if !self.raw.contains(&b'"') {
+            // Fast path, most lines: no quotes, so fields are the text between commas.
+            let mut line = &self.raw[..];
+            line = line.strip_suffix(b"\n").unwrap_or(line);
+            line = line.strip_suffix(b"\r").unwrap_or(line);
+            for field in line.split(|&b| b == b',') {
+                text.extend_from_slice(field);
+                rec.ends.push(text.len());
+            }
+            rec.text = String::from_utf8(text).map_err(|_| bad(rec.line, "invalid UTF-8"))?;
+            return Ok(true);
+        }
         // 0: start of field, 1: unquoted, 2: quoted, 3: just after a quote inside quotes.
         let mut state = 0u8;
         let mut i = 0;

@@ -26,6 +26,10 @@ pub enum Op {
     Stats = 8,
     /// Remote-agent operation.
     Compute = 9,
+    /// Liveness probe: answered at once with an empty body.
+    Ping = 10,
+    /// Ends the session: its objects are freed at once (a clean client exit).
+    CloseSession = 11,
 }
 
 impl Op {
@@ -44,6 +48,8 @@ impl Op {
             7 => Op::Free,
             8 => Op::Stats,
             9 => Op::Compute,
+            10 => Op::Ping,
+            11 => Op::CloseSession,
             _ => return Err(FrameError::UnknownOp(code)),
         })
     }
@@ -60,6 +66,8 @@ impl Op {
             Op::Free => "free",
             Op::Stats => "stats",
             Op::Compute => "compute",
+            Op::Ping => "ping",
+            Op::CloseSession => "close_session",
         }
     }
 }
@@ -252,7 +260,8 @@ impl<'a> PatchList<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request<'a> {
     /// Body: `magic: u32` ([`HELLO_MAGIC`]), `version: u16`, `reserved: u16` (0),
-    /// `session: u64` (0 = new session), `token_len: u32`, token bytes.
+    /// `session: u64` (0 = new session), `token_len: u32`, token bytes, then optionally
+    /// `resume: u64` (absent = 0).
     Hello {
         /// Protocol version of the client.
         version: u16,
@@ -260,6 +269,9 @@ pub enum Request<'a> {
         session: u64,
         /// Shared-secret token (empty when none).
         token: &'a [u8],
+        /// The session's resume secret (from the hello answer that created it); required to
+        /// join or resume an existing session, ignored for a new one.
+        resume: u64,
     },
     /// Body: `id: u64`, then the object bytes (the rest of the body).
     Put {
@@ -304,6 +316,10 @@ pub enum Request<'a> {
         /// Encoded arguments.
         args: &'a [u8],
     },
+    /// Body: empty.
+    Ping,
+    /// Body: empty.
+    CloseSession,
 }
 
 fn malformed(op: &'static str, what: &'static str) -> FrameError {
@@ -323,7 +339,25 @@ impl<'a> Request<'a> {
             Request::Free { .. } => Op::Free,
             Request::Stats => Op::Stats,
             Request::Compute { .. } => Op::Compute,
+            Request::Ping => Op::Ping,
+            Request::CloseSession => Op::CloseSession,
         }
+    }
+
+    /// Whether running this request again (a client resending it after its connection broke)
+    /// is harmless: reads, stores of whole objects with given bytes, and frees. Servers
+    /// remember the answers of the other requests (patches, agent operations) for retries.
+    pub fn is_idempotent(&self) -> bool {
+        matches!(
+            self,
+            Request::Get { .. }
+                | Request::GetMany { .. }
+                | Request::Stats
+                | Request::Ping
+                | Request::Put { .. }
+                | Request::PutMany { .. }
+                | Request::Free { .. }
+        )
     }
 
     /// Decodes the body of a request frame with operation code `op`.
@@ -344,11 +378,17 @@ impl<'a> Request<'a> {
                 let _reserved = c.u16().ok_or(short.clone())?;
                 let session = c.u64().ok_or(short.clone())?;
                 let n = c.u32().ok_or(short.clone())?;
-                let token = c.bytes(n as usize).ok_or(short)?;
+                let token = c.bytes(n as usize).ok_or(short.clone())?;
+                let resume = if c.is_empty() {
+                    0
+                } else {
+                    c.u64().ok_or(short)?
+                };
                 Request::Hello {
                     version,
                     session,
                     token,
+                    resume,
                 }
             }
             Op::Put => {
@@ -375,6 +415,8 @@ impl<'a> Request<'a> {
                 ids: IdList::decode(&mut c, name)?,
             },
             Op::Stats => Request::Stats,
+            Op::Ping => Request::Ping,
+            Op::CloseSession => Request::CloseSession,
             Op::Compute => {
                 let route = c.u64().ok_or(short.clone())?;
                 let op = c.u16().ok_or(short.clone())?;
@@ -399,6 +441,7 @@ impl<'a> Request<'a> {
                 version,
                 session,
                 token,
+                resume,
             } => {
                 out.extend_from_slice(&HELLO_MAGIC.to_le_bytes());
                 out.extend_from_slice(&version.to_le_bytes());
@@ -406,6 +449,7 @@ impl<'a> Request<'a> {
                 out.extend_from_slice(&session.to_le_bytes());
                 out.extend_from_slice(&(token.len() as u32).to_le_bytes());
                 out.extend_from_slice(token);
+                out.extend_from_slice(&resume.to_le_bytes());
             }
             Request::Put { id, data } => {
                 out.extend_from_slice(&id.to_le_bytes());
@@ -424,7 +468,7 @@ impl<'a> Request<'a> {
                 out.extend_from_slice(&(items.count as u32).to_le_bytes());
                 out.extend_from_slice(items.raw);
             }
-            Request::Stats => {}
+            Request::Stats | Request::Ping | Request::CloseSession => {}
             Request::Compute { route, op, args } => {
                 out.extend_from_slice(&route.to_le_bytes());
                 out.extend_from_slice(&op.to_le_bytes());

@@ -7,8 +7,9 @@ use crate::request::Op;
 /// Length marker of an absent object in a [`DataList`].
 pub const MISSING: u32 = u32::MAX;
 
-/// Answer to a hello. Body (24 bytes): `version: u16`, `reserved: u16`, `max_frame: u32`,
-/// `session: u64`, `max_inflight: u32`, `reserved: u32`.
+/// Answer to a hello. Body (32 bytes): `version: u16`, `reserved: u16`, `max_frame: u32`,
+/// `session: u64`, `max_inflight: u32`, `reserved: u32`, `resume: u64` (older servers send only
+/// the first 24 bytes; `resume` is then 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HelloInfo {
     /// Protocol version of the server.
@@ -19,6 +20,8 @@ pub struct HelloInfo {
     pub max_frame: u32,
     /// Most requests the client should keep in flight on this connection.
     pub max_inflight: u32,
+    /// The session's resume secret: present it with the session key to join or resume it.
+    pub resume: u64,
 }
 
 /// Answer to stats: nine `u64`s in this order.
@@ -87,6 +90,11 @@ pub enum ErrorCode {
     Refused = 10,
     /// The server is shutting down.
     ShuttingDown = 11,
+    /// A hello named a session that does not exist (never created, closed, or its lease ran
+    /// out) or presented the wrong resume secret; the connection is closed.
+    SessionRefused = 12,
+    /// A retried request already ran, but its answer was too large to be remembered.
+    ReplayUnavailable = 13,
 }
 
 impl ErrorCode {
@@ -105,6 +113,8 @@ impl ErrorCode {
             HelloRequired,
             Refused,
             ShuttingDown,
+            SessionRefused,
+            ReplayUnavailable,
         ]
         .into_iter()
         .find(|k| *k as u16 == c)
@@ -233,14 +243,22 @@ impl<'a> Response<'a> {
                     let session = c.u64().ok_or_else(short)?;
                     let max_inflight = c.u32().ok_or_else(short)?;
                     let _ = c.u32().ok_or_else(short)?;
+                    let resume = if c.is_empty() {
+                        0
+                    } else {
+                        c.u64().ok_or_else(short)?
+                    };
                     Response::Hello(HelloInfo {
                         version,
                         session,
                         max_frame,
                         max_inflight,
+                        resume,
                     })
                 }
-                Op::Put | Op::PutMany | Op::Patch | Op::Free => Response::Done,
+                Op::Put | Op::PutMany | Op::Patch | Op::Free | Op::Ping | Op::CloseSession => {
+                    Response::Done
+                }
                 Op::Get | Op::Compute => Response::Data(std::mem::take(&mut c.rest)),
                 Op::GetMany => {
                     let count = c.u32().ok_or_else(short)? as usize;
@@ -298,6 +316,7 @@ impl<'a> Response<'a> {
                 out.extend_from_slice(&h.session.to_le_bytes());
                 out.extend_from_slice(&h.max_inflight.to_le_bytes());
                 out.extend_from_slice(&0u32.to_le_bytes());
+                out.extend_from_slice(&h.resume.to_le_bytes());
             }
             Response::Done => {}
             Response::Data(d) => out.extend_from_slice(d),

@@ -21,6 +21,8 @@ enum Req {
     Patch(Vec<OwnedPatch>),
     Free(Vec<u64>),
     Stats,
+    Ping,
+    CloseSession,
     Compute(u64, u16, Vec<u8>),
 }
 
@@ -45,6 +47,8 @@ fn req() -> impl Strategy<Value = Req> {
         .prop_map(Req::Patch),
         prop::collection::vec(any::<u64>(), 0..50).prop_map(Req::Free),
         Just(Req::Stats),
+        Just(Req::Ping),
+        Just(Req::CloseSession),
         (any::<u64>(), any::<u16>(), bytes(100)).prop_map(|(r, o, a)| Req::Compute(r, o, a)),
     ]
 }
@@ -57,12 +61,15 @@ fn encode(r: &Req, rid: u64, out: &mut Vec<u8>) {
                 version: *v,
                 session: *s,
                 token: t,
+                resume: 0,
             },
             out,
         ),
         Req::Put(id, d) => simple(Request::Put { id: *id, data: d }, out),
         Req::Get(id) => simple(Request::Get { id: *id }, out),
         Req::Stats => simple(Request::Stats, out),
+        Req::Ping => simple(Request::Ping, out),
+        Req::CloseSession => simple(Request::CloseSession, out),
         Req::Compute(route, op, args) => simple(
             Request::Compute {
                 route: *route,
@@ -110,6 +117,7 @@ fn owned(r: Request<'_>) -> Req {
             version,
             session,
             token,
+            ..
         } => Req::Hello(version, session, token.to_vec()),
         Request::Put { id, data } => Req::Put(id, data.to_vec()),
         Request::Get { id } => Req::Get(id),
@@ -125,6 +133,8 @@ fn owned(r: Request<'_>) -> Req {
                 .collect(),
         ),
         Request::Stats => Req::Stats,
+        Request::Ping => Req::Ping,
+        Request::CloseSession => Req::CloseSession,
         Request::Compute { route, op, args } => Req::Compute(route, op, args.to_vec()),
     }
 }
@@ -155,6 +165,7 @@ fn resp() -> impl Strategy<Value = Resp> {
                 session: s,
                 max_frame: f,
                 max_inflight: i,
+                resume: 0,
             })
         }),
         done_op.prop_map(Resp::Done),
@@ -282,7 +293,7 @@ proptest! {
     }
 
     #[test]
-    fn structured_garbage_never_panics(op in 1u16..=9, body in bytes(200)) {
+    fn structured_garbage_never_panics(op in 1u16..=11, body in bytes(200)) {
         // A valid frame around arbitrary bodies exercises every body parser.
         let mut buf = Vec::new();
         let s = begin_frame(&mut buf, op, 0, 7);

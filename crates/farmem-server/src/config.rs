@@ -56,6 +56,10 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Threads one large agent operation may use (derives, integer group-bys and medians).
     pub agent_threads: usize,
+    /// How long a session outlives its last connection: a client that reconnects within it
+    /// resumes its session with all its objects; after it, a crashed client's objects are freed.
+    /// Zero frees them with the last connection. Default 30 s.
+    pub session_lease: std::time::Duration,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +71,7 @@ impl Default for ServerConfig {
             threads: 256,
             limits: Limits::default(),
             agent_threads: farmem_store::agent::default_threads(),
+            session_lease: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -114,9 +119,50 @@ pub fn parse_size(s: &str) -> Result<u64, ServerError> {
     Ok(v as u64)
 }
 
+/// Parses a duration such as `30s`, `500ms`, `2m`, `1h` or `1.5s` (a bare number is seconds).
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(farmem_server::parse_duration("250ms").unwrap(), Duration::from_millis(250));
+/// assert!(farmem_server::parse_duration("soon").is_err());
+/// ```
+///
+/// # Errors
+/// [`ServerError::Config`] with a message naming the bad value.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, ServerError> {
+    let t = s.trim();
+    let bad = || ServerError::Config(format!("invalid duration {s:?} (try 30s or 500ms)"));
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let secs: f64 = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "us" => 1e-6,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    std::time::Duration::try_from_secs_f64(n * secs).map_err(|_| bad())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        for bad in ["", "s", "-1s", "5 fortnights", "1..2s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sizes() {

@@ -26,6 +26,8 @@ enum Close {
     Refused(String),
     /// The server is shutting down.
     Shutdown,
+    /// The client closed its session; the answer is in the write buffer.
+    SessionClosed,
 }
 
 impl From<io::Error> for Close {
@@ -44,6 +46,10 @@ pub(crate) fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
         Close::Eof => tracing::debug!(%peer, "client closed the connection"),
         Close::Io(e) => tracing::debug!(%peer, error = %e, "connection ended"),
         Close::Shutdown => tracing::debug!(%peer, "closed at server shutdown"),
+        Close::SessionClosed => {
+            tracing::debug!(%peer, "session closed by the client");
+            let _ = stream.write_all(&wbuf);
+        }
         Close::Refused(reason) => {
             tracing::warn!(%peer, %reason, "closing connection");
             let _ = stream.write_all(&wbuf);
@@ -148,7 +154,7 @@ fn frame_id(b: &[u8]) -> u64 {
 }
 
 /// Constant-time comparison (time depends only on the lengths).
-fn tokens_equal(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn tokens_equal(a: &[u8], b: &[u8]) -> bool {
     let n = a.len().max(b.len());
     let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
     for i in 0..n {
@@ -168,12 +174,26 @@ fn hello(
     shared: &Shared,
     session: &mut Option<Arc<Session>>,
     req_id: u64,
-    version: u16,
-    key: u64,
-    token: &[u8],
+    req: &Request<'_>,
     wbuf: &mut Vec<u8>,
 ) -> Result<(), Close> {
     let op = Op::Hello;
+    let Request::Hello {
+        version,
+        session: key,
+        token,
+        resume,
+    } = *req
+    else {
+        return Err(refuse(
+            wbuf,
+            op,
+            req_id,
+            ErrorCode::Malformed,
+            0,
+            "not a hello",
+        ));
+    };
     if session.is_some() {
         return Err(refuse(
             wbuf,
@@ -201,19 +221,20 @@ fn hello(
             &msg,
         ));
     }
-    let s = if key == 0 {
+    let (s, secret) = if key == 0 {
         shared.new_session()
     } else {
-        match shared.join(key) {
-            Some(s) => s,
-            None => {
+        match shared.join(key, resume) {
+            Ok(s) => s,
+            Err(crate::server::JoinRefused) => {
+                let msg = "unknown or expired session, or wrong resume secret";
                 return Err(refuse(
                     wbuf,
                     op,
                     req_id,
-                    ErrorCode::Refused,
-                    0,
-                    "unknown session key",
+                    ErrorCode::SessionRefused,
+                    key,
+                    msg,
                 ));
             }
         }
@@ -224,6 +245,7 @@ fn hello(
         session: s.key,
         max_frame: limits.max_frame,
         max_inflight: limits.max_inflight,
+        resume: secret,
     })
     .encode(wbuf, op, req_id);
     *session = Some(s);
@@ -247,13 +269,8 @@ fn handle(
         }
     };
     let op = req.op();
-    if let Request::Hello {
-        version,
-        session: key,
-        token,
-    } = req
-    {
-        return hello(shared, session, rid, version, key, token, wbuf);
+    if let Request::Hello { .. } = req {
+        return hello(shared, session, rid, &req, wbuf);
     }
     let Some(s) = session.as_deref() else {
         return Err(refuse(
@@ -270,6 +287,10 @@ fn handle(
         st.session_used_bytes = s.ns.used_bytes();
         st.session_objects = s.ns.len();
         Response::Stats(st).encode(wbuf, op, rid);
+    } else if let Request::CloseSession = req {
+        shared.close(s.key);
+        Response::Done.encode(wbuf, op, rid);
+        return Err(Close::SessionClosed);
     } else {
         execute_request(s, &req, rid, wbuf);
     }

@@ -2,8 +2,10 @@
 //!
 //! A memory server keeps byte objects for its clients over TCP (see the `farmem-proto` crate
 //! for the wire format). Every client session has its own namespace; several connections of
-//! one client may join a session, and when a client disconnects (its last connection closes)
-//! its objects are freed, because its process is gone. A hard capacity is never exceeded.
+//! one client may join a session. When a client's last connection closes, its session is kept
+//! for a lease ([`ServerConfig::session_lease`]) so a client whose connection broke can resume it
+//! (with its resume secret); after the lease, or at once when the client closes its session, its
+//! objects are freed. A hard capacity is never exceeded.
 //!
 //! ```
 //! use farmem_server::{Server, ServerConfig};
@@ -19,7 +21,7 @@ mod conn;
 mod error;
 mod server;
 
-pub use config::{Limits, ServerConfig, parse_size};
+pub use config::{Limits, ServerConfig, parse_duration, parse_size};
 pub use error::ServerError;
 pub use farmem_proto::ServerStats;
 pub use server::{Server, ServerHandle};

@@ -5,11 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use farmem_server::{Server, ServerConfig, parse_size};
+use farmem_server::{Server, ServerConfig, parse_duration, parse_size};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 /// A farmem memory server: keeps clients' far objects in this machine's memory.
 ///
-/// When a client disconnects, its objects are freed (its process is gone).
+/// A client's objects are freed when it closes its session, or when it has been disconnected
+/// for longer than the session lease (its process is gone).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -31,33 +34,17 @@ struct Args {
     /// Threads one large agent operation may use (default: the cores, at most 4).
     #[arg(long, env = "FARMEM_AGENT_THREADS")]
     agent_threads: Option<usize>,
+    /// How long a disconnected client's session is kept for it to resume, e.g. 30s, 500ms.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    session_lease: std::time::Duration,
+}
+
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn size(s: &str) -> Result<u64, String> {
     parse_size(s).map_err(|e| e.to_string())
-}
-
-/// Blocks SIGINT and SIGTERM in this thread (and the threads it spawns later) so they can be
-/// received synchronously by [`wait_for_signal`].
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data; sigemptyset initialises it before any other use.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, exclusively borrowed sigset_t; the calls only write it and the
-    // calling thread's signal mask.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-    set
-}
-
-fn wait_for_signal(set: &libc::sigset_t) -> i32 {
-    let mut sig = 0;
-    // SAFETY: `set` is an initialised sigset_t and `sig` a valid out pointer.
-    unsafe { libc::sigwait(set, &mut sig) };
-    sig
 }
 
 fn main() -> ExitCode {
@@ -92,6 +79,7 @@ fn main() -> ExitCode {
         capacity: args.capacity,
         token,
         threads: args.threads,
+        session_lease: args.session_lease,
         ..ServerConfig::default()
     };
     if let Some(n) = args.agent_threads {
@@ -99,7 +87,13 @@ fn main() -> ExitCode {
     }
     config.limits.max_object = max_object;
     config.limits.max_frame = max_object.saturating_add(4096);
-    let signals = block_signals();
+    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let server = match Server::start(config) {
         Ok(s) => s,
         Err(e) => {
@@ -108,8 +102,9 @@ fn main() -> ExitCode {
         }
     };
     println!("listening on {}", server.addr());
-    let sig = wait_for_signal(&signals);
-    tracing::info!(signal = sig, "shutting down");
+    // `forever` yields only signals (it retries interrupted waits), so `None` cannot happen.
+    let sig = signals.forever().next();
+    tracing::info!(signal = ?sig, "shutting down");
     server.shutdown();
     ExitCode::SUCCESS
 }

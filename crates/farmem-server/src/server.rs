@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use farmem_proto::{ErrorCode, Op, ServerStats, encode_error};
 use parking_lot::{Condvar, Mutex};
@@ -15,11 +15,27 @@ use farmem_store::{Budget, OBJECT_OVERHEAD, Session};
 
 use crate::{ServerConfig, ServerError};
 
+/// A session and what keeps it alive: its connections, or its lease once they are gone.
+struct Entry {
+    session: Arc<Session>,
+    /// Resume secret: a hello joining or resuming the session must present it.
+    secret: u64,
+    /// Connections attached to it.
+    conns: usize,
+    /// When its last connection left (`None` while it has connections).
+    idle_since: Option<Instant>,
+}
+
+/// Why a hello could not join a session.
+pub(crate) struct JoinRefused;
+
 /// State shared by the acceptor and all connection threads.
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     budget: Arc<Budget>,
-    sessions: Mutex<HashMap<u64, Weak<Session>>>,
+    sessions: Mutex<HashMap<u64, Entry>>,
+    /// Wakes the reaper (shutdown).
+    reaper_wake: Condvar,
     conns: Mutex<HashMap<u64, TcpStream>>,
     conns_done: Condvar,
     next_conn: AtomicU64,
@@ -31,11 +47,18 @@ impl Shared {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn new_session(&self) -> Arc<Session> {
+    /// A new session with one connection attached, and its resume secret.
+    pub(crate) fn new_session(&self) -> (Arc<Session>, u64) {
         let mut map = self.sessions.lock();
         let key = loop {
             let k = random_key();
             if k != 0 && !map.contains_key(&k) {
+                break k;
+            }
+        };
+        let secret = loop {
+            let k = random_key();
+            if k != 0 {
                 break k;
             }
         };
@@ -46,23 +69,81 @@ impl Shared {
             max_object,
             self.config.agent_threads,
         ));
-        map.insert(key, Arc::downgrade(&s));
-        s
+        map.insert(
+            key,
+            Entry {
+                session: s.clone(),
+                secret,
+                conns: 1,
+                idle_since: None,
+            },
+        );
+        (s, secret)
     }
 
-    pub(crate) fn join(&self, key: u64) -> Option<Arc<Session>> {
-        self.sessions.lock().get(&key).and_then(Weak::upgrade)
+    /// Attaches a connection to session `key` if `secret` is its resume secret.
+    pub(crate) fn join(&self, key: u64, secret: u64) -> Result<(Arc<Session>, u64), JoinRefused> {
+        let mut map = self.sessions.lock();
+        let e = map.get_mut(&key).ok_or(JoinRefused)?;
+        if !crate::conn::tokens_equal(&e.secret.to_le_bytes(), &secret.to_le_bytes()) {
+            return Err(JoinRefused);
+        }
+        e.conns += 1;
+        e.idle_since = None;
+        Ok((e.session.clone(), e.secret))
     }
 
-    /// Drops a connection's hold on its session; the last one frees the session's objects.
+    /// Detaches a connection from its session. The session outlives its last connection by the
+    /// lease (a client that reconnects resumes it); the reaper frees it afterwards.
     pub(crate) fn leave(&self, s: Arc<Session>) {
         let key = s.key;
+        let lease = self.config.session_lease;
         let mut map = self.sessions.lock();
         drop(s);
-        if map.get(&key).is_some_and(|w| w.strong_count() == 0) {
-            map.remove(&key);
-            tracing::debug!(session = key, "session ended, its objects are freed");
+        let Some(e) = map.get_mut(&key) else {
+            return; // closed
+        };
+        e.conns = e.conns.saturating_sub(1);
+        if e.conns == 0 {
+            if lease.is_zero() {
+                let gone = map.remove(&key);
+                drop(map);
+                drop(gone);
+                tracing::debug!(session = key, "session ended, its objects are freed");
+            } else {
+                e.idle_since = Some(Instant::now());
+                tracing::debug!(session = key, ?lease, "session idle, kept for its lease");
+            }
         }
+    }
+
+    /// Ends session `key` at once (a clean client exit): its objects are freed when the
+    /// connections still attached to it close.
+    pub(crate) fn close(&self, key: u64) {
+        let gone = self.sessions.lock().remove(&key);
+        drop(gone);
+        tracing::debug!(session = key, "session closed by its client");
+    }
+
+    /// Frees the sessions whose lease ran out; returns how many.
+    fn reap(&self, now: Instant) -> usize {
+        let lease = self.config.session_lease;
+        let mut map = self.sessions.lock();
+        let expired: Vec<u64> = map
+            .iter()
+            .filter(|(_, e)| e.conns == 0 && e.idle_since.is_some_and(|t| now >= t + lease))
+            .map(|(k, _)| *k)
+            .collect();
+        let gone: Vec<Entry> = expired.iter().filter_map(|k| map.remove(k)).collect();
+        drop(map);
+        for e in &gone {
+            tracing::info!(
+                session = e.session.key,
+                objects = e.session.ns.len(),
+                "session lease ran out, its objects are freed"
+            );
+        }
+        gone.len()
     }
 
     pub(crate) fn stats(&self) -> ServerStats {
@@ -127,6 +208,7 @@ impl Server {
             budget: Arc::new(Budget::new(config.capacity)),
             config,
             sessions: Mutex::new(HashMap::new()),
+            reaper_wake: Condvar::new(),
             conns: Mutex::new(HashMap::new()),
             conns_done: Condvar::new(),
             next_conn: AtomicU64::new(0),
@@ -136,12 +218,34 @@ impl Server {
         let acceptor = std::thread::Builder::new()
             .name("farmem-accept".into())
             .spawn(move || accept_loop(listener, sh))?;
+        let sh = shared.clone();
+        let reaper = std::thread::Builder::new()
+            .name("farmem-reaper".into())
+            .spawn(move || reap_loop(&sh))?;
         tracing::info!(%addr, "memory server listening");
         Ok(ServerHandle {
             shared,
             addr,
             acceptor: Some(acceptor),
+            reaper: Some(reaper),
         })
+    }
+}
+
+/// Frees expired sessions, checking a few times per lease (at most every second).
+fn reap_loop(shared: &Shared) {
+    let period =
+        (shared.config.session_lease / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
+    loop {
+        shared.reap(Instant::now());
+        let mut map = shared.sessions.lock();
+        if shared.is_shutting_down() {
+            return;
+        }
+        shared.reaper_wake.wait_for(&mut map, period);
+        if shared.is_shutting_down() {
+            return;
+        }
     }
 }
 
@@ -201,6 +305,7 @@ pub struct ServerHandle {
     shared: Arc<Shared>,
     addr: SocketAddr,
     acceptor: Option<JoinHandle<()>>,
+    reaper: Option<JoinHandle<()>>,
 }
 
 impl ServerHandle {
@@ -214,7 +319,7 @@ impl ServerHandle {
         self.shared.stats()
     }
 
-    /// Stops accepting, closes every connection (freeing all sessions) and waits for the
+    /// Stops accepting, closes every connection, frees all sessions and waits for the
     /// connection threads to finish (at most a few seconds).
     pub fn shutdown(mut self) {
         self.stop();
@@ -225,6 +330,13 @@ impl ServerHandle {
             return;
         };
         self.shared.shutting_down.store(true, Ordering::SeqCst);
+        {
+            let _map = self.shared.sessions.lock();
+            self.shared.reaper_wake.notify_all();
+        }
+        if let Some(r) = self.reaper.take() {
+            let _ = r.join();
+        }
         // Wake the acceptor with a connection of our own.
         let mut wake = self.addr;
         if wake.ip().is_unspecified() {
@@ -252,6 +364,9 @@ impl ServerHandle {
                 break;
             }
         }
+        drop(conns);
+        let sessions = std::mem::take(&mut *self.shared.sessions.lock());
+        drop(sessions);
         tracing::info!(addr = %self.addr, "memory server stopped");
     }
 }

@@ -39,6 +39,7 @@ fn hello(addr: &str, token: &[u8]) -> Option<u16> {
         version: VERSION,
         session: 0,
         token,
+        resume: 0,
     };
     encode_request(&mut buf, 1, &req);
     s.write_all(&buf).unwrap();

@@ -1,5 +1,8 @@
 //! PagedRegion: data integrity beyond the budget, concurrent faults, cache-line write-back.
-//! Every test skips (passes with a message) where userfaultfd paging is unavailable.
+//! Every test skips (passes with a message) where userfaultfd paging is unavailable, and fails
+//! instead when `FARMEM_REQUIRE_PRIVILEGED` is set, as in CI.
+
+mod support;
 
 use std::sync::Arc;
 
@@ -7,25 +10,16 @@ use farmem::backend::{TcpBackend, TcpConfig};
 use farmem::paging::{self, PAGE_SIZE, PagedRegion, PagingConfig, WriteBack};
 use farmem::{Backend, EmbeddedStore};
 use farmem_server::{Server, ServerConfig};
+use rand::rngs::SmallRng;
+use rand::{Rng, RngExt, SeedableRng};
 
 fn skip() -> bool {
     match paging::available() {
         Ok(()) => false,
         Err(e) => {
-            eprintln!("skipping paging test: {e}");
+            support::skip_or_fail(&format!("paging: {e}"));
             true
         }
-    }
-}
-
-/// A small xorshift generator: deterministic, no dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }
 
@@ -40,11 +34,11 @@ fn random_reads_and_writes_match_a_shadow_copy_at_4x_the_budget() {
     let region = PagedRegion::new(len, store.clone(), PagingConfig::new(budget)).unwrap();
     let p = region.as_ptr();
     let mut shadow = vec![0u8; len];
-    let mut rng = Rng(0x9E37_79B9);
+    let mut rng = SmallRng::seed_from_u64(0x9E37_79B9);
     for i in 0..200_000 {
-        let off = (rng.next() as usize) % (len - 8);
+        let off = rng.random_range(0..len - 8);
         if i % 3 == 0 {
-            let v = rng.next().to_le_bytes();
+            let v = rng.next_u64().to_le_bytes();
             // SAFETY: `off + 8 <= len`, the region is alive.
             unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), p.add(off), 8) };
             shadow[off..off + 8].copy_from_slice(&v);
@@ -102,9 +96,9 @@ fn threads_faulting_at_once_see_their_own_writes() {
                         // SAFETY: each thread writes only its own slice of the live region.
                         unsafe { ((start + w * 8) as *mut u64).write(v) };
                     }
-                    let mut rng = Rng(t as u64 + 1);
+                    let mut rng = SmallRng::seed_from_u64(t as u64 + 1);
                     for _ in 0..20_000 {
-                        let w = rng.next() as usize % words;
+                        let w = rng.random_range(0..words);
                         // SAFETY: as above.
                         let got = unsafe { ((start + w * 8) as *const u64).read() };
                         assert_eq!(got, (t as u64) << 48 | round << 32 | w as u64);
@@ -308,11 +302,26 @@ fn unprivileged_creation_is_a_typed_error() {
     let unpriv =
         std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd").unwrap_or_default();
     if !is_root || unpriv.trim() != "0" {
-        eprintln!("skipping: needs root and vm.unprivileged_userfaultfd = 0");
+        support::skip_or_fail("needs root and vm.unprivileged_userfaultfd = 0");
         return;
     }
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
+    // The test binary may sit where `nobody` cannot reach it (a checkout under /root): run a
+    // copy from a fresh directory that everyone may read.
+    let dir = std::env::temp_dir().join(format!("farmem-unpriv-{}", std::process::id()));
+    let exe = dir.join("client_paging");
+    let copied = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::copy(std::env::current_exe()?, &exe))
+        .and_then(|_| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+            std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755))
+        });
+    if let Err(e) = copied {
+        let _ = std::fs::remove_dir_all(&dir);
+        panic!("copying the test binary to {}: {e}", dir.display());
+    }
+    let out = std::process::Command::new(&exe)
+        .current_dir(&dir)
         .args([
             "--exact",
             "unprivileged_creation_is_a_typed_error",
@@ -322,6 +331,7 @@ fn unprivileged_creation_is_a_typed_error() {
         .uid(65534)
         .gid(65534)
         .output();
+    let _ = std::fs::remove_dir_all(&dir);
     match out {
         Ok(out) => {
             let stdout = String::from_utf8_lossy(&out.stdout);
@@ -332,7 +342,6 @@ fn unprivileged_creation_is_a_typed_error() {
             );
             assert!(stdout.contains("CHILD-SAW-UNSUPPORTED"), "{stdout}");
         }
-        // E.g. the test binary is not readable by `nobody`.
-        Err(e) => eprintln!("skipping: cannot run as nobody: {e}"),
+        Err(e) => support::skip_or_fail(&format!("cannot run as nobody: {e}")),
     }
 }

@@ -218,6 +218,7 @@ fn garbage_from_one_client_does_not_disturb_another() {
             version: farmem_proto::VERSION,
             session: 0,
             token: &[],
+            resume: 0,
         },
     );
     let start = buf.len();
@@ -301,10 +302,10 @@ fn dead_server_gives_typed_errors_without_hanging() {
     s.shutdown();
     for w in waiters {
         let (e, _) = w.join().unwrap();
-        assert!(matches!(e, BackendError::Disconnected { .. }), "{e}");
+        assert!(matches!(e, BackendError::ServerDown { .. }), "{e}");
     }
     let t0 = Instant::now();
-    assert!(matches!(b.get(1), Err(BackendError::Disconnected { .. })));
+    assert!(matches!(b.get(1), Err(BackendError::ServerDown { .. })));
     assert!(t0.elapsed() < Duration::from_secs(1));
     let r = TcpBackend::connect(TcpConfig::new([addr]).timeout(Duration::from_secs(2)));
     assert!(
@@ -450,11 +451,11 @@ fn pipelined_computes_complete_in_any_wait_order() {
     s.shutdown();
     match p.wait() {
         Ok(v) => assert_eq!(u64::decode(&v).unwrap(), 1),
-        Err(e) => assert!(matches!(e, BackendError::Disconnected { .. }), "{e}"),
+        Err(e) => assert!(matches!(e, BackendError::ServerDown { .. }), "{e}"),
     }
     let late = b.submit_compute(1, op::HT_LEN, &1u64.encode()).wait();
     assert!(
-        matches!(late, Err(BackendError::Disconnected { .. })),
+        matches!(late, Err(BackendError::ServerDown { .. })),
         "{late:?}"
     );
 }

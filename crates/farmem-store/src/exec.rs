@@ -11,6 +11,7 @@ use farmem_proto::{
 use farmem_kernels::KernelError;
 
 use crate::agent::{self, AgentError, AgentErrorCode};
+use crate::dedup::Claim;
 use crate::{Session, StoreError};
 
 /// Encodes `e` as the error answer to request `req_id`.
@@ -58,9 +59,38 @@ fn encode_agent_error(wbuf: &mut Vec<u8>, req_id: u64, e: &AgentError) {
 /// Executes `req` (request id `rid`) against `session` and appends its answer, one frame, to
 /// `wbuf`. Failures are answered with a typed error frame; nothing here fails otherwise.
 ///
+/// A request that is not idempotent ([`Request::is_idempotent`]: patches, agent operations)
+/// runs at most once per request id while the id is in the session's window
+/// ([`crate::Dedup`]): a retry gets the first answer.
+///
 /// `Hello` and `Stats` are the caller's: `Hello` is answered with a protocol error here, and
 /// `Stats` with this session's figures only.
 pub fn execute_request(session: &Session, req: &Request<'_>, rid: u64, wbuf: &mut Vec<u8>) {
+    if req.is_idempotent() {
+        return execute_once(session, req, rid, wbuf);
+    }
+    match session.dedup.claim(rid) {
+        Claim::Fresh(running) => {
+            let start = wbuf.len();
+            execute_once(session, req, rid, wbuf);
+            running.finish(&wbuf[start..]);
+        }
+        Claim::Replay(answer) => wbuf.extend_from_slice(&answer),
+        Claim::Unkept => {
+            let msg = "this request already ran; its answer was too large to keep";
+            encode_error(
+                wbuf,
+                req.op(),
+                rid,
+                ErrorCode::ReplayUnavailable,
+                [0; 3],
+                msg,
+            );
+        }
+    }
+}
+
+fn execute_once(session: &Session, req: &Request<'_>, rid: u64, wbuf: &mut Vec<u8>) {
     let op = req.op();
     let ns = &session.ns;
     match req {
@@ -132,6 +162,7 @@ pub fn execute_request(session: &Session, req: &Request<'_>, rid: u64, wbuf: &mu
             }
             Response::Done.encode(wbuf, op, rid);
         }
+        Request::Ping | Request::CloseSession => Response::Done.encode(wbuf, op, rid),
         Request::Stats => {
             let st = farmem_proto::ServerStats {
                 session_used_bytes: ns.used_bytes(),

@@ -22,6 +22,7 @@
 
 pub mod agent;
 mod budget;
+pub mod dedup;
 mod error;
 mod exec;
 mod namespace;
@@ -29,6 +30,7 @@ mod session;
 mod slab;
 
 pub use budget::Budget;
+pub use dedup::Dedup;
 pub use error::StoreError;
 pub use exec::execute_request;
 pub use namespace::{Namespace, OBJECT_OVERHEAD};

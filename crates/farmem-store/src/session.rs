@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use crate::agent::{AgentContext, AgentError, AgentState};
-use crate::{Budget, Namespace};
+use crate::{Budget, Dedup, Namespace};
 
-/// One client's objects and agent state. Dropped (objects freed) with its last connection.
+/// One client's objects and agent state, and the answers of its recent requests (for retries).
+/// Its objects are freed when it is dropped.
 #[derive(Debug)]
 pub struct Session {
     /// Key that lets further connections join.
@@ -16,6 +17,8 @@ pub struct Session {
     pub agent: AgentState,
     /// Threads one large agent operation may use.
     pub agent_threads: usize,
+    /// Answers of the most recent non-idempotent requests, replayed to retries.
+    pub dedup: Dedup,
 }
 
 impl Session {
@@ -26,6 +29,7 @@ impl Session {
             ns: Namespace::new(budget, max_object),
             agent: AgentState::default(),
             agent_threads: agent_threads.max(1),
+            dedup: Dedup::default(),
         }
     }
 

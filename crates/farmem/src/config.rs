@@ -124,6 +124,7 @@ impl std::fmt::Debug for BackendConfig {
 /// assert_eq!(cfg.local_budget, 64 << 20);
 /// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RuntimeConfig {
     /// Bytes of far objects that may be held locally (the heap may use a small documented slack
     /// on top, see [`Runtime::slack_bytes`](crate::Runtime::slack_bytes)).
@@ -207,12 +208,18 @@ impl RuntimeConfig {
         self
     }
 
+    /// Sets the largest write-back batch (bytes per `put_many`).
+    pub fn writeback_batch(mut self, bytes: usize) -> Self {
+        self.writeback_batch = bytes;
+        self
+    }
+
     /// Regions the heap may use beyond the budget. Only two kinds of allocation may use them,
     /// because they cannot wait for the evacuator: mutators moving an object the evacuator has
     /// marked (at most one evacuation round's regions per evacuator), and threads whose own scope
     /// the evacuator is waiting for (a fresh open region per lane, plus a reserve of four).
     pub(crate) fn slack_regions(&self) -> usize {
-        self.lanes + 1 + self.evacuator_threads * (1 + crate::evacuator::MAX_REGIONS) + 16
+        self.lanes + 1 + self.evacuator_threads * (1 + crate::runtime::MAX_EVACUATION_REGIONS) + 16
     }
 
     /// The smallest budget accepted: eight regions.

@@ -20,31 +20,33 @@
 //! assert_eq!(*b.read(&s).unwrap(), 42);
 //! ```
 //!
-//! `unsafe` code lives in `sys` (OS memory), `slot` (handle chunks), `heap` (region headers),
-//! `object` and `evacuator` (copying payloads under the handshake) and `far` (typed references).
+//! The object runtime is the `runtime` module folder. Its `unsafe` code lives in `runtime::slot`
+//! (handle chunks), `runtime::heap` (region trailers), `runtime::object` and `runtime::evacuator`
+//! (copying payloads under the handshake) and `runtime::far` (typed references); `sys` maps OS
+//! memory for the runtime and the paging mode.
+//!
+//! The object runtime and the containers keep no process-wide state a caller could observe:
+//! object ids, counters and traffic figures are per runtime. What remains process-wide is
+//! plumbing, justified where it is defined: the scope registry (`runtime::epoch`), runtime and
+//! lane numbering (`runtime`), and the paging mode's `#[global_allocator]` hook
+//! (`paging::alloc`), which a global allocator cannot do without.
+
+#![deny(missing_docs)]
 
 pub mod backend;
 pub mod containers;
 pub mod paging;
 
 mod config;
-mod epoch;
 mod error;
-mod evacuator;
-mod far;
-mod heap;
 mod loom;
-mod object;
 mod runtime;
-mod slot;
-mod stats;
 mod sys;
 
 pub use backend::{Backend, BackendError, EmbeddedStore, ObjectId, StoreStats};
 pub use bytemuck::{self, Pod, Zeroable};
 pub use config::{BackendConfig, RuntimeConfig};
-pub use epoch::Scope;
 pub use error::{Error, ErrorKind, Result};
-pub use far::{Far, FarBox, FarPtr, FarSlice};
-pub use runtime::Runtime;
-pub use stats::Stats;
+#[doc(hidden)]
+pub use runtime::test_support;
+pub use runtime::{Far, FarBox, FarPtr, FarSlice, Runtime, Scope, Stats};

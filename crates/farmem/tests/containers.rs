@@ -380,7 +380,7 @@ fn scan_fetches_each_chunk_once() {
     let want: u64 = (0..len as u64).sum();
     for nt in [false, true, false] {
         let before = rt.stats().bytes_fetched;
-        let streamed_before = farmem::containers::streamed_bytes();
+        let streamed_before = rt.stats().bytes_streamed;
         let mut sum = 0u64;
         let add = |c: &[u64]| sum += c.iter().sum::<u64>();
         if nt { v.scan_nt(add) } else { v.scan(add) }.unwrap();
@@ -390,9 +390,8 @@ fn scan_fetches_each_chunk_once() {
             fetched * 10 <= bytes * 11,
             "scan (nt: {nt}) of {bytes} B fetched {fetched} B"
         );
-        // The streaming scan bypasses the local heap: what was not local was streamed (other
-        // tests of this binary may stream concurrently, so only the lower bound is exact).
-        let streamed = farmem::containers::streamed_bytes() - streamed_before;
+        // The streaming scan bypasses the local heap: what was not local was streamed.
+        let streamed = rt.stats().bytes_streamed - streamed_before;
         if nt {
             assert!(fetched * 10 <= bytes, "scan_nt cached {fetched} B");
         }

@@ -66,7 +66,7 @@ fn streaming_scans_do_not_evict_the_hot_set() {
         assert_eq!(s, 7 * hot.len() as u64);
     }
     let before = rt.stats();
-    let streamed_before = farmem::containers::streamed_bytes();
+    let streamed_before = before.bytes_streamed;
     let mut total = 0u64;
     for _ in 0..2 {
         a.scan_nt(|c| total += c.iter().sum::<u64>()).unwrap();
@@ -79,8 +79,8 @@ fn streaming_scans_do_not_evict_the_hot_set() {
     let mid = rt.stats();
     // The vectors do not fit: most of each pass came from far memory (streamed past the local
     // heap, or fetched into it).
-    let far_bytes = (mid.bytes_fetched - before.bytes_fetched)
-        + (farmem::containers::streamed_bytes() - streamed_before);
+    let far_bytes =
+        (mid.bytes_fetched - before.bytes_fetched) + (mid.bytes_streamed - streamed_before);
     assert!(
         far_bytes >= 2 * (48 << 20),
         "the scans fetched {far_bytes} B"

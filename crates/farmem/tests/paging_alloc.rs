@@ -1,5 +1,8 @@
 //! The transparent mode: ordinary `Vec`/`HashMap` code on a paged heap larger than the budget
-//! gives the same results as an all-local run. Skips where userfaultfd paging is unavailable.
+//! gives the same results as an all-local run. Skips where userfaultfd paging is unavailable
+//! (fails instead when `FARMEM_REQUIRE_PRIVILEGED` is set, as in CI).
+
+mod support;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,7 +55,7 @@ fn workload() -> Vec<u64> {
 fn vec_and_hashmap_beyond_the_budget_match_an_all_local_run() {
     let local = workload();
     if let Err(e) = paging::available() {
-        eprintln!("skipping paged run: {e}");
+        support::skip_or_fail(&format!("paged run: {e}"));
         return;
     }
     let store = Arc::new(EmbeddedStore::new());

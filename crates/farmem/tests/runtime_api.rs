@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use farmem::backend::Edit;
+use farmem::test_support::{adopt_box, adopt_slice, evacuate_now, reserve_ids};
 use farmem::{
     Backend, BackendError, EmbeddedStore, Error, FarBox, FarSlice, ObjectId, Runtime,
     RuntimeConfig, StoreStats,
@@ -24,7 +25,7 @@ fn prefetcher_and_scoped_consumer_do_not_stall() {
     let objs: Vec<FarSlice<u64>> = (0..1024u64)
         .map(|i| FarSlice::from_slice(&rt, &[i; 512]).unwrap())
         .collect();
-    rt.evacuate_now();
+    evacuate_now(&rt);
     let t = std::time::Instant::now();
     std::thread::scope(|sc| {
         sc.spawn(|| {
@@ -46,7 +47,7 @@ fn prefetcher_and_scoped_consumer_do_not_stall() {
 #[test]
 fn adopt_an_object_written_by_someone_else() {
     let rt = Runtime::new(small(1 << 20)).unwrap();
-    let first = rt.reserve_ids(3);
+    let first = reserve_ids(&rt, 3).unwrap();
     let mine = FarBox::new(&rt, 1u8).unwrap();
     assert!(mine.far_id() >= first + 3, "reserved ids are not reused");
     let words: Vec<u32> = (0..1000).collect();
@@ -55,7 +56,7 @@ fn adopt_an_object_written_by_someone_else() {
         .unwrap();
     rt.backend().put(first + 1, &7u64.to_ne_bytes()).unwrap();
     rt.backend().put(first + 2, &[0u8; 12]).unwrap();
-    let mut v = FarSlice::<u32>::from_far(&rt, first, 1000).unwrap();
+    let mut v = adopt_slice::<u32>(&rt, first, 1000).unwrap();
     assert_eq!((v.len(), v.far_id(), v.is_local()), (1000, first, false));
     assert_eq!(v.to_vec().unwrap(), words);
     {
@@ -63,16 +64,16 @@ fn adopt_an_object_written_by_someone_else() {
         v.write(&s).unwrap()[0] = 42;
     }
     // It behaves as any other far object: eviction writes it back under the same id.
-    rt.evacuate_now();
+    evacuate_now(&rt);
     assert!(!v.is_local());
     assert_eq!(v.to_vec().unwrap()[0], 42);
-    let b = FarBox::<u64>::from_far(&rt, first + 1).unwrap();
+    let b = adopt_box::<u64>(&rt, first + 1).unwrap();
     assert_eq!(b.get().unwrap(), 7);
     // A size that does not match the far object: a typed error on fetch, no panic.
-    let bad = FarSlice::<u32>::from_far(&rt, first + 2, 4).unwrap();
+    let bad = adopt_slice::<u32>(&rt, first + 2, 4).unwrap();
     assert!(matches!(bad.to_vec(), Err(Error::Backend(_))));
     assert!(matches!(
-        FarSlice::<u64>::from_far(&rt, first, usize::MAX / 8),
+        adopt_slice::<u64>(&rt, first, usize::MAX / 8),
         Err(Error::ObjectTooLarge { .. })
     ));
     // Dropping frees the far copies.
@@ -91,7 +92,7 @@ fn non_temporal_prefetch_lands_in_regions_evacuated_first() {
             .collect()
     };
     let (older, stream) = (mk(96), mk(96));
-    rt.evacuate_now();
+    evacuate_now(&rt);
     // Both batches are fetched and never touched again (neither is hot); the normal one first,
     // so by age alone it would be evicted first.
     assert_eq!(rt.prefetch(&older).unwrap(), 96);
@@ -189,4 +190,53 @@ fn flush_many_writes_dirty_objects_in_one_batch() {
         let far = rt.backend().get(o.far_id()).unwrap();
         assert_eq!(bytemuck::cast_slice::<u8, u64>(&far)[511], i as u64);
     }
+}
+
+/// Two runtimes on one backend: their object ids never collide, and each runtime's statistics
+/// (agent traffic and streamed bytes included) count only its own work.
+#[test]
+fn runtimes_sharing_a_backend_keep_ids_and_statistics_apart() {
+    use farmem::containers::{FarVec, Offload};
+    let store = Arc::new(EmbeddedStore::new());
+    let a = Runtime::new(small(2 << 20).custom_backend(store.clone())).unwrap();
+    let b = Runtime::new(small(2 << 20).custom_backend(store.clone())).unwrap();
+    let xs: Vec<FarBox<u64>> = (0..100).map(|i| FarBox::new(&a, i).unwrap()).collect();
+    let ys: Vec<FarBox<u64>> = (0..100)
+        .map(|i| FarBox::new(&b, 1000 + i).unwrap())
+        .collect();
+    let mut ids: Vec<u64> = xs.iter().chain(&ys).map(FarBox::far_id).collect();
+    ids.push(reserve_ids(&a, 1).unwrap());
+    ids.push(reserve_ids(&b, 1).unwrap());
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 202, "ids collide across runtimes");
+    // Both evict into the shared store; each reads back its own values.
+    evacuate_now(&a);
+    evacuate_now(&b);
+    assert!(
+        xs.iter()
+            .enumerate()
+            .all(|(i, x)| x.get().unwrap() == i as u64)
+    );
+    assert!(
+        ys.iter()
+            .enumerate()
+            .all(|(i, y)| y.get().unwrap() == 1000 + i as u64)
+    );
+
+    let v = FarVec::from_slice(&a, &[3u32, 9, 4]).unwrap();
+    assert_eq!(v.max(Offload::Remote).unwrap(), Some(9));
+    let (sa, sb) = (a.stats(), b.stats());
+    assert!(
+        sa.agent_bytes_sent > 0 && sa.agent_bytes_received > 0,
+        "{sa:?}"
+    );
+    assert_eq!((sb.agent_bytes_sent, sb.agent_bytes_received), (0, 0));
+    let big = FarVec::from_slice(&a, &vec![1u64; (4 << 20) / 8]).unwrap();
+    evacuate_now(&a);
+    let mut sum = 0;
+    big.scan_nt(|c| sum += c.iter().sum::<u64>()).unwrap();
+    assert_eq!(sum, (4 << 20) / 8);
+    assert!(a.stats().bytes_streamed > 0);
+    assert_eq!(b.stats().bytes_streamed, 0);
 }

@@ -116,7 +116,7 @@ fn prefetch_batches_and_non_temporal_access() {
     let boxes: Vec<FarBox<[u8; 4096]>> = (0..1024)
         .map(|i| FarBox::new(&rt, [i as u8; 4096]).unwrap())
         .collect();
-    rt.evacuate_now();
+    farmem::test_support::evacuate_now(&rt);
     let far: Vec<&FarBox<[u8; 4096]>> = boxes[..64].iter().filter(|b| !b.is_local()).collect();
     assert!(!far.is_empty());
     let n = rt.prefetch(far.iter().copied()).unwrap();

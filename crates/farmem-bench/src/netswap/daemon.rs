@@ -1,20 +1,25 @@
-//! The FUSE daemon: worker threads that read requests from `/dev/fuse` and serve one file, `swap`,
-//! whose 4 KiB pages are objects in a memory server.
+//! The FUSE daemon: a `fuser` session whose threads serve one file, `swap`, whose 4 KiB pages
+//! are objects in a memory server.
 //!
 //! Reads of pages never written return zeros without a round trip. A read or write of several
 //! pages costs one `get_many`/`put_many` round trip. A backend error is answered with `EIO` (the
 //! kernel then fails that swap-in or swap-out) and counted; it never stops the daemon.
 
+use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use farmem::{Backend, ObjectId};
-
-use super::proto::{self, Attr, InitIn, InitOut, IoIn, Opcode};
+use fuser::{
+    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, Session, SessionACL,
+    WriteFlags,
+};
 
 /// Page size of the swap file (objects on the server have this size).
 pub const PAGE: usize = 4096;
@@ -22,8 +27,8 @@ pub const PAGE: usize = 4096;
 pub const MAX_IO: usize = 1 << 20;
 /// Name of the one file.
 pub const FILE_NAME: &[u8] = b"swap";
-const ROOT_INO: u64 = 1;
-const FILE_INO: u64 = 2;
+const ROOT_INO: INodeNo = INodeNo(1);
+const FILE_INO: INodeNo = INodeNo(2);
 
 /// Counters of a daemon.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -240,213 +245,246 @@ impl PageStore {
         Ok(())
     }
 
-    fn file_attr(&self) -> Attr {
-        Attr {
-            ino: FILE_INO,
-            size: self.size,
-            mode: libc::S_IFREG | 0o600,
-            nlink: 1,
-        }
+    fn file_attr(&self) -> FileAttr {
+        attr(FILE_INO, FileType::RegularFile, 0o600, self.size)
     }
-}
 
-/// What to send back for one request.
-enum Reply {
-    None,
-    Data(Vec<u8>),
-    Error(i32),
-}
+    /// Counts a request for [`DaemonStats`] while `f` serves it.
+    fn serving<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::Relaxed);
+        let out = f();
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        out
+    }
 
-fn handle(store: &PageStore, op: Opcode, nodeid: u64, body: &[u8]) -> Reply {
-    let root = Attr {
-        ino: ROOT_INO,
-        size: 0,
-        mode: libc::S_IFDIR | 0o755,
-        nlink: 2,
-    };
-    let backend_failed = |e: farmem::BackendError| {
-        let n = store.backend_errors.fetch_add(1, Ordering::Relaxed);
+    /// `EIO` for a failed backend request, counted and logged (the first ten).
+    fn backend_failed(&self, e: &farmem::BackendError) -> Errno {
+        let n = self.backend_errors.fetch_add(1, Ordering::Relaxed);
         if n < 10 {
             tracing::warn!("netswap: memory server request failed: {e}");
         }
-        Reply::Error(libc::EIO)
-    };
-    match op {
-        Opcode::Init => match InitIn::decode(body) {
-            Ok(init) => Reply::Data(
-                InitOut {
-                    max_readahead: init.max_readahead,
-                    flags: init.flags
-                        & (proto::FUSE_ASYNC_READ
-                            | proto::FUSE_BIG_WRITES
-                            | proto::FUSE_ASYNC_DIO
-                            | proto::FUSE_MAX_PAGES),
-                    max_background: 64,
-                    congestion_threshold: 48,
-                    max_write: MAX_IO as u32,
-                    max_pages: (MAX_IO / PAGE) as u16,
-                }
-                .encode(),
-            ),
-            Err(e) => {
-                tracing::warn!("netswap: {e}");
-                Reply::Error(libc::EPROTO)
-            }
-        },
-        Opcode::Lookup => match proto::decode_name(body) {
-            Ok(FILE_NAME) if nodeid == ROOT_INO => {
-                Reply::Data(store.file_attr().encode_entry_out(3600))
-            }
-            Ok(_) => Reply::Error(libc::ENOENT),
-            Err(_) => Reply::Error(libc::EINVAL),
-        },
-        Opcode::Getattr => match nodeid {
-            ROOT_INO => Reply::Data(root.encode_attr_out(3600)),
-            FILE_INO => Reply::Data(store.file_attr().encode_attr_out(3600)),
-            _ => Reply::Error(libc::ENOENT),
-        },
-        Opcode::Open => match nodeid {
-            FILE_INO => Reply::Data(proto::encode_open_out(1, proto::FOPEN_DIRECT_IO)),
-            ROOT_INO => Reply::Error(libc::EISDIR),
-            _ => Reply::Error(libc::ENOENT),
-        },
-        Opcode::Opendir => match nodeid {
-            ROOT_INO => Reply::Data(proto::encode_open_out(0, 0)),
-            _ => Reply::Error(libc::ENOTDIR),
-        },
-        Opcode::Readdir => Reply::Data(Vec::new()),
-        Opcode::Read => match IoIn::decode_read(body) {
-            Ok(io) if nodeid == FILE_INO => match store.read(io.offset, io.size as usize) {
-                Ok(data) => Reply::Data(data),
-                Err(e) => backend_failed(e),
-            },
-            Ok(_) => Reply::Error(libc::EISDIR),
-            Err(_) => Reply::Error(libc::EINVAL),
-        },
-        Opcode::Write => match IoIn::decode_write(body) {
-            Ok((io, data)) if nodeid == FILE_INO => match store.write(io.offset, data) {
-                Ok(()) => Reply::Data(proto::encode_write_out(io.size)),
-                Err(None) => Reply::Error(libc::ENOSPC),
-                Err(Some(e)) => backend_failed(e),
-            },
-            Ok(_) => Reply::Error(libc::EISDIR),
-            Err(_) => Reply::Error(libc::EINVAL),
-        },
-        Opcode::Statfs => Reply::Data(proto::encode_statfs_out(store.size / PAGE as u64)),
-        Opcode::Release
-        | Opcode::Flush
-        | Opcode::Fsync
-        | Opcode::Releasedir
-        | Opcode::Fsyncdir
-        | Opcode::Access
-        | Opcode::Destroy => Reply::Data(Vec::new()),
-        Opcode::Forget | Opcode::BatchForget | Opcode::Interrupt => Reply::None,
-        Opcode::Other(_) => Reply::Error(libc::ENOSYS),
+        Errno::EIO
     }
 }
 
-/// Serves requests until the connection goes away (the file system is unmounted or aborted).
-fn serve(fuse: &File, store: &PageStore) {
-    let mut buf = vec![0u8; MAX_IO + 2 * PAGE];
-    loop {
-        let n = match (&*fuse).read(&mut buf) {
-            Ok(n) => n,
-            Err(e) => match e.raw_os_error() {
-                // Interrupted, or the request was withdrawn before we read it.
-                Some(libc::EINTR | libc::EAGAIN | libc::ENOENT) => continue,
-                // ENODEV: unmounted or aborted. Anything else is not recoverable either.
-                Some(libc::ENODEV) => return,
-                _ => {
-                    tracing::warn!("netswap: reading /dev/fuse: {e}");
-                    return;
-                }
-            },
-        };
-        let (header, body) = match proto::decode_request(&buf[..n]) {
-            Ok(x) => x,
-            Err(e) => {
-                // Without a trustworthy header there is no request id to answer.
-                tracing::warn!("netswap: dropping a malformed request: {e}");
-                continue;
-            }
-        };
-        store.requests.fetch_add(1, Ordering::Relaxed);
-        let op = header.opcode;
-        let now = store.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        store.max_in_flight.fetch_max(now, Ordering::Relaxed);
-        let reply = handle(store, op, header.nodeid, body);
-        store.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let msg = match reply {
-            Reply::None => continue,
-            Reply::Error(errno) => proto::encode_error(header.unique, errno).to_vec(),
-            Reply::Data(data) => match proto::encode_reply(header.unique, &data) {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!("netswap: {e}");
-                    proto::encode_error(header.unique, libc::EIO).to_vec()
-                }
-            },
-        };
-        // ENOENT: the request was interrupted meanwhile; nothing to do.
-        if let Err(e) = (&*fuse).write(&msg)
-            && e.raw_os_error() != Some(libc::ENOENT)
-        {
-            tracing::warn!("netswap: replying on /dev/fuse: {e}");
-        }
-        if op == Opcode::Destroy {
-            return;
-        }
+fn attr(ino: INodeNo, kind: FileType, perm: u16, size: u64) -> FileAttr {
+    let t = std::time::UNIX_EPOCH;
+    FileAttr {
+        ino,
+        size,
+        blocks: size / 512,
+        atime: t,
+        mtime: t,
+        ctime: t,
+        crtime: t,
+        kind,
+        perm,
+        nlink: if kind == FileType::Directory { 2 } else { 1 },
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: PAGE as u32,
+        flags: 0,
     }
 }
 
-/// Worker threads serving one mounted `/dev/fuse` connection.
+/// How long the kernel may cache names and attributes (they never change).
+const TTL: Duration = Duration::from_secs(3600);
+
+/// The file system: a root directory holding the one file, served from a [`PageStore`].
+struct SwapFs {
+    store: Arc<PageStore>,
+}
+
+impl Filesystem for SwapFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Direct I/O from the loop driver may be asynchronous; large requests need max_pages.
+        let _ = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO);
+        let _ = config.set_max_write(MAX_IO as u32);
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.store.serving(|| {
+            if parent == ROOT_INO && name.as_bytes() == FILE_NAME {
+                reply.entry(&TTL, &self.store.file_attr(), Generation(0));
+            } else {
+                reply.error(Errno::ENOENT);
+            }
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.store.serving(|| match ino {
+            ROOT_INO => reply.attr(&TTL, &attr(ROOT_INO, FileType::Directory, 0o755, 0)),
+            FILE_INO => reply.attr(&TTL, &self.store.file_attr()),
+            _ => reply.error(Errno::ENOENT),
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.store.serving(|| match ino {
+            // Direct I/O: the file has no page cache, so no page is cached twice.
+            FILE_INO => reply.opened(FileHandle(1), FopenFlags::FOPEN_DIRECT_IO),
+            ROOT_INO => reply.error(Errno::EISDIR),
+            _ => reply.error(Errno::ENOENT),
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.store.serving(|| {
+            if ino != FILE_INO {
+                return reply.error(Errno::EISDIR);
+            }
+            match self.store.read(offset, size as usize) {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(self.store.backend_failed(&e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        self.store.serving(|| {
+            if ino != FILE_INO {
+                return reply.error(Errno::EISDIR);
+            }
+            match self.store.write(offset, data) {
+                Ok(()) => reply.written(data.len() as u32),
+                Err(None) => reply.error(Errno::ENOSPC),
+                Err(Some(e)) => reply.error(self.store.backend_failed(&e)),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        self.store.serving(|| reply.ok());
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Every write reached the memory server before it was answered.
+        self.store.serving(|| reply.ok());
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        reply: ReplyDirectory,
+    ) {
+        self.store.serving(|| reply.ok());
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let pages = self.store.size / PAGE as u64;
+        self.store
+            .serving(|| reply.statfs(pages, 0, 0, 1, 0, PAGE as u32, 255, PAGE as u32));
+    }
+}
+
+/// A `fuser` session serving one mounted `/dev/fuse` connection from [`WORKERS`]-many threads.
+///
+/// [`WORKERS`]: super::WORKERS
 pub struct Daemon {
-    threads: Vec<JoinHandle<()>>,
-    done: std::sync::mpsc::Receiver<()>,
-    stopped: usize,
+    done: std::sync::mpsc::Receiver<std::io::Result<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon").finish_non_exhaustive()
+    }
 }
 
 impl Daemon {
-    /// Starts `workers` threads serving `fuse` (already mounted) from `store`.
+    /// Answers the kernel's `INIT` on `fuse` (already mounted by the caller, who also unmounts
+    /// it) and starts `workers` threads serving `store`.
     ///
     /// # Errors
-    /// Thread creation errors.
-    pub fn start(fuse: Arc<File>, store: Arc<PageStore>, workers: usize) -> std::io::Result<Self> {
+    /// The handshake's or thread creation's error.
+    pub fn start(fuse: File, store: Arc<PageStore>, workers: usize) -> std::io::Result<Self> {
+        let config = {
+            let mut c = Config::default();
+            c.n_threads = Some(workers.max(1));
+            c.clone_fd = true;
+            c
+        };
+        let session = Session::from_fd(SwapFs { store }, fuse.into(), SessionACL::All, config)?;
         let (tx, done) = std::sync::mpsc::channel();
-        let mut threads = Vec::new();
-        for i in 0..workers.max(1) {
-            let (fuse, store, tx) = (fuse.clone(), store.clone(), tx.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("netswap-fuse-{i}"))
-                    .spawn(move || {
-                        serve(&fuse, &store);
-                        let _ = tx.send(());
-                    })?,
-            );
-        }
+        let thread = std::thread::Builder::new()
+            .name("netswap-fuse".into())
+            .spawn(move || {
+                let _ = tx.send(session.run());
+            })?;
         Ok(Self {
-            threads,
             done,
-            stopped: 0,
+            thread: Some(thread),
         })
     }
 
-    /// Waits up to `timeout` for every worker to stop (after the connection was aborted or
-    /// unmounted); returns whether they all did. Can be called again after a `false`.
+    /// Waits up to `timeout` for the session to end (after the connection was aborted or
+    /// unmounted); returns whether it did. Can be called again after a `false`.
     pub fn join(&mut self, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        while self.stopped < self.threads.len() {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if self.done.recv_timeout(left).is_err() {
-                return false;
+        let Some(thread) = self.thread.take() else {
+            return true;
+        };
+        match self.done.recv_timeout(timeout) {
+            Ok(result) => {
+                if let Err(e) = result {
+                    tracing::warn!("netswap: FUSE session ended with {e}");
+                }
+                let _ = thread.join();
+                true
             }
-            self.stopped += 1;
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = thread.join();
+                true
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                self.thread = Some(thread);
+                false
+            }
         }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-        true
     }
 }
 

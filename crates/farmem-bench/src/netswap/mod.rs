@@ -2,8 +2,7 @@
 //! the kernel offers without network block devices: FUSE and the loop driver.
 //!
 //! [`NetSwap::start`] sets up, in this process (which must not be inside the limited cgroup):
-//! - a FUSE file system served by [`daemon`] threads that speak the kernel protocol on
-//!   `/dev/fuse` directly ([`proto`]); it holds one file, `swap`, of [`DEVICE_BYTES`] whose 4 KiB
+//! - a FUSE file system served by [`daemon`] threads (a `fuser` session); it holds one file, `swap`, of [`DEVICE_BYTES`] whose 4 KiB
 //!   pages are objects on the memory server, reached through [`farmem::backend::TcpBackend`];
 //!   the file is opened with `FOPEN_DIRECT_IO`, so it has no page cache;
 //! - a loop device on that file with direct I/O (`losetup --direct-io=on --sector-size 4096`;
@@ -14,6 +13,11 @@
 //! exists, so neither the daemon nor a memory server living in this process can be swapped out
 //! to the device that needs them to swap in. Dropping the [`NetSwap`] undoes everything in
 //! reverse order (swapoff, loop detach, connection abort, unmount, page objects freed, unlock).
+//!
+//! The FUSE side is a `fuser` session (`fuser` 0.18, built without libfuse) over a `/dev/fuse`
+//! connection this module mounts itself with mount(2), so the teardown below keeps its order
+//! (swapoff, loop detach, unmount, connection abort through fusectl) and can leave the daemon
+//! serving when swapoff keeps failing.
 //!
 //! If the process is killed with SIGKILL, the kernel aborts the FUSE connection (I/O to the
 //! device then fails) and the pieces stay: remove them with `swapoff /dev/loopN; losetup -d
@@ -39,14 +43,13 @@
 
 mod check;
 pub mod daemon;
-pub mod proto;
 mod sys;
 
 pub use sys::lock_memory;
 
 pub use check::{Args, run};
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -106,7 +109,6 @@ pub struct NetSwap {
     store: Arc<PageStore>,
     backend: Arc<TcpBackend>,
     server_written_before: u64,
-    fuse: Option<Arc<File>>,
     daemon: Option<Daemon>,
     mountpoint: Option<PathBuf>,
     mounted: bool,
@@ -167,7 +169,6 @@ impl NetSwap {
             store,
             backend,
             server_written_before,
-            fuse: None,
             daemon: None,
             mountpoint: None,
             mounted: false,
@@ -191,8 +192,6 @@ impl NetSwap {
         sys::mount_fuse(fuse.as_fd(), &mnt)
             .map_err(|e| setup_err(&format!("mounting FUSE on {}", mnt.display()), e))?;
         me.mounted = true;
-        let fuse = Arc::new(fuse);
-        me.fuse = Some(fuse.clone());
         me.daemon = Some(
             Daemon::start(fuse, me.store.clone(), WORKERS)
                 .map_err(|e| setup_err("starting FUSE workers", e))?,
@@ -295,9 +294,6 @@ impl Drop for NetSwap {
                 if let Some(d) = self.daemon.take() {
                     std::mem::forget(d);
                 }
-                if let Some(f) = self.fuse.take() {
-                    std::mem::forget(f);
-                }
                 return;
             }
         }
@@ -336,7 +332,6 @@ impl Drop for NetSwap {
                 }
             }
         }
-        self.fuse = None;
         if let Some(mnt) = self.mountpoint.take() {
             let _ = fs::remove_dir(&mnt);
         }

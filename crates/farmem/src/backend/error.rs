@@ -104,6 +104,16 @@ pub enum BackendError {
     /// The in-process store failed in a way without a variant of its own.
     #[error("embedded store failed")]
     Store(#[source] farmem_store::StoreError),
+    /// The server has been declared down (its process is gone, it stopped answering its
+    /// heartbeat, no reconnection succeeded in time, or it lost our session): the objects it
+    /// held are gone, and every request to it fails at once.
+    #[error("memory server {addr} is down: {reason}")]
+    ServerDown {
+        /// Server address.
+        addr: String,
+        /// Why it was declared down.
+        reason: String,
+    },
     /// Invalid configuration (no servers, bad address, ...).
     #[error("invalid backend configuration: {0}")]
     Config(String),
@@ -138,7 +148,9 @@ impl BackendError {
             Self::OutOfCapacity { .. } => ErrorKind::OutOfCapacity,
             Self::SizeMismatch { .. } => ErrorKind::TypeMismatch,
             Self::TooLarge { .. } => ErrorKind::LimitExceeded,
-            Self::Unreachable { .. } | Self::Unavailable { .. } => ErrorKind::Unreachable,
+            Self::Unreachable { .. } | Self::Unavailable { .. } | Self::ServerDown { .. } => {
+                ErrorKind::Unreachable
+            }
             Self::Disconnected { cause, .. } => cause.kind(),
             Self::AuthRefused { .. } => ErrorKind::Refused,
             Self::VersionMismatch { .. } | Self::Protocol(_) => ErrorKind::ProtocolViolation,

@@ -18,7 +18,7 @@ pub use error::{BackendError, DisconnectCause, ProtocolError};
 pub use pool::{
     FaultyBackend, MemberId, PoolBackend, PoolConfig, PoolError, PoolStats, Redundancy,
 };
-pub use tcp::{TcpBackend, TcpConfig, Ticket};
+pub use tcp::{ServerHealth, TcpBackend, TcpConfig, Ticket};
 
 /// A remote-agent operation submitted with [`Backend::submit_compute`]; [`PendingCompute::wait`]
 /// returns its result.

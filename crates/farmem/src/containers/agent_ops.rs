@@ -21,7 +21,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytemuck::Pod;
 use farmem_kernels::{self as kernels, KernelError as AgentError, derive};
@@ -47,33 +46,18 @@ pub enum Offload {
     Local,
 }
 
-/// Ids for objects the agent writes. The runtime numbers its objects from 1 upwards; agent
-/// outputs take ids from the top quarter of the space so they never collide.
-static NEXT_AGENT_ID: AtomicU64 = AtomicU64::new(3 << 62);
-
-/// Process-wide bytes sent to / received from remote-agent calls by the containers.
-static AGENT_SENT: AtomicU64 = AtomicU64::new(0);
-static AGENT_RECEIVED: AtomicU64 = AtomicU64::new(0);
-
-/// Bytes of agent arguments sent and results received by the containers so far (process-wide),
-/// for measuring how much offloading moves.
-pub fn agent_traffic() -> (u64, u64) {
-    (
-        AGENT_SENT.load(Ordering::Relaxed),
-        AGENT_RECEIVED.load(Ordering::Relaxed),
-    )
+/// Fresh ids for agent-created state (tables), from the runtime's own id allocator, so they
+/// never collide with its objects.
+pub(crate) fn agent_ids(rt: &Runtime, n: usize) -> Result<ObjectId> {
+    Ok(rt.reserve_ids(n as u64)?)
 }
 
-/// Fresh object / table ids for agent-created state.
-pub(crate) fn agent_ids(n: usize) -> ObjectId {
-    NEXT_AGENT_ID.fetch_add(n as u64, Ordering::Relaxed)
-}
-
-/// Calls the remote agent, counting traffic.
+/// Calls the remote agent, counting traffic in the runtime's statistics
+/// ([`Stats::agent_bytes_sent`](crate::Stats::agent_bytes_sent) and `agent_bytes_received`).
 pub(crate) fn call(rt: &Runtime, route: ObjectId, opn: u16, args: &[u8]) -> Result<Vec<u8>> {
-    AGENT_SENT.fetch_add(args.len() as u64, Ordering::Relaxed);
+    rt.count_agent_traffic(args.len(), 0);
     let out = rt.backend().compute(route, opn, args)?;
-    AGENT_RECEIVED.fetch_add(out.len() as u64, Ordering::Relaxed);
+    rt.count_agent_traffic(0, out.len());
     Ok(out)
 }
 
@@ -176,13 +160,13 @@ impl<'a> LocalIo<'a> {
 
 /// Output objects for a result of at most `max_len` elements, under ids the runtime reserved
 /// (so that they can be adopted as chunks).
-fn out_spec(rt: &Runtime, chunk_elems: usize, max_len: usize) -> OutSpec {
+fn out_spec(rt: &Runtime, chunk_elems: usize, max_len: usize) -> Result<OutSpec> {
     let n = max_len.div_ceil(chunk_elems.max(1));
-    let base = rt.reserve_ids(n as u64);
-    OutSpec {
+    let base = rt.reserve_ids(n as u64)?;
+    Ok(OutSpec {
         chunk_elems: chunk_elems as u32,
         ids: (base..base + n as u64).collect(),
-    }
+    })
 }
 
 /// Builds a vector from the output chunks `out.ids[..]` holding `len` elements, taking their bytes
@@ -481,7 +465,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// [`ContainerError::Invalid`] for operands outside `T`'s domain; the runtime's error.
     pub fn filter(&self, pred: Predicate, mode: Offload) -> Result<FarVec<u64>> {
         self.check_pred(&pred)?;
-        let out = out_spec(&self.rt, FarVec::<u64>::new(&self.rt).chunk_len(), self.len);
+        let out = out_spec(&self.rt, FarVec::<u64>::new(&self.rt).chunk_len(), self.len)?;
         let args = FilterArgs {
             vec: self.vec_ref(),
             pred,
@@ -504,7 +488,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// An error of kind [`ErrorKind::OutOfBounds`](crate::ErrorKind) for an index out of bounds;
     /// the runtime's error.
     pub fn gather(&self, idx: &FarVec<u64>, mode: Offload) -> Result<FarVec<T>> {
-        let out = out_spec(&self.rt, self.chunk_len, idx.len());
+        let out = out_spec(&self.rt, self.chunk_len, idx.len())?;
         let args = GatherArgs {
             src: self.vec_ref(),
             idx: idx.vec_ref(),
@@ -597,7 +581,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// # Errors
     /// The runtime's or the agent's error.
     pub fn argsort(&self, mode: Offload) -> Result<FarVec<u64>> {
-        let out = out_spec(&self.rt, FarVec::<u64>::new(&self.rt).chunk_len(), self.len);
+        let out = out_spec(&self.rt, FarVec::<u64>::new(&self.rt).chunk_len(), self.len)?;
         let args = ArgsortArgs {
             vec: self.vec_ref(),
             out: out.clone(),
@@ -661,7 +645,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
         };
         let len = usize::try_from(first.len())
             .map_err(|_| ContainerError::Invalid("input too long".into()))?;
-        let out = out_spec(rt, FarVec::<T>::new(rt).chunk_len(), len);
+        let out = out_spec(rt, FarVec::<T>::new(rt).chunk_len(), len)?;
         let args = DeriveArgs {
             expr,
             inputs: inputs.iter().map(|i| i.vec.clone()).collect(),

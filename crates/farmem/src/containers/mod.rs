@@ -32,11 +32,10 @@ mod prefetch;
 mod sort;
 mod vec;
 
-pub use agent_ops::{Offload, agent_traffic};
+pub use agent_ops::Offload;
 pub use elem::Primitive;
 pub use error::{ContainerError, Result};
 pub use farmem_proto::agent::{Aggregates, Cmp, ElemType, Predicate, Scalar, Sum};
 pub use hashmap::{FarHashMap, HashMapConfig, HashMapStats, PendingLookup};
 pub use list::{Cursor, FarList, FarQueue, FarStack};
-pub use prefetch::streamed_bytes;
 pub use vec::{FarVec, Iter};

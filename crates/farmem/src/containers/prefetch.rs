@@ -1,7 +1,7 @@
 //! Prefetching for the containers: batched read-ahead on a helper thread for scans, and a stride
 //! detector for index access patterns.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytemuck::Pod;
@@ -157,15 +157,6 @@ impl Drop for StopOnDrop<'_> {
 /// connection always has the next batch on the wire while the consumer works on the last one.
 const STREAMERS: usize = 3;
 
-/// Bytes fetched by [`stream`] in this process (they bypass the runtime's fetch counters).
-static STREAMED: AtomicU64 = AtomicU64::new(0);
-
-/// Bytes that non-temporal scans ([`super::FarVec::scan_nt`]) of this process streamed from
-/// memory servers without caching them (not included in the runtime's `bytes_fetched`).
-pub fn streamed_bytes() -> u64 {
-    STREAMED.load(Ordering::Relaxed)
-}
-
 /// The far copies of one batch's chunks, by position in the batch (`None`: the chunk was local
 /// when the batch was fetched), or `None` as a whole when the fetch failed.
 type Fetched = Option<Vec<Option<Vec<u8>>>>;
@@ -207,7 +198,7 @@ pub(crate) fn stream<T: Pod + Send + Sync, E>(
         match rt.backend().get_many(&ids) {
             Ok(data) if data.len() == far.len() => {
                 let bytes: usize = data.iter().map(Vec::len).sum();
-                STREAMED.fetch_add(bytes as u64, Ordering::Relaxed);
+                rt.count_streamed(bytes);
                 for (c, d) in far.into_iter().zip(data) {
                     out[c - range.start] = Some(d);
                 }

@@ -60,6 +60,9 @@ struct Active {
     live_bytes: AtomicU64,
 }
 
+/// The paging region behind the process's allocator. Process-wide by necessity: a
+/// `#[global_allocator]` is a `static` whose `alloc` takes no context, so the state it allocates
+/// from can only be reached through another `static`.
 static ACTIVE: OnceLock<Active> = OnceLock::new();
 
 /// The transparent paging allocator. Declare it in the binary, then enable it at run time:

@@ -42,14 +42,15 @@ impl MemberState {
 
 /// Whether `e` means the member itself is gone (as opposed to a refused request).
 ///
-/// Connection-class errors: the server could not be reached, the connection broke, or it did
-/// not answer in time.
+/// Connection-class errors: the server could not be reached, the connection broke, it did not
+/// answer in time, or its transport has declared it down.
 pub fn is_member_failure(e: &BackendError) -> bool {
     matches!(
         e,
         BackendError::Unreachable { .. }
             | BackendError::Disconnected { .. }
             | BackendError::Timeout { .. }
+            | BackendError::ServerDown { .. }
     )
 }
 

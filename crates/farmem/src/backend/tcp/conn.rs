@@ -5,20 +5,27 @@
 //! reads the socket itself when nobody else is ("leader reads and dispatches"), hands answers for
 //! other requests to their waiting threads, and passes the leadership on when its own answer has
 //! arrived. A lone thread therefore costs one `write` and one `read` per round trip.
+//!
+//! A request's frame stays in its slot until it is answered. When the connection breaks, the
+//! thread that notices reconnects (with back-off, within the link's deadline), resumes the
+//! session and resends every unanswered frame in submission order; the server answers a resent
+//! write from its de-duplication window, so callers see only latency. When the server cannot be
+//! reached again, it is declared down and every request fails with `ServerDown`.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use farmem_proto::{
-    ErrorCode, ErrorInfo, HEADER_LEN, Header, HelloInfo, MAX_FRAME_BODY, Op, Request, Response,
-    ServerStats, VERSION, begin_frame, decode_frame, finish_frame,
+    ErrorCode, ErrorInfo, HEADER_LEN, Header, HelloInfo, MAX_FRAME_BODY, Op, Response, ServerStats,
+    VERSION, begin_frame, decode_frame, finish_frame,
 };
 use parking_lot::Mutex;
 
+use super::link::{HandshakeError, Link};
 use farmem_store::agent::AgentErrorCode;
 
 use crate::backend::{BackendError, DisconnectCause, ProtocolError};
@@ -34,7 +41,6 @@ pub(crate) enum Reply {
     Done,
     Data(Vec<u8>),
     Many(Vec<Option<Vec<u8>>>),
-    Hello(HelloInfo),
     Stats(ServerStats),
 }
 
@@ -48,6 +54,10 @@ enum SlotState {
 struct Slot {
     epoch: u32,
     state: SlotState,
+    /// Session-wide request number: resends go out in this order.
+    order: u64,
+    /// The request frame, kept until answered for a resend (empty until written).
+    frame: Vec<u8>,
 }
 
 struct State {
@@ -55,18 +65,23 @@ struct State {
     free: Vec<u32>,
     leader: bool,
     followers: Vec<u32>,
-    dead: Option<DisconnectCause>,
+    /// Set when the server is down: nothing more will be answered.
+    dead: Option<String>,
 }
 
 struct Reader {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// The stream read, and its generation (the buffer belongs to it).
+    stream: Arc<TcpStream>,
+    generation: u64,
 }
 
 struct Writer {
     buf: Vec<u8>,
     queued: u64,
+    stream: Arc<TcpStream>,
 }
 
 /// A request written (or queued) on a connection whose answer has not been collected yet.
@@ -77,15 +92,18 @@ pub(crate) struct Pending {
     seq: u64,
 }
 
-/// A connection to one memory server.
+/// A connection to one memory server (re-established under the hood when it breaks).
 pub(crate) struct Connection {
-    addr: String,
-    stream: TcpStream,
+    link: Arc<Link>,
+    /// The current stream and its generation (bumped by every reconnect).
+    current: Mutex<(Arc<TcpStream>, u64)>,
+    generation: AtomicU64,
+    /// Held while reconnecting.
+    recovering: Mutex<()>,
     state: Mutex<State>,
     reader: Mutex<Reader>,
     writer: Mutex<Writer>,
     flushed: AtomicU64,
-    timeout: Duration,
     /// Largest request body the server accepts (from its hello).
     pub(crate) max_frame: u32,
 }
@@ -93,6 +111,9 @@ pub(crate) struct Connection {
 fn req_id(slot: u32, epoch: u32) -> u64 {
     (u64::from(epoch) << 32) | u64::from(slot)
 }
+
+/// Slot frames above this are not kept for reuse once answered.
+const KEEP_FRAME: usize = 1 << 20;
 
 /// Maps an error answer to a typed error.
 pub(crate) fn error_from(addr: &str, e: &ErrorInfo<'_>) -> BackendError {
@@ -130,6 +151,10 @@ pub(crate) fn error_from(addr: &str, e: &ErrorInfo<'_>) -> BackendError {
                 message: msg,
             },
         },
+        Some(ErrorCode::SessionRefused) => BackendError::ServerDown {
+            addr: addr.into(),
+            reason: format!("session lost: {msg}"),
+        },
         _ => BackendError::Protocol(ProtocolError::ServerError {
             addr: addr.into(),
             code: e.code,
@@ -150,54 +175,42 @@ fn decode_reply(
         Response::Many(list) => Ok(Reply::Many(
             list.iter().map(|o| o.map(<[u8]>::to_vec)).collect(),
         )),
-        Response::Hello(h) => Ok(Reply::Hello(h)),
+        Response::Hello(_) => {
+            return Err(ProtocolError::UnexpectedAnswer {
+                answer: format!("hello answer to a request from {addr}"),
+            });
+        }
         Response::Stats(s) => Ok(Reply::Stats(s)),
         Response::Error(e) => Err(error_from(addr, &e)),
     })
 }
 
 enum Led {
-    /// Our answer arrived, or the connection died (the slot says which).
+    /// Our answer arrived, or the server is down (the slot says which).
     Settled,
     /// Our deadline passed first.
     TimedOut,
+    /// The stream of this generation broke: reconnect.
+    Broken(u64),
 }
 
 impl Connection {
-    /// Connects to `addr` and says hello (joining `session` unless it is 0).
-    pub(crate) fn open(
-        addr: &str,
-        token: Option<&[u8]>,
-        session: u64,
-        timeout: Duration,
-        version: u16,
-    ) -> Result<(Connection, HelloInfo), BackendError> {
-        let unreachable = |source| BackendError::Unreachable {
-            addr: addr.into(),
-            source,
-        };
-        let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(unreachable)?.collect();
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing");
-        let mut stream = None;
-        for a in addrs {
-            match TcpStream::connect_timeout(&a, timeout) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = e,
-            }
-        }
-        let stream = stream.ok_or_else(|| unreachable(last))?;
-        let setup = |s: &TcpStream| -> io::Result<()> {
-            s.set_nodelay(true)?;
-            s.set_read_timeout(Some(timeout))?;
-            s.set_write_timeout(Some(timeout))
-        };
-        setup(&stream).map_err(unreachable)?;
-        let conn = Connection {
-            addr: addr.into(),
-            stream,
+    /// Connects to the link's server and says hello (creating the link's session, or joining
+    /// it when it exists).
+    pub(crate) fn open(link: &Arc<Link>) -> Result<Arc<Connection>, BackendError> {
+        let (stream, hello) = link
+            .handshake(link.config.timeout)
+            .map_err(HandshakeError::into_inner)?;
+        Ok(Self::with_stream(link, stream, &hello))
+    }
+
+    fn with_stream(link: &Arc<Link>, stream: TcpStream, hello: &HelloInfo) -> Arc<Connection> {
+        let stream = Arc::new(stream);
+        let conn = Arc::new(Connection {
+            link: link.clone(),
+            current: Mutex::new((stream.clone(), 0)),
+            generation: AtomicU64::new(0),
+            recovering: Mutex::new(()),
             state: Mutex::new(State {
                 slots: Vec::new(),
                 free: Vec::new(),
@@ -209,52 +222,63 @@ impl Connection {
                 buf: vec![0; READ_BUFFER],
                 start: 0,
                 end: 0,
+                stream: stream.clone(),
+                generation: 0,
             }),
             writer: Mutex::new(Writer {
                 buf: Vec::with_capacity(FLUSH_AT),
                 queued: 0,
+                stream,
             }),
             flushed: AtomicU64::new(0),
-            timeout,
-            max_frame: 1 << 20,
-        };
-        let hello = Request::Hello {
-            version,
-            session,
-            token: token.unwrap_or(&[]),
-        };
-        let p = conn.submit(Op::Hello, true, |b| hello.encode_body(b))?;
-        match conn.wait(p, Instant::now() + timeout)? {
-            Reply::Hello(h) => {
-                let mut conn = conn;
-                conn.max_frame = h.max_frame.min(MAX_FRAME_BODY);
-                Ok((conn, h))
-            }
-            other => Err(BackendError::Protocol(ProtocolError::UnexpectedAnswer {
-                answer: format!("{other:?} to hello from {addr}"),
-            })),
-        }
+            max_frame: hello.max_frame.min(MAX_FRAME_BODY),
+        });
+        link.register(&conn);
+        conn
     }
 
     /// Server address.
     pub(crate) fn addr(&self) -> &str {
-        &self.addr
+        &self.link.addr
+    }
+
+    /// Sets the read timeout of the current stream (the heartbeat connection reads with a
+    /// short one so it notices its deadline).
+    pub(crate) fn set_read_timeout(&self, t: Duration) {
+        let _ = self.current.lock().0.set_read_timeout(Some(t));
+    }
+
+    /// Sends a ping and waits for its answer until `deadline`.
+    ///
+    /// # Errors
+    /// [`BackendError::Timeout`] when the server is silent, [`BackendError::ServerDown`].
+    pub(crate) fn ping(&self, deadline: Instant) -> Result<(), BackendError> {
+        let p = self.submit(Op::Ping, true, |_| {})?;
+        self.wait(p, deadline).map(drop)
+    }
+
+    /// Cuts the current stream (tests: a connection reset).
+    pub(crate) fn cut(&self) {
+        let _ = self.current.lock().0.shutdown(std::net::Shutdown::Both);
     }
 
     /// Queues a request whose body `body` appends; writes it now if `flush`.
     ///
     /// # Errors
-    /// [`BackendError::Disconnected`] when the connection is dead.
+    /// [`BackendError::ServerDown`] when the server is down.
     pub(crate) fn submit(
         &self,
         op: Op,
         flush: bool,
         body: impl FnOnce(&mut Vec<u8>),
     ) -> Result<Pending, BackendError> {
+        if self.link.is_down() {
+            return Err(self.link.down_error());
+        }
         let (slot, epoch) = {
             let mut st = self.state.lock();
-            if let Some(reason) = &st.dead {
-                return Err(self.gone(reason));
+            if st.dead.is_some() {
+                return Err(self.link.down_error());
             }
             let slot = match st.free.pop() {
                 Some(s) => s,
@@ -262,12 +286,17 @@ impl Connection {
                     st.slots.push(Slot {
                         epoch: 0,
                         state: SlotState::Free,
+                        order: 0,
+                        frame: Vec::new(),
                     });
                     (st.slots.len() - 1) as u32
                 }
             };
+            let order = self.link.next_id();
             let s = &mut st.slots[slot as usize];
-            s.epoch = s.epoch.wrapping_add(1);
+            s.epoch = order as u32;
+            s.order = order;
+            s.frame.clear();
             s.state = SlotState::Pending(None);
             (slot, s.epoch)
         };
@@ -275,6 +304,15 @@ impl Connection {
         let start = begin_frame(&mut w.buf, op as u16, 0, req_id(slot, epoch));
         body(&mut w.buf);
         finish_frame(&mut w.buf, start);
+        {
+            // Kept for a resend after a reconnect (a reconnect holds the writer lock, so the
+            // frame is either resent from here or written by us to the new stream).
+            let mut st = self.state.lock();
+            let s = &mut st.slots[slot as usize];
+            if s.epoch == epoch {
+                s.frame.extend_from_slice(&w.buf[start..]);
+            }
+        }
         w.queued += 1;
         let seq = w.queued;
         if flush || w.buf.len() >= FLUSH_AT {
@@ -287,14 +325,16 @@ impl Connection {
         if w.buf.is_empty() {
             return;
         }
-        let r = (&self.stream).write_all(&w.buf);
+        let r = (&*w.stream).write_all(&w.buf);
         w.buf.clear();
         if w.buf.capacity() > SHRINK_ABOVE {
             w.buf.shrink_to(FLUSH_AT);
         }
         self.flushed.store(w.queued, Ordering::Release);
         if let Err(e) = r {
-            self.kill(DisconnectCause::Io(Arc::new(e)));
+            // The frames are kept in their slots: the next reader reconnects and resends them.
+            tracing::debug!(addr = %self.addr(), error = %e, "write failed");
+            let _ = w.stream.shutdown(std::net::Shutdown::Both);
         }
     }
 
@@ -303,43 +343,116 @@ impl Connection {
         self.flush_locked(&mut self.writer.lock());
     }
 
-    fn gone(&self, cause: &DisconnectCause) -> BackendError {
-        BackendError::Disconnected {
-            addr: self.addr.clone(),
-            cause: cause.clone(),
-        }
-    }
-
-    /// Marks the connection dead and fails every request in flight.
-    fn kill(&self, reason: DisconnectCause) {
+    /// The server is down: fails every request in flight (called by the link).
+    pub(crate) fn kill_down(&self) {
         let mut wake = Vec::new();
         {
             let mut st = self.state.lock();
             if st.dead.is_some() {
                 return;
             }
-            tracing::warn!(addr = %self.addr, %reason, "connection to memory server lost");
             let mut freed = Vec::new();
             for (i, s) in st.slots.iter_mut().enumerate() {
+                s.frame = Vec::new();
                 match std::mem::replace(&mut s.state, SlotState::Free) {
                     SlotState::Pending(w) => {
                         wake.extend(w);
-                        s.state = SlotState::Ready(Err(BackendError::Disconnected {
-                            addr: self.addr.clone(),
-                            cause: reason.clone(),
-                        }));
+                        s.state = SlotState::Ready(Err(self.link.down_error()));
                     }
                     SlotState::Abandoned | SlotState::Free => freed.push(i as u32),
                     ready @ SlotState::Ready(_) => s.state = ready,
                 }
             }
             st.free = freed;
-            st.dead = Some(reason);
+            st.dead = Some(self.link.down_reason().unwrap_or_default());
         }
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        self.cut();
         for t in wake {
             t.unpark();
         }
+    }
+
+    /// Re-establishes the stream of generation `generation` (unless someone already did): reconnects
+    /// with exponential back-off and jitter within the link's deadline, resumes the session and
+    /// resends every unanswered request in submission order. Declares the server down when the
+    /// server refuses the connection or the session, or the deadline passes.
+    fn recover(&self, generation: u64) {
+        let _guard = self.recovering.lock();
+        if self.generation.load(Ordering::Acquire) != generation || self.state.lock().dead.is_some()
+        {
+            return;
+        }
+        self.cut();
+        let cfg = &self.link.config;
+        let started = Instant::now();
+        let deadline = started + cfg.reconnect_within;
+        let mut backoff = Duration::from_millis(2);
+        let mut attempt = 0u64;
+        tracing::info!(addr = %self.addr(), "connection lost, reconnecting");
+        let (stream, hello) = loop {
+            if self.link.is_down() {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self
+                .link
+                .handshake(cfg.timeout.min(left.max(Duration::from_millis(10))))
+            {
+                Ok(ok) => break ok,
+                Err(HandshakeError::Fatal(e)) => {
+                    self.link.mark_down(format!("cannot reconnect: {e}"));
+                    return;
+                }
+                Err(HandshakeError::Transient(e)) => {
+                    attempt += 1;
+                    // Jitter: up to half the back-off, from the clock and the attempt number.
+                    let seed = u64::from(started.elapsed().subsec_nanos()) ^ attempt;
+                    let jitter = backoff.mul_f64((seed % 1000) as f64 / 2000.0);
+                    let pause = backoff + jitter;
+                    if Instant::now() + pause >= deadline {
+                        let ms = cfg.reconnect_within.as_millis();
+                        self.link
+                            .mark_down(format!("no reconnection within {ms} ms (last: {e})"));
+                        return;
+                    }
+                    std::thread::sleep(pause);
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+            }
+        };
+        if let Ok(t) = self.current.lock().0.read_timeout() {
+            let _ = stream.set_read_timeout(t);
+        }
+        let stream = Arc::new(stream);
+        let mut w = self.writer.lock();
+        w.buf.clear();
+        let mut resend: Vec<(u64, Vec<u8>)> = {
+            let st = self.state.lock();
+            st.slots
+                .iter()
+                .filter(|s| {
+                    matches!(s.state, SlotState::Pending(_) | SlotState::Abandoned)
+                        && !s.frame.is_empty()
+                })
+                .map(|s| (s.order, s.frame.clone()))
+                .collect()
+        };
+        resend.sort_unstable_by_key(|(o, _)| *o);
+        for (_, f) in &resend {
+            w.buf.extend_from_slice(f);
+        }
+        w.stream = stream.clone();
+        *self.current.lock() = (stream, generation + 1);
+        self.generation.store(generation + 1, Ordering::Release);
+        self.flush_locked(&mut w);
+        drop(w);
+        let _ = hello;
+        tracing::info!(
+            addr = %self.addr(),
+            resent = resend.len(),
+            after_ms = started.elapsed().as_millis() as u64,
+            "reconnected, session resumed"
+        );
     }
 
     /// Gives up on a request (timeout, dropped ticket): its answer is discarded on arrival.
@@ -354,6 +467,9 @@ impl Connection {
             SlotState::Pending(_) if st.dead.is_none() => s.state = SlotState::Abandoned,
             SlotState::Pending(_) | SlotState::Ready(_) => {
                 s.state = SlotState::Free;
+                if s.frame.capacity() > KEEP_FRAME {
+                    s.frame = Vec::new();
+                }
                 st.free.push(p.slot);
             }
             _ => {}
@@ -368,6 +484,9 @@ impl Connection {
         let SlotState::Ready(r) = std::mem::replace(&mut s.state, SlotState::Free) else {
             return None;
         };
+        if s.frame.capacity() > KEEP_FRAME {
+            s.frame = Vec::new();
+        }
         st.free.push(p.slot);
         Some(r)
     }
@@ -384,7 +503,7 @@ impl Connection {
     /// Waits for the answer to `p` until `deadline`.
     ///
     /// # Errors
-    /// The server's error answer, [`BackendError::Disconnected`], or [`BackendError::Timeout`].
+    /// The server's error answer, [`BackendError::ServerDown`], or [`BackendError::Timeout`].
     pub(crate) fn wait(&self, p: Pending, deadline: Instant) -> Result<Reply, BackendError> {
         if p.seq > self.flushed.load(Ordering::Acquire) {
             let mut w = self.writer.lock();
@@ -400,13 +519,15 @@ impl Connection {
             if !st.leader && st.dead.is_none() {
                 st.leader = true;
                 drop(st);
-                if let Led::TimedOut = self.lead(p, deadline) {
-                    return self.timed_out(p);
+                match self.lead(p, deadline) {
+                    Led::Settled => {}
+                    Led::TimedOut => return self.timed_out(p),
+                    Led::Broken(generation) => self.recover(generation),
                 }
                 continue;
             }
-            if let Some(reason) = &st.dead {
-                return Err(self.gone(reason));
+            if st.dead.is_some() {
+                return Err(self.link.down_error());
             }
             if let SlotState::Pending(w) = &mut st.slots[p.slot as usize].state
                 && w.is_none()
@@ -430,8 +551,8 @@ impl Connection {
         }
         self.abandon(p);
         Err(BackendError::Timeout {
-            addr: self.addr.clone(),
-            after_ms: self.timeout.as_millis() as u64,
+            addr: self.addr().into(),
+            after_ms: self.link.config.timeout.as_millis() as u64,
         })
     }
 
@@ -440,6 +561,15 @@ impl Connection {
         let mut guard = self.reader.lock();
         let r = &mut *guard;
         let outcome = loop {
+            let generation = self.generation.load(Ordering::Acquire);
+            if generation != r.generation {
+                // Reconnected: what was buffered belongs to the old stream.
+                let cur = self.current.lock();
+                r.stream = cur.0.clone();
+                r.generation = cur.1;
+                r.start = 0;
+                r.end = 0;
+            }
             let mut broken = None;
             loop {
                 match decode_frame(&r.buf[r.start..r.end], MAX_FRAME_BODY) {
@@ -452,14 +582,15 @@ impl Connection {
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        broken = Some(DisconnectCause::Corrupt(e));
+                        broken = Some(format!("corrupt frame from server: {e}"));
                         break;
                     }
                 }
             }
             if let Some(reason) = broken {
-                self.kill(reason);
-                break Led::Settled;
+                tracing::warn!(addr = %self.addr(), %reason, "dropping a corrupt connection");
+                let _ = r.stream.shutdown(std::net::Shutdown::Both);
+                break Led::Broken(r.generation);
             }
             {
                 let st = self.state.lock();
@@ -492,9 +623,12 @@ impl Connection {
                     r.buf.resize(need, 0);
                 }
             }
-            match (&self.stream).read(&mut r.buf[r.end..]) {
-                Ok(0) => self.kill(DisconnectCause::Closed),
-                Ok(n) => r.end += n,
+            match (&*r.stream).read(&mut r.buf[r.end..]) {
+                Ok(0) => break Led::Broken(r.generation),
+                Ok(n) => {
+                    r.end += n;
+                    self.link.touch();
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
                     if matches!(
@@ -506,7 +640,7 @@ impl Connection {
                         break Led::TimedOut;
                     }
                 }
-                Err(e) => self.kill(DisconnectCause::Io(Arc::new(e))),
+                Err(_) => break Led::Broken(r.generation),
             }
         };
         drop(guard);
@@ -517,30 +651,28 @@ impl Connection {
     }
 
     /// Hands one answer to its request. An error means the stream cannot be trusted.
-    fn dispatch(&self, h: &Header, body: &[u8]) -> Result<(), DisconnectCause> {
+    fn dispatch(&self, h: &Header, body: &[u8]) -> Result<(), String> {
         let slot = h.req_id as u32;
         let epoch = (h.req_id >> 32) as u32;
-        let bad = |e: ProtocolError| DisconnectCause::BadAnswer(Arc::new(e));
-        let reply = decode_reply(&self.addr, h, body).map_err(bad)?;
+        let reply = decode_reply(self.addr(), h, body).map_err(|e| e.to_string())?;
         if h.req_id == 0 {
             // A connection-level refusal sent before any request was read.
             return Err(match reply {
-                Err(BackendError::Disconnected { cause, .. }) => cause,
-                Err(e) => DisconnectCause::Server(Arc::new(e)),
-                Ok(r) => bad(ProtocolError::UnexpectedAnswer {
-                    answer: format!("{r:?} with request id 0"),
-                }),
+                Err(e) => e.to_string(),
+                Ok(_) => "unexpected answer with request id 0".into(),
             });
         }
-        let unknown = || bad(ProtocolError::UnknownRequest { req_id: h.req_id });
         let waiter = {
             let mut st = self.state.lock();
             let st = &mut *st;
+            // After a reconnect an answer may come twice (a request resent that had already
+            // been written): the first one counts, later ones are dropped.
             let Some(s) = st.slots.get_mut(slot as usize) else {
-                return Err(unknown());
+                return Err(format!("answer to unknown request {:#x}", h.req_id));
             };
             if s.epoch != epoch {
-                return Err(unknown());
+                tracing::debug!(req_id = h.req_id, "dropping a late duplicate answer");
+                return Ok(());
             }
             match std::mem::replace(&mut s.state, SlotState::Free) {
                 SlotState::Pending(w) => {
@@ -548,12 +680,16 @@ impl Connection {
                     w
                 }
                 SlotState::Abandoned => {
+                    if s.frame.capacity() > KEEP_FRAME {
+                        s.frame = Vec::new();
+                    }
                     st.free.push(slot);
                     None
                 }
                 other => {
                     s.state = other;
-                    return Err(bad(ProtocolError::DuplicateAnswer { req_id: h.req_id }));
+                    tracing::debug!(req_id = h.req_id, "dropping a duplicate answer");
+                    return Ok(());
                 }
             }
         };
@@ -566,6 +702,6 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        self.cut();
     }
 }

@@ -1,15 +1,18 @@
 //! The TCP transport: memory servers as a [`Backend`].
 
 mod conn;
+mod link;
 mod ticket;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use farmem_proto::{Op, ServerStats, VERSION, body, owner_of};
 
 use self::conn::{Connection, Pending, Reply};
+use self::link::{Link, LinkConfig};
 pub use self::ticket::Ticket;
 use super::{
     Backend, BackendError, Edit, ObjectId, PendingCompute, PendingInner, ProtocolError, StoreStats,
@@ -53,6 +56,15 @@ pub struct TcpConfig {
     pub connections_per_server: usize,
     /// Protocol version to announce (tests use this to provoke a mismatch).
     pub version: u16,
+    /// A broken connection is re-established (session resumed, requests in flight resent)
+    /// within this time, or its server is declared down. Default 3 s.
+    pub reconnect_within: Duration,
+    /// Ping period on each server's heartbeat connection; zero disables the heartbeat.
+    /// Default 200 ms.
+    pub heartbeat: Duration,
+    /// A server whose heartbeat goes unanswered this long (frozen, partitioned) is declared
+    /// down. Default 1 s.
+    pub detect_after: Duration,
 }
 
 impl TcpConfig {
@@ -68,7 +80,23 @@ impl TcpConfig {
             timeout: Duration::from_secs(30),
             connections_per_server: 1,
             version: VERSION,
+            reconnect_within: Duration::from_secs(3),
+            heartbeat: Duration::from_millis(200),
+            detect_after: Duration::from_secs(1),
         }
+    }
+
+    /// Sets how long a broken connection may take to be re-established.
+    pub fn reconnect_within(mut self, d: Duration) -> Self {
+        self.reconnect_within = d;
+        self
+    }
+
+    /// Sets the heartbeat period and the silence after which a server is declared down.
+    pub fn heartbeat(mut self, every: Duration, detect_after: Duration) -> Self {
+        self.heartbeat = every;
+        self.detect_after = detect_after;
+        self
     }
 
     /// Sets the shared-secret token.
@@ -91,16 +119,33 @@ impl TcpConfig {
 }
 
 struct ServerLink {
-    addr: String,
+    link: Arc<Link>,
     conns: Vec<Arc<Connection>>,
+    heartbeat: Option<JoinHandle<()>>,
+}
+
+/// The health of one memory server of a [`TcpBackend`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerHealth {
+    /// The server's address, as configured.
+    pub addr: String,
+    /// Why the server was declared down, or `None` while it serves.
+    pub down: Option<String>,
 }
 
 /// Memory servers over TCP.
 ///
 /// Thread-safe and pipelined: any number of threads may call it at once, their requests share
 /// the connections and are answered out of order. Batched calls cost one round trip per server.
-/// Every failure is a typed [`BackendError`]; when a server dies, requests in flight fail
-/// promptly with [`BackendError::Disconnected`] (its objects are gone with the session).
+///
+/// Robust to connection loss: a broken connection is re-established within
+/// [`TcpConfig::reconnect_within`], the server-side session is resumed (it outlives its
+/// connections by the server's lease) and the requests in flight are resent (the server answers
+/// a resent write once), so callers see only latency. A server that refuses the reconnection,
+/// cannot be reached in time, or stops answering its heartbeat is declared down for good: its
+/// requests fail fast with [`BackendError::ServerDown`] naming it, frees to it are dropped (its
+/// objects are gone with it), and the other servers keep working. Dropping the backend closes
+/// the sessions, freeing their objects at once.
 ///
 /// ```no_run
 /// use farmem::{Backend, backend::{TcpBackend, TcpConfig}};
@@ -130,7 +175,8 @@ const BATCH_BYTES: usize = 4 << 20;
 const BATCH_IDS: usize = 4096;
 
 impl TcpBackend {
-    /// Connects to every server (all connections of a server share one session).
+    /// Connects to every server (all connections of a server share one session) and starts a
+    /// heartbeat thread per server.
     ///
     /// # Errors
     /// [`BackendError::Config`] (no servers, zero connections), [`BackendError::Unreachable`],
@@ -144,30 +190,68 @@ impl TcpBackend {
                 "connections_per_server must be at least 1".into(),
             ));
         }
-        let mut servers = Vec::new();
-        for addr in &config.servers {
-            let mut conns = Vec::new();
-            let mut session = 0;
-            for _ in 0..config.connections_per_server {
-                let (c, hello) = Connection::open(
-                    addr,
-                    config.token.as_deref(),
-                    session,
-                    config.timeout,
-                    config.version,
-                )?;
-                session = hello.session;
-                conns.push(Arc::new(c));
-            }
-            servers.push(ServerLink {
-                addr: addr.clone(),
-                conns,
-            });
-        }
-        Ok(Self {
-            servers,
+        let lc = LinkConfig {
+            token: config.token.clone(),
+            version: config.version,
             timeout: config.timeout,
-        })
+            reconnect_within: config.reconnect_within,
+            heartbeat: config.heartbeat,
+            detect_after: config.detect_after,
+        };
+        let mut backend = Self {
+            servers: Vec::new(),
+            timeout: config.timeout,
+        };
+        for addr in &config.servers {
+            let link = Link::new(addr.clone(), lc.clone());
+            let mut conns = Vec::new();
+            for _ in 0..config.connections_per_server {
+                conns.push(Connection::open(&link)?);
+            }
+            let mut server = ServerLink {
+                link: link.clone(),
+                conns,
+                heartbeat: None,
+            };
+            if !lc.heartbeat.is_zero() {
+                let hb = Connection::open(&link)?;
+                let quantum = (lc.detect_after / 4).max(Duration::from_millis(5));
+                hb.set_read_timeout(quantum);
+                let l = link.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("farmem-heartbeat".into())
+                    .spawn(move || l.heartbeat(&hb))
+                    .map_err(|e| BackendError::Unreachable {
+                        addr: addr.clone(),
+                        source: e,
+                    })?;
+                server.heartbeat = Some(spawned);
+            }
+            backend.servers.push(server);
+        }
+        Ok(backend)
+    }
+
+    /// The health of every server, in configuration order.
+    pub fn server_health(&self) -> Vec<ServerHealth> {
+        self.servers
+            .iter()
+            .map(|s| ServerHealth {
+                addr: s.link.addr.clone(),
+                down: s.link.down_reason(),
+            })
+            .collect()
+    }
+
+    /// Whether server number `server` (configuration order) has been declared down; `false`
+    /// for a number out of range.
+    pub fn is_down(&self, server: usize) -> bool {
+        self.servers.get(server).is_some_and(|s| s.link.is_down())
+    }
+
+    /// The server (configuration order) that owns object `id`.
+    pub fn server_of_object(&self, id: ObjectId) -> usize {
+        self.server_of(id)
     }
 
     fn deadline(&self) -> Instant {
@@ -271,7 +355,7 @@ impl TcpBackend {
     /// Full server statistics of every server, in configuration order.
     ///
     /// # Errors
-    /// Transport errors.
+    /// Transport errors; [`BackendError::ServerDown`] when a server is down.
     pub fn server_stats(&self) -> Result<Vec<ServerStats>, BackendError> {
         (0..self.servers.len())
             .map(|s| match self.call(self.conn(s), Op::Stats, |_| {})? {
@@ -288,7 +372,7 @@ impl TcpBackend {
     /// requests in flight with few system calls.
     ///
     /// # Errors
-    /// [`BackendError::Disconnected`] when the connection is dead.
+    /// [`BackendError::ServerDown`] when the server is down.
     pub fn submit_get(&self, id: ObjectId) -> Result<Ticket, BackendError> {
         let conn = self.conn(self.server_of(id));
         let p = conn.submit(Op::Get, false, |b| b.extend_from_slice(&id.to_le_bytes()))?;
@@ -298,7 +382,7 @@ impl TcpBackend {
     /// Queues a put without waiting; collect it with [`TcpBackend::wait_done`].
     ///
     /// # Errors
-    /// [`BackendError::TooLarge`], [`BackendError::Disconnected`].
+    /// [`BackendError::TooLarge`], [`BackendError::ServerDown`].
     pub fn submit_put(&self, id: ObjectId, data: &[u8]) -> Result<Ticket, BackendError> {
         let conn = self.conn(self.server_of(id));
         self.check_size(conn, data.len())?;
@@ -496,8 +580,14 @@ impl Backend for TcpBackend {
     }
 
     fn free(&self, ids: &[ObjectId]) -> Result<(), BackendError> {
-        let groups = self.by_server(ids, |&id| id);
-        self.scatter(
+        let mut groups = self.by_server(ids, |&id| id);
+        // Objects of a down server are gone with it: nothing to free there.
+        for (s, g) in groups.iter_mut().enumerate() {
+            if self.is_down(s) {
+                g.clear();
+            }
+        }
+        let r = self.scatter(
             &groups,
             Op::Free,
             |g| cut(g, BATCH_IDS, usize::MAX, |_| 0),
@@ -505,13 +595,24 @@ impl Backend for TcpBackend {
                 let v: Vec<u64> = idx.iter().map(|&i| ids[i]).collect();
                 body::ids(b, &v);
             },
-        )
-        .map(drop)
+        );
+        match r {
+            Ok(_) | Err(BackendError::ServerDown { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn stats(&self) -> Result<StoreStats, BackendError> {
         let mut total = StoreStats::default();
-        for s in self.server_stats()? {
+        let live: Result<Vec<ServerStats>, BackendError> = (0..self.servers.len())
+            .filter(|&s| !self.is_down(s))
+            .map(|s| match self.call(self.conn(s), Op::Stats, |_| {})? {
+                Reply::Stats(st) => Ok(st),
+                other => Err(unexpected(&other)),
+            })
+            .collect();
+        // A down server's objects are gone: the live servers are the whole store.
+        for s in live? {
             total.used_bytes += s.used_bytes;
             total.capacity_bytes = total.capacity_bytes.saturating_add(s.capacity_bytes);
             total.objects += s.objects;
@@ -546,8 +647,40 @@ impl Backend for TcpBackend {
     }
 
     fn describe(&self) -> String {
-        let addrs: Vec<&str> = self.servers.iter().map(|s| s.addr.as_str()).collect();
+        let addrs: Vec<&str> = self.servers.iter().map(|s| s.link.addr.as_str()).collect();
         format!("tcp://{}", addrs.join(","))
+    }
+}
+
+impl Drop for TcpBackend {
+    /// Closes the session on every live server (its objects are freed at once) and stops the
+    /// heartbeats. Never waits long: a down server is skipped, a silent one gets a short wait.
+    fn drop(&mut self) {
+        for s in &mut self.servers {
+            s.link.stop();
+            if let Some(h) = s.heartbeat.take() {
+                let _ = h.join();
+            }
+        }
+        let wait = self.timeout.min(Duration::from_secs(2));
+        let mut closing = Vec::new();
+        for s in &self.servers {
+            if s.link.is_down() {
+                continue;
+            }
+            if let Ok(p) = s.conns[0].submit(Op::CloseSession, true, |_| {}) {
+                closing.push((&s.conns[0], p));
+            }
+        }
+        let deadline = Instant::now() + wait;
+        for (c, p) in closing {
+            let _ = c.wait(p, deadline);
+        }
+        for s in &self.servers {
+            for c in &s.conns {
+                c.cut();
+            }
+        }
     }
 }
 

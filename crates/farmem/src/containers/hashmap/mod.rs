@@ -146,7 +146,7 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         let hasher = FastState::random();
         Ok(Self {
             rt: rt.clone(),
-            table: agent_ids(1),
+            table: agent_ids(rt, 1)?,
             shards: (0..cfg.shards)
                 .map(|_| Mutex::new(Shard::new(hasher, max_sets, protected_ways)))
                 .collect(),

@@ -1,52 +1,14 @@
 //! The object protocol: dereference slow path, fetch, self-move, flush, invalidate, free,
-//! prefetch. Everything here changes a handle word only by compare-and-swap, or by a plain store
-//! while holding the word's `BUSY` bit.
+//! prefetch. Everything here changes a handle word only through [`Slot`]: by compare-and-swap, or
+//! by a plain store while holding the word's `BUSY` claim.
 
-use crate::epoch::backoff;
+use super::Inner;
+use super::access::{Resolved, resolve};
+use super::heap::{Allocation, Lane};
+use super::slot::Slot;
+use super::stats::Counters;
+use super::word::{Mode, Word};
 use crate::error::{Error, Result};
-use crate::heap::Allocation;
-use crate::loom::Ordering;
-use crate::runtime::Inner;
-use crate::slot::Slot;
-use crate::slot::bits::{BUSY, DIRTY, HOT, LARGE, MOVING, NT, PRESENT, REMOTE, addr_bits};
-use crate::stats::Counters;
-
-/// How an object is dereferenced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
-    Read,
-    Write,
-    ReadNt,
-    WriteNt,
-}
-
-impl Mode {
-    fn write(self) -> bool {
-        matches!(self, Self::Write | Self::WriteNt)
-    }
-    fn nt(self) -> bool {
-        matches!(self, Self::ReadNt | Self::WriteNt)
-    }
-    /// Whether word `w` is a hit that needs no change of the word: a byte compare (see
-    /// `slot::bits`), plus a bit test for writes.
-    #[inline(always)]
-    pub(crate) const fn hit(self, w: u64) -> bool {
-        const READY: u8 = (PRESENT | HOT) as u8;
-        let low = w as u8;
-        match self {
-            Self::Read => low == READY,
-            Self::Write => low == READY && w & DIRTY != 0,
-            Self::ReadNt => low | HOT as u8 == READY,
-            Self::WriteNt => low | HOT as u8 == READY && w & DIRTY != 0,
-        }
-    }
-}
-
-pub(crate) use crate::slot::bits::addr;
-
-fn large_bit(a: &Allocation) -> u64 {
-    if a.is_large() { LARGE } else { 0 }
-}
 
 /// Copies `len` bytes between two local object payloads.
 ///
@@ -60,86 +22,47 @@ unsafe fn copy(src: usize, dst: usize, len: usize) {
 
 impl Inner {
     /// The slow path of a dereference: returns the payload address once the object is local and
-    /// its word carries the bits `mode` needs.
+    /// its word carries the bits `mode` needs (see [`resolve`]).
     #[cold]
     #[inline(never)]
     pub(crate) fn deref_slow(&self, idx: u32, slot: &Slot, mode: Mode) -> Result<usize> {
-        let mut spins = 0;
-        loop {
-            let w = slot.word.load(Ordering::Acquire);
-            if w & BUSY != 0 {
-                backoff(&mut spins);
-                continue;
-            }
-            if w & PRESENT == 0 {
-                if let Some(a) = self.fetch(idx, slot, w, mode)? {
-                    return Ok(a);
-                }
-                continue;
-            }
-            if w & MOVING != 0 {
-                self.self_move(idx, slot, w);
-                continue;
-            }
-            let mut set = 0;
-            let mut clear = 0;
-            if mode.write() {
-                set |= DIRTY;
-            }
-            if !mode.nt() {
-                set |= HOT;
-                clear |= NT;
-            }
-            if w & set == set && w & clear == 0 {
-                self.counters.with(|c| c.add_hits(1));
-                return Ok(addr(w));
-            }
-            let new = (w | set) & !clear;
-            if slot
-                .word
-                .compare_exchange_weak(w, new, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                self.counters.with(|c| c.add_hits(1));
-                return Ok(addr(w));
-            }
+        let Resolved { addr, hit } = resolve(
+            slot,
+            mode,
+            |w| self.fetch(idx, slot, w, mode),
+            |w| self.self_move(idx, slot, w),
+        )?;
+        if hit {
+            self.counters.with(|c| c.add_hits(1));
         }
+        Ok(addr)
     }
 
     /// Fetches a non-present object; `None` when another thread changed the word first.
     ///
     /// Local space is found before the object is claimed (BUSY), so other threads never wait
     /// for an object whose fetcher waits for memory.
-    fn fetch(&self, idx: u32, slot: &Slot, w: u64, mode: Mode) -> Result<Option<usize>> {
+    fn fetch(&self, idx: u32, slot: &Slot, w: Word, mode: Mode) -> Result<Option<usize>> {
         let len = slot.len();
-        let lane = if mode.nt() {
-            crate::heap::Lane::Nt
+        let lane = if mode.is_nt() {
+            Lane::Nt
         } else {
             self.mutator_lane()
         };
         let a = self.alloc_space(lane, idx, len)?;
-        if slot
-            .word
-            .compare_exchange(w, w | BUSY, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
+        if !slot.claim(w) {
             self.heap.abandon(a);
             return Ok(None);
         }
         // SAFETY: the allocation is `len` bytes that nobody else can reach before publication.
         let buf = unsafe { std::slice::from_raw_parts_mut(a.ptr.as_ptr(), len) };
         if let Err(e) = self.backend.get_into(slot.id(), buf) {
-            slot.word.store(w, Ordering::Release);
+            slot.store(w);
             self.heap.abandon(a);
             return Err(e.into());
         }
         let at = a.ptr.as_ptr() as usize;
-        let mut new = PRESENT | REMOTE | large_bit(&a) | addr_bits(at);
-        new |= if mode.nt() { NT } else { HOT };
-        if mode.write() {
-            new |= DIRTY;
-        }
-        slot.word.store(new, Ordering::Release);
+        slot.store(Word::fetched(at, a.is_large(), mode));
         self.heap.publish(a);
         self.counters.with(|c| {
             Counters::bump(&c.misses, 1);
@@ -150,19 +73,15 @@ impl Inner {
 
     /// Moves an object the evacuator marked into this thread's lane, or cancels the mark when
     /// there is no room (or the object is a dedicated allocation, which never moves).
-    fn self_move(&self, idx: u32, slot: &Slot, w: u64) {
-        if slot
-            .word
-            .compare_exchange(w, w | BUSY, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
+    fn self_move(&self, idx: u32, slot: &Slot, w: Word) {
+        if !slot.claim(w) {
             return;
         }
         let len = slot.len();
         // Within the budget if possible, else from the slack reserved for this (see
         // `RuntimeConfig::slack_regions`).
         let lane = self.mutator_lane();
-        let a = if w & LARGE != 0 {
+        let a = if w.is_large() {
             None
         } else {
             self.heap
@@ -173,62 +92,37 @@ impl Inner {
                 })
         };
         let Some(a) = a else {
-            slot.word.store(w & !MOVING, Ordering::Release);
+            slot.store(w.unmarked());
             return;
         };
         let to = a.ptr.as_ptr() as usize;
         // SAFETY: we hold BUSY, so nobody else moves, evicts or frees the object; any other
         // reference to it is a shared one (a writer would hold the FarBox exclusively), so the
         // source is not written; the destination is our unpublished allocation.
-        unsafe { copy(addr(w), to, len) };
-        let new = (w & (DIRTY | REMOTE)) | PRESENT | HOT | addr_bits(to);
-        slot.word.store(new, Ordering::Release);
+        unsafe { copy(w.addr(), to, len) };
+        slot.store(w.self_moved(to));
         self.heap.publish(a);
         self.counters.with(|c| Counters::bump(&c.self_moves, 1));
     }
 
-    /// Waits until the word is not BUSY and sets BUSY; `f` decides from the word whether to.
-    fn lock_word(slot: &Slot, mut want: impl FnMut(u64) -> bool) -> Option<u64> {
-        let mut spins = 0;
-        loop {
-            let w = slot.word.load(Ordering::Acquire);
-            if w & BUSY != 0 {
-                backoff(&mut spins);
-                continue;
-            }
-            if !want(w) {
-                return None;
-            }
-            if slot
-                .word
-                .compare_exchange(w, w | BUSY, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                return Some(w);
-            }
-        }
-    }
-
     /// Writes a dirty local copy to the backend, keeping it local and clean.
     pub(crate) fn flush(&self, slot: &Slot) -> Result<()> {
-        let Some(w) = Self::lock_word(slot, |w| {
-            w & PRESENT != 0 && (w & DIRTY != 0 || w & REMOTE == 0)
-        }) else {
+        let Some(w) = slot.claim_when(|w| w.is_present() && w.needs_writeback()) else {
             return Ok(());
         };
         let len = slot.len();
         // SAFETY: we hold BUSY so the copy stays put; the caller holds the box shared, so nobody
         // holds a mutable reference into it.
-        let bytes = unsafe { std::slice::from_raw_parts(addr(w) as *const u8, len) };
+        let bytes = unsafe { std::slice::from_raw_parts(w.addr() as *const u8, len) };
         match self.backend.put(slot.id(), bytes) {
             Ok(()) => {
-                slot.word.store((w & !DIRTY) | REMOTE, Ordering::Release);
+                slot.store(w.cleaned());
                 self.counters
                     .with(|c| Counters::bump(&c.bytes_written_back, len as u64));
                 Ok(())
             }
             Err(e) => {
-                slot.word.store(w, Ordering::Release);
+                slot.store(w);
                 Err(e.into())
             }
         }
@@ -242,26 +136,21 @@ impl Inner {
     /// first sends (and releases) the batch collected so far. That rules out a deadlock with the
     /// evacuator, which holds a write-back batch while acquiring the next object.
     pub(crate) fn flush_many(&self, slots: &[&Slot]) -> Result<usize> {
-        let wants = |w: u64| w & PRESENT != 0 && (w & DIRTY != 0 || w & REMOTE == 0);
-        let mut batch: Vec<(&Slot, u64)> = Vec::new();
+        let wants = |w: Word| w.is_present() && w.needs_writeback();
+        let mut batch: Vec<(&Slot, Word)> = Vec::new();
         let mut bytes = 0;
         let mut written = 0;
         for &slot in slots {
-            let w = slot.word.load(Ordering::Acquire);
-            if w & BUSY == 0 && !wants(w) {
+            let w = slot.load();
+            if !w.is_busy() && !wants(w) {
                 continue;
             }
-            let claimed = if w & BUSY == 0
-                && slot
-                    .word
-                    .compare_exchange(w, w | BUSY, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-            {
+            let claimed = if !w.is_busy() && slot.claim(w) {
                 Some(w)
             } else {
                 written += self.write_batch(&mut batch)?;
                 bytes = 0;
-                Self::lock_word(slot, wants)
+                slot.claim_when(wants)
             };
             if let Some(w) = claimed {
                 batch.push((slot, w));
@@ -278,7 +167,7 @@ impl Inner {
 
     /// Sends one `put_many` for objects whose `BUSY` bit we hold, and releases them: clean on
     /// success, unchanged (still dirty) on failure.
-    fn write_batch(&self, batch: &mut Vec<(&Slot, u64)>) -> Result<usize> {
+    fn write_batch(&self, batch: &mut Vec<(&Slot, Word)>) -> Result<usize> {
         if batch.is_empty() {
             return Ok(0);
         }
@@ -287,7 +176,7 @@ impl Inner {
             .map(|&(slot, w)| {
                 // SAFETY: we hold BUSY on the object, so its local copy stays put; the caller
                 // holds the owners shared, so nobody holds a mutable reference into it.
-                let b = unsafe { std::slice::from_raw_parts(addr(w) as *const u8, slot.len()) };
+                let b = unsafe { std::slice::from_raw_parts(w.addr() as *const u8, slot.len()) };
                 (slot.id(), b)
             })
             .collect();
@@ -296,12 +185,7 @@ impl Inner {
         drop(items);
         let n = batch.len();
         for (slot, w) in batch.drain(..) {
-            let new = if res.is_ok() {
-                (w & !DIRTY) | REMOTE
-            } else {
-                w
-            };
-            slot.word.store(new, Ordering::Release);
+            slot.store(if res.is_ok() { w.cleaned() } else { w });
         }
         res?;
         self.counters
@@ -312,9 +196,9 @@ impl Inner {
     /// Drops the local copy so the next dereference fetches the far copy.
     pub(crate) fn invalidate(&self, slot: &Slot) -> Result<()> {
         let mut no_far = false;
-        let Some(w) = Self::lock_word(slot, |w| {
-            no_far = w & REMOTE == 0;
-            w & PRESENT != 0 && !no_far
+        let Some(w) = slot.claim_when(|w| {
+            no_far = !w.has_far_copy();
+            w.is_present() && !no_far
         }) else {
             return if no_far {
                 Err(Error::NoFarCopy)
@@ -322,12 +206,12 @@ impl Inner {
                 Ok(())
             };
         };
-        if w & LARGE != 0 {
+        if w.is_large() {
             // SAFETY: the caller holds the box exclusively, so no reference into the dedicated
             // allocation exists, and we hold BUSY so nobody else reaches it.
-            unsafe { self.heap.free_large(addr(w), slot.len()) };
+            unsafe { self.heap.free_large(w.addr(), slot.len()) };
         }
-        slot.word.store(REMOTE, Ordering::Release);
+        slot.store(Word::FAR);
         Ok(())
     }
 
@@ -336,28 +220,14 @@ impl Inner {
         let Some(slot) = self.slots.get(idx) else {
             return;
         };
-        let mut spins = 0;
-        let w = loop {
-            let w = slot.word.load(Ordering::Acquire);
-            if w & BUSY != 0 {
-                backoff(&mut spins);
-                continue;
-            }
-            if slot
-                .word
-                .compare_exchange(w, 0, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                break w;
-            }
-        };
-        if w & PRESENT != 0 && w & LARGE != 0 {
+        let w = slot.take();
+        if w.is_present() && w.is_large() {
             // SAFETY: the owner is dropping the box, so no reference exists, and the word no
             // longer points at the allocation, so the evacuator will not touch it.
-            unsafe { self.heap.free_large(addr(w), slot.len()) };
+            unsafe { self.heap.free_large(w.addr(), slot.len()) };
         }
-        if w & REMOTE != 0 {
-            self.queue_free(slot.id());
+        if w.has_far_copy() {
+            self.frees.queue(slot.id(), &*self.backend);
         }
         self.slots.release(idx);
     }
@@ -365,11 +235,7 @@ impl Inner {
     /// Fetches every listed non-local object in one `get_many`; returns how many it fetched.
     /// With `nt`, the objects land in the non-temporal lane (evacuated first) marked `NT`.
     pub(crate) fn prefetch(&self, idxs: &[u32], nt: bool) -> Result<usize> {
-        let lane = if nt {
-            crate::heap::Lane::Nt
-        } else {
-            self.mutator_lane()
-        };
+        let lane = if nt { Lane::Nt } else { self.mutator_lane() };
         // Find room first, then claim (see `fetch`); allocations for objects that turn out to be
         // claimed by someone else meanwhile are abandoned.
         let mut candidates = Vec::new();
@@ -377,26 +243,22 @@ impl Inner {
             let Some(slot) = self.slots.get(i) else {
                 continue;
             };
-            let w = slot.word.load(Ordering::Acquire);
-            if w & (PRESENT | BUSY) == 0 && w & REMOTE != 0 {
+            let w = slot.load();
+            if !w.is_present() && !w.is_busy() && w.has_far_copy() {
                 match self.alloc_space(lane, i, slot.len()) {
-                    Ok(a) => candidates.push((slot, w, i, a)),
+                    Ok(a) => candidates.push((slot, w, a)),
                     Err(e) => {
-                        candidates.into_iter().for_each(|c| self.heap.abandon(c.3));
+                        candidates.into_iter().for_each(|c| self.heap.abandon(c.2));
                         return Err(e);
                     }
                 }
             }
         }
-        let mut claimed: Vec<(&Slot, u64, u32)> = Vec::new();
+        let mut claimed: Vec<(&Slot, Word)> = Vec::new();
         let mut allocs = Vec::new();
-        for (slot, w, i, a) in candidates {
-            if slot
-                .word
-                .compare_exchange(w, w | BUSY, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                claimed.push((slot, w, i));
+        for (slot, w, a) in candidates {
+            if slot.claim(w) {
+                claimed.push((slot, w));
                 allocs.push(a);
             } else {
                 self.heap.abandon(a);
@@ -405,7 +267,7 @@ impl Inner {
         if claimed.is_empty() {
             return Ok(0);
         }
-        let ids: Vec<u64> = claimed.iter().map(|(s, _, _)| s.id()).collect();
+        let ids: Vec<u64> = claimed.iter().map(|(s, _)| s.id()).collect();
         let data = match self.backend.get_many(&ids) {
             Ok(d) if d.len() == ids.len() => d,
             Ok(d) => {
@@ -426,23 +288,22 @@ impl Inner {
         let mut fetched = 0;
         let mut bytes = 0;
         let mut bad = None;
-        for ((&(slot, w, _), a), d) in claimed.iter().zip(allocs).zip(data) {
+        for ((&(slot, w), a), d) in claimed.iter().zip(allocs).zip(data) {
             if d.len() != a.len {
                 bad = Some(Error::Backend(crate::BackendError::SizeMismatch {
                     id: slot.id(),
                     expected: a.len as u64,
                     actual: d.len() as u64,
                 }));
-                slot.word.store(w, Ordering::Release);
+                slot.store(w);
                 self.heap.abandon(a);
                 continue;
             }
             let at = a.ptr.as_ptr() as usize;
             // SAFETY: `d` is a separate buffer of `a.len` bytes; `a` is our unpublished allocation.
             unsafe { copy(d.as_ptr() as usize, at, a.len) };
-            let nt_bit = if nt { NT } else { 0 };
-            let new = PRESENT | REMOTE | large_bit(&a) | nt_bit | addr_bits(at);
-            slot.word.store(new, Ordering::Release);
+            // A prefetched object is neither hot nor dirty; `NT` only for non-temporal ones.
+            slot.store(Word::fetched(at, a.is_large(), Mode::ReadNt).with_nt(nt));
             self.heap.publish(a);
             fetched += 1;
             bytes += d.len() as u64;
@@ -457,12 +318,12 @@ impl Inner {
         }
     }
 
-    fn undo_claims(&self, claimed: &[(&Slot, u64, u32)], allocs: Vec<Allocation>) {
+    fn undo_claims(&self, claimed: &[(&Slot, Word)], allocs: Vec<Allocation>) {
         for a in allocs {
             self.heap.abandon(a);
         }
-        for &(slot, w, _) in claimed {
-            slot.word.store(w, Ordering::Release);
+        for &(slot, w) in claimed {
+            slot.store(w);
         }
     }
 }

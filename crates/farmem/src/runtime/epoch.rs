@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicU32, Ordering as StdOrdering};
 
 use parking_lot::Mutex;
 
+use super::stats::CounterSet;
 use crate::loom::{AtomicU64, Ordering, fence, yield_now};
-use crate::runtime::Inner;
 
 /// A thread's scope counter: odd while inside a scope.
 #[derive(Debug)]
@@ -95,6 +95,12 @@ pub(crate) struct ThreadState {
     waited_by: std::sync::atomic::AtomicU64,
 }
 
+/// Every thread that ever opened a scope. Process-wide by design, and the one piece of shared
+/// state the library keeps: a scope is a property of a thread, not of a runtime, so one scope
+/// protects the objects of every runtime the thread dereferences. That is what lets a hit check
+/// nothing but the handle word (no check that the scope belongs to the object's runtime). It holds
+/// no data and nothing a caller can observe; each evacuator only reads it to find the threads to
+/// wait for.
 static REGISTRY: Mutex<Vec<Arc<ThreadState>>> = Mutex::new(Vec::new());
 
 struct Registration(Arc<ThreadState>);
@@ -204,14 +210,15 @@ pub(crate) fn synchronize(runtime: u64, on_block: impl Fn()) {
 /// ```
 pub struct Scope<'rt> {
     ts: Arc<ThreadState>,
-    rt: &'rt Inner,
+    /// The counters of the runtime that opened the scope.
+    counters: &'rt CounterSet,
     /// Fast-path hits under this scope, added to the runtime's counters when it ends.
     hits: Cell<u64>,
     _not_send: PhantomData<*mut ()>,
 }
 
 impl<'rt> Scope<'rt> {
-    pub(crate) fn new(rt: &'rt Inner) -> Self {
+    pub(crate) fn new(counters: &'rt CounterSet) -> Self {
         let ts = current();
         let depth = ts.depth.load(StdOrdering::Relaxed);
         if depth == 0 {
@@ -220,7 +227,7 @@ impl<'rt> Scope<'rt> {
         ts.depth.store(depth + 1, StdOrdering::Relaxed);
         Self {
             ts,
-            rt,
+            counters,
             hits: Cell::new(0),
             _not_send: PhantomData,
         }
@@ -258,7 +265,7 @@ impl Drop for Scope<'_> {
         }
         let hits = self.hits.get();
         if hits > 0 {
-            self.rt.counters.with(|c| c.add_hits(hits));
+            self.counters.with(|c| c.add_hits(hits));
         }
     }
 }

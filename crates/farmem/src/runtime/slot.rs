@@ -1,8 +1,9 @@
 //! Object handles: one stable 8-byte word per far object, plus its id and size.
 //!
 //! A [`FarBox`](crate::FarBox) is one pointer to its [`Slot`], which is nothing but the handle
-//! word: the object's local address (high 48 bits) and state bits (low 16 bits). A hit loads it,
-//! checks the bits and uses the address. The words of a chunk are packed densely (8 bytes per
+//! word (a [`Word`]: the object's local address and state bits). A hit loads it, checks the bits
+//! and uses the address. Every change of a word goes through the methods here: compare-and-swap,
+//! or a plain store by the thread holding the word's `BUSY` claim. The words of a chunk are packed densely (8 bytes per
 //! object, so a hot set's words share cache lines); the rest of a slot's state ([`Meta`]: far id,
 //! length, generation, owner) lies in a parallel array of the same chunk, and the chunk's header
 //! names the runtime. Chunks are aligned to the size of their word array, so a slot reaches its
@@ -16,50 +17,11 @@ use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64 as StdAtomicU64, AtomicU
 
 use parking_lot::Mutex;
 
+use super::Inner;
+use super::epoch::backoff;
+use super::word::Word;
 use crate::error::{Error, Result};
-use crate::loom::AtomicU64;
-use crate::runtime::Inner;
-
-/// Bits of a handle word.
-///
-/// The word is `address << ADDR_SHIFT | flags`. The bits a hit checks fill the low byte, so a
-/// read hit is one byte compare (`word as u8 == PRESENT | HOT`: present, hot, not moving, not
-/// busy; bits 0-3 are always clear) and the address is one shift; a write hit also tests `DIRTY`.
-pub(crate) mod bits {
-    /// Where the local address of the payload starts.
-    pub(crate) const ADDR_SHIFT: u32 = 16;
-    /// Local address of the payload (user-space addresses fit 48 bits).
-    pub(crate) const ADDR: u64 = !((1 << ADDR_SHIFT) - 1);
-    /// The local copy at `ADDR` is valid.
-    pub(crate) const PRESENT: u64 = 1 << 7;
-    /// Dereferenced since the evacuator last looked (CLOCK bit).
-    pub(crate) const HOT: u64 = 1 << 6;
-    /// The evacuator wants to move or evict the object (see `epoch`).
-    pub(crate) const MOVING: u64 = 1 << 5;
-    /// Someone is moving, fetching, evicting or flushing the object; others wait.
-    pub(crate) const BUSY: u64 = 1 << 4;
-    /// The local copy differs from the far copy.
-    pub(crate) const DIRTY: u64 = 1 << 8;
-    /// Fetched by a non-temporal access: evict first, not hot.
-    pub(crate) const NT: u64 = 1 << 9;
-    /// A far copy exists (it must be freed with the object).
-    pub(crate) const REMOTE: u64 = 1 << 10;
-    /// The local copy is a dedicated allocation, not in a region.
-    pub(crate) const LARGE: u64 = 1 << 11;
-
-    /// The address bits of a word naming local address `at`.
-    #[inline(always)]
-    pub(crate) const fn addr_bits(at: usize) -> u64 {
-        debug_assert!((at as u64) >> (64 - ADDR_SHIFT) == 0);
-        (at as u64) << ADDR_SHIFT
-    }
-
-    /// The local address in word `w`.
-    #[inline(always)]
-    pub(crate) const fn addr(w: u64) -> usize {
-        (w >> ADDR_SHIFT) as usize
-    }
-}
+use crate::loom::{AtomicU64, Ordering as WordOrdering};
 
 /// Owner states of a slot.
 pub(crate) const FREE: u32 = 0;
@@ -74,7 +36,7 @@ pub(crate) const DETACHED: u32 = 2;
 #[derive(Debug)]
 #[repr(transparent)]
 pub(crate) struct Slot {
-    pub(crate) word: AtomicU64,
+    word: AtomicU64,
 }
 
 /// The rest of a slot's state, beside the word in its chunk.
@@ -109,10 +71,90 @@ struct Chunk {
 const _: () = assert!(size_of::<Slot>() == 8 && align_of::<Chunk>() == CHUNK_ALIGN);
 
 impl Slot {
+    /// A slot outside any table, for the loom model (it must never ask for its [`Meta`]).
     #[cfg(all(test, loom))]
-    pub(crate) fn new_detached_for_test() -> Self {
+    pub(crate) fn new_detached_for_test(w: Word) -> Self {
         Self {
-            word: AtomicU64::new(0),
+            word: AtomicU64::new(w.to_bits()),
+        }
+    }
+
+    /// The current word (Acquire: a present word's payload is visible).
+    #[inline(always)]
+    pub(crate) fn load(&self) -> Word {
+        Word::from_bits(self.word.load(WordOrdering::Acquire))
+    }
+
+    /// Publishes `w`. Only for the thread holding the claim (`BUSY`) of the current word, or for
+    /// a slot nobody else can reach yet.
+    #[inline]
+    pub(crate) fn store(&self, w: Word) {
+        self.word.store(w.to_bits(), WordOrdering::Release);
+    }
+
+    /// Replaces `old` by `new` if the word still is `old`.
+    #[inline]
+    pub(crate) fn replace(&self, old: Word, new: Word) -> bool {
+        self.word
+            .compare_exchange(
+                old.to_bits(),
+                new.to_bits(),
+                WordOrdering::AcqRel,
+                WordOrdering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// Like [`replace`](Self::replace), but may fail spuriously (for retry loops).
+    #[inline]
+    pub(crate) fn replace_weak(&self, old: Word, new: Word) -> bool {
+        self.word
+            .compare_exchange_weak(
+                old.to_bits(),
+                new.to_bits(),
+                WordOrdering::AcqRel,
+                WordOrdering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// Claims the object (sets `BUSY`) if its word still is `w`.
+    #[inline]
+    pub(crate) fn claim(&self, w: Word) -> bool {
+        self.replace(w, w.claimed())
+    }
+
+    /// Waits until the word is not `BUSY` and claims it, if `want` accepts the word; returns the
+    /// word claimed (without `BUSY`).
+    pub(crate) fn claim_when(&self, mut want: impl FnMut(Word) -> bool) -> Option<Word> {
+        let mut spins = 0;
+        loop {
+            let w = self.load();
+            if w.is_busy() {
+                backoff(&mut spins);
+                continue;
+            }
+            if !want(w) {
+                return None;
+            }
+            if self.claim(w) {
+                return Some(w);
+            }
+        }
+    }
+
+    /// Waits until the word is not `BUSY` and empties it; returns the word it held.
+    pub(crate) fn take(&self) -> Word {
+        let mut spins = 0;
+        loop {
+            let w = self.load();
+            if w.is_busy() {
+                backoff(&mut spins);
+                continue;
+            }
+            if self.replace(w, Word::EMPTY) {
+                return w;
+            }
         }
     }
 
@@ -216,7 +258,7 @@ impl SlotTable {
             let meta = std::ptr::addr_of_mut!((*p).meta).cast::<Meta>();
             for i in 0..CHUNK {
                 words.add(i).write(Slot {
-                    word: AtomicU64::new(0),
+                    word: AtomicU64::new(Word::EMPTY.to_bits()),
                 });
                 meta.add(i).write(Meta {
                     id: StdAtomicU64::new(0),
@@ -233,7 +275,7 @@ impl SlotTable {
         Ok(p)
     }
 
-    /// Allocates a slot, owned by a box, with the given id and length; its word is 0.
+    /// Allocates a slot, owned by a box, with the given id and length; its word is empty.
     pub(crate) fn alloc(&self, id: u64, len: usize) -> Result<u32> {
         let idx = {
             let mut free = self.free.lock();

@@ -227,11 +227,25 @@ impl Heap {
         }
     }
 
-    /// Seals every open region so the evacuator can take them.
+    /// Seals an open region early for the evacuator, unless it is empty or has allocations in
+    /// flight. Those could not be evacuated yet anyway, and sealing them would make their lane
+    /// start a fresh region: a thread that holds allocations while it makes more (a batched
+    /// prefetch) would then pin one region per allocation, and with every region pinned neither
+    /// it nor the evacuator could make progress.
+    fn seal_idle(&self, nt: bool, open: &mut OpenRegion) {
+        let idle = open
+            .region
+            .is_some_and(|r| self.regions[r as usize].pending.load(Ordering::Acquire) == 0);
+        if open.top > 0 && idle {
+            self.seal(nt, open);
+        }
+    }
+
+    /// Seals every open region the evacuator could take (see `seal_idle`).
     pub(crate) fn seal_all(&self) {
         for (i, lane) in self.lanes.iter().enumerate() {
             let mut open = lane.lock();
-            self.seal(i == self.mutator_lanes, &mut open);
+            self.seal_idle(i == self.mutator_lanes, &mut open);
         }
     }
 
@@ -339,18 +353,13 @@ impl Heap {
     }
 
     /// Takes the next region to evacuate: non-temporal regions first (sealing the open
-    /// non-temporal region if none is queued), then the oldest; skips regions with allocations in
-    /// flight.
+    /// non-temporal region if none is queued and it has no allocations in flight), then the
+    /// oldest; skips regions with allocations in flight.
     pub(crate) fn pop_victim(&self) -> Option<u32> {
         if let Some(r) = self.pop_ready(&self.sealed_nt) {
             return Some(r);
         }
-        {
-            let mut open = self.lanes[self.mutator_lanes].lock();
-            if open.top > 0 {
-                self.seal(true, &mut open);
-            }
-        }
+        self.seal_idle(true, &mut self.lanes[self.mutator_lanes].lock());
         self.pop_ready(&self.sealed_nt)
             .or_else(|| self.pop_ready(&self.sealed))
     }

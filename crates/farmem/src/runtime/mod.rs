@@ -1,4 +1,32 @@
-//! The runtime handle: configuration, backend, heap, slots and evacuator threads.
+//! The object runtime: the [`Runtime`] handle, and below it, bottom up:
+//!
+//! - [`word`]: the handle word's encoding ([`word::Word`]) and access modes;
+//! - [`slot`]: the table of handle words (one stable 8-byte slot per far object);
+//! - [`heap`]: the bounded local heap (log-structured regions, dedicated large allocations);
+//! - [`epoch`]: scopes and grace periods, the mutator side of the evacuator handshake;
+//! - [`access`]: the dereference decision, shared with the loom model;
+//! - [`object`]: the object protocol (fetch, self-move, flush, invalidate, free, prefetch);
+//! - [`evacuator`]: moving cold objects out while mutators run;
+//! - [`far`]: the typed references [`FarBox`], [`FarSlice`], [`FarPtr`];
+//! - [`ids`], [`frees`], [`stats`]: per-runtime id allocator, free queue and counters.
+
+// The crate-wide lint waits for the containers, backend and paging types to get their `Debug`.
+#![deny(missing_debug_implementations)]
+
+mod access;
+mod epoch;
+mod evacuator;
+mod far;
+mod frees;
+mod heap;
+mod ids;
+mod object;
+mod slot;
+mod stats;
+mod word;
+
+#[cfg(all(test, not(loom)))]
+mod tests;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -6,17 +34,29 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+pub use epoch::Scope;
+pub(crate) use evacuator::MAX_REGIONS as MAX_EVACUATION_REGIONS;
+pub use far::{Far, FarBox, FarPtr, FarSlice};
+pub use stats::Stats;
+
 use crate::backend::{Backend, EmbeddedStore, ObjectId};
 use crate::config::{BackendConfig, RuntimeConfig};
-use crate::epoch::{self, Scope};
 use crate::error::{Error, Result};
-use crate::heap::{Allocation, Heap, Lane};
-use crate::slot::SlotTable;
-use crate::stats::{CounterSet, Stats};
+use evacuator::Evacuation;
+use frees::FreeQueue;
+use heap::{Allocation, Heap, Lane};
+use ids::Ids;
+use slot::SlotTable;
+use stats::CounterSet;
 
-/// Far object ids are unique per process, so runtimes may share a backend.
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Process-unique runtime numbers. Not observable state: a runtime's number only names it where
+/// names must outlive it or span runtimes (each thread's cached per-runtime counters in `stats`,
+/// the evacuator-waiter bit in `epoch`) and keeps the id blocks of runtimes that share a backend
+/// apart (`ids`); no result depends on which number a runtime gets.
 static NEXT_RUNTIME: AtomicU64 = AtomicU64::new(1);
+/// Mutator lane numbers. Not observable state: a lane only spreads threads' allocations over
+/// open regions (each runtime takes the number modulo its own lane count), so which lane a thread
+/// gets changes where its objects land, never what any call returns.
 static NEXT_LANE: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
@@ -27,35 +67,39 @@ thread_local! {
 /// for its own runtime's evacuator before it uses the slack (see `Inner::alloc_space`).
 const FOREIGN_PATIENCE: Duration = Duration::from_millis(50);
 
-/// Frees queued before a batch `free` call is sent.
-const FREE_BATCH: usize = 512;
-
 /// Wakes and stops evacuator threads.
-#[derive(Default)]
-pub(crate) struct Signal {
+#[derive(Debug, Default)]
+struct Signal {
     lock: Mutex<()>,
     cv: Condvar,
     shutdown: AtomicBool,
 }
 
+/// The shared state of one runtime. Its fields are private to the runtime module; the layers
+/// below it get only what they use (the evacuator an [`Evacuation`], the heap and slot table
+/// nothing of the runtime at all).
 pub(crate) struct Inner {
-    pub(crate) backend: Arc<dyn Backend>,
-    pub(crate) heap: Heap,
-    pub(crate) slots: SlotTable,
-    pub(crate) counters: CounterSet,
-    pub(crate) cfg: RuntimeConfig,
-    pub(crate) signal: Arc<Signal>,
-    pub(crate) pending_free: Mutex<Vec<ObjectId>>,
-    pub(crate) last_error: Mutex<Option<Arc<crate::BackendError>>>,
-    /// Process-unique id (also names this runtime's evacuators in the scope handshake).
-    pub(crate) id: u64,
+    backend: Arc<dyn Backend>,
+    heap: Heap,
+    slots: SlotTable,
+    counters: CounterSet,
+    ids: Ids,
+    cfg: RuntimeConfig,
+    signal: Arc<Signal>,
+    frees: FreeQueue,
+    /// The last evacuation failure, reported by allocations that give up.
+    last_error: Mutex<Option<Arc<crate::BackendError>>>,
+    /// Process-unique number (see [`NEXT_RUNTIME`]).
+    number: u64,
     high_bytes: usize,
     low_bytes: usize,
 }
 
 /// A far-memory runtime: a local heap of far objects with a budget, a backend, evacuators.
 ///
-/// Cheap to clone (a shared handle). Several runtimes may exist in one process.
+/// Cheap to clone (a shared handle). Several runtimes may exist in one process, and may share a
+/// backend: each numbers its far objects within its own block of ids, and keeps its own
+/// statistics. A [`Scope`] of any runtime protects the objects of every runtime on its thread.
 ///
 /// ```
 /// use farmem::{FarBox, Runtime, RuntimeConfig};
@@ -66,7 +110,7 @@ pub(crate) struct Inner {
 /// ```
 #[derive(Clone)]
 pub struct Runtime {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -84,10 +128,18 @@ impl Runtime {
     ///
     /// # Errors
     /// [`Error::BudgetTooSmall`] / [`Error::Config`] for a bad configuration,
-    /// [`Error::Backend`] when the servers cannot be reached, [`Error::Config`] when the local
-    /// heap cannot be reserved.
+    /// [`Error::Backend`] when the servers cannot be reached, [`Error::System`] when the local
+    /// heap cannot be reserved or an evacuator thread cannot start, [`Error::Config`] when the
+    /// process has made too many runtimes.
     pub fn new(cfg: RuntimeConfig) -> Result<Self> {
         cfg.validate()?;
+        let number = NEXT_RUNTIME.fetch_add(1, Ordering::Relaxed);
+        if number >= ids::MAX_RUNTIMES {
+            return Err(Error::Config(format!(
+                "this process has made {} runtimes, the most it may",
+                ids::MAX_RUNTIMES - 1
+            )));
+        }
         let backend: Arc<dyn Backend> = match &cfg.backend {
             BackendConfig::Embedded => Arc::new(EmbeddedStore::new()),
             BackendConfig::Custom(b) => b.clone(),
@@ -110,18 +162,18 @@ impl Runtime {
             source,
         })?;
         let budget = cfg.local_budget as f64;
-        let id = NEXT_RUNTIME.fetch_add(1, Ordering::Relaxed);
         let inner = Arc::new(Inner {
             backend,
             heap,
             slots: SlotTable::new(),
-            counters: CounterSet::new(id),
-            id,
+            counters: CounterSet::new(number),
+            ids: Ids::new(number),
+            number,
             high_bytes: (budget * cfg.high_watermark) as usize,
             low_bytes: (budget * cfg.low_watermark) as usize,
             cfg,
             signal: Arc::new(Signal::default()),
-            pending_free: Mutex::new(Vec::new()),
+            frees: FreeQueue::default(),
             last_error: Mutex::new(None),
         });
         inner.slots.set_owner(Arc::as_ptr(&inner));
@@ -141,7 +193,7 @@ impl Runtime {
 
     /// Opens a scope: far objects dereferenced under it stay put until it ends.
     pub fn scope(&self) -> Scope<'_> {
-        Scope::new(&self.inner)
+        Scope::new(&self.inner.counters)
     }
 
     /// The backend.
@@ -173,46 +225,98 @@ impl Runtime {
         self.inner.heap.slack
     }
 
-    /// Reserves `n` fresh consecutive far object ids and returns the first. No other far object
-    /// of this process (of any runtime) will use them, so someone else (the remote agent) may
-    /// write objects under them for [`FarSlice::from_far`](crate::FarSlice::from_far) to adopt.
-    ///
-    /// ```
-    /// # let rt = farmem::Runtime::new(farmem::RuntimeConfig::new(16 << 20)).unwrap();
-    /// let first = rt.reserve_ids(3);
-    /// assert!(rt.reserve_ids(1) >= first + 3);
-    /// ```
-    pub fn reserve_ids(&self, n: u64) -> ObjectId {
-        NEXT_ID.fetch_add(n, Ordering::Relaxed)
-    }
-
     /// Sends queued frees of far copies to the backend now.
     ///
     /// # Errors
     /// The backend's error; the ids stay queued.
     pub fn flush_frees(&self) -> Result<()> {
-        self.inner.flush_frees()
+        self.inner.frees.flush(&*self.inner.backend)
     }
 
-    /// Evicts every local object not pinned by a scope, on the calling thread (which must not be
-    /// inside a scope), ignoring hot bits; open regions are sealed first. For tests and
-    /// benchmarks.
+    /// Reserves `n` fresh consecutive far object ids of this runtime and returns the first. No
+    /// other far object of this runtime, nor of any other runtime of this process, will use
+    /// them, so someone else (the remote agent) may write objects under them for
+    /// [`FarSlice::from_far`] to adopt.
+    ///
+    /// # Errors
+    /// [`Error::TooManyObjects`] once the runtime's ids are used up.
+    pub(crate) fn reserve_ids(&self, n: u64) -> Result<ObjectId> {
+        self.inner.ids.reserve(n)
+    }
+
+    /// Counts bytes of remote-agent arguments sent and results received.
+    pub(crate) fn count_agent_traffic(&self, sent: usize, received: usize) {
+        self.inner.counters.with(|c| {
+            stats::Counters::bump(&c.agent_bytes_sent, sent as u64);
+            stats::Counters::bump(&c.agent_bytes_received, received as u64);
+        });
+    }
+
+    /// Counts bytes streamed from the backend past the local heap.
+    pub(crate) fn count_streamed(&self, bytes: usize) {
+        self.inner
+            .counters
+            .with(|c| stats::Counters::bump(&c.bytes_streamed, bytes as u64));
+    }
+
+    /// Evicts every local object not pinned by a scope, on the calling thread, ignoring hot
+    /// bits; open regions are sealed first.
     ///
     /// # Panics
     /// Panics if the calling thread is inside a scope (that would wait for itself).
-    pub fn evacuate_now(&self) {
+    pub(crate) fn evacuate_now(&self) {
         assert!(
-            !epoch::scope_state(self.inner.id).inside,
+            !epoch::scope_state(self.inner.number).inside,
             "evacuate_now called inside a scope"
         );
-        let rounds = self.inner.heap.used()
-            / (crate::evacuator::MAX_REGIONS * self.inner.cfg.region_size)
-            + 1;
+        let inner = &self.inner;
+        let rounds = inner.heap.used() / (evacuator::MAX_REGIONS * inner.cfg.region_size) + 1;
         for _ in 0..rounds {
-            if !crate::evacuator::round(&self.inner, 0, true) {
+            let target = inner.heap.used().max(1);
+            if !evacuator::round(&inner.evacuation(), 0, target, true) {
                 break;
             }
         }
+    }
+}
+
+/// Hooks for farmem's own integration tests: not part of the supported API, may change or
+/// disappear in any release.
+#[doc(hidden)]
+pub mod test_support {
+    use super::{FarBox, FarSlice, Runtime};
+    use crate::backend::ObjectId;
+    use crate::error::Result;
+    use bytemuck::Pod;
+
+    /// Evicts every local object of `rt` not pinned by a scope, now, on the calling thread
+    /// (which must not be inside a scope).
+    pub fn evacuate_now(rt: &Runtime) {
+        rt.evacuate_now();
+    }
+
+    /// Reserves `n` fresh far object ids of `rt` (as the containers do for agent outputs).
+    ///
+    /// # Errors
+    /// As the runtime's id allocator.
+    pub fn reserve_ids(rt: &Runtime, n: u64) -> Result<ObjectId> {
+        rt.reserve_ids(n)
+    }
+
+    /// Adopts `len` values that exist only in the backend under `id`.
+    ///
+    /// # Errors
+    /// As [`FarSlice::from_far`].
+    pub fn adopt_slice<T: Pod>(rt: &Runtime, id: ObjectId, len: usize) -> Result<FarSlice<T>> {
+        FarSlice::from_far(rt, id, len)
+    }
+
+    /// Adopts one value that exists only in the backend under `id`.
+    ///
+    /// # Errors
+    /// As [`FarBox::from_far`].
+    pub fn adopt_box<T: Pod>(rt: &Runtime, id: ObjectId) -> Result<FarBox<T>> {
+        FarBox::from_far(rt, id)
     }
 }
 
@@ -225,16 +329,12 @@ fn connect_servers(addrs: &[String], token: &str) -> Result<Arc<dyn Backend>> {
 }
 
 impl Inner {
-    pub(crate) fn next_id() -> ObjectId {
-        NEXT_ID.fetch_add(1, Ordering::Relaxed)
-    }
-
     /// The calling thread's mutator lane.
-    pub(crate) fn mutator_lane(&self) -> Lane {
+    fn mutator_lane(&self) -> Lane {
         Lane::Mutator(LANE.try_with(|l| *l).unwrap_or(0))
     }
 
-    pub(crate) fn max_object(&self) -> usize {
+    fn max_object(&self) -> usize {
         (self.heap.budget / 2).min(1 << 36)
     }
 
@@ -242,13 +342,27 @@ impl Inner {
         self.heap.used() > self.high_bytes
     }
 
-    pub(crate) fn evacuation_target(&self) -> usize {
+    fn evacuation_target(&self) -> usize {
         self.heap.used().saturating_sub(self.low_bytes)
     }
 
-    pub(crate) fn wake_evacuator(&self) {
+    fn wake_evacuator(&self) {
         let _g = self.signal.lock.lock();
         self.signal.cv.notify_all();
+    }
+
+    /// What the evacuator works with.
+    fn evacuation(&self) -> Evacuation<'_> {
+        Evacuation {
+            heap: &self.heap,
+            slots: &self.slots,
+            backend: &*self.backend,
+            frees: &self.frees,
+            counters: &self.counters,
+            last_error: &self.last_error,
+            runtime: self.number,
+            writeback_batch: self.cfg.writeback_batch,
+        }
     }
 
     /// Finds local space for an object, waiting for the evacuator if needed.
@@ -263,7 +377,7 @@ impl Inner {
     /// slack): such an allocation first waits for this runtime's evacuator for
     /// [`FOREIGN_PATIENCE`], and only then uses the slack (a cycle of runtimes waiting for each
     /// other's scopes would otherwise never resolve).
-    pub(crate) fn alloc_space(&self, lane: Lane, slot: u32, len: usize) -> Result<Allocation> {
+    fn alloc_space(&self, lane: Lane, slot: u32, len: usize) -> Result<Allocation> {
         if len > self.max_object() {
             return Err(Error::ObjectTooLarge {
                 size: len,
@@ -280,7 +394,7 @@ impl Inner {
                 }
                 return Ok(a);
             }
-            let st = epoch::scope_state(self.id);
+            let st = epoch::scope_state(self.number);
             let foreign = st.waited_for && !st.by_own;
             let since = match (foreign, foreign_since) {
                 (true, Some(t)) => Some(t),
@@ -310,30 +424,6 @@ impl Inner {
             self.heap.wait_freed(Duration::from_millis(1));
         }
     }
-
-    /// Queues the far copy of `id` for freeing.
-    pub(crate) fn queue_free(&self, id: ObjectId) {
-        let full = {
-            let mut q = self.pending_free.lock();
-            q.push(id);
-            q.len() >= FREE_BATCH
-        };
-        if full && let Err(e) = self.flush_frees() {
-            tracing::warn!("freeing far copies failed (will retry): {e}");
-        }
-    }
-
-    pub(crate) fn flush_frees(&self) -> Result<()> {
-        let ids = std::mem::take(&mut *self.pending_free.lock());
-        if ids.is_empty() {
-            return Ok(());
-        }
-        if let Err(e) = self.backend.free(&ids) {
-            self.pending_free.lock().extend(ids);
-            return Err(e.into());
-        }
-        Ok(())
-    }
 }
 
 impl Drop for Inner {
@@ -344,20 +434,20 @@ impl Drop for Inner {
         let mut remote = Vec::new();
         let mut large = Vec::new();
         self.slots.for_each(|_, s| {
-            let w = s.word.load(crate::loom::Ordering::Acquire);
-            if w & crate::slot::bits::REMOTE != 0 {
+            let w = s.load();
+            if w.has_far_copy() {
                 remote.push(s.id());
             }
-            if w & crate::slot::bits::PRESENT != 0 && w & crate::slot::bits::LARGE != 0 {
-                large.push((crate::slot::bits::addr(w), s.len()));
+            if w.is_present() && w.is_large() {
+                large.push((w.addr(), s.len()));
             }
         });
         for (addr, len) in large {
             // SAFETY: with the runtime gone no handle or reference to this allocation remains.
             unsafe { self.heap.free_large(addr, len) };
         }
-        self.pending_free.lock().extend(remote);
-        if let Err(e) = self.flush_frees() {
+        self.frees.extend(remote);
+        if let Err(e) = self.frees.flush(&*self.backend) {
             tracing::warn!("freeing far copies at shutdown failed: {e}");
         }
     }
@@ -369,9 +459,10 @@ fn evacuator_main(weak: Weak<Inner>, signal: Arc<Signal>, idx: usize) {
             return;
         }
         let Some(inner) = weak.upgrade() else { return };
-        let worked = inner.needs_evacuation() && crate::evacuator::round(&inner, idx, false);
-        if !worked && !inner.pending_free.lock().is_empty() {
-            let _ = inner.flush_frees();
+        let worked = inner.needs_evacuation()
+            && evacuator::round(&inner.evacuation(), idx, inner.evacuation_target(), false);
+        if !worked && !inner.frees.is_empty() {
+            let _ = inner.frees.flush(&*inner.backend);
         }
         let busy = worked && inner.needs_evacuation();
         drop(inner);
@@ -381,41 +472,5 @@ fn evacuator_main(weak: Weak<Inner>, signal: Arc<Signal>, idx: usize) {
                 signal.cv.wait_for(&mut g, Duration::from_millis(20));
             }
         }
-    }
-}
-
-#[cfg(all(test, not(loom)))]
-mod tests {
-    use super::*;
-    use crate::{FarBox, FarPtr, FarSlice};
-
-    /// Small enough for miri: `cargo +nightly miri test -p farmem --lib runtime::tests`.
-    #[test]
-    fn objects_round_trip_through_eviction() {
-        let rt = Runtime::new(
-            RuntimeConfig::new(8 * (64 << 10))
-                .region_size(64 << 10)
-                .lanes(1)
-                .evacuator_threads(1),
-        )
-        .unwrap();
-        let mut small = FarBox::new(&rt, [3u64; 4]).unwrap();
-        let big = FarSlice::from_slice(&rt, &[9u8; 20_000]).unwrap();
-        let node = FarBox::new(&rt, [5u64, FarPtr::<u64>::NULL.to_bits()]).unwrap();
-        let ptr = node.into_ptr();
-        {
-            let s = rt.scope();
-            small.write(&s).unwrap()[1] = 4;
-        }
-        rt.evacuate_now();
-        assert!(!small.is_local());
-        assert_eq!(small.get().unwrap(), [3, 4, 3, 3]);
-        assert!(big.to_vec().unwrap().iter().all(|&b| b == 9));
-        let node = FarBox::from_ptr(&rt, ptr).unwrap();
-        assert_eq!(node.get().unwrap()[0], 5);
-        small.flush().unwrap();
-        small.invalidate_local().unwrap();
-        assert_eq!(small.get().unwrap()[1], 4);
-        assert!(rt.stats().objects_evicted >= 3);
     }
 }

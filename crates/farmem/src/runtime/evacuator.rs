@@ -8,14 +8,32 @@
 //! the heap. A mutator touching a marked object moves it itself or cancels the mark; it never
 //! waits for more than the one object it touches.
 
-use crate::epoch::{self, backoff};
-use crate::heap::{Lane, Resident};
-use crate::loom::Ordering;
-use crate::object::addr;
-use crate::runtime::Inner;
-use crate::slot::Slot;
-use crate::slot::bits::{BUSY, DIRTY, HOT, LARGE, MOVING, PRESENT, REMOTE};
-use crate::stats::Counters;
+use parking_lot::Mutex;
+
+use super::epoch::{self, backoff};
+use super::frees::FreeQueue;
+use super::heap::{Heap, Lane, Resident};
+use super::slot::{Slot, SlotTable};
+use super::stats::{CounterSet, Counters};
+use super::word::Word;
+use crate::backend::Backend;
+
+/// What an evacuation round works with: one runtime's heap, slot table and backend, and where it
+/// reports.
+pub(crate) struct Evacuation<'a> {
+    pub(crate) heap: &'a Heap,
+    pub(crate) slots: &'a SlotTable,
+    pub(crate) backend: &'a dyn Backend,
+    /// Flushed to make room in the backend when a write-back fails.
+    pub(crate) frees: &'a FreeQueue,
+    pub(crate) counters: &'a CounterSet,
+    /// Where a failed write-back is recorded, for allocations that give up.
+    pub(crate) last_error: &'a Mutex<Option<std::sync::Arc<crate::BackendError>>>,
+    /// The runtime's number (names its evacuators in the grace-period handshake).
+    pub(crate) runtime: u64,
+    /// Largest write-back batch in bytes.
+    pub(crate) writeback_batch: usize,
+}
 
 /// At most this many regions per round: bounds the work behind one grace period and the slack
 /// that mutators moving marked objects may need.
@@ -31,79 +49,74 @@ struct Marked {
     region: Option<usize>,
 }
 
-enum Acquired {
-    Mine(u64),
+/// What [`acquire`] found.
+pub(crate) enum Acquired {
+    /// Claimed (`BUSY` held); the word before the claim.
+    Mine(Word),
+    /// Moved, evicted or freed meanwhile.
     Gone,
+    /// A mutator cancelled the mark (it touched the object and found no room to move it).
     Cancelled,
 }
 
-fn mark(slot: &Slot, at: usize) -> Option<bool> {
+/// Marks the object at `at` `MOVING` (clearing its hot bit); returns whether it was hot, or
+/// `None` when it is not (or no longer) there, or already marked.
+pub(crate) fn mark(slot: &Slot, at: usize) -> Option<bool> {
     let mut spins = 0;
     loop {
-        let w = slot.word.load(Ordering::Acquire);
-        if w & PRESENT == 0 || addr(w) != at || w & MOVING != 0 {
+        let w = slot.load();
+        if !w.is_present() || w.addr() != at || w.is_moving() {
             return None;
         }
-        if w & BUSY != 0 {
+        if w.is_busy() {
             backoff(&mut spins);
             continue;
         }
-        if slot
-            .word
-            .compare_exchange(w, (w | MOVING) & !HOT, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            return Some(w & HOT != 0);
+        if slot.replace(w, w.marked()) {
+            return Some(w.is_hot());
         }
     }
 }
 
-fn acquire(slot: &Slot, at: usize) -> Acquired {
+/// After the grace period: claims a marked object still at `at`.
+pub(crate) fn acquire(slot: &Slot, at: usize) -> Acquired {
     let mut spins = 0;
     loop {
-        let w = slot.word.load(Ordering::Acquire);
-        if w & PRESENT == 0 || addr(w) != at {
+        let w = slot.load();
+        if !w.is_present() || w.addr() != at {
             return Acquired::Gone;
         }
-        if w & BUSY != 0 {
+        if w.is_busy() {
             backoff(&mut spins);
             continue;
         }
-        if w & MOVING == 0 {
+        if !w.is_moving() {
             return Acquired::Cancelled;
         }
-        if slot
-            .word
-            .compare_exchange(w, w | BUSY, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        if slot.claim(w) {
             return Acquired::Mine(w);
         }
     }
 }
 
 struct Round<'a> {
-    inner: &'a Inner,
+    ev: &'a Evacuation<'a>,
     lane: usize,
     keep: Vec<bool>,
     done: Vec<bool>,
     requeue_large: Vec<Resident>,
-    writeback: Vec<(Marked, u64)>,
+    writeback: Vec<(Marked, Word)>,
     writeback_bytes: usize,
     evicted: u64,
     compacted: u64,
     written: u64,
 }
 
-/// Runs one evacuation round; returns whether it found anything to do. `force` takes every
-/// queued region (not just down to the low watermark) and evicts hot objects too.
-pub(crate) fn round(inner: &Inner, lane: usize, force: bool) -> bool {
-    let region_size = inner.heap.region_size();
-    let target = if force {
-        inner.heap.used().max(1)
-    } else {
-        inner.evacuation_target()
-    };
+/// Runs one evacuation round freeing about `target` bytes; returns whether it found anything to
+/// do. `force` takes every queued region (not just `target` bytes' worth) and evicts hot objects
+/// too.
+pub(crate) fn round(ev: &Evacuation<'_>, lane: usize, target: usize, force: bool) -> bool {
+    let region_size = ev.heap.region_size();
     if target == 0 {
         return false;
     }
@@ -113,13 +126,13 @@ pub(crate) fn round(inner: &Inner, lane: usize, force: bool) -> bool {
     let mut sealed = false;
     while picked < target && regions.len() < MAX_REGIONS {
         let mut got = false;
-        if let Some(r) = inner.heap.pop_victim() {
+        if let Some(r) = ev.heap.pop_victim() {
             regions.push(r);
             picked += region_size;
             got = true;
         }
-        if let Some(l) = inner.heap.pop_large() {
-            if let Some(s) = inner.slots.get(l.slot) {
+        if let Some(l) = ev.heap.pop_large() {
+            if let Some(s) = ev.slots.get(l.slot) {
                 picked += s.len();
             }
             larges.push(l);
@@ -129,7 +142,7 @@ pub(crate) fn round(inner: &Inner, lane: usize, force: bool) -> bool {
             if sealed || !force && !regions.is_empty() {
                 break;
             }
-            inner.heap.seal_all();
+            ev.heap.seal_all();
             sealed = true;
         }
     }
@@ -139,8 +152,8 @@ pub(crate) fn round(inner: &Inner, lane: usize, force: bool) -> bool {
 
     let mut marked = Vec::new();
     for (ri, &r) in regions.iter().enumerate() {
-        for (slot_idx, at, len) in inner.heap.residents(r) {
-            let Some(slot) = inner.slots.get(slot_idx) else {
+        for (slot_idx, at, len) in ev.heap.residents(r) {
+            let Some(slot) = ev.slots.get(slot_idx) else {
                 continue;
             };
             if let Some(hot) = mark(slot, at).map(|h| h && !force) {
@@ -155,7 +168,7 @@ pub(crate) fn round(inner: &Inner, lane: usize, force: bool) -> bool {
         }
     }
     for l in &larges {
-        let Some(slot) = inner.slots.get(l.slot) else {
+        let Some(slot) = ev.slots.get(l.slot) else {
             continue;
         };
         if let Some(hot) = mark(slot, l.addr).map(|h| h && !force) {
@@ -169,10 +182,10 @@ pub(crate) fn round(inner: &Inner, lane: usize, force: bool) -> bool {
         }
     }
 
-    epoch::synchronize(inner.id, || inner.heap.notify_freed());
+    epoch::synchronize(ev.runtime, || ev.heap.notify_freed());
 
     let mut round = Round {
-        inner,
+        ev,
         lane,
         keep: vec![false; regions.len()],
         done: vec![false; regions.len()],
@@ -204,10 +217,10 @@ pub(crate) fn round(inner: &Inner, lane: usize, force: bool) -> bool {
         }
     }
     for l in round.requeue_large.drain(..) {
-        inner.heap.requeue_large(l);
+        ev.heap.requeue_large(l);
     }
     let (evicted, compacted, written) = (round.evicted, round.compacted, round.written);
-    inner.counters.with(|c| {
+    ev.counters.with(|c| {
         Counters::bump(&c.evacuation_rounds, 1);
         Counters::bump(&c.objects_evicted, evicted);
         Counters::bump(&c.objects_compacted, compacted);
@@ -226,9 +239,9 @@ impl Round<'_> {
     fn finish_region(&mut self, ri: usize, r: u32) {
         self.done[ri] = true;
         if self.keep[ri] {
-            self.inner.heap.requeue(r);
+            self.ev.heap.requeue(r);
         } else {
-            self.inner.heap.release_region(r);
+            self.ev.heap.release_region(r);
         }
     }
 
@@ -243,7 +256,7 @@ impl Round<'_> {
     }
 
     fn process(&mut self, m: Marked) {
-        let Some(slot) = self.inner.slots.get(m.slot) else {
+        let Some(slot) = self.ev.slots.get(m.slot) else {
             return;
         };
         let w = match acquire(slot, m.addr) {
@@ -255,16 +268,16 @@ impl Round<'_> {
             }
         };
         if m.hot {
-            if w & LARGE != 0 {
-                slot.word.store(w & !(MOVING | BUSY), Ordering::Release);
+            if w.is_large() {
+                slot.store(w.unmarked());
                 self.keep(&m);
                 return;
             }
             // Compaction stays within the budget (the slack is for mutators the evacuator waits
             // for and for objects they move); without room, hot objects are evicted.
-            let limit = self.inner.heap.budget;
+            let limit = self.ev.heap.budget;
             if let Some(a) = self
-                .inner
+                .ev
                 .heap
                 .alloc(Lane::Evacuator(self.lane), m.slot, m.len, limit)
             {
@@ -272,18 +285,16 @@ impl Round<'_> {
                 // SAFETY: we hold BUSY and the grace period has passed, so no reference to the
                 // old copy is alive and nobody writes it; `a` is our unpublished allocation.
                 unsafe { std::ptr::copy_nonoverlapping(m.addr as *const u8, to as *mut u8, m.len) };
-                let new = (w & !(MOVING | BUSY | crate::slot::bits::ADDR))
-                    | crate::slot::bits::addr_bits(to);
-                slot.word.store(new, Ordering::Release);
-                self.inner.heap.publish(a);
+                slot.store(w.relocated(to));
+                self.ev.heap.publish(a);
                 self.compacted += 1;
                 return;
             }
         }
-        if w & DIRTY != 0 || w & REMOTE == 0 {
+        if w.needs_writeback() {
             self.writeback_bytes += m.len;
             self.writeback.push((m, w));
-            if self.writeback_bytes >= self.inner.cfg.writeback_batch {
+            if self.writeback_bytes >= self.ev.writeback_batch {
                 self.flush_writeback();
             }
         } else {
@@ -292,12 +303,12 @@ impl Round<'_> {
     }
 
     fn evict(&mut self, slot: &Slot, m: &Marked) {
-        let w = slot.word.load(Ordering::Acquire);
-        slot.word.store(REMOTE, Ordering::Release);
-        if w & LARGE != 0 {
+        let w = slot.load();
+        slot.store(Word::FAR);
+        if w.is_large() {
             // SAFETY: the word no longer points at the allocation, the grace period has passed
             // and we held BUSY until now, so nobody references it.
-            unsafe { self.inner.heap.free_large(m.addr, m.len) };
+            unsafe { self.ev.heap.free_large(m.addr, m.len) };
         }
         self.evicted += 1;
     }
@@ -311,36 +322,54 @@ impl Round<'_> {
         let items: Vec<(u64, &[u8])> = batch
             .iter()
             .map(|(m, _)| {
-                let id = self.inner.slots.get(m.slot).map_or(0, Slot::id);
+                let id = self.ev.slots.get(m.slot).map_or(0, Slot::id);
                 // SAFETY: we hold BUSY on each object and the grace period has passed: the bytes
                 // stay valid and unwritten until we release the word below.
                 let bytes = unsafe { std::slice::from_raw_parts(m.addr as *const u8, m.len) };
                 (id, bytes)
             })
             .collect();
-        let mut res = self.inner.backend.put_many(&items);
-        if res.is_err() && self.inner.flush_frees().is_ok() {
-            res = self.inner.backend.put_many(&items);
+        let mut res = self.ev.backend.put_many(&items);
+        if res.is_err() && self.ev.frees.flush(self.ev.backend).is_ok() {
+            res = self.ev.backend.put_many(&items);
         }
+        // A server declared down fails the whole batch: write the objects one by one so those
+        // of live servers go out. The objects of a down server are gone with it (a later access
+        // reports `ServerDown`), so they are let go as well instead of filling the heap.
+        let written: Vec<bool> = match &res {
+            Ok(()) => vec![true; items.len()],
+            Err(crate::BackendError::ServerDown { .. }) => items
+                .iter()
+                .map(|&(id, bytes)| {
+                    matches!(
+                        self.ev.backend.put(id, bytes),
+                        Ok(()) | Err(crate::BackendError::ServerDown { .. })
+                    )
+                })
+                .collect(),
+            Err(_) => vec![false; items.len()],
+        };
         drop(items);
-        match res {
-            Ok(()) => {
-                for (m, _) in &batch {
-                    if let Some(slot) = self.inner.slots.get(m.slot) {
-                        self.written += m.len as u64;
-                        self.evict(slot, m);
-                    }
+        if let Err(e) = res {
+            let kept = written.iter().filter(|w| !**w).count();
+            tracing::warn!(
+                "write-back of {} objects failed ({kept} kept): {e}",
+                batch.len()
+            );
+            *self.ev.last_error.lock() = Some(std::sync::Arc::new(e));
+        }
+        for ((m, w), ok) in batch.iter().zip(written) {
+            let slot = self.ev.slots.get(m.slot);
+            if ok {
+                if let Some(slot) = slot {
+                    self.written += m.len as u64;
+                    self.evict(slot, m);
                 }
-            }
-            Err(e) => {
-                tracing::warn!("write-back of {} objects failed: {e}", batch.len());
-                *self.inner.last_error.lock() = Some(std::sync::Arc::new(e));
-                for (m, w) in &batch {
-                    if let Some(slot) = self.inner.slots.get(m.slot) {
-                        slot.word.store(w & !(MOVING | BUSY), Ordering::Release);
-                    }
-                    self.keep(m);
+            } else {
+                if let Some(slot) = slot {
+                    slot.store(w.unmarked());
                 }
+                self.keep(m);
             }
         }
     }
@@ -349,15 +378,21 @@ impl Round<'_> {
 /// Model check of the mutator/evacuator handshake with loom:
 /// `RUSTFLAGS="--cfg loom" cargo test -p farmem --lib --release loom`.
 ///
-/// The mutator runs the real scope epoch and the dereference decision (fast path, or self-move
-/// under BUSY, or wait); the evacuator runs the real `mark`, grace-period wait and `acquire`, then
-/// reuses the old location. loom's `UnsafeCell` flags any access to the old location that races
-/// with that reuse, and the mutator asserts it never reads a reused value.
+/// The mutator runs the real scope epoch and the real dereference loop (`access::resolve`, which
+/// decides hit, wait, fetch or move from the word); only the fetch and the self-move copy are the
+/// model's own (they copy between loom cells instead of calling the backend and the heap), built
+/// on the real word transitions and slot claims. The evacuator runs the real `mark`, the
+/// grace-period wait of `epoch::synchronize` for the one mutator thread, and the real `acquire`,
+/// then reuses the old location. loom's `UnsafeCell` flags any access to the old location that
+/// races with that reuse, and the mutator asserts it never reads a reused value.
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::epoch::Epoch;
-    use crate::loom::fence;
+    use crate::error::Result;
+    use crate::loom::{Ordering, fence};
+    use crate::runtime::access::resolve;
+    use crate::runtime::epoch::Epoch;
+    use crate::runtime::word::Mode;
     use loom::cell::UnsafeCell;
     use loom::sync::Arc;
 
@@ -376,76 +411,65 @@ mod loom_tests {
         })
     }
 
-    const OLD: u64 = 0x1000;
-    const NEW: u64 = 0x2000;
+    const OLD: usize = 0x1000;
+    const NEW: usize = 0x2000;
+    const VALUE: u64 = 7;
 
-    fn mutator(slot: &Slot, epoch: &Epoch, old: &UnsafeCell<u64>, new: &UnsafeCell<u64>) {
+    fn cell(at: usize, old: &UnsafeCell<u64>, new: &UnsafeCell<u64>) -> *const UnsafeCell<u64> {
+        if at == OLD { old } else { new }
+    }
+
+    fn mutator(
+        slot: &Slot,
+        epoch: &Epoch,
+        mode: Mode,
+        old: &UnsafeCell<u64>,
+        new: &UnsafeCell<u64>,
+    ) {
         epoch.enter();
-        let mut spins = 0;
-        loop {
-            let w = slot.word.load(Ordering::Acquire);
-            if w & BUSY != 0 {
-                backoff(&mut spins);
-                continue;
+        let fetch = |w: Word| -> Result<Option<usize>> {
+            // The far copy holds VALUE (the model's evacuator never loses a write).
+            if !slot.claim(w) {
+                return Ok(None);
             }
-            if w & PRESENT == 0 {
-                break; // evicted: a real mutator would fetch it
+            wr(new, VALUE);
+            slot.store(Word::fetched(NEW, false, mode));
+            Ok(Some(NEW))
+        };
+        let relocate = |w: Word| {
+            if slot.claim(w) {
+                let v = rd(old);
+                wr(new, v);
+                slot.store(w.self_moved(NEW));
             }
-            if w & MOVING != 0 {
-                if slot
-                    .word
-                    .compare_exchange(w, w | BUSY, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    // Self-move: copy the old location into our own.
-                    let v = rd(old);
-                    wr(new, v);
-                    slot.word.store(
-                        (w & !(MOVING | ADDR_BITS)) | addr_bits(NEW as usize),
-                        Ordering::Release,
-                    );
-                }
-                continue;
-            }
-            let v = if addr(w) as u64 == OLD {
-                rd(old)
-            } else {
-                rd(new)
-            };
-            assert_eq!(v, 7, "read a reused location");
-            break;
-        }
+        };
+        let got = resolve(slot, mode, fetch, relocate).expect("the model's fetch cannot fail");
+        // SAFETY: `cell` returns one of the two cells, alive for the whole model run.
+        let v = rd(unsafe { &*cell(got.addr, old, new) });
+        assert_eq!(v, VALUE, "read a reused location");
         epoch.exit();
     }
 
-    const ADDR_BITS: u64 = crate::slot::bits::ADDR;
-    use crate::slot::bits::addr_bits;
-
-    #[test]
-    fn loom_mutator_evacuator_handshake() {
-        loom::model(|| {
-            let slot = Arc::new(Slot::new_detached_for_test());
-            slot.word.store(
-                PRESENT | HOT | DIRTY | addr_bits(OLD as usize),
-                Ordering::Relaxed,
-            );
+    fn model(mode: Mode, start: Word) {
+        loom::model(move || {
+            let slot = Arc::new(Slot::new_detached_for_test(start));
             let epoch = Arc::new(Epoch::new());
-            let old = Arc::new(UnsafeCell::new(7u64));
+            let old = Arc::new(UnsafeCell::new(VALUE));
             let new = Arc::new(UnsafeCell::new(0u64));
             let m = {
                 let (slot, epoch, old, new) =
                     (slot.clone(), epoch.clone(), old.clone(), new.clone());
-                loom::thread::spawn(move || mutator(&slot, &epoch, &old, &new))
+                loom::thread::spawn(move || mutator(&slot, &epoch, mode, &old, &new))
             };
-            if mark(&slot, OLD as usize).is_some() {
+            if mark(&slot, OLD).is_some() {
                 // The grace period of `epoch::synchronize`, for the one mutator thread.
                 fence(Ordering::SeqCst);
                 let snap = epoch.load();
                 epoch.wait_past(snap);
-                match acquire(&slot, OLD as usize) {
+                match acquire(&slot, OLD) {
                     Acquired::Mine(_) => {
-                        // Evict, then reuse the old location.
-                        slot.word.store(REMOTE, Ordering::Release);
+                        // Evict (the far copy holds VALUE), then reuse the old location.
+                        slot.store(Word::FAR);
                         wr(&old, 99);
                     }
                     Acquired::Gone => wr(&old, 99),
@@ -454,5 +478,15 @@ mod loom_tests {
             }
             m.join().unwrap();
         });
+    }
+
+    #[test]
+    fn loom_mutator_evacuator_handshake() {
+        model(Mode::Read, Word::local(OLD).with_hot(true).with_dirty(true));
+    }
+
+    #[test]
+    fn loom_handshake_with_a_write_that_touches_the_word() {
+        model(Mode::Write, Word::local(OLD).with_far_copy(true));
     }
 }

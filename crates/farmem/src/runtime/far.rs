@@ -24,20 +24,19 @@ use std::sync::atomic::Ordering as StdOrdering;
 
 use bytemuck::{Pod, Zeroable};
 
+use super::epoch::Scope;
+use super::slot::{BOXED, DETACHED, Slot};
+use super::word::{Mode, Word};
+use super::{Inner, Runtime};
 use crate::backend::ObjectId;
-use crate::epoch::Scope;
 use crate::error::{Error, Result};
-use crate::loom::Ordering;
-use crate::object::{Mode, addr};
-use crate::runtime::{Inner, Runtime};
-use crate::slot::bits::{DIRTY, LARGE, PRESENT, REMOTE, addr_bits};
-use crate::slot::{BOXED, DETACHED, Slot};
 
 mod raw {
     use super::*;
 
     /// The untyped owner of one far object (internal): one pointer to its slot. It holds one
     /// strong count of its runtime (found through the slot's chunk), released on drop.
+    #[derive(Debug)]
     pub struct RawFar {
         pub(crate) slot: NonNull<Slot>,
     }
@@ -62,7 +61,7 @@ impl RawFar {
     }
 
     fn alloc(rt: &Arc<Inner>, len: usize, init: impl FnOnce(&mut [u8])) -> Result<Self> {
-        let idx = rt.slots.alloc(Inner::next_id(), len)?;
+        let idx = rt.slots.alloc(rt.ids.reserve(1)?, len)?;
         let a = match rt.alloc_space(rt.mutator_lane(), idx, len) {
             Ok(a) => a,
             Err(e) => {
@@ -73,11 +72,10 @@ impl RawFar {
         let this = Self::own(rt, idx)?;
         // SAFETY: the allocation is `len` bytes that nobody else can reach before publication.
         init(unsafe { std::slice::from_raw_parts_mut(a.ptr.as_ptr(), len) });
-        let large = if a.is_large() { LARGE } else { 0 };
-        this.slot().word.store(
-            PRESENT | DIRTY | large | addr_bits(a.ptr.as_ptr() as usize),
-            Ordering::Release,
-        );
+        // New and never written back: dirty, no far copy.
+        let at = a.ptr.as_ptr() as usize;
+        this.slot()
+            .store(Word::local(at).with_dirty(true).with_large(a.is_large()));
         rt.heap.publish(a);
         Ok(this)
     }
@@ -93,7 +91,7 @@ impl RawFar {
         }
         let idx = rt.slots.alloc(id, len)?;
         let this = Self::own(rt, idx)?;
-        this.slot().word.store(REMOTE, Ordering::Release);
+        this.slot().store(Word::FAR);
         Ok(this)
     }
 
@@ -161,21 +159,24 @@ impl RawFar {
     }
 
     /// Returns the local address of the payload, making the object local if needed.
+    ///
+    /// The fast path is the first case of the dereference decision (`access::decide`): one load
+    /// of the word, a byte compare and a shift; everything else is `Inner::deref_slow`.
     #[inline(always)]
     fn deref(&self, s: &Scope<'_>, mode: Mode) -> Result<usize> {
-        let w = self.slot().word.load(Ordering::Acquire);
-        if mode.hit(w) {
+        let w = self.slot().load();
+        if w.hit(mode) {
             // One increment of a counter in the caller's scope (its stack): cheap enough to
             // count every hit.
             s.count_hit();
-            return Ok(addr(w));
+            return Ok(w.addr());
         }
         std::hint::cold_path();
         self.rt().deref_slow(self.idx(), self.slot(), mode)
     }
 
     fn is_local(&self) -> bool {
-        self.slot().word.load(Ordering::Acquire) & PRESENT != 0
+        self.slot().load().is_present()
     }
 
     fn far_id(&self) -> ObjectId {
@@ -267,7 +268,7 @@ pub struct FarBox<T: Pod> {
 
 impl<T: Pod> FarBox<T> {
     const ALIGN_OK: () = assert!(
-        std::mem::align_of::<T>() <= crate::heap::ALIGN,
+        std::mem::align_of::<T>() <= super::heap::ALIGN,
         "far objects are at most 16-byte aligned"
     );
 
@@ -349,7 +350,7 @@ impl<T: Pod> FarBox<T> {
     /// # Errors
     /// As [`FarBox::read`].
     pub fn get(&self) -> Result<T> {
-        let s = Scope::new(self.raw.rt());
+        let s = Scope::new(&self.raw.rt().counters);
         self.read(&s).copied()
     }
 
@@ -359,7 +360,7 @@ impl<T: Pod> FarBox<T> {
     /// As [`FarBox::read`].
     pub fn set(&mut self, value: T) -> Result<()> {
         let rt = self.raw.rt_arc();
-        let s = Scope::new(&rt);
+        let s = Scope::new(&rt.counters);
         *self.write(&s)? = value;
         Ok(())
     }
@@ -394,7 +395,7 @@ impl<T: Pod> FarBox<T> {
     }
 
     /// Takes ownership of an object that so far exists only in the backend, under `id` (for
-    /// example one the remote agent wrote under an id from [`Runtime::reserve_ids`]). Nothing is
+    /// example one the remote agent wrote under an id from `Runtime::reserve_ids`). Nothing is
     /// fetched now; the first dereference fetches it. Dropping the box frees the far copy.
     ///
     /// The caller must not adopt one id twice, nor an id owned by another box.
@@ -402,7 +403,7 @@ impl<T: Pod> FarBox<T> {
     /// # Errors
     /// [`Error::TooManyObjects`]. If the far object turns out not to be `size_of::<T>()` bytes,
     /// the dereference that fetches it fails with the backend's size error.
-    pub fn from_far(rt: &Runtime, id: ObjectId) -> Result<Self> {
+    pub(crate) fn from_far(rt: &Runtime, id: ObjectId) -> Result<Self> {
         let () = Self::ALIGN_OK;
         Ok(Self {
             raw: RawFar::adopt(&rt.inner, id, size_of::<T>())?,
@@ -450,7 +451,7 @@ pub struct FarSlice<T: Pod> {
 
 impl<T: Pod> FarSlice<T> {
     const ALIGN_OK: () = assert!(
-        std::mem::align_of::<T>() <= crate::heap::ALIGN,
+        std::mem::align_of::<T>() <= super::heap::ALIGN,
         "far objects are at most 16-byte aligned"
     );
 
@@ -558,7 +559,7 @@ impl<T: Pod> FarSlice<T> {
     /// # Errors
     /// As [`FarSlice::read`].
     pub fn to_vec(&self) -> Result<Vec<T>> {
-        let s = Scope::new(self.raw.rt());
+        let s = Scope::new(&self.raw.rt().counters);
         Ok(self.read(&s)?.to_vec())
     }
 
@@ -596,28 +597,17 @@ impl<T: Pod> FarSlice<T> {
     }
 
     /// Takes ownership of a slice of `len` values that so far exists only in the backend, under
-    /// `id` (for example the output of a remote-agent operation written under an id from
-    /// [`Runtime::reserve_ids`]). Nothing is fetched now: the first dereference (or a prefetch)
+    /// `id` (the output of a remote-agent operation written under an id from
+    /// `Runtime::reserve_ids`). Nothing is fetched now: the first dereference (or a prefetch)
     /// fetches it. Dropping the slice frees the far copy.
     ///
     /// The caller must not adopt one id twice, nor an id owned by another far object.
-    ///
-    /// ```
-    /// use farmem::{FarSlice, Runtime, RuntimeConfig};
-    /// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
-    /// let id = rt.reserve_ids(1);
-    /// // Someone else (here: we, through the backend) writes the object.
-    /// rt.backend().put(id, &[1, 0, 0, 0, 2, 0, 0, 0]).unwrap();
-    /// let v = FarSlice::<u32>::from_far(&rt, id, 2).unwrap();
-    /// assert!(!v.is_local());
-    /// assert_eq!(v.to_vec().unwrap(), [1, 2]);
-    /// ```
     ///
     /// # Errors
     /// [`Error::ObjectTooLarge`], [`Error::TooManyObjects`]. If the far object is not
     /// `len * size_of::<T>()` bytes, the dereference that fetches it fails with the backend's
     /// size error.
-    pub fn from_far(rt: &Runtime, id: ObjectId, len: usize) -> Result<Self> {
+    pub(crate) fn from_far(rt: &Runtime, id: ObjectId, len: usize) -> Result<Self> {
         let () = Self::ALIGN_OK;
         Ok(Self {
             raw: RawFar::adopt(&rt.inner, id, Self::bytes(rt, len)?)?,

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 
 /// A snapshot of a runtime's statistics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Dereferences that found the object local (counted when their scope ends).
     pub hits: u64,
@@ -31,6 +32,13 @@ pub struct Stats {
     pub objects_compacted: u64,
     /// Objects a mutator moved itself because it touched them during evacuation.
     pub self_moves: u64,
+    /// Bytes of remote-agent arguments the containers sent (offloaded operations).
+    pub agent_bytes_sent: u64,
+    /// Bytes of remote-agent results the containers received.
+    pub agent_bytes_received: u64,
+    /// Bytes non-temporal scans ([`FarVec::scan_nt`](crate::containers::FarVec::scan_nt))
+    /// streamed from the backend without caching them (not included in `bytes_fetched`).
+    pub bytes_streamed: u64,
     /// Bytes of local memory in use (regions and dedicated allocations).
     pub local_bytes: u64,
     /// The configured local budget.
@@ -60,7 +68,10 @@ counters!(
     evacuation_rounds,
     objects_evicted,
     objects_compacted,
-    self_moves
+    self_moves,
+    agent_bytes_sent,
+    agent_bytes_received,
+    bytes_streamed
 );
 
 impl Counters {

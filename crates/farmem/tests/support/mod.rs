@@ -1,0 +1,16 @@
+//! What this crate's tests share: skipping a test whose machine lacks what it needs.
+
+/// Skips a test whose machine lacks what it needs (root, userfaultfd, `/dev/fuse`, zram, a
+/// memory cgroup): prints `why` and returns, and the caller returns too.
+///
+/// # Panics
+/// When `FARMEM_REQUIRE_PRIVILEGED` is set (to anything but `0`), as CI does: there every test
+/// must run, so a missing facility fails the test instead of skipping it.
+pub fn skip_or_fail(why: &str) {
+    match std::env::var("FARMEM_REQUIRE_PRIVILEGED") {
+        Ok(v) if !v.is_empty() && v != "0" => {
+            panic!("FARMEM_REQUIRE_PRIVILEGED is set, but this test cannot run: {why}")
+        }
+        _ => eprintln!("skipping: {why}"),
+    }
+}
