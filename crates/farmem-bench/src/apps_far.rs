@@ -71,7 +71,15 @@ fn connect(addr: &str) -> anyhow::Result<Arc<dyn Backend>> {
 /// # Errors
 /// When the server is unreachable or the budget is below the runtime's minimum.
 pub fn runtime(addr: &str, budget: u64) -> anyhow::Result<Runtime> {
-    let mut cfg = RuntimeConfig::new(budget as usize).custom_backend(connect(addr)?);
+    runtime_on(connect(addr)?, budget)
+}
+
+/// A farmem object runtime on `backend` with `budget` bytes of local memory.
+///
+/// # Errors
+/// When the budget is below the runtime's minimum.
+pub fn runtime_on(backend: Arc<dyn Backend>, budget: u64) -> anyhow::Result<Runtime> {
+    let mut cfg = RuntimeConfig::new(budget as usize).custom_backend(backend);
     // Small budgets need small heap regions (the runtime needs a few regions at least).
     if cfg.minimum_budget() > budget as usize {
         cfg = cfg.region_size(
@@ -139,11 +147,24 @@ impl FarWeb {
         budget: u64,
         progress: &dyn Fn(u64),
     ) -> anyhow::Result<Self> {
+        Self::build_on(connect(addr)?, args, budget, progress)
+    }
+
+    /// [`FarWeb::build`] on any backend (a pool, for `failover`).
+    ///
+    /// # Errors
+    /// Runtime or container errors.
+    pub fn build_on(
+        backend: Arc<dyn Backend>,
+        args: &web::Args,
+        budget: u64,
+        progress: &dyn Fn(u64),
+    ) -> anyhow::Result<Self> {
         // Never more than the whole map needs (a quarter more than its entries, for the sets a
         // key may not leave): the rest of the budget is worth more to the elements.
         let whole_map = args.keys * FarHashMap::<u64, u64>::bytes_per_entry() as u64 * 5 / 4;
         let map_budget = ((budget as f64 * args.map_share) as u64).min(whole_map);
-        let rt = runtime(addr, budget.saturating_sub(map_budget).max(4 << 20))?;
+        let rt = runtime_on(backend, budget.saturating_sub(map_budget).max(4 << 20))?;
         let map = FarHashMap::new(&rt, HashMapConfig::new(map_budget as usize))?;
         for r in 0..args.keys {
             map.insert(web::key_of(r), web::value_of(r))?;

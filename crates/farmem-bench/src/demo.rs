@@ -18,10 +18,23 @@ pub struct Args {
     /// Results directory.
     #[arg(long, default_value = "results/demo")]
     pub out: PathBuf,
+    /// Run over a pool of this many memory servers (child processes) instead of one loopback
+    /// server (0: one server, no pool).
+    #[arg(long, default_value_t = 0)]
+    pub servers: usize,
+    /// Copies of every object in the pool (with --servers).
+    #[arg(long, default_value_t = 2)]
+    pub replicas: usize,
+    /// Kill one server with SIGKILL in the middle of the analysis (with --servers).
+    #[arg(long)]
+    pub kill_one: bool,
 }
 
 /// Runs the demo.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.servers > 0 {
+        return crate::demo_pool::run(&args);
+    }
     println!(
         "farmem demo: NYC-taxi analysis on {} synthetic trips, all-local vs farmem object mode at {:.0}% local memory",
         args.rows,

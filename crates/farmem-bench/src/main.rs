@@ -7,12 +7,15 @@ mod apps_far;
 mod common;
 mod containers;
 mod demo;
+mod demo_pool;
 mod deref;
+mod failover;
 mod kswap;
 mod modes;
 mod netswap;
 mod paging;
 mod plot;
+mod pool_rig;
 mod taxi;
 #[cfg(test)]
 #[path = "../tests/support/mod.rs"]
@@ -49,6 +52,11 @@ enum Command {
     Web(web::Args),
     /// Kernel swap to a memory server over TCP: self-check and page-touch figures (root).
     Netswap(netswap::Args),
+    /// Memory pool with replicas over three loopback servers: overhead, failures, repair, drain.
+    Failover(failover::Args),
+    /// Internal: a memory server child process (used by `demo --servers` and `failover`).
+    #[command(hide = true)]
+    Serve(pool_rig::ServeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,5 +76,7 @@ fn main() -> anyhow::Result<()> {
         Command::Taxi(a) => taxi::run(a),
         Command::Web(a) => web::run(a),
         Command::Netswap(a) => netswap::run(a),
+        Command::Failover(a) => failover::run(a),
+        Command::Serve(a) => pool_rig::serve(a),
     }
 }

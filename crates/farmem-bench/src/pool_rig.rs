@@ -1,0 +1,373 @@
+//! Memory servers as child processes and a replicated pool over them, for `demo --servers` and
+//! `failover`.
+//!
+//! The children are this same binary in its hidden `serve` subcommand (a [`Server`] on a free
+//! loopback port), so there is no second binary to find or keep in step: `cargo run -p
+//! farmem-bench` and an installed `farmem-bench` both work as they are. Each child asks the kernel
+//! to kill it when this process dies, so an aborted run leaves no server behind.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use farmem::backend::pool::MemberState;
+use farmem::backend::{
+    Edit, MemberId, PendingCompute, PoolBackend, PoolConfig, Redundancy, TcpBackend, TcpConfig,
+};
+use farmem::{Backend, BackendError, ObjectId, Runtime, StoreStats};
+use farmem_server::{Server, ServerConfig};
+
+/// Options of the hidden `farmem-bench serve`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+}
+
+/// Runs a memory server until killed; prints `listening on ADDR` once it accepts connections.
+///
+/// # Errors
+/// When the server cannot start.
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of this process; no memory is passed.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } == 1 {
+        anyhow::bail!("the parent process is gone");
+    }
+    let server = Server::start(ServerConfig {
+        listen: args.listen,
+        ..ServerConfig::default()
+    })
+    .context("starting the memory server")?;
+    let mut out = std::io::stdout();
+    writeln!(out, "listening on {}", server.addr())?;
+    out.flush()?;
+    loop {
+        std::thread::park();
+    }
+}
+
+/// A memory server child process; killed when dropped.
+#[derive(Debug)]
+pub struct ServerProc {
+    child: Child,
+    addr: String,
+    killed: AtomicBool,
+}
+
+impl ServerProc {
+    /// Starts `farmem-bench serve` on a free loopback port.
+    ///
+    /// # Errors
+    /// When the child cannot start or does not announce its address.
+    pub fn start() -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("locating the farmem-bench binary")?;
+        let mut child = Command::new(exe)
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting a memory server child process")?;
+        let mut line = String::new();
+        let read = child
+            .stdout
+            .take()
+            .context("the server's stdout")
+            .and_then(|o| Ok(BufReader::new(o).read_line(&mut line)?));
+        let addr = line.trim().strip_prefix("listening on ").map(str::to_owned);
+        match (read, addr) {
+            (Ok(_), Some(addr)) => Ok(Self {
+                child,
+                addr,
+                killed: AtomicBool::new(false),
+            }),
+            (r, _) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                r?;
+                anyhow::bail!("the memory server printed {line:?} instead of its address")
+            }
+        }
+    }
+
+    /// `host:port` it listens on.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `sig` (SIGKILL, SIGSTOP, SIGCONT).
+    ///
+    /// # Errors
+    /// When the process was killed before, or kill(2) fails.
+    pub fn signal(&self, sig: i32) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.killed.load(Ordering::Relaxed),
+            "server {} is already gone",
+            self.addr
+        );
+        // SAFETY: kill(2) on our own child's pid: the child is reaped only when `self` drops,
+        // so the pid cannot name another process.
+        if unsafe { libc::kill(self.pid(), sig) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        if sig == libc::SIGKILL {
+            self.killed.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Its resident set size (VmRSS of /proc/PID/status), if it runs.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        if self.killed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib << 10)
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A backend that records the longest single call (the stall a program sees).
+pub struct Timed {
+    inner: Arc<dyn Backend>,
+    max_ns: AtomicU64,
+}
+
+impl std::fmt::Debug for Timed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timed")
+            .field("inner", &self.inner.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Timed {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Backend>) -> Self {
+        Self {
+            inner,
+            max_ns: AtomicU64::new(0),
+        }
+    }
+
+    fn time<T>(&self, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let r = f();
+        let ns = t.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+        self.max_ns.fetch_max(ns, Ordering::Relaxed);
+        r
+    }
+
+    /// The longest call since the last `take_max`, and starts a new window.
+    pub fn take_max(&self) -> Duration {
+        Duration::from_nanos(self.max_ns.swap(0, Ordering::Relaxed))
+    }
+}
+
+impl Backend for Timed {
+    fn put(&self, id: ObjectId, data: &[u8]) -> Result<(), BackendError> {
+        self.time(|| self.inner.put(id, data))
+    }
+    fn get(&self, id: ObjectId) -> Result<Vec<u8>, BackendError> {
+        self.time(|| self.inner.get(id))
+    }
+    fn get_into(&self, id: ObjectId, buf: &mut [u8]) -> Result<(), BackendError> {
+        self.time(|| self.inner.get_into(id, buf))
+    }
+    fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>, BackendError> {
+        self.time(|| self.inner.get_many(ids))
+    }
+    fn put_many(&self, items: &[(ObjectId, &[u8])]) -> Result<(), BackendError> {
+        self.time(|| self.inner.put_many(items))
+    }
+    fn patch(&self, id: ObjectId, edits: &[Edit<'_>]) -> Result<(), BackendError> {
+        self.time(|| self.inner.patch(id, edits))
+    }
+    fn patch_many(&self, items: &[(ObjectId, &[Edit<'_>])]) -> Result<(), BackendError> {
+        self.time(|| self.inner.patch_many(items))
+    }
+    fn free(&self, ids: &[ObjectId]) -> Result<(), BackendError> {
+        self.time(|| self.inner.free(ids))
+    }
+    fn stats(&self) -> Result<StoreStats, BackendError> {
+        self.inner.stats()
+    }
+    fn compute(&self, route: ObjectId, op: u16, args: &[u8]) -> Result<Vec<u8>, BackendError> {
+        self.time(|| self.inner.compute(route, op, args))
+    }
+    fn submit_compute(&self, route: ObjectId, op: u16, args: &[u8]) -> PendingCompute {
+        self.inner.submit_compute(route, op, args)
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+/// Server child processes, a pool over them and a timing layer over the pool.
+pub struct PoolRig {
+    /// The pool with call timing: give this one to runtimes.
+    pub timed: Arc<Timed>,
+    /// The pool.
+    pub pool: Arc<PoolBackend>,
+    /// One TCP backend per server (the pool's members).
+    pub members: Vec<Arc<TcpBackend>>,
+    /// The servers, in member order (dropped last: the pool goes before its servers).
+    pub procs: Vec<ServerProc>,
+}
+
+impl PoolRig {
+    /// Starts `servers` servers and pools them with `replicas` copies; a member that does not
+    /// answer within `timeout` is failed over; repairs copy at most `repair_rate` bytes/s.
+    ///
+    /// # Errors
+    /// When a server cannot start or be reached.
+    pub fn start(
+        servers: usize,
+        replicas: usize,
+        timeout: Duration,
+        repair_rate: Option<u64>,
+    ) -> anyhow::Result<Self> {
+        let procs = (0..servers)
+            .map(|_| ServerProc::start())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut members = Vec::with_capacity(servers);
+        for p in &procs {
+            let cfg = TcpConfig::new([p.addr()])
+                .connections_per_server(2)
+                .timeout(timeout);
+            members.push(Arc::new(TcpBackend::connect(cfg).with_context(|| {
+                format!("connecting to the memory server at {}", p.addr())
+            })?));
+        }
+        let list = members
+            .iter()
+            .map(|m| m.clone() as Arc<dyn Backend>)
+            .collect();
+        let cfg = PoolConfig::new(Redundancy::replicas(replicas))
+            .repair_rate(repair_rate)
+            .maintenance_interval(Duration::from_millis(100));
+        let pool = Arc::new(PoolBackend::new(list, cfg)?);
+        let timed = Arc::new(Timed::new(pool.clone()));
+        Ok(Self {
+            procs,
+            members,
+            pool,
+            timed,
+        })
+    }
+
+    /// A runtime over the pool with `budget` bytes of local memory.
+    ///
+    /// # Errors
+    /// As [`crate::apps_far::runtime_on`].
+    pub fn runtime(&self, budget: u64) -> anyhow::Result<Runtime> {
+        crate::apps_far::runtime_on(self.timed.clone(), budget)
+    }
+
+    /// Bytes the running servers report in use (payload plus per-object overhead).
+    pub fn used_bytes(&self) -> u64 {
+        self.procs
+            .iter()
+            .zip(&self.members)
+            .filter(|(p, _)| p.rss_bytes().is_some())
+            .filter_map(|(_, m)| m.stats().ok())
+            .map(|s| s.used_bytes)
+            .sum()
+    }
+
+    /// The servers' resident set sizes, summed.
+    pub fn rss_bytes(&self) -> u64 {
+        self.procs.iter().filter_map(ServerProc::rss_bytes).sum()
+    }
+
+    /// Sends `sig` to server `victim`, then (SIGKILL and SIGSTOP) waits for the pool to restore
+    /// full redundancy, as [`PoolRig::wait_redundant`]; returns when the signal was sent.
+    ///
+    /// # Errors
+    /// When the signal cannot be sent.
+    pub fn fail(&self, victim: usize, sig: i32) -> anyhow::Result<(Instant, Option<Restore>)> {
+        let at = Instant::now();
+        self.procs
+            .get(victim)
+            .context("no such server")?
+            .signal(sig)?;
+        Ok((
+            at,
+            self.wait_redundant(victim, at, Duration::from_secs(300)),
+        ))
+    }
+
+    /// Waits until the pool has noticed that member `lost` is gone and no object is short of
+    /// copies; returns how long after `since` the pool noticed and how long until full
+    /// redundancy (`None` after `limit`).
+    pub fn wait_redundant(&self, lost: usize, since: Instant, limit: Duration) -> Option<Restore> {
+        let mut noticed = None;
+        loop {
+            if noticed.is_none()
+                && self
+                    .pool
+                    .members()
+                    .iter()
+                    .any(|m| m.id == MemberId(lost) && m.state != MemberState::Live)
+            {
+                noticed = Some(since.elapsed());
+            }
+            if let Some(noticed) = noticed
+                && self.pool.pool_stats().under_replicated == 0
+            {
+                return Some(Restore {
+                    noticed,
+                    restored: since.elapsed(),
+                });
+            }
+            if since.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// How long a pool took to notice a lost member and to restore full redundancy.
+#[derive(Clone, Copy, Debug)]
+pub struct Restore {
+    /// From the loss until the member was marked down.
+    pub noticed: Duration,
+    /// From the loss until no object was short of copies.
+    pub restored: Duration,
+}
+
+/// Bytes per trip of the taxi working set (loaded columns plus derived ones).
+///
+/// # Errors
+/// Frame errors.
+pub fn taxi_bytes_per_row(seed: u64) -> anyhow::Result<u64> {
+    let one = farmem_frame::taxi::generate_frame(
+        &farmem_frame::taxi::TaxiGen::new(seed),
+        1,
+        farmem_frame::LocalPlacement::shared(),
+        &mut |_| {},
+    )?;
+    Ok(crate::taxi::working_set_bytes(&one))
+}
