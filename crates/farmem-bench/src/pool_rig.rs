@@ -363,8 +363,8 @@ pub struct Restore {
 /// # Errors
 /// Frame errors.
 pub fn taxi_bytes_per_row(seed: u64) -> anyhow::Result<u64> {
-    let one = farmem_frame::taxi::generate_frame(
-        &farmem_frame::taxi::TaxiGen::new(seed),
+    let one = crate::apps::taxi::generate_frame(
+        &crate::apps::taxi::TaxiGen::new(seed),
         1,
         farmem_frame::LocalPlacement::shared(),
         &mut |_| {},
