@@ -24,6 +24,15 @@ enum Buffer {
     F64(Vec<f64>),
 }
 
+impl std::fmt::Debug for ColumnBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ColumnBuilder")
+            .field("name", &self.name)
+            .field("dtype", &self.dtype)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ColumnBuilder {
     /// An empty column of type `dtype` stored with placement `p`.
     pub fn new(name: &str, dtype: DType, p: &dyn Placement) -> Self {

@@ -59,6 +59,18 @@ pub enum ColumnData {
     F64(Box<dyn ColumnStore<f64>>),
 }
 
+impl std::fmt::Debug for ColumnData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::I64(_) => "ColumnData::I64",
+            Self::I32(_) => "ColumnData::I32",
+            Self::U8(_) => "ColumnData::U8",
+            Self::U32(_) => "ColumnData::U32",
+            Self::F64(_) => "ColumnData::F64",
+        })
+    }
+}
+
 /// Runs `$body` with `$s` bound to the typed store of a [`ColumnData`].
 macro_rules! with_store {
     ($data:expr, $s:ident => $body:expr) => {

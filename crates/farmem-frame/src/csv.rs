@@ -68,6 +68,15 @@ pub struct CsvRecords<R> {
     field: Vec<u8>,
 }
 
+impl<R> std::fmt::Debug for CsvRecords<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CsvRecords")
+            .field("line", &self.line)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<R: BufRead> CsvRecords<R> {
     /// A reader over `r`.
     pub fn new(r: R) -> Self {

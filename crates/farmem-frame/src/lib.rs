@@ -16,6 +16,9 @@
 //! assert_eq!(g.column("temp_mean").unwrap().get(0).unwrap(), Value::Float(4.0));
 //! ```
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs, missing_debug_implementations)]
+
 mod builder;
 pub mod column;
 pub mod csv;

@@ -32,6 +32,7 @@
 //! ```
 
 #![deny(missing_docs, missing_debug_implementations)]
+#![forbid(unsafe_code)]
 
 use std::cmp::Ordering;
 use std::collections::HashMap;

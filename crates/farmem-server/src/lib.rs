@@ -16,6 +16,9 @@
 //! # let _ = addr;
 //! ```
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs, missing_debug_implementations)]
+
 mod config;
 mod conn;
 mod error;

@@ -172,6 +172,7 @@ fn random_key() -> u64 {
 }
 
 /// The memory server.
+#[derive(Debug)]
 pub struct Server;
 
 impl Server {
@@ -306,6 +307,14 @@ pub struct ServerHandle {
     addr: SocketAddr,
     acceptor: Option<JoinHandle<()>>,
     reaper: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerHandle {

@@ -19,6 +19,7 @@
 //! ```
 
 #![deny(missing_docs, missing_debug_implementations)]
+#![forbid(unsafe_code)]
 
 pub mod agent;
 mod budget;

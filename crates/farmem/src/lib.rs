@@ -31,7 +31,7 @@
 //! lane numbering (`runtime`), and the paging mode's `#[global_allocator]` hook
 //! (`paging::alloc`), which a global allocator cannot do without.
 
-#![deny(missing_docs)]
+#![deny(missing_docs, missing_debug_implementations)]
 
 pub mod backend;
 pub mod containers;

@@ -380,6 +380,15 @@ pub struct Cursor<'a, T: Pod> {
     off: usize,
 }
 
+impl<T: Pod> std::fmt::Debug for Cursor<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cursor")
+            .field("node", &self.node)
+            .field("off", &self.off)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T: Pod + Send + Sync> Cursor<'_, T> {
     fn at_end(&self) -> bool {
         self.node >= self.list.nodes.len()

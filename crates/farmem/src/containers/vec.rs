@@ -517,6 +517,16 @@ pub struct Iter<'a, T: Pod> {
     failed: bool,
 }
 
+impl<T: Pod> std::fmt::Debug for Iter<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Iter")
+            .field("chunk", &self.chunk)
+            .field("pos", &self.pos)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T: Pod + Send + Sync> Iterator for Iter<'_, T> {
     type Item = Result<T>;
 

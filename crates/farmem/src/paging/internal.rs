@@ -22,6 +22,7 @@ thread_local! {
 /// assert!(InternalGuard::is_set());
 /// ```
 #[must_use = "the mark is removed when the guard is dropped"]
+#[derive(Debug)]
 pub struct InternalGuard(());
 
 impl InternalGuard {

@@ -98,8 +98,8 @@ pub struct PagingConfig {
     /// After serving a fault the pager thread polls for the next one this many microseconds
     /// before it sleeps (saves a wake-up per fault under random access; 0 never spins).
     pub pager_spin_us: u64,
-    /// First backend object id; page `i` is object `id_base + i`. `None` picks a fresh range per
-    /// region (ids `0xFA6E_xxxx_...`).
+    /// First backend object id; page `i` is object `id_base + i`. `None` names each page after
+    /// its virtual page number (ids `0xFA6E_xxxx_...`), unique among this process's regions.
     pub id_base: Option<ObjectId>,
 }
 

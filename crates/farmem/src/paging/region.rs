@@ -1,7 +1,7 @@
 //! [`PagedRegion`]: a virtual range backed by far memory through userfaultfd.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,8 +18,9 @@ use super::{PagingConfig, PagingError, PagingStats};
 const MIN_BUDGET_PAGES: usize = 16;
 /// How often the pager thread checks for shutdown while idle.
 const POLL_MS: i32 = 50;
-/// Region counter for default object-id ranges.
-static NEXT_REGION: AtomicU64 = AtomicU64::new(0);
+/// The top bits of the default object ids of paged regions (the object runtime's ids stay
+/// below 2^62).
+const PAGING_IDS: u64 = 0xFA6E_0000_0000_0000;
 
 /// Checks that paging regions can be created here (userfaultfd with write-protect works).
 ///
@@ -104,11 +105,14 @@ impl PagedRegion {
             .checked_next_multiple_of(PAGE)
             .ok_or_else(|| PagingError::Config(format!("region length {len} too large")))?;
         let pages = len / PAGE;
-        let id_base = config.id_base.unwrap_or_else(|| {
-            0xFA6E_0000_0000_0000 | (NEXT_REGION.fetch_add(1, Ordering::Relaxed) << 36)
-        });
         let uffd = Arc::new(Uffd::open()?);
         let base = sys::map_anonymous(len)?;
+        // By default page `i` is named after its virtual page number: unique among the live
+        // regions of this process with no shared counter, and a region frees its objects before
+        // its address range can be mapped again.
+        let id_base = config
+            .id_base
+            .unwrap_or(PAGING_IDS | (base as u64 / PAGE as u64));
         if let Err(e) = uffd.register(base, len) {
             // SAFETY: the mapping was made just above and nothing refers to it yet.
             unsafe { sys::unmap(base, len) };

@@ -163,6 +163,15 @@ pub struct TcpBackend {
     timeout: Duration,
 }
 
+impl std::fmt::Debug for TcpBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpBackend")
+            .field("servers", &self.servers.len())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 static THREAD_SEQ: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {

@@ -259,6 +259,14 @@ pub struct AgentInput<'a> {
     pub(super) src: Box<dyn Source + 'a>,
 }
 
+impl std::fmt::Debug for AgentInput<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentInput")
+            .field("vec", &self.vec)
+            .finish_non_exhaustive()
+    }
+}
+
 impl AgentInput<'_> {
     /// Element type.
     pub fn elem_type(&self) -> farmem_proto::agent::ElemType {

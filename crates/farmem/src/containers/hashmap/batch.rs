@@ -50,6 +50,16 @@ pub struct PendingLookup<'a, K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + S
     group: Option<Group<K, V>>,
 }
 
+impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> std::fmt::Debug
+    for PendingLookup<'_, K, V>
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingLookup")
+            .field("in_flight", &self.group.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> PendingLookup<'_, K, V> {
     /// Waits for the misses and returns every key's value, in the order of the keys.
     ///
