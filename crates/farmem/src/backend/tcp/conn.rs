@@ -6,7 +6,8 @@
 //! other requests to their waiting threads, and passes the leadership on when its own answer has
 //! arrived. A lone thread therefore costs one `write` and one `read` per round trip.
 //!
-//! A request's frame stays in its slot until it is answered. When the connection breaks, the
+//! A request's frame is copied into its slot when it is written, and stays there until it is
+//! answered. When the connection breaks, the
 //! thread that notices reconnects (with back-off, within the link's deadline), resumes the
 //! session and resends every unanswered frame in submission order; the server answers a resent
 //! write from its de-duplication window, so callers see only latency. When the server cannot be
@@ -304,15 +305,6 @@ impl Connection {
         let start = begin_frame(&mut w.buf, op as u16, 0, req_id(slot, epoch));
         body(&mut w.buf);
         finish_frame(&mut w.buf, start);
-        {
-            // Kept for a resend after a reconnect (a reconnect holds the writer lock, so the
-            // frame is either resent from here or written by us to the new stream).
-            let mut st = self.state.lock();
-            let s = &mut st.slots[slot as usize];
-            if s.epoch == epoch {
-                s.frame.extend_from_slice(&w.buf[start..]);
-            }
-        }
         w.queued += 1;
         let seq = w.queued;
         if flush || w.buf.len() >= FLUSH_AT {
@@ -325,6 +317,7 @@ impl Connection {
         if w.buf.is_empty() {
             return;
         }
+        self.keep_frames(&w.buf);
         let r = (&*w.stream).write_all(&w.buf);
         w.buf.clear();
         if w.buf.capacity() > SHRINK_ABOVE {
@@ -335,6 +328,28 @@ impl Connection {
             // The frames are kept in their slots: the next reader reconnects and resends them.
             tracing::debug!(addr = %self.addr(), error = %e, "write failed");
             let _ = w.stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Copies the frames about to be written into their slots, for a resend after a reconnect
+    /// (one lock per write, not per request).
+    fn keep_frames(&self, buf: &[u8]) {
+        let mut st = self.state.lock();
+        let mut at = 0;
+        while at + HEADER_LEN <= buf.len() {
+            let len = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+            let end = (at + HEADER_LEN + len as usize).min(buf.len());
+            let mut id = [0u8; 8];
+            id.copy_from_slice(&buf[at + 12..at + 20]);
+            let id = u64::from_le_bytes(id);
+            if let Some(s) = st.slots.get_mut(id as u32 as usize)
+                && s.epoch == (id >> 32) as u32
+                && matches!(s.state, SlotState::Pending(_) | SlotState::Abandoned)
+            {
+                s.frame.clear();
+                s.frame.extend_from_slice(&buf[at..end]);
+            }
+            at = end;
         }
     }
 
@@ -425,7 +440,8 @@ impl Connection {
         }
         let stream = Arc::new(stream);
         let mut w = self.writer.lock();
-        w.buf.clear();
+        // Not yet written: goes out after the resent frames.
+        let unwritten = std::mem::take(&mut w.buf);
         let mut resend: Vec<(u64, Vec<u8>)> = {
             let st = self.state.lock();
             st.slots
@@ -441,6 +457,7 @@ impl Connection {
         for (_, f) in &resend {
             w.buf.extend_from_slice(f);
         }
+        w.buf.extend_from_slice(&unwritten);
         w.stream = stream.clone();
         *self.current.lock() = (stream, generation + 1);
         self.generation.store(generation + 1, Ordering::Release);
