@@ -58,6 +58,22 @@ impl ServerProc {
     /// Freezes the process (SIGSTOP).
     pub fn freeze(&self) {
         self.signal("-STOP");
+        // `kill` returns once the signal is queued; a thread of the server that is already
+        // running may still answer a request until the group stop reaches it. Wait until every
+        // thread is stopped.
+        let tasks = format!("/proc/{}/task", self.child.id());
+        wait_until("the server to stop", Duration::from_secs(10), || {
+            std::fs::read_dir(&tasks).is_ok_and(|dir| {
+                dir.flatten().all(|t| {
+                    std::fs::read_to_string(t.path().join("stat")).is_ok_and(|st| {
+                        // The state follows the parenthesised command name.
+                        st.rsplit_once(')')
+                            .and_then(|(_, rest)| rest.trim_start().chars().next())
+                            .is_some_and(|c| c == 'T' || c == 't')
+                    })
+                })
+            })
+        });
     }
 
     /// Thaws it (SIGCONT).
