@@ -176,7 +176,6 @@ pub(crate) fn pass(inner: &Inner) {
     let members = inner.members();
     let want = inner.cfg.redundancy.copies();
     let ids = inner.table.select(|e| needs_work(e, &members, want));
-    batch_copy(inner, &ids);
     let (mut pending, mut no_room, mut lost) = (0, 0, 0);
     for id in ids {
         if inner.repair.stopping() {
@@ -219,7 +218,6 @@ pub(crate) fn drain(inner: &Inner, m: Ix) -> Result<(), PoolError> {
         if round > 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
-        batch_copy(inner, &ids);
         for id in ids {
             match fix(inner, id) {
                 Fix::NoRoom => return Err(PoolError::NoRoom { member: name(), id }),
@@ -528,169 +526,4 @@ fn commit(
         m.moves.fetch_add(1, Ordering::AcqRel);
     }
     true
-}
-
-/// Most objects one batched copy reads and writes.
-const BATCH_OBJECTS: usize = 256;
-
-/// An object claimed for a batched copy: the entry as seen, the member leaving it (if any) and
-/// the member to read from.
-struct Claim {
-    id: ObjectId,
-    e: Entry,
-    from: Option<Ix>,
-    src: Ix,
-}
-
-/// Where a batched copy of `e` would read from and which member leaves it, when `e` (a plain
-/// object) needs one more copy; `None` leaves the object to [`fix`].
-fn plan(inner: &Inner, members: &[Arc<Member>], e: &Entry) -> Option<(Option<Ix>, Ix)> {
-    if e.is_table() {
-        return None;
-    }
-    let st = |m: Ix| members[usize::from(m)].state();
-    let live = e
-        .members()
-        .iter()
-        .copied()
-        .filter(|&m| st(m) == MemberState::Live);
-    if live.clone().count() >= inner.cfg.redundancy.copies() {
-        return None;
-    }
-    let draining = e
-        .members()
-        .iter()
-        .copied()
-        .find(|&m| st(m) == MemberState::Draining);
-    let gone = e.members().iter().copied().find(|&m| !st(m).serves());
-    let src = live.clone().next().or(draining)?;
-    Some((gone.or(draining), src))
-}
-
-/// Copies many plain objects at once before [`fix`] finishes them one by one: objects needing
-/// a copy are claimed like [`fix`] claims them, grouped by the member they are read from, read
-/// with one `get_many`, written with one `put_many` per target, then each commits on its own
-/// with [`commit`]'s race checks (a copy that loses the race is dropped again). Anything not
-/// finished here is left to [`fix`].
-fn batch_copy(inner: &Inner, ids: &[ObjectId]) {
-    let members = inner.members();
-    let mut groups: std::collections::HashMap<Ix, Vec<Claim>> = std::collections::HashMap::new();
-    for &id in ids {
-        if inner.repair.stopping() {
-            break;
-        }
-        let claim = {
-            let mut shard = inner.table.shard(id);
-            match shard.get_mut(&id) {
-                Some(e) if !e.is_freed() && !e.is_moving() && e.busy == 0 => {
-                    plan(inner, &members, e).map(|(from, src)| {
-                        e.set_moving(true);
-                        Claim {
-                            id,
-                            e: *e,
-                            from,
-                            src,
-                        }
-                    })
-                }
-                _ => None,
-            }
-        };
-        if let Some(c) = claim {
-            let group = groups.entry(c.src).or_default();
-            group.push(c);
-            if group.len() >= BATCH_OBJECTS {
-                let full = std::mem::take(group);
-                copy_batch(inner, &members, full);
-            }
-        }
-    }
-    for (_, group) in groups {
-        copy_batch(inner, &members, group);
-    }
-}
-
-/// Copies one batch of claimed objects sharing their source member, and ends every claim.
-fn copy_batch(inner: &Inner, members: &[Arc<Member>], claims: Vec<Claim>) {
-    let Some(first) = claims.first() else { return };
-    let s = first.src;
-    let ids: Vec<ObjectId> = claims.iter().map(|c| c.id).collect();
-    let data = match members[usize::from(s)].backend.get_many(&ids) {
-        Ok(d) if d.len() == ids.len() => d,
-        r => {
-            match r {
-                Err(err) if is_member_failure(&err) => inner.mark_down(s, &err),
-                Err(err) => tracing::debug!(error = %err, "repair could not read a batch"),
-                Ok(_) => tracing::debug!("repair read a short batch"),
-            }
-            for c in &claims {
-                release(inner, c.id, None, false);
-            }
-            return;
-        }
-    };
-    let mut by_target: std::collections::HashMap<Ix, Vec<(Claim, Vec<u8>)>> =
-        std::collections::HashMap::new();
-    for (c, d) in claims.into_iter().zip(data) {
-        match choose(members, c.e.members(), 1, d.len(), &inner.dice).first() {
-            Some(&t) => by_target.entry(t).or_default().push((c, d)),
-            None => release(inner, c.id, None, false),
-        }
-    }
-    for (t, items) in by_target {
-        let target = &members[usize::from(t)];
-        target.moves.fetch_add(items.len() as u32, Ordering::SeqCst);
-        // A drain that started meanwhile either sees these moves counted or is seen here.
-        let (written, orphans) = if target.takes_new() {
-            let refs: Vec<(ObjectId, &[u8])> =
-                items.iter().map(|(c, d)| (c.id, d.as_slice())).collect();
-            match target.backend.put_many(&refs) {
-                Ok(()) => (true, true),
-                Err(err) if is_member_failure(&err) => {
-                    inner.mark_down(t, &err);
-                    (false, false)
-                }
-                Err(err) => {
-                    tracing::debug!(member = %target.name, error = %err, "repair batch refused");
-                    (false, true)
-                }
-            }
-        } else {
-            (false, false)
-        };
-        let mut paid = 0;
-        let mut moved: std::collections::HashMap<Ix, Vec<ObjectId>> =
-            std::collections::HashMap::new();
-        for (c, d) in &items {
-            let committed = written
-                && match c.from {
-                    Some(f) => commit(inner, c.id, &c.e, f, |e| e.replace(f, t)),
-                    None => commit(inner, c.id, &c.e, Ix::MAX, |e| e.push(t)),
-                };
-            if committed {
-                let r = &inner.repair;
-                r.copies.fetch_add(1, Ordering::Relaxed);
-                r.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
-                paid += d.len();
-                if let Some(f) = c.from {
-                    moved.entry(f).or_default().push(c.id);
-                }
-            }
-            let orphan = (!committed && orphans).then_some(t);
-            release(inner, c.id, orphan, false);
-            target.moves.fetch_sub(1, Ordering::AcqRel);
-        }
-        // Copies left behind by committed moves, dropped in one request per member.
-        for (f, gone) in moved {
-            let m = &members[usize::from(f)];
-            if m.serves()
-                && let Err(e) = m.backend.free(&gone)
-            {
-                tracing::debug!(member = %m.name, error = %e, "dropping moved copies failed");
-            }
-            m.moves.fetch_sub(gone.len() as u32, Ordering::AcqRel);
-        }
-        // The bandwidth limit is paid per batch, outside the claims.
-        inner.repair.take(paid);
-    }
 }
