@@ -204,11 +204,10 @@ impl Default for CsvOptions {
 }
 
 fn infer(values: &mut dyn Iterator<Item = &str>) -> DType {
-    let (mut int, mut float, mut ts, mut any, mut empty) = (true, true, true, false, false);
+    let (mut int, mut float, mut ts, mut any) = (true, true, true, false);
     for v in values {
         let v = v.trim();
         if v.is_empty() {
-            empty = true;
             continue;
         }
         any = true;
@@ -216,7 +215,7 @@ fn infer(values: &mut dyn Iterator<Item = &str>) -> DType {
         float &= v.parse::<f64>().is_ok();
         ts &= crate::time::parse_timestamp(v).is_some();
     }
-    match (any, int && !empty, float, ts && !empty) {
+    match (any, int, float, ts) {
         (false, ..) => DType::Str,
         (_, true, _, _) => DType::I64,
         (_, _, true, _) => DType::F64,
@@ -315,6 +314,7 @@ pub fn read_csv<R: BufRead>(
 fn write_field(w: &mut dyn Write, v: &Value) -> std::io::Result<()> {
     match v {
         Value::Float(f) if f.is_nan() => Ok(()),
+        Value::Null => Ok(()),
         Value::Str(s) if s.contains([',', '"', '\n', '\r']) => {
             write!(w, "\"{}\"", s.replace('"', "\"\""))
         }
@@ -322,7 +322,7 @@ fn write_field(w: &mut dyn Write, v: &Value) -> std::io::Result<()> {
     }
 }
 
-/// Writes a frame as CSV with a header (missing floats are empty fields).
+/// Writes a frame as CSV with a header (nulls and NaN floats are empty fields).
 ///
 /// # Errors
 /// [`FrameError::Io`]; storage errors.
@@ -405,7 +405,9 @@ mod tests {
         let t = |v: &[&str]| infer(&mut v.iter().copied());
         assert_eq!(t(&["1", "2"]), DType::I64);
         assert_eq!(t(&["1", "2.5"]), DType::F64);
-        assert_eq!(t(&["1", ""]), DType::F64);
+        // Empty fields are nulls: they do not widen the type.
+        assert_eq!(t(&["1", ""]), DType::I64);
+        assert_eq!(t(&["1.5", ""]), DType::F64);
         assert_eq!(t(&["2016-01-01 00:00:00"]), DType::Timestamp);
         assert_eq!(t(&["N", "Y"]), DType::Str);
         assert_eq!(t(&["", ""]), DType::Str);

@@ -12,7 +12,7 @@
 //! use farmem_frame::{csv, Agg, LocalPlacement, Value};
 //! let data = "city,temp\nOslo,3\nRome,18\nOslo,5\n";
 //! let df = csv::read_csv(data.as_bytes(), &Default::default(), LocalPlacement::shared(), &mut |_| {}).unwrap();
-//! let g = df.group_by("city", "temp", &[Agg::Mean]).unwrap();
+//! let g = df.group_by_agg("city", "temp", &[Agg::Mean]).unwrap();
 //! assert_eq!(g.column("temp_mean").unwrap().get(0).unwrap(), Value::Float(4.0));
 //! ```
 
@@ -21,8 +21,10 @@
 
 mod builder;
 pub mod column;
+mod column_stats;
 pub mod csv;
 mod derive;
+pub mod dsl;
 mod dtype;
 mod error;
 mod far;
@@ -31,15 +33,24 @@ mod groupby;
 mod local_kernels;
 pub mod storage;
 pub mod time;
+mod validity;
 
-pub use column::{Column, ColumnBuilder, ColumnStats, Dictionary};
+pub use column::{Column, ColumnBuilder, Dictionary};
+pub use column_stats::ColumnStats;
 pub use dtype::{DType, Elem, Value};
 pub use error::{FrameError, Result};
 pub use far::FarPlacement;
 pub use farmem_proto::expr;
-pub use farmem_proto::expr::Expr;
+pub use dsl::{AggFn, Expr, GroupBy, JoinType, col, len, lit};
 pub use frame::DataFrame;
 pub use groupby::Agg;
+pub use validity::Validity;
+
+/// The names a DataFrame user needs: `use farmem_frame::prelude::*;`.
+pub mod prelude {
+    pub use crate::dsl::{Expr, GroupBy, JoinType, col, len, lit};
+    pub use crate::{Column, DType, DataFrame, FarPlacement, LocalPlacement, Value};
+}
 pub use storage::{
     BlockReader, Cmp, ColumnStore, GroupRow, LocalPlacement, LocalStore, Placement, PlacementRef,
     Storable, Summary,

@@ -38,11 +38,13 @@ fn csv_edge_cases_load() {
         name.get(0).unwrap(),
         Value::Str("a, \"quoted\" name".into())
     );
-    assert_eq!(name.get(1).unwrap(), Value::Str(String::new()));
+    // Empty fields are nulls.
+    assert_eq!(name.get(1).unwrap(), Value::Null);
+    assert_eq!(name.null_count(), 1);
     assert_eq!(name.get(2).unwrap(), Value::Str("two\nlines".into()));
     let score = df.column("score").unwrap();
-    assert!(matches!(score.get(1).unwrap(), Value::Float(x) if x.is_nan()));
-    // The empty score is missing: not counted, not summed.
+    assert_eq!(score.get(1).unwrap(), Value::Null);
+    // The empty score is null: not counted, not summed.
     assert_eq!(score.count().unwrap(), 2);
     assert_eq!(score.mean().unwrap(), Some(0.75));
     // Writing and reading back gives the same frame.
@@ -108,7 +110,7 @@ fn typed_errors() {
     let df = frame(&[1, 2], &[1.0, 2.0]);
     assert!(matches!(df.column("x"), Err(FrameError::MissingColumn(_))));
     assert!(matches!(
-        df.group_by("v", "k", &[Agg::Sum]),
+        df.group_by_agg("v", "k", &[Agg::Sum]),
         Err(FrameError::TypeMismatch { .. })
     ));
     assert!(matches!(
@@ -164,7 +166,7 @@ proptest! {
         let vals: Vec<f64> = rows.iter().map(|r| f64::from(r.1)).collect();
         let df = frame(&keys, &vals);
         // filter
-        let f = df.filter("v", Cmp::Ge, &Value::Float(f64::from(cut))).unwrap();
+        let f = df.filter_cmp("v", Cmp::Ge, &Value::Float(f64::from(cut))).unwrap();
         let want: Vec<f64> = vals.iter().copied().filter(|&v| v >= f64::from(cut)).collect();
         prop_assert_eq!(f.column("v").unwrap().read_f64(0..f.len()).unwrap(), want);
         // group-by with every aggregate
@@ -172,7 +174,7 @@ proptest! {
         for (k, v) in keys.iter().zip(&vals) {
             groups.entry(*k).or_default().push(*v);
         }
-        let g = df.group_by("k", "v", &[Agg::Count, Agg::Sum, Agg::Mean, Agg::Min, Agg::Max, Agg::Median]).unwrap();
+        let g = df.group_by_agg("k", "v", &[Agg::Count, Agg::Sum, Agg::Mean, Agg::Min, Agg::Max, Agg::Median]).unwrap();
         prop_assert_eq!(g.column("k").unwrap().read_i64(0..g.len()).unwrap(), groups.keys().copied().collect::<Vec<_>>());
         for (i, vs) in groups.values().enumerate() {
             let mut s = vs.clone();
