@@ -46,12 +46,14 @@ fn haversine_expression_equals_the_scalar_function() {
         .unwrap(),
     ];
     let df = DataFrame::from_columns(p, cols).unwrap();
+    use farmem_frame::col;
     let d = df
-        .derive(
-            "d",
-            &super::analysis::haversine(),
-            &["lon1", "lat1", "lon2", "lat2"],
-        )
+        .eval(super::analysis::haversine(
+            col("lon1"),
+            col("lat1"),
+            col("lon2"),
+            col("lat2"),
+        ))
         .unwrap();
     let n = pts.len();
     for i in 0..n {
