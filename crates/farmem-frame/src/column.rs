@@ -204,7 +204,7 @@ impl Column {
 
     /// The physical storage.
     pub fn data(&self) -> &ColumnData {
-        &*self.data
+        &self.data
     }
 
     /// The dictionary of a `Str` column.

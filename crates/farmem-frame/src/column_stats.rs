@@ -307,7 +307,7 @@ impl Column {
         let d = self.dict.as_deref();
         let nulls = self.validity.is_some() || mask.validity.is_some();
         let fast = converted.filter(|_| !nulls).and_then(|op| {
-            with_store!(&*self.data, s => s.value_counts_where(&*mask.data, cmp, &op).map(|r| {
+            with_store!(&*self.data, s => s.value_counts_where(&mask.data, cmp, &op).map(|r| {
                 r.map(|mut v| {
                     v.sort_by(|a, b| a.0.total_cmp(&b.0));
                     v.into_iter()
@@ -325,7 +325,6 @@ impl Column {
         }
         Ok(out)
     }
-
 }
 
 /// What [`Column::stats`] returns.
@@ -347,4 +346,3 @@ enum Matches {
     Rows(Vec<u32>),
     Count(u64),
 }
-

@@ -37,11 +37,11 @@ mod validity;
 
 pub use column::{Column, ColumnBuilder, Dictionary};
 pub use column_stats::ColumnStats;
+pub use dsl::{AggFn, Expr, GroupBy, JoinType, col, len, lit};
 pub use dtype::{DType, Elem, Value};
 pub use error::{FrameError, Result};
 pub use far::FarPlacement;
 pub use farmem_proto::expr;
-pub use dsl::{AggFn, Expr, GroupBy, JoinType, col, len, lit};
 pub use frame::DataFrame;
 pub use groupby::Agg;
 pub use validity::Validity;

@@ -111,6 +111,9 @@ mod tests {
         assert_eq!(v.slice(64..67), Validity::from_bools([true, true, false]));
         let all = Validity::from_bools([true; 5]);
         assert!(all.clone().into_option().is_none());
-        assert_eq!(all.and(&t), Validity::from_bools([false, true, true, false]));
+        assert_eq!(
+            all.and(&t),
+            Validity::from_bools([false, true, true, false])
+        );
     }
 }

@@ -220,7 +220,9 @@ fn local_kernels_equal_agent_on_large_columns() {
         let by_s = df
             .group_by_agg("s", "v", &[Agg::Median, Agg::Sum, Agg::Min])
             .unwrap();
-        let by_k = df.group_by_agg("k", "v", &[Agg::Median, Agg::Count]).unwrap();
+        let by_k = df
+            .group_by_agg("k", "v", &[Agg::Median, Agg::Count])
+            .unwrap();
         format!(
             "{} {:?} {uniq}\n{sw:?}\n{by_s}\n{}",
             vc.len(),

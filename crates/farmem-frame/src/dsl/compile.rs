@@ -12,15 +12,35 @@ use crate::{Column, DType, DataFrame, Dictionary, FrameError, Result, Validity, 
 
 /// A compiled operand.
 enum Node {
-    /// A numeric or boolean value; `ts` marks timestamps.
-    Num { wire: Wire, ty: Type, ts: bool },
+    /// A numeric or boolean value; `ts` marks timestamps; `valid` is the boolean expression
+    /// of the rows where it is not null (`None`: never null).
+    Num {
+        wire: Wire,
+        ty: Type,
+        ts: bool,
+        valid: Option<Wire>,
+    },
     /// Input column `idx` holding dictionary codes.
     StrCol {
         idx: u16,
         dict: Option<Arc<Dictionary>>,
+        valid: Option<Wire>,
     },
     /// A string constant.
     StrLit(String),
+}
+
+/// Rows valid in both (`None`: all rows).
+fn both(a: Option<Wire>, b: Option<Wire>) -> Option<Wire> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.and(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// `valid` as an expression (`true` when `None`).
+fn valid_or_true(v: Option<Wire>) -> Wire {
+    v.unwrap_or_else(|| Wire::lit_bool(true))
 }
 
 struct Compiler<'a> {
@@ -59,9 +79,29 @@ impl Compiler<'_> {
         Ok(i)
     }
 
-    fn num(&mut self, e: &Expr) -> Result<(Wire, Type, bool)> {
+    /// The rows of column `c` that hold a value, as an input flag column (`None`: all).
+    fn valid_input(&mut self, c: &Column) -> Result<Option<Wire>> {
+        let Some(v) = c.validity() else {
+            return Ok(None);
+        };
+        let name = format!("\u{0}valid:{}", c.name());
+        if let Some(i) = self.inputs.iter().position(|x| x.name() == name) {
+            return Ok(Some(Wire::col(i as u16).cast(Type::Bool)));
+        }
+        let flags: Vec<u8> = (0..v.len()).map(|i| u8::from(v.is_valid(i))).collect();
+        let p = self.df.placement().clone();
+        let m = Column::from_vec(&name, DType::U8, flags, p.as_ref())?;
+        Ok(Some(Wire::col(self.input(m)?).cast(Type::Bool)))
+    }
+
+    fn num(&mut self, e: &Expr) -> Result<(Wire, Type, bool, Option<Wire>)> {
         match self.node(e)? {
-            Node::Num { wire, ty, ts } => Ok((wire, ty, ts)),
+            Node::Num {
+                wire,
+                ty,
+                ts,
+                valid,
+            } => Ok((wire, ty, ts, valid)),
             Node::StrCol { .. } | Node::StrLit(_) => Err(invalid(
                 &self.name,
                 format!("{:?} is a string, a number is needed", e.output_name()),
@@ -76,18 +116,22 @@ impl Compiler<'_> {
                 let dtype = c.dtype();
                 let dict = c.dict.clone();
                 let ty = Type::from(elem_type(c.data()));
-                let idx = self.input(c.alias(n))?;
+                let c = c.alias(n);
+                let valid = self.valid_input(&c)?;
+                let idx = self.input(c)?;
                 match dtype {
-                    DType::Str => Node::StrCol { idx, dict },
+                    DType::Str => Node::StrCol { idx, dict, valid },
                     DType::Bool => Node::Num {
                         wire: Wire::col(idx).cast(Type::Bool),
                         ty: Type::Bool,
                         ts: false,
+                        valid,
                     },
                     _ => Node::Num {
                         wire: Wire::col(idx),
                         ty,
                         ts: dtype == DType::Timestamp,
+                        valid,
                     },
                 }
             }
@@ -100,7 +144,12 @@ impl Compiler<'_> {
                     Value::Str(s) => return Ok(Node::StrLit(s.clone())),
                     Value::Null => return Err(invalid(&self.name, "a null constant")),
                 };
-                Node::Num { wire, ty, ts }
+                Node::Num {
+                    wire,
+                    ty,
+                    ts,
+                    valid: None,
+                }
             }
             Expr::Alias(a, _) => self.node(a)?,
             Expr::Agg(..) | Expr::Len => {
@@ -110,20 +159,19 @@ impl Compiler<'_> {
                 ));
             }
             Expr::IsNull(a) => {
-                let c = eval_column(self.df, a)?;
-                let flags: Vec<u8> = (0..c.len()).map(|i| u8::from(!c.is_valid(i))).collect();
-                let tmp = format!("\u{0}is_null{}", self.inputs.len());
-                let p = self.df.placement().clone();
-                let m = Column::from_vec(&tmp, DType::Bool, flags, p.as_ref())?;
-                let idx = self.input(m)?;
+                let valid = match self.node(a)? {
+                    Node::Num { valid, .. } | Node::StrCol { valid, .. } => valid,
+                    Node::StrLit(_) => None,
+                };
                 Node::Num {
-                    wire: Wire::col(idx).cast(Type::Bool),
+                    wire: valid_or_true(valid).not(),
                     ty: Type::Bool,
                     ts: false,
+                    valid: None,
                 }
             }
             Expr::Cast(a, dtype) => {
-                let (wire, _, _) = self.num(a)?;
+                let (wire, _, _, valid) = self.num(a)?;
                 let ty = match dtype {
                     DType::I64 | DType::Timestamp => Type::I64,
                     DType::I32 => Type::I32,
@@ -136,6 +184,7 @@ impl Compiler<'_> {
                     wire: wire.cast(ty),
                     ty,
                     ts: *dtype == DType::Timestamp,
+                    valid,
                 }
             }
             Expr::Unary(op, a) => self.unary(*op, a)?,
@@ -145,7 +194,7 @@ impl Compiler<'_> {
 
     fn unary(&mut self, op: UnaryOp, a: &Expr) -> Result<Node> {
         use UnaryOp::*;
-        let (wire, ty, ts) = self.num(a)?;
+        let (wire, ty, ts, valid) = self.num(a)?;
         let (wire, ty) = match op {
             Not if ty != Type::Bool => {
                 return Err(invalid(&self.name, format!("not of a {ty:?} value")));
@@ -173,18 +222,30 @@ impl Compiler<'_> {
             wire: wire.unary(op),
             ty: out,
             ts,
+            valid,
         })
     }
 
     fn binary(&mut self, op: BinaryOp, a: &Expr, b: &Expr) -> Result<Node> {
         let (na, nb) = (self.node(a)?, self.node(b)?);
         let (na, nb) = match (na, nb) {
-            (Node::Num { wire: wa, ty: ta, ts: sa }, Node::Num { wire: wb, ty: tb, ts: sb }) => {
-                ((wa, ta, sa, a), (wb, tb, sb, b))
-            }
+            (
+                Node::Num {
+                    wire: wa,
+                    ty: ta,
+                    ts: sa,
+                    valid: va,
+                },
+                Node::Num {
+                    wire: wb,
+                    ty: tb,
+                    ts: sb,
+                    valid: vb,
+                },
+            ) => ((wa, ta, sa, va, a), (wb, tb, sb, vb, b)),
             (x, y) => return self.strings(op, x, y),
         };
-        let ((wa, ta, sa, ea), (wb, tb, sb, eb)) = (na, nb);
+        let ((wa, ta, sa, va, ea), (wb, tb, sb, vb, eb)) = (na, nb);
         use BinaryOp::*;
         let target = match op {
             And | Or => {
@@ -212,10 +273,47 @@ impl Compiler<'_> {
             Min | Max => sa && sb,
             _ => false,
         };
+        let (wa, wb) = (conv(wa, ta), conv(wb, tb));
+        // Kleene logic: `false and null` is false, `true or null` is true.
+        let valid = match (op, &va, &vb) {
+            (And | Or, Some(x), Some(y)) => {
+                let decided = |w: &Wire| {
+                    if op == And {
+                        w.clone().not()
+                    } else {
+                        w.clone()
+                    }
+                };
+                Some(
+                    x.clone()
+                        .and(y.clone())
+                        .or(x.clone().and(decided(&wa)))
+                        .or(y.clone().and(decided(&wb))),
+                )
+            }
+            (And | Or, Some(x), None) => {
+                let decided = if op == And {
+                    wb.clone().not()
+                } else {
+                    wb.clone()
+                };
+                Some(x.clone().or(decided))
+            }
+            (And | Or, None, Some(y)) => {
+                let decided = if op == And {
+                    wa.clone().not()
+                } else {
+                    wa.clone()
+                };
+                Some(y.clone().or(decided))
+            }
+            _ => both(va, vb),
+        };
         Ok(Node::Num {
-            wire: conv(wa, ta).binary(op, conv(wb, tb)),
+            wire: wa.binary(op, wb),
             ty: out,
             ts,
+            valid,
         })
     }
 
@@ -232,17 +330,31 @@ impl Compiler<'_> {
                 .and_then(|d| d.code(s))
                 .map_or(-1, i64::from)
         };
-        let wire = match (x, y) {
-            (Node::StrCol { idx, dict }, Node::StrLit(s))
-            | (Node::StrLit(s), Node::StrCol { idx, dict }) => Wire::col(idx)
-                .cast(Type::I64)
-                .binary(op, Wire::Lit(Lit::I64(code(&dict, &s)))),
-            (Node::StrCol { idx: i, dict: d1 }, Node::StrCol { idx: j, dict: d2 })
-                if matches!((&d1, &d2), (Some(a), Some(b)) if Arc::ptr_eq(a, b)) =>
-            {
-                Wire::col(i).binary(op, Wire::col(j))
+        let (wire, valid) = match (x, y) {
+            (Node::StrCol { idx, dict, valid }, Node::StrLit(s))
+            | (Node::StrLit(s), Node::StrCol { idx, dict, valid }) => (
+                Wire::col(idx)
+                    .cast(Type::I64)
+                    .binary(op, Wire::Lit(Lit::I64(code(&dict, &s)))),
+                valid,
+            ),
+            (
+                Node::StrCol {
+                    idx: i,
+                    dict: d1,
+                    valid: v1,
+                },
+                Node::StrCol {
+                    idx: j,
+                    dict: d2,
+                    valid: v2,
+                },
+            ) if matches!((&d1, &d2), (Some(a), Some(b)) if Arc::ptr_eq(a, b)) => {
+                (Wire::col(i).binary(op, Wire::col(j)), both(v1, v2))
             }
-            (Node::StrLit(s), Node::StrLit(t)) => Wire::lit_bool((s == t) == (op == BinaryOp::Eq)),
+            (Node::StrLit(s), Node::StrLit(t)) => {
+                (Wire::lit_bool((s == t) == (op == BinaryOp::Eq)), None)
+            }
             _ => {
                 return Err(invalid(
                     &self.name,
@@ -254,6 +366,7 @@ impl Compiler<'_> {
             wire,
             ty: Type::Bool,
             ts: false,
+            valid,
         })
     }
 }
@@ -281,34 +394,67 @@ pub(crate) fn eval_column(df: &DataFrame, e: &Expr) -> Result<Column> {
         }
         _ => {}
     }
-    let mut c = Compiler {
-        df,
-        name: name.clone(),
-        inputs: Vec::new(),
-    };
-    let (wire, ts) = match c.node(inner)? {
-        Node::Num { wire, ts, .. } => (wire, ts),
-        Node::StrCol { .. } | Node::StrLit(_) => {
-            return Err(invalid(&name, "a string expression (only comparisons)"));
-        }
-    };
-    let inputs = c.inputs;
-    if inputs.is_empty() {
-        return Err(invalid(&name, "an expression of constants only (use lit alone)"));
-    }
+    let (wire, ts, valid, inputs) = compile(df, inner, &name)?;
     let refs: Vec<&Column> = inputs.iter().collect();
     let mut out = df.derive_cols(&name, &wire, &refs)?;
     if ts && out.dtype == DType::I64 {
         out.dtype = DType::Timestamp;
     }
-    let mut validity: Option<Validity> = None;
-    for c in &inputs {
-        if let Some(v) = c.validity() {
-            validity = Some(match validity {
-                None => v.clone(),
-                Some(acc) => acc.and(v),
-            });
+    let validity = match valid {
+        None => None,
+        Some(v) => {
+            let flags = df.derive_cols("\u{0}valid", &v, &refs)?;
+            let flags = flags.read_i64(0..flags.len())?;
+            Some(Validity::from_bools(flags.into_iter().map(|f| f != 0)))
+        }
+    };
+    out.with_validity(validity)
+}
+
+/// Compiles a row expression: its wire form, whether it is a timestamp, the wire form of its
+/// validity (`None`: never null), and the input columns both read.
+fn compile(
+    df: &DataFrame,
+    e: &Expr,
+    name: &str,
+) -> Result<(Wire, bool, Option<Wire>, Vec<Column>)> {
+    let mut c = Compiler {
+        df,
+        name: name.to_owned(),
+        inputs: Vec::new(),
+    };
+    let (wire, ts, valid) = match c.node(e)? {
+        Node::Num {
+            wire, ts, valid, ..
+        } => (wire, ts, valid),
+        Node::StrCol { .. } | Node::StrLit(_) => {
+            return Err(invalid(name, "a string expression (only comparisons)"));
+        }
+    };
+    if c.inputs.is_empty() {
+        return Err(invalid(
+            name,
+            "an expression of constants only (use lit alone)",
+        ));
+    }
+    Ok((wire, ts, valid, c.inputs))
+}
+
+/// The rows where a boolean row expression is true (null counts as false), as a `Bool` column
+/// without nulls.
+pub(crate) fn eval_predicate(df: &DataFrame, e: &Expr) -> Result<Column> {
+    let (inner, name) = e.unaliased();
+    if let Expr::Column(_) = inner {
+        let c = eval_column(df, e)?;
+        if c.validity().is_none() {
+            return Ok(c);
         }
     }
-    out.with_validity(validity)
+    let (wire, _, valid, inputs) = compile(df, inner, &name)?;
+    let refs: Vec<&Column> = inputs.iter().collect();
+    let wire = match valid {
+        Some(v) => wire.and(v),
+        None => wire,
+    };
+    df.derive_cols(&name, &wire, &refs)
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use farmem_proto::expr::BinaryOp;
 
-use super::compile::eval_column;
+use super::compile::{eval_column, eval_predicate};
 use super::{AggFn, Expr, stats};
 use crate::storage::Cmp;
 use crate::{Column, ColumnBuilder, DType, DataFrame, FrameError, Result, Value};
@@ -165,7 +165,7 @@ impl DataFrame {
         if let Some((c, cmp, v)) = simple_comparison(predicate) {
             return self.column(c)?.select(cmp, v);
         }
-        let m = eval_column(self, predicate)?;
+        let m = eval_predicate(self, predicate)?;
         if m.dtype() != DType::Bool {
             return Err(FrameError::TypeMismatch {
                 column: m.name().into(),

@@ -256,10 +256,7 @@ impl GroupBy<'_> {
         if let Some(valid) = valid {
             let rows = valid.valid_rows();
             work = work.take(&rows)?;
-            keys = keys
-                .iter()
-                .map(|k| k.take(&rows))
-                .collect::<Result<_>>()?;
+            keys = keys.iter().map(|k| k.take(&rows)).collect::<Result<_>>()?;
         }
         let (gk, codec) = pack_keys(&work, &keys)?;
         let counts: Vec<(i64, u64)> = with_store!(gk.data(), s => s
@@ -267,17 +264,19 @@ impl GroupBy<'_> {
             .into_iter()
             .map(|(k, n)| (k.to_i64(), n))
             .collect());
-        let mut results: Vec<(String, DType, HashMap<i64, Value>)> = Vec::new();
+        // (name, type, value per group, value of a group without non-null values)
+        let mut results: Vec<(String, DType, HashMap<i64, Value>, Value)> = Vec::new();
         for a in aggs {
             let a = a.into();
             let (inner, name) = a.unaliased();
-            let (dtype, values) = match inner {
+            let (dtype, values, empty) = match inner {
                 Expr::Len => (
                     DType::I64,
                     counts
                         .iter()
                         .map(|&(k, n)| (k, Value::Int(n as i64)))
                         .collect(),
+                    Value::Int(0),
                 ),
                 Expr::Agg(f, x) => {
                     let v = eval_column(&work, x)?;
@@ -296,17 +295,23 @@ impl GroupBy<'_> {
                         }
                         _ => with_store!(v.data(), s => summaries(&gk, s.as_ref(), &v, *f)?),
                     };
-                    (agg_type(v.dtype(), *f), values)
+                    let dtype = agg_type(v.dtype(), *f);
+                    let empty = match f {
+                        AggFn::Count | AggFn::NUnique => Value::Int(0),
+                        AggFn::Sum if dtype == DType::F64 => Value::Float(0.0),
+                        AggFn::Sum => Value::Int(0),
+                        _ => Value::Null,
+                    };
+                    (dtype, values, empty)
                 }
                 _ => {
                     return Err(FrameError::InvalidExpr {
                         column: name,
-                        reason: "group_by().agg() takes aggregations (sum, mean, len, ...)"
-                            .into(),
+                        reason: "group_by().agg() takes aggregations (sum, mean, len, ...)".into(),
                     });
                 }
             };
-            results.push((name, dtype, values));
+            results.push((name, dtype, values, empty));
         }
         // Order the groups by their key tuples.
         let mut groups: Vec<(i64, Vec<i64>)> =
@@ -344,10 +349,10 @@ impl GroupBy<'_> {
                 out.push(b.finish()?);
             }
         }
-        for (name, dtype, values) in results {
+        for (name, dtype, values, empty) in results {
             let mut b = ColumnBuilder::new(&name, dtype, p.as_ref());
             for g in &groups {
-                b.push_value(values.get(&g.0).unwrap_or(&Value::Null))?;
+                b.push_value(values.get(&g.0).unwrap_or(&empty))?;
             }
             out.push(b.finish()?);
         }

@@ -70,14 +70,21 @@ impl DataFrame {
         if descending.len() > 1 && descending.len() != by.len() {
             return Err(FrameError::InvalidExpr {
                 column: by.first().map_or("", |s| s.as_ref()).into(),
-                reason: format!("{} sort directions for {} columns", descending.len(), by.len()),
+                reason: format!(
+                    "{} sort directions for {} columns",
+                    descending.len(),
+                    by.len()
+                ),
             });
         }
         let cols = by
             .iter()
             .map(|n| self.column(n.as_ref()))
             .collect::<Result<Vec<_>>>()?;
-        let keys = cols.iter().map(|c| Keys::of(c)).collect::<Result<Vec<_>>>()?;
+        let keys = cols
+            .iter()
+            .map(|c| Keys::of(c))
+            .collect::<Result<Vec<_>>>()?;
         let desc = |i: usize| descending.get(i).or(descending.first()).copied() == Some(true);
         let mut idx: Vec<u32> = (0..self.len() as u32).collect();
         idx.sort_by(|&a, &b| {
@@ -115,7 +122,10 @@ impl DataFrame {
                 .map(|n| self.column(n.as_ref()))
                 .collect::<Result<_>>()?
         };
-        let keys = cols.iter().map(|c| Keys::of(c)).collect::<Result<Vec<_>>>()?;
+        let keys = cols
+            .iter()
+            .map(|c| Keys::of(c))
+            .collect::<Result<Vec<_>>>()?;
         let mut seen = std::collections::HashSet::new();
         let mut rows = Vec::new();
         for r in 0..self.len() {

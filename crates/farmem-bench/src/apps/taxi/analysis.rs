@@ -3,8 +3,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use farmem_frame::prelude::*;
 use farmem_frame::Result;
+use farmem_frame::prelude::*;
 
 /// Short names of the nine steps, for progress output and timings.
 pub const STEP_NAMES: [&str; 9] = [
@@ -162,8 +162,11 @@ pub fn analyze(
         Value::Float(x) => x,
         _ => 0.0,
     };
-    let fv = df.group_by(["store_and_fwd_flag", "VendorID"]).agg([len()])?;
-    let vendors_stored = ints(&fv.filter(col("store_and_fwd_flag").eq(lit("Y")))?["VendorID"].unique()?);
+    let fv = df
+        .group_by(["store_and_fwd_flag", "VendorID"])
+        .agg([len()])?;
+    let vendors_stored =
+        ints(&fv.filter(col("store_and_fwd_flag").eq(lit("Y")))?["VendorID"].unique()?);
     done(4, &mut t);
     // 6
     let (lon1, lat1) = (col("pickup_longitude"), col("pickup_latitude"));
