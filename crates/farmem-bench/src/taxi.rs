@@ -152,9 +152,12 @@ pub fn load(args: &Args, placement: PlacementRef, quiet: bool) -> anyhow::Result
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
             let pb = modes::progress(len, "loading CSV", quiet);
             let r = std::io::BufReader::with_capacity(1 << 20, f);
-            let df = farmem_frame::csv::read_csv(r, &taxi::csv_options(), placement, &mut |b| {
-                pb.set_position(b)
-            })
+            let df = farmem_frame::csv::read_csv_with_progress(
+                r,
+                &taxi::csv_options(),
+                placement,
+                &mut |b| pb.set_position(b),
+            )
             .with_context(|| format!("loading {}", path.display()))?;
             pb.finish_and_clear();
             Ok(df)

@@ -11,7 +11,7 @@
 //! ```
 //! use farmem_frame::{csv, Agg, LocalPlacement, Value};
 //! let data = "city,temp\nOslo,3\nRome,18\nOslo,5\n";
-//! let df = csv::read_csv(data.as_bytes(), &Default::default(), LocalPlacement::shared(), &mut |_| {}).unwrap();
+//! let df = csv::read_csv(data.as_bytes(), &Default::default(), LocalPlacement::shared()).unwrap();
 //! let g = df.group_by_agg("city", "temp", &[Agg::Mean]).unwrap();
 //! assert_eq!(g.column("temp_mean").unwrap().get(0).unwrap(), Value::Float(4.0));
 //! ```
@@ -23,6 +23,7 @@ mod builder;
 pub mod column;
 mod column_stats;
 pub mod csv;
+mod csv_load;
 mod derive;
 pub mod dsl;
 mod dtype;
