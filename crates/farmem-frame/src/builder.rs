@@ -219,6 +219,11 @@ impl ColumnBuilder {
         self.after_push()
     }
 
+    /// The code of `s` in this column's dictionary, adding it if new.
+    pub(crate) fn intern(&mut self, s: &str) -> u32 {
+        self.dict.intern(s)
+    }
+
     /// Appends a string to a `Str` column.
     ///
     /// # Errors

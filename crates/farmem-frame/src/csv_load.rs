@@ -261,11 +261,25 @@ impl ColumnBuilder {
     /// dictionary, nulls kept).
     pub(crate) fn append_local(&mut self, c: &Column) -> Result<()> {
         if let (ColumnData::U32(s), Some(d)) = (c.data(), c.dictionary()) {
+            // Re-code once per distinct string, then append the codes.
+            let map: Vec<u32> = (0..d.len() as u32)
+                .map(|code| self.intern(d.value(code).unwrap_or_default()))
+                .collect();
             let codes = s.to_vec(0..s.len())?;
-            for (i, code) in codes.into_iter().enumerate() {
-                match d.value(code) {
-                    Some(v) if c.is_valid(i) => self.push_str_value(v)?,
-                    _ => self.push_null()?,
+            let mapped: Vec<u32> = codes
+                .iter()
+                .map(|&code| map.get(code as usize).copied().unwrap_or(0))
+                .collect();
+            match c.validity() {
+                None => self.push_slice(&mapped)?,
+                Some(v) => {
+                    for (i, x) in mapped.iter().enumerate() {
+                        if v.is_valid(i) {
+                            self.push_slice(std::slice::from_ref(x))?;
+                        } else {
+                            self.push_null()?;
+                        }
+                    }
                 }
             }
             return Ok(());

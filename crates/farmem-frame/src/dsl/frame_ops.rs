@@ -118,6 +118,22 @@ fn eval_scalar(df: &DataFrame, e: &Expr) -> Result<Column> {
     let p = df.placement().clone();
     let (value, dtype) = match inner {
         Expr::Len => (Value::Int(df.len() as i64), DType::I64),
+        // The sum, mean or count of `column <cmp> constant` is one counting kernel.
+        Expr::Agg(f @ (AggFn::Sum | AggFn::Mean), a)
+            if simple_comparison(a)
+                .is_some_and(|(c, _, _)| df.column(c).is_ok_and(|c| c.validity().is_none())) =>
+        {
+            let (c, cmp, v) = simple_comparison(a).ok_or_else(|| FrameError::InvalidExpr {
+                column: name.clone(),
+                reason: "not a comparison".into(),
+            })?;
+            let n = df.column(c)?.count_where(cmp, v)?;
+            match f {
+                AggFn::Sum => (Value::Int(n as i64), DType::I64),
+                _ if df.is_empty() => (Value::Null, DType::F64),
+                _ => (Value::Float(n as f64 / df.len() as f64), DType::F64),
+            }
+        }
         Expr::Agg(f, a) => {
             let c = eval_column(df, a)?;
             let v = agg_value(&c, *f)?;
