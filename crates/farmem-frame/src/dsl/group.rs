@@ -265,31 +265,46 @@ impl GroupBy<'_> {
             keys = keys.iter().map(|k| k.take(&rows)).collect::<Result<_>>()?;
         }
         let (gk, codec) = pack_keys(&work, &keys)?;
-        let counts: Vec<(i64, u64)> = with_store!(gk.data(), s => s
-            .value_counts()?
-            .into_iter()
-            .map(|(k, n)| (k.to_i64(), n))
-            .collect());
+        let aggs: Vec<Expr> = aggs.into_iter().map(Into::into).collect();
+        // The groups and their sizes: counted separately only when an aggregation may miss a
+        // group (nulls) or asks for the sizes; else the first aggregation lists the groups.
+        let mut counts: Option<Vec<(i64, u64)>> = None;
+        let count_groups = || -> Result<Vec<(i64, u64)>> {
+            Ok(with_store!(gk.data(), s => s
+                .value_counts()?
+                .into_iter()
+                .map(|(k, n)| (k.to_i64(), n))
+                .collect()))
+        };
         // (name, type, value per group, value of a group without non-null values)
         let mut results: Vec<(String, DType, HashMap<i64, Value>, Value)> = Vec::new();
-        for a in aggs {
-            let a = a.into();
+        for a in &aggs {
             let (inner, name) = a.unaliased();
             let (dtype, values, empty) = match inner {
-                Expr::Len => (
-                    DType::I64,
-                    counts
-                        .iter()
-                        .map(|&(k, n)| (k, Value::Int(n as i64)))
-                        .collect(),
-                    Value::Int(0),
-                ),
+                Expr::Len => {
+                    if counts.is_none() {
+                        counts = Some(count_groups()?);
+                    }
+                    let sizes = counts.iter().flatten();
+                    (
+                        DType::I64,
+                        sizes.map(|&(k, n)| (k, Value::Int(n as i64))).collect(),
+                        Value::Int(0),
+                    )
+                }
                 Expr::Agg(f, x) => {
                     let v = eval_column(&work, x)?;
                     check_agg(&v, *f)?;
+                    if v.dtype() == DType::F64 && counts.is_none() {
+                        // NaN values are missing to the kernels: a group may have none.
+                        counts = Some(count_groups()?);
+                    }
                     let (gk, v) = match v.validity() {
                         None => (gk.alias("\u{0}key"), v),
                         Some(valid) => {
+                            if counts.is_none() {
+                                counts = Some(count_groups()?);
+                            }
                             let rows = valid.valid_rows();
                             (gk.take(&rows)?, v.take(&rows)?)
                         }
@@ -320,8 +335,15 @@ impl GroupBy<'_> {
             results.push((name, dtype, values, empty));
         }
         // Order the groups by their key tuples.
-        let mut groups: Vec<(i64, Vec<i64>)> =
-            counts.iter().map(|&(g, _)| (g, codec.decode(g))).collect();
+        let keys_found: Vec<i64> = match (&counts, results.first()) {
+            (Some(c), _) => c.iter().map(|&(g, _)| g).collect(),
+            (None, Some(r)) => r.2.keys().copied().collect(),
+            (None, None) => count_groups()?.into_iter().map(|(g, _)| g).collect(),
+        };
+        let mut groups: Vec<(i64, Vec<i64>)> = keys_found
+            .into_iter()
+            .map(|g| (g, codec.decode(g)))
+            .collect();
         let name_of = |k: &Column, code: i64| -> String {
             k.dictionary()
                 .and_then(|d| d.value(code as u32))
