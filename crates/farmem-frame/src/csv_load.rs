@@ -180,41 +180,51 @@ fn fill<R: BufRead>(r: &mut R, buf: &mut Vec<u8>, want: usize) -> Result<bool> {
     Ok(false)
 }
 
+/// Number of quote bytes in `b` (a plain count the compiler vectorises).
+fn quotes(b: &[u8]) -> usize {
+    b.iter().filter(|&&c| c == b'"').count()
+}
+
 /// The end (just past a newline outside quotes) of the last whole record in `b`, which starts
 /// at a record boundary.
 fn last_boundary(b: &[u8]) -> Option<usize> {
-    let mut quoted = false;
-    let mut last = None;
-    for (i, &c) in b.iter().enumerate() {
-        match c {
+    // Walk back from the end with the quote parity of the whole block.
+    let mut quoted = quotes(b) % 2 == 1;
+    for i in (0..b.len()).rev() {
+        match b[i] {
             b'"' => quoted = !quoted,
-            b'\n' if !quoted => last = Some(i + 1),
+            b'\n' if !quoted => return Some(i + 1),
             _ => {}
         }
     }
-    last
+    None
 }
 
 /// Splits a block of whole records into up to `n` parts of whole records.
 fn split(block: &[u8], n: usize) -> Vec<&[u8]> {
     let mut parts = Vec::with_capacity(n);
     let mut start = 0;
-    let mut quoted = false;
-    let mut i = 0;
     for k in 1..n {
-        let target = block.len() * k / n;
-        while i < block.len() {
-            let c = block[i];
-            i += 1;
-            if c == b'"' {
-                quoted = !quoted;
-            } else if c == b'\n' && !quoted && i >= target {
-                break;
+        let target = (block.len() * k / n).max(start);
+        // The quote parity at `target`, then forward to the next newline outside quotes.
+        let mut quoted = quotes(&block[start..target]) % 2 == 1;
+        let mut end = None;
+        for (i, &c) in block[target..].iter().enumerate() {
+            match c {
+                b'"' => quoted = !quoted,
+                b'\n' if !quoted => {
+                    end = Some(target + i + 1);
+                    break;
+                }
+                _ => {}
             }
         }
-        if i > start {
-            parts.push(&block[start..i]);
-            start = i;
+        match end {
+            Some(e) if e > start => {
+                parts.push(&block[start..e]);
+                start = e;
+            }
+            _ => break,
         }
     }
     if start < block.len() || parts.is_empty() {
