@@ -329,7 +329,9 @@ impl<'a> Response<'a> {
                 }
                 Op::Stats => {
                     let n = c.remaining() / 8;
-                    if c.remaining() % 8 != 0 || (n != STATS_FIELDS && n != STATS_FIELDS_V2_0) {
+                    if !c.remaining().is_multiple_of(8)
+                        || (n != STATS_FIELDS && n != STATS_FIELDS_V2_0)
+                    {
                         return Err(malformed(name, "stats answer is neither 9 nor 11 numbers"));
                     }
                     let mut f = [0u64; STATS_FIELDS];

@@ -1,8 +1,8 @@
 //! Every frame type survives an encode/decode round trip; no input makes the decoder panic.
 
 use farmem_proto::{
-    AdminAction, AdminStatus, DataList, ErrorInfo, FLAG_ERROR, HelloInfo, Op, Request, Response, ServerStats, begin_frame,
-    body, decode_frame, finish_frame,
+    AdminAction, AdminStatus, DataList, ErrorInfo, FLAG_ERROR, HelloInfo, Op, Request, Response,
+    ServerStats, begin_frame, body, decode_frame, finish_frame,
 };
 use proptest::prelude::*;
 
@@ -346,7 +346,10 @@ fn stats_from_older_servers_and_bad_admin_bodies() {
     let Response::Stats(s) = Response::decode(Op::Stats as u16, 0, &body).unwrap() else {
         panic!("not stats")
     };
-    assert_eq!((s.connections, s.reclaim_bytes, s.reclaim_deadline_ms), (9, 0, 0));
+    assert_eq!(
+        (s.connections, s.reclaim_bytes, s.reclaim_deadline_ms),
+        (9, 0, 0)
+    );
     // Ten numbers, or a partial one, are refused.
     assert!(Response::decode(Op::Stats as u16, 0, &body[..80 - 12]).is_err());
     let mut ten = body.clone();

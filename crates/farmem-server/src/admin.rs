@@ -77,7 +77,14 @@ pub(crate) fn serve(
             Ok(())
         }
         Err(ShrinkOutcome::ShuttingDown) => {
-            encode_error(wbuf, op, rid, ErrorCode::ShuttingDown, [0; 3], "shutting down");
+            encode_error(
+                wbuf,
+                op,
+                rid,
+                ErrorCode::ShuttingDown,
+                [0; 3],
+                "shutting down",
+            );
             Err(Close::Shutdown)
         }
     }

@@ -165,7 +165,14 @@ pub(crate) fn tokens_equal(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-pub(crate) fn refuse(wbuf: &mut Vec<u8>, op: Op, req_id: u64, code: ErrorCode, d: u64, msg: &str) -> Close {
+pub(crate) fn refuse(
+    wbuf: &mut Vec<u8>,
+    op: Op,
+    req_id: u64,
+    code: ErrorCode,
+    d: u64,
+    msg: &str,
+) -> Close {
     encode_error(wbuf, op, req_id, code, [d, 0, 0], msg);
     Close::Refused(msg.to_string())
 }

@@ -30,7 +30,7 @@ mod server;
 pub use admin::{AdminClient, AdminError};
 pub use config::{Limits, ServerConfig, parse_duration, parse_size};
 pub use error::ServerError;
+pub use farmem_proto::ServerStats;
 pub use farmem_proto::{AdminAction, AdminStatus};
 pub use host::{HostMemory, HostReserve, HostSample, ProcMeminfo};
-pub use farmem_proto::ServerStats;
 pub use server::{Server, ServerHandle};

@@ -66,7 +66,10 @@ fn dns_answers_add_and_remove_members() {
     for id in n..2 * n {
         pool.put(id, &value(id, 0, LEN)).unwrap();
     }
-    assert!(pool.members()[c.0].objects > 0, "new objects go to the new member");
+    assert!(
+        pool.members()[c.0].objects > 0,
+        "new objects go to the new member"
+    );
 
     // The first address leaves: its objects move away, then it is removed.
     dns.answer(&[&s[1], &s[2]]);
@@ -89,7 +92,9 @@ fn dns_answers_add_and_remove_members() {
 #[test]
 fn a_killed_server_restarted_at_its_address_is_readmitted_and_repaired_onto() {
     // Two servers, two copies: after a death no object can be repaired until the server is back.
-    let mut s: Vec<Srv> = (0..2).map(|_| Srv::start("readmit", "64MiB", &[])).collect();
+    let mut s: Vec<Srv> = (0..2)
+        .map(|_| Srv::start("readmit", "64MiB", &[]))
+        .collect();
     let addrs = s.iter().map(|x| x.addr.clone()).collect();
     let pool = pool(MemberSource::Static(addrs), 2);
     let n = 1000u64;

@@ -67,10 +67,14 @@ fn the_server_gives_memory_back_when_the_host_runs_short_and_takes_it_again() {
     // The host has only 2 MiB above the reserve, and the server holds no more than at start:
     // it may keep 2 MiB of data; the pool moves the rest to b.
     host.available.store(258 * MIB, Ordering::SeqCst);
-    wait_until(20, "the server to shrink and the pool to move the excess", || {
-        let st = a.stats();
-        st.capacity_bytes == 2 * MIB && st.used_bytes <= 2 * MIB
-    });
+    wait_until(
+        20,
+        "the server to shrink and the pool to move the excess",
+        || {
+            let st = a.stats();
+            st.capacity_bytes == 2 * MIB && st.used_bytes <= 2 * MIB
+        },
+    );
     verify(&pool, &vec![0; n as usize], LEN);
 
     // The host recovers: back to the configured capacity.

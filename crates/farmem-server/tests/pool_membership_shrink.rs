@@ -41,7 +41,10 @@ fn shrink_during_a_workload_moves_the_excess_and_loses_nothing() {
             p.put(id, &value(id, versions[id as usize], LEN)).unwrap();
             let back = (i * 104_729) % n;
             let got = p.get(back).unwrap();
-            assert!(got == value(back, versions[back as usize], LEN), "object {back}");
+            assert!(
+                got == value(back, versions[back as usize], LEN),
+                "object {back}"
+            );
             i += 1;
         }
         (versions, i)
@@ -150,4 +153,85 @@ fn forged_admin_requests_are_refused() {
     let plain = Server::start(ServerConfig::default()).unwrap();
     let r = AdminClient::new(plain.addr().to_string(), b"anything".to_vec()).status();
     assert!(matches!(r, Err(AdminError::Refused { .. })), "{r:?}");
+}
+
+/// Measures a 256 MiB shrink under load (run with `--release -- --ignored --nocapture`): one
+/// server holds 300 MiB of 64 KiB objects, a second has room, a reader and a writer keep
+/// running; prints the time and bandwidth of the shrink with unlimited and with the default
+/// (64 MiB/s) repair bandwidth.
+#[test]
+#[ignore = "a measurement, several seconds and ~1.2 GiB of RAM"]
+fn measure_a_256_mib_shrink_under_load() {
+    use farmem::backend::pool::TcpConnector;
+    use farmem::backend::{Membership, PoolBackend, PoolConfig, Redundancy};
+    for rate in [None, Some(64u64 << 20)] {
+        let a = Srv::start("measure", "1GiB", &[]);
+        let b = Srv::start("measure", "1GiB", &[]);
+        let m = Membership::new(
+            MemberSource::Static(vec![a.addr.clone()]),
+            Arc::new(TcpConnector::new(Vec::new())),
+        );
+        let cfg = PoolConfig::new(Redundancy::replicas(1))
+            .repair_rate(rate)
+            .maintenance_interval(Duration::from_millis(100));
+        let pool = Arc::new(PoolBackend::connect(m, cfg).unwrap());
+        let len = 64 << 10;
+        let n = 4800u64; // 300 MiB
+        let chunk: Vec<u64> = (0..n).collect();
+        for ids in chunk.chunks(64) {
+            let vals: Vec<Vec<u8>> = ids.iter().map(|&i| value(i, 0, len)).collect();
+            let items: Vec<(u64, &[u8])> =
+                ids.iter().zip(&vals).map(|(&i, v)| (i, &v[..])).collect();
+            pool.put_many(&items).unwrap();
+        }
+        pool.add_member(Arc::new(
+            TcpBackend::connect(TcpConfig::new([&b.addr])).unwrap(),
+        ))
+        .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let load: Vec<_> = (0..2)
+            .map(|w| {
+                let (p, s) = (pool.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut ops = 0u64;
+                    while !s.load(Ordering::Relaxed) {
+                        let id = (ops * 7919 + w * 13) % n;
+                        if w == 0 {
+                            assert!(p.get(id).unwrap() == value(id, 0, len));
+                        } else {
+                            p.put(id, &value(id, 0, len)).unwrap();
+                        }
+                        ops += 1;
+                    }
+                    ops
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let before = used(&a);
+        let t = Instant::now();
+        let st = a
+            .admin()
+            .shrink(256 << 20, Duration::from_secs(120))
+            .unwrap();
+        let took = t.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let ops: Vec<u64> = load.into_iter().map(|h| h.join().unwrap()).collect();
+        let moved = before - st.used_bytes;
+        eprintln!(
+            "rate {:?}: shrink by 256 MiB took {:.2} s, moved {} MiB = {:.0} MiB/s; \
+             load during it: {} reads, {} writes of 64 KiB",
+            rate.map(|r| r >> 20),
+            took.as_secs_f64(),
+            moved >> 20,
+            (moved as f64 / (1 << 20) as f64) / took.as_secs_f64(),
+            ops[0],
+            ops[1]
+        );
+        verify_all(&*pool, n, len);
+    }
+}
+
+fn verify_all(b: &dyn Backend, n: u64, len: usize) {
+    verify(b, &vec![0; n as usize], len);
 }

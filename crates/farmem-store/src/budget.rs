@@ -87,7 +87,8 @@ impl Budget {
         let used = self.used();
         self.limit.store(target.max(used), Ordering::Release);
         // A charge that raced the store above was checked against the older limit.
-        self.limit.fetch_max(self.used().min(self.max), Ordering::AcqRel);
+        self.limit
+            .fetch_max(self.used().min(self.max), Ordering::AcqRel);
         self.ratchet();
         target
     }

@@ -151,7 +151,9 @@ pub fn value(id: u64, v: u64, len: usize) -> Vec<u8> {
 /// Checks every object `0..n` holds version `versions[id]`.
 pub fn verify(b: &dyn Backend, versions: &[u64], len: usize) {
     for (id, &v) in versions.iter().enumerate() {
-        let got = b.get(id as u64).unwrap_or_else(|e| panic!("object {id}: {e}"));
+        let got = b
+            .get(id as u64)
+            .unwrap_or_else(|e| panic!("object {id}: {e}"));
         assert!(got == value(id as u64, v, len), "object {id} version {v}");
     }
 }

@@ -173,9 +173,11 @@ impl Roster {
             if stop.stopped() {
                 return;
             }
-            let needed = slot
-                .member
-                .is_none_or(|id| inner.member(id).is_ok_and(|m| m.state() == MemberState::Down));
+            let needed = slot.member.is_none_or(|id| {
+                inner
+                    .member(id)
+                    .is_ok_and(|m| m.state() == MemberState::Down)
+            });
             let now = Instant::now();
             if !needed || now < slot.retry_at {
                 continue;
