@@ -175,7 +175,7 @@ impl BackendConfig {
         let cfg = PoolConfig::new(crate::backend::Redundancy::replicas(replicas));
         let pool = PoolBackend::connect(membership, cfg).map_err(|e| match e {
             PoolError::Backend(b) => Error::Backend(b),
-            other => Error::Config(other.to_string()),
+            other => Error::Pool(other),
         })?;
         Ok(Arc::new(pool))
     }
