@@ -212,7 +212,7 @@ fn measure_a_256_mib_shrink_under_load() {
         let t = Instant::now();
         let st = a
             .admin()
-            .shrink(256 << 20, Duration::from_secs(120))
+            .set(before - (256 << 20), Duration::from_secs(120))
             .unwrap();
         let took = t.elapsed();
         stop.store(true, Ordering::Relaxed);
