@@ -351,3 +351,121 @@ impl Drop for Watcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::super::{PoolBackend, PoolConfig, Redundancy};
+    use super::*;
+    use crate::backend::{Backend, BackendError, EmbeddedStore, ObjectId};
+
+    /// An embedded store that, like a shrinking server, asks to move away what it holds above
+    /// `keep` bytes.
+    #[derive(Debug)]
+    struct Asking {
+        inner: EmbeddedStore,
+        keep: AtomicU64,
+    }
+
+    impl Asking {
+        fn new() -> Arc<Self> {
+            Arc::new(Self {
+                inner: EmbeddedStore::new(),
+                keep: AtomicU64::new(u64::MAX),
+            })
+        }
+    }
+
+    impl Backend for Asking {
+        fn put(&self, id: ObjectId, data: &[u8]) -> Result<(), BackendError> {
+            self.inner.put(id, data)
+        }
+        fn get(&self, id: ObjectId) -> Result<Vec<u8>, BackendError> {
+            self.inner.get(id)
+        }
+        fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>, BackendError> {
+            self.inner.get_many(ids)
+        }
+        fn put_many(&self, items: &[(ObjectId, &[u8])]) -> Result<(), BackendError> {
+            self.inner.put_many(items)
+        }
+        fn free(&self, ids: &[ObjectId]) -> Result<(), BackendError> {
+            self.inner.free(ids)
+        }
+        fn stats(&self) -> Result<StoreStats, BackendError> {
+            let mut s = self.inner.stats()?;
+            let keep = self.keep.load(Ordering::SeqCst);
+            s.capacity_bytes = s.capacity_bytes.min(keep);
+            s.reclaim_bytes = s.used_bytes.saturating_sub(keep);
+            s.reclaim_deadline_ms = u64::from(s.reclaim_bytes > 0) * 1000;
+            Ok(s)
+        }
+        fn compute(&self, route: ObjectId, op: u16, args: &[u8]) -> Result<Vec<u8>, BackendError> {
+            self.inner.compute(route, op, args)
+        }
+        fn describe(&self) -> String {
+            "asking".into()
+        }
+    }
+
+    fn pool(members: &[Arc<Asking>]) -> PoolBackend {
+        let cfg = PoolConfig::new(Redundancy::replicas(2))
+            .repair_rate(None)
+            .maintenance_interval(Duration::from_millis(10));
+        let list = members
+            .iter()
+            .map(|m| m.clone() as Arc<dyn Backend>)
+            .collect();
+        PoolBackend::new(list, cfg).unwrap()
+    }
+
+    fn val(id: u64) -> Vec<u8> {
+        vec![id as u8; 1000]
+    }
+
+    fn wait(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_member_that_asks_gets_its_excess_moved_and_nothing_is_lost() {
+        let m: Vec<Arc<Asking>> = (0..3).map(|_| Asking::new()).collect();
+        let pool = pool(&m);
+        for id in 0..300 {
+            pool.put(id, &val(id)).unwrap();
+        }
+        let used = |i: usize| m[i].inner.stats().unwrap().used_bytes;
+        assert!(used(0) > 100_000);
+        m[0].keep.store(50_000, Ordering::SeqCst);
+        wait("the excess to move", || used(0) <= 50_000);
+        for id in 0..300 {
+            assert_eq!(pool.get(id).unwrap(), val(id));
+            assert_eq!(pool.locations(id).unwrap().len(), 2);
+        }
+        assert_eq!(pool.pool_stats().under_replicated, 0);
+    }
+
+    #[test]
+    fn with_no_room_elsewhere_no_copy_is_dropped() {
+        // Two members, two copies: every object is on both, so there is nowhere to move to.
+        let m: Vec<Arc<Asking>> = (0..2).map(|_| Asking::new()).collect();
+        let pool = pool(&m);
+        for id in 0..100 {
+            pool.put(id, &val(id)).unwrap();
+        }
+        let before = m[0].inner.stats().unwrap().used_bytes;
+        m[0].keep.store(0, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(m[0].inner.stats().unwrap().used_bytes, before);
+        for id in 0..100 {
+            assert_eq!(pool.get(id).unwrap(), val(id));
+        }
+        assert_eq!(pool.pool_stats().under_replicated, 0);
+        assert_eq!(pool.pool_stats().repair.dropped, 0);
+    }
+}
