@@ -2,42 +2,11 @@
 //! running, without an error and without losing a value, when one server is killed with
 //! SIGKILL in the middle of a vector update and between hash-map inserts.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
 
 use farmem::containers::{FarHashMap, FarVec, HashMapConfig};
 use farmem::{BackendConfig, Runtime, RuntimeConfig};
-
-const BIN: &str = env!("CARGO_BIN_EXE_farmem-server");
-
-/// A server process; killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start() -> (Proc, String) {
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn farmem-server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read the startup line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected startup line {line:?}"))
-        .to_string();
-    (Proc(child), addr)
-}
+use support::ServerProc;
 
 fn value(k: u64) -> u64 {
     k.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5555
@@ -45,8 +14,8 @@ fn value(k: u64) -> u64 {
 
 #[test]
 fn a_killed_server_costs_no_error_and_no_value() {
-    let mut servers: Vec<(Proc, String)> = (0..3).map(|_| start()).collect();
-    let addrs: Vec<String> = servers.iter().map(|(_, a)| a.clone()).collect();
+    let mut servers: Vec<ServerProc> = (0..3).map(|_| ServerProc::start(&[])).collect();
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
     let rt = Runtime::new(
         RuntimeConfig::new(16 << 20).backend(BackendConfig::servers(&addrs, "").replicas(2)),
     )
@@ -64,7 +33,7 @@ fn a_killed_server_costs_no_error_and_no_value() {
 
     // Scan and update; kill server 1 (SIGKILL) half way through.
     let mut seen = 0usize;
-    let killed = servers[1].1.clone();
+    let killed = servers[1].addr.clone();
     let mut victim = Some(servers.remove(1));
     v.scan_mut(|chunk| {
         for x in chunk.iter_mut() {
@@ -73,11 +42,10 @@ fn a_killed_server_costs_no_error_and_no_value() {
             seen += 1;
         }
         if seen >= n / 2
-            && let Some((mut p, addr)) = victim.take()
+            && let Some(mut p) = victim.take()
         {
-            p.0.kill().unwrap();
-            p.0.wait().unwrap();
-            eprintln!("killed {addr} after {seen} elements");
+            p.kill9();
+            eprintln!("killed {} after {seen} elements", p.addr);
         }
     })
     .unwrap();
@@ -110,7 +78,7 @@ fn a_killed_server_costs_no_error_and_no_value() {
     assert!(desc.starts_with("pool(2 copies"), "{desc}");
     assert!(!desc.contains(&killed), "{desc}");
     assert!(
-        desc.contains(&servers[0].1) && desc.contains(&servers[1].1),
+        desc.contains(&servers[0].addr) && desc.contains(&servers[1].addr),
         "{desc}"
     );
     drop(v);
