@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use farmem::backend::PoolBackend;
 use farmem::backend::pool::MemberState;
-use farmem::backend::{PoolBackend, PoolConfig, Redundancy, TcpBackend, TcpConfig};
 use farmem::containers::{FarHashMap, FarVec, HashMapConfig};
 use farmem::paging::{self, PagedRegion, PagingConfig};
-use farmem::{Backend, BackendConfig, Runtime, RuntimeConfig};
+use farmem::{BackendConfig, Runtime, RuntimeConfig};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngExt, SeedableRng};
 use support::ServerProc;
@@ -97,21 +97,13 @@ fn a_killed_server_costs_no_error_and_no_value() {
     drop(rt);
 }
 
-/// Three servers pooled with two replicas, each member over its own TCP backend with a quick
-/// heartbeat.
+/// Three servers pooled with two replicas.
 fn pool_of(servers: &[ServerProc]) -> Arc<PoolBackend> {
-    let members = servers
+    let members: Vec<_> = servers
         .iter()
-        .map(|s| {
-            let cfg = TcpConfig::new([s.addr.as_str()])
-                .heartbeat(Duration::from_millis(50), Duration::from_millis(500));
-            Arc::new(TcpBackend::connect(cfg).unwrap()) as Arc<dyn Backend>
-        })
+        .map(|s| support::pool::member(&s.addr, Duration::from_millis(500)))
         .collect();
-    let cfg = PoolConfig::new(Redundancy::replicas(2))
-        .repair_rate(None)
-        .maintenance_interval(Duration::from_millis(20));
-    Arc::new(PoolBackend::new(members, cfg).unwrap())
+    support::pool::pool(&members, 2)
 }
 
 /// Waits until `progress` reaches `at`, then kills `victim` with SIGKILL.

@@ -1,10 +1,11 @@
 //! What this crate's tests share: `farmem-server` processes ([`ServerProc`]), a proxy that cuts
-//! connections ([`Proxy`]), network namespaces for partitions ([`netns`]), hang guards, and skipping
-//! a test whose machine lacks what it needs.
+//! connections ([`Proxy`]), network namespaces for partitions ([`netns`]), pools over servers
+//! ([`pool`]), hang guards, and skipping a test whose machine lacks what it needs.
 
 #![allow(dead_code, unused_imports)]
 
 pub mod netns;
+pub mod pool;
 mod proxy;
 mod server;
 
