@@ -1,9 +1,10 @@
 //! A randomized history against a pool of real `farmem-server` processes: four threads put,
-//! batch-put, patch, free and read their own objects through a [`PoolBackend`] with two replicas
-//! while a controller kills servers with SIGKILL, restarts them at the same address (added as new
-//! members), drains members (sometimes killing another server in the middle of the drain), and
-//! adds fresh servers: 4 or 5 servers live, never more than `replicas - 1` failures before repair
-//! has caught up.
+//! batch-put, patch, free and read their own objects through a [`PoolBackend`] (two replicas
+//! over 4-5 servers, three over 5) while a controller kills up to `replicas - 1` servers at once
+//! with SIGKILL, freezes one (SIGSTOP until the heartbeat notices, then SIGCONT), brings servers
+//! back as new members (restarted at the same address, or a thawed one as it is), drains members
+//! (sometimes killing a server, the draining one included, in the middle of the drain), and adds
+//! fresh servers; never more failures before repair has caught up.
 //!
 //! Every read is checked against a model of what was acknowledged: the last acknowledged write,
 //! or, after a write that failed (in flight when a server died), any value it could have left; a
@@ -12,7 +13,7 @@
 //! servers hold exactly the table's copies.
 //!
 //! Seeded: `FARMEM_SEED` replays a seed (the interleaving with the processes still varies),
-//! `FARMEM_HISTORY_SECS` sets the length of the chaos (default 10 s). The seed is printed first
+//! `FARMEM_HISTORY_SECS` sets the length of each history's chaos (default 8 s). The seed is printed first
 //! and in every failure.
 
 mod support;
@@ -30,8 +31,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng as _, RngExt, SeedableRng};
 use support::ServerProc;
 
-const REPLICAS: usize = 2;
-const START: usize = 4;
+/// Most servers live at once.
 const MAX_LIVE: usize = 5;
 const THREADS: u64 = 4;
 const KEYS: u64 = 150;
@@ -188,9 +188,16 @@ struct Slot {
 /// The servers, the pool over them and each member's own backend (by member id).
 struct Cluster {
     seed: u64,
+    replicas: usize,
     pool: Arc<PoolBackend>,
     slots: Vec<Slot>,
     backends: Mutex<Vec<Arc<TcpBackend>>>,
+}
+
+/// A server; a session whose connections are gone (its member declared down while the server
+/// lives on) is freed a second later.
+fn server() -> ServerProc {
+    ServerProc::start(&["--session-lease", "1s"])
 }
 
 fn connect(addr: &str) -> Arc<TcpBackend> {
@@ -198,12 +205,14 @@ fn connect(addr: &str) -> Arc<TcpBackend> {
 }
 
 impl Cluster {
-    fn start(seed: u64) -> Self {
-        let procs: Vec<ServerProc> = (0..START).map(|_| ServerProc::start(&[])).collect();
+    /// `start` servers pooled with `replicas` copies.
+    fn start(seed: u64, replicas: usize, start: usize) -> Self {
+        let procs: Vec<ServerProc> = (0..start).map(|_| server()).collect();
         let backends: Vec<Arc<TcpBackend>> = procs.iter().map(|p| connect(&p.addr)).collect();
-        let pool = support::pool::pool(&backends, REPLICAS);
+        let pool = support::pool::pool(&backends, replicas);
         Self {
             seed,
+            replicas,
             pool,
             slots: procs
                 .into_iter()
@@ -257,14 +266,30 @@ impl Cluster {
         }
     }
 
-    /// Kills slot `s`'s server and waits until the pool has noticed and restored redundancy.
-    fn kill(&mut self, s: usize) {
-        let m = self.slots[s].member.take().expect("a member");
-        self.slots[s].proc.kill9();
+    /// Kills the servers of `slots` at once and waits until the pool has noticed.
+    fn kill(&mut self, slots: &[usize]) {
+        let mut gone = Vec::new();
+        for &s in slots {
+            gone.push(self.slots[s].member.take().expect("a member"));
+            self.slots[s].proc.kill9();
+        }
         // (A member drained just before holds nothing and is not called again.)
-        self.wait("kill noticed", Duration::from_secs(20), || {
+        for m in gone {
+            self.wait("kill noticed", Duration::from_secs(20), || {
+                !self.state(m).serves()
+            });
+        }
+    }
+
+    /// Freezes slot `s`'s server (SIGSTOP) until the pool has noticed, then thaws it: the server
+    /// lives on, outside the pool.
+    fn freeze(&mut self, s: usize) {
+        let m = self.slots[s].member.take().expect("a member");
+        self.slots[s].proc.freeze();
+        self.wait("freeze noticed", Duration::from_secs(20), || {
             !self.state(m).serves()
         });
+        self.slots[s].proc.thaw();
     }
 
     fn wait_repaired(&self) {
@@ -282,7 +307,7 @@ impl Cluster {
         if let Some((k, after)) = also {
             std::thread::sleep(after);
             events.push(format!("kill {} during the drain", self.slots[k].proc.addr));
-            self.kill(k);
+            self.kill(&[k]);
         }
         let result = drainer.join().expect("drain thread");
         if also.is_some_and(|(k, _)| k == s) {
@@ -324,26 +349,47 @@ impl Cluster {
         let dead: Vec<usize> = (0..self.slots.len())
             .filter(|&s| self.slots[s].member.is_none())
             .collect();
-        match rng.random_range(0..5) {
-            0 | 1
-                if live.len() > REPLICAS + 1
-                    || (live.len() > REPLICAS && rng.random_range(0..2) == 0) =>
-            {
-                let s = live[rng.random_range(0..live.len())];
-                events.push(format!("kill -9 {}", self.slots[s].proc.addr));
-                self.kill(s);
+        let replicas = self.replicas;
+        match rng.random_range(0..6) {
+            // Kill up to `replicas - 1` servers at once, leaving at least `replicas` live.
+            0 | 1 if live.len() > replicas => {
+                let most = (replicas - 1).min(live.len() - replicas);
+                let mut victims = live.clone();
+                victims.retain(|_| rng.random_range(0..2) == 0);
+                victims.truncate(most);
+                if victims.is_empty() {
+                    victims.push(live[rng.random_range(0..live.len())]);
+                }
+                let names: Vec<&str> = victims
+                    .iter()
+                    .map(|&v| self.slots[v].proc.addr.as_str())
+                    .collect();
+                events.push(format!("kill -9 {names:?}"));
+                self.kill(&victims);
             }
+            5 if live.len() > replicas => {
+                let s = live[rng.random_range(0..live.len())];
+                events.push(format!("freeze {}", self.slots[s].proc.addr));
+                self.freeze(s);
+            }
+            // A server outside the pool comes back: restarted, or (when it still runs, after a
+            // freeze) as it is, holding a dead session's objects until its lease ends.
             2 if !dead.is_empty() && live.len() < MAX_LIVE => {
                 let s = dead[rng.random_range(0..dead.len())];
-                self.slots[s].proc.restart();
+                let how = if self.slots[s].proc.is_running() && rng.random_range(0..2) == 0 {
+                    "rejoin"
+                } else {
+                    self.slots[s].proc.restart();
+                    "restart"
+                };
                 let m = self.join(s);
-                events.push(format!("restart {} as {m:?}", self.slots[s].proc.addr));
+                events.push(format!("{how} {} as {m:?}", self.slots[s].proc.addr));
             }
-            3 if live.len() > REPLICAS => {
+            3 if live.len() > replicas => {
                 let s = live[rng.random_range(0..live.len())];
                 // Sometimes a server dies while the drain runs (when enough stay): another one,
                 // or the draining one itself.
-                let also = (live.len() > REPLICAS + 1 && rng.random_range(0..3) == 0).then(|| {
+                let also = (live.len() > replicas + 1 && rng.random_range(0..3) == 0).then(|| {
                     let k = live[rng.random_range(0..live.len())];
                     (k, Duration::from_millis(rng.random_range(0..30)))
                 });
@@ -352,7 +398,7 @@ impl Cluster {
             }
             4 if live.len() < MAX_LIVE => {
                 self.slots.push(Slot {
-                    proc: ServerProc::start(&[]),
+                    proc: server(),
                     member: None,
                 });
                 let s = self.slots.len() - 1;
@@ -361,10 +407,10 @@ impl Cluster {
             }
             _ => {}
         }
-        // Never more than `REPLICAS - 1` failures before repair has caught up.
+        // Never more than `replicas - 1` failures before repair has caught up.
         self.wait_repaired();
-        // At least `REPLICAS + 1` live servers, so the next failure leaves full redundancy.
-        while self.live().len() < REPLICAS + 1 {
+        // At least `replicas + 1` live servers, so the next failure leaves full redundancy.
+        while self.live().len() < replicas + 1 {
             match (0..self.slots.len()).find(|&s| self.slots[s].member.is_none()) {
                 Some(s) => {
                     self.slots[s].proc.restart();
@@ -387,14 +433,24 @@ fn seed() -> u64 {
 }
 
 #[test]
-fn history_with_killed_restarted_drained_and_added_servers() {
+fn history_two_replicas_over_four_or_five_servers() {
+    history(2, 4);
+}
+
+#[test]
+fn history_three_replicas_over_five_servers() {
+    history(3, 5);
+}
+
+/// One history with `replicas` copies, starting from `start` servers.
+fn history(replicas: usize, start: usize) {
     let seed = seed();
-    eprintln!("seed {seed} (FARMEM_SEED={seed} replays it)");
+    eprintln!("seed {seed} (FARMEM_SEED={seed} replays it), {replicas} replicas");
     let secs: u64 = std::env::var("FARMEM_HISTORY_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
-    let mut cluster = Cluster::start(seed);
+        .unwrap_or(8);
+    let mut cluster = Cluster::start(seed, replicas, start);
     let pool = cluster.pool.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..THREADS)
@@ -425,7 +481,7 @@ fn history_with_killed_restarted_drained_and_added_servers() {
         errors.first()
     );
     assert!(
-        events.iter().any(|e| e.starts_with("kill")),
+        events.iter().any(|e| e.starts_with("kill -9")),
         "seed {seed}: no kill in {events:?}"
     );
     cluster.wait_repaired();
@@ -445,7 +501,7 @@ fn history_with_killed_restarted_drained_and_added_servers() {
             (w, r) => panic!("seed {seed}: {id:#x} is {r:?}, the model says {w:?}"),
         }
         let loc = pool.locations(*id).unwrap();
-        assert_eq!(loc.len(), REPLICAS, "seed {seed}: {id:#x}: {loc:?}");
+        assert_eq!(loc.len(), replicas, "seed {seed}: {id:#x}: {loc:?}");
         for m in loc {
             assert_eq!(cluster.state(m), MemberState::Live, "seed {seed}");
             assert_eq!(
@@ -468,6 +524,6 @@ fn history_with_killed_restarted_drained_and_added_servers() {
             .iter()
             .map(|m| backends[m.0].stats().unwrap().objects)
             .sum();
-        held == (objects * REPLICAS) as u64
+        held == (objects * replicas) as u64
     });
 }
