@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use farmem::backend::pool::MemberState;
 use farmem::backend::{MemberId, PoolBackend, TcpBackend};
 use farmem::{Backend, BackendError};
-use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng as _, RngExt, SeedableRng};
 use support::ServerProc;
@@ -191,7 +190,7 @@ struct Cluster {
     replicas: usize,
     pool: Arc<PoolBackend>,
     slots: Vec<Slot>,
-    backends: Mutex<Vec<Arc<TcpBackend>>>,
+    backends: Vec<Arc<TcpBackend>>,
 }
 
 /// A server; a session whose connections are gone (its member declared down while the server
@@ -222,7 +221,7 @@ impl Cluster {
                     member: Some(MemberId(i)),
                 })
                 .collect(),
-            backends: Mutex::new(backends),
+            backends,
         }
     }
 
@@ -245,7 +244,7 @@ impl Cluster {
     fn join(&mut self, s: usize) -> MemberId {
         let b = connect(&self.slots[s].proc.addr);
         let id = self.pool.add_member(b.clone()).unwrap();
-        let mut all = self.backends.lock();
+        let all = &mut self.backends;
         assert_eq!(id.0, all.len(), "member ids are dense");
         all.push(b);
         self.slots[s].member = Some(id);
@@ -326,7 +325,7 @@ impl Cluster {
             Ok(()) => {
                 // Nothing is left on the drained server (a free sent just before may still be
                 // on its way).
-                let b = self.backends.lock()[m.0].clone();
+                let b = self.backends[m.0].clone();
                 self.wait("drained server empty", Duration::from_secs(10), || {
                     b.stats().is_ok_and(|st| st.objects == 0)
                 });
@@ -488,7 +487,7 @@ fn history(replicas: usize, start: usize) {
 
     // Every acknowledged value is there with full redundancy on live members; every freed
     // object is gone.
-    let backends = cluster.backends.lock().clone();
+    let backends = cluster.backends.clone();
     let mut objects = 0;
     for (id, p) in models.iter().flat_map(|m| &m.keys) {
         let want = p.single().expect("no failed writes");
