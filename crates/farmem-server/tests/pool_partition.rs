@@ -110,11 +110,15 @@ fn wait(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration
     t0.elapsed()
 }
 
+/// One partition at a time: the stall bound is about the pool, not about CPU contention.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn partition(cut: Cut) {
     if let Some(why) = netns::unavailable() {
         support::skip_or_fail(&why);
         return;
     }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Declared first, dropped last: the servers go before their namespace.
     let ns = NetNs::create().unwrap_or_else(|e| panic!("network namespace: {e}"));
     let listen = format!("{}:0", ns.ns_ip());
