@@ -36,7 +36,7 @@ use parking_lot::{Condvar, Mutex};
 
 pub use epoch::Scope;
 pub(crate) use evacuator::MAX_REGIONS as MAX_EVACUATION_REGIONS;
-pub use far::{Far, FarBox, FarPtr, FarSlice};
+pub use far::{Far, FarBox, FarPtr, FarSlice, Pinned, PinnedMut};
 pub use stats::Stats;
 
 use crate::backend::{Backend, EmbeddedStore, ObjectId};
@@ -194,6 +194,11 @@ impl Runtime {
     /// Opens a scope: far objects dereferenced under it stay put until it ends.
     pub fn scope(&self) -> Scope<'_> {
         Scope::new(&self.inner.counters)
+    }
+
+    /// Opens a container cursor's internal scope (see `Scope::internal`).
+    pub(crate) fn cursor_scope(&self) -> Scope<'_> {
+        Scope::internal(&self.inner.counters)
     }
 
     /// The backend.
@@ -368,8 +373,11 @@ impl Inner {
     /// Finds local space for an object, waiting for the evacuator if needed.
     ///
     /// Stays within the budget, waiting for the evacuator up to `alloc_timeout`. When this
-    /// runtime's evacuator waits for the calling thread's own scope, waiting would deadlock: then
-    /// the allocation may use the slack, and fails with `pinned: true` if that is exhausted too.
+    /// runtime's evacuator waits for the calling thread's own scope, waiting would deadlock.
+    /// If that scope (`scope`, the one the allocation is made under) holds no reference yet
+    /// ([`Scope::unpinnable`]), the thread leaves its epoch while it waits, so the evacuator can
+    /// evict anything, including what the scope is about to use; otherwise the allocation may
+    /// use the slack, and fails with `pinned: true` if that is exhausted too.
     ///
     /// Grace periods are process-wide, so another runtime's evacuator may be waiting for this
     /// scope too. That alone is no reason to draw on this runtime's slack (this runtime's
@@ -377,7 +385,13 @@ impl Inner {
     /// slack): such an allocation first waits for this runtime's evacuator for
     /// [`FOREIGN_PATIENCE`], and only then uses the slack (a cycle of runtimes waiting for each
     /// other's scopes would otherwise never resolve).
-    fn alloc_space(&self, lane: Lane, slot: u32, len: usize) -> Result<Allocation> {
+    fn alloc_space(
+        &self,
+        lane: Lane,
+        slot: u32,
+        len: usize,
+        scope: Option<&Scope<'_>>,
+    ) -> Result<Allocation> {
         if len > self.max_object() {
             return Err(Error::ObjectTooLarge {
                 size: len,
@@ -387,6 +401,8 @@ impl Inner {
         let start = Instant::now();
         let evacuator = matches!(lane, Lane::Evacuator(_));
         let mut foreign_since: Option<Instant> = None;
+        // Set while the thread is out of its epoch (re-entered when dropped).
+        let mut suspended = None;
         loop {
             if let Some(a) = self.heap.alloc(lane, slot, len, self.heap.budget) {
                 if self.needs_evacuation() {
@@ -395,6 +411,15 @@ impl Inner {
                 return Ok(a);
             }
             let st = epoch::scope_state(self.number);
+            if st.waited_for
+                && suspended.is_none()
+                && let Some(s) = scope.filter(|s| s.unpinnable())
+            {
+                // Nothing of ours is pinned: get out of the evacuator's way and wait like a
+                // thread outside any scope.
+                suspended = Some(s.suspend());
+                continue;
+            }
             let foreign = st.waited_for && !st.by_own;
             let since = match (foreign, foreign_since) {
                 (true, Some(t)) => Some(t),

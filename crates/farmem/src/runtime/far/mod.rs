@@ -62,7 +62,7 @@ impl RawFar {
 
     fn alloc(rt: &Arc<Inner>, len: usize, init: impl FnOnce(&mut [u8])) -> Result<Self> {
         let idx = rt.slots.alloc(rt.ids.reserve(1)?, len)?;
-        let a = match rt.alloc_space(rt.mutator_lane(), idx, len) {
+        let a = match rt.alloc_space(rt.mutator_lane(), idx, len, None) {
             Ok(a) => a,
             Err(e) => {
                 rt.slots.release(idx);
@@ -172,7 +172,9 @@ impl RawFar {
             return Ok(w.addr());
         }
         std::hint::cold_path();
-        self.rt().deref_slow(self.idx(), self.slot(), mode)
+        let r = self.rt().deref_slow(self.idx(), self.slot(), mode, s);
+        s.count_slow();
+        r
     }
 
     fn is_local(&self) -> bool {
@@ -763,3 +765,6 @@ impl Runtime {
 }
 
 const _: () = assert!(size_of::<FarBox<u64>>() == 8 && size_of::<Option<FarBox<u64>>>() == 8);
+
+mod pinned;
+pub use pinned::{Pinned, PinnedMut};
