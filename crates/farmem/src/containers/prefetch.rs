@@ -294,18 +294,56 @@ pub(crate) struct StrideDetector {
 impl StrideDetector {
     /// Records an access to chunk `c`; returns the stride (in chunks, non-zero) once the same
     /// stride was seen twice in a row. Accesses within the same chunk are ignored.
+    ///
+    /// A heuristic shared by concurrent readers: plain loads and stores, no read-modify-write
+    /// (a lost update only delays or skips a prefetch), so an access within the last chunk costs
+    /// one load and a compare.
+    #[inline(always)]
     pub(crate) fn observe(&self, c: usize) -> Option<i64> {
         let c = c as i64;
-        let last = self.last.swap(c, Ordering::Relaxed);
-        let d = c - last;
-        if d == 0 {
+        let last = self.last.load(Ordering::Relaxed);
+        if c == last {
             return None;
         }
-        if self.stride.swap(d, Ordering::Relaxed) == d {
+        self.observe_new(c, last)
+    }
+
+    #[cold]
+    fn observe_new(&self, c: i64, last: i64) -> Option<i64> {
+        self.last.store(c, Ordering::Relaxed);
+        let d = c - last;
+        let previous = self.stride.load(Ordering::Relaxed);
+        self.stride.store(d, Ordering::Relaxed);
+        if previous == d {
             let s = self.streak.fetch_add(1, Ordering::Relaxed) + 1;
             (s >= 2).then_some(d)
         } else {
             self.streak.store(0, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// [`StrideDetector`] for one cursor (no sharing, no atomics).
+#[derive(Debug, Default)]
+pub(crate) struct CursorStride {
+    last: i64,
+    stride: i64,
+    streak: u32,
+}
+
+impl CursorStride {
+    /// Records a move to chunk `c` (a different one than last time); returns the stride once
+    /// the same stride was seen twice in a row.
+    pub(crate) fn observe(&mut self, c: usize) -> Option<i64> {
+        let c = c as i64;
+        let d = c - std::mem::replace(&mut self.last, c);
+        if d == self.stride {
+            self.streak += 1;
+            (self.streak >= 2).then_some(d)
+        } else {
+            self.stride = d;
+            self.streak = 0;
             None
         }
     }
@@ -335,6 +373,15 @@ mod tests {
                 Some(1),
                 None
             ]
+        );
+        let mut d = CursorStride::default();
+        let seen: Vec<_> = [0, 3, 6, 9, 12, 13, 14, 15]
+            .iter()
+            .map(|&c| d.observe(c))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![None, None, None, Some(3), Some(3), None, None, Some(1)]
         );
     }
 }

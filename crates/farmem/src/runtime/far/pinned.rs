@@ -54,13 +54,24 @@ impl<T: Pod> FarSlice<T> {
     /// # Errors
     /// As [`FarSlice::read`].
     pub fn pin(&self) -> Result<Pinned<'_, T>> {
-        if !self.is_local() {
-            self.prefetch()?;
-        }
-        let scope = Scope::new(&self.raw.rt().counters);
-        let p = self.raw.deref(&scope, Mode::Read)?;
+        let (scope, ptr) = self.pinned_at(Mode::Read)?;
         Ok(Pinned {
-            ptr: NonNull::new(p as *mut T).unwrap_or(NonNull::dangling()),
+            ptr,
+            len: self.len,
+            _scope: scope,
+            _borrow: PhantomData,
+        })
+    }
+
+    /// Like [`FarSlice::pin`], non-temporal: fetched into the regions evacuated first, not
+    /// marked hot (for streaming passes).
+    ///
+    /// # Errors
+    /// As [`FarSlice::read`].
+    pub fn pin_nt(&self) -> Result<Pinned<'_, T>> {
+        let (scope, ptr) = self.pinned_at(Mode::ReadNt)?;
+        Ok(Pinned {
+            ptr,
             len: self.len,
             _scope: scope,
             _borrow: PhantomData,
@@ -72,17 +83,25 @@ impl<T: Pod> FarSlice<T> {
     /// # Errors
     /// As [`FarSlice::read`].
     pub fn pin_mut(&mut self) -> Result<PinnedMut<'_, T>> {
-        if !self.is_local() {
-            self.prefetch()?;
-        }
-        let scope = Scope::new(&self.raw.rt().counters);
-        let p = self.raw.deref(&scope, Mode::Write)?;
+        let (scope, ptr) = self.pinned_at(Mode::Write)?;
         Ok(PinnedMut {
-            ptr: NonNull::new(p as *mut T).unwrap_or(NonNull::dangling()),
+            ptr,
             len: self.len,
             _scope: scope,
             _borrow: PhantomData,
         })
+    }
+
+    /// Fetches the object outside any scope if it is not local, then opens a scope and
+    /// dereferences it for `mode`. For writes the caller must hold the slice exclusively.
+    fn pinned_at(&self, mode: Mode) -> Result<(Scope<'_>, NonNull<T>)> {
+        let rt = self.raw.rt();
+        if !self.is_local() {
+            rt.prefetch(&[self.raw.idx()], mode.is_nt())?;
+        }
+        let scope = Scope::new(&rt.counters);
+        let p = self.raw.deref(&scope, mode)?;
+        Ok((scope, NonNull::new(p as *mut T).unwrap_or(NonNull::dangling())))
     }
 }
 
