@@ -151,10 +151,20 @@ impl<T: Pod + Send + Sync> FarVec<T> {
         Ok(self.locate(index))
     }
 
-    /// Records an index access to chunk `c` and prefetches ahead when a stride shows.
+    /// Records an index access to chunk `c`; on the way to a chunk that is not local, prefetches
+    /// ahead when the misses show a stride. Within the last chunk: one load and a compare.
     #[inline(always)]
     fn note_access(&self, c: usize) {
-        if let Some(stride) = self.stride.observe(c) {
+        if let Some(prev) = self.stride.touch(c)
+            && !self.chunks[c].is_local()
+        {
+            self.note_miss(c, prev);
+        }
+    }
+
+    #[cold]
+    fn note_miss(&self, c: usize, prev: usize) {
+        if let Some(stride) = self.stride.confirm(c, prev) {
             prefetch_stride(&self.rt, &self.chunks, c, stride);
         }
     }
@@ -525,7 +535,6 @@ pub(crate) fn locate(index: usize, chunk_len: usize, shift: u32) -> (usize, usiz
 
 /// Prefetches up to [`STRIDE_DEPTH`] chunks ahead of chunk `c` at `stride` chunks apart, unless
 /// the next one is local already.
-#[cold]
 pub(crate) fn prefetch_stride<T: Pod>(rt: &Runtime, chunks: &[FarSlice<T>], c: usize, stride: i64) {
     let next = c as i64 + stride;
     let Some(first) = usize::try_from(next).ok().and_then(|n| chunks.get(n)) else {

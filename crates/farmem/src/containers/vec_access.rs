@@ -140,7 +140,8 @@ impl<T: Pod + Send + Sync> FarVec<T> {
             len: self.len,
             chunk_len: self.chunk_len,
             shift: self.shift,
-            last: usize::MAX,
+            last: 0,
+            tick: YIELD_EVERY,
             stride: CursorStride::default(),
             rt: &self.rt,
             scope: self.rt.cursor_scope(),
@@ -176,7 +177,7 @@ impl<T: Pod + Send + Sync> FarVec<T> {
             len: *len,
             chunk_len: *chunk_len,
             shift: *shift,
-            last: usize::MAX,
+            tick: YIELD_EVERY,
             scope: rt.cursor_scope(),
         }
     }
@@ -283,8 +284,10 @@ pub struct Reader<'a, T: Pod> {
     len: usize,
     chunk_len: usize,
     shift: u32,
-    /// The chunk of the last access (`usize::MAX`: none yet).
+    /// The chunk of the last access.
     last: usize,
+    /// Accesses until the cursor next checks whether an evacuator waits for it.
+    tick: u32,
     stride: CursorStride,
     rt: &'a Runtime,
     scope: Scope<'a>,
@@ -315,8 +318,26 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
             });
         }
         let (c, o) = locate(index, self.chunk_len, self.shift);
-        if c != self.last {
-            self.moved_to(c);
+        let prev = std::mem::replace(&mut self.last, c);
+        self.tick -= 1;
+        if self.tick != 0
+            && let Some(d) = self.chunks[c].read_hit(&self.scope)
+        {
+            return Ok(d[o]);
+        }
+        self.get_slow(c, o, prev)
+    }
+
+    /// A miss (or a periodic check): lets a waiting evacuator proceed (nothing of ours is
+    /// referenced between calls), prefetches ahead when the misses show a stride, then reads.
+    #[inline(never)]
+    fn get_slow(&mut self, c: usize, o: usize, prev: usize) -> Result<T> {
+        self.tick = YIELD_EVERY;
+        self.scope.yield_if_waited();
+        if !self.chunks[c].is_local()
+            && let Some(stride) = self.stride.observe(c, prev)
+        {
+            prefetch_stride(self.rt, self.chunks, c, stride);
         }
         Ok(self.chunks[c].read(&self.scope)?[o])
     }
@@ -336,8 +357,12 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
         let mut i = range.start;
         while i < range.end {
             let (c, o) = locate(i, self.chunk_len, self.shift);
-            if c != self.last {
-                self.moved_to(c);
+            let prev = std::mem::replace(&mut self.last, c);
+            self.scope.yield_if_waited();
+            if !self.chunks[c].is_local()
+                && let Some(stride) = self.stride.observe(c, prev)
+            {
+                prefetch_stride(self.rt, self.chunks, c, stride);
             }
             let n = (self.chunk_len - o).min(range.end - i);
             out.extend_from_slice(&self.chunks[c].read(&self.scope)?[o..o + n]);
@@ -358,17 +383,6 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
         }
         Ok(())
     }
-
-    /// The cursor moves to chunk `c`: lets a waiting evacuator proceed (nothing of ours is
-    /// referenced between calls) and prefetches ahead when the moves show a stride.
-    #[inline(never)]
-    fn moved_to(&mut self, c: usize) {
-        self.last = c;
-        self.scope.yield_if_waited();
-        if let Some(stride) = self.stride.observe(c) {
-            prefetch_stride(self.rt, self.chunks, c, stride);
-        }
-    }
 }
 
 /// A read-write cursor over a [`FarVec`] ([`FarVec::writer`]).
@@ -377,9 +391,14 @@ pub struct Writer<'a, T: Pod> {
     len: usize,
     chunk_len: usize,
     shift: u32,
-    last: usize,
+    /// Accesses until the cursor next checks whether an evacuator waits for it.
+    tick: u32,
     scope: Scope<'a>,
 }
+
+/// Hits a cursor makes between two checks whether an evacuator waits for its scope (misses
+/// always check).
+const YIELD_EVERY: u32 = 4096;
 
 impl<T: Pod + Send + Sync> Writer<'_, T> {
     /// Number of elements.
@@ -400,12 +419,12 @@ impl<T: Pod + Send + Sync> Writer<'_, T> {
                 len: self.len,
             });
         }
-        let (c, o) = locate(index, self.chunk_len, self.shift);
-        if c != self.last {
-            self.last = c;
+        self.tick -= 1;
+        if self.tick == 0 {
+            self.tick = YIELD_EVERY;
             self.scope.yield_if_waited();
         }
-        Ok((c, o))
+        Ok(locate(index, self.chunk_len, self.shift))
     }
 
     /// Copies element `index` out.
@@ -415,6 +434,10 @@ impl<T: Pod + Send + Sync> Writer<'_, T> {
     #[inline(always)]
     pub fn get(&mut self, index: usize) -> Result<T> {
         let (c, o) = self.at(index)?;
+        if let Some(d) = self.chunks[c].read_hit(&self.scope) {
+            return Ok(d[o]);
+        }
+        self.scope.yield_if_waited();
         Ok(self.chunks[c].read(&self.scope)?[o])
     }
 
@@ -425,6 +448,11 @@ impl<T: Pod + Send + Sync> Writer<'_, T> {
     #[inline(always)]
     pub fn set(&mut self, index: usize, value: T) -> Result<()> {
         let (c, o) = self.at(index)?;
+        if let Some(d) = self.chunks[c].write_hit(&self.scope) {
+            d[o] = value;
+            return Ok(());
+        }
+        self.scope.yield_if_waited();
         self.chunks[c].write(&self.scope)?[o] = value;
         Ok(())
     }

@@ -177,6 +177,18 @@ impl RawFar {
         r
     }
 
+    /// The fast path of [`RawFar::deref`] alone: the payload address on a hit, else `None`
+    /// (nothing done).
+    #[inline(always)]
+    fn deref_hit(&self, s: &Scope<'_>, mode: Mode) -> Option<usize> {
+        let w = self.slot().load();
+        if w.hit(mode) {
+            s.count_hit();
+            return Some(w.addr());
+        }
+        None
+    }
+
     fn is_local(&self) -> bool {
         self.slot().load().is_present()
     }
@@ -526,6 +538,20 @@ impl<T: Pod> FarSlice<T> {
     pub fn read<'a>(&'a self, s: &'a Scope<'_>) -> Result<&'a [T]> {
         let p = self.raw.deref(s, Mode::Read)?;
         Ok(self.slice(p))
+    }
+
+    /// [`FarSlice::read`] when it is a hit (local and hot), else `None` with nothing done:
+    /// for callers that do bookkeeping (stride detection, yielding) only on the way to a miss.
+    #[inline(always)]
+    pub(crate) fn read_hit<'a>(&'a self, s: &'a Scope<'_>) -> Option<&'a [T]> {
+        self.raw.deref_hit(s, Mode::Read).map(|p| self.slice(p))
+    }
+
+    /// [`FarSlice::write`] when it is a hit (local, hot and dirty), else `None`.
+    #[inline(always)]
+    pub(crate) fn write_hit<'a>(&'a mut self, s: &'a Scope<'_>) -> Option<&'a mut [T]> {
+        let p = self.raw.deref_hit(s, Mode::Write)?;
+        Some(self.slice_mut(p))
     }
 
     /// Exclusive access; marks the object hot and dirty.
