@@ -10,6 +10,7 @@ mod demo;
 mod demo_pool;
 mod deref;
 mod failover;
+mod graph;
 mod hot_access;
 mod kswap;
 mod modes;
@@ -53,6 +54,8 @@ enum Command {
     Taxi(taxi::Args),
     /// Web-service frontend across modes (AIFM figure 6).
     Web(web::Args),
+    /// Graph analytics (PageRank, BFS) on a power-law CSR graph across modes.
+    Graph(graph::Args),
     /// Kernel swap to a memory server over TCP: self-check and page-touch figures (root).
     Netswap(netswap::Args),
     /// Memory pool with replicas over three loopback servers: overhead, failures, repair, drain.
@@ -79,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         Command::Paging(a) => paging::run(a),
         Command::Taxi(a) => taxi::run(a),
         Command::Web(a) => web::run(a),
+        Command::Graph(a) => graph::run(a),
         Command::Netswap(a) => netswap::run(a),
         Command::Failover(a) => failover::run(a),
         Command::Serve(a) => pool_rig::serve(a),

@@ -294,10 +294,10 @@ impl<'rt> Scope<'rt> {
 
     /// Leaves the thread's epoch until the returned guard is dropped. Only when
     /// [`Scope::unpinnable`] holds, and the caller dereferences nothing meanwhile.
-    pub(crate) fn suspend(&self) -> Suspended<'_> {
+    pub(crate) fn suspend(&self) -> Suspended {
         debug_assert!(self.unpinnable());
         self.ts.epoch.exit();
-        Suspended(&self.ts)
+        Suspended(self.ts.clone())
     }
 
     /// Whether some evacuator is waiting for the thread to leave its current epoch.
@@ -355,9 +355,23 @@ impl Drop for Scope<'_> {
 
 /// A thread outside its epoch for a while (see [`Scope::suspend`]); re-enters it when dropped.
 #[derive(Debug)]
-pub(crate) struct Suspended<'a>(&'a ThreadState);
+pub(crate) struct Suspended(Arc<ThreadState>);
 
-impl Drop for Suspended<'_> {
+/// Leaves the calling thread's epoch until the returned guard is dropped, if the thread is
+/// inside one only through cursors' internal scopes (which keep no reference between calls; see
+/// [`Scope::unpinnable`]). For runtime calls made without a scope (prefetches) that must wait for
+/// room; the caller holds no reference into a far object.
+pub(crate) fn suspend_cursor_thread() -> Option<Suspended> {
+    let ts = current();
+    let inside = ts.depth.load(StdOrdering::Relaxed) > 0;
+    if !inside || ts.user_depth.load(StdOrdering::Relaxed) != 0 {
+        return None;
+    }
+    ts.epoch.exit();
+    Some(Suspended(ts))
+}
+
+impl Drop for Suspended {
     fn drop(&mut self) {
         self.0.epoch.enter();
     }

@@ -374,10 +374,11 @@ impl Inner {
     ///
     /// Stays within the budget, waiting for the evacuator up to `alloc_timeout`. When this
     /// runtime's evacuator waits for the calling thread's own scope, waiting would deadlock.
-    /// If that scope (`scope`, the one the allocation is made under) holds no reference yet
-    /// ([`Scope::unpinnable`]), the thread leaves its epoch while it waits, so the evacuator can
-    /// evict anything, including what the scope is about to use; otherwise the allocation may
-    /// use the slack, and fails with `pinned: true` if that is exhausted too.
+    /// If that scope (`scope`, the one the allocation is made under; for allocations made
+    /// without one, the thread's) holds no reference ([`Scope::unpinnable`]), the thread leaves
+    /// its epoch while it waits, so the evacuator can evict anything, including what the scope
+    /// is about to use; otherwise the allocation may use the slack, and fails with
+    /// `pinned: true` if that is exhausted too.
     ///
     /// Grace periods are process-wide, so another runtime's evacuator may be waiting for this
     /// scope too. That alone is no reason to draw on this runtime's slack (this runtime's
@@ -411,14 +412,16 @@ impl Inner {
                 return Ok(a);
             }
             let st = epoch::scope_state(self.number);
-            if st.waited_for
-                && suspended.is_none()
-                && let Some(s) = scope.filter(|s| s.unpinnable())
-            {
-                // Nothing of ours is pinned: get out of the evacuator's way and wait like a
+            if st.waited_for && suspended.is_none() && !evacuator {
+                // If nothing of ours is pinned, get out of the evacuator's way and wait like a
                 // thread outside any scope.
-                suspended = Some(s.suspend());
-                continue;
+                suspended = match scope {
+                    Some(s) => s.unpinnable().then(|| s.suspend()),
+                    None => epoch::suspend_cursor_thread(),
+                };
+                if suspended.is_some() {
+                    continue;
+                }
             }
             let foreign = st.waited_for && !st.by_own;
             let since = match (foreign, foreign_since) {
