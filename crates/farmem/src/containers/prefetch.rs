@@ -336,7 +336,7 @@ impl StrideDetector {
 
 /// [`StrideDetector`] for one cursor (no sharing, no atomics): it is told the chunk each miss
 /// was entered from.
-#[derive(Debug, Default)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct CursorStride {
     stride: i64,
     streak: u32,

@@ -10,7 +10,7 @@ use crate::{FarSlice, Runtime, Scope};
 pub const DEFAULT_CHUNK_BYTES: usize = 64 << 10;
 
 /// Chunks prefetched ahead once index accesses show a stride.
-const STRIDE_DEPTH: i64 = 16;
+pub(crate) const STRIDE_DEPTH: i64 = 16;
 
 /// A growable vector of `T` whose elements live in far-memory chunks.
 ///

@@ -5,11 +5,13 @@
 //! a compare and one load of the chunk's handle word over a `Vec` index. Errors surface once per
 //! chunk (iteration) or per call (cursors), never wrapped around every element of a slice loop.
 
+use std::cell::Cell;
+
 use bytemuck::Pod;
 
 use super::error::{ContainerError, Result};
 use super::prefetch::{CursorStride, Window};
-use super::vec::{FarVec, locate, prefetch_stride};
+use super::vec::{FarVec, STRIDE_DEPTH, locate, prefetch_stride};
 use crate::{FarSlice, Pinned, PinnedMut, Runtime, Scope};
 
 impl<T: Pod + Send + Sync> FarVec<T> {
@@ -140,9 +142,8 @@ impl<T: Pod + Send + Sync> FarVec<T> {
             len: self.len,
             chunk_len: self.chunk_len,
             shift: self.shift,
-            last: 0,
-            tick: YIELD_EVERY,
-            stride: CursorStride::default(),
+            last_miss: Cell::new(0),
+            stride: Cell::new(CursorStride::default()),
             rt: &self.rt,
             scope: self.rt.cursor_scope(),
         }
@@ -177,7 +178,6 @@ impl<T: Pod + Send + Sync> FarVec<T> {
             len: *len,
             chunk_len: *chunk_len,
             shift: *shift,
-            tick: YIELD_EVERY,
             scope: rt.cursor_scope(),
         }
     }
@@ -284,11 +284,9 @@ pub struct Reader<'a, T: Pod> {
     len: usize,
     chunk_len: usize,
     shift: u32,
-    /// The chunk of the last access.
-    last: usize,
-    /// Accesses until the cursor next checks whether an evacuator waits for it.
-    tick: u32,
-    stride: CursorStride,
+    /// The chunk of the last miss (or the last chunk prefetched for it).
+    last_miss: Cell<usize>,
+    stride: Cell<CursorStride>,
     rt: &'a Runtime,
     scope: Scope<'a>,
 }
@@ -318,28 +316,44 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
             });
         }
         let (c, o) = locate(index, self.chunk_len, self.shift);
-        let prev = std::mem::replace(&mut self.last, c);
-        self.tick -= 1;
-        if self.tick != 0
-            && let Some(d) = self.chunks[c].read_hit(&self.scope)
-        {
-            return Ok(d[o]);
+        if let Some(d) = self.chunks[c].read_hit(&self.scope) {
+            let v = d[o];
+            if self.scope.hits() % YIELD_EVERY == 0 {
+                self.scope.yield_if_waited();
+            }
+            return Ok(v);
         }
-        self.get_slow(c, o, prev)
+        self.get_slow(c, o)
     }
 
-    /// A miss (or a periodic check): lets a waiting evacuator proceed (nothing of ours is
-    /// referenced between calls), prefetches ahead when the misses show a stride, then reads.
+    /// A miss: lets a waiting evacuator proceed (nothing of ours is referenced between calls),
+    /// prefetches ahead when the misses show a stride, then reads.
     #[inline(never)]
-    fn get_slow(&mut self, c: usize, o: usize, prev: usize) -> Result<T> {
-        self.tick = YIELD_EVERY;
+    ///
+    /// Takes `&self` so that [`Reader::gather`] can call it between batches; the caller holds no
+    /// reference obtained under the cursor's scope (it may be left here).
+    fn get_slow(&self, c: usize, o: usize) -> Result<T> {
         self.scope.yield_if_waited();
-        if !self.chunks[c].is_local()
-            && let Some(stride) = self.stride.observe(c, prev)
-        {
-            prefetch_stride(self.rt, self.chunks, c, stride);
-        }
+        self.on_miss(c);
         Ok(self.chunks[c].read(&self.scope)?[o])
+    }
+
+    /// Records a miss in chunk `c` (when it is not local) and prefetches ahead on a stride.
+    fn on_miss(&self, c: usize) {
+        if self.chunks[c].is_local() {
+            return;
+        }
+        let prev = self.last_miss.replace(c);
+        let mut detector = self.stride.get();
+        let stride = detector.observe(c, prev);
+        self.stride.set(detector);
+        if let Some(stride) = stride {
+            prefetch_stride(self.rt, self.chunks, c, stride);
+            // The next miss comes past the prefetched chunks: measure its move from there.
+            let ahead = c as i64 + stride * STRIDE_DEPTH;
+            self.last_miss
+                .set(ahead.clamp(0, self.chunks.len() as i64) as usize);
+        }
     }
 
     /// Copies elements `range` into `out` (cleared first), a chunk at a time.
@@ -357,13 +371,8 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
         let mut i = range.start;
         while i < range.end {
             let (c, o) = locate(i, self.chunk_len, self.shift);
-            let prev = std::mem::replace(&mut self.last, c);
             self.scope.yield_if_waited();
-            if !self.chunks[c].is_local()
-                && let Some(stride) = self.stride.observe(c, prev)
-            {
-                prefetch_stride(self.rt, self.chunks, c, stride);
-            }
+            self.on_miss(c);
             let n = (self.chunk_len - o).min(range.end - i);
             out.extend_from_slice(&self.chunks[c].read(&self.scope)?[o..o + n]);
             i += n;
@@ -371,17 +380,63 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
         Ok(())
     }
 
-    /// Gathers the elements at `indices` into `out` (cleared first), in order.
+    /// Appends the elements at `indices` to `out`, in order: the fast form of many random
+    /// reads (gather, then compute over the plain slice `out`).
+    ///
+    /// ```
+    /// use farmem::{Runtime, RuntimeConfig};
+    /// use farmem::containers::FarVec;
+    /// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
+    /// let v = FarVec::from_slice(&rt, &(0..10_000u64).map(|i| i * i).collect::<Vec<_>>()).unwrap();
+    /// let mut out = Vec::new();
+    /// v.reader().gather([3usize, 9_999, 0], &mut out).unwrap();
+    /// assert_eq!(out, [9, 9_999 * 9_999, 0]);
+    /// ```
     ///
     /// # Errors
-    /// As [`Reader::get`].
-    pub fn gather(&mut self, indices: &[usize], out: &mut Vec<T>) -> Result<()> {
-        out.clear();
-        out.reserve(indices.len());
-        for &i in indices {
-            out.push(self.get(i)?);
+    /// As [`Reader::get`]; `out` holds the elements gathered before the error.
+    pub fn gather(
+        &mut self,
+        indices: impl IntoIterator<Item = usize>,
+        out: &mut Vec<T>,
+    ) -> Result<()> {
+        let indices = indices.into_iter();
+        out.reserve(indices.size_hint().0);
+        self.scope.yield_if_waited();
+        let (len, chunk_len, shift) = (self.len, self.chunk_len, self.shift);
+        // Two passes per batch: find the elements (handle words only, all in cache), then load
+        // them, loads independent of each other so the CPU overlaps their cache misses. Hits are
+        // counted here, in a register, and added to the scope once.
+        let mut hits = 0;
+        let mut result = Ok(());
+        let mut found: Vec<&T> = Vec::with_capacity(GATHER_BATCH);
+        for i in indices {
+            if i >= len {
+                result = Err(ContainerError::IndexOutOfBounds { index: i, len });
+                break;
+            }
+            let (c, o) = locate(i, chunk_len, shift);
+            if let Some(d) = self.chunks[c].read_hit_uncounted(&self.scope) {
+                hits += 1;
+                found.push(&d[o]);
+                if found.len() == GATHER_BATCH {
+                    out.extend(found.drain(..).map(|x| *x));
+                }
+                continue;
+            }
+            // The slow path may leave the scope's epoch: no reference may be held across it.
+            out.extend(found.drain(..).map(|x| *x));
+            match self.get_slow(c, o) {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
         }
-        Ok(())
+        out.extend(found.drain(..).map(|x| *x));
+        self.scope.count_hits(hits);
+        result
     }
 }
 
@@ -391,14 +446,15 @@ pub struct Writer<'a, T: Pod> {
     len: usize,
     chunk_len: usize,
     shift: u32,
-    /// Accesses until the cursor next checks whether an evacuator waits for it.
-    tick: u32,
     scope: Scope<'a>,
 }
 
 /// Hits a cursor makes between two checks whether an evacuator waits for its scope (misses
 /// always check).
-const YIELD_EVERY: u32 = 4096;
+const YIELD_EVERY: u64 = 4096;
+
+/// Elements [`Reader::gather`] locates before it loads them.
+const GATHER_BATCH: usize = 32;
 
 impl<T: Pod + Send + Sync> Writer<'_, T> {
     /// Number of elements.
@@ -419,9 +475,7 @@ impl<T: Pod + Send + Sync> Writer<'_, T> {
                 len: self.len,
             });
         }
-        self.tick -= 1;
-        if self.tick == 0 {
-            self.tick = YIELD_EVERY;
+        if self.scope.hits() % YIELD_EVERY == 0 {
             self.scope.yield_if_waited();
         }
         Ok(locate(index, self.chunk_len, self.shift))
@@ -508,7 +562,8 @@ mod tests {
             let mut out = Vec::new();
             r.read_range(1_000..9_000, &mut out).unwrap();
             assert_eq!(out, xs[1_000..9_000]);
-            r.gather(&[5, 299_998, 17], &mut out).unwrap();
+            out.clear();
+            r.gather([5, 299_998, 17], &mut out).unwrap();
             assert_eq!(out, [xs[5], xs[299_998], xs[17]]);
             drop(r);
             for c in v.chunks_mut() {

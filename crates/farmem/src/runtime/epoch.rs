@@ -333,6 +333,17 @@ impl<'rt> Scope<'rt> {
     pub(crate) fn count_hit(&self) {
         self.hits.set(self.hits.get() + 1);
     }
+
+    /// Counts `n` fast-path hits at once (for loops that count in a register).
+    pub(crate) fn count_hits(&self, n: u64) {
+        self.hits.set(self.hits.get() + n);
+    }
+
+    /// Fast-path hits counted under this scope so far.
+    #[inline(always)]
+    pub(crate) fn hits(&self) -> u64 {
+        self.hits.get()
+    }
 }
 
 impl Drop for Scope<'_> {

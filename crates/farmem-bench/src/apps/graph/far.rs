@@ -1,7 +1,8 @@
 //! The kernels over far vectors (farmem object mode), written the way the API makes fast:
 //! per-vertex vectors zipped chunk by chunk as plain slices, the edges of a block of vertices
 //! read with one `scan_range` each (non-temporal: the edges stream through without pushing the
-//! ranks out), and the random reads of the previous iteration's values through a cursor.
+//! ranks out), and the random reads of the previous iteration's values through a cursor
+//! (PageRank gathers a block's worth at once, then sums plain slices).
 
 use farmem::containers::FarVec;
 use farmem::{Pod, Runtime};
@@ -77,6 +78,7 @@ pub fn pagerank(rt: &Runtime, g: &FarGraph, iters: u32) -> anyhow::Result<FarVec
     let mut contrib = vertex_vec(rt, n, 0.0f64)?;
     let mut next = vertex_vec(rt, n, 0.0f64)?;
     let (mut offs, mut srcs, mut out) = (Vec::new(), Vec::new(), Vec::with_capacity(BLOCK));
+    let mut vals = Vec::new();
     for _ in 0..iters {
         let mut dangling = 0.0;
         let blocks = rank.chunks().zip(g.out_degree.chunks());
@@ -96,12 +98,15 @@ pub fn pagerank(rt: &Runtime, g: &FarGraph, iters: u32) -> anyhow::Result<FarVec
         for b in 0..next.num_chunks() {
             let len = (n - b * BLOCK).min(BLOCK);
             g.block_edges(b, len, &mut offs, &mut srcs)?;
+            // Gather the contributions of the block's in-edges, then sum plain slices.
+            vals.clear();
+            contrib_at.gather(srcs.iter().map(|&u| u as usize), &mut vals)?;
             out.clear();
             for v in 0..len {
-                let edges = &srcs[(offs[v] - offs[0]) as usize..(offs[v + 1] - offs[0]) as usize];
+                let edges = &vals[(offs[v] - offs[0]) as usize..(offs[v + 1] - offs[0]) as usize];
                 let mut s = 0.0;
-                for &u in edges {
-                    s += contrib_at.get(u as usize)?;
+                for &x in edges {
+                    s += x;
                 }
                 out.push(base + DAMPING * s);
             }

@@ -178,12 +178,15 @@ impl RawFar {
     }
 
     /// The fast path of [`RawFar::deref`] alone: the payload address on a hit, else `None`
-    /// (nothing done).
+    /// (nothing done). With `count`, the hit is counted in `s`; otherwise the caller must count
+    /// it ([`Scope::count_hits`]).
     #[inline(always)]
-    fn deref_hit(&self, s: &Scope<'_>, mode: Mode) -> Option<usize> {
+    fn deref_hit(&self, s: &Scope<'_>, mode: Mode, count: bool) -> Option<usize> {
         let w = self.slot().load();
         if w.hit(mode) {
-            s.count_hit();
+            if count {
+                s.count_hit();
+            }
             return Some(w.addr());
         }
         None
@@ -544,13 +547,20 @@ impl<T: Pod> FarSlice<T> {
     /// for callers that do bookkeeping (stride detection, yielding) only on the way to a miss.
     #[inline(always)]
     pub(crate) fn read_hit<'a>(&'a self, s: &'a Scope<'_>) -> Option<&'a [T]> {
-        self.raw.deref_hit(s, Mode::Read).map(|p| self.slice(p))
+        self.raw.deref_hit(s, Mode::Read, true).map(|p| self.slice(p))
+    }
+
+    /// [`FarSlice::read_hit`] without counting the hit: the caller counts its hits and adds
+    /// them with `Scope::count_hits`.
+    #[inline(always)]
+    pub(crate) fn read_hit_uncounted<'a>(&'a self, s: &'a Scope<'_>) -> Option<&'a [T]> {
+        self.raw.deref_hit(s, Mode::Read, false).map(|p| self.slice(p))
     }
 
     /// [`FarSlice::write`] when it is a hit (local, hot and dirty), else `None`.
     #[inline(always)]
     pub(crate) fn write_hit<'a>(&'a mut self, s: &'a Scope<'_>) -> Option<&'a mut [T]> {
-        let p = self.raw.deref_hit(s, Mode::Write)?;
+        let p = self.raw.deref_hit(s, Mode::Write, true)?;
         Some(self.slice_mut(p))
     }
 
