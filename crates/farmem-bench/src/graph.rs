@@ -242,8 +242,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             runs.push(run_mode(&args, ws, mode, ratio, &server));
         }
     }
-    let answers: Vec<&serde_json::Value> =
-        runs.iter().filter_map(|r| r.detail.get("answers")).collect();
+    let answers: Vec<&serde_json::Value> = runs
+        .iter()
+        .filter_map(|r| r.detail.get("answers"))
+        .collect();
     let agree = answers.windows(2).all(|w| w[0] == w[1]);
     let dir = modes::results_dir(&args.out)?;
     let summary = serde_json::json!({
@@ -258,9 +260,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "runs": runs,
     });
     modes::write_json(&dir.join("graph.json"), &summary)?;
-    let secs = |k: &'static str| {
-        move |r: &ModeRun| r.detail.get(k).and_then(serde_json::Value::as_f64)
-    };
+    let secs =
+        |k: &'static str| move |r: &ModeRun| r.detail.get(k).and_then(serde_json::Value::as_f64);
     modes::plot_runs(
         &dir.join("graph.png"),
         "Graph: PageRank + BFS",
@@ -287,7 +288,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 p,
                 base.map_or("-".into(), |b| format!("{:.2}x", p / b)),
                 bfs(r).unwrap_or(0.0),
-                r.detail.get("misses").and_then(serde_json::Value::as_u64).unwrap_or(0),
+                r.detail
+                    .get("misses")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0),
             );
         }
         println!("answers identical across modes: {agree}");

@@ -66,7 +66,9 @@ fn best(
 pub fn run(args: Args) -> anyhow::Result<()> {
     let n = args.elements.max(1);
     let rt = Runtime::new(RuntimeConfig::new((n * 8 * 4).max(64 << 20)))?;
-    let data: Vec<u64> = (0..n as u64).map(|i| i.wrapping_mul(0x9E37_79B9) >> 7).collect();
+    let data: Vec<u64> = (0..n as u64)
+        .map(|i| i.wrapping_mul(0x9E37_79B9) >> 7)
+        .collect();
     let mut far = FarVec::from_slice(&rt, &data)?;
     let mut vec = data.clone();
     let mut rng = SmallRng::seed_from_u64(7);
@@ -75,7 +77,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let r = args.rounds;
     let mut rows = Vec::new();
     let mut row = |pattern, form, far: (f64, u64), v: (f64, u64)| -> anyhow::Result<()> {
-        anyhow::ensure!(far.1 == v.1, "{pattern} {form}: far result differs from the Vec's");
+        anyhow::ensure!(
+            far.1 == v.1,
+            "{pattern} {form}: far result differs from the Vec's"
+        );
         rows.push(Row {
             pattern,
             form,
@@ -87,7 +92,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
 
     // Sequential reads.
-    let v_seq = best(r, n, || Ok(black_box(&vec).iter().fold(0u64, |a, &x| a.wrapping_add(x))))?;
+    let v_seq = best(r, n, || {
+        Ok(black_box(&vec).iter().fold(0u64, |a, &x| a.wrapping_add(x)))
+    })?;
     let f_chunks = best(r, n, || {
         let mut a = 0u64;
         for c in far.chunks() {
@@ -185,7 +192,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })?;
         row(pattern, "writer().get/set(i)", f_c, v_r)?;
     }
-    anyhow::ensure!(far.to_vec()? == vec, "far vector differs from the Vec after the writes");
+    anyhow::ensure!(
+        far.to_vec()? == vec,
+        "far vector differs from the Vec after the writes"
+    );
     anyhow::ensure!(rt.stats().misses == 0, "the vector did not stay resident");
 
     println!(

@@ -42,7 +42,10 @@ fn large_slices_pinned_one_at_a_time() {
     }
     for (i, sl) in slices.iter().enumerate() {
         let p = sl.pin().unwrap();
-        assert_eq!((p[6], p[7], p[SLICE - 1]), (i as u64, 100 + i as u64, i as u64));
+        assert_eq!(
+            (p[6], p[7], p[SLICE - 1]),
+            (i as u64, 100 + i as u64, i as u64)
+        );
     }
 }
 
@@ -50,10 +53,9 @@ fn large_slices_pinned_one_at_a_time() {
 /// memory fails cleanly (`LocalHeapExhausted { pinned: true }`) instead of evicting it.
 #[test]
 fn a_scope_holding_references_still_pins_them() {
-    let rt = Runtime::new(
-        RuntimeConfig::new(64 << 20).alloc_timeout(std::time::Duration::from_secs(5)),
-    )
-    .unwrap();
+    let rt =
+        Runtime::new(RuntimeConfig::new(64 << 20).alloc_timeout(std::time::Duration::from_secs(5)))
+            .unwrap();
     let slices = eight_large_slices(&rt);
     let s = rt.scope();
     let mut held = Vec::new();

@@ -384,10 +384,18 @@ mod tests {
             ]
         );
         let mut d = CursorStride::default();
-        let seen: Vec<_> = [(3, 0), (6, 3), (9, 6), (12, 9), (13, 12), (14, 13), (15, 14)]
-            .iter()
-            .map(|&(c, prev)| d.observe(c, prev))
-            .collect();
+        let seen: Vec<_> = [
+            (3, 0),
+            (6, 3),
+            (9, 6),
+            (12, 9),
+            (13, 12),
+            (14, 13),
+            (15, 14),
+        ]
+        .iter()
+        .map(|&(c, prev)| d.observe(c, prev))
+        .collect();
         assert_eq!(
             seen,
             vec![None, None, Some(3), Some(3), None, None, Some(1)]

@@ -318,7 +318,7 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
         let (c, o) = locate(index, self.chunk_len, self.shift);
         if let Some(d) = self.chunks[c].read_hit(&self.scope) {
             let v = d[o];
-            if self.scope.hits() % YIELD_EVERY == 0 {
+            if self.scope.hits().is_multiple_of(YIELD_EVERY) {
                 self.scope.yield_if_waited();
             }
             return Ok(v);
@@ -420,12 +420,12 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
                 hits += 1;
                 found.push(&d[o]);
                 if found.len() == GATHER_BATCH {
-                    out.extend(found.drain(..).map(|x| *x));
+                    out.extend(found.drain(..).copied());
                 }
                 continue;
             }
             // The slow path may leave the scope's epoch: no reference may be held across it.
-            out.extend(found.drain(..).map(|x| *x));
+            out.extend(found.drain(..).copied());
             match self.get_slow(c, o) {
                 Ok(v) => out.push(v),
                 Err(e) => {
@@ -434,7 +434,7 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
                 }
             }
         }
-        out.extend(found.drain(..).map(|x| *x));
+        out.extend(found.drain(..).copied());
         self.scope.count_hits(hits);
         result
     }
@@ -475,7 +475,7 @@ impl<T: Pod + Send + Sync> Writer<'_, T> {
                 len: self.len,
             });
         }
-        if self.scope.hits() % YIELD_EVERY == 0 {
+        if self.scope.hits().is_multiple_of(YIELD_EVERY) {
             self.scope.yield_if_waited();
         }
         Ok(locate(index, self.chunk_len, self.shift))

@@ -133,7 +133,9 @@ pub fn read_edge_list(path: &Path) -> anyhow::Result<Csr> {
         if t.is_empty() || t.starts_with('#') || t.starts_with('%') {
             continue;
         }
-        let mut it = t.split(|c: char| c.is_whitespace() || c == ',').filter(|s| !s.is_empty());
+        let mut it = t
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|s| !s.is_empty());
         let mut id = || -> anyhow::Result<u32> {
             let s = it.next().context("missing vertex id")?;
             let v: u32 = s.parse().with_context(|| format!("bad vertex id {s:?}"))?;

@@ -20,7 +20,11 @@ pub struct FarGraph {
 ///
 /// # Errors
 /// Runtime errors.
-pub fn vertex_vec<T: Pod + Send + Sync>(rt: &Runtime, n: usize, fill: T) -> anyhow::Result<FarVec<T>> {
+pub fn vertex_vec<T: Pod + Send + Sync>(
+    rt: &Runtime,
+    n: usize,
+    fill: T,
+) -> anyhow::Result<FarVec<T>> {
     let mut v = FarVec::with_chunk_bytes(rt, BLOCK * size_of::<T>())?;
     v.resize(n, fill)?;
     Ok(v)

@@ -7,8 +7,8 @@
 //! vectors ([`far`]); both do the same floating-point operations in the same order, so their
 //! results are bit-identical (checked by [`Answers::digest`]).
 
-pub mod far;
 mod csr;
+pub mod far;
 pub mod local;
 #[cfg(test)]
 mod tests;
@@ -51,7 +51,9 @@ impl Digest {
     /// Adds one value.
     #[inline]
     pub fn add(&mut self, x: u64) {
-        self.0 = (self.0 ^ x).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(17);
+        self.0 = (self.0 ^ x)
+            .wrapping_mul(0x0000_0100_0000_01b3)
+            .rotate_left(17);
     }
 
     /// The digest as hex.
@@ -114,7 +116,11 @@ impl Summary {
             top_vertex: self.top.1,
             bfs_digest: self.dists.hex(),
             reached: self.reached,
-            levels: if self.reached == 0 { 0 } else { self.max_dist + 1 },
+            levels: if self.reached == 0 {
+                0
+            } else {
+                self.max_dist + 1
+            },
         }
     }
 }

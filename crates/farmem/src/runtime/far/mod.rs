@@ -547,14 +547,18 @@ impl<T: Pod> FarSlice<T> {
     /// for callers that do bookkeeping (stride detection, yielding) only on the way to a miss.
     #[inline(always)]
     pub(crate) fn read_hit<'a>(&'a self, s: &'a Scope<'_>) -> Option<&'a [T]> {
-        self.raw.deref_hit(s, Mode::Read, true).map(|p| self.slice(p))
+        self.raw
+            .deref_hit(s, Mode::Read, true)
+            .map(|p| self.slice(p))
     }
 
     /// [`FarSlice::read_hit`] without counting the hit: the caller counts its hits and adds
     /// them with `Scope::count_hits`.
     #[inline(always)]
     pub(crate) fn read_hit_uncounted<'a>(&'a self, s: &'a Scope<'_>) -> Option<&'a [T]> {
-        self.raw.deref_hit(s, Mode::Read, false).map(|p| self.slice(p))
+        self.raw
+            .deref_hit(s, Mode::Read, false)
+            .map(|p| self.slice(p))
     }
 
     /// [`FarSlice::write`] when it is a hit (local, hot and dirty), else `None`.

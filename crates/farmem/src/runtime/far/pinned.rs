@@ -101,7 +101,10 @@ impl<T: Pod> FarSlice<T> {
         }
         let scope = Scope::new(&rt.counters);
         let p = self.raw.deref(&scope, mode)?;
-        Ok((scope, NonNull::new(p as *mut T).unwrap_or(NonNull::dangling())))
+        Ok((
+            scope,
+            NonNull::new(p as *mut T).unwrap_or(NonNull::dangling()),
+        ))
     }
 }
 
