@@ -371,12 +371,12 @@ impl Inner {
     /// Finds local space for an object, waiting for the evacuator if needed.
     ///
     /// Stays within the budget, waiting for the evacuator up to `alloc_timeout`. When this
-    /// runtime's evacuator waits for the calling thread's own scope, waiting would deadlock.
-    /// If that scope (`scope`, the one the allocation is made under; for allocations made
-    /// without one, the thread's) holds no reference ([`Scope::unpinnable`]), the thread leaves
-    /// its epoch while it waits, so the evacuator can evict anything, including what the scope
-    /// is about to use; otherwise the allocation may use the slack, and fails with
-    /// `pinned: true` if that is exhausted too.
+    /// runtime's evacuator waits for the calling thread's own scope, waiting would deadlock:
+    /// then the allocation uses the slack. If that is exhausted too and the scope (`scope`, the
+    /// one the allocation is made under; for allocations made without one, the thread's) holds
+    /// no reference ([`Scope::unpinnable`]), the thread leaves its epoch while it waits, so the
+    /// evacuator can evict anything, including what the scope is about to use; otherwise it
+    /// fails with `pinned: true`.
     ///
     /// Grace periods are process-wide, so another runtime's evacuator may be waiting for this
     /// scope too. That alone is no reason to draw on this runtime's slack (this runtime's
@@ -410,17 +410,6 @@ impl Inner {
                 return Ok(a);
             }
             let st = epoch::scope_state(self.number);
-            if st.waited_for && suspended.is_none() && !evacuator {
-                // If nothing of ours is pinned, get out of the evacuator's way and wait like a
-                // thread outside any scope.
-                suspended = match scope {
-                    Some(s) => s.unpinnable().then(|| s.suspend()),
-                    None => epoch::suspend_cursor_thread(),
-                };
-                if suspended.is_some() {
-                    continue;
-                }
-            }
             let foreign = st.waited_for && !st.by_own;
             let since = match (foreign, foreign_since) {
                 (true, Some(t)) => Some(t),
@@ -435,6 +424,17 @@ impl Inner {
                 if let Some(a) = self.heap.alloc(lane, slot, len, limit) {
                     self.wake_evacuator();
                     return Ok(a);
+                }
+            }
+            if blocked && suspended.is_none() && !evacuator {
+                // No slack left either. If nothing of ours is pinned, get out of the
+                // evacuator's way and wait like a thread outside any scope.
+                suspended = match scope {
+                    Some(s) => s.unpinnable().then(|| s.suspend()),
+                    None => epoch::suspend_cursor_thread(),
+                };
+                if suspended.is_some() {
+                    continue;
                 }
             }
             self.wake_evacuator();
