@@ -11,6 +11,7 @@ mod demo_pool;
 mod deref;
 mod failover;
 mod kswap;
+mod mapinsert;
 mod modes;
 mod netswap;
 mod paging;
@@ -44,6 +45,8 @@ enum Command {
     Deref(deref::Args),
     /// Remoteable containers: far scan, Zipf hash map, offloaded aggregates.
     Containers(containers::Args),
+    /// FarHashMap inserts of fresh keys vs pipelined puts, and server memory per entry.
+    MapInsert(mapinsert::Args),
     /// Paging mode vs object mode vs kernel swap vs all-local.
     Paging(paging::Args),
     /// NYC-taxi DataFrame analysis across modes (AIFM figure 7).
@@ -72,6 +75,7 @@ fn main() -> anyhow::Result<()> {
         Command::Transport(a) => transport::run(a),
         Command::Deref(a) => deref::run(a),
         Command::Containers(a) => containers::run(a),
+        Command::MapInsert(a) => mapinsert::run(a),
         Command::Paging(a) => paging::run(a),
         Command::Taxi(a) => taxi::run(a),
         Command::Web(a) => web::run(a),

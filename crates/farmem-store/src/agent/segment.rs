@@ -116,6 +116,12 @@ impl Segment {
         self.data.len()
     }
 
+    /// Bytes allocated: the arena's capacity and the index's buckets (offset and control byte).
+    #[cfg(test)]
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.data.capacity() + self.index.capacity().next_power_of_two() * 8 / 7 * 5
+    }
+
     fn append(&mut self, k: &[u8], v: &[u8]) -> u32 {
         let off = self.data.len() as u32;
         let need = k.len() + v.len() + 10;

@@ -168,6 +168,15 @@ impl Table {
         self.segs.values().flat_map(Segment::entries)
     }
 
+    /// Bytes allocated by the segments.
+    #[cfg(test)]
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.segs
+            .iter()
+            .map(|(k, s)| s.heap_bytes() + k.capacity() + 64)
+            .sum()
+    }
+
     /// Number of segments.
     #[cfg(test)]
     pub(super) fn segments(&self) -> usize {
@@ -178,6 +187,31 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sixteen_byte_entry_costs_little_memory() {
+        let rss = || {
+            std::fs::read_to_string("/proc/self/statm")
+                .ok()
+                .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .unwrap_or(0)
+                * 4096
+        };
+        let r0 = rss();
+        let mut t = Table::new(11);
+        let n = 2_000_000u64;
+        for i in 0..n {
+            let k = i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes();
+            t.insert(&k, &i.to_le_bytes(), None);
+        }
+        let per = t.heap_bytes() as f64 / n as f64;
+        eprintln!(
+            "{per:.1} bytes per entry, {} segments, rss {:.1}",
+            t.segments(),
+            (rss() - r0) as f64 / n as f64
+        );
+        assert!(per <= 48.0, "{per:.1} bytes per 16-byte entry");
+    }
 
     #[test]
     fn a_table_splits_into_ordered_segments_and_scans_across_them() {
