@@ -1,15 +1,12 @@
 //! One server-side hash table: key-range segments, each a hash index over a record arena.
 //!
 //! A table is split by key (byte order) into [`Segment`]s of at most [`SEGMENT_ENTRIES`]
-//! entries (or [`SEGMENT_BYTES`] of records), found through an ordered directory of their
-//! lowest keys. A lookup is one directory search (a few thousand segments for tens of millions
-//! of entries) and one hash probe; an insert never rehashes more than one segment, so its cost
+//! entries (or [`SEGMENT_BYTES`] of records), found by a binary search of their lowest keys
+//! (a sorted array: a few thousand segments for tens of millions of entries). A lookup is that
+//! search and one hash probe; an insert never rehashes more than one segment, so its cost
 //! stays flat as the table grows. A full segment splits at its median key, which also gives
 //! scans their order for free: a page sorts only the segments it reads (no ordered key set is
 //! kept per entry).
-
-use std::collections::BTreeMap;
-use std::ops::Bound;
 
 use super::segment::{Segment, hash_key};
 
@@ -22,8 +19,10 @@ pub const SEGMENT_BYTES: usize = 4 << 20;
 #[derive(Debug)]
 pub(super) struct Table {
     seed: u64,
-    /// Segments by their lowest key; the first one's is empty (every key is `>=` it).
-    segs: BTreeMap<Vec<u8>, Segment>,
+    /// The lowest key of every segment, ascending; the first is empty (every key is `>=` it).
+    bounds: Vec<Box<[u8]>>,
+    /// The segments, in the order of `bounds`.
+    segs: Vec<Segment>,
     len: usize,
     /// Sum of key and value bytes of all entries.
     payload: u64,
@@ -31,11 +30,10 @@ pub(super) struct Table {
 
 impl Table {
     pub(super) fn new(seed: u64) -> Self {
-        let mut segs = BTreeMap::new();
-        segs.insert(Vec::new(), Segment::default());
         Self {
             seed,
-            segs,
+            bounds: vec![Box::default()],
+            segs: vec![Segment::default()],
             len: 0,
             payload: 0,
         }
@@ -54,23 +52,17 @@ impl Table {
         self.payload
     }
 
+    /// The index of the segment holding `k`.
     #[inline]
-    fn segment(&self, k: &[u8]) -> Option<&Segment> {
-        self.segs
-            .range::<[u8], _>((Bound::Unbounded, Bound::Included(k)))
-            .next_back()
-            .map(|(_, s)| s)
-    }
-
-    #[inline]
-    fn segment_mut(&mut self, k: &[u8]) -> Option<(&Vec<u8>, &mut Segment)> {
-        self.segs
-            .range_mut::<[u8], _>((Bound::Unbounded, Bound::Included(k)))
-            .next_back()
+    fn segment(&self, k: &[u8]) -> usize {
+        // `bounds[0]` is empty, so at least one bound is `<= k`.
+        self.bounds
+            .partition_point(|b| &b[..] <= k)
+            .saturating_sub(1)
     }
 
     pub(super) fn get(&self, k: &[u8]) -> Option<&[u8]> {
-        self.segment(k)?.get(hash_key(self.seed, k), k)
+        self.segs[self.segment(k)].get(hash_key(self.seed, k), k)
     }
 
     /// Inserts or replaces; returns the old value's length (and appends the old value to `old`
@@ -78,12 +70,14 @@ impl Table {
     pub(super) fn insert(&mut self, k: &[u8], v: &[u8], old: Option<&mut Vec<u8>>) -> Option<usize> {
         let seed = self.seed;
         let h = hash_key(seed, k);
-        let (_, seg) = self.segment_mut(k)?;
+        let i = self.segment(k);
+        let seg = &mut self.segs[i];
         let r = seg.insert(seed, h, k, v, old);
         let split = seg.len() > SEGMENT_ENTRIES || (seg.bytes() > SEGMENT_BYTES && seg.len() > 1);
         let upper = if split { seg.split(seed) } else { None };
         if let Some((bound, upper)) = upper {
-            self.segs.insert(bound, upper);
+            self.bounds.insert(i + 1, bound.into_boxed_slice());
+            self.segs.insert(i + 1, upper);
         }
         match r {
             Some(o) => self.payload = self.payload - o as u64 + v.len() as u64,
@@ -97,13 +91,13 @@ impl Table {
 
     pub(super) fn remove(&mut self, k: &[u8]) -> Option<Vec<u8>> {
         let seed = self.seed;
-        let (lo, seg) = self.segment_mut(k)?;
+        let i = self.segment(k);
+        let seg = &mut self.segs[i];
         let v = seg.remove(seed, hash_key(seed, k), k)?;
-        let drop_seg = seg.len() == 0 && !lo.is_empty();
-        if drop_seg {
+        if seg.len() == 0 && i > 0 {
             // Its key range joins the segment before it.
-            let lo = lo.clone();
-            self.segs.remove(&lo);
+            self.bounds.remove(i);
+            self.segs.remove(i);
         }
         self.len -= 1;
         self.payload -= (k.len() + v.len()) as u64;
@@ -114,20 +108,9 @@ impl Table {
     pub(super) fn scan(&self, after: Option<&[u8]>, max: usize) -> (Vec<(Vec<u8>, Vec<u8>)>, bool) {
         let mut out = Vec::new();
         // Start at the segment holding `after` (keys above it may follow in it).
-        let start = match after {
-            Some(a) => self
-                .segs
-                .range::<[u8], _>((Bound::Unbounded, Bound::Included(a)))
-                .next_back()
-                .map(|(lo, _)| lo.as_slice())
-                .unwrap_or(&[]),
-            None => &[],
-        };
+        let start = after.map_or(0, |a| self.segment(a));
         let above = |k: &[u8]| after.is_none_or(|a| k > a);
-        for (_, seg) in self
-            .segs
-            .range::<[u8], _>((Bound::Included(start), Bound::Unbounded))
-        {
+        for (i, seg) in self.segs.iter().enumerate().skip(start) {
             let mut page: Vec<(&[u8], &[u8])> = seg.entries().filter(|(k, _)| above(k)).collect();
             let room = max - out.len();
             if page.len() > room {
@@ -141,31 +124,18 @@ impl Table {
             page.sort_unstable_by(|a, b| a.0.cmp(b.0));
             out.extend(page.iter().map(|(k, v)| (k.to_vec(), v.to_vec())));
             if out.len() == max {
-                let more = self.any_above(out.last().map(|(k, _)| k.as_slice()));
+                // Later segments hold only larger keys.
+                let more = self.segs[i + 1..].iter().any(|s| s.len() > 0);
                 return (out, more);
             }
         }
         (out, false)
     }
 
-    /// Whether any key is above `k`.
-    fn any_above(&self, k: Option<&[u8]>) -> bool {
-        let Some(k) = k else { return self.len > 0 };
-        let start = self
-            .segs
-            .range::<[u8], _>((Bound::Unbounded, Bound::Included(k)))
-            .next_back()
-            .map(|(lo, _)| lo.as_slice())
-            .unwrap_or(&[]);
-        self.segs
-            .range::<[u8], _>((Bound::Included(start), Bound::Unbounded))
-            .any(|(_, s)| s.entries().any(|(e, _)| e > k))
-    }
-
     /// Every entry, in no order.
     #[cfg(test)]
     pub(super) fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.segs.values().flat_map(Segment::entries)
+        self.segs.iter().flat_map(Segment::entries)
     }
 
     /// Bytes allocated by the segments.
@@ -173,7 +143,8 @@ impl Table {
     pub(super) fn heap_bytes(&self) -> usize {
         self.segs
             .iter()
-            .map(|(k, s)| s.heap_bytes() + k.capacity() + 64)
+            .zip(&self.bounds)
+            .map(|(s, k)| s.heap_bytes() + k.len() + 16 + size_of::<Segment>())
             .sum()
     }
 
