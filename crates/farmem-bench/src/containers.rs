@@ -411,16 +411,15 @@ fn map_experiment(args: &Args, backend: Arc<TcpBackend>) -> anyhow::Result<serde
         let local_ops = keys.len() as f64 / t1.elapsed().as_secs_f64();
         std::hint::black_box(acc);
         drop(local_map);
-        let (transport, transport_cpu_us) =
-            transport_lookups(
-                &rt,
-                &entries,
-                &keys,
-                args.batch,
-                args.pipeline_depth,
-                args.threads,
-                1.0,
-            )?;
+        let (transport, transport_cpu_us) = transport_lookups(
+            &rt,
+            &entries,
+            &keys,
+            args.batch,
+            args.pipeline_depth,
+            args.threads,
+            1.0,
+        )?;
         let bound = local_ops.min(transport / miss_rate.max(1e-9));
         println!(
             "hash map zipf {s}: pipelined get_many {:.2} Mops/s ({cpu_us_per_op:.2} CPU-us/op; one call at a time {:.2} Mops/s), miss rate {:.1}%, bound {:.2} Mops/s (all-local {:.2}, transport {:.2} Mlookups/s at {transport_cpu_us:.2} CPU-us each) => {:.0}% of bound",

@@ -89,9 +89,8 @@ fn pipelined_puts(b: &TcpBackend, depth: usize, seconds: f64) -> anyhow::Result<
 
 fn run_method(args: &Args, method: &str) -> anyhow::Result<serde_json::Value> {
     let server = ServerProc::start()?;
-    let backend = Arc::new(
-        TcpBackend::connect(TcpConfig::new([server.addr()])).context("connecting")?,
-    );
+    let backend =
+        Arc::new(TcpBackend::connect(TcpConfig::new([server.addr()])).context("connecting")?);
     let puts = pipelined_puts(&backend, args.put_depth.max(1), args.put_seconds)?;
     let rt = Runtime::new(RuntimeConfig::new(16 << 20).custom_backend(backend.clone()))
         .context("starting the runtime")?;

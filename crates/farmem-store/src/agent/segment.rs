@@ -100,8 +100,9 @@ impl Segment {
         for (k, v) in entries {
             let off = s.append(k, v);
             let data = &s.data;
-            s.index
-                .insert_unique(hash_key(seed, k), off, |&o| hash_key(seed, record(data, o).0));
+            s.index.insert_unique(hash_key(seed, k), off, |&o| {
+                hash_key(seed, record(data, o).0)
+            });
         }
         s
     }

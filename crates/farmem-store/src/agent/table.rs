@@ -67,7 +67,12 @@ impl Table {
 
     /// Inserts or replaces; returns the old value's length (and appends the old value to `old`
     /// when given).
-    pub(super) fn insert(&mut self, k: &[u8], v: &[u8], old: Option<&mut Vec<u8>>) -> Option<usize> {
+    pub(super) fn insert(
+        &mut self,
+        k: &[u8],
+        v: &[u8],
+        old: Option<&mut Vec<u8>>,
+    ) -> Option<usize> {
         let seed = self.seed;
         let h = hash_key(seed, k);
         let i = self.segment(k);

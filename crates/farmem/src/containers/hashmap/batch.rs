@@ -248,9 +248,7 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         for (s, idx) in grouped.shards() {
             let mut sh = self.shards[s].lock();
             if idx.len() > 1 {
-                std::hint::black_box(
-                    sh.load_sets(idx.iter().map(|&i| grouped.hashes[i as usize])),
-                );
+                std::hint::black_box(sh.load_sets(idx.iter().map(|&i| grouped.hashes[i as usize])));
             }
             let mut missed = 0;
             for &i in idx {
