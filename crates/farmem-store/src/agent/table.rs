@@ -15,6 +15,9 @@ pub const SEGMENT_ENTRIES: usize = 16_384;
 /// Most record bytes of a segment (with two entries or more) before it splits.
 pub const SEGMENT_BYTES: usize = 4 << 20;
 
+/// Entries of a scan page, as owned key and value bytes.
+pub(super) type Page = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A table.
 #[derive(Debug)]
 pub(super) struct Table {
@@ -110,7 +113,7 @@ impl Table {
     }
 
     /// Up to `max` entries with keys above `after`, ascending, and whether more follow.
-    pub(super) fn scan(&self, after: Option<&[u8]>, max: usize) -> (Vec<(Vec<u8>, Vec<u8>)>, bool) {
+    pub(super) fn scan(&self, after: Option<&[u8]>, max: usize) -> (Page, bool) {
         let mut out = Vec::new();
         // Start at the segment holding `after` (keys above it may follow in it).
         let start = after.map_or(0, |a| self.segment(a));

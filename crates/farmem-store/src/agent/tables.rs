@@ -59,8 +59,11 @@ impl Inner {
     }
 }
 
+/// Borrowed `(key, value)` pairs of a put.
+type Entries<'a> = Vec<(&'a [u8], &'a [u8])>;
+
 /// Reads `table:u64 return_old:u8 entries:list<key:bytes value:bytes>` without copying.
-fn parse_put(args: &[u8]) -> Result<(u64, bool, Vec<(&[u8], &[u8])>), AgentDecodeError> {
+fn parse_put(args: &[u8]) -> Result<(u64, bool, Entries<'_>), AgentDecodeError> {
     let mut r = Reader::new(args);
     let table = r.u64()?;
     let return_old = match r.u8()? {

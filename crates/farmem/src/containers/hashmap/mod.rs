@@ -266,9 +266,11 @@ struct Grouped {
 impl Grouped {
     /// The non-empty shards and their keys' positions.
     fn shards(&self) -> impl Iterator<Item = (usize, &[u32])> {
-        self.starts.windows(2).enumerate().filter_map(|(s, w)| {
-            (w[1] > w[0]).then(|| (s, &self.order[w[0] as usize..w[1] as usize]))
-        })
+        self.starts
+            .windows(2)
+            .enumerate()
+            .filter(|(_, w)| w[1] > w[0])
+            .map(|(s, w)| (s, &self.order[w[0] as usize..w[1] as usize]))
     }
 }
 
