@@ -54,6 +54,10 @@ pub struct Args {
     /// Keys per `get_many` call.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    /// Requests in flight per thread in pipelined lookups (the map's and the transport
+    /// reference's; 0: the map's default).
+    #[arg(long, default_value_t = 0)]
+    pub pipeline_depth: usize,
     /// Client threads issuing `get_many` concurrently (the references use as many).
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
@@ -247,6 +251,7 @@ fn transport_lookups(
     entries: &[(u64, Value)],
     keys: &[u64],
     batch: usize,
+    depth: usize,
     threads: usize,
     seconds: f64,
 ) -> anyhow::Result<(f64, f64)> {
@@ -254,6 +259,7 @@ fn transport_lookups(
     // batch (a batch's misses reach `pipeline_misses`).
     let cfg = HashMapConfig {
         pipeline_misses: batch,
+        pipeline_depth: depth_or_default(depth),
         ..HashMapConfig::new(1)
     };
     let m: FarHashMap<u64, Value> = FarHashMap::new(rt, cfg)?;
@@ -277,6 +283,15 @@ fn transport_lookups(
     Ok((done as f64 / secs, cpu_us))
 }
 
+/// `depth`, or the map's default pipeline depth when 0.
+fn depth_or_default(depth: usize) -> usize {
+    if depth == 0 {
+        HashMapConfig::new(0).pipeline_depth
+    } else {
+        depth
+    }
+}
+
 /// Runs `f` on `threads` disjoint parts of `keys` at once; sums the results.
 fn parallel(
     keys: &[u64],
@@ -294,16 +309,60 @@ fn parallel(
     })
 }
 
+/// Client CPU per cached hit: one thread looks up keys that are all cached, through `get` and
+/// through `get_many` in batches of `--batch`, against a std `HashMap` on the same keys.
+fn hit_path(args: &Args, rt: &Runtime) -> anyhow::Result<serde_json::Value> {
+    let n = 100_000u64;
+    let m: FarHashMap<u64, Value> = FarHashMap::new(rt, HashMapConfig::new(16 << 20))?;
+    let local: HashMap<u64, Value> = (0..n).map(|r| (key_of(r), [r; 4])).collect();
+    for r in 0..n {
+        m.insert(key_of(r), [r; 4])?;
+    }
+    anyhow::ensure!(m.cached_len() == n as usize, "not everything is cached");
+    let keys = zipf_keys(n, 0.99, 2_000_000, 7);
+    let per_key = |t: Instant| t.elapsed().as_secs_f64() * 1e9 / keys.len() as f64;
+    let t = Instant::now();
+    let mut acc = 0u64;
+    for k in &keys {
+        acc = acc.wrapping_add(m.get(k)?.map_or(0, |v| v[0]));
+    }
+    let get_ns = per_key(t);
+    let t = Instant::now();
+    for b in keys.chunks(args.batch.max(1)) {
+        for v in m.get_many(b)? {
+            acc = acc.wrapping_add(v.map_or(0, |v| v[0]));
+        }
+    }
+    let many_ns = per_key(t);
+    let t = Instant::now();
+    for k in &keys {
+        acc = acc.wrapping_add(local.get(k).map_or(0, |v| v[0]));
+    }
+    let local_ns = per_key(t);
+    std::hint::black_box(acc);
+    println!(
+        "hash map hit path (all cached, one thread): get {get_ns:.0} ns, get_many of {} {many_ns:.0} ns per key; std HashMap {local_ns:.0} ns",
+        args.batch
+    );
+    Ok(json!({
+        "get_ns_per_hit": get_ns,
+        "get_many_ns_per_hit": many_ns,
+        "std_hashmap_ns_per_lookup": local_ns,
+        "batch": args.batch,
+    }))
+}
+
 fn map_experiment(args: &Args, backend: Arc<TcpBackend>) -> anyhow::Result<serde_json::Value> {
     let entry = 8 + size_of::<Value>() + 48;
     let total = args.map_keys as usize * entry;
     let local = (total as f64 * args.map_budget) as usize;
     let rt = runtime(backend, 8 << 20)?;
-    let mut out = Vec::new();
+    let mut out = vec![hit_path(args, &rt)?];
     for s in [0.99, 0.85] {
         // The same request size as the reference below (`pipeline_misses` = the batch).
         let cfg = HashMapConfig {
             pipeline_misses: args.batch.max(1),
+            pipeline_depth: depth_or_default(args.pipeline_depth),
             ..HashMapConfig::new(local)
         };
         let m: FarHashMap<u64, Value> = FarHashMap::new(&rt, cfg)?;
@@ -352,8 +411,15 @@ fn map_experiment(args: &Args, backend: Arc<TcpBackend>) -> anyhow::Result<serde
         let local_ops = keys.len() as f64 / t1.elapsed().as_secs_f64();
         std::hint::black_box(acc);
         drop(local_map);
-        let (transport, transport_cpu_us) =
-            transport_lookups(&rt, &entries, &keys, args.batch, args.threads, 1.0)?;
+        let (transport, transport_cpu_us) = transport_lookups(
+            &rt,
+            &entries,
+            &keys,
+            args.batch,
+            args.pipeline_depth,
+            args.threads,
+            1.0,
+        )?;
         let bound = local_ops.min(transport / miss_rate.max(1e-9));
         println!(
             "hash map zipf {s}: pipelined get_many {:.2} Mops/s ({cpu_us_per_op:.2} CPU-us/op; one call at a time {:.2} Mops/s), miss rate {:.1}%, bound {:.2} Mops/s (all-local {:.2}, transport {:.2} Mlookups/s at {transport_cpu_us:.2} CPU-us each) => {:.0}% of bound",
@@ -370,6 +436,7 @@ fn map_experiment(args: &Args, backend: Arc<TcpBackend>) -> anyhow::Result<serde
             "entries": args.map_keys,
             "local_cache_bytes": local,
             "batch": args.batch,
+            "pipeline_depth": depth_or_default(args.pipeline_depth),
             "threads": args.threads,
             "ops_per_s": ops,
             "cpu_us_per_op": cpu_us_per_op,

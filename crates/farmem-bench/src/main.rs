@@ -13,6 +13,7 @@ mod failover;
 mod graph;
 mod hot_access;
 mod kswap;
+mod mapinsert;
 mod modes;
 mod netswap;
 mod paging;
@@ -48,6 +49,8 @@ enum Command {
     Containers(containers::Args),
     /// Hot container access (sequential, strided, random; read and write) against `Vec`.
     HotAccess(hot_access::Args),
+    /// FarHashMap inserts of fresh keys vs pipelined puts, and server memory per entry.
+    MapInsert(mapinsert::Args),
     /// Paging mode vs object mode vs kernel swap vs all-local.
     Paging(paging::Args),
     /// NYC-taxi DataFrame analysis across modes (AIFM figure 7).
@@ -79,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         Command::Deref(a) => deref::run(a),
         Command::Containers(a) => containers::run(a),
         Command::HotAccess(a) => hot_access::run(a),
+        Command::MapInsert(a) => mapinsert::run(a),
         Command::Paging(a) => paging::run(a),
         Command::Taxi(a) => taxi::run(a),
         Command::Web(a) => web::run(a),

@@ -18,6 +18,8 @@
 //! object, a wrong element type or a length mismatch is an [`AgentError`], never a panic.
 
 mod error;
+mod segment;
+mod table;
 pub mod tables;
 
 pub use error::{AgentError, AgentErrorCode};
@@ -26,7 +28,7 @@ use farmem_kernels::{self as kernels, KernelError, derive};
 
 use farmem_proto::agent::{
     AgentMessage, ArgsortArgs, CountArgs, DeriveArgs, FilterArgs, GatherArgs, GroupByArgs,
-    GroupWhereArgs, HtKeysArgs, HtPutArgs, HtScanArgs, UniqueArgs, VecRef, op,
+    GroupWhereArgs, HtKeysArgs, HtScanArgs, UniqueArgs, VecRef, op,
 };
 
 /// What an operation may touch: the objects of the calling session, and its agent state.
@@ -125,8 +127,8 @@ pub fn execute(ctx: &dyn AgentContext, op: u16, args: &[u8]) -> Result<Vec<u8>, 
             let a = GroupByArgs::decode(args)?;
             kernels::group_median_parallel(&io, &a, ctx.threads())?.encode()
         }
-        op::HT_GET => tables.get(&HtKeysArgs::decode(args)?).encode(),
-        op::HT_PUT => tables.put(ctx, HtPutArgs::decode(args)?)?.encode(),
+        op::HT_GET => tables.get_encoded(args)?,
+        op::HT_PUT => tables.put_encoded(ctx, args)?,
         op::HT_REMOVE => tables.remove(ctx, &HtKeysArgs::decode(args)?)?.encode(),
         op::HT_LEN => tables.len(u64::decode(args)?).encode(),
         op::HT_SCAN => tables.scan(&HtScanArgs::decode(args)?).encode(),

@@ -1,131 +1,37 @@
 //! Server-side hash tables: the cold part of a client's `FarHashMap`.
 //!
-//! Tables are kept per session in [`super::AgentState`]. Each is a hash map for lookups plus an
-//! ordered set of its keys, so that a scan can resume after any key. Keys and values of up to
-//! [`INLINE`] bytes are stored inline (no allocation, and a lookup touches no memory beyond the
-//! hash table's). Every entry is charged `key + value + ENTRY_OVERHEAD` bytes against the
-//! session's capacity through [`super::AgentContext::charge`]; a batch that does not fit changes
-//! nothing.
+//! Tables are kept per session in [`super::AgentState`]. Each is a [`super::table`]: key-range
+//! segments, each a hash index of 4-byte offsets over an arena of records, so an entry costs
+//! its key and value plus a few bytes, inserts stay flat as a table grows, and scans page in key
+//! order without an ordered key set. Every entry is charged `key + value + ENTRY_OVERHEAD` bytes
+//! against the session's capacity through [`super::AgentContext::charge`]; a batch that does not
+//! fit changes nothing.
+//!
+//! `HT_GET` and `HT_PUT` are served straight from their encoded arguments ([`Tables::get_encoded`],
+//! [`Tables::put_encoded`]): no allocation per key.
 
-use std::borrow::Borrow;
-use std::collections::{BTreeSet, HashMap};
-use std::hash::{Hash, Hasher};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 
-use farmem_proto::agent::{HtKeysArgs, HtPutArgs, HtScanArgs, HtScanResult, HtValue, HtValues};
+use farmem_proto::agent::{
+    AgentDecodeError, AgentMessage, HtKeysArgs, HtPutArgs, HtScanArgs, HtScanResult, HtValue,
+    HtValues, Reader, Writer,
+};
 
+use super::table::Table;
 use super::{AgentContext, AgentError};
 
-/// Bytes charged per entry beyond its key and value: the hash-map slot (key and value cells),
-/// the ordered set's share, and allocation headers of long keys or values.
-pub const ENTRY_OVERHEAD: u64 = 96;
-
-/// Longest key or value stored inline.
-pub const INLINE: usize = 22;
-
-/// Key or value bytes: inline when short.
-#[derive(Clone)]
-enum Bytes {
-    Inline { len: u8, buf: [u8; INLINE] },
-    Heap(Box<[u8]>),
-}
-
-impl Bytes {
-    fn new(b: &[u8]) -> Self {
-        if b.len() <= INLINE {
-            let mut buf = [0; INLINE];
-            buf[..b.len()].copy_from_slice(b);
-            Self::Inline {
-                len: b.len() as u8,
-                buf,
-            }
-        } else {
-            Self::Heap(b.into())
-        }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Self::Inline { len, buf } => &buf[..*len as usize],
-            Self::Heap(b) => b,
-        }
-    }
-}
-
-impl std::fmt::Debug for Bytes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:02x?}", self.as_slice())
-    }
-}
-
-// Equality, order and hash are those of the byte slice, so tables can be searched by `&[u8]`.
-impl PartialEq for Bytes {
-    fn eq(&self, o: &Self) -> bool {
-        self.as_slice() == o.as_slice()
-    }
-}
-impl Eq for Bytes {}
-impl PartialOrd for Bytes {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Bytes {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        self.as_slice().cmp(o.as_slice())
-    }
-}
-impl Hash for Bytes {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.as_slice().hash(h);
-    }
-}
-impl Borrow<[u8]> for Bytes {
-    fn borrow(&self) -> &[u8] {
-        self.as_slice()
-    }
-}
-
-/// One table: entries by key, and the keys in order for scans.
-#[derive(Debug, Default)]
-struct Table {
-    map: HashMap<Bytes, Bytes>,
-    order: BTreeSet<Bytes>,
-}
-
-impl Table {
-    fn get(&self, k: &[u8]) -> Option<&[u8]> {
-        self.map.get(k).map(Bytes::as_slice)
-    }
-
-    /// Inserts or replaces; returns the old value.
-    fn insert(&mut self, k: &[u8], v: &[u8]) -> Option<Vec<u8>> {
-        if let Some(slot) = self.map.get_mut(k) {
-            return Some(std::mem::replace(slot, Bytes::new(v)).as_slice().to_vec());
-        }
-        let key = Bytes::new(k);
-        self.order.insert(key.clone());
-        self.map.insert(key, Bytes::new(v));
-        None
-    }
-
-    fn remove(&mut self, k: &[u8]) -> Option<Vec<u8>> {
-        let v = self.map.remove(k)?;
-        self.order.remove(k);
-        Some(v.as_slice().to_vec())
-    }
-
-    fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-}
+/// Bytes charged per entry beyond its key and value: the record header (two length bytes),
+/// the hash index (4-byte offset and control byte, 7/16 to 7/8 full), the arena's slack (up to
+/// a quarter) and dead records awaiting compaction, on average.
+pub const ENTRY_OVERHEAD: u64 = 24;
 
 /// Largest page a scan returns, whatever the client asks for.
 pub const MAX_SCAN_PAGE: u32 = 65_536;
+
+/// Largest key or value a table stores (records address their segment with 32-bit offsets).
+pub const MAX_ENTRY_BYTES: usize = 1 << 30;
 
 fn cost(k: &[u8], v: &[u8]) -> i64 {
     (k.len() as u64 + v.len() as u64 + ENTRY_OVERHEAD) as i64
@@ -142,12 +48,67 @@ struct Inner {
     tables: HashMap<u64, Table>,
     /// Bytes currently charged for all tables.
     charged: u64,
+    /// Seeds the tables' hashes.
+    seeds: std::collections::hash_map::RandomState,
+}
+
+impl Inner {
+    fn table_mut(&mut self, id: u64) -> &mut Table {
+        let seed = self.seeds.hash_one(id);
+        self.tables.entry(id).or_insert_with(|| Table::new(seed))
+    }
+}
+
+/// Borrowed `(key, value)` pairs of a put.
+type Entries<'a> = Vec<(&'a [u8], &'a [u8])>;
+
+/// Reads `table:u64 return_old:u8 entries:list<key:bytes value:bytes>` without copying.
+fn parse_put(args: &[u8]) -> Result<(u64, bool, Entries<'_>), AgentDecodeError> {
+    let mut r = Reader::new(args);
+    let table = r.u64()?;
+    let return_old = match r.u8()? {
+        0 => false,
+        1 => true,
+        tag => {
+            return Err(AgentDecodeError::BadTag {
+                what: "return_old",
+                tag,
+            });
+        }
+    };
+    let n = r.count(8)?;
+    let mut entries = Vec::with_capacity(n);
+    for _ in 0..n {
+        entries.push((r.byte_string()?, r.byte_string()?));
+    }
+    r.finish()?;
+    Ok((table, return_old, entries))
+}
+
+/// Reads `table:u64 keys:list<bytes>` without copying.
+fn parse_keys(args: &[u8]) -> Result<(u64, Vec<&[u8]>), AgentDecodeError> {
+    let mut r = Reader::new(args);
+    let table = r.u64()?;
+    let n = r.count(4)?;
+    let mut keys = Vec::with_capacity(n);
+    for _ in 0..n {
+        keys.push(r.byte_string()?);
+    }
+    r.finish()?;
+    Ok((table, keys))
+}
+
+/// Per-key answer of a put: absent before, present (value not kept) or the old value.
+enum Old {
+    Absent,
+    Present,
+    Value(std::ops::Range<usize>),
 }
 
 impl Tables {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave a table half-updated in a way that breaks
-        // its invariants (every update is a single map operation), so poisoning is ignored.
+        // its invariants (every update is a single table operation), so poisoning is ignored.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -172,46 +133,134 @@ impl Tables {
         }
     }
 
+    /// [`Tables::get`] from the encoded [`HtKeysArgs`], answering the encoded [`HtValues`].
+    ///
+    /// # Errors
+    /// [`AgentError::Malformed`] when the arguments do not decode.
+    pub fn get_encoded(&self, args: &[u8]) -> Result<Vec<u8>, AgentError> {
+        let (table, keys) = parse_keys(args)?;
+        let inner = self.lock();
+        let t = inner.tables.get(&table);
+        let mut w = Writer::from_vec(Vec::with_capacity(4 + keys.len() * 13));
+        w.count(keys.len());
+        for k in keys {
+            match t.and_then(|t| t.get(k)) {
+                Some(v) => w.u8(1).byte_string(v),
+                None => w.u8(0),
+            };
+        }
+        Ok(w.buf)
+    }
+
     /// Inserts or replaces every entry, in order; all or nothing.
     ///
     /// # Errors
     /// [`farmem_kernels::KernelError::OutOfCapacity`] when the batch does not fit (nothing changed then).
     pub fn put(&self, ctx: &dyn AgentContext, args: HtPutArgs) -> Result<HtValues, AgentError> {
+        let out = self.put_encoded(ctx, &args.encode())?;
+        Ok(HtValues::decode(&out)?)
+    }
+
+    /// [`Tables::put`] from the encoded [`HtPutArgs`], answering the encoded [`HtValues`].
+    ///
+    /// # Errors
+    /// [`AgentError::Malformed`] when the arguments do not decode;
+    /// [`farmem_kernels::KernelError::OutOfCapacity`] when the batch does not fit;
+    /// [`farmem_kernels::KernelError::TooLarge`] for a key or value over [`MAX_ENTRY_BYTES`]
+    /// (nothing changed then).
+    pub fn put_encoded(&self, ctx: &dyn AgentContext, args: &[u8]) -> Result<Vec<u8>, AgentError> {
+        let (table, return_old, entries) = parse_put(args)?;
+        if let Some(&(k, v)) = entries
+            .iter()
+            .find(|(k, v)| k.len().max(v.len()) > MAX_ENTRY_BYTES)
+        {
+            return Err(AgentError::Kernel(farmem_kernels::KernelError::TooLarge {
+                size: k.len().max(v.len()) as u64,
+                limit: MAX_ENTRY_BYTES as u64,
+            }));
+        }
         let mut inner = self.lock();
-        let t = inner.tables.entry(args.table).or_default();
-        let mut delta = 0i64;
-        let mut undo: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(args.entries.len());
-        for (k, v) in args.entries {
-            delta += cost(&k, &v);
-            let old = t.insert(&k, &v);
-            if let Some(o) = &old {
-                delta -= cost(&k, o);
+        // Charge as if every key were new first (one call, nothing to undo), then give back
+        // what replaced entries already held; only when that fails is the exact charge worked
+        // out with an undo log.
+        let upper: i64 = entries.iter().map(|(k, v)| cost(k, v)).sum();
+        let mut olds = Vec::with_capacity(entries.len());
+        let mut old_bytes = Vec::new();
+        let delta = if ctx.charge(upper).is_ok() {
+            let t = inner.table_mut(table);
+            let mut refund = 0i64;
+            for &(k, v) in &entries {
+                let start = old_bytes.len();
+                let old = t.insert(k, v, return_old.then_some(&mut old_bytes));
+                olds.push(match old {
+                    None => Old::Absent,
+                    Some(n) => {
+                        refund += n as i64 + cost(k, &[]);
+                        if return_old {
+                            Old::Value(start..old_bytes.len())
+                        } else {
+                            Old::Present
+                        }
+                    }
+                });
             }
-            undo.push((k, old));
-        }
-        if let Err(e) = ctx.charge(delta) {
-            for (k, old) in undo.into_iter().rev() {
+            // Releasing never fails for a context that just accepted the larger charge.
+            ctx.charge(-refund)?;
+            upper - refund
+        } else {
+            let t = inner.table_mut(table);
+            let mut delta = 0i64;
+            let mut undo: Vec<(&[u8], Option<std::ops::Range<usize>>)> =
+                Vec::with_capacity(entries.len());
+            let mut saved = Vec::new();
+            for &(k, v) in &entries {
+                let start = saved.len();
+                let old = t.insert(k, v, Some(&mut saved));
+                delta += cost(k, v);
                 match old {
-                    Some(o) => t.insert(&k, &o),
-                    None => t.remove(&k),
-                };
+                    None => {
+                        undo.push((k, None));
+                        olds.push(Old::Absent);
+                    }
+                    Some(n) => {
+                        delta -= cost(k, &saved[start..]);
+                        undo.push((k, Some(start..saved.len())));
+                        olds.push(if return_old {
+                            let s = old_bytes.len();
+                            old_bytes.extend_from_slice(&saved[start..]);
+                            Old::Value(s..s + n)
+                        } else {
+                            Old::Present
+                        });
+                    }
+                }
             }
-            if t.is_empty() {
-                inner.tables.remove(&args.table);
+            if let Err(e) = ctx.charge(delta) {
+                for (k, old) in undo.into_iter().rev() {
+                    match old {
+                        Some(r) => t.insert(k, &saved[r], None),
+                        None => t.remove(k).map(|v| v.len()),
+                    };
+                }
+                if t.is_empty() {
+                    inner.tables.remove(&table);
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+            delta
+        };
         inner.charged = inner.charged.saturating_add_signed(delta);
-        Ok(HtValues {
-            values: undo
-                .into_iter()
-                .map(|(_, old)| match old {
-                    None => HtValue::Absent,
-                    Some(o) if args.return_old => HtValue::Value(o),
-                    Some(_) => HtValue::Present,
-                })
-                .collect(),
-        })
+        drop(inner);
+        let mut w = Writer::from_vec(Vec::with_capacity(4 + olds.len() + old_bytes.len()));
+        w.count(olds.len());
+        for o in olds {
+            match o {
+                Old::Absent => w.u8(0),
+                Old::Present => w.u8(2),
+                Old::Value(r) => w.u8(1).byte_string(&old_bytes[r]),
+            };
+        }
+        Ok(w.buf)
     }
 
     /// Removes every key, returning the removed values.
@@ -225,20 +274,28 @@ impl Tables {
     ) -> Result<HtValues, AgentError> {
         let mut inner = self.lock();
         let mut freed = 0i64;
+        let mut emptied = false;
         let values = match inner.tables.get_mut(&args.table) {
             None => vec![HtValue::Absent; args.keys.len()],
-            Some(t) => args
-                .keys
-                .iter()
-                .map(|k| match t.remove(k) {
-                    Some(v) => {
-                        freed += cost(k, &v);
-                        HtValue::Value(v)
-                    }
-                    None => HtValue::Absent,
-                })
-                .collect(),
+            Some(t) => {
+                let values = args
+                    .keys
+                    .iter()
+                    .map(|k| match t.remove(k) {
+                        Some(v) => {
+                            freed += cost(k, &v);
+                            HtValue::Value(v)
+                        }
+                        None => HtValue::Absent,
+                    })
+                    .collect();
+                emptied = t.is_empty();
+                values
+            }
         };
+        if emptied {
+            inner.tables.remove(&args.table);
+        }
         inner.charged = inner.charged.saturating_sub(freed as u64);
         drop(inner);
         ctx.charge(-freed)?;
@@ -252,29 +309,13 @@ impl Tables {
 
     /// One page of entries after `args.after`, ascending by key bytes.
     pub fn scan(&self, args: &HtScanArgs) -> HtScanResult {
-        use std::ops::Bound;
         let inner = self.lock();
         let Some(t) = inner.tables.get(&args.table) else {
             return HtScanResult::default();
         };
-        let lo = match &args.after {
-            Some(k) => Bound::Excluded(k.as_slice()),
-            None => Bound::Unbounded,
-        };
         let max = args.max.clamp(1, MAX_SCAN_PAGE) as usize;
-        let mut it = t.order.range::<[u8], _>((lo, Bound::Unbounded));
-        let entries: Vec<_> = it
-            .by_ref()
-            .take(max)
-            .map(|k| {
-                let v = t.get(k.as_slice()).unwrap_or_default();
-                (k.as_slice().to_vec(), v.to_vec())
-            })
-            .collect();
-        HtScanResult {
-            more: it.next().is_some(),
-            entries,
-        }
+        let (entries, more) = t.scan(args.after.as_deref(), max);
+        HtScanResult { more, entries }
     }
 
     /// Drops `table`, releasing its space; returns how many entries it had.
@@ -286,15 +327,20 @@ impl Tables {
         let Some(t) = inner.tables.remove(&table) else {
             return Ok(0);
         };
-        let freed: i64 = t
-            .map
-            .iter()
-            .map(|(k, v)| cost(k.as_slice(), v.as_slice()))
-            .sum();
+        let freed = (t.payload() + t.len() as u64 * ENTRY_OVERHEAD) as i64;
         inner.charged = inner.charged.saturating_sub(freed as u64);
         drop(inner);
         ctx.charge(-freed)?;
         Ok(t.len() as u64)
+    }
+
+    /// Entries of `table` (tests: checks against a model).
+    #[cfg(test)]
+    fn entries(&self, table: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let inner = self.lock();
+        inner.tables.get(&table).map_or(Vec::new(), |t| {
+            t.entries().map(|(k, v)| (k.to_vec(), v.to_vec())).collect()
+        })
     }
 }
 
@@ -338,11 +384,11 @@ mod tests {
         Scan(u32),
     }
 
-    /// Short keys from a small alphabet (so operations collide), some longer than `INLINE`.
+    /// Short keys from a small alphabet (so operations collide), some longer than 8 bytes.
     fn bytes() -> impl Strategy<Value = Vec<u8>> {
         prop_oneof![
             proptest::collection::vec(0u8..4, 0..4),
-            proptest::collection::vec(0u8..2, INLINE - 1..INLINE + 3),
+            proptest::collection::vec(0u8..2, 20..26),
         ]
     }
 
@@ -409,6 +455,10 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(t.len(1), model.len() as u64);
+                let mut stored = t.entries(1);
+                stored.sort();
+                let want: Vec<_> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                prop_assert_eq!(stored, want);
                 let charged: i64 = model.iter().map(|(k, v)| cost(k, v)).sum();
                 prop_assert_eq!(t.charged_bytes() as i64, charged);
                 prop_assert_eq!(*ctx.used.lock().unwrap(), charged);

@@ -222,35 +222,50 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     fn add_batch(&self, g: &mut Group<K, V>, keys: &[K]) {
         let mut out = vec![None; keys.len()];
         let before = g.missing.len();
+        if let [k] = keys {
+            // One key: no grouping.
+            let h = self.hash(k);
+            let mut sh = self.shards[self.shard_of(h)].lock();
+            match sh.hit(k, h) {
+                Some(v) => {
+                    sh.hits += 1;
+                    out[0] = Some(v);
+                }
+                None => {
+                    sh.misses += 1;
+                    sh.inflight += 1;
+                    g.missing.push(*k);
+                    g.slots.push(0);
+                }
+            }
+            drop(sh);
+            g.batches.push((out, before..g.missing.len()));
+            return;
+        }
         // Shard by shard: one lock each, and the sets of all its keys are loaded before any is
         // searched, so their cache misses overlap instead of queueing.
-        let mut order: Vec<(usize, usize)> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (self.shard_index(k), i))
-            .collect();
-        order.sort_unstable();
-        for group in order.chunk_by(|a, b| a.0 == b.0) {
-            let mut sh = self.shards[group[0].0].lock();
-            if group.len() > 1 {
-                std::hint::black_box(sh.load_sets(group.iter().map(|&(_, i)| &keys[i])));
+        let grouped = self.group_by_shard(keys.iter().copied());
+        for (s, idx) in grouped.shards() {
+            let mut sh = self.shards[s].lock();
+            if idx.len() > 1 {
+                std::hint::black_box(sh.load_sets(idx.iter().map(|&i| grouped.hashes[i as usize])));
             }
-            for &(_, i) in group {
+            let mut missed = 0;
+            for &i in idx {
+                let i = i as usize;
                 let k = &keys[i];
-                if let Some(v) = sh.hit(k) {
+                if let Some(v) = sh.hit(k, grouped.hashes[i]) {
                     out[i] = Some(v);
                 } else {
-                    sh.inflight += 1;
+                    missed += 1;
                     g.missing.push(*k);
                     g.slots.push(i);
                 }
             }
+            sh.inflight += missed;
+            sh.hits += (idx.len() - missed) as u64;
+            sh.misses += missed as u64;
         }
-        let missed = g.missing.len() - before;
-        // Counted once per batch: the counters are shared by all threads.
-        self.hits
-            .fetch_add((keys.len() - missed) as u64, Ordering::Relaxed);
-        self.misses.fetch_add(missed as u64, Ordering::Relaxed);
         g.batches.push((out, before..g.missing.len()));
     }
 

@@ -4,6 +4,8 @@ use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 
 use bytemuck::Pod;
 
+use super::outbox::Outbox;
+
 /// A fast multiplicative hasher, seeded per map (shard selection and the shard-local maps): an
 /// adversary cannot aim many keys at one shard or one bucket chain without knowing the seed.
 pub(super) struct FastHasher(u64);
@@ -46,8 +48,6 @@ impl BuildHasher for FastState {
 
 /// Ways per set of a shard's cache.
 pub(super) const WAYS: usize = 8;
-/// Most dirty evicted entries a shard holds before it writes them back in one request.
-pub(super) const WRITE_BACK_BATCH: usize = 256;
 /// Metadata bits of a cache way: in use, changed since fetched, and a 2-bit hit frequency.
 pub(super) const VALID: u8 = 0x80;
 pub(super) const DIRTY: u8 = 0x40;
@@ -62,8 +62,8 @@ pub(super) const FREQ: u8 = 0x03;
 /// never hit are evicted first, oldest first, and a scan of cold keys never pushes hot keys
 /// out. The arrays grow by doubling up to their budget.
 ///
-/// Dirty victims wait in `evicted` (answered from there) until [`WRITE_BACK_BATCH`] of them
-/// (or the shard's share) go back in one request.
+/// Dirty victims wait in the [`Outbox`] (answered from there) until they are written back and
+/// acknowledged.
 pub(super) struct Shard<K, V> {
     pub(super) hasher: FastState,
     pub(super) keys: Vec<K>,
@@ -76,13 +76,18 @@ pub(super) struct Shard<K, V> {
     pub(super) len: usize,
     /// Ways of a set that may have been hit before new entries force aging.
     pub(super) protected_ways: usize,
-    /// Dirty entries evicted from the ways, not yet written back (newer than the server's).
-    pub(super) evicted: Vec<(K, V)>,
+    /// Dirty entries evicted from the ways, not yet acknowledged by the server.
+    pub(super) out: Outbox<K, V>,
     /// Lookups of this shard's keys on their way to the server.
     pub(super) inflight: usize,
     /// Keys whose server copy changed while lookups were in flight: such a lookup's answer may
     /// be stale and is returned but not cached. Cleared when no lookup is in flight.
     pub(super) changed: std::collections::HashSet<K>,
+    /// Lookups answered here, lookups that missed, entries evicted (counted under the lock, so
+    /// the hit path touches no shared counter).
+    pub(super) hits: u64,
+    pub(super) misses: u64,
+    pub(super) evictions: u64,
 }
 
 impl<K: Pod + Hash + Eq, V: Pod> Shard<K, V> {
@@ -104,9 +109,12 @@ impl<K: Pod + Hash + Eq, V: Pod> Shard<K, V> {
             max_sets: sets << k,
             len: 0,
             protected_ways,
-            evicted: Vec::new(),
+            out: Outbox::new(hasher),
             inflight: 0,
             changed: std::collections::HashSet::new(),
+            hits: 0,
+            misses: 0,
+            evictions: 0,
         };
         sh.resize(sets);
         sh
@@ -134,25 +142,36 @@ impl<K: Pod + Hash + Eq, V: Pod> Shard<K, V> {
 
     /// First way of `k`'s set.
     pub(super) fn base(&self, k: &K) -> usize {
-        let h = self.hasher.hash_one(k) as u32;
-        ((u64::from(h) * self.sets as u64) >> 32) as usize * WAYS
+        self.base_of(self.hasher.hash_one(k))
+    }
+
+    /// First way of the set of a key hashing to `h` (the map's hash of the key).
+    #[inline]
+    pub(super) fn base_of(&self, h: u64) -> usize {
+        ((u64::from(h as u32) * self.sets as u64) >> 32) as usize * WAYS
     }
 
     /// The way holding `k`.
     #[inline]
     pub(super) fn find(&self, k: &K) -> Option<usize> {
-        let base = self.base(k);
-        (base..base + WAYS).find(|&w| self.meta[w] & VALID != 0 && self.keys[w] == *k)
+        self.find_at(k, self.base(k))
     }
 
-    /// Reads the first key and the metadata of every listed key's set (so that the loads
-    /// overlap) and returns a value that depends on them.
-    pub(super) fn load_sets<'k>(&self, keys: impl Iterator<Item = &'k K>) -> u8
-    where
-        K: 'k,
-    {
-        keys.fold(0, |acc, k| {
-            let base = self.base(k);
+    /// The way holding `k`, whose set starts at `base`.
+    #[inline]
+    fn find_at(&self, k: &K, base: usize) -> Option<usize> {
+        let keys = &self.keys[base..base + WAYS];
+        let meta = &self.meta[base..base + WAYS];
+        (0..WAYS)
+            .find(|&w| keys[w] == *k && meta[w] & VALID != 0)
+            .map(|w| base + w)
+    }
+
+    /// Reads the first key and the metadata of the sets of keys hashing to `hashes` (so that
+    /// the loads overlap) and returns a value that depends on them.
+    pub(super) fn load_sets(&self, hashes: impl Iterator<Item = u64>) -> u8 {
+        hashes.fold(0, |acc, h| {
+            let base = self.base_of(h);
             acc ^ self.meta[base]
                 ^ bytemuck::bytes_of(&self.keys[base])
                     .first()
@@ -161,18 +180,11 @@ impl<K: Pod + Hash + Eq, V: Pod> Shard<K, V> {
         })
     }
 
-    pub(super) fn find_evicted(&self, k: &K) -> Option<usize> {
-        if self.evicted.is_empty() {
-            return None;
-        }
-        self.evicted.iter().position(|(ek, _)| ek == k)
-    }
-
     /// `k`'s value, if cached (in a way or waiting for write-back); records nothing.
     pub(super) fn peek(&self, k: &K) -> Option<V> {
         match self.find(k) {
             Some(w) => Some(self.values[w]),
-            None => self.find_evicted(k).map(|i| self.evicted[i].1),
+            None => self.out.get(k),
         }
     }
 
@@ -180,31 +192,25 @@ impl<K: Pod + Hash + Eq, V: Pod> Shard<K, V> {
         self.peek(k).is_some()
     }
 
-    /// Looks `k` up and records the hit.
+    /// Looks `k` (hashing to `h`) up and records the hit.
     #[inline]
-    pub(super) fn hit(&mut self, k: &K) -> Option<V> {
-        match self.find(k) {
+    pub(super) fn hit(&mut self, k: &K, h: u64) -> Option<V> {
+        match self.find_at(k, self.base_of(h)) {
             Some(w) => {
-                if self.meta[w] & FREQ != FREQ {
-                    self.meta[w] += 1;
+                let m = &mut self.meta[w];
+                if *m & FREQ != FREQ {
+                    *m += 1;
                 }
                 Some(self.values[w])
             }
-            None => self.find_evicted(k).map(|i| self.evicted[i].1),
+            None => self.out.get(k),
         }
-    }
-
-    /// Whether the write-back buffer is full (must be emptied before the next `put`).
-    pub(super) fn must_write_back(&self, batch: usize) -> bool {
-        self.evicted.len() >= batch
     }
 
     /// Inserts or replaces `k` (a replacement counts as a hit; `dirty` marks it changed).
     /// Returns whether an entry was evicted to make room.
     pub(super) fn put(&mut self, k: K, v: V, dirty: bool) -> bool {
-        if let Some(i) = self.find_evicted(&k) {
-            self.evicted.swap_remove(i);
-        }
+        self.out.supersede(&k);
         let dirty_bit = if dirty { DIRTY } else { 0 };
         if let Some(w) = self.find(&k) {
             self.values[w] = v;
@@ -226,7 +232,7 @@ impl<K: Pod + Hash + Eq, V: Pod> Shard<K, V> {
             None => {
                 let w = self.victim(base);
                 if self.meta[w] & DIRTY != 0 {
-                    self.evicted.push((self.keys[w], self.values[w]));
+                    self.out.push(self.keys[w], self.values[w]);
                 }
                 (w, true)
             }
@@ -264,16 +270,14 @@ impl<K: Pod + Hash + Eq, V: Pod> Shard<K, V> {
         }
     }
 
-    /// Removes `k` from the cache; returns its value and whether it was dirty.
+    /// Removes `k` from the ways; returns its value and whether it was dirty. (Its outbox
+    /// entry, if any, is the caller's to handle.)
     pub(super) fn forget(&mut self, k: &K) -> Option<(V, bool)> {
-        if let Some(w) = self.find(k) {
-            let dirty = self.meta[w] & DIRTY != 0;
-            self.meta[w] = 0;
-            self.len -= 1;
-            return Some((self.values[w], dirty));
-        }
-        let i = self.find_evicted(k)?;
-        Some((self.evicted.swap_remove(i).1, true))
+        let w = self.find(k)?;
+        let dirty = self.meta[w] & DIRTY != 0;
+        self.meta[w] = 0;
+        self.len -= 1;
+        Some((self.values[w], dirty))
     }
 
     /// Notes that the server copy of `k` is changing.
@@ -283,9 +287,9 @@ impl<K: Pod + Hash + Eq, V: Pod> Shard<K, V> {
         }
     }
 
-    /// Entries cached here (ways and write-back buffer).
+    /// Entries cached here (ways and outbox).
     pub(super) fn cached(&self) -> usize {
-        self.len + self.evicted.len()
+        self.len + self.out.len()
     }
 }
 
@@ -311,16 +315,15 @@ mod tests {
             sh.put(k, k, true);
             assert!(sh.len <= 64 * WAYS);
         }
-        assert!(!sh.evicted.is_empty());
-        let (k, v) = sh.evicted[0];
-        assert_eq!(sh.hit(&k), Some(v));
-        assert_eq!(sh.forget(&k), Some((v, true)));
-        assert!(!sh.contains(&k));
+        assert!(sh.out.len() > 0);
+        let (&k, o) = sh.out.entries.iter().next().unwrap();
+        let v = o.value;
+        assert_eq!(sh.hit(&k, sh.hasher.hash_one(k)), Some(v));
+        assert_eq!(sh.forget(&k), None, "not in the ways");
         // A replacement of a buffered key supersedes the buffered value.
-        let (k, _) = sh.evicted[0];
         sh.put(k, 7, true);
         assert_eq!(sh.peek(&k), Some(7));
-        assert!(sh.evicted.iter().all(|(e, _)| *e != k));
+        assert!(sh.out.get(&k).is_none());
     }
 
     #[test]
@@ -330,8 +333,9 @@ mod tests {
         let hot: Vec<u64> = (0..8).map(|i| i * 1_000_003).collect();
         for &k in &hot {
             sh.put(k, k, false);
-            assert_eq!(sh.hit(&k), Some(k));
-            assert_eq!(sh.hit(&k), Some(k));
+            let h = sh.hasher.hash_one(k);
+            assert_eq!(sh.hit(&k, h), Some(k));
+            assert_eq!(sh.hit(&k, h), Some(k));
         }
         for k in 1..100_000u64 {
             if sh.peek(&k).is_none() {
@@ -340,9 +344,6 @@ mod tests {
         }
         let lost = hot.iter().filter(|k| !sh.contains(k)).count();
         assert_eq!(lost, 0, "hot entries evicted by a scan");
-        assert!(
-            sh.evicted.is_empty(),
-            "clean victims are dropped, not buffered"
-        );
+        assert_eq!(sh.out.len(), 0, "clean victims are dropped, not buffered");
     }
 }

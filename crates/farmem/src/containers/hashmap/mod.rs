@@ -3,11 +3,15 @@
 //! - [`cache`]: each shard's set-associative local cache of hot entries;
 //! - [`batch`]: batched and pipelined lookups (`get_many`, `get_many_submit`,
 //!   `get_many_pipelined`);
-//! - [`remote`]: the server-side table (write-backs, admission of fetched entries, scans).
+//! - [`outbox`]: each shard's entries on their way to the server;
+//! - [`writeback`]: batched, pipelined write-backs and bulk inserts (`extend`, `insert_many`);
+//! - [`remote`]: the server-side table (admission of fetched entries, scans).
 
 mod batch;
 mod cache;
+mod outbox;
 mod remote;
+mod writeback;
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +21,8 @@ use farmem_proto::agent::{AgentMessage, HtKeysArgs, HtValue, HtValues, op};
 use parking_lot::Mutex;
 
 pub use batch::PendingLookup;
-use cache::{FastState, Shard, WAYS, WRITE_BACK_BATCH};
+use cache::{FastState, Shard, WAYS};
+use outbox::Out;
 
 use super::agent_ops::{agent_ids, call};
 use super::error::{ContainerError, Result};
@@ -74,9 +79,11 @@ pub struct HashMapStats {
 ///
 /// Hot entries are cached locally within [`HashMapConfig::local_bytes`]; every other entry lives
 /// in a server-side table of the remote agent, so a miss costs one round trip by key and
-/// [`get_many`](Self::get_many) fetches all its misses in one round trip. Evicted entries that
-/// changed are written back in one batch per eviction round. All methods take `&self` and may be
-/// called from many threads.
+/// [`get_many`](Self::get_many) fetches all its misses in one round trip. Inserts never fetch:
+/// evicted entries that changed are written back in large batches, several requests in flight,
+/// and answer lookups locally until the server has them (read-your-writes);
+/// [`extend`](Self::extend) streams new entries to the server the same way without caching them.
+/// All methods take `&self` and may be called from many threads.
 ///
 /// ```
 /// use farmem::{Runtime, RuntimeConfig};
@@ -97,12 +104,10 @@ pub struct FarHashMap<K, V> {
     shards: Box<[Mutex<Shard<K, V>>]>,
     hasher: FastState,
     per_shard: usize,
+    /// Entries per write-back request (and unsent entries a shard holds before sending them).
     write_back_batch: usize,
     pipeline_misses: usize,
     pipeline_depth: usize,
-    hits: AtomicU64,
-    misses: AtomicU64,
-    evictions: AtomicU64,
     writebacks: AtomicU64,
     round_trips: AtomicU64,
 }
@@ -137,11 +142,17 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
             )));
         }
         let entry = Self::bytes_per_entry();
-        // Each shard's share holds its ways and its write-back buffer (key + value per entry).
-        let per_shard = (cfg.local_bytes / entry / cfg.shards).max(WAYS);
-        let write_back_batch = (per_shard / 8).clamp(1, WRITE_BACK_BATCH);
-        let buffer = (write_back_batch * (size_of::<K>() + size_of::<V>())).div_ceil(entry);
-        let max_sets = (per_shard.saturating_sub(buffer) / WAYS).max(1);
+        // Each shard's share holds its ways and, in an eighth of it, its outbox: up to a batch
+        // of unsent entries and `WRITE_BACK_DEPTH` batches in flight (a hash-map slot each, at
+        // least 7/16 full, plus the key in its request's list).
+        let shard_bytes = cfg.local_bytes / cfg.shards;
+        let out_entry = 2 * (size_of::<(K, Out<V>)>() + 1) + size_of::<K>();
+        let slots = writeback::WRITE_BACK_DEPTH + 1;
+        let write_back_batch =
+            (shard_bytes / 8 / (slots * out_entry)).clamp(1, writeback::MAX_WRITE_BACK_BATCH);
+        let reserved = slots * write_back_batch * out_entry;
+        let per_shard = (shard_bytes.saturating_sub(reserved) / entry).max(WAYS);
+        let max_sets = (per_shard / WAYS).max(1);
         let protected_ways = (WAYS as f64 * cfg.protected_fraction) as usize;
         let hasher = FastState::random();
         Ok(Self {
@@ -155,9 +166,6 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
             write_back_batch,
             pipeline_misses: cfg.pipeline_misses.max(1),
             pipeline_depth: cfg.pipeline_depth.max(1),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            evictions: AtomicU64::new(0),
             writebacks: AtomicU64::new(0),
             round_trips: AtomicU64::new(0),
         })
@@ -165,10 +173,14 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
 
     /// Counters so far.
     pub fn stats(&self) -> HashMapStats {
+        let (hits, misses, evictions) = self.shards.iter().fold((0, 0, 0), |(h, m, e), s| {
+            let s = s.lock();
+            (h + s.hits, m + s.misses, e + s.evictions)
+        });
         HashMapStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            evictions: self.evictions.load(Ordering::Relaxed),
+            hits,
+            misses,
+            evictions,
             writebacks: self.writebacks.load(Ordering::Relaxed),
             round_trips: self.round_trips.load(Ordering::Relaxed),
         }
@@ -190,14 +202,75 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         self.shard(k).lock().contains(k)
     }
 
-    fn shard_index(&self, k: &K) -> usize {
-        // A second mix, so that a shard's keys do not share bits its map indexes by.
-        let h = self.hasher.hash_one(k).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    /// The hash of `k`: its shard and its set within the shard both come from it.
+    #[inline]
+    fn hash(&self, k: &K) -> u64 {
+        self.hasher.hash_one(k)
+    }
+
+    /// The shard of a key hashing to `h`.
+    #[inline]
+    fn shard_of(&self, h: u64) -> usize {
+        // A second mix, so that a shard's keys do not share bits its sets are indexed by.
+        let h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
         ((h * self.shards.len() as u64) >> 32) as usize
+    }
+
+    fn shard_index(&self, k: &K) -> usize {
+        self.shard_of(self.hash(k))
     }
 
     fn shard(&self, k: &K) -> &Mutex<Shard<K, V>> {
         &self.shards[self.shard_index(k)]
+    }
+
+    /// Groups the positions of `keys` by shard (a counting sort): returns every key's hash,
+    /// the positions shard by shard, and where each shard's positions start (`shards + 1`
+    /// bounds).
+    fn group_by_shard(&self, keys: impl ExactSizeIterator<Item = K>) -> Grouped {
+        let n = keys.len();
+        let mut hashes = Vec::with_capacity(n);
+        let mut shard_of = Vec::with_capacity(n);
+        let mut starts = vec![0u32; self.shards.len() + 1];
+        for k in keys {
+            let h = self.hash(&k);
+            let s = self.shard_of(h);
+            hashes.push(h);
+            shard_of.push(s as u32);
+            starts[s + 1] += 1;
+        }
+        for s in 1..starts.len() {
+            starts[s] += starts[s - 1];
+        }
+        let mut next = starts.clone();
+        let mut order = vec![0u32; n];
+        for (i, &s) in shard_of.iter().enumerate() {
+            order[next[s as usize] as usize] = i as u32;
+            next[s as usize] += 1;
+        }
+        Grouped {
+            hashes,
+            order,
+            starts,
+        }
+    }
+}
+
+/// Keys grouped by shard ([`FarHashMap::group_by_shard`]).
+struct Grouped {
+    hashes: Vec<u64>,
+    order: Vec<u32>,
+    starts: Vec<u32>,
+}
+
+impl Grouped {
+    /// The non-empty shards and their keys' positions.
+    fn shards(&self) -> impl Iterator<Item = (usize, &[u32])> {
+        self.starts
+            .windows(2)
+            .enumerate()
+            .filter(|(_, w)| w[1] > w[0])
+            .map(|(s, w)| (s, &self.order[w[0] as usize..w[1] as usize]))
     }
 }
 
@@ -207,73 +280,27 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     /// # Errors
     /// The backend's or the agent's error.
     pub fn get(&self, k: &K) -> Result<Option<V>> {
+        let h = self.hash(k);
+        {
+            let mut sh = self.shards[self.shard_of(h)].lock();
+            if let Some(v) = sh.hit(k, h) {
+                sh.hits += 1;
+                return Ok(Some(v));
+            }
+        }
         Ok(self.get_many(std::slice::from_ref(k))?.pop().flatten())
     }
 
-    /// Inserts or replaces `k` (locally; written back when evicted).
+    /// Inserts or replaces `k` (locally, never fetching; written back when evicted, in large
+    /// batches with several requests in flight).
     ///
     /// # Errors
-    /// The backend's error if making room needed a write-back that failed (nothing changed).
+    /// The backend's error from an earlier write-back of this shard that failed (nothing
+    /// changed then; the entries of that write-back are kept and sent again later).
     pub fn insert(&self, k: K, v: V) -> Result<()> {
         let mut sh = self.shard(&k).lock();
         self.make_room(&mut sh)?;
         self.put_local(&mut sh, k, v, true);
-        Ok(())
-    }
-
-    /// Inserts or replaces every entry straight in the server-side table (bulk load): one round
-    /// trip per shard touched (per 4096 entries), nothing is cached locally, and cached copies
-    /// of these keys are dropped. Later entries win over earlier ones with the same key.
-    ///
-    /// ```
-    /// use farmem::{Runtime, RuntimeConfig};
-    /// use farmem::containers::{FarHashMap, HashMapConfig};
-    /// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
-    /// let m: FarHashMap<u32, u32> = FarHashMap::new(&rt, HashMapConfig::new(4096)).unwrap();
-    /// let entries: Vec<(u32, u32)> = (0..10_000).map(|k| (k, k + 1)).collect();
-    /// m.insert_many(&entries).unwrap();
-    /// assert_eq!(m.cached_len(), 0);
-    /// assert_eq!(m.get(&9_999).unwrap(), Some(10_000));
-    /// assert_eq!(m.len().unwrap(), 10_000);
-    /// ```
-    ///
-    /// # Errors
-    /// The backend's or the agent's error; the shards written before the failure keep their
-    /// entries.
-    pub fn insert_many(&self, entries: &[(K, V)]) -> Result<()> {
-        let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); self.shards.len()];
-        for (i, (k, _)) in entries.iter().enumerate() {
-            by_shard[self.shard_index(k)].push(i);
-        }
-        for (shard, idx) in self.shards.iter().zip(by_shard) {
-            if idx.is_empty() {
-                continue;
-            }
-            // Written while holding the shard's lock, so no lookup of these keys caches the
-            // server's older copy meanwhile.
-            let mut sh = shard.lock();
-            for &i in &idx {
-                sh.changed_remotely(entries[i].0);
-            }
-            for part in idx.chunks(4096) {
-                self.put_remote(
-                    part.iter()
-                        .map(|&i| {
-                            let (k, v) = &entries[i];
-                            (
-                                bytemuck::bytes_of(k).to_vec(),
-                                bytemuck::bytes_of(v).to_vec(),
-                            )
-                        })
-                        .collect(),
-                )?;
-                // Only now is the server's copy the newest: a failed part leaves its keys'
-                // cached (possibly dirty) values in place.
-                for &i in part {
-                    sh.forget(&entries[i].0);
-                }
-            }
-        }
         Ok(())
     }
 
@@ -283,7 +310,9 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     /// The backend's or the agent's error.
     pub fn remove(&self, k: &K) -> Result<Option<V>> {
         let mut sh = self.shard(k).lock();
+        self.settle_key(&mut sh, k)?;
         let cached = sh.forget(k);
+        let queued = sh.out.supersede(k).map(|(v, _)| v);
         sh.changed_remotely(*k);
         let r: Result<HtValues> = self.agent(
             op::HT_REMOVE,
@@ -295,14 +324,16 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         let remote = match r {
             Ok(r) => r,
             Err(e) => {
+                // Back where it was (the outbox may exceed its batch by one meanwhile).
                 if let Some((v, dirty)) = cached {
-                    // Back where it was (the buffer may exceed its batch by one meanwhile).
                     self.put_local(&mut sh, *k, v, dirty);
+                } else if let Some(v) = queued {
+                    sh.out.push(*k, v);
                 }
                 return Err(e);
             }
         };
-        if let Some((v, _)) = cached {
+        if let Some(v) = cached.map(|(v, _)| v).or(queued) {
             return Ok(Some(v));
         }
         match remote.values.into_iter().next() {
@@ -321,12 +352,12 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         let mut sh = self.shard(k).lock();
         let mut cur = match sh.peek(k) {
             Some(v) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
+                sh.hits += 1;
                 Some(v)
             }
             None => {
                 // Fetch under the shard lock so the update is atomic for this key.
-                self.misses.fetch_add(1, Ordering::Relaxed);
+                sh.misses += 1;
                 let got: HtValues = self.agent(
                     op::HT_GET,
                     &HtKeysArgs {
@@ -348,15 +379,25 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
                 self.put_local(&mut sh, *k, v, true);
             }
             None if existed => {
-                sh.forget(k);
+                self.settle_key(&mut sh, k)?;
+                let cached = sh.forget(k);
+                let queued = sh.out.supersede(k).map(|(v, _)| v);
                 sh.changed_remotely(*k);
-                let _: HtValues = self.agent(
+                let r: Result<HtValues> = self.agent(
                     op::HT_REMOVE,
                     &HtKeysArgs {
                         table: self.table,
                         keys: vec![bytemuck::bytes_of(k).to_vec()],
                     },
-                )?;
+                );
+                if let Err(e) = r {
+                    if let Some((v, dirty)) = cached {
+                        self.put_local(&mut sh, *k, v, dirty);
+                    } else if let Some(v) = queued {
+                        sh.out.push(*k, v);
+                    }
+                    return Err(e);
+                }
             }
             None => {}
         }
@@ -366,6 +407,13 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
 
 impl<K, V> Drop for FarHashMap<K, V> {
     fn drop(&mut self) {
+        // Write-backs still in flight land first (so none recreates the table after the drop).
+        for sh in self.shards.iter() {
+            let mut sh = sh.lock();
+            while let Some(f) = sh.out.flights.pop_front() {
+                let _ = f.pending.wait();
+            }
+        }
         let args = self.table.encode();
         if let Err(e) = call(&self.rt, self.table, op::HT_DROP, &args) {
             tracing::warn!("dropping server-side table {:#x} failed: {e}", self.table);

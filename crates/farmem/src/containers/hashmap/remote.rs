@@ -1,79 +1,32 @@
-//! The server-side table: write-backs of dirty victims, admission of fetched entries, scans.
+//! The server-side table: calls, admission of fetched entries, scans.
 
 use std::hash::Hash;
 use std::sync::atomic::Ordering;
 
 use bytemuck::Pod;
-use farmem_proto::agent::{AgentMessage, HtPutArgs, HtScanArgs, HtScanResult, HtValues, op};
+use farmem_proto::agent::{AgentMessage, HtScanArgs, HtScanResult, op};
 
-use super::cache::{DIRTY, Shard, VALID};
+use super::cache::Shard;
 use super::{FarHashMap, decode};
 use crate::containers::agent_ops::call;
 use crate::containers::error::Result;
 
 impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
     pub(super) fn agent<R: AgentMessage>(&self, opn: u16, args: &impl AgentMessage) -> Result<R> {
+        self.agent_raw(opn, &args.encode())
+    }
+
+    /// [`Self::agent`] with encoded arguments.
+    pub(super) fn agent_raw<R: AgentMessage>(&self, opn: u16, args: &[u8]) -> Result<R> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let out = call(&self.rt, self.table, opn, &args.encode())?;
+        let out = call(&self.rt, self.table, opn, args)?;
         Ok(R::decode(&out)?)
     }
 
-    /// Writes `entries` back to the server (one round trip).
-    pub(super) fn put_remote(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        self.writebacks
-            .fetch_add(entries.len() as u64, Ordering::Relaxed);
-        let _: HtValues = self.agent(
-            op::HT_PUT,
-            &HtPutArgs {
-                table: self.table,
-                return_old: false,
-                entries,
-            },
-        )?;
-        Ok(())
-    }
-
-    /// Writes a locked shard's evicted dirty entries back once its buffer is full, while still
-    /// holding the lock (so no lookup can see the server's older copy in between). On error the
-    /// entries stay buffered, so nothing is lost.
-    pub(super) fn make_room(&self, shard: &mut Shard<K, V>) -> Result<()> {
-        if !shard.must_write_back(self.write_back_batch) {
-            return Ok(());
-        }
-        self.write_back(shard)
-    }
-
-    /// Writes every buffered dirty victim of a locked shard back.
-    pub(super) fn write_back(&self, shard: &mut Shard<K, V>) -> Result<()> {
-        if shard.evicted.is_empty() {
-            return Ok(());
-        }
-        let keys: Vec<K> = shard.evicted.iter().map(|(k, _)| *k).collect();
-        for k in keys {
-            shard.changed_remotely(k);
-        }
-        let entries = shard
-            .evicted
-            .iter()
-            .map(|(k, v)| {
-                (
-                    bytemuck::bytes_of(k).to_vec(),
-                    bytemuck::bytes_of(v).to_vec(),
-                )
-            })
-            .collect();
-        self.put_remote(entries)?;
-        shard.evicted.clear();
-        Ok(())
-    }
-
-    /// Caches `k` in a locked shard whose buffer has room.
+    /// Caches `k` in a locked shard whose outbox has room.
     pub(super) fn put_local(&self, shard: &mut Shard<K, V>, k: K, v: V, dirty: bool) {
         if shard.put(k, v, dirty) {
-            self.evictions.fetch_add(1, Ordering::Relaxed);
+            shard.evictions += 1;
         }
     }
 
@@ -92,41 +45,6 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         }
         self.make_room(&mut sh)?;
         self.put_local(&mut sh, k, v, false);
-        Ok(())
-    }
-
-    /// Writes every dirty cached entry back (one round trip per shard with dirty entries).
-    ///
-    /// # Errors
-    /// The backend's error; entries not written stay dirty.
-    pub fn flush(&self) -> Result<()> {
-        for sh in self.shards.iter() {
-            let mut sh = sh.lock();
-            self.write_back(&mut sh)?;
-            let dirty: Vec<usize> = (0..sh.meta.len())
-                .filter(|&w| sh.meta[w] & (VALID | DIRTY) == VALID | DIRTY)
-                .collect();
-            if dirty.is_empty() {
-                continue;
-            }
-            let entries = dirty
-                .iter()
-                .map(|&w| {
-                    (
-                        bytemuck::bytes_of(&sh.keys[w]).to_vec(),
-                        bytemuck::bytes_of(&sh.values[w]).to_vec(),
-                    )
-                })
-                .collect();
-            for &w in &dirty {
-                let k = sh.keys[w];
-                sh.changed_remotely(k);
-            }
-            self.put_remote(entries)?;
-            for &w in &dirty {
-                sh.meta[w] &= !DIRTY;
-            }
-        }
         Ok(())
     }
 
