@@ -1,0 +1,246 @@
+//! Kernels for vector operations spread over several servers: chunks read from an offset,
+//! filters numbering rows globally, per-group rank counts for exact medians, and merging the
+//! answers of the parts.
+
+#[allow(unused_imports)]
+use crate::*;
+
+use farmem_proto::agent::{
+    FilterRowsArgs, GroupRankArgs, GroupRankResult, RankAnswer, SlicedArgs, U64List, order_key,
+};
+
+/// A [`ChunkIo`] where some chunk names (virtual ids) read another object from a byte offset
+/// on ([`farmem_proto::agent::op::VEC_SLICED`]); every other id goes to the inner io.
+#[derive(Debug)]
+pub struct SlicedIo<'a, I: ?Sized> {
+    inner: &'a I,
+    slices: HashMap<u64, (u64, usize)>,
+}
+
+impl<'a, I: ChunkIo + ?Sized> SlicedIo<'a, I> {
+    /// The io of `args.slices` over `inner`.
+    ///
+    /// # Errors
+    /// [`KernelError::Invalid`] for a nested sliced operation or an offset beyond memory.
+    pub fn new(inner: &'a I, args: &SlicedArgs) -> Result<Self, KernelError> {
+        if args.op == farmem_proto::agent::op::VEC_SLICED {
+            return Err(KernelError::Invalid("nested sliced operation".into()));
+        }
+        let slices = args
+            .slices
+            .iter()
+            .map(|&(v, id, off)| {
+                let off = usize::try_from(off)
+                    .map_err(|_| KernelError::Invalid(format!("slice offset {off}")))?;
+                Ok((v, (id, off)))
+            })
+            .collect::<Result<_, KernelError>>()?;
+        Ok(Self { inner, slices })
+    }
+}
+
+impl<I: ChunkIo + ?Sized> ChunkIo for SlicedIo<'_, I> {
+    fn read(&self, id: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), KernelError> {
+        match self.slices.get(&id) {
+            None => self.inner.read(id, f),
+            Some(&(real, off)) => {
+                let mut short = None;
+                self.inner.read(real, &mut |bytes| match bytes.get(off..) {
+                    Some(rest) => f(rest),
+                    None => short = Some(bytes.len()),
+                })?;
+                match short {
+                    None => Ok(()),
+                    Some(len) => Err(KernelError::ShortChunk {
+                        id: real,
+                        needed: off as u64,
+                        actual: len as u64,
+                    }),
+                }
+            }
+        }
+    }
+
+    fn write(&self, id: u64, data: &[u8]) -> Result<(), KernelError> {
+        self.inner.write(id, data)
+    }
+}
+
+/// The indices (global rows: `args.starts[c] + j` for element `j` of chunk `c`) of the elements
+/// of `args.vec` matching `args.pred`.
+///
+/// # Errors
+/// As [`filter`]; [`KernelError::Invalid`] when `starts` does not have one row per chunk.
+pub fn filter_rows<I: ChunkIo + ?Sized>(
+    io: &I,
+    args: &FilterRowsArgs,
+) -> Result<U64List, KernelError> {
+    if args.starts.len() != args.vec.chunks.len() {
+        return Err(KernelError::Invalid(format!(
+            "{} chunk starts for {} chunks",
+            args.starts.len(),
+            args.vec.chunks.len()
+        )));
+    }
+    let mut out = Vec::new();
+    with_domain!(args.vec.ty.domain(), W => {
+        let p = BoundPred::<W>::new(&args.pred)?;
+        for (c, &chunk) in args.vec.chunks.iter().enumerate() {
+            let one = VecRef { ty: args.vec.ty, chunks: vec![chunk] };
+            let mut i = args.starts[c];
+            with_test!(p, W, test => {
+                for_each_elem::<W, I>(io, &one, |x| {
+                    if test(x) {
+                        out.push(i);
+                    }
+                    i += 1;
+                })?
+            });
+        }
+    });
+    Ok(U64List(out))
+}
+
+/// Most order keys a [`group_rank`] answer may list for one query.
+pub const RANK_VALUES_MAX: usize = 1 << 20;
+
+/// Per-group counts below, above and within order-key ranges
+/// ([`farmem_proto::agent::op::VEC_GROUP_RANK`]).
+///
+/// # Errors
+/// [`KernelError::LengthMismatch`] for columns of different lengths, [`KernelError::Invalid`]
+/// for a bucket count outside `1..=65536` or too many values in a range; as [`group_by`].
+pub fn group_rank<I: ChunkIo + ?Sized>(
+    io: &I,
+    args: &GroupRankArgs,
+) -> Result<GroupRankResult, KernelError> {
+    let g = &args.group;
+    if g.keys.len() != g.values.len() {
+        return Err(length_mismatch("keys and values", g.keys.len(), g.values.len()));
+    }
+    if !(1..=65536).contains(&args.buckets) {
+        return Err(KernelError::Invalid(format!("{} buckets", args.buckets)));
+    }
+    let buckets = u128::from(args.buckets);
+    let mut answers: Vec<RankAnswer> = args
+        .queries
+        .iter()
+        .map(|q| RankAnswer {
+            below: 0,
+            above: 0,
+            counts: if q.values { Vec::new() } else { vec![0; args.buckets as usize] },
+        })
+        .collect();
+    let widths: Vec<u128> = args
+        .queries
+        .iter()
+        .map(|q| (u128::from(q.hi.saturating_sub(q.lo)) / buckets) + 1)
+        .collect();
+    with_domain!(g.keys.ty.domain(), K => {
+        with_domain!(g.values.ty.domain(), V => {
+            let mut index = KeyIndex::new();
+            for (i, q) in args.queries.iter().enumerate() {
+                let k = K::from_scalar(q.key).ok_or_else(|| {
+                    KernelError::TypeMismatch(format!("key {:?} not in {:?}", q.key, K::DOMAIN))
+                })?;
+                index.insert(k.key(), i as u32);
+            }
+            let (mut ks, mut vs) = (Stream::new(&g.keys), Stream::new(&g.values));
+            let (mut kb, mut vb): (Vec<K>, Vec<V>) = Default::default();
+            loop {
+                ks.next::<K, I>(io, BLOCK, &mut kb)?;
+                vs.next::<V, I>(io, BLOCK, &mut vb)?;
+                if kb.is_empty() {
+                    break;
+                }
+                for (&k, &v) in kb.iter().zip(&vb) {
+                    let Some(qi) = index.get(k.key()) else { continue };
+                    if v.is_nan() {
+                        continue;
+                    }
+                    let (q, a) = (&args.queries[qi], &mut answers[qi]);
+                    let o = order_key(v.scalar());
+                    if o < q.lo {
+                        a.below += 1;
+                    } else if o > q.hi {
+                        a.above += 1;
+                    } else if q.values {
+                        if a.counts.len() >= RANK_VALUES_MAX {
+                            return Err(KernelError::Invalid("too many values in a rank range".into()));
+                        }
+                        a.counts.push(o);
+                    } else {
+                        a.counts[(u128::from(o - q.lo) / widths[qi]) as usize] += 1;
+                    }
+                }
+            }
+        })
+    });
+    for (a, q) in answers.iter_mut().zip(&args.queries) {
+        if q.values {
+            a.counts.sort_unstable();
+        }
+    }
+    Ok(GroupRankResult(answers))
+}
+
+/// Adds the aggregates `b` of later rows to `a` (of earlier rows): counts and sums add (exact for
+/// integers; floats add the two partial sums), minima and maxima combine, the earlier winning ties.
+pub fn merge_aggregates(a: &mut Aggregates, b: &Aggregates) {
+    a.count += b.count;
+    a.sum = match (a.sum, b.sum) {
+        (Sum::U(x), Sum::U(y)) => Sum::U(x.wrapping_add(y)),
+        (Sum::I(x), Sum::I(y)) => Sum::I(x.wrapping_add(y)),
+        (Sum::F(x), Sum::F(y)) => Sum::F(x + y),
+        (x, _) => x,
+    };
+    let less = |x: Scalar, y: Scalar| match (x, y) {
+        (Scalar::U(x), Scalar::U(y)) => x < y,
+        (Scalar::I(x), Scalar::I(y)) => x < y,
+        (Scalar::F(x), Scalar::F(y)) => x < y,
+        _ => false,
+    };
+    a.min = match (a.min, b.min) {
+        (Some(x), Some(y)) => Some(if less(y, x) { y } else { x }),
+        (x, y) => x.or(y),
+    };
+    a.max = match (a.max, b.max) {
+        (Some(x), Some(y)) => Some(if less(x, y) { y } else { x }),
+        (x, y) => x.or(y),
+    };
+}
+
+/// Merges the group-by answers of parts (in row order) into one, ascending by key.
+///
+/// # Errors
+/// [`KernelError::TooManyGroups`] for more than `limit` groups in all.
+pub fn merge_group_results(
+    parts: Vec<GroupByResult>,
+    limit: u32,
+) -> Result<Option<GroupByResult>, KernelError> {
+    let mut it = parts.into_iter();
+    let Some(first) = it.next() else {
+        return Ok(None);
+    };
+    let key_ty = first.key_ty;
+    let mut map: std::collections::BTreeMap<u64, (Scalar, Aggregates)> = Default::default();
+    for part in std::iter::once(first).chain(it) {
+        for (k, a) in part.groups {
+            match map.entry(order_key(k)) {
+                std::collections::btree_map::Entry::Occupied(mut e) => {
+                    merge_aggregates(&mut e.get_mut().1, &a)
+                }
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert((k, a));
+                }
+            }
+        }
+        if map.len() > limit as usize {
+            return Err(KernelError::TooManyGroups { limit });
+        }
+    }
+    Ok(Some(GroupByResult {
+        key_ty,
+        groups: map.into_values().collect(),
+    }))
+}
