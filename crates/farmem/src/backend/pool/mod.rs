@@ -62,6 +62,7 @@
 //! assert_eq!(pool.get(7).unwrap(), b"hello");
 //! ```
 
+mod compute;
 mod error;
 mod fault;
 mod member;

@@ -40,12 +40,16 @@ use crate::{FarSlice, ObjectId, Runtime};
 mod local;
 mod multi;
 mod single;
+mod spread;
+mod spread_ops;
 #[cfg(test)]
 mod tests;
 
 pub use local::AgentInput;
 #[allow(unused_imports)]
 use local::*;
+#[allow(unused_imports)]
+use spread::{spread_mode, spread_sites};
 
 /// Where an agent operation runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
