@@ -244,3 +244,135 @@ pub fn merge_group_results(
         groups: map.into_values().collect(),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::Mem;
+    use farmem_proto::agent::{Cmp, RankQuery, from_order_key};
+
+    fn i64s(xs: &[i64]) -> Vec<u8> {
+        xs.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn sliced_chunks_and_global_rows_filter_like_the_whole_vector() {
+        let io = Mem::default();
+        let xs: Vec<i64> = (0..100).map(|i| (i * 37) % 101 - 50).collect();
+        let v = io.vec(ElemType::I64, &i64s(&xs), 30, 1);
+        // Rows 45..100: chunk 1 from element 15 on (virtual id 99), then chunks 2 and 3.
+        let args = SlicedArgs {
+            slices: vec![(99, v.chunks[1].0, 15 * 8)],
+            op: 0,
+            args: Vec::new(),
+        };
+        let sliced = SlicedIo::new(&io, &args).unwrap();
+        let part = VecRef {
+            ty: ElemType::I64,
+            chunks: vec![(99, 15), v.chunks[2], v.chunks[3]],
+        };
+        let pred = Predicate::new(Cmp::Gt, Scalar::I(10));
+        let got = filter_rows(
+            &sliced,
+            &FilterRowsArgs {
+                vec: part,
+                pred,
+                starts: vec![45, 60, 90],
+            },
+        )
+        .unwrap();
+        let want: Vec<u64> = (45..100).filter(|&i| xs[i] > 10).map(|i| i as u64).collect();
+        assert_eq!(got.0, want);
+        // A slice past the end of its object is an error, not a panic.
+        let bad = SlicedArgs {
+            slices: vec![(98, v.chunks[0].0, 31 * 8)],
+            op: 0,
+            args: Vec::new(),
+        };
+        let sliced = SlicedIo::new(&io, &bad).unwrap();
+        assert!(sliced.read(98, &mut |_| {}).is_err());
+    }
+
+    #[test]
+    fn rank_counts_find_every_groups_median() {
+        let io = Mem::default();
+        let n = 5000usize;
+        let keys: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
+        let vals: Vec<f64> = (0..n).map(|i| ((i * 7919) % 1013) as f64 - 500.5).collect();
+        let k = io.vec(ElemType::U8, &keys, 700, 1);
+        let vb: Vec<u8> = vals.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let v = io.vec(ElemType::F64, &vb, 256, 100);
+        let group = GroupByArgs {
+            keys: k,
+            values: v,
+            limit: 8,
+        };
+        let want = group_median(&io, &group).unwrap();
+        for (key, _, median) in want.groups {
+            let q = RankQuery {
+                key,
+                lo: 0,
+                hi: u64::MAX,
+                values: true,
+            };
+            let args = GroupRankArgs {
+                group: group.clone(),
+                buckets: 16,
+                queries: vec![q],
+            };
+            let a = &group_rank(&io, &args).unwrap().0[0];
+            let mid = (a.counts.len() - 1) / 2;
+            assert_eq!(Some(from_order_key(Domain::Float, a.counts[mid])), median);
+            // Bucket counts add up to the values in the range.
+            let args = GroupRankArgs {
+                queries: vec![RankQuery { values: false, ..q }],
+                ..args
+            };
+            let b = &group_rank(&io, &args).unwrap().0[0];
+            assert_eq!(b.counts.iter().sum::<u64>(), a.counts.len() as u64);
+        }
+    }
+
+    #[test]
+    fn merged_group_results_are_the_whole_group_by() {
+        let io = Mem::default();
+        let keys: Vec<i64> = (0..3000).map(|i| (i * 13) % 29 - 14).collect();
+        let vals: Vec<i64> = (0..3000).map(|i| i * 3 - 4000).collect();
+        let k = io.vec(ElemType::I64, &i64s(&keys), 500, 1);
+        let v = io.vec(ElemType::I64, &i64s(&vals), 500, 100);
+        let whole = group_by(
+            &io,
+            &GroupByArgs {
+                keys: k.clone(),
+                values: v.clone(),
+                limit: 64,
+            },
+        )
+        .unwrap();
+        let parts: Vec<GroupByResult> = (0..6)
+            .map(|c| {
+                let one = |x: &VecRef| VecRef {
+                    ty: x.ty,
+                    chunks: vec![x.chunks[c]],
+                };
+                group_by(
+                    &io,
+                    &GroupByArgs {
+                        keys: one(&k),
+                        values: one(&v),
+                        limit: 64,
+                    },
+                )
+                .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            merge_group_results(parts.clone(), 64).unwrap(),
+            Some(whole)
+        );
+        assert_eq!(
+            merge_group_results(parts, 10),
+            Err(KernelError::TooManyGroups { limit: 10 })
+        );
+    }
+}

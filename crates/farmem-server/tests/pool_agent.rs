@@ -84,3 +84,36 @@ fn a_server_killed_mid_group_by_and_filter_costs_no_error() {
     assert!(desc.starts_with("pool(2 copies"), "{desc}");
     assert!(!desc.contains(&addrs[1]), "{desc}");
 }
+
+/// Several servers without replication (objects spread by owner): offloaded operations, derived
+/// vectors included, give the client-side answers.
+#[test]
+fn servers_without_replication_answer_like_local() {
+    let servers: Vec<(Proc, String)> = (0..3).map(|_| start()).collect();
+    let addrs: Vec<String> = servers.iter().map(|(_, a)| a.clone()).collect();
+    let rt = Runtime::new(RuntimeConfig::new(8 << 20).backend(BackendConfig::servers(&addrs, "")))
+        .unwrap();
+    let n = 1usize << 20;
+    let keys: Vec<u8> = (0..n).map(|i| (i * 31 % 11) as u8).collect();
+    let vals: Vec<i64> = (0..n as i64).map(|i| (i * 7919) % 1_000_003 - 500_000).collect();
+    let k = FarVec::from_slice(&rt, &keys).unwrap();
+    let v = FarVec::from_slice(&rt, &vals).unwrap();
+    let pred = Predicate::new(Cmp::Gt, Scalar::I(499_000));
+    let [remote, local] = [Offload::Remote, Offload::Local].map(|m| {
+        let d = FarVec::<i64>::derive(
+            &rt,
+            &farmem_proto::expr::Expr::col(0).sub(farmem_proto::expr::Expr::lit_i64(1)),
+            &[v.agent_input()],
+            m,
+        )
+        .unwrap();
+        (
+            k.group_median(&d, 64, m).unwrap(),
+            d.filter(pred, m).unwrap().to_vec().unwrap(),
+            d.aggregate(m).unwrap(),
+            k.unique(64, m).unwrap(),
+        )
+    });
+    assert_eq!(remote, local);
+    drop(servers);
+}

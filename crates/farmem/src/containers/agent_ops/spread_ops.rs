@@ -12,8 +12,9 @@ use farmem_proto::agent::{
 use super::spread::{Job, Part, spread};
 use crate::backend::Sites;
 
-/// Buckets per median round: each round narrows a group's range about a thousandfold.
-const RANK_BUCKETS: u32 = 1024;
+/// Most buckets per median round: each round narrows a group's range about four-thousandfold
+/// (an integer range this narrow is resolved in one round, with one bucket per value).
+const RANK_BUCKETS: u64 = 4096;
 /// A group's median range holding at most this many values is fetched and selected from.
 const RANK_FETCH: u64 = 4096;
 
@@ -240,6 +241,14 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
                 break;
             }
             let queries: Vec<RankQuery> = active.iter().map(|&g| search[g].query).collect();
+            // Ranges narrower than the bucket count get one bucket per order key.
+            let widest = queries
+                .iter()
+                .filter(|q| !q.values)
+                .map(|q| q.hi - q.lo)
+                .max()
+                .unwrap_or(0);
+            let buckets = widest.saturating_add(1).min(RANK_BUCKETS);
             let make = |p: &Part| {
                 GroupRankArgs {
                     group: GroupByArgs {
@@ -247,7 +256,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
                         values: p.vecs[1].clone(),
                         limit,
                     },
-                    buckets: RANK_BUCKETS,
+                    buckets: buckets as u32,
                     queries: queries.clone(),
                 }
                 .encode()
@@ -300,7 +309,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
                     s.median = Some(from_order_key(d, counts[t as usize]));
                     continue;
                 }
-                let w = u128::from(s.query.hi - s.query.lo) / u128::from(RANK_BUCKETS) + 1;
+                let w = u128::from(s.query.hi - s.query.lo) / u128::from(buckets) + 1;
                 let Some(b) = counts.iter().position(|&c| {
                     if t < c {
                         true
