@@ -116,7 +116,11 @@ pub fn group_rank<I: ChunkIo + ?Sized>(
 ) -> Result<GroupRankResult, KernelError> {
     let g = &args.group;
     if g.keys.len() != g.values.len() {
-        return Err(length_mismatch("keys and values", g.keys.len(), g.values.len()));
+        return Err(length_mismatch(
+            "keys and values",
+            g.keys.len(),
+            g.values.len(),
+        ));
     }
     if !(1..=65536).contains(&args.buckets) {
         return Err(KernelError::Invalid(format!("{} buckets", args.buckets)));
@@ -128,7 +132,11 @@ pub fn group_rank<I: ChunkIo + ?Sized>(
         .map(|q| RankAnswer {
             below: 0,
             above: 0,
-            counts: if q.values { Vec::new() } else { vec![0; args.buckets as usize] },
+            counts: if q.values {
+                Vec::new()
+            } else {
+                vec![0; args.buckets as usize]
+            },
         })
         .collect();
     let widths: Vec<u128> = args
@@ -281,7 +289,10 @@ mod tests {
             },
         )
         .unwrap();
-        let want: Vec<u64> = (45..100).filter(|&i| xs[i] > 10).map(|i| i as u64).collect();
+        let want: Vec<u64> = (45..100)
+            .filter(|&i| xs[i] > 10)
+            .map(|i| i as u64)
+            .collect();
         assert_eq!(got.0, want);
         // A slice past the end of its object is an error, not a panic.
         let bad = SlicedArgs {
@@ -366,10 +377,7 @@ mod tests {
                 .unwrap()
             })
             .collect();
-        assert_eq!(
-            merge_group_results(parts.clone(), 64).unwrap(),
-            Some(whole)
-        );
+        assert_eq!(merge_group_results(parts.clone(), 64).unwrap(), Some(whole));
         assert_eq!(
             merge_group_results(parts, 10),
             Err(KernelError::TooManyGroups { limit: 10 })

@@ -50,7 +50,9 @@ fn a_server_killed_mid_group_by_and_filter_costs_no_error() {
     .unwrap();
     let n = 3usize << 20;
     let keys: Vec<u8> = (0..n).map(|i| (i * 31 % 17) as u8).collect();
-    let vals: Vec<i64> = (0..n as i64).map(|i| (i * 7919) % 1_000_003 - 500_000).collect();
+    let vals: Vec<i64> = (0..n as i64)
+        .map(|i| (i * 7919) % 1_000_003 - 500_000)
+        .collect();
     let k = FarVec::from_slice(&rt, &keys).unwrap();
     let v = FarVec::from_slice(&rt, &vals).unwrap();
     let pred = Predicate::new(Cmp::Lt, Scalar::I(-499_000));
@@ -95,7 +97,9 @@ fn servers_without_replication_answer_like_local() {
         .unwrap();
     let n = 1usize << 20;
     let keys: Vec<u8> = (0..n).map(|i| (i * 31 % 11) as u8).collect();
-    let vals: Vec<i64> = (0..n as i64).map(|i| (i * 7919) % 1_000_003 - 500_000).collect();
+    let vals: Vec<i64> = (0..n as i64)
+        .map(|i| (i * 7919) % 1_000_003 - 500_000)
+        .collect();
     let k = FarVec::from_slice(&rt, &keys).unwrap();
     let v = FarVec::from_slice(&rt, &vals).unwrap();
     let pred = Predicate::new(Cmp::Gt, Scalar::I(499_000));

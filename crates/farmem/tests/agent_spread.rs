@@ -86,7 +86,9 @@ fn check(r: &Rig, keys: &[u8], vals: &[i64], chunk_bytes: usize, pivot: i64) {
         let medf = k.group_median(&f, 300, m).unwrap();
         let d = FarVec::<f64>::derive(
             rt,
-            &Expr::col(1).cast(farmem_proto::expr::Type::F64).add(Expr::col(0)),
+            &Expr::col(1)
+                .cast(farmem_proto::expr::Type::F64)
+                .add(Expr::col(0)),
             &[f.agent_input(), v.agent_input()],
             m,
         )
@@ -151,7 +153,9 @@ fn a_dead_member_fails_over_with_exact_answers() {
     let r = rig(3, 2);
     let n = 50_000usize;
     let keys: Vec<u8> = (0..n).map(|i| (i * 7 % 13) as u8).collect();
-    let vals: Vec<i64> = (0..n).map(|i| (i as i64 * 7919) % 100_003 - 50_000).collect();
+    let vals: Vec<i64> = (0..n)
+        .map(|i| (i as i64 * 7919) % 100_003 - 50_000)
+        .collect();
     let k = FarVec::from_slice(&r.rt, &keys).unwrap();
     let v = FarVec::from_slice(&r.rt, &vals).unwrap();
     let local_g = k.group_median(&v, 64, Offload::Local).unwrap();

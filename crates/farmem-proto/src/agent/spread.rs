@@ -145,7 +145,10 @@ impl AgentMessage for GroupRankArgs {
         self.group.write(w);
         w.u32(self.buckets).count(self.queries.len());
         for q in &self.queries {
-            w.u64(q.key.bits()).u64(q.lo).u64(q.hi).u8(u8::from(q.values));
+            w.u64(q.key.bits())
+                .u64(q.lo)
+                .u64(q.hi)
+                .u8(u8::from(q.values));
         }
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, AgentDecodeError> {
@@ -160,7 +163,12 @@ impl AgentMessage for GroupRankArgs {
                 let values = match r.u8()? {
                     0 => false,
                     1 => true,
-                    tag => return Err(AgentDecodeError::BadTag { what: "values", tag }),
+                    tag => {
+                        return Err(AgentDecodeError::BadTag {
+                            what: "values",
+                            tag,
+                        });
+                    }
                 };
                 Ok(RankQuery {
                     key,

@@ -244,14 +244,25 @@ fn spread_messages_roundtrip() {
         counts: vec![0, 2, 9],
     }]));
     // Order keys order values as their domain's total order does, and invert.
-    let fs = [f64::NEG_INFINITY, -2.5, -0.0, 0.0, 1e-300, 7.0, f64::INFINITY];
+    let fs = [
+        f64::NEG_INFINITY,
+        -2.5,
+        -0.0,
+        0.0,
+        1e-300,
+        7.0,
+        f64::INFINITY,
+    ];
     let ks: Vec<u64> = fs.iter().map(|&x| order_key(Scalar::F(x))).collect();
     assert!(ks.windows(2).all(|w| w[0] < w[1]));
     for (&x, &k) in fs.iter().zip(&ks) {
         assert_eq!(from_order_key(Domain::Float, k), Scalar::F(x));
     }
     for x in [i64::MIN, -1, 0, 1, i64::MAX] {
-        assert_eq!(from_order_key(Domain::Signed, order_key(Scalar::I(x))), Scalar::I(x));
+        assert_eq!(
+            from_order_key(Domain::Signed, order_key(Scalar::I(x))),
+            Scalar::I(x)
+        );
     }
     assert!(order_key(Scalar::I(-1)) < order_key(Scalar::I(0)));
 }

@@ -8,6 +8,9 @@
 //!   row mask and medians, argsort, and [`mod@derive`]d vectors from built-in expressions) are pure
 //!   [`kernels`] over chunk objects; the client library runs the same kernels for its client-side
 //!   path, so both paths give bit-identical results.
+//! - For clients whose vectors are spread over several servers, a sliced form of every vector
+//!   operation (chunks read from an offset), filters numbering rows globally, and per-group rank
+//!   counts for exact medians (`VEC_SLICED`, `VEC_FILTER_ROWS`, `VEC_GROUP_RANK`).
 //! - Large derives, and group-bys and group medians of integer values, split their rows over
 //!   [`AgentContext::threads`] server threads (the client-side path runs the same kernels on one
 //!   thread); the merges are exact, so both paths give identical results.

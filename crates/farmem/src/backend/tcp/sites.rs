@@ -10,7 +10,9 @@ use crate::backend::{Backend, BackendError, ObjectId, Sites};
 impl TcpBackend {
     /// An id owned by server `site` (a compute's route picks its server).
     fn route_to(&self, site: usize) -> ObjectId {
-        (0..).find(|&r| owner_of(r, self.servers.len()) == site).unwrap_or(0)
+        (0..)
+            .find(|&r| owner_of(r, self.servers.len()) == site)
+            .unwrap_or(0)
     }
 }
 
@@ -20,7 +22,9 @@ impl Sites for TcpBackend {
     }
 
     fn serving(&self) -> usize {
-        (0..self.servers.len()).filter(|&s| !self.is_down(s)).count()
+        (0..self.servers.len())
+            .filter(|&s| !self.is_down(s))
+            .count()
     }
 
     fn holders(&self, ids: &[ObjectId]) -> Vec<Vec<usize>> {

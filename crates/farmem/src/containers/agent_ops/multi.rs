@@ -124,7 +124,9 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
         };
         let (a, b) = (VecSource::new(self), VecSource::new(values));
         let spread = match spread_sites(&self.rt, mode) {
-            Some(s) => self.spread_group_by(s, (&args.group.values, &b), Some((mask, pred)), limit)?,
+            Some(s) => {
+                self.spread_group_by(s, (&args.group.values, &b), Some((mask, pred)), limit)?
+            }
             None => None,
         };
         let r: GroupByResult = match spread {

@@ -19,6 +19,9 @@ use farmem_proto::agent::SlicedArgs;
 
 use crate::backend::{BackendError, Sites};
 
+/// A site, the units it ran and its answer.
+type SiteResult = (usize, Vec<usize>, Result<Vec<u8>, BackendError>);
+
 /// Virtual chunk ids of sliced chunks (never ids the runtime hands out).
 const VIRTUAL: u64 = 0xFFFF_0000_0000_0000;
 
@@ -232,31 +235,30 @@ pub(super) fn spread(
                 (site, u, p)
             })
             .collect();
-        let results: Vec<(usize, Vec<usize>, Result<Vec<u8>, BackendError>)> =
-            std::thread::scope(|sc| {
-                let handles: Vec<_> = work
-                    .into_iter()
-                    .map(|(site, u, p)| {
-                        sc.spawn(move || {
-                            let (o, args) = request(&p, job.opn, (job.make)(&p));
-                            rt.count_agent_traffic(args.len(), 0);
-                            let r = sites.compute_at(site, o, &args).and_then(|a| {
-                                rt.count_agent_traffic(0, a.len());
-                                let outs = outputs(job, units, &u);
-                                sites.adopt(site, &outs).map(|()| a)
-                            });
-                            (site, u, r)
-                        })
+        let results: Vec<SiteResult> = std::thread::scope(|sc| {
+            let handles: Vec<_> = work
+                .into_iter()
+                .map(|(site, u, p)| {
+                    sc.spawn(move || {
+                        let (o, args) = request(&p, job.opn, (job.make)(&p));
+                        rt.count_agent_traffic(args.len(), 0);
+                        let r = sites.compute_at(site, o, &args).and_then(|a| {
+                            rt.count_agent_traffic(0, a.len());
+                            let outs = outputs(job, units, &u);
+                            sites.adopt(site, &outs).map(|()| a)
+                        });
+                        (site, u, r)
                     })
-                    .collect();
-                if let Some(p) = &local_part {
-                    answers.push(run_here(rt, sources, job, p));
-                }
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect()
-            });
+                })
+                .collect();
+            if let Some(p) = &local_part {
+                answers.push(run_here(rt, sources, job, p));
+            }
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
         for (site, u, r) in results {
             match r {
                 Ok(a) => answers.push(Ok(a)),
@@ -281,7 +283,10 @@ pub(super) fn spread(
 fn part_of(job: &Job<'_>, units: &[Vec<&Segment>], us: &[usize]) -> Part {
     let mut sorted = us.to_vec();
     sorted.sort_unstable();
-    let segs: Vec<&Segment> = sorted.iter().flat_map(|&u| units[u].iter().copied()).collect();
+    let segs: Vec<&Segment> = sorted
+        .iter()
+        .flat_map(|&u| units[u].iter().copied())
+        .collect();
     part(job.inputs, &segs)
 }
 

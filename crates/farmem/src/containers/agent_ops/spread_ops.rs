@@ -29,9 +29,7 @@ fn answers<R: AgentMessage>(
         return Ok(None);
     };
     Ok(Some(
-        raw.iter()
-            .map(|a| R::decode(a))
-            .collect::<Result<_, _>>()?,
+        raw.iter().map(|a| R::decode(a)).collect::<Result<_, _>>()?,
     ))
 }
 
@@ -295,14 +293,18 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
                 } else {
                     counts.iter().sum()
                 };
-                let rank = *s.rank.get_or_insert(match (below + above + inside).checked_sub(1) {
-                    Some(n1) => n1 / 2,
-                    None => continue,
-                });
+                let rank = *s
+                    .rank
+                    .get_or_insert(match (below + above + inside).checked_sub(1) {
+                        Some(n1) => n1 / 2,
+                        None => continue,
+                    });
                 // `below` counts every value under the range, whatever the round.
                 s.below = below;
                 let Some(mut t) = rank.checked_sub(below).filter(|&t| t < inside) else {
-                    return Err(ContainerError::Agent("median rank outside its range".into()));
+                    return Err(ContainerError::Agent(
+                        "median rank outside its range".into(),
+                    ));
                 };
                 if s.query.values {
                     counts.sort_unstable();
@@ -361,7 +363,11 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
                 inputs: p.vecs.clone(),
                 out: OutSpec {
                     chunk_elems: out.chunk_elems,
-                    ids: p.units.iter().filter_map(|&u| out.ids.get(u).copied()).collect(),
+                    ids: p
+                        .units
+                        .iter()
+                        .filter_map(|&u| out.ids.get(u).copied())
+                        .collect(),
                 },
             }
             .encode()
