@@ -109,7 +109,7 @@ pub const RANK_VALUES_MAX: usize = 1 << 20;
 ///
 /// # Errors
 /// [`KernelError::LengthMismatch`] for columns of different lengths, [`KernelError::Invalid`]
-/// for a bucket count outside `1..=65536` or too many values in a range; as [`group_by`].
+/// for more than 65536 buckets in a range or too many values in one; as [`group_by`].
 pub fn group_rank<I: ChunkIo + ?Sized>(
     io: &I,
     args: &GroupRankArgs,
@@ -122,28 +122,25 @@ pub fn group_rank<I: ChunkIo + ?Sized>(
             g.values.len(),
         ));
     }
-    if !(1..=65536).contains(&args.buckets) {
-        return Err(KernelError::Invalid(format!("{} buckets", args.buckets)));
-    }
-    let buckets = u128::from(args.buckets);
-    let mut answers: Vec<RankAnswer> = args
-        .queries
-        .iter()
-        .map(|q| RankAnswer {
+    let mut answers = Vec::with_capacity(args.queries.len());
+    for q in &args.queries {
+        let buckets = if q.values || q.hi < q.lo {
+            0
+        } else {
+            (q.hi - q.lo)
+                .checked_shr(u32::from(q.shift))
+                .unwrap_or(0)
+                .saturating_add(1)
+        };
+        if buckets > 65536 {
+            return Err(KernelError::Invalid(format!("{buckets} rank buckets")));
+        }
+        answers.push(RankAnswer {
             below: 0,
             above: 0,
-            counts: if q.values {
-                Vec::new()
-            } else {
-                vec![0; args.buckets as usize]
-            },
-        })
-        .collect();
-    let widths: Vec<u128> = args
-        .queries
-        .iter()
-        .map(|q| (u128::from(q.hi.saturating_sub(q.lo)) / buckets) + 1)
-        .collect();
+            counts: vec![0; buckets as usize],
+        });
+    }
     with_domain!(g.keys.ty.domain(), K => {
         with_domain!(g.values.ty.domain(), V => {
             let mut index = KeyIndex::new();
@@ -177,8 +174,11 @@ pub fn group_rank<I: ChunkIo + ?Sized>(
                             return Err(KernelError::Invalid("too many values in a rank range".into()));
                         }
                         a.counts.push(o);
-                    } else {
-                        a.counts[(u128::from(o - q.lo) / widths[qi]) as usize] += 1;
+                    } else if let Some(c) = (o - q.lo)
+                        .checked_shr(u32::from(q.shift))
+                        .and_then(|b| a.counts.get_mut(b as usize))
+                    {
+                        *c += 1;
                     }
                 }
             }
@@ -325,10 +325,10 @@ mod tests {
                 lo: 0,
                 hi: u64::MAX,
                 values: true,
+                shift: 60,
             };
             let args = GroupRankArgs {
                 group: group.clone(),
-                buckets: 16,
                 queries: vec![q],
             };
             let a = &group_rank(&io, &args).unwrap().0[0];

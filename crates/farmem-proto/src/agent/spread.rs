@@ -121,21 +121,22 @@ pub struct RankQuery {
     pub lo: u64,
     /// Highest order key of the range.
     pub hi: u64,
-    /// `0`: count the range in `buckets` equal-width buckets; `1`: return the values in it.
+    /// Whether to return the values in the range rather than count them in buckets.
     pub values: bool,
+    /// Counted ranges: buckets `2^shift` order keys wide from `lo` (at most 65536 of them:
+    /// `(hi - lo) >> shift < 65536`).
+    pub shift: u8,
 }
 
-/// Arguments of [`op::VEC_GROUP_RANK`]: `GroupByArgs buckets:u32
-/// queries:list<key:Scalar lo:u64 hi:u64 values:u8>`. For each query, over the non-NaN values of
-/// the rows with that key: how many have an order key below `lo`, above `hi`, and either the
-/// counts of `buckets` buckets of width `(hi - lo) / buckets + 1` from `lo` or the order keys in
-/// the range (ascending). The rounds of an exact median over several servers.
+/// Arguments of [`op::VEC_GROUP_RANK`]: `GroupByArgs queries:list<key:Scalar lo:u64 hi:u64
+/// values:u8 shift:u8>`. For each query, over the non-NaN values of the rows with that key: how
+/// many have an order key below `lo`, above `hi`, and either the counts of the
+/// `((hi - lo) >> shift) + 1` buckets of `2^shift` order keys from `lo` or (`values = 1`) the
+/// order keys in the range, ascending. The rounds of an exact median over several servers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GroupRankArgs {
     /// Keys and values (`limit` unused).
     pub group: GroupByArgs,
-    /// Buckets per counted range (1..=65536).
-    pub buckets: u32,
     /// The questions, one per group asked about.
     pub queries: Vec<RankQuery>,
 }
@@ -143,19 +144,19 @@ pub struct GroupRankArgs {
 impl AgentMessage for GroupRankArgs {
     fn write(&self, w: &mut Writer) {
         self.group.write(w);
-        w.u32(self.buckets).count(self.queries.len());
+        w.count(self.queries.len());
         for q in &self.queries {
             w.u64(q.key.bits())
                 .u64(q.lo)
                 .u64(q.hi)
-                .u8(u8::from(q.values));
+                .u8(u8::from(q.values))
+                .u8(q.shift);
         }
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, AgentDecodeError> {
         let group = GroupByArgs::read(r)?;
-        let buckets = r.u32()?;
         let d = group.keys.ty.domain();
-        let n = r.count(25)?;
+        let n = r.count(26)?;
         let queries = (0..n)
             .map(|_| {
                 let key = Scalar::from_bits(d, r.u64()?);
@@ -175,14 +176,11 @@ impl AgentMessage for GroupRankArgs {
                     lo,
                     hi,
                     values,
+                    shift: r.u8()?,
                 })
             })
             .collect::<Result<_, AgentDecodeError>>()?;
-        Ok(Self {
-            group,
-            buckets,
-            queries,
-        })
+        Ok(Self { group, queries })
     }
 }
 

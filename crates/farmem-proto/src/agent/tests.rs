@@ -230,12 +230,12 @@ fn spread_messages_roundtrip() {
             values: vec,
             limit: 9,
         },
-        buckets: 64,
         queries: vec![RankQuery {
             key: Scalar::I(-3),
             lo: 5,
             hi: 1 << 40,
             values: true,
+            shift: 30,
         }],
     });
     roundtrip(&GroupRankResult(vec![RankAnswer {

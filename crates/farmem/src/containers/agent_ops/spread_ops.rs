@@ -44,11 +44,10 @@ fn merge_unique(parts: Vec<UniqueResult>, limit: u32) -> Result<Vec<Scalar>> {
     Ok(all)
 }
 
-/// A group's median search: the order-key range still holding it, and how many values lie
-/// below the range.
+/// A group's median search: the order-key range still holding it, the median's rank among the
+/// group's non-NaN values, and the median once found.
 struct Search {
     query: RankQuery,
-    below: u64,
     rank: Option<u64>,
     median: Option<Scalar>,
 }
@@ -222,8 +221,8 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
                     lo: a.min.map_or(0, order_key),
                     hi: a.max.map_or(0, order_key),
                     values: a.count <= RANK_FETCH,
+                    shift: 0,
                 },
-                below: 0,
                 rank: None,
                 median: None,
             })
@@ -238,15 +237,19 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
             if active.is_empty() {
                 break;
             }
-            let queries: Vec<RankQuery> = active.iter().map(|&g| search[g].query).collect();
-            // Ranges narrower than the bucket count get one bucket per order key.
-            let widest = queries
+            let queries: Vec<RankQuery> = active
                 .iter()
-                .filter(|q| !q.values)
-                .map(|q| q.hi - q.lo)
-                .max()
-                .unwrap_or(0);
-            let buckets = widest.saturating_add(1).min(RANK_BUCKETS);
+                .map(|&g| {
+                    let mut q = search[g].query;
+                    // Buckets as narrow as a power of two allows, at most RANK_BUCKETS of them.
+                    while (q.hi - q.lo).checked_shr(u32::from(q.shift)).unwrap_or(0) >= RANK_BUCKETS
+                    {
+                        q.shift += 1;
+                    }
+                    search[g].query.shift = q.shift;
+                    q
+                })
+                .collect();
             let make = |p: &Part| {
                 GroupRankArgs {
                     group: GroupByArgs {
@@ -254,7 +257,6 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
                         values: p.vecs[1].clone(),
                         limit,
                     },
-                    buckets: buckets as u32,
                     queries: queries.clone(),
                 }
                 .encode()
@@ -299,8 +301,6 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
                         Some(n1) => n1 / 2,
                         None => continue,
                     });
-                // `below` counts every value under the range, whatever the round.
-                s.below = below;
                 let Some(mut t) = rank.checked_sub(below).filter(|&t| t < inside) else {
                     return Err(ContainerError::Agent(
                         "median rank outside its range".into(),
@@ -311,7 +311,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
                     s.median = Some(from_order_key(d, counts[t as usize]));
                     continue;
                 }
-                let w = u128::from(s.query.hi - s.query.lo) / u128::from(buckets) + 1;
+                let w = 1u128 << s.query.shift;
                 let Some(b) = counts.iter().position(|&c| {
                     if t < c {
                         true
@@ -326,6 +326,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
                 let hi = (lo + w - 1).min(u128::from(s.query.hi));
                 s.query.lo = lo as u64;
                 s.query.hi = hi as u64;
+                s.query.shift = 0;
                 if lo == hi {
                     s.median = Some(from_order_key(d, lo as u64));
                     continue;
