@@ -10,6 +10,8 @@ mod demo;
 mod demo_pool;
 mod deref;
 mod failover;
+mod graph;
+mod hot_access;
 mod kswap;
 mod modes;
 mod netswap;
@@ -44,12 +46,16 @@ enum Command {
     Deref(deref::Args),
     /// Remoteable containers: far scan, Zipf hash map, offloaded aggregates.
     Containers(containers::Args),
+    /// Hot container access (sequential, strided, random; read and write) against `Vec`.
+    HotAccess(hot_access::Args),
     /// Paging mode vs object mode vs kernel swap vs all-local.
     Paging(paging::Args),
     /// NYC-taxi DataFrame analysis across modes (AIFM figure 7).
     Taxi(taxi::Args),
     /// Web-service frontend across modes (AIFM figure 6).
     Web(web::Args),
+    /// Graph analytics (PageRank, BFS) on a power-law CSR graph across modes.
+    Graph(graph::Args),
     /// Kernel swap to a memory server over TCP: self-check and page-touch figures (root).
     Netswap(netswap::Args),
     /// Memory pool with replicas over three loopback servers: overhead, failures, repair, drain.
@@ -72,9 +78,11 @@ fn main() -> anyhow::Result<()> {
         Command::Transport(a) => transport::run(a),
         Command::Deref(a) => deref::run(a),
         Command::Containers(a) => containers::run(a),
+        Command::HotAccess(a) => hot_access::run(a),
         Command::Paging(a) => paging::run(a),
         Command::Taxi(a) => taxi::run(a),
         Command::Web(a) => web::run(a),
+        Command::Graph(a) => graph::run(a),
         Command::Netswap(a) => netswap::run(a),
         Command::Failover(a) => failover::run(a),
         Command::Serve(a) => pool_rig::serve(a),

@@ -31,6 +31,7 @@ mod list;
 mod prefetch;
 mod sort;
 mod vec;
+mod vec_access;
 
 pub use agent_ops::Offload;
 pub use elem::Primitive;
@@ -39,3 +40,4 @@ pub use farmem_proto::agent::{Aggregates, Cmp, ElemType, Predicate, Scalar, Sum}
 pub use hashmap::{FarHashMap, HashMapConfig, HashMapStats, PendingLookup};
 pub use list::{Cursor, FarList, FarQueue, FarStack};
 pub use vec::{FarVec, Iter};
+pub use vec_access::{Chunks, ChunksMut, Reader, Writer};

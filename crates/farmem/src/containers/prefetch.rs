@@ -284,6 +284,11 @@ pub(crate) fn stream<T: Pod + Send + Sync, E>(
 }
 
 /// Detects a constant stride between the chunks touched by successive index accesses.
+///
+/// A heuristic shared by concurrent readers: plain loads and stores, no read-modify-write (a
+/// lost update only delays or skips a prefetch). Accesses call [`StrideDetector::touch`] (one
+/// load and a compare within the last chunk), and only accesses that miss call
+/// [`StrideDetector::confirm`].
 #[derive(Debug, Default)]
 pub(crate) struct StrideDetector {
     last: AtomicI64,
@@ -292,20 +297,62 @@ pub(crate) struct StrideDetector {
 }
 
 impl StrideDetector {
-    /// Records an access to chunk `c`; returns the stride (in chunks, non-zero) once the same
-    /// stride was seen twice in a row. Accesses within the same chunk are ignored.
-    pub(crate) fn observe(&self, c: usize) -> Option<i64> {
-        let c = c as i64;
-        let last = self.last.swap(c, Ordering::Relaxed);
-        let d = c - last;
+    /// Records an access to chunk `c`; returns the chunk accessed before (when it was another).
+    #[inline(always)]
+    pub(crate) fn touch(&self, c: usize) -> Option<usize> {
+        let last = self.last.load(Ordering::Relaxed);
+        if last == c as i64 {
+            return None;
+        }
+        self.last.store(c as i64, Ordering::Relaxed);
+        Some(last as usize)
+    }
+
+    /// Records a miss in chunk `c`, entered from chunk `prev`; returns the stride (in chunks,
+    /// non-zero) once the same move was seen on the way to three misses in a row.
+    pub(crate) fn confirm(&self, c: usize, prev: usize) -> Option<i64> {
+        let d = c as i64 - prev as i64;
         if d == 0 {
             return None;
         }
         if self.stride.swap(d, Ordering::Relaxed) == d {
-            let s = self.streak.fetch_add(1, Ordering::Relaxed) + 1;
+            let s = self.streak.load(Ordering::Relaxed) + 1;
+            self.streak.store(s, Ordering::Relaxed);
             (s >= 2).then_some(d)
         } else {
             self.streak.store(0, Ordering::Relaxed);
+            None
+        }
+    }
+
+    /// Records an access to chunk `c` that missed: [`StrideDetector::touch`] then
+    /// [`StrideDetector::confirm`].
+    #[cfg(test)]
+    pub(crate) fn observe(&self, c: usize) -> Option<i64> {
+        let prev = self.touch(c)?;
+        self.confirm(c, prev)
+    }
+}
+
+/// [`StrideDetector`] for one cursor (no sharing, no atomics): it is told the chunk each miss
+/// was entered from.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CursorStride {
+    stride: i64,
+    streak: u32,
+}
+
+impl CursorStride {
+    /// Records a miss in chunk `c` entered from chunk `prev`; returns the stride once the same
+    /// move was seen on the way to three misses in a row.
+    pub(crate) fn observe(&mut self, c: usize, prev: usize) -> Option<i64> {
+        let d = c as i64 - prev as i64;
+        if d != 0 && d == self.stride {
+            self.streak += 1;
+            (self.streak >= 2).then_some(d)
+        } else {
+            self.stride = d;
+            self.streak = 0;
             None
         }
     }
@@ -335,6 +382,23 @@ mod tests {
                 Some(1),
                 None
             ]
+        );
+        let mut d = CursorStride::default();
+        let seen: Vec<_> = [
+            (3, 0),
+            (6, 3),
+            (9, 6),
+            (12, 9),
+            (13, 12),
+            (14, 13),
+            (15, 14),
+        ]
+        .iter()
+        .map(|&(c, prev)| d.observe(c, prev))
+        .collect();
+        assert_eq!(
+            seen,
+            vec![None, None, Some(3), Some(3), None, None, Some(1)]
         );
     }
 }

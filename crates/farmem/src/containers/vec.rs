@@ -10,7 +10,7 @@ use crate::{FarSlice, Runtime, Scope};
 pub const DEFAULT_CHUNK_BYTES: usize = 64 << 10;
 
 /// Chunks prefetched ahead once index accesses show a stride.
-const STRIDE_DEPTH: i64 = 16;
+pub(crate) const STRIDE_DEPTH: i64 = 16;
 
 /// A growable vector of `T` whose elements live in far-memory chunks.
 ///
@@ -45,8 +45,14 @@ pub struct FarVec<T: Pod> {
     pub(crate) chunks: Vec<FarSlice<T>>,
     pub(crate) len: usize,
     pub(crate) chunk_len: usize,
+    /// `log2(chunk_len)` when that is a power of two (indexing shifts instead of dividing),
+    /// else [`NO_SHIFT`].
+    pub(crate) shift: u32,
     stride: StrideDetector,
 }
+
+/// [`FarVec::shift`] of a vector whose chunk length is not a power of two.
+pub(crate) const NO_SHIFT: u32 = u32::MAX;
 
 impl<T: Pod> std::fmt::Debug for FarVec<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -84,6 +90,11 @@ impl<T: Pod + Send + Sync> FarVec<T> {
             chunks: Vec::new(),
             len: 0,
             chunk_len: chunk_len.max(1),
+            shift: if chunk_len.max(1).is_power_of_two() {
+                chunk_len.max(1).trailing_zeros()
+            } else {
+                NO_SHIFT
+            },
             stride: StrideDetector::default(),
         }
     }
@@ -123,6 +134,13 @@ impl<T: Pod + Send + Sync> FarVec<T> {
         (self.len - c * self.chunk_len).min(self.chunk_len)
     }
 
+    /// Chunk and offset of element `index` (a shift and a mask for power-of-two chunks).
+    #[inline(always)]
+    pub(crate) fn locate(&self, index: usize) -> (usize, usize) {
+        locate(index, self.chunk_len, self.shift)
+    }
+
+    #[inline(always)]
     fn check(&self, index: usize) -> Result<(usize, usize)> {
         if index >= self.len {
             return Err(ContainerError::IndexOutOfBounds {
@@ -130,27 +148,24 @@ impl<T: Pod + Send + Sync> FarVec<T> {
                 len: self.len,
             });
         }
-        Ok((index / self.chunk_len, index % self.chunk_len))
+        Ok(self.locate(index))
     }
 
-    /// Records an index access to chunk `c` and prefetches ahead when a stride shows.
+    /// Records an index access to chunk `c`; on the way to a chunk that is not local, prefetches
+    /// ahead when the misses show a stride. Within the last chunk: one load and a compare.
+    #[inline(always)]
     fn note_access(&self, c: usize) {
-        let Some(stride) = self.stride.observe(c) else {
-            return;
-        };
-        let next = c as i64 + stride;
-        let Some(first) = usize::try_from(next).ok().and_then(|n| self.chunks.get(n)) else {
-            return;
-        };
-        if first.is_local() {
-            return;
+        if let Some(prev) = self.stride.touch(c)
+            && !self.chunks[c].is_local()
+        {
+            self.note_miss(c, prev);
         }
-        let ahead = (1..=STRIDE_DEPTH)
-            .map(|k| c as i64 + k * stride)
-            .take_while(|&i| i >= 0 && (i as usize) < self.chunks.len())
-            .map(|i| &self.chunks[i as usize]);
-        if let Err(e) = self.rt.prefetch(ahead) {
-            tracing::debug!("stride prefetch failed: {e}");
+    }
+
+    #[cold]
+    fn note_miss(&self, c: usize, prev: usize) {
+        if let Some(stride) = self.stride.confirm(c, prev) {
+            prefetch_stride(&self.rt, &self.chunks, c, stride);
         }
     }
 
@@ -226,7 +241,7 @@ impl<T: Pod + Send + Sync> FarVec<T> {
             self.chunks
                 .push(FarSlice::new_zeroed(&self.rt, self.chunk_len)?);
         }
-        let (c, o) = (self.len / self.chunk_len, self.len % self.chunk_len);
+        let (c, o) = self.locate(self.len);
         let rt = self.rt.clone();
         let s = rt.scope();
         self.chunks[c].write(&s)?[o] = value;
@@ -507,7 +522,38 @@ impl<T: Pod + Send + Sync> FarVec<T> {
     }
 }
 
+/// Chunk and offset of element `index` in chunks of `chunk_len` (`shift` its log2, or
+/// [`NO_SHIFT`]).
+#[inline(always)]
+pub(crate) fn locate(index: usize, chunk_len: usize, shift: u32) -> (usize, usize) {
+    if shift == NO_SHIFT {
+        (index / chunk_len, index % chunk_len)
+    } else {
+        (index >> shift, index & (chunk_len - 1))
+    }
+}
+
+/// Prefetches up to [`STRIDE_DEPTH`] chunks ahead of chunk `c` at `stride` chunks apart, unless
+/// the next one is local already.
+pub(crate) fn prefetch_stride<T: Pod>(rt: &Runtime, chunks: &[FarSlice<T>], c: usize, stride: i64) {
+    let next = c as i64 + stride;
+    let Some(first) = usize::try_from(next).ok().and_then(|n| chunks.get(n)) else {
+        return;
+    };
+    if first.is_local() {
+        return;
+    }
+    let ahead = (1..=STRIDE_DEPTH)
+        .map(|k| c as i64 + k * stride)
+        .take_while(|&i| i >= 0 && (i as usize) < chunks.len())
+        .map(|i| &chunks[i as usize]);
+    if let Err(e) = rt.prefetch(ahead) {
+        tracing::debug!("stride prefetch failed: {e}");
+    }
+}
+
 /// Iterator over a [`FarVec`]'s elements (copies), yielding `Result<T>`; stops after an error.
+/// [`FarVec::chunks`] is the fast form: plain slices, one `Result` per chunk.
 pub struct Iter<'a, T: Pod> {
     vec: &'a FarVec<T>,
     window: Window,

@@ -87,6 +87,10 @@ pub(crate) struct ThreadState {
     pub(crate) epoch: Epoch,
     /// Scope nesting depth; written by the owning thread only.
     depth: AtomicU32,
+    /// How many of those scopes may hand out references that outlive a call into the runtime
+    /// (every scope but the internal ones of the containers' cursors, which copy values out);
+    /// written by the owning thread only.
+    user_depth: AtomicU32,
     /// The counter value (an open scope) an evacuator is waiting for this thread to leave; 0 if
     /// none.
     waited_for: std::sync::atomic::AtomicU64,
@@ -110,6 +114,7 @@ impl Registration {
         let ts = Arc::new(ThreadState {
             epoch: Epoch::new(),
             depth: AtomicU32::new(0),
+            user_depth: AtomicU32::new(0),
             waited_for: std::sync::atomic::AtomicU64::new(0),
             waited_by: std::sync::atomic::AtomicU64::new(0),
         });
@@ -214,21 +219,46 @@ pub struct Scope<'rt> {
     counters: &'rt CounterSet,
     /// Fast-path hits under this scope, added to the runtime's counters when it ends.
     hits: Cell<u64>,
+    /// `hits` when the thread last entered its epoch under this scope (opening or renewal).
+    hits_base: Cell<u64>,
+    /// Slow-path dereferences under this scope since then.
+    slow: Cell<u64>,
+    /// An internal scope of a container cursor: it never hands out a reference that outlives
+    /// the cursor call that made it.
+    internal: bool,
     _not_send: PhantomData<*mut ()>,
 }
 
 impl<'rt> Scope<'rt> {
     pub(crate) fn new(counters: &'rt CounterSet) -> Self {
+        Self::open(counters, false)
+    }
+
+    /// A scope for a container cursor, whose calls copy values out and keep no reference into
+    /// far objects between calls. While no other kind of scope is open on the thread, a miss
+    /// under it may leave the epoch to wait for room (see [`Scope::unpinnable`]).
+    pub(crate) fn internal(counters: &'rt CounterSet) -> Self {
+        Self::open(counters, true)
+    }
+
+    fn open(counters: &'rt CounterSet, internal: bool) -> Self {
         let ts = current();
         let depth = ts.depth.load(StdOrdering::Relaxed);
         if depth == 0 {
             ts.epoch.enter();
         }
         ts.depth.store(depth + 1, StdOrdering::Relaxed);
+        if !internal {
+            let u = ts.user_depth.load(StdOrdering::Relaxed);
+            ts.user_depth.store(u + 1, StdOrdering::Relaxed);
+        }
         Self {
             ts,
             counters,
             hits: Cell::new(0),
+            hits_base: Cell::new(0),
+            slow: Cell::new(0),
+            internal,
             _not_send: PhantomData,
         }
     }
@@ -241,7 +271,56 @@ impl<'rt> Scope<'rt> {
         if self.ts.depth.load(StdOrdering::Relaxed) == 1 {
             self.ts.epoch.exit();
             self.ts.epoch.enter();
+            self.hits_base.set(self.hits.get());
+            self.slow.set(0);
         }
+    }
+
+    /// Whether no reference into a far object obtained on this thread can be alive, so the
+    /// thread may leave its epoch while a dereference under this scope waits for room (the
+    /// evacuator may then move or evict anything, as for a thread outside any scope).
+    ///
+    /// True for a cursor's internal scope while no other kind of scope is open on the thread,
+    /// and for the thread's only user scope while it has handed out nothing since it entered
+    /// the epoch (opened or renewed): a scope pins only what it dereferenced.
+    pub(crate) fn unpinnable(&self) -> bool {
+        let users = self.ts.user_depth.load(StdOrdering::Relaxed);
+        if self.internal {
+            users == 0
+        } else {
+            users == 1 && self.hits.get() == self.hits_base.get() && self.slow.get() == 0
+        }
+    }
+
+    /// Leaves the thread's epoch until the returned guard is dropped. Only when
+    /// [`Scope::unpinnable`] holds, and the caller dereferences nothing meanwhile.
+    pub(crate) fn suspend(&self) -> Suspended {
+        debug_assert!(self.unpinnable());
+        self.ts.epoch.exit();
+        Suspended(self.ts.clone())
+    }
+
+    /// Whether some evacuator is waiting for the thread to leave its current epoch.
+    #[inline]
+    pub(crate) fn waited_on(&self) -> bool {
+        let e = self.ts.epoch.load();
+        !e.is_multiple_of(2) && self.ts.waited_for.load(StdOrdering::Acquire) == e
+    }
+
+    /// Lets a waiting evacuator proceed when that is safe ([`Scope::unpinnable`]): leaves and
+    /// re-enters the epoch. For cursors, between calls. Returns whether it did.
+    pub(crate) fn yield_if_waited(&self) -> bool {
+        if self.waited_on() && self.unpinnable() {
+            drop(self.suspend());
+            return true;
+        }
+        false
+    }
+
+    /// Notes a dereference that took the slow path (it hands out a reference too).
+    #[inline]
+    pub(crate) fn count_slow(&self) {
+        self.slow.set(self.slow.get() + 1);
     }
 
     /// Whether this is the thread's outermost (only) scope.
@@ -254,12 +333,27 @@ impl<'rt> Scope<'rt> {
     pub(crate) fn count_hit(&self) {
         self.hits.set(self.hits.get() + 1);
     }
+
+    /// Counts `n` fast-path hits at once (for loops that count in a register).
+    pub(crate) fn count_hits(&self, n: u64) {
+        self.hits.set(self.hits.get() + n);
+    }
+
+    /// Fast-path hits counted under this scope so far.
+    #[inline(always)]
+    pub(crate) fn hits(&self) -> u64 {
+        self.hits.get()
+    }
 }
 
 impl Drop for Scope<'_> {
     fn drop(&mut self) {
         let depth = self.ts.depth.load(StdOrdering::Relaxed) - 1;
         self.ts.depth.store(depth, StdOrdering::Relaxed);
+        if !self.internal {
+            let u = self.ts.user_depth.load(StdOrdering::Relaxed);
+            self.ts.user_depth.store(u - 1, StdOrdering::Relaxed);
+        }
         if depth == 0 {
             self.ts.epoch.exit();
         }
@@ -267,6 +361,30 @@ impl Drop for Scope<'_> {
         if hits > 0 {
             self.counters.with(|c| c.add_hits(hits));
         }
+    }
+}
+
+/// A thread outside its epoch for a while (see [`Scope::suspend`]); re-enters it when dropped.
+#[derive(Debug)]
+pub(crate) struct Suspended(Arc<ThreadState>);
+
+/// Leaves the calling thread's epoch until the returned guard is dropped, if the thread is
+/// inside one only through cursors' internal scopes (which keep no reference between calls; see
+/// [`Scope::unpinnable`]). For runtime calls made without a scope (prefetches) that must wait for
+/// room; the caller holds no reference into a far object.
+pub(crate) fn suspend_cursor_thread() -> Option<Suspended> {
+    let ts = current();
+    let inside = ts.depth.load(StdOrdering::Relaxed) > 0;
+    if !inside || ts.user_depth.load(StdOrdering::Relaxed) != 0 {
+        return None;
+    }
+    ts.epoch.exit();
+    Some(Suspended(ts))
+}
+
+impl Drop for Suspended {
+    fn drop(&mut self) {
+        self.0.epoch.enter();
     }
 }
 

@@ -36,7 +36,7 @@ use parking_lot::{Condvar, Mutex};
 
 pub use epoch::Scope;
 pub(crate) use evacuator::MAX_REGIONS as MAX_EVACUATION_REGIONS;
-pub use far::{Far, FarBox, FarPtr, FarSlice};
+pub use far::{Far, FarBox, FarPtr, FarSlice, Pinned, PinnedMut};
 pub use stats::Stats;
 
 use crate::backend::{Backend, EmbeddedStore, ObjectId};
@@ -192,6 +192,11 @@ impl Runtime {
     /// Opens a scope: far objects dereferenced under it stay put until it ends.
     pub fn scope(&self) -> Scope<'_> {
         Scope::new(&self.inner.counters)
+    }
+
+    /// Opens a container cursor's internal scope (see `Scope::internal`).
+    pub(crate) fn cursor_scope(&self) -> Scope<'_> {
+        Scope::internal(&self.inner.counters)
     }
 
     /// The backend.
@@ -366,8 +371,12 @@ impl Inner {
     /// Finds local space for an object, waiting for the evacuator if needed.
     ///
     /// Stays within the budget, waiting for the evacuator up to `alloc_timeout`. When this
-    /// runtime's evacuator waits for the calling thread's own scope, waiting would deadlock: then
-    /// the allocation may use the slack, and fails with `pinned: true` if that is exhausted too.
+    /// runtime's evacuator waits for the calling thread's own scope, waiting would deadlock:
+    /// then the allocation uses the slack. If that is exhausted too and the scope (`scope`, the
+    /// one the allocation is made under; for allocations made without one, the thread's) holds
+    /// no reference ([`Scope::unpinnable`]), the thread leaves its epoch while it waits, so the
+    /// evacuator can evict anything, including what the scope is about to use; otherwise it
+    /// fails with `pinned: true`.
     ///
     /// Grace periods are process-wide, so another runtime's evacuator may be waiting for this
     /// scope too. That alone is no reason to draw on this runtime's slack (this runtime's
@@ -375,7 +384,13 @@ impl Inner {
     /// slack): such an allocation first waits for this runtime's evacuator for
     /// [`FOREIGN_PATIENCE`], and only then uses the slack (a cycle of runtimes waiting for each
     /// other's scopes would otherwise never resolve).
-    fn alloc_space(&self, lane: Lane, slot: u32, len: usize) -> Result<Allocation> {
+    fn alloc_space(
+        &self,
+        lane: Lane,
+        slot: u32,
+        len: usize,
+        scope: Option<&Scope<'_>>,
+    ) -> Result<Allocation> {
         if len > self.max_object() {
             return Err(Error::ObjectTooLarge {
                 size: len,
@@ -385,6 +400,8 @@ impl Inner {
         let start = Instant::now();
         let evacuator = matches!(lane, Lane::Evacuator(_));
         let mut foreign_since: Option<Instant> = None;
+        // Set while the thread is out of its epoch (re-entered when dropped).
+        let mut suspended = None;
         loop {
             if let Some(a) = self.heap.alloc(lane, slot, len, self.heap.budget) {
                 if self.needs_evacuation() {
@@ -407,6 +424,17 @@ impl Inner {
                 if let Some(a) = self.heap.alloc(lane, slot, len, limit) {
                     self.wake_evacuator();
                     return Ok(a);
+                }
+            }
+            if blocked && suspended.is_none() && !evacuator {
+                // No slack left either. If nothing of ours is pinned, get out of the
+                // evacuator's way and wait like a thread outside any scope.
+                suspended = match scope {
+                    Some(s) => s.unpinnable().then(|| s.suspend()),
+                    None => epoch::suspend_cursor_thread(),
+                };
+                if suspended.is_some() {
+                    continue;
                 }
             }
             self.wake_evacuator();

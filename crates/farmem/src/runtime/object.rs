@@ -4,6 +4,7 @@
 
 use super::Inner;
 use super::access::{Resolved, resolve};
+use super::epoch::Scope;
 use super::heap::{Allocation, Lane};
 use super::slot::Slot;
 use super::stats::Counters;
@@ -25,11 +26,17 @@ impl Inner {
     /// its word carries the bits `mode` needs (see [`resolve`]).
     #[cold]
     #[inline(never)]
-    pub(crate) fn deref_slow(&self, idx: u32, slot: &Slot, mode: Mode) -> Result<usize> {
+    pub(crate) fn deref_slow(
+        &self,
+        idx: u32,
+        slot: &Slot,
+        mode: Mode,
+        scope: &Scope<'_>,
+    ) -> Result<usize> {
         let Resolved { addr, hit } = resolve(
             slot,
             mode,
-            |w| self.fetch(idx, slot, w, mode),
+            |w| self.fetch(idx, slot, w, mode, scope),
             |w| self.self_move(idx, slot, w),
         )?;
         if hit {
@@ -41,15 +48,23 @@ impl Inner {
     /// Fetches a non-present object; `None` when another thread changed the word first.
     ///
     /// Local space is found before the object is claimed (BUSY), so other threads never wait
-    /// for an object whose fetcher waits for memory.
-    fn fetch(&self, idx: u32, slot: &Slot, w: Word, mode: Mode) -> Result<Option<usize>> {
+    /// for an object whose fetcher waits for memory; while it waits, a `scope` that pins nothing
+    /// yet does not hold the evacuator up (see `Inner::alloc_space`).
+    fn fetch(
+        &self,
+        idx: u32,
+        slot: &Slot,
+        w: Word,
+        mode: Mode,
+        scope: &Scope<'_>,
+    ) -> Result<Option<usize>> {
         let len = slot.len();
         let lane = if mode.is_nt() {
             Lane::Nt
         } else {
             self.mutator_lane()
         };
-        let a = self.alloc_space(lane, idx, len)?;
+        let a = self.alloc_space(lane, idx, len, Some(scope))?;
         if !slot.claim(w) {
             self.heap.abandon(a);
             return Ok(None);
@@ -245,7 +260,7 @@ impl Inner {
             };
             let w = slot.load();
             if !w.is_present() && !w.is_busy() && w.has_far_copy() {
-                match self.alloc_space(lane, i, slot.len()) {
+                match self.alloc_space(lane, i, slot.len(), None) {
                     Ok(a) => candidates.push((slot, w, a)),
                     Err(e) => {
                         candidates.into_iter().for_each(|c| self.heap.abandon(c.2));

@@ -62,7 +62,7 @@ impl RawFar {
 
     fn alloc(rt: &Arc<Inner>, len: usize, init: impl FnOnce(&mut [u8])) -> Result<Self> {
         let idx = rt.slots.alloc(rt.ids.reserve(1)?, len)?;
-        let a = match rt.alloc_space(rt.mutator_lane(), idx, len) {
+        let a = match rt.alloc_space(rt.mutator_lane(), idx, len, None) {
             Ok(a) => a,
             Err(e) => {
                 rt.slots.release(idx);
@@ -172,7 +172,24 @@ impl RawFar {
             return Ok(w.addr());
         }
         std::hint::cold_path();
-        self.rt().deref_slow(self.idx(), self.slot(), mode)
+        let r = self.rt().deref_slow(self.idx(), self.slot(), mode, s);
+        s.count_slow();
+        r
+    }
+
+    /// The fast path of [`RawFar::deref`] alone: the payload address on a hit, else `None`
+    /// (nothing done). With `count`, the hit is counted in `s`; otherwise the caller must count
+    /// it ([`Scope::count_hits`]).
+    #[inline(always)]
+    fn deref_hit(&self, s: &Scope<'_>, mode: Mode, count: bool) -> Option<usize> {
+        let w = self.slot().load();
+        if w.hit(mode) {
+            if count {
+                s.count_hit();
+            }
+            return Some(w.addr());
+        }
+        None
     }
 
     fn is_local(&self) -> bool {
@@ -526,6 +543,31 @@ impl<T: Pod> FarSlice<T> {
         Ok(self.slice(p))
     }
 
+    /// [`FarSlice::read`] when it is a hit (local and hot), else `None` with nothing done:
+    /// for callers that do bookkeeping (stride detection, yielding) only on the way to a miss.
+    #[inline(always)]
+    pub(crate) fn read_hit<'a>(&'a self, s: &'a Scope<'_>) -> Option<&'a [T]> {
+        self.raw
+            .deref_hit(s, Mode::Read, true)
+            .map(|p| self.slice(p))
+    }
+
+    /// [`FarSlice::read_hit`] without counting the hit: the caller counts its hits and adds
+    /// them with `Scope::count_hits`.
+    #[inline(always)]
+    pub(crate) fn read_hit_uncounted<'a>(&'a self, s: &'a Scope<'_>) -> Option<&'a [T]> {
+        self.raw
+            .deref_hit(s, Mode::Read, false)
+            .map(|p| self.slice(p))
+    }
+
+    /// [`FarSlice::write`] when it is a hit (local, hot and dirty), else `None`.
+    #[inline(always)]
+    pub(crate) fn write_hit<'a>(&'a mut self, s: &'a Scope<'_>) -> Option<&'a mut [T]> {
+        let p = self.raw.deref_hit(s, Mode::Write, true)?;
+        Some(self.slice_mut(p))
+    }
+
     /// Exclusive access; marks the object hot and dirty.
     ///
     /// # Errors
@@ -763,3 +805,6 @@ impl Runtime {
 }
 
 const _: () = assert!(size_of::<FarBox<u64>>() == 8 && size_of::<Option<FarBox<u64>>>() == 8);
+
+mod pinned;
+pub use pinned::{Pinned, PinnedMut};

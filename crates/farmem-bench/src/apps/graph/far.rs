@@ -1,0 +1,198 @@
+//! The kernels over far vectors (farmem object mode), written the way the API makes fast:
+//! per-vertex vectors zipped chunk by chunk as plain slices, the edges of a block of vertices
+//! read with one `scan_range` each (non-temporal: the edges stream through without pushing the
+//! ranks out), and the random reads of the previous iteration's values through a cursor
+//! (PageRank gathers a block's worth at once, then sums plain slices).
+
+use farmem::containers::FarVec;
+use farmem::{Pod, Runtime};
+
+use super::{BLOCK, Csr, DAMPING, Summary};
+
+/// The graph in far vectors.
+pub struct FarGraph {
+    offsets: FarVec<u64>,
+    sources: FarVec<u32>,
+    out_degree: FarVec<u32>,
+}
+
+/// A far vector of `n` copies of `fill` whose chunks hold [`BLOCK`] values each.
+///
+/// # Errors
+/// Runtime errors.
+pub fn vertex_vec<T: Pod + Send + Sync>(
+    rt: &Runtime,
+    n: usize,
+    fill: T,
+) -> anyhow::Result<FarVec<T>> {
+    let mut v = FarVec::with_chunk_bytes(rt, BLOCK * size_of::<T>())?;
+    v.resize(n, fill)?;
+    Ok(v)
+}
+
+impl FarGraph {
+    /// Copies `g` into far vectors of `rt`.
+    ///
+    /// # Errors
+    /// Runtime errors.
+    pub fn load(rt: &Runtime, g: &Csr) -> anyhow::Result<Self> {
+        let mut out_degree = FarVec::with_chunk_bytes(rt, BLOCK * 4)?;
+        out_degree.extend_from_slice(&g.out_degree)?;
+        Ok(Self {
+            offsets: FarVec::from_slice(rt, &g.offsets)?,
+            sources: FarVec::from_slice(rt, &g.sources)?,
+            out_degree,
+        })
+    }
+
+    /// Number of vertices.
+    pub fn vertices(&self) -> usize {
+        self.out_degree.len()
+    }
+
+    /// The offsets of block `b`'s vertices (one more than the block's size) into `offs`, and
+    /// the sources of their in-edges into `srcs`.
+    fn block_edges(
+        &self,
+        b: usize,
+        len: usize,
+        offs: &mut Vec<u64>,
+        srcs: &mut Vec<u32>,
+    ) -> anyhow::Result<()> {
+        let lo = b * BLOCK;
+        offs.clear();
+        self.offsets
+            .scan_range(lo..lo + len + 1, |x| offs.extend_from_slice(x))?;
+        srcs.clear();
+        self.sources
+            .scan_range(offs[0] as usize..offs[len] as usize, |x| {
+                srcs.extend_from_slice(x);
+            })?;
+        Ok(())
+    }
+}
+
+/// `iters` PageRank iterations, as [`super::local::pagerank`] (same operations, same order).
+///
+/// # Errors
+/// Runtime errors.
+pub fn pagerank(rt: &Runtime, g: &FarGraph, iters: u32) -> anyhow::Result<FarVec<f64>> {
+    let n = g.vertices();
+    let mut rank = vertex_vec(rt, n, 1.0 / n as f64)?;
+    let mut contrib = vertex_vec(rt, n, 0.0f64)?;
+    let mut next = vertex_vec(rt, n, 0.0f64)?;
+    let (mut offs, mut srcs, mut out) = (Vec::new(), Vec::new(), Vec::with_capacity(BLOCK));
+    let mut vals = Vec::new();
+    for _ in 0..iters {
+        let mut dangling = 0.0;
+        let blocks = rank.chunks().zip(g.out_degree.chunks());
+        for ((r, d), c) in blocks.zip(contrib.chunks_mut()) {
+            let (r, d, mut c) = (r?, d?, c?);
+            for ((c, &r), &d) in c.iter_mut().zip(r.iter()).zip(d.iter()) {
+                if d == 0 {
+                    dangling += r;
+                    *c = 0.0;
+                } else {
+                    *c = r / f64::from(d);
+                }
+            }
+        }
+        let base = (1.0 - DAMPING) / n as f64 + DAMPING * dangling / n as f64;
+        let mut contrib_at = contrib.reader();
+        for b in 0..next.num_chunks() {
+            let len = (n - b * BLOCK).min(BLOCK);
+            g.block_edges(b, len, &mut offs, &mut srcs)?;
+            // Gather the contributions of the block's in-edges, then sum plain slices.
+            vals.clear();
+            contrib_at.gather(srcs.iter().map(|&u| u as usize), &mut vals)?;
+            out.clear();
+            for v in 0..len {
+                let edges = &vals[(offs[v] - offs[0]) as usize..(offs[v + 1] - offs[0]) as usize];
+                let mut s = 0.0;
+                for &x in edges {
+                    s += x;
+                }
+                out.push(base + DAMPING * s);
+            }
+            next.chunk_mut(b)?.copy_from_slice(&out);
+        }
+        drop(contrib_at);
+        std::mem::swap(&mut rank, &mut next);
+    }
+    Ok(rank)
+}
+
+/// Breadth-first search from `source`, as [`super::local::bfs`].
+///
+/// # Errors
+/// Runtime errors.
+pub fn bfs(rt: &Runtime, g: &FarGraph, source: u32) -> anyhow::Result<FarVec<u32>> {
+    let n = g.vertices();
+    let mut dist = vertex_vec(rt, n, u32::MAX)?;
+    if n == 0 {
+        return Ok(dist);
+    }
+    dist.set(source as usize, 0)?;
+    let mut next = vertex_vec(rt, n, u32::MAX)?;
+    let (mut offs, mut srcs, mut out) = (Vec::new(), Vec::new(), Vec::with_capacity(BLOCK));
+    let mut level = 0;
+    loop {
+        let mut changed = false;
+        let mut dist_at = dist.reader();
+        for b in 0..next.num_chunks() {
+            let len = (n - b * BLOCK).min(BLOCK);
+            g.block_edges(b, len, &mut offs, &mut srcs)?;
+            dist_at.read_range(b * BLOCK..b * BLOCK + len, &mut out)?;
+            for (v, d) in out.iter_mut().enumerate() {
+                if *d == u32::MAX {
+                    let edges =
+                        &srcs[(offs[v] - offs[0]) as usize..(offs[v + 1] - offs[0]) as usize];
+                    for &u in edges {
+                        if dist_at.get(u as usize)? == level {
+                            *d = level + 1;
+                            changed = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            next.chunk_mut(b)?.copy_from_slice(&out);
+        }
+        drop(dist_at);
+        std::mem::swap(&mut dist, &mut next);
+        if !changed {
+            return Ok(dist);
+        }
+        level += 1;
+    }
+}
+
+/// Both kernels and their answers: `(answers, PageRank seconds, BFS seconds)`.
+///
+/// # Errors
+/// Runtime errors.
+pub fn run(rt: &Runtime, g: &FarGraph, iters: u32) -> anyhow::Result<(super::Answers, f64, f64)> {
+    let t = std::time::Instant::now();
+    let rank = pagerank(rt, g, iters)?;
+    let pr_secs = t.elapsed().as_secs_f64();
+    let mut source = 0u32;
+    let mut best = 0u32;
+    for (k, c) in g.out_degree.chunks().enumerate() {
+        for (i, &d) in c?.iter().enumerate() {
+            if d > best {
+                (best, source) = (d, (k * BLOCK + i) as u32);
+            }
+        }
+    }
+    let t = std::time::Instant::now();
+    let dist = bfs(rt, g, source)?;
+    let bfs_secs = t.elapsed().as_secs_f64();
+    let mut sum = Summary::default();
+    for c in rank.chunks() {
+        c?.iter().for_each(|&r| sum.rank(r));
+    }
+    for c in dist.chunks() {
+        c?.iter().for_each(|&d| sum.dist(d));
+    }
+    Ok((sum.answers(), pr_secs, bfs_secs))
+}
