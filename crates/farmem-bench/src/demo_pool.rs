@@ -2,9 +2,10 @@
 //! memory servers (child processes of this binary), optionally killing one with SIGKILL half
 //! way through the analysis; the answers must equal the all-local run's.
 //!
-//! The pool runs the frame's operations in this process (`Offload::Local`): a vector agent
-//! operation needs all of a vector's chunks on one member, which the pool's placement does not
-//! guarantee.
+//! The pool runs twice, each on fresh servers: with the frame's operations in this process
+//! (`Offload::Local`), and offloaded to the remote agent (`Offload::Remote`: each member computes
+//! over the chunks it holds, the client merges; a member killed mid-operation has its share
+//! computed again on the other copies).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,8 +64,23 @@ pub fn run_taxi(
     kill_after: Option<Duration>,
     quiet: bool,
 ) -> anyhow::Result<PoolTaxi> {
+    run_taxi_offload(rig, taxi_args, budget, kill_after, quiet, Offload::Local)
+}
+
+/// [`run_taxi`] with the frame's agent operations run where `offload` says.
+///
+/// # Errors
+/// As [`run_taxi`].
+pub fn run_taxi_offload(
+    rig: &PoolRig,
+    taxi_args: &crate::taxi::Args,
+    budget: u64,
+    kill_after: Option<Duration>,
+    quiet: bool,
+    offload: Offload,
+) -> anyhow::Result<PoolTaxi> {
     let rt = rig.runtime(budget)?;
-    let placement = Arc::new(FarPlacement::new(rt, Offload::Local));
+    let placement = Arc::new(FarPlacement::new(rt, offload));
     let t = Instant::now();
     let df = crate::taxi::load(taxi_args, placement, quiet)?;
     let load_seconds = t.elapsed().as_secs_f64();
@@ -159,24 +175,30 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let local = crate::taxi::run_in_process(&ta, farmem_frame::LocalPlacement::shared(), false)?;
     let budget =
         (pool_rig::taxi_bytes_per_row(ta.seed)? as f64 * args.rows as f64 * args.local_mem) as u64;
-    let rig = PoolRig::start(
-        args.servers,
-        args.replicas,
-        Duration::from_secs(2),
-        Some(64 << 20),
-    )?;
-    eprintln!(
-        "running over the pool ({})",
-        rig.procs
-            .iter()
-            .map(|p| p.addr())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
     let kill_after = args
         .kill_one
         .then(|| Duration::from_secs_f64(local.analyze_seconds / 2.0));
-    let pooled = run_taxi(&rig, &ta, budget, kill_after, false)?;
+    let run_pool = |offload: Offload| -> anyhow::Result<(PoolTaxi, PoolRig)> {
+        let rig = PoolRig::start(
+            args.servers,
+            args.replicas,
+            Duration::from_secs(2),
+            Some(64 << 20),
+        )?;
+        eprintln!(
+            "running over the pool ({}), agent operations {offload:?}",
+            rig.procs
+                .iter()
+                .map(|p| p.addr())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let run = run_taxi_offload(&rig, &ta, budget, kill_after, false, offload)?;
+        Ok((run, rig))
+    };
+    let (no_agent, _) = run_pool(Offload::Local)?;
+    let (pooled, rig) = run_pool(Offload::Remote)?;
+    let agree_no_agent = no_agent.answers == local.answers;
     let agree = pooled.answers == local.answers;
 
     println!("\n{}\n", pooled.answers);
@@ -185,12 +207,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "{:<34} {:>10.3} s",
         "all-local analysis", local.analyze_seconds
     );
-    println!(
-        "{:<34} {:>10.3} s ({:.2}x all-local)",
-        "pool analysis (no agent)",
-        pooled.analyze_seconds,
-        pooled.analyze_seconds / local.analyze_seconds.max(1e-9)
-    );
+    for (name, run) in [
+        ("pool analysis (no agent)", &no_agent),
+        ("pool analysis (agent)", &pooled),
+    ] {
+        println!(
+            "{:<34} {:>10.3} s ({:.2}x all-local)",
+            name,
+            run.analyze_seconds,
+            run.analyze_seconds / local.analyze_seconds.max(1e-9)
+        );
+    }
     println!("{:<34} {:>10.1} ms", "longest step", longest_step * 1e3);
     println!(
         "{:<34} {:>10.1} ms",
@@ -233,13 +260,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "replicas": args.replicas,
             "kill_one": args.kill_one,
             "answers_agree": agree,
+            "answers_agree_no_agent": agree_no_agent,
             "local_analyze_seconds": local.analyze_seconds,
             "pool": pooled,
+            "pool_no_agent": no_agent,
             "repair_copies": pooled.repair.copies,
             "repair_bytes": pooled.repair.bytes_copied,
         }),
     )?;
-    println!("answers identical to all-local: {agree}");
-    anyhow::ensure!(agree, "the pool run gave different answers");
+    println!("answers identical to all-local: agent {agree}, no agent {agree_no_agent}");
+    anyhow::ensure!(
+        agree && agree_no_agent,
+        "the pool runs gave different answers"
+    );
     Ok(())
 }

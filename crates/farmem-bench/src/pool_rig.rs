@@ -219,6 +219,10 @@ impl Backend for Timed {
     fn submit_compute(&self, route: ObjectId, op: u16, args: &[u8]) -> PendingCompute {
         self.inner.submit_compute(route, op, args)
     }
+    fn sites(&self) -> Option<&dyn farmem::backend::Sites> {
+        self.inner.sites()
+    }
+
     fn describe(&self) -> String {
         self.inner.describe()
     }

@@ -57,6 +57,7 @@ mod group_by;
 mod io;
 mod median;
 mod parallel;
+mod spread;
 #[cfg(test)]
 pub(crate) mod tests;
 mod unique;
@@ -69,6 +70,9 @@ pub use gather::gather;
 pub use group_by::{group_by, group_by_parallel, group_by_where, group_by_where_parallel};
 pub use io::ChunkIo;
 pub use median::{group_median, group_median_parallel};
+pub use spread::{
+    RANK_VALUES_MAX, SlicedIo, filter_rows, group_rank, merge_aggregates, merge_group_results,
+};
 pub use unique::unique;
 
 #[allow(unused_imports)]

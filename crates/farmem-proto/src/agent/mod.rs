@@ -58,6 +58,7 @@ mod aggregate;
 mod derive;
 mod hashtable;
 mod predicate;
+mod spread;
 #[cfg(test)]
 mod tests;
 mod values;
@@ -67,6 +68,7 @@ pub use self::aggregate::*;
 pub use self::derive::*;
 pub use self::hashtable::*;
 pub use self::predicate::*;
+pub use self::spread::*;
 pub use self::values::*;
 pub use self::vector::*;
 pub use crate::codec::{Reader, Writer};
@@ -96,6 +98,15 @@ pub mod op {
     /// Group-by aggregate plus the lower median of each group:
     /// [`super::GroupByArgs`] -> [`super::GroupMedianResult`].
     pub const VEC_GROUP_MEDIAN: u16 = 10;
+    /// Another vector operation over chunks of which some are read from a byte offset on:
+    /// [`super::SlicedArgs`] -> that operation's result.
+    pub const VEC_SLICED: u16 = 11;
+    /// Indices (global row numbers) of the elements matching a predicate, in the answer:
+    /// [`super::FilterRowsArgs`] -> [`super::U64List`].
+    pub const VEC_FILTER_ROWS: u16 = 12;
+    /// Per-group counts below, above and within order-key ranges (the rounds of an exact median
+    /// over several servers): [`super::GroupRankArgs`] -> [`super::GroupRankResult`].
+    pub const VEC_GROUP_RANK: u16 = 13;
 
     /// Batched get: [`super::HtKeysArgs`] -> [`super::HtValues`].
     pub const HT_GET: u16 = 32;

@@ -203,3 +203,66 @@ proptest! {
         let _ = GroupMedianResult::decode(&bytes);
     }
 }
+
+#[test]
+fn spread_messages_roundtrip() {
+    let vec = VecRef {
+        ty: ElemType::F64,
+        chunks: vec![(7, 100), (9, 3)],
+    };
+    roundtrip(&SlicedArgs {
+        slices: vec![(u64::MAX, 7, 24)],
+        op: op::VEC_AGGREGATE,
+        args: vec.encode(),
+    });
+    roundtrip(&FilterRowsArgs {
+        vec: vec.clone(),
+        pred: Predicate::between(Scalar::F(-1.5), Scalar::F(2.0)),
+        starts: vec![0, 4096],
+    });
+    roundtrip(&U64List(vec![1, 5, u64::MAX]));
+    roundtrip(&GroupRankArgs {
+        group: GroupByArgs {
+            keys: VecRef {
+                ty: ElemType::I32,
+                chunks: vec![(1, 2)],
+            },
+            values: vec,
+            limit: 9,
+        },
+        queries: vec![RankQuery {
+            key: Scalar::I(-3),
+            lo: 5,
+            hi: 1 << 40,
+            values: true,
+            shift: 30,
+        }],
+    });
+    roundtrip(&GroupRankResult(vec![RankAnswer {
+        below: 3,
+        above: 4,
+        counts: vec![0, 2, 9],
+    }]));
+    // Order keys order values as their domain's total order does, and invert.
+    let fs = [
+        f64::NEG_INFINITY,
+        -2.5,
+        -0.0,
+        0.0,
+        1e-300,
+        7.0,
+        f64::INFINITY,
+    ];
+    let ks: Vec<u64> = fs.iter().map(|&x| order_key(Scalar::F(x))).collect();
+    assert!(ks.windows(2).all(|w| w[0] < w[1]));
+    for (&x, &k) in fs.iter().zip(&ks) {
+        assert_eq!(from_order_key(Domain::Float, k), Scalar::F(x));
+    }
+    for x in [i64::MIN, -1, 0, 1, i64::MAX] {
+        assert_eq!(
+            from_order_key(Domain::Signed, order_key(Scalar::I(x))),
+            Scalar::I(x)
+        );
+    }
+    assert!(order_key(Scalar::I(-1)) < order_key(Scalar::I(0)));
+}

@@ -8,6 +8,9 @@
 //!   row mask and medians, argsort, and [`mod@derive`]d vectors from built-in expressions) are pure
 //!   [`kernels`] over chunk objects; the client library runs the same kernels for its client-side
 //!   path, so both paths give bit-identical results.
+//! - For clients whose vectors are spread over several servers, a sliced form of every vector
+//!   operation (chunks read from an offset), filters numbering rows globally, and per-group rank
+//!   counts for exact medians (`VEC_SLICED`, `VEC_FILTER_ROWS`, `VEC_GROUP_RANK`).
 //! - Large derives, and group-bys and group medians of integer values, split their rows over
 //!   [`AgentContext::threads`] server threads (the client-side path runs the same kernels on one
 //!   thread); the merges are exact, so both paths give identical results.
@@ -27,8 +30,9 @@ pub use error::{AgentError, AgentErrorCode};
 use farmem_kernels::{self as kernels, KernelError, derive};
 
 use farmem_proto::agent::{
-    AgentMessage, ArgsortArgs, CountArgs, DeriveArgs, FilterArgs, GatherArgs, GroupByArgs,
-    GroupWhereArgs, HtKeysArgs, HtScanArgs, UniqueArgs, VecRef, op,
+    AgentMessage, ArgsortArgs, CountArgs, DeriveArgs, FilterArgs, FilterRowsArgs, GatherArgs,
+    GroupByArgs, GroupRankArgs, GroupWhereArgs, HtKeysArgs, HtScanArgs, SlicedArgs, UniqueArgs,
+    VecRef, op,
 };
 
 /// What an operation may touch: the objects of the calling session, and its agent state.
@@ -106,27 +110,15 @@ pub fn execute(ctx: &dyn AgentContext, op: u16, args: &[u8]) -> Result<Vec<u8>, 
     let io = CtxIo(ctx);
     let tables = &ctx.state().tables;
     tracing::trace!(op, args = args.len(), "agent operation");
+    if op == op::VEC_SLICED {
+        let a = SlicedArgs::decode(args)?;
+        let sliced = kernels::SlicedIo::new(&io, &a)?;
+        return vec_op(&sliced, ctx.threads(), a.op, &a.args)?.ok_or(AgentError::UnknownOp(a.op));
+    }
+    if let Some(out) = vec_op(&io, ctx.threads(), op, args)? {
+        return Ok(out);
+    }
     Ok(match op {
-        op::VEC_AGGREGATE => kernels::aggregate(&io, &VecRef::decode(args)?)?.encode(),
-        op::VEC_FILTER => kernels::filter(&io, &FilterArgs::decode(args)?)?.encode(),
-        op::VEC_GATHER => kernels::gather(&io, &GatherArgs::decode(args)?)?.encode(),
-        op::VEC_UNIQUE => kernels::unique(&io, &UniqueArgs::decode(args)?)?.encode(),
-        op::VEC_GROUP_BY => {
-            kernels::group_by_parallel(&io, &GroupByArgs::decode(args)?, ctx.threads())?.encode()
-        }
-        op::VEC_ARGSORT => kernels::argsort(&io, &ArgsortArgs::decode(args)?)?.encode(),
-        op::VEC_COUNT => kernels::count(&io, &CountArgs::decode(args)?)?.encode(),
-        op::VEC_DERIVE => {
-            derive::derive_parallel(&io, &DeriveArgs::decode(args)?, ctx.threads())?.encode()
-        }
-        op::VEC_GROUP_BY_WHERE => {
-            let a = GroupWhereArgs::decode(args)?;
-            kernels::group_by_where_parallel(&io, &a, ctx.threads())?.encode()
-        }
-        op::VEC_GROUP_MEDIAN => {
-            let a = GroupByArgs::decode(args)?;
-            kernels::group_median_parallel(&io, &a, ctx.threads())?.encode()
-        }
         op::HT_GET => tables.get_encoded(args)?,
         op::HT_PUT => tables.put_encoded(ctx, args)?,
         op::HT_REMOVE => tables.remove(ctx, &HtKeysArgs::decode(args)?)?.encode(),
@@ -135,6 +127,41 @@ pub fn execute(ctx: &dyn AgentContext, op: u16, args: &[u8]) -> Result<Vec<u8>, 
         op::HT_DROP => tables.drop_table(ctx, u64::decode(args)?)?.encode(),
         other => return Err(AgentError::UnknownOp(other)),
     })
+}
+
+/// Runs vector operation `op` over `io`; `None` for an operation that is not a vector operation
+/// (sliced operations included: they are unwrapped once, by [`execute`]).
+fn vec_op<I: kernels::ChunkIo + Sync + ?Sized>(
+    io: &I,
+    threads: usize,
+    op: u16,
+    args: &[u8],
+) -> Result<Option<Vec<u8>>, AgentError> {
+    Ok(Some(match op {
+        op::VEC_AGGREGATE => kernels::aggregate(io, &VecRef::decode(args)?)?.encode(),
+        op::VEC_FILTER => kernels::filter(io, &FilterArgs::decode(args)?)?.encode(),
+        op::VEC_GATHER => kernels::gather(io, &GatherArgs::decode(args)?)?.encode(),
+        op::VEC_UNIQUE => kernels::unique(io, &UniqueArgs::decode(args)?)?.encode(),
+        op::VEC_GROUP_BY => {
+            kernels::group_by_parallel(io, &GroupByArgs::decode(args)?, threads)?.encode()
+        }
+        op::VEC_ARGSORT => kernels::argsort(io, &ArgsortArgs::decode(args)?)?.encode(),
+        op::VEC_COUNT => kernels::count(io, &CountArgs::decode(args)?)?.encode(),
+        op::VEC_DERIVE => {
+            derive::derive_parallel(io, &DeriveArgs::decode(args)?, threads)?.encode()
+        }
+        op::VEC_GROUP_BY_WHERE => {
+            let a = GroupWhereArgs::decode(args)?;
+            kernels::group_by_where_parallel(io, &a, threads)?.encode()
+        }
+        op::VEC_GROUP_MEDIAN => {
+            let a = GroupByArgs::decode(args)?;
+            kernels::group_median_parallel(io, &a, threads)?.encode()
+        }
+        op::VEC_FILTER_ROWS => kernels::filter_rows(io, &FilterRowsArgs::decode(args)?)?.encode(),
+        op::VEC_GROUP_RANK => kernels::group_rank(io, &GroupRankArgs::decode(args)?)?.encode(),
+        _ => return Ok(None),
+    }))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 mod embedded;
 mod error;
 pub mod pool;
+mod sites;
 mod tcp;
 
 pub use embedded::EmbeddedStore;
@@ -19,6 +20,7 @@ pub use pool::{
     FaultyBackend, MemberId, MemberSource, Membership, PoolBackend, PoolConfig, PoolError,
     PoolStats, Redundancy,
 };
+pub use sites::Sites;
 pub use tcp::{ServerHealth, TcpBackend, TcpConfig, Ticket};
 
 /// A remote-agent operation submitted with [`Backend::submit_compute`]; [`PendingCompute::wait`]
@@ -184,6 +186,13 @@ pub trait Backend: Send + Sync + 'static {
     /// override it.
     fn submit_compute(&self, route: ObjectId, op: u16, args: &[u8]) -> PendingCompute {
         PendingCompute::ready(self.compute(route, op, args))
+    }
+
+    /// The servers of a backend over several, for agent operations whose objects are spread
+    /// over them (`None`, the default: every object is reached through [`Backend::compute`] on
+    /// one server). Wrappers forward it.
+    fn sites(&self) -> Option<&dyn Sites> {
+        None
     }
 
     /// A short human-readable name ("embedded", "tcp://127.0.0.1:7070", ...).

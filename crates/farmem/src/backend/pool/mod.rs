@@ -41,10 +41,13 @@
 //!
 //! [`Backend::compute`] runs on a live replica of its `route` object. Server-side hash tables
 //! (`HT_*`) are replicated like objects: mutating operations go to every replica, lookups to one,
-//! and repair copies a table page by page. Vector operations read chunks and write their outputs
-//! on the member they run on; outputs the pool did not place are found on first access and then
-//! replicated by repair. A vector operation needs all its chunks on one member, which placement
-//! does not guarantee: with several members prefer `Offload::Local` for vector operations.
+//! and repair copies a table page by page. The pool is also the [`Sites`](crate::backend::Sites)
+//! of offloaded vector operations (`compute.rs`): a vector's chunks sit on different members, so
+//! an operation picks one live replica per chunk, sends each member one request for the part over
+//! the chunks it holds (members in parallel) and merges the answers; a member that fails
+//! mid-operation has its part computed again on the other replicas. Output chunks the agent
+//! writes on a member are entered in the location table at once and copied to the scheme's
+//! other replicas.
 //!
 //! # Erasure coding (not implemented)
 //!
@@ -70,6 +73,7 @@
 //! assert_eq!(pool.get(7).unwrap(), b"hello");
 //! ```
 
+mod compute;
 mod discover;
 mod error;
 mod fault;

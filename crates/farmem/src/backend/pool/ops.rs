@@ -84,7 +84,7 @@ pub(crate) fn fan_out<T: Send, R: Send>(
 }
 
 /// The serving members of `e`, least loaded first.
-fn replicas(members: &[Arc<Member>], e: &Entry) -> Vec<Ix> {
+pub(super) fn replicas(members: &[Arc<Member>], e: &Entry) -> Vec<Ix> {
     let mut r: Vec<Ix> = e
         .members()
         .iter()
@@ -680,6 +680,10 @@ impl Backend for PoolBackend {
             }
             _ => inner.read_with(route, |b| b.compute(route, opn, args)),
         }
+    }
+
+    fn sites(&self) -> Option<&dyn crate::backend::Sites> {
+        Some(self)
     }
 
     fn describe(&self) -> String {

@@ -2,6 +2,7 @@
 
 mod conn;
 mod link;
+mod sites;
 mod ticket;
 
 use std::sync::Arc;
@@ -660,6 +661,10 @@ impl Backend for TcpBackend {
             })),
             Err(e) => PendingCompute::ready(Err(e)),
         }
+    }
+
+    fn sites(&self) -> Option<&dyn super::Sites> {
+        (self.servers.len() > 1).then_some(self as &dyn super::Sites)
     }
 
     fn describe(&self) -> String {

@@ -6,6 +6,13 @@
 //! arguments (chunk ids) and the result cross the network. Large results (filter, gather, argsort)
 //! are written by the kernel into new objects and come back as a new [`FarVec`].
 //!
+//! Over several servers (a [`PoolBackend`](crate::backend::PoolBackend), or several servers
+//! without replication) a vector's chunks are spread, and an offloaded operation is spread too:
+//! each server computes over the chunks it holds (one request per server, in parallel) and the
+//! client merges (`spread.rs`). Answers equal the client-side ones, except that a float sum over
+//! several servers adds the servers' partial sums (equal up to rounding). Group medians stay
+//! exact (rounds of per-group counts). Gathers and argsorts over several servers run client-side.
+//!
 //! ```
 //! use farmem::{Runtime, RuntimeConfig};
 //! use farmem::containers::{Cmp, FarVec, Offload, Predicate, Scalar};
@@ -40,12 +47,16 @@ use crate::{FarSlice, ObjectId, Runtime};
 mod local;
 mod multi;
 mod single;
+mod spread;
+mod spread_ops;
 #[cfg(test)]
 mod tests;
 
 pub use local::AgentInput;
 #[allow(unused_imports)]
 use local::*;
+#[allow(unused_imports)]
+use spread::{spread_mode, spread_sites};
 
 /// Where an agent operation runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -63,11 +63,25 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
             )));
         }
         let out = out_spec(rt, FarVec::<T>::new(rt).chunk_len(), len)?;
+        if let Some(sites) = spread_sites(rt, mode) {
+            let r = Self::spread_derive(rt, sites, expr, inputs, &out)
+                .and_then(|n| n.map(|n| adopt_output(rt, &out, n)).transpose());
+            match r {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => {}
+                Err(e) => {
+                    if let Err(f) = rt.backend().free(&out.ids) {
+                        tracing::warn!("freeing agent output objects failed: {f}");
+                    }
+                    return Err(e);
+                }
+            }
+        }
         args.out = out.clone();
         run_large(
             rt,
             first.route(),
-            mode,
+            spread_mode(rt, mode),
             op::VEC_DERIVE,
             &args,
             &out,
@@ -109,13 +123,22 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
             pred,
         };
         let (a, b) = (VecSource::new(self), VecSource::new(values));
-        let r: GroupByResult = self.small(
-            mode,
-            op::VEC_GROUP_BY_WHERE,
-            &args,
-            |io| kernels::group_by_where(io, &args),
-            vec![&a, &b, &*mask.src],
-        )?;
+        let spread = match spread_sites(&self.rt, mode) {
+            Some(s) => {
+                self.spread_group_by(s, (&args.group.values, &b), Some((mask, pred)), limit)?
+            }
+            None => None,
+        };
+        let r: GroupByResult = match spread {
+            Some(r) => r,
+            None => self.small(
+                spread_mode(&self.rt, mode),
+                op::VEC_GROUP_BY_WHERE,
+                &args,
+                |io| kernels::group_by_where(io, &args),
+                vec![&a, &b, &*mask.src],
+            )?,
+        };
         r.groups
             .into_iter()
             .map(|(k, a)| Ok((key_of(k)?, a)))
@@ -136,13 +159,20 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     ) -> Result<Vec<(T, Aggregates, Option<V>)>> {
         let args = self.group_args(values, limit)?;
         let (a, b) = (VecSource::new(self), VecSource::new(values));
-        let r: GroupMedianResult = self.small(
-            mode,
-            op::VEC_GROUP_MEDIAN,
-            &args,
-            |io| kernels::group_median(io, &args),
-            vec![&a, &b],
-        )?;
+        let spread = match spread_sites(&self.rt, mode) {
+            Some(s) => self.spread_group_median(s, values, limit)?,
+            None => None,
+        };
+        let r: GroupMedianResult = match spread {
+            Some(r) => r,
+            None => self.small(
+                spread_mode(&self.rt, mode),
+                op::VEC_GROUP_MEDIAN,
+                &args,
+                |io| kernels::group_median(io, &args),
+                vec![&a, &b],
+            )?,
+        };
         r.groups
             .into_iter()
             .map(|(k, a, m)| {

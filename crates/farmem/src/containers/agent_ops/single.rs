@@ -49,6 +49,13 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// # Errors
     /// The runtime's or the agent's error.
     pub fn aggregate(&self, mode: Offload) -> Result<Aggregates> {
+        let mode = match spread_sites(&self.rt, mode) {
+            Some(s) => match self.spread_aggregate(s)? {
+                Some(a) => return Ok(a),
+                None => Offload::Local,
+            },
+            None => mode,
+        };
         let vr = self.vec_ref();
         let src = VecSource::new(self);
         self.small(
@@ -98,6 +105,13 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// As [`FarVec::filter`].
     pub fn count_where(&self, pred: Predicate, mode: Offload) -> Result<usize> {
         self.check_pred(&pred)?;
+        let mode = match spread_sites(&self.rt, mode) {
+            Some(s) => match self.spread_count(s, pred)? {
+                Some(n) => return count_usize(n),
+                None => Offload::Local,
+            },
+            None => mode,
+        };
         let args = CountArgs {
             vec: self.vec_ref(),
             pred,
@@ -110,10 +124,10 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
             |io| kernels::count(io, &args),
             vec![&src],
         )?;
-        usize::try_from(n).map_err(|_| ContainerError::Agent(format!("count {n} too large")))
+        count_usize(n)
     }
 
-    fn check_pred(&self, pred: &Predicate) -> Result<()> {
+    pub(super) fn check_pred(&self, pred: &Predicate) -> Result<()> {
         let domain = T::TYPE.domain();
         if pred.a.domain() != domain || pred.b.domain() != domain {
             return Err(ContainerError::Invalid(format!(
@@ -130,6 +144,13 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// [`ContainerError::Invalid`] for operands outside `T`'s domain; the runtime's error.
     pub fn filter(&self, pred: Predicate, mode: Offload) -> Result<FarVec<u64>> {
         self.check_pred(&pred)?;
+        let mode = match spread_sites(&self.rt, mode) {
+            Some(s) => match self.spread_filter(s, pred)? {
+                Some(v) => return Ok(v),
+                None => Offload::Local,
+            },
+            None => mode,
+        };
         let out = out_spec(&self.rt, FarVec::<u64>::new(&self.rt).chunk_len(), self.len)?;
         let args = FilterArgs {
             vec: self.vec_ref(),
@@ -152,6 +173,8 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// # Errors
     /// [`ContainerError::Agent`] for an index out of bounds; the runtime's error.
     pub fn gather(&self, idx: &FarVec<u64>, mode: Offload) -> Result<FarVec<T>> {
+        // Over several servers the indices may point anywhere: gathered here.
+        let mode = spread_mode(&self.rt, mode);
         let out = out_spec(&self.rt, self.chunk_len, idx.len())?;
         let args = GatherArgs {
             src: self.vec_ref(),
@@ -174,6 +197,13 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// # Errors
     /// [`ContainerError::Agent`] when there are more than `limit`; the runtime's error.
     pub fn unique(&self, limit: u32, mode: Offload) -> Result<Vec<T>> {
+        let mode = match spread_sites(&self.rt, mode) {
+            Some(s) => match self.spread_unique(s, limit)? {
+                Some(v) => return Ok(v),
+                None => Offload::Local,
+            },
+            None => mode,
+        };
         let args = UniqueArgs {
             vec: self.vec_ref(),
             limit,
@@ -226,13 +256,20 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     ) -> Result<Vec<(T, Aggregates)>> {
         let args = self.group_args(values, limit)?;
         let (a, b) = (VecSource::new(self), VecSource::new(values));
-        let r: GroupByResult = self.small(
-            mode,
-            op::VEC_GROUP_BY,
-            &args,
-            |io| kernels::group_by(io, &args),
-            vec![&a, &b],
-        )?;
+        let spread = match spread_sites(&self.rt, mode) {
+            Some(s) => self.spread_group_by(s, (&args.values, &b), None, limit)?,
+            None => None,
+        };
+        let r: GroupByResult = match spread {
+            Some(r) => r,
+            None => self.small(
+                spread_mode(&self.rt, mode),
+                op::VEC_GROUP_BY,
+                &args,
+                |io| kernels::group_by(io, &args),
+                vec![&a, &b],
+            )?,
+        };
         r.groups
             .into_iter()
             .map(|(k, a)| Ok((key_of(k)?, a)))
@@ -244,6 +281,8 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// # Errors
     /// The runtime's or the agent's error.
     pub fn argsort(&self, mode: Offload) -> Result<FarVec<u64>> {
+        // Over several servers a sort needs every element in one place: sorted here.
+        let mode = spread_mode(&self.rt, mode);
         let out = out_spec(&self.rt, FarVec::<u64>::new(&self.rt).chunk_len(), self.len)?;
         let args = ArgsortArgs {
             vec: self.vec_ref(),
@@ -259,4 +298,8 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
             vec![&src],
         )
     }
+}
+
+fn count_usize(n: u64) -> Result<usize> {
+    usize::try_from(n).map_err(|_| ContainerError::Agent(format!("count {n} too large")))
 }

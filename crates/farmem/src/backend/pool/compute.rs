@@ -1,0 +1,113 @@
+//! The pool as [`Sites`] for agent operations over chunks spread across its members: one live
+//! replica per object, operations run on a chosen member, and objects the agent wrote there
+//! entered in the location table and copied to the scheme's other replicas at once.
+
+use std::sync::atomic::Ordering;
+
+use super::PoolBackend;
+use super::member::{choose, is_member_failure};
+use super::ops::replicas;
+use super::table::{Entry, Ix};
+use crate::backend::{BackendError, ObjectId, Sites};
+
+impl Sites for PoolBackend {
+    fn site_count(&self) -> usize {
+        self.inner.members().len()
+    }
+
+    fn serving(&self) -> usize {
+        self.inner.members().iter().filter(|m| m.serves()).count()
+    }
+
+    fn holders(&self, ids: &[ObjectId]) -> Vec<Vec<usize>> {
+        let members = self.inner.members();
+        ids.iter()
+            .map(|&id| match self.inner.table.get(id) {
+                Some(e) if !e.is_freed() => replicas(&members, &e)
+                    .into_iter()
+                    .map(usize::from)
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    fn compute_at(&self, site: usize, op: u16, args: &[u8]) -> Result<Vec<u8>, BackendError> {
+        let members = self.inner.members();
+        let m = members.get(site).ok_or_else(|| {
+            BackendError::Config(format!("no pool member {site} to run an agent operation"))
+        })?;
+        m.inflight.fetch_add(1, Ordering::Relaxed);
+        // The route only picks a server within a multi-server member: 0 is as good as any.
+        let r = m.backend.compute(0, op, args);
+        m.inflight.fetch_sub(1, Ordering::Relaxed);
+        r
+    }
+
+    fn site_failed(&self, site: usize, err: &BackendError) -> bool {
+        if is_member_failure(err) {
+            self.inner.mark_down(site as Ix, err);
+            return true;
+        }
+        false
+    }
+
+    fn adopt(&self, site: usize, objects: &[(ObjectId, usize)]) -> Result<(), BackendError> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        let inner = &self.inner;
+        let members = inner.members();
+        let ix = site as Ix;
+        let src = members.get(site).ok_or_else(|| {
+            BackendError::Config(format!("no pool member {site} holding agent outputs"))
+        })?;
+        let bytes: usize = objects.iter().map(|&(_, b)| b).sum();
+        src.charge(bytes);
+        for &(id, _) in objects {
+            inner
+                .table
+                .shard(id)
+                .entry(id)
+                .or_insert_with(|| Entry::new(&[ix], false));
+        }
+        let extra = inner.cfg.redundancy.copies().saturating_sub(1);
+        if extra == 0 {
+            return Ok(());
+        }
+        let ids: Vec<ObjectId> = objects.iter().map(|&(id, _)| id).collect();
+        let data = match src.backend.get_many(&ids) {
+            Ok(d) => d,
+            Err(e) => {
+                // Lost with their member: the caller computes them again.
+                for &id in &ids {
+                    inner.forget(id);
+                }
+                return Err(e);
+            }
+        };
+        let targets = choose(&members, &[ix], extra, bytes, &inner.dice);
+        let items: Vec<(ObjectId, &[u8])> =
+            ids.iter().zip(&data).map(|(&id, d)| (id, &d[..])).collect();
+        for t in targets {
+            match members[usize::from(t)].backend.put_many(&items) {
+                Ok(()) => {
+                    for &id in &ids {
+                        if let Some(e) = inner.table.shard(id).get_mut(&id) {
+                            e.push(t);
+                        }
+                    }
+                }
+                Err(e) => {
+                    if is_member_failure(&e) {
+                        inner.mark_down(t, &e);
+                    }
+                    // Short of a copy: repair brings it back.
+                    tracing::warn!(error = %e, "copying agent outputs to a replica failed");
+                    inner.repair.wake();
+                }
+            }
+        }
+        Ok(())
+    }
+}
