@@ -56,7 +56,10 @@ impl From<io::Error> for Close {
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// What a connection holds, released however its thread ends (a panic included): its session
@@ -98,7 +101,13 @@ pub(crate) fn serve(mut stream: TcpStream, peer: SocketAddr, mut guard: ConnGuar
     let mut rbuf = vec![0u8; HEADER_LEN + limits.max_hello_frame as usize];
     let mut wbuf = Vec::new();
     let outcome = match configure(&stream, limits) {
-        Ok(()) => run(&mut stream, &shared, &mut guard.session, &mut rbuf, &mut wbuf),
+        Ok(()) => run(
+            &mut stream,
+            &shared,
+            &mut guard.session,
+            &mut rbuf,
+            &mut wbuf,
+        ),
         Err(e) => Close::Io(e),
     };
     match outcome {
@@ -108,7 +117,14 @@ pub(crate) fn serve(mut stream: TcpStream, peer: SocketAddr, mut guard: ConnGuar
             tracing::debug!(%peer, "closed at server shutdown");
             wbuf.clear();
             let msg = "the server is shutting down";
-            encode_error(&mut wbuf, Op::Hello, 0, ErrorCode::ShuttingDown, [0; 3], msg);
+            encode_error(
+                &mut wbuf,
+                Op::Hello,
+                0,
+                ErrorCode::ShuttingDown,
+                [0; 3],
+                msg,
+            );
             let _ = stream.write_all(&wbuf);
         }
         Close::SessionClosed => {

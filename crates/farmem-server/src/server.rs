@@ -471,8 +471,13 @@ impl ServerHandle {
             let _ = c.shutdown(std::net::Shutdown::Read);
         }
         let polite = Instant::now() + Duration::from_secs(1);
-        while !conns.is_empty() && !self.shared.conns_done.wait_until(&mut conns, polite).timed_out() {
-        }
+        while !conns.is_empty()
+            && !self
+                .shared
+                .conns_done
+                .wait_until(&mut conns, polite)
+                .timed_out()
+        {}
         // A thread still writing to a client that does not read: cut it off.
         for c in conns.values() {
             let _ = c.shutdown(std::net::Shutdown::Both);

@@ -51,12 +51,16 @@ fn a_silent_authenticated_connection_is_closed_after_the_idle_timeout() {
     assert_eq!(busy.stats(1).connections, 2);
     // The busy client pings well within the timeout and stays; the quiet one is closed.
     let mut id = 2;
-    wait_until("the idle connection to close", Duration::from_secs(10), || {
-        busy.ping(id);
-        id += 1;
-        std::thread::sleep(Duration::from_millis(200));
-        busy.stats(id).connections == 1
-    });
+    wait_until(
+        "the idle connection to close",
+        Duration::from_secs(10),
+        || {
+            busy.ping(id);
+            id += 1;
+            std::thread::sleep(Duration::from_millis(200));
+            busy.stats(id).connections == 1
+        },
+    );
     assert!(quiet.closed_within(Duration::from_secs(2)));
     busy.ping(id + 1);
 }
@@ -79,10 +83,14 @@ fn a_client_that_does_not_read_is_disconnected_without_blocking_others() {
     greedy.send(&burst);
     let mut good = Raw::hello(&server.addr);
     let mut id = 1;
-    wait_until("the non-reading client to be cut off", Duration::from_secs(10), || {
-        good.ping(id);
-        id += 1;
-        good.stats(id).connections == 1
-    });
+    wait_until(
+        "the non-reading client to be cut off",
+        Duration::from_secs(10),
+        || {
+            good.ping(id);
+            id += 1;
+            good.stats(id).connections == 1
+        },
+    );
     good.ping(id + 1);
 }

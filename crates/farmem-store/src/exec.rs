@@ -4,8 +4,7 @@
 //! handshake and server-wide requests (`Hello`, `Stats`), and this module owns the rest.
 
 use farmem_proto::{
-    DataList, ErrorCode, HEADER_LEN, Op, Request, Response, begin_frame,
-    encode_error, finish_frame,
+    DataList, ErrorCode, HEADER_LEN, Op, Request, Response, begin_frame, encode_error, finish_frame,
 };
 
 use farmem_kernels::KernelError;

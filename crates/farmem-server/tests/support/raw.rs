@@ -68,7 +68,10 @@ impl Raw {
         let mut r = Self::connect(addr);
         let a = r.call(&frame(Op::Hello, 0, &hello_body(0)));
         assert!(
-            matches!(Response::decode(a.0.op, a.0.flags, &a.1), Ok(Response::Hello(_))),
+            matches!(
+                Response::decode(a.0.op, a.0.flags, &a.1),
+                Ok(Response::Hello(_))
+            ),
             "hello refused: {:?}",
             error_code(&a)
         );
