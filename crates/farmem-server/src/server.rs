@@ -506,3 +506,45 @@ impl Drop for ServerHandle {
         self.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+    use crate::conn::ConnGuard;
+
+    #[test]
+    fn a_connection_thread_that_panics_releases_its_slot_session_and_socket() {
+        let server = Server::start(ServerConfig::default()).unwrap();
+        let shared = server.shared.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (conn, _) = listener.accept().unwrap();
+        let id = u64::MAX;
+        shared.conns.lock().insert(id, conn.try_clone().unwrap());
+        let (session, _) = shared.new_session();
+        let key = session.key;
+        let guard = ConnGuard {
+            shared: shared.clone(),
+            id,
+            session: Some(session),
+        };
+        let thread = std::thread::spawn(move || {
+            let _held = (guard, conn);
+            panic!("a bug in request handling");
+        });
+        assert!(thread.join().is_err());
+        assert!(!shared.conns.lock().contains_key(&id));
+        let sessions = shared.sessions.lock();
+        let e = sessions.get(&key).unwrap();
+        assert_eq!(e.conns, 0);
+        assert!(e.idle_since.is_some());
+        drop(sessions);
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(client.read(&mut [0u8; 8]).unwrap(), 0, "socket left open");
+        server.shutdown();
+    }
+}
