@@ -122,6 +122,7 @@ pub fn taxi_args(rows: u64, out: &std::path::Path) -> crate::taxi::Args {
         child: None,
         budget_bytes: 0,
         server: None,
+        peers: Vec::new(),
     }
 }
 

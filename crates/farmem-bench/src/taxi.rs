@@ -56,6 +56,12 @@ pub struct Args {
     /// Use this memory server (`host:port`) instead of starting one on loopback.
     #[arg(long)]
     pub server: Option<String>,
+    /// Also run the nine steps in these Python engines (`pandas`, `polars`) on the same CSV
+    /// (written to the results directory when not given with --csv), check that their answers
+    /// equal farmem's and print their load and analysis times beside farmem's. An engine that
+    /// is not installed is skipped with a message.
+    #[arg(long, value_delimiter = ',')]
+    pub peers: Vec<String>,
 }
 
 /// What one mode reports.
@@ -73,6 +79,9 @@ pub struct TaxiRun {
     /// modes; zero otherwise).
     #[serde(default)]
     pub moved: Traffic,
+    /// The answers in the form the peers are compared with ([`taxi::peers::answers_json`]).
+    #[serde(default)]
+    pub answers_json: serde_json::Value,
 }
 
 /// Bytes moved to and from far memory during a phase.
@@ -143,9 +152,12 @@ pub fn load(args: &Args, placement: PlacementRef, quiet: bool) -> anyhow::Result
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
             let pb = modes::progress(len, "loading CSV", quiet);
             let r = std::io::BufReader::with_capacity(1 << 20, f);
-            let df = farmem_frame::csv::read_csv(r, &taxi::csv_options(), placement, &mut |b| {
-                pb.set_position(b)
-            })
+            let df = farmem_frame::csv::read_csv_with_progress(
+                r,
+                &taxi::csv_options(),
+                placement,
+                &mut |b| pb.set_position(b),
+            )
             .with_context(|| format!("loading {}", path.display()))?;
             pb.finish_and_clear();
             Ok(df)
@@ -214,6 +226,7 @@ fn run_measured(
         step_seconds,
         answers: answers.to_string(),
         moved,
+        answers_json: taxi::peers::answers_json(&answers),
     })
 }
 
@@ -468,7 +481,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("wrote {} trips to {}", args.rows, path.display());
         return Ok(());
     }
+    let mut args = args;
+    if !args.peers.is_empty() && args.csv.is_none() {
+        // The peers read a CSV: write the generated trips once and let every mode load it too.
+        let dir = modes::results_dir(&args.out)?;
+        let path = dir.join(format!("taxi-{}-{}.csv", args.rows, args.seed));
+        if !path.exists() {
+            let f = std::fs::File::create(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            taxi::write_csv(&TaxiGen::new(args.seed), args.rows, &mut w, &mut |_| {})?;
+            std::io::Write::flush(&mut w)?;
+        }
+        args.csv = Some(path);
+    }
     let (runs, agree) = run_modes(&args, args.json)?;
+    let peers = run_peers(&args, &runs);
     let dir = modes::results_dir(&args.out)?;
     let summary = serde_json::json!({
         "bench": "taxi",
@@ -476,6 +504,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "csv": args.csv,
         "answers_agree": agree,
         "runs": runs,
+        "peers": peers,
     });
     modes::write_json(&dir.join("taxi.json"), &summary)?;
     modes::plot_runs(
@@ -494,8 +523,64 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         modes::print_table(&runs, false);
         print_steps(&runs);
         print_traffic(&runs);
+        print_peers(&runs, &peers);
         println!("answers identical across modes: {agree}");
     }
     anyhow::ensure!(agree, "modes gave different answers");
+    anyhow::ensure!(
+        peers.iter().all(|p| p.differences.is_empty()),
+        "a peer gave different answers"
+    );
     Ok(())
+}
+
+/// Runs the requested Python peers on the CSV the modes loaded; skipped ones are reported on
+/// stderr.
+fn run_peers(args: &Args, runs: &[ModeRun]) -> Vec<taxi::peers::PeerRun> {
+    let (Some(csv), Some(ours)) = (
+        &args.csv,
+        runs.iter().find_map(|r| r.detail.get("answers_json")),
+    ) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for engine in &args.peers {
+        eprintln!("running the nine steps in {engine}");
+        match taxi::peers::run_peer(engine, csv, ours) {
+            Ok(r) => out.push(r),
+            Err(why) => eprintln!("skipping {engine}: {why}"),
+        }
+    }
+    out
+}
+
+/// Prints the peers' load and analysis times beside farmem's modes.
+fn print_peers(runs: &[ModeRun], peers: &[taxi::peers::PeerRun]) {
+    if peers.is_empty() {
+        return;
+    }
+    println!(
+        "{:<26} {:>10} {:>12}  answers",
+        "engine", "load (s)", "analysis (s)"
+    );
+    for r in runs.iter().filter(|r| r.skipped.is_none()) {
+        let secs = |k: &str| r.detail.get(k).and_then(serde_json::Value::as_f64);
+        println!(
+            "{:<26} {:>10.2} {:>12.3}  farmem",
+            format!("farmem {} {:.0}%", r.mode.name(), r.local_mem_ratio * 100.0),
+            secs("load_seconds").unwrap_or(f64::NAN),
+            secs("analyze_seconds").unwrap_or(f64::NAN)
+        );
+    }
+    for p in peers {
+        let verdict = if p.differences.is_empty() {
+            "equal to farmem's".to_owned()
+        } else {
+            format!("DIFFER: {}", p.differences.join(", "))
+        };
+        println!(
+            "{:<26} {:>10.2} {:>12.3}  {verdict}",
+            p.engine, p.load_seconds, p.analyze_seconds
+        );
+    }
 }

@@ -5,7 +5,7 @@ use crate::column::*;
 use crate::storage::Placement;
 use std::sync::Arc;
 
-use crate::{DType, Elem, FrameError, Result};
+use crate::{DType, Elem, FrameError, Result, Validity};
 
 /// Builds a column row by row: buffers a chunk locally, then appends it to the store.
 pub struct ColumnBuilder {
@@ -14,6 +14,8 @@ pub struct ColumnBuilder {
     data: ColumnData,
     buf: Buffer,
     dict: Dictionary,
+    /// Null mask, created at the first null.
+    validity: Option<Validity>,
 }
 
 enum Buffer {
@@ -50,6 +52,7 @@ impl ColumnBuilder {
             data,
             buf,
             dict: Dictionary::default(),
+            validity: None,
         }
     }
 
@@ -105,13 +108,68 @@ impl ColumnBuilder {
     }
 
     fn after_push(&mut self) -> Result<()> {
+        if let Some(v) = &mut self.validity {
+            v.push(true);
+        }
         if self.buffered() >= BUILD_CHUNK {
             self.flush()?;
         }
         Ok(())
     }
 
+    /// Appends a null (a placeholder value under a clear validity bit).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn push_null(&mut self) -> Result<()> {
+        if self.validity.is_none() {
+            let rows = self.data_len() + self.buffered();
+            self.validity = Some(Validity::from_bools(std::iter::repeat_n(true, rows)));
+        }
+        match &mut self.buf {
+            Buffer::I64(b) => b.push(0),
+            Buffer::I32(b) => b.push(0),
+            Buffer::U8(b) => b.push(0),
+            Buffer::U32(b) => b.push(self.dict.intern("")),
+            Buffer::F64(b) => b.push(f64::NAN),
+        }
+        if let Some(v) = &mut self.validity {
+            v.push(false);
+        }
+        if self.buffered() >= BUILD_CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Appends a value or a null.
+    ///
+    /// # Errors
+    /// [`FrameError::TypeMismatch`] if the value does not fit the column's type; storage errors.
+    pub fn push_value(&mut self, v: &crate::Value) -> Result<()> {
+        use crate::Value;
+        match v {
+            Value::Null => self.push_null(),
+            Value::Int(x) | Value::Timestamp(x) => self.push_i64(*x),
+            Value::Bool(b) => self.push_i64(i64::from(*b)),
+            Value::Float(x) => self.push_f64(*x),
+            Value::Str(s) => self.push_str_value(s),
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        with_store!(&self.data, s => s.len())
+    }
+
     pub(crate) fn push_slice<T: Elem>(&mut self, xs: &[T]) -> Result<()> {
+        if let Some(v) = &mut self.validity {
+            for _ in 1..xs.len() {
+                v.push(true);
+            }
+            if xs.is_empty() {
+                return Ok(());
+            }
+        }
         let bytes: &[u8] = bytemuck::cast_slice(xs);
         match &mut self.buf {
             Buffer::I64(b) => b.extend_from_slice(bytemuck::cast_slice(bytes)),
@@ -161,6 +219,11 @@ impl ColumnBuilder {
         self.after_push()
     }
 
+    /// The code of `s` in this column's dictionary, adding it if new.
+    pub(crate) fn intern(&mut self, s: &str) -> u32 {
+        self.dict.intern(s)
+    }
+
     /// Appends a string to a `Str` column.
     ///
     /// # Errors
@@ -182,8 +245,7 @@ impl ColumnBuilder {
         }
     }
 
-    /// Parses a CSV field and appends it. An empty field is NaN in an `F64` column and the empty
-    /// string in a `Str` column; other types reject it.
+    /// Parses a CSV field and appends it. An empty (or blank) field is a null.
     ///
     /// # Errors
     /// [`FrameError::BadRow`] naming `line` if the field does not parse.
@@ -195,8 +257,8 @@ impl ColumnBuilder {
         };
         let t = field.trim();
         match self.dtype {
+            _ if t.is_empty() => return self.push_null(),
             DType::Str => return self.push_str_value(field),
-            DType::F64 if t.is_empty() => return self.push_f64(f64::NAN),
             DType::F64 => {
                 let v: f64 = t.parse().map_err(|_| bad("not a number:"))?;
                 return self.push_f64(v);
@@ -227,8 +289,9 @@ impl ColumnBuilder {
         Ok(Column {
             name: self.name,
             dtype: self.dtype,
-            data: self.data,
+            data: Arc::new(self.data),
             dict,
+            validity: self.validity.and_then(Validity::into_option).map(Arc::new),
         })
     }
 }

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::storage::{Cmp, ColumnStore, Placement, Storable, Summary};
-use crate::{DType, Elem, FrameError, Result, Value};
+use crate::storage::{ColumnStore, Placement, Storable};
+use crate::{DType, Elem, FrameError, Result, Validity, Value};
 
 /// Rows buffered by a builder before they are appended to the store.
 pub(crate) const BUILD_CHUNK: usize = 1 << 16;
@@ -115,8 +115,10 @@ impl ColumnData {
 pub struct Column {
     pub(crate) name: String,
     pub(crate) dtype: DType,
-    pub(crate) data: ColumnData,
+    pub(crate) data: Arc<ColumnData>,
     pub(crate) dict: Option<Arc<Dictionary>>,
+    /// Which rows hold a value; `None` when none is null.
+    pub(crate) validity: Option<Arc<Validity>>,
 }
 
 impl std::fmt::Debug for Column {
@@ -132,7 +134,7 @@ impl std::fmt::Debug for Column {
 }
 
 /// Converts an element of a column of type `dtype` to a [`Value`].
-fn to_value<T: Elem>(dtype: DType, dict: Option<&Dictionary>, x: T) -> Value {
+pub(crate) fn to_value<T: Elem>(dtype: DType, dict: Option<&Dictionary>, x: T) -> Value {
     match dtype {
         DType::F64 => Value::Float(x.to_f64()),
         DType::Bool => Value::Bool(x.to_i64() != 0),
@@ -220,14 +222,68 @@ impl Column {
         self.len() == 0
     }
 
-    /// The same column under another name (shares nothing: data are copied).
+    /// The same column under another name (the data are shared, not copied).
+    ///
+    /// # Errors
+    /// None today; kept fallible for placements that may need to copy.
+    pub fn renamed(&self, name: &str) -> Result<Column> {
+        Ok(self.alias(name))
+    }
+
+    /// The same column under another name, sharing the data.
+    pub fn alias(&self, name: &str) -> Column {
+        Column {
+            name: name.into(),
+            dtype: self.dtype,
+            data: self.data.clone(),
+            dict: self.dict.clone(),
+            validity: self.validity.clone(),
+        }
+    }
+
+    /// Which rows hold a value; `None` when no row is null.
+    pub fn validity(&self) -> Option<&Validity> {
+        self.validity.as_deref()
+    }
+
+    /// Number of null rows.
+    pub fn null_count(&self) -> usize {
+        self.validity.as_ref().map_or(0, |v| v.null_count())
+    }
+
+    /// Whether row `i` holds a value.
+    pub fn is_valid(&self, i: usize) -> bool {
+        self.validity.as_ref().is_none_or(|v| v.is_valid(i))
+    }
+
+    /// The column with `validity` as its null mask (`None`: no nulls).
+    ///
+    /// # Errors
+    /// [`FrameError::LengthMismatch`] if the bitmap has another length.
+    pub fn with_validity(mut self, validity: Option<Validity>) -> Result<Column> {
+        let validity = validity.and_then(Validity::into_option);
+        if let Some(v) = &validity
+            && v.len() != self.len()
+        {
+            return Err(FrameError::LengthMismatch {
+                column: self.name.clone(),
+                expected: self.len(),
+                actual: v.len(),
+            });
+        }
+        self.validity = validity.map(Arc::new);
+        Ok(self)
+    }
+
+    /// The column without its null rows (itself, shared, when it has none).
     ///
     /// # Errors
     /// Storage errors.
-    pub fn renamed(&self, name: &str) -> Result<Column> {
-        let mut c = self.slice(0..self.len())?;
-        c.name = name.into();
-        Ok(c)
+    pub fn drop_nulls(&self) -> Result<Column> {
+        match &self.validity {
+            None => Ok(self.alias(&self.name)),
+            Some(v) => self.take(&v.valid_rows()),
+        }
     }
 
     /// The cell at row `i`.
@@ -245,7 +301,10 @@ impl Column {
             index: i,
             len: self.len(),
         })?;
-        with_store!(&self.data, s => {
+        if !self.is_valid(i as usize) {
+            return Ok(Value::Null);
+        }
+        with_store!(&*self.data, s => {
             let v = s.gather(&[i])?;
             Ok(to_value(self.dtype, self.dict.as_deref(), v[0]))
         })
@@ -259,307 +318,17 @@ impl Column {
     /// # Panics
     /// If `range` reaches past the end.
     pub fn values(&self, range: std::ops::Range<usize>) -> Result<Vec<Value>> {
-        with_store!(&self.data, s => Ok(s
+        let start = range.start;
+        with_store!(&*self.data, s => Ok(s
             .to_vec(range)?
             .into_iter()
-            .map(|x| to_value(self.dtype, self.dict.as_deref(), x))
-            .collect()))
-    }
-
-    fn numeric(&self, op: &str) -> Result<()> {
-        if self.dtype == DType::Str {
-            return Err(FrameError::TypeMismatch {
-                column: self.name.clone(),
-                expected: format!("a numeric column for {op}"),
-                actual: self.dtype,
-            });
-        }
-        Ok(())
-    }
-
-    /// Number of non-missing values.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn count(&self) -> Result<u64> {
-        Ok(self.stats()?.count)
-    }
-
-    /// The sum of an integer column, exactly.
-    ///
-    /// # Errors
-    /// [`FrameError::TypeMismatch`] for float and string columns; storage errors.
-    pub fn sum_int(&self) -> Result<i128> {
-        match &self.data {
-            ColumnData::I64(s) => Ok(s.summary()?.sum),
-            ColumnData::I32(s) => Ok(s.summary()?.sum),
-            ColumnData::U8(s) => Ok(s.summary()?.sum),
-            ColumnData::U32(_) | ColumnData::F64(_) => Err(FrameError::TypeMismatch {
-                column: self.name.clone(),
-                expected: "an integer column".into(),
-                actual: self.dtype,
-            }),
-        }
-    }
-
-    /// The sum as a float.
-    ///
-    /// # Errors
-    /// [`FrameError::TypeMismatch`] for string columns; storage errors.
-    pub fn sum(&self) -> Result<f64> {
-        self.numeric("sum")?;
-        Ok(self.stats()?.sum)
-    }
-
-    /// The mean of the non-missing values, `None` if there are none. Integer columns are summed
-    /// exactly first, so the result does not depend on the order of summation.
-    ///
-    /// # Errors
-    /// [`FrameError::TypeMismatch`] for string columns; storage errors.
-    pub fn mean(&self) -> Result<Option<f64>> {
-        self.numeric("mean")?;
-        let st = self.stats()?;
-        let sum = st.sum_int.map_or(st.sum, |s| s as f64);
-        Ok((st.count > 0).then(|| sum / st.count as f64))
-    }
-
-    /// The smallest value (strings: by code order), `None` if empty.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn min(&self) -> Result<Option<Value>> {
-        Ok(self.stats()?.min)
-    }
-
-    /// The largest value, `None` if empty.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn max(&self) -> Result<Option<Value>> {
-        Ok(self.stats()?.max)
-    }
-
-    /// The median of the non-missing values (the lower middle one for an even count), `None`
-    /// if there are none.
-    ///
-    /// # Errors
-    /// [`FrameError::TypeMismatch`] for string columns; storage errors.
-    pub fn median(&self) -> Result<Option<Value>> {
-        self.numeric("median")?;
-        with_store!(&self.data, s => {
-            let mut v = s.to_vec(0..s.len())?;
-            v.retain(|x| !x.is_missing());
-            Ok(median_of(&mut v).map(|x| to_value(self.dtype, None, x)))
-        })
-    }
-
-    /// The distinct values, sorted (strings: alphabetically).
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn unique(&self) -> Result<Vec<Value>> {
-        let mut out: Vec<Value> = with_store!(&self.data, s => s
-            .unique()?
-            .into_iter()
-            .map(|x| to_value(self.dtype, self.dict.as_deref(), x))
-            .collect());
-        if self.dtype == DType::Str {
-            out.sort_by_key(Value::to_string);
-        }
-        Ok(out)
-    }
-
-    /// The rows where `cell <cmp> operand`, ascending. Strings support `Eq` and `Ne` only.
-    ///
-    /// # Errors
-    /// [`FrameError::TypeMismatch`] if `operand` does not fit the column; storage errors.
-    pub fn select(&self, cmp: Cmp, operand: &Value) -> Result<Vec<u32>> {
-        match self.matching(cmp, operand, false)? {
-            Matches::Rows(r) => Ok(r),
-            Matches::Count(_) => unreachable!("rows were asked for"),
-        }
-    }
-
-    /// The number of rows where `cell <cmp> operand` (agent-capable, without moving the rows).
-    ///
-    /// # Errors
-    /// As [`Column::select`].
-    pub fn count_where(&self, cmp: Cmp, operand: &Value) -> Result<u64> {
-        match self.matching(cmp, operand, true)? {
-            Matches::Rows(r) => Ok(r.len() as u64),
-            Matches::Count(n) => Ok(n),
-        }
-    }
-
-    fn matching(&self, cmp: Cmp, operand: &Value, count: bool) -> Result<Matches> {
-        let mismatch = || FrameError::TypeMismatch {
-            column: self.name.clone(),
-            expected: format!("a column comparable with {operand:?} by {cmp:?}"),
-            actual: self.dtype,
-        };
-        fn run<T: Elem>(s: &dyn ColumnStore<T>, cmp: Cmp, x: T, count: bool) -> Result<Matches> {
-            Ok(if count {
-                Matches::Count(s.count_where(cmp, x)?)
+            .enumerate()
+            .map(|(k, x)| if self.is_valid(start + k) {
+                to_value(self.dtype, self.dict.as_deref(), x)
             } else {
-                Matches::Rows(s.select(cmp, x)?)
+                Value::Null
             })
-        }
-        if self.dtype == DType::Str {
-            let Value::Str(s) = operand else {
-                return Err(mismatch());
-            };
-            let ColumnData::U32(store) = &self.data else {
-                return Err(mismatch());
-            };
-            return match (self.dict.as_deref().and_then(|d| d.code(s)), cmp) {
-                (Some(code), Cmp::Eq | Cmp::Ne) => run(store.as_ref(), cmp, code, count),
-                (None, Cmp::Eq) => Ok(Matches::Rows(Vec::new())),
-                (None, Cmp::Ne) => Ok(Matches::Rows((0..store.len() as u32).collect())),
-                _ => Err(mismatch()),
-            };
-        }
-        let (i, f) = match operand {
-            Value::Int(v) | Value::Timestamp(v) => (Some(*v), *v as f64),
-            Value::Bool(b) => (Some(i64::from(*b)), f64::from(u8::from(*b))),
-            Value::Float(v) => (None, *v),
-            Value::Str(_) => return Err(mismatch()),
-        };
-        fn go<T: Elem>(
-            s: &dyn ColumnStore<T>,
-            cmp: Cmp,
-            i: Option<i64>,
-            f: f64,
-            count: bool,
-        ) -> Result<Matches> {
-            match i.and_then(T::from_i64).or_else(|| T::from_f64(f)) {
-                Some(x) => run(s, cmp, x, count),
-                // The operand lies outside the type's range or between integers: compare as floats.
-                None => {
-                    let mut out = Vec::new();
-                    s.scan(0..s.len(), &mut |start, xs| {
-                        out.extend(
-                            xs.iter()
-                                .enumerate()
-                                .filter(|(_, x)| cmp.eval(x.to_f64(), f))
-                                .map(|(k, _)| (start + k) as u32),
-                        );
-                        Ok(())
-                    })?;
-                    Ok(Matches::Rows(out))
-                }
-            }
-        }
-        with_store!(&self.data, s => go(s.as_ref(), cmp, i, f, count))
-    }
-
-    /// Count, sum, min and max in one pass (agent-capable).
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn stats(&self) -> Result<ColumnStats> {
-        fn conv<T: Elem>(c: &Column, s: Summary<T>) -> ColumnStats {
-            let d = c.dict.as_deref();
-            ColumnStats {
-                count: s.count,
-                sum: T::sum_to_f64(s.sum),
-                sum_int: c.dtype.is_integer().then(|| T::sum_to_i128(s.sum)),
-                min: s.min.map(|x| to_value(c.dtype, d, x)),
-                max: s.max.map(|x| to_value(c.dtype, d, x)),
-            }
-        }
-        with_store!(&self.data, s => Ok(conv(self, s.summary()?)))
-    }
-
-    /// Distinct values with their number of rows, sorted by value (strings alphabetically)
-    /// (agent-capable).
-    ///
-    /// # Errors
-    /// [`FrameError::TypeMismatch`] for float columns; storage errors.
-    pub fn value_counts(&self) -> Result<Vec<(Value, u64)>> {
-        if self.dtype == DType::F64 {
-            return Err(FrameError::TypeMismatch {
-                column: self.name.clone(),
-                expected: "an integer or string column".into(),
-                actual: self.dtype,
-            });
-        }
-        let d = self.dict.as_deref();
-        let mut out: Vec<(Value, u64)> = with_store!(&self.data, s => s
-            .value_counts()?
-            .into_iter()
-            .map(|(x, n)| (to_value(self.dtype, d, x), n))
-            .collect());
-        if self.dtype == DType::Str {
-            out.sort_by_key(|a| a.0.to_string());
-        }
-        Ok(out)
-    }
-
-    /// Distinct values among the rows where `mask <cmp> operand`, with their number of rows,
-    /// sorted by value (strings alphabetically): `filter(mask <cmp> operand).value_counts()`
-    /// without materialising the selection (agent-capable: far placements count on the server).
-    ///
-    /// ```
-    /// use farmem_frame::{Cmp, Column, DType, LocalPlacement, Value};
-    /// let p = LocalPlacement;
-    /// let vendor = Column::from_vec("vendor", DType::U8, vec![1u8, 2, 1, 1], &p).unwrap();
-    /// let pax = Column::from_vec("pax", DType::U8, vec![1u8, 5, 2, 1], &p).unwrap();
-    /// let h = pax.value_counts_where(&vendor, Cmp::Eq, &Value::Int(1)).unwrap();
-    /// assert_eq!(h, vec![(Value::Int(1), 2), (Value::Int(2), 1)]);
-    /// ```
-    ///
-    /// # Errors
-    /// [`FrameError::TypeMismatch`] for a float column or an operand that does not fit the
-    /// mask; [`FrameError::LengthMismatch`] for a mask of another length; storage errors.
-    pub fn value_counts_where(
-        &self,
-        mask: &Column,
-        cmp: Cmp,
-        operand: &Value,
-    ) -> Result<Vec<(Value, u64)>> {
-        if self.dtype == DType::F64 {
-            return Err(FrameError::TypeMismatch {
-                column: self.name.clone(),
-                expected: "an integer or string column".into(),
-                actual: self.dtype,
-            });
-        }
-        if mask.len() != self.len() {
-            return Err(FrameError::LengthMismatch {
-                column: mask.name.clone(),
-                expected: self.len(),
-                actual: mask.len(),
-            });
-        }
-        // The operand in the mask's storage terms (string codes), when it has one.
-        let converted = match (mask.dtype, operand, cmp) {
-            (DType::Str, Value::Str(s), Cmp::Eq | Cmp::Ne) => mask
-                .dict
-                .as_deref()
-                .and_then(|d| d.code(s))
-                .map(|c| Value::Int(i64::from(c))),
-            (DType::Str, _, _) | (_, Value::Str(_), _) => None,
-            _ => Some(operand.clone()),
-        };
-        let d = self.dict.as_deref();
-        let fast = converted.and_then(|op| {
-            with_store!(&self.data, s => s.value_counts_where(&mask.data, cmp, &op).map(|r| {
-                r.map(|mut v| {
-                    v.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    v.into_iter()
-                        .map(|(x, n)| (to_value(self.dtype, d, x), n))
-                        .collect::<Vec<_>>()
-                })
-            }))
-        });
-        let mut out = match fast {
-            Some(r) => r?,
-            None => return self.take(&mask.select(cmp, operand)?)?.value_counts(),
-        };
-        if self.dtype == DType::Str {
-            out.sort_by_key(|a| a.0.to_string());
-        }
-        Ok(out)
+            .collect()))
     }
 
     /// A column of the given storage (which must fit `dtype`; no dictionary).
@@ -567,8 +336,9 @@ impl Column {
         Column {
             name: name.into(),
             dtype,
-            data,
+            data: Arc::new(data),
             dict: None,
+            validity: None,
         }
     }
 
@@ -577,7 +347,7 @@ impl Column {
     /// # Errors
     /// [`FrameError::OutOfRange`]; storage errors.
     pub fn take(&self, idx: &[u32]) -> Result<Column> {
-        let data = match &self.data {
+        let data = match &*self.data {
             ColumnData::I64(s) => ColumnData::I64(s.take(idx)?),
             ColumnData::I32(s) => ColumnData::I32(s.take(idx)?),
             ColumnData::U8(s) => ColumnData::U8(s.take(idx)?),
@@ -587,8 +357,13 @@ impl Column {
         Ok(Column {
             name: self.name.clone(),
             dtype: self.dtype,
-            data,
+            data: Arc::new(data),
             dict: self.dict.clone(),
+            validity: self
+                .validity
+                .as_ref()
+                .and_then(|v| v.take(idx).into_option())
+                .map(Arc::new),
         })
     }
 
@@ -606,7 +381,7 @@ impl Column {
                 $src.scan(range.clone(), &mut |_, xs| $dst.append(xs))?
             };
         }
-        match (&self.data, &mut data) {
+        match (&*self.data, &mut data) {
             (ColumnData::I64(a), ColumnData::I64(b)) => copy!(a, b),
             (ColumnData::I32(a), ColumnData::I32(b)) => copy!(a, b),
             (ColumnData::U8(a), ColumnData::U8(b)) => copy!(a, b),
@@ -617,8 +392,13 @@ impl Column {
         Ok(Column {
             name: self.name.clone(),
             dtype: self.dtype,
-            data,
+            data: Arc::new(data),
             dict: self.dict.clone(),
+            validity: self
+                .validity
+                .as_ref()
+                .and_then(|v| v.slice(range.clone()).into_option())
+                .map(Arc::new),
         })
     }
 
@@ -630,10 +410,10 @@ impl Column {
     /// # Panics
     /// If `range` reaches past the end.
     pub fn read_i64(&self, range: std::ops::Range<usize>) -> Result<Vec<i64>> {
-        if let ColumnData::I64(s) = &self.data {
+        if let ColumnData::I64(s) = &*self.data {
             return s.to_vec(range);
         }
-        with_store!(&self.data, s => Ok(s.to_vec(range)?.into_iter().map(Elem::to_i64).collect()))
+        with_store!(&*self.data, s => Ok(s.to_vec(range)?.into_iter().map(Elem::to_i64).collect()))
     }
 
     /// Rows `range` converted to `f64`.
@@ -644,16 +424,16 @@ impl Column {
     /// # Panics
     /// If `range` reaches past the end.
     pub fn read_f64(&self, range: std::ops::Range<usize>) -> Result<Vec<f64>> {
-        if let ColumnData::F64(s) = &self.data {
+        if let ColumnData::F64(s) = &*self.data {
             return s.to_vec(range);
         }
-        with_store!(&self.data, s => Ok(s.to_vec(range)?.into_iter().map(Elem::to_f64).collect()))
+        with_store!(&*self.data, s => Ok(s.to_vec(range)?.into_iter().map(Elem::to_f64).collect()))
     }
 
     /// A reader of the column front to back: each call returns the next up to `n` values
     /// converted to `i64` (empty at the end).
     pub fn reader_i64(&self) -> BlockFn<'_, i64> {
-        with_store!(&self.data, s => {
+        with_store!(&*self.data, s => {
             let mut r = s.reader();
             let mut buf = Vec::new();
             Box::new(move |n| {
@@ -665,7 +445,7 @@ impl Column {
 
     /// Like [`Column::reader_i64`], converting to `f64`.
     pub fn reader_f64(&self) -> BlockFn<'_, f64> {
-        with_store!(&self.data, s => {
+        with_store!(&*self.data, s => {
             let mut r = s.reader();
             let mut buf = Vec::new();
             Box::new(move |n| {
@@ -677,13 +457,23 @@ impl Column {
 
     /// Like [`Column::reader_i64`], converting to [`Value`]s.
     pub fn reader_values(&self) -> BlockFn<'_, Value> {
-        let (dtype, dict) = (self.dtype, self.dict.as_deref());
-        with_store!(&self.data, s => {
+        let (dtype, dict, valid) = (self.dtype, self.dict.as_deref(), self.validity.as_deref());
+        let mut row = 0;
+        with_store!(&*self.data, s => {
             let mut r = s.reader();
             let mut buf = Vec::new();
             Box::new(move |n| {
                 r.next_block(n, &mut buf)?;
-                Ok(buf.iter().map(|x| to_value(dtype, dict, *x)).collect())
+                let out = buf
+                    .iter()
+                    .enumerate()
+                    .map(|(k, x)| match valid {
+                        Some(v) if !v.is_valid(row + k) => Value::Null,
+                        _ => to_value(dtype, dict, *x),
+                    })
+                    .collect();
+                row += buf.len();
+                Ok(out)
             })
         })
     }
@@ -694,11 +484,11 @@ impl Column {
     /// # Errors
     /// Errors of `f`; storage errors.
     pub fn scan_i64(&self, f: &mut dyn FnMut(usize, &[i64]) -> Result<()>) -> Result<()> {
-        if let ColumnData::I64(s) = &self.data {
+        if let ColumnData::I64(s) = &*self.data {
             return s.scan(0..s.len(), f);
         }
         let mut buf = Vec::new();
-        with_store!(&self.data, s => s.scan(0..s.len(), &mut |start, xs| {
+        with_store!(&*self.data, s => s.scan(0..s.len(), &mut |start, xs| {
             buf.clear();
             buf.extend(xs.iter().map(|x| x.to_i64()));
             f(start, &buf)
@@ -710,36 +500,16 @@ impl Column {
     /// # Errors
     /// Errors of `f`; storage errors.
     pub fn scan_f64(&self, f: &mut dyn FnMut(usize, &[f64]) -> Result<()>) -> Result<()> {
-        if let ColumnData::F64(s) = &self.data {
+        if let ColumnData::F64(s) = &*self.data {
             return s.scan(0..s.len(), f);
         }
         let mut buf = Vec::new();
-        with_store!(&self.data, s => s.scan(0..s.len(), &mut |start, xs| {
+        with_store!(&*self.data, s => s.scan(0..s.len(), &mut |start, xs| {
             buf.clear();
             buf.extend(xs.iter().map(|x| x.to_f64()));
             f(start, &buf)
         }))
     }
-}
-
-/// What [`Column::stats`] returns.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ColumnStats {
-    /// Non-missing values.
-    pub count: u64,
-    /// Their sum as a float.
-    pub sum: f64,
-    /// Their exact sum, for integer columns.
-    pub sum_int: Option<i128>,
-    /// The smallest value.
-    pub min: Option<Value>,
-    /// The largest value.
-    pub max: Option<Value>,
-}
-
-enum Matches {
-    Rows(Vec<u32>),
-    Count(u64),
 }
 
 /// Reads a column in blocks: each call returns the next up to `n` values, empty at the end.

@@ -15,8 +15,8 @@
 
 use std::io::{BufRead, Write};
 
-use crate::column::ColumnBuilder;
-use crate::{Column, DType, DataFrame, FrameError, PlacementRef, Result, Value};
+pub use crate::csv_load::{read_csv, read_csv_with_progress};
+use crate::{DType, DataFrame, FrameError, Result, Value};
 
 /// One parsed record: the unescaped text of its fields.
 #[derive(Debug, Default, Clone)]
@@ -87,6 +87,12 @@ impl<R: BufRead> CsvRecords<R> {
             raw: Vec::new(),
             field: Vec::new(),
         }
+    }
+
+    /// The reader, counting lines from `line + 1` (for a part of a file).
+    pub(crate) fn after_line(mut self, line: u64) -> Self {
+        self.line = line;
+        self
     }
 
     /// Bytes consumed so far.
@@ -191,6 +197,8 @@ pub struct CsvOptions {
     pub infer_rows: usize,
     /// Stop after this many data records (`None`: all).
     pub max_rows: Option<u64>,
+    /// Parsing threads (0: the kernels' default, [`farmem_kernels::default_threads`]).
+    pub threads: usize,
 }
 
 impl Default for CsvOptions {
@@ -199,16 +207,16 @@ impl Default for CsvOptions {
             schema: Vec::new(),
             infer_rows: 1000,
             max_rows: None,
+            threads: 0,
         }
     }
 }
 
-fn infer(values: &mut dyn Iterator<Item = &str>) -> DType {
-    let (mut int, mut float, mut ts, mut any, mut empty) = (true, true, true, false, false);
+pub(crate) fn infer(values: &mut dyn Iterator<Item = &str>) -> DType {
+    let (mut int, mut float, mut ts, mut any) = (true, true, true, false);
     for v in values {
         let v = v.trim();
         if v.is_empty() {
-            empty = true;
             continue;
         }
         any = true;
@@ -216,7 +224,7 @@ fn infer(values: &mut dyn Iterator<Item = &str>) -> DType {
         float &= v.parse::<f64>().is_ok();
         ts &= crate::time::parse_timestamp(v).is_some();
     }
-    match (any, int && !empty, float, ts && !empty) {
+    match (any, int, float, ts) {
         (false, ..) => DType::Str,
         (_, true, _, _) => DType::I64,
         (_, _, true, _) => DType::F64,
@@ -225,96 +233,10 @@ fn infer(values: &mut dyn Iterator<Item = &str>) -> DType {
     }
 }
 
-/// Loads a CSV stream into a frame whose columns use `placement`.
-///
-/// `progress(bytes)` is called now and then with the bytes consumed so far.
-///
-/// ```
-/// use farmem_frame::{csv, DType, LocalPlacement, Value};
-/// let data = "id,name,score\n1,ann,2.5\n2,\"bo, b\",\n";
-/// let df = csv::read_csv(data.as_bytes(), &Default::default(), LocalPlacement::shared(), &mut |_| {}).unwrap();
-/// assert_eq!(df.len(), 2);
-/// assert_eq!(df.column("name").unwrap().get(1).unwrap(), Value::Str("bo, b".into()));
-/// assert_eq!(df.column("score").unwrap().dtype(), DType::F64);
-/// ```
-///
-/// # Errors
-/// [`FrameError::BadRow`] with the line of a record that does not parse or has the wrong number
-/// of fields; [`FrameError::MissingColumn`] if a schema column is not in the header;
-/// [`FrameError::Io`]; storage errors.
-pub fn read_csv<R: BufRead>(
-    r: R,
-    opts: &CsvOptions,
-    placement: PlacementRef,
-    progress: &mut dyn FnMut(u64),
-) -> Result<DataFrame> {
-    let mut records = CsvRecords::new(r);
-    let mut header = Record::default();
-    if !records.next_record(&mut header)? {
-        return Ok(DataFrame::new(placement));
-    }
-    let names: Vec<String> = header.fields().map(|s| s.trim().to_owned()).collect();
-    for (name, _) in &opts.schema {
-        if !names.contains(name) {
-            return Err(FrameError::MissingColumn(name.clone()));
-        }
-    }
-    let limit = opts.max_rows.unwrap_or(u64::MAX);
-    let mut sample = Vec::new();
-    let mut rec = Record::default();
-    while (sample.len() as u64) < limit.min(opts.infer_rows as u64)
-        && records.next_record(&mut rec)?
-    {
-        sample.push(rec.clone());
-    }
-    let mut builders: Vec<ColumnBuilder> = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            let dtype = opts
-                .schema
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|&(_, t)| t)
-                .unwrap_or_else(|| infer(&mut sample.iter().filter_map(|r| r.get(i))));
-            ColumnBuilder::new(name, dtype, placement.as_ref())
-        })
-        .collect();
-    let push = |rec: &Record, builders: &mut [ColumnBuilder]| -> Result<()> {
-        if rec.len() != builders.len() {
-            return Err(FrameError::BadRow {
-                line: rec.line(),
-                reason: format!("{} fields, the header has {}", rec.len(), builders.len()),
-            });
-        }
-        for (b, f) in builders.iter_mut().zip(rec.fields()) {
-            b.push_field(f, rec.line())?;
-        }
-        Ok(())
-    };
-    let mut rows = 0u64;
-    for r in &sample {
-        push(r, &mut builders)?;
-        rows += 1;
-    }
-    while rows < limit && records.next_record(&mut rec)? {
-        push(&rec, &mut builders)?;
-        rows += 1;
-        if rows.is_multiple_of(65_536) {
-            progress(records.bytes_read());
-        }
-    }
-    progress(records.bytes_read());
-    let cols = builders
-        .into_iter()
-        .map(ColumnBuilder::finish)
-        .collect::<Result<Vec<Column>>>()?;
-    DataFrame::from_columns(placement, cols)
-}
-
 fn write_field(w: &mut dyn Write, v: &Value) -> std::io::Result<()> {
     match v {
         Value::Float(f) if f.is_nan() => Ok(()),
+        Value::Null => Ok(()),
         Value::Str(s) if s.contains([',', '"', '\n', '\r']) => {
             write!(w, "\"{}\"", s.replace('"', "\"\""))
         }
@@ -322,7 +244,7 @@ fn write_field(w: &mut dyn Write, v: &Value) -> std::io::Result<()> {
     }
 }
 
-/// Writes a frame as CSV with a header (missing floats are empty fields).
+/// Writes a frame as CSV with a header (nulls and NaN floats are empty fields).
 ///
 /// # Errors
 /// [`FrameError::Io`]; storage errors.
@@ -405,7 +327,9 @@ mod tests {
         let t = |v: &[&str]| infer(&mut v.iter().copied());
         assert_eq!(t(&["1", "2"]), DType::I64);
         assert_eq!(t(&["1", "2.5"]), DType::F64);
-        assert_eq!(t(&["1", ""]), DType::F64);
+        // Empty fields are nulls: they do not widen the type.
+        assert_eq!(t(&["1", ""]), DType::I64);
+        assert_eq!(t(&["1.5", ""]), DType::F64);
         assert_eq!(t(&["2016-01-01 00:00:00"]), DType::Timestamp);
         assert_eq!(t(&["N", "Y"]), DType::Str);
         assert_eq!(t(&["", ""]), DType::Str);

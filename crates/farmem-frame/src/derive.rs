@@ -66,6 +66,17 @@ fn input(d: &ColumnData) -> Result<Input<'_>> {
     })
 }
 
+/// Element type of a column's storage.
+pub(crate) fn elem_type(d: &ColumnData) -> ElemType {
+    match d {
+        ColumnData::U8(_) => ElemType::U8,
+        ColumnData::I32(_) => ElemType::I32,
+        ColumnData::I64(_) => ElemType::I64,
+        ColumnData::F64(_) => ElemType::F64,
+        ColumnData::U32(_) => ElemType::U32,
+    }
+}
+
 /// Element type of a column as an expression input.
 pub(crate) fn input_type(c: &Column) -> Result<ElemType> {
     Ok(match c.data() {
@@ -114,10 +125,19 @@ impl DataFrame {
             .iter()
             .map(|n| self.column(n))
             .collect::<Result<_>>()?;
+        for c in &cols {
+            input_type(c)?;
+        }
+        self.derive_cols(name, expr, &cols)
+    }
+
+    /// [`DataFrame::derive`] over columns (which may be string codes, `u32`), without looking
+    /// them up by name; the result has no nulls.
+    pub(crate) fn derive_cols(&self, name: &str, expr: &Expr, cols: &[&Column]) -> Result<Column> {
         let types: Vec<Type> = cols
             .iter()
-            .map(|c| input_type(c).map(Type::from))
-            .collect::<Result<_>>()?;
+            .map(|c| Type::from(elem_type(c.data())))
+            .collect();
         let (dtype, cast) = stored_as(expr.type_of(&types)?);
         let cast_expr;
         let expr = match cast {

@@ -59,6 +59,8 @@ pub enum Value {
     Str(String),
     /// A timestamp in seconds since the epoch.
     Timestamp(i64),
+    /// A missing value.
+    Null,
 }
 
 impl fmt::Display for Value {
@@ -69,6 +71,7 @@ impl fmt::Display for Value {
             Value::Bool(v) => write!(f, "{v}"),
             Value::Str(v) => f.write_str(v),
             Value::Timestamp(t) => f.write_str(&crate::time::format_timestamp(*t)),
+            Value::Null => f.write_str("null"),
         }
     }
 }

@@ -62,6 +62,27 @@ pub enum FrameError {
     /// A derive expression is ill-typed over its input columns.
     #[error("invalid derive expression")]
     Expr(#[from] farmem_proto::expr::ExprError),
+    /// An expression cannot be evaluated over the frame's columns (operand types, an
+    /// aggregation where a row value is needed, ...).
+    #[error("invalid expression on column {column:?}: {reason}")]
+    InvalidExpr {
+        /// The output column of the expression.
+        column: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Two join keys have different types.
+    #[error("cannot join {left:?} ({left_type}) with {right:?} ({right_type})")]
+    JoinTypeMismatch {
+        /// The left key column.
+        left: String,
+        /// Its type.
+        left_type: DType,
+        /// The right key column.
+        right: String,
+        /// Its type.
+        right_type: DType,
+    },
     /// A kernel over local column data failed.
     #[error("column kernel failed")]
     Kernel(#[from] KernelError),
@@ -83,7 +104,10 @@ impl FrameError {
         match self {
             Self::MissingColumn(_) => ErrorKind::NotFound,
             Self::DuplicateColumn(_) | Self::BadRow { .. } => ErrorKind::InvalidArgument,
-            Self::TypeMismatch { .. } | Self::Expr(_) => ErrorKind::TypeMismatch,
+            Self::TypeMismatch { .. }
+            | Self::Expr(_)
+            | Self::InvalidExpr { .. }
+            | Self::JoinTypeMismatch { .. } => ErrorKind::TypeMismatch,
             Self::LengthMismatch { .. } => ErrorKind::LengthMismatch,
             Self::OutOfRange { .. } => ErrorKind::OutOfBounds,
             Self::Io(_) => ErrorKind::Io,

@@ -17,7 +17,8 @@ use farmem_proto::expr::Type;
 use crate::column::ColumnData;
 use crate::local_kernels::{agent_cmp, operand_as, summary_of};
 use crate::storage::{BlockReader, Cmp, ColumnStore, GroupRow, Placement, Summary};
-use crate::{Elem, Expr, FrameError, Result, Value};
+use crate::{Elem, FrameError, Result, Value};
+use farmem_proto::expr::Expr;
 
 /// Columns in far memory under a farmem [`Runtime`] (whose local budget bounds the cache).
 ///

@@ -21,12 +21,12 @@ type ScanFn<T> = fn(&Column, &mut dyn FnMut(usize, &[T]) -> Result<()>) -> Resul
 ///     Column::from_vec("k", DType::I64, vec![1i64, 2, 1], p.as_ref()).unwrap(),
 ///     Column::from_vec("v", DType::F64, vec![1.0, 5.0, 3.0], p.as_ref()).unwrap(),
 /// ]).unwrap();
-/// let big = df.filter("v", Cmp::Gt, &Value::Float(2.0)).unwrap();
+/// let big = df.filter_cmp("v", Cmp::Gt, &Value::Float(2.0)).unwrap();
 /// assert_eq!(big.len(), 2);
 /// ```
 #[derive(Clone)]
 pub struct DataFrame {
-    columns: Vec<Arc<Column>>,
+    pub(crate) columns: Vec<Arc<Column>>,
     placement: PlacementRef,
 }
 
@@ -128,27 +128,6 @@ impl DataFrame {
         Ok(self)
     }
 
-    /// Projection: the named columns, in that order.
-    ///
-    /// # Errors
-    /// [`FrameError::MissingColumn`].
-    pub fn select(&self, names: &[&str]) -> Result<Self> {
-        let columns = names
-            .iter()
-            .map(|n| {
-                self.columns
-                    .iter()
-                    .find(|c| c.name() == *n)
-                    .cloned()
-                    .ok_or_else(|| FrameError::MissingColumn((*n).into()))
-            })
-            .collect::<Result<_>>()?;
-        Ok(Self {
-            columns,
-            placement: self.placement.clone(),
-        })
-    }
-
     /// Rows where `column <cmp> operand`, as row indices (ascending).
     ///
     /// # Errors
@@ -161,7 +140,7 @@ impl DataFrame {
     ///
     /// # Errors
     /// As [`DataFrame::select_rows`].
-    pub fn filter(&self, column: &str, cmp: Cmp, operand: &Value) -> Result<Self> {
+    pub fn filter_cmp(&self, column: &str, cmp: Cmp, operand: &Value) -> Result<Self> {
         let rows = self.select_rows(column, cmp, operand)?;
         self.take(&rows)
     }

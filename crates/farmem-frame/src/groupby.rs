@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use crate::column::{BUILD_CHUNK, ColumnBuilder, ColumnData, median_of, with_store};
-use crate::storage::{ColumnStore, Summary};
+use crate::storage::{ColumnStore, GroupRow, Summary};
 use crate::{Column, DType, DataFrame, Elem, FrameError, Result, Value};
 
 /// An aggregate function.
@@ -40,7 +40,6 @@ impl Agg {
 struct Group<T: Elem> {
     key: i64,
     summary: Summary<T>,
-    values: Vec<T>,
     median: Option<T>,
 }
 
@@ -64,7 +63,7 @@ impl DataFrame {
     ///     Column::from_strings("k", &["b", "a", "b"], p.as_ref()).unwrap(),
     ///     Column::from_vec("v", DType::I64, vec![1i64, 5, 3], p.as_ref()).unwrap(),
     /// ]).unwrap();
-    /// let g = df.group_by("k", "v", &[Agg::Sum, Agg::Count]).unwrap();
+    /// let g = df.group_by_agg("k", "v", &[Agg::Sum, Agg::Count]).unwrap();
     /// assert_eq!(g.column("k").unwrap().get(0).unwrap(), Value::Str("a".into()));
     /// assert_eq!(g.column("v_sum").unwrap().get(1).unwrap(), Value::Int(4));
     /// ```
@@ -72,7 +71,7 @@ impl DataFrame {
     /// # Errors
     /// [`FrameError::MissingColumn`]; [`FrameError::TypeMismatch`] if `key` is a float column or
     /// a numeric aggregate is asked of a string column; storage errors.
-    pub fn group_by(&self, key: &str, value: &str, aggs: &[Agg]) -> Result<DataFrame> {
+    pub fn group_by_agg(&self, key: &str, value: &str, aggs: &[Agg]) -> Result<DataFrame> {
         let k = self.column(key)?;
         let v = self.column(value)?;
         if k.dtype() == DType::F64 {
@@ -100,19 +99,14 @@ impl DataFrame {
         aggs: &[Agg],
     ) -> Result<DataFrame> {
         let keep_values = aggs.contains(&Agg::Median);
-        let mut groups = match vs.group_rows(k.data(), keep_values) {
-            // The placement grouped (far placements: on the server).
-            Some(rows) => rows?
-                .into_iter()
-                .map(|r| Group {
-                    key: r.key,
-                    summary: r.summary,
-                    values: Vec::new(),
-                    median: r.median,
-                })
-                .collect(),
-            None => self.group_here(k, vs, keep_values)?,
-        };
+        let mut groups: Vec<Group<T>> = group_rows_any(k, vs, keep_values)?
+            .into_iter()
+            .map(|r| Group {
+                key: r.key,
+                summary: r.summary,
+                median: r.median,
+            })
+            .collect();
         if k.dtype() == DType::Str {
             let d = k.dictionary();
             let name = |c: i64| {
@@ -182,50 +176,6 @@ impl DataFrame {
         DataFrame::from_columns(p, out)
     }
 
-    /// Groups the rows here, reading both columns in blocks.
-    fn group_here<T: Elem>(
-        &self,
-        k: &Column,
-        vs: &dyn ColumnStore<T>,
-        keep_values: bool,
-    ) -> Result<Vec<Group<T>>> {
-        let mut slot: HashMap<i64, usize> = HashMap::new();
-        let mut groups: Vec<Group<T>> = Vec::new();
-        let mut keys_in = k.reader_i64();
-        let mut vals_in = vs.reader();
-        let mut vals = Vec::new();
-        loop {
-            let keys = keys_in(BUILD_CHUNK)?;
-            vals_in.next_block(BUILD_CHUNK, &mut vals)?;
-            if keys.is_empty() || vals.is_empty() {
-                break;
-            }
-            for (&key, &x) in keys.iter().zip(&vals) {
-                let g = *slot.entry(key).or_insert_with(|| {
-                    groups.push(Group {
-                        key,
-                        summary: Summary::default(),
-                        values: Vec::new(),
-                        median: None,
-                    });
-                    groups.len() - 1
-                });
-                let g = &mut groups[g];
-                g.summary.add_slice(std::slice::from_ref(&x));
-                if keep_values && !x.is_missing() {
-                    g.values.push(x);
-                }
-            }
-        }
-        if keep_values {
-            for g in &mut groups {
-                g.median = median_of(&mut g.values);
-                g.values = Vec::new();
-            }
-        }
-        Ok(groups)
-    }
-
     /// Distinct values of `column` with their number of rows, sorted by value (see
     /// [`Column::value_counts`]).
     ///
@@ -234,4 +184,53 @@ impl DataFrame {
     pub fn value_counts(&self, column: &str) -> Result<Vec<(Value, u64)>> {
         self.column(column)?.value_counts()
     }
+}
+
+/// Groups the values `vs` by the key column `k`: by the placement (far placements: on the
+/// server) when it can, else here, reading both columns in blocks. Lower medians if asked.
+pub(crate) fn group_rows_any<T: Elem>(
+    k: &Column,
+    vs: &dyn ColumnStore<T>,
+    medians: bool,
+) -> Result<Vec<GroupRow<T>>> {
+    if let Some(rows) = vs.group_rows(k.data(), medians) {
+        return rows;
+    }
+    let mut slot: HashMap<i64, usize> = HashMap::new();
+    let mut groups: Vec<(GroupRow<T>, Vec<T>)> = Vec::new();
+    let mut keys_in = k.reader_i64();
+    let mut vals_in = vs.reader();
+    let mut vals = Vec::new();
+    loop {
+        let keys = keys_in(BUILD_CHUNK)?;
+        vals_in.next_block(BUILD_CHUNK, &mut vals)?;
+        if keys.is_empty() || vals.is_empty() {
+            break;
+        }
+        for (&key, &x) in keys.iter().zip(&vals) {
+            let g = *slot.entry(key).or_insert_with(|| {
+                let row = GroupRow {
+                    key,
+                    summary: Summary::default(),
+                    median: None,
+                };
+                groups.push((row, Vec::new()));
+                groups.len() - 1
+            });
+            let (row, values) = &mut groups[g];
+            row.summary.add_slice(std::slice::from_ref(&x));
+            if medians && !x.is_missing() {
+                values.push(x);
+            }
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .map(|(mut row, mut values)| {
+            if medians {
+                row.median = median_of(&mut values);
+            }
+            row
+        })
+        .collect())
 }

@@ -89,7 +89,7 @@ pub(crate) fn operand_as<M: Elem>(v: &Value) -> Option<M> {
         Value::Int(v) | Value::Timestamp(v) => (Some(*v), *v as f64),
         Value::Bool(b) => (Some(i64::from(*b)), f64::from(u8::from(*b))),
         Value::Float(v) => (None, *v),
-        Value::Str(_) => return None,
+        Value::Str(_) | Value::Null => return None,
     };
     i.and_then(M::from_i64).or_else(|| M::from_f64(f))
 }

@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use crate::column::ColumnData;
 use crate::local_kernels;
-use crate::{Elem, Expr, Result, Value};
+use crate::{Elem, Result, Value};
+use farmem_proto::expr::Expr;
 
 /// A comparison of a column element with an operand, for [`ColumnStore::select`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -31,9 +31,9 @@ fn frame_ops_equal_across_placements() {
     };
     let (a, b) = (build(&p_local), build(&p_far));
     let show = |df: &farmem_frame::DataFrame| {
-        let f = df.filter("v", Cmp::Gt, &Value::Float(50.0)).unwrap();
+        let f = df.filter_cmp("v", Cmp::Gt, &Value::Float(50.0)).unwrap();
         let g = f
-            .group_by(
+            .group_by_agg(
                 "k",
                 "v",
                 &[Agg::Count, Agg::Sum, Agg::Min, Agg::Max, Agg::Median],
@@ -127,7 +127,7 @@ fn agent_frame_ops_equal_across_placements() {
             .value_counts_where(flag, Cmp::Eq, &Value::Str("?".into()))
             .unwrap();
         let med = df
-            .group_by("w", "d", &[Agg::Median, Agg::Count, Agg::Mean])
+            .group_by_agg("w", "d", &[Agg::Median, Agg::Count, Agg::Mean])
             .unwrap();
         let over = df
             .column("h")
@@ -218,9 +218,11 @@ fn local_kernels_equal_agent_on_large_columns() {
             .value_counts_where(df.column("v").unwrap(), Cmp::Gt, &Value::Int(0))
             .unwrap();
         let by_s = df
-            .group_by("s", "v", &[Agg::Median, Agg::Sum, Agg::Min])
+            .group_by_agg("s", "v", &[Agg::Median, Agg::Sum, Agg::Min])
             .unwrap();
-        let by_k = df.group_by("k", "v", &[Agg::Median, Agg::Count]).unwrap();
+        let by_k = df
+            .group_by_agg("k", "v", &[Agg::Median, Agg::Count])
+            .unwrap();
         format!(
             "{} {:?} {uniq}\n{sw:?}\n{by_s}\n{}",
             vc.len(),

@@ -6,12 +6,7 @@ use farmem_frame::{Agg, Cmp, Column, DType, DataFrame, FrameError, LocalPlacemen
 use proptest::prelude::*;
 
 fn load(s: &str) -> Result<DataFrame, FrameError> {
-    csv::read_csv(
-        s.as_bytes(),
-        &Default::default(),
-        LocalPlacement::shared(),
-        &mut |_| {},
-    )
+    csv::read_csv(s.as_bytes(), &Default::default(), LocalPlacement::shared())
 }
 
 fn frame(keys: &[i64], vals: &[f64]) -> DataFrame {
@@ -38,11 +33,13 @@ fn csv_edge_cases_load() {
         name.get(0).unwrap(),
         Value::Str("a, \"quoted\" name".into())
     );
-    assert_eq!(name.get(1).unwrap(), Value::Str(String::new()));
+    // Empty fields are nulls.
+    assert_eq!(name.get(1).unwrap(), Value::Null);
+    assert_eq!(name.null_count(), 1);
     assert_eq!(name.get(2).unwrap(), Value::Str("two\nlines".into()));
     let score = df.column("score").unwrap();
-    assert!(matches!(score.get(1).unwrap(), Value::Float(x) if x.is_nan()));
-    // The empty score is missing: not counted, not summed.
+    assert_eq!(score.get(1).unwrap(), Value::Null);
+    // The empty score is null: not counted, not summed.
     assert_eq!(score.count().unwrap(), 2);
     assert_eq!(score.mean().unwrap(), Some(0.75));
     // Writing and reading back gives the same frame.
@@ -68,7 +65,6 @@ fn bad_rows_report_their_line() {
         "a,b\n1,x\n\"q\",y\n".as_bytes(),
         &opts,
         LocalPlacement::shared(),
-        &mut |_| {},
     );
     match r {
         Err(FrameError::BadRow { line: 3, reason }) => {
@@ -80,23 +76,13 @@ fn bad_rows_report_their_line() {
         schema: vec![("nope".into(), DType::I64)],
         ..Default::default()
     };
-    let r = csv::read_csv(
-        "a\n1\n".as_bytes(),
-        &opts,
-        LocalPlacement::shared(),
-        &mut |_| {},
-    );
+    let r = csv::read_csv("a\n1\n".as_bytes(), &opts, LocalPlacement::shared());
     assert!(matches!(r, Err(FrameError::MissingColumn(c)) if c == "nope"));
     let opts = csv::CsvOptions {
         schema: vec![("a".into(), DType::U8)],
         ..Default::default()
     };
-    let r = csv::read_csv(
-        "a\n300\n".as_bytes(),
-        &opts,
-        LocalPlacement::shared(),
-        &mut |_| {},
-    );
+    let r = csv::read_csv("a\n300\n".as_bytes(), &opts, LocalPlacement::shared());
     assert!(
         matches!(r, Err(FrameError::BadRow { line: 2, .. })),
         "{r:?}"
@@ -108,7 +94,7 @@ fn typed_errors() {
     let df = frame(&[1, 2], &[1.0, 2.0]);
     assert!(matches!(df.column("x"), Err(FrameError::MissingColumn(_))));
     assert!(matches!(
-        df.group_by("v", "k", &[Agg::Sum]),
+        df.group_by_agg("v", "k", &[Agg::Sum]),
         Err(FrameError::TypeMismatch { .. })
     ));
     assert!(matches!(
@@ -164,7 +150,7 @@ proptest! {
         let vals: Vec<f64> = rows.iter().map(|r| f64::from(r.1)).collect();
         let df = frame(&keys, &vals);
         // filter
-        let f = df.filter("v", Cmp::Ge, &Value::Float(f64::from(cut))).unwrap();
+        let f = df.filter_cmp("v", Cmp::Ge, &Value::Float(f64::from(cut))).unwrap();
         let want: Vec<f64> = vals.iter().copied().filter(|&v| v >= f64::from(cut)).collect();
         prop_assert_eq!(f.column("v").unwrap().read_f64(0..f.len()).unwrap(), want);
         // group-by with every aggregate
@@ -172,7 +158,7 @@ proptest! {
         for (k, v) in keys.iter().zip(&vals) {
             groups.entry(*k).or_default().push(*v);
         }
-        let g = df.group_by("k", "v", &[Agg::Count, Agg::Sum, Agg::Mean, Agg::Min, Agg::Max, Agg::Median]).unwrap();
+        let g = df.group_by_agg("k", "v", &[Agg::Count, Agg::Sum, Agg::Mean, Agg::Min, Agg::Max, Agg::Median]).unwrap();
         prop_assert_eq!(g.column("k").unwrap().read_i64(0..g.len()).unwrap(), groups.keys().copied().collect::<Vec<_>>());
         for (i, vs) in groups.values().enumerate() {
             let mut s = vs.clone();
@@ -198,5 +184,63 @@ proptest! {
         let d = df.derive_i64("kk", DType::I64, &["k", "v"], |x| x[0] * 2 + x[1]).unwrap();
         let want: Vec<i64> = keys.iter().zip(&vals).map(|(k, v)| k * 2 + *v as i64).collect();
         prop_assert_eq!(d.read_i64(0..d.len()).unwrap(), want);
+    }
+}
+
+/// A file of several blocks loads the same with one and two parsing threads, quoted fields that
+/// span lines included, and a bad record far into it is reported at its line.
+#[test]
+fn parallel_csv_loading_matches_sequential_and_names_lines() {
+    let mut text = String::from("i,x,s,n\n");
+    let mut line = 1u64;
+    for i in 0..480_000u64 {
+        line += 1;
+        match i % 1000 {
+            7 => {
+                text.push_str(&format!("{i},{}.5,\"two\nlines {i}\",\n", i / 2));
+                line += 1;
+            }
+            _ => text.push_str(&format!("{i},{}.5,s{},{}\n", i / 2, i % 13, i % 5)),
+        }
+    }
+    assert!(
+        text.len() > 2 * (4 << 20),
+        "{} bytes: more than one block",
+        text.len()
+    );
+    let load_with = |threads: usize, t: &str| {
+        let opts = csv::CsvOptions {
+            threads,
+            ..Default::default()
+        };
+        csv::read_csv(t.as_bytes(), &opts, LocalPlacement::shared())
+    };
+    let one = load_with(1, &text).unwrap();
+    let two = load_with(2, &text).unwrap();
+    assert_eq!(one.len(), 480_000);
+    assert_eq!(
+        one.head(50).unwrap().to_string(),
+        two.head(50).unwrap().to_string()
+    );
+    for name in ["i", "x", "s", "n"] {
+        let (a, b) = (&one[name], &two[name]);
+        assert_eq!(
+            a.values(0..a.len()).unwrap(),
+            b.values(0..b.len()).unwrap(),
+            "{name}"
+        );
+    }
+    assert_eq!(two["n"].null_count(), 480);
+    assert_eq!(
+        two["s"].get(1007).unwrap(),
+        Value::Str("two\nlines 1007".into())
+    );
+    let bad = format!("{text}1,2.5,x\n{line_after}", line_after = "oops,1,x,1\n");
+    match load_with(2, &bad) {
+        Err(FrameError::BadRow { line: l, reason }) => {
+            assert_eq!(l, line + 1, "{reason}");
+            assert!(reason.contains("fields"), "{reason}");
+        }
+        other => panic!("{other:?}"),
     }
 }

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use farmem_frame::expr::{Expr, Type};
-use farmem_frame::{Agg, Cmp, DataFrame, Result, Value};
+use farmem_frame::Result;
+use farmem_frame::prelude::*;
 
 /// Short names of the nine steps, for progress output and timings.
 pub const STEP_NAMES: [&str; 9] = [
@@ -49,16 +49,17 @@ pub struct TaxiAnswers {
     pub pickup_max: String,
     /// 7: `(hour, trips)`.
     pub by_hour: Vec<(i64, u64)>,
-    /// 7: `(day of week 1 = Monday .. 7 = Sunday, trips)`.
+    /// 7: `(day of month 1..=31, trips)` (AIFM's `pickup_day`).
     pub by_day: Vec<(i64, u64)>,
     /// 7: `(month, trips)`.
     pub by_month: Vec<(i64, u64)>,
     /// 7: the first 10 rows of the main and derived time columns, as a table.
     pub head: String,
-    /// 8: `(day of week, median duration in seconds)`.
-    pub median_by_day: Vec<(i64, i64)>,
+    /// 8: `(day of month, median duration in seconds)`; the median of an even count is the
+    /// mean of the two middle values (AIFM's definition).
+    pub median_by_day: Vec<(i64, f64)>,
     /// 9: `(month, median duration in seconds)`.
-    pub median_by_month: Vec<(i64, i64)>,
+    pub median_by_month: Vec<(i64, f64)>,
 }
 
 fn ints(v: &[Value]) -> Vec<i64> {
@@ -70,23 +71,27 @@ fn ints(v: &[Value]) -> Vec<i64> {
         .collect()
 }
 
-fn counts(v: Vec<(Value, u64)>) -> Vec<(i64, u64)> {
-    v.into_iter()
-        .filter_map(|(k, c)| match k {
-            Value::Int(x) => Some((x, c)),
-            _ => None,
-        })
-        .collect()
+fn int(v: &Value) -> i64 {
+    ints(std::slice::from_ref(v)).first().copied().unwrap_or(0)
 }
 
-fn pairs(g: &DataFrame) -> Result<Vec<(i64, i64)>> {
-    let cols: Vec<_> = g.columns().collect();
-    let (Some(k), Some(v)) = (cols.first(), cols.get(1)) else {
-        return Ok(Vec::new());
-    };
-    Ok(k.read_i64(0..g.len())?
-        .into_iter()
-        .zip(v.read_i64(0..g.len())?)
+fn counts(v: Vec<(Value, u64)>) -> Vec<(i64, u64)> {
+    v.into_iter().map(|(k, c)| (int(&k), c)).collect()
+}
+
+/// The rows of a small frame as `(column a, column b)` pairs.
+fn pairs<A, B>(
+    df: &DataFrame,
+    a: &str,
+    b: &str,
+    f: impl Fn(&Value, &Value) -> (A, B),
+) -> Result<Vec<(A, B)>> {
+    let (ka, kb) = (df.column(a)?, df.column(b)?);
+    Ok(ka
+        .values(0..df.len())?
+        .iter()
+        .zip(&kb.values(0..df.len())?)
+        .map(|(x, y)| f(x, y))
         .collect())
 }
 
@@ -101,38 +106,22 @@ pub fn haversine_km(lon1: f64, lat1: f64, lon2: f64, lat2: f64) -> f64 {
     2.0 * 6371.0 * a.sqrt().asin()
 }
 
-/// Great-circle distance in km (Earth radius 6371 km) between `(lon1, lat1)` = columns 0, 1 and
-/// `(lon2, lat2)` = columns 2, 3, in degrees: the same operations in the same order as
-/// [`haversine_km`], so the same bits.
-pub fn haversine() -> Expr {
-    let (p1, p2) = (Expr::col(1).to_radians(), Expr::col(3).to_radians());
-    let dp = p2.clone().sub(p1.clone());
-    let dl = Expr::col(2).sub(Expr::col(0)).to_radians();
-    let s1 = dp.div(Expr::lit_f64(2.0)).sin();
-    let s2 = dl.div(Expr::lit_f64(2.0)).sin();
-    let a = s1
-        .clone()
-        .mul(s1)
-        .add(p1.cos().mul(p2.cos()).mul(s2.clone().mul(s2)));
-    Expr::lit_f64(2.0 * 6371.0).mul(a.sqrt().asin())
-}
-
-/// Trip duration in seconds: column 1 (dropoff) minus column 0 (pickup), `i64`.
-pub fn duration() -> Expr {
-    Expr::col(1).sub(Expr::col(0))
-}
-
-/// A calendar part of timestamp column 0 as `u8` (`Expr::hour`, `Expr::weekday`, ...).
-pub fn time_part(part: fn(Expr) -> Expr) -> Expr {
-    part(Expr::col(0)).cast(Type::U8)
+/// Great-circle distance in km (Earth radius 6371 km) between `(lon1, lat1)` and `(lon2, lat2)`
+/// in degrees: the same operations in the same order as [`haversine_km`], so the same bits.
+pub fn haversine(lon1: Expr, lat1: Expr, lon2: Expr, lat2: Expr) -> Expr {
+    let (p1, p2) = (lat1.radians(), lat2.radians());
+    let s1 = ((p2.clone() - p1.clone()) / 2.0).sin();
+    let s2 = ((lon2 - lon1).radians() / 2.0).sin();
+    let a = s1.clone() * s1 + p1.cos() * p2.cos() * (s2.clone() * s2);
+    lit(2.0 * 6371.0) * a.sqrt().arcsin()
 }
 
 /// Runs the nine steps on a frame with the TLC columns. `on_step(i, name, elapsed)` is called
 /// after step `i` (0-based) with its wall time.
 ///
 /// # Errors
-/// [`farmem_frame::FrameError::MissingColumn`] or [`farmem_frame::FrameError::TypeMismatch`] if the frame lacks the TLC
-/// columns; storage errors.
+/// [`farmem_frame::FrameError::MissingColumn`] or [`farmem_frame::FrameError::TypeMismatch`]
+/// if the frame lacks the TLC columns; storage errors.
 pub fn analyze(
     df: &DataFrame,
     on_step: &mut dyn FnMut(usize, &str, Duration),
@@ -142,89 +131,63 @@ pub fn analyze(
         on_step(i, STEP_NAMES[i], t.elapsed());
         *t = Instant::now();
     };
-    let vendor = df.column("VendorID")?;
     // 1
     let rows = df.len() as u64;
-    let vendors = ints(&vendor.unique()?);
+    let vendors = ints(&df.column("VendorID")?.unique()?);
     done(0, &mut t);
-    // 2, 3
-    let passengers = df.column("passenger_count")?;
-    let hist = |id: i64| -> Result<Vec<(i64, u64)>> {
-        Ok(counts(passengers.value_counts_where(
-            vendor,
-            Cmp::Eq,
-            &Value::Int(id),
-        )?))
+    // 2, 3: trips per (vendor, passengers) in one group-by.
+    let pv = df.group_by(["VendorID", "passenger_count"]).agg([len()])?;
+    let hist = |id: i64| {
+        let v = pv.filter(col("VendorID").eq(id))?;
+        pairs(&v, "passenger_count", "len", |p, n| (int(p), int(n) as u64))
     };
     let passengers_vendor1 = hist(1)?;
     done(1, &mut t);
     let passengers_vendor2 = hist(2)?;
     done(2, &mut t);
     // 4
-    let duration = df.derive(
-        "trip_duration",
-        &duration(),
-        &["tpep_pickup_datetime", "tpep_dropoff_datetime"],
-    )?;
-    let st = duration.stats()?;
-    let duration_mean = match (st.count, st.sum_int) {
-        (0, _) | (_, None) => 0.0,
-        (n, Some(sum)) => sum as f64 / n as f64,
+    let dur = col("tpep_dropoff_datetime") - col("tpep_pickup_datetime");
+    let df = df.with_columns([dur.alias("trip_duration")])?;
+    let d = col("trip_duration");
+    let duration_mean = match df.agg(d.clone().mean())? {
+        Value::Float(x) => x,
+        _ => 0.0,
     };
-    let int_of = |v: Option<Value>| match v {
-        Some(Value::Int(x) | Value::Timestamp(x)) => x,
-        _ => 0,
-    };
-    let duration_min = int_of(st.min);
-    let duration_max = int_of(st.max);
-    let df = df.clone().with_column(duration)?;
+    let duration_min = int(&df.agg(d.clone().min())?);
+    let duration_max = int(&df.agg(d.max())?);
     done(3, &mut t);
     // 5
-    let flag = df.column("store_and_fwd_flag")?;
-    let not_stored = flag.count_where(Cmp::Eq, &Value::Str("N".into()))? as f64;
-    let share_not_stored = if rows == 0 {
-        0.0
-    } else {
-        not_stored / rows as f64
+    let flag = col("store_and_fwd_flag");
+    let share_not_stored = match df.agg(flag.eq(lit("N")).mean())? {
+        Value::Float(x) => x,
+        _ => 0.0,
     };
-    let vendors_stored = vendor
-        .value_counts_where(flag, Cmp::Eq, &Value::Str("Y".into()))?
-        .into_iter()
-        .filter_map(|(v, _)| match v {
-            Value::Int(x) => Some(x),
-            _ => None,
-        })
-        .collect();
+    let fv = df
+        .group_by(["store_and_fwd_flag", "VendorID"])
+        .agg([len()])?;
+    let vendors_stored =
+        ints(&fv.filter(col("store_and_fwd_flag").eq(lit("Y")))?["VendorID"].unique()?);
     done(4, &mut t);
     // 6
-    let dist = df.derive(
-        "distance_km",
-        &haversine(),
-        &[
-            "pickup_longitude",
-            "pickup_latitude",
-            "dropoff_longitude",
-            "dropoff_latitude",
-        ],
-    )?;
-    let trips_over_100km = dist.count_where(Cmp::Gt, &Value::Float(100.0))?;
-    let df = df.with_column(dist)?;
+    let (lon1, lat1) = (col("pickup_longitude"), col("pickup_latitude"));
+    let (lon2, lat2) = (col("dropoff_longitude"), col("dropoff_latitude"));
+    let df = df.with_columns([haversine(lon1, lat1, lon2, lat2).alias("distance_km")])?;
+    let trips_over_100km = int(&df.agg(col("distance_km").gt(100.0).sum())?) as u64;
     done(5, &mut t);
     // 7
-    let pickup = df.column("tpep_pickup_datetime")?;
-    let ts = |v: Option<Value>| v.map(|v| v.to_string()).unwrap_or_default();
-    let st = pickup.stats()?;
-    let (pickup_min, pickup_max) = (ts(st.min), ts(st.max));
-    let p = ["tpep_pickup_datetime"];
-    let hour = df.derive("pickup_hour", &time_part(Expr::hour), &p)?;
-    let day = df.derive("pickup_day", &time_part(Expr::weekday), &p)?;
-    let month = df.derive("pickup_month", &time_part(Expr::month), &p)?;
-    let df = df.with_column(hour)?.with_column(day)?.with_column(month)?;
+    let pickup = col("tpep_pickup_datetime");
+    let pickup_min = df.agg(pickup.clone().min())?.to_string();
+    let pickup_max = df.agg(pickup.clone().max())?.to_string();
+    let df = df.with_columns([
+        pickup.clone().dt().hour().alias("pickup_hour"),
+        pickup.clone().dt().day().alias("pickup_day"),
+        pickup.dt().month().alias("pickup_month"),
+    ])?;
     let by_hour = counts(df.value_counts("pickup_hour")?);
     let by_day = counts(df.value_counts("pickup_day")?);
     let by_month = counts(df.value_counts("pickup_month")?);
     let head = df
-        .select(&[
+        .select([
             "VendorID",
             "tpep_pickup_datetime",
             "passenger_count",
@@ -238,9 +201,16 @@ pub fn analyze(
         .to_string();
     done(6, &mut t);
     // 8, 9
-    let median_by_day = pairs(&df.group_by("pickup_day", "trip_duration", &[Agg::Median])?)?;
+    let median_by = |key: &str| {
+        let g = df.group_by([key]).agg([col("trip_duration").median()])?;
+        pairs(&g, key, "trip_duration", |k, m| match m {
+            Value::Float(m) => (int(k), *m),
+            _ => (int(k), f64::NAN),
+        })
+    };
+    let median_by_day = median_by("pickup_day")?;
     done(7, &mut t);
-    let median_by_month = pairs(&df.group_by("pickup_month", "trip_duration", &[Agg::Median])?)?;
+    let median_by_month = median_by("pickup_month")?;
     done(8, &mut t);
     Ok(TaxiAnswers {
         rows,
@@ -272,7 +242,7 @@ impl fmt::Display for TaxiAnswers {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        let med = |v: &[(i64, i64)]| {
+        let med = |v: &[(i64, f64)]| {
             v.iter()
                 .map(|(k, c)| format!("{k}:{c}s"))
                 .collect::<Vec<_>>()

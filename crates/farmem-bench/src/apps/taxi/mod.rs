@@ -2,6 +2,7 @@
 //! deterministic synthetic generator for it, and the nine analysis steps.
 
 mod analysis;
+pub mod peers;
 mod synth;
 #[cfg(test)]
 mod tests;

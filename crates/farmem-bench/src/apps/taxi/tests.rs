@@ -46,12 +46,14 @@ fn haversine_expression_equals_the_scalar_function() {
         .unwrap(),
     ];
     let df = DataFrame::from_columns(p, cols).unwrap();
+    use farmem_frame::col;
     let d = df
-        .derive(
-            "d",
-            &super::analysis::haversine(),
-            &["lon1", "lat1", "lon2", "lat2"],
-        )
+        .eval(super::analysis::haversine(
+            col("lon1"),
+            col("lat1"),
+            col("lon2"),
+            col("lat2"),
+        ))
         .unwrap();
     let n = pts.len();
     for i in 0..n {
@@ -70,13 +72,7 @@ fn csv_and_direct_generation_give_identical_answers() {
     let direct = taxi::generate_frame(&g, rows, LocalPlacement::shared(), &mut |_| {}).unwrap();
     let mut text = Vec::new();
     taxi::write_csv(&g, rows, &mut text, &mut |_| {}).unwrap();
-    let loaded = csv::read_csv(
-        &text[..],
-        &taxi::csv_options(),
-        LocalPlacement::shared(),
-        &mut |_| {},
-    )
-    .unwrap();
+    let loaded = csv::read_csv(&text[..], &taxi::csv_options(), LocalPlacement::shared()).unwrap();
     let mut steps = 0;
     let a = taxi::analyze(&direct, &mut |_, _, _| steps += 1).unwrap();
     let b = taxi::analyze(&loaded, &mut |_, _, _| {}).unwrap();
