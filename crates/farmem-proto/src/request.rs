@@ -417,7 +417,9 @@ impl<'a> Request<'a> {
                     return Err(malformed(name, "bad magic"));
                 }
                 let version = c.u16().map_err(|_| short())?;
-                let _reserved = c.u16().map_err(|_| short())?;
+                if c.u16().map_err(|_| short())? != 0 {
+                    return Err(malformed(name, "reserved field is not zero"));
+                }
                 let session = c.u64().map_err(|_| short())?;
                 let n = c.u32().map_err(|_| short())?;
                 let token = c.bytes(n as usize).map_err(|_| short())?;
@@ -463,7 +465,9 @@ impl<'a> Request<'a> {
                 let code = c.u16().map_err(|_| short())?;
                 let action =
                     AdminAction::from_code(code).ok_or(malformed(name, "unknown admin action"))?;
-                let _reserved = c.u16().map_err(|_| short())?;
+                if c.u16().map_err(|_| short())? != 0 {
+                    return Err(malformed(name, "reserved field is not zero"));
+                }
                 let bytes = c.u64().map_err(|_| short())?;
                 let deadline_ms = c.u64().map_err(|_| short())?;
                 let n = c.u32().map_err(|_| short())?;
@@ -478,7 +482,9 @@ impl<'a> Request<'a> {
             Op::Compute => {
                 let route = c.u64().map_err(|_| short())?;
                 let op = c.u16().map_err(|_| short())?;
-                let _reserved = c.u16().map_err(|_| short())?;
+                if c.u16().map_err(|_| short())? != 0 {
+                    return Err(malformed(name, "reserved field is not zero"));
+                }
                 Request::Compute {
                     route,
                     op,

@@ -143,6 +143,10 @@ pub enum ErrorCode {
     /// A shrink could not be completed by its deadline: `a` = bytes still held above the capacity
     /// asked for, `b` = the capacity now (what is used), `c` = the capacity asked for.
     ShrinkIncomplete = 15,
+    /// The answer would exceed the server's response limit (a batched get naming large objects
+    /// many times, a large agent result): `a` = bytes of the answer when it was cut (at least),
+    /// `b` = the limit. Nothing was changed; the connection stays open.
+    ResponseTooLarge = 16,
 }
 
 impl ErrorCode {
@@ -165,6 +169,7 @@ impl ErrorCode {
             ReplayUnavailable,
             AdminRefused,
             ShrinkIncomplete,
+            ResponseTooLarge,
         ]
         .into_iter()
         .find(|k| *k as u16 == c)

@@ -1,6 +1,7 @@
 //! Server configuration and human-readable sizes.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::ServerError;
 
@@ -15,9 +16,26 @@ pub struct Limits {
     pub max_inflight: u32,
     /// Answer bytes buffered before they are written out mid-batch.
     pub max_write_buffer: usize,
-    /// A connection that has not completed its hello within this time is closed. After the
-    /// hello there is no idle timeout: a quiet client keeps its session.
-    pub hello_timeout: std::time::Duration,
+    /// Whole-handshake deadline: a connection that has not completed its hello this long after
+    /// it was accepted is closed, however it trickles its bytes. Default 10 s.
+    pub hello_timeout: Duration,
+    /// Largest frame body accepted before the hello is through (a hello or an admin request):
+    /// what an unauthenticated connection can make the server buffer. Default 4 KiB; the
+    /// tokens must fit in it.
+    pub max_hello_frame: u32,
+    /// An authenticated connection that sends nothing for this long is closed (its session
+    /// stays for its lease). Clients ping their heartbeat connection every 200 ms by default.
+    /// Zero: never. Default 10 min.
+    pub idle_timeout: Duration,
+    /// A client that does not read its answers for this long (the server's write blocks) is
+    /// disconnected. Zero: never. Default 30 s.
+    pub write_timeout: Duration,
+    /// TCP keepalive: probes start after this long without traffic (then every 10 s, 6 times),
+    /// so a connection whose host vanished is found dead. Zero: off. Default 60 s.
+    pub keepalive: Duration,
+    /// Largest answer body built for one request (batched gets, agent results); larger ones
+    /// are answered with `ResponseTooLarge`. Default 256 MiB (at most 1 GiB).
+    pub max_response: u32,
 }
 
 impl Default for Limits {
@@ -27,7 +45,12 @@ impl Default for Limits {
             max_object: 64 << 20,
             max_inflight: 1024,
             max_write_buffer: 256 << 10,
-            hello_timeout: std::time::Duration::from_secs(10),
+            hello_timeout: Duration::from_secs(10),
+            max_hello_frame: 4096,
+            idle_timeout: Duration::from_secs(600),
+            write_timeout: Duration::from_secs(30),
+            keepalive: Duration::from_secs(60),
+            max_response: 256 << 20,
         }
     }
 }

@@ -1,9 +1,14 @@
 //! One client connection: read a batch of request frames, answer them all, write the answers
 //! in one go, repeat. Blocking I/O on a dedicated thread (lowest latency on small machines).
+//!
+//! Before its hello is through a connection holds only a small buffer (`max_hello_frame`) and
+//! must finish the handshake by one deadline; after it, it is closed when idle for
+//! `idle_timeout` or when it does not read its answers for `write_timeout`.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use farmem_proto::{
     ErrorCode, HEADER_LEN, Header, HelloInfo, Op, Request, Response, ServerStats, VERSION,
@@ -11,10 +16,14 @@ use farmem_proto::{
 };
 use farmem_store::{Session, execute_request};
 
+use crate::Limits;
 use crate::server::Shared;
 
 const READ_BUFFER: usize = 64 << 10;
 const SHRINK_ABOVE: usize = 4 << 20;
+/// Keepalive probes after the idle time: this far apart, this many.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: u32 = 6;
 
 /// Why a connection ended.
 pub(crate) enum Close {
@@ -28,24 +37,96 @@ pub(crate) enum Close {
     Shutdown,
     /// The client closed its session; the answer is in the write buffer.
     SessionClosed,
+    /// The hello was not through by its deadline; the reason was sent to it.
+    HelloTimeout,
+    /// An authenticated client sent nothing for the idle timeout.
+    Idle,
+    /// The client did not read its answers for the write timeout.
+    NotReading,
 }
 
 impl From<io::Error> for Close {
     fn from(e: io::Error) -> Self {
-        Close::Io(e)
+        if is_timeout(&e) {
+            Close::NotReading // reads map their timeouts themselves
+        } else {
+            Close::Io(e)
+        }
     }
 }
 
-/// Serves `stream` until the client leaves, misbehaves, or the server shuts down.
-pub(crate) fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let mut session = None;
-    let mut rbuf = vec![0u8; READ_BUFFER];
-    let mut wbuf = Vec::with_capacity(READ_BUFFER);
-    let outcome = run(&mut stream, &shared, &mut session, &mut rbuf, &mut wbuf);
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// What a connection holds, released however its thread ends (a panic included): its session
+/// and its slot in the server's connection table, whose copy of the socket is closed with it.
+pub(crate) struct ConnGuard {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) id: u64,
+    pub(crate) session: Option<Arc<Session>>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.take() {
+            self.shared.leave(s);
+        }
+        self.shared.release(self.id);
+    }
+}
+
+/// Sets the write timeout and TCP keepalive of an accepted connection.
+fn configure(stream: &TcpStream, limits: &Limits) -> io::Result<()> {
+    if !limits.write_timeout.is_zero() {
+        stream.set_write_timeout(Some(limits.write_timeout))?;
+    }
+    if !limits.keepalive.is_zero() {
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(limits.keepalive)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_PROBES);
+        socket2::SockRef::from(stream).set_tcp_keepalive(&ka)?;
+    }
+    Ok(())
+}
+
+/// Serves `stream` until the client leaves, misbehaves, times out or the server shuts down.
+pub(crate) fn serve(mut stream: TcpStream, peer: SocketAddr, mut guard: ConnGuard) {
+    let shared = guard.shared.clone();
+    let limits = &shared.config.limits;
+    let mut rbuf = vec![0u8; HEADER_LEN + limits.max_hello_frame as usize];
+    let mut wbuf = Vec::new();
+    let outcome = match configure(&stream, limits) {
+        Ok(()) => run(
+            &mut stream,
+            &shared,
+            &mut guard.session,
+            &mut rbuf,
+            &mut wbuf,
+        ),
+        Err(e) => Close::Io(e),
+    };
     match outcome {
         Close::Eof => tracing::debug!(%peer, "client closed the connection"),
         Close::Io(e) => tracing::debug!(%peer, error = %e, "connection ended"),
-        Close::Shutdown => tracing::debug!(%peer, "closed at server shutdown"),
+        Close::Shutdown => {
+            tracing::debug!(%peer, "closed at server shutdown");
+            wbuf.clear();
+            let msg = "the server is shutting down";
+            encode_error(
+                &mut wbuf,
+                Op::Hello,
+                0,
+                ErrorCode::ShuttingDown,
+                [0; 3],
+                msg,
+            );
+            let _ = stream.write_all(&wbuf);
+        }
         Close::SessionClosed => {
             tracing::debug!(%peer, "session closed by the client");
             let _ = stream.write_all(&wbuf);
@@ -54,10 +135,18 @@ pub(crate) fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
             tracing::warn!(%peer, %reason, "closing connection");
             let _ = stream.write_all(&wbuf);
         }
+        Close::HelloTimeout => {
+            tracing::warn!(%peer, timeout = ?limits.hello_timeout, "hello not completed in time");
+            let _ = stream.write_all(&wbuf);
+        }
+        Close::Idle => {
+            tracing::info!(%peer, timeout = ?limits.idle_timeout, "closing an idle connection");
+        }
+        Close::NotReading => {
+            tracing::warn!(%peer, timeout = ?limits.write_timeout, "client does not read its answers");
+        }
     }
-    if let Some(s) = session {
-        shared.leave(s);
-    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
 fn run(
@@ -68,19 +157,26 @@ fn run(
     wbuf: &mut Vec<u8>,
 ) -> Close {
     let limits = &shared.config.limits;
+    let hello_deadline = Instant::now() + limits.hello_timeout;
     let (mut start, mut end) = (0usize, 0usize);
     let mut greeted = false;
-    if let Err(e) = stream.set_read_timeout(Some(limits.hello_timeout)) {
-        return e.into();
-    }
     loop {
+        // Before the hello only a small frame is accepted: the buffer stays small.
+        let mut max_frame = if session.is_some() {
+            limits.max_frame
+        } else {
+            limits.max_hello_frame
+        };
         // Answer every complete frame in the buffer.
         loop {
-            match decode_frame(&rbuf[start..end], limits.max_frame) {
+            match decode_frame(&rbuf[start..end], max_frame) {
                 Ok(Some((frame, used))) => {
                     start += used;
                     if let Err(c) = handle(shared, session, frame.header, frame.body, wbuf) {
                         return c;
+                    }
+                    if session.is_some() {
+                        max_frame = limits.max_frame;
                     }
                     if wbuf.len() >= limits.max_write_buffer {
                         if let Err(e) = stream.write_all(wbuf) {
@@ -110,6 +206,16 @@ fn run(
         if shared.is_shutting_down() {
             return Close::Shutdown;
         }
+        if !greeted && session.is_some() {
+            greeted = true;
+            if rbuf.len() < READ_BUFFER {
+                rbuf.resize(READ_BUFFER, 0);
+            }
+            let idle = Some(limits.idle_timeout).filter(|d| !d.is_zero());
+            if let Err(e) = stream.set_read_timeout(idle) {
+                return Close::Io(e);
+            }
+        }
         // Keep the partial frame at the front; make room for all of it.
         if start == end {
             start = 0;
@@ -124,26 +230,39 @@ fn run(
             start = 0;
         }
         if end >= HEADER_LEN
-            && let Ok(h) = Header::parse(&rbuf[..end], limits.max_frame)
+            && let Ok(h) = Header::parse(&rbuf[..end], max_frame)
         {
             let need = HEADER_LEN + h.body_len as usize;
             if need > rbuf.len() {
                 rbuf.resize(need, 0);
             }
         }
-        if !greeted && session.is_some() {
-            greeted = true;
-            if let Err(e) = stream.set_read_timeout(None) {
-                return e.into();
+        if !greeted {
+            // One deadline for the whole hello, however the bytes trickle in.
+            let left = hello_deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return hello_timeout(wbuf, limits);
+            }
+            if let Err(e) = stream.set_read_timeout(Some(left)) {
+                return Close::Io(e);
             }
         }
         match stream.read(&mut rbuf[end..]) {
+            Ok(0) if shared.is_shutting_down() => return Close::Shutdown,
             Ok(0) => return Close::Eof,
             Ok(n) => end += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return e.into(),
+            Err(e) if is_timeout(&e) && !greeted => return hello_timeout(wbuf, limits),
+            Err(e) if is_timeout(&e) => return Close::Idle,
+            Err(e) => return Close::Io(e),
         }
     }
+}
+
+fn hello_timeout(wbuf: &mut Vec<u8>, limits: &Limits) -> Close {
+    let msg = format!("hello not completed within {:?}", limits.hello_timeout);
+    encode_error(wbuf, Op::Hello, 0, ErrorCode::Refused, [0; 3], &msg);
+    Close::HelloTimeout
 }
 
 /// The request id of a (possibly broken) frame, for the error answer.
@@ -267,6 +386,11 @@ fn handle(
     wbuf: &mut Vec<u8>,
 ) -> Result<(), Close> {
     let rid = h.req_id;
+    if h.flags != 0 {
+        let op = Op::from_code(h.op).unwrap_or(Op::Hello);
+        let msg = "request frames carry no flags";
+        return Err(refuse(wbuf, op, rid, ErrorCode::Malformed, 0, msg));
+    }
     let req = match Request::decode(h.op, body) {
         Ok(r) => r,
         Err(e) => {
@@ -276,6 +400,10 @@ fn handle(
         }
     };
     let op = req.op();
+    if rid == 0 && !matches!(req, Request::Hello { .. } | Request::Admin { .. }) {
+        let msg = "request id 0 is reserved (only a hello or an admin request may use it)";
+        return Err(refuse(wbuf, op, rid, ErrorCode::Malformed, 0, msg));
+    }
     if let Request::Hello { .. } = req {
         return hello(shared, session, rid, &req, wbuf);
     }

@@ -107,6 +107,25 @@ struct Args {
     /// How long a disconnected client's session is kept for it to resume, e.g. 30s, 500ms.
     #[arg(long, default_value = "30s", value_parser = duration)]
     session_lease: std::time::Duration,
+    /// A connection must complete its hello within this time of being accepted (one deadline
+    /// for the whole hello, however slowly its bytes come).
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    hello_timeout: std::time::Duration,
+    /// Close an authenticated connection that sends nothing for this long (0: never). Clients
+    /// ping every 200 ms by default; the session itself stays for its lease.
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    idle_timeout: std::time::Duration,
+    /// Disconnect a client that does not read its answers for this long (0: never).
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    write_timeout: std::time::Duration,
+    /// TCP keepalive: probe a silent connection after this long (then every 10 s, 6 probes),
+    /// so one whose host vanished is closed (0: off).
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    keepalive: std::time::Duration,
+    /// Largest answer built for one request (batched gets, agent results); larger ones are
+    /// refused with `ResponseTooLarge`. At most 1GiB.
+    #[arg(long, default_value = "256MiB", value_parser = size)]
+    max_response: u64,
 }
 
 fn duration(s: &str) -> Result<std::time::Duration, String> {
@@ -222,7 +241,16 @@ fn main() -> ExitCode {
     if let Some(n) = args.agent_threads {
         config.agent_threads = n.max(1);
     }
+    let Ok(max_response) = u32::try_from(args.max_response) else {
+        eprintln!("error: --max-response must be at most 1GiB");
+        return ExitCode::from(2);
+    };
     config.limits.max_object = max_object;
+    config.limits.max_response = max_response;
+    config.limits.hello_timeout = args.hello_timeout;
+    config.limits.idle_timeout = args.idle_timeout;
+    config.limits.write_timeout = args.write_timeout;
+    config.limits.keepalive = args.keepalive;
     config.limits.max_frame = max_object.saturating_add(4096);
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {
         Ok(s) => s,

@@ -66,12 +66,16 @@ impl Shared {
             }
         };
         let max_object = u64::from(self.config.limits.max_object);
-        let s = Arc::new(Session::new(
-            key,
-            self.budget.clone(),
-            max_object,
-            self.config.agent_threads,
-        ));
+        let max_response = self.config.limits.max_response as usize;
+        let s = Arc::new(
+            Session::new(
+                key,
+                self.budget.clone(),
+                max_object,
+                self.config.agent_threads,
+            )
+            .with_max_response(max_response),
+        );
         map.insert(
             key,
             Entry {
@@ -126,6 +130,16 @@ impl Shared {
         let gone = self.sessions.lock().remove(&key);
         drop(gone);
         tracing::debug!(session = key, "session closed by its client");
+    }
+
+    /// Frees connection `id`'s slot (closing the server's copy of its socket).
+    pub(crate) fn release(&self, id: u64) {
+        let gone = self.conns.lock().remove(&id);
+        if let Some(c) = &gone {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        drop(gone);
+        self.conns_done.notify_all();
     }
 
     /// Frees the sessions whose lease ran out; returns how many.
@@ -197,6 +211,21 @@ impl Server {
         }
         if config.limits.hello_timeout.is_zero() {
             return Err(ServerError::Config("hello_timeout must be positive".into()));
+        }
+        let longest_token = config
+            .token
+            .iter()
+            .chain(&config.admin_token)
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0);
+        if longest_token + 64 > config.limits.max_hello_frame as usize {
+            return Err(ServerError::Config(
+                "max_hello_frame must exceed the longest token by at least 64 bytes".into(),
+            ));
+        }
+        if config.limits.max_response > farmem_proto::MAX_FRAME_BODY {
+            return Err(ServerError::Config("max_response is at most 1 GiB".into()));
         }
         if config.limits.max_object as u64 + 64 > u64::from(config.limits.max_frame) {
             return Err(ServerError::Config(
@@ -352,19 +381,21 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 Err(_) => continue,
             };
         }
-        let sh = shared.clone();
+        // Released when the thread ends, however it ends (or with the closure if the thread
+        // cannot be spawned).
+        let guard = crate::conn::ConnGuard {
+            shared: shared.clone(),
+            id,
+            session: None,
+        };
         let spawned = std::thread::Builder::new()
             .name("farmem-conn".into())
             .spawn(move || {
                 tracing::debug!(%peer, "client connected");
-                crate::conn::serve(stream, peer, sh.clone());
-                let mut conns = sh.conns.lock();
-                conns.remove(&id);
-                sh.conns_done.notify_all();
+                crate::conn::serve(stream, peer, guard);
             });
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "cannot spawn a connection thread");
-            shared.conns.lock().remove(&id);
         }
     }
 }
@@ -434,11 +465,24 @@ impl ServerHandle {
         }
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
         let _ = acceptor.join();
+        // Wake every connection's read: its thread tells its client `ShuttingDown` and closes.
         let mut conns = self.shared.conns.lock();
+        for c in conns.values() {
+            let _ = c.shutdown(std::net::Shutdown::Read);
+        }
+        let polite = Instant::now() + Duration::from_secs(1);
+        while !conns.is_empty()
+            && !self
+                .shared
+                .conns_done
+                .wait_until(&mut conns, polite)
+                .timed_out()
+        {}
+        // A thread still writing to a client that does not read: cut it off.
         for c in conns.values() {
             let _ = c.shutdown(std::net::Shutdown::Both);
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(5);
         while !conns.is_empty() {
             if self
                 .shared
@@ -460,5 +504,47 @@ impl ServerHandle {
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+    use crate::conn::ConnGuard;
+
+    #[test]
+    fn a_connection_thread_that_panics_releases_its_slot_session_and_socket() {
+        let server = Server::start(ServerConfig::default()).unwrap();
+        let shared = server.shared.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (conn, _) = listener.accept().unwrap();
+        let id = u64::MAX;
+        shared.conns.lock().insert(id, conn.try_clone().unwrap());
+        let (session, _) = shared.new_session();
+        let key = session.key;
+        let guard = ConnGuard {
+            shared: shared.clone(),
+            id,
+            session: Some(session),
+        };
+        let thread = std::thread::spawn(move || {
+            let _held = (guard, conn);
+            panic!("a bug in request handling");
+        });
+        assert!(thread.join().is_err());
+        assert!(!shared.conns.lock().contains_key(&id));
+        let sessions = shared.sessions.lock();
+        let e = sessions.get(&key).unwrap();
+        assert_eq!(e.conns, 0);
+        assert!(e.idle_since.is_some());
+        drop(sessions);
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(client.read(&mut [0u8; 8]).unwrap(), 0, "socket left open");
+        server.shutdown();
     }
 }

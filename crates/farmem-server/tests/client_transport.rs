@@ -390,14 +390,17 @@ fn silent_connections_are_dropped_but_idle_clients_keep_their_objects() {
     let s = Server::start(config).unwrap();
     let b = client(&s);
     b.put(1, b"kept").unwrap();
-    // A connection that never says hello is closed after the hello timeout.
+    // A connection that never says hello is told so (a refusal with request id 0) and closed
+    // after the hello timeout.
     let mut silent = TcpStream::connect(s.addr()).unwrap();
     silent
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let t0 = Instant::now();
-    let mut buf = [0u8; 16];
-    assert_eq!(silent.read(&mut buf).unwrap_or(0), 0);
+    let mut got = Vec::new();
+    let _ = silent.read_to_end(&mut got);
+    let (refusal, _) = farmem_proto::decode_frame(&got, 1 << 20).unwrap().unwrap();
+    assert_eq!(refusal.header.req_id, 0);
     assert!(t0.elapsed() < Duration::from_secs(5));
     // A client that said hello may stay quiet for longer than that.
     std::thread::sleep(Duration::from_millis(500));

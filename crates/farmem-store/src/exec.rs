@@ -4,8 +4,7 @@
 //! handshake and server-wide requests (`Hello`, `Stats`), and this module owns the rest.
 
 use farmem_proto::{
-    DataList, ErrorCode, HEADER_LEN, MAX_FRAME_BODY, Op, Request, Response, begin_frame,
-    encode_error, finish_frame,
+    DataList, ErrorCode, HEADER_LEN, Op, Request, Response, begin_frame, encode_error, finish_frame,
 };
 
 use farmem_kernels::KernelError;
@@ -29,6 +28,14 @@ pub(crate) fn encode_store_error(wbuf: &mut Vec<u8>, op: Op, req_id: u64, e: &St
         StoreError::TooLarge { size, limit } => (ErrorCode::TooLarge, [size, limit, 0]),
     };
     encode_error(wbuf, op, req_id, code, d, &e.to_string());
+}
+
+/// Answers `rid` with `ResponseTooLarge`: its answer would have `size` bytes (at least), above
+/// the session's `limit`.
+fn response_too_large(wbuf: &mut Vec<u8>, op: Op, rid: u64, size: usize, limit: usize) {
+    let msg = format!("the answer ({size} bytes or more) exceeds the response limit of {limit}");
+    let d = [size as u64, limit as u64, 0];
+    encode_error(wbuf, op, rid, ErrorCode::ResponseTooLarge, d, &msg);
 }
 
 fn encode_agent_error(wbuf: &mut Vec<u8>, req_id: u64, e: &AgentError) {
@@ -114,12 +121,12 @@ fn execute_once(session: &Session, req: &Request<'_>, rid: u64, wbuf: &mut Vec<u
         Request::GetMany { ids } => {
             let start = begin_frame(wbuf, op as u16, 0, rid);
             DataList::begin(wbuf, ids.len());
-            let limit = start + HEADER_LEN + MAX_FRAME_BODY as usize;
+            let limit = start + HEADER_LEN + session.max_response;
             let mut too_big = None;
             for id in ids.iter() {
                 let r = ns.get_with(id, |d| {
                     if wbuf.len() + 4 + d.len() > limit {
-                        return Err(d.len());
+                        return Err(wbuf.len() + 4 + d.len() - start - HEADER_LEN);
                     }
                     DataList::push(wbuf, Some(d));
                     Ok(())
@@ -135,11 +142,7 @@ fn execute_once(session: &Session, req: &Request<'_>, rid: u64, wbuf: &mut Vec<u
             }
             if let Some(size) = too_big {
                 wbuf.truncate(start);
-                let e = StoreError::TooLarge {
-                    size: size as u64,
-                    limit: u64::from(MAX_FRAME_BODY),
-                };
-                encode_store_error(wbuf, op, rid, &e);
+                response_too_large(wbuf, op, rid, size, session.max_response);
             } else {
                 finish_frame(wbuf, start);
             }
@@ -177,6 +180,9 @@ fn execute_once(session: &Session, req: &Request<'_>, rid: u64, wbuf: &mut Vec<u
         }
         Request::Compute { op: aop, args, .. } => {
             match agent::execute(&session.context(), *aop, args) {
+                Ok(out) if out.len() > session.max_response => {
+                    response_too_large(wbuf, op, rid, out.len(), session.max_response);
+                }
                 Ok(out) => Response::Data(&out).encode(wbuf, op, rid),
                 Err(e) => encode_agent_error(wbuf, rid, &e),
             }

@@ -19,6 +19,9 @@ pub struct Session {
     pub agent_threads: usize,
     /// Answers of the most recent non-idempotent requests, replayed to retries.
     pub dedup: Dedup,
+    /// Largest answer body built for one request (batched gets, agent results); a larger one
+    /// is answered with `ResponseTooLarge` instead. Default [`farmem_proto::MAX_FRAME_BODY`].
+    pub max_response: usize,
 }
 
 impl Session {
@@ -30,7 +33,14 @@ impl Session {
             agent: AgentState::default(),
             agent_threads: agent_threads.max(1),
             dedup: Dedup::default(),
+            max_response: farmem_proto::MAX_FRAME_BODY as usize,
         }
+    }
+
+    /// Sets [`Session::max_response`] (at most [`farmem_proto::MAX_FRAME_BODY`]).
+    pub fn with_max_response(mut self, bytes: usize) -> Self {
+        self.max_response = bytes.min(farmem_proto::MAX_FRAME_BODY as usize);
+        self
     }
 
     /// The agent's view of this session.

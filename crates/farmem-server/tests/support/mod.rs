@@ -7,6 +7,7 @@
 pub mod netns;
 pub mod pool;
 mod proxy;
+pub mod raw;
 mod server;
 
 use std::time::{Duration, Instant};
