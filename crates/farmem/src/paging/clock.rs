@@ -10,6 +10,9 @@ use std::collections::HashMap;
 
 /// Credits of a page that refaulted soon after its eviction (extra passes of the hand).
 pub const HOT_CREDITS: u8 = 3;
+/// Stream tag of a staged page that is being *sampled* (unmapped to see whether the program
+/// still reads it) rather than a prefetch marker.
+pub const SAMPLE_TAG: u32 = u32::MAX;
 
 /// What a dirty page is compared against at write-back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,9 +138,16 @@ impl Clock {
     /// write-protect it again); a page with `hot` credits loses one and is skipped; any other is
     /// a victim. Pages being evicted are passed over. Stops once every credit could have been
     /// spent.
+    ///
+    /// Clean mapped hot pages that lose a credit are also listed in `sample` (up to
+    /// `max_sample`): the caller may unmap them, keeping a local copy, to see whether the program
+    /// still reads them. A staged page (prefetch marker or sample) that is passed again untouched
+    /// is a victim.
     pub fn select_victims(
         &mut self,
         n: usize,
+        sample: &mut Vec<usize>,
+        max_sample: usize,
         mut second_chance: impl FnMut(&mut Slot),
     ) -> Vec<usize> {
         let mut victims = Vec::with_capacity(n);
@@ -157,8 +167,11 @@ impl Clock {
             if slot.referenced {
                 slot.referenced = false;
                 second_chance(slot);
-            } else if slot.hot > 0 {
+            } else if slot.hot > 0 && slot.staged.is_none() {
                 slot.hot -= 1;
+                if !slot.dirty && sample.len() < max_sample && !sample.contains(&slot.page) {
+                    sample.push(slot.page);
+                }
             } else if !victims.contains(&slot.page) {
                 victims.push(slot.page);
             }
@@ -183,14 +196,14 @@ mod tests {
         }
         assert!(!c.insert(slot(9, false)), "full");
         let mut chances = vec![];
-        let v = c.select_victims(2, |s| chances.push(s.page));
+        let v = c.select_victims(2, &mut vec![], 0, |s| chances.push(s.page));
         assert_eq!(v, vec![1, 3]);
         assert_eq!(chances, vec![0, 2]);
         c.remove(1);
         c.remove(3);
         assert_eq!(c.len(), 2);
         // Bits are now clear: the next selection takes the formerly referenced pages.
-        assert_eq!(c.select_victims(2, |_| {}), vec![0, 2]);
+        assert_eq!(c.select_victims(2, &mut vec![], 0, |_| {}), vec![0, 2]);
         assert!(c.insert(slot(9, false)));
         assert!(c.contains(9) && !c.contains(1));
     }
@@ -203,11 +216,11 @@ mod tests {
         }
         c.get_mut(0).unwrap().hot = 2;
         c.get_mut(1).unwrap().evicting = true;
-        assert_eq!(c.select_victims(2, |_| {}), vec![2, 3]);
+        assert_eq!(c.select_victims(2, &mut vec![], 0, |_| {}), vec![2, 3]);
         c.remove(2);
         c.remove(3);
         // Page 0 spends its two credits, then goes; page 1 is never chosen while evicting.
-        assert_eq!(c.select_victims(2, |_| {}), vec![0]);
+        assert_eq!(c.select_victims(2, &mut vec![], 0, |_| {}), vec![0]);
         assert_eq!(c.get_mut(0).unwrap().hot, 0);
     }
 
@@ -217,6 +230,6 @@ mod tests {
         for p in 0..3 {
             c.insert(slot(p, true));
         }
-        assert_eq!(c.select_victims(3, |_| {}).len(), 3);
+        assert_eq!(c.select_victims(3, &mut vec![], 0, |_| {}).len(), 3);
     }
 }

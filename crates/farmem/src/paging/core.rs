@@ -18,7 +18,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::backend::{Backend, ObjectId};
 
-use super::clock::{Clock, Twin};
+use super::clock::{Clock, SAMPLE_TAG, Twin};
 use super::ghost::Ghosts;
 use super::prefetch::Streams;
 use super::sys::{self, PAGE, PageBuf, Uffd};
@@ -53,6 +53,20 @@ impl Pool {
     /// Gives a buffer back.
     pub fn put(&mut self, i: u32) {
         self.free.push(i);
+    }
+
+    /// Gives a buffer back and returns its memory to the kernel.
+    pub fn put_released(&mut self, i: u32) {
+        let addr = self.buf.as_ptr() as usize + i as usize * PAGE;
+        if let Err(e) = sys::drop_pages(addr, PAGE) {
+            tracing::warn!("paging: releasing a sample buffer failed: {e}");
+        }
+        self.free.push(i);
+    }
+
+    /// Buffers not handed out.
+    pub fn free_count(&self) -> usize {
+        self.free.len()
     }
 
     /// Buffer `i`.
@@ -93,6 +107,8 @@ pub struct State {
     pub twins: Pool,
     /// Marker pages of prefetch windows.
     pub staging: Pool,
+    /// Copies of hot pages unmapped to sample whether they are still read.
+    pub samples: Pool,
     /// Recently evicted pages.
     pub ghosts: Ghosts,
     /// Prefetch streams.
@@ -126,8 +142,10 @@ impl State {
         if let Twin::Buf(t) = twin {
             self.twins.put(t);
         }
-        if let Some((b, _)) = staged {
-            self.staging.put(b);
+        match staged {
+            Some((b, SAMPLE_TAG)) => self.samples.put_released(b),
+            Some((b, _)) => self.staging.put(b),
+            None => {}
         }
     }
 }
@@ -209,6 +227,7 @@ impl Core {
                 stored: vec![0; pages.div_ceil(64)],
                 twins: Pool::new(budget_pages)?,
                 staging: Pool::new(STAGING.min(budget_pages / 4))?,
+                samples: Pool::new(budget_pages / 4)?,
                 ghosts: Ghosts::new(budget_pages),
                 streams: Streams::new(prefetch_max),
                 stats: PagingStats::default(),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::MutexGuard;
 
-use super::clock::{HOT_CREDITS, Slot, Twin};
+use super::clock::{HOT_CREDITS, SAMPLE_TAG, Slot, Twin};
 use super::core::{Core, InFlight, State};
 use super::internal::InternalGuard;
 use super::prefetch::Plan;
@@ -262,6 +262,15 @@ fn on_marker(
 ) -> Result<(), PagingError> {
     let addr = core.addr(page);
     map_staged(core, &mut st, page, staged, write)?;
+    if staged.1 == SAMPLE_TAG {
+        // A sampled hot page is still in use: keep it.
+        st.stats.sample_hits += 1;
+        if let Some(slot) = st.clock.get_mut(page) {
+            slot.hot = HOT_CREDITS;
+        }
+        drop(st);
+        return core.uffd.wake(addr, PAGE).map_err(sys_err);
+    }
     st.stats.prefetch_hits += 1;
     let plan = st.streams.on_marker(staged.1, page);
     let pages = plan.as_ref().map(|p| reserve(core, &mut st, p)).unwrap_or_default();
@@ -279,23 +288,36 @@ fn map_staged(
     core: &Core,
     st: &mut State,
     page: usize,
-    (buf, _tag): (u32, u32),
+    (buf, tag): (u32, u32),
     write: bool,
 ) -> Result<(), PagingError> {
+    let sample = tag == SAMPLE_TAG;
     let twin = if write {
         let t = st
             .twins
             .take()
             .ok_or_else(|| PagingError::Config("internal: out of twin buffers".into()))?;
-        st.twins.page_mut(t).copy_from_slice(st.staging.page(buf));
+        let State {
+            twins,
+            staging,
+            samples,
+            ..
+        } = st;
+        let src = if sample { &*samples } else { &*staging };
+        twins.page_mut(t).copy_from_slice(src.page(buf));
         Twin::Buf(t)
     } else {
         Twin::None
     };
+    let src = if sample { &st.samples } else { &st.staging };
     core.uffd
-        .copy(core.addr(page), st.staging.page(buf), !write, false)
+        .copy(core.addr(page), src.page(buf), !write, false)
         .map_err(sys_err)?;
-    st.staging.put(buf);
+    if sample {
+        st.samples.put_released(buf);
+    } else {
+        st.staging.put(buf);
+    }
     if let Some(slot) = st.clock.get_mut(page) {
         slot.staged = None;
         slot.dirty = write;

@@ -28,8 +28,12 @@
 //!   space on this kernel: `/proc/self/pagemap` has no accessed bit and the idle-page bitmap
 //!   (`/sys/kernel/mm/page_idle`, `CONFIG_IDLE_PAGE_TRACKING`) is often not built in. Instead a
 //!   ghost history remembers the last budget's worth of evictions; a page that faults again while
-//!   remembered was hot and gets [`PagingStats::refaults`] credits: the hand passes it three more
-//!   times before evicting it.
+//!   remembered was hot ([`PagingStats::refaults`]) and gets credits. When the hand passes an
+//!   unreferenced clean hot page, the reclaimer *samples* it: it copies the page to a local
+//!   buffer and unmaps it. If the program reads it again it takes a local fault (no network),
+//!   the page is mapped back and keeps its credits ([`PagingStats::sample_hits`]); if not, the
+//!   hand evicts it on its next pass. Hot pages read at least once per revolution of the hand
+//!   thus stay resident, at the cost of one local fault per revolution.
 //! - **Prefetching that follows the program.** Faults are grouped into streams by proximity
 //!   (per region; several threads or interleaved arrays get separate streams). A stream's trend
 //!   is the majority delta of its last faults (as in Leap): sequential, reverse or strided. The
@@ -173,6 +177,10 @@ pub struct PagingStats {
     pub reclaim_waits: u64,
     /// Fetch faults on pages evicted recently (within one budget's worth of evictions).
     pub refaults: u64,
+    /// Hot clean pages unmapped (with a local copy) to see whether the program still reads them.
+    pub sampled: u64,
+    /// Of those, pages the program touched while sampled (kept, served without network).
+    pub sample_hits: u64,
     /// Clean pages evicted by dropping them, without any write-back.
     pub evicted_clean: u64,
     /// Dirty pages written back (at eviction or flush).

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::PagingError;
-use super::clock::Twin;
+use super::clock::{SAMPLE_TAG, Twin};
 use super::core::{Core, State};
 use super::internal::InternalGuard;
 use super::sys::{self, PAGE, PageBuf};
@@ -79,7 +79,9 @@ pub fn evict_batch(core: &Core, buf: &mut PageBuf) -> Result<bool, PagingError> 
     let want = (core.high - avail).min(core.batch);
     let uffd = &core.uffd;
     let base = core.base;
-    let victims = st.clock.select_victims(want, |slot| {
+    let mut sample = Vec::new();
+    let max_sample = st.samples.free_count();
+    let victims = st.clock.select_victims(want, &mut sample, max_sample, |slot| {
         // Re-protect referenced dirty pages so that a later write re-sets the bit.
         if slot.dirty && !slot.protected {
             match uffd.write_protect(base + slot.page * PAGE, PAGE, true) {
@@ -104,6 +106,7 @@ pub fn evict_batch(core: &Core, buf: &mut PageBuf) -> Result<bool, PagingError> 
     }
     clean.sort_unstable();
     drop_clean(core, &mut st, &clean)?;
+    start_samples(core, &mut st, &mut sample)?;
     let items = prepare_dirty(core, &mut st, &dirty, buf)?;
     if items.is_empty() {
         st.stats.evict_ns += t0.elapsed().as_nanos() as u64;
@@ -143,15 +146,48 @@ pub fn evict_batch(core: &Core, buf: &mut PageBuf) -> Result<bool, PagingError> 
     Ok(true)
 }
 
+/// Unmaps the clean hot pages `pages`, keeping a local copy of each: if the program still reads
+/// one, it takes a local fault (no network) and the page stays; if not, the hand evicts it on its
+/// next pass. This makes reads of hot pages visible without page-table access bits.
+fn start_samples(core: &Core, st: &mut State, pages: &mut [usize]) -> Result<(), PagingError> {
+    pages.sort_unstable();
+    let mut unmapped = Vec::with_capacity(pages.len());
+    for &p in pages.iter() {
+        let addr = core.addr(p);
+        // The same pass may have chosen it as a victim after all (dropped above): only pages
+        // still resident, mapped and clean qualify.
+        if !st
+            .clock
+            .get_mut(p)
+            .is_some_and(|s| s.staged.is_none() && !s.dirty && !s.evicting)
+        {
+            continue;
+        }
+        let Some(b) = st.samples.take() else {
+            break;
+        };
+        // SAFETY: the page is resident, mapped (not staged) and clean, hence write-protected:
+        // its contents cannot change during the copy.
+        unsafe { sys::read_page(addr, st.samples.page_mut(b)) };
+        if let Some(slot) = st.clock.get_mut(p) {
+            slot.staged = Some((b, SAMPLE_TAG));
+        }
+        unmapped.push(p);
+    }
+    drop_runs(core, &unmapped)?;
+    st.stats.sampled += unmapped.len() as u64;
+    Ok(())
+}
+
 /// Drops the clean victims `pages` (sorted) under the lock.
 fn drop_clean(core: &Core, st: &mut State, pages: &[usize]) -> Result<(), PagingError> {
     let mut mapped = Vec::with_capacity(pages.len());
     for &p in pages {
         if let Some(slot) = st.clock.remove(p) {
-            if slot.staged.is_none() {
-                mapped.push(p);
-            } else {
-                st.stats.prefetch_unused += 1;
+            match slot.staged {
+                None => mapped.push(p),
+                Some((_, SAMPLE_TAG)) => {}
+                Some(_) => st.stats.prefetch_unused += 1,
             }
             st.release(slot.twin, slot.staged);
             st.ghosts.record(p);
