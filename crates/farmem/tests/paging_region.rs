@@ -130,7 +130,10 @@ fn eight_threads_of_random_reads_and_writes_match_their_shadow_copies() {
         }
     }
     let s = region.stats();
-    assert!(s.fetch_faults > 0 && s.written_back > 0 && s.wp_faults > 0, "{s:?}");
+    assert!(
+        s.fetch_faults > 0 && s.written_back > 0 && s.wp_faults > 0,
+        "{s:?}"
+    );
     assert!(s.resident_pages <= 32, "{s:?}");
 }
 
@@ -190,7 +193,11 @@ fn scans_with_and_without_prefetching_read_the_same_data() {
     for (w, &v) in on.iter().enumerate() {
         let (p, j) = (w / per_page, w % per_page);
         let pattern = ((p as u64) << 32) | j as u64;
-        let want = if p % 3 == 0 && j == 0 { !pattern } else { pattern };
+        let want = if p % 3 == 0 && j == 0 {
+            !pattern
+        } else {
+            pattern
+        };
         assert_eq!(v, want, "word {w}");
     }
     assert!(s_on.prefetched > 0 && s_on.prefetch_used > 0, "{s_on:?}");

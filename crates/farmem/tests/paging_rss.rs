@@ -71,7 +71,11 @@ fn resident_memory_stays_within_the_budget_plus_slack() {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
         let page = (x >> 24) % (len / PAGE_SIZE);
         // SAFETY: in bounds; one thread.
-        let v = unsafe { p.add(page * PAGE_SIZE + page % 512 * 8).cast::<u64>().read() };
+        let v = unsafe {
+            p.add(page * PAGE_SIZE + page % 512 * 8)
+                .cast::<u64>()
+                .read()
+        };
         assert_eq!(v, page as u64 + 1);
         if i % 1000 == 0 {
             measure(&region);

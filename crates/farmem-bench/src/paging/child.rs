@@ -85,4 +85,3 @@ pub(super) fn make_backend(
         }
     })
 }
-

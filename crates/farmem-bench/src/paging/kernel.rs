@@ -122,4 +122,3 @@ pub(super) fn kernel_swap(
     );
     Ok(Some(p))
 }
-

@@ -78,4 +78,3 @@ pub(super) fn backend_get_4k_us(backend: &dyn Backend) -> anyhow::Result<f64> {
     backend.free(&[id])?;
     Ok(us)
 }
-

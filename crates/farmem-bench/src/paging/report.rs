@@ -28,4 +28,3 @@ pub(super) fn phases_json(r: &mut Report, prefix: &str, p: &Phases) {
     r.num(&format!("{prefix}_write_ops_s"), p.write_ops_s);
     r.int(&format!("{prefix}_read_checksum"), p.checksum);
 }
-

@@ -80,7 +80,10 @@ fn one(
         let t = Instant::now();
         for chunk in ids.chunks(256) {
             let got = backend.get_many(chunk)?;
-            anyhow::ensure!(got.iter().all(|g| g.len() == PAGE_SIZE), "bulk get: bad page");
+            anyhow::ensure!(
+                got.iter().all(|g| g.len() == PAGE_SIZE),
+                "bulk get: bad page"
+            );
         }
         Some(bytes as f64 / t.elapsed().as_secs_f64() / 1e6)
     } else {

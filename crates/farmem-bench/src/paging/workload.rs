@@ -188,4 +188,3 @@ pub(super) fn object_mode(
         stats,
     ))
 }
-

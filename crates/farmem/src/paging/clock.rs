@@ -139,7 +139,7 @@ impl Clock {
     /// a victim. Pages being evicted are passed over. Stops once every credit could have been
     /// spent.
     ///
-    /// Clean mapped hot pages that lose a credit are also listed in `sample` (up to
+    /// Clean mapped hot pages that lose their last credit are also listed in `sample` (up to
     /// `max_sample`): the caller may unmap them, keeping a local copy, to see whether the program
     /// still reads them. A staged page (prefetch marker or sample) that is passed again untouched
     /// is a victim.
@@ -169,7 +169,11 @@ impl Clock {
                 second_chance(slot);
             } else if slot.hot > 0 && slot.staged.is_none() {
                 slot.hot -= 1;
-                if !slot.dirty && sample.len() < max_sample && !sample.contains(&slot.page) {
+                if slot.hot == 0
+                    && !slot.dirty
+                    && sample.len() < max_sample
+                    && !sample.contains(&slot.page)
+                {
                     sample.push(slot.page);
                 }
             } else if !victims.contains(&slot.page) {

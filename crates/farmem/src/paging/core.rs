@@ -184,6 +184,8 @@ pub struct Core {
     pub reclaim: Condvar,
     /// Serialises write-backs (taken before `state`).
     pub wb_lock: Mutex<()>,
+    /// Held by the one pager thread that waits for the next fault.
+    pub poll_token: Mutex<()>,
     /// Set when the region is dropped.
     pub stop: AtomicBool,
 }
@@ -235,6 +237,7 @@ impl Core {
             changed: Condvar::new(),
             reclaim: Condvar::new(),
             wb_lock: Mutex::new(()),
+            poll_token: Mutex::new(()),
             stop: AtomicBool::new(false),
         })
     }
@@ -345,7 +348,8 @@ impl Core {
         loop {
             let in_range = |p: &usize| (first..end).contains(p);
             let busy = st.inflight.keys().any(in_range)
-                || (st.evicting > 0 && st.clock.iter_mut().any(|s| s.evicting && in_range(&s.page)));
+                || (st.evicting > 0
+                    && st.clock.iter_mut().any(|s| s.evicting && in_range(&s.page)));
             if !busy {
                 break;
             }

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use parking_lot::MutexGuard;
 
+use super::PagingError;
 use super::clock::{HOT_CREDITS, SAMPLE_TAG, Slot, Twin};
 use super::core::{Core, InFlight, State};
 use super::internal::InternalGuard;
 use super::prefetch::Plan;
 use super::sys::{Fault, PAGE, PageBuf};
 use super::writeback::retry;
-use super::PagingError;
 use crate::backend::BackendError;
 
 /// How often an idle pager thread checks for shutdown.
@@ -36,27 +36,44 @@ impl Worker {
     }
 }
 
-/// A pager thread: serves faults until the region stops. Thread 0 polls for `spin` after each
-/// fault before it sleeps (a program that faults again at once is then served without a
-/// wake-up on the pager side).
+/// A pager thread: serves faults until the region stops.
+///
+/// Only one idle pager thread waits on the userfaultfd at a time (the holder of
+/// [`Core::poll_token`]); when it gets a fault it hands the token to the next idle thread and
+/// serves the fault. So a fault wakes one thread, not all of them, and a fault arriving while
+/// others are being served finds a thread ready. After serving a fault, a thread that gets the
+/// token polls for `spin` before it sleeps (a program that faults again at once is then served
+/// without a wake-up on the pager side).
 pub fn serve(core: &Core, mut w: Worker, spin: Duration) {
     let _internal = InternalGuard::new();
     let mut last_served: Option<Instant> = None;
     while !core.stop.load(Ordering::Acquire) {
-        let f = match core.uffd.read_fault() {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!("paging: reading userfaultfd failed: {e}; pager thread stops");
-                return;
+        let fault = {
+            let _token = core.poll_token.lock();
+            loop {
+                if core.stop.load(Ordering::Acquire) {
+                    break None;
+                }
+                match core.uffd.read_fault() {
+                    Ok(Some(f)) => break Some(f),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(
+                            "paging: reading userfaultfd failed: {e}; pager thread stops"
+                        );
+                        core.stop.store(true, Ordering::Release);
+                        break None;
+                    }
+                }
+                if last_served.is_some_and(|t| t.elapsed() < spin) {
+                    std::hint::spin_loop();
+                } else {
+                    last_served = None;
+                    core.uffd.poll(POLL_MS);
+                }
             }
         };
-        let Some(f) = f else {
-            if last_served.is_some_and(|t| t.elapsed() < spin) {
-                std::hint::spin_loop();
-            } else {
-                last_served = None;
-                core.uffd.poll(POLL_MS);
-            }
+        let Some(f) = fault else {
             continue;
         };
         if let Err(e) = handle(core, &mut w, f) {
@@ -153,9 +170,11 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
     }
     // A write keeps a clean twin of the fetched page; take its buffer now.
     let twin = if write {
-        Some(st.twins.take().ok_or_else(|| {
-            PagingError::Config("internal: out of twin buffers".into())
-        })?)
+        Some(
+            st.twins
+                .take()
+                .ok_or_else(|| PagingError::Config("internal: out of twin buffers".into()))?,
+        )
     } else {
         None
     };
@@ -189,7 +208,10 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
     st.stats.fetch_backend_ns += backend_ns;
     st.stats.fetch_fault_ns += t0.elapsed().as_nanos() as u64;
     let plan = st.streams.on_fault(page);
-    let pages = plan.as_ref().map(|p| reserve(core, &mut st, p)).unwrap_or_default();
+    let pages = plan
+        .as_ref()
+        .map(|p| reserve(core, &mut st, p))
+        .unwrap_or_default();
     kick(core, &st);
     drop(st);
     core.changed.notify_all();
@@ -224,9 +246,10 @@ fn on_resident(
     }
     if !slot.dirty {
         let twin = if stored {
-            let t = st.twins.take().ok_or_else(|| {
-                PagingError::Config("internal: out of twin buffers".into())
-            })?;
+            let t = st
+                .twins
+                .take()
+                .ok_or_else(|| PagingError::Config("internal: out of twin buffers".into()))?;
             // SAFETY: the page is resident (in the clock, not staged) and write-protected, so
             // it is mapped and its contents cannot change during the copy.
             unsafe { super::sys::read_page(addr, st.twins.page_mut(t)) };
@@ -245,9 +268,7 @@ fn on_resident(
     st.stats.wp_faults += 1;
     // Un-protecting wakes the writer; do it under the lock so that the reclaimer cannot
     // re-protect in between and miss the dirty state.
-    core.uffd
-        .write_protect(addr, PAGE, false)
-        .map_err(sys_err)
+    core.uffd.write_protect(addr, PAGE, false).map_err(sys_err)
 }
 
 /// The program touched a staged marker page: map it from its staging buffer (no network) and
@@ -273,7 +294,10 @@ fn on_marker(
     }
     st.stats.prefetch_hits += 1;
     let plan = st.streams.on_marker(staged.1, page);
-    let pages = plan.as_ref().map(|p| reserve(core, &mut st, p)).unwrap_or_default();
+    let pages = plan
+        .as_ref()
+        .map(|p| reserve(core, &mut st, p))
+        .unwrap_or_default();
     kick(core, &st);
     drop(st);
     core.uffd.wake(addr, PAGE).map_err(sys_err)?;
@@ -341,7 +365,10 @@ fn reserve(core: &Core, st: &mut State, plan: &Plan) -> Vec<usize> {
         if room == 0 {
             break;
         }
-        if p < core.pages && st.is_stored(p) && !st.clock.contains(p) && !st.inflight.contains_key(&p)
+        if p < core.pages
+            && st.is_stored(p)
+            && !st.clock.contains(p)
+            && !st.inflight.contains_key(&p)
         {
             st.inflight.insert(
                 p,

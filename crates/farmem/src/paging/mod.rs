@@ -3,8 +3,9 @@
 //! A [`PagedRegion`] is a large virtual range whose 4 KiB pages live in a [`Backend`] (one object
 //! per page) and are brought in on demand, without kernel changes:
 //!
-//! - **Faults in parallel.** [`PagingConfig::pager_threads`] pager threads each read one fault at
-//!   a time from the region's userfaultfd. The bookkeeping lock is never held across a fetch, so
+//! - **Faults in parallel.** [`PagingConfig::pager_threads`] pager threads take turns waiting
+//!   on the region's userfaultfd (one at a time, so a fault wakes one thread) and each serves one
+//!   fault at a time. The bookkeeping lock is never held across a fetch, so
 //!   faults on different pages are served concurrently (the TCP transport pipelines their
 //!   requests) and no fault waits behind another one's round trip. A fault on a page already
 //!   being fetched waits for that fetch.
@@ -28,12 +29,12 @@
 //!   space on this kernel: `/proc/self/pagemap` has no accessed bit and the idle-page bitmap
 //!   (`/sys/kernel/mm/page_idle`, `CONFIG_IDLE_PAGE_TRACKING`) is often not built in. Instead a
 //!   ghost history remembers the last budget's worth of evictions; a page that faults again while
-//!   remembered was hot ([`PagingStats::refaults`]) and gets credits. When the hand passes an
-//!   unreferenced clean hot page, the reclaimer *samples* it: it copies the page to a local
+//!   remembered was hot ([`PagingStats::refaults`]) and gets credits: the hand passes it three
+//!   more times. When its last credit is spent on a clean page, the reclaimer *samples* it: it copies the page to a local
 //!   buffer and unmaps it. If the program reads it again it takes a local fault (no network),
 //!   the page is mapped back and keeps its credits ([`PagingStats::sample_hits`]); if not, the
-//!   hand evicts it on its next pass. Hot pages read at least once per revolution of the hand
-//!   thus stay resident, at the cost of one local fault per revolution.
+//!   hand evicts it on its next pass. Hot pages read at least once every four revolutions of the
+//!   hand thus stay resident, at the cost of one local fault per four revolutions.
 //! - **Prefetching that follows the program.** Faults are grouped into streams by proximity
 //!   (per region; several threads or interleaved arrays get separate streams). A stream's trend
 //!   is the majority delta of its last faults (as in Leap): sequential, reverse or strided. The
@@ -125,7 +126,7 @@ pub struct PagingConfig {
     /// Pages the background reclaimer evicts per batch (their write-backs share a round trip);
     /// also sets its watermarks.
     pub evict_batch_pages: usize,
-    /// After serving a fault the first pager thread polls for the next one this many
+    /// After serving a fault a pager thread that waits for the next one polls this many
     /// microseconds before it sleeps (saves a wake-up per fault under random access; 0 never
     /// spins).
     pub pager_spin_us: u64,

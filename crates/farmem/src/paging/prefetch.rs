@@ -248,7 +248,10 @@ mod tests {
     fn sequential_stream_grows_its_window_with_markers() {
         let mut s = Streams::new(64);
         let plans = run(&mut s, &[100, 101, 102]);
-        assert!(plans[0].is_none() && plans[1].is_none(), "one delta is no trend");
+        assert!(
+            plans[0].is_none() && plans[1].is_none(),
+            "one delta is no trend"
+        );
         let p = plans[2].clone().unwrap();
         assert_eq!(p.pages, vec![103, 104, 105, 106]);
         assert_eq!(p.marker, Some(103));
@@ -288,7 +291,9 @@ mod tests {
         let mut r = Streams::new(16);
         let mut x = 12345usize;
         for _ in 0..200 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             assert!(r.on_fault((x >> 20) % 1_000_000).is_none());
         }
     }

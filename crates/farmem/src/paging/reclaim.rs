@@ -81,15 +81,17 @@ pub fn evict_batch(core: &Core, buf: &mut PageBuf) -> Result<bool, PagingError> 
     let base = core.base;
     let mut sample = Vec::new();
     let max_sample = st.samples.free_count();
-    let victims = st.clock.select_victims(want, &mut sample, max_sample, |slot| {
-        // Re-protect referenced dirty pages so that a later write re-sets the bit.
-        if slot.dirty && !slot.protected {
-            match uffd.write_protect(base + slot.page * PAGE, PAGE, true) {
-                Ok(()) => slot.protected = true,
-                Err(e) => tracing::warn!("paging: re-protect failed: {e}"),
+    let victims = st
+        .clock
+        .select_victims(want, &mut sample, max_sample, |slot| {
+            // Re-protect referenced dirty pages so that a later write re-sets the bit.
+            if slot.dirty && !slot.protected {
+                match uffd.write_protect(base + slot.page * PAGE, PAGE, true) {
+                    Ok(()) => slot.protected = true,
+                    Err(e) => tracing::warn!("paging: re-protect failed: {e}"),
+                }
             }
-        }
-    });
+        });
     if victims.is_empty() {
         // Everything is in flight or being written back: wait for it to land.
         core.changed.wait_for(&mut st, Duration::from_millis(1));

@@ -157,7 +157,6 @@ impl PagedRegion {
         for i in 0..config.pager_threads.max(1) {
             let worker = Worker::new(run_pages)?;
             let core = self.core.clone();
-            let spin = if i == 0 { spin } else { Duration::ZERO };
             let t = std::thread::Builder::new()
                 .name(format!("farmem-pager-{i}"))
                 .spawn(move || fault::serve(&core, worker, spin))

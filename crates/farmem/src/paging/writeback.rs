@@ -178,6 +178,9 @@ mod tests {
         assert!(it.whole);
         let zero = vec![0u8; PAGE];
         let (it, ch) = plan(3, 9, 0, &zero, None, false, WriteBack::CacheLine);
-        assert!(!it.whole && it.runs.is_empty() && ch == 0, "untouched zeros send nothing");
+        assert!(
+            !it.whole && it.runs.is_empty() && ch == 0,
+            "untouched zeros send nothing"
+        );
     }
 }
