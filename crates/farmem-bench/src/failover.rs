@@ -25,8 +25,13 @@ use serde::Serialize;
 use crate::apps_far::FarWeb;
 use crate::demo_pool;
 use crate::modes;
-use crate::pool_rig::{PoolRig, ServerProc};
+use crate::pool_rig::{PoolRig, Restore, ServerProc};
 use crate::web::{self, ELEM, WebData};
+
+#[path = "failover_kswap.rs"]
+mod kswap_kill;
+#[path = "failover_partition.rs"]
+mod partition;
 
 /// The server that fails (killed, frozen or drained).
 const VICTIM: usize = 1;
@@ -287,9 +292,49 @@ fn failure_run(
         "SIGSTOP"
     };
     eprintln!("replicas 2: web frontend, {name} to one server 40% into the run");
-    let wa = a.web_args();
     let rig = a.rig(2)?;
-    let data = build_web(&rig, a, &wa)?;
+    let m = Measure {
+        name,
+        expected_secs,
+        local_digest,
+        bulk_mib_s,
+    };
+    let sigcont = || {
+        if sig == libc::SIGSTOP {
+            rig.procs[VICTIM].signal(libc::SIGCONT)?;
+        }
+        Ok(())
+    };
+    failure_under_load(a, &rig, &m, || rig.fail(VICTIM, sig), sigcont)
+}
+
+/// What a failure run is measured against.
+struct Measure {
+    name: &'static str,
+    expected_secs: f64,
+    local_digest: u64,
+    bulk_mib_s: f64,
+}
+
+/// Builds the web data set on `rig` (two replicas), drives the timed requests, calls `fail` 40%
+/// into them (it fails server [`VICTIM`] and waits for full redundancy, as [`PoolRig::fail`]),
+/// calls `undo` after the requests (SIGCONT, healing a link), checks the responses and reads
+/// every value back.
+fn failure_under_load(
+    a: &Args,
+    rig: &PoolRig,
+    m: &Measure,
+    fail: impl FnOnce() -> anyhow::Result<(Instant, Option<Restore>)> + Send,
+    undo: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<FailureRun> {
+    let &Measure {
+        name,
+        expected_secs,
+        local_digest,
+        bulk_mib_s,
+    } = m;
+    let wa = a.web_args();
+    let data = build_web(rig, a, &wa)?;
     let before = rig.pool.pool_stats().repair.bytes_copied;
     rig.timed.take_max();
     let delay = Duration::from_secs_f64(expected_secs * 0.4);
@@ -298,21 +343,20 @@ fn failure_run(
     let (run, failed_at) = std::thread::scope(|s| {
         let failer = s.spawn(|| {
             std::thread::sleep(delay);
-            rig.fail(VICTIM, sig)
+            fail()
         });
         let run = web::drive(&data, &wa, 0..wa.requests, true);
         let end = Instant::now();
         let failed_at = failer
             .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("signal thread panicked")));
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("failing thread panicked")));
         (run.map(|r| (r, end)), failed_at)
     });
-    let (failed_at, restore) = failed_at?;
-    let ((secs, mut lat, digest), end) = run?;
     let longest_call = rig.timed.take_max();
-    if sig == libc::SIGSTOP {
-        rig.procs[VICTIM].signal(libc::SIGCONT)?;
-    }
+    let undone = undo();
+    let (failed_at, restore) = failed_at?;
+    undone?;
+    let ((secs, mut lat, digest), end) = run?;
     anyhow::ensure!(
         digest == local_digest,
         "{name}: web responses differ from all-local"
@@ -440,10 +484,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let two = &reps[1];
     let expected = a.requests as f64 / two.web_requests_per_second.max(1e-9);
-    let failures = [libc::SIGKILL, libc::SIGSTOP]
+    let mut failures = [libc::SIGKILL, libc::SIGSTOP]
         .into_iter()
         .map(|sig| failure_run(&a, sig, expected, local_digest, bulk))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    failures.extend(partition::run(&a, expected, local_digest, bulk)?);
+    let kswap_kill = kswap_kill::run(&a)?;
     let drain = drain_run(&a, two.web_requests_per_second)?;
 
     println!(
@@ -518,8 +564,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         drain.throughput_vs_idle,
         drain.values_verified
     );
+    for k in &kswap_kill {
+        kswap_kill::print(k);
+    }
     println!(
-        "(SIGSTOP stands in for a network partition; the server is resumed with SIGCONT after the run)"
+        "(SIGSTOP freezes the server, resumed with SIGCONT after the run; partition: the server \
+         in a network namespace, its link set down, back up after the run)"
     );
     let dir = modes::results_dir(&a.out)?;
     modes::write_json(
@@ -540,6 +590,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "replicas": reps,
             "failures": failures,
             "drain": drain,
+            "kernel_swap_kill": kswap_kill,
             "all_verified": true,
             "seconds": t0.elapsed().as_secs_f64(),
         }),
