@@ -158,7 +158,7 @@ fn scans(prefetch: usize) -> Option<(Vec<u64>, paging::PagingStats)> {
         for j in (0..per_page).step_by(61) {
             // SAFETY: in bounds; one thread.
             let got = unsafe { word(&region, p * per_page + j).read() };
-            let want = if p % 3 == 0 && j == 0 && got != pattern(p, j) {
+            let want = if p.is_multiple_of(3) && j == 0 && got != pattern(p, j) {
                 got // written by the strided pass; checked at the end
             } else {
                 pattern(p, j)
@@ -193,7 +193,7 @@ fn scans_with_and_without_prefetching_read_the_same_data() {
     for (w, &v) in on.iter().enumerate() {
         let (p, j) = (w / per_page, w % per_page);
         let pattern = ((p as u64) << 32) | j as u64;
-        let want = if p % 3 == 0 && j == 0 {
+        let want = if p.is_multiple_of(3) && j == 0 {
             !pattern
         } else {
             pattern

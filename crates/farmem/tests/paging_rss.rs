@@ -98,7 +98,7 @@ fn resident_memory_stays_within_the_budget_plus_slack() {
     );
     eprintln!(
         "region resident at most {} KiB, process beyond the backend at most {} KiB (budget {} KiB)",
-        peak_region * PAGE_SIZE >> 10,
+        (peak_region * PAGE_SIZE) >> 10,
         peak_extra >> 10,
         budget >> 10
     );
