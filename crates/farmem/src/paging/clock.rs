@@ -1,6 +1,18 @@
 //! The resident set of a paged region and its CLOCK replacement policy.
+//!
+//! A slot's reference bit is set by every fault on the page. Read hits on a mapped page are not
+//! visible from user space on this kind of kernel (no page-table access bits; see the module
+//! docs), so pages that come back soon after their eviction (a *refault* within the ghost
+//! history, [`super::ghost::Ghosts`]) earn `hot` credits: the hand passes them that many extra
+//! times before they become victims, which keeps read-mostly hot pages resident.
 
 use std::collections::HashMap;
+
+/// Credits of a page that refaulted soon after its eviction (extra passes of the hand).
+pub const HOT_CREDITS: u8 = 3;
+/// Stream tag of a staged page that is being *sampled* (unmapped to see whether the program
+/// still reads it) rather than a prefetch marker.
+pub const SAMPLE_TAG: u32 = u32::MAX;
 
 /// What a dirty page is compared against at write-back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,12 +32,39 @@ pub struct Slot {
     pub page: usize,
     /// Touched (faulted on) since the hand last passed.
     pub referenced: bool,
+    /// Extra passes of the hand this page survives (earned by refaulting soon after eviction).
+    pub hot: u8,
     /// Written since it was fetched or last written back.
     pub dirty: bool,
     /// Currently write-protected (every clean page is; a dirty one after a CLOCK pass).
     pub protected: bool,
     /// Clean twin of a dirty page.
     pub twin: Twin,
+    /// Being written back by the reclaimer: not a candidate, writers wait until it is dropped.
+    pub evicting: bool,
+    /// Prefetched, not yet mapped: `(staging buffer, stream tag)`. The data is in the staging
+    /// buffer; the first access faults (a cheap minor fault, no network) and moves the stream's
+    /// prefetch window forward.
+    pub staged: Option<(u32, u32)>,
+    /// Brought in by prefetching rather than by a fault on it.
+    pub prefetched: bool,
+}
+
+impl Slot {
+    /// A freshly mapped page: referenced when a fault brought it in, clean unless `dirty`.
+    pub fn new(page: usize, referenced: bool, dirty: bool, twin: Twin) -> Self {
+        Self {
+            page,
+            referenced,
+            hot: 0,
+            dirty,
+            protected: !dirty,
+            twin,
+            evicting: false,
+            staged: None,
+            prefetched: false,
+        }
+    }
 }
 
 /// Resident pages in a fixed number of slots, with a CLOCK hand.
@@ -96,15 +135,24 @@ impl Clock {
     /// Picks up to `n` victims with the CLOCK hand, without removing them.
     ///
     /// A referenced page loses its bit and is skipped (`second_chance` is called on it, e.g. to
-    /// write-protect it again); an unreferenced one is a victim. Stops after two revolutions.
+    /// write-protect it again); a page with `hot` credits loses one and is skipped; any other is
+    /// a victim. Pages being evicted are passed over. Stops once every credit could have been
+    /// spent.
+    ///
+    /// Clean mapped hot pages that lose their last credit are also listed in `sample` (up to
+    /// `max_sample`): the caller may unmap them, keeping a local copy, to see whether the program
+    /// still reads them. A staged page (prefetch marker or sample) that is passed again untouched
+    /// is a victim.
     pub fn select_victims(
         &mut self,
         n: usize,
+        sample: &mut Vec<usize>,
+        max_sample: usize,
         mut second_chance: impl FnMut(&mut Slot),
     ) -> Vec<usize> {
         let mut victims = Vec::with_capacity(n);
         let cap = self.slots.len();
-        for _ in 0..2 * cap {
+        for _ in 0..(2 + HOT_CREDITS as usize) * cap {
             if victims.len() >= n {
                 break;
             }
@@ -113,9 +161,21 @@ impl Clock {
             let Some(slot) = self.slots[i].as_mut() else {
                 continue;
             };
+            if slot.evicting {
+                continue;
+            }
             if slot.referenced {
                 slot.referenced = false;
                 second_chance(slot);
+            } else if slot.hot > 0 && slot.staged.is_none() {
+                slot.hot -= 1;
+                if slot.hot == 0
+                    && !slot.dirty
+                    && sample.len() < max_sample
+                    && !sample.contains(&slot.page)
+                {
+                    sample.push(slot.page);
+                }
             } else if !victims.contains(&slot.page) {
                 victims.push(slot.page);
             }
@@ -129,13 +189,7 @@ mod tests {
     use super::*;
 
     fn slot(page: usize, referenced: bool) -> Slot {
-        Slot {
-            page,
-            referenced,
-            dirty: false,
-            protected: true,
-            twin: Twin::None,
-        }
+        Slot::new(page, referenced, false, Twin::None)
     }
 
     #[test]
@@ -146,16 +200,32 @@ mod tests {
         }
         assert!(!c.insert(slot(9, false)), "full");
         let mut chances = vec![];
-        let v = c.select_victims(2, |s| chances.push(s.page));
+        let v = c.select_victims(2, &mut vec![], 0, |s| chances.push(s.page));
         assert_eq!(v, vec![1, 3]);
         assert_eq!(chances, vec![0, 2]);
         c.remove(1);
         c.remove(3);
         assert_eq!(c.len(), 2);
         // Bits are now clear: the next selection takes the formerly referenced pages.
-        assert_eq!(c.select_victims(2, |_| {}), vec![0, 2]);
+        assert_eq!(c.select_victims(2, &mut vec![], 0, |_| {}), vec![0, 2]);
         assert!(c.insert(slot(9, false)));
         assert!(c.contains(9) && !c.contains(1));
+    }
+
+    #[test]
+    fn hot_pages_outlive_cold_ones_and_evicting_pages_are_skipped() {
+        let mut c = Clock::new(4);
+        for p in 0..4 {
+            c.insert(slot(p, false));
+        }
+        c.get_mut(0).unwrap().hot = 2;
+        c.get_mut(1).unwrap().evicting = true;
+        assert_eq!(c.select_victims(2, &mut vec![], 0, |_| {}), vec![2, 3]);
+        c.remove(2);
+        c.remove(3);
+        // Page 0 spends its two credits, then goes; page 1 is never chosen while evicting.
+        assert_eq!(c.select_victims(2, &mut vec![], 0, |_| {}), vec![0]);
+        assert_eq!(c.get_mut(0).unwrap().hot, 0);
     }
 
     #[test]
@@ -164,6 +234,6 @@ mod tests {
         for p in 0..3 {
             c.insert(slot(p, true));
         }
-        assert_eq!(c.select_victims(3, |_| {}).len(), 3);
+        assert_eq!(c.select_victims(3, &mut vec![], 0, |_| {}).len(), 3);
     }
 }

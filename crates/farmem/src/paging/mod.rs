@@ -3,30 +3,54 @@
 //! A [`PagedRegion`] is a large virtual range whose 4 KiB pages live in a [`Backend`] (one object
 //! per page) and are brought in on demand, without kernel changes:
 //!
-//! - **Missing fault**: a pager thread fetches the page from the backend and maps it
-//!   (`UFFDIO_COPY`), write-protected so the page starts *clean*; the first touch of a page that was
-//!   never written back maps zeros. A write fault maps the page writable at once (already dirty).
+//! - **Faults in parallel.** [`PagingConfig::pager_threads`] pager threads take turns waiting
+//!   on the region's userfaultfd (one at a time, so a fault wakes one thread) and each serves one
+//!   fault at a time. The bookkeeping lock is never held across a fetch, so
+//!   faults on different pages are served concurrently (the TCP transport pipelines their
+//!   requests) and no fault waits behind another one's round trip. A fault on a page already
+//!   being fetched waits for that fetch.
+//! - **Missing fault**: the page is fetched into a page-aligned buffer and mapped with
+//!   `UFFDIO_COPY`, write-protected so it starts *clean*; a page never written back maps zeros.
+//!   A write fault maps the page writable at once (already dirty).
 //! - **Dirty tracking**: the first write to a clean page raises a write-protect fault; the pager
-//!   saves a *clean twin* (a copy of the page as the backend has it), then un-protects it.
-//! - **Eviction** keeps at most `budget_bytes` resident. It runs in batches right after a fault
-//!   has been served (the faulting thread already runs again), so the next fault usually finds a
-//!   free slot. Clean pages are simply dropped (`MADV_DONTNEED`), never written. A dirty page is write-protected *first* (so writes by other
-//!   threads block in a fault), copied, written back, then dropped. With
-//!   [`WriteBack::CacheLine`] only the 64-byte lines that differ from the twin are sent
-//!   ([`Backend::patch_many`]); [`WriteBack::WholePage`] sends the whole page like a swap device.
-//! - **Replacement** is CLOCK over resident pages. The reference bit is set by every fault on the
-//!   page (missing or write-protect). When the hand passes a referenced page it clears the bit and,
-//!   for a dirty page, write-protects it again, so a later write re-sets the bit with a cheap
-//!   write-protect fault (~2-5 us, no data moved). Reads of an already-mapped page cannot be
-//!   observed from user space without page-table access bits (`page_idle` is not available
-//!   everywhere), so read-only pages get one round of second chance after their fault. Cost: one
-//!   `UFFDIO_WRITEPROTECT` per referenced dirty page per hand revolution.
-//! - **Readahead**: faults on consecutive pages double a window (up to
-//!   [`PagingConfig::readahead_max_pages`]) of following pages fetched in one batched request.
+//!   saves a *clean twin* (the page as the backend has it), then un-protects it.
+//! - **Reclaim in the background.** A reclaimer thread keeps between `low` and `high` free slots
+//!   (watermarks derived from [`PagingConfig::evict_batch_pages`] and the prefetch window), as
+//!   kswapd does. Clean victims are dropped (`MADV_DONTNEED`, one call per run of consecutive
+//!   pages), never written. Dirty victims are write-protected, copied and written back in one
+//!   batched request without holding the lock, then dropped; a writer of such a page waits until
+//!   it is gone. With [`WriteBack::CacheLine`] only the 64-byte lines that differ from the twin
+//!   are sent ([`Backend::patch_many`]); [`WriteBack::WholePage`] sends whole pages like a swap
+//!   device. A fault evicts nothing itself; it waits only when the reclaimer falls behind
+//!   ([`PagingStats::reclaim_waits`]).
+//! - **Replacement** is CLOCK over resident pages. Every fault on a page sets its reference bit.
+//!   When the hand passes a referenced dirty page it write-protects it again, so a later write
+//!   re-sets the bit with a cheap write-protect fault. Reads of a mapped page are invisible to user
+//!   space on this kernel: `/proc/self/pagemap` has no accessed bit and the idle-page bitmap
+//!   (`/sys/kernel/mm/page_idle`, `CONFIG_IDLE_PAGE_TRACKING`) is often not built in. Instead a
+//!   ghost history remembers the last budget's worth of evictions; a page that faults again while
+//!   remembered was hot ([`PagingStats::refaults`]) and gets credits: the hand passes it three
+//!   more times. When its last credit is spent on a clean page, the reclaimer *samples* it: it copies the page to a local
+//!   buffer and unmaps it. If the program reads it again it takes a local fault (no network),
+//!   the page is mapped back and keeps its credits ([`PagingStats::sample_hits`]); if not, the
+//!   hand evicts it on its next pass. Hot pages read at least once every four revolutions of the
+//!   hand thus stay resident, at the cost of one local fault per four revolutions.
+//! - **Prefetching that follows the program.** Faults are grouped into streams by proximity
+//!   (per region; several threads or interleaved arrays get separate streams). A stream's trend
+//!   is the majority delta of its last faults (as in Leap): sequential, reverse or strided. The
+//!   next window of pages along the trend is fetched in one batched request after the faulting
+//!   thread has been woken, and mapped with one `UFFDIO_COPY` per run of consecutive pages. The
+//!   first page of each window is kept unmapped (staged locally): its first touch is a cheap
+//!   fault without network that fetches the next window while the program works through this
+//!   one. The window doubles while windows are used and halves when the stream breaks off, up to
+//!   [`PagingConfig::readahead_max_pages`]. See [`PagingStats::prefetch_accuracy`] and
+//!   [`PagingStats::prefetch_coverage`].
 //!
-//! Local memory: at most `budget_bytes` of resident pages, plus one 4 KiB clean twin per dirty
-//! resident page (so up to twice the budget when every resident page is dirty), plus one bit per
-//! page of the region.
+//! Local memory: at most `budget_bytes` of resident pages (staged and in-flight pages included),
+//! plus one 4 KiB clean twin per dirty resident page (so up to twice the budget when every
+//! resident page is dirty), plus per pager thread one page and a run buffer of up to 64 pages, a write-back buffer of
+//! `evict_batch_pages` pages, up to 64 staging pages (within the budget), one bit per page of
+//! the region, and about 50 bytes per budget page of tables (resident set, ghost history).
 //!
 //! The transparent mode, [`PagingAlloc`], is a global allocator that places large allocations in a
 //! paged region, so ordinary `Vec`/`HashMap` code runs on far memory.
@@ -56,11 +80,16 @@
 
 mod alloc;
 mod clock;
+mod core;
 mod extents;
+mod fault;
+mod ghost;
 mod internal;
-mod pager;
+mod prefetch;
+mod reclaim;
 mod region;
 mod sys;
+mod writeback;
 
 use crate::backend::{BackendError, ObjectId};
 
@@ -91,28 +120,34 @@ pub struct PagingConfig {
     pub budget_bytes: usize,
     /// Cache-line or whole-page write-back.
     pub write_back: WriteBack,
-    /// Largest readahead window in pages on sequential faults; 0 disables readahead.
+    /// Largest prefetch window in pages (sequential, reverse and strided streams; at most a
+    /// quarter of the budget); 0 disables prefetching.
     pub readahead_max_pages: usize,
-    /// Pages evicted together when the budget is full (their write-backs share a round trip).
+    /// Pages the background reclaimer evicts per batch (their write-backs share a round trip);
+    /// also sets its watermarks.
     pub evict_batch_pages: usize,
-    /// After serving a fault the pager thread polls for the next one this many microseconds
-    /// before it sleeps (saves a wake-up per fault under random access; 0 never spins).
+    /// After serving a fault a pager thread that waits for the next one polls this many
+    /// microseconds before it sleeps (saves a wake-up per fault under random access; 0 never
+    /// spins).
     pub pager_spin_us: u64,
+    /// Pager threads serving faults concurrently (at least 1).
+    pub pager_threads: usize,
     /// First backend object id; page `i` is object `id_base + i`. `None` names each page after
     /// its virtual page number (ids `0xFA6E_xxxx_...`), unique among this process's regions.
     pub id_base: Option<ObjectId>,
 }
 
 impl PagingConfig {
-    /// Defaults for a local budget of `budget_bytes`: cache-line write-back, readahead up to 16
-    /// pages, eviction in batches of 16 pages, 50 us pager spin.
+    /// Defaults for a local budget of `budget_bytes`: cache-line write-back, prefetch windows up
+    /// to 256 pages, reclaim in batches of 64 pages, 4 pager threads, 50 us pager spin.
     pub fn new(budget_bytes: usize) -> Self {
         Self {
             budget_bytes,
             write_back: WriteBack::CacheLine,
-            readahead_max_pages: 16,
-            evict_batch_pages: 16,
+            readahead_max_pages: 256,
+            evict_batch_pages: 64,
             pager_spin_us: 50,
+            pager_threads: 4,
             id_base: None,
         }
     }
@@ -127,8 +162,26 @@ pub struct PagingStats {
     pub zero_faults: u64,
     /// Write-protect faults (first write to a clean page, or a write after a CLOCK re-protect).
     pub wp_faults: u64,
-    /// Pages fetched by readahead.
+    /// Pages fetched by prefetching.
     pub prefetched: u64,
+    /// Faults on a staged marker page of a prefetch window (served locally, no network).
+    pub prefetch_hits: u64,
+    /// Faults on a page whose prefetch was still in flight.
+    pub prefetch_late: u64,
+    /// Prefetched pages in windows the program entered (see [`PagingStats::prefetch_accuracy`]).
+    pub prefetch_used: u64,
+    /// Prefetched pages in windows the program never reached.
+    pub prefetch_wasted: u64,
+    /// Staged marker pages evicted before the program touched them.
+    pub prefetch_unused: u64,
+    /// Faults that found no free slot and waited for the reclaimer.
+    pub reclaim_waits: u64,
+    /// Fetch faults on pages evicted recently (within one budget's worth of evictions).
+    pub refaults: u64,
+    /// Hot clean pages unmapped (with a local copy) to see whether the program still reads them.
+    pub sampled: u64,
+    /// Of those, pages the program touched while sampled (kept, served without network).
+    pub sample_hits: u64,
     /// Clean pages evicted by dropping them, without any write-back.
     pub evicted_clean: u64,
     /// Dirty pages written back (at eviction or flush).
@@ -140,12 +193,13 @@ pub struct PagingStats {
     /// What whole-page write-back would have sent for the same pages (`written_back * 4096`).
     pub whole_page_bytes: u64,
     /// Total time spent serving fetch faults in the pager, in nanoseconds: from reading the fault
-    /// to the page being mapped, including any eviction it needed (not readahead, not the
+    /// to the page being mapped, including any wait for the reclaimer (not prefetching, not the
     /// wake-up of the faulting thread).
     pub fetch_fault_ns: u64,
     /// Of `fetch_fault_ns`: time spent waiting for the backend to return the page.
     pub fetch_backend_ns: u64,
-    /// Total time spent evicting (choosing victims, write-back, dropping), in nanoseconds.
+    /// Total time the reclaimer spent evicting (choosing victims, write-back, dropping), in
+    /// nanoseconds; off the fault path.
     pub evict_ns: u64,
     /// Pages resident now.
     pub resident_pages: u64,
@@ -158,6 +212,30 @@ impl PagingStats {
             0.0
         } else {
             self.fetch_fault_ns as f64 / self.fetch_faults as f64 / 1000.0
+        }
+    }
+
+    /// Share of prefetched pages that fell in windows the program went on to use (0 when none
+    /// was judged yet). A window counts as used once the program touched its marker page or
+    /// faulted right past it; its pages are not checked one by one (reads of mapped pages are
+    /// invisible).
+    pub fn prefetch_accuracy(&self) -> f64 {
+        let judged = self.prefetch_used + self.prefetch_wasted;
+        if judged == 0 {
+            0.0
+        } else {
+            self.prefetch_used as f64 / judged as f64
+        }
+    }
+
+    /// Share of the pages the program needed from far memory that prefetching supplied:
+    /// `prefetch_used / (prefetch_used + fetch_faults)` (0 when there was neither).
+    pub fn prefetch_coverage(&self) -> f64 {
+        let needed = self.prefetch_used + self.fetch_faults;
+        if needed == 0 {
+            0.0
+        } else {
+            self.prefetch_used as f64 / needed as f64
         }
     }
 

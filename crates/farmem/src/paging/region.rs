@@ -1,23 +1,24 @@
 //! [`PagedRegion`]: a virtual range backed by far memory through userfaultfd.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-
-use parking_lot::Mutex;
+use std::time::Duration;
 
 use crate::backend::{Backend, ObjectId};
 
+use super::core::Core;
+use super::fault::{self, Worker};
 use super::internal::InternalGuard;
-use super::pager::Pager;
-use super::sys::{self, PAGE, Uffd};
+use super::reclaim;
+use super::sys::{self, PAGE, PageBuf, Uffd};
 use super::{PagingConfig, PagingError, PagingStats};
 
+/// Longest run of prefetched pages mapped with one `UFFDIO_COPY` (each pager thread keeps a
+/// buffer of this many pages).
+const RUN_PAGES: usize = 64;
 /// Smallest budget accepted, in pages.
 const MIN_BUDGET_PAGES: usize = 16;
-/// How often the pager thread checks for shutdown while idle.
-const POLL_MS: i32 = 50;
 /// The top bits of the default object ids of paged regions (the object runtime's ids stay
 /// below 2^62).
 const PAGING_IDS: u64 = 0xFA6E_0000_0000_0000;
@@ -60,9 +61,8 @@ pub struct PagedRegion {
     base: usize,
     len: usize,
     id_base: ObjectId,
-    pager: Arc<Mutex<Pager>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    core: Arc<Core>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for PagedRegion {
@@ -105,7 +105,7 @@ impl PagedRegion {
             .checked_next_multiple_of(PAGE)
             .ok_or_else(|| PagingError::Config(format!("region length {len} too large")))?;
         let pages = len / PAGE;
-        let uffd = Arc::new(Uffd::open()?);
+        let uffd = Uffd::open()?;
         let base = sys::map_anonymous(len)?;
         // By default page `i` is named after its virtual page number: unique among the live
         // regions of this process with no shared counter, and a region frees its objects before
@@ -118,42 +118,52 @@ impl PagedRegion {
             unsafe { sys::unmap(base, len) };
             return Err(e);
         }
-        let pager = match Pager::new(base, pages, id_base, backend, uffd.clone(), &config) {
-            Ok(p) => Arc::new(Mutex::new(p)),
+        let core = match Core::new(base, pages, id_base, backend, uffd, &config) {
+            Ok(c) => Arc::new(c),
             Err(e) => {
                 // SAFETY: the mapping was made just above and nothing refers to it yet.
                 unsafe { sys::unmap(base, len) };
                 return Err(e);
             }
         };
-        let stop = Arc::new(AtomicBool::new(false));
-        let spin = Duration::from_micros(config.pager_spin_us);
-        let thread = {
-            let (pager, stop) = (pager.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("farmem-pager".into())
-                .spawn(move || serve(&uffd, &pager, &stop, spin))
+        let mut region = Self {
+            base,
+            len,
+            id_base,
+            core,
+            threads: Vec::new(),
         };
-        let thread = match thread {
-            Ok(t) => t,
-            Err(e) => {
-                // SAFETY: as above; the pager thread never started.
-                unsafe { sys::unmap(base, len) };
-                return Err(PagingError::Sys(e));
-            }
-        };
+        // On error, dropping `region` stops the threads started so far and unmaps the range.
+        region.start(&config)?;
         tracing::debug!(
             "paged region of {len} bytes at {base:#x}, budget {} bytes",
             config.budget_bytes
         );
-        Ok(Self {
-            base,
-            len,
-            id_base,
-            pager,
-            stop,
-            thread: Some(thread),
-        })
+        Ok(region)
+    }
+
+    /// Starts the pager threads and the reclaimer. On error the threads started so far are
+    /// stopped when `self` is dropped.
+    fn start(&mut self, config: &PagingConfig) -> Result<(), PagingError> {
+        let spin = Duration::from_micros(config.pager_spin_us);
+        let run_pages = self.core.prefetch_max.clamp(1, RUN_PAGES);
+        let reclaim_buf = PageBuf::new(self.core.batch)?;
+        let core = self.core.clone();
+        let t = std::thread::Builder::new()
+            .name("farmem-reclaim".into())
+            .spawn(move || reclaim::run(&core, reclaim_buf))
+            .map_err(PagingError::Sys)?;
+        self.threads.push(t);
+        for i in 0..config.pager_threads.max(1) {
+            let worker = Worker::new(run_pages)?;
+            let core = self.core.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("farmem-pager-{i}"))
+                .spawn(move || fault::serve(&core, worker, spin))
+                .map_err(PagingError::Sys)?;
+            self.threads.push(t);
+        }
+        Ok(())
     }
 
     /// Start of the range. Valid for reads and writes of [`PagedRegion::len`] bytes until the
@@ -185,7 +195,7 @@ impl PagedRegion {
     /// Counters since creation.
     pub fn stats(&self) -> PagingStats {
         let _internal = InternalGuard::new();
-        self.pager.lock().stats()
+        self.core.stats()
     }
 
     /// Writes back every dirty page now (pages stay resident and clean).
@@ -194,7 +204,7 @@ impl PagedRegion {
     /// A backend error that persisted through the retries, or a failed system call.
     pub fn flush(&self) -> Result<(), PagingError> {
         let _internal = InternalGuard::new();
-        self.pager.lock().flush()
+        self.core.flush()
     }
 
     /// Gives back the pages of `[offset, offset+len)` (whole pages inside it only): drops them
@@ -218,60 +228,25 @@ impl PagedRegion {
             return Ok(());
         }
         let _internal = InternalGuard::new();
-        self.pager.lock().discard(first, last - first)
-    }
-}
-
-/// The pager thread: reads faults and serves them until `stop`.
-///
-/// After serving a fault it keeps polling the fd without sleeping for `spin`: a program that
-/// faults again right away (random access) is then served without a thread wake-up on the pager
-/// side.
-fn serve(uffd: &Uffd, pager: &Mutex<Pager>, stop: &AtomicBool, spin: Duration) {
-    let _internal = InternalGuard::new();
-    let mut faults = Vec::with_capacity(16);
-    let mut last_served: Option<Instant> = None;
-    while !stop.load(Ordering::Acquire) {
-        if let Err(e) = uffd.read_faults(&mut faults) {
-            tracing::error!("paging: reading userfaultfd failed: {e}; pager stops");
-            return;
-        }
-        if faults.is_empty() {
-            if last_served.is_some_and(|t| t.elapsed() < spin) {
-                std::hint::spin_loop();
-            } else {
-                last_served = None;
-                uffd.poll(POLL_MS);
-            }
-            continue;
-        }
-        for &f in &faults {
-            if let Err(e) = pager.lock().handle(f) {
-                // A thread is blocked in this fault and cannot be given an error; going on would
-                // lose its data. Fail loudly, like a dead swap device.
-                tracing::error!("paging: cannot serve fault at {:#x}: {e}", f.address);
-                eprintln!("farmem paging: cannot serve a page fault: {e}; aborting");
-                std::process::abort();
-            }
-        }
-        last_served = Some(Instant::now());
+        self.core.discard(first, last - first)
     }
 }
 
 impl Drop for PagedRegion {
     fn drop(&mut self) {
         let _internal = InternalGuard::new();
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take()
-            && t.join().is_err()
-        {
-            tracing::error!("paging: pager thread panicked");
+        self.core.stop.store(true, Ordering::Release);
+        self.core.reclaim.notify_all();
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                tracing::error!("paging: a pager thread panicked");
+            }
         }
         let pages = self.len / PAGE;
-        if let Err(e) = self.pager.lock().discard(0, pages) {
+        if let Err(e) = self.core.discard(0, pages) {
             tracing::warn!("paging: freeing the region's backend objects failed: {e}");
         }
-        // SAFETY: the mapping is ours; the pager thread has stopped and `&mut self` means no
+        // SAFETY: the mapping is ours; the pager threads have stopped and `&mut self` means no
         // accessor borrows the region any more (raw pointers must not outlive it, as documented).
         unsafe { sys::unmap(self.base, self.len) };
     }

@@ -223,66 +223,81 @@ impl Uffd {
         rc > 0
     }
 
-    /// Reads pending fault messages into `out` (cleared first). Non-blocking.
-    pub fn read_faults(&self, out: &mut Vec<Fault>) -> io::Result<()> {
-        out.clear();
-        let mut msgs = [UffdMsg::default(); 16];
-        // SAFETY: the buffer is `msgs`, valid for writes of its whole size; the kernel writes
+    /// Reads at most one pending fault message. Non-blocking: `Ok(None)` when none is pending.
+    ///
+    /// One message at a time, so that a pager thread never holds faults it cannot serve while it
+    /// waits for the backend: the other pager threads pick them up.
+    pub fn read_fault(&self) -> io::Result<Option<Fault>> {
+        let mut msg = UffdMsg::default();
+        // SAFETY: the buffer is `msg`, valid for writes of its whole size; the kernel writes
         // whole `uffd_msg` records only.
         let n = unsafe {
             libc::read(
                 self.fd.as_raw_fd(),
-                msgs.as_mut_ptr().cast(),
-                size_of_val(&msgs),
+                (&raw mut msg).cast(),
+                size_of::<UffdMsg>(),
             )
         };
         if n < 0 {
             let err = io::Error::last_os_error();
             return match err.raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(()),
+                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
                 _ => Err(err),
             };
         }
-        let count = n as usize / size_of::<UffdMsg>();
-        for m in &msgs[..count] {
-            if m.event == UFFD_EVENT_PAGEFAULT {
-                out.push(Fault {
-                    address: m.address as usize,
-                    flags: m.flags,
-                });
-            }
+        if n as usize == size_of::<UffdMsg>() && msg.event == UFFD_EVENT_PAGEFAULT {
+            return Ok(Some(Fault {
+                address: msg.address as usize,
+                flags: msg.flags,
+            }));
         }
-        Ok(())
+        Ok(None)
     }
 
-    /// Maps a copy of `src` (whole pages) at `dst`. With `wp` the new pages are write-protected.
+    /// Maps a copy of `src` (whole pages, one run) at `dst` with one `UFFDIO_COPY`. With `wp`
+    /// the new pages are write-protected; with `wake` the threads waiting on the run are woken.
     ///
-    /// Returns `Ok(false)` if the destination was already mapped (`EEXIST`), which is harmless.
-    /// `src.len()` must be a multiple of the page size and `dst` must lie in a range registered
-    /// with this fd; the kernel checks both and returns an error otherwise.
+    /// Returns `Ok(false)` if part of the destination was already mapped (`EEXIST`; the other
+    /// pages of the run are still mapped), which is harmless. A copy interrupted part-way
+    /// (`EAGAIN`) is resumed where it stopped. `src.len()` must be a multiple of the page size and
+    /// `dst` must lie in a range registered with this fd; the kernel checks both and returns an
+    /// error otherwise.
     pub fn copy(&self, dst: usize, src: &[u8], wp: bool, wake: bool) -> io::Result<bool> {
-        let mut c = UffdioCopy {
-            dst: dst as u64,
-            src: src.as_ptr() as u64,
-            len: src.len() as u64,
-            mode: if wp { UFFDIO_COPY_MODE_WP } else { 0 }
-                | if wake { 0 } else { UFFDIO_COPY_MODE_DONTWAKE },
-            copy: 0,
-        };
-        loop {
-            // SAFETY: UFFDIO_COPY reads `src.len()` bytes from `src` (a live slice) and writes only
-            // into the registered range at `dst`, which the kernel validates; `c` is one
+        let mode = if wp { UFFDIO_COPY_MODE_WP } else { 0 }
+            | if wake { 0 } else { UFFDIO_COPY_MODE_DONTWAKE };
+        let mut done = 0usize;
+        let mut all = true;
+        while done < src.len() {
+            let mut c = UffdioCopy {
+                dst: (dst + done) as u64,
+                src: src[done..].as_ptr() as u64,
+                len: (src.len() - done) as u64,
+                mode,
+                copy: 0,
+            };
+            // SAFETY: UFFDIO_COPY reads `len` bytes from `src[done..]` (a live slice) and writes
+            // only into the registered range at `dst`, which the kernel validates; `c` is one
             // `uffdio_copy`.
             let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_COPY as _, &mut c) };
             if rc == 0 {
-                return Ok(true);
+                return Ok(all);
             }
-            match errno() {
-                libc::EEXIST => return Ok(false),
-                libc::EAGAIN => continue,
-                _ => return Err(io::Error::last_os_error()),
+            let e = errno();
+            let copied = if c.copy > 0 { c.copy as usize } else { 0 };
+            match e {
+                libc::EAGAIN => done += copied,
+                libc::EEXIST => {
+                    // Skip the mapped page and carry on with the rest of the run.
+                    all = false;
+                    done += copied + PAGE;
+                }
+                _ => return Err(io::Error::from_raw_os_error(e)),
             }
         }
+        if wake && !all {
+            self.wake(dst, src.len())?;
+        }
+        Ok(all)
     }
 
     /// Write-protects (`protect`) or un-protects pages in `[start, start+len)`.

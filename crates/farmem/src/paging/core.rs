@@ -1,0 +1,387 @@
+//! The shared state of a paged region, used by its pager threads, its reclaimer and the
+//! region's own methods (flush, discard, stats).
+//!
+//! # Locking
+//! One mutex guards the bookkeeping ([`State`]); it is never held across a fetch, so faults on
+//! different pages are served concurrently. A page being fetched is *in flight*: it owns a
+//! reserved slot, nobody else maps it, discard waits for it. A page being written back by the
+//! reclaimer is *evicting*: still mapped and write-protected; a writer waits until it has been
+//! dropped. Write-backs (reclaimer batches, flush) are serialised by a second mutex taken
+//! before the state mutex. Every thread that takes either lock is marked with
+//! [`InternalGuard`](super::InternalGuard), so nothing done under them allocates paged memory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::backend::{Backend, ObjectId};
+
+use super::clock::{Clock, SAMPLE_TAG, Twin};
+use super::ghost::Ghosts;
+use super::prefetch::Streams;
+use super::sys::{self, PAGE, PageBuf, Uffd};
+use super::writeback::{self, retry};
+use super::{PagingConfig, PagingError, PagingStats, WriteBack};
+
+/// Objects freed per backend call when a range is discarded.
+const FREE_CHUNK: usize = 4096;
+/// Staging buffers (marker pages of prefetch windows) per region.
+const STAGING: usize = 64;
+
+/// Fixed-size page buffers handed out by index.
+pub struct Pool {
+    buf: PageBuf,
+    free: Vec<u32>,
+}
+
+impl Pool {
+    /// `n` buffers of one page (their memory is only committed when first written).
+    pub fn new(n: usize) -> Result<Self, PagingError> {
+        Ok(Self {
+            buf: PageBuf::new(n)?,
+            free: (0..n as u32).rev().collect(),
+        })
+    }
+
+    /// A free buffer, if any.
+    pub fn take(&mut self) -> Option<u32> {
+        self.free.pop()
+    }
+
+    /// Gives a buffer back.
+    pub fn put(&mut self, i: u32) {
+        self.free.push(i);
+    }
+
+    /// Gives a buffer back and returns its memory to the kernel.
+    pub fn put_released(&mut self, i: u32) {
+        let addr = self.buf.as_ptr() as usize + i as usize * PAGE;
+        if let Err(e) = sys::drop_pages(addr, PAGE) {
+            tracing::warn!("paging: releasing a sample buffer failed: {e}");
+        }
+        self.free.push(i);
+    }
+
+    /// Buffers not handed out.
+    pub fn free_count(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Buffer `i`.
+    pub fn page(&self, i: u32) -> &[u8] {
+        &self.buf[i as usize * PAGE..][..PAGE]
+    }
+
+    /// Buffer `i`, writable.
+    pub fn page_mut(&mut self, i: u32) -> &mut [u8] {
+        &mut self.buf[i as usize * PAGE..][..PAGE]
+    }
+}
+
+/// A page being fetched.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InFlight {
+    /// A thread faulted on it while it was in flight (a late prefetch, or a demand fetch).
+    pub demanded: bool,
+    /// Fetched by prefetching.
+    pub prefetch: bool,
+}
+
+/// The bookkeeping of a region, under [`Core::state`].
+pub struct State {
+    /// Resident (and staged) pages.
+    pub clock: Clock,
+    /// Slots promised to pages in flight.
+    pub reserved: usize,
+    /// Pages being fetched.
+    pub inflight: HashMap<usize, InFlight>,
+    /// Slots being written back by the reclaimer.
+    pub evicting: usize,
+    /// Prefetch fetches outstanding.
+    pub prefetching: usize,
+    /// Bit per page: the backend holds a copy.
+    stored: Vec<u64>,
+    /// Clean twins of dirty pages.
+    pub twins: Pool,
+    /// Marker pages of prefetch windows.
+    pub staging: Pool,
+    /// Copies of hot pages unmapped to sample whether they are still read.
+    pub samples: Pool,
+    /// Recently evicted pages.
+    pub ghosts: Ghosts,
+    /// Prefetch streams.
+    pub streams: Streams,
+    /// Counters.
+    pub stats: PagingStats,
+}
+
+impl State {
+    /// Whether the backend holds page `page`.
+    pub fn is_stored(&self, page: usize) -> bool {
+        self.stored[page / 64] & (1 << (page % 64)) != 0
+    }
+
+    /// Records whether the backend holds page `page`.
+    pub fn set_stored(&mut self, page: usize, on: bool) {
+        if on {
+            self.stored[page / 64] |= 1 << (page % 64);
+        } else {
+            self.stored[page / 64] &= !(1 << (page % 64));
+        }
+    }
+
+    /// Slots neither used nor promised.
+    pub fn available(&self) -> usize {
+        self.clock.free_slots().saturating_sub(self.reserved)
+    }
+
+    /// Gives back the resources of a slot leaving the resident set.
+    pub fn release(&mut self, twin: Twin, staged: Option<(u32, u32)>) {
+        if let Twin::Buf(t) = twin {
+            self.twins.put(t);
+        }
+        match staged {
+            Some((b, SAMPLE_TAG)) => self.samples.put_released(b),
+            Some((b, _)) => self.staging.put(b),
+            None => {}
+        }
+    }
+}
+
+/// What the threads of one region share.
+pub struct Core {
+    /// Start of the range.
+    pub base: usize,
+    /// Pages in the range.
+    pub pages: usize,
+    /// Object id of page 0.
+    pub id_base: ObjectId,
+    /// Where the pages live.
+    pub backend: Arc<dyn Backend>,
+    /// The region's userfaultfd.
+    pub uffd: Uffd,
+    /// Write-back mode.
+    pub mode: WriteBack,
+    /// Pages written back per reclaimer batch.
+    pub batch: usize,
+    /// The reclaimer starts when fewer slots than this are available...
+    pub low: usize,
+    /// ...and stops when this many are.
+    pub high: usize,
+    /// Largest prefetch window in pages.
+    pub prefetch_max: usize,
+    /// Most prefetches outstanding at once (so that pager threads stay free for faults).
+    pub max_prefetching: usize,
+    /// A page of zeros (first touches).
+    pub zeros: PageBuf,
+    /// The bookkeeping.
+    pub state: Mutex<State>,
+    /// Signalled when slots are freed, a write-back completes or a fetch lands.
+    pub changed: Condvar,
+    /// Wakes the reclaimer.
+    pub reclaim: Condvar,
+    /// Serialises write-backs (taken before `state`).
+    pub wb_lock: Mutex<()>,
+    /// Held by the one pager thread that waits for the next fault.
+    pub poll_token: Mutex<()>,
+    /// Set when the region is dropped.
+    pub stop: AtomicBool,
+}
+
+impl Core {
+    /// The shared state for `pages` pages at `base`, all absent.
+    pub fn new(
+        base: usize,
+        pages: usize,
+        id_base: ObjectId,
+        backend: Arc<dyn Backend>,
+        uffd: Uffd,
+        cfg: &PagingConfig,
+    ) -> Result<Self, PagingError> {
+        // More budget than pages is pointless (and would size the tables for nothing).
+        let budget_pages = (cfg.budget_bytes / PAGE).min(pages).max(1);
+        let batch = cfg.evict_batch_pages.clamp(1, (budget_pages / 4).max(1));
+        let prefetch_max = cfg.readahead_max_pages.min(budget_pages / 4);
+        let low = batch.max(prefetch_max).clamp(1, (budget_pages / 8).max(1));
+        let high = (low + batch).min((budget_pages / 4).max(low + 1));
+        let threads = cfg.pager_threads.max(1);
+        Ok(Self {
+            base,
+            pages,
+            id_base,
+            backend,
+            uffd,
+            mode: cfg.write_back,
+            batch,
+            low,
+            high,
+            prefetch_max,
+            max_prefetching: threads.saturating_sub(1).max(1),
+            zeros: PageBuf::new(1)?,
+            state: Mutex::new(State {
+                clock: Clock::new(budget_pages),
+                reserved: 0,
+                inflight: HashMap::new(),
+                evicting: 0,
+                prefetching: 0,
+                stored: vec![0; pages.div_ceil(64)],
+                twins: Pool::new(budget_pages)?,
+                staging: Pool::new(STAGING.min(budget_pages / 4))?,
+                samples: Pool::new(budget_pages / 4)?,
+                ghosts: Ghosts::new(budget_pages),
+                streams: Streams::new(prefetch_max),
+                stats: PagingStats::default(),
+            }),
+            changed: Condvar::new(),
+            reclaim: Condvar::new(),
+            wb_lock: Mutex::new(()),
+            poll_token: Mutex::new(()),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    /// Address of page `page`.
+    pub fn addr(&self, page: usize) -> usize {
+        self.base + page * PAGE
+    }
+
+    /// Object of page `page`.
+    pub fn id(&self, page: usize) -> ObjectId {
+        self.id_base + page as u64
+    }
+
+    /// Counters, with the current resident count and the prefetcher's.
+    pub fn stats(&self) -> PagingStats {
+        let st = self.state.lock();
+        PagingStats {
+            resident_pages: st.clock.len() as u64,
+            prefetch_used: st.streams.counters.used,
+            prefetch_wasted: st.streams.counters.wasted,
+            ..st.stats
+        }
+    }
+
+    /// Writes back every dirty page; they stay resident, clean. Holds the state lock throughout
+    /// (faults wait), which is fine for an explicit, rare call.
+    ///
+    /// # Errors
+    /// A persistent backend error or a failed userfaultfd call.
+    pub fn flush(&self) -> Result<(), PagingError> {
+        let _wb = self.wb_lock.lock();
+        let mut st = self.state.lock();
+        let dirty: Vec<usize> = st
+            .clock
+            .iter_mut()
+            .filter(|s| s.dirty && !s.evicting)
+            .map(|s| s.page)
+            .collect();
+        let mut buf = PageBuf::new(self.batch)?;
+        for chunk in dirty.chunks(self.batch) {
+            let mut items = Vec::with_capacity(chunk.len());
+            for (k, &page) in chunk.iter().enumerate() {
+                let addr = self.addr(page);
+                let Some(slot) = st.clock.get_mut(page) else {
+                    continue;
+                };
+                if !slot.protected {
+                    // Writers block in a fault from here on: the copy is the final content.
+                    self.uffd
+                        .write_protect(addr, PAGE, true)
+                        .map_err(PagingError::Sys)?;
+                    slot.protected = true;
+                }
+                let twin = slot.twin;
+                let out = &mut buf[k * PAGE..][..PAGE];
+                // SAFETY: the page is resident (in the clock, not staged: staged pages are never
+                // dirty) and write-protected.
+                unsafe { sys::read_page(addr, out) };
+                let stored = st.is_stored(page);
+                let twin_bytes = match twin {
+                    Twin::Buf(t) => Some(st.twins.page(t)),
+                    _ => None,
+                };
+                let (it, changed) = writeback::plan(
+                    page,
+                    self.id(page),
+                    k,
+                    &buf[k * PAGE..][..PAGE],
+                    twin_bytes,
+                    stored,
+                    self.mode,
+                );
+                st.stats.bytes_changed += changed;
+                items.push(it);
+            }
+            let sent = writeback::send(&*self.backend, &items, &buf)?;
+            st.stats.bytes_sent += sent;
+            for it in &items {
+                st.stats.written_back += 1;
+                st.stats.whole_page_bytes += PAGE as u64;
+                if it.whole {
+                    st.set_stored(it.page, true);
+                }
+                if let Some(slot) = st.clock.get_mut(it.page) {
+                    let twin = std::mem::replace(&mut slot.twin, Twin::None);
+                    slot.dirty = false;
+                    st.release(twin, None);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets pages `[first, first+n)`: drops them locally and frees their backend copies.
+    /// Their next access reads zeros. Waits for fetches and write-backs of these pages first;
+    /// holds the state lock through the free, so that no later write-back of a page of the range
+    /// can overtake it.
+    ///
+    /// # Errors
+    /// A persistent backend error or a failed madvise.
+    pub fn discard(&self, first: usize, n: usize) -> Result<(), PagingError> {
+        let end = first.saturating_add(n).min(self.pages);
+        if first >= end {
+            return Ok(());
+        }
+        let mut st = self.state.lock();
+        loop {
+            let in_range = |p: &usize| (first..end).contains(p);
+            let busy = st.inflight.keys().any(in_range)
+                || (st.evicting > 0
+                    && st.clock.iter_mut().any(|s| s.evicting && in_range(&s.page)));
+            if !busy {
+                break;
+            }
+            self.changed.wait(&mut st);
+        }
+        let resident: Vec<usize> = if end - first <= 4 * st.clock.len() {
+            (first..end).filter(|&p| st.clock.contains(p)).collect()
+        } else {
+            st.clock
+                .iter_mut()
+                .map(|s| s.page)
+                .filter(|p| (first..end).contains(p))
+                .collect()
+        };
+        for page in resident {
+            if let Some(slot) = st.clock.remove(page) {
+                st.release(slot.twin, slot.staged);
+            }
+        }
+        st.ghosts.forget_range(first, end);
+        sys::drop_pages(self.addr(first), (end - first) * PAGE).map_err(PagingError::Sys)?;
+        let mut ids = Vec::new();
+        for page in first..end {
+            if st.is_stored(page) {
+                st.set_stored(page, false);
+                ids.push(self.id(page));
+            }
+        }
+        for chunk in ids.chunks(FREE_CHUNK) {
+            retry("free", || self.backend.free(chunk))?;
+        }
+        self.changed.notify_all();
+        Ok(())
+    }
+}

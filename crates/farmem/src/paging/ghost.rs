@@ -1,0 +1,76 @@
+//! The ghost history of recently evicted pages: a page that faults again while it is still in
+//! the history was evicted too early (it is hot), so it earns credits against the next eviction.
+//!
+//! This is the user-space stand-in for the page-table access bits the kernel's reclaim uses
+//! (refault distance, as in the kernel's workingset detection): reads of a mapped page are
+//! invisible here, refaults are not.
+
+use std::collections::{HashMap, VecDeque};
+
+/// The last `capacity` evicted pages, oldest first.
+#[derive(Debug)]
+pub struct Ghosts {
+    order: VecDeque<(usize, u64)>,
+    seq_of: HashMap<usize, u64>,
+    next_seq: u64,
+    capacity: usize,
+}
+
+impl Ghosts {
+    /// Remembers up to `capacity` evictions (about one budget's worth: a page that comes back
+    /// within one turnover of the resident set).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            order: VecDeque::with_capacity(capacity.min(1 << 16)),
+            seq_of: HashMap::with_capacity(capacity.min(1 << 16)),
+            next_seq: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Records the eviction of `page`, forgetting the oldest one beyond the capacity.
+    pub fn record(&mut self, page: usize) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.seq_of.insert(page, seq);
+        self.order.push_back((page, seq));
+        while self.order.len() > self.capacity {
+            if let Some((old, s)) = self.order.pop_front()
+                && self.seq_of.get(&old) == Some(&s)
+            {
+                self.seq_of.remove(&old);
+            }
+        }
+    }
+
+    /// Whether `page` was evicted recently; forgets it (a refault counts once).
+    pub fn take(&mut self, page: usize) -> bool {
+        self.seq_of.remove(&page).is_some()
+    }
+
+    /// Forgets everything about pages in `[first, end)` (they were discarded).
+    pub fn forget_range(&mut self, first: usize, end: usize) {
+        self.seq_of.retain(|p, _| !(first..end).contains(p));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_only_the_last_evictions() {
+        let mut g = Ghosts::new(2);
+        g.record(1);
+        g.record(2);
+        g.record(3);
+        assert!(!g.take(1), "pushed out by 2 and 3");
+        assert!(g.take(3));
+        assert!(!g.take(3), "counted once");
+        g.record(2); // again: the older entry must not evict the newer one
+        g.record(4);
+        assert!(g.take(2));
+        g.forget_range(0, 10);
+        assert!(!g.take(4));
+    }
+}

@@ -1,0 +1,306 @@
+//! Prefetching that follows the program: stream detection with a majority trend (as in Leap,
+//! ATC'20) and an adaptive window.
+//!
+//! Faults are grouped into streams by proximity (a fault near a stream's last position continues
+//! it), so several threads, or one thread walking several arrays in lockstep, each get their own
+//! stream. A stream's trend is the majority delta among its last faults (Boyer-Moore vote over
+//! the last 8 deltas, then the last 4): +1 sequential, -1 reverse, +-k strided. Random faults have
+//! no majority and prefetch nothing.
+//!
+//! With a trend the next `window` pages along it are fetched asynchronously. The first page of
+//! each window is a *marker*: it is kept unmapped (staged locally), so the program's first touch
+//! of the window is seen (a minor fault, no network) and starts the fetch of the next window
+//! while the program works through this one, like the kernel's asynchronous readahead. A window
+//! the program enters doubles the next one (up to the maximum); a stream that leaves its trend
+//! halves it, and one without a trend stops.
+//!
+//! Accuracy and coverage are counted per window: a window counts as *used* once the program
+//! entered it (its marker was touched, or the stream continued past it), as *wasted* when the
+//! stream broke off before reaching it.
+
+/// Streams followed at once per region.
+const STREAMS: usize = 16;
+/// Deltas remembered per stream.
+const HISTORY: usize = 8;
+/// First window of a newly detected trend, in pages.
+const FIRST_WINDOW: usize = 4;
+/// A fault within this many pages of a stream's last position (plus its window) continues it.
+const NEAR: usize = 64;
+/// Windows of at least this many pages get a marker page.
+const MARKER_MIN: usize = 4;
+
+/// Pages to fetch for one stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Pages in stream order (the caller drops those out of range, absent or already resident).
+    pub pages: Vec<usize>,
+    /// The page to keep staged as the marker of this window, if any.
+    pub marker: Option<usize>,
+    /// Tag of the stream (index and generation), handed back to [`Streams::on_marker`].
+    pub tag: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Stream {
+    live: bool,
+    generation: u32,
+    last: usize,
+    deltas: [i64; HISTORY],
+    n: usize,
+    trend: Option<i64>,
+    window: usize,
+    /// Next page along the trend not yet prefetched.
+    frontier: Option<usize>,
+    /// Pages of the latest window not yet known to be used.
+    pending: u64,
+    used_at: u64,
+}
+
+/// Prefetch counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Pages of windows the program entered.
+    pub used: u64,
+    /// Pages of windows the program never reached.
+    pub wasted: u64,
+}
+
+/// The streams of one region.
+#[derive(Debug)]
+pub struct Streams {
+    s: [Stream; STREAMS],
+    max_window: usize,
+    tick: u64,
+    /// Counters since creation.
+    pub counters: Counters,
+}
+
+/// The majority value of `d` if one holds more than half of it.
+fn majority(d: &[i64]) -> Option<i64> {
+    let (mut cand, mut votes) = (0i64, 0usize);
+    for &x in d {
+        if votes == 0 {
+            cand = x;
+            votes = 1;
+        } else if x == cand {
+            votes += 1;
+        } else {
+            votes -= 1;
+        }
+    }
+    let count = d.iter().filter(|&&x| x == cand).count();
+    (votes > 0 && 2 * count > d.len() && cand != 0).then_some(cand)
+}
+
+fn step(page: usize, delta: i64, k: usize) -> Option<usize> {
+    let p = page as i64 + delta * k as i64;
+    usize::try_from(p).ok()
+}
+
+impl Streams {
+    /// Streams with windows of at most `max_window` pages (0 disables prefetching).
+    pub fn new(max_window: usize) -> Self {
+        Self {
+            s: [Stream::default(); STREAMS],
+            max_window,
+            tick: 0,
+            counters: Counters::default(),
+        }
+    }
+
+    fn tag(i: usize, generation: u32) -> u32 {
+        (generation << 8) | i as u32
+    }
+
+    /// A demand fault (one that had to go to the backend) at `page`: returns what to prefetch.
+    pub fn on_fault(&mut self, page: usize) -> Option<Plan> {
+        if self.max_window == 0 {
+            return None;
+        }
+        self.tick += 1;
+        let tick = self.tick;
+        let near = |s: &Stream| {
+            let reach = NEAR as u64 + s.window as u64 * s.trend.map_or(1, |d| d.unsigned_abs());
+            s.live && (s.last.abs_diff(page) as u64 <= reach || s.frontier == Some(page))
+        };
+        let found = (0..STREAMS)
+            .filter(|&i| near(&self.s[i]))
+            .min_by_key(|&i| self.s[i].last.abs_diff(page));
+        let Some(i) = found else {
+            // A new stream in the least recently used place.
+            let i = (0..STREAMS).min_by_key(|&i| (self.s[i].live, self.s[i].used_at))?;
+            let old = self.s[i];
+            self.counters.wasted += old.pending;
+            self.s[i] = Stream {
+                live: true,
+                generation: old.generation.wrapping_add(1) & 0x00FF_FFFF,
+                last: page,
+                used_at: tick,
+                ..Stream::default()
+            };
+            return None;
+        };
+        let max = self.max_window;
+        let s = &mut self.s[i];
+        s.used_at = tick;
+        let delta = page as i64 - s.last as i64;
+        s.last = page;
+        if delta == 0 {
+            return None;
+        }
+        s.deltas.rotate_right(1);
+        s.deltas[0] = delta;
+        s.n = (s.n + 1).min(HISTORY);
+        let reached = s.frontier == Some(page);
+        let trend = if s.n < 2 {
+            None
+        } else {
+            majority(&s.deltas[..s.n]).or_else(|| majority(&s.deltas[..s.n.min(4)]))
+        };
+        if reached {
+            // The program ran through the whole window faster than the next one arrived.
+            self.counters.used += s.pending;
+        } else {
+            self.counters.wasted += s.pending;
+        }
+        s.pending = 0;
+        let Some(d) = trend else {
+            s.trend = None;
+            s.window = 0;
+            s.frontier = None;
+            return None;
+        };
+        s.window = if s.trend != Some(d) || s.window == 0 {
+            FIRST_WINDOW
+        } else if reached {
+            s.window * 2
+        } else {
+            s.window / 2
+        }
+        .clamp(1, max);
+        s.trend = Some(d);
+        let start = step(page, d, 1)?;
+        let (generation, w) = (s.generation, s.window);
+        Some(self.issue(i, start, d, w, generation))
+    }
+
+    /// The program touched the marker page of stream `tag`: its window is in use, fetch the next.
+    pub fn on_marker(&mut self, tag: u32, page: usize) -> Option<Plan> {
+        let i = (tag & 0xFF) as usize;
+        let generation = tag >> 8;
+        let s = self.s.get_mut(i)?;
+        if !s.live || s.generation != generation {
+            return None;
+        }
+        self.tick += 1;
+        s.used_at = self.tick;
+        s.last = page;
+        let d = s.trend?;
+        let start = s.frontier?;
+        self.counters.used += s.pending;
+        s.pending = 0;
+        s.window = (s.window * 2).clamp(1, self.max_window);
+        let w = s.window;
+        Some(self.issue(i, start, d, w, generation))
+    }
+
+    fn issue(&mut self, i: usize, start: usize, d: i64, w: usize, generation: u32) -> Plan {
+        let pages: Vec<usize> = (0..w).filter_map(|k| step(start, d, k)).collect();
+        let s = &mut self.s[i];
+        s.frontier = step(start, d, w);
+        s.pending = pages.len() as u64;
+        Plan {
+            marker: (pages.len() >= MARKER_MIN).then(|| pages[0]),
+            pages,
+            tag: Self::tag(i, generation),
+        }
+    }
+
+    /// Some pages of the latest plan of `tag` were not fetched (absent, resident, no room):
+    /// they are not counted against the prefetcher.
+    pub fn unissued(&mut self, tag: u32, n: u64) {
+        if let Some(s) = self.s.get_mut((tag & 0xFF) as usize)
+            && s.generation == tag >> 8
+        {
+            s.pending = s.pending.saturating_sub(n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(s: &mut Streams, faults: &[usize]) -> Vec<Option<Plan>> {
+        faults.iter().map(|&p| s.on_fault(p)).collect()
+    }
+
+    #[test]
+    fn majority_vote() {
+        assert_eq!(majority(&[1, 1, 5]), Some(1));
+        assert_eq!(majority(&[1, 5, 1, 7]), None);
+        assert_eq!(majority(&[-3, -3, -3, 2]), Some(-3));
+        assert_eq!(majority(&[]), None);
+        assert_eq!(majority(&[0, 0]), None);
+    }
+
+    #[test]
+    fn sequential_stream_grows_its_window_with_markers() {
+        let mut s = Streams::new(64);
+        let plans = run(&mut s, &[100, 101, 102]);
+        assert!(
+            plans[0].is_none() && plans[1].is_none(),
+            "one delta is no trend"
+        );
+        let p = plans[2].clone().unwrap();
+        assert_eq!(p.pages, vec![103, 104, 105, 106]);
+        assert_eq!(p.marker, Some(103));
+        // The program touches the marker: the next window is twice as large and starts after it.
+        let q = s.on_marker(p.tag, 103).unwrap();
+        assert_eq!(q.pages, (107..115).collect::<Vec<_>>());
+        let r = s.on_marker(q.tag, 107).unwrap();
+        assert_eq!(r.pages.len(), 16);
+        assert_eq!(s.counters.used, 4 + 8);
+        // A stale tag (stream replaced) does nothing.
+        assert!(s.on_marker(q.tag.wrapping_add(1 << 8), 115).is_none());
+    }
+
+    #[test]
+    fn reverse_and_strided_streams() {
+        let mut s = Streams::new(8);
+        let p = run(&mut s, &[500, 499, 498]).pop().flatten().unwrap();
+        assert_eq!(p.pages, vec![497, 496, 495, 494]);
+        let mut t = Streams::new(8);
+        let p = run(&mut t, &[10, 13, 16]).pop().flatten().unwrap();
+        assert_eq!(p.pages, vec![19, 22, 25, 28]);
+        // The stream faults right where the window ended: it was used, the window doubles.
+        let q = t.on_fault(31).unwrap();
+        assert_eq!(q.pages.len(), 8);
+        assert_eq!(t.counters.used, 4);
+    }
+
+    #[test]
+    fn interleaved_streams_are_told_apart_and_random_faults_prefetch_nothing() {
+        let mut s = Streams::new(16);
+        let mut plans = 0;
+        for k in 0..6 {
+            plans += s.on_fault(1000 + k).is_some() as usize;
+            plans += s.on_fault(90_000 - k).is_some() as usize;
+        }
+        assert!(plans >= 6, "both streams detected: {plans}");
+        let mut r = Streams::new(16);
+        let mut x = 12345usize;
+        for _ in 0..200 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            assert!(r.on_fault((x >> 20) % 1_000_000).is_none());
+        }
+    }
+
+    #[test]
+    fn disabled_prefetches_nothing() {
+        let mut s = Streams::new(0);
+        assert!(run(&mut s, &[1, 2, 3, 4, 5]).iter().all(Option::is_none));
+    }
+}
