@@ -65,6 +65,7 @@
 mod error;
 mod fault;
 mod member;
+mod mover;
 mod ops;
 mod repair;
 mod scheme;
@@ -356,6 +357,17 @@ impl PoolBackend {
                 .map(|&m| MemberId(usize::from(m)))
                 .collect()
         })
+    }
+
+    /// The state of member `id` (`None`: unknown id); cheap, unlike [`PoolBackend::members`].
+    pub fn member_state(&self, id: MemberId) -> Option<MemberState> {
+        self.inner.members().get(id.0).map(|m| m.state())
+    }
+
+    /// Repair and drain progress; cheap, unlike [`PoolBackend::pool_stats`] (which also counts
+    /// the objects short of copies).
+    pub fn repair_stats(&self) -> RepairStats {
+        self.inner.repair.stats()
     }
 
     /// Table size, redundancy state and repair progress.

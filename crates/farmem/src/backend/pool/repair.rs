@@ -10,6 +10,7 @@ use parking_lot::{Condvar, Mutex};
 use super::Inner;
 use super::error::PoolError;
 use super::member::{Member, MemberState, choose, is_member_failure};
+use super::mover;
 use super::table::{Entry, Ix};
 use crate::backend::{BackendError, ObjectId};
 
@@ -46,8 +47,8 @@ struct Bucket {
 pub(crate) struct Repairer {
     bucket: Option<Mutex<Bucket>>,
     passes: AtomicU64,
-    copies: AtomicU64,
-    bytes: AtomicU64,
+    pub(super) copies: AtomicU64,
+    pub(super) bytes: AtomicU64,
     dropped: AtomicU64,
     pending: AtomicU64,
     no_room: AtomicU64,
@@ -95,12 +96,12 @@ impl Repairer {
         self.wake();
     }
 
-    fn stopping(&self) -> bool {
+    pub(super) fn stopping(&self) -> bool {
         self.shutdown.load(Ordering::Acquire)
     }
 
     /// Waits until `bytes` may be copied under the bandwidth limit.
-    fn take(&self, bytes: usize) {
+    pub(super) fn take(&self, bytes: usize) {
         let Some(b) = &self.bucket else { return };
         let wait = {
             let mut b = b.lock();
@@ -120,6 +121,9 @@ impl Repairer {
         }
     }
 
+    /// Waits before a batch while the application needs the bandwidth.
+    pub(super) fn pace(&self) {}
+
     pub(crate) fn stats(&self) -> RepairStats {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         RepairStats {
@@ -133,6 +137,9 @@ impl Repairer {
         }
     }
 }
+
+/// Batches a repair pass or drain round keeps in flight.
+const MOVERS: usize = 4;
 
 /// The body of the maintenance thread: refresh member statistics, then repair, every interval
 /// or when woken.
@@ -176,8 +183,9 @@ pub(crate) fn pass(inner: &Inner) {
     let members = inner.members();
     let want = inner.cfg.redundancy.copies();
     let ids = inner.table.select(|e| needs_work(e, &members, want));
+    let left = mover::run(inner, ids, MOVERS);
     let (mut pending, mut no_room, mut lost) = (0, 0, 0);
-    for id in ids {
+    for id in left {
         if inner.repair.stopping() {
             return;
         }
@@ -218,7 +226,7 @@ pub(crate) fn drain(inner: &Inner, m: Ix) -> Result<(), PoolError> {
         if round > 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
-        for id in ids {
+        for id in mover::run(inner, ids, MOVERS) {
             match fix(inner, id) {
                 Fix::NoRoom => return Err(PoolError::NoRoom { member: name(), id }),
                 Fix::Done | Fix::Gone | Fix::Raced | Fix::Lost => {}
@@ -495,7 +503,7 @@ fn drop_moved(m: &Member, id: ObjectId, table: bool) {
 /// Applies `f` to the claimed entry of `id` if no write started or ended since `seen` was read,
 /// it was not freed, and the members it adds still take objects; true when applied. A member
 /// `leaving` the entry (`Ix::MAX`: none) then owes a drop of its copy ([`drop_moved`]).
-fn commit(
+pub(super) fn commit(
     inner: &Inner,
     id: ObjectId,
     seen: &Entry,
