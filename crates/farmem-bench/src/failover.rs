@@ -289,10 +289,16 @@ fn idle_web(a: &Args, local_digest: u64) -> anyhow::Result<f64> {
     let wa = a.web_args();
     let rig = a.rig(2)?;
     let data = build_web(&rig, a, &wa)?;
-    let (secs, _, digest) = web::drive(&data, &wa, 0..wa.requests, true)?;
+    rig.timed.take_max();
+    let (secs, lat, digest) = web::drive(&data, &wa, 0..wa.requests, true)?;
     anyhow::ensure!(
         digest == local_digest,
         "idle: web responses differ from all-local"
+    );
+    eprintln!(
+        "idle reference: longest request {:.1} ms, longest backend call {:.1} ms",
+        lat.iter().max().map_or(0.0, |&l| f64::from(l) / 1e6),
+        rig.timed.take_max().as_secs_f64() * 1e3
     );
     Ok(wa.requests as f64 / secs.max(1e-9))
 }

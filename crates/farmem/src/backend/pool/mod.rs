@@ -16,7 +16,8 @@
 //! - **Failures**: a member answering with a connection-class error ([`is_member_failure`]) is
 //!   marked [`MemberState::Down`] at once and never used again; whole-object writes go to
 //!   substitutes, and a background thread restores the redundancy of every object that lost a
-//!   copy, rate-limited by a token bucket ([`PoolConfig::repair_rate`]). A server that comes back
+//!   copy in batches, yielding to the application and optionally capped by a token bucket
+//!   ([`PoolConfig::repair_rate`]). A server that comes back
 //!   is added as a new member ([`PoolBackend::add_member`]).
 //! - **Membership**: [`PoolBackend::add_member`], [`PoolBackend::drain_member`] (moves every
 //!   object away while the program keeps running), [`PoolBackend::remove_member`].
@@ -27,7 +28,9 @@
 //! and ends. A mover (repair or drain) snapshots an idle entry, copies the object from a live
 //! replica to the new member, then switches the entry under its shard lock only if it is still
 //! idle at the same version; otherwise it copies again. Readers of the old copy that find it
-//! freed retry with the new entry.
+//! freed retry with the new entry. Repair and drains move plain objects in batches (many
+//! objects per request, several requests in flight); the batched protocol and why it loses no
+//! write or free are in the `mover` module's docs (`pool/mover.rs`).
 //!
 //! # Remote agent
 //!
@@ -108,7 +111,9 @@ pub struct MemberId(pub usize);
 pub struct PoolConfig {
     /// The redundancy scheme.
     pub redundancy: Redundancy,
-    /// Bytes per second repair and drains may copy (`None`: unlimited).
+    /// Bytes per second repair and drains may copy (`None`: no cap). Without a cap they still
+    /// yield to the application: one batch at a time while it has requests in flight, several
+    /// when it has none.
     pub repair_rate: Option<u64>,
     /// How often the background thread refreshes member statistics and looks for objects to
     /// repair (it also wakes at once when a member fails or leaves).
@@ -116,11 +121,12 @@ pub struct PoolConfig {
 }
 
 impl PoolConfig {
-    /// `redundancy`, repair limited to 64 MiB/s, maintenance every 500 ms.
+    /// `redundancy`, repair and drains paced by the application's load but not capped,
+    /// maintenance every 500 ms.
     pub fn new(redundancy: Redundancy) -> Self {
         Self {
             redundancy,
-            repair_rate: Some(64 << 20),
+            repair_rate: None,
             maintenance_interval: Duration::from_millis(500),
         }
     }

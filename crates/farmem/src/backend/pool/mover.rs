@@ -60,6 +60,15 @@
 //! pipelines them on shared connections), a batch costs two shard locks per object and no copy
 //! of the data besides the transport's own, and the batch size follows the objects' size (about
 //! [`BATCH_BYTES`] per batch).
+//!
+//! # Sharing the machine with the application
+//!
+//! Before each batch a worker asks the repairer for a turn ([`super::repair::Repairer::pace`]):
+//! while the application has requests in flight on any member (the members' in-flight counts,
+//! which only application calls raise), one batch at a time runs; when it has none, every
+//! worker runs. So an idle or lightly loaded program gets repairs and drains at transport
+//! speed, and a busy one keeps most of the machine. [`super::PoolConfig::repair_rate`] caps the
+//! bandwidth on top of that.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -73,8 +82,10 @@ use super::repair::commit;
 use super::table::{Entry, Ix};
 use crate::backend::ObjectId;
 
-/// Bytes a batch aims at.
-pub(crate) const BATCH_BYTES: usize = 4 << 20;
+/// Bytes a batch aims at: large enough to amortize a round trip, small enough that an
+/// application request queued behind it on a shared connection waits about a millisecond, and
+/// below the transport's buffer-shrinking thresholds (no reallocation per batch).
+pub(crate) const BATCH_BYTES: usize = 960 << 10;
 /// Objects in a worker's first batch of a source (before it knows their size).
 const FIRST_BATCH: usize = 32;
 /// Most objects in one batch.
@@ -156,6 +167,7 @@ impl Queue {
 /// for the single-object path (tables, objects only losing a copy, busy or raced ones, objects
 /// that found no room or whose batch failed).
 pub(crate) fn run(inner: &Inner, ids: Vec<ObjectId>, workers: usize) -> Vec<ObjectId> {
+    let workers = workers.max(1);
     let members = inner.members();
     let want = inner.cfg.redundancy.copies();
     let mut left = Vec::new();
@@ -188,7 +200,7 @@ pub(crate) fn run(inner: &Inner, ids: Vec<ObjectId>, workers: usize) -> Vec<Obje
                     .map_or(FIRST_BATCH, |&avg| BATCH_BYTES / avg.max(1))
             });
             let Some((src, batch)) = next else { return };
-            inner.repair.pace();
+            let _turn = inner.repair.pace(&members, workers);
             let out = batch_move(inner, src, &batch);
             if let Some(avg) = out.avg_size {
                 sizes.lock().insert(src, avg);
@@ -196,7 +208,6 @@ pub(crate) fn run(inner: &Inner, ids: Vec<ObjectId>, workers: usize) -> Vec<Obje
             left.lock().extend(out.left);
         }
     };
-    let workers = workers.max(1);
     std::thread::scope(|s| {
         for _ in 1..workers {
             s.spawn(work);

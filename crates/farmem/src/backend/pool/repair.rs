@@ -1,7 +1,7 @@
 //! Restoring redundancy: the maintenance thread, repair passes, drains and the bandwidth limit.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use farmem_proto::agent::{AgentMessage, HtPutArgs, HtScanArgs, HtScanResult, op};
@@ -42,6 +42,15 @@ struct Bucket {
     last: Instant,
 }
 
+/// A batch's turn from [`Repairer::pace`].
+pub(super) struct Turn<'a>(&'a Repairer);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.turns.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The repair machinery shared by the maintenance thread and drains.
 #[derive(Debug)]
 pub(crate) struct Repairer {
@@ -56,6 +65,8 @@ pub(crate) struct Repairer {
     wake: Mutex<bool>,
     cv: Condvar,
     shutdown: AtomicBool,
+    /// Batches running (see [`Repairer::pace`]).
+    turns: AtomicUsize,
 }
 
 impl Repairer {
@@ -82,6 +93,7 @@ impl Repairer {
             wake: Mutex::new(false),
             cv: Condvar::new(),
             shutdown: AtomicBool::new(false),
+            turns: AtomicUsize::new(0),
         }
     }
 
@@ -121,8 +133,22 @@ impl Repairer {
         }
     }
 
-    /// Waits before a batch while the application needs the bandwidth.
-    pub(super) fn pace(&self) {}
+    /// Waits for a turn to run a batch: any of `workers` turns while the application has no
+    /// request in flight on `members`, one turn while it has (see the mover's docs). The turn
+    /// ends when the returned guard drops.
+    pub(super) fn pace(&self, members: &[Arc<Member>], workers: usize) -> Turn<'_> {
+        loop {
+            let busy = members
+                .iter()
+                .any(|m| m.inflight.load(Ordering::Relaxed) > 0);
+            let limit = if busy { 1 } else { workers };
+            if self.turns.fetch_add(1, Ordering::AcqRel) < limit || self.stopping() {
+                return Turn(self);
+            }
+            self.turns.fetch_sub(1, Ordering::AcqRel);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
 
     pub(crate) fn stats(&self) -> RepairStats {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
