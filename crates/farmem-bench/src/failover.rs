@@ -25,8 +25,13 @@ use serde::Serialize;
 use crate::apps_far::FarWeb;
 use crate::demo_pool;
 use crate::modes;
-use crate::pool_rig::{PoolRig, ServerProc};
+use crate::pool_rig::{PoolRig, Restore, ServerProc};
 use crate::web::{self, ELEM, WebData};
+
+#[path = "failover_kswap.rs"]
+mod kswap_kill;
+#[path = "failover_partition.rs"]
+mod partition;
 
 /// The server that fails (killed, frozen or drained).
 const VICTIM: usize = 1;
@@ -68,11 +73,12 @@ pub struct Args {
     #[arg(long)]
     pub quick: bool,
     /// Parts to run, comma-separated: `replicas` (1-3 replicas with the taxi analysis), `kill`,
-    /// `stop`, `drain`. Without `replicas`, an idle 2-replica web run is the reference.
+    /// `stop`, `partition`, `kswap`, `drain`. Without `replicas`, an idle 2-replica web run is
+    /// the reference.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "replicas,kill,stop,drain"
+        default_value = "replicas,kill,stop,partition,kswap,drain"
     )]
     pub parts: Vec<String>,
     /// Results directory.
@@ -316,9 +322,49 @@ fn failure_run(
         "SIGSTOP"
     };
     eprintln!("replicas 2: web frontend, {name} to one server 40% into the run");
-    let wa = a.web_args();
     let rig = a.rig(2)?;
-    let data = build_web(&rig, a, &wa)?;
+    let m = Measure {
+        name,
+        expected_secs,
+        local_digest,
+        bulk_mib_s,
+    };
+    let sigcont = || {
+        if sig == libc::SIGSTOP {
+            rig.procs[VICTIM].signal(libc::SIGCONT)?;
+        }
+        Ok(())
+    };
+    failure_under_load(a, &rig, &m, || rig.fail(VICTIM, sig), sigcont)
+}
+
+/// What a failure run is measured against.
+struct Measure {
+    name: &'static str,
+    expected_secs: f64,
+    local_digest: u64,
+    bulk_mib_s: f64,
+}
+
+/// Builds the web data set on `rig` (two replicas), drives the timed requests, calls `fail` 40%
+/// into them (it fails server [`VICTIM`] and waits for full redundancy, as [`PoolRig::fail`]),
+/// calls `undo` after the requests (SIGCONT, healing a link), checks the responses and reads
+/// every value back.
+fn failure_under_load(
+    a: &Args,
+    rig: &PoolRig,
+    m: &Measure,
+    fail: impl FnOnce() -> anyhow::Result<(Instant, Option<Restore>)> + Send,
+    undo: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<FailureRun> {
+    let &Measure {
+        name,
+        expected_secs,
+        local_digest,
+        bulk_mib_s,
+    } = m;
+    let wa = a.web_args();
+    let data = build_web(rig, a, &wa)?;
     let before = rig.pool.pool_stats().repair.bytes_copied;
     rig.timed.take_max();
     let delay = Duration::from_secs_f64(expected_secs * 0.4);
@@ -327,21 +373,20 @@ fn failure_run(
     let (run, failed_at) = std::thread::scope(|s| {
         let failer = s.spawn(|| {
             std::thread::sleep(delay);
-            rig.fail(VICTIM, sig)
+            fail()
         });
         let run = web::drive(&data, &wa, 0..wa.requests, true);
         let end = Instant::now();
         let failed_at = failer
             .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("signal thread panicked")));
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("failing thread panicked")));
         (run.map(|r| (r, end)), failed_at)
     });
-    let (failed_at, restore) = failed_at?;
-    let ((secs, mut lat, digest), end) = run?;
     let longest_call = rig.timed.take_max();
-    if sig == libc::SIGSTOP {
-        rig.procs[VICTIM].signal(libc::SIGCONT)?;
-    }
+    let undone = undo();
+    let (failed_at, restore) = failed_at?;
+    undone?;
+    let ((secs, mut lat, digest), end) = run?;
     anyhow::ensure!(
         digest == local_digest,
         "{name}: web responses differ from all-local"
@@ -479,11 +524,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => idle_web(&a, local_digest)?,
     };
     let expected = a.requests as f64 / idle_rps.max(1e-9);
-    let failures = [(libc::SIGKILL, "kill"), (libc::SIGSTOP, "stop")]
+    let mut failures = [(libc::SIGKILL, "kill"), (libc::SIGSTOP, "stop")]
         .into_iter()
         .filter(|(_, p)| part(p))
         .map(|(sig, _)| failure_run(&a, sig, expected, local_digest, bulk))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if part("partition") {
+        failures.extend(partition::run(&a, expected, local_digest, bulk)?);
+    }
+    let kswap_kill = if part("kswap") {
+        kswap_kill::run(&a)?
+    } else {
+        Vec::new()
+    };
     let drain = if part("drain") {
         Some(drain_run(&a, idle_rps)?)
     } else {
@@ -566,8 +619,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             drain.values_verified
         );
     }
+    for k in &kswap_kill {
+        kswap_kill::print(k);
+    }
     println!(
-        "(SIGSTOP stands in for a network partition; the server is resumed with SIGCONT after the run)"
+        "(SIGSTOP freezes the server, resumed with SIGCONT after the run; partition: the server \
+         in a network namespace, its link set down, back up after the run)"
     );
     let dir = modes::results_dir(&a.out)?;
     modes::write_json(
@@ -589,6 +646,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "failures": failures,
             "drain": drain,
             "idle_web_requests_per_second": idle_rps,
+            "kernel_swap_kill": kswap_kill,
             "all_verified": true,
             "seconds": t0.elapsed().as_secs_f64(),
         }),

@@ -32,9 +32,12 @@ pub use frame::{
     DEFAULT_MAX_FRAME, FLAG_ERROR, Frame, HEADER_LEN, Header, MAX_FRAME_BODY, WireError,
     begin_frame, decode_frame, finish_frame,
 };
-pub use request::{EditIter, IdList, Op, PatchList, PutList, Request, body, encode_request};
+pub use request::{
+    AdminAction, EditIter, IdList, Op, PatchList, PutList, Request, body, encode_request,
+};
 pub use response::{
-    DataList, ErrorCode, ErrorInfo, HelloInfo, MISSING, Response, ServerStats, encode_error,
+    AdminStatus, DataList, ErrorCode, ErrorInfo, HelloInfo, MISSING, Response, ServerStats,
+    encode_error,
 };
 
 /// Protocol version spoken by this crate; both sides must agree.

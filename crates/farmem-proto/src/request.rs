@@ -30,6 +30,33 @@ pub enum Op {
     Ping = 10,
     /// Ends the session: its objects are freed at once (a clean client exit).
     CloseSession = 11,
+    /// Operator request (capacity changes, status), authenticated by the admin token; may be
+    /// sent instead of a hello.
+    Admin = 12,
+}
+
+/// What an [`Request::Admin`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum AdminAction {
+    /// Report capacity and use; changes nothing.
+    Status = 1,
+    /// Lower the capacity by `bytes`; clients are asked to move the excess away within the
+    /// deadline.
+    Shrink = 2,
+    /// Raise the capacity by `bytes` (at most to the configured capacity).
+    Grow = 3,
+    /// Set the capacity to `bytes` (at most the configured capacity).
+    Set = 4,
+}
+
+impl AdminAction {
+    /// The action with code `code`, if known.
+    pub fn from_code(code: u16) -> Option<Self> {
+        [Self::Status, Self::Shrink, Self::Grow, Self::Set]
+            .into_iter()
+            .find(|a| *a as u16 == code)
+    }
 }
 
 impl Op {
@@ -50,6 +77,7 @@ impl Op {
             9 => Op::Compute,
             10 => Op::Ping,
             11 => Op::CloseSession,
+            12 => Op::Admin,
             _ => return Err(WireError::UnknownOp(code)),
         })
     }
@@ -68,6 +96,7 @@ impl Op {
             Op::Compute => "compute",
             Op::Ping => "ping",
             Op::CloseSession => "close_session",
+            Op::Admin => "admin",
         }
     }
 }
@@ -320,6 +349,18 @@ pub enum Request<'a> {
     Ping,
     /// Body: empty.
     CloseSession,
+    /// Body: `action: u16` ([`AdminAction`]), `reserved: u16` (0), `bytes: u64`,
+    /// `deadline_ms: u64`, `token_len: u32`, token bytes.
+    Admin {
+        /// What to do.
+        action: AdminAction,
+        /// Bytes to shrink or grow by, or the capacity to set (ignored by status).
+        bytes: u64,
+        /// How long clients get to move data away before a shrink gives up (milliseconds).
+        deadline_ms: u64,
+        /// The server's admin token.
+        token: &'a [u8],
+    },
 }
 
 fn malformed(op: &'static str, what: &'static str) -> WireError {
@@ -341,6 +382,7 @@ impl<'a> Request<'a> {
             Request::Compute { .. } => Op::Compute,
             Request::Ping => Op::Ping,
             Request::CloseSession => Op::CloseSession,
+            Request::Admin { .. } => Op::Admin,
         }
     }
 
@@ -417,6 +459,22 @@ impl<'a> Request<'a> {
             Op::Stats => Request::Stats,
             Op::Ping => Request::Ping,
             Op::CloseSession => Request::CloseSession,
+            Op::Admin => {
+                let code = c.u16().map_err(|_| short())?;
+                let action =
+                    AdminAction::from_code(code).ok_or(malformed(name, "unknown admin action"))?;
+                let _reserved = c.u16().map_err(|_| short())?;
+                let bytes = c.u64().map_err(|_| short())?;
+                let deadline_ms = c.u64().map_err(|_| short())?;
+                let n = c.u32().map_err(|_| short())?;
+                let token = c.bytes(n as usize).map_err(|_| short())?;
+                Request::Admin {
+                    action,
+                    bytes,
+                    deadline_ms,
+                    token,
+                }
+            }
             Op::Compute => {
                 let route = c.u64().map_err(|_| short())?;
                 let op = c.u16().map_err(|_| short())?;
@@ -469,6 +527,19 @@ impl<'a> Request<'a> {
                 out.extend_from_slice(items.raw);
             }
             Request::Stats | Request::Ping | Request::CloseSession => {}
+            Request::Admin {
+                action,
+                bytes,
+                deadline_ms,
+                token,
+            } => {
+                out.extend_from_slice(&(action as u16).to_le_bytes());
+                out.extend_from_slice(&0u16.to_le_bytes());
+                out.extend_from_slice(&bytes.to_le_bytes());
+                out.extend_from_slice(&deadline_ms.to_le_bytes());
+                out.extend_from_slice(&(token.len() as u32).to_le_bytes());
+                out.extend_from_slice(token);
+            }
             Request::Compute { route, op, args } => {
                 out.extend_from_slice(&route.to_le_bytes());
                 out.extend_from_slice(&op.to_le_bytes());

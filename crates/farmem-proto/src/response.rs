@@ -24,12 +24,15 @@ pub struct HelloInfo {
     pub resume: u64,
 }
 
-/// Answer to stats: nine `u64`s in this order.
+/// Answer to stats: eleven `u64`s in this order (servers before the reclaim fields send the
+/// first nine; both are accepted and the missing fields are 0).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServerStats {
-    /// Bytes charged (payload + per-object overhead + agent state), all sessions.
+    /// Bytes charged (payload + per-object overhead + agent state + kept retry answers), all
+    /// sessions.
     pub used_bytes: u64,
-    /// Hard capacity.
+    /// Capacity: the configured capacity, or lower while the operator or the host's memory
+    /// pressure has shrunk the server (it may then be below `used_bytes`).
     pub capacity_bytes: u64,
     /// Objects stored, all sessions.
     pub objects: u64,
@@ -45,10 +48,20 @@ pub struct ServerStats {
     pub sessions: u64,
     /// Open connections.
     pub connections: u64,
+    /// Bytes the server asks the asking session to move to other servers (0: none): while a
+    /// shrink is under way, `min(session_used_bytes, used_bytes - capacity_bytes)`.
+    pub reclaim_bytes: u64,
+    /// Milliseconds left before the shrink asking for `reclaim_bytes` gives up (0: none).
+    pub reclaim_deadline_ms: u64,
 }
 
+/// Fields of a stats answer from servers that know the reclaim notice.
+const STATS_FIELDS: usize = 11;
+/// Fields of a stats answer from older servers.
+const STATS_FIELDS_V2_0: usize = 9;
+
 impl ServerStats {
-    fn fields(&self) -> [u64; 9] {
+    fn fields(&self) -> [u64; STATS_FIELDS] {
         [
             self.used_bytes,
             self.capacity_bytes,
@@ -59,6 +72,35 @@ impl ServerStats {
             self.session_objects,
             self.sessions,
             self.connections,
+            self.reclaim_bytes,
+            self.reclaim_deadline_ms,
+        ]
+    }
+}
+
+/// Answer to an admin request: five `u64`s in this order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdminStatus {
+    /// Bytes charged, all sessions.
+    pub used_bytes: u64,
+    /// The capacity now (what stats report).
+    pub capacity_bytes: u64,
+    /// The configured capacity: the most `Grow` can give back.
+    pub max_capacity_bytes: u64,
+    /// Bytes held above the capacity, that clients are being asked to move away.
+    pub excess_bytes: u64,
+    /// Milliseconds left before the shrink under way gives up (0: none).
+    pub reclaim_deadline_ms: u64,
+}
+
+impl AdminStatus {
+    fn fields(&self) -> [u64; 5] {
+        [
+            self.used_bytes,
+            self.capacity_bytes,
+            self.max_capacity_bytes,
+            self.excess_bytes,
+            self.reclaim_deadline_ms,
         ]
     }
 }
@@ -95,6 +137,12 @@ pub enum ErrorCode {
     SessionRefused = 12,
     /// A retried request already ran, but its answer was too large to be remembered.
     ReplayUnavailable = 13,
+    /// An admin request without the right admin token (or to a server without one); the
+    /// connection is closed.
+    AdminRefused = 14,
+    /// A shrink could not be completed by its deadline: `a` = bytes still held above the capacity
+    /// asked for, `b` = the capacity now (what is used), `c` = the capacity asked for.
+    ShrinkIncomplete = 15,
 }
 
 impl ErrorCode {
@@ -115,6 +163,8 @@ impl ErrorCode {
             ShuttingDown,
             SessionRefused,
             ReplayUnavailable,
+            AdminRefused,
+            ShrinkIncomplete,
         ]
         .into_iter()
         .find(|k| *k as u16 == c)
@@ -201,6 +251,8 @@ pub enum Response<'a> {
     Many(DataList<'a>),
     /// Answer to stats.
     Stats(ServerStats),
+    /// Answer to admin.
+    Admin(AdminStatus),
     /// An error (header flag [`FLAG_ERROR`]).
     Error(ErrorInfo<'a>),
 }
@@ -276,8 +328,14 @@ impl<'a> Response<'a> {
                     })
                 }
                 Op::Stats => {
-                    let mut f = [0u64; 9];
-                    for v in &mut f {
+                    let n = c.remaining() / 8;
+                    if !c.remaining().is_multiple_of(8)
+                        || (n != STATS_FIELDS && n != STATS_FIELDS_V2_0)
+                    {
+                        return Err(malformed(name, "stats answer is neither 9 nor 11 numbers"));
+                    }
+                    let mut f = [0u64; STATS_FIELDS];
+                    for v in f.iter_mut().take(n) {
                         *v = c.u64().map_err(|_| short())?;
                     }
                     Response::Stats(ServerStats {
@@ -290,6 +348,21 @@ impl<'a> Response<'a> {
                         session_objects: f[6],
                         sessions: f[7],
                         connections: f[8],
+                        reclaim_bytes: f[9],
+                        reclaim_deadline_ms: f[10],
+                    })
+                }
+                Op::Admin => {
+                    let mut f = [0u64; 5];
+                    for v in &mut f {
+                        *v = c.u64().map_err(|_| short())?;
+                    }
+                    Response::Admin(AdminStatus {
+                        used_bytes: f[0],
+                        capacity_bytes: f[1],
+                        max_capacity_bytes: f[2],
+                        excess_bytes: f[3],
+                        reclaim_deadline_ms: f[4],
                     })
                 }
             }
@@ -325,6 +398,11 @@ impl<'a> Response<'a> {
                 out.extend_from_slice(list.raw);
             }
             Response::Stats(s) => {
+                for v in s.fields() {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            Response::Admin(s) => {
                 for v in s.fields() {
                     out.extend_from_slice(&v.to_le_bytes());
                 }

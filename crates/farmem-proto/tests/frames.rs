@@ -1,8 +1,8 @@
 //! Every frame type survives an encode/decode round trip; no input makes the decoder panic.
 
 use farmem_proto::{
-    DataList, ErrorInfo, FLAG_ERROR, HelloInfo, Op, Request, Response, ServerStats, begin_frame,
-    body, decode_frame, finish_frame,
+    AdminAction, AdminStatus, DataList, ErrorInfo, FLAG_ERROR, HelloInfo, Op, Request, Response,
+    ServerStats, begin_frame, body, decode_frame, finish_frame,
 };
 use proptest::prelude::*;
 
@@ -24,6 +24,7 @@ enum Req {
     Ping,
     CloseSession,
     Compute(u64, u16, Vec<u8>),
+    Admin(u16, u64, u64, Vec<u8>),
 }
 
 fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
@@ -50,6 +51,8 @@ fn req() -> impl Strategy<Value = Req> {
         Just(Req::Ping),
         Just(Req::CloseSession),
         (any::<u64>(), any::<u16>(), bytes(100)).prop_map(|(r, o, a)| Req::Compute(r, o, a)),
+        (1u16..=4, any::<u64>(), any::<u64>(), bytes(40))
+            .prop_map(|(a, b, d, t)| Req::Admin(a, b, d, t)),
     ]
 }
 
@@ -70,6 +73,15 @@ fn encode(r: &Req, rid: u64, out: &mut Vec<u8>) {
         Req::Stats => simple(Request::Stats, out),
         Req::Ping => simple(Request::Ping, out),
         Req::CloseSession => simple(Request::CloseSession, out),
+        Req::Admin(a, b, d, t) => simple(
+            Request::Admin {
+                action: AdminAction::from_code(*a).unwrap(),
+                bytes: *b,
+                deadline_ms: *d,
+                token: t,
+            },
+            out,
+        ),
         Req::Compute(route, op, args) => simple(
             Request::Compute {
                 route: *route,
@@ -136,6 +148,12 @@ fn owned(r: Request<'_>) -> Req {
         Request::Ping => Req::Ping,
         Request::CloseSession => Req::CloseSession,
         Request::Compute { route, op, args } => Req::Compute(route, op, args.to_vec()),
+        Request::Admin {
+            action,
+            bytes,
+            deadline_ms,
+            token,
+        } => Req::Admin(action as u16, bytes, deadline_ms, token.to_vec()),
     }
 }
 
@@ -146,6 +164,7 @@ enum Resp {
     Data(Op, Vec<u8>),
     Many(Vec<Option<Vec<u8>>>),
     Stats(ServerStats),
+    Admin(AdminStatus),
     Error(Op, u16, [u64; 3], String),
 }
 
@@ -157,7 +176,7 @@ fn resp() -> impl Strategy<Value = Resp> {
         Just(Op::Free)
     ];
     let data_op = prop_oneof![Just(Op::Get), Just(Op::Compute)];
-    let any_op = (1u16..=9).prop_map(|c| Op::from_code(c).unwrap());
+    let any_op = (1u16..=12).prop_map(|c| Op::from_code(c).unwrap());
     prop_oneof![
         (any::<u16>(), any::<u64>(), any::<u32>(), any::<u32>()).prop_map(|(v, s, f, i)| {
             Resp::Hello(HelloInfo {
@@ -171,7 +190,14 @@ fn resp() -> impl Strategy<Value = Resp> {
         done_op.prop_map(Resp::Done),
         (data_op, bytes(300)).prop_map(|(o, d)| Resp::Data(o, d)),
         prop::collection::vec(prop::option::of(bytes(40)), 0..20).prop_map(Resp::Many),
-        prop::array::uniform9(any::<u64>()).prop_map(|f| Resp::Stats(ServerStats {
+        prop::array::uniform5(any::<u64>()).prop_map(|f| Resp::Admin(AdminStatus {
+            used_bytes: f[0],
+            capacity_bytes: f[1],
+            max_capacity_bytes: f[2],
+            excess_bytes: f[3],
+            reclaim_deadline_ms: f[4],
+        })),
+        prop::array::uniform11(any::<u64>()).prop_map(|f| Resp::Stats(ServerStats {
             used_bytes: f[0],
             capacity_bytes: f[1],
             objects: f[2],
@@ -181,6 +207,8 @@ fn resp() -> impl Strategy<Value = Resp> {
             session_objects: f[6],
             sessions: f[7],
             connections: f[8],
+            reclaim_bytes: f[9],
+            reclaim_deadline_ms: f[10],
         })),
         (
             any_op,
@@ -198,6 +226,7 @@ fn encode_resp(r: &Resp, rid: u64, out: &mut Vec<u8>) {
         Resp::Done(op) => Response::Done.encode(out, *op, rid),
         Resp::Data(op, d) => Response::Data(d).encode(out, *op, rid),
         Resp::Stats(s) => Response::Stats(*s).encode(out, Op::Stats, rid),
+        Resp::Admin(s) => Response::Admin(*s).encode(out, Op::Admin, rid),
         Resp::Error(op, code, d, m) => Response::Error(ErrorInfo {
             code: *code,
             a: d[0],
@@ -224,6 +253,7 @@ fn owned_resp(op: Op, r: Response<'_>) -> Resp {
         Response::Data(d) => Resp::Data(op, d.to_vec()),
         Response::Many(l) => Resp::Many(l.iter().map(|o| o.map(<[u8]>::to_vec)).collect()),
         Response::Stats(s) => Resp::Stats(s),
+        Response::Admin(s) => Resp::Admin(s),
         Response::Error(e) => Resp::Error(op, e.code, [e.a, e.b, e.c], e.message.to_string()),
     }
 }
@@ -293,7 +323,7 @@ proptest! {
     }
 
     #[test]
-    fn structured_garbage_never_panics(op in 1u16..=11, body in bytes(200)) {
+    fn structured_garbage_never_panics(op in 1u16..=12, body in bytes(200)) {
         // A valid frame around arbitrary bodies exercises every body parser.
         let mut buf = Vec::new();
         let s = begin_frame(&mut buf, op, 0, 7);
@@ -307,4 +337,36 @@ proptest! {
             let _ = owned_resp(Op::from_code(op).unwrap(), r);
         }
     }
+}
+
+#[test]
+fn stats_from_older_servers_and_bad_admin_bodies() {
+    // A nine-number stats answer (servers before the reclaim notice) decodes with zeros.
+    let body: Vec<u8> = (1u64..=9).flat_map(u64::to_le_bytes).collect();
+    let Response::Stats(s) = Response::decode(Op::Stats as u16, 0, &body).unwrap() else {
+        panic!("not stats")
+    };
+    assert_eq!(
+        (s.connections, s.reclaim_bytes, s.reclaim_deadline_ms),
+        (9, 0, 0)
+    );
+    // Ten numbers, or a partial one, are refused.
+    assert!(Response::decode(Op::Stats as u16, 0, &body[..80 - 12]).is_err());
+    let mut ten = body.clone();
+    ten.extend_from_slice(&10u64.to_le_bytes());
+    assert!(Response::decode(Op::Stats as u16, 0, &ten).is_err());
+    // Unknown admin actions and short tokens are malformed.
+    let mut admin = Vec::new();
+    Request::Admin {
+        action: AdminAction::Shrink,
+        bytes: 1 << 20,
+        deadline_ms: 1000,
+        token: b"op",
+    }
+    .encode_body(&mut admin);
+    assert!(Request::decode(Op::Admin as u16, &admin).is_ok());
+    let mut bad = admin.clone();
+    bad[0] = 9;
+    assert!(Request::decode(Op::Admin as u16, &bad).is_err());
+    assert!(Request::decode(Op::Admin as u16, &admin[..admin.len() - 1]).is_err());
 }

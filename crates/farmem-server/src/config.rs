@@ -50,6 +50,11 @@ pub struct ServerConfig {
     pub capacity: u64,
     /// Shared secret a client must present in its hello; `None` = no auth.
     pub token: Option<Vec<u8>>,
+    /// Operator secret an admin request (shrink, grow, status) must carry; `None` refuses every
+    /// admin request. Separate from `token`, which every client program holds.
+    pub admin_token: Option<Vec<u8>>,
+    /// Give memory back when the host runs short (see [`HostReserve`]); `None`: never.
+    pub host_reserve: Option<crate::HostReserve>,
     /// Most connections served at once (one thread each); further ones are refused.
     pub threads: usize,
     /// Per-connection limits.
@@ -68,6 +73,8 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             capacity: u64::MAX,
             token: None,
+            admin_token: None,
+            host_reserve: None,
             threads: 256,
             limits: Limits::default(),
             agent_threads: farmem_store::agent::default_threads(),

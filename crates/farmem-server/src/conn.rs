@@ -17,7 +17,7 @@ const READ_BUFFER: usize = 64 << 10;
 const SHRINK_ABOVE: usize = 4 << 20;
 
 /// Why a connection ended.
-enum Close {
+pub(crate) enum Close {
     /// The peer closed it.
     Eof,
     /// Socket error.
@@ -165,7 +165,14 @@ pub(crate) fn tokens_equal(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-fn refuse(wbuf: &mut Vec<u8>, op: Op, req_id: u64, code: ErrorCode, d: u64, msg: &str) -> Close {
+pub(crate) fn refuse(
+    wbuf: &mut Vec<u8>,
+    op: Op,
+    req_id: u64,
+    code: ErrorCode,
+    d: u64,
+    msg: &str,
+) -> Close {
     encode_error(wbuf, op, req_id, code, [d, 0, 0], msg);
     Close::Refused(msg.to_string())
 }
@@ -272,6 +279,15 @@ fn handle(
     if let Request::Hello { .. } = req {
         return hello(shared, session, rid, &req, wbuf);
     }
+    if let Request::Admin {
+        action,
+        bytes,
+        deadline_ms,
+        token,
+    } = req
+    {
+        return crate::admin::serve(shared, rid, action, bytes, deadline_ms, token, wbuf);
+    }
     let Some(s) = session.as_deref() else {
         return Err(refuse(
             wbuf,
@@ -286,6 +302,8 @@ fn handle(
         let mut st: ServerStats = shared.stats();
         st.session_used_bytes = s.ns.used_bytes();
         st.session_objects = s.ns.len();
+        (st.reclaim_bytes, st.reclaim_deadline_ms) =
+            shared.capacity.reclaim_for(st.session_used_bytes);
         Response::Stats(st).encode(wbuf, op, rid);
     } else if let Request::CloseSession = req {
         shared.close(s.key);

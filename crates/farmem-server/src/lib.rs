@@ -19,12 +19,18 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
+mod admin;
+mod capacity;
 mod config;
 mod conn;
 mod error;
+mod host;
 mod server;
 
+pub use admin::{AdminClient, AdminError};
 pub use config::{Limits, ServerConfig, parse_duration, parse_size};
 pub use error::ServerError;
 pub use farmem_proto::ServerStats;
+pub use farmem_proto::{AdminAction, AdminStatus};
+pub use host::{HostMemory, HostReserve, HostSample, ProcMeminfo};
 pub use server::{Server, ServerHandle};

@@ -13,7 +13,8 @@ use parking_lot::{Condvar, Mutex};
 
 use farmem_store::{Budget, OBJECT_OVERHEAD, Session};
 
-use crate::{ServerConfig, ServerError};
+use crate::capacity::Capacity;
+use crate::{HostReserve, ServerConfig, ServerError};
 
 /// A session and what keeps it alive: its connections, or its lease once they are gone.
 struct Entry {
@@ -33,6 +34,8 @@ pub(crate) struct JoinRefused;
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     budget: Arc<Budget>,
+    /// Run-time capacity changes (operator, host reserve).
+    pub(crate) capacity: Capacity,
     sessions: Mutex<HashMap<u64, Entry>>,
     /// Wakes the reaper (shutdown).
     reaper_wake: Condvar,
@@ -149,7 +152,7 @@ impl Shared {
     pub(crate) fn stats(&self) -> ServerStats {
         ServerStats {
             used_bytes: self.budget.used(),
-            capacity_bytes: self.budget.limit(),
+            capacity_bytes: self.budget.capacity(),
             objects: self.budget.objects(),
             per_object_overhead: OBJECT_OVERHEAD,
             bytes_written: self.budget.bytes_written(),
@@ -205,8 +208,10 @@ impl Server {
             source,
         })?;
         let addr = listener.local_addr()?;
+        let budget = Arc::new(Budget::new(config.capacity));
         let shared = Arc::new(Shared {
-            budget: Arc::new(Budget::new(config.capacity)),
+            capacity: Capacity::new(budget.clone()),
+            budget,
             config,
             sessions: Mutex::new(HashMap::new()),
             reaper_wake: Condvar::new(),
@@ -223,12 +228,24 @@ impl Server {
         let reaper = std::thread::Builder::new()
             .name("farmem-reaper".into())
             .spawn(move || reap_loop(&sh))?;
+        let host = match shared.config.host_reserve.clone() {
+            Some(hr) => {
+                let sh = shared.clone();
+                Some(
+                    std::thread::Builder::new()
+                        .name("farmem-host".into())
+                        .spawn(move || host_loop(&sh, &hr))?,
+                )
+            }
+            None => None,
+        };
         tracing::info!(%addr, "memory server listening");
         Ok(ServerHandle {
             shared,
             addr,
             acceptor: Some(acceptor),
             reaper: Some(reaper),
+            host,
         })
     }
 }
@@ -246,6 +263,57 @@ fn reap_loop(shared: &Shared) {
         shared.reaper_wake.wait_for(&mut map, period);
         if shared.is_shutting_down() {
             return;
+        }
+    }
+}
+
+/// Follows the host's available memory (see [`HostReserve`]) until shutdown.
+fn host_loop(shared: &Shared, hr: &HostReserve) {
+    let max = shared.budget.max_capacity();
+    let start = match hr.source.sample() {
+        Ok(s) => s.resident,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot sample the host's memory");
+            0
+        }
+    };
+    let mut failing = false;
+    loop {
+        {
+            let mut map = shared.sessions.lock();
+            if shared.is_shutting_down() {
+                return;
+            }
+            shared.reaper_wake.wait_for(&mut map, hr.interval);
+            if shared.is_shutting_down() {
+                return;
+            }
+        }
+        shared.capacity.tick(Instant::now());
+        let sample = match hr.source.sample() {
+            Ok(s) => {
+                failing = false;
+                s
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot sample the host's memory");
+                }
+                failing = true;
+                continue;
+            }
+        };
+        let cap = hr.cap(start, sample, max);
+        let now = shared.capacity.host();
+        if cap.abs_diff(now) >= hr.hysteresis() || (cap == max && now != max) {
+            tracing::info!(
+                available = sample.available,
+                reserve = hr.reserve,
+                from = now,
+                to = cap,
+                "host reserve: capacity follows the host's available memory"
+            );
+            shared.capacity.set_host(cap, hr.deadline);
         }
     }
 }
@@ -307,6 +375,7 @@ pub struct ServerHandle {
     addr: SocketAddr,
     acceptor: Option<JoinHandle<()>>,
     reaper: Option<JoinHandle<()>>,
+    host: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -328,6 +397,11 @@ impl ServerHandle {
         self.shared.stats()
     }
 
+    /// Capacity, use and any shrink under way (what `farmem-server ctl status` shows).
+    pub fn admin_status(&self) -> farmem_proto::AdminStatus {
+        self.shared.capacity.status()
+    }
+
     /// Stops accepting, closes every connection, frees all sessions and waits for the
     /// connection threads to finish (at most a few seconds).
     pub fn shutdown(mut self) {
@@ -345,6 +419,9 @@ impl ServerHandle {
         }
         if let Some(r) = self.reaper.take() {
             let _ = r.join();
+        }
+        if let Some(h) = self.host.take() {
+            let _ = h.join();
         }
         // Wake the acceptor with a connection of our own.
         let mut wake = self.addr;

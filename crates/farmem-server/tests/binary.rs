@@ -1,34 +1,19 @@
 //! The `farmem-server` binary: startup line, options, token file, graceful shutdown.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use farmem_proto::{
     DEFAULT_MAX_FRAME, ErrorCode, Request, Response, VERSION, decode_frame, encode_request,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_farmem-server");
+use support::ServerProc;
 
-fn start(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn farmem-server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read the startup line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected startup line {line:?}"))
-        .to_string();
-    (child, addr)
-}
+const BIN: &str = env!("CARGO_BIN_EXE_farmem-server");
 
 /// Sends a hello and returns the decoded answer's error code, if any.
 fn hello(addr: &str, token: &[u8]) -> Option<u16> {
@@ -62,29 +47,17 @@ fn hello(addr: &str, token: &[u8]) -> Option<u16> {
     }
 }
 
-fn terminate(mut child: Child) {
-    // SAFETY: kill(2) with a pid we own; no memory is involved.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let t0 = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status}");
-            return;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn prints_its_address_serves_and_stops_on_sigterm() {
-    let (child, addr) = start(&["--listen", "127.0.0.1:0", "--capacity", "64MiB"]);
-    assert!(!addr.ends_with(":0"), "the real port is printed: {addr}");
-    assert_eq!(hello(&addr, b""), None);
-    terminate(child);
+    let mut server = ServerProc::start(&["--capacity", "64MiB"]);
+    assert!(
+        !server.addr.ends_with(":0"),
+        "the real port is printed: {}",
+        server.addr
+    );
+    assert_eq!(hello(&server.addr, b""), None);
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status}");
 }
 
 #[test]
@@ -93,16 +66,13 @@ fn token_file_is_enforced() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("token");
     std::fs::write(&path, "s3cret\n").unwrap();
-    let (child, addr) = start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--token-file",
-        path.to_str().unwrap(),
-    ]);
+    let mut server = ServerProc::start(&["--token-file", path.to_str().unwrap()]);
+    let addr = server.addr.clone();
     assert_eq!(hello(&addr, b"wrong"), Some(ErrorCode::AuthRefused as u16));
     assert_eq!(hello(&addr, b""), Some(ErrorCode::AuthRefused as u16));
     assert_eq!(hello(&addr, b"s3cret"), None);
-    terminate(child);
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -1,13 +1,13 @@
 //! Degrade, never collapse: with one of several servers killed or frozen, its objects fail fast
 //! with `ServerDown` naming it, everything else keeps working, and dropping never hangs.
 
-mod session_support;
+mod support;
 
 use std::time::{Duration, Instant};
 
 use farmem::backend::{TcpBackend, TcpConfig};
 use farmem::{Backend, BackendConfig, BackendError, FarBox, Runtime, RuntimeConfig};
-use session_support::{ServerProc, wait_until, watchdog};
+use support::{ServerProc, wait_until, watchdog};
 
 fn object(i: u64) -> Vec<u8> {
     (0..64).map(|j| (i.wrapping_mul(13) ^ j) as u8).collect()

@@ -2,7 +2,7 @@
 //! crashed client's objects are freed when its lease runs out, a clean exit frees them at once,
 //! and a forged resume is refused.
 
-mod session_support;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -17,7 +17,7 @@ use farmem_proto::{
     DEFAULT_MAX_FRAME, ErrorCode, HelloInfo, Request, Response, VERSION, decode_frame,
     encode_request,
 };
-use session_support::{Proxy, ServerProc, wait_until, watchdog};
+use support::{Proxy, ServerProc, wait_until, watchdog};
 
 fn object(i: u64, round: u64, len: usize) -> Vec<u8> {
     (0..len)

@@ -5,11 +5,19 @@
 //! The window is bounded in entries and in answer bytes (oldest finished entries are forgotten
 //! first). A request id that is running on another connection (the original and its retry race)
 //! waits for the original to finish and then gets its answer.
+//!
+//! Kept answers larger than the inline size are **charged to the session's namespace** (so they
+//! count in its and the server's used bytes and against the capacity) and given back when
+//! forgotten. When the charge does not fit, older answers are forgotten to make room; if it
+//! still does not fit, the answer is not kept (a retry then gets `ReplayUnavailable`). The
+//! bookkeeping of ids (at most [`WINDOW_ENTRIES`] of a few dozen bytes each) is not charged.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use parking_lot::{Condvar, Mutex};
+
+use crate::Namespace;
 
 /// Most request ids remembered per session.
 pub const WINDOW_ENTRIES: usize = 4096;
@@ -89,6 +97,7 @@ pub enum Claim<'a> {
 #[derive(Debug)]
 pub struct Running<'a> {
     dedup: &'a Dedup,
+    account: &'a Namespace,
     id: u64,
     done: bool,
 }
@@ -106,14 +115,14 @@ impl Running<'_> {
         } else {
             Entry::Done(answer.into())
         };
-        self.dedup.settle(self.id, entry);
+        self.dedup.settle(self.id, entry, self.account);
     }
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.dedup.settle(self.id, Entry::Unkept);
+            self.dedup.settle(self.id, Entry::Unkept, self.account);
         }
     }
 }
@@ -125,6 +134,14 @@ impl Entry {
             Entry::Inline(n, _) => usize::from(*n),
             Entry::Done(a) => a.len(),
             Entry::Running | Entry::Unkept => 0,
+        }
+    }
+
+    /// Bytes this entry charges to the session (answers kept on the heap).
+    fn charged(&self) -> u64 {
+        match self {
+            Entry::Done(a) => a.len() as u64,
+            _ => 0,
         }
     }
 }
@@ -140,8 +157,9 @@ impl Dedup {
         }
     }
 
-    /// Claims request id `id`: fresh, or answered before (waits while another connection runs it).
-    pub fn claim(&self, id: u64) -> Claim<'_> {
+    /// Claims request id `id`: fresh, or answered before (waits while another connection runs
+    /// it). Kept answers are charged to `account` (the session's namespace).
+    pub fn claim<'a>(&'a self, id: u64, account: &'a Namespace) -> Claim<'a> {
         let mut w = self.window.lock();
         loop {
             match w.map.get(&id) {
@@ -154,28 +172,39 @@ impl Dedup {
         }
         w.map.insert(id, Entry::Running);
         w.order.push_back(id);
-        self.evict(&mut w);
+        self.evict(&mut w, 0, account);
         Claim::Fresh(Running {
             dedup: self,
+            account,
             id,
             done: false,
         })
     }
 
-    fn settle(&self, id: u64, entry: Entry) {
+    fn settle(&self, id: u64, mut entry: Entry, account: &Namespace) {
         let mut w = self.window.lock();
+        let charge = entry.charged();
+        if charge > 0 && account.charge(charge as i64).is_err() {
+            // Make room by forgetting older answers, then try once more.
+            self.evict(&mut w, charge, account);
+            if account.charge(charge as i64).is_err() {
+                entry = Entry::Unkept;
+            }
+        }
         w.bytes += entry.bytes();
         w.map.insert(id, entry);
-        self.evict(&mut w);
+        self.evict(&mut w, 0, account);
         drop(w);
         self.finished.notify_all();
     }
 
-    /// Forgets the oldest finished entries while the window is over its bounds. Running
-    /// entries are never forgotten (at most one per connection of the session).
-    fn evict(&self, w: &mut Window) {
+    /// Forgets the oldest finished entries while the window is over its bounds, or until
+    /// `room` charged bytes were given back. Running entries are never forgotten (at most one
+    /// per connection of the session).
+    fn evict(&self, w: &mut Window, room: u64, account: &Namespace) {
         let mut skipped = 0;
-        while (w.order.len() > self.max_entries || w.bytes > self.max_bytes)
+        let mut freed = 0u64;
+        while (w.order.len() > self.max_entries || w.bytes > self.max_bytes || freed < room)
             && skipped < w.order.len()
         {
             let Some(id) = w.order.pop_front() else { break };
@@ -186,6 +215,11 @@ impl Dedup {
                 }
                 Some(e) => {
                     w.bytes -= e.bytes();
+                    let charged = e.charged();
+                    if charged > 0 {
+                        account.charge(-(charged as i64)).ok();
+                        freed += charged;
+                    }
                     w.map.remove(&id);
                 }
                 None => {}
@@ -212,7 +246,13 @@ impl Dedup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Budget;
     use proptest::prelude::*;
+    use std::sync::Arc;
+
+    fn unlimited() -> Namespace {
+        Namespace::new(Arc::new(Budget::new(u64::MAX)), 1 << 20)
+    }
 
     /// The model: the last `n` distinct ids claimed, with their answers (none are too large).
     #[derive(Default)]
@@ -227,10 +267,11 @@ mod tests {
             ops in prop::collection::vec((0u64..24, prop::collection::vec(any::<u8>(), 0..8)), 0..200),
         ) {
             let d = Dedup::new(n, usize::MAX);
+            let ns = unlimited();
             let mut m = Model::default();
             for (id, answer) in ops {
                 let known = m.order.iter().find(|(i, _)| *i == id).map(|(_, a)| a.clone());
-                match d.claim(id) {
+                match d.claim(id, &ns) {
                     Claim::Fresh(r) => {
                         prop_assert!(known.is_none(), "id {} forgotten too early", id);
                         r.finish(&answer);
@@ -254,37 +295,68 @@ mod tests {
     #[test]
     fn byte_bound_and_large_answers() {
         let d = Dedup::new(100, 10);
-        if let Claim::Fresh(r) = d.claim(1) {
+        let ns = unlimited();
+        if let Claim::Fresh(r) = d.claim(1, &ns) {
             r.finish(&[1; 6]);
         }
-        if let Claim::Fresh(r) = d.claim(2) {
+        if let Claim::Fresh(r) = d.claim(2, &ns) {
             r.finish(&[2; 6]);
         }
         // 12 bytes > 10: the oldest is forgotten.
         assert_eq!(d.bytes(), 6);
-        assert!(matches!(d.claim(1), Claim::Fresh(_)));
-        if let Claim::Fresh(r) = d.claim(3) {
+        assert!(matches!(d.claim(1, &ns), Claim::Fresh(_)));
+        if let Claim::Fresh(r) = d.claim(3, &ns) {
             r.finish(&[3; 11]);
         }
-        assert!(matches!(d.claim(3), Claim::Unkept));
+        assert!(matches!(d.claim(3, &ns), Claim::Unkept));
         // A dropped claim counts as executed without an answer.
-        drop(d.claim(4));
-        assert!(matches!(d.claim(4), Claim::Unkept));
+        drop(d.claim(4, &ns));
+        assert!(matches!(d.claim(4, &ns), Claim::Unkept));
     }
 
     #[test]
     fn retry_waits_for_the_running_original() {
-        let d = std::sync::Arc::new(Dedup::default());
-        let Claim::Fresh(r) = d.claim(9) else {
+        let d = Arc::new(Dedup::default());
+        let ns = Arc::new(unlimited());
+        let Claim::Fresh(r) = d.claim(9, &ns) else {
             panic!("fresh id")
         };
-        let d2 = d.clone();
-        let t = std::thread::spawn(move || match d2.claim(9) {
+        let (d2, ns2) = (d.clone(), ns.clone());
+        let t = std::thread::spawn(move || match d2.claim(9, &ns2) {
             Claim::Replay(a) => a.to_vec(),
             other => panic!("unexpected {other:?}"),
         });
         std::thread::sleep(std::time::Duration::from_millis(20));
         r.finish(b"answer");
         assert_eq!(t.join().unwrap(), b"answer");
+    }
+
+    #[test]
+    fn kept_answers_are_charged_to_the_session() {
+        // Room for 200 bytes of answers (plus nothing else).
+        let budget = Arc::new(Budget::new(200));
+        let ns = Namespace::new(budget.clone(), 1 << 20);
+        let d = Dedup::new(100, 1 << 20);
+        let answer = |id: u64, len: usize| match d.claim(id, &ns) {
+            Claim::Fresh(r) => r.finish(&vec![id as u8; len]),
+            other => panic!("id {id}: {other:?}"),
+        };
+        // Inline answers cost nothing; larger ones are charged.
+        answer(1, 16);
+        assert_eq!(ns.used_bytes(), 0);
+        answer(2, 120);
+        assert_eq!((ns.used_bytes(), budget.used()), (120, 120));
+        // No room for another 120: the oldest charged answer is forgotten to make room.
+        answer(3, 120);
+        assert_eq!(ns.used_bytes(), 120);
+        assert!(matches!(d.claim(2, &ns), Claim::Fresh(_)));
+        assert!(matches!(d.claim(3, &ns), Claim::Replay(a) if a.len() == 120));
+        // An answer larger than the whole capacity is not kept, and nothing is exceeded.
+        answer(4, 300);
+        assert!(matches!(d.claim(4, &ns), Claim::Unkept));
+        assert!(budget.used() <= 200);
+        drop(d);
+        drop(ns);
+        assert_eq!(budget.used(), 0);
     }
 }

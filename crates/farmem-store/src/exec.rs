@@ -63,13 +63,13 @@ fn encode_agent_error(wbuf: &mut Vec<u8>, req_id: u64, e: &AgentError) {
 /// runs at most once per request id while the id is in the session's window
 /// ([`crate::Dedup`]): a retry gets the first answer.
 ///
-/// `Hello` and `Stats` are the caller's: `Hello` is answered with a protocol error here, and
-/// `Stats` with this session's figures only.
+/// `Hello`, `Stats` and `Admin` are the caller's: `Hello` is answered with a protocol error
+/// here, `Admin` is refused, and `Stats` is answered with this session's figures only.
 pub fn execute_request(session: &Session, req: &Request<'_>, rid: u64, wbuf: &mut Vec<u8>) {
     if req.is_idempotent() {
         return execute_once(session, req, rid, wbuf);
     }
-    match session.dedup.claim(rid) {
+    match session.dedup.claim(rid, &session.ns) {
         Claim::Fresh(running) => {
             let start = wbuf.len();
             execute_once(session, req, rid, wbuf);
@@ -163,6 +163,10 @@ fn execute_once(session: &Session, req: &Request<'_>, rid: u64, wbuf: &mut Vec<u
             Response::Done.encode(wbuf, op, rid);
         }
         Request::Ping | Request::CloseSession => Response::Done.encode(wbuf, op, rid),
+        Request::Admin { .. } => {
+            let msg = "admin requests are answered by the server, not a session";
+            encode_error(wbuf, op, rid, ErrorCode::AdminRefused, [0; 3], msg);
+        }
         Request::Stats => {
             let st = farmem_proto::ServerStats {
                 session_used_bytes: ns.used_bytes(),

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::Backend;
+use crate::backend::pool::Resolver;
 use crate::error::{Error, Result};
 
 /// Where far objects are stored.
@@ -31,6 +32,22 @@ pub enum BackendConfig {
         /// Copies of each object (1: no redundancy).
         replicas: usize,
     },
+    /// Memory servers found by resolving a `host:port` name periodically (how a Kubernetes
+    /// headless Service or Consul publishes them), pooled with `replicas` copies of every
+    /// object: new addresses join, addresses that leave the answer are drained and removed.
+    /// Built by `BackendConfig::discover(..)`.
+    Discover {
+        /// The name, e.g. `memsrv.default.svc.cluster.local:7070`.
+        name: String,
+        /// Authentication token (empty: none).
+        token: String,
+        /// Copies of each object (1: no redundancy).
+        replicas: usize,
+        /// How often the name is resolved again.
+        every: Duration,
+        /// How it is resolved (default: the system resolver).
+        resolver: Arc<dyn Resolver>,
+    },
     /// Any backend.
     Custom(Arc<dyn Backend>),
 }
@@ -55,8 +72,30 @@ impl BackendConfig {
         }
     }
 
-    /// Turns a server list into a pool keeping `n` copies of every object (other backends are
-    /// returned unchanged).
+    /// Memory servers behind the `host:port` name `name`, re-resolved every 10 s, pooled (one
+    /// copy of each object unless [`BackendConfig::replicas`] says more); `token` as in
+    /// [`BackendConfig::servers`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use farmem::BackendConfig;
+    /// let cfg = BackendConfig::discover("memsrv.default.svc.cluster.local:7070", "")
+    ///     .replicas(2)
+    ///     .discover_every(Duration::from_secs(5));
+    /// assert!(matches!(cfg, BackendConfig::Discover { replicas: 2, .. }));
+    /// ```
+    pub fn discover(name: impl Into<String>, token: impl Into<String>) -> Self {
+        Self::Discover {
+            name: name.into(),
+            token: token.into(),
+            replicas: 1,
+            every: Duration::from_secs(10),
+            resolver: Arc::new(crate::backend::pool::SystemResolver),
+        }
+    }
+
+    /// Turns a server list into a pool keeping `n` copies of every object (a discovered pool
+    /// keeps `n` copies; other backends are returned unchanged).
     #[must_use]
     pub fn replicas(self, n: usize) -> Self {
         match self {
@@ -65,33 +104,79 @@ impl BackendConfig {
                 token,
                 replicas: n.max(1),
             },
+            Self::Discover {
+                name,
+                token,
+                every,
+                resolver,
+                ..
+            } => Self::Discover {
+                name,
+                token,
+                replicas: n.max(1),
+                every,
+                resolver,
+            },
             other => other,
         }
     }
 
-    /// Connects a [`BackendConfig::Pool`]: one [`TcpBackend`](crate::backend::TcpBackend) per
-    /// address, pooled.
-    pub(crate) fn connect_pool(
-        addrs: &[String],
-        token: &str,
-        replicas: usize,
-    ) -> Result<Arc<dyn Backend>> {
-        use crate::backend::{
-            PoolBackend, PoolConfig, PoolError, Redundancy, TcpBackend, TcpConfig,
-        };
-        let mut members: Vec<Arc<dyn Backend>> = Vec::with_capacity(addrs.len());
-        for addr in addrs {
-            let mut cfg = TcpConfig::new([addr]);
-            if !token.is_empty() {
-                cfg = cfg.token(token.as_bytes().to_vec());
-            }
-            members.push(Arc::new(TcpBackend::connect(cfg)?));
+    /// Sets how often a discovered pool resolves its name again (other backends are returned
+    /// unchanged).
+    #[must_use]
+    pub fn discover_every(mut self, d: Duration) -> Self {
+        if let Self::Discover { every, .. } = &mut self {
+            *every = d;
         }
-        let pool = PoolBackend::new(members, PoolConfig::new(Redundancy::replicas(replicas)))
-            .map_err(|e| match e {
-                PoolError::Backend(b) => Error::Backend(b),
-                other => Error::Config(other.to_string()),
-            })?;
+        self
+    }
+
+    /// Sets how a discovered pool resolves its name (other backends are returned unchanged).
+    #[must_use]
+    pub fn resolver(mut self, r: Arc<dyn Resolver>) -> Self {
+        if let Self::Discover { resolver, .. } = &mut self {
+            *resolver = r;
+        }
+        self
+    }
+
+    /// Connects a [`BackendConfig::Pool`] or [`BackendConfig::Discover`]: one
+    /// [`TcpBackend`](crate::backend::TcpBackend) per server, pooled, the pool managing its own
+    /// members (re-admission, discovery).
+    pub(crate) fn connect_pool(&self) -> Result<Arc<dyn Backend>> {
+        use crate::backend::pool::TcpConnector;
+        use crate::backend::{MemberSource, Membership, PoolBackend, PoolConfig, PoolError};
+        let (source, token, replicas) = match self {
+            Self::Pool {
+                addrs,
+                token,
+                replicas,
+            } => (MemberSource::Static(addrs.clone()), token, *replicas),
+            Self::Discover {
+                name,
+                token,
+                replicas,
+                every,
+                resolver,
+            } => {
+                let source = MemberSource::Dns {
+                    name: name.clone(),
+                    resolver: resolver.clone(),
+                    every: *every,
+                };
+                (source, token, *replicas)
+            }
+            _ => return Err(Error::Config("not a pool configuration".into())),
+        };
+        let membership = Membership::new(
+            source,
+            Arc::new(TcpConnector::new(token.as_bytes().to_vec())),
+        );
+        let cfg = PoolConfig::new(crate::backend::Redundancy::replicas(replicas));
+        let pool = PoolBackend::connect(membership, cfg).map_err(|e| match e {
+            PoolError::Backend(b) => Error::Backend(b),
+            other => Error::Pool(other),
+        })?;
         Ok(Arc::new(pool))
     }
 }
@@ -110,6 +195,17 @@ impl std::fmt::Debug for BackendConfig {
                 .debug_struct("Pool")
                 .field("addrs", addrs)
                 .field("replicas", replicas)
+                .finish_non_exhaustive(),
+            Self::Discover {
+                name,
+                replicas,
+                every,
+                ..
+            } => f
+                .debug_struct("Discover")
+                .field("name", name)
+                .field("replicas", replicas)
+                .field("every", every)
                 .finish_non_exhaustive(),
             Self::Custom(b) => write!(f, "Custom({})", b.describe()),
         }

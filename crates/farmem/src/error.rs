@@ -135,6 +135,9 @@ pub enum Error {
     /// The backend failed (server unreachable, full, object missing, ...).
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// A pool of servers could not be formed (its name did not resolve, no servers, ...).
+    #[error("cannot form the pool of servers")]
+    Pool(#[source] crate::backend::PoolError),
     /// No local memory could be found for an object.
     ///
     /// `pinned` is true when the evacuator cannot free anything because it is waiting for a scope
@@ -193,6 +196,7 @@ impl Error {
             Self::Config(_) | Self::BudgetTooSmall { .. } => ErrorKind::Config,
             Self::System { .. } => ErrorKind::Io,
             Self::Backend(e) => e.kind(),
+            Self::Pool(_) => ErrorKind::Config,
             Self::LocalHeapExhausted { .. } => ErrorKind::LocalHeapExhausted,
             Self::ObjectTooLarge { .. } | Self::TooManyObjects => ErrorKind::LimitExceeded,
             Self::InvalidPtr(_) | Self::NoFarCopy => ErrorKind::InvalidArgument,

@@ -150,10 +150,11 @@ impl Backend for EmbeddedStore {
         let b = self.ns.budget();
         Ok(StoreStats {
             used_bytes: b.used(),
-            capacity_bytes: b.limit(),
+            capacity_bytes: b.capacity(),
             objects: b.objects(),
             per_object_overhead: OBJECT_OVERHEAD,
             bytes_written: b.bytes_written(),
+            ..StoreStats::default()
         })
     }
 

@@ -16,7 +16,8 @@ mod tcp;
 pub use embedded::EmbeddedStore;
 pub use error::{BackendError, DisconnectCause, ProtocolError};
 pub use pool::{
-    FaultyBackend, MemberId, PoolBackend, PoolConfig, PoolError, PoolStats, Redundancy,
+    FaultyBackend, MemberId, MemberSource, Membership, PoolBackend, PoolConfig, PoolError,
+    PoolStats, Redundancy,
 };
 pub use tcp::{ServerHealth, TcpBackend, TcpConfig, Ticket};
 
@@ -78,6 +79,12 @@ pub struct StoreStats {
     pub per_object_overhead: u64,
     /// Payload bytes received by puts and patches since the store started (write traffic).
     pub bytes_written: u64,
+    /// Bytes the store asks this client to move to other stores (a server being shrunk by its
+    /// operator or its host's memory pressure); pools do it, see
+    /// [`PoolBackend`](pool::PoolBackend).
+    pub reclaim_bytes: u64,
+    /// Milliseconds left to move `reclaim_bytes` away (0: nothing asked).
+    pub reclaim_deadline_ms: u64,
 }
 
 /// Checks that every `(offset, bytes)` edit lies within an object of `len` bytes.

@@ -144,11 +144,9 @@ impl Runtime {
             BackendConfig::Embedded => Arc::new(EmbeddedStore::new()),
             BackendConfig::Custom(b) => b.clone(),
             BackendConfig::Servers { addrs, token } => connect_servers(addrs, token)?,
-            BackendConfig::Pool {
-                addrs,
-                token,
-                replicas,
-            } => BackendConfig::connect_pool(addrs, token, *replicas)?,
+            BackendConfig::Pool { .. } | BackendConfig::Discover { .. } => {
+                cfg.backend.connect_pool()?
+            }
         };
         let heap = Heap::new(
             cfg.local_budget,

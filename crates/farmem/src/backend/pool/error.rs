@@ -47,6 +47,15 @@ pub enum PoolError {
         /// Objects still on it.
         remaining: usize,
     },
+    /// The pool's member source could not be resolved.
+    #[error("cannot resolve {name}")]
+    Resolve {
+        /// The name.
+        name: String,
+        /// The resolver's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A member failed while the pool was being built.
     #[error("member backend failed")]
     Backend(#[from] BackendError),

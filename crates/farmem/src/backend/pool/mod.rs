@@ -17,10 +17,18 @@
 //!   marked [`MemberState::Down`] at once and never used again; whole-object writes go to
 //!   substitutes, and a background thread restores the redundancy of every object that lost a
 //!   copy in batches, yielding to the application and optionally capped by a token bucket
-//!   ([`PoolConfig::repair_rate`]). A server that comes back
-//!   is added as a new member ([`PoolBackend::add_member`]).
+//!   ([`PoolConfig::repair_rate`]). A server that comes back is added as a new member: by hand
+//!   ([`PoolBackend::add_member`]), or automatically in pools that know their servers' addresses
+//!   ([`PoolBackend::connect`]: the watcher retries a down address with back-off and re-admits
+//!   it when it answers).
 //! - **Membership**: [`PoolBackend::add_member`], [`PoolBackend::drain_member`] (moves every
-//!   object away while the program keeps running), [`PoolBackend::remove_member`].
+//!   object away while the program keeps running), [`PoolBackend::remove_member`]; or a
+//!   [`Membership`] source the pool follows by itself (a DNS name re-resolved periodically: new
+//!   addresses join, vanished ones are drained and removed).
+//! - **Shrinking servers**: a server whose operator (`farmem-server ctl shrink`) or host
+//!   memory pressure lowered its capacity asks its clients to move the excess away
+//!   ([`StoreStats::reclaim_bytes`](crate::backend::StoreStats::reclaim_bytes)); the pool moves
+//!   enough objects off it with the mover below, never dropping a copy without a replacement.
 //!
 //! # Moving an object without losing a racing write
 //!
@@ -65,9 +73,11 @@
 //! assert_eq!(pool.get(7).unwrap(), b"hello");
 //! ```
 
+mod discover;
 mod error;
 mod fault;
 mod member;
+mod membership;
 mod mover;
 mod ops;
 mod repair;
@@ -80,10 +90,13 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
+pub use self::discover::{Connector, MemberSource, Resolver, SystemResolver, TcpConnector};
 pub use self::error::PoolError;
 pub use self::fault::{Fault, FaultyBackend};
 use self::member::{Dice, Member};
 pub use self::member::{MemberState, is_member_failure};
+pub use self::membership::Membership;
+use self::membership::{Roster, Watcher};
 pub use self::repair::RepairStats;
 use self::repair::Repairer;
 pub use self::scheme::{MAX_REPLICAS, Redundancy};
@@ -200,6 +213,61 @@ impl Inner {
             self.repair.wake();
         }
     }
+
+    /// [`PoolBackend::add_member`].
+    pub(crate) fn add_member(&self, backend: Arc<dyn Backend>) -> Result<MemberId, PoolError> {
+        let _g = self.membership.lock();
+        let member = Arc::new(Member::new(backend));
+        let mut list = self.members.write();
+        if list.len() >= MAX_MEMBERS {
+            return Err(PoolError::TooManyMembers { max: MAX_MEMBERS });
+        }
+        let mut v = list.to_vec();
+        v.push(member);
+        *list = v.into();
+        drop(list);
+        // Objects short of copies (no room before) may fit now.
+        self.repair.wake();
+        Ok(MemberId(self.members().len() - 1))
+    }
+
+    pub(crate) fn member(&self, id: MemberId) -> Result<Arc<Member>, PoolError> {
+        self.members()
+            .get(id.0)
+            .cloned()
+            .ok_or(PoolError::UnknownMember(id))
+    }
+
+    /// [`PoolBackend::drain_member`].
+    pub(crate) fn drain_member(&self, id: MemberId) -> Result<(), PoolError> {
+        let _g = self.membership.lock();
+        let m = self.member(id)?;
+        if !m.transition(MemberState::Live, MemberState::Draining) {
+            return Err(PoolError::NotLive {
+                member: m.name.clone(),
+                state: m.state(),
+            });
+        }
+        let result = repair::drain(self, id.0 as Ix);
+        match &result {
+            Ok(()) => {
+                m.transition(MemberState::Draining, MemberState::Drained);
+            }
+            Err(_) => {
+                m.transition(MemberState::Draining, MemberState::Live);
+            }
+        }
+        result
+    }
+
+    /// [`PoolBackend::remove_member`].
+    pub(crate) fn remove_member(&self, id: MemberId) -> Result<(), PoolError> {
+        let _g = self.membership.lock();
+        let m = self.member(id)?;
+        m.set_state(MemberState::Removed);
+        self.repair.wake();
+        Ok(())
+    }
 }
 
 /// A [`Backend`] over several member backends with redundancy, failover, repair and run-time
@@ -207,6 +275,8 @@ impl Inner {
 pub struct PoolBackend {
     inner: Arc<Inner>,
     thread: Option<JoinHandle<()>>,
+    /// Follows the member source, re-admits, moves data off shrinking servers.
+    watcher: Option<Watcher>,
 }
 
 impl std::fmt::Debug for PoolBackend {
@@ -224,6 +294,58 @@ impl PoolBackend {
     /// # Errors
     /// [`PoolError::NoMembers`], [`PoolError::TooManyMembers`].
     pub fn new(members: Vec<Arc<dyn Backend>>, cfg: PoolConfig) -> Result<Self, PoolError> {
+        Self::build(members, cfg, None)
+    }
+
+    /// A pool that manages its own members: it connects to the servers of `membership`'s
+    /// source, follows the source (a DNS name is re-resolved periodically), and re-admits a
+    /// server that was down once it answers again at its address.
+    ///
+    /// Every server of a static list must answer now; of a DNS answer, at least one (the others
+    /// are retried in the background).
+    ///
+    /// # Errors
+    /// [`PoolError::Resolve`], [`PoolError::NoMembers`] (an empty answer),
+    /// [`PoolError::Backend`] when a server cannot be reached.
+    pub fn connect(membership: Membership, cfg: PoolConfig) -> Result<Self, PoolError> {
+        let addrs = membership
+            .source
+            .addresses()
+            .map_err(|source| PoolError::Resolve {
+                name: membership.source.describe().to_string(),
+                source,
+            })?;
+        let strict = matches!(membership.source, MemberSource::Static(_));
+        let mut members = Vec::new();
+        let mut joined = Vec::new();
+        let mut last_err = None;
+        for a in addrs {
+            match membership.connector.connect(&a) {
+                Ok(b) => {
+                    joined.push((a, Some(MemberId(members.len()))));
+                    members.push(b);
+                }
+                Err(e) if strict => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(addr = %a, error = %e, "pool member unreachable, will retry");
+                    joined.push((a, None));
+                    last_err = Some(e);
+                }
+            }
+        }
+        if members.is_empty()
+            && let Some(e) = last_err
+        {
+            return Err(e.into());
+        }
+        Self::build(members, cfg, Some(Roster::new(membership, joined)))
+    }
+
+    fn build(
+        members: Vec<Arc<dyn Backend>>,
+        cfg: PoolConfig,
+        roster: Option<Roster>,
+    ) -> Result<Self, PoolError> {
         if members.is_empty() {
             return Err(PoolError::NoMembers);
         }
@@ -250,7 +372,12 @@ impl PoolBackend {
         if thread.is_none() {
             tracing::warn!("pool maintenance thread could not start: repairs run on demand only");
         }
-        Ok(Self { inner, thread })
+        let watcher = Some(Watcher::start(inner.clone(), roster));
+        Ok(Self {
+            inner,
+            thread,
+            watcher,
+        })
     }
 
     /// The redundancy scheme.
@@ -263,27 +390,7 @@ impl PoolBackend {
     /// # Errors
     /// [`PoolError::TooManyMembers`] after [`MAX_MEMBERS`] members over the pool's life.
     pub fn add_member(&self, backend: Arc<dyn Backend>) -> Result<MemberId, PoolError> {
-        let _g = self.inner.membership.lock();
-        let member = Arc::new(Member::new(backend));
-        let mut list = self.inner.members.write();
-        if list.len() >= MAX_MEMBERS {
-            return Err(PoolError::TooManyMembers { max: MAX_MEMBERS });
-        }
-        let mut v = list.to_vec();
-        v.push(member);
-        *list = v.into();
-        drop(list);
-        // Objects short of copies (no room before) may fit now.
-        self.inner.repair.wake();
-        Ok(MemberId(self.inner.members().len() - 1))
-    }
-
-    fn member(&self, id: MemberId) -> Result<Arc<Member>, PoolError> {
-        self.inner
-            .members()
-            .get(id.0)
-            .cloned()
-            .ok_or(PoolError::UnknownMember(id))
+        self.inner.add_member(backend)
     }
 
     /// Moves every object off member `id` while the program keeps reading and writing, then
@@ -297,24 +404,7 @@ impl PoolBackend {
     /// member holds the last copy of an object that fits nowhere else (the member is live again),
     /// [`PoolError::DrainStalled`].
     pub fn drain_member(&self, id: MemberId) -> Result<(), PoolError> {
-        let _g = self.inner.membership.lock();
-        let m = self.member(id)?;
-        if !m.transition(MemberState::Live, MemberState::Draining) {
-            return Err(PoolError::NotLive {
-                member: m.name.clone(),
-                state: m.state(),
-            });
-        }
-        let result = repair::drain(&self.inner, id.0 as Ix);
-        match &result {
-            Ok(()) => {
-                m.transition(MemberState::Draining, MemberState::Drained);
-            }
-            Err(_) => {
-                m.transition(MemberState::Draining, MemberState::Live);
-            }
-        }
-        result
+        self.inner.drain_member(id)
     }
 
     /// Detaches member `id` at once; objects that had a copy on it are repaired from their
@@ -323,11 +413,7 @@ impl PoolBackend {
     /// # Errors
     /// [`PoolError::UnknownMember`].
     pub fn remove_member(&self, id: MemberId) -> Result<(), PoolError> {
-        let _g = self.inner.membership.lock();
-        let m = self.member(id)?;
-        m.set_state(MemberState::Removed);
-        self.inner.repair.wake();
-        Ok(())
+        self.inner.remove_member(id)
     }
 
     /// Every member ever added, with its state and the objects placed on it.
@@ -420,6 +506,7 @@ impl PoolBackend {
 
 impl Drop for PoolBackend {
     fn drop(&mut self) {
+        drop(self.watcher.take());
         self.inner.repair.shut_down();
         if let Some(t) = self.thread.take() {
             let _ = t.join();

@@ -215,7 +215,7 @@ pub(crate) fn pass(inner: &Inner) {
         if inner.repair.stopping() {
             return;
         }
-        match fix(inner, id) {
+        match fix(inner, id, None) {
             Fix::Done | Fix::Gone => {}
             Fix::Raced => pending += 1,
             Fix::NoRoom => {
@@ -253,7 +253,7 @@ pub(crate) fn drain(inner: &Inner, m: Ix) -> Result<(), PoolError> {
             std::thread::sleep(Duration::from_millis(1));
         }
         for id in mover::run(inner, ids, MOVERS) {
-            match fix(inner, id) {
+            match fix(inner, id, None) {
                 Fix::NoRoom => return Err(PoolError::NoRoom { member: name(), id }),
                 Fix::Done | Fix::Gone | Fix::Raced | Fix::Lost => {}
             }
@@ -267,7 +267,7 @@ pub(crate) fn drain(inner: &Inner, m: Ix) -> Result<(), PoolError> {
 
 /// What [`fix`] achieved.
 #[derive(Debug, PartialEq, Eq)]
-enum Fix {
+pub(crate) enum Fix {
     /// Fully replicated on live members (or nothing more can be done without room: copies
     /// dropped from leaving members while another copy remains).
     Done,
@@ -350,10 +350,16 @@ fn drop_copy(m: &Member, id: ObjectId, table: bool) {
     }
 }
 
+/// Moves object `id` off live member `from` to another member with room (a server being shrunk),
+/// with the race rules of a drain; never drops a copy without a replacement ([`Fix::NoRoom`]).
+pub(crate) fn move_off(inner: &Inner, id: ObjectId, from: Ix) -> Fix {
+    fix(inner, id, Some(from))
+}
+
 /// Brings object `id` to full redundancy on live members, replacing copies on members that are
-/// down, removed or draining. Safe against concurrent writers, frees and other movers (see
-/// [`Entry`]).
-fn fix(inner: &Inner, id: ObjectId) -> Fix {
+/// down, removed or draining (and on `evict`, treated as draining). Safe against concurrent
+/// writers, frees and other movers (see [`Entry`]).
+fn fix(inner: &Inner, id: ObjectId, evict: Option<Ix>) -> Fix {
     for _ in 0..64 {
         let claimed = {
             let mut shard = inner.table.shard(id);
@@ -372,7 +378,7 @@ fn fix(inner: &Inner, id: ObjectId) -> Fix {
             std::thread::sleep(Duration::from_micros(200));
             continue;
         };
-        let (step, orphan, target) = step(inner, id, &e);
+        let (step, orphan, target) = step(inner, id, &e, evict);
         release(inner, id, orphan, e.is_table());
         if let Some(t) = target {
             inner.members()[usize::from(t)]
@@ -395,10 +401,18 @@ enum Step {
 
 /// One copy or drop on a claimed entry `e`; returns the outcome, a member holding a copy that
 /// did not get into the entry, and the member copied to (its `moves` count was raised).
-fn step(inner: &Inner, id: ObjectId, e: &Entry) -> (Step, Option<Ix>, Option<Ix>) {
+fn step(
+    inner: &Inner,
+    id: ObjectId,
+    e: &Entry,
+    evict: Option<Ix>,
+) -> (Step, Option<Ix>, Option<Ix>) {
     let want = inner.cfg.redundancy.copies();
     let members = inner.members();
-    let st = |m: Ix| members[usize::from(m)].state();
+    let st = |m: Ix| match members[usize::from(m)].state() {
+        MemberState::Live if evict == Some(m) => MemberState::Draining,
+        s => s,
+    };
     let live: Vec<Ix> = e
         .members()
         .iter()
@@ -449,6 +463,7 @@ fn step(inner: &Inner, id: ObjectId, e: &Entry) -> (Step, Option<Ix>, Option<Ix>
     let Some(&t) = choose(&members, e.members(), 1, bytes, &inner.dice).first() else {
         if let Some(f) = from
             && !live.is_empty()
+            && evict != Some(f)
         {
             // No room for a replacement, but another copy remains: degrade.
             if commit(inner, id, e, f, |e| e.remove(f)) {

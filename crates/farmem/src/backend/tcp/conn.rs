@@ -182,6 +182,11 @@ fn decode_reply(
             });
         }
         Response::Stats(s) => Ok(Reply::Stats(s)),
+        Response::Admin(_) => {
+            return Err(ProtocolError::UnexpectedAnswer {
+                answer: format!("admin answer to a request from {addr}"),
+            });
+        }
         Response::Error(e) => Err(error_from(addr, &e)),
     })
 }

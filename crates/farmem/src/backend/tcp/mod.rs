@@ -627,6 +627,13 @@ impl Backend for TcpBackend {
             total.objects += s.objects;
             total.per_object_overhead = s.per_object_overhead;
             total.bytes_written += s.bytes_written;
+            total.reclaim_bytes += s.reclaim_bytes;
+            if s.reclaim_deadline_ms > 0
+                && (total.reclaim_deadline_ms == 0
+                    || s.reclaim_deadline_ms < total.reclaim_deadline_ms)
+            {
+                total.reclaim_deadline_ms = s.reclaim_deadline_ms;
+            }
         }
         Ok(total)
     }

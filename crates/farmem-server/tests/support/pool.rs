@@ -1,0 +1,35 @@
+//! A replicated pool over server processes, as the `pool_*` tests build it: each member over
+//! its own TCP backend with a quick heartbeat, repair unlimited, maintenance every 20 ms.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use farmem::Backend;
+use farmem::backend::{PoolBackend, PoolConfig, Redundancy, TcpBackend, TcpConfig};
+
+/// Heartbeat period of [`member`] backends.
+pub const HEARTBEAT: Duration = Duration::from_millis(50);
+
+/// A TCP backend to the server at `addr` (10 s timeout) that declares it down after
+/// `silence` without an answer to its heartbeat (sent every [`HEARTBEAT`]).
+///
+/// # Panics
+/// When the server cannot be reached.
+pub fn member(addr: &str, silence: Duration) -> Arc<TcpBackend> {
+    let cfg = TcpConfig::new([addr])
+        .timeout(Duration::from_secs(10))
+        .heartbeat(HEARTBEAT, silence);
+    Arc::new(TcpBackend::connect(cfg).unwrap())
+}
+
+/// A pool with `replicas` copies over `members`.
+pub fn pool(members: &[Arc<TcpBackend>], replicas: usize) -> Arc<PoolBackend> {
+    let cfg = PoolConfig::new(Redundancy::replicas(replicas))
+        .repair_rate(None)
+        .maintenance_interval(Duration::from_millis(20));
+    let list = members
+        .iter()
+        .map(|m| m.clone() as Arc<dyn Backend>)
+        .collect();
+    Arc::new(PoolBackend::new(list, cfg).unwrap())
+}
