@@ -72,6 +72,15 @@ pub struct Args {
     /// A small, quick run (tests): 20k keys, 1024 elements, 8000 requests, 50k trips.
     #[arg(long)]
     pub quick: bool,
+    /// Parts to run, comma-separated: `replicas` (1-3 replicas with the taxi analysis), `kill`,
+    /// `stop`, `partition`, `kswap`, `drain`. Without `replicas`, an idle 2-replica web run is
+    /// the reference.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "replicas,kill,stop,partition,kswap,drain"
+    )]
+    pub parts: Vec<String>,
     /// Results directory.
     #[arg(long, default_value = "results/failover")]
     pub out: PathBuf,
@@ -279,6 +288,27 @@ fn replicas_run(
     })
 }
 
+/// Web throughput with 2 replicas and nothing else going on (the reference when the replica
+/// runs are skipped).
+fn idle_web(a: &Args, local_digest: u64) -> anyhow::Result<f64> {
+    eprintln!("replicas 2: idle web frontend (reference)");
+    let wa = a.web_args();
+    let rig = a.rig(2)?;
+    let data = build_web(&rig, a, &wa)?;
+    rig.timed.take_max();
+    let (secs, lat, digest) = web::drive(&data, &wa, 0..wa.requests, true)?;
+    anyhow::ensure!(
+        digest == local_digest,
+        "idle: web responses differ from all-local"
+    );
+    eprintln!(
+        "idle reference: longest request {:.1} ms, longest backend call {:.1} ms",
+        lat.iter().max().map_or(0.0, |&l| f64::from(l) / 1e6),
+        rig.timed.take_max().as_secs_f64() * 1e3
+    );
+    Ok(wa.requests as f64 / secs.max(1e-9))
+}
+
 fn failure_run(
     a: &Args,
     sig: i32,
@@ -369,9 +399,13 @@ fn failure_under_load(
         .repair
         .bytes_copied
         .saturating_sub(before);
-    // Repair bandwidth over the time repair could run: from the member marked down.
+    // Repair bandwidth over the time repair ran: from the member marked down to the last copy.
     let repair_mib_s = restore.map_or(0.0, |d| {
-        mib(repair_bytes) / d.restored.saturating_sub(d.noticed).as_secs_f64().max(1e-9)
+        mib(repair_bytes)
+            / d.last_copy
+                .saturating_sub(d.noticed)
+                .as_secs_f64()
+                .max(1e-9)
     });
     Ok(FailureRun {
         signal: name,
@@ -470,27 +504,44 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("bulk bandwidth: get_many of 2 MiB batches from one server");
     let bulk = bulk_bandwidth(&a)?;
 
+    let part = |p: &str| a.parts.iter().any(|x| x == p);
     let mut reps = Vec::new();
-    for r in 1..=3 {
-        reps.push(replicas_run(&a, r, local_digest, &local_taxi.answers)?);
+    if part("replicas") {
+        for r in 1..=3 {
+            reps.push(replicas_run(&a, r, local_digest, &local_taxi.answers)?);
+        }
+        let (base_web, base_taxi) = (
+            reps[0].web_requests_per_second,
+            reps[0].taxi_analyze_seconds,
+        );
+        for r in &mut reps {
+            r.web_overhead = base_web / r.web_requests_per_second.max(1e-9);
+            r.taxi_overhead = r.taxi_analyze_seconds / base_taxi.max(1e-9);
+        }
     }
-    let (base_web, base_taxi) = (
-        reps[0].web_requests_per_second,
-        reps[0].taxi_analyze_seconds,
-    );
-    for r in &mut reps {
-        r.web_overhead = base_web / r.web_requests_per_second.max(1e-9);
-        r.taxi_overhead = r.taxi_analyze_seconds / base_taxi.max(1e-9);
-    }
-    let two = &reps[1];
-    let expected = a.requests as f64 / two.web_requests_per_second.max(1e-9);
-    let mut failures = [libc::SIGKILL, libc::SIGSTOP]
+    let idle_rps = match reps.get(1) {
+        Some(two) => two.web_requests_per_second,
+        None => idle_web(&a, local_digest)?,
+    };
+    let expected = a.requests as f64 / idle_rps.max(1e-9);
+    let mut failures = [(libc::SIGKILL, "kill"), (libc::SIGSTOP, "stop")]
         .into_iter()
-        .map(|sig| failure_run(&a, sig, expected, local_digest, bulk))
+        .filter(|(_, p)| part(p))
+        .map(|(sig, _)| failure_run(&a, sig, expected, local_digest, bulk))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    failures.extend(partition::run(&a, expected, local_digest, bulk)?);
-    let kswap_kill = kswap_kill::run(&a)?;
-    let drain = drain_run(&a, two.web_requests_per_second)?;
+    if part("partition") {
+        failures.extend(partition::run(&a, expected, local_digest, bulk)?);
+    }
+    let kswap_kill = if part("kswap") {
+        kswap_kill::run(&a)?
+    } else {
+        Vec::new()
+    };
+    let drain = if part("drain") {
+        Some(drain_run(&a, idle_rps)?)
+    } else {
+        None
+    };
 
     println!(
         "\nfailover: {} loopback servers, {:.0}% local memory, web {:.0} MiB, taxi {} trips \
@@ -555,15 +606,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             f.values_verified
         );
     }
-    println!(
-        "drain of {:.0} MiB: {:.2} s, {:.0} MiB/s; web {:.0} req/s meanwhile ({:.2}x idle); {} values verified",
-        mib(drain.drained_bytes),
-        drain.drain_seconds,
-        drain.drain_mib_per_second,
-        drain.requests_per_second,
-        drain.throughput_vs_idle,
-        drain.values_verified
-    );
+    if let Some(drain) = &drain {
+        println!(
+            "drain of {:.0} MiB: {:.2} s, {:.0} MiB/s ({:.0}% of bulk); web {:.0} req/s meanwhile \
+             ({:.2}x idle); {} values verified",
+            mib(drain.drained_bytes),
+            drain.drain_seconds,
+            drain.drain_mib_per_second,
+            drain.drain_mib_per_second / bulk.max(1e-9) * 100.0,
+            drain.requests_per_second,
+            drain.throughput_vs_idle,
+            drain.values_verified
+        );
+    }
     for k in &kswap_kill {
         kswap_kill::print(k);
     }
@@ -590,6 +645,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "replicas": reps,
             "failures": failures,
             "drain": drain,
+            "idle_web_requests_per_second": idle_rps,
             "kernel_swap_kill": kswap_kill,
             "all_verified": true,
             "seconds": t0.elapsed().as_secs_f64(),

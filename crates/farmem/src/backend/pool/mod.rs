@@ -16,10 +16,11 @@
 //! - **Failures**: a member answering with a connection-class error ([`is_member_failure`]) is
 //!   marked [`MemberState::Down`] at once and never used again; whole-object writes go to
 //!   substitutes, and a background thread restores the redundancy of every object that lost a
-//!   copy, rate-limited by a token bucket ([`PoolConfig::repair_rate`]). A server that comes back
-//!   is added as a new member: by hand ([`PoolBackend::add_member`]), or automatically in pools
-//!   that know their servers' addresses ([`PoolBackend::connect`]: the watcher retries a down
-//!   address with back-off and re-admits it when it answers).
+//!   copy in batches, yielding to the application and optionally capped by a token bucket
+//!   ([`PoolConfig::repair_rate`]). A server that comes back is added as a new member: by hand
+//!   ([`PoolBackend::add_member`]), or automatically in pools that know their servers' addresses
+//!   ([`PoolBackend::connect`]: the watcher retries a down address with back-off and re-admits
+//!   it when it answers).
 //! - **Membership**: [`PoolBackend::add_member`], [`PoolBackend::drain_member`] (moves every
 //!   object away while the program keeps running), [`PoolBackend::remove_member`]; or a
 //!   [`Membership`] source the pool follows by itself (a DNS name re-resolved periodically: new
@@ -35,7 +36,9 @@
 //! and ends. A mover (repair or drain) snapshots an idle entry, copies the object from a live
 //! replica to the new member, then switches the entry under its shard lock only if it is still
 //! idle at the same version; otherwise it copies again. Readers of the old copy that find it
-//! freed retry with the new entry.
+//! freed retry with the new entry. Repair and drains move plain objects in batches (many
+//! objects per request, several requests in flight); the batched protocol and why it loses no
+//! write or free are in the `mover` module's docs (`pool/mover.rs`).
 //!
 //! # Remote agent
 //!
@@ -79,6 +82,7 @@ mod error;
 mod fault;
 mod member;
 mod membership;
+mod mover;
 mod ops;
 mod repair;
 mod scheme;
@@ -124,7 +128,9 @@ pub struct MemberId(pub usize);
 pub struct PoolConfig {
     /// The redundancy scheme.
     pub redundancy: Redundancy,
-    /// Bytes per second repair and drains may copy (`None`: unlimited).
+    /// Bytes per second repair and drains may copy (`None`: no cap). Without a cap they still
+    /// yield to the application: one batch at a time while it has requests in flight, several
+    /// when it has none.
     pub repair_rate: Option<u64>,
     /// How often the background thread refreshes member statistics and looks for objects to
     /// repair (it also wakes at once when a member fails or leaves).
@@ -132,11 +138,12 @@ pub struct PoolConfig {
 }
 
 impl PoolConfig {
-    /// `redundancy`, repair limited to 64 MiB/s, maintenance every 500 ms.
+    /// `redundancy`, repair and drains paced by the application's load but not capped,
+    /// maintenance every 500 ms.
     pub fn new(redundancy: Redundancy) -> Self {
         Self {
             redundancy,
-            repair_rate: Some(64 << 20),
+            repair_rate: None,
             maintenance_interval: Duration::from_millis(500),
         }
     }
@@ -446,6 +453,17 @@ impl PoolBackend {
                 .map(|&m| MemberId(usize::from(m)))
                 .collect()
         })
+    }
+
+    /// The state of member `id` (`None`: unknown id); cheap, unlike [`PoolBackend::members`].
+    pub fn member_state(&self, id: MemberId) -> Option<MemberState> {
+        self.inner.members().get(id.0).map(|m| m.state())
+    }
+
+    /// Repair and drain progress; cheap, unlike [`PoolBackend::pool_stats`] (which also counts
+    /// the objects short of copies).
+    pub fn repair_stats(&self) -> RepairStats {
+        self.inner.repair.stats()
     }
 
     /// Table size, redundancy state and repair progress.

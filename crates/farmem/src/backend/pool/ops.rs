@@ -336,11 +336,12 @@ impl Inner {
             let wait = match shard.get(&id) {
                 // A mover holds a freed entry: it is about to go.
                 Some(e) if e.is_freed() => true,
-                // Substitutes would race the mover's own copy: let it finish.
-                Some(e) if e.is_moving() && kind.substitute => e
+                // No serving copy to write to, and no substitute while a mover holds it: let
+                // the mover finish (it is about to find the object lost).
+                Some(e) if e.is_moving() && kind.substitute => !e
                     .members()
                     .iter()
-                    .any(|&m| !members[usize::from(m)].serves()),
+                    .any(|&m| members[usize::from(m)].serves()),
                 _ => false,
             };
             if wait {
@@ -373,7 +374,10 @@ impl Inner {
                     continue;
                 }
             };
-            if kind.substitute {
+            // A moving entry gets no substitutes: they could race the mover's own copy on
+            // the same member. The write goes to the serving members, and the mover's commit
+            // fails and copies again.
+            if kind.substitute && !e.is_moving() {
                 for &m in &e.members().to_vec() {
                     if !members[usize::from(m)].serves() {
                         match choose(&members, e.members(), 1, bytes, &self.dice).first() {

@@ -1,7 +1,7 @@
 //! Restoring redundancy: the maintenance thread, repair passes, drains and the bandwidth limit.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use farmem_proto::agent::{AgentMessage, HtPutArgs, HtScanArgs, HtScanResult, op};
@@ -10,6 +10,7 @@ use parking_lot::{Condvar, Mutex};
 use super::Inner;
 use super::error::PoolError;
 use super::member::{Member, MemberState, choose, is_member_failure};
+use super::mover;
 use super::table::{Entry, Ix};
 use crate::backend::{BackendError, ObjectId};
 
@@ -41,13 +42,22 @@ struct Bucket {
     last: Instant,
 }
 
+/// A batch's turn from [`Repairer::pace`].
+pub(super) struct Turn<'a>(&'a Repairer);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.turns.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The repair machinery shared by the maintenance thread and drains.
 #[derive(Debug)]
 pub(crate) struct Repairer {
     bucket: Option<Mutex<Bucket>>,
     passes: AtomicU64,
-    copies: AtomicU64,
-    bytes: AtomicU64,
+    pub(super) copies: AtomicU64,
+    pub(super) bytes: AtomicU64,
     dropped: AtomicU64,
     pending: AtomicU64,
     no_room: AtomicU64,
@@ -55,6 +65,8 @@ pub(crate) struct Repairer {
     wake: Mutex<bool>,
     cv: Condvar,
     shutdown: AtomicBool,
+    /// Batches running (see [`Repairer::pace`]).
+    turns: AtomicUsize,
 }
 
 impl Repairer {
@@ -81,6 +93,7 @@ impl Repairer {
             wake: Mutex::new(false),
             cv: Condvar::new(),
             shutdown: AtomicBool::new(false),
+            turns: AtomicUsize::new(0),
         }
     }
 
@@ -95,12 +108,12 @@ impl Repairer {
         self.wake();
     }
 
-    fn stopping(&self) -> bool {
+    pub(super) fn stopping(&self) -> bool {
         self.shutdown.load(Ordering::Acquire)
     }
 
     /// Waits until `bytes` may be copied under the bandwidth limit.
-    fn take(&self, bytes: usize) {
+    pub(super) fn take(&self, bytes: usize) {
         let Some(b) = &self.bucket else { return };
         let wait = {
             let mut b = b.lock();
@@ -120,6 +133,23 @@ impl Repairer {
         }
     }
 
+    /// Waits for a turn to run a batch: any of `workers` turns while the application has no
+    /// request in flight on `members`, one turn while it has (see the mover's docs). The turn
+    /// ends when the returned guard drops.
+    pub(super) fn pace(&self, members: &[Arc<Member>], workers: usize) -> Turn<'_> {
+        loop {
+            let busy = members
+                .iter()
+                .any(|m| m.inflight.load(Ordering::Relaxed) > 0);
+            let limit = if busy { 1 } else { workers };
+            if self.turns.fetch_add(1, Ordering::AcqRel) < limit || self.stopping() {
+                return Turn(self);
+            }
+            self.turns.fetch_sub(1, Ordering::AcqRel);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
     pub(crate) fn stats(&self) -> RepairStats {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         RepairStats {
@@ -133,6 +163,9 @@ impl Repairer {
         }
     }
 }
+
+/// Batches a repair pass or drain round keeps in flight.
+const MOVERS: usize = 4;
 
 /// The body of the maintenance thread: refresh member statistics, then repair, every interval
 /// or when woken.
@@ -176,8 +209,9 @@ pub(crate) fn pass(inner: &Inner) {
     let members = inner.members();
     let want = inner.cfg.redundancy.copies();
     let ids = inner.table.select(|e| needs_work(e, &members, want));
+    let left = mover::run(inner, ids, MOVERS);
     let (mut pending, mut no_room, mut lost) = (0, 0, 0);
-    for id in ids {
+    for id in left {
         if inner.repair.stopping() {
             return;
         }
@@ -218,7 +252,7 @@ pub(crate) fn drain(inner: &Inner, m: Ix) -> Result<(), PoolError> {
         if round > 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
-        for id in ids {
+        for id in mover::run(inner, ids, MOVERS) {
             match fix(inner, id, None) {
                 Fix::NoRoom => return Err(PoolError::NoRoom { member: name(), id }),
                 Fix::Done | Fix::Gone | Fix::Raced | Fix::Lost => {}
@@ -510,7 +544,7 @@ fn drop_moved(m: &Member, id: ObjectId, table: bool) {
 /// Applies `f` to the claimed entry of `id` if no write started or ended since `seen` was read,
 /// it was not freed, and the members it adds still take objects; true when applied. A member
 /// `leaving` the entry (`Ix::MAX`: none) then owes a drop of its copy ([`drop_moved`]).
-fn commit(
+pub(super) fn commit(
     inner: &Inner,
     id: ObjectId,
     seen: &Entry,

@@ -1,0 +1,400 @@
+//! Batched moves: repair and drain copy many objects per request, with several batches in
+//! flight.
+//!
+//! # A batch
+//!
+//! A batch is a list of plain objects that all need one more copy and can be read from one
+//! source member. A worker takes a batch and
+//!
+//! 1. **claims** each object under its shard lock: only an entry that is not freed, not moving
+//!    and idle (`busy == 0`) is claimed; it is marked *moving* and its state (members, `ver`)
+//!    is remembered. Others are left for the single-object path ([`super::repair`]'s `fix`);
+//! 2. **reads** the claimed objects from the source with one `get_many`;
+//! 3. picks a **target** per object and writes each target's objects with one `put_many`
+//!    (after raising the target's `moves` count and checking it still takes objects);
+//! 4. **commits** each object on its own, under its shard lock, only if it is still not freed,
+//!    idle, at the remembered `ver` and members, and the target still takes objects: the
+//!    target replaces the member leaving (down, removed or draining) or is added;
+//! 5. **drops** copies no entry names: the leaving members' copies of committed objects (one
+//!    `free` per member) and the target's copies of objects that did not commit (one `free`
+//!    per target);
+//! 6. **releases** every claim: a freed entry is removed now, any other one loses its moving
+//!    mark.
+//!
+//! # Why no acknowledged write or free is lost, and no freed object comes back
+//!
+//! - *Writes.* A write marks its entry busy and bumps `ver` when it starts and again when it
+//!   ends, both under the shard lock. The claim saw the entry idle at `ver = v`; a commit that
+//!   still sees it idle at `v` knows that no write started after the claim (it would have bumped
+//!   `ver`) and none was running at the claim, so the value read in step 2 (after the claim) is
+//!   the last acknowledged one and the target holds exactly it. Otherwise the commit is refused
+//!   and the target's copy is dropped in step 5. While an entry is moving, a write never adds
+//!   members to it (whole-object writes do not substitute dead members then: they write to the
+//!   serving ones, as a patch does, and the next repair round copies the new value), so the only
+//!   way the target enters an entry is the mover's own commit, and a dropped target copy is
+//!   never one a writer made. A write that starts after the commit sees the target in the entry
+//!   and writes to it.
+//! - *Frees.* A free of a moving entry does not remove it: it marks it *freed* (reads then
+//!   answer "not found" and new writes of that id wait) and frees the copies its members hold.
+//!   If the free came before the commit, the commit is refused (freed) and step 5 drops the
+//!   target's copy, which the target has already acknowledged (step 3 ends before step 4), so
+//!   the drop cannot overtake it. If the free came after the commit, the entry it read already
+//!   named the target, so the free reached the target's copy, and step 5 drops the leaving
+//!   member's one. In both cases the entry is removed only in step 6, after every copy the move
+//!   made or left behind is gone, so a read of the freed id never finds a stray copy to adopt
+//!   (an id with no entry is looked for on every member): the batch keeps the order of the
+//!   single-object move (drop, then release) for every object. The batched repair reverted
+//!   before released its claims before dropping the leaving copies, and a read in that gap
+//!   adopted a copy of a freed object.
+//! - *Members.* A target raises its `moves` count before it is checked to take objects, and a
+//!   commit refuses a target that stopped taking them; a leaving member's `moves` count is
+//!   raised by the commit and lowered after its copy is dropped. A drain waits for both to reach
+//!   zero after its last look at the table, so no copy lands on or stays on a drained member.
+//! - *Failures.* A source that fails ends the batch before anything was written; a target that
+//!   fails is marked down (its copies are gone with it); a target that refuses gets its copies
+//!   dropped. Objects that did not commit are left for the next round.
+//!
+//! # Speed
+//!
+//! Several workers run batches at once (each a read, a write and a few frees: the transport
+//! pipelines them on shared connections), a batch costs two shard locks per object and no copy
+//! of the data besides the transport's own, and the batch size follows the objects' size (about
+//! [`BATCH_BYTES`] per batch).
+//!
+//! # Sharing the machine with the application
+//!
+//! Before each batch a worker asks the repairer for a turn ([`super::repair::Repairer::pace`]):
+//! while the application has requests in flight on any member (the members' in-flight counts,
+//! which only application calls raise), one batch at a time runs; when it has none, every
+//! worker runs. So an idle or lightly loaded program gets repairs and drains at transport
+//! speed, and a busy one keeps most of the machine. [`super::PoolConfig::repair_rate`] caps the
+//! bandwidth on top of that.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use parking_lot::Mutex;
+
+use super::Inner;
+use super::member::{Member, MemberState, choose, is_member_failure};
+use super::repair::commit;
+use super::table::{Entry, Ix};
+use crate::backend::ObjectId;
+
+/// Bytes a batch aims at: large enough to amortize a round trip, small enough that an
+/// application request queued behind it on a shared connection waits about a millisecond, and
+/// below the transport's buffer-shrinking thresholds (no reallocation per batch).
+pub(crate) const BATCH_BYTES: usize = 960 << 10;
+/// Objects in a worker's first batch of a source (before it knows their size).
+const FIRST_BATCH: usize = 32;
+/// Most objects in one batch.
+const MAX_BATCH: usize = 2048;
+
+/// What a batched move needs to know about an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Plan {
+    /// The member to read from.
+    src: Ix,
+    /// The member whose copy the new one replaces (down, removed or draining), if any.
+    from: Option<Ix>,
+}
+
+/// The batched move of `e`, when it is a plain object that needs exactly a new copy (anything
+/// else is the single-object path's).
+fn plan(e: &Entry, members: &[Arc<Member>], want: usize) -> Option<Plan> {
+    if e.is_table() || e.is_freed() {
+        return None;
+    }
+    let st = |m: Ix| members.get(usize::from(m)).map(|m| m.state());
+    let mut live = 0;
+    let mut src = None;
+    let mut draining = None;
+    let mut gone = None;
+    for &m in e.members() {
+        match st(m) {
+            Some(MemberState::Live) => {
+                live += 1;
+                src.get_or_insert(m);
+            }
+            Some(MemberState::Draining) => {
+                draining.get_or_insert(m);
+            }
+            _ => {
+                gone.get_or_insert(m);
+            }
+        }
+    }
+    if live >= want {
+        return None;
+    }
+    Some(Plan {
+        src: src.or(draining)?,
+        from: gone.or(draining),
+    })
+}
+
+/// An object claimed by a batch.
+struct Claim {
+    id: ObjectId,
+    seen: Entry,
+    from: Option<Ix>,
+}
+
+/// Work shared by the workers of one [`run`]: per source, the ids still to move.
+struct Queue {
+    sources: Vec<(Ix, Vec<ObjectId>)>,
+    next: usize,
+}
+
+impl Queue {
+    /// Up to `n` ids of one source (sources taken in turn).
+    fn take(&mut self, n: impl Fn(Ix) -> usize) -> Option<(Ix, Vec<ObjectId>)> {
+        self.sources.retain(|(_, ids)| !ids.is_empty());
+        if self.sources.is_empty() {
+            return None;
+        }
+        self.next %= self.sources.len();
+        let (src, ids) = &mut self.sources[self.next];
+        self.next += 1;
+        let k = n(*src).clamp(1, MAX_BATCH).min(ids.len());
+        let batch = ids.split_off(ids.len() - k);
+        Some((*src, batch))
+    }
+}
+
+/// Moves what it can of `ids` in batches with `workers` batches in flight; returns the ids left
+/// for the single-object path (tables, objects only losing a copy, busy or raced ones, objects
+/// that found no room or whose batch failed).
+pub(crate) fn run(inner: &Inner, ids: Vec<ObjectId>, workers: usize) -> Vec<ObjectId> {
+    let workers = workers.max(1);
+    let members = inner.members();
+    let want = inner.cfg.redundancy.copies();
+    let mut left = Vec::new();
+    let mut by_src: HashMap<Ix, Vec<ObjectId>> = HashMap::new();
+    for id in ids {
+        match inner.table.get(id).and_then(|e| plan(&e, &members, want)) {
+            Some(p) => by_src.entry(p.src).or_default().push(id),
+            None => left.push(id),
+        }
+    }
+    if by_src.is_empty() {
+        return left;
+    }
+    let queue = Mutex::new(Queue {
+        sources: by_src.into_iter().collect(),
+        next: 0,
+    });
+    // Average object size per source, learnt from the batches read so far.
+    let sizes: Mutex<HashMap<Ix, usize>> = Mutex::new(HashMap::new());
+    let left = Mutex::new(left);
+    let work = || {
+        loop {
+            if inner.repair.stopping() {
+                return;
+            }
+            let next = queue.lock().take(|src| {
+                sizes
+                    .lock()
+                    .get(&src)
+                    .map_or(FIRST_BATCH, |&avg| BATCH_BYTES / avg.max(1))
+            });
+            let Some((src, batch)) = next else { return };
+            let _turn = inner.repair.pace(&members, workers);
+            let out = batch_move(inner, src, &batch);
+            if let Some(avg) = out.avg_size {
+                sizes.lock().insert(src, avg);
+            }
+            left.lock().extend(out.left);
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..workers {
+            s.spawn(work);
+        }
+        work();
+    });
+    left.into_inner()
+}
+
+/// What one batch achieved.
+struct Outcome {
+    /// Ids for the single-object path.
+    left: Vec<ObjectId>,
+    /// Average size of the objects read.
+    avg_size: Option<usize>,
+}
+
+/// Moves one batch of objects read from `src` (see the module docs).
+fn batch_move(inner: &Inner, src: Ix, ids: &[ObjectId]) -> Outcome {
+    let members = inner.members();
+    let want = inner.cfg.redundancy.copies();
+    let mut left = Vec::new();
+    let mut claims = Vec::with_capacity(ids.len());
+    for &id in ids {
+        let mut shard = inner.table.shard(id);
+        let Some(e) = shard.get_mut(&id) else {
+            continue;
+        };
+        if e.is_freed() {
+            continue;
+        }
+        if e.is_moving() || e.busy > 0 {
+            left.push(id);
+            continue;
+        }
+        match plan(e, &members, want) {
+            Some(p) if p.src == src => {
+                e.set_moving(true);
+                claims.push(Claim {
+                    id,
+                    seen: *e,
+                    from: p.from,
+                });
+            }
+            // Its copies changed since the plan: the single-object path decides.
+            _ => left.push(id),
+        }
+    }
+    if claims.is_empty() {
+        return Outcome {
+            left,
+            avg_size: None,
+        };
+    }
+    let source = &members[usize::from(src)];
+    let want_ids: Vec<ObjectId> = claims.iter().map(|c| c.id).collect();
+    let data = match source.backend.get_many(&want_ids) {
+        Ok(d) if d.len() == want_ids.len() => d,
+        r => {
+            match r {
+                Err(err) if is_member_failure(&err) => inner.mark_down(src, &err),
+                Err(err) => tracing::debug!(error = %err, "a repair batch could not be read"),
+                Ok(_) => tracing::debug!("a repair batch read came back short"),
+            }
+            release(inner, &claims);
+            left.extend(want_ids);
+            return Outcome {
+                left,
+                avg_size: None,
+            };
+        }
+    };
+    let total: usize = data.iter().map(Vec::len).sum();
+    let avg_size = Some(total / data.len().max(1));
+    // Targets: one per object, grouped.
+    let mut by_target: HashMap<Ix, Vec<usize>> = HashMap::new();
+    for (k, (c, d)) in claims.iter().zip(&data).enumerate() {
+        match choose(&members, c.seen.members(), 1, d.len(), &inner.dice).first() {
+            Some(&t) => by_target.entry(t).or_default().push(k),
+            None => left.push(c.id),
+        }
+    }
+    let mut committed = vec![false; claims.len()];
+    // Copies to drop, per member: the leaving members' and orphaned target copies.
+    let mut drops: HashMap<Ix, Vec<ObjectId>> = HashMap::new();
+    let mut raised: Vec<(Ix, u32)> = Vec::new();
+    let mut paid = 0usize;
+    for (t, idx) in &by_target {
+        let (t, idx) = (*t, idx.as_slice());
+        let target = &members[usize::from(t)];
+        target.moves.fetch_add(idx.len() as u32, Ordering::SeqCst);
+        raised.push((t, idx.len() as u32));
+        // A drain that started meanwhile either sees these moves counted or is seen here.
+        if !target.takes_new() {
+            left.extend(idx.iter().map(|&k| claims[k].id));
+            continue;
+        }
+        let items: Vec<(ObjectId, &[u8])> = idx
+            .iter()
+            .map(|&k| (claims[k].id, data[k].as_slice()))
+            .collect();
+        match target.backend.put_many(&items) {
+            Ok(()) => {}
+            Err(err) if is_member_failure(&err) => {
+                inner.mark_down(t, &err);
+                left.extend(idx.iter().map(|&k| claims[k].id));
+                continue;
+            }
+            Err(err) => {
+                tracing::debug!(member = %target.name, error = %err, "a repair batch was refused");
+                // Some may have been written before the refusal.
+                drops
+                    .entry(t)
+                    .or_default()
+                    .extend(idx.iter().map(|&k| claims[k].id));
+                left.extend(idx.iter().map(|&k| claims[k].id));
+                continue;
+            }
+        }
+        for &k in idx {
+            let c = &claims[k];
+            let ok = match c.from {
+                Some(f) => commit(inner, c.id, &c.seen, f, |e| e.replace(f, t)),
+                None => commit(inner, c.id, &c.seen, Ix::MAX, |e| e.push(t)),
+            };
+            if ok {
+                committed[k] = true;
+                paid += data[k].len();
+                if let Some(f) = c.from {
+                    drops.entry(f).or_default().push(c.id);
+                }
+            } else {
+                drops.entry(t).or_default().push(c.id);
+                if !inner
+                    .table
+                    .shard(c.id)
+                    .get(&c.id)
+                    .is_some_and(Entry::is_freed)
+                {
+                    left.push(c.id);
+                }
+            }
+        }
+    }
+    drop(data);
+    let r = &inner.repair;
+    r.copies.fetch_add(
+        committed.iter().filter(|&&c| c).count() as u64,
+        Ordering::Relaxed,
+    );
+    r.bytes.fetch_add(paid as u64, Ordering::Relaxed);
+    // Step 5: drops, while every claim is still held.
+    for (m, gone) in &drops {
+        let member = &members[usize::from(*m)];
+        if member.serves()
+            && let Err(e) = member.backend.free(gone)
+        {
+            tracing::debug!(member = %member.name, error = %e, "dropping copies failed");
+        }
+    }
+    // The leaving members' counts were raised by the commits.
+    for (k, c) in claims.iter().enumerate() {
+        if committed[k]
+            && let Some(f) = c.from
+        {
+            members[usize::from(f)].moves.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    for (t, n) in raised {
+        members[usize::from(t)].moves.fetch_sub(n, Ordering::AcqRel);
+    }
+    // Step 6.
+    release(inner, &claims);
+    inner.repair.take(paid);
+    Outcome { left, avg_size }
+}
+
+/// Ends the claims: freed entries go, the others lose their moving mark.
+fn release(inner: &Inner, claims: &[Claim]) {
+    for c in claims {
+        let mut shard = inner.table.shard(c.id);
+        if let Some(e) = shard.get_mut(&c.id) {
+            if e.is_freed() {
+                shard.remove(&c.id);
+            } else {
+                e.set_moving(false);
+            }
+        }
+    }
+}
