@@ -584,11 +584,9 @@ fn map_worker(
 
 /// The same chaos under a [`FarHashMap`] whose server-side table is replicated by the pool
 /// (mutating table operations go to every replica, repair and drains copy it page by page)
-/// and whose small local cache writes back all the time. Stalls in the first wait for full
-/// redundancy after the table's member dies: see `pool_kill`'s
-/// `a_hot_hash_map_table_regains_its_second_copy_while_written`.
+/// and whose small local cache writes back all the time.
 #[test]
-#[ignore = "known bug: pool repair starves on a server-side table written without pause"]
+#[ignore = "known bug: after a kill, reads of the map's table can fail with both replicas reported down while the pool lists them live, and the kill goes unnoticed (seed 1796550531088142265)"]
 fn history_of_a_hash_map_two_replicas() {
     let seed = seed();
     eprintln!("seed {seed} (FARMEM_SEED={seed} replays it), hash map");

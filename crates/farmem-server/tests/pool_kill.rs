@@ -258,13 +258,11 @@ fn a_killed_server_mid_paged_writes_from_several_threads_costs_nothing() {
     drop(region);
 }
 
-/// Known pool bug (repair starvation): a mover copies an object and commits only if no write
-/// started or ended meanwhile, retrying otherwise. The server-side table of a hash map whose
-/// write-backs never pause is never idle for a whole copy (a scan of every page), so after its
-/// member dies it keeps a single copy for as long as the writes go on; a second failure then
-/// loses the map. Repair completes as soon as the writers stop.
+/// A mover copies an object and commits only if no write started or ended meanwhile. The
+/// server-side table of a hash map whose write-backs never pause is never idle for a whole copy
+/// (a scan of every page), so after a few lost races the mover fences the entry: new writes wait
+/// for the copy. Without that, the table kept a single copy for as long as the writes went on.
 #[test]
-#[ignore = "known bug: pool repair starves on a server-side table written without pause"]
 fn a_hot_hash_map_table_regains_its_second_copy_while_written() {
     let mut servers: Vec<ServerProc> = (0..3).map(|_| ServerProc::start(&[])).collect();
     let pool = pool_of(&servers);

@@ -336,6 +336,8 @@ impl Inner {
             let wait = match shard.get(&id) {
                 // A mover holds a freed entry: it is about to go.
                 Some(e) if e.is_freed() => true,
+                // A mover that kept losing to writes is finishing its copy.
+                Some(e) if e.is_fenced() => true,
                 // No serving copy to write to, and no substitute while a mover holds it: let
                 // the mover finish (it is about to find the object lost).
                 Some(e) if e.is_moving() && kind.substitute => !e

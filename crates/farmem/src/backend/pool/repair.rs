@@ -360,24 +360,40 @@ pub(crate) fn move_off(inner: &Inner, id: ObjectId, from: Ix) -> Fix {
 /// down, removed or draining (and on `evict`, treated as draining). Safe against concurrent
 /// writers, frees and other movers (see [`Entry`]).
 fn fix(inner: &Inner, id: ObjectId, evict: Option<Ix>) -> Fix {
-    for _ in 0..64 {
+    for attempt in 0..64 {
+        let fence = attempt >= FENCE_AFTER;
         let claimed = {
             let mut shard = inner.table.shard(id);
             match shard.get_mut(&id) {
                 None => return Fix::Gone,
                 Some(e) if e.is_freed() => return Fix::Gone,
                 Some(e) if e.is_moving() => return Fix::Raced,
-                Some(e) if e.busy > 0 => None,
+                Some(e) if e.busy > 0 && !fence => None,
                 Some(e) => {
                     e.set_moving(true);
+                    if fence {
+                        e.set_fenced();
+                    }
                     Some(*e)
                 }
             }
         };
-        let Some(e) = claimed else {
+        let Some(mut e) = claimed else {
             std::thread::sleep(Duration::from_micros(200));
             continue;
         };
+        if fence {
+            match settle(inner, id) {
+                Some(idle) => e = idle,
+                None => {
+                    // Writes in flight did not end in time (they may wait on another fence):
+                    // let them through and try again later.
+                    release(inner, id, None, e.is_table());
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+            }
+        }
         let (step, orphan, target) = step(inner, id, &e, evict);
         release(inner, id, orphan, e.is_table());
         if let Some(t) = target {
@@ -391,6 +407,30 @@ fn fix(inner: &Inner, id: ObjectId, evict: Option<Ix>) -> Fix {
         }
     }
     Fix::Raced
+}
+
+/// Failed claims or commits of one object after which [`fix`] fences its entry.
+const FENCE_AFTER: usize = 3;
+
+/// How long a fenced move waits for the writes in flight to end.
+const SETTLE_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// Waits until the fenced, claimed entry of `id` has no write in flight; returns it then, or
+/// `None` after [`SETTLE_TIMEOUT`] or when it is gone or freed.
+fn settle(inner: &Inner, id: ObjectId) -> Option<Entry> {
+    let start = Instant::now();
+    loop {
+        match inner.table.shard(id).get(&id) {
+            Some(e) if e.is_freed() => return None,
+            Some(e) if e.busy == 0 => return Some(*e),
+            Some(_) => {}
+            None => return None,
+        }
+        if start.elapsed() >= SETTLE_TIMEOUT {
+            return None;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
 }
 
 /// What one step of [`fix`] leads to.

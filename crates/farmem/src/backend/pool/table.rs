@@ -18,6 +18,7 @@ pub(crate) type Ix = u8;
 const KIND_TABLE: u8 = 0x80;
 const MOVING: u8 = 0x40;
 const FREED: u8 = 0x20;
+const FENCED: u8 = 0x10;
 const LEN_MASK: u8 = 0x07;
 
 /// Where one object lives, plus the state the migration protocol needs.
@@ -28,6 +29,11 @@ const LEN_MASK: u8 = 0x07;
 /// works on an entry it is marked *moving*: no other mover touches it, writers do not put
 /// substitutes into it, and a free leaves it marked *freed* for the mover to remove, so the
 /// mover can always drop a copy it made that did not get into the entry.
+///
+/// An entry written without pause would never be idle at the same version from the mover's copy
+/// to its commit. After a few such failures the mover also *fences* the entry: new writes wait
+/// until the move ends, the mover waits (a bounded time) for the writes in flight to end, and
+/// its copy then commits. Writers pay at most one copy's time, once per move.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Entry {
     members: [Ix; MAX_REPLICAS as usize],
@@ -66,12 +72,23 @@ impl Entry {
         self.len & MOVING != 0
     }
 
+    /// Marks the entry as claimed by a mover, or ends the claim (and any fence with it).
     pub(crate) fn set_moving(&mut self, on: bool) {
         if on {
             self.len |= MOVING;
         } else {
-            self.len &= !MOVING;
+            self.len &= !(MOVING | FENCED);
         }
+    }
+
+    /// Whether new writes must wait for the mover (see [`Entry`]).
+    pub(crate) fn is_fenced(&self) -> bool {
+        self.len & FENCED != 0
+    }
+
+    /// Fences a claimed entry: new writes wait until the claim ends.
+    pub(crate) fn set_fenced(&mut self) {
+        self.len |= FENCED;
     }
 
     /// Whether the object was freed while a mover worked on it (it no longer exists).
