@@ -81,3 +81,21 @@ fn an_over_large_batched_get_is_refused_with_a_typed_error() {
         other => panic!("answered {other:?}"),
     }
 }
+
+#[test]
+fn the_client_library_names_an_over_large_answer() {
+    use farmem::Backend;
+    use farmem::backend::BackendError;
+    let server = ServerProc::start(&["--max-response", "4MiB"]);
+    let b = support::pool::member(&server.addr, Duration::from_secs(5));
+    b.put(7, &vec![1u8; 1 << 20]).unwrap();
+    match b.get_many(&[7; 64]) {
+        Err(BackendError::ResponseTooLarge { size, limit }) => {
+            assert!(size > 4 << 20, "size {size}");
+            assert_eq!(limit, 4 << 20);
+        }
+        other => panic!("answered {:?}", other.map(|v| v.len())),
+    }
+    // Nothing changed and the connection keeps serving.
+    assert_eq!(b.get_many(&[7; 3]).unwrap().len(), 3);
+}

@@ -42,6 +42,17 @@ pub enum BackendError {
         /// The limit.
         limit: u64,
     },
+    /// The answer would exceed the server's response limit (its `--max-response`); the request
+    /// changed nothing, and smaller batches are served.
+    #[error(
+        "the answer ({size} bytes or more) exceeds the server's response limit of {limit} bytes"
+    )]
+    ResponseTooLarge {
+        /// Size of the answer (at least).
+        size: u64,
+        /// The server's limit.
+        limit: u64,
+    },
     /// The server could not be reached.
     #[error("memory server {addr} unreachable")]
     Unreachable {
@@ -147,7 +158,7 @@ impl BackendError {
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::OutOfCapacity { .. } => ErrorKind::OutOfCapacity,
             Self::SizeMismatch { .. } => ErrorKind::TypeMismatch,
-            Self::TooLarge { .. } => ErrorKind::LimitExceeded,
+            Self::TooLarge { .. } | Self::ResponseTooLarge { .. } => ErrorKind::LimitExceeded,
             Self::Unreachable { .. } | Self::Unavailable { .. } | Self::ServerDown { .. } => {
                 ErrorKind::Unreachable
             }

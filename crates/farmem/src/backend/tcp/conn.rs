@@ -134,6 +134,10 @@ pub(crate) fn error_from(addr: &str, e: &ErrorInfo<'_>) -> BackendError {
             size: e.a,
             limit: e.b,
         },
+        Some(ErrorCode::ResponseTooLarge) => BackendError::ResponseTooLarge {
+            size: e.a,
+            limit: e.b,
+        },
         Some(ErrorCode::AuthRefused) => BackendError::AuthRefused { addr: addr.into() },
         Some(ErrorCode::VersionMismatch) => BackendError::VersionMismatch {
             addr: addr.into(),
@@ -300,7 +304,8 @@ impl Connection {
             };
             let order = self.link.next_id();
             let s = &mut st.slots[slot as usize];
-            s.epoch = order as u32;
+            // Request id 0 is reserved (the server refuses it): an epoch that wraps to 0 skips it.
+            s.epoch = (order as u32).max(1);
             s.order = order;
             s.frame.clear();
             s.state = SlotState::Pending(None);
