@@ -78,8 +78,19 @@ pub struct ServerConfig {
     pub admin_token: Option<Vec<u8>>,
     /// Give memory back when the host runs short (see [`HostReserve`]); `None`: never.
     pub host_reserve: Option<crate::HostReserve>,
-    /// Most connections served at once (one thread each); further ones are refused.
-    pub threads: usize,
+    /// Most connections open at once; further ones are refused (`Refused`). Each costs a file
+    /// descriptor (the binary raises its soft limit to the hard one) and, idle, well under
+    /// 1 KiB in the server. Default 16384.
+    pub max_connections: usize,
+    /// Threads that own the connections' sockets and answer short requests (an epoll loop
+    /// each). Default: the cores, at most 8.
+    pub io_threads: usize,
+    /// Threads that run the requests which may take long (agent operations, shrinks), so that
+    /// they never hold up an I/O thread. Default: the cores, at least 2, at most 8.
+    pub workers: usize,
+    /// Serve TLS instead of clear text (clients must then connect with TLS; the token is
+    /// still checked). `None`: clear text, for trusted networks.
+    pub tls: Option<crate::ServerTls>,
     /// Per-connection limits.
     pub limits: Limits,
     /// Threads one large agent operation may use (derives, integer group-bys and medians).
@@ -98,12 +109,19 @@ impl Default for ServerConfig {
             token: None,
             admin_token: None,
             host_reserve: None,
-            threads: 256,
+            max_connections: 16384,
+            io_threads: cores().min(8),
+            workers: cores().clamp(2, 8),
+            tls: None,
             limits: Limits::default(),
             agent_threads: farmem_store::agent::default_threads(),
             session_lease: std::time::Duration::from_secs(30),
         }
     }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Parses a size such as `4096`, `512MiB`, `8GiB`, `1.5GB`, `64k` (binary multiples for `K`,

@@ -13,6 +13,15 @@ pub enum ServerError {
     /// Invalid configuration.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS setup failed {what}")]
+    Tls {
+        /// The step that failed.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Another I/O error (spawning threads, ...).
     #[error("server I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -24,8 +24,12 @@ mod capacity;
 mod config;
 mod conn;
 mod error;
+mod evloop;
 mod host;
 mod server;
+mod tls;
+mod transport;
+mod workers;
 
 pub use admin::{AdminClient, AdminError};
 pub use config::{Limits, ServerConfig, parse_duration, parse_size};
@@ -34,3 +38,4 @@ pub use farmem_proto::ServerStats;
 pub use farmem_proto::{AdminAction, AdminStatus};
 pub use host::{HostMemory, HostReserve, HostSample, ProcMeminfo};
 pub use server::{Server, ServerHandle};
+pub use tls::ServerTls;

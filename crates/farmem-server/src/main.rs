@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use farmem_server::{
-    AdminClient, AdminError, AdminStatus, HostReserve, Server, ServerConfig, parse_duration,
-    parse_size,
+    AdminClient, AdminError, AdminStatus, HostReserve, Server, ServerConfig, ServerTls,
+    parse_duration, parse_size,
 };
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -95,9 +95,21 @@ struct Args {
     /// How long clients get to move data away when the host runs short.
     #[arg(long, default_value = "30s", value_parser = duration)]
     host_reserve_deadline: std::time::Duration,
-    /// Most client connections served at once (one thread each).
-    #[arg(long, default_value_t = 256)]
-    threads: usize,
+    /// Most client connections open at once (further ones are refused).
+    #[arg(long, default_value_t = 16384, visible_alias = "threads")]
+    max_connections: usize,
+    /// Threads serving the connections (default: the cores, at most 8).
+    #[arg(long)]
+    io_threads: Option<usize>,
+    /// Threads running long requests: agent operations, shrinks (default: the cores, 2 to 8).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Serve TLS with this PEM certificate chain (needs --tls-key); clients then need the CA.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Largest object accepted, e.g. 64MiB.
     #[arg(long, default_value = "64MiB", value_parser = size)]
     max_object: u64,
@@ -149,6 +161,47 @@ fn read_token(path: Option<&PathBuf>) -> Result<Option<Vec<u8>>, ExitCode> {
             eprintln!("error: cannot read token file {}: {e}", p.display());
             Err(ExitCode::from(2))
         }
+    }
+}
+
+/// Reads the TLS certificate chain and key files; `Err` is the message to print.
+fn load_tls(cert: &PathBuf, key: &PathBuf) -> Result<ServerTls, String> {
+    let read =
+        |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let (c, k) = (read(cert)?, read(key)?);
+    ServerTls::from_pem(&c, &k).map_err(|e| {
+        let mut msg = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            msg.push_str(": ");
+            msg.push_str(&c.to_string());
+            cause = c.source();
+        }
+        msg
+    })
+}
+
+/// Raises the soft limit on open files to the hard limit: each connection is a descriptor.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, exclusively borrowed out pointer for getrlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-file limit");
+        return;
+    }
+    if lim.rlim_cur >= lim.rlim_max {
+        return;
+    }
+    let from = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: `lim` is a valid rlimit that setrlimit only reads.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+        tracing::debug!(from, to = lim.rlim_max, "raised the open-file limit");
+    } else {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
     }
 }
 
@@ -234,10 +287,26 @@ fn main() -> ExitCode {
             deadline: args.host_reserve_deadline,
             ..HostReserve::new(r)
         }),
-        threads: args.threads,
+        max_connections: args.max_connections,
         session_lease: args.session_lease,
         ..ServerConfig::default()
     };
+    if let Some(n) = args.io_threads {
+        config.io_threads = n;
+    }
+    if let Some(n) = args.workers {
+        config.workers = n;
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        match load_tls(cert, key) {
+            Ok(t) => config.tls = Some(t),
+            Err(msg) => {
+                eprintln!("error: {msg}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    raise_fd_limit();
     if let Some(n) = args.agent_threads {
         config.agent_threads = n.max(1);
     }
