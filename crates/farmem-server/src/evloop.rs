@@ -664,7 +664,6 @@ impl IoThread {
                 msg,
             );
         }
-        c.io.close_notify();
         c.active = now;
         c.busy = false; // an offloaded answer that comes later is dropped
         c.closing = Some(close);
@@ -684,6 +683,9 @@ impl IoThread {
             return;
         };
         why.log(c.peer, &self.shared.config.limits);
+        // A clean TLS end when the socket takes it now (best effort).
+        c.io.close_notify();
+        let _ = c.io.flush();
         let _ = self.poll.registry().deregister(c.io.socket());
         let _ = c.io.socket().shutdown(std::net::Shutdown::Both);
         // metrics hook: connection closed (`why`)

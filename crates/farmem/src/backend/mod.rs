@@ -21,7 +21,7 @@ pub use pool::{
     PoolStats, Redundancy,
 };
 pub use sites::Sites;
-pub use tcp::{ServerHealth, TcpBackend, TcpConfig, Ticket};
+pub use tcp::{ClientTls, ServerHealth, TcpBackend, TcpConfig, Ticket, TlsError};
 
 /// A remote-agent operation submitted with [`Backend::submit_compute`]; [`PendingCompute::wait`]
 /// returns its result.

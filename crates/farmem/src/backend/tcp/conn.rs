@@ -13,8 +13,7 @@
 //! write from its de-duplication window, so callers see only latency. When the server cannot be
 //! reached again, it is declared down and every request fails with `ServerDown`.
 
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::Thread;
@@ -27,6 +26,7 @@ use farmem_proto::{
 use parking_lot::Mutex;
 
 use super::link::{HandshakeError, Link};
+use super::stream::Stream;
 use farmem_store::agent::AgentErrorCode;
 
 use crate::backend::{BackendError, DisconnectCause, ProtocolError};
@@ -75,14 +75,14 @@ struct Reader {
     start: usize,
     end: usize,
     /// The stream read, and its generation (the buffer belongs to it).
-    stream: Arc<TcpStream>,
+    stream: Arc<Stream>,
     generation: u64,
 }
 
 struct Writer {
     buf: Vec<u8>,
     queued: u64,
-    stream: Arc<TcpStream>,
+    stream: Arc<Stream>,
 }
 
 /// A request written (or queued) on a connection whose answer has not been collected yet.
@@ -97,7 +97,7 @@ pub(crate) struct Pending {
 pub(crate) struct Connection {
     link: Arc<Link>,
     /// The current stream and its generation (bumped by every reconnect).
-    current: Mutex<(Arc<TcpStream>, u64)>,
+    current: Mutex<(Arc<Stream>, u64)>,
     generation: AtomicU64,
     /// Held while reconnecting.
     recovering: Mutex<()>,
@@ -214,7 +214,7 @@ impl Connection {
         Ok(Self::with_stream(link, stream, &hello))
     }
 
-    fn with_stream(link: &Arc<Link>, stream: TcpStream, hello: &HelloInfo) -> Arc<Connection> {
+    fn with_stream(link: &Arc<Link>, stream: Stream, hello: &HelloInfo) -> Arc<Connection> {
         let stream = Arc::new(stream);
         let conn = Arc::new(Connection {
             link: link.clone(),
@@ -328,7 +328,7 @@ impl Connection {
             return;
         }
         self.keep_frames(&w.buf);
-        let r = (&*w.stream).write_all(&w.buf);
+        let r = w.stream.write_all(&w.buf);
         w.buf.clear();
         if w.buf.capacity() > SHRINK_ABOVE {
             w.buf.shrink_to(FLUSH_AT);
@@ -650,7 +650,7 @@ impl Connection {
                     r.buf.resize(need, 0);
                 }
             }
-            match (&*r.stream).read(&mut r.buf[r.end..]) {
+            match r.stream.read(&mut r.buf[r.end..]) {
                 Ok(0) => break Led::Broken(r.generation),
                 Ok(n) => {
                     r.end += n;

@@ -3,7 +3,9 @@
 mod conn;
 mod link;
 mod sites;
+mod stream;
 mod ticket;
+mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +17,7 @@ use farmem_proto::{Op, ServerStats, VERSION, body, owner_of};
 use self::conn::{Connection, Pending, Reply};
 use self::link::{Link, LinkConfig};
 pub use self::ticket::Ticket;
+pub use self::tls::{ClientTls, TlsError};
 use super::{
     Backend, BackendError, Edit, ObjectId, PendingCompute, PendingInner, ProtocolError, StoreStats,
 };
@@ -55,6 +58,8 @@ pub struct TcpConfig {
     pub timeout: Duration,
     /// Connections per server (all joined to one session); threads are spread over them.
     pub connections_per_server: usize,
+    /// Connect over TLS (see [`ClientTls`]); `None`: clear text. Default `None`.
+    pub tls: Option<ClientTls>,
     /// Protocol version to announce (tests use this to provoke a mismatch).
     pub version: u16,
     /// A broken connection is re-established (session resumed, requests in flight resent)
@@ -78,6 +83,7 @@ impl TcpConfig {
         Self {
             servers: servers.into_iter().map(|s| s.to_string()).collect(),
             token: None,
+            tls: None,
             timeout: Duration::from_secs(30),
             connections_per_server: 1,
             version: VERSION,
@@ -103,6 +109,12 @@ impl TcpConfig {
     /// Sets the shared-secret token.
     pub fn token(mut self, token: impl Into<Vec<u8>>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Connects over TLS, trusting the servers' certificates that `tls`'s root CA signed.
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -202,6 +214,7 @@ impl TcpBackend {
         }
         let lc = LinkConfig {
             token: config.token.clone(),
+            tls: config.tls.clone(),
             version: config.version,
             timeout: config.timeout,
             reconnect_within: config.reconnect_within,
