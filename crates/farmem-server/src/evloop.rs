@@ -32,7 +32,8 @@ use crate::workers::Pool;
 
 /// The scratch buffer requests are read into (per I/O thread).
 const SCRATCH: usize = 64 << 10;
-/// A connection's buffers larger than this are given back when emptied.
+/// A connection's buffers larger than this are given back when emptied (smaller ones are kept
+/// for its next large frame).
 const SHRINK_ABOVE: usize = 4 << 20;
 /// How long connections get to take their last words at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -347,7 +348,7 @@ fn step(cx: &Ctx<'_>, c: &mut Conn, scratch: &mut [u8]) -> Result<(), Close> {
             if c.start == c.end {
                 c.start = 0;
                 c.end = 0;
-                if rbuf.len() > SCRATCH {
+                if rbuf.len() > SHRINK_ABOVE {
                     rbuf = Vec::new();
                 }
             }
@@ -407,7 +408,7 @@ fn read(cx: &Ctx<'_>, c: &mut Conn, scratch: &mut [u8]) -> Result<(), Close> {
 /// Keeps `rest` (unanswered input) with the connection.
 fn keep(c: &mut Conn, rest: &[u8]) {
     if rest.is_empty() {
-        if c.rbuf.len() > SCRATCH {
+        if c.rbuf.len() > SHRINK_ABOVE {
             c.rbuf = Vec::new();
         }
         return;
