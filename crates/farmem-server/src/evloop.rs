@@ -479,11 +479,11 @@ impl IoThread {
                 let left = s.saturating_duration_since(now);
                 timeout = Some(timeout.map_or(left, |t| t.min(left)));
             }
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!(error = %e, "epoll failed; this I/O thread stops");
-                    return;
-                }
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!(error = %e, "epoll failed; this I/O thread stops");
+                return;
             }
             let now = Instant::now();
             for ev in &events {
@@ -493,10 +493,10 @@ impl IoThread {
                 let Some(i) = self.lookup(ev.token()) else {
                     continue;
                 };
-                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    if let Some(c) = self.slots[i].conn.as_mut() {
-                        c.may_read = true;
-                    }
+                if (ev.is_readable() || ev.is_read_closed() || ev.is_error())
+                    && let Some(c) = self.slots[i].conn.as_mut()
+                {
+                    c.may_read = true;
                 }
                 self.drive(i, now);
             }
