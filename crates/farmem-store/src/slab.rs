@@ -366,15 +366,20 @@ impl Slabs {
         }
         let new = self.alloc(data.len()).ok_or(())?;
         self.fill(new, id, data);
+        let (index, view) = self.index_and_view();
+        index.insert_unique(hash, new, |&h| mix(id_of(view.slot(h))));
+        Ok(None)
+    }
+
+    /// The index, mutably, beside read access to the slots (to rehash entries).
+    fn index_and_view(&mut self) -> (&mut HashTable<u32>, View<'_>) {
         let Self {
             index,
             classes,
             large,
             ..
         } = self;
-        let view = View { classes, large };
-        index.insert_unique(hash, new, |&h| mix(id_of(view.slot(h))));
-        Ok(None)
+        (index, View { classes, large })
     }
 
     fn fill(&mut self, h: u32, id: u64, data: &[u8]) {
@@ -393,13 +398,7 @@ impl Slabs {
         }
         self.release(h);
         if self.index.capacity() > 1024 && self.index.len() * 4 < self.index.capacity() {
-            let Self {
-                index,
-                classes,
-                large,
-                ..
-            } = self;
-            let view = View { classes, large };
+            let (index, view) = self.index_and_view();
             index.shrink_to(index.len() * 2, |&h| mix(id_of(view.slot(h))));
         }
         Some(len)
