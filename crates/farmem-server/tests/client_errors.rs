@@ -71,3 +71,27 @@ fn full_server_and_lost_server() {
         "{e:?}"
     );
 }
+
+#[test]
+fn an_agent_operation_past_the_time_limit_is_stopped_with_a_typed_error() {
+    let mut config = ServerConfig {
+        capacity: 64 << 20,
+        ..Default::default()
+    };
+    // Shorter than any operation: the first chunk read finds the limit passed.
+    config.limits.agent_time_limit = Duration::from_nanos(1);
+    let s = Server::start(config).expect("start server");
+    let rt = runtime(&s);
+    let v = FarVec::from_slice(&rt, &vec![3u64; 64 << 10]).unwrap();
+    let e = v.aggregate(Offload::Remote).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
+    let code = match &e {
+        farmem::containers::ContainerError::Runtime(farmem::Error::Backend(
+            BackendError::RemoteAgent { code, .. },
+        )) => Some(*code),
+        _ => None,
+    };
+    assert_eq!(code, Some(AgentErrorCode::TimeLimit), "{e:?}");
+    // The connection and the data are fine: the same sum computed on the client.
+    assert_eq!(v.aggregate(Offload::Local).unwrap().count, 64 << 10);
+}
