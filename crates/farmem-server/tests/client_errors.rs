@@ -29,6 +29,16 @@ fn runtime(s: &ServerHandle) -> Runtime {
     .unwrap()
 }
 
+/// The agent code a memory server sent with `e`, if `e` is a remote agent failure.
+fn remote_code(e: &farmem::containers::ContainerError) -> Option<AgentErrorCode> {
+    match e {
+        farmem::containers::ContainerError::Runtime(farmem::Error::Backend(
+            BackendError::RemoteAgent { code, .. },
+        )) => Some(*code),
+        _ => None,
+    }
+}
+
 #[test]
 fn remote_kernel_failures_arrive_typed() {
     let s = server(64 << 20);
@@ -38,12 +48,7 @@ fn remote_kernel_failures_arrive_typed() {
     let e = a.unique(16, Offload::Remote).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TooManyGroups, "{e}");
     // The server's typed code, next to its message.
-    let code = match &e {
-        farmem::containers::ContainerError::Runtime(farmem::Error::Backend(
-            BackendError::RemoteAgent { code, .. },
-        )) => Some(*code),
-        _ => None,
-    };
+    let code = remote_code(&e);
     assert_eq!(code, Some(AgentErrorCode::TooManyGroups), "{e:?}");
     let e = a
         .group_by_where(
@@ -85,12 +90,7 @@ fn an_agent_operation_past_the_time_limit_is_stopped_with_a_typed_error() {
     let v = FarVec::from_slice(&rt, &vec![3u64; 64 << 10]).unwrap();
     let e = v.aggregate(Offload::Remote).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
-    let code = match &e {
-        farmem::containers::ContainerError::Runtime(farmem::Error::Backend(
-            BackendError::RemoteAgent { code, .. },
-        )) => Some(*code),
-        _ => None,
-    };
+    let code = remote_code(&e);
     assert_eq!(code, Some(AgentErrorCode::TimeLimit), "{e:?}");
     // The connection and the data are fine: the same sum computed on the client.
     assert_eq!(v.aggregate(Offload::Local).unwrap().count, 64 << 10);
