@@ -15,7 +15,7 @@ use farmem_proto::{
     AdminAction, ErrorCode, Header, HelloInfo, Op, Request, Response, ServerStats, VERSION,
     encode_error,
 };
-use farmem_store::{Session, execute_request};
+use farmem_store::{Session, execute_request, execute_request_watched};
 
 use crate::Limits;
 use crate::server::Shared;
@@ -308,11 +308,13 @@ pub(crate) fn handle(
 }
 
 /// Runs an offloaded request frame (see [`Handled::Offload`]) for a connection holding
-/// `session` and returns its answer, and whether the connection must end after it.
+/// `session` and returns its answer, and whether the connection must end after it. An agent
+/// operation stops early when `gone` says its client hung up.
 pub(crate) fn run_offloaded(
     shared: &Shared,
     session: Option<&Session>,
     frame: &[u8],
+    gone: &(dyn Fn() -> bool + Sync),
 ) -> (Vec<u8>, Result<(), Close>) {
     let mut out = Vec::new();
     let decoded = farmem_proto::decode_frame(frame, u32::MAX)
@@ -331,7 +333,7 @@ pub(crate) fn run_offloaded(
         )) => crate::admin::serve(shared, rid, action, bytes, deadline_ms, token, &mut out),
         Some((rid, req)) => match session {
             Some(s) => {
-                execute_request(s, &req, rid, &mut out);
+                execute_request_watched(s, &req, rid, &mut out, gone);
                 Ok(())
             }
             None => Err(Close::Refused(

@@ -18,6 +18,7 @@ use std::collections::BinaryHeap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -146,6 +147,8 @@ struct Conn {
     may_read: bool,
     /// A job of this connection runs on the worker pool.
     busy: bool,
+    /// Set when the client of the running job hangs up (the job then stops early).
+    job_gone: Option<Arc<AtomicBool>>,
     /// The connection ends once its write buffer is out.
     closing: Option<Close>,
     /// Its last words (refusal, `ShuttingDown`) are in the write buffer.
@@ -306,6 +309,8 @@ fn answer(cx: &Ctx<'_>, c: &mut Conn, data: &[u8]) -> (usize, Result<(), Close>)
 /// Runs `frame` on the worker pool; its answer comes back through the mailbox.
 fn offload(cx: &Ctx<'_>, c: &mut Conn, frame: &[u8]) {
     c.busy = true;
+    let gone = Arc::new(AtomicBool::new(false));
+    c.job_gone = Some(gone.clone());
     let frame = frame.to_vec();
     let shared = cx.shared.clone();
     let session = c.guard.session.clone();
@@ -317,10 +322,12 @@ fn offload(cx: &Ctx<'_>, c: &mut Conn, frame: &[u8]) {
     cx.pool.submit(Box::new(move || {
         // Moved whole: dropping it (also when the job panics) delivers the answer.
         let mut delivery = delivery;
+        let gone = || gone.load(Ordering::Relaxed);
         delivery.answer = Some(crate::conn::run_offloaded(
             &shared,
             session.as_deref(),
             &frame,
+            &gone,
         ));
     }));
 }
@@ -497,6 +504,11 @@ impl IoThread {
                     && let Some(c) = self.slots[i].conn.as_mut()
                 {
                     c.may_read = true;
+                    if (ev.is_read_closed() || ev.is_error())
+                        && let Some(g) = &c.job_gone
+                    {
+                        g.store(true, Ordering::Relaxed); // its job need not finish
+                    }
                 }
                 self.drive(i, now);
             }
@@ -542,6 +554,7 @@ impl IoThread {
                 continue;
             };
             c.busy = false;
+            c.job_gone = None;
             c.active = now;
             match a {
                 Some((out, r)) => {
@@ -610,6 +623,7 @@ impl IoThread {
             active: now,
             may_read: false,
             busy: false,
+            job_gone: None,
             closing: None,
             said_last_words: false,
             armed: None,
@@ -666,6 +680,9 @@ impl IoThread {
             );
         }
         c.active = now;
+        if let Some(g) = c.job_gone.take() {
+            g.store(true, Ordering::Relaxed); // its answer would be dropped: stop the job
+        }
         c.busy = false; // an offloaded answer that comes later is dropped
         c.closing = Some(close);
         let r = c.flush(now);
@@ -684,6 +701,9 @@ impl IoThread {
             return;
         };
         why.log(c.peer, &self.shared.config.limits);
+        if let Some(g) = &c.job_gone {
+            g.store(true, Ordering::Relaxed);
+        }
         // A clean TLS end when the socket takes it now (best effort).
         c.io.close_notify();
         let _ = c.io.flush();
