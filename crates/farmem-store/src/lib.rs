@@ -27,12 +27,14 @@ pub mod dedup;
 mod error;
 mod exec;
 mod namespace;
+mod quota;
 mod session;
 mod slab;
 
 pub use budget::Budget;
 pub use dedup::Dedup;
 pub use error::StoreError;
-pub use exec::execute_request;
+pub use exec::{encode_store_error, execute_request};
 pub use namespace::{Namespace, OBJECT_OVERHEAD};
+pub use quota::{SessionQuota, is_rate_limited};
 pub use session::{Session, StoreContext};

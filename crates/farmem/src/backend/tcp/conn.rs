@@ -21,7 +21,8 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use farmem_proto::{
-    ErrorCode, ErrorInfo, HEADER_LEN, Header, HelloInfo, MAX_FRAME_BODY, Op, Response, ServerStats,
+    ErrorCode, ErrorInfo, HEADER_LEN, Header, HelloInfo, MAX_FRAME_BODY, Op, QuotaKind, Response,
+    ServerStats,
     VERSION, begin_frame, decode_frame, finish_frame,
 };
 use parking_lot::Mutex;
@@ -137,6 +138,24 @@ pub(crate) fn error_from(addr: &str, e: &ErrorInfo<'_>) -> BackendError {
         Some(ErrorCode::ResponseTooLarge) => BackendError::ResponseTooLarge {
             size: e.a,
             limit: e.b,
+        },
+        Some(ErrorCode::QuotaExceeded) => match QuotaKind::from_code(e.a) {
+            Some(QuotaKind::Rate) => BackendError::RateLimited {
+                addr: addr.into(),
+                limit: e.b,
+                retry_after: std::time::Duration::from_millis(e.c),
+            },
+            Some(kind) => BackendError::QuotaExceeded {
+                addr: addr.into(),
+                kind,
+                limit: e.b,
+                wanted: e.c,
+            },
+            None => BackendError::Protocol(ProtocolError::ServerError {
+                addr: addr.into(),
+                code: e.code,
+                message: msg,
+            }),
         },
         Some(ErrorCode::AuthRefused) => BackendError::AuthRefused { addr: addr.into() },
         Some(ErrorCode::VersionMismatch) => BackendError::VersionMismatch {
