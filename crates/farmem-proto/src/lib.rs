@@ -37,8 +37,7 @@ pub use request::{
 };
 pub use response::{
     AdminStatus, DataList, ErrorCode, ErrorInfo, HelloInfo, MISSING, QuotaKind, Response,
-    ServerStats,
-    encode_error,
+    ServerStats, encode_error,
 };
 
 /// Protocol version spoken by this crate; both sides must agree.

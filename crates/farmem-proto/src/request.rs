@@ -64,8 +64,8 @@ impl AdminAction {
             Self::Set,
             Self::Stats,
         ]
-            .into_iter()
-            .find(|a| *a as u16 == code)
+        .into_iter()
+        .find(|a| *a as u16 == code)
     }
 }
 

@@ -156,10 +156,12 @@ impl<'t> Keys<'t> {
         const WHAT: &str = "a size such as \"512MiB\" or a number of bytes";
         match self.get(key) {
             None => Ok(None),
-            Some(v @ Value::String(s)) => parse_size(s).map(Some).map_err(|_| self.bad(key, WHAT, v)),
-            Some(v @ Value::Integer(n)) => {
-                u64::try_from(*n).map(Some).map_err(|_| self.bad(key, WHAT, v))
+            Some(v @ Value::String(s)) => {
+                parse_size(s).map(Some).map_err(|_| self.bad(key, WHAT, v))
             }
+            Some(v @ Value::Integer(n)) => u64::try_from(*n)
+                .map(Some)
+                .map_err(|_| self.bad(key, WHAT, v)),
             Some(v) => Err(self.bad(key, WHAT, v)),
         }
     }
@@ -168,9 +170,9 @@ impl<'t> Keys<'t> {
         const WHAT: &str = "a duration such as \"30s\" or \"500ms\", or a number of seconds";
         match self.get(key) {
             None => Ok(None),
-            Some(v @ Value::String(s)) => {
-                parse_duration(s).map(Some).map_err(|_| self.bad(key, WHAT, v))
-            }
+            Some(v @ Value::String(s)) => parse_duration(s)
+                .map(Some)
+                .map_err(|_| self.bad(key, WHAT, v)),
             Some(v @ Value::Integer(n)) => u64::try_from(*n)
                 .map(|n| Some(Duration::from_secs(n)))
                 .map_err(|_| self.bad(key, WHAT, v)),
@@ -191,11 +193,13 @@ impl<'t> Keys<'t> {
         let Some(n) = self.count(key)? else {
             return Ok(None);
         };
-        usize::try_from(n).map(Some).map_err(|_| ConfigError::BadValue {
-            key: self.path(key),
-            expected: "a smaller number",
-            found: n.to_string(),
-        })
+        usize::try_from(n)
+            .map(Some)
+            .map_err(|_| ConfigError::BadValue {
+                key: self.path(key),
+                expected: "a smaller number",
+                found: n.to_string(),
+            })
     }
 
     /// Fails on the first key that was not asked for.

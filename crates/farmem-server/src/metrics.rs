@@ -104,7 +104,9 @@ impl Metrics {
         );
         add(&s.bytes_in, bytes_in as u64);
         add(&s.bytes_out, answer.len() as u64);
-        let flags = answer.get(10..12).map_or(0, |f| u16::from_le_bytes([f[0], f[1]]));
+        let flags = answer
+            .get(10..12)
+            .map_or(0, |f| u16::from_le_bytes([f[0], f[1]]));
         if flags & FLAG_ERROR != 0 {
             add(&o.errors, 1);
             let code = answer
@@ -170,9 +172,13 @@ pub(crate) fn execute(
         Ok(()) => execute_request(s, req, rid, wbuf),
     }
     let answer = wbuf.get(start..).unwrap_or_default();
-    shared
-        .metrics
-        .record(s.key as usize, op, t0.elapsed(), HEADER_LEN + body_len, answer);
+    shared.metrics.record(
+        s.key as usize,
+        op,
+        t0.elapsed(),
+        HEADER_LEN + body_len,
+        answer,
+    );
 }
 
 /// Every op name by code (index = code; unassigned codes are `other`).
@@ -211,13 +217,21 @@ pub(crate) fn render(shared: &Shared) -> String {
             "Bytes charged: payload, per-object overhead, agent state.",
             st.used_bytes,
         ),
-        ("farmem_objects", "Objects stored, all sessions.", st.objects),
+        (
+            "farmem_objects",
+            "Objects stored, all sessions.",
+            st.objects,
+        ),
         (
             "farmem_sessions",
             "Live sessions (with connections or within their lease).",
             st.sessions,
         ),
-        ("farmem_connections", "Open client connections.", st.connections),
+        (
+            "farmem_connections",
+            "Open client connections.",
+            st.connections,
+        ),
         (
             "process_resident_memory_bytes",
             "Resident set of the server process.",
@@ -280,7 +294,11 @@ pub(crate) fn render(shared: &Shared) -> String {
     );
     for (i, q) in QUOTAS.iter().enumerate() {
         let v = m.sum(|s| &s.quota_refusals[i]);
-        let _ = writeln!(out, "farmem_quota_refusals_total{{quota=\"{}\"}} {v}", q.name());
+        let _ = writeln!(
+            out,
+            "farmem_quota_refusals_total{{quota=\"{}\"}} {v}",
+            q.name()
+        );
     }
     let used: Vec<usize> = (0..OPS)
         .filter(|&i| m.sum(|s| &s.ops[i].requests) > 0)

@@ -19,8 +19,7 @@ pub(crate) fn stats(shared: &Shared, s: &Session) -> ServerStats {
     let mut st = shared.stats();
     st.session_used_bytes = s.ns.used_bytes();
     st.session_objects = s.ns.len();
-    (st.reclaim_bytes, st.reclaim_deadline_ms) =
-        shared.capacity.reclaim_for(st.session_used_bytes);
+    (st.reclaim_bytes, st.reclaim_deadline_ms) = shared.capacity.reclaim_for(st.session_used_bytes);
     if shared.config.admin_token.is_some() {
         restrict(&mut st, shared.config.quota.bytes);
     }
@@ -62,7 +61,10 @@ mod tests {
         };
         let mut st = all;
         restrict(&mut st, None);
-        assert_eq!((st.used_bytes, st.capacity_bytes, st.objects), (100, 400, 2));
+        assert_eq!(
+            (st.used_bytes, st.capacity_bytes, st.objects),
+            (100, 400, 2)
+        );
         assert_eq!((st.sessions, st.connections, st.bytes_written), (1, 0, 0));
         let mut st = all;
         restrict(&mut st, Some(250));

@@ -83,8 +83,8 @@ impl RateLimiter {
 
     /// Takes a token at `now`, or tells how long until one is free.
     pub(crate) fn acquire(&self, now: Instant) -> Result<(), StoreError> {
-        let now = u64::try_from(now.saturating_duration_since(self.base).as_nanos())
-            .unwrap_or(u64::MAX);
+        let now =
+            u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
             let next = tat.max(now).saturating_add(self.interval);

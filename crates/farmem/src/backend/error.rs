@@ -68,7 +68,9 @@ pub enum BackendError {
     },
     /// The session sent requests faster than the request-rate quota its server's operator set;
     /// the request was not run (send it again after `retry_after`).
-    #[error("memory server {addr}: request rate above the quota of {limit}/s, retry in {retry_after:?}")]
+    #[error(
+        "memory server {addr}: request rate above the quota of {limit}/s, retry in {retry_after:?}"
+    )]
     RateLimited {
         /// Server address.
         addr: String,

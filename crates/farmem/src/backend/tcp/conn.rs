@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 
 use farmem_proto::{
     ErrorCode, ErrorInfo, HEADER_LEN, Header, HelloInfo, MAX_FRAME_BODY, Op, QuotaKind, Response,
-    ServerStats,
-    VERSION, begin_frame, decode_frame, finish_frame,
+    ServerStats, VERSION, begin_frame, decode_frame, finish_frame,
 };
 use parking_lot::Mutex;
 
