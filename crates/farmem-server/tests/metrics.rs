@@ -9,6 +9,7 @@ use farmem::backend::{TcpBackend, TcpConfig};
 use farmem::{Backend, BackendError};
 use farmem_server::AdminClient;
 
+use support::Proxy;
 use support::ops::{OpsServer, file_with, http};
 
 fn client(addr: &str) -> TcpBackend {
@@ -58,6 +59,27 @@ fn requests_errors_latency_and_space_are_counted_by_operation() {
         .unwrap();
     assert_eq!(v("farmem_used_bytes"), wide.used_bytes as f64);
     assert_eq!(v("farmem_written_bytes_total"), wide.bytes_written as f64);
+    // The client counted the same traffic from its side.
+    let t = &a.transport_stats()[0];
+    assert_eq!(t.addr, server.addr);
+    assert!(t.requests >= 17, "{t:?}");
+    assert!(t.errors >= 1, "{t:?}");
+    assert!(t.bytes_sent >= 10_000 && t.bytes_received >= 5_000, "{t:?}");
+    assert_eq!(t.reconnects, 0);
+    assert!(t.latency_buckets.iter().sum::<u64>() >= 17);
+    assert!(t.mean_latency() > Duration::ZERO);
+}
+
+#[test]
+fn the_client_counts_its_reconnects() {
+    let server = OpsServer::start(&[]);
+    let proxy = Proxy::start(&server.addr);
+    let a = client(&proxy.addr);
+    a.put(1, b"kept").unwrap();
+    proxy.cut();
+    assert_eq!(a.get(1).unwrap(), b"kept");
+    let t = &a.transport_stats()[0];
+    assert!(t.reconnects >= 1, "{t:?}");
 }
 
 #[test]

@@ -91,6 +91,8 @@ pub(crate) struct Pending {
     slot: u32,
     epoch: u32,
     seq: u64,
+    /// When it was queued.
+    at: Instant,
 }
 
 /// A connection to one memory server (re-established under the hood when it breaks).
@@ -333,12 +335,18 @@ impl Connection {
         let start = begin_frame(&mut w.buf, op as u16, 0, req_id(slot, epoch));
         body(&mut w.buf);
         finish_frame(&mut w.buf, start);
+        self.link.counters.sent(w.buf.len() - start);
         w.queued += 1;
         let seq = w.queued;
         if flush || w.buf.len() >= FLUSH_AT {
             self.flush_locked(&mut w);
         }
-        Ok(Pending { slot, epoch, seq })
+        Ok(Pending {
+            slot,
+            epoch,
+            seq,
+            at: Instant::now(),
+        })
     }
 
     fn flush_locked(&self, w: &mut Writer) {
@@ -492,6 +500,7 @@ impl Connection {
         self.flush_locked(&mut w);
         drop(w);
         let _ = hello;
+        self.link.counters.reconnected();
         tracing::info!(
             addr = %self.addr(),
             resent = resend.len(),
@@ -559,6 +568,8 @@ impl Connection {
         loop {
             let mut st = self.state.lock();
             if let Some(r) = Self::take(&mut st, p) {
+                drop(st);
+                self.link.counters.answered(p.at.elapsed());
                 return r;
             }
             if !st.leader && st.dead.is_none() {
@@ -592,8 +603,10 @@ impl Connection {
 
     fn timed_out(&self, p: Pending) -> Result<Reply, BackendError> {
         if let Some(r) = Self::take(&mut self.state.lock(), p) {
+            self.link.counters.answered(p.at.elapsed());
             return r;
         }
+        self.link.counters.timed_out();
         self.abandon(p);
         Err(BackendError::Timeout {
             addr: self.addr().into(),
@@ -699,6 +712,8 @@ impl Connection {
     fn dispatch(&self, h: &Header, body: &[u8]) -> Result<(), String> {
         let slot = h.req_id as u32;
         let epoch = (h.req_id >> 32) as u32;
+        let error = h.flags & farmem_proto::FLAG_ERROR != 0;
+        self.link.counters.received(HEADER_LEN + body.len(), error);
         let reply = decode_reply(self.addr(), h, body).map_err(|e| e.to_string())?;
         if h.req_id == 0 {
             // A connection-level refusal sent before any request was read.
