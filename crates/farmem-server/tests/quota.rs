@@ -81,10 +81,7 @@ fn a_session_over_its_rate_is_told_when_to_retry_and_stays_served() {
     let a = client(&server.addr);
     a.put(1, b"x").unwrap();
     // Far more requests than the bucket holds, as fast as they go: one is refused.
-    let refused = (0..50).find_map(|_| match a.get(1) {
-        Ok(_) => None,
-        Err(e) => Some(e),
-    });
+    let refused = (0..50).find_map(|_| a.get(1).err());
     let retry_after = match refused {
         Some(BackendError::RateLimited {
             limit: 2,
