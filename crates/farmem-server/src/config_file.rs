@@ -142,51 +142,44 @@ impl<'t> Keys<'t> {
         }
     }
 
+    /// A value given as a string (parsed by `from_str`) or an integer (`from_int`); `None`
+    /// from either is a bad value, described by `what`.
+    fn scalar<T>(
+        &mut self,
+        key: &'static str,
+        what: &'static str,
+        from_str: impl Fn(&str) -> Option<T>,
+        from_int: impl Fn(u64) -> Option<T>,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        let parsed = match v {
+            Value::String(s) => from_str(s),
+            Value::Integer(n) => u64::try_from(*n).ok().and_then(from_int),
+            _ => None,
+        };
+        parsed.map(Some).ok_or_else(|| self.bad(key, what, v))
+    }
+
     fn count(&mut self, key: &'static str) -> Result<Option<u64>, ConfigError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v @ Value::Integer(n)) => u64::try_from(*n)
-                .map(Some)
-                .map_err(|_| self.bad(key, "a whole number of at least 0", v)),
-            Some(v) => Err(self.bad(key, "a whole number", v)),
-        }
+        self.scalar(key, "a whole number of at least 0", |_| None, Some)
     }
 
     fn size(&mut self, key: &'static str) -> Result<Option<u64>, ConfigError> {
         const WHAT: &str = "a size such as \"512MiB\" or a number of bytes";
-        match self.get(key) {
-            None => Ok(None),
-            Some(v @ Value::String(s)) => {
-                parse_size(s).map(Some).map_err(|_| self.bad(key, WHAT, v))
-            }
-            Some(v @ Value::Integer(n)) => u64::try_from(*n)
-                .map(Some)
-                .map_err(|_| self.bad(key, WHAT, v)),
-            Some(v) => Err(self.bad(key, WHAT, v)),
-        }
+        self.scalar(key, WHAT, |s| parse_size(s).ok(), Some)
     }
 
     fn duration(&mut self, key: &'static str) -> Result<Option<Duration>, ConfigError> {
         const WHAT: &str = "a duration such as \"30s\" or \"500ms\", or a number of seconds";
-        match self.get(key) {
-            None => Ok(None),
-            Some(v @ Value::String(s)) => parse_duration(s)
-                .map(Some)
-                .map_err(|_| self.bad(key, WHAT, v)),
-            Some(v @ Value::Integer(n)) => u64::try_from(*n)
-                .map(|n| Some(Duration::from_secs(n)))
-                .map_err(|_| self.bad(key, WHAT, v)),
-            Some(v) => Err(self.bad(key, WHAT, v)),
-        }
+        let secs = |n| Some(Duration::from_secs(n));
+        self.scalar(key, WHAT, |s| parse_duration(s).ok(), secs)
     }
 
     fn addr(&mut self, key: &'static str) -> Result<Option<SocketAddr>, ConfigError> {
         const WHAT: &str = "an address such as \"0.0.0.0:7070\"";
-        match self.get(key) {
-            None => Ok(None),
-            Some(v @ Value::String(s)) => s.parse().map(Some).map_err(|_| self.bad(key, WHAT, v)),
-            Some(v) => Err(self.bad(key, WHAT, v)),
-        }
+        self.scalar(key, WHAT, |s| s.parse().ok(), |_| None)
     }
 
     fn usize(&mut self, key: &'static str) -> Result<Option<usize>, ConfigError> {
