@@ -66,7 +66,8 @@ fn requests_errors_latency_and_space_are_counted_by_operation() {
     assert!(t.errors >= 1, "{t:?}");
     assert!(t.bytes_sent >= 10_000 && t.bytes_received >= 5_000, "{t:?}");
     assert_eq!(t.reconnects, 0);
-    assert!(t.latency_buckets.iter().sum::<u64>() >= 17);
+    // One request in 16 is timed.
+    assert!(t.latency_buckets.iter().sum::<u64>() >= 1);
     assert!(t.mean_latency() > Duration::ZERO);
 }
 

@@ -62,15 +62,15 @@ impl Session {
         self
     }
 
-    /// Admits a request of kind `op` arriving at `now` under the session's request-rate quota
+    /// Admits a request of kind `op` arriving now under the session's request-rate quota
     /// (pings, frees, stats and session ends always pass: see [`crate::is_rate_limited`]).
     ///
     /// # Errors
     /// [`StoreError::RateLimited`] with the time until a request will be accepted again; the
     /// request must then not be run.
-    pub fn admit(&self, op: farmem_proto::Op, now: Instant) -> Result<(), StoreError> {
+    pub fn admit(&self, op: farmem_proto::Op) -> Result<(), StoreError> {
         match &self.rate {
-            Some(r) if crate::is_rate_limited(op) => r.acquire(now),
+            Some(r) if crate::is_rate_limited(op) => r.acquire(Instant::now()),
             _ => Ok(()),
         }
     }

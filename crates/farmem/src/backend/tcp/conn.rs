@@ -91,8 +91,8 @@ pub(crate) struct Pending {
     slot: u32,
     epoch: u32,
     seq: u64,
-    /// When it was queued.
-    at: Instant,
+    /// When it was queued, for one request in `LATENCY_SAMPLE` (see `Counters`).
+    at: Option<Instant>,
 }
 
 /// A connection to one memory server (re-established under the hood when it breaks).
@@ -341,11 +341,12 @@ impl Connection {
         if flush || w.buf.len() >= FLUSH_AT {
             self.flush_locked(&mut w);
         }
+        let timed = seq % super::counters::LATENCY_SAMPLE == 0;
         Ok(Pending {
             slot,
             epoch,
             seq,
-            at: Instant::now(),
+            at: timed.then(Instant::now),
         })
     }
 
@@ -569,7 +570,9 @@ impl Connection {
             let mut st = self.state.lock();
             if let Some(r) = Self::take(&mut st, p) {
                 drop(st);
-                self.link.counters.answered(p.at.elapsed());
+                if let Some(at) = p.at {
+                    self.link.counters.answered(at.elapsed());
+                }
                 return r;
             }
             if !st.leader && st.dead.is_none() {
@@ -603,7 +606,9 @@ impl Connection {
 
     fn timed_out(&self, p: Pending) -> Result<Reply, BackendError> {
         if let Some(r) = Self::take(&mut self.state.lock(), p) {
-            self.link.counters.answered(p.at.elapsed());
+            if let Some(at) = p.at {
+                self.link.counters.answered(at.elapsed());
+            }
             return r;
         }
         self.link.counters.timed_out();
