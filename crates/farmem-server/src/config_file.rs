@@ -95,6 +95,8 @@ pub struct FileConfig {
     pub keepalive: Option<Duration>,
     /// `max_response`: largest answer built for one request.
     pub max_response: Option<u64>,
+    /// `agent_time_limit`: longest an agent operation may run.
+    pub agent_time_limit: Option<Duration>,
     /// `metrics`: address of the metrics and health endpoint.
     pub metrics: Option<SocketAddr>,
     /// `[quota]`: `bytes`, `objects`, `requests_per_second`, `burst` per session.
@@ -241,6 +243,7 @@ impl FileConfig {
             write_timeout: k.duration("write_timeout")?,
             keepalive: k.duration("keepalive")?,
             max_response: k.size("max_response")?,
+            agent_time_limit: k.duration("agent_time_limit")?,
             metrics: k.addr("metrics")?,
             quota: SessionQuota::default(),
         };
@@ -286,6 +289,7 @@ mod tests {
             write_timeout = "10s"
             keepalive = "30s"
             max_response = "64MiB"
+            agent_time_limit = "2m"
             metrics = "127.0.0.1:9090"
             [quota]
             bytes = "1GiB"
@@ -299,6 +303,7 @@ mod tests {
         assert_eq!(c.host_reserve_deadline, Some(Duration::from_secs(20)));
         assert_eq!(c.idle_timeout, Some(Duration::ZERO));
         assert_eq!(c.threads, Some(64));
+        assert_eq!(c.agent_time_limit, Some(Duration::from_secs(120)));
         assert_eq!(c.token_file.as_deref(), Some(Path::new("/run/t")));
         assert_eq!(
             c.quota,

@@ -161,6 +161,10 @@ struct Args {
     /// Requests a session may send at once above --quota-rps. [default: one second's worth]
     #[arg(long)]
     quota_burst: Option<u64>,
+    /// Stop an agent operation that runs longer than this (0: never), answering it with a
+    /// typed time-limit error. An operation also stops when its client hangs up. [default: 60s]
+    #[arg(long, value_parser = duration)]
+    agent_time_limit: Option<Duration>,
 }
 
 fn duration(s: &str) -> Result<std::time::Duration, String> {
@@ -307,6 +311,7 @@ fn configure(args: &Args) -> Result<ServerConfig, ExitCode> {
     l.idle_timeout = pick(args.idle_timeout, file.idle_timeout, 600);
     l.write_timeout = pick(args.write_timeout, file.write_timeout, 30);
     l.keepalive = pick(args.keepalive, file.keepalive, 60);
+    l.agent_time_limit = pick(args.agent_time_limit, file.agent_time_limit, 60);
     l.max_frame = max_object.saturating_add(4096);
     config.validate().map_err(|e| usage(&e.to_string()))?;
     Ok(config)

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use farmem_proto::{ErrorCode, FLAG_ERROR, HEADER_LEN, Op, QuotaKind, Request};
-use farmem_store::{Session, encode_store_error, execute_request};
+use farmem_store::{Session, encode_store_error, execute_request_watched};
 
 use crate::server::Shared;
 
@@ -144,7 +144,8 @@ impl Metrics {
 }
 
 /// Runs `req` (request id `rid`, a body of `body_len` bytes) for session `s` under its
-/// request-rate quota, answers into `wbuf` and counts it when the server has a metrics
+/// request-rate quota (`gone` tells whether its client hung up, see
+/// [`execute_request_watched`]), answers into `wbuf` and counts it when the server has a metrics
 /// endpoint: the one call the connection code makes per request after the hello. Without an
 /// endpoint nothing is counted and the clock is not read (the request path stays as fast).
 pub(crate) fn execute(
@@ -154,11 +155,12 @@ pub(crate) fn execute(
     rid: u64,
     body_len: usize,
     wbuf: &mut Vec<u8>,
+    gone: &(dyn Fn() -> bool + Sync),
 ) {
     let op = req.op();
     if shared.config.metrics.is_none() {
         match s.admit(op) {
-            Ok(()) => execute_request(s, req, rid, wbuf),
+            Ok(()) => execute_request_watched(s, req, rid, wbuf, gone),
             Err(e) => encode_store_error(wbuf, op, rid, &e),
         }
         return;
@@ -169,7 +171,7 @@ pub(crate) fn execute(
         Err(e) => encode_store_error(wbuf, op, rid, &e),
         Ok(()) if op == Op::Compute => {
             let cpu = thread_cpu();
-            execute_request(s, req, rid, wbuf);
+            execute_request_watched(s, req, rid, wbuf, gone);
             let used = thread_cpu().saturating_sub(cpu);
             let stripe = &shared.metrics.stripes[s.key as usize % STRIPES];
             add(
@@ -177,7 +179,7 @@ pub(crate) fn execute(
                 u64::try_from(used.as_nanos()).unwrap_or(u64::MAX),
             );
         }
-        Ok(()) => execute_request(s, req, rid, wbuf),
+        Ok(()) => execute_request_watched(s, req, rid, wbuf, gone),
     }
     let answer = wbuf.get(start..).unwrap_or_default();
     shared.metrics.record(

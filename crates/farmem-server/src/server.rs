@@ -76,6 +76,9 @@ impl Shared {
                 self.config.agent_threads,
             )
             .with_max_response(max_response)
+            .with_agent_time_limit(
+                Some(self.config.limits.agent_time_limit).filter(|d| !d.is_zero()),
+            )
             .with_quota(&self.config.quota),
         );
         map.insert(

@@ -30,11 +30,13 @@ mod namespace;
 mod quota;
 mod session;
 mod slab;
+mod stop;
 
 pub use budget::Budget;
 pub use dedup::Dedup;
 pub use error::StoreError;
-pub use exec::{encode_store_error, execute_request};
+pub use exec::{encode_store_error, execute_request, execute_request_watched};
 pub use namespace::{Namespace, OBJECT_OVERHEAD};
 pub use quota::{SessionQuota, is_rate_limited};
 pub use session::{Session, StoreContext};
+pub use stop::Stop;

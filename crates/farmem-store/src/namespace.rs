@@ -171,7 +171,7 @@ impl Namespace {
             self.unreserve(add, release, new);
             return Err(e);
         }
-        if shard.put(h, id, data, mix).is_err() {
+        if shard.put(h, id, data).is_err() {
             // This shard has no slot left for this size class: undo the charge.
             let _ = self.budget.exchange(release, add);
             self.unreserve(add, release, new);
