@@ -341,7 +341,7 @@ impl Connection {
         if flush || w.buf.len() >= FLUSH_AT {
             self.flush_locked(&mut w);
         }
-        let timed = seq % super::counters::LATENCY_SAMPLE == 0;
+        let timed = seq.is_multiple_of(super::counters::LATENCY_SAMPLE);
         Ok(Pending {
             slot,
             epoch,
