@@ -134,12 +134,26 @@ impl Inner {
                 break;
             }
             let mut not_found = None;
+            let mut moved = false;
             for ix in replicas(&members, &e) {
+                if moved {
+                    break;
+                }
                 let m = &members[usize::from(ix)];
                 m.inflight.fetch_add(1, Ordering::Relaxed);
                 let r = f(&*m.backend);
                 m.inflight.fetch_sub(1, Ordering::Relaxed);
                 match r {
+                    // A server-side table answers "no such key" from a copy a mover dropped
+                    // after switching the entry: trust the answer only if the member still
+                    // holds the table by the entry (it is dropped after the switch).
+                    Ok(v)
+                        if e.is_table() && self.table.get(id).is_some_and(|n| !n.contains(ix)) =>
+                    {
+                        drop(v);
+                        tracing::debug!(id, member = %m.name, "table moved under a read: again");
+                        moved = true;
+                    }
                     Ok(v) => return Ok(v),
                     Err(err) if is_member_failure(&err) => self.mark_down(ix, &err),
                     // A copy moved or freed under us, or a stale replica: try the others.
@@ -673,16 +687,21 @@ impl Backend for PoolBackend {
                     .ok_or(BackendError::Protocol(ProtocolError::NoReplicaAnswered))
             }
             op::HT_GET | op::HT_LEN | op::HT_SCAN if inner.table.get(route).is_none() => {
-                // A table nobody wrote yet: any live member answers "empty".
+                // A table nobody wrote yet: any serving member answers "empty".
                 let members = inner.members();
-                let first = members.iter().position(|m| m.takes_new() || m.serves());
-                match first {
-                    Some(i) => members[i].backend.compute(route, opn, args),
-                    None => Err(BackendError::Unavailable {
-                        id: route,
-                        servers: String::new(),
-                    }),
+                for (i, m) in members.iter().enumerate() {
+                    if !m.serves() {
+                        continue;
+                    }
+                    match m.backend.compute(route, opn, args) {
+                        Err(e) if is_member_failure(&e) => inner.mark_down(i as Ix, &e),
+                        r => return r,
+                    }
                 }
+                Err(BackendError::Unavailable {
+                    id: route,
+                    servers: String::new(),
+                })
             }
             _ => inner.read_with(route, |b| b.compute(route, opn, args)),
         }

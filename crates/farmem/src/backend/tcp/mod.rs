@@ -613,6 +613,13 @@ impl Backend for TcpBackend {
     }
 
     fn stats(&self) -> Result<StoreStats, BackendError> {
+        // With every server down there is no store left to describe: say so (a pool member
+        // over one server learns it is gone from its periodic stats, even holding nothing).
+        if let Some(s) = self.servers.iter().find(|s| s.link.is_down())
+            && self.servers.iter().all(|s| s.link.is_down())
+        {
+            return Err(s.link.down_error());
+        }
         let mut total = StoreStats::default();
         let live: Result<Vec<ServerStats>, BackendError> = (0..self.servers.len())
             .filter(|&s| !self.is_down(s))
