@@ -1,7 +1,8 @@
 //! Members of a pool: one backend (one server) each, its state and its free-space estimate.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 use super::table::{Ix, mix};
 use crate::backend::{Backend, BackendError};
@@ -68,6 +69,9 @@ pub(crate) struct Member {
     /// Moves in progress that may still write or drop a copy on this member (a drain waits for
     /// them to finish).
     pub(crate) moves: AtomicU32,
+    /// Its server went silent under a read (see [`Backend::set_read_patience`]) and has not
+    /// answered one since: reads ask the other replicas first.
+    suspect: AtomicBool,
 }
 
 impl std::fmt::Debug for Member {
@@ -80,7 +84,9 @@ impl std::fmt::Debug for Member {
 }
 
 impl Member {
-    pub(crate) fn new(backend: Arc<dyn Backend>) -> Self {
+    /// A member over `backend`, whose reads give up on a silent server after `patience`.
+    pub(crate) fn new(backend: Arc<dyn Backend>, patience: Option<Duration>) -> Self {
+        backend.set_read_patience(patience);
         let m = Self {
             name: backend.describe(),
             backend,
@@ -89,6 +95,7 @@ impl Member {
             inflight: AtomicU32::new(0),
             overhead: AtomicU64::new(64),
             moves: AtomicU32::new(0),
+            suspect: AtomicBool::new(false),
         };
         // Best effort: a member that cannot answer now is found out by its first request.
         let _ = m.refresh();
@@ -127,6 +134,23 @@ impl Member {
                 Ok(_) => return true,
                 Err(v) => cur = v,
             }
+        }
+    }
+
+    /// Whether its server went silent under a read and has not answered one since.
+    pub(crate) fn is_suspect(&self) -> bool {
+        self.suspect.load(Ordering::Relaxed)
+    }
+
+    /// Notes the outcome of a read: a read given up on a silent server makes the member
+    /// suspect, an answer clears it.
+    pub(crate) fn note_read<T>(&self, r: &Result<T, BackendError>) {
+        let silent = matches!(r, Err(BackendError::Silent { .. }));
+        if silent != self.is_suspect() {
+            if silent {
+                tracing::debug!(member = %self.name, "pool member silent under a read: reads go to other replicas");
+            }
+            self.suspect.store(silent, Ordering::Relaxed);
         }
     }
 
@@ -226,9 +250,10 @@ mod tests {
     fn placement_follows_free_space_and_excludes() {
         let members: Vec<Arc<Member>> = (0..3)
             .map(|i| {
-                Arc::new(Member::new(Arc::new(EmbeddedStore::with_capacity(
-                    (i + 1) * 1_000_000,
-                ))))
+                Arc::new(Member::new(
+                    Arc::new(EmbeddedStore::with_capacity((i + 1) * 1_000_000)),
+                    None,
+                ))
             })
             .collect();
         let dice = Dice::default();
