@@ -79,7 +79,7 @@ fn connection_resets_under_a_pool_cost_nothing() {
             let mut k = 0u64;
             while !stop.load(Ordering::Relaxed) || k < 2000 {
                 map.insert(k, k ^ 0xabc).unwrap();
-                if k % 3 == 0 {
+                if k.is_multiple_of(3) {
                     let probe = k / 2;
                     assert_eq!(map.get(&probe).unwrap(), Some(probe ^ 0xabc), "key {probe}");
                 }
@@ -88,10 +88,10 @@ fn connection_resets_under_a_pool_cost_nothing() {
             k
         }));
     }
-    for round in 0..6 {
+    for round in 0..6usize {
         std::thread::sleep(Duration::from_millis(120));
         // One server's connections, then all of them at once.
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             proxies[round / 2 % 3].cut();
         } else {
             proxies.iter().for_each(Proxy::cut);

@@ -17,7 +17,7 @@ use farmem::{Backend, Runtime, RuntimeConfig};
 use support::ServerProc;
 
 fn value(id: u64) -> Vec<u8> {
-    (0..64 + id % 200).map(|i| (i as u64 ^ id) as u8).collect()
+    (0..64 + id % 200).map(|i| (i ^ id) as u8).collect()
 }
 
 #[test]
