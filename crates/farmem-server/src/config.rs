@@ -76,7 +76,7 @@ pub struct ServerConfig {
     /// Operator secret an admin request (shrink, grow, status) must carry; `None` refuses every
     /// admin request. Separate from `token`, which every client program holds.
     pub admin_token: Option<Vec<u8>>,
-    /// Give memory back when the host runs short (see [`HostReserve`]); `None`: never.
+    /// Give memory back when the host runs short (see [`HostReserve`](crate::host::HostReserve)); `None`: never.
     pub host_reserve: Option<crate::HostReserve>,
     /// Most connections served at once (one thread each); further ones are refused.
     pub threads: usize,
