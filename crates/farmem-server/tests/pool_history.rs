@@ -515,7 +515,7 @@ fn history(replicas: usize, start: usize) {
         for m in loc {
             assert_eq!(cluster.state(m), MemberState::Live, "seed {seed}");
             assert_eq!(
-                Some(backends[m.0].get(*id).unwrap()),
+                Some(support::pool::read_member(&backends[m.0], *id).unwrap()),
                 *want,
                 "seed {seed}: {id:#x} on {m:?}"
             );
