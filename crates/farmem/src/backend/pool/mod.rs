@@ -13,6 +13,16 @@
 //! - **Reads** go to one replica (the least loaded live one) and fail over to the next; a
 //!   program sees an error only when every replica of an object is gone
 //!   ([`BackendError::Unavailable`](crate::backend::BackendError::Unavailable), naming the servers).
+//!   A read does not wait for a silent server to be declared down: after
+//!   [`PoolConfig::read_patience`] without a byte from it (a server killed with SIGKILL stays
+//!   silent until its host has freed its memory) the read is asked of another replica, and that
+//!   member is asked last for a while. The pool sets the patience on its members' backends
+//!   ([`Backend::set_read_patience`]): direct reads through a member's backend may give up too
+//!   ([`BackendError::Silent`](crate::backend::BackendError::Silent)).
+//! - **Server-side tables** answer "no such key" from any member that lacks them, so a table
+//!   read is trusted only if the member still holds the table by the location table after the
+//!   answer (a mover drops the old copy only after switching the entry); otherwise it is asked
+//!   again.
 //! - **Failures**: a member answering with a connection-class error ([`is_member_failure`]) is
 //!   marked [`MemberState::Down`] at once and never used again; whole-object writes go to
 //!   substitutes, and a background thread restores the redundancy of every object that lost a
