@@ -151,6 +151,17 @@ pub enum BackendError {
         /// Why it was declared down.
         reason: String,
     },
+    /// A read was given up because its server stayed silent for `after_ms` (no answer to
+    /// anything), as asked with [`Backend::set_read_patience`](super::Backend::set_read_patience):
+    /// the server may be dying or merely stalled, so another replica should be asked. Nothing
+    /// was changed. Never returned by a backend whose read patience is unset.
+    #[error("memory server {addr} silent for {after_ms} ms: read given up")]
+    Silent {
+        /// Server address.
+        addr: String,
+        /// How long it had been silent.
+        after_ms: u64,
+    },
     /// Invalid configuration (no servers, bad address, ...).
     #[error("invalid backend configuration: {0}")]
     Config(String),
@@ -194,7 +205,7 @@ impl BackendError {
             Self::Disconnected { cause, .. } => cause.kind(),
             Self::AuthRefused { .. } => ErrorKind::Refused,
             Self::VersionMismatch { .. } | Self::Protocol(_) => ErrorKind::ProtocolViolation,
-            Self::Timeout { .. } => ErrorKind::Timeout,
+            Self::Timeout { .. } | Self::Silent { .. } => ErrorKind::Timeout,
             Self::Agent(e) => ErrorKind::of_agent(e),
             Self::RemoteAgent { code, .. } => ErrorKind::of_agent_code(*code),
             Self::Store(e) => ErrorKind::of_store(e),
