@@ -90,7 +90,9 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
     }
     if let Some(h) = far_owner(p as usize) {
         if !FORKED.load(Ordering::Relaxed) && !h.free(p as usize) {
-            crate::warn(format_args!("free({p:p}): not the start of a far block; ignored"));
+            crate::warn(format_args!(
+                "free({p:p}): not the start of a far block; ignored"
+            ));
         }
         return;
     }
@@ -163,7 +165,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
 /// As `posix_memalign(3)`: `out` is valid for a write.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
-    if !align.is_power_of_two() || align % size_of::<*mut c_void>() != 0 {
+    if !align.is_power_of_two() || !align.is_multiple_of(size_of::<*mut c_void>()) {
         return libc::EINVAL;
     }
     let p = alloc(size, align);

@@ -255,18 +255,14 @@ unsafe impl std::alloc::GlobalAlloc for RealAlloc {
         unsafe { free(ptr.cast()) }
     }
 
-    unsafe fn realloc(
-        &self,
-        ptr: *mut u8,
-        layout: std::alloc::Layout,
-        new_size: usize,
-    ) -> *mut u8 {
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
         if layout.align() <= HEADER && !in_arena(ptr.cast()) {
             // SAFETY: `ptr` is a live block of the real allocator.
             return unsafe { realloc(ptr.cast(), new_size) }.cast();
         }
         // SAFETY: a valid layout with the caller's new size.
-        let new_layout = unsafe { std::alloc::Layout::from_size_align_unchecked(new_size, layout.align()) };
+        let new_layout =
+            unsafe { std::alloc::Layout::from_size_align_unchecked(new_size, layout.align()) };
         // SAFETY: as for `alloc`.
         let q = unsafe { self.alloc(new_layout) };
         if !q.is_null() {

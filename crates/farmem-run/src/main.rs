@@ -99,7 +99,8 @@ fn servers(args: &Args) -> anyhow::Result<(Vec<String>, Option<ServerHandle>)> {
     if !args.servers.is_empty() {
         return Ok((args.servers.clone(), None));
     }
-    let handle = Server::start(ServerConfig::default()).context("starting a loopback memory server")?;
+    let handle =
+        Server::start(ServerConfig::default()).context("starting a loopback memory server")?;
     Ok((vec![handle.addr().to_string()], Some(handle)))
 }
 
@@ -142,7 +143,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .env(env::REPLICAS, args.replicas.to_string())
                 .env(env::THRESHOLD, args.threshold.to_string())
                 .env(env::REGION, args.region.to_string())
-                .env(env::FALLBACK_LOCAL, if args.fallback_local { "1" } else { "0" })
+                .env(
+                    env::FALLBACK_LOCAL,
+                    if args.fallback_local { "1" } else { "0" },
+                )
                 .env(env::INHERIT, if args.no_inherit { "0" } else { "1" })
                 .env(env::STATS, if args.stats { "1" } else { "0" });
             if let Some(f) = &args.token_file {
