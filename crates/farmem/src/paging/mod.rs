@@ -10,7 +10,9 @@
 //!   requests) and no fault waits behind another one's round trip. A fault on a page already
 //!   being fetched waits for that fetch.
 //! - **Missing fault**: the page is fetched into a page-aligned buffer and mapped with
-//!   `UFFDIO_COPY`, write-protected so it starts *clean*; a page never written back maps zeros.
+//!   `UFFDIO_COPY`, write-protected so it starts *clean*; a page never written back maps zeros,
+//!   along with up to 15 following never-stored pages in the same `UFFDIO_COPY` (first touches
+//!   come in sequences; all-zero pages are never sent at eviction).
 //!   A write fault maps the page writable at once (already dirty).
 //! - **Dirty tracking**: the first write to a clean page raises a write-protect fault; the pager
 //!   saves a *clean twin* (the page as the backend has it), then un-protects it.
