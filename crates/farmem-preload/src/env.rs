@@ -18,6 +18,8 @@ pub const FALLBACK_LOCAL: &str = "FARMEM_RUN_FALLBACK_LOCAL";
 pub const INHERIT: &str = "FARMEM_RUN_INHERIT";
 /// `1`: print the paging counters of each process to stderr when it exits.
 pub const STATS: &str = "FARMEM_RUN_STATS";
+/// `0`: large anonymous `mmap`s stay with the kernel (only `malloc` and friends are far).
+pub const MMAP: &str = "FARMEM_RUN_MMAP";
 /// Shared secret of the memory servers, if they require one.
 pub const TOKEN: &str = "FARMEM_RUN_TOKEN";
 

@@ -239,3 +239,116 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     // SAFETY: a live block (caller's guarantee).
     unsafe { usable(p) }
 }
+
+/// Whether an `mmap` request is plain anonymous memory the far heap can stand in for: private,
+/// readable and writable, no address hint, no special flags (Python's object arenas are such
+/// mappings; reservations with `MAP_NORESERVE` or `PROT_NONE` are left alone).
+fn plain_anonymous(addr: *mut c_void, prot: c_int, flags: c_int, fd: c_int) -> bool {
+    addr.is_null()
+        && fd == -1
+        && prot == libc::PROT_READ | libc::PROT_WRITE
+        && flags == libc::MAP_PRIVATE | libc::MAP_ANONYMOUS
+}
+
+/// `mmap(2)`: large plain anonymous mappings come from the far heap (when `FARMEM_RUN_MMAP`
+/// is not `0`).
+///
+/// # Safety
+/// As `mmap(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mmap(
+    addr: *mut c_void,
+    len: usize,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: i64,
+) -> *mut c_void {
+    if crate::MMAP_FAR.load(Ordering::Relaxed)
+        && plain_anonymous(addr, prot, flags, fd)
+        && let Some(p) = far_for(len).and_then(|h| h.alloc(len))
+    {
+        return p as *mut c_void;
+    }
+    // SAFETY: forwarded with the caller's guarantees.
+    unsafe { real::mmap(addr, len, prot, flags, fd, off) }
+}
+
+/// `mmap64(2)`: the same as [`mmap`] on 64-bit systems.
+///
+/// # Safety
+/// As `mmap(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mmap64(
+    addr: *mut c_void,
+    len: usize,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: i64,
+) -> *mut c_void {
+    // SAFETY: forwarded with the caller's guarantees.
+    unsafe { mmap(addr, len, prot, flags, fd, off) }
+}
+
+/// `munmap(2)`: ranges of the far heap are given back to it (in the child of a `fork` they
+/// belong to the parent and stay).
+///
+/// # Safety
+/// As `munmap(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
+    if let Some(h) = far_owner(addr as usize) {
+        if !(addr as usize).is_multiple_of(PAGE_SIZE) {
+            set_errno(libc::EINVAL);
+            return -1;
+        }
+        if !FORKED.load(Ordering::Relaxed) {
+            h.unmap(addr as usize, len);
+        }
+        return 0;
+    }
+    // SAFETY: forwarded with the caller's guarantees.
+    unsafe { real::munmap(addr, len) }
+}
+
+/// `mremap(2)` (declared with its optional fifth argument, which the caller passes when it sets
+/// `MREMAP_FIXED`; the x86-64 and aarch64 calling conventions pass it the same way): far blocks
+/// shrink or grow in place, or move within the far heap with `MREMAP_MAYMOVE`.
+///
+/// # Safety
+/// As `mremap(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mremap(
+    old: *mut c_void,
+    old_len: usize,
+    new_len: usize,
+    flags: c_int,
+    new_addr: *mut c_void,
+) -> *mut c_void {
+    let Some(h) = far_owner(old as usize) else {
+        // SAFETY: forwarded with the caller's guarantees.
+        return unsafe { real::mremap(old, old_len, new_len, flags, new_addr) };
+    };
+    if FORKED.load(Ordering::Relaxed) || flags & libc::MREMAP_FIXED != 0 || new_len == 0 {
+        set_errno(libc::EINVAL);
+        return libc::MAP_FAILED;
+    }
+    if h.resize_in_place(old as usize, new_len) {
+        return old;
+    }
+    if flags & libc::MREMAP_MAYMOVE == 0 {
+        set_errno(libc::ENOMEM);
+        return libc::MAP_FAILED;
+    }
+    let Some(q) = h.alloc(new_len) else {
+        set_errno(libc::ENOMEM);
+        return libc::MAP_FAILED;
+    };
+    // SAFETY: both are live far blocks, distinct, each holding `min(old_len, new_len)` bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(old.cast::<u8>(), q as *mut u8, old_len.min(new_len));
+    }
+    h.unmap(old as usize, old_len);
+    q as *mut c_void
+}

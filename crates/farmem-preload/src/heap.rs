@@ -5,7 +5,7 @@
 //! with `madvise`, their objects freed on the servers) before their pages can be handed out
 //! again, so a new block reads zeros (which `calloc` relies on).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use farmem::paging::{Extents, PAGE_SIZE, PagedRegion, PagingStats};
@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 pub struct Table {
     extents: Extents,
     /// First page of a block -> its length in pages.
-    blocks: HashMap<usize, usize>,
+    blocks: BTreeMap<usize, usize>,
 }
 
 /// The paged region and its block table.
@@ -42,7 +42,7 @@ impl Heap {
             threshold,
             table: Mutex::new(Table {
                 extents: Extents::new(pages),
-                blocks: HashMap::new(),
+                blocks: BTreeMap::new(),
             }),
             live_bytes: AtomicU64::new(0),
         }
@@ -146,6 +146,42 @@ impl Heap {
         self.live_bytes
             .fetch_sub(((old - new) * PAGE_SIZE) as u64, Ordering::Relaxed);
         true
+    }
+
+    /// `munmap` of `[p, p+len)` (page-aligned, inside the region): frees the blocks it covers,
+    /// trims the tail of a block it ends; pages of a block it only partly covers from the front
+    /// or the middle are discarded (given back) but stay in their block until it is freed.
+    pub fn unmap(&self, p: usize, len: usize) {
+        let Some(first) = self.page_of(p) else {
+            return;
+        };
+        let end = (first + len.div_ceil(PAGE_SIZE)).min(self.len / PAGE_SIZE);
+        let mut c = first;
+        while c < end {
+            let t = self.table.lock();
+            let Some((&s, &m)) = t
+                .blocks
+                .range(..=c)
+                .next_back()
+                .filter(|(s, m)| **s + **m > c)
+            else {
+                // Not in a block: skip to the next block start (nothing to give back here).
+                let next = t.blocks.range(c..).next().map_or(end, |(&s, _)| s.min(end));
+                drop(t);
+                c = next.max(c + 1);
+                continue;
+            };
+            drop(t);
+            let block_end = s + m;
+            if c == s && end >= block_end {
+                self.free(self.base + s * PAGE_SIZE);
+            } else if end >= block_end {
+                self.resize_in_place(self.base + s * PAGE_SIZE, (c - s) * PAGE_SIZE);
+            } else if let Err(e) = self.region.discard(c * PAGE_SIZE, (end - c) * PAGE_SIZE) {
+                crate::warn(format_args!("discarding unmapped far memory failed: {e}"));
+            }
+            c = block_end.min(end).max(c + 1);
+        }
     }
 
     /// Bytes in live blocks (whole pages).

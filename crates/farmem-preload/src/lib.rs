@@ -14,6 +14,12 @@
 //!   paged in by userfaultfd; at most the local budget of it is resident. Everything else goes
 //!   to the allocator found next in symbol order (`dlsym(RTLD_NEXT)`, normally glibc's).
 //!   `free`/`realloc`/`malloc_usable_size` tell the two apart by address.
+//! - It also exports `mmap`, `munmap` and `mremap`: large *plain* anonymous mappings (private,
+//!   read-write, no address hint, no flags: the 1 MiB object arenas of Python's allocator, where
+//!   its small objects live) come from the far heap too, unless `FARMEM_RUN_MMAP=0`. Reservations
+//!   (`PROT_NONE`, `MAP_NORESERVE`), shared and file mappings go to the kernel. `munmap` of part
+//!   of a far mapping gives its pages back; `mprotect` and `madvise` on far memory are not
+//!   intercepted (a program that drops far pages with `MADV_DONTNEED` itself loses them).
 //! - Calls that arrive before `dlsym` has answered (including `dlsym`'s own) are served from a
 //!   static bootstrap arena.
 //! - The runtime's own allocations never come here: the shim's Rust global allocator calls the
@@ -66,6 +72,8 @@ static ALLOC: real::RealAlloc = real::RealAlloc;
 static HEAP: OnceLock<Heap> = OnceLock::new();
 /// Requests of at least this many bytes are far candidates (`usize::MAX`: none).
 static THRESHOLD: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// Large plain anonymous `mmap`s come from the far heap too.
+static MMAP_FAR: AtomicBool = AtomicBool::new(false);
 /// Set in the child of a `fork`: the far heap belongs to the parent.
 static FORKED: AtomicBool = AtomicBool::new(false);
 

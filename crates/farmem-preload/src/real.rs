@@ -14,6 +14,9 @@ type CallocFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
 type ReallocFn = unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void;
 type MemalignFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
 type UsableFn = unsafe extern "C" fn(*mut c_void) -> usize;
+type MmapFn = unsafe extern "C" fn(*mut c_void, usize, i32, i32, i32, i64) -> *mut c_void;
+type MunmapFn = unsafe extern "C" fn(*mut c_void, usize) -> i32;
+type MremapFn = unsafe extern "C" fn(*mut c_void, usize, usize, i32, *mut c_void) -> *mut c_void;
 
 /// Resolution state: not started, in progress (on some thread), done.
 const UNRESOLVED: u8 = 0;
@@ -28,6 +31,9 @@ static CALLOC: AtomicUsize = AtomicUsize::new(0);
 static REALLOC: AtomicUsize = AtomicUsize::new(0);
 static MEMALIGN: AtomicUsize = AtomicUsize::new(0);
 static USABLE: AtomicUsize = AtomicUsize::new(0);
+static MMAP: AtomicUsize = AtomicUsize::new(0);
+static MUNMAP: AtomicUsize = AtomicUsize::new(0);
+static MREMAP: AtomicUsize = AtomicUsize::new(0);
 
 const ARENA_BYTES: usize = 1 << 20;
 const HEADER: usize = 16;
@@ -111,10 +117,15 @@ pub fn ensure() -> bool {
     REALLOC.store(lookup(c"realloc"), Ordering::Relaxed);
     MEMALIGN.store(lookup(c"memalign"), Ordering::Relaxed);
     USABLE.store(lookup(c"malloc_usable_size"), Ordering::Relaxed);
+    MMAP.store(lookup(c"mmap"), Ordering::Relaxed);
+    MUNMAP.store(lookup(c"munmap"), Ordering::Relaxed);
+    MREMAP.store(lookup(c"mremap"), Ordering::Relaxed);
     RESOLVER.with(|r| r.set(false));
-    if [&MALLOC, &FREE, &CALLOC, &REALLOC, &MEMALIGN]
-        .iter()
-        .any(|f| f.load(Ordering::Relaxed) == 0)
+    if [
+        &MALLOC, &FREE, &CALLOC, &REALLOC, &MEMALIGN, &MMAP, &MUNMAP, &MREMAP,
+    ]
+    .iter()
+    .any(|f| f.load(Ordering::Relaxed) == 0)
     {
         let msg = b"farmem-preload: no underlying malloc found (dlsym RTLD_NEXT)\n";
         // SAFETY: writing a static buffer to stderr, then exiting without running handlers.
@@ -218,6 +229,57 @@ pub unsafe fn usable_size(p: *mut c_void) -> usize {
     }
     // SAFETY: forwarded with the caller's guarantee.
     unsafe { real_fn!(USABLE, UsableFn)(p) }
+}
+
+/// `mmap` of the C library.
+///
+/// # Safety
+/// As `mmap(2)`.
+pub unsafe fn mmap(
+    addr: *mut c_void,
+    len: usize,
+    prot: i32,
+    flags: i32,
+    fd: i32,
+    off: i64,
+) -> *mut c_void {
+    if !ensure() {
+        // Nobody maps memory from inside dlsym; fail rather than recurse.
+        return libc::MAP_FAILED;
+    }
+    // SAFETY: resolved above; forwarded with the caller's guarantees.
+    unsafe { real_fn!(MMAP, MmapFn)(addr, len, prot, flags, fd, off) }
+}
+
+/// `munmap` of the C library.
+///
+/// # Safety
+/// As `munmap(2)`.
+pub unsafe fn munmap(addr: *mut c_void, len: usize) -> i32 {
+    if !ensure() {
+        return -1;
+    }
+    // SAFETY: resolved above; forwarded with the caller's guarantees.
+    unsafe { real_fn!(MUNMAP, MunmapFn)(addr, len) }
+}
+
+/// `mremap` of the C library (the new address is passed whatever the flags; the kernel reads it
+/// only with `MREMAP_FIXED`).
+///
+/// # Safety
+/// As `mremap(2)`.
+pub unsafe fn mremap(
+    old: *mut c_void,
+    old_len: usize,
+    new_len: usize,
+    flags: i32,
+    new_addr: *mut c_void,
+) -> *mut c_void {
+    if !ensure() {
+        return libc::MAP_FAILED;
+    }
+    // SAFETY: resolved above; forwarded with the caller's guarantees.
+    unsafe { real_fn!(MREMAP, MremapFn)(old, old_len, new_len, flags, new_addr) }
 }
 
 /// The Rust allocator of the shim itself: always the real allocator, never far memory, never the

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use farmem::Backend;
 use farmem::backend::{BackendError, PoolBackend, PoolConfig, PoolError, Redundancy};
@@ -84,7 +85,18 @@ fn settings(servers: String) -> Result<Settings, SetupError> {
 
 fn connect(s: &Settings) -> Result<Arc<dyn Backend>, SetupError> {
     let tcp = |servers: &[String]| {
-        let mut cfg = TcpConfig::new(servers);
+        // Without replicas a server declared down cannot be replaced, and a page fault that
+        // cannot be served aborts the program: no heartbeat, only the request timeout (a busy
+        // machine can hold a loopback server's answer back for seconds). With replicas, a
+        // lenient heartbeat finds dead servers so the pool can fail over.
+        let heartbeat = if s.replicas <= 1 {
+            (Duration::ZERO, Duration::ZERO)
+        } else {
+            (Duration::from_millis(500), Duration::from_secs(5))
+        };
+        let mut cfg = TcpConfig::new(servers)
+            .heartbeat(heartbeat.0, heartbeat.1)
+            .reconnect_within(Duration::from_secs(10));
         if let Some(t) = &s.token {
             cfg = cfg.token(t.as_bytes().to_vec());
         }
@@ -114,6 +126,7 @@ fn build(servers: String) -> Result<(), SetupError> {
     let _ = BACKEND.set(backend);
     if HEAP.set(Heap::new(region, s.threshold)).is_ok() {
         crate::fork::install();
+        crate::MMAP_FAR.store(var(env::MMAP).as_deref() != Some("0"), Ordering::Relaxed);
         THRESHOLD.store(s.threshold, Ordering::Release);
     }
     Ok(())

@@ -54,6 +54,10 @@ struct Args {
     /// inherit it: each gets its own far heap and budget.
     #[arg(long)]
     no_inherit: bool,
+    /// Leave large anonymous mmaps (such as Python's object arenas) in local memory; only
+    /// malloc and friends go far.
+    #[arg(long)]
+    no_mmap: bool,
     /// Print each process's paging counters to stderr when it exits.
     #[arg(long)]
     stats: bool,
@@ -148,7 +152,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                     if args.fallback_local { "1" } else { "0" },
                 )
                 .env(env::INHERIT, if args.no_inherit { "0" } else { "1" })
-                .env(env::STATS, if args.stats { "1" } else { "0" });
+                .env(env::STATS, if args.stats { "1" } else { "0" })
+                .env(env::MMAP, if args.no_mmap { "0" } else { "1" });
             if let Some(f) = &args.token_file {
                 let t = std::fs::read_to_string(f)
                     .with_context(|| format!("reading the token file {}", f.display()))?;

@@ -96,3 +96,22 @@ fn unreachable_servers_fail_clearly_or_fall_back_to_local_memory() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("running on local memory only"));
     assert!(stats(&out).is_empty(), "no far heap");
 }
+
+#[test]
+fn anonymous_mmaps_are_far_and_unmapped_pieces_given_back() {
+    if !far_memory_available() {
+        return;
+    }
+    let exe = compile("mmap");
+    let out = run_under_shim("4MiB", &[], &[&exe]);
+    assert_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("mmap ok"));
+    let s = &stats(&out)[0];
+    assert!(s["written_back"] > 0, "the mappings were paged: {s:?}");
+    assert_eq!((s["live_bytes"], s["server_objects"]), (0, 0), "{s:?}");
+
+    let out = run_under_shim("4MiB", &["--no-mmap"], &[&exe]);
+    assert_ok(&out);
+    let s = &stats(&out)[0];
+    assert_eq!(s["zero_faults"], 0, "with --no-mmap nothing is far: {s:?}");
+}
