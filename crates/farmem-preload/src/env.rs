@@ -20,6 +20,8 @@ pub const INHERIT: &str = "FARMEM_RUN_INHERIT";
 pub const STATS: &str = "FARMEM_RUN_STATS";
 /// `0`: large anonymous `mmap`s stay with the kernel (only `malloc` and friends are far).
 pub const MMAP: &str = "FARMEM_RUN_MMAP";
+/// Largest prefetch window in pages (default 256).
+pub const READAHEAD: &str = "FARMEM_RUN_READAHEAD";
 /// Shared secret of the memory servers, if they require one.
 pub const TOKEN: &str = "FARMEM_RUN_TOKEN";
 

@@ -58,6 +58,7 @@ struct Settings {
     threshold: usize,
     region: usize,
     token: Option<String>,
+    readahead: Option<usize>,
 }
 
 fn settings(servers: String) -> Result<Settings, SetupError> {
@@ -80,6 +81,13 @@ fn settings(servers: String) -> Result<Settings, SetupError> {
         threshold: size_var(env::THRESHOLD, env::DEFAULT_THRESHOLD)?.max(1),
         region: size_var(env::REGION, env::DEFAULT_REGION)?,
         token: var(env::TOKEN),
+        readahead: match var(env::READAHEAD) {
+            None => None,
+            Some(v) => Some(v.parse().map_err(|_| SetupError::Config {
+                name: env::READAHEAD,
+                value: v,
+            })?),
+        },
     })
 }
 
@@ -118,10 +126,13 @@ fn connect(s: &Settings) -> Result<Arc<dyn Backend>, SetupError> {
 fn build(servers: String) -> Result<(), SetupError> {
     let s = settings(servers)?;
     let backend = connect(&s)?;
-    let config = PagingConfig {
+    let mut config = PagingConfig {
         allow_user_mode_only: true,
         ..PagingConfig::new(s.local_mem)
     };
+    if let Some(r) = s.readahead {
+        config.readahead_max_pages = r;
+    }
     let region = PagedRegion::new(s.region, backend.clone(), config).map_err(SetupError::Paging)?;
     let _ = BACKEND.set(backend);
     if HEAP.set(Heap::new(region, s.threshold)).is_ok() {

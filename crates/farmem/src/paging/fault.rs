@@ -97,13 +97,13 @@ fn sys_err(e: std::io::Error) -> PagingError {
 
 /// How many pages from `page` on (at least 1, at most [`ZERO_RUN`]) a first-touch fault maps
 /// with zeros: the following pages qualify while they were never stored, are neither resident
-/// nor in flight, and the free slots stay above the reclaimer's low watermark. `page` itself
-/// holds a reserved slot.
+/// nor in flight, and a free slot stays for the next fault (the reclaimer is woken below its
+/// low watermark as usual). `page` itself holds a reserved slot.
 fn zero_run(core: &Core, st: &State, page: usize) -> usize {
     let mut n = 1;
     while n < ZERO_RUN
         && page + n < core.pages
-        && st.available() > core.low + n
+        && st.available() > n
         && !st.is_stored(page + n)
         && !st.clock.contains(page + n)
         && !st.inflight.contains_key(&(page + n))
