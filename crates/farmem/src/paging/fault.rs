@@ -177,10 +177,18 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
         // right after it while slots are plentiful: first touches come in sequences (a new
         // array being filled), and one UFFDIO_COPY per run saves a fault per page. Pages mapped
         // ahead that stay untouched cost nothing to evict (all-zero pages are not sent).
-        let n = zero_run(core, &st, page);
-        core.uffd
-            .copy(addr, &core.zeros[..n * PAGE], !write, false)
-            .map_err(sys_err)?;
+        let mut n = zero_run(core, &st, page);
+        if let Err(e) = core.uffd.copy(addr, &core.zeros[..n * PAGE], !write, false) {
+            // A run must lie in one mapping; the program may have split the region's (mprotect,
+            // madvise): fall back to the faulting page alone.
+            if n == 1 || e.raw_os_error() != Some(libc::ENOENT) {
+                return Err(sys_err(e));
+            }
+            n = 1;
+            core.uffd
+                .copy(addr, &core.zeros[..PAGE], !write, false)
+                .map_err(sys_err)?;
+        }
         st.reserved -= 1;
         let twin = if write { Twin::Zero } else { Twin::None };
         for k in 0..n {
