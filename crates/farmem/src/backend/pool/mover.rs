@@ -101,12 +101,18 @@ struct Plan {
 }
 
 /// The batched move of `e`, when it is a plain object that needs exactly a new copy (anything
-/// else is the single-object path's).
-fn plan(e: &Entry, members: &[Arc<Member>], want: usize) -> Option<Plan> {
+/// else is the single-object path's). A live member `evict` (a server being shrunk) counts as
+/// draining.
+fn plan(e: &Entry, members: &[Arc<Member>], want: usize, evict: Option<Ix>) -> Option<Plan> {
     if e.is_table() || e.is_freed() {
         return None;
     }
-    let st = |m: Ix| members.get(usize::from(m)).map(|m| m.state());
+    let st = |m: Ix| {
+        members.get(usize::from(m)).map(|x| match x.state() {
+            MemberState::Live if evict == Some(m) => MemberState::Draining,
+            s => s,
+        })
+    };
     let mut live = 0;
     let mut src = None;
     let mut draining = None;
@@ -165,15 +171,21 @@ impl Queue {
 
 /// Moves what it can of `ids` in batches with `workers` batches in flight; returns the ids left
 /// for the single-object path (tables, objects only losing a copy, busy or raced ones, objects
-/// that found no room or whose batch failed).
-pub(crate) fn run(inner: &Inner, ids: Vec<ObjectId>, workers: usize) -> Vec<ObjectId> {
+/// that found no room or whose batch failed). A live member `evict` (a server being shrunk) is
+/// treated as draining: its copies are replaced.
+pub(crate) fn run(
+    inner: &Inner,
+    ids: Vec<ObjectId>,
+    workers: usize,
+    evict: Option<Ix>,
+) -> Vec<ObjectId> {
     let workers = workers.max(1);
     let members = inner.members();
     let want = inner.cfg.redundancy.copies();
     let mut left = Vec::new();
     let mut by_src: HashMap<Ix, Vec<ObjectId>> = HashMap::new();
     for id in ids {
-        match inner.table.get(id).and_then(|e| plan(&e, &members, want)) {
+        match inner.table.get(id).and_then(|e| plan(&e, &members, want, evict)) {
             Some(p) => by_src.entry(p.src).or_default().push(id),
             None => left.push(id),
         }
@@ -201,7 +213,7 @@ pub(crate) fn run(inner: &Inner, ids: Vec<ObjectId>, workers: usize) -> Vec<Obje
             });
             let Some((src, batch)) = next else { return };
             let _turn = inner.repair.pace(&members, workers);
-            let out = batch_move(inner, src, &batch);
+            let out = batch_move(inner, src, &batch, evict);
             if let Some(avg) = out.avg_size {
                 sizes.lock().insert(src, avg);
             }
@@ -226,7 +238,7 @@ struct Outcome {
 }
 
 /// Moves one batch of objects read from `src` (see the module docs).
-fn batch_move(inner: &Inner, src: Ix, ids: &[ObjectId]) -> Outcome {
+fn batch_move(inner: &Inner, src: Ix, ids: &[ObjectId], evict: Option<Ix>) -> Outcome {
     let members = inner.members();
     let want = inner.cfg.redundancy.copies();
     let mut left = Vec::new();
@@ -243,7 +255,7 @@ fn batch_move(inner: &Inner, src: Ix, ids: &[ObjectId]) -> Outcome {
             left.push(id);
             continue;
         }
-        match plan(e, &members, want) {
+        match plan(e, &members, want, evict) {
             Some(p) if p.src == src => {
                 e.set_moving(true);
                 claims.push(Claim {

@@ -165,7 +165,7 @@ impl Repairer {
 }
 
 /// Batches a repair pass or drain round keeps in flight.
-const MOVERS: usize = 4;
+pub(super) const MOVERS: usize = 4;
 
 /// The body of the maintenance thread: refresh member statistics, then repair, every interval
 /// or when woken.
@@ -209,7 +209,7 @@ pub(crate) fn pass(inner: &Inner) {
     let members = inner.members();
     let want = inner.cfg.redundancy.copies();
     let ids = inner.table.select(|e| needs_work(e, &members, want));
-    let left = mover::run(inner, ids, MOVERS);
+    let left = mover::run(inner, ids, MOVERS, None);
     let (mut pending, mut no_room, mut lost) = (0, 0, 0);
     for id in left {
         if inner.repair.stopping() {
@@ -252,7 +252,7 @@ pub(crate) fn drain(inner: &Inner, m: Ix) -> Result<(), PoolError> {
         if round > 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
-        for id in mover::run(inner, ids, MOVERS) {
+        for id in mover::run(inner, ids, MOVERS, None) {
             match fix(inner, id, None) {
                 Fix::NoRoom => return Err(PoolError::NoRoom { member: name(), id }),
                 Fix::Done | Fix::Gone | Fix::Raced | Fix::Lost => {}
