@@ -22,6 +22,8 @@ pub struct Session {
     /// Largest answer body built for one request (batched gets, agent results); a larger one
     /// is answered with `ResponseTooLarge` instead. Default [`farmem_proto::MAX_FRAME_BODY`].
     pub max_response: usize,
+    /// Connections of this session's server-to-server copies, kept for the next copy.
+    pub pushes: crate::PushConnections,
 }
 
 impl Session {
@@ -34,6 +36,7 @@ impl Session {
             agent_threads: agent_threads.max(1),
             dedup: Dedup::default(),
             max_response: farmem_proto::MAX_FRAME_BODY as usize,
+            pushes: crate::PushConnections::default(),
         }
     }
 

@@ -43,11 +43,24 @@ struct Bucket {
 }
 
 /// A batch's turn from [`Repairer::pace`].
-pub(super) struct Turn<'a>(&'a Repairer);
+pub(super) struct Turn<'a> {
+    r: &'a Repairer,
+    start: Instant,
+    /// Whether the application had requests in flight when the turn began.
+    busy: bool,
+}
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        self.0.turns.fetch_sub(1, Ordering::AcqRel);
+        let r = self.r;
+        if self.busy && r.share < 1.0 {
+            // Rest so that batches take about `share` of the time while the application works.
+            let rest = self.start.elapsed().mul_f64((1.0 - r.share) / r.share);
+            let until = Instant::now() + rest;
+            let mut u = r.rest_until.lock();
+            *u = Some(u.map_or(until, |t| t.max(until)));
+        }
+        r.turns.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -67,10 +80,14 @@ pub(crate) struct Repairer {
     shutdown: AtomicBool,
     /// Batches running (see [`Repairer::pace`]).
     turns: AtomicUsize,
+    /// Share of the time batches may run while the application has requests in flight.
+    share: f64,
+    /// While the application works, no batch starts before this.
+    rest_until: Mutex<Option<Instant>>,
 }
 
 impl Repairer {
-    pub(crate) fn new(rate: Option<u64>) -> Self {
+    pub(crate) fn new(rate: Option<u64>, share: f64) -> Self {
         Self {
             bucket: rate.map(|r| {
                 let rate = r.max(1) as f64;
@@ -94,6 +111,8 @@ impl Repairer {
             cv: Condvar::new(),
             shutdown: AtomicBool::new(false),
             turns: AtomicUsize::new(0),
+            share: share.clamp(0.01, 1.0),
+            rest_until: Mutex::new(None),
         }
     }
 
@@ -134,16 +153,31 @@ impl Repairer {
     }
 
     /// Waits for a turn to run a batch: any of `workers` turns while the application has no
-    /// request in flight on `members`, one turn while it has (see the mover's docs). The turn
-    /// ends when the returned guard drops.
+    /// request in flight on `members`; while it has, one turn, and after each batch a rest that
+    /// keeps batches to [`super::PoolConfig::repair_share`] of the time (see the mover's docs).
+    /// The turn ends when the returned guard drops.
     pub(super) fn pace(&self, members: &[Arc<Member>], workers: usize) -> Turn<'_> {
         loop {
             let busy = members
                 .iter()
                 .any(|m| m.inflight.load(Ordering::Relaxed) > 0);
+            if busy && !self.stopping() {
+                let until = *self.rest_until.lock();
+                let now = Instant::now();
+                if let Some(t) = until
+                    && t > now
+                {
+                    std::thread::sleep((t - now).min(Duration::from_millis(2)));
+                    continue;
+                }
+            }
             let limit = if busy { 1 } else { workers };
             if self.turns.fetch_add(1, Ordering::AcqRel) < limit || self.stopping() {
-                return Turn(self);
+                return Turn {
+                    r: self,
+                    start: Instant::now(),
+                    busy,
+                };
             }
             self.turns.fetch_sub(1, Ordering::AcqRel);
             std::thread::sleep(Duration::from_micros(200));
