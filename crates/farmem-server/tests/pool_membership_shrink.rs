@@ -252,7 +252,12 @@ fn bulk_mib_s() -> f64 {
     let mut bytes = 0;
     for _ in 0..2 {
         for batch in ids.chunks(32) {
-            bytes += b.get_many(batch).unwrap().iter().map(Vec::len).sum::<usize>();
+            bytes += b
+                .get_many(batch)
+                .unwrap()
+                .iter()
+                .map(Vec::len)
+                .sum::<usize>();
         }
     }
     (bytes as f64 / (1 << 20) as f64) / t.elapsed().as_secs_f64()

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use farmem::Backend;
 use farmem::backend::pool::MemberState;
 use farmem::backend::{
-    BackendError, MemberId, PoolBackend, PoolConfig, PushTarget, Redundancy, TcpBackend,
-    TcpConfig,
+    BackendError, MemberId, PoolBackend, PoolConfig, PushTarget, Redundancy, TcpBackend, TcpConfig,
 };
 use farmem_proto::agent::{AgentMessage, PushArgs, PushResult, op};
 use farmem_server::{Server, ServerConfig, ServerHandle};
@@ -54,7 +53,9 @@ fn a_push_copies_objects_into_the_clients_session_on_another_server() {
         ca.put(id, &value(id, len)).unwrap();
     }
     cb.put(99, b"before").unwrap(); // opens cb's session
-    let to = cb.push_target().expect("a single TCP server has a push target");
+    let to = cb
+        .push_target()
+        .expect("a single TCP server has a push target");
     assert!(!format!("{to:?}").contains(&to.resume.to_string()));
     let mut asked = ids.clone();
     asked.push(1000); // not on a
@@ -64,7 +65,11 @@ fn a_push_copies_objects_into_the_clients_session_on_another_server() {
     assert_eq!(sizes, want);
     for (&id, &len) in ids.iter().zip(&lens) {
         assert_eq!(cb.get(id).unwrap(), value(id, len), "object {id} on b");
-        assert_eq!(ca.get(id).unwrap(), value(id, len), "object {id} still on a");
+        assert_eq!(
+            ca.get(id).unwrap(),
+            value(id, len),
+            "object {id} still on a"
+        );
     }
     assert!(cb.get(1000).is_err());
     assert_eq!(cb.get(99).unwrap(), b"before");
@@ -81,8 +86,14 @@ fn a_client_cannot_push_another_sessions_objects_or_into_another_session() {
     thief_b.put(4, b"thief's on b").unwrap();
     // The thief names the victim's object: the source reads the thief's own session only.
     let thief_to = thief_b.push_target().unwrap();
-    assert_eq!(push(&thief_a, &thief_to, &[1]).unwrap(), [PushResult::MISSING]);
-    assert!(thief_b.get(1).is_err(), "nothing of the victim's reached the thief");
+    assert_eq!(
+        push(&thief_a, &thief_to, &[1]).unwrap(),
+        [PushResult::MISSING]
+    );
+    assert!(
+        thief_b.get(1).is_err(),
+        "nothing of the victim's reached the thief"
+    );
     // The thief writes into the victim's session on b without its resume secret: refused.
     let victim_to = victim_b.push_target().unwrap();
     for resume in [0, thief_to.resume, victim_to.resume ^ 1] {
@@ -92,7 +103,10 @@ fn a_client_cannot_push_another_sessions_objects_or_into_another_session() {
         };
         assert!(push(&thief_a, &forged, &[3]).is_err(), "resume {resume:x}");
     }
-    assert!(victim_b.get(3).is_err(), "nothing reached the victim's session");
+    assert!(
+        victim_b.get(3).is_err(),
+        "nothing reached the victim's session"
+    );
     assert_eq!(victim_b.get(2).unwrap(), b"victim's on b");
 }
 
@@ -123,11 +137,15 @@ fn a_push_with_the_wrong_token_or_to_no_server_fails_and_writes_nothing() {
 fn pool_of_three(server_to_server: bool) -> (Vec<ServerHandle>, Vec<Arc<TcpBackend>>, PoolBackend) {
     let servers: Vec<ServerHandle> = (0..3).map(|_| server(None)).collect();
     let members: Vec<Arc<TcpBackend>> = servers.iter().map(|s| Arc::new(client(s, b""))).collect();
-    let list = members.iter().map(|m| m.clone() as Arc<dyn Backend>).collect();
+    let list = members
+        .iter()
+        .map(|m| m.clone() as Arc<dyn Backend>)
+        .collect();
     let cfg = PoolConfig::new(Redundancy::replicas(2)).server_to_server(server_to_server);
     let pool = PoolBackend::new(list, cfg).unwrap();
     for id in 0..600u64 {
-        pool.put(id, &value(id, 1024 + (id as usize % 40) * 1000)).unwrap();
+        pool.put(id, &value(id, 1024 + (id as usize % 40) * 1000))
+            .unwrap();
     }
     (servers, members, pool)
 }
@@ -139,7 +157,11 @@ fn a_drain_over_servers_copies_server_to_server_and_loses_nothing() {
         let held = members[1].stats().unwrap().objects;
         assert!(held > 0);
         pool.drain_member(MemberId(1)).unwrap();
-        assert_eq!(members[1].stats().unwrap().objects, 0, "server-to-server {s2s}");
+        assert_eq!(
+            members[1].stats().unwrap().objects,
+            0,
+            "server-to-server {s2s}"
+        );
         let r = pool.repair_stats();
         assert_eq!(r.copies, held, "server-to-server {s2s}");
         let (mut on0, mut on2) = (0, 0);
@@ -149,7 +171,11 @@ fn a_drain_over_servers_copies_server_to_server_and_loses_nothing() {
             on0 += u64::from(members[0].get(id).is_ok_and(|d| d == want));
             on2 += u64::from(members[2].get(id).is_ok_and(|d| d == want));
         }
-        assert_eq!(on0 + on2, 1200, "two copies of every object on the two others");
+        assert_eq!(
+            on0 + on2,
+            1200,
+            "two copies of every object on the two others"
+        );
     }
 }
 
@@ -160,7 +186,8 @@ fn a_repair_after_a_server_loss_restores_two_copies_server_to_server() {
     // The pool notices on its next write to the member, then repairs.
     for id in 0..600u64 {
         pool.get(id).unwrap();
-        pool.put(id, &value(id, 1024 + (id as usize % 40) * 1000)).unwrap();
+        pool.put(id, &value(id, 1024 + (id as usize % 40) * 1000))
+            .unwrap();
     }
     let t = std::time::Instant::now();
     while pool.member_state(MemberId(2)) == Some(MemberState::Live)

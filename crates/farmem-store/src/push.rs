@@ -156,7 +156,8 @@ impl Target {
                 addr: self.addr.clone(),
                 source,
             };
-            if let Some((frame, used)) = decode_frame(&self.rbuf, DEFAULT_MAX_FRAME).map_err(wire)?
+            if let Some((frame, used)) =
+                decode_frame(&self.rbuf, DEFAULT_MAX_FRAME).map_err(wire)?
             {
                 let h = frame.header;
                 let out = match Response::decode(h.op, h.flags, frame.body).map_err(wire)? {
@@ -238,7 +239,11 @@ fn connect(a: &PushArgs) -> Result<Target, PushError> {
 ///
 /// # Errors
 /// [`PushError`]; some copies may have been written to the target then.
-pub(crate) fn push(ns: &Namespace, conns: &PushConnections, args: &[u8]) -> Result<Vec<u8>, PushError> {
+pub(crate) fn push(
+    ns: &Namespace,
+    conns: &PushConnections,
+    args: &[u8],
+) -> Result<Vec<u8>, PushError> {
     let a = PushArgs::decode(args)?;
     // A kept connection may have been closed by the target meanwhile: one fresh try then.
     if let Some(t) = conns.take(&a)

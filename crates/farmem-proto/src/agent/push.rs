@@ -115,7 +115,10 @@ mod tests {
             ids: vec![1, 2, 3],
         };
         assert_eq!(PushArgs::decode(&a.encode()).unwrap(), a);
-        assert!(!format!("{a:?}").contains("3735928559"), "no secret in Debug");
+        assert!(
+            !format!("{a:?}").contains("3735928559"),
+            "no secret in Debug"
+        );
         let r = PushResult {
             sizes: vec![4, PushResult::MISSING],
         };

@@ -205,7 +205,11 @@ pub(crate) fn run(
     let mut left = Vec::new();
     let mut by_src: HashMap<Ix, Vec<ObjectId>> = HashMap::new();
     for id in ids {
-        match inner.table.get(id).and_then(|e| plan(&e, &members, want, evict)) {
+        match inner
+            .table
+            .get(id)
+            .and_then(|e| plan(&e, &members, want, evict))
+        {
             Some(p) => by_src.entry(p.src).or_default().push(id),
             None => left.push(id),
         }
@@ -259,13 +263,7 @@ struct Outcome {
 }
 
 /// Moves one batch of objects read from `src` (see the module docs).
-fn batch_move(
-    inner: &Inner,
-    src: Ix,
-    ids: &[ObjectId],
-    evict: Option<Ix>,
-    est: usize,
-) -> Outcome {
+fn batch_move(inner: &Inner, src: Ix, ids: &[ObjectId], evict: Option<Ix>, est: usize) -> Outcome {
     let members = inner.members();
     let want = inner.cfg.redundancy.copies();
     let mut left = Vec::new();

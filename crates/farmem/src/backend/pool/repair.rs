@@ -270,10 +270,22 @@ pub(crate) fn pass(inner: &Inner) {
 pub(crate) fn drain(inner: &Inner, m: Ix) -> Result<(), PoolError> {
     let name = || inner.members()[usize::from(m)].name.clone();
     let mut remaining = 0;
-    for round in 0..1000 {
+    let mut round = 0;
+    while round < 1000 {
         // Placement reads member states under the shard locks, and this select takes every
         // shard lock after the member stopped taking new objects: nothing can slip past.
         let ids = inner.table.select(|e| e.contains(m));
+        // Another mover (the maintenance thread's pass) working on one of them makes progress
+        // for us: wait for it without counting the round (a large table takes a while).
+        if ids
+            .iter()
+            .any(|&id| inner.table.get(id).is_some_and(|e| e.is_moving()))
+            && ids.len() < 64
+        {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        round += 1;
         if ids.is_empty() {
             // Moves committed by other movers may still owe the drop of this member's copy.
             let member = &inner.members()[usize::from(m)];
@@ -283,7 +295,7 @@ pub(crate) fn drain(inner: &Inner, m: Ix) -> Result<(), PoolError> {
             return Ok(());
         }
         remaining = ids.len();
-        if round > 0 {
+        if round > 1 {
             std::thread::sleep(Duration::from_millis(1));
         }
         for id in mover::run(inner, ids, MOVERS, None) {
