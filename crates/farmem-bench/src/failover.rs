@@ -66,6 +66,14 @@ pub struct Args {
     /// Repair and drain bandwidth limit in MiB/s (0: unlimited).
     #[arg(long, default_value_t = 0)]
     pub repair_mib_s: u64,
+    /// Share of the time repair and drain batches may run while the application has requests
+    /// in flight (0.01-1).
+    #[arg(long, default_value_t = 0.5)]
+    pub repair_share: f64,
+    /// Repair and drain have the servers copy to each other directly (`OBJ_PUSH`) instead of
+    /// through this client.
+    #[arg(long)]
+    pub server_copies: bool,
     /// MiB read from one server to measure the transport's bulk bandwidth.
     #[arg(long, default_value_t = 256)]
     pub bulk_mib: u64,
@@ -122,11 +130,13 @@ impl Args {
     }
 
     fn rig(&self, replicas: usize) -> anyhow::Result<PoolRig> {
-        PoolRig::start(
+        PoolRig::start_with(
             self.servers,
             replicas,
             Duration::from_millis(self.timeout_ms),
             (self.repair_mib_s > 0).then_some(self.repair_mib_s << 20),
+            self.server_copies,
+            self.repair_share,
         )
     }
 }

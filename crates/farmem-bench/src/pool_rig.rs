@@ -223,6 +223,10 @@ impl Backend for Timed {
         self.inner.sites()
     }
 
+    fn push_target(&self) -> Option<farmem::backend::PushTarget> {
+        self.inner.push_target()
+    }
+
     fn describe(&self) -> String {
         self.inner.describe()
     }
@@ -252,6 +256,22 @@ impl PoolRig {
         timeout: Duration,
         repair_rate: Option<u64>,
     ) -> anyhow::Result<Self> {
+        Self::start_with(servers, replicas, timeout, repair_rate, true, 0.5)
+    }
+
+    /// [`PoolRig::start`], with server-to-server copies on or off (`server_to_server`) and the
+    /// share of the time repair may take while the application works (`repair_share`).
+    ///
+    /// # Errors
+    /// When a server cannot start or be reached.
+    pub fn start_with(
+        servers: usize,
+        replicas: usize,
+        timeout: Duration,
+        repair_rate: Option<u64>,
+        server_to_server: bool,
+        repair_share: f64,
+    ) -> anyhow::Result<Self> {
         let procs = (0..servers)
             .map(|_| ServerProc::start())
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -270,7 +290,9 @@ impl PoolRig {
             .collect();
         let cfg = PoolConfig::new(Redundancy::replicas(replicas))
             .repair_rate(repair_rate)
-            .maintenance_interval(Duration::from_millis(100));
+            .maintenance_interval(Duration::from_millis(100))
+            .server_to_server(server_to_server)
+            .repair_share(repair_share);
         let pool = Arc::new(PoolBackend::new(list, cfg)?);
         let timed = Arc::new(Timed::new(pool.clone()));
         Ok(Self {

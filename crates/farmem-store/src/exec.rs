@@ -8,6 +8,7 @@ use farmem_proto::{
 };
 
 use farmem_kernels::{Interrupt, KernelError};
+use farmem_proto::agent::op as agent_op;
 
 use crate::agent::{self, AgentError, AgentErrorCode};
 use crate::dedup::Claim;
@@ -70,14 +71,19 @@ fn encode_agent_error(wbuf: &mut Vec<u8>, req_id: u64, e: &AgentError) {
         AgentError::UnknownOp(_) => compute(AgentErrorCode::UnknownOp),
         AgentError::Malformed(_) => compute(AgentErrorCode::Malformed),
     };
+    encode_error(wbuf, Op::Compute, req_id, code, d, &error_chain(e));
+}
+
+/// `e` and its causes, one message.
+fn error_chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
-    let mut cause = std::error::Error::source(e);
+    let mut cause = e.source();
     while let Some(c) = cause {
         msg.push_str(": ");
         msg.push_str(&c.to_string());
         cause = c.source();
     }
-    encode_error(wbuf, Op::Compute, req_id, code, d, &msg);
+    msg
 }
 
 /// Executes `req` (request id `rid`) against `session` and appends its answer, one frame, to
@@ -233,6 +239,20 @@ fn execute_once(
                 ..Default::default()
             };
             Response::Stats(st).encode(wbuf, op, rid);
+        }
+        Request::Compute { op: aop, args, .. } if *aop == agent_op::OBJ_PUSH => {
+            match crate::push::push(ns, &session.pushes, args) {
+                Ok(out) => Response::Data(&out).encode(wbuf, op, rid),
+                Err(e) => {
+                    tracing::debug!(error = %e, "a server-to-server push failed");
+                    let code = match &e {
+                        crate::PushError::Args(_) => AgentErrorCode::Malformed,
+                        _ => AgentErrorCode::Invalid,
+                    };
+                    let msg = error_chain(&e);
+                    encode_error(wbuf, op, rid, ErrorCode::Compute, [code as u64, 0, 0], &msg);
+                }
+            }
         }
         Request::Compute { op: aop, args, .. } => {
             let mut stop = Stop::after(session.agent_time_limit);

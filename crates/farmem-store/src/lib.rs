@@ -1,9 +1,10 @@
 //! The storage engine of a farmem memory server: namespaces of byte objects charged against a
 //! shared [`Budget`], client [`Session`]s, the remote [`agent`] and the execution of requests.
 //!
-//! It has no I/O of its own: `farmem-server` wraps it in a TCP shell, and the client library's
-//! embedded store runs it in-process, so both enforce capacity, apply patches and run agent
-//! operations the same way.
+//! It has no I/O of its own (but for the outbound connection of a server-to-server copy,
+//! [`agent::op::OBJ_PUSH`](farmem_proto::agent::op::OBJ_PUSH)): `farmem-server` wraps it in a TCP
+//! shell, and the client library's embedded store runs it in-process, so both enforce capacity,
+//! apply patches and run agent operations the same way.
 //!
 //!
 //! ```
@@ -28,6 +29,7 @@ mod error;
 mod exec;
 mod namespace;
 mod quota;
+mod push;
 mod session;
 mod slab;
 mod stop;
@@ -38,5 +40,6 @@ pub use error::StoreError;
 pub use exec::{encode_store_error, execute_request, execute_request_watched};
 pub use namespace::{Namespace, OBJECT_OVERHEAD};
 pub use quota::{SessionQuota, is_rate_limited};
+pub use push::{PushConnections, PushError};
 pub use session::{Session, StoreContext};
 pub use stop::Stop;

@@ -25,6 +25,8 @@ pub struct Session {
     /// Largest answer body built for one request (batched gets, agent results); a larger one
     /// is answered with `ResponseTooLarge` instead. Default [`farmem_proto::MAX_FRAME_BODY`].
     pub max_response: usize,
+    /// Connections of this session's server-to-server copies, kept for the next copy.
+    pub pushes: crate::PushConnections,
     /// Longest an agent operation of this session may run before it is stopped with
     /// [`farmem_kernels::Interrupt::TimeLimit`]; `None`: no limit.
     pub agent_time_limit: Option<Duration>,
@@ -42,6 +44,7 @@ impl Session {
             agent_threads: agent_threads.max(1),
             dedup: Dedup::default(),
             max_response: farmem_proto::MAX_FRAME_BODY as usize,
+            pushes: crate::PushConnections::default(),
             agent_time_limit: None,
             rate: None,
         }

@@ -11,6 +11,7 @@
 mod embedded;
 mod error;
 pub mod pool;
+mod push;
 mod sites;
 mod tcp;
 
@@ -20,6 +21,7 @@ pub use pool::{
     FaultyBackend, MemberId, MemberSource, Membership, PoolBackend, PoolConfig, PoolError,
     PoolStats, Redundancy,
 };
+pub use push::PushTarget;
 pub use sites::Sites;
 pub use tcp::{LATENCY_BUCKETS_US, ServerHealth, TcpBackend, TcpConfig, Ticket, TransportStats};
 
@@ -204,6 +206,15 @@ pub trait Backend: Send + Sync + 'static {
     /// instead of waiting for the failure to be detected. Backends without such waits ignore it.
     fn set_read_patience(&self, patience: Option<std::time::Duration>) {
         let _ = patience;
+    }
+
+    /// Where another memory server can write objects into this client's session directly (a
+    /// server-to-server copy, [`farmem_proto::agent::op::OBJ_PUSH`]), when this backend is one
+    /// memory server reached over TCP with a session open; `None`, the default, otherwise. Such
+    /// a backend also runs the push itself: its [`Backend::compute`] of `OBJ_PUSH` asks its
+    /// server to copy objects of this session to another one. Wrappers forward it.
+    fn push_target(&self) -> Option<PushTarget> {
+        None
     }
 
     /// A short human-readable name ("embedded", "tcp://127.0.0.1:7070", ...).

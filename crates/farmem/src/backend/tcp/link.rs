@@ -131,6 +131,14 @@ impl Link {
         self.born.elapsed().saturating_sub(last)
     }
 
+    /// This client's session key and resume secret on the server (0, 0 before the first hello).
+    pub(crate) fn session_secret(&self) -> (u64, u64) {
+        (
+            self.session.load(Ordering::Acquire),
+            self.secret.load(Ordering::Acquire),
+        )
+    }
+
     /// Whether the server has been declared down (terminal).
     pub(crate) fn is_down(&self) -> bool {
         self.down.load(Ordering::Acquire)

@@ -722,6 +722,19 @@ impl Backend for TcpBackend {
         }
     }
 
+    fn push_target(&self) -> Option<super::PushTarget> {
+        let [s] = self.servers.as_slice() else {
+            return None;
+        };
+        let (session, resume) = s.link.session_secret();
+        (session != 0 && !s.link.is_down()).then(|| super::PushTarget {
+            addr: s.link.addr.clone(),
+            session,
+            resume,
+            token: s.link.config.token.clone().unwrap_or_default(),
+        })
+    }
+
     fn describe(&self) -> String {
         let addrs: Vec<&str> = self.servers.iter().map(|s| s.link.addr.as_str()).collect();
         format!("tcp://{}", addrs.join(","))
