@@ -147,6 +147,10 @@ pub enum ErrorCode {
     /// many times, a large agent result): `a` = bytes of the answer when it was cut (at least),
     /// `b` = the limit. Nothing was changed; the connection stays open.
     ResponseTooLarge = 16,
+    /// A durable server could not log the change (its disk or log limit is full, or writing
+    /// its log failed): `a` = bytes the change needed (0 when the log failed). Nothing was
+    /// changed; the connection stays open.
+    StorageFailed = 17,
 }
 
 impl ErrorCode {
@@ -170,6 +174,7 @@ impl ErrorCode {
             AdminRefused,
             ShrinkIncomplete,
             ResponseTooLarge,
+            StorageFailed,
         ]
         .into_iter()
         .find(|k| *k as u16 == c)

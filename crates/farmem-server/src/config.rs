@@ -88,6 +88,9 @@ pub struct ServerConfig {
     /// resumes its session with all its objects; after it, a crashed client's objects are freed.
     /// Zero frees them with the last connection. Default 30 s.
     pub session_lease: std::time::Duration,
+    /// Keep sessions and objects across a restart in this data directory (see
+    /// [`farmem_store::durable`]); `None` (the default): purely in memory.
+    pub durable: Option<farmem_store::DurableConfig>,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +105,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             agent_threads: farmem_store::agent::default_threads(),
             session_lease: std::time::Duration::from_secs(30),
+            durable: None,
         }
     }
 }

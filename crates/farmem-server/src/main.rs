@@ -126,6 +126,23 @@ struct Args {
     /// refused with `ResponseTooLarge`. At most 1GiB.
     #[arg(long, default_value = "256MiB", value_parser = size)]
     max_response: u64,
+    /// Keep sessions and objects across restarts (kill -9 included) in this directory: a
+    /// write-ahead log plus snapshots. Without it the server keeps everything in memory only.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// With --data-dir: when a change is durable before it is acknowledged. `always`: synced
+    /// to disk (survives a host crash; one fdatasync per group commit); `none`: in the OS's
+    /// page cache (survives a crash of the server, not of the host).
+    #[arg(long, default_value = "always", value_parser = ["always", "none"])]
+    sync: String,
+    /// With --data-dir: most disk space the log may take, e.g. 20GiB; changes beyond it are
+    /// refused with a storage error until a snapshot frees log space (default: the disk).
+    #[arg(long, value_parser = size)]
+    log_limit: Option<u64>,
+    /// With --data-dir: take a snapshot (and drop the log before it) once the log exceeds
+    /// this and the data held.
+    #[arg(long, default_value = "256MiB", value_parser = size)]
+    snapshot_after: u64,
 }
 
 fn duration(s: &str) -> Result<std::time::Duration, String> {
@@ -252,6 +269,15 @@ fn main() -> ExitCode {
     config.limits.write_timeout = args.write_timeout;
     config.limits.keepalive = args.keepalive;
     config.limits.max_frame = max_object.saturating_add(4096);
+    if let Some(dir) = &args.data_dir {
+        let mut d = farmem_store::DurableConfig::new(dir);
+        if args.sync == "none" {
+            d.sync = farmem_store::SyncPolicy::None;
+        }
+        d.log_limit = args.log_limit.unwrap_or(u64::MAX);
+        d.snapshot_min_log = args.snapshot_after;
+        config.durable = Some(d);
+    }
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {
         Ok(s) => s,
         Err(e) => {
@@ -262,7 +288,14 @@ fn main() -> ExitCode {
     let server = match Server::start(config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            let mut msg = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                msg.push_str(": ");
+                msg.push_str(&c.to_string());
+                cause = c.source();
+            }
+            eprintln!("error: {msg}");
             return ExitCode::from(1);
         }
     };

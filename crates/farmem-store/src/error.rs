@@ -31,4 +31,7 @@ pub enum StoreError {
         /// The limit.
         limit: u64,
     },
+    /// The change could not be logged (durable servers only); nothing was changed.
+    #[error("the change was not made: {0}")]
+    Log(#[from] crate::durable::LogError),
 }

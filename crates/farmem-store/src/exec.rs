@@ -26,6 +26,13 @@ pub(crate) fn encode_store_error(wbuf: &mut Vec<u8>, op: Op, req_id: u64, e: &St
             actual,
         } => (ErrorCode::SizeMismatch, [id, expected, actual]),
         StoreError::TooLarge { size, limit } => (ErrorCode::TooLarge, [size, limit, 0]),
+        StoreError::Log(l) => {
+            let needed = match l {
+                crate::LogError::DiskFull { needed } => needed,
+                _ => 0,
+            };
+            (ErrorCode::StorageFailed, [needed, 0, 0])
+        }
     };
     encode_error(wbuf, op, req_id, code, d, &e.to_string());
 }
@@ -159,12 +166,10 @@ fn execute_once(session: &Session, req: &Request<'_>, rid: u64, wbuf: &mut Vec<u
                 Err(e) => encode_store_error(wbuf, op, rid, &e),
             }
         }
-        Request::Free { ids } => {
-            for id in ids.iter() {
-                ns.free(id);
-            }
-            Response::Done.encode(wbuf, op, rid);
-        }
+        Request::Free { ids } => match ids.iter().try_for_each(|id| ns.try_free(id).map(drop)) {
+            Ok(()) => Response::Done.encode(wbuf, op, rid),
+            Err(e) => encode_store_error(wbuf, op, rid, &e),
+        },
         Request::Ping | Request::CloseSession => Response::Done.encode(wbuf, op, rid),
         Request::Admin { .. } => {
             let msg = "admin requests are answered by the server, not a session";

@@ -24,6 +24,7 @@
 pub mod agent;
 mod budget;
 pub mod dedup;
+pub mod durable;
 mod error;
 mod exec;
 mod namespace;
@@ -32,6 +33,7 @@ mod slab;
 
 pub use budget::Budget;
 pub use dedup::Dedup;
+pub use durable::{Durable, DurableConfig, DurableError, LogError, SyncPolicy};
 pub use error::StoreError;
 pub use exec::execute_request;
 pub use namespace::{Namespace, OBJECT_OVERHEAD};

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::agent::{AgentContext, AgentError, AgentState};
+use crate::durable::{Journal, LogError};
 use crate::{Budget, Dedup, Namespace};
 
 /// One client's objects and agent state, and the answers of its recent requests (for retries).
@@ -41,6 +42,19 @@ impl Session {
     pub fn with_max_response(mut self, bytes: usize) -> Self {
         self.max_response = bytes.min(farmem_proto::MAX_FRAME_BODY as usize);
         self
+    }
+
+    /// Waits until every change of this session is durable (at once without a data
+    /// directory). A server calls this before it sends the answers of the requests it executed:
+    /// an answer may acknowledge a change only once its log record is on disk.
+    ///
+    /// # Errors
+    /// [`LogError`] when the log could not be written: the answers must not be sent.
+    pub fn commit(&self) -> Result<(), LogError> {
+        match self.ns.journal() {
+            Some(j) => j.commit(),
+            None => Ok(()),
+        }
     }
 
     /// The agent's view of this session.
@@ -83,5 +97,9 @@ impl AgentContext for StoreContext<'_> {
 
     fn threads(&self) -> usize {
         self.threads
+    }
+
+    fn journal(&self) -> Option<&Journal> {
+        self.ns.journal()
     }
 }
