@@ -369,8 +369,7 @@ mod tests {
             }
         }
         assert_eq!(n, 8192 / rec.len());
-        let t = wal.reserve(1);
-        assert!(t.is_err());
+        assert!(wal.reserve(rec.len()).is_err());
         wal.wait(wal.position()).unwrap();
         assert_eq!(read_all(&d.segment(1)).len(), n);
         // After a rotation the old segment counts until it is retired: the new one takes only
