@@ -85,8 +85,8 @@ pub struct DurableConfig {
     /// Most bytes the log may take on disk; a change that does not fit is refused with
     /// [`LogError::DiskFull`] (as when the disk itself is full). Default unlimited.
     pub log_limit: u64,
-    /// A snapshot is taken once the log holds more than this and more than the data.
-    /// Default 256 MiB.
+    /// A snapshot is taken once the log holds more than this (or half of
+    /// [`DurableConfig::log_limit`]) and more than the data. Default 256 MiB.
     pub snapshot_min_log: u64,
     /// Log segments grow by this much preallocated space at a time. Default 64 MiB.
     pub segment_chunk: u64,
@@ -339,8 +339,11 @@ fn compact_loop(inner: &Inner) {
                 return;
             }
         }
+        // Past the threshold, or half the limit, and holding more than the data (a snapshot
+        // then gives space back).
         let log = inner.wal.live_bytes();
-        if log <= inner.config.snapshot_min_log || log <= inner.data_bytes() {
+        let threshold = inner.config.snapshot_min_log.min(inner.config.log_limit / 2);
+        if log <= threshold || log <= inner.data_bytes() {
             continue;
         }
         match inner.snapshot() {

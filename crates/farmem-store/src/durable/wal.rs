@@ -150,7 +150,8 @@ impl Wal {
             done: Condvar::new(),
             dir,
             sync,
-            chunk: chunk.max(4096),
+            // A small limit gets small chunks: a chunk never takes more than an eighth of it.
+            chunk: chunk.min(limit / 8).max(4096),
             limit,
         })
     }
