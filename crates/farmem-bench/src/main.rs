@@ -9,6 +9,7 @@ mod containers;
 mod demo;
 mod demo_pool;
 mod deref;
+mod durable;
 mod failover;
 mod graph;
 mod hot_access;
@@ -63,6 +64,8 @@ enum Command {
     Netswap(netswap::Args),
     /// Memory pool with replicas over three loopback servers: overhead, failures, repair, drain.
     Failover(failover::Args),
+    /// The cost of `farmem-server --data-dir` on puts, and recovery time per GiB.
+    Durable(durable::Args),
     /// Internal: a memory server child process (used by `demo --servers` and `failover`).
     #[command(hide = true)]
     Serve(pool_rig::ServeArgs),
@@ -89,6 +92,7 @@ fn main() -> anyhow::Result<()> {
         Command::Graph(a) => graph::run(a),
         Command::Netswap(a) => netswap::run(a),
         Command::Failover(a) => failover::run(a),
+        Command::Durable(a) => durable::run(a),
         Command::Serve(a) => pool_rig::serve(a),
     }
 }

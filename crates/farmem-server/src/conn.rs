@@ -277,7 +277,9 @@ fn run(
 /// On a durable server, waits until the session's changes are logged: answers that
 /// acknowledge them may be sent only then.
 fn commit(session: Option<&Session>) -> Result<(), Close> {
-    session.map_or(Ok(()), Session::commit).map_err(Close::NotDurable)
+    session
+        .map_or(Ok(()), Session::commit)
+        .map_err(Close::NotDurable)
 }
 
 fn hello_timeout(wbuf: &mut Vec<u8>, limits: &Limits) -> Close {

@@ -200,14 +200,7 @@ fn ctl(c: &Ctl) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let mut msg = e.to_string();
-            let mut cause = std::error::Error::source(&e);
-            while let Some(c) = cause {
-                msg.push_str(": ");
-                msg.push_str(&c.to_string());
-                cause = c.source();
-            }
-            eprintln!("error: {msg}");
+            eprintln!("error: {}", chain(&e));
             ExitCode::from(match e {
                 AdminError::Incomplete { .. } => 3,
                 AdminError::Refused { .. } => 4,
@@ -215,6 +208,18 @@ fn ctl(c: &Ctl) -> ExitCode {
             })
         }
     }
+}
+
+/// `e` and its causes, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        msg.push_str(": ");
+        msg.push_str(&c.to_string());
+        cause = c.source();
+    }
+    msg
 }
 
 fn main() -> ExitCode {
@@ -288,14 +293,7 @@ fn main() -> ExitCode {
     let server = match Server::start(config) {
         Ok(s) => s,
         Err(e) => {
-            let mut msg = e.to_string();
-            let mut cause = std::error::Error::source(&e);
-            while let Some(c) = cause {
-                msg.push_str(": ");
-                msg.push_str(&c.to_string());
-                cause = c.source();
-            }
-            eprintln!("error: {msg}");
+            eprintln!("error: {}", chain(&e));
             return ExitCode::from(1);
         }
     };

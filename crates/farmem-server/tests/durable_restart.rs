@@ -66,7 +66,11 @@ fn writer(b: &TcpBackend, w: u64, stop: &AtomicBool) -> Model {
         round += 1;
         let ids: Vec<u64> = (0..12).map(|i| base + i).collect();
         let vals: Vec<Vec<u8>> = ids.iter().map(|&id| object(id, round)).collect();
-        let items: Vec<(u64, &[u8])> = ids.iter().copied().zip(vals.iter().map(|v| &v[..])).collect();
+        let items: Vec<(u64, &[u8])> = ids
+            .iter()
+            .copied()
+            .zip(vals.iter().map(|v| &v[..]))
+            .collect();
         let ok = b.put_many(&items).is_ok();
         for (id, v) in ids.iter().zip(&vals) {
             record(&mut model, *id, Some(v.clone()), ok);
@@ -74,10 +78,7 @@ fn writer(b: &TcpBackend, w: u64, stop: &AtomicBool) -> Model {
         let piped: Vec<(u64, Vec<u8>)> = (12..20)
             .map(|i| (base + i, object(base + i, round)))
             .collect();
-        let tickets: Vec<_> = piped
-            .iter()
-            .map(|(id, v)| b.submit_put(*id, v))
-            .collect();
+        let tickets: Vec<_> = piped.iter().map(|(id, v)| b.submit_put(*id, v)).collect();
         for (t, (id, v)) in tickets.into_iter().zip(piped) {
             let ok = t.and_then(|t| b.wait_done(t)).is_ok();
             record(&mut model, id, Some(v), ok);
@@ -126,7 +127,8 @@ fn check(b: &TcpBackend, models: &[Model]) -> u64 {
 fn kill9_mid_write(sync: &str) {
     let dir = data_dir(&format!("kill-{sync}"));
     let d = dir.to_str().unwrap();
-    let mut server = ServerProc::start(&["--data-dir", d, "--sync", sync, "--session-lease", "60s"]);
+    let mut server =
+        ServerProc::start(&["--data-dir", d, "--sync", sync, "--session-lease", "60s"]);
     let b = Arc::new(client(&server.addr, 3));
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (1..=6u64)
@@ -195,14 +197,18 @@ fn a_snapshot_bounds_the_log_and_a_restart_after_it_loses_nothing() {
     let mut model = Model::new();
     // 4 MiB of overwrites of 64 objects: the log outgrows its threshold several times.
     for round in 0..64u64 {
-        let vals: Vec<(u64, Vec<u8>)> = (0..64).map(|i| (i, vec![(round + i) as u8; 1000])).collect();
+        let vals: Vec<(u64, Vec<u8>)> = (0..64)
+            .map(|i| (i, vec![(round + i) as u8; 1000]))
+            .collect();
         let items: Vec<(u64, &[u8])> = vals.iter().map(|(i, v)| (*i, &v[..])).collect();
         b.put_many(&items).unwrap();
         for (i, v) in vals {
             record(&mut model, i, Some(v), true);
         }
     }
-    wait_until("a snapshot", Duration::from_secs(20), || files(&dir, ".snap") == 1);
+    wait_until("a snapshot", Duration::from_secs(20), || {
+        files(&dir, ".snap") == 1
+    });
     server.restart();
     check(&b, &[model]);
     drop(b);
@@ -255,7 +261,13 @@ fn a_torn_log_tail_is_cut_and_the_objects_before_it_are_whole() {
 /// Runs the binary on `dir` expecting it to refuse to start; returns what it printed.
 fn refused(dir: &Path) -> String {
     let out = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--capacity", "64MiB", "--data-dir"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--capacity",
+            "64MiB",
+            "--data-dir",
+        ])
         .arg(dir)
         .output()
         .unwrap();
@@ -305,14 +317,7 @@ fn a_damaged_or_locked_data_directory_is_refused_with_a_reason() {
 fn a_full_log_refuses_changes_with_a_storage_error_and_keeps_what_it_acknowledged() {
     let dir = data_dir("full");
     let d = dir.to_str().unwrap();
-    let mut server = ServerProc::start(&[
-        "--data-dir",
-        d,
-        "--sync",
-        "none",
-        "--log-limit",
-        "1MiB",
-    ]);
+    let mut server = ServerProc::start(&["--data-dir", d, "--sync", "none", "--log-limit", "1MiB"]);
     let b = client(&server.addr, 1);
     let mut stored = 0u64;
     let err = loop {
@@ -323,7 +328,10 @@ fn a_full_log_refuses_changes_with_a_storage_error_and_keeps_what_it_acknowledge
         assert!(stored < 10_000, "the log limit is not enforced");
     };
     assert!(
-        matches!(err, BackendError::Protocol(ProtocolError::ServerError { code: 17, .. })),
+        matches!(
+            err,
+            BackendError::Protocol(ProtocolError::ServerError { code: 17, .. })
+        ),
         "{err:?}"
     );
     // The connection stays usable; reads go on.

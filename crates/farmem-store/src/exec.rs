@@ -88,6 +88,9 @@ pub fn execute_request(session: &Session, req: &Request<'_>, rid: u64, wbuf: &mu
             let start = wbuf.len();
             execute_once(session, req, rid, wbuf);
             running.finish(&wbuf[start..]);
+            if let Some(j) = session.ns.journal() {
+                j.answer(rid, &wbuf[start..]);
+            }
         }
         Claim::Replay(answer) => wbuf.extend_from_slice(&answer),
         Claim::Unkept => {

@@ -296,7 +296,9 @@ impl Tables {
         let logged = ctx.journal().map(|_| args.encode());
         let mut inner = self.lock();
         let log = match &logged {
-            Some(a) => reserve(ctx, |session| Record::TableRemove { session, args: a }.len())?,
+            Some(a) => reserve(ctx, |session| {
+                Record::TableRemove { session, args: a }.len()
+            })?,
             None => None,
         };
         let mut freed = 0i64;

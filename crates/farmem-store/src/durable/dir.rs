@@ -124,7 +124,9 @@ impl DataDir {
     /// Removes `path`, ignoring a file already gone.
     pub(crate) fn remove(&self, path: &Path) -> Result<(), DurableError> {
         match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("cannot remove", path)(e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(io_err("cannot remove", path)(e))
+            }
             _ => Ok(()),
         }
     }
@@ -138,7 +140,10 @@ mod tests {
     fn a_directory_is_locked_while_open_and_names_parse_back() {
         let base = std::env::temp_dir().join(format!("farmem-dir-{}", std::process::id()));
         let d = DataDir::open(&base).unwrap();
-        assert!(matches!(DataDir::open(&base), Err(DurableError::Locked { .. })));
+        assert!(matches!(
+            DataDir::open(&base),
+            Err(DurableError::Locked { .. })
+        ));
         File::create(d.segment(3)).unwrap();
         File::create(d.segment(1)).unwrap();
         File::create(d.snapshot(2)).unwrap();

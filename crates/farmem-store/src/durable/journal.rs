@@ -54,6 +54,25 @@ impl Journal {
         })
     }
 
+    /// Logs the answer of non-idempotent request `rid` (kept for retries after a restart).
+    /// When the log cannot take it, a retry after a restart runs the request again.
+    pub(crate) fn answer(&self, rid: u64, answer: &[u8]) {
+        let answer = if answer.len() > crate::dedup::MAX_KEPT_ANSWER {
+            &[][..]
+        } else {
+            answer
+        };
+        let rec = Record::Answer {
+            session: self.session,
+            rid,
+            answer,
+        };
+        match self.reserve(rec.len()) {
+            Ok(e) => e.write(&rec),
+            Err(e) => tracing::warn!(error = %e, rid, "the answer of a request was not logged"),
+        }
+    }
+
     /// Waits until every change this session logged is durable; only then may it be
     /// acknowledged.
     ///

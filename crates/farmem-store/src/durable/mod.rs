@@ -242,7 +242,11 @@ impl Durable {
     ///
     /// # Errors
     /// [`LogError`] when the open cannot be logged; the session is not kept then.
-    pub fn open_session(&self, mut session: Session, secret: u64) -> Result<Arc<Session>, LogError> {
+    pub fn open_session(
+        &self,
+        mut session: Session,
+        secret: u64,
+    ) -> Result<Arc<Session>, LogError> {
         let key = session.key;
         let journal = Journal::new(self.inner.wal.clone(), key);
         session.ns.set_journal(journal.clone());
@@ -342,7 +346,10 @@ fn compact_loop(inner: &Inner) {
         // Past the threshold, or half the limit, and holding more than the data (a snapshot
         // then gives space back).
         let log = inner.wal.live_bytes();
-        let threshold = inner.config.snapshot_min_log.min(inner.config.log_limit / 2);
+        let threshold = inner
+            .config
+            .snapshot_min_log
+            .min(inner.config.log_limit / 2);
         if log <= threshold || log <= inner.data_bytes() {
             continue;
         }

@@ -23,6 +23,7 @@ mod kind {
     pub(super) const TABLE_DROP: u8 = 8;
     pub(super) const SNAPSHOT_BEGIN: u8 = 9;
     pub(super) const SNAPSHOT_END: u8 = 10;
+    pub(super) const ANSWER: u8 = 11;
 }
 
 /// One state change (or snapshot marker), borrowing its bytes.
@@ -33,9 +34,17 @@ pub(crate) enum Record<'a> {
     /// A session ended; its objects and tables are gone.
     SessionClose { session: u64 },
     /// Object `id` of `session` now holds `data`.
-    Put { session: u64, id: u64, data: &'a [u8] },
+    Put {
+        session: u64,
+        id: u64,
+        data: &'a [u8],
+    },
     /// Edits of object `id`: `edits` is `count:u32 (offset:u32 len:u32 bytes)*`.
-    Patch { session: u64, id: u64, edits: &'a [u8] },
+    Patch {
+        session: u64,
+        id: u64,
+        edits: &'a [u8],
+    },
     /// Object `id` was freed.
     Free { session: u64, id: u64 },
     /// A hash-table put, its encoded `HtPutArgs`.
@@ -44,6 +53,12 @@ pub(crate) enum Record<'a> {
     TableRemove { session: u64, args: &'a [u8] },
     /// A hash table was dropped.
     TableDrop { session: u64, table: u64 },
+    /// The answer of non-idempotent request `rid` (empty: ran, answer not kept), for retries.
+    Answer {
+        session: u64,
+        rid: u64,
+        answer: &'a [u8],
+    },
     /// A snapshot starts; the log from segment `segment` on applies after it.
     SnapshotBegin { segment: u64 },
     /// A snapshot is complete.
@@ -91,6 +106,7 @@ impl<'a> Record<'a> {
             Record::SessionClose { .. } | Record::SnapshotBegin { .. } => 8,
             Record::Put { data, .. } => 16 + data.len(),
             Record::Patch { edits, .. } => 16 + edits.len(),
+            Record::Answer { answer, .. } => 16 + answer.len(),
             Record::Free { .. } | Record::TableDrop { .. } | Record::SnapshotEnd { .. } => 16,
             Record::TablePut { args, .. } | Record::TableRemove { args, .. } => 8 + args.len(),
         }
@@ -111,6 +127,7 @@ impl<'a> Record<'a> {
             Record::TablePut { .. } => kind::TABLE_PUT,
             Record::TableRemove { .. } => kind::TABLE_REMOVE,
             Record::TableDrop { .. } => kind::TABLE_DROP,
+            Record::Answer { .. } => kind::ANSWER,
             Record::SnapshotBegin { .. } => kind::SNAPSHOT_BEGIN,
             Record::SnapshotEnd { .. } => kind::SNAPSHOT_END,
         }
@@ -127,6 +144,11 @@ impl<'a> Record<'a> {
             Record::SessionClose { session } => (session, None, &[]),
             Record::Put { session, id, data } => (session, Some(id), data),
             Record::Patch { session, id, edits } => (session, Some(id), edits),
+            Record::Answer {
+                session,
+                rid,
+                answer,
+            } => (session, Some(rid), answer),
             Record::Free { session, id } => (session, Some(id), &[]),
             Record::TablePut { session, args } | Record::TableRemove { session, args } => {
                 (session, None, args)
@@ -173,6 +195,11 @@ impl<'a> Record<'a> {
                 session: u(0)?,
                 id: u(1)?,
                 edits: rest.get(16..)?,
+            },
+            kind::ANSWER => Record::Answer {
+                session: u(0)?,
+                rid: u(1)?,
+                answer: rest.get(16..)?,
             },
             kind::FREE => {
                 exact(2)?;
@@ -311,6 +338,11 @@ mod tests {
                 edits,
             },
             Record::Free { session: 7, id: 1 },
+            Record::Answer {
+                session: 7,
+                rid: 5,
+                answer: b"done",
+            },
             Record::TablePut {
                 session: 7,
                 args: b"args",

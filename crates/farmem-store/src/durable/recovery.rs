@@ -121,6 +121,7 @@ impl<'m> Replay<'m> {
             Record::Put { session, .. }
             | Record::Patch { session, .. }
             | Record::Free { session, .. }
+            | Record::Answer { session, .. }
             | Record::TablePut { session, .. }
             | Record::TableRemove { session, .. }
             | Record::TableDrop { session, .. } => session,
@@ -165,6 +166,7 @@ impl<'m> Replay<'m> {
             Record::TableDrop { table, .. } => {
                 let _ = s.agent.tables.drop_table(&ctx, table);
             }
+            Record::Answer { rid, answer, .. } => s.dedup.restore(rid, answer, &s.ns),
             _ => {}
         }
         Ok(())

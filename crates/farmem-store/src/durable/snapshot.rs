@@ -65,7 +65,13 @@ pub(crate) fn take(
         write(&mut w, Record::SnapshotBegin { segment })?;
         for (secret, s) in &sessions {
             let session = s.key;
-            write(&mut w, Record::SessionOpen { session, secret: *secret })?;
+            write(
+                &mut w,
+                Record::SessionOpen {
+                    session,
+                    secret: *secret,
+                },
+            )?;
             s.ns.dump(session, &mut |bytes, n| {
                 stats.records += n;
                 w.write_all(bytes)
@@ -73,6 +79,16 @@ pub(crate) fn take(
             s.agent.tables.dump(TABLE_PART, &mut |args| {
                 stats.records += 1;
                 write(&mut w, Record::TablePut { session, args })
+            })?;
+            s.dedup.for_each(|rid, answer| {
+                write(
+                    &mut w,
+                    Record::Answer {
+                        session,
+                        rid,
+                        answer,
+                    },
+                )
             })?;
         }
         write(

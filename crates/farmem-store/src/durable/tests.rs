@@ -24,7 +24,9 @@ fn config(dir: &Path) -> DurableConfig {
 
 fn open(c: &DurableConfig, budget: &Arc<Budget>) -> Result<(Durable, Recovered), DurableError> {
     let b = budget.clone();
-    Durable::open(c.clone(), &move |key| Session::new(key, b.clone(), 1 << 20, 1))
+    Durable::open(c.clone(), &move |key| {
+        Session::new(key, b.clone(), 1 << 20, 1)
+    })
 }
 
 fn session(r: &Recovered, key: u64) -> &Arc<Session> {
@@ -62,8 +64,12 @@ fn every_kind_of_change_is_rebuilt_and_closed_sessions_are_not() {
             keys: vec![0u32.to_le_bytes().to_vec()],
         };
         agent::execute(&a.context(), op::HT_REMOVE, &rm.encode()).unwrap();
-        agent::execute(&a.context(), op::HT_PUT, &HtPutArgs { table: 6, ..put }.encode())
-            .unwrap();
+        agent::execute(
+            &a.context(),
+            op::HT_PUT,
+            &HtPutArgs { table: 6, ..put }.encode(),
+        )
+        .unwrap();
         agent::execute(&a.context(), op::HT_DROP, &6u64.encode()).unwrap();
         gone.ns.put(9, b"x").unwrap();
         d.close_session(2).unwrap();
@@ -83,7 +89,11 @@ fn every_kind_of_change_is_rebuilt_and_closed_sessions_are_not() {
         after: None,
         max: 1000,
     });
-    assert!(page.entries.iter().all(|(k, v)| v[0] == k[0] && v.len() == 3));
+    assert!(
+        page.entries
+            .iter()
+            .all(|(k, v)| v[0] == k[0] && v.len() == 3)
+    );
     assert_eq!(r.stats.objects, 1);
     assert!(budget.used() > 0);
     // The recovered session keeps logging.
@@ -91,7 +101,10 @@ fn every_kind_of_change_is_rebuilt_and_closed_sessions_are_not() {
     a.commit().unwrap();
     drop((r, _d));
     let (_d, r) = open(&c, &budget).unwrap();
-    assert_eq!(session(&r, 1).ns.get_with(3, <[u8]>::to_vec).unwrap(), b"after");
+    assert_eq!(
+        session(&r, 1).ns.get_with(3, <[u8]>::to_vec).unwrap(),
+        b"after"
+    );
     drop(r);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -161,7 +174,11 @@ fn snapshots_taken_while_writers_run_lose_nothing_and_remove_the_old_log() {
     let (_d, r) = open(&c, &budget).unwrap();
     let s = session(&r, 3);
     for (id, v) in &expect {
-        assert_eq!(&s.ns.get_with(*id, <[u8]>::to_vec).unwrap(), v, "object {id}");
+        assert_eq!(
+            &s.ns.get_with(*id, <[u8]>::to_vec).unwrap(),
+            v,
+            "object {id}"
+        );
     }
     assert_eq!(s.ns.len(), 151);
     drop(r);
@@ -289,4 +306,51 @@ fn an_unreadable_directory_is_a_typed_error() {
         Err(DurableError::Io { .. })
     ));
     std::fs::remove_file(&file).unwrap();
+}
+
+#[test]
+fn answers_of_non_idempotent_requests_survive_a_restart_and_a_snapshot() {
+    let dir = tmp("answers");
+    let c = config(&dir);
+    let budget = Arc::new(Budget::new(u64::MAX));
+    let put = |key: u8| {
+        HtPutArgs {
+            table: 1,
+            return_old: false,
+            entries: vec![(vec![key], vec![key; 4])],
+        }
+        .encode()
+    };
+    let run = |s: &Session, rid: u64, args: &[u8]| {
+        let req = farmem_proto::Request::Compute {
+            route: 0,
+            op: op::HT_PUT,
+            args,
+        };
+        let mut out = Vec::new();
+        crate::execute_request(s, &req, rid, &mut out);
+        out
+    };
+    let (first, second);
+    {
+        let (d, _) = open(&c, &budget).unwrap();
+        let s = d
+            .open_session(Session::new(8, budget.clone(), 1 << 20, 1), 88)
+            .unwrap();
+        first = run(&s, 1, &put(1));
+        d.snapshot().unwrap();
+        second = run(&s, 2, &put(2));
+        s.commit().unwrap();
+        // A fresh key's put answers "absent"; run again it would answer "present".
+        assert_ne!(run(&s, 3, &put(2)), second);
+        s.commit().unwrap();
+    }
+    let (_d, r) = open(&c, &budget).unwrap();
+    let s = session(&r, 8);
+    // Retries of both (one kept by the snapshot, one by the log) get their first answers.
+    assert_eq!(run(s, 1, &put(1)), first);
+    assert_eq!(run(s, 2, &put(2)), second);
+    assert_eq!(s.agent.tables.len(1), 2);
+    drop(r);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -325,8 +325,15 @@ mod tests {
     #[test]
     fn concurrent_writers_share_commits_and_every_record_lands_in_order_of_position() {
         let d = dir("group");
-        let wal = Wal::create(d.clone(), 1, Vec::new(), SyncPolicy::Always, 1 << 16, u64::MAX)
-            .unwrap();
+        let wal = Wal::create(
+            d.clone(),
+            1,
+            Vec::new(),
+            SyncPolicy::Always,
+            1 << 16,
+            u64::MAX,
+        )
+        .unwrap();
         std::thread::scope(|s| {
             for t in 0..4u64 {
                 let wal = &wal;
