@@ -199,6 +199,7 @@ fn make_session(config: &ServerConfig, budget: &Arc<Budget>, key: u64) -> Sessio
         config.agent_threads,
     )
     .with_max_response(config.limits.max_response as usize)
+    .with_agent_time_limit(Some(config.limits.agent_time_limit).filter(|d| !d.is_zero()))
 }
 
 /// An unguessable session key (SipHash keyed from the OS's randomness).
