@@ -189,7 +189,7 @@ impl Dedup {
 
     /// The entry that keeps `answer` (or records that it was not kept).
     fn entry_for(&self, answer: &[u8]) -> Entry {
-        if answer.is_empty() || answer.len() > MAX_KEPT_ANSWER.min(self.max_bytes) {
+        if answer.len() > MAX_KEPT_ANSWER.min(self.max_bytes) {
             Entry::Unkept
         } else if answer.len() <= INLINE {
             let mut a = [0u8; INLINE];
@@ -211,7 +211,12 @@ impl Dedup {
         w.map.insert(id, Entry::Running);
         w.order.push_back(id);
         drop(w);
-        self.settle(id, self.entry_for(answer), account);
+        let entry = if answer.is_empty() {
+            Entry::Unkept
+        } else {
+            self.entry_for(answer)
+        };
+        self.settle(id, entry, account);
     }
 
     /// Calls `f` with every finished request id and its kept answer (empty when not kept),

@@ -76,7 +76,7 @@ fn every_kind_of_change_is_rebuilt_and_closed_sessions_are_not() {
         a.commit().unwrap();
     }
     assert_eq!(budget.used(), 0, "everything dropped before the restart");
-    let (_d, r) = open(&c, &budget).unwrap();
+    let (d, r) = open(&c, &budget).unwrap();
     assert_eq!(r.sessions.len(), 1);
     let (a, secret) = &r.sessions[0];
     assert_eq!((a.key, *secret), (1, 11));
@@ -99,13 +99,13 @@ fn every_kind_of_change_is_rebuilt_and_closed_sessions_are_not() {
     // The recovered session keeps logging.
     a.ns.put(3, b"after").unwrap();
     a.commit().unwrap();
-    drop((r, _d));
-    let (_d, r) = open(&c, &budget).unwrap();
+    drop((r, d));
+    let (d, r) = open(&c, &budget).unwrap();
     assert_eq!(
         session(&r, 1).ns.get_with(3, <[u8]>::to_vec).unwrap(),
         b"after"
     );
-    drop(r);
+    drop((r, d));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -171,7 +171,7 @@ fn snapshots_taken_while_writers_run_lose_nothing_and_remove_the_old_log() {
         })
         .count();
     assert_eq!(segments, 1, "the log before the last snapshot is gone");
-    let (_d, r) = open(&c, &budget).unwrap();
+    let (d, r) = open(&c, &budget).unwrap();
     let s = session(&r, 3);
     for (id, v) in &expect {
         assert_eq!(
@@ -181,7 +181,7 @@ fn snapshots_taken_while_writers_run_lose_nothing_and_remove_the_old_log() {
         );
     }
     assert_eq!(s.ns.len(), 151);
-    drop(r);
+    drop((r, d));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -263,9 +263,9 @@ fn a_full_log_refuses_changes_with_a_typed_error_and_keeps_what_it_took() {
     assert_eq!(s.ns.len(), stored, "the refused put changed nothing");
     s.commit().unwrap();
     drop((s, d));
-    let (_d, r) = open(&c, &budget).unwrap();
+    let (d, r) = open(&c, &budget).unwrap();
     assert_eq!(r.stats.objects, stored);
-    drop(r);
+    drop((r, d));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -288,11 +288,11 @@ fn a_snapshot_frees_log_space_for_new_changes() {
     s.ns.put(9, b"fits again").unwrap();
     s.commit().unwrap();
     drop((s, d));
-    let (_d, r) = open(&c, &budget).unwrap();
+    let (d, r) = open(&c, &budget).unwrap();
     let s = session(&r, 6);
     assert_eq!(s.ns.get_with(9, <[u8]>::to_vec).unwrap(), b"fits again");
     assert_eq!(s.ns.len(), 5);
-    drop(r);
+    drop((r, d));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -345,12 +345,12 @@ fn answers_of_non_idempotent_requests_survive_a_restart_and_a_snapshot() {
         assert_ne!(run(&s, 3, &put(2)), second);
         s.commit().unwrap();
     }
-    let (_d, r) = open(&c, &budget).unwrap();
+    let (d, r) = open(&c, &budget).unwrap();
     let s = session(&r, 8);
     // Retries of both (one kept by the snapshot, one by the log) get their first answers.
     assert_eq!(run(s, 1, &put(1)), first);
     assert_eq!(run(s, 2, &put(2)), second);
     assert_eq!(s.agent.tables.len(1), 2);
-    drop(r);
+    drop((r, d));
     std::fs::remove_dir_all(&dir).unwrap();
 }
