@@ -150,10 +150,8 @@ impl<'m> Replay<'m> {
             Record::Free { id, .. } => {
                 s.ns.free(id);
             }
-            Record::TablePut { args, .. } => {
-                if s.agent.tables.put_encoded(&ctx, args).is_err() {
-                    self.stats.skipped += 1;
-                }
+            Record::TablePut { args, .. } if s.agent.tables.put_encoded(&ctx, args).is_err() => {
+                self.stats.skipped += 1;
             }
             Record::TableRemove { args, .. } => {
                 let r = HtKeysArgs::decode(args)
