@@ -48,7 +48,7 @@ mod wal;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -143,7 +143,9 @@ pub struct Recovered {
     pub stats: RecoveryStats,
 }
 
-type Registry = Mutex<HashMap<u64, (u64, Weak<Session>)>>;
+/// Live sessions, held until they are closed: a session the server drops without closing it
+/// (at shutdown) must still be in every snapshot taken until the directory is closed.
+type Registry = Mutex<HashMap<u64, (u64, Arc<Session>)>>;
 
 #[derive(Debug)]
 struct Inner {
@@ -198,7 +200,7 @@ impl Durable {
         for (key, (secret, mut s)) in replay.sessions {
             s.ns.set_journal(Journal::new(wal.clone(), key));
             let s = Arc::new(s);
-            registry.insert(key, (secret, Arc::downgrade(&s)));
+            registry.insert(key, (secret, s.clone()));
             sessions.push((s, secret));
         }
         tracing::info!(
@@ -252,10 +254,7 @@ impl Durable {
         session.ns.set_journal(journal.clone());
         let s = Arc::new(session);
         // Registered before its open is logged (see `snapshot`).
-        self.inner
-            .registry
-            .lock()
-            .insert(key, (secret, Arc::downgrade(&s)));
+        self.inner.registry.lock().insert(key, (secret, s.clone()));
         let rec = record::Record::SessionOpen {
             session: key,
             secret,
@@ -305,7 +304,7 @@ impl Inner {
         let stats = snapshot::take(&self.dir, &self.wal, || {
             let reg = self.registry.lock();
             reg.values()
-                .filter_map(|(secret, w)| w.upgrade().map(|s| (*secret, s)))
+                .map(|(secret, s)| (*secret, s.clone()))
                 .collect()
         })?;
         tracing::info!(
@@ -324,8 +323,7 @@ impl Inner {
         self.registry
             .lock()
             .values()
-            .filter_map(|(_, w)| w.upgrade())
-            .map(|s| s.ns.used_bytes())
+            .map(|(_, s)| s.ns.used_bytes())
             .sum()
     }
 }
