@@ -330,7 +330,8 @@ fn a_full_log_refuses_changes_with_a_storage_error_and_keeps_what_it_acknowledge
     assert!(
         matches!(
             err,
-            BackendError::Protocol(ProtocolError::ServerError { code: 17, .. })
+            BackendError::Protocol(ProtocolError::ServerError { code, .. })
+                if code == farmem_proto::ErrorCode::StorageFailed as u16
         ),
         "{err:?}"
     );
