@@ -153,6 +153,10 @@ pub enum ErrorCode {
     /// milliseconds after which a request will be accepted again. Nothing was changed; the
     /// connection stays open.
     QuotaExceeded = 17,
+    /// A durable server could not log the change (its disk or log limit is full, or writing
+    /// its log failed): `a` = bytes the change needed (0 when the log failed). Nothing was
+    /// changed; the connection stays open.
+    StorageFailed = 18,
 }
 
 /// Which per-session quota an [`ErrorCode::QuotaExceeded`] answer is about (its `a` detail).
@@ -208,6 +212,7 @@ impl ErrorCode {
             ShrinkIncomplete,
             ResponseTooLarge,
             QuotaExceeded,
+            StorageFailed,
         ]
         .into_iter()
         .find(|k| *k as u16 == c)

@@ -95,6 +95,9 @@ pub struct ServerConfig {
     /// resumes its session with all its objects; after it, a crashed client's objects are freed.
     /// Zero frees them with the last connection. Default 30 s.
     pub session_lease: std::time::Duration,
+    /// Keep sessions and objects across a restart in this data directory (see
+    /// [`farmem_store::durable`]); `None` (the default): purely in memory.
+    pub durable: Option<farmem_store::DurableConfig>,
     /// What each session may hold and how fast it may ask (default: no limit). A request
     /// over a quota is answered with `QuotaExceeded` and changes nothing; see
     /// [`SessionQuota`].
@@ -116,6 +119,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             agent_threads: farmem_store::agent::default_threads(),
             session_lease: std::time::Duration::from_secs(30),
+            durable: None,
             quota: SessionQuota::default(),
             metrics: None,
         }

@@ -43,6 +43,8 @@ pub(crate) enum Close {
     Idle,
     /// The client did not read its answers for the write timeout.
     NotReading,
+    /// The log of a durable server could not be written: the answers were not sent.
+    NotDurable(farmem_store::LogError),
 }
 
 impl From<io::Error> for Close {
@@ -100,7 +102,7 @@ pub(crate) fn serve(mut stream: TcpStream, peer: SocketAddr, mut guard: ConnGuar
     let limits = &shared.config.limits;
     let mut rbuf = vec![0u8; HEADER_LEN + limits.max_hello_frame as usize];
     let mut wbuf = Vec::new();
-    let outcome = match configure(&stream, limits) {
+    let mut outcome = match configure(&stream, limits) {
         Ok(()) => run(
             &mut stream,
             &shared,
@@ -110,6 +112,10 @@ pub(crate) fn serve(mut stream: TcpStream, peer: SocketAddr, mut guard: ConnGuar
         ),
         Err(e) => Close::Io(e),
     };
+    if let Err(c) = commit(guard.session.as_deref()) {
+        wbuf.clear();
+        outcome = c;
+    }
     match outcome {
         Close::Eof => tracing::debug!(%peer, "client closed the connection"),
         Close::Io(e) => tracing::debug!(%peer, error = %e, "connection ended"),
@@ -144,6 +150,9 @@ pub(crate) fn serve(mut stream: TcpStream, peer: SocketAddr, mut guard: ConnGuar
         }
         Close::NotReading => {
             tracing::warn!(%peer, timeout = ?limits.write_timeout, "client does not read its answers");
+        }
+        Close::NotDurable(e) => {
+            tracing::error!(%peer, error = %e, "closing: the answers' changes could not be logged");
         }
     }
     let _ = stream.shutdown(std::net::Shutdown::Both);
@@ -181,6 +190,9 @@ fn run(
                         max_frame = limits.max_frame;
                     }
                     if wbuf.len() >= limits.max_write_buffer {
+                        if let Err(c) = commit(session.as_deref()) {
+                            return c;
+                        }
                         if let Err(e) = stream.write_all(wbuf) {
                             return e.into();
                         }
@@ -197,6 +209,9 @@ fn run(
             }
         }
         if !wbuf.is_empty() {
+            if let Err(c) = commit(session.as_deref()) {
+                return c;
+            }
             if let Err(e) = stream.write_all(wbuf) {
                 return e.into();
             }
@@ -259,6 +274,14 @@ fn run(
             Err(e) => return Close::Io(e),
         }
     }
+}
+
+/// On a durable server, waits until the session's changes are logged: answers that
+/// acknowledge them may be sent only then.
+fn commit(session: Option<&Session>) -> Result<(), Close> {
+    session
+        .map_or(Ok(()), Session::commit)
+        .map_err(Close::NotDurable)
 }
 
 fn hello_timeout(wbuf: &mut Vec<u8>, limits: &Limits) -> Close {
@@ -350,7 +373,13 @@ fn hello(
         ));
     }
     let (s, secret) = if key == 0 {
-        shared.new_session()
+        match shared.new_session() {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = format!("cannot open a session: {e}");
+                return Err(refuse(wbuf, op, req_id, ErrorCode::StorageFailed, 0, &msg));
+            }
+        }
     } else {
         match shared.join(key, resume) {
             Ok(s) => s,

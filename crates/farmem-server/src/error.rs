@@ -13,6 +13,9 @@ pub enum ServerError {
     /// Invalid configuration.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The data directory could not be opened or recovered.
+    #[error("cannot use the data directory")]
+    Durable(#[from] farmem_store::DurableError),
     /// Another I/O error (spawning threads, ...).
     #[error("server I/O error: {0}")]
     Io(#[from] std::io::Error),

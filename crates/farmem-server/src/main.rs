@@ -141,6 +141,23 @@ struct Args {
     #[arg(long, value_parser = duration)]
     keepalive: Option<Duration>,
     /// Largest answer built for one request (batched gets, agent results); larger ones are
+    /// Keep sessions and objects across restarts (kill -9 included) in this directory: a
+    /// write-ahead log plus snapshots. Without it the server keeps everything in memory only.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// With --data-dir: when a change is durable before it is acknowledged. `always`: synced
+    /// to disk (survives a host crash; one fdatasync per group commit); `none`: in the OS's
+    /// page cache (survives a crash of the server, not of the host).
+    #[arg(long, default_value = "always", value_parser = ["always", "none"])]
+    sync: String,
+    /// With --data-dir: most disk space the log may take, e.g. 20GiB; changes beyond it are
+    /// refused with a storage error until a snapshot frees log space (default: the disk).
+    #[arg(long, value_parser = size)]
+    log_limit: Option<u64>,
+    /// With --data-dir: take a snapshot (and drop the log before it) once the log exceeds
+    /// this and the data held.
+    #[arg(long, default_value = "256MiB", value_parser = size)]
+    snapshot_after: u64,
     /// refused with `ResponseTooLarge`. At most 1GiB. [default: 256MiB]
     #[arg(long, value_parser = size)]
     max_response: Option<u64>,
@@ -313,6 +330,15 @@ fn configure(args: &Args) -> Result<ServerConfig, ExitCode> {
     l.keepalive = pick(args.keepalive, file.keepalive, 60);
     l.agent_time_limit = pick(args.agent_time_limit, file.agent_time_limit, 60);
     l.max_frame = max_object.saturating_add(4096);
+    if let Some(dir) = &args.data_dir {
+        let mut d = farmem_store::DurableConfig::new(dir);
+        if args.sync == "none" {
+            d.sync = farmem_store::SyncPolicy::None;
+        }
+        d.log_limit = args.log_limit.unwrap_or(u64::MAX);
+        d.snapshot_min_log = args.snapshot_after;
+        config.durable = Some(d);
+    }
     config.validate().map_err(|e| usage(&e.to_string()))?;
     Ok(config)
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use farmem_proto::{ErrorCode, Op, ServerStats, encode_error};
 use parking_lot::{Condvar, Mutex};
 
-use farmem_store::{Budget, OBJECT_OVERHEAD, Session};
+use farmem_store::{Budget, Durable, LogError, OBJECT_OVERHEAD, Session};
 
 use crate::capacity::Capacity;
 use crate::{HostReserve, ServerConfig, ServerError};
@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     conns_done: Condvar,
     next_conn: AtomicU64,
     shutting_down: AtomicBool,
+    /// The data directory, on a durable server.
+    durable: Option<Durable>,
     pub(crate) metrics: crate::metrics::Metrics,
 }
 
@@ -52,7 +54,10 @@ impl Shared {
     }
 
     /// A new session with one connection attached, and its resume secret.
-    pub(crate) fn new_session(&self) -> (Arc<Session>, u64) {
+    ///
+    /// # Errors
+    /// On a durable server, [`LogError`] when the session cannot be logged.
+    pub(crate) fn new_session(&self) -> Result<(Arc<Session>, u64), LogError> {
         let mut map = self.sessions.lock();
         let key = loop {
             let k = random_key();
@@ -66,21 +71,11 @@ impl Shared {
                 break k;
             }
         };
-        let max_object = u64::from(self.config.limits.max_object);
-        let max_response = self.config.limits.max_response as usize;
-        let s = Arc::new(
-            Session::new(
-                key,
-                self.budget.clone(),
-                max_object,
-                self.config.agent_threads,
-            )
-            .with_max_response(max_response)
-            .with_agent_time_limit(
-                Some(self.config.limits.agent_time_limit).filter(|d| !d.is_zero()),
-            )
-            .with_quota(&self.config.quota),
-        );
+        let s = make_session(&self.config, &self.budget, key);
+        let s = match &self.durable {
+            Some(d) => d.open_session(s, secret)?,
+            None => Arc::new(s),
+        };
         map.insert(
             key,
             Entry {
@@ -90,7 +85,16 @@ impl Shared {
                 idle_since: None,
             },
         );
-        (s, secret)
+        Ok((s, secret))
+    }
+
+    /// Logs the end of session `key` on a durable server (so a restart does not rebuild it).
+    fn forget(&self, key: u64) {
+        if let Some(d) = &self.durable
+            && let Err(e) = d.close_session(key)
+        {
+            tracing::warn!(session = key, error = %e, "the end of a session could not be logged");
+        }
     }
 
     /// Attaches a connection to session `key` if `secret` is its resume secret.
@@ -120,6 +124,7 @@ impl Shared {
             if lease.is_zero() {
                 let gone = map.remove(&key);
                 drop(map);
+                self.forget(key);
                 drop(gone);
                 tracing::debug!(session = key, "session ended, its objects are freed");
             } else {
@@ -133,6 +138,9 @@ impl Shared {
     /// connections still attached to it close.
     pub(crate) fn close(&self, key: u64) {
         let gone = self.sessions.lock().remove(&key);
+        if gone.is_some() {
+            self.forget(key);
+        }
         drop(gone);
         tracing::debug!(session = key, "session closed by its client");
     }
@@ -159,6 +167,7 @@ impl Shared {
         let gone: Vec<Entry> = expired.iter().filter_map(|k| map.remove(k)).collect();
         drop(map);
         for e in &gone {
+            self.forget(e.session.key);
             tracing::info!(
                 session = e.session.key,
                 objects = e.session.ns.len(),
@@ -180,6 +189,19 @@ impl Shared {
             ..ServerStats::default()
         }
     }
+}
+
+/// A fresh session under `config`'s limits.
+fn make_session(config: &ServerConfig, budget: &Arc<Budget>, key: u64) -> Session {
+    Session::new(
+        key,
+        budget.clone(),
+        u64::from(config.limits.max_object),
+        config.agent_threads,
+    )
+    .with_max_response(config.limits.max_response as usize)
+    .with_agent_time_limit(Some(config.limits.agent_time_limit).filter(|d| !d.is_zero()))
+    .with_quota(&config.quota)
 }
 
 /// An unguessable session key (SipHash keyed from the OS's randomness).
@@ -207,22 +229,45 @@ impl Server {
     /// server.shutdown();
     /// ```
     ///
+    /// With [`ServerConfig::durable`], the sessions of the data directory are rebuilt first
+    /// (each kept for a fresh lease for its client to resume).
+    ///
     /// # Errors
     /// [`ServerError::Bind`] if the address cannot be bound, [`ServerError::Config`] for
-    /// inconsistent limits.
+    /// inconsistent limits, [`ServerError::Durable`] when the data directory cannot be used.
     pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         config.validate()?;
+        let budget = Arc::new(Budget::new(config.capacity));
+        let mut sessions = HashMap::new();
+        let durable = match &config.durable {
+            Some(dc) => {
+                let make = |key| make_session(&config, &budget, key);
+                let (d, recovered) = Durable::open(dc.clone(), &make)?;
+                let now = Instant::now();
+                for (session, secret) in recovered.sessions {
+                    let e = Entry {
+                        session,
+                        secret,
+                        conns: 0,
+                        idle_since: Some(now),
+                    };
+                    sessions.insert(e.session.key, e);
+                }
+                Some(d)
+            }
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen).map_err(|source| ServerError::Bind {
             addr: config.listen,
             source,
         })?;
         let addr = listener.local_addr()?;
-        let budget = Arc::new(Budget::new(config.capacity));
         let shared = Arc::new(Shared {
             capacity: Capacity::new(budget.clone()),
             budget,
             config,
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(sessions),
+            durable,
             reaper_wake: Condvar::new(),
             conns: Mutex::new(HashMap::new()),
             conns_done: Condvar::new(),
@@ -512,7 +557,7 @@ mod tests {
         let (conn, _) = listener.accept().unwrap();
         let id = u64::MAX;
         shared.conns.lock().insert(id, conn.try_clone().unwrap());
-        let (session, _) = shared.new_session();
+        let (session, _) = shared.new_session().unwrap();
         let key = session.key;
         let guard = ConnGuard {
             shared: shared.clone(),

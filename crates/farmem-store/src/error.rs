@@ -31,6 +31,9 @@ pub enum StoreError {
         /// The limit.
         limit: u64,
     },
+    /// The change could not be logged (durable servers only); nothing was changed.
+    #[error("the change was not made: {0}")]
+    Log(#[from] crate::durable::LogError),
     /// A per-session quota (bytes or objects) set by the operator would be exceeded; nothing
     /// was changed.
     #[error("session quota of {limit} {} exceeded (would hold {wanted})", kind.name())]

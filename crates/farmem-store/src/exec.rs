@@ -28,6 +28,13 @@ pub fn encode_store_error(wbuf: &mut Vec<u8>, op: Op, req_id: u64, e: &StoreErro
             actual,
         } => (ErrorCode::SizeMismatch, [id, expected, actual]),
         StoreError::TooLarge { size, limit } => (ErrorCode::TooLarge, [size, limit, 0]),
+        StoreError::Log(l) => {
+            let needed = match l {
+                crate::LogError::DiskFull { needed } => needed,
+                _ => 0,
+            };
+            (ErrorCode::StorageFailed, [needed, 0, 0])
+        }
         StoreError::QuotaExceeded {
             kind,
             limit,
@@ -132,6 +139,9 @@ fn execute(
             let start = wbuf.len();
             if execute_once(session, req, rid, wbuf, gone) {
                 running.finish(&wbuf[start..]);
+                if let Some(j) = session.ns.journal() {
+                    j.answer(rid, &wbuf[start..]);
+                }
             } else {
                 running.forget();
             }
@@ -221,12 +231,10 @@ fn execute_once(
                 Err(e) => encode_store_error(wbuf, op, rid, &e),
             }
         }
-        Request::Free { ids } => {
-            for id in ids.iter() {
-                ns.free(id);
-            }
-            Response::Done.encode(wbuf, op, rid);
-        }
+        Request::Free { ids } => match ids.iter().try_for_each(|id| ns.try_free(id).map(drop)) {
+            Ok(()) => Response::Done.encode(wbuf, op, rid),
+            Err(e) => encode_store_error(wbuf, op, rid, &e),
+        },
         Request::Ping | Request::CloseSession => Response::Done.encode(wbuf, op, rid),
         Request::Admin { .. } => {
             let msg = "admin requests are answered by the server, not a session";

@@ -25,6 +25,7 @@
 pub mod agent;
 mod budget;
 pub mod dedup;
+pub mod durable;
 mod error;
 mod exec;
 mod namespace;
@@ -36,6 +37,7 @@ mod stop;
 
 pub use budget::Budget;
 pub use dedup::Dedup;
+pub use durable::{Durable, DurableConfig, DurableError, LogError, SyncPolicy};
 pub use error::StoreError;
 pub use exec::{encode_store_error, execute_request, execute_request_watched};
 pub use namespace::{Namespace, OBJECT_OVERHEAD};

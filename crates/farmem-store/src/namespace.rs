@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use crate::durable::Journal;
+use crate::durable::record::{self, Record};
 use crate::slab::Slabs;
 use crate::{Budget, StoreError};
 
@@ -35,6 +37,8 @@ pub struct Namespace {
     max_object: u64,
     used: AtomicU64,
     objects: AtomicU64,
+    /// Logs every change (durable servers only).
+    journal: Option<Journal>,
     /// Per-session quota on `used` (`u64::MAX`: none).
     quota_bytes: u64,
     /// Per-session quota on `objects` (`u64::MAX`: none).
@@ -63,6 +67,7 @@ impl Namespace {
             max_object,
             used: AtomicU64::new(0),
             objects: AtomicU64::new(0),
+            journal: None,
             quota_bytes: u64::MAX,
             quota_objects: u64::MAX,
         }
@@ -120,6 +125,16 @@ impl Namespace {
         }
     }
 
+    /// Logs every later change of this namespace to `journal` (a durable server's session).
+    pub fn set_journal(&mut self, journal: Journal) {
+        self.journal = Some(journal);
+    }
+
+    /// The journal changes are logged to, if any.
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
     fn shard(&self, id: u64) -> (&Mutex<Shard>, u64) {
         let h = mix(id);
         (&self.shards[(h >> 58) as usize % SHARDS], h)
@@ -153,8 +168,8 @@ impl Namespace {
     /// Stores `data` as object `id`, replacing any previous object.
     ///
     /// # Errors
-    /// [`StoreError::TooLarge`], [`StoreError::OutOfCapacity`] or
-    /// [`StoreError::QuotaExceeded`]; nothing changes then.
+    /// [`StoreError::TooLarge`] or [`StoreError::OutOfCapacity`], or [`StoreError::Log`] when a
+    /// journal cannot take the change; nothing changes then.
     pub fn put(&self, id: u64, data: &[u8]) -> Result<(), StoreError> {
         if data.len() as u64 > self.max_object {
             return Err(StoreError::TooLarge {
@@ -164,6 +179,15 @@ impl Namespace {
         }
         let (shard, h) = self.shard(id);
         let mut shard = shard.lock();
+        let rec = self.journal.as_ref().map(|j| Record::Put {
+            session: j.session(),
+            id,
+            data,
+        });
+        let entry = match (&self.journal, &rec) {
+            (Some(j), Some(r)) => Some(j.reserve(r.len())?),
+            _ => None,
+        };
         let old = shard.get(h, id).map(|o| cost(o.len()));
         let (add, release, new) = (cost(data.len()), old.unwrap_or(0), old.is_none());
         self.reserve(add, release, new)?;
@@ -179,6 +203,9 @@ impl Namespace {
                 needed: add,
                 available: 0,
             });
+        }
+        if let (Some(e), Some(r)) = (entry, &rec) {
+            e.write(r);
         }
         drop(shard);
         if new {
@@ -213,7 +240,8 @@ impl Namespace {
     ///
     /// # Errors
     /// [`StoreError::NotFound`], or [`StoreError::SizeMismatch`] when an edit reaches past the
-    /// end; all edits are checked before any is applied, so nothing changes on error.
+    /// end, or [`StoreError::Log`] when a journal cannot take the change; all edits are checked
+    /// before any is applied, so nothing changes on error.
     pub fn patch<'e, I>(&self, id: u64, edits: I) -> Result<(), StoreError>
     where
         I: Iterator<Item = (u32, &'e [u8])> + Clone,
@@ -231,10 +259,30 @@ impl Namespace {
                 });
             }
         }
+        let logged = match &self.journal {
+            Some(j) => {
+                let mut enc = Vec::with_capacity(record::patch_len(edits.clone()));
+                record::encode_patch(&mut enc, edits.clone());
+                let rec = Record::Patch {
+                    session: j.session(),
+                    id,
+                    edits: &enc,
+                };
+                Some((j.reserve(rec.len())?, enc))
+            }
+            None => None,
+        };
         let mut written = 0;
         for (off, bytes) in edits {
             obj[off as usize..off as usize + bytes.len()].copy_from_slice(bytes);
             written += bytes.len() as u64;
+        }
+        if let (Some((e, enc)), Some(j)) = (logged, &self.journal) {
+            e.write(&Record::Patch {
+                session: j.session(),
+                id,
+                edits: &enc,
+            });
         }
         drop(shard);
         self.budget
@@ -243,11 +291,36 @@ impl Namespace {
         Ok(())
     }
 
-    /// Frees object `id`; returns whether it existed.
+    /// Frees object `id`; returns whether it existed. With a journal, a free that cannot be
+    /// logged is not made and reported as `false` (see [`Namespace::try_free`]).
     pub fn free(&self, id: u64) -> bool {
+        self.try_free(id).unwrap_or(false)
+    }
+
+    /// Frees object `id`; returns whether it existed.
+    ///
+    /// # Errors
+    /// [`StoreError::Log`] when a journal cannot take the change; nothing changes then.
+    pub fn try_free(&self, id: u64) -> Result<bool, StoreError> {
         let (shard, h) = self.shard(id);
-        let old = shard.lock().remove(h, id);
-        match old {
+        let mut shard = shard.lock();
+        let old = match &self.journal {
+            None => shard.remove(h, id),
+            Some(j) => {
+                let rec = Record::Free {
+                    session: j.session(),
+                    id,
+                };
+                let e = j.reserve(rec.len())?;
+                let old = shard.remove(h, id);
+                if old.is_some() {
+                    e.write(&rec);
+                }
+                old
+            }
+        };
+        drop(shard);
+        Ok(match old {
             Some(len) => {
                 let c = cost(len);
                 self.charged(0, c);
@@ -257,7 +330,27 @@ impl Namespace {
                 true
             }
             None => false,
+        })
+    }
+
+    /// Calls `out` with the encoded [`Record::Put`]s of all objects, one shard at a time (each
+    /// shard is locked only while it is copied).
+    pub(crate) fn dump(
+        &self,
+        session: u64,
+        out: &mut dyn FnMut(&[u8], u64) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        for shard in &self.shards {
+            buf.clear();
+            let mut n = 0;
+            shard.lock().for_each(|id, data| {
+                Record::Put { session, id, data }.encode(&mut buf);
+                n += 1;
+            });
+            out(&buf, n)?;
         }
+        Ok(())
     }
 
     /// Charges (`delta > 0`) or releases (`delta < 0`) bytes of non-object state (agent tables)

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::agent::{AgentContext, AgentError, AgentState};
+use crate::durable::{Journal, LogError};
 use crate::quota::RateLimiter;
 use crate::{Budget, Dedup, Namespace, SessionQuota, Stop, StoreError};
 use farmem_kernels::KernelError;
@@ -95,6 +96,19 @@ impl Session {
         self
     }
 
+    /// Waits until every change of this session is durable (at once without a data
+    /// directory). A server calls this before it sends the answers of the requests it executed:
+    /// an answer may acknowledge a change only once its log record is on disk.
+    ///
+    /// # Errors
+    /// [`LogError`] when the log could not be written: the answers must not be sent.
+    pub fn commit(&self) -> Result<(), LogError> {
+        match self.ns.journal() {
+            Some(j) => j.commit(),
+            None => Ok(()),
+        }
+    }
+
     /// The agent's view of this session, with no limit on how long an operation runs.
     pub fn context(&self) -> StoreContext<'_> {
         StoreContext::new(&self.ns, &self.agent, self.agent_threads)
@@ -154,5 +168,9 @@ impl AgentContext for StoreContext<'_> {
 
     fn threads(&self) -> usize {
         self.threads
+    }
+
+    fn journal(&self) -> Option<&Journal> {
+        self.ns.journal()
     }
 }

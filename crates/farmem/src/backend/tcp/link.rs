@@ -29,6 +29,8 @@ pub(crate) struct LinkConfig {
     pub(crate) heartbeat: Duration,
     /// A ping unanswered for this long declares the server down.
     pub(crate) detect_after: Duration,
+    /// A refused connection is retried, not fatal (durable servers restart).
+    pub(crate) await_restart: bool,
 }
 
 /// A server and this client's session on it, shared by all its connections.
@@ -207,7 +209,8 @@ impl Link {
         }
         let Some(mut stream) = stream else {
             // Nobody listens: the server process is gone.
-            return Err(if last.kind() == io::ErrorKind::ConnectionRefused {
+            let refused = last.kind() == io::ErrorKind::ConnectionRefused;
+            return Err(if refused && !self.config.await_restart {
                 HandshakeError::Fatal(unreachable(last))
             } else {
                 HandshakeError::Transient(unreachable(last))

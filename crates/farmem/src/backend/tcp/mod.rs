@@ -71,6 +71,10 @@ pub struct TcpConfig {
     /// A server whose heartbeat goes unanswered this long (frozen, partitioned) is declared
     /// down. Default 1 s.
     pub detect_after: Duration,
+    /// Retry a refused connection (no process listening) within `reconnect_within` instead
+    /// of declaring the server down at once: for durable servers (`farmem-server --data-dir`),
+    /// which come back with their sessions after a restart. Default `false`.
+    pub await_restart: bool,
 }
 
 impl TcpConfig {
@@ -89,12 +93,19 @@ impl TcpConfig {
             reconnect_within: Duration::from_secs(3),
             heartbeat: Duration::from_millis(200),
             detect_after: Duration::from_secs(1),
+            await_restart: false,
         }
     }
 
     /// Sets how long a broken connection may take to be re-established.
     pub fn reconnect_within(mut self, d: Duration) -> Self {
         self.reconnect_within = d;
+        self
+    }
+
+    /// Sets [`TcpConfig::await_restart`].
+    pub fn await_restart(mut self, on: bool) -> Self {
+        self.await_restart = on;
         self
     }
 
@@ -212,6 +223,7 @@ impl TcpBackend {
             reconnect_within: config.reconnect_within,
             heartbeat: config.heartbeat,
             detect_after: config.detect_after,
+            await_restart: config.await_restart,
         };
         let mut backend = Self {
             servers: Vec::new(),
