@@ -676,7 +676,14 @@ impl Backend for PoolBackend {
     }
 
     fn compute(&self, route: ObjectId, opn: u16, args: &[u8]) -> Result<Vec<u8>, BackendError> {
-        if let Some(c) = self.coded() {
+        // Server-side hash tables are replicated under every scheme; operations over coded
+        // objects are refused.
+        if let Some(c) = self.coded()
+            && !matches!(
+                opn,
+                op::HT_GET | op::HT_PUT | op::HT_REMOVE | op::HT_LEN | op::HT_SCAN | op::HT_DROP
+            )
+        {
             return Err(c.compute_refused());
         }
         let inner = &self.inner;

@@ -45,11 +45,15 @@ impl Redundancy {
         Self::Coded { k, m }
     }
 
-    /// Members holding each object whole (an erasure-coded object is whole on one member).
+    /// Whole copies the pool keeps of what it replicates: every object under `None` and
+    /// `Replicas`; under `Coded`, the remote agent's server-side hash tables (not byte objects
+    /// that could be coded), `m + 1` copies (at most [`MAX_REPLICAS`]) so that they survive as
+    /// many failures as the coded data. A coded object itself is whole on one member.
     pub fn copies(self) -> usize {
         match self {
-            Self::None | Self::Coded { .. } => 1,
+            Self::None => 1,
             Self::Replicas(n) => usize::from(n.clamp(1, MAX_REPLICAS)),
+            Self::Coded { m, .. } => usize::from(m.saturating_add(1).clamp(1, MAX_REPLICAS)),
         }
     }
 
@@ -82,7 +86,7 @@ mod tests {
         assert_eq!(Redundancy::replicas(3).tolerates(), 2);
         assert_eq!(Redundancy::replicas(99).copies(), MAX_REPLICAS as usize);
         let c = Redundancy::coded(4, 2);
-        assert_eq!((c.copies(), c.tolerates()), (1, 2));
+        assert_eq!((c.copies(), c.tolerates()), (3, 2));
         assert!((c.memory_factor() - 1.5).abs() < 1e-9);
     }
 }

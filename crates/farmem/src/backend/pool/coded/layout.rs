@@ -249,13 +249,14 @@ impl Layout {
         (loc, key, freed)
     }
 
-    /// Total bytes buffered in an open stripe.
-    pub(crate) fn buffered(&self, sid: StripeId) -> usize {
+    /// Bytes buffered in the least filled span of an open stripe.
+    pub(crate) fn least_filled(&self, sid: StripeId) -> usize {
         self.stripes.get(&sid).map_or(0, |s| {
             s.spans
                 .iter()
                 .map(|sp| sp.buf.as_ref().map_or(0, Vec::len))
-                .sum()
+                .min()
+                .unwrap_or(0)
         })
     }
 
@@ -340,7 +341,7 @@ mod tests {
         assert_eq!(l.slot(a).unwrap().2.state, SlotState::Gone);
         assert_eq!(l.live_bytes, 11);
         assert_eq!(l.dead_bytes, 0);
-        assert_eq!(l.buffered(sid), 16);
+        assert_eq!(l.least_filled(sid), 6);
         l.stripes.get_mut(&sid).unwrap().phase = Phase::Sealed;
         assert!(l.remove(8).is_empty(), "one object still lives");
         assert_eq!(l.dead_bytes, 6);

@@ -60,9 +60,11 @@
 //!
 //! # Limits
 //!
-//! Remote-agent operations ([`Backend::compute`](crate::Backend::compute)) need objects under their own ids on the
-//! members and are refused ([`BackendError::Config`]); erasure-code data containers and keep
-//! agent-computed containers on a replicated pool.
+//! Vector operations of the remote agent need objects under their own ids on the members and
+//! are refused ([`BackendError::Config`]): keep agent-computed containers on a replicated pool.
+//! The agent's server-side hash tables (`HT_*`) are not byte objects: the pool replicates them
+//! on `m + 1` members ([`Redundancy::copies`](super::Redundancy::copies)), so a `FarHashMap`
+//! works on a coded pool and survives as many failures as its coded data.
 
 mod codec;
 mod compact;

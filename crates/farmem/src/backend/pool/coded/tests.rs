@@ -219,7 +219,8 @@ fn patches_are_new_versions_and_agent_operations_are_refused() {
     r.pool.get_into(1, &mut buf).unwrap();
     assert_eq!(buf, v);
     assert!(matches!(
-        r.pool.compute(1, 1, &[]),
+        r.pool
+            .compute(1, farmem_proto::agent::op::VEC_AGGREGATE, &[]),
         Err(BackendError::Config(_))
     ));
     assert!(r.pool.sites().is_none());

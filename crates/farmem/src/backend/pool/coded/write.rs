@@ -70,7 +70,9 @@ impl Engine {
                 };
                 let (loc, key, f) = l.append(sid, id, data);
                 freed.extend(f);
-                let full = l.buffered(sid) >= self.k * self.opts.span_bytes;
+                // Full when every span has its share: balanced spans keep padding (and so
+                // parity) small whatever the object size.
+                let full = l.least_filled(sid) >= self.opts.span_bytes;
                 let st = l.stripes.get_mut(&sid).expect("open stripe exists");
                 if !touched.contains(&sid) {
                     touched.push(sid);
