@@ -252,6 +252,24 @@ impl PoolRig {
         timeout: Duration,
         repair_rate: Option<u64>,
     ) -> anyhow::Result<Self> {
+        Self::start_with(
+            servers,
+            Redundancy::replicas(replicas),
+            timeout,
+            repair_rate,
+        )
+    }
+
+    /// As [`PoolRig::start`], with any redundancy scheme.
+    ///
+    /// # Errors
+    /// As [`PoolRig::start`].
+    pub fn start_with(
+        servers: usize,
+        redundancy: Redundancy,
+        timeout: Duration,
+        repair_rate: Option<u64>,
+    ) -> anyhow::Result<Self> {
         let procs = (0..servers)
             .map(|_| ServerProc::start())
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -268,7 +286,7 @@ impl PoolRig {
             .iter()
             .map(|m| m.clone() as Arc<dyn Backend>)
             .collect();
-        let cfg = PoolConfig::new(Redundancy::replicas(replicas))
+        let cfg = PoolConfig::new(redundancy)
             .repair_rate(repair_rate)
             .maintenance_interval(Duration::from_millis(100));
         let pool = Arc::new(PoolBackend::new(list, cfg)?);
@@ -363,6 +381,18 @@ impl PoolRig {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+}
+
+/// Waits (at most 30 s) until member `ix` of `pool` is no longer live.
+pub fn wait_down(pool: &PoolBackend, ix: usize) {
+    let t0 = Instant::now();
+    while pool
+        .member_state(MemberId(ix))
+        .is_some_and(|s| s == MemberState::Live)
+        && t0.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

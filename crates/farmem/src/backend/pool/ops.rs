@@ -736,10 +736,10 @@ impl Backend for PoolBackend {
             .filter(|m| m.serves())
             .map(|m| m.name.as_str())
             .collect();
-        format!(
-            "pool({} copies: {})",
-            self.inner.cfg.redundancy.copies(),
-            names.join(", ")
-        )
+        let scheme = match self.inner.cfg.redundancy {
+            super::Redundancy::Coded { k, m } => format!("{k}+{m} coded"),
+            r => format!("{} copies", r.copies()),
+        };
+        format!("pool({scheme}: {})", names.join(", "))
     }
 }

@@ -44,6 +44,12 @@ impl Engine {
                 .filter(|(_, st)| {
                     st.phase == Phase::Sealed && !st.busy && self.needs_rebuild(st, &members)
                 })
+                // Nowhere to put a span: don't read the stripe for nothing.
+                .filter(|(_, st)| {
+                    let inside = st.members();
+                    (0..members.len())
+                        .any(|i| members[i].takes_new() && !inside.contains(&(i as Ix)))
+                })
                 .map(|(&sid, _)| sid)
                 .collect()
         };
