@@ -258,3 +258,41 @@ fn randomized_history_with_kills_restarts_and_frees_keeps_every_acknowledged_obj
     eprintln!("seed {seed}: {st:?}");
     assert_eq!(st.unsealed + st.degraded, 0);
 }
+
+#[test]
+fn memory_stays_near_the_scheme_factor_over_a_run_with_frees() {
+    let servers: Vec<ServerProc> = (0..6).map(|_| ServerProc::start(&[])).collect();
+    let members: Vec<Arc<TcpBackend>> = servers.iter().map(|s| member(&s.addr, SILENCE)).collect();
+    let pool = coded_pool(&members, 4, 2);
+    let mut rng = SmallRng::seed_from_u64(17);
+    let ids = 1024u64;
+    let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
+    for round in 0..160u32 {
+        let batch: Vec<(u64, Vec<u8>)> = (0..48)
+            .map(|_| {
+                let id = rng.random_range(0..ids);
+                let len = rng.random_range(1024..16 << 10);
+                (id, (0..len).map(|i| (i as u32 ^ round) as u8).collect())
+            })
+            .collect();
+        let items: Vec<(u64, &[u8])> = batch.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+        pool.put_many(&items).unwrap();
+        model.extend(batch);
+        let frees: Vec<u64> = (0..12).map(|_| rng.random_range(0..ids)).collect();
+        pool.free(&frees).unwrap();
+        for id in frees {
+            model.remove(&id);
+        }
+    }
+    settle(&pool);
+    let used: u64 = members.iter().map(|m| m.stats().unwrap().used_bytes).sum();
+    let objects: u64 = members.iter().map(|m| m.stats().unwrap().objects).sum();
+    let live: usize = model.values().map(Vec::len).sum();
+    let f = used as f64 / live as f64;
+    let st = pool.coded_stats().unwrap();
+    eprintln!("{f:.3} ({objects} server objects) {st:?}");
+    for (id, v) in &model {
+        assert_eq!(&pool.get(*id).unwrap(), v, "object {id}");
+    }
+    assert!(f < 1.75, "memory per application byte {f:.3} ({st:?})");
+}

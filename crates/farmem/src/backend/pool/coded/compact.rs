@@ -12,20 +12,32 @@ use crate::backend::ObjectId;
 const STRIPES_PER_PASS: usize = 64;
 
 impl Engine {
-    /// Compacts while dead bytes exceed the slack, stripes with the most dead bytes first.
-    pub(crate) fn compact(&self) {
-        for _ in 0..STRIPES_PER_PASS {
-            let Some(sid) = self.pick_victim() else {
+    /// Compacts while dead bytes exceed the slack, stripes with the most dead bytes first (at
+    /// most [`STRIPES_PER_PASS`] unless `all`).
+    pub(crate) fn compact(&self, all: bool) {
+        let mut n = 0;
+        while all || n < STRIPES_PER_PASS {
+            let Some(sid) = self.pick_victim(1.0) else {
                 return;
             };
+            self.compact_stripe(sid);
+            n += 1;
+        }
+    }
+
+    /// Back-pressure for writers: while dead space is over twice the slack (the maintenance
+    /// thread falls behind the application's overwrites and frees), each write batch compacts
+    /// one stripe itself, so memory stays bounded whatever the write rate.
+    pub(crate) fn compact_behind(&self) {
+        if let Some(sid) = self.pick_victim(2.0) {
             self.compact_stripe(sid);
         }
     }
 
-    /// The sealed stripe with the most dead bytes, when dead space is over the slack.
-    fn pick_victim(&self) -> Option<StripeId> {
+    /// The sealed stripe with the most dead bytes, when dead space is over `times` the slack.
+    fn pick_victim(&self, times: f64) -> Option<StripeId> {
         let l = self.layout.lock();
-        let slack = (l.live_bytes as f64 * self.opts.compact_slack) as u64;
+        let slack = (l.live_bytes as f64 * self.opts.compact_slack * times) as u64;
         if l.dead_bytes <= slack {
             return None;
         }

@@ -287,7 +287,7 @@ impl Engine {
         let _g = self.maint.lock();
         self.seal_idle(all);
         self.rebuild_all();
-        self.compact();
+        self.compact(all);
         if all {
             // Compaction's writes went to a new open stripe.
             self.seal_idle(true);

@@ -10,6 +10,9 @@ use crate::backend::pool::ops::fan_out;
 use crate::backend::pool::table::Ix;
 use crate::backend::{BackendError, ObjectId};
 
+/// Bytes a degraded read fetches from all members together, above which it fetches in parallel.
+const PARALLEL_BYTES: usize = 64 << 10;
+
 /// Rounds of lookup and read before giving up (objects move under compaction and repair).
 const ROUNDS: usize = 6;
 
@@ -205,7 +208,9 @@ impl Engine {
             (k, total, lost, work, a)
         };
         let len = t.len;
-        let parallel = work.len() > 1;
+        // Small ranges one member after another: starting threads costs more than a round
+        // trip each (as for the pool's other fan-outs).
+        let parallel = work.len() > 1 && len * work.len() >= PARALLEL_BYTES;
         let results = fan_out(&members, work, parallel, &|m, (j, f): (usize, Fetch)| {
             let r = match f {
                 Fetch::Parity(key) => m.backend.get(key).map(|p| {

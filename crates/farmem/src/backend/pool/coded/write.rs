@@ -114,6 +114,9 @@ impl Engine {
                 tracing::warn!(error = %e, "coded pool: stripe left unsealed");
             }
         }
+        if cond.is_none() {
+            self.compact_behind();
+        }
         match first_err {
             Some(e) => Err(e),
             None => sent,
