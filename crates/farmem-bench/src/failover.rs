@@ -140,8 +140,10 @@ impl Args {
 /// One replica count.
 #[derive(Debug, Serialize)]
 struct ReplicaRun {
+    /// Copies (0 for a coded scheme).
+    replicas: usize,
     /// Copies (`1`, `2`, `3`) or a coded scheme (`4+2`).
-    replicas: String,
+    scheme: String,
     web_requests_per_second: f64,
     web_p99_us: f64,
     web_overhead: f64,
@@ -254,13 +256,21 @@ fn replicas_run(
 ) -> anyhow::Result<ReplicaRun> {
     eprintln!("replicas {replicas}: web frontend and taxi analysis");
     let rig = a.rig(replicas)?;
-    scheme_run(a, &rig, replicas.to_string(), local_digest, local_taxi)
+    scheme_run(
+        a,
+        &rig,
+        replicas,
+        replicas.to_string(),
+        local_digest,
+        local_taxi,
+    )
 }
 
 /// The web frontend and the taxi analysis on `rig`, checked against the all-local answers.
 fn scheme_run(
     a: &Args,
     rig: &PoolRig,
+    copies: usize,
     scheme: String,
     local_digest: u64,
     local_taxi: &str,
@@ -291,7 +301,8 @@ fn scheme_run(
     );
     let app = web::working_set_bytes(a.keys, a.elements);
     Ok(ReplicaRun {
-        replicas: scheme,
+        replicas: copies,
+        scheme,
         web_requests_per_second: wa.requests as f64 / secs.max(1e-9),
         web_p99_us: p99,
         web_overhead: 1.0,
@@ -542,7 +553,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut runs = Vec::new();
         for &(k, m) in &a.coded {
             let (mut run, extra) = coded::run(&a, k, m, local_digest, &local_taxi.answers)?;
-            if let Some(base) = reps.iter().find(|r| r.replicas == "1") {
+            if let Some(base) = reps.iter().find(|r| r.replicas == 1) {
                 run.web_overhead =
                     base.web_requests_per_second / run.web_requests_per_second.max(1e-9);
                 run.taxi_overhead = run.taxi_analyze_seconds / base.taxi_analyze_seconds.max(1e-9);
@@ -554,7 +565,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
-    let idle_rps = match reps.iter().find(|r| r.replicas == "2") {
+    let idle_rps = match reps.iter().find(|r| r.replicas == 2) {
         Some(two) => two.web_requests_per_second,
         None => idle_web(&a, local_digest)?,
     };
@@ -604,7 +615,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for r in &reps {
         println!(
             "{:>8} {:>10.0} {:>8.2}x {:>9.3} {:>8.2}x {:>11.2} {:>11.2} {:>9}",
-            r.replicas,
+            r.scheme,
             r.web_requests_per_second,
             r.web_overhead,
             r.taxi_analyze_seconds,

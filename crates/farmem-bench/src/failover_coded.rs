@@ -92,7 +92,7 @@ pub(super) fn run(
         )
     };
     eprintln!("coded {scheme}: web frontend and taxi analysis ({servers} servers)");
-    let apps = scheme_run(a, &start()?, scheme.clone(), local_digest, local_taxi)?;
+    let apps = scheme_run(a, &start()?, 0, scheme.clone(), local_digest, local_taxi)?;
 
     eprintln!("coded {scheme}: memory over a run with overwrites and frees");
     let rig = start()?;
