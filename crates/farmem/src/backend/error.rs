@@ -53,6 +53,32 @@ pub enum BackendError {
         /// The server's limit.
         limit: u64,
     },
+    /// A per-session quota set by the server's operator (bytes or objects) would be exceeded;
+    /// nothing was changed. Freeing objects makes room again.
+    #[error("memory server {addr}: session quota of {limit} {} exceeded (would hold {wanted})", kind.name())]
+    QuotaExceeded {
+        /// Server address.
+        addr: String,
+        /// Which quota.
+        kind: farmem_proto::QuotaKind,
+        /// The limit.
+        limit: u64,
+        /// What the session would have held.
+        wanted: u64,
+    },
+    /// The session sent requests faster than the request-rate quota its server's operator set;
+    /// the request was not run (send it again after `retry_after`).
+    #[error(
+        "memory server {addr}: request rate above the quota of {limit}/s, retry in {retry_after:?}"
+    )]
+    RateLimited {
+        /// Server address.
+        addr: String,
+        /// Requests per second allowed.
+        limit: u64,
+        /// When a request will be accepted again.
+        retry_after: std::time::Duration,
+    },
     /// The server could not be reached.
     #[error("memory server {addr} unreachable")]
     Unreachable {
@@ -158,7 +184,10 @@ impl BackendError {
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::OutOfCapacity { .. } => ErrorKind::OutOfCapacity,
             Self::SizeMismatch { .. } => ErrorKind::TypeMismatch,
-            Self::TooLarge { .. } | Self::ResponseTooLarge { .. } => ErrorKind::LimitExceeded,
+            Self::TooLarge { .. }
+            | Self::ResponseTooLarge { .. }
+            | Self::QuotaExceeded { .. }
+            | Self::RateLimited { .. } => ErrorKind::LimitExceeded,
             Self::Unreachable { .. } | Self::Unavailable { .. } | Self::ServerDown { .. } => {
                 ErrorKind::Unreachable
             }

@@ -21,7 +21,7 @@ pub use pool::{
     PoolStats, Redundancy,
 };
 pub use sites::Sites;
-pub use tcp::{ServerHealth, TcpBackend, TcpConfig, Ticket};
+pub use tcp::{LATENCY_BUCKETS_US, ServerHealth, TcpBackend, TcpConfig, Ticket, TransportStats};
 
 /// A remote-agent operation submitted with [`Backend::submit_compute`]; [`PendingCompute::wait`]
 /// returns its result.

@@ -21,8 +21,8 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use farmem_proto::{
-    ErrorCode, ErrorInfo, HEADER_LEN, Header, HelloInfo, MAX_FRAME_BODY, Op, Response, ServerStats,
-    VERSION, begin_frame, decode_frame, finish_frame,
+    ErrorCode, ErrorInfo, HEADER_LEN, Header, HelloInfo, MAX_FRAME_BODY, Op, QuotaKind, Response,
+    ServerStats, VERSION, begin_frame, decode_frame, finish_frame,
 };
 use parking_lot::Mutex;
 
@@ -91,6 +91,8 @@ pub(crate) struct Pending {
     slot: u32,
     epoch: u32,
     seq: u64,
+    /// When it was queued, for one request in `LATENCY_SAMPLE` (see `Counters`).
+    at: Option<Instant>,
 }
 
 /// A connection to one memory server (re-established under the hood when it breaks).
@@ -137,6 +139,24 @@ pub(crate) fn error_from(addr: &str, e: &ErrorInfo<'_>) -> BackendError {
         Some(ErrorCode::ResponseTooLarge) => BackendError::ResponseTooLarge {
             size: e.a,
             limit: e.b,
+        },
+        Some(ErrorCode::QuotaExceeded) => match QuotaKind::from_code(e.a) {
+            Some(QuotaKind::Rate) => BackendError::RateLimited {
+                addr: addr.into(),
+                limit: e.b,
+                retry_after: std::time::Duration::from_millis(e.c),
+            },
+            Some(kind) => BackendError::QuotaExceeded {
+                addr: addr.into(),
+                kind,
+                limit: e.b,
+                wanted: e.c,
+            },
+            None => BackendError::Protocol(ProtocolError::ServerError {
+                addr: addr.into(),
+                code: e.code,
+                message: msg,
+            }),
         },
         Some(ErrorCode::AuthRefused) => BackendError::AuthRefused { addr: addr.into() },
         Some(ErrorCode::VersionMismatch) => BackendError::VersionMismatch {
@@ -315,12 +335,19 @@ impl Connection {
         let start = begin_frame(&mut w.buf, op as u16, 0, req_id(slot, epoch));
         body(&mut w.buf);
         finish_frame(&mut w.buf, start);
+        self.link.counters.sent(w.buf.len() - start);
         w.queued += 1;
         let seq = w.queued;
         if flush || w.buf.len() >= FLUSH_AT {
             self.flush_locked(&mut w);
         }
-        Ok(Pending { slot, epoch, seq })
+        let timed = seq.is_multiple_of(super::counters::LATENCY_SAMPLE);
+        Ok(Pending {
+            slot,
+            epoch,
+            seq,
+            at: timed.then(Instant::now),
+        })
     }
 
     fn flush_locked(&self, w: &mut Writer) {
@@ -474,6 +501,7 @@ impl Connection {
         self.flush_locked(&mut w);
         drop(w);
         let _ = hello;
+        self.link.counters.reconnected();
         tracing::info!(
             addr = %self.addr(),
             resent = resend.len(),
@@ -541,6 +569,10 @@ impl Connection {
         loop {
             let mut st = self.state.lock();
             if let Some(r) = Self::take(&mut st, p) {
+                drop(st);
+                if let Some(at) = p.at {
+                    self.link.counters.answered(at.elapsed());
+                }
                 return r;
             }
             if !st.leader && st.dead.is_none() {
@@ -574,8 +606,12 @@ impl Connection {
 
     fn timed_out(&self, p: Pending) -> Result<Reply, BackendError> {
         if let Some(r) = Self::take(&mut self.state.lock(), p) {
+            if let Some(at) = p.at {
+                self.link.counters.answered(at.elapsed());
+            }
             return r;
         }
+        self.link.counters.timed_out();
         self.abandon(p);
         Err(BackendError::Timeout {
             addr: self.addr().into(),
@@ -681,6 +717,8 @@ impl Connection {
     fn dispatch(&self, h: &Header, body: &[u8]) -> Result<(), String> {
         let slot = h.req_id as u32;
         let epoch = (h.req_id >> 32) as u32;
+        let error = h.flags & farmem_proto::FLAG_ERROR != 0;
+        self.link.counters.received(HEADER_LEN + body.len(), error);
         let reply = decode_reply(self.addr(), h, body).map_err(|e| e.to_string())?;
         if h.req_id == 0 {
             // A connection-level refusal sent before any request was read.

@@ -46,6 +46,8 @@ pub(crate) struct Link {
     /// its connections (a busy server is not a dead one).
     born: Instant,
     last_rx: AtomicU64,
+    /// Traffic counters ([`super::TransportStats`]).
+    pub(crate) counters: super::counters::Counters,
     /// Set (with `stop_cv`) when the backend is dropped: the heartbeat thread exits.
     stop: Mutex<bool>,
     stop_cv: Condvar,
@@ -88,6 +90,7 @@ impl Link {
             down_reason: Mutex::new(None),
             conns: Mutex::new(Vec::new()),
             born: Instant::now(),
+            counters: Default::default(),
             last_rx: AtomicU64::new(0),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),

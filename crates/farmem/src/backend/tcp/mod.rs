@@ -1,6 +1,7 @@
 //! The TCP transport: memory servers as a [`Backend`].
 
 mod conn;
+mod counters;
 mod link;
 mod sites;
 mod ticket;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use farmem_proto::{Op, ServerStats, VERSION, body, owner_of};
 
 use self::conn::{Connection, Pending, Reply};
+pub use self::counters::{LATENCY_BUCKETS_US, TransportStats};
 use self::link::{Link, LinkConfig};
 pub use self::ticket::Ticket;
 use super::{
@@ -250,6 +252,15 @@ impl TcpBackend {
                 addr: s.link.addr.clone(),
                 down: s.link.down_reason(),
             })
+            .collect()
+    }
+
+    /// Traffic with every server since connecting, in configuration order: requests, errors,
+    /// bytes, reconnects and latency (the client's side of the server's metrics).
+    pub fn transport_stats(&self) -> Vec<TransportStats> {
+        self.servers
+            .iter()
+            .map(|s| s.link.counters.snapshot(&s.link.addr))
             .collect()
     }
 
