@@ -256,17 +256,25 @@ impl PoolRig {
         timeout: Duration,
         repair_rate: Option<u64>,
     ) -> anyhow::Result<Self> {
-        Self::start_with(servers, replicas, timeout, repair_rate, true, 0.5)
+        Self::start_with(
+            servers,
+            Redundancy::replicas(replicas),
+            timeout,
+            repair_rate,
+            false,
+            0.5,
+        )
     }
 
-    /// [`PoolRig::start`], with server-to-server copies on or off (`server_to_server`) and the
-    /// share of the time repair may take while the application works (`repair_share`).
+    /// As [`PoolRig::start`], with any redundancy scheme, server-to-server copies on or off
+    /// (`server_to_server`) and the share of the time repair may take while the application
+    /// works (`repair_share`).
     ///
     /// # Errors
-    /// When a server cannot start or be reached.
+    /// As [`PoolRig::start`].
     pub fn start_with(
         servers: usize,
-        replicas: usize,
+        redundancy: Redundancy,
         timeout: Duration,
         repair_rate: Option<u64>,
         server_to_server: bool,
@@ -288,7 +296,7 @@ impl PoolRig {
             .iter()
             .map(|m| m.clone() as Arc<dyn Backend>)
             .collect();
-        let cfg = PoolConfig::new(Redundancy::replicas(replicas))
+        let cfg = PoolConfig::new(redundancy)
             .repair_rate(repair_rate)
             .maintenance_interval(Duration::from_millis(100))
             .server_to_server(server_to_server)
@@ -385,6 +393,18 @@ impl PoolRig {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+}
+
+/// Waits (at most 30 s) until member `ix` of `pool` is no longer live.
+pub fn wait_down(pool: &PoolBackend, ix: usize) {
+    let t0 = Instant::now();
+    while pool
+        .member_state(MemberId(ix))
+        .is_some_and(|s| s == MemberState::Live)
+        && t0.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

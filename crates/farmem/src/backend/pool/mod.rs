@@ -62,17 +62,13 @@
 //! writes on a member are entered in the location table at once and copied to the scheme's
 //! other replicas.
 //!
-//! # Erasure coding (not implemented)
+//! # Erasure coding
 //!
-//! [`Redundancy`] is the scheme. A Carbink-style `ErasureCoded { k, m }` would fit as another
-//! variant: each object stays whole on one member (reads unchanged: one member, no decode), and
-//! objects are grouped into *spans* of `k` objects on `k` distinct members with `m` parity
-//! objects on `m` further members. The table entry would name the object's member plus its span
-//! id (a side table span -> members + parity ids); a write updates the object and the parity of
-//! its span (parity delta = old xor new, so the write path reads the old value first or writes
-//! to a fresh span and retires the old slot, as Carbink does); repair of a dead member
-//! reconstructs each lost object from the `k - 1` surviving objects and one parity of its span.
-//! The mover protocol above carries over unchanged (the span is the unit that is locked).
+//! [`Redundancy::Coded`] `{ k, m }` is Carbink's scheme: each object stays whole on one member
+//! (a read is one request, unchanged), objects are packed into spans, and each stripe of `k`
+//! spans on `k` members gets `m` parity spans on `m` others. It has its own data path and
+//! maintenance thread (sealing, degraded reads, rebuild, compaction: see [`coded`]); membership,
+//! failure detection and member statistics are the pool's.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -86,6 +82,7 @@
 //! assert_eq!(pool.get(7).unwrap(), b"hello");
 //! ```
 
+pub mod coded;
 mod compute;
 mod discover;
 mod error;
@@ -104,6 +101,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
+pub use self::coded::{CodedStats, CodingOptions};
 pub use self::discover::{Connector, MemberSource, Resolver, SystemResolver, TcpConnector};
 pub use self::error::PoolError;
 pub use self::fault::{Fault, FaultyBackend};
@@ -113,7 +111,7 @@ pub use self::membership::Membership;
 use self::membership::{Roster, Watcher};
 pub use self::repair::RepairStats;
 use self::repair::Repairer;
-pub use self::scheme::{MAX_REPLICAS, Redundancy};
+pub use self::scheme::{MAX_CODED_SHARDS, MAX_REPLICAS, Redundancy};
 use self::table::{Ix, LocationTable};
 use super::{Backend, ObjectId};
 
@@ -161,6 +159,8 @@ pub struct PoolConfig {
     /// requests in flight: after a batch of `d` seconds the next one waits `d * (1 - share) /
     /// share`. 1 runs one batch after the other. Default 0.5.
     pub repair_share: f64,
+    /// Tuning of a [`Redundancy::Coded`] scheme (ignored by the others).
+    pub coding: CodingOptions,
 }
 
 impl PoolConfig {
@@ -175,6 +175,7 @@ impl PoolConfig {
             read_patience: Some(Duration::from_millis(20)),
             server_to_server: false,
             repair_share: 0.5,
+            coding: CodingOptions::default(),
         }
     }
 
@@ -196,6 +197,13 @@ impl PoolConfig {
     #[must_use]
     pub fn read_patience(mut self, patience: Option<Duration>) -> Self {
         self.read_patience = patience;
+        self
+    }
+
+    /// Sets the tuning of a [`Redundancy::Coded`] scheme.
+    #[must_use]
+    pub fn coding(mut self, opts: CodingOptions) -> Self {
+        self.coding = opts;
         self
     }
 
@@ -332,6 +340,8 @@ pub struct PoolBackend {
     thread: Option<JoinHandle<()>>,
     /// Follows the member source, re-admits, moves data off shrinking servers.
     watcher: Option<Watcher>,
+    /// The data path of an erasure-coded pool.
+    coded: Option<coded::Coded>,
 }
 
 impl std::fmt::Debug for PoolBackend {
@@ -407,6 +417,9 @@ impl PoolBackend {
         if members.len() > MAX_MEMBERS {
             return Err(PoolError::TooManyMembers { max: MAX_MEMBERS });
         }
+        if let Redundancy::Coded { k, m } = cfg.redundancy {
+            coded::check_scheme(k, m).map_err(PoolError::Scheme)?;
+        }
         let list: Vec<Arc<Member>> = members
             .into_iter()
             .map(|b| Arc::new(Member::new(b, cfg.read_patience)))
@@ -427,11 +440,18 @@ impl PoolBackend {
         if thread.is_none() {
             tracing::warn!("pool maintenance thread could not start: repairs run on demand only");
         }
+        let coded = match inner.cfg.redundancy {
+            Redundancy::Coded { k, m } => {
+                Some(coded::Coded::start(inner.clone(), k, m, inner.cfg.coding))
+            }
+            _ => None,
+        };
         let watcher = Some(Watcher::start(inner.clone(), roster));
         Ok(Self {
             inner,
             thread,
             watcher,
+            coded,
         })
     }
 
@@ -496,8 +516,12 @@ impl PoolBackend {
             .collect()
     }
 
-    /// The members the location table places object `id` on (`None`: unknown id).
+    /// The members the location table places object `id` on (`None`: unknown id). An
+    /// erasure-coded object is whole on one member.
     pub fn locations(&self, id: ObjectId) -> Option<Vec<MemberId>> {
+        if let Some(c) = self.coded() {
+            return c.location(id).map(|m| vec![MemberId(usize::from(m))]);
+        }
         self.inner.table.get(id).map(|e| {
             e.members()
                 .iter()
@@ -551,9 +575,24 @@ impl PoolBackend {
         }
     }
 
+    /// The state of an erasure-coded pool's data (`None` for the other schemes).
+    pub fn coded_stats(&self) -> Option<CodedStats> {
+        self.coded().map(coded::Engine::stats)
+    }
+
+    /// The coded data path, for an erasure-coded pool.
+    pub(crate) fn coded(&self) -> Option<&coded::Engine> {
+        self.coded.as_ref().map(|c| &*c.engine)
+    }
+
     /// Runs one repair pass in the calling thread (the background thread runs them on its own)
-    /// and returns the objects still short of copies afterwards.
+    /// and returns the objects still short of copies afterwards. For an erasure-coded pool: one
+    /// maintenance pass (seal every unsealed stripe, rebuild, compact), returning the stripes
+    /// still degraded or unsealed afterwards.
     pub fn repair_now(&self) -> usize {
+        if let Some(c) = self.coded() {
+            return c.maintain(true);
+        }
         repair::pass(&self.inner);
         self.pool_stats().under_replicated
     }
@@ -561,6 +600,7 @@ impl PoolBackend {
 
 impl Drop for PoolBackend {
     fn drop(&mut self) {
+        drop(self.coded.take());
         drop(self.watcher.take());
         self.inner.repair.shut_down();
         if let Some(t) = self.thread.take() {

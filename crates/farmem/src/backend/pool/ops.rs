@@ -533,19 +533,31 @@ fn copy_error(e: &BackendError) -> BackendError {
 
 impl Backend for PoolBackend {
     fn put(&self, id: ObjectId, data: &[u8]) -> Result<(), BackendError> {
+        if let Some(c) = self.coded() {
+            return c.put_many(&[(id, data)]);
+        }
         self.inner
             .write(&[(id, data.len())], PUT, &|b, _| b.put(id, data))
     }
 
     fn get(&self, id: ObjectId) -> Result<Vec<u8>, BackendError> {
+        if let Some(c) = self.coded() {
+            return c.get(id);
+        }
         self.inner.read_with(id, |b| b.get(id))
     }
 
     fn get_into(&self, id: ObjectId, buf: &mut [u8]) -> Result<(), BackendError> {
+        if let Some(c) = self.coded() {
+            return c.get_into(id, buf);
+        }
         self.inner.read_with(id, |b| b.get_into(id, buf))
     }
 
     fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>, BackendError> {
+        if let Some(c) = self.coded() {
+            return c.get_many(ids);
+        }
         let inner = &self.inner;
         let mut out: Vec<Option<Vec<u8>>> = vec![None; ids.len()];
         let mut pending: Vec<usize> = (0..ids.len()).collect();
@@ -607,6 +619,9 @@ impl Backend for PoolBackend {
     }
 
     fn put_many(&self, items: &[(ObjectId, &[u8])]) -> Result<(), BackendError> {
+        if let Some(c) = self.coded() {
+            return c.put_many(items);
+        }
         let sizes: Vec<(ObjectId, usize)> = items.iter().map(|&(id, d)| (id, d.len())).collect();
         self.inner.write(&sizes, PUT, &|b, idx| {
             if let [i] = idx {
@@ -618,12 +633,18 @@ impl Backend for PoolBackend {
     }
 
     fn patch(&self, id: ObjectId, edits: &[Edit<'_>]) -> Result<(), BackendError> {
+        if let Some(c) = self.coded() {
+            return c.patch_many(&[(id, edits)]);
+        }
         let bytes = edits.iter().map(|(_, b)| b.len()).sum();
         self.inner
             .write(&[(id, bytes)], PATCH, &|b, _| b.patch(id, edits))
     }
 
     fn patch_many(&self, items: &[(ObjectId, &[Edit<'_>])]) -> Result<(), BackendError> {
+        if let Some(c) = self.coded() {
+            return c.patch_many(items);
+        }
         let sizes: Vec<(ObjectId, usize)> = items
             .iter()
             .map(|&(id, e)| (id, e.iter().map(|(_, b)| b.len()).sum()))
@@ -635,6 +656,9 @@ impl Backend for PoolBackend {
     }
 
     fn free(&self, ids: &[ObjectId]) -> Result<(), BackendError> {
+        if let Some(c) = self.coded() {
+            return c.free(ids);
+        }
         let inner = &self.inner;
         let forgotten: Vec<(ObjectId, Option<Entry>)> =
             ids.iter().map(|&id| (id, inner.forget(id))).collect();
@@ -695,6 +719,16 @@ impl Backend for PoolBackend {
     }
 
     fn compute(&self, route: ObjectId, opn: u16, args: &[u8]) -> Result<Vec<u8>, BackendError> {
+        // Server-side hash tables are replicated under every scheme; operations over coded
+        // objects are refused.
+        if let Some(c) = self.coded()
+            && !matches!(
+                opn,
+                op::HT_GET | op::HT_PUT | op::HT_REMOVE | op::HT_LEN | op::HT_SCAN | op::HT_DROP
+            )
+        {
+            return Err(c.compute_refused());
+        }
         let inner = &self.inner;
         match opn {
             op::HT_PUT | op::HT_REMOVE | op::HT_DROP => {
@@ -745,6 +779,9 @@ impl Backend for PoolBackend {
     }
 
     fn sites(&self) -> Option<&dyn crate::backend::Sites> {
+        if self.coded().is_some() {
+            return None;
+        }
         Some(self)
     }
 
@@ -755,10 +792,10 @@ impl Backend for PoolBackend {
             .filter(|m| m.serves())
             .map(|m| m.name.as_str())
             .collect();
-        format!(
-            "pool({} copies: {})",
-            self.inner.cfg.redundancy.copies(),
-            names.join(", ")
-        )
+        let scheme = match self.inner.cfg.redundancy {
+            super::Redundancy::Coded { k, m } => format!("{k}+{m} coded"),
+            r => format!("{} copies", r.copies()),
+        };
+        format!("pool({scheme}: {})", names.join(", "))
     }
 }
