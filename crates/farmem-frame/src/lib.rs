@@ -50,6 +50,7 @@ mod groupby;
 mod local_kernels;
 #[cfg(feature = "parquet")]
 pub mod parquet;
+mod parse;
 pub mod storage;
 pub mod time;
 mod validity;

@@ -23,7 +23,7 @@
 mod read;
 mod write;
 
-pub use read::read_parquet;
+pub use read::{parquet_rows, read_parquet};
 pub use write::write_parquet;
 
 use crate::DType;

@@ -284,6 +284,15 @@ pub fn read_parquet<R: ChunkReader + 'static>(
     DataFrame::from_columns(placement, cols)
 }
 
+/// Number of rows of a Parquet file, from its footer.
+///
+/// # Errors
+/// [`FrameError::Parquet`] if the footer is unreadable.
+pub fn parquet_rows<R: ChunkReader + 'static>(r: R) -> Result<u64> {
+    let file = SerializedFileReader::new(r).map_err(|e| ParquetError::corrupt(None, None, e))?;
+    Ok(u64::try_from(file.metadata().file_metadata().num_rows()).unwrap_or(0))
+}
+
 /// Reads up to `want` records of a column chunk: the non-null values, and the definition
 /// levels when the column is nullable.
 macro_rules! read_records {
