@@ -68,10 +68,30 @@ pub enum KernelError {
     /// A worker thread of a parallel kernel panicked.
     #[error("a kernel thread panicked")]
     ThreadPanicked,
+    /// The operation was stopped before it finished; nothing it would have returned is kept
+    /// (outputs it had already written stay, as after any failure).
+    #[error("operation interrupted: {0}")]
+    Interrupted(Interrupt),
     /// Other malformed or inconsistent arguments (zero chunk size, too few output ids, ...).
     #[error("invalid arguments: {0}")]
     Invalid(String),
     /// A derive expression beyond the limits or ill-typed for its inputs.
     #[error("invalid expression")]
     Expr(#[from] farmem_proto::expr::ExprError),
+}
+
+/// Why an operation was stopped: the store behind a [`crate::ChunkIo`] answers a read with
+/// [`KernelError::Interrupted`] once the operation has run too long or nobody waits for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Interrupt {
+    /// It ran past its time limit.
+    #[error("it ran past its time limit of {limit_ms} ms")]
+    TimeLimit {
+        /// The limit, in milliseconds.
+        limit_ms: u64,
+    },
+    /// The client that asked for it went away.
+    #[error("its client went away")]
+    Abandoned,
 }

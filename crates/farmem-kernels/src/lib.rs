@@ -64,7 +64,7 @@ mod unique;
 
 pub use aggregate::aggregate;
 pub use argsort::argsort;
-pub use error::KernelError;
+pub use error::{Interrupt, KernelError};
 pub use filter::{count, filter, matches};
 pub use gather::gather;
 pub use group_by::{group_by, group_by_parallel, group_by_where, group_by_where_parallel};

@@ -1,6 +1,6 @@
 //! Wire format of the farmem protocol (see README.md in this crate for the byte layout).
 //!
-//! Every message is a [frame](frame): a fixed 20-byte little-endian header (body length,
+//! Every message is a [frame]: a fixed 20-byte little-endian header (body length,
 //! CRC-32, operation, flags, request id) followed by the body. Requests are [`Request`]s,
 //! answers are [`Response`]s carrying the request id of the request they answer, so many
 //! requests may be in flight on one connection and be answered in any order.

@@ -36,6 +36,10 @@ pub struct Limits {
     /// Largest answer body built for one request (batched gets, agent results); larger ones
     /// are answered with `ResponseTooLarge`. Default 256 MiB (at most 1 GiB).
     pub max_response: u32,
+    /// Longest one agent operation may run: it is stopped then and answered with the agent's
+    /// `TimeLimit` code. Zero: no limit. Default 60 s. (An operation is also stopped when its
+    /// client hangs up.)
+    pub agent_time_limit: Duration,
 }
 
 impl Default for Limits {
@@ -51,6 +55,7 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(30),
             keepalive: Duration::from_secs(60),
             max_response: 256 << 20,
+            agent_time_limit: Duration::from_secs(60),
         }
     }
 }
@@ -76,7 +81,7 @@ pub struct ServerConfig {
     /// Operator secret an admin request (shrink, grow, status) must carry; `None` refuses every
     /// admin request. Separate from `token`, which every client program holds.
     pub admin_token: Option<Vec<u8>>,
-    /// Give memory back when the host runs short (see [`HostReserve`]); `None`: never.
+    /// Give memory back when the host runs short (see [`HostReserve`](crate::host::HostReserve)); `None`: never.
     pub host_reserve: Option<crate::HostReserve>,
     /// Most connections served at once (one thread each); further ones are refused.
     pub threads: usize,

@@ -14,7 +14,7 @@ use farmem_proto::{
     ErrorCode, HEADER_LEN, Header, HelloInfo, Op, Request, Response, ServerStats, VERSION,
     decode_frame, encode_error,
 };
-use farmem_store::{Session, execute_request};
+use farmem_store::{Session, execute_request_watched};
 
 use crate::Limits;
 use crate::server::Shared;
@@ -172,7 +172,9 @@ fn run(
             match decode_frame(&rbuf[start..end], max_frame) {
                 Ok(Some((frame, used))) => {
                     start += used;
-                    if let Err(c) = handle(shared, session, frame.header, frame.body, wbuf) {
+                    let gone = || peer_gone(stream);
+                    let h = frame.header;
+                    if let Err(c) = handle(shared, session, h, frame.body, wbuf, &gone) {
                         return c;
                     }
                     if session.is_some() {
@@ -378,12 +380,29 @@ fn hello(
     Ok(())
 }
 
+/// Whether the peer of `stream` has hung up (or the connection broke), asked while an agent
+/// operation runs on this thread. It peeks without blocking: a peer that left more requests
+/// unread behind the running one is noticed only when those are read.
+fn peer_gone(stream: &TcpStream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+    let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
+    match socket2::SockRef::from(stream).recv_with_flags(&mut byte, flags) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ),
+    }
+}
+
 fn handle(
     shared: &Shared,
     session: &mut Option<Arc<Session>>,
     h: Header,
     body: &[u8],
     wbuf: &mut Vec<u8>,
+    gone: &(dyn Fn() -> bool + Sync),
 ) -> Result<(), Close> {
     let rid = h.req_id;
     if h.flags != 0 {
@@ -438,7 +457,7 @@ fn handle(
         Response::Done.encode(wbuf, op, rid);
         return Err(Close::SessionClosed);
     } else {
-        execute_request(s, &req, rid, wbuf);
+        execute_request_watched(s, &req, rid, wbuf, gone);
     }
     Ok(())
 }

@@ -126,6 +126,10 @@ struct Args {
     /// refused with `ResponseTooLarge`. At most 1GiB.
     #[arg(long, default_value = "256MiB", value_parser = size)]
     max_response: u64,
+    /// Stop an agent operation that runs longer than this (0: never), answering it with a
+    /// typed time-limit error. An operation also stops when its client hangs up.
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    agent_time_limit: std::time::Duration,
 }
 
 fn duration(s: &str) -> Result<std::time::Duration, String> {
@@ -247,6 +251,7 @@ fn main() -> ExitCode {
     };
     config.limits.max_object = max_object;
     config.limits.max_response = max_response;
+    config.limits.agent_time_limit = args.agent_time_limit;
     config.limits.hello_timeout = args.hello_timeout;
     config.limits.idle_timeout = args.idle_timeout;
     config.limits.write_timeout = args.write_timeout;

@@ -74,7 +74,10 @@ impl Shared {
                 max_object,
                 self.config.agent_threads,
             )
-            .with_max_response(max_response),
+            .with_max_response(max_response)
+            .with_agent_time_limit(
+                Some(self.config.limits.agent_time_limit).filter(|d| !d.is_zero()),
+            ),
         );
         map.insert(
             key,

@@ -29,6 +29,16 @@ fn runtime(s: &ServerHandle) -> Runtime {
     .unwrap()
 }
 
+/// The agent code a memory server sent with `e`, if `e` is a remote agent failure.
+fn remote_code(e: &farmem::containers::ContainerError) -> Option<AgentErrorCode> {
+    match e {
+        farmem::containers::ContainerError::Runtime(farmem::Error::Backend(
+            BackendError::RemoteAgent { code, .. },
+        )) => Some(*code),
+        _ => None,
+    }
+}
+
 #[test]
 fn remote_kernel_failures_arrive_typed() {
     let s = server(64 << 20);
@@ -38,12 +48,7 @@ fn remote_kernel_failures_arrive_typed() {
     let e = a.unique(16, Offload::Remote).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TooManyGroups, "{e}");
     // The server's typed code, next to its message.
-    let code = match &e {
-        farmem::containers::ContainerError::Runtime(farmem::Error::Backend(
-            BackendError::RemoteAgent { code, .. },
-        )) => Some(*code),
-        _ => None,
-    };
+    let code = remote_code(&e);
     assert_eq!(code, Some(AgentErrorCode::TooManyGroups), "{e:?}");
     let e = a
         .group_by_where(
@@ -70,4 +75,23 @@ fn full_server_and_lost_server() {
         matches!(e.kind(), ErrorKind::Disconnected | ErrorKind::Unreachable),
         "{e:?}"
     );
+}
+
+#[test]
+fn an_agent_operation_past_the_time_limit_is_stopped_with_a_typed_error() {
+    let mut config = ServerConfig {
+        capacity: 64 << 20,
+        ..Default::default()
+    };
+    // Shorter than any operation: the first chunk read finds the limit passed.
+    config.limits.agent_time_limit = Duration::from_nanos(1);
+    let s = Server::start(config).expect("start server");
+    let rt = runtime(&s);
+    let v = FarVec::from_slice(&rt, &vec![3u64; 64 << 10]).unwrap();
+    let e = v.aggregate(Offload::Remote).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
+    let code = remote_code(&e);
+    assert_eq!(code, Some(AgentErrorCode::TimeLimit), "{e:?}");
+    // The connection and the data are fine: the same sum computed on the client.
+    assert_eq!(v.aggregate(Offload::Local).unwrap().count, 64 << 10);
 }

@@ -1,6 +1,8 @@
 //! Memory before authentication: a connection announcing a huge hello costs the server a small
 //! fixed amount (it is refused at the header, its body never buffered), and a batched get
 //! naming a large object many times is refused with a typed error instead of being built.
+//! Memory after it: a client that fills the server with objects of one size, frees most of them
+//! and refills with another size, again and again, does not make the server hold every size.
 
 mod support;
 
@@ -98,4 +100,60 @@ fn the_client_library_names_an_over_large_answer() {
     }
     // Nothing changed and the connection keeps serving.
     assert_eq!(b.get_many(&[7; 3]).unwrap().len(), 3);
+}
+
+#[test]
+fn refilling_with_other_object_sizes_does_not_grow_the_server() {
+    use farmem::Backend;
+    use farmem::backend::ObjectId;
+    const CAPACITY: u64 = 64 << 20;
+    let server = ServerProc::start(&["--capacity", "64MiB"]);
+    let pid = server.pid().unwrap();
+    let b = support::pool::member(&server.addr, Duration::from_secs(5));
+    let before = rss(pid);
+    let mut next_id = 1u64;
+    let mut kept: Vec<ObjectId> = Vec::new();
+    let mut peak = 0;
+    // Five sizes, each in its own slab class; each round fills about half the capacity, then
+    // frees nine objects in ten (spread over every page of the class) before the next size.
+    for (round, len) in [24usize, 200, 1000, 2500, 4000].into_iter().enumerate() {
+        let data = vec![round as u8 + 1; len];
+        let n = (CAPACITY / 2 / (len as u64 + 32)) as usize;
+        let ids: Vec<ObjectId> = (0..n)
+            .map(|_| {
+                next_id += 1;
+                next_id
+            })
+            .collect();
+        for batch in ids.chunks(256) {
+            let items: Vec<(ObjectId, &[u8])> = batch.iter().map(|&id| (id, &data[..])).collect();
+            b.put_many(&items).unwrap();
+        }
+        let mut free = Vec::new();
+        for (i, &id) in ids.iter().enumerate() {
+            if i % 10 == 0 {
+                kept.push(id);
+            } else {
+                free.push(id);
+            }
+        }
+        for batch in free.chunks(1024) {
+            b.free(batch).unwrap();
+        }
+        peak = peak.max(rss(pid).saturating_sub(before));
+    }
+    // What was kept is intact.
+    for chunk in kept.chunks(512) {
+        for d in b.get_many(chunk).unwrap() {
+            assert!(!d.is_empty() && d.iter().all(|&x| x == d[0]));
+        }
+    }
+    // Five half-capacity fills held at once would be 2.5x the capacity; the server must stay
+    // near one fill plus what is kept and the slack of pages and index.
+    assert!(
+        peak < CAPACITY + (16 << 20),
+        "server grew by {} MiB at its peak over {} MiB of capacity",
+        peak >> 20,
+        CAPACITY >> 20
+    );
 }

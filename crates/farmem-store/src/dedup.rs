@@ -117,6 +117,20 @@ impl Running<'_> {
         };
         self.dedup.settle(self.id, entry, self.account);
     }
+
+    /// Forgets the claim: the id counts as never run, so a retry executes it again. For an
+    /// operation stopped because its client went away: its answer reached nobody, and what it
+    /// would have changed is changed again (agent outputs are overwritten whole) by the retry.
+    pub fn forget(mut self) {
+        self.done = true;
+        let mut w = self.dedup.window.lock();
+        if matches!(w.map.get(&self.id), Some(Entry::Running)) {
+            w.map.remove(&self.id);
+            w.order.retain(|&x| x != self.id);
+        }
+        drop(w);
+        self.dedup.finished.notify_all();
+    }
 }
 
 impl Drop for Running<'_> {

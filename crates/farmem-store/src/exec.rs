@@ -7,11 +7,11 @@ use farmem_proto::{
     DataList, ErrorCode, HEADER_LEN, Op, Request, Response, begin_frame, encode_error, finish_frame,
 };
 
-use farmem_kernels::KernelError;
+use farmem_kernels::{Interrupt, KernelError};
 
 use crate::agent::{self, AgentError, AgentErrorCode};
 use crate::dedup::Claim;
-use crate::{Session, StoreError};
+use crate::{Session, Stop, StoreError};
 
 /// Encodes `e` as the error answer to request `req_id`.
 pub(crate) fn encode_store_error(wbuf: &mut Vec<u8>, op: Op, req_id: u64, e: &StoreError) {
@@ -49,6 +49,10 @@ fn encode_agent_error(wbuf: &mut Vec<u8>, req_id: u64, e: &AgentError) {
         AgentError::Kernel(KernelError::TooLarge { size, limit }) => {
             (ErrorCode::TooLarge, [*size, *limit, 0])
         }
+        AgentError::Kernel(KernelError::Interrupted(Interrupt::TimeLimit { limit_ms })) => (
+            ErrorCode::Compute,
+            [AgentErrorCode::TimeLimit as u64, *limit_ms, 0],
+        ),
         AgentError::Kernel(k) => compute(AgentErrorCode::of_kernel(k)),
         AgentError::UnknownOp(_) => compute(AgentErrorCode::UnknownOp),
         AgentError::Malformed(_) => compute(AgentErrorCode::Malformed),
@@ -72,15 +76,46 @@ fn encode_agent_error(wbuf: &mut Vec<u8>, req_id: u64, e: &AgentError) {
 ///
 /// `Hello`, `Stats` and `Admin` are the caller's: `Hello` is answered with a protocol error
 /// here, `Admin` is refused, and `Stats` is answered with this session's figures only.
+///
+/// An agent operation running longer than the session's [`Session::agent_time_limit`] is
+/// stopped and answered with the `TimeLimit` agent error code.
 pub fn execute_request(session: &Session, req: &Request<'_>, rid: u64, wbuf: &mut Vec<u8>) {
+    execute(session, req, rid, wbuf, None);
+}
+
+/// As [`execute_request`], and `client_gone` is asked every few milliseconds while an agent
+/// operation runs: once it answers `true` (the connection's peer hung up), the operation stops,
+/// is answered with the `Abandoned` agent error code, and its request id is forgotten, so the
+/// client's retry from a resumed session runs it again instead of replaying the failure.
+pub fn execute_request_watched(
+    session: &Session,
+    req: &Request<'_>,
+    rid: u64,
+    wbuf: &mut Vec<u8>,
+    client_gone: &(dyn Fn() -> bool + Sync),
+) {
+    execute(session, req, rid, wbuf, Some(client_gone));
+}
+
+fn execute(
+    session: &Session,
+    req: &Request<'_>,
+    rid: u64,
+    wbuf: &mut Vec<u8>,
+    gone: Option<&(dyn Fn() -> bool + Sync)>,
+) {
     if req.is_idempotent() {
-        return execute_once(session, req, rid, wbuf);
+        execute_once(session, req, rid, wbuf, gone);
+        return;
     }
     match session.dedup.claim(rid, &session.ns) {
         Claim::Fresh(running) => {
             let start = wbuf.len();
-            execute_once(session, req, rid, wbuf);
-            running.finish(&wbuf[start..]);
+            if execute_once(session, req, rid, wbuf, gone) {
+                running.finish(&wbuf[start..]);
+            } else {
+                running.forget();
+            }
         }
         Claim::Replay(answer) => wbuf.extend_from_slice(&answer),
         Claim::Unkept => {
@@ -97,7 +132,15 @@ pub fn execute_request(session: &Session, req: &Request<'_>, rid: u64, wbuf: &mu
     }
 }
 
-fn execute_once(session: &Session, req: &Request<'_>, rid: u64, wbuf: &mut Vec<u8>) {
+/// Executes `req` once; returns whether its answer may be replayed to a retry (`false` for an
+/// agent operation stopped because its client went away).
+fn execute_once(
+    session: &Session,
+    req: &Request<'_>,
+    rid: u64,
+    wbuf: &mut Vec<u8>,
+    gone: Option<&(dyn Fn() -> bool + Sync)>,
+) -> bool {
     let op = req.op();
     let ns = &session.ns;
     match req {
@@ -179,13 +222,75 @@ fn execute_once(session: &Session, req: &Request<'_>, rid: u64, wbuf: &mut Vec<u
             Response::Stats(st).encode(wbuf, op, rid);
         }
         Request::Compute { op: aop, args, .. } => {
-            match agent::execute(&session.context(), *aop, args) {
+            let mut stop = Stop::after(session.agent_time_limit);
+            if let Some(gone) = gone {
+                stop = stop.or_when(gone);
+            }
+            match agent::execute(&session.context().stopping(stop), *aop, args) {
                 Ok(out) if out.len() > session.max_response => {
                     response_too_large(wbuf, op, rid, out.len(), session.max_response);
                 }
                 Ok(out) => Response::Data(&out).encode(wbuf, op, rid),
-                Err(e) => encode_agent_error(wbuf, rid, &e),
+                Err(e) => {
+                    encode_agent_error(wbuf, rid, &e);
+                    let abandoned = KernelError::Interrupted(Interrupt::Abandoned);
+                    return !matches!(e, AgentError::Kernel(ref k) if *k == abandoned);
+                }
             }
         }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use farmem_proto::agent::{AgentMessage, ElemType, VecRef, op};
+    use farmem_proto::{DEFAULT_MAX_FRAME, ErrorInfo, Request, Response, decode_frame};
+
+    use super::*;
+    use crate::Budget;
+
+    /// The answer in `wbuf`, decoded.
+    fn answer(wbuf: &[u8]) -> Response<'_> {
+        let (frame, used) = decode_frame(wbuf, DEFAULT_MAX_FRAME).unwrap().unwrap();
+        assert_eq!(used, wbuf.len());
+        Response::decode(frame.header.op, frame.header.flags, frame.body).unwrap()
+    }
+
+    #[test]
+    fn an_abandoned_operation_is_forgotten_so_its_retry_runs() {
+        let s = Session::new(1, Arc::new(Budget::new(64 << 20)), 1 << 20, 1);
+        let chunk: Vec<u8> = (0..1000u64).flat_map(|x| x.to_le_bytes()).collect();
+        s.ns.put(10, &chunk).unwrap();
+        let v = VecRef {
+            ty: ElemType::U64,
+            chunks: vec![(10, 1000)],
+        }
+        .encode();
+        let req = Request::Compute {
+            route: 10,
+            op: op::VEC_AGGREGATE,
+            args: &v,
+        };
+        let mut wbuf = Vec::new();
+        execute_request_watched(&s, &req, 7, &mut wbuf, &|| true);
+        match answer(&wbuf) {
+            Response::Error(ErrorInfo { code, a, .. }) => {
+                assert_eq!(code, ErrorCode::Compute as u16);
+                assert_eq!(a, AgentErrorCode::Abandoned as u64);
+            }
+            other => panic!("answered {other:?}"),
+        }
+        // The client resumes and resends request 7: it runs, instead of replaying the failure.
+        wbuf.clear();
+        execute_request(&s, &req, 7, &mut wbuf);
+        assert!(matches!(answer(&wbuf), Response::Data(_)));
+        // A retry of a finished request replays its answer.
+        let first = wbuf.clone();
+        wbuf.clear();
+        execute_request_watched(&s, &req, 7, &mut wbuf, &|| true);
+        assert_eq!(wbuf, first);
     }
 }

@@ -29,10 +29,12 @@ mod exec;
 mod namespace;
 mod session;
 mod slab;
+mod stop;
 
 pub use budget::Budget;
 pub use dedup::Dedup;
 pub use error::StoreError;
-pub use exec::execute_request;
+pub use exec::{execute_request, execute_request_watched};
 pub use namespace::{Namespace, OBJECT_OVERHEAD};
 pub use session::{Session, StoreContext};
+pub use stop::Stop;

@@ -107,7 +107,7 @@ impl Namespace {
         let mut shard = shard.lock();
         let old = shard.get(h, id).map(|o| cost(o.len()));
         self.budget.exchange(cost(data.len()), old.unwrap_or(0))?;
-        if shard.put(h, id, data, mix).is_err() {
+        if shard.put(h, id, data).is_err() {
             // This shard has no slot left for this size class: undo the charge.
             let _ = self.budget.exchange(old.unwrap_or(0), cost(data.len()));
             return Err(StoreError::OutOfCapacity {

@@ -5,9 +5,18 @@
 //!
 //! Slot layout: `id: u64`, `len: u32`, payload, padding to a multiple of 8. Slots of size up to
 //! [`SLAB_MAX`] live in slab pages of their class (sizes 16, 24, ..., 4096); larger objects get
-//! an allocation each (class [`LARGE`]). A handle is `class << 23 | slot`.
+//! an allocation each (class [`LARGE`]). A handle is `class << 23 | slot`. The index is keyed by
+//! [`mix`]`(id)`: callers pass that hash.
+//!
+//! Freed memory does not stay with its size class: a class's empty tail pages are dropped, a
+//! class that has become mostly holes is compacted as objects are freed (see [`Class`]), an
+//! empty class is dropped whole, and the index shrinks when most of its entries are gone. So a
+//! client that frees objects of one size and stores objects of another does not make the
+//! server hold both.
 
 use hashbrown::HashTable;
+
+use crate::namespace::mix;
 
 /// Bytes of slot header (id and length).
 pub(crate) const HEADER: usize = 12;
@@ -36,13 +45,24 @@ fn class_of(len: usize) -> u32 {
 }
 
 /// One size class: slots of `slot` bytes in geometrically growing pages.
+///
+/// Slots are handed out lowest number first, so live objects gather at the low end; the pages
+/// past the highest live slot are given back (one spare page is kept against put/free churn at
+/// the boundary), and a class that has become mostly empty is compacted a few objects at a time
+/// by [`Slabs`], which moves its highest objects into its lowest holes. Freed memory therefore
+/// returns to the allocator, where any other class (or a large object) can reuse it.
 struct Class {
     slot: usize,
     /// log2 of the slots in the largest page, relative to FIRST_PAGE.
     max_shift: u32,
     pages: Vec<Box<[u8]>>,
+    /// Slot numbers in use are below `used`; the slot `used - 1` is live (or `used == 0`).
     used: u32,
-    free: Vec<u32>,
+    /// One bit per slot number below `used`: set when the slot holds an object.
+    live: Vec<u64>,
+    live_count: u32,
+    /// No word of `live` below this one has a clear bit (below `used`).
+    hint: usize,
 }
 
 impl Class {
@@ -57,7 +77,9 @@ impl Class {
             max_shift,
             pages: Vec::new(),
             used: 0,
-            free: Vec::new(),
+            live: Vec::new(),
+            live_count: 0,
+            hint: 0,
         }
     }
 
@@ -79,21 +101,75 @@ impl Class {
         FIRST_PAGE << k.min(self.max_shift as usize)
     }
 
+    fn is_live(&self, s: u32) -> bool {
+        self.live[s as usize / 64] & (1 << (s % 64)) != 0
+    }
+
+    /// The lowest free slot number below `used`, if any.
+    fn lowest_free(&mut self) -> Option<u32> {
+        let words = (self.used as usize).div_ceil(64);
+        while self.hint < words {
+            let w = self.live[self.hint];
+            if w != u64::MAX {
+                let s = (self.hint * 64) as u32 + (!w).trailing_zeros();
+                return (s < self.used).then_some(s);
+            }
+            self.hint += 1;
+        }
+        None
+    }
+
     fn alloc(&mut self) -> Option<u32> {
-        if let Some(s) = self.free.pop() {
-            return Some(s);
-        }
-        if self.used >= MAX_SLOTS {
-            return None;
-        }
-        let s = self.used;
-        let (page, _) = self.locate(s);
-        if page == self.pages.len() {
-            let n = self.page_slots(page) * self.slot;
-            self.pages.push(vec![0u8; n].into_boxed_slice());
-        }
-        self.used += 1;
+        let s = match self.lowest_free() {
+            Some(s) => s,
+            None if self.used >= MAX_SLOTS => return None,
+            None => {
+                let s = self.used;
+                self.used += 1;
+                if self.live.len() < (self.used as usize).div_ceil(64) {
+                    self.live.push(0);
+                }
+                let (page, _) = self.locate(s);
+                if page == self.pages.len() {
+                    let n = self.page_slots(page) * self.slot;
+                    self.pages.push(vec![0u8; n].into_boxed_slice());
+                }
+                s
+            }
+        };
+        self.live[s as usize / 64] |= 1 << (s % 64);
+        self.live_count += 1;
         Some(s)
+    }
+
+    fn free(&mut self, s: u32) {
+        self.live[s as usize / 64] &= !(1 << (s % 64));
+        self.live_count -= 1;
+        self.hint = self.hint.min(s as usize / 64);
+        while self.used > 0 && !self.is_live(self.used - 1) {
+            self.used -= 1;
+        }
+        self.live.truncate((self.used as usize).div_ceil(64));
+        // Keep the page of the highest live slot and one spare page past it.
+        let keep = match self.used {
+            0 => 0,
+            u => self.locate(u - 1).0 + 2,
+        };
+        if self.pages.len() > keep {
+            self.pages.truncate(keep);
+        }
+    }
+
+    /// Whether most of the slots in use are holes worth compacting away.
+    fn sparse(&self) -> bool {
+        let big = FIRST_PAGE << self.max_shift;
+        self.used as usize > 2 * big && (self.live_count as usize) * 2 < self.used as usize
+    }
+
+    /// Bytes of slab pages held.
+    #[cfg(test)]
+    fn page_bytes(&self) -> usize {
+        self.pages.iter().map(|p| p.len()).sum()
     }
 
     fn bytes(&self, s: u32) -> &[u8] {
@@ -107,6 +183,10 @@ impl Class {
         &mut self.pages[p][o * slot..(o + 1) * slot]
     }
 }
+
+/// Objects moved per release while a class is being compacted: enough to outpace the frees
+/// that made it sparse, few enough that one request never holds the shard lock for long.
+const COMPACT_STEP: usize = 32;
 
 /// The objects of one shard.
 #[derive(Default)]
@@ -209,21 +289,61 @@ impl Slabs {
         if c == LARGE {
             self.large[s as usize] = None;
             self.large_free.push(s);
-        } else if let Some(class) = &mut self.classes[c as usize] {
-            class.free.push(s);
+            return;
         }
+        let Some(class) = &mut self.classes[c as usize] else {
+            return;
+        };
+        class.free(s);
+        if class.live_count == 0 {
+            self.classes[c as usize] = None;
+        } else if class.sparse() {
+            self.compact(c, COMPACT_STEP);
+        }
+    }
+
+    /// Moves up to `budget` objects of class `c` from its highest slots into its lowest holes,
+    /// repointing their index entries, so the pages past them can be given back.
+    fn compact(&mut self, c: u32, budget: usize) {
+        let Self { index, classes, .. } = self;
+        let Some(class) = classes[c as usize].as_deref_mut() else {
+            return;
+        };
+        let mut buf = [0u8; SLAB_MAX];
+        for _ in 0..budget {
+            let Some(hole) = class.lowest_free() else {
+                break;
+            };
+            let top = class.used - 1;
+            if hole >= top {
+                break;
+            }
+            let n = class.slot;
+            buf[..n].copy_from_slice(class.bytes(top));
+            class.bytes_mut(hole).copy_from_slice(&buf[..n]);
+            let (from, to) = ((c << SLOT_BITS) | top, (c << SLOT_BITS) | hole);
+            let id = id_of(&buf[..n]);
+            if let Some(e) = index.find_mut(mix(id), |&x| x == from) {
+                *e = to;
+            }
+            class.live[hole as usize / 64] |= 1 << (hole % 64);
+            class.live_count += 1;
+            class.free(top);
+        }
+    }
+
+    /// Bytes of memory held for objects: slab pages, large objects and the index.
+    #[cfg(test)]
+    pub(crate) fn held_bytes(&self) -> usize {
+        let slabs: usize = self.classes.iter().flatten().map(|c| c.page_bytes()).sum();
+        let large: usize = self.large.iter().flatten().map(|b| b.len()).sum();
+        slabs + large + self.index.capacity() * 5
     }
 
     /// Stores `data` as object `id`, replacing any previous one. Returns the previous length,
     /// or `Err(())` when the shard has no slot left for this size.
     #[allow(clippy::result_unit_err)]
-    pub(crate) fn put(
-        &mut self,
-        hash: u64,
-        id: u64,
-        data: &[u8],
-        rehash: impl Fn(u64) -> u64,
-    ) -> Result<Option<usize>, ()> {
+    pub(crate) fn put(&mut self, hash: u64, id: u64, data: &[u8]) -> Result<Option<usize>, ()> {
         if let Some(h) = self.find(hash, id) {
             let slot = self.slot_mut(h);
             let old = len_of(slot);
@@ -236,23 +356,30 @@ impl Slabs {
             }
             let new = self.alloc(data.len()).ok_or(())?;
             self.fill(new, id, data);
-            self.release(h);
+            // Repoint the index before releasing: the release may compact, moving another
+            // object into the freed slot.
             if let Some(e) = self.index.find_mut(hash, |&x| x == h) {
                 *e = new;
             }
+            self.release(h);
             return Ok(Some(old));
         }
         let new = self.alloc(data.len()).ok_or(())?;
         self.fill(new, id, data);
+        let (index, view) = self.index_and_view();
+        index.insert_unique(hash, new, |&h| mix(id_of(view.slot(h))));
+        Ok(None)
+    }
+
+    /// The index, mutably, beside read access to the slots (to rehash entries).
+    fn index_and_view(&mut self) -> (&mut HashTable<u32>, View<'_>) {
         let Self {
             index,
             classes,
             large,
             ..
         } = self;
-        let view = View { classes, large };
-        index.insert_unique(hash, new, |&h| rehash(id_of(view.slot(h))));
-        Ok(None)
+        (index, View { classes, large })
     }
 
     fn fill(&mut self, h: u32, id: u64, data: &[u8]) {
@@ -270,6 +397,10 @@ impl Slabs {
             e.remove();
         }
         self.release(h);
+        if self.index.capacity() > 1024 && self.index.len() * 4 < self.index.capacity() {
+            let (index, view) = self.index_and_view();
+            index.shrink_to(index.len() * 2, |&h| mix(id_of(view.slot(h))));
+        }
         Some(len)
     }
 }
@@ -316,6 +447,61 @@ mod tests {
         }
     }
 
+    /// A long random history over a few size classes (large objects included), checked
+    /// against a map, with the memory held compared to the live bytes along the way.
+    #[test]
+    fn compaction_keeps_contents_and_gives_memory_back() {
+        let mut state = 7u64;
+        let mut next = |n: u64| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            mix(state) % n
+        };
+        let mut s = Slabs::default();
+        let mut m: HashMap<u64, Vec<u8>> = HashMap::new();
+        let sizes = [20usize, 500, 4000, 9000];
+        for round in 0..6 {
+            // Fill with one mix of sizes, then free most of it at random.
+            for _ in 0..4000 {
+                let id = next(20_000);
+                let len = sizes[(round + next(2) as usize) % sizes.len()];
+                let data: Vec<u8> = (0..len).map(|i| (id as usize + i) as u8).collect();
+                let old = s.put(h(id), id, &data).unwrap();
+                assert_eq!(old, m.insert(id, data).map(|d| d.len()));
+            }
+            let ids: Vec<u64> = m.keys().copied().collect();
+            for id in ids {
+                if next(10) < 8 {
+                    assert_eq!(s.remove(h(id), id), m.remove(&id).map(|d| d.len()));
+                }
+            }
+            for (id, d) in &m {
+                assert_eq!(
+                    s.get(h(*id), *id),
+                    Some(d.as_slice()),
+                    "round {round} id {id}"
+                );
+            }
+            let live: usize = m.values().map(|d| slot_size(d.len())).sum();
+            // Each class keeps at most one spare page and the holes compaction has not reached
+            // yet (under half its slots); the index is a few bytes per entry.
+            let spare = sizes.len() * PAGE_BYTES;
+            assert!(
+                s.held_bytes() <= 2 * live + spare + 64 * 1024,
+                "round {round}: {} bytes held for {live} live",
+                s.held_bytes()
+            );
+        }
+        for id in m.keys().copied().collect::<Vec<_>>() {
+            s.remove(h(id), id);
+        }
+        assert_eq!(s.len(), 0);
+        assert!(
+            s.held_bytes() <= 16 * 1024,
+            "{} bytes held when empty",
+            s.held_bytes()
+        );
+    }
+
     proptest::proptest! {
         #[test]
         fn behaves_like_a_map(ops in proptest::collection::vec(
@@ -326,7 +512,7 @@ mod tests {
                 match put {
                     Some(len) => {
                         let data = vec![fill; len];
-                        let old = s.put(h(id), id, &data, h).unwrap();
+                        let old = s.put(h(id), id, &data).unwrap();
                         proptest::prop_assert_eq!(old, m.insert(id, data).map(|d| d.len()));
                     }
                     None => {

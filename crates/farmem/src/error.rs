@@ -69,6 +69,10 @@ impl ErrorKind {
             KernelError::TooManyGroups { .. } => Self::TooManyGroups,
             KernelError::IndexOutOfBounds { .. } => Self::OutOfBounds,
             KernelError::ShortChunk { .. } | KernelError::ThreadPanicked => Self::Internal,
+            KernelError::Interrupted(farmem_kernels::Interrupt::TimeLimit { .. }) => {
+                Self::LimitExceeded
+            }
+            KernelError::Interrupted(_) => Self::Disconnected,
             _ => Self::InvalidArgument,
         }
     }
@@ -92,6 +96,8 @@ impl ErrorKind {
             AgentErrorCode::TooManyGroups => Self::TooManyGroups,
             AgentErrorCode::IndexOutOfBounds => Self::OutOfBounds,
             AgentErrorCode::ShortChunk | AgentErrorCode::ThreadPanicked => Self::Internal,
+            AgentErrorCode::TimeLimit => Self::LimitExceeded,
+            AgentErrorCode::Abandoned => Self::Disconnected,
             _ => Self::InvalidArgument,
         }
     }

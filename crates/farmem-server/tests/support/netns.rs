@@ -3,7 +3,7 @@
 //! [`NetNs::create`] makes a namespace `fm<pid><letter>` and a veth pair: `…h` here with
 //! `198.18.a.b/30` (from the 198.18.0.0/15 block reserved for network benchmarks) and
 //! `…n` in the namespace with the next address. A server started there
-//! ([`super::ServerProc::start_in_netns`]) is reached over the pair only. A partition is
+//! (`ServerProc::start_in_netns`) is reached over the pair only. A partition is
 //! [`NetNs::link_down`] (the host end goes down) or [`NetNs::drop_packets`] (a token bucket with
 //! a one-byte bucket on both ends: every packet is dropped, the links stay up); [`NetNs::heal`]
 //! undoes either.

@@ -1,6 +1,6 @@
 //! Errors of agent operations, and their detail codes on the wire.
 
-use farmem_kernels::KernelError;
+use farmem_kernels::{Interrupt, KernelError};
 use farmem_proto::agent::AgentDecodeError;
 
 use crate::StoreError;
@@ -87,6 +87,12 @@ pub enum AgentErrorCode {
     ShortChunk = 7,
     /// [`KernelError::ThreadPanicked`].
     ThreadPanicked = 8,
+    /// [`KernelError::Interrupted`] by [`Interrupt::TimeLimit`]: the operation ran past the
+    /// server's time limit for one request (the answer's second detail, `b`, holds the limit in
+    /// milliseconds).
+    TimeLimit = 9,
+    /// [`KernelError::Interrupted`] by [`Interrupt::Abandoned`]: the client went away.
+    Abandoned = 10,
 }
 
 impl AgentErrorCode {
@@ -102,6 +108,8 @@ impl AgentErrorCode {
             IndexOutOfBounds,
             ShortChunk,
             ThreadPanicked,
+            TimeLimit,
+            Abandoned,
         ]
         .into_iter()
         .find(|k| *k as u64 == c)
@@ -117,6 +125,8 @@ impl AgentErrorCode {
             KernelError::IndexOutOfBounds { .. } => Self::IndexOutOfBounds,
             KernelError::ShortChunk { .. } => Self::ShortChunk,
             KernelError::ThreadPanicked => Self::ThreadPanicked,
+            KernelError::Interrupted(Interrupt::TimeLimit { .. }) => Self::TimeLimit,
+            KernelError::Interrupted(Interrupt::Abandoned) => Self::Abandoned,
             _ => Self::Invalid,
         }
     }
@@ -128,7 +138,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip_and_unknown_codes_are_invalid() {
-        for c in 0..9u64 {
+        for c in 0..11u64 {
             assert_eq!(AgentErrorCode::from_code(c) as u64, c);
         }
         assert_eq!(AgentErrorCode::from_code(999), AgentErrorCode::Invalid);

@@ -1,6 +1,6 @@
 //! Server-side hash tables: the cold part of a client's `FarHashMap`.
 //!
-//! Tables are kept per session in [`super::AgentState`]. Each is a [`super::table`]: key-range
+//! Tables are kept per session in [`super::AgentState`]. Each is a `table::Table`: key-range
 //! segments, each a hash index of 4-byte offsets over an arena of records, so an entry costs
 //! its key and value plus a few bytes, inserts stay flat as a table grows, and scans page in key
 //! order without an ordered key set. Every entry is charged `key + value + ENTRY_OVERHEAD` bytes

@@ -159,11 +159,7 @@ impl Backend for EmbeddedStore {
     }
 
     fn compute(&self, _route: ObjectId, op: u16, args: &[u8]) -> Result<Vec<u8>, BackendError> {
-        let ctx = StoreContext {
-            ns: &self.ns,
-            state: &self.agent,
-            threads: self.agent_threads,
-        };
+        let ctx = StoreContext::new(&self.ns, &self.agent, self.agent_threads);
         agent::execute(&ctx, op, args).map_err(agent_error)
     }
 

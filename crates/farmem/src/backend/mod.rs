@@ -83,7 +83,7 @@ pub struct StoreStats {
     pub bytes_written: u64,
     /// Bytes the store asks this client to move to other stores (a server being shrunk by its
     /// operator or its host's memory pressure); pools do it, see
-    /// [`PoolBackend`](pool::PoolBackend).
+    /// [`PoolBackend`].
     pub reclaim_bytes: u64,
     /// Milliseconds left to move `reclaim_bytes` away (0: nothing asked).
     pub reclaim_deadline_ms: u64,

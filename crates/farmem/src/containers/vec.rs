@@ -65,7 +65,7 @@ impl<T: Pod> std::fmt::Debug for FarVec<T> {
 }
 
 impl<T: Pod + Send + Sync> FarVec<T> {
-    /// An empty vector with chunks of [`DEFAULT_CHUNK_BYTES`].
+    /// An empty vector with chunks of 64 KiB.
     pub fn new(rt: &Runtime) -> Self {
         Self::with_chunk_len(rt, (DEFAULT_CHUNK_BYTES / size_of::<T>().max(1)).max(1))
     }

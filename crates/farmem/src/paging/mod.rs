@@ -1,6 +1,6 @@
 //! Paging mode: far memory for unmodified code, through userfaultfd.
 //!
-//! A [`PagedRegion`] is a large virtual range whose 4 KiB pages live in a [`Backend`] (one object
+//! A [`PagedRegion`] is a large virtual range whose 4 KiB pages live in a [`Backend`](crate::backend::Backend) (one object
 //! per page) and are brought in on demand, without kernel changes:
 //!
 //! - **Faults in parallel.** [`PagingConfig::pager_threads`] pager threads take turns waiting
@@ -20,7 +20,7 @@
 //!   pages), never written. Dirty victims are write-protected, copied and written back in one
 //!   batched request without holding the lock, then dropped; a writer of such a page waits until
 //!   it is gone. With [`WriteBack::CacheLine`] only the 64-byte lines that differ from the twin
-//!   are sent ([`Backend::patch_many`]); [`WriteBack::WholePage`] sends whole pages like a swap
+//!   are sent ([`Backend::patch_many`](crate::backend::Backend::patch_many)); [`WriteBack::WholePage`] sends whole pages like a swap
 //!   device. A fault evicts nothing itself; it waits only when the reclaimer falls behind
 //!   ([`PagingStats::reclaim_waits`]).
 //! - **Replacement** is CLOCK over resident pages. Every fault on a page sets its reference bit.

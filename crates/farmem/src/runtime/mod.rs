@@ -309,7 +309,8 @@ pub mod test_support {
     /// Adopts `len` values that exist only in the backend under `id`.
     ///
     /// # Errors
-    /// As [`FarSlice::from_far`].
+    /// [`Error::ObjectTooLarge`](crate::Error::ObjectTooLarge), [`Error::TooManyObjects`](crate::Error::TooManyObjects). Nothing is fetched now: if the far
+    /// object is missing or not `len * size_of::<T>()` bytes, the dereference that fetches it fails.
     pub fn adopt_slice<T: Pod>(rt: &Runtime, id: ObjectId, len: usize) -> Result<FarSlice<T>> {
         FarSlice::from_far(rt, id, len)
     }
@@ -317,7 +318,8 @@ pub mod test_support {
     /// Adopts one value that exists only in the backend under `id`.
     ///
     /// # Errors
-    /// As [`FarBox::from_far`].
+    /// [`Error::TooManyObjects`](crate::Error::TooManyObjects). Nothing is fetched now: if the far object is missing or not
+    /// `size_of::<T>()` bytes, the dereference that fetches it fails.
     pub fn adopt_box<T: Pod>(rt: &Runtime, id: ObjectId) -> Result<FarBox<T>> {
         FarBox::from_far(rt, id)
     }

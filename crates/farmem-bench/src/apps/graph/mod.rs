@@ -5,7 +5,7 @@
 //! The graph is stored by in-edges: `offsets[v]..offsets[v + 1]` index the sources of the edges
 //! into `v`. The kernels are written once over plain slices ([`local`]) and once over far
 //! vectors ([`far`]); both do the same floating-point operations in the same order, so their
-//! results are bit-identical (checked by [`Answers::digest`]).
+//! results are bit-identical (checked by `Answers::digest`).
 
 mod csr;
 pub mod far;

@@ -107,7 +107,8 @@ pub fn haversine_km(lon1: f64, lat1: f64, lon2: f64, lat2: f64) -> f64 {
 }
 
 /// Great-circle distance in km (Earth radius 6371 km) between `(lon1, lat1)` and `(lon2, lat2)`
-/// in degrees: the same operations in the same order as [`haversine_km`], so the same bits.
+/// in degrees: the same operations in the same order as `haversine_km`, so the same
+/// bits.
 pub fn haversine(lon1: Expr, lat1: Expr, lon2: Expr, lat2: Expr) -> Expr {
     let (p1, p2) = (lat1.radians(), lat2.radians());
     let s1 = ((p2.clone() - p1.clone()) / 2.0).sin();

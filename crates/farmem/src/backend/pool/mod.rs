@@ -12,7 +12,7 @@
 //!   round trip per member); they are acknowledged once every live replica holds them.
 //! - **Reads** go to one replica (the least loaded live one) and fail over to the next; a
 //!   program sees an error only when every replica of an object is gone
-//!   ([`BackendError::Unavailable`], naming the servers).
+//!   ([`BackendError::Unavailable`](crate::backend::BackendError::Unavailable), naming the servers).
 //! - **Failures**: a member answering with a connection-class error ([`is_member_failure`]) is
 //!   marked [`MemberState::Down`] at once and never used again; whole-object writes go to
 //!   substitutes, and a background thread restores the redundancy of every object that lost a

@@ -22,7 +22,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::Ordering as StdOrdering;
 
-use bytemuck::{Pod, Zeroable};
+use bytemuck::Pod;
 
 use super::epoch::Scope;
 use super::slot::{BOXED, DETACHED, Slot};
@@ -678,133 +678,10 @@ impl<T: Pod> std::fmt::Debug for FarSlice<T> {
     }
 }
 
-/// A non-owning, plain-data name of a detached far object, for use inside far objects.
-///
-/// `FarPtr<T>` is `Pod` (8 bytes: slot index and generation); a forged or stale value is rejected
-/// by [`FarBox::from_ptr`] / [`FarSlice::from_ptr`]. The all-zero value is [`FarPtr::NULL`].
-#[repr(transparent)]
-pub struct FarPtr<T: ?Sized> {
-    raw: u64,
-    _t: PhantomData<fn() -> *const T>,
-}
-
-impl<T: ?Sized> FarPtr<T> {
-    /// The null pointer.
-    pub const NULL: Self = Self::from_raw(0);
-
-    const fn from_raw(raw: u64) -> Self {
-        Self {
-            raw,
-            _t: PhantomData,
-        }
-    }
-
-    /// Whether this is [`FarPtr::NULL`].
-    pub fn is_null(&self) -> bool {
-        self.raw == 0
-    }
-
-    /// The raw encoding.
-    pub fn to_bits(self) -> u64 {
-        self.raw
-    }
-}
-
-impl<T: ?Sized> Clone for FarPtr<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T: ?Sized> Copy for FarPtr<T> {}
-impl<T: ?Sized> PartialEq for FarPtr<T> {
-    fn eq(&self, o: &Self) -> bool {
-        self.raw == o.raw
-    }
-}
-impl<T: ?Sized> Eq for FarPtr<T> {}
-impl<T: ?Sized> Default for FarPtr<T> {
-    fn default() -> Self {
-        Self::NULL
-    }
-}
-impl<T: ?Sized> std::fmt::Debug for FarPtr<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "FarPtr({:#x})", self.raw)
-    }
-}
-// SAFETY: `FarPtr` is `repr(transparent)` over a `u64` (the PhantomData is a ZST), so the all-zero
-// bit pattern is a valid value.
-unsafe impl<T: ?Sized + 'static> Zeroable for FarPtr<T> {}
-// SAFETY: `repr(transparent)` over `u64`: no padding, every bit pattern valid, `Copy + 'static`.
-// Validity of the pointed-to object is checked when the pointer is used, never assumed.
-unsafe impl<T: ?Sized + 'static> Pod for FarPtr<T> {}
-
-impl Runtime {
-    /// Fetches every listed object that is not local in one backend round trip (`get_many`).
-    /// Objects of other runtimes are skipped. Returns how many objects were fetched.
-    ///
-    /// # Errors
-    /// The backend's error, or [`Error::LocalHeapExhausted`]; objects not fetched stay far.
-    pub fn prefetch<'a, O: Far + 'a>(
-        &self,
-        objs: impl IntoIterator<Item = &'a O>,
-    ) -> Result<usize> {
-        self.inner.prefetch(&self.own_idxs(objs), false)
-    }
-
-    /// Like [`Runtime::prefetch`], but non-temporal: the objects land in the regions the
-    /// evacuator empties first and are not marked hot (for streaming scans). A later hot
-    /// dereference ([`FarBox::read`]) still marks them hot.
-    ///
-    /// # Errors
-    /// As [`Runtime::prefetch`].
-    pub fn prefetch_nt<'a, O: Far + 'a>(
-        &self,
-        objs: impl IntoIterator<Item = &'a O>,
-    ) -> Result<usize> {
-        self.inner.prefetch(&self.own_idxs(objs), true)
-    }
-
-    /// Writes every listed object whose local copy is dirty back to the backend in batched
-    /// `put_many` calls (one round trip per `writeback_batch` bytes, not per object); the
-    /// copies stay local and become clean, so the far copies are current (as after
-    /// [`FarBox::flush`] on each). Objects of other runtimes are skipped. Returns how many
-    /// objects were written.
-    ///
-    /// ```
-    /// use farmem::{FarSlice, Runtime, RuntimeConfig};
-    /// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
-    /// let chunks: Vec<_> = (0..4u8).map(|i| FarSlice::from_slice(&rt, &[i; 8]).unwrap()).collect();
-    /// assert_eq!(rt.flush_many(&chunks).unwrap(), 4);
-    /// assert_eq!(rt.flush_many(&chunks).unwrap(), 0); // all clean now
-    /// assert_eq!(rt.backend().get(chunks[3].far_id()).unwrap(), vec![3u8; 8]);
-    /// ```
-    ///
-    /// # Errors
-    /// The backend's error; objects of the failed batch stay dirty (earlier batches are written).
-    pub fn flush_many<'a, O: Far + 'a>(
-        &self,
-        objs: impl IntoIterator<Item = &'a O>,
-    ) -> Result<usize> {
-        let slots: Vec<&Slot> = objs
-            .into_iter()
-            .map(sealed::Sealed::raw)
-            .filter(|r| r.is_of(&self.inner))
-            .map(RawFar::slot)
-            .collect();
-        self.inner.flush_many(&slots)
-    }
-
-    fn own_idxs<'a, O: Far + 'a>(&self, objs: impl IntoIterator<Item = &'a O>) -> Vec<u32> {
-        objs.into_iter()
-            .map(sealed::Sealed::raw)
-            .filter(|r| r.is_of(&self.inner))
-            .map(RawFar::idx)
-            .collect()
-    }
-}
-
 const _: () = assert!(size_of::<FarBox<u64>>() == 8 && size_of::<Option<FarBox<u64>>>() == 8);
 
+mod batch;
 mod pinned;
+mod ptr;
 pub use pinned::{Pinned, PinnedMut};
+pub use ptr::FarPtr;
