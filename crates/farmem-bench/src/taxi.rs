@@ -164,7 +164,8 @@ pub fn load(args: &Args, placement: PlacementRef, quiet: bool) -> anyhow::Result
 
 #[cfg(feature = "parquet")]
 fn load_parquet(path: &std::path::Path, placement: PlacementRef) -> anyhow::Result<DataFrame> {
-    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let f = farmem_frame::parquet::ParquetFile::open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
     let opts = farmem_frame::parquet::ParquetOptions {
         schema: taxi::COLUMNS
             .iter()
@@ -172,7 +173,7 @@ fn load_parquet(path: &std::path::Path, placement: PlacementRef) -> anyhow::Resu
             .collect(),
         ..Default::default()
     };
-    farmem_frame::parquet::read_parquet(f, &opts, placement)
+    farmem_frame::parquet::read_parquet(&f, &opts, placement)
         .with_context(|| format!("loading {}", path.display()))
 }
 
@@ -368,8 +369,9 @@ fn run_mode(
 /// Rows of a Parquet file.
 #[cfg(feature = "parquet")]
 fn parquet_rows(path: &std::path::Path) -> anyhow::Result<u64> {
-    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    Ok(farmem_frame::parquet::parquet_rows(f)?)
+    let f = farmem_frame::parquet::ParquetFile::open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok(farmem_frame::parquet::parquet_rows(&f)?)
 }
 
 #[cfg(not(feature = "parquet"))]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use farmem::containers::Offload;
 use farmem::{Runtime, RuntimeConfig};
-use farmem_frame::parquet::{ParquetError, ParquetOptions, read_parquet, write_parquet};
+use farmem_frame::parquet::{ParquetError, ParquetOptions, read_parquet_bytes, write_parquet};
 use farmem_frame::{
     Column, ColumnBuilder, DType, DataFrame, FarPlacement, FrameError, LocalPlacement,
     PlacementRef, Value,
@@ -88,7 +88,7 @@ fn frames_round_trip_through_parquet_into_local_and_far_columns() {
         ..Default::default()
     };
     for p in [local.clone(), far()] {
-        let back = read_parquet(file.clone(), &opts, p).unwrap();
+        let back = read_parquet_bytes(file.clone(), &opts, p).unwrap();
         assert_eq!(back.names(), df.names());
         for (a, b) in back.columns().zip(df.columns()) {
             assert_eq!(a.dtype(), b.dtype(), "{}", a.name());
@@ -96,8 +96,19 @@ fn frames_round_trip_through_parquet_into_local_and_far_columns() {
         }
         assert_eq!(rows(&back), rows(&df));
     }
+    // From a file on disk (positional reads: column readers do not share a position).
+    let path = std::env::temp_dir().join(format!("farmem-frame-{}.parquet", std::process::id()));
+    std::fs::write(&path, &file).unwrap();
+    let on_disk = farmem_frame::parquet::ParquetFile::open(&path).unwrap();
+    assert_eq!(
+        farmem_frame::parquet::parquet_rows(&on_disk).unwrap(),
+        70_000
+    );
+    let back = farmem_frame::parquet::read_parquet(&on_disk, &opts, far()).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(rows(&back), rows(&df));
     // Without a schema the small unsigned column loads as INT32's natural type.
-    let plain = read_parquet(file, &ParquetOptions::default(), local).unwrap();
+    let plain = read_parquet_bytes(file, &ParquetOptions::default(), local).unwrap();
     assert_eq!(plain["kind"].dtype(), DType::I32);
     assert_eq!(plain["kind"].get(4).unwrap(), Value::Int(4));
 }
@@ -112,7 +123,7 @@ fn projection_and_conversions_follow_the_options() {
         schema: vec![("id".into(), DType::F64)],
         threads: 1,
     };
-    let back = read_parquet(file.clone(), &opts, p.clone()).unwrap();
+    let back = read_parquet_bytes(file.clone(), &opts, p.clone()).unwrap();
     assert_eq!(back.names(), ["fare", "id"]);
     assert_eq!(back["id"].get(2).unwrap(), Value::Float(-1.0));
     assert_eq!(back["fare"].get(3).unwrap(), Value::Null);
@@ -126,7 +137,7 @@ fn projection_and_conversions_follow_the_options() {
         schema: vec![("n".into(), DType::U8)],
         ..Default::default()
     };
-    let back = read_parquet(to_parquet(&counts, 0), &as_u8, p.clone()).unwrap();
+    let back = read_parquet_bytes(to_parquet(&counts, 0), &as_u8, p.clone()).unwrap();
     assert_eq!(back["n"].get(2).unwrap(), Value::Int(6));
     // ... but a fraction is an error naming the column and the row group.
     let fractions = DataFrame::from_columns(
@@ -134,7 +145,7 @@ fn projection_and_conversions_follow_the_options() {
         vec![Column::from_vec("n", DType::F64, vec![1.0, 2.0, 2.5], p.as_ref()).unwrap()],
     )
     .unwrap();
-    match read_parquet(to_parquet(&fractions, 2), &as_u8, p) {
+    match read_parquet_bytes(to_parquet(&fractions, 2), &as_u8, p) {
         Err(FrameError::Parquet(ParquetError::ValueOutOfRange {
             column, row_group, ..
         })) => assert_eq!((column.as_str(), row_group), ("n", 1)),
@@ -152,14 +163,14 @@ fn bad_files_and_options_are_typed_errors() {
         ..Default::default()
     };
     assert!(matches!(
-        read_parquet(file.clone(), &missing, p.clone()),
+        read_parquet_bytes(file.clone(), &missing, p.clone()),
         Err(FrameError::MissingColumn(c)) if c == "tip"
     ));
     let wrong = ParquetOptions {
         schema: vec![("flag".into(), DType::I64)],
         ..Default::default()
     };
-    match read_parquet(file.clone(), &wrong, p.clone()) {
+    match read_parquet_bytes(file.clone(), &wrong, p.clone()) {
         Err(FrameError::Parquet(ParquetError::TypeMismatch { column, wanted, .. })) => {
             assert_eq!((column.as_str(), wanted), ("flag", DType::I64))
         }
@@ -171,7 +182,7 @@ fn bad_files_and_options_are_typed_errors() {
         file.slice(..file.len() / 2),
     ] {
         assert!(matches!(
-            read_parquet(bad, &ParquetOptions::default(), p.clone()),
+            read_parquet_bytes(bad, &ParquetOptions::default(), p.clone()),
             Err(FrameError::Parquet(ParquetError::Corrupt { .. }))
         ));
     }
@@ -181,7 +192,7 @@ fn bad_files_and_options_are_typed_errors() {
     for b in &mut damaged[8..file.len() / 3] {
         *b = b.wrapping_mul(31).wrapping_add(7);
     }
-    match read_parquet(bytes::Bytes::from(damaged), &ParquetOptions::default(), p) {
+    match read_parquet_bytes(bytes::Bytes::from(damaged), &ParquetOptions::default(), p) {
         Err(FrameError::Parquet(ParquetError::Corrupt {
             column: Some(_),
             row_group: Some(0),

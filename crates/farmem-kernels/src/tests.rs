@@ -517,7 +517,7 @@ fn fast_group_paths_match_general_ones() {
             assert_eq!(a.count, sel.len() as u64);
             assert_eq!(a.min, Some(Scalar::I(sel[0])));
             let (lo, hi) = (sel[(sel.len() - 1) / 2], sel[sel.len() / 2]);
-        assert_eq!(*md, Some((Scalar::I(lo), Scalar::I(hi))));
+            assert_eq!(*md, Some((Scalar::I(lo), Scalar::I(hi))));
         }
     }
     // Unique with small and large values.

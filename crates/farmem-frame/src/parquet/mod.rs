@@ -20,10 +20,12 @@
 //! value that does not fit is an error naming its column and row group. Optional (nullable)
 //! fields map their nulls to the column's validity bitmap.
 
+mod file;
 mod read;
 mod write;
 
-pub use read::{parquet_rows, read_parquet};
+pub use file::{FileAt, ParquetFile};
+pub use read::{parquet_rows, read_parquet, read_parquet_bytes};
 pub use write::write_parquet;
 
 use crate::DType;

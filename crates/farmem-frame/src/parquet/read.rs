@@ -7,7 +7,7 @@ use ::parquet::data_type::ByteArray;
 use ::parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
 use ::parquet::schema::types::ColumnDescriptor;
 
-use super::{ParquetError, ParquetOptions};
+use super::{ParquetError, ParquetFile, ParquetOptions};
 use crate::{
     Column, ColumnBuilder, DType, DataFrame, Elem, FrameError, LocalPlacement, PlacementRef, Result,
 };
@@ -188,18 +188,17 @@ fn plan(d: &[std::sync::Arc<ColumnDescriptor>], opts: &ParquetOptions) -> Result
         .collect()
 }
 
-/// Loads a Parquet file (any [`ChunkReader`]: a [`std::fs::File`], or `bytes::Bytes` in
-/// memory) into a frame whose columns use `placement`, row group by row group.
+/// Loads a Parquet file into a frame whose columns use `placement`, row group by row group.
 ///
 /// ```
-/// use farmem_frame::parquet::{read_parquet, write_parquet, ParquetOptions};
+/// use farmem_frame::parquet::{read_parquet_bytes, write_parquet, ParquetOptions};
 /// use farmem_frame::{csv, DType, LocalPlacement, Value};
 /// let p = LocalPlacement::shared();
 /// let df = csv::read_csv("id,fare\n1,2.5\n2,\n".as_bytes(), &Default::default(), p.clone()).unwrap();
 /// let mut file = Vec::new();
 /// write_parquet(&df, &mut file, 0).unwrap();
 /// let opts = ParquetOptions { schema: vec![("id".into(), DType::U8)], ..Default::default() };
-/// let back = read_parquet(bytes::Bytes::from(file), &opts, p).unwrap();
+/// let back = read_parquet_bytes(bytes::Bytes::from(file), &opts, p).unwrap();
 /// assert_eq!(back["id"].dtype(), DType::U8);
 /// assert_eq!(back["fare"].get(1).unwrap(), Value::Null);
 /// ```
@@ -209,7 +208,27 @@ fn plan(d: &[std::sync::Arc<ColumnDescriptor>], opts: &ParquetOptions) -> Result
 /// [`FrameError::Parquet`]: a corrupt file or page, a type that does not load as asked, a value
 /// that does not fit (naming the column and row group), a nested column; storage errors. On an
 /// error nothing is kept (the partial columns are freed).
-pub fn read_parquet<R: ChunkReader + 'static>(
+pub fn read_parquet(
+    file: &ParquetFile,
+    opts: &ParquetOptions,
+    placement: PlacementRef,
+) -> Result<DataFrame> {
+    read_from(file.clone(), opts, placement)
+}
+
+/// [`read_parquet`] of a file held in memory.
+///
+/// # Errors
+/// As [`read_parquet`].
+pub fn read_parquet_bytes(
+    file: bytes::Bytes,
+    opts: &ParquetOptions,
+    placement: PlacementRef,
+) -> Result<DataFrame> {
+    read_from(file, opts, placement)
+}
+
+fn read_from<R: ChunkReader + 'static>(
     r: R,
     opts: &ParquetOptions,
     placement: PlacementRef,
@@ -288,8 +307,9 @@ pub fn read_parquet<R: ChunkReader + 'static>(
 ///
 /// # Errors
 /// [`FrameError::Parquet`] if the footer is unreadable.
-pub fn parquet_rows<R: ChunkReader + 'static>(r: R) -> Result<u64> {
-    let file = SerializedFileReader::new(r).map_err(|e| ParquetError::corrupt(None, None, e))?;
+pub fn parquet_rows(file: &ParquetFile) -> Result<u64> {
+    let file = SerializedFileReader::new(file.clone())
+        .map_err(|e| ParquetError::corrupt(None, None, e))?;
     Ok(u64::try_from(file.metadata().file_metadata().num_rows()).unwrap_or(0))
 }
 

@@ -148,6 +148,9 @@ impl AgentMessage for GroupWhereArgs {
     }
 }
 
+/// The two middle values of a group's sorted values, `(lower, upper)`: their mean is the median.
+pub type Middles = (Scalar, Scalar);
+
 /// Result of [`op::VEC_GROUP_MEDIAN`]:
 /// `key_type:u8 groups:list<key:Scalar Aggregates has_median:u8 lower:Scalar upper:Scalar>`,
 /// ascending by key. A group's median is given by its two middle values: the lower (element
@@ -158,7 +161,7 @@ pub struct GroupMedianResult {
     /// Element type of the key column.
     pub key_ty: ElemType,
     /// `(key, aggregates, (lower, upper) middle values)`, ascending by key.
-    pub groups: Vec<(Scalar, Aggregates, Option<(Scalar, Scalar)>)>,
+    pub groups: Vec<(Scalar, Aggregates, Option<Middles>)>,
 }
 
 impl AgentMessage for GroupMedianResult {

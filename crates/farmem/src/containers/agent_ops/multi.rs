@@ -3,6 +3,9 @@
 #[allow(unused_imports)]
 use super::*;
 
+/// Per group: the key, the aggregates and the two middle values (lower, upper) of its values.
+pub type GroupMedians<T, V> = Vec<(T, Aggregates, Option<(V, V)>)>;
+
 impl<T: Primitive + Send + Sync> FarVec<T> {
     /// This vector as an input of a multi-vector operation.
     pub fn agent_input(&self) -> AgentInput<'_> {
@@ -157,7 +160,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
         values: &FarVec<V>,
         limit: u32,
         mode: Offload,
-    ) -> Result<Vec<(T, Aggregates, Option<(V, V)>)>> {
+    ) -> Result<GroupMedians<T, V>> {
         let args = self.group_args(values, limit)?;
         let (a, b) = (VecSource::new(self), VecSource::new(values));
         let spread = match spread_sites(&self.rt, mode) {

@@ -5,8 +5,8 @@
 use super::*;
 
 use farmem_proto::agent::{
-    Domain, FilterRowsArgs, GroupRankArgs, GroupRankResult, RankQuery, Scalar, U64List, from_order_key,
-    order_key,
+    Domain, FilterRowsArgs, GroupRankArgs, GroupRankResult, RankQuery, Scalar, U64List,
+    from_order_key, order_key,
 };
 
 use super::spread::{Job, Part, spread};
