@@ -19,6 +19,7 @@ mod netswap;
 mod paging;
 mod plot;
 mod pool_rig;
+mod run_pandas;
 mod taxi;
 #[cfg(test)]
 #[path = "../tests/support/mod.rs"]
@@ -63,6 +64,8 @@ enum Command {
     Netswap(netswap::Args),
     /// Memory pool with replicas over three loopback servers: overhead, failures, repair, drain.
     Failover(failover::Args),
+    /// pandas taxi steps under a memory cgroup: plain, kernel swap over TCP, farmem-run.
+    RunPandas(run_pandas::Args),
     /// Internal: a memory server child process (used by `demo --servers` and `failover`).
     #[command(hide = true)]
     Serve(pool_rig::ServeArgs),
@@ -89,6 +92,7 @@ fn main() -> anyhow::Result<()> {
         Command::Graph(a) => graph::run(a),
         Command::Netswap(a) => netswap::run(a),
         Command::Failover(a) => failover::run(a),
+        Command::RunPandas(a) => run_pandas::run(a),
         Command::Serve(a) => pool_rig::serve(a),
     }
 }

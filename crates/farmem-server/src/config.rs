@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use farmem_store::SessionQuota;
+
 use crate::ServerError;
 
 /// Per-connection limits that keep one bad or greedy client from exhausting the server.
@@ -93,6 +95,13 @@ pub struct ServerConfig {
     /// resumes its session with all its objects; after it, a crashed client's objects are freed.
     /// Zero frees them with the last connection. Default 30 s.
     pub session_lease: std::time::Duration,
+    /// What each session may hold and how fast it may ask (default: no limit). A request
+    /// over a quota is answered with `QuotaExceeded` and changes nothing; see
+    /// [`SessionQuota`].
+    pub quota: SessionQuota,
+    /// Serve Prometheus metrics (`/metrics`) and health probes (`/healthz`, `/readyz`) over
+    /// HTTP on this address; `None`: no endpoint. See [`crate::ServerHandle::metrics_addr`].
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -107,7 +116,58 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             agent_threads: farmem_store::agent::default_threads(),
             session_lease: std::time::Duration::from_secs(30),
+            quota: SessionQuota::default(),
+            metrics: None,
         }
+    }
+}
+
+impl ServerConfig {
+    /// Checks that the settings fit together (what [`crate::Server::start`] checks before it
+    /// binds anything, and `farmem-server --check` reports).
+    ///
+    /// ```
+    /// let mut c = farmem_server::ServerConfig::default();
+    /// assert!(c.validate().is_ok());
+    /// c.threads = 0;
+    /// assert!(c.validate().is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] naming the first setting that does not fit.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        let bad = |m: &str| Err(ServerError::Config(m.into()));
+        let limits = &self.limits;
+        if self.threads == 0 {
+            return bad("threads must be at least 1");
+        }
+        if limits.hello_timeout.is_zero() {
+            return bad("hello_timeout must be positive");
+        }
+        let longest_token = self
+            .token
+            .iter()
+            .chain(&self.admin_token)
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0);
+        if longest_token + 64 > limits.max_hello_frame as usize {
+            return bad("max_hello_frame must exceed the longest token by at least 64 bytes");
+        }
+        if limits.max_response > farmem_proto::MAX_FRAME_BODY {
+            return bad("max_response is at most 1 GiB");
+        }
+        if limits.max_object as u64 + 64 > u64::from(limits.max_frame) {
+            return bad("max_frame must exceed max_object by at least 64 bytes");
+        }
+        let q = &self.quota;
+        if q.bytes == Some(0) || q.objects == Some(0) || q.requests_per_second == Some(0) {
+            return bad("a quota of 0 would refuse everything (leave it out for no limit)");
+        }
+        if q.burst.is_some() && q.requests_per_second.is_none() {
+            return bad("quota.burst needs quota.requests_per_second");
+        }
+        Ok(())
     }
 }
 

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use farmem_proto::{
-    ErrorCode, HEADER_LEN, Header, HelloInfo, Op, Request, Response, ServerStats, VERSION,
-    decode_frame, encode_error,
+    ErrorCode, HEADER_LEN, Header, HelloInfo, Op, Request, Response, VERSION, decode_frame,
+    encode_error,
 };
-use farmem_store::{Session, execute_request_watched};
+use farmem_store::Session;
 
 use crate::Limits;
 use crate::server::Shared;
@@ -446,18 +446,13 @@ fn handle(
         ));
     };
     if let Request::Stats = req {
-        let mut st: ServerStats = shared.stats();
-        st.session_used_bytes = s.ns.used_bytes();
-        st.session_objects = s.ns.len();
-        (st.reclaim_bytes, st.reclaim_deadline_ms) =
-            shared.capacity.reclaim_for(st.session_used_bytes);
-        Response::Stats(st).encode(wbuf, op, rid);
+        Response::Stats(crate::session_view::stats(shared, s)).encode(wbuf, op, rid);
     } else if let Request::CloseSession = req {
         shared.close(s.key);
         Response::Done.encode(wbuf, op, rid);
         return Err(Close::SessionClosed);
     } else {
-        execute_request_watched(s, &req, rid, wbuf, gone);
+        crate::metrics::execute(shared, s, &req, rid, body.len(), wbuf, gone);
     }
     Ok(())
 }

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use std::time::Duration;
+
 use farmem_server::{
-    AdminClient, AdminError, AdminStatus, HostReserve, Server, ServerConfig, parse_duration,
-    parse_size,
+    AdminClient, AdminError, AdminStatus, FileConfig, HostReserve, Server, ServerConfig,
+    SessionQuota, parse_duration, parse_size,
 };
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -47,6 +49,8 @@ struct Ctl {
 enum CtlAction {
     /// Show capacity, use and any shrink under way.
     Status,
+    /// Show server-wide figures: use, objects, sessions, connections, bytes written.
+    Stats,
     /// Take SIZE of capacity back: clients move the excess to other servers by the deadline.
     Shrink {
         /// How much to take back, e.g. 2GiB.
@@ -73,63 +77,94 @@ enum CtlAction {
     },
 }
 
+/// The serving flags. Each overrides the same key of `--config FILE`; a flag left out takes the
+/// file's value, else the default shown.
 #[derive(clap::Args, Debug)]
 struct Args {
+    /// Read settings from this TOML file (keys as the flags, with `_`: see
+    /// deploy/farmem-server.toml); flags given here override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Check the configuration (file and flags, token files readable) and exit: 0 when it is
+    /// valid, 2 otherwise. Binds nothing.
+    #[arg(long)]
+    check: bool,
     /// Address to listen on (port 0 picks a free port; the `listening on` line shows it).
-    #[arg(long, default_value = "127.0.0.1:7070")]
-    listen: SocketAddr,
-    /// Hard capacity: payload + per-object overhead, e.g. 512MiB, 8GiB.
-    #[arg(long, default_value = "8GiB", value_parser = size)]
-    capacity: u64,
+    /// [default: 127.0.0.1:7070]
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Hard capacity: payload + per-object overhead, e.g. 512MiB, 8GiB. [default: 8GiB]
+    #[arg(long, value_parser = size)]
+    capacity: Option<u64>,
     /// File holding a shared secret clients must present (surrounding whitespace ignored).
     #[arg(long)]
     token_file: Option<PathBuf>,
     /// File holding the operator secret `ctl` must present; without it admin requests are
-    /// refused. Kept apart from --token-file, which every client program holds.
+    /// refused (and every client's STATS shows the whole server). Kept apart from --token-file,
+    /// which every client program holds.
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
     /// Leave this much memory to the host: shrink when its MemAvailable falls below, grow back
     /// (up to --capacity) when it recovers, e.g. 4GiB.
     #[arg(long, value_parser = size)]
     host_reserve: Option<u64>,
-    /// How long clients get to move data away when the host runs short.
-    #[arg(long, default_value = "30s", value_parser = duration)]
-    host_reserve_deadline: std::time::Duration,
-    /// Most client connections served at once (one thread each).
-    #[arg(long, default_value_t = 256)]
-    threads: usize,
-    /// Largest object accepted, e.g. 64MiB.
-    #[arg(long, default_value = "64MiB", value_parser = size)]
-    max_object: u64,
+    /// How long clients get to move data away when the host runs short. [default: 30s]
+    #[arg(long, value_parser = duration)]
+    host_reserve_deadline: Option<Duration>,
+    /// Most client connections served at once (one thread each). [default: 256]
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Largest object accepted, e.g. 64MiB. [default: 64MiB]
+    #[arg(long, value_parser = size)]
+    max_object: Option<u64>,
     /// Threads one large agent operation may use (default: the cores, at most 4).
     #[arg(long, env = "FARMEM_AGENT_THREADS")]
     agent_threads: Option<usize>,
     /// How long a disconnected client's session is kept for it to resume, e.g. 30s, 500ms.
-    #[arg(long, default_value = "30s", value_parser = duration)]
-    session_lease: std::time::Duration,
+    /// [default: 30s]
+    #[arg(long, value_parser = duration)]
+    session_lease: Option<Duration>,
     /// A connection must complete its hello within this time of being accepted (one deadline
-    /// for the whole hello, however slowly its bytes come).
-    #[arg(long, default_value = "10s", value_parser = duration)]
-    hello_timeout: std::time::Duration,
+    /// for the whole hello, however slowly its bytes come). [default: 10s]
+    #[arg(long, value_parser = duration)]
+    hello_timeout: Option<Duration>,
     /// Close an authenticated connection that sends nothing for this long (0: never). Clients
-    /// ping every 200 ms by default; the session itself stays for its lease.
-    #[arg(long, default_value = "10m", value_parser = duration)]
-    idle_timeout: std::time::Duration,
+    /// ping every 200 ms by default; the session itself stays for its lease. [default: 10m]
+    #[arg(long, value_parser = duration)]
+    idle_timeout: Option<Duration>,
     /// Disconnect a client that does not read its answers for this long (0: never).
-    #[arg(long, default_value = "30s", value_parser = duration)]
-    write_timeout: std::time::Duration,
+    /// [default: 30s]
+    #[arg(long, value_parser = duration)]
+    write_timeout: Option<Duration>,
     /// TCP keepalive: probe a silent connection after this long (then every 10 s, 6 probes),
-    /// so one whose host vanished is closed (0: off).
-    #[arg(long, default_value = "60s", value_parser = duration)]
-    keepalive: std::time::Duration,
+    /// so one whose host vanished is closed (0: off). [default: 60s]
+    #[arg(long, value_parser = duration)]
+    keepalive: Option<Duration>,
     /// Largest answer built for one request (batched gets, agent results); larger ones are
-    /// refused with `ResponseTooLarge`. At most 1GiB.
-    #[arg(long, default_value = "256MiB", value_parser = size)]
-    max_response: u64,
+    /// refused with `ResponseTooLarge`. At most 1GiB. [default: 256MiB]
+    #[arg(long, value_parser = size)]
+    max_response: Option<u64>,
+    /// Serve Prometheus metrics on http://ADDR/metrics, with /healthz and /readyz probes.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// Per-session quota: most bytes one session may hold (payload + overhead), e.g. 1GiB.
+    #[arg(long, value_parser = size)]
+    quota_bytes: Option<u64>,
+    /// Per-session quota: most objects one session may hold.
+    #[arg(long)]
+    quota_objects: Option<u64>,
+    /// Per-session quota: requests per second (gets, puts, patches, agent operations; pings
+    /// and frees are free). A request above the rate is refused with `QuotaExceeded` saying
+    /// when to retry.
+    #[arg(long)]
+    quota_rps: Option<u64>,
+    /// Requests a session may send at once above --quota-rps. [default: one second's worth]
+    #[arg(long)]
+    quota_burst: Option<u64>,
     /// Stop an agent operation that runs longer than this (0: never), answering it with a
-    /// typed time-limit error. An operation also stops when its client hangs up.
-    #[arg(long, default_value = "60s", value_parser = duration)]
-    agent_time_limit: std::time::Duration,
+    /// typed time-limit error. An operation also stops when its client hangs up. [default: 60s]
+    #[arg(long, value_parser = duration)]
+    agent_time_limit: Option<Duration>,
 }
 
 fn duration(s: &str) -> Result<std::time::Duration, String> {
@@ -176,32 +211,122 @@ fn ctl(c: &Ctl) -> ExitCode {
     };
     let admin = AdminClient::new(c.server.clone(), token);
     let r = match c.action {
-        CtlAction::Status => admin.status(),
-        CtlAction::Shrink { size, deadline } => admin.shrink(size, deadline),
-        CtlAction::Grow { size } => admin.grow(size),
-        CtlAction::Set { size, deadline } => admin.set(size, deadline),
+        CtlAction::Stats => admin.stats().map(|st| {
+            println!(
+                "used {} capacity {} objects {} sessions {} connections {} written {}",
+                st.used_bytes,
+                st.capacity_bytes,
+                st.objects,
+                st.sessions,
+                st.connections,
+                st.bytes_written
+            );
+        }),
+        CtlAction::Status => admin.status().map(|st| print_status(&st)),
+        CtlAction::Shrink { size, deadline } => {
+            admin.shrink(size, deadline).map(|st| print_status(&st))
+        }
+        CtlAction::Grow { size } => admin.grow(size).map(|st| print_status(&st)),
+        CtlAction::Set { size, deadline } => admin.set(size, deadline).map(|st| print_status(&st)),
     };
     match r {
-        Ok(st) => {
-            print_status(&st);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            let mut msg = e.to_string();
-            let mut cause = std::error::Error::source(&e);
-            while let Some(c) = cause {
-                msg.push_str(": ");
-                msg.push_str(&c.to_string());
-                cause = c.source();
-            }
-            eprintln!("error: {msg}");
-            ExitCode::from(match e {
-                AdminError::Incomplete { .. } => 3,
-                AdminError::Refused { .. } => 4,
-                _ => 1,
-            })
-        }
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => ctl_failed(&e),
     }
+}
+
+/// Reports a failed `ctl` request; the exit code says why.
+fn ctl_failed(e: &AdminError) -> ExitCode {
+    eprintln!("error: {}", chain(e));
+    ExitCode::from(match e {
+        AdminError::Incomplete { .. } => 3,
+        AdminError::Refused { .. } => 4,
+        _ => 1,
+    })
+}
+
+fn configure(args: &Args) -> Result<ServerConfig, ExitCode> {
+    let file = match &args.config {
+        Some(p) => match FileConfig::load(p) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: {}: {}", p.display(), chain(&e));
+                return Err(ExitCode::from(2));
+            }
+        },
+        None => FileConfig::default(),
+    };
+    let token = read_token(args.token_file.as_ref().or(file.token_file.as_ref()))?;
+    let admin_token = read_token(
+        args.admin_token_file
+            .as_ref()
+            .or(file.admin_token_file.as_ref()),
+    )?;
+    let usage = |m: &str| {
+        eprintln!("error: {m}");
+        ExitCode::from(2)
+    };
+    let max_object = args.max_object.or(file.max_object).unwrap_or(64 << 20);
+    let max_object =
+        u32::try_from(max_object).map_err(|_| usage("max_object must be below 4GiB"))?;
+    let max_response = args.max_response.or(file.max_response).unwrap_or(256 << 20);
+    let max_response =
+        u32::try_from(max_response).map_err(|_| usage("max_response must be at most 1GiB"))?;
+    let pick = |flag: Option<Duration>, file: Option<Duration>, default: u64| {
+        flag.or(file).unwrap_or(Duration::from_secs(default))
+    };
+    let mut config = ServerConfig {
+        listen: args
+            .listen
+            .or(file.listen)
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7070))),
+        capacity: args.capacity.or(file.capacity).unwrap_or(8 << 30),
+        token,
+        admin_token,
+        host_reserve: args
+            .host_reserve
+            .or(file.host_reserve)
+            .map(|r| HostReserve {
+                deadline: pick(args.host_reserve_deadline, file.host_reserve_deadline, 30),
+                ..HostReserve::new(r)
+            }),
+        threads: args.threads.or(file.threads).unwrap_or(256),
+        session_lease: pick(args.session_lease, file.session_lease, 30),
+        metrics: args.metrics.or(file.metrics),
+        quota: SessionQuota {
+            bytes: args.quota_bytes.or(file.quota.bytes),
+            objects: args.quota_objects.or(file.quota.objects),
+            requests_per_second: args.quota_rps.or(file.quota.requests_per_second),
+            burst: args.quota_burst.or(file.quota.burst),
+        },
+        ..ServerConfig::default()
+    };
+    if let Some(n) = args.agent_threads.or(file.agent_threads) {
+        config.agent_threads = n.max(1);
+    }
+    let l = &mut config.limits;
+    l.max_object = max_object;
+    l.max_response = max_response;
+    l.hello_timeout = pick(args.hello_timeout, file.hello_timeout, 10);
+    l.idle_timeout = pick(args.idle_timeout, file.idle_timeout, 600);
+    l.write_timeout = pick(args.write_timeout, file.write_timeout, 30);
+    l.keepalive = pick(args.keepalive, file.keepalive, 60);
+    l.agent_time_limit = pick(args.agent_time_limit, file.agent_time_limit, 60);
+    l.max_frame = max_object.saturating_add(4096);
+    config.validate().map_err(|e| usage(&e.to_string()))?;
+    Ok(config)
+}
+
+/// An error and its causes, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        msg.push_str(": ");
+        msg.push_str(&c.to_string());
+        cause = c.source();
+    }
+    msg
 }
 
 fn main() -> ExitCode {
@@ -216,47 +341,28 @@ fn main() -> ExitCode {
     if let Some(Cmd::Ctl(c)) = &cli.cmd {
         return ctl(c);
     }
-    let args = cli.serve;
-    let token = match read_token(args.token_file.as_ref()) {
-        Ok(t) => t,
+    let config = match configure(&cli.serve) {
+        Ok(c) => c,
         Err(code) => return code,
     };
-    let admin_token = match read_token(args.admin_token_file.as_ref()) {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
-    let Ok(max_object) = u32::try_from(args.max_object) else {
-        eprintln!("error: --max-object must be below 4GiB");
-        return ExitCode::from(2);
-    };
-    let mut config = ServerConfig {
-        listen: args.listen,
-        capacity: args.capacity,
-        token,
-        admin_token,
-        host_reserve: args.host_reserve.map(|r| HostReserve {
-            deadline: args.host_reserve_deadline,
-            ..HostReserve::new(r)
-        }),
-        threads: args.threads,
-        session_lease: args.session_lease,
-        ..ServerConfig::default()
-    };
-    if let Some(n) = args.agent_threads {
-        config.agent_threads = n.max(1);
+    if cli.serve.check {
+        if config.admin_token.is_none() {
+            eprintln!(
+                "warning: no admin token: `ctl` is refused and every client's STATS shows the \
+                 whole server"
+            );
+        }
+        println!(
+            "configuration ok: listen {} capacity {} metrics {} quota {:?}",
+            config.listen,
+            config.capacity,
+            config
+                .metrics
+                .map_or_else(|| "off".to_string(), |a| a.to_string()),
+            config.quota
+        );
+        return ExitCode::SUCCESS;
     }
-    let Ok(max_response) = u32::try_from(args.max_response) else {
-        eprintln!("error: --max-response must be at most 1GiB");
-        return ExitCode::from(2);
-    };
-    config.limits.max_object = max_object;
-    config.limits.max_response = max_response;
-    config.limits.agent_time_limit = args.agent_time_limit;
-    config.limits.hello_timeout = args.hello_timeout;
-    config.limits.idle_timeout = args.idle_timeout;
-    config.limits.write_timeout = args.write_timeout;
-    config.limits.keepalive = args.keepalive;
-    config.limits.max_frame = max_object.saturating_add(4096);
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {
         Ok(s) => s,
         Err(e) => {
@@ -267,11 +373,15 @@ fn main() -> ExitCode {
     let server = match Server::start(config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", chain(&e));
             return ExitCode::from(1);
         }
     };
+    // The first line is what scripts and tests wait for.
     println!("listening on {}", server.addr());
+    if let Some(m) = server.metrics_addr() {
+        println!("metrics on http://{m}/metrics");
+    }
     // `forever` yields only signals (it retries interrupted waits), so `None` cannot happen.
     let sig = signals.forever().next();
     tracing::info!(signal = ?sig, "shutting down");

@@ -43,6 +43,7 @@ pub(crate) struct Shared {
     conns_done: Condvar,
     next_conn: AtomicU64,
     shutting_down: AtomicBool,
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
@@ -77,7 +78,8 @@ impl Shared {
             .with_max_response(max_response)
             .with_agent_time_limit(
                 Some(self.config.limits.agent_time_limit).filter(|d| !d.is_zero()),
-            ),
+            )
+            .with_quota(&self.config.quota),
         );
         map.insert(
             key,
@@ -209,32 +211,7 @@ impl Server {
     /// [`ServerError::Bind`] if the address cannot be bound, [`ServerError::Config`] for
     /// inconsistent limits.
     pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
-        if config.threads == 0 {
-            return Err(ServerError::Config("threads must be at least 1".into()));
-        }
-        if config.limits.hello_timeout.is_zero() {
-            return Err(ServerError::Config("hello_timeout must be positive".into()));
-        }
-        let longest_token = config
-            .token
-            .iter()
-            .chain(&config.admin_token)
-            .map(Vec::len)
-            .max()
-            .unwrap_or(0);
-        if longest_token + 64 > config.limits.max_hello_frame as usize {
-            return Err(ServerError::Config(
-                "max_hello_frame must exceed the longest token by at least 64 bytes".into(),
-            ));
-        }
-        if config.limits.max_response > farmem_proto::MAX_FRAME_BODY {
-            return Err(ServerError::Config("max_response is at most 1 GiB".into()));
-        }
-        if config.limits.max_object as u64 + 64 > u64::from(config.limits.max_frame) {
-            return Err(ServerError::Config(
-                "max_frame must exceed max_object by at least 64 bytes".into(),
-            ));
-        }
+        config.validate()?;
         let listener = TcpListener::bind(config.listen).map_err(|source| ServerError::Bind {
             addr: config.listen,
             source,
@@ -251,7 +228,11 @@ impl Server {
             conns_done: Condvar::new(),
             next_conn: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
+            metrics: crate::metrics::Metrics::default(),
         });
+        if let Some(at) = shared.config.metrics {
+            crate::http::spawn(&shared, at)?;
+        }
         let sh = shared.clone();
         let acceptor = std::thread::Builder::new()
             .name("farmem-accept".into())
@@ -424,6 +405,11 @@ impl ServerHandle {
     /// The address the server listens on (with the real port when 0 was asked for).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the metrics and health endpoint listens (`ServerConfig::metrics`), if it does.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.shared.metrics.addr.get().copied()
     }
 
     /// Server-wide space accounting (session fields are zero).

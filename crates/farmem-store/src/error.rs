@@ -31,4 +31,23 @@ pub enum StoreError {
         /// The limit.
         limit: u64,
     },
+    /// A per-session quota (bytes or objects) set by the operator would be exceeded; nothing
+    /// was changed.
+    #[error("session quota of {limit} {} exceeded (would hold {wanted})", kind.name())]
+    QuotaExceeded {
+        /// Which quota.
+        kind: farmem_proto::QuotaKind,
+        /// The limit.
+        limit: u64,
+        /// What the session would have held.
+        wanted: u64,
+    },
+    /// The session asks faster than its request-rate quota; the request was not run.
+    #[error("session request rate above its quota of {limit}/s; retry in {retry_after_ms} ms")]
+    RateLimited {
+        /// Requests per second allowed.
+        limit: u64,
+        /// Milliseconds until a request will be accepted again.
+        retry_after_ms: u64,
+    },
 }

@@ -13,8 +13,9 @@ use crate::agent::{self, AgentError, AgentErrorCode};
 use crate::dedup::Claim;
 use crate::{Session, Stop, StoreError};
 
-/// Encodes `e` as the error answer to request `req_id`.
-pub(crate) fn encode_store_error(wbuf: &mut Vec<u8>, op: Op, req_id: u64, e: &StoreError) {
+/// Encodes `e` as the error answer to request `req_id` (the TCP server uses it for errors it
+/// finds before running a request, such as a session over its request rate).
+pub fn encode_store_error(wbuf: &mut Vec<u8>, op: Op, req_id: u64, e: &StoreError) {
     let (code, d) = match *e {
         StoreError::NotFound(id) => (ErrorCode::NotFound, [id, 0, 0]),
         StoreError::OutOfCapacity { needed, available } => {
@@ -26,6 +27,18 @@ pub(crate) fn encode_store_error(wbuf: &mut Vec<u8>, op: Op, req_id: u64, e: &St
             actual,
         } => (ErrorCode::SizeMismatch, [id, expected, actual]),
         StoreError::TooLarge { size, limit } => (ErrorCode::TooLarge, [size, limit, 0]),
+        StoreError::QuotaExceeded {
+            kind,
+            limit,
+            wanted,
+        } => (ErrorCode::QuotaExceeded, [kind as u64, limit, wanted]),
+        StoreError::RateLimited {
+            limit,
+            retry_after_ms,
+        } => (
+            ErrorCode::QuotaExceeded,
+            [farmem_proto::QuotaKind::Rate as u64, limit, retry_after_ms],
+        ),
     };
     encode_error(wbuf, op, req_id, code, d, &e.to_string());
 }

@@ -35,6 +35,10 @@ pub struct Namespace {
     max_object: u64,
     used: AtomicU64,
     objects: AtomicU64,
+    /// Per-session quota on `used` (`u64::MAX`: none).
+    quota_bytes: u64,
+    /// Per-session quota on `objects` (`u64::MAX`: none).
+    quota_objects: u64,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -59,6 +63,60 @@ impl Namespace {
             max_object,
             used: AtomicU64::new(0),
             objects: AtomicU64::new(0),
+            quota_bytes: u64::MAX,
+            quota_objects: u64::MAX,
+        }
+    }
+
+    /// Limits what this namespace may hold (`None`: no limit): a charge above either limit
+    /// fails with [`StoreError::QuotaExceeded`] and changes nothing.
+    pub fn with_quota(mut self, bytes: Option<u64>, objects: Option<u64>) -> Self {
+        self.quota_bytes = bytes.unwrap_or(u64::MAX);
+        self.quota_objects = objects.unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Takes `add - release` bytes (and a new object if `new_object`) from the quota, or
+    /// fails changing nothing. Undone by [`Namespace::unreserve`].
+    fn reserve(&self, add: u64, release: u64, new_object: bool) -> Result<(), StoreError> {
+        let limit = self.quota_bytes;
+        let r = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                let next = u.saturating_sub(release).saturating_add(add);
+                (add <= release || next <= limit).then_some(next)
+            });
+        if let Err(u) = r {
+            return Err(StoreError::QuotaExceeded {
+                kind: farmem_proto::QuotaKind::Bytes,
+                limit,
+                wanted: u.saturating_sub(release).saturating_add(add),
+            });
+        }
+        if new_object {
+            let limit = self.quota_objects;
+            let r = self
+                .objects
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < limit).then_some(n + 1)
+                });
+            if let Err(n) = r {
+                self.charged(release, add);
+                return Err(StoreError::QuotaExceeded {
+                    kind: farmem_proto::QuotaKind::Objects,
+                    limit,
+                    wanted: n.saturating_add(1),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back what [`Namespace::reserve`] took.
+    fn unreserve(&self, add: u64, release: u64, new_object: bool) {
+        self.charged(release, add);
+        if new_object {
+            self.objects.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -95,7 +153,8 @@ impl Namespace {
     /// Stores `data` as object `id`, replacing any previous object.
     ///
     /// # Errors
-    /// [`StoreError::TooLarge`] or [`StoreError::OutOfCapacity`]; nothing changes then.
+    /// [`StoreError::TooLarge`], [`StoreError::OutOfCapacity`] or
+    /// [`StoreError::QuotaExceeded`]; nothing changes then.
     pub fn put(&self, id: u64, data: &[u8]) -> Result<(), StoreError> {
         if data.len() as u64 > self.max_object {
             return Err(StoreError::TooLarge {
@@ -106,19 +165,23 @@ impl Namespace {
         let (shard, h) = self.shard(id);
         let mut shard = shard.lock();
         let old = shard.get(h, id).map(|o| cost(o.len()));
-        self.budget.exchange(cost(data.len()), old.unwrap_or(0))?;
+        let (add, release, new) = (cost(data.len()), old.unwrap_or(0), old.is_none());
+        self.reserve(add, release, new)?;
+        if let Err(e) = self.budget.exchange(add, release) {
+            self.unreserve(add, release, new);
+            return Err(e);
+        }
         if shard.put(h, id, data).is_err() {
             // This shard has no slot left for this size class: undo the charge.
-            let _ = self.budget.exchange(old.unwrap_or(0), cost(data.len()));
+            let _ = self.budget.exchange(release, add);
+            self.unreserve(add, release, new);
             return Err(StoreError::OutOfCapacity {
-                needed: cost(data.len()),
+                needed: add,
                 available: 0,
             });
         }
-        self.charged(cost(data.len()), old.unwrap_or(0));
         drop(shard);
-        if old.is_none() {
-            self.objects.fetch_add(1, Ordering::Relaxed);
+        if new {
             self.budget.objects.fetch_add(1, Ordering::Relaxed);
         }
         self.budget
@@ -201,11 +264,15 @@ impl Namespace {
     /// to this namespace; released again when the namespace is dropped.
     ///
     /// # Errors
-    /// [`StoreError::OutOfCapacity`] when a charge does not fit; nothing is charged then.
+    /// [`StoreError::OutOfCapacity`] when a charge does not fit, [`StoreError::QuotaExceeded`]
+    /// when it would pass the namespace's quota; nothing is charged then.
     pub fn charge(&self, delta: i64) -> Result<(), StoreError> {
         if delta >= 0 {
-            self.budget.exchange(delta as u64, 0)?;
-            self.charged(delta as u64, 0);
+            self.reserve(delta as u64, 0, false)?;
+            if let Err(e) = self.budget.exchange(delta as u64, 0) {
+                self.unreserve(delta as u64, 0, false);
+                return Err(e);
+            }
         } else {
             let r = delta.unsigned_abs().min(self.used_bytes());
             self.budget.release(r);
@@ -250,6 +317,51 @@ mod tests {
         ));
         drop(ns);
         assert_eq!((b.used(), b.objects()), (0, 0));
+    }
+
+    #[test]
+    fn quotas_refuse_without_changing_anything() {
+        let b = Arc::new(Budget::new(u64::MAX));
+        let ns = Namespace::new(b.clone(), 1000).with_quota(Some(3 * cost(100)), Some(2));
+        ns.put(1, &[1; 100]).unwrap();
+        ns.put(2, &[2; 100]).unwrap();
+        assert!(matches!(
+            ns.put(3, &[3; 10]),
+            Err(StoreError::QuotaExceeded {
+                kind: farmem_proto::QuotaKind::Objects,
+                limit: 2,
+                wanted: 3
+            })
+        ));
+        // Replacing within the byte quota works; growing past it does not.
+        ns.put(2, &[4; 200]).unwrap();
+        assert!(matches!(
+            ns.put(2, &[4; 300]),
+            Err(StoreError::QuotaExceeded {
+                kind: farmem_proto::QuotaKind::Bytes,
+                ..
+            })
+        ));
+        assert!(ns.charge(100).is_err());
+        assert_eq!((ns.len(), ns.used_bytes()), (2, 2 * cost(100) + 100));
+        assert_eq!((b.objects(), b.used()), (2, ns.used_bytes()));
+        assert!(ns.free(1));
+        ns.put(3, &[3; 100]).unwrap();
+        ns.charge(30).unwrap();
+        drop(ns);
+        assert_eq!((b.used(), b.objects()), (0, 0));
+    }
+
+    #[test]
+    fn a_failed_capacity_charge_gives_the_quota_back() {
+        let b = Arc::new(Budget::new(cost(100)));
+        let ns = Namespace::new(b.clone(), 1000).with_quota(Some(10_000), Some(10));
+        ns.put(1, &[1; 100]).unwrap();
+        assert!(matches!(
+            ns.put(2, &[1; 100]),
+            Err(StoreError::OutOfCapacity { .. })
+        ));
+        assert_eq!((ns.len(), ns.used_bytes()), (1, cost(100)));
     }
 
     #[test]

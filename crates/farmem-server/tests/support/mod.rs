@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod netns;
+pub mod ops;
 pub mod pool;
 mod proxy;
 pub mod raw;

@@ -21,7 +21,7 @@ pub use pool::{
     PoolStats, Redundancy,
 };
 pub use sites::Sites;
-pub use tcp::{ServerHealth, TcpBackend, TcpConfig, Ticket};
+pub use tcp::{LATENCY_BUCKETS_US, ServerHealth, TcpBackend, TcpConfig, Ticket, TransportStats};
 
 /// A remote-agent operation submitted with [`Backend::submit_compute`]; [`PendingCompute::wait`]
 /// returns its result.
@@ -193,6 +193,17 @@ pub trait Backend: Send + Sync + 'static {
     /// one server). Wrappers forward it.
     fn sites(&self) -> Option<&dyn Sites> {
         None
+    }
+
+    /// Lets reads (`get`, `get_into`, `get_many` and the agent's hash-table lookups) give up
+    /// with [`BackendError::Silent`] once their server has sent nothing at all for `patience`
+    /// (`None`: wait for the answer or the transport's own failure detection, the default).
+    ///
+    /// A pool sets it on its members so that a read stuck on a server that just died (a killed
+    /// process stays silent until the kernel has freed its memory) is asked of another replica
+    /// instead of waiting for the failure to be detected. Backends without such waits ignore it.
+    fn set_read_patience(&self, patience: Option<std::time::Duration>) {
+        let _ = patience;
     }
 
     /// A short human-readable name ("embedded", "tcp://127.0.0.1:7070", ...).

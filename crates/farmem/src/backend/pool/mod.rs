@@ -13,6 +13,16 @@
 //! - **Reads** go to one replica (the least loaded live one) and fail over to the next; a
 //!   program sees an error only when every replica of an object is gone
 //!   ([`BackendError::Unavailable`](crate::backend::BackendError::Unavailable), naming the servers).
+//!   A read does not wait for a silent server to be declared down: after
+//!   [`PoolConfig::read_patience`] without a byte from it (a server killed with SIGKILL stays
+//!   silent until its host has freed its memory) the read is asked of another replica, and that
+//!   member is asked last for a while. The pool sets the patience on its members' backends
+//!   ([`Backend::set_read_patience`]): direct reads through a member's backend may give up too
+//!   ([`BackendError::Silent`](crate::backend::BackendError::Silent)).
+//! - **Server-side tables** answer "no such key" from any member that lacks them, so a table
+//!   read is trusted only if the member still holds the table by the location table after the
+//!   answer (a mover drops the old copy only after switching the entry); otherwise it is asked
+//!   again.
 //! - **Failures**: a member answering with a connection-class error ([`is_member_failure`]) is
 //!   marked [`MemberState::Down`] at once and never used again; whole-object writes go to
 //!   substitutes, and a background thread restores the redundancy of every object that lost a
@@ -135,6 +145,12 @@ pub struct PoolConfig {
     /// How often the background thread refreshes member statistics and looks for objects to
     /// repair (it also wakes at once when a member fails or leaves).
     pub maintenance_interval: Duration,
+    /// A read waiting on a member whose server has sent nothing for this long is asked of
+    /// another replica ([`Backend::set_read_patience`] on every member; `None`: reads wait for
+    /// the member's failure to be detected). A killed server stays silent, not refused, until
+    /// its host has freed its memory (tens of milliseconds per GiB), so this bounds the stall a
+    /// read sees when a server dies. Default 20 ms.
+    pub read_patience: Option<Duration>,
 }
 
 impl PoolConfig {
@@ -145,7 +161,15 @@ impl PoolConfig {
             redundancy,
             repair_rate: None,
             maintenance_interval: Duration::from_millis(500),
+            read_patience: Some(Duration::from_millis(20)),
         }
+    }
+
+    /// Sets the read patience (`None`: reads wait for failure detection).
+    #[must_use]
+    pub fn read_patience(mut self, patience: Option<Duration>) -> Self {
+        self.read_patience = patience;
+        self
     }
 
     /// Sets the repair bandwidth in bytes per second (`None`: unlimited).
@@ -221,7 +245,7 @@ impl Inner {
     /// [`PoolBackend::add_member`].
     pub(crate) fn add_member(&self, backend: Arc<dyn Backend>) -> Result<MemberId, PoolError> {
         let _g = self.membership.lock();
-        let member = Arc::new(Member::new(backend));
+        let member = Arc::new(Member::new(backend, self.cfg.read_patience));
         let mut list = self.members.write();
         if list.len() >= MAX_MEMBERS {
             return Err(PoolError::TooManyMembers { max: MAX_MEMBERS });
@@ -358,7 +382,7 @@ impl PoolBackend {
         }
         let list: Vec<Arc<Member>> = members
             .into_iter()
-            .map(|b| Arc::new(Member::new(b)))
+            .map(|b| Arc::new(Member::new(b, cfg.read_patience)))
             .collect();
         let inner = Arc::new(Inner {
             repair: Repairer::new(cfg.repair_rate),

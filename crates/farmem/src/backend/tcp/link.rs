@@ -46,6 +46,10 @@ pub(crate) struct Link {
     /// its connections (a busy server is not a dead one).
     born: Instant,
     last_rx: AtomicU64,
+    /// Traffic counters ([`super::TransportStats`]).
+    pub(crate) counters: super::counters::Counters,
+    /// Reads give up after this many nanoseconds of silence from the server (0: never).
+    patience_ns: AtomicU64,
     /// Set (with `stop_cv`) when the backend is dropped: the heartbeat thread exits.
     stop: Mutex<bool>,
     stop_cv: Condvar,
@@ -88,7 +92,9 @@ impl Link {
             down_reason: Mutex::new(None),
             conns: Mutex::new(Vec::new()),
             born: Instant::now(),
+            counters: Default::default(),
             last_rx: AtomicU64::new(0),
+            patience_ns: AtomicU64::new(0),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
         })
@@ -105,8 +111,22 @@ impl Link {
         self.last_rx.store(t, Ordering::Relaxed);
     }
 
+    /// How long a read waits for a silent server before giving up (`None`: no limit).
+    pub(crate) fn read_patience(&self) -> Option<Duration> {
+        match self.patience_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
+    /// Sets [`Link::read_patience`].
+    pub(crate) fn set_read_patience(&self, patience: Option<Duration>) {
+        let ns = patience.map_or(0, |d| d.as_nanos().clamp(1, u128::from(u64::MAX)) as u64);
+        self.patience_ns.store(ns, Ordering::Relaxed);
+    }
+
     /// How long ago bytes last arrived from the server.
-    fn quiet_for(&self) -> Duration {
+    pub(crate) fn quiet_for(&self) -> Duration {
         let last = Duration::from_nanos(self.last_rx.load(Ordering::Relaxed));
         self.born.elapsed().saturating_sub(last)
     }

@@ -1,6 +1,7 @@
 //! The TCP transport: memory servers as a [`Backend`].
 
 mod conn;
+mod counters;
 mod link;
 mod sites;
 mod ticket;
@@ -10,9 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use farmem_proto::agent::op as agent_op;
 use farmem_proto::{Op, ServerStats, VERSION, body, owner_of};
 
 use self::conn::{Connection, Pending, Reply};
+pub use self::counters::{LATENCY_BUCKETS_US, TransportStats};
 use self::link::{Link, LinkConfig};
 pub use self::ticket::Ticket;
 use super::{
@@ -23,11 +26,13 @@ use super::{
 pub(super) struct PendingTcp {
     ticket: Ticket,
     deadline: Instant,
+    /// A lookup that may give up on a silent server ([`Backend::set_read_patience`]).
+    patient: bool,
 }
 
 impl PendingTcp {
     pub(super) fn wait(self) -> Result<Vec<u8>, BackendError> {
-        match self.ticket.wait(self.deadline)? {
+        match self.ticket.wait_as(self.deadline, self.patient)? {
             Reply::Data(d) => Ok(d),
             other => Err(unexpected(&other)),
         }
@@ -253,6 +258,15 @@ impl TcpBackend {
             .collect()
     }
 
+    /// Traffic with every server since connecting, in configuration order: requests, errors,
+    /// bytes, reconnects and latency (the client's side of the server's metrics).
+    pub fn transport_stats(&self) -> Vec<TransportStats> {
+        self.servers
+            .iter()
+            .map(|s| s.link.counters.snapshot(&s.link.addr))
+            .collect()
+    }
+
     /// Whether server number `server` (configuration order) has been declared down; `false`
     /// for a number out of range.
     pub fn is_down(&self, server: usize) -> bool {
@@ -303,6 +317,17 @@ impl TcpBackend {
         conn.wait(p, self.deadline())
     }
 
+    /// [`TcpBackend::call`] for a read: gives up on a silent server after the read patience.
+    fn call_read(
+        &self,
+        conn: &Connection,
+        op: Op,
+        body: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Reply, BackendError> {
+        let p = conn.submit(op, true, body)?;
+        conn.wait_read(p, self.deadline())
+    }
+
     fn expect_data(&self, r: Reply) -> Result<Vec<u8>, BackendError> {
         match r {
             Reply::Data(d) => Ok(d),
@@ -326,6 +351,7 @@ impl TcpBackend {
         &self,
         groups: &[Vec<usize>],
         op: Op,
+        read: bool,
         chunks: impl Fn(&[usize]) -> Vec<std::ops::Range<usize>>,
         encode: impl Fn(&[usize], &mut Vec<u8>),
     ) -> Result<Vec<(usize, std::ops::Range<usize>, Reply)>, BackendError> {
@@ -349,7 +375,13 @@ impl TcpBackend {
         let deadline = self.deadline();
         let mut out = Vec::with_capacity(sent.len());
         for (server, range, p) in sent {
-            match self.conn(server).wait(p, deadline) {
+            let conn = self.conn(server);
+            let r = if read {
+                conn.wait_read(p, deadline)
+            } else {
+                conn.wait(p, deadline)
+            };
+            match r {
                 Ok(r) => out.push((server, range, r)),
                 Err(e) => {
                     first_err.get_or_insert(e);
@@ -501,7 +533,7 @@ impl Backend for TcpBackend {
 
     fn get(&self, id: ObjectId) -> Result<Vec<u8>, BackendError> {
         let conn = self.conn(self.server_of(id));
-        let r = self.call(conn, Op::Get, |b| b.extend_from_slice(&id.to_le_bytes()))?;
+        let r = self.call_read(conn, Op::Get, |b| b.extend_from_slice(&id.to_le_bytes()))?;
         self.expect_data(r)
     }
 
@@ -515,6 +547,7 @@ impl Backend for TcpBackend {
         let answers = self.scatter(
             &groups,
             Op::GetMany,
+            true,
             |g| cut(g, BATCH_IDS, usize::MAX, |_| 0),
             |idx, b| {
                 let v: Vec<u64> = idx.iter().map(|&i| ids[i]).collect();
@@ -556,6 +589,7 @@ impl Backend for TcpBackend {
         self.scatter(
             &groups,
             Op::PutMany,
+            false,
             |g| cut(g, usize::MAX, max, |i| items[i].1.len() + 12),
             |idx, b| {
                 let v: Vec<(u64, &[u8])> = idx.iter().map(|&i| items[i]).collect();
@@ -580,6 +614,7 @@ impl Backend for TcpBackend {
         self.scatter(
             &groups,
             Op::Patch,
+            false,
             |g| cut(g, usize::MAX, max, size),
             |idx, b| {
                 let v: Vec<body::PatchItem<'_>> = idx.iter().map(|&i| items[i]).collect();
@@ -600,6 +635,7 @@ impl Backend for TcpBackend {
         let r = self.scatter(
             &groups,
             Op::Free,
+            false,
             |g| cut(g, BATCH_IDS, usize::MAX, |_| 0),
             |idx, b| {
                 let v: Vec<u64> = idx.iter().map(|&i| ids[i]).collect();
@@ -613,6 +649,13 @@ impl Backend for TcpBackend {
     }
 
     fn stats(&self) -> Result<StoreStats, BackendError> {
+        // With every server down there is no store left to describe: say so (a pool member
+        // over one server learns it is gone from its periodic stats, even holding nothing).
+        if let Some(s) = self.servers.iter().find(|s| s.link.is_down())
+            && self.servers.iter().all(|s| s.link.is_down())
+        {
+            return Err(s.link.down_error());
+        }
         let mut total = StoreStats::default();
         let live: Result<Vec<ServerStats>, BackendError> = (0..self.servers.len())
             .filter(|&s| !self.is_down(s))
@@ -658,6 +701,7 @@ impl Backend for TcpBackend {
             Ok(p) => PendingCompute(PendingInner::Tcp(PendingTcp {
                 ticket: Ticket::new(conn.clone(), p, route),
                 deadline: self.deadline(),
+                patient: matches!(op, agent_op::HT_GET | agent_op::HT_LEN | agent_op::HT_SCAN),
             })),
             Err(e) => PendingCompute::ready(Err(e)),
         }
@@ -665,6 +709,17 @@ impl Backend for TcpBackend {
 
     fn sites(&self) -> Option<&dyn super::Sites> {
         (self.servers.len() > 1).then_some(self as &dyn super::Sites)
+    }
+
+    fn set_read_patience(&self, patience: Option<Duration>) {
+        for s in &self.servers {
+            s.link.set_read_patience(patience);
+            // The leader of a waiting read looks at the clock at least this often.
+            let quantum = patience.map_or(self.timeout, conn::read_quantum);
+            for c in &s.conns {
+                c.set_read_timeout(quantum.min(self.timeout));
+            }
+        }
     }
 
     fn describe(&self) -> String {
