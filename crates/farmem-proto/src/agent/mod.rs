@@ -97,7 +97,7 @@ pub mod op {
     /// Group-by aggregate over the rows where a mask vector matches a predicate:
     /// [`super::GroupWhereArgs`] -> [`super::GroupByResult`].
     pub const VEC_GROUP_BY_WHERE: u16 = 9;
-    /// Group-by aggregate plus the lower median of each group:
+    /// Group-by aggregate plus the two middle values (the median) of each group:
     /// [`super::GroupByArgs`] -> [`super::GroupMedianResult`].
     pub const VEC_GROUP_MEDIAN: u16 = 10;
     /// Another vector operation over chunks of which some are read from a byte offset on:
