@@ -24,7 +24,7 @@
 //!   static bootstrap arena.
 //! - The runtime's own allocations never come here: the shim's Rust global allocator calls the
 //!   real allocator directly, and C-level allocations made on the pager threads (marked with
-//!   [`InternalGuard`](farmem::paging::InternalGuard) for their whole life) or inside the
+//!   [`InternalGuard`] for their whole life) or inside the
 //!   runtime's critical sections go to the real allocator whatever their size.
 //! - Freed blocks are discarded: dropped locally with `madvise` and freed on the servers.
 //!
