@@ -2,7 +2,7 @@
 //! server keeps its sessions and objects across a restart (a `kill -9` included).
 //!
 //! Every change a client can be acknowledged for is logged, under the lock that orders it in
-//! memory, as a checksummed [record](record): session opens (with the resume secret) and closes,
+//! memory, as a checksummed record: session opens (with the resume secret) and closes,
 //! puts, patches, frees, hash-table puts, removes and drops. Objects made by agent operations
 //! are logged as puts. A server answers a request only after [`crate::Session::commit`]: its
 //! records are on disk under the [`SyncPolicy`], several connections' records sharing one write
@@ -10,7 +10,7 @@
 //! preallocated log space: a full disk refuses the change ([`LogError::DiskFull`]) and changes
 //! nothing.
 //!
-//! A background thread takes a [snapshot](snapshot) once the log outgrows both
+//! A background thread takes a snapshot once the log outgrows both
 //! [`DurableConfig::snapshot_min_log`] and the data it holds, while requests keep running, and
 //! removes the log before it. At start [`Durable::open`] rebuilds the sessions from the newest
 //! snapshot and the log after it, cutting a torn tail (a record whose checksum fails at the end
