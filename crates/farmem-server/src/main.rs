@@ -11,6 +11,7 @@ use farmem_server::{
     AdminClient, AdminError, AdminStatus, FileConfig, HostReserve, Server, ServerConfig,
     SessionQuota, parse_duration, parse_size,
 };
+use farmem_store::error_chain as chain;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -341,18 +342,6 @@ fn configure(args: &Args) -> Result<ServerConfig, ExitCode> {
     }
     config.validate().map_err(|e| usage(&e.to_string()))?;
     Ok(config)
-}
-
-/// An error and its causes, `: `-separated.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        msg.push_str(": ");
-        msg.push_str(&c.to_string());
-        cause = c.source();
-    }
-    msg
 }
 
 fn main() -> ExitCode {

@@ -81,8 +81,8 @@ fn encode_agent_error(wbuf: &mut Vec<u8>, req_id: u64, e: &AgentError) {
     encode_error(wbuf, Op::Compute, req_id, code, d, &error_chain(e));
 }
 
-/// `e` and its causes, one message.
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// `e` and its causes, one message (`: `-separated).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
