@@ -141,7 +141,6 @@ struct Args {
     /// so one whose host vanished is closed (0: off). [default: 60s]
     #[arg(long, value_parser = duration)]
     keepalive: Option<Duration>,
-    /// Largest answer built for one request (batched gets, agent results); larger ones are
     /// Keep sessions and objects across restarts (kill -9 included) in this directory: a
     /// write-ahead log plus snapshots. Without it the server keeps everything in memory only.
     #[arg(long)]
@@ -159,6 +158,7 @@ struct Args {
     /// this and the data held.
     #[arg(long, default_value = "256MiB", value_parser = size)]
     snapshot_after: u64,
+    /// Largest answer built for one request (batched gets, agent results); larger ones are
     /// refused with `ResponseTooLarge`. At most 1GiB. [default: 256MiB]
     #[arg(long, value_parser = size)]
     max_response: Option<u64>,
