@@ -43,6 +43,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let taxi_args = crate::taxi::Args {
         rows: args.rows,
         csv: None,
+        input: None,
+        write_parquet: None,
         seed: 2016,
         local_mem: vec![args.local_mem],
         modes: vec![Mode::Local, Mode::Object],

@@ -129,6 +129,8 @@ pub fn taxi_args(rows: u64, out: &std::path::Path) -> crate::taxi::Args {
     crate::taxi::Args {
         rows,
         csv: None,
+        input: None,
+        write_parquet: None,
         seed: 2016,
         local_mem: vec![0.25],
         modes: vec![Mode::Local, Mode::ObjectNoAgent],

@@ -28,6 +28,8 @@ use crate::modes;
 use crate::pool_rig::{PoolRig, Restore, ServerProc};
 use crate::web::{self, ELEM, WebData};
 
+#[path = "failover_coded.rs"]
+mod coded;
 #[path = "failover_kswap.rs"]
 mod kswap_kill;
 #[path = "failover_partition.rs"]
@@ -66,6 +68,14 @@ pub struct Args {
     /// Repair and drain bandwidth limit in MiB/s (0: unlimited).
     #[arg(long, default_value_t = 0)]
     pub repair_mib_s: u64,
+    /// Share of the time repair and drain batches may run while the application has requests
+    /// in flight (0.01-1).
+    #[arg(long, default_value_t = 0.5)]
+    pub repair_share: f64,
+    /// Repair and drain have the servers copy to each other directly (`OBJ_PUSH`) instead of
+    /// through this client.
+    #[arg(long)]
+    pub server_copies: bool,
     /// MiB read from one server to measure the transport's bulk bandwidth.
     #[arg(long, default_value_t = 256)]
     pub bulk_mib: u64,
@@ -73,14 +83,18 @@ pub struct Args {
     #[arg(long)]
     pub quick: bool,
     /// Parts to run, comma-separated: `replicas` (1-3 replicas with the taxi analysis), `kill`,
-    /// `stop`, `partition`, `kswap`, `drain`. Without `replicas`, an idle 2-replica web run is
-    /// the reference.
+    /// `stop`, `partition`, `kswap`, `drain`, `coded` (the `--coded` schemes: web, taxi,
+    /// memory over a run with frees, degraded reads; `k + m` servers each). Without `replicas`,
+    /// an idle 2-replica web run is the reference.
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "replicas,kill,stop,partition,kswap,drain"
     )]
     pub parts: Vec<String>,
+    /// Erasure-coding schemes of the `coded` part, `K+M` comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "4+2,8+2", value_parser = coded::parse_scheme)]
+    pub coded: Vec<(u8, u8)>,
     /// Results directory.
     #[arg(long, default_value = "results/failover")]
     pub out: PathBuf,
@@ -122,11 +136,13 @@ impl Args {
     }
 
     fn rig(&self, replicas: usize) -> anyhow::Result<PoolRig> {
-        PoolRig::start(
+        PoolRig::start_with(
             self.servers,
-            replicas,
+            farmem::backend::Redundancy::replicas(replicas),
             Duration::from_millis(self.timeout_ms),
             (self.repair_mib_s > 0).then_some(self.repair_mib_s << 20),
+            self.server_copies,
+            self.repair_share,
         )
     }
 }
@@ -134,7 +150,10 @@ impl Args {
 /// One replica count.
 #[derive(Debug, Serialize)]
 struct ReplicaRun {
+    /// Copies (0 for a coded scheme).
     replicas: usize,
+    /// Copies (`1`, `2`, `3`) or a coded scheme (`4+2`).
+    scheme: String,
     web_requests_per_second: f64,
     web_p99_us: f64,
     web_overhead: f64,
@@ -246,10 +265,30 @@ fn replicas_run(
     local_taxi: &str,
 ) -> anyhow::Result<ReplicaRun> {
     eprintln!("replicas {replicas}: web frontend and taxi analysis");
-    let wa = a.web_args();
     let rig = a.rig(replicas)?;
+    scheme_run(
+        a,
+        &rig,
+        replicas,
+        replicas.to_string(),
+        local_digest,
+        local_taxi,
+    )
+}
+
+/// The web frontend and the taxi analysis on `rig`, checked against the all-local answers.
+fn scheme_run(
+    a: &Args,
+    rig: &PoolRig,
+    copies: usize,
+    scheme: String,
+    local_digest: u64,
+    local_taxi: &str,
+) -> anyhow::Result<ReplicaRun> {
+    let replicas = scheme.as_str();
+    let wa = a.web_args();
     let idle = rig.rss_bytes();
-    let data = build_web(&rig, a, &wa)?;
+    let data = build_web(rig, a, &wa)?;
     let (secs, mut lat, digest) = web::drive(&data, &wa, 0..wa.requests, true)?;
     anyhow::ensure!(
         digest == local_digest,
@@ -265,14 +304,15 @@ fn replicas_run(
     let ta = demo_pool::taxi_args(a.rows, &a.out);
     let taxi_budget =
         (crate::pool_rig::taxi_bytes_per_row(ta.seed)? as f64 * a.rows as f64 * a.local_mem) as u64;
-    let taxi = demo_pool::run_taxi(&rig, &ta, taxi_budget, None, true)?;
+    let taxi = demo_pool::run_taxi(rig, &ta, taxi_budget, None, true)?;
     anyhow::ensure!(
         taxi.answers == local_taxi,
         "replicas {replicas}: taxi answers differ from all-local"
     );
     let app = web::working_set_bytes(a.keys, a.elements);
     Ok(ReplicaRun {
-        replicas,
+        replicas: copies,
+        scheme,
         web_requests_per_second: wa.requests as f64 / secs.max(1e-9),
         web_p99_us: p99,
         web_overhead: 1.0,
@@ -519,7 +559,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             r.taxi_overhead = r.taxi_analyze_seconds / base_taxi.max(1e-9);
         }
     }
-    let idle_rps = match reps.get(1) {
+    let coded_runs = if part("coded") {
+        let mut runs = Vec::new();
+        for &(k, m) in &a.coded {
+            let (mut run, extra) = coded::run(&a, k, m, local_digest, &local_taxi.answers)?;
+            if let Some(base) = reps.iter().find(|r| r.replicas == 1) {
+                run.web_overhead =
+                    base.web_requests_per_second / run.web_requests_per_second.max(1e-9);
+                run.taxi_overhead = run.taxi_analyze_seconds / base.taxi_analyze_seconds.max(1e-9);
+            }
+            reps.push(run);
+            runs.push(extra);
+        }
+        runs
+    } else {
+        Vec::new()
+    };
+    let idle_rps = match reps.iter().find(|r| r.replicas == 2) {
         Some(two) => two.web_requests_per_second,
         None => idle_web(&a, local_digest)?,
     };
@@ -569,7 +625,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for r in &reps {
         println!(
             "{:>8} {:>10.0} {:>8.2}x {:>9.3} {:>8.2}x {:>11.2} {:>11.2} {:>9}",
-            r.replicas,
+            r.scheme,
             r.web_requests_per_second,
             r.web_overhead,
             r.taxi_analyze_seconds,
@@ -619,6 +675,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             drain.values_verified
         );
     }
+    for c in &coded_runs {
+        coded::print(c);
+    }
     for k in &kswap_kill {
         kswap_kill::print(k);
     }
@@ -647,6 +706,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "drain": drain,
             "idle_web_requests_per_second": idle_rps,
             "kernel_swap_kill": kswap_kill,
+            "coded": coded_runs,
             "all_verified": true,
             "seconds": t0.elapsed().as_secs_f64(),
         }),

@@ -191,6 +191,8 @@ pub fn available() -> Result<(), String> {
 /// The swap device a run pages to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SwapDevice<'a> {
+    /// No swap device: the cgroup limit alone (a program that does not fit is OOM-killed).
+    None,
     /// Compressed local memory (zram): no network, the kernel's best case.
     Zram,
     /// A memory server over TCP (`host:port`), through [`crate::netswap`].
@@ -207,6 +209,7 @@ impl SwapDevice<'_> {
     /// The reason when they are not.
     pub fn available(self) -> Result<(), String> {
         match self {
+            Self::None => available_common(),
             Self::Zram => available(),
             Self::Tcp { .. } => crate::netswap::available(),
         }
@@ -489,6 +492,7 @@ pub fn run_under(
     let sigint = SigintFlag::install()?;
     let mut guard = Guard::default();
     match device {
+        SwapDevice::None => {}
         SwapDevice::Zram => {
             guard.create_zram()?;
         }

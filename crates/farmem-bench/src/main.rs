@@ -9,6 +9,7 @@ mod containers;
 mod demo;
 mod demo_pool;
 mod deref;
+mod durable;
 mod failover;
 mod graph;
 mod hot_access;
@@ -19,6 +20,7 @@ mod netswap;
 mod paging;
 mod plot;
 mod pool_rig;
+mod run_pandas;
 mod taxi;
 #[cfg(test)]
 #[path = "../tests/support/mod.rs"]
@@ -64,6 +66,10 @@ enum Command {
     Netswap(netswap::Args),
     /// Memory pool with replicas over three loopback servers: overhead, failures, repair, drain.
     Failover(failover::Args),
+    /// pandas taxi steps under a memory cgroup: plain, kernel swap over TCP, farmem-run.
+    RunPandas(run_pandas::Args),
+    /// The cost of `farmem-server --data-dir` on puts, and recovery time per GiB.
+    Durable(durable::Args),
     /// Internal: a memory server child process (used by `demo --servers` and `failover`).
     #[command(hide = true)]
     Serve(pool_rig::ServeArgs),
@@ -90,6 +96,8 @@ fn main() -> anyhow::Result<()> {
         Command::Graph(a) => graph::run(a),
         Command::Netswap(a) => netswap::run(a),
         Command::Failover(a) => failover::run(a),
+        Command::RunPandas(a) => run_pandas::run(a),
+        Command::Durable(a) => durable::run(a),
         Command::Serve(a) => pool_rig::serve(a),
     }
 }

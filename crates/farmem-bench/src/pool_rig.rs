@@ -223,6 +223,10 @@ impl Backend for Timed {
         self.inner.sites()
     }
 
+    fn push_target(&self) -> Option<farmem::backend::PushTarget> {
+        self.inner.push_target()
+    }
+
     fn describe(&self) -> String {
         self.inner.describe()
     }
@@ -252,6 +256,30 @@ impl PoolRig {
         timeout: Duration,
         repair_rate: Option<u64>,
     ) -> anyhow::Result<Self> {
+        Self::start_with(
+            servers,
+            Redundancy::replicas(replicas),
+            timeout,
+            repair_rate,
+            false,
+            0.5,
+        )
+    }
+
+    /// As [`PoolRig::start`], with any redundancy scheme, server-to-server copies on or off
+    /// (`server_to_server`) and the share of the time repair may take while the application
+    /// works (`repair_share`).
+    ///
+    /// # Errors
+    /// As [`PoolRig::start`].
+    pub fn start_with(
+        servers: usize,
+        redundancy: Redundancy,
+        timeout: Duration,
+        repair_rate: Option<u64>,
+        server_to_server: bool,
+        repair_share: f64,
+    ) -> anyhow::Result<Self> {
         let procs = (0..servers)
             .map(|_| ServerProc::start())
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -268,9 +296,11 @@ impl PoolRig {
             .iter()
             .map(|m| m.clone() as Arc<dyn Backend>)
             .collect();
-        let cfg = PoolConfig::new(Redundancy::replicas(replicas))
+        let cfg = PoolConfig::new(redundancy)
             .repair_rate(repair_rate)
-            .maintenance_interval(Duration::from_millis(100));
+            .maintenance_interval(Duration::from_millis(100))
+            .server_to_server(server_to_server)
+            .repair_share(repair_share);
         let pool = Arc::new(PoolBackend::new(list, cfg)?);
         let timed = Arc::new(Timed::new(pool.clone()));
         Ok(Self {
@@ -363,6 +393,18 @@ impl PoolRig {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+}
+
+/// Waits (at most 30 s) until member `ix` of `pool` is no longer live.
+pub fn wait_down(pool: &PoolBackend, ix: usize) {
+    let t0 = Instant::now();
+    while pool
+        .member_state(MemberId(ix))
+        .is_some_and(|s| s == MemberState::Live)
+        && t0.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

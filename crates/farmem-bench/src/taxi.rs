@@ -25,6 +25,14 @@ pub struct Args {
     /// Load this 2016 yellow-taxi CSV file instead of generating trips.
     #[arg(long)]
     pub csv: Option<PathBuf>,
+    /// Load this Parquet file (the TLC columns, e.g. written by --write-parquet) instead of
+    /// the CSV or generated trips; with --csv as well, each run also times loading the CSV
+    /// (the same data) so the two loads are compared in one run.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Also write the generated trips as Parquet to this path (and exit).
+    #[arg(long)]
+    pub write_parquet: Option<PathBuf>,
     /// Seed of the generator.
     #[arg(long, default_value_t = 2016)]
     pub seed: u64,
@@ -79,6 +87,9 @@ pub struct TaxiRun {
     /// modes; zero otherwise).
     #[serde(default)]
     pub moved: Traffic,
+    /// Seconds to load the CSV given with --csv when the trips came from --input (Parquet).
+    #[serde(default)]
+    pub csv_load_seconds: Option<f64>,
     /// The answers in the form the peers are compared with ([`taxi::peers::answers_json`]).
     #[serde(default)]
     pub answers_json: serde_json::Value,
@@ -145,6 +156,33 @@ pub fn working_set_bytes(df: &DataFrame) -> u64 {
 /// # Errors
 /// CSV or storage errors.
 pub fn load(args: &Args, placement: PlacementRef, quiet: bool) -> anyhow::Result<DataFrame> {
+    if let Some(path) = &args.input {
+        return load_parquet(path, placement);
+    }
+    load_csv(args, placement, quiet)
+}
+
+#[cfg(feature = "parquet")]
+fn load_parquet(path: &std::path::Path, placement: PlacementRef) -> anyhow::Result<DataFrame> {
+    let f = farmem_frame::parquet::ParquetFile::open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let opts = farmem_frame::parquet::ParquetOptions {
+        schema: taxi::COLUMNS
+            .iter()
+            .map(|&(n, t)| (n.to_owned(), t))
+            .collect(),
+        ..Default::default()
+    };
+    farmem_frame::parquet::read_parquet(&f, &opts, placement)
+        .with_context(|| format!("loading {}", path.display()))
+}
+
+#[cfg(not(feature = "parquet"))]
+fn load_parquet(path: &std::path::Path, _: PlacementRef) -> anyhow::Result<DataFrame> {
+    anyhow::bail!("{}: built without the parquet feature", path.display())
+}
+
+fn load_csv(args: &Args, placement: PlacementRef, quiet: bool) -> anyhow::Result<DataFrame> {
     match &args.csv {
         Some(path) => {
             let f =
@@ -211,6 +249,14 @@ fn run_measured(
     rt: Option<&farmem::Runtime>,
     quiet: bool,
 ) -> anyhow::Result<TaxiRun> {
+    let csv_load_seconds = match (&args.input, &args.csv) {
+        (Some(_), Some(_)) => {
+            let t = Instant::now();
+            drop(load_csv(args, placement.clone(), quiet)?);
+            Some(t.elapsed().as_secs_f64())
+        }
+        _ => None,
+    };
     let t = Instant::now();
     let df = load(args, placement, quiet)?;
     let load_seconds = t.elapsed().as_secs_f64();
@@ -226,6 +272,7 @@ fn run_measured(
         step_seconds,
         answers: answers.to_string(),
         moved,
+        csv_load_seconds,
         answers_json: taxi::peers::answers_json(&answers),
     })
 }
@@ -247,6 +294,10 @@ fn child_args(args: &Args, mode: Mode, budget: u64, server: &str) -> Vec<String>
     v.push(server.into());
     if let Some(p) = &args.csv {
         v.push("--csv".into());
+        v.push(p.display().to_string());
+    }
+    if let Some(p) = &args.input {
+        v.push("--input".into());
         v.push(p.display().to_string());
     }
     v
@@ -315,6 +366,19 @@ fn run_mode(
     }
 }
 
+/// Rows of a Parquet file.
+#[cfg(feature = "parquet")]
+fn parquet_rows(path: &std::path::Path) -> anyhow::Result<u64> {
+    let f = farmem_frame::parquet::ParquetFile::open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok(farmem_frame::parquet::parquet_rows(&f)?)
+}
+
+#[cfg(not(feature = "parquet"))]
+fn parquet_rows(path: &std::path::Path) -> anyhow::Result<u64> {
+    anyhow::bail!("{}: built without the parquet feature", path.display())
+}
+
 /// Data lines of a CSV file (lines after the header).
 fn count_records(path: &std::path::Path) -> anyhow::Result<u64> {
     use std::io::Read;
@@ -346,9 +410,10 @@ pub fn run_modes(args: &Args, quiet: bool) -> anyhow::Result<(Vec<ModeRun>, bool
         )?;
         working_set_bytes(&one)
     };
-    let rows = match &args.csv {
-        Some(p) => count_records(p)?,
-        None => args.rows,
+    let rows = match (&args.input, &args.csv) {
+        (Some(p), _) => parquet_rows(p)?,
+        (None, Some(p)) => count_records(p)?,
+        (None, None) => args.rows,
     };
     let working_set = per_row * rows;
     if !quiet {
@@ -481,6 +546,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("wrote {} trips to {}", args.rows, path.display());
         return Ok(());
     }
+    if let Some(path) = &args.write_parquet {
+        return write_parquet(&args, path);
+    }
     let mut args = args;
     if !args.peers.is_empty() && args.csv.is_none() {
         // The peers read a CSV: write the generated trips once and let every mode load it too.
@@ -534,6 +602,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes the generated trips as Parquet.
+#[cfg(feature = "parquet")]
+fn write_parquet(args: &Args, path: &std::path::Path) -> anyhow::Result<()> {
+    let df = taxi::generate_frame(
+        &TaxiGen::new(args.seed),
+        args.rows,
+        farmem_frame::LocalPlacement::shared(),
+        &mut |_| {},
+    )?;
+    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    farmem_frame::parquet::write_parquet(&df, std::io::BufWriter::with_capacity(1 << 20, f), 0)?;
+    eprintln!("wrote {} trips to {}", args.rows, path.display());
+    Ok(())
+}
+
+#[cfg(not(feature = "parquet"))]
+fn write_parquet(_: &Args, path: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::bail!("{}: built without the parquet feature", path.display())
+}
+
 /// Runs the requested Python peers on the CSV the modes loaded; skipped ones are reported on
 /// stderr.
 fn run_peers(args: &Args, runs: &[ModeRun]) -> Vec<taxi::peers::PeerRun> {
@@ -556,7 +644,12 @@ fn run_peers(args: &Args, runs: &[ModeRun]) -> Vec<taxi::peers::PeerRun> {
 
 /// Prints the peers' load and analysis times beside farmem's modes.
 fn print_peers(runs: &[ModeRun], peers: &[taxi::peers::PeerRun]) {
-    if peers.is_empty() {
+    let both_loads = runs.iter().any(|r| {
+        r.detail
+            .get("csv_load_seconds")
+            .is_some_and(|v| !v.is_null())
+    });
+    if peers.is_empty() && !both_loads {
         return;
     }
     println!(
@@ -565,6 +658,18 @@ fn print_peers(runs: &[ModeRun], peers: &[taxi::peers::PeerRun]) {
     );
     for r in runs.iter().filter(|r| r.skipped.is_none()) {
         let secs = |k: &str| r.detail.get(k).and_then(serde_json::Value::as_f64);
+        if let Some(csv) = secs("csv_load_seconds") {
+            println!(
+                "{:<26} {:>10.2} {:>12}  farmem (the same trips from the CSV)",
+                format!(
+                    "farmem {} {:.0}% csv",
+                    r.mode.name(),
+                    r.local_mem_ratio * 100.0
+                ),
+                csv,
+                "-"
+            );
+        }
         println!(
             "{:<26} {:>10.2} {:>12.3}  farmem",
             format!("farmem {} {:.0}%", r.mode.name(), r.local_mem_ratio * 100.0),

@@ -250,33 +250,43 @@ impl ColumnBuilder {
     /// # Errors
     /// [`FrameError::BadRow`] naming `line` if the field does not parse.
     pub fn push_field(&mut self, field: &str, line: u64) -> Result<()> {
-        let (name, dtype) = (self.name.clone(), self.dtype);
-        let bad = |why: &str| FrameError::BadRow {
+        self.push_field_bytes(field.as_bytes(), line)
+    }
+
+    /// [`ColumnBuilder::push_field`] of the field's bytes (only string columns need UTF-8).
+    pub(crate) fn push_field_bytes(&mut self, field: &[u8], line: u64) -> Result<()> {
+        use crate::parse::{parse_f64, parse_i64};
+        let t = field.trim_ascii();
+        let v = match self.dtype {
+            _ if t.is_empty() => return self.push_null(),
+            DType::Str => match std::str::from_utf8(field) {
+                Ok(s) => return self.push_str_value(s),
+                Err(_) => return Err(self.bad_field(field, line, "invalid UTF-8:")),
+            },
+            DType::F64 => match parse_f64(t) {
+                Some(v) => return self.push_f64(v),
+                None => return Err(self.bad_field(field, line, "not a number:")),
+            },
+            DType::Bool => match t {
+                b"1" | b"true" | b"True" | b"TRUE" | b"Y" => 1,
+                b"0" | b"false" | b"False" | b"FALSE" | b"N" => 0,
+                _ => return Err(self.bad_field(field, line, "not a boolean:")),
+            },
+            DType::Timestamp => crate::time::parse_timestamp_bytes(t)
+                .ok_or_else(|| self.bad_field(field, line, "not a timestamp:"))?,
+            _ => parse_i64(t).ok_or_else(|| self.bad_field(field, line, "not an integer:"))?,
+        };
+        self.push_i64(v)
+            .map_err(|_| self.bad_field(field, line, "out of range:"))
+    }
+
+    fn bad_field(&self, field: &[u8], line: u64, why: &str) -> FrameError {
+        let (name, dtype) = (&self.name, self.dtype);
+        let field = String::from_utf8_lossy(field);
+        FrameError::BadRow {
             line,
             reason: format!("column {name:?} ({dtype}): {why} {field:?}"),
-        };
-        let t = field.trim();
-        match self.dtype {
-            _ if t.is_empty() => return self.push_null(),
-            DType::Str => return self.push_str_value(field),
-            DType::F64 => {
-                let v: f64 = t.parse().map_err(|_| bad("not a number:"))?;
-                return self.push_f64(v);
-            }
-            _ => {}
         }
-        let v = match self.dtype {
-            DType::Bool => match t {
-                "1" | "true" | "True" | "TRUE" | "Y" => 1,
-                "0" | "false" | "False" | "FALSE" | "N" => 0,
-                _ => return Err(bad("not a boolean:")),
-            },
-            DType::Timestamp => {
-                crate::time::parse_timestamp(t).ok_or_else(|| bad("not a timestamp:"))?
-            }
-            _ => t.parse::<i64>().map_err(|_| bad("not an integer:"))?,
-        };
-        self.push_i64(v).map_err(|_| bad("out of range:"))
     }
 
     /// Flushes the buffer and returns the column.

@@ -525,4 +525,17 @@ pub(crate) fn median_of<T: Elem>(v: &mut [T]) -> Option<T> {
     Some(*m)
 }
 
+/// The two middle values of `v` (lower, upper; equal for an odd count), found with one
+/// selection and a scan of the upper part (reorders `v`); `None` if empty.
+pub(crate) fn middles_of<T: Elem>(v: &mut [T]) -> Option<(T, T)> {
+    let n = v.len();
+    let mid = n.checked_sub(1)? / 2;
+    let (_, m, above) = v.select_nth_unstable_by(mid, T::total_cmp);
+    let m = *m;
+    if n % 2 == 1 {
+        return Some((m, m));
+    }
+    Some((m, above.iter().copied().min_by(T::total_cmp).unwrap_or(m)))
+}
+
 pub use crate::builder::ColumnBuilder;

@@ -100,6 +100,11 @@ impl<R: BufRead> CsvRecords<R> {
         self.bytes
     }
 
+    /// The last line read (1-based; 0 before any).
+    pub(crate) fn line(&self) -> u64 {
+        self.line
+    }
+
     /// Reads the next record into `rec`; `false` at the end of input.
     ///
     /// # Errors

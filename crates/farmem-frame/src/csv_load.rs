@@ -234,7 +234,8 @@ fn split(block: &[u8], n: usize) -> Vec<&[u8]> {
 }
 
 /// Parses a part (whole records, its first line being `after + 1`) into local columns, at most
-/// `limit` rows.
+/// `limit` rows. Lines without quotes (most) are split at commas with `memchr` and their fields
+/// parsed from the bytes; a line with a quote goes through the general record parser.
 fn parse_part(
     part: &[u8],
     after: u64,
@@ -248,18 +249,53 @@ fn parse_part(
         .zip(types)
         .map(|(n, &t)| ColumnBuilder::new(n, t, &local))
         .collect();
-    let mut recs = CsvRecords::new(part).after_line(after);
+    let width = bs.len();
+    let wrong_width = |line, fields: usize| FrameError::BadRow {
+        line,
+        reason: format!("{fields} fields, the header has {width}"),
+    };
+    let (mut pos, mut line, mut rows) = (0, after, 0);
     let mut rec = Record::default();
-    let mut rows = 0;
-    while rows < limit && recs.next_record(&mut rec)? {
-        if rec.len() != bs.len() {
-            return Err(FrameError::BadRow {
-                line: rec.line(),
-                reason: format!("{} fields, the header has {}", rec.len(), bs.len()),
-            });
+    while pos < part.len() && rows < limit {
+        let end = memchr::memchr(b'\n', &part[pos..]).map_or(part.len(), |i| pos + i);
+        let mut r = &part[pos..end];
+        if memchr::memchr(b'"', r).is_some() {
+            // Quoted fields, which may span lines.
+            let mut recs = CsvRecords::new(&part[pos..]).after_line(line);
+            if !recs.next_record(&mut rec)? {
+                break;
+            }
+            if rec.len() != width {
+                return Err(wrong_width(rec.line(), rec.len()));
+            }
+            for (b, f) in bs.iter_mut().zip(rec.fields()) {
+                b.push_field(f, rec.line())?;
+            }
+            pos += recs.bytes_read() as usize;
+            line = recs.line();
+            rows += 1;
+            continue;
         }
-        for (b, f) in bs.iter_mut().zip(rec.fields()) {
-            b.push_field(f, rec.line())?;
+        line += 1;
+        pos = end + 1;
+        if let [head @ .., b'\r'] = r {
+            r = head;
+        }
+        if r.iter().all(|&b| b == b'\r') {
+            continue;
+        }
+        let mut start = 0;
+        for (k, b) in bs.iter_mut().enumerate() {
+            let stop = memchr::memchr(b',', &r[start..]).map_or(r.len(), |i| start + i);
+            if stop == r.len() && k + 1 < width {
+                return Err(wrong_width(line, k + 1));
+            }
+            b.push_field_bytes(&r[start..stop], line)?;
+            start = stop + 1;
+        }
+        if start <= r.len() {
+            let fields = width + memchr::memchr_iter(b',', &r[start.saturating_sub(1)..]).count();
+            return Err(wrong_width(line, fields));
         }
         rows += 1;
     }

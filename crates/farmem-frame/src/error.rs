@@ -86,6 +86,23 @@ pub enum FrameError {
     /// A kernel over local column data failed.
     #[error("column kernel failed")]
     Kernel(#[from] KernelError),
+    /// A Parquet file could not be loaded or written.
+    #[cfg(feature = "parquet")]
+    #[error("Parquet")]
+    Parquet(#[from] crate::parquet::ParquetError),
+    /// Arrow rejected an array built from a column.
+    #[cfg(feature = "parquet")]
+    #[error("Arrow")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// An Arrow array of a type no column holds.
+    #[cfg(feature = "parquet")]
+    #[error("column {column:?} is Arrow {found}, which farmem-frame does not load")]
+    ArrowType {
+        /// The column.
+        column: String,
+        /// Its Arrow type.
+        found: String,
+    },
     /// A worker thread (a column reader) panicked.
     #[error("a {0} thread panicked")]
     ThreadPanicked(&'static str),
@@ -114,6 +131,15 @@ impl FrameError {
             Self::Storage(e) => e.kind(),
             Self::Kernel(e) => ErrorKind::of_kernel(e),
             Self::ThreadPanicked(_) => ErrorKind::Internal,
+            #[cfg(feature = "parquet")]
+            Self::ArrowType { .. } => ErrorKind::TypeMismatch,
+            #[cfg(feature = "parquet")]
+            Self::Arrow(_) => ErrorKind::InvalidArgument,
+            #[cfg(feature = "parquet")]
+            Self::Parquet(e) => match e {
+                crate::parquet::ParquetError::TypeMismatch { .. } => ErrorKind::TypeMismatch,
+                _ => ErrorKind::InvalidArgument,
+            },
         }
     }
 }

@@ -249,10 +249,10 @@ impl<T: Elem> ColumnStore<T> for FarStore<T> {
             let rows = if medians {
                 k.vec.group_median(&v.vec, UNIQUE_LIMIT, off).map(|g| {
                     g.into_iter()
-                        .map(|(key, a, median)| GroupRow {
+                        .map(|(key, a, middles)| GroupRow {
                             key: key.to_i64(),
                             summary: summary_of(&a),
-                            median,
+                            middles,
                         })
                         .collect()
                 })
@@ -262,7 +262,7 @@ impl<T: Elem> ColumnStore<T> for FarStore<T> {
                         .map(|(key, a)| GroupRow {
                             key: key.to_i64(),
                             summary: summary_of(&a),
-                            median: None,
+                            middles: None,
                         })
                         .collect()
                 })

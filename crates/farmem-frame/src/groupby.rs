@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::column::{BUILD_CHUNK, ColumnBuilder, ColumnData, median_of, with_store};
+use crate::column::{BUILD_CHUNK, ColumnBuilder, ColumnData, middles_of, with_store};
 use crate::storage::{ColumnStore, GroupRow, Summary};
 use crate::{Column, DType, DataFrame, Elem, FrameError, Result, Value};
 
@@ -104,7 +104,7 @@ impl DataFrame {
             .map(|r| Group {
                 key: r.key,
                 summary: r.summary,
-                median: r.median,
+                median: r.middles.map(|m| m.0),
             })
             .collect();
         if k.dtype() == DType::Str {
@@ -187,7 +187,8 @@ impl DataFrame {
 }
 
 /// Groups the values `vs` by the key column `k`: by the placement (far placements: on the
-/// server) when it can, else here, reading both columns in blocks. Lower medians if asked.
+/// server) when it can, else here, reading both columns in blocks. The two middle values of
+/// each group if asked.
 pub(crate) fn group_rows_any<T: Elem>(
     k: &Column,
     vs: &dyn ColumnStore<T>,
@@ -212,7 +213,7 @@ pub(crate) fn group_rows_any<T: Elem>(
                 let row = GroupRow {
                     key,
                     summary: Summary::default(),
-                    median: None,
+                    middles: None,
                 };
                 groups.push((row, Vec::new()));
                 groups.len() - 1
@@ -228,7 +229,7 @@ pub(crate) fn group_rows_any<T: Elem>(
         .into_iter()
         .map(|(mut row, mut values)| {
             if medians {
-                row.median = median_of(&mut values);
+                row.middles = middles_of(&mut values);
             }
             row
         })

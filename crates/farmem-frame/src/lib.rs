@@ -33,6 +33,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
+#[cfg(feature = "parquet")]
+pub mod arrow;
 mod builder;
 pub mod column;
 mod column_stats;
@@ -46,6 +48,9 @@ mod far;
 mod frame;
 mod groupby;
 mod local_kernels;
+#[cfg(feature = "parquet")]
+pub mod parquet;
+mod parse;
 pub mod storage;
 pub mod time;
 mod validity;

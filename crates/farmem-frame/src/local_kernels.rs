@@ -192,7 +192,8 @@ pub(crate) fn group_rows<K: Elem, V: Elem>(
                 .map(|(k, a, m)| GroupRow {
                     key: key(k),
                     summary: summary_of(&a),
-                    median: m.and_then(V::from_scalar),
+                    middles: m
+                        .and_then(|(lo, hi)| Some((V::from_scalar(lo)?, V::from_scalar(hi)?))),
                 })
                 .collect()
         })
@@ -203,7 +204,7 @@ pub(crate) fn group_rows<K: Elem, V: Elem>(
                 .map(|(k, a)| GroupRow {
                     key: key(k),
                     summary: summary_of(&a),
-                    median: None,
+                    middles: None,
                 })
                 .collect()
         })
@@ -320,7 +321,7 @@ mod tests {
                 proptest::prop_assert_eq!(r.summary.sum, g.iter().map(|&v| i128::from(v)).sum::<i128>());
                 proptest::prop_assert_eq!(r.summary.min, g.first().copied());
                 proptest::prop_assert_eq!(r.summary.max, g.last().copied());
-                proptest::prop_assert_eq!(r.median, Some(g[(g.len() - 1) / 2]));
+                proptest::prop_assert_eq!(r.middles, Some((g[(g.len() - 1) / 2], g[g.len() / 2])));
             }
         }
     }

@@ -99,8 +99,9 @@ pub struct GroupRow<T: Elem> {
     pub key: i64,
     /// Aggregates of the group's values.
     pub summary: Summary<T>,
-    /// Lower median of the group's non-missing values, if asked for.
-    pub median: Option<T>,
+    /// The two middle values (lower, upper; equal for an odd count) of the group's non-missing
+    /// values, if asked for: the median is their mean.
+    pub middles: Option<(T, T)>,
 }
 
 /// A growable sequence of elements: the storage of one column.

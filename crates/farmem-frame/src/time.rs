@@ -9,7 +9,11 @@
 /// assert_eq!(farmem_frame::time::parse_timestamp("2016-13-01 00:00:00"), None);
 /// ```
 pub fn parse_timestamp(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
+    parse_timestamp_bytes(s.as_bytes())
+}
+
+/// [`parse_timestamp`] of bytes.
+pub(crate) fn parse_timestamp_bytes(b: &[u8]) -> Option<i64> {
     if b.len() != 10 && b.len() != 19 {
         return None;
     }

@@ -1,4 +1,4 @@
-//! Group-by with the lower median of each group.
+//! Group-by with the median of each group: its two middle values, found in one pass.
 
 #[allow(unused_imports)]
 use crate::*;
@@ -62,21 +62,39 @@ impl<V: Wide> MedianOf<V> {
         }
     }
 
-    /// The lower median of what was pushed; `None` if nothing.
-    pub(crate) fn median(self) -> Option<V> {
+    /// The two middle values of what was pushed, found together: the lower (element
+    /// `(n - 1) / 2` in the total order) and the upper (element `n / 2`), equal for an odd
+    /// count; `None` if nothing.
+    pub(crate) fn middles(self) -> Option<(V, V)> {
         match self {
             MedianOf::Counts { lo, counts } => {
                 let n: u64 = counts.iter().map(|&c| u64::from(c)).sum();
-                let mid = n.checked_sub(1)? / 2;
+                let (low, high) = (n.checked_sub(1)? / 2, n / 2);
                 let mut seen = 0u64;
-                counts.iter().enumerate().find_map(|(off, &c)| {
+                let mut lower = None;
+                for (off, &c) in counts.iter().enumerate() {
                     seen += u64::from(c);
-                    (seen > mid).then(|| V::from_offset(lo, off as u64))
-                })
+                    if lower.is_none() && seen > low {
+                        lower = Some(V::from_offset(lo, off as u64));
+                    }
+                    if seen > high {
+                        return Some((lower?, V::from_offset(lo, off as u64)));
+                    }
+                }
+                None
             }
             MedianOf::Values(mut vals) => {
-                let mid = vals.len().checked_sub(1)? / 2;
-                Some(*vals.select_nth_unstable_by(mid, V::total).1)
+                let n = vals.len();
+                let low = n.checked_sub(1)? / 2;
+                let (_, m, above) = vals.select_nth_unstable_by(low, V::total);
+                let m = *m;
+                // An even count: the upper middle is the smallest of the values above.
+                let upper = if n % 2 == 0 {
+                    above.iter().copied().min_by(V::total).unwrap_or(m)
+                } else {
+                    m
+                };
+                Some((m, upper))
             }
         }
     }
@@ -194,7 +212,7 @@ pub(crate) fn median_result<K: Wide, V: Wide>(
             .iter()
             .zip(medians)
             .map(|((k, st), m)| {
-                let median = m.median().map(V::scalar);
+                let median = m.middles().map(|(l, u)| (l.scalar(), u.scalar()));
                 (K::from_key(*k).scalar(), st.finish(args.values.ty), median)
             })
             .collect(),

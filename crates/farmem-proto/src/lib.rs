@@ -36,8 +36,8 @@ pub use request::{
     AdminAction, EditIter, IdList, Op, PatchList, PutList, Request, body, encode_request,
 };
 pub use response::{
-    AdminStatus, DataList, ErrorCode, ErrorInfo, HelloInfo, MISSING, Response, ServerStats,
-    encode_error,
+    AdminStatus, DataList, ErrorCode, ErrorInfo, HelloInfo, MISSING, QuotaKind, Response,
+    ServerStats, encode_error,
 };
 
 /// Protocol version spoken by this crate; both sides must agree.

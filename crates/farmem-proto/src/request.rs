@@ -48,14 +48,24 @@ pub enum AdminAction {
     Grow = 3,
     /// Set the capacity to `bytes` (at most the configured capacity).
     Set = 4,
+    /// Server-wide [`ServerStats`](crate::ServerStats) (every session's use, connections,
+    /// bytes written); answered with a `STATS` frame (op [`Op::Stats`], the request's id).
+    /// A client's own `STATS` shows only its session unless the server has no admin token.
+    Stats = 5,
 }
 
 impl AdminAction {
     /// The action with code `code`, if known.
     pub fn from_code(code: u16) -> Option<Self> {
-        [Self::Status, Self::Shrink, Self::Grow, Self::Set]
-            .into_iter()
-            .find(|a| *a as u16 == code)
+        [
+            Self::Status,
+            Self::Shrink,
+            Self::Grow,
+            Self::Set,
+            Self::Stats,
+        ]
+        .into_iter()
+        .find(|a| *a as u16 == code)
     }
 }
 

@@ -147,6 +147,47 @@ pub enum ErrorCode {
     /// many times, a large agent result): `a` = bytes of the answer when it was cut (at least),
     /// `b` = the limit. Nothing was changed; the connection stays open.
     ResponseTooLarge = 16,
+    /// A per-session quota set by the operator would be exceeded: `a` = which
+    /// ([`QuotaKind`]), `b` = the limit (bytes, objects, or requests per second), `c` = for
+    /// bytes and objects what the session would have held, for the request rate the
+    /// milliseconds after which a request will be accepted again. Nothing was changed; the
+    /// connection stays open.
+    QuotaExceeded = 17,
+    /// A durable server could not log the change (its disk or log limit is full, or writing
+    /// its log failed): `a` = bytes the change needed (0 when the log failed). Nothing was
+    /// changed; the connection stays open.
+    StorageFailed = 18,
+}
+
+/// Which per-session quota an [`ErrorCode::QuotaExceeded`] answer is about (its `a` detail).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum QuotaKind {
+    /// Bytes charged (payload, per-object overhead and agent state).
+    Bytes = 1,
+    /// Objects stored.
+    Objects = 2,
+    /// Requests per second (a token bucket).
+    Rate = 3,
+}
+
+impl QuotaKind {
+    /// The kind with code `c`, if known.
+    pub fn from_code(c: u64) -> Option<QuotaKind> {
+        [QuotaKind::Bytes, QuotaKind::Objects, QuotaKind::Rate]
+            .into_iter()
+            .find(|k| *k as u64 == c)
+    }
+
+    /// A short lower-case name (`bytes`, `objects`, `rate`), as metrics and messages use it.
+    pub fn name(self) -> &'static str {
+        match self {
+            QuotaKind::Bytes => "bytes",
+            QuotaKind::Objects => "objects",
+            QuotaKind::Rate => "rate",
+        }
+    }
 }
 
 impl ErrorCode {
@@ -170,6 +211,8 @@ impl ErrorCode {
             AdminRefused,
             ShrinkIncomplete,
             ResponseTooLarge,
+            QuotaExceeded,
+            StorageFailed,
         ]
         .into_iter()
         .find(|k| *k as u16 == c)

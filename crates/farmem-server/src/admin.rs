@@ -12,8 +12,8 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use farmem_proto::{
-    AdminAction, AdminStatus, ErrorCode, Op, Request, Response, WireError, decode_frame,
-    encode_error, encode_request,
+    AdminAction, AdminStatus, ErrorCode, Op, Request, Response, ServerStats, WireError,
+    decode_frame, encode_error, encode_request,
 };
 
 use crate::capacity::ShrinkOutcome;
@@ -45,8 +45,12 @@ pub(crate) fn serve(
     let within = Duration::from_millis(deadline_ms).min(MAX_DEADLINE);
     let stopping = || shared.is_shutting_down();
     let cap = &shared.capacity;
+    if action == AdminAction::Stats {
+        Response::Stats(shared.stats()).encode(wbuf, Op::Stats, rid);
+        return Ok(());
+    }
     let outcome = match action {
-        AdminAction::Status => Ok(0),
+        AdminAction::Status | AdminAction::Stats => Ok(0),
         AdminAction::Grow => Ok(cap.grow(bytes)),
         AdminAction::Shrink => cap.shrink(bytes, within, &stopping),
         AdminAction::Set => cap.set(bytes, within, &stopping),
@@ -182,6 +186,18 @@ impl AdminClient {
         self.call(AdminAction::Status, 0, Duration::ZERO)
     }
 
+    /// Server-wide figures: every session's use and objects, sessions, connections, bytes
+    /// written (a client's own `STATS` shows only its session on a server with an admin token).
+    ///
+    /// # Errors
+    /// As [`AdminClient::status`].
+    pub fn stats(&self) -> Result<ServerStats, AdminError> {
+        self.call_with(AdminAction::Stats, 0, Duration::ZERO, |r| match r {
+            Response::Stats(st) => Some(st),
+            _ => None,
+        })
+    }
+
     /// Lowers the capacity by `bytes`; clients get `deadline` to move the excess away.
     ///
     /// # Errors
@@ -212,6 +228,20 @@ impl AdminClient {
         bytes: u64,
         deadline: Duration,
     ) -> Result<AdminStatus, AdminError> {
+        self.call_with(action, bytes, deadline, |r| match r {
+            Response::Admin(st) => Some(st),
+            _ => None,
+        })
+    }
+
+    /// Sends one admin request; `pick` takes the answer it expects from a non-error answer.
+    fn call_with<T>(
+        &self,
+        action: AdminAction,
+        bytes: u64,
+        deadline: Duration,
+        pick: impl Fn(Response<'_>) -> Option<T>,
+    ) -> Result<T, AdminError> {
         let connect = |source| AdminError::Connect {
             addr: self.addr.clone(),
             source,
@@ -239,7 +269,6 @@ impl AdminClient {
             if let Some((frame, _)) = decode_frame(&got, 1 << 20)? {
                 let h = frame.header;
                 return match Response::decode(h.op, h.flags, frame.body)? {
-                    Response::Admin(st) => Ok(st),
                     Response::Error(e) => Err(match ErrorCode::from_code(e.code) {
                         Some(ErrorCode::AdminRefused) => AdminError::Refused {
                             message: e.message.to_string(),
@@ -254,7 +283,7 @@ impl AdminClient {
                             message: e.message.to_string(),
                         },
                     }),
-                    _ => Err(AdminError::Server {
+                    other => pick(other).ok_or_else(|| AdminError::Server {
                         code: 0,
                         message: "unexpected answer to an admin request".into(),
                     }),

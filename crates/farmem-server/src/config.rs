@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use farmem_store::SessionQuota;
+
 use crate::ServerError;
 
 /// Per-connection limits that keep one bad or greedy client from exhausting the server.
@@ -90,8 +92,9 @@ pub struct ServerConfig {
     /// Threads that own the connections' sockets and answer short requests (an epoll loop
     /// each). Default: the cores, at most 8.
     pub io_threads: usize,
-    /// Threads that run the requests which may take long (agent operations, shrinks), so that
-    /// they never hold up an I/O thread. Default: the cores, at least 2, at most 8.
+    /// Threads that run the requests which may take long (agent operations, server-to-server
+    /// copies, shrinks), so that they never hold up an I/O thread. Default: the cores, at
+    /// least 2, at most 8.
     pub workers: usize,
     /// Serve TLS instead of clear text (clients must then connect with TLS; the token is
     /// still checked). `None`: clear text, for trusted networks.
@@ -104,6 +107,16 @@ pub struct ServerConfig {
     /// resumes its session with all its objects; after it, a crashed client's objects are freed.
     /// Zero frees them with the last connection. Default 30 s.
     pub session_lease: std::time::Duration,
+    /// Keep sessions and objects across a restart in this data directory (see
+    /// [`farmem_store::durable`]); `None` (the default): purely in memory.
+    pub durable: Option<farmem_store::DurableConfig>,
+    /// What each session may hold and how fast it may ask (default: no limit). A request
+    /// over a quota is answered with `QuotaExceeded` and changes nothing; see
+    /// [`SessionQuota`].
+    pub quota: SessionQuota,
+    /// Serve Prometheus metrics (`/metrics`) and health probes (`/healthz`, `/readyz`) over
+    /// HTTP on this address; `None`: no endpoint. See [`crate::ServerHandle::metrics_addr`].
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -121,12 +134,67 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             agent_threads: farmem_store::agent::default_threads(),
             session_lease: std::time::Duration::from_secs(30),
+            durable: None,
+            quota: SessionQuota::default(),
+            metrics: None,
         }
     }
 }
 
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl ServerConfig {
+    /// Checks that the settings fit together (what [`crate::Server::start`] checks before it
+    /// binds anything, and `farmem-server --check` reports).
+    ///
+    /// ```
+    /// let mut c = farmem_server::ServerConfig::default();
+    /// assert!(c.validate().is_ok());
+    /// c.max_connections = 0;
+    /// assert!(c.validate().is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] naming the first setting that does not fit.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        let bad = |m: &str| Err(ServerError::Config(m.into()));
+        let limits = &self.limits;
+        if self.max_connections == 0 {
+            return bad("max_connections must be at least 1");
+        }
+        if self.io_threads == 0 || self.workers == 0 {
+            return bad("io_threads and workers must be at least 1");
+        }
+        if limits.hello_timeout.is_zero() {
+            return bad("hello_timeout must be positive");
+        }
+        let longest_token = self
+            .token
+            .iter()
+            .chain(&self.admin_token)
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0);
+        if longest_token + 64 > limits.max_hello_frame as usize {
+            return bad("max_hello_frame must exceed the longest token by at least 64 bytes");
+        }
+        if limits.max_response > farmem_proto::MAX_FRAME_BODY {
+            return bad("max_response is at most 1 GiB");
+        }
+        if limits.max_object as u64 + 64 > u64::from(limits.max_frame) {
+            return bad("max_frame must exceed max_object by at least 64 bytes");
+        }
+        let q = &self.quota;
+        if q.bytes == Some(0) || q.objects == Some(0) || q.requests_per_second == Some(0) {
+            return bad("a quota of 0 would refuse everything (leave it out for no limit)");
+        }
+        if q.burst.is_some() && q.requests_per_second.is_none() {
+            return bad("quota.burst needs quota.requests_per_second");
+        }
+        Ok(())
+    }
 }
 
 /// Parses a size such as `4096`, `512MiB`, `8GiB`, `1.5GB`, `64k` (binary multiples for `K`,

@@ -12,10 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use farmem_proto::{
-    AdminAction, ErrorCode, Header, HelloInfo, Op, Request, Response, ServerStats, VERSION,
-    encode_error,
+    AdminAction, ErrorCode, Header, HelloInfo, Op, Request, Response, VERSION, encode_error,
 };
-use farmem_store::{Session, execute_request, execute_request_watched};
+use farmem_store::{LogError, Session};
 
 use crate::Limits;
 use crate::server::Shared;
@@ -45,6 +44,9 @@ pub(crate) enum Close {
     NotReading,
     /// Serving the connection panicked (a bug); the connection alone is dropped.
     Panicked,
+    /// The log of a durable server could not be written: the answers not yet sent are
+    /// dropped (their changes are not durable) and the connection ends.
+    NotDurable(LogError),
 }
 
 impl Close {
@@ -75,6 +77,9 @@ impl Close {
                 tracing::warn!(%peer, timeout = ?limits.write_timeout, "client does not read its answers");
             }
             Close::Panicked => tracing::error!(%peer, "a bug ended this connection"),
+            Close::NotDurable(e) => {
+                tracing::error!(%peer, error = %e, "closing: the answers' changes could not be logged");
+            }
         }
     }
 }
@@ -152,12 +157,16 @@ pub(crate) fn refuse(
     Close::Refused(msg.to_string())
 }
 
+/// Answers a hello. `may_block` says whether the caller may wait for the disk: a new session
+/// on a durable server is logged and synced before its hello is answered, so on an I/O thread
+/// (`false`) that hello is checked and then offloaded.
 fn hello(
     shared: &Shared,
     session: &mut Option<Arc<Session>>,
     req_id: u64,
     req: &Request<'_>,
     wbuf: &mut Vec<u8>,
+    may_block: bool,
 ) -> Result<Handled, Close> {
     let op = Op::Hello;
     let Request::Hello {
@@ -203,8 +212,17 @@ fn hello(
             &msg,
         ));
     }
+    if key == 0 && !may_block && shared.is_durable() {
+        return Ok(Handled::Offload);
+    }
     let (s, secret) = if key == 0 {
-        shared.new_session()
+        match shared.new_session() {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = format!("cannot open a session: {e}");
+                return Err(refuse(wbuf, op, req_id, ErrorCode::StorageFailed, 0, &msg));
+            }
+        }
     } else {
         match shared.join(key, resume) {
             Ok(s) => s,
@@ -235,7 +253,8 @@ fn hello(
 }
 
 /// Answers one request frame into `wbuf`, or says it must run on the worker pool
-/// ([`Handled::Offload`]: agent operations, checked here like every request).
+/// ([`Handled::Offload`]: agent operations and shrinks, checked here like every request; on a
+/// durable server also session opens and closes, which wait for the disk).
 pub(crate) fn handle(
     shared: &Shared,
     session: &mut Option<Arc<Session>>,
@@ -263,7 +282,7 @@ pub(crate) fn handle(
         return Err(refuse(wbuf, op, rid, ErrorCode::Malformed, 0, msg));
     }
     if let Request::Hello { .. } = req {
-        return hello(shared, session, rid, &req, wbuf);
+        return hello(shared, session, rid, &req, wbuf, false);
     }
     if let Request::Admin {
         action,
@@ -289,41 +308,55 @@ pub(crate) fn handle(
         ));
     };
     if let Request::Stats = req {
-        let mut st: ServerStats = shared.stats();
-        st.session_used_bytes = s.ns.used_bytes();
-        st.session_objects = s.ns.len();
-        (st.reclaim_bytes, st.reclaim_deadline_ms) =
-            shared.capacity.reclaim_for(st.session_used_bytes);
-        Response::Stats(st).encode(wbuf, op, rid);
+        Response::Stats(crate::session_view::stats(shared, s)).encode(wbuf, op, rid);
     } else if let Request::CloseSession = req {
+        if shared.is_durable() {
+            return Ok(Handled::Offload); // the session's end is synced to the log
+        }
         shared.close(s.key);
         Response::Done.encode(wbuf, op, rid);
         return Err(Close::SessionClosed);
     } else if let Request::Compute { .. } = req {
         return Ok(Handled::Offload);
     } else {
-        execute_request(s, &req, rid, wbuf);
+        crate::metrics::execute(shared, s, &req, rid, body.len(), wbuf, &|| false);
     }
     Ok(Handled::Answered)
 }
 
-/// Runs an offloaded request frame (see [`Handled::Offload`]) for a connection holding
-/// `session` and returns its answer, and whether the connection must end after it. An agent
-/// operation stops early when `gone` says its client hung up.
+/// What an offloaded request (see [`Handled::Offload`]) produced.
+pub(crate) struct Offloaded {
+    /// Its answer (committed: on a durable server its changes are on disk).
+    pub(crate) out: Vec<u8>,
+    /// The session the hello of this job opened, for its connection to hold.
+    pub(crate) opened: Option<Arc<Session>>,
+    /// `Err`: the connection must end after the answer.
+    pub(crate) end: Result<(), Close>,
+}
+
+/// Runs an offloaded request frame for a connection holding `session`, then commits the
+/// session's changes (on a durable server; a worker may wait for the disk). An agent operation
+/// stops early when `gone` says its client hung up.
 pub(crate) fn run_offloaded(
     shared: &Shared,
-    session: Option<&Session>,
+    session: Option<Arc<Session>>,
     frame: &[u8],
     gone: &(dyn Fn() -> bool + Sync),
-) -> (Vec<u8>, Result<(), Close>) {
+) -> Offloaded {
     let mut out = Vec::new();
+    let mut session = session;
+    let mut opened = None;
     let decoded = farmem_proto::decode_frame(frame, u32::MAX)
         .ok()
         .flatten()
-        .and_then(|(f, _)| Some((f.header.req_id, Request::decode(f.header.op, f.body).ok()?)));
-    let r = match decoded {
+        .and_then(|(f, _)| {
+            let req = Request::decode(f.header.op, f.body).ok()?;
+            Some((f.header.req_id, f.body.len(), req))
+        });
+    let mut end = match decoded {
         Some((
             rid,
+            _,
             Request::Admin {
                 action,
                 bytes,
@@ -331,9 +364,19 @@ pub(crate) fn run_offloaded(
                 token,
             },
         )) => crate::admin::serve(shared, rid, action, bytes, deadline_ms, token, &mut out),
-        Some((rid, req)) => match session {
+        Some((rid, _, req @ Request::Hello { .. })) => {
+            let r = hello(shared, &mut session, rid, &req, &mut out, true).map(drop);
+            opened.clone_from(&session);
+            r
+        }
+        Some((rid, body_len, req)) => match session.as_deref() {
+            Some(s) if matches!(req, Request::CloseSession) => {
+                shared.close(s.key);
+                Response::Done.encode(&mut out, Op::CloseSession, rid);
+                Err(Close::SessionClosed)
+            }
             Some(s) => {
-                execute_request_watched(s, &req, rid, &mut out, gone);
+                crate::metrics::execute(shared, s, &req, rid, body_len, &mut out, gone);
                 Ok(())
             }
             None => Err(Close::Refused(
@@ -344,7 +387,13 @@ pub(crate) fn run_offloaded(
             "offloaded a frame that does not decode".into(),
         )),
     };
-    (out, r)
+    if let Some(s) = session.as_deref()
+        && let Err(e) = s.commit()
+    {
+        out.clear();
+        end = Err(Close::NotDurable(e));
+    }
+    Offloaded { out, opened, end }
 }
 
 #[cfg(test)]

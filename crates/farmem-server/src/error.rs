@@ -22,6 +22,9 @@ pub enum ServerError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The data directory could not be opened or recovered.
+    #[error("cannot use the data directory")]
+    Durable(#[from] farmem_store::DurableError),
     /// Another I/O error (spawning threads, ...).
     #[error("server I/O error: {0}")]
     Io(#[from] std::io::Error),

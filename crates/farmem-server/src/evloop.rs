@@ -18,28 +18,29 @@ use std::collections::BinaryHeap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use farmem_proto::{ErrorCode, HEADER_LEN, Header, Op, decode_frame, encode_error};
+use farmem_proto::{ErrorCode, Op, encode_error};
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
-use crate::conn::{Close, ConnGuard, Handled, frame_id, handle, hello_timeout};
+use farmem_store::LogError;
+
+use crate::commit::Committer;
+use crate::conn::{Close, ConnGuard, Offloaded, hello_timeout};
 use crate::server::Shared;
 use crate::transport::Transport;
 use crate::workers::Pool;
+use serve::{Conn, Ctx, seal, step};
+
+mod serve;
 
 /// The scratch buffer requests are read into (per I/O thread).
 const SCRATCH: usize = 64 << 10;
-/// A connection's buffers larger than this are given back when emptied (smaller ones are kept
-/// for its next large frame).
-const SHRINK_ABOVE: usize = 4 << 20;
 /// How long connections get to take their last words at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
-/// How long a refused connection gets to take its last words when no write timeout is set.
-const CLOSE_GRACE: Duration = Duration::from_secs(10);
 const WAKE: Token = Token(usize::MAX);
 
 /// An accepted connection on its way to an I/O thread.
@@ -50,21 +51,32 @@ pub(crate) struct NewConn {
     pub(crate) accepted: Instant,
 }
 
-/// What other threads hand an I/O thread: new connections and answers from the worker pool.
+/// What other threads hand an I/O thread: new connections, answers from the worker pool and
+/// commits from the committer.
 pub(crate) struct Mailbox {
     waker: Waker,
     incoming: Mutex<Vec<NewConn>>,
-    answers: Mutex<Vec<(Token, Option<Answer>)>>,
+    answers: Mutex<Vec<(Token, Mail)>>,
 }
 
-/// An offloaded request's answer, and whether its connection must end after it.
-type Answer = (Vec<u8>, Result<(), Close>);
+/// A result for a connection.
+enum Mail {
+    /// An offloaded request's answer; `None` if its job died.
+    Offloaded(Option<Offloaded>),
+    /// The commit of the connection's held-back answers.
+    Committed(Result<(), LogError>),
+}
 
 impl Mailbox {
     /// Gives a new connection to this thread.
     pub(crate) fn hand_over(&self, c: NewConn) {
         self.incoming.lock().push(c);
         self.wake();
+    }
+
+    /// Hands connection `token` the result of its commit (the caller then wakes the thread).
+    pub(crate) fn committed(&self, token: Token, r: Result<(), LogError>) {
+        self.answers.lock().push((token, Mail::Committed(r)));
     }
 
     /// Wakes the thread (to see new connections, answers, or shutdown).
@@ -79,15 +91,13 @@ impl Mailbox {
 struct Delivery {
     mailbox: Arc<Mailbox>,
     token: Token,
-    answer: Option<Answer>,
+    answer: Option<Offloaded>,
 }
 
 impl Drop for Delivery {
     fn drop(&mut self) {
-        self.mailbox
-            .answers
-            .lock()
-            .push((self.token, self.answer.take()));
+        let mail = Mail::Offloaded(self.answer.take());
+        self.mailbox.answers.lock().push((self.token, mail));
         self.mailbox.wake();
     }
 }
@@ -96,6 +106,7 @@ impl Drop for Delivery {
 pub(crate) fn spawn(
     shared: Arc<Shared>,
     pool: Arc<Pool>,
+    committer: Option<Arc<Committer>>,
     index: usize,
 ) -> io::Result<(Arc<Mailbox>, JoinHandle<()>)> {
     let poll = Poll::new()?;
@@ -107,6 +118,7 @@ pub(crate) fn spawn(
     let mut io = IoThread {
         shared,
         pool,
+        committer,
         poll,
         mailbox: mailbox.clone(),
         slots: Vec::new(),
@@ -126,338 +138,11 @@ struct Slot {
     conn: Option<Conn>,
 }
 
-/// One connection's state on its I/O thread.
-struct Conn {
-    io: Transport,
-    peer: SocketAddr,
-    guard: ConnGuard,
-    /// Unanswered input: `rbuf[start..end]` (the head of a frame, or frames held back while
-    /// the client does not read or a job runs).
-    rbuf: Vec<u8>,
-    start: usize,
-    end: usize,
-    /// Answers not yet written: `wbuf[woff..]`.
-    wbuf: Vec<u8>,
-    woff: usize,
-    greeted: bool,
-    hello_deadline: Instant,
-    /// Last read, write progress or offloaded answer (idle and write timeouts count from it).
-    active: Instant,
-    /// The socket may have unread bytes (a readiness event came and was not read dry).
-    may_read: bool,
-    /// A job of this connection runs on the worker pool.
-    busy: bool,
-    /// Set when the client of the running job hangs up (the job then stops early).
-    job_gone: Option<Arc<AtomicBool>>,
-    /// The connection ends once its write buffer is out.
-    closing: Option<Close>,
-    /// Its last words (refusal, `ShuttingDown`) are in the write buffer.
-    said_last_words: bool,
-    /// Its live timer entry.
-    armed: Option<Instant>,
-}
-
-impl Conn {
-    fn out_pending(&self) -> bool {
-        self.woff < self.wbuf.len() || self.io.wants_write()
-    }
-
-    /// Writes what the socket takes now.
-    fn flush(&mut self, now: Instant) -> Result<(), Close> {
-        loop {
-            if self.woff < self.wbuf.len() {
-                match self.io.write(&self.wbuf[self.woff..]) {
-                    Ok(0) if self.io.wants_write() => break, // TLS buffer full: wait
-                    Ok(0) => return Err(Close::Io(io::ErrorKind::WriteZero.into())),
-                    Ok(n) => {
-                        self.woff += n;
-                        self.active = now;
-                        // metrics hook: `n` answer bytes out
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Close::Io(e)),
-                }
-            } else {
-                match self.io.flush() {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Close::Io(e)),
-                }
-            }
-        }
-        if self.woff == self.wbuf.len() {
-            self.wbuf.clear();
-            self.woff = 0;
-            if self.wbuf.capacity() > SHRINK_ABOVE {
-                self.wbuf = Vec::new();
-            }
-        }
-        Ok(())
-    }
-
-    /// The connection's earliest deadline, if any.
-    fn deadline(&self, shared: &Shared) -> Option<Instant> {
-        let limits = &shared.config.limits;
-        let after = |d: Duration| (!d.is_zero()).then(|| self.active + d);
-        if self.closing.is_some() {
-            return Some(after(limits.write_timeout).unwrap_or(self.active + CLOSE_GRACE));
-        }
-        if self.busy {
-            return None; // long work: the old timers start again with its answer
-        }
-        let timeout = if self.out_pending() {
-            after(limits.write_timeout)
-        } else if self.greeted {
-            after(limits.idle_timeout)
-        } else {
-            None
-        };
-        if self.greeted {
-            timeout
-        } else {
-            Some(timeout.map_or(self.hello_deadline, |t| t.min(self.hello_deadline)))
-        }
-    }
-
-    /// The length of the frame whose bytes start the input, once its header is there.
-    fn head_frame_len(&self, max_frame: u32) -> Option<usize> {
-        let b = &self.rbuf[self.start..self.end];
-        if b.len() < HEADER_LEN {
-            return None;
-        }
-        Header::parse(b, max_frame)
-            .ok()
-            .map(|h| HEADER_LEN + h.body_len as usize)
-    }
-
-    fn max_frame(&self, shared: &Shared) -> u32 {
-        let limits = &shared.config.limits;
-        if self.guard.session.is_some() {
-            limits.max_frame
-        } else {
-            limits.max_hello_frame
-        }
-    }
-}
-
-/// What the request-answering code needs besides the connection.
-struct Ctx<'a> {
-    shared: &'a Arc<Shared>,
-    pool: &'a Pool,
-    mailbox: &'a Arc<Mailbox>,
-    token: Token,
-    now: Instant,
-}
-
-/// Answers the complete frames at the start of `data`; returns how many bytes it used. Stops
-/// early when a frame went to the worker pool, when the client does not take its answers, or
-/// when the connection must end (the error).
-fn answer(cx: &Ctx<'_>, c: &mut Conn, data: &[u8]) -> (usize, Result<(), Close>) {
-    let limits = &cx.shared.config.limits;
-    let mut used = 0;
-    while !c.busy {
-        if c.wbuf.len() - c.woff >= limits.max_write_buffer {
-            if let Err(e) = c.flush(cx.now) {
-                return (used, Err(e));
-            }
-            if c.wbuf.len() - c.woff >= limits.max_write_buffer {
-                break; // the client does not read: read no more from it for now
-            }
-        }
-        let max_frame = c.max_frame(cx.shared);
-        let (frame, n) = match decode_frame(&data[used..], max_frame) {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => {
-                let id = frame_id(&data[used..]);
-                let msg = format!("malformed frame: {e}");
-                encode_error(
-                    &mut c.wbuf,
-                    Op::Hello,
-                    id,
-                    ErrorCode::Malformed,
-                    [0; 3],
-                    &msg,
-                );
-                return (used, Err(Close::Refused(msg)));
-            }
-        };
-        let r = handle(
-            cx.shared,
-            &mut c.guard.session,
-            frame.header,
-            frame.body,
-            &mut c.wbuf,
-        );
-        // metrics hook: one request of op `frame.header.op`, `n` bytes in, answered (or failed)
-        match r {
-            Ok(Handled::Answered) => {}
-            Ok(Handled::Offload) => offload(cx, c, &data[used..used + n]),
-            Err(close) => return (used + n, Err(close)),
-        }
-        used += n;
-        if !c.greeted && c.guard.session.is_some() {
-            c.greeted = true;
-            c.active = cx.now;
-        }
-    }
-    (used, Ok(()))
-}
-
-/// Runs `frame` on the worker pool; its answer comes back through the mailbox.
-fn offload(cx: &Ctx<'_>, c: &mut Conn, frame: &[u8]) {
-    c.busy = true;
-    let gone = Arc::new(AtomicBool::new(false));
-    c.job_gone = Some(gone.clone());
-    let frame = frame.to_vec();
-    let shared = cx.shared.clone();
-    let session = c.guard.session.clone();
-    let delivery = Delivery {
-        mailbox: cx.mailbox.clone(),
-        token: cx.token,
-        answer: None,
-    };
-    cx.pool.submit(Box::new(move || {
-        // Moved whole: dropping it (also when the job panics) delivers the answer.
-        let mut delivery = delivery;
-        let gone = || gone.load(Ordering::Relaxed);
-        delivery.answer = Some(crate::conn::run_offloaded(
-            &shared,
-            session.as_deref(),
-            &frame,
-            &gone,
-        ));
-    }));
-}
-
-/// Serves `c` as far as it can go without waiting: writes, answers buffered input, reads.
-fn step(cx: &Ctx<'_>, c: &mut Conn, scratch: &mut [u8]) -> Result<(), Close> {
-    loop {
-        if c.out_pending() {
-            c.flush(cx.now)?;
-            if c.out_pending() {
-                return Ok(()); // wait until the client reads
-            }
-        }
-        if let Some(close) = c.closing.take() {
-            return Err(close);
-        }
-        if c.busy {
-            return Ok(());
-        }
-        // Frames left from an earlier read.
-        if c.start < c.end {
-            let mut rbuf = std::mem::take(&mut c.rbuf);
-            let (used, r) = answer(cx, c, &rbuf[c.start..c.end]);
-            c.start += used;
-            if c.start == c.end {
-                c.start = 0;
-                c.end = 0;
-                if rbuf.len() > SHRINK_ABOVE {
-                    rbuf = Vec::new();
-                }
-            }
-            c.rbuf = rbuf;
-            r?;
-            if used > 0 {
-                continue;
-            }
-        }
-        if !c.may_read {
-            return Ok(());
-        }
-        read(cx, c, scratch)?;
-    }
-}
-
-/// One read: into the scratch buffer (behind what is left of an unfinished frame) and answered
-/// from there, or, for a frame larger than the scratch buffer, into the connection's buffer.
-fn read(cx: &Ctx<'_>, c: &mut Conn, scratch: &mut [u8]) -> Result<(), Close> {
-    let need = c.head_frame_len(c.max_frame(cx.shared)).unwrap_or(0);
-    let have = c.end - c.start;
-    let got = if need > scratch.len() {
-        // A large frame: read it where it will stay.
-        if c.start > 0 {
-            c.rbuf.copy_within(c.start..c.end, 0);
-            c.end = have;
-            c.start = 0;
-        }
-        if c.rbuf.len() < need {
-            c.rbuf.resize(need, 0);
-        }
-        let n = read_some(c, None)?;
-        c.end += n;
-        n
-    } else {
-        scratch[..have].copy_from_slice(&c.rbuf[c.start..c.end]);
-        c.start = 0;
-        c.end = 0;
-        let n = match read_some(c, Some(&mut scratch[have..])) {
-            Ok(n) => n,
-            Err(e) => {
-                keep(c, &scratch[..have]);
-                return Err(e);
-            }
-        };
-        let (used, r) = answer(cx, c, &scratch[..have + n]);
-        keep(c, &scratch[used..have + n]);
-        r?;
-        n
-    };
-    if got > 0 {
-        c.active = cx.now;
-    }
-    Ok(())
-}
-
-/// Keeps `rest` (unanswered input) with the connection.
-fn keep(c: &mut Conn, rest: &[u8]) {
-    if rest.is_empty() {
-        if c.rbuf.len() > SHRINK_ABOVE {
-            c.rbuf = Vec::new();
-        }
-        return;
-    }
-    if c.rbuf.len() < rest.len() {
-        c.rbuf.resize(rest.len(), 0);
-    }
-    c.rbuf[..rest.len()].copy_from_slice(rest);
-    c.start = 0;
-    c.end = rest.len();
-}
-
-/// Reads into `buf` (or the free end of the connection's own buffer); 0 bytes: nothing now.
-fn read_some(c: &mut Conn, buf: Option<&mut [u8]>) -> Result<usize, Close> {
-    let buf = match buf {
-        Some(b) => b,
-        None => &mut c.rbuf[c.end..],
-    };
-    let asked = buf.len();
-    loop {
-        match c.io.read(buf) {
-            Ok(0) => return Err(Close::Eof),
-            Ok(n) => {
-                // metrics hook: `n` request bytes in
-                if c.io.drained(n, asked) {
-                    c.may_read = false;
-                }
-                return Ok(n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                c.may_read = false;
-                return Ok(0);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Close::Io(e)),
-        }
-    }
-}
-
 struct IoThread {
     shared: Arc<Shared>,
     pool: Arc<Pool>,
+    /// On a durable server, where held-back answers are committed.
+    committer: Option<Arc<Committer>>,
     poll: Poll,
     mailbox: Arc<Mailbox>,
     slots: Vec<Slot>,
@@ -548,30 +233,52 @@ impl IoThread {
             self.admit(nc, now);
         }
         let answers = std::mem::take(&mut *self.mailbox.answers.lock());
-        for (t, a) in answers {
-            let Some(i) = self.lookup(t) else { continue };
-            let Some(c) = self.slots[i].conn.as_mut() else {
+        for (t, mail) in answers {
+            let Some(c) = self.lookup(t).and_then(|i| self.slots[i].conn.as_mut()) else {
+                if let Mail::Offloaded(Some(Offloaded {
+                    opened: Some(s), ..
+                })) = mail
+                {
+                    // Its connection is gone: the session it opened loses that connection.
+                    let shared = self.shared.clone();
+                    self.pool.submit(Box::new(move || shared.leave(s)));
+                }
                 continue;
             };
-            c.busy = false;
-            c.job_gone = None;
-            c.active = now;
-            match a {
-                Some((out, r)) => {
-                    if c.closing.is_none() {
-                        c.wbuf.extend_from_slice(&out);
-                    }
-                    if let Err(close) = r {
-                        self.close(i, close, now);
-                        continue;
+            let i = t.0 & 0xFFFF_FFFF;
+            let end = match mail {
+                Mail::Committed(r) => {
+                    c.committing = false;
+                    c.commit_mark = c.commit_mark.min(c.wbuf.len());
+                    c.wlim = c.wlim.max(c.commit_mark);
+                    r.map_err(Close::NotDurable)
+                }
+                Mail::Offloaded(a) => {
+                    c.busy = false;
+                    c.job_gone = None;
+                    c.active = now;
+                    match a {
+                        Some(a) => {
+                            if c.guard.session.is_none() && a.opened.is_some() {
+                                c.guard.session = a.opened;
+                                c.greeted = true; // an offloaded hello
+                            }
+                            if c.closing.is_none() {
+                                c.wbuf.extend_from_slice(&a.out);
+                            }
+                            if !matches!(a.end, Err(Close::NotDurable(_))) {
+                                c.wlim = c.wbuf.len(); // the job committed the session
+                            }
+                            a.end
+                        }
+                        None => Err(Close::Panicked),
                     }
                 }
-                None => {
-                    self.close(i, Close::Panicked, now);
-                    continue;
-                }
+            };
+            match end {
+                Ok(()) => self.drive(i, now),
+                Err(close) => self.close(i, close, now),
             }
-            self.drive(i, now);
         }
     }
 
@@ -608,7 +315,6 @@ impl IoThread {
             }
         };
         tracing::debug!(%peer, "client connected");
-        // metrics hook: connection opened
         self.slots[i].conn = Some(Conn {
             io,
             peer,
@@ -618,6 +324,9 @@ impl IoThread {
             end: 0,
             wbuf: Vec::new(),
             woff: 0,
+            wlim: 0,
+            committing: false,
+            commit_mark: 0,
             greeted: false,
             hello_deadline: accepted + self.shared.config.limits.hello_timeout,
             active: now,
@@ -645,6 +354,7 @@ impl IoThread {
         let cx = Ctx {
             shared: &self.shared,
             pool: &self.pool,
+            committer: self.committer.as_deref(),
             mailbox: &self.mailbox,
             token,
             now,
@@ -660,6 +370,7 @@ impl IoThread {
 
     /// Ends connection `i`: at once, or after its last words are written.
     fn close(&mut self, i: usize, close: Close, now: Instant) {
+        let token = token_of(i, self.slots[i].generation);
         let Some(c) = self.slots[i].conn.as_mut() else {
             return;
         };
@@ -685,6 +396,15 @@ impl IoThread {
         }
         c.busy = false; // an offloaded answer that comes later is dropped
         c.closing = Some(close);
+        let cx = Ctx {
+            shared: &self.shared,
+            pool: &self.pool,
+            committer: self.committer.as_deref(),
+            mailbox: &self.mailbox,
+            token,
+            now,
+        };
+        seal(&cx, c);
         let r = c.flush(now);
         if let Err(e) = r {
             self.remove(i, &e);
@@ -709,8 +429,15 @@ impl IoThread {
         let _ = c.io.flush();
         let _ = self.poll.registry().deregister(c.io.socket());
         let _ = c.io.socket().shutdown(std::net::Shutdown::Both);
-        // metrics hook: connection closed (`why`)
-        drop(c); // its guard releases the session and the slot
+        let Conn { guard, .. } = c;
+        let shared = &self.shared;
+        if guard.session.is_some() && shared.is_durable() && shared.config.session_lease.is_zero()
+        {
+            // Its session ends with it, and that end is synced to the log: not here.
+            self.pool.submit(Box::new(move || drop(guard)));
+        } else {
+            drop(guard); // releases the session and the slot
+        }
         self.slots[i].generation = self.slots[i].generation.wrapping_add(1);
         self.free.push(i);
         self.live -= 1;

@@ -5,10 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use std::time::Duration;
+
 use farmem_server::{
-    AdminClient, AdminError, AdminStatus, HostReserve, Server, ServerConfig, ServerTls,
-    parse_duration, parse_size,
+    AdminClient, AdminError, AdminStatus, FileConfig, HostReserve, Server, ServerConfig,
+    ServerTls, SessionQuota, parse_duration, parse_size,
 };
+use farmem_store::error_chain as chain;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -47,6 +50,8 @@ struct Ctl {
 enum CtlAction {
     /// Show capacity, use and any shrink under way.
     Status,
+    /// Show server-wide figures: use, objects, sessions, connections, bytes written.
+    Stats,
     /// Take SIZE of capacity back: clients move the excess to other servers by the deadline.
     Shrink {
         /// How much to take back, e.g. 2GiB.
@@ -73,75 +78,126 @@ enum CtlAction {
     },
 }
 
+/// The serving flags. Each overrides the same key of `--config FILE`; a flag left out takes the
+/// file's value, else the default shown.
 #[derive(clap::Args, Debug)]
 struct Args {
+    /// Read settings from this TOML file (keys as the flags, with `_`: see
+    /// deploy/farmem-server.toml); flags given here override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Check the configuration (file and flags, token files readable) and exit: 0 when it is
+    /// valid, 2 otherwise. Binds nothing.
+    #[arg(long)]
+    check: bool,
     /// Address to listen on (port 0 picks a free port; the `listening on` line shows it).
-    #[arg(long, default_value = "127.0.0.1:7070")]
-    listen: SocketAddr,
-    /// Hard capacity: payload + per-object overhead, e.g. 512MiB, 8GiB.
-    #[arg(long, default_value = "8GiB", value_parser = size)]
-    capacity: u64,
+    /// [default: 127.0.0.1:7070]
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Hard capacity: payload + per-object overhead, e.g. 512MiB, 8GiB. [default: 8GiB]
+    #[arg(long, value_parser = size)]
+    capacity: Option<u64>,
     /// File holding a shared secret clients must present (surrounding whitespace ignored).
     #[arg(long)]
     token_file: Option<PathBuf>,
     /// File holding the operator secret `ctl` must present; without it admin requests are
-    /// refused. Kept apart from --token-file, which every client program holds.
+    /// refused (and every client's STATS shows the whole server). Kept apart from --token-file,
+    /// which every client program holds.
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
     /// Leave this much memory to the host: shrink when its MemAvailable falls below, grow back
     /// (up to --capacity) when it recovers, e.g. 4GiB.
     #[arg(long, value_parser = size)]
     host_reserve: Option<u64>,
-    /// How long clients get to move data away when the host runs short.
-    #[arg(long, default_value = "30s", value_parser = duration)]
-    host_reserve_deadline: std::time::Duration,
-    /// Most client connections open at once (further ones are refused).
-    #[arg(long, default_value_t = 16384, visible_alias = "threads")]
-    max_connections: usize,
-    /// Threads serving the connections (default: the cores, at most 8).
+    /// How long clients get to move data away when the host runs short. [default: 30s]
+    #[arg(long, value_parser = duration)]
+    host_reserve_deadline: Option<Duration>,
+    /// Most client connections open at once; further ones are refused. Each is a file
+    /// descriptor (the server raises its soft open-file limit to the hard one). [default: 16384]
+    #[arg(long, visible_alias = "threads")]
+    max_connections: Option<usize>,
+    /// Threads serving the connections, an epoll loop each (default: the cores, at most 8).
     #[arg(long)]
     io_threads: Option<usize>,
-    /// Threads running long requests: agent operations, shrinks (default: the cores, 2 to 8).
+    /// Threads running long requests: agent operations, server-to-server copies, shrinks
+    /// (default: the cores, 2 to 8).
     #[arg(long)]
     workers: Option<usize>,
-    /// Serve TLS with this PEM certificate chain (needs --tls-key); clients then need the CA.
-    #[arg(long, requires = "tls_key")]
+    /// Serve TLS with this PEM certificate chain (with --tls-key); clients then connect with
+    /// TLS and verify it against their CA. Without it: clear text, for trusted networks.
+    #[arg(long)]
     tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long)]
     tls_key: Option<PathBuf>,
-    /// Largest object accepted, e.g. 64MiB.
-    #[arg(long, default_value = "64MiB", value_parser = size)]
-    max_object: u64,
+    /// Largest object accepted, e.g. 64MiB. [default: 64MiB]
+    #[arg(long, value_parser = size)]
+    max_object: Option<u64>,
     /// Threads one large agent operation may use (default: the cores, at most 4).
     #[arg(long, env = "FARMEM_AGENT_THREADS")]
     agent_threads: Option<usize>,
     /// How long a disconnected client's session is kept for it to resume, e.g. 30s, 500ms.
-    #[arg(long, default_value = "30s", value_parser = duration)]
-    session_lease: std::time::Duration,
+    /// [default: 30s]
+    #[arg(long, value_parser = duration)]
+    session_lease: Option<Duration>,
     /// A connection must complete its hello within this time of being accepted (one deadline
-    /// for the whole hello, however slowly its bytes come).
-    #[arg(long, default_value = "10s", value_parser = duration)]
-    hello_timeout: std::time::Duration,
+    /// for the whole hello, however slowly its bytes come). [default: 10s]
+    #[arg(long, value_parser = duration)]
+    hello_timeout: Option<Duration>,
     /// Close an authenticated connection that sends nothing for this long (0: never). Clients
-    /// ping every 200 ms by default; the session itself stays for its lease.
-    #[arg(long, default_value = "10m", value_parser = duration)]
-    idle_timeout: std::time::Duration,
+    /// ping every 200 ms by default; the session itself stays for its lease. [default: 10m]
+    #[arg(long, value_parser = duration)]
+    idle_timeout: Option<Duration>,
     /// Disconnect a client that does not read its answers for this long (0: never).
-    #[arg(long, default_value = "30s", value_parser = duration)]
-    write_timeout: std::time::Duration,
+    /// [default: 30s]
+    #[arg(long, value_parser = duration)]
+    write_timeout: Option<Duration>,
     /// TCP keepalive: probe a silent connection after this long (then every 10 s, 6 probes),
-    /// so one whose host vanished is closed (0: off).
-    #[arg(long, default_value = "60s", value_parser = duration)]
-    keepalive: std::time::Duration,
-    /// Largest answer built for one request (batched gets, agent results); larger ones are
-    /// refused with `ResponseTooLarge`. At most 1GiB.
+    /// so one whose host vanished is closed (0: off). [default: 60s]
+    #[arg(long, value_parser = duration)]
+    keepalive: Option<Duration>,
+    /// Keep sessions and objects across restarts (kill -9 included) in this directory: a
+    /// write-ahead log plus snapshots. Without it the server keeps everything in memory only.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// With --data-dir: when a change is durable before it is acknowledged. `always`: synced
+    /// to disk (survives a host crash; one fdatasync per group commit); `none`: in the OS's
+    /// page cache (survives a crash of the server, not of the host).
+    #[arg(long, default_value = "always", value_parser = ["always", "none"])]
+    sync: String,
+    /// With --data-dir: most disk space the log may take, e.g. 20GiB; changes beyond it are
+    /// refused with a storage error until a snapshot frees log space (default: the disk).
+    #[arg(long, value_parser = size)]
+    log_limit: Option<u64>,
+    /// With --data-dir: take a snapshot (and drop the log before it) once the log exceeds
+    /// this and the data held.
     #[arg(long, default_value = "256MiB", value_parser = size)]
-    max_response: u64,
+    snapshot_after: u64,
+    /// Largest answer built for one request (batched gets, agent results); larger ones are
+    /// refused with `ResponseTooLarge`. At most 1GiB. [default: 256MiB]
+    #[arg(long, value_parser = size)]
+    max_response: Option<u64>,
+    /// Serve Prometheus metrics on http://ADDR/metrics, with /healthz and /readyz probes.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// Per-session quota: most bytes one session may hold (payload + overhead), e.g. 1GiB.
+    #[arg(long, value_parser = size)]
+    quota_bytes: Option<u64>,
+    /// Per-session quota: most objects one session may hold.
+    #[arg(long)]
+    quota_objects: Option<u64>,
+    /// Per-session quota: requests per second (gets, puts, patches, agent operations; pings
+    /// and frees are free). A request above the rate is refused with `QuotaExceeded` saying
+    /// when to retry.
+    #[arg(long)]
+    quota_rps: Option<u64>,
+    /// Requests a session may send at once above --quota-rps. [default: one second's worth]
+    #[arg(long)]
+    quota_burst: Option<u64>,
     /// Stop an agent operation that runs longer than this (0: never), answering it with a
-    /// typed time-limit error. An operation also stops when its client hangs up.
-    #[arg(long, default_value = "60s", value_parser = duration)]
-    agent_time_limit: std::time::Duration,
+    /// typed time-limit error. An operation also stops when its client hangs up. [default: 60s]
+    #[arg(long, value_parser = duration)]
+    agent_time_limit: Option<Duration>,
 }
 
 fn duration(s: &str) -> Result<std::time::Duration, String> {
@@ -173,16 +229,7 @@ fn load_tls(cert: &PathBuf, key: &PathBuf) -> Result<ServerTls, String> {
     let read =
         |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
     let (c, k) = (read(cert)?, read(key)?);
-    ServerTls::from_pem(&c, &k).map_err(|e| {
-        let mut msg = e.to_string();
-        let mut cause = std::error::Error::source(&e);
-        while let Some(c) = cause {
-            msg.push_str(": ");
-            msg.push_str(&c.to_string());
-            cause = c.source();
-        }
-        msg
-    })
+    ServerTls::from_pem(&c, &k).map_err(|e| chain(&e))
 }
 
 /// Raises the soft limit on open files to the hard limit: each connection is a descriptor.
@@ -229,32 +276,135 @@ fn ctl(c: &Ctl) -> ExitCode {
     };
     let admin = AdminClient::new(c.server.clone(), token);
     let r = match c.action {
-        CtlAction::Status => admin.status(),
-        CtlAction::Shrink { size, deadline } => admin.shrink(size, deadline),
-        CtlAction::Grow { size } => admin.grow(size),
-        CtlAction::Set { size, deadline } => admin.set(size, deadline),
+        CtlAction::Stats => admin.stats().map(|st| {
+            println!(
+                "used {} capacity {} objects {} sessions {} connections {} written {}",
+                st.used_bytes,
+                st.capacity_bytes,
+                st.objects,
+                st.sessions,
+                st.connections,
+                st.bytes_written
+            );
+        }),
+        CtlAction::Status => admin.status().map(|st| print_status(&st)),
+        CtlAction::Shrink { size, deadline } => {
+            admin.shrink(size, deadline).map(|st| print_status(&st))
+        }
+        CtlAction::Grow { size } => admin.grow(size).map(|st| print_status(&st)),
+        CtlAction::Set { size, deadline } => admin.set(size, deadline).map(|st| print_status(&st)),
     };
     match r {
-        Ok(st) => {
-            print_status(&st);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            let mut msg = e.to_string();
-            let mut cause = std::error::Error::source(&e);
-            while let Some(c) = cause {
-                msg.push_str(": ");
-                msg.push_str(&c.to_string());
-                cause = c.source();
-            }
-            eprintln!("error: {msg}");
-            ExitCode::from(match e {
-                AdminError::Incomplete { .. } => 3,
-                AdminError::Refused { .. } => 4,
-                _ => 1,
-            })
-        }
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => ctl_failed(&e),
     }
+}
+
+/// Reports a failed `ctl` request; the exit code says why.
+fn ctl_failed(e: &AdminError) -> ExitCode {
+    eprintln!("error: {}", chain(e));
+    ExitCode::from(match e {
+        AdminError::Incomplete { .. } => 3,
+        AdminError::Refused { .. } => 4,
+        _ => 1,
+    })
+}
+
+fn configure(args: &Args) -> Result<ServerConfig, ExitCode> {
+    let file = match &args.config {
+        Some(p) => match FileConfig::load(p) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: {}: {}", p.display(), chain(&e));
+                return Err(ExitCode::from(2));
+            }
+        },
+        None => FileConfig::default(),
+    };
+    let token = read_token(args.token_file.as_ref().or(file.token_file.as_ref()))?;
+    let admin_token = read_token(
+        args.admin_token_file
+            .as_ref()
+            .or(file.admin_token_file.as_ref()),
+    )?;
+    let usage = |m: &str| {
+        eprintln!("error: {m}");
+        ExitCode::from(2)
+    };
+    let max_object = args.max_object.or(file.max_object).unwrap_or(64 << 20);
+    let max_object =
+        u32::try_from(max_object).map_err(|_| usage("max_object must be below 4GiB"))?;
+    let max_response = args.max_response.or(file.max_response).unwrap_or(256 << 20);
+    let max_response =
+        u32::try_from(max_response).map_err(|_| usage("max_response must be at most 1GiB"))?;
+    let pick = |flag: Option<Duration>, file: Option<Duration>, default: u64| {
+        flag.or(file).unwrap_or(Duration::from_secs(default))
+    };
+    let mut config = ServerConfig {
+        listen: args
+            .listen
+            .or(file.listen)
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7070))),
+        capacity: args.capacity.or(file.capacity).unwrap_or(8 << 30),
+        token,
+        admin_token,
+        host_reserve: args
+            .host_reserve
+            .or(file.host_reserve)
+            .map(|r| HostReserve {
+                deadline: pick(args.host_reserve_deadline, file.host_reserve_deadline, 30),
+                ..HostReserve::new(r)
+            }),
+        max_connections: args
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(16384),
+        session_lease: pick(args.session_lease, file.session_lease, 30),
+        metrics: args.metrics.or(file.metrics),
+        quota: SessionQuota {
+            bytes: args.quota_bytes.or(file.quota.bytes),
+            objects: args.quota_objects.or(file.quota.objects),
+            requests_per_second: args.quota_rps.or(file.quota.requests_per_second),
+            burst: args.quota_burst.or(file.quota.burst),
+        },
+        ..ServerConfig::default()
+    };
+    if let Some(n) = args.agent_threads.or(file.agent_threads) {
+        config.agent_threads = n.max(1);
+    }
+    if let Some(n) = args.io_threads.or(file.io_threads) {
+        config.io_threads = n;
+    }
+    if let Some(n) = args.workers.or(file.workers) {
+        config.workers = n;
+    }
+    let tls_cert = args.tls_cert.as_ref().or(file.tls_cert.as_ref());
+    let tls_key = args.tls_key.as_ref().or(file.tls_key.as_ref());
+    match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => config.tls = Some(load_tls(cert, key).map_err(|m| usage(&m))?),
+        (None, None) => {}
+        _ => return Err(usage("tls_cert and tls_key go together")),
+    }
+    let l = &mut config.limits;
+    l.max_object = max_object;
+    l.max_response = max_response;
+    l.hello_timeout = pick(args.hello_timeout, file.hello_timeout, 10);
+    l.idle_timeout = pick(args.idle_timeout, file.idle_timeout, 600);
+    l.write_timeout = pick(args.write_timeout, file.write_timeout, 30);
+    l.keepalive = pick(args.keepalive, file.keepalive, 60);
+    l.agent_time_limit = pick(args.agent_time_limit, file.agent_time_limit, 60);
+    l.max_frame = max_object.saturating_add(4096);
+    if let Some(dir) = &args.data_dir {
+        let mut d = farmem_store::DurableConfig::new(dir);
+        if args.sync == "none" {
+            d.sync = farmem_store::SyncPolicy::None;
+        }
+        d.log_limit = args.log_limit.unwrap_or(u64::MAX);
+        d.snapshot_min_log = args.snapshot_after;
+        config.durable = Some(d);
+    }
+    config.validate().map_err(|e| usage(&e.to_string()))?;
+    Ok(config)
 }
 
 fn main() -> ExitCode {
@@ -269,63 +419,31 @@ fn main() -> ExitCode {
     if let Some(Cmd::Ctl(c)) = &cli.cmd {
         return ctl(c);
     }
-    let args = cli.serve;
-    let token = match read_token(args.token_file.as_ref()) {
-        Ok(t) => t,
+    let config = match configure(&cli.serve) {
+        Ok(c) => c,
         Err(code) => return code,
     };
-    let admin_token = match read_token(args.admin_token_file.as_ref()) {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
-    let Ok(max_object) = u32::try_from(args.max_object) else {
-        eprintln!("error: --max-object must be below 4GiB");
-        return ExitCode::from(2);
-    };
-    let mut config = ServerConfig {
-        listen: args.listen,
-        capacity: args.capacity,
-        token,
-        admin_token,
-        host_reserve: args.host_reserve.map(|r| HostReserve {
-            deadline: args.host_reserve_deadline,
-            ..HostReserve::new(r)
-        }),
-        max_connections: args.max_connections,
-        session_lease: args.session_lease,
-        ..ServerConfig::default()
-    };
-    if let Some(n) = args.io_threads {
-        config.io_threads = n;
-    }
-    if let Some(n) = args.workers {
-        config.workers = n;
-    }
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        match load_tls(cert, key) {
-            Ok(t) => config.tls = Some(t),
-            Err(msg) => {
-                eprintln!("error: {msg}");
-                return ExitCode::from(2);
-            }
+    if cli.serve.check {
+        if config.admin_token.is_none() {
+            eprintln!(
+                "warning: no admin token: `ctl` is refused and every client's STATS shows the \
+                 whole server"
+            );
         }
+        println!(
+            "configuration ok: listen {} capacity {} max_connections {} tls {} metrics {} \
+             quota {:?}",
+            config.listen,
+            config.capacity,
+            config.max_connections,
+            if config.tls.is_some() { "on" } else { "off" },
+            config
+                .metrics
+                .map_or_else(|| "off".to_string(), |a| a.to_string()),
+            config.quota
+        );
+        return ExitCode::SUCCESS;
     }
-    raise_fd_limit();
-    if let Some(n) = args.agent_threads {
-        config.agent_threads = n.max(1);
-    }
-    let Ok(max_response) = u32::try_from(args.max_response) else {
-        eprintln!("error: --max-response must be at most 1GiB");
-        return ExitCode::from(2);
-    };
-    config.limits.max_object = max_object;
-    config.limits.max_response = max_response;
-    config.limits.agent_time_limit = args.agent_time_limit;
-    config.limits.hello_timeout = args.hello_timeout;
-    config.limits.idle_timeout = args.idle_timeout;
-    config.limits.write_timeout = args.write_timeout;
-    config.limits.keepalive = args.keepalive;
-    config.limits.max_frame = max_object.saturating_add(4096);
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {
         Ok(s) => s,
         Err(e) => {
@@ -333,14 +451,19 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    raise_fd_limit();
     let server = match Server::start(config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", chain(&e));
             return ExitCode::from(1);
         }
     };
+    // The first line is what scripts and tests wait for.
     println!("listening on {}", server.addr());
+    if let Some(m) = server.metrics_addr() {
+        println!("metrics on http://{m}/metrics");
+    }
     // `forever` yields only signals (it retries interrupted waits), so `None` cannot happen.
     let sig = signals.forever().next();
     tracing::info!(signal = ?sig, "shutting down");

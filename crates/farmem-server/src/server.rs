@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use farmem_proto::{ErrorCode, Op, ServerStats, encode_error};
 use parking_lot::{Condvar, Mutex};
 
-use farmem_store::{Budget, OBJECT_OVERHEAD, Session};
+use farmem_store::{Budget, Durable, LogError, OBJECT_OVERHEAD, Session};
 
 use crate::capacity::Capacity;
 use crate::conn::ConnGuard;
 use crate::evloop::{Mailbox, NewConn};
+use crate::commit::Committer;
 use crate::workers::Pool;
 use crate::{HostReserve, ServerConfig, ServerError};
 
@@ -45,6 +46,9 @@ pub(crate) struct Shared {
     /// Connections open (accepted and not yet closed).
     open: AtomicUsize,
     shutting_down: AtomicBool,
+    /// The data directory, on a durable server.
+    durable: Option<Durable>,
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
@@ -52,8 +56,16 @@ impl Shared {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
+    /// Whether this server keeps a data directory (its sessions' answers wait for the log).
+    pub(crate) fn is_durable(&self) -> bool {
+        self.durable.is_some()
+    }
+
     /// A new session with one connection attached, and its resume secret.
-    pub(crate) fn new_session(&self) -> (Arc<Session>, u64) {
+    ///
+    /// # Errors
+    /// On a durable server, [`LogError`] when the session cannot be logged.
+    pub(crate) fn new_session(&self) -> Result<(Arc<Session>, u64), LogError> {
         let mut map = self.sessions.lock();
         let key = loop {
             let k = random_key();
@@ -67,20 +79,11 @@ impl Shared {
                 break k;
             }
         };
-        let max_object = u64::from(self.config.limits.max_object);
-        let max_response = self.config.limits.max_response as usize;
-        let s = Arc::new(
-            Session::new(
-                key,
-                self.budget.clone(),
-                max_object,
-                self.config.agent_threads,
-            )
-            .with_max_response(max_response)
-            .with_agent_time_limit(
-                Some(self.config.limits.agent_time_limit).filter(|d| !d.is_zero()),
-            ),
-        );
+        let s = make_session(&self.config, &self.budget, key);
+        let s = match &self.durable {
+            Some(d) => d.open_session(s, secret)?,
+            None => Arc::new(s),
+        };
         map.insert(
             key,
             Entry {
@@ -90,7 +93,16 @@ impl Shared {
                 idle_since: None,
             },
         );
-        (s, secret)
+        Ok((s, secret))
+    }
+
+    /// Logs the end of session `key` on a durable server (so a restart does not rebuild it).
+    fn forget(&self, key: u64) {
+        if let Some(d) = &self.durable
+            && let Err(e) = d.close_session(key)
+        {
+            tracing::warn!(session = key, error = %e, "the end of a session could not be logged");
+        }
     }
 
     /// Attaches a connection to session `key` if `secret` is its resume secret.
@@ -120,6 +132,7 @@ impl Shared {
             if lease.is_zero() {
                 let gone = map.remove(&key);
                 drop(map);
+                self.forget(key);
                 drop(gone);
                 tracing::debug!(session = key, "session ended, its objects are freed");
             } else {
@@ -133,6 +146,9 @@ impl Shared {
     /// connections still attached to it close.
     pub(crate) fn close(&self, key: u64) {
         let gone = self.sessions.lock().remove(&key);
+        if gone.is_some() {
+            self.forget(key);
+        }
         drop(gone);
         tracing::debug!(session = key, "session closed by its client");
     }
@@ -164,6 +180,7 @@ impl Shared {
         let gone: Vec<Entry> = expired.iter().filter_map(|k| map.remove(k)).collect();
         drop(map);
         for e in &gone {
+            self.forget(e.session.key);
             tracing::info!(
                 session = e.session.key,
                 objects = e.session.ns.len(),
@@ -185,6 +202,19 @@ impl Shared {
             ..ServerStats::default()
         }
     }
+}
+
+/// A fresh session under `config`'s limits.
+fn make_session(config: &ServerConfig, budget: &Arc<Budget>, key: u64) -> Session {
+    Session::new(
+        key,
+        budget.clone(),
+        u64::from(config.limits.max_object),
+        config.agent_threads,
+    )
+    .with_max_response(config.limits.max_response as usize)
+    .with_agent_time_limit(Some(config.limits.agent_time_limit).filter(|d| !d.is_zero()))
+    .with_quota(&config.quota)
 }
 
 /// An unguessable session key (SipHash keyed from the OS's randomness).
@@ -212,62 +242,68 @@ impl Server {
     /// server.shutdown();
     /// ```
     ///
+    /// With [`ServerConfig::durable`], the sessions of the data directory are rebuilt first
+    /// (each kept for a fresh lease for its client to resume).
+    ///
     /// # Errors
     /// [`ServerError::Bind`] if the address cannot be bound, [`ServerError::Config`] for
-    /// inconsistent limits.
+    /// inconsistent limits, [`ServerError::Durable`] when the data directory cannot be used.
     pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
-        if config.max_connections == 0 || config.io_threads == 0 || config.workers == 0 {
-            return Err(ServerError::Config(
-                "max_connections, io_threads and workers must be at least 1".into(),
-            ));
-        }
-        if config.limits.hello_timeout.is_zero() {
-            return Err(ServerError::Config("hello_timeout must be positive".into()));
-        }
-        let longest_token = config
-            .token
-            .iter()
-            .chain(&config.admin_token)
-            .map(Vec::len)
-            .max()
-            .unwrap_or(0);
-        if longest_token + 64 > config.limits.max_hello_frame as usize {
-            return Err(ServerError::Config(
-                "max_hello_frame must exceed the longest token by at least 64 bytes".into(),
-            ));
-        }
-        if config.limits.max_response > farmem_proto::MAX_FRAME_BODY {
-            return Err(ServerError::Config("max_response is at most 1 GiB".into()));
-        }
-        if config.limits.max_object as u64 + 64 > u64::from(config.limits.max_frame) {
-            return Err(ServerError::Config(
-                "max_frame must exceed max_object by at least 64 bytes".into(),
-            ));
-        }
+        config.validate()?;
+        let budget = Arc::new(Budget::new(config.capacity));
+        let mut sessions = HashMap::new();
+        let durable = match &config.durable {
+            Some(dc) => {
+                let make = |key| make_session(&config, &budget, key);
+                let (d, recovered) = Durable::open(dc.clone(), &make)?;
+                let now = Instant::now();
+                for (session, secret) in recovered.sessions {
+                    let e = Entry {
+                        session,
+                        secret,
+                        conns: 0,
+                        idle_since: Some(now),
+                    };
+                    sessions.insert(e.session.key, e);
+                }
+                Some(d)
+            }
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen).map_err(|source| ServerError::Bind {
             addr: config.listen,
             source,
         })?;
         let addr = listener.local_addr()?;
-        let budget = Arc::new(Budget::new(config.capacity));
         let shared = Arc::new(Shared {
             capacity: Capacity::new(budget.clone()),
             budget,
             config,
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(sessions),
+            durable,
             reaper_wake: Condvar::new(),
             open: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
+            metrics: crate::metrics::Metrics::default(),
         });
+        if let Some(at) = shared.config.metrics {
+            crate::http::spawn(&shared, at)?;
+        }
         let (pool, _workers) = Pool::start(shared.config.workers)?;
         let mut io = IoThreads {
             shared: shared.clone(),
             pool,
+            committer: None,
             mailboxes: Vec::new(),
             threads: Vec::new(),
         };
+        if shared.is_durable() {
+            io.committer = Some(Committer::start()?);
+        }
+        let committer = io.committer.as_ref().map(|c| c.0.clone());
         for i in 0..shared.config.io_threads {
-            let (mailbox, thread) = crate::evloop::spawn(shared.clone(), io.pool.clone(), i)?;
+            let (mailbox, thread) =
+                crate::evloop::spawn(shared.clone(), io.pool.clone(), committer.clone(), i)?;
             io.mailboxes.push(mailbox);
             io.threads.push(thread);
         }
@@ -376,6 +412,8 @@ fn host_loop(shared: &Shared, hr: &HostReserve) {
 struct IoThreads {
     shared: Arc<Shared>,
     pool: Arc<Pool>,
+    /// On a durable server, the committer and its thread.
+    committer: Option<(Arc<Committer>, JoinHandle<()>)>,
     mailboxes: Vec<Arc<Mailbox>>,
     /// The I/O threads (workers are not waited for: agent work may run long).
     threads: Vec<JoinHandle<()>>,
@@ -383,7 +421,8 @@ struct IoThreads {
 
 impl IoThreads {
     /// Tells every I/O thread to close its connections (each client is told `ShuttingDown`),
-    /// waits for them, and lets the workers go once their current job is done.
+    /// waits for them, stops the committer, and lets the workers go once their current job is
+    /// done.
     fn stop(&mut self) {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
         for m in &self.mailboxes {
@@ -393,6 +432,10 @@ impl IoThreads {
             let _ = t.join();
         }
         self.pool.stop();
+        if let Some((c, t)) = self.committer.take() {
+            c.stop();
+            let _ = t.join();
+        }
     }
 }
 
@@ -442,7 +485,6 @@ fn accept_loop(listener: TcpListener, shared: &Arc<Shared>, mailboxes: &[Arc<Mai
             tracing::debug!(%peer, error = %e, "cannot set up a new connection");
             continue;
         }
-        // metrics hook: connection accepted
         mailboxes[next % mailboxes.len()].hand_over(NewConn {
             stream,
             peer,
@@ -475,6 +517,11 @@ impl ServerHandle {
     /// The address the server listens on (with the real port when 0 was asked for).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the metrics and health endpoint listens (`ServerConfig::metrics`), if it does.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.shared.metrics.addr.get().copied()
     }
 
     /// Server-wide space accounting (session fields are zero).
@@ -550,7 +597,7 @@ mod tests {
         let (conn, _) = listener.accept().unwrap();
         assert!(shared.admit());
         assert_eq!(shared.stats().connections, 1);
-        let (session, _) = shared.new_session();
+        let (session, _) = shared.new_session().unwrap();
         let key = session.key;
         let guard = ConnGuard {
             shared: shared.clone(),

@@ -14,7 +14,7 @@ use farmem::backend::PoolBackend;
 use farmem::backend::pool::MemberState;
 use farmem::containers::{FarHashMap, FarVec, HashMapConfig};
 use farmem::paging::{self, PagedRegion, PagingConfig};
-use farmem::{BackendConfig, Runtime, RuntimeConfig};
+use farmem::{Backend, BackendConfig, Runtime, RuntimeConfig};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngExt, SeedableRng};
 use support::ServerProc;
@@ -315,5 +315,40 @@ fn a_hot_hash_map_table_regains_its_second_copy_while_written() {
     );
     for k in 0..20_000 {
         assert_eq!(map.get(&k).unwrap(), Some(value(k)), "key {k}");
+    }
+}
+
+/// A member that holds nothing gets no request that could fail, yet its death is noticed (its
+/// transport's periodic statistics fail once its server is declared down), so the pool stops
+/// counting on it for new copies.
+#[test]
+fn a_killed_server_holding_nothing_is_noticed() {
+    let mut servers: Vec<ServerProc> = (0..3).map(|_| ServerProc::start(&[])).collect();
+    let pool = pool_of(&servers);
+    pool.put(1, b"one object, two copies").unwrap();
+    let empty = pool
+        .members()
+        .iter()
+        .position(|m| m.objects == 0)
+        .expect("a member without a copy");
+    servers[empty].kill9();
+    let t0 = Instant::now();
+    while pool.members()[empty].state == MemberState::Live {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the death of an empty member went unnoticed: {:?}",
+            pool.members()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // New objects go to the live members only.
+    for id in 2..50u64 {
+        pool.put(id, &id.to_le_bytes()).unwrap();
+        let at = pool.locations(id).unwrap();
+        assert_eq!(at.len(), 2);
+        assert!(
+            at.iter().all(|m| m.0 != empty),
+            "{id} placed on the dead member"
+        );
     }
 }

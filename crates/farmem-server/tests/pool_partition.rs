@@ -210,7 +210,10 @@ fn partition(cut: Cut) {
     // The rejoined server answers directly too.
     let probe = 0xfeed_0000_0000_0001;
     again.put(probe, b"healed").unwrap();
-    assert_eq!(again.get(probe).unwrap(), b"healed");
+    assert_eq!(
+        support::pool::read_member(&again, probe).unwrap(),
+        b"healed"
+    );
     assert!(matches!(
         members[behind.0].get(probe),
         Err(BackendError::ServerDown { .. })

@@ -1,6 +1,6 @@
 //! Sessions outlive connections: a reset connection resumes its session with nothing lost, a
 //! crashed client's objects are freed when its lease runs out, a clean exit frees them at once,
-//! and a forged resume is refused.
+//! a forged resume is refused, and no client can reach another session's objects.
 
 mod support;
 
@@ -223,4 +223,36 @@ fn forged_resumes_are_refused_and_lose_nothing() {
     let joined = raw_hello(&server.addr, first.session, first.resume).unwrap();
     assert_eq!(joined.session, first.session);
     assert_eq!(b.get(1).unwrap(), b"mine");
+}
+
+#[test]
+fn no_client_reaches_another_sessions_objects() {
+    let server = ServerProc::start(&[]);
+    let a = TcpBackend::connect(TcpConfig::new([server.addr.as_str()])).unwrap();
+    let b = TcpBackend::connect(TcpConfig::new([server.addr.as_str()])).unwrap();
+    a.put(1, b"a's").unwrap();
+    let table = HtPutArgs {
+        table: 9,
+        return_old: false,
+        entries: vec![(b"k".to_vec(), b"a's".to_vec())],
+    };
+    a.compute(9, op::HT_PUT, &table.encode()).unwrap();
+    // The same ids name nothing in another session: not found, and its writes, patches, frees
+    // and table drops change only its own objects.
+    assert!(matches!(b.get(1), Err(farmem::BackendError::NotFound(1))));
+    assert!(matches!(
+        b.patch(1, &[(0, &b"x"[..])]),
+        Err(farmem::BackendError::NotFound(1))
+    ));
+    b.free(&[1]).unwrap();
+    b.put(1, b"b's").unwrap();
+    b.compute(9, op::HT_DROP, &9u64.encode()).unwrap();
+    assert_eq!(a.get(1).unwrap(), b"a's");
+    assert_eq!(b.get(1).unwrap(), b"b's");
+    let len = a.compute(9, op::HT_LEN, &9u64.encode()).unwrap();
+    assert_eq!(u64::decode(&len).unwrap(), 1);
+    // Joining a's session takes its secret (see `forged_resumes_are_refused_and_lose_nothing`);
+    // two sessions, each with its own objects.
+    assert_eq!(a.server_stats().unwrap()[0].sessions, 2);
+    assert_eq!(a.server_stats().unwrap()[0].objects, 2);
 }

@@ -106,15 +106,7 @@ impl Running<'_> {
     /// Records `answer` (the encoded answer frame) for request id of this claim.
     pub fn finish(mut self, answer: &[u8]) {
         self.done = true;
-        let entry = if answer.len() > MAX_KEPT_ANSWER.min(self.dedup.max_bytes) {
-            Entry::Unkept
-        } else if answer.len() <= INLINE {
-            let mut a = [0u8; INLINE];
-            a[..answer.len()].copy_from_slice(answer);
-            Entry::Inline(answer.len() as u8, a)
-        } else {
-            Entry::Done(answer.into())
-        };
+        let entry = self.dedup.entry_for(answer);
         self.dedup.settle(self.id, entry, self.account);
     }
 
@@ -193,6 +185,56 @@ impl Dedup {
             id,
             done: false,
         })
+    }
+
+    /// The entry that keeps `answer` (or records that it was not kept).
+    fn entry_for(&self, answer: &[u8]) -> Entry {
+        if answer.len() > MAX_KEPT_ANSWER.min(self.max_bytes) {
+            Entry::Unkept
+        } else if answer.len() <= INLINE {
+            let mut a = [0u8; INLINE];
+            a[..answer.len()].copy_from_slice(answer);
+            Entry::Inline(answer.len() as u8, a)
+        } else {
+            Entry::Done(answer.into())
+        }
+    }
+
+    /// Remembers `answer` for request id `id` as if it had just run (recovery of a durable
+    /// server); an empty answer records the id as run without a kept answer. An id already
+    /// remembered is left as it is.
+    pub(crate) fn restore(&self, id: u64, answer: &[u8], account: &Namespace) {
+        let mut w = self.window.lock();
+        if w.map.contains_key(&id) {
+            return;
+        }
+        w.map.insert(id, Entry::Running);
+        w.order.push_back(id);
+        drop(w);
+        let entry = if answer.is_empty() {
+            Entry::Unkept
+        } else {
+            self.entry_for(answer)
+        };
+        self.settle(id, entry, account);
+    }
+
+    /// Calls `f` with every finished request id and its kept answer (empty when not kept),
+    /// oldest first.
+    pub(crate) fn for_each(
+        &self,
+        mut f: impl FnMut(u64, &[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let w = self.window.lock();
+        for id in &w.order {
+            match w.map.get(id) {
+                Some(Entry::Done(a)) => f(*id, a)?,
+                Some(Entry::Inline(n, a)) => f(*id, &a[..usize::from(*n)])?,
+                Some(Entry::Unkept) => f(*id, &[])?,
+                Some(Entry::Running) | None => {}
+            }
+        }
+        Ok(())
     }
 
     fn settle(&self, id: u64, mut entry: Entry, account: &Namespace) {

@@ -31,4 +31,26 @@ pub enum StoreError {
         /// The limit.
         limit: u64,
     },
+    /// The change could not be logged (durable servers only); nothing was changed.
+    #[error("the change was not made: {0}")]
+    Log(#[from] crate::durable::LogError),
+    /// A per-session quota (bytes or objects) set by the operator would be exceeded; nothing
+    /// was changed.
+    #[error("session quota of {limit} {} exceeded (would hold {wanted})", kind.name())]
+    QuotaExceeded {
+        /// Which quota.
+        kind: farmem_proto::QuotaKind,
+        /// The limit.
+        limit: u64,
+        /// What the session would have held.
+        wanted: u64,
+    },
+    /// The session asks faster than its request-rate quota; the request was not run.
+    #[error("session request rate above its quota of {limit}/s; retry in {retry_after_ms} ms")]
+    RateLimited {
+        /// Requests per second allowed.
+        limit: u64,
+        /// Milliseconds until a request will be accepted again.
+        retry_after_ms: u64,
+    },
 }

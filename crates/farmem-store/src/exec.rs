@@ -8,13 +8,15 @@ use farmem_proto::{
 };
 
 use farmem_kernels::{Interrupt, KernelError};
+use farmem_proto::agent::op as agent_op;
 
 use crate::agent::{self, AgentError, AgentErrorCode};
 use crate::dedup::Claim;
 use crate::{Session, Stop, StoreError};
 
-/// Encodes `e` as the error answer to request `req_id`.
-pub(crate) fn encode_store_error(wbuf: &mut Vec<u8>, op: Op, req_id: u64, e: &StoreError) {
+/// Encodes `e` as the error answer to request `req_id` (the TCP server uses it for errors it
+/// finds before running a request, such as a session over its request rate).
+pub fn encode_store_error(wbuf: &mut Vec<u8>, op: Op, req_id: u64, e: &StoreError) {
     let (code, d) = match *e {
         StoreError::NotFound(id) => (ErrorCode::NotFound, [id, 0, 0]),
         StoreError::OutOfCapacity { needed, available } => {
@@ -26,6 +28,25 @@ pub(crate) fn encode_store_error(wbuf: &mut Vec<u8>, op: Op, req_id: u64, e: &St
             actual,
         } => (ErrorCode::SizeMismatch, [id, expected, actual]),
         StoreError::TooLarge { size, limit } => (ErrorCode::TooLarge, [size, limit, 0]),
+        StoreError::Log(l) => {
+            let needed = match l {
+                crate::LogError::DiskFull { needed } => needed,
+                _ => 0,
+            };
+            (ErrorCode::StorageFailed, [needed, 0, 0])
+        }
+        StoreError::QuotaExceeded {
+            kind,
+            limit,
+            wanted,
+        } => (ErrorCode::QuotaExceeded, [kind as u64, limit, wanted]),
+        StoreError::RateLimited {
+            limit,
+            retry_after_ms,
+        } => (
+            ErrorCode::QuotaExceeded,
+            [farmem_proto::QuotaKind::Rate as u64, limit, retry_after_ms],
+        ),
     };
     encode_error(wbuf, op, req_id, code, d, &e.to_string());
 }
@@ -57,14 +78,19 @@ fn encode_agent_error(wbuf: &mut Vec<u8>, req_id: u64, e: &AgentError) {
         AgentError::UnknownOp(_) => compute(AgentErrorCode::UnknownOp),
         AgentError::Malformed(_) => compute(AgentErrorCode::Malformed),
     };
+    encode_error(wbuf, Op::Compute, req_id, code, d, &error_chain(e));
+}
+
+/// `e` and its causes, one message (`: `-separated).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
-    let mut cause = std::error::Error::source(e);
+    let mut cause = e.source();
     while let Some(c) = cause {
         msg.push_str(": ");
         msg.push_str(&c.to_string());
         cause = c.source();
     }
-    encode_error(wbuf, Op::Compute, req_id, code, d, &msg);
+    msg
 }
 
 /// Executes `req` (request id `rid`) against `session` and appends its answer, one frame, to
@@ -113,6 +139,9 @@ fn execute(
             let start = wbuf.len();
             if execute_once(session, req, rid, wbuf, gone) {
                 running.finish(&wbuf[start..]);
+                if let Some(j) = session.ns.journal() {
+                    j.answer(rid, &wbuf[start..]);
+                }
             } else {
                 running.forget();
             }
@@ -202,12 +231,10 @@ fn execute_once(
                 Err(e) => encode_store_error(wbuf, op, rid, &e),
             }
         }
-        Request::Free { ids } => {
-            for id in ids.iter() {
-                ns.free(id);
-            }
-            Response::Done.encode(wbuf, op, rid);
-        }
+        Request::Free { ids } => match ids.iter().try_for_each(|id| ns.try_free(id).map(drop)) {
+            Ok(()) => Response::Done.encode(wbuf, op, rid),
+            Err(e) => encode_store_error(wbuf, op, rid, &e),
+        },
         Request::Ping | Request::CloseSession => Response::Done.encode(wbuf, op, rid),
         Request::Admin { .. } => {
             let msg = "admin requests are answered by the server, not a session";
@@ -220,6 +247,20 @@ fn execute_once(
                 ..Default::default()
             };
             Response::Stats(st).encode(wbuf, op, rid);
+        }
+        Request::Compute { op: aop, args, .. } if *aop == agent_op::OBJ_PUSH => {
+            match crate::push::push(ns, &session.pushes, args) {
+                Ok(out) => Response::Data(&out).encode(wbuf, op, rid),
+                Err(e) => {
+                    tracing::debug!(error = %e, "a server-to-server push failed");
+                    let code = match &e {
+                        crate::PushError::Args(_) => AgentErrorCode::Malformed,
+                        _ => AgentErrorCode::Invalid,
+                    };
+                    let msg = error_chain(&e);
+                    encode_error(wbuf, op, rid, ErrorCode::Compute, [code as u64, 0, 0], &msg);
+                }
+            }
         }
         Request::Compute { op: aop, args, .. } => {
             let mut stop = Stop::after(session.agent_time_limit);

@@ -1,9 +1,10 @@
 //! The storage engine of a farmem memory server: namespaces of byte objects charged against a
 //! shared [`Budget`], client [`Session`]s, the remote [`agent`] and the execution of requests.
 //!
-//! It has no I/O of its own: `farmem-server` wraps it in a TCP shell, and the client library's
-//! embedded store runs it in-process, so both enforce capacity, apply patches and run agent
-//! operations the same way.
+//! It has no I/O of its own (but for the outbound connection of a server-to-server copy,
+//! [`agent::op::OBJ_PUSH`](farmem_proto::agent::op::OBJ_PUSH)): `farmem-server` wraps it in a TCP
+//! shell, and the client library's embedded store runs it in-process, so both enforce capacity,
+//! apply patches and run agent operations the same way.
 //!
 //!
 //! ```
@@ -24,17 +25,23 @@
 pub mod agent;
 mod budget;
 pub mod dedup;
+pub mod durable;
 mod error;
 mod exec;
 mod namespace;
+mod push;
+mod quota;
 mod session;
 mod slab;
 mod stop;
 
 pub use budget::Budget;
 pub use dedup::Dedup;
+pub use durable::{Durable, DurableConfig, DurableError, LogError, SyncPolicy};
 pub use error::StoreError;
-pub use exec::{execute_request, execute_request_watched};
+pub use exec::{encode_store_error, error_chain, execute_request, execute_request_watched};
 pub use namespace::{Namespace, OBJECT_OVERHEAD};
+pub use push::{PushConnections, PushError};
+pub use quota::{SessionQuota, is_rate_limited};
 pub use session::{Session, StoreContext};
 pub use stop::Stop;

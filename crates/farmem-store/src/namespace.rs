@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use crate::durable::Journal;
+use crate::durable::record::{self, Record};
 use crate::slab::Slabs;
 use crate::{Budget, StoreError};
 
@@ -35,6 +37,12 @@ pub struct Namespace {
     max_object: u64,
     used: AtomicU64,
     objects: AtomicU64,
+    /// Logs every change (durable servers only).
+    journal: Option<Journal>,
+    /// Per-session quota on `used` (`u64::MAX`: none).
+    quota_bytes: u64,
+    /// Per-session quota on `objects` (`u64::MAX`: none).
+    quota_objects: u64,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -59,7 +67,72 @@ impl Namespace {
             max_object,
             used: AtomicU64::new(0),
             objects: AtomicU64::new(0),
+            journal: None,
+            quota_bytes: u64::MAX,
+            quota_objects: u64::MAX,
         }
+    }
+
+    /// Limits what this namespace may hold (`None`: no limit): a charge above either limit
+    /// fails with [`StoreError::QuotaExceeded`] and changes nothing.
+    pub fn with_quota(mut self, bytes: Option<u64>, objects: Option<u64>) -> Self {
+        self.quota_bytes = bytes.unwrap_or(u64::MAX);
+        self.quota_objects = objects.unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Takes `add - release` bytes (and a new object if `new_object`) from the quota, or
+    /// fails changing nothing. Undone by [`Namespace::unreserve`].
+    fn reserve(&self, add: u64, release: u64, new_object: bool) -> Result<(), StoreError> {
+        let limit = self.quota_bytes;
+        let r = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                let next = u.saturating_sub(release).saturating_add(add);
+                (add <= release || next <= limit).then_some(next)
+            });
+        if let Err(u) = r {
+            return Err(StoreError::QuotaExceeded {
+                kind: farmem_proto::QuotaKind::Bytes,
+                limit,
+                wanted: u.saturating_sub(release).saturating_add(add),
+            });
+        }
+        if new_object {
+            let limit = self.quota_objects;
+            let r = self
+                .objects
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < limit).then_some(n + 1)
+                });
+            if let Err(n) = r {
+                self.charged(release, add);
+                return Err(StoreError::QuotaExceeded {
+                    kind: farmem_proto::QuotaKind::Objects,
+                    limit,
+                    wanted: n.saturating_add(1),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back what [`Namespace::reserve`] took.
+    fn unreserve(&self, add: u64, release: u64, new_object: bool) {
+        self.charged(release, add);
+        if new_object {
+            self.objects.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Logs every later change of this namespace to `journal` (a durable server's session).
+    pub fn set_journal(&mut self, journal: Journal) {
+        self.journal = Some(journal);
+    }
+
+    /// The journal changes are logged to, if any.
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
     }
 
     fn shard(&self, id: u64) -> (&Mutex<Shard>, u64) {
@@ -95,7 +168,8 @@ impl Namespace {
     /// Stores `data` as object `id`, replacing any previous object.
     ///
     /// # Errors
-    /// [`StoreError::TooLarge`] or [`StoreError::OutOfCapacity`]; nothing changes then.
+    /// [`StoreError::TooLarge`] or [`StoreError::OutOfCapacity`], or [`StoreError::Log`] when a
+    /// journal cannot take the change; nothing changes then.
     pub fn put(&self, id: u64, data: &[u8]) -> Result<(), StoreError> {
         if data.len() as u64 > self.max_object {
             return Err(StoreError::TooLarge {
@@ -105,20 +179,36 @@ impl Namespace {
         }
         let (shard, h) = self.shard(id);
         let mut shard = shard.lock();
+        let rec = self.journal.as_ref().map(|j| Record::Put {
+            session: j.session(),
+            id,
+            data,
+        });
+        let entry = match (&self.journal, &rec) {
+            (Some(j), Some(r)) => Some(j.reserve(r.len())?),
+            _ => None,
+        };
         let old = shard.get(h, id).map(|o| cost(o.len()));
-        self.budget.exchange(cost(data.len()), old.unwrap_or(0))?;
+        let (add, release, new) = (cost(data.len()), old.unwrap_or(0), old.is_none());
+        self.reserve(add, release, new)?;
+        if let Err(e) = self.budget.exchange(add, release) {
+            self.unreserve(add, release, new);
+            return Err(e);
+        }
         if shard.put(h, id, data).is_err() {
             // This shard has no slot left for this size class: undo the charge.
-            let _ = self.budget.exchange(old.unwrap_or(0), cost(data.len()));
+            let _ = self.budget.exchange(release, add);
+            self.unreserve(add, release, new);
             return Err(StoreError::OutOfCapacity {
-                needed: cost(data.len()),
+                needed: add,
                 available: 0,
             });
         }
-        self.charged(cost(data.len()), old.unwrap_or(0));
+        if let (Some(e), Some(r)) = (entry, &rec) {
+            e.write(r);
+        }
         drop(shard);
-        if old.is_none() {
-            self.objects.fetch_add(1, Ordering::Relaxed);
+        if new {
             self.budget.objects.fetch_add(1, Ordering::Relaxed);
         }
         self.budget
@@ -150,7 +240,8 @@ impl Namespace {
     ///
     /// # Errors
     /// [`StoreError::NotFound`], or [`StoreError::SizeMismatch`] when an edit reaches past the
-    /// end; all edits are checked before any is applied, so nothing changes on error.
+    /// end, or [`StoreError::Log`] when a journal cannot take the change; all edits are checked
+    /// before any is applied, so nothing changes on error.
     pub fn patch<'e, I>(&self, id: u64, edits: I) -> Result<(), StoreError>
     where
         I: Iterator<Item = (u32, &'e [u8])> + Clone,
@@ -168,10 +259,30 @@ impl Namespace {
                 });
             }
         }
+        let logged = match &self.journal {
+            Some(j) => {
+                let mut enc = Vec::with_capacity(record::patch_len(edits.clone()));
+                record::encode_patch(&mut enc, edits.clone());
+                let rec = Record::Patch {
+                    session: j.session(),
+                    id,
+                    edits: &enc,
+                };
+                Some((j.reserve(rec.len())?, enc))
+            }
+            None => None,
+        };
         let mut written = 0;
         for (off, bytes) in edits {
             obj[off as usize..off as usize + bytes.len()].copy_from_slice(bytes);
             written += bytes.len() as u64;
+        }
+        if let (Some((e, enc)), Some(j)) = (logged, &self.journal) {
+            e.write(&Record::Patch {
+                session: j.session(),
+                id,
+                edits: &enc,
+            });
         }
         drop(shard);
         self.budget
@@ -180,11 +291,36 @@ impl Namespace {
         Ok(())
     }
 
-    /// Frees object `id`; returns whether it existed.
+    /// Frees object `id`; returns whether it existed. With a journal, a free that cannot be
+    /// logged is not made and reported as `false` (see [`Namespace::try_free`]).
     pub fn free(&self, id: u64) -> bool {
+        self.try_free(id).unwrap_or(false)
+    }
+
+    /// Frees object `id`; returns whether it existed.
+    ///
+    /// # Errors
+    /// [`StoreError::Log`] when a journal cannot take the change; nothing changes then.
+    pub fn try_free(&self, id: u64) -> Result<bool, StoreError> {
         let (shard, h) = self.shard(id);
-        let old = shard.lock().remove(h, id);
-        match old {
+        let mut shard = shard.lock();
+        let old = match &self.journal {
+            None => shard.remove(h, id),
+            Some(j) => {
+                let rec = Record::Free {
+                    session: j.session(),
+                    id,
+                };
+                let e = j.reserve(rec.len())?;
+                let old = shard.remove(h, id);
+                if old.is_some() {
+                    e.write(&rec);
+                }
+                old
+            }
+        };
+        drop(shard);
+        Ok(match old {
             Some(len) => {
                 let c = cost(len);
                 self.charged(0, c);
@@ -194,18 +330,42 @@ impl Namespace {
                 true
             }
             None => false,
+        })
+    }
+
+    /// Calls `out` with the encoded [`Record::Put`]s of all objects, one shard at a time (each
+    /// shard is locked only while it is copied).
+    pub(crate) fn dump(
+        &self,
+        session: u64,
+        out: &mut dyn FnMut(&[u8], u64) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        for shard in &self.shards {
+            buf.clear();
+            let mut n = 0;
+            shard.lock().for_each(|id, data| {
+                Record::Put { session, id, data }.encode(&mut buf);
+                n += 1;
+            });
+            out(&buf, n)?;
         }
+        Ok(())
     }
 
     /// Charges (`delta > 0`) or releases (`delta < 0`) bytes of non-object state (agent tables)
     /// to this namespace; released again when the namespace is dropped.
     ///
     /// # Errors
-    /// [`StoreError::OutOfCapacity`] when a charge does not fit; nothing is charged then.
+    /// [`StoreError::OutOfCapacity`] when a charge does not fit, [`StoreError::QuotaExceeded`]
+    /// when it would pass the namespace's quota; nothing is charged then.
     pub fn charge(&self, delta: i64) -> Result<(), StoreError> {
         if delta >= 0 {
-            self.budget.exchange(delta as u64, 0)?;
-            self.charged(delta as u64, 0);
+            self.reserve(delta as u64, 0, false)?;
+            if let Err(e) = self.budget.exchange(delta as u64, 0) {
+                self.unreserve(delta as u64, 0, false);
+                return Err(e);
+            }
         } else {
             let r = delta.unsigned_abs().min(self.used_bytes());
             self.budget.release(r);
@@ -250,6 +410,51 @@ mod tests {
         ));
         drop(ns);
         assert_eq!((b.used(), b.objects()), (0, 0));
+    }
+
+    #[test]
+    fn quotas_refuse_without_changing_anything() {
+        let b = Arc::new(Budget::new(u64::MAX));
+        let ns = Namespace::new(b.clone(), 1000).with_quota(Some(3 * cost(100)), Some(2));
+        ns.put(1, &[1; 100]).unwrap();
+        ns.put(2, &[2; 100]).unwrap();
+        assert!(matches!(
+            ns.put(3, &[3; 10]),
+            Err(StoreError::QuotaExceeded {
+                kind: farmem_proto::QuotaKind::Objects,
+                limit: 2,
+                wanted: 3
+            })
+        ));
+        // Replacing within the byte quota works; growing past it does not.
+        ns.put(2, &[4; 200]).unwrap();
+        assert!(matches!(
+            ns.put(2, &[4; 300]),
+            Err(StoreError::QuotaExceeded {
+                kind: farmem_proto::QuotaKind::Bytes,
+                ..
+            })
+        ));
+        assert!(ns.charge(100).is_err());
+        assert_eq!((ns.len(), ns.used_bytes()), (2, 2 * cost(100) + 100));
+        assert_eq!((b.objects(), b.used()), (2, ns.used_bytes()));
+        assert!(ns.free(1));
+        ns.put(3, &[3; 100]).unwrap();
+        ns.charge(30).unwrap();
+        drop(ns);
+        assert_eq!((b.used(), b.objects()), (0, 0));
+    }
+
+    #[test]
+    fn a_failed_capacity_charge_gives_the_quota_back() {
+        let b = Arc::new(Budget::new(cost(100)));
+        let ns = Namespace::new(b.clone(), 1000).with_quota(Some(10_000), Some(10));
+        ns.put(1, &[1; 100]).unwrap();
+        assert!(matches!(
+            ns.put(2, &[1; 100]),
+            Err(StoreError::OutOfCapacity { .. })
+        ));
+        assert_eq!((ns.len(), ns.used_bytes()), (1, cost(100)));
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Client sessions: a namespace of objects and agent state shared by one client's connections.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::agent::{AgentContext, AgentError, AgentState};
-use crate::{Budget, Dedup, Namespace, Stop};
+use crate::durable::{Journal, LogError};
+use crate::quota::RateLimiter;
+use crate::{Budget, Dedup, Namespace, SessionQuota, Stop, StoreError};
 use farmem_kernels::KernelError;
 
 /// One client's objects and agent state, and the answers of its recent requests (for retries).
@@ -24,9 +26,13 @@ pub struct Session {
     /// Largest answer body built for one request (batched gets, agent results); a larger one
     /// is answered with `ResponseTooLarge` instead. Default [`farmem_proto::MAX_FRAME_BODY`].
     pub max_response: usize,
+    /// Connections of this session's server-to-server copies, kept for the next copy.
+    pub pushes: crate::PushConnections,
     /// Longest an agent operation of this session may run before it is stopped with
     /// [`farmem_kernels::Interrupt::TimeLimit`]; `None`: no limit.
     pub agent_time_limit: Option<Duration>,
+    /// The request-rate quota (see [`Session::with_quota`]); `None`: unlimited.
+    rate: Option<RateLimiter>,
 }
 
 impl Session {
@@ -39,7 +45,42 @@ impl Session {
             agent_threads: agent_threads.max(1),
             dedup: Dedup::default(),
             max_response: farmem_proto::MAX_FRAME_BODY as usize,
+            pushes: crate::PushConnections::default(),
             agent_time_limit: None,
+            rate: None,
+        }
+    }
+
+    /// Applies the operator's per-session quota: bytes and objects are checked whenever the
+    /// session's namespace is charged, the request rate by [`Session::admit`].
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use farmem_store::{Budget, Session, SessionQuota, StoreError};
+    /// let quota = SessionQuota { objects: Some(1), ..Default::default() };
+    /// let s = Session::new(1, Arc::new(Budget::new(1 << 20)), 1 << 10, 1).with_quota(&quota);
+    /// s.ns.put(1, b"a").unwrap();
+    /// assert!(matches!(s.ns.put(2, b"b"), Err(StoreError::QuotaExceeded { .. })));
+    /// ```
+    pub fn with_quota(mut self, quota: &SessionQuota) -> Self {
+        self.ns = self.ns.with_quota(quota.bytes, quota.objects);
+        self.rate = quota
+            .requests_per_second
+            .zip(quota.burst())
+            .map(|(rps, burst)| RateLimiter::new(rps, burst));
+        self
+    }
+
+    /// Admits a request of kind `op` arriving now under the session's request-rate quota
+    /// (pings, frees, stats and session ends always pass: see [`crate::is_rate_limited`]).
+    ///
+    /// # Errors
+    /// [`StoreError::RateLimited`] with the time until a request will be accepted again; the
+    /// request must then not be run.
+    pub fn admit(&self, op: farmem_proto::Op) -> Result<(), StoreError> {
+        match &self.rate {
+            Some(r) if crate::is_rate_limited(op) => r.acquire(Instant::now()),
+            _ => Ok(()),
         }
     }
 
@@ -53,6 +94,19 @@ impl Session {
     pub fn with_max_response(mut self, bytes: usize) -> Self {
         self.max_response = bytes.min(farmem_proto::MAX_FRAME_BODY as usize);
         self
+    }
+
+    /// Waits until every change of this session is durable (at once without a data
+    /// directory). A server calls this before it sends the answers of the requests it executed:
+    /// an answer may acknowledge a change only once its log record is on disk.
+    ///
+    /// # Errors
+    /// [`LogError`] when the log could not be written: the answers must not be sent.
+    pub fn commit(&self) -> Result<(), LogError> {
+        match self.ns.journal() {
+            Some(j) => j.commit(),
+            None => Ok(()),
+        }
     }
 
     /// The agent's view of this session, with no limit on how long an operation runs.
@@ -114,5 +168,9 @@ impl AgentContext for StoreContext<'_> {
 
     fn threads(&self) -> usize {
         self.threads
+    }
+
+    fn journal(&self) -> Option<&Journal> {
+        self.ns.journal()
     }
 }

@@ -389,6 +389,14 @@ impl Slabs {
         slot[HEADER..HEADER + data.len()].copy_from_slice(data);
     }
 
+    /// Calls `f` with every object's id and payload.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(u64, &[u8])) {
+        for &h in self.index.iter() {
+            let s = self.slot(h);
+            f(id_of(s), payload(s));
+        }
+    }
+
     /// Removes object `id`; returns its length.
     pub(crate) fn remove(&mut self, hash: u64, id: u64) -> Option<usize> {
         let h = self.find(hash, id)?;

@@ -108,7 +108,9 @@ impl ErrorKind {
             StoreError::NotFound(_) => Self::NotFound,
             StoreError::OutOfCapacity { .. } => Self::OutOfCapacity,
             StoreError::SizeMismatch { .. } => Self::TypeMismatch,
-            StoreError::TooLarge { .. } => Self::LimitExceeded,
+            StoreError::TooLarge { .. }
+            | StoreError::QuotaExceeded { .. }
+            | StoreError::RateLimited { .. } => Self::LimitExceeded,
             _ => Self::Internal,
         }
     }

@@ -15,13 +15,13 @@ use super::BackendKind;
 /// Every mode uses one, like a real memory server on another machine. The transparent mode could
 /// not use an in-process server anyway: the server's threads would allocate large buffers in paged
 /// memory and then fault on pages only the pager, waiting for that very server, could bring in.
-pub(super) struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: std::process::Child,
-    pub(super) addr: String,
+    pub(crate) addr: String,
 }
 
 impl ServerProcess {
-    pub(super) fn start(capacity: u64, lock_memory: bool) -> anyhow::Result<Self> {
+    pub(crate) fn start(capacity: u64, lock_memory: bool) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating the current binary")?;
         let mut cmd = std::process::Command::new(exe);
         cmd.args(["paging", "--serve-child", "--budget-mib"])

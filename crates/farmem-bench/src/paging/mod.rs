@@ -7,6 +7,7 @@
 //! fault service time, and the bytes written back by cache-line vs whole-page write-back.
 
 mod child;
+pub(crate) use child::ServerProcess;
 mod kernel;
 mod refs;
 mod report;

@@ -3,14 +3,14 @@
 //! Several keys are packed into one `i64` key per row (`Σ (key_i - min_i) · stride_i`, computed
 //! next to the data for far columns) when their ranges allow it, else numbered here. Count,
 //! sum, mean, min, max and median then run as the placement's group-by (the agent's kernels for
-//! far columns); the median of an even count is the mean of the two middle values, found as
-//! the lower median of the values and of their negation. `n_unique`, `std` and `quantile`
+//! far columns); the median of an even count is the mean of the two middle values, which the
+//! group-by finds together in one pass. `n_unique`, `std` and `quantile`
 //! group here. Rows with a null key are dropped (as pandas does); aggregations skip null values.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
-use farmem_proto::expr::{Expr as Wire, Type, UnaryOp};
+use farmem_proto::expr::{Expr as Wire, Type};
 
 use super::compile::eval_column;
 use super::frame_ops::{agg_type, check_agg};
@@ -149,33 +149,16 @@ fn summaries<T: Elem>(
         .collect())
 }
 
-/// Lower median per group of a column without nulls, as `f64`.
-fn lower_medians(gk: &Column, v: &Column) -> Result<HashMap<i64, f64>> {
+/// The median per group of a column without nulls: the mean of its two middle values, both
+/// found in one pass by the placement's group-by.
+fn medians(gk: &Column, v: &Column) -> Result<HashMap<i64, Value>> {
     with_store!(v.data(), s => Ok(group_rows_any(gk, s.as_ref(), true)?
         .into_iter()
-        .filter_map(|r| r.median.map(|m| (r.key, m.to_f64())))
-        .collect()))
-}
-
-/// The median per group: the mean of the lower median of `v` and minus the lower median of
-/// `-v` (the upper median), both computed by the placement's group-by.
-fn medians(df: &DataFrame, gk: &Column, v: &Column) -> Result<HashMap<i64, Value>> {
-    let lo = lower_medians(gk, v)?;
-    let wide = if v.dtype() == DType::F64 {
-        Type::F64
-    } else {
-        Type::I64
-    };
-    let neg = Wire::col(0).cast(wide).unary(UnaryOp::Neg);
-    let negated = df.derive_cols("\u{0}neg", &neg, &[v])?;
-    let hi = lower_medians(gk, &negated)?;
-    Ok(lo
-        .into_iter()
-        .map(|(k, l)| {
-            let h = hi.get(&k).map_or(l, |h| -h);
-            (k, Value::Float(stats::mid(l, h)))
+        .filter_map(|r| {
+            let (lo, hi) = r.middles?;
+            Some((r.key, Value::Float(stats::mid(lo.to_f64(), hi.to_f64()))))
         })
-        .collect())
+        .collect()))
 }
 
 /// `n_unique`, `std` or `quantile` per group, here.
@@ -310,7 +293,7 @@ impl GroupBy<'_> {
                         }
                     };
                     let values = match f {
-                        AggFn::Median => medians(&work, &gk, &v)?,
+                        AggFn::Median => medians(&gk, &v)?,
                         AggFn::NUnique | AggFn::Std | AggFn::Quantile(_) => {
                             local_stats(&gk, &v, *f)?
                         }

@@ -148,16 +148,20 @@ impl AgentMessage for GroupWhereArgs {
     }
 }
 
+/// The two middle values of a group's sorted values, `(lower, upper)`: their mean is the median.
+pub type Middles = (Scalar, Scalar);
+
 /// Result of [`op::VEC_GROUP_MEDIAN`]:
-/// `key_type:u8 groups:list<key:Scalar Aggregates has_median:u8 median:Scalar>`, ascending by
-/// key. The median of a group is its lower median (element `(n - 1) / 2` of its non-NaN values
-/// sorted in the total order); absent when a group has only NaNs.
+/// `key_type:u8 groups:list<key:Scalar Aggregates has_median:u8 lower:Scalar upper:Scalar>`,
+/// ascending by key. A group's median is given by its two middle values: the lower (element
+/// `(n - 1) / 2` of its non-NaN values sorted in the total order) and the upper (element
+/// `n / 2`), equal for an odd count; absent when a group has only NaNs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GroupMedianResult {
     /// Element type of the key column.
     pub key_ty: ElemType,
-    /// `(key, aggregates, lower median)`, ascending by key.
-    pub groups: Vec<(Scalar, Aggregates, Option<Scalar>)>,
+    /// `(key, aggregates, (lower, upper) middle values)`, ascending by key.
+    pub groups: Vec<(Scalar, Aggregates, Option<Middles>)>,
 }
 
 impl AgentMessage for GroupMedianResult {
@@ -167,22 +171,25 @@ impl AgentMessage for GroupMedianResult {
             w.u64(k.bits());
             a.write(w);
             match m {
-                Some(m) => w.u8(1).u64(m.bits()),
-                None => w.u8(0).u64(0),
+                Some((lo, hi)) => w.u8(1).u64(lo.bits()).u64(hi.bits()),
+                None => w.u8(0).u64(0).u64(0),
             };
         }
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, AgentDecodeError> {
         let key_ty = ElemType::from_tag(r.u8()?)?;
-        let n = r.count(8 + 42 + 9)?;
+        let n = r.count(8 + 42 + 17)?;
         let groups = (0..n)
             .map(|_| {
                 let k = Scalar::from_bits(key_ty.domain(), r.u64()?);
                 let a = Aggregates::read(r)?;
-                let m = match (r.u8()?, r.u64()?) {
-                    (0, _) => None,
-                    (1, bits) => Some(Scalar::from_bits(a.ty.domain(), bits)),
-                    (tag, _) => {
+                let m = match (r.u8()?, r.u64()?, r.u64()?) {
+                    (0, _, _) => None,
+                    (1, lo, hi) => Some((
+                        Scalar::from_bits(a.ty.domain(), lo),
+                        Scalar::from_bits(a.ty.domain(), hi),
+                    )),
+                    (tag, _, _) => {
                         return Err(AgentDecodeError::BadTag {
                             what: "has_median",
                             tag,

@@ -58,6 +58,7 @@ mod aggregate;
 mod derive;
 mod hashtable;
 mod predicate;
+mod push;
 mod spread;
 #[cfg(test)]
 mod tests;
@@ -68,6 +69,7 @@ pub use self::aggregate::*;
 pub use self::derive::*;
 pub use self::hashtable::*;
 pub use self::predicate::*;
+pub use self::push::*;
 pub use self::spread::*;
 pub use self::values::*;
 pub use self::vector::*;
@@ -95,7 +97,7 @@ pub mod op {
     /// Group-by aggregate over the rows where a mask vector matches a predicate:
     /// [`super::GroupWhereArgs`] -> [`super::GroupByResult`].
     pub const VEC_GROUP_BY_WHERE: u16 = 9;
-    /// Group-by aggregate plus the lower median of each group:
+    /// Group-by aggregate plus the two middle values (the median) of each group:
     /// [`super::GroupByArgs`] -> [`super::GroupMedianResult`].
     pub const VEC_GROUP_MEDIAN: u16 = 10;
     /// Another vector operation over chunks of which some are read from a byte offset on:
@@ -122,6 +124,9 @@ pub mod op {
     pub const HT_SCAN: u16 = 36;
     /// Drops a whole table and releases its space: `table:u64` -> `entries:u64`.
     pub const HT_DROP: u16 = 37;
+    /// Copies objects of the asking session into its session on another server (see
+    /// [`super::PushArgs`]): [`super::PushArgs`] -> [`super::PushResult`].
+    pub const OBJ_PUSH: u16 = 48;
 }
 
 /// Why an agent message could not be decoded.

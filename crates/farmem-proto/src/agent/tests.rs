@@ -109,7 +109,7 @@ fn messages_roundtrip() {
     roundtrip(&GroupMedianResult {
         key_ty: ElemType::U8,
         groups: vec![
-            (Scalar::U(1), agg, Some(Scalar::I(4))),
+            (Scalar::U(1), agg, Some((Scalar::I(4), Scalar::I(6)))),
             (Scalar::U(2), agg, None),
         ],
     });

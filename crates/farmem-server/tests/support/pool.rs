@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use farmem::Backend;
 use farmem::backend::{PoolBackend, PoolConfig, Redundancy, TcpBackend, TcpConfig};
+use farmem::{Backend, BackendError};
 
 /// Heartbeat period of [`member`] backends.
 pub const HEARTBEAT: Duration = Duration::from_millis(50);
@@ -32,4 +32,19 @@ pub fn pool(members: &[Arc<TcpBackend>], replicas: usize) -> Arc<PoolBackend> {
         .map(|m| m.clone() as Arc<dyn Backend>)
         .collect();
     Arc::new(PoolBackend::new(list, cfg).unwrap())
+}
+
+/// Reads `id` straight from a member's own backend. A pool sets a read patience on its members
+/// ([`farmem::Backend::set_read_patience`]), so a direct read of a busy server may give up with
+/// [`BackendError::Silent`]: it is asked again.
+///
+/// # Errors
+/// Any other error of the read.
+pub fn read_member(b: &TcpBackend, id: u64) -> Result<Vec<u8>, BackendError> {
+    loop {
+        match b.get(id) {
+            Err(BackendError::Silent { .. }) => std::thread::yield_now(),
+            r => return r,
+        }
+    }
 }

@@ -70,6 +70,11 @@ pub trait AgentContext: Sync {
     fn threads(&self) -> usize {
         1
     }
+
+    /// Where changes of agent state (hash tables) are logged, on a durable server.
+    fn journal(&self) -> Option<&crate::durable::Journal> {
+        None
+    }
 }
 
 /// Per-session state owned by the agent. Dropped with the session.

@@ -141,7 +141,6 @@ impl Table {
     }
 
     /// Every entry, in no order.
-    #[cfg(test)]
     pub(super) fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.segs.iter().flat_map(Segment::entries)
     }

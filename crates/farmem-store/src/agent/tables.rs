@@ -21,6 +21,23 @@ use farmem_proto::agent::{
 
 use super::table::Table;
 use super::{AgentContext, AgentError};
+use crate::durable::Entry;
+use crate::durable::record::Record;
+
+/// Reserves room in the session's journal (if it has one) for a record of `len(session)`
+/// bytes; returns it with the session's key.
+fn reserve(
+    ctx: &dyn AgentContext,
+    len: impl FnOnce(u64) -> usize,
+) -> Result<Option<(Entry<'_>, u64)>, AgentError> {
+    let Some(j) = ctx.journal() else {
+        return Ok(None);
+    };
+    let e = j
+        .reserve(len(j.session()))
+        .map_err(|e| AgentError::Store(e.into()))?;
+    Ok(Some((e, j.session())))
+}
 
 /// Bytes charged per entry beyond its key and value: the record header (two length bytes),
 /// the hash index (4-byte offset and control byte, 7/16 to 7/8 full), the arena's slack (up to
@@ -180,6 +197,7 @@ impl Tables {
             }));
         }
         let mut inner = self.lock();
+        let log = reserve(ctx, |session| Record::TablePut { session, args }.len())?;
         // Charge as if every key were new first (one call, nothing to undo), then give back
         // what replaced entries already held; only when that fails is the exact charge worked
         // out with an undo log.
@@ -250,6 +268,9 @@ impl Tables {
             delta
         };
         inner.charged = inner.charged.saturating_add_signed(delta);
+        if let Some((e, session)) = log {
+            e.write(&Record::TablePut { session, args });
+        }
         drop(inner);
         let mut w = Writer::from_vec(Vec::with_capacity(4 + olds.len() + old_bytes.len()));
         w.count(olds.len());
@@ -272,7 +293,14 @@ impl Tables {
         ctx: &dyn AgentContext,
         args: &HtKeysArgs,
     ) -> Result<HtValues, AgentError> {
+        let logged = ctx.journal().map(|_| args.encode());
         let mut inner = self.lock();
+        let log = match &logged {
+            Some(a) => reserve(ctx, |session| {
+                Record::TableRemove { session, args: a }.len()
+            })?,
+            None => None,
+        };
         let mut freed = 0i64;
         let mut emptied = false;
         let values = match inner.tables.get_mut(&args.table) {
@@ -295,6 +323,11 @@ impl Tables {
         };
         if emptied {
             inner.tables.remove(&args.table);
+        }
+        if let (Some((e, session)), Some(a)) = (log, &logged)
+            && freed > 0
+        {
+            e.write(&Record::TableRemove { session, args: a });
         }
         inner.charged = inner.charged.saturating_sub(freed as u64);
         drop(inner);
@@ -324,14 +357,50 @@ impl Tables {
     /// Whatever releasing the capacity reports (normally nothing).
     pub fn drop_table(&self, ctx: &dyn AgentContext, table: u64) -> Result<u64, AgentError> {
         let mut inner = self.lock();
+        let log = reserve(ctx, |session| Record::TableDrop { session, table }.len())?;
         let Some(t) = inner.tables.remove(&table) else {
             return Ok(0);
         };
+        if let Some((e, session)) = log {
+            e.write(&Record::TableDrop { session, table });
+        }
         let freed = (t.payload() + t.len() as u64 * ENTRY_OVERHEAD) as i64;
         inner.charged = inner.charged.saturating_sub(freed as u64);
         drop(inner);
         ctx.charge(-freed)?;
         Ok(t.len() as u64)
+    }
+
+    /// Calls `out` with the encoded `HtPutArgs` that rebuild every table (a large table in
+    /// several parts of about `part` bytes).
+    pub(crate) fn dump(
+        &self,
+        part: usize,
+        out: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let inner = self.lock();
+        for (&id, t) in &inner.tables {
+            let mut entries = t.entries().peekable();
+            while entries.peek().is_some() {
+                let mut batch = Vec::new();
+                let mut bytes = 0;
+                for (k, v) in entries.by_ref() {
+                    batch.push((k, v));
+                    bytes += k.len() + v.len() + 8;
+                    if bytes >= part {
+                        break;
+                    }
+                }
+                let mut w = Writer::from_vec(Vec::with_capacity(bytes + 16));
+                w.u64(id).u8(0);
+                w.count(batch.len());
+                for (k, v) in batch {
+                    w.byte_string(k).byte_string(v);
+                }
+                out(&w.buf)?;
+            }
+        }
+        Ok(())
     }
 
     /// Entries of `table` (tests: checks against a model).

@@ -53,6 +53,32 @@ pub enum BackendError {
         /// The server's limit.
         limit: u64,
     },
+    /// A per-session quota set by the server's operator (bytes or objects) would be exceeded;
+    /// nothing was changed. Freeing objects makes room again.
+    #[error("memory server {addr}: session quota of {limit} {} exceeded (would hold {wanted})", kind.name())]
+    QuotaExceeded {
+        /// Server address.
+        addr: String,
+        /// Which quota.
+        kind: farmem_proto::QuotaKind,
+        /// The limit.
+        limit: u64,
+        /// What the session would have held.
+        wanted: u64,
+    },
+    /// The session sent requests faster than the request-rate quota its server's operator set;
+    /// the request was not run (send it again after `retry_after`).
+    #[error(
+        "memory server {addr}: request rate above the quota of {limit}/s, retry in {retry_after:?}"
+    )]
+    RateLimited {
+        /// Server address.
+        addr: String,
+        /// Requests per second allowed.
+        limit: u64,
+        /// When a request will be accepted again.
+        retry_after: std::time::Duration,
+    },
     /// The server could not be reached.
     #[error("memory server {addr} unreachable")]
     Unreachable {
@@ -125,6 +151,17 @@ pub enum BackendError {
         /// Why it was declared down.
         reason: String,
     },
+    /// A read was given up because its server stayed silent for `after_ms` (no answer to
+    /// anything), as asked with [`Backend::set_read_patience`](super::Backend::set_read_patience):
+    /// the server may be dying or merely stalled, so another replica should be asked. Nothing
+    /// was changed. Never returned by a backend whose read patience is unset.
+    #[error("memory server {addr} silent for {after_ms} ms: read given up")]
+    Silent {
+        /// Server address.
+        addr: String,
+        /// How long it had been silent.
+        after_ms: u64,
+    },
     /// Invalid configuration (no servers, bad address, ...).
     #[error("invalid backend configuration: {0}")]
     Config(String),
@@ -158,14 +195,17 @@ impl BackendError {
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::OutOfCapacity { .. } => ErrorKind::OutOfCapacity,
             Self::SizeMismatch { .. } => ErrorKind::TypeMismatch,
-            Self::TooLarge { .. } | Self::ResponseTooLarge { .. } => ErrorKind::LimitExceeded,
+            Self::TooLarge { .. }
+            | Self::ResponseTooLarge { .. }
+            | Self::QuotaExceeded { .. }
+            | Self::RateLimited { .. } => ErrorKind::LimitExceeded,
             Self::Unreachable { .. } | Self::Unavailable { .. } | Self::ServerDown { .. } => {
                 ErrorKind::Unreachable
             }
             Self::Disconnected { cause, .. } => cause.kind(),
             Self::AuthRefused { .. } => ErrorKind::Refused,
             Self::VersionMismatch { .. } | Self::Protocol(_) => ErrorKind::ProtocolViolation,
-            Self::Timeout { .. } => ErrorKind::Timeout,
+            Self::Timeout { .. } | Self::Silent { .. } => ErrorKind::Timeout,
             Self::Agent(e) => ErrorKind::of_agent(e),
             Self::RemoteAgent { code, .. } => ErrorKind::of_agent_code(*code),
             Self::Store(e) => ErrorKind::of_store(e),

@@ -11,6 +11,7 @@
 mod embedded;
 mod error;
 pub mod pool;
+mod push;
 mod sites;
 mod tcp;
 
@@ -20,8 +21,12 @@ pub use pool::{
     FaultyBackend, MemberId, MemberSource, Membership, PoolBackend, PoolConfig, PoolError,
     PoolStats, Redundancy,
 };
+pub use push::PushTarget;
 pub use sites::Sites;
-pub use tcp::{ClientTls, ServerHealth, TcpBackend, TcpConfig, Ticket, TlsError};
+pub use tcp::{
+    ClientTls, LATENCY_BUCKETS_US, ServerHealth, TcpBackend, TcpConfig, Ticket, TlsError,
+    TransportStats,
+};
 
 /// A remote-agent operation submitted with [`Backend::submit_compute`]; [`PendingCompute::wait`]
 /// returns its result.
@@ -192,6 +197,27 @@ pub trait Backend: Send + Sync + 'static {
     /// over them (`None`, the default: every object is reached through [`Backend::compute`] on
     /// one server). Wrappers forward it.
     fn sites(&self) -> Option<&dyn Sites> {
+        None
+    }
+
+    /// Lets reads (`get`, `get_into`, `get_many` and the agent's hash-table lookups) give up
+    /// with [`BackendError::Silent`] once their server has sent nothing at all for `patience`
+    /// (`None`: wait for the answer or the transport's own failure detection, the default).
+    ///
+    /// A pool sets it on its members so that a read stuck on a server that just died (a killed
+    /// process stays silent until the kernel has freed its memory) is asked of another replica
+    /// instead of waiting for the failure to be detected. Backends without such waits ignore it.
+    fn set_read_patience(&self, patience: Option<std::time::Duration>) {
+        let _ = patience;
+    }
+
+    /// Where another memory server can write objects into this client's session directly (a
+    /// server-to-server copy, [`farmem_proto::agent::op::OBJ_PUSH`]), when this backend is one
+    /// memory server reached over TCP in clear text (servers copy to each other without TLS)
+    /// with a session open; `None`, the default, otherwise. Such
+    /// a backend also runs the push itself: its [`Backend::compute`] of `OBJ_PUSH` asks its
+    /// server to copy objects of this session to another one. Wrappers forward it.
+    fn push_target(&self) -> Option<PushTarget> {
         None
     }
 

@@ -174,7 +174,8 @@ pub struct Core {
     pub prefetch_max: usize,
     /// Most prefetches outstanding at once (so that pager threads stay free for faults).
     pub max_prefetching: usize,
-    /// A page of zeros (first touches).
+    /// Zeros for a run of first-touched pages ([`fault::ZERO_RUN`](super::fault::ZERO_RUN)
+    /// pages).
     pub zeros: PageBuf,
     /// The bookkeeping.
     pub state: Mutex<State>,
@@ -219,7 +220,7 @@ impl Core {
             high,
             prefetch_max,
             max_prefetching: threads.saturating_sub(1).max(1),
-            zeros: PageBuf::new(1)?,
+            zeros: PageBuf::new(super::fault::ZERO_RUN)?,
             state: Mutex::new(State {
                 clock: Clock::new(budget_pages),
                 reserved: 0,

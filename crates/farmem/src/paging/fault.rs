@@ -17,6 +17,8 @@ use super::sys::{Fault, PAGE, PageBuf};
 use super::writeback::retry;
 use crate::backend::BackendError;
 
+/// Most never-stored pages mapped with zeros by one first-touch fault.
+pub const ZERO_RUN: usize = 16;
 /// How often an idle pager thread checks for shutdown.
 const POLL_MS: i32 = 50;
 
@@ -93,6 +95,24 @@ fn sys_err(e: std::io::Error) -> PagingError {
     PagingError::Sys(e)
 }
 
+/// How many pages from `page` on (at least 1, at most [`ZERO_RUN`]) a first-touch fault maps
+/// with zeros: the following pages qualify while they were never stored, are neither resident
+/// nor in flight, and a free slot stays for the next fault (the reclaimer is woken below its
+/// low watermark as usual). `page` itself holds a reserved slot.
+fn zero_run(core: &Core, st: &State, page: usize) -> usize {
+    let mut n = 1;
+    while n < ZERO_RUN
+        && page + n < core.pages
+        && st.available() > n
+        && !st.is_stored(page + n)
+        && !st.clock.contains(page + n)
+        && !st.inflight.contains_key(&(page + n))
+    {
+        n += 1;
+    }
+    n
+}
+
 /// Wakes the reclaimer when the free slots ran below the low watermark.
 fn kick(core: &Core, st: &State) {
     if st.available() < core.low {
@@ -153,16 +173,30 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
         0
     };
     if !st.is_stored(page) {
-        // First touch: zeros, mapped under the lock (no I/O).
-        core.uffd
-            .copy(addr, &core.zeros, !write, false)
-            .map_err(sys_err)?;
+        // First touch: zeros, mapped under the lock (no I/O), together with the untouched pages
+        // right after it while slots are plentiful: first touches come in sequences (a new
+        // array being filled), and one UFFDIO_COPY per run saves a fault per page. Pages mapped
+        // ahead that stay untouched cost nothing to evict (all-zero pages are not sent).
+        let mut n = zero_run(core, &st, page);
+        if let Err(e) = core.uffd.copy(addr, &core.zeros[..n * PAGE], !write, false) {
+            // A run must lie in one mapping; the program may have split the region's (mprotect,
+            // madvise): fall back to the faulting page alone.
+            if n == 1 || e.raw_os_error() != Some(libc::ENOENT) {
+                return Err(sys_err(e));
+            }
+            n = 1;
+            core.uffd
+                .copy(addr, &core.zeros[..PAGE], !write, false)
+                .map_err(sys_err)?;
+        }
         st.reserved -= 1;
         let twin = if write { Twin::Zero } else { Twin::None };
-        st.clock.insert(Slot {
-            hot,
-            ..Slot::new(page, true, write, twin)
-        });
+        for k in 0..n {
+            st.clock.insert(Slot {
+                hot: if k == 0 { hot } else { 0 },
+                ..Slot::new(page + k, true, write, twin)
+            });
+        }
         st.stats.zero_faults += 1;
         kick(core, &st);
         drop(st);

@@ -10,7 +10,9 @@
 //!   requests) and no fault waits behind another one's round trip. A fault on a page already
 //!   being fetched waits for that fetch.
 //! - **Missing fault**: the page is fetched into a page-aligned buffer and mapped with
-//!   `UFFDIO_COPY`, write-protected so it starts *clean*; a page never written back maps zeros.
+//!   `UFFDIO_COPY`, write-protected so it starts *clean*; a page never written back maps zeros,
+//!   along with up to 15 following never-stored pages in the same `UFFDIO_COPY` (first touches
+//!   come in sequences; all-zero pages are never sent at eviction).
 //!   A write fault maps the page writable at once (already dirty).
 //! - **Dirty tracking**: the first write to a clean page raises a write-protect fault; the pager
 //!   saves a *clean twin* (the page as the backend has it), then un-protects it.
@@ -94,8 +96,9 @@ mod writeback;
 use crate::backend::{BackendError, ObjectId};
 
 pub use alloc::{AllocConfig, PagingAlloc};
+pub use extents::Extents;
 pub use internal::InternalGuard;
-pub use region::{PagedRegion, available};
+pub use region::{PagedRegion, available, available_user_mode};
 
 /// Bytes per page of a paged region.
 pub const PAGE_SIZE: usize = sys::PAGE;
@@ -135,6 +138,12 @@ pub struct PagingConfig {
     /// First backend object id; page `i` is object `id_base + i`. `None` names each page after
     /// its virtual page number (ids `0xFA6E_xxxx_...`), unique among this process's regions.
     pub id_base: Option<ObjectId>,
+    /// When the process may not open a full userfaultfd (not root and
+    /// `vm.unprivileged_userfaultfd = 0`), open one that reports user-mode faults only
+    /// (`UFFD_USER_MODE_ONLY`, Linux >= 5.11) instead of failing. The price: a system call that
+    /// reads or writes a page of the region that is not resident (`read(2)` into a paged buffer)
+    /// fails with `EFAULT` instead of waiting for the page. Default `false`.
+    pub allow_user_mode_only: bool,
 }
 
 impl PagingConfig {
@@ -149,6 +158,7 @@ impl PagingConfig {
             pager_spin_us: 50,
             pager_threads: 4,
             id_base: None,
+            allow_user_mode_only: false,
         }
     }
 }

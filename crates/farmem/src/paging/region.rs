@@ -24,6 +24,7 @@ const MIN_BUDGET_PAGES: usize = 16;
 const PAGING_IDS: u64 = 0xFA6E_0000_0000_0000;
 
 /// Checks that paging regions can be created here (userfaultfd with write-protect works).
+/// See [`available_user_mode`] for regions with [`PagingConfig::allow_user_mode_only`].
 ///
 /// ```
 /// match farmem::paging::available() {
@@ -35,13 +36,26 @@ const PAGING_IDS: u64 = 0xFA6E_0000_0000_0000;
 /// # Errors
 /// [`PagingError::Unsupported`] with the reason otherwise.
 pub fn available() -> Result<(), PagingError> {
+    probe(false)
+}
+
+/// Like [`available`], for regions created with [`PagingConfig::allow_user_mode_only`]: also
+/// succeeds where only user-mode faults may be handled (no privilege, Linux >= 5.11).
+///
+/// # Errors
+/// [`PagingError::Unsupported`] with the reason otherwise.
+pub fn available_user_mode() -> Result<(), PagingError> {
+    probe(true)
+}
+
+fn probe(user_mode_fallback: bool) -> Result<(), PagingError> {
     if sys::page_size() != PAGE {
         return Err(PagingError::Unsupported(format!(
             "page size is {} bytes; the paging mode needs {PAGE}",
             sys::page_size()
         )));
     }
-    let uffd = Uffd::open()?;
+    let uffd = Uffd::open(user_mode_fallback)?;
     let len = 4 * PAGE;
     let base = sys::map_anonymous(len)?;
     let r = uffd.register(base, len);
@@ -105,7 +119,7 @@ impl PagedRegion {
             .checked_next_multiple_of(PAGE)
             .ok_or_else(|| PagingError::Config(format!("region length {len} too large")))?;
         let pages = len / PAGE;
-        let uffd = Uffd::open()?;
+        let uffd = Uffd::open(config.allow_user_mode_only)?;
         let base = sys::map_anonymous(len)?;
         // By default page `i` is named after its virtual page number: unique among the live
         // regions of this process with no shared counter, and a region frees its objects before

@@ -13,6 +13,8 @@ use super::PagingError;
 pub const PAGE: usize = 4096;
 
 const UFFD_API: u64 = 0xAA;
+/// `userfaultfd(2)` flag: report faults raised in user mode only (needs no privilege).
+const UFFD_USER_MODE_ONLY: libc::c_int = 1;
 const UFFDIO: u32 = 0xAA;
 /// Report write-protect faults (`UFFD_FEATURE_PAGEFAULT_FLAG_WP`).
 const UFFD_FEATURE_PAGEFAULT_FLAG_WP: u64 = 1 << 0;
@@ -139,17 +141,29 @@ fn errno() -> i32 {
 
 impl Uffd {
     /// Opens a userfaultfd (non-blocking, close-on-exec) and negotiates write-protect support.
+    /// With `user_mode_fallback`, a refusal for lack of privilege is retried with
+    /// `UFFD_USER_MODE_ONLY` (faults raised by the kernel itself are then not reported).
     ///
     /// # Errors
     /// A [`PagingError::Unsupported`] naming the reason: no permission (not root and
     /// `vm.unprivileged_userfaultfd = 0`), no userfaultfd in this kernel, or no write-protect
     /// support for anonymous memory (kernels before 5.7).
-    pub fn open() -> Result<Self, PagingError> {
+    pub fn open(user_mode_fallback: bool) -> Result<Self, PagingError> {
+        let flags = libc::O_CLOEXEC | libc::O_NONBLOCK;
         // SAFETY: userfaultfd takes one int flag argument and returns a new fd or -1.
-        let fd =
-            unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        let mut fd = unsafe { libc::syscall(libc::SYS_userfaultfd, flags) };
+        let mut user_mode_only = false;
+        if fd < 0 && errno() == libc::EPERM && user_mode_fallback {
+            // SAFETY: as above, with the extra UFFD_USER_MODE_ONLY flag bit.
+            fd = unsafe { libc::syscall(libc::SYS_userfaultfd, flags | UFFD_USER_MODE_ONLY) };
+            user_mode_only = fd >= 0;
+        }
         if fd < 0 {
             let reason = match errno() {
+                libc::EPERM if user_mode_fallback => "permission denied, also for user-mode-only \
+                    faults (Linux >= 5.11): run as root (CAP_SYS_PTRACE) or set \
+                    vm.unprivileged_userfaultfd=1"
+                    .to_string(),
                 libc::EPERM => "permission denied: run as root (CAP_SYS_PTRACE) or set \
                                 vm.unprivileged_userfaultfd=1"
                     .to_string(),
@@ -157,6 +171,9 @@ impl Uffd {
                 e => format!("userfaultfd(2) failed: {}", io::Error::from_raw_os_error(e)),
             };
             return Err(PagingError::Unsupported(reason));
+        }
+        if user_mode_only {
+            tracing::info!("paging: userfaultfd limited to user-mode faults (UFFD_USER_MODE_ONLY)");
         }
         // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };

@@ -56,6 +56,9 @@ pub enum PoolError {
         #[source]
         source: std::io::Error,
     },
+    /// The redundancy scheme's parameters are out of range.
+    #[error("invalid redundancy scheme: {0}")]
+    Scheme(String),
     /// A member failed while the pool was being built.
     #[error("member backend failed")]
     Backend(#[from] BackendError),

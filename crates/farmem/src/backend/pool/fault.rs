@@ -131,6 +131,9 @@ impl Backend for FaultyBackend {
         self.check()?;
         self.inner.compute(route, op, args)
     }
+    fn set_read_patience(&self, patience: Option<Duration>) {
+        self.inner.set_read_patience(patience);
+    }
     fn describe(&self) -> String {
         self.name.clone()
     }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use super::table::{Ix, mix};
 use crate::backend::{Backend, BackendError};
@@ -68,7 +69,16 @@ pub(crate) struct Member {
     /// Moves in progress that may still write or drop a copy on this member (a drain waits for
     /// them to finish).
     pub(crate) moves: AtomicU32,
+    /// Until when (nanoseconds after `born`; 0: not) reads ask the other replicas first: its
+    /// server went silent under a read (see [`Backend::set_read_patience`]) and has not
+    /// answered one since. Suspicion lapses after [`SUSPICION`], so a server that was only
+    /// stalled gets its share of reads back.
+    suspect_until: AtomicU64,
+    born: Instant,
 }
+
+/// How long a member that went silent under a read is asked last.
+const SUSPICION: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Member {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,7 +90,9 @@ impl std::fmt::Debug for Member {
 }
 
 impl Member {
-    pub(crate) fn new(backend: Arc<dyn Backend>) -> Self {
+    /// A member over `backend`, whose reads give up on a silent server after `patience`.
+    pub(crate) fn new(backend: Arc<dyn Backend>, patience: Option<Duration>) -> Self {
+        backend.set_read_patience(patience);
         let m = Self {
             name: backend.describe(),
             backend,
@@ -89,6 +101,8 @@ impl Member {
             inflight: AtomicU32::new(0),
             overhead: AtomicU64::new(64),
             moves: AtomicU32::new(0),
+            suspect_until: AtomicU64::new(0),
+            born: Instant::now(),
         };
         // Best effort: a member that cannot answer now is found out by its first request.
         let _ = m.refresh();
@@ -127,6 +141,26 @@ impl Member {
                 Ok(_) => return true,
                 Err(v) => cur = v,
             }
+        }
+    }
+
+    /// Whether its server went silent under a read and has not answered one since.
+    pub(crate) fn is_suspect(&self) -> bool {
+        match self.suspect_until.load(Ordering::Relaxed) {
+            0 => false,
+            until => (self.born.elapsed().as_nanos() as u64) < until,
+        }
+    }
+
+    /// Notes the outcome of a read: a read given up on a silent server makes the member
+    /// suspect for a while, an answer clears it.
+    pub(crate) fn note_read<T>(&self, r: &Result<T, BackendError>) {
+        if matches!(r, Err(BackendError::Silent { .. })) {
+            tracing::debug!(member = %self.name, "pool member silent under a read: reads go to other replicas");
+            let until = (self.born.elapsed() + SUSPICION).as_nanos() as u64;
+            self.suspect_until.store(until.max(1), Ordering::Relaxed);
+        } else if r.is_ok() && self.suspect_until.load(Ordering::Relaxed) != 0 {
+            self.suspect_until.store(0, Ordering::Relaxed);
         }
     }
 
@@ -226,9 +260,10 @@ mod tests {
     fn placement_follows_free_space_and_excludes() {
         let members: Vec<Arc<Member>> = (0..3)
             .map(|i| {
-                Arc::new(Member::new(Arc::new(EmbeddedStore::with_capacity(
-                    (i + 1) * 1_000_000,
-                ))))
+                Arc::new(Member::new(
+                    Arc::new(EmbeddedStore::with_capacity((i + 1) * 1_000_000)),
+                    None,
+                ))
             })
             .collect();
         let dice = Dice::default();
@@ -250,5 +285,22 @@ mod tests {
             after_ms: 1
         }));
         assert!(!is_member_failure(&BackendError::NotFound(1)));
+    }
+
+    #[test]
+    fn a_silent_read_makes_a_member_suspect_until_it_answers() {
+        let m = Member::new(Arc::new(EmbeddedStore::new()), None);
+        assert!(!m.is_suspect());
+        let silent: Result<(), BackendError> = Err(BackendError::Silent {
+            addr: "x".into(),
+            after_ms: 20,
+        });
+        assert!(!is_member_failure(silent.as_ref().unwrap_err()));
+        m.note_read(&silent);
+        assert!(m.is_suspect());
+        m.note_read::<()>(&Err(BackendError::NotFound(1)));
+        assert!(m.is_suspect());
+        m.note_read(&Ok(()));
+        assert!(!m.is_suspect());
     }
 }

@@ -20,10 +20,11 @@ use parking_lot::{Condvar, Mutex};
 
 use super::discover::{Connector, MemberSource};
 use super::member::{Member, MemberState};
-use super::repair::{Fix, move_off};
+use super::mover;
+use super::repair::{Fix, MOVERS, move_off};
 use super::table::Ix;
 use super::{Inner, MemberId};
-use crate::backend::StoreStats;
+use crate::backend::{ObjectId, StoreStats};
 
 /// How a pool built by [`PoolBackend::connect`](super::PoolBackend::connect) manages its own
 /// members.
@@ -232,7 +233,7 @@ fn leave(inner: &Inner, id: MemberId, addr: &str) -> bool {
 }
 
 /// Most objects moved between two looks at what a shrinking server still asks for.
-const SHED_BATCH: u64 = 256;
+const SHED_BATCH: u64 = 4096;
 
 /// Moves data off every live member whose server asks for it.
 fn reclaim(inner: &Inner, stop: &Stop) {
@@ -254,7 +255,9 @@ fn reclaim(inner: &Inner, stop: &Stop) {
 }
 
 /// Moves objects off member `ix` until its server asks for nothing more, no other member has
-/// room, or nothing is left to move.
+/// room, or nothing is left to move: each round moves about what the server still asks for
+/// with the batched mover (the member counts as draining for it), and what the mover leaves
+/// (tables, busy objects) one object at a time.
 fn shed(inner: &Inner, ix: Ix, m: &Member, mut st: StoreStats, stop: &Stop) {
     tracing::info!(
         member = %m.name,
@@ -267,9 +270,18 @@ fn shed(inner: &Inner, ix: Ix, m: &Member, mut st: StoreStats, stop: &Stop) {
     while st.reclaim_bytes > 0 && !stop.stopped() {
         let avg = (st.used_bytes / st.objects.max(1)).max(1);
         let batch = (st.reclaim_bytes / avg + 1).min(SHED_BATCH) as usize;
-        let mut tried = 0;
-        for id in ids.by_ref().take(batch) {
-            tried += 1;
+        let round: Vec<ObjectId> = ids.by_ref().take(batch).collect();
+        if round.is_empty() {
+            tracing::warn!(member = %m.name, moved, "nothing more of this pool to move");
+            return;
+        }
+        let tried = round.len() as u64;
+        let left = mover::run(inner, round, MOVERS, Some(ix));
+        moved += tried - left.len() as u64;
+        for id in left {
+            if stop.stopped() {
+                break;
+            }
             match move_off(inner, id, ix) {
                 Fix::Done => moved += 1,
                 Fix::NoRoom => {
@@ -278,10 +290,6 @@ fn shed(inner: &Inner, ix: Ix, m: &Member, mut st: StoreStats, stop: &Stop) {
                 }
                 Fix::Gone | Fix::Raced | Fix::Lost => {}
             }
-        }
-        if tried == 0 {
-            tracing::warn!(member = %m.name, moved, "nothing more of this pool to move");
-            return;
         }
         match m.backend.stats() {
             Ok(s) => st = s,

@@ -13,6 +13,16 @@
 //! - **Reads** go to one replica (the least loaded live one) and fail over to the next; a
 //!   program sees an error only when every replica of an object is gone
 //!   ([`BackendError::Unavailable`](crate::backend::BackendError::Unavailable), naming the servers).
+//!   A read does not wait for a silent server to be declared down: after
+//!   [`PoolConfig::read_patience`] without a byte from it (a server killed with SIGKILL stays
+//!   silent until its host has freed its memory) the read is asked of another replica, and that
+//!   member is asked last for a while. The pool sets the patience on its members' backends
+//!   ([`Backend::set_read_patience`]): direct reads through a member's backend may give up too
+//!   ([`BackendError::Silent`](crate::backend::BackendError::Silent)).
+//! - **Server-side tables** answer "no such key" from any member that lacks them, so a table
+//!   read is trusted only if the member still holds the table by the location table after the
+//!   answer (a mover drops the old copy only after switching the entry); otherwise it is asked
+//!   again.
 //! - **Failures**: a member answering with a connection-class error ([`is_member_failure`]) is
 //!   marked [`MemberState::Down`] at once and never used again; whole-object writes go to
 //!   substitutes, and a background thread restores the redundancy of every object that lost a
@@ -52,17 +62,13 @@
 //! writes on a member are entered in the location table at once and copied to the scheme's
 //! other replicas.
 //!
-//! # Erasure coding (not implemented)
+//! # Erasure coding
 //!
-//! [`Redundancy`] is the scheme. A Carbink-style `ErasureCoded { k, m }` would fit as another
-//! variant: each object stays whole on one member (reads unchanged: one member, no decode), and
-//! objects are grouped into *spans* of `k` objects on `k` distinct members with `m` parity
-//! objects on `m` further members. The table entry would name the object's member plus its span
-//! id (a side table span -> members + parity ids); a write updates the object and the parity of
-//! its span (parity delta = old xor new, so the write path reads the old value first or writes
-//! to a fresh span and retires the old slot, as Carbink does); repair of a dead member
-//! reconstructs each lost object from the `k - 1` surviving objects and one parity of its span.
-//! The mover protocol above carries over unchanged (the span is the unit that is locked).
+//! [`Redundancy::Coded`] `{ k, m }` is Carbink's scheme: each object stays whole on one member
+//! (a read is one request, unchanged), objects are packed into spans, and each stripe of `k`
+//! spans on `k` members gets `m` parity spans on `m` others. It has its own data path and
+//! maintenance thread (sealing, degraded reads, rebuild, compaction: see [`coded`]); membership,
+//! failure detection and member statistics are the pool's.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -76,6 +82,7 @@
 //! assert_eq!(pool.get(7).unwrap(), b"hello");
 //! ```
 
+pub mod coded;
 mod compute;
 mod discover;
 mod error;
@@ -94,6 +101,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
+pub use self::coded::{CodedStats, CodingOptions};
 pub use self::discover::{Connector, MemberSource, Resolver, SystemResolver, TcpConnector};
 pub use self::error::PoolError;
 pub use self::fault::{Fault, FaultyBackend};
@@ -103,7 +111,7 @@ pub use self::membership::Membership;
 use self::membership::{Roster, Watcher};
 pub use self::repair::RepairStats;
 use self::repair::Repairer;
-pub use self::scheme::{MAX_REPLICAS, Redundancy};
+pub use self::scheme::{MAX_CODED_SHARDS, MAX_REPLICAS, Redundancy};
 use self::table::{Ix, LocationTable};
 use super::{Backend, ObjectId};
 
@@ -135,17 +143,68 @@ pub struct PoolConfig {
     /// How often the background thread refreshes member statistics and looks for objects to
     /// repair (it also wakes at once when a member fails or leaves).
     pub maintenance_interval: Duration,
+    /// A read waiting on a member whose server has sent nothing for this long is asked of
+    /// another replica ([`Backend::set_read_patience`] on every member; `None`: reads wait for
+    /// the member's failure to be detected). A killed server stays silent, not refused, until
+    /// its host has freed its memory (tens of milliseconds per GiB), so this bounds the stall a
+    /// read sees when a server dies. Default 20 ms.
+    pub read_patience: Option<Duration>,
+    /// Whether repair and drains have memory servers copy objects to each other directly
+    /// (`OBJ_PUSH`: the bytes cross the network once and skip the client) when both members are
+    /// single TCP servers; a copy the servers cannot make goes through the client. Turn it off
+    /// when the servers cannot reach each other at the addresses the client uses. Default off:
+    /// on the development VM it did not measurably beat copies through the client.
+    pub server_to_server: bool,
+    /// Share of the time (0.01 to 1) repair and drain batches may run while the application has
+    /// requests in flight: after a batch of `d` seconds the next one waits `d * (1 - share) /
+    /// share`. 1 runs one batch after the other. Default 0.5.
+    pub repair_share: f64,
+    /// Tuning of a [`Redundancy::Coded`] scheme (ignored by the others).
+    pub coding: CodingOptions,
 }
 
 impl PoolConfig {
     /// `redundancy`, repair and drains paced by the application's load but not capped,
-    /// maintenance every 500 ms.
+    /// maintenance every 500 ms, copies through the client, repair half the time while the
+    /// application works.
     pub fn new(redundancy: Redundancy) -> Self {
         Self {
             redundancy,
             repair_rate: None,
             maintenance_interval: Duration::from_millis(500),
+            read_patience: Some(Duration::from_millis(20)),
+            server_to_server: false,
+            repair_share: 0.5,
+            coding: CodingOptions::default(),
         }
+    }
+
+    /// Sets [`PoolConfig::repair_share`].
+    #[must_use]
+    pub fn repair_share(mut self, share: f64) -> Self {
+        self.repair_share = share;
+        self
+    }
+
+    /// Turns server-to-server copies on or off (see [`PoolConfig::server_to_server`]).
+    #[must_use]
+    pub fn server_to_server(mut self, on: bool) -> Self {
+        self.server_to_server = on;
+        self
+    }
+
+    /// Sets the read patience (`None`: reads wait for failure detection).
+    #[must_use]
+    pub fn read_patience(mut self, patience: Option<Duration>) -> Self {
+        self.read_patience = patience;
+        self
+    }
+
+    /// Sets the tuning of a [`Redundancy::Coded`] scheme.
+    #[must_use]
+    pub fn coding(mut self, opts: CodingOptions) -> Self {
+        self.coding = opts;
+        self
     }
 
     /// Sets the repair bandwidth in bytes per second (`None`: unlimited).
@@ -221,7 +280,7 @@ impl Inner {
     /// [`PoolBackend::add_member`].
     pub(crate) fn add_member(&self, backend: Arc<dyn Backend>) -> Result<MemberId, PoolError> {
         let _g = self.membership.lock();
-        let member = Arc::new(Member::new(backend));
+        let member = Arc::new(Member::new(backend, self.cfg.read_patience));
         let mut list = self.members.write();
         if list.len() >= MAX_MEMBERS {
             return Err(PoolError::TooManyMembers { max: MAX_MEMBERS });
@@ -281,6 +340,8 @@ pub struct PoolBackend {
     thread: Option<JoinHandle<()>>,
     /// Follows the member source, re-admits, moves data off shrinking servers.
     watcher: Option<Watcher>,
+    /// The data path of an erasure-coded pool.
+    coded: Option<coded::Coded>,
 }
 
 impl std::fmt::Debug for PoolBackend {
@@ -356,12 +417,15 @@ impl PoolBackend {
         if members.len() > MAX_MEMBERS {
             return Err(PoolError::TooManyMembers { max: MAX_MEMBERS });
         }
+        if let Redundancy::Coded { k, m } = cfg.redundancy {
+            coded::check_scheme(k, m).map_err(PoolError::Scheme)?;
+        }
         let list: Vec<Arc<Member>> = members
             .into_iter()
-            .map(|b| Arc::new(Member::new(b)))
+            .map(|b| Arc::new(Member::new(b, cfg.read_patience)))
             .collect();
         let inner = Arc::new(Inner {
-            repair: Repairer::new(cfg.repair_rate),
+            repair: Repairer::new(cfg.repair_rate, cfg.repair_share),
             cfg,
             members: RwLock::new(list.into()),
             table: LocationTable::new(),
@@ -376,11 +440,18 @@ impl PoolBackend {
         if thread.is_none() {
             tracing::warn!("pool maintenance thread could not start: repairs run on demand only");
         }
+        let coded = match inner.cfg.redundancy {
+            Redundancy::Coded { k, m } => {
+                Some(coded::Coded::start(inner.clone(), k, m, inner.cfg.coding))
+            }
+            _ => None,
+        };
         let watcher = Some(Watcher::start(inner.clone(), roster));
         Ok(Self {
             inner,
             thread,
             watcher,
+            coded,
         })
     }
 
@@ -445,8 +516,12 @@ impl PoolBackend {
             .collect()
     }
 
-    /// The members the location table places object `id` on (`None`: unknown id).
+    /// The members the location table places object `id` on (`None`: unknown id). An
+    /// erasure-coded object is whole on one member.
     pub fn locations(&self, id: ObjectId) -> Option<Vec<MemberId>> {
+        if let Some(c) = self.coded() {
+            return c.location(id).map(|m| vec![MemberId(usize::from(m))]);
+        }
         self.inner.table.get(id).map(|e| {
             e.members()
                 .iter()
@@ -500,9 +575,24 @@ impl PoolBackend {
         }
     }
 
+    /// The state of an erasure-coded pool's data (`None` for the other schemes).
+    pub fn coded_stats(&self) -> Option<CodedStats> {
+        self.coded().map(coded::Engine::stats)
+    }
+
+    /// The coded data path, for an erasure-coded pool.
+    pub(crate) fn coded(&self) -> Option<&coded::Engine> {
+        self.coded.as_ref().map(|c| &*c.engine)
+    }
+
     /// Runs one repair pass in the calling thread (the background thread runs them on its own)
-    /// and returns the objects still short of copies afterwards.
+    /// and returns the objects still short of copies afterwards. For an erasure-coded pool: one
+    /// maintenance pass (seal every unsealed stripe, rebuild, compact), returning the stripes
+    /// still degraded or unsealed afterwards.
     pub fn repair_now(&self) -> usize {
+        if let Some(c) = self.coded() {
+            return c.maintain(true);
+        }
         repair::pass(&self.inner);
         self.pool_stats().under_replicated
     }
@@ -510,6 +600,7 @@ impl PoolBackend {
 
 impl Drop for PoolBackend {
     fn drop(&mut self) {
+        drop(self.coded.take());
         drop(self.watcher.take());
         self.inner.repair.shut_down();
         if let Some(t) = self.thread.take() {

@@ -11,7 +11,8 @@
 //!    is remembered. Others are left for the single-object path ([`super::repair`]'s `fix`);
 //! 2. **reads** the claimed objects from the source with one `get_many`;
 //! 3. picks a **target** per object and writes each target's objects with one `put_many`
-//!    (after raising the target's `moves` count and checking it still takes objects);
+//!    (after raising the target's `moves` count and checking it still takes objects), or has
+//!    the source server do 2 and 3 itself (see "Server to server" below);
 //! 4. **commits** each object on its own, under its shard lock, only if it is still not freed,
 //!    idle, at the remembered `ver` and members, and the target still takes objects: the
 //!    target replaces the member leaving (down, removed or draining) or is added;
@@ -65,10 +66,24 @@
 //!
 //! Before each batch a worker asks the repairer for a turn ([`super::repair::Repairer::pace`]):
 //! while the application has requests in flight on any member (the members' in-flight counts,
-//! which only application calls raise), one batch at a time runs; when it has none, every
-//! worker runs. So an idle or lightly loaded program gets repairs and drains at transport
-//! speed, and a busy one keeps most of the machine. [`super::PoolConfig::repair_rate`] caps the
+//! which only application calls raise), one batch at a time runs, and after each one the next
+//! waits so that batches take [`super::PoolConfig::repair_share`] of the time; when it has
+//! none, every worker runs. So an idle program gets repairs and drains at transport speed, and
+//! a busy one keeps a set share of the machine. [`super::PoolConfig::repair_rate`] caps the
 //! bandwidth on top of that.
+//!
+//! # Server to server
+//!
+//! When the source and the target are each one memory server reached over TCP (and
+//! [`super::PoolConfig::server_to_server`] is on), steps 2 and 3 are one request: the source
+//! server copies the target's share of the batch straight into this client's session on the
+//! target ([`farmem_proto::agent::op::OBJ_PUSH`]) and answers after the target acknowledged
+//! it, with the size of each copy (or "missing"). The bytes then cross the network once and
+//! the client's CPU stays out of the copy. The race rules above hold unchanged: the source
+//! reads after the claim, the target has stored the copies before any commit, and a failed
+//! push leaves copies that no entry names, which step 5 drops or the client path overwrites (a
+//! push that fails for another reason than the source's failure is redone through the client).
+//! Targets are chosen before the sizes are known, for the average size seen so far.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -80,7 +95,9 @@ use super::Inner;
 use super::member::{Member, MemberState, choose, is_member_failure};
 use super::repair::commit;
 use super::table::{Entry, Ix};
-use crate::backend::ObjectId;
+use farmem_proto::agent::{AgentMessage, PushResult, op};
+
+use crate::backend::{BackendError, ObjectId};
 
 /// Bytes a batch aims at: large enough to amortize a round trip, small enough that an
 /// application request queued behind it on a shared connection waits about a millisecond, and
@@ -88,6 +105,9 @@ use crate::backend::ObjectId;
 pub(crate) const BATCH_BYTES: usize = 960 << 10;
 /// Objects in a worker's first batch of a source (before it knows their size).
 const FIRST_BATCH: usize = 32;
+/// The size a batch's targets are chosen for before any object of its source was seen (a
+/// server-to-server copy learns the sizes only from its answer).
+const FIRST_SIZE: usize = 8 << 10;
 /// Most objects in one batch.
 const MAX_BATCH: usize = 2048;
 
@@ -101,12 +121,18 @@ struct Plan {
 }
 
 /// The batched move of `e`, when it is a plain object that needs exactly a new copy (anything
-/// else is the single-object path's).
-fn plan(e: &Entry, members: &[Arc<Member>], want: usize) -> Option<Plan> {
+/// else is the single-object path's). A live member `evict` (a server being shrunk) counts as
+/// draining.
+fn plan(e: &Entry, members: &[Arc<Member>], want: usize, evict: Option<Ix>) -> Option<Plan> {
     if e.is_table() || e.is_freed() {
         return None;
     }
-    let st = |m: Ix| members.get(usize::from(m)).map(|m| m.state());
+    let st = |m: Ix| {
+        members.get(usize::from(m)).map(|x| match x.state() {
+            MemberState::Live if evict == Some(m) => MemberState::Draining,
+            s => s,
+        })
+    };
     let mut live = 0;
     let mut src = None;
     let mut draining = None;
@@ -165,15 +191,25 @@ impl Queue {
 
 /// Moves what it can of `ids` in batches with `workers` batches in flight; returns the ids left
 /// for the single-object path (tables, objects only losing a copy, busy or raced ones, objects
-/// that found no room or whose batch failed).
-pub(crate) fn run(inner: &Inner, ids: Vec<ObjectId>, workers: usize) -> Vec<ObjectId> {
+/// that found no room or whose batch failed). A live member `evict` (a server being shrunk) is
+/// treated as draining: its copies are replaced.
+pub(crate) fn run(
+    inner: &Inner,
+    ids: Vec<ObjectId>,
+    workers: usize,
+    evict: Option<Ix>,
+) -> Vec<ObjectId> {
     let workers = workers.max(1);
     let members = inner.members();
     let want = inner.cfg.redundancy.copies();
     let mut left = Vec::new();
     let mut by_src: HashMap<Ix, Vec<ObjectId>> = HashMap::new();
     for id in ids {
-        match inner.table.get(id).and_then(|e| plan(&e, &members, want)) {
+        match inner
+            .table
+            .get(id)
+            .and_then(|e| plan(&e, &members, want, evict))
+        {
             Some(p) => by_src.entry(p.src).or_default().push(id),
             None => left.push(id),
         }
@@ -200,8 +236,9 @@ pub(crate) fn run(inner: &Inner, ids: Vec<ObjectId>, workers: usize) -> Vec<Obje
                     .map_or(FIRST_BATCH, |&avg| BATCH_BYTES / avg.max(1))
             });
             let Some((src, batch)) = next else { return };
+            let est = sizes.lock().get(&src).copied().unwrap_or(FIRST_SIZE);
             let _turn = inner.repair.pace(&members, workers);
-            let out = batch_move(inner, src, &batch);
+            let out = batch_move(inner, src, &batch, evict, est);
             if let Some(avg) = out.avg_size {
                 sizes.lock().insert(src, avg);
             }
@@ -226,7 +263,7 @@ struct Outcome {
 }
 
 /// Moves one batch of objects read from `src` (see the module docs).
-fn batch_move(inner: &Inner, src: Ix, ids: &[ObjectId]) -> Outcome {
+fn batch_move(inner: &Inner, src: Ix, ids: &[ObjectId], evict: Option<Ix>, est: usize) -> Outcome {
     let members = inner.members();
     let want = inner.cfg.redundancy.copies();
     let mut left = Vec::new();
@@ -243,7 +280,7 @@ fn batch_move(inner: &Inner, src: Ix, ids: &[ObjectId]) -> Outcome {
             left.push(id);
             continue;
         }
-        match plan(e, &members, want) {
+        match plan(e, &members, want, evict) {
             Some(p) if p.src == src => {
                 e.set_moving(true);
                 claims.push(Claim {
@@ -262,127 +299,291 @@ fn batch_move(inner: &Inner, src: Ix, ids: &[ObjectId]) -> Outcome {
             avg_size: None,
         };
     }
-    let source = &members[usize::from(src)];
-    let want_ids: Vec<ObjectId> = claims.iter().map(|c| c.id).collect();
-    let data = match source.backend.get_many(&want_ids) {
-        Ok(d) if d.len() == want_ids.len() => d,
-        r => {
-            match r {
-                Err(err) if is_member_failure(&err) => inner.mark_down(src, &err),
-                Err(err) => tracing::debug!(error = %err, "a repair batch could not be read"),
-                Ok(_) => tracing::debug!("a repair batch read came back short"),
-            }
-            release(inner, &claims);
-            left.extend(want_ids);
-            return Outcome {
-                left,
-                avg_size: None,
-            };
-        }
+    let mut b = Batch {
+        inner,
+        members: &members,
+        claims: &claims,
+        left,
+        committed: vec![false; claims.len()],
+        drops: HashMap::new(),
+        raised: Vec::new(),
+        paid: 0,
     };
-    let total: usize = data.iter().map(Vec::len).sum();
-    let avg_size = Some(total / data.len().max(1));
-    // Targets: one per object, grouped.
-    let mut by_target: HashMap<Ix, Vec<usize>> = HashMap::new();
-    for (k, (c, d)) in claims.iter().zip(&data).enumerate() {
-        match choose(&members, c.seen.members(), 1, d.len(), &inner.dice).first() {
-            Some(&t) => by_target.entry(t).or_default().push(k),
-            None => left.push(c.id),
+    let push = inner.cfg.server_to_server;
+    let avg_size = if push && members[usize::from(src)].backend.push_target().is_some() {
+        b.by_push(src, est)
+    } else {
+        b.by_client(src)
+    };
+    b.finish();
+    Outcome {
+        left: b.left,
+        avg_size,
+    }
+}
+
+/// A batch's claimed objects on their way (see the module docs for the steps).
+struct Batch<'a> {
+    inner: &'a Inner,
+    members: &'a [Arc<Member>],
+    claims: &'a [Claim],
+    /// Ids for the single-object path.
+    left: Vec<ObjectId>,
+    /// Per claim: whether its move committed.
+    committed: Vec<bool>,
+    /// Copies to drop, per member: the leaving members' and orphaned target copies.
+    drops: HashMap<Ix, Vec<ObjectId>>,
+    /// Targets whose `moves` count was raised, by how much.
+    raised: Vec<(Ix, u32)>,
+    /// Bytes copied by committed moves.
+    paid: usize,
+}
+
+impl Batch<'_> {
+    /// Step 2 and 3 through the client: reads the claimed objects from `src` with one
+    /// `get_many`, writes each target's share with one `put_many`, commits. Returns the
+    /// objects' average size.
+    fn by_client(&mut self, src: Ix) -> Option<usize> {
+        let all: Vec<usize> = (0..self.claims.len()).collect();
+        let data = self.read(src, &all)?;
+        let total: usize = data.iter().map(Vec::len).sum();
+        // Targets: one per object, grouped.
+        let mut by_target: HashMap<Ix, Vec<usize>> = HashMap::new();
+        for (k, (c, d)) in self.claims.iter().zip(&data).enumerate() {
+            let exclude = c.seen.members();
+            match choose(self.members, exclude, 1, d.len(), &self.inner.dice).first() {
+                Some(&t) => by_target.entry(t).or_default().push(k),
+                None => self.left.push(c.id),
+            }
+        }
+        for (t, idx) in by_target {
+            if !self.reserve(t, &idx) {
+                continue;
+            }
+            let items: Vec<(ObjectId, &[u8])> = idx
+                .iter()
+                .map(|&k| (self.claims[k].id, data[k].as_slice()))
+                .collect();
+            if self.write(t, &idx, &items) {
+                let sizes: Vec<usize> = idx.iter().map(|&k| data[k].len()).collect();
+                self.commit(t, &idx, &sizes);
+            }
+        }
+        Some(total / data.len().max(1))
+    }
+
+    /// Steps 2 and 3 server to server: `src` copies each target's share straight to the target
+    /// ([`farmem_proto::agent::op::OBJ_PUSH`]); a share whose push fails for another reason
+    /// than the source's failure goes through the client instead. `est` is the expected object
+    /// size (the targets are chosen before the sizes are known). Returns the objects' average
+    /// size.
+    fn by_push(&mut self, src: Ix, est: usize) -> Option<usize> {
+        let mut by_target: HashMap<Ix, Vec<usize>> = HashMap::new();
+        for (k, c) in self.claims.iter().enumerate() {
+            let exclude = c.seen.members();
+            match choose(self.members, exclude, 1, est, &self.inner.dice).first() {
+                Some(&t) => by_target.entry(t).or_default().push(k),
+                None => self.left.push(c.id),
+            }
+        }
+        let (mut total, mut n) = (0, 0);
+        let mut groups = by_target.into_iter();
+        while let Some((t, idx)) = groups.next() {
+            if !self.reserve(t, &idx) {
+                continue;
+            }
+            let target = &self.members[usize::from(t)];
+            let Some(to) = target.backend.push_target() else {
+                self.left.extend(idx.iter().map(|&k| self.claims[k].id));
+                continue;
+            };
+            let ids: Vec<ObjectId> = idx.iter().map(|&k| self.claims[k].id).collect();
+            let args = to.args(ids).encode();
+            let source = &self.members[usize::from(src)];
+            let pushed = source
+                .backend
+                .compute(self.claims[idx[0]].id, op::OBJ_PUSH, &args)
+                .and_then(|out| {
+                    PushResult::decode(&out).map_err(|e| BackendError::Protocol(e.into()))
+                });
+            let sizes = match pushed {
+                Ok(r) if r.sizes.len() == idx.len() => r.sizes,
+                Err(err) if is_member_failure(&err) => {
+                    // The source is gone; the target may hold some copies.
+                    self.inner.mark_down(src, &err);
+                    self.orphans(t, &idx);
+                    self.abandon(groups);
+                    return None;
+                }
+                r => {
+                    if let Err(err) = r {
+                        tracing::debug!(member = %target.name, error = %err, "a push failed: copying through the client");
+                    }
+                    let Some(data) = self.read(src, &idx) else {
+                        // `read` left the ids; the target may hold some copies.
+                        let ids = idx.iter().map(|&k| self.claims[k].id);
+                        self.drops.entry(t).or_default().extend(ids);
+                        self.abandon(groups);
+                        return None;
+                    };
+                    let items: Vec<(ObjectId, &[u8])> = idx
+                        .iter()
+                        .zip(&data)
+                        .map(|(&k, d)| (self.claims[k].id, d.as_slice()))
+                        .collect();
+                    // Overwrites what the push may have written.
+                    if self.write(t, &idx, &items) {
+                        let sizes: Vec<usize> = data.iter().map(Vec::len).collect();
+                        total += sizes.iter().sum::<usize>();
+                        n += sizes.len();
+                        self.commit(t, &idx, &sizes);
+                    }
+                    continue;
+                }
+            };
+            let (mut have, mut have_sizes) = (Vec::new(), Vec::new());
+            for (&k, &size) in idx.iter().zip(&sizes) {
+                if size == PushResult::MISSING {
+                    // Not on the source (freed meanwhile): nothing was written for it.
+                    self.left.push(self.claims[k].id);
+                } else {
+                    have.push(k);
+                    have_sizes.push(size as usize);
+                }
+            }
+            total += have_sizes.iter().sum::<usize>();
+            n += have.len();
+            self.commit(t, &have, &have_sizes);
+        }
+        (n > 0).then(|| total / n)
+    }
+
+    /// Leaves the claims of the target groups not copied yet.
+    fn abandon(&mut self, groups: impl Iterator<Item = (Ix, Vec<usize>)>) {
+        for (_, idx) in groups {
+            self.left.extend(idx.iter().map(|&k| self.claims[k].id));
         }
     }
-    let mut committed = vec![false; claims.len()];
-    // Copies to drop, per member: the leaving members' and orphaned target copies.
-    let mut drops: HashMap<Ix, Vec<ObjectId>> = HashMap::new();
-    let mut raised: Vec<(Ix, u32)> = Vec::new();
-    let mut paid = 0usize;
-    for (t, idx) in &by_target {
-        let (t, idx) = (*t, idx.as_slice());
-        let target = &members[usize::from(t)];
-        target.moves.fetch_add(idx.len() as u32, Ordering::SeqCst);
-        raised.push((t, idx.len() as u32));
-        // A drain that started meanwhile either sees these moves counted or is seen here.
-        if !target.takes_new() {
-            left.extend(idx.iter().map(|&k| claims[k].id));
-            continue;
+
+    /// Reads the claimed objects `idx` from `src`; `None` (and the ids left) when that fails.
+    fn read(&mut self, src: Ix, idx: &[usize]) -> Option<Vec<Vec<u8>>> {
+        let ids: Vec<ObjectId> = idx.iter().map(|&k| self.claims[k].id).collect();
+        let source = &self.members[usize::from(src)];
+        match source.backend.get_many(&ids) {
+            Ok(d) if d.len() == ids.len() => Some(d),
+            r => {
+                match r {
+                    Err(err) if is_member_failure(&err) => self.inner.mark_down(src, &err),
+                    Err(err) => tracing::debug!(error = %err, "a repair batch could not be read"),
+                    Ok(_) => tracing::debug!("a repair batch read came back short"),
+                }
+                self.left.extend(ids);
+                None
+            }
         }
-        let items: Vec<(ObjectId, &[u8])> = idx
-            .iter()
-            .map(|&k| (claims[k].id, data[k].as_slice()))
-            .collect();
-        match target.backend.put_many(&items) {
-            Ok(()) => {}
+    }
+
+    /// Raises target `t`'s `moves` count for claims `idx` and checks it still takes objects;
+    /// false (and the ids left) when it does not.
+    fn reserve(&mut self, t: Ix, idx: &[usize]) -> bool {
+        let target = &self.members[usize::from(t)];
+        target.moves.fetch_add(idx.len() as u32, Ordering::SeqCst);
+        self.raised.push((t, idx.len() as u32));
+        // A drain that started meanwhile either sees these moves counted or is seen here.
+        if target.takes_new() {
+            return true;
+        }
+        self.left.extend(idx.iter().map(|&k| self.claims[k].id));
+        false
+    }
+
+    /// Claims `idx` may have copies on `t` that no entry names: dropped in step 5, left.
+    fn orphans(&mut self, t: Ix, idx: &[usize]) {
+        let ids = idx.iter().map(|&k| self.claims[k].id);
+        self.drops.entry(t).or_default().extend(ids.clone());
+        self.left.extend(ids);
+    }
+
+    /// Writes `items` (claims `idx`) to target `t` with one `put_many`; false when that failed
+    /// (the target marked down, or its copies to be dropped).
+    fn write(&mut self, t: Ix, idx: &[usize], items: &[(ObjectId, &[u8])]) -> bool {
+        let target = &self.members[usize::from(t)];
+        match target.backend.put_many(items) {
+            Ok(()) => true,
             Err(err) if is_member_failure(&err) => {
-                inner.mark_down(t, &err);
-                left.extend(idx.iter().map(|&k| claims[k].id));
-                continue;
+                self.inner.mark_down(t, &err);
+                self.left.extend(idx.iter().map(|&k| self.claims[k].id));
+                false
             }
             Err(err) => {
                 tracing::debug!(member = %target.name, error = %err, "a repair batch was refused");
                 // Some may have been written before the refusal.
-                drops
-                    .entry(t)
-                    .or_default()
-                    .extend(idx.iter().map(|&k| claims[k].id));
-                left.extend(idx.iter().map(|&k| claims[k].id));
-                continue;
+                self.orphans(t, idx);
+                false
             }
         }
-        for &k in idx {
-            let c = &claims[k];
+    }
+
+    /// Step 4 for claims `idx` (of `sizes` bytes) now copied to `t`.
+    fn commit(&mut self, t: Ix, idx: &[usize], sizes: &[usize]) {
+        let inner = self.inner;
+        for (&k, &size) in idx.iter().zip(sizes) {
+            let c = &self.claims[k];
             let ok = match c.from {
                 Some(f) => commit(inner, c.id, &c.seen, f, |e| e.replace(f, t)),
                 None => commit(inner, c.id, &c.seen, Ix::MAX, |e| e.push(t)),
             };
             if ok {
-                committed[k] = true;
-                paid += data[k].len();
+                self.committed[k] = true;
+                self.paid += size;
                 if let Some(f) = c.from {
-                    drops.entry(f).or_default().push(c.id);
+                    self.drops.entry(f).or_default().push(c.id);
                 }
             } else {
-                drops.entry(t).or_default().push(c.id);
+                self.drops.entry(t).or_default().push(c.id);
                 if !inner
                     .table
                     .shard(c.id)
                     .get(&c.id)
                     .is_some_and(Entry::is_freed)
                 {
-                    left.push(c.id);
+                    self.left.push(c.id);
                 }
             }
         }
     }
-    drop(data);
-    let r = &inner.repair;
-    r.copies.fetch_add(
-        committed.iter().filter(|&&c| c).count() as u64,
-        Ordering::Relaxed,
-    );
-    r.bytes.fetch_add(paid as u64, Ordering::Relaxed);
-    // Step 5: drops, while every claim is still held.
-    for (m, gone) in &drops {
-        let member = &members[usize::from(*m)];
-        if member.serves()
-            && let Err(e) = member.backend.free(gone)
-        {
-            tracing::debug!(member = %member.name, error = %e, "dropping copies failed");
+
+    /// Steps 5 and 6: counts, drops, `moves` counts, claims released.
+    fn finish(&mut self) {
+        let (inner, members) = (self.inner, self.members);
+        let r = &inner.repair;
+        let copies = self.committed.iter().filter(|&&c| c).count();
+        r.copies.fetch_add(copies as u64, Ordering::Relaxed);
+        r.bytes.fetch_add(self.paid as u64, Ordering::Relaxed);
+        // Step 5: drops, while every claim is still held.
+        for (m, gone) in &self.drops {
+            let member = &members[usize::from(*m)];
+            if member.serves()
+                && let Err(e) = member.backend.free(gone)
+            {
+                tracing::debug!(member = %member.name, error = %e, "dropping copies failed");
+            }
         }
-    }
-    // The leaving members' counts were raised by the commits.
-    for (k, c) in claims.iter().enumerate() {
-        if committed[k]
-            && let Some(f) = c.from
-        {
-            members[usize::from(f)].moves.fetch_sub(1, Ordering::AcqRel);
+        // The leaving members' counts were raised by the commits.
+        for (k, c) in self.claims.iter().enumerate() {
+            if self.committed[k]
+                && let Some(f) = c.from
+            {
+                members[usize::from(f)].moves.fetch_sub(1, Ordering::AcqRel);
+            }
         }
+        for &(t, n) in &self.raised {
+            members[usize::from(t)].moves.fetch_sub(n, Ordering::AcqRel);
+        }
+        // Step 6.
+        release(inner, self.claims);
+        inner.repair.take(self.paid);
     }
-    for (t, n) in raised {
-        members[usize::from(t)].moves.fetch_sub(n, Ordering::AcqRel);
-    }
-    // Step 6.
-    release(inner, &claims);
-    inner.repair.take(paid);
-    Outcome { left, avg_size }
 }
 
 /// Ends the claims: freed entries go, the others lose their moving mark.

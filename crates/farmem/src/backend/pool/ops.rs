@@ -94,8 +94,12 @@ pub(super) fn replicas(members: &[Arc<Member>], e: &Entry) -> Vec<Ix> {
     if r.len() > 1 {
         r.sort_by_key(|&m| {
             let m = &members[usize::from(m)];
-            // Live before draining, then by requests in flight.
-            (!m.takes_new(), m.inflight.load(Ordering::Relaxed))
+            // Answering before silent, live before draining, then by requests in flight.
+            (
+                m.is_suspect(),
+                !m.takes_new(),
+                m.inflight.load(Ordering::Relaxed),
+            )
         });
     }
     r
@@ -120,7 +124,8 @@ impl Inner {
         mut f: impl FnMut(&dyn Backend) -> Result<R, BackendError>,
     ) -> Result<R, BackendError> {
         let mut last_entry = None;
-        for _ in 0..4 {
+        let mut rounds = 0;
+        while rounds < 4 {
             let Some(e) = self.table.get(id) else {
                 if self.table.has_entry(id) {
                     // Freed while being moved.
@@ -134,19 +139,43 @@ impl Inner {
                 break;
             }
             let mut not_found = None;
+            let mut moved = false;
+            let mut silent = false;
             for ix in replicas(&members, &e) {
+                if moved {
+                    break;
+                }
                 let m = &members[usize::from(ix)];
                 m.inflight.fetch_add(1, Ordering::Relaxed);
                 let r = f(&*m.backend);
                 m.inflight.fetch_sub(1, Ordering::Relaxed);
+                m.note_read(&r);
                 match r {
+                    // A server-side table answers "no such key" from a copy a mover dropped
+                    // after switching the entry: trust the answer only if the member still
+                    // holds the table by the entry (it is dropped after the switch).
+                    Ok(v)
+                        if e.is_table() && self.table.get(id).is_some_and(|n| !n.contains(ix)) =>
+                    {
+                        drop(v);
+                        tracing::debug!(id, member = %m.name, "table moved under a read: again");
+                        moved = true;
+                    }
                     Ok(v) => return Ok(v),
                     Err(err) if is_member_failure(&err) => self.mark_down(ix, &err),
                     // A copy moved or freed under us, or a stale replica: try the others.
                     Err(err @ BackendError::NotFound(_)) => not_found = Some(err),
+                    // A server silent past the read patience (dying, or stalled): the others.
+                    Err(BackendError::Silent { .. }) => silent = true,
                     Err(err) => return Err(err),
                 }
             }
+            if silent && not_found.is_none() && !moved {
+                // Every replica asked was silent: ask again (a dead one is declared down by
+                // its transport soon, a stalled one answers), without using up a round.
+                continue;
+            }
+            rounds += 1;
             if let Some(err) = not_found
                 && self
                     .table
@@ -189,25 +218,34 @@ impl Inner {
         members: &[Arc<Member>],
         f: &mut impl FnMut(&dyn Backend) -> Result<R, BackendError>,
     ) -> Result<R, BackendError> {
-        for (i, m) in members.iter().enumerate() {
-            if !m.serves() {
-                continue;
-            }
-            match f(&*m.backend) {
-                Ok(v) => {
-                    self.table
-                        .shard(id)
-                        .entry(id)
-                        .or_insert_with(|| Entry::new(&[i as Ix], false));
-                    self.repair.wake();
-                    return Ok(v);
+        loop {
+            let mut silent = false;
+            for (i, m) in members.iter().enumerate() {
+                if !m.serves() {
+                    continue;
                 }
-                Err(err) if is_member_failure(&err) => self.mark_down(i as Ix, &err),
-                Err(BackendError::NotFound(_)) => {}
-                Err(err) => return Err(err),
+                let r = f(&*m.backend);
+                m.note_read(&r);
+                match r {
+                    Ok(v) => {
+                        self.table
+                            .shard(id)
+                            .entry(id)
+                            .or_insert_with(|| Entry::new(&[i as Ix], false));
+                        self.repair.wake();
+                        return Ok(v);
+                    }
+                    Err(err) if is_member_failure(&err) => self.mark_down(i as Ix, &err),
+                    Err(BackendError::NotFound(_)) => {}
+                    // Ask it again once the others were asked.
+                    Err(BackendError::Silent { .. }) => silent = true,
+                    Err(err) => return Err(err),
+                }
+            }
+            if !silent {
+                return Err(BackendError::NotFound(id));
             }
         }
-        Err(BackendError::NotFound(id))
     }
 
     /// Writes items (`(id, bytes)`) to every live replica: `send(member, indices)` writes the
@@ -495,19 +533,31 @@ fn copy_error(e: &BackendError) -> BackendError {
 
 impl Backend for PoolBackend {
     fn put(&self, id: ObjectId, data: &[u8]) -> Result<(), BackendError> {
+        if let Some(c) = self.coded() {
+            return c.put_many(&[(id, data)]);
+        }
         self.inner
             .write(&[(id, data.len())], PUT, &|b, _| b.put(id, data))
     }
 
     fn get(&self, id: ObjectId) -> Result<Vec<u8>, BackendError> {
+        if let Some(c) = self.coded() {
+            return c.get(id);
+        }
         self.inner.read_with(id, |b| b.get(id))
     }
 
     fn get_into(&self, id: ObjectId, buf: &mut [u8]) -> Result<(), BackendError> {
+        if let Some(c) = self.coded() {
+            return c.get_into(id, buf);
+        }
         self.inner.read_with(id, |b| b.get_into(id, buf))
     }
 
     fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>, BackendError> {
+        if let Some(c) = self.coded() {
+            return c.get_many(ids);
+        }
         let inner = &self.inner;
         let mut out: Vec<Option<Vec<u8>>> = vec![None; ids.len()];
         let mut pending: Vec<usize> = (0..ids.len()).collect();
@@ -548,6 +598,11 @@ impl Backend for PoolBackend {
                         inner.mark_down(ix, &e);
                         pending.extend(idx);
                     }
+                    // A silent server: the next round asks other replicas first.
+                    Err(e @ BackendError::Silent { .. }) => {
+                        members[usize::from(ix)].note_read::<()>(&Err(e));
+                        pending.extend(idx);
+                    }
                     // Missing or moved objects: one by one, with failover.
                     _ => singles.extend(idx),
                 }
@@ -564,6 +619,9 @@ impl Backend for PoolBackend {
     }
 
     fn put_many(&self, items: &[(ObjectId, &[u8])]) -> Result<(), BackendError> {
+        if let Some(c) = self.coded() {
+            return c.put_many(items);
+        }
         let sizes: Vec<(ObjectId, usize)> = items.iter().map(|&(id, d)| (id, d.len())).collect();
         self.inner.write(&sizes, PUT, &|b, idx| {
             if let [i] = idx {
@@ -575,12 +633,18 @@ impl Backend for PoolBackend {
     }
 
     fn patch(&self, id: ObjectId, edits: &[Edit<'_>]) -> Result<(), BackendError> {
+        if let Some(c) = self.coded() {
+            return c.patch_many(&[(id, edits)]);
+        }
         let bytes = edits.iter().map(|(_, b)| b.len()).sum();
         self.inner
             .write(&[(id, bytes)], PATCH, &|b, _| b.patch(id, edits))
     }
 
     fn patch_many(&self, items: &[(ObjectId, &[Edit<'_>])]) -> Result<(), BackendError> {
+        if let Some(c) = self.coded() {
+            return c.patch_many(items);
+        }
         let sizes: Vec<(ObjectId, usize)> = items
             .iter()
             .map(|&(id, e)| (id, e.iter().map(|(_, b)| b.len()).sum()))
@@ -592,6 +656,9 @@ impl Backend for PoolBackend {
     }
 
     fn free(&self, ids: &[ObjectId]) -> Result<(), BackendError> {
+        if let Some(c) = self.coded() {
+            return c.free(ids);
+        }
         let inner = &self.inner;
         let forgotten: Vec<(ObjectId, Option<Entry>)> =
             ids.iter().map(|&id| (id, inner.forget(id))).collect();
@@ -652,6 +719,16 @@ impl Backend for PoolBackend {
     }
 
     fn compute(&self, route: ObjectId, opn: u16, args: &[u8]) -> Result<Vec<u8>, BackendError> {
+        // Server-side hash tables are replicated under every scheme; operations over coded
+        // objects are refused.
+        if let Some(c) = self.coded()
+            && !matches!(
+                opn,
+                op::HT_GET | op::HT_PUT | op::HT_REMOVE | op::HT_LEN | op::HT_SCAN | op::HT_DROP
+            )
+        {
+            return Err(c.compute_refused());
+        }
         let inner = &self.inner;
         match opn {
             op::HT_PUT | op::HT_REMOVE | op::HT_DROP => {
@@ -673,15 +750,28 @@ impl Backend for PoolBackend {
                     .ok_or(BackendError::Protocol(ProtocolError::NoReplicaAnswered))
             }
             op::HT_GET | op::HT_LEN | op::HT_SCAN if inner.table.get(route).is_none() => {
-                // A table nobody wrote yet: any live member answers "empty".
+                // A table nobody wrote yet: any serving member answers "empty".
                 let members = inner.members();
-                let first = members.iter().position(|m| m.takes_new() || m.serves());
-                match first {
-                    Some(i) => members[i].backend.compute(route, opn, args),
-                    None => Err(BackendError::Unavailable {
-                        id: route,
-                        servers: String::new(),
-                    }),
+                loop {
+                    let mut silent = false;
+                    for (i, m) in members.iter().enumerate() {
+                        if !m.serves() {
+                            continue;
+                        }
+                        let r = m.backend.compute(route, opn, args);
+                        m.note_read(&r);
+                        match r {
+                            Err(e) if is_member_failure(&e) => inner.mark_down(i as Ix, &e),
+                            Err(BackendError::Silent { .. }) => silent = true,
+                            r => return r,
+                        }
+                    }
+                    if !silent {
+                        return Err(BackendError::Unavailable {
+                            id: route,
+                            servers: String::new(),
+                        });
+                    }
                 }
             }
             _ => inner.read_with(route, |b| b.compute(route, opn, args)),
@@ -689,6 +779,9 @@ impl Backend for PoolBackend {
     }
 
     fn sites(&self) -> Option<&dyn crate::backend::Sites> {
+        if self.coded().is_some() {
+            return None;
+        }
         Some(self)
     }
 
@@ -699,10 +792,10 @@ impl Backend for PoolBackend {
             .filter(|m| m.serves())
             .map(|m| m.name.as_str())
             .collect();
-        format!(
-            "pool({} copies: {})",
-            self.inner.cfg.redundancy.copies(),
-            names.join(", ")
-        )
+        let scheme = match self.inner.cfg.redundancy {
+            super::Redundancy::Coded { k, m } => format!("{k}+{m} coded"),
+            r => format!("{} copies", r.copies()),
+        };
+        format!("pool({scheme}: {})", names.join(", "))
     }
 }

@@ -43,11 +43,24 @@ struct Bucket {
 }
 
 /// A batch's turn from [`Repairer::pace`].
-pub(super) struct Turn<'a>(&'a Repairer);
+pub(super) struct Turn<'a> {
+    r: &'a Repairer,
+    start: Instant,
+    /// Whether the application had requests in flight when the turn began.
+    busy: bool,
+}
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        self.0.turns.fetch_sub(1, Ordering::AcqRel);
+        let r = self.r;
+        if self.busy && r.share < 1.0 {
+            // Rest so that batches take about `share` of the time while the application works.
+            let rest = self.start.elapsed().mul_f64((1.0 - r.share) / r.share);
+            let until = Instant::now() + rest;
+            let mut u = r.rest_until.lock();
+            *u = Some(u.map_or(until, |t| t.max(until)));
+        }
+        r.turns.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -67,10 +80,14 @@ pub(crate) struct Repairer {
     shutdown: AtomicBool,
     /// Batches running (see [`Repairer::pace`]).
     turns: AtomicUsize,
+    /// Share of the time batches may run while the application has requests in flight.
+    share: f64,
+    /// While the application works, no batch starts before this.
+    rest_until: Mutex<Option<Instant>>,
 }
 
 impl Repairer {
-    pub(crate) fn new(rate: Option<u64>) -> Self {
+    pub(crate) fn new(rate: Option<u64>, share: f64) -> Self {
         Self {
             bucket: rate.map(|r| {
                 let rate = r.max(1) as f64;
@@ -94,6 +111,8 @@ impl Repairer {
             cv: Condvar::new(),
             shutdown: AtomicBool::new(false),
             turns: AtomicUsize::new(0),
+            share: share.clamp(0.01, 1.0),
+            rest_until: Mutex::new(None),
         }
     }
 
@@ -134,16 +153,31 @@ impl Repairer {
     }
 
     /// Waits for a turn to run a batch: any of `workers` turns while the application has no
-    /// request in flight on `members`, one turn while it has (see the mover's docs). The turn
-    /// ends when the returned guard drops.
+    /// request in flight on `members`; while it has, one turn, and after each batch a rest that
+    /// keeps batches to [`super::PoolConfig::repair_share`] of the time (see the mover's docs).
+    /// The turn ends when the returned guard drops.
     pub(super) fn pace(&self, members: &[Arc<Member>], workers: usize) -> Turn<'_> {
         loop {
             let busy = members
                 .iter()
                 .any(|m| m.inflight.load(Ordering::Relaxed) > 0);
+            if busy && !self.stopping() {
+                let until = *self.rest_until.lock();
+                let now = Instant::now();
+                if let Some(t) = until
+                    && t > now
+                {
+                    std::thread::sleep((t - now).min(Duration::from_millis(2)));
+                    continue;
+                }
+            }
             let limit = if busy { 1 } else { workers };
             if self.turns.fetch_add(1, Ordering::AcqRel) < limit || self.stopping() {
-                return Turn(self);
+                return Turn {
+                    r: self,
+                    start: Instant::now(),
+                    busy,
+                };
             }
             self.turns.fetch_sub(1, Ordering::AcqRel);
             std::thread::sleep(Duration::from_micros(200));
@@ -165,7 +199,7 @@ impl Repairer {
 }
 
 /// Batches a repair pass or drain round keeps in flight.
-const MOVERS: usize = 4;
+pub(super) const MOVERS: usize = 4;
 
 /// The body of the maintenance thread: refresh member statistics, then repair, every interval
 /// or when woken.
@@ -209,7 +243,7 @@ pub(crate) fn pass(inner: &Inner) {
     let members = inner.members();
     let want = inner.cfg.redundancy.copies();
     let ids = inner.table.select(|e| needs_work(e, &members, want));
-    let left = mover::run(inner, ids, MOVERS);
+    let left = mover::run(inner, ids, MOVERS, None);
     let (mut pending, mut no_room, mut lost) = (0, 0, 0);
     for id in left {
         if inner.repair.stopping() {
@@ -236,10 +270,22 @@ pub(crate) fn pass(inner: &Inner) {
 pub(crate) fn drain(inner: &Inner, m: Ix) -> Result<(), PoolError> {
     let name = || inner.members()[usize::from(m)].name.clone();
     let mut remaining = 0;
-    for round in 0..1000 {
+    let mut round = 0;
+    while round < 1000 {
         // Placement reads member states under the shard locks, and this select takes every
         // shard lock after the member stopped taking new objects: nothing can slip past.
         let ids = inner.table.select(|e| e.contains(m));
+        // Another mover (the maintenance thread's pass) working on one of them makes progress
+        // for us: wait for it without counting the round (a large table takes a while).
+        if ids
+            .iter()
+            .any(|&id| inner.table.get(id).is_some_and(|e| e.is_moving()))
+            && ids.len() < 64
+        {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        round += 1;
         if ids.is_empty() {
             // Moves committed by other movers may still owe the drop of this member's copy.
             let member = &inner.members()[usize::from(m)];
@@ -249,10 +295,10 @@ pub(crate) fn drain(inner: &Inner, m: Ix) -> Result<(), PoolError> {
             return Ok(());
         }
         remaining = ids.len();
-        if round > 0 {
+        if round > 1 {
             std::thread::sleep(Duration::from_millis(1));
         }
-        for id in mover::run(inner, ids, MOVERS) {
+        for id in mover::run(inner, ids, MOVERS, None) {
             match fix(inner, id, None) {
                 Fix::NoRoom => return Err(PoolError::NoRoom { member: name(), id }),
                 Fix::Done | Fix::Gone | Fix::Raced | Fix::Lost => {}

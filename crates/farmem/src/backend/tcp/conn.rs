@@ -19,31 +19,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use farmem_proto::{
-    ErrorCode, ErrorInfo, HEADER_LEN, Header, HelloInfo, MAX_FRAME_BODY, Op, Response, ServerStats,
-    VERSION, begin_frame, decode_frame, finish_frame,
-};
+use farmem_proto::{HEADER_LEN, Header, HelloInfo, MAX_FRAME_BODY, Op, begin_frame, decode_frame, finish_frame};
 use parking_lot::Mutex;
 
 use super::link::{HandshakeError, Link};
+use super::reply::decode_reply;
+pub(crate) use super::reply::Reply;
 use super::stream::Stream;
-use farmem_store::agent::AgentErrorCode;
 
-use crate::backend::{BackendError, DisconnectCause, ProtocolError};
+use crate::backend::BackendError;
 
 const READ_BUFFER: usize = 256 << 10;
 const SHRINK_ABOVE: usize = 4 << 20;
 /// Buffered request bytes that force a write even without an explicit flush.
 const FLUSH_AT: usize = 64 << 10;
-
-/// A decoded, owned answer.
-#[derive(Debug)]
-pub(crate) enum Reply {
-    Done,
-    Data(Vec<u8>),
-    Many(Vec<Option<Vec<u8>>>),
-    Stats(ServerStats),
-}
 
 enum SlotState {
     Free,
@@ -91,6 +80,8 @@ pub(crate) struct Pending {
     slot: u32,
     epoch: u32,
     seq: u64,
+    /// When it was queued, for one request in `LATENCY_SAMPLE` (see `Counters`).
+    at: Option<Instant>,
 }
 
 /// A connection to one memory server (re-established under the hood when it breaks).
@@ -116,92 +107,54 @@ fn req_id(slot: u32, epoch: u32) -> u64 {
 /// Slot frames above this are not kept for reuse once answered.
 const KEEP_FRAME: usize = 1 << 20;
 
-/// Maps an error answer to a typed error.
-pub(crate) fn error_from(addr: &str, e: &ErrorInfo<'_>) -> BackendError {
-    let msg = e.message.to_string();
-    match ErrorCode::from_code(e.code) {
-        Some(ErrorCode::NotFound) => BackendError::NotFound(e.a),
-        Some(ErrorCode::OutOfCapacity) => BackendError::OutOfCapacity {
-            needed: e.a,
-            available: e.b,
-        },
-        Some(ErrorCode::SizeMismatch) => BackendError::SizeMismatch {
-            id: e.a,
-            expected: e.b,
-            actual: e.c,
-        },
-        Some(ErrorCode::TooLarge) => BackendError::TooLarge {
-            size: e.a,
-            limit: e.b,
-        },
-        Some(ErrorCode::ResponseTooLarge) => BackendError::ResponseTooLarge {
-            size: e.a,
-            limit: e.b,
-        },
-        Some(ErrorCode::AuthRefused) => BackendError::AuthRefused { addr: addr.into() },
-        Some(ErrorCode::VersionMismatch) => BackendError::VersionMismatch {
-            addr: addr.into(),
-            client: VERSION,
-            server: u16::try_from(e.a).unwrap_or(u16::MAX),
-        },
-        Some(ErrorCode::Compute) => BackendError::RemoteAgent {
-            addr: addr.into(),
-            code: AgentErrorCode::from_code(e.a),
-            message: msg,
-        },
-        Some(ErrorCode::Refused | ErrorCode::ShuttingDown) => BackendError::Disconnected {
-            addr: addr.into(),
-            cause: DisconnectCause::Refused {
-                code: e.code,
-                message: msg,
-            },
-        },
-        Some(ErrorCode::SessionRefused) => BackendError::ServerDown {
-            addr: addr.into(),
-            reason: format!("session lost: {msg}"),
-        },
-        _ => BackendError::Protocol(ProtocolError::ServerError {
-            addr: addr.into(),
-            code: e.code,
-            message: msg,
-        }),
-    }
-}
-
-fn decode_reply(
-    addr: &str,
-    h: &Header,
-    body: &[u8],
-) -> Result<Result<Reply, BackendError>, ProtocolError> {
-    let resp = Response::decode(h.op, h.flags, body)?;
-    Ok(match resp {
-        Response::Done => Ok(Reply::Done),
-        Response::Data(d) => Ok(Reply::Data(d.to_vec())),
-        Response::Many(list) => Ok(Reply::Many(
-            list.iter().map(|o| o.map(<[u8]>::to_vec)).collect(),
-        )),
-        Response::Hello(_) => {
-            return Err(ProtocolError::UnexpectedAnswer {
-                answer: format!("hello answer to a request from {addr}"),
-            });
-        }
-        Response::Stats(s) => Ok(Reply::Stats(s)),
-        Response::Admin(_) => {
-            return Err(ProtocolError::UnexpectedAnswer {
-                answer: format!("admin answer to a request from {addr}"),
-            });
-        }
-        Response::Error(e) => Err(error_from(addr, &e)),
-    })
-}
-
 enum Led {
     /// Our answer arrived, or the server is down (the slot says which).
     Settled,
     /// Our deadline passed first.
     TimedOut,
+    /// A patient read's server stayed silent past its patience.
+    Silent(Duration),
     /// The stream of this generation broke: reconnect.
     Broken(u64),
+}
+
+/// The patience of a read (see [`Connection::wait_read`]).
+#[derive(Clone, Copy, Debug)]
+struct Patience {
+    since: Instant,
+    limit: Duration,
+}
+
+impl Patience {
+    fn new(since: Instant, limit: Duration) -> Self {
+        Self { since, limit }
+    }
+
+    /// How long the server has been silent, once the read has waited its patience and the
+    /// server has sent nothing for as long.
+    fn exhausted(&self, link: &Link) -> Option<Duration> {
+        if self.since.elapsed() < self.limit {
+            return None;
+        }
+        let quiet = link.quiet_for();
+        (quiet >= self.limit).then_some(quiet)
+    }
+
+    /// When a parked waiter should look again.
+    fn next_look(&self, now: Instant) -> Instant {
+        let first = self.since + self.limit;
+        if now < first {
+            first
+        } else {
+            now + (self.limit / 4).max(Duration::from_micros(500))
+        }
+    }
+}
+
+/// The read timeout of a data connection whose reads have `patience`: its leader looks at the
+/// clock this often while waiting.
+pub(crate) fn read_quantum(patience: Duration) -> Duration {
+    (patience / 4).max(Duration::from_millis(1))
 }
 
 impl Connection {
@@ -315,12 +268,19 @@ impl Connection {
         let start = begin_frame(&mut w.buf, op as u16, 0, req_id(slot, epoch));
         body(&mut w.buf);
         finish_frame(&mut w.buf, start);
+        self.link.counters.sent(w.buf.len() - start);
         w.queued += 1;
         let seq = w.queued;
         if flush || w.buf.len() >= FLUSH_AT {
             self.flush_locked(&mut w);
         }
-        Ok(Pending { slot, epoch, seq })
+        let timed = seq.is_multiple_of(super::counters::LATENCY_SAMPLE);
+        Ok(Pending {
+            slot,
+            epoch,
+            seq,
+            at: timed.then(Instant::now),
+        })
     }
 
     fn flush_locked(&self, w: &mut Writer) {
@@ -474,6 +434,7 @@ impl Connection {
         self.flush_locked(&mut w);
         drop(w);
         let _ = hello;
+        self.link.counters.reconnected();
         tracing::info!(
             addr = %self.addr(),
             resent = resend.len(),
@@ -532,6 +493,26 @@ impl Connection {
     /// # Errors
     /// The server's error answer, [`BackendError::ServerDown`], or [`BackendError::Timeout`].
     pub(crate) fn wait(&self, p: Pending, deadline: Instant) -> Result<Reply, BackendError> {
+        self.wait_with(p, deadline, None)
+    }
+
+    /// Waits for the answer to a read as [`Connection::wait`] does, but gives up with
+    /// [`BackendError::Silent`] once the link's read patience has passed with nothing at all
+    /// heard from the server (the request is abandoned: its answer is dropped on arrival).
+    pub(crate) fn wait_read(&self, p: Pending, deadline: Instant) -> Result<Reply, BackendError> {
+        let patience = self
+            .link
+            .read_patience()
+            .map(|d| Patience::new(Instant::now(), d));
+        self.wait_with(p, deadline, patience)
+    }
+
+    fn wait_with(
+        &self,
+        p: Pending,
+        deadline: Instant,
+        patience: Option<Patience>,
+    ) -> Result<Reply, BackendError> {
         if p.seq > self.flushed.load(Ordering::Acquire) {
             let mut w = self.writer.lock();
             if p.seq > self.flushed.load(Ordering::Acquire) {
@@ -541,20 +522,29 @@ impl Connection {
         loop {
             let mut st = self.state.lock();
             if let Some(r) = Self::take(&mut st, p) {
+                drop(st);
+                if let Some(at) = p.at {
+                    self.link.counters.answered(at.elapsed());
+                }
                 return r;
             }
             if !st.leader && st.dead.is_none() {
                 st.leader = true;
                 drop(st);
-                match self.lead(p, deadline) {
+                match self.lead(p, deadline, patience) {
                     Led::Settled => {}
                     Led::TimedOut => return self.timed_out(p),
+                    Led::Silent(quiet) => return self.given_up(p, quiet),
                     Led::Broken(generation) => self.recover(generation),
                 }
                 continue;
             }
             if st.dead.is_some() {
                 return Err(self.link.down_error());
+            }
+            if let Some(quiet) = patience.and_then(|pa| pa.exhausted(&self.link)) {
+                drop(st);
+                return self.given_up(p, quiet);
             }
             if let SlotState::Pending(w) = &mut st.slots[p.slot as usize].state
                 && w.is_none()
@@ -568,14 +558,31 @@ impl Connection {
             if now >= deadline {
                 return self.timed_out(p);
             }
-            std::thread::park_timeout(deadline - now);
+            let until = patience.map_or(deadline, |pa| pa.next_look(now).min(deadline));
+            std::thread::park_timeout(until.saturating_duration_since(now));
         }
+    }
+
+    /// Ends a patient read whose server stayed silent (unless its answer just came).
+    fn given_up(&self, p: Pending, quiet: Duration) -> Result<Reply, BackendError> {
+        if let Some(r) = Self::take(&mut self.state.lock(), p) {
+            return r;
+        }
+        self.abandon(p);
+        Err(BackendError::Silent {
+            addr: self.addr().into(),
+            after_ms: quiet.as_millis() as u64,
+        })
     }
 
     fn timed_out(&self, p: Pending) -> Result<Reply, BackendError> {
         if let Some(r) = Self::take(&mut self.state.lock(), p) {
+            if let Some(at) = p.at {
+                self.link.counters.answered(at.elapsed());
+            }
             return r;
         }
+        self.link.counters.timed_out();
         self.abandon(p);
         Err(BackendError::Timeout {
             addr: self.addr().into(),
@@ -584,7 +591,7 @@ impl Connection {
     }
 
     /// Reads and dispatches answers until `p`'s has arrived; we hold the leadership.
-    fn lead(&self, p: Pending, deadline: Instant) -> Led {
+    fn lead(&self, p: Pending, deadline: Instant, patience: Option<Patience>) -> Led {
         let mut guard = self.reader.lock();
         let r = &mut *guard;
         let outcome = loop {
@@ -666,6 +673,9 @@ impl Connection {
                     if Instant::now() >= deadline {
                         break Led::TimedOut;
                     }
+                    if let Some(quiet) = patience.and_then(|pa| pa.exhausted(&self.link)) {
+                        break Led::Silent(quiet);
+                    }
                 }
                 Err(_) => break Led::Broken(r.generation),
             }
@@ -681,6 +691,8 @@ impl Connection {
     fn dispatch(&self, h: &Header, body: &[u8]) -> Result<(), String> {
         let slot = h.req_id as u32;
         let epoch = (h.req_id >> 32) as u32;
+        let error = h.flags & farmem_proto::FLAG_ERROR != 0;
+        self.link.counters.received(HEADER_LEN + body.len(), error);
         let reply = decode_reply(self.addr(), h, body).map_err(|e| e.to_string())?;
         if h.req_id == 0 {
             // A connection-level refusal sent before any request was read.

@@ -13,7 +13,8 @@ use farmem_proto::{
 };
 use parking_lot::{Condvar, Mutex};
 
-use super::conn::{Connection, error_from};
+use super::conn::Connection;
+use super::reply::error_from;
 use super::stream::Stream;
 use super::tls::ClientTls;
 use crate::backend::{BackendError, ProtocolError};
@@ -33,6 +34,8 @@ pub(crate) struct LinkConfig {
     pub(crate) heartbeat: Duration,
     /// A ping unanswered for this long declares the server down.
     pub(crate) detect_after: Duration,
+    /// A refused connection is retried, not fatal (durable servers restart).
+    pub(crate) await_restart: bool,
 }
 
 /// A server and this client's session on it, shared by all its connections.
@@ -50,6 +53,10 @@ pub(crate) struct Link {
     /// its connections (a busy server is not a dead one).
     born: Instant,
     last_rx: AtomicU64,
+    /// Traffic counters ([`super::TransportStats`]).
+    pub(crate) counters: super::counters::Counters,
+    /// Reads give up after this many nanoseconds of silence from the server (0: never).
+    patience_ns: AtomicU64,
     /// Set (with `stop_cv`) when the backend is dropped: the heartbeat thread exits.
     stop: Mutex<bool>,
     stop_cv: Condvar,
@@ -92,7 +99,9 @@ impl Link {
             down_reason: Mutex::new(None),
             conns: Mutex::new(Vec::new()),
             born: Instant::now(),
+            counters: Default::default(),
             last_rx: AtomicU64::new(0),
+            patience_ns: AtomicU64::new(0),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
         })
@@ -109,10 +118,32 @@ impl Link {
         self.last_rx.store(t, Ordering::Relaxed);
     }
 
+    /// How long a read waits for a silent server before giving up (`None`: no limit).
+    pub(crate) fn read_patience(&self) -> Option<Duration> {
+        match self.patience_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
+    /// Sets [`Link::read_patience`].
+    pub(crate) fn set_read_patience(&self, patience: Option<Duration>) {
+        let ns = patience.map_or(0, |d| d.as_nanos().clamp(1, u128::from(u64::MAX)) as u64);
+        self.patience_ns.store(ns, Ordering::Relaxed);
+    }
+
     /// How long ago bytes last arrived from the server.
-    fn quiet_for(&self) -> Duration {
+    pub(crate) fn quiet_for(&self) -> Duration {
         let last = Duration::from_nanos(self.last_rx.load(Ordering::Relaxed));
         self.born.elapsed().saturating_sub(last)
+    }
+
+    /// This client's session key and resume secret on the server (0, 0 before the first hello).
+    pub(crate) fn session_secret(&self) -> (u64, u64) {
+        (
+            self.session.load(Ordering::Acquire),
+            self.secret.load(Ordering::Acquire),
+        )
     }
 
     /// Whether the server has been declared down (terminal).
@@ -183,7 +214,8 @@ impl Link {
         }
         let Some(stream) = stream else {
             // Nobody listens: the server process is gone.
-            return Err(if last.kind() == io::ErrorKind::ConnectionRefused {
+            let refused = last.kind() == io::ErrorKind::ConnectionRefused;
+            return Err(if refused && !self.config.await_restart {
                 HandshakeError::Fatal(unreachable(last))
             } else {
                 HandshakeError::Transient(unreachable(last))

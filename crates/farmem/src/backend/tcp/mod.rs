@@ -1,7 +1,10 @@
 //! The TCP transport: memory servers as a [`Backend`].
 
+mod config;
 mod conn;
+mod counters;
 mod link;
+mod reply;
 mod sites;
 mod stream;
 mod ticket;
@@ -12,9 +15,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use farmem_proto::{Op, ServerStats, VERSION, body, owner_of};
+use farmem_proto::agent::op as agent_op;
+use farmem_proto::{Op, ServerStats, body, owner_of};
 
+pub use self::config::TcpConfig;
 use self::conn::{Connection, Pending, Reply};
+pub use self::counters::{LATENCY_BUCKETS_US, TransportStats};
 use self::link::{Link, LinkConfig};
 pub use self::ticket::Ticket;
 pub use self::tls::{ClientTls, TlsError};
@@ -26,108 +32,16 @@ use super::{
 pub(super) struct PendingTcp {
     ticket: Ticket,
     deadline: Instant,
+    /// A lookup that may give up on a silent server ([`Backend::set_read_patience`]).
+    patient: bool,
 }
 
 impl PendingTcp {
     pub(super) fn wait(self) -> Result<Vec<u8>, BackendError> {
-        match self.ticket.wait(self.deadline)? {
+        match self.ticket.wait_as(self.deadline, self.patient)? {
             Reply::Data(d) => Ok(d),
             other => Err(unexpected(&other)),
         }
-    }
-}
-
-/// How to reach the memory servers.
-///
-/// ```no_run
-/// use std::time::Duration;
-/// use farmem::backend::{TcpBackend, TcpConfig};
-/// let cfg = TcpConfig::new(["10.0.0.5:7070", "10.0.0.6:7070"])
-///     .token(b"secret".to_vec())
-///     .timeout(Duration::from_secs(5))
-///     .connections_per_server(2);
-/// let backend = TcpBackend::connect(cfg).unwrap();
-/// ```
-#[derive(Clone, Debug)]
-pub struct TcpConfig {
-    /// Server addresses (`host:port`). Objects are spread over them by [`farmem_proto::owner_of`].
-    pub servers: Vec<String>,
-    /// Shared secret, when the servers require one.
-    pub token: Option<Vec<u8>>,
-    /// Connect timeout and the longest wait for any answer.
-    pub timeout: Duration,
-    /// Connections per server (all joined to one session); threads are spread over them.
-    pub connections_per_server: usize,
-    /// Connect over TLS (see [`ClientTls`]); `None`: clear text. Default `None`.
-    pub tls: Option<ClientTls>,
-    /// Protocol version to announce (tests use this to provoke a mismatch).
-    pub version: u16,
-    /// A broken connection is re-established (session resumed, requests in flight resent)
-    /// within this time, or its server is declared down. Default 3 s.
-    pub reconnect_within: Duration,
-    /// Ping period on each server's heartbeat connection; zero disables the heartbeat.
-    /// Default 200 ms.
-    pub heartbeat: Duration,
-    /// A server whose heartbeat goes unanswered this long (frozen, partitioned) is declared
-    /// down. Default 1 s.
-    pub detect_after: Duration,
-}
-
-impl TcpConfig {
-    /// Defaults for `servers`: no token, 30 s timeout, one connection per server.
-    pub fn new<I, S>(servers: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: ToString,
-    {
-        Self {
-            servers: servers.into_iter().map(|s| s.to_string()).collect(),
-            token: None,
-            tls: None,
-            timeout: Duration::from_secs(30),
-            connections_per_server: 1,
-            version: VERSION,
-            reconnect_within: Duration::from_secs(3),
-            heartbeat: Duration::from_millis(200),
-            detect_after: Duration::from_secs(1),
-        }
-    }
-
-    /// Sets how long a broken connection may take to be re-established.
-    pub fn reconnect_within(mut self, d: Duration) -> Self {
-        self.reconnect_within = d;
-        self
-    }
-
-    /// Sets the heartbeat period and the silence after which a server is declared down.
-    pub fn heartbeat(mut self, every: Duration, detect_after: Duration) -> Self {
-        self.heartbeat = every;
-        self.detect_after = detect_after;
-        self
-    }
-
-    /// Sets the shared-secret token.
-    pub fn token(mut self, token: impl Into<Vec<u8>>) -> Self {
-        self.token = Some(token.into());
-        self
-    }
-
-    /// Connects over TLS, trusting the servers' certificates that `tls`'s root CA signed.
-    pub fn tls(mut self, tls: ClientTls) -> Self {
-        self.tls = Some(tls);
-        self
-    }
-
-    /// Sets the timeout.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Sets the number of connections per server.
-    pub fn connections_per_server(mut self, n: usize) -> Self {
-        self.connections_per_server = n;
-        self
     }
 }
 
@@ -220,6 +134,7 @@ impl TcpBackend {
             reconnect_within: config.reconnect_within,
             heartbeat: config.heartbeat,
             detect_after: config.detect_after,
+            await_restart: config.await_restart,
         };
         let mut backend = Self {
             servers: Vec::new(),
@@ -263,6 +178,15 @@ impl TcpBackend {
                 addr: s.link.addr.clone(),
                 down: s.link.down_reason(),
             })
+            .collect()
+    }
+
+    /// Traffic with every server since connecting, in configuration order: requests, errors,
+    /// bytes, reconnects and latency (the client's side of the server's metrics).
+    pub fn transport_stats(&self) -> Vec<TransportStats> {
+        self.servers
+            .iter()
+            .map(|s| s.link.counters.snapshot(&s.link.addr))
             .collect()
     }
 
@@ -316,6 +240,17 @@ impl TcpBackend {
         conn.wait(p, self.deadline())
     }
 
+    /// [`TcpBackend::call`] for a read: gives up on a silent server after the read patience.
+    fn call_read(
+        &self,
+        conn: &Connection,
+        op: Op,
+        body: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Reply, BackendError> {
+        let p = conn.submit(op, true, body)?;
+        conn.wait_read(p, self.deadline())
+    }
+
     fn expect_data(&self, r: Reply) -> Result<Vec<u8>, BackendError> {
         match r {
             Reply::Data(d) => Ok(d),
@@ -339,6 +274,7 @@ impl TcpBackend {
         &self,
         groups: &[Vec<usize>],
         op: Op,
+        read: bool,
         chunks: impl Fn(&[usize]) -> Vec<std::ops::Range<usize>>,
         encode: impl Fn(&[usize], &mut Vec<u8>),
     ) -> Result<Vec<(usize, std::ops::Range<usize>, Reply)>, BackendError> {
@@ -362,7 +298,13 @@ impl TcpBackend {
         let deadline = self.deadline();
         let mut out = Vec::with_capacity(sent.len());
         for (server, range, p) in sent {
-            match self.conn(server).wait(p, deadline) {
+            let conn = self.conn(server);
+            let r = if read {
+                conn.wait_read(p, deadline)
+            } else {
+                conn.wait(p, deadline)
+            };
+            match r {
                 Ok(r) => out.push((server, range, r)),
                 Err(e) => {
                     first_err.get_or_insert(e);
@@ -514,7 +456,7 @@ impl Backend for TcpBackend {
 
     fn get(&self, id: ObjectId) -> Result<Vec<u8>, BackendError> {
         let conn = self.conn(self.server_of(id));
-        let r = self.call(conn, Op::Get, |b| b.extend_from_slice(&id.to_le_bytes()))?;
+        let r = self.call_read(conn, Op::Get, |b| b.extend_from_slice(&id.to_le_bytes()))?;
         self.expect_data(r)
     }
 
@@ -528,6 +470,7 @@ impl Backend for TcpBackend {
         let answers = self.scatter(
             &groups,
             Op::GetMany,
+            true,
             |g| cut(g, BATCH_IDS, usize::MAX, |_| 0),
             |idx, b| {
                 let v: Vec<u64> = idx.iter().map(|&i| ids[i]).collect();
@@ -569,6 +512,7 @@ impl Backend for TcpBackend {
         self.scatter(
             &groups,
             Op::PutMany,
+            false,
             |g| cut(g, usize::MAX, max, |i| items[i].1.len() + 12),
             |idx, b| {
                 let v: Vec<(u64, &[u8])> = idx.iter().map(|&i| items[i]).collect();
@@ -593,6 +537,7 @@ impl Backend for TcpBackend {
         self.scatter(
             &groups,
             Op::Patch,
+            false,
             |g| cut(g, usize::MAX, max, size),
             |idx, b| {
                 let v: Vec<body::PatchItem<'_>> = idx.iter().map(|&i| items[i]).collect();
@@ -613,6 +558,7 @@ impl Backend for TcpBackend {
         let r = self.scatter(
             &groups,
             Op::Free,
+            false,
             |g| cut(g, BATCH_IDS, usize::MAX, |_| 0),
             |idx, b| {
                 let v: Vec<u64> = idx.iter().map(|&i| ids[i]).collect();
@@ -626,6 +572,13 @@ impl Backend for TcpBackend {
     }
 
     fn stats(&self) -> Result<StoreStats, BackendError> {
+        // With every server down there is no store left to describe: say so (a pool member
+        // over one server learns it is gone from its periodic stats, even holding nothing).
+        if let Some(s) = self.servers.iter().find(|s| s.link.is_down())
+            && self.servers.iter().all(|s| s.link.is_down())
+        {
+            return Err(s.link.down_error());
+        }
         let mut total = StoreStats::default();
         let live: Result<Vec<ServerStats>, BackendError> = (0..self.servers.len())
             .filter(|&s| !self.is_down(s))
@@ -671,6 +624,7 @@ impl Backend for TcpBackend {
             Ok(p) => PendingCompute(PendingInner::Tcp(PendingTcp {
                 ticket: Ticket::new(conn.clone(), p, route),
                 deadline: self.deadline(),
+                patient: matches!(op, agent_op::HT_GET | agent_op::HT_LEN | agent_op::HT_SCAN),
             })),
             Err(e) => PendingCompute::ready(Err(e)),
         }
@@ -678,6 +632,34 @@ impl Backend for TcpBackend {
 
     fn sites(&self) -> Option<&dyn super::Sites> {
         (self.servers.len() > 1).then_some(self as &dyn super::Sites)
+    }
+
+    fn set_read_patience(&self, patience: Option<Duration>) {
+        for s in &self.servers {
+            s.link.set_read_patience(patience);
+            // The leader of a waiting read looks at the clock at least this often.
+            let quantum = patience.map_or(self.timeout, conn::read_quantum);
+            for c in &s.conns {
+                c.set_read_timeout(quantum.min(self.timeout));
+            }
+        }
+    }
+
+    fn push_target(&self) -> Option<super::PushTarget> {
+        let [s] = self.servers.as_slice() else {
+            return None;
+        };
+        if s.link.config.tls.is_some() {
+            // Servers copy to each other in clear text: over TLS, copies go through the client.
+            return None;
+        }
+        let (session, resume) = s.link.session_secret();
+        (session != 0 && !s.link.is_down()).then(|| super::PushTarget {
+            addr: s.link.addr.clone(),
+            session,
+            resume,
+            token: s.link.config.token.clone().unwrap_or_default(),
+        })
     }
 
     fn describe(&self) -> String {

@@ -39,8 +39,18 @@ impl Ticket {
         self.id
     }
 
-    pub(crate) fn wait(mut self, deadline: Instant) -> Result<Reply, BackendError> {
+    pub(crate) fn wait(self, deadline: Instant) -> Result<Reply, BackendError> {
+        self.wait_as(deadline, false)
+    }
+
+    /// Waits as a read (`patient`: see `Connection::wait_read`) or as any request.
+    pub(crate) fn wait_as(
+        mut self,
+        deadline: Instant,
+        patient: bool,
+    ) -> Result<Reply, BackendError> {
         match self.pending.take() {
+            Some(p) if patient => self.conn.wait_read(p, deadline),
             Some(p) => self.conn.wait(p, deadline),
             None => Err(BackendError::Protocol(
                 crate::backend::ProtocolError::TicketUsed,

@@ -3,6 +3,9 @@
 #[allow(unused_imports)]
 use super::*;
 
+/// Per group: the key, the aggregates and the two middle values (lower, upper) of its values.
+pub type GroupMedians<T, V> = Vec<(T, Aggregates, Option<(V, V)>)>;
+
 impl<T: Primitive + Send + Sync> FarVec<T> {
     /// This vector as an input of a multi-vector operation.
     pub fn agent_input(&self) -> AgentInput<'_> {
@@ -145,9 +148,10 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
             .collect()
     }
 
-    /// Group-by aggregate with each group's lower median, `self` being the key column: for each
+    /// Group-by aggregate with each group's median, `self` being the key column: for each
     /// distinct key (ascending), the aggregates of the `values` at the same positions and the
-    /// lower median of the non-NaN ones (`None` if there are none).
+    /// two middle values of the non-NaN ones (lower and upper, equal for an odd count; `None`
+    /// if there are none), found in one pass.
     ///
     /// # Errors
     /// As [`FarVec::group_by`].
@@ -156,7 +160,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
         values: &FarVec<V>,
         limit: u32,
         mode: Offload,
-    ) -> Result<Vec<(T, Aggregates, Option<V>)>> {
+    ) -> Result<GroupMedians<T, V>> {
         let args = self.group_args(values, limit)?;
         let (a, b) = (VecSource::new(self), VecSource::new(values));
         let spread = match spread_sites(&self.rt, mode) {
@@ -173,15 +177,13 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
                 vec![&a, &b],
             )?,
         };
+        let value = |m| V::from_scalar(m).ok_or_else(|| ContainerError::Agent("bad median".into()));
         r.groups
             .into_iter()
             .map(|(k, a, m)| {
                 let m = match m {
                     None => None,
-                    Some(m) => Some(
-                        V::from_scalar(m)
-                            .ok_or_else(|| ContainerError::Agent("bad median".into()))?,
-                    ),
+                    Some((lo, hi)) => Some((value(lo)?, value(hi)?)),
                 };
                 Ok((key_of(k)?, a, m))
             })

@@ -5,8 +5,8 @@
 use super::*;
 
 use farmem_proto::agent::{
-    FilterRowsArgs, GroupRankArgs, GroupRankResult, RankQuery, Scalar, U64List, from_order_key,
-    order_key,
+    Domain, FilterRowsArgs, GroupRankArgs, GroupRankResult, RankQuery, Scalar, U64List,
+    from_order_key, order_key,
 };
 
 use super::spread::{Job, Part, spread};
@@ -48,8 +48,46 @@ fn merge_unique(parts: Vec<UniqueResult>, limit: u32) -> Result<Vec<Scalar>> {
 /// group's non-NaN values, and the median once found.
 struct Search {
     query: RankQuery,
+    /// The rank sought: the lower middle's, then (an even count whose upper middle was not in
+    /// the last range) the upper middle's.
     rank: Option<u64>,
-    median: Option<Scalar>,
+    /// Number of the group's non-NaN values, once known.
+    n: Option<u64>,
+    /// Order key of the group's largest value.
+    max: u64,
+    lower: Option<Scalar>,
+    upper: Option<Scalar>,
+}
+
+impl Search {
+    /// The value of order key `key` is at the sought rank; `next` is the order key at the next
+    /// rank when the last range held it. Returns whether the search goes on (for the upper
+    /// middle, among the values above `key`).
+    fn found(&mut self, d: Domain, key: u64, next: Option<u64>) -> bool {
+        let v = from_order_key(d, key);
+        if self.lower.is_some() {
+            self.upper = Some(v);
+            return false;
+        }
+        self.lower = Some(v);
+        let n = self.n.unwrap_or(1);
+        let upper_rank = n / 2;
+        let rank = self.rank.unwrap_or(0);
+        match (upper_rank == rank, next, key.checked_add(1)) {
+            (true, ..) => self.upper = Some(v),
+            (false, Some(k), _) => self.upper = Some(from_order_key(d, k)),
+            (false, None, Some(above)) if above <= self.max => {
+                self.rank = Some(upper_rank);
+                self.query.lo = above;
+                self.query.hi = self.max;
+                self.query.shift = 0;
+                self.query.values = n - upper_rank <= RANK_FETCH;
+                return true;
+            }
+            (false, None, _) => self.upper = Some(v),
+        }
+        false
+    }
 }
 
 impl<T: Primitive + Send + Sync> FarVec<T> {
@@ -200,7 +238,8 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     }
 
     /// [`FarVec::group_median`] spread: the group-by's aggregates, then rounds of per-group
-    /// counts narrowing each group's range until its median is known exactly.
+    /// counts narrowing each group's range until its lower middle value is known exactly, and
+    /// its upper middle (an even count) when the last range did not hold it too.
     pub(super) fn spread_group_median<V: Primitive + Send + Sync>(
         &self,
         sites: &dyn Sites,
@@ -224,7 +263,10 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
                     shift: 0,
                 },
                 rank: None,
-                median: None,
+                n: None,
+                max: a.max.map_or(0, order_key),
+                lower: None,
+                upper: None,
             })
             .collect();
         let inputs = [self.vec_ref(), vr.clone()];
@@ -269,7 +311,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
             };
             let parts = answers::<GroupRankResult>(&self.rt, sites, &[&keys, &vs], &job)?
                 .unwrap_or_default();
-            let mut next = Vec::new();
+            let mut next_round = Vec::new();
             for (qi, &g) in active.iter().enumerate() {
                 let mut below = 0u64;
                 let mut above = 0u64;
@@ -295,12 +337,11 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
                 } else {
                     counts.iter().sum()
                 };
-                let rank = *s
-                    .rank
-                    .get_or_insert(match (below + above + inside).checked_sub(1) {
-                        Some(n1) => n1 / 2,
-                        None => continue,
-                    });
+                let n = *s.n.get_or_insert(below + above + inside);
+                let rank = *s.rank.get_or_insert(match n.checked_sub(1) {
+                    Some(n1) => n1 / 2,
+                    None => continue,
+                });
                 let Some(mut t) = rank.checked_sub(below).filter(|&t| t < inside) else {
                     return Err(ContainerError::Agent(
                         "median rank outside its range".into(),
@@ -308,7 +349,10 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
                 };
                 if s.query.values {
                     counts.sort_unstable();
-                    s.median = Some(from_order_key(d, counts[t as usize]));
+                    let next = counts.get(t as usize + 1).copied();
+                    if s.found(d, counts[t as usize], next) {
+                        next_round.push(g);
+                    }
                     continue;
                 }
                 let w = 1u128 << s.query.shift;
@@ -328,13 +372,16 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
                 s.query.hi = hi as u64;
                 s.query.shift = 0;
                 if lo == hi {
-                    s.median = Some(from_order_key(d, lo as u64));
+                    let next = (t + 1 < counts[b]).then_some(lo as u64);
+                    if s.found(d, lo as u64, next) {
+                        next_round.push(g);
+                    }
                     continue;
                 }
                 s.query.values = counts[b] <= RANK_FETCH;
-                next.push(g);
+                next_round.push(g);
             }
-            active = next;
+            active = next_round;
         }
         Ok(Some(GroupMedianResult {
             key_ty: groups.key_ty,
@@ -342,7 +389,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
                 .groups
                 .into_iter()
                 .zip(search)
-                .map(|((k, a), s)| (k, a, s.median))
+                .map(|((k, a), s)| (k, a, s.lower.zip(s.upper)))
                 .collect(),
         }))
     }

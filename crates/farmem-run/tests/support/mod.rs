@@ -1,0 +1,118 @@
+//! What the shim tests share: the `farmem-run` binary with its shim built, C programs compiled
+//! with `cc`, and skipping where userfaultfd paging is unavailable.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+#[path = "../../../farmem/tests/support/mod.rs"]
+mod skip;
+pub use skip::skip_or_fail;
+
+/// The `farmem-run` binary.
+pub fn farmem_run() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_farmem-run"))
+}
+
+/// Builds the shim next to `farmem-run` (cargo does not build a cdylib that no target links).
+fn build_shim() -> Result<PathBuf, String> {
+    let bin = farmem_run();
+    let dir = bin.parent().ok_or("farmem-run has no directory")?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-q", "-p", "farmem-preload"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().map_err(|e| format!("running cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building the shim failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let lib = dir.join("libfarmem_preload.so");
+    if lib.is_file() {
+        Ok(lib)
+    } else {
+        Err(format!("no shim at {} after building it", lib.display()))
+    }
+}
+
+/// The shim library (built once per test binary).
+pub fn shim() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| build_shim().unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// Whether paged far memory works here; prints why and returns `false` otherwise (or panics
+/// under `FARMEM_REQUIRE_PRIVILEGED`).
+pub fn far_memory_available() -> bool {
+    match farmem::paging::available_user_mode() {
+        Ok(()) => true,
+        Err(e) => {
+            skip_or_fail(&format!("far memory: {e}"));
+            false
+        }
+    }
+}
+
+/// Compiles `tests/programs/<name>.c` (with pthreads) and returns the executable.
+pub fn compile(name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/programs")
+        .join(format!("{name}.c"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("shim-{name}"));
+    let st = Command::new("cc")
+        .args(["-O1", "-Wall", "-pthread", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("running cc");
+    assert!(st.success(), "compiling {} failed", src.display());
+    out
+}
+
+/// Runs `cmd` under `farmem-run --stats` with `--local-mem local` and the extra options.
+pub fn run_under_shim(local: &str, extra: &[&str], cmd: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut c = Command::new(farmem_run());
+    c.arg("--local-mem")
+        .arg(local)
+        .arg("--stats")
+        .arg("--preload")
+        .arg(shim())
+        .args(extra)
+        .arg("--");
+    for a in cmd {
+        c.arg(a);
+    }
+    c.output().expect("running farmem-run")
+}
+
+/// The paging counters each process printed at exit: one map per `farmem-run stats:` line.
+pub fn stats(out: &Output) -> Vec<std::collections::HashMap<String, i64>> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| l.strip_prefix("farmem-run stats: "))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+                .collect()
+        })
+        .collect()
+}
+
+/// Panics with the program's output unless it exited with status 0.
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

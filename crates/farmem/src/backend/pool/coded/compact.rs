@@ -1,0 +1,103 @@
+//! Compaction: reclaims the dead space of sealed stripes by writing their live objects again
+//! (as new versions, only where still current) so that the old stripe dies and is freed.
+
+use std::sync::atomic::Ordering;
+
+use super::Engine;
+use super::layout::{Key, Phase, SlotState, StripeId};
+use crate::backend::ObjectId;
+
+/// Stripes compacted per maintenance pass at most (the rest wait for the next pass, so the
+/// application's requests interleave).
+const STRIPES_PER_PASS: usize = 64;
+
+impl Engine {
+    /// Compacts while dead bytes exceed the slack, stripes with the most dead bytes first (at
+    /// most [`STRIPES_PER_PASS`] unless `all`).
+    pub(crate) fn compact(&self, all: bool) {
+        let mut n = 0;
+        while all || n < STRIPES_PER_PASS {
+            let Some(sid) = self.pick_victim(1.0) else {
+                return;
+            };
+            self.compact_stripe(sid);
+            n += 1;
+        }
+    }
+
+    /// Back-pressure for writers: while dead space is over twice the slack (the maintenance
+    /// thread falls behind the application's overwrites and frees), each write batch compacts
+    /// one stripe itself, so memory stays bounded whatever the write rate.
+    pub(crate) fn compact_behind(&self) {
+        if let Some(sid) = self.pick_victim(2.0) {
+            self.compact_stripe(sid);
+        }
+    }
+
+    /// The sealed stripe with the most dead bytes, when dead space is over `times` the slack.
+    fn pick_victim(&self, times: f64) -> Option<StripeId> {
+        let l = self.layout.lock();
+        let slack = (l.live_bytes as f64 * self.opts.compact_slack * times) as u64;
+        if l.dead_bytes <= slack {
+            return None;
+        }
+        l.stripes
+            .iter()
+            .filter(|(_, st)| st.phase == Phase::Sealed && !st.busy && st.dead_bytes > 0)
+            .max_by_key(|(_, st)| st.dead_bytes)
+            .map(|(&sid, _)| sid)
+    }
+
+    /// Writes the live objects of stripe `sid` again; the stripe is freed when its last live
+    /// object has a newer version.
+    pub(crate) fn compact_stripe(&self, sid: StripeId) {
+        let live: Vec<(ObjectId, Key)> = {
+            let mut l = self.layout.lock();
+            let Some(st) = l.stripes.get_mut(&sid) else {
+                return;
+            };
+            if st.busy || st.phase != Phase::Sealed {
+                return;
+            }
+            st.busy = true;
+            st.spans
+                .iter()
+                .flat_map(|sp| sp.slots.iter())
+                .filter(|s| s.state == SlotState::Live)
+                .map(|s| (s.id, s.key))
+                .collect()
+        };
+        for chunk in live.chunks(256) {
+            let ids: Vec<ObjectId> = chunk.iter().map(|c| c.0).collect();
+            let keys: Vec<Key> = chunk.iter().map(|c| c.1).collect();
+            // Objects freed meanwhile are simply not found: skip them one by one.
+            let vals: Vec<Option<Vec<u8>>> = match self.get_many(&ids) {
+                Ok(v) => v.into_iter().map(Some).collect(),
+                Err(_) => ids.iter().map(|&id| self.get(id).ok()).collect(),
+            };
+            let mut items = Vec::with_capacity(ids.len());
+            let mut conds = Vec::with_capacity(ids.len());
+            for ((&id, &key), v) in ids.iter().zip(&keys).zip(&vals) {
+                if let Some(v) = v {
+                    items.push((id, v.as_slice()));
+                    conds.push(key);
+                }
+            }
+            if let Err(e) = self.write(&items, Some(&conds)) {
+                tracing::warn!(error = %e, "coded pool: compaction write failed");
+                break;
+            }
+        }
+        let freed = {
+            let mut l = self.layout.lock();
+            if let Some(st) = l.stripes.get_mut(&sid) {
+                st.busy = false;
+            }
+            l.reap(sid)
+        };
+        if !freed.is_empty() {
+            self.counters.compacted.fetch_add(1, Ordering::Relaxed);
+        }
+        self.free_keys(freed);
+    }
+}

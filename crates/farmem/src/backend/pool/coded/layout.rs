@@ -1,0 +1,354 @@
+//! What the client knows about its coded data: stripes of spans of slots, and the object index.
+//!
+//! A *slot* is one version of one object: a server object under a fresh key on its span's
+//! member. A *span* is the slots of one stripe on one member, laid out end to end (the layout
+//! exists only here: the member stores each slot as its own object). A *stripe* is `k` spans on
+//! distinct members plus parity spans on further members; parity covers the span layouts padded
+//! to the longest. Everything here is changed under one lock and never across a network call.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crate::backend::ObjectId;
+use crate::backend::pool::table::{IdHasher, Ix};
+
+/// The name of a slot or a parity span on its member (fresh for every write, never reused).
+pub(crate) type Key = u64;
+
+/// The name of a stripe.
+pub(crate) type StripeId = u64;
+
+/// The state of a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SlotState {
+    /// The object's current version.
+    Live,
+    /// Overwritten or freed after its stripe's parity covered it: it stays on its member (the
+    /// parity needs it to rebuild the others) as dead space until the stripe is compacted.
+    Dead,
+    /// Overwritten or freed before its stripe was sealed: left out of the parity and freed on
+    /// its member when the stripe is sealed.
+    Gone,
+}
+
+/// One version of one object.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Slot {
+    pub(crate) id: ObjectId,
+    pub(crate) key: Key,
+    pub(crate) len: u32,
+    /// Offset in the span: in its buffer while the stripe is open, in the sealed layout after.
+    pub(crate) off: u32,
+    pub(crate) state: SlotState,
+}
+
+/// The slots of one stripe on one member.
+#[derive(Debug)]
+pub(crate) struct Span {
+    pub(crate) member: Ix,
+    pub(crate) slots: Vec<Slot>,
+    /// The slots' bytes while the stripe is not sealed (the client's copy of unsealed data).
+    pub(crate) buf: Option<Vec<u8>>,
+}
+
+/// Where a stripe is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Taking writes (or full and waiting for them); the client holds a copy of every slot.
+    Open,
+    /// Parity being computed and written; the client still holds the copy.
+    Sealing,
+    /// Parity written; the client copy is dropped.
+    Sealed,
+}
+
+/// `k` data spans and their parity.
+#[derive(Debug)]
+pub(crate) struct Stripe {
+    pub(crate) spans: Vec<Span>,
+    /// Parity spans: member and key, in code order.
+    pub(crate) parity: Vec<(Ix, Key)>,
+    /// Length of every (padded) span and parity span once sealed.
+    pub(crate) shard_len: usize,
+    pub(crate) phase: Phase,
+    /// Write batches still sending slots of this stripe.
+    pub(crate) pending: u32,
+    /// Takes no more writes.
+    pub(crate) full: bool,
+    /// The maintenance thread is rebuilding or compacting it.
+    pub(crate) busy: bool,
+    pub(crate) live: u32,
+    pub(crate) live_bytes: u64,
+    /// Bytes of dead slots still held by members.
+    pub(crate) dead_bytes: u64,
+    pub(crate) opened: Instant,
+}
+
+impl Stripe {
+    /// Every member holding a span of the stripe (data first).
+    pub(crate) fn members(&self) -> Vec<Ix> {
+        self.spans
+            .iter()
+            .map(|s| s.member)
+            .chain(self.parity.iter().map(|p| p.0))
+            .collect()
+    }
+
+    /// Every key a member holds for this stripe.
+    pub(crate) fn held_keys(&self) -> Vec<(Ix, Key)> {
+        let mut out: Vec<(Ix, Key)> = self
+            .spans
+            .iter()
+            .flat_map(|s| s.slots.iter().map(move |x| (s.member, x.key)))
+            .collect();
+        out.extend(self.parity.iter().copied());
+        out
+    }
+}
+
+/// Where the current version of an object is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Loc {
+    pub(crate) stripe: StripeId,
+    pub(crate) span: u8,
+    pub(crate) slot: u32,
+}
+
+/// A snapshot of an object's place for a read.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Target {
+    pub(crate) loc: Loc,
+    pub(crate) member: Ix,
+    pub(crate) key: Key,
+    pub(crate) len: usize,
+}
+
+type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// The client's whole view of its coded data.
+#[derive(Debug, Default)]
+pub(crate) struct Layout {
+    pub(crate) index: IdMap<Loc>,
+    pub(crate) stripes: IdMap<Stripe>,
+    /// The stripe taking new writes.
+    pub(crate) open: Option<StripeId>,
+    next_stripe: StripeId,
+    next_key: Key,
+    /// Bytes of live objects.
+    pub(crate) live_bytes: u64,
+    /// Bytes of dead slots held by members.
+    pub(crate) dead_bytes: u64,
+}
+
+/// Keys of the coded namespace start here (readable in server dumps).
+const KEY_BASE: Key = 0xC0DE << 48;
+
+impl Layout {
+    /// A fresh key.
+    pub(crate) fn key(&mut self) -> Key {
+        self.next_key += 1;
+        KEY_BASE | self.next_key
+    }
+
+    /// Opens a stripe on `members` (distinct) and makes it the one taking writes.
+    pub(crate) fn open(&mut self, members: &[Ix]) -> StripeId {
+        self.next_stripe += 1;
+        let sid = self.next_stripe;
+        let spans = members
+            .iter()
+            .map(|&member| Span {
+                member,
+                slots: Vec::new(),
+                buf: Some(Vec::new()),
+            })
+            .collect();
+        self.stripes.insert(
+            sid,
+            Stripe {
+                spans,
+                parity: Vec::new(),
+                shard_len: 0,
+                phase: Phase::Open,
+                pending: 0,
+                full: false,
+                busy: false,
+                live: 0,
+                live_bytes: 0,
+                dead_bytes: 0,
+                opened: Instant::now(),
+            },
+        );
+        self.open = Some(sid);
+        sid
+    }
+
+    /// The slot at `loc`.
+    pub(crate) fn slot(&self, loc: Loc) -> Option<(&Stripe, &Span, &Slot)> {
+        let st = self.stripes.get(&loc.stripe)?;
+        let sp = st.spans.get(usize::from(loc.span))?;
+        let sl = sp.slots.get(loc.slot as usize)?;
+        Some((st, sp, sl))
+    }
+
+    /// Where object `id` is now.
+    pub(crate) fn target(&self, id: ObjectId) -> Option<Target> {
+        let loc = *self.index.get(&id)?;
+        let (_, sp, sl) = self.slot(loc)?;
+        Some(Target {
+            loc,
+            member: sp.member,
+            key: sl.key,
+            len: sl.len as usize,
+        })
+    }
+
+    /// The current key of `id`.
+    pub(crate) fn key_of(&self, id: ObjectId) -> Option<Key> {
+        self.target(id).map(|t| t.key)
+    }
+
+    /// Appends `data` as the new version of `id` to the least filled span of open stripe `sid`
+    /// and points the index at it. Returns the new slot's place and key, and the keys members
+    /// may free now (the old version's whole stripe, when it died with it).
+    pub(crate) fn append(
+        &mut self,
+        sid: StripeId,
+        id: ObjectId,
+        data: &[u8],
+    ) -> (Loc, Key, Vec<(Ix, Key)>) {
+        let key = self.key();
+        let st = self.stripes.get_mut(&sid).expect("open stripe exists");
+        let (span, sp) = st
+            .spans
+            .iter_mut()
+            .enumerate()
+            .min_by_key(|(_, s)| s.buf.as_ref().map_or(usize::MAX, Vec::len))
+            .expect("a stripe has spans");
+        let buf = sp.buf.get_or_insert_with(Vec::new);
+        let off = buf.len() as u32;
+        buf.extend_from_slice(data);
+        sp.slots.push(Slot {
+            id,
+            key,
+            len: data.len() as u32,
+            off,
+            state: SlotState::Live,
+        });
+        let loc = Loc {
+            stripe: sid,
+            span: span as u8,
+            slot: (sp.slots.len() - 1) as u32,
+        };
+        st.live += 1;
+        st.live_bytes += data.len() as u64;
+        self.live_bytes += data.len() as u64;
+        let freed = match self.index.insert(id, loc) {
+            Some(old) => self.kill(old),
+            None => Vec::new(),
+        };
+        (loc, key, freed)
+    }
+
+    /// Bytes buffered in the least filled span of an open stripe.
+    pub(crate) fn least_filled(&self, sid: StripeId) -> usize {
+        self.stripes.get(&sid).map_or(0, |s| {
+            s.spans
+                .iter()
+                .map(|sp| sp.buf.as_ref().map_or(0, Vec::len))
+                .min()
+                .unwrap_or(0)
+        })
+    }
+
+    /// Removes `id` from the index; returns keys members may free now.
+    pub(crate) fn remove(&mut self, id: ObjectId) -> Vec<(Ix, Key)> {
+        match self.index.remove(&id) {
+            Some(loc) => self.kill(loc),
+            None => Vec::new(),
+        }
+    }
+
+    /// Marks the slot at `loc` as no longer current; returns keys members may free now.
+    fn kill(&mut self, loc: Loc) -> Vec<(Ix, Key)> {
+        let Some(st) = self.stripes.get_mut(&loc.stripe) else {
+            return Vec::new();
+        };
+        let phase = st.phase;
+        let Some(sl) = st
+            .spans
+            .get_mut(usize::from(loc.span))
+            .and_then(|sp| sp.slots.get_mut(loc.slot as usize))
+        else {
+            return Vec::new();
+        };
+        if sl.state != SlotState::Live {
+            return Vec::new();
+        }
+        let len = u64::from(sl.len);
+        sl.state = if phase == Phase::Open {
+            SlotState::Gone
+        } else {
+            SlotState::Dead
+        };
+        st.live -= 1;
+        st.live_bytes -= len;
+        self.live_bytes -= len;
+        if phase != Phase::Open {
+            st.dead_bytes += len;
+            self.dead_bytes += len;
+        }
+        self.reap(loc.stripe)
+    }
+
+    /// Removes sealed stripe `sid` if it holds no live object and no one works on it; returns
+    /// the keys members may free.
+    pub(crate) fn reap(&mut self, sid: StripeId) -> Vec<(Ix, Key)> {
+        let dead = self
+            .stripes
+            .get(&sid)
+            .is_some_and(|s| s.live == 0 && s.phase == Phase::Sealed && !s.busy);
+        if !dead {
+            return Vec::new();
+        }
+        let st = self.stripes.remove(&sid).expect("checked above");
+        self.dead_bytes -= st.dead_bytes;
+        st.held_keys()
+    }
+
+    /// Bytes of parity held by members.
+    pub(crate) fn parity_bytes(&self) -> u64 {
+        self.stripes
+            .values()
+            .map(|s| (s.parity.len() * s.shard_len) as u64)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overwrites_in_open_stripes_are_gone_and_in_sealed_ones_dead() {
+        let mut l = Layout::default();
+        let sid = l.open(&[0, 1]);
+        let (a, _, f) = l.append(sid, 7, b"hello");
+        assert!(f.is_empty());
+        let (b, _, _) = l.append(sid, 8, b"world!");
+        assert_ne!(a.span, b.span, "least filled span first");
+        let (c, k, _) = l.append(sid, 7, b"HELLO");
+        assert_eq!(l.key_of(7), Some(k));
+        assert_eq!(l.slot(a).unwrap().2.state, SlotState::Gone);
+        assert_eq!(l.live_bytes, 11);
+        assert_eq!(l.dead_bytes, 0);
+        assert_eq!(l.least_filled(sid), 6);
+        l.stripes.get_mut(&sid).unwrap().phase = Phase::Sealed;
+        assert!(l.remove(8).is_empty(), "one object still lives");
+        assert_eq!(l.dead_bytes, 6);
+        let freed = l.remove(7);
+        assert_eq!(freed.len(), 3, "the whole stripe goes with its last object");
+        assert!(l.stripes.is_empty());
+        assert_eq!((l.live_bytes, l.dead_bytes), (0, 0));
+        assert!(l.slot(c).is_none());
+    }
+}

@@ -1,0 +1,410 @@
+//! Erasure coding of a pool ([`Redundancy::Coded`](super::Redundancy::Coded)), after Carbink
+//! (OSDI'22).
+//!
+//! # Layout
+//!
+//! Each object stays **whole on one member** under a key of its own, so a failure-free read is
+//! one request to one member and costs what it costs without redundancy. Objects are packed
+//! into *spans*: a stripe has `k` data spans on `k` distinct members and `m` parity spans on `m`
+//! further members. A span is a list of objects on its member laid end to end (the layout is
+//! kept by the client; the member just stores objects), and parity is Reed-Solomon over the
+//! spans padded to the longest. Any `m` members of a stripe may fail: the lost spans are
+//! computed from any `k` others. See `layout.rs` for the bookkeeping, `codec.rs` for the crate.
+//!
+//! # Writes: log-structured, for write-back batches
+//!
+//! Every write (a `put`, each object of a `put_many`) is a **new version in a fresh slot** of
+//! the open stripe; sealed stripes are never modified, so parity never needs a read-modify-write
+//! and a write interrupted by a failure can never leave a sealed stripe inconsistent
+//! (`write.rs`):
+//! 1. the batch's objects are appended to the least filled spans of the open stripe (the client
+//!    keeps a copy of every unsealed span in memory: at most about `k` spans) and the index
+//!    points at the new versions;
+//! 2. each object is sent to its span's member, one request per member for the whole batch, in
+//!    parallel; the write is **acknowledged once its member holds it**. Until the stripe is
+//!    sealed the client's copy is the second copy: any number of member failures lose nothing
+//!    while the client lives (and a client that dies takes its session, and all its objects,
+//!    with it). When a member fails mid-write, its span of the open stripe moves to another
+//!    member (written again from the client's copy) and the write completes there;
+//! 3. when the open stripe holds `k` spans' worth of bytes and no batch is still sending into it,
+//!    the writer that finished last *seals* it: computes the `m` parity spans from its copy,
+//!    writes them to `m` other members, and only then drops its copy. A stripe left partly
+//!    filled is sealed by the maintenance thread after [`CodingOptions::seal_after`].
+//!
+//! A member failing during a seal gets its data span moved (from the client's copy) or its parity
+//! span written elsewhere before the seal completes. A stripe that cannot be sealed for lack of
+//! members stays open, held by the client, until members come back.
+//!
+//! # Reads
+//!
+//! One request to the object's member. When it is down, an unsealed object is served from the
+//! client's copy; a sealed one by a *degraded read*: the same byte range of `k` other spans of
+//! its stripe (only the few objects of each data span that overlap it, and a slice of a parity
+//! span), fetched in parallel, decoded (`read.rs`).
+//!
+//! # Dead space and compaction
+//!
+//! An overwritten or freed object of a sealed stripe stays on its member as *dead space* (the
+//! parity still needs it). A stripe whose objects are all dead is freed at once; otherwise the
+//! maintenance thread *compacts*: while dead bytes exceed [`CodingOptions::compact_slack`] of the
+//! live bytes, it takes the stripe with the most dead bytes, writes its live objects again (as
+//! new versions, only if still current, so a racing application write wins) and the old stripe
+//! dies and is freed (`compact.rs`). Memory stays near `(k + m) / k` of the live bytes.
+//!
+//! # Repair
+//!
+//! The maintenance thread rebuilds every span of a sealed stripe that sits on a member that is
+//! down, removed or draining: it fetches any `k` spans of the stripe, decodes the others and
+//! writes the lost ones to members outside the stripe (`rebuild.rs`). A stripe sealed with fewer
+//! than `m` parity spans (too few members at the time) gets the rest once there are members.
+//!
+//! # Limits
+//!
+//! Vector operations of the remote agent need objects under their own ids on the members and
+//! are refused ([`BackendError::Config`]): keep agent-computed containers on a replicated pool.
+//! The agent's server-side hash tables (`HT_*`) are not byte objects: the pool replicates them
+//! on `m + 1` members ([`Redundancy::copies`](super::Redundancy::copies)), so a `FarHashMap`
+//! works on a coded pool and survives as many failures as its coded data.
+
+mod codec;
+mod compact;
+mod layout;
+mod read;
+mod rebuild;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use self::codec::Codec;
+pub use self::codec::CodingError;
+use self::layout::{Key, Layout, Phase};
+use super::Inner;
+use super::member::is_member_failure;
+use super::ops::fan_out;
+use super::table::Ix;
+use crate::backend::BackendError;
+
+/// Tuning of a [`Redundancy::Coded`](super::Redundancy::Coded) pool.
+///
+/// ```
+/// use std::time::Duration;
+/// use farmem::backend::pool::CodingOptions;
+/// let o = CodingOptions::default().span_bytes(32 << 10).seal_after(Duration::from_millis(50));
+/// assert_eq!(o.span_bytes, 32 << 10);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CodingOptions {
+    /// Bytes a data span takes before its stripe is sealed (an object larger than this fills a
+    /// span alone).
+    pub span_bytes: usize,
+    /// Dead bytes allowed, as a share of live bytes, before compaction starts.
+    pub compact_slack: f64,
+    /// A partly filled stripe with no write in flight is sealed after this long.
+    pub seal_after: Duration,
+}
+
+impl Default for CodingOptions {
+    /// 32 KiB spans, 4% dead space, sealing after 100 ms.
+    fn default() -> Self {
+        Self {
+            span_bytes: 32 << 10,
+            compact_slack: 0.04,
+            seal_after: Duration::from_millis(100),
+        }
+    }
+}
+
+impl CodingOptions {
+    /// Sets [`CodingOptions::span_bytes`] (at least 64).
+    #[must_use]
+    pub fn span_bytes(mut self, bytes: usize) -> Self {
+        self.span_bytes = bytes.max(64);
+        self
+    }
+
+    /// Sets [`CodingOptions::compact_slack`].
+    #[must_use]
+    pub fn compact_slack(mut self, share: f64) -> Self {
+        self.compact_slack = share.max(0.0);
+        self
+    }
+
+    /// Sets [`CodingOptions::seal_after`].
+    #[must_use]
+    pub fn seal_after(mut self, after: Duration) -> Self {
+        self.seal_after = after;
+        self
+    }
+}
+
+/// State of the coded data of a pool, from
+/// [`PoolBackend::coded_stats`](super::PoolBackend::coded_stats).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CodedStats {
+    /// Objects.
+    pub objects: u64,
+    /// Stripes (open and sealed).
+    pub stripes: u64,
+    /// Stripes not yet sealed (held by the client).
+    pub unsealed: u64,
+    /// Sealed stripes with a span on a member that is gone, or short of parity.
+    pub degraded: u64,
+    /// Bytes of live objects.
+    pub live_bytes: u64,
+    /// Bytes of dead objects still held by members.
+    pub dead_bytes: u64,
+    /// Bytes of parity held by members.
+    pub parity_bytes: u64,
+    /// Reads served by decoding.
+    pub degraded_reads: u64,
+    /// Spans (data or parity) rebuilt onto other members.
+    pub rebuilt_spans: u64,
+    /// Stripes compacted.
+    pub compacted: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    degraded_reads: AtomicU64,
+    rebuilt_spans: AtomicU64,
+    compacted: AtomicU64,
+}
+
+/// The coded data path of a pool (shared with its maintenance thread).
+pub(crate) struct Engine {
+    pub(crate) pool: Arc<Inner>,
+    k: usize,
+    m: usize,
+    opts: CodingOptions,
+    layout: Mutex<Layout>,
+    codec: Codec,
+    counters: Counters,
+    /// One maintenance pass at a time.
+    maint: Mutex<()>,
+    wake: Mutex<bool>,
+    cv: Condvar,
+    stop: AtomicBool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("k", &self.k)
+            .field("m", &self.m)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The coded data path and its maintenance thread (stopped on drop).
+#[derive(Debug)]
+pub(crate) struct Coded {
+    pub(crate) engine: Arc<Engine>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Coded {
+    /// Starts coding `k + m` over `pool`'s members.
+    pub(crate) fn start(pool: Arc<Inner>, k: u8, m: u8, opts: CodingOptions) -> Self {
+        let engine = Arc::new(Engine {
+            pool,
+            k: usize::from(k),
+            m: usize::from(m),
+            opts,
+            layout: Mutex::new(Layout::default()),
+            codec: Codec::default(),
+            counters: Counters::default(),
+            maint: Mutex::new(()),
+            wake: Mutex::new(false),
+            cv: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let bg = engine.clone();
+        let thread = std::thread::Builder::new()
+            .name("farmem-coded".into())
+            .spawn(move || bg.run())
+            .ok();
+        if thread.is_none() {
+            tracing::warn!("coded pool maintenance thread could not start: it runs on demand only");
+        }
+        Self { engine, thread }
+    }
+}
+
+impl Drop for Coded {
+    fn drop(&mut self) {
+        self.engine.stop.store(true, Ordering::SeqCst);
+        {
+            let mut w = self.engine.wake.lock();
+            *w = true;
+            self.engine.cv.notify_all();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Engine {
+    fn run(&self) {
+        let every = self
+            .opts
+            .seal_after
+            .min(self.pool.cfg.maintenance_interval)
+            .max(Duration::from_millis(5));
+        loop {
+            {
+                let mut w = self.wake.lock();
+                if !*w && !self.stop.load(Ordering::SeqCst) {
+                    self.cv.wait_for(&mut w, every);
+                }
+                *w = false;
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            self.maintain(false);
+        }
+    }
+
+    /// Wakes the maintenance thread.
+    fn wake(&self) {
+        let mut w = self.wake.lock();
+        *w = true;
+        self.cv.notify_one();
+    }
+
+    /// One maintenance pass: seal idle stripes (every unsealed one with `all`), rebuild lost
+    /// spans, compact dead space. Returns the stripes still degraded or unsealed afterwards.
+    pub(crate) fn maintain(&self, all: bool) -> usize {
+        let _g = self.maint.lock();
+        self.seal_idle(all);
+        self.rebuild_all();
+        self.compact(all);
+        if all {
+            // Compaction's writes went to a new open stripe.
+            self.seal_idle(true);
+        }
+        let st = self.stats();
+        (st.degraded + if all { st.unsealed } else { 0 }) as usize
+    }
+
+    /// Counts of the coded data.
+    pub(crate) fn stats(&self) -> CodedStats {
+        let members = self.pool.members();
+        let l = self.layout.lock();
+        let degraded = l
+            .stripes
+            .values()
+            .filter(|s| s.phase == Phase::Sealed && self.needs_rebuild(s, &members))
+            .count();
+        CodedStats {
+            objects: l.index.len() as u64,
+            stripes: l.stripes.len() as u64,
+            unsealed: l
+                .stripes
+                .values()
+                .filter(|s| s.phase != Phase::Sealed)
+                .count() as u64,
+            degraded: degraded as u64,
+            live_bytes: l.live_bytes,
+            dead_bytes: l.dead_bytes,
+            parity_bytes: l.parity_bytes(),
+            degraded_reads: self.counters.degraded_reads.load(Ordering::Relaxed),
+            rebuilt_spans: self.counters.rebuilt_spans.load(Ordering::Relaxed),
+            compacted: self.counters.compacted.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The member holding object `id` whole.
+    pub(crate) fn location(&self, id: u64) -> Option<Ix> {
+        self.layout.lock().target(id).map(|t| t.member)
+    }
+
+    /// Frees `keys` on their members, best effort (a member that fails is marked down; keys
+    /// left on a live member are only wasted space).
+    fn free_keys(&self, keys: Vec<(Ix, Key)>) {
+        if keys.is_empty() {
+            return;
+        }
+        let members = self.pool.members();
+        let mut groups: Vec<(Ix, Vec<Key>)> = Vec::new();
+        for (ix, key) in keys {
+            if !members.get(usize::from(ix)).is_some_and(|m| m.serves()) {
+                continue;
+            }
+            match groups.iter_mut().find(|g| g.0 == ix) {
+                Some(g) => g.1.push(key),
+                None => groups.push((ix, vec![key])),
+            }
+        }
+        let parallel = groups.len() > 1;
+        for (ix, r) in fan_out(&members, groups, parallel, &|m, keys: Vec<Key>| {
+            m.backend.free(&keys)
+        }) {
+            match r {
+                Err(e) if is_member_failure(&e) => self.pool.mark_down(ix, &e),
+                Err(e) => tracing::debug!(error = %e, "coded pool: free failed"),
+                Ok(()) => {}
+            }
+        }
+    }
+
+    /// Frees objects.
+    pub(crate) fn free(&self, ids: &[u64]) -> Result<(), BackendError> {
+        let keys: Vec<(Ix, Key)> = {
+            let mut l = self.layout.lock();
+            ids.iter().flat_map(|&id| l.remove(id)).collect()
+        };
+        self.free_keys(keys);
+        Ok(())
+    }
+
+    /// Remote-agent operations are not available on coded data (see the module docs).
+    pub(crate) fn compute_refused(&self) -> BackendError {
+        BackendError::Config(format!(
+            "remote agent operations need whole objects under their own ids: not available on a \
+             {}+{} erasure-coded pool (use a replicated pool for agent-computed containers)",
+            self.k, self.m
+        ))
+    }
+
+    /// Reads, edits and writes back objects (patches of coded data are new versions).
+    pub(crate) fn patch_many(
+        &self,
+        items: &[(u64, &[crate::backend::Edit<'_>])],
+    ) -> Result<(), BackendError> {
+        let ids: Vec<u64> = items.iter().map(|(id, _)| *id).collect();
+        let mut objs = self.get_many(&ids)?;
+        for ((id, edits), data) in items.iter().zip(objs.iter_mut()) {
+            crate::backend::check_edits(*id, data.len(), edits)?;
+            for &(off, bytes) in edits.iter() {
+                data[off as usize..off as usize + bytes.len()].copy_from_slice(bytes);
+            }
+        }
+        let puts: Vec<(u64, &[u8])> = ids
+            .iter()
+            .zip(&objs)
+            .map(|(&id, d)| (id, d.as_slice()))
+            .collect();
+        self.put_many(&puts)
+    }
+}
+
+/// Checks a coded scheme's parameters.
+pub(crate) fn check_scheme(k: u8, m: u8) -> Result<(), String> {
+    if k == 0 || m == 0 || k.saturating_add(m) > super::scheme::MAX_CODED_SHARDS {
+        return Err(format!(
+            "a coded scheme needs 1 <= k, 1 <= m and k + m <= {} (got {k}+{m})",
+            super::scheme::MAX_CODED_SHARDS
+        ));
+    }
+    Ok(())
+}

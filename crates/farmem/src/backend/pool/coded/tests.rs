@@ -1,0 +1,382 @@
+//! Coded pools over embedded stores, checked against a model of what was acknowledged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::backend::pool::{CodingOptions, Fault, FaultyBackend, PoolBackend, PoolConfig};
+use crate::backend::{Backend, BackendError, EmbeddedStore, Redundancy};
+
+struct Rig {
+    pool: PoolBackend,
+    stores: Vec<Arc<FaultyBackend>>,
+}
+
+fn store(i: usize) -> Arc<FaultyBackend> {
+    Arc::new(FaultyBackend::new(
+        Arc::new(EmbeddedStore::new()),
+        format!("s{i}"),
+    ))
+}
+
+fn rig(n: usize, k: u8, m: u8, span: usize) -> Rig {
+    let stores: Vec<Arc<FaultyBackend>> = (0..n).map(store).collect();
+    let members = stores
+        .iter()
+        .map(|s| s.clone() as Arc<dyn Backend>)
+        .collect();
+    let cfg = PoolConfig::new(Redundancy::coded(k, m))
+        .maintenance_interval(Duration::from_millis(20))
+        .coding(
+            CodingOptions::default()
+                .span_bytes(span)
+                .seal_after(Duration::from_millis(20)),
+        );
+    Rig {
+        pool: PoolBackend::new(members, cfg).unwrap(),
+        stores,
+    }
+}
+
+fn value(id: u64, ver: u32, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (id as usize * 131 + ver as usize * 17 + i * 7) as u8)
+        .collect()
+}
+
+/// Server bytes (payload plus per-object overhead) over live application bytes.
+fn memory_factor(r: &Rig, model: &HashMap<u64, Vec<u8>>) -> f64 {
+    let used: u64 = r
+        .stores
+        .iter()
+        .filter(|s| s.fault() == Fault::None)
+        .map(|s| s.stats().unwrap().used_bytes)
+        .sum();
+    let app: usize = model.values().map(Vec::len).sum();
+    used as f64 / app.max(1) as f64
+}
+
+fn check_all(pool: &PoolBackend, model: &HashMap<u64, Vec<u8>>) {
+    let mut ids: Vec<u64> = model.keys().copied().collect();
+    ids.sort_unstable();
+    for chunk in ids.chunks(97) {
+        let got = pool.get_many(chunk).unwrap();
+        for (id, v) in chunk.iter().zip(got) {
+            assert_eq!(&v, &model[id], "object {id}");
+        }
+    }
+    if let Some(&id) = ids.first() {
+        assert_eq!(pool.get(id).unwrap(), model[&id]);
+    }
+}
+
+fn settle(pool: &PoolBackend) -> usize {
+    let mut left = usize::MAX;
+    for _ in 0..20 {
+        left = pool.repair_now();
+        if left == 0 {
+            break;
+        }
+    }
+    left
+}
+
+#[test]
+fn objects_stay_whole_and_memory_stays_near_k_plus_m_over_k_with_frees() {
+    let r = rig(6, 4, 2, 8 << 10);
+    let mut rng = SmallRng::seed_from_u64(7);
+    let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
+    let mut ver = 0u32;
+    for round in 0..150 {
+        let batch: Vec<(u64, Vec<u8>)> = (0..32)
+            .map(|_| {
+                let id = rng.random_range(0..1500u64);
+                ver += 1;
+                (id, value(id, ver, rng.random_range(200..1500)))
+            })
+            .collect();
+        let items: Vec<(u64, &[u8])> = batch.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+        r.pool.put_many(&items).unwrap();
+        for (id, v) in batch {
+            model.insert(id, v);
+        }
+        if round % 3 == 0 {
+            let ids: Vec<u64> = (0..10).map(|_| rng.random_range(0..1500u64)).collect();
+            r.pool.free(&ids).unwrap();
+            for id in ids {
+                model.remove(&id);
+            }
+        }
+    }
+    check_all(&r.pool, &model);
+    // Every object whole on one member, under its own key.
+    let id = *model.keys().next().unwrap();
+    assert_eq!(r.pool.locations(id).unwrap().len(), 1);
+    settle(&r.pool);
+    let st = r.pool.coded_stats().unwrap();
+    assert_eq!(st.objects as usize, model.len());
+    assert_eq!(st.unsealed, 0, "{st:?}");
+    assert!(st.compacted > 0, "{st:?}");
+    let f = memory_factor(&r, &model);
+    assert!(f < 1.7, "memory per application byte {f:.3} ({st:?})");
+    assert!(f > 1.4, "parity is there: {f:.3}");
+    check_all(&r.pool, &model);
+    // Freeing everything gives every byte back.
+    let ids: Vec<u64> = model.keys().copied().collect();
+    r.pool.free(&ids).unwrap();
+    settle(&r.pool);
+    let used: u64 = r.stores.iter().map(|s| s.stats().unwrap().objects).sum();
+    assert_eq!(used, 0);
+    assert!(matches!(r.pool.get(id), Err(BackendError::NotFound(_))));
+}
+
+#[test]
+fn any_m_members_may_fail_and_repair_restores_redundancy() {
+    let r = rig(8, 4, 2, 4 << 10);
+    let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
+    let write = |model: &mut HashMap<u64, Vec<u8>>, range: std::ops::Range<u64>, ver: u32| {
+        let batch: Vec<(u64, Vec<u8>)> = range
+            .map(|id| (id, value(id, ver, 300 + (id % 900) as usize)))
+            .collect();
+        for chunk in batch.chunks(40) {
+            let items: Vec<(u64, &[u8])> = chunk.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+            r.pool.put_many(&items).unwrap();
+        }
+        model.extend(batch);
+    };
+    write(&mut model, 0..600, 1);
+    settle(&r.pool);
+    // Two members die: every object is still readable (degraded reads decode them).
+    r.stores[1].set(Fault::Down);
+    r.stores[4].set(Fault::Down);
+    check_all(&r.pool, &model);
+    // Decoded by degraded reads, or already rebuilt by the maintenance thread.
+    let st = r.pool.coded_stats().unwrap();
+    assert!(st.degraded_reads + st.rebuilt_spans > 0, "{st:?}");
+    // Writes go on, including overwrites of objects whose member is gone.
+    write(&mut model, 300..800, 2);
+    check_all(&r.pool, &model);
+    assert_eq!(settle(&r.pool), 0, "{:?}", r.pool.coded_stats());
+    // Repaired: two more may fail.
+    r.stores[0].set(Fault::Down);
+    r.stores[6].set(Fault::Down);
+    check_all(&r.pool, &model);
+    // A third failure among the remaining four takes stripes below k: reads fail with a typed
+    // error naming the servers, never with wrong data.
+    r.stores[2].set(Fault::Down);
+    let mut unavailable = 0;
+    for (&id, v) in &model {
+        match r.pool.get(id) {
+            Ok(got) => assert_eq!(&got, v),
+            Err(BackendError::Unavailable { .. }) => unavailable += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(unavailable > 0);
+}
+
+#[test]
+fn a_member_failing_under_an_open_stripe_loses_nothing() {
+    let r = rig(7, 4, 2, 64 << 10);
+    let mut model = HashMap::new();
+    let batch: Vec<(u64, Vec<u8>)> = (0..50u64).map(|id| (id, value(id, 1, 1000))).collect();
+    let items: Vec<(u64, &[u8])> = batch.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+    r.pool.put_many(&items).unwrap();
+    model.extend(batch);
+    assert_eq!(r.pool.coded_stats().unwrap().unsealed, 1);
+    // The open stripe's member dies: reads come from the client's copy, writes move its span.
+    let victim = r.pool.locations(0).unwrap()[0].0;
+    r.stores[victim].set(Fault::Down);
+    check_all(&r.pool, &model);
+    let batch: Vec<(u64, Vec<u8>)> = (0..80u64).map(|id| (id, value(id, 2, 900))).collect();
+    let items: Vec<(u64, &[u8])> = batch.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+    r.pool.put_many(&items).unwrap();
+    model.extend(batch);
+    assert_eq!(settle(&r.pool), 0);
+    assert_eq!(r.pool.coded_stats().unwrap().unsealed, 0);
+    // Sealed with full parity on live members: two more failures are survivable.
+    let others: Vec<usize> = (0..7).filter(|&i| i != victim).take(2).collect();
+    for &i in &others {
+        r.stores[i].set(Fault::Down);
+    }
+    check_all(&r.pool, &model);
+}
+
+#[test]
+fn patches_are_new_versions_and_agent_operations_are_refused() {
+    let r = rig(6, 4, 2, 4 << 10);
+    r.pool.put(1, &[0u8; 100]).unwrap();
+    r.pool.patch(1, &[(10, b"abc"), (98, b"zz")]).unwrap();
+    let v = r.pool.get(1).unwrap();
+    assert_eq!(&v[10..13], b"abc");
+    assert_eq!(&v[98..], b"zz");
+    assert!(matches!(
+        r.pool.patch(1, &[(99, b"xy")]),
+        Err(BackendError::SizeMismatch { .. })
+    ));
+    let mut buf = vec![0u8; 100];
+    r.pool.get_into(1, &mut buf).unwrap();
+    assert_eq!(buf, v);
+    assert!(matches!(
+        r.pool
+            .compute(1, farmem_proto::agent::op::VEC_AGGREGATE, &[]),
+        Err(BackendError::Config(_))
+    ));
+    assert!(r.pool.sites().is_none());
+    let bad = PoolBackend::new(
+        vec![Arc::new(EmbeddedStore::new()) as Arc<dyn Backend>],
+        PoolConfig::new(Redundancy::coded(0, 2)),
+    );
+    assert!(matches!(bad, Err(crate::backend::PoolError::Scheme(_))));
+}
+
+/// Random batches, frees, member kills (never more than `m` at once among unrepaired stripes),
+/// new members, over a long run; every acknowledged object is checked against the model.
+#[test]
+fn randomized_history_with_kills_adds_and_frees() {
+    let (k, m) = (3u8, 2u8);
+    let r = rig(7, k, m, 4 << 10);
+    let mut stores = r.stores.clone();
+    let mut rng = SmallRng::seed_from_u64(42);
+    let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
+    let mut down_since_repair = 0usize;
+    let mut ver = 0;
+    for step in 0..1500 {
+        match rng.random_range(0..100) {
+            0..=54 => {
+                let n = rng.random_range(1..24);
+                let batch: Vec<(u64, Vec<u8>)> = (0..n)
+                    .map(|_| {
+                        let id = rng.random_range(0..800u64);
+                        ver += 1;
+                        (id, value(id, ver, rng.random_range(0..2500)))
+                    })
+                    .collect();
+                let items: Vec<(u64, &[u8])> =
+                    batch.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+                r.pool.put_many(&items).unwrap();
+                model.extend(batch);
+            }
+            55..=69 => {
+                let ids: Vec<u64> = (0..rng.random_range(1..16))
+                    .map(|_| rng.random_range(0..800u64))
+                    .collect();
+                r.pool.free(&ids).unwrap();
+                for id in ids {
+                    model.remove(&id);
+                }
+            }
+            70..=89 => {
+                let id = rng.random_range(0..800u64);
+                match (r.pool.get(id), model.get(&id)) {
+                    (Ok(v), Some(want)) => assert_eq!(&v, want, "object {id} at step {step}"),
+                    (Err(BackendError::NotFound(_)), None) => {}
+                    (got, want) => panic!(
+                        "object {id} at step {step}: got {:?}, want {:?}",
+                        got.map(|v| v.len()),
+                        want.map(Vec::len)
+                    ),
+                }
+            }
+            90..=94 => {
+                let live: Vec<usize> = (0..stores.len())
+                    .filter(|&i| stores[i].fault() == Fault::None)
+                    .collect();
+                // Keep enough members to place full stripes after repair.
+                if down_since_repair < usize::from(m) && live.len() > usize::from(k + m) {
+                    let v = live[rng.random_range(0..live.len())];
+                    stores[v].set(Fault::Down);
+                    down_since_repair += 1;
+                }
+            }
+            95..=97 => {
+                if settle(&r.pool) == 0 {
+                    down_since_repair = 0;
+                }
+            }
+            _ => {
+                let s = store(stores.len());
+                r.pool.add_member(s.clone() as Arc<dyn Backend>).unwrap();
+                stores.push(s);
+            }
+        }
+    }
+    check_all(&r.pool, &model);
+    assert_eq!(settle(&r.pool), 0);
+    check_all(&r.pool, &model);
+    let st = r.pool.coded_stats().unwrap();
+    assert!(st.rebuilt_spans > 0 && st.degraded_reads > 0, "{st:?}");
+}
+
+#[test]
+fn concurrent_writers_and_readers_through_a_failure() {
+    let r = Arc::new(rig(7, 4, 2, 8 << 10));
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                let mut model = HashMap::new();
+                for round in 0..60u32 {
+                    let batch: Vec<(u64, Vec<u8>)> = (0..16u64)
+                        .map(|i| {
+                            let id = t * 10_000 + (u64::from(round) * 7 + i) % 200;
+                            (id, value(id, round, 100 + (i as usize * 37) % 1200))
+                        })
+                        .collect();
+                    let items: Vec<(u64, &[u8])> =
+                        batch.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+                    r.pool.put_many(&items).unwrap();
+                    model.extend(batch);
+                    if round == 30 && t == 0 {
+                        r.stores[3].set(Fault::Down);
+                    }
+                    let id = *model.keys().next().unwrap();
+                    assert_eq!(r.pool.get(id).unwrap(), model[&id]);
+                }
+                model
+            })
+        })
+        .collect();
+    let mut model = HashMap::new();
+    for h in threads {
+        model.extend(h.join().unwrap());
+    }
+    check_all(&r.pool, &model);
+    assert_eq!(settle(&r.pool), 0);
+    r.stores[5].set(Fault::Down);
+    r.stores[6].set(Fault::Down);
+    check_all(&r.pool, &model);
+}
+
+#[test]
+fn churn_of_large_objects_stays_near_the_scheme_factor() {
+    let r = rig(6, 4, 2, 32 << 10);
+    let mut rng = SmallRng::seed_from_u64(17);
+    let ids = 1024u64;
+    let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
+    for round in 0..160u32 {
+        let batch: Vec<(u64, Vec<u8>)> = (0..48)
+            .map(|_| {
+                let id = rng.random_range(0..ids);
+                (id, value(id, round, rng.random_range(1024..16 << 10)))
+            })
+            .collect();
+        let items: Vec<(u64, &[u8])> = batch.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+        r.pool.put_many(&items).unwrap();
+        model.extend(batch);
+        let frees: Vec<u64> = (0..12).map(|_| rng.random_range(0..ids)).collect();
+        r.pool.free(&frees).unwrap();
+        for id in frees {
+            model.remove(&id);
+        }
+    }
+    settle(&r.pool);
+    let st = r.pool.coded_stats().unwrap();
+    let f = memory_factor(&r, &model);
+    eprintln!("{f:.3} {st:?}");
+    check_all(&r.pool, &model);
+    assert!(f < 1.75, "memory per application byte {f:.3} ({st:?})");
+}

@@ -1,0 +1,453 @@
+//! The write path: new versions appended to the open stripe, sent one request per member per
+//! batch, stripes sealed by the writer that fills them (see the module docs of `coded`).
+
+use std::sync::Arc;
+
+use super::Engine;
+use super::layout::{Key, Layout, Phase, SlotState, StripeId};
+use crate::backend::pool::member::{Member, choose, is_member_failure};
+use crate::backend::pool::ops::fan_out;
+use crate::backend::pool::table::Ix;
+use crate::backend::{BackendError, ObjectId};
+
+/// One object of a batch on its way to its member.
+#[derive(Clone, Copy, Debug)]
+struct Send {
+    item: usize,
+    stripe: StripeId,
+    span: usize,
+    key: Key,
+}
+
+/// Attempts at sending a batch (each after moving the spans of failed members).
+const ATTEMPTS: usize = 4;
+
+fn unavailable(what: &str) -> BackendError {
+    BackendError::Unavailable {
+        id: 0,
+        servers: format!("no live member left for {what}"),
+    }
+}
+
+impl Engine {
+    /// Stores objects (see [`Engine::write`]).
+    pub(crate) fn put_many(&self, items: &[(ObjectId, &[u8])]) -> Result<(), BackendError> {
+        self.write(items, None)
+    }
+
+    /// Writes `items` as new versions; with `cond`, item `i` only if its current version has
+    /// key `cond[i]` (compaction: a racing application write wins).
+    pub(crate) fn write(
+        &self,
+        items: &[(ObjectId, &[u8])],
+        cond: Option<&[Key]>,
+    ) -> Result<(), BackendError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let members = self.pool.members();
+        let mut sends = Vec::with_capacity(items.len());
+        let mut touched: Vec<StripeId> = Vec::new();
+        let mut freed = Vec::new();
+        let mut first_err = None;
+        {
+            let mut l = self.layout.lock();
+            for (i, &(id, data)) in items.iter().enumerate() {
+                if let Some(c) = cond
+                    && l.key_of(id) != c.get(i).copied()
+                {
+                    continue;
+                }
+                let sid = match l.open {
+                    Some(s) => s,
+                    None => match self.open_stripe(&mut l, &members, data.len()) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            first_err = Some(e);
+                            break;
+                        }
+                    },
+                };
+                let (loc, key, f) = l.append(sid, id, data);
+                freed.extend(f);
+                // Full when every span has its share: balanced spans keep padding (and so
+                // parity) small whatever the object size.
+                let full = l.least_filled(sid) >= self.opts.span_bytes;
+                let st = l.stripes.get_mut(&sid).expect("open stripe exists");
+                if !touched.contains(&sid) {
+                    touched.push(sid);
+                    st.pending += 1;
+                }
+                if full {
+                    st.full = true;
+                    l.open = None;
+                }
+                sends.push(Send {
+                    item: i,
+                    stripe: sid,
+                    span: usize::from(loc.span),
+                    key,
+                });
+            }
+        }
+        self.free_keys(freed);
+        let sent = self.send(items, sends);
+        let to_seal: Vec<StripeId> = {
+            let mut l = self.layout.lock();
+            touched
+                .into_iter()
+                .filter(|sid| {
+                    l.stripes.get_mut(sid).is_some_and(|st| {
+                        st.pending -= 1;
+                        let seal = st.full && st.pending == 0 && st.phase == Phase::Open;
+                        if seal {
+                            st.phase = Phase::Sealing;
+                        }
+                        seal
+                    })
+                })
+                .collect()
+        };
+        for sid in to_seal {
+            if let Err(e) = self.seal(sid) {
+                // The client still holds the stripe; maintenance seals it later.
+                tracing::warn!(error = %e, "coded pool: stripe left unsealed");
+            }
+        }
+        if cond.is_none() {
+            self.compact_behind();
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => sent,
+        }
+    }
+
+    /// Opens a stripe on `min(k, live members)` distinct members.
+    fn open_stripe(
+        &self,
+        l: &mut Layout,
+        members: &[Arc<Member>],
+        bytes: usize,
+    ) -> Result<StripeId, BackendError> {
+        let placed = choose(
+            members,
+            &[],
+            self.k,
+            bytes.max(self.opts.span_bytes),
+            &self.pool.dice,
+        );
+        if placed.is_empty() {
+            return Err(BackendError::OutOfCapacity {
+                needed: bytes as u64,
+                available: 0,
+            });
+        }
+        Ok(l.open(&placed))
+    }
+
+    /// Sends each object to its span's member, moving the spans of members that fail.
+    fn send(&self, items: &[(ObjectId, &[u8])], mut todo: Vec<Send>) -> Result<(), BackendError> {
+        for _ in 0..ATTEMPTS {
+            if todo.is_empty() {
+                return Ok(());
+            }
+            let members = self.pool.members();
+            let mut groups: Vec<(Ix, Vec<Send>)> = Vec::new();
+            {
+                let l = self.layout.lock();
+                for s in todo.drain(..) {
+                    let Some(st) = l.stripes.get(&s.stripe) else {
+                        continue;
+                    };
+                    let ix = st.spans[s.span].member;
+                    match groups.iter_mut().find(|g| g.0 == ix) {
+                        Some(g) => g.1.push(s),
+                        None => groups.push((ix, vec![s])),
+                    }
+                }
+            }
+            let parallel = groups.len() > 1;
+            let results = fan_out(&members, groups, parallel, &|m, batch: Vec<Send>| {
+                let r = if m.serves() {
+                    let puts: Vec<(u64, &[u8])> =
+                        batch.iter().map(|s| (s.key, items[s.item].1)).collect();
+                    m.backend.put_many(&puts)
+                } else {
+                    Err(BackendError::ServerDown {
+                        addr: m.name.clone(),
+                        reason: "marked down by the pool".into(),
+                    })
+                };
+                (r, batch)
+            });
+            for (ix, (r, batch)) in results {
+                match r {
+                    Ok(()) => {}
+                    Err(e) if is_member_failure(&e) => {
+                        self.pool.mark_down(ix, &e);
+                        self.wake();
+                        for s in &batch {
+                            self.relocate(s.stripe, s.span, ix)?;
+                        }
+                        todo.extend(batch);
+                    }
+                    Err(e) => {
+                        // Refused (full, too large): those versions never existed.
+                        self.drop_unsent(items, &batch);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        if todo.is_empty() {
+            Ok(())
+        } else {
+            Err(unavailable("a write"))
+        }
+    }
+
+    /// Takes versions a member refused out of the index (the write failed; the caller keeps
+    /// its data).
+    fn drop_unsent(&self, items: &[(ObjectId, &[u8])], batch: &[Send]) {
+        let freed: Vec<(Ix, Key)> = {
+            let mut l = self.layout.lock();
+            batch
+                .iter()
+                .filter(|s| l.key_of(items[s.item].0) == Some(s.key))
+                .map(|s| items[s.item].0)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .flat_map(|id| l.remove(id))
+                .collect()
+        };
+        self.free_keys(freed);
+    }
+
+    /// Moves span `span` of unsealed stripe `sid` off failed member `dead`: picks a member
+    /// outside the stripe and writes every slot of the span there from the client's copy.
+    /// Nothing to do when the span already moved or its stripe is sealed (parity covers it).
+    pub(crate) fn relocate(
+        &self,
+        sid: StripeId,
+        span: usize,
+        dead: Ix,
+    ) -> Result<(), BackendError> {
+        for _ in 0..ATTEMPTS {
+            let members = self.pool.members();
+            let (to, copies) = {
+                let mut l = self.layout.lock();
+                let Some(st) = l.stripes.get_mut(&sid) else {
+                    return Ok(());
+                };
+                if st.phase == Phase::Sealed {
+                    return Ok(());
+                }
+                let from = st.spans[span].member;
+                if from != dead && members[usize::from(from)].serves() {
+                    return Ok(());
+                }
+                let bytes = st.spans[span].buf.as_ref().map_or(0, Vec::len);
+                let exclude = st.members();
+                let Some(&to) = choose(&members, &exclude, 1, bytes, &self.pool.dice).first()
+                else {
+                    return Err(unavailable("a span of an unsealed stripe"));
+                };
+                let sp = &mut st.spans[span];
+                sp.member = to;
+                let buf = sp.buf.as_deref().unwrap_or_default();
+                let copies: Vec<(Key, Vec<u8>)> = sp
+                    .slots
+                    .iter()
+                    .filter(|s| s.state != SlotState::Gone)
+                    .map(|s| {
+                        let r = s.off as usize..(s.off + s.len) as usize;
+                        (s.key, buf[r].to_vec())
+                    })
+                    .collect();
+                (to, copies)
+            };
+            tracing::info!(to = %members[usize::from(to)].name, slots = copies.len(), "coded pool: unsealed span moved");
+            let puts: Vec<(u64, &[u8])> = copies.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+            match members[usize::from(to)].backend.put_many(&puts) {
+                Ok(()) => return Ok(()),
+                Err(e) if is_member_failure(&e) => self.pool.mark_down(to, &e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(unavailable("a span of an unsealed stripe"))
+    }
+
+    /// Seals stripe `sid` (in phase [`Phase::Sealing`]): computes its parity from the client's
+    /// copy, writes it to members outside the stripe, then drops the copy. On failure the stripe
+    /// is open again (and full), for maintenance to retry.
+    pub(crate) fn seal(&self, sid: StripeId) -> Result<(), BackendError> {
+        let r = self.try_seal(sid);
+        if r.is_err() {
+            let mut l = self.layout.lock();
+            if let Some(st) = l.stripes.get_mut(&sid) {
+                st.phase = Phase::Open;
+                st.full = true;
+            }
+        }
+        r
+    }
+
+    fn try_seal(&self, sid: StripeId) -> Result<(), BackendError> {
+        // Every data span on a serving member first (moved from the client's copy if not).
+        let spans = match self.layout.lock().stripes.get(&sid) {
+            Some(st) => st.spans.iter().map(|s| s.member).collect::<Vec<_>>(),
+            None => return Ok(()),
+        };
+        let members = self.pool.members();
+        for (i, ix) in spans.into_iter().enumerate() {
+            if !members[usize::from(ix)].serves() {
+                self.relocate(sid, i, ix)?;
+            }
+        }
+        // The layout: live slots end to end (slots that died before now are left out).
+        let (shards, offsets, data_members, gone) = {
+            let l = self.layout.lock();
+            let Some(st) = l.stripes.get(&sid) else {
+                return Ok(());
+            };
+            let mut shards = Vec::with_capacity(st.spans.len());
+            let mut offsets = Vec::with_capacity(st.spans.len());
+            let mut gone = Vec::new();
+            for sp in &st.spans {
+                let buf = sp.buf.as_deref().unwrap_or_default();
+                let mut shard = Vec::new();
+                let mut offs = Vec::with_capacity(sp.slots.len());
+                for s in &sp.slots {
+                    if s.state == SlotState::Gone {
+                        gone.push((sp.member, s.key));
+                        offs.push(None);
+                        continue;
+                    }
+                    offs.push(Some(shard.len() as u32));
+                    shard.extend_from_slice(&buf[s.off as usize..(s.off + s.len) as usize]);
+                }
+                shards.push(shard);
+                offsets.push(offs);
+            }
+            (shards, offsets, st.members(), gone)
+        };
+        let shard_len = shards.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut shards = shards;
+        for s in &mut shards {
+            s.resize(shard_len, 0);
+        }
+        let parity = self.write_parity(&shards, &data_members, self.m)?;
+        let freed = {
+            let mut l = self.layout.lock();
+            let Some(st) = l.stripes.get_mut(&sid) else {
+                drop(l);
+                self.free_keys(parity);
+                return Ok(());
+            };
+            for (sp, offs) in st.spans.iter_mut().zip(&offsets) {
+                for (s, off) in sp.slots.iter_mut().zip(offs) {
+                    match off {
+                        Some(o) => s.off = *o,
+                        None => s.state = SlotState::Gone,
+                    }
+                }
+                sp.buf = None;
+            }
+            st.parity = parity;
+            st.shard_len = shard_len;
+            st.phase = Phase::Sealed;
+            let mut freed = gone;
+            freed.extend(l.reap(sid));
+            freed
+        };
+        self.free_keys(freed);
+        Ok(())
+    }
+
+    /// Encodes `want` parity spans of `shards` (or as many as there are members outside
+    /// `exclude`) and writes each to its own member. Returns the (member, key) of each, in
+    /// code order.
+    pub(crate) fn write_parity(
+        &self,
+        shards: &[Vec<u8>],
+        exclude: &[Ix],
+        want: usize,
+    ) -> Result<Vec<(Ix, Key)>, BackendError> {
+        let shard_len = shards.first().map_or(0, Vec::len);
+        for _ in 0..ATTEMPTS {
+            let members = self.pool.members();
+            let placed = choose(&members, exclude, want, shard_len, &self.pool.dice);
+            if placed.len() < want {
+                tracing::warn!(
+                    want,
+                    got = placed.len(),
+                    "coded pool: too few members for full parity; repair adds the rest later"
+                );
+            }
+            let parity = self.codec.encode(shards, placed.len())?;
+            let keys: Vec<Key> = {
+                let mut l = self.layout.lock();
+                placed.iter().map(|_| l.key()).collect()
+            };
+            let work: Vec<(Ix, usize)> = placed.iter().copied().zip(0..).collect();
+            let parallel = work.len() > 1;
+            let results = fan_out(&members, work, parallel, &|m, p: usize| {
+                m.backend.put(keys[p], &parity[p])
+            });
+            let mut failed = false;
+            for (ix, r) in results {
+                match r {
+                    Ok(()) => {}
+                    Err(e) if is_member_failure(&e) => {
+                        self.pool.mark_down(ix, &e);
+                        failed = true;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let written: Vec<(Ix, Key)> = placed.into_iter().zip(keys).collect();
+            if !failed {
+                return Ok(written);
+            }
+            self.free_keys(written);
+        }
+        Err(unavailable("parity"))
+    }
+
+    /// Seals every stripe that is full with no write in flight, or open and idle for
+    /// [`CodingOptions::seal_after`](super::CodingOptions::seal_after) (every unsealed one
+    /// with no write in flight, with `all`).
+    pub(crate) fn seal_idle(&self, all: bool) {
+        let ready: Vec<StripeId> = {
+            let mut l = self.layout.lock();
+            let after = self.opts.seal_after;
+            let open = l.open;
+            let ids: Vec<StripeId> = l
+                .stripes
+                .iter()
+                .filter(|(_, st)| {
+                    st.phase == Phase::Open
+                        && st.pending == 0
+                        && (all || st.full || st.opened.elapsed() >= after)
+                })
+                .map(|(&sid, _)| sid)
+                .collect();
+            for sid in &ids {
+                if open == Some(*sid) {
+                    l.open = None;
+                }
+                if let Some(st) = l.stripes.get_mut(sid) {
+                    st.full = true;
+                    st.phase = Phase::Sealing;
+                }
+            }
+            ids
+        };
+        for sid in ready {
+            if let Err(e) = self.seal(sid) {
+                tracing::warn!(error = %e, "coded pool: stripe left unsealed");
+            }
+        }
+    }
+}
