@@ -263,7 +263,11 @@ impl FileConfig {
         if let Some(n) = k.usize("threads")? {
             if c.max_connections.is_some() {
                 let v = Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
-                return Err(k.bad("threads", "no value next to max_connections (its new name)", &v));
+                return Err(k.bad(
+                    "threads",
+                    "no value next to max_connections (its new name)",
+                    &v,
+                ));
             }
             c.max_connections = Some(n);
         }

@@ -431,8 +431,7 @@ impl IoThread {
         let _ = c.io.socket().shutdown(std::net::Shutdown::Both);
         let Conn { guard, .. } = c;
         let shared = &self.shared;
-        if guard.session.is_some() && shared.is_durable() && shared.config.session_lease.is_zero()
-        {
+        if guard.session.is_some() && shared.is_durable() && shared.config.session_lease.is_zero() {
             // Its session ends with it, and that end is synced to the log: not here.
             self.pool.submit(Box::new(move || drop(guard)));
         } else {

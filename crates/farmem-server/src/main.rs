@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 use std::time::Duration;
 
 use farmem_server::{
-    AdminClient, AdminError, AdminStatus, FileConfig, HostReserve, Server, ServerConfig,
-    ServerTls, SessionQuota, parse_duration, parse_size,
+    AdminClient, AdminError, AdminStatus, FileConfig, HostReserve, Server, ServerConfig, ServerTls,
+    SessionQuota, parse_duration, parse_size,
 };
 use farmem_store::error_chain as chain;
 use signal_hook::consts::{SIGINT, SIGTERM};

@@ -14,9 +14,9 @@ use parking_lot::{Condvar, Mutex};
 use farmem_store::{Budget, Durable, LogError, OBJECT_OVERHEAD, Session};
 
 use crate::capacity::Capacity;
+use crate::commit::Committer;
 use crate::conn::ConnGuard;
 use crate::evloop::{Mailbox, NewConn};
-use crate::commit::Committer;
 use crate::workers::Pool;
 use crate::{HostReserve, ServerConfig, ServerError};
 

@@ -5,8 +5,8 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod netns;
-pub mod pki;
 pub mod ops;
+pub mod pki;
 pub mod pool;
 mod proxy;
 pub mod raw;

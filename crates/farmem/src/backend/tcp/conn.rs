@@ -19,12 +19,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use farmem_proto::{HEADER_LEN, Header, HelloInfo, MAX_FRAME_BODY, Op, begin_frame, decode_frame, finish_frame};
+use farmem_proto::{
+    HEADER_LEN, Header, HelloInfo, MAX_FRAME_BODY, Op, begin_frame, decode_frame, finish_frame,
+};
 use parking_lot::Mutex;
 
 use super::link::{HandshakeError, Link};
-use super::reply::decode_reply;
 pub(crate) use super::reply::Reply;
+use super::reply::decode_reply;
 use super::stream::Stream;
 
 use crate::backend::BackendError;

@@ -110,4 +110,3 @@ pub(crate) fn decode_reply(
         Response::Error(e) => Err(error_from(addr, &e)),
     })
 }
-
