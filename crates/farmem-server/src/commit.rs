@@ -1,5 +1,6 @@
-//! The committer of a durable server: the thread that waits for the disk so the I/O threads
-//! never do.
+//! The committer of a durable server under `--sync always`: the thread that waits for the disk
+//! so the I/O threads never do. (Under `--sync none` a commit is a write to the page cache and
+//! the I/O threads make it themselves.)
 //!
 //! An answer that acknowledges a change may leave only once the change's log record is durable
 //! ([`Session::commit`], which under `--sync always` waits for an `fdatasync`). An I/O thread

@@ -404,8 +404,7 @@ impl IoThread {
             token,
             now,
         };
-        seal(&cx, c);
-        let r = c.flush(now);
+        let r = seal(&cx, c).and_then(|()| c.flush(now));
         if let Err(e) = r {
             self.remove(i, &e);
         } else if !c.out_pending() {

@@ -297,7 +297,9 @@ impl Server {
             mailboxes: Vec::new(),
             threads: Vec::new(),
         };
-        if shared.is_durable() {
+        // Under `--sync none` a commit does not wait for the disk: the I/O threads make it.
+        let sync = shared.config.durable.as_ref().map(|d| d.sync);
+        if sync == Some(farmem_store::SyncPolicy::Always) {
             io.committer = Some(Committer::start()?);
         }
         let committer = io.committer.as_ref().map(|c| c.0.clone());

@@ -155,12 +155,17 @@ pub(super) struct Ctx<'a> {
     pub(super) now: Instant,
 }
 
-/// Lets the answers in `c`'s write buffer out: at once, or on a durable server (for a
-/// connection with a session) once the committer has made their changes durable. Until then
-/// the connection writes and reads nothing more.
-pub(super) fn seal(cx: &Ctx<'_>, c: &mut Conn) {
+/// Lets the answers in `c`'s write buffer out: at once without a data directory (or before
+/// the hello); on a durable server once their changes are durable. Under `--sync always` that
+/// waits for an `fdatasync`, so the committer makes the commit (grouping those of all
+/// connections) and the connection writes and reads nothing more until it is done; under
+/// `--sync none` a commit is a write to the page cache, made here.
+///
+/// # Errors
+/// [`Close::NotDurable`] when the log failed: the answers must not go out.
+pub(super) fn seal(cx: &Ctx<'_>, c: &mut Conn) -> Result<(), Close> {
     if c.wlim == c.wbuf.len() {
-        return;
+        return Ok(());
     }
     match (cx.committer, &c.guard.session) {
         (Some(committer), Some(s)) => {
@@ -170,8 +175,13 @@ pub(super) fn seal(cx: &Ctx<'_>, c: &mut Conn) {
                 committer.submit(s.clone(), cx.mailbox.clone(), cx.token);
             }
         }
+        (None, Some(s)) if cx.shared.is_durable() => {
+            s.commit().map_err(Close::NotDurable)?;
+            c.wlim = c.wbuf.len();
+        }
         _ => c.wlim = c.wbuf.len(),
     }
+    Ok(())
 }
 
 /// Answers the complete frames at the start of `data`; returns how many bytes it used. Stops
@@ -182,8 +192,7 @@ fn answer(cx: &Ctx<'_>, c: &mut Conn, data: &[u8]) -> (usize, Result<(), Close>)
     let mut used = 0;
     while !c.busy {
         if c.wbuf.len() - c.woff >= limits.max_write_buffer {
-            seal(cx, c);
-            if let Err(e) = c.flush(cx.now) {
+            if let Err(e) = seal(cx, c).and_then(|()| c.flush(cx.now)) {
                 return (used, Err(e));
             }
             if c.wbuf.len() - c.woff >= limits.max_write_buffer {
@@ -254,7 +263,7 @@ fn offload(cx: &Ctx<'_>, c: &mut Conn, frame: &[u8]) {
 /// Serves `c` as far as it can go without waiting: writes, answers buffered input, reads.
 pub(super) fn step(cx: &Ctx<'_>, c: &mut Conn, scratch: &mut [u8]) -> Result<(), Close> {
     loop {
-        seal(cx, c);
+        seal(cx, c)?;
         if c.out_pending() {
             c.flush(cx.now)?;
             if c.out_pending() {
