@@ -26,6 +26,16 @@ impl TargetServer {
         capacity: u64,
         pin_cpu: Option<usize>,
     ) -> anyhow::Result<Self> {
+        Self::start_tls(external, capacity, pin_cpu, None)
+    }
+
+    /// As [`TargetServer::start`]; a server started here serves TLS with `tls`.
+    pub fn start_tls(
+        external: Option<&str>,
+        capacity: u64,
+        pin_cpu: Option<usize>,
+        tls: Option<farmem_server::ServerTls>,
+    ) -> anyhow::Result<Self> {
         if let Some(a) = external {
             return Ok(Self {
                 addr: a.to_string(),
@@ -34,6 +44,7 @@ impl TargetServer {
         }
         let config = ServerConfig {
             capacity,
+            tls,
             ..Default::default()
         };
         let handle = on_cpu(pin_cpu, move || Server::start(config))

@@ -70,6 +70,11 @@ fn transport_run(
         matrix: false,
         overhead_objects: 0,
         json: Some(out.clone()),
+        tls_cert: None,
+        tls_key: None,
+        tls_ca: None,
+        idle_conns: 0,
+        redis: false,
     })?;
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out)?)?;
     let _ = std::fs::remove_file(&out);

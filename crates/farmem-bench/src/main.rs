@@ -26,6 +26,7 @@ mod taxi;
 #[path = "../tests/support/mod.rs"]
 mod test_support;
 mod transport;
+mod transport_refs;
 mod web;
 mod zipf;
 

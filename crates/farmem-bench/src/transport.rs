@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use farmem::Backend;
-use farmem::backend::{TcpBackend, TcpConfig, Ticket};
+use farmem::backend::{ClientTls, TcpBackend, TcpConfig, Ticket};
 use serde_json::json;
 
 use crate::common::{self, Latency, TargetServer};
+use crate::transport_refs::{IdleConnections, redis_gets};
 
 /// Options of `farmem-bench transport`.
 #[derive(clap::Args, Debug, Clone)]
@@ -50,6 +51,24 @@ pub struct Args {
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// The started server serves TLS with this PEM certificate chain (with --tls-key); the
+    /// client trusts --tls-ca.
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Connect over TLS, trusting this CA (PEM).
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// Also measure gets while this many idle authenticated connections are open (compared
+    /// with the gets measured just before and after them).
+    #[arg(long, default_value_t = 0)]
+    pub idle_conns: usize,
+    /// Also measure Redis GETs of the same size, pipeline depth and connections with
+    /// `redis-benchmark` against a `redis-server` started (and stopped) here.
+    #[arg(long)]
+    pub redis: bool,
 }
 
 /// Runs the benchmark.
@@ -60,7 +79,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         (None, None)
     };
-    let server = TargetServer::start(args.server.as_deref(), u64::MAX, server_cpu)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => {
+            let (c, k) = (std::fs::read(c)?, std::fs::read(k)?);
+            Some(farmem_server::ServerTls::from_pem(&c, &k)?)
+        }
+        _ => None,
+    };
+    let server = TargetServer::start_tls(args.server.as_deref(), u64::MAX, server_cpu, tls)?;
     let configs = if args.matrix {
         vec![(64, 1), (64, 16), (64, 256), (4096, 32), (4096, 128)]
     } else {
@@ -175,6 +201,9 @@ fn run_one(
     if let Some(t) = &a.token {
         cfg = cfg.token(t.as_bytes().to_vec());
     }
+    if let Some(ca) = &a.tls_ca {
+        cfg = cfg.tls(ClientTls::from_ca_pem(&std::fs::read(ca)?)?);
+    }
     let backend = Arc::new(TcpBackend::connect(cfg).context("connecting to the memory server")?);
     // Populate.
     let data = vec![0x5Au8; a.size];
@@ -191,6 +220,15 @@ fn run_one(
     let get_ops = get.ops as f64 / get.secs;
     let put_ops = put.ops as f64 / put.secs;
     let get_bytes = get_ops * a.size as f64;
+    let refs = references(
+        a,
+        server,
+        &backend,
+        client_cpu,
+        server_cpu,
+        get_ops,
+        glat.p50_us,
+    )?;
     backend.free(&ids)?;
     println!(
         "  {} B x depth {} x {} thread(s): get {:.0} ops/s ({}), p50 {:.2} us, p99 {:.2} us | \
@@ -229,7 +267,64 @@ fn run_one(
         "get_bytes_over_bulk_tcp": get_bytes / bulk,
         "server": server.addr,
         "pinned": client_cpu.is_some(),
+        "tls": a.tls_ca.is_some(),
+        "references": refs,
     }))
+}
+
+/// The optional same-run references: Redis, and gets with idle connections held open.
+fn references(
+    a: &Args,
+    server: &TargetServer,
+    backend: &Arc<TcpBackend>,
+    client_cpu: Option<usize>,
+    server_cpu: Option<usize>,
+    get_ops: f64,
+    get_p50: f64,
+) -> anyhow::Result<serde_json::Value> {
+    let mut out = json!({});
+    if a.idle_conns > 0 {
+        let token = a.token.as_deref().map(str::as_bytes);
+        let idle = IdleConnections::open(&server.addr, a.idle_conns, token)?;
+        let loaded = phase(a, backend, client_cpu, false)?;
+        let n = idle.len();
+        drop(idle);
+        std::thread::sleep(Duration::from_millis(500));
+        let after = phase(a, backend, client_cpu, false)?;
+        let ops = |p: &Phase| p.ops as f64 / p.secs;
+        let p50 = |p: Phase| Latency::from_nanos(&mut { p.latencies_ns }).p50_us;
+        let (loaded_ops, after_ops) = (ops(&loaded), ops(&after));
+        let ratio = loaded_ops / ((get_ops + after_ops) / 2.0);
+        let (loaded_p50, after_p50) = (p50(loaded), p50(after));
+        let p50_ratio = loaded_p50 / ((get_p50 + after_p50) / 2.0);
+        println!(
+            "  with {n} idle connections: get {loaded_ops:.0} ops/s, p50 {loaded_p50:.2} us | \
+             without (before/after): {get_ops:.0}/{after_ops:.0} ops/s, p50 {get_p50:.2}/{after_p50:.2} us \
+             -> throughput ratio {ratio:.3}, p50 ratio {p50_ratio:.3}"
+        );
+        out["idle_conns"] = json!(n);
+        out["idle_get_ops_per_s"] = json!(loaded_ops);
+        out["after_idle_get_ops_per_s"] = json!(after_ops);
+        out["idle_over_unloaded"] = json!(ratio);
+        out["idle_get_p50_us"] = json!(loaded_p50);
+        out["after_idle_get_p50_us"] = json!(after_p50);
+        out["idle_p50_over_unloaded"] = json!(p50_ratio);
+    }
+    if a.redis {
+        let r = redis_gets(
+            a.size, a.depth, a.threads, a.objects, a.seconds, server_cpu, client_cpu,
+        )?;
+        println!(
+            "  redis-benchmark GET -d {} -P {} -c {}: {r:.0} req/s -> farmem get / redis = {:.2}",
+            a.size,
+            a.depth,
+            a.threads,
+            get_ops / r
+        );
+        out["redis_get_ops_per_s"] = json!(r);
+        out["get_over_redis"] = json!(get_ops / r);
+    }
+    Ok(out)
 }
 
 /// Runs gets or puts for `a.seconds` on `a.threads` threads with `a.depth` requests in flight.

@@ -85,8 +85,20 @@ pub struct ServerConfig {
     pub admin_token: Option<Vec<u8>>,
     /// Give memory back when the host runs short (see [`HostReserve`](crate::host::HostReserve)); `None`: never.
     pub host_reserve: Option<crate::HostReserve>,
-    /// Most connections served at once (one thread each); further ones are refused.
-    pub threads: usize,
+    /// Most connections open at once; further ones are refused (`Refused`). Each costs a file
+    /// descriptor (the binary raises its soft limit to the hard one) and, idle, well under
+    /// 1 KiB in the server. Default 16384.
+    pub max_connections: usize,
+    /// Threads that own the connections' sockets and answer short requests (an epoll loop
+    /// each). Default: the cores, at most 8.
+    pub io_threads: usize,
+    /// Threads that run the requests which may take long (agent operations, server-to-server
+    /// copies, shrinks), so that they never hold up an I/O thread. Default: the cores, at
+    /// least 2, at most 8.
+    pub workers: usize,
+    /// Serve TLS instead of clear text (clients must then connect with TLS; the token is
+    /// still checked). `None`: clear text, for trusted networks.
+    pub tls: Option<crate::ServerTls>,
     /// Per-connection limits.
     pub limits: Limits,
     /// Threads one large agent operation may use (derives, integer group-bys and medians).
@@ -115,7 +127,10 @@ impl Default for ServerConfig {
             token: None,
             admin_token: None,
             host_reserve: None,
-            threads: 256,
+            max_connections: 16384,
+            io_threads: cores().min(8),
+            workers: cores().clamp(2, 8),
+            tls: None,
             limits: Limits::default(),
             agent_threads: farmem_store::agent::default_threads(),
             session_lease: std::time::Duration::from_secs(30),
@@ -126,6 +141,10 @@ impl Default for ServerConfig {
     }
 }
 
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 impl ServerConfig {
     /// Checks that the settings fit together (what [`crate::Server::start`] checks before it
     /// binds anything, and `farmem-server --check` reports).
@@ -133,7 +152,7 @@ impl ServerConfig {
     /// ```
     /// let mut c = farmem_server::ServerConfig::default();
     /// assert!(c.validate().is_ok());
-    /// c.threads = 0;
+    /// c.max_connections = 0;
     /// assert!(c.validate().is_err());
     /// ```
     ///
@@ -142,8 +161,11 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ServerError> {
         let bad = |m: &str| Err(ServerError::Config(m.into()));
         let limits = &self.limits;
-        if self.threads == 0 {
-            return bad("threads must be at least 1");
+        if self.max_connections == 0 {
+            return bad("max_connections must be at least 1");
+        }
+        if self.io_threads == 0 || self.workers == 0 {
+            return bad("io_threads and workers must be at least 1");
         }
         if limits.hello_timeout.is_zero() {
             return bad("hello_timeout must be positive");

@@ -77,8 +77,16 @@ pub struct FileConfig {
     pub host_reserve: Option<u64>,
     /// `host_reserve_deadline`: time clients get when the host runs short.
     pub host_reserve_deadline: Option<Duration>,
-    /// `threads`: most connections served at once.
-    pub threads: Option<usize>,
+    /// `max_connections` (or its old name `threads`): most connections open at once.
+    pub max_connections: Option<usize>,
+    /// `io_threads`: threads serving the connections.
+    pub io_threads: Option<usize>,
+    /// `workers`: threads running long requests.
+    pub workers: Option<usize>,
+    /// `tls_cert`: PEM certificate chain to serve TLS with (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// `tls_key`: PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// `max_object`: largest object accepted.
     pub max_object: Option<u64>,
     /// `agent_threads`: threads one agent operation may use.
@@ -234,7 +242,11 @@ impl FileConfig {
             admin_token_file: k.string("admin_token_file")?.map(PathBuf::from),
             host_reserve: k.size("host_reserve")?,
             host_reserve_deadline: k.duration("host_reserve_deadline")?,
-            threads: k.usize("threads")?,
+            max_connections: k.usize("max_connections")?,
+            io_threads: k.usize("io_threads")?,
+            workers: k.usize("workers")?,
+            tls_cert: k.string("tls_cert")?.map(PathBuf::from),
+            tls_key: k.string("tls_key")?.map(PathBuf::from),
             max_object: k.size("max_object")?,
             agent_threads: k.usize("agent_threads")?,
             session_lease: k.duration("session_lease")?,
@@ -247,6 +259,18 @@ impl FileConfig {
             metrics: k.addr("metrics")?,
             quota: SessionQuota::default(),
         };
+        // `threads` named the connection limit when each connection had a thread.
+        if let Some(n) = k.usize("threads")? {
+            if c.max_connections.is_some() {
+                let v = Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+                return Err(k.bad(
+                    "threads",
+                    "no value next to max_connections (its new name)",
+                    &v,
+                ));
+            }
+            c.max_connections = Some(n);
+        }
         match k.get("quota") {
             None => {}
             Some(Value::Table(q)) => {
@@ -280,7 +304,11 @@ mod tests {
             admin_token_file = "/run/a"
             host_reserve = "1GiB"
             host_reserve_deadline = 20
-            threads = 64
+            max_connections = 4096
+            io_threads = 2
+            workers = 3
+            tls_cert = "/etc/farmem/tls.crt"
+            tls_key = "/etc/farmem/tls.key"
             max_object = "16MiB"
             agent_threads = 2
             session_lease = "1m"
@@ -302,7 +330,11 @@ mod tests {
         assert_eq!(c.capacity, Some(1 << 20));
         assert_eq!(c.host_reserve_deadline, Some(Duration::from_secs(20)));
         assert_eq!(c.idle_timeout, Some(Duration::ZERO));
-        assert_eq!(c.threads, Some(64));
+        assert_eq!(c.max_connections, Some(4096));
+        assert_eq!((c.io_threads, c.workers), (Some(2), Some(3)));
+        assert_eq!(c.tls_key.as_deref(), Some(Path::new("/etc/farmem/tls.key")));
+        let old = FileConfig::parse("threads = 256").unwrap();
+        assert_eq!(old.max_connections, Some(256));
         assert_eq!(c.agent_time_limit, Some(Duration::from_secs(120)));
         assert_eq!(c.token_file.as_deref(), Some(Path::new("/run/t")));
         assert_eq!(
@@ -329,6 +361,9 @@ mod tests {
         assert_eq!(key("[quota]\nbyte = 5"), "unknown quota.byte");
         assert_eq!(key("capacity = \"8 parsecs\""), "bad capacity");
         assert_eq!(key("threads = -1"), "bad threads");
+        assert_eq!(key("max_connections = -1"), "bad max_connections");
+        assert_eq!(key("threads = 5\nmax_connections = 5"), "bad threads");
+        assert_eq!(key("tls_cert = 5"), "bad tls_cert");
         assert_eq!(key("threads = \"many\""), "bad threads");
         assert_eq!(key("listen = \"nowhere\""), "bad listen");
         assert_eq!(key("session_lease = \"soon\""), "bad session_lease");

@@ -1,74 +1,93 @@
-//! One client connection: read a batch of request frames, answer them all, write the answers
-//! in one go, repeat. Blocking I/O on a dedicated thread (lowest latency on small machines).
+//! One client connection's protocol: the hello, then requests answered into the connection's
+//! write buffer. The event loop ([`crate::evloop`]) owns the socket, the buffers and the timers;
+//! this module decides what a frame means and when a connection must end.
 //!
-//! Before its hello is through a connection holds only a small buffer (`max_hello_frame`) and
-//! must finish the handshake by one deadline; after it, it is closed when idle for
+//! Before its hello is through a connection may send only a small frame (`max_hello_frame`)
+//! and must finish the handshake by one deadline; after it, it is closed when idle for
 //! `idle_timeout` or when it does not read its answers for `write_timeout`.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use farmem_proto::{
-    ErrorCode, HEADER_LEN, Header, HelloInfo, Op, Request, Response, VERSION, decode_frame,
-    encode_error,
+    AdminAction, ErrorCode, Header, HelloInfo, Op, Request, Response, VERSION, encode_error,
 };
-use farmem_store::Session;
+use farmem_store::{LogError, Session};
 
 use crate::Limits;
 use crate::server::Shared;
 
-const READ_BUFFER: usize = 64 << 10;
-const SHRINK_ABOVE: usize = 4 << 20;
 /// Keepalive probes after the idle time: this far apart, this many.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_PROBES: u32 = 6;
 
 /// Why a connection ended.
+#[derive(Debug)]
 pub(crate) enum Close {
     /// The peer closed it.
     Eof,
     /// Socket error.
     Io(io::Error),
-    /// The peer broke the protocol or was refused; the reason was sent to it.
+    /// The peer broke the protocol or was refused; the reason is in its write buffer.
     Refused(String),
     /// The server is shutting down.
     Shutdown,
     /// The client closed its session; the answer is in the write buffer.
     SessionClosed,
-    /// The hello was not through by its deadline; the reason was sent to it.
+    /// The hello was not through by its deadline; the reason is in its write buffer.
     HelloTimeout,
     /// An authenticated client sent nothing for the idle timeout.
     Idle,
     /// The client did not read its answers for the write timeout.
     NotReading,
-    /// The log of a durable server could not be written: the answers were not sent.
-    NotDurable(farmem_store::LogError),
+    /// Serving the connection panicked (a bug); the connection alone is dropped.
+    Panicked,
+    /// The log of a durable server could not be written: the answers not yet sent are
+    /// dropped (their changes are not durable) and the connection ends.
+    NotDurable(LogError),
 }
 
-impl From<io::Error> for Close {
-    fn from(e: io::Error) -> Self {
-        if is_timeout(&e) {
-            Close::NotReading // reads map their timeouts themselves
-        } else {
-            Close::Io(e)
+impl Close {
+    /// Whether the connection has last words to send (already in its write buffer, or the
+    /// `ShuttingDown` notice) before it is closed.
+    pub(crate) fn has_last_words(&self) -> bool {
+        matches!(
+            self,
+            Close::Refused(_) | Close::Shutdown | Close::SessionClosed | Close::HelloTimeout
+        )
+    }
+
+    /// Logs why the connection with `peer` ended.
+    pub(crate) fn log(&self, peer: SocketAddr, limits: &Limits) {
+        match self {
+            Close::Eof => tracing::debug!(%peer, "client closed the connection"),
+            Close::Io(e) => tracing::debug!(%peer, error = %e, "connection ended"),
+            Close::Shutdown => tracing::debug!(%peer, "closed at server shutdown"),
+            Close::SessionClosed => tracing::debug!(%peer, "session closed by the client"),
+            Close::Refused(reason) => tracing::warn!(%peer, %reason, "closing connection"),
+            Close::HelloTimeout => {
+                tracing::warn!(%peer, timeout = ?limits.hello_timeout, "hello not completed in time");
+            }
+            Close::Idle => {
+                tracing::info!(%peer, timeout = ?limits.idle_timeout, "closing an idle connection");
+            }
+            Close::NotReading => {
+                tracing::warn!(%peer, timeout = ?limits.write_timeout, "client does not read its answers");
+            }
+            Close::Panicked => tracing::error!(%peer, "a bug ended this connection"),
+            Close::NotDurable(e) => {
+                tracing::error!(%peer, error = %e, "closing: the answers' changes could not be logged");
+            }
         }
     }
 }
 
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
-/// What a connection holds, released however its thread ends (a panic included): its session
-/// and its slot in the server's connection table, whose copy of the socket is closed with it.
+/// What a connection holds, released however it ends (a panic included): its session and its
+/// slot in the server's connection count.
 pub(crate) struct ConnGuard {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) id: u64,
     pub(crate) session: Option<Arc<Session>>,
 }
 
@@ -77,15 +96,12 @@ impl Drop for ConnGuard {
         if let Some(s) = self.session.take() {
             self.shared.leave(s);
         }
-        self.shared.release(self.id);
+        self.shared.release();
     }
 }
 
-/// Sets the write timeout and TCP keepalive of an accepted connection.
-fn configure(stream: &TcpStream, limits: &Limits) -> io::Result<()> {
-    if !limits.write_timeout.is_zero() {
-        stream.set_write_timeout(Some(limits.write_timeout))?;
-    }
+/// Sets the TCP keepalive of an accepted connection.
+pub(crate) fn configure(stream: &TcpStream, limits: &Limits) -> io::Result<()> {
     if !limits.keepalive.is_zero() {
         let ka = socket2::TcpKeepalive::new()
             .with_time(limits.keepalive)
@@ -96,202 +112,22 @@ fn configure(stream: &TcpStream, limits: &Limits) -> io::Result<()> {
     Ok(())
 }
 
-/// Serves `stream` until the client leaves, misbehaves, times out or the server shuts down.
-pub(crate) fn serve(mut stream: TcpStream, peer: SocketAddr, mut guard: ConnGuard) {
-    let shared = guard.shared.clone();
-    let limits = &shared.config.limits;
-    let mut rbuf = vec![0u8; HEADER_LEN + limits.max_hello_frame as usize];
-    let mut wbuf = Vec::new();
-    let mut outcome = match configure(&stream, limits) {
-        Ok(()) => run(
-            &mut stream,
-            &shared,
-            &mut guard.session,
-            &mut rbuf,
-            &mut wbuf,
-        ),
-        Err(e) => Close::Io(e),
-    };
-    if let Err(c) = commit(guard.session.as_deref()) {
-        wbuf.clear();
-        outcome = c;
-    }
-    match outcome {
-        Close::Eof => tracing::debug!(%peer, "client closed the connection"),
-        Close::Io(e) => tracing::debug!(%peer, error = %e, "connection ended"),
-        Close::Shutdown => {
-            tracing::debug!(%peer, "closed at server shutdown");
-            wbuf.clear();
-            let msg = "the server is shutting down";
-            encode_error(
-                &mut wbuf,
-                Op::Hello,
-                0,
-                ErrorCode::ShuttingDown,
-                [0; 3],
-                msg,
-            );
-            let _ = stream.write_all(&wbuf);
-        }
-        Close::SessionClosed => {
-            tracing::debug!(%peer, "session closed by the client");
-            let _ = stream.write_all(&wbuf);
-        }
-        Close::Refused(reason) => {
-            tracing::warn!(%peer, %reason, "closing connection");
-            let _ = stream.write_all(&wbuf);
-        }
-        Close::HelloTimeout => {
-            tracing::warn!(%peer, timeout = ?limits.hello_timeout, "hello not completed in time");
-            let _ = stream.write_all(&wbuf);
-        }
-        Close::Idle => {
-            tracing::info!(%peer, timeout = ?limits.idle_timeout, "closing an idle connection");
-        }
-        Close::NotReading => {
-            tracing::warn!(%peer, timeout = ?limits.write_timeout, "client does not read its answers");
-        }
-        Close::NotDurable(e) => {
-            tracing::error!(%peer, error = %e, "closing: the answers' changes could not be logged");
-        }
-    }
-    let _ = stream.shutdown(std::net::Shutdown::Both);
+/// What became of a request frame.
+pub(crate) enum Handled {
+    /// Answered into the write buffer.
+    Answered,
+    /// A long operation (agent work): the frame runs on the worker pool, its answer comes later.
+    Offload,
 }
-
-fn run(
-    stream: &mut TcpStream,
-    shared: &Shared,
-    session: &mut Option<Arc<Session>>,
-    rbuf: &mut Vec<u8>,
-    wbuf: &mut Vec<u8>,
-) -> Close {
-    let limits = &shared.config.limits;
-    let hello_deadline = Instant::now() + limits.hello_timeout;
-    let (mut start, mut end) = (0usize, 0usize);
-    let mut greeted = false;
-    loop {
-        // Before the hello only a small frame is accepted: the buffer stays small.
-        let mut max_frame = if session.is_some() {
-            limits.max_frame
-        } else {
-            limits.max_hello_frame
-        };
-        // Answer every complete frame in the buffer.
-        loop {
-            match decode_frame(&rbuf[start..end], max_frame) {
-                Ok(Some((frame, used))) => {
-                    start += used;
-                    let gone = || peer_gone(stream);
-                    let h = frame.header;
-                    if let Err(c) = handle(shared, session, h, frame.body, wbuf, &gone) {
-                        return c;
-                    }
-                    if session.is_some() {
-                        max_frame = limits.max_frame;
-                    }
-                    if wbuf.len() >= limits.max_write_buffer {
-                        if let Err(c) = commit(session.as_deref()) {
-                            return c;
-                        }
-                        if let Err(e) = stream.write_all(wbuf) {
-                            return e.into();
-                        }
-                        wbuf.clear();
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let id = frame_id(&rbuf[start..end]);
-                    let msg = format!("malformed frame: {e}");
-                    encode_error(wbuf, Op::Hello, id, ErrorCode::Malformed, [0; 3], &msg);
-                    return Close::Refused(msg);
-                }
-            }
-        }
-        if !wbuf.is_empty() {
-            if let Err(c) = commit(session.as_deref()) {
-                return c;
-            }
-            if let Err(e) = stream.write_all(wbuf) {
-                return e.into();
-            }
-            wbuf.clear();
-            if wbuf.capacity() > SHRINK_ABOVE {
-                wbuf.shrink_to(READ_BUFFER);
-            }
-        }
-        if shared.is_shutting_down() {
-            return Close::Shutdown;
-        }
-        if !greeted && session.is_some() {
-            greeted = true;
-            if rbuf.len() < READ_BUFFER {
-                rbuf.resize(READ_BUFFER, 0);
-            }
-            let idle = Some(limits.idle_timeout).filter(|d| !d.is_zero());
-            if let Err(e) = stream.set_read_timeout(idle) {
-                return Close::Io(e);
-            }
-        }
-        // Keep the partial frame at the front; make room for all of it.
-        if start == end {
-            start = 0;
-            end = 0;
-            if rbuf.len() > SHRINK_ABOVE {
-                rbuf.truncate(READ_BUFFER);
-                rbuf.shrink_to_fit();
-            }
-        } else if start > 0 {
-            rbuf.copy_within(start..end, 0);
-            end -= start;
-            start = 0;
-        }
-        if end >= HEADER_LEN
-            && let Ok(h) = Header::parse(&rbuf[..end], max_frame)
-        {
-            let need = HEADER_LEN + h.body_len as usize;
-            if need > rbuf.len() {
-                rbuf.resize(need, 0);
-            }
-        }
-        if !greeted {
-            // One deadline for the whole hello, however the bytes trickle in.
-            let left = hello_deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return hello_timeout(wbuf, limits);
-            }
-            if let Err(e) = stream.set_read_timeout(Some(left)) {
-                return Close::Io(e);
-            }
-        }
-        match stream.read(&mut rbuf[end..]) {
-            Ok(0) if shared.is_shutting_down() => return Close::Shutdown,
-            Ok(0) => return Close::Eof,
-            Ok(n) => end += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_timeout(&e) && !greeted => return hello_timeout(wbuf, limits),
-            Err(e) if is_timeout(&e) => return Close::Idle,
-            Err(e) => return Close::Io(e),
-        }
-    }
-}
-
-/// On a durable server, waits until the session's changes are logged: answers that
-/// acknowledge them may be sent only then.
-fn commit(session: Option<&Session>) -> Result<(), Close> {
-    session
-        .map_or(Ok(()), Session::commit)
-        .map_err(Close::NotDurable)
-}
-
-fn hello_timeout(wbuf: &mut Vec<u8>, limits: &Limits) -> Close {
+/// Writes the hello-deadline refusal into `wbuf`.
+pub(crate) fn hello_timeout(wbuf: &mut Vec<u8>, limits: &Limits) -> Close {
     let msg = format!("hello not completed within {:?}", limits.hello_timeout);
     encode_error(wbuf, Op::Hello, 0, ErrorCode::Refused, [0; 3], &msg);
     Close::HelloTimeout
 }
 
 /// The request id of a (possibly broken) frame, for the error answer.
-fn frame_id(b: &[u8]) -> u64 {
+pub(crate) fn frame_id(b: &[u8]) -> u64 {
     b.get(12..20)
         .and_then(|s| s.try_into().ok())
         .map_or(0, u64::from_le_bytes)
@@ -321,13 +157,17 @@ pub(crate) fn refuse(
     Close::Refused(msg.to_string())
 }
 
+/// Answers a hello. `may_block` says whether the caller may wait for the disk: a new session
+/// on a durable server is logged and synced before its hello is answered, so on an I/O thread
+/// (`false`) that hello is checked and then offloaded.
 fn hello(
     shared: &Shared,
     session: &mut Option<Arc<Session>>,
     req_id: u64,
     req: &Request<'_>,
     wbuf: &mut Vec<u8>,
-) -> Result<(), Close> {
+    may_block: bool,
+) -> Result<Handled, Close> {
     let op = Op::Hello;
     let Request::Hello {
         version,
@@ -372,6 +212,9 @@ fn hello(
             &msg,
         ));
     }
+    if key == 0 && !may_block && shared.is_durable() {
+        return Ok(Handled::Offload);
+    }
     let (s, secret) = if key == 0 {
         match shared.new_session() {
             Ok(s) => s,
@@ -406,33 +249,19 @@ fn hello(
     })
     .encode(wbuf, op, req_id);
     *session = Some(s);
-    Ok(())
+    Ok(Handled::Answered)
 }
 
-/// Whether the peer of `stream` has hung up (or the connection broke), asked while an agent
-/// operation runs on this thread. It peeks without blocking: a peer that left more requests
-/// unread behind the running one is noticed only when those are read.
-fn peer_gone(stream: &TcpStream) -> bool {
-    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
-    let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
-    match socket2::SockRef::from(stream).recv_with_flags(&mut byte, flags) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(
-            e.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-        ),
-    }
-}
-
-fn handle(
+/// Answers one request frame into `wbuf`, or says it must run on the worker pool
+/// ([`Handled::Offload`]: agent operations and shrinks, checked here like every request; on a
+/// durable server also session opens and closes, which wait for the disk).
+pub(crate) fn handle(
     shared: &Shared,
     session: &mut Option<Arc<Session>>,
     h: Header,
     body: &[u8],
     wbuf: &mut Vec<u8>,
-    gone: &(dyn Fn() -> bool + Sync),
-) -> Result<(), Close> {
+) -> Result<Handled, Close> {
     let rid = h.req_id;
     if h.flags != 0 {
         let op = Op::from_code(h.op).unwrap_or(Op::Hello);
@@ -453,7 +282,7 @@ fn handle(
         return Err(refuse(wbuf, op, rid, ErrorCode::Malformed, 0, msg));
     }
     if let Request::Hello { .. } = req {
-        return hello(shared, session, rid, &req, wbuf);
+        return hello(shared, session, rid, &req, wbuf, false);
     }
     if let Request::Admin {
         action,
@@ -462,7 +291,11 @@ fn handle(
         token,
     } = req
     {
-        return crate::admin::serve(shared, rid, action, bytes, deadline_ms, token, wbuf);
+        if matches!(action, AdminAction::Shrink | AdminAction::Set) {
+            return Ok(Handled::Offload); // waits for clients to move data away
+        }
+        return crate::admin::serve(shared, rid, action, bytes, deadline_ms, token, wbuf)
+            .map(|()| Handled::Answered);
     }
     let Some(s) = session.as_deref() else {
         return Err(refuse(
@@ -477,13 +310,90 @@ fn handle(
     if let Request::Stats = req {
         Response::Stats(crate::session_view::stats(shared, s)).encode(wbuf, op, rid);
     } else if let Request::CloseSession = req {
+        if shared.is_durable() {
+            return Ok(Handled::Offload); // the session's end is synced to the log
+        }
         shared.close(s.key);
         Response::Done.encode(wbuf, op, rid);
         return Err(Close::SessionClosed);
+    } else if let Request::Compute { .. } = req {
+        return Ok(Handled::Offload);
     } else {
-        crate::metrics::execute(shared, s, &req, rid, body.len(), wbuf, gone);
+        crate::metrics::execute(shared, s, &req, rid, body.len(), wbuf, &|| false);
     }
-    Ok(())
+    Ok(Handled::Answered)
+}
+
+/// What an offloaded request (see [`Handled::Offload`]) produced.
+pub(crate) struct Offloaded {
+    /// Its answer (committed: on a durable server its changes are on disk).
+    pub(crate) out: Vec<u8>,
+    /// The session the hello of this job opened, for its connection to hold.
+    pub(crate) opened: Option<Arc<Session>>,
+    /// `Err`: the connection must end after the answer.
+    pub(crate) end: Result<(), Close>,
+}
+
+/// Runs an offloaded request frame for a connection holding `session`, then commits the
+/// session's changes (on a durable server; a worker may wait for the disk). An agent operation
+/// stops early when `gone` says its client hung up.
+pub(crate) fn run_offloaded(
+    shared: &Shared,
+    session: Option<Arc<Session>>,
+    frame: &[u8],
+    gone: &(dyn Fn() -> bool + Sync),
+) -> Offloaded {
+    let mut out = Vec::new();
+    let mut session = session;
+    let mut opened = None;
+    let decoded = farmem_proto::decode_frame(frame, u32::MAX)
+        .ok()
+        .flatten()
+        .and_then(|(f, _)| {
+            let req = Request::decode(f.header.op, f.body).ok()?;
+            Some((f.header.req_id, f.body.len(), req))
+        });
+    let mut end = match decoded {
+        Some((
+            rid,
+            _,
+            Request::Admin {
+                action,
+                bytes,
+                deadline_ms,
+                token,
+            },
+        )) => crate::admin::serve(shared, rid, action, bytes, deadline_ms, token, &mut out),
+        Some((rid, _, req @ Request::Hello { .. })) => {
+            let r = hello(shared, &mut session, rid, &req, &mut out, true).map(drop);
+            opened.clone_from(&session);
+            r
+        }
+        Some((rid, body_len, req)) => match session.as_deref() {
+            Some(s) if matches!(req, Request::CloseSession) => {
+                shared.close(s.key);
+                Response::Done.encode(&mut out, Op::CloseSession, rid);
+                Err(Close::SessionClosed)
+            }
+            Some(s) => {
+                crate::metrics::execute(shared, s, &req, rid, body_len, &mut out, gone);
+                Ok(())
+            }
+            None => Err(Close::Refused(
+                "offloaded a request without a session".into(),
+            )),
+        },
+        None => Err(Close::Refused(
+            "offloaded a frame that does not decode".into(),
+        )),
+    };
+    if let Some(s) = session.as_deref()
+        && let Err(e) = s.commit()
+    {
+        out.clear();
+        end = Err(Close::NotDurable(e));
+    }
+    Offloaded { out, opened, end }
 }
 
 #[cfg(test)]

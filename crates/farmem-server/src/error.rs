@@ -13,6 +13,15 @@ pub enum ServerError {
     /// Invalid configuration.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS setup failed {what}")]
+    Tls {
+        /// The step that failed.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The data directory could not be opened or recovered.
     #[error("cannot use the data directory")]
     Durable(#[from] farmem_store::DurableError),

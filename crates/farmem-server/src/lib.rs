@@ -21,15 +21,20 @@
 
 mod admin;
 mod capacity;
+mod commit;
 mod config;
 mod config_file;
 mod conn;
 mod error;
+mod evloop;
 mod host;
 mod http;
 mod metrics;
 mod server;
 mod session_view;
+mod tls;
+mod transport;
+mod workers;
 
 pub use admin::{AdminClient, AdminError};
 pub use config::{Limits, ServerConfig, parse_duration, parse_size};
@@ -40,3 +45,4 @@ pub use farmem_proto::{AdminAction, AdminStatus, QuotaKind};
 pub use farmem_store::SessionQuota;
 pub use host::{HostMemory, HostReserve, HostSample, ProcMeminfo};
 pub use server::{Server, ServerHandle};
+pub use tls::ServerTls;

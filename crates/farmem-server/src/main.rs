@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use std::time::Duration;
 
 use farmem_server::{
-    AdminClient, AdminError, AdminStatus, FileConfig, HostReserve, Server, ServerConfig,
+    AdminClient, AdminError, AdminStatus, FileConfig, HostReserve, Server, ServerConfig, ServerTls,
     SessionQuota, parse_duration, parse_size,
 };
 use farmem_store::error_chain as chain;
@@ -112,9 +112,24 @@ struct Args {
     /// How long clients get to move data away when the host runs short. [default: 30s]
     #[arg(long, value_parser = duration)]
     host_reserve_deadline: Option<Duration>,
-    /// Most client connections served at once (one thread each). [default: 256]
+    /// Most client connections open at once; further ones are refused. Each is a file
+    /// descriptor (the server raises its soft open-file limit to the hard one). [default: 16384]
+    #[arg(long, visible_alias = "threads")]
+    max_connections: Option<usize>,
+    /// Threads serving the connections, an epoll loop each (default: the cores, at most 8).
     #[arg(long)]
-    threads: Option<usize>,
+    io_threads: Option<usize>,
+    /// Threads running long requests: agent operations, server-to-server copies, shrinks
+    /// (default: the cores, 2 to 8).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Serve TLS with this PEM certificate chain (with --tls-key); clients then connect with
+    /// TLS and verify it against their CA. Without it: clear text, for trusted networks.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
     /// Largest object accepted, e.g. 64MiB. [default: 64MiB]
     #[arg(long, value_parser = size)]
     max_object: Option<u64>,
@@ -206,6 +221,38 @@ fn read_token(path: Option<&PathBuf>) -> Result<Option<Vec<u8>>, ExitCode> {
             eprintln!("error: cannot read token file {}: {e}", p.display());
             Err(ExitCode::from(2))
         }
+    }
+}
+
+/// Reads the TLS certificate chain and key files; `Err` is the message to print.
+fn load_tls(cert: &PathBuf, key: &PathBuf) -> Result<ServerTls, String> {
+    let read =
+        |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let (c, k) = (read(cert)?, read(key)?);
+    ServerTls::from_pem(&c, &k).map_err(|e| chain(&e))
+}
+
+/// Raises the soft limit on open files to the hard limit: each connection is a descriptor.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, exclusively borrowed out pointer for getrlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-file limit");
+        return;
+    }
+    if lim.rlim_cur >= lim.rlim_max {
+        return;
+    }
+    let from = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: `lim` is a valid rlimit that setrlimit only reads.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+        tracing::debug!(from, to = lim.rlim_max, "raised the open-file limit");
+    } else {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
     }
 }
 
@@ -308,7 +355,10 @@ fn configure(args: &Args) -> Result<ServerConfig, ExitCode> {
                 deadline: pick(args.host_reserve_deadline, file.host_reserve_deadline, 30),
                 ..HostReserve::new(r)
             }),
-        threads: args.threads.or(file.threads).unwrap_or(256),
+        max_connections: args
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(16384),
         session_lease: pick(args.session_lease, file.session_lease, 30),
         metrics: args.metrics.or(file.metrics),
         quota: SessionQuota {
@@ -321,6 +371,19 @@ fn configure(args: &Args) -> Result<ServerConfig, ExitCode> {
     };
     if let Some(n) = args.agent_threads.or(file.agent_threads) {
         config.agent_threads = n.max(1);
+    }
+    if let Some(n) = args.io_threads.or(file.io_threads) {
+        config.io_threads = n;
+    }
+    if let Some(n) = args.workers.or(file.workers) {
+        config.workers = n;
+    }
+    let tls_cert = args.tls_cert.as_ref().or(file.tls_cert.as_ref());
+    let tls_key = args.tls_key.as_ref().or(file.tls_key.as_ref());
+    match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => config.tls = Some(load_tls(cert, key).map_err(|m| usage(&m))?),
+        (None, None) => {}
+        _ => return Err(usage("tls_cert and tls_key go together")),
     }
     let l = &mut config.limits;
     l.max_object = max_object;
@@ -368,9 +431,12 @@ fn main() -> ExitCode {
             );
         }
         println!(
-            "configuration ok: listen {} capacity {} metrics {} quota {:?}",
+            "configuration ok: listen {} capacity {} max_connections {} tls {} metrics {} \
+             quota {:?}",
             config.listen,
             config.capacity,
+            config.max_connections,
+            if config.tls.is_some() { "on" } else { "off" },
             config
                 .metrics
                 .map_or_else(|| "off".to_string(), |a| a.to_string()),
@@ -385,6 +451,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    raise_fd_limit();
     let server = match Server::start(config) {
         Ok(s) => s,
         Err(e) => {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,10 @@ use parking_lot::{Condvar, Mutex};
 use farmem_store::{Budget, Durable, LogError, OBJECT_OVERHEAD, Session};
 
 use crate::capacity::Capacity;
+use crate::commit::Committer;
+use crate::conn::ConnGuard;
+use crate::evloop::{Mailbox, NewConn};
+use crate::workers::Pool;
 use crate::{HostReserve, ServerConfig, ServerError};
 
 /// A session and what keeps it alive: its connections, or its lease once they are gone.
@@ -30,7 +34,7 @@ struct Entry {
 /// Why a hello could not join a session.
 pub(crate) struct JoinRefused;
 
-/// State shared by the acceptor and all connection threads.
+/// State shared by the acceptor, the I/O threads and the workers.
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     budget: Arc<Budget>,
@@ -39,9 +43,8 @@ pub(crate) struct Shared {
     sessions: Mutex<HashMap<u64, Entry>>,
     /// Wakes the reaper (shutdown).
     reaper_wake: Condvar,
-    conns: Mutex<HashMap<u64, TcpStream>>,
-    conns_done: Condvar,
-    next_conn: AtomicU64,
+    /// Connections open (accepted and not yet closed).
+    open: AtomicUsize,
     shutting_down: AtomicBool,
     /// The data directory, on a durable server.
     durable: Option<Durable>,
@@ -51,6 +54,11 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Whether this server keeps a data directory (its sessions' answers wait for the log).
+    pub(crate) fn is_durable(&self) -> bool {
+        self.durable.is_some()
     }
 
     /// A new session with one connection attached, and its resume secret.
@@ -145,14 +153,19 @@ impl Shared {
         tracing::debug!(session = key, "session closed by its client");
     }
 
-    /// Frees connection `id`'s slot (closing the server's copy of its socket).
-    pub(crate) fn release(&self, id: u64) {
-        let gone = self.conns.lock().remove(&id);
-        if let Some(c) = &gone {
-            let _ = c.shutdown(std::net::Shutdown::Both);
-        }
-        drop(gone);
-        self.conns_done.notify_all();
+    /// Takes a connection slot; `false` when `max_connections` are open.
+    fn admit(&self) -> bool {
+        let max = self.config.max_connections;
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Frees a connection slot (see [`crate::conn::ConnGuard`]).
+    pub(crate) fn release(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Frees the sessions whose lease ran out; returns how many.
@@ -185,7 +198,7 @@ impl Shared {
             per_object_overhead: OBJECT_OVERHEAD,
             bytes_written: self.budget.bytes_written(),
             sessions: self.sessions.lock().len() as u64,
-            connections: self.conns.lock().len() as u64,
+            connections: self.open.load(Ordering::Relaxed) as u64,
             ..ServerStats::default()
         }
     }
@@ -269,19 +282,38 @@ impl Server {
             sessions: Mutex::new(sessions),
             durable,
             reaper_wake: Condvar::new(),
-            conns: Mutex::new(HashMap::new()),
-            conns_done: Condvar::new(),
-            next_conn: AtomicU64::new(0),
+            open: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             metrics: crate::metrics::Metrics::default(),
         });
         if let Some(at) = shared.config.metrics {
             crate::http::spawn(&shared, at)?;
         }
+        let (pool, _workers) = Pool::start(shared.config.workers)?;
+        let mut io = IoThreads {
+            shared: shared.clone(),
+            pool,
+            committer: None,
+            mailboxes: Vec::new(),
+            threads: Vec::new(),
+        };
+        // Under `--sync none` a commit does not wait for the disk: the I/O threads make it.
+        let sync = shared.config.durable.as_ref().map(|d| d.sync);
+        if sync == Some(farmem_store::SyncPolicy::Always) {
+            io.committer = Some(Committer::start()?);
+        }
+        let committer = io.committer.as_ref().map(|c| c.0.clone());
+        for i in 0..shared.config.io_threads {
+            let (mailbox, thread) =
+                crate::evloop::spawn(shared.clone(), io.pool.clone(), committer.clone(), i)?;
+            io.mailboxes.push(mailbox);
+            io.threads.push(thread);
+        }
+        let mailboxes = io.mailboxes.clone();
         let sh = shared.clone();
         let acceptor = std::thread::Builder::new()
             .name("farmem-accept".into())
-            .spawn(move || accept_loop(listener, sh))?;
+            .spawn(move || accept_loop(listener, &sh, &mailboxes))?;
         let sh = shared.clone();
         let reaper = std::thread::Builder::new()
             .name("farmem-reaper".into())
@@ -301,6 +333,7 @@ impl Server {
         Ok(ServerHandle {
             shared,
             addr,
+            io: Some(io),
             acceptor: Some(acceptor),
             reaper: Some(reaper),
             host,
@@ -376,7 +409,46 @@ fn host_loop(shared: &Shared, hr: &HostReserve) {
     }
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// The I/O threads and the worker pool; stopped (and joined) at shutdown, or when the server
+/// fails to start half-way.
+struct IoThreads {
+    shared: Arc<Shared>,
+    pool: Arc<Pool>,
+    /// On a durable server, the committer and its thread.
+    committer: Option<(Arc<Committer>, JoinHandle<()>)>,
+    mailboxes: Vec<Arc<Mailbox>>,
+    /// The I/O threads (workers are not waited for: agent work may run long).
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl IoThreads {
+    /// Tells every I/O thread to close its connections (each client is told `ShuttingDown`),
+    /// waits for them, stops the committer, and lets the workers go once their current job is
+    /// done.
+    fn stop(&mut self) {
+        self.shared.shutting_down.store(true, Ordering::SeqCst);
+        for m in &self.mailboxes {
+            m.wake();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.pool.stop();
+        if let Some((c, t)) = self.committer.take() {
+            c.stop();
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for IoThreads {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn accept_loop(listener: TcpListener, shared: &Arc<Shared>, mailboxes: &[Arc<Mailbox>]) {
+    let mut next = 0usize;
     for stream in listener.incoming() {
         if shared.is_shutting_down() {
             break;
@@ -384,6 +456,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let mut stream = match stream {
             Ok(s) => s,
             Err(e) => {
+                // Out of file descriptors, most likely: let connections close.
                 tracing::warn!(error = %e, "accept failed");
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
@@ -392,40 +465,35 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
-        let _ = stream.set_nodelay(true);
-        let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut conns = shared.conns.lock();
-            if conns.len() >= shared.config.threads {
-                drop(conns);
-                tracing::warn!(%peer, "refusing connection: connection limit reached");
-                let mut buf = Vec::new();
-                let msg = "too many connections";
-                encode_error(&mut buf, Op::Hello, 0, ErrorCode::Refused, [0; 3], msg);
-                let _ = std::io::Write::write_all(&mut stream, &buf);
-                continue;
-            }
-            match stream.try_clone() {
-                Ok(c) => conns.insert(id, c),
-                Err(_) => continue,
-            };
+        if !shared.admit() {
+            tracing::warn!(%peer, "refusing connection: connection limit reached");
+            let mut buf = Vec::new();
+            let msg = "too many connections";
+            encode_error(&mut buf, Op::Hello, 0, ErrorCode::Refused, [0; 3], msg);
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = std::io::Write::write_all(&mut stream, &buf);
+            continue;
         }
-        // Released when the thread ends, however it ends (or with the closure if the thread
-        // cannot be spawned).
-        let guard = crate::conn::ConnGuard {
+        // From here the slot is released however the connection ends.
+        let guard = ConnGuard {
             shared: shared.clone(),
-            id,
             session: None,
         };
-        let spawned = std::thread::Builder::new()
-            .name("farmem-conn".into())
-            .spawn(move || {
-                tracing::debug!(%peer, "client connected");
-                crate::conn::serve(stream, peer, guard);
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot spawn a connection thread");
+        let ready = stream
+            .set_nodelay(true)
+            .and_then(|()| crate::conn::configure(&stream, &shared.config.limits))
+            .and_then(|()| stream.set_nonblocking(true));
+        if let Err(e) = ready {
+            tracing::debug!(%peer, error = %e, "cannot set up a new connection");
+            continue;
         }
+        mailboxes[next % mailboxes.len()].hand_over(NewConn {
+            stream,
+            peer,
+            guard,
+            accepted: Instant::now(),
+        });
+        next = next.wrapping_add(1);
     }
 }
 
@@ -433,6 +501,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 pub struct ServerHandle {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    io: Option<IoThreads>,
     acceptor: Option<JoinHandle<()>>,
     reaper: Option<JoinHandle<()>>,
     host: Option<JoinHandle<()>>,
@@ -467,8 +536,9 @@ impl ServerHandle {
         self.shared.capacity.status()
     }
 
-    /// Stops accepting, closes every connection, frees all sessions and waits for the
-    /// connection threads to finish (at most a few seconds).
+    /// Stops accepting, closes every connection (telling its client `ShuttingDown`), frees all
+    /// sessions and waits for the I/O threads to finish (at most about a second). Agent work
+    /// still running finishes on its own.
     pub fn shutdown(mut self) {
         self.stop();
     }
@@ -499,36 +569,9 @@ impl ServerHandle {
         }
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
         let _ = acceptor.join();
-        // Wake every connection's read: its thread tells its client `ShuttingDown` and closes.
-        let mut conns = self.shared.conns.lock();
-        for c in conns.values() {
-            let _ = c.shutdown(std::net::Shutdown::Read);
+        if let Some(mut io) = self.io.take() {
+            io.stop();
         }
-        let polite = Instant::now() + Duration::from_secs(1);
-        while !conns.is_empty()
-            && !self
-                .shared
-                .conns_done
-                .wait_until(&mut conns, polite)
-                .timed_out()
-        {}
-        // A thread still writing to a client that does not read: cut it off.
-        for c in conns.values() {
-            let _ = c.shutdown(std::net::Shutdown::Both);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !conns.is_empty() {
-            if self
-                .shared
-                .conns_done
-                .wait_until(&mut conns, deadline)
-                .timed_out()
-            {
-                tracing::warn!(left = conns.len(), "connections still open at shutdown");
-                break;
-            }
-        }
-        drop(conns);
         let sessions = std::mem::take(&mut *self.shared.sessions.lock());
         drop(sessions);
         tracing::info!(addr = %self.addr, "memory server stopped");
@@ -546,22 +589,20 @@ mod tests {
     use std::io::Read;
 
     use super::*;
-    use crate::conn::ConnGuard;
 
     #[test]
-    fn a_connection_thread_that_panics_releases_its_slot_session_and_socket() {
+    fn a_connection_that_panics_releases_its_slot_session_and_socket() {
         let server = Server::start(ServerConfig::default()).unwrap();
         let shared = server.shared.clone();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (conn, _) = listener.accept().unwrap();
-        let id = u64::MAX;
-        shared.conns.lock().insert(id, conn.try_clone().unwrap());
+        assert!(shared.admit());
+        assert_eq!(shared.stats().connections, 1);
         let (session, _) = shared.new_session().unwrap();
         let key = session.key;
         let guard = ConnGuard {
             shared: shared.clone(),
-            id,
             session: Some(session),
         };
         let thread = std::thread::spawn(move || {
@@ -569,7 +610,7 @@ mod tests {
             panic!("a bug in request handling");
         });
         assert!(thread.join().is_err());
-        assert!(!shared.conns.lock().contains_key(&id));
+        assert_eq!(shared.stats().connections, 0);
         let sessions = shared.sessions.lock();
         let e = sessions.get(&key).unwrap();
         assert_eq!(e.conns, 0);
@@ -579,6 +620,34 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         assert_eq!(client.read(&mut [0u8; 8]).unwrap(), 0, "socket left open");
+        server.shutdown();
+    }
+
+    #[test]
+    fn connections_beyond_the_limit_are_refused() {
+        let server = Server::start(ServerConfig {
+            max_connections: 1,
+            ..ServerConfig::default()
+        })
+        .unwrap();
+        let _first = TcpStream::connect(server.addr()).unwrap();
+        let shared = server.shared.clone();
+        let t0 = Instant::now();
+        while shared.stats().connections < 1 && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut second = TcpStream::connect(server.addr()).unwrap();
+        let mut buf = Vec::new();
+        second
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        second.read_to_end(&mut buf).unwrap();
+        let (f, _) = farmem_proto::decode_frame(&buf, 1 << 20).unwrap().unwrap();
+        let r = farmem_proto::Response::decode(f.header.op, f.header.flags, f.body).unwrap();
+        let farmem_proto::Response::Error(e) = r else {
+            panic!("not a refusal: {r:?}");
+        };
+        assert_eq!(e.code, ErrorCode::Refused as u16);
         server.shutdown();
     }
 }

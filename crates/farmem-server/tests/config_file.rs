@@ -27,6 +27,7 @@ fn the_shipped_example_parses_with_the_values_it_documents() {
     assert_eq!(c.capacity, Some(8 << 30));
     assert_eq!(c.metrics, Some("0.0.0.0:9090".parse().unwrap()));
     assert_eq!(c.session_lease, Some(Duration::from_secs(30)));
+    assert_eq!(c.max_connections, Some(16384));
     assert_eq!(c.quota.bytes, Some(4 << 30));
     assert!(c.quota.requests_per_second.is_some());
     // Secrets are not in it: the unit and the DaemonSet pass them as flags.
@@ -89,4 +90,57 @@ fn flags_override_the_file_and_the_rest_of_the_file_applies() {
         c.put(3, b"c"),
         Err(BackendError::QuotaExceeded { .. })
     ));
+}
+
+/// `--check`'s standard output (and the exit code and standard error).
+fn check_out(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--check")
+        .output()
+        .expect("run farmem-server --check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_loads_the_tls_files_and_the_connection_settings_of_the_file() {
+    let pki = support::pki::Pki::new();
+    let cert = file_with("tls.crt", &pki.cert);
+    let key = file_with("tls.key", &pki.key);
+    let text = format!(
+        "max_connections = 5000\nio_threads = 2\nworkers = 2\ntls_cert = {:?}\ntls_key = {:?}\n",
+        cert.to_str().unwrap(),
+        key.to_str().unwrap()
+    );
+    let file = file_with("tls.toml", &text);
+    let (code, out, err) = check_out(&["--config", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("max_connections 5000"), "{out}");
+    assert!(out.contains("tls on"), "{out}");
+    // A key that is not the certificate's key, and a certificate without its key, are refused.
+    let other = file_with("other.key", &support::pki::Pki::new().key);
+    let (code, _, err) = check_out(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--tls-key",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("TLS"), "{err}");
+    let (code, _, err) = check_out(&["--tls-cert", cert.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("tls_key"), "{err}");
+    // The connection limit's old name still works; both names at once are refused.
+    let old = file_with("old.toml", "threads = 300\n");
+    let (code, out, err) = check_out(&["--config", old.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("max_connections 300"), "{out}");
+    let both = file_with("both.toml", "threads = 300\nmax_connections = 300\n");
+    let (code, _, err) = check_out(&["--config", both.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`threads`"), "{err}");
 }

@@ -6,6 +6,7 @@
 
 pub mod netns;
 pub mod ops;
+pub mod pki;
 pub mod pool;
 mod proxy;
 pub mod raw;

@@ -23,7 +23,10 @@ pub use pool::{
 };
 pub use push::PushTarget;
 pub use sites::Sites;
-pub use tcp::{LATENCY_BUCKETS_US, ServerHealth, TcpBackend, TcpConfig, Ticket, TransportStats};
+pub use tcp::{
+    ClientTls, LATENCY_BUCKETS_US, ServerHealth, TcpBackend, TcpConfig, Ticket, TlsError,
+    TransportStats,
+};
 
 /// A remote-agent operation submitted with [`Backend::submit_compute`]; [`PendingCompute::wait`]
 /// returns its result.
@@ -210,7 +213,8 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Where another memory server can write objects into this client's session directly (a
     /// server-to-server copy, [`farmem_proto::agent::op::OBJ_PUSH`]), when this backend is one
-    /// memory server reached over TCP with a session open; `None`, the default, otherwise. Such
+    /// memory server reached over TCP in clear text (servers copy to each other without TLS)
+    /// with a session open; `None`, the default, otherwise. Such
     /// a backend also runs the push itself: its [`Backend::compute`] of `OBJ_PUSH` asks its
     /// server to copy objects of this session to another one. Wrappers forward it.
     fn push_target(&self) -> Option<PushTarget> {

@@ -13,37 +13,28 @@
 //! write from its de-duplication window, so callers see only latency. When the server cannot be
 //! reached again, it is declared down and every request fails with `ServerDown`.
 
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use farmem_proto::{
-    ErrorCode, ErrorInfo, HEADER_LEN, Header, HelloInfo, MAX_FRAME_BODY, Op, QuotaKind, Response,
-    ServerStats, VERSION, begin_frame, decode_frame, finish_frame,
+    HEADER_LEN, Header, HelloInfo, MAX_FRAME_BODY, Op, begin_frame, decode_frame, finish_frame,
 };
 use parking_lot::Mutex;
 
 use super::link::{HandshakeError, Link};
-use farmem_store::agent::AgentErrorCode;
+pub(crate) use super::reply::Reply;
+use super::reply::decode_reply;
+use super::stream::Stream;
 
-use crate::backend::{BackendError, DisconnectCause, ProtocolError};
+use crate::backend::BackendError;
 
 const READ_BUFFER: usize = 256 << 10;
 const SHRINK_ABOVE: usize = 4 << 20;
 /// Buffered request bytes that force a write even without an explicit flush.
 const FLUSH_AT: usize = 64 << 10;
-
-/// A decoded, owned answer.
-#[derive(Debug)]
-pub(crate) enum Reply {
-    Done,
-    Data(Vec<u8>),
-    Many(Vec<Option<Vec<u8>>>),
-    Stats(ServerStats),
-}
 
 enum SlotState {
     Free,
@@ -75,14 +66,14 @@ struct Reader {
     start: usize,
     end: usize,
     /// The stream read, and its generation (the buffer belongs to it).
-    stream: Arc<TcpStream>,
+    stream: Arc<Stream>,
     generation: u64,
 }
 
 struct Writer {
     buf: Vec<u8>,
     queued: u64,
-    stream: Arc<TcpStream>,
+    stream: Arc<Stream>,
 }
 
 /// A request written (or queued) on a connection whose answer has not been collected yet.
@@ -99,7 +90,7 @@ pub(crate) struct Pending {
 pub(crate) struct Connection {
     link: Arc<Link>,
     /// The current stream and its generation (bumped by every reconnect).
-    current: Mutex<(Arc<TcpStream>, u64)>,
+    current: Mutex<(Arc<Stream>, u64)>,
     generation: AtomicU64,
     /// Held while reconnecting.
     recovering: Mutex<()>,
@@ -117,103 +108,6 @@ fn req_id(slot: u32, epoch: u32) -> u64 {
 
 /// Slot frames above this are not kept for reuse once answered.
 const KEEP_FRAME: usize = 1 << 20;
-
-/// Maps an error answer to a typed error.
-pub(crate) fn error_from(addr: &str, e: &ErrorInfo<'_>) -> BackendError {
-    let msg = e.message.to_string();
-    match ErrorCode::from_code(e.code) {
-        Some(ErrorCode::NotFound) => BackendError::NotFound(e.a),
-        Some(ErrorCode::OutOfCapacity) => BackendError::OutOfCapacity {
-            needed: e.a,
-            available: e.b,
-        },
-        Some(ErrorCode::SizeMismatch) => BackendError::SizeMismatch {
-            id: e.a,
-            expected: e.b,
-            actual: e.c,
-        },
-        Some(ErrorCode::TooLarge) => BackendError::TooLarge {
-            size: e.a,
-            limit: e.b,
-        },
-        Some(ErrorCode::ResponseTooLarge) => BackendError::ResponseTooLarge {
-            size: e.a,
-            limit: e.b,
-        },
-        Some(ErrorCode::QuotaExceeded) => match QuotaKind::from_code(e.a) {
-            Some(QuotaKind::Rate) => BackendError::RateLimited {
-                addr: addr.into(),
-                limit: e.b,
-                retry_after: std::time::Duration::from_millis(e.c),
-            },
-            Some(kind) => BackendError::QuotaExceeded {
-                addr: addr.into(),
-                kind,
-                limit: e.b,
-                wanted: e.c,
-            },
-            None => BackendError::Protocol(ProtocolError::ServerError {
-                addr: addr.into(),
-                code: e.code,
-                message: msg,
-            }),
-        },
-        Some(ErrorCode::AuthRefused) => BackendError::AuthRefused { addr: addr.into() },
-        Some(ErrorCode::VersionMismatch) => BackendError::VersionMismatch {
-            addr: addr.into(),
-            client: VERSION,
-            server: u16::try_from(e.a).unwrap_or(u16::MAX),
-        },
-        Some(ErrorCode::Compute) => BackendError::RemoteAgent {
-            addr: addr.into(),
-            code: AgentErrorCode::from_code(e.a),
-            message: msg,
-        },
-        Some(ErrorCode::Refused | ErrorCode::ShuttingDown) => BackendError::Disconnected {
-            addr: addr.into(),
-            cause: DisconnectCause::Refused {
-                code: e.code,
-                message: msg,
-            },
-        },
-        Some(ErrorCode::SessionRefused) => BackendError::ServerDown {
-            addr: addr.into(),
-            reason: format!("session lost: {msg}"),
-        },
-        _ => BackendError::Protocol(ProtocolError::ServerError {
-            addr: addr.into(),
-            code: e.code,
-            message: msg,
-        }),
-    }
-}
-
-fn decode_reply(
-    addr: &str,
-    h: &Header,
-    body: &[u8],
-) -> Result<Result<Reply, BackendError>, ProtocolError> {
-    let resp = Response::decode(h.op, h.flags, body)?;
-    Ok(match resp {
-        Response::Done => Ok(Reply::Done),
-        Response::Data(d) => Ok(Reply::Data(d.to_vec())),
-        Response::Many(list) => Ok(Reply::Many(
-            list.iter().map(|o| o.map(<[u8]>::to_vec)).collect(),
-        )),
-        Response::Hello(_) => {
-            return Err(ProtocolError::UnexpectedAnswer {
-                answer: format!("hello answer to a request from {addr}"),
-            });
-        }
-        Response::Stats(s) => Ok(Reply::Stats(s)),
-        Response::Admin(_) => {
-            return Err(ProtocolError::UnexpectedAnswer {
-                answer: format!("admin answer to a request from {addr}"),
-            });
-        }
-        Response::Error(e) => Err(error_from(addr, &e)),
-    })
-}
 
 enum Led {
     /// Our answer arrived, or the server is down (the slot says which).
@@ -275,7 +169,7 @@ impl Connection {
         Ok(Self::with_stream(link, stream, &hello))
     }
 
-    fn with_stream(link: &Arc<Link>, stream: TcpStream, hello: &HelloInfo) -> Arc<Connection> {
+    fn with_stream(link: &Arc<Link>, stream: Stream, hello: &HelloInfo) -> Arc<Connection> {
         let stream = Arc::new(stream);
         let conn = Arc::new(Connection {
             link: link.clone(),
@@ -396,7 +290,7 @@ impl Connection {
             return;
         }
         self.keep_frames(&w.buf);
-        let r = (&*w.stream).write_all(&w.buf);
+        let r = w.stream.write_all(&w.buf);
         w.buf.clear();
         if w.buf.capacity() > SHRINK_ABOVE {
             w.buf.shrink_to(FLUSH_AT);
@@ -765,7 +659,7 @@ impl Connection {
                     r.buf.resize(need, 0);
                 }
             }
-            match (&*r.stream).read(&mut r.buf[r.end..]) {
+            match r.stream.read(&mut r.buf[r.end..]) {
                 Ok(0) => break Led::Broken(r.generation),
                 Ok(n) => {
                     r.end += n;

@@ -2,7 +2,7 @@
 //! health, the handshake that opens or resumes a connection, and the heartbeat that notices a
 //! silent server.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -13,13 +13,18 @@ use farmem_proto::{
 };
 use parking_lot::{Condvar, Mutex};
 
-use super::conn::{Connection, error_from};
+use super::conn::Connection;
+use super::reply::error_from;
+use super::stream::Stream;
+use super::tls::ClientTls;
 use crate::backend::{BackendError, ProtocolError};
 
 /// How a link reconnects and watches its server.
 #[derive(Clone, Debug)]
 pub(crate) struct LinkConfig {
     pub(crate) token: Option<Vec<u8>>,
+    /// TLS, when the servers speak it.
+    pub(crate) tls: Option<ClientTls>,
     pub(crate) version: u16,
     /// Connect timeout and the longest wait for an answer.
     pub(crate) timeout: Duration,
@@ -186,7 +191,7 @@ impl Link {
     pub(crate) fn handshake(
         &self,
         timeout: Duration,
-    ) -> Result<(TcpStream, HelloInfo), HandshakeError> {
+    ) -> Result<(Stream, HelloInfo), HandshakeError> {
         let addr = self.addr.as_str();
         let unreachable = |source: io::Error| BackendError::Unreachable {
             addr: addr.into(),
@@ -207,7 +212,7 @@ impl Link {
                 Err(e) => last = e,
             }
         }
-        let Some(mut stream) = stream else {
+        let Some(stream) = stream else {
             // Nobody listens: the server process is gone.
             let refused = last.kind() == io::ErrorKind::ConnectionRefused;
             return Err(if refused && !self.config.await_restart {
@@ -220,6 +225,25 @@ impl Link {
         stream.set_nodelay(true).map_err(transient)?;
         stream.set_read_timeout(Some(timeout)).map_err(transient)?;
         stream.set_write_timeout(Some(timeout)).map_err(transient)?;
+        let stream = match &self.config.tls {
+            None => Stream::plain(stream),
+            Some(tls) => {
+                let session = tls.session(addr).map_err(|e| {
+                    HandshakeError::Fatal(unreachable(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        e,
+                    )))
+                })?;
+                Stream::tls(stream, session).map_err(|e| {
+                    if e.kind() == io::ErrorKind::InvalidData {
+                        // The certificate was refused: trying again will not help.
+                        HandshakeError::Fatal(unreachable(e))
+                    } else {
+                        transient(e)
+                    }
+                })?
+            }
+        };
         let session = self.session.load(Ordering::Acquire);
         let hello = Request::Hello {
             version: self.config.version,

@@ -1,10 +1,14 @@
 //! The TCP transport: memory servers as a [`Backend`].
 
+mod config;
 mod conn;
 mod counters;
 mod link;
+mod reply;
 mod sites;
+mod stream;
 mod ticket;
+mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,12 +16,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use farmem_proto::agent::op as agent_op;
-use farmem_proto::{Op, ServerStats, VERSION, body, owner_of};
+use farmem_proto::{Op, ServerStats, body, owner_of};
 
+pub use self::config::TcpConfig;
 use self::conn::{Connection, Pending, Reply};
 pub use self::counters::{LATENCY_BUCKETS_US, TransportStats};
 use self::link::{Link, LinkConfig};
 pub use self::ticket::Ticket;
+pub use self::tls::{ClientTls, TlsError};
 use super::{
     Backend, BackendError, Edit, ObjectId, PendingCompute, PendingInner, ProtocolError, StoreStats,
 };
@@ -36,102 +42,6 @@ impl PendingTcp {
             Reply::Data(d) => Ok(d),
             other => Err(unexpected(&other)),
         }
-    }
-}
-
-/// How to reach the memory servers.
-///
-/// ```no_run
-/// use std::time::Duration;
-/// use farmem::backend::{TcpBackend, TcpConfig};
-/// let cfg = TcpConfig::new(["10.0.0.5:7070", "10.0.0.6:7070"])
-///     .token(b"secret".to_vec())
-///     .timeout(Duration::from_secs(5))
-///     .connections_per_server(2);
-/// let backend = TcpBackend::connect(cfg).unwrap();
-/// ```
-#[derive(Clone, Debug)]
-pub struct TcpConfig {
-    /// Server addresses (`host:port`). Objects are spread over them by [`farmem_proto::owner_of`].
-    pub servers: Vec<String>,
-    /// Shared secret, when the servers require one.
-    pub token: Option<Vec<u8>>,
-    /// Connect timeout and the longest wait for any answer.
-    pub timeout: Duration,
-    /// Connections per server (all joined to one session); threads are spread over them.
-    pub connections_per_server: usize,
-    /// Protocol version to announce (tests use this to provoke a mismatch).
-    pub version: u16,
-    /// A broken connection is re-established (session resumed, requests in flight resent)
-    /// within this time, or its server is declared down. Default 3 s.
-    pub reconnect_within: Duration,
-    /// Ping period on each server's heartbeat connection; zero disables the heartbeat.
-    /// Default 200 ms.
-    pub heartbeat: Duration,
-    /// A server whose heartbeat goes unanswered this long (frozen, partitioned) is declared
-    /// down. Default 1 s.
-    pub detect_after: Duration,
-    /// Retry a refused connection (no process listening) within `reconnect_within` instead
-    /// of declaring the server down at once: for durable servers (`farmem-server --data-dir`),
-    /// which come back with their sessions after a restart. Default `false`.
-    pub await_restart: bool,
-}
-
-impl TcpConfig {
-    /// Defaults for `servers`: no token, 30 s timeout, one connection per server.
-    pub fn new<I, S>(servers: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: ToString,
-    {
-        Self {
-            servers: servers.into_iter().map(|s| s.to_string()).collect(),
-            token: None,
-            timeout: Duration::from_secs(30),
-            connections_per_server: 1,
-            version: VERSION,
-            reconnect_within: Duration::from_secs(3),
-            heartbeat: Duration::from_millis(200),
-            detect_after: Duration::from_secs(1),
-            await_restart: false,
-        }
-    }
-
-    /// Sets how long a broken connection may take to be re-established.
-    pub fn reconnect_within(mut self, d: Duration) -> Self {
-        self.reconnect_within = d;
-        self
-    }
-
-    /// Sets [`TcpConfig::await_restart`].
-    pub fn await_restart(mut self, on: bool) -> Self {
-        self.await_restart = on;
-        self
-    }
-
-    /// Sets the heartbeat period and the silence after which a server is declared down.
-    pub fn heartbeat(mut self, every: Duration, detect_after: Duration) -> Self {
-        self.heartbeat = every;
-        self.detect_after = detect_after;
-        self
-    }
-
-    /// Sets the shared-secret token.
-    pub fn token(mut self, token: impl Into<Vec<u8>>) -> Self {
-        self.token = Some(token.into());
-        self
-    }
-
-    /// Sets the timeout.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Sets the number of connections per server.
-    pub fn connections_per_server(mut self, n: usize) -> Self {
-        self.connections_per_server = n;
-        self
     }
 }
 
@@ -218,6 +128,7 @@ impl TcpBackend {
         }
         let lc = LinkConfig {
             token: config.token.clone(),
+            tls: config.tls.clone(),
             version: config.version,
             timeout: config.timeout,
             reconnect_within: config.reconnect_within,
@@ -738,6 +649,10 @@ impl Backend for TcpBackend {
         let [s] = self.servers.as_slice() else {
             return None;
         };
+        if s.link.config.tls.is_some() {
+            // Servers copy to each other in clear text: over TLS, copies go through the client.
+            return None;
+        }
         let (session, resume) = s.link.session_secret();
         (session != 0 && !s.link.is_down()).then(|| super::PushTarget {
             addr: s.link.addr.clone(),
