@@ -96,6 +96,7 @@ mod read;
 mod repair;
 mod scheme;
 mod table;
+mod table_copy;
 mod write;
 
 use std::sync::Arc;
