@@ -16,9 +16,10 @@ use super::repair::{Fix, Step, finish_copy, no_target, reserve};
 use super::table::{Entry, Ix};
 use crate::backend::{BackendError, ObjectId};
 
-/// Entries per page of a table read by repair: one segment of the server's table (a page costs
-/// the server a pass over the segments it touches), and one write to the target per page.
-const SCAN_PAGE: u32 = 16_384;
+/// Entries per page of a table read by repair, and one write to the target per page. Small:
+/// the source also serves the application's lookups of the table, which wait behind a page
+/// (16,384-entry pages, one server segment, stalled lookups up to 150-200 ms after a kill).
+const SCAN_PAGE: u32 = 4096;
 /// Times a page is asked again when its server stayed silent past the read patience (a loaded
 /// server may take that long to produce a page).
 const SCAN_PATIENCE: u32 = 8;
