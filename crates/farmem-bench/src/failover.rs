@@ -28,6 +28,8 @@ use crate::modes;
 use crate::pool_rig::{PoolRig, Restore, ServerProc};
 use crate::web::{self, ELEM, WebData};
 
+#[path = "failover_ceiling.rs"]
+mod ceiling;
 #[path = "failover_coded.rs"]
 mod coded;
 #[path = "failover_kswap.rs"]
@@ -84,7 +86,8 @@ pub struct Args {
     pub quick: bool,
     /// Parts to run, comma-separated: `replicas` (1-3 replicas with the taxi analysis), `kill`,
     /// `stop`, `partition`, `kswap`, `drain`, `coded` (the `--coded` schemes: web, taxi,
-    /// memory over a run with frees, degraded reads; `k + m` servers each). Without `replicas`,
+    /// memory over a run with frees, degraded reads; `k + m` servers each), `ceiling` (copies
+    /// between servers with nothing else running, against the bulk rate). Without `replicas`,
     /// an idle 2-replica web run is the reference.
     #[arg(
         long,
@@ -598,6 +601,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
+    let ceiling = if part("ceiling") {
+        Some(ceiling::run(&a)?)
+    } else {
+        None
+    };
 
     println!(
         "\nfailover: {} loopback servers, {:.0}% local memory, web {:.0} MiB, taxi {} trips \
@@ -675,6 +683,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             drain.values_verified
         );
     }
+    if let Some(c) = &ceiling {
+        ceiling::print(c, bulk);
+    }
     for c in &coded_runs {
         coded::print(c);
     }
@@ -704,6 +715,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "replicas": reps,
             "failures": failures,
             "drain": drain,
+            "ceiling": ceiling,
             "idle_web_requests_per_second": idle_rps,
             "kernel_swap_kill": kswap_kill,
             "coded": coded_runs,

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use super::PoolBackend;
 use super::member::{choose, is_member_failure};
-use super::ops::replicas;
+use super::read::replicas;
 use super::table::{Entry, Ix};
 use crate::backend::{BackendError, ObjectId, Sites};
 

@@ -86,14 +86,18 @@ pub mod coded;
 mod compute;
 mod discover;
 mod error;
+mod fanout;
 mod fault;
 mod member;
 mod membership;
 mod mover;
 mod ops;
+mod read;
 mod repair;
 mod scheme;
 mod table;
+mod table_copy;
+mod write;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;

@@ -114,7 +114,7 @@ const MAX_BATCH: usize = 2048;
 /// What a batched move needs to know about an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Plan {
-    /// The member to read from.
+    /// The member to read from: the leaving copy's when it still serves, else a live one.
     src: Ix,
     /// The member whose copy the new one replaces (down, removed or draining), if any.
     from: Option<Ix>,
@@ -154,8 +154,9 @@ fn plan(e: &Entry, members: &[Arc<Member>], want: usize, evict: Option<Ix>) -> O
     if live >= want {
         return None;
     }
+    // A leaving copy is read first: the live members serve the application's reads meanwhile.
     Some(Plan {
-        src: src.or(draining)?,
+        src: draining.or(src)?,
         from: gone.or(draining),
     })
 }

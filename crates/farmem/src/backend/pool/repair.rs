@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use farmem_proto::agent::{AgentMessage, HtPutArgs, HtScanArgs, HtScanResult, op};
+use farmem_proto::agent::{AgentMessage, op};
 use parking_lot::{Condvar, Mutex};
 
 use super::Inner;
@@ -12,7 +12,8 @@ use super::error::PoolError;
 use super::member::{Member, MemberState, choose, is_member_failure};
 use super::mover;
 use super::table::{Entry, Ix};
-use crate::backend::{BackendError, ObjectId};
+use super::table_copy;
+use crate::backend::ObjectId;
 
 /// Repair and drain progress of a pool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -238,18 +239,54 @@ fn needs_work(e: &Entry, members: &[Arc<Member>], want: usize) -> bool {
             .any(|&m| members.get(usize::from(m)).is_some_and(|m| !m.takes_new()))
 }
 
+/// Batched runs over `ids` that leave some objects behind (busy, raced with another mover)
+/// this many more times, while they make progress, before the single-object path takes them.
+const BATCH_RETRIES: usize = 3;
+
+/// Moves what it can of `ids` with the batched mover, retrying the objects it left while that
+/// makes progress; returns the ids for the single-object path.
+fn batched(inner: &Inner, ids: Vec<ObjectId>, evict: Option<Ix>) -> Vec<ObjectId> {
+    let mut left = mover::run(inner, ids, MOVERS, evict);
+    for _ in 0..BATCH_RETRIES {
+        if left.is_empty() || inner.repair.stopping() {
+            break;
+        }
+        // Writes in flight end, other movers release their claims.
+        std::thread::sleep(Duration::from_millis(1));
+        let before = left.len();
+        left = mover::run(inner, left, MOVERS, evict);
+        if left.len() == before {
+            break;
+        }
+    }
+    left
+}
+
+/// Runs [`fix`] on `id` in a turn of the repairer's pacing (see [`Repairer::pace`]).
+fn fix_paced(inner: &Inner, id: ObjectId, evict: Option<Ix>) -> Fix {
+    let members = inner.members();
+    let _turn = inner.repair.pace(&members, MOVERS);
+    fix(inner, id, evict)
+}
+
 /// One repair pass over the whole table.
 pub(crate) fn pass(inner: &Inner) {
     let members = inner.members();
     let want = inner.cfg.redundancy.copies();
     let ids = inner.table.select(|e| needs_work(e, &members, want));
-    let left = mover::run(inner, ids, MOVERS, None);
+    let (t0, n, bytes0) = (Instant::now(), ids.len(), inner.repair.stats().bytes_copied);
+    let left = batched(inner, ids, None);
+    let (t1, singles, bytes1) = (
+        Instant::now(),
+        left.len(),
+        inner.repair.stats().bytes_copied,
+    );
     let (mut pending, mut no_room, mut lost) = (0, 0, 0);
     for id in left {
         if inner.repair.stopping() {
             return;
         }
-        match fix(inner, id, None) {
+        match fix_paced(inner, id, None) {
             Fix::Done | Fix::Gone => {}
             Fix::Raced => pending += 1,
             Fix::NoRoom => {
@@ -258,6 +295,17 @@ pub(crate) fn pass(inner: &Inner) {
             }
             Fix::Lost => lost += 1,
         }
+    }
+    if n > 0 {
+        tracing::debug!(
+            objects = n,
+            batched_ms = (t1 - t0).as_secs_f64() * 1e3,
+            batched_bytes = bytes1 - bytes0,
+            singles,
+            singles_ms = t1.elapsed().as_secs_f64() * 1e3,
+            singles_bytes = inner.repair.stats().bytes_copied - bytes1,
+            "repair pass"
+        );
     }
     let r = &inner.repair;
     r.pending.store(pending, Ordering::Relaxed);
@@ -298,12 +346,29 @@ pub(crate) fn drain(inner: &Inner, m: Ix) -> Result<(), PoolError> {
         if round > 1 {
             std::thread::sleep(Duration::from_millis(1));
         }
-        for id in mover::run(inner, ids, MOVERS, None) {
-            match fix(inner, id, None) {
+        let (t0, n, bytes0) = (Instant::now(), ids.len(), inner.repair.stats().bytes_copied);
+        let left = batched(inner, ids, None);
+        let (t1, singles, bytes1) = (
+            Instant::now(),
+            left.len(),
+            inner.repair.stats().bytes_copied,
+        );
+        for id in left {
+            match fix_paced(inner, id, None) {
                 Fix::NoRoom => return Err(PoolError::NoRoom { member: name(), id }),
                 Fix::Done | Fix::Gone | Fix::Raced | Fix::Lost => {}
             }
         }
+        tracing::debug!(
+            round,
+            objects = n,
+            batched_ms = (t1 - t0).as_secs_f64() * 1e3,
+            batched_bytes = bytes1 - bytes0,
+            singles,
+            singles_ms = t1.elapsed().as_secs_f64() * 1e3,
+            singles_bytes = inner.repair.stats().bytes_copied - bytes1,
+            "drain round"
+        );
     }
     Err(PoolError::DrainStalled {
         member: name(),
@@ -325,63 +390,6 @@ pub(crate) enum Fix {
     NoRoom,
     /// No live copy left.
     Lost,
-}
-
-/// A copy of one object or server-side table in transit.
-enum Copy {
-    Object(Vec<u8>),
-    Table(Vec<(Vec<u8>, Vec<u8>)>),
-}
-
-impl Copy {
-    fn bytes(&self) -> usize {
-        match self {
-            Self::Object(d) => d.len(),
-            Self::Table(t) => t.iter().map(|(k, v)| k.len() + v.len()).sum(),
-        }
-    }
-}
-
-const SCAN_PAGE: u32 = 4096;
-
-fn read_copy(m: &Member, id: ObjectId, table: bool) -> Result<Copy, BackendError> {
-    if !table {
-        return m.backend.get(id).map(Copy::Object);
-    }
-    let mut all = Vec::new();
-    let mut after = None;
-    loop {
-        let args = HtScanArgs {
-            table: id,
-            max: SCAN_PAGE,
-            after,
-        };
-        let out = m.backend.compute(id, op::HT_SCAN, &args.encode())?;
-        let page = HtScanResult::decode(&out).map_err(|e| BackendError::Protocol(e.into()))?;
-        after = page.entries.last().map(|(k, _)| k.clone());
-        all.extend(page.entries);
-        if !page.more || after.is_none() {
-            return Ok(Copy::Table(all));
-        }
-    }
-}
-
-fn write_copy(m: &Member, id: ObjectId, copy: &Copy) -> Result<(), BackendError> {
-    match copy {
-        Copy::Object(d) => m.backend.put(id, d),
-        Copy::Table(entries) => {
-            m.backend.compute(id, op::HT_DROP, &id.encode())?;
-            for chunk in entries.chunks(SCAN_PAGE as usize) {
-                let args = HtPutArgs {
-                    table: id,
-                    return_old: false,
-                    entries: chunk.to_vec(),
-                };
-                m.backend.compute(id, op::HT_PUT, &args.encode())?;
-            }
-            Ok(())
-        }
-    }
 }
 
 /// Drops the copy of `id` held by `m` (best effort: the member may be leaving).
@@ -480,7 +488,7 @@ fn settle(inner: &Inner, id: ObjectId) -> Option<Entry> {
 }
 
 /// What one step of [`fix`] leads to.
-enum Step {
+pub(super) enum Step {
     Again,
     Finished(Fix),
 }
@@ -528,10 +536,14 @@ fn step(
         }
         return (Step::Again, None, None);
     }
+    if e.is_table() {
+        return table_copy::step(inner, id, e, &live, &draining, from, evict);
+    }
     // Copy from a live replica (a draining one if need be) to a new member.
     let mut copy = None;
-    for &s in live.iter().chain(&draining) {
-        match read_copy(&members[usize::from(s)], id, e.is_table()) {
+    // A leaving copy first: the live members serve the application's reads meanwhile.
+    for &s in draining.iter().chain(&live) {
+        match members[usize::from(s)].backend.get(id) {
             Ok(c) => {
                 copy = Some(c);
                 break;
@@ -545,28 +557,15 @@ fn step(
     let Some(copy) = copy else {
         return (Step::Finished(Fix::Raced), None, None);
     };
-    let bytes = copy.bytes();
+    let bytes = copy.len();
     let Some(&t) = choose(&members, e.members(), 1, bytes, &inner.dice).first() else {
-        if let Some(f) = from
-            && !live.is_empty()
-            && evict != Some(f)
-        {
-            // No room for a replacement, but another copy remains: degrade.
-            if commit(inner, id, e, f, |e| e.remove(f)) {
-                inner.repair.dropped.fetch_add(1, Ordering::Relaxed);
-                drop_moved(&members[usize::from(f)], id, e.is_table());
-            }
-            return (Step::Again, None, None);
-        }
-        return (Step::Finished(Fix::NoRoom), None, None);
+        return no_target(inner, id, e, from, !live.is_empty(), evict);
     };
     let target = &members[usize::from(t)];
-    target.moves.fetch_add(1, Ordering::SeqCst);
-    // A drain that started meanwhile either sees this move counted or is seen here.
-    if !target.takes_new() {
+    if !reserve(target) {
         return (Step::Again, None, Some(t));
     }
-    match write_copy(target, id, &copy) {
+    match target.backend.put(id, &copy) {
         Ok(()) => {}
         Err(err) if is_member_failure(&err) => {
             inner.mark_down(t, &err);
@@ -577,6 +576,53 @@ fn step(
             return (Step::Finished(Fix::NoRoom), Some(t), Some(t));
         }
     }
+    finish_copy(inner, id, e, from, t, bytes)
+}
+
+/// Raises `target`'s `moves` count for a copy to it; false when it no longer takes objects
+/// (the count stays raised: the caller lowers it).
+pub(super) fn reserve(target: &Member) -> bool {
+    target.moves.fetch_add(1, Ordering::SeqCst);
+    // A drain that started meanwhile either sees this move counted or is seen here.
+    target.takes_new()
+}
+
+/// The step of [`fix`] when no member has room for another copy of the claimed entry `e`: a
+/// copy on a leaving member `from` is dropped if another remains (`others`), unless `from` is
+/// being shrunk.
+pub(super) fn no_target(
+    inner: &Inner,
+    id: ObjectId,
+    e: &Entry,
+    from: Option<Ix>,
+    others: bool,
+    evict: Option<Ix>,
+) -> (Step, Option<Ix>, Option<Ix>) {
+    if let Some(f) = from
+        && others
+        && evict != Some(f)
+    {
+        // No room for a replacement, but another copy remains: degrade.
+        if commit(inner, id, e, f, |e| e.remove(f)) {
+            inner.repair.dropped.fetch_add(1, Ordering::Relaxed);
+            drop_moved(&inner.members()[usize::from(f)], id, e.is_table());
+        }
+        return (Step::Again, None, None);
+    }
+    (Step::Finished(Fix::NoRoom), None, None)
+}
+
+/// The end of a step of [`fix`] that copied `bytes` of the claimed entry `e` to `t`: commits
+/// the copy in place of `from` (or beside the others), counts it, drops `from`'s copy, pays the
+/// bandwidth limit.
+pub(super) fn finish_copy(
+    inner: &Inner,
+    id: ObjectId,
+    e: &Entry,
+    from: Option<Ix>,
+    t: Ix,
+    bytes: usize,
+) -> (Step, Option<Ix>, Option<Ix>) {
     let committed = match from {
         Some(f) => commit(inner, id, e, f, |e| e.replace(f, t)),
         None => commit(inner, id, e, Ix::MAX, |e| e.push(t)),
@@ -588,7 +634,7 @@ fn step(
     r.copies.fetch_add(1, Ordering::Relaxed);
     r.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     if let Some(f) = from {
-        drop_moved(&members[usize::from(f)], id, e.is_table());
+        drop_moved(&inner.members()[usize::from(f)], id, e.is_table());
     }
     // The bandwidth limit is paid after the copy, outside the claim.
     inner.repair.take(bytes);

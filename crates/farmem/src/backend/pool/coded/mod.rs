@@ -87,8 +87,8 @@ use self::codec::Codec;
 pub use self::codec::CodingError;
 use self::layout::{Key, Layout, Phase};
 use super::Inner;
+use super::fanout::fan_out;
 use super::member::is_member_failure;
-use super::ops::fan_out;
 use super::table::Ix;
 use crate::backend::BackendError;
 

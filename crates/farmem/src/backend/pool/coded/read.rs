@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 
 use super::Engine;
 use super::layout::{Key, Phase, SlotState, Target};
+use crate::backend::pool::fanout::fan_out;
 use crate::backend::pool::member::is_member_failure;
-use crate::backend::pool::ops::fan_out;
 use crate::backend::pool::table::Ix;
 use crate::backend::{BackendError, ObjectId};
 

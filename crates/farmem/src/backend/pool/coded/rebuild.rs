@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use super::Engine;
 use super::layout::{Key, Phase, SlotState, Stripe, StripeId};
 use crate::backend::BackendError;
+use crate::backend::pool::fanout::fan_out;
 use crate::backend::pool::member::{Member, choose, is_member_failure};
-use crate::backend::pool::ops::fan_out;
 use crate::backend::pool::table::Ix;
 
 /// A slot to fetch or write: key, offset in its span, length.

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::Engine;
 use super::layout::{Key, Layout, Phase, SlotState, StripeId};
+use crate::backend::pool::fanout::fan_out;
 use crate::backend::pool::member::{Member, choose, is_member_failure};
-use crate::backend::pool::ops::fan_out;
 use crate::backend::pool::table::Ix;
 use crate::backend::{BackendError, ObjectId};
 

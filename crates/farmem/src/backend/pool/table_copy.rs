@@ -1,0 +1,141 @@
+//! Repair and drains of server-side hash tables: a table is copied page by page, each page read
+//! from the source streamed into a write to the target while the next page is read.
+//!
+//! The race rules are [`super::repair`]'s single-object ones: the entry is claimed for the whole
+//! copy, the target is chosen (and counted in its `moves`) before the first write, and the copy
+//! commits only if no write started or ended since the claim; a copy that does not commit is
+//! dropped while the claim is held.
+
+use std::collections::VecDeque;
+
+use farmem_proto::agent::{AgentMessage, HtPutArgs, HtScanArgs, HtScanResult, op};
+
+use super::Inner;
+use super::member::{Member, choose, is_member_failure};
+use super::repair::{Fix, Step, finish_copy, no_target, reserve};
+use super::table::{Entry, Ix};
+use crate::backend::{BackendError, ObjectId};
+
+/// Entries per page of a table read by repair, and one write to the target per page. Small:
+/// the source also serves the application's lookups of the table, which wait behind a page
+/// (16,384-entry pages, one server segment, stalled lookups up to 150-200 ms after a kill).
+const SCAN_PAGE: u32 = 4096;
+/// Times a page is asked again when its server stayed silent past the read patience (a loaded
+/// server may take that long to produce a page).
+const SCAN_PATIENCE: u32 = 8;
+/// Page writes in flight to the target.
+const PUTS_IN_FLIGHT: usize = 4;
+
+/// Which end of a table copy failed.
+enum CopyError {
+    Source(BackendError),
+    Target(BackendError),
+}
+
+/// One page of table `id` on `m` after key `after`, asked again while the server is slow.
+fn scan_page(
+    m: &Member,
+    id: ObjectId,
+    after: Option<Vec<u8>>,
+) -> Result<HtScanResult, BackendError> {
+    let args = HtScanArgs {
+        table: id,
+        max: SCAN_PAGE,
+        after,
+    }
+    .encode();
+    let mut silent = 0;
+    let out = loop {
+        match m.backend.compute(id, op::HT_SCAN, &args) {
+            Err(BackendError::Silent { .. }) if silent < SCAN_PATIENCE => silent += 1,
+            r => break r?,
+        }
+    };
+    HtScanResult::decode(&out).map_err(|e| BackendError::Protocol(e.into()))
+}
+
+/// Replaces table `id` on `dst` by a copy of `src`'s, page by page with the writes of earlier
+/// pages in flight while the next is read (submitted from this thread, so the target runs them
+/// in order after the drop of its old copy); returns the bytes copied.
+fn stream(src: &Member, dst: &Member, id: ObjectId) -> Result<usize, CopyError> {
+    let mut inflight = VecDeque::with_capacity(PUTS_IN_FLIGHT + 1);
+    inflight.push_back(dst.backend.submit_compute(id, op::HT_DROP, &id.encode()));
+    let mut after = None;
+    let mut bytes = 0;
+    loop {
+        let page = scan_page(src, id, after.take()).map_err(CopyError::Source)?;
+        after = page.entries.last().map(|(k, _)| k.clone());
+        if !page.entries.is_empty() {
+            bytes += page
+                .entries
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+            while inflight.len() >= PUTS_IN_FLIGHT
+                && let Some(p) = inflight.pop_front()
+            {
+                p.wait().map_err(CopyError::Target)?;
+            }
+            let args = HtPutArgs {
+                table: id,
+                return_old: false,
+                entries: page.entries,
+            };
+            inflight.push_back(dst.backend.submit_compute(id, op::HT_PUT, &args.encode()));
+        }
+        if !page.more || after.is_none() {
+            break;
+        }
+    }
+    for p in inflight {
+        p.wait().map_err(CopyError::Target)?;
+    }
+    Ok(bytes)
+}
+
+/// The copy step of [`super::repair`]'s `fix` for the claimed table entry `e`: copies the table
+/// from one of `draining` (or `live`) to a new member in place of `from`. Returns what `fix`'s
+/// step returns: the outcome, a member holding a copy the entry does not name, the member whose
+/// `moves` count was raised.
+pub(super) fn step(
+    inner: &Inner,
+    id: ObjectId,
+    e: &Entry,
+    live: &[Ix],
+    draining: &[Ix],
+    from: Option<Ix>,
+    evict: Option<Ix>,
+) -> (Step, Option<Ix>, Option<Ix>) {
+    let members = inner.members();
+    // The size is known only once copied; the next statistics refresh corrects the estimate.
+    let Some(&t) = choose(&members, e.members(), 1, 0, &inner.dice).first() else {
+        return no_target(inner, id, e, from, !live.is_empty(), evict);
+    };
+    let target = &members[usize::from(t)];
+    if !reserve(target) {
+        return (Step::Again, None, Some(t));
+    }
+    // A leaving copy first: the live members serve the application's reads meanwhile.
+    for &s in draining.iter().chain(live) {
+        match stream(&members[usize::from(s)], target, id) {
+            Ok(bytes) => {
+                target.charge(bytes);
+                return finish_copy(inner, id, e, from, t, bytes);
+            }
+            Err(CopyError::Source(err)) if is_member_failure(&err) => inner.mark_down(s, &err),
+            Err(CopyError::Source(err)) => {
+                tracing::debug!(id, error = %err, "repair could not read a table copy");
+            }
+            Err(CopyError::Target(err)) if is_member_failure(&err) => {
+                inner.mark_down(t, &err);
+                return (Step::Again, None, Some(t));
+            }
+            Err(CopyError::Target(err)) => {
+                tracing::debug!(id, member = %target.name, error = %err, "table copy refused");
+                return (Step::Finished(Fix::NoRoom), Some(t), Some(t));
+            }
+        }
+    }
+    // No source could be read: the target may hold part of a copy.
+    (Step::Finished(Fix::Raced), Some(t), Some(t))
+}
