@@ -40,6 +40,7 @@ pub mod column;
 mod column_stats;
 pub mod csv;
 mod csv_load;
+mod csv_part;
 mod derive;
 pub mod dsl;
 mod dtype;

@@ -7,6 +7,9 @@ use ::parquet::data_type::ByteArray;
 use ::parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
 use ::parquet::schema::types::ColumnDescriptor;
 
+use crate::column::{ColumnData, with_store};
+use crate::storage::local_slice;
+
 use super::{ParquetError, ParquetFile, ParquetOptions};
 use crate::{
     Column, ColumnBuilder, DType, DataFrame, Elem, FrameError, LocalPlacement, PlacementRef, Result,
@@ -498,6 +501,60 @@ impl ColumnBuilder {
             next = end;
             k += run;
         }
+        Ok(())
+    }
+}
+
+impl ColumnBuilder {
+    /// Appends a local column of the same type (strings re-coded into this column's
+    /// dictionary, nulls kept).
+    pub(crate) fn append_local(&mut self, c: &Column) -> Result<()> {
+        if let (ColumnData::U32(s), Some(d)) = (c.data(), c.dictionary()) {
+            // Re-code once per distinct string, then append the codes.
+            let map: Vec<u32> = (0..d.len() as u32)
+                .map(|code| self.intern(d.value(code).unwrap_or_default()))
+                .collect();
+            let codes = s.to_vec(0..s.len())?;
+            let mapped: Vec<u32> = codes
+                .iter()
+                .map(|&code| map.get(code as usize).copied().unwrap_or(0))
+                .collect();
+            match c.validity() {
+                None => self.push_slice(&mapped)?,
+                Some(v) => {
+                    for (i, x) in mapped.iter().enumerate() {
+                        if v.is_valid(i) {
+                            self.push_slice(std::slice::from_ref(x))?;
+                        } else {
+                            self.push_null()?;
+                        }
+                    }
+                }
+            }
+            return Ok(());
+        }
+        with_store!(c.data(), s => {
+            let owned;
+            let xs = match local_slice(s.as_ref()) {
+                Some(x) => x,
+                None => {
+                    owned = s.to_vec(0..s.len())?;
+                    &owned[..]
+                }
+            };
+            match c.validity() {
+                None => self.push_slice(xs)?,
+                Some(v) => {
+                    for (i, x) in xs.iter().enumerate() {
+                        if v.is_valid(i) {
+                            self.push_slice(std::slice::from_ref(x))?;
+                        } else {
+                            self.push_null()?;
+                        }
+                    }
+                }
+            }
+        });
         Ok(())
     }
 }
