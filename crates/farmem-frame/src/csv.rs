@@ -198,6 +198,9 @@ impl<R: BufRead> CsvRecords<R> {
 pub struct CsvOptions {
     /// Types of named columns; the others are inferred from the first `infer_rows` records.
     pub schema: Vec<(String, DType)>,
+    /// Load only these columns (in file order; the fields of the others are stepped over, not
+    /// parsed). `None`: every column.
+    pub columns: Option<Vec<String>>,
     /// Records looked at to infer types.
     pub infer_rows: usize,
     /// Stop after this many data records (`None`: all).
@@ -210,6 +213,7 @@ impl Default for CsvOptions {
     fn default() -> Self {
         Self {
             schema: Vec::new(),
+            columns: None,
             infer_rows: 1000,
             max_rows: None,
             threads: 0,

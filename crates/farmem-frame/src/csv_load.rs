@@ -7,7 +7,7 @@
 use std::io::BufRead;
 
 use crate::csv::{CsvOptions, CsvRecords, Record, infer};
-use crate::csv_part::{Chunk, parse_part};
+use crate::csv_part::{Chunk, Layout, parse_part};
 use crate::{Column, ColumnBuilder, DType, DataFrame, FrameError, PlacementRef, Result};
 
 /// Bytes of input per thread in a block.
@@ -70,6 +70,7 @@ pub fn read_csv_with_progress<R: BufRead>(
     while sample.len() < opts.infer_rows && recs.next_record(&mut rec)? {
         sample.push(rec.clone());
     }
+    let skipped = |name: &String| opts.columns.as_ref().is_some_and(|c| !c.contains(name));
     let types: Vec<DType> = names
         .iter()
         .enumerate()
@@ -78,15 +79,30 @@ pub fn read_csv_with_progress<R: BufRead>(
                 .iter()
                 .find(|(n, _)| n == name)
                 .map(|&(_, t)| t)
-                .unwrap_or_else(|| infer(&mut sample.iter().filter_map(|r| r.get(i))))
+                .unwrap_or_else(|| match skipped(name) {
+                    true => DType::Str,
+                    false => infer(&mut sample.iter().filter_map(|r| r.get(i))),
+                })
         })
         .collect();
     drop(sample);
+    let keep: Vec<bool> = match &opts.columns {
+        None => vec![true; names.len()],
+        Some(wanted) => {
+            if let Some(missing) = wanted.iter().find(|w| !names.contains(w)) {
+                return Err(FrameError::MissingColumn(missing.clone()));
+            }
+            names.iter().map(|n| wanted.contains(n)).collect()
+        }
+    };
     let mut builders: Vec<ColumnBuilder> = names
         .iter()
         .zip(&types)
-        .map(|(n, &t)| ColumnBuilder::new(n, t, placement.as_ref()))
+        .zip(&keep)
+        .filter(|(_, keep)| **keep)
+        .map(|((n, &t), _)| ColumnBuilder::new(n, t, placement.as_ref()))
         .collect();
+    let layout = Layout { names, types, keep };
     let header_lines = buf[..header_bytes].iter().filter(|&&b| b == b'\n').count() as u64;
     buf.drain(..header_bytes);
     let (mut line, mut consumed, mut rows) = (header_lines, header_bytes as u64, 0u64);
@@ -111,7 +127,7 @@ pub fn read_csv_with_progress<R: BufRead>(
         let infos = on_threads(
             parts.iter().zip(chunks.iter_mut()),
             "CSV parser",
-            |(p, out)| parse_part(p, &names, &types, left, out),
+            |(p, out)| parse_part(p, &layout, left, out),
         );
         let mut used = 0;
         for info in infos {

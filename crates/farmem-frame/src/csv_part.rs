@@ -160,6 +160,17 @@ impl Chunk {
     }
 }
 
+/// The columns of a file and which of them load.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    /// Every column of the file, in order.
+    pub(crate) names: Vec<String>,
+    /// Their types (those of skipped columns unused).
+    pub(crate) types: Vec<DType>,
+    /// Whether each loads (a skipped column's fields are stepped over, not parsed).
+    pub(crate) keep: Vec<bool>,
+}
+
 /// What a part parsed to: rows and lines consumed (blank lines and lines inside quoted fields
 /// count as lines).
 #[derive(Debug, Clone, Copy)]
@@ -197,13 +208,14 @@ fn find_delim(b: &[u8], mut i: usize) -> usize {
 /// `limit` rows. Errors name lines counted from 1 at the part's first line.
 pub(crate) fn parse_part(
     part: &[u8],
-    names: &[String],
-    types: &[DType],
+    layout: &Layout,
     limit: u64,
     out: &mut Vec<Chunk>,
 ) -> Result<PartInfo> {
-    if out.len() != types.len() {
-        *out = types.iter().map(|&t| Chunk::new(t)).collect();
+    let (names, types, keep) = (&layout.names, &layout.types, &layout.keep);
+    let kept = || (0..types.len()).filter(|&k| keep[k]);
+    if out.len() != kept().count() {
+        *out = kept().map(|k| Chunk::new(types[k])).collect();
     }
     out.iter_mut().for_each(Chunk::clear);
     let width = types.len();
@@ -228,9 +240,12 @@ pub(crate) fn parse_part(
             if rec.len() != width {
                 return Err(wrong_width(rec.line(), rec.len()));
             }
-            for (k, (c, f)) in out.iter_mut().zip(rec.fields()).enumerate() {
-                c.push(f.as_bytes())
-                    .map_err(|why| bad(k, f.as_bytes(), rec.line(), why))?;
+            let mut chunks = out.iter_mut();
+            for (k, f) in rec.fields().enumerate().filter(|&(k, _)| keep[k]) {
+                if let Some(c) = chunks.next() {
+                    c.push(f.as_bytes())
+                        .map_err(|why| bad(k, f.as_bytes(), rec.line(), why))?;
+                }
             }
             pos += recs.bytes_read() as usize;
             line = recs.line();
@@ -247,7 +262,8 @@ pub(crate) fn parse_part(
             }
         }
         let mut start = pos;
-        for (k, c) in out.iter_mut().enumerate() {
+        let mut chunks = out.iter_mut();
+        for (k, &kept) in keep.iter().enumerate() {
             let stop = find_delim(part, start);
             let last = stop == part.len() || part[stop] == b'\n';
             let mut field = &part[start..stop];
@@ -262,7 +278,9 @@ pub(crate) fn parse_part(
                 let extra = memchr::memchr_iter(b',', &part[stop..line_end()]).count();
                 return Err(wrong_width(line, width + extra));
             }
-            c.push(field).map_err(|why| bad(k, field, line, why))?;
+            if kept && let Some(c) = chunks.next() {
+                c.push(field).map_err(|why| bad(k, field, line, why))?;
+            }
             start = stop + 1;
         }
         pos = start;
@@ -297,28 +315,37 @@ mod tests {
 
     #[test]
     fn parts_parse_with_lines_relative_to_their_start() {
-        let names: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
-        let types = [DType::I64, DType::Str];
+        let layout = Layout {
+            names: ["a", "b"].iter().map(|s| s.to_string()).collect(),
+            types: vec![DType::I64, DType::Str],
+            keep: vec![true, true],
+        };
         let mut out = Vec::new();
-        let info =
-            parse_part(b"1,x\n\n2,\"y\nz\"\r\n3,\r\n", &names, &types, 99, &mut out).unwrap();
+        let info = parse_part(b"1,x\n\n2,\"y\nz\"\r\n3,\r\n", &layout, 99, &mut out).unwrap();
         assert_eq!((info.rows, info.lines), (3, 5));
         assert_eq!(out[1].nulls, vec![2]);
-        match parse_part(b"1,x\n2,y,z\n", &names, &types, 99, &mut out) {
+        match parse_part(b"1,x\n2,y,z\n", &layout, 99, &mut out) {
             Err(FrameError::BadRow { line: 2, reason }) => assert!(reason.contains("3 fields")),
             other => panic!("{other:?}"),
         }
-        match parse_part(b"1,x\nq,y\n", &names, &types, 99, &mut out) {
+        match parse_part(b"1,x\nq,y\n", &layout, 99, &mut out) {
             Err(FrameError::BadRow { line: 2, reason }) => {
                 assert!(reason.contains("not an integer"), "{reason}")
             }
             other => panic!("{other:?}"),
         }
-        match parse_part(b"1,x\n2\n", &names, &types, 99, &mut out) {
+        match parse_part(b"1,x\n2\n", &layout, 99, &mut out) {
             Err(FrameError::BadRow { line: 2, reason }) => assert!(reason.contains("1 fields")),
             other => panic!("{other:?}"),
         }
-        let info = parse_part(b"1,x\n2,y\n", &names, &types, 1, &mut out).unwrap();
+        let info = parse_part(b"1,x\n2,y\n", &layout, 1, &mut out).unwrap();
         assert_eq!(info.rows, 1);
+        // A skipped column is not parsed: its bad integers are no error.
+        let only_b = Layout {
+            keep: vec![false, true],
+            ..layout
+        };
+        let info = parse_part(b"q,x\nr,y\n", &only_b, 99, &mut out).unwrap();
+        assert_eq!((info.rows, out.len()), (2, 1));
     }
 }

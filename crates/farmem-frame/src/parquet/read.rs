@@ -20,7 +20,7 @@ const STEP: u64 = 1 << 18;
 
 /// How the stored integers of a column become its values.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Scale {
+pub(super) enum Scale {
     /// As stored.
     One,
     /// Divided (rounding down) by this many units per second.
@@ -31,7 +31,7 @@ enum Scale {
 
 /// What a column chunk decodes to.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Source {
+pub(super) enum Source {
     Bool,
     Int(Scale),
     Float,
@@ -76,7 +76,7 @@ fn describe(d: &ColumnDescriptor) -> String {
 }
 
 /// The natural type of a leaf column and how it decodes.
-fn natural(d: &ColumnDescriptor) -> Option<(DType, Source)> {
+pub(super) fn natural(d: &ColumnDescriptor) -> Option<(DType, Source)> {
     let logical = d.logical_type_ref();
     let per_second = |u: &TimeUnit| match u {
         TimeUnit::MILLIS => 1_000,
@@ -249,6 +249,10 @@ fn read_from<R: ChunkReader + 'static>(
         .map(|p| ColumnBuilder::new(&p.name, p.dtype, placement.as_ref()))
         .collect();
     for g in 0..meta.num_row_groups() {
+        let columns = meta.file_metadata().schema_descr().columns();
+        if !super::prune::may_match(&opts.row_group_filter, meta.row_group(g), columns) {
+            continue;
+        }
         let rg = file
             .get_row_group(g)
             .map_err(|e| ParquetError::corrupt(None, Some(g), e))?;
