@@ -1,8 +1,11 @@
 //! Loading CSV in parallel: the input is read in blocks of whole records; each block is split at
-//! record boundaries into one part per thread; the parts are parsed at once into local column
-//! chunks, which are then appended in order to the frame's columns (far columns: straight into
-//! far memory). Only a few blocks are ever held locally, so a file larger than local memory
-//! loads. Errors name the line; on an error nothing is kept (the partial columns are freed).
+//! record boundaries into one part per thread; each thread parses its part straight into typed
+//! column chunks (vectors of the columns' storage types, reused from block to block; see
+//! `csv_part`), then each thread appends whole columns (every part's chunk, in order) to the
+//! frame's stores in one copy (far columns: straight into far memory). Only a few blocks are
+//! ever held locally, so a file larger than local memory loads. With `CsvOptions::columns`, the
+//! fields of the other columns are stepped over without parsing. Errors name the line; on an
+//! error nothing is kept (the partial columns are freed).
 
 use std::io::BufRead;
 
