@@ -128,3 +128,32 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::modes::Mode;
+
+    #[test]
+    fn sweep_writes_one_entry_per_size_and_the_growth_between_sizes() {
+        let dir = std::env::temp_dir().join(format!("farmem-sweep-{}", std::process::id()));
+        let mut args = crate::demo_pool::taxi_args(0, &dir);
+        args.sweep_rows = vec![50_000, 100_000];
+        args.modes = vec![Mode::Local, Mode::ObjectNoAgent];
+        args.local_mem = vec![0.5];
+        super::run(&args).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("taxi-sweep.json")).unwrap()).unwrap();
+        let sizes = json["sizes"].as_array().unwrap();
+        assert_eq!(sizes.len(), 2);
+        assert_eq!(sizes[1]["rows"], 100_000);
+        // One growth step per mode and share: all-local and object without the agent at 50%.
+        let growth = json["growth"].as_array().unwrap();
+        assert_eq!(growth.len(), 2, "{growth:?}");
+        assert!(
+            growth
+                .iter()
+                .all(|g| g["per_row_factor"].as_f64().unwrap() > 0.0)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
