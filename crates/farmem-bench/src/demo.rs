@@ -55,6 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         budget_bytes: 0,
         server: None,
         peers: Vec::new(),
+        sweep_rows: Vec::new(),
     };
     let (runs, agree) = crate::taxi::run_modes(&taxi_args, false)?;
     if let Some(a) = runs.iter().find_map(|r| r.detail.get("answers")?.as_str()) {

@@ -141,6 +141,7 @@ pub fn taxi_args(rows: u64, out: &std::path::Path) -> crate::taxi::Args {
         budget_bytes: 0,
         server: None,
         peers: Vec::new(),
+        sweep_rows: Vec::new(),
     }
 }
 

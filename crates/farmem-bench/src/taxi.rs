@@ -6,6 +6,8 @@
 //! the same answers. Paging and kernel-swap modes run in a child process (the same binary), so
 //! their memory limit covers only their own data.
 
+mod sweep;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -70,6 +72,11 @@ pub struct Args {
     /// is not installed is skipped with a message.
     #[arg(long, value_delimiter = ',')]
     pub peers: Vec<String>,
+    /// Sweep these numbers of synthetic trips (comma-separated, e.g. 1000000,4000000,16000000)
+    /// with the chosen modes and local-memory shares, and report how load and analysis times
+    /// grow with the rows (`taxi-sweep.json` and `.png` in the results directory).
+    #[arg(long, value_delimiter = ',')]
+    pub sweep_rows: Vec<u64>,
 }
 
 /// What one mode reports.
@@ -548,6 +555,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.write_parquet {
         return write_parquet(&args, path);
+    }
+    if !args.sweep_rows.is_empty() {
+        return sweep::run(&args);
     }
     let mut args = args;
     if !args.peers.is_empty() && args.csv.is_none() {

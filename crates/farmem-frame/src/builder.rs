@@ -7,6 +7,21 @@ use std::sync::Arc;
 
 use crate::{DType, Elem, FrameError, Result, Validity};
 
+/// The error of a CSV field that does not parse as its column's type.
+pub(crate) fn bad_field(
+    name: &str,
+    dtype: DType,
+    field: &[u8],
+    line: u64,
+    why: &str,
+) -> FrameError {
+    let field = String::from_utf8_lossy(field);
+    FrameError::BadRow {
+        line,
+        reason: format!("column {name:?} ({dtype}): {why} {field:?}"),
+    }
+}
+
 /// Builds a column row by row: buffers a chunk locally, then appends it to the store.
 pub struct ColumnBuilder {
     name: String,
@@ -281,11 +296,41 @@ impl ColumnBuilder {
     }
 
     fn bad_field(&self, field: &[u8], line: u64, why: &str) -> FrameError {
-        let (name, dtype) = (&self.name, self.dtype);
-        let field = String::from_utf8_lossy(field);
-        FrameError::BadRow {
-            line,
-            reason: format!("column {name:?} ({dtype}): {why} {field:?}"),
+        bad_field(&self.name, self.dtype, field, line, why)
+    }
+
+    /// Appends a chunk of values straight to the store (after any buffered rows); `nulls`
+    /// (ascending indices into `xs`) are null rows, whose slots hold placeholders.
+    ///
+    /// # Errors
+    /// [`FrameError::TypeMismatch`] if `T` is not the column's storage type; storage errors.
+    pub(crate) fn append_chunk<T: Elem>(&mut self, xs: &[T], nulls: &[u32]) -> Result<()> {
+        if !self.accepts::<T>() {
+            return Err(self.mismatch(std::any::type_name::<T>()));
+        }
+        if self.buffered() > 0 {
+            self.flush()?;
+        }
+        if !nulls.is_empty() && self.validity.is_none() {
+            self.validity = Some(Validity::from_bools(std::iter::repeat_n(
+                true,
+                self.data_len(),
+            )));
+        }
+        if let Some(v) = &mut self.validity {
+            let mut next = nulls.iter().peekable();
+            for i in 0..xs.len() {
+                let null = next.next_if(|&&n| n as usize == i).is_some();
+                v.push(!null);
+            }
+        }
+        let bytes: &[u8] = bytemuck::cast_slice(xs);
+        match &mut self.data {
+            ColumnData::I64(s) => s.append(bytemuck::cast_slice(bytes)),
+            ColumnData::I32(s) => s.append(bytemuck::cast_slice(bytes)),
+            ColumnData::U8(s) => s.append(bytes),
+            ColumnData::U32(s) => s.append(bytemuck::cast_slice(bytes)),
+            ColumnData::F64(s) => s.append(bytemuck::cast_slice(bytes)),
         }
     }
 

@@ -7,11 +7,11 @@
 //!
 //! The record parser is hand-written rather than `csv-core` because `csv-core` is lenient by
 //! design: it accepts text after a closing quote and an unterminated quote at the end of input,
-//! where this loader must name the bad line in a typed error. Speed, measured on ~105 MB of
-//! generated taxi-like rows (19 columns, 1% of lines with a quoted field), parsing from memory
-//! on the loaded 2-core development VM: this parser 165-187 MB/s (122-129 MB/s before lines
-//! without quotes got a fast path), `csv-core` 0.1.13 driven the same way 201-259 MB/s. That
-//! gap (1.2-1.4x) is small next to building the columns, which a load also does.
+//! where this loader must name the bad line in a typed error. The loader uses it only for lines
+//! with a quote; other lines are split by a word-at-a-time scan for commas and parsed straight
+//! into column chunks. On a 4 M-row (490 MB) taxi file on the loaded 2-core development VM, the
+//! whole load into far columns at 25% local memory ran at about 145 MB/s, 4x pandas'
+//! `read_csv` in the same run (`farmem-bench taxi --peers pandas`).
 
 use std::io::{BufRead, Write};
 
@@ -198,6 +198,9 @@ impl<R: BufRead> CsvRecords<R> {
 pub struct CsvOptions {
     /// Types of named columns; the others are inferred from the first `infer_rows` records.
     pub schema: Vec<(String, DType)>,
+    /// Load only these columns (in file order; the fields of the others are stepped over, not
+    /// parsed). `None`: every column.
+    pub columns: Option<Vec<String>>,
     /// Records looked at to infer types.
     pub infer_rows: usize,
     /// Stop after this many data records (`None`: all).
@@ -210,6 +213,7 @@ impl Default for CsvOptions {
     fn default() -> Self {
         Self {
             schema: Vec::new(),
+            columns: None,
             infer_rows: 1000,
             max_rows: None,
             threads: 0,

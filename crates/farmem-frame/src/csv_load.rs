@@ -1,17 +1,17 @@
 //! Loading CSV in parallel: the input is read in blocks of whole records; each block is split at
-//! record boundaries into one part per thread; the parts are parsed at once into local column
-//! chunks, which are then appended in order to the frame's columns (far columns: straight into
-//! far memory). Only a few blocks are ever held locally, so a file larger than local memory
-//! loads. Errors name the line; on an error nothing is kept (the partial columns are freed).
+//! record boundaries into one part per thread; each thread parses its part straight into typed
+//! column chunks (vectors of the columns' storage types, reused from block to block; see
+//! `csv_part`), then each thread appends whole columns (every part's chunk, in order) to the
+//! frame's stores in one copy (far columns: straight into far memory). Only a few blocks are
+//! ever held locally, so a file larger than local memory loads. With `CsvOptions::columns`, the
+//! fields of the other columns are stepped over without parsing. Errors name the line; on an
+//! error nothing is kept (the partial columns are freed).
 
 use std::io::BufRead;
 
-use crate::column::{ColumnData, with_store};
 use crate::csv::{CsvOptions, CsvRecords, Record, infer};
-use crate::storage::local_slice;
-use crate::{
-    Column, ColumnBuilder, DType, DataFrame, FrameError, LocalPlacement, PlacementRef, Result,
-};
+use crate::csv_part::{Chunk, Layout, parse_part};
+use crate::{Column, ColumnBuilder, DType, DataFrame, FrameError, PlacementRef, Result};
 
 /// Bytes of input per thread in a block.
 const PART: usize = 4 << 20;
@@ -73,6 +73,7 @@ pub fn read_csv_with_progress<R: BufRead>(
     while sample.len() < opts.infer_rows && recs.next_record(&mut rec)? {
         sample.push(rec.clone());
     }
+    let skipped = |name: &String| opts.columns.as_ref().is_some_and(|c| !c.contains(name));
     let types: Vec<DType> = names
         .iter()
         .enumerate()
@@ -81,20 +82,37 @@ pub fn read_csv_with_progress<R: BufRead>(
                 .iter()
                 .find(|(n, _)| n == name)
                 .map(|&(_, t)| t)
-                .unwrap_or_else(|| infer(&mut sample.iter().filter_map(|r| r.get(i))))
+                .unwrap_or_else(|| match skipped(name) {
+                    true => DType::Str,
+                    false => infer(&mut sample.iter().filter_map(|r| r.get(i))),
+                })
         })
         .collect();
     drop(sample);
+    let keep: Vec<bool> = match &opts.columns {
+        None => vec![true; names.len()],
+        Some(wanted) => {
+            if let Some(missing) = wanted.iter().find(|w| !names.contains(w)) {
+                return Err(FrameError::MissingColumn(missing.clone()));
+            }
+            names.iter().map(|n| wanted.contains(n)).collect()
+        }
+    };
     let mut builders: Vec<ColumnBuilder> = names
         .iter()
         .zip(&types)
-        .map(|(n, &t)| ColumnBuilder::new(n, t, placement.as_ref()))
+        .zip(&keep)
+        .filter(|(_, keep)| **keep)
+        .map(|((n, &t), _)| ColumnBuilder::new(n, t, placement.as_ref()))
         .collect();
+    let layout = Layout { names, types, keep };
     let header_lines = buf[..header_bytes].iter().filter(|&&b| b == b'\n').count() as u64;
     buf.drain(..header_bytes);
     let (mut line, mut consumed, mut rows) = (header_lines, header_bytes as u64, 0u64);
     let limit = opts.max_rows.unwrap_or(u64::MAX);
     let threads = if opts.max_rows.is_some() { 1 } else { threads };
+    // One set of column chunks per thread, reused from block to block.
+    let mut chunks: Vec<Vec<Chunk>> = (0..threads).map(|_| Vec::new()).collect();
     loop {
         let cut = if eof {
             buf.len()
@@ -107,48 +125,42 @@ pub fn read_csv_with_progress<R: BufRead>(
             eof = fill(&mut r, &mut buf, want)?;
             continue;
         }
-        let block = &buf[..cut];
-        let parts = split(block, threads);
-        let mut starts = Vec::with_capacity(parts.len());
-        let mut l = line;
-        for p in &parts {
-            starts.push(l);
-            l += p.iter().filter(|&&b| b == b'\n').count() as u64;
+        let parts = split(&buf[..cut], threads);
+        let left = limit - rows;
+        let infos = on_threads(
+            parts.iter().zip(chunks.iter_mut()),
+            "CSV parser",
+            |(p, out)| parse_part(p, &layout, left, out),
+        );
+        let mut used = 0;
+        for info in infos {
+            let info = info.map_err(|e| match e {
+                FrameError::BadRow { line: l, reason } => FrameError::BadRow {
+                    line: line + l,
+                    reason,
+                },
+                e => e,
+            })?;
+            line += info.lines;
+            rows += info.rows;
+            used += 1;
         }
-        let parsed: Vec<Result<Vec<Column>>> = if parts.len() == 1 {
-            vec![parse_part(
-                parts[0],
-                starts[0],
-                &names,
-                &types,
-                limit - rows,
-            )]
-        } else {
-            std::thread::scope(|s| {
-                let hs: Vec<_> = parts
-                    .iter()
-                    .zip(&starts)
-                    .map(|(p, &st)| {
-                        let (names, types) = (&names, &types);
-                        s.spawn(move || parse_part(p, st, names, types, u64::MAX))
-                    })
-                    .collect();
-                hs.into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err(FrameError::ThreadPanicked("CSV parser")))
-                    })
-                    .collect()
-            })
-        };
-        for cols in parsed {
-            let cols = cols?;
-            rows += cols.first().map_or(0, |c| c.len() as u64);
-            for (b, c) in builders.iter_mut().zip(&cols) {
-                b.append_local(c)?;
+        // Each thread appends whole columns (every part's chunk, in order) to their stores.
+        let parsed = &chunks[..used];
+        let mut per: Vec<Vec<(usize, &mut ColumnBuilder)>> =
+            (0..threads).map(|_| Vec::new()).collect();
+        for (j, b) in builders.iter_mut().enumerate() {
+            per[j % threads].push((j, b));
+        }
+        let appended = on_threads(per, "CSV column writer", |cols| {
+            for (j, b) in cols {
+                for part in parsed {
+                    part[j].append_to(b)?;
+                }
             }
-        }
-        line = l;
+            Ok(())
+        });
+        appended.into_iter().collect::<Result<()>>()?;
         consumed += cut as u64;
         progress(consumed);
         buf.drain(..cut);
@@ -166,28 +178,67 @@ pub fn read_csv_with_progress<R: BufRead>(
     DataFrame::from_columns(placement, cols)
 }
 
-/// Reads until `buf` holds `want` bytes or the input ends; `true` at the end.
+/// Runs `f` on each item, the first on this thread and the others on their own threads; the
+/// results in order.
+fn on_threads<I, T, F>(items: I, what: &'static str, f: F) -> Vec<Result<T>>
+where
+    I: IntoIterator,
+    I::Item: Send,
+    T: Send,
+    F: Fn(I::Item) -> Result<T> + Sync,
+{
+    let mut items = items.into_iter();
+    let Some(first) = items.next() else {
+        return Vec::new();
+    };
+    let f = &f;
+    std::thread::scope(|s| {
+        let hs: Vec<_> = items.map(|it| s.spawn(move || f(it))).collect();
+        let mut out = vec![f(first)];
+        out.extend(
+            hs.into_iter()
+                .map(|h| h.join().unwrap_or(Err(FrameError::ThreadPanicked(what)))),
+        );
+        out
+    })
+}
+
+/// Reads until `buf` holds `want` bytes or the input ends; `true` at the end. Reads go
+/// straight into `buf` (a buffered reader passes reads larger than its buffer through).
 fn fill<R: BufRead>(r: &mut R, buf: &mut Vec<u8>, want: usize) -> Result<bool> {
-    while buf.len() < want {
-        let chunk = r.fill_buf()?;
-        if chunk.is_empty() {
-            return Ok(true);
+    let mut n = buf.len();
+    if n >= want {
+        return Ok(false);
+    }
+    buf.resize(want, 0);
+    while n < want {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => {
+                buf.truncate(n);
+                return Ok(true);
+            }
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                buf.truncate(n);
+                return Err(e.into());
+            }
         }
-        let n = chunk.len().min(want - buf.len());
-        buf.extend_from_slice(&chunk[..n]);
-        r.consume(n);
     }
     Ok(false)
 }
 
-/// Number of quote bytes in `b` (a plain count the compiler vectorises).
+/// Number of quote bytes in `b`.
 fn quotes(b: &[u8]) -> usize {
-    b.iter().filter(|&&c| c == b'"').count()
+    memchr::memchr_iter(b'"', b).count()
 }
 
 /// The end (just past a newline outside quotes) of the last whole record in `b`, which starts
 /// at a record boundary.
 fn last_boundary(b: &[u8]) -> Option<usize> {
+    if memchr::memchr(b'"', b).is_none() {
+        return memchr::memrchr(b'\n', b).map(|i| i + 1);
+    }
     // Walk back from the end with the quote parity of the whole block.
     let mut quoted = quotes(b) % 2 == 1;
     for i in (0..b.len()).rev() {
@@ -202,21 +253,26 @@ fn last_boundary(b: &[u8]) -> Option<usize> {
 
 /// Splits a block of whole records into up to `n` parts of whole records.
 fn split(block: &[u8], n: usize) -> Vec<&[u8]> {
+    let plain = memchr::memchr(b'"', block).is_none();
     let mut parts = Vec::with_capacity(n);
     let mut start = 0;
     for k in 1..n {
         let target = (block.len() * k / n).max(start);
         // The quote parity at `target`, then forward to the next newline outside quotes.
-        let mut quoted = quotes(&block[start..target]) % 2 == 1;
-        let mut end = None;
-        for (i, &c) in block[target..].iter().enumerate() {
-            match c {
-                b'"' => quoted = !quoted,
-                b'\n' if !quoted => {
-                    end = Some(target + i + 1);
-                    break;
+        let mut quoted = !plain && quotes(&block[start..target]) % 2 == 1;
+        let mut end = plain
+            .then(|| memchr::memchr(b'\n', &block[target..]).map(|i| target + i + 1))
+            .flatten();
+        if !plain {
+            for (i, &c) in block[target..].iter().enumerate() {
+                match c {
+                    b'"' => quoted = !quoted,
+                    b'\n' if !quoted => {
+                        end = Some(target + i + 1);
+                        break;
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
         }
         match end {
@@ -231,129 +287,6 @@ fn split(block: &[u8], n: usize) -> Vec<&[u8]> {
         parts.push(&block[start..]);
     }
     parts
-}
-
-/// Parses a part (whole records, its first line being `after + 1`) into local columns, at most
-/// `limit` rows. Lines without quotes (most) are split at commas with `memchr` and their fields
-/// parsed from the bytes; a line with a quote goes through the general record parser.
-fn parse_part(
-    part: &[u8],
-    after: u64,
-    names: &[String],
-    types: &[DType],
-    limit: u64,
-) -> Result<Vec<Column>> {
-    let local = LocalPlacement;
-    let mut bs: Vec<ColumnBuilder> = names
-        .iter()
-        .zip(types)
-        .map(|(n, &t)| ColumnBuilder::new(n, t, &local))
-        .collect();
-    let width = bs.len();
-    let wrong_width = |line, fields: usize| FrameError::BadRow {
-        line,
-        reason: format!("{fields} fields, the header has {width}"),
-    };
-    let (mut pos, mut line, mut rows) = (0, after, 0);
-    let mut rec = Record::default();
-    while pos < part.len() && rows < limit {
-        let end = memchr::memchr(b'\n', &part[pos..]).map_or(part.len(), |i| pos + i);
-        let mut r = &part[pos..end];
-        if memchr::memchr(b'"', r).is_some() {
-            // Quoted fields, which may span lines.
-            let mut recs = CsvRecords::new(&part[pos..]).after_line(line);
-            if !recs.next_record(&mut rec)? {
-                break;
-            }
-            if rec.len() != width {
-                return Err(wrong_width(rec.line(), rec.len()));
-            }
-            for (b, f) in bs.iter_mut().zip(rec.fields()) {
-                b.push_field(f, rec.line())?;
-            }
-            pos += recs.bytes_read() as usize;
-            line = recs.line();
-            rows += 1;
-            continue;
-        }
-        line += 1;
-        pos = end + 1;
-        if let [head @ .., b'\r'] = r {
-            r = head;
-        }
-        if r.iter().all(|&b| b == b'\r') {
-            continue;
-        }
-        let mut start = 0;
-        for (k, b) in bs.iter_mut().enumerate() {
-            let stop = memchr::memchr(b',', &r[start..]).map_or(r.len(), |i| start + i);
-            if stop == r.len() && k + 1 < width {
-                return Err(wrong_width(line, k + 1));
-            }
-            b.push_field_bytes(&r[start..stop], line)?;
-            start = stop + 1;
-        }
-        if start <= r.len() {
-            let fields = width + memchr::memchr_iter(b',', &r[start.saturating_sub(1)..]).count();
-            return Err(wrong_width(line, fields));
-        }
-        rows += 1;
-    }
-    bs.into_iter().map(ColumnBuilder::finish).collect()
-}
-
-impl ColumnBuilder {
-    /// Appends a local column of the same type (strings re-coded into this column's
-    /// dictionary, nulls kept).
-    pub(crate) fn append_local(&mut self, c: &Column) -> Result<()> {
-        if let (ColumnData::U32(s), Some(d)) = (c.data(), c.dictionary()) {
-            // Re-code once per distinct string, then append the codes.
-            let map: Vec<u32> = (0..d.len() as u32)
-                .map(|code| self.intern(d.value(code).unwrap_or_default()))
-                .collect();
-            let codes = s.to_vec(0..s.len())?;
-            let mapped: Vec<u32> = codes
-                .iter()
-                .map(|&code| map.get(code as usize).copied().unwrap_or(0))
-                .collect();
-            match c.validity() {
-                None => self.push_slice(&mapped)?,
-                Some(v) => {
-                    for (i, x) in mapped.iter().enumerate() {
-                        if v.is_valid(i) {
-                            self.push_slice(std::slice::from_ref(x))?;
-                        } else {
-                            self.push_null()?;
-                        }
-                    }
-                }
-            }
-            return Ok(());
-        }
-        with_store!(c.data(), s => {
-            let owned;
-            let xs = match local_slice(s.as_ref()) {
-                Some(x) => x,
-                None => {
-                    owned = s.to_vec(0..s.len())?;
-                    &owned[..]
-                }
-            };
-            match c.validity() {
-                None => self.push_slice(xs)?,
-                Some(v) => {
-                    for (i, x) in xs.iter().enumerate() {
-                        if v.is_valid(i) {
-                            self.push_slice(std::slice::from_ref(x))?;
-                        } else {
-                            self.push_null()?;
-                        }
-                    }
-                }
-            }
-        });
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@ pub mod column;
 mod column_stats;
 pub mod csv;
 mod csv_load;
+mod csv_part;
 mod derive;
 pub mod dsl;
 mod dtype;
@@ -47,6 +48,7 @@ mod error;
 mod far;
 mod frame;
 mod groupby;
+mod lazy;
 mod local_kernels;
 #[cfg(feature = "parquet")]
 pub mod parquet;
@@ -64,12 +66,13 @@ pub use far::FarPlacement;
 pub use farmem_proto::expr;
 pub use frame::DataFrame;
 pub use groupby::Agg;
+pub use lazy::{LazyFrame, LazyGroupBy};
 pub use validity::Validity;
 
 /// The names a DataFrame user needs: `use farmem_frame::prelude::*;`.
 pub mod prelude {
     pub use crate::dsl::{Expr, GroupBy, JoinType, col, len, lit};
-    pub use crate::{Column, DType, DataFrame, FarPlacement, LocalPlacement, Value};
+    pub use crate::{Column, DType, DataFrame, FarPlacement, LazyFrame, LocalPlacement, Value};
 }
 pub use storage::{
     BlockReader, Cmp, ColumnStore, GroupRow, LocalPlacement, LocalStore, Placement, PlacementRef,

@@ -42,22 +42,34 @@ pub(crate) fn parse_f64(b: &[u8]) -> Option<f64> {
 /// decimals; `None` for anything else.
 fn fast_f64(b: &[u8]) -> Option<f64> {
     let (neg, d) = sign(b);
-    let (mut mant, mut digits, mut decimals, mut dot) = (0u64, 0u32, 0usize, false);
-    for &c in d {
+    // At most 19 digits (and a dot): the mantissa cannot overflow a `u64`.
+    if d.len() > 20 || (d.len() == 20 && !d.contains(&b'.')) {
+        return None;
+    }
+    let (mut mant, mut i) = (0u64, 0);
+    while let Some(&c) = d.get(i) {
         let x = c.wrapping_sub(b'0');
-        if x <= 9 {
-            digits += 1;
-            if digits > 19 {
+        if x > 9 {
+            break;
+        }
+        mant = mant * 10 + u64::from(x);
+        i += 1;
+    }
+    let mut decimals = 0;
+    if let Some(&c) = d.get(i) {
+        if c != b'.' {
+            return None;
+        }
+        for &c in &d[i + 1..] {
+            let x = c.wrapping_sub(b'0');
+            if x > 9 {
                 return None;
             }
             mant = mant * 10 + u64::from(x);
-            decimals += usize::from(dot);
-        } else if c == b'.' && !dot {
-            dot = true;
-        } else {
-            return None;
         }
+        decimals = d.len() - i - 1;
     }
+    let digits = d.len() - usize::from(d.len() > i);
     if digits == 0 || mant > 1 << 53 {
         return None;
     }

@@ -122,6 +122,7 @@ fn projection_and_conversions_follow_the_options() {
         columns: Some(vec!["fare".into(), "id".into()]),
         schema: vec![("id".into(), DType::F64)],
         threads: 1,
+        ..Default::default()
     };
     let back = read_parquet_bytes(file.clone(), &opts, p.clone()).unwrap();
     assert_eq!(back.names(), ["fare", "id"]);

@@ -21,6 +21,7 @@
 //! fields map their nulls to the column's validity bitmap.
 
 mod file;
+mod prune;
 mod read;
 mod write;
 
@@ -39,6 +40,12 @@ pub struct ParquetOptions {
     pub columns: Option<Vec<String>>,
     /// Decoding threads (0: the kernels' default, [`farmem_kernels::default_threads`]).
     pub threads: usize,
+    /// Predicates (boolean expressions): a row group is skipped when the statistics of its
+    /// column chunks (minimum and maximum) show that no row satisfies one of them. The rows of
+    /// the other row groups all load: apply the predicates with [`crate::DataFrame::filter`]
+    /// (as [`crate::LazyFrame`] does). Comparisons of a numeric column with a constant, joined
+    /// by `and`/`or`, can skip; any other expression keeps every row group.
+    pub row_group_filter: Vec<crate::Expr>,
 }
 
 /// Why a Parquet file could not be loaded (inside [`crate::FrameError::Parquet`]).

@@ -7,6 +7,9 @@ use ::parquet::data_type::ByteArray;
 use ::parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
 use ::parquet::schema::types::ColumnDescriptor;
 
+use crate::column::{ColumnData, with_store};
+use crate::storage::local_slice;
+
 use super::{ParquetError, ParquetFile, ParquetOptions};
 use crate::{
     Column, ColumnBuilder, DType, DataFrame, Elem, FrameError, LocalPlacement, PlacementRef, Result,
@@ -17,7 +20,7 @@ const STEP: u64 = 1 << 18;
 
 /// How the stored integers of a column become its values.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Scale {
+pub(super) enum Scale {
     /// As stored.
     One,
     /// Divided (rounding down) by this many units per second.
@@ -28,7 +31,7 @@ enum Scale {
 
 /// What a column chunk decodes to.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Source {
+pub(super) enum Source {
     Bool,
     Int(Scale),
     Float,
@@ -73,7 +76,7 @@ fn describe(d: &ColumnDescriptor) -> String {
 }
 
 /// The natural type of a leaf column and how it decodes.
-fn natural(d: &ColumnDescriptor) -> Option<(DType, Source)> {
+pub(super) fn natural(d: &ColumnDescriptor) -> Option<(DType, Source)> {
     let logical = d.logical_type_ref();
     let per_second = |u: &TimeUnit| match u {
         TimeUnit::MILLIS => 1_000,
@@ -246,6 +249,10 @@ fn read_from<R: ChunkReader + 'static>(
         .map(|p| ColumnBuilder::new(&p.name, p.dtype, placement.as_ref()))
         .collect();
     for g in 0..meta.num_row_groups() {
+        let columns = meta.file_metadata().schema_descr().columns();
+        if !super::prune::may_match(&opts.row_group_filter, meta.row_group(g), columns) {
+            continue;
+        }
         let rg = file
             .get_row_group(g)
             .map_err(|e| ParquetError::corrupt(None, Some(g), e))?;
@@ -498,6 +505,60 @@ impl ColumnBuilder {
             next = end;
             k += run;
         }
+        Ok(())
+    }
+}
+
+impl ColumnBuilder {
+    /// Appends a local column of the same type (strings re-coded into this column's
+    /// dictionary, nulls kept).
+    pub(crate) fn append_local(&mut self, c: &Column) -> Result<()> {
+        if let (ColumnData::U32(s), Some(d)) = (c.data(), c.dictionary()) {
+            // Re-code once per distinct string, then append the codes.
+            let map: Vec<u32> = (0..d.len() as u32)
+                .map(|code| self.intern(d.value(code).unwrap_or_default()))
+                .collect();
+            let codes = s.to_vec(0..s.len())?;
+            let mapped: Vec<u32> = codes
+                .iter()
+                .map(|&code| map.get(code as usize).copied().unwrap_or(0))
+                .collect();
+            match c.validity() {
+                None => self.push_slice(&mapped)?,
+                Some(v) => {
+                    for (i, x) in mapped.iter().enumerate() {
+                        if v.is_valid(i) {
+                            self.push_slice(std::slice::from_ref(x))?;
+                        } else {
+                            self.push_null()?;
+                        }
+                    }
+                }
+            }
+            return Ok(());
+        }
+        with_store!(c.data(), s => {
+            let owned;
+            let xs = match local_slice(s.as_ref()) {
+                Some(x) => x,
+                None => {
+                    owned = s.to_vec(0..s.len())?;
+                    &owned[..]
+                }
+            };
+            match c.validity() {
+                None => self.push_slice(xs)?,
+                Some(v) => {
+                    for (i, x) in xs.iter().enumerate() {
+                        if v.is_valid(i) {
+                            self.push_slice(std::slice::from_ref(x))?;
+                        } else {
+                            self.push_null()?;
+                        }
+                    }
+                }
+            }
+        });
         Ok(())
     }
 }
