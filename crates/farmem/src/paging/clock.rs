@@ -263,6 +263,38 @@ mod tests {
     }
 
     #[test]
+    fn grants_double_while_a_page_proves_hot() {
+        let mut s = slot(0, false);
+        s.proved_hot(0);
+        assert_eq!((s.grant, s.hot), (HOT_CREDITS, HOT_CREDITS));
+        s.proved_hot(0);
+        assert_eq!(s.hot, 2 * HOT_CREDITS);
+        // A refault carries the grant the page had when it was evicted.
+        let mut back = slot(0, false);
+        back.proved_hot(s.grant);
+        assert_eq!(back.hot, 4 * HOT_CREDITS);
+        for _ in 0..8 {
+            back.proved_hot(0);
+        }
+        assert_eq!(back.hot, MAX_CREDITS);
+    }
+
+    #[test]
+    fn sampled_pages_stay_for_their_window() {
+        let mut c = Clock::new(16);
+        c.sample_window = 2;
+        for p in 0..3 {
+            c.insert(slot(p, false));
+        }
+        c.get_mut(0).unwrap().staged = Some((0, SAMPLE_TAG));
+        // Page 0 is sampled at time 0: the first two victims are other pages.
+        assert_eq!(c.select_victims(2, &mut vec![], 0, |_| {}), vec![1, 2]);
+        c.remove(1);
+        c.remove(2);
+        assert_eq!(c.select_victims(1, &mut vec![], 0, |_| {}), vec![0]);
+    }
+
+    #[test]
     fn all_referenced_still_yields_victims() {
         let mut c = Clock::new(3);
         for p in 0..3 {

@@ -218,9 +218,11 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
         None
     };
     st.inflight.insert(page, InFlight::default());
-    // The next page comes along when the two were faulted on together before.
+    // The next page comes along when the two were faulted on together before (a form of
+    // prefetching: off when prefetching is).
     let next = page + 1;
-    let pair = st.learn_pair(page)
+    let pair = core.prefetch_max > 0
+        && st.learn_pair(page)
         && next < core.pages
         && st.available() > 1
         && st.is_stored(next)
