@@ -248,7 +248,11 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
         retry("fetch", || core.backend.get_into(id, &mut w.page[..PAGE]))?;
     }
     let backend_ns = tb.elapsed().as_nanos() as u64;
-    let data = if pair { &w.run[..PAGE] } else { &w.page[..PAGE] };
+    let data = if pair {
+        &w.run[..PAGE]
+    } else {
+        &w.page[..PAGE]
+    };
     // Map before taking the lock: the in-flight entries make the pages ours alone.
     if pair && !write {
         core.uffd.copy(addr, &w.run[..2 * PAGE], true, false)
