@@ -124,7 +124,38 @@ pub fn with_paging<T>(
 ) -> anyhow::Result<T> {
     PagingAlloc::enable(connect(addr)?, AllocConfig::new(budget as usize))
         .context("enabling the paging allocator")?;
-    f()
+    let out = f()?;
+    if let Some(st) = PagingAlloc::stats() {
+        eprintln!("paging counters: {}", paging_counters_of(&st));
+    }
+    Ok(out)
+}
+
+/// The paging allocator's counters as JSON (`null` when paging is off), for run reports.
+pub fn paging_counters() -> serde_json::Value {
+    PagingAlloc::stats().map_or(serde_json::Value::Null, |st| paging_counters_of(&st))
+}
+
+fn paging_counters_of(st: &farmem::paging::PagingStats) -> serde_json::Value {
+    serde_json::json!({
+        "fetch_faults": st.fetch_faults,
+        "zero_faults": st.zero_faults,
+        "wp_faults": st.wp_faults,
+        "prefetched": st.prefetched,
+        "prefetch_hits": st.prefetch_hits,
+        "prefetch_late": st.prefetch_late,
+        "prefetch_used": st.prefetch_used,
+        "prefetch_wasted": st.prefetch_wasted,
+        "reclaim_waits": st.reclaim_waits,
+        "refaults": st.refaults,
+        "sampled": st.sampled,
+        "sample_hits": st.sample_hits,
+        "evicted_clean": st.evicted_clean,
+        "written_back": st.written_back,
+        "fetch_fault_ns": st.fetch_fault_ns,
+        "fetch_backend_ns": st.fetch_backend_ns,
+        "evict_ns": st.evict_ns,
+    })
 }
 
 /// The web data set in far memory: a [`FarHashMap`] and an array of 8 KiB elements, one far

@@ -237,6 +237,10 @@ impl WebData for LocalWeb {
             .ok_or_else(|| anyhow::anyhow!("element {i} missing"))?;
         Ok(())
     }
+    fn counters(&self) -> serde_json::Value {
+        // In the paging child the data lives in paged memory: its pager's counters.
+        crate::apps_far::paging_counters()
+    }
 }
 
 /// Bytes of the data set: map pairs (16 B plus about 1 B of control per slot, at 7/8 load) and

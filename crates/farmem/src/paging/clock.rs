@@ -10,6 +10,10 @@ use std::collections::HashMap;
 
 /// Credits of a page that refaulted soon after its eviction (extra passes of the hand).
 pub const HOT_CREDITS: u8 = 3;
+/// Most credits a page can earn: a page found in use each time it is sampled doubles its grant
+/// up to this, so pages that stay hot are sampled (and pay a local fault) only once per this
+/// many revolutions of the hand.
+pub const MAX_CREDITS: u8 = 96;
 /// Stream tag of a staged page that is being *sampled* (unmapped to see whether the program
 /// still reads it) rather than a prefetch marker.
 pub const SAMPLE_TAG: u32 = u32::MAX;
@@ -34,6 +38,9 @@ pub struct Slot {
     pub referenced: bool,
     /// Extra passes of the hand this page survives (earned by refaulting soon after eviction).
     pub hot: u8,
+    /// Credits granted the last time the page proved hot (refault or sample hit); the next
+    /// grant doubles it.
+    pub grant: u8,
     /// Written since it was fetched or last written back.
     pub dirty: bool,
     /// Currently write-protected (every clean page is; a dirty one after a CLOCK pass).
@@ -48,6 +55,8 @@ pub struct Slot {
     pub staged: Option<(u32, u32)>,
     /// Brought in by prefetching rather than by a fault on it.
     pub prefetched: bool,
+    /// When a sampled page was unmapped, on the clock of [`Clock::now`].
+    pub sampled_at: u64,
 }
 
 impl Slot {
@@ -57,13 +66,24 @@ impl Slot {
             page,
             referenced,
             hot: 0,
+            grant: 0,
             dirty,
             protected: !dirty,
             twin,
             evicting: false,
             staged: None,
             prefetched: false,
+            sampled_at: 0,
         }
+    }
+
+    /// The page proved hot again (a sample hit, or a refault of a page last granted
+    /// `previous`): doubles its grant (at least [`HOT_CREDITS`], at most [`MAX_CREDITS`]) and
+    /// gives it that many credits.
+    pub fn proved_hot(&mut self, previous: u8) {
+        let last = self.grant.max(previous);
+        self.grant = last.saturating_mul(2).clamp(HOT_CREDITS, MAX_CREDITS);
+        self.hot = self.grant;
     }
 }
 
@@ -73,6 +93,10 @@ pub struct Clock {
     free: Vec<u32>,
     of_page: HashMap<usize, u32>,
     hand: usize,
+    /// Victims chosen so far: the time scale of sampling windows.
+    now: u64,
+    /// Victims chosen while a sampled page stays unmapped before it may become one itself.
+    sample_window: u64,
 }
 
 impl Clock {
@@ -83,7 +107,14 @@ impl Clock {
             free: (0..capacity as u32).rev().collect(),
             of_page: HashMap::with_capacity(capacity),
             hand: 0,
+            now: 0,
+            sample_window: (capacity / 8) as u64,
         }
+    }
+
+    /// Victims chosen so far (the clock of sampling windows).
+    pub fn now(&self) -> u64 {
+        self.now
     }
 
     /// Resident pages.
@@ -152,7 +183,7 @@ impl Clock {
     ) -> Vec<usize> {
         let mut victims = Vec::with_capacity(n);
         let cap = self.slots.len();
-        for _ in 0..(2 + HOT_CREDITS as usize) * cap {
+        for _ in 0..(2 + MAX_CREDITS as usize) * cap {
             if victims.len() >= n {
                 break;
             }
@@ -169,15 +200,18 @@ impl Clock {
                 second_chance(slot);
             } else if slot.hot > 0 && slot.staged.is_none() {
                 slot.hot -= 1;
-                if slot.hot == 0
-                    && !slot.dirty
-                    && sample.len() < max_sample
-                    && !sample.contains(&slot.page)
-                {
+                if slot.hot == 0 && !slot.dirty && sample.len() < max_sample {
                     sample.push(slot.page);
                 }
+            } else if matches!(slot.staged, Some((_, SAMPLE_TAG)))
+                && self.now.saturating_sub(slot.sampled_at) < self.sample_window
+            {
+                // Sampled, still within its window: a read of it would still count. The
+                // window is measured in evictions, not passes: when most slots hold hot pages
+                // the hand turns fast over the few cold ones, and a pass is too short.
             } else if !victims.contains(&slot.page) {
                 victims.push(slot.page);
+                self.now += 1;
             }
         }
         victims
@@ -226,6 +260,38 @@ mod tests {
         // Page 0 spends its two credits, then goes; page 1 is never chosen while evicting.
         assert_eq!(c.select_victims(2, &mut vec![], 0, |_| {}), vec![0]);
         assert_eq!(c.get_mut(0).unwrap().hot, 0);
+    }
+
+    #[test]
+    fn grants_double_while_a_page_proves_hot() {
+        let mut s = slot(0, false);
+        s.proved_hot(0);
+        assert_eq!((s.grant, s.hot), (HOT_CREDITS, HOT_CREDITS));
+        s.proved_hot(0);
+        assert_eq!(s.hot, 2 * HOT_CREDITS);
+        // A refault carries the grant the page had when it was evicted.
+        let mut back = slot(0, false);
+        back.proved_hot(s.grant);
+        assert_eq!(back.hot, 4 * HOT_CREDITS);
+        for _ in 0..8 {
+            back.proved_hot(0);
+        }
+        assert_eq!(back.hot, MAX_CREDITS);
+    }
+
+    #[test]
+    fn sampled_pages_stay_for_their_window() {
+        let mut c = Clock::new(16);
+        c.sample_window = 2;
+        for p in 0..3 {
+            c.insert(slot(p, false));
+        }
+        c.get_mut(0).unwrap().staged = Some((0, SAMPLE_TAG));
+        // Page 0 is sampled at time 0: the first two victims are other pages.
+        assert_eq!(c.select_victims(2, &mut vec![], 0, |_| {}), vec![1, 2]);
+        c.remove(1);
+        c.remove(2);
+        assert_eq!(c.select_victims(1, &mut vec![], 0, |_| {}), vec![0]);
     }
 
     #[test]

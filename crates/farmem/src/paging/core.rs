@@ -27,6 +27,8 @@ use super::{PagingConfig, PagingError, PagingStats, WriteBack};
 
 /// Objects freed per backend call when a range is discarded.
 const FREE_CHUNK: usize = 4096;
+/// Demand fetches remembered to learn which pages are followed by their neighbour.
+const RECENT: usize = 8;
 /// Staging buffers (marker pages of prefetch windows) per region.
 const STAGING: usize = 64;
 
@@ -103,6 +105,13 @@ pub struct State {
     pub prefetching: usize,
     /// Bit per page: the backend holds a copy.
     stored: Vec<u64>,
+    /// Bit per page: the last fetch of this page was soon followed by a fault on the next one
+    /// (an object spanning both), so the two are fetched together.
+    pairs: Vec<u64>,
+    /// The latest demand-fetched pages (a ring), to learn [`State::pairs`].
+    recent: [usize; RECENT],
+    /// Next position in `recent`.
+    recent_at: usize,
     /// Clean twins of dirty pages.
     pub twins: Pool,
     /// Marker pages of prefetch windows.
@@ -130,6 +139,19 @@ impl State {
         } else {
             self.stored[page / 64] &= !(1 << (page % 64));
         }
+    }
+
+    /// Notes a demand fetch of `page`; returns whether its next page should come with it.
+    /// A fetch of `page` shortly after one of `page - 1` (within the last [`RECENT`] fetches)
+    /// teaches that `page - 1` pairs with its neighbour, as the two pages of an object larger
+    /// than a page that straddles them do. Pages stay paired.
+    pub fn learn_pair(&mut self, page: usize) -> bool {
+        if page > 0 && self.recent.contains(&(page - 1)) {
+            self.pairs[(page - 1) / 64] |= 1 << ((page - 1) % 64);
+        }
+        self.recent[self.recent_at] = page;
+        self.recent_at = (self.recent_at + 1) % RECENT;
+        self.pairs[page / 64] & (1 << (page % 64)) != 0
     }
 
     /// Slots neither used nor promised.
@@ -228,10 +250,13 @@ impl Core {
                 evicting: 0,
                 prefetching: 0,
                 stored: vec![0; pages.div_ceil(64)],
+                pairs: vec![0; pages.div_ceil(64)],
+                recent: [usize::MAX; RECENT],
+                recent_at: 0,
                 twins: Pool::new(budget_pages)?,
                 staging: Pool::new(STAGING.min(budget_pages / 4))?,
                 samples: Pool::new(budget_pages / 4)?,
-                ghosts: Ghosts::new(budget_pages),
+                ghosts: Ghosts::new((budget_pages / 8).max(16)),
                 streams: Streams::new(prefetch_max),
                 stats: PagingStats::default(),
             }),

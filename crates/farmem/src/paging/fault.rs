@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use parking_lot::MutexGuard;
 
 use super::PagingError;
-use super::clock::{HOT_CREDITS, SAMPLE_TAG, Slot, Twin};
+use super::clock::{SAMPLE_TAG, Slot, Twin};
 use super::core::{Core, InFlight, State};
 use super::internal::InternalGuard;
 use super::prefetch::Plan;
@@ -166,11 +166,15 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
     }
     let write = f.is_write();
     st.reserved += 1;
-    let hot = if st.ghosts.take(page) {
+    // A refault proves the page hot: it gets credits (more if it proved hot before).
+    let refault = st.ghosts.take(page);
+    if refault.is_some() {
         st.stats.refaults += 1;
-        HOT_CREDITS
-    } else {
-        0
+    }
+    let mark = |slot: &mut Slot| {
+        if let Some(previous) = refault {
+            slot.proved_hot(previous);
+        }
     };
     if !st.is_stored(page) {
         // First touch: zeros, mapped under the lock (no I/O), together with the untouched pages
@@ -192,10 +196,11 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
         st.reserved -= 1;
         let twin = if write { Twin::Zero } else { Twin::None };
         for k in 0..n {
-            st.clock.insert(Slot {
-                hot: if k == 0 { hot } else { 0 },
-                ..Slot::new(page + k, true, write, twin)
-            });
+            let mut slot = Slot::new(page + k, true, write, twin);
+            if k == 0 {
+                mark(&mut slot);
+            }
+            st.clock.insert(slot);
         }
         st.stats.zero_faults += 1;
         kick(core, &st);
@@ -213,31 +218,79 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
         None
     };
     st.inflight.insert(page, InFlight::default());
+    // The next page comes along when the two were faulted on together before (a form of
+    // prefetching: off when prefetching is).
+    let next = page + 1;
+    let pair = core.prefetch_max > 0
+        && st.learn_pair(page)
+        && next < core.pages
+        && st.available() > 1
+        && st.is_stored(next)
+        && !st.clock.contains(next)
+        && !st.inflight.contains_key(&next);
+    if pair {
+        st.inflight.insert(
+            next,
+            InFlight {
+                demanded: false,
+                prefetch: true,
+            },
+        );
+        st.reserved += 1;
+    }
     drop(st);
 
     let tb = Instant::now();
     let id = core.id(page);
-    retry("fetch", || core.backend.get_into(id, &mut w.page[..PAGE]))?;
+    if pair {
+        fetch_pair(core, w, page)?;
+    } else {
+        retry("fetch", || core.backend.get_into(id, &mut w.page[..PAGE]))?;
+    }
     let backend_ns = tb.elapsed().as_nanos() as u64;
-    // Map before taking the lock: the in-flight entry makes the page ours alone.
-    core.uffd
-        .copy(addr, &w.page[..PAGE], !write, false)
-        .map_err(sys_err)?;
+    let data = if pair {
+        &w.run[..PAGE]
+    } else {
+        &w.page[..PAGE]
+    };
+    // Map before taking the lock: the in-flight entries make the pages ours alone.
+    if pair && !write {
+        core.uffd.copy(addr, &w.run[..2 * PAGE], true, false)
+    } else {
+        core.uffd.copy(addr, data, !write, false)
+    }
+    .map_err(sys_err)?;
+    if pair && write {
+        core.uffd
+            .copy(core.addr(next), &w.run[PAGE..2 * PAGE], true, false)
+            .map_err(sys_err)?;
+    }
 
     let mut st = core.state.lock();
     st.inflight.remove(&page);
     st.reserved -= 1;
     let twin = match twin {
         Some(t) => {
-            st.twins.page_mut(t).copy_from_slice(&w.page[..PAGE]);
+            st.twins.page_mut(t).copy_from_slice(data);
             Twin::Buf(t)
         }
         None => Twin::None,
     };
-    st.clock.insert(Slot {
-        hot,
-        ..Slot::new(page, true, write, twin)
-    });
+    let mut slot = Slot::new(page, true, write, twin);
+    mark(&mut slot);
+    st.clock.insert(slot);
+    if pair {
+        let inf = st.inflight.remove(&next).unwrap_or_default();
+        st.reserved -= 1;
+        let mut slot = Slot::new(next, inf.demanded, false, Twin::None);
+        slot.prefetched = true;
+        st.clock.insert(slot);
+        st.stats.prefetched += 1;
+        if inf.demanded {
+            st.stats.prefetch_late += 1;
+            core.uffd.wake(core.addr(next), PAGE).map_err(sys_err)?;
+        }
+    }
     st.stats.fetch_faults += 1;
     st.stats.fetch_backend_ns += backend_ns;
     st.stats.fetch_fault_ns += t0.elapsed().as_nanos() as u64;
@@ -252,6 +305,27 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
     core.uffd.wake(addr, PAGE).map_err(sys_err)?;
     if let Some(plan) = plan {
         prefetch(core, w, &plan, pages);
+    }
+    Ok(())
+}
+
+/// Fetches pages `page` and `page + 1` with one request into the first two pages of the run
+/// buffer.
+fn fetch_pair(core: &Core, w: &mut Worker, page: usize) -> Result<(), PagingError> {
+    let ids = [core.id(page), core.id(page + 1)];
+    let data = retry("fetch", || {
+        let data = core.backend.get_many(&ids)?;
+        match data.iter().zip(&ids).find(|(d, _)| d.len() != PAGE) {
+            Some((d, &id)) => Err(BackendError::SizeMismatch {
+                id,
+                expected: PAGE as u64,
+                actual: d.len() as u64,
+            }),
+            None => Ok(data),
+        }
+    })?;
+    for (k, d) in data.iter().enumerate() {
+        w.run[k * PAGE..][..PAGE].copy_from_slice(d);
     }
     Ok(())
 }
@@ -321,7 +395,7 @@ fn on_marker(
         // A sampled hot page is still in use: keep it.
         st.stats.sample_hits += 1;
         if let Some(slot) = st.clock.get_mut(page) {
-            slot.hot = HOT_CREDITS;
+            slot.proved_hot(0);
         }
         drop(st);
         return core.uffd.wake(addr, PAGE).map_err(sys_err);

@@ -11,7 +11,8 @@ use std::collections::{HashMap, VecDeque};
 #[derive(Debug)]
 pub struct Ghosts {
     order: VecDeque<(usize, u64)>,
-    seq_of: HashMap<usize, u64>,
+    /// Sequence number of each remembered page's latest eviction and its credit grant then.
+    seq_of: HashMap<usize, (u64, u8)>,
     next_seq: u64,
     capacity: usize,
 }
@@ -28,24 +29,25 @@ impl Ghosts {
         }
     }
 
-    /// Records the eviction of `page`, forgetting the oldest one beyond the capacity.
-    pub fn record(&mut self, page: usize) {
+    /// Records the eviction of `page` (last granted `grant` credits), forgetting the oldest one
+    /// beyond the capacity.
+    pub fn record(&mut self, page: usize, grant: u8) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.seq_of.insert(page, seq);
+        self.seq_of.insert(page, (seq, grant));
         self.order.push_back((page, seq));
         while self.order.len() > self.capacity {
             if let Some((old, s)) = self.order.pop_front()
-                && self.seq_of.get(&old) == Some(&s)
+                && self.seq_of.get(&old).is_some_and(|e| e.0 == s)
             {
                 self.seq_of.remove(&old);
             }
         }
     }
 
-    /// Whether `page` was evicted recently; forgets it (a refault counts once).
-    pub fn take(&mut self, page: usize) -> bool {
-        self.seq_of.remove(&page).is_some()
+    /// If `page` was evicted recently, its credit grant then; forgets it (a refault counts once).
+    pub fn take(&mut self, page: usize) -> Option<u8> {
+        self.seq_of.remove(&page).map(|e| e.1)
     }
 
     /// Forgets everything about pages in `[first, end)` (they were discarded).
@@ -61,16 +63,16 @@ mod tests {
     #[test]
     fn remembers_only_the_last_evictions() {
         let mut g = Ghosts::new(2);
-        g.record(1);
-        g.record(2);
-        g.record(3);
-        assert!(!g.take(1), "pushed out by 2 and 3");
-        assert!(g.take(3));
-        assert!(!g.take(3), "counted once");
-        g.record(2); // again: the older entry must not evict the newer one
-        g.record(4);
-        assert!(g.take(2));
+        g.record(1, 0);
+        g.record(2, 0);
+        g.record(3, 6);
+        assert_eq!(g.take(1), None, "pushed out by 2 and 3");
+        assert_eq!(g.take(3), Some(6));
+        assert_eq!(g.take(3), None, "counted once");
+        g.record(2, 3); // again: the older entry must not evict the newer one
+        g.record(4, 0);
+        assert_eq!(g.take(2), Some(3));
         g.forget_range(0, 10);
-        assert!(!g.take(4));
+        assert_eq!(g.take(4), None);
     }
 }

@@ -30,13 +30,17 @@
 //!   re-sets the bit with a cheap write-protect fault. Reads of a mapped page are invisible to user
 //!   space on this kernel: `/proc/self/pagemap` has no accessed bit and the idle-page bitmap
 //!   (`/sys/kernel/mm/page_idle`, `CONFIG_IDLE_PAGE_TRACKING`) is often not built in. Instead a
-//!   ghost history remembers the last budget's worth of evictions; a page that faults again while
-//!   remembered was hot ([`PagingStats::refaults`]) and gets credits: the hand passes it three
-//!   more times. When its last credit is spent on a clean page, the reclaimer *samples* it: it copies the page to a local
-//!   buffer and unmaps it. If the program reads it again it takes a local fault (no network),
-//!   the page is mapped back and keeps its credits ([`PagingStats::sample_hits`]); if not, the
-//!   hand evicts it on its next pass. Hot pages read at least once every four revolutions of the
-//!   hand thus stay resident, at the cost of one local fault per four revolutions.
+//!   ghost history remembers the last eighth of a budget's worth of evictions; a page that faults
+//!   again while remembered was hot ([`PagingStats::refaults`]) and gets credits: the hand passes
+//!   it that many more times (3 at first, doubling each time it proves hot again, up to 96). When
+//!   its last credit is spent on a clean page, the reclaimer *samples* it: it copies the page to a
+//!   local buffer and unmaps it. If the program reads it again it takes a local fault (no
+//!   network), the page is mapped back and its grant doubles ([`PagingStats::sample_hits`]); if
+//!   not within a window of an eighth of a budget's worth of evictions, it is evicted. Pages that
+//!   stay hot are thus sampled rarely, and pages that were hot once leave.
+//! - **Pairs.** A page fetched shortly before a fault on the next page (an object straddling
+//!   both) is remembered as a pair; its next demand fetch brings the neighbour along in the same
+//!   request and maps both with one `UFFDIO_COPY` (off when prefetching is off).
 //! - **Prefetching that follows the program.** Faults are grouped into streams by proximity
 //!   (per region; several threads or interleaved arrays get separate streams). A stream's trend
 //!   is the majority delta of its last faults (as in Leap): sequential, reverse or strided. The
@@ -51,7 +55,7 @@
 //! Local memory: at most `budget_bytes` of resident pages (staged and in-flight pages included),
 //! plus one 4 KiB clean twin per dirty resident page (so up to twice the budget when every
 //! resident page is dirty), plus per pager thread one page and a run buffer of up to 64 pages, a write-back buffer of
-//! `evict_batch_pages` pages, up to 64 staging pages (within the budget), one bit per page of
+//! `evict_batch_pages` pages, up to 64 staging pages (within the budget), two bits per page of
 //! the region, and about 50 bytes per budget page of tables (resident set, ghost history).
 //!
 //! The transparent mode, [`PagingAlloc`], is a global allocator that places large allocations in a

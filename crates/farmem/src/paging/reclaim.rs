@@ -133,10 +133,11 @@ pub fn evict_batch(core: &Core, buf: &mut PageBuf) -> Result<bool, PagingError> 
     // Stored bits first, then drop: a fault after the drop fetches the written-back copy.
     drop_runs(core, &pages)?;
     for &p in &pages {
-        if let Some(slot) = st.clock.remove(p) {
+        let grant = st.clock.remove(p).map_or(0, |slot| {
             st.release(slot.twin, slot.staged);
-        }
-        st.ghosts.record(p);
+            slot.grant
+        });
+        st.ghosts.record(p, grant);
     }
     st.evicting -= items.len();
     st.stats.bytes_sent += sent;
@@ -165,6 +166,7 @@ fn start_samples(core: &Core, st: &mut State, pages: &mut [usize]) -> Result<(),
         {
             continue;
         }
+        let now = st.clock.now();
         let Some(b) = st.samples.take() else {
             break;
         };
@@ -173,6 +175,7 @@ fn start_samples(core: &Core, st: &mut State, pages: &mut [usize]) -> Result<(),
         unsafe { sys::read_page(addr, st.samples.page_mut(b)) };
         if let Some(slot) = st.clock.get_mut(p) {
             slot.staged = Some((b, SAMPLE_TAG));
+            slot.sampled_at = now;
         }
         unmapped.push(p);
     }
@@ -192,7 +195,7 @@ fn drop_clean(core: &Core, st: &mut State, pages: &[usize]) -> Result<(), Paging
                 Some(_) => st.stats.prefetch_unused += 1,
             }
             st.release(slot.twin, slot.staged);
-            st.ghosts.record(p);
+            st.ghosts.record(p, slot.grant);
         }
     }
     drop_runs(core, &mapped)?;

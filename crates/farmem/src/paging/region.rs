@@ -160,7 +160,8 @@ impl PagedRegion {
     /// stopped when `self` is dropped.
     fn start(&mut self, config: &PagingConfig) -> Result<(), PagingError> {
         let spin = Duration::from_micros(config.pager_spin_us);
-        let run_pages = self.core.prefetch_max.clamp(1, RUN_PAGES);
+        // At least two pages: a demand fetch may bring its pair along (see `State::learn_pair`).
+        let run_pages = self.core.prefetch_max.clamp(2, RUN_PAGES);
         let reclaim_buf = PageBuf::new(self.core.batch)?;
         let core = self.core.clone();
         let t = std::thread::Builder::new()
