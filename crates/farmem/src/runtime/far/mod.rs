@@ -166,14 +166,14 @@ impl RawFar {
     fn deref(&self, s: &Scope<'_>, mode: Mode) -> Result<usize> {
         let w = self.slot().load();
         if w.hit(mode) {
-            // One increment of a counter in the caller's scope (its stack): cheap enough to
-            // count every hit.
-            s.count_hit();
+            // One increment of a counter in the caller's scope (its stack) and one store of
+            // what was hit: cheap enough to count and remember every hit.
+            s.count_hit(self.slot(), w.addr());
             return Ok(w.addr());
         }
         std::hint::cold_path();
         let r = self.rt().deref_slow(self.idx(), self.slot(), mode, s);
-        s.count_slow();
+        s.count_slow(self.slot(), r.as_ref().ok().copied());
         r
     }
 
@@ -185,7 +185,7 @@ impl RawFar {
         let w = self.slot().load();
         if w.hit(mode) {
             if count {
-                s.count_hit();
+                s.count_hit(self.slot(), w.addr());
             }
             return Some(w.addr());
         }
