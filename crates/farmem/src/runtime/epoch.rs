@@ -399,6 +399,14 @@ impl<'rt> Scope<'rt> {
         self.hits.set(n + 1);
     }
 
+    /// Counts `n` fast-path hits of an internal scope (a cursor's), which needs no record of
+    /// them.
+    #[inline(always)]
+    pub(crate) fn count_hits_internal(&self, n: u64) {
+        debug_assert!(self.internal);
+        self.hits.set(self.hits.get() + n);
+    }
+
     /// Counts `n` fast-path hits at once (for loops that count in a register). They are not
     /// remembered, so a miss under this scope cannot tell what it pins (see
     /// [`Scope::touched`]).

@@ -486,6 +486,25 @@ mod loom_tests {
         epoch.exit();
     }
 
+    /// One evacuation of the object at `OLD` by the real `mark` and `acquire`, with the grace
+    /// period of `epoch::synchronize` for the one mutator thread: evict (the far copy holds
+    /// VALUE), then reuse the old location.
+    fn evacuate(slot: &Slot, epoch: &Epoch, old: &UnsafeCell<u64>) {
+        if matches!(mark(slot, OLD), Mark::Marked { .. }) {
+            fence(Ordering::SeqCst);
+            let snap = epoch.load();
+            epoch.wait_past(snap);
+            match acquire(slot, OLD) {
+                Acquired::Mine(_) => {
+                    slot.store(Word::FAR);
+                    wr(old, 99);
+                }
+                Acquired::Gone => wr(old, 99),
+                Acquired::Cancelled => {}
+            }
+        }
+    }
+
     fn model(mode: Mode, start: Word) {
         loom::model(move || {
             let slot = Arc::new(Slot::new_detached_for_test(start));
@@ -497,21 +516,7 @@ mod loom_tests {
                     (slot.clone(), epoch.clone(), old.clone(), new.clone());
                 loom::thread::spawn(move || mutator(&slot, &epoch, mode, &old, &new))
             };
-            if matches!(mark(&slot, OLD), Mark::Marked { .. }) {
-                // The grace period of `epoch::synchronize`, for the one mutator thread.
-                fence(Ordering::SeqCst);
-                let snap = epoch.load();
-                epoch.wait_past(snap);
-                match acquire(&slot, OLD) {
-                    Acquired::Mine(_) => {
-                        // Evict (the far copy holds VALUE), then reuse the old location.
-                        slot.store(Word::FAR);
-                        wr(&old, 99);
-                    }
-                    Acquired::Gone => wr(&old, 99),
-                    Acquired::Cancelled => {}
-                }
-            }
+            evacuate(&slot, &epoch, &old);
             m.join().unwrap();
         });
     }
@@ -533,7 +538,14 @@ mod loom_tests {
                     (slot.clone(), epoch.clone(), old.clone(), new.clone());
                 loom::thread::spawn(move || {
                     epoch.enter();
-                    let fetch = |_: Word| -> Result<Option<usize>> { Ok(None) };
+                    let fetch = |w: Word| -> Result<Option<usize>> {
+                        if !slot.claim(w) {
+                            return Ok(None);
+                        }
+                        wr(&new, VALUE);
+                        slot.store(Word::fetched(NEW, false, Mode::Read));
+                        Ok(Some(NEW))
+                    };
                     let relocate = |w: Word| {
                         // No room to move: cancel the mark, as `self_move` does.
                         if slot.claim(w) {
@@ -556,19 +568,7 @@ mod loom_tests {
                     epoch.exit();
                 })
             };
-            if matches!(mark(&slot, OLD), Mark::Marked { .. }) {
-                fence(Ordering::SeqCst);
-                let snap = epoch.load();
-                epoch.wait_past(snap);
-                match acquire(&slot, OLD) {
-                    Acquired::Mine(_) => {
-                        slot.store(Word::FAR);
-                        wr(&old, 99);
-                    }
-                    Acquired::Gone => wr(&old, 99),
-                    Acquired::Cancelled => {}
-                }
-            }
+            evacuate(&slot, &epoch, &old);
             m.join().unwrap();
         });
     }

@@ -1,10 +1,11 @@
 //! The kernels over far vectors (farmem object mode), written the way the API makes fast:
 //! per-vertex vectors zipped chunk by chunk as plain slices, the edges of a block of vertices
 //! read with one `scan_range` each (non-temporal: the edges stream through without pushing the
-//! ranks out), and the random reads of the previous iteration's values through a cursor
-//! (PageRank gathers a block's worth at once, then sums plain slices).
+//! ranks out), and the random reads of the previous iteration's values through a vector pinned
+//! whole when it fits the budget (`FarVec::pin_all`), else through a cursor (PageRank gathers a
+//! block's worth at once, then sums plain slices).
 
-use farmem::containers::FarVec;
+use farmem::containers::{FarVec, PinnedVec, Reader};
 use farmem::{Pod, Runtime};
 
 use super::{BLOCK, Csr, DAMPING, Summary};
@@ -72,6 +73,14 @@ impl FarGraph {
     }
 }
 
+/// How PageRank reads the previous iteration's contributions.
+enum Contrib<'a> {
+    /// The whole vector pinned local.
+    Pinned(PinnedVec<'a, f64>),
+    /// A cursor that gathers a block's worth into a buffer.
+    Gathered(Reader<'a, f64>),
+}
+
 /// `iters` PageRank iterations, as [`super::local::pagerank`] (same operations, same order).
 ///
 /// # Errors
@@ -98,20 +107,27 @@ pub fn pagerank(rt: &Runtime, g: &FarGraph, iters: u32) -> anyhow::Result<FarVec
             }
         }
         let base = (1.0 - DAMPING) / n as f64 + DAMPING * dangling / n as f64;
-        let mut contrib_at = contrib.reader();
+        // The contributions are read at random, about ten times each: pinned whole when they
+        // fit (a read is then a table load and an element load), else through a cursor that
+        // gathers a block's worth at once (then the sums run over plain slices).
+        let mut contrib_at = match contrib.pin_all() {
+            Ok(p) => Contrib::Pinned(p),
+            Err(_) => Contrib::Gathered(contrib.reader()),
+        };
         for b in 0..next.num_chunks() {
             let len = (n - b * BLOCK).min(BLOCK);
             g.block_edges(b, len, &mut offs, &mut srcs)?;
-            // Gather the contributions of the block's in-edges, then sum plain slices.
-            vals.clear();
-            contrib_at.gather(srcs.iter().map(|&u| u as usize), &mut vals)?;
+            if let Contrib::Gathered(r) = &mut contrib_at {
+                vals.clear();
+                r.gather(srcs.iter().map(|&u| u as usize), &mut vals)?;
+            }
             out.clear();
             for v in 0..len {
-                let edges = &vals[(offs[v] - offs[0]) as usize..(offs[v + 1] - offs[0]) as usize];
-                let mut s = 0.0;
-                for &x in edges {
-                    s += x;
-                }
+                let edges = (offs[v] - offs[0]) as usize..(offs[v + 1] - offs[0]) as usize;
+                let s = match &contrib_at {
+                    Contrib::Pinned(p) => srcs[edges].iter().fold(0.0, |s, &u| s + p[u as usize]),
+                    Contrib::Gathered(_) => vals[edges].iter().fold(0.0, |s, &x| s + x),
+                };
                 out.push(base + DAMPING * s);
             }
             next.chunk_mut(b)?.copy_from_slice(&out);
