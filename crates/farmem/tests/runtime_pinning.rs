@@ -128,3 +128,24 @@ fn a_write_held_across_a_miss_is_kept() {
     assert!(!counter.is_local());
     assert_eq!(counter.get().unwrap(), expect);
 }
+
+/// A `FarSlice::pin` guard holds its slice with a pin, not a scope: reads of other slices, in
+/// fresh scopes or through more guards, still evict everything else while it lives.
+#[test]
+fn a_pin_guard_holds_only_its_slice() {
+    let rt = Runtime::new(RuntimeConfig::new(64 << 20)).unwrap();
+    let slices = eight_large_slices(&rt);
+    let first = slices[0].pin().unwrap();
+    for (i, sl) in slices.iter().enumerate().skip(1) {
+        let s = rt.scope();
+        let v = sl.read(&s).unwrap_or_else(|e| panic!("slice {i}: {e}"));
+        assert_eq!((v[0], v[SLICE - 1]), (i as u64, i as u64));
+        drop(s);
+        let p = sl.pin().unwrap_or_else(|e| panic!("pin of slice {i}: {e}"));
+        assert_eq!(p[SLICE / 3], i as u64);
+    }
+    assert!(first.iter().step_by(4093).all(|&x| x == 0));
+    drop(first);
+    farmem::test_support::evacuate_now(&rt);
+    assert!(!slices[0].is_local());
+}

@@ -198,12 +198,13 @@ impl RawFar {
         self.slot().load().is_present()
     }
 
-    /// Makes the object local and pins it where it is (see `pin`), with no scope left open;
-    /// returns the payload address. [`RawFar::unhold`] takes the pin back.
-    fn hold(&self) -> Result<usize> {
+    /// Makes the object local for a `mode` access and pins it where it is (see `pin`), with no
+    /// scope left open; returns the payload address. [`RawFar::unhold`] takes the pin back. For
+    /// writes the caller must hold the object exclusively until then.
+    pub(crate) fn hold(&self, mode: Mode) -> Result<usize> {
         loop {
             let s = Scope::new(&self.rt().counters);
-            let p = self.deref(&s, Mode::Read)?;
+            let p = self.deref(&s, mode)?;
             if super::pin::pin_at(self.slot(), p) {
                 return Ok(p);
             }
@@ -214,7 +215,7 @@ impl RawFar {
     }
 
     /// Takes back a pin of [`RawFar::hold`].
-    fn unhold(&self) {
+    pub(crate) fn unhold(&self) {
         super::pin::unpin(self.slot());
     }
 
@@ -591,7 +592,7 @@ impl<T: Pod> FarSlice<T> {
     /// # Errors
     /// As [`FarSlice::read`], or [`Error::TooManyPins`].
     pub(crate) fn hold(&self) -> Result<*const T> {
-        Ok(self.raw.hold()? as *const T)
+        Ok(self.raw.hold(Mode::Read)? as *const T)
     }
 
     /// Takes back one [`FarSlice::hold`].
