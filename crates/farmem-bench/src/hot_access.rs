@@ -1,6 +1,7 @@
 //! `farmem-bench hot-access`: element access to a resident `FarVec<u64>` against a `Vec<u64>`
 //! in the same run: sequential, strided and random; reads and writes; each access form the API
-//! offers (chunk slices, cursors, `read` under a scope, `get`).
+//! offers (chunk slices, cursors, a whole vector pinned with `pin_all`, `read` under a scope,
+//! `get`).
 //!
 //! Every figure is nanoseconds per element, the best of `--rounds` alternating measurements, and
 //! every loop's result is checked against the `Vec`'s. Targets: random element read through a
@@ -136,6 +137,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(a)
         })?;
         row(pattern, "reader().get(i)", f_c, v_r)?;
+        let f_p = best(r, idx.len(), || {
+            let p = far.pin_all()?;
+            Ok(idx.iter().fold(0u64, |a, &i| a.wrapping_add(p[i])))
+        })?;
+        row(pattern, "pin_all()[i]", f_p, v_r)?;
         let f_s = best(r, idx.len(), || {
             let s = rt.scope();
             let mut a = 0u64;

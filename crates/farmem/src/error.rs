@@ -191,6 +191,10 @@ pub enum Error {
     /// The runtime ran out of object handles.
     #[error("too many live far objects")]
     TooManyObjects,
+    /// An object is already held in place by as many pins as it can count (15), for example by
+    /// that many live [`PinnedVec`](crate::containers::PinnedVec)s of one vector.
+    #[error("object pinned too many times")]
+    TooManyPins,
 }
 
 impl Error {
@@ -206,7 +210,9 @@ impl Error {
             Self::Backend(e) => e.kind(),
             Self::Pool(_) => ErrorKind::Config,
             Self::LocalHeapExhausted { .. } => ErrorKind::LocalHeapExhausted,
-            Self::ObjectTooLarge { .. } | Self::TooManyObjects => ErrorKind::LimitExceeded,
+            Self::ObjectTooLarge { .. } | Self::TooManyObjects | Self::TooManyPins => {
+                ErrorKind::LimitExceeded
+            }
             Self::InvalidPtr(_) | Self::NoFarCopy => ErrorKind::InvalidArgument,
             Self::TypeMismatch { .. } => ErrorKind::TypeMismatch,
         }

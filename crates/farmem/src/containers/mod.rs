@@ -32,6 +32,7 @@ mod prefetch;
 mod sort;
 mod vec;
 mod vec_access;
+mod vec_pinned;
 
 pub use agent_ops::Offload;
 pub use elem::Primitive;
@@ -41,3 +42,4 @@ pub use hashmap::{FarHashMap, HashMapConfig, HashMapStats, PendingLookup};
 pub use list::{Cursor, FarList, FarQueue, FarStack};
 pub use vec::{FarVec, Iter};
 pub use vec_access::{Chunks, ChunksMut, Reader, Writer};
+pub use vec_pinned::PinnedVec;

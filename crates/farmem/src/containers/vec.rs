@@ -347,6 +347,20 @@ impl<T: Pod + Send + Sync> FarVec<T> {
     /// # Errors
     /// The runtime's error.
     pub fn prefetch_range(&self, range: std::ops::Range<usize>) -> Result<()> {
+        self.prefetch_range_mode(range, false)
+    }
+
+    /// Like [`FarVec::prefetch_range`], non-temporal: the chunks land in the regions evacuated
+    /// first, not marked hot (for data about to be streamed through once, for example by
+    /// [`FarVec::scan_range`], possibly from another thread running ahead of the reader).
+    ///
+    /// # Errors
+    /// The runtime's error.
+    pub fn prefetch_range_nt(&self, range: std::ops::Range<usize>) -> Result<()> {
+        self.prefetch_range_mode(range, true)
+    }
+
+    fn prefetch_range_mode(&self, range: std::ops::Range<usize>, nt: bool) -> Result<()> {
         let end = range.end.min(self.len);
         if range.start >= end {
             return Ok(());
@@ -354,7 +368,11 @@ impl<T: Pod + Send + Sync> FarVec<T> {
         let chunks = &self.chunks[range.start / self.chunk_len..end.div_ceil(self.chunk_len)];
         let w = Window::for_objects(&self.rt, self.chunk_len * size_of::<T>());
         for batch in chunks.chunks(w.batch) {
-            self.rt.prefetch(batch)?;
+            if nt {
+                self.rt.prefetch_nt(batch)?;
+            } else {
+                self.rt.prefetch(batch)?;
+            }
         }
         Ok(())
     }

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU32, Ordering as StdOrdering};
 
 use parking_lot::Mutex;
 
+use super::slot::Slot;
 use super::stats::CounterSet;
 use crate::loom::{AtomicU64, Ordering, fence, yield_now};
 
@@ -195,6 +196,10 @@ pub(crate) fn synchronize(runtime: u64, on_block: impl Fn()) {
     }
 }
 
+/// How many dereferences of each kind a scope remembers, so that a miss under it can pin
+/// exactly those and let the evacuator have the rest (see [`Scope::touched`]).
+const SEEN: usize = 4;
+
 /// A promise that far objects dereferenced under it stay where they are.
 ///
 /// References returned by [`FarBox::read`](crate::FarBox::read) and friends borrow the scope, so
@@ -223,6 +228,13 @@ pub struct Scope<'rt> {
     hits_base: Cell<u64>,
     /// Slow-path dereferences under this scope since then.
     slow: Cell<u64>,
+    /// The last [`SEEN`] fast-path hits' `(slot address, payload address)`, at `hits % SEEN`.
+    seen_hits: [Cell<(usize, usize)>; SEEN],
+    /// The first [`SEEN`] slow-path dereferences' (since the epoch was entered), at `slow`;
+    /// `(0, 0)` for one that failed.
+    seen_slow: [Cell<(usize, usize)>; SEEN],
+    /// Hits were counted in bulk since the epoch was entered, so `seen_hits` is incomplete.
+    untracked: Cell<bool>,
     /// An internal scope of a container cursor: it never hands out a reference that outlives
     /// the cursor call that made it.
     internal: bool,
@@ -258,6 +270,9 @@ impl<'rt> Scope<'rt> {
             hits: Cell::new(0),
             hits_base: Cell::new(0),
             slow: Cell::new(0),
+            seen_hits: Default::default(),
+            seen_slow: Default::default(),
+            untracked: Cell::new(false),
             internal,
             _not_send: PhantomData,
         }
@@ -273,6 +288,7 @@ impl<'rt> Scope<'rt> {
             self.ts.epoch.enter();
             self.hits_base.set(self.hits.get());
             self.slow.set(0);
+            self.untracked.set(false);
         }
     }
 
@@ -297,7 +313,49 @@ impl<'rt> Scope<'rt> {
     pub(crate) fn suspend(&self) -> Suspended {
         debug_assert!(self.unpinnable());
         self.ts.epoch.exit();
-        Suspended(self.ts.clone())
+        Suspended {
+            ts: self.ts.clone(),
+            pins: Vec::new(),
+        }
+    }
+
+    /// Every object dereferenced under this scope since the thread entered its epoch, as
+    /// `(slot address, payload address)` pairs without repeats, when the scope knows them all:
+    /// it is the thread's only user scope (cursors' internal scopes keep no reference between
+    /// calls) and made at most [`SEEN`] hits and [`SEEN`] slow-path dereferences, none counted
+    /// in bulk. `None` otherwise.
+    pub(crate) fn touched(&self) -> Option<Vec<(usize, usize)>> {
+        if self.internal || self.ts.user_depth.load(StdOrdering::Relaxed) != 1 {
+            return None;
+        }
+        let (base, hits, slow) = (self.hits_base.get(), self.hits.get(), self.slow.get());
+        if self.untracked.get() || hits - base > SEEN as u64 || slow > SEEN as u64 {
+            return None;
+        }
+        let mut out: Vec<(usize, usize)> = Vec::with_capacity(2 * SEEN);
+        let hit_cells = (base..hits).map(|h| &self.seen_hits[h as usize % SEEN]);
+        for c in hit_cells.chain(&self.seen_slow[..slow as usize]) {
+            let e = c.get();
+            if e != (0, 0) && !out.contains(&e) {
+                out.push(e);
+            }
+        }
+        Some(out)
+    }
+
+    /// Leaves the thread's epoch until the returned guard is dropped, which re-enters it and
+    /// then takes back `pins`: one pin (see `pin`) on each of these slots. The caller has pinned
+    /// every object this scope dereferenced ([`Scope::touched`]) and dereferences nothing
+    /// meanwhile.
+    ///
+    /// # Safety
+    /// Every pointer in `pins` is a slot of a runtime that outlives the guard.
+    pub(crate) unsafe fn suspend_pinned(&self, pins: Vec<*const Slot>) -> Suspended {
+        self.ts.epoch.exit();
+        Suspended {
+            ts: self.ts.clone(),
+            pins,
+        }
     }
 
     /// Whether some evacuator is waiting for the thread to leave its current epoch.
@@ -317,10 +375,15 @@ impl<'rt> Scope<'rt> {
         false
     }
 
-    /// Notes a dereference that took the slow path (it hands out a reference too).
+    /// Notes a dereference of `slot` that took the slow path: it hands out a reference to the
+    /// payload at `at` (`None` when it failed).
     #[inline]
-    pub(crate) fn count_slow(&self) {
-        self.slow.set(self.slow.get() + 1);
+    pub(crate) fn count_slow(&self, slot: &Slot, at: Option<usize>) {
+        let n = self.slow.get();
+        if let Some(c) = self.seen_slow.get(n as usize) {
+            c.set(at.map_or((0, 0), |a| (std::ptr::from_ref(slot) as usize, a)));
+        }
+        self.slow.set(n + 1);
     }
 
     /// Whether this is the thread's outermost (only) scope.
@@ -328,14 +391,29 @@ impl<'rt> Scope<'rt> {
         self.ts.depth.load(StdOrdering::Relaxed) == 1
     }
 
-    /// Counts a fast-path hit.
+    /// Counts a fast-path hit of `slot`, whose payload is at `at`.
     #[inline(always)]
-    pub(crate) fn count_hit(&self) {
-        self.hits.set(self.hits.get() + 1);
+    pub(crate) fn count_hit(&self, slot: &Slot, at: usize) {
+        let n = self.hits.get();
+        self.seen_hits[n as usize % SEEN].set((std::ptr::from_ref(slot) as usize, at));
+        self.hits.set(n + 1);
     }
 
-    /// Counts `n` fast-path hits at once (for loops that count in a register).
+    /// Counts `n` fast-path hits of an internal scope (a cursor's), which needs no record of
+    /// them.
+    #[inline(always)]
+    pub(crate) fn count_hits_internal(&self, n: u64) {
+        debug_assert!(self.internal);
+        self.hits.set(self.hits.get() + n);
+    }
+
+    /// Counts `n` fast-path hits at once (for loops that count in a register). They are not
+    /// remembered, so a miss under this scope cannot tell what it pins (see
+    /// [`Scope::touched`]).
     pub(crate) fn count_hits(&self, n: u64) {
+        if n > 0 {
+            self.untracked.set(true);
+        }
         self.hits.set(self.hits.get() + n);
     }
 
@@ -364,9 +442,20 @@ impl Drop for Scope<'_> {
     }
 }
 
-/// A thread outside its epoch for a while (see [`Scope::suspend`]); re-enters it when dropped.
+/// A thread outside its epoch for a while (see [`Scope::suspend`]); re-enters it when dropped,
+/// then takes back the pins it holds (see [`Scope::suspend_pinned`]).
 #[derive(Debug)]
-pub(crate) struct Suspended(Arc<ThreadState>);
+pub(crate) struct Suspended {
+    ts: Arc<ThreadState>,
+    pins: Vec<*const Slot>,
+}
+
+impl Suspended {
+    /// Whether the thread pinned objects to leave its epoch.
+    pub(crate) fn holds_pins(&self) -> bool {
+        !self.pins.is_empty()
+    }
+}
 
 /// Leaves the calling thread's epoch until the returned guard is dropped, if the thread is
 /// inside one only through cursors' internal scopes (which keep no reference between calls; see
@@ -379,12 +468,21 @@ pub(crate) fn suspend_cursor_thread() -> Option<Suspended> {
         return None;
     }
     ts.epoch.exit();
-    Some(Suspended(ts))
+    Some(Suspended {
+        ts,
+        pins: Vec::new(),
+    })
 }
 
 impl Drop for Suspended {
     fn drop(&mut self) {
-        self.0.epoch.enter();
+        // Back inside the epoch first: from then on the evacuator waits for this thread before
+        // it moves anything it marks, so the pins can go.
+        self.ts.epoch.enter();
+        for &slot in &self.pins {
+            // SAFETY: `suspend_pinned`'s caller promised the slots outlive this guard.
+            super::pin::unpin(unsafe { &*slot });
+        }
     }
 }
 

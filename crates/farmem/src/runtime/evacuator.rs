@@ -47,6 +47,19 @@ struct Marked {
     hot: bool,
     /// Index of the region in the round's list, or `None` for a dedicated allocation.
     region: Option<usize>,
+    /// Pinned (see `pin`): not marked, kept where it is.
+    pinned: bool,
+}
+
+/// What [`mark`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mark {
+    /// Marked; whether it was hot.
+    Marked { hot: bool },
+    /// Not (or no longer) there, or already marked: nothing to do.
+    Absent,
+    /// Pinned in place: its region (or dedicated allocation) must be kept.
+    Pinned,
 }
 
 /// What [`acquire`] found.
@@ -59,23 +72,50 @@ pub(crate) enum Acquired {
     Cancelled,
 }
 
-/// Marks the object at `at` `MOVING` (clearing its hot bit); returns whether it was hot, or
-/// `None` when it is not (or no longer) there, or already marked.
-pub(crate) fn mark(slot: &Slot, at: usize) -> Option<bool> {
+/// Marks the object at `at` `MOVING` (clearing its hot bit), unless it is not (or no longer)
+/// there, already marked, or pinned.
+pub(crate) fn mark(slot: &Slot, at: usize) -> Mark {
     let mut spins = 0;
     loop {
         let w = slot.load();
         if !w.is_present() || w.addr() != at || w.is_moving() {
-            return None;
+            return Mark::Absent;
         }
         if w.is_busy() {
             backoff(&mut spins);
             continue;
         }
+        if w.pins() > 0 {
+            return Mark::Pinned;
+        }
         if slot.replace(w, w.marked()) {
-            return Some(w.is_hot());
+            return Mark::Marked { hot: w.is_hot() };
         }
     }
+}
+
+/// The round's record of what [`mark`] did to one object, if it has to be visited again.
+fn marked(
+    m: Mark,
+    slot: u32,
+    addr: usize,
+    len: usize,
+    region: Option<usize>,
+    force: bool,
+) -> Option<Marked> {
+    let (hot, pinned) = match m {
+        Mark::Marked { hot } => (hot && !force, false),
+        Mark::Pinned => (false, true),
+        Mark::Absent => return None,
+    };
+    Some(Marked {
+        slot,
+        addr,
+        len,
+        hot,
+        region,
+        pinned,
+    })
 }
 
 /// After the grace period: claims a marked object still at `at`.
@@ -156,30 +196,22 @@ pub(crate) fn round(ev: &Evacuation<'_>, lane: usize, target: usize, force: bool
             let Some(slot) = ev.slots.get(slot_idx) else {
                 continue;
             };
-            if let Some(hot) = mark(slot, at).map(|h| h && !force) {
-                marked.push(Marked {
-                    slot: slot_idx,
-                    addr: at,
-                    len,
-                    hot,
-                    region: Some(ri),
-                });
-            }
+            marked.extend(self::marked(
+                mark(slot, at),
+                slot_idx,
+                at,
+                len,
+                Some(ri),
+                force,
+            ));
         }
     }
     for l in &larges {
         let Some(slot) = ev.slots.get(l.slot) else {
             continue;
         };
-        if let Some(hot) = mark(slot, l.addr).map(|h| h && !force) {
-            marked.push(Marked {
-                slot: l.slot,
-                addr: l.addr,
-                len: slot.len(),
-                hot,
-                region: None,
-            });
-        }
+        let m = mark(slot, l.addr);
+        marked.extend(self::marked(m, l.slot, l.addr, slot.len(), None, force));
     }
 
     epoch::synchronize(ev.runtime, || ev.heap.notify_freed());
@@ -256,6 +288,10 @@ impl Round<'_> {
     }
 
     fn process(&mut self, m: Marked) {
+        if m.pinned {
+            self.keep(&m);
+            return;
+        }
         let Some(slot) = self.ev.slots.get(m.slot) else {
             return;
         };
@@ -450,6 +486,25 @@ mod loom_tests {
         epoch.exit();
     }
 
+    /// One evacuation of the object at `OLD` by the real `mark` and `acquire`, with the grace
+    /// period of `epoch::synchronize` for the one mutator thread: evict (the far copy holds
+    /// VALUE), then reuse the old location.
+    fn evacuate(slot: &Slot, epoch: &Epoch, old: &UnsafeCell<u64>) {
+        if matches!(mark(slot, OLD), Mark::Marked { .. }) {
+            fence(Ordering::SeqCst);
+            let snap = epoch.load();
+            epoch.wait_past(snap);
+            match acquire(slot, OLD) {
+                Acquired::Mine(_) => {
+                    slot.store(Word::FAR);
+                    wr(old, 99);
+                }
+                Acquired::Gone => wr(old, 99),
+                Acquired::Cancelled => {}
+            }
+        }
+    }
+
     fn model(mode: Mode, start: Word) {
         loom::model(move || {
             let slot = Arc::new(Slot::new_detached_for_test(start));
@@ -461,21 +516,59 @@ mod loom_tests {
                     (slot.clone(), epoch.clone(), old.clone(), new.clone());
                 loom::thread::spawn(move || mutator(&slot, &epoch, mode, &old, &new))
             };
-            if mark(&slot, OLD).is_some() {
-                // The grace period of `epoch::synchronize`, for the one mutator thread.
-                fence(Ordering::SeqCst);
-                let snap = epoch.load();
-                epoch.wait_past(snap);
-                match acquire(&slot, OLD) {
-                    Acquired::Mine(_) => {
-                        // Evict (the far copy holds VALUE), then reuse the old location.
-                        slot.store(Word::FAR);
-                        wr(&old, 99);
+            evacuate(&slot, &epoch, &old);
+            m.join().unwrap();
+        });
+    }
+
+    /// A mutator that dereferences the object, pins it, leaves its epoch (as a scope blocked on
+    /// a miss does) and reads it again outside: the evacuator must not reuse the location while
+    /// the pin holds, whatever it marked before.
+    #[test]
+    fn loom_pinned_object_outlives_the_epoch() {
+        use crate::runtime::pin::{pin_at, unpin};
+        loom::model(|| {
+            let start = Word::local(OLD).with_hot(true).with_far_copy(true);
+            let slot = Arc::new(Slot::new_detached_for_test(start));
+            let epoch = Arc::new(Epoch::new());
+            let old = Arc::new(UnsafeCell::new(VALUE));
+            let new = Arc::new(UnsafeCell::new(0u64));
+            let m = {
+                let (slot, epoch, old, new) =
+                    (slot.clone(), epoch.clone(), old.clone(), new.clone());
+                loom::thread::spawn(move || {
+                    epoch.enter();
+                    let fetch = |w: Word| -> Result<Option<usize>> {
+                        if !slot.claim(w) {
+                            return Ok(None);
+                        }
+                        wr(&new, VALUE);
+                        slot.store(Word::fetched(NEW, false, Mode::Read));
+                        Ok(Some(NEW))
+                    };
+                    let relocate = |w: Word| {
+                        // No room to move: cancel the mark, as `self_move` does.
+                        if slot.claim(w) {
+                            slot.store(w.unmarked());
+                        }
+                    };
+                    let got = resolve(&slot, Mode::Read, fetch, relocate)
+                        .expect("the model's fetch cannot fail");
+                    let pinned = pin_at(&slot, got.addr);
+                    if pinned {
+                        epoch.exit();
                     }
-                    Acquired::Gone => wr(&old, 99),
-                    Acquired::Cancelled => {}
-                }
-            }
+                    // SAFETY: `cell` returns one of the two cells, alive for the whole run.
+                    let v = rd(unsafe { &*cell(got.addr, &old, &new) });
+                    assert_eq!(v, VALUE, "read a reused location");
+                    if pinned {
+                        epoch.enter();
+                        unpin(&slot);
+                    }
+                    epoch.exit();
+                })
+            };
+            evacuate(&slot, &epoch, &old);
             m.join().unwrap();
         });
     }

@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -57,6 +57,8 @@ struct RegionMeta {
     pending: AtomicU32,
     /// Bytes used, valid once sealed.
     top: AtomicUsize,
+    /// Free with its pages kept (see `Heap::release_region`).
+    warm: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -103,6 +105,9 @@ pub(crate) struct Heap {
     lanes: Box<[Mutex<OpenRegion>]>,
     mutator_lanes: usize,
     used: AtomicUsize,
+    /// Bytes of free regions whose pages were kept: at most `budget - used`, so the heap's
+    /// resident memory stays within the budget as if they had been given back.
+    warm: AtomicUsize,
     pub(crate) budget: usize,
     pub(crate) slack: usize,
     freed_lock: Mutex<()>,
@@ -136,6 +141,7 @@ impl Heap {
                 .map(|_| RegionMeta {
                     pending: AtomicU32::new(0),
                     top: AtomicUsize::new(0),
+                    warm: AtomicBool::new(false),
                 })
                 .collect(),
             free: Mutex::new((0..nregions as u32).rev().collect()),
@@ -147,6 +153,7 @@ impl Heap {
                 .collect(),
             mutator_lanes,
             used: AtomicUsize::new(0),
+            warm: AtomicUsize::new(0),
             budget,
             slack: slack_regions * region_size,
             freed_lock: Mutex::new(()),
@@ -207,8 +214,13 @@ impl Heap {
             return None;
         }
         let r = self.free.lock().pop();
-        if r.is_none() {
-            self.uncharge(self.region_size);
+        match r {
+            None => self.uncharge(self.region_size),
+            Some(r) => {
+                if self.regions[r as usize].warm.swap(false, Ordering::Relaxed) {
+                    self.warm.fetch_sub(self.region_size, Ordering::Relaxed);
+                }
+            }
         }
         r
     }
@@ -416,12 +428,23 @@ impl Heap {
         out
     }
 
-    /// Gives an emptied region back.
+    /// Gives an emptied region back. Its pages stay (the region is free but warm, and the
+    /// next allocation that takes it does not fault them in again) while the heap's used bytes
+    /// and the warm regions' fit the budget; otherwise they go back to the OS.
     pub(crate) fn release_region(&self, r: u32) {
-        let base = self.region_base(r);
-        if let Some(p) = NonNull::new(base as *mut u8) {
+        let rs = self.region_size;
+        let used_after = self.used().saturating_sub(rs);
+        let warm = self
+            .warm
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                (used_after + w + rs <= self.budget).then_some(w + rs)
+            })
+            .is_ok();
+        if warm {
+            self.regions[r as usize].warm.store(true, Ordering::Relaxed);
+        } else if let Some(p) = NonNull::new(self.region_base(r) as *mut u8) {
             // SAFETY: the region is empty (no handle word points into it) and not open.
-            unsafe { sys::discard(p, self.region_size) };
+            unsafe { sys::discard(p, rs) };
         }
         self.regions[r as usize].top.store(0, Ordering::Relaxed);
         self.free.lock().push(r);

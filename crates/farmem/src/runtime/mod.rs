@@ -21,6 +21,7 @@ mod frees;
 mod heap;
 mod ids;
 mod object;
+mod pin;
 mod slot;
 mod stats;
 mod word;
@@ -93,6 +94,10 @@ pub(crate) struct Inner {
     number: u64,
     high_bytes: usize,
     low_bytes: usize,
+    /// The largest allocation waiting for room (0 if none): the evacuator makes room for it
+    /// even below the high watermark (a large object may not fit in what is left under it).
+    /// A hint, reset by every allocation that succeeds and raised again by those still waiting.
+    wanted: AtomicUsize,
 }
 
 /// A far-memory runtime: a local heap of far objects with a budget, a backend, evacuators.
@@ -169,6 +174,7 @@ impl Runtime {
             number,
             high_bytes: (budget * cfg.high_watermark) as usize,
             low_bytes: (budget * cfg.low_watermark) as usize,
+            wanted: AtomicUsize::new(0),
             cfg,
             signal: Arc::new(Signal::default()),
             frees: FreeQueue::default(),
@@ -344,11 +350,11 @@ impl Inner {
     }
 
     fn needs_evacuation(&self) -> bool {
-        self.heap.used() > self.high_bytes
+        self.heap.used() + self.wanted.load(Ordering::Relaxed) > self.high_bytes
     }
 
     fn evacuation_target(&self) -> usize {
-        self.heap.used().saturating_sub(self.low_bytes)
+        (self.heap.used() + self.wanted.load(Ordering::Relaxed)).saturating_sub(self.low_bytes)
     }
 
     fn wake_evacuator(&self) {
@@ -406,10 +412,16 @@ impl Inner {
         let mut suspended = None;
         loop {
             if let Some(a) = self.heap.alloc(lane, slot, len, self.heap.budget) {
+                if self.wanted.load(Ordering::Relaxed) != 0 {
+                    self.wanted.store(0, Ordering::Relaxed);
+                }
                 if self.needs_evacuation() {
                     self.wake_evacuator();
                 }
                 return Ok(a);
+            }
+            if !evacuator {
+                self.wanted.fetch_max(len, Ordering::Relaxed);
             }
             let st = epoch::scope_state(self.number);
             let foreign = st.waited_for && !st.by_own;
@@ -430,9 +442,11 @@ impl Inner {
             }
             if blocked && suspended.is_none() && !evacuator {
                 // No slack left either. If nothing of ours is pinned, get out of the
-                // evacuator's way and wait like a thread outside any scope.
+                // evacuator's way and wait like a thread outside any scope; if the scope knows
+                // what it dereferenced, pin just that and do the same.
                 suspended = match scope {
-                    Some(s) => s.unpinnable().then(|| s.suspend()),
+                    Some(s) if s.unpinnable() => Some(s.suspend()),
+                    Some(s) => self.pin_touched(s, len),
                     None => epoch::suspend_cursor_thread(),
                 };
                 if suspended.is_some() {
@@ -442,15 +456,54 @@ impl Inner {
             self.wake_evacuator();
             let timed_out = start.elapsed() > self.cfg.alloc_timeout;
             if blocked || timed_out || evacuator {
+                let pinned = blocked || suspended.as_ref().is_some_and(|s| s.holds_pins());
                 return Err(Error::LocalHeapExhausted {
                     budget: self.heap.budget,
                     in_use: self.heap.used(),
-                    pinned: blocked,
+                    pinned,
                     cause: self.last_error.lock().clone(),
                 });
             }
             self.heap.wait_freed(Duration::from_millis(1));
         }
+    }
+}
+
+impl Inner {
+    /// Pins every object `scope` dereferenced (all of this runtime) and leaves the thread's
+    /// epoch, for an allocation of `len` bytes that must wait for room. `None` (nothing pinned)
+    /// when the scope does not know what it dereferenced ([`Scope::touched`]), when one of those
+    /// objects belongs to another runtime or has moved, or when what it pins leaves no room for
+    /// `len` bytes anyway.
+    fn pin_touched(&self, scope: &Scope<'_>, len: usize) -> Option<epoch::Suspended> {
+        let touched = scope.touched()?;
+        let mut pins: Vec<&slot::Slot> = Vec::with_capacity(touched.len());
+        let mut bytes = len;
+        let mut ok = true;
+        for (slot, at) in touched {
+            let Some(slot) = self.slots.find(slot) else {
+                ok = false;
+                break;
+            };
+            if pin::pin_at(slot, at) {
+                pins.push(slot);
+                bytes += slot.len();
+            } else if slot.load().is_present() {
+                // Moved by another thread since (its old copy waits for this thread's epoch),
+                // or the slot was reused: keep everything.
+                ok = false;
+                break;
+            }
+            // Not local: freed or invalidated since, so no reference to it is alive.
+        }
+        if !ok || bytes > self.heap.budget {
+            pins.into_iter().for_each(pin::unpin);
+            return None;
+        }
+        let pins = pins.into_iter().map(std::ptr::from_ref).collect();
+        // SAFETY: the slots are this runtime's, and `self` outlives the guard (a local of the
+        // allocation that borrows it).
+        Some(unsafe { scope.suspend_pinned(pins) })
     }
 }
 

@@ -247,7 +247,9 @@ impl Inner {
         self.slots.release(idx);
     }
 
-    /// Fetches every listed non-local object in one `get_many`; returns how many it fetched.
+    /// Fetches the listed non-local objects in one `get_many` (waiting for room for the first
+    /// one only, stopping at the first later one that does not fit); returns how many it
+    /// fetched.
     /// With `nt`, the objects land in the non-temporal lane (evacuated first) marked `NT`.
     pub(crate) fn prefetch(&self, idxs: &[u32], nt: bool) -> Result<usize> {
         let lane = if nt { Lane::Nt } else { self.mutator_lane() };
@@ -260,12 +262,21 @@ impl Inner {
             };
             let w = slot.load();
             if !w.is_present() && !w.is_busy() && w.has_far_copy() {
+                if !candidates.is_empty() {
+                    // Only the first object waits for room: waiting while holding the
+                    // allocations found so far would keep their regions from the evacuator.
+                    match self.heap.alloc(lane, i, slot.len(), self.heap.budget) {
+                        Some(a) => candidates.push((slot, w, a)),
+                        None => {
+                            self.wake_evacuator();
+                            break;
+                        }
+                    }
+                    continue;
+                }
                 match self.alloc_space(lane, i, slot.len(), None) {
                     Ok(a) => candidates.push((slot, w, a)),
-                    Err(e) => {
-                        candidates.into_iter().for_each(|c| self.heap.abandon(c.2));
-                        return Err(e);
-                    }
+                    Err(e) => return Err(e),
                 }
             }
         }

@@ -239,6 +239,23 @@ impl SlotTable {
         Some(unsafe { &(*chunk).words[idx as usize & (CHUNK - 1)] })
     }
 
+    /// The slot at address `addr`, if it is one of this table's.
+    pub(crate) fn find(&self, addr: usize) -> Option<&Slot> {
+        let chunk = addr & !(CHUNK_ALIGN - 1);
+        let n = self.nchunks.load(Ordering::Acquire);
+        let c = self.chunks[..n]
+            .iter()
+            .map(|c| c.load(Ordering::Acquire))
+            .find(|&c| c as usize == chunk)?;
+        let offset = addr - chunk;
+        if !offset.is_multiple_of(size_of::<Slot>()) {
+            return None;
+        }
+        // SAFETY: `c` is an initialised chunk of this table, alive until `self` drops; the offset
+        // is within its word array (which fills `CHUNK_ALIGN` bytes) and slot-aligned.
+        Some(unsafe { &(*c).words[offset / size_of::<Slot>()] })
+    }
+
     /// Allocates and initialises chunk number `n`.
     fn new_chunk(&self, n: usize) -> Result<*mut Chunk> {
         let rt = self.rt.load(Ordering::Acquire);

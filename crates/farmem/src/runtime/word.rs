@@ -6,6 +6,7 @@
 //! | bits  | meaning                                                                  |
 //! |-------|--------------------------------------------------------------------------|
 //! | 16-63 | local address of the payload (user-space addresses fit 48 bits)          |
+//! | 12-15 | pin count: explicit pins that keep the local copy where it is (see `pin`) |
 //! | 11    | `LARGE`: the local copy is a dedicated allocation, not in a region       |
 //! | 10    | `REMOTE`: a far copy exists (it must be freed with the object)           |
 //! | 9     | `NT`: fetched by a non-temporal access (evict first, not hot)            |
@@ -32,6 +33,14 @@ const DIRTY: u64 = 1 << 8;
 const NT: u64 = 1 << 9;
 const REMOTE: u64 = 1 << 10;
 const LARGE: u64 = 1 << 11;
+/// Where the pin count starts.
+const PIN_SHIFT: u32 = 12;
+/// One pin.
+const PIN_ONE: u64 = 1 << PIN_SHIFT;
+/// The pin-count bits.
+const PINS: u64 = 0xf << PIN_SHIFT;
+/// The most pins a word holds.
+pub(crate) const MAX_PINS: u64 = PINS >> PIN_SHIFT;
 /// The low byte of a word a read can use as is.
 const READY: u8 = (PRESENT | HOT) as u8;
 
@@ -229,6 +238,27 @@ impl Word {
         Self(Self::local(to).0 | (self.0 & (DIRTY | REMOTE)) | HOT)
     }
 
+    /// How many explicit pins hold the local copy in place.
+    pub(crate) const fn pins(self) -> u64 {
+        (self.0 & PINS) >> PIN_SHIFT
+    }
+
+    /// One more pin, and any evacuator mark withdrawn (the object stays where it is); `None`
+    /// when the count is full.
+    pub(crate) const fn pinned(self) -> Option<Self> {
+        if self.pins() == MAX_PINS {
+            None
+        } else {
+            Some(Self((self.0 + PIN_ONE) & !MOVING))
+        }
+    }
+
+    /// One pin fewer (the count must not be zero).
+    pub(crate) const fn unpinned(self) -> Self {
+        debug_assert!(self.pins() > 0);
+        Self(self.0 - PIN_ONE)
+    }
+
     /// Written back: clean, with a far copy.
     pub(crate) const fn cleaned(self) -> Self {
         Self((self.0 & !DIRTY) | REMOTE)
@@ -269,6 +299,8 @@ mod tests {
     fn flags_live_in_the_low_byte_or_above_it_never_in_the_address() {
         let all = PRESENT | HOT | MOVING | BUSY | DIRTY | NT | REMOTE | LARGE;
         assert_eq!(all & ADDR, 0);
+        assert_eq!((all | PINS) & ADDR, 0);
+        assert_eq!(all & PINS, 0, "the pin count has bits of its own");
         assert_eq!(all & 0xf, 0, "bits 0-3 stay clear");
         assert_eq!(
             (PRESENT | HOT | MOVING | BUSY) >> 8,
@@ -318,6 +350,24 @@ mod tests {
         assert_eq!(m.claimed().unmarked(), w.with_hot(false));
         assert!(!w.cleaned().needs_writeback() && w.cleaned().has_far_copy());
         assert!(Word::local(AT).needs_writeback());
+    }
+
+    #[test]
+    fn pins_count_keep_the_address_and_the_hit_and_withdraw_a_mark() {
+        let w = Word::fetched(AT, false, Mode::Read);
+        let p = w.marked().pinned().unwrap();
+        assert_eq!((p.pins(), p.addr(), p.is_moving()), (1, AT, false));
+        let hot = w.pinned().unwrap();
+        assert!(hot.hit(Mode::Read), "a pin does not slow a hit");
+        assert_eq!(hot.touched(Mode::Write).pins(), 1);
+        assert_eq!(hot.cleaned().pins(), 1);
+        let mut full = w;
+        for _ in 0..MAX_PINS {
+            full = full.pinned().unwrap();
+        }
+        assert_eq!(full.addr(), AT);
+        assert!(full.pinned().is_none());
+        assert_eq!(hot.unpinned(), w);
     }
 
     proptest! {

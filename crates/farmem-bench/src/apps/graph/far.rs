@@ -1,10 +1,13 @@
 //! The kernels over far vectors (farmem object mode), written the way the API makes fast:
 //! per-vertex vectors zipped chunk by chunk as plain slices, the edges of a block of vertices
 //! read with one `scan_range` each (non-temporal: the edges stream through without pushing the
-//! ranks out), and the random reads of the previous iteration's values through a cursor
-//! (PageRank gathers a block's worth at once, then sums plain slices).
+//! ranks out), and the random reads of the previous iteration's values through a vector pinned
+//! whole when it fits the budget (`FarVec::pin_all`), else through a cursor (PageRank gathers a
+//! block's worth at once, then sums plain slices).
 
-use farmem::containers::FarVec;
+use std::sync::{Condvar, Mutex, PoisonError};
+
+use farmem::containers::{FarVec, PinnedVec, Reader};
 use farmem::{Pod, Runtime};
 
 use super::{BLOCK, Csr, DAMPING, Summary};
@@ -72,6 +75,64 @@ impl FarGraph {
     }
 }
 
+/// Blocks the edge read-ahead may run ahead of the reader.
+const READ_AHEAD: usize = 2;
+
+/// Runs `body` while a helper thread fetches the offsets and in-edges of the blocks just ahead
+/// of the one `body` reports reading (through the function it is given), so that the transfer
+/// of the next blocks overlaps the sums of this one. The read-ahead is a hint: its failures
+/// only mean that `body`'s own reads fetch.
+fn with_edge_read_ahead<R>(
+    g: &FarGraph,
+    blocks: usize,
+    body: impl FnOnce(&dyn Fn(usize)) -> R,
+) -> R {
+    // The block being read, and whether the reader is done.
+    let progress = Mutex::new((0usize, false));
+    let moved = Condvar::new();
+    let n = g.vertices();
+    std::thread::scope(|ts| {
+        ts.spawn(|| {
+            for b in 1..blocks {
+                {
+                    let mut p = progress.lock().unwrap_or_else(PoisonError::into_inner);
+                    while !p.1 && p.0 + READ_AHEAD < b {
+                        p = moved.wait(p).unwrap_or_else(PoisonError::into_inner);
+                    }
+                    if p.1 {
+                        return;
+                    }
+                }
+                let (lo, hi) = (b * BLOCK, ((b + 1) * BLOCK).min(n));
+                let (Ok(first), Ok(end)) = (g.offsets.get(lo), g.offsets.get(hi)) else {
+                    return;
+                };
+                if g.sources
+                    .prefetch_range_nt(first as usize..end as usize)
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let set = |b: usize, done: bool| {
+            *progress.lock().unwrap_or_else(PoisonError::into_inner) = (b, done);
+            moved.notify_all();
+        };
+        let r = body(&|b| set(b, false));
+        set(blocks, true);
+        r
+    })
+}
+
+/// How PageRank reads the previous iteration's contributions.
+enum Contrib<'a> {
+    /// The whole vector pinned local.
+    Pinned(PinnedVec<'a, f64>),
+    /// A cursor that gathers a block's worth into a buffer.
+    Gathered(Reader<'a, f64>),
+}
+
 /// `iters` PageRank iterations, as [`super::local::pagerank`] (same operations, same order).
 ///
 /// # Errors
@@ -98,24 +159,37 @@ pub fn pagerank(rt: &Runtime, g: &FarGraph, iters: u32) -> anyhow::Result<FarVec
             }
         }
         let base = (1.0 - DAMPING) / n as f64 + DAMPING * dangling / n as f64;
-        let mut contrib_at = contrib.reader();
-        for b in 0..next.num_chunks() {
-            let len = (n - b * BLOCK).min(BLOCK);
-            g.block_edges(b, len, &mut offs, &mut srcs)?;
-            // Gather the contributions of the block's in-edges, then sum plain slices.
-            vals.clear();
-            contrib_at.gather(srcs.iter().map(|&u| u as usize), &mut vals)?;
-            out.clear();
-            for v in 0..len {
-                let edges = &vals[(offs[v] - offs[0]) as usize..(offs[v + 1] - offs[0]) as usize];
-                let mut s = 0.0;
-                for &x in edges {
-                    s += x;
+        // The contributions are read at random, about ten times each: pinned whole when they
+        // fit (a read is then a table load and an element load), else through a cursor that
+        // gathers a block's worth at once (then the sums run over plain slices).
+        let mut contrib_at = match contrib.pin_all() {
+            Ok(p) => Contrib::Pinned(p),
+            Err(_) => Contrib::Gathered(contrib.reader()),
+        };
+        with_edge_read_ahead(g, next.num_chunks(), |reading| -> anyhow::Result<()> {
+            for b in 0..next.num_chunks() {
+                reading(b);
+                let len = (n - b * BLOCK).min(BLOCK);
+                g.block_edges(b, len, &mut offs, &mut srcs)?;
+                if let Contrib::Gathered(r) = &mut contrib_at {
+                    vals.clear();
+                    r.gather(srcs.iter().map(|&u| u as usize), &mut vals)?;
                 }
-                out.push(base + DAMPING * s);
+                out.clear();
+                for v in 0..len {
+                    let edges = (offs[v] - offs[0]) as usize..(offs[v + 1] - offs[0]) as usize;
+                    let s = match &contrib_at {
+                        Contrib::Pinned(p) => {
+                            srcs[edges].iter().fold(0.0, |s, &u| s + p[u as usize])
+                        }
+                        Contrib::Gathered(_) => vals[edges].iter().fold(0.0, |s, &x| s + x),
+                    };
+                    out.push(base + DAMPING * s);
+                }
+                next.chunk_mut(b)?.copy_from_slice(&out);
             }
-            next.chunk_mut(b)?.copy_from_slice(&out);
-        }
+            Ok(())
+        })?;
         drop(contrib_at);
         std::mem::swap(&mut rank, &mut next);
     }

@@ -6,8 +6,11 @@ use crate::runtime::Runtime;
 use crate::runtime::slot::Slot;
 
 impl Runtime {
-    /// Fetches every listed object that is not local in one backend round trip (`get_many`).
-    /// Objects of other runtimes are skipped. Returns how many objects were fetched.
+    /// Fetches every listed object that is not local in one backend round trip (`get_many`),
+    /// as far as the local budget allows: it waits for room for the first object only, and
+    /// stops at the first later one there is no room for (a prefetch never holds memory it has
+    /// found while it waits for more). Objects of other runtimes are skipped. Returns how many
+    /// objects were fetched.
     ///
     /// # Errors
     /// The backend's error, or [`Error::LocalHeapExhausted`](crate::Error::LocalHeapExhausted); objects not fetched stay far.

@@ -166,14 +166,14 @@ impl RawFar {
     fn deref(&self, s: &Scope<'_>, mode: Mode) -> Result<usize> {
         let w = self.slot().load();
         if w.hit(mode) {
-            // One increment of a counter in the caller's scope (its stack): cheap enough to
-            // count every hit.
-            s.count_hit();
+            // One increment of a counter in the caller's scope (its stack) and one store of
+            // what was hit: cheap enough to count and remember every hit.
+            s.count_hit(self.slot(), w.addr());
             return Ok(w.addr());
         }
         std::hint::cold_path();
         let r = self.rt().deref_slow(self.idx(), self.slot(), mode, s);
-        s.count_slow();
+        s.count_slow(self.slot(), r.as_ref().ok().copied());
         r
     }
 
@@ -185,7 +185,9 @@ impl RawFar {
         let w = self.slot().load();
         if w.hit(mode) {
             if count {
-                s.count_hit();
+                // The containers' cursors use this, under internal scopes that never pin what
+                // they dereferenced (see `Scope::touched`): count without remembering.
+                s.count_hits_internal(1);
             }
             return Some(w.addr());
         }
@@ -194,6 +196,27 @@ impl RawFar {
 
     fn is_local(&self) -> bool {
         self.slot().load().is_present()
+    }
+
+    /// Makes the object local for a `mode` access and pins it where it is (see `pin`), with no
+    /// scope left open; returns the payload address. [`RawFar::unhold`] takes the pin back. For
+    /// writes the caller must hold the object exclusively until then.
+    pub(crate) fn hold(&self, mode: Mode) -> Result<usize> {
+        loop {
+            let s = Scope::new(&self.rt().counters);
+            let p = self.deref(&s, mode)?;
+            if super::pin::pin_at(self.slot(), p) {
+                return Ok(p);
+            }
+            if self.slot().load().pins() == super::word::MAX_PINS {
+                return Err(Error::TooManyPins);
+            }
+        }
+    }
+
+    /// Takes back a pin of [`RawFar::hold`].
+    pub(crate) fn unhold(&self) {
+        super::pin::unpin(self.slot());
     }
 
     fn far_id(&self) -> ObjectId {
@@ -559,6 +582,22 @@ impl<T: Pod> FarSlice<T> {
         self.raw
             .deref_hit(s, Mode::Read, false)
             .map(|p| self.slice(p))
+    }
+
+    /// Makes the slice local and pins it in place with no scope open, until
+    /// [`FarSlice::unhold`]; returns its payload. While held, the evacuator neither moves nor
+    /// evicts it, so the caller may read it through the pointer for as long as it holds the
+    /// slice shared.
+    ///
+    /// # Errors
+    /// As [`FarSlice::read`], or [`Error::TooManyPins`].
+    pub(crate) fn hold(&self) -> Result<*const T> {
+        Ok(self.raw.hold(Mode::Read)? as *const T)
+    }
+
+    /// Takes back one [`FarSlice::hold`].
+    pub(crate) fn unhold(&self) {
+        self.raw.unhold();
     }
 
     /// [`FarSlice::write`] when it is a hit (local, hot and dirty), else `None`.

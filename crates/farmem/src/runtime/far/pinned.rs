@@ -1,19 +1,21 @@
-//! [`Pinned`] and [`PinnedMut`]: a far slice made local and held in place by a scope of its own,
-//! so it can be handed around like a plain slice (one chunk of a container's iteration).
+//! [`Pinned`] and [`PinnedMut`]: a far slice made local and held in place by a pin (see
+//! `runtime::pin`), so it can be handed around like a plain slice (one chunk of a container's
+//! iteration) without keeping a scope open: the evacuator goes on moving and evicting everything
+//! else while the guard lives.
 
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 use bytemuck::Pod;
 
-use super::{FarSlice, Mode};
+use super::{FarSlice, Mode, RawFar};
 use crate::error::Result;
-use crate::runtime::epoch::Scope;
 
 /// A [`FarSlice`]'s values, local and pinned while this guard lives: it dereferences to `&[T]`,
 /// so loops over it are plain slice loops.
 ///
-/// Made by [`FarSlice::pin`]; it holds a scope of its own, so keep it short-lived, as a scope.
+/// Made by [`FarSlice::pin`]; its memory stays local until the guard is dropped, so do not keep
+/// many large ones at once.
 ///
 /// ```
 /// use farmem::{FarSlice, Runtime, RuntimeConfig};
@@ -25,7 +27,7 @@ use crate::runtime::epoch::Scope;
 pub struct Pinned<'a, T: Pod> {
     ptr: NonNull<T>,
     len: usize,
-    _scope: Scope<'a>,
+    raw: &'a RawFar,
     _borrow: PhantomData<&'a [T]>,
 }
 
@@ -42,23 +44,24 @@ pub struct Pinned<'a, T: Pod> {
 pub struct PinnedMut<'a, T: Pod> {
     ptr: NonNull<T>,
     len: usize,
-    _scope: Scope<'a>,
+    raw: &'a RawFar,
     _borrow: PhantomData<&'a mut [T]>,
 }
 
 impl<T: Pod> FarSlice<T> {
     /// Makes the slice local (fetching it first, outside any scope, when it is not) and pins it
-    /// under a scope of its own while the returned guard lives. The natural way to read a large
-    /// object: the fetch does not happen under a scope that pins other objects.
+    /// in place while the returned guard lives, with no scope open. The natural way to read a
+    /// large object: the fetch does not happen under a scope that pins other objects, and the
+    /// guard holds up nothing but this slice.
     ///
     /// # Errors
-    /// As [`FarSlice::read`].
+    /// As [`FarSlice::read`], or [`Error::TooManyPins`](crate::Error::TooManyPins) with 15
+    /// guards of the slice alive already.
     pub fn pin(&self) -> Result<Pinned<'_, T>> {
-        let (scope, ptr) = self.pinned_at(Mode::Read)?;
         Ok(Pinned {
-            ptr,
+            ptr: self.pinned_at(Mode::Read)?,
             len: self.len,
-            _scope: scope,
+            raw: &self.raw,
             _borrow: PhantomData,
         })
     }
@@ -69,11 +72,10 @@ impl<T: Pod> FarSlice<T> {
     /// # Errors
     /// As [`FarSlice::read`].
     pub fn pin_nt(&self) -> Result<Pinned<'_, T>> {
-        let (scope, ptr) = self.pinned_at(Mode::ReadNt)?;
         Ok(Pinned {
-            ptr,
+            ptr: self.pinned_at(Mode::ReadNt)?,
             len: self.len,
-            _scope: scope,
+            raw: &self.raw,
             _borrow: PhantomData,
         })
     }
@@ -83,28 +85,23 @@ impl<T: Pod> FarSlice<T> {
     /// # Errors
     /// As [`FarSlice::read`].
     pub fn pin_mut(&mut self) -> Result<PinnedMut<'_, T>> {
-        let (scope, ptr) = self.pinned_at(Mode::Write)?;
+        let ptr = self.pinned_at(Mode::Write)?;
         Ok(PinnedMut {
             ptr,
             len: self.len,
-            _scope: scope,
+            raw: &self.raw,
             _borrow: PhantomData,
         })
     }
 
-    /// Fetches the object outside any scope if it is not local, then opens a scope and
-    /// dereferences it for `mode`. For writes the caller must hold the slice exclusively.
-    fn pinned_at(&self, mode: Mode) -> Result<(Scope<'_>, NonNull<T>)> {
-        let rt = self.raw.rt();
+    /// Fetches the object outside any scope if it is not local, then dereferences it for `mode`
+    /// and pins it (see `RawFar::hold`). For writes the caller must hold the slice exclusively.
+    fn pinned_at(&self, mode: Mode) -> Result<NonNull<T>> {
         if !self.is_local() {
-            rt.prefetch(&[self.raw.idx()], mode.is_nt())?;
+            self.raw.rt().prefetch(&[self.raw.idx()], mode.is_nt())?;
         }
-        let scope = Scope::new(&rt.counters);
-        let p = self.raw.deref(&scope, mode)?;
-        Ok((
-            scope,
-            NonNull::new(p as *mut T).unwrap_or(NonNull::dangling()),
-        ))
+        let p = self.raw.hold(mode)?;
+        Ok(NonNull::new(p as *mut T).unwrap_or(NonNull::dangling()))
     }
 }
 
@@ -124,11 +121,17 @@ macro_rules! guard_common {
             fn deref(&self) -> &[T] {
                 // SAFETY: `ptr` is the payload of the pinned slice (at least `len` values of a
                 // `T: Pod`, 16-byte aligned, any bits valid; dangling only for a zero-sized
-                // payload, where `len` values take no bytes), kept in place by the guard's own
-                // scope, which lives as long as the guard; the guard borrows the `FarSlice` for
-                // its whole life (shared for `Pinned`, exclusive for `PinnedMut`), so nobody
-                // writes it meanwhile except through this guard's `&mut`.
+                // payload, where `len` values take no bytes), kept in place by the guard's pin
+                // until its drop; the guard borrows the `FarSlice` for its whole life (shared
+                // for `Pinned`, exclusive for `PinnedMut`), so nobody writes it meanwhile except
+                // through this guard's `&mut`.
                 unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+            }
+        }
+
+        impl<T: Pod> Drop for $t<'_, T> {
+            fn drop(&mut self) {
+                self.raw.unhold();
             }
         }
 
