@@ -1,34 +1,4 @@
-//! The lazy API, in the style of polars: a [`LazyFrame`] records a query (a scan of a CSV or
-//! Parquet file, or an eager frame, then filters, projections, new columns, group-bys and sorts)
-//! and runs it at [`LazyFrame::collect`], after two rewrites:
-//!
-//! - **predicate pushdown**: filters move down (through sorts, through `with_columns` that do not
-//!   compute the columns they read, through `select`s that pass those columns through) into the
-//!   scan. A Parquet scan skips the row groups whose statistics (minimum and maximum of each
-//!   column chunk) show that no row can pass; the remaining rows are filtered as they load.
-//! - **projection pushdown**: a scan loads only the columns the query reads; a CSV scan steps
-//!   over the fields of the others without parsing them, a Parquet scan does not decode them.
-//!
-//! The result equals running the same steps eagerly on the whole file ([`crate::DataFrame`]'s
-//! methods of the same names), only cheaper. [`LazyFrame::explain`] shows the rewritten query.
-//!
-//! ```
-//! use farmem_frame::prelude::*;
-//! use farmem_frame::LazyFrame;
-//! let path = std::env::temp_dir().join(format!("lazy-doc-{}.csv", std::process::id()));
-//! std::fs::write(&path, "city,year,temp,note\nOslo,2020,3,a\nRome,2020,18,b\nOslo,2021,5,c\n").unwrap();
-//! let q = LazyFrame::scan_csv(&path, Default::default(), LocalPlacement::shared())
-//!     .filter(col("temp").gt(4))
-//!     .group_by(["city"])
-//!     .agg([col("temp").mean().alias("mean"), len()])
-//!     .sort(&["city"], &[false]);
-//! let plan = q.explain();
-//! assert!(plan.contains("columns [city, temp]"), "{plan}"); // `year` and `note` are not parsed
-//! let df = q.collect().unwrap();
-//! assert_eq!(df["city"].get(0).unwrap(), Value::Str("Oslo".into()));
-//! assert_eq!(df["mean"].get(1).unwrap(), Value::Float(18.0));
-//! std::fs::remove_file(&path).unwrap();
-//! ```
+//! The lazy API: [`LazyFrame`] records a query and runs it, rewritten, at `collect`.
 
 mod exec;
 mod optimize;
@@ -39,7 +9,37 @@ use crate::csv::CsvOptions;
 use crate::dsl::Expr;
 use crate::{DataFrame, PlacementRef, Result};
 
-/// A query over a frame or a file, run by [`LazyFrame::collect`] (see the [module docs](self)).
+/// The lazy API, in the style of polars: a [`LazyFrame`] records a query (a scan of a CSV or
+/// Parquet file, or an eager frame, then filters, projections, new columns, group-bys and sorts)
+/// and runs it at [`LazyFrame::collect`], after two rewrites:
+///
+/// - **predicate pushdown**: filters move down (through sorts, through `with_columns` that do not
+///   compute the columns they read, through `select`s that pass those columns through) into the
+///   scan. A Parquet scan skips the row groups whose statistics (minimum and maximum of each
+///   column chunk) show that no row can pass; the remaining rows are filtered as they load.
+/// - **projection pushdown**: a scan loads only the columns the query reads; a CSV scan steps
+///   over the fields of the others without parsing them, a Parquet scan does not decode them.
+///
+/// The result equals running the same steps eagerly on the whole file ([`crate::DataFrame`]'s
+/// methods of the same names), only cheaper. [`LazyFrame::explain`] shows the rewritten query.
+///
+/// ```
+/// use farmem_frame::prelude::*;
+/// use farmem_frame::LazyFrame;
+/// let path = std::env::temp_dir().join(format!("lazy-doc-{}.csv", std::process::id()));
+/// std::fs::write(&path, "city,year,temp,note\nOslo,2020,3,a\nRome,2020,18,b\nOslo,2021,5,c\n").unwrap();
+/// let q = LazyFrame::scan_csv(&path, Default::default(), LocalPlacement::shared())
+///     .filter(col("temp").gt(4))
+///     .group_by(["city"])
+///     .agg([col("temp").mean().alias("mean"), len()])
+///     .sort(&["city"], &[false]);
+/// let plan = q.explain();
+/// assert!(plan.contains("columns [city, temp]"), "{plan}"); // `year` and `note` are not parsed
+/// let df = q.collect().unwrap();
+/// assert_eq!(df["city"].get(0).unwrap(), Value::Str("Oslo".into()));
+/// assert_eq!(df["mean"].get(1).unwrap(), Value::Float(18.0));
+/// std::fs::remove_file(&path).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct LazyFrame {
     plan: Plan,
