@@ -241,7 +241,7 @@ impl IoThread {
                 {
                     // Its connection is gone: the session it opened loses that connection.
                     let shared = self.shared.clone();
-                    self.pool.submit(Box::new(move || shared.leave(s)));
+                    self.pool.submit(s.key, Box::new(move || shared.leave(s)));
                 }
                 continue;
             };
@@ -432,7 +432,8 @@ impl IoThread {
         let shared = &self.shared;
         if guard.session.is_some() && shared.is_durable() && shared.config.session_lease.is_zero() {
             // Its session ends with it, and that end is synced to the log: not here.
-            self.pool.submit(Box::new(move || drop(guard)));
+            let owner = guard.session.as_ref().map_or(0, |s| s.key);
+            self.pool.submit(owner, Box::new(move || drop(guard)));
         } else {
             drop(guard); // releases the session and the slot
         }

@@ -246,18 +246,23 @@ fn offload(cx: &Ctx<'_>, c: &mut Conn, frame: &[u8]) {
     let frame = frame.to_vec();
     let shared = cx.shared.clone();
     let session = c.guard.session.clone();
+    // Before its hello a connection has no session: its job is the server's own.
+    let owner = session.as_ref().map_or(0, |s| s.key);
     // On a durable server the job commits the session: so are the answers before it.
     let delivery = Delivery {
         mailbox: cx.mailbox.clone(),
         token: cx.token,
         answer: None,
     };
-    cx.pool.submit(Box::new(move || {
-        // Moved whole: dropping it (also when the job panics) delivers the answer.
-        let mut delivery = delivery;
-        let gone = || gone.load(Ordering::Relaxed);
-        delivery.answer = Some(crate::conn::run_offloaded(&shared, session, &frame, &gone));
-    }));
+    cx.pool.submit(
+        owner,
+        Box::new(move || {
+            // Moved whole: dropping it (also when the job panics) delivers the answer.
+            let mut delivery = delivery;
+            let gone = || gone.load(Ordering::Relaxed);
+            delivery.answer = Some(crate::conn::run_offloaded(&shared, session, &frame, &gone));
+        }),
+    );
 }
 
 /// Serves `c` as far as it can go without waiting: writes, answers buffered input, reads.
