@@ -649,6 +649,19 @@ mod tests {
         assert!(!Path::new(V2_ROOT).join(&cg).exists(), "{cg} left behind");
     }
 
+    /// Outside a cgroup of `run_under`, tightening refuses and writes nothing.
+    #[test]
+    fn tightening_refuses_a_cgroup_it_did_not_create() {
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        if own.contains("farmem-kswap-") {
+            return;
+        }
+        assert!(matches!(
+            tighten_own_limit(1 << 20),
+            Err(KswapError::Unavailable(_))
+        ));
+    }
+
     #[test]
     fn failed_child_start_still_cleans_up() {
         if let Err(why) = available() {
