@@ -152,6 +152,8 @@ fn paging_counters_of(st: &farmem::paging::PagingStats) -> serde_json::Value {
         "sample_hits": st.sample_hits,
         "evicted_clean": st.evicted_clean,
         "written_back": st.written_back,
+        "bytes_sent": st.bytes_sent,
+        "bytes_changed": st.bytes_changed,
         "fetch_fault_ns": st.fetch_fault_ns,
         "fetch_backend_ns": st.fetch_backend_ns,
         "evict_ns": st.evict_ns,

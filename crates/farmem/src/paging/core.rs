@@ -227,8 +227,11 @@ impl Core {
         let budget_pages = (cfg.budget_bytes / PAGE).min(pages).max(1);
         let batch = cfg.evict_batch_pages.clamp(1, (budget_pages / 4).max(1));
         let prefetch_max = cfg.readahead_max_pages.min(budget_pages / 4);
-        let low = batch.max(prefetch_max).clamp(1, (budget_pages / 8).max(1));
-        let high = (low + batch).min((budget_pages / 4).max(low + 1));
+        // Room for the windows a sequential stream keeps in flight, so that reserving the next
+        // one rarely finds the free slots short (a cut window costs a demand fault).
+        let ahead = super::prefetch::DEPTH * prefetch_max;
+        let low = batch.max(ahead).clamp(1, (budget_pages / 4).max(1));
+        let high = (low + batch).min((budget_pages / 3).max(low + 1));
         let threads = cfg.pager_threads.max(1);
         Ok(Self {
             base,

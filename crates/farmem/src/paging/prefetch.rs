@@ -7,10 +7,12 @@
 //! the last 8 deltas, then the last 4): +1 sequential, -1 reverse, +-k strided. Random faults have
 //! no majority and prefetch nothing.
 //!
-//! With a trend the next `window` pages along it are fetched asynchronously. The first page of
-//! each window is a *marker*: it is kept unmapped (staged locally), so the program's first touch
-//! of the window is seen (a minor fault, no network) and starts the fetch of the next window
-//! while the program works through this one, like the kernel's asynchronous readahead. A window
+//! With a trend the next [`DEPTH`] windows of `window` pages along it are fetched asynchronously,
+//! each with its own request, so that one is on the wire while the previous one is mapped. The
+//! first page of each window is a *marker*: it is kept unmapped (staged locally), so the
+//! program's first touch of the window is seen (a minor fault, no network) and starts the fetch
+//! of one more window, keeping [`DEPTH`] windows ahead of the program like the kernel's
+//! asynchronous readahead. A window
 //! the program enters doubles the next one (up to the maximum); a stream that leaves its trend
 //! halves it, and one without a trend stops.
 //!
@@ -28,6 +30,8 @@ const FIRST_WINDOW: usize = 4;
 const NEAR: usize = 64;
 /// Windows of at least this many pages get a marker page.
 const MARKER_MIN: usize = 4;
+/// Windows a stream keeps in flight ahead of the program.
+pub const DEPTH: usize = 2;
 
 /// Pages to fetch for one stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +57,8 @@ struct Stream {
     frontier: Option<usize>,
     /// Pages of the latest window not yet known to be used.
     pending: u64,
+    /// Pages of the latest window (the one furthest ahead, not entered yet).
+    latest: u64,
     used_at: u64,
 }
 
@@ -112,8 +118,24 @@ impl Streams {
         (generation << 8) | i as u32
     }
 
-    /// A demand fault (one that had to go to the backend) at `page`: returns what to prefetch.
-    pub fn on_fault(&mut self, page: usize) -> Option<Plan> {
+    /// A demand fault (one that had to go to the backend) at `page`: returns what to prefetch
+    /// (up to [`DEPTH`] windows, in stream order; empty without a trend).
+    pub fn on_fault(&mut self, page: usize) -> Vec<Plan> {
+        self.on_fault_one(page).map_or_else(Vec::new, |first| {
+            let mut plans = vec![first];
+            let i = (plans[0].tag & 0xFF) as usize;
+            let s = self.s[i];
+            if let (Some(d), Some(start)) = (s.trend, s.frontier) {
+                for _ in 1..DEPTH {
+                    let p = self.issue(i, start, d, s.window, s.generation);
+                    plans.push(p);
+                }
+            }
+            plans
+        })
+    }
+
+    fn on_fault_one(&mut self, page: usize) -> Option<Plan> {
         if self.max_window == 0 {
             return None;
         }
@@ -197,8 +219,9 @@ impl Streams {
         s.last = page;
         let d = s.trend?;
         let start = s.frontier?;
-        self.counters.used += s.pending;
-        s.pending = 0;
+        // The windows before the latest one have been entered.
+        self.counters.used += s.pending.saturating_sub(s.latest);
+        s.pending = s.pending.min(s.latest);
         s.window = (s.window * 2).clamp(1, self.max_window);
         let w = s.window;
         Some(self.issue(i, start, d, w, generation))
@@ -208,11 +231,22 @@ impl Streams {
         let pages: Vec<usize> = (0..w).filter_map(|k| step(start, d, k)).collect();
         let s = &mut self.s[i];
         s.frontier = step(start, d, w);
-        s.pending = pages.len() as u64;
+        s.pending += pages.len() as u64;
+        s.latest = pages.len() as u64;
         Plan {
             marker: (pages.len() >= MARKER_MIN).then(|| pages[0]),
             pages,
             tag: Self::tag(i, generation),
+        }
+    }
+
+    /// The pages of stream `tag` from `page` on were not fetched (no room, or too many
+    /// prefetches outstanding): its next window starts there again instead of leaving a hole.
+    pub fn rewind(&mut self, tag: u32, page: usize) {
+        if let Some(s) = self.s.get_mut((tag & 0xFF) as usize)
+            && s.generation == tag >> 8
+        {
+            s.frontier = Some(page);
         }
     }
 
@@ -223,6 +257,7 @@ impl Streams {
             && s.generation == tag >> 8
         {
             s.pending = s.pending.saturating_sub(n);
+            s.latest = s.latest.saturating_sub(n);
         }
     }
 }
