@@ -154,6 +154,7 @@ fn paging_counters_of(st: &farmem::paging::PagingStats) -> serde_json::Value {
         "written_back": st.written_back,
         "bytes_sent": st.bytes_sent,
         "bytes_changed": st.bytes_changed,
+        "freed_stored": st.freed_stored,
         "fetch_fault_ns": st.fetch_fault_ns,
         "fetch_backend_ns": st.fetch_backend_ns,
         "evict_ns": st.evict_ns,

@@ -407,6 +407,7 @@ impl Core {
                 ids.push(self.id(page));
             }
         }
+        st.stats.freed_stored += ids.len() as u64;
         for chunk in ids.chunks(FREE_CHUNK) {
             retry("free", || self.backend.free(chunk))?;
         }

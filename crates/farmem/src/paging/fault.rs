@@ -180,27 +180,9 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
         // First touch: zeros, mapped under the lock (no I/O), together with the untouched pages
         // right after it while slots are plentiful: first touches come in sequences (a new
         // array being filled), and one UFFDIO_COPY per run saves a fault per page. Pages mapped
-        // ahead that stay untouched cost nothing to evict (all-zero pages are not sent).
+        // ahead that stay untouched cost nothing to evict (all-zero pages are dropped unsent).
         let mut n = zero_run(core, &st, page);
-        // A write fault maps its page writable (dirty) and the pages after it clean: they are
-        // dropped for free at eviction unless the program writes them.
-        let writable = usize::from(write);
-        if write && n > 1 {
-            let tail = core.uffd.copy(
-                addr + PAGE,
-                &core.zeros[..(n - 1) * PAGE],
-                true,
-                false,
-            );
-            match tail {
-                Ok(_) => {}
-                // Another mapping (see below): the faulting page alone.
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => n = 1,
-                Err(e) => return Err(sys_err(e)),
-            }
-        }
-        let first = if write { 1 } else { n };
-        if let Err(e) = core.uffd.copy(addr, &core.zeros[..first * PAGE], !write, false) {
+        if let Err(e) = core.uffd.copy(addr, &core.zeros[..n * PAGE], !write, false) {
             // A run must lie in one mapping; the program may have split the region's (mprotect,
             // madvise): fall back to the faulting page alone.
             if n == 1 || e.raw_os_error() != Some(libc::ENOENT) {
@@ -214,8 +196,7 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
         st.reserved -= 1;
         let twin = if write { Twin::Zero } else { Twin::None };
         for k in 0..n {
-            let dirty = k < writable;
-            let mut slot = Slot::new(page + k, true, dirty, if dirty { twin } else { Twin::None });
+            let mut slot = Slot::new(page + k, true, write, twin);
             if k == 0 {
                 mark(&mut slot);
             }

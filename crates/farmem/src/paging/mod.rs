@@ -206,6 +206,9 @@ pub struct PagingStats {
     pub bytes_changed: u64,
     /// What whole-page write-back would have sent for the same pages (`written_back * 4096`).
     pub whole_page_bytes: u64,
+    /// Pages freed from the backend because the program discarded them (freed memory): a
+    /// write-back of such a page before its free was wasted.
+    pub freed_stored: u64,
     /// Total time spent serving fetch faults in the pager, in nanoseconds: from reading the fault
     /// to the page being mapped, including any wait for the reclaimer (not prefetching, not the
     /// wake-up of the faulting thread).

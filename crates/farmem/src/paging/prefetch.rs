@@ -266,8 +266,19 @@ impl Streams {
 mod tests {
     use super::*;
 
+    /// The first plan of each fault.
     fn run(s: &mut Streams, faults: &[usize]) -> Vec<Option<Plan>> {
-        faults.iter().map(|&p| s.on_fault(p)).collect()
+        faults
+            .iter()
+            .map(|&p| s.on_fault(p).into_iter().next())
+            .collect()
+    }
+
+    impl Streams {
+        /// The plans of the last of `faults`.
+        fn on_fault_all(&mut self, faults: &[usize]) -> Vec<Plan> {
+            faults.iter().map(|&p| self.on_fault(p)).last().unwrap_or_default()
+        }
     }
 
     #[test]
@@ -280,24 +291,38 @@ mod tests {
     }
 
     #[test]
-    fn sequential_stream_grows_its_window_with_markers() {
+    fn sequential_stream_keeps_two_windows_ahead_and_grows_them() {
         let mut s = Streams::new(64);
-        let plans = run(&mut s, &[100, 101, 102]);
-        assert!(
-            plans[0].is_none() && plans[1].is_none(),
-            "one delta is no trend"
-        );
-        let p = plans[2].clone().unwrap();
-        assert_eq!(p.pages, vec![103, 104, 105, 106]);
-        assert_eq!(p.marker, Some(103));
-        // The program touches the marker: the next window is twice as large and starts after it.
-        let q = s.on_marker(p.tag, 103).unwrap();
-        assert_eq!(q.pages, (107..115).collect::<Vec<_>>());
+        assert!(s.on_fault(100).is_empty());
+        assert!(s.on_fault(101).is_empty(), "one delta is no trend");
+        let plans = s.on_fault(102);
+        assert_eq!(plans.len(), DEPTH);
+        assert_eq!(plans[0].pages, vec![103, 104, 105, 106]);
+        assert_eq!(plans[0].marker, Some(103));
+        assert_eq!(plans[1].pages, vec![107, 108, 109, 110]);
+        assert_eq!(plans[1].marker, Some(107));
+        // The program enters the first window: one more window, twice as large, after the
+        // second one.
+        let q = s.on_marker(plans[0].tag, 103).unwrap();
+        assert_eq!(q.pages, (111..119).collect::<Vec<_>>());
         let r = s.on_marker(q.tag, 107).unwrap();
-        assert_eq!(r.pages.len(), 16);
-        assert_eq!(s.counters.used, 4 + 8);
+        assert_eq!(r.pages, (119..135).collect::<Vec<_>>());
+        // Two windows were entered; the two ahead are not judged yet.
+        assert_eq!(s.counters.used, 4 + 4);
+        assert_eq!(s.counters.wasted, 0);
         // A stale tag (stream replaced) does nothing.
         assert!(s.on_marker(q.tag.wrapping_add(1 << 8), 115).is_none());
+    }
+
+    #[test]
+    fn a_cut_window_resumes_where_it_was_cut() {
+        let mut s = Streams::new(8);
+        let plans = s.on_fault_all(&[0, 1, 2]);
+        assert_eq!(plans[1].pages, vec![7, 8, 9, 10]);
+        // Only 7 and 8 fitted: the next window starts at 9, not 11.
+        s.rewind(plans[1].tag, 9);
+        let q = s.on_marker(plans[0].tag, 3).unwrap();
+        assert_eq!(q.pages[0], 9);
     }
 
     #[test]
@@ -306,12 +331,13 @@ mod tests {
         let p = run(&mut s, &[500, 499, 498]).pop().flatten().unwrap();
         assert_eq!(p.pages, vec![497, 496, 495, 494]);
         let mut t = Streams::new(8);
-        let p = run(&mut t, &[10, 13, 16]).pop().flatten().unwrap();
-        assert_eq!(p.pages, vec![19, 22, 25, 28]);
-        // The stream faults right where the window ended: it was used, the window doubles.
-        let q = t.on_fault(31).unwrap();
-        assert_eq!(q.pages.len(), 8);
-        assert_eq!(t.counters.used, 4);
+        let plans = t.on_fault_all(&[10, 13, 16]);
+        assert_eq!(plans[0].pages, vec![19, 22, 25, 28]);
+        assert_eq!(plans[1].pages, vec![31, 34, 37, 40]);
+        // The stream faults right where its windows ended: they were used, the window doubles.
+        let q = t.on_fault(43);
+        assert_eq!(q[0].pages.len(), 8);
+        assert_eq!(t.counters.used, 8);
     }
 
     #[test]
@@ -319,8 +345,8 @@ mod tests {
         let mut s = Streams::new(16);
         let mut plans = 0;
         for k in 0..6 {
-            plans += s.on_fault(1000 + k).is_some() as usize;
-            plans += s.on_fault(90_000 - k).is_some() as usize;
+            plans += usize::from(!s.on_fault(1000 + k).is_empty());
+            plans += usize::from(!s.on_fault(90_000 - k).is_empty());
         }
         assert!(plans >= 6, "both streams detected: {plans}");
         let mut r = Streams::new(16);
@@ -329,7 +355,7 @@ mod tests {
             x = x
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            assert!(r.on_fault((x >> 20) % 1_000_000).is_none());
+            assert!(r.on_fault((x >> 20) % 1_000_000).is_empty());
         }
     }
 
