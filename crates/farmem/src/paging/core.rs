@@ -35,21 +35,33 @@ const STAGING: usize = 64;
 /// Fixed-size page buffers handed out by index.
 pub struct Pool {
     buf: PageBuf,
+    /// Buffers given back.
     free: Vec<u32>,
+    /// Buffers never handed out: `fresh..n`.
+    fresh: u32,
+    n: u32,
 }
 
 impl Pool {
-    /// `n` buffers of one page (their memory is only committed when first written).
+    /// `n` buffers of one page (their memory is only committed when first written, and the
+    /// free list grows as they are given back).
     pub fn new(n: usize) -> Result<Self, PagingError> {
         Ok(Self {
             buf: PageBuf::new(n)?,
-            free: (0..n as u32).rev().collect(),
+            free: Vec::new(),
+            fresh: 0,
+            n: n as u32,
         })
     }
 
     /// A free buffer, if any.
     pub fn take(&mut self) -> Option<u32> {
-        self.free.pop()
+        self.free.pop().or_else(|| {
+            (self.fresh < self.n).then(|| {
+                self.fresh += 1;
+                self.fresh - 1
+            })
+        })
     }
 
     /// Gives a buffer back.
@@ -68,7 +80,7 @@ impl Pool {
 
     /// Buffers not handed out.
     pub fn free_count(&self) -> usize {
-        self.free.len()
+        self.free.len() + (self.n - self.fresh) as usize
     }
 
     /// Buffer `i`.

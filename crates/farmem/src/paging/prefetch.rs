@@ -277,7 +277,11 @@ mod tests {
     impl Streams {
         /// The plans of the last of `faults`.
         fn on_fault_all(&mut self, faults: &[usize]) -> Vec<Plan> {
-            faults.iter().map(|&p| self.on_fault(p)).last().unwrap_or_default()
+            faults
+                .iter()
+                .map(|&p| self.on_fault(p))
+                .last()
+                .unwrap_or_default()
         }
     }
 
