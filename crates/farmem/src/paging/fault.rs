@@ -18,7 +18,7 @@ use super::writeback::retry;
 use crate::backend::BackendError;
 
 /// Most never-stored pages mapped with zeros by one first-touch fault.
-pub const ZERO_RUN: usize = 16;
+pub const ZERO_RUN: usize = 64;
 /// How often an idle pager thread checks for shutdown.
 const POLL_MS: i32 = 50;
 
