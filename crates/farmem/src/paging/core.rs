@@ -373,6 +373,50 @@ impl Core {
         Ok(())
     }
 
+    /// Maps zeros, writable, on the pages of `[first, first+n)` that were never stored and are
+    /// neither resident nor in flight, while the free slots stay above the reclaimer's high
+    /// watermark: a fresh allocation is then used without a first-touch fault per run of pages.
+    /// Returns the pages mapped. Pages left untouched cost nothing to evict (they are dropped
+    /// unsent).
+    ///
+    /// # Errors
+    /// A failed `UFFDIO_COPY`.
+    pub fn populate(&self, first: usize, n: usize) -> Result<usize, PagingError> {
+        let end = first.saturating_add(n).min(self.pages);
+        let zrun = super::fault::ZERO_RUN;
+        let mut st = self.state.lock();
+        let mut mapped = 0;
+        let mut page = first;
+        while page < end {
+            let free = |st: &State, p: usize| {
+                !st.is_stored(p) && !st.clock.contains(p) && !st.inflight.contains_key(&p)
+            };
+            if !free(&st, page) {
+                page += 1;
+                continue;
+            }
+            let room = st.available().saturating_sub(self.high);
+            let mut k = 0;
+            while k < zrun.min(room) && page + k < end && free(&st, page + k) {
+                k += 1;
+            }
+            if k == 0 {
+                break;
+            }
+            self.uffd
+                .copy(self.addr(page), &self.zeros[..k * PAGE], false, false)
+                .map_err(PagingError::Sys)?;
+            for p in page..page + k {
+                st.clock
+                    .insert(super::clock::Slot::new(p, true, true, Twin::Zero));
+            }
+            st.stats.zero_faults += 1;
+            mapped += k;
+            page += k;
+        }
+        Ok(mapped)
+    }
+
     /// Forgets pages `[first, first+n)`: drops them locally and frees their backend copies.
     /// Their next access reads zeros. Waits for fetches and write-backs of these pages first;
     /// holds the state lock through the free, so that no later write-back of a page of the range
