@@ -279,7 +279,9 @@ pub(super) fn run(
         .timeout(Duration::from_millis(a.timeout_ms));
     let rebuilt_before = pool.coded_stats().map_or(0, |s| s.rebuilt_bytes);
     let t0 = Instant::now();
-    pool.add_member(std::sync::Arc::new(farmem::backend::TcpBackend::connect(cfg)?))?;
+    pool.add_member(std::sync::Arc::new(farmem::backend::TcpBackend::connect(
+        cfg,
+    )?))?;
     while pool.coded_stats().is_some_and(|s| s.degraded > 0) {
         anyhow::ensure!(
             t0.elapsed() < Duration::from_secs(120),
@@ -290,7 +292,10 @@ pub(super) fn run(
     let repair_seconds = t0.elapsed().as_secs_f64();
     let repair_bytes = pool.coded_stats().map_or(0, |s| s.rebuilt_bytes) - rebuilt_before;
     for &id in &on_victim {
-        anyhow::ensure!(pool.get(id)? == obj(id), "{scheme}: object {id} wrong after repair");
+        anyhow::ensure!(
+            pool.get(id)? == obj(id),
+            "{scheme}: object {id} wrong after repair"
+        );
     }
     verified += on_victim.len() as u64;
     let run = CodedRun {

@@ -25,8 +25,8 @@ use self::link::{Link, LinkConfig};
 pub use self::ticket::Ticket;
 pub use self::tls::{ClientTls, TlsError};
 use super::{
-    Backend, BackendError, Edit, ObjectId, PendingCompute, PendingGets, PendingInner, ProtocolError,
-    StoreStats,
+    Backend, BackendError, Edit, ObjectId, PendingCompute, PendingGets, PendingInner,
+    ProtocolError, StoreStats,
 };
 
 /// A remote-agent operation in flight (see [`Backend::submit_compute`]).

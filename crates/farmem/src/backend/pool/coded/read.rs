@@ -5,9 +5,9 @@ use std::sync::atomic::Ordering;
 
 use super::Engine;
 use super::layout::{Key, PARITY_PAGE, Phase, SlotState, Target, parity_pages};
+use crate::backend::PendingGets;
 use crate::backend::pool::fanout::fan_out;
 use crate::backend::pool::member::is_member_failure;
-use crate::backend::PendingGets;
 use crate::backend::pool::table::Ix;
 use crate::backend::{BackendError, ObjectId};
 
@@ -25,7 +25,10 @@ enum Fetch {
     /// Slots of a data span overlapping the range: (key, offset in span, length).
     Data(Vec<(Key, u32, u32)>),
     /// Pages `pages` of a parity span whose first page has key `first`.
-    Parity { first: Key, pages: std::ops::Range<usize> },
+    Parity {
+        first: Key,
+        pages: std::ops::Range<usize>,
+    },
 }
 
 /// How one attempt at a read ended when it did not return the object.
@@ -241,7 +244,9 @@ impl Engine {
             for (p, &(ix, key)) in st.parity.iter().enumerate() {
                 if need > 0 && serving(ix) {
                     let pages = (a as usize / PARITY_PAGE)
-                        ..(b as usize).div_ceil(PARITY_PAGE).min(parity_pages(st.shard_len));
+                        ..(b as usize)
+                            .div_ceil(PARITY_PAGE)
+                            .min(parity_pages(st.shard_len));
                     work.push((ix, (k + p, Fetch::Parity { first: key, pages })));
                     need -= 1;
                 }
@@ -281,13 +286,10 @@ impl Engine {
                 (ix, j, f, p)
             })
             .collect();
-        let results: Vec<(Ix, (usize, Result<Vec<u8>, BackendError>))> = pending
-            .into_iter()
-            .map(|(ix, j, f, p)| (ix, (j, p.wait().map(|vals| cut_range(&f, vals, off, len)))))
-            .collect();
         let mut shards: Vec<Option<Vec<u8>>> = vec![None; total];
-        for (ix, (j, r)) in results {
-            match r {
+        // An early return drops the requests still in flight (their answers are discarded).
+        for (ix, j, f, p) in pending {
+            match p.wait().map(|vals| cut_range(&f, vals, off, len)) {
                 Ok(v) => shards[j] = Some(v),
                 Err(e) if is_member_failure(&e) => {
                     self.pool.mark_down(ix, &e);
