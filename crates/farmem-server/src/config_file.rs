@@ -87,6 +87,8 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     /// `tls_key`: PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// `tls_client_ca`: PEM CA certificates; clients must present a certificate one signed.
+    pub tls_client_ca: Option<PathBuf>,
     /// `max_object`: largest object accepted.
     pub max_object: Option<u64>,
     /// `agent_threads`: threads one agent operation may use.
@@ -247,6 +249,7 @@ impl FileConfig {
             workers: k.usize("workers")?,
             tls_cert: k.string("tls_cert")?.map(PathBuf::from),
             tls_key: k.string("tls_key")?.map(PathBuf::from),
+            tls_client_ca: k.string("tls_client_ca")?.map(PathBuf::from),
             max_object: k.size("max_object")?,
             agent_threads: k.usize("agent_threads")?,
             session_lease: k.duration("session_lease")?,
@@ -309,6 +312,7 @@ mod tests {
             workers = 3
             tls_cert = "/etc/farmem/tls.crt"
             tls_key = "/etc/farmem/tls.key"
+            tls_client_ca = "/etc/farmem/clients-ca.crt"
             max_object = "16MiB"
             agent_threads = 2
             session_lease = "1m"
@@ -333,6 +337,8 @@ mod tests {
         assert_eq!(c.max_connections, Some(4096));
         assert_eq!((c.io_threads, c.workers), (Some(2), Some(3)));
         assert_eq!(c.tls_key.as_deref(), Some(Path::new("/etc/farmem/tls.key")));
+        let ca = c.tls_client_ca.as_deref();
+        assert_eq!(ca, Some(Path::new("/etc/farmem/clients-ca.crt")));
         let old = FileConfig::parse("threads = 256").unwrap();
         assert_eq!(old.max_connections, Some(256));
         assert_eq!(c.agent_time_limit, Some(Duration::from_secs(120)));
