@@ -83,6 +83,8 @@ pub struct FileConfig {
     pub io_threads: Option<usize>,
     /// `workers`: threads running long requests.
     pub workers: Option<usize>,
+    /// `copy_workers`: threads running server-to-server copies.
+    pub copy_workers: Option<usize>,
     /// `tls_cert`: PEM certificate chain to serve TLS with (with `tls_key`).
     pub tls_cert: Option<PathBuf>,
     /// `tls_key`: PEM private key of `tls_cert`.
@@ -247,6 +249,7 @@ impl FileConfig {
             max_connections: k.usize("max_connections")?,
             io_threads: k.usize("io_threads")?,
             workers: k.usize("workers")?,
+            copy_workers: k.usize("copy_workers")?,
             tls_cert: k.string("tls_cert")?.map(PathBuf::from),
             tls_key: k.string("tls_key")?.map(PathBuf::from),
             tls_client_ca: k.string("tls_client_ca")?.map(PathBuf::from),

@@ -123,6 +123,9 @@ struct Args {
     /// (default: the cores, 2 to 8).
     #[arg(long)]
     workers: Option<usize>,
+    /// Threads running server-to-server copies, apart from the workers. [default: 2]
+    #[arg(long)]
+    copy_workers: Option<usize>,
     /// Serve TLS with this PEM certificate chain (with --tls-key); clients then connect with
     /// TLS and verify it against their CA. Without it: clear text, for trusted networks.
     #[arg(long)]
@@ -389,6 +392,9 @@ fn configure(args: &Args) -> Result<ServerConfig, ExitCode> {
     }
     if let Some(n) = args.workers.or(file.workers) {
         config.workers = n;
+    }
+    if let Some(n) = args.copy_workers.or(file.copy_workers) {
+        config.copy_workers = n;
     }
     let tls_cert = args.tls_cert.as_ref().or(file.tls_cert.as_ref());
     let tls_key = args.tls_key.as_ref().or(file.tls_key.as_ref());

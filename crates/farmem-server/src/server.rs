@@ -289,7 +289,8 @@ impl Server {
         if let Some(at) = shared.config.metrics {
             crate::http::spawn(&shared, at)?;
         }
-        let (pool, _workers) = Pool::start(shared.config.workers)?;
+        let (pool, _workers) =
+            Pool::start_with_copies(shared.config.workers, shared.config.copy_workers)?;
         let mut io = IoThreads {
             shared: shared.clone(),
             pool,

@@ -226,7 +226,8 @@ fn answer(cx: &Ctx<'_>, c: &mut Conn, data: &[u8]) -> (usize, Result<(), Close>)
         );
         match r {
             Ok(Handled::Answered) => {}
-            Ok(Handled::Offload) => offload(cx, c, &data[used..used + n]),
+            Ok(Handled::Offload) => offload(cx, c, &data[used..used + n], false),
+            Ok(Handled::Copy) => offload(cx, c, &data[used..used + n], true),
             Err(close) => return (used + n, Err(close)),
         }
         used += n;
@@ -238,8 +239,9 @@ fn answer(cx: &Ctx<'_>, c: &mut Conn, data: &[u8]) -> (usize, Result<(), Close>)
     (used, Ok(()))
 }
 
-/// Runs `frame` on the worker pool; its answer comes back through the mailbox.
-fn offload(cx: &Ctx<'_>, c: &mut Conn, frame: &[u8]) {
+/// Runs `frame` on the worker pool (the copy pool for a server-to-server copy); its answer
+/// comes back through the mailbox.
+fn offload(cx: &Ctx<'_>, c: &mut Conn, frame: &[u8], copy: bool) {
     c.busy = true;
     let gone = Arc::new(AtomicBool::new(false));
     c.job_gone = Some(gone.clone());
@@ -254,15 +256,17 @@ fn offload(cx: &Ctx<'_>, c: &mut Conn, frame: &[u8]) {
         token: cx.token,
         answer: None,
     };
-    cx.pool.submit(
-        owner,
-        Box::new(move || {
-            // Moved whole: dropping it (also when the job panics) delivers the answer.
-            let mut delivery = delivery;
-            let gone = || gone.load(Ordering::Relaxed);
-            delivery.answer = Some(crate::conn::run_offloaded(&shared, session, &frame, &gone));
-        }),
-    );
+    let job: crate::workers::Job = Box::new(move || {
+        // Moved whole: dropping it (also when the job panics) delivers the answer.
+        let mut delivery = delivery;
+        let gone = || gone.load(Ordering::Relaxed);
+        delivery.answer = Some(crate::conn::run_offloaded(&shared, session, &frame, &gone));
+    });
+    if copy {
+        cx.pool.submit_copy(owner, job);
+    } else {
+        cx.pool.submit(owner, job);
+    }
 }
 
 /// Serves `c` as far as it can go without waiting: writes, answers buffered input, reads.
