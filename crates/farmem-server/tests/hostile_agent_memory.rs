@@ -1,6 +1,6 @@
 //! Agent working memory: requests whose kernels would hold far more than the server's capacity
 //! in temporaries (an argsort, a gather, a row filter and rank counts naming one object many
-//! times) are refused with a typed out-of-capacity error before they allocate, and the server's
+//! times, a hash-table get naming one large value many times) are refused with a typed out-of-capacity error before they allocate, and the server's
 //! peak resident set (`VmHWM`, read from /proc) stays within its capacity plus a small fixed
 //! overhead. A request that fits still runs.
 
@@ -8,7 +8,7 @@ mod support;
 
 use farmem_proto::agent::{
     AgentMessage, ArgsortArgs, Cmp, ElemType, FilterRowsArgs, GatherArgs, GroupByArgs,
-    GroupRankArgs, OutSpec, Predicate, RankQuery, Scalar, VecRef, op,
+    GroupRankArgs, HtKeysArgs, HtPutArgs, OutSpec, Predicate, RankQuery, Scalar, VecRef, op,
 };
 use farmem_proto::{ErrorCode, Request, Response, encode_request};
 use support::ServerProc;
@@ -62,6 +62,14 @@ fn agent_temporaries_are_charged_and_the_server_stays_within_capacity() {
     let idx = vec![0u8; 1 << 20];
     let put = request(2, &Request::Put { id: 2, data: &idx });
     assert_eq!(error_code(&c.call(&put)), None);
+    // A server-side table holding one 1 MiB value.
+    let put = HtPutArgs {
+        table: 3,
+        return_old: false,
+        entries: vec![(b"big".to_vec(), vec![7u8; 1 << 20])],
+    }
+    .encode();
+    assert_eq!(compute(&mut c, 3, op::HT_PUT, &put), None);
     let base = rss(pid);
     let named = |id: u64, ty: ElemType, count: u32, times: usize| VecRef {
         ty,
@@ -127,6 +135,16 @@ fn agent_temporaries_are_charged_and_the_server_stays_within_capacity() {
             }
             .encode(),
         ),
+        (
+            // The 1 MiB value 600 times in one answer (600 MiB).
+            "table get",
+            op::HT_GET,
+            HtKeysArgs {
+                table: 3,
+                keys: vec![b"big".to_vec(); 600],
+            }
+            .encode(),
+        ),
     ];
     let mut id = 10;
     let mut codes = Vec::new();
@@ -152,9 +170,9 @@ fn agent_temporaries_are_charged_and_the_server_stays_within_capacity() {
     // Nothing stays charged (but the kept answers of the refused requests), and an operation
     // that fits runs.
     let st = c.stats(id + 1);
-    let objects = (8 << 20) + (1 << 20) + 2 * 32;
+    let objects = (8 << 20) + (1 << 20) + 2 * 32 + (1 << 20);
     assert!(
-        (objects..objects + 4096).contains(&st.session_used_bytes),
+        (objects..objects + 8192).contains(&st.session_used_bytes),
         "{} bytes charged",
         st.session_used_bytes
     );

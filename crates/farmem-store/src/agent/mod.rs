@@ -132,7 +132,7 @@ pub fn execute(ctx: &dyn AgentContext, op: u16, args: &[u8]) -> Result<Vec<u8>, 
         return Ok(out);
     }
     Ok(match op {
-        op::HT_GET => tables.get_encoded(args)?,
+        op::HT_GET => tables.get_encoded(ctx, args)?,
         op::HT_PUT => tables.put_encoded(ctx, args)?,
         op::HT_REMOVE => tables.remove(ctx, &HtKeysArgs::decode(args)?)?.encode(),
         op::HT_LEN => tables.len(u64::decode(args)?).encode(),
