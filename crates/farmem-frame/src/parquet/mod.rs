@@ -26,7 +26,7 @@ mod read;
 mod write;
 
 pub use file::{FileAt, ParquetFile};
-pub use read::{parquet_rows, read_parquet, read_parquet_bytes};
+pub use read::{column_names, parquet_rows, read_parquet, read_parquet_bytes};
 pub use write::write_parquet;
 
 use crate::DType;

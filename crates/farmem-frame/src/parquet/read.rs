@@ -320,6 +320,17 @@ pub fn parquet_rows(file: &ParquetFile) -> Result<u64> {
     Ok(u64::try_from(file.metadata().file_metadata().num_rows()).unwrap_or(0))
 }
 
+/// Names of a Parquet file's columns, in file order, from its footer.
+///
+/// # Errors
+/// [`FrameError::Parquet`] if the footer is unreadable.
+pub fn column_names(file: &ParquetFile) -> Result<Vec<String>> {
+    let file = SerializedFileReader::new(file.clone())
+        .map_err(|e| ParquetError::corrupt(None, None, e))?;
+    let schema = file.metadata().file_metadata().schema_descr();
+    Ok(schema.columns().iter().map(|c| c.path().string()).collect())
+}
+
 /// Reads up to `want` records of a column chunk: the non-null values, and the definition
 /// levels when the column is nullable.
 macro_rules! read_records {
