@@ -98,6 +98,10 @@ pub struct Args {
     /// Erasure-coding schemes of the `coded` part, `K+M` comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "4+2,8+2", value_parser = coded::parse_scheme)]
     pub coded: Vec<(u8, u8)>,
+    /// `coded` part: MiB of objects overwritten and freed in the memory run (8 with
+    /// `--quick`, else 64).
+    #[arg(long)]
+    pub churn_mib: Option<u64>,
     /// Results directory.
     #[arg(long, default_value = "results/failover")]
     pub out: PathBuf,

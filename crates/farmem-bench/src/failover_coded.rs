@@ -7,7 +7,9 @@
 //! degraded reads (8 KiB objects whose server was killed with SIGKILL, decoded from `k` others)
 //! against normal reads of the same objects before the kill. With exactly `k + m` servers a
 //! lost span has nowhere to be rebuilt, so every read of the dead server's objects stays
-//! degraded while it is measured.
+//! degraded while it is measured; then a server is added and the time and bytes of the repair
+//! onto it are measured (repair bandwidth). Memory is reported twice: as the servers count it
+//! (payload plus per-object overhead) and as resident memory above the servers' own.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -42,19 +44,27 @@ pub fn parse_scheme(s: &str) -> Result<(u8, u8), String> {
 pub struct CodedRun {
     scheme: String,
     servers: usize,
-    /// Bytes written over the churn run, as a multiple of the live bytes at its end.
-    churn_written_per_live_byte: f64,
-    churn_live_bytes: u64,
-    /// Server bytes per live application byte: the largest sample during the run, and after a
-    /// final maintenance pass (everything sealed, dead space compacted).
-    churn_used_per_live_byte_max: f64,
-    churn_used_per_live_byte_end: f64,
+    /// Memory over a long run of overwrites and frees.
+    churn: Churn,
+    /// The same run on a pool of as many servers without redundancy: what the servers' own
+    /// storage costs per live byte.
+    churn_without_redundancy: Churn,
     normal_read_p50_us: f64,
     normal_read_p99_us: f64,
     degraded_read_p50_us: f64,
     degraded_read_p99_us: f64,
     degraded_vs_normal_p50: f64,
+    /// The degraded reads that decoded (the others were served from a window decoded for a
+    /// neighbour).
+    decoding_read_p50_us: f64,
+    decoding_read_p99_us: f64,
+    decoding_vs_normal_p50: f64,
     degraded_reads: u64,
+    /// A server added after the kill: bytes the rebuild wrote to restore full redundancy, and
+    /// how long it took.
+    repair_bytes: u64,
+    repair_seconds: f64,
+    repair_mib_per_s: f64,
     values_verified: u64,
 }
 
@@ -68,6 +78,95 @@ fn pct(sorted: &[Duration], p: usize) -> f64 {
     sorted
         .get(sorted.len().saturating_sub(1) * p / 100)
         .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+}
+
+/// Server memory over a long run of overwrites and frees.
+#[derive(Debug, Serialize)]
+pub struct Churn {
+    /// Bytes written over the run, as a multiple of the live bytes at its end.
+    written_per_live_byte: f64,
+    live_bytes: u64,
+    /// Server bytes (payload plus per-object overhead, as the servers count them) per live
+    /// application byte: the largest sample during the run (every 16 batches once a quarter of
+    /// the run is done), and after a final maintenance pass.
+    used_per_live_byte_max: f64,
+    used_per_live_byte_end: f64,
+    /// The servers' resident memory above what they held before the run, per live byte.
+    rss_per_live_byte_max: f64,
+    rss_per_live_byte_end: f64,
+    /// Stripes compacted (coded pools).
+    compacted: u64,
+    #[serde(skip)]
+    verified: u64,
+}
+
+/// Batches of 48 objects of 1-16 KiB over `mib` MiB worth of ids (overwrites), each followed by
+/// 12 frees, until 6x the ids' bytes were written; every live object checked at the end.
+fn churn(rig: &PoolRig, mib: u64, scheme: &str) -> anyhow::Result<Churn> {
+    let pool = &rig.pool;
+    let rss_base = rig.rss_bytes();
+    let mut rng = SmallRng::seed_from_u64(17);
+    let ids = (mib << 20) / (8 << 10);
+    let mut model: HashMap<ObjectId, (u32, usize)> = HashMap::new();
+    let (mut written, mut ver, mut max_used, mut max_rss) = (0u64, 0u32, 0f64, 0f64);
+    let live_of = |model: &HashMap<ObjectId, (u32, usize)>| -> u64 {
+        model.values().map(|v| v.1 as u64).sum::<u64>().max(1)
+    };
+    let rounds = (ids * 6 / 48) as usize;
+    for round in 0..rounds {
+        let batch: Vec<(ObjectId, u32, Vec<u8>)> = (0..48)
+            .map(|_| {
+                ver += 1;
+                let id = rng.random_range(0..ids);
+                let len = rng.random_range(1024..16 << 10);
+                (id, ver, bytes_of(id, ver, len))
+            })
+            .collect();
+        let items: Vec<(ObjectId, &[u8])> = batch.iter().map(|(i, _, v)| (*i, &v[..])).collect();
+        pool.put_many(&items)?;
+        for (id, ver, v) in &batch {
+            written += v.len() as u64;
+            model.insert(*id, (*ver, v.len()));
+        }
+        let frees: Vec<ObjectId> = (0..12).map(|_| rng.random_range(0..ids)).collect();
+        pool.free(&frees)?;
+        for id in frees {
+            model.remove(&id);
+        }
+        if round % 16 == 15 && round > rounds / 4 {
+            let live = live_of(&model) as f64;
+            max_used = max_used.max(rig.used_bytes() as f64 / live);
+            max_rss = max_rss.max(rig.rss_bytes().saturating_sub(rss_base) as f64 / live);
+        }
+    }
+    let live = live_of(&model);
+    max_used = max_used.max(rig.used_bytes() as f64 / live as f64);
+    let compacted = pool.coded_stats().map_or(0, |s| s.compacted);
+    for _ in 0..20 {
+        if pool.repair_now() == 0 {
+            break;
+        }
+    }
+    let end_used = rig.used_bytes() as f64 / live as f64;
+    let end_rss = rig.rss_bytes().saturating_sub(rss_base) as f64 / live as f64;
+    let mut verified = 0;
+    for (&id, &(v, len)) in &model {
+        anyhow::ensure!(
+            pool.get(id)? == bytes_of(id, v, len),
+            "{scheme}: object {id} wrong after the churn"
+        );
+        verified += 1;
+    }
+    Ok(Churn {
+        written_per_live_byte: written as f64 / live as f64,
+        live_bytes: live,
+        used_per_live_byte_max: max_used,
+        used_per_live_byte_end: end_used,
+        rss_per_live_byte_max: max_rss.max(end_rss),
+        rss_per_live_byte_end: end_rss,
+        compacted,
+        verified,
+    })
 }
 
 /// Runs one scheme.
@@ -97,54 +196,22 @@ pub(super) fn run(
     let apps = scheme_run(a, &start()?, 0, scheme.clone(), local_digest, local_taxi)?;
 
     eprintln!("coded {scheme}: memory over a run with overwrites and frees");
-    let rig = start()?;
-    let pool = &rig.pool;
-    let mut rng = SmallRng::seed_from_u64(17);
-    let live_target: u64 = if a.quick { 8 << 20 } else { 64 << 20 };
-    let ids = live_target / (8 << 10);
-    let mut model: HashMap<ObjectId, (u32, usize)> = HashMap::new();
-    let (mut written, mut ver, mut max_ratio) = (0u64, 0u32, 0f64);
-    let rounds = (ids * 6 / 48) as usize;
-    for round in 0..rounds {
-        let batch: Vec<(ObjectId, u32, Vec<u8>)> = (0..48)
-            .map(|_| {
-                ver += 1;
-                let id = rng.random_range(0..ids);
-                let len = rng.random_range(1024..16 << 10);
-                (id, ver, bytes_of(id, ver, len))
-            })
-            .collect();
-        let items: Vec<(ObjectId, &[u8])> = batch.iter().map(|(i, _, v)| (*i, &v[..])).collect();
-        pool.put_many(&items)?;
-        for (id, ver, v) in &batch {
-            written += v.len() as u64;
-            model.insert(*id, (*ver, v.len()));
-        }
-        let frees: Vec<ObjectId> = (0..12).map(|_| rng.random_range(0..ids)).collect();
-        pool.free(&frees)?;
-        for id in frees {
-            model.remove(&id);
-        }
-        if round % 64 == 63 && round > rounds / 4 {
-            let live: u64 = model.values().map(|v| v.1 as u64).sum();
-            max_ratio = max_ratio.max(rig.used_bytes() as f64 / live.max(1) as f64);
-        }
-    }
-    for _ in 0..20 {
-        if pool.repair_now() == 0 {
-            break;
-        }
-    }
-    let live: u64 = model.values().map(|v| v.1 as u64).sum();
-    let end_ratio = rig.used_bytes() as f64 / live.max(1) as f64;
-    let mut verified = 0;
-    for (&id, &(v, len)) in &model {
-        anyhow::ensure!(
-            pool.get(id)? == bytes_of(id, v, len),
-            "{scheme}: object {id} wrong after the churn"
-        );
-        verified += 1;
-    }
+    let churn_mib = a.churn_mib.unwrap_or(if a.quick { 8 } else { 64 });
+    let coded = churn(&start()?, churn_mib, &scheme)?;
+    eprintln!("coded {scheme}: the same run without redundancy (server memory reference)");
+    let plain = churn(
+        &PoolRig::start_with(
+            servers,
+            Redundancy::replicas(1),
+            Duration::from_millis(a.timeout_ms),
+            None,
+            false,
+            a.repair_share,
+        )?,
+        churn_mib,
+        "none",
+    )?;
+    let mut verified = coded.verified + plain.verified;
 
     eprintln!("coded {scheme}: degraded reads");
     let rig = start()?;
@@ -183,23 +250,71 @@ pub(super) fn run(
     rig.procs[VICTIM].signal(libc::SIGKILL)?;
     let _ = pool.get(on_victim[0]);
     crate::pool_rig::wait_down(pool, VICTIM);
-    let before = pool.coded_stats().map_or(0, |s| s.degraded_reads);
-    let degraded = time(&on_victim)?;
-    let degraded_reads = pool.coded_stats().map_or(0, |s| s.degraded_reads) - before;
+    let decodes = || pool.coded_stats().map_or(0, |s| s.degraded_reads);
+    let before = decodes();
+    // Each read timed alone; those that decoded (the others found their window decoded by an
+    // earlier read) also apart.
+    let (mut degraded, mut decoding) = (Vec::new(), Vec::new());
+    for &id in &on_victim {
+        let d0 = decodes();
+        let t = Instant::now();
+        let v = pool.get(id)?;
+        let took = t.elapsed();
+        anyhow::ensure!(v == obj(id), "{scheme}: object {id} wrong");
+        degraded.push(took);
+        if decodes() > d0 {
+            decoding.push(took);
+        }
+    }
+    degraded.sort_unstable();
+    decoding.sort_unstable();
+    let degraded_reads = decodes() - before;
     verified += 2 * on_victim.len() as u64;
+
+    // Repair onto a server added now: every span of the killed one is rebuilt there.
+    eprintln!("coded {scheme}: repair onto a new server");
+    let spare = crate::pool_rig::ServerProc::start()?;
+    let cfg = farmem::backend::TcpConfig::new([spare.addr()])
+        .connections_per_server(2)
+        .timeout(Duration::from_millis(a.timeout_ms));
+    let rebuilt_before = pool.coded_stats().map_or(0, |s| s.rebuilt_bytes);
+    let t0 = Instant::now();
+    pool.add_member(std::sync::Arc::new(farmem::backend::TcpBackend::connect(
+        cfg,
+    )?))?;
+    while pool.coded_stats().is_some_and(|s| s.degraded > 0) {
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(120),
+            "{scheme}: repair did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let repair_seconds = t0.elapsed().as_secs_f64();
+    let repair_bytes = pool.coded_stats().map_or(0, |s| s.rebuilt_bytes) - rebuilt_before;
+    for &id in &on_victim {
+        anyhow::ensure!(
+            pool.get(id)? == obj(id),
+            "{scheme}: object {id} wrong after repair"
+        );
+    }
+    verified += on_victim.len() as u64;
     let run = CodedRun {
         scheme,
         servers,
-        churn_written_per_live_byte: written as f64 / live.max(1) as f64,
-        churn_live_bytes: live,
-        churn_used_per_live_byte_max: max_ratio,
-        churn_used_per_live_byte_end: end_ratio,
+        churn: coded,
+        churn_without_redundancy: plain,
         normal_read_p50_us: pct(&normal, 50),
         normal_read_p99_us: pct(&normal, 99),
         degraded_read_p50_us: pct(&degraded, 50),
         degraded_read_p99_us: pct(&degraded, 99),
         degraded_vs_normal_p50: pct(&degraded, 50) / pct(&normal, 50).max(1e-9),
+        decoding_read_p50_us: pct(&decoding, 50),
+        decoding_read_p99_us: pct(&decoding, 99),
+        decoding_vs_normal_p50: pct(&decoding, 50) / pct(&normal, 50).max(1e-9),
         degraded_reads,
+        repair_bytes,
+        repair_seconds,
+        repair_mib_per_s: repair_bytes as f64 / (1 << 20) as f64 / repair_seconds.max(1e-9),
         values_verified: verified,
     };
     Ok((apps, run))
@@ -207,21 +322,43 @@ pub(super) fn run(
 
 /// Prints one scheme's coded-only figures.
 pub(super) fn print(c: &CodedRun) {
+    let (x, o) = (&c.churn, &c.churn_without_redundancy);
     println!(
-        "coded {} ({} servers): memory per live byte over a run with frees (written {:.1}x live) \
-         max {:.2}, after compaction {:.2}; reads of a killed server's 8 KiB objects p50 {:.0} us \
-         (p99 {:.0}) vs {:.0} us (p99 {:.0}) before: {:.2}x ({} decoded); {} values verified",
+        "coded {} ({} servers): memory per live byte over a run with frees ({:.0} MiB live, \
+         written {:.1}x live, {} stripes compacted): server-counted max {:.2}, end {:.2}; \
+         resident max {:.2}, end {:.2} (without redundancy: counted {:.2} / {:.2}, resident \
+         {:.2} / {:.2})",
         c.scheme,
         c.servers,
-        c.churn_written_per_live_byte,
-        c.churn_used_per_live_byte_max,
-        c.churn_used_per_live_byte_end,
+        x.live_bytes as f64 / (1 << 20) as f64,
+        x.written_per_live_byte,
+        x.compacted,
+        x.used_per_live_byte_max,
+        x.used_per_live_byte_end,
+        x.rss_per_live_byte_max,
+        x.rss_per_live_byte_end,
+        o.used_per_live_byte_max,
+        o.used_per_live_byte_end,
+        o.rss_per_live_byte_max,
+        o.rss_per_live_byte_end,
+    );
+    println!(
+        "coded {}: reads of a killed server's 8 KiB objects p50 {:.1} us (p99 {:.0}) vs {:.1} us \
+         (p99 {:.0}) before: {:.2}x; the {} that decoded p50 {:.0} us (p99 {:.0}): {:.2}x; repair onto a new server {:.1} MiB in {:.2} s \
+         = {:.0} MiB/s; {} values verified",
+        c.scheme,
         c.degraded_read_p50_us,
         c.degraded_read_p99_us,
         c.normal_read_p50_us,
         c.normal_read_p99_us,
         c.degraded_vs_normal_p50,
         c.degraded_reads,
+        c.decoding_read_p50_us,
+        c.decoding_read_p99_us,
+        c.decoding_vs_normal_p50,
+        c.repair_bytes as f64 / (1 << 20) as f64,
+        c.repair_seconds,
+        c.repair_mib_per_s,
         c.values_verified
     );
 }

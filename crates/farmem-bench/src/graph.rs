@@ -55,6 +55,10 @@ pub struct Args {
     /// Internal: the child's local budget in bytes.
     #[arg(long, hide = true, default_value_t = 0)]
     pub budget_bytes: u64,
+    /// Internal: once the graph is built, lower the child's own kernel-swap cgroup limit to
+    /// this many bytes (0: leave it).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub limit_after_build: u64,
     /// Use this memory server (`host:port`) instead of starting one on loopback.
     #[arg(long)]
     pub server: Option<String>,
@@ -89,6 +93,13 @@ fn load(args: &Args) -> anyhow::Result<Csr> {
 fn run_local(args: &Args) -> anyhow::Result<GraphRun> {
     let t = Instant::now();
     let g = load(args)?;
+    if args.limit_after_build > 0 {
+        // The build's scratch (the edge list) is freed: hand it back to the system, then let
+        // the kernel swap out the rest above the budget before the kernels run.
+        // SAFETY: malloc_trim only releases free heap memory; no pointer is invalidated.
+        unsafe { libc::malloc_trim(0) };
+        crate::kswap::tighten_own_limit(args.limit_after_build)?;
+    }
     let build_seconds = t.elapsed().as_secs_f64();
     let (answers, pagerank_seconds, bfs_seconds) = local::run(&g, args.iters);
     Ok(GraphRun {
@@ -133,7 +144,19 @@ fn graph_size(args: &Args) -> anyhow::Result<(u64, u64)> {
     }
 }
 
+/// Memory the graph build needs beyond the working set: the edge list (8 bytes per edge) and
+/// allocator slack. Kernel-swap children build under a limit this much looser than their
+/// budget, then tighten it.
+fn build_scratch_bytes(ws: u64, edges: u64) -> u64 {
+    ws + 8 * edges + (64 << 20)
+}
+
 fn child_args(args: &Args, mode: Mode, budget: u64, server: &str) -> Vec<String> {
+    let tighten = if matches!(mode, Mode::Kswap | Mode::KswapNet) {
+        budget + modes::KSWAP_SLACK
+    } else {
+        0
+    };
     let mut v: Vec<String> = [
         "graph",
         "--child",
@@ -150,6 +173,8 @@ fn child_args(args: &Args, mode: Mode, budget: u64, server: &str) -> Vec<String>
         &args.iters.to_string(),
         "--server",
         server,
+        "--limit-after-build",
+        &tighten.to_string(),
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -161,7 +186,15 @@ fn child_args(args: &Args, mode: Mode, budget: u64, server: &str) -> Vec<String>
     v
 }
 
-fn run_mode(args: &Args, ws: u64, mode: Mode, ratio: f64, server: &str) -> ModeRun {
+/// The graph's size: working set and edge count.
+#[derive(Clone, Copy, Debug)]
+struct Size {
+    ws: u64,
+    edges: u64,
+}
+
+fn run_mode(args: &Args, size: Size, mode: Mode, ratio: f64, server: &str) -> ModeRun {
+    let ws = size.ws;
     let budget = if mode == Mode::Local {
         0
     } else {
@@ -172,10 +205,11 @@ fn run_mode(args: &Args, ws: u64, mode: Mode, ratio: f64, server: &str) -> ModeR
         Mode::Local => run_local(args),
         Mode::Object | Mode::ObjectNoAgent => run_far(args, server, budget),
         Mode::Paging | Mode::Kswap | Mode::KswapNet => {
-            match modes::run_child_mode(
+            match modes::run_child_mode_with_setup(
                 mode,
                 &child_args(args, mode, budget, server),
                 budget,
+                build_scratch_bytes(ws, size.edges),
                 server,
             ) {
                 Ok(r) => r,
@@ -214,6 +248,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let (n, m) = graph_size(&args)?;
     let ws = graph::working_set_bytes(n, m);
+    let size = Size { ws, edges: m };
     if !args.json {
         eprintln!(
             "graph: {n} vertices, {m} edges; working set {:.1} MiB",
@@ -228,7 +263,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_default();
     let mut runs = Vec::new();
     if args.modes.contains(&Mode::Local) {
-        runs.push(run_mode(&args, ws, Mode::Local, 1.0, &server));
+        runs.push(run_mode(&args, size, Mode::Local, 1.0, &server));
     }
     for &ratio in &args.local_mem {
         for &mode in args.modes.iter().filter(|m| **m != Mode::Local) {
@@ -239,7 +274,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     ratio * 100.0
                 );
             }
-            runs.push(run_mode(&args, ws, mode, ratio, &server));
+            runs.push(run_mode(&args, size, mode, ratio, &server));
         }
     }
     let answers: Vec<&serde_json::Value> = runs

@@ -136,6 +136,46 @@ fn cgroup_version() -> Option<CgroupVersion> {
         .then_some(CgroupVersion::V2)
 }
 
+/// Lowers the memory limit of the cgroup the calling process runs in to `limit_bytes`: a
+/// kernel-swap child that needs scratch memory to set up (building a graph) starts under a
+/// looser limit and tightens it itself before the measured work, so the kernel swaps out the
+/// excess first. Refuses to touch any cgroup but one [`run_under`] created.
+///
+/// # Errors
+/// [`KswapError::Unavailable`] outside such a cgroup; [`KswapError::Setup`] when the limit
+/// cannot be written (the kernel could not reclaim down to it).
+pub fn tighten_own_limit(limit_bytes: u64) -> Result<(), KswapError> {
+    let version = cgroup_version()
+        .ok_or_else(|| KswapError::Unavailable("no memory cgroup controller".into()))?;
+    let own = fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| KswapError::Unavailable(format!("reading /proc/self/cgroup: {e}")))?;
+    // v1: `N:memory[,other]:/path`; v2: `0::/path`.
+    let rel = own.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let ours = match version {
+            CgroupVersion::V1 => controllers.split(',').any(|c| c == "memory"),
+            CgroupVersion::V2 => controllers.is_empty(),
+        };
+        ours.then(|| path.trim_start_matches('/').to_owned())
+    });
+    let rel = rel.filter(|r| {
+        Path::new(r)
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("farmem-kswap-"))
+    });
+    let Some(rel) = rel else {
+        return Err(KswapError::Unavailable(
+            "not running in a kernel-swap cgroup".into(),
+        ));
+    };
+    let file = match version {
+        CgroupVersion::V1 => Path::new(V1_ROOT).join(rel).join("memory.limit_in_bytes"),
+        CgroupVersion::V2 => Path::new(V2_ROOT).join(rel).join("memory.max"),
+    };
+    write(file, &limit_bytes.to_string())
+}
+
 /// Whether `name` is in one of the usual binary directories.
 pub(crate) fn has_tool(name: &str) -> bool {
     ["/sbin", "/usr/sbin", "/bin", "/usr/bin"]
@@ -607,6 +647,19 @@ mod tests {
             .to_string();
         assert!(!Path::new(V1_ROOT).join(&cg).exists(), "{cg} left behind");
         assert!(!Path::new(V2_ROOT).join(&cg).exists(), "{cg} left behind");
+    }
+
+    /// Outside a cgroup of `run_under`, tightening refuses and writes nothing.
+    #[test]
+    fn tightening_refuses_a_cgroup_it_did_not_create() {
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        if own.contains("farmem-kswap-") {
+            return;
+        }
+        assert!(matches!(
+            tighten_own_limit(1 << 20),
+            Err(KswapError::Unavailable(_))
+        ));
     }
 
     #[test]

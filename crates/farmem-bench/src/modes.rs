@@ -143,15 +143,32 @@ pub fn run_child_mode<T: serde::de::DeserializeOwned>(
     budget: u64,
     server: &str,
 ) -> Result<anyhow::Result<T>, String> {
+    run_child_mode_with_setup(mode, args, budget, 0, server)
+}
+
+/// [`run_child_mode`] for a child that needs `setup_bytes` of memory beyond its budget while it
+/// sets up: the kernel-swap modes start it under a limit that much looser, and the child lowers
+/// the limit to `budget` + [`KSWAP_SLACK`] itself ([`crate::kswap::tighten_own_limit`]) before
+/// the measured work.
+///
+/// # Errors
+/// As [`run_child_mode`].
+pub fn run_child_mode_with_setup<T: serde::de::DeserializeOwned>(
+    mode: Mode,
+    args: &[String],
+    budget: u64,
+    setup_bytes: u64,
+    server: &str,
+) -> Result<anyhow::Result<T>, String> {
     let value = match mode {
         Mode::Paging => run_child(args, None),
         Mode::Kswap => {
             crate::kswap::available()?;
-            run_child(args, Some(budget + KSWAP_SLACK))
+            run_child(args, Some(budget + setup_bytes + KSWAP_SLACK))
         }
         Mode::KswapNet => {
             crate::netswap::available()?;
-            run_child_net(args, budget, server)
+            run_child_net(args, budget + setup_bytes, server)
         }
         other => Err(anyhow::anyhow!(
             "{} does not run in a child process",

@@ -128,6 +128,9 @@ fn build(servers: String) -> Result<(), SetupError> {
     let backend = connect(&s)?;
     let mut config = PagingConfig {
         allow_user_mode_only: true,
+        // Programs run under farmem-run stream through large arrays (numpy, pandas): write
+        // dirty pages back in 1 MiB requests, like the prefetch windows.
+        evict_batch_pages: 256,
         ..PagingConfig::new(s.local_mem)
     };
     if let Some(r) = s.readahead {

@@ -96,6 +96,10 @@ pub struct ServerConfig {
     /// copies, shrinks), so that they never hold up an I/O thread. Default: the cores, at
     /// least 2, at most 8.
     pub workers: usize,
+    /// Threads that run server-to-server copies (`OBJ_PUSH`), apart from [`Self::workers`]:
+    /// a copy waits on another server (up to 10 s per step when it is slow or gone), so copies
+    /// never hold the workers that agent operations need. Default 2.
+    pub copy_workers: usize,
     /// Serve TLS instead of clear text (clients must then connect with TLS; the token is
     /// still checked). `None`: clear text, for trusted networks.
     pub tls: Option<crate::ServerTls>,
@@ -130,6 +134,7 @@ impl Default for ServerConfig {
             max_connections: 16384,
             io_threads: cores().min(8),
             workers: cores().clamp(2, 8),
+            copy_workers: 2,
             tls: None,
             limits: Limits::default(),
             agent_threads: farmem_store::agent::default_threads(),
@@ -164,8 +169,8 @@ impl ServerConfig {
         if self.max_connections == 0 {
             return bad("max_connections must be at least 1");
         }
-        if self.io_threads == 0 || self.workers == 0 {
-            return bad("io_threads and workers must be at least 1");
+        if self.io_threads == 0 || self.workers == 0 || self.copy_workers == 0 {
+            return bad("io_threads, workers and copy_workers must be at least 1");
         }
         if limits.hello_timeout.is_zero() {
             return bad("hello_timeout must be positive");

@@ -83,10 +83,14 @@ pub struct FileConfig {
     pub io_threads: Option<usize>,
     /// `workers`: threads running long requests.
     pub workers: Option<usize>,
+    /// `copy_workers`: threads running server-to-server copies.
+    pub copy_workers: Option<usize>,
     /// `tls_cert`: PEM certificate chain to serve TLS with (with `tls_key`).
     pub tls_cert: Option<PathBuf>,
     /// `tls_key`: PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// `tls_client_ca`: PEM CA certificates; clients must present a certificate one signed.
+    pub tls_client_ca: Option<PathBuf>,
     /// `max_object`: largest object accepted.
     pub max_object: Option<u64>,
     /// `agent_threads`: threads one agent operation may use.
@@ -245,8 +249,10 @@ impl FileConfig {
             max_connections: k.usize("max_connections")?,
             io_threads: k.usize("io_threads")?,
             workers: k.usize("workers")?,
+            copy_workers: k.usize("copy_workers")?,
             tls_cert: k.string("tls_cert")?.map(PathBuf::from),
             tls_key: k.string("tls_key")?.map(PathBuf::from),
+            tls_client_ca: k.string("tls_client_ca")?.map(PathBuf::from),
             max_object: k.size("max_object")?,
             agent_threads: k.usize("agent_threads")?,
             session_lease: k.duration("session_lease")?,
@@ -309,6 +315,7 @@ mod tests {
             workers = 3
             tls_cert = "/etc/farmem/tls.crt"
             tls_key = "/etc/farmem/tls.key"
+            tls_client_ca = "/etc/farmem/clients-ca.crt"
             max_object = "16MiB"
             agent_threads = 2
             session_lease = "1m"
@@ -333,6 +340,8 @@ mod tests {
         assert_eq!(c.max_connections, Some(4096));
         assert_eq!((c.io_threads, c.workers), (Some(2), Some(3)));
         assert_eq!(c.tls_key.as_deref(), Some(Path::new("/etc/farmem/tls.key")));
+        let ca = c.tls_client_ca.as_deref();
+        assert_eq!(ca, Some(Path::new("/etc/farmem/clients-ca.crt")));
         let old = FileConfig::parse("threads = 256").unwrap();
         assert_eq!(old.max_connections, Some(256));
         assert_eq!(c.agent_time_limit, Some(Duration::from_secs(120)));

@@ -118,6 +118,8 @@ pub(crate) enum Handled {
     Answered,
     /// A long operation (agent work): the frame runs on the worker pool, its answer comes later.
     Offload,
+    /// A server-to-server copy: as [`Handled::Offload`], on the copy pool.
+    Copy,
 }
 /// Writes the hello-deadline refusal into `wbuf`.
 pub(crate) fn hello_timeout(wbuf: &mut Vec<u8>, limits: &Limits) -> Close {
@@ -316,7 +318,10 @@ pub(crate) fn handle(
         shared.close(s.key);
         Response::Done.encode(wbuf, op, rid);
         return Err(Close::SessionClosed);
-    } else if let Request::Compute { .. } = req {
+    } else if let Request::Compute { op, .. } = req {
+        if op == farmem_proto::agent::op::OBJ_PUSH {
+            return Ok(Handled::Copy);
+        }
         return Ok(Handled::Offload);
     } else {
         crate::metrics::execute(shared, s, &req, rid, body.len(), wbuf, &|| false);

@@ -27,6 +27,8 @@ mod config_file;
 mod conn;
 mod error;
 mod evloop;
+#[doc(hidden)]
+pub mod fuzzing;
 mod host;
 mod http;
 mod metrics;
@@ -34,6 +36,7 @@ mod server;
 mod session_view;
 mod tls;
 mod transport;
+mod wire;
 mod workers;
 
 pub use admin::{AdminClient, AdminError};

@@ -123,6 +123,9 @@ struct Args {
     /// (default: the cores, 2 to 8).
     #[arg(long)]
     workers: Option<usize>,
+    /// Threads running server-to-server copies, apart from the workers. [default: 2]
+    #[arg(long)]
+    copy_workers: Option<usize>,
     /// Serve TLS with this PEM certificate chain (with --tls-key); clients then connect with
     /// TLS and verify it against their CA. Without it: clear text, for trusted networks.
     #[arg(long)]
@@ -130,6 +133,10 @@ struct Args {
     /// The PEM private key of --tls-cert.
     #[arg(long)]
     tls_key: Option<PathBuf>,
+    /// Require TLS clients to present a certificate signed by a CA in this PEM file (with
+    /// --tls-cert); the token, if any, is still checked.
+    #[arg(long)]
+    tls_client_ca: Option<PathBuf>,
     /// Largest object accepted, e.g. 64MiB. [default: 64MiB]
     #[arg(long, value_parser = size)]
     max_object: Option<u64>,
@@ -225,11 +232,19 @@ fn read_token(path: Option<&PathBuf>) -> Result<Option<Vec<u8>>, ExitCode> {
 }
 
 /// Reads the TLS certificate chain and key files; `Err` is the message to print.
-fn load_tls(cert: &PathBuf, key: &PathBuf) -> Result<ServerTls, String> {
+fn load_tls(
+    cert: &PathBuf,
+    key: &PathBuf,
+    client_ca: Option<&PathBuf>,
+) -> Result<ServerTls, String> {
     let read =
         |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
     let (c, k) = (read(cert)?, read(key)?);
-    ServerTls::from_pem(&c, &k).map_err(|e| chain(&e))
+    let tls = ServerTls::from_pem(&c, &k).map_err(|e| chain(&e))?;
+    match client_ca {
+        Some(ca) => tls.client_ca(&read(ca)?).map_err(|e| chain(&e)),
+        None => Ok(tls),
+    }
 }
 
 /// Raises the soft limit on open files to the hard limit: each connection is a descriptor.
@@ -378,10 +393,19 @@ fn configure(args: &Args) -> Result<ServerConfig, ExitCode> {
     if let Some(n) = args.workers.or(file.workers) {
         config.workers = n;
     }
+    if let Some(n) = args.copy_workers.or(file.copy_workers) {
+        config.copy_workers = n;
+    }
     let tls_cert = args.tls_cert.as_ref().or(file.tls_cert.as_ref());
     let tls_key = args.tls_key.as_ref().or(file.tls_key.as_ref());
+    let client_ca = args.tls_client_ca.as_ref().or(file.tls_client_ca.as_ref());
     match (tls_cert, tls_key) {
-        (Some(cert), Some(key)) => config.tls = Some(load_tls(cert, key).map_err(|m| usage(&m))?),
+        (Some(cert), Some(key)) => {
+            config.tls = Some(load_tls(cert, key, client_ca).map_err(|m| usage(&m))?);
+        }
+        (None, None) if client_ca.is_some() => {
+            return Err(usage("tls_client_ca needs tls_cert and tls_key"));
+        }
         (None, None) => {}
         _ => return Err(usage("tls_cert and tls_key go together")),
     }

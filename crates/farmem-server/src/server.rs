@@ -52,6 +52,49 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The shared state of a server (no sockets, no threads).
+    fn new(
+        config: ServerConfig,
+        budget: Arc<Budget>,
+        sessions: HashMap<u64, Entry>,
+        durable: Option<Durable>,
+    ) -> Arc<Self> {
+        Arc::new(Shared {
+            capacity: Capacity::new(budget.clone()),
+            budget,
+            config,
+            sessions: Mutex::new(sessions),
+            durable,
+            reaper_wake: Condvar::new(),
+            open: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+            metrics: crate::metrics::Metrics::default(),
+        })
+    }
+
+    /// An in-memory server's shared state without sockets or threads, for driving the
+    /// connection protocol directly ([`crate::fuzzing`]); `None` if `config` is invalid.
+    pub(crate) fn detached(config: ServerConfig) -> Option<Arc<Self>> {
+        config.validate().ok()?;
+        let budget = Arc::new(Budget::new(config.capacity));
+        Some(Self::new(config, budget, HashMap::new(), None))
+    }
+
+    /// Bytes charged against the capacity, and objects stored, over every session.
+    pub(crate) fn usage(&self) -> (u64, u64) {
+        (self.budget.used(), self.budget.objects())
+    }
+
+    /// Counts a connection opened outside the acceptor; `false` at the connection limit.
+    pub(crate) fn open_connection(&self) -> bool {
+        self.admit()
+    }
+
+    /// Sessions held now (attached or within their lease).
+    pub(crate) fn session_count(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
     pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
     }
@@ -275,21 +318,12 @@ impl Server {
             source,
         })?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            capacity: Capacity::new(budget.clone()),
-            budget,
-            config,
-            sessions: Mutex::new(sessions),
-            durable,
-            reaper_wake: Condvar::new(),
-            open: AtomicUsize::new(0),
-            shutting_down: AtomicBool::new(false),
-            metrics: crate::metrics::Metrics::default(),
-        });
+        let shared = Shared::new(config, budget, sessions, durable);
         if let Some(at) = shared.config.metrics {
             crate::http::spawn(&shared, at)?;
         }
-        let (pool, _workers) = Pool::start(shared.config.workers)?;
+        let (pool, _workers) =
+            Pool::start_with_copies(shared.config.workers, shared.config.copy_workers)?;
         let mut io = IoThreads {
             shared: shared.clone(),
             pool,

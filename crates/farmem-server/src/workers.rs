@@ -10,6 +10,11 @@
 //! share of job starts as a session with one. With two workers or more, one owner never holds
 //! every worker: a job of another session always finds a worker within the time the shortest
 //! running job takes, however many long jobs one session queues.
+//!
+//! **Copies apart.** Server-to-server copies (`OBJ_PUSH`) wait on another server (up to the
+//! copy's I/O timeout when that server is slow or gone), not on this one's CPU, so they run on a
+//! small pool of their own ([`Pool::submit_copy`]): however many copies hang, agent operations
+//! and shrinks still find a worker.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -24,6 +29,8 @@ pub(crate) type Job = Box<dyn FnOnce() + Send>;
 pub(crate) struct Pool {
     queue: Mutex<Queue>,
     ready: Condvar,
+    /// Where server-to-server copies run (`None`: here).
+    copies: Option<Arc<Pool>>,
 }
 
 struct Queue {
@@ -68,8 +75,35 @@ impl Queue {
 }
 
 impl Pool {
+    /// Starts `threads` workers, and `copy_threads` more for server-to-server copies.
+    pub(crate) fn start_with_copies(
+        threads: usize,
+        copy_threads: usize,
+    ) -> std::io::Result<(Arc<Self>, Vec<JoinHandle<()>>)> {
+        let (copies, mut handles) = Self::start_named(copy_threads, "copy", None)?;
+        match Self::start_named(threads, "worker", Some(copies.clone())) {
+            Ok((pool, h)) => {
+                handles.extend(h);
+                Ok((pool, handles))
+            }
+            Err(e) => {
+                copies.stop();
+                Err(e)
+            }
+        }
+    }
+
     /// Starts `threads` workers.
+    #[cfg(test)]
     pub(crate) fn start(threads: usize) -> std::io::Result<(Arc<Self>, Vec<JoinHandle<()>>)> {
+        Self::start_named(threads, "worker", None)
+    }
+
+    fn start_named(
+        threads: usize,
+        name: &str,
+        copies: Option<Arc<Pool>>,
+    ) -> std::io::Result<(Arc<Self>, Vec<JoinHandle<()>>)> {
         let threads = threads.max(1);
         let pool = Arc::new(Self {
             queue: Mutex::new(Queue {
@@ -80,12 +114,13 @@ impl Pool {
                 stop: false,
             }),
             ready: Condvar::new(),
+            copies,
         });
         let mut handles = Vec::new();
         for i in 0..threads {
             let p = pool.clone();
             let h = std::thread::Builder::new()
-                .name(format!("farmem-worker-{i}"))
+                .name(format!("farmem-{name}-{i}"))
                 .spawn(move || p.work());
             match h {
                 Ok(h) => handles.push(h),
@@ -116,8 +151,20 @@ impl Pool {
         self.ready.notify_one();
     }
 
-    /// Drops the queued jobs and lets the workers exit once their current job is done.
+    /// Queues a server-to-server copy for `owner` on the copy pool (as [`Pool::submit`]).
+    pub(crate) fn submit_copy(&self, owner: u64, job: Job) {
+        match &self.copies {
+            Some(c) => c.submit(owner, job),
+            None => self.submit(owner, job),
+        }
+    }
+
+    /// Drops the queued jobs and lets the workers exit once their current job is done (the
+    /// copy pool's too).
     pub(crate) fn stop(&self) {
+        if let Some(c) = &self.copies {
+            c.stop();
+        }
         let dropped = {
             let mut q = self.queue.lock();
             q.stop = true;
@@ -243,6 +290,33 @@ mod tests {
         assert!(
             served.is_ok(),
             "session 2 waited behind session 1's long jobs"
+        );
+        pool.stop();
+        for h in handles {
+            h.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn hung_copies_leave_the_workers_free() {
+        let (pool, handles) = Pool::start_with_copies(2, 2).unwrap();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = std::sync::Arc::new(parking_lot::Mutex::new(release_rx));
+        // Two sessions' copies hang (their target does not answer).
+        for owner in [1, 2, 3, 4] {
+            let r = release_rx.clone();
+            pool.submit_copy(owner, Box::new(move || r.lock().recv().unwrap()));
+        }
+        // A third session's agent operation runs while every copy still hangs.
+        let (tx, rx) = mpsc::channel();
+        pool.submit(5, Box::new(move || tx.send(()).unwrap()));
+        let served = rx.recv_timeout(Duration::from_secs(30));
+        for _ in 0..4 {
+            release_tx.send(()).unwrap();
+        }
+        assert!(
+            served.is_ok(),
+            "an agent operation waited behind hung copies"
         );
         pool.stop();
         for h in handles {

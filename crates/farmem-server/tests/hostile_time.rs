@@ -94,3 +94,80 @@ fn a_client_that_does_not_read_is_disconnected_without_blocking_others() {
     );
     good.ping(id + 1);
 }
+
+#[test]
+fn hung_server_to_server_copies_do_not_hold_up_agent_operations() {
+    use farmem_proto::agent::{AgentMessage, ElemType, PushArgs, VecRef, op};
+    use farmem_proto::{Request, Response, encode_request};
+
+    let server = ServerProc::start(&["--workers", "2", "--copy-workers", "2"]);
+    // A target that takes connections (the kernel's backlog) and never answers: every copy to
+    // it hangs for the copy's I/O timeout (10 s).
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = black_hole.local_addr().unwrap().to_string();
+    let request = |id: u64, req: &Request<'_>| {
+        let mut b = Vec::new();
+        encode_request(&mut b, id, req);
+        b
+    };
+    // Two sessions (the per-session share cannot stop them) each start a copy.
+    let mut copiers: Vec<Raw> = (0..2)
+        .map(|_| {
+            let mut c = Raw::hello(&server.addr);
+            let put = request(1, &Request::Put { id: 5, data: b"x" });
+            assert_eq!(error_code(&c.call(&put)), None);
+            let args = PushArgs {
+                addr: target.clone(),
+                session: 1,
+                resume: 1,
+                token: Vec::new(),
+                ids: vec![5],
+            }
+            .encode();
+            let push = Request::Compute {
+                route: 5,
+                op: op::OBJ_PUSH,
+                args: &args,
+            };
+            c.send(&request(2, &push));
+            c
+        })
+        .collect();
+    // A well-behaved client's agent operation is answered while both copies still hang.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut good = Raw::hello(&server.addr);
+    let chunk: Vec<u8> = (1..=100u64).flat_map(u64::to_le_bytes).collect();
+    let put = request(
+        1,
+        &Request::Put {
+            id: 9,
+            data: &chunk,
+        },
+    );
+    assert_eq!(error_code(&good.call(&put)), None);
+    let v = VecRef {
+        ty: ElemType::U64,
+        chunks: vec![(9, 100)],
+    }
+    .encode();
+    let agg = Request::Compute {
+        route: 9,
+        op: op::VEC_AGGREGATE,
+        args: &v,
+    };
+    let a = good.call(&request(2, &agg));
+    assert!(matches!(
+        Response::decode(a.0.op, a.0.flags, &a.1),
+        Ok(Response::Data(_))
+    ));
+    for c in &mut copiers {
+        c.stream.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 64];
+        let r = std::io::Read::read(&mut c.stream, &mut b);
+        assert!(
+            matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "a copy was answered before the agent operation: {r:?}"
+        );
+    }
+    drop(black_hole);
+}

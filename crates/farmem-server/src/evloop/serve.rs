@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use farmem_proto::{ErrorCode, HEADER_LEN, Header, Op, decode_frame, encode_error};
+use farmem_proto::{HEADER_LEN, Header};
 use mio::Token;
 
 use super::{Delivery, Mailbox};
 use crate::commit::Committer;
-use crate::conn::{Close, ConnGuard, Handled, frame_id, handle};
+use crate::conn::{Close, ConnGuard};
 use crate::server::Shared;
 use crate::transport::Transport;
+use crate::wire::{self, Next};
 use crate::workers::Pool;
 
 /// A connection's buffers larger than this are given back when emptied (smaller ones are kept
@@ -135,6 +136,7 @@ impl Conn {
             .map(|h| HEADER_LEN + h.body_len as usize)
     }
 
+    /// The largest frame the connection may send now (smaller before its hello).
     fn max_frame(&self, shared: &Shared) -> u32 {
         let limits = &shared.config.limits;
         if self.guard.session.is_some() {
@@ -199,36 +201,15 @@ fn answer(cx: &Ctx<'_>, c: &mut Conn, data: &[u8]) -> (usize, Result<(), Close>)
                 break; // the client does not read: read no more from it for now
             }
         }
-        let max_frame = c.max_frame(cx.shared);
-        let (frame, n) = match decode_frame(&data[used..], max_frame) {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => {
-                let id = frame_id(&data[used..]);
-                let msg = format!("malformed frame: {e}");
-                encode_error(
-                    &mut c.wbuf,
-                    Op::Hello,
-                    id,
-                    ErrorCode::Malformed,
-                    [0; 3],
-                    &msg,
-                );
-                return (used, Err(Close::Refused(msg)));
+        let n = match wire::next(cx.shared, &mut c.guard.session, &data[used..], &mut c.wbuf) {
+            Next::More => break,
+            Next::Answered(n) => n,
+            Next::Offload { len, copy } => {
+                offload(cx, c, &data[used..used + len], copy);
+                len
             }
+            Next::End { used: n, close } => return (used + n, Err(close)),
         };
-        let r = handle(
-            cx.shared,
-            &mut c.guard.session,
-            frame.header,
-            frame.body,
-            &mut c.wbuf,
-        );
-        match r {
-            Ok(Handled::Answered) => {}
-            Ok(Handled::Offload) => offload(cx, c, &data[used..used + n]),
-            Err(close) => return (used + n, Err(close)),
-        }
         used += n;
         if !c.greeted && c.guard.session.is_some() {
             c.greeted = true;
@@ -238,8 +219,9 @@ fn answer(cx: &Ctx<'_>, c: &mut Conn, data: &[u8]) -> (usize, Result<(), Close>)
     (used, Ok(()))
 }
 
-/// Runs `frame` on the worker pool; its answer comes back through the mailbox.
-fn offload(cx: &Ctx<'_>, c: &mut Conn, frame: &[u8]) {
+/// Runs `frame` on the worker pool (the copy pool for a server-to-server copy); its answer
+/// comes back through the mailbox.
+fn offload(cx: &Ctx<'_>, c: &mut Conn, frame: &[u8], copy: bool) {
     c.busy = true;
     let gone = Arc::new(AtomicBool::new(false));
     c.job_gone = Some(gone.clone());
@@ -254,15 +236,17 @@ fn offload(cx: &Ctx<'_>, c: &mut Conn, frame: &[u8]) {
         token: cx.token,
         answer: None,
     };
-    cx.pool.submit(
-        owner,
-        Box::new(move || {
-            // Moved whole: dropping it (also when the job panics) delivers the answer.
-            let mut delivery = delivery;
-            let gone = || gone.load(Ordering::Relaxed);
-            delivery.answer = Some(crate::conn::run_offloaded(&shared, session, &frame, &gone));
-        }),
-    );
+    let job: crate::workers::Job = Box::new(move || {
+        // Moved whole: dropping it (also when the job panics) delivers the answer.
+        let mut delivery = delivery;
+        let gone = || gone.load(Ordering::Relaxed);
+        delivery.answer = Some(crate::conn::run_offloaded(&shared, session, &frame, &gone));
+    });
+    if copy {
+        cx.pool.submit_copy(owner, job);
+    } else {
+        cx.pool.submit(owner, job);
+    }
 }
 
 /// Serves `c` as far as it can go without waiting: writes, answers buffered input, reads.

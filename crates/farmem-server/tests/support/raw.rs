@@ -156,6 +156,18 @@ pub fn rss(pid: u32) -> u64 {
         * 1024
 }
 
+/// The peak resident set of process `pid` so far (`VmHWM`), in bytes.
+#[allow(dead_code)] // not every test binary uses it
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024
+}
+
 /// A frame header announcing a body of `len` bytes (the body never follows).
 pub fn announce(op: Op, id: u64, len: u32) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];

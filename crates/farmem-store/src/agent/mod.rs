@@ -17,10 +17,16 @@
 //! - Hash-table operations keep the cold entries of a client's `FarHashMap` in per-session
 //!   [`tables`], charged against the session's capacity.
 //!
+//! - An operation's working memory (sort buffers, group tables, gathered values before they
+//!   become objects, median values, rank counts) is bounded from its arguments and charged to
+//!   the session's capacity while it runs (see `scratch`): a request whose working memory does
+//!   not fit is refused before it allocates.
+//!
 //! Every operation validates its input: an unknown operation, a malformed message, a missing
 //! object, a wrong element type or a length mismatch is an [`AgentError`], never a panic.
 
 mod error;
+mod scratch;
 mod segment;
 mod table;
 pub mod tables;
@@ -112,6 +118,8 @@ pub use farmem_kernels::default_threads;
 /// # Errors
 /// See [`AgentError`].
 pub fn execute(ctx: &dyn AgentContext, op: u16, args: &[u8]) -> Result<Vec<u8>, AgentError> {
+    let scratch = scratch::bound(op, args, ctx.threads());
+    let _held = Scratch::charge(ctx, scratch)?;
     let io = CtxIo(ctx);
     let tables = &ctx.state().tables;
     tracing::trace!(op, args = args.len(), "agent operation");
@@ -124,7 +132,7 @@ pub fn execute(ctx: &dyn AgentContext, op: u16, args: &[u8]) -> Result<Vec<u8>, 
         return Ok(out);
     }
     Ok(match op {
-        op::HT_GET => tables.get_encoded(args)?,
+        op::HT_GET => tables.get_encoded(ctx, args)?,
         op::HT_PUT => tables.put_encoded(ctx, args)?,
         op::HT_REMOVE => tables.remove(ctx, &HtKeysArgs::decode(args)?)?.encode(),
         op::HT_LEN => tables.len(u64::decode(args)?).encode(),
@@ -132,6 +140,34 @@ pub fn execute(ctx: &dyn AgentContext, op: u16, args: &[u8]) -> Result<Vec<u8>, 
         op::HT_DROP => tables.drop_table(ctx, u64::decode(args)?)?.encode(),
         other => return Err(AgentError::UnknownOp(other)),
     })
+}
+
+/// Working memory charged to a session while its operation runs; released when dropped.
+struct Scratch<'a> {
+    ctx: &'a dyn AgentContext,
+    bytes: u64,
+}
+
+impl<'a> Scratch<'a> {
+    /// Charges `bytes` to `ctx`'s session.
+    ///
+    /// # Errors
+    /// The out-of-capacity (or quota) error of [`AgentContext::charge`]; nothing is charged.
+    fn charge(ctx: &'a dyn AgentContext, bytes: u64) -> Result<Self, AgentError> {
+        let bytes = bytes.min(i64::MAX as u64);
+        if bytes > 0 {
+            ctx.charge(bytes as i64)?;
+        }
+        Ok(Self { ctx, bytes })
+    }
+}
+
+impl Drop for Scratch<'_> {
+    fn drop(&mut self) {
+        if self.bytes > 0 && self.ctx.charge(-(self.bytes as i64)).is_err() {
+            tracing::error!(bytes = self.bytes, "releasing agent working memory failed");
+        }
+    }
 }
 
 /// Runs vector operation `op` over `io`; `None` for an operation that is not a vector operation

@@ -150,15 +150,23 @@ impl Tables {
         }
     }
 
-    /// [`Tables::get`] from the encoded [`HtKeysArgs`], answering the encoded [`HtValues`].
+    /// [`Tables::get`] from the encoded [`HtKeysArgs`], answering the encoded [`HtValues`]. The
+    /// answer is charged to `ctx`'s session while it is built (a request may name one large
+    /// value many times).
     ///
     /// # Errors
-    /// [`AgentError::Malformed`] when the arguments do not decode.
-    pub fn get_encoded(&self, args: &[u8]) -> Result<Vec<u8>, AgentError> {
+    /// [`AgentError::Malformed`] when the arguments do not decode; the out-of-capacity error of
+    /// [`AgentContext::charge`] when the answer does not fit.
+    pub fn get_encoded(&self, ctx: &dyn AgentContext, args: &[u8]) -> Result<Vec<u8>, AgentError> {
         let (table, keys) = parse_keys(args)?;
         let inner = self.lock();
         let t = inner.tables.get(&table);
-        let mut w = Writer::from_vec(Vec::with_capacity(4 + keys.len() * 13));
+        let size = keys.iter().fold(4u64, |n, &k| {
+            let v = t.and_then(|t| t.get(k)).map_or(0, |v| 4 + v.len() as u64);
+            n.saturating_add(1 + v)
+        });
+        let _answer = super::Scratch::charge(ctx, size)?;
+        let mut w = Writer::from_vec(Vec::with_capacity(size.min(1 << 20) as usize));
         w.count(keys.len());
         for k in keys {
             match t.and_then(|t| t.get(k)) {

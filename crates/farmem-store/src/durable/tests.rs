@@ -354,3 +354,65 @@ fn answers_of_non_idempotent_requests_survive_a_restart_and_a_snapshot() {
     drop((r, d));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Latency of puts (and of put + commit) while snapshots rotate the log, synced to disk:
+/// `cargo test --release -p farmem-store measure_rotation -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement; prints figures"]
+fn measure_rotation_stall() {
+    let dir = tmp("rotation");
+    let mut c = config(&dir);
+    c.sync = SyncPolicy::Always;
+    c.segment_chunk = DurableConfig::new(&dir).segment_chunk;
+    let budget = Arc::new(Budget::new(u64::MAX));
+    let (d, _) = open(&c, &budget).unwrap();
+    let s = d
+        .open_session(Session::new(1, budget.clone(), 1 << 20, 1), 7)
+        .unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let data = vec![7u8; 4096];
+    let run = |snapshots: bool| {
+        stop.store(false, std::sync::atomic::Ordering::Relaxed);
+        std::thread::scope(|sc| {
+            if snapshots {
+                sc.spawn(|| {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        d.snapshot().unwrap();
+                    }
+                });
+            }
+            let mut put = Vec::new();
+            let mut both = Vec::new();
+            let t0 = std::time::Instant::now();
+            let mut i = 0u64;
+            while t0.elapsed() < Duration::from_secs(3) {
+                let a = std::time::Instant::now();
+                s.ns.put(i % 2000, &data).unwrap();
+                let b = std::time::Instant::now();
+                s.commit().unwrap();
+                put.push(b - a);
+                both.push(a.elapsed());
+                i += 1;
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            put.sort_unstable();
+            both.sort_unstable();
+            let q = |v: &[Duration], f: f64| v[((v.len() - 1) as f64 * f) as usize];
+            println!(
+                "snapshots {snapshots}: {} puts; put p50 {:?} p99 {:?} max {:?}; put+commit p50 \
+                 {:?} p99 {:?} max {:?}",
+                put.len(),
+                q(&put, 0.5),
+                q(&put, 0.99),
+                q(&put, 1.0),
+                q(&both, 0.5),
+                q(&both, 0.99),
+                q(&both, 1.0)
+            );
+        });
+    };
+    run(false);
+    run(true);
+    drop((s, d));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

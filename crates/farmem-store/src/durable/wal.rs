@@ -245,34 +245,50 @@ impl Wal {
         Ok(())
     }
 
-    /// Writes and syncs everything appended, then starts segment `current + 1`: records
-    /// appended from now on go there. Returns the new segment's number.
+    /// Starts segment `current + 1` (records appended from now on go there), then writes and
+    /// syncs everything appended before it. Returns the new segment's number.
+    ///
+    /// Changes are not held up by it: the new segment is created, grown and its directory
+    /// entry synced before the log's lock is taken, the switch itself is a few assignments,
+    /// and the old segment's tail is written and synced with the lock released, this call
+    /// acting as the group-commit leader (so no commit counts as durable before that sync).
+    /// Rotations are serialised by the caller (one snapshot at a time).
     ///
     /// # Errors
-    /// A failed write or sync (the log is failed then), or the new segment cannot be created.
+    /// A failed write or sync (the log is failed then), or the new segment cannot be created
+    /// (nothing changed then).
     pub(crate) fn rotate(&self) -> Result<u64, DurableError> {
+        let (current, reserved) = {
+            let st = self.st.lock();
+            (st.segment, st.reserved)
+        };
+        let next = current + 1;
+        let path = self.dir.segment(next);
+        let file = create_segment(&self.dir, next)?;
+        // Outstanding reservations will be written to the new segment.
+        let mut by = (reserved.max(1)).next_multiple_of(4096).max(self.chunk);
+        let made = allocate(&file, 0, by)
+            .map_err(io_err("cannot grow log segment", &path))
+            .and_then(|()| self.dir.sync());
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         let mut st = self.st.lock();
+        debug_assert_eq!(st.segment, current, "rotations are serialised");
         while st.flushing {
             self.done.wait(&mut st);
         }
-        let path = self.dir.segment(st.segment);
-        let buf = std::mem::take(&mut st.buf);
-        let at = st.seg_flushed;
-        let r = st
-            .file
-            .write_all_at(&buf, at)
-            .and_then(|()| st.file.sync_data());
-        if let Err(e) = r {
-            st.failed = Some(e.kind());
-            return Err(io_err("cannot write log segment", &path)(e));
+        if st.reserved > by {
+            // Reservations grew while the segment was made (rare): grow it under the lock.
+            let more = (st.reserved - by).next_multiple_of(4096);
+            allocate(&file, by, more).map_err(io_err("cannot grow log segment", &path))?;
+            by += more;
         }
-        st.durable = st.appended;
-        let next = st.segment + 1;
-        let file = create_segment(&self.dir, next)?;
-        // Outstanding reservations will be written to the new segment.
-        let by = (st.reserved.max(1)).next_multiple_of(4096).max(self.chunk);
-        allocate(&file, 0, by).map_err(io_err("cannot grow log segment", &path))?;
-        self.dir.sync()?;
+        st.flushing = true;
+        let buf = std::mem::take(&mut st.buf);
+        let (old, at, end) = (st.file.clone(), st.seg_flushed, st.appended);
+        let old_path = self.dir.segment(st.segment);
         let (seg, size) = (st.segment, st.seg_alloc);
         st.older.push((seg, size));
         st.file = Arc::new(file);
@@ -280,7 +296,20 @@ impl Wal {
         st.seg_alloc = by;
         st.seg_taken = 0;
         st.seg_flushed = 0;
+        drop(st);
+        let r = old.write_all_at(&buf, at).and_then(|()| old.sync_data());
+        let mut st = self.st.lock();
+        st.flushing = false;
+        match &r {
+            Ok(()) => st.durable = st.durable.max(end),
+            Err(e) => {
+                tracing::error!(error = %e, "writing the log failed: it takes no more changes");
+                st.failed = Some(e.kind());
+            }
+        }
         self.done.notify_all();
+        drop(st);
+        r.map_err(io_err("cannot write log segment", &old_path))?;
         Ok(next)
     }
 

@@ -10,6 +10,7 @@
 
 mod embedded;
 mod error;
+mod pending_gets;
 pub mod pool;
 mod push;
 mod sites;
@@ -17,6 +18,7 @@ mod tcp;
 
 pub use embedded::EmbeddedStore;
 pub use error::{BackendError, DisconnectCause, ProtocolError};
+pub use pending_gets::PendingGets;
 pub use pool::{
     FaultyBackend, MemberId, MemberSource, Membership, PoolBackend, PoolConfig, PoolError,
     PoolStats, Redundancy,
@@ -142,6 +144,14 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Fetches many objects in one round trip per server; results are in the order of `ids`.
     fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>, BackendError>;
+
+    /// Starts [`Backend::get_many`] without waiting, so that a caller can have reads on several
+    /// backends in flight at once and collect each with [`PendingGets::wait`].
+    ///
+    /// The default reads now and returns the objects ready; pipelined transports override it.
+    fn submit_get_many(&self, ids: &[ObjectId]) -> PendingGets {
+        PendingGets::ready(self.get_many(ids))
+    }
 
     /// Stores many objects in one round trip per server.
     fn put_many(&self, items: &[(ObjectId, &[u8])]) -> Result<(), BackendError>;

@@ -516,15 +516,29 @@ impl<T: Pod + Send + Sync> FarVec<T> {
         Ok(v)
     }
 
-    /// An iterator over copies of the elements, fetching a batch of chunks at a time.
+    /// An iterator over copies of the elements, fetching a batch of chunks at a time. It walks
+    /// chunk slices internally: errors can only come once per chunk, and an element of a local
+    /// chunk costs about what a `Vec` element does ([`FarVec::chunks`] hands out the slices
+    /// themselves).
+    ///
+    /// ```
+    /// use farmem::{Runtime, RuntimeConfig};
+    /// use farmem::containers::FarVec;
+    /// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
+    /// let v = FarVec::from_slice(&rt, &(0..100_000u64).collect::<Vec<_>>()).unwrap();
+    /// let mut sum = 0;
+    /// for x in v.iter() {
+    ///     sum += x?;
+    /// }
+    /// assert_eq!(sum, 99_999 * 100_000 / 2);
+    /// assert_eq!(v.iter().collect::<Result<Vec<_>, _>>()?.len(), 100_000);
+    /// # Ok::<(), farmem::containers::ContainerError>(())
+    /// ```
     pub fn iter(&self) -> Iter<'_, T> {
         Iter {
-            vec: self,
-            window: Window::for_objects(&self.rt, self.chunk_len * size_of::<T>()),
-            buf: Vec::new(),
-            chunk: 0,
-            pos: 0,
-            failed: false,
+            cur: [].iter(),
+            guard: None,
+            chunks: self.chunks(),
         }
     }
 
@@ -571,68 +585,120 @@ pub(crate) fn prefetch_stride<T: Pod>(rt: &Runtime, chunks: &[FarSlice<T>], c: u
 }
 
 /// Iterator over a [`FarVec`]'s elements (copies), yielding `Result<T>`; stops after an error.
-/// [`FarVec::chunks`] is the fast form: plain slices, one `Result` per chunk.
+///
+/// It walks the chunks as pinned slices ([`FarVec::chunks`], same read-ahead): an element of
+/// the current chunk costs a bounds check and a load, and an error can only come when the next
+/// chunk is made local, once per chunk. Internal iteration (`fold`, `for_each`, `sum` of
+/// unwrapped values, ...) runs a plain slice loop per chunk.
 pub struct Iter<'a, T: Pod> {
-    vec: &'a FarVec<T>,
-    window: Window,
-    buf: Vec<T>,
-    chunk: usize,
-    pos: usize,
-    failed: bool,
+    /// The current chunk's values not yet yielded (borrowed from `guard`'s pinned payload).
+    cur: std::slice::Iter<'a, T>,
+    /// Keeps the current chunk local and in place; dropped only after `cur` is emptied.
+    guard: Option<crate::Pinned<'a, T>>,
+    chunks: super::vec_access::Chunks<'a, T>,
 }
 
 impl<T: Pod> std::fmt::Debug for Iter<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Iter")
-            .field("chunk", &self.chunk)
-            .field("pos", &self.pos)
-            .field("failed", &self.failed)
+            .field("left_in_chunk", &self.cur.len())
             .finish_non_exhaustive()
+    }
+}
+
+impl<'a, T: Pod + Send + Sync> Iter<'a, T> {
+    /// Moves to the next chunk: `None` at the end, `Some(Err)` when it cannot be made local.
+    #[cold]
+    #[inline(never)]
+    fn next_chunk(&mut self) -> Option<Result<T>> {
+        self.cur = [].iter();
+        self.guard = None;
+        loop {
+            match self.chunks.next()? {
+                Ok(p) => {
+                    // SAFETY: the payload stays local and in place while its guard lives, and
+                    // the guard is kept in `self.guard` until `cur` is emptied (above); the
+                    // iterator yields copies, so no reference into it outlives the guard.
+                    let vals: &'a [T] = unsafe { std::slice::from_raw_parts(p.as_ptr(), p.len()) };
+                    self.guard = Some(p);
+                    self.cur = vals.iter();
+                    if let Some(&x) = self.cur.next() {
+                        return Some(Ok(x));
+                    }
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
     }
 }
 
 impl<T: Pod + Send + Sync> Iterator for Iter<'_, T> {
     type Item = Result<T>;
 
+    #[inline(always)]
     fn next(&mut self) -> Option<Result<T>> {
-        if self.failed {
-            return None;
+        if let Some(&x) = self.cur.next() {
+            return Some(Ok(x));
         }
-        if self.pos == self.buf.len() {
-            if self.chunk >= self.vec.chunks.len() {
-                return None;
+        self.next_chunk()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.cur.len() + self.chunks.elements_left();
+        (n, Some(n))
+    }
+
+    fn fold<B, F: FnMut(B, Result<T>) -> B>(mut self, init: B, mut f: F) -> B {
+        let mut acc = std::mem::replace(&mut self.cur, [].iter()).fold(init, |a, &x| f(a, Ok(x)));
+        self.guard = None;
+        for c in self.chunks {
+            match c {
+                Ok(c) => acc = c.iter().fold(acc, |a, &x| f(a, Ok(x))),
+                Err(e) => return f(acc, Err(e)),
             }
-            let c = self.chunk;
-            if c.is_multiple_of(self.window.batch) {
-                let end = (c + self.window.batch).min(self.vec.chunks.len());
-                if let Err(e) = self.vec.rt.prefetch(&self.vec.chunks[c..end]) {
-                    tracing::debug!("iterator prefetch failed: {e}");
-                }
-            }
-            let s = self.vec.rt.scope();
-            match self.vec.chunks[c].read(&s) {
-                Ok(d) => {
-                    self.buf.clear();
-                    self.buf.extend_from_slice(&d[..self.vec.used_in(c)]);
-                }
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(e.into()));
-                }
-            }
-            self.chunk += 1;
-            self.pos = 0;
         }
-        let v = self.buf[self.pos];
-        self.pos += 1;
-        Some(Ok(v))
+        acc
     }
 }
+
+impl<T: Pod + Send + Sync> ExactSizeIterator for Iter<'_, T> {}
+
+impl<T: Pod + Send + Sync> std::iter::FusedIterator for Iter<'_, T> {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::RuntimeConfig;
+
+    /// `iter` yields every element in order across chunks (local or evicted), its size hint is
+    /// exact at every step, and `fold` after a few `next` calls sees exactly the rest.
+    #[test]
+    fn iter_walks_every_chunk_with_an_exact_size() {
+        let rt = Runtime::new(RuntimeConfig::new(1 << 20).region_size(64 << 10)).unwrap();
+        let xs: Vec<u32> = (0..50_001).map(|i| i * 7).collect();
+        let mut v = FarVec::with_chunk_bytes(&rt, 4096).unwrap();
+        v.extend_from_slice(&xs).unwrap();
+        rt.evacuate_now();
+        let mut it = v.iter();
+        for (k, want) in xs.iter().take(1_500).enumerate() {
+            assert_eq!(it.len(), xs.len() - k);
+            assert_eq!(it.next().unwrap().unwrap(), *want);
+        }
+        let rest = it.fold(Vec::new(), |mut acc, x| {
+            acc.push(x.unwrap());
+            acc
+        });
+        assert_eq!(rest, xs[1_500..]);
+        let all: Vec<u32> = v.iter().collect::<Result<_>>().unwrap();
+        assert_eq!(all, xs);
+        let mut it = v.iter();
+        assert_eq!(it.by_ref().count(), xs.len());
+        assert!(it.next().is_none());
+        assert_eq!(
+            FarVec::<u64>::new(&rt).iter().next().map(|r| r.is_ok()),
+            None
+        );
+    }
 
     /// `scan_range` yields exactly the rows of the range, far or local, dirty or clean.
     #[test]

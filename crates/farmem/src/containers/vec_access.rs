@@ -192,6 +192,17 @@ pub struct Chunks<'a, T: Pod> {
     nt: bool,
 }
 
+impl<T: Pod> Chunks<'_, T> {
+    /// Elements of the chunks not yet handed out.
+    pub(super) fn elements_left(&self) -> usize {
+        let v = self.vec;
+        if self.next >= v.chunks.len() {
+            return 0;
+        }
+        v.len - (self.next * v.chunk_len).min(v.len)
+    }
+}
+
 impl<'a, T: Pod + Send + Sync> Iterator for Chunks<'a, T> {
     type Item = Result<Pinned<'a, T>>;
 

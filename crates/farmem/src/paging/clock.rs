@@ -89,8 +89,12 @@ impl Slot {
 
 /// Resident pages in a fixed number of slots, with a CLOCK hand.
 pub struct Clock {
+    /// Slots handed out so far (grown on demand up to `capacity`, so that a large budget costs
+    /// nothing until it is used).
     slots: Vec<Option<Slot>>,
+    /// Freed slots of `slots`.
     free: Vec<u32>,
+    capacity: usize,
     of_page: HashMap<usize, u32>,
     hand: usize,
     /// Victims chosen so far: the time scale of sampling windows.
@@ -103,9 +107,10 @@ impl Clock {
     /// An empty set of `capacity` slots.
     pub fn new(capacity: usize) -> Self {
         Self {
-            slots: vec![None; capacity],
-            free: (0..capacity as u32).rev().collect(),
-            of_page: HashMap::with_capacity(capacity),
+            slots: Vec::new(),
+            free: Vec::new(),
+            capacity,
+            of_page: HashMap::with_capacity(capacity.min(1 << 12)),
             hand: 0,
             now: 0,
             sample_window: (capacity / 8) as u64,
@@ -124,7 +129,7 @@ impl Clock {
 
     /// Free slots.
     pub fn free_slots(&self) -> usize {
-        self.free.len()
+        self.free.len() + (self.capacity - self.slots.len())
     }
 
     /// The slot of a resident page.
@@ -143,8 +148,13 @@ impl Clock {
         if self.of_page.contains_key(&slot.page) {
             return false;
         }
-        let Some(i) = self.free.pop() else {
-            return false;
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None if self.slots.len() < self.capacity => {
+                self.slots.push(None);
+                (self.slots.len() - 1) as u32
+            }
+            None => return false,
         };
         self.of_page.insert(slot.page, i);
         self.slots[i as usize] = Some(slot);

@@ -35,21 +35,33 @@ const STAGING: usize = 64;
 /// Fixed-size page buffers handed out by index.
 pub struct Pool {
     buf: PageBuf,
+    /// Buffers given back.
     free: Vec<u32>,
+    /// Buffers never handed out: `fresh..n`.
+    fresh: u32,
+    n: u32,
 }
 
 impl Pool {
-    /// `n` buffers of one page (their memory is only committed when first written).
+    /// `n` buffers of one page (their memory is only committed when first written, and the
+    /// free list grows as they are given back).
     pub fn new(n: usize) -> Result<Self, PagingError> {
         Ok(Self {
             buf: PageBuf::new(n)?,
-            free: (0..n as u32).rev().collect(),
+            free: Vec::new(),
+            fresh: 0,
+            n: n as u32,
         })
     }
 
     /// A free buffer, if any.
     pub fn take(&mut self) -> Option<u32> {
-        self.free.pop()
+        self.free.pop().or_else(|| {
+            (self.fresh < self.n).then(|| {
+                self.fresh += 1;
+                self.fresh - 1
+            })
+        })
     }
 
     /// Gives a buffer back.
@@ -68,7 +80,7 @@ impl Pool {
 
     /// Buffers not handed out.
     pub fn free_count(&self) -> usize {
-        self.free.len()
+        self.free.len() + (self.n - self.fresh) as usize
     }
 
     /// Buffer `i`.
@@ -227,8 +239,11 @@ impl Core {
         let budget_pages = (cfg.budget_bytes / PAGE).min(pages).max(1);
         let batch = cfg.evict_batch_pages.clamp(1, (budget_pages / 4).max(1));
         let prefetch_max = cfg.readahead_max_pages.min(budget_pages / 4);
-        let low = batch.max(prefetch_max).clamp(1, (budget_pages / 8).max(1));
-        let high = (low + batch).min((budget_pages / 4).max(low + 1));
+        // Room for the windows a sequential stream keeps in flight, so that reserving the next
+        // one rarely finds the free slots short (a cut window costs a demand fault).
+        let ahead = super::prefetch::DEPTH * prefetch_max;
+        let low = batch.max(ahead).clamp(1, (budget_pages / 4).max(1));
+        let high = (low + batch).min((budget_pages / 3).max(low + 1));
         let threads = cfg.pager_threads.max(1);
         Ok(Self {
             base,
@@ -358,6 +373,50 @@ impl Core {
         Ok(())
     }
 
+    /// Maps zeros, writable, on the pages of `[first, first+n)` that were never stored and are
+    /// neither resident nor in flight, while the free slots stay above the reclaimer's high
+    /// watermark: a fresh allocation is then used without a first-touch fault per run of pages.
+    /// Returns the pages mapped. Pages left untouched cost nothing to evict (they are dropped
+    /// unsent).
+    ///
+    /// # Errors
+    /// A failed `UFFDIO_COPY`.
+    pub fn populate(&self, first: usize, n: usize) -> Result<usize, PagingError> {
+        let end = first.saturating_add(n).min(self.pages);
+        let zrun = super::fault::ZERO_RUN;
+        let mut st = self.state.lock();
+        let mut mapped = 0;
+        let mut page = first;
+        while page < end {
+            let free = |st: &State, p: usize| {
+                !st.is_stored(p) && !st.clock.contains(p) && !st.inflight.contains_key(&p)
+            };
+            if !free(&st, page) {
+                page += 1;
+                continue;
+            }
+            let room = st.available().saturating_sub(self.high);
+            let mut k = 0;
+            while k < zrun.min(room) && page + k < end && free(&st, page + k) {
+                k += 1;
+            }
+            if k == 0 {
+                break;
+            }
+            self.uffd
+                .copy(self.addr(page), &self.zeros[..k * PAGE], false, false)
+                .map_err(PagingError::Sys)?;
+            for p in page..page + k {
+                st.clock
+                    .insert(super::clock::Slot::new(p, true, true, Twin::Zero));
+            }
+            st.stats.zero_faults += 1;
+            mapped += k;
+            page += k;
+        }
+        Ok(mapped)
+    }
+
     /// Forgets pages `[first, first+n)`: drops them locally and frees their backend copies.
     /// Their next access reads zeros. Waits for fetches and write-backs of these pages first;
     /// holds the state lock through the free, so that no later write-back of a page of the range
@@ -404,6 +463,7 @@ impl Core {
                 ids.push(self.id(page));
             }
         }
+        st.stats.freed_stored += ids.len() as u64;
         for chunk in ids.chunks(FREE_CHUNK) {
             retry("free", || self.backend.free(chunk))?;
         }

@@ -18,7 +18,7 @@ use super::writeback::retry;
 use crate::backend::BackendError;
 
 /// Most never-stored pages mapped with zeros by one first-touch fault.
-pub const ZERO_RUN: usize = 16;
+pub const ZERO_RUN: usize = 64;
 /// How often an idle pager thread checks for shutdown.
 const POLL_MS: i32 = 50;
 
@@ -180,7 +180,7 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
         // First touch: zeros, mapped under the lock (no I/O), together with the untouched pages
         // right after it while slots are plentiful: first touches come in sequences (a new
         // array being filled), and one UFFDIO_COPY per run saves a fault per page. Pages mapped
-        // ahead that stay untouched cost nothing to evict (all-zero pages are not sent).
+        // ahead that stay untouched cost nothing to evict (all-zero pages are dropped unsent).
         let mut n = zero_run(core, &st, page);
         if let Err(e) = core.uffd.copy(addr, &core.zeros[..n * PAGE], !write, false) {
             // A run must lie in one mapping; the program may have split the region's (mprotect,
@@ -294,18 +294,13 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
     st.stats.fetch_faults += 1;
     st.stats.fetch_backend_ns += backend_ns;
     st.stats.fetch_fault_ns += t0.elapsed().as_nanos() as u64;
-    let plan = st.streams.on_fault(page);
-    let pages = plan
-        .as_ref()
-        .map(|p| reserve(core, &mut st, p))
-        .unwrap_or_default();
+    let plans = st.streams.on_fault(page);
+    let work = reserve_all(core, &mut st, plans);
     kick(core, &st);
     drop(st);
     core.changed.notify_all();
     core.uffd.wake(addr, PAGE).map_err(sys_err)?;
-    if let Some(plan) = plan {
-        prefetch(core, w, &plan, pages);
-    }
+    prefetch_all(core, w, work);
     Ok(())
 }
 
@@ -401,17 +396,12 @@ fn on_marker(
         return core.uffd.wake(addr, PAGE).map_err(sys_err);
     }
     st.stats.prefetch_hits += 1;
-    let plan = st.streams.on_marker(staged.1, page);
-    let pages = plan
-        .as_ref()
-        .map(|p| reserve(core, &mut st, p))
-        .unwrap_or_default();
+    let plans = st.streams.on_marker(staged.1, page).into_iter().collect();
+    let work = reserve_all(core, &mut st, plans);
     kick(core, &st);
     drop(st);
     core.uffd.wake(addr, PAGE).map_err(sys_err)?;
-    if let Some(plan) = plan {
-        prefetch(core, w, &plan, pages);
-    }
+    prefetch_all(core, w, work);
     Ok(())
 }
 
@@ -459,18 +449,46 @@ fn map_staged(
     Ok(())
 }
 
+/// A prefetch plan and the pages of it reserved for fetching.
+type Work = (Plan, Vec<usize>);
+
+/// Reserves the plans of one stream in order (see [`reserve`]); the first one cut short ends
+/// the list, and its stream resumes where it was cut.
+fn reserve_all(core: &Core, st: &mut State, plans: Vec<Plan>) -> Vec<Work> {
+    let mut out = Vec::with_capacity(plans.len());
+    let mut cut = false;
+    for plan in plans {
+        if cut {
+            st.streams.unissued(plan.tag, plan.pages.len() as u64);
+            continue;
+        }
+        let (pages, at) = reserve(core, st, &plan);
+        if let Some(at) = at {
+            st.streams.rewind(plan.tag, at);
+            cut = true;
+        }
+        if !pages.is_empty() {
+            out.push((plan, pages));
+        }
+    }
+    out
+}
+
 /// Reserves slots for the pages of `plan` worth fetching (stored, not resident, not in flight),
-/// as many as there is room for, and marks them in flight. Returns them in plan order.
-fn reserve(core: &Core, st: &mut State, plan: &Plan) -> Vec<usize> {
+/// as many as there is room for, and marks them in flight. Returns them in plan order, and the
+/// first page of the plan left out for want of room or of a free pager thread, if any.
+fn reserve(core: &Core, st: &mut State, plan: &Plan) -> (Vec<usize>, Option<usize>) {
     if st.prefetching >= core.max_prefetching {
         st.streams.unissued(plan.tag, plan.pages.len() as u64);
-        return Vec::new();
+        return (Vec::new(), plan.pages.first().copied());
     }
     // Leave a slot for the next demand fault.
     let mut room = st.available().saturating_sub(1);
     let mut out = Vec::with_capacity(plan.pages.len());
+    let mut cut = None;
     for &p in &plan.pages {
         if room == 0 {
+            cut = Some(p);
             break;
         }
         if p < core.pages
@@ -495,16 +513,26 @@ fn reserve(core: &Core, st: &mut State, plan: &Plan) -> Vec<usize> {
     if !out.is_empty() {
         st.prefetching += 1;
     }
-    out
+    (out, cut)
+}
+
+/// Fetches and maps the reserved plans one after the other, and the windows their late
+/// markers ask for.
+fn prefetch_all(core: &Core, w: &mut Worker, work: Vec<Work>) {
+    let mut queue: std::collections::VecDeque<Work> = work.into();
+    while let Some((plan, pages)) = queue.pop_front() {
+        queue.extend(prefetch(core, w, &plan, pages));
+    }
 }
 
 /// Fetches `pages` (reserved and in flight) with one batched request and maps them in runs of
 /// consecutive pages, one `UFFDIO_COPY` per run. The marker page of the plan is staged instead,
-/// unless a thread already waits for it. A failed prefetch is dropped (waiting threads retry
-/// with an ordinary fetch).
-fn prefetch(core: &Core, w: &mut Worker, plan: &Plan, pages: Vec<usize>) {
+/// unless a thread already waits for it: then the program is already in this window, and the
+/// next window is reserved at once and returned (to be fetched next). A failed prefetch is
+/// dropped (waiting threads retry with an ordinary fetch).
+fn prefetch(core: &Core, w: &mut Worker, plan: &Plan, pages: Vec<usize>) -> Vec<Work> {
     if pages.is_empty() {
-        return;
+        return Vec::new();
     }
     let ids: Vec<_> = pages.iter().map(|&p| core.id(p)).collect();
     let got = core.backend.get_many(&ids).and_then(|data| {
@@ -532,17 +560,23 @@ fn prefetch(core: &Core, w: &mut Worker, plan: &Plan, pages: Vec<usize>) {
             for &p in &pages {
                 let _ = core.uffd.wake(core.addr(p), PAGE);
             }
-            return;
+            return Vec::new();
         }
     };
     // Stage the marker (its first touch drives the stream), if a staging buffer is free.
     let mut staged: Option<(usize, u32)> = None;
+    let mut follow = Vec::new();
     if let Some(m) = plan.marker
         && let Some(k) = pages.iter().position(|&p| p == m)
     {
         let mut st = core.state.lock();
         let demanded = st.inflight.get(&m).is_some_and(|i| i.demanded);
-        if !demanded && let Some(b) = st.staging.take() {
+        if demanded {
+            // The program waits at the start of this window: ask for the next one now, so it
+            // is on the wire while this one is mapped.
+            let plans = st.streams.on_marker(plan.tag, m).into_iter().collect();
+            follow = reserve_all(core, &mut st, plans);
+        } else if let Some(b) = st.staging.take() {
             st.staging.page_mut(b).copy_from_slice(&data[k]);
             staged = Some((m, b));
         }
@@ -597,6 +631,8 @@ fn prefetch(core: &Core, w: &mut Worker, plan: &Plan, pages: Vec<usize>) {
             std::process::abort();
         }
         let _ = core.uffd.wake(core.addr(p), PAGE);
+        let plans = st.streams.on_marker(plan.tag, p).into_iter().collect();
+        follow.extend(reserve_all(core, &mut st, plans));
     }
     st.reserved -= pages.len();
     st.prefetching -= 1;
@@ -604,4 +640,5 @@ fn prefetch(core: &Core, w: &mut Worker, plan: &Plan, pages: Vec<usize>) {
     kick(core, &st);
     drop(st);
     core.changed.notify_all();
+    follow
 }

@@ -11,7 +11,7 @@
 //!   being fetched waits for that fetch.
 //! - **Missing fault**: the page is fetched into a page-aligned buffer and mapped with
 //!   `UFFDIO_COPY`, write-protected so it starts *clean*; a page never written back maps zeros,
-//!   along with up to 15 following never-stored pages in the same `UFFDIO_COPY` (first touches
+//!   along with up to 63 following never-stored pages in the same `UFFDIO_COPY` (first touches
 //!   come in sequences; all-zero pages are never sent at eviction).
 //!   A write fault maps the page writable at once (already dirty).
 //! - **Dirty tracking**: the first write to a clean page raises a write-protect fault; the pager
@@ -19,7 +19,8 @@
 //! - **Reclaim in the background.** A reclaimer thread keeps between `low` and `high` free slots
 //!   (watermarks derived from [`PagingConfig::evict_batch_pages`] and the prefetch window), as
 //!   kswapd does. Clean victims are dropped (`MADV_DONTNEED`, one call per run of consecutive
-//!   pages), never written. Dirty victims are write-protected, copied and written back in one
+//!   pages), never written; so are dirty victims whose contents equal the backend's copy (or
+//!   are still all zeros). Dirty victims are write-protected, copied and written back in one
 //!   batched request without holding the lock, then dropped; a writer of such a page waits until
 //!   it is gone. With [`WriteBack::CacheLine`] only the 64-byte lines that differ from the twin
 //!   are sent ([`Backend::patch_many`](crate::backend::Backend::patch_many)); [`WriteBack::WholePage`] sends whole pages like a swap
@@ -44,11 +45,13 @@
 //! - **Prefetching that follows the program.** Faults are grouped into streams by proximity
 //!   (per region; several threads or interleaved arrays get separate streams). A stream's trend
 //!   is the majority delta of its last faults (as in Leap): sequential, reverse or strided. The
-//!   next window of pages along the trend is fetched in one batched request after the faulting
-//!   thread has been woken, and mapped with one `UFFDIO_COPY` per run of consecutive pages. The
-//!   first page of each window is kept unmapped (staged locally): its first touch is a cheap
-//!   fault without network that fetches the next window while the program works through this
-//!   one. The window doubles while windows are used and halves when the stream breaks off, up to
+//!   next two windows of pages along the trend are fetched, each in one batched request, after
+//!   the faulting thread has been woken, and mapped with one `UFFDIO_COPY` per run of consecutive
+//!   pages. The first page of each window is kept unmapped (staged locally): its first touch is
+//!   a cheap fault without network that fetches one more window, so two stay ahead of the
+//!   program; if the program reaches it while it is still in flight, the next window is asked
+//!   for as soon as this one arrives. A window cut short for want of free slots resumes where it
+//!   was cut. The window doubles while windows are used and halves when the stream breaks off, up to
 //!   [`PagingConfig::readahead_max_pages`]. See [`PagingStats::prefetch_accuracy`] and
 //!   [`PagingStats::prefetch_coverage`].
 //!
@@ -206,6 +209,9 @@ pub struct PagingStats {
     pub bytes_changed: u64,
     /// What whole-page write-back would have sent for the same pages (`written_back * 4096`).
     pub whole_page_bytes: u64,
+    /// Pages freed from the backend because the program discarded them (freed memory): a
+    /// write-back of such a page before its free was wasted.
+    pub freed_stored: u64,
     /// Total time spent serving fetch faults in the pager, in nanoseconds: from reading the fault
     /// to the page being mapped, including any wait for the reclaimer (not prefetching, not the
     /// wake-up of the faulting thread).

@@ -7,10 +7,12 @@
 //! the last 8 deltas, then the last 4): +1 sequential, -1 reverse, +-k strided. Random faults have
 //! no majority and prefetch nothing.
 //!
-//! With a trend the next `window` pages along it are fetched asynchronously. The first page of
-//! each window is a *marker*: it is kept unmapped (staged locally), so the program's first touch
-//! of the window is seen (a minor fault, no network) and starts the fetch of the next window
-//! while the program works through this one, like the kernel's asynchronous readahead. A window
+//! With a trend the next [`DEPTH`] windows of `window` pages along it are fetched asynchronously,
+//! each with its own request, so that one is on the wire while the previous one is mapped. The
+//! first page of each window is a *marker*: it is kept unmapped (staged locally), so the
+//! program's first touch of the window is seen (a minor fault, no network) and starts the fetch
+//! of one more window, keeping [`DEPTH`] windows ahead of the program like the kernel's
+//! asynchronous readahead. A window
 //! the program enters doubles the next one (up to the maximum); a stream that leaves its trend
 //! halves it, and one without a trend stops.
 //!
@@ -28,6 +30,8 @@ const FIRST_WINDOW: usize = 4;
 const NEAR: usize = 64;
 /// Windows of at least this many pages get a marker page.
 const MARKER_MIN: usize = 4;
+/// Windows a stream keeps in flight ahead of the program.
+pub const DEPTH: usize = 2;
 
 /// Pages to fetch for one stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +57,8 @@ struct Stream {
     frontier: Option<usize>,
     /// Pages of the latest window not yet known to be used.
     pending: u64,
+    /// Pages of the latest window (the one furthest ahead, not entered yet).
+    latest: u64,
     used_at: u64,
 }
 
@@ -112,8 +118,24 @@ impl Streams {
         (generation << 8) | i as u32
     }
 
-    /// A demand fault (one that had to go to the backend) at `page`: returns what to prefetch.
-    pub fn on_fault(&mut self, page: usize) -> Option<Plan> {
+    /// A demand fault (one that had to go to the backend) at `page`: returns what to prefetch
+    /// (up to [`DEPTH`] windows, in stream order; empty without a trend).
+    pub fn on_fault(&mut self, page: usize) -> Vec<Plan> {
+        self.on_fault_one(page).map_or_else(Vec::new, |first| {
+            let mut plans = vec![first];
+            let i = (plans[0].tag & 0xFF) as usize;
+            let s = self.s[i];
+            if let (Some(d), Some(start)) = (s.trend, s.frontier) {
+                for _ in 1..DEPTH {
+                    let p = self.issue(i, start, d, s.window, s.generation);
+                    plans.push(p);
+                }
+            }
+            plans
+        })
+    }
+
+    fn on_fault_one(&mut self, page: usize) -> Option<Plan> {
         if self.max_window == 0 {
             return None;
         }
@@ -197,8 +219,9 @@ impl Streams {
         s.last = page;
         let d = s.trend?;
         let start = s.frontier?;
-        self.counters.used += s.pending;
-        s.pending = 0;
+        // The windows before the latest one have been entered.
+        self.counters.used += s.pending.saturating_sub(s.latest);
+        s.pending = s.pending.min(s.latest);
         s.window = (s.window * 2).clamp(1, self.max_window);
         let w = s.window;
         Some(self.issue(i, start, d, w, generation))
@@ -208,11 +231,22 @@ impl Streams {
         let pages: Vec<usize> = (0..w).filter_map(|k| step(start, d, k)).collect();
         let s = &mut self.s[i];
         s.frontier = step(start, d, w);
-        s.pending = pages.len() as u64;
+        s.pending += pages.len() as u64;
+        s.latest = pages.len() as u64;
         Plan {
             marker: (pages.len() >= MARKER_MIN).then(|| pages[0]),
             pages,
             tag: Self::tag(i, generation),
+        }
+    }
+
+    /// The pages of stream `tag` from `page` on were not fetched (no room, or too many
+    /// prefetches outstanding): its next window starts there again instead of leaving a hole.
+    pub fn rewind(&mut self, tag: u32, page: usize) {
+        if let Some(s) = self.s.get_mut((tag & 0xFF) as usize)
+            && s.generation == tag >> 8
+        {
+            s.frontier = Some(page);
         }
     }
 
@@ -223,6 +257,7 @@ impl Streams {
             && s.generation == tag >> 8
         {
             s.pending = s.pending.saturating_sub(n);
+            s.latest = s.latest.saturating_sub(n);
         }
     }
 }
@@ -231,8 +266,23 @@ impl Streams {
 mod tests {
     use super::*;
 
+    /// The first plan of each fault.
     fn run(s: &mut Streams, faults: &[usize]) -> Vec<Option<Plan>> {
-        faults.iter().map(|&p| s.on_fault(p)).collect()
+        faults
+            .iter()
+            .map(|&p| s.on_fault(p).into_iter().next())
+            .collect()
+    }
+
+    impl Streams {
+        /// The plans of the last of `faults`.
+        fn on_fault_all(&mut self, faults: &[usize]) -> Vec<Plan> {
+            faults
+                .iter()
+                .map(|&p| self.on_fault(p))
+                .last()
+                .unwrap_or_default()
+        }
     }
 
     #[test]
@@ -245,24 +295,38 @@ mod tests {
     }
 
     #[test]
-    fn sequential_stream_grows_its_window_with_markers() {
+    fn sequential_stream_keeps_two_windows_ahead_and_grows_them() {
         let mut s = Streams::new(64);
-        let plans = run(&mut s, &[100, 101, 102]);
-        assert!(
-            plans[0].is_none() && plans[1].is_none(),
-            "one delta is no trend"
-        );
-        let p = plans[2].clone().unwrap();
-        assert_eq!(p.pages, vec![103, 104, 105, 106]);
-        assert_eq!(p.marker, Some(103));
-        // The program touches the marker: the next window is twice as large and starts after it.
-        let q = s.on_marker(p.tag, 103).unwrap();
-        assert_eq!(q.pages, (107..115).collect::<Vec<_>>());
+        assert!(s.on_fault(100).is_empty());
+        assert!(s.on_fault(101).is_empty(), "one delta is no trend");
+        let plans = s.on_fault(102);
+        assert_eq!(plans.len(), DEPTH);
+        assert_eq!(plans[0].pages, vec![103, 104, 105, 106]);
+        assert_eq!(plans[0].marker, Some(103));
+        assert_eq!(plans[1].pages, vec![107, 108, 109, 110]);
+        assert_eq!(plans[1].marker, Some(107));
+        // The program enters the first window: one more window, twice as large, after the
+        // second one.
+        let q = s.on_marker(plans[0].tag, 103).unwrap();
+        assert_eq!(q.pages, (111..119).collect::<Vec<_>>());
         let r = s.on_marker(q.tag, 107).unwrap();
-        assert_eq!(r.pages.len(), 16);
-        assert_eq!(s.counters.used, 4 + 8);
+        assert_eq!(r.pages, (119..135).collect::<Vec<_>>());
+        // Two windows were entered; the two ahead are not judged yet.
+        assert_eq!(s.counters.used, 4 + 4);
+        assert_eq!(s.counters.wasted, 0);
         // A stale tag (stream replaced) does nothing.
         assert!(s.on_marker(q.tag.wrapping_add(1 << 8), 115).is_none());
+    }
+
+    #[test]
+    fn a_cut_window_resumes_where_it_was_cut() {
+        let mut s = Streams::new(8);
+        let plans = s.on_fault_all(&[0, 1, 2]);
+        assert_eq!(plans[1].pages, vec![7, 8, 9, 10]);
+        // Only 7 and 8 fitted: the next window starts at 9, not 11.
+        s.rewind(plans[1].tag, 9);
+        let q = s.on_marker(plans[0].tag, 3).unwrap();
+        assert_eq!(q.pages[0], 9);
     }
 
     #[test]
@@ -271,12 +335,13 @@ mod tests {
         let p = run(&mut s, &[500, 499, 498]).pop().flatten().unwrap();
         assert_eq!(p.pages, vec![497, 496, 495, 494]);
         let mut t = Streams::new(8);
-        let p = run(&mut t, &[10, 13, 16]).pop().flatten().unwrap();
-        assert_eq!(p.pages, vec![19, 22, 25, 28]);
-        // The stream faults right where the window ended: it was used, the window doubles.
-        let q = t.on_fault(31).unwrap();
-        assert_eq!(q.pages.len(), 8);
-        assert_eq!(t.counters.used, 4);
+        let plans = t.on_fault_all(&[10, 13, 16]);
+        assert_eq!(plans[0].pages, vec![19, 22, 25, 28]);
+        assert_eq!(plans[1].pages, vec![31, 34, 37, 40]);
+        // The stream faults right where its windows ended: they were used, the window doubles.
+        let q = t.on_fault(43);
+        assert_eq!(q[0].pages.len(), 8);
+        assert_eq!(t.counters.used, 8);
     }
 
     #[test]
@@ -284,8 +349,8 @@ mod tests {
         let mut s = Streams::new(16);
         let mut plans = 0;
         for k in 0..6 {
-            plans += s.on_fault(1000 + k).is_some() as usize;
-            plans += s.on_fault(90_000 - k).is_some() as usize;
+            plans += usize::from(!s.on_fault(1000 + k).is_empty());
+            plans += usize::from(!s.on_fault(90_000 - k).is_empty());
         }
         assert!(plans >= 6, "both streams detected: {plans}");
         let mut r = Streams::new(16);
@@ -294,7 +359,7 @@ mod tests {
             x = x
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            assert!(r.on_fault((x >> 20) % 1_000_000).is_none());
+            assert!(r.on_fault((x >> 20) % 1_000_000).is_empty());
         }
     }
 

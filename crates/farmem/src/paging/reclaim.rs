@@ -203,8 +203,9 @@ fn drop_clean(core: &Core, st: &mut State, pages: &[usize]) -> Result<(), Paging
     Ok(())
 }
 
-/// Write-protects and copies the dirty victims `pages` into `buf`, plans their write-back and
-/// marks them evicting. Their twins are freed (the plan holds what is needed).
+/// Write-protects and copies the dirty victims `pages` (sorted) into `buf`, plans their
+/// write-back and marks them evicting. Their twins are freed (the plan holds what is needed).
+/// Victims with nothing to send are dropped at once.
 fn prepare_dirty(
     core: &Core,
     st: &mut State,
@@ -212,6 +213,7 @@ fn prepare_dirty(
     buf: &mut PageBuf,
 ) -> Result<Vec<Item>, PagingError> {
     let mut items = Vec::with_capacity(pages.len());
+    let mut unchanged = Vec::new();
     for (k, &page) in pages.iter().enumerate() {
         let addr = core.addr(page);
         let stored = st.is_stored(page);
@@ -246,7 +248,20 @@ fn prepare_dirty(
         );
         st.stats.bytes_changed += changed;
         st.release(twin, None);
-        items.push(it);
+        if !it.whole && it.runs.is_empty() {
+            // Written to, but back to what the backend holds (or still all zeros): nothing to
+            // send, it is dropped like a clean page.
+            unchanged.push(page);
+        } else {
+            items.push(it);
+        }
     }
+    for &p in &unchanged {
+        if let Some(slot) = st.clock.get_mut(p) {
+            slot.evicting = false;
+            slot.dirty = false;
+        }
+    }
+    drop_clean(core, st, &unchanged)?;
     Ok(items)
 }

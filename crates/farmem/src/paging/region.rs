@@ -222,6 +222,26 @@ impl PagedRegion {
         self.core.flush()
     }
 
+    /// Maps the pages of `[offset, offset+len)` (whole pages inside it) that were never written
+    /// as zeros now, as far as free local memory allows, so that first touches of a fresh
+    /// allocation take no fault. Returns how many pages it mapped (0 when the range is outside
+    /// the region, or no slot is to spare).
+    ///
+    /// # Errors
+    /// A failed system call.
+    pub fn populate(&self, offset: usize, len: usize) -> Result<usize, PagingError> {
+        let Some(end) = offset.checked_add(len).filter(|&e| e <= self.len) else {
+            return Ok(0);
+        };
+        let first = offset.div_ceil(PAGE);
+        let last = end / PAGE;
+        if last <= first {
+            return Ok(0);
+        }
+        let _internal = InternalGuard::new();
+        self.core.populate(first, last - first)
+    }
+
     /// Gives back the pages of `[offset, offset+len)` (whole pages inside it only): drops them
     /// locally and frees their backend copies. They read as zeros afterwards.
     ///

@@ -395,7 +395,12 @@ impl<'rt> Scope<'rt> {
     #[inline(always)]
     pub(crate) fn count_hit(&self, slot: &Slot, at: usize) {
         let n = self.hits.get();
-        self.seen_hits[n as usize % SEEN].set((std::ptr::from_ref(slot) as usize, at));
+        // Only the first `SEEN` hits since the epoch was entered can matter (`touched` gives up
+        // beyond them): record those, and spare later hits the store (a hot loop's hits are
+        // store-bound).
+        if n.wrapping_sub(self.hits_base.get()) < SEEN as u64 {
+            self.seen_hits[n as usize % SEEN].set((std::ptr::from_ref(slot) as usize, at));
+        }
         self.hits.set(n + 1);
     }
 

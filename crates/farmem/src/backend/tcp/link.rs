@@ -235,7 +235,9 @@ impl Link {
                     )))
                 })?;
                 Stream::tls(stream, session).map_err(|e| {
-                    if e.kind() == io::ErrorKind::InvalidData {
+                    if certificate_refused(&e) {
+                        HandshakeError::Fatal(BackendError::AuthRefused { addr: addr.into() })
+                    } else if e.kind() == io::ErrorKind::InvalidData {
                         // The certificate was refused: trying again will not help.
                         HandshakeError::Fatal(unreachable(e))
                     } else {
@@ -315,6 +317,13 @@ impl Link {
                         e.kind(),
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) => {}
+                Err(e) if certificate_refused(&e) => {
+                    // The server wants a client certificate we lack or do not have signed
+                    // by its CA: trying again will not help.
+                    return Err(HandshakeError::Fatal(BackendError::AuthRefused {
+                        addr: addr.into(),
+                    }));
+                }
                 Err(e) => return Err(transient(e)),
             }
         };
@@ -370,4 +379,29 @@ impl Link {
             }
         }
     }
+}
+
+/// Whether `e` is the server's TLS alert refusing our client certificate (or its absence).
+fn certificate_refused(e: &io::Error) -> bool {
+    use rustls::AlertDescription as A;
+    let Some(rustls::Error::AlertReceived(alert)) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return false;
+    };
+    matches!(
+        alert,
+        A::CertificateRequired
+            | A::BadCertificate
+            | A::UnknownCA
+            | A::CertificateUnknown
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::UnsupportedCertificate
+            | A::AccessDenied
+            // A certificate whose issuer's name matches the server's CA but whose signature
+            // does not verify (another CA of the same name).
+            | A::DecryptError
+    )
 }

@@ -25,7 +25,8 @@ use self::link::{Link, LinkConfig};
 pub use self::ticket::Ticket;
 pub use self::tls::{ClientTls, TlsError};
 use super::{
-    Backend, BackendError, Edit, ObjectId, PendingCompute, PendingInner, ProtocolError, StoreStats,
+    Backend, BackendError, Edit, ObjectId, PendingCompute, PendingGets, PendingInner,
+    ProtocolError, StoreStats,
 };
 
 /// A remote-agent operation in flight (see [`Backend::submit_compute`]).
@@ -42,6 +43,34 @@ impl PendingTcp {
             Reply::Data(d) => Ok(d),
             other => Err(unexpected(&other)),
         }
+    }
+}
+
+/// A batched read in flight (see [`Backend::submit_get_many`]).
+pub(super) struct PendingTcpGets {
+    ticket: Ticket,
+    deadline: Instant,
+    ids: Vec<ObjectId>,
+}
+
+impl PendingTcpGets {
+    pub(super) fn wait(self) -> Result<Vec<Vec<u8>>, BackendError> {
+        let reply = self.ticket.wait_as(self.deadline, true)?;
+        let Reply::Many(items) = reply else {
+            return Err(unexpected(&reply));
+        };
+        if items.len() != self.ids.len() {
+            return Err(BackendError::Protocol(ProtocolError::WrongCount {
+                what: "get_many",
+                expected: self.ids.len(),
+                actual: items.len(),
+            }));
+        }
+        items
+            .into_iter()
+            .zip(&self.ids)
+            .map(|(o, &id)| o.ok_or(BackendError::NotFound(id)))
+            .collect()
     }
 }
 
@@ -498,6 +527,22 @@ impl Backend for TcpBackend {
             .zip(ids)
             .map(|(o, &id)| o.ok_or(BackendError::NotFound(id)))
             .collect()
+    }
+
+    fn submit_get_many(&self, ids: &[ObjectId]) -> PendingGets {
+        // One server, one request: in flight now. Anything larger reads as `get_many` does.
+        if self.servers.len() != 1 || ids.is_empty() || ids.len() > BATCH_IDS {
+            return PendingGets::ready(self.get_many(ids));
+        }
+        let conn = self.conn(0);
+        match conn.submit(Op::GetMany, true, |b| body::ids(b, ids)) {
+            Ok(p) => PendingGets::tcp(PendingTcpGets {
+                ticket: Ticket::new(conn.clone(), p, ids[0]),
+                deadline: self.deadline(),
+                ids: ids.to_vec(),
+            }),
+            Err(e) => PendingGets::ready(Err(e)),
+        }
     }
 
     fn put_many(&self, items: &[(ObjectId, &[u8])]) -> Result<(), BackendError> {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 /// Why a TLS setting cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +18,9 @@ pub enum TlsError {
     /// rustls refused the certificate or the settings.
     #[error("TLS setup refused")]
     Rustls(#[source] rustls::Error),
+    /// The client certificate or its key PEM could not be read.
+    #[error("cannot read the client certificate or key")]
+    ClientPem(#[source] rustls::pki_types::pem::Error),
 }
 
 /// Connect to the memory servers over TLS, trusting the certificates a root CA signed (the
@@ -32,9 +35,13 @@ pub enum TlsError {
 ///     .tls(ClientTls::from_ca_pem(&ca).unwrap());
 /// # let _ = cfg;
 /// ```
+///
+/// A server started with `--tls-client-ca` also wants a client certificate:
+/// [`ClientTls::client_cert`].
 #[derive(Clone)]
 pub struct ClientTls {
     config: Arc<rustls::ClientConfig>,
+    roots: Arc<rustls::RootCertStore>,
     server_name: Option<ServerName<'static>>,
 }
 
@@ -62,19 +69,46 @@ impl ClientTls {
         if roots.is_empty() {
             return Err(TlsError::NoCertificate);
         }
-        // ring keeps the dependency tree lean; rustls deprecates it only for lacking
-        // post-quantum key exchange.
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(TlsError::Rustls)?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let roots = Arc::new(roots);
+        let config = builder(&roots)?.with_no_client_auth();
         Ok(Self {
             config: Arc::new(config),
+            roots,
             server_name: None,
         })
+    }
+
+    /// Presents the certificate chain `cert_pem` (the client's certificate first) and its
+    /// private key `key_pem` (PKCS#8, PKCS#1 or SEC1) to servers that ask for one.
+    ///
+    /// ```no_run
+    /// use farmem::backend::ClientTls;
+    /// let tls = ClientTls::from_ca_pem(&std::fs::read("ca.crt").unwrap())
+    ///     .unwrap()
+    ///     .client_cert(
+    ///         &std::fs::read("client.crt").unwrap(),
+    ///         &std::fs::read("client.key").unwrap(),
+    ///     )
+    ///     .unwrap();
+    /// # let _ = tls;
+    /// ```
+    ///
+    /// # Errors
+    /// [`TlsError::ClientPem`] or [`TlsError::NoCertificate`] for an unusable PEM,
+    /// [`TlsError::Rustls`] when the key does not fit the certificate.
+    pub fn client_cert(mut self, cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsError> {
+        let chain = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(TlsError::ClientPem)?;
+        if chain.is_empty() {
+            return Err(TlsError::NoCertificate);
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(TlsError::ClientPem)?;
+        let config = builder(&self.roots)?
+            .with_client_auth_cert(chain, key)
+            .map_err(TlsError::Rustls)?;
+        self.config = Arc::new(config);
+        Ok(self)
     }
 
     /// Checks every server's certificate against `name` instead of its address's host.
@@ -101,6 +135,21 @@ impl ClientTls {
         };
         rustls::ClientConnection::new(self.config.clone(), name)
     }
+}
+
+/// A TLS 1.3 client configuration trusting `roots`, before its client authentication.
+fn builder(
+    roots: &Arc<rustls::RootCertStore>,
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, TlsError>
+{
+    // ring keeps the dependency tree lean; rustls deprecates it only for lacking post-quantum
+    // key exchange.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(TlsError::Rustls)?
+        .with_root_certificates(roots.clone()))
 }
 
 #[cfg(test)]

@@ -148,6 +148,14 @@ macro_rules! guard_common {
 guard_common!(Pinned);
 guard_common!(PinnedMut);
 
+// SAFETY: the guard only reads through its pointer (into a slice it pinned and borrows
+// shared), as a `&[T]` would, and its pin is a count in the slice's handle word that any thread
+// may take back (`pin::unpin` is a compare-and-swap); `T: Sync` makes that sendable and
+// shareable.
+unsafe impl<T: Pod + Sync> Send for Pinned<'_, T> {}
+// SAFETY: as above.
+unsafe impl<T: Pod + Sync> Sync for Pinned<'_, T> {}
+
 impl<T: Pod> std::ops::DerefMut for PinnedMut<'_, T> {
     #[inline(always)]
     fn deref_mut(&mut self) -> &mut [T] {

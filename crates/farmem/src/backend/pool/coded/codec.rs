@@ -100,6 +100,24 @@ impl Codec {
     }
 }
 
+impl Codec {
+    /// As [`Codec::reconstruct`], but fills in only the missing data shards (a degraded read
+    /// needs no parity).
+    pub(crate) fn reconstruct_data(
+        &self,
+        k: usize,
+        shards: &mut [Option<Vec<u8>>],
+    ) -> Result<(), CodingError> {
+        let m = shards.len().saturating_sub(k);
+        if shards.iter().take(k).all(Option::is_some) {
+            return Ok(());
+        }
+        let rs = self.rs(k, m)?;
+        rs.reconstruct_data(shards)
+            .map_err(|source| CodingError { k, m, source })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,11 +166,18 @@ mod tests {
             .chain(&parity)
             .map(|x| Some(x[a..b].to_vec()))
             .collect();
+        let full = s.clone();
         s[2] = None;
         s[0] = None;
         c.reconstruct(4, &mut s).unwrap();
         assert_eq!(s[2].as_deref(), Some(&data[2][a..b]));
         assert_eq!(s[0].as_deref(), Some(&data[0][a..b]));
+        let mut s = full;
+        s[1] = None;
+        s[5] = None;
+        c.reconstruct_data(4, &mut s).unwrap();
+        assert_eq!(s[1].as_deref(), Some(&data[1][a..b]));
+        assert!(s[5].is_none(), "parity is left out");
         assert!(c.encode(&data, 0).unwrap().is_empty());
     }
 }

@@ -17,7 +17,7 @@ impl Engine {
     pub(crate) fn compact(&self, all: bool) {
         let mut n = 0;
         while all || n < STRIPES_PER_PASS {
-            let Some(sid) = self.pick_victim(1.0) else {
+            let Some((sid, _)) = self.pick_victim(1.0) else {
                 return;
             };
             self.compact_stripe(sid);
@@ -25,17 +25,25 @@ impl Engine {
         }
     }
 
-    /// Back-pressure for writers: while dead space is over twice the slack (the maintenance
-    /// thread falls behind the application's overwrites and frees), each write batch compacts
-    /// one stripe itself, so memory stays bounded whatever the write rate.
-    pub(crate) fn compact_behind(&self) {
-        if let Some(sid) = self.pick_victim(2.0) {
+    /// Compaction that keeps pace with the application: called after a write or free batch
+    /// that left `created` new dead bytes in sealed stripes. While dead space is over the
+    /// slack, the caller compacts stripes (most dead bytes first) until it has reclaimed at
+    /// least as much as it created, so dead space never grows past the slack by more than one
+    /// batch, whatever the write rate; the maintenance thread takes it back under the slack.
+    pub(crate) fn compact_behind(&self, created: u64) {
+        let mut reclaimed = 0u64;
+        while reclaimed < created.max(1) {
+            let Some((sid, dead)) = self.pick_victim(1.0) else {
+                return;
+            };
             self.compact_stripe(sid);
+            reclaimed += dead.max(1);
         }
     }
 
-    /// The sealed stripe with the most dead bytes, when dead space is over `times` the slack.
-    fn pick_victim(&self, times: f64) -> Option<StripeId> {
+    /// The sealed stripe with the most dead bytes and its dead bytes, when dead space is over
+    /// `times` the slack.
+    fn pick_victim(&self, times: f64) -> Option<(StripeId, u64)> {
         let l = self.layout.lock();
         let slack = (l.live_bytes as f64 * self.opts.compact_slack * times) as u64;
         if l.dead_bytes <= slack {
@@ -45,7 +53,7 @@ impl Engine {
             .iter()
             .filter(|(_, st)| st.phase == Phase::Sealed && !st.busy && st.dead_bytes > 0)
             .max_by_key(|(_, st)| st.dead_bytes)
-            .map(|(&sid, _)| sid)
+            .map(|(&sid, st)| (sid, st.dead_bytes))
     }
 
     /// Writes the live objects of stripe `sid` again; the stripe is freed when its last live

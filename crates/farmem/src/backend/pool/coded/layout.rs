@@ -62,11 +62,30 @@ pub(crate) enum Phase {
     Sealed,
 }
 
+/// Bytes of one parity page: a parity span is stored as pages under consecutive keys, so that a
+/// degraded read fetches only the pages under its object's byte range.
+pub(crate) const PARITY_PAGE: usize = 8 << 10;
+
+/// Pages of a parity span of `shard_len` bytes.
+pub(crate) fn parity_pages(shard_len: usize) -> usize {
+    shard_len.div_ceil(PARITY_PAGE).max(1)
+}
+
+/// Every page key of parity spans `parity` (each named by its first page's key).
+pub(crate) fn parity_page_keys(parity: &[(Ix, Key)], shard_len: usize) -> Vec<(Ix, Key)> {
+    let pages = parity_pages(shard_len) as Key;
+    parity
+        .iter()
+        .flat_map(|&(ix, first)| (first..first + pages).map(move |k| (ix, k)))
+        .collect()
+}
+
 /// `k` data spans and their parity.
 #[derive(Debug)]
 pub(crate) struct Stripe {
     pub(crate) spans: Vec<Span>,
-    /// Parity spans: member and key, in code order.
+    /// Parity spans: member and the key of the first page (see [`PARITY_PAGE`]), in code
+    /// order.
     pub(crate) parity: Vec<(Ix, Key)>,
     /// Length of every (padded) span and parity span once sealed.
     pub(crate) shard_len: usize,
@@ -101,7 +120,7 @@ impl Stripe {
             .iter()
             .flat_map(|s| s.slots.iter().map(move |x| (s.member, x.key)))
             .collect();
-        out.extend(self.parity.iter().copied());
+        out.extend(parity_page_keys(&self.parity, self.shard_len));
         out
     }
 }
@@ -148,6 +167,13 @@ impl Layout {
     pub(crate) fn key(&mut self) -> Key {
         self.next_key += 1;
         KEY_BASE | self.next_key
+    }
+
+    /// `n` fresh consecutive keys; returns the first.
+    pub(crate) fn keys(&mut self, n: usize) -> Key {
+        let first = self.next_key + 1;
+        self.next_key += n as Key;
+        KEY_BASE | first
     }
 
     /// Opens a stripe on `members` (distinct) and makes it the one taking writes.

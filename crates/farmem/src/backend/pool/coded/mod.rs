@@ -39,17 +39,23 @@
 //!
 //! One request to the object's member. When it is down, an unsealed object is served from the
 //! client's copy; a sealed one by a *degraded read*: the same byte range of `k` other spans of
-//! its stripe (only the few objects of each data span that overlap it, and a slice of a parity
-//! span), fetched in parallel, decoded (`read.rs`).
+//! its stripe (only the few objects of each data span that overlap it, and only the parity
+//! pages under it: parity spans are stored as pages of [`PARITY_PAGE`](layout::PARITY_PAGE)
+//! bytes), all requests in flight at once (one round trip), only that range decoded
+//! (`read.rs`). The range decoded is a window of [`DECODE_WINDOW`](read::DECODE_WINDOW) bytes
+//! around the object, kept for the reads of its neighbours (`cache.rs`).
 //!
 //! # Dead space and compaction
 //!
 //! An overwritten or freed object of a sealed stripe stays on its member as *dead space* (the
-//! parity still needs it). A stripe whose objects are all dead is freed at once; otherwise the
-//! maintenance thread *compacts*: while dead bytes exceed [`CodingOptions::compact_slack`] of the
-//! live bytes, it takes the stripe with the most dead bytes, writes its live objects again (as
-//! new versions, only if still current, so a racing application write wins) and the old stripe
-//! dies and is freed (`compact.rs`). Memory stays near `(k + m) / k` of the live bytes.
+//! parity still needs it). A stripe whose objects are all dead is freed at once, parity
+//! included; otherwise stripes are *compacted*: while dead bytes exceed
+//! [`CodingOptions::compact_slack`] of the live bytes, the stripe with the most dead bytes has its
+//! live objects written again (as new versions, only if still current, so a racing application
+//! write wins) and the old stripe dies and is freed (`compact.rs`). Compaction keeps pace with
+//! the application: a write or free batch that leaves dead bytes while over the slack compacts
+//! until it has reclaimed as much as it created, and the maintenance thread takes the rest. So
+//! memory stays near `(k + m) / k` of the live bytes *during* a run with frees, not only after.
 //!
 //! # Repair
 //!
@@ -66,6 +72,7 @@
 //! on `m + 1` members ([`Redundancy::copies`](super::Redundancy::copies)), so a `FarHashMap`
 //! works on a coded pool and survives as many failures as its coded data.
 
+mod cache;
 mod codec;
 mod compact;
 mod layout;
@@ -112,11 +119,12 @@ pub struct CodingOptions {
 }
 
 impl Default for CodingOptions {
-    /// 32 KiB spans, 4% dead space, sealing after 100 ms.
+    /// 128 KiB spans (parity pads every span to the longest, which is at most one object
+    /// longer than the others: small against 128 KiB), 3% dead space, sealing after 100 ms.
     fn default() -> Self {
         Self {
-            span_bytes: 32 << 10,
-            compact_slack: 0.04,
+            span_bytes: 128 << 10,
+            compact_slack: 0.03,
             seal_after: Duration::from_millis(100),
         }
     }
@@ -167,6 +175,8 @@ pub struct CodedStats {
     pub degraded_reads: u64,
     /// Spans (data or parity) rebuilt onto other members.
     pub rebuilt_spans: u64,
+    /// Bytes those rebuilt spans wrote to members (data slots and parity).
+    pub rebuilt_bytes: u64,
     /// Stripes compacted.
     pub compacted: u64,
 }
@@ -175,6 +185,7 @@ pub struct CodedStats {
 struct Counters {
     degraded_reads: AtomicU64,
     rebuilt_spans: AtomicU64,
+    rebuilt_bytes: AtomicU64,
     compacted: AtomicU64,
 }
 
@@ -186,6 +197,8 @@ pub(crate) struct Engine {
     opts: CodingOptions,
     layout: Mutex<Layout>,
     codec: Codec,
+    /// Windows of spans decoded by degraded reads.
+    decoded: Mutex<cache::Decoded>,
     counters: Counters,
     /// One maintenance pass at a time.
     maint: Mutex<()>,
@@ -220,6 +233,7 @@ impl Coded {
             opts,
             layout: Mutex::new(Layout::default()),
             codec: Codec::default(),
+            decoded: Mutex::new(cache::Decoded::default()),
             counters: Counters::default(),
             maint: Mutex::new(()),
             wake: Mutex::new(false),
@@ -319,6 +333,7 @@ impl Engine {
             parity_bytes: l.parity_bytes(),
             degraded_reads: self.counters.degraded_reads.load(Ordering::Relaxed),
             rebuilt_spans: self.counters.rebuilt_spans.load(Ordering::Relaxed),
+            rebuilt_bytes: self.counters.rebuilt_bytes.load(Ordering::Relaxed),
             compacted: self.counters.compacted.load(Ordering::Relaxed),
         }
     }
@@ -359,11 +374,14 @@ impl Engine {
 
     /// Frees objects.
     pub(crate) fn free(&self, ids: &[u64]) -> Result<(), BackendError> {
-        let keys: Vec<(Ix, Key)> = {
+        let (keys, created) = {
             let mut l = self.layout.lock();
-            ids.iter().flat_map(|&id| l.remove(id)).collect()
+            let dead_before = l.dead_bytes;
+            let keys: Vec<(Ix, Key)> = ids.iter().flat_map(|&id| l.remove(id)).collect();
+            (keys, l.dead_bytes.saturating_sub(dead_before))
         };
         self.free_keys(keys);
+        self.compact_behind(created);
         Ok(())
     }
 

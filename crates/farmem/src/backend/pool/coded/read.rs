@@ -4,14 +4,17 @@
 use std::sync::atomic::Ordering;
 
 use super::Engine;
-use super::layout::{Key, Phase, SlotState, Target};
+use super::layout::{Key, PARITY_PAGE, Phase, SlotState, Target, parity_pages};
+use crate::backend::PendingGets;
 use crate::backend::pool::fanout::fan_out;
 use crate::backend::pool::member::is_member_failure;
 use crate::backend::pool::table::Ix;
 use crate::backend::{BackendError, ObjectId};
 
-/// Bytes a degraded read fetches from all members together, above which it fetches in parallel.
-const PARALLEL_BYTES: usize = 64 << 10;
+/// Bytes of span a degraded read decodes around its object (aligned; the object's own range
+/// when larger), kept for the reads of its neighbours: a scan of a dead member's objects
+/// decodes each window once.
+pub(crate) const DECODE_WINDOW: u32 = 32 << 10;
 
 /// Rounds of lookup and read before giving up (objects move under compaction and repair).
 const ROUNDS: usize = 6;
@@ -21,8 +24,11 @@ const ROUNDS: usize = 6;
 enum Fetch {
     /// Slots of a data span overlapping the range: (key, offset in span, length).
     Data(Vec<(Key, u32, u32)>),
-    /// A parity span.
-    Parity(Key),
+    /// Pages `pages` of a parity span whose first page has key `first`.
+    Parity {
+        first: Key,
+        pages: std::ops::Range<usize>,
+    },
 }
 
 /// How one attempt at a read ended when it did not return the object.
@@ -31,6 +37,37 @@ enum Miss {
     Again,
     /// For good.
     Fail(BackendError),
+}
+
+/// The bytes `[off, off + len)` of a span from the objects `vals` fetched for `f` (zero where
+/// nothing lies: padding).
+fn cut_range(f: &Fetch, vals: Vec<Vec<u8>>, off: u32, len: usize) -> Vec<u8> {
+    let (a, b) = (off as usize, off as usize + len);
+    let mut v = vec![0u8; len];
+    match f {
+        Fetch::Parity { pages, .. } => {
+            // The pages laid end to end from page `pages.start` on.
+            let mut at = pages.start * PARITY_PAGE;
+            for p in &vals {
+                let (lo, hi) = (at.max(a), (at + p.len()).min(b));
+                if lo < hi {
+                    v[lo - a..hi - a].copy_from_slice(&p[lo - at..hi - at]);
+                }
+                at += p.len();
+            }
+        }
+        Fetch::Data(slots) => {
+            for ((_, so, _), val) in slots.iter().zip(vals) {
+                // Overlap of [so, so + val.len()) with [a, b).
+                let (so, sl) = (*so as usize, val.len());
+                let (lo, hi) = (so.max(a), (so + sl).min(b));
+                if lo < hi {
+                    v[lo - a..hi - a].copy_from_slice(&val[lo - so..hi - so]);
+                }
+            }
+        }
+    }
+    v
 }
 
 impl Engine {
@@ -47,6 +84,7 @@ impl Engine {
                 m.inflight.fetch_add(1, Ordering::Relaxed);
                 let r = m.backend.get(t.key);
                 m.inflight.fetch_sub(1, Ordering::Relaxed);
+                m.note_read(&r);
                 match r {
                     Ok(v) => return Ok(v),
                     Err(e) if is_member_failure(&e) => {
@@ -55,6 +93,9 @@ impl Engine {
                     }
                     // Not yet there (a write in flight) or just moved: the copy, or look again.
                     Err(BackendError::NotFound(_)) => {}
+                    // Silent past the read patience (busy, or dying): decode from the others,
+                    // as a replicated pool asks another replica; the next round asks again.
+                    Err(BackendError::Silent { .. }) => {}
                     Err(e) => return Err(e),
                 }
             }
@@ -160,7 +201,7 @@ impl Engine {
         let members = self.pool.members();
         let serving = |ix: Ix| members.get(usize::from(ix)).is_some_and(|m| m.serves());
         // Plan under the lock: which spans to fetch, and what of each.
-        let (k, total, lost, work, off) = {
+        let (k, total, lost, work, off, end, obj_off) = {
             let l = self.layout.lock();
             let Some((st, _, sl)) = l.slot(t.loc) else {
                 return Err(Miss::Again);
@@ -169,6 +210,19 @@ impl Engine {
                 return Err(Miss::Again);
             }
             let (a, b) = (sl.off, sl.off + sl.len);
+            let obj_off = a;
+            if let Some(v) = self.decoded.lock().get(t.loc.stripe, t.loc.span, a, b) {
+                return Ok(v);
+            }
+            // The window around the object, within the span.
+            let span_len = st.shard_len as u32;
+            let (a, b) = (
+                a / DECODE_WINDOW * DECODE_WINDOW,
+                b.div_ceil(DECODE_WINDOW)
+                    .saturating_mul(DECODE_WINDOW)
+                    .min(span_len)
+                    .max(b),
+            );
             let k = st.spans.len();
             let total = k + st.parity.len();
             let mut work: Vec<(Ix, (usize, Fetch))> = Vec::new();
@@ -189,7 +243,11 @@ impl Engine {
             let mut need = lost;
             for (p, &(ix, key)) in st.parity.iter().enumerate() {
                 if need > 0 && serving(ix) {
-                    work.push((ix, (k + p, Fetch::Parity(key))));
+                    let pages = (a as usize / PARITY_PAGE)
+                        ..(b as usize)
+                            .div_ceil(PARITY_PAGE)
+                            .min(parity_pages(st.shard_len));
+                    work.push((ix, (k + p, Fetch::Parity { first: key, pages })));
                     need -= 1;
                 }
             }
@@ -205,62 +263,62 @@ impl Engine {
                     servers: names.join(", "),
                 }));
             }
-            (k, total, lost, work, a)
+            (k, total, lost, work, a, b, obj_off)
         };
-        let len = t.len;
-        // Small ranges one member after another: starting threads costs more than a round
-        // trip each (as for the pool's other fan-outs).
-        let parallel = work.len() > 1 && len * work.len() >= PARALLEL_BYTES;
-        let results = fan_out(&members, work, parallel, &|m, (j, f): (usize, Fetch)| {
-            let r = match f {
-                Fetch::Parity(key) => m.backend.get(key).map(|p| {
-                    let mut v = vec![0u8; len];
-                    let end = (off as usize + len).min(p.len());
-                    if let Some(src) = p.get(off as usize..end) {
-                        v[..src.len()].copy_from_slice(src);
+        let len = (end - off) as usize;
+        // Every request in flight at once (one round trip), then each answer cut to the range.
+        let pending: Vec<(Ix, usize, Fetch, PendingGets)> = work
+            .into_iter()
+            .map(|(ix, (j, f))| {
+                let m = &members[usize::from(ix)];
+                let p = match &f {
+                    Fetch::Parity { first, pages } => {
+                        let keys: Vec<Key> = pages.clone().map(|i| first + i as Key).collect();
+                        m.backend.submit_get_many(&keys)
                     }
-                    v
-                }),
-                Fetch::Data(slots) => {
-                    let keys: Vec<Key> = slots.iter().map(|s| s.0).collect();
-                    m.backend.get_many(&keys).map(|vals| {
-                        let mut v = vec![0u8; len];
-                        for ((_, so, _), val) in slots.iter().zip(vals) {
-                            // Overlap of [so, so + val.len()) with [off, off + len).
-                            let (so, sl) = (*so as usize, val.len());
-                            let (a, b) = (off as usize, off as usize + len);
-                            let (lo, hi) = (so.max(a), (so + sl).min(b));
-                            if lo < hi {
-                                v[lo - a..hi - a].copy_from_slice(&val[lo - so..hi - so]);
-                            }
-                        }
-                        v
-                    })
-                }
-            };
-            (j, r)
-        });
+                    // Nothing of this span overlaps the range: padding, zeros.
+                    Fetch::Data(slots) if slots.is_empty() => PendingGets::ready(Ok(Vec::new())),
+                    Fetch::Data(slots) => {
+                        let keys: Vec<Key> = slots.iter().map(|s| s.0).collect();
+                        m.backend.submit_get_many(&keys)
+                    }
+                };
+                (ix, j, f, p)
+            })
+            .collect();
         let mut shards: Vec<Option<Vec<u8>>> = vec![None; total];
-        for (ix, (j, r)) in results {
-            match r {
+        // An early return drops the requests still in flight (their answers are discarded).
+        for (ix, j, f, p) in pending {
+            match p.wait().map(|vals| cut_range(&f, vals, off, len)) {
                 Ok(v) => shards[j] = Some(v),
                 Err(e) if is_member_failure(&e) => {
                     self.pool.mark_down(ix, &e);
                     self.wake();
                     return Err(Miss::Again);
                 }
-                // A slot freed by compaction or a moved span: plan again.
-                Err(BackendError::NotFound(_)) => return Err(Miss::Again),
+                // A slot freed by compaction or a moved span, or a silent member: plan again.
+                Err(BackendError::NotFound(_) | BackendError::Silent { .. }) => {
+                    return Err(Miss::Again);
+                }
                 Err(e) => return Err(Miss::Fail(e)),
             }
         }
         debug_assert!(lost >= 1);
         self.codec
-            .reconstruct(k, &mut shards)
+            .reconstruct_data(k, &mut shards)
             .map_err(|e| Miss::Fail(e.into()))?;
         self.counters.degraded_reads.fetch_add(1, Ordering::Relaxed);
         // The stripe may have changed meanwhile (its object overwritten: then the caller looks
         // again); the bytes decoded are those of version `t.key`, which is immutable.
-        shards[usize::from(t.loc.span)].take().ok_or(Miss::Again)
+        let window = shards[usize::from(t.loc.span)].take().ok_or(Miss::Again)?;
+        let from = (obj_off - off) as usize;
+        let v = window
+            .get(from..from + t.len)
+            .map(<[u8]>::to_vec)
+            .ok_or(Miss::Again)?;
+        self.decoded
+            .lock()
+            .put(t.loc.stripe, t.loc.span, off, window);
+        Ok(v)
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::Engine;
-use super::layout::{Key, Phase, SlotState, Stripe, StripeId};
+use super::layout::{Key, Phase, SlotState, Stripe, StripeId, parity_page_keys, parity_pages};
 use crate::backend::BackendError;
 use crate::backend::pool::fanout::fan_out;
 use crate::backend::pool::member::{Member, choose, is_member_failure};
@@ -139,7 +139,10 @@ impl Engine {
                     v
                 })
             } else {
-                m.backend.get(snap.parity[j - k].1).map(|mut p| {
+                let first = snap.parity[j - k].1;
+                let keys: Vec<Key> = (first..first + parity_pages(len) as Key).collect();
+                m.backend.get_many(&keys).map(|pages| {
+                    let mut p = pages.concat();
                     p.resize(len, 0);
                     p
                 })
@@ -176,6 +179,7 @@ impl Engine {
             .filter(|&ix| stays(ix))
             .collect();
         let mut moved: Vec<(usize, Ix)> = Vec::new();
+        let mut wrote = 0u64;
         for (j, (ix, slots)) in snap.spans.iter().enumerate() {
             if stays(*ix) {
                 continue;
@@ -199,6 +203,7 @@ impl Engine {
                     return Err(e);
                 }
             }
+            wrote += puts.iter().map(|p| p.1.len() as u64).sum::<u64>();
             keep.push(to);
             moved.push((j, to));
         }
@@ -214,7 +219,8 @@ impl Engine {
                 .map(|(j, s)| moved.iter().find(|x| x.0 == j).map_or(s.0, |x| x.1))
                 .collect();
             let p = self.write_parity(&data, &data_members, self.m)?;
-            (Some(p), snap.parity.clone())
+            wrote += (p.len() * len) as u64;
+            (Some(p), parity_page_keys(&snap.parity, len))
         };
         let rebuilt = moved.len() + new_parity.as_ref().map_or(0, Vec::len);
         let mut stale: Vec<(Ix, Key)> = old_parity;
@@ -237,6 +243,9 @@ impl Engine {
         self.counters
             .rebuilt_spans
             .fetch_add(rebuilt as u64, Ordering::Relaxed);
+        self.counters
+            .rebuilt_bytes
+            .fetch_add(wrote, Ordering::Relaxed);
         let _ = sid;
         Ok(())
     }

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use super::Engine;
-use super::layout::{Key, Layout, Phase, SlotState, StripeId};
+use super::layout::{
+    Key, Layout, PARITY_PAGE, Phase, SlotState, StripeId, parity_page_keys, parity_pages,
+};
 use crate::backend::pool::fanout::fan_out;
 use crate::backend::pool::member::{Member, choose, is_member_failure};
 use crate::backend::pool::table::Ix;
@@ -50,8 +52,9 @@ impl Engine {
         let mut touched: Vec<StripeId> = Vec::new();
         let mut freed = Vec::new();
         let mut first_err = None;
-        {
+        let created = {
             let mut l = self.layout.lock();
+            let dead_before = l.dead_bytes;
             for (i, &(id, data)) in items.iter().enumerate() {
                 if let Some(c) = cond
                     && l.key_of(id) != c.get(i).copied()
@@ -89,7 +92,8 @@ impl Engine {
                     key,
                 });
             }
-        }
+            l.dead_bytes.saturating_sub(dead_before)
+        };
         self.free_keys(freed);
         let sent = self.send(items, sends);
         let to_seal: Vec<StripeId> = {
@@ -115,7 +119,7 @@ impl Engine {
             }
         }
         if cond.is_none() {
-            self.compact_behind();
+            self.compact_behind(created);
         }
         match first_err {
             Some(e) => Err(e),
@@ -342,7 +346,7 @@ impl Engine {
             let mut l = self.layout.lock();
             let Some(st) = l.stripes.get_mut(&sid) else {
                 drop(l);
-                self.free_keys(parity);
+                self.free_keys(parity_page_keys(&parity, shard_len));
                 return Ok(());
             };
             for (sp, offs) in st.spans.iter_mut().zip(&offsets) {
@@ -386,14 +390,22 @@ impl Engine {
                 );
             }
             let parity = self.codec.encode(shards, placed.len())?;
+            let pages = parity_pages(shard_len);
             let keys: Vec<Key> = {
                 let mut l = self.layout.lock();
-                placed.iter().map(|_| l.key()).collect()
+                placed.iter().map(|_| l.keys(pages)).collect()
             };
             let work: Vec<(Ix, usize)> = placed.iter().copied().zip(0..).collect();
             let parallel = work.len() > 1;
             let results = fan_out(&members, work, parallel, &|m, p: usize| {
-                m.backend.put(keys[p], &parity[p])
+                let puts: Vec<(u64, &[u8])> = (0..pages)
+                    .map(|i| {
+                        let end = ((i + 1) * PARITY_PAGE).min(parity[p].len());
+                        let start = (i * PARITY_PAGE).min(end);
+                        (keys[p] + i as Key, &parity[p][start..end])
+                    })
+                    .collect();
+                m.backend.put_many(&puts)
             });
             let mut failed = false;
             for (ix, r) in results {
@@ -410,7 +422,7 @@ impl Engine {
             if !failed {
                 return Ok(written);
             }
-            self.free_keys(written);
+            self.free_keys(parity_page_keys(&written, shard_len));
         }
         Err(unavailable("parity"))
     }
