@@ -56,6 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         server: None,
         peers: Vec::new(),
         sweep_rows: Vec::new(),
+        child_time_limit: None,
     };
     let (runs, agree) = crate::taxi::run_modes(&taxi_args, false)?;
     if let Some(a) = runs.iter().find_map(|r| r.detail.get("answers")?.as_str()) {

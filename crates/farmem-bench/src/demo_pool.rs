@@ -142,6 +142,7 @@ pub fn taxi_args(rows: u64, out: &std::path::Path) -> crate::taxi::Args {
         server: None,
         peers: Vec::new(),
         sweep_rows: Vec::new(),
+        child_time_limit: None,
     }
 }
 

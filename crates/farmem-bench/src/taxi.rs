@@ -77,6 +77,10 @@ pub struct Args {
     /// grow with the rows (`taxi-sweep.json` and `.png` in the results directory).
     #[arg(long, value_delimiter = ',')]
     pub sweep_rows: Vec<u64>,
+    /// Give up on a run in a child process (paging, kernel swap) after this many seconds of
+    /// loading and analysis; the run is reported as skipped, "timed out".
+    #[arg(long)]
+    pub child_time_limit: Option<u64>,
 }
 
 /// What one mode reports.
@@ -307,10 +311,25 @@ fn child_args(args: &Args, mode: Mode, budget: u64, server: &str) -> Vec<String>
         v.push("--input".into());
         v.push(p.display().to_string());
     }
+    if let Some(s) = args.child_time_limit {
+        v.push("--child-time-limit".into());
+        v.push(s.to_string());
+    }
     v
 }
 
+/// Exit status of a child run that hit `--child-time-limit`.
+const TIMED_OUT: i32 = 124;
+
 fn child(args: &Args, mode: Mode) -> anyhow::Result<()> {
+    if let Some(secs) = args.child_time_limit {
+        // A watchdog: the parent sees the exit status and the line below as the reason.
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+            println!("timed out after {secs} s");
+            std::process::exit(TIMED_OUT);
+        });
+    }
     let run = match mode {
         Mode::Paging => crate::apps_far::with_paging(server_of(args)?, args.budget_bytes, || {
             run_in_process(args, farmem_frame::LocalPlacement::shared(), true)

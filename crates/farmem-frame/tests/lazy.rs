@@ -262,6 +262,17 @@ mod parquet {
             let want = eager(&whole).unwrap();
             assert_eq!(rows(&got), rows(&want), "{name}\n{}", q.explain());
         }
+        // Joins, heads and uniques over a Parquet scan (its column names come from the footer).
+        let dims = csv::read_csv(KINDS.as_bytes(), &kinds_opts(), p.clone()).unwrap();
+        for (name, lazy, eager) in join_queries() {
+            let q = lazy(
+                LazyFrame::scan_parquet(pf.clone(), Default::default(), far()),
+                dims.lazy(),
+            );
+            let got = q.clone().collect().unwrap();
+            let want = eager(&whole, &dims).unwrap();
+            assert_eq!(rows(&got), rows(&want), "{name}\n{}", q.explain());
+        }
         // `id` ascends: row groups of 64 rows, `id < 100 or id >= 390` needs groups 0, 1, 6.
         let pred = col("id").lt(100).or(col("id").gt_eq(390));
         let opts = ParquetOptions {
@@ -282,4 +293,228 @@ mod parquet {
         };
         assert_eq!(read_parquet(&pf, &none, p).unwrap().len(), 0);
     }
+}
+
+/// A small table keyed by `kind` (0-3 in [`csv_text`]): kind 3 is missing, kind 1 has two rows
+/// (a left row matches twice), one row has no kind (matches nothing). `fare` clashes with the
+/// left side's `fare` (it becomes `fare_right`).
+const KINDS: &str =
+    "kind,label,fare,rank\n0,zero,1.5,10\n1,one,2.5,20\n1,uno,3.5,30\n2,two,,40\n,none,9.5,50\n";
+
+type JoinQuery = fn(LazyFrame, LazyFrame) -> LazyFrame;
+type JoinEager = fn(&DataFrame, &DataFrame) -> farmem_frame::Result<DataFrame>;
+
+/// Pairs of the same query over two inputs (trips and [`KINDS`]), lazy and eager: joins,
+/// `head` and `unique`, with filters and projections the rewrites move.
+fn join_queries() -> Vec<(&'static str, JoinQuery, JoinEager)> {
+    vec![
+        (
+            "inner join, filters on either side, select",
+            |l, r| {
+                l.join(r, &["kind"], &["kind"], JoinType::Inner)
+                    .filter(col("fare").gt(8))
+                    .filter(col("rank").gt_eq(20))
+                    .select([col("id"), col("label"), col("fare_right"), col("fare")])
+            },
+            |l, r| {
+                l.join(r, &["kind"], &["kind"], JoinType::Inner)?
+                    .filter(col("fare").gt(8))?
+                    .filter(col("rank").gt_eq(20))?
+                    .select([col("id"), col("label"), col("fare_right"), col("fare")])
+            },
+        ),
+        (
+            "left join keeps unmatched rows; a filter on the right side stays above",
+            |l, r| {
+                l.join(r, &["kind"], &["kind"], JoinType::Left)
+                    .filter(col("rank").is_null().or(col("rank").lt(40)))
+                    .filter(col("id").lt(120))
+                    .sort(&["label", "id"], &[false, true])
+            },
+            |l, r| {
+                l.join(r, &["kind"], &["kind"], JoinType::Left)?
+                    .filter(col("rank").is_null().or(col("rank").lt(40)))?
+                    .filter(col("id").lt(120))?
+                    .sort(&["label", "id"], &[false, true])
+            },
+        ),
+        (
+            "join then group",
+            |l, r| {
+                l.join(r, &["kind"], &["kind"], JoinType::Left)
+                    .group_by(["label"])
+                    .agg([col("fare").sum(), len()])
+                    .sort(&["label"], &[false])
+            },
+            |l, r| {
+                l.join(r, &["kind"], &["kind"], JoinType::Left)?
+                    .group_by(["label"])
+                    .agg([col("fare").sum(), len()])?
+                    .sort(&["label"], &[false])
+            },
+        ),
+        (
+            "head of a derived selection, head of a join",
+            |l, r| {
+                l.with_columns([(col("fare") * 2).alias("double")])
+                    .select([col("id"), col("double")])
+                    .head(17)
+                    .join(r.head(3), &["id"], &["rank"], JoinType::Left)
+            },
+            |l, r| {
+                l.with_columns([(col("fare") * 2).alias("double")])?
+                    .select([col("id"), col("double")])?
+                    .head(17)?
+                    .join(&r.head(3)?, &["id"], &["rank"], JoinType::Left)
+            },
+        ),
+        (
+            "filter then head, head then filter",
+            |l, _| {
+                l.filter(col("kind").eq(1))
+                    .head(9)
+                    .filter(col("fare").gt(3))
+                    .select([col("id"), col("fare")])
+            },
+            |l, _| {
+                l.filter(col("kind").eq(1))?
+                    .head(9)?
+                    .filter(col("fare").gt(3))?
+                    .select([col("id"), col("fare")])
+            },
+        ),
+        (
+            "unique on keys with a filter on them and on another column",
+            |l, _| {
+                l.unique(&["kind", "flag"])
+                    .filter(col("kind").neq(0))
+                    .filter(col("id").gt(3))
+                    .select([col("id"), col("kind"), col("flag")])
+            },
+            |l, _| {
+                l.unique(&["kind", "flag"])?
+                    .filter(col("kind").neq(0))?
+                    .filter(col("id").gt(3))?
+                    .select([col("id"), col("kind"), col("flag")])
+            },
+        ),
+        (
+            "unique rows of a selection",
+            |l, _| {
+                l.select([col("kind"), col("flag")])
+                    .unique::<&str>(&[])
+                    .filter(col("flag").eq(lit("Y")))
+            },
+            |l, _| {
+                l.select([col("kind"), col("flag")])?
+                    .unique::<&str>(&[])?
+                    .filter(col("flag").eq(lit("Y")))
+            },
+        ),
+    ]
+}
+
+fn kinds_opts() -> csv::CsvOptions {
+    let t = [
+        ("kind", DType::I64),
+        ("label", DType::Str),
+        ("fare", DType::F64),
+        ("rank", DType::I64),
+    ];
+    csv::CsvOptions {
+        schema: t.iter().map(|&(n, t)| (n.to_owned(), t)).collect(),
+        ..Default::default()
+    }
+}
+
+fn check_joins(n: usize, seed: u64, p: &PlacementRef) {
+    let text = csv_text(n, seed);
+    let file = TempFile::new("csv", text.as_bytes());
+    let kinds = TempFile::new("csv", KINDS.as_bytes());
+    let whole = csv::read_csv(text.as_bytes(), &typed(), p.clone()).unwrap();
+    let dims = csv::read_csv(KINDS.as_bytes(), &kinds_opts(), p.clone()).unwrap();
+    for (name, lazy, eager) in join_queries() {
+        let want = eager(&whole, &dims).unwrap();
+        // Both sides scanned.
+        let q = lazy(
+            LazyFrame::scan_csv(&file.0, typed(), p.clone()),
+            LazyFrame::scan_csv(&kinds.0, kinds_opts(), p.clone()),
+        );
+        let got = q.clone().collect().unwrap();
+        assert_eq!(rows(&got), rows(&want), "{name}\n{}", q.explain());
+        // A scan joined with an eager frame, and two eager frames.
+        let got = lazy(
+            LazyFrame::scan_csv(&file.0, typed(), p.clone()),
+            dims.lazy(),
+        )
+        .collect()
+        .unwrap();
+        assert_eq!(rows(&got), rows(&want), "{name} (scan and frame)");
+        let got = lazy(whole.lazy(), dims.clone().into()).collect().unwrap();
+        assert_eq!(rows(&got), rows(&want), "{name} (frames)");
+    }
+}
+
+#[test]
+fn lazy_joins_head_and_unique_equal_eager_local_and_far() {
+    check_joins(200, 7, &LocalPlacement::shared());
+    check_joins(200, 11, &far());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(10))]
+    #[test]
+    fn lazy_joins_head_and_unique_equal_eager_for_any_data(n in 0usize..250, seed in 1u64..u64::MAX) {
+        check_joins(n, seed, &LocalPlacement::shared());
+    }
+}
+
+#[test]
+fn join_filters_and_projections_reach_the_side_that_has_the_columns() {
+    let text = csv_text(100, 9);
+    let file = TempFile::new("csv", text.as_bytes());
+    let kinds = TempFile::new("csv", KINDS.as_bytes());
+    let q = LazyFrame::scan_csv(&file.0, typed(), LocalPlacement::shared())
+        .join(
+            LazyFrame::scan_csv(&kinds.0, kinds_opts(), LocalPlacement::shared()),
+            &["kind"],
+            &["kind"],
+            JoinType::Inner,
+        )
+        .filter(col("id").gt(10))
+        .filter(col("rank").lt(30))
+        .select([col("id"), col("label")]);
+    let plan = q.explain();
+    let scans: Vec<&str> = plan.lines().filter(|l| l.contains("SCAN")).collect();
+    assert_eq!(scans.len(), 2, "{plan}");
+    // Left: the key and the selected column, filtered by `id`; `note`, `ts`... are not parsed.
+    assert!(scans[0].contains("columns [kind, id]"), "{plan}");
+    assert!(scans[0].contains("id") && scans[0].contains("Gt"), "{plan}");
+    // Right: the key, `label`, and `rank` for its filter; its `fare` is not loaded.
+    assert!(scans[1].contains("columns [kind, label, rank]"), "{plan}");
+    assert!(scans[1].contains("rank"), "{plan}");
+    assert!(
+        !plan.lines().any(|l| l.trim_start().starts_with("FILTER")),
+        "{plan}"
+    );
+    // A left join keeps a filter on right columns above it.
+    let left = LazyFrame::scan_csv(&file.0, typed(), LocalPlacement::shared())
+        .join(
+            LazyFrame::scan_csv(&kinds.0, kinds_opts(), LocalPlacement::shared()),
+            &["kind"],
+            &["kind"],
+            JoinType::Left,
+        )
+        .filter(col("rank").lt(30));
+    assert!(left.explain().starts_with("FILTER"), "{}", left.explain());
+    // A head right above a scan stops the CSV reader.
+    let head = LazyFrame::scan_csv(&file.0, typed(), LocalPlacement::shared())
+        .select([col("id")])
+        .head(5);
+    assert!(
+        head.explain().contains("first 5 rows"),
+        "{}",
+        head.explain()
+    );
+    assert_eq!(head.collect().unwrap().len(), 5);
 }

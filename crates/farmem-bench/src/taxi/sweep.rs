@@ -43,28 +43,54 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             let series = format!("{} {:.0}%", r.mode.label(), r.local_mem_ratio * 100.0);
             let load = r.detail.get("load_seconds").and_then(|v| v.as_f64());
             match (&r.skipped, load) {
-                (None, Some(load)) => points.push(Point {
-                    series,
-                    rows,
-                    load,
-                    analysis: r.seconds,
-                }),
+                (None, Some(load)) => {
+                    eprintln!(
+                        "{series} at {rows} rows: load {load:.2} s, analysis {:.3} s",
+                        r.seconds
+                    );
+                    points.push(Point {
+                        series,
+                        rows,
+                        load,
+                        analysis: r.seconds,
+                    });
+                }
                 (why, _) => eprintln!("{series} at {rows} rows: skipped ({why:?})"),
             }
         }
         all.push(json!({ "rows": rows, "runs": runs }));
+        // Written after every size, so a sweep cut short still leaves its figures.
+        report(
+            args,
+            &points,
+            &all,
+            rows == args.sweep_rows.last().copied().unwrap_or(rows),
+        )?;
     }
+    Ok(())
+}
+
+/// Writes `taxi-sweep.json` and `taxi-sweep.png` for the points so far, and with `print` the
+/// table of times per row.
+fn report(
+    args: &Args,
+    points: &[Point],
+    all: &[serde_json::Value],
+    print: bool,
+) -> anyhow::Result<()> {
     let mut names: Vec<&str> = Vec::new();
-    for p in &points {
+    for p in points {
         if !names.contains(&p.series.as_str()) {
             names.push(&p.series);
         }
     }
     let mut growth = Vec::new();
-    println!(
-        "{:<28} {:>12} {:>9} {:>12} {:>14}  growth of analysis time per row",
-        "mode", "rows", "load (s)", "analysis (s)", "ns/row (anal.)"
-    );
+    if print {
+        println!(
+            "{:<28} {:>12} {:>9} {:>12} {:>14}  growth of analysis time per row",
+            "mode", "rows", "load (s)", "analysis (s)", "ns/row (anal.)"
+        );
+    }
     for name in &names {
         let s: Vec<&Point> = points.iter().filter(|p| p.series == *name).collect();
         for (i, p) in s.iter().enumerate() {
@@ -85,14 +111,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 }
                 None => String::new(),
             };
-            println!(
-                "{:<28} {:>12} {:>9.2} {:>12.3} {:>14.1}  {note}",
-                name,
-                p.rows,
-                p.load,
-                p.analysis,
-                per_row * 1e9
-            );
+            if print {
+                println!(
+                    "{:<28} {:>12} {:>9.2} {:>12.3} {:>14.1}  {note}",
+                    name,
+                    p.rows,
+                    p.load,
+                    p.analysis,
+                    per_row * 1e9
+                );
+            }
         }
     }
     let dir = modes::results_dir(&args.out)?;

@@ -18,6 +18,15 @@ pub(super) fn execute(plan: Plan) -> Result<DataFrame> {
             by,
             descending,
         } => execute(*input)?.sort(&by, &descending),
+        Plan::Join {
+            left,
+            right,
+            left_on,
+            right_on,
+            how,
+        } => execute(*left)?.join(&execute(*right)?, &left_on, &right_on, how),
+        Plan::Head(input, n) => execute(*input)?.head(n),
+        Plan::Unique(input, subset) => execute(*input)?.unique(&subset),
     }
 }
 
@@ -25,6 +34,9 @@ fn scan(s: Scan) -> Result<DataFrame> {
     let df = match s.source {
         Source::Csv { path, mut opts } => {
             opts.columns = s.columns;
+            if let Some(n) = s.limit {
+                opts.max_rows = Some(opts.max_rows.map_or(n, |m| m.min(n)));
+            }
             let f = std::fs::File::open(&path).map_err(FrameError::Io)?;
             let r = std::io::BufReader::with_capacity(1 << 20, f);
             crate::csv::read_csv(r, &opts, s.placement)?
@@ -33,7 +45,11 @@ fn scan(s: Scan) -> Result<DataFrame> {
         Source::Parquet { file, mut opts } => {
             opts.columns = s.columns;
             opts.row_group_filter = s.predicates.clone();
-            crate::parquet::read_parquet(&file, &opts, s.placement)?
+            let df = crate::parquet::read_parquet(&file, &opts, s.placement)?;
+            match s.limit {
+                Some(n) => df.head(usize::try_from(n).unwrap_or(usize::MAX))?,
+                None => df,
+            }
         }
     };
     s.predicates.into_iter().try_fold(df, |df, p| df.filter(p))

@@ -1,12 +1,13 @@
 //! The lazy API: [`LazyFrame`] records a query and runs it, rewritten, at `collect`.
 
 mod exec;
+mod names;
 mod optimize;
 
 use std::path::{Path, PathBuf};
 
 use crate::csv::CsvOptions;
-use crate::dsl::Expr;
+use crate::dsl::{Expr, JoinType};
 use crate::{DataFrame, PlacementRef, Result};
 
 /// The lazy API, in the style of polars: a [`LazyFrame`] records a query (a scan of a CSV or
@@ -78,6 +79,8 @@ struct Scan {
     columns: Option<Vec<String>>,
     /// Filters applied while loading, in order.
     predicates: Vec<Expr>,
+    /// Load at most this many rows (only pushed into scans without filters).
+    limit: Option<u64>,
 }
 
 impl std::fmt::Debug for Scan {
@@ -87,6 +90,7 @@ impl std::fmt::Debug for Scan {
             .field("placement", &self.placement.name())
             .field("columns", &self.columns)
             .field("predicates", &self.predicates)
+            .field("limit", &self.limit)
             .finish()
     }
 }
@@ -109,6 +113,15 @@ enum Plan {
         by: Vec<String>,
         descending: Vec<bool>,
     },
+    Join {
+        left: Box<Plan>,
+        right: Box<Plan>,
+        left_on: Vec<String>,
+        right_on: Vec<String>,
+        how: JoinType,
+    },
+    Head(Box<Plan>, usize),
+    Unique(Box<Plan>, Vec<String>),
 }
 
 /// A [`LazyFrame`] being grouped: [`LazyGroupBy::agg`] finishes the step.
@@ -126,6 +139,7 @@ impl LazyFrame {
                 placement,
                 columns: None,
                 predicates: Vec::new(),
+                limit: None,
             }),
         }
     }
@@ -196,6 +210,67 @@ impl LazyFrame {
         })
     }
 
+    /// Joins `other` (lazy, or an eager frame) on `left_on[i] == right_on[i]` (see
+    /// [`DataFrame::join`]). Filters on the left side's columns move into the left input (and,
+    /// for an inner join, filters on the right side's columns into the right input), and each
+    /// input loads only the columns the query reads, when the inputs' column names are known
+    /// before loading (frames, Parquet files, CSV files with a plain header).
+    ///
+    /// ```
+    /// use farmem_frame::prelude::*;
+    /// let p = LocalPlacement::shared();
+    /// let trips = DataFrame::from_columns(p.clone(), vec![
+    ///     Column::from_vec("vendor", DType::I64, vec![1i64, 2, 1], p.as_ref()).unwrap(),
+    ///     Column::from_vec("fare", DType::F64, vec![5.0, 7.5, 9.0], p.as_ref()).unwrap(),
+    /// ]).unwrap();
+    /// let names = DataFrame::from_columns(p.clone(), vec![
+    ///     Column::from_vec("id", DType::I64, vec![1i64, 2], p.as_ref()).unwrap(),
+    ///     Column::from_strings("name", &["CMT", "Verifone"], p.as_ref()).unwrap(),
+    /// ]).unwrap();
+    /// let j = trips.lazy()
+    ///     .join(&names, &["vendor"], &["id"], JoinType::Inner)
+    ///     .filter(col("fare").gt(6))
+    ///     .select([col("name"), col("fare")])
+    ///     .collect()
+    ///     .unwrap();
+    /// assert_eq!(j.len(), 2);
+    /// assert_eq!(j["name"].get(0).unwrap(), Value::Str("Verifone".into()));
+    /// ```
+    #[must_use]
+    pub fn join<S: AsRef<str>>(
+        self,
+        other: impl Into<LazyFrame>,
+        left_on: &[S],
+        right_on: &[S],
+        how: JoinType,
+    ) -> Self {
+        let names = |v: &[S]| v.iter().map(|s| s.as_ref().to_owned()).collect();
+        let (left_on, right_on) = (names(left_on), names(right_on));
+        let right = Box::new(other.into().plan);
+        self.then(|left| Plan::Join {
+            left,
+            right,
+            left_on,
+            right_on,
+            how,
+        })
+    }
+
+    /// The first `n` rows (see [`DataFrame::head`]). A CSV scan right below stops reading
+    /// after them.
+    #[must_use]
+    pub fn head(self, n: usize) -> Self {
+        self.then(|i| Plan::Head(i, n))
+    }
+
+    /// The distinct rows over the columns `subset` (all columns if empty), each at its first
+    /// occurrence (see [`DataFrame::unique`]).
+    #[must_use]
+    pub fn unique<S: AsRef<str>>(self, subset: &[S]) -> Self {
+        let subset = subset.iter().map(|s| s.as_ref().to_owned()).collect();
+        self.then(|i| Plan::Unique(i, subset))
+    }
+
     /// The query after predicate and projection pushdown, one step per line (the scan last).
     pub fn explain(&self) -> String {
         let mut out = String::new();
@@ -220,6 +295,20 @@ impl LazyGroupBy {
     pub fn agg<E: Into<Expr>>(self, aggs: impl IntoIterator<Item = E>) -> LazyFrame {
         let (keys, aggs) = (self.keys, aggs.into_iter().map(Into::into).collect());
         self.input.then(|input| Plan::GroupBy { input, keys, aggs })
+    }
+}
+
+impl From<DataFrame> for LazyFrame {
+    fn from(df: DataFrame) -> Self {
+        Self {
+            plan: Plan::Frame(df),
+        }
+    }
+}
+
+impl From<&DataFrame> for LazyFrame {
+    fn from(df: &DataFrame) -> Self {
+        df.lazy()
     }
 }
 
@@ -266,9 +355,11 @@ impl Plan {
                     .map_or("all".into(), |c| format!("[{}]", c.join(", ")));
                 let _ = writeln!(
                     out,
-                    "{pad}SCAN {:?}; columns {cols}; filters {:?}",
+                    "{pad}SCAN {:?}; columns {cols}; filters {:?}{}",
                     s.source,
-                    list(&s.predicates)
+                    list(&s.predicates),
+                    s.limit
+                        .map_or(String::new(), |n| format!("; first {n} rows"))
                 );
                 None
             }
@@ -299,6 +390,25 @@ impl Plan {
             } => {
                 let _ = writeln!(out, "{pad}SORT BY {by:?} descending {descending:?}");
                 Some(input)
+            }
+            Plan::Join {
+                left,
+                right,
+                left_on,
+                right_on,
+                how,
+            } => {
+                let _ = writeln!(out, "{pad}{how:?} JOIN ON {left_on:?} = {right_on:?}");
+                left.describe(depth + 1, out);
+                Some(right)
+            }
+            Plan::Head(i, n) => {
+                let _ = writeln!(out, "{pad}HEAD {n}");
+                Some(i)
+            }
+            Plan::Unique(i, subset) => {
+                let _ = writeln!(out, "{pad}UNIQUE {subset:?}");
+                Some(i)
             }
         };
         if let Some(i) = next {

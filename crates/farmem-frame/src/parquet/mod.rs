@@ -2,7 +2,8 @@
 //! into far memory; only one slice of a row group is ever held locally), and writing frames
 //! (for tests and benchmarks; one row group per call of the frame's rows, plain encoding).
 //!
-//! Flat schemas only (no nested or repeated fields). Types load as:
+//! Flat schemas only (no nested or repeated fields). Pages may be uncompressed or compressed
+//! with snappy or zstd, plain or dictionary-encoded. Types load as:
 //!
 //! | Parquet | [`DType`] |
 //! | --- | --- |
@@ -11,6 +12,7 @@
 //! | `INT32` `DATE` | `Timestamp` (midnight) |
 //! | `INT64`, `INT(32, unsigned)` | `I64` |
 //! | `INT64` `TIMESTAMP(MILLIS/MICROS/NANOS)` | `Timestamp` (whole seconds, rounded down) |
+//! | `INT96` (legacy timestamps) | `Timestamp` (whole seconds, rounded down) |
 //! | `FLOAT`, `DOUBLE` | `F64` |
 //! | `BYTE_ARRAY` (`STRING`, `ENUM`, `JSON` or unannotated) | `Str` |
 //!
@@ -20,13 +22,14 @@
 //! value that does not fit is an error naming its column and row group. Optional (nullable)
 //! fields map their nulls to the column's validity bitmap.
 
+mod decode;
 mod file;
 mod prune;
 mod read;
 mod write;
 
 pub use file::{FileAt, ParquetFile};
-pub use read::{parquet_rows, read_parquet, read_parquet_bytes};
+pub use read::{column_names, parquet_rows, read_parquet, read_parquet_bytes};
 pub use write::write_parquet;
 
 use crate::DType;

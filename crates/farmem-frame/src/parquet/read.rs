@@ -1,19 +1,14 @@
-//! Reading Parquet into a frame: per row group, slices of rows decoded column by column on
-//! several threads into local chunks, then appended in order to the frame's columns.
+//! Reading Parquet into a frame: the columns are shared among threads, and each thread decodes
+//! its columns' chunks, row group by row group, in slices of rows straight into the frame's
+//! (far) columns.
 
 use ::parquet::basic::{ConvertedType, LogicalType, TimeUnit, Type as Physical};
-use ::parquet::column::reader::ColumnReader;
-use ::parquet::data_type::ByteArray;
 use ::parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
 use ::parquet::schema::types::ColumnDescriptor;
 
-use crate::column::{ColumnData, with_store};
-use crate::storage::local_slice;
-
+use super::decode::decode_into;
 use super::{ParquetError, ParquetFile, ParquetOptions};
-use crate::{
-    Column, ColumnBuilder, DType, DataFrame, Elem, FrameError, LocalPlacement, PlacementRef, Result,
-};
+use crate::{Column, ColumnBuilder, DType, DataFrame, FrameError, PlacementRef, Result};
 
 /// Rows of a row group decoded at once (per column: at most this many values held locally).
 const STEP: u64 = 1 << 18;
@@ -36,33 +31,20 @@ pub(super) enum Source {
     Int(Scale),
     Float,
     Str,
+    /// Legacy `INT96` timestamps (Julian day and nanoseconds of the day), as seconds.
+    Int96,
 }
 
 /// One column to load.
 #[derive(Debug)]
-struct Plan {
+pub(super) struct Plan {
     /// Leaf index in the file.
-    leaf: usize,
-    name: String,
-    dtype: DType,
-    source: Source,
+    pub(super) leaf: usize,
+    pub(super) name: String,
+    pub(super) dtype: DType,
+    pub(super) source: Source,
     /// Nullable when above 0.
-    max_def: i16,
-}
-
-/// Decoded values (non-null ones only).
-enum Values {
-    I64(Vec<i64>),
-    F64(Vec<f64>),
-    Str(Vec<ByteArray>),
-}
-
-/// Values in the column's storage type.
-enum Typed {
-    I64(Vec<i64>),
-    I32(Vec<i32>),
-    U8(Vec<u8>),
-    F64(Vec<f64>),
+    pub(super) max_def: i16,
 }
 
 fn describe(d: &ColumnDescriptor) -> String {
@@ -110,6 +92,7 @@ pub(super) fn natural(d: &ColumnDescriptor) -> Option<(DType, Source)> {
             (None | Some(LogicalType::Integer(_)), _) => (DType::I64, Source::Int(Scale::One)),
             _ => return None,
         },
+        Physical::INT96 => (DType::Timestamp, Source::Int96),
         Physical::FLOAT | Physical::DOUBLE => (DType::F64, Source::Float),
         Physical::BYTE_ARRAY => match (logical, d.converted_type()) {
             (
@@ -238,76 +221,85 @@ fn read_from<R: ChunkReader + 'static>(
 ) -> Result<DataFrame> {
     let file = SerializedFileReader::new(r).map_err(|e| ParquetError::corrupt(None, None, e))?;
     let meta = file.metadata();
-    let plans = plan(meta.file_metadata().schema_descr().columns(), opts)?;
+    let columns = meta.file_metadata().schema_descr().columns();
+    let plans = plan(columns, opts)?;
+    let groups: Vec<usize> = (0..meta.num_row_groups())
+        .filter(|&g| super::prune::may_match(&opts.row_group_filter, meta.row_group(g), columns))
+        .collect();
     let threads = match opts.threads {
         0 => farmem_kernels::default_threads(),
         n => n,
     }
     .clamp(1, plans.len().max(1));
-    let mut builders: Vec<ColumnBuilder> = plans
-        .iter()
-        .map(|p| ColumnBuilder::new(&p.name, p.dtype, placement.as_ref()))
-        .collect();
-    for g in 0..meta.num_row_groups() {
-        let columns = meta.file_metadata().schema_descr().columns();
-        if !super::prune::may_match(&opts.row_group_filter, meta.row_group(g), columns) {
-            continue;
-        }
-        let rg = file
-            .get_row_group(g)
-            .map_err(|e| ParquetError::corrupt(None, Some(g), e))?;
-        let rows = u64::try_from(rg.metadata().num_rows()).unwrap_or(0);
-        let mut readers = plans
+    // Each thread owns some columns: it decodes their chunks row group by row group, in order,
+    // straight into their (far) columns. Columns go to the thread with the fewest compressed
+    // bytes so far, largest first (strings count double: each value is interned).
+    let weight = |p: &Plan| -> i64 {
+        let bytes: i64 = groups
             .iter()
-            .map(|p| {
-                rg.get_column_reader(p.leaf)
-                    .map_err(|e| FrameError::from(ParquetError::corrupt(Some(&p.name), Some(g), e)))
-            })
-            .collect::<Result<Vec<ColumnReader>>>()?;
-        let per = readers.len().div_ceil(threads).max(1);
-        let mut left = rows;
-        while left > 0 {
-            let step = left.min(STEP) as usize;
-            let decode_all = |rs: &mut [ColumnReader], ps: &[Plan]| -> Result<Vec<Column>> {
-                rs.iter_mut()
-                    .zip(ps)
-                    .map(|(r, p)| decode(r, p, step, g))
-                    .collect()
-            };
-            let parsed: Vec<Result<Vec<Column>>> = if threads == 1 {
-                vec![decode_all(&mut readers, &plans)]
-            } else {
-                std::thread::scope(|s| {
-                    let hs: Vec<_> = readers
-                        .chunks_mut(per)
-                        .zip(plans.chunks(per))
-                        .map(|(rs, ps)| s.spawn(move || decode_all(rs, ps)))
-                        .collect();
-                    hs.into_iter()
-                        .map(|h| {
-                            h.join().unwrap_or_else(|_| {
-                                Err(FrameError::ThreadPanicked("Parquet decoder"))
-                            })
-                        })
-                        .collect()
-                })
-            };
-            let mut b = builders.iter_mut();
-            for cols in parsed {
-                for c in cols? {
-                    if let Some(b) = b.next() {
-                        b.append_local(&c)?;
-                    }
-                }
-            }
-            left -= step as u64;
+            .map(|&g| meta.row_group(g).column(p.leaf).compressed_size())
+            .sum();
+        if p.source == Source::Str {
+            2 * bytes
+        } else {
+            bytes
+        }
+    };
+    let mut order: Vec<usize> = (0..plans.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(weight(&plans[i])));
+    let mut shares: Vec<(i64, Vec<usize>)> = (0..threads).map(|_| (0, Vec::new())).collect();
+    for i in order {
+        if let Some(s) = shares.iter_mut().min_by_key(|s| s.0) {
+            s.0 += weight(&plans[i]);
+            s.1.push(i);
         }
     }
-    let cols = builders
-        .into_iter()
-        .map(ColumnBuilder::finish)
-        .collect::<Result<Vec<Column>>>()?;
-    DataFrame::from_columns(placement, cols)
+    let (file, plans, groups) = (&file, &plans, &groups);
+    let load = |own: Vec<usize>| -> Result<Vec<(usize, Column)>> {
+        let mut builders: Vec<ColumnBuilder> = own
+            .iter()
+            .map(|&i| ColumnBuilder::new(&plans[i].name, plans[i].dtype, placement.as_ref()))
+            .collect();
+        for &g in groups {
+            let rg = file
+                .get_row_group(g)
+                .map_err(|e| ParquetError::corrupt(None, Some(g), e))?;
+            let rows = u64::try_from(rg.metadata().num_rows()).unwrap_or(0);
+            for (&i, b) in own.iter().zip(&mut builders) {
+                let p = &plans[i];
+                let mut reader = rg
+                    .get_column_reader(p.leaf)
+                    .map_err(|e| ParquetError::corrupt(Some(&p.name), Some(g), e))?;
+                let mut left = rows;
+                while left > 0 {
+                    let step = left.min(STEP);
+                    decode_into(&mut reader, p, step as usize, g, b)?;
+                    left -= step;
+                }
+            }
+        }
+        own.into_iter()
+            .zip(builders)
+            .map(|(i, b)| Ok((i, b.finish()?)))
+            .collect()
+    };
+    let mut shares = shares.into_iter().map(|s| s.1).filter(|s| !s.is_empty());
+    let first = shares.next().unwrap_or_default();
+    let results: Vec<Result<Vec<(usize, Column)>>> = std::thread::scope(|s| {
+        let hs: Vec<_> = shares.map(|own| s.spawn(move || load(own))).collect();
+        let mut out = vec![load(first)];
+        out.extend(hs.into_iter().map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(FrameError::ThreadPanicked("Parquet decoder")))
+        }));
+        out
+    });
+    let mut cols: Vec<(usize, Column)> = Vec::with_capacity(plans.len());
+    for r in results {
+        cols.extend(r?);
+    }
+    cols.sort_by_key(|c| c.0);
+    DataFrame::from_columns(placement, cols.into_iter().map(|c| c.1).collect())
 }
 
 /// Number of rows of a Parquet file, from its footer.
@@ -320,245 +312,13 @@ pub fn parquet_rows(file: &ParquetFile) -> Result<u64> {
     Ok(u64::try_from(file.metadata().file_metadata().num_rows()).unwrap_or(0))
 }
 
-/// Reads up to `want` records of a column chunk: the non-null values, and the definition
-/// levels when the column is nullable.
-macro_rules! read_records {
-    ($r:expr, $p:expr, $want:expr, $vals:expr, $def:expr) => {{
-        let mut got = 0;
-        while got < $want {
-            let def = ($p.max_def > 0).then_some(&mut $def);
-            let (recs, _, _) = $r.read_records($want - got, def, None, &mut $vals)?;
-            if recs == 0 {
-                break;
-            }
-            got += recs;
-        }
-        got
-    }};
-}
-
-/// Decodes the next `want` rows of one column into a local column.
-fn decode(r: &mut ColumnReader, p: &Plan, want: usize, g: usize) -> Result<Column> {
-    let corrupt = |e| FrameError::from(ParquetError::corrupt(Some(&p.name), Some(g), e));
-    let mut def: Vec<i16> = Vec::new();
-    let scale = |xs: Vec<i64>| match p.source {
-        Source::Int(Scale::Div(d)) => xs.into_iter().map(|x| x.div_euclid(d)).collect(),
-        Source::Int(Scale::Mul(m)) => xs.into_iter().map(|x| x.saturating_mul(m)).collect(),
-        _ => xs,
-    };
-    let read = |r: &mut ColumnReader, def: &mut Vec<i16>| -> ::parquet::errors::Result<_> {
-        Ok(match r {
-            ColumnReader::BoolColumnReader(r) => {
-                let mut v: Vec<bool> = Vec::new();
-                let n = read_records!(r, p, want, v, *def);
-                (n, Values::I64(v.into_iter().map(i64::from).collect()))
-            }
-            ColumnReader::Int32ColumnReader(r) => {
-                let mut v: Vec<i32> = Vec::new();
-                let n = read_records!(r, p, want, v, *def);
-                (
-                    n,
-                    Values::I64(scale(v.into_iter().map(i64::from).collect())),
-                )
-            }
-            ColumnReader::Int64ColumnReader(r) => {
-                let mut v: Vec<i64> = Vec::new();
-                let n = read_records!(r, p, want, v, *def);
-                (n, Values::I64(scale(v)))
-            }
-            ColumnReader::FloatColumnReader(r) => {
-                let mut v: Vec<f32> = Vec::new();
-                let n = read_records!(r, p, want, v, *def);
-                (n, Values::F64(v.into_iter().map(f64::from).collect()))
-            }
-            ColumnReader::DoubleColumnReader(r) => {
-                let mut v: Vec<f64> = Vec::new();
-                let n = read_records!(r, p, want, v, *def);
-                (n, Values::F64(v))
-            }
-            ColumnReader::ByteArrayColumnReader(r) => {
-                let mut v: Vec<ByteArray> = Vec::new();
-                let n = read_records!(r, p, want, v, *def);
-                (n, Values::Str(v))
-            }
-            // Rejected when planning (no natural type).
-            ColumnReader::Int96ColumnReader(_) | ColumnReader::FixedLenByteArrayColumnReader(_) => {
-                (0, Values::I64(Vec::new()))
-            }
-        })
-    };
-    let (n, values) = read(r, &mut def).map_err(corrupt)?;
-    if n != want {
-        return Err(ParquetError::RowCount {
-            column: p.name.clone(),
-            row_group: g,
-            expected: want as u64,
-            actual: n as u64,
-        }
-        .into());
-    }
-    let def = (p.max_def > 0).then_some(&def[..]);
-    let stored = match &values {
-        Values::I64(v) => v.len(),
-        Values::F64(v) => v.len(),
-        Values::Str(v) => v.len(),
-    };
-    let defined = def.map_or(n, |d| d.iter().filter(|&&l| l >= p.max_def).count());
-    if stored != defined {
-        let why = format!("{stored} values for {defined} defined rows");
-        return Err(corrupt(::parquet::errors::ParquetError::General(why)));
-    }
-    let mut b = ColumnBuilder::new(&p.name, p.dtype, &LocalPlacement);
-    let out_of_range = |value: String| {
-        FrameError::from(ParquetError::ValueOutOfRange {
-            column: p.name.clone(),
-            row_group: g,
-            value,
-            wanted: p.dtype,
-        })
-    };
-    match values {
-        Values::Str(v) => {
-            let mut v = v.iter();
-            for k in 0..n {
-                if def.is_some_and(|d| d[k] < p.max_def) {
-                    b.push_null()?;
-                    continue;
-                }
-                let s = v.next().map_or(Ok(""), |s| std::str::from_utf8(s.data()));
-                let s = s.map_err(|_| out_of_range("(invalid UTF-8)".into()))?;
-                b.push_str_value(s)?;
-            }
-        }
-        values => match convert(values, p.dtype).map_err(out_of_range)? {
-            Typed::I64(v) => b.push_defined(&v, def, p.max_def)?,
-            Typed::I32(v) => b.push_defined(&v, def, p.max_def)?,
-            Typed::U8(v) => b.push_defined(&v, def, p.max_def)?,
-            Typed::F64(v) => b.push_defined(&v, def, p.max_def)?,
-        },
-    }
-    b.finish()
-}
-
-/// Converts decoded numbers to the storage type of `dtype`; the first value that does not fit,
-/// as text, on failure.
-fn convert(v: Values, dtype: DType) -> Result<Typed, String> {
-    fn ints<T: Elem>(v: Values, ok: impl Fn(i64) -> bool) -> Result<Vec<T>, String> {
-        let one = |x: i64| {
-            T::from_i64(x)
-                .filter(|_| ok(x))
-                .ok_or_else(|| x.to_string())
-        };
-        match v {
-            Values::I64(v) => v.into_iter().map(one).collect(),
-            Values::F64(v) => v
-                .into_iter()
-                .map(|x| {
-                    T::from_f64(x)
-                        .filter(|t| ok(t.to_i64()))
-                        .ok_or_else(|| x.to_string())
-                })
-                .collect(),
-            Values::Str(_) => Err("a string".into()),
-        }
-    }
-    Ok(match dtype {
-        DType::F64 => Typed::F64(match v {
-            Values::I64(v) => v.into_iter().map(|x| x as f64).collect(),
-            Values::F64(v) => v,
-            Values::Str(_) => return Err("a string".into()),
-        }),
-        DType::I64 | DType::Timestamp => match v {
-            Values::I64(v) => Typed::I64(v),
-            v => Typed::I64(ints(v, |_| true)?),
-        },
-        DType::I32 => Typed::I32(ints(v, |_| true)?),
-        DType::U8 => Typed::U8(ints(v, |_| true)?),
-        DType::Bool => Typed::U8(ints(v, |x| x == 0 || x == 1)?),
-        DType::Str => return Err("a number".into()),
-    })
-}
-
-impl ColumnBuilder {
-    /// Appends rows given as definition levels (`None`: all rows hold a value): a row whose
-    /// level is below `max` is null, the others take the next of `vals` in order.
-    pub(crate) fn push_defined<T: Elem>(
-        &mut self,
-        vals: &[T],
-        def: Option<&[i16]>,
-        max: i16,
-    ) -> Result<()> {
-        let Some(def) = def else {
-            return self.push_slice(vals);
-        };
-        let mut next = 0;
-        let mut k = 0;
-        while k < def.len() {
-            if def[k] < max {
-                self.push_null()?;
-                k += 1;
-                continue;
-            }
-            let run = def[k..].iter().take_while(|&&d| d >= max).count();
-            let end = (next + run).min(vals.len());
-            self.push_slice(&vals[next..end])?;
-            next = end;
-            k += run;
-        }
-        Ok(())
-    }
-}
-
-impl ColumnBuilder {
-    /// Appends a local column of the same type (strings re-coded into this column's
-    /// dictionary, nulls kept).
-    pub(crate) fn append_local(&mut self, c: &Column) -> Result<()> {
-        if let (ColumnData::U32(s), Some(d)) = (c.data(), c.dictionary()) {
-            // Re-code once per distinct string, then append the codes.
-            let map: Vec<u32> = (0..d.len() as u32)
-                .map(|code| self.intern(d.value(code).unwrap_or_default()))
-                .collect();
-            let codes = s.to_vec(0..s.len())?;
-            let mapped: Vec<u32> = codes
-                .iter()
-                .map(|&code| map.get(code as usize).copied().unwrap_or(0))
-                .collect();
-            match c.validity() {
-                None => self.push_slice(&mapped)?,
-                Some(v) => {
-                    for (i, x) in mapped.iter().enumerate() {
-                        if v.is_valid(i) {
-                            self.push_slice(std::slice::from_ref(x))?;
-                        } else {
-                            self.push_null()?;
-                        }
-                    }
-                }
-            }
-            return Ok(());
-        }
-        with_store!(c.data(), s => {
-            let owned;
-            let xs = match local_slice(s.as_ref()) {
-                Some(x) => x,
-                None => {
-                    owned = s.to_vec(0..s.len())?;
-                    &owned[..]
-                }
-            };
-            match c.validity() {
-                None => self.push_slice(xs)?,
-                Some(v) => {
-                    for (i, x) in xs.iter().enumerate() {
-                        if v.is_valid(i) {
-                            self.push_slice(std::slice::from_ref(x))?;
-                        } else {
-                            self.push_null()?;
-                        }
-                    }
-                }
-            }
-        });
-        Ok(())
-    }
+/// Names of a Parquet file's columns, in file order, from its footer.
+///
+/// # Errors
+/// [`FrameError::Parquet`] if the footer is unreadable.
+pub fn column_names(file: &ParquetFile) -> Result<Vec<String>> {
+    let file = SerializedFileReader::new(file.clone())
+        .map_err(|e| ParquetError::corrupt(None, None, e))?;
+    let schema = file.metadata().file_metadata().schema_descr();
+    Ok(schema.columns().iter().map(|c| c.path().string()).collect())
 }
