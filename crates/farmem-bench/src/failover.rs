@@ -429,10 +429,20 @@ fn failure_under_load(
             .unwrap_or_else(|_| Err(anyhow::anyhow!("failing thread panicked")));
         (run.map(|r| (r, end)), failed_at)
     });
-    let longest_call = rig.timed.take_max();
+    let longest = rig.timed.take_longest();
+    let longest_call = longest.map_or(Duration::ZERO, |l| l.took);
     let undone = undo();
     let (failed_at, restore) = failed_at?;
     undone?;
+    if let Some(l) = longest {
+        let after = l.ended.saturating_duration_since(failed_at).as_secs_f64()
+            - (failed_at.saturating_duration_since(l.ended)).as_secs_f64();
+        eprintln!(
+            "{name}: longest backend call {:.1} ms ({}), ended {after:+.3} s after the failure",
+            l.took.as_secs_f64() * 1e3,
+            l.what
+        );
+    }
     let ((secs, mut lat, digest), end) = run?;
     anyhow::ensure!(
         digest == local_digest,

@@ -152,6 +152,19 @@ impl Drop for ServerProc {
 pub struct Timed {
     inner: Arc<dyn Backend>,
     max_ns: AtomicU64,
+    /// The longest call's length, end and kind since the last `take_max`.
+    longest: std::sync::Mutex<Option<LongestCall>>,
+}
+
+/// The longest call a [`Timed`] saw.
+#[derive(Debug, Clone, Copy)]
+pub struct LongestCall {
+    /// How long it took.
+    pub took: Duration,
+    /// When it ended.
+    pub ended: Instant,
+    /// Which call (`get`, `compute`, ...).
+    pub what: &'static str,
 }
 
 impl std::fmt::Debug for Timed {
@@ -168,56 +181,84 @@ impl Timed {
         Self {
             inner,
             max_ns: AtomicU64::new(0),
+            longest: std::sync::Mutex::new(None),
         }
     }
 
-    fn time<T>(&self, f: impl FnOnce() -> T) -> T {
+    fn time<T>(&self, what: &'static str, f: impl FnOnce() -> T) -> T {
         let t = Instant::now();
         let r = f();
-        let ns = t.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
-        self.max_ns.fetch_max(ns, Ordering::Relaxed);
+        let took = t.elapsed();
+        let ns = took.as_nanos().min(u128::from(u64::MAX)) as u64;
+        if self.max_ns.fetch_max(ns, Ordering::Relaxed) < ns {
+            let mut l = self
+                .longest
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if l.is_none_or(|l| l.took < took) {
+                *l = Some(LongestCall {
+                    took,
+                    ended: Instant::now(),
+                    what,
+                });
+            }
+        }
         r
     }
 
     /// The longest call since the last `take_max`, and starts a new window.
     pub fn take_max(&self) -> Duration {
-        Duration::from_nanos(self.max_ns.swap(0, Ordering::Relaxed))
+        self.take_longest().map_or(Duration::ZERO, |l| l.took)
+    }
+
+    /// The longest call since the last `take_max` (with when it ended and what it was), and
+    /// starts a new window.
+    pub fn take_longest(&self) -> Option<LongestCall> {
+        let mut l = self
+            .longest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.max_ns.store(0, Ordering::Relaxed);
+        l.take()
     }
 }
 
 impl Backend for Timed {
     fn put(&self, id: ObjectId, data: &[u8]) -> Result<(), BackendError> {
-        self.time(|| self.inner.put(id, data))
+        self.time("put", || self.inner.put(id, data))
     }
     fn get(&self, id: ObjectId) -> Result<Vec<u8>, BackendError> {
-        self.time(|| self.inner.get(id))
+        self.time("get", || self.inner.get(id))
     }
     fn get_into(&self, id: ObjectId, buf: &mut [u8]) -> Result<(), BackendError> {
-        self.time(|| self.inner.get_into(id, buf))
+        self.time("get_into", || self.inner.get_into(id, buf))
     }
     fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>, BackendError> {
-        self.time(|| self.inner.get_many(ids))
+        self.time("get_many", || self.inner.get_many(ids))
     }
     fn put_many(&self, items: &[(ObjectId, &[u8])]) -> Result<(), BackendError> {
-        self.time(|| self.inner.put_many(items))
+        self.time("put_many", || self.inner.put_many(items))
     }
     fn patch(&self, id: ObjectId, edits: &[Edit<'_>]) -> Result<(), BackendError> {
-        self.time(|| self.inner.patch(id, edits))
+        self.time("patch", || self.inner.patch(id, edits))
     }
     fn patch_many(&self, items: &[(ObjectId, &[Edit<'_>])]) -> Result<(), BackendError> {
-        self.time(|| self.inner.patch_many(items))
+        self.time("patch_many", || self.inner.patch_many(items))
     }
     fn free(&self, ids: &[ObjectId]) -> Result<(), BackendError> {
-        self.time(|| self.inner.free(ids))
+        self.time("free", || self.inner.free(ids))
     }
     fn stats(&self) -> Result<StoreStats, BackendError> {
         self.inner.stats()
     }
     fn compute(&self, route: ObjectId, op: u16, args: &[u8]) -> Result<Vec<u8>, BackendError> {
-        self.time(|| self.inner.compute(route, op, args))
+        self.time("compute", || self.inner.compute(route, op, args))
     }
     fn submit_compute(&self, route: ObjectId, op: u16, args: &[u8]) -> PendingCompute {
-        self.inner.submit_compute(route, op, args)
+        // A pool computes at submission.
+        self.time("submit_compute", || {
+            self.inner.submit_compute(route, op, args)
+        })
     }
     fn sites(&self) -> Option<&dyn farmem::backend::Sites> {
         self.inner.sites()

@@ -12,6 +12,7 @@ use farmem::backend::{
 };
 use farmem_proto::agent::{AgentMessage, PushArgs, PushResult, op};
 use farmem_server::{Server, ServerConfig, ServerHandle};
+use farmem_store::agent::AgentErrorCode;
 
 fn server(token: Option<&[u8]>) -> ServerHandle {
     Server::start(ServerConfig {
@@ -101,7 +102,14 @@ fn a_client_cannot_push_another_sessions_objects_or_into_another_session() {
             resume,
             ..victim_to.clone()
         };
-        assert!(push(&thief_a, &forged, &[3]).is_err(), "resume {resume:x}");
+        // The target refuses to join the session: a typed refusal, relayed by the source.
+        match push(&thief_a, &forged, &[3]) {
+            Err(BackendError::RemoteAgent { code, message, .. }) => {
+                assert_eq!(code, AgentErrorCode::Invalid, "resume {resume:x}");
+                assert!(message.contains("refused"), "resume {resume:x}: {message}");
+            }
+            other => panic!("resume {resume:x}: forged push not refused: {other:?}"),
+        }
     }
     assert!(
         victim_b.get(3).is_err(),

@@ -1,6 +1,8 @@
 //! [`Backend`] for [`PoolBackend`]: each call routed to the replicated data path (`read.rs`,
 //! `write.rs`) or the erasure-coded one.
 
+use std::time::{Duration, Instant};
+
 use farmem_proto::agent::op;
 use parking_lot::Mutex;
 
@@ -11,6 +13,9 @@ use super::read::replicas;
 use super::table::{Entry, Ix};
 use super::write::{PATCH, PUT, TABLE_WRITE};
 use crate::backend::{Backend, BackendError, Edit, ObjectId, ProtocolError, StoreStats};
+
+/// A `get_many` slower than this is logged (debug) with where its time went.
+const SLOW_READ: Duration = Duration::from_millis(25);
 
 impl Backend for PoolBackend {
     fn put(&self, id: ObjectId, data: &[u8]) -> Result<(), BackendError> {
@@ -63,12 +68,32 @@ impl Backend for PoolBackend {
                 .filter(|(_, g)| !g.is_empty())
                 .map(|(m, g)| (m as Ix, g))
                 .collect();
+            let t0 = Instant::now();
             let results = fan_out(&members, work, true, &|m, idx: Vec<usize>| {
                 let want: Vec<ObjectId> = idx.iter().map(|&i| ids[i]).collect();
-                (m.backend.get_many(&want), idx)
+                let t = Instant::now();
+                let r = m.backend.get_many(&want);
+                (r, idx, t.saturating_duration_since(t0), t.elapsed())
             });
+            let took = t0.elapsed();
+            if took >= SLOW_READ {
+                // Where a slow read spent its time: starting each member's call, then the call.
+                let calls: Vec<String> = results
+                    .iter()
+                    .map(|(ix, (_, idx, start, call))| {
+                        format!(
+                            "{}: {} ids, started +{:.1} ms, took {:.1} ms",
+                            members[usize::from(*ix)].name,
+                            idx.len(),
+                            start.as_secs_f64() * 1e3,
+                            call.as_secs_f64() * 1e3
+                        )
+                    })
+                    .collect();
+                tracing::debug!(ms = took.as_secs_f64() * 1e3, ?calls, "slow pool get_many");
+            }
             pending.clear();
-            for (ix, (r, idx)) in results {
+            for (ix, (r, idx, _, _)) in results {
                 match r {
                     Ok(vals) if vals.len() == idx.len() => {
                         for (i, v) in idx.into_iter().zip(vals) {

@@ -245,7 +245,47 @@ const BATCH_RETRIES: usize = 3;
 
 /// Moves what it can of `ids` with the batched mover, retrying the objects it left while that
 /// makes progress; returns the ids for the single-object path.
+///
+/// Server-side tables (copied page by page, one long stream each) are copied on a thread of
+/// their own meanwhile, outside the pacing turns: after a table's stream as one turn, the rest
+/// that keeps batches to their share would stop every batch for as long again.
 fn batched(inner: &Inner, ids: Vec<ObjectId>, evict: Option<Ix>) -> Vec<ObjectId> {
+    let (tables, ids): (Vec<ObjectId>, Vec<ObjectId>) = ids
+        .into_iter()
+        .partition(|&id| inner.table.get(id).is_some_and(|e| e.is_table()));
+    if tables.is_empty() {
+        return batched_objects(inner, ids, evict);
+    }
+    std::thread::scope(|s| {
+        let copier = s.spawn(|| copy_tables(inner, tables, evict));
+        let mut left = batched_objects(inner, ids, evict);
+        match copier.join() {
+            Ok(tables_left) => left.extend(tables_left),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        left
+    })
+}
+
+/// Runs [`fix`] on each server-side table of `ids`; returns the ids it did not finish (for the
+/// single-object path, which reports why).
+fn copy_tables(inner: &Inner, ids: Vec<ObjectId>, evict: Option<Ix>) -> Vec<ObjectId> {
+    let mut left = Vec::new();
+    for id in ids {
+        if inner.repair.stopping() {
+            left.push(id);
+            continue;
+        }
+        match fix(inner, id, evict) {
+            Fix::Done | Fix::Gone => {}
+            Fix::Raced | Fix::NoRoom | Fix::Lost => left.push(id),
+        }
+    }
+    left
+}
+
+/// The batched mover over plain objects `ids` (see [`batched`]).
+fn batched_objects(inner: &Inner, ids: Vec<ObjectId>, evict: Option<Ix>) -> Vec<ObjectId> {
     let mut left = mover::run(inner, ids, MOVERS, evict);
     for _ in 0..BATCH_RETRIES {
         if left.is_empty() || inner.repair.stopping() {
@@ -262,11 +302,22 @@ fn batched(inner: &Inner, ids: Vec<ObjectId>, evict: Option<Ix>) -> Vec<ObjectId
     left
 }
 
-/// Runs [`fix`] on `id` in a turn of the repairer's pacing (see [`Repairer::pace`]).
-fn fix_paced(inner: &Inner, id: ObjectId, evict: Option<Ix>) -> Fix {
+/// Runs [`fix`] on `id` in a turn of the repairer's pacing (see [`Repairer::pace`]), unless a
+/// look at its entry shows there is nothing to do now (another mover has it or moved it): most
+/// of what the batched mover leaves is such, and a turn each cost a drain about a second.
+/// `None` when another mover holds the object's claim.
+fn fix_paced(inner: &Inner, id: ObjectId) -> Option<Fix> {
     let members = inner.members();
+    match inner.table.get(id) {
+        None => return Some(Fix::Gone),
+        Some(e) if e.is_moving() => return None,
+        Some(e) if !needs_work(&e, &members, inner.cfg.redundancy.copies()) => {
+            return Some(Fix::Done);
+        }
+        Some(_) => {}
+    }
     let _turn = inner.repair.pace(&members, MOVERS);
-    fix(inner, id, evict)
+    Some(fix(inner, id, None))
 }
 
 /// One repair pass over the whole table.
@@ -286,7 +337,7 @@ pub(crate) fn pass(inner: &Inner) {
         if inner.repair.stopping() {
             return;
         }
-        match fix_paced(inner, id, None) {
+        match fix_paced(inner, id).unwrap_or(Fix::Raced) {
             Fix::Done | Fix::Gone => {}
             Fix::Raced => pending += 1,
             Fix::NoRoom => {
@@ -353,11 +404,19 @@ pub(crate) fn drain(inner: &Inner, m: Ix) -> Result<(), PoolError> {
             left.len(),
             inner.repair.stats().bytes_copied,
         );
+        let mut own = 0;
+        let others = !left.is_empty();
         for id in left {
-            match fix_paced(inner, id, None) {
-                Fix::NoRoom => return Err(PoolError::NoRoom { member: name(), id }),
-                Fix::Done | Fix::Gone | Fix::Raced | Fix::Lost => {}
+            match fix_paced(inner, id) {
+                Some(Fix::NoRoom) => return Err(PoolError::NoRoom { member: name(), id }),
+                Some(Fix::Done | Fix::Gone | Fix::Raced | Fix::Lost) => own += 1,
+                None => {}
             }
+        }
+        if own == 0 && others {
+            // Every object left is another mover's now (the maintenance thread's pass): it
+            // makes progress for us, so the round does not count.
+            round -= 1;
         }
         tracing::debug!(
             round,

@@ -17,14 +17,17 @@ use super::table::{Entry, Ix};
 use crate::backend::{BackendError, ObjectId};
 
 /// Entries per page of a table read by repair, and one write to the target per page. Small:
-/// the source also serves the application's lookups of the table, which wait behind a page
-/// (16,384-entry pages, one server segment, stalled lookups up to 150-200 ms after a kill).
-const SCAN_PAGE: u32 = 4096;
+/// a server runs table operations as jobs, and a connection reads no further request while
+/// its job runs, so the application's requests on the same connection (and its lookups of the
+/// session's tables) wait behind a page: 16,384-entry pages stalled lookups up to 150-200 ms
+/// after a kill, 4,096-entry pages with four writes in flight still 30-160 ms (requests to
+/// one server all waiting together, with repair capped at 100 MiB/s as well).
+const SCAN_PAGE: u32 = 1024;
 /// Times a page is asked again when its server stayed silent past the read patience (a loaded
 /// server may take that long to produce a page).
 const SCAN_PATIENCE: u32 = 8;
-/// Page writes in flight to the target.
-const PUTS_IN_FLIGHT: usize = 4;
+/// Page writes in flight to the target (each one holds a connection of the target's).
+const PUTS_IN_FLIGHT: usize = 2;
 
 /// Which end of a table copy failed.
 enum CopyError {
