@@ -4,7 +4,7 @@
 //! A [`Harness`] is a server's shared state (sessions, capacity, limits) with no listener and
 //! no threads; a [`Connection`] is fed bytes as a socket would deliver them (whole frames,
 //! pieces of frames, several frames at once) and answers through the same frame-level code as
-//! the event loop ([`crate::wire::next`]); requests the event loop hands to its worker pool
+//! the event loop (`wire::next`); requests the event loop hands to its worker pool
 //! run in place, through the same job function.
 
 use std::sync::Arc;

@@ -40,9 +40,9 @@
 //! One request to the object's member. When it is down, an unsealed object is served from the
 //! client's copy; a sealed one by a *degraded read*: the same byte range of `k` other spans of
 //! its stripe (only the few objects of each data span that overlap it, and only the parity
-//! pages under it: parity spans are stored as pages of [`PARITY_PAGE`](layout::PARITY_PAGE)
+//! pages under it: parity spans are stored as pages of `PARITY_PAGE`
 //! bytes), all requests in flight at once (one round trip), only that range decoded
-//! (`read.rs`). The range decoded is a window of [`DECODE_WINDOW`](read::DECODE_WINDOW) bytes
+//! (`read.rs`). The range decoded is a window of `DECODE_WINDOW` bytes
 //! around the object, kept for the reads of its neighbours (`cache.rs`).
 //!
 //! # Dead space and compaction
