@@ -330,7 +330,9 @@ impl Heap {
             self.seal(lane == Lane::Nt, &mut open);
             let r = self.take_region(limit)?;
             if lane == Lane::Packed {
-                self.regions[r as usize].packed.store(true, Ordering::Relaxed);
+                self.regions[r as usize]
+                    .packed
+                    .store(true, Ordering::Relaxed);
             }
             open.region = Some(r);
             open.top = 0;
