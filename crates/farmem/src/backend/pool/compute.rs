@@ -2,7 +2,6 @@
 //! replica per object, operations run on a chosen member, and objects the agent wrote there
 //! entered in the location table and copied to the scheme's other replicas at once.
 
-
 use super::PoolBackend;
 use super::member::{choose, is_member_failure};
 use super::read::replicas;

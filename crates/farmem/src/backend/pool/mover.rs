@@ -227,10 +227,9 @@ pub(crate) fn run(
                 return;
             }
             let next = queue.lock().take(|src| {
-                sizes
-                    .lock()
-                    .get(&src)
-                    .map_or(FIRST_BATCH, |&avg| inner.repair.pacer.batch_bytes() / avg.max(1))
+                sizes.lock().get(&src).map_or(FIRST_BATCH, |&avg| {
+                    inner.repair.pacer.batch_bytes() / avg.max(1)
+                })
             });
             let Some((src, batch)) = next else { return };
             let est = sizes.lock().get(&src).copied().unwrap_or(FIRST_SIZE);

@@ -298,7 +298,10 @@ impl Pacer {
     /// mover ran in it).
     fn look(c: &mut Ctl, members: &[Arc<Member>], quiet: bool) {
         let now = totals(members);
-        let (calls, nanos) = (now.0.saturating_sub(c.seen.0), now.1.saturating_sub(c.seen.1));
+        let (calls, nanos) = (
+            now.0.saturating_sub(c.seen.0),
+            now.1.saturating_sub(c.seen.1),
+        );
         c.seen = now;
         c.last = Instant::now();
         c.moved = false;
@@ -322,7 +325,10 @@ impl Pacer {
             return;
         }
         let now = totals(members);
-        let (calls, nanos) = (now.0.saturating_sub(c.seen.0), now.1.saturating_sub(c.seen.1));
+        let (calls, nanos) = (
+            now.0.saturating_sub(c.seen.0),
+            now.1.saturating_sub(c.seen.1),
+        );
         let inflight = app_inflight(members);
         if calls < MIN_CALLS && inflight && elapsed < LONG_TICK {
             // Too few calls to judge: a longer tick.
