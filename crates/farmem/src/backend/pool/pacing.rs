@@ -447,10 +447,10 @@ mod tests {
     fn the_window_shrinks_when_latency_is_over_the_target() {
         let mut a = Aimd::new(4.0);
         a.window = 3.0;
-        let w = a.update(2.0, 1.0);
+        let w = a.update(TARGET + 0.5, 1.0);
         assert!((w - 3.0 * BACKOFF).abs() < 1e-9, "{w}");
         // The next ticks wait for the decrease to show.
-        assert_eq!(a.update(2.0, 1.0), w);
+        assert_eq!(a.update(TARGET + 0.5, 1.0), w);
         for _ in 0..200 {
             a.update(10.0, 1.0);
         }
