@@ -303,13 +303,13 @@ impl PoolRig {
             timeout,
             repair_rate,
             false,
-            0.5,
+            1.0,
         )
     }
 
     /// As [`PoolRig::start`], with any redundancy scheme, server-to-server copies on or off
-    /// (`server_to_server`) and the share of the time repair may take while the application
-    /// works (`repair_share`).
+    /// (`server_to_server`) and the most of the mover's full pace repair and drains may take
+    /// while the application works (`repair_share`, see `PoolConfig::repair_share`).
     ///
     /// # Errors
     /// As [`PoolRig::start`].
