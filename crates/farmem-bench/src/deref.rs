@@ -26,9 +26,13 @@ pub struct Args {
     /// Objects in the hot set of the hot-deref loop.
     #[arg(long, default_value_t = 1024)]
     hot_objects: usize,
-    /// Passes over the hot set per measurement.
-    #[arg(long, default_value_t = 8000)]
+    /// Passes over the hot set per measurement (one side of a pair).
+    #[arg(long, default_value_t = 200)]
     hot_passes: usize,
+    /// Interleaved pairs of `FarBox` and `Box` measurements per hot-deref figure (the median
+    /// ratio and its 10-90% spread are reported).
+    #[arg(long, default_value_t = 201)]
+    hot_pairs: usize,
     /// Cold dereferences measured per size.
     #[arg(long, default_value_t = 2000)]
     cold_samples: usize,
@@ -44,6 +48,9 @@ pub struct Args {
     /// Only run the stall measurement (for iterating on the evacuator).
     #[arg(long)]
     stall_only: bool,
+    /// Only run the hot-deref measurements.
+    #[arg(long)]
+    hot_only: bool,
     /// Write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -56,21 +63,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print_stall(&stall);
         return Ok(());
     }
-    let (hot_ns, box_ns) = hot_deref(args.hot_objects, args.hot_passes, false)?;
-    let hot_ratio = hot_ns / box_ns;
-    println!(
-        "hot deref: FarBox {hot_ns:.2} ns, Box {box_ns:.2} ns, ratio {hot_ratio:.2} (target <= 1.5; every hit counted)"
+    let hot = hot_deref(args.hot_objects, args.hot_passes, args.hot_pairs, false)?;
+    print_hot("hot deref", &hot, " (target <= 1.2; every hit counted)");
+    let rand = hot_deref(args.hot_objects, args.hot_passes, args.hot_pairs, true)?;
+    print_hot("hot deref in random order", &rand, " (target <= 1.3)");
+    let large = hot_deref(LARGE_HOT_SET, 2, 11, false)?;
+    print_hot(
+        &format!("hot deref, {LARGE_HOT_SET} objects (beyond the caches)"),
+        &large,
+        "",
     );
-    let (rand_ns, rand_box_ns) = hot_deref(args.hot_objects, args.hot_passes, true)?;
-    println!(
-        "hot deref in random order: FarBox {rand_ns:.2} ns, Box {rand_box_ns:.2} ns, ratio {:.2}",
-        rand_ns / rand_box_ns
-    );
-    let (large_ns, large_box_ns) = hot_deref(LARGE_HOT_SET, 10, false)?;
-    println!(
-        "hot deref, {LARGE_HOT_SET} objects (beyond the caches): FarBox {large_ns:.2} ns, Box {large_box_ns:.2} ns, ratio {:.2}",
-        large_ns / large_box_ns
-    );
+    if args.hot_only {
+        return Ok(());
+    }
 
     let server = TargetServer::start(args.server.as_deref(), 4 << 30, None)?;
     let (cold_64, rtt_64) = cold_deref::<[u8; 64]>(&server.addr, args.cold_samples)?;
@@ -93,15 +98,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     if let Some(path) = &args.json {
         let v = serde_json::json!({
-            "hot_deref_ns": hot_ns,
-            "box_deref_ns": box_ns,
-            "hot_ratio": hot_ratio,
-            "hot_deref_random_ns": rand_ns,
-            "box_deref_random_ns": rand_box_ns,
-            "hot_ratio_random": rand_ns / rand_box_ns,
-            "hot_deref_large_ns": large_ns,
-            "box_deref_large_ns": large_box_ns,
-            "hot_ratio_large": large_ns / large_box_ns,
+            "hot_deref_ns": hot.far_ns,
+            "box_deref_ns": hot.box_ns,
+            "hot_ratio": hot.ratio,
+            "hot_deref_random_ns": rand.far_ns,
+            "box_deref_random_ns": rand.box_ns,
+            "hot_ratio_random": rand.ratio,
+            "hot_deref_large_ns": large.far_ns,
+            "box_deref_large_ns": large.box_ns,
+            "hot_ratio_large": large.ratio,
+            "hot": hot.json(),
+            "hot_random": rand.json(),
+            "hot_large": large.json(),
             "cold_64_us": cold_64.p50_us,
             "cold_4k_us": cold_4k.p50_us,
             "tcp_rtt_64_us": rtt_64.p50_us,
@@ -120,16 +128,116 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn print_hot(what: &str, h: &Hot, target: &str) {
+    println!(
+        "{what}: FarBox {:.2} ns, Box {:.2} ns, ratio {:.2} (median of {} interleaved pairs, p10-p90 {:.2}-{:.2}){target}",
+        h.far_ns, h.box_ns, h.ratio, h.pairs, h.ratio_p10, h.ratio_p90
+    );
+}
+
 /// Objects in the second hot-deref loop, whose hot set does not fit in the CPU caches.
 const LARGE_HOT_SET: usize = 1 << 20;
 
-/// Nanoseconds per dereference: `(FarBox, Box)`, best of several alternating measurements.
+/// Figures of one hot-deref experiment: medians over interleaved `FarBox` / `Box` runs.
+#[derive(Clone, Copy, Debug)]
+struct Hot {
+    /// Median nanoseconds per `FarBox` dereference.
+    far_ns: f64,
+    /// Median nanoseconds per `Box` dereference.
+    box_ns: f64,
+    /// Median of the per-pair ratios `far / box`.
+    ratio: f64,
+    /// 10th and 90th percentile of the per-pair ratios.
+    ratio_p10: f64,
+    ratio_p90: f64,
+    /// Pairs measured.
+    pairs: usize,
+}
+
+impl Hot {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "far_ns": self.far_ns,
+            "box_ns": self.box_ns,
+            "ratio_median": self.ratio,
+            "ratio_p10": self.ratio_p10,
+            "ratio_p90": self.ratio_p90,
+            "pairs": self.pairs,
+        })
+    }
+}
+
+/// The `q` quantile (0..=1) of `v`, sorting it.
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_unstable_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// One `FarBox` run: `passes` passes over `far` (in `order` if given); returns the sum.
+#[inline(never)]
+fn far_run(
+    far: &[FarBox<u64>],
+    order: Option<&[usize]>,
+    passes: usize,
+    s: &farmem::Scope<'_>,
+) -> farmem::Result<u64> {
+    let mut sum = 0u64;
+    match order {
+        Some(order) => {
+            for _ in 0..passes {
+                for &i in order {
+                    sum += *far[i].read(s)?;
+                }
+                sum = black_box(sum);
+            }
+        }
+        None => {
+            for _ in 0..passes {
+                for b in far {
+                    sum += *b.read(s)?;
+                }
+                sum = black_box(sum);
+            }
+        }
+    }
+    Ok(sum)
+}
+
+/// One `Box` run, the same shape as [`far_run`].
+#[inline(never)]
+fn box_run(boxed: &[Box<u64>], order: Option<&[usize]>, passes: usize) -> u64 {
+    let mut sum = 0u64;
+    match order {
+        Some(order) => {
+            for _ in 0..passes {
+                for &i in order {
+                    sum += *boxed[i];
+                }
+                sum = black_box(sum);
+            }
+        }
+        None => {
+            for _ in 0..passes {
+                for b in boxed {
+                    sum += **b;
+                }
+                sum = black_box(sum);
+            }
+        }
+    }
+    sum
+}
+
+/// Hot dereferences of `n` objects: `pairs` pairs of a `FarBox` run and a `Box` run of `passes`
+/// passes each, back to back (which one goes first alternates), so that both sides of a pair
+/// see the same machine state. Reported: the median time of each side and the median and
+/// spread of the per-pair ratios, which a preempted or disturbed run moves little.
 ///
 /// With `random`, both loops visit the objects in the same shuffled order (through an index
 /// array), so hardware prefetching and loop unrolling help neither side much.
 ///
 /// Every hit is counted in the runtime's statistics; the run checks that none was missed.
-fn hot_deref(n: usize, passes: usize, random: bool) -> anyhow::Result<(f64, f64)> {
+fn hot_deref(n: usize, passes: usize, pairs: usize, random: bool) -> anyhow::Result<Hot> {
     let rt = Runtime::new(RuntimeConfig::new(256 << 20))?;
     let far: Vec<FarBox<u64>> = (0..n as u64)
         .map(|i| FarBox::new(&rt, i))
@@ -141,61 +249,55 @@ fn hot_deref(n: usize, passes: usize, random: bool) -> anyhow::Result<(f64, f64)
         // A fixed seed: the same order on every run.
         order.shuffle(&mut SmallRng::seed_from_u64(0x9e37_79b9_7f4a_7c15));
     }
-    let (mut best_far, mut best_box) = (f64::MAX, f64::MAX);
-    for _ in 0..5 {
+    let order = random.then_some(order.as_slice());
+    let per = |t: Instant| t.elapsed().as_nanos() as f64 / (n * passes) as f64;
+    let time_far = || -> anyhow::Result<f64> {
         let hits_before = rt.stats().hits;
         let t = Instant::now();
         let s = rt.scope();
-        let mut sum = 0u64;
-        let far = black_box(&far);
-        if random {
-            for _ in 0..passes {
-                for &i in &order {
-                    sum += *far[i].read(&s)?;
-                }
-                sum = black_box(sum);
-            }
-        } else {
-            for _ in 0..passes {
-                for b in far {
-                    sum += *b.read(&s)?;
-                }
-                sum = black_box(sum);
-            }
-        }
+        let sum = far_run(black_box(&far), order, passes, &s)?;
         drop(s);
-        let elapsed = t.elapsed();
-        anyhow::ensure!(black_box(sum) == expect, "wrong far sum");
+        let ns = per(t);
+        anyhow::ensure!(sum == expect, "wrong far sum");
         let hits = rt.stats().hits - hits_before;
         anyhow::ensure!(
             hits == (n * passes) as u64,
             "{hits} hits counted for {} dereferences",
             n * passes
         );
-        best_far = best_far.min(elapsed.as_nanos() as f64 / (n * passes) as f64);
-
+        Ok(ns)
+    };
+    let time_box = || -> anyhow::Result<f64> {
         let t = Instant::now();
-        let mut sum = 0u64;
-        let boxed = black_box(&boxed);
-        if random {
-            for _ in 0..passes {
-                for &i in &order {
-                    sum += *boxed[i];
-                }
-                sum = black_box(sum);
-            }
+        let sum = box_run(black_box(&boxed), order, passes);
+        let ns = per(t);
+        anyhow::ensure!(sum == expect, "wrong box sum");
+        Ok(ns)
+    };
+    // Warm-up: caches, branch predictors, CPU frequency.
+    time_far()?;
+    time_box()?;
+    let (mut far_ns, mut box_ns, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for p in 0..pairs.max(1) {
+        let (f, b) = if p % 2 == 0 {
+            let f = time_far()?;
+            (f, time_box()?)
         } else {
-            for _ in 0..passes {
-                for b in boxed {
-                    sum += **b;
-                }
-                sum = black_box(sum);
-            }
-        }
-        anyhow::ensure!(black_box(sum) == expect, "wrong box sum");
-        best_box = best_box.min(t.elapsed().as_nanos() as f64 / (n * passes) as f64);
+            let b = time_box()?;
+            (time_far()?, b)
+        };
+        far_ns.push(f);
+        box_ns.push(b);
+        ratios.push(f / b);
     }
-    Ok((best_far, best_box))
+    Ok(Hot {
+        far_ns: quantile(&mut far_ns, 0.5),
+        box_ns: quantile(&mut box_ns, 0.5),
+        ratio: quantile(&mut ratios, 0.5),
+        ratio_p10: quantile(&mut ratios, 0.1),
+        ratio_p90: quantile(&mut ratios, 0.9),
+        pairs: ratios.len(),
+    })
 }
 
 /// Rounds in which cold dereferences and bare TCP round trips alternate, so that both see the

@@ -222,13 +222,17 @@ pub struct Scope<'rt> {
     ts: Arc<ThreadState>,
     /// The counters of the runtime that opened the scope.
     counters: &'rt CounterSet,
-    /// Fast-path hits under this scope, added to the runtime's counters when it ends.
+    /// Fast-path hits under this scope since the thread last entered its epoch under it
+    /// (opening or renewal). Kept relative to that point so that a hit does one compare of it
+    /// with [`SEEN`], no other load.
     hits: Cell<u64>,
-    /// `hits` when the thread last entered its epoch under this scope (opening or renewal).
-    hits_base: Cell<u64>,
+    /// Fast-path hits under this scope before that point. `hits_before + hits` are added to
+    /// the runtime's counters when the scope ends.
+    hits_before: Cell<u64>,
     /// Slow-path dereferences under this scope since then.
     slow: Cell<u64>,
-    /// The last [`SEEN`] fast-path hits' `(slot address, payload address)`, at `hits % SEEN`.
+    /// The first [`SEEN`] fast-path hits' `(slot address, payload address)` since the epoch
+    /// was entered, at `hits`.
     seen_hits: [Cell<(usize, usize)>; SEEN],
     /// The first [`SEEN`] slow-path dereferences' (since the epoch was entered), at `slow`;
     /// `(0, 0)` for one that failed.
@@ -268,7 +272,7 @@ impl<'rt> Scope<'rt> {
             ts,
             counters,
             hits: Cell::new(0),
-            hits_base: Cell::new(0),
+            hits_before: Cell::new(0),
             slow: Cell::new(0),
             seen_hits: Default::default(),
             seen_slow: Default::default(),
@@ -286,7 +290,9 @@ impl<'rt> Scope<'rt> {
         if self.ts.depth.load(StdOrdering::Relaxed) == 1 {
             self.ts.epoch.exit();
             self.ts.epoch.enter();
-            self.hits_base.set(self.hits.get());
+            self.hits_before
+                .set(self.hits_before.get() + self.hits.get());
+            self.hits.set(0);
             self.slow.set(0);
             self.untracked.set(false);
         }
@@ -304,7 +310,7 @@ impl<'rt> Scope<'rt> {
         if self.internal {
             users == 0
         } else {
-            users == 1 && self.hits.get() == self.hits_base.get() && self.slow.get() == 0
+            users == 1 && self.hits.get() == 0 && self.slow.get() == 0
         }
     }
 
@@ -328,13 +334,15 @@ impl<'rt> Scope<'rt> {
         if self.internal || self.ts.user_depth.load(StdOrdering::Relaxed) != 1 {
             return None;
         }
-        let (base, hits, slow) = (self.hits_base.get(), self.hits.get(), self.slow.get());
-        if self.untracked.get() || hits - base > SEEN as u64 || slow > SEEN as u64 {
+        let (hits, slow) = (self.hits.get(), self.slow.get());
+        if self.untracked.get() || hits > SEEN as u64 || slow > SEEN as u64 {
             return None;
         }
         let mut out: Vec<(usize, usize)> = Vec::with_capacity(2 * SEEN);
-        let hit_cells = (base..hits).map(|h| &self.seen_hits[h as usize % SEEN]);
-        for c in hit_cells.chain(&self.seen_slow[..slow as usize]) {
+        for c in self.seen_hits[..hits as usize]
+            .iter()
+            .chain(&self.seen_slow[..slow as usize])
+        {
             let e = c.get();
             if e != (0, 0) && !out.contains(&e) {
                 out.push(e);
@@ -398,8 +406,8 @@ impl<'rt> Scope<'rt> {
         // Only the first `SEEN` hits since the epoch was entered can matter (`touched` gives up
         // beyond them): record those, and spare later hits the store (a hot loop's hits are
         // store-bound).
-        if n.wrapping_sub(self.hits_base.get()) < SEEN as u64 {
-            self.seen_hits[n as usize % SEEN].set((std::ptr::from_ref(slot) as usize, at));
+        if let Some(c) = self.seen_hits.get(n as usize) {
+            c.set((std::ptr::from_ref(slot) as usize, at));
         }
         self.hits.set(n + 1);
     }
@@ -425,7 +433,7 @@ impl<'rt> Scope<'rt> {
     /// Fast-path hits counted under this scope so far.
     #[inline(always)]
     pub(crate) fn hits(&self) -> u64 {
-        self.hits.get()
+        self.hits_before.get() + self.hits.get()
     }
 }
 
@@ -440,7 +448,7 @@ impl Drop for Scope<'_> {
         if depth == 0 {
             self.ts.epoch.exit();
         }
-        let hits = self.hits.get();
+        let hits = self.hits_before.get() + self.hits.get();
         if hits > 0 {
             self.counters.with(|c| c.add_hits(hits));
         }

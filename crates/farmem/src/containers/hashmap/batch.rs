@@ -23,6 +23,8 @@ struct Group<K, V> {
     batches: Vec<(Vec<Option<V>>, Range<usize>)>,
     /// The missed keys of all batches, in order.
     missing: Vec<K>,
+    /// Their hashes.
+    hashes: Vec<u64>,
     /// For each missed key, its position in its batch.
     slots: Vec<usize>,
     /// The request, once submitted.
@@ -89,6 +91,7 @@ impl<K, V> Default for Group<K, V> {
         Self {
             batches: Vec::new(),
             missing: Vec::new(),
+            hashes: Vec::new(),
             slots: Vec::new(),
             pending: None,
         }
@@ -235,6 +238,7 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
                     sh.misses += 1;
                     sh.inflight += 1;
                     g.missing.push(*k);
+                    g.hashes.push(h);
                     g.slots.push(0);
                 }
             }
@@ -242,14 +246,11 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
             g.batches.push((out, before..g.missing.len()));
             return;
         }
-        // Shard by shard: one lock each, and the sets of all its keys are loaded before any is
-        // searched, so their cache misses overlap instead of queueing.
+        // Shard by shard, one lock each; the sets of all keys were prefetched while grouping,
+        // so their cache misses overlap instead of queueing.
         let grouped = self.group_by_shard(keys.iter().copied());
         for (s, idx) in grouped.shards() {
             let mut sh = self.shards[s].lock();
-            if idx.len() > 1 {
-                std::hint::black_box(sh.load_sets(idx.iter().map(|&i| grouped.hashes[i as usize])));
-            }
             let mut missed = 0;
             for &i in idx {
                 let i = i as usize;
@@ -259,6 +260,7 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
                 } else {
                     missed += 1;
                     g.missing.push(*k);
+                    g.hashes.push(grouped.hashes[i]);
                     g.slots.push(i);
                 }
             }
@@ -333,7 +335,7 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         let mut slots = g.slots.iter();
         let mut outs = Vec::with_capacity(g.batches.len());
         for (b, (mut out, range)) in g.batches.into_iter().enumerate() {
-            for k in &g.missing[range] {
+            for (k, &h) in g.missing[range.clone()].iter().zip(&g.hashes[range]) {
                 let v = match values.next() {
                     Some(HtValue::Value(bytes)) => match decode::<V>(&bytes) {
                         Ok(v) => Some(v),
@@ -347,7 +349,7 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
                 if let Some(&i) = slots.next() {
                     out[i] = v;
                 }
-                if let Err(e) = self.admit_clean(*k, v) {
+                if let Err(e) = self.admit_clean(*k, h, v) {
                     first_err.get_or_insert((b, e));
                 }
             }
@@ -365,9 +367,9 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
 
     /// Ends the in-flight lookups of a group whose answer will not be used.
     fn abandon_group(&self, g: Group<K, V>) {
-        for k in &g.missing {
+        for (k, &h) in g.missing.iter().zip(&g.hashes) {
             // Caches nothing, so it cannot fail.
-            let _ = self.admit_clean(*k, None);
+            let _ = self.admit_clean(*k, h, None);
         }
     }
 }

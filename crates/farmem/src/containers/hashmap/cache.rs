@@ -1,9 +1,11 @@
 //! Each shard's local cache: a set-associative array of hot entries.
 
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::Arc;
 
 use bytemuck::Pod;
 
+use super::hint::SetHint;
 use super::outbox::Outbox;
 
 /// A fast multiplicative hasher, seeded per map (shard selection and the shard-local maps): an
@@ -53,6 +55,12 @@ pub(super) const VALID: u8 = 0x80;
 pub(super) const DIRTY: u8 = 0x40;
 pub(super) const FREQ: u8 = 0x03;
 
+/// First way of the set of a key hashing to `h` in a cache of `sets` sets.
+#[inline(always)]
+pub(super) fn set_base(h: u64, sets: usize) -> usize {
+    ((u64::from(h as u32) * sets as u64) >> 32) as usize * WAYS
+}
+
 /// One shard's cache: a set-associative array of keys, values and one metadata byte per way,
 /// so an entry costs `size_of::<K>() + size_of::<V>() + 1` bytes and no pointers or
 /// allocations. A key can live only in its set's [`WAYS`] ways, kept in the order they were
@@ -88,6 +96,8 @@ pub(super) struct Shard<K, V> {
     pub(super) hits: u64,
     pub(super) misses: u64,
     pub(super) evictions: u64,
+    /// Where the arrays are, for lock-free prefetching (republished whenever they move).
+    pub(super) hint: Arc<SetHint>,
 }
 
 impl<K: Pod + Hash + Eq, V: Pod> Shard<K, V> {
@@ -115,6 +125,7 @@ impl<K: Pod + Hash + Eq, V: Pod> Shard<K, V> {
             hits: 0,
             misses: 0,
             evictions: 0,
+            hint: Arc::default(),
         };
         sh.resize(sets);
         sh
@@ -138,6 +149,12 @@ impl<K: Pod + Hash + Eq, V: Pod> Shard<K, V> {
                 }
             }
         }
+        self.hint.publish(
+            self.meta.as_ptr(),
+            self.keys.as_ptr() as usize,
+            self.values.as_ptr() as usize,
+            self.sets,
+        );
     }
 
     /// First way of `k`'s set.
@@ -148,7 +165,7 @@ impl<K: Pod + Hash + Eq, V: Pod> Shard<K, V> {
     /// First way of the set of a key hashing to `h` (the map's hash of the key).
     #[inline]
     pub(super) fn base_of(&self, h: u64) -> usize {
-        ((u64::from(h as u32) * self.sets as u64) >> 32) as usize * WAYS
+        set_base(h, self.sets)
     }
 
     /// The way holding `k`.
@@ -167,22 +184,14 @@ impl<K: Pod + Hash + Eq, V: Pod> Shard<K, V> {
             .map(|w| base + w)
     }
 
-    /// Reads the first key and the metadata of the sets of keys hashing to `hashes` (so that
-    /// the loads overlap) and returns a value that depends on them.
-    pub(super) fn load_sets(&self, hashes: impl Iterator<Item = u64>) -> u8 {
-        hashes.fold(0, |acc, h| {
-            let base = self.base_of(h);
-            acc ^ self.meta[base]
-                ^ bytemuck::bytes_of(&self.keys[base])
-                    .first()
-                    .copied()
-                    .unwrap_or(0)
-        })
-    }
-
     /// `k`'s value, if cached (in a way or waiting for write-back); records nothing.
     pub(super) fn peek(&self, k: &K) -> Option<V> {
-        match self.find(k) {
+        self.peek_at(k, self.hasher.hash_one(k))
+    }
+
+    /// [`Shard::peek`] of a key hashing to `h`.
+    pub(super) fn peek_at(&self, k: &K, h: u64) -> Option<V> {
+        match self.find_at(k, self.base_of(h)) {
             Some(w) => Some(self.values[w]),
             None => self.out.get(k),
         }
@@ -210,9 +219,14 @@ impl<K: Pod + Hash + Eq, V: Pod> Shard<K, V> {
     /// Inserts or replaces `k` (a replacement counts as a hit; `dirty` marks it changed).
     /// Returns whether an entry was evicted to make room.
     pub(super) fn put(&mut self, k: K, v: V, dirty: bool) -> bool {
+        self.put_at(k, self.hasher.hash_one(k), v, dirty)
+    }
+
+    /// [`Shard::put`] of a key hashing to `h`.
+    pub(super) fn put_at(&mut self, k: K, h: u64, v: V, dirty: bool) -> bool {
         self.out.supersede(&k);
         let dirty_bit = if dirty { DIRTY } else { 0 };
-        if let Some(w) = self.find(&k) {
+        if let Some(w) = self.find_at(&k, self.base_of(h)) {
             self.values[w] = v;
             self.meta[w] |= dirty_bit;
             if self.meta[w] & FREQ != FREQ {
@@ -223,7 +237,7 @@ impl<K: Pod + Hash + Eq, V: Pod> Shard<K, V> {
         if self.sets < self.max_sets && self.len * 4 >= self.sets * WAYS * 3 {
             self.resize(self.sets * 2);
         }
-        let base = self.base(&k);
+        let base = self.base_of(h);
         let (w, evicted) = match (base..base + WAYS).find(|&w| self.meta[w] & VALID == 0) {
             Some(w) => {
                 self.len += 1;

@@ -9,6 +9,7 @@
 
 mod batch;
 mod cache;
+mod hint;
 mod outbox;
 mod remote;
 mod writeback;
@@ -22,6 +23,7 @@ use parking_lot::Mutex;
 
 pub use batch::PendingLookup;
 use cache::{FastState, Shard, WAYS};
+use hint::SetHint;
 use outbox::Out;
 
 use super::agent_ops::{agent_ids, call};
@@ -102,6 +104,8 @@ pub struct FarHashMap<K, V> {
     rt: Runtime,
     table: u64,
     shards: Box<[Mutex<Shard<K, V>>]>,
+    /// Each shard's [`SetHint`], read without its lock.
+    hints: Box<[std::sync::Arc<SetHint>]>,
     hasher: FastState,
     per_shard: usize,
     /// Entries per write-back request (and unsent entries a shard holds before sending them).
@@ -155,12 +159,15 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         let max_sets = (per_shard / WAYS).max(1);
         let protected_ways = (WAYS as f64 * cfg.protected_fraction) as usize;
         let hasher = FastState::random();
+        let shards: Box<[Mutex<Shard<K, V>>]> = (0..cfg.shards)
+            .map(|_| Mutex::new(Shard::new(hasher, max_sets, protected_ways)))
+            .collect();
+        let hints = shards.iter().map(|s| s.lock().hint.clone()).collect();
         Ok(Self {
             rt: rt.clone(),
             table: agent_ids(rt, 1)?,
-            shards: (0..cfg.shards)
-                .map(|_| Mutex::new(Shard::new(hasher, max_sets, protected_ways)))
-                .collect(),
+            shards,
+            hints,
             hasher,
             per_shard,
             write_back_batch,
@@ -226,7 +233,7 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
 
     /// Groups the positions of `keys` by shard (a counting sort): returns every key's hash,
     /// the positions shard by shard, and where each shard's positions start (`shards + 1`
-    /// bounds).
+    /// bounds). Prefetches every key's cache set on the way, before any shard is locked.
     fn group_by_shard(&self, keys: impl ExactSizeIterator<Item = K>) -> Grouped {
         let n = keys.len();
         let mut hashes = Vec::with_capacity(n);
@@ -235,6 +242,7 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         for k in keys {
             let h = self.hash(&k);
             let s = self.shard_of(h);
+            self.hints[s].prefetch::<K, V>(h);
             hashes.push(h);
             shard_of.push(s as u32);
             starts[s + 1] += 1;

@@ -30,21 +30,23 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         }
     }
 
-    /// Ends an in-flight lookup of `k`; caches `v` (fetched from the server) unless the key's
-    /// server copy changed meanwhile or it is cached already.
-    pub(super) fn admit_clean(&self, k: K, v: Option<V>) -> Result<()> {
-        let mut sh = self.shard(&k).lock();
+    /// Ends an in-flight lookup of `k`, which hashes to `h`; caches `v` (fetched from the
+    /// server) unless the key's server copy changed meanwhile or it is cached already.
+    pub(super) fn admit_clean(&self, k: K, h: u64, v: Option<V>) -> Result<()> {
+        let mut sh = self.shards[self.shard_of(h)].lock();
         let stale = !sh.changed.is_empty() && sh.changed.contains(&k);
         sh.inflight -= 1;
         if sh.inflight == 0 {
             sh.changed.clear();
         }
         let Some(v) = v else { return Ok(()) };
-        if stale || sh.contains(&k) {
+        if stale || sh.peek_at(&k, h).is_some() {
             return Ok(());
         }
         self.make_room(&mut sh)?;
-        self.put_local(&mut sh, k, v, false);
+        if sh.put_at(k, h, v, false) {
+            sh.evictions += 1;
+        }
         Ok(())
     }
 
