@@ -218,7 +218,10 @@ impl Active {
     /// discarded, and returned to the free list unless it is room the block keeps.
     fn shrink(&self, start: usize, old: usize, new: usize) {
         let _internal = InternalGuard::new();
-        if let Err(e) = self.region.discard((start + new) * PAGE, (old - new) * PAGE) {
+        if let Err(e) = self
+            .region
+            .discard((start + new) * PAGE, (old - new) * PAGE)
+        {
             tracing::warn!("paging allocator: discarding freed pages failed: {e}");
         }
         let mut b = self.blocks();
