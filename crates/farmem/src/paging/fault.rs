@@ -99,10 +99,9 @@ pub fn serve(core: &Core, mut w: Worker, spin: Duration) {
 fn spin_for_fault(core: &Core, spin: Duration) -> Option<Fault> {
     let until = Instant::now() + spin;
     loop {
-        match core.uffd.read_fault() {
-            Ok(Some(f)) => return Some(f),
-            // An error shows again on the next ordinary read.
-            Ok(None) | Err(_) => {}
+        // An error shows again on the next ordinary read.
+        if let Ok(Some(f)) = core.uffd.read_fault() {
+            return Some(f);
         }
         if core.stop.load(Ordering::Acquire) || Instant::now() >= until {
             return None;
