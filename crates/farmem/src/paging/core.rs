@@ -219,8 +219,8 @@ pub struct Core {
     pub reclaim: Condvar,
     /// Serialises write-backs (taken before `state`).
     pub wb_lock: Mutex<()>,
-    /// Set while one pager thread polls for the next fault without sleeping.
-    pub spinning: AtomicBool,
+    /// Held by the one pager thread that waits for the next fault.
+    pub poll_token: Mutex<()>,
     /// Set when the region is dropped.
     pub stop: AtomicBool,
 }
@@ -278,7 +278,7 @@ impl Core {
             changed: Condvar::new(),
             reclaim: Condvar::new(),
             wb_lock: Mutex::new(()),
-            spinning: AtomicBool::new(false),
+            poll_token: Mutex::new(()),
             stop: AtomicBool::new(false),
         })
     }

@@ -40,84 +40,54 @@ impl Worker {
 
 /// A pager thread: serves faults until the region stops.
 ///
-/// The thread that reads a fault serves it itself, start to end: it fetches the page, maps it
-/// with `UFFDIO_COPY`, which wakes the faulting thread, and only then does its bookkeeping. Idle
-/// pager threads sleep in their own epoll instance on the userfaultfd with `EPOLLEXCLUSIVE`, so a
-/// fault wakes one of them and nothing is handed from one thread to another on the way. After
-/// serving a fault, one thread at a time (the first to finish) polls for `spin` before it
-/// sleeps: a program that faults again at once is then served without a wake-up on the pager
-/// side. On a machine with few cores a spinning pager competes with the program and the memory
-/// server for the CPU, so `spin` is best kept short there (see [`PagingConfig::pager_spin_us`]).
-///
-/// [`PagingConfig::pager_spin_us`]: super::PagingConfig::pager_spin_us
+/// Only one idle pager thread waits on the userfaultfd at a time (the holder of
+/// [`Core::poll_token`]); when it gets a fault it hands the token to the next idle thread and
+/// serves the fault. So a fault wakes one thread, not all of them, and a fault arriving while
+/// others are being served finds a thread ready. After serving a fault, a thread that gets the
+/// token polls for `spin` before it sleeps (a program that faults again at once is then served
+/// without a wake-up on the pager side).
 pub fn serve(core: &Core, mut w: Worker, spin: Duration) {
     let _internal = InternalGuard::new();
-    let waiter = match core.uffd.waiter() {
-        Ok(wt) => Some(wt),
-        Err(e) => {
-            // Without epoll the thread polls the fd (a fault then wakes every idle thread).
-            tracing::warn!("paging: no epoll for a pager thread ({e}); polling instead");
-            None
-        }
-    };
-    let mut served = false;
+    let mut last_served: Option<Instant> = None;
     while !core.stop.load(Ordering::Acquire) {
-        let f = match core.uffd.read_fault() {
-            Ok(Some(f)) => f,
-            Ok(None) => {
-                if served && !spin.is_zero() && !core.spinning.swap(true, Ordering::AcqRel) {
-                    let got = spin_for_fault(core, spin);
-                    core.spinning.store(false, Ordering::Release);
-                    if let Some(f) = got {
-                        serve_one(core, &mut w, f);
-                        continue;
+        let fault = {
+            let _token = core.poll_token.lock();
+            loop {
+                if core.stop.load(Ordering::Acquire) {
+                    break None;
+                }
+                match core.uffd.read_fault() {
+                    Ok(Some(f)) => break Some(f),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(
+                            "paging: reading userfaultfd failed: {e}; pager thread stops"
+                        );
+                        core.stop.store(true, Ordering::Release);
+                        break None;
                     }
                 }
-                served = false;
-                match &waiter {
-                    Some(wt) => {
-                        wt.wait(POLL_MS);
-                    }
-                    None => {
-                        core.uffd.poll(POLL_MS);
-                    }
+                if last_served.is_some_and(|t| t.elapsed() < spin) {
+                    std::hint::spin_loop();
+                } else {
+                    last_served = None;
+                    core.uffd.poll(POLL_MS);
                 }
-                continue;
-            }
-            Err(e) => {
-                tracing::error!("paging: reading userfaultfd failed: {e}; pager thread stops");
-                core.stop.store(true, Ordering::Release);
-                break;
             }
         };
-        serve_one(core, &mut w, f);
-        served = true;
-    }
-}
-
-/// Polls the userfaultfd without sleeping for up to `spin`; the fault read, if any.
-fn spin_for_fault(core: &Core, spin: Duration) -> Option<Fault> {
-    let until = Instant::now() + spin;
-    loop {
-        // An error shows again on the next ordinary read.
-        if let Ok(Some(f)) = core.uffd.read_fault() {
-            return Some(f);
+        let Some(f) = fault else {
+            continue;
+        };
+        if let Err(e) = handle(core, &mut w, f) {
+            // A thread is blocked in this fault and cannot be given an error; going on would
+            // lose its data. Fail loudly, like a dead swap device.
+            tracing::error!("paging: cannot serve fault at {:#x}: {e}", f.address);
+            eprintln!("farmem paging: cannot serve a page fault: {e}; aborting");
+            std::process::abort();
         }
-        if core.stop.load(Ordering::Acquire) || Instant::now() >= until {
-            return None;
+        if !spin.is_zero() {
+            last_served = Some(Instant::now());
         }
-        std::hint::spin_loop();
-    }
-}
-
-/// Serves fault `f`, aborting the process if it cannot be served.
-fn serve_one(core: &Core, w: &mut Worker, f: Fault) {
-    if let Err(e) = handle(core, w, f) {
-        // A thread is blocked in this fault and cannot be given an error; going on would
-        // lose its data. Fail loudly, like a dead swap device.
-        tracing::error!("paging: cannot serve fault at {:#x}: {e}", f.address);
-        eprintln!("farmem paging: cannot serve a page fault: {e}; aborting");
-        std::process::abort();
     }
 }
 
@@ -170,12 +140,6 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
             return on_resident(core, w, st, page, f);
         }
         if f.is_wp() {
-            if st.inflight.contains_key(&page) {
-                // Mapped (and its thread woken) before its fetcher took the lock to record it:
-                // the write goes on once it is recorded.
-                core.changed.wait(&mut st);
-                continue;
-            }
             // Stale: the page was evicted after this write-protect fault was raised. The thread
             // retries its access and takes a missing fault.
             drop(st);
@@ -218,7 +182,7 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
         // array being filled), and one UFFDIO_COPY per run saves a fault per page. Pages mapped
         // ahead that stay untouched cost nothing to evict (all-zero pages are dropped unsent).
         let mut n = zero_run(core, &st, page);
-        if let Err(e) = core.uffd.copy(addr, &core.zeros[..n * PAGE], !write, true) {
+        if let Err(e) = core.uffd.copy(addr, &core.zeros[..n * PAGE], !write, false) {
             // A run must lie in one mapping; the program may have split the region's (mprotect,
             // madvise): fall back to the faulting page alone.
             if n == 1 || e.raw_os_error() != Some(libc::ENOENT) {
@@ -226,7 +190,7 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
             }
             n = 1;
             core.uffd
-                .copy(addr, &core.zeros[..PAGE], !write, true)
+                .copy(addr, &core.zeros[..PAGE], !write, false)
                 .map_err(sys_err)?;
         }
         st.reserved -= 1;
@@ -240,7 +204,8 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
         }
         st.stats.zero_faults += 1;
         kick(core, &st);
-        return Ok(());
+        drop(st);
+        return core.uffd.wake(addr, PAGE).map_err(sys_err);
     }
     // A write keeps a clean twin of the fetched page; take its buffer now.
     let twin = if write {
@@ -288,19 +253,16 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
     } else {
         &w.page[..PAGE]
     };
-    // Map before taking the lock (the in-flight entries make the pages ours alone), waking the
-    // faulting thread at once: the bookkeeping below is off its path. A write to a page mapped
-    // read-only here waits in `handle` until the page is recorded.
+    // Map before taking the lock: the in-flight entries make the pages ours alone.
     if pair && !write {
-        core.uffd.copy(addr, &w.run[..2 * PAGE], true, true)
+        core.uffd.copy(addr, &w.run[..2 * PAGE], true, false)
     } else {
-        core.uffd.copy(addr, data, !write, true)
+        core.uffd.copy(addr, data, !write, false)
     }
     .map_err(sys_err)?;
-    let mapped_ns = t0.elapsed().as_nanos() as u64;
     if pair && write {
         core.uffd
-            .copy(core.addr(next), &w.run[PAGE..2 * PAGE], true, true)
+            .copy(core.addr(next), &w.run[PAGE..2 * PAGE], true, false)
             .map_err(sys_err)?;
     }
 
@@ -326,16 +288,18 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
         st.stats.prefetched += 1;
         if inf.demanded {
             st.stats.prefetch_late += 1;
+            core.uffd.wake(core.addr(next), PAGE).map_err(sys_err)?;
         }
     }
     st.stats.fetch_faults += 1;
     st.stats.fetch_backend_ns += backend_ns;
-    st.stats.fetch_fault_ns += mapped_ns;
+    st.stats.fetch_fault_ns += t0.elapsed().as_nanos() as u64;
     let plans = st.streams.on_fault(page);
     let work = reserve_all(core, &mut st, plans);
     kick(core, &st);
     drop(st);
     core.changed.notify_all();
+    core.uffd.wake(addr, PAGE).map_err(sys_err)?;
     prefetch_all(core, w, work);
     Ok(())
 }

@@ -213,8 +213,8 @@ pub struct PagingStats {
     /// write-back of such a page before its free was wasted.
     pub freed_stored: u64,
     /// Total time spent serving fetch faults in the pager, in nanoseconds: from reading the fault
-    /// to the page being mapped (the same call wakes the faulting thread), including any wait
-    /// for the reclaimer (not prefetching, not the bookkeeping after the mapping).
+    /// to the page being mapped, including any wait for the reclaimer (not prefetching, not the
+    /// wake-up of the faulting thread).
     pub fetch_fault_ns: u64,
     /// Of `fetch_fault_ns`: time spent waiting for the backend to return the page.
     pub fetch_backend_ns: u64,

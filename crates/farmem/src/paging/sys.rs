@@ -240,37 +240,6 @@ impl Uffd {
         rc > 0
     }
 
-    /// A [`Waiter`] on this fd for one pager thread.
-    ///
-    /// # Errors
-    /// `epoll_create1` or `epoll_ctl` failed (out of file descriptors).
-    pub fn waiter(&self) -> io::Result<Waiter> {
-        // SAFETY: epoll_create1 takes one flag argument and returns a new fd or -1.
-        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if ep < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `ep` is a fresh fd that nothing else owns.
-        let ep = unsafe { OwnedFd::from_raw_fd(ep) };
-        let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
-            u64: 0,
-        };
-        // SAFETY: both fds are open; `ev` is one valid epoll_event.
-        let rc = unsafe {
-            libc::epoll_ctl(
-                ep.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                self.fd.as_raw_fd(),
-                &mut ev,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Waiter { ep })
-    }
-
     /// Reads at most one pending fault message. Non-blocking: `Ok(None)` when none is pending.
     ///
     /// One message at a time, so that a pager thread never holds faults it cannot serve while it
@@ -389,25 +358,6 @@ impl Uffd {
         } else {
             Err(io::Error::last_os_error())
         }
-    }
-}
-
-/// One pager thread's wait for faults: an epoll instance holding the userfaultfd with
-/// `EPOLLEXCLUSIVE`, so that a new fault wakes one sleeping pager thread, not all of them, and
-/// no thread has to hand a turn to another one (see [`Uffd::waiter`]).
-#[derive(Debug)]
-pub struct Waiter {
-    ep: OwnedFd,
-}
-
-impl Waiter {
-    /// Sleeps until a fault may be pending or `timeout_ms` passed; `true` if woken by a fault.
-    /// The fault may have been taken by another thread meanwhile.
-    pub fn wait(&self, timeout_ms: i32) -> bool {
-        let mut ev = libc::epoll_event { events: 0, u64: 0 };
-        // SAFETY: `ev` is room for one event and maxevents is 1.
-        let rc = unsafe { libc::epoll_wait(self.ep.as_raw_fd(), &mut ev, 1, timeout_ms) };
-        rc > 0
     }
 }
 
