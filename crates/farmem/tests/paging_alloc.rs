@@ -74,6 +74,33 @@ fn vec_and_hashmap_beyond_the_budget_match_an_all_local_run() {
     drop(big);
     assert_eq!(PagingAlloc::paged_bytes(), 0, "freed pages are given back");
 
+    // A block that has to move to grow gets room to grow again in place.
+    let mut a = vec![2u8; 1 << 20];
+    let b = vec![3u8; 1 << 20];
+    a.reserve_exact(1 << 20);
+    let moved = a.as_ptr();
+    a.resize(2 << 20, 4);
+    a.reserve_exact(2 << 20);
+    assert_eq!(a.as_ptr(), moved, "grown within its room");
+    a.resize(4 << 20, 5);
+    a.truncate(1 << 20);
+    a.shrink_to_fit();
+    assert_eq!(
+        PagingAlloc::paged_bytes(),
+        2 << 20,
+        "a shrunk block counts its new size"
+    );
+    a.reserve_exact(3 << 20);
+    assert_eq!(a.as_ptr(), moved, "regrown within its room");
+    assert_eq!(PagingAlloc::paged_bytes(), 5 << 20);
+    assert!(a.iter().all(|&x| x == 2) && b.iter().all(|&x| x == 3));
+    drop((a, b));
+    assert_eq!(
+        PagingAlloc::paged_bytes(),
+        0,
+        "blocks and their room are given back"
+    );
+
     let paged = workload();
     assert_eq!(paged, local);
     let s = PagingAlloc::stats().unwrap();

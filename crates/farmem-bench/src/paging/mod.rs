@@ -53,7 +53,7 @@ pub struct Args {
     #[arg(long, default_value_t = 4096)]
     object_chunk_bytes: usize,
     /// Microseconds the pager polls for the next fault before sleeping (0: never spin).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 0)]
     spin_us: u64,
     /// Skip the kernel-swap run.
     #[arg(long)]

@@ -18,6 +18,7 @@
 //!    region is full, go to the system allocator; `dealloc` routes by address, so mixing is safe.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -53,9 +54,22 @@ impl AllocConfig {
     }
 }
 
+/// A block that had to move to grow gets this many times its new size of address space, so that
+/// it can grow again in place (as `mremap` lets the system allocator do): a move copies the
+/// block, faulting its old pages in and dirtying as many new ones, all to be written back.
+const GROW_ROOM: usize = 4;
+
+/// Page ranges handed out, and the room reserved behind blocks that grew.
+struct Blocks {
+    extents: Extents,
+    /// Start page -> pages reserved, for blocks reserved larger than they are (the pages past
+    /// a block's end are zero: never touched, or discarded when it shrank).
+    room: HashMap<usize, usize>,
+}
+
 struct Active {
     region: PagedRegion,
-    extents: Mutex<Extents>,
+    blocks: Mutex<Blocks>,
     threshold: usize,
     live_bytes: AtomicU64,
 }
@@ -122,7 +136,10 @@ impl PagingAlloc {
         ACTIVE
             .set(Active {
                 region,
-                extents: Mutex::new(Extents::new(pages)),
+                blocks: Mutex::new(Blocks {
+                    extents: Extents::new(pages),
+                    room: HashMap::new(),
+                }),
                 threshold: config.threshold_bytes,
                 live_bytes: AtomicU64::new(0),
             })
@@ -152,33 +169,87 @@ impl Active {
         (ptr as usize - self.region.as_ptr() as usize) / PAGE
     }
 
-    fn extents(&self) -> std::sync::MutexGuard<'_, Extents> {
-        self.extents.lock().unwrap_or_else(|e| e.into_inner())
+    fn blocks(&self) -> std::sync::MutexGuard<'_, Blocks> {
+        self.blocks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn alloc(&self, size: usize) -> Option<*mut u8> {
         let _internal = InternalGuard::new();
         let pages = size.div_ceil(PAGE);
-        let start = self.extents().alloc(pages)?;
+        let start = self.blocks().extents.alloc(pages)?;
         self.live_bytes
             .fetch_add((pages * PAGE) as u64, Ordering::Relaxed);
         Some(self.region.as_ptr().wrapping_add(start * PAGE))
     }
 
-    /// Gives pages `[start, start+n)` back: discards them, then returns them to the free list.
+    /// A block of `pages` pages with room to grow to [`GROW_ROOM`] times that in place (or
+    /// without room when the address space is short).
+    fn alloc_roomy(&self, pages: usize) -> Option<*mut u8> {
+        let _internal = InternalGuard::new();
+        let mut b = self.blocks();
+        let roomy = pages.saturating_mul(GROW_ROOM);
+        let start = match b.extents.alloc(roomy) {
+            Some(start) => {
+                b.room.insert(start, roomy);
+                start
+            }
+            None => b.extents.alloc(pages)?,
+        };
+        drop(b);
+        self.live_bytes
+            .fetch_add((pages * PAGE) as u64, Ordering::Relaxed);
+        Some(self.region.as_ptr().wrapping_add(start * PAGE))
+    }
+
+    /// Frees the block of `n` pages at `start` (and its room): discards its pages, then returns
+    /// them to the free list.
     fn release(&self, start: usize, n: usize) {
         let _internal = InternalGuard::new();
-        if let Err(e) = self.region.discard(start * PAGE, n * PAGE) {
+        let reserved = self.blocks().room.remove(&start).unwrap_or(n).max(n);
+        if let Err(e) = self.region.discard(start * PAGE, reserved * PAGE) {
             tracing::warn!("paging allocator: discarding freed pages failed: {e}");
         }
-        self.extents().free(start, n);
+        self.blocks().extents.free(start, reserved);
         self.live_bytes
             .fetch_sub((n * PAGE) as u64, Ordering::Relaxed);
     }
 
+    /// Shrinks the block at `start` from `old` to `new` pages (`new < old`): the tail is
+    /// discarded, and returned to the free list unless it is room the block keeps.
+    fn shrink(&self, start: usize, old: usize, new: usize) {
+        let _internal = InternalGuard::new();
+        if let Err(e) = self
+            .region
+            .discard((start + new) * PAGE, (old - new) * PAGE)
+        {
+            tracing::warn!("paging allocator: discarding freed pages failed: {e}");
+        }
+        let mut b = self.blocks();
+        if !b.room.contains_key(&start) {
+            b.extents.free(start + new, old - new);
+        }
+        drop(b);
+        self.live_bytes
+            .fetch_sub(((old - new) * PAGE) as u64, Ordering::Relaxed);
+    }
+
+    /// Grows the block at `start` from `old` to `new` pages in place, within its room or into
+    /// free pages right after it. Returns whether it did.
     fn grow(&self, start: usize, old: usize, new: usize) -> bool {
         let _internal = InternalGuard::new();
-        let grown = self.extents().grow(start, old, new);
+        let mut b = self.blocks();
+        let grown = match b.room.get(&start).copied() {
+            Some(r) if new <= r => true,
+            Some(r) => {
+                let ok = b.extents.grow(start, r, new);
+                if ok {
+                    b.room.insert(start, new);
+                }
+                ok
+            }
+            None => b.extents.grow(start, old, new),
+        };
+        drop(b);
         if grown {
             self.live_bytes
                 .fetch_add(((new - old) * PAGE) as u64, Ordering::Relaxed);
@@ -235,11 +306,24 @@ unsafe impl GlobalAlloc for PagingAlloc {
             let start = a.page_of(ptr);
             let (old, new) = (layout.size().div_ceil(PAGE), new_size.div_ceil(PAGE));
             if new <= old {
-                a.release(start + new, old - new);
+                if new < old {
+                    a.shrink(start, old, new);
+                }
                 return ptr;
             }
             if a.grow(start, old, new) {
                 return ptr;
+            }
+            // Move to a block with room to grow again in place.
+            let new_ptr = a.alloc_roomy(new).unwrap_or(std::ptr::null_mut());
+            if !new_ptr.is_null() {
+                // SAFETY: both blocks are live, distinct, and at least `layout.size()` bytes
+                // long (`new_size` is larger).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(ptr, new_ptr, layout.size());
+                    self.dealloc(ptr, layout);
+                }
+                return new_ptr;
             }
         } else if Layout::from_size_align(new_size, layout.align())
             .ok()
