@@ -321,6 +321,20 @@ impl PoolRig {
         server_to_server: bool,
         repair_share: f64,
     ) -> anyhow::Result<Self> {
+        let cfg = PoolConfig::new(redundancy)
+            .repair_rate(repair_rate)
+            .maintenance_interval(Duration::from_millis(100))
+            .server_to_server(server_to_server)
+            .repair_share(repair_share);
+        Self::start_config(servers, timeout, cfg)
+    }
+
+    /// Starts `servers` servers and pools them with `cfg`; a member that does not answer within
+    /// `timeout` is failed over.
+    ///
+    /// # Errors
+    /// As [`PoolRig::start`].
+    pub fn start_config(servers: usize, timeout: Duration, cfg: PoolConfig) -> anyhow::Result<Self> {
         let procs = (0..servers)
             .map(|_| ServerProc::start())
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -337,11 +351,6 @@ impl PoolRig {
             .iter()
             .map(|m| m.clone() as Arc<dyn Backend>)
             .collect();
-        let cfg = PoolConfig::new(redundancy)
-            .repair_rate(repair_rate)
-            .maintenance_interval(Duration::from_millis(100))
-            .server_to_server(server_to_server)
-            .repair_share(repair_share);
         let pool = Arc::new(PoolBackend::new(list, cfg)?);
         let timed = Arc::new(Timed::new(pool.clone()));
         Ok(Self {

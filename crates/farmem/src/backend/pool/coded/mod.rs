@@ -116,6 +116,11 @@ pub struct CodingOptions {
     pub compact_slack: f64,
     /// A partly filled stripe with no write in flight is sealed after this long.
     pub seal_after: Duration,
+    /// Whether a write or free batch that leaves dead space while over the slack compacts in
+    /// step, before it returns (memory stays near the scheme's factor during a run), or leaves
+    /// all compaction to the maintenance thread (writes return sooner; dead space can grow
+    /// between its passes). Default on.
+    pub compact_inline: bool,
 }
 
 impl Default for CodingOptions {
@@ -126,6 +131,7 @@ impl Default for CodingOptions {
             span_bytes: 128 << 10,
             compact_slack: 0.03,
             seal_after: Duration::from_millis(100),
+            compact_inline: true,
         }
     }
 }
@@ -142,6 +148,13 @@ impl CodingOptions {
     #[must_use]
     pub fn compact_slack(mut self, share: f64) -> Self {
         self.compact_slack = share.max(0.0);
+        self
+    }
+
+    /// Sets [`CodingOptions::compact_inline`].
+    #[must_use]
+    pub fn compact_inline(mut self, on: bool) -> Self {
+        self.compact_inline = on;
         self
     }
 
@@ -336,6 +349,12 @@ impl Engine {
             rebuilt_bytes: self.counters.rebuilt_bytes.load(Ordering::Relaxed),
             compacted: self.counters.compacted.load(Ordering::Relaxed),
         }
+    }
+
+    /// Which of `ids` are coded objects of this engine.
+    pub(crate) fn holds(&self, ids: &[u64]) -> Vec<bool> {
+        let l = self.layout.lock();
+        ids.iter().map(|id| l.index.contains_key(id)).collect()
     }
 
     /// The member holding object `id` whole.
