@@ -34,6 +34,13 @@ pub struct ServeArgs {
 /// # Errors
 /// When the server cannot start.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // As `farmem-server` does: one allocator arena, so that objects freed by other threads than
+    // the ones that allocated them do not keep several arenas' worth of memory resident.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes a setting of glibc's allocator; no other thread runs yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of this process; no memory is passed.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
