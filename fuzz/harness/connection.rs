@@ -22,28 +22,13 @@ use farmem_proto::{
 };
 use farmem_server::fuzzing::{Connection, Harness};
 
+#[path = "input.rs"]
+mod input;
+use input::Input;
+
 const TOKEN: &[u8] = b"fuzz-token";
 /// Connections open at once.
 const SLOTS: usize = 3;
-
-struct Input<'a> {
-    data: &'a [u8],
-}
-
-impl Input<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.data.split_first()?;
-        self.data = rest;
-        Some(b)
-    }
-
-    fn bytes(&mut self, n: usize) -> &[u8] {
-        let n = n.min(self.data.len());
-        let (head, rest) = self.data.split_at(n);
-        self.data = rest;
-        head
-    }
-}
 
 fn frame(op: u16, id: u64, b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -208,7 +193,7 @@ pub fn run(data: &[u8]) {
         panic!("the harness's limits are consistent");
     };
     let mut conns: Vec<Option<Connection>> = (0..SLOTS).map(|_| None).collect();
-    let mut inp = Input { data };
+    let mut inp = Input::new(data);
     let mut steps = 0;
     while let Some(b) = inp.byte() {
         steps += 1;

@@ -18,35 +18,16 @@ use std::time::Duration;
 use farmem_proto::{Op, Request, Response, body, decode_frame};
 use farmem_store::{Budget, Session, SessionQuota, execute_request};
 
+#[path = "input.rs"]
+mod input;
+use input::Input;
+
 /// Capacity shared by both sessions.
 pub const CAPACITY: u64 = 256 << 10;
 /// Largest object either session may store.
 const MAX_OBJECT: u64 = 64 << 10;
 /// Largest answer body (keeps hostile batched gets small).
 const MAX_RESPONSE: usize = 128 << 10;
-
-struct Input<'a> {
-    data: &'a [u8],
-}
-
-impl Input<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.data.split_first()?;
-        self.data = rest;
-        Some(b)
-    }
-
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes([self.byte()?, self.byte()?]))
-    }
-
-    fn bytes(&mut self, n: usize) -> &[u8] {
-        let n = n.min(self.data.len());
-        let (head, rest) = self.data.split_at(n);
-        self.data = rest;
-        head
-    }
-}
 
 /// The single answer frame in `wbuf`, decoded for `op`.
 fn answer(wbuf: &[u8], op: u16) -> Response<'_> {
@@ -80,7 +61,7 @@ pub fn run(data: &[u8]) {
         .with_max_response(MAX_RESPONSE)
         .with_agent_time_limit(Some(Duration::from_millis(50)));
     let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
-    let mut input = Input { data };
+    let mut input = Input::new(data);
     let mut wbuf = Vec::new();
     let mut req = Vec::new();
     let mut rid = 0u64;
