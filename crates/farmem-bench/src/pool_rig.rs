@@ -341,7 +341,11 @@ impl PoolRig {
     ///
     /// # Errors
     /// As [`PoolRig::start`].
-    pub fn start_config(servers: usize, timeout: Duration, cfg: PoolConfig) -> anyhow::Result<Self> {
+    pub fn start_config(
+        servers: usize,
+        timeout: Duration,
+        cfg: PoolConfig,
+    ) -> anyhow::Result<Self> {
         let procs = (0..servers)
             .map(|_| ServerProc::start())
             .collect::<anyhow::Result<Vec<_>>>()?;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use farmem::backend::pool::CodingOptions;
 use farmem::backend::{PoolBackend, PoolConfig, Redundancy, TcpBackend};
 use farmem::containers::{FarHashMap, FarVec, HashMapConfig};
-use farmem::{Backend, FarBox, BackendConfig, BackendError, Runtime, RuntimeConfig};
+use farmem::{Backend, BackendConfig, BackendError, FarBox, Runtime, RuntimeConfig};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use support::ServerProc;
@@ -132,10 +132,10 @@ fn a_size_rule_codes_a_vector_and_replicates_small_boxes_in_one_runtime() {
         .map(|b| b.clone() as Arc<dyn Backend>)
         .collect();
     let pool = Arc::new(PoolBackend::new(list, cfg).unwrap());
-    let rt = Runtime::new(RuntimeConfig::new(4 << 20).backend(BackendConfig::Custom(pool.clone())))
+    let rt = Runtime::new(RuntimeConfig::new(8 << 20).backend(BackendConfig::Custom(pool.clone())))
         .unwrap();
-    // 8 MiB of u64 in 64 KiB chunks (coded) and 4,000 boxes of 64 bytes (replicated 3 times).
-    let n = 1usize << 20;
+    // 16 MiB of u64 in 64 KiB chunks (coded) and 4,000 boxes of 64 bytes (replicated 3 times).
+    let n = 2usize << 20;
     let mut v: FarVec<u64> = FarVec::new(&rt);
     v.extend((0..n as u64).map(|i| i * 5)).unwrap();
     let boxes: Vec<FarBox<[u64; 8]>> = (0..4000u64)

@@ -40,7 +40,8 @@ impl PoolBackend {
         if rule == 0 {
             return c.put_many(items);
         }
-        let (coded, small): (Vec<(ObjectId, &[u8])>, Vec<(ObjectId, &[u8])>) =
+        type Items<'a> = Vec<(ObjectId, &'a [u8])>;
+        let (coded, small): (Items<'_>, Items<'_>) =
             items.iter().partition(|(_, d)| d.len() >= rule);
         if !coded.is_empty() {
             c.put_many(&coded)?;
@@ -90,10 +91,9 @@ impl PoolBackend {
         let mut coded = c.get_many(&coded)?.into_iter();
         repl.iter()
             .map(|&r| {
-                if r { small.next() } else { coded.next() }
-                    .ok_or(BackendError::Protocol(
-                        crate::backend::ProtocolError::NoReplicaAnswered,
-                    ))
+                if r { small.next() } else { coded.next() }.ok_or(BackendError::Protocol(
+                    crate::backend::ProtocolError::NoReplicaAnswered,
+                ))
             })
             .collect()
     }
@@ -109,10 +109,7 @@ impl PoolBackend {
         }
         let ids: Vec<ObjectId> = items.iter().map(|x| x.0).collect();
         let repl = self.replicated_of(c, &ids);
-        let (small, coded): (Vec<_>, Vec<_>) = items
-            .iter()
-            .zip(&repl)
-            .partition(|(_, r)| **r);
+        let (small, coded): (Vec<_>, Vec<_>) = items.iter().zip(&repl).partition(|(_, r)| **r);
         let small: Vec<(ObjectId, &[Edit<'_>])> = small.into_iter().map(|(x, _)| *x).collect();
         let coded: Vec<(ObjectId, &[Edit<'_>])> = coded.into_iter().map(|(x, _)| *x).collect();
         if !small.is_empty() {
