@@ -64,6 +64,19 @@
 //! writes the lost ones to members outside the stripe (`rebuild.rs`). A stripe sealed with fewer
 //! than `m` parity spans (too few members at the time) gets the rest once there are members.
 //!
+//! With no member outside a stripe (a pool of exactly `k + m` members), a lost data span is
+//! rebuilt onto a *substitute*: a member of the stripe that already holds another of its spans.
+//! Reads of its objects are then one request again instead of a decode, and the stripe survives
+//! as many further failures as it did degraded; it moves to a member of its own once one is
+//! added (`rebuild.rs`).
+//!
+//! # Small objects
+//!
+//! [`PoolConfig::code_from`](super::PoolConfig::code_from) replicates objects below a size
+//! beside the coded ones (on `m + 1` members, as the hash tables), so that large containers
+//! (vector chunks, columns, paging regions) are coded and small objects keep one-request writes
+//! (the pool's `mixed.rs`).
+//!
 //! # Limits
 //!
 //! Vector operations of the remote agent need objects under their own ids on the members and
