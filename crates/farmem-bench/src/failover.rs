@@ -70,9 +70,9 @@ pub struct Args {
     /// Repair and drain bandwidth limit in MiB/s (0: unlimited).
     #[arg(long, default_value_t = 0)]
     pub repair_mib_s: u64,
-    /// Share of the time repair and drain batches may run while the application has requests
-    /// in flight (0.01-1).
-    #[arg(long, default_value_t = 0.5)]
+    /// The most of the mover's full pace repair and drains may take while the application has
+    /// requests in flight (0.01-1; within it, the pool's latency controller decides).
+    #[arg(long, default_value_t = 1.0)]
     pub repair_share: f64,
     /// Repair and drain have the servers copy to each other directly (`OBJ_PUSH`) instead of
     /// through this client.

@@ -182,7 +182,7 @@ pub(crate) fn round(ev: &Evacuation<'_>, lane: usize, target: usize, force: bool
             if sealed || !force && !regions.is_empty() {
                 break;
             }
-            ev.heap.seal_all();
+            ev.heap.seal_all(force);
             sealed = true;
         }
     }

@@ -47,6 +47,9 @@ pub(crate) enum Lane {
     Mutator(usize),
     /// The non-temporal lane: its regions are evacuated first.
     Nt,
+    /// The lane of objects about to be pinned for long (`FarVec::pin_all`): packed together, so
+    /// that the regions they keep from the evacuator hold nothing else.
+    Packed,
     /// An evacuator's compaction target.
     Evacuator(usize),
 }
@@ -59,6 +62,8 @@ struct RegionMeta {
     top: AtomicUsize,
     /// Free with its pages kept (see `Heap::release_region`).
     warm: AtomicBool,
+    /// Taken by the packed lane since it was last free.
+    packed: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -142,13 +147,14 @@ impl Heap {
                     pending: AtomicU32::new(0),
                     top: AtomicUsize::new(0),
                     warm: AtomicBool::new(false),
+                    packed: AtomicBool::new(false),
                 })
                 .collect(),
             free: Mutex::new((0..nregions as u32).rev().collect()),
             sealed: Mutex::new(VecDeque::new()),
             sealed_nt: Mutex::new(VecDeque::new()),
             large: Mutex::new(VecDeque::new()),
-            lanes: (0..mutator_lanes + 1 + evacuators)
+            lanes: (0..mutator_lanes + 2 + evacuators)
                 .map(|_| Mutex::new(OpenRegion::default()))
                 .collect(),
             mutator_lanes,
@@ -174,8 +180,9 @@ impl Heap {
         match lane {
             Lane::Mutator(i) => i % self.mutator_lanes,
             Lane::Nt => self.mutator_lanes,
+            Lane::Packed => self.mutator_lanes + 1,
             Lane::Evacuator(i) => {
-                self.mutator_lanes + 1 + i % (self.lanes.len() - self.mutator_lanes - 1)
+                self.mutator_lanes + 2 + i % (self.lanes.len() - self.mutator_lanes - 2)
             }
         }
     }
@@ -253,9 +260,14 @@ impl Heap {
         }
     }
 
-    /// Seals every open region the evacuator could take (see `seal_idle`).
-    pub(crate) fn seal_all(&self) {
+    /// Seals every open region the evacuator could take (see `seal_idle`). The packed lane's
+    /// only with `packed`: its objects are pinned one after the other, and a region sealed half
+    /// full whenever the evacuator runs out of victims would spread the pins over more regions.
+    pub(crate) fn seal_all(&self, packed: bool) {
         for (i, lane) in self.lanes.iter().enumerate() {
+            if !packed && i == self.mutator_lanes + 1 {
+                continue;
+            }
             let mut open = lane.lock();
             self.seal_idle(i == self.mutator_lanes, &mut open);
         }
@@ -317,6 +329,11 @@ impl Heap {
             }
             self.seal(lane == Lane::Nt, &mut open);
             let r = self.take_region(limit)?;
+            if lane == Lane::Packed {
+                self.regions[r as usize]
+                    .packed
+                    .store(true, Ordering::Relaxed);
+            }
             open.region = Some(r);
             open.top = 0;
         }
@@ -362,6 +379,29 @@ impl Heap {
             unsafe { sys::unmap(p, bytes) };
         }
         self.uncharge(bytes);
+    }
+
+    /// Whether the region object at `addr` lives in a region of the packed lane (`false` for
+    /// a dedicated allocation). Only meaningful while the object stays at `addr`.
+    pub(crate) fn is_packed(&self, addr: usize) -> bool {
+        let base = self.arena.as_ptr() as usize;
+        if addr < base || addr >= base + self.arena_len {
+            return false;
+        }
+        self.regions[(addr - base) / self.region_size]
+            .packed
+            .load(Ordering::Relaxed)
+    }
+
+    /// Bytes that `count` region objects of `len` bytes each take once packed in regions of
+    /// their own (or in dedicated allocations, for large ones): what pinning them all keeps
+    /// from the evacuator.
+    pub(crate) fn packed_footprint(&self, count: usize, len: usize) -> usize {
+        if len >= self.large_threshold {
+            return count.saturating_mul(sys::page_round(len));
+        }
+        let per_region = (self.region_size / block_size(len)).max(1);
+        count.div_ceil(per_region).saturating_mul(self.region_size)
     }
 
     /// Takes the next region to evacuate: non-temporal regions first (sealing the open
@@ -447,6 +487,9 @@ impl Heap {
             unsafe { sys::discard(p, rs) };
         }
         self.regions[r as usize].top.store(0, Ordering::Relaxed);
+        self.regions[r as usize]
+            .packed
+            .store(false, Ordering::Relaxed);
         self.free.lock().push(r);
         self.uncharge(self.region_size);
     }
@@ -479,7 +522,7 @@ mod tests {
         // An 8-byte object takes 16 bytes (payload + trailer), a 24-byte one 32.
         assert_eq!(allocs[2].0 - allocs[1].0, 16);
         assert_eq!(allocs[5].0 - allocs[4].0, 32);
-        heap.seal_all();
+        heap.seal_all(true);
         let r = heap.pop_victim().unwrap();
         assert!(allocs.iter().all(|&(_, region)| region == Some(r)));
         let found = heap.residents(r);

@@ -228,6 +228,17 @@ impl Runtime {
         self.inner.heap.budget
     }
 
+    /// Local bytes that `count` objects of `len` bytes each keep from the evacuator once
+    /// packed for a long pin (see `FarVec::pin_all`).
+    pub(crate) fn packed_footprint(&self, count: usize, len: usize) -> usize {
+        self.inner.heap.packed_footprint(count, len)
+    }
+
+    /// The heap's region size.
+    pub(crate) fn region_size(&self) -> usize {
+        self.inner.heap.region_size()
+    }
+
     /// Bytes the heap may use beyond the budget: allocations made inside a scope (which cannot
     /// wait for the evacuator) and evacuator compaction targets may use them.
     pub fn slack_bytes(&self) -> usize {

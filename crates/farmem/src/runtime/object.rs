@@ -4,7 +4,7 @@
 
 use super::Inner;
 use super::access::{Resolved, resolve};
-use super::epoch::Scope;
+use super::epoch::{Scope, backoff};
 use super::heap::{Allocation, Lane};
 use super::slot::Slot;
 use super::stats::Counters;
@@ -58,16 +58,51 @@ impl Inner {
         mode: Mode,
         scope: &Scope<'_>,
     ) -> Result<Option<usize>> {
-        let len = slot.len();
         let lane = if mode.is_nt() {
             Lane::Nt
         } else {
             self.mutator_lane()
         };
-        let a = self.alloc_space(lane, idx, len, Some(scope))?;
+        let a = self.alloc_space(lane, idx, slot.len(), Some(scope))?;
+        match self.fill(a, slot, w, mode)? {
+            Ok(at) => Ok(Some(at)),
+            Err(a) => {
+                self.heap.abandon(a);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Claims the word `w` of `slot` and makes `a` (space for the object) its local copy: the
+    /// object is fetched into it, or, if `w` is a local region object (not pinned), moved into
+    /// it, cancelling any evacuator mark. Returns the new address, or gives `a` back when the
+    /// word changed first.
+    ///
+    /// # Errors
+    /// The backend's error when the fetch fails (`a` is then given up).
+    fn fill(
+        &self,
+        a: Allocation,
+        slot: &Slot,
+        w: Word,
+        mode: Mode,
+    ) -> Result<std::result::Result<usize, Allocation>> {
+        debug_assert!(!w.is_present() || (!w.is_large() && w.pins() == 0));
         if !slot.claim(w) {
-            self.heap.abandon(a);
-            return Ok(None);
+            return Ok(Err(a));
+        }
+        let len = slot.len();
+        let at = a.ptr.as_ptr() as usize;
+        if w.is_present() {
+            // SAFETY: we hold BUSY, so nobody else moves, evicts or frees the object, and the
+            // caller's scope keeps its region from being reused; any other reference to it is a
+            // shared one, so the source is not written; the destination is our unpublished
+            // allocation of `len` bytes.
+            unsafe { copy(w.addr(), at, len) };
+            slot.store(w.relocated(at));
+            self.heap.publish(a);
+            self.counters.with(|c| Counters::bump(&c.self_moves, 1));
+            return Ok(Ok(at));
         }
         // SAFETY: the allocation is `len` bytes that nobody else can reach before publication.
         let buf = unsafe { std::slice::from_raw_parts_mut(a.ptr.as_ptr(), len) };
@@ -76,14 +111,75 @@ impl Inner {
             self.heap.abandon(a);
             return Err(e.into());
         }
-        let at = a.ptr.as_ptr() as usize;
         slot.store(Word::fetched(at, a.is_large(), mode));
         self.heap.publish(a);
         self.counters.with(|c| {
             Counters::bump(&c.misses, 1);
             Counters::bump(&c.bytes_fetched, len as u64);
         });
-        Ok(Some(at))
+        Ok(Ok(at))
+    }
+
+    /// Makes the object local in a region of the packed lane (fetching it there, or moving it
+    /// there from a region shared with other objects) and pins it where it is, with no scope
+    /// left open; returns the payload address. Objects pinned this way for a long phase fill
+    /// regions of their own, so the evacuator can still free every other region, where pins
+    /// scattered over shared regions would keep them all. Dedicated allocations and objects
+    /// pinned already stay where they are.
+    ///
+    /// # Errors
+    /// As a fetch, or [`Error::TooManyPins`].
+    pub(crate) fn hold_packed(&self, idx: u32, slot: &Slot, mode: Mode) -> Result<usize> {
+        // Space found but not used yet (the word changed while we waited for it): kept for
+        // the next attempt rather than left as a hole in the packed lane.
+        let mut spare = None;
+        let r = self.hold_packed_with(idx, slot, mode, &mut spare);
+        if let Some(a) = spare {
+            self.heap.abandon(a);
+        }
+        r
+    }
+
+    fn hold_packed_with(
+        &self,
+        idx: u32,
+        slot: &Slot,
+        mode: Mode,
+        spare: &mut Option<Allocation>,
+    ) -> Result<usize> {
+        let mut spins = 0;
+        loop {
+            let s = Scope::new(&self.counters);
+            let w = slot.load();
+            if w.is_busy() {
+                drop(s);
+                backoff(&mut spins);
+                continue;
+            }
+            let at = if w.is_present()
+                && (w.is_large() || w.pins() > 0 || self.heap.is_packed(w.addr()))
+            {
+                self.deref_slow(idx, slot, mode, &s)?
+            } else {
+                let a = match spare.take() {
+                    Some(a) => a,
+                    None => self.alloc_space(Lane::Packed, idx, slot.len(), Some(&s))?,
+                };
+                match self.fill(a, slot, w, mode)? {
+                    Ok(at) => at,
+                    Err(a) => {
+                        *spare = Some(a);
+                        continue;
+                    }
+                }
+            };
+            if super::pin::pin_at(slot, at) {
+                return Ok(at);
+            }
+            if slot.load().pins() == super::word::MAX_PINS {
+                return Err(Error::TooManyPins);
+            }
+        }
     }
 
     /// Moves an object the evacuator marked into this thread's lane, or cancels the mark when

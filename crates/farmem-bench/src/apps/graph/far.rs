@@ -141,7 +141,7 @@ pub fn pagerank(rt: &Runtime, g: &FarGraph, iters: u32) -> anyhow::Result<FarVec
     let n = g.vertices();
     let mut rank = vertex_vec(rt, n, 1.0 / n as f64)?;
     let mut contrib = vertex_vec(rt, n, 0.0f64)?;
-    let mut next = vertex_vec(rt, n, 0.0f64)?;
+    let nblocks = n.div_ceil(BLOCK);
     let (mut offs, mut srcs, mut out) = (Vec::new(), Vec::new(), Vec::with_capacity(BLOCK));
     let mut vals = Vec::new();
     for _ in 0..iters {
@@ -166,8 +166,11 @@ pub fn pagerank(rt: &Runtime, g: &FarGraph, iters: u32) -> anyhow::Result<FarVec
             Ok(p) => Contrib::Pinned(p),
             Err(_) => Contrib::Gathered(contrib.reader()),
         };
-        with_edge_read_ahead(g, next.num_chunks(), |reading| -> anyhow::Result<()> {
-            for b in 0..next.num_chunks() {
+        // Every value of the next ranks is written: a fresh vector takes them block by block,
+        // where writing the old one in place would fetch each of its blocks first.
+        let mut next = FarVec::with_chunk_bytes(rt, BLOCK * size_of::<f64>())?;
+        with_edge_read_ahead(g, nblocks, |reading| -> anyhow::Result<()> {
+            for b in 0..nblocks {
                 reading(b);
                 let len = (n - b * BLOCK).min(BLOCK);
                 g.block_edges(b, len, &mut offs, &mut srcs)?;
@@ -186,12 +189,12 @@ pub fn pagerank(rt: &Runtime, g: &FarGraph, iters: u32) -> anyhow::Result<FarVec
                     };
                     out.push(base + DAMPING * s);
                 }
-                next.chunk_mut(b)?.copy_from_slice(&out);
+                next.extend_from_slice(&out)?;
             }
             Ok(())
         })?;
         drop(contrib_at);
-        std::mem::swap(&mut rank, &mut next);
+        rank = next;
     }
     Ok(rank)
 }
@@ -207,13 +210,15 @@ pub fn bfs(rt: &Runtime, g: &FarGraph, source: u32) -> anyhow::Result<FarVec<u32
         return Ok(dist);
     }
     dist.set(source as usize, 0)?;
-    let mut next = vertex_vec(rt, n, u32::MAX)?;
+    let nblocks = n.div_ceil(BLOCK);
     let (mut offs, mut srcs, mut out) = (Vec::new(), Vec::new(), Vec::with_capacity(BLOCK));
     let mut level = 0;
     loop {
         let mut changed = false;
         let mut dist_at = dist.reader();
-        for b in 0..next.num_chunks() {
+        // Every distance of the next level is written: a fresh vector (see `pagerank`).
+        let mut next = FarVec::with_chunk_bytes(rt, BLOCK * size_of::<u32>())?;
+        for b in 0..nblocks {
             let len = (n - b * BLOCK).min(BLOCK);
             g.block_edges(b, len, &mut offs, &mut srcs)?;
             dist_at.read_range(b * BLOCK..b * BLOCK + len, &mut out)?;
@@ -230,10 +235,10 @@ pub fn bfs(rt: &Runtime, g: &FarGraph, source: u32) -> anyhow::Result<FarVec<u32
                     }
                 }
             }
-            next.chunk_mut(b)?.copy_from_slice(&out);
+            next.extend_from_slice(&out)?;
         }
         drop(dist_at);
-        std::mem::swap(&mut dist, &mut next);
+        dist = next;
         if !changed {
             return Ok(dist);
         }

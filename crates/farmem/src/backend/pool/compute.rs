@@ -2,8 +2,6 @@
 //! replica per object, operations run on a chosen member, and objects the agent wrote there
 //! entered in the location table and copied to the scheme's other replicas at once.
 
-use std::sync::atomic::Ordering;
-
 use super::PoolBackend;
 use super::member::{choose, is_member_failure};
 use super::read::replicas;
@@ -37,11 +35,8 @@ impl Sites for PoolBackend {
         let m = members.get(site).ok_or_else(|| {
             BackendError::Config(format!("no pool member {site} to run an agent operation"))
         })?;
-        m.inflight.fetch_add(1, Ordering::Relaxed);
         // The route only picks a server within a multi-server member: 0 is as good as any.
-        let r = m.backend.compute(0, op, args);
-        m.inflight.fetch_sub(1, Ordering::Relaxed);
-        r
+        m.app_call(|| m.backend.compute(0, op, args))
     }
 
     fn site_failed(&self, site: usize, err: &BackendError) -> bool {

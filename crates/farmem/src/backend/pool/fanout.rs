@@ -1,7 +1,6 @@
 //! Running one call per member in parallel.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use super::member::Member;
 use super::table::Ix;
@@ -16,10 +15,7 @@ pub(crate) fn fan_out<T: Send, R: Send>(
 ) -> Vec<(Ix, R)> {
     let run = |ix: Ix, work: T| {
         let m = &members[usize::from(ix)];
-        m.inflight.fetch_add(1, Ordering::Relaxed);
-        let r = f(m, work);
-        m.inflight.fetch_sub(1, Ordering::Relaxed);
-        (ix, r)
+        (ix, m.app_call(|| f(m, work)))
     };
     if groups.len() <= 1 || !parallel {
         return groups.into_iter().map(|(ix, w)| run(ix, w)).collect();

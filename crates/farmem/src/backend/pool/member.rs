@@ -64,6 +64,10 @@ pub(crate) struct Member {
     free: AtomicI64,
     /// Requests in flight (reads prefer the least loaded replica).
     pub(crate) inflight: AtomicU32,
+    /// The application's calls on this member that ended, and their total time in nanoseconds
+    /// (repair and drain pacing follows their latency: `pacing.rs`).
+    app_calls: AtomicU64,
+    app_nanos: AtomicU64,
     /// Per-object overhead the member charges (from its stats).
     overhead: AtomicU64,
     /// Moves in progress that may still write or drop a copy on this member (a drain waits for
@@ -99,6 +103,8 @@ impl Member {
             state: AtomicU8::new(0),
             free: AtomicI64::new(i64::MAX),
             inflight: AtomicU32::new(0),
+            app_calls: AtomicU64::new(0),
+            app_nanos: AtomicU64::new(0),
             overhead: AtomicU64::new(64),
             moves: AtomicU32::new(0),
             suspect_until: AtomicU64::new(0),
@@ -162,6 +168,27 @@ impl Member {
         } else if r.is_ok() && self.suspect_until.load(Ordering::Relaxed) != 0 {
             self.suspect_until.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Runs `f`, an application call on this member: counted in flight meanwhile, its time
+    /// added to the totals the pacing of repair and drains reads ([`Member::app_totals`]).
+    pub(crate) fn app_call<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
+        let r = f();
+        let took = start.elapsed().as_nanos() as u64;
+        self.inflight.fetch_sub(1, Ordering::Relaxed);
+        self.app_nanos.fetch_add(took, Ordering::Relaxed);
+        self.app_calls.fetch_add(1, Ordering::Relaxed);
+        r
+    }
+
+    /// The application's calls on this member that ended so far and their total nanoseconds.
+    pub(crate) fn app_totals(&self) -> (u64, u64) {
+        (
+            self.app_calls.load(Ordering::Relaxed),
+            self.app_nanos.load(Ordering::Relaxed),
+        )
     }
 
     pub(crate) fn serves(&self) -> bool {

@@ -21,7 +21,8 @@ use parking_lot::{Condvar, Mutex};
 use super::discover::{Connector, MemberSource};
 use super::member::{Member, MemberState};
 use super::mover;
-use super::repair::{Fix, MOVERS, move_off};
+use super::pacing::MOVERS;
+use super::repair::{Fix, move_off};
 use super::table::Ix;
 use super::{Inner, MemberId};
 use crate::backend::{ObjectId, StoreStats};
@@ -266,6 +267,7 @@ fn shed(inner: &Inner, ix: Ix, m: &Member, mut st: StoreStats, stop: &Stop) {
         "server asks to move data away"
     );
     let mut ids = inner.table.select(|e| e.contains(ix)).into_iter();
+    let _moving = inner.repair.pacer.moving(&inner.members());
     let mut moved = 0u64;
     while st.reclaim_bytes > 0 && !stop.stopped() {
         let avg = (st.used_bytes / st.objects.max(1)).max(1);

@@ -93,6 +93,7 @@ mod membership;
 mod mixed;
 mod mover;
 mod ops;
+mod pacing;
 mod read;
 mod repair;
 mod scheme;
@@ -142,8 +143,8 @@ pub struct PoolConfig {
     /// The redundancy scheme.
     pub redundancy: Redundancy,
     /// Bytes per second repair and drains may copy (`None`: no cap). Without a cap they still
-    /// yield to the application: one batch at a time while it has requests in flight, several
-    /// when it has none.
+    /// yield to the application: fewer batches at once when its requests slow down (see
+    /// [`PoolConfig::repair_share`]), every batch when it has none in flight.
     pub repair_rate: Option<u64>,
     /// How often the background thread refreshes member statistics and looks for objects to
     /// repair (it also wakes at once when a member fails or leaves).
@@ -160,9 +161,13 @@ pub struct PoolConfig {
     /// when the servers cannot reach each other at the addresses the client uses. Default off:
     /// on the development VM it did not measurably beat copies through the client.
     pub server_to_server: bool,
-    /// Share of the time (0.01 to 1) repair and drain batches may run while the application has
-    /// requests in flight: after a batch of `d` seconds the next one waits `d * (1 - share) /
-    /// share`. 1 runs one batch after the other. Default 0.5.
+    /// The most (0.01 to 1) of the mover's full pace (four batches in flight) repair and drains
+    /// may take while the application has requests in flight. Within it, a controller on the
+    /// application's request latency sets the pace: more batches at once while the
+    /// application's calls stay within 2x of their latency with no mover running, fewer
+    /// many when they grow past it. Under a quarter it is a duty cycle: at 0.125, one batch
+    /// at a time, and after a batch of `d` seconds the next waits `d`. With no application
+    /// request in flight every batch runs. Default 1 (the controller alone decides).
     pub repair_share: f64,
     /// Tuning of a [`Redundancy::Coded`] scheme (ignored by the others).
     pub coding: CodingOptions,
@@ -177,8 +182,8 @@ pub struct PoolConfig {
 
 impl PoolConfig {
     /// `redundancy`, repair and drains paced by the application's load but not capped,
-    /// maintenance every 500 ms, copies through the client, repair half the time while the
-    /// application works.
+    /// maintenance every 500 ms, copies through the client, repair paced by the application's
+    /// request latency only.
     pub fn new(redundancy: Redundancy) -> Self {
         Self {
             redundancy,
@@ -186,7 +191,7 @@ impl PoolConfig {
             maintenance_interval: Duration::from_millis(500),
             read_patience: Some(Duration::from_millis(20)),
             server_to_server: false,
-            repair_share: 0.5,
+            repair_share: 1.0,
             coding: CodingOptions::default(),
             code_from: 0,
         }

@@ -60,17 +60,17 @@
 //! Several workers run batches at once (each a read, a write and a few frees: the transport
 //! pipelines them on shared connections), a batch costs two shard locks per object and no copy
 //! of the data besides the transport's own, and the batch size follows the objects' size (about
-//! [`BATCH_BYTES`] per batch).
+//! a megabyte per batch while the application works, three while it is idle: see
+//! `pacing.rs`).
 //!
 //! # Sharing the machine with the application
 //!
 //! Before each batch a worker asks the repairer for a turn ([`super::repair::Repairer::pace`]):
-//! while the application has requests in flight on any member (the members' in-flight counts,
-//! which only application calls raise), one batch at a time runs, and after each one the next
-//! waits so that batches take [`super::PoolConfig::repair_share`] of the time; when it has
-//! none, every worker runs. So an idle program gets repairs and drains at transport speed, and
-//! a busy one keeps a set share of the machine. [`super::PoolConfig::repair_rate`] caps the
-//! bandwidth on top of that.
+//! an AIMD controller on the application's request latency decides how many batches run at
+//! once (`pacing.rs`): more while the application's calls stay within a target of their
+//! latency with no mover running, half as many when they grow past it, every worker when the
+//! application is idle. [`super::PoolConfig::repair_share`] caps the controller while the
+//! application works and [`super::PoolConfig::repair_rate`] caps the bandwidth on top.
 //!
 //! # Server to server
 //!
@@ -99,10 +99,6 @@ use farmem_proto::agent::{AgentMessage, PushResult, op};
 
 use crate::backend::{BackendError, ObjectId};
 
-/// Bytes a batch aims at: large enough to amortize a round trip, small enough that an
-/// application request queued behind it on a shared connection waits about a millisecond, and
-/// below the transport's buffer-shrinking thresholds (no reallocation per batch).
-pub(crate) const BATCH_BYTES: usize = 960 << 10;
 /// Objects in a worker's first batch of a source (before it knows their size).
 const FIRST_BATCH: usize = 32;
 /// The size a batch's targets are chosen for before any object of its source was seen (a
@@ -231,10 +227,9 @@ pub(crate) fn run(
                 return;
             }
             let next = queue.lock().take(|src| {
-                sizes
-                    .lock()
-                    .get(&src)
-                    .map_or(FIRST_BATCH, |&avg| BATCH_BYTES / avg.max(1))
+                sizes.lock().get(&src).map_or(FIRST_BATCH, |&avg| {
+                    inner.repair.pacer.batch_bytes() / avg.max(1)
+                })
             });
             let Some((src, batch)) = next else { return };
             let est = sizes.lock().get(&src).copied().unwrap_or(FIRST_SIZE);

@@ -72,9 +72,7 @@ impl Inner {
                     break;
                 }
                 let m = &members[usize::from(ix)];
-                m.inflight.fetch_add(1, Ordering::Relaxed);
-                let r = f(&*m.backend);
-                m.inflight.fetch_sub(1, Ordering::Relaxed);
+                let r = m.app_call(|| f(&*m.backend));
                 m.note_read(&r);
                 match r {
                     // A server-side table answers "no such key" from a copy a mover dropped

@@ -1,7 +1,7 @@
 //! Restoring redundancy: the maintenance thread, repair passes, drains and the bandwidth limit.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use farmem_proto::agent::{AgentMessage, op};
@@ -11,6 +11,7 @@ use super::Inner;
 use super::error::PoolError;
 use super::member::{Member, MemberState, choose, is_member_failure};
 use super::mover;
+use super::pacing::{MOVERS, Pacer, Turn};
 use super::table::{Entry, Ix};
 use super::table_copy;
 use crate::backend::ObjectId;
@@ -34,41 +35,11 @@ pub struct RepairStats {
     pub lost: u64,
 }
 
-/// A token bucket: `take(n)` sleeps so that at most `rate` bytes per second pass on average.
-#[derive(Debug)]
-struct Bucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-/// A batch's turn from [`Repairer::pace`].
-pub(super) struct Turn<'a> {
-    r: &'a Repairer,
-    start: Instant,
-    /// Whether the application had requests in flight when the turn began.
-    busy: bool,
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        let r = self.r;
-        if self.busy && r.share < 1.0 {
-            // Rest so that batches take about `share` of the time while the application works.
-            let rest = self.start.elapsed().mul_f64((1.0 - r.share) / r.share);
-            let until = Instant::now() + rest;
-            let mut u = r.rest_until.lock();
-            *u = Some(u.map_or(until, |t| t.max(until)));
-        }
-        r.turns.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// The repair machinery shared by the maintenance thread and drains.
 #[derive(Debug)]
 pub(crate) struct Repairer {
-    bucket: Option<Mutex<Bucket>>,
+    /// How fast movers may go (see `pacing.rs`).
+    pub(super) pacer: Pacer,
     passes: AtomicU64,
     pub(super) copies: AtomicU64,
     pub(super) bytes: AtomicU64,
@@ -79,28 +50,12 @@ pub(crate) struct Repairer {
     wake: Mutex<bool>,
     cv: Condvar,
     shutdown: AtomicBool,
-    /// Batches running (see [`Repairer::pace`]).
-    turns: AtomicUsize,
-    /// Share of the time batches may run while the application has requests in flight.
-    share: f64,
-    /// While the application works, no batch starts before this.
-    rest_until: Mutex<Option<Instant>>,
 }
 
 impl Repairer {
     pub(crate) fn new(rate: Option<u64>, share: f64) -> Self {
         Self {
-            bucket: rate.map(|r| {
-                let rate = r.max(1) as f64;
-                // A tenth of a second of burst, at least one large object.
-                let burst = (rate / 10.0).max(1_048_576.0);
-                Mutex::new(Bucket {
-                    rate,
-                    burst,
-                    tokens: burst,
-                    last: Instant::now(),
-                })
-            }),
+            pacer: Pacer::new(rate, share),
             passes: AtomicU64::new(0),
             copies: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -111,9 +66,6 @@ impl Repairer {
             wake: Mutex::new(false),
             cv: Condvar::new(),
             shutdown: AtomicBool::new(false),
-            turns: AtomicUsize::new(0),
-            share: share.clamp(0.01, 1.0),
-            rest_until: Mutex::new(None),
         }
     }
 
@@ -132,57 +84,15 @@ impl Repairer {
         self.shutdown.load(Ordering::Acquire)
     }
 
-    /// Waits until `bytes` may be copied under the bandwidth limit.
+    /// Waits until `bytes` may be copied under the bandwidth cap.
     pub(super) fn take(&self, bytes: usize) {
-        let Some(b) = &self.bucket else { return };
-        let wait = {
-            let mut b = b.lock();
-            let now = Instant::now();
-            let refill = now.duration_since(b.last).as_secs_f64() * b.rate;
-            b.tokens = (b.tokens + refill).min(b.burst);
-            b.last = now;
-            b.tokens -= bytes as f64;
-            if b.tokens < 0.0 {
-                Duration::from_secs_f64(-b.tokens / b.rate)
-            } else {
-                Duration::ZERO
-            }
-        };
-        if !wait.is_zero() {
-            std::thread::sleep(wait);
-        }
+        self.pacer.take(bytes);
     }
 
-    /// Waits for a turn to run a batch: any of `workers` turns while the application has no
-    /// request in flight on `members`; while it has, one turn, and after each batch a rest that
-    /// keeps batches to [`super::PoolConfig::repair_share`] of the time (see the mover's docs).
-    /// The turn ends when the returned guard drops.
+    /// Waits for a turn to run a batch, one of at most `workers` (see `pacing.rs`); the turn
+    /// ends when the returned guard drops.
     pub(super) fn pace(&self, members: &[Arc<Member>], workers: usize) -> Turn<'_> {
-        loop {
-            let busy = members
-                .iter()
-                .any(|m| m.inflight.load(Ordering::Relaxed) > 0);
-            if busy && !self.stopping() {
-                let until = *self.rest_until.lock();
-                let now = Instant::now();
-                if let Some(t) = until
-                    && t > now
-                {
-                    std::thread::sleep((t - now).min(Duration::from_millis(2)));
-                    continue;
-                }
-            }
-            let limit = if busy { 1 } else { workers };
-            if self.turns.fetch_add(1, Ordering::AcqRel) < limit || self.stopping() {
-                return Turn {
-                    r: self,
-                    start: Instant::now(),
-                    busy,
-                };
-            }
-            self.turns.fetch_sub(1, Ordering::AcqRel);
-            std::thread::sleep(Duration::from_micros(200));
-        }
+        self.pacer.pace(members, workers, || self.stopping())
     }
 
     pub(crate) fn stats(&self) -> RepairStats {
@@ -198,9 +108,6 @@ impl Repairer {
         }
     }
 }
-
-/// Batches a repair pass or drain round keeps in flight.
-pub(super) const MOVERS: usize = 4;
 
 /// The body of the maintenance thread: refresh member statistics, then repair, every interval
 /// or when woken.
@@ -219,6 +126,7 @@ pub(crate) fn maintenance(inner: &Arc<Inner>) {
         if inner.repair.stopping() {
             return;
         }
+        inner.repair.pacer.observe(&inner.members());
         for (i, m) in inner.members().iter().enumerate() {
             if m.serves()
                 && let Err(e) = m.refresh()
@@ -247,8 +155,7 @@ const BATCH_RETRIES: usize = 3;
 /// makes progress; returns the ids for the single-object path.
 ///
 /// Server-side tables (copied page by page, one long stream each) are copied on a thread of
-/// their own meanwhile, outside the pacing turns: after a table's stream as one turn, the rest
-/// that keeps batches to their share would stop every batch for as long again.
+/// their own meanwhile, each page in a turn of the same pacing as the batches.
 fn batched(inner: &Inner, ids: Vec<ObjectId>, evict: Option<Ix>) -> Vec<ObjectId> {
     let (tables, ids): (Vec<ObjectId>, Vec<ObjectId>) = ids
         .into_iter()
@@ -302,21 +209,67 @@ fn batched_objects(inner: &Inner, ids: Vec<ObjectId>, evict: Option<Ix>) -> Vec<
     left
 }
 
+/// What a batched run achieved, for the debug log of a repair pass or drain round.
+struct Progress {
+    /// Objects it was given.
+    objects: usize,
+    /// Objects it left for the single-object path.
+    singles: usize,
+    /// When it started and ended.
+    start: Instant,
+    end: Instant,
+    /// Bytes copied by the pool before and after it.
+    bytes: (u64, u64),
+}
+
+impl Progress {
+    /// Logs the batched run and the single-object path after it (ending now).
+    fn log(&self, inner: &Inner, what: &'static str, round: usize) {
+        tracing::debug!(
+            what,
+            round,
+            objects = self.objects,
+            batched_ms = (self.end - self.start).as_secs_f64() * 1e3,
+            batched_bytes = self.bytes.1 - self.bytes.0,
+            singles = self.singles,
+            singles_ms = self.end.elapsed().as_secs_f64() * 1e3,
+            singles_bytes = inner.repair.stats().bytes_copied - self.bytes.1,
+            "repair progress"
+        );
+    }
+}
+
+/// [`batched`] over `ids` (no member evicted), timed.
+fn batched_timed(inner: &Inner, ids: Vec<ObjectId>) -> (Vec<ObjectId>, Progress) {
+    let (start, objects) = (Instant::now(), ids.len());
+    let bytes0 = inner.repair.stats().bytes_copied;
+    let left = batched(inner, ids, None);
+    let progress = Progress {
+        objects,
+        singles: left.len(),
+        start,
+        end: Instant::now(),
+        bytes: (bytes0, inner.repair.stats().bytes_copied),
+    };
+    (left, progress)
+}
+
 /// Runs [`fix`] on `id` in a turn of the repairer's pacing (see [`Repairer::pace`]), unless a
 /// look at its entry shows there is nothing to do now (another mover has it or moved it): most
 /// of what the batched mover leaves is such, and a turn each cost a drain about a second.
-/// `None` when another mover holds the object's claim.
+/// `None` when another mover holds the object's claim. A server-side table takes a turn per
+/// page of its copy instead (`table_copy.rs`).
 fn fix_paced(inner: &Inner, id: ObjectId) -> Option<Fix> {
     let members = inner.members();
-    match inner.table.get(id) {
+    let table = match inner.table.get(id) {
         None => return Some(Fix::Gone),
         Some(e) if e.is_moving() => return None,
         Some(e) if !needs_work(&e, &members, inner.cfg.redundancy.copies()) => {
             return Some(Fix::Done);
         }
-        Some(_) => {}
-    }
-    let _turn = inner.repair.pace(&members, MOVERS);
+        Some(e) => e.is_table(),
+    };
+    let _turn = (!table).then(|| inner.repair.pace(&members, MOVERS));
     Some(fix(inner, id, None))
 }
 
@@ -325,13 +278,8 @@ pub(crate) fn pass(inner: &Inner) {
     let members = inner.members();
     let want = inner.cfg.redundancy.copies();
     let ids = inner.table.select(|e| needs_work(e, &members, want));
-    let (t0, n, bytes0) = (Instant::now(), ids.len(), inner.repair.stats().bytes_copied);
-    let left = batched(inner, ids, None);
-    let (t1, singles, bytes1) = (
-        Instant::now(),
-        left.len(),
-        inner.repair.stats().bytes_copied,
-    );
+    let _moving = (!ids.is_empty()).then(|| inner.repair.pacer.moving(&members));
+    let (left, progress) = batched_timed(inner, ids);
     let (mut pending, mut no_room, mut lost) = (0, 0, 0);
     for id in left {
         if inner.repair.stopping() {
@@ -347,16 +295,8 @@ pub(crate) fn pass(inner: &Inner) {
             Fix::Lost => lost += 1,
         }
     }
-    if n > 0 {
-        tracing::debug!(
-            objects = n,
-            batched_ms = (t1 - t0).as_secs_f64() * 1e3,
-            batched_bytes = bytes1 - bytes0,
-            singles,
-            singles_ms = t1.elapsed().as_secs_f64() * 1e3,
-            singles_bytes = inner.repair.stats().bytes_copied - bytes1,
-            "repair pass"
-        );
+    if progress.objects > 0 {
+        progress.log(inner, "repair pass", 0);
     }
     let r = &inner.repair;
     r.pending.store(pending, Ordering::Relaxed);
@@ -368,6 +308,7 @@ pub(crate) fn pass(inner: &Inner) {
 /// Moves every object off draining member `m`.
 pub(crate) fn drain(inner: &Inner, m: Ix) -> Result<(), PoolError> {
     let name = || inner.members()[usize::from(m)].name.clone();
+    let _moving = inner.repair.pacer.moving(&inner.members());
     let mut remaining = 0;
     let mut round = 0;
     while round < 1000 {
@@ -397,13 +338,7 @@ pub(crate) fn drain(inner: &Inner, m: Ix) -> Result<(), PoolError> {
         if round > 1 {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let (t0, n, bytes0) = (Instant::now(), ids.len(), inner.repair.stats().bytes_copied);
-        let left = batched(inner, ids, None);
-        let (t1, singles, bytes1) = (
-            Instant::now(),
-            left.len(),
-            inner.repair.stats().bytes_copied,
-        );
+        let (left, progress) = batched_timed(inner, ids);
         let mut own = 0;
         let others = !left.is_empty();
         for id in left {
@@ -418,16 +353,7 @@ pub(crate) fn drain(inner: &Inner, m: Ix) -> Result<(), PoolError> {
             // makes progress for us, so the round does not count.
             round -= 1;
         }
-        tracing::debug!(
-            round,
-            objects = n,
-            batched_ms = (t1 - t0).as_secs_f64() * 1e3,
-            batched_bytes = bytes1 - bytes0,
-            singles,
-            singles_ms = t1.elapsed().as_secs_f64() * 1e3,
-            singles_bytes = inner.repair.stats().bytes_copied - bytes1,
-            "drain round"
-        );
+        progress.log(inner, "drain round", round);
     }
     Err(PoolError::DrainStalled {
         member: name(),
@@ -695,8 +621,11 @@ pub(super) fn finish_copy(
     if let Some(f) = from {
         drop_moved(&inner.members()[usize::from(f)], id, e.is_table());
     }
-    // The bandwidth limit is paid after the copy, outside the claim.
-    inner.repair.take(bytes);
+    // The bandwidth limit is paid after the copy, outside the claim (a table's copy paid it
+    // page by page).
+    if !e.is_table() {
+        inner.repair.take(bytes);
+    }
     (Step::Again, None, Some(t))
 }
 

@@ -5,6 +5,10 @@
 //! copy, the target is chosen (and counted in its `moves`) before the first write, and the copy
 //! commits only if no write started or ended since the claim; a copy that does not commit is
 //! dropped while the claim is held.
+//!
+//! Each page (its read, and the wait for the oldest write in flight) is one turn of the
+//! repairer's pacing, as a batch of the batched mover is: a table copy slows down with the
+//! batches when the application's latency grows.
 
 use std::collections::VecDeque;
 
@@ -12,6 +16,7 @@ use farmem_proto::agent::{AgentMessage, HtPutArgs, HtScanArgs, HtScanResult, op}
 
 use super::Inner;
 use super::member::{Member, choose, is_member_failure};
+use super::pacing::MOVERS;
 use super::repair::{Fix, Step, finish_copy, no_target, reserve};
 use super::table::{Entry, Ix};
 use crate::backend::{BackendError, ObjectId};
@@ -59,21 +64,25 @@ fn scan_page(
 
 /// Replaces table `id` on `dst` by a copy of `src`'s, page by page with the writes of earlier
 /// pages in flight while the next is read (submitted from this thread, so the target runs them
-/// in order after the drop of its old copy); returns the bytes copied.
-fn stream(src: &Member, dst: &Member, id: ObjectId) -> Result<usize, CopyError> {
+/// in order after the drop of its old copy), each page in a turn of `inner`'s pacing; returns
+/// the bytes copied.
+fn stream(inner: &Inner, src: &Member, dst: &Member, id: ObjectId) -> Result<usize, CopyError> {
+    let members = inner.members();
     let mut inflight = VecDeque::with_capacity(PUTS_IN_FLIGHT + 1);
     inflight.push_back(dst.backend.submit_compute(id, op::HT_DROP, &id.encode()));
     let mut after = None;
     let mut bytes = 0;
     loop {
+        let _turn = inner.repair.pace(&members, MOVERS);
         let page = scan_page(src, id, after.take()).map_err(CopyError::Source)?;
         after = page.entries.last().map(|(k, _)| k.clone());
         if !page.entries.is_empty() {
-            bytes += page
+            let page_bytes = page
                 .entries
                 .iter()
                 .map(|(k, v)| k.len() + v.len())
                 .sum::<usize>();
+            bytes += page_bytes;
             while inflight.len() >= PUTS_IN_FLIGHT
                 && let Some(p) = inflight.pop_front()
             {
@@ -85,6 +94,7 @@ fn stream(src: &Member, dst: &Member, id: ObjectId) -> Result<usize, CopyError> 
                 entries: page.entries,
             };
             inflight.push_back(dst.backend.submit_compute(id, op::HT_PUT, &args.encode()));
+            inner.repair.take(page_bytes);
         }
         if !page.more || after.is_none() {
             break;
@@ -120,7 +130,7 @@ pub(super) fn step(
     }
     // A leaving copy first: the live members serve the application's reads meanwhile.
     for &s in draining.iter().chain(live) {
-        match stream(&members[usize::from(s)], target, id) {
+        match stream(inner, &members[usize::from(s)], target, id) {
             Ok(bytes) => {
                 target.charge(bytes);
                 return finish_copy(inner, id, e, from, t, bytes);

@@ -214,6 +214,12 @@ impl RawFar {
         }
     }
 
+    /// [`RawFar::hold`] for a long phase: the object is packed with others held this way
+    /// first (see `Inner::hold_packed`).
+    pub(crate) fn hold_packed(&self, mode: Mode) -> Result<usize> {
+        self.rt().hold_packed(self.idx(), self.slot(), mode)
+    }
+
     /// Takes back a pin of [`RawFar::hold`].
     pub(crate) fn unhold(&self) {
         super::pin::unpin(self.slot());
@@ -587,15 +593,16 @@ impl<T: Pod> FarSlice<T> {
     /// Makes the slice local and pins it in place with no scope open, until
     /// [`FarSlice::unhold`]; returns its payload. While held, the evacuator neither moves nor
     /// evicts it, so the caller may read it through the pointer for as long as it holds the
-    /// slice shared.
+    /// slice shared. Meant for a long phase of reads: the slice is first moved beside others
+    /// held this way, so the regions their pins keep from the evacuator hold nothing else.
     ///
     /// # Errors
     /// As [`FarSlice::read`], or [`Error::TooManyPins`].
-    pub(crate) fn hold(&self) -> Result<*const T> {
-        Ok(self.raw.hold(Mode::Read)? as *const T)
+    pub(crate) fn hold_packed(&self) -> Result<*const T> {
+        Ok(self.raw.hold_packed(Mode::Read)? as *const T)
     }
 
-    /// Takes back one [`FarSlice::hold`].
+    /// Takes back one [`FarSlice::hold_packed`].
     pub(crate) fn unhold(&self) {
         self.raw.unhold();
     }
