@@ -102,6 +102,18 @@ pub struct Args {
     /// `--quick`, else 64).
     #[arg(long)]
     pub churn_mib: Option<u64>,
+    /// `coded` part: steps to run, comma-separated: `apps` (web frontend and taxi analysis),
+    /// `churn` (memory over a run with frees), `reads` (degraded reads and repair).
+    #[arg(long, value_delimiter = ',', default_value = "apps,churn,reads")]
+    pub coded_steps: Vec<String>,
+    /// `coded` part: compaction in step with the writes and frees (`inline`), or left to the
+    /// maintenance thread (`deferred`).
+    #[arg(long, default_value = "inline", value_parser = ["inline", "deferred"])]
+    pub coded_compaction: String,
+    /// `coded` part: objects below this many bytes are replicated instead of coded (0: all
+    /// coded; see `PoolConfig::code_from`).
+    #[arg(long, default_value_t = 0)]
+    pub code_from: usize,
     /// Results directory.
     #[arg(long, default_value = "results/failover")]
     pub out: PathBuf,
@@ -155,7 +167,7 @@ impl Args {
 }
 
 /// One replica count.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 struct ReplicaRun {
     /// Copies (0 for a coded scheme).
     replicas: usize,

@@ -6,15 +6,19 @@
 //! overwrites and frees (sampled during the run and after compaction); and the latency of
 //! degraded reads (8 KiB objects whose server was killed with SIGKILL, decoded from `k` others)
 //! against normal reads of the same objects before the kill. With exactly `k + m` servers a
-//! lost span has nowhere to be rebuilt, so every read of the dead server's objects stays
-//! degraded while it is measured; then a server is added and the time and bytes of the repair
-//! onto it are measured (repair bandwidth). Memory is reported twice: as the servers count it
+//! lost data span has no member outside its stripe: the maintenance thread rebuilds it onto a
+//! *substitute* member of the stripe (repair-ahead), racing the reads, so the reads after the
+//! kill are counted in three kinds (decoded, served from a window decoded for a neighbour,
+//! served by the substitute) and the same objects are read again once every span has its
+//! substitute; then a server is added and the time and bytes of the repair onto it are
+//! measured (repair bandwidth). Memory is reported twice: as the servers count it
 //! (payload plus per-object overhead) and as resident memory above the servers' own.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use farmem::backend::{MemberId, Redundancy};
+use farmem::backend::pool::CodingOptions;
+use farmem::backend::{MemberId, PoolConfig, Redundancy};
 use farmem::{Backend, ObjectId};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -40,7 +44,7 @@ pub fn parse_scheme(s: &str) -> Result<(u8, u8), String> {
 }
 
 /// The coded-only figures of one scheme.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct CodedRun {
     scheme: String,
     servers: usize,
@@ -54,12 +58,23 @@ pub struct CodedRun {
     degraded_read_p50_us: f64,
     degraded_read_p99_us: f64,
     degraded_vs_normal_p50: f64,
+    /// Reads of the dead server's objects timed after the kill.
+    degraded_read_count: u64,
     /// The degraded reads that decoded (the others were served from a window decoded for a
     /// neighbour).
     decoding_read_p50_us: f64,
     decoding_read_p99_us: f64,
     decoding_vs_normal_p50: f64,
     degraded_reads: u64,
+    /// Reads after the kill served by a substitute (already rebuilt by repair-ahead).
+    substituted_reads: u64,
+    /// Time from the kill being noticed until every data span of the dead server had a
+    /// substitute.
+    repair_ahead_seconds: f64,
+    /// The same objects read once repair-ahead finished (all served by substitutes).
+    after_repair_ahead_p50_us: f64,
+    after_repair_ahead_p99_us: f64,
+    after_repair_ahead_vs_normal_p50: f64,
     /// A server added after the kill: bytes the rebuild wrote to restore full redundancy, and
     /// how long it took.
     repair_bytes: u64,
@@ -81,7 +96,7 @@ fn pct(sorted: &[Duration], p: usize) -> f64 {
 }
 
 /// Server memory over a long run of overwrites and frees.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Churn {
     /// Bytes written over the run, as a multiple of the live bytes at its end.
     written_per_live_byte: f64,
@@ -182,39 +197,59 @@ pub(super) fn run(
 ) -> anyhow::Result<(ReplicaRun, CodedRun)> {
     let scheme = format!("{k}+{m}");
     let servers = usize::from(k) + usize::from(m);
-    let start = || {
-        PoolRig::start_with(
-            servers,
-            Redundancy::coded(k, m),
-            Duration::from_millis(a.timeout_ms),
-            (a.repair_mib_s > 0).then_some(a.repair_mib_s << 20),
-            a.server_copies,
-            a.repair_share,
-        )
+    let step = |s: &str| a.coded_steps.iter().any(|x| x == s);
+    let cfg = |redundancy: Redundancy| {
+        PoolConfig::new(redundancy)
+            .repair_rate((a.repair_mib_s > 0).then_some(a.repair_mib_s << 20))
+            .maintenance_interval(Duration::from_millis(100))
+            .server_to_server(a.server_copies)
+            .repair_share(a.repair_share)
+            .coding(CodingOptions::default().compact_inline(a.coded_compaction == "inline"))
+            .code_from(a.code_from)
     };
-    eprintln!("coded {scheme}: web frontend and taxi analysis ({servers} servers)");
-    let apps = scheme_run(a, &start()?, 0, scheme.clone(), local_digest, local_taxi)?;
+    let timeout = Duration::from_millis(a.timeout_ms);
+    let start = || PoolRig::start_config(servers, timeout, cfg(Redundancy::coded(k, m)));
+    let apps = if step("apps") {
+        eprintln!("coded {scheme}: web frontend and taxi analysis ({servers} servers)");
+        scheme_run(a, &start()?, 0, scheme.clone(), local_digest, local_taxi)?
+    } else {
+        ReplicaRun {
+            scheme: scheme.clone(),
+            ..ReplicaRun::default()
+        }
+    };
+    let (coded, plain) = if step("churn") {
+        eprintln!("coded {scheme}: memory over a run with overwrites and frees");
+        let churn_mib = a.churn_mib.unwrap_or(if a.quick { 8 } else { 64 });
+        let coded = churn(&start()?, churn_mib, &scheme)?;
+        eprintln!("coded {scheme}: the same run without redundancy (server memory reference)");
+        let plain = churn(
+            &PoolRig::start_config(servers, timeout, cfg(Redundancy::None))?,
+            churn_mib,
+            "none",
+        )?;
+        (coded, plain)
+    } else {
+        (Churn::default(), Churn::default())
+    };
+    let verified = coded.verified + plain.verified;
+    let mut run = if step("reads") {
+        reads(&start()?, &scheme, timeout)?
+    } else {
+        CodedRun::default()
+    };
+    run.scheme = scheme;
+    run.servers = servers;
+    run.churn = coded;
+    run.churn_without_redundancy = plain;
+    run.values_verified += verified;
+    Ok((apps, run))
+}
 
-    eprintln!("coded {scheme}: memory over a run with overwrites and frees");
-    let churn_mib = a.churn_mib.unwrap_or(if a.quick { 8 } else { 64 });
-    let coded = churn(&start()?, churn_mib, &scheme)?;
-    eprintln!("coded {scheme}: the same run without redundancy (server memory reference)");
-    let plain = churn(
-        &PoolRig::start_with(
-            servers,
-            Redundancy::replicas(1),
-            Duration::from_millis(a.timeout_ms),
-            None,
-            false,
-            a.repair_share,
-        )?,
-        churn_mib,
-        "none",
-    )?;
-    let mut verified = coded.verified + plain.verified;
-
+/// Degraded reads of a killed server's objects, then repair onto a new server.
+fn reads(rig: &PoolRig, scheme: &str, timeout: Duration) -> anyhow::Result<CodedRun> {
+    let mut verified = 0;
     eprintln!("coded {scheme}: degraded reads");
-    let rig = start()?;
     let pool = &rig.pool;
     let n = 4000u64;
     let obj = |id: ObjectId| bytes_of(id, 1, 8 << 10);
@@ -252,10 +287,14 @@ pub(super) fn run(
     crate::pool_rig::wait_down(pool, VICTIM);
     let decodes = || pool.coded_stats().map_or(0, |s| s.degraded_reads);
     let before = decodes();
+    let t_down = Instant::now();
     // Each read timed alone; those that decoded (the others found their window decoded by an
-    // earlier read) also apart.
-    let (mut degraded, mut decoding) = (Vec::new(), Vec::new());
+    // earlier read, or their span on a substitute) also apart.
+    let (mut degraded, mut decoding, mut substituted) = (Vec::new(), Vec::new(), 0u64);
     for &id in &on_victim {
+        if pool.locations(id).is_some_and(|l| l != [MemberId(VICTIM)]) {
+            substituted += 1;
+        }
         let d0 = decodes();
         let t = Instant::now();
         let v = pool.get(id)?;
@@ -270,13 +309,27 @@ pub(super) fn run(
     decoding.sort_unstable();
     let degraded_reads = decodes() - before;
     verified += 2 * on_victim.len() as u64;
+    // Until every span of the dead server has its substitute, then the same reads again.
+    while on_victim
+        .iter()
+        .any(|&id| pool.locations(id).is_some_and(|l| l == [MemberId(VICTIM)]))
+    {
+        anyhow::ensure!(
+            t_down.elapsed() < Duration::from_secs(120),
+            "{scheme}: repair-ahead did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let repair_ahead_seconds = t_down.elapsed().as_secs_f64();
+    let after = time(&on_victim)?;
+    verified += on_victim.len() as u64;
 
     // Repair onto a server added now: every span of the killed one is rebuilt there.
     eprintln!("coded {scheme}: repair onto a new server");
     let spare = crate::pool_rig::ServerProc::start()?;
     let cfg = farmem::backend::TcpConfig::new([spare.addr()])
         .connections_per_server(2)
-        .timeout(Duration::from_millis(a.timeout_ms));
+        .timeout(timeout);
     let rebuilt_before = pool.coded_stats().map_or(0, |s| s.rebuilt_bytes);
     let t0 = Instant::now();
     pool.add_member(std::sync::Arc::new(farmem::backend::TcpBackend::connect(
@@ -298,26 +351,28 @@ pub(super) fn run(
         );
     }
     verified += on_victim.len() as u64;
-    let run = CodedRun {
-        scheme,
-        servers,
-        churn: coded,
-        churn_without_redundancy: plain,
+    Ok(CodedRun {
         normal_read_p50_us: pct(&normal, 50),
         normal_read_p99_us: pct(&normal, 99),
         degraded_read_p50_us: pct(&degraded, 50),
         degraded_read_p99_us: pct(&degraded, 99),
         degraded_vs_normal_p50: pct(&degraded, 50) / pct(&normal, 50).max(1e-9),
+        degraded_read_count: degraded.len() as u64,
         decoding_read_p50_us: pct(&decoding, 50),
         decoding_read_p99_us: pct(&decoding, 99),
         decoding_vs_normal_p50: pct(&decoding, 50) / pct(&normal, 50).max(1e-9),
         degraded_reads,
+        substituted_reads: substituted,
+        repair_ahead_seconds,
+        after_repair_ahead_p50_us: pct(&after, 50),
+        after_repair_ahead_p99_us: pct(&after, 99),
+        after_repair_ahead_vs_normal_p50: pct(&after, 50) / pct(&normal, 50).max(1e-9),
         repair_bytes,
         repair_seconds,
         repair_mib_per_s: repair_bytes as f64 / (1 << 20) as f64 / repair_seconds.max(1e-9),
         values_verified: verified,
-    };
-    Ok((apps, run))
+        ..CodedRun::default()
+    })
 }
 
 /// Prints one scheme's coded-only figures.
@@ -344,8 +399,10 @@ pub(super) fn print(c: &CodedRun) {
     );
     println!(
         "coded {}: reads of a killed server's 8 KiB objects p50 {:.1} us (p99 {:.0}) vs {:.1} us \
-         (p99 {:.0}) before: {:.2}x; the {} that decoded p50 {:.0} us (p99 {:.0}): {:.2}x; repair onto a new server {:.1} MiB in {:.2} s \
-         = {:.0} MiB/s; {} values verified",
+         (p99 {:.0}) before: {:.2}x; the {} that decoded p50 {:.0} us (p99 {:.0}): {:.2}x; {} of \
+         {} served by a substitute; repair-ahead done {:.3} s after the kill, then p50 {:.1} us \
+         (p99 {:.0}): {:.2}x; repair onto a new server {:.1} MiB in {:.2} s = {:.0} MiB/s; {} \
+         values verified",
         c.scheme,
         c.degraded_read_p50_us,
         c.degraded_read_p99_us,
@@ -356,6 +413,12 @@ pub(super) fn print(c: &CodedRun) {
         c.decoding_read_p50_us,
         c.decoding_read_p99_us,
         c.decoding_vs_normal_p50,
+        c.substituted_reads,
+        c.degraded_read_count,
+        c.repair_ahead_seconds,
+        c.after_repair_ahead_p50_us,
+        c.after_repair_ahead_p99_us,
+        c.after_repair_ahead_vs_normal_p50,
         c.repair_bytes as f64 / (1 << 20) as f64,
         c.repair_seconds,
         c.repair_mib_per_s,

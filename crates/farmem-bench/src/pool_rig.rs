@@ -34,6 +34,13 @@ pub struct ServeArgs {
 /// # Errors
 /// When the server cannot start.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // As `farmem-server` does: one allocator arena, so that objects freed by other threads than
+    // the ones that allocated them do not keep several arenas' worth of memory resident.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes a setting of glibc's allocator; no other thread runs yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of this process; no memory is passed.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -321,6 +328,24 @@ impl PoolRig {
         server_to_server: bool,
         repair_share: f64,
     ) -> anyhow::Result<Self> {
+        let cfg = PoolConfig::new(redundancy)
+            .repair_rate(repair_rate)
+            .maintenance_interval(Duration::from_millis(100))
+            .server_to_server(server_to_server)
+            .repair_share(repair_share);
+        Self::start_config(servers, timeout, cfg)
+    }
+
+    /// Starts `servers` servers and pools them with `cfg`; a member that does not answer within
+    /// `timeout` is failed over.
+    ///
+    /// # Errors
+    /// As [`PoolRig::start`].
+    pub fn start_config(
+        servers: usize,
+        timeout: Duration,
+        cfg: PoolConfig,
+    ) -> anyhow::Result<Self> {
         let procs = (0..servers)
             .map(|_| ServerProc::start())
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -337,11 +362,6 @@ impl PoolRig {
             .iter()
             .map(|m| m.clone() as Arc<dyn Backend>)
             .collect();
-        let cfg = PoolConfig::new(redundancy)
-            .repair_rate(repair_rate)
-            .maintenance_interval(Duration::from_millis(100))
-            .server_to_server(server_to_server)
-            .repair_share(repair_share);
         let pool = Arc::new(PoolBackend::new(list, cfg)?);
         let timed = Arc::new(Timed::new(pool.clone()));
         Ok(Self {

@@ -431,7 +431,19 @@ fn configure(args: &Args) -> Result<ServerConfig, ExitCode> {
     Ok(config)
 }
 
+/// Keeps the C allocator to one arena. A server allocates objects of 4 KiB and more on its
+/// I/O and worker threads and frees them on others: with an arena per thread, churn kept about
+/// twice the live bytes resident (one arena: about 1.1 times).
+fn one_malloc_arena() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes a setting of glibc's allocator; called before other threads.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 fn main() -> ExitCode {
+    one_malloc_arena();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

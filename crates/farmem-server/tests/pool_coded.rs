@@ -3,7 +3,8 @@
 //! (every element and every hash-map key checked), repair restores full redundancy so that two
 //! more may die; and a
 //! randomized history of batches, frees, reads, kills, restarts (as new members) and repairs is
-//! checked against a model of what was acknowledged.
+//! checked against a model of what was acknowledged; and a pool with a size rule codes a
+//! vector's chunks and replicates small boxes beside them, both surviving two kills.
 //!
 //! Seeded: `FARMEM_SEED` replays a history's seed (printed first and in every failure).
 
@@ -16,7 +17,7 @@ use std::time::Duration;
 use farmem::backend::pool::CodingOptions;
 use farmem::backend::{PoolBackend, PoolConfig, Redundancy, TcpBackend};
 use farmem::containers::{FarHashMap, FarVec, HashMapConfig};
-use farmem::{Backend, BackendConfig, BackendError, Runtime, RuntimeConfig};
+use farmem::{Backend, BackendConfig, BackendError, FarBox, Runtime, RuntimeConfig};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use support::ServerProc;
@@ -116,6 +117,69 @@ fn four_plus_two_loses_nothing_to_two_kill9_and_repairs_for_two_more() {
         assert_eq!(map.get(&k).unwrap(), Some(k ^ 0x5555), "key {k}");
     }
     eprintln!("after four kills: {:?}", pool.coded_stats().unwrap());
+}
+
+#[test]
+fn a_size_rule_codes_a_vector_and_replicates_small_boxes_in_one_runtime() {
+    let servers: Vec<ServerProc> = (0..6).map(|_| ServerProc::start(&[])).collect();
+    let members: Vec<Arc<TcpBackend>> = servers.iter().map(|s| member(&s.addr, SILENCE)).collect();
+    let cfg = PoolConfig::new(Redundancy::coded(4, 2))
+        .maintenance_interval(Duration::from_millis(20))
+        .coding(CodingOptions::default().seal_after(Duration::from_millis(20)))
+        .code_from(16 << 10);
+    let list = members
+        .iter()
+        .map(|b| b.clone() as Arc<dyn Backend>)
+        .collect();
+    let pool = Arc::new(PoolBackend::new(list, cfg).unwrap());
+    let rt = Runtime::new(RuntimeConfig::new(8 << 20).backend(BackendConfig::Custom(pool.clone())))
+        .unwrap();
+    // 16 MiB of u64 in 64 KiB chunks (coded) and 4,000 boxes of 64 bytes (replicated 3 times).
+    let n = 2usize << 20;
+    let mut v: FarVec<u64> = FarVec::new(&rt);
+    v.extend((0..n as u64).map(|i| i * 5)).unwrap();
+    let boxes: Vec<FarBox<[u64; 8]>> = (0..4000u64)
+        .map(|i| FarBox::new(&rt, [i; 8]).unwrap())
+        .collect();
+    v.flush().unwrap();
+    farmem::test_support::evacuate_now(&rt);
+    settle(&pool);
+    let coded = pool.coded_stats().unwrap();
+    let table = pool.pool_stats();
+    assert!(coded.objects >= (n * 8 / (64 << 10)) as u64, "{coded:?}");
+    assert!(table.objects >= 4000, "boxes replicated: {table:?}");
+    let on = pool.locations(boxes[0].far_id()).unwrap();
+    assert_eq!(on.len(), 3, "a box on m + 1 members");
+
+    let check = |v: &FarVec<u64>, boxes: &[FarBox<[u64; 8]>], add: u64| {
+        let mut i = 0u64;
+        v.scan(|chunk| {
+            for &x in chunk {
+                assert_eq!(x, i * 5 + add, "element {i}");
+                i += 1;
+            }
+        })
+        .unwrap();
+        assert_eq!(i, n as u64);
+        for (i, b) in boxes.iter().enumerate() {
+            assert_eq!(b.get().unwrap(), [i as u64 + add; 8], "box {i}");
+        }
+    };
+    // Two servers die: both kinds of object are still there, and can be written.
+    let mut servers = servers;
+    servers[1].kill9();
+    servers[4].kill9();
+    check(&v, &boxes, 0);
+    let mut boxes = boxes;
+    v.scan_mut(|c| c.iter_mut().for_each(|x| *x += 1)).unwrap();
+    for b in &mut boxes {
+        let x = b.get().unwrap();
+        b.set(x.map(|y| y + 1)).unwrap();
+    }
+    v.flush().unwrap();
+    farmem::test_support::evacuate_now(&rt);
+    check(&v, &boxes, 1);
+    eprintln!("after two kills: {:?}", pool.coded_stats().unwrap());
 }
 
 /// The values an object may hold after the history so far.

@@ -27,8 +27,12 @@ const LARGE: u32 = 511;
 const SLOT_BITS: u32 = 23;
 /// Slots per class per shard.
 const MAX_SLOTS: u32 = 1 << SLOT_BITS;
-/// Slots in a class's first page; pages double up to about [`PAGE_BYTES`].
+/// Slots in a class's first page (fewer for slots over [`FIRST_PAGE_BYTES`] / 8 bytes, down to
+/// one); pages double up to about [`PAGE_BYTES`].
 const FIRST_PAGE: usize = 8;
+/// Most bytes of a class's first page: a server holds a class per size and shard, most of them
+/// with a few objects each when sizes are spread, so the first page bounds the fixed cost.
+const FIRST_PAGE_BYTES: usize = 4 << 10;
 const PAGE_BYTES: usize = 64 << 10;
 
 fn slot_size(len: usize) -> usize {
@@ -53,7 +57,9 @@ fn class_of(len: usize) -> u32 {
 /// returns to the allocator, where any other class (or a large object) can reuse it.
 struct Class {
     slot: usize,
-    /// log2 of the slots in the largest page, relative to FIRST_PAGE.
+    /// log2 of the slots in the first page.
+    first_shift: u32,
+    /// log2 of the slots in the largest page, relative to the first.
     max_shift: u32,
     pages: Vec<Box<[u8]>>,
     /// Slot numbers in use are below `used`; the slot `used - 1` is live (or `used == 0`).
@@ -68,12 +74,17 @@ struct Class {
 impl Class {
     fn new(class: u32) -> Self {
         let slot = (class as usize + 2) * 8;
+        let mut first_shift = FIRST_PAGE.ilog2();
+        while first_shift > 0 && (1 << first_shift) * slot > FIRST_PAGE_BYTES {
+            first_shift -= 1;
+        }
         let mut max_shift = 0;
-        while (FIRST_PAGE << (max_shift + 1)) * slot <= PAGE_BYTES {
+        while (1 << (first_shift + max_shift + 1)) * slot <= PAGE_BYTES {
             max_shift += 1;
         }
         Self {
             slot,
+            first_shift,
             max_shift,
             pages: Vec::new(),
             used: 0,
@@ -86,19 +97,20 @@ impl Class {
     /// (page, slot within page) of slot number `s`.
     fn locate(&self, s: u32) -> (usize, usize) {
         let s = s as usize;
-        let growing = FIRST_PAGE * ((1 << (self.max_shift + 1)) - 1);
+        let first = 1 << self.first_shift;
+        let growing = first * ((1 << (self.max_shift + 1)) - 1);
         if s < growing {
-            let k = (s / FIRST_PAGE + 1).ilog2() as usize;
-            (k, s - FIRST_PAGE * ((1 << k) - 1))
+            let k = ((s >> self.first_shift) + 1).ilog2() as usize;
+            (k, s - first * ((1 << k) - 1))
         } else {
-            let big = FIRST_PAGE << self.max_shift;
+            let big = first << self.max_shift;
             let r = s - growing;
             (self.max_shift as usize + 1 + r / big, r % big)
         }
     }
 
     fn page_slots(&self, k: usize) -> usize {
-        FIRST_PAGE << k.min(self.max_shift as usize)
+        (1 << self.first_shift) << k.min(self.max_shift as usize)
     }
 
     fn is_live(&self, s: u32) -> bool {
@@ -162,7 +174,7 @@ impl Class {
 
     /// Whether most of the slots in use are holes worth compacting away.
     fn sparse(&self) -> bool {
-        let big = FIRST_PAGE << self.max_shift;
+        let big = 1 << (self.first_shift + self.max_shift);
         self.used as usize > 2 * big && (self.live_count as usize) * 2 < self.used as usize
     }
 

@@ -90,6 +90,7 @@ mod fanout;
 mod fault;
 mod member;
 mod membership;
+mod mixed;
 mod mover;
 mod ops;
 mod pacing;
@@ -170,6 +171,13 @@ pub struct PoolConfig {
     pub repair_share: f64,
     /// Tuning of a [`Redundancy::Coded`] scheme (ignored by the others).
     pub coding: CodingOptions,
+    /// Under [`Redundancy::Coded`]: objects of at least this many bytes are erasure-coded, and
+    /// smaller ones are replicated on [`Redundancy::copies`] members (`m + 1`: they survive as
+    /// many failures as the coded ones), so that a program's large containers (vector chunks,
+    /// columns, paging regions) take about `(k + m) / k` times their bytes while its small
+    /// objects keep one-request writes and reads. An object written again with a size across
+    /// the line changes path. Default 0: every object coded. Ignored by the other schemes.
+    pub code_from: usize,
 }
 
 impl PoolConfig {
@@ -185,7 +193,23 @@ impl PoolConfig {
             server_to_server: false,
             repair_share: 1.0,
             coding: CodingOptions::default(),
+            code_from: 0,
         }
+    }
+
+    /// Sets [`PoolConfig::code_from`]: under a coded scheme, objects below `bytes` are
+    /// replicated.
+    ///
+    /// ```
+    /// use farmem::backend::{PoolConfig, Redundancy};
+    /// // Erasure-code what is 16 KiB or larger, replicate the rest 3 times.
+    /// let cfg = PoolConfig::new(Redundancy::coded(4, 2)).code_from(16 << 10);
+    /// assert_eq!(cfg.code_from, 16 << 10);
+    /// ```
+    #[must_use]
+    pub fn code_from(mut self, bytes: usize) -> Self {
+        self.code_from = bytes;
+        self
     }
 
     /// Sets [`PoolConfig::repair_share`].
@@ -528,8 +552,10 @@ impl PoolBackend {
     /// The members the location table places object `id` on (`None`: unknown id). An
     /// erasure-coded object is whole on one member.
     pub fn locations(&self, id: ObjectId) -> Option<Vec<MemberId>> {
-        if let Some(c) = self.coded() {
-            return c.location(id).map(|m| vec![MemberId(usize::from(m))]);
+        if let Some(c) = self.coded()
+            && let Some(m) = c.location(id)
+        {
+            return Some(vec![MemberId(usize::from(m))]);
         }
         self.inner.table.get(id).map(|e| {
             e.members()
@@ -600,7 +626,13 @@ impl PoolBackend {
     /// still degraded or unsealed afterwards.
     pub fn repair_now(&self) -> usize {
         if let Some(c) = self.coded() {
-            return c.maintain(true);
+            let left = c.maintain(true);
+            if self.inner.cfg.code_from == 0 {
+                return left;
+            }
+            // Small objects replicated beside the coded ones.
+            repair::pass(&self.inner);
+            return left + self.pool_stats().under_replicated;
         }
         repair::pass(&self.inner);
         self.pool_stats().under_replicated

@@ -31,6 +31,12 @@ impl Engine {
     /// least as much as it created, so dead space never grows past the slack by more than one
     /// batch, whatever the write rate; the maintenance thread takes it back under the slack.
     pub(crate) fn compact_behind(&self, created: u64) {
+        if !self.opts.compact_inline {
+            if created > 0 {
+                self.wake();
+            }
+            return;
+        }
         let mut reclaimed = 0u64;
         while reclaimed < created.max(1) {
             let Some((sid, dead)) = self.pick_victim(1.0) else {

@@ -64,6 +64,19 @@
 //! writes the lost ones to members outside the stripe (`rebuild.rs`). A stripe sealed with fewer
 //! than `m` parity spans (too few members at the time) gets the rest once there are members.
 //!
+//! With no member outside a stripe (a pool of exactly `k + m` members), a lost data span is
+//! rebuilt onto a *substitute*: a member of the stripe that already holds another of its spans.
+//! Reads of its objects are then one request again instead of a decode, and the stripe survives
+//! as many further failures as it did degraded; it moves to a member of its own once one is
+//! added (`rebuild.rs`).
+//!
+//! # Small objects
+//!
+//! [`PoolConfig::code_from`](super::PoolConfig::code_from) replicates objects below a size
+//! beside the coded ones (on `m + 1` members, as the hash tables), so that large containers
+//! (vector chunks, columns, paging regions) are coded and small objects keep one-request writes
+//! (the pool's `mixed.rs`).
+//!
 //! # Limits
 //!
 //! Vector operations of the remote agent need objects under their own ids on the members and
@@ -116,6 +129,11 @@ pub struct CodingOptions {
     pub compact_slack: f64,
     /// A partly filled stripe with no write in flight is sealed after this long.
     pub seal_after: Duration,
+    /// Whether a write or free batch that leaves dead space while over the slack compacts in
+    /// step, before it returns (memory stays near the scheme's factor during a run), or leaves
+    /// all compaction to the maintenance thread (writes return sooner; dead space can grow
+    /// between its passes). Default on.
+    pub compact_inline: bool,
 }
 
 impl Default for CodingOptions {
@@ -126,6 +144,7 @@ impl Default for CodingOptions {
             span_bytes: 128 << 10,
             compact_slack: 0.03,
             seal_after: Duration::from_millis(100),
+            compact_inline: true,
         }
     }
 }
@@ -142,6 +161,13 @@ impl CodingOptions {
     #[must_use]
     pub fn compact_slack(mut self, share: f64) -> Self {
         self.compact_slack = share.max(0.0);
+        self
+    }
+
+    /// Sets [`CodingOptions::compact_inline`].
+    #[must_use]
+    pub fn compact_inline(mut self, on: bool) -> Self {
+        self.compact_inline = on;
         self
     }
 
@@ -336,6 +362,12 @@ impl Engine {
             rebuilt_bytes: self.counters.rebuilt_bytes.load(Ordering::Relaxed),
             compacted: self.counters.compacted.load(Ordering::Relaxed),
         }
+    }
+
+    /// Which of `ids` are coded objects of this engine.
+    pub(crate) fn holds(&self, ids: &[u64]) -> Vec<bool> {
+        let l = self.layout.lock();
+        ids.iter().map(|id| l.index.contains_key(id)).collect()
     }
 
     /// The member holding object `id` whole.

@@ -23,15 +23,46 @@ struct Snapshot {
     shard_len: usize,
 }
 
+/// Whether sealed stripe `st` has a data span on a member that is down while another member of
+/// the stripe could take it as a substitute (see [`Engine::rebuild`]).
+fn substitutes(st: &Stripe, members: &[Arc<Member>]) -> bool {
+    let at = |ix: Ix| members.get(usize::from(ix));
+    st.spans
+        .iter()
+        .any(|sp| !at(sp.member).is_some_and(|m| m.serves()))
+        && st
+            .members()
+            .iter()
+            .any(|&ix| at(ix).is_some_and(|m| m.takes_new()))
+}
+
+/// The member of a stripe (whose spans are on `on`) that takes a lost data span as a
+/// substitute: one that takes new data, has room, and holds the fewest spans of the stripe.
+fn substitute(members: &[Arc<Member>], on: &[Ix], bytes: usize) -> Option<Ix> {
+    on.iter()
+        .copied()
+        .filter(|&ix| {
+            members
+                .get(usize::from(ix))
+                .is_some_and(|m| m.takes_new() && m.has_room(bytes))
+        })
+        .min_by_key(|ix| {
+            let held = on.iter().filter(|x| *x == ix).count();
+            (held, std::cmp::Reverse(members[usize::from(*ix)].free()))
+        })
+}
+
 impl Engine {
-    /// Whether sealed stripe `st` has a span on a member that does not take new data, or
-    /// fewer than `m` parity spans.
+    /// Whether sealed stripe `st` has a span on a member that does not take new data, two
+    /// spans on one member (a substitute, see [`Engine::rebuild`]), or fewer than `m` parity
+    /// spans.
     pub(crate) fn needs_rebuild(&self, st: &Stripe, members: &[Arc<Member>]) -> bool {
+        let on = st.members();
         st.parity.len() < self.m
-            || st
-                .members()
+            || on
                 .iter()
                 .any(|&ix| !members.get(usize::from(ix)).is_some_and(|m| m.takes_new()))
+            || on.iter().enumerate().any(|(i, ix)| on[..i].contains(ix))
     }
 
     /// Rebuilds every stripe that needs it.
@@ -49,6 +80,7 @@ impl Engine {
                     let inside = st.members();
                     (0..members.len())
                         .any(|i| members[i].takes_new() && !inside.contains(&(i as Ix)))
+                        || substitutes(st, &members)
                 })
                 .map(|(&sid, _)| sid)
                 .collect()
@@ -60,7 +92,16 @@ impl Engine {
         }
     }
 
-    /// Rebuilds stripe `sid`.
+    /// Rebuilds stripe `sid`: decodes it from any `k` of its spans and writes each lost span to
+    /// a member outside the stripe.
+    ///
+    /// When no member outside the stripe can take a lost *data* span (a pool of exactly
+    /// `k + m` members), it goes to a member of the stripe that holds another of its spans: a
+    /// *substitute*, so that reads of its objects are one request again instead of a decode.
+    /// This never lowers what the stripe survives: with `f` members lost and the span on a
+    /// substitute, losing the substitute too loses two spans, `f + 1` in all, as many as losing
+    /// one more member would without it. A substitute counts as degraded, and the span moves
+    /// to a member outside the stripe as soon as there is one.
     ///
     /// # Errors
     /// [`BackendError::Unavailable`] when fewer than `k` of its spans can be read, or there is
@@ -180,15 +221,32 @@ impl Engine {
             .collect();
         let mut moved: Vec<(usize, Ix)> = Vec::new();
         let mut wrote = 0u64;
+        // Where each span is now (data, then parity), as spans move.
+        let mut on: Vec<Ix> = snap
+            .spans
+            .iter()
+            .map(|s| s.0)
+            .chain(snap.parity.iter().map(|p| p.0))
+            .collect();
         for (j, (ix, slots)) in snap.spans.iter().enumerate() {
-            if stays(*ix) {
+            // On a substitute: the member also holds a span before this one, or a parity span.
+            let doubled = on[..j].contains(ix) || on[k..].contains(ix);
+            if stays(*ix) && !doubled {
                 continue;
             }
-            let Some(&to) = choose(&members, &keep, 1, len, &self.pool.dice).first() else {
-                return Err(BackendError::Unavailable {
-                    id: 0,
-                    servers: "no member outside the stripe for a lost span".into(),
-                });
+            let to = match choose(&members, &keep, 1, len, &self.pool.dice).first() {
+                Some(&to) => to,
+                // Still readable where it is (a draining member, or a substitute): leave it.
+                None if serves(*ix) => continue,
+                None => match substitute(&members, &on, len) {
+                    Some(to) => to,
+                    None => {
+                        return Err(BackendError::Unavailable {
+                            id: 0,
+                            servers: "no member for a lost span".into(),
+                        });
+                    }
+                },
             };
             let puts: Vec<(u64, &[u8])> = slots
                 .iter()
@@ -204,7 +262,10 @@ impl Engine {
                 }
             }
             wrote += puts.iter().map(|p| p.1.len() as u64).sum::<u64>();
-            keep.push(to);
+            if !keep.contains(&to) {
+                keep.push(to);
+            }
+            on[j] = to;
             moved.push((j, to));
         }
         // Parity: keep what stays when nothing else changes, else write a full new set.

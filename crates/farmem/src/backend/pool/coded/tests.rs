@@ -380,3 +380,50 @@ fn churn_of_large_objects_stays_near_the_scheme_factor() {
     check_all(&r.pool, &model);
     assert!(f < 1.75, "memory per application byte {f:.3} ({st:?})");
 }
+
+#[test]
+fn a_lost_span_goes_to_a_substitute_in_its_stripe_until_a_member_is_added() {
+    // Exactly k + m members: no member outside any stripe.
+    let r = rig(6, 4, 2, 4 << 10);
+    let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
+    let batch: Vec<(u64, Vec<u8>)> = (0..400)
+        .map(|id| (id, value(id, 1, 500 + (id % 700) as usize)))
+        .collect();
+    for chunk in batch.chunks(40) {
+        let items: Vec<(u64, &[u8])> = chunk.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+        r.pool.put_many(&items).unwrap();
+    }
+    model.extend(batch);
+    assert_eq!(settle(&r.pool), 0);
+    let on_victim: Vec<u64> = (0..400)
+        .filter(|&id| r.pool.locations(id).unwrap()[0].0 == 1)
+        .collect();
+    assert!(!on_victim.is_empty());
+    r.stores[1].set(Fault::Down);
+    let _ = r.pool.get(on_victim[0]);
+    // The lost data spans are rebuilt onto members of their own stripes: reads of the dead
+    // member's objects are one request again, and the stripes still count as degraded.
+    assert!(settle(&r.pool) > 0, "substitutes stay degraded");
+    for &id in &on_victim {
+        assert_ne!(r.pool.locations(id).unwrap()[0].0, 1, "object {id} moved");
+    }
+    let before = r.pool.coded_stats().unwrap();
+    check_all(&r.pool, &model);
+    assert_eq!(
+        r.pool.coded_stats().unwrap().degraded_reads,
+        before.degraded_reads,
+        "no read decodes"
+    );
+    assert!(before.rebuilt_spans > 0);
+    // A second failure, of any member, loses nothing: the stripes still tolerate one.
+    r.stores[3].set(Fault::Down);
+    check_all(&r.pool, &model);
+    // Two members added: every span goes to distinct members again, full redundancy.
+    for i in 6..8 {
+        r.pool.add_member(store(i)).unwrap();
+    }
+    assert_eq!(settle(&r.pool), 0, "{:?}", r.pool.coded_stats());
+    r.stores[0].set(Fault::Down);
+    r.stores[5].set(Fault::Down);
+    check_all(&r.pool, &model);
+}
