@@ -375,9 +375,18 @@ fn reads(rig: &PoolRig, scheme: &str, timeout: Duration) -> anyhow::Result<Coded
     })
 }
 
-/// Prints one scheme's coded-only figures.
+/// Prints one scheme's coded-only figures, for the steps that ran.
 pub(super) fn print(c: &CodedRun) {
     let (x, o) = (&c.churn, &c.churn_without_redundancy);
+    if x.live_bytes > 0 {
+        print_churn(c, x, o);
+    }
+    if c.values_verified > 0 {
+        print_reads(c);
+    }
+}
+
+fn print_churn(c: &CodedRun, x: &Churn, o: &Churn) {
     println!(
         "coded {} ({} servers): memory per live byte over a run with frees ({:.0} MiB live, \
          written {:.1}x live, {} stripes compacted): server-counted max {:.2}, end {:.2}; \
@@ -397,6 +406,9 @@ pub(super) fn print(c: &CodedRun) {
         o.rss_per_live_byte_max,
         o.rss_per_live_byte_end,
     );
+}
+
+fn print_reads(c: &CodedRun) {
     println!(
         "coded {}: reads of a killed server's 8 KiB objects p50 {:.1} us (p99 {:.0}) vs {:.1} us \
          (p99 {:.0}) before: {:.2}x; the {} that decoded p50 {:.0} us (p99 {:.0}): {:.2}x; {} of \
