@@ -100,6 +100,11 @@ fn run_local(args: &Args) -> anyhow::Result<GraphRun> {
         unsafe { libc::malloc_trim(0) };
         crate::kswap::tighten_own_limit(args.limit_after_build)?;
     }
+    if args.child == Some(Mode::Paging) {
+        // Built under the same loose budget as kernel swap; now down to the real one.
+        farmem::paging::PagingAlloc::set_budget(args.budget_bytes as usize)
+            .context("tightening the paging budget")?;
+    }
     let build_seconds = t.elapsed().as_secs_f64();
     let (answers, pagerank_seconds, bfs_seconds) = local::run(&g, args.iters);
     Ok(GraphRun {
@@ -240,7 +245,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .server
                     .as_deref()
                     .context("a memory server address (--server) is needed")?;
-                crate::apps_far::with_paging(server, args.budget_bytes, || run_local(&args))?
+                // The graph is built under a budget as loose as kernel swap's build limit
+                // (the counting sort scatters every edge to a random page of the edge array),
+                // then the budget is tightened before the kernels run.
+                let (n, m) = graph_size(&args)?;
+                let build =
+                    build_scratch_bytes(graph::working_set_bytes(n, m), m).max(args.budget_bytes);
+                crate::apps_far::with_paging(server, build, || run_local(&args))?
             }
             _ => run_local(&args)?,
         };

@@ -79,8 +79,10 @@ pub(super) fn make_backend(
         BackendKind::Embedded => (Arc::new(EmbeddedStore::new()), None),
         BackendKind::Tcp => {
             let server = ServerProcess::start(capacity, false)?;
-            let backend = TcpBackend::connect(TcpConfig::new([server.addr.clone()]))
-                .context("connecting to the memory-server child")?;
+            let backend = TcpBackend::connect(
+                TcpConfig::new([server.addr.clone()]).connections_per_server(2),
+            )
+            .context("connecting to the memory-server child")?;
             (Arc::new(backend), Some(server))
         }
     })

@@ -25,6 +25,7 @@ pub use pool::{
 };
 pub use push::PushTarget;
 pub use sites::Sites;
+pub(crate) use tcp::BulkLane;
 pub use tcp::{
     ClientTls, LATENCY_BUCKETS_US, ServerHealth, TcpBackend, TcpConfig, Ticket, TlsError,
     TransportStats,

@@ -156,6 +156,18 @@ impl PagingAlloc {
         ACTIVE.get().map(|a| a.region.stats())
     }
 
+    /// Changes the local budget of the paged region (see [`PagedRegion::set_budget`]): a program
+    /// can set up its data with a loose budget and then tighten it.
+    ///
+    /// # Errors
+    /// [`PagingError::Config`] when the allocator is not enabled or the budget is under 16 pages.
+    pub fn set_budget(budget_bytes: usize) -> Result<(), PagingError> {
+        let active = ACTIVE
+            .get()
+            .ok_or_else(|| PagingError::Config("paging allocator not enabled".into()))?;
+        active.region.set_budget(budget_bytes)
+    }
+
     /// Bytes currently allocated in paged memory (rounded up to pages).
     pub fn paged_bytes() -> u64 {
         ACTIVE

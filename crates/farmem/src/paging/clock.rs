@@ -127,9 +127,9 @@ impl Clock {
         self.of_page.len()
     }
 
-    /// Free slots.
-    pub fn free_slots(&self) -> usize {
-        self.free.len() + (self.capacity - self.slots.len())
+    /// Sets the sampling window for a budget of `pages` (an eighth of it, in evictions).
+    pub fn set_sample_window(&mut self, pages: usize) {
+        self.sample_window = (pages / 8) as u64;
     }
 
     /// The slot of a resident page.

@@ -78,6 +78,16 @@ impl Pool {
         self.free.push(i);
     }
 
+    /// Returns the memory of every buffer not handed out to the kernel.
+    pub fn release_free(&mut self) {
+        for &i in &self.free {
+            let addr = self.buf.as_ptr() as usize + i as usize * PAGE;
+            if let Err(e) = sys::drop_pages(addr, PAGE) {
+                tracing::warn!("paging: releasing a buffer failed: {e}");
+            }
+        }
+    }
+
     /// Buffers not handed out.
     pub fn free_count(&self) -> usize {
         self.free.len() + (self.n - self.fresh) as usize
@@ -103,8 +113,47 @@ pub struct InFlight {
     pub prefetch: bool,
 }
 
+/// The figures derived from a local budget: the resident limit, the reclaimer's batch and
+/// watermarks, and the largest prefetch window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most pages resident (and staged, and in flight) at once.
+    pub pages: usize,
+    /// Pages written back per reclaimer batch.
+    pub batch: usize,
+    /// The reclaimer starts when fewer slots than this are available...
+    pub low: usize,
+    /// ...and stops when this many are.
+    pub high: usize,
+    /// Largest prefetch window in pages.
+    pub prefetch_max: usize,
+}
+
+impl Limits {
+    /// The limits of a budget of `budget_pages` (at least 1) under `cfg`.
+    pub fn new(budget_pages: usize, cfg: &PagingConfig) -> Self {
+        let budget_pages = budget_pages.max(1);
+        let batch = cfg.evict_batch_pages.clamp(1, (budget_pages / 4).max(1));
+        let prefetch_max = cfg.readahead_max_pages.min(budget_pages / 4);
+        // Room for the windows a sequential stream keeps in flight, so that reserving the next
+        // one rarely finds the free slots short (a cut window costs a demand fault).
+        let ahead = super::prefetch::DEPTH * prefetch_max;
+        let low = batch.max(ahead).clamp(1, (budget_pages / 4).max(1));
+        let high = (low + batch).min((budget_pages / 3).max(low + 1));
+        Self {
+            pages: budget_pages,
+            batch,
+            low,
+            high,
+            prefetch_max,
+        }
+    }
+}
+
 /// The bookkeeping of a region, under [`Core::state`].
 pub struct State {
+    /// The current budget's limits (at most the budget the region was created with).
+    pub limits: Limits,
     /// Resident (and staged) pages.
     pub clock: Clock,
     /// Slots promised to pages in flight.
@@ -168,7 +217,9 @@ impl State {
 
     /// Slots neither used nor promised.
     pub fn available(&self) -> usize {
-        self.clock.free_slots().saturating_sub(self.reserved)
+        self.limits
+            .pages
+            .saturating_sub(self.clock.len() + self.reserved)
     }
 
     /// Gives back the resources of a slot leaving the resident set.
@@ -198,14 +249,11 @@ pub struct Core {
     pub uffd: Uffd,
     /// Write-back mode.
     pub mode: WriteBack,
-    /// Pages written back per reclaimer batch.
-    pub batch: usize,
-    /// The reclaimer starts when fewer slots than this are available...
-    pub low: usize,
-    /// ...and stops when this many are.
-    pub high: usize,
-    /// Largest prefetch window in pages.
-    pub prefetch_max: usize,
+    /// The limits of the budget the region was created with (its largest): sizes buffers and
+    /// tables. The current ones are [`State::limits`].
+    pub initial: Limits,
+    /// Settings the limits are derived from.
+    cfg: PagingConfig,
     /// Most prefetches outstanding at once (so that pager threads stay free for faults).
     pub max_prefetching: usize,
     /// Zeros for a run of first-touched pages ([`fault::ZERO_RUN`](super::fault::ZERO_RUN)
@@ -237,13 +285,7 @@ impl Core {
     ) -> Result<Self, PagingError> {
         // More budget than pages is pointless (and would size the tables for nothing).
         let budget_pages = (cfg.budget_bytes / PAGE).min(pages).max(1);
-        let batch = cfg.evict_batch_pages.clamp(1, (budget_pages / 4).max(1));
-        let prefetch_max = cfg.readahead_max_pages.min(budget_pages / 4);
-        // Room for the windows a sequential stream keeps in flight, so that reserving the next
-        // one rarely finds the free slots short (a cut window costs a demand fault).
-        let ahead = super::prefetch::DEPTH * prefetch_max;
-        let low = batch.max(ahead).clamp(1, (budget_pages / 4).max(1));
-        let high = (low + batch).min((budget_pages / 3).max(low + 1));
+        let initial = Limits::new(budget_pages, cfg);
         let threads = cfg.pager_threads.max(1);
         Ok(Self {
             base,
@@ -252,13 +294,12 @@ impl Core {
             backend,
             uffd,
             mode: cfg.write_back,
-            batch,
-            low,
-            high,
-            prefetch_max,
+            initial,
+            cfg: cfg.clone(),
             max_prefetching: threads.saturating_sub(1).max(1),
             zeros: PageBuf::new(super::fault::ZERO_RUN)?,
             state: Mutex::new(State {
+                limits: initial,
                 clock: Clock::new(budget_pages),
                 reserved: 0,
                 inflight: HashMap::new(),
@@ -272,7 +313,7 @@ impl Core {
                 staging: Pool::new(STAGING.min(budget_pages / 4))?,
                 samples: Pool::new(budget_pages / 4)?,
                 ghosts: Ghosts::new((budget_pages / 8).max(16)),
-                streams: Streams::new(prefetch_max),
+                streams: Streams::new(initial.prefetch_max),
                 stats: PagingStats::default(),
             }),
             changed: Condvar::new(),
@@ -304,6 +345,26 @@ impl Core {
         }
     }
 
+    /// Changes the budget to `budget_pages` (at most the one the region was created with) and
+    /// waits until the reclaimer has evicted down to it. The watermarks, prefetch windows and
+    /// histories follow the new budget; twin buffers no longer in use are returned to the kernel.
+    pub fn set_budget(&self, budget_pages: usize) {
+        let limits = Limits::new(budget_pages.min(self.initial.pages), &self.cfg);
+        let mut st = self.state.lock();
+        st.limits = limits;
+        st.clock.set_sample_window(limits.pages);
+        st.ghosts.set_capacity((limits.pages / 8).max(16));
+        st.streams.set_max_window(limits.prefetch_max);
+        while st.clock.len() + st.reserved > limits.pages.saturating_sub(limits.low)
+            && !self.stop.load(std::sync::atomic::Ordering::Acquire)
+        {
+            self.reclaim.notify_one();
+            self.changed
+                .wait_for(&mut st, std::time::Duration::from_millis(10));
+        }
+        st.twins.release_free();
+    }
+
     /// Writes back every dirty page; they stay resident, clean. Holds the state lock throughout
     /// (faults wait), which is fine for an explicit, rare call.
     ///
@@ -318,8 +379,9 @@ impl Core {
             .filter(|s| s.dirty && !s.evicting)
             .map(|s| s.page)
             .collect();
-        let mut buf = PageBuf::new(self.batch)?;
-        for chunk in dirty.chunks(self.batch) {
+        let batch = st.limits.batch;
+        let mut buf = PageBuf::new(batch)?;
+        for chunk in dirty.chunks(batch) {
             let mut items = Vec::with_capacity(chunk.len());
             for (k, &page) in chunk.iter().enumerate() {
                 let addr = self.addr(page);
@@ -395,7 +457,7 @@ impl Core {
                 page += 1;
                 continue;
             }
-            let room = st.available().saturating_sub(self.high);
+            let room = st.available().saturating_sub(st.limits.high);
             let mut k = 0;
             while k < zrun.min(room) && page + k < end && free(&st, page + k) {
                 k += 1;

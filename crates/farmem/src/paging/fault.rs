@@ -115,7 +115,7 @@ fn zero_run(core: &Core, st: &State, page: usize) -> usize {
 
 /// Wakes the reclaimer when the free slots ran below the low watermark.
 fn kick(core: &Core, st: &State) {
-    if st.available() < core.low {
+    if st.available() < st.limits.low {
         core.reclaim.notify_one();
     }
 }
@@ -221,7 +221,7 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
     // The next page comes along when the two were faulted on together before (a form of
     // prefetching: off when prefetching is).
     let next = page + 1;
-    let pair = core.prefetch_max > 0
+    let pair = st.limits.prefetch_max > 0
         && st.learn_pair(page)
         && next < core.pages
         && st.available() > 1

@@ -36,6 +36,12 @@ impl Ghosts {
         self.next_seq += 1;
         self.seq_of.insert(page, (seq, grant));
         self.order.push_back((page, seq));
+        self.set_capacity(self.capacity);
+    }
+
+    /// Remembers up to `capacity` evictions from now on (forgets the oldest beyond it).
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
         while self.order.len() > self.capacity {
             if let Some((old, s)) = self.order.pop_front()
                 && self.seq_of.get(&old).is_some_and(|e| e.0 == s)

@@ -114,6 +114,14 @@ impl Streams {
         }
     }
 
+    /// Windows of at most `max_window` pages from now on (0 stops prefetching).
+    pub fn set_max_window(&mut self, max_window: usize) {
+        self.max_window = max_window;
+        for s in &mut self.s {
+            s.window = s.window.min(max_window);
+        }
+    }
+
     fn tag(i: usize, generation: u32) -> u32 {
         (generation << 8) | i as u32
     }
@@ -211,7 +219,7 @@ impl Streams {
         let i = (tag & 0xFF) as usize;
         let generation = tag >> 8;
         let s = self.s.get_mut(i)?;
-        if !s.live || s.generation != generation {
+        if !s.live || s.generation != generation || self.max_window == 0 {
             return None;
         }
         self.tick += 1;

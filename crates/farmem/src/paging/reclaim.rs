@@ -26,7 +26,7 @@ pub fn run(core: &Core, mut buf: PageBuf) {
     loop {
         {
             let mut st = core.state.lock();
-            while !core.stop.load(Ordering::Acquire) && st.available() >= core.low {
+            while !core.stop.load(Ordering::Acquire) && st.available() >= st.limits.low {
                 core.reclaim.wait_for(&mut st, IDLE);
             }
         }
@@ -73,10 +73,11 @@ pub fn evict_batch(core: &Core, buf: &mut PageBuf) -> Result<bool, PagingError> 
     let t0 = Instant::now();
     let mut st = core.state.lock();
     let avail = st.available();
-    if avail >= core.high {
+    let limits = st.limits;
+    if avail >= limits.high {
         return Ok(false);
     }
-    let want = (core.high - avail).min(core.batch);
+    let want = (limits.high - avail).min(limits.batch);
     let uffd = &core.uffd;
     let base = core.base;
     let mut sample = Vec::new();

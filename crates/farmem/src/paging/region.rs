@@ -161,8 +161,8 @@ impl PagedRegion {
     fn start(&mut self, config: &PagingConfig) -> Result<(), PagingError> {
         let spin = Duration::from_micros(config.pager_spin_us);
         // At least two pages: a demand fetch may bring its pair along (see `State::learn_pair`).
-        let run_pages = self.core.prefetch_max.clamp(2, RUN_PAGES);
-        let reclaim_buf = PageBuf::new(self.core.batch)?;
+        let run_pages = self.core.initial.prefetch_max.clamp(2, RUN_PAGES);
+        let reclaim_buf = PageBuf::new(self.core.initial.batch)?;
         let core = self.core.clone();
         let t = std::thread::Builder::new()
             .name("farmem-reclaim".into())
@@ -211,6 +211,24 @@ impl PagedRegion {
     pub fn stats(&self) -> PagingStats {
         let _internal = InternalGuard::new();
         self.core.stats()
+    }
+
+    /// Changes the local budget to `budget_bytes` (rounded down to pages) and returns once the
+    /// resident pages fit in it. The budget can be lowered and raised again, but never above the
+    /// one the region was created with (a larger value means that one). Lowering it after a
+    /// setup phase is what a memory cgroup limit tightened after setup does for kernel swap.
+    ///
+    /// # Errors
+    /// [`PagingError::Config`] for a budget under 16 pages.
+    pub fn set_budget(&self, budget_bytes: usize) -> Result<(), PagingError> {
+        if budget_bytes / PAGE < MIN_BUDGET_PAGES {
+            return Err(PagingError::Config(format!(
+                "local budget of {budget_bytes} bytes is under the minimum of {MIN_BUDGET_PAGES} pages"
+            )));
+        }
+        let _internal = InternalGuard::new();
+        self.core.set_budget(budget_bytes / PAGE);
+        Ok(())
     }
 
     /// Writes back every dirty page now (pages stay resident and clean).

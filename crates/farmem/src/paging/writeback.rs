@@ -126,6 +126,8 @@ pub fn send(backend: &dyn Backend, items: &[Item], buf: &[u8]) -> Result<u64, Ba
             (it.id, edits)
         })
         .collect();
+    // Off the connection demand fetches use, when the backend has several.
+    let _bulk = crate::backend::BulkLane::enter();
     let mut sent = puts.len() as u64 * PAGE as u64;
     sent += items
         .iter()

@@ -117,6 +117,8 @@ pub struct ServerHealth {
 pub struct TcpBackend {
     servers: Vec<ServerLink>,
     timeout: Duration,
+    /// A bulk request was sent (see [`BulkLane`]): the last connection is kept for them.
+    bulk_seen: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for TcpBackend {
@@ -132,6 +134,34 @@ static THREAD_SEQ: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
     static THREAD_NO: usize = THREAD_SEQ.fetch_add(1, Ordering::Relaxed);
+    /// The current thread's requests are bulk (see [`BulkLane`]).
+    static BULK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// While alive, marks the current thread's requests as *bulk* (the paging reclaimer's
+/// write-backs): a backend with several connections per server sends them on the last
+/// connection, and from the first such request on keeps every other request off it, so that
+/// latency-bound requests (demand fetches) never queue behind a bulk batch. Restores the previous
+/// marking when dropped.
+pub(crate) struct BulkLane {
+    was: bool,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl BulkLane {
+    /// Marks the current thread (until the returned guard is dropped).
+    pub(crate) fn enter() -> Self {
+        Self {
+            was: BULK.with(|b| b.replace(true)),
+            _not_send: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for BulkLane {
+    fn drop(&mut self) {
+        BULK.with(|b| b.set(self.was));
+    }
 }
 
 /// Request bodies are cut so that no frame exceeds this (or the server's limit).
@@ -168,6 +198,7 @@ impl TcpBackend {
         let mut backend = Self {
             servers: Vec::new(),
             timeout: config.timeout,
+            bulk_seen: std::sync::atomic::AtomicBool::new(false),
         };
         for addr in &config.servers {
             let link = Link::new(addr.clone(), lc.clone());
@@ -240,10 +271,17 @@ impl TcpBackend {
 
     fn conn(&self, server: usize) -> &Arc<Connection> {
         let conns = &self.servers[server].conns;
-        let i = if conns.len() == 1 {
-            0
+        let n = conns.len();
+        if n == 1 {
+            return &conns[0];
+        }
+        let i = if BULK.with(std::cell::Cell::get) {
+            self.bulk_seen.store(true, Ordering::Relaxed);
+            n - 1
+        } else if self.bulk_seen.load(Ordering::Relaxed) {
+            THREAD_NO.with(|t| *t) % (n - 1)
         } else {
-            THREAD_NO.with(|n| *n) % conns.len()
+            THREAD_NO.with(|t| *t) % n
         };
         &conns[i]
     }
