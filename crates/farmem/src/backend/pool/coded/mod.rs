@@ -247,9 +247,6 @@ pub(crate) struct Engine {
     demand: AtomicU32,
     /// Rebuilds fetching or writing spans now.
     rebuilding: AtomicU32,
-    /// The stripe a degraded read decoded from last (0: none since the last look): rebuilt
-    /// first.
-    wanted: AtomicU64,
     /// One maintenance pass at a time.
     maint: Mutex<()>,
     wake: Mutex<bool>,
@@ -263,6 +260,23 @@ impl std::fmt::Debug for Engine {
             .field("k", &self.k)
             .field("m", &self.m)
             .finish_non_exhaustive()
+    }
+}
+
+/// One of a count of operations in flight (degraded reads, rebuilds): counted from
+/// [`InFlight::enter`] until dropped.
+struct InFlight<'a>(&'a AtomicU32);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicU32) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -287,7 +301,6 @@ impl Coded {
             counters: Counters::default(),
             demand: AtomicU32::new(0),
             rebuilding: AtomicU32::new(0),
-            wanted: AtomicU64::new(0),
             maint: Mutex::new(()),
             wake: Mutex::new(false),
             cv: Condvar::new(),

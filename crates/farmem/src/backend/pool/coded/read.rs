@@ -1,11 +1,11 @@
 //! The read path: one request to the object's member; the client's copy of an unsealed stripe;
 //! or a degraded read that decodes the object's byte range from `k` other spans.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::Engine;
 use super::layout::{Key, PARITY_PAGE, Phase, SlotState, Target, parity_pages};
+use super::{Engine, InFlight};
 use crate::backend::PendingGets;
 use crate::backend::pool::fanout::fan_out;
 use crate::backend::pool::member::is_member_failure;
@@ -30,15 +30,6 @@ enum Fetch {
 /// Nanoseconds of `d`, saturated.
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// Decrements a count of reads in flight when dropped.
-struct Leave<'a>(&'a AtomicU32);
-
-impl Drop for Leave<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// How one attempt at a read ended when it did not return the object.
@@ -286,12 +277,9 @@ impl Engine {
         };
         let len = (end - off) as usize;
         let began = Instant::now();
-        self.demand.fetch_add(1, Ordering::Relaxed);
-        let _demand = Leave(&self.demand);
+        let _demand = InFlight::enter(&self.demand);
         if self.rebuilding.load(Ordering::Relaxed) > 0 {
-            self.counters
-                .during_rebuild
-                .fetch_add(1, Ordering::Relaxed);
+            self.counters.during_rebuild.fetch_add(1, Ordering::Relaxed);
         }
         // Every request in flight at once (one round trip), then each answer cut to the range.
         let pending: Vec<(Ix, usize, Fetch, PendingGets)> = work
@@ -345,13 +333,14 @@ impl Engine {
         self.decoded
             .lock()
             .put(t.loc.stripe, t.loc.span, off, v.clone());
-        self.wanted.store(t.loc.stripe, Ordering::Relaxed);
         let c = &self.counters;
         c.degraded_reads.fetch_add(1, Ordering::Relaxed);
-        c.fetch_ns.fetch_add(nanos(fetched - began), Ordering::Relaxed);
+        c.fetch_ns
+            .fetch_add(nanos(fetched - began), Ordering::Relaxed);
         c.decode_ns
             .fetch_add(nanos(decoded - fetched), Ordering::Relaxed);
-        c.read_ns.fetch_add(nanos(began.elapsed()), Ordering::Relaxed);
+        c.read_ns
+            .fetch_add(nanos(began.elapsed()), Ordering::Relaxed);
         Ok(v)
     }
 }
@@ -442,7 +431,11 @@ mod tests {
                 Err(Miss::Again) => {}
                 Err(Miss::Fail(e)) => panic!("object {id}: {e}"),
             }
-            assert_eq!(&pool.get(*id).unwrap(), want, "object {id} through the pool");
+            assert_eq!(
+                &pool.get(*id).unwrap(),
+                want,
+                "object {id} through the pool"
+            );
         }
         assert!(decoded > objs.len() / 2, "{decoded} decoded");
     }

@@ -3,13 +3,13 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::Engine;
 use super::layout::{
     Key, PARITY_PAGE, Phase, SlotState, Stripe, StripeId, parity_page_keys, parity_pages,
 };
+use super::{Engine, InFlight};
 use crate::backend::BackendError;
 use crate::backend::pool::fanout::fan_out;
 use crate::backend::pool::member::{Member, choose, is_member_failure};
@@ -61,9 +61,8 @@ fn substitute(members: &[Arc<Member>], on: &[Ix], bytes: usize) -> Option<Ix> {
 /// per span.
 const REBUILD_CHUNK: usize = 32 << 10;
 
-/// The longest give-way of a rebuild chunk to degraded reads (rebuilds never starve, and
-/// finishing them soon serves more reads in one request).
-const GIVE_WAY: Duration = Duration::from_micros(500);
+/// The longest give-way of a rebuild chunk to degraded reads (rebuilds never starve).
+const GIVE_WAY: Duration = Duration::from_millis(2);
 
 /// Consecutive runs of items of lengths `lens`, each of about [`REBUILD_CHUNK`] bytes (at
 /// least one item).
@@ -82,15 +81,6 @@ fn chunked(lens: impl Iterator<Item = usize>) -> Vec<Range<usize>> {
         out.push(start..i);
     }
     out
-}
-
-/// Decrements a count of rebuilds in flight when dropped.
-struct Busy<'a>(&'a AtomicU32);
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl Engine {
@@ -138,23 +128,11 @@ impl Engine {
                 .map(|(&sid, _)| sid)
                 .collect()
         };
-        let mut todo = todo;
-        while let Some(sid) = self.next_to_rebuild(&mut todo) {
+        for sid in todo {
             if let Err(e) = self.rebuild(sid) {
                 tracing::warn!(error = %e, "coded pool: stripe not rebuilt yet");
             }
         }
-    }
-
-    /// The next stripe of `todo` to rebuild (taken out of it): the one a degraded read decoded
-    /// from last, if it is still to do (the reads that follow it are served by the rebuilt
-    /// span instead of decoding), else the next in order.
-    fn next_to_rebuild(&self, todo: &mut Vec<StripeId>) -> Option<StripeId> {
-        let wanted = self.wanted.swap(0, Ordering::Relaxed);
-        if let Some(i) = todo.iter().position(|&s| s == wanted) {
-            return Some(todo.swap_remove(i));
-        }
-        todo.pop()
     }
 
     /// Rebuilds stripe `sid`: decodes it from any `k` of its spans and writes each lost span to
@@ -230,8 +208,7 @@ impl Engine {
                 work.push((*ix, k + p));
             }
         }
-        self.rebuilding.fetch_add(1, Ordering::Relaxed);
-        let _busy = Busy(&self.rebuilding);
+        let _busy = InFlight::enter(&self.rebuilding);
         // In chunks, each after the degraded reads in flight: a demand read never queues behind
         // more than one chunk of rebuild traffic on a member.
         let results = fan_out(&members, work, true, &|m, j: usize| {
