@@ -29,8 +29,8 @@ pub(crate) struct Trimmer {
 impl Trimmer {
     /// Whether enough was written or freed since the last trim (and records it as done).
     pub(crate) fn due(&mut self, s: &ServerStats) -> bool {
-        let churn = s.bytes_written.saturating_sub(self.written)
-            + self.used.saturating_sub(s.used_bytes);
+        let churn =
+            s.bytes_written.saturating_sub(self.written) + self.used.saturating_sub(s.used_bytes);
         // Freed bytes count until the next trim; growth only moves the baseline up.
         self.used = self.used.max(s.used_bytes);
         if churn < MIN_CHURN.max(s.used_bytes >> SHARE_SHIFT) {
