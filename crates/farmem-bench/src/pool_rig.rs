@@ -54,6 +54,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ..ServerConfig::default()
     })
     .context("starting the memory server")?;
+    // As `farmem-server` does: free pages of the allocator go back to the system under churn.
+    server.release_freed_memory(|| {
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim takes the allocator's locks and only releases free pages.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    })?;
     let mut out = std::io::stdout();
     writeln!(out, "listening on {}", server.addr())?;
     out.flush()?;
