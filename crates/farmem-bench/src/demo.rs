@@ -25,6 +25,10 @@ pub struct Args {
     /// Copies of every object in the pool (with --servers).
     #[arg(long, default_value_t = 2)]
     pub replicas: usize,
+    /// Erasure-code the pool as `K+M` instead of replicating it (with --servers, at least K+M
+    /// of them): large objects coded, small ones on M + 1 servers.
+    #[arg(long, value_parser = crate::failover::parse_scheme)]
+    pub coded: Option<(u8, u8)>,
     /// Kill one server with SIGKILL in the middle of the analysis (with --servers).
     #[arg(long)]
     pub kill_one: bool,

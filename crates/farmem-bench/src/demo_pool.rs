@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use farmem::backend::{PoolConfig, Redundancy};
 use farmem::containers::Offload;
 use farmem_frame::FarPlacement;
 use serde::Serialize;
@@ -20,6 +21,10 @@ use crate::pool_rig::{self, PoolRig};
 
 /// The server killed by `--kill-one` (a member in the middle of the list).
 const VICTIM: usize = 1;
+
+/// With `--coded`, objects of at least this many bytes (column chunks) are coded and smaller
+/// ones replicated.
+const CODE_FROM: usize = 64 << 10;
 
 /// One taxi run over a pool.
 #[derive(Clone, Debug, Serialize)]
@@ -151,22 +156,43 @@ pub fn taxi_args(rows: u64, out: &std::path::Path) -> crate::taxi::Args {
 /// # Errors
 /// Bad arguments, a failed run, or answers that differ from the all-local run's.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        (1..=args.servers).contains(&args.replicas),
-        "--replicas must be between 1 and --servers ({})",
-        args.servers
-    );
-    anyhow::ensure!(
-        !args.kill_one || (args.replicas >= 2 && args.servers > VICTIM),
-        "--kill-one needs --replicas 2 or more (and 2 or more servers): with one copy a killed \
-         server takes objects with it"
-    );
+    let (redundancy, scheme) = match args.coded {
+        Some((k, m)) => {
+            anyhow::ensure!(
+                usize::from(k) + usize::from(m) <= args.servers,
+                "--coded {k}+{m} needs at least {} servers",
+                usize::from(k) + usize::from(m)
+            );
+            (
+                Redundancy::coded(k, m),
+                format!(
+                    "{k}+{m} erasure coding (objects under {CODE_FROM} bytes on {} servers)",
+                    m + 1
+                ),
+            )
+        }
+        None => {
+            anyhow::ensure!(
+                (1..=args.servers).contains(&args.replicas),
+                "--replicas must be between 1 and --servers ({})",
+                args.servers
+            );
+            anyhow::ensure!(
+                !args.kill_one || (args.replicas >= 2 && args.servers > VICTIM),
+                "--kill-one needs --replicas 2 or more (and 2 or more servers): with one copy a \
+                 killed server takes objects with it"
+            );
+            (
+                Redundancy::replicas(args.replicas),
+                format!("{} copies of every object", args.replicas),
+            )
+        }
+    };
     println!(
         "farmem demo: NYC-taxi analysis on {} synthetic trips, all-local vs a pool of {} memory \
-         servers with {} copies of every object at {:.0}% local memory{}",
+         servers with {scheme} at {:.0}% local memory{}",
         args.rows,
         args.servers,
-        args.replicas,
         args.local_mem * 100.0,
         if args.kill_one {
             ", one server killed (SIGKILL) mid-analysis"
@@ -183,12 +209,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .kill_one
         .then(|| Duration::from_secs_f64(local.analyze_seconds / 2.0));
     let run_pool = |offload: Offload| -> anyhow::Result<(PoolTaxi, PoolRig)> {
-        let rig = PoolRig::start(
-            args.servers,
-            args.replicas,
-            Duration::from_secs(2),
-            Some(64 << 20),
-        )?;
+        let cfg = PoolConfig::new(redundancy)
+            .repair_rate(Some(64 << 20))
+            .maintenance_interval(Duration::from_millis(100))
+            .code_from(CODE_FROM);
+        let rig = PoolRig::start_config(args.servers, Duration::from_secs(2), cfg)?;
         eprintln!(
             "running over the pool ({}), agent operations {offload:?}",
             rig.procs
@@ -254,6 +279,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         pooled.repair.copies,
         pooled.repair.bytes_copied as f64 / (1 << 20) as f64,
     );
+    if let Some(c) = rig.pool.coded_stats() {
+        println!(
+            "coded data: {} objects in {} stripes, {} degraded; {} spans rebuilt ({:.1} MiB), {} \
+             degraded reads",
+            c.objects,
+            c.stripes,
+            c.degraded,
+            c.rebuilt_spans,
+            c.rebuilt_bytes as f64 / (1 << 20) as f64,
+            c.degraded_reads
+        );
+    }
     let dir = modes::results_dir(&args.out)?;
     modes::write_json(
         &dir.join("demo_pool.json"),
@@ -262,6 +299,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "rows": args.rows,
             "servers": args.servers,
             "replicas": args.replicas,
+            "scheme": scheme,
             "kill_one": args.kill_one,
             "answers_agree": agree,
             "answers_agree_no_agent": agree_no_agent,

@@ -32,6 +32,8 @@ use crate::web::{self, ELEM, WebData};
 mod ceiling;
 #[path = "failover_coded.rs"]
 mod coded;
+
+pub use coded::parse_scheme;
 #[path = "failover_kswap.rs"]
 mod kswap_kill;
 #[path = "failover_partition.rs"]

@@ -65,6 +65,13 @@ pub struct CodedRun {
     decoding_read_p50_us: f64,
     decoding_read_p99_us: f64,
     decoding_vs_normal_p50: f64,
+    /// Where the decoding reads' time went, as the pool counts it (means): fetching the `k`
+    /// ranges, decoding them, and all of the read from the first request sent.
+    decoding_fetch_mean_us: f64,
+    decoding_decode_mean_us: f64,
+    decoding_engine_mean_us: f64,
+    /// The decoding reads that started while a rebuild was fetching or writing spans.
+    decoding_during_rebuild: u64,
     degraded_reads: u64,
     /// Reads after the kill served by a substitute (already rebuilt by repair-ahead).
     substituted_reads: u64,
@@ -287,6 +294,7 @@ fn reads(rig: &PoolRig, scheme: &str, timeout: Duration) -> anyhow::Result<Coded
     crate::pool_rig::wait_down(pool, VICTIM);
     let decodes = || pool.coded_stats().map_or(0, |s| s.degraded_reads);
     let before = decodes();
+    let phases0 = pool.coded_stats().unwrap_or_default();
     let t_down = Instant::now();
     // Each read timed alone; those that decoded (the others found their window decoded by an
     // earlier read, or their span on a substitute) also apart.
@@ -308,6 +316,8 @@ fn reads(rig: &PoolRig, scheme: &str, timeout: Duration) -> anyhow::Result<Coded
     degraded.sort_unstable();
     decoding.sort_unstable();
     let degraded_reads = decodes() - before;
+    let phases = pool.coded_stats().unwrap_or_default();
+    let mean = |a: u64, b: u64| (a - b) as f64 / 1e3 / degraded_reads.max(1) as f64;
     verified += 2 * on_victim.len() as u64;
     // Until every span of the dead server has its substitute, then the same reads again.
     while on_victim
@@ -361,6 +371,11 @@ fn reads(rig: &PoolRig, scheme: &str, timeout: Duration) -> anyhow::Result<Coded
         decoding_read_p50_us: pct(&decoding, 50),
         decoding_read_p99_us: pct(&decoding, 99),
         decoding_vs_normal_p50: pct(&decoding, 50) / pct(&normal, 50).max(1e-9),
+        decoding_fetch_mean_us: mean(phases.degraded_fetch_ns, phases0.degraded_fetch_ns),
+        decoding_decode_mean_us: mean(phases.degraded_decode_ns, phases0.degraded_decode_ns),
+        decoding_engine_mean_us: mean(phases.degraded_read_ns, phases0.degraded_read_ns),
+        decoding_during_rebuild: phases.degraded_reads_during_rebuild
+            - phases0.degraded_reads_during_rebuild,
         degraded_reads,
         substituted_reads: substituted,
         repair_ahead_seconds,
@@ -411,8 +426,9 @@ fn print_churn(c: &CodedRun, x: &Churn, o: &Churn) {
 fn print_reads(c: &CodedRun) {
     println!(
         "coded {}: reads of a killed server's 8 KiB objects p50 {:.1} us (p99 {:.0}) vs {:.1} us \
-         (p99 {:.0}) before: {:.2}x; the {} that decoded p50 {:.0} us (p99 {:.0}): {:.2}x; {} of \
-         {} served by a substitute; repair-ahead done {:.3} s after the kill, then p50 {:.1} us \
+         (p99 {:.0}) before: {:.2}x; the {} that decoded p50 {:.0} us (p99 {:.0}): {:.2}x (mean \
+         fetch {:.1} us, decode {:.1} us, in all {:.1} us; {} while a rebuild ran); {} of {} \
+         served by a substitute; repair-ahead done {:.3} s after the kill, then p50 {:.1} us \
          (p99 {:.0}): {:.2}x; repair onto a new server {:.1} MiB in {:.2} s = {:.0} MiB/s; {} \
          values verified",
         c.scheme,
@@ -425,6 +441,10 @@ fn print_reads(c: &CodedRun) {
         c.decoding_read_p50_us,
         c.decoding_read_p99_us,
         c.decoding_vs_normal_p50,
+        c.decoding_fetch_mean_us,
+        c.decoding_decode_mean_us,
+        c.decoding_engine_mean_us,
+        c.decoding_during_rebuild,
         c.substituted_reads,
         c.degraded_read_count,
         c.repair_ahead_seconds,

@@ -54,6 +54,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ..ServerConfig::default()
     })
     .context("starting the memory server")?;
+    // As `farmem-server` does: free pages of the allocator go back to the system under churn.
+    server.release_freed_memory(|| {
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim takes the allocator's locks and only releases free pages.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    })?;
     let mut out = std::io::stdout();
     writeln!(out, "listening on {}", server.addr())?;
     out.flush()?;
@@ -293,33 +301,14 @@ pub struct PoolRig {
 }
 
 impl PoolRig {
-    /// Starts `servers` servers and pools them with `replicas` copies; a member that does not
-    /// answer within `timeout` is failed over; repairs copy at most `repair_rate` bytes/s.
-    ///
-    /// # Errors
-    /// When a server cannot start or be reached.
-    pub fn start(
-        servers: usize,
-        replicas: usize,
-        timeout: Duration,
-        repair_rate: Option<u64>,
-    ) -> anyhow::Result<Self> {
-        Self::start_with(
-            servers,
-            Redundancy::replicas(replicas),
-            timeout,
-            repair_rate,
-            false,
-            1.0,
-        )
-    }
-
-    /// As [`PoolRig::start`], with any redundancy scheme, server-to-server copies on or off
+    /// Starts `servers` servers and pools them with `redundancy`; a member that does not answer
+    /// within `timeout` is failed over; repairs copy at most `repair_rate` bytes/s;
+    /// server-to-server copies on or off
     /// (`server_to_server`) and the most of the mover's full pace repair and drains may take
     /// while the application works (`repair_share`, see `PoolConfig::repair_share`).
     ///
     /// # Errors
-    /// As [`PoolRig::start`].
+    /// When a server cannot start or be reached.
     pub fn start_with(
         servers: usize,
         redundancy: Redundancy,
@@ -340,7 +329,7 @@ impl PoolRig {
     /// `timeout` is failed over.
     ///
     /// # Errors
-    /// As [`PoolRig::start`].
+    /// As [`PoolRig::start_with`].
     pub fn start_config(
         servers: usize,
         timeout: Duration,
@@ -414,7 +403,7 @@ impl PoolRig {
     }
 
     /// Waits until the pool has noticed that member `lost` is gone and no object is short of
-    /// copies; returns how long after `since` the pool noticed, copied its last byte and had
+    /// copies (and, when coded, no stripe is degraded); returns how long after `since` the pool noticed, copied its last byte and had
     /// full redundancy (`None` after `limit`). Polls cheap figures every few milliseconds and
     /// the full count of objects short of copies (a scan of the location table) every 100 ms.
     pub fn wait_redundant(&self, lost: usize, since: Instant, limit: Duration) -> Option<Restore> {
@@ -441,7 +430,9 @@ impl PoolRig {
                 && last_scan.elapsed() >= Duration::from_millis(100)
             {
                 last_scan = Instant::now();
-                if self.pool.pool_stats().under_replicated == 0 {
+                if self.pool.pool_stats().under_replicated == 0
+                    && self.pool.coded_stats().is_none_or(|c| c.degraded == 0)
+                {
                     return Some(Restore {
                         noticed,
                         last_copy,

@@ -36,6 +36,7 @@ mod server;
 mod session_view;
 mod tls;
 mod transport;
+mod trim;
 mod wire;
 mod workers;
 

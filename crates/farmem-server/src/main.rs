@@ -442,6 +442,17 @@ fn one_malloc_arena() {
     }
 }
 
+/// Gives the whole pages of the C allocator's free chunks back to the system (see
+/// `ServerHandle::release_freed_memory`): under churn of mixed-size objects they stayed
+/// resident, 15-20% above the bytes held.
+fn release_free_pages() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes the allocator's locks and only releases pages of free chunks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn main() -> ExitCode {
     one_malloc_arena();
     tracing_subscriber::fmt()
@@ -495,6 +506,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = server.release_freed_memory(release_free_pages) {
+        tracing::warn!(error = %chain(&e), "freed memory will not be given back to the system");
+    }
     // The first line is what scripts and tests wait for.
     println!("listening on {}", server.addr());
     if let Some(m) = server.metrics_addr() {

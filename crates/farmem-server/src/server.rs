@@ -565,6 +565,38 @@ impl ServerHandle {
         self.shared.stats()
     }
 
+    /// Calls `release` (which should give the process allocator's free pages back to the
+    /// operating system, e.g. glibc's `malloc_trim(0)`) about every second in which the server
+    /// wrote or freed more than 1/16 of the bytes it holds: so resident memory follows the
+    /// objects held under churn (see `trim.rs`). Runs on a thread of its own until shutdown.
+    ///
+    /// ```no_run
+    /// let server = farmem_server::Server::start(farmem_server::ServerConfig::default())?;
+    /// server.release_freed_memory(|| { /* malloc_trim(0) */ })?;
+    /// # Ok::<(), farmem_server::ServerError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// When the thread cannot be started.
+    pub fn release_freed_memory(
+        &self,
+        release: impl Fn() + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let shared = self.shared.clone();
+        std::thread::Builder::new()
+            .name("farmem-trim".into())
+            .spawn(move || {
+                let mut trimmer = crate::trim::Trimmer::default();
+                while !shared.is_shutting_down() {
+                    if trimmer.due(&shared.stats()) {
+                        release();
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            })?;
+        Ok(())
+    }
+
     /// Capacity, use and any shrink under way (what `farmem-server ctl status` shows).
     pub fn admin_status(&self) -> farmem_proto::AdminStatus {
         self.shared.capacity.status()

@@ -31,8 +31,9 @@ const MAX_SLOTS: u32 = 1 << SLOT_BITS;
 /// one); pages double up to about [`PAGE_BYTES`].
 const FIRST_PAGE: usize = 8;
 /// Most bytes of a class's first page: a server holds a class per size and shard, most of them
-/// with a few objects each when sizes are spread, so the first page bounds the fixed cost.
-const FIRST_PAGE_BYTES: usize = 4 << 10;
+/// with a few objects each when sizes are spread, so the first page bounds the fixed cost (2 KiB:
+/// a class of slots over 1 KiB starts with one slot, not two of which one stays empty).
+const FIRST_PAGE_BYTES: usize = 2 << 10;
 const PAGE_BYTES: usize = 64 << 10;
 
 fn slot_size(len: usize) -> usize {
@@ -51,8 +52,8 @@ fn class_of(len: usize) -> u32 {
 /// One size class: slots of `slot` bytes in geometrically growing pages.
 ///
 /// Slots are handed out lowest number first, so live objects gather at the low end; the pages
-/// past the highest live slot are given back (one spare page is kept against put/free churn at
-/// the boundary), and a class that has become mostly empty is compacted a few objects at a time
+/// past the highest live slot are given back (a class grown to full-size pages keeps one spare
+/// page against put/free churn at the boundary), and a class that has become mostly empty is compacted a few objects at a time
 /// by [`Slabs`], which moves its highest objects into its lowest holes. Freed memory therefore
 /// returns to the allocator, where any other class (or a large object) can reuse it.
 struct Class {
@@ -162,10 +163,16 @@ impl Class {
             self.used -= 1;
         }
         self.live.truncate((self.used as usize).div_ceil(64));
-        // Keep the page of the highest live slot and one spare page past it.
+        // Keep the page of the highest live slot, and one spare page past it once the class
+        // has grown to full-size pages: a server holds a class per size and shard, most with a
+        // few objects when sizes are spread, where a spare page would cost more than the
+        // objects (and a small page is cheap to allocate again).
         let keep = match self.used {
             0 => 0,
-            u => self.locate(u - 1).0 + 2,
+            u => {
+                let top = self.locate(u - 1).0;
+                top + 1 + usize::from(top >= self.max_shift as usize)
+            }
         };
         if self.pages.len() > keep {
             self.pages.truncate(keep);
@@ -520,6 +527,25 @@ mod tests {
             "{} bytes held when empty",
             s.held_bytes()
         );
+    }
+
+    /// A class with a few objects holds their slots and no more: no spare page past them, no
+    /// empty slot beside an object of over 1 KiB.
+    #[test]
+    fn a_few_objects_hold_only_their_slots() {
+        let mut s = Slabs::default();
+        let index = |s: &Slabs| s.index.capacity() * 5;
+        s.put(h(1), 1, &[1; 1100]).unwrap();
+        assert_eq!(s.held_bytes() - index(&s), slot_size(1100));
+        let mut s = Slabs::default();
+        for id in 0..3 {
+            s.put(h(id), id, &[7; 3000]).unwrap();
+        }
+        assert_eq!(s.held_bytes() - index(&s), 3 * slot_size(3000));
+        s.remove(h(2), 2);
+        s.remove(h(1), 1);
+        assert_eq!(s.held_bytes() - index(&s), slot_size(3000));
+        assert_eq!(s.get(h(0), 0), Some(&[7u8; 3000][..]));
     }
 
     proptest::proptest! {

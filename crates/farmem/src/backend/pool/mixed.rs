@@ -18,7 +18,7 @@ impl PoolBackend {
 
     /// Whether object `id` of a coded pool is on the replicated path.
     pub(super) fn replicated_here(&self, c: &Engine, id: ObjectId) -> bool {
-        self.rule() > 0 && !c.holds(&[id])[0] && self.inner.table.get(id).is_some()
+        self.rule() > 0 && !c.holds_one(id) && self.inner.table.get(id).is_some()
     }
 
     /// Which of `ids` are on the replicated path.

@@ -1,7 +1,7 @@
-//! Windows of spans decoded by degraded reads, kept for the reads that follow.
+//! Ranges of spans decoded by degraded reads, kept for the reads that follow.
 //!
-//! A degraded read decodes a window of its span around the object (see `read.rs`); the next
-//! reads of objects in that window (a scan of a dead member's data) are served from here. Sealed
+//! A degraded read decodes its object's byte range of its span (see `read.rs`); the next reads
+//! of that range (a hot object on a dead member) are served from here. Sealed
 //! stripes never change (a write is a new version in another stripe, and stripe ids are never
 //! reused), so an entry is never stale: it is only evicted, oldest first.
 

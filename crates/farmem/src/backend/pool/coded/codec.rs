@@ -85,6 +85,8 @@ impl Codec {
 
     /// Fills in the missing shards of a `k + m` stripe (data first, then parity; every present
     /// shard of one length, at least `k` present). Works on any byte range of the shards alike.
+    /// (Rebuilds and reads need only the data shards: [`Codec::reconstruct_data`].)
+    #[cfg(test)]
     pub(crate) fn reconstruct(
         &self,
         k: usize,

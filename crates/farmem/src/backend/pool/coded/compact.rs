@@ -50,7 +50,7 @@ impl Engine {
     /// The sealed stripe with the most dead bytes and its dead bytes, when dead space is over
     /// `times` the slack.
     fn pick_victim(&self, times: f64) -> Option<(StripeId, u64)> {
-        let l = self.layout.lock();
+        let l = self.layout.read();
         let slack = (l.live_bytes as f64 * self.opts.compact_slack * times) as u64;
         if l.dead_bytes <= slack {
             return None;
@@ -66,7 +66,7 @@ impl Engine {
     /// object has a newer version.
     pub(crate) fn compact_stripe(&self, sid: StripeId) {
         let live: Vec<(ObjectId, Key)> = {
-            let mut l = self.layout.lock();
+            let mut l = self.layout.write();
             let Some(st) = l.stripes.get_mut(&sid) else {
                 return;
             };
@@ -103,7 +103,7 @@ impl Engine {
             }
         }
         let freed = {
-            let mut l = self.layout.lock();
+            let mut l = self.layout.write();
             if let Some(st) = l.stripes.get_mut(&sid) {
                 st.busy = false;
             }

@@ -42,8 +42,9 @@
 //! its stripe (only the few objects of each data span that overlap it, and only the parity
 //! pages under it: parity spans are stored as pages of `PARITY_PAGE`
 //! bytes), all requests in flight at once (one round trip), only that range decoded
-//! (`read.rs`). The range decoded is a window of `DECODE_WINDOW` bytes
-//! around the object, kept for the reads of its neighbours (`cache.rs`).
+//! (`read.rs`). Only the object's own range is decoded, and kept for the next reads of it
+//! (`cache.rs`). Rebuild traffic goes in chunks that give way to degraded reads in flight
+//! (`rebuild.rs`), so a demand read never queues behind a whole stripe.
 //!
 //! # Dead space and compaction
 //!
@@ -101,11 +102,11 @@ mod write;
 mod tests;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use self::codec::Codec;
 pub use self::codec::CodingError;
@@ -209,6 +210,16 @@ pub struct CodedStats {
     pub rebuilt_bytes: u64,
     /// Stripes compacted.
     pub compacted: u64,
+    /// Time the reads served by decoding spent fetching the `k` ranges (all requests in
+    /// flight at once), in nanoseconds summed over the reads.
+    pub degraded_fetch_ns: u64,
+    /// Time they spent decoding, in nanoseconds summed over the reads.
+    pub degraded_decode_ns: u64,
+    /// Their whole time from the first request sent to the bytes returned (fetch, decode,
+    /// copy out), in nanoseconds summed over the reads.
+    pub degraded_read_ns: u64,
+    /// Reads served by decoding that started while a rebuild was fetching or writing spans.
+    pub degraded_reads_during_rebuild: u64,
 }
 
 #[derive(Debug, Default)]
@@ -217,6 +228,10 @@ struct Counters {
     rebuilt_spans: AtomicU64,
     rebuilt_bytes: AtomicU64,
     compacted: AtomicU64,
+    fetch_ns: AtomicU64,
+    decode_ns: AtomicU64,
+    read_ns: AtomicU64,
+    during_rebuild: AtomicU64,
 }
 
 /// The coded data path of a pool (shared with its maintenance thread).
@@ -225,11 +240,17 @@ pub(crate) struct Engine {
     k: usize,
     m: usize,
     opts: CodingOptions,
-    layout: Mutex<Layout>,
+    /// Read-mostly: every read takes it shared; writes, seals, rebuilds and compaction take
+    /// it exclusive for bookkeeping only (never across a network call).
+    layout: RwLock<Layout>,
     codec: Codec,
-    /// Windows of spans decoded by degraded reads.
+    /// Ranges of spans decoded by degraded reads.
     decoded: Mutex<cache::Decoded>,
     counters: Counters,
+    /// Degraded reads fetching or decoding now (rebuild traffic gives way to them).
+    demand: AtomicU32,
+    /// Rebuilds fetching or writing spans now.
+    rebuilding: AtomicU32,
     /// One maintenance pass at a time.
     maint: Mutex<()>,
     wake: Mutex<bool>,
@@ -243,6 +264,23 @@ impl std::fmt::Debug for Engine {
             .field("k", &self.k)
             .field("m", &self.m)
             .finish_non_exhaustive()
+    }
+}
+
+/// One of a count of operations in flight (degraded reads, rebuilds): counted from
+/// [`InFlight::enter`] until dropped.
+struct InFlight<'a>(&'a AtomicU32);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicU32) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -261,10 +299,12 @@ impl Coded {
             k: usize::from(k),
             m: usize::from(m),
             opts,
-            layout: Mutex::new(Layout::default()),
+            layout: RwLock::new(Layout::default()),
             codec: Codec::default(),
             decoded: Mutex::new(cache::Decoded::default()),
             counters: Counters::default(),
+            demand: AtomicU32::new(0),
+            rebuilding: AtomicU32::new(0),
             maint: Mutex::new(()),
             wake: Mutex::new(false),
             cv: Condvar::new(),
@@ -343,7 +383,7 @@ impl Engine {
     /// Counts of the coded data.
     pub(crate) fn stats(&self) -> CodedStats {
         let members = self.pool.members();
-        let l = self.layout.lock();
+        let l = self.layout.read();
         let degraded = l
             .stripes
             .values()
@@ -365,19 +405,28 @@ impl Engine {
             rebuilt_spans: self.counters.rebuilt_spans.load(Ordering::Relaxed),
             rebuilt_bytes: self.counters.rebuilt_bytes.load(Ordering::Relaxed),
             compacted: self.counters.compacted.load(Ordering::Relaxed),
+            degraded_fetch_ns: self.counters.fetch_ns.load(Ordering::Relaxed),
+            degraded_decode_ns: self.counters.decode_ns.load(Ordering::Relaxed),
+            degraded_read_ns: self.counters.read_ns.load(Ordering::Relaxed),
+            degraded_reads_during_rebuild: self.counters.during_rebuild.load(Ordering::Relaxed),
         }
     }
 
     /// Which of `ids` are coded objects of this engine.
     pub(crate) fn holds(&self, ids: &[u64]) -> Vec<bool> {
-        let l = self.layout.lock();
+        let l = self.layout.read();
         ids.iter().map(|id| l.index.contains_key(id)).collect()
+    }
+
+    /// Whether `id` is a coded object of this engine.
+    pub(crate) fn holds_one(&self, id: u64) -> bool {
+        self.layout.read().index.contains_key(&id)
     }
 
     /// The member holding each of `ids` whole and the key it has there (`None` for an object
     /// not on the coded path).
     pub(crate) fn places(&self, ids: &[u64]) -> Vec<Option<(Ix, Key)>> {
-        let l = self.layout.lock();
+        let l = self.layout.read();
         ids.iter()
             .map(|&id| l.target(id).map(|t| (t.member, t.key)))
             .collect()
@@ -385,7 +434,7 @@ impl Engine {
 
     /// The member holding object `id` whole.
     pub(crate) fn location(&self, id: u64) -> Option<Ix> {
-        self.layout.lock().target(id).map(|t| t.member)
+        self.layout.read().target(id).map(|t| t.member)
     }
 
     /// Frees `keys` on their members, best effort (a member that fails is marked down; keys
@@ -420,7 +469,7 @@ impl Engine {
     /// Frees objects.
     pub(crate) fn free(&self, ids: &[u64]) -> Result<(), BackendError> {
         let (keys, created) = {
-            let mut l = self.layout.lock();
+            let mut l = self.layout.write();
             let dead_before = l.dead_bytes;
             let keys: Vec<(Ix, Key)> = ids.iter().flat_map(|&id| l.remove(id)).collect();
             (keys, l.dead_bytes.saturating_sub(dead_before))

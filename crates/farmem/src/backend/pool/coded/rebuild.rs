@@ -1,11 +1,15 @@
 //! Repair: rebuilds the spans of sealed stripes that sit on members that are gone (or leaving),
 //! and adds parity to stripes sealed with too little of it.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use super::Engine;
-use super::layout::{Key, Phase, SlotState, Stripe, StripeId, parity_page_keys, parity_pages};
+use super::layout::{
+    Key, PARITY_PAGE, Phase, SlotState, Stripe, StripeId, parity_page_keys, parity_pages,
+};
+use super::{Engine, InFlight};
 use crate::backend::BackendError;
 use crate::backend::pool::fanout::fan_out;
 use crate::backend::pool::member::{Member, choose, is_member_failure};
@@ -52,7 +56,46 @@ fn substitute(members: &[Arc<Member>], on: &[Ix], bytes: usize) -> Option<Ix> {
         })
 }
 
+/// Bytes of rebuild traffic per request to a member: small enough that a degraded read sent
+/// meanwhile waits behind one chunk at most, large enough to keep rebuilds to a few round trips
+/// per span.
+const REBUILD_CHUNK: usize = 32 << 10;
+
+/// The longest give-way of a rebuild chunk to degraded reads (rebuilds never starve).
+const GIVE_WAY: Duration = Duration::from_millis(2);
+
+/// Consecutive runs of items of lengths `lens`, each of about [`REBUILD_CHUNK`] bytes (at
+/// least one item).
+fn chunked(lens: impl Iterator<Item = usize>) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes, mut i) = (0, 0, 0);
+    for len in lens {
+        if i > start && bytes + len > REBUILD_CHUNK {
+            out.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+        i += 1;
+    }
+    if i > start {
+        out.push(start..i);
+    }
+    out
+}
+
 impl Engine {
+    /// Waits (at most [`GIVE_WAY`]) until no degraded read is fetching or decoding: demand
+    /// reads go before rebuild traffic.
+    fn give_way(&self) {
+        if self.demand.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let until = Instant::now() + GIVE_WAY;
+        while self.demand.load(Ordering::Relaxed) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_micros(20));
+        }
+    }
+
     /// Whether sealed stripe `st` has a span on a member that does not take new data, two
     /// spans on one member (a substitute, see [`Engine::rebuild`]), or fewer than `m` parity
     /// spans.
@@ -69,7 +112,7 @@ impl Engine {
     pub(crate) fn rebuild_all(&self) {
         let members = self.pool.members();
         let todo: Vec<StripeId> = {
-            let l = self.layout.lock();
+            let l = self.layout.read();
             l.stripes
                 .iter()
                 .filter(|(_, st)| {
@@ -108,7 +151,7 @@ impl Engine {
     /// no member to put a lost span on.
     pub(crate) fn rebuild(&self, sid: StripeId) -> Result<(), BackendError> {
         let snap = {
-            let mut l = self.layout.lock();
+            let mut l = self.layout.write();
             let Some(st) = l.stripes.get_mut(&sid) else {
                 return Ok(());
             };
@@ -136,7 +179,7 @@ impl Engine {
         };
         let r = self.rebuild_snapshot(sid, &snap);
         let freed = {
-            let mut l = self.layout.lock();
+            let mut l = self.layout.write();
             if let Some(st) = l.stripes.get_mut(&sid) {
                 st.busy = false;
             }
@@ -152,38 +195,64 @@ impl Engine {
         let serves = |ix: Ix| members.get(usize::from(ix)).is_some_and(|m| m.serves());
         let k = snap.spans.len();
         let len = snap.shard_len;
-        // Fetch every span that can be read (a draining member can still be read).
+        // Fetch `k` spans that can be read (a draining member can still be read), data first:
+        // decoding needs no more.
         let mut work: Vec<(Ix, usize)> = Vec::new();
         for (j, (ix, _)) in snap.spans.iter().enumerate() {
-            if serves(*ix) {
+            if serves(*ix) && work.len() < k {
                 work.push((*ix, j));
             }
         }
         for (p, (ix, _)) in snap.parity.iter().enumerate() {
-            if serves(*ix) {
+            if serves(*ix) && work.len() < k {
                 work.push((*ix, k + p));
             }
         }
+        let _busy = InFlight::enter(&self.rebuilding);
+        // In chunks, each after the degraded reads in flight: a demand read never queues behind
+        // more than one chunk of rebuild traffic on a member.
         let results = fan_out(&members, work, true, &|m, j: usize| {
             let r = if j < k {
                 let slots = &snap.spans[j].1;
-                let keys: Vec<Key> = slots.iter().map(|s| s.0).collect();
-                m.backend.get_many(&keys).map(|vals| {
-                    let mut v = vec![0u8; len];
-                    for ((_, off, _), val) in slots.iter().zip(vals) {
-                        let off = *off as usize;
-                        let end = (off + val.len()).min(len);
-                        if off < end {
-                            v[off..end].copy_from_slice(&val[..end - off]);
+                let mut v = vec![0u8; len];
+                let mut r = Ok(());
+                for part in chunked(slots.iter().map(|s| s.2 as usize)) {
+                    self.give_way();
+                    let part = &slots[part];
+                    let keys: Vec<Key> = part.iter().map(|s| s.0).collect();
+                    match m.backend.get_many(&keys) {
+                        Ok(vals) => {
+                            for ((_, off, _), val) in part.iter().zip(vals) {
+                                let off = *off as usize;
+                                let end = (off + val.len()).min(len);
+                                if off < end {
+                                    v[off..end].copy_from_slice(&val[..end - off]);
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            r = Err(e);
+                            break;
                         }
                     }
-                    v
-                })
+                }
+                r.map(|()| v)
             } else {
                 let first = snap.parity[j - k].1;
                 let keys: Vec<Key> = (first..first + parity_pages(len) as Key).collect();
-                m.backend.get_many(&keys).map(|pages| {
-                    let mut p = pages.concat();
+                let mut p = Vec::with_capacity(len);
+                let mut r = Ok(());
+                for part in chunked(keys.iter().map(|_| PARITY_PAGE)) {
+                    self.give_way();
+                    match m.backend.get_many(&keys[part]) {
+                        Ok(pages) => pages.iter().for_each(|x| p.extend_from_slice(x)),
+                        Err(e) => {
+                            r = Err(e);
+                            break;
+                        }
+                    }
+                }
+                r.map(|()| {
                     p.resize(len, 0);
                     p
                 })
@@ -206,7 +275,7 @@ impl Engine {
                 servers: format!("stripe with {present} of {k} spans readable"),
             });
         }
-        self.codec.reconstruct(k, &mut shards)?;
+        self.codec.reconstruct_data(k, &mut shards)?;
         let data: Vec<Vec<u8>> = shards[..k]
             .iter()
             .map(|s| s.clone().unwrap_or_default())
@@ -252,9 +321,9 @@ impl Engine {
                 .iter()
                 .map(|&(key, off, l)| (key, &data[j][off as usize..(off + l) as usize]))
                 .collect();
-            match members[usize::from(to)].backend.put_many(&puts) {
-                Ok(()) => {}
-                Err(e) => {
+            for part in chunked(puts.iter().map(|p| p.1.len())) {
+                self.give_way();
+                if let Err(e) = members[usize::from(to)].backend.put_many(&puts[part]) {
                     if is_member_failure(&e) {
                         self.pool.mark_down(to, &e);
                     }
@@ -286,7 +355,7 @@ impl Engine {
         let rebuilt = moved.len() + new_parity.as_ref().map_or(0, Vec::len);
         let mut stale: Vec<(Ix, Key)> = old_parity;
         {
-            let mut l = self.layout.lock();
+            let mut l = self.layout.write();
             let Some(st) = l.stripes.get_mut(&sid) else {
                 return Ok(());
             };

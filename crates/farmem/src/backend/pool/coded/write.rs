@@ -53,7 +53,7 @@ impl Engine {
         let mut freed = Vec::new();
         let mut first_err = None;
         let created = {
-            let mut l = self.layout.lock();
+            let mut l = self.layout.write();
             let dead_before = l.dead_bytes;
             for (i, &(id, data)) in items.iter().enumerate() {
                 if let Some(c) = cond
@@ -97,7 +97,7 @@ impl Engine {
         self.free_keys(freed);
         let sent = self.send(items, sends);
         let to_seal: Vec<StripeId> = {
-            let mut l = self.layout.lock();
+            let mut l = self.layout.write();
             touched
                 .into_iter()
                 .filter(|sid| {
@@ -159,7 +159,7 @@ impl Engine {
             let members = self.pool.members();
             let mut groups: Vec<(Ix, Vec<Send>)> = Vec::new();
             {
-                let l = self.layout.lock();
+                let l = self.layout.read();
                 for s in todo.drain(..) {
                     let Some(st) = l.stripes.get(&s.stripe) else {
                         continue;
@@ -215,7 +215,7 @@ impl Engine {
     /// its data).
     fn drop_unsent(&self, items: &[(ObjectId, &[u8])], batch: &[Send]) {
         let freed: Vec<(Ix, Key)> = {
-            let mut l = self.layout.lock();
+            let mut l = self.layout.write();
             batch
                 .iter()
                 .filter(|s| l.key_of(items[s.item].0) == Some(s.key))
@@ -240,7 +240,7 @@ impl Engine {
         for _ in 0..ATTEMPTS {
             let members = self.pool.members();
             let (to, copies) = {
-                let mut l = self.layout.lock();
+                let mut l = self.layout.write();
                 let Some(st) = l.stripes.get_mut(&sid) else {
                     return Ok(());
                 };
@@ -288,7 +288,7 @@ impl Engine {
     pub(crate) fn seal(&self, sid: StripeId) -> Result<(), BackendError> {
         let r = self.try_seal(sid);
         if r.is_err() {
-            let mut l = self.layout.lock();
+            let mut l = self.layout.write();
             if let Some(st) = l.stripes.get_mut(&sid) {
                 st.phase = Phase::Open;
                 st.full = true;
@@ -299,7 +299,7 @@ impl Engine {
 
     fn try_seal(&self, sid: StripeId) -> Result<(), BackendError> {
         // Every data span on a serving member first (moved from the client's copy if not).
-        let spans = match self.layout.lock().stripes.get(&sid) {
+        let spans = match self.layout.read().stripes.get(&sid) {
             Some(st) => st.spans.iter().map(|s| s.member).collect::<Vec<_>>(),
             None => return Ok(()),
         };
@@ -311,7 +311,7 @@ impl Engine {
         }
         // The layout: live slots end to end (slots that died before now are left out).
         let (shards, offsets, data_members, gone) = {
-            let l = self.layout.lock();
+            let l = self.layout.read();
             let Some(st) = l.stripes.get(&sid) else {
                 return Ok(());
             };
@@ -343,7 +343,7 @@ impl Engine {
         }
         let parity = self.write_parity(&shards, &data_members, self.m)?;
         let freed = {
-            let mut l = self.layout.lock();
+            let mut l = self.layout.write();
             let Some(st) = l.stripes.get_mut(&sid) else {
                 drop(l);
                 self.free_keys(parity_page_keys(&parity, shard_len));
@@ -392,7 +392,7 @@ impl Engine {
             let parity = self.codec.encode(shards, placed.len())?;
             let pages = parity_pages(shard_len);
             let keys: Vec<Key> = {
-                let mut l = self.layout.lock();
+                let mut l = self.layout.write();
                 placed.iter().map(|_| l.keys(pages)).collect()
             };
             let work: Vec<(Ix, usize)> = placed.iter().copied().zip(0..).collect();
@@ -432,7 +432,7 @@ impl Engine {
     /// with no write in flight, with `all`).
     pub(crate) fn seal_idle(&self, all: bool) {
         let ready: Vec<StripeId> = {
-            let mut l = self.layout.lock();
+            let mut l = self.layout.write();
             let after = self.opts.seal_after;
             let open = l.open;
             let ids: Vec<StripeId> = l
