@@ -44,7 +44,27 @@ mod runtime;
 mod sys;
 
 pub use backend::{Backend, BackendError, EmbeddedStore, ObjectId, StoreStats};
-pub use bytemuck::{self, Pod, Zeroable};
+pub use bytemuck;
+/// The trait (and derive macro) far data implements, with [`Zeroable`]. A program derives them through farmem
+/// alone, without a `bytemuck` dependency of its own, by naming the path:
+///
+/// ```
+/// use farmem::{FarBox, FarPtr, Pod, Runtime, RuntimeConfig, Zeroable};
+///
+/// #[derive(Clone, Copy, Pod, Zeroable)]
+/// #[bytemuck(crate = "farmem::bytemuck")]
+/// #[repr(C)]
+/// struct Node {
+///     value: u64,
+///     next: FarPtr<Node>,
+/// }
+///
+/// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
+/// let n = FarBox::new(&rt, Node { value: 7, next: FarPtr::zeroed() }).unwrap();
+/// assert_eq!(n.get().unwrap().value, 7);
+/// ```
+pub use bytemuck::Pod;
+pub use bytemuck::Zeroable;
 pub use config::{BackendConfig, RuntimeConfig};
 pub use error::{Error, ErrorKind, Result};
 #[doc(hidden)]

@@ -1,6 +1,6 @@
 //! Offloaded vector operations over a pool whose members hold different chunks give the
 //! client-side results: random vectors, random placement over several embedded stores (with and
-//! without replicas), and a member that dies before an operation.
+//! without replicas, and erasure-coded), and a member that dies before an operation.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +20,10 @@ struct Rig {
 }
 
 fn rig(members: usize, copies: u8) -> Rig {
+    rig_with(members, Redundancy::Replicas(copies))
+}
+
+fn rig_with(members: usize, redundancy: Redundancy) -> Rig {
     let members: Vec<Arc<FaultyBackend>> = (0..members)
         .map(|i| {
             Arc::new(FaultyBackend::new(
@@ -34,7 +38,7 @@ fn rig(members: usize, copies: u8) -> Rig {
                 .iter()
                 .map(|m| m.clone() as Arc<dyn Backend>)
                 .collect(),
-            PoolConfig::new(Redundancy::Replicas(copies))
+            PoolConfig::new(redundancy)
                 .repair_rate(None)
                 .maintenance_interval(Duration::from_millis(50)),
         )
@@ -126,6 +130,30 @@ fn check(r: &Rig, keys: &[u8], vals: &[i64], chunk_bytes: usize, pivot: i64) {
     assert_eq!(remote.10, local.10);
 }
 
+/// Random keys and values from `seed`, then [`check`] on `redundancy` over `members`.
+fn random_case(
+    members: usize,
+    redundancy: Redundancy,
+    n: usize,
+    seed: u64,
+    spread_keys: u8,
+    chunk: usize,
+) {
+    let r = rig_with(members, redundancy);
+    let mut x = seed | 1;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let keys: Vec<u8> = (0..n)
+        .map(|_| (next() % u64::from(spread_keys)) as u8)
+        .collect();
+    let vals: Vec<i64> = (0..n).map(|_| (next() % 20_000) as i64 - 10_000).collect();
+    check(&r, &keys, &vals, chunk, (next() % 20_000) as i64 - 10_000);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
@@ -138,13 +166,72 @@ proptest! {
         chunk in prop::sample::select(vec![256usize, 1024, 4096]),
         copies in 1u8..=2,
     ) {
-        let r = rig(3, copies);
-        let mut x = seed | 1;
-        let mut next = || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x };
-        let keys: Vec<u8> = (0..n).map(|_| (next() % u64::from(spread_keys)) as u8).collect();
-        let vals: Vec<i64> = (0..n).map(|_| (next() % 20_000) as i64 - 10_000).collect();
-        check(&r, &keys, &vals, chunk, (next() % 20_000) as i64 - 10_000);
+        random_case(3, Redundancy::Replicas(copies), n, seed, spread_keys, chunk);
     }
+
+    /// The same over an erasure-coded pool (4+2 on 6 members): chunks are named by their keys.
+    #[test]
+    fn spread_results_equal_local_on_a_coded_pool(
+        n in 0usize..6000,
+        seed in any::<u64>(),
+        spread_keys in 1u8..40,
+        chunk in prop::sample::select(vec![256usize, 1024, 4096]),
+    ) {
+        random_case(6, Redundancy::coded(4, 2), n, seed, spread_keys, chunk);
+    }
+}
+
+/// On an erasure-coded pool the agent computes where the chunks are (only answers cross the
+/// network), a derived vector is written through the coded path and survives two member
+/// failures, and operations over a dead member's chunks still give exact answers.
+#[test]
+fn coded_pools_compute_on_the_members_and_survive_failures() {
+    let r = rig_with(6, Redundancy::coded(4, 2));
+    let n = 400_000usize;
+    let vals: Vec<i64> = (0..n)
+        .map(|i| (i as i64 * 7919) % 100_003 - 50_000)
+        .collect();
+    let v = FarVec::from_slice(&r.rt, &vals).unwrap();
+    let want_sum: i64 = vals.iter().sum();
+    let pred = Predicate::new(Cmp::Lt, Scalar::I(0));
+    let want_count = vals.iter().filter(|&&x| x < 0).count();
+    v.flush().unwrap();
+    r.pool.repair_now();
+    let before = r.rt.stats();
+    let agg = v.aggregate(Offload::Remote).unwrap();
+    let after = r.rt.stats();
+    let moved = after.bytes_fetched - before.bytes_fetched;
+    assert_eq!(agg.sum, Sum::I(i128::from(want_sum)));
+    assert_eq!(agg.count, n as u64);
+    // The budget keeps at most a quarter of the vector local: the rest was computed remotely.
+    assert!(
+        moved < (n * 8 / 20) as u64 && after.agent_bytes_received > before.agent_bytes_received,
+        "the aggregate fetched {moved} bytes of a {} byte vector",
+        n * 8
+    );
+    assert_eq!(v.count_where(pred, Offload::Remote).unwrap(), want_count);
+    let d = doubled_remotely(&r.rt, &v);
+    d.flush().unwrap();
+    r.pool.repair_now();
+    // Two members down behind the pool's back: every value is still there, exactly.
+    r.members[0].set(Fault::Down);
+    r.members[3].set(Fault::Down);
+    let doubled: Vec<i64> = vals.iter().map(|x| x * 2).collect();
+    assert_eq!(d.to_vec().unwrap(), doubled);
+    assert_eq!(v.count_where(pred, Offload::Remote).unwrap(), want_count);
+    let agg = v.aggregate(Offload::Remote).unwrap();
+    assert_eq!(agg.sum, Sum::I(i128::from(want_sum)));
+}
+
+/// `2 * v`, derived with the agent.
+fn doubled_remotely(rt: &Runtime, v: &FarVec<i64>) -> FarVec<i64> {
+    FarVec::<i64>::derive(
+        rt,
+        &Expr::col(0).add(Expr::col(0)),
+        &[v.agent_input()],
+        Offload::Remote,
+    )
+    .unwrap()
 }
 
 /// A member that died unnoticed: offloaded operations fail over to the other copies.
@@ -170,13 +257,7 @@ fn a_dead_member_fails_over_with_exact_answers() {
         v.filter(pred, Offload::Remote).unwrap().to_vec().unwrap(),
         local_f
     );
-    let d = FarVec::<i64>::derive(
-        &r.rt,
-        &Expr::col(0).add(Expr::col(0)),
-        &[v.agent_input()],
-        Offload::Remote,
-    )
-    .unwrap();
+    let d = doubled_remotely(&r.rt, &v);
     let want: Vec<i64> = vals.iter().map(|x| x * 2).collect();
     assert_eq!(d.to_vec().unwrap(), want);
     // The derived chunks the agent wrote are placed with two copies each.

@@ -17,14 +17,23 @@ pub trait Sites: Send + Sync {
     /// empty when no serving site is known to hold it.
     fn holders(&self, ids: &[ObjectId]) -> Vec<Vec<usize>>;
 
+    /// The names `ids` have on `site`, for an operation's arguments there: the ids themselves,
+    /// unless the backend stores objects under names of its own (an erasure-coded pool keeps
+    /// each version under a fresh key).
+    fn names_at(&self, site: usize, ids: &[ObjectId]) -> Vec<ObjectId> {
+        let _ = site;
+        ids.to_vec()
+    }
+
     /// Runs agent operation `op` on site `site`.
     ///
     /// # Errors
     /// The site's error (a connection-class error when it is gone).
     fn compute_at(&self, site: usize, op: u16, args: &[u8]) -> Result<Vec<u8>, BackendError>;
 
-    /// Reports that `err` came from `site`; `true` when the site itself failed (it is then no
-    /// longer used, and the work it had goes to other copies).
+    /// Reports that `err` came from `site`; `true` when the work the site had must go elsewhere:
+    /// the site itself failed (it is then no longer used), or an object moved away from it
+    /// under the operation.
     fn site_failed(&self, site: usize, err: &BackendError) -> bool;
 
     /// Objects `(id, bytes)` an agent operation wrote on `site`: records where they live and

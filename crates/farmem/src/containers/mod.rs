@@ -32,12 +32,15 @@ mod prefetch;
 mod sort;
 mod vec;
 mod vec_access;
+mod vec_combine;
 mod vec_pinned;
 
-pub use agent_ops::Offload;
+pub use agent_ops::{AgentInput, Offload};
 pub use elem::Primitive;
 pub use error::{ContainerError, Result};
 pub use farmem_proto::agent::{Aggregates, Cmp, ElemType, Predicate, Scalar, Sum};
+/// Row expressions for [`FarVec::derive`] and the agent's filters (the wire's expression trees).
+pub use farmem_proto::expr;
 pub use hashmap::{FarHashMap, HashMapConfig, HashMapStats, PendingLookup};
 pub use list::{Cursor, FarList, FarQueue, FarStack};
 pub use vec::{FarVec, Iter};

@@ -1,6 +1,8 @@
 //! The pool as [`Sites`] for agent operations over chunks spread across its members: one live
 //! replica per object, operations run on a chosen member, and objects the agent wrote there
-//! entered in the location table and copied to the scheme's other replicas at once.
+//! entered in the location table and copied to the scheme's other replicas at once. On an
+//! erasure-coded pool a coded object's holder is the member with its current version, named
+//! there by its key, and agent outputs are read back and written through the coded path.
 
 use super::PoolBackend;
 use super::member::{choose, is_member_failure};
@@ -19,13 +21,40 @@ impl Sites for PoolBackend {
 
     fn holders(&self, ids: &[ObjectId]) -> Vec<Vec<usize>> {
         let members = self.inner.members();
+        let coded = self.coded().map(|c| c.places(ids));
         ids.iter()
-            .map(|&id| match self.inner.table.get(id) {
-                Some(e) if !e.is_freed() => replicas(&members, &e)
-                    .into_iter()
-                    .map(usize::from)
-                    .collect(),
-                _ => Vec::new(),
+            .enumerate()
+            .map(|(i, &id)| {
+                if let Some(Some((ix, _))) = coded.as_ref().map(|p| p[i]) {
+                    let m = usize::from(ix);
+                    return match members.get(m) {
+                        Some(mb) if mb.serves() => vec![m],
+                        _ => Vec::new(),
+                    };
+                }
+                match self.inner.table.get(id) {
+                    Some(e) if !e.is_freed() => replicas(&members, &e)
+                        .into_iter()
+                        .map(usize::from)
+                        .collect(),
+                    _ => Vec::new(),
+                }
+            })
+            .collect()
+    }
+
+    fn names_at(&self, site: usize, ids: &[ObjectId]) -> Vec<ObjectId> {
+        let Some(c) = self.coded() else {
+            return ids.to_vec();
+        };
+        c.places(ids)
+            .into_iter()
+            .zip(ids)
+            .map(|(place, &id)| match place {
+                // A coded object elsewhere now: its own id names nothing there, and the
+                // operation's not-found answer sends its work elsewhere.
+                Some((ix, key)) if usize::from(ix) == site => key,
+                _ => id,
             })
             .collect()
     }
@@ -44,7 +73,9 @@ impl Sites for PoolBackend {
             self.inner.mark_down(site as Ix, err);
             return true;
         }
-        false
+        // A coded object rewritten or compacted under the operation (its old key freed):
+        // the work goes to the object's new place or to the client.
+        self.coded().is_some() && matches!(err, BackendError::NotFound(_))
     }
 
     fn adopt(&self, site: usize, objects: &[(ObjectId, usize)]) -> Result<(), BackendError> {
@@ -57,6 +88,9 @@ impl Sites for PoolBackend {
         let src = members.get(site).ok_or_else(|| {
             BackendError::Config(format!("no pool member {site} holding agent outputs"))
         })?;
+        if self.coded().is_some() {
+            return self.adopt_coded(src, objects);
+        }
         let bytes: usize = objects.iter().map(|&(_, b)| b).sum();
         src.charge(bytes);
         for &(id, _) in objects {
@@ -104,5 +138,27 @@ impl Sites for PoolBackend {
             }
         }
         Ok(())
+    }
+}
+
+impl PoolBackend {
+    /// Brings agent outputs written on member `src` onto the coded path: reads them, frees them
+    /// there (before writing, so a replicated small object written under the same id on the same
+    /// member is never the one freed) and writes them as any object of the pool.
+    fn adopt_coded(
+        &self,
+        src: &super::member::Member,
+        objects: &[(ObjectId, usize)],
+    ) -> Result<(), BackendError> {
+        use crate::backend::Backend;
+        let ids: Vec<ObjectId> = objects.iter().map(|&(id, _)| id).collect();
+        let data = src.backend.get_many(&ids)?;
+        if let Err(e) = src.backend.free(&ids) {
+            // Only space wasted on the member; the outputs are in hand.
+            tracing::debug!(member = %src.name, error = %e, "freeing adopted agent outputs failed");
+        }
+        let items: Vec<(ObjectId, &[u8])> =
+            ids.iter().zip(&data).map(|(&id, d)| (id, &d[..])).collect();
+        Backend::put_many(self, &items)
     }
 }

@@ -166,9 +166,6 @@ impl Backend for PoolBackend {
     }
 
     fn sites(&self) -> Option<&dyn crate::backend::Sites> {
-        if self.coded().is_some() {
-            return None;
-        }
         Some(self)
     }
 

@@ -23,7 +23,7 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
     /// ```
     /// use farmem::{Runtime, RuntimeConfig};
     /// use farmem::containers::{FarVec, Offload};
-    /// use farmem_proto::expr::Expr;
+    /// use farmem::containers::expr::Expr;
     /// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
     /// let start = FarVec::from_slice(&rt, &[10i64, 20, 30]).unwrap();
     /// let end = FarVec::from_slice(&rt, &[15i64, 21, 90]).unwrap();

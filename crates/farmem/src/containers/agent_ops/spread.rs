@@ -113,8 +113,8 @@ fn segments(inputs: &[VecRef], out_chunk: Option<u64>) -> Option<Vec<Segment>> {
     Some(segs)
 }
 
-/// The part made of segments `segs` (in row order).
-fn part(inputs: &[VecRef], segs: &[&Segment]) -> Part {
+/// The part made of segments `segs` (in row order), each chunk named by `name`.
+fn part(inputs: &[VecRef], segs: &[&Segment], name: &dyn Fn(ObjectId) -> ObjectId) -> Part {
     let mut vecs: Vec<VecRef> = inputs
         .iter()
         .map(|v| VecRef {
@@ -140,14 +140,14 @@ fn part(inputs: &[VecRef], segs: &[&Segment]) -> Part {
                 c.1 += p.count;
                 continue;
             }
-            let name = if p.off == 0 {
-                p.id
+            let chunk = if p.off == 0 {
+                name(p.id)
             } else {
                 let v = VIRTUAL | slices.len() as u64;
-                slices.push((v, p.id, u64::from(p.off) * inputs[i].ty.size() as u64));
+                slices.push((v, name(p.id), u64::from(p.off) * inputs[i].ty.size() as u64));
                 v
             };
-            vec.chunks.push((name, p.count));
+            vec.chunks.push((chunk, p.count));
             last[i] = Some(*p);
             if i == 0 {
                 starts.push(s.start);
@@ -225,13 +225,13 @@ pub(super) fn spread(
             ids.iter().copied().zip(sites.holders(&ids)).collect();
         let (by_site, local) = assign(units, &todo, &holders, &dead, sites.site_count());
         todo.clear();
-        let local_part = (!local.is_empty()).then(|| part_of(job, units, &local));
+        let local_part = (!local.is_empty()).then(|| part_of(job, units, &local, &|id| id));
         let work: Vec<(usize, Vec<usize>, Part)> = by_site
             .into_iter()
             .enumerate()
             .filter(|(_, u)| !u.is_empty())
             .map(|(site, u)| {
-                let p = part_of(job, units, &u);
+                let p = part_of(job, units, &u, &site_names(sites, site, units, &u));
                 (site, u, p)
             })
             .collect();
@@ -273,21 +273,47 @@ pub(super) fn spread(
     }
     if !todo.is_empty() {
         // Every site failed in turn: what is left runs here.
-        let p = part_of(job, units, &todo);
+        let p = part_of(job, units, &todo, &|id| id);
         answers.push(run_here(rt, sources, job, &p));
     }
     answers.into_iter().collect::<Result<Vec<_>>>().map(Some)
 }
 
-/// The part over units `us`.
-fn part_of(job: &Job<'_>, units: &[Vec<&Segment>], us: &[usize]) -> Part {
+/// The part over units `us`, each chunk named by `name`.
+fn part_of(
+    job: &Job<'_>,
+    units: &[Vec<&Segment>],
+    us: &[usize],
+    name: &dyn Fn(ObjectId) -> ObjectId,
+) -> Part {
     let mut sorted = us.to_vec();
     sorted.sort_unstable();
     let segs: Vec<&Segment> = sorted
         .iter()
         .flat_map(|&u| units[u].iter().copied())
         .collect();
-    part(job.inputs, &segs)
+    part(job.inputs, &segs, name)
+}
+
+/// The names on `site` of the chunks units `us` read, as a lookup.
+fn site_names(
+    sites: &dyn Sites,
+    site: usize,
+    units: &[Vec<&Segment>],
+    us: &[usize],
+) -> impl Fn(ObjectId) -> ObjectId {
+    let mut ids: Vec<ObjectId> = us
+        .iter()
+        .flat_map(|&u| units[u].iter().flat_map(|s| s.pieces.iter().map(|p| p.id)))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let names: HashMap<ObjectId, ObjectId> = ids
+        .iter()
+        .copied()
+        .zip(sites.names_at(site, &ids))
+        .collect();
+    move |id| names.get(&id).copied().unwrap_or(id)
 }
 
 /// The output objects `(id, bytes)` of units `us`.

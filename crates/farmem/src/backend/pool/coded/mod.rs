@@ -79,8 +79,12 @@
 //!
 //! # Limits
 //!
-//! Vector operations of the remote agent need objects under their own ids on the members and
-//! are refused ([`BackendError::Config`]): keep agent-computed containers on a replicated pool.
+//! Vector operations of the remote agent run on the member holding each chunk, over its
+//! current key (the pool's [`Sites`](crate::backend::Sites) names chunks by key); chunks on a
+//! failed member, or moved by a write or compaction under the operation, are computed on the
+//! client from degraded reads. Outputs the agent writes on a member are read back, freed there
+//! and written through the coded path. A direct single-member `compute` over coded objects is
+//! refused ([`BackendError::Config`]).
 //! The agent's server-side hash tables (`HT_*`) are not byte objects: the pool replicates them
 //! on `m + 1` members ([`Redundancy::copies`](super::Redundancy::copies)), so a `FarHashMap`
 //! works on a coded pool and survives as many failures as its coded data.
@@ -370,6 +374,15 @@ impl Engine {
         ids.iter().map(|id| l.index.contains_key(id)).collect()
     }
 
+    /// The member holding each of `ids` whole and the key it has there (`None` for an object
+    /// not on the coded path).
+    pub(crate) fn places(&self, ids: &[u64]) -> Vec<Option<(Ix, Key)>> {
+        let l = self.layout.lock();
+        ids.iter()
+            .map(|&id| l.target(id).map(|t| (t.member, t.key)))
+            .collect()
+    }
+
     /// The member holding object `id` whole.
     pub(crate) fn location(&self, id: u64) -> Option<Ix> {
         self.layout.lock().target(id).map(|t| t.member)
@@ -417,11 +430,12 @@ impl Engine {
         Ok(())
     }
 
-    /// Remote-agent operations are not available on coded data (see the module docs).
+    /// A direct single-member agent call over coded objects: refused (see the module docs).
     pub(crate) fn compute_refused(&self) -> BackendError {
         BackendError::Config(format!(
-            "remote agent operations need whole objects under their own ids: not available on a \
-             {}+{} erasure-coded pool (use a replicated pool for agent-computed containers)",
+            "an agent call on one member cannot name objects of a {}+{} erasure-coded pool (each \
+             version has a key of the pool's): vector operations are spread over the members \
+             through the pool's sites",
             self.k, self.m
         ))
     }
