@@ -245,7 +245,7 @@ fn verify(data: &FarWeb, a: &Args) -> anyhow::Result<u64> {
 }
 
 /// Bulk bandwidth of the transport: `get_many` of 2 MiB batches from one server, MiB/s.
-fn bulk_bandwidth(a: &Args) -> anyhow::Result<f64> {
+pub(super) fn bulk_bandwidth(a: &Args) -> anyhow::Result<f64> {
     const OBJ: usize = 64 << 10;
     const BATCH: usize = 32;
     let server = ServerProc::start()?;
@@ -712,7 +712,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     if let Some(c) = &ceiling {
-        ceiling::print(c, bulk);
+        ceiling::print(c);
     }
     for c in &coded_runs {
         coded::print(c);

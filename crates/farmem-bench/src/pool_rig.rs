@@ -85,7 +85,15 @@ impl ServerProc {
     /// When the child cannot start or does not announce its address.
     pub fn start() -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating the farmem-bench binary")?;
-        let mut child = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        // Transparent huge pages for the server's heap (the machine's mode is usually
+        // `madvise`): a server receiving a drain or a repair touches every page of the copies
+        // it stores for the first time, and with 4 KiB pages those faults cost it as much as
+        // the copies themselves. A `GLIBC_TUNABLES` of this process's environment wins.
+        if std::env::var_os("GLIBC_TUNABLES").is_none() {
+            cmd.env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1");
+        }
+        let mut child = cmd
             .arg("serve")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -282,17 +282,22 @@ impl Slabs {
         self.index.len()
     }
 
+    /// A free slot number for a large object (its allocation still `None`).
+    fn large_slot(&mut self) -> Option<u32> {
+        match self.large_free.pop() {
+            Some(s) => Some(s),
+            None if self.large.len() < MAX_SLOTS as usize => {
+                self.large.push(None);
+                Some((self.large.len() - 1) as u32)
+            }
+            None => None,
+        }
+    }
+
     fn alloc(&mut self, len: usize) -> Option<u32> {
         let c = class_of(len);
         if c == LARGE {
-            let s = match self.large_free.pop() {
-                Some(s) => s,
-                None if self.large.len() < MAX_SLOTS as usize => {
-                    self.large.push(None);
-                    (self.large.len() - 1) as u32
-                }
-                None => return None,
-            };
+            let s = self.large_slot()?;
             self.large[s as usize] = Some(vec![0u8; HEADER + len].into_boxed_slice());
             return Some((LARGE << SLOT_BITS) | s);
         }
@@ -373,8 +378,7 @@ impl Slabs {
                 slot[HEADER..HEADER + data.len()].copy_from_slice(data);
                 return Ok(Some(old));
             }
-            let new = self.alloc(data.len()).ok_or(())?;
-            self.fill(new, id, data);
+            let new = self.alloc_filled(id, data).ok_or(())?;
             // Repoint the index before releasing: the release may compact, moving another
             // object into the freed slot.
             if let Some(e) = self.index.find_mut(hash, |&x| x == h) {
@@ -383,8 +387,7 @@ impl Slabs {
             self.release(h);
             return Ok(Some(old));
         }
-        let new = self.alloc(data.len()).ok_or(())?;
-        self.fill(new, id, data);
+        let new = self.alloc_filled(id, data).ok_or(())?;
         let (index, view) = self.index_and_view();
         index.insert_unique(hash, new, |&h| mix(id_of(view.slot(h))));
         Ok(None)
@@ -399,6 +402,24 @@ impl Slabs {
             ..
         } = self;
         (index, View { classes, large })
+    }
+
+    /// A slot holding object `id` with payload `data`. A large object's allocation is built
+    /// from its bytes (not zeroed first, then overwritten: a copy received for a move or repair
+    /// is written once).
+    fn alloc_filled(&mut self, id: u64, data: &[u8]) -> Option<u32> {
+        if class_of(data.len()) != LARGE {
+            let h = self.alloc(data.len())?;
+            self.fill(h, id, data);
+            return Some(h);
+        }
+        let s = self.large_slot()?;
+        let mut b = Vec::with_capacity(HEADER + data.len());
+        b.extend_from_slice(&id.to_le_bytes());
+        b.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        b.extend_from_slice(data);
+        self.large[s as usize] = Some(b.into_boxed_slice());
+        Some((LARGE << SLOT_BITS) | s)
     }
 
     fn fill(&mut self, h: u32, id: u64, data: &[u8]) {

@@ -164,7 +164,7 @@ pub struct PoolConfig {
     /// The most (0.01 to 1) of the mover's full pace (four batches in flight) repair and drains
     /// may take while the application has requests in flight. Within it, a controller on the
     /// application's request latency sets the pace: more batches at once while the
-    /// application's calls stay within 2x of their latency with no mover running, fewer
+    /// application's calls stay within 1.5x of their latency with no mover running, fewer
     /// many when they grow past it. Under a quarter it is a duty cycle: at 0.125, one batch
     /// at a time, and after a batch of `d` seconds the next waits `d`. With no application
     /// request in flight every batch runs. Default 1 (the controller alone decides).

@@ -41,8 +41,10 @@ pub(super) const MOVERS: usize = 4;
 /// How often the controller looks at the application's latency while a mover runs.
 pub(super) const TICK: Duration = Duration::from_millis(10);
 
-/// Foreground latency the controller aims under, as a multiple of the baseline.
-pub(super) const TARGET: f64 = 2.0;
+/// Foreground latency the controller aims under, as a multiple of the baseline: an
+/// application whose calls take 1.5x as long keeps about 0.7x of its throughput (at 2x, the
+/// web frontend kept 0.5-0.6x while a drain ran).
+pub(super) const TARGET: f64 = 1.5;
 
 /// Additive increase of the window per tick under the target.
 pub(super) const STEP: f64 = 0.25;
@@ -475,21 +477,23 @@ mod tests {
 
     #[test]
     fn on_a_model_the_window_settles_around_the_target() {
-        // Each batch costs the application 40% latency: the target (2x) is 2.5 batches.
+        // Each batch costs the application 20% latency: the target is `goal` batches.
+        let per_batch = 0.2;
+        let goal = (TARGET - 1.0) / per_batch;
         let mut a = Aimd::new(MOVERS as f64);
         let mut seen = Vec::new();
         for _ in 0..400 {
             let w = a.window;
-            a.update(latency(w, 0.4), 1.0);
+            a.update(latency(w, per_batch), 1.0);
             seen.push(a.window);
         }
         let tail = &seen[200..];
         let mean = tail.iter().sum::<f64>() / tail.len() as f64;
         assert!(
-            (1.25..=3.0).contains(&mean),
-            "mean window {mean} on a model whose target is 2.5 batches"
+            (goal * 0.5..=goal * 1.2).contains(&mean),
+            "mean window {mean} on a model whose target is {goal} batches"
         );
-        assert!(tail.iter().all(|&w| w <= 3.5), "{tail:?}");
+        assert!(tail.iter().all(|&w| w <= goal + 1.0), "{tail:?}");
         // A cheaper copy lets it reach the cap.
         let mut b = Aimd::new(MOVERS as f64);
         for _ in 0..200 {
