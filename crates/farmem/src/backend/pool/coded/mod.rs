@@ -251,6 +251,8 @@ pub(crate) struct Engine {
     demand: AtomicU32,
     /// Rebuilds fetching or writing spans now.
     rebuilding: AtomicU32,
+    /// Whether the last seal found too few members for full parity (logged once per spell).
+    parity_short: AtomicBool,
     /// One maintenance pass at a time.
     maint: Mutex<()>,
     wake: Mutex<bool>,
@@ -305,6 +307,7 @@ impl Coded {
             counters: Counters::default(),
             demand: AtomicU32::new(0),
             rebuilding: AtomicU32::new(0),
+            parity_short: AtomicBool::new(false),
             maint: Mutex::new(()),
             wake: Mutex::new(false),
             cv: Condvar::new(),

@@ -2,6 +2,7 @@
 //! batch, stripes sealed by the writer that fills them (see the module docs of `coded`).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::Engine;
 use super::layout::{
@@ -382,12 +383,16 @@ impl Engine {
         for _ in 0..ATTEMPTS {
             let members = self.pool.members();
             let placed = choose(&members, exclude, want, shard_len, &self.pool.dice);
-            if placed.len() < want {
+            let short = placed.len() < want;
+            // Once per spell of too few members, not once per stripe sealed during it.
+            if short && !self.parity_short.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     want,
                     got = placed.len(),
                     "coded pool: too few members for full parity; repair adds the rest later"
                 );
+            } else if !short && self.parity_short.swap(false, Ordering::Relaxed) {
+                tracing::info!("coded pool: full parity again for new stripes");
             }
             let parity = self.codec.encode(shards, placed.len())?;
             let pages = parity_pages(shard_len);
