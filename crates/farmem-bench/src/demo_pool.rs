@@ -158,10 +158,15 @@ pub fn taxi_args(rows: u64, out: &std::path::Path) -> crate::taxi::Args {
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let (redundancy, scheme) = match args.coded {
         Some((k, m)) => {
+            let width = usize::from(k) + usize::from(m);
             anyhow::ensure!(
-                usize::from(k) + usize::from(m) <= args.servers,
-                "--coded {k}+{m} needs at least {} servers",
-                usize::from(k) + usize::from(m)
+                width <= args.servers,
+                "--coded {k}+{m} needs at least {width} servers"
+            );
+            anyhow::ensure!(
+                !args.kill_one || width < args.servers,
+                "--kill-one with --coded {k}+{m} needs more than {width} servers, so that the killed \
+                 server's spans have a member to be rebuilt on"
             );
             (
                 Redundancy::coded(k, m),
