@@ -96,11 +96,11 @@ impl<T: Pod> PinnedVec<'_, T> {
         }
         let (c, o) = locate(index, self.chunk_len, self.shift);
         let chunk = *self.chunks.get(c)?;
-        // SAFETY: `chunk` is the payload of chunk `c`, local and pinned (so neither moved nor
-        // evicted) until `drop` unpins it, holding at least `o + 1` values (`index < len`) of a
-        // `T: Pod` (any bits valid); the guard borrows the vector shared, so nobody writes it,
-        // and the returned reference borrows the guard.
-        Some(unsafe { &*chunk.add(o) })
+        // The chunk is local and pinned until `drop` unpins it, and the guard borrows the vector
+        // shared, so nobody writes it; the returned reference borrows the guard.
+        // SAFETY: `chunk` is chunk `c`'s pinned payload of at least `o + 1` `T: Pod` values.
+        let value = unsafe { &*chunk.add(o) };
+        Some(value)
     }
 }
 

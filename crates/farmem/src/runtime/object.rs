@@ -94,10 +94,9 @@ impl Inner {
         let len = slot.len();
         let at = a.ptr.as_ptr() as usize;
         if w.is_present() {
-            // SAFETY: we hold BUSY, so nobody else moves, evicts or frees the object, and the
-            // caller's scope keeps its region from being reused; any other reference to it is a
-            // shared one, so the source is not written; the destination is our unpublished
-            // allocation of `len` bytes.
+            // We hold BUSY, so nobody else moves, evicts or frees the object, and the caller's
+            // scope keeps its region from being reused; other references to it are shared ones.
+            // SAFETY: the source is `len` unwritten bytes; the destination our unpublished `len`.
             unsafe { copy(w.addr(), at, len) };
             slot.store(w.relocated(at));
             self.heap.publish(a);

@@ -3,6 +3,7 @@
 mod config;
 mod conn;
 mod counters;
+mod lane;
 mod link;
 mod reply;
 mod sites;
@@ -21,6 +22,7 @@ use farmem_proto::{Op, ServerStats, body, owner_of};
 pub use self::config::TcpConfig;
 use self::conn::{Connection, Pending, Reply};
 pub use self::counters::{LATENCY_BUCKETS_US, TransportStats};
+pub(crate) use self::lane::BulkLane;
 use self::link::{Link, LinkConfig};
 pub use self::ticket::Ticket;
 pub use self::tls::{ClientTls, TlsError};
@@ -134,34 +136,6 @@ static THREAD_SEQ: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
     static THREAD_NO: usize = THREAD_SEQ.fetch_add(1, Ordering::Relaxed);
-    /// The current thread's requests are bulk (see [`BulkLane`]).
-    static BULK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// While alive, marks the current thread's requests as *bulk* (the paging reclaimer's
-/// write-backs): a backend with several connections per server sends them on the last
-/// connection, and from the first such request on keeps every other request off it, so that
-/// latency-bound requests (demand fetches) never queue behind a bulk batch. Restores the previous
-/// marking when dropped.
-pub(crate) struct BulkLane {
-    was: bool,
-    _not_send: std::marker::PhantomData<*const ()>,
-}
-
-impl BulkLane {
-    /// Marks the current thread (until the returned guard is dropped).
-    pub(crate) fn enter() -> Self {
-        Self {
-            was: BULK.with(|b| b.replace(true)),
-            _not_send: std::marker::PhantomData,
-        }
-    }
-}
-
-impl Drop for BulkLane {
-    fn drop(&mut self) {
-        BULK.with(|b| b.set(self.was));
-    }
 }
 
 /// Request bodies are cut so that no frame exceeds this (or the server's limit).
@@ -275,7 +249,7 @@ impl TcpBackend {
         if n == 1 {
             return &conns[0];
         }
-        let i = if BULK.with(std::cell::Cell::get) {
+        let i = if lane::is_bulk() {
             self.bulk_seen.store(true, Ordering::Relaxed);
             n - 1
         } else if self.bulk_seen.load(Ordering::Relaxed) {
