@@ -37,7 +37,7 @@ use parking_lot::{Condvar, Mutex};
 
 pub use epoch::Scope;
 pub(crate) use evacuator::MAX_REGIONS as MAX_EVACUATION_REGIONS;
-pub use far::{Far, FarBox, FarPtr, FarSlice, Pinned, PinnedMut};
+pub use far::{Far, FarBox, FarPtr, FarRef, FarSlice, Pinned, PinnedMut};
 pub use stats::Stats;
 
 use crate::backend::{Backend, EmbeddedStore, ObjectId};

@@ -106,7 +106,13 @@ impl RawFar {
         len_ok(slot.len())?;
         meta.owner
             .compare_exchange(DETACHED, BOXED, StdOrdering::AcqRel, StdOrdering::Acquire)
-            .map_err(|_| Error::InvalidPtr(raw))?;
+            .map_err(|now| {
+                if now > DETACHED {
+                    Error::PtrShared(raw)
+                } else {
+                    Error::InvalidPtr(raw)
+                }
+            })?;
         // The generation may have changed between the check and the claim only if the object was
         // freed and the slot reused and detached again; recheck to be exact.
         if meta.generation.load(StdOrdering::Acquire) != generation {
@@ -422,7 +428,8 @@ impl<T: Pod> FarBox<T> {
     ///
     /// # Errors
     /// [`Error::InvalidPtr`] unless `ptr` names a live detached object of `rt`;
-    /// [`Error::TypeMismatch`] if its size is not `size_of::<T>()`.
+    /// [`Error::PtrShared`] while [`FarPtr::read`] reads it; [`Error::TypeMismatch`] if its size
+    /// is not `size_of::<T>()`.
     pub fn from_ptr(rt: &Runtime, ptr: FarPtr<T>) -> Result<Self> {
         let raw = RawFar::claim(&rt.inner, ptr.raw, |len| {
             if len == size_of::<T>() {
@@ -659,8 +666,8 @@ impl<T: Pod> FarSlice<T> {
     /// Claims a detached slice back.
     ///
     /// # Errors
-    /// [`Error::InvalidPtr`], or [`Error::TypeMismatch`] if its size is not a multiple of
-    /// `size_of::<T>()`.
+    /// [`Error::InvalidPtr`], [`Error::PtrShared`] while [`FarPtr::read`] reads it, or
+    /// [`Error::TypeMismatch`] if its size is not a multiple of `size_of::<T>()`.
     pub fn from_ptr(rt: &Runtime, ptr: FarPtr<[T]>) -> Result<Self> {
         let mut len = 0;
         let raw = RawFar::claim(&rt.inner, ptr.raw, |bytes| {
@@ -729,5 +736,7 @@ const _: () = assert!(size_of::<FarBox<u64>>() == 8 && size_of::<Option<FarBox<u
 mod batch;
 mod pinned;
 mod ptr;
+mod shared;
 pub use pinned::{Pinned, PinnedMut};
 pub use ptr::FarPtr;
+pub use shared::FarRef;
