@@ -43,6 +43,23 @@ mod raw {
 }
 pub(crate) use raw::RawFar;
 
+/// The slot a [`FarPtr`]'s bits `raw` name (its index, generation and slot), if it is of this
+/// generation and its length passes `len_ok`.
+fn named(
+    rt: &Inner,
+    raw: u64,
+    len_ok: impl FnOnce(usize) -> Result<()>,
+) -> Result<(u32, u32, &Slot)> {
+    let idx = (raw as u32).checked_sub(1).ok_or(Error::InvalidPtr(raw))?;
+    let generation = (raw >> 32) as u32;
+    let slot = rt.slots.get(idx).ok_or(Error::InvalidPtr(raw))?;
+    if slot.meta().generation.load(StdOrdering::Acquire) != generation {
+        return Err(Error::InvalidPtr(raw));
+    }
+    len_ok(slot.len())?;
+    Ok((idx, generation, slot))
+}
+
 // SAFETY: a RawFar is a pointer to a slot of a runtime it keeps alive (a strong count); the slot
 // is only accessed through atomics, so it may be sent to and shared between threads.
 unsafe impl Send for RawFar {}
@@ -96,14 +113,8 @@ impl RawFar {
     }
 
     fn claim(rt: &Arc<Inner>, raw: u64, len_ok: impl FnOnce(usize) -> Result<()>) -> Result<Self> {
-        let idx = (raw as u32).checked_sub(1).ok_or(Error::InvalidPtr(raw))?;
-        let generation = (raw >> 32) as u32;
-        let slot = rt.slots.get(idx).ok_or(Error::InvalidPtr(raw))?;
+        let (idx, generation, slot) = named(rt, raw, len_ok)?;
         let meta = slot.meta();
-        if meta.generation.load(StdOrdering::Acquire) != generation {
-            return Err(Error::InvalidPtr(raw));
-        }
-        len_ok(slot.len())?;
         meta.owner
             .compare_exchange(DETACHED, BOXED, StdOrdering::AcqRel, StdOrdering::Acquire)
             .map_err(|now| {

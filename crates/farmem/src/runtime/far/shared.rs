@@ -58,14 +58,8 @@ fn share<'a>(
     s: &Scope<'_>,
     len_ok: impl FnOnce(usize) -> Result<()>,
 ) -> Result<(&'a Slot, usize)> {
-    let idx = (raw as u32).checked_sub(1).ok_or(Error::InvalidPtr(raw))?;
-    let generation = (raw >> 32) as u32;
-    let slot = rt.slots.get(idx).ok_or(Error::InvalidPtr(raw))?;
+    let (_, generation, slot) = super::named(rt, raw, len_ok)?;
     let meta = slot.meta();
-    if meta.generation.load(Ordering::Acquire) != generation {
-        return Err(Error::InvalidPtr(raw));
-    }
-    len_ok(slot.len())?;
     let mut owner = meta.owner.load(Ordering::Acquire);
     loop {
         // Detached (no reader yet) or detached and already read: anything else is free or
