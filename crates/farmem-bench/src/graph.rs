@@ -1,8 +1,8 @@
 //! `farmem-bench graph`: PageRank and BFS on a CSR graph (generated with power-law degrees, or
 //! read from an edge-list file) in every memory mode, with a local-memory sweep and a chart.
 //!
-//! Modes: all-local (`Vec`s), farmem object mode (far vectors on a memory server over TCP; the
-//! kernels have no agent offload, so `object` runs the same as `object-noagent`), paging, and
+//! Modes: all-local (`Vec`s), farmem object mode (far vectors on a memory server over TCP;
+//! `object` runs PageRank on the server's agent, `object-noagent` on the client), paging, and
 //! kernel swap (zram, or to the memory server over TCP; root only). The answers (every bit of
 //! the final ranks, every BFS distance) must agree across modes.
 
@@ -117,7 +117,7 @@ fn run_local(args: &Args) -> anyhow::Result<GraphRun> {
     })
 }
 
-fn run_far(args: &Args, server: &str, budget: u64) -> anyhow::Result<GraphRun> {
+fn run_far(args: &Args, server: &str, budget: u64, agent: bool) -> anyhow::Result<GraphRun> {
     let t = Instant::now();
     let rt = crate::apps_far::runtime(server, budget)?;
     let fg = {
@@ -126,7 +126,7 @@ fn run_far(args: &Args, server: &str, budget: u64) -> anyhow::Result<GraphRun> {
     };
     let build_seconds = t.elapsed().as_secs_f64();
     let before = rt.stats();
-    let (answers, pagerank_seconds, bfs_seconds) = far::run(&rt, &fg, args.iters)?;
+    let (answers, pagerank_seconds, bfs_seconds) = far::run(&rt, &fg, args.iters, agent)?;
     let after = rt.stats();
     Ok(GraphRun {
         build_seconds,
@@ -208,7 +208,8 @@ fn run_mode(args: &Args, size: Size, mode: Mode, ratio: f64, server: &str) -> Mo
     let ratio = if mode == Mode::Local { 1.0 } else { ratio };
     let result: anyhow::Result<GraphRun> = match mode {
         Mode::Local => run_local(args),
-        Mode::Object | Mode::ObjectNoAgent => run_far(args, server, budget),
+        Mode::Object => run_far(args, server, budget, true),
+        Mode::ObjectNoAgent => run_far(args, server, budget, false),
         Mode::Paging | Mode::Kswap | Mode::KswapNet => {
             match modes::run_child_mode_with_setup(
                 mode,

@@ -7,8 +7,9 @@
 mod support;
 
 use farmem_proto::agent::{
-    AgentMessage, ArgsortArgs, Cmp, ElemType, FilterRowsArgs, GatherArgs, GroupByArgs,
-    GroupRankArgs, HtKeysArgs, HtPutArgs, OutSpec, Predicate, RankQuery, Scalar, VecRef, op,
+    AgentMessage, ArgsortArgs, Cmp, ElemType, FilterRowsArgs, GatherArgs, GatherSumArgs,
+    GroupByArgs, GroupRankArgs, HtKeysArgs, HtPutArgs, OutSpec, Predicate, RankQuery, Scalar,
+    VecRef, op,
 };
 use farmem_proto::{ErrorCode, Request, Response, encode_request};
 use support::ServerProc;
@@ -98,6 +99,20 @@ fn agent_temporaries_are_charged_and_the_server_stays_within_capacity() {
             GatherArgs {
                 src: named(1, ElemType::U8, 8 << 20, 1),
                 idx: named(2, ElemType::U64, 1 << 17, 256),
+                out: out(32),
+            }
+            .encode(),
+        ),
+        (
+            // 32 Mi segment offsets read whole, and their sums (0.75 GiB).
+            "gather sum",
+            op::VEC_GATHER_SUM,
+            GatherSumArgs {
+                values: named(1, ElemType::F64, 1 << 20, 1),
+                idx: named(2, ElemType::U32, 1 << 18, 1),
+                offsets: named(2, ElemType::U64, 1 << 17, 256),
+                scale: 1.0,
+                shift: 0.0,
                 out: out(32),
             }
             .encode(),

@@ -368,6 +368,85 @@ fn agent_ops_report_bad_input() {
     assert_eq!(empty.argsort(Offload::Local).unwrap().len(), 0);
 }
 
+/// Segmented sums of gathered values over a random CSR, against a plain model, identical
+/// offloaded and client-side; over a vector far beyond the tiny budget.
+#[test]
+fn gather_sum_matches_a_plain_model() {
+    let rt = tiny_rt();
+    let n = overflow_len(&rt) / 4;
+    let mut rng = proptest::test_runner::TestRng::deterministic_rng(
+        proptest::test_runner::RngAlgorithm::ChaCha,
+    );
+    let values: Vec<f64> = (0..n).map(|i| (i % 1000) as f64 * 0.37 - 9.0).collect();
+    let mut offsets = vec![0u64];
+    let mut idx = Vec::new();
+    for _ in 0..n {
+        let deg = match rng.random_range(0..10u32) {
+            0..=3 => 0,
+            4..=8 => rng.random_range(1..8usize),
+            _ => rng.random_range(8..64usize),
+        };
+        idx.extend((0..deg).map(|_| rng.random_range(0..n as u32)));
+        offsets.push(idx.len() as u64);
+    }
+    let model: Vec<f64> = offsets
+        .windows(2)
+        .map(|w| {
+            let s = idx[w[0] as usize..w[1] as usize]
+                .iter()
+                .fold(0.0, |s, &u| s + values[u as usize]);
+            0.15 / n as f64 + 0.85 * s
+        })
+        .collect();
+    let (fv, fi, fo) = (
+        FarVec::from_slice(&rt, &values).unwrap(),
+        FarVec::from_slice(&rt, &idx).unwrap(),
+        FarVec::from_slice(&rt, &offsets).unwrap(),
+    );
+    for mode in [Offload::Remote, Offload::Local] {
+        let got = fv
+            .gather_sum(&fi, &fo, 0.85, 0.15 / n as f64, mode)
+            .unwrap();
+        let got = got.to_vec().unwrap();
+        assert_eq!(got.len(), n);
+        assert!(
+            got.iter()
+                .zip(&model)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{mode:?}"
+        );
+    }
+}
+
+#[test]
+fn gather_sum_rejects_bad_segments_and_indices() {
+    let rt = tiny_rt();
+    let v = FarVec::from_slice(&rt, &[1.0f64, 2.0, 3.0]).unwrap();
+    let idx = FarVec::from_slice(&rt, &[0u32, 1, 2, 1]).unwrap();
+    for mode in [Offload::Remote, Offload::Local] {
+        for bad in [&[0u64, 3, 2, 4][..], &[0, 2, 5]] {
+            let offsets = FarVec::from_slice(&rt, bad).unwrap();
+            let e = v.gather_sum(&idx, &offsets, 1.0, 0.0, mode).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                farmem::ErrorKind::InvalidArgument,
+                "{mode:?} {bad:?}: {e}"
+            );
+        }
+        let past = FarVec::from_slice(&rt, &[0u32, 3]).unwrap();
+        let offsets = FarVec::from_slice(&rt, &[0u64, 2]).unwrap();
+        let e = v.gather_sum(&past, &offsets, 1.0, 0.0, mode).unwrap_err();
+        assert_eq!(e.kind(), farmem::ErrorKind::OutOfBounds, "{mode:?}: {e}");
+        // No segments: an empty vector.
+        let none = FarVec::from_slice(&rt, &[0u64]).unwrap();
+        assert!(
+            v.gather_sum(&idx, &none, 1.0, 0.0, mode)
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
 /// A sequential scan of a mostly-remote vector fetches each chunk once: the bytes fetched by one
 /// pass stay close to the vector's size (read-ahead must not evict what it fetched before use).
 #[test]

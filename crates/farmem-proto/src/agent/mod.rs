@@ -109,6 +109,9 @@ pub mod op {
     /// Per-group counts below, above and within order-key ranges (the rounds of an exact median
     /// over several servers): [`super::GroupRankArgs`] -> [`super::GroupRankResult`].
     pub const VEC_GROUP_RANK: u16 = 13;
+    /// Segmented sums of gathered values (a pull-style sparse matrix-vector product with unit
+    /// weights, as PageRank does): [`super::GatherSumArgs`] -> `len:u64`.
+    pub const VEC_GATHER_SUM: u16 = 14;
 
     /// Batched get: [`super::HtKeysArgs`] -> [`super::HtValues`].
     pub const HT_GET: u16 = 32;

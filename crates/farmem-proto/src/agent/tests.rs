@@ -39,6 +39,17 @@ fn messages_roundtrip() {
             ids: vec![],
         },
     });
+    roundtrip(&GatherSumArgs {
+        values: vecref(ElemType::F64),
+        idx: vecref(ElemType::U32),
+        offsets: vecref(ElemType::U64),
+        scale: 0.85,
+        shift: -1.5e-7,
+        out: OutSpec {
+            chunk_elems: 8,
+            ids: vec![3, 4],
+        },
+    });
     roundtrip(&ArgsortArgs {
         vec: vecref(ElemType::I64),
         out: OutSpec {

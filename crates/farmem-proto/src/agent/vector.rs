@@ -91,6 +91,48 @@ impl AgentMessage for GatherArgs {
     }
 }
 
+/// Arguments of [`op::VEC_GATHER_SUM`]: `values:VecRef idx:VecRef offsets:VecRef scale:f64
+/// shift:f64 OutSpec`. `values` is `f64`, `idx` is `u32`, `offsets` is `u64` and non-decreasing,
+/// with its last element at most `idx.len()`. The output is an `f64` vector of
+/// `offsets.len() - 1` elements:
+/// `out[v] = shift + scale * (values[idx[offsets[v]]] + ... + values[idx[offsets[v + 1] - 1]])`,
+/// the sum taken from `0.0` left to right.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GatherSumArgs {
+    /// The values gathered (`f64`).
+    pub values: VecRef,
+    /// Indices into `values` (`u32`), segment after segment.
+    pub idx: VecRef,
+    /// Where each segment starts in `idx` (`u64`), and where the last one ends.
+    pub offsets: VecRef,
+    /// Factor applied to each segment's sum.
+    pub scale: f64,
+    /// Added to each scaled sum.
+    pub shift: f64,
+    /// Where the sums go.
+    pub out: OutSpec,
+}
+
+impl AgentMessage for GatherSumArgs {
+    fn write(&self, w: &mut Writer) {
+        self.values.write(w);
+        self.idx.write(w);
+        self.offsets.write(w);
+        w.u64(self.scale.to_bits()).u64(self.shift.to_bits());
+        self.out.write(w);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, AgentDecodeError> {
+        Ok(Self {
+            values: VecRef::read(r)?,
+            idx: VecRef::read(r)?,
+            offsets: VecRef::read(r)?,
+            scale: f64::from_bits(r.u64()?),
+            shift: f64::from_bits(r.u64()?),
+            out: OutSpec::read(r)?,
+        })
+    }
+}
+
 /// Arguments of [`op::VEC_ARGSORT`]: `VecRef OutSpec`. The output is a `u64` vector: the
 /// permutation that sorts the vector stably ascending in the total order of its domain.
 #[derive(Clone, Debug, PartialEq, Eq)]

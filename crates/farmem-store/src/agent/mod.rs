@@ -37,8 +37,8 @@ use farmem_kernels::{self as kernels, KernelError, derive};
 
 use farmem_proto::agent::{
     AgentMessage, ArgsortArgs, CountArgs, DeriveArgs, FilterArgs, FilterRowsArgs, GatherArgs,
-    GroupByArgs, GroupRankArgs, GroupWhereArgs, HtKeysArgs, HtScanArgs, SlicedArgs, UniqueArgs,
-    VecRef, op,
+    GatherSumArgs, GroupByArgs, GroupRankArgs, GroupWhereArgs, HtKeysArgs, HtScanArgs, SlicedArgs,
+    UniqueArgs, VecRef, op,
 };
 
 /// What an operation may touch: the objects of the calling session, and its agent state.
@@ -182,6 +182,7 @@ fn vec_op<I: kernels::ChunkIo + Sync + ?Sized>(
         op::VEC_AGGREGATE => kernels::aggregate(io, &VecRef::decode(args)?)?.encode(),
         op::VEC_FILTER => kernels::filter(io, &FilterArgs::decode(args)?)?.encode(),
         op::VEC_GATHER => kernels::gather(io, &GatherArgs::decode(args)?)?.encode(),
+        op::VEC_GATHER_SUM => kernels::gather_sum(io, &GatherSumArgs::decode(args)?)?.encode(),
         op::VEC_UNIQUE => kernels::unique(io, &UniqueArgs::decode(args)?)?.encode(),
         op::VEC_GROUP_BY => {
             kernels::group_by_parallel(io, &GroupByArgs::decode(args)?, threads)?.encode()

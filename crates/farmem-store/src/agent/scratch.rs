@@ -17,7 +17,8 @@
 
 use farmem_proto::agent::{
     AgentMessage, ArgsortArgs, CountArgs, DeriveArgs, ElemType, FilterArgs, FilterRowsArgs,
-    GatherArgs, GroupByArgs, GroupRankArgs, GroupWhereArgs, SlicedArgs, UniqueArgs, VecRef, op,
+    GatherArgs, GatherSumArgs, GroupByArgs, GroupRankArgs, GroupWhereArgs, SlicedArgs, UniqueArgs,
+    VecRef, op,
 };
 
 /// Rows read per block by the streaming kernels (at least `farmem_kernels`' block).
@@ -77,6 +78,13 @@ pub(crate) fn bound(op: u16, args: &[u8], threads: usize) -> u64 {
                 .len()
                 .saturating_mul(per_index)
                 .saturating_add(a.src.chunks.len() as u64 * 32)
+        }),
+        op::VEC_GATHER_SUM => GatherSumArgs::decode(args).ok().map(|a| {
+            // The values and offsets read whole, and the sums.
+            a.values
+                .len()
+                .saturating_add(a.offsets.len().saturating_mul(2))
+                .saturating_mul(8)
         }),
         op::VEC_UNIQUE => UniqueArgs::decode(args).ok().map(|a| {
             let distinct = (u64::from(a.limit) + 1)

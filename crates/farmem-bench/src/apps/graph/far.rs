@@ -3,11 +3,15 @@
 //! read with one `scan_range` each (non-temporal: the edges stream through without pushing the
 //! ranks out), and the random reads of the previous iteration's values through a vector pinned
 //! whole when it fits the budget (`FarVec::pin_all`), else through a cursor (PageRank gathers a
-//! block's worth at once, then sums plain slices).
+//! block's worth at once, then sums plain slices). With the remote agent, PageRank runs on the
+//! memory server: each iteration is a gather and a sum (the dangling mass), a derived vector
+//! (the contributions) and a segmented gather-sum over the edges (the next ranks), and only
+//! requests and answers cross the network.
 
 use std::sync::{Condvar, Mutex, PoisonError};
 
-use farmem::containers::{FarVec, PinnedVec, Reader};
+use farmem::containers::expr::Expr;
+use farmem::containers::{Cmp, FarVec, Offload, PinnedVec, Predicate, Reader, Scalar, Sum};
 use farmem::{Pod, Runtime};
 
 use super::{BLOCK, Csr, DAMPING, Summary};
@@ -199,6 +203,50 @@ pub fn pagerank(rt: &Runtime, g: &FarGraph, iters: u32) -> anyhow::Result<FarVec
     Ok(rank)
 }
 
+/// `iters` PageRank iterations on the memory server's agent, with the same operations in the
+/// same order as [`super::local::pagerank`] (so the same bits): the contributions are
+/// `rank / max(degree, 1) * live` (`live` is 1 for vertices with out-edges, else 0, so a
+/// dangling vertex contributes `0.0`), the dangling mass the sum of the ranks gathered at the
+/// dangling vertices in vertex order, and the next ranks the gather-sum over the in-edges.
+///
+/// # Errors
+/// Runtime and agent errors.
+pub fn pagerank_agent(rt: &Runtime, g: &FarGraph, iters: u32) -> anyhow::Result<FarVec<f64>> {
+    let n = g.vertices();
+    let mut rank = vertex_vec(rt, n, 1.0 / n as f64)?;
+    let mut degree = FarVec::with_chunk_bytes(rt, BLOCK * size_of::<f64>())?;
+    let mut live = FarVec::with_chunk_bytes(rt, BLOCK * size_of::<f64>())?;
+    let (mut d, mut l) = (Vec::with_capacity(BLOCK), Vec::with_capacity(BLOCK));
+    for c in g.out_degree.chunks() {
+        let c = c?;
+        d.clear();
+        l.clear();
+        d.extend(c.iter().map(|&x| f64::from(x.max(1))));
+        l.extend(c.iter().map(|&x| if x == 0 { 0.0 } else { 1.0 }));
+        degree.extend_from_slice(&d)?;
+        live.extend_from_slice(&l)?;
+    }
+    let dangling = g
+        .out_degree
+        .filter(Predicate::new(Cmp::Eq, Scalar::U(0)), Offload::Remote)?;
+    let contrib_of = Expr::col(0).div(Expr::col(1)).mul(Expr::col(2));
+    for _ in 0..iters {
+        let mass = match rank
+            .gather(&dangling, Offload::Remote)?
+            .sum(Offload::Remote)?
+        {
+            Sum::F(s) => s,
+            other => anyhow::bail!("the sum of f64 ranks came back as {other:?}"),
+        };
+        let base = (1.0 - DAMPING) / n as f64 + DAMPING * mass / n as f64;
+        let inputs = [rank.agent_input(), degree.agent_input(), live.agent_input()];
+        let contrib = FarVec::<f64>::derive(rt, &contrib_of, &inputs, Offload::Remote)?;
+        drop(inputs);
+        rank = contrib.gather_sum(&g.sources, &g.offsets, DAMPING, base, Offload::Remote)?;
+    }
+    Ok(rank)
+}
+
 /// Breadth-first search from `source`, as [`super::local::bfs`].
 ///
 /// # Errors
@@ -250,9 +298,18 @@ pub fn bfs(rt: &Runtime, g: &FarGraph, source: u32) -> anyhow::Result<FarVec<u32
 ///
 /// # Errors
 /// Runtime errors.
-pub fn run(rt: &Runtime, g: &FarGraph, iters: u32) -> anyhow::Result<(super::Answers, f64, f64)> {
+pub fn run(
+    rt: &Runtime,
+    g: &FarGraph,
+    iters: u32,
+    agent: bool,
+) -> anyhow::Result<(super::Answers, f64, f64)> {
     let t = std::time::Instant::now();
-    let rank = pagerank(rt, g, iters)?;
+    let rank = if agent {
+        pagerank_agent(rt, g, iters)?
+    } else {
+        pagerank(rt, g, iters)?
+    };
     let pr_secs = t.elapsed().as_secs_f64();
     let mut source = 0u32;
     let mut best = 0u32;

@@ -40,11 +40,14 @@ fn far_kernels_match_the_local_ones() {
     let (want, _, _) = local::run(&g, 4);
     let rt = Runtime::new(RuntimeConfig::new(2 << 20).region_size(64 << 10)).unwrap();
     let fg = far::FarGraph::load(&rt, &g).unwrap();
-    let (got, _, _) = far::run(&rt, &fg, 4).unwrap();
+    let (got, _, _) = far::run(&rt, &fg, 4, false).unwrap();
     assert_eq!(got, want);
     assert!(want.reached > 1 && want.levels > 2, "{want:?}");
     let st = rt.stats();
     assert!(st.misses + st.prefetched > 0, "the graph stayed local");
+    // On the agent (the embedded store's): the same bits.
+    let (got, _, _) = far::run(&rt, &fg, 4, true).unwrap();
+    assert_eq!(got, want);
 }
 
 #[test]

@@ -33,8 +33,8 @@ use bytemuck::Pod;
 use farmem_kernels::{self as kernels, KernelError as AgentError, derive};
 use farmem_proto::agent::{
     AgentMessage, Aggregates, ArgsortArgs, CountArgs, DeriveArgs, FilterArgs, GatherArgs,
-    GroupByArgs, GroupByResult, GroupMedianResult, GroupWhereArgs, OutSpec, Predicate, Sum,
-    UniqueArgs, UniqueResult, VecRef, op,
+    GatherSumArgs, GroupByArgs, GroupByResult, GroupMedianResult, GroupWhereArgs, OutSpec,
+    Predicate, Sum, UniqueArgs, UniqueResult, VecRef, op,
 };
 use farmem_proto::expr::Expr;
 

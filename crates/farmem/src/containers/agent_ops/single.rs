@@ -303,3 +303,64 @@ impl<T: Primitive + Send + Sync> FarVec<T> {
 fn count_usize(n: u64) -> Result<usize> {
     usize::try_from(n).map_err(|_| ContainerError::Agent(format!("count {n} too large")))
 }
+
+impl FarVec<f64> {
+    /// Segmented sums of gathered values, the pull step of a sparse matrix-vector product with
+    /// unit weights: `out[v] = shift + scale * (self[idx[e]] summed over e in
+    /// offsets[v]..offsets[v + 1])`, each sum from `0.0` left to right, as a new vector of
+    /// `offsets.len() - 1` values. With a CSR graph (`offsets` per vertex into the in-edge
+    /// sources `idx`) and `self` the contributions, this is one PageRank step; offloaded, the
+    /// edges are read where they are stored and only the new vector's chunks are named over the
+    /// network.
+    ///
+    /// ```
+    /// use farmem::{Runtime, RuntimeConfig};
+    /// use farmem::containers::{FarVec, Offload};
+    /// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
+    /// let x = FarVec::from_slice(&rt, &[1.0f64, 2.0, 4.0]).unwrap();
+    /// let idx = FarVec::from_slice(&rt, &[0u32, 2, 1, 1, 2]).unwrap();
+    /// let offsets = FarVec::from_slice(&rt, &[0u64, 2, 2, 5]).unwrap();
+    /// for mode in [Offload::Remote, Offload::Local] {
+    ///     let y = x.gather_sum(&idx, &offsets, 0.5, 1.0, mode).unwrap();
+    ///     assert_eq!(y.to_vec().unwrap(), vec![3.5, 1.0, 5.0]);
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ContainerError::Agent`] for offsets that decrease or end past `idx`, or an index past
+    /// this vector; the runtime's error.
+    pub fn gather_sum(
+        &self,
+        idx: &FarVec<u32>,
+        offsets: &FarVec<u64>,
+        scale: f64,
+        shift: f64,
+        mode: Offload,
+    ) -> Result<FarVec<f64>> {
+        // Over several servers the indices may point anywhere: summed here.
+        let mode = spread_mode(&self.rt, mode);
+        let segments = offsets.len().saturating_sub(1);
+        let out = out_spec(&self.rt, self.chunk_len, segments)?;
+        let args = GatherSumArgs {
+            values: self.vec_ref(),
+            idx: idx.vec_ref(),
+            offsets: offsets.vec_ref(),
+            scale,
+            shift,
+            out: out.clone(),
+        };
+        let (a, b, c) = (
+            VecSource::new(self),
+            VecSource::new(idx),
+            VecSource::new(offsets),
+        );
+        self.large(
+            mode,
+            op::VEC_GATHER_SUM,
+            &args,
+            &out,
+            |io| kernels::gather_sum(io, &args),
+            vec![&a, &b, &c],
+        )
+    }
+}
