@@ -116,6 +116,9 @@ pub struct Churn {
     /// The servers' resident memory above what they held before the run, per live byte.
     rss_per_live_byte_max: f64,
     rss_per_live_byte_end: f64,
+    /// Dead bytes awaiting compaction and parity bytes at the end, per live byte (coded pools).
+    dead_per_live_byte_end: f64,
+    parity_per_live_byte_end: f64,
     /// Stripes compacted (coded pools).
     compacted: u64,
     #[serde(skip)]
@@ -171,6 +174,18 @@ fn churn(rig: &PoolRig, mib: u64, scheme: &str) -> anyhow::Result<Churn> {
     }
     let end_used = rig.used_bytes() as f64 / live as f64;
     let end_rss = rig.rss_bytes().saturating_sub(rss_base) as f64 / live as f64;
+    // Where the counted bytes go (coded pools): dead objects awaiting compaction and parity
+    // (the ideal is m/k of the live bytes; more when it covers dead bytes and padded spans).
+    let (dead, parity) = pool.coded_stats().map_or((0.0, 0.0), |st| {
+        (
+            st.dead_bytes as f64 / live as f64,
+            st.parity_bytes as f64 / live as f64,
+        )
+    });
+    eprintln!(
+        "{scheme}: at the end, per live byte: dead {dead:.3}, parity {parity:.3}, counted {end_used:.3}, resident {end_rss:.3} (servers at {} MiB before the run)",
+        rss_base >> 20
+    );
     let mut verified = 0;
     for (&id, &(v, len)) in &model {
         anyhow::ensure!(
@@ -186,6 +201,8 @@ fn churn(rig: &PoolRig, mib: u64, scheme: &str) -> anyhow::Result<Churn> {
         used_per_live_byte_end: end_used,
         rss_per_live_byte_max: max_rss.max(end_rss),
         rss_per_live_byte_end: end_rss,
+        dead_per_live_byte_end: dead,
+        parity_per_live_byte_end: parity,
         compacted,
         verified,
     })
