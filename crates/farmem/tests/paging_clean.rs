@@ -123,7 +123,7 @@ fn writers_racing_the_cleaner_keep_every_write() {
                         // SAFETY: in bounds; only thread t writes word t of a page.
                         unsafe { w.write_volatile(i) };
                         shadow[p] = i;
-                        if i % 5 == 0 {
+                        if i.is_multiple_of(5) {
                             std::thread::sleep(Duration::from_micros(200));
                         }
                         i += 1;
