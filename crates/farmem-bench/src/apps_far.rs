@@ -152,6 +152,8 @@ fn paging_counters_of(st: &farmem::paging::PagingStats) -> serde_json::Value {
         "sample_hits": st.sample_hits,
         "evicted_clean": st.evicted_clean,
         "written_back": st.written_back,
+        "cleaned": st.cleaned,
+        "reclaim_wait_ns": st.reclaim_wait_ns,
         "bytes_sent": st.bytes_sent,
         "bytes_changed": st.bytes_changed,
         "freed_stored": st.freed_stored,

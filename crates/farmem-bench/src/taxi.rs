@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use crate::apps::taxi::{self, TaxiAnswers, TaxiGen};
 use anyhow::Context;
+use farmem::paging::{PagingAlloc, PagingStats};
 use farmem_frame::{DataFrame, PlacementRef};
 use serde::Serialize;
 
@@ -228,17 +229,106 @@ fn load_csv(args: &Args, placement: PlacementRef, quiet: bool) -> anyhow::Result
 /// # Errors
 /// Frame or storage errors.
 pub fn analyze(df: &DataFrame, quiet: bool) -> anyhow::Result<(TaxiAnswers, f64, Vec<f64>)> {
+    let (answers, secs, steps, _) = analyze_paged(df, quiet)?;
+    Ok((answers, secs, steps))
+}
+
+/// [`analyze`], also returning the paging allocator's counters gained in each step (empty when
+/// paging is off).
+fn analyze_paged(
+    df: &DataFrame,
+    quiet: bool,
+) -> anyhow::Result<(TaxiAnswers, f64, Vec<f64>, Vec<PagingStats>)> {
     let pb = modes::progress(9, "analysis", quiet);
     let mut steps = Vec::new();
+    let mut paging = Vec::new();
+    let mut last = PagingAlloc::stats();
     let t = Instant::now();
     let answers = taxi::analyze(df, &mut |i, name, d| {
         steps.push(d.as_secs_f64());
+        if let (Some(before), Some(now)) = (last, PagingAlloc::stats()) {
+            paging.push(now.since(&before));
+            last = Some(now);
+        }
         pb.set_message(format!("{}/9 {name}", i + 1));
         pb.inc(1);
     })?;
     let secs = t.elapsed().as_secs_f64();
     pb.finish_and_clear();
-    Ok((answers, secs, steps))
+    Ok((answers, secs, steps, paging))
+}
+
+/// Prints the paging counters of each analysis step on stderr (pages; times in ms).
+fn print_paging_steps(steps: &[PagingStats]) {
+    if steps.is_empty() {
+        return;
+    }
+    eprintln!(
+        "{:<28} {:>6} {:>6} {:>7} {:>6} {:>6} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "paging per step",
+        "fetch",
+        "zero",
+        "prefet",
+        "wasted",
+        "waits",
+        "wait ms",
+        "wb pg",
+        "wb MB",
+        "cleaned",
+        "clean",
+        "freed",
+        "evictms"
+    );
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let mut total = PagingStats::default();
+    for (i, s) in steps.iter().enumerate() {
+        let name = taxi::STEP_NAMES.get(i).copied().unwrap_or("?");
+        eprintln!(
+            "{:<28} {:>6} {:>6} {:>7} {:>6} {:>6} {:>8.1} {:>7} {:>7.1} {:>7} {:>7} {:>7} {:>7.1}",
+            format!("{}. {name}", i + 1),
+            s.fetch_faults,
+            s.zero_faults,
+            s.prefetched,
+            s.prefetch_wasted,
+            s.reclaim_waits,
+            ms(s.reclaim_wait_ns),
+            s.written_back,
+            s.bytes_sent as f64 / 1e6,
+            s.cleaned,
+            s.evicted_clean,
+            s.freed_stored,
+            ms(s.evict_ns)
+        );
+        total.fetch_faults += s.fetch_faults;
+        total.zero_faults += s.zero_faults;
+        total.prefetched += s.prefetched;
+        total.prefetch_wasted += s.prefetch_wasted;
+        total.reclaim_waits += s.reclaim_waits;
+        total.reclaim_wait_ns += s.reclaim_wait_ns;
+        total.written_back += s.written_back;
+        total.bytes_sent += s.bytes_sent;
+        total.cleaned += s.cleaned;
+        total.evicted_clean += s.evicted_clean;
+        total.freed_stored += s.freed_stored;
+        total.evict_ns += s.evict_ns;
+    }
+    let s = total;
+    eprintln!(
+        "{:<28} {:>6} {:>6} {:>7} {:>6} {:>6} {:>8.1} {:>7} {:>7.1} {:>7} {:>7} {:>7} {:>7.1}",
+        "analysis",
+        s.fetch_faults,
+        s.zero_faults,
+        s.prefetched,
+        s.prefetch_wasted,
+        s.reclaim_waits,
+        ms(s.reclaim_wait_ns),
+        s.written_back,
+        s.bytes_sent as f64 / 1e6,
+        s.cleaned,
+        s.evicted_clean,
+        s.freed_stored,
+        ms(s.evict_ns)
+    );
 }
 
 /// Loads and analyses in this process with `placement`.
@@ -272,7 +362,8 @@ fn run_measured(
     let df = load(args, placement, quiet)?;
     let load_seconds = t.elapsed().as_secs_f64();
     let before = rt.map(Traffic::of);
-    let (answers, analyze_seconds, step_seconds) = analyze(&df, quiet)?;
+    let (answers, analyze_seconds, step_seconds, paging) = analyze_paged(&df, quiet)?;
+    print_paging_steps(&paging);
     let moved = match (rt, before) {
         (Some(rt), Some(b)) => Traffic::of(rt).since(b),
         _ => Traffic::default(),

@@ -173,6 +173,35 @@ impl Clock {
         self.slots.iter_mut().flatten()
     }
 
+    /// Picks up to `n` dirty pages for the background cleaner among the slots the CLOCK hand
+    /// reaches next (half a revolution ahead of it): the pages about to be evicted, not the ones
+    /// just written (often temporaries, freed before the hand comes round). A dirty page there
+    /// still write-protected (not written since the cleaner, or the hand, last protected it) is
+    /// picked; one written since gets `reprotect` (which should write-protect it again, so that
+    /// the next pass sees whether it is still being written) and is passed over. Pages being
+    /// evicted and staged pages are passed over.
+    pub fn select_clean(&mut self, n: usize, mut reprotect: impl FnMut(&mut Slot)) -> Vec<usize> {
+        let cap = self.slots.len();
+        let mut out = Vec::new();
+        for k in 0..cap.div_ceil(2) {
+            if out.len() >= n {
+                break;
+            }
+            let Some(slot) = self.slots[(self.hand + k) % cap].as_mut() else {
+                continue;
+            };
+            if !slot.dirty || slot.evicting || slot.staged.is_some() {
+                continue;
+            }
+            if slot.protected {
+                out.push(slot.page);
+            } else {
+                reprotect(slot);
+            }
+        }
+        out
+    }
+
     /// Picks up to `n` victims with the CLOCK hand, without removing them.
     ///
     /// A referenced page loses its bit and is skipped (`second_chance` is called on it, e.g. to
@@ -189,11 +218,37 @@ impl Clock {
         n: usize,
         sample: &mut Vec<usize>,
         max_sample: usize,
+        second_chance: impl FnMut(&mut Slot),
+    ) -> Vec<usize> {
+        let rounds = 2 + MAX_CREDITS as usize;
+        self.select(n, sample, max_sample, second_chance, false, rounds)
+    }
+
+    /// Like [`Clock::select_victims`], but passes over dirty pages (they are left for the
+    /// background cleaner, and dropped once clean) and stops after one revolution of the hand:
+    /// fewer than `n` victims when clean ones are short.
+    pub fn select_clean_victims(
+        &mut self,
+        n: usize,
+        sample: &mut Vec<usize>,
+        max_sample: usize,
+        second_chance: impl FnMut(&mut Slot),
+    ) -> Vec<usize> {
+        self.select(n, sample, max_sample, second_chance, true, 1)
+    }
+
+    fn select(
+        &mut self,
+        n: usize,
+        sample: &mut Vec<usize>,
+        max_sample: usize,
         mut second_chance: impl FnMut(&mut Slot),
+        clean_only: bool,
+        rounds: usize,
     ) -> Vec<usize> {
         let mut victims = Vec::with_capacity(n);
         let cap = self.slots.len();
-        for _ in 0..(2 + MAX_CREDITS as usize) * cap {
+        for _ in 0..rounds * cap {
             if victims.len() >= n {
                 break;
             }
@@ -219,6 +274,8 @@ impl Clock {
                 // Sampled, still within its window: a read of it would still count. The
                 // window is measured in evictions, not passes: when most slots hold hot pages
                 // the hand turns fast over the few cold ones, and a pass is too short.
+            } else if clean_only && slot.dirty {
+                // Left for the cleaner.
             } else if !victims.contains(&slot.page) {
                 victims.push(slot.page);
                 self.now += 1;
@@ -302,6 +359,50 @@ mod tests {
         c.remove(1);
         c.remove(2);
         assert_eq!(c.select_victims(1, &mut vec![], 0, |_| {}), vec![0]);
+    }
+
+    #[test]
+    fn cleaner_picks_dirty_pages_not_written_since_its_last_pass() {
+        let mut c = Clock::new(8);
+        for p in 0..8 {
+            c.insert(Slot::new(p, true, p != 0 && p < 4, Twin::Zero));
+        }
+        // Dirty pages beyond half a revolution ahead of the hand are left alone.
+        c.get_mut(6).unwrap().dirty = true;
+        // Pages 1-3 are dirty and unprotected (being written): the first pass protects them.
+        let mut protected = vec![];
+        assert!(
+            c.select_clean(8, |s| {
+                s.protected = true;
+                protected.push(s.page);
+            })
+            .is_empty()
+        );
+        assert_eq!(protected, vec![1, 2, 3]);
+        // Page 2 is written again (a write-protect fault un-protects it); 3 is being evicted.
+        c.get_mut(2).unwrap().protected = false;
+        c.get_mut(3).unwrap().evicting = true;
+        let mut again = vec![];
+        assert_eq!(c.select_clean(8, |s| again.push(s.page)), vec![1]);
+        assert_eq!(again, vec![2]);
+    }
+
+    #[test]
+    fn clean_victims_first_leave_dirty_pages_for_the_cleaner() {
+        let mut c = Clock::new(4);
+        for p in 0..4 {
+            c.insert(Slot::new(p, false, p % 2 == 1, Twin::Zero));
+        }
+        // One revolution finds the two clean pages only.
+        assert_eq!(
+            c.select_clean_victims(3, &mut vec![], 0, |_| {}),
+            vec![0, 2]
+        );
+        c.remove(0);
+        c.remove(2);
+        assert!(c.select_clean_victims(1, &mut vec![], 0, |_| {}).is_empty());
+        // The ordinary hand takes dirty pages when it must.
+        assert_eq!(c.select_victims(2, &mut vec![], 0, |_| {}), vec![1, 3]);
     }
 
     #[test]

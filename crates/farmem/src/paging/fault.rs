@@ -129,7 +129,7 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
     }
     let page = (addr - core.base) / PAGE;
     let mut st = core.state.lock();
-    let mut waited = false;
+    let mut waited: Option<Instant> = None;
     loop {
         if let Some(slot) = st.clock.get_mut(page) {
             if slot.evicting && f.is_wp() {
@@ -157,12 +157,15 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
         if st.available() > 0 {
             break;
         }
-        if !waited {
+        if waited.is_none() {
             st.stats.reclaim_waits += 1;
-            waited = true;
+            waited = Some(Instant::now());
         }
         core.reclaim.notify_one();
         core.changed.wait(&mut st);
+    }
+    if let Some(w) = waited {
+        st.stats.reclaim_wait_ns += w.elapsed().as_nanos() as u64;
     }
     let write = f.is_write();
     st.reserved += 1;

@@ -22,7 +22,10 @@
 //!   pages), never written; so are dirty victims whose contents equal the backend's copy (or
 //!   are still all zeros). Dirty victims are write-protected, copied and written back in one
 //!   batched request without holding the lock, then dropped; a writer of such a page waits until
-//!   it is gone. With [`WriteBack::CacheLine`] only the 64-byte lines that differ from the twin
+//!   it is gone. Optionally it also *cleans* every few milliseconds: it writes back the dirty
+//!   pages ahead of the CLOCK hand not written since its previous pass and keeps them resident,
+//!   clean, so that evicting them later needs no write-back, and evicts clean victims first
+//!   ([`PagingConfig::clean_interval_ms`]). With [`WriteBack::CacheLine`] only the 64-byte lines that differ from the twin
 //!   are sent ([`Backend::patch_many`](crate::backend::Backend::patch_many)); [`WriteBack::WholePage`] sends whole pages like a swap
 //!   device. A fault evicts nothing itself; it waits only when the reclaimer falls behind
 //!   ([`PagingStats::reclaim_waits`]).
@@ -144,6 +147,15 @@ pub struct PagingConfig {
     pub pager_spin_us: u64,
     /// Pager threads serving faults concurrently (at least 1).
     pub pager_threads: usize,
+    /// Background cleaning: every this many milliseconds the reclaimer writes back the dirty
+    /// pages the program has not written since its previous pass (they stay resident, clean),
+    /// so that evicting them later is a drop rather than a write-back on the way of a fault.
+    /// A page written again after cleaning costs a write-protect fault and a twin copy.
+    /// 0, the default, disables cleaning (dirty pages are written back only when evicted or
+    /// flushed): on the taxi analysis, cleaning every 10 ms took the faults' waits for free
+    /// slots from about 40 ms to 0-3 ms but wrote back 30-70% more (temporaries cleaned before
+    /// they were freed), with no gain in time. With cleaning on, eviction prefers clean victims.
+    pub clean_interval_ms: u64,
     /// First backend object id; page `i` is object `id_base + i`. `None` names each page after
     /// its virtual page number (ids `0xFA6E_xxxx_...`), unique among this process's regions.
     pub id_base: Option<ObjectId>,
@@ -157,7 +169,8 @@ pub struct PagingConfig {
 
 impl PagingConfig {
     /// Defaults for a local budget of `budget_bytes`: cache-line write-back, prefetch windows up
-    /// to 256 pages, reclaim in batches of 64 pages, 4 pager threads, no pager spin.
+    /// to 256 pages, reclaim in batches of 64 pages, 4 pager threads, no pager spin, no
+    /// background cleaning.
     pub fn new(budget_bytes: usize) -> Self {
         Self {
             budget_bytes,
@@ -166,6 +179,7 @@ impl PagingConfig {
             evict_batch_pages: 64,
             pager_spin_us: 0,
             pager_threads: 4,
+            clean_interval_ms: 0,
             id_base: None,
             allow_user_mode_only: false,
         }
@@ -195,6 +209,8 @@ pub struct PagingStats {
     pub prefetch_unused: u64,
     /// Faults that found no free slot and waited for the reclaimer.
     pub reclaim_waits: u64,
+    /// Total time those faults waited for a free slot, in nanoseconds.
+    pub reclaim_wait_ns: u64,
     /// Fetch faults on pages evicted recently (within one budget's worth of evictions).
     pub refaults: u64,
     /// Hot clean pages unmapped (with a local copy) to see whether the program still reads them.
@@ -203,8 +219,10 @@ pub struct PagingStats {
     pub sample_hits: u64,
     /// Clean pages evicted by dropping them, without any write-back.
     pub evicted_clean: u64,
-    /// Dirty pages written back (at eviction or flush).
+    /// Dirty pages written back (at eviction, by the background cleaner, or by flush).
     pub written_back: u64,
+    /// Of those, pages written back by the background cleaner (they stayed resident).
+    pub cleaned: u64,
     /// Payload bytes sent to the backend by write-back.
     pub bytes_sent: u64,
     /// Bytes that differed from the clean twin in written-back pages (what the program changed).
@@ -228,6 +246,39 @@ pub struct PagingStats {
 }
 
 impl PagingStats {
+    /// The counters gained since `earlier` (a snapshot of the same region), field by field;
+    /// `resident_pages` is the current value.
+    pub fn since(&self, earlier: &Self) -> Self {
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        Self {
+            fetch_faults: d(self.fetch_faults, earlier.fetch_faults),
+            zero_faults: d(self.zero_faults, earlier.zero_faults),
+            wp_faults: d(self.wp_faults, earlier.wp_faults),
+            prefetched: d(self.prefetched, earlier.prefetched),
+            prefetch_hits: d(self.prefetch_hits, earlier.prefetch_hits),
+            prefetch_late: d(self.prefetch_late, earlier.prefetch_late),
+            prefetch_used: d(self.prefetch_used, earlier.prefetch_used),
+            prefetch_wasted: d(self.prefetch_wasted, earlier.prefetch_wasted),
+            prefetch_unused: d(self.prefetch_unused, earlier.prefetch_unused),
+            reclaim_waits: d(self.reclaim_waits, earlier.reclaim_waits),
+            reclaim_wait_ns: d(self.reclaim_wait_ns, earlier.reclaim_wait_ns),
+            refaults: d(self.refaults, earlier.refaults),
+            sampled: d(self.sampled, earlier.sampled),
+            sample_hits: d(self.sample_hits, earlier.sample_hits),
+            evicted_clean: d(self.evicted_clean, earlier.evicted_clean),
+            written_back: d(self.written_back, earlier.written_back),
+            cleaned: d(self.cleaned, earlier.cleaned),
+            bytes_sent: d(self.bytes_sent, earlier.bytes_sent),
+            bytes_changed: d(self.bytes_changed, earlier.bytes_changed),
+            whole_page_bytes: d(self.whole_page_bytes, earlier.whole_page_bytes),
+            freed_stored: d(self.freed_stored, earlier.freed_stored),
+            fetch_fault_ns: d(self.fetch_fault_ns, earlier.fetch_fault_ns),
+            fetch_backend_ns: d(self.fetch_backend_ns, earlier.fetch_backend_ns),
+            evict_ns: d(self.evict_ns, earlier.evict_ns),
+            resident_pages: self.resident_pages,
+        }
+    }
+
     /// Mean service time of a fetch fault in microseconds (0 when there was none).
     pub fn mean_fetch_fault_us(&self) -> f64 {
         if self.fetch_faults == 0 {

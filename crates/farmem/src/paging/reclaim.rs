@@ -20,34 +20,127 @@ use super::writeback::{self, Item};
 /// How long the reclaimer sleeps between checks when nobody wakes it.
 const IDLE: Duration = Duration::from_millis(100);
 
-/// The reclaimer thread: runs until the region stops.
-pub fn run(core: &Core, mut buf: PageBuf) {
+/// The reclaimer thread: runs until the region stops. With `clean_every`, it also cleans
+/// (see [`clean_batch`]) once that long has passed since its last complete cleaning pass,
+/// between eviction batches when it is busy.
+pub fn run(core: &Core, mut buf: PageBuf, clean_every: Option<Duration>) {
     let _internal = InternalGuard::new();
+    let mut last_clean = Instant::now();
     loop {
+        let clean_due = |last: Instant| clean_every.is_some_and(|e| last.elapsed() >= e);
         {
             let mut st = core.state.lock();
-            while !core.stop.load(Ordering::Acquire) && st.available() >= st.limits.low {
-                core.reclaim.wait_for(&mut st, IDLE);
+            while !core.stop.load(Ordering::Acquire)
+                && st.available() >= st.limits.low
+                && !clean_due(last_clean)
+            {
+                let wait = clean_every.map_or(IDLE, |e| e.saturating_sub(last_clean.elapsed()));
+                core.reclaim.wait_for(&mut st, wait.min(IDLE));
             }
         }
         if core.stop.load(Ordering::Acquire) {
             return;
         }
         let _wb = core.wb_lock.lock();
-        loop {
-            match evict_batch(core, &mut buf) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => {
-                    // Dirty pages that cannot be written back would be lost: fail loudly, like
-                    // a dead swap device.
-                    tracing::error!("paging: eviction failed: {e}");
-                    eprintln!("farmem paging: eviction failed: {e}; aborting");
-                    std::process::abort();
+        let result = (|| {
+            let short = {
+                let st = core.state.lock();
+                st.available() < st.limits.low
+            };
+            if short {
+                while evict_batch(core, &mut buf, clean_every.is_some())? {}
+            }
+            if clean_due(last_clean) {
+                loop {
+                    if !clean_batch(core, &mut buf)? {
+                        // A whole revolution found nothing to clean: the pass is complete.
+                        last_clean = Instant::now();
+                        break;
+                    }
+                    let st = core.state.lock();
+                    if st.available() < st.limits.low || core.stop.load(Ordering::Acquire) {
+                        // Eviction first; the pass resumes after it.
+                        break;
+                    }
                 }
             }
+            Ok::<(), PagingError>(())
+        })();
+        if let Err(e) = result {
+            // Dirty pages that cannot be written back would be lost: fail loudly, like a dead
+            // swap device.
+            tracing::error!("paging: eviction failed: {e}");
+            eprintln!("farmem paging: eviction failed: {e}; aborting");
+            std::process::abort();
         }
     }
+}
+
+/// Writes back up to a batch of dirty pages the program has not written since the cleaner last
+/// passed them ([`Clock::select_clean`](super::clock::Clock::select_clean)); they stay resident,
+/// clean and write-protected, so evicting them later is a drop. Returns whether it found any
+/// (`false`: none in a whole revolution).
+///
+/// # Errors
+/// A persistent backend error or a failed system call.
+pub fn clean_batch(core: &Core, buf: &mut PageBuf) -> Result<bool, PagingError> {
+    let t0 = Instant::now();
+    let mut st = core.state.lock();
+    let (uffd, base) = (&core.uffd, core.base);
+    let batch = st.limits.batch;
+    let mut pages = st.clock.select_clean(batch, |slot| {
+        match uffd.write_protect(base + slot.page * PAGE, PAGE, true) {
+            Ok(()) => slot.protected = true,
+            Err(e) => tracing::warn!("paging: re-protect failed: {e}"),
+        }
+    });
+    if pages.is_empty() {
+        return Ok(false);
+    }
+    pages.sort_unstable();
+    let (items, unchanged) = plan_dirty(core, &mut st, &pages, buf)?;
+    // Clean from now on: the copy in `buf` is what the backend will hold. Pages being written
+    // stay `evicting` until then, which keeps writers waiting and discards out.
+    for &p in &unchanged {
+        if let Some(slot) = st.clock.get_mut(p) {
+            slot.dirty = false;
+            slot.evicting = false;
+        }
+    }
+    for it in &items {
+        if let Some(slot) = st.clock.get_mut(it.page) {
+            slot.dirty = false;
+        }
+    }
+    if items.is_empty() {
+        st.stats.evict_ns += t0.elapsed().as_nanos() as u64;
+        drop(st);
+        core.changed.notify_all();
+        return Ok(true);
+    }
+    st.evicting += items.len();
+    drop(st);
+
+    let sent = writeback::send(&*core.backend, &items, buf)?;
+
+    let mut st = core.state.lock();
+    for it in &items {
+        if it.whole {
+            st.set_stored(it.page, true);
+        }
+        if let Some(slot) = st.clock.get_mut(it.page) {
+            slot.evicting = false;
+        }
+    }
+    st.evicting -= items.len();
+    st.stats.bytes_sent += sent;
+    st.stats.written_back += items.len() as u64;
+    st.stats.cleaned += items.len() as u64;
+    st.stats.whole_page_bytes += (items.len() * PAGE) as u64;
+    st.stats.evict_ns += t0.elapsed().as_nanos() as u64;
+    drop(st);
+    core.changed.notify_all();
+    Ok(true)
 }
 
 /// Drops `pages` (sorted) with one `madvise` per run of consecutive pages.
@@ -64,12 +157,13 @@ fn drop_runs(core: &Core, pages: &[usize]) -> Result<(), PagingError> {
     Ok(())
 }
 
-/// Evicts one batch if fewer than `high` slots are available. Returns whether it evicted
+/// Evicts one batch if fewer than `high` slots are available; with `clean_first`, clean
+/// victims are preferred (see [`Clock::select_clean_victims`](super::clock::Clock::select_clean_victims)). Returns whether it evicted
 /// anything (`false`: enough room, or nothing evictable right now).
 ///
 /// # Errors
 /// A persistent backend error or a failed system call.
-pub fn evict_batch(core: &Core, buf: &mut PageBuf) -> Result<bool, PagingError> {
+pub fn evict_batch(core: &Core, buf: &mut PageBuf, clean_first: bool) -> Result<bool, PagingError> {
     let t0 = Instant::now();
     let mut st = core.state.lock();
     let avail = st.available();
@@ -82,17 +176,33 @@ pub fn evict_batch(core: &Core, buf: &mut PageBuf) -> Result<bool, PagingError> 
     let base = core.base;
     let mut sample = Vec::new();
     let max_sample = st.samples.free_count();
-    let victims = st
-        .clock
-        .select_victims(want, &mut sample, max_sample, |slot| {
-            // Re-protect referenced dirty pages so that a later write re-sets the bit.
-            if slot.dirty && !slot.protected {
-                match uffd.write_protect(base + slot.page * PAGE, PAGE, true) {
-                    Ok(()) => slot.protected = true,
-                    Err(e) => tracing::warn!("paging: re-protect failed: {e}"),
-                }
+    let reprotect = |slot: &mut super::clock::Slot| {
+        // Re-protect referenced dirty pages so that a later write re-sets the bit.
+        if slot.dirty && !slot.protected {
+            match uffd.write_protect(base + slot.page * PAGE, PAGE, true) {
+                Ok(()) => slot.protected = true,
+                Err(e) => tracing::warn!("paging: re-protect failed: {e}"),
             }
-        });
+        }
+    };
+    // With a cleaner, clean victims go first (a drop, no write-back on the way of a fault);
+    // dirty ones only when one revolution finds too few clean ones.
+    let mut victims = if clean_first {
+        st.clock
+            .select_clean_victims(want, &mut sample, max_sample, reprotect)
+    } else {
+        Vec::new()
+    };
+    if victims.len() < want {
+        let more =
+            st.clock
+                .select_victims(want - victims.len(), &mut sample, max_sample, reprotect);
+        for p in more {
+            if !victims.contains(&p) {
+                victims.push(p);
+            }
+        }
+    }
     if victims.is_empty() {
         // Everything is in flight or being written back: wait for it to land.
         core.changed.wait_for(&mut st, Duration::from_millis(1));
@@ -213,6 +323,27 @@ fn prepare_dirty(
     pages: &[usize],
     buf: &mut PageBuf,
 ) -> Result<Vec<Item>, PagingError> {
+    let (items, unchanged) = plan_dirty(core, st, pages, buf)?;
+    for &p in &unchanged {
+        if let Some(slot) = st.clock.get_mut(p) {
+            slot.evicting = false;
+            slot.dirty = false;
+        }
+    }
+    drop_clean(core, st, &unchanged)?;
+    Ok(items)
+}
+
+/// Write-protects and copies the dirty pages `pages` (sorted) into `buf`, plans their
+/// write-back, marks them evicting and frees their twins. Returns the items to send and the
+/// pages with nothing to send (written to, but back to what the backend holds, or still all
+/// zeros), which stay marked evicting and dirty for the caller to settle.
+fn plan_dirty(
+    core: &Core,
+    st: &mut State,
+    pages: &[usize],
+    buf: &mut PageBuf,
+) -> Result<(Vec<Item>, Vec<usize>), PagingError> {
     let mut items = Vec::with_capacity(pages.len());
     let mut unchanged = Vec::new();
     for (k, &page) in pages.iter().enumerate() {
@@ -250,19 +381,10 @@ fn prepare_dirty(
         st.stats.bytes_changed += changed;
         st.release(twin, None);
         if !it.whole && it.runs.is_empty() {
-            // Written to, but back to what the backend holds (or still all zeros): nothing to
-            // send, it is dropped like a clean page.
             unchanged.push(page);
         } else {
             items.push(it);
         }
     }
-    for &p in &unchanged {
-        if let Some(slot) = st.clock.get_mut(p) {
-            slot.evicting = false;
-            slot.dirty = false;
-        }
-    }
-    drop_clean(core, st, &unchanged)?;
-    Ok(items)
+    Ok((items, unchanged))
 }

@@ -163,10 +163,12 @@ impl PagedRegion {
         // At least two pages: a demand fetch may bring its pair along (see `State::learn_pair`).
         let run_pages = self.core.initial.prefetch_max.clamp(2, RUN_PAGES);
         let reclaim_buf = PageBuf::new(self.core.initial.batch)?;
+        let clean =
+            (config.clean_interval_ms > 0).then(|| Duration::from_millis(config.clean_interval_ms));
         let core = self.core.clone();
         let t = std::thread::Builder::new()
             .name("farmem-reclaim".into())
-            .spawn(move || reclaim::run(&core, reclaim_buf))
+            .spawn(move || reclaim::run(&core, reclaim_buf, clean))
             .map_err(PagingError::Sys)?;
         self.threads.push(t);
         for i in 0..config.pager_threads.max(1) {
