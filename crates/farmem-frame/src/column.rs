@@ -166,6 +166,20 @@ impl Column {
         v: Vec<T>,
         p: &dyn Placement,
     ) -> Result<Column> {
+        Self::from_slice(name, dtype, &v, p)
+    }
+
+    /// [`Column::from_vec`] from a borrowed slice (its values are copied into the column's
+    /// storage either way).
+    ///
+    /// # Errors
+    /// As [`Column::from_vec`].
+    pub fn from_slice<T: Storable>(
+        name: &str,
+        dtype: DType,
+        v: &[T],
+        p: &dyn Placement,
+    ) -> Result<Column> {
         let mut b = ColumnBuilder::new(name, dtype, p);
         if dtype == DType::Str || !b.accepts::<T>() {
             return Err(FrameError::TypeMismatch {

@@ -6,7 +6,7 @@ use farmem_proto::agent::ElemType;
 use farmem_proto::expr::{Expr, Type};
 
 use crate::column::ColumnData;
-use crate::storage::local_slice;
+use crate::storage::{Placement, Storable, local_slice};
 use crate::{Column, DType, DataFrame, FrameError, Result};
 
 /// The frame type a result of type `t` is stored as, and the type to cast it to first (when it
@@ -157,13 +157,9 @@ impl DataFrame {
         let p = self.placement().as_ref();
         match dtype {
             DType::U8 | DType::Bool => Column::from_vec(name, dtype, bytes, p),
-            DType::I32 => {
-                Column::from_vec::<i32>(name, dtype, bytemuck::pod_collect_to_vec(&bytes), p)
-            }
-            DType::F64 => {
-                Column::from_vec::<f64>(name, dtype, bytemuck::pod_collect_to_vec(&bytes), p)
-            }
-            _ => Column::from_vec::<i64>(name, dtype, bytemuck::pod_collect_to_vec(&bytes), p),
+            DType::I32 => stored::<i32>(name, dtype, &bytes, p),
+            DType::F64 => stored::<f64>(name, dtype, &bytes, p),
+            _ => stored::<i64>(name, dtype, &bytes, p),
         }
     }
 
@@ -175,5 +171,19 @@ impl DataFrame {
     pub fn with_derived(self, name: &str, expr: &Expr, inputs: &[&str]) -> Result<Self> {
         let c = self.derive(name, expr, inputs)?;
         self.with_column(c)
+    }
+}
+
+/// A column of `T`s from their little-endian bytes, read in place when they are aligned for `T`
+/// (they come from the allocator, so they are), else through an aligned copy.
+fn stored<T: Storable + bytemuck::Pod>(
+    name: &str,
+    dtype: DType,
+    bytes: &[u8],
+    p: &dyn Placement,
+) -> Result<Column> {
+    match bytemuck::try_cast_slice::<u8, T>(bytes) {
+        Ok(v) => Column::from_slice(name, dtype, v, p),
+        Err(_) => Column::from_vec::<T>(name, dtype, bytemuck::pod_collect_to_vec(bytes), p),
     }
 }
