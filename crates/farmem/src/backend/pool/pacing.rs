@@ -402,9 +402,14 @@ impl Pacer {
             .then(|| self.window_milli.load(Ordering::Relaxed) as f64 / 1000.0)
     }
 
+    /// Whether the application was idle at the last tick (no call in flight or ended).
+    pub(super) fn app_idle(&self) -> bool {
+        self.idle.load(Ordering::Relaxed)
+    }
+
     /// Bytes a batch should aim at now: more while the application is idle.
     pub(super) fn batch_bytes(&self) -> usize {
-        if self.idle.load(Ordering::Relaxed) {
+        if self.app_idle() {
             IDLE_BATCH_BYTES
         } else {
             BATCH_BYTES
