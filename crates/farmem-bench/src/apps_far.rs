@@ -198,8 +198,12 @@ impl FarWeb {
         // key may not leave): the rest of the budget is worth more to the elements.
         let whole_map = args.keys * FarHashMap::<u64, u64>::bytes_per_entry() as u64 * 5 / 4;
         let map_budget = ((budget as f64 * args.map_share) as u64).min(whole_map);
-        let rt = runtime_on(backend, budget.saturating_sub(map_budget).max(4 << 20))?;
-        let map = FarHashMap::new(&rt, HashMapConfig::new(map_budget as usize))?;
+        // One budget: the map's cache is lent out of the runtime's (the heap keeps at least an
+        // eighth of it, and eight regions).
+        let budget = budget.max(map_budget + (8 << 20));
+        let rt = runtime_on(backend, budget)?;
+        let map_budget = map_budget.min(budget * 7 / 8);
+        let map = FarHashMap::new(&rt, HashMapConfig::within_runtime(map_budget as usize))?;
         for r in 0..args.keys {
             map.insert(web::key_of(r), web::value_of(r))?;
             if r.is_multiple_of(65_536) {

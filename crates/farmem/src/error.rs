@@ -177,6 +177,10 @@ pub enum Error {
     /// A [`FarPtr`](crate::FarPtr) does not name a live detached object of this runtime.
     #[error("far pointer {0:#x} does not name a live detached object")]
     InvalidPtr(u64),
+    /// A [`FarPtr`](crate::FarPtr) names an object that [`FarPtr::read`](crate::FarPtr::read)
+    /// is reading: it cannot be claimed until every such read ends.
+    #[error("far pointer {0:#x} names an object being read through FarPtr::read")]
+    PtrShared(u64),
     /// A [`FarPtr`](crate::FarPtr) names an object of another size than the requested type.
     #[error("far pointer names an object of {actual} bytes, the type needs {expected}")]
     TypeMismatch {
@@ -213,7 +217,9 @@ impl Error {
             Self::ObjectTooLarge { .. } | Self::TooManyObjects | Self::TooManyPins => {
                 ErrorKind::LimitExceeded
             }
-            Self::InvalidPtr(_) | Self::NoFarCopy => ErrorKind::InvalidArgument,
+            Self::InvalidPtr(_) | Self::PtrShared(_) | Self::NoFarCopy => {
+                ErrorKind::InvalidArgument
+            }
             Self::TypeMismatch { .. } => ErrorKind::TypeMismatch,
         }
     }

@@ -69,4 +69,6 @@ pub use config::{BackendConfig, RuntimeConfig};
 pub use error::{Error, ErrorKind, Result};
 #[doc(hidden)]
 pub use runtime::test_support;
-pub use runtime::{Far, FarBox, FarPtr, FarSlice, Pinned, PinnedMut, Runtime, Scope, Stats};
+pub use runtime::{
+    Far, FarBox, FarPtr, FarRef, FarSlice, Pinned, PinnedMut, Runtime, Scope, Stats,
+};

@@ -429,3 +429,37 @@ fn a_panicking_scan_callback_stops_the_read_ahead() {
         assert!(which == nt && panicked);
     }
 }
+
+#[test]
+fn a_map_within_the_runtime_budget_shrinks_the_heap_while_it_lives() {
+    let rt = Runtime::new(RuntimeConfig::new(16 << 20).region_size(64 << 10)).unwrap();
+    let boxes: Vec<farmem::FarBox<[u8; 4096]>> = (0..3072u32)
+        .map(|i| farmem::FarBox::new(&rt, [i as u8; 4096]).unwrap())
+        .collect();
+    assert!(rt.local_bytes() > 10 << 20, "{}", rt.local_bytes());
+    let m: FarHashMap<u64, u64> =
+        FarHashMap::new(&rt, HashMapConfig::within_runtime(8 << 20)).unwrap();
+    assert_eq!(rt.heap_budget(), 8 << 20);
+    // The evacuator brings the heap down to the rest of the budget.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while rt.local_bytes() > rt.heap_budget() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(rt.local_bytes() <= 8 << 20, "{}", rt.local_bytes());
+    // More than an eighth of the budget must stay with the heap.
+    let e = FarHashMap::<u64, u64>::new(&rt, HashMapConfig::within_runtime(7 << 20)).unwrap_err();
+    assert_eq!(e.kind(), farmem::ErrorKind::Config, "{e}");
+    assert_eq!(rt.heap_budget(), 8 << 20);
+    for k in 0..100_000u64 {
+        m.insert(k, k * 3).unwrap();
+    }
+    for k in (0..100_000u64).step_by(997) {
+        assert_eq!(m.get(&k).unwrap(), Some(k * 3));
+    }
+    for (i, b) in boxes.iter().enumerate() {
+        assert_eq!(b.get().unwrap()[4095], i as u8);
+        assert!(rt.local_bytes() <= rt.heap_budget() + rt.slack_bytes());
+    }
+    drop(m);
+    assert_eq!(rt.heap_budget(), 16 << 20);
+}

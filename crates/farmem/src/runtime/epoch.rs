@@ -218,6 +218,33 @@ const SEEN: usize = 4;
 /// *b.write(&s).unwrap() += 1;
 /// assert_eq!(*b.read(&s).unwrap(), 42);
 /// ```
+///
+/// # Scopes and locks
+/// Writing needs `&mut FarBox`, so objects several threads write live behind a lock. Take the
+/// lock first, then open the scope, and end the scope before the lock: a thread that waits for
+/// a lock *inside* a scope holds up the evacuator for as long as it waits, and when the lock's
+/// holder needs local room that only the evacuator can make, neither moves (the holder's
+/// allocation ends in [`Error::LocalHeapExhausted`](crate::Error::LocalHeapExhausted) after
+/// the runtime's allocation timeout). The same holds for any blocking wait (a channel, a join).
+///
+/// ```
+/// use std::sync::Mutex;
+/// use farmem::{FarBox, Runtime, RuntimeConfig};
+/// let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
+/// let counter = Mutex::new(FarBox::new(&rt, 0u64).unwrap());
+/// std::thread::scope(|t| {
+///     for _ in 0..4 {
+///         t.spawn(|| {
+///             for _ in 0..100 {
+///                 let mut b = counter.lock().unwrap(); // the lock first,
+///                 let s = rt.scope(); //                  then the scope,
+///                 *b.write(&s).unwrap() += 1;
+///             } //                                       dropped in reverse order
+///         });
+///     }
+/// });
+/// assert_eq!(counter.lock().unwrap().get().unwrap(), 400);
+/// ```
 pub struct Scope<'rt> {
     ts: Arc<ThreadState>,
     /// The counters of the runtime that opened the scope.

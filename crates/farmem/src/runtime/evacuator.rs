@@ -311,7 +311,7 @@ impl Round<'_> {
             }
             // Compaction stays within the budget (the slack is for mutators the evacuator waits
             // for and for objects they move); without room, hot objects are evicted.
-            let limit = self.ev.heap.budget;
+            let limit = self.ev.heap.limit();
             if let Some(a) = self
                 .ev
                 .heap

@@ -114,6 +114,9 @@ pub(crate) struct Heap {
     /// resident memory stays within the budget as if they had been given back.
     warm: AtomicUsize,
     pub(crate) budget: usize,
+    /// Bytes of the budget lent to caches outside the heap (see `Runtime::lend_local`): the
+    /// heap's objects keep to `budget - lent`.
+    lent: AtomicUsize,
     pub(crate) slack: usize,
     freed_lock: Mutex<()>,
     freed: Condvar,
@@ -161,10 +164,33 @@ impl Heap {
             used: AtomicUsize::new(0),
             warm: AtomicUsize::new(0),
             budget,
+            lent: AtomicUsize::new(0),
             slack: slack_regions * region_size,
             freed_lock: Mutex::new(()),
             freed: Condvar::new(),
         })
+    }
+
+    /// The bytes the heap's objects keep to: the budget less what is lent to caches.
+    #[inline]
+    pub(crate) fn limit(&self) -> usize {
+        self.budget
+            .saturating_sub(self.lent.load(Ordering::Relaxed))
+    }
+
+    /// Lends `bytes` of the budget if at least `keep` bytes are left to the heap's objects.
+    pub(crate) fn lend(&self, bytes: usize, keep: usize) -> bool {
+        self.lent
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                let l = l.checked_add(bytes)?;
+                (self.budget.saturating_sub(l) >= keep).then_some(l)
+            })
+            .is_ok()
+    }
+
+    /// Takes back `bytes` lent by [`Heap::lend`].
+    pub(crate) fn take_back(&self, bytes: usize) {
+        self.lent.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// Bytes in use.
@@ -477,7 +503,7 @@ impl Heap {
         let warm = self
             .warm
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
-                (used_after + w + rs <= self.budget).then_some(w + rs)
+                (used_after + w + rs <= self.limit()).then_some(w + rs)
             })
             .is_ok();
         if warm {

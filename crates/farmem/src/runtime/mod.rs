@@ -20,6 +20,7 @@ mod far;
 mod frees;
 mod heap;
 mod ids;
+mod loan;
 mod object;
 mod pin;
 mod slot;
@@ -37,7 +38,8 @@ use parking_lot::{Condvar, Mutex};
 
 pub use epoch::Scope;
 pub(crate) use evacuator::MAX_REGIONS as MAX_EVACUATION_REGIONS;
-pub use far::{Far, FarBox, FarPtr, FarSlice, Pinned, PinnedMut};
+pub use far::{Far, FarBox, FarPtr, FarRef, FarSlice, Pinned, PinnedMut};
+pub(crate) use loan::LocalLoan;
 pub use stats::Stats;
 
 use crate::backend::{Backend, EmbeddedStore, ObjectId};
@@ -92,8 +94,6 @@ pub(crate) struct Inner {
     last_error: Mutex<Option<Arc<crate::BackendError>>>,
     /// Process-unique number (see [`NEXT_RUNTIME`]).
     number: u64,
-    high_bytes: usize,
-    low_bytes: usize,
     /// The largest allocation waiting for room (0 if none): the evacuator makes room for it
     /// even below the high watermark (a large object may not fit in what is left under it).
     /// A hint, reset by every allocation that succeeds and raised again by those still waiting.
@@ -164,7 +164,6 @@ impl Runtime {
             what: "reserve the local heap",
             source,
         })?;
-        let budget = cfg.local_budget as f64;
         let inner = Arc::new(Inner {
             backend,
             heap,
@@ -172,8 +171,6 @@ impl Runtime {
             counters: CounterSet::new(number),
             ids: Ids::new(number),
             number,
-            high_bytes: (budget * cfg.high_watermark) as usize,
-            low_bytes: (budget * cfg.low_watermark) as usize,
             wanted: AtomicUsize::new(0),
             cfg,
             signal: Arc::new(Signal::default()),
@@ -360,12 +357,19 @@ impl Inner {
         (self.heap.budget / 2).min(1 << 36)
     }
 
+    /// The watermarks, as fractions of what the heap's objects may use (see `Heap::limit`).
+    fn watermark(&self, fraction: f64) -> usize {
+        (self.heap.limit() as f64 * fraction) as usize
+    }
+
     fn needs_evacuation(&self) -> bool {
-        self.heap.used() + self.wanted.load(Ordering::Relaxed) > self.high_bytes
+        self.heap.used() + self.wanted.load(Ordering::Relaxed)
+            > self.watermark(self.cfg.high_watermark)
     }
 
     fn evacuation_target(&self) -> usize {
-        (self.heap.used() + self.wanted.load(Ordering::Relaxed)).saturating_sub(self.low_bytes)
+        (self.heap.used() + self.wanted.load(Ordering::Relaxed))
+            .saturating_sub(self.watermark(self.cfg.low_watermark))
     }
 
     fn wake_evacuator(&self) {
@@ -422,7 +426,7 @@ impl Inner {
         // Set while the thread is out of its epoch (re-entered when dropped).
         let mut suspended = None;
         loop {
-            if let Some(a) = self.heap.alloc(lane, slot, len, self.heap.budget) {
+            if let Some(a) = self.heap.alloc(lane, slot, len, self.heap.limit()) {
                 if self.wanted.load(Ordering::Relaxed) != 0 {
                     self.wanted.store(0, Ordering::Relaxed);
                 }
@@ -445,7 +449,7 @@ impl Inner {
             let blocked = st.by_own || since.is_some_and(|t| t.elapsed() >= FOREIGN_PATIENCE);
             if blocked || evacuator {
                 // Waiting cannot help (see above), so use the slack.
-                let limit = self.heap.budget + self.heap.slack;
+                let limit = self.heap.limit() + self.heap.slack;
                 if let Some(a) = self.heap.alloc(lane, slot, len, limit) {
                     self.wake_evacuator();
                     return Ok(a);
@@ -507,7 +511,7 @@ impl Inner {
             }
             // Not local: freed or invalidated since, so no reference to it is alive.
         }
-        if !ok || bytes > self.heap.budget {
+        if !ok || bytes > self.heap.limit() {
             pins.into_iter().for_each(pin::unpin);
             return None;
         }

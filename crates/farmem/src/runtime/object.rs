@@ -195,10 +195,10 @@ impl Inner {
             None
         } else {
             self.heap
-                .alloc(lane, idx, len, self.heap.budget)
+                .alloc(lane, idx, len, self.heap.limit())
                 .or_else(|| {
                     self.heap
-                        .alloc(lane, idx, len, self.heap.budget + self.heap.slack)
+                        .alloc(lane, idx, len, self.heap.limit() + self.heap.slack)
                 })
         };
         let Some(a) = a else {
@@ -360,7 +360,7 @@ impl Inner {
                 if !candidates.is_empty() {
                     // Only the first object waits for room: waiting while holding the
                     // allocations found so far would keep their regions from the evacuator.
-                    match self.heap.alloc(lane, i, slot.len(), self.heap.budget) {
+                    match self.heap.alloc(lane, i, slot.len(), self.heap.limit()) {
                         Some(a) => candidates.push((slot, w, a)),
                         None => {
                             self.wake_evacuator();

@@ -46,6 +46,10 @@ pub struct HashMapConfig {
     pub pipeline_misses: usize,
     /// [`FarHashMap::get_many_pipelined`]: requests in flight per calling thread.
     pub pipeline_depth: usize,
+    /// Whether `local_bytes` come out of the runtime's local budget (the runtime's objects keep
+    /// to the rest while the map lives) rather than in addition to it. See
+    /// [`HashMapConfig::within_runtime`].
+    pub from_runtime_budget: bool,
 }
 
 impl HashMapConfig {
@@ -58,6 +62,29 @@ impl HashMapConfig {
             protected_fraction: 0.8,
             pipeline_misses: 64,
             pipeline_depth: 2,
+            from_runtime_budget: false,
+        }
+    }
+
+    /// As [`HashMapConfig::new`], with the cache's `local_bytes` taken out of the runtime's
+    /// local budget: one budget covers the runtime's objects and the map's cached entries, and
+    /// the runtime's objects keep to the rest ([`Runtime::heap_budget`]) until the map is
+    /// dropped.
+    ///
+    /// ```
+    /// use farmem::{Runtime, RuntimeConfig};
+    /// use farmem::containers::{FarHashMap, HashMapConfig};
+    /// let rt = Runtime::new(RuntimeConfig::new(64 << 20)).unwrap();
+    /// let m: FarHashMap<u64, u64> =
+    ///     FarHashMap::new(&rt, HashMapConfig::within_runtime(16 << 20)).unwrap();
+    /// assert_eq!(rt.heap_budget(), 48 << 20);
+    /// drop(m);
+    /// assert_eq!(rt.heap_budget(), 64 << 20);
+    /// ```
+    pub fn within_runtime(local_bytes: usize) -> Self {
+        Self {
+            from_runtime_budget: true,
+            ..Self::new(local_bytes)
         }
     }
 }
@@ -114,6 +141,8 @@ pub struct FarHashMap<K, V> {
     pipeline_depth: usize,
     writebacks: AtomicU64,
     round_trips: AtomicU64,
+    /// The cache's bytes, when they come out of the runtime's budget.
+    _loan: Option<crate::runtime::LocalLoan>,
 }
 
 impl<K, V> std::fmt::Debug for FarHashMap<K, V> {
@@ -131,11 +160,14 @@ fn decode<T: Pod>(bytes: &[u8]) -> Result<T> {
 }
 
 impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
-    /// An empty map caching up to `cfg.local_bytes` of entries locally.
+    /// An empty map caching up to `cfg.local_bytes` of entries locally (out of the runtime's
+    /// budget with [`HashMapConfig::within_runtime`]).
     ///
     /// # Errors
     /// [`ContainerError::Invalid`] for zero shards, a zero pipeline depth or a protected fraction
-    /// outside `0..=1`.
+    /// outside `0..=1`; [`ContainerError::Runtime`] with [`Error::Config`](crate::Error::Config)
+    /// when the cache would leave the runtime's objects less than an eighth of its budget (or
+    /// eight regions).
     pub fn new(rt: &Runtime, cfg: HashMapConfig) -> Result<Self> {
         if cfg.shards == 0
             || cfg.pipeline_depth == 0
@@ -145,6 +177,11 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
                 "bad hash map config {cfg:?}"
             )));
         }
+        let loan = if cfg.from_runtime_budget {
+            Some(rt.lend_local(cfg.local_bytes)?)
+        } else {
+            None
+        };
         let entry = Self::bytes_per_entry();
         // Each shard's share holds its ways and, in an eighth of it, its outbox: up to a batch
         // of unsent entries and `WRITE_BACK_DEPTH` batches in flight (a hash-map slot each, at
@@ -175,6 +212,7 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
             pipeline_depth: cfg.pipeline_depth.max(1),
             writebacks: AtomicU64::new(0),
             round_trips: AtomicU64::new(0),
+            _loan: loan,
         })
     }
 

@@ -43,6 +43,23 @@ mod raw {
 }
 pub(crate) use raw::RawFar;
 
+/// The slot a [`FarPtr`]'s bits `raw` name (its index, generation and slot), if it is of this
+/// generation and its length passes `len_ok`.
+fn named(
+    rt: &Inner,
+    raw: u64,
+    len_ok: impl FnOnce(usize) -> Result<()>,
+) -> Result<(u32, u32, &Slot)> {
+    let idx = (raw as u32).checked_sub(1).ok_or(Error::InvalidPtr(raw))?;
+    let generation = (raw >> 32) as u32;
+    let slot = rt.slots.get(idx).ok_or(Error::InvalidPtr(raw))?;
+    if slot.meta().generation.load(StdOrdering::Acquire) != generation {
+        return Err(Error::InvalidPtr(raw));
+    }
+    len_ok(slot.len())?;
+    Ok((idx, generation, slot))
+}
+
 // SAFETY: a RawFar is a pointer to a slot of a runtime it keeps alive (a strong count); the slot
 // is only accessed through atomics, so it may be sent to and shared between threads.
 unsafe impl Send for RawFar {}
@@ -96,17 +113,17 @@ impl RawFar {
     }
 
     fn claim(rt: &Arc<Inner>, raw: u64, len_ok: impl FnOnce(usize) -> Result<()>) -> Result<Self> {
-        let idx = (raw as u32).checked_sub(1).ok_or(Error::InvalidPtr(raw))?;
-        let generation = (raw >> 32) as u32;
-        let slot = rt.slots.get(idx).ok_or(Error::InvalidPtr(raw))?;
+        let (idx, generation, slot) = named(rt, raw, len_ok)?;
         let meta = slot.meta();
-        if meta.generation.load(StdOrdering::Acquire) != generation {
-            return Err(Error::InvalidPtr(raw));
-        }
-        len_ok(slot.len())?;
         meta.owner
             .compare_exchange(DETACHED, BOXED, StdOrdering::AcqRel, StdOrdering::Acquire)
-            .map_err(|_| Error::InvalidPtr(raw))?;
+            .map_err(|now| {
+                if now > DETACHED {
+                    Error::PtrShared(raw)
+                } else {
+                    Error::InvalidPtr(raw)
+                }
+            })?;
         // The generation may have changed between the check and the claim only if the object was
         // freed and the slot reused and detached again; recheck to be exact.
         if meta.generation.load(StdOrdering::Acquire) != generation {
@@ -422,7 +439,8 @@ impl<T: Pod> FarBox<T> {
     ///
     /// # Errors
     /// [`Error::InvalidPtr`] unless `ptr` names a live detached object of `rt`;
-    /// [`Error::TypeMismatch`] if its size is not `size_of::<T>()`.
+    /// [`Error::PtrShared`] while [`FarPtr::read`] reads it; [`Error::TypeMismatch`] if its size
+    /// is not `size_of::<T>()`.
     pub fn from_ptr(rt: &Runtime, ptr: FarPtr<T>) -> Result<Self> {
         let raw = RawFar::claim(&rt.inner, ptr.raw, |len| {
             if len == size_of::<T>() {
@@ -659,8 +677,8 @@ impl<T: Pod> FarSlice<T> {
     /// Claims a detached slice back.
     ///
     /// # Errors
-    /// [`Error::InvalidPtr`], or [`Error::TypeMismatch`] if its size is not a multiple of
-    /// `size_of::<T>()`.
+    /// [`Error::InvalidPtr`], [`Error::PtrShared`] while [`FarPtr::read`] reads it, or
+    /// [`Error::TypeMismatch`] if its size is not a multiple of `size_of::<T>()`.
     pub fn from_ptr(rt: &Runtime, ptr: FarPtr<[T]>) -> Result<Self> {
         let mut len = 0;
         let raw = RawFar::claim(&rt.inner, ptr.raw, |bytes| {
@@ -729,5 +747,7 @@ const _: () = assert!(size_of::<FarBox<u64>>() == 8 && size_of::<Option<FarBox<u
 mod batch;
 mod pinned;
 mod ptr;
+mod shared;
 pub use pinned::{Pinned, PinnedMut};
 pub use ptr::FarPtr;
+pub use shared::FarRef;
