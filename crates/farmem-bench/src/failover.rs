@@ -14,11 +14,10 @@
 //! every key and every element is read back and compared.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use farmem::backend::{MemberId, TcpBackend, TcpConfig};
+use farmem::backend::{TcpBackend, TcpConfig};
 use farmem::{Backend, ObjectId};
 use serde::Serialize;
 
@@ -32,6 +31,8 @@ use crate::web::{self, ELEM, WebData};
 mod ceiling;
 #[path = "failover_coded.rs"]
 mod coded;
+#[path = "failover_drain.rs"]
+mod drain;
 
 pub use coded::parse_scheme;
 #[path = "failover_kswap.rs"]
@@ -76,6 +77,15 @@ pub struct Args {
     /// requests in flight (0.01-1; within it, the pool's latency controller decides).
     #[arg(long, default_value_t = 1.0)]
     pub repair_share: f64,
+    /// The application's request latency repair and drains aim under, as a multiple of its
+    /// latency with no mover running (`PoolConfig::repair_target`).
+    #[arg(long, default_value_t = 1.5)]
+    pub repair_target: f64,
+    /// `drain` part: latency targets of further drains beside the web frontend (each onto a
+    /// server that joins), comma-separated: the frontier of drain bandwidth against the
+    /// application's throughput.
+    #[arg(long, value_delimiter = ',')]
+    pub drain_targets: Vec<f64>,
     /// Repair and drain have the servers copy to each other directly (`OBJ_PUSH`) instead of
     /// through this client.
     #[arg(long)]
@@ -157,14 +167,17 @@ impl Args {
     }
 
     fn rig(&self, replicas: usize) -> anyhow::Result<PoolRig> {
-        PoolRig::start_with(
+        let rig = PoolRig::start_with(
             self.servers,
             farmem::backend::Redundancy::replicas(replicas),
             Duration::from_millis(self.timeout_ms),
             (self.repair_mib_s > 0).then_some(self.repair_mib_s << 20),
             self.server_copies,
             self.repair_share,
-        )
+        )?;
+        rig.pool
+            .set_repair_pacing(self.repair_share, self.repair_target);
+        Ok(rig)
     }
 }
 
@@ -206,15 +219,9 @@ struct FailureRun {
     values_verified: u64,
 }
 
-/// The drain under load.
-#[derive(Debug, Serialize)]
-struct DrainRun {
-    drained_bytes: u64,
-    drain_seconds: f64,
-    drain_mib_per_second: f64,
-    requests_per_second: f64,
-    throughput_vs_idle: f64,
-    values_verified: u64,
+/// CPUs this process may run on.
+fn ncpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 fn mib(b: u64) -> f64 {
@@ -246,6 +253,11 @@ fn verify(data: &FarWeb, a: &Args) -> anyhow::Result<u64> {
 
 /// Bulk bandwidth of the transport: `get_many` of 2 MiB batches from one server, MiB/s.
 pub(super) fn bulk_bandwidth(a: &Args) -> anyhow::Result<f64> {
+    Ok(bulk_measure(a)?.0)
+}
+
+/// [`bulk_bandwidth`], and the CPU-µs (this process and the server) per MiB read.
+fn bulk_measure(a: &Args) -> anyhow::Result<(f64, f64)> {
     const OBJ: usize = 64 << 10;
     const BATCH: usize = 32;
     let server = ServerProc::start()?;
@@ -258,6 +270,8 @@ pub(super) fn bulk_bandwidth(a: &Args) -> anyhow::Result<f64> {
         let items: Vec<(ObjectId, &[u8])> = batch.iter().map(|&i| (i, &payload[..])).collect();
         b.put_many(&items)?;
     }
+    let pids = [server.pid() as u32];
+    let mark = drain::CpuMark::now(&pids);
     let t = Instant::now();
     let mut bytes = 0u64;
     for _ in 0..2 {
@@ -269,7 +283,9 @@ pub(super) fn bulk_bandwidth(a: &Args) -> anyhow::Result<f64> {
                 .sum::<u64>();
         }
     }
-    Ok(mib(bytes) / t.elapsed().as_secs_f64().max(1e-9))
+    let rate = mib(bytes) / t.elapsed().as_secs_f64().max(1e-9);
+    let cpu = mark.used(&pids);
+    Ok((rate, cpu.total_cpu_seconds * 1e6 / mib(bytes).max(1e-9)))
 }
 
 /// Builds the web data set on `rig` and serves the warm-up requests.
@@ -496,56 +512,6 @@ fn failure_under_load(
     })
 }
 
-fn drain_run(a: &Args, idle_rps: f64) -> anyhow::Result<DrainRun> {
-    eprintln!("replicas 2: web frontend while one server drains");
-    let wa = a.web_args();
-    let rig = a.rig(2)?;
-    let data = build_web(&rig, a, &wa)?;
-    let drained_bytes = rig.members[VICTIM].stats()?.used_bytes;
-    let before = rig.pool.pool_stats().repair.bytes_copied;
-    let stop = AtomicBool::new(false);
-    let served = AtomicU64::new(0);
-    let (drain, client) = std::thread::scope(|s| {
-        let client = s.spawn(|| -> anyhow::Result<f64> {
-            let t = Instant::now();
-            let chunk = (wa.requests / 20).max(wa.threads as u64 * 16);
-            let mut next = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                web::drive(&data, &wa, next..next + chunk, true)?;
-                next += chunk;
-                served.fetch_add(chunk, Ordering::Relaxed);
-            }
-            Ok(t.elapsed().as_secs_f64())
-        });
-        let t = Instant::now();
-        let r = rig.pool.drain_member(MemberId(VICTIM));
-        let drain_secs = t.elapsed().as_secs_f64();
-        stop.store(true, Ordering::Relaxed);
-        let client = client
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("client thread panicked")));
-        (r.map(|()| drain_secs), client)
-    });
-    let drain_secs = drain.context("draining a member")?;
-    let client_secs = client?;
-    let copied = rig
-        .pool
-        .pool_stats()
-        .repair
-        .bytes_copied
-        .saturating_sub(before);
-    let verified = verify(&data, a)?;
-    let rps = served.load(Ordering::Relaxed) as f64 / client_secs.max(1e-9);
-    Ok(DrainRun {
-        drained_bytes,
-        drain_seconds: drain_secs,
-        drain_mib_per_second: mib(copied) / drain_secs.max(1e-9),
-        requests_per_second: rps,
-        throughput_vs_idle: rps / idle_rps.max(1e-9),
-        values_verified: verified,
-    })
-}
-
 /// Runs the benchmark.
 ///
 /// # Errors
@@ -573,7 +539,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let local_taxi =
         crate::taxi::run_in_process(&ta, farmem_frame::LocalPlacement::shared(), true)?;
     eprintln!("bulk bandwidth: get_many of 2 MiB batches from one server");
-    let bulk = bulk_bandwidth(&a)?;
+    let (bulk, bulk_cpu_us_per_mib) = bulk_measure(&a)?;
 
     let part = |p: &str| a.parts.iter().any(|x| x == p);
     let mut reps = Vec::new();
@@ -625,7 +591,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Vec::new()
     };
     let drain = if part("drain") {
-        Some(drain_run(&a, idle_rps)?)
+        Some(drain::run(&a, idle_rps, bulk)?)
     } else {
         None
     };
@@ -698,18 +664,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             f.values_verified
         );
     }
-    if let Some(drain) = &drain {
-        println!(
-            "drain of {:.0} MiB: {:.2} s, {:.0} MiB/s ({:.0}% of bulk); web {:.0} req/s meanwhile \
-             ({:.2}x idle); {} values verified",
-            mib(drain.drained_bytes),
-            drain.drain_seconds,
-            drain.drain_mib_per_second,
-            drain.drain_mib_per_second / bulk.max(1e-9) * 100.0,
-            drain.requests_per_second,
-            drain.throughput_vs_idle,
-            drain.values_verified
-        );
+    if let Some(d) = &drain {
+        drain::print(d, bulk, bulk_cpu_us_per_mib, ncpus());
     }
     if let Some(c) = &ceiling {
         ceiling::print(c);
@@ -740,6 +696,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "local_web_requests_per_second": local_web.throughput,
             "local_taxi_analyze_seconds": local_taxi.analyze_seconds,
             "bulk_mib_per_second": bulk,
+            "bulk_cpu_us_per_mib": bulk_cpu_us_per_mib,
+            "cpus": ncpus(),
+            "repair_target": a.repair_target,
             "replicas": reps,
             "failures": failures,
             "drain": drain,

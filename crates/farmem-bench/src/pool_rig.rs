@@ -127,7 +127,8 @@ impl ServerProc {
         &self.addr
     }
 
-    fn pid(&self) -> i32 {
+    /// Its process id.
+    pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 

@@ -281,3 +281,41 @@ fn runtime_containers_over_a_pool_survive_a_member_loss() {
     }
     assert_eq!(map.len().unwrap(), 30_000);
 }
+
+/// A server-side table larger than the table copy's pages (1,024 entries while the application
+/// works, 16,384 while it is idle) is drained whole, idle and with lookups running, and under
+/// any latency target.
+#[test]
+fn large_tables_drain_whole_idle_and_under_lookups() {
+    let ms = members(4, u64::MAX);
+    let p = Arc::new(pool(&ms, Redundancy::replicas(2)));
+    let rt = Runtime::new(RuntimeConfig::new(8 << 20).custom_backend(p.clone())).unwrap();
+    let map: FarHashMap<u64, u64> = FarHashMap::new(&rt, HashMapConfig::new(64 << 10)).unwrap();
+    let n = 40_000u64;
+    for k in 0..n {
+        map.insert(k, k * 3 + 1).unwrap();
+    }
+    // Idle: large pages.
+    p.drain_member(MemberId(0)).unwrap();
+    assert_eq!(p.member_state(MemberId(0)), Some(MemberState::Drained));
+    // Lookups running, a tight latency target: small pages, a slow window.
+    p.set_repair_pacing(1.0, 1.1);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut k = 0;
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(map.get(&k).unwrap(), Some(k * 3 + 1), "{k}");
+                k = (k + 7919) % n;
+            }
+        });
+        let r = p.drain_member(MemberId(1));
+        stop.store(true, Ordering::Relaxed);
+        r.unwrap();
+    });
+    assert_eq!(p.member_state(MemberId(1)), Some(MemberState::Drained));
+    for k in 0..n {
+        assert_eq!(map.get(&k).unwrap(), Some(k * 3 + 1), "{k}");
+    }
+    assert_eq!(map.len().unwrap() as u64, n);
+}

@@ -169,6 +169,10 @@ pub struct PoolConfig {
     /// at a time, and after a batch of `d` seconds the next waits `d`. With no application
     /// request in flight every batch runs. Default 1 (the controller alone decides).
     pub repair_share: f64,
+    /// The application's request latency the repair and drain pacing aims under, as a multiple
+    /// of its latency with no mover running (at least 1.05). Higher: faster repair, slower
+    /// application. Default 1.5.
+    pub repair_target: f64,
     /// Tuning of a [`Redundancy::Coded`] scheme (ignored by the others).
     pub coding: CodingOptions,
     /// Under [`Redundancy::Coded`]: objects of at least this many bytes are erasure-coded, and
@@ -192,6 +196,7 @@ impl PoolConfig {
             read_patience: Some(Duration::from_millis(20)),
             server_to_server: false,
             repair_share: 1.0,
+            repair_target: pacing::TARGET,
             coding: CodingOptions::default(),
             code_from: 0,
         }
@@ -216,6 +221,13 @@ impl PoolConfig {
     #[must_use]
     pub fn repair_share(mut self, share: f64) -> Self {
         self.repair_share = share;
+        self
+    }
+
+    /// Sets [`PoolConfig::repair_target`].
+    #[must_use]
+    pub fn repair_target(mut self, latency_multiple: f64) -> Self {
+        self.repair_target = latency_multiple;
         self
     }
 
@@ -458,7 +470,7 @@ impl PoolBackend {
             .map(|b| Arc::new(Member::new(b, cfg.read_patience)))
             .collect();
         let inner = Arc::new(Inner {
-            repair: Repairer::new(cfg.repair_rate, cfg.repair_share),
+            repair: Repairer::new(cfg.repair_rate, cfg.repair_share, cfg.repair_target),
             cfg,
             members: RwLock::new(list.into()),
             table: LocationTable::new(),
@@ -499,6 +511,12 @@ impl PoolBackend {
     /// [`PoolError::TooManyMembers`] after [`MAX_MEMBERS`] members over the pool's life.
     pub fn add_member(&self, backend: Arc<dyn Backend>) -> Result<MemberId, PoolError> {
         self.inner.add_member(backend)
+    }
+
+    /// Changes the pacing of repair and drains from now on: [`PoolConfig::repair_share`] and
+    /// [`PoolConfig::repair_target`] (a mover running starts its window afresh).
+    pub fn set_repair_pacing(&self, share: f64, target: f64) {
+        self.inner.repair.pacer.set_pacing(share, target);
     }
 
     /// Moves every object off member `id` while the program keeps reading and writing, then

@@ -41,10 +41,13 @@ pub(super) const MOVERS: usize = 4;
 /// How often the controller looks at the application's latency while a mover runs.
 pub(super) const TICK: Duration = Duration::from_millis(10);
 
-/// Foreground latency the controller aims under, as a multiple of the baseline: an
-/// application whose calls take 1.5x as long keeps about 0.7x of its throughput (at 2x, the
-/// web frontend kept 0.5-0.6x while a drain ran).
-pub(super) const TARGET: f64 = 1.5;
+/// Foreground latency the controller aims under by default, as a multiple of the baseline
+/// ([`super::PoolConfig::repair_target`]): an application whose calls take 1.5x as long keeps
+/// about 0.7x of its throughput (at 2x, the web frontend kept 0.5-0.6x while a drain ran).
+pub(crate) const TARGET: f64 = 1.5;
+
+/// The lowest latency target the controller accepts (a multiple of the baseline).
+const MIN_TARGET: f64 = 1.05;
 
 /// Additive increase of the window per tick under the target.
 pub(super) const STEP: f64 = 0.25;
@@ -92,6 +95,8 @@ pub(super) struct Aimd {
     pub(super) window: f64,
     /// The most the window may reach while the application works.
     pub(super) cap: f64,
+    /// The application's latency aimed under, as a multiple of the baseline.
+    target: f64,
     /// The application's latency, smoothed over ticks (single ticks of a few dozen calls vary
     /// 2-5x on a loaded machine).
     smooth: Option<f64>,
@@ -100,12 +105,18 @@ pub(super) struct Aimd {
 }
 
 impl Aimd {
-    /// A controller whose window may reach `cap` (at least [`FLOOR`]).
-    pub(super) fn new(cap: f64) -> Self {
+    /// A controller whose window may reach `cap` (at least [`FLOOR`]), aiming under `target`
+    /// times the baseline latency (at least [`MIN_TARGET`]).
+    pub(super) fn new(cap: f64, target: f64) -> Self {
         let cap = cap.max(FLOOR);
         Self {
             window: START.min(cap),
             cap,
+            target: if target.is_finite() {
+                target.max(MIN_TARGET)
+            } else {
+                TARGET
+            },
             smooth: None,
             hold: 0,
         }
@@ -118,7 +129,7 @@ impl Aimd {
             .smooth
             .map_or(latency, |s| s * (1.0 - SMOOTHING) + latency * SMOOTHING);
         self.smooth = Some(smooth);
-        if smooth <= baseline * TARGET {
+        if smooth <= baseline * self.target {
             self.window = (self.window + STEP).min(self.cap);
         } else if self.hold == 0 {
             self.window = (self.window * BACKOFF).max(FLOOR);
@@ -211,6 +222,11 @@ fn totals(members: &[Arc<Member>]) -> (u64, u64) {
     })
 }
 
+/// The window's cap for a share of the mover's full pace.
+fn share_cap(share: f64) -> f64 {
+    share.clamp(0.01, 1.0) * MOVERS as f64
+}
+
 fn app_inflight(members: &[Arc<Member>]) -> bool {
     members
         .iter()
@@ -218,10 +234,11 @@ fn app_inflight(members: &[Arc<Member>]) -> bool {
 }
 
 impl Pacer {
-    /// Pacing with an optional cap of `rate` bytes per second and the window capped at `share`
-    /// of [`MOVERS`] while the application works.
-    pub(crate) fn new(rate: Option<u64>, share: f64) -> Self {
-        let aimd = Aimd::new(share.clamp(0.01, 1.0) * MOVERS as f64);
+    /// Pacing with an optional cap of `rate` bytes per second, the window capped at `share`
+    /// of [`MOVERS`] while the application works and the application's latency aimed under
+    /// `target` times its baseline.
+    pub(crate) fn new(rate: Option<u64>, share: f64, target: f64) -> Self {
+        let aimd = Aimd::new(share_cap(share), target);
         Self {
             bucket: rate.map(|r| {
                 let rate = r.max(1) as f64;
@@ -248,6 +265,14 @@ impl Pacer {
             active: AtomicUsize::new(0),
             rest_until: Mutex::new(None),
         }
+    }
+
+    /// Sets the window's cap to `share` of [`MOVERS`] and the latency target to `target` times
+    /// the baseline; the window starts afresh.
+    pub(crate) fn set_pacing(&self, share: f64, target: f64) {
+        let mut c = self.ctl.lock();
+        c.aimd = Aimd::new(share_cap(share), target);
+        self.publish(&c);
     }
 
     /// Waits until `bytes` may be copied under the bandwidth cap.
@@ -278,7 +303,7 @@ impl Pacer {
             let mut c = self.ctl.lock();
             let quiet = !c.moved;
             Self::look(&mut c, members, quiet);
-            c.aimd = Aimd::new(c.aimd.cap);
+            c.aimd = Aimd::new(c.aimd.cap, c.aimd.target);
             tracing::debug!(baseline_us = c.baseline.map(|b| b * 1e6), "a mover starts");
             c.idle = false;
             self.publish(&c);
@@ -377,9 +402,14 @@ impl Pacer {
             .then(|| self.window_milli.load(Ordering::Relaxed) as f64 / 1000.0)
     }
 
+    /// Whether the application was idle at the last tick (no call in flight or ended).
+    pub(super) fn app_idle(&self) -> bool {
+        self.idle.load(Ordering::Relaxed)
+    }
+
     /// Bytes a batch should aim at now: more while the application is idle.
     pub(super) fn batch_bytes(&self) -> usize {
-        if self.idle.load(Ordering::Relaxed) {
+        if self.app_idle() {
             IDLE_BATCH_BYTES
         } else {
             BATCH_BYTES
@@ -436,7 +466,7 @@ mod tests {
 
     #[test]
     fn the_window_grows_while_latency_stays_under_the_target() {
-        let mut a = Aimd::new(4.0);
+        let mut a = Aimd::new(4.0, TARGET);
         let mut last = a.window;
         for _ in 0..5 {
             let w = a.update(1.1, 1.0);
@@ -447,7 +477,7 @@ mod tests {
 
     #[test]
     fn the_window_shrinks_when_latency_is_over_the_target() {
-        let mut a = Aimd::new(4.0);
+        let mut a = Aimd::new(4.0, TARGET);
         a.window = 3.0;
         let w = a.update(TARGET + 0.5, 1.0);
         assert!((w - 3.0 * BACKOFF).abs() < 1e-9, "{w}");
@@ -461,13 +491,13 @@ mod tests {
 
     #[test]
     fn the_window_never_passes_its_cap() {
-        let mut a = Aimd::new(0.5 * MOVERS as f64);
+        let mut a = Aimd::new(0.5 * MOVERS as f64, TARGET);
         for _ in 0..100 {
             a.update(0.5, 1.0);
             assert!(a.window <= 2.0);
         }
         assert_eq!(a.window, 2.0);
-        let mut small = Aimd::new(0.3);
+        let mut small = Aimd::new(0.3, TARGET);
         assert!(small.window <= 0.3);
         for _ in 0..100 {
             small.update(0.5, 1.0);
@@ -480,7 +510,7 @@ mod tests {
         // Each batch costs the application 20% latency: the target is `goal` batches.
         let per_batch = 0.2;
         let goal = (TARGET - 1.0) / per_batch;
-        let mut a = Aimd::new(MOVERS as f64);
+        let mut a = Aimd::new(MOVERS as f64, TARGET);
         let mut seen = Vec::new();
         for _ in 0..400 {
             let w = a.window;
@@ -495,7 +525,7 @@ mod tests {
         );
         assert!(tail.iter().all(|&w| w <= goal + 1.0), "{tail:?}");
         // A cheaper copy lets it reach the cap.
-        let mut b = Aimd::new(MOVERS as f64);
+        let mut b = Aimd::new(MOVERS as f64, TARGET);
         for _ in 0..200 {
             let w = b.window;
             b.update(latency(w, 0.1), 1.0);
@@ -504,8 +534,40 @@ mod tests {
     }
 
     #[test]
+    fn a_higher_latency_target_settles_at_a_wider_window() {
+        // Each batch costs the application 25% latency: 1.5x allows 2 batches, 1.25x one.
+        let settle = |target: f64| {
+            let mut a = Aimd::new(MOVERS as f64, target);
+            let mut sum = 0.0;
+            for i in 0..400 {
+                let w = a.window;
+                a.update(latency(w, 0.25), 1.0);
+                if i >= 200 {
+                    sum += a.window;
+                }
+            }
+            sum / 200.0
+        };
+        let (low, high) = (settle(1.25), settle(1.5));
+        assert!(low < high, "{low} at 1.25x, {high} at 1.5x");
+        assert!(low <= 1.5 && high <= 2.5, "{low} at 1.25x, {high} at 1.5x");
+        // Targets under the floor are raised to it.
+        assert_eq!(Aimd::new(4.0, 0.5).target, MIN_TARGET);
+    }
+
+    #[test]
+    fn set_pacing_replaces_the_cap_and_the_target() {
+        let p = Pacer::new(None, 1.0, TARGET);
+        p.set_pacing(0.25, 3.0);
+        let c = p.ctl.lock();
+        assert_eq!(c.aimd.cap, 1.0);
+        assert_eq!(c.aimd.target, 3.0);
+        assert_eq!(p.window_milli.load(Ordering::Relaxed), 1000);
+    }
+
+    #[test]
     fn turns_follow_the_window() {
-        let p = Pacer::new(None, 1.0);
+        let p = Pacer::new(None, 1.0, TARGET);
         let members: Vec<Arc<Member>> = Vec::new();
         // Idle application (no member, no call): every worker gets a turn.
         {

@@ -53,9 +53,9 @@ pub(crate) struct Repairer {
 }
 
 impl Repairer {
-    pub(crate) fn new(rate: Option<u64>, share: f64) -> Self {
+    pub(crate) fn new(rate: Option<u64>, share: f64, target: f64) -> Self {
         Self {
-            pacer: Pacer::new(rate, share),
+            pacer: Pacer::new(rate, share, target),
             passes: AtomicU64::new(0),
             copies: AtomicU64::new(0),
             bytes: AtomicU64::new(0),

@@ -28,6 +28,11 @@ use crate::backend::{BackendError, ObjectId};
 /// after a kill, 4,096-entry pages with four writes in flight still 30-160 ms (requests to
 /// one server all waiting together, with repair capped at 100 MiB/s as well).
 const SCAN_PAGE: u32 = 1024;
+/// Entries per page while the application is idle (no request waits behind a page). A server
+/// reads a page by looking at every entry of the key-range segment it starts in (16,384 at
+/// most), so 1,024-entry pages cost the source about 16 times the work per entry of pages a
+/// segment long (a server table's segments hold at most 16,384 entries).
+const IDLE_SCAN_PAGE: u32 = 16_384;
 /// Times a page is asked again when its server stayed silent past the read patience (a loaded
 /// server may take that long to produce a page).
 const SCAN_PATIENCE: u32 = 8;
@@ -40,15 +45,16 @@ enum CopyError {
     Target(BackendError),
 }
 
-/// One page of table `id` on `m` after key `after`, asked again while the server is slow.
+/// One page of at most `max` entries of table `id` on `m` after key `after`, asked again while the server is slow.
 fn scan_page(
     m: &Member,
     id: ObjectId,
     after: Option<Vec<u8>>,
+    max: u32,
 ) -> Result<HtScanResult, BackendError> {
     let args = HtScanArgs {
         table: id,
-        max: SCAN_PAGE,
+        max,
         after,
     }
     .encode();
@@ -74,7 +80,12 @@ fn stream(inner: &Inner, src: &Member, dst: &Member, id: ObjectId) -> Result<usi
     let mut bytes = 0;
     loop {
         let _turn = inner.repair.pace(&members, MOVERS);
-        let page = scan_page(src, id, after.take()).map_err(CopyError::Source)?;
+        let max = if inner.repair.pacer.app_idle() {
+            IDLE_SCAN_PAGE
+        } else {
+            SCAN_PAGE
+        };
+        let page = scan_page(src, id, after.take(), max).map_err(CopyError::Source)?;
         after = page.entries.last().map(|(k, _)| k.clone());
         if !page.entries.is_empty() {
             let page_bytes = page
