@@ -25,26 +25,10 @@ pub(super) fn print(steps: &[PagingStats]) {
         "freed",
         "evictms"
     );
-    let ms = |ns: u64| ns as f64 / 1e6;
     let mut total = PagingStats::default();
     for (i, s) in steps.iter().enumerate() {
         let name = taxi::STEP_NAMES.get(i).copied().unwrap_or("?");
-        eprintln!(
-            "{:<28} {:>6} {:>6} {:>7} {:>6} {:>6} {:>8.1} {:>7} {:>7.1} {:>7} {:>7} {:>7} {:>7.1}",
-            format!("{}. {name}", i + 1),
-            s.fetch_faults,
-            s.zero_faults,
-            s.prefetched,
-            s.prefetch_wasted,
-            s.reclaim_waits,
-            ms(s.reclaim_wait_ns),
-            s.written_back,
-            s.bytes_sent as f64 / 1e6,
-            s.cleaned,
-            s.evicted_clean,
-            s.freed_stored,
-            ms(s.evict_ns)
-        );
+        row(&format!("{}. {name}", i + 1), s);
         total.fetch_faults += s.fetch_faults;
         total.zero_faults += s.zero_faults;
         total.prefetched += s.prefetched;
@@ -58,10 +42,15 @@ pub(super) fn print(steps: &[PagingStats]) {
         total.freed_stored += s.freed_stored;
         total.evict_ns += s.evict_ns;
     }
-    let s = total;
+    row("analysis", &total);
+}
+
+/// One line of the table.
+fn row(name: &str, s: &PagingStats) {
+    let ms = |ns: u64| ns as f64 / 1e6;
     eprintln!(
         "{:<28} {:>6} {:>6} {:>7} {:>6} {:>6} {:>8.1} {:>7} {:>7.1} {:>7} {:>7} {:>7} {:>7.1}",
-        "analysis",
+        name,
         s.fetch_faults,
         s.zero_faults,
         s.prefetched,
