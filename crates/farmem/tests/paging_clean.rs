@@ -8,17 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use farmem::EmbeddedStore;
-use farmem::paging::{self, PAGE_SIZE, PagedRegion, PagingConfig};
-
-fn usable() -> bool {
-    match paging::available() {
-        Ok(()) => true,
-        Err(e) => {
-            support::skip_or_fail(&format!("paged region: {e}"));
-            false
-        }
-    }
-}
+use farmem::paging::{PAGE_SIZE, PagedRegion, PagingConfig};
 
 /// The first word of page `p`.
 fn word(region: &PagedRegion, p: usize) -> *mut u64 {
@@ -36,7 +26,7 @@ fn write_all(region: &PagedRegion, pages: std::ops::Range<usize>, value: impl Fn
 
 #[test]
 fn cleaned_pages_keep_later_writes_through_eviction_and_discard() {
-    if !usable() {
+    if !support::paging_usable() {
         return;
     }
     let pages = 256;
@@ -96,7 +86,7 @@ fn cleaned_pages_keep_later_writes_through_eviction_and_discard() {
 
 #[test]
 fn writers_racing_the_cleaner_keep_every_write() {
-    if !usable() {
+    if !support::paging_usable() {
         return;
     }
     const THREADS: usize = 4;

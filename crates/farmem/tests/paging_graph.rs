@@ -10,21 +10,11 @@ mod support;
 use std::sync::Arc;
 
 use farmem::EmbeddedStore;
-use farmem::paging::{self, PAGE_SIZE, PagedRegion, PagingConfig};
+use farmem::paging::{PAGE_SIZE, PagedRegion, PagingConfig};
 
 const VERTICES: usize = 1 << 15;
 const EDGES: usize = 1 << 20;
 const ITERS: usize = 3;
-
-fn usable() -> bool {
-    match paging::available() {
-        Ok(()) => true,
-        Err(e) => {
-            support::skip_or_fail(&format!("paged region: {e}"));
-            false
-        }
-    }
-}
 
 /// Carves typed, zeroed arrays out of a paged region, each starting on a page.
 struct Carver<'a> {
@@ -94,7 +84,7 @@ fn build(edges: &[(u32, u32)], offsets: &mut [u64], fill: &mut [u64], sources: &
 
 #[test]
 fn pagerank_passes_under_a_tight_budget_keep_the_hot_vector_resident() {
-    if !usable() {
+    if !support::paging_usable() {
         return;
     }
     let mut x = 42u64;

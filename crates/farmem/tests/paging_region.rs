@@ -62,16 +62,6 @@ impl Backend for Slow {
     }
 }
 
-fn usable() -> bool {
-    match paging::available() {
-        Ok(()) => true,
-        Err(e) => {
-            support::skip_or_fail(&format!("paged region: {e}"));
-            false
-        }
-    }
-}
-
 fn slow() -> Arc<dyn Backend> {
     Arc::new(Slow(EmbeddedStore::new()))
 }
@@ -84,7 +74,7 @@ fn word(region: &PagedRegion, w: usize) -> *mut u64 {
 
 #[test]
 fn eight_threads_of_random_reads_and_writes_match_their_shadow_copies() {
-    if !usable() {
+    if !support::paging_usable() {
         return;
     }
     const THREADS: usize = 8;
@@ -183,7 +173,7 @@ fn scans(prefetch: usize) -> Option<(Vec<u64>, paging::PagingStats)> {
 
 #[test]
 fn scans_with_and_without_prefetching_read_the_same_data() {
-    if !usable() {
+    if !support::paging_usable() {
         return;
     }
     let (on, s_on) = scans(256).unwrap();
@@ -211,7 +201,7 @@ fn scans_with_and_without_prefetching_read_the_same_data() {
 
 #[test]
 fn a_budget_of_a_few_pages_evicts_and_keeps_every_write() {
-    if !usable() {
+    if !support::paging_usable() {
         return;
     }
     let pages = 256;

@@ -14,3 +14,16 @@ pub fn skip_or_fail(why: &str) {
         _ => eprintln!("skipping: {why}"),
     }
 }
+
+/// Whether paged regions work here (userfaultfd); if not, skips (or fails, see
+/// [`skip_or_fail`]) and returns `false`. Not every test crate that shares this module pages.
+#[allow(dead_code)]
+pub fn paging_usable() -> bool {
+    match farmem::paging::available() {
+        Ok(()) => true,
+        Err(e) => {
+            skip_or_fail(&format!("paged region: {e}"));
+            false
+        }
+    }
+}

@@ -146,12 +146,11 @@ impl<T: Pod> FarPtr<T> {
     /// `size_of::<T>()`; when it must be fetched, as [`FarBox::read`](super::FarBox::read).
     pub fn read<'a>(&self, rt: &'a Runtime, s: &'a Scope<'_>) -> Result<FarRef<'a, T>> {
         let (slot, p) = share(&rt.inner, self.raw, s, size_is(size_of::<T>()))?;
+        // SAFETY: `p` is the object's payload: `size_of::<T>()` bytes (checked), aligned, a valid
+        // `T` (Pod); the scope keeps it in place for 'a, our reader count keeps claims out.
+        let value = unsafe { &*(p as *const T) };
         Ok(FarRef {
-            // SAFETY: `p` is the payload of the object, `size_of::<T>()` bytes (checked), 16-byte
-            // aligned and holding a valid `T` (`T: Pod`). The scope keeps it in place for 'a;
-            // our reader count keeps it from being claimed (so written or freed) until the
-            // `FarRef` is dropped.
-            value: unsafe { &*(p as *const T) },
+            value,
             owner: &slot.meta().owner,
         })
     }
