@@ -322,6 +322,19 @@ impl Inner {
         }
     }
 
+    /// Re-reads every serving member's statistics (its free space); a member that fails with
+    /// a connection-class error is marked down.
+    pub(crate) fn refresh_members(&self) {
+        for (i, m) in self.members().iter().enumerate() {
+            if m.serves()
+                && let Err(e) = m.refresh()
+                && is_member_failure(&e)
+            {
+                self.mark_down(i as Ix, &e);
+            }
+        }
+    }
+
     /// [`PoolBackend::add_member`].
     pub(crate) fn add_member(&self, backend: Arc<dyn Backend>) -> Result<MemberId, PoolError> {
         let _g = self.membership.lock();
@@ -639,10 +652,15 @@ impl PoolBackend {
     }
 
     /// Runs one repair pass in the calling thread (the background thread runs them on its own)
-    /// and returns the objects still short of copies afterwards. For an erasure-coded pool: one
+    /// and returns the objects still short of copies afterwards. Every serving member is asked
+    /// for its statistics first, so a server that died since the last heartbeat is known down
+    /// and its objects are repaired in this pass (a count of zero means they were). For an erasure-coded pool: one
     /// maintenance pass (seal every unsealed stripe, rebuild, compact), returning the stripes
     /// still degraded or unsealed afterwards.
     pub fn repair_now(&self) -> usize {
+        // A member that died since the last heartbeat is found now, not after the pass: its
+        // objects count as short of copies and are repaired in this pass.
+        self.inner.refresh_members();
         if let Some(c) = self.coded() {
             let left = c.maintain(true);
             if self.inner.cfg.code_from == 0 {

@@ -127,14 +127,7 @@ pub(crate) fn maintenance(inner: &Arc<Inner>) {
             return;
         }
         inner.repair.pacer.observe(&inner.members());
-        for (i, m) in inner.members().iter().enumerate() {
-            if m.serves()
-                && let Err(e) = m.refresh()
-                && is_member_failure(&e)
-            {
-                inner.mark_down(i as Ix, &e);
-            }
-        }
+        inner.refresh_members();
         pass(inner);
     }
 }

@@ -1,6 +1,7 @@
 //! Compaction: reclaims the dead space of sealed stripes by writing their live objects again
 //! (as new versions, only where still current) so that the old stripe dies and is freed.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use super::Engine;
@@ -14,14 +15,17 @@ const STRIPES_PER_PASS: usize = 64;
 impl Engine {
     /// Compacts while dead bytes exceed the slack, stripes with the most dead bytes first (at
     /// most [`STRIPES_PER_PASS`] unless `all`).
+    ///
+    /// A pass tries each stripe once: a stripe that cannot be compacted now (an object in it
+    /// unreadable, a member full) waits for the next pass instead of being picked forever.
     pub(crate) fn compact(&self, all: bool) {
-        let mut n = 0;
-        while all || n < STRIPES_PER_PASS {
-            let Some((sid, _)) = self.pick_victim(1.0) else {
+        let mut tried: HashSet<StripeId> = HashSet::new();
+        while all || tried.len() < STRIPES_PER_PASS {
+            let Some((sid, _)) = self.pick_victim(1.0, &tried) else {
                 return;
             };
             self.compact_stripe(sid);
-            n += 1;
+            tried.insert(sid);
         }
     }
 
@@ -38,18 +42,20 @@ impl Engine {
             return;
         }
         let mut reclaimed = 0u64;
+        let mut tried: HashSet<StripeId> = HashSet::new();
         while reclaimed < created.max(1) {
-            let Some((sid, dead)) = self.pick_victim(1.0) else {
+            let Some((sid, dead)) = self.pick_victim(1.0, &tried) else {
                 return;
             };
             self.compact_stripe(sid);
+            tried.insert(sid);
             reclaimed += dead.max(1);
         }
     }
 
-    /// The sealed stripe with the most dead bytes and its dead bytes, when dead space is over
-    /// `times` the slack.
-    fn pick_victim(&self, times: f64) -> Option<(StripeId, u64)> {
+    /// The sealed stripe with the most dead bytes (outside `tried`) and its dead bytes, when
+    /// dead space is over `times` the slack.
+    fn pick_victim(&self, times: f64, tried: &HashSet<StripeId>) -> Option<(StripeId, u64)> {
         let l = self.layout.read();
         let slack = (l.live_bytes as f64 * self.opts.compact_slack * times) as u64;
         if l.dead_bytes <= slack {
@@ -57,7 +63,9 @@ impl Engine {
         }
         l.stripes
             .iter()
-            .filter(|(_, st)| st.phase == Phase::Sealed && !st.busy && st.dead_bytes > 0)
+            .filter(|(sid, st)| {
+                st.phase == Phase::Sealed && !st.busy && st.dead_bytes > 0 && !tried.contains(*sid)
+            })
             .max_by_key(|(_, st)| st.dead_bytes)
             .map(|(&sid, st)| (sid, st.dead_bytes))
     }

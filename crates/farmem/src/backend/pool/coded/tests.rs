@@ -428,3 +428,63 @@ fn a_lost_span_goes_to_a_substitute_in_its_stripe_until_a_member_is_added() {
     r.stores[5].set(Fault::Down);
     check_all(&r.pool, &model);
 }
+
+/// A repair right after a kill, before any heartbeat noticed it, still finds the dead member.
+#[test]
+fn a_repair_right_after_a_kill_finds_the_dead_member() {
+    let r = rig(7, 3, 2, 4 << 10);
+    let batch: Vec<(u64, Vec<u8>)> = (0..400).map(|id| (id, value(id, 1, 700))).collect();
+    let items: Vec<(u64, &[u8])> = batch.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+    r.pool.put_many(&items).unwrap();
+    assert_eq!(settle(&r.pool), 0);
+    let on = |m: usize| {
+        (0..400u64)
+            .filter(|&id| r.pool.locations(id).unwrap()[0].0 == m)
+            .count()
+    };
+    assert!(on(0) > 0);
+    r.stores[0].set(Fault::Down);
+    assert_eq!(settle(&r.pool), 0);
+    assert_eq!(
+        on(0),
+        0,
+        "a repair that counts nothing left moved every span off the dead member"
+    );
+    check_all(&r.pool, &batch.into_iter().collect());
+}
+
+/// With more than `m` members of a stripe lost, its objects are unavailable (a typed error
+/// naming the servers), and repair and compaction give up on it instead of retrying forever.
+#[test]
+fn more_than_m_losses_fail_their_objects_and_repair_still_returns() {
+    let r = Arc::new(rig(6, 3, 2, 4 << 10));
+    let batch: Vec<(u64, Vec<u8>)> = (0..400).map(|id| (id, value(id, 1, 700))).collect();
+    let items: Vec<(u64, &[u8])> = batch.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+    r.pool.put_many(&items).unwrap();
+    assert_eq!(settle(&r.pool), 0);
+    for s in &r.stores[..3] {
+        s.set(Fault::Down);
+    }
+    // Frees leave dead space over the slack in stripes that can no longer be read whole.
+    let frees: Vec<u64> = (0..400).filter(|id| id % 3 != 0).collect();
+    r.pool.free(&frees).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pool = r.clone();
+    std::thread::spawn(move || tx.send(settle(&pool.pool)).unwrap());
+    let left = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("a repair pass over unreadable stripes returns");
+    assert!(left > 0, "stripes with more than m losses stay degraded");
+    let mut lost = 0;
+    for id in (0..400u64).filter(|id| id % 3 == 0) {
+        match r.pool.get(id) {
+            Ok(v) => assert_eq!(v, value(id, 1, 700)),
+            Err(BackendError::Unavailable { servers, .. }) => {
+                assert!(servers.contains('s'), "{servers}");
+                lost += 1;
+            }
+            Err(e) => panic!("object {id}: {e}"),
+        }
+    }
+    assert!(lost > 0);
+}
