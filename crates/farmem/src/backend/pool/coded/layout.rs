@@ -294,6 +294,35 @@ impl Layout {
         }
     }
 
+    /// Makes the dead slot at `loc` object `id`'s current version again (a copy that replaced
+    /// it was refused); nothing when `id` has a newer version or the slot is not dead.
+    pub(crate) fn revive(&mut self, id: ObjectId, loc: Loc) {
+        if self.index.contains_key(&id) {
+            return;
+        }
+        let Some(st) = self.stripes.get_mut(&loc.stripe) else {
+            return;
+        };
+        let Some(sl) = st
+            .spans
+            .get_mut(usize::from(loc.span))
+            .and_then(|sp| sp.slots.get_mut(loc.slot as usize))
+        else {
+            return;
+        };
+        if sl.state != SlotState::Dead || sl.id != id {
+            return;
+        }
+        let len = u64::from(sl.len);
+        sl.state = SlotState::Live;
+        st.live += 1;
+        st.live_bytes += len;
+        st.dead_bytes -= len;
+        self.live_bytes += len;
+        self.dead_bytes -= len;
+        self.index.insert(id, loc);
+    }
+
     /// Marks the slot at `loc` as no longer current; returns keys members may free now.
     fn kill(&mut self, loc: Loc) -> Vec<(Ix, Key)> {
         let Some(st) = self.stripes.get_mut(&loc.stripe) else {

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use super::Engine;
 use super::layout::{
-    Key, Layout, PARITY_PAGE, Phase, SlotState, StripeId, parity_page_keys, parity_pages,
+    Key, Layout, Loc, PARITY_PAGE, Phase, SlotState, StripeId, parity_page_keys, parity_pages,
 };
 use crate::backend::pool::fanout::fan_out;
 use crate::backend::pool::member::{Member, choose, is_member_failure};
@@ -20,6 +20,8 @@ struct Send {
     stripe: StripeId,
     span: usize,
     key: Key,
+    /// A compaction's copy: the version it replaces, brought back if a member refuses the copy.
+    prev: Option<Loc>,
 }
 
 /// Attempts at sending a batch (each after moving the spans of failed members).
@@ -72,6 +74,9 @@ impl Engine {
                         }
                     },
                 };
+                // The stripe a compaction copies from is busy, so its slots stay until the
+                // copies are in.
+                let prev = cond.and_then(|_| l.index.get(&id).copied());
                 let (loc, key, f) = l.append(sid, id, data);
                 freed.extend(f);
                 // Full when every span has its share: balanced spans keep padding (and so
@@ -91,6 +96,7 @@ impl Engine {
                     stripe: sid,
                     span: usize::from(loc.span),
                     key,
+                    prev,
                 });
             }
             l.dead_bytes.saturating_sub(dead_before)
@@ -186,6 +192,7 @@ impl Engine {
                 };
                 (r, batch)
             });
+            let mut refused = None;
             for (ix, (r, batch)) in results {
                 match r {
                     Ok(()) => {}
@@ -193,38 +200,53 @@ impl Engine {
                         self.pool.mark_down(ix, &e);
                         self.wake();
                         for s in &batch {
-                            self.relocate(s.stripe, s.span, ix)?;
+                            if let Err(e) = self.relocate(s.stripe, s.span, ix) {
+                                self.drop_unsent(items, &batch);
+                                refused.get_or_insert(e);
+                                break;
+                            }
                         }
-                        todo.extend(batch);
+                        if refused.is_none() {
+                            todo.extend(batch);
+                        }
                     }
                     Err(e) => {
                         // Refused (full, too large): those versions never existed.
                         self.drop_unsent(items, &batch);
-                        return Err(e);
+                        refused.get_or_insert(e);
                     }
                 }
+            }
+            if let Some(e) = refused {
+                self.drop_unsent(items, &todo);
+                return Err(e);
             }
         }
         if todo.is_empty() {
             Ok(())
         } else {
+            self.drop_unsent(items, &todo);
             Err(unavailable("a write"))
         }
     }
 
     /// Takes versions a member refused out of the index (the write failed; the caller keeps
-    /// its data).
+    /// its data). A compaction's copy gives the object back its previous version.
     fn drop_unsent(&self, items: &[(ObjectId, &[u8])], batch: &[Send]) {
         let freed: Vec<(Ix, Key)> = {
             let mut l = self.layout.write();
-            batch
-                .iter()
-                .filter(|s| l.key_of(items[s.item].0) == Some(s.key))
-                .map(|s| items[s.item].0)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .flat_map(|id| l.remove(id))
-                .collect()
+            let mut freed = Vec::new();
+            for s in batch {
+                let id = items[s.item].0;
+                if l.key_of(id) != Some(s.key) {
+                    continue;
+                }
+                freed.extend(l.remove(id));
+                if let Some(prev) = s.prev {
+                    l.revive(id, prev);
+                }
+            }
+            freed
         };
         self.free_keys(freed);
     }
