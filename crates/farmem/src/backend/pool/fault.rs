@@ -18,10 +18,13 @@ pub enum Fault {
     /// Hold every call this long, then fail it with [`BackendError::Timeout`], as a hung server
     /// behind a timeout does.
     Hang(Duration),
+    /// Refuse new data (puts and agent calls) with [`BackendError::OutOfCapacity`] and report no
+    /// free space, as a full server does; reads, patches and frees pass.
+    Full,
 }
 
-/// Wraps a backend and can be switched to fail every call ([`Fault::Down`]) or to hang
-/// ([`Fault::Hang`]).
+/// Wraps a backend and can be switched to fail every call ([`Fault::Down`]), to hang
+/// ([`Fault::Hang`]) or to refuse new data ([`Fault::Full`]).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -72,9 +75,20 @@ impl FaultyBackend {
         &self.inner
     }
 
+    /// Refuses `bytes` of new data when full, else as [`FaultyBackend::check`].
+    fn check_room(&self, bytes: usize) -> Result<(), BackendError> {
+        if self.fault() == Fault::Full {
+            return Err(BackendError::OutOfCapacity {
+                needed: bytes as u64,
+                available: 0,
+            });
+        }
+        self.check()
+    }
+
     fn check(&self) -> Result<(), BackendError> {
         match self.fault() {
-            Fault::None => Ok(()),
+            Fault::None | Fault::Full => Ok(()),
             Fault::Down => Err(BackendError::Disconnected {
                 addr: self.name.clone(),
                 cause: crate::backend::DisconnectCause::Injected,
@@ -92,7 +106,7 @@ impl FaultyBackend {
 
 impl Backend for FaultyBackend {
     fn put(&self, id: ObjectId, data: &[u8]) -> Result<(), BackendError> {
-        self.check()?;
+        self.check_room(data.len())?;
         self.inner.put(id, data)
     }
     fn get(&self, id: ObjectId) -> Result<Vec<u8>, BackendError> {
@@ -108,7 +122,7 @@ impl Backend for FaultyBackend {
         self.inner.get_many(ids)
     }
     fn put_many(&self, items: &[(ObjectId, &[u8])]) -> Result<(), BackendError> {
-        self.check()?;
+        self.check_room(items.iter().map(|i| i.1.len()).sum())?;
         self.inner.put_many(items)
     }
     fn patch(&self, id: ObjectId, edits: &[Edit<'_>]) -> Result<(), BackendError> {
@@ -125,10 +139,14 @@ impl Backend for FaultyBackend {
     }
     fn stats(&self) -> Result<StoreStats, BackendError> {
         self.check()?;
-        self.inner.stats()
+        let mut st = self.inner.stats()?;
+        if self.fault() == Fault::Full {
+            st.capacity_bytes = st.used_bytes;
+        }
+        Ok(st)
     }
     fn compute(&self, route: ObjectId, op: u16, args: &[u8]) -> Result<Vec<u8>, BackendError> {
-        self.check()?;
+        self.check_room(args.len())?;
         self.inner.compute(route, op, args)
     }
     fn set_read_patience(&self, patience: Option<Duration>) {

@@ -246,6 +246,15 @@ fn randomized_history_with_kills_adds_and_frees() {
     let mut down_since_repair = 0usize;
     let mut ver = 0;
     for step in 0..1500 {
+        // Now and then a live member fills up (or has room again): its puts are refused.
+        if rng.random_range(0..50) == 0 {
+            let v = rng.random_range(0..stores.len());
+            match stores[v].fault() {
+                Fault::None => stores[v].set(Fault::Full),
+                Fault::Full => stores[v].set(Fault::None),
+                _ => {}
+            }
+        }
         match rng.random_range(0..100) {
             0..=54 => {
                 let n = rng.random_range(1..24);
@@ -258,7 +267,20 @@ fn randomized_history_with_kills_adds_and_frees() {
                     .collect();
                 let items: Vec<(u64, &[u8])> =
                     batch.iter().map(|(i, v)| (*i, v.as_slice())).collect();
-                r.pool.put_many(&items).unwrap();
+                if let Err(e) = r.pool.put_many(&items) {
+                    // Refused by a full member: the program still has the data and writes it
+                    // again once there is room.
+                    assert!(
+                        matches!(e, BackendError::OutOfCapacity { .. }),
+                        "step {step}: {e}"
+                    );
+                    for s in &stores {
+                        if s.fault() == Fault::Full {
+                            s.set(Fault::None);
+                        }
+                    }
+                    r.pool.put_many(&items).unwrap();
+                }
                 model.extend(batch);
             }
             55..=69 => {
@@ -284,7 +306,7 @@ fn randomized_history_with_kills_adds_and_frees() {
             }
             90..=94 => {
                 let live: Vec<usize> = (0..stores.len())
-                    .filter(|&i| stores[i].fault() == Fault::None)
+                    .filter(|&i| matches!(stores[i].fault(), Fault::None | Fault::Full))
                     .collect();
                 // Keep enough members to place full stripes after repair.
                 if down_since_repair < usize::from(m) && live.len() > usize::from(k + m) {
@@ -306,6 +328,11 @@ fn randomized_history_with_kills_adds_and_frees() {
         }
     }
     check_all(&r.pool, &model);
+    for s in &stores {
+        if s.fault() == Fault::Full {
+            s.set(Fault::None);
+        }
+    }
     assert_eq!(settle(&r.pool), 0);
     check_all(&r.pool, &model);
     let st = r.pool.coded_stats().unwrap();
@@ -489,66 +516,11 @@ fn more_than_m_losses_fail_their_objects_and_repair_still_returns() {
     assert!(lost > 0);
 }
 
-/// An embedded store that refuses new objects while `full` is set, as a full server does.
-#[derive(Debug)]
-struct Filling {
-    inner: EmbeddedStore,
-    full: std::sync::atomic::AtomicBool,
-}
-
-impl Filling {
-    fn refuse(&self, items: &[(u64, &[u8])]) -> Result<(), BackendError> {
-        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(BackendError::OutOfCapacity {
-                needed: items.iter().map(|i| i.1.len() as u64).sum(),
-                available: 0,
-            });
-        }
-        Ok(())
-    }
-}
-
-impl Backend for Filling {
-    fn put(&self, id: u64, data: &[u8]) -> Result<(), BackendError> {
-        self.refuse(&[(id, data)])?;
-        self.inner.put(id, data)
-    }
-    fn get(&self, id: u64) -> Result<Vec<u8>, BackendError> {
-        self.inner.get(id)
-    }
-    fn get_many(&self, ids: &[u64]) -> Result<Vec<Vec<u8>>, BackendError> {
-        self.inner.get_many(ids)
-    }
-    fn put_many(&self, items: &[(u64, &[u8])]) -> Result<(), BackendError> {
-        self.refuse(items)?;
-        self.inner.put_many(items)
-    }
-    fn free(&self, ids: &[u64]) -> Result<(), BackendError> {
-        self.inner.free(ids)
-    }
-    fn stats(&self) -> Result<crate::backend::StoreStats, BackendError> {
-        self.inner.stats()
-    }
-    fn compute(&self, route: u64, op: u16, args: &[u8]) -> Result<Vec<u8>, BackendError> {
-        self.inner.compute(route, op, args)
-    }
-    fn describe(&self) -> String {
-        "filling".into()
-    }
-}
-
 /// Compaction rewrites live objects; when members refuse the new copies (full), the objects
 /// stay readable at their old place.
 #[test]
 fn a_compaction_refused_by_full_members_loses_nothing() {
-    let stores: Vec<Arc<Filling>> = (0..6)
-        .map(|_| {
-            Arc::new(Filling {
-                inner: EmbeddedStore::new(),
-                full: false.into(),
-            })
-        })
-        .collect();
+    let stores: Vec<Arc<FaultyBackend>> = (0..6).map(store).collect();
     let members = stores
         .iter()
         .map(|s| s.clone() as Arc<dyn Backend>)
@@ -562,7 +534,7 @@ fn a_compaction_refused_by_full_members_loses_nothing() {
     pool.put_many(&items).unwrap();
     assert_eq!(settle(&pool), 0);
     for s in &stores {
-        s.full.store(true, std::sync::atomic::Ordering::SeqCst);
+        s.set(Fault::Full);
     }
     // Frees leave dead space over the slack: compaction runs, and its writes are refused.
     let frees: Vec<u64> = (0..300).filter(|id| id % 3 != 0).collect();
@@ -571,7 +543,7 @@ fn a_compaction_refused_by_full_members_loses_nothing() {
     let model: HashMap<u64, Vec<u8>> = batch.into_iter().filter(|(id, _)| id % 3 == 0).collect();
     check_all(&pool, &model);
     for s in &stores {
-        s.full.store(false, std::sync::atomic::Ordering::SeqCst);
+        s.set(Fault::None);
     }
     assert_eq!(settle(&pool), 0);
     check_all(&pool, &model);
