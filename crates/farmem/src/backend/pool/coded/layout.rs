@@ -96,6 +96,10 @@ pub(crate) struct Stripe {
     pub(crate) full: bool,
     /// The maintenance thread is rebuilding or compacting it.
     pub(crate) busy: bool,
+    /// Write batches replacing versions held here: the stripe stays (even with nothing live)
+    /// until they know whether their new versions were taken, so a refused one can bring its
+    /// object's previous version back.
+    pub(crate) pins: u32,
     pub(crate) live: u32,
     pub(crate) live_bytes: u64,
     /// Bytes of dead slots still held by members.
@@ -198,6 +202,7 @@ impl Layout {
                 pending: 0,
                 full: false,
                 busy: false,
+                pins: 0,
                 live: 0,
                 live_bytes: 0,
                 dead_bytes: 0,
@@ -361,7 +366,7 @@ impl Layout {
         let dead = self
             .stripes
             .get(&sid)
-            .is_some_and(|s| s.live == 0 && s.phase == Phase::Sealed && !s.busy);
+            .is_some_and(|s| s.live == 0 && s.phase == Phase::Sealed && !s.busy && s.pins == 0);
         if !dead {
             return Vec::new();
         }

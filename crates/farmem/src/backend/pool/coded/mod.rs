@@ -25,7 +25,11 @@
 //!    sealed the client's copy is the second copy: any number of member failures lose nothing
 //!    while the client lives (and a client that dies takes its session, and all its objects,
 //!    with it). When a member fails mid-write, its span of the open stripe moves to another
-//!    member (written again from the client's copy) and the write completes there;
+//!    member (written again from the client's copy) and the write completes there. When a
+//!    member *refuses* the objects (full), the write fails and each refused object keeps its
+//!    previous version if that one is sealed (its stripe stays until the batch knows which
+//!    versions were taken; a version still in the open stripe is replaced in the client's copy
+//!    and gone). Compaction copies only sealed versions, so its refused copies lose nothing;
 //! 3. when the open stripe holds `k` spans' worth of bytes and no batch is still sending into it,
 //!    the writer that finished last *seals* it: computes the `m` parity spans from its copy,
 //!    writes them to `m` other members, and only then drops its copy. A stripe left partly

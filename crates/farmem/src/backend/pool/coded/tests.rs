@@ -549,3 +549,32 @@ fn a_compaction_refused_by_full_members_loses_nothing() {
     check_all(&pool, &model);
     assert!(pool.coded_stats().unwrap().compacted > 0);
 }
+
+/// An overwrite refused by full members leaves the previous version readable, as a replicated
+/// pool does.
+#[test]
+fn a_refused_overwrite_keeps_the_previous_version() {
+    let r = rig(6, 3, 2, 4 << 10);
+    let batch: Vec<(u64, Vec<u8>)> = (0..300).map(|id| (id, value(id, 1, 700))).collect();
+    let items: Vec<(u64, &[u8])> = batch.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+    r.pool.put_many(&items).unwrap();
+    assert_eq!(settle(&r.pool), 0);
+    let live = r.pool.coded_stats().unwrap().live_bytes;
+    for s in &r.stores {
+        s.set(Fault::Full);
+    }
+    let newer: Vec<(u64, Vec<u8>)> = (0..100).map(|id| (id, value(id, 2, 900))).collect();
+    let items: Vec<(u64, &[u8])> = newer.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+    assert!(matches!(
+        r.pool.put_many(&items),
+        Err(BackendError::OutOfCapacity { .. })
+    ));
+    let model: HashMap<u64, Vec<u8>> = batch.into_iter().collect();
+    check_all(&r.pool, &model);
+    assert_eq!(r.pool.coded_stats().unwrap().live_bytes, live);
+    for s in &r.stores {
+        s.set(Fault::None);
+    }
+    assert_eq!(settle(&r.pool), 0);
+    check_all(&r.pool, &model);
+}

@@ -20,7 +20,7 @@ struct Send {
     stripe: StripeId,
     span: usize,
     key: Key,
-    /// A compaction's copy: the version it replaces, brought back if a member refuses the copy.
+    /// The sealed version this one replaces, brought back if a member refuses this one.
     prev: Option<Loc>,
 }
 
@@ -53,6 +53,7 @@ impl Engine {
         let members = self.pool.members();
         let mut sends = Vec::with_capacity(items.len());
         let mut touched: Vec<StripeId> = Vec::new();
+        let mut pinned: Vec<StripeId> = Vec::new();
         let mut freed = Vec::new();
         let mut first_err = None;
         let created = {
@@ -74,9 +75,18 @@ impl Engine {
                         }
                     },
                 };
-                // The stripe a compaction copies from is busy, so its slots stay until the
-                // copies are in.
-                let prev = cond.and_then(|_| l.index.get(&id).copied());
+                // A sealed previous version stays on its members (its stripe pinned) until
+                // this one is taken.
+                let prev = l.index.get(&id).copied().filter(|p| {
+                    l.stripes.get_mut(&p.stripe).is_some_and(|st| {
+                        let sealed = st.phase == Phase::Sealed;
+                        if sealed {
+                            st.pins += 1;
+                            pinned.push(p.stripe);
+                        }
+                        sealed
+                    })
+                });
                 let (loc, key, f) = l.append(sid, id, data);
                 freed.extend(f);
                 // Full when every span has its share: balanced spans keep padding (and so
@@ -103,9 +113,16 @@ impl Engine {
         };
         self.free_keys(freed);
         let sent = self.send(items, sends);
-        let to_seal: Vec<StripeId> = {
+        let (to_seal, freed) = {
             let mut l = self.layout.write();
-            touched
+            let mut freed = Vec::new();
+            for sid in pinned {
+                if let Some(st) = l.stripes.get_mut(&sid) {
+                    st.pins -= 1;
+                }
+                freed.extend(l.reap(sid));
+            }
+            let to_seal: Vec<StripeId> = touched
                 .into_iter()
                 .filter(|sid| {
                     l.stripes.get_mut(sid).is_some_and(|st| {
@@ -117,8 +134,10 @@ impl Engine {
                         seal
                     })
                 })
-                .collect()
+                .collect();
+            (to_seal, freed)
         };
+        self.free_keys(freed);
         for sid in to_seal {
             if let Err(e) = self.seal(sid) {
                 // The client still holds the stripe; maintenance seals it later.
