@@ -2,8 +2,11 @@
 //! zstd and snappy compression, `INT64` timestamps in milliseconds, microseconds and
 //! nanoseconds, legacy `INT96` timestamps, dictionary-encoded strings, `DOUBLE` counts with
 //! nulls. Files written by the `parquet` crate; also by pyarrow or polars when python3 has
-//! them (skipped with a message otherwise).
+//! them (skipped with a message otherwise, failed in CI: see `support::skip_or_fail`).
 #![cfg(feature = "parquet")]
+
+#[path = "../../farmem/tests/support/mod.rs"]
+mod support;
 
 use std::sync::Arc;
 
@@ -256,17 +259,17 @@ except ImportError:
             true
         }
         Ok(o) => {
-            eprintln!(
-                "skipping: neither pyarrow nor polars wrote the file: {}",
+            support::skip_or_fail(&format!(
+                "neither pyarrow nor polars wrote the file: {}",
                 String::from_utf8_lossy(&o.stderr)
                     .lines()
                     .last()
                     .unwrap_or("")
-            );
+            ));
             false
         }
         Err(e) => {
-            eprintln!("skipping: no python3 ({e})");
+            support::skip_or_fail(&format!("no python3 ({e})"));
             false
         }
     }
