@@ -37,8 +37,8 @@ use farmem_kernels::{self as kernels, KernelError, derive};
 
 use farmem_proto::agent::{
     AgentMessage, ArgsortArgs, CountArgs, DeriveArgs, FilterArgs, FilterRowsArgs, GatherArgs,
-    GatherSumArgs, GroupByArgs, GroupRankArgs, GroupWhereArgs, HtKeysArgs, SlicedArgs,
-    UniqueArgs, VecRef, op,
+    GatherSumArgs, GroupByArgs, GroupRankArgs, GroupWhereArgs, HtKeysArgs, SlicedArgs, UniqueArgs,
+    VecRef, op,
 };
 
 /// What an operation may touch: the objects of the calling session, and its agent state.

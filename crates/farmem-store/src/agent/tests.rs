@@ -635,7 +635,10 @@ fn measure_table_copy() {
     let cpu = || {
         let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
         let rest = stat.rsplit(')').next().unwrap_or("");
-        let f: Vec<f64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        let f: Vec<f64> = rest
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
         // utime and stime are fields 14 and 15 of the whole line (11 and 12 after the name).
         (f.get(10).copied().unwrap_or(0.0) + f.get(11).copied().unwrap_or(0.0)) / 100.0
     };

@@ -149,7 +149,10 @@ fn stream(inner: &Inner, src: &Member, dst: &Member, id: ObjectId) -> Result<usi
             {
                 p.wait().map_err(CopyError::Target)?;
             }
-            inflight.push_back(dst.backend.submit_compute(id, op::HT_PUT, &page.put_args(id)));
+            inflight.push_back(
+                dst.backend
+                    .submit_compute(id, op::HT_PUT, &page.put_args(id)),
+            );
             inner.repair.take(page.bytes);
         }
         if !page.more || after.is_none() {
