@@ -678,7 +678,7 @@ fn measure_table_copy() {
     }
     let write = cpu() - t;
     let copied = super::tables::Tables::len(&dst.state().tables, 1);
-    assert_eq!(copied as u64, n);
+    assert_eq!(copied, n);
     let per = |s: f64| s * 1e9 / n as f64;
     eprintln!(
         "table copy of {n} entries: source {:.0} ns/entry, target {:.0} ns/entry",
