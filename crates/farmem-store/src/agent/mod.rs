@@ -37,8 +37,8 @@ use farmem_kernels::{self as kernels, KernelError, derive};
 
 use farmem_proto::agent::{
     AgentMessage, ArgsortArgs, CountArgs, DeriveArgs, FilterArgs, FilterRowsArgs, GatherArgs,
-    GatherSumArgs, GroupByArgs, GroupRankArgs, GroupWhereArgs, HtKeysArgs, HtScanArgs, SlicedArgs,
-    UniqueArgs, VecRef, op,
+    GatherSumArgs, GroupByArgs, GroupRankArgs, GroupWhereArgs, HtKeysArgs, SlicedArgs, UniqueArgs,
+    VecRef, op,
 };
 
 /// What an operation may touch: the objects of the calling session, and its agent state.
@@ -136,7 +136,7 @@ pub fn execute(ctx: &dyn AgentContext, op: u16, args: &[u8]) -> Result<Vec<u8>, 
         op::HT_PUT => tables.put_encoded(ctx, args)?,
         op::HT_REMOVE => tables.remove(ctx, &HtKeysArgs::decode(args)?)?.encode(),
         op::HT_LEN => tables.len(u64::decode(args)?).encode(),
-        op::HT_SCAN => tables.scan(&HtScanArgs::decode(args)?).encode(),
+        op::HT_SCAN => tables.scan_encoded(args)?,
         op::HT_DROP => tables.drop_table(ctx, u64::decode(args)?)?.encode(),
         other => return Err(AgentError::UnknownOp(other)),
     })

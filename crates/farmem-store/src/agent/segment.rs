@@ -223,15 +223,49 @@ impl Segment {
         })
     }
 
+    /// The offsets of every record, ascending by key. Sorted by the keys' first eight bytes
+    /// (a big-endian number) first: most comparisons then read no record.
+    pub(super) fn sorted(&self) -> Vec<u32> {
+        let data = &self.data;
+        let mut keyed: Vec<(u64, u32)> = self
+            .index
+            .iter()
+            .map(|&o| {
+                let k = record(data, o).0;
+                let mut a = [0u8; 8];
+                let n = k.len().min(8);
+                a[..n].copy_from_slice(&k[..n]);
+                (u64::from_be_bytes(a), o)
+            })
+            .collect();
+        keyed.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| record(data, a.1).0.cmp(record(data, b.1).0))
+        });
+        keyed.into_iter().map(|(_, o)| o).collect()
+    }
+
+    /// The key and value of the record at `off` (an offset [`Segment::sorted`] gave, with the
+    /// segment unchanged since).
+    #[inline]
+    pub(super) fn at(&self, off: u32) -> (&[u8], &[u8]) {
+        let (k, v, _) = record(&self.data, off);
+        (k, v)
+    }
+
+    /// The largest key, `None` when empty.
+    pub(super) fn max_key(&self) -> Option<&[u8]> {
+        self.entries().map(|(k, _)| k).max()
+    }
+
     /// Splits off the upper half of the keys: returns the smallest key of that half and a
     /// segment holding it; `self` keeps the lower half. `None` with fewer than two entries.
     pub(super) fn split(&mut self, seed: u64) -> Option<(Vec<u8>, Segment)> {
         if self.len() < 2 {
             return None;
         }
+        let offs = self.sorted();
         let data = std::mem::take(&mut self.data);
-        let mut offs: Vec<u32> = self.index.iter().copied().collect();
-        offs.sort_unstable_by(|&a, &b| record(&data, a).0.cmp(record(&data, b).0));
         let (lo, hi) = offs.split_at(offs.len() / 2);
         let kv = |&o: &u32| {
             let (k, v, _) = record(&data, o);

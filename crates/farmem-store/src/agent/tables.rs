@@ -350,13 +350,44 @@ impl Tables {
 
     /// One page of entries after `args.after`, ascending by key bytes.
     pub fn scan(&self, args: &HtScanArgs) -> HtScanResult {
-        let inner = self.lock();
-        let Some(t) = inner.tables.get(&args.table) else {
+        let mut inner = self.lock();
+        let Some(t) = inner.tables.get_mut(&args.table) else {
             return HtScanResult::default();
         };
         let max = args.max.clamp(1, MAX_SCAN_PAGE) as usize;
         let (entries, more) = t.scan(args.after.as_deref(), max);
-        HtScanResult { more, entries }
+        HtScanResult {
+            more,
+            entries: entries
+                .into_iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect(),
+        }
+    }
+
+    /// [`Tables::scan`] from the encoded [`HtScanArgs`], answering the encoded
+    /// [`HtScanResult`] straight from the table's records (no copy per entry besides the
+    /// answer's own).
+    ///
+    /// # Errors
+    /// [`AgentError::Malformed`] when the arguments do not decode.
+    pub fn scan_encoded(&self, args: &[u8]) -> Result<Vec<u8>, AgentError> {
+        let args = HtScanArgs::decode(args)?;
+        let mut inner = self.lock();
+        let Some(t) = inner.tables.get_mut(&args.table) else {
+            return Ok(HtScanResult::default().encode());
+        };
+        let max = args.max.clamp(1, MAX_SCAN_PAGE) as usize;
+        let (entries, more) = t.scan(args.after.as_deref(), max);
+        let size = entries
+            .iter()
+            .fold(5, |n, (k, v)| n + 8 + k.len() + v.len());
+        let mut w = Writer::from_vec(Vec::with_capacity(size));
+        w.u8(u8::from(more)).count(entries.len());
+        for (k, v) in entries {
+            w.byte_string(k).byte_string(v);
+        }
+        Ok(w.buf)
     }
 
     /// Drops `table`, releasing its space; returns how many entries it had.

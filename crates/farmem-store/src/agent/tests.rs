@@ -610,3 +610,79 @@ fn counts_and_masks_agree_with_matches_for_every_comparison() {
         assert_eq!(g.groups.iter().map(|(_, a)| a.count).sum::<u64>(), want);
     }
 }
+
+/// CPU time of a table copy as repair runs it: `HT_SCAN` pages of 1,024 entries from a
+/// 1 M-entry table of 8-byte keys and values, each page written to a fresh table with
+/// `HT_PUT` (`cargo test --release -p farmem-store --lib measure_table_copy -- --ignored
+/// --nocapture`).
+#[test]
+#[ignore = "a measurement"]
+fn measure_table_copy() {
+    let (src, dst) = (Ctx::new(i64::MAX), Ctx::new(i64::MAX));
+    let n = 1u64 << 20;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(4096) {
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = chunk
+            .iter()
+            .map(|&i| {
+                let k = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                (k.to_le_bytes().to_vec(), i.to_le_bytes().to_vec())
+            })
+            .collect();
+        let refs: Vec<(&[u8], &[u8])> = entries.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        put(&src, 1, &refs, false).unwrap();
+    }
+    // The thread's CPU time in seconds (the machine may be shared: wall time would count others).
+    let cpu = || {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+        let rest = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<f64> = rest
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        // utime and stime are fields 14 and 15 of the whole line (11 and 12 after the name).
+        (f.get(10).copied().unwrap_or(0.0) + f.get(11).copied().unwrap_or(0.0)) / 100.0
+    };
+    let mut pages = Vec::new();
+    let mut after = None;
+    let t = cpu();
+    loop {
+        let args = HtScanArgs {
+            table: 1,
+            max: 1024,
+            after: after.take(),
+        };
+        let raw = execute(&src, op::HT_SCAN, &args.encode()).unwrap();
+        let page = HtScanResult::decode(&raw).unwrap();
+        after = page.entries.last().map(|(k, _)| k.clone());
+        let more = page.more;
+        pages.push(page.entries);
+        if !more {
+            break;
+        }
+    }
+    let scan = cpu() - t;
+    let puts: Vec<Vec<u8>> = pages
+        .into_iter()
+        .map(|entries| {
+            HtPutArgs {
+                table: 1,
+                return_old: false,
+                entries,
+            }
+            .encode()
+        })
+        .collect();
+    let t = cpu();
+    for p in &puts {
+        execute(&dst, op::HT_PUT, p).unwrap();
+    }
+    let write = cpu() - t;
+    let copied = super::tables::Tables::len(&dst.state().tables, 1);
+    assert_eq!(copied, n);
+    let per = |s: f64| s * 1e9 / n as f64;
+    eprintln!(
+        "table copy of {n} entries: source {:.0} ns/entry, target {:.0} ns/entry",
+        per(scan),
+        per(write)
+    );
+}

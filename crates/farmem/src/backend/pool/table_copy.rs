@@ -9,10 +9,15 @@
 //! Each page (its read, and the wait for the oldest write in flight) is one turn of the
 //! repairer's pacing, as a batch of the batched mover is: a table copy slows down with the
 //! batches when the application's latency grows.
+//!
+//! A page stays encoded on its way: the entries of the source's `HT_SCAN` answer are the
+//! entries of the target's `HT_PUT` in the same layout, so the client only walks the page (for
+//! its last key and size) and prefixes the table id. Pages come in key order, which the
+//! target's table turns into whole segments without sorting (`farmem-store`'s table).
 
 use std::collections::VecDeque;
 
-use farmem_proto::agent::{AgentMessage, HtPutArgs, HtScanArgs, HtScanResult, op};
+use farmem_proto::agent::{AgentDecodeError, AgentMessage, HtScanArgs, Reader, Writer, op};
 
 use super::Inner;
 use super::member::{Member, choose, is_member_failure};
@@ -45,13 +50,63 @@ enum CopyError {
     Target(BackendError),
 }
 
+/// One page of a table as the source encoded it (an `HtScanResult`).
+struct Page {
+    raw: Vec<u8>,
+    /// Whether entries follow it.
+    more: bool,
+    /// Its last key.
+    last: Option<Vec<u8>>,
+    /// Key and value bytes of its entries.
+    bytes: usize,
+    /// Number of entries.
+    len: usize,
+}
+
+impl Page {
+    /// Checks the encoded page `raw` whole and notes what the copy needs of it.
+    fn parse(raw: Vec<u8>) -> Result<Self, AgentDecodeError> {
+        let mut r = Reader::new(&raw);
+        let more = match r.u8()? {
+            0 => false,
+            1 => true,
+            tag => return Err(AgentDecodeError::BadTag { what: "more", tag }),
+        };
+        let len = r.count(8)?;
+        let (mut last, mut bytes) = (None, 0);
+        for _ in 0..len {
+            let k = r.byte_string()?;
+            bytes += k.len() + r.byte_string()?.len();
+            last = Some(k);
+        }
+        r.finish()?;
+        let last = last.map(<[u8]>::to_vec);
+        Ok(Self {
+            raw,
+            more,
+            last,
+            bytes,
+            len,
+        })
+    }
+
+    /// The encoded `HtPutArgs` that write this page's entries into table `id`: the page's
+    /// entry list is already in their layout.
+    fn put_args(&self, id: ObjectId) -> Vec<u8> {
+        let mut w = Writer::from_vec(Vec::with_capacity(self.raw.len() + 8));
+        w.u64(id).u8(0);
+        w.buf.extend_from_slice(&self.raw[1..]);
+        w.buf
+    }
+}
+
 /// One page of at most `max` entries of table `id` on `m` after key `after`, asked again while the server is slow.
 fn scan_page(
     m: &Member,
     id: ObjectId,
     after: Option<Vec<u8>>,
     max: u32,
-) -> Result<HtScanResult, BackendError> {
+) -> Result<Page, BackendError> {
     let args = HtScanArgs {
         table: id,
         max,
@@ -65,7 +120,7 @@ fn scan_page(
             r => break r?,
         }
     };
-    HtScanResult::decode(&out).map_err(|e| BackendError::Protocol(e.into()))
+    Page::parse(out).map_err(|e| BackendError::Protocol(e.into()))
 }
 
 /// Replaces table `id` on `dst` by a copy of `src`'s, page by page with the writes of earlier
@@ -86,26 +141,19 @@ fn stream(inner: &Inner, src: &Member, dst: &Member, id: ObjectId) -> Result<usi
             SCAN_PAGE
         };
         let page = scan_page(src, id, after.take(), max).map_err(CopyError::Source)?;
-        after = page.entries.last().map(|(k, _)| k.clone());
-        if !page.entries.is_empty() {
-            let page_bytes = page
-                .entries
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>();
-            bytes += page_bytes;
+        after.clone_from(&page.last);
+        if page.len > 0 {
+            bytes += page.bytes;
             while inflight.len() >= PUTS_IN_FLIGHT
                 && let Some(p) = inflight.pop_front()
             {
                 p.wait().map_err(CopyError::Target)?;
             }
-            let args = HtPutArgs {
-                table: id,
-                return_old: false,
-                entries: page.entries,
-            };
-            inflight.push_back(dst.backend.submit_compute(id, op::HT_PUT, &args.encode()));
-            inner.repair.take(page_bytes);
+            inflight.push_back(
+                dst.backend
+                    .submit_compute(id, op::HT_PUT, &page.put_args(id)),
+            );
+            inner.repair.take(page.bytes);
         }
         if !page.more || after.is_none() {
             break;
