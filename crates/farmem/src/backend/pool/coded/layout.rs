@@ -299,8 +299,9 @@ impl Layout {
         }
     }
 
-    /// Makes the dead slot at `loc` object `id`'s current version again (a copy that replaced
-    /// it was refused); nothing when `id` has a newer version or the slot is not dead.
+    /// Makes the slot at `loc` object `id`'s current version again (a copy that replaced it was
+    /// refused): a dead slot of a sealed stripe, or a gone one of a stripe still open (not yet
+    /// being sealed, so it joins the parity). Nothing when `id` has a newer version.
     pub(crate) fn revive(&mut self, id: ObjectId, loc: Loc) {
         if self.index.contains_key(&id) {
             return;
@@ -315,16 +316,23 @@ impl Layout {
         else {
             return;
         };
-        if sl.state != SlotState::Dead || sl.id != id {
+        let dead = match (sl.state, st.phase) {
+            (SlotState::Dead, _) => true,
+            (SlotState::Gone, Phase::Open) => false,
+            _ => return,
+        };
+        if sl.id != id {
             return;
         }
         let len = u64::from(sl.len);
         sl.state = SlotState::Live;
         st.live += 1;
         st.live_bytes += len;
-        st.dead_bytes -= len;
         self.live_bytes += len;
-        self.dead_bytes -= len;
+        if dead {
+            st.dead_bytes -= len;
+            self.dead_bytes -= len;
+        }
         self.index.insert(id, loc);
     }
 

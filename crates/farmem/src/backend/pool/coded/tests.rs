@@ -551,7 +551,7 @@ fn a_compaction_refused_by_full_members_loses_nothing() {
 }
 
 /// An overwrite refused by full members leaves the previous version readable, as a replicated
-/// pool does.
+/// pool does, whether that version is sealed or still in the open stripe.
 #[test]
 fn a_refused_overwrite_keeps_the_previous_version() {
     let r = rig(6, 3, 2, 4 << 10);
@@ -559,11 +559,18 @@ fn a_refused_overwrite_keeps_the_previous_version() {
     let items: Vec<(u64, &[u8])> = batch.iter().map(|(i, v)| (*i, v.as_slice())).collect();
     r.pool.put_many(&items).unwrap();
     assert_eq!(settle(&r.pool), 0);
+    // One more object, still in the open stripe when it is overwritten.
+    let mut batch = batch;
+    batch.push((1000, value(1000, 1, 300)));
+    r.pool.put(1000, &batch[300].1).unwrap();
     let live = r.pool.coded_stats().unwrap().live_bytes;
     for s in &r.stores {
         s.set(Fault::Full);
     }
-    let newer: Vec<(u64, Vec<u8>)> = (0..100).map(|id| (id, value(id, 2, 900))).collect();
+    let newer: Vec<(u64, Vec<u8>)> = (0..100)
+        .chain([1000])
+        .map(|id| (id, value(id, 2, 900)))
+        .collect();
     let items: Vec<(u64, &[u8])> = newer.iter().map(|(i, v)| (*i, v.as_slice())).collect();
     assert!(matches!(
         r.pool.put_many(&items),

@@ -77,15 +77,20 @@ impl Engine {
                 };
                 // A sealed previous version stays on its members (its stripe pinned) until
                 // this one is taken.
+                // An unsealed one stays in the client's copy (and on its member) until its
+                // stripe is sealed, which a refused version brought back before then joins.
                 let prev = l.index.get(&id).copied().filter(|p| {
-                    l.stripes.get_mut(&p.stripe).is_some_and(|st| {
-                        let sealed = st.phase == Phase::Sealed;
-                        if sealed {
-                            st.pins += 1;
-                            pinned.push(p.stripe);
-                        }
-                        sealed
-                    })
+                    l.stripes
+                        .get_mut(&p.stripe)
+                        .is_some_and(|st| match st.phase {
+                            Phase::Sealed => {
+                                st.pins += 1;
+                                pinned.push(p.stripe);
+                                true
+                            }
+                            Phase::Open => true,
+                            Phase::Sealing => false,
+                        })
                 });
                 let (loc, key, f) = l.append(sid, id, data);
                 freed.extend(f);
