@@ -20,7 +20,7 @@ struct Send {
     stripe: StripeId,
     span: usize,
     key: Key,
-    /// The sealed version this one replaces, brought back if a member refuses this one.
+    /// The version this one replaces, brought back if a member refuses this one.
     prev: Option<Loc>,
 }
 
@@ -75,10 +75,9 @@ impl Engine {
                         }
                     },
                 };
-                // A sealed previous version stays on its members (its stripe pinned) until
-                // this one is taken.
-                // An unsealed one stays in the client's copy (and on its member) until its
-                // stripe is sealed, which a refused version brought back before then joins.
+                // The previous version stays where it is until this one is taken: a sealed
+                // one's stripe is pinned; an open one's slots stay in the client's copy until
+                // the seal, which a version brought back before then joins.
                 let prev = l.index.get(&id).copied().filter(|p| {
                     l.stripes
                         .get_mut(&p.stripe)
@@ -255,7 +254,7 @@ impl Engine {
     }
 
     /// Takes versions a member refused out of the index (the write failed; the caller keeps
-    /// its data). A compaction's copy gives the object back its previous version.
+    /// its data); each object gets its previous version back where there is one.
     fn drop_unsent(&self, items: &[(ObjectId, &[u8])], batch: &[Send]) {
         let freed: Vec<(Ix, Key)> = {
             let mut l = self.layout.write();
