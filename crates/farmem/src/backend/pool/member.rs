@@ -241,6 +241,17 @@ impl Dice {
 /// objects and not in `exclude`: each pick takes the member with more free space of two drawn at
 /// random (power of two choices). Members with room come first; when none has room, none is
 /// picked.
+/// How many members outside `exclude` could take `bytes` of new data now (what [`choose`] picks
+/// from, without charging them).
+pub(crate) fn room_for(members: &[Arc<Member>], exclude: &[Ix], bytes: usize) -> usize {
+    (0..members.len())
+        .filter(|&i| {
+            let m = &members[i];
+            m.takes_new() && m.has_room(bytes) && !exclude.contains(&(i as Ix))
+        })
+        .count()
+}
+
 pub(crate) fn choose(
     members: &[Arc<Member>],
     exclude: &[Ix],

@@ -161,6 +161,8 @@ pub(crate) struct Layout {
     pub(crate) live_bytes: u64,
     /// Bytes of dead slots held by members.
     pub(crate) dead_bytes: u64,
+    /// Bytes of the client's copies of unsealed stripes.
+    pub(crate) unsealed_bytes: u64,
 }
 
 /// Keys of the coded namespace start here (readable in server dumps).
@@ -258,6 +260,7 @@ impl Layout {
         let buf = sp.buf.get_or_insert_with(Vec::new);
         let off = buf.len() as u32;
         buf.extend_from_slice(data);
+        self.unsealed_bytes += data.len() as u64;
         sp.slots.push(Slot {
             id,
             key,

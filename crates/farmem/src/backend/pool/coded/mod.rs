@@ -18,26 +18,31 @@
 //! and a write interrupted by a failure can never leave a sealed stripe inconsistent
 //! (`write.rs`):
 //! 1. the batch's objects are appended to the least filled spans of the open stripe (the client
-//!    keeps a copy of every unsealed span in memory: at most about `k` spans) and the index
-//!    points at the new versions;
+//!    keeps a copy of every unsealed span in memory: about `k` spans, more only while parity
+//!    has no room, see below) and the index points at the new versions;
 //! 2. each object is sent to its span's member, one request per member for the whole batch, in
 //!    parallel; the write is **acknowledged once its member holds it**. Until the stripe is
 //!    sealed the client's copy is the second copy: any number of member failures lose nothing
 //!    while the client lives (and a client that dies takes its session, and all its objects,
 //!    with it). When a member fails mid-write, its span of the open stripe moves to another
 //!    member (written again from the client's copy) and the write completes there. When a
-//!    member *refuses* the objects (full), the write fails and each refused object keeps its
-//!    previous version: a sealed one's stripe stays until the batch knows which versions were
-//!    taken, and an unsealed one is still in the client's copy (only a stripe in the middle of
-//!    its seal cannot take it back). Compaction's refused copies lose nothing the same way;
+//!    member *refuses* the objects and no member has room for its span, the write fails and
+//!    each refused object keeps its previous version: a sealed one's stripe stays until the
+//!    batch knows which versions were taken, and an unsealed one is still in the client's copy
+//!    (only a stripe in the middle of its seal cannot take it back). Compaction's refused
+//!    copies lose nothing the same way;
 //! 3. when the open stripe holds `k` spans' worth of bytes and no batch is still sending into it,
 //!    the writer that finished last *seals* it: computes the `m` parity spans from its copy,
 //!    writes them to `m` other members, and only then drops its copy. A stripe left partly
 //!    filled is sealed by the maintenance thread after [`CodingOptions::seal_after`].
 //!
 //! A member failing during a seal gets its data span moved (from the client's copy) or its parity
-//! span written elsewhere before the seal completes. A stripe that cannot be sealed for lack of
-//! members stays open, held by the client, until members come back.
+//! span written elsewhere before the seal completes. A member that refuses a write as full has
+//! its span of the open stripe moved the same way, to a member with room. A full stripe for
+//! whose `m` parity spans too few members have room (members down or full) stays open, held by
+//! the client, until members come back, rather than be sealed able to survive fewer than `m`
+//! failures; past [`CodingOptions::hold_unsealed`] of held data, stripes are sealed with the
+//! parity there is room for, and repair adds the rest once there is.
 //!
 //! # Reads
 //!
@@ -143,17 +148,24 @@ pub struct CodingOptions {
     /// all compaction to the maintenance thread (writes return sooner; dead space can grow
     /// between its passes). Default on.
     pub compact_inline: bool,
+    /// Most bytes of full stripes the client keeps unsealed (its copy is their second copy)
+    /// while too few members can take their parity (members down or full), rather than seal
+    /// them with fewer than `m` parity spans. Past it, stripes are sealed with the parity
+    /// there is room for, and repair adds the rest later.
+    pub hold_unsealed: usize,
 }
 
 impl Default for CodingOptions {
     /// 128 KiB spans (parity pads every span to the longest, which is at most one object
-    /// longer than the others: small against 128 KiB), 3% dead space, sealing after 100 ms.
+    /// longer than the others: small against 128 KiB), 3% dead space, sealing after 100 ms,
+    /// up to 64 MiB held unsealed while parity has no room.
     fn default() -> Self {
         Self {
             span_bytes: 128 << 10,
             compact_slack: 0.03,
             seal_after: Duration::from_millis(100),
             compact_inline: true,
+            hold_unsealed: 64 << 20,
         }
     }
 }
@@ -180,6 +192,14 @@ impl CodingOptions {
         self
     }
 
+    /// Sets [`CodingOptions::hold_unsealed`] (0: seal at once with the parity there is room
+    /// for).
+    #[must_use]
+    pub fn hold_unsealed(mut self, bytes: usize) -> Self {
+        self.hold_unsealed = bytes;
+        self
+    }
+
     /// Sets [`CodingOptions::seal_after`].
     #[must_use]
     pub fn seal_after(mut self, after: Duration) -> Self {
@@ -198,6 +218,8 @@ pub struct CodedStats {
     pub stripes: u64,
     /// Stripes not yet sealed (held by the client).
     pub unsealed: u64,
+    /// Bytes of the client's copies of those stripes.
+    pub unsealed_bytes: u64,
     /// Sealed stripes with a span on a member that is gone, or short of parity.
     pub degraded: u64,
     /// Bytes of live objects.
@@ -257,6 +279,9 @@ pub(crate) struct Engine {
     rebuilding: AtomicU32,
     /// Whether the last seal found too few members for full parity (logged once per spell).
     parity_short: AtomicBool,
+    /// Whether full stripes are held in the client for lack of parity members (logged once
+    /// per spell).
+    holding: AtomicBool,
     /// One maintenance pass at a time.
     maint: Mutex<()>,
     wake: Mutex<bool>,
@@ -312,6 +337,7 @@ impl Coded {
             demand: AtomicU32::new(0),
             rebuilding: AtomicU32::new(0),
             parity_short: AtomicBool::new(false),
+            holding: AtomicBool::new(false),
             maint: Mutex::new(()),
             wake: Mutex::new(false),
             cv: Condvar::new(),
@@ -404,6 +430,7 @@ impl Engine {
                 .values()
                 .filter(|s| s.phase != Phase::Sealed)
                 .count() as u64,
+            unsealed_bytes: l.unsealed_bytes,
             degraded: degraded as u64,
             live_bytes: l.live_bytes,
             dead_bytes: l.dead_bytes,

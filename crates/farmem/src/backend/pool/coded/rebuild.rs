@@ -12,7 +12,7 @@ use super::layout::{
 use super::{Engine, InFlight};
 use crate::backend::BackendError;
 use crate::backend::pool::fanout::fan_out;
-use crate::backend::pool::member::{Member, choose, is_member_failure};
+use crate::backend::pool::member::{Member, choose, is_member_failure, room_for};
 use crate::backend::pool::table::Ix;
 
 /// A slot to fetch or write: key, offset in its span, length.
@@ -100,11 +100,15 @@ impl Engine {
     /// spans on one member (a substitute, see [`Engine::rebuild`]), or fewer than `m` parity
     /// spans.
     pub(crate) fn needs_rebuild(&self, st: &Stripe, members: &[Arc<Member>]) -> bool {
+        st.parity.len() < self.m || self.spans_misplaced(st, members)
+    }
+
+    /// Whether stripe `st` has a span on a member that does not take new data, or two spans on
+    /// one member.
+    fn spans_misplaced(&self, st: &Stripe, members: &[Arc<Member>]) -> bool {
         let on = st.members();
-        st.parity.len() < self.m
-            || on
-                .iter()
-                .any(|&ix| !members.get(usize::from(ix)).is_some_and(|m| m.takes_new()))
+        on.iter()
+            .any(|&ix| !members.get(usize::from(ix)).is_some_and(|m| m.takes_new()))
             || on.iter().enumerate().any(|(i, ix)| on[..i].contains(ix))
     }
 
@@ -124,6 +128,15 @@ impl Engine {
                     (0..members.len())
                         .any(|i| members[i].takes_new() && !inside.contains(&(i as Ix)))
                         || substitutes(st, &members)
+                })
+                // Only short of parity, with no room for more of it than it has (members
+                // full): a new set would be as short.
+                .filter(|(_, st)| {
+                    if self.spans_misplaced(st, &members) {
+                        return true;
+                    }
+                    let data: Vec<Ix> = st.spans.iter().map(|s| s.member).collect();
+                    room_for(&members, &data, st.shard_len) > st.parity.len()
                 })
                 .map(|(&sid, _)| sid)
                 .collect()

@@ -23,6 +23,11 @@ fn store(i: usize) -> Arc<FaultyBackend> {
 }
 
 fn rig(n: usize, k: u8, m: u8, span: usize) -> Rig {
+    rig_with(n, k, m, CodingOptions::default().span_bytes(span))
+}
+
+/// A pool of `n` members coding `k + m` with `opts`, sealing and maintaining every 20 ms.
+fn rig_with(n: usize, k: u8, m: u8, opts: CodingOptions) -> Rig {
     let stores: Vec<Arc<FaultyBackend>> = (0..n).map(store).collect();
     let members = stores
         .iter()
@@ -30,11 +35,7 @@ fn rig(n: usize, k: u8, m: u8, span: usize) -> Rig {
         .collect();
     let cfg = PoolConfig::new(Redundancy::coded(k, m))
         .maintenance_interval(Duration::from_millis(20))
-        .coding(
-            CodingOptions::default()
-                .span_bytes(span)
-                .seal_after(Duration::from_millis(20)),
-        );
+        .coding(opts.seal_after(Duration::from_millis(20)));
     Rig {
         pool: PoolBackend::new(members, cfg).unwrap(),
         stores,
@@ -253,6 +254,7 @@ fn randomized_history_with_kills_adds_and_frees() {
     let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut down_since_repair = 0usize;
     let mut ver = 0;
+    let mut refused = 0;
     for step in 0..1500 {
         match rng.random_range(0..100) {
             0..=54 => {
@@ -266,8 +268,27 @@ fn randomized_history_with_kills_adds_and_frees() {
                     .collect();
                 let items: Vec<(u64, &[u8])> =
                     batch.iter().map(|(i, v)| (*i, v.as_slice())).collect();
-                r.pool.put_many(&items).unwrap();
-                model.extend(batch);
+                match r.pool.put_many(&items) {
+                    Ok(()) => model.extend(batch),
+                    // A full member refused its share: each object is its old or its new value.
+                    Err(BackendError::OutOfCapacity { .. }) => {
+                        refused += 1;
+                        let mut ids: Vec<u64> = batch.iter().map(|b| b.0).collect();
+                        ids.dedup();
+                        for id in ids {
+                            let old = model.get(&id);
+                            match r.pool.get(id) {
+                                Ok(v) if batch.iter().any(|b| b.0 == id && b.1 == v) => {
+                                    model.insert(id, v);
+                                }
+                                Ok(v) => assert_eq!(Some(&v), old, "object {id} at step {step}"),
+                                Err(BackendError::NotFound(_)) => assert!(old.is_none()),
+                                Err(e) => panic!("object {id} at step {step}: {e}"),
+                            }
+                        }
+                    }
+                    Err(e) => panic!("step {step}: {e}"),
+                }
             }
             55..=69 => {
                 let ids: Vec<u64> = (0..rng.random_range(1..16))
@@ -290,7 +311,18 @@ fn randomized_history_with_kills_adds_and_frees() {
                     ),
                 }
             }
-            90..=94 => {
+            90 => {
+                // A member fills up, or the full one has room again.
+                match stores.iter().find(|s| s.fault() == Fault::Full) {
+                    Some(s) => s.set(Fault::None),
+                    None => {
+                        let live: Vec<&Arc<FaultyBackend>> =
+                            stores.iter().filter(|s| s.fault() == Fault::None).collect();
+                        live[rng.random_range(0..live.len())].set(Fault::Full);
+                    }
+                }
+            }
+            91..=94 => {
                 let live: Vec<usize> = (0..stores.len())
                     .filter(|&i| stores[i].fault() == Fault::None)
                     .collect();
@@ -314,10 +346,16 @@ fn randomized_history_with_kills_adds_and_frees() {
         }
     }
     check_all(&r.pool, &model);
+    for s in &stores {
+        if s.fault() == Fault::Full {
+            s.set(Fault::None);
+        }
+    }
     assert_eq!(settle(&r.pool), 0);
     check_all(&r.pool, &model);
     let st = r.pool.coded_stats().unwrap();
     assert!(st.rebuilt_spans > 0 && st.degraded_reads > 0, "{st:?}");
+    eprintln!("batches refused by a full member: {refused}");
 }
 
 #[test]
@@ -556,4 +594,91 @@ fn a_refused_overwrite_keeps_the_previous_version() {
     }
     assert_eq!(settle(&r.pool), 0);
     check_all(&r.pool, &model);
+}
+
+/// Six members coding 4+2 with 4 KiB spans, holding at most `hold` bytes unsealed; member 5
+/// is full when objects `0..300` are put.
+fn full_member_rig(hold: usize) -> (Rig, HashMap<u64, Vec<u8>>) {
+    let opts = CodingOptions::default()
+        .span_bytes(4 << 10)
+        .hold_unsealed(hold);
+    let r = rig_with(6, 4, 2, opts);
+    r.stores[5].set(Fault::Full);
+    r.pool.repair_now();
+    let model = put_values(&r.pool, 300).into_iter().collect();
+    (r, model)
+}
+
+/// Kills the two serving members of `stores` (the pool's, in order) holding the most objects
+/// of `model` (never `spare`).
+fn kill_two(
+    pool: &PoolBackend,
+    stores: &[Arc<FaultyBackend>],
+    model: &HashMap<u64, Vec<u8>>,
+    spare: usize,
+) {
+    let mut count = vec![0usize; stores.len()];
+    for &id in model.keys() {
+        count[pool.locations(id).unwrap()[0].0] += 1;
+    }
+    let mut by: Vec<usize> = (0..stores.len())
+        .filter(|&i| i != spare && stores[i].fault() == Fault::None)
+        .collect();
+    by.sort_by_key(|&i| std::cmp::Reverse(count[i]));
+    for &i in &by[..2] {
+        stores[i].set(Fault::Down);
+    }
+}
+
+/// With one of six members full, a 4+2 stripe has room for one parity span only. The stripes
+/// stay in the client instead, so two failures lose nothing; they seal with full parity once
+/// members are back, and then survive two more.
+#[test]
+fn stripes_wait_in_the_client_while_parity_has_no_room() {
+    let (r, model) = full_member_rig(64 << 20);
+    assert!(
+        settle(&r.pool) > 0,
+        "held stripes count as not yet redundant"
+    );
+    let st = r.pool.coded_stats().unwrap();
+    assert_eq!(st.degraded, 0, "{st:?}");
+    assert!(st.unsealed > 1 && st.unsealed_bytes >= 300 * 700, "{st:?}");
+    kill_two(&r.pool, &r.stores, &model, 5);
+    check_all(&r.pool, &model);
+    // Room again: the full member frees up and two members join.
+    r.stores[5].set(Fault::None);
+    let mut stores = r.stores.clone();
+    for i in 6..8 {
+        let s = store(i);
+        r.pool.add_member(s.clone() as Arc<dyn Backend>).unwrap();
+        stores.push(s);
+    }
+    assert_eq!(settle(&r.pool), 0);
+    let st = r.pool.coded_stats().unwrap();
+    assert_eq!((st.unsealed, st.unsealed_bytes), (0, 0), "{st:?}");
+    check_all(&r.pool, &model);
+    kill_two(&r.pool, &stores, &model, usize::MAX);
+    check_all(&r.pool, &model);
+}
+
+/// Past `hold_unsealed`, stripes are sealed with the parity there is room for (one span of
+/// two here): the client's copies stay bounded, and two failures can then make objects
+/// unavailable until repair.
+#[test]
+fn past_the_hold_stripes_seal_with_short_parity() {
+    let (r, model) = full_member_rig(32 << 10);
+    settle(&r.pool);
+    let st = r.pool.coded_stats().unwrap();
+    assert!(st.degraded > 0, "{st:?}");
+    // At most the hold plus the stripe that went past it.
+    assert!(
+        st.unsealed_bytes <= (32 << 10) + 4 * (4 << 10) + 700,
+        "{st:?}"
+    );
+    kill_two(&r.pool, &r.stores, &model, 5);
+    let unavailable = model
+        .keys()
+        .filter(|&&id| matches!(r.pool.get(id), Err(BackendError::Unavailable { .. })))
+        .count();
+    assert!(unavailable > 0);
 }

@@ -9,7 +9,7 @@ use super::layout::{
     Key, Layout, Loc, PARITY_PAGE, Phase, SlotState, StripeId, parity_page_keys, parity_pages,
 };
 use crate::backend::pool::fanout::fan_out;
-use crate::backend::pool::member::{Member, choose, is_member_failure};
+use crate::backend::pool::member::{Member, choose, is_member_failure, room_for};
 use crate::backend::pool::table::Ix;
 use crate::backend::{BackendError, ObjectId};
 
@@ -233,8 +233,32 @@ impl Engine {
                             todo.extend(batch);
                         }
                     }
+                    Err(e @ BackendError::OutOfCapacity { .. }) => {
+                        // Full: its spans of these (unsealed) stripes move to members with
+                        // room, and the objects go there; where none has room, those
+                        // versions never existed.
+                        let _ = members[usize::from(ix)].refresh();
+                        let mut moved: Vec<StripeId> = Vec::new();
+                        let mut stuck = false;
+                        for s in &batch {
+                            if moved.contains(&s.stripe) {
+                                continue;
+                            }
+                            if self.relocate(s.stripe, s.span, ix).is_err() {
+                                stuck = true;
+                                break;
+                            }
+                            moved.push(s.stripe);
+                        }
+                        if stuck {
+                            self.drop_unsent(items, &batch);
+                            refused.get_or_insert(e);
+                        } else {
+                            todo.extend(batch);
+                        }
+                    }
                     Err(e) => {
-                        // Refused (full, too large): those versions never existed.
+                        // Refused (too large, quota): those versions never existed.
                         self.drop_unsent(items, &batch);
                         refused.get_or_insert(e);
                     }
@@ -274,9 +298,10 @@ impl Engine {
         self.free_keys(freed);
     }
 
-    /// Moves span `span` of unsealed stripe `sid` off failed member `dead`: picks a member
-    /// outside the stripe and writes every slot of the span there from the client's copy.
-    /// Nothing to do when the span already moved or its stripe is sealed (parity covers it).
+    /// Moves span `span` of unsealed stripe `sid` off member `dead` (failed, or full): picks a
+    /// member outside the stripe and writes every slot of the span there from the client's
+    /// copy, then frees them on `dead` if it still serves. Nothing to do when the span already
+    /// moved or its stripe is sealed (parity covers it).
     pub(crate) fn relocate(
         &self,
         sid: StripeId,
@@ -285,7 +310,7 @@ impl Engine {
     ) -> Result<(), BackendError> {
         for _ in 0..ATTEMPTS {
             let members = self.pool.members();
-            let (to, copies) = {
+            let (from, to, copies) = {
                 let mut l = self.layout.write();
                 let Some(st) = l.stripes.get_mut(&sid) else {
                     return Ok(());
@@ -315,12 +340,17 @@ impl Engine {
                         (s.key, buf[r].to_vec())
                     })
                     .collect();
-                (to, copies)
+                (from, to, copies)
             };
             tracing::info!(to = %members[usize::from(to)].name, slots = copies.len(), "coded pool: unsealed span moved");
             let puts: Vec<(u64, &[u8])> = copies.iter().map(|(k, v)| (*k, v.as_slice())).collect();
             match members[usize::from(to)].backend.put_many(&puts) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if members[usize::from(from)].serves() {
+                        self.free_keys(copies.iter().map(|(k, _)| (from, *k)).collect());
+                    }
+                    return Ok(());
+                }
                 Err(e) if is_member_failure(&e) => self.pool.mark_down(to, &e),
                 Err(e) => return Err(e),
             }
@@ -329,11 +359,15 @@ impl Engine {
     }
 
     /// Seals stripe `sid` (in phase [`Phase::Sealing`]): computes its parity from the client's
-    /// copy, writes it to members outside the stripe, then drops the copy. On failure the stripe
-    /// is open again (and full), for maintenance to retry.
-    pub(crate) fn seal(&self, sid: StripeId) -> Result<(), BackendError> {
+    /// copy, writes it to members outside the stripe, then drops the copy. Returns whether it
+    /// is sealed: a stripe is *held* instead (open and full, in the client) while too few
+    /// members can take its `m` parity spans and the client holds less than
+    /// [`CodingOptions::hold_unsealed`](super::CodingOptions::hold_unsealed) of unsealed
+    /// stripes. On failure or hold the stripe is open again (and full), for maintenance to
+    /// retry.
+    pub(crate) fn seal(&self, sid: StripeId) -> Result<bool, BackendError> {
         let r = self.try_seal(sid);
-        if r.is_err() {
+        if !matches!(r, Ok(true)) {
             let mut l = self.layout.write();
             if let Some(st) = l.stripes.get_mut(&sid) {
                 st.phase = Phase::Open;
@@ -343,11 +377,11 @@ impl Engine {
         r
     }
 
-    fn try_seal(&self, sid: StripeId) -> Result<(), BackendError> {
+    fn try_seal(&self, sid: StripeId) -> Result<bool, BackendError> {
         // Every data span on a serving member first (moved from the client's copy if not).
         let spans = match self.layout.read().stripes.get(&sid) {
             Some(st) => st.spans.iter().map(|s| s.member).collect::<Vec<_>>(),
-            None => return Ok(()),
+            None => return Ok(true),
         };
         let members = self.pool.members();
         for (i, ix) in spans.into_iter().enumerate() {
@@ -355,11 +389,14 @@ impl Engine {
                 self.relocate(sid, i, ix)?;
             }
         }
+        if self.hold(sid, &members) {
+            return Ok(false);
+        }
         // The layout: live slots end to end (slots that died before now are left out).
         let (shards, offsets, data_members, gone) = {
             let l = self.layout.read();
             let Some(st) = l.stripes.get(&sid) else {
-                return Ok(());
+                return Ok(true);
             };
             let mut shards = Vec::with_capacity(st.spans.len());
             let mut offsets = Vec::with_capacity(st.spans.len());
@@ -390,10 +427,11 @@ impl Engine {
         let parity = self.write_parity(&shards, &data_members, self.m)?;
         let freed = {
             let mut l = self.layout.write();
+            let mut held = 0;
             let Some(st) = l.stripes.get_mut(&sid) else {
                 drop(l);
                 self.free_keys(parity_page_keys(&parity, shard_len));
-                return Ok(());
+                return Ok(true);
             };
             for (sp, offs) in st.spans.iter_mut().zip(&offsets) {
                 for (s, off) in sp.slots.iter_mut().zip(offs) {
@@ -402,17 +440,57 @@ impl Engine {
                         None => s.state = SlotState::Gone,
                     }
                 }
-                sp.buf = None;
+                if let Some(buf) = sp.buf.take() {
+                    held += buf.len() as u64;
+                }
             }
             st.parity = parity;
             st.shard_len = shard_len;
             st.phase = Phase::Sealed;
+            l.unsealed_bytes -= held;
             let mut freed = gone;
             freed.extend(l.reap(sid));
             freed
         };
         self.free_keys(freed);
-        Ok(())
+        Ok(true)
+    }
+
+    /// Whether full stripe `sid` stays in the client for now: fewer than `m` members outside
+    /// it can take its parity, and the client holds at most
+    /// [`CodingOptions::hold_unsealed`](super::CodingOptions::hold_unsealed) of unsealed data.
+    /// Sealing it with less parity would leave it unable to survive `m` failures until repair
+    /// adds the rest; held, its client copy keeps it whole through any number of them.
+    fn hold(&self, sid: StripeId, members: &[Arc<Member>]) -> bool {
+        let (room, unsealed) = {
+            let l = self.layout.read();
+            let Some(st) = l.stripes.get(&sid) else {
+                return false;
+            };
+            let len = st
+                .spans
+                .iter()
+                .map(|s| s.buf.as_ref().map_or(0, Vec::len))
+                .max()
+                .unwrap_or(0);
+            (room_for(members, &st.members(), len), l.unsealed_bytes)
+        };
+        if room >= self.m {
+            if self.holding.swap(false, Ordering::Relaxed) {
+                tracing::info!("coded pool: members for full parity again; held stripes seal");
+            }
+            return false;
+        }
+        let hold = unsealed <= self.opts.hold_unsealed as u64;
+        if hold && !self.holding.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                want = self.m,
+                room,
+                unsealed,
+                "coded pool: too few members for full parity; full stripes stay in the client"
+            );
+        }
+        hold
     }
 
     /// Encodes `want` parity spans of `shards` (or as many as there are members outside
