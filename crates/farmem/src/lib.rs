@@ -43,7 +43,7 @@ mod loom;
 mod runtime;
 mod sys;
 
-pub use backend::{Backend, BackendError, EmbeddedStore, ObjectId, StoreStats};
+pub use backend::{Backend, BackendError, EmbeddedStore, ObjectId, Protection, StoreStats};
 pub use bytemuck;
 /// The trait (and derive macro) far data implements, with [`Zeroable`]. A program derives them through farmem
 /// alone, without a `bytemuck` dependency of its own, by naming the path:

@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use farmem::backend::pool::Fault;
-use farmem::backend::{FaultyBackend, PoolBackend, PoolConfig, Redundancy};
+use farmem::backend::{PoolBackend, PoolConfig, Redundancy};
 use farmem::paging::{self, PagedRegion, PagingConfig};
-use farmem::{Backend, EmbeddedStore};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngExt, SeedableRng};
 
@@ -21,20 +20,10 @@ fn page_faults_survive_a_member_death_with_two_replicas() {
         support::skip_or_fail(&format!("paging: {e}"));
         return;
     }
-    let members: Vec<Arc<FaultyBackend>> = (0..3)
-        .map(|i| {
-            Arc::new(FaultyBackend::new(
-                Arc::new(EmbeddedStore::new()),
-                format!("m{i}"),
-            ))
-        })
-        .collect();
+    let (members, backends) = support::faulty_members(3);
     let pool = Arc::new(
         PoolBackend::new(
-            members
-                .iter()
-                .map(|m| m.clone() as Arc<dyn Backend>)
-                .collect(),
+            backends,
             PoolConfig::new(Redundancy::Replicas(2))
                 .repair_rate(None)
                 .maintenance_interval(Duration::from_millis(20)),

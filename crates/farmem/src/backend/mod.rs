@@ -12,6 +12,7 @@ mod embedded;
 mod error;
 mod pending_gets;
 pub mod pool;
+mod protection;
 mod push;
 mod sites;
 mod tcp;
@@ -23,6 +24,7 @@ pub use pool::{
     FaultyBackend, MemberId, MemberSource, Membership, PoolBackend, PoolConfig, PoolError,
     PoolStats, Redundancy,
 };
+pub use protection::Protection;
 pub use push::PushTarget;
 pub use sites::Sites;
 pub(crate) use tcp::BulkLane;

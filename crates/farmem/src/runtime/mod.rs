@@ -42,7 +42,7 @@ pub use far::{Far, FarBox, FarPtr, FarRef, FarSlice, Pinned, PinnedMut};
 pub(crate) use loan::LocalLoan;
 pub use stats::Stats;
 
-use crate::backend::{Backend, EmbeddedStore, ObjectId};
+use crate::backend::{Backend, EmbeddedStore, ObjectId, Protection};
 use crate::config::{BackendConfig, RuntimeConfig};
 use crate::error::{Error, Result};
 use evacuator::Evacuation;
@@ -116,6 +116,9 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct Runtime {
     inner: Arc<Inner>,
+    /// How a pool keeps the objects allocated through this handle (see
+    /// [`Runtime::with_protection`]).
+    protection: Protection,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -124,6 +127,7 @@ impl std::fmt::Debug for Runtime {
             .field("backend", &self.inner.backend.describe())
             .field("budget", &self.inner.heap.budget)
             .field("used", &self.inner.heap.used())
+            .field("protection", &self.protection)
             .finish()
     }
 }
@@ -189,7 +193,50 @@ impl Runtime {
                     source,
                 })?;
         }
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            protection: Protection::BySize,
+        })
+    }
+
+    /// A handle on the same runtime whose new far objects a pool keeps as `p` says: containers
+    /// built on it (and their chunks, as they grow) are replicated or erasure-coded whatever
+    /// the pool's size rule. Everything else is shared with `self` (budget, heap, statistics);
+    /// objects keep the choice they were allocated with.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use farmem::backend::{Backend, EmbeddedStore, PoolBackend, PoolConfig, Protection, Redundancy};
+    /// use farmem::containers::FarVec;
+    /// use farmem::{Runtime, RuntimeConfig};
+    /// // Six members coding 4+2 by default.
+    /// let members: Vec<Arc<dyn Backend>> =
+    ///     (0..6).map(|_| Arc::new(EmbeddedStore::new()) as Arc<dyn Backend>).collect();
+    /// let pool = Arc::new(PoolBackend::new(members, PoolConfig::new(Redundancy::coded(4, 2))).unwrap());
+    /// let rt = Runtime::new(RuntimeConfig::new(16 << 20).custom_backend(pool.clone())).unwrap();
+    /// // A hot index replicated (3 copies, reads never decode), a large column coded.
+    /// let mut index = FarVec::<u32>::new(&rt.with_protection(Protection::Replicated));
+    /// let mut column = FarVec::<f64>::new(&rt);
+    /// index.extend_from_slice(&[1, 2, 3]).unwrap();
+    /// column.extend_from_slice(&[0.5; 1000]).unwrap();
+    /// index.flush().unwrap();
+    /// column.flush().unwrap();
+    /// assert_eq!(index.get(2).unwrap(), 3);
+    /// // Only the column's chunk (64 KiB) is on the coded path.
+    /// assert_eq!(pool.coded_stats().unwrap().live_bytes, 64 << 10);
+    /// ```
+    #[must_use]
+    pub fn with_protection(&self, p: Protection) -> Runtime {
+        Runtime {
+            inner: self.inner.clone(),
+            protection: p,
+        }
+    }
+
+    /// How a pool keeps the objects allocated through this handle.
+    pub fn protection(&self) -> Protection {
+        self.protection
     }
 
     /// Opens a scope: far objects dereferenced under it stay put until it ends.
@@ -258,7 +305,7 @@ impl Runtime {
     /// # Errors
     /// [`Error::TooManyObjects`] once the runtime's ids are used up.
     pub(crate) fn reserve_ids(&self, n: u64) -> Result<ObjectId> {
-        self.inner.ids.reserve(n)
+        self.inner.ids.reserve_in(n, self.protection)
     }
 
     /// Counts bytes of remote-agent arguments sent and results received.

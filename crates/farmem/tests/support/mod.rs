@@ -1,4 +1,5 @@
-//! What this crate's tests share: skipping a test whose machine lacks what it needs.
+//! What this crate's tests share: skipping a test whose machine lacks what it needs, pool
+//! members with fault switches.
 
 /// Skips a test whose machine lacks what it needs (root, userfaultfd, `/dev/fuse`, zram, a
 /// memory cgroup): prints `why` and returns, and the caller returns too.
@@ -26,4 +27,29 @@ pub fn paging_usable() -> bool {
             false
         }
     }
+}
+
+/// `n` embedded stores behind fault switches (named `m0`, `m1`, ...), and the same as pool
+/// members.
+#[allow(dead_code)]
+pub fn faulty_members(
+    n: usize,
+) -> (
+    Vec<std::sync::Arc<farmem::backend::FaultyBackend>>,
+    Vec<std::sync::Arc<dyn farmem::Backend>>,
+) {
+    use std::sync::Arc;
+    let stores: Vec<Arc<farmem::backend::FaultyBackend>> = (0..n)
+        .map(|i| {
+            Arc::new(farmem::backend::FaultyBackend::new(
+                Arc::new(farmem::EmbeddedStore::new()),
+                format!("m{i}"),
+            ))
+        })
+        .collect();
+    let members = stores
+        .iter()
+        .map(|s| s.clone() as Arc<dyn farmem::Backend>)
+        .collect();
+    (stores, members)
 }

@@ -1,24 +1,42 @@
-//! A coded pool with a size rule ([`PoolConfig::code_from`](super::PoolConfig::code_from)):
-//! large objects on the erasure-coded path, small ones replicated beside them.
+//! A coded pool's two paths: erasure-coded objects, and objects replicated beside them (small
+//! ones under the size rule [`PoolConfig::code_from`](super::PoolConfig::code_from), and those
+//! whose id asks for it, see [`Protection`]).
 //!
 //! Each object is on exactly one path. A coded object is in the engine's index, a replicated one
-//! in the location table; a write picks the path by size and then drops the object's version on
-//! the other path, if any, so a read (which looks in the engine first) never sees an old one
-//! once the write returned. Without a rule (`code_from == 0`) every call goes to the coded path
-//! untouched.
+//! in the location table; a write picks the path from the id's [`Protection`] (and by size under
+//! [`Protection::BySize`]) and then drops the object's version on the other path, if any, so a
+//! read (which looks in the engine first) never sees an old one once the write returned. With
+//! no size rule and no id asking for replication, every call goes to the coded path untouched.
 
 use super::PoolBackend;
 use super::coded::Engine;
-use crate::backend::{BackendError, Edit, ObjectId};
+use crate::backend::{BackendError, Edit, ObjectId, Protection};
 
 impl PoolBackend {
     fn rule(&self) -> usize {
         self.inner.cfg.code_from
     }
 
+    /// Whether any of `ids` may be on the replicated path (else all are coded).
+    fn may_replicate(&self, ids: impl IntoIterator<Item = ObjectId>) -> bool {
+        self.rule() > 0
+            || ids
+                .into_iter()
+                .any(|id| Protection::of(id) == Protection::Replicated)
+    }
+
+    /// Whether a write of `len` bytes to `id` goes to the coded path.
+    fn codes(&self, id: ObjectId, len: usize) -> bool {
+        match Protection::of(id) {
+            Protection::Coded => true,
+            Protection::Replicated => false,
+            Protection::BySize => self.rule() == 0 || len >= self.rule(),
+        }
+    }
+
     /// Whether object `id` of a coded pool is on the replicated path.
     pub(super) fn replicated_here(&self, c: &Engine, id: ObjectId) -> bool {
-        self.rule() > 0 && !c.holds_one(id) && self.inner.table.get(id).is_some()
+        self.may_replicate([id]) && !c.holds_one(id) && self.inner.table.get(id).is_some()
     }
 
     /// Which of `ids` are on the replicated path.
@@ -30,19 +48,18 @@ impl PoolBackend {
             .collect()
     }
 
-    /// Writes objects, each on the path its size picks.
+    /// Writes objects, each on the path its id and size pick.
     pub(super) fn mixed_put_many(
         &self,
         c: &Engine,
         items: &[(ObjectId, &[u8])],
     ) -> Result<(), BackendError> {
-        let rule = self.rule();
-        if rule == 0 {
+        if !self.may_replicate(items.iter().map(|x| x.0)) {
             return c.put_many(items);
         }
         type Items<'a> = Vec<(ObjectId, &'a [u8])>;
         let (coded, small): (Items<'_>, Items<'_>) =
-            items.iter().partition(|(_, d)| d.len() >= rule);
+            items.iter().partition(|(id, d)| self.codes(*id, d.len()));
         if !coded.is_empty() {
             c.put_many(&coded)?;
             let stale: Vec<ObjectId> = coded
@@ -76,7 +93,7 @@ impl PoolBackend {
         c: &Engine,
         ids: &[ObjectId],
     ) -> Result<Vec<Vec<u8>>, BackendError> {
-        if self.rule() == 0 {
+        if !self.may_replicate(ids.iter().copied()) {
             return c.get_many(ids);
         }
         let repl = self.replicated_of(c, ids);
@@ -104,7 +121,7 @@ impl PoolBackend {
         c: &Engine,
         items: &[(ObjectId, &[Edit<'_>])],
     ) -> Result<(), BackendError> {
-        if self.rule() == 0 {
+        if !self.may_replicate(items.iter().map(|x| x.0)) {
             return c.patch_many(items);
         }
         let ids: Vec<ObjectId> = items.iter().map(|x| x.0).collect();
@@ -124,7 +141,7 @@ impl PoolBackend {
     /// Frees objects on their paths (an id on neither goes to the coded path, which ignores
     /// it).
     pub(super) fn mixed_free(&self, c: &Engine, ids: &[ObjectId]) -> Result<(), BackendError> {
-        if self.rule() == 0 {
+        if !self.may_replicate(ids.iter().copied()) {
             return c.free(ids);
         }
         let repl = self.replicated_of(c, ids);

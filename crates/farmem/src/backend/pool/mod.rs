@@ -180,7 +180,9 @@ pub struct PoolConfig {
     /// many failures as the coded ones), so that a program's large containers (vector chunks,
     /// columns, paging regions) take about `(k + m) / k` times their bytes while its small
     /// objects keep one-request writes and reads. An object written again with a size across
-    /// the line changes path. Default 0: every object coded. Ignored by the other schemes.
+    /// the line changes path. Default 0: every object coded. Ignored by the other schemes, and
+    /// for objects whose id carries another [`Protection`](crate::backend::Protection) (a
+    /// container can be replicated or coded whatever the size of its objects).
     pub code_from: usize,
 }
 
@@ -663,10 +665,7 @@ impl PoolBackend {
         self.inner.refresh_members();
         if let Some(c) = self.coded() {
             let left = c.maintain(true);
-            if self.inner.cfg.code_from == 0 {
-                return left;
-            }
-            // Small objects replicated beside the coded ones.
+            // Objects replicated beside the coded ones (small ones, or by their protection).
             repair::pass(&self.inner);
             return left + self.pool_stats().under_replicated;
         }

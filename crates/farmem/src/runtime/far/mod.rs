@@ -28,7 +28,7 @@ use super::epoch::Scope;
 use super::slot::{BOXED, DETACHED, Slot};
 use super::word::{Mode, Word};
 use super::{Inner, Runtime};
-use crate::backend::ObjectId;
+use crate::backend::{ObjectId, Protection};
 use crate::error::{Error, Result};
 
 mod raw {
@@ -77,8 +77,13 @@ impl RawFar {
         })
     }
 
-    fn alloc(rt: &Arc<Inner>, len: usize, init: impl FnOnce(&mut [u8])) -> Result<Self> {
-        let idx = rt.slots.alloc(rt.ids.reserve(1)?, len)?;
+    fn alloc(
+        rt: &Arc<Inner>,
+        protection: Protection,
+        len: usize,
+        init: impl FnOnce(&mut [u8]),
+    ) -> Result<Self> {
+        let idx = rt.slots.alloc(rt.ids.reserve_in(1, protection)?, len)?;
         let a = match rt.alloc_space(rt.mutator_lane(), idx, len, None) {
             Ok(a) => a,
             Err(e) => {
@@ -341,7 +346,7 @@ impl<T: Pod> FarBox<T> {
     /// [`Error::LocalHeapExhausted`] when no room can be made, [`Error::ObjectTooLarge`].
     pub fn new(rt: &Runtime, value: T) -> Result<Self> {
         let () = Self::ALIGN_OK;
-        let raw = RawFar::alloc(&rt.inner, size_of::<T>(), |b| {
+        let raw = RawFar::alloc(&rt.inner, rt.protection, size_of::<T>(), |b| {
             b.copy_from_slice(bytemuck::bytes_of(&value));
         })?;
         Ok(Self {
@@ -356,7 +361,7 @@ impl<T: Pod> FarBox<T> {
     /// As [`FarBox::new`].
     pub fn new_zeroed(rt: &Runtime) -> Result<Self> {
         let () = Self::ALIGN_OK;
-        let raw = RawFar::alloc(&rt.inner, size_of::<T>(), |b| b.fill(0))?;
+        let raw = RawFar::alloc(&rt.inner, rt.protection, size_of::<T>(), |b| b.fill(0))?;
         Ok(Self {
             raw,
             _t: PhantomData,
@@ -533,7 +538,9 @@ impl<T: Pod> FarSlice<T> {
     /// [`Error::ObjectTooLarge`], [`Error::LocalHeapExhausted`].
     pub fn new_zeroed(rt: &Runtime, len: usize) -> Result<Self> {
         let () = Self::ALIGN_OK;
-        let raw = RawFar::alloc(&rt.inner, Self::bytes(rt, len)?, |b| b.fill(0))?;
+        let raw = RawFar::alloc(&rt.inner, rt.protection, Self::bytes(rt, len)?, |b| {
+            b.fill(0)
+        })?;
         Ok(Self {
             raw,
             len,
@@ -547,9 +554,14 @@ impl<T: Pod> FarSlice<T> {
     /// As [`FarSlice::new_zeroed`].
     pub fn from_slice(rt: &Runtime, values: &[T]) -> Result<Self> {
         let () = Self::ALIGN_OK;
-        let raw = RawFar::alloc(&rt.inner, Self::bytes(rt, values.len())?, |b| {
-            b.copy_from_slice(bytemuck::cast_slice(values));
-        })?;
+        let raw = RawFar::alloc(
+            &rt.inner,
+            rt.protection,
+            Self::bytes(rt, values.len())?,
+            |b| {
+                b.copy_from_slice(bytemuck::cast_slice(values));
+            },
+        )?;
         Ok(Self {
             raw,
             len: values.len(),
