@@ -1,6 +1,9 @@
 //! Per-container redundancy on an erasure-coded pool: a container built on a runtime handle
-//! with a [`Protection`] is replicated or coded whatever the pool's size rule, survives as many
-//! failures as the rest, and gives its far memory back when dropped.
+//! with a [`Protection`] (or a paged region configured with one) is replicated or coded
+//! whatever the pool's size rule, survives as many failures as the rest, and gives its far
+//! memory back when dropped. The paged-region test skips (passes with a message) where
+//! userfaultfd paging is unavailable, and fails instead when `FARMEM_REQUIRE_PRIVILEGED` is set,
+//! as in CI.
 
 mod support;
 
@@ -8,9 +11,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use farmem::backend::pool::{CodingOptions, Fault};
-use farmem::backend::{PoolBackend, PoolConfig, Redundancy};
+use farmem::backend::{FaultyBackend, PoolBackend, PoolConfig, Redundancy};
 use farmem::containers::FarVec;
+use farmem::paging::{PagedRegion, PagingConfig};
 use farmem::{Protection, Runtime, RuntimeConfig};
+
+/// Six members coding 4+2, replicating objects under 16 KiB by size.
+fn coded_pool() -> (Vec<Arc<FaultyBackend>>, Arc<PoolBackend>) {
+    let (stores, members) = support::faulty_members(6);
+    let cfg = PoolConfig::new(Redundancy::coded(4, 2))
+        .code_from(16 << 10)
+        .maintenance_interval(Duration::from_millis(20))
+        .coding(CodingOptions::default().seal_after(Duration::from_millis(20)));
+    (stores, Arc::new(PoolBackend::new(members, cfg).unwrap()))
+}
 
 fn values(seed: u64, n: usize) -> Vec<u64> {
     (0..n as u64)
@@ -25,13 +39,7 @@ fn check(v: &FarVec<u64>, want: &[u64], what: &str) {
 
 #[test]
 fn containers_choose_replication_or_coding_on_a_coded_pool() {
-    let (stores, members) = support::faulty_members(6);
-    // 4+2, objects under 16 KiB replicated by size.
-    let cfg = PoolConfig::new(Redundancy::coded(4, 2))
-        .code_from(16 << 10)
-        .maintenance_interval(Duration::from_millis(20))
-        .coding(CodingOptions::default().seal_after(Duration::from_millis(20)));
-    let pool = Arc::new(PoolBackend::new(members, cfg).unwrap());
+    let (stores, pool) = coded_pool();
     let budget = 2 << 20;
     let cfg = RuntimeConfig::new(budget)
         .region_size(64 << 10)
@@ -78,4 +86,37 @@ fn containers_choose_replication_or_coding_on_a_coded_pool() {
     let st = pool.coded_stats().unwrap();
     assert_eq!((st.objects, st.live_bytes), (0, 0), "{st:?}");
     assert_eq!(pool.pool_stats().objects, 0);
+}
+
+/// 4 KiB pages would be replicated by the size rule; a region with `Protection::Coded` codes
+/// them, and they survive two failures.
+#[test]
+fn a_paged_region_can_be_coded_page_by_page() {
+    if !support::paging_usable() {
+        return;
+    }
+    let (stores, pool) = coded_pool();
+    let budget = 256 << 10;
+    let len = 8 * budget;
+    let cfg = PagingConfig {
+        protection: Protection::Coded,
+        ..PagingConfig::new(budget)
+    };
+    let region = PagedRegion::new(len, pool.clone(), cfg).unwrap();
+    let p = region.as_ptr().cast::<u64>();
+    let want = values(4, len / 8);
+    for (i, &v) in want.iter().enumerate() {
+        // SAFETY: `i < len / 8` and the region is alive and 4 KiB aligned.
+        unsafe { p.add(i).write(v) };
+    }
+    // Most pages were evicted under the 256 KiB budget: all of them onto the coded path.
+    let st = pool.coded_stats().unwrap();
+    assert!(st.live_bytes >= (len - 2 * budget) as u64, "{st:?}");
+    assert_eq!(pool.pool_stats().objects, 0);
+    stores[1].set(Fault::Down);
+    stores[4].set(Fault::Down);
+    for (i, &v) in want.iter().enumerate() {
+        // SAFETY: as above.
+        assert_eq!(unsafe { p.add(i).read() }, v, "word {i}");
+    }
 }

@@ -6,8 +6,9 @@ use super::ObjectId;
 /// containers and replicates its small or hot objects, or overrides the size rule for one
 /// container.
 ///
-/// The choice travels in two bits of the object's id (bits 42-43 of the ids a runtime hands
-/// out, see [`Runtime::with_protection`](crate::Runtime::with_protection)), so every layer
+/// The choice travels in two bits of the object's id (bits 42-43: see
+/// [`Runtime::with_protection`](crate::Runtime::with_protection) and
+/// [`PagingConfig::protection`](crate::paging::PagingConfig::protection)), so every layer
 /// between a container and the pool (write-back, prefetch, frees, the remote agent's sites)
 /// carries it for free. Only a [`PoolBackend`](super::PoolBackend) with a
 /// [`Redundancy::Coded`](super::Redundancy::Coded) scheme reads it; everywhere else every
@@ -37,16 +38,11 @@ pub enum Protection {
 /// Lowest bit of the choice in an id.
 const SHIFT: u32 = 42;
 const MASK: ObjectId = 0b11 << SHIFT;
-/// Ids at or above this are not a runtime's (the paging mode's ranges): always [`Protection::BySize`].
-const RUNTIME_IDS_END: ObjectId = 1 << 62;
 
 impl Protection {
     /// The choice carried by `id`.
     #[must_use]
     pub fn of(id: ObjectId) -> Self {
-        if id >= RUNTIME_IDS_END {
-            return Self::BySize;
-        }
         match (id & MASK) >> SHIFT {
             1 => Self::Replicated,
             2 => Self::Coded,
@@ -54,7 +50,7 @@ impl Protection {
         }
     }
 
-    /// `id` (below 2^42 within its 2^44 block) carrying this choice.
+    /// `id` carrying this choice (its bits 42-43 replaced).
     #[must_use]
     pub fn tag(self, id: ObjectId) -> ObjectId {
         let bits: ObjectId = match self {
@@ -86,7 +82,6 @@ mod tests {
                 assert_eq!(t & !MASK, id & !MASK);
             }
         }
-        // Paging ranges are not runtime ids.
-        assert_eq!(Protection::of((1 << 62) | MASK), Protection::BySize);
+        assert_eq!(Protection::of(MASK), Protection::BySize);
     }
 }

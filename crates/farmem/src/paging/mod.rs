@@ -165,6 +165,11 @@ pub struct PagingConfig {
     /// reads or writes a page of the region that is not resident (`read(2)` into a paged buffer)
     /// fails with `EFAULT` instead of waiting for the page. Default `false`.
     pub allow_user_mode_only: bool,
+    /// How a coded pool keeps the region's pages (see [`Protection`](crate::backend::Protection);
+    /// carried in the pages' ids, also under an [`id_base`](PagingConfig::id_base) of the
+    /// caller's). Default [`Protection::BySize`](crate::backend::Protection::BySize): the
+    /// pool's size rule, which replicates 4 KiB pages unless it codes every object.
+    pub protection: crate::backend::Protection,
 }
 
 impl PagingConfig {
@@ -182,6 +187,7 @@ impl PagingConfig {
             clean_interval_ms: 0,
             id_base: None,
             allow_user_mode_only: false,
+            protection: crate::backend::Protection::BySize,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::backend::{Backend, ObjectId};
+use crate::backend::{Backend, ObjectId, Protection};
 
 use super::core::Core;
 use super::fault::{self, Worker};
@@ -127,6 +127,22 @@ impl PagedRegion {
         let id_base = config
             .id_base
             .unwrap_or(PAGING_IDS | (base as u64 / PAGE as u64));
+        // A protection takes bits 42-43 of the page ids: they must be free in the whole range.
+        let id_base = match config.protection {
+            Protection::BySize => id_base,
+            p if Protection::tag(Protection::BySize, id_base) == id_base
+                && Protection::of(id_base.saturating_add(pages as u64)) == Protection::BySize =>
+            {
+                p.tag(id_base)
+            }
+            _ => {
+                // SAFETY: the mapping was made just above and nothing refers to it yet.
+                unsafe { sys::unmap(base, len) };
+                return Err(PagingError::Config(format!(
+                    "page ids from {id_base:#x} use bits 42-43, which carry a protection"
+                )));
+            }
+        };
         if let Err(e) = uffd.register(base, len) {
             // SAFETY: the mapping was made just above and nothing refers to it yet.
             unsafe { sys::unmap(base, len) };
