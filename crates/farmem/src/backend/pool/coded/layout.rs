@@ -303,7 +303,7 @@ impl Layout {
     }
 
     /// Makes the slot at `loc` object `id`'s current version again (a copy that replaced it was
-    /// refused): a dead slot of a sealed stripe, or a gone one of a stripe still open (not yet
+    /// refused): a dead slot (of a stripe sealed or being sealed), or a gone one of a stripe still open (not yet
     /// being sealed, so it joins the parity). Nothing when `id` has a newer version.
     pub(crate) fn revive(&mut self, id: ObjectId, loc: Loc) {
         if self.index.contains_key(&id) {

@@ -27,10 +27,9 @@
 //!    with it). When a member fails mid-write, its span of the open stripe moves to another
 //!    member (written again from the client's copy) and the write completes there. When a
 //!    member *refuses* the objects and no member has room for its span, the write fails and
-//!    each refused object keeps its previous version: a sealed one's stripe stays until the
-//!    batch knows which versions were taken, and an unsealed one is still in the client's copy
-//!    (only a stripe in the middle of its seal cannot take it back). Compaction's refused
-//!    copies lose nothing the same way;
+//!    each refused object keeps its previous version: a sealed (or sealing) one's stripe stays
+//!    until the batch knows which versions were taken, and an unsealed one is still in the
+//!    client's copy. Compaction's refused copies lose nothing the same way;
 //! 3. when the open stripe holds `k` spans' worth of bytes and no batch is still sending into it,
 //!    the writer that finished last *seals* it: computes the `m` parity spans from its copy,
 //!    writes them to `m` other members, and only then drops its copy. A stripe left partly

@@ -76,19 +76,19 @@ impl Engine {
                     },
                 };
                 // The previous version stays where it is until this one is taken: a sealed
-                // one's stripe is pinned; an open one's slots stay in the client's copy until
-                // the seal, which a version brought back before then joins.
+                // (or sealing) one's stripe is pinned, and the version is kept as dead space;
+                // an open one's slots stay in the client's copy until the seal, which a version
+                // brought back before then joins.
                 let prev = l.index.get(&id).copied().filter(|p| {
                     l.stripes
                         .get_mut(&p.stripe)
                         .is_some_and(|st| match st.phase {
-                            Phase::Sealed => {
+                            Phase::Sealed | Phase::Sealing => {
                                 st.pins += 1;
                                 pinned.push(p.stripe);
                                 true
                             }
                             Phase::Open => true,
-                            Phase::Sealing => false,
                         })
                 });
                 let (loc, key, f) = l.append(sid, id, data);
