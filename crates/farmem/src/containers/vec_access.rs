@@ -142,10 +142,13 @@ impl<T: Pod + Send + Sync> FarVec<T> {
             len: self.len,
             chunk_len: self.chunk_len,
             shift: self.shift,
-            last_miss: Cell::new(0),
-            stride: Cell::new(CursorStride::default()),
-            rt: &self.rt,
-            scope: self.rt.cursor_scope(),
+            hits: 0,
+            rest: Box::new(ReaderRest {
+                last_miss: Cell::new(0),
+                stride: Cell::new(CursorStride::default()),
+                rt: &self.rt,
+                scope: self.rt.cursor_scope(),
+            }),
         }
     }
 
@@ -178,7 +181,8 @@ impl<T: Pod + Send + Sync> FarVec<T> {
             len: *len,
             chunk_len: *chunk_len,
             shift: *shift,
-            scope: rt.cursor_scope(),
+            hits: 0,
+            scope: Box::new(rt.cursor_scope()),
         }
     }
 }
@@ -290,16 +294,35 @@ impl<'a, T: Pod + Send + Sync> Iterator for ChunksMut<'a, T> {
 }
 
 /// A read cursor over a [`FarVec`] ([`FarVec::reader`]).
+///
+/// What a hit needs stays in the cursor itself (the hit count too, handed to the scope every
+/// [`YIELD_EVERY`] hits, on a miss and at the end), and what only a miss uses is boxed: no call
+/// that is not inlined borrows the cursor, so a loop over [`Reader::get`] keeps its fields in
+/// registers.
 pub struct Reader<'a, T: Pod> {
     chunks: &'a [FarSlice<T>],
     len: usize,
     chunk_len: usize,
     shift: u32,
+    /// Hits not yet counted in the scope.
+    hits: u64,
+    rest: Box<ReaderRest<'a>>,
+}
+
+/// The part of a [`Reader`] only its misses use.
+struct ReaderRest<'a> {
     /// The chunk of the last miss (or the last chunk prefetched for it).
     last_miss: Cell<usize>,
     stride: Cell<CursorStride>,
     rt: &'a Runtime,
     scope: Scope<'a>,
+}
+
+impl<T: Pod> Drop for Reader<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.rest.scope.count_hits_internal(self.hits);
+    }
 }
 
 impl<T: Pod + Send + Sync> Reader<'_, T> {
@@ -327,31 +350,55 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
             });
         }
         let (c, o) = locate(index, self.chunk_len, self.shift);
-        if let Some(d) = self.chunks[c].read_hit(&self.scope) {
+        if let Some(d) = self.chunks[c].read_hit_uncounted(&self.rest.scope) {
             let v = d[o];
-            if self.scope.hits().is_multiple_of(YIELD_EVERY) {
-                self.scope.yield_if_waited();
+            self.hits += 1;
+            if self.hits == YIELD_EVERY {
+                self.rest.count_and_yield(std::mem::take(&mut self.hits));
             }
             return Ok(v);
         }
-        self.get_slow(c, o)
+        self.rest.count_hits(std::mem::take(&mut self.hits));
+        self.rest.get_slow(self.chunks, c, o)
+    }
+}
+
+impl ReaderRest<'_> {
+    /// Counts `hits` in the scope.
+    #[inline(always)]
+    fn count_hits(&self, hits: u64) {
+        self.scope.count_hits_internal(hits);
+    }
+
+    /// Counts `hits` in the scope and lets a waiting evacuator proceed (nothing of ours is
+    /// referenced between calls).
+    #[cold]
+    #[inline(never)]
+    fn count_and_yield(&self, hits: u64) {
+        self.scope.count_hits_internal(hits);
+        self.scope.yield_if_waited();
     }
 
     /// A miss: lets a waiting evacuator proceed (nothing of ours is referenced between calls),
     /// prefetches ahead when the misses show a stride, then reads.
-    #[inline(never)]
     ///
     /// Takes `&self` so that [`Reader::gather`] can call it between batches; the caller holds no
     /// reference obtained under the cursor's scope (it may be left here).
-    fn get_slow(&self, c: usize, o: usize) -> Result<T> {
+    #[inline(never)]
+    fn get_slow<T: Pod + Send + Sync>(
+        &self,
+        chunks: &[FarSlice<T>],
+        c: usize,
+        o: usize,
+    ) -> Result<T> {
         self.scope.yield_if_waited();
-        self.on_miss(c);
-        Ok(self.chunks[c].read(&self.scope)?[o])
+        self.on_miss(chunks, c);
+        Ok(chunks[c].read(&self.scope)?[o])
     }
 
     /// Records a miss in chunk `c` (when it is not local) and prefetches ahead on a stride.
-    fn on_miss(&self, c: usize) {
-        if self.chunks[c].is_local() {
+    fn on_miss<T: Pod + Send + Sync>(&self, chunks: &[FarSlice<T>], c: usize) {
+        if chunks[c].is_local() {
             return;
         }
         let prev = self.last_miss.replace(c);
@@ -359,14 +406,16 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
         let stride = detector.observe(c, prev);
         self.stride.set(detector);
         if let Some(stride) = stride {
-            prefetch_stride(self.rt, self.chunks, c, stride);
+            prefetch_stride(self.rt, chunks, c, stride);
             // The next miss comes past the prefetched chunks: measure its move from there.
             let ahead = c as i64 + stride * STRIDE_DEPTH;
             self.last_miss
-                .set(ahead.clamp(0, self.chunks.len() as i64) as usize);
+                .set(ahead.clamp(0, chunks.len() as i64) as usize);
         }
     }
+}
 
+impl<T: Pod + Send + Sync> Reader<'_, T> {
     /// Copies elements `range` into `out` (cleared first), a chunk at a time.
     ///
     /// # Errors
@@ -382,10 +431,10 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
         let mut i = range.start;
         while i < range.end {
             let (c, o) = locate(i, self.chunk_len, self.shift);
-            self.scope.yield_if_waited();
-            self.on_miss(c);
+            self.rest.scope.yield_if_waited();
+            self.rest.on_miss(self.chunks, c);
             let n = (self.chunk_len - o).min(range.end - i);
-            out.extend_from_slice(&self.chunks[c].read(&self.scope)?[o..o + n]);
+            out.extend_from_slice(&self.chunks[c].read(&self.rest.scope)?[o..o + n]);
             i += n;
         }
         Ok(())
@@ -413,7 +462,7 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
     ) -> Result<()> {
         let indices = indices.into_iter();
         out.reserve(indices.size_hint().0);
-        self.scope.yield_if_waited();
+        self.rest.scope.yield_if_waited();
         let (len, chunk_len, shift) = (self.len, self.chunk_len, self.shift);
         // Two passes per batch: find the elements (handle words only, all in cache), then load
         // them, loads independent of each other so the CPU overlaps their cache misses. Hits are
@@ -427,7 +476,7 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
                 break;
             }
             let (c, o) = locate(i, chunk_len, shift);
-            if let Some(d) = self.chunks[c].read_hit_uncounted(&self.scope) {
+            if let Some(d) = self.chunks[c].read_hit_uncounted(&self.rest.scope) {
                 hits += 1;
                 found.push(&d[o]);
                 if found.len() == GATHER_BATCH {
@@ -437,7 +486,7 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
             }
             // The slow path may leave the scope's epoch: no reference may be held across it.
             out.extend(found.drain(..).copied());
-            match self.get_slow(c, o) {
+            match self.rest.get_slow(self.chunks, c, o) {
                 Ok(v) => out.push(v),
                 Err(e) => {
                     result = Err(e);
@@ -446,18 +495,31 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
             }
         }
         out.extend(found.drain(..).copied());
-        self.scope.count_hits(hits);
+        self.rest.scope.count_hits(hits);
         result
     }
 }
 
 /// A read-write cursor over a [`FarVec`] ([`FarVec::writer`]).
+///
+/// Like [`Reader`], what a hit needs stays in the cursor (the hit count too) and the scope is
+/// boxed: no call that is not inlined borrows the cursor, so a loop over [`Writer::get`] and
+/// [`Writer::set`] keeps its fields in registers and makes no store but the element's.
 pub struct Writer<'a, T: Pod> {
     chunks: &'a mut [FarSlice<T>],
     len: usize,
     chunk_len: usize,
     shift: u32,
-    scope: Scope<'a>,
+    /// Hits not yet counted in the scope.
+    hits: u64,
+    scope: Box<Scope<'a>>,
+}
+
+impl<T: Pod> Drop for Writer<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.scope.count_hits_internal(self.hits);
+    }
 }
 
 /// Hits a cursor makes between two checks whether an evacuator waits for its scope (misses
@@ -479,17 +541,24 @@ impl<T: Pod + Send + Sync> Writer<'_, T> {
     }
 
     #[inline(always)]
-    fn at(&mut self, index: usize) -> Result<(usize, usize)> {
+    fn at(&self, index: usize) -> Result<(usize, usize)> {
         if index >= self.len {
             return Err(ContainerError::IndexOutOfBounds {
                 index,
                 len: self.len,
             });
         }
-        if self.scope.hits().is_multiple_of(YIELD_EVERY) {
-            self.scope.yield_if_waited();
-        }
         Ok(locate(index, self.chunk_len, self.shift))
+    }
+
+    /// Counts a hit; every [`YIELD_EVERY`] hits, hands them to the scope and lets a waiting
+    /// evacuator proceed.
+    #[inline(always)]
+    fn hit(&mut self) {
+        self.hits += 1;
+        if self.hits == YIELD_EVERY {
+            count_and_yield(&self.scope, std::mem::take(&mut self.hits));
+        }
     }
 
     /// Copies element `index` out.
@@ -499,10 +568,12 @@ impl<T: Pod + Send + Sync> Writer<'_, T> {
     #[inline(always)]
     pub fn get(&mut self, index: usize) -> Result<T> {
         let (c, o) = self.at(index)?;
-        if let Some(d) = self.chunks[c].read_hit(&self.scope) {
-            return Ok(d[o]);
+        if let Some(d) = self.chunks[c].read_hit_uncounted(&self.scope) {
+            let v = d[o];
+            self.hit();
+            return Ok(v);
         }
-        self.scope.yield_if_waited();
+        count_and_yield(&self.scope, std::mem::take(&mut self.hits));
         Ok(self.chunks[c].read(&self.scope)?[o])
     }
 
@@ -513,14 +584,24 @@ impl<T: Pod + Send + Sync> Writer<'_, T> {
     #[inline(always)]
     pub fn set(&mut self, index: usize, value: T) -> Result<()> {
         let (c, o) = self.at(index)?;
-        if let Some(d) = self.chunks[c].write_hit(&self.scope) {
+        if let Some(d) = self.chunks[c].write_hit_uncounted(&self.scope) {
             d[o] = value;
+            self.hit();
             return Ok(());
         }
-        self.scope.yield_if_waited();
+        count_and_yield(&self.scope, std::mem::take(&mut self.hits));
         self.chunks[c].write(&self.scope)?[o] = value;
         Ok(())
     }
+}
+
+/// Counts a cursor's `hits` in its `scope` and lets a waiting evacuator proceed (the cursor
+/// holds no reference into a chunk between calls).
+#[cold]
+#[inline(never)]
+fn count_and_yield(scope: &Scope<'_>, hits: u64) {
+    scope.count_hits_internal(hits);
+    scope.yield_if_waited();
 }
 
 macro_rules! cursor_debug {
