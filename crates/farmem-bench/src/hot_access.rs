@@ -108,7 +108,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Ok(a)
     };
-    row("sequential read", "chunks() slices", pair(r, n, f_chunks, v_seq)?)?;
+    row(
+        "sequential read",
+        "chunks() slices",
+        pair(r, n, f_chunks, v_seq)?,
+    )?;
     let f_iter = || {
         let mut a = 0u64;
         for x in far.iter() {
@@ -125,7 +129,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Ok(a)
     };
-    row("sequential read", "reader().get(i)", pair(r, n, f_cursor, v_seq)?)?;
+    row(
+        "sequential read",
+        "reader().get(i)",
+        pair(r, n, f_cursor, v_seq)?,
+    )?;
 
     // Strided and random reads through an index array (the same for both sides).
     for (pattern, idx) in [("strided read", &strided), ("random read", &random)] {

@@ -538,12 +538,9 @@ impl<T: Pod + Send + Sync> FarVec<T> {
     /// ```
     pub fn iter(&self) -> Iter<'_, T> {
         Iter {
-            cur: &[],
-            pos: 0,
-            rest: Box::new(IterRest {
-                guard: None,
-                chunks: self.chunks(),
-            }),
+            cur: [].iter(),
+            guard: None,
+            chunks: self.chunks(),
         }
     }
 
@@ -596,21 +593,9 @@ pub(crate) fn prefetch_stride<T: Pod>(rt: &Runtime, chunks: &[FarSlice<T>], c: u
 /// chunk is made local, once per chunk. Internal iteration (`fold`, `for_each`, `sum` of
 /// unwrapped values, ...) runs a plain slice loop per chunk.
 pub struct Iter<'a, T: Pod> {
-    /// The current chunk's values (borrowed from `rest.guard`'s pinned payload), of which
-    /// `cur[pos..]` are not yet yielded. An index rather than a slice iterator: the loop within
-    /// a chunk is then a counted loop, which the compiler unrolls and vectorises.
-    cur: &'a [T],
-    pos: usize,
-    /// Boxed so that the call that moves to the next chunk borrows nothing of the iterator
-    /// itself: the iterator's own memory does not escape, a `for` loop over it keeps `cur` in
-    /// registers, and the compiler turns the part of the loop within a chunk into a plain slice
-    /// loop (unrolled and vectorised like a `Vec`'s).
-    rest: Box<IterRest<'a, T>>,
-}
-
-/// The part of an [`Iter`] that moving to the next chunk changes.
-struct IterRest<'a, T: Pod> {
-    /// Keeps the current chunk local and in place; replaced only once `cur` is emptied.
+    /// The current chunk's values not yet yielded (borrowed from `guard`'s pinned payload).
+    cur: std::slice::Iter<'a, T>,
+    /// Keeps the current chunk local and in place; dropped only after `cur` is emptied.
     guard: Option<crate::Pinned<'a, T>>,
     chunks: super::vec_access::Chunks<'a, T>,
 }
@@ -618,32 +603,30 @@ struct IterRest<'a, T: Pod> {
 impl<T: Pod> std::fmt::Debug for Iter<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Iter")
-            .field("left_in_chunk", &(self.cur.len() - self.pos))
+            .field("left_in_chunk", &self.cur.len())
             .finish_non_exhaustive()
     }
 }
 
-impl<'a, T: Pod + Send + Sync> IterRest<'a, T> {
-    /// Lets go of the current chunk (whose values the caller has all yielded) and pins the next
-    /// non-empty one: its values, `None` at the end, `Some(Err)` when it cannot be made local.
+impl<'a, T: Pod + Send + Sync> Iter<'a, T> {
+    /// Moves to the next chunk: `None` at the end, `Some(Err)` when it cannot be made local.
     #[cold]
     #[inline(never)]
-    fn next_chunk(&mut self) -> Option<Result<&'a [T]>> {
+    fn next_chunk(&mut self) -> Option<Result<T>> {
+        self.cur = [].iter();
         self.guard = None;
         loop {
             match self.chunks.next()? {
                 Ok(p) => {
-                    if p.is_empty() {
-                        continue;
-                    }
                     // SAFETY: the payload stays local and in place while its guard lives, and
-                    // the guard is kept in `self.guard` until the iterator's `cur` (the only
-                    // holder of this slice) has let go of it (`Iter::next` empties `cur` before
-                    // it calls here; `fold` drops the guard after its last use); the iterator
-                    // yields copies, so no reference into it outlives the guard.
+                    // the guard is kept in `self.guard` until `cur` is emptied (above); the
+                    // iterator yields copies, so no reference into it outlives the guard.
                     let vals: &'a [T] = unsafe { std::slice::from_raw_parts(p.as_ptr(), p.len()) };
                     self.guard = Some(p);
-                    return Some(Ok(vals));
+                    self.cur = vals.iter();
+                    if let Some(&x) = self.cur.next() {
+                        return Some(Ok(x));
+                    }
                 }
                 Err(e) => return Some(Err(e)),
             }
@@ -656,35 +639,21 @@ impl<T: Pod + Send + Sync> Iterator for Iter<'_, T> {
 
     #[inline(always)]
     fn next(&mut self) -> Option<Result<T>> {
-        if let Some(&x) = self.cur.get(self.pos) {
-            self.pos += 1;
+        if let Some(&x) = self.cur.next() {
             return Some(Ok(x));
         }
-        // Let go of the chunk before its guard is.
-        self.cur = &[];
-        self.pos = 0;
-        match self.rest.next_chunk()? {
-            Ok(vals) => {
-                // `next_chunk` hands out only non-empty slices.
-                let &x = vals.first()?;
-                self.cur = vals;
-                self.pos = 1;
-                Some(Ok(x))
-            }
-            Err(e) => Some(Err(e)),
-        }
+        self.next_chunk()
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = self.cur.len() - self.pos + self.rest.chunks.elements_left();
+        let n = self.cur.len() + self.chunks.elements_left();
         (n, Some(n))
     }
 
-    fn fold<B, F: FnMut(B, Result<T>) -> B>(self, init: B, mut f: F) -> B {
-        let mut acc = self.cur[self.pos..].iter().fold(init, |a, &x| f(a, Ok(x)));
-        let IterRest { guard, chunks } = *self.rest;
-        drop(guard);
-        for c in chunks {
+    fn fold<B, F: FnMut(B, Result<T>) -> B>(mut self, init: B, mut f: F) -> B {
+        let mut acc = std::mem::replace(&mut self.cur, [].iter()).fold(init, |a, &x| f(a, Ok(x)));
+        self.guard = None;
+        for c in self.chunks {
             match c {
                 Ok(c) => acc = c.iter().fold(acc, |a, &x| f(a, Ok(x))),
                 Err(e) => return f(acc, Err(e)),

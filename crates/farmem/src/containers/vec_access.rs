@@ -142,13 +142,10 @@ impl<T: Pod + Send + Sync> FarVec<T> {
             len: self.len,
             chunk_len: self.chunk_len,
             shift: self.shift,
-            hits: 0,
-            rest: Box::new(ReaderRest {
-                last_miss: Cell::new(0),
-                stride: Cell::new(CursorStride::default()),
-                rt: &self.rt,
-                scope: self.rt.cursor_scope(),
-            }),
+            last_miss: Cell::new(0),
+            stride: Cell::new(CursorStride::default()),
+            rt: &self.rt,
+            scope: self.rt.cursor_scope(),
         }
     }
 
@@ -294,35 +291,16 @@ impl<'a, T: Pod + Send + Sync> Iterator for ChunksMut<'a, T> {
 }
 
 /// A read cursor over a [`FarVec`] ([`FarVec::reader`]).
-///
-/// What a hit needs stays in the cursor itself (the hit count too, handed to the scope every
-/// [`YIELD_EVERY`] hits, on a miss and at the end), and what only a miss uses is boxed: no call
-/// that is not inlined borrows the cursor, so a loop over [`Reader::get`] keeps its fields in
-/// registers.
 pub struct Reader<'a, T: Pod> {
     chunks: &'a [FarSlice<T>],
     len: usize,
     chunk_len: usize,
     shift: u32,
-    /// Hits not yet counted in the scope.
-    hits: u64,
-    rest: Box<ReaderRest<'a>>,
-}
-
-/// The part of a [`Reader`] only its misses use.
-struct ReaderRest<'a> {
     /// The chunk of the last miss (or the last chunk prefetched for it).
     last_miss: Cell<usize>,
     stride: Cell<CursorStride>,
     rt: &'a Runtime,
     scope: Scope<'a>,
-}
-
-impl<T: Pod> Drop for Reader<'_, T> {
-    #[inline]
-    fn drop(&mut self) {
-        self.rest.scope.count_hits_internal(self.hits);
-    }
 }
 
 impl<T: Pod + Send + Sync> Reader<'_, T> {
@@ -350,55 +328,32 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
             });
         }
         let (c, o) = locate(index, self.chunk_len, self.shift);
-        if let Some(d) = self.chunks[c].read_hit_uncounted(&self.rest.scope) {
+        if let Some(d) = self.chunks[c].read_hit_uncounted(&self.scope) {
             let v = d[o];
-            self.hits += 1;
-            if self.hits == YIELD_EVERY {
-                self.rest.count_and_yield(std::mem::take(&mut self.hits));
+            self.scope.count_hits_internal(1);
+            if self.scope.hits().is_multiple_of(YIELD_EVERY) {
+                self.scope.yield_if_waited();
             }
             return Ok(v);
         }
-        self.rest.count_hits(std::mem::take(&mut self.hits));
-        self.rest.get_slow(self.chunks, c, o)
-    }
-}
-
-impl ReaderRest<'_> {
-    /// Counts `hits` in the scope.
-    #[inline(always)]
-    fn count_hits(&self, hits: u64) {
-        self.scope.count_hits_internal(hits);
-    }
-
-    /// Counts `hits` in the scope and lets a waiting evacuator proceed (nothing of ours is
-    /// referenced between calls).
-    #[cold]
-    #[inline(never)]
-    fn count_and_yield(&self, hits: u64) {
-        self.scope.count_hits_internal(hits);
-        self.scope.yield_if_waited();
+        self.get_slow(c, o)
     }
 
     /// A miss: lets a waiting evacuator proceed (nothing of ours is referenced between calls),
     /// prefetches ahead when the misses show a stride, then reads.
+    #[inline(never)]
     ///
     /// Takes `&self` so that [`Reader::gather`] can call it between batches; the caller holds no
     /// reference obtained under the cursor's scope (it may be left here).
-    #[inline(never)]
-    fn get_slow<T: Pod + Send + Sync>(
-        &self,
-        chunks: &[FarSlice<T>],
-        c: usize,
-        o: usize,
-    ) -> Result<T> {
+    fn get_slow(&self, c: usize, o: usize) -> Result<T> {
         self.scope.yield_if_waited();
-        self.on_miss(chunks, c);
-        Ok(chunks[c].read(&self.scope)?[o])
+        self.on_miss(c);
+        Ok(self.chunks[c].read(&self.scope)?[o])
     }
 
     /// Records a miss in chunk `c` (when it is not local) and prefetches ahead on a stride.
-    fn on_miss<T: Pod + Send + Sync>(&self, chunks: &[FarSlice<T>], c: usize) {
-        if chunks[c].is_local() {
+    fn on_miss(&self, c: usize) {
+        if self.chunks[c].is_local() {
             return;
         }
         let prev = self.last_miss.replace(c);
@@ -406,16 +361,14 @@ impl ReaderRest<'_> {
         let stride = detector.observe(c, prev);
         self.stride.set(detector);
         if let Some(stride) = stride {
-            prefetch_stride(self.rt, chunks, c, stride);
+            prefetch_stride(self.rt, self.chunks, c, stride);
             // The next miss comes past the prefetched chunks: measure its move from there.
             let ahead = c as i64 + stride * STRIDE_DEPTH;
             self.last_miss
-                .set(ahead.clamp(0, chunks.len() as i64) as usize);
+                .set(ahead.clamp(0, self.chunks.len() as i64) as usize);
         }
     }
-}
 
-impl<T: Pod + Send + Sync> Reader<'_, T> {
     /// Copies elements `range` into `out` (cleared first), a chunk at a time.
     ///
     /// # Errors
@@ -431,10 +384,10 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
         let mut i = range.start;
         while i < range.end {
             let (c, o) = locate(i, self.chunk_len, self.shift);
-            self.rest.scope.yield_if_waited();
-            self.rest.on_miss(self.chunks, c);
+            self.scope.yield_if_waited();
+            self.on_miss(c);
             let n = (self.chunk_len - o).min(range.end - i);
-            out.extend_from_slice(&self.chunks[c].read(&self.rest.scope)?[o..o + n]);
+            out.extend_from_slice(&self.chunks[c].read(&self.scope)?[o..o + n]);
             i += n;
         }
         Ok(())
@@ -462,7 +415,7 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
     ) -> Result<()> {
         let indices = indices.into_iter();
         out.reserve(indices.size_hint().0);
-        self.rest.scope.yield_if_waited();
+        self.scope.yield_if_waited();
         let (len, chunk_len, shift) = (self.len, self.chunk_len, self.shift);
         // Two passes per batch: find the elements (handle words only, all in cache), then load
         // them, loads independent of each other so the CPU overlaps their cache misses. Hits are
@@ -476,7 +429,7 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
                 break;
             }
             let (c, o) = locate(i, chunk_len, shift);
-            if let Some(d) = self.chunks[c].read_hit_uncounted(&self.rest.scope) {
+            if let Some(d) = self.chunks[c].read_hit_uncounted(&self.scope) {
                 hits += 1;
                 found.push(&d[o]);
                 if found.len() == GATHER_BATCH {
@@ -486,7 +439,7 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
             }
             // The slow path may leave the scope's epoch: no reference may be held across it.
             out.extend(found.drain(..).copied());
-            match self.rest.get_slow(self.chunks, c, o) {
+            match self.get_slow(c, o) {
                 Ok(v) => out.push(v),
                 Err(e) => {
                     result = Err(e);
@@ -495,7 +448,7 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
             }
         }
         out.extend(found.drain(..).copied());
-        self.rest.scope.count_hits(hits);
+        self.scope.count_hits(hits);
         result
     }
 }

@@ -456,6 +456,12 @@ impl<'rt> Scope<'rt> {
         }
         self.hits.set(self.hits.get() + n);
     }
+
+    /// Fast-path hits counted under this scope so far.
+    #[inline(always)]
+    pub(crate) fn hits(&self) -> u64 {
+        self.hits_before.get() + self.hits.get()
+    }
 }
 
 impl Drop for Scope<'_> {

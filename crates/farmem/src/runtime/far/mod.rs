@@ -591,9 +591,7 @@ impl<T: Pod> FarSlice<T> {
     /// (or `count_hits_internal`).
     #[inline(always)]
     pub(crate) fn read_hit_uncounted<'a>(&'a self, s: &'a Scope<'_>) -> Option<&'a [T]> {
-        self.raw
-            .deref_hit(s, Mode::Read)
-            .map(|p| self.slice(p))
+        self.raw.deref_hit(s, Mode::Read).map(|p| self.slice(p))
     }
 
     /// Makes the slice local and pins it in place with no scope open, until
