@@ -455,9 +455,10 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
 
 /// A read-write cursor over a [`FarVec`] ([`FarVec::writer`]).
 ///
-/// Like [`Reader`], what a hit needs stays in the cursor (the hit count too) and the scope is
-/// boxed: no call that is not inlined borrows the cursor, so a loop over [`Writer::get`] and
-/// [`Writer::set`] keeps its fields in registers and makes no store but the element's.
+/// What a hit needs stays in the cursor (the hit count too, handed to the scope every
+/// [`YIELD_EVERY`] hits, on a miss and at the end) and the scope is boxed: no call that is not
+/// inlined borrows the cursor, so a loop over [`Writer::get`] and [`Writer::set`] can keep its
+/// fields in registers and makes no store but the element's.
 pub struct Writer<'a, T: Pod> {
     chunks: &'a mut [FarSlice<T>],
     len: usize,
