@@ -3,7 +3,8 @@
 //! offers (chunk slices, cursors, a whole vector pinned with `pin_all`, `read` under a scope,
 //! `get`).
 //!
-//! Every figure is nanoseconds per element, the best of `--rounds` alternating measurements, and
+//! Every figure is nanoseconds per element, the best of `--rounds` measurements alternating
+//! with the `Vec`'s (each ratio's two sides are measured in the same stretch of time), and
 //! every loop's result is checked against the `Vec`'s. Targets: random element read through a
 //! cursor at most 2x the `Vec`'s; sequential iteration (chunk slices) at most 1.2x.
 
@@ -46,21 +47,27 @@ struct Row {
     ratio: f64,
 }
 
-/// Times `f` (which touches `per` elements) `rounds` times; best ns per element and the last
-/// round's result.
-fn best(
+/// Times `far` and `vec` (each touching `per` elements) in `rounds` alternating rounds, so that
+/// both sides of a ratio are measured in the same stretch of time (on a loaded machine, two
+/// batches measured one after the other can see different loads); the best ns per element of
+/// each and its last round's result.
+fn pair(
     rounds: usize,
     per: usize,
-    mut f: impl FnMut() -> anyhow::Result<u64>,
-) -> anyhow::Result<(f64, u64)> {
-    let mut best = f64::MAX;
-    let mut out = 0;
+    mut far: impl FnMut() -> anyhow::Result<u64>,
+    mut vec: impl FnMut() -> anyhow::Result<u64>,
+) -> anyhow::Result<((f64, u64), (f64, u64))> {
+    let per = per.max(1) as f64;
+    let (mut f, mut v) = ((f64::MAX, 0), (f64::MAX, 0));
     for _ in 0..rounds.max(1) {
         let t = Instant::now();
-        out = black_box(f()?);
-        best = best.min(t.elapsed().as_nanos() as f64 / per.max(1) as f64);
+        v.1 = black_box(vec()?);
+        v.0 = v.0.min(t.elapsed().as_nanos() as f64 / per);
+        let t = Instant::now();
+        f.1 = black_box(far()?);
+        f.0 = f.0.min(t.elapsed().as_nanos() as f64 / per);
     }
-    Ok((best, out))
+    Ok((f, v))
 }
 
 /// Runs the benchmark.
@@ -77,7 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let strided: Vec<usize> = (0..args.accesses).map(|k| (k * args.stride) % n).collect();
     let r = args.rounds;
     let mut rows = Vec::new();
-    let mut row = |pattern, form, far: (f64, u64), v: (f64, u64)| -> anyhow::Result<()> {
+    let mut row = |pattern, form, (far, v): ((f64, u64), (f64, u64))| -> anyhow::Result<()> {
         anyhow::ensure!(
             far.1 == v.1,
             "{pattern} {form}: far result differs from the Vec's"
@@ -93,110 +100,124 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
 
     // Sequential reads.
-    let v_seq = best(r, n, || {
-        Ok(black_box(&vec).iter().fold(0u64, |a, &x| a.wrapping_add(x)))
-    })?;
-    let f_chunks = best(r, n, || {
+    let v_seq = || Ok(black_box(&vec).iter().fold(0u64, |a, &x| a.wrapping_add(x)));
+    let f_chunks = || {
         let mut a = 0u64;
         for c in far.chunks() {
             a = c?.iter().fold(a, |a, &x| a.wrapping_add(x));
         }
         Ok(a)
-    })?;
-    row("sequential read", "chunks() slices", f_chunks, v_seq)?;
-    let f_iter = best(r, n, || {
+    };
+    row(
+        "sequential read",
+        "chunks() slices",
+        pair(r, n, f_chunks, v_seq)?,
+    )?;
+    let f_iter = || {
         let mut a = 0u64;
         for x in far.iter() {
             a = a.wrapping_add(x?);
         }
         Ok(a)
-    })?;
-    row("sequential read", "iter()", f_iter, v_seq)?;
-    let f_cursor = best(r, n, || {
+    };
+    row("sequential read", "iter()", pair(r, n, f_iter, v_seq)?)?;
+    let f_cursor = || {
         let mut c = far.reader();
         let mut a = 0u64;
         for i in 0..n {
             a = a.wrapping_add(c.get(i)?);
         }
         Ok(a)
-    })?;
-    row("sequential read", "reader().get(i)", f_cursor, v_seq)?;
+    };
+    row(
+        "sequential read",
+        "reader().get(i)",
+        pair(r, n, f_cursor, v_seq)?,
+    )?;
 
     // Strided and random reads through an index array (the same for both sides).
     for (pattern, idx) in [("strided read", &strided), ("random read", &random)] {
-        let v_r = best(r, idx.len(), || {
+        let v_r = || {
             let v = black_box(&vec);
             Ok(idx.iter().fold(0u64, |a, &i| a.wrapping_add(v[i])))
-        })?;
-        let f_c = best(r, idx.len(), || {
+        };
+        let f_c = || {
             let mut c = far.reader();
             let mut a = 0u64;
             for &i in idx {
                 a = a.wrapping_add(c.get(i)?);
             }
             Ok(a)
-        })?;
-        row(pattern, "reader().get(i)", f_c, v_r)?;
-        let f_p = best(r, idx.len(), || {
+        };
+        row(pattern, "reader().get(i)", pair(r, idx.len(), f_c, v_r)?)?;
+        let f_p = || {
             let p = far.pin_all()?;
             Ok(idx.iter().fold(0u64, |a, &i| a.wrapping_add(p[i])))
-        })?;
-        row(pattern, "pin_all()[i]", f_p, v_r)?;
-        let f_s = best(r, idx.len(), || {
+        };
+        row(pattern, "pin_all()[i]", pair(r, idx.len(), f_p, v_r)?)?;
+        let f_s = || {
             let s = rt.scope();
             let mut a = 0u64;
             for &i in idx {
                 a = a.wrapping_add(*far.read(&s, i)?);
             }
             Ok(a)
-        })?;
-        row(pattern, "read(&scope, i)", f_s, v_r)?;
+        };
+        row(pattern, "read(&scope, i)", pair(r, idx.len(), f_s, v_r)?)?;
         let some = &idx[..idx.len() / 16];
-        let v_g = best(r, some.len(), || {
+        let v_g = || {
             let v = black_box(&vec);
             Ok(some.iter().fold(0u64, |a, &i| a.wrapping_add(v[i])))
-        })?;
-        let f_g = best(r, some.len(), || {
+        };
+        let f_g = || {
             let mut a = 0u64;
             for &i in some {
                 a = a.wrapping_add(far.get(i)?);
             }
             Ok(a)
-        })?;
-        row(pattern, "get(i)", f_g, v_g)?;
+        };
+        row(pattern, "get(i)", pair(r, some.len(), f_g, v_g)?)?;
     }
 
     // Writes: sequential (slices), then strided and random read-modify-writes through a cursor.
-    // Each round adds one, so the checksum is of the last round's values (same on both sides).
-    let v_w = best(r, n, || {
-        let v = black_box(&mut vec);
-        v.iter_mut().for_each(|x| *x = x.wrapping_add(1));
-        Ok(v[n - 1])
-    })?;
-    let f_w = best(r, n, || {
-        for c in far.chunks_mut() {
-            c?.iter_mut().for_each(|x| *x = x.wrapping_add(1));
-        }
-        Ok(far.get(n - 1)?)
-    })?;
-    row("sequential write", "chunks_mut() slices", f_w, v_w)?;
-    for (pattern, idx) in [("strided write", &strided), ("random write", &random)] {
-        let v_r = best(r, idx.len(), || {
+    // Each round adds to both sides, so the checksums (after the same number of rounds) agree.
+    let f_w = pair(
+        r,
+        n,
+        || {
+            for c in far.chunks_mut() {
+                c?.iter_mut().for_each(|x| *x = x.wrapping_add(1));
+            }
+            Ok(far.get(n - 1)?)
+        },
+        || {
             let v = black_box(&mut vec);
-            for &i in idx {
-                v[i] = v[i].wrapping_add(3);
-            }
-            Ok(v[idx[0]])
-        })?;
-        let f_c = best(r, idx.len(), || {
-            let mut w = far.writer();
-            for &i in idx {
-                let x = w.get(i)?;
-                w.set(i, x.wrapping_add(3))?;
-            }
-            Ok(w.get(idx[0])?)
-        })?;
-        row(pattern, "writer().get/set(i)", f_c, v_r)?;
+            v.iter_mut().for_each(|x| *x = x.wrapping_add(1));
+            Ok(v[n - 1])
+        },
+    )?;
+    row("sequential write", "chunks_mut() slices", f_w)?;
+    for (pattern, idx) in [("strided write", &strided), ("random write", &random)] {
+        let f_c = pair(
+            r,
+            idx.len(),
+            || {
+                let mut w = far.writer();
+                for &i in idx {
+                    let x = w.get(i)?;
+                    w.set(i, x.wrapping_add(3))?;
+                }
+                Ok(w.get(idx[0])?)
+            },
+            || {
+                let v = black_box(&mut vec);
+                for &i in idx {
+                    v[i] = v[i].wrapping_add(3);
+                }
+                Ok(v[idx[0]])
+            },
+        )?;
+        row(pattern, "writer().get/set(i)", f_c)?;
     }
     anyhow::ensure!(
         far.to_vec()? == vec,

@@ -174,6 +174,7 @@ impl<T: Pod + Send + Sync> FarVec<T> {
     /// # Errors
     /// [`ContainerError::IndexOutOfBounds`], or the runtime's error when the chunk must be
     /// fetched.
+    #[inline]
     pub fn read<'a>(&'a self, s: &'a Scope<'_>, index: usize) -> Result<&'a T> {
         let (c, o) = self.check(index)?;
         self.note_access(c);
@@ -184,6 +185,7 @@ impl<T: Pod + Send + Sync> FarVec<T> {
     ///
     /// # Errors
     /// As [`FarVec::read`].
+    #[inline]
     pub fn write<'a>(&'a mut self, s: &'a Scope<'_>, index: usize) -> Result<&'a mut T> {
         let (c, o) = self.check(index)?;
         self.note_access(c);

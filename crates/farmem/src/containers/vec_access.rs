@@ -178,7 +178,8 @@ impl<T: Pod + Send + Sync> FarVec<T> {
             len: *len,
             chunk_len: *chunk_len,
             shift: *shift,
-            scope: rt.cursor_scope(),
+            hits: 0,
+            scope: Box::new(rt.cursor_scope()),
         }
     }
 }
@@ -327,8 +328,9 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
             });
         }
         let (c, o) = locate(index, self.chunk_len, self.shift);
-        if let Some(d) = self.chunks[c].read_hit(&self.scope) {
+        if let Some(d) = self.chunks[c].read_hit_uncounted(&self.scope) {
             let v = d[o];
+            self.scope.count_hits_internal(1);
             if self.scope.hits().is_multiple_of(YIELD_EVERY) {
                 self.scope.yield_if_waited();
             }
@@ -452,12 +454,26 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
 }
 
 /// A read-write cursor over a [`FarVec`] ([`FarVec::writer`]).
+///
+/// What a hit needs stays in the cursor (the hit count too, handed to the scope every
+/// [`YIELD_EVERY`] hits, on a miss and at the end) and the scope is boxed: no call that is not
+/// inlined borrows the cursor, so a loop over [`Writer::get`] and [`Writer::set`] can keep its
+/// fields in registers and makes no store but the element's.
 pub struct Writer<'a, T: Pod> {
     chunks: &'a mut [FarSlice<T>],
     len: usize,
     chunk_len: usize,
     shift: u32,
-    scope: Scope<'a>,
+    /// Hits not yet counted in the scope.
+    hits: u64,
+    scope: Box<Scope<'a>>,
+}
+
+impl<T: Pod> Drop for Writer<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.scope.count_hits_internal(self.hits);
+    }
 }
 
 /// Hits a cursor makes between two checks whether an evacuator waits for its scope (misses
@@ -479,17 +495,24 @@ impl<T: Pod + Send + Sync> Writer<'_, T> {
     }
 
     #[inline(always)]
-    fn at(&mut self, index: usize) -> Result<(usize, usize)> {
+    fn at(&self, index: usize) -> Result<(usize, usize)> {
         if index >= self.len {
             return Err(ContainerError::IndexOutOfBounds {
                 index,
                 len: self.len,
             });
         }
-        if self.scope.hits().is_multiple_of(YIELD_EVERY) {
-            self.scope.yield_if_waited();
-        }
         Ok(locate(index, self.chunk_len, self.shift))
+    }
+
+    /// Counts a hit; every [`YIELD_EVERY`] hits, hands them to the scope and lets a waiting
+    /// evacuator proceed.
+    #[inline(always)]
+    fn hit(&mut self) {
+        self.hits += 1;
+        if self.hits == YIELD_EVERY {
+            count_and_yield(&self.scope, std::mem::take(&mut self.hits));
+        }
     }
 
     /// Copies element `index` out.
@@ -499,10 +522,12 @@ impl<T: Pod + Send + Sync> Writer<'_, T> {
     #[inline(always)]
     pub fn get(&mut self, index: usize) -> Result<T> {
         let (c, o) = self.at(index)?;
-        if let Some(d) = self.chunks[c].read_hit(&self.scope) {
-            return Ok(d[o]);
+        if let Some(d) = self.chunks[c].read_hit_uncounted(&self.scope) {
+            let v = d[o];
+            self.hit();
+            return Ok(v);
         }
-        self.scope.yield_if_waited();
+        count_and_yield(&self.scope, std::mem::take(&mut self.hits));
         Ok(self.chunks[c].read(&self.scope)?[o])
     }
 
@@ -513,14 +538,24 @@ impl<T: Pod + Send + Sync> Writer<'_, T> {
     #[inline(always)]
     pub fn set(&mut self, index: usize, value: T) -> Result<()> {
         let (c, o) = self.at(index)?;
-        if let Some(d) = self.chunks[c].write_hit(&self.scope) {
+        if let Some(d) = self.chunks[c].write_hit_uncounted(&self.scope) {
             d[o] = value;
+            self.hit();
             return Ok(());
         }
-        self.scope.yield_if_waited();
+        count_and_yield(&self.scope, std::mem::take(&mut self.hits));
         self.chunks[c].write(&self.scope)?[o] = value;
         Ok(())
     }
+}
+
+/// Counts a cursor's `hits` in its `scope` and lets a waiting evacuator proceed (the cursor
+/// holds no reference into a chunk between calls).
+#[cold]
+#[inline(never)]
+fn count_and_yield(scope: &Scope<'_>, hits: u64) {
+    scope.count_hits_internal(hits);
+    scope.yield_if_waited();
 }
 
 macro_rules! cursor_debug {

@@ -200,22 +200,16 @@ impl RawFar {
     }
 
     /// The fast path of [`RawFar::deref`] alone: the payload address on a hit, else `None`
-    /// (nothing done). With `count`, the hit is counted in `s`; otherwise the caller must count
-    /// it ([`Scope::count_hits`]).
+    /// (nothing done). The hit is not counted: the caller counts it (`Scope::count_hits`, or
+    /// `Scope::count_hits_internal` for a cursor's internal scope, which never pins what it
+    /// dereferenced; see `Scope::touched`). `_s` ties the address to a scope.
     #[inline(always)]
-    fn deref_hit(&self, s: &Scope<'_>, mode: Mode, count: bool) -> Option<usize> {
+    fn deref_hit(&self, _s: &Scope<'_>, mode: Mode) -> Option<usize> {
         let w = self.slot().load();
-        if w.hit(mode) {
-            if count {
-                // The containers' cursors use this, under internal scopes that never pin what
-                // they dereferenced (see `Scope::touched`): count without remembering.
-                s.count_hits_internal(1);
-            }
-            return Some(w.addr());
-        }
-        None
+        w.hit(mode).then(|| w.addr())
     }
 
+    #[inline]
     fn is_local(&self) -> bool {
         self.slot().load().is_present()
     }
@@ -280,6 +274,7 @@ macro_rules! common_methods {
         }
 
         /// Whether the object is currently in local memory.
+        #[inline]
         pub fn is_local(&self) -> bool {
             self.raw.is_local()
         }
@@ -602,22 +597,13 @@ impl<T: Pod> FarSlice<T> {
         Ok(self.slice(p))
     }
 
-    /// [`FarSlice::read`] when it is a hit (local and hot), else `None` with nothing done:
-    /// for callers that do bookkeeping (stride detection, yielding) only on the way to a miss.
-    #[inline(always)]
-    pub(crate) fn read_hit<'a>(&'a self, s: &'a Scope<'_>) -> Option<&'a [T]> {
-        self.raw
-            .deref_hit(s, Mode::Read, true)
-            .map(|p| self.slice(p))
-    }
-
-    /// [`FarSlice::read_hit`] without counting the hit: the caller counts its hits and adds
-    /// them with `Scope::count_hits`.
+    /// [`FarSlice::read`] when it is a hit (local and hot), else `None` with nothing done: for
+    /// callers that do bookkeeping (stride detection, yielding) only on the way to a miss. The
+    /// hit is not counted: the caller counts its hits and adds them with `Scope::count_hits`
+    /// (or `count_hits_internal`).
     #[inline(always)]
     pub(crate) fn read_hit_uncounted<'a>(&'a self, s: &'a Scope<'_>) -> Option<&'a [T]> {
-        self.raw
-            .deref_hit(s, Mode::Read, false)
-            .map(|p| self.slice(p))
+        self.raw.deref_hit(s, Mode::Read).map(|p| self.slice(p))
     }
 
     /// Makes the slice local and pins it in place with no scope open, until
@@ -637,10 +623,11 @@ impl<T: Pod> FarSlice<T> {
         self.raw.unhold();
     }
 
-    /// [`FarSlice::write`] when it is a hit (local, hot and dirty), else `None`.
+    /// [`FarSlice::write`] when it is a hit (local, hot and dirty), else `None`, without
+    /// counting the hit (see [`FarSlice::read_hit_uncounted`]).
     #[inline(always)]
-    pub(crate) fn write_hit<'a>(&'a mut self, s: &'a Scope<'_>) -> Option<&'a mut [T]> {
-        let p = self.raw.deref_hit(s, Mode::Write, true)?;
+    pub(crate) fn write_hit_uncounted<'a>(&'a mut self, s: &'a Scope<'_>) -> Option<&'a mut [T]> {
+        let p = self.raw.deref_hit(s, Mode::Write)?;
         Some(self.slice_mut(p))
     }
 
