@@ -102,8 +102,10 @@ extern "C" fn on_load() {
     setup::init();
 }
 
-/// Runs at exit: prints the counters when asked to.
+/// Runs at exit: hands far pages over to forked children still running, and prints the
+/// counters when asked to.
 extern "C" fn on_exit() {
+    setup::hand_over();
     setup::report();
 }
 

@@ -95,6 +95,7 @@ mod clock;
 mod core;
 mod extents;
 mod fault;
+mod forks;
 mod ghost;
 mod internal;
 mod prefetch;
@@ -108,7 +109,7 @@ use crate::backend::{BackendError, ObjectId};
 pub use alloc::{AllocConfig, PagingAlloc};
 pub use extents::Extents;
 pub use internal::InternalGuard;
-pub use region::{PagedRegion, available, available_user_mode};
+pub use region::{PagedRegion, available, available_fork_serving, available_user_mode};
 
 /// Bytes per page of a paged region.
 pub const PAGE_SIZE: usize = sys::PAGE;
@@ -165,6 +166,14 @@ pub struct PagingConfig {
     /// reads or writes a page of the region that is not resident (`read(2)` into a paged buffer)
     /// fails with `EFAULT` instead of waiting for the page. Default `false`.
     pub allow_user_mode_only: bool,
+    /// Serve the region to forked children: a child created by `fork` reads every page as it
+    /// was at the fork and writes privately, while the parent goes on paging. Needs fork events
+    /// from userfaultfd (`CAP_SYS_PTRACE`, so not with a user-mode-only userfaultfd); without
+    /// them [`PagedRegion::serves_forks`] is `false` and a child's copy of the range holds only
+    /// the pages that were mapped at the fork. A process that forks with this on must call
+    /// [`PagedRegion::fork_prepare`] before and [`PagedRegion::fork_parent`] after each fork
+    /// (from `pthread_atfork` handlers). Default `false`.
+    pub serve_forks: bool,
 }
 
 impl PagingConfig {
@@ -182,6 +191,7 @@ impl PagingConfig {
             clean_interval_ms: 0,
             id_base: None,
             allow_user_mode_only: false,
+            serve_forks: false,
         }
     }
 }

@@ -121,7 +121,7 @@ pub fn clean_batch(core: &Core, buf: &mut PageBuf) -> Result<bool, PagingError> 
     st.evicting += items.len();
     drop(st);
 
-    let sent = writeback::send(&*core.backend, &items, buf)?;
+    let sent = core.send(&items, buf)?;
 
     let mut st = core.state.lock();
     for it in &items {
@@ -231,7 +231,7 @@ pub fn evict_batch(core: &Core, buf: &mut PageBuf, clean_first: bool) -> Result<
     drop(st);
     core.changed.notify_all();
 
-    let sent = writeback::send(&*core.backend, &items, buf)?;
+    let sent = core.send(&items, buf)?;
 
     let mut st = core.state.lock();
     let mut pages: Vec<usize> = items.iter().map(|it| it.page).collect();
