@@ -34,6 +34,20 @@ fn forked_child_reads_far_pages_as_at_the_fork_and_writes_privately() {
 }
 
 #[test]
+fn forked_child_outliving_its_parent_keeps_its_far_pages() {
+    if !far_memory_available() || !fork_serving_available() {
+        return;
+    }
+    let exe = compile("fork_far");
+    // The output pipes close when the child, which inherited them, is done too.
+    let out = output_within(shim_command("16MiB", &[], &[&exe, &"16", &"orphan"]), DEADLINE);
+    assert_ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("parent exits"), "{stdout}");
+    assert!(stdout.contains("orphan ok"), "{stdout}");
+}
+
+#[test]
 fn forked_child_reads_pages_that_were_not_resident() {
     if !far_memory_available() || !fork_serving_available() {
         return;

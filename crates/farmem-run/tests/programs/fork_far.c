@@ -3,7 +3,9 @@
  * block, frees another and reuses its space, so the backend's copies change under the child.
  * The child then checks every byte is as at the fork, forks a grandchild that checks a block
  * too, writes its own pattern and checks it; the parent, after waitpid, checks its data is its
- * own and writes more. Usage: fork_far MiB_PER_BLOCK */
+ * own and writes more. With `orphan`, the parent exits right after the fork instead, and the
+ * child checks every block once the parent is gone.
+ * Usage: fork_far MiB_PER_BLOCK [orphan] */
 #include <sys/wait.h>
 #include <unistd.h>
 #include "common.h"
@@ -29,8 +31,25 @@ int main(int argc, char **argv) {
     int go[2];
     CHECK(pipe(go) == 0, "pipe");
     fflush(stdout);
+    int orphan = argc >= 3 && strcmp(argv[2], "orphan") == 0;
     pid_t pid = fork();
     CHECK(pid >= 0, "fork");
+    if (pid == 0 && orphan) {
+        char c;
+        close(go[1]);
+        CHECK(read(go[0], &c, 1) == 0, "the child waits until the parent is gone");
+        for (int i = 0; i < NBIG; i++)
+            CHECK(verify(b[i], big, i + 1), "orphaned child sees block %d as at the fork", i);
+        fill(b[0], big, 7);
+        CHECK(verify(b[0], big, 7), "orphaned child's own writes");
+        printf("orphan ok\n");
+        fflush(stdout);
+        _exit(0);
+    }
+    if (orphan) {
+        puts("parent exits");
+        return 0;
+    }
     if (pid == 0) {
         char c;
         CHECK(read(go[0], &c, 1) == 1, "child waits for the parent");

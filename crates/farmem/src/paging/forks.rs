@@ -8,7 +8,9 @@
 //!
 //! - **Snapshot.** Before the fork ([`Forks::prepare`], from an `atfork` handler) the region's
 //!   stored bits are copied: which pages the backend held. A page the backend did not hold
-//!   reads as zeros in the child.
+//!   reads as zeros in the child. Until the fork is reported the reclaimer drops no page it
+//!   wrote back, so a page resident then is still mapped when the kernel copies the memory (the
+//!   child has it) and a page not resident then is as the backend held it.
 //! - **Copy before overwrite.** From then on, until the last process of the snapshot is gone,
 //!   every write-back of a page the snapshot may still need first fetches the backend's copy
 //!   (the fork-time one) and keeps it in the snapshot ([`Forks::preserve`]); a child fault on
@@ -28,8 +30,7 @@
 //!   still read into it, since the child's range stops being served when the parent is gone.
 //!
 //! A child's pages stay resident in it (no budget in the child: the parent cannot evict another
-//! process's pages). Pages another thread of the parent writes and evicts between the `atfork`
-//! handler and the fork itself may show in the child as they were before.
+//! process's pages).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,6 +55,9 @@ const POLL_MS: i32 = 20;
 const PROBE_EVERY: Duration = Duration::from_millis(100);
 /// How long the parent's side of `fork` waits for the pager to take the child's userfaultfd.
 const ATTACH_WAIT: Duration = Duration::from_secs(5);
+/// Longest the reclaimer holds back its drops for a fork (a fault waiting for free slots may
+/// keep the pager threads from reading the fork event meanwhile).
+const FREEZE_MAX: Duration = Duration::from_secs(1);
 
 /// The far pages as of one fork, for the process forked then and its own forks.
 pub struct Snapshot {
@@ -96,6 +100,10 @@ impl Snapshot {
 struct Registry {
     /// Taken before a fork, waiting for the child's userfaultfd.
     pending: Option<Arc<Snapshot>>,
+    /// Until the child's userfaultfd arrives (at most until then), the reclaimer drops no page
+    /// it wrote back: every page resident when the snapshot was taken is then still mapped when
+    /// the kernel copies the parent's memory, and every other page is as the snapshot has it.
+    frozen_until: Option<Instant>,
     /// Snapshots with processes.
     live: Vec<Arc<Snapshot>>,
 }
@@ -108,9 +116,35 @@ pub struct Forks {
 }
 
 impl Forks {
-    /// Takes the snapshot for a fork about to happen: `stored` are the region's stored bits.
+    /// Takes the snapshot for a fork about to happen: `stored` are the region's stored bits,
+    /// copied under the state lock, which the caller still holds (so that the reclaimer, which
+    /// checks [`Forks::frozen`] under it before dropping written-back pages, either dropped
+    /// them before the copy or waits).
     pub fn prepare(&self, stored: Vec<u64>) {
-        self.reg.lock().pending = Some(Arc::new(Snapshot::new(stored)));
+        let mut reg = self.reg.lock();
+        reg.pending = Some(Arc::new(Snapshot::new(stored)));
+        reg.frozen_until = Some(Instant::now() + FREEZE_MAX);
+    }
+
+    /// Whether a fork is under way (see `Registry::frozen_until`).
+    pub fn frozen(&self) -> bool {
+        self.reg
+            .lock()
+            .frozen_until
+            .is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Waits while a fork is under way (see `Registry::frozen_until`); the reclaimer calls it
+    /// before it drops pages it wrote back.
+    pub fn wait_thaw(&self) {
+        let mut reg = self.reg.lock();
+        while let Some(t) = reg.frozen_until {
+            if Instant::now() >= t {
+                reg.frozen_until = None;
+                break;
+            }
+            self.changed.wait_until(&mut reg, t);
+        }
     }
 
     /// After a fork in the parent: waits until a pager thread took the child's userfaultfd (the
@@ -128,6 +162,9 @@ impl Forks {
             }
         }
         reg.pending = None;
+        reg.frozen_until = None;
+        drop(reg);
+        self.changed.notify_all();
     }
 
     /// Every snapshot that may still need backend copies (the pending one included).
@@ -145,19 +182,26 @@ impl Forks {
     /// A fork was reported: serves `child` from the pending snapshot (or, for a fork that ran
     /// no `atfork` handler, from one taken now).
     pub fn attach(&self, core: &Core, child: Uffd) {
-        let pending = self.reg.lock().pending.take();
-        let snap = pending.unwrap_or_else(|| {
-            tracing::warn!("paging: a fork without prepare; its snapshot is taken late");
-            Arc::new(Snapshot::new(core.state.lock().stored_bits()))
-        });
-        unprotect_all(core, &child);
-        snap.inner.lock().children.push(Arc::new(child));
+        let child = Arc::new(child);
         let mut reg = self.reg.lock();
-        if !reg.live.iter().any(|s| Arc::ptr_eq(s, &snap)) {
-            reg.live.push(snap);
-        }
+        let snap = match reg.pending.take() {
+            Some(s) => s,
+            None => {
+                drop(reg);
+                tracing::warn!("paging: a fork without prepare; its snapshot is taken late");
+                let bits = core.state.lock().stored_bits();
+                reg = self.reg.lock();
+                Arc::new(Snapshot::new(bits))
+            }
+        };
+        // Served from now on: the parent's side of the fork returns when the pending snapshot
+        // is gone, and finds it live with its child.
+        snap.inner.lock().children.push(child.clone());
+        reg.live.push(snap);
+        reg.frozen_until = None;
         drop(reg);
         self.changed.notify_all();
+        unprotect_all(core, &child);
     }
 
     /// Before the backend copies of `pages` are overwritten: keeps the fork-time contents of

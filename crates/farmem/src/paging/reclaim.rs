@@ -233,7 +233,15 @@ pub fn evict_batch(core: &Core, buf: &mut PageBuf, clean_first: bool) -> Result<
 
     let sent = core.send(&items, buf)?;
 
-    let mut st = core.state.lock();
+    // A fork under way needs them mapped until the kernel has copied the memory: checked under
+    // the state lock, under which the fork's snapshot copies the stored bits.
+    let mut st = loop {
+        core.forks.wait_thaw();
+        let st = core.state.lock();
+        if !core.forks.frozen() {
+            break st;
+        }
+    };
     let mut pages: Vec<usize> = items.iter().map(|it| it.page).collect();
     pages.sort_unstable();
     for it in &items {

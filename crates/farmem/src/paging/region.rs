@@ -221,8 +221,9 @@ impl PagedRegion {
             return;
         }
         let _internal = InternalGuard::new();
-        let bits = self.core.state.lock().stored_bits();
-        self.core.forks.prepare(bits);
+        let st = self.core.state.lock();
+        self.core.forks.prepare(st.stored_bits());
+        drop(st);
     }
 
     /// To be called in the parent just after `fork` (a `pthread_atfork` parent handler), with
