@@ -40,7 +40,10 @@ fn forked_child_outliving_its_parent_keeps_its_far_pages() {
     }
     let exe = compile("fork_far");
     // The output pipes close when the child, which inherited them, is done too.
-    let out = output_within(shim_command("16MiB", &[], &[&exe, &"16", &"orphan"]), DEADLINE);
+    let out = output_within(
+        shim_command("16MiB", &[], &[&exe, &"16", &"orphan"]),
+        DEADLINE,
+    );
     assert_ok(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("parent exits"), "{stdout}");

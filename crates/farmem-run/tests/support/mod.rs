@@ -118,8 +118,18 @@ pub fn output_within(mut c: Command, deadline: std::time::Duration) -> Output {
             buf
         })
     };
-    let out = reader(child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
-    let err = reader(child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
     let start = std::time::Instant::now();
     let status = loop {
         if let Some(st) = child.try_wait().expect("waiting for the command") {
@@ -128,7 +138,10 @@ pub fn output_within(mut c: Command, deadline: std::time::Duration) -> Output {
         if start.elapsed() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            let (o, e) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
+            let (o, e) = (
+                out.join().unwrap_or_default(),
+                err.join().unwrap_or_default(),
+            );
             panic!(
                 "no result within {deadline:?}\nstdout:\n{}\nstderr:\n{}",
                 String::from_utf8_lossy(&o),

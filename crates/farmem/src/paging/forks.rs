@@ -170,7 +170,11 @@ impl Forks {
     /// Every snapshot that may still need backend copies (the pending one included).
     fn snapshots(&self) -> Vec<Arc<Snapshot>> {
         let reg = self.reg.lock();
-        reg.live.iter().chain(reg.pending.as_ref()).cloned().collect()
+        reg.live
+            .iter()
+            .chain(reg.pending.as_ref())
+            .cloned()
+            .collect()
     }
 
     /// Whether any snapshot exists (cheap check for the write-back path).

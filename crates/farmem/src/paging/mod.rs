@@ -58,6 +58,12 @@
 //!   [`PagingConfig::readahead_max_pages`]. See [`PagingStats::prefetch_accuracy`] and
 //!   [`PagingStats::prefetch_coverage`].
 //!
+//! - **Forks** ([`PagingConfig::serve_forks`]): a child created by `fork` reads every page as
+//!   it was at the fork and writes privately. Its faults arrive on a userfaultfd of its own
+//!   (`UFFD_FEATURE_EVENT_FORK`) and a thread of the parent serves them from a snapshot: the
+//!   stored bits at the fork, plus the old copy of each page the parent overwrites or frees on
+//!   the backend while the child may still read it.
+//!
 //! Local memory: at most `budget_bytes` of resident pages (staged and in-flight pages included),
 //! plus one 4 KiB clean twin per dirty resident page (so up to twice the budget when every
 //! resident page is dirty), plus per pager thread one page and a run buffer of up to 64 pages, a write-back buffer of

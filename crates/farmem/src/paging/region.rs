@@ -12,7 +12,7 @@ use super::fault::{self, Worker};
 use super::internal::InternalGuard;
 use super::reclaim;
 use super::sys::{self, PAGE, PageBuf, Uffd};
-use super::{forks, PagingConfig, PagingError, PagingStats};
+use super::{PagingConfig, PagingError, PagingStats, forks};
 
 /// Longest run of prefetched pages mapped with one `UFFDIO_COPY` (each pager thread keeps a
 /// buffer of this many pages).

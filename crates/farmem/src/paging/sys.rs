@@ -173,7 +173,9 @@ impl Uffd {
             if let Ok(u) = Self::negotiate(fd, true) {
                 return Ok(u);
             }
-            tracing::info!("paging: the kernel refused fork events; forked children are not served");
+            tracing::info!(
+                "paging: the kernel refused fork events; forked children are not served"
+            );
             // A refused UFFDIO_API may leave the fd unusable: start again with a new one.
             let (fd, _) = Self::open_fd(user_mode_fallback)?;
             return Self::negotiate(fd, false);
