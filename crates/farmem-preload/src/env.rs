@@ -22,6 +22,9 @@ pub const STATS: &str = "FARMEM_RUN_STATS";
 pub const MMAP: &str = "FARMEM_RUN_MMAP";
 /// Largest prefetch window in pages (default 256).
 pub const READAHEAD: &str = "FARMEM_RUN_READAHEAD";
+/// `0`: forked children are not served; a child keeps only the far pages that were resident at
+/// the fork and dies with a message if it touches another.
+pub const FORKS: &str = "FARMEM_RUN_FORKS";
 /// Shared secret of the memory servers, if they require one.
 pub const TOKEN: &str = "FARMEM_RUN_TOKEN";
 

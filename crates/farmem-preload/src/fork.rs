@@ -1,20 +1,25 @@
 //! `fork` handling.
 //!
-//! The userfaultfd registration and the pager threads do not survive into the child (no
-//! `UFFD_FEATURE_EVENT_FORK`): there the far region is plain private memory holding a copy of
-//! the pages that were resident at the fork. So:
-//! - before the fork the block table is locked, so the child finds it consistent;
+//! The pager threads stay with the parent. Where the kernel reports forks to userfaultfd (root,
+//! `CAP_SYS_PTRACE`) the region serves forked children
+//! ([`PagedRegion::serves_forks`](farmem::paging::PagedRegion::serves_forks)): a thread of
+//! the parent maps every far page a child touches as it was at the fork, and the child's writes
+//! stay private to it. So:
+//! - before the fork the block table is locked, so the child finds it consistent, and the
+//!   region takes the snapshot the child will be served from; after it, the parent waits until
+//!   the pager has taken the child's userfaultfd;
 //! - the child marks itself forked: from then on it allocates from the real allocator only,
 //!   its `free` of a far block does nothing, and it never calls into the pager or the backend
 //!   (whose locks may have been held by threads that do not exist in the child, and whose
 //!   sockets are shared with the parent);
-//! - pages of live far blocks that were not resident (they would read as zeros) are made
-//!   inaccessible, and a SIGSEGV handler names the cause if the child touches one, then lets the
-//!   signal kill it. Faults elsewhere go to the handler the program had.
+//! - without fork serving, the child's copy of the region holds only the pages that were
+//!   resident at the fork: pages of live far blocks that were not resident (they would read as
+//!   zeros) are made inaccessible, and a SIGSEGV handler names the cause if the child touches
+//!   one, then lets the signal kill it. Faults elsewhere go to the handler the program had.
 
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
 use farmem::paging::PAGE_SIZE;
 
@@ -45,15 +50,33 @@ fn heap() -> Option<&'static Heap> {
     HEAP.get()
 }
 
+/// The program's `errno` before the fork, restored after it in the parent.
+static SAVED_ERRNO: AtomicI32 = AtomicI32::new(0);
+
+fn errno() -> &'static mut libc::c_int {
+    // SAFETY: `__errno_location` returns this thread's errno, valid for the thread's life.
+    unsafe { &mut *libc::__errno_location() }
+}
+
 unsafe extern "C" fn prepare() {
     if let Some(h) = heap() {
         // Held across the fork; released in both processes below.
         std::mem::forget(h.table().lock());
+        h.region().fork_prepare();
+        // This handler runs last before the fork (handlers registered first prepare last) and
+        // `parent` first after it: a non-zero errno there is the fork's failure.
+        SAVED_ERRNO.store(*errno(), Ordering::Relaxed);
+        *errno() = 0;
     }
 }
 
 unsafe extern "C" fn parent() {
     if let Some(h) = heap() {
+        let failed = *errno() != 0;
+        h.region().fork_parent(!failed);
+        if !failed {
+            *errno() = SAVED_ERRNO.load(Ordering::Relaxed);
+        }
         // SAFETY: `prepare` locked the table on this thread and forgot the guard.
         unsafe { h.table().force_unlock() };
     }
@@ -68,6 +91,9 @@ unsafe extern "C" fn child() {
     // SAFETY: `prepare` locked the table in the parent before the fork; this single thread is
     // its holder's copy.
     unsafe { h.table().force_unlock() };
+    if h.region().serves_forks() {
+        return;
+    }
     let blocks = Heap::blocks(&h.table().lock(), h.range().0);
     let mut protected = 0usize;
     for (addr, len) in blocks {

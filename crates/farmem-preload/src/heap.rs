@@ -48,6 +48,11 @@ impl Heap {
         }
     }
 
+    /// The paged region.
+    pub fn region(&self) -> &PagedRegion {
+        &self.region
+    }
+
     /// Whether `p` points into the region.
     pub fn contains(&self, p: usize) -> bool {
         p.wrapping_sub(self.base) < self.len

@@ -29,13 +29,17 @@
 //! - Freed blocks are discarded: dropped locally with `madvise` and freed on the servers.
 //!
 //! # Processes
-//! - **`fork`**: the child gets a private copy of what was resident at the fork; the
-//!   userfaultfd and the pager threads stay with the parent. The child never talks to the
-//!   servers or touches the parent's pager state, so it cannot corrupt the parent's pages: it
-//!   allocates from the real allocator only, and its `free` of a far block does nothing (the
-//!   block stays in the parent). Pages of live far blocks that were not resident at the fork are
-//!   made inaccessible in the child, so a child that reads them dies with a message naming the
-//!   cause (SIGSEGV) instead of reading zeros. `fork` + `exec` (Python's `subprocess`) works.
+//! - **`fork`**: where the kernel reports forks to userfaultfd (root), the child reads every
+//!   far page as it was at the fork and its writes stay private: its faults are served by a
+//!   thread of the parent from a snapshot taken at the fork (see the `fork` module). The child
+//!   never talks to the servers or touches the parent's pager state, so it cannot corrupt the
+//!   parent's pages: it allocates from the real allocator only, and its `free` of a far block
+//!   does nothing (the block stays in the parent). At the parent's exit, children still running
+//!   are given the far pages they may still read. Without fork events (or with
+//!   `FARMEM_RUN_FORKS=0`) the child gets a private copy of what was resident at the fork, and
+//!   pages of live far blocks that were not resident are made inaccessible, so a child that
+//!   reads them dies with a message naming the cause (SIGSEGV) instead of reading zeros.
+//!   `fork` + `exec` (Python's `subprocess`) works either way.
 //! - **`exec`**: `LD_PRELOAD` is inherited, so programs the program starts get far memory too
 //!   (each process its own heap, budget and server session), unless `FARMEM_RUN_INHERIT=0`
 //!   (`farmem-run --no-inherit`), in which case the shim removes itself from the environment at
@@ -102,8 +106,10 @@ extern "C" fn on_load() {
     setup::init();
 }
 
-/// Runs at exit: prints the counters when asked to.
+/// Runs at exit: hands far pages over to forked children still running, and prints the
+/// counters when asked to.
 extern "C" fn on_exit() {
+    setup::hand_over();
     setup::report();
 }
 

@@ -131,6 +131,8 @@ fn build(servers: String) -> Result<(), SetupError> {
         // Programs run under farmem-run stream through large arrays (numpy, pandas): write
         // dirty pages back in 1 MiB requests, like the prefetch windows.
         evict_batch_pages: 256,
+        // A forked child (multiprocessing's fork workers) reads the far heap as of the fork.
+        serve_forks: var(env::FORKS).as_deref() != Some("0"),
         ..PagingConfig::new(s.local_mem)
     };
     if let Some(r) = s.readahead {
@@ -192,6 +194,18 @@ pub fn init() {
         ));
         // SAFETY: exiting at start-up, before the program ran; no handler needs to run.
         unsafe { libc::_exit(1) };
+    }
+}
+
+/// At exit of a process that forked children which still run: gives them every far page they
+/// may still read, since they are not served once this process is gone.
+pub fn hand_over() {
+    if crate::FORKED.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Some(heap) = HEAP.get() {
+        let _internal = InternalGuard::new();
+        heap.region().hand_over_forks();
     }
 }
 

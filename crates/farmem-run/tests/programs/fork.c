@@ -1,4 +1,4 @@
-/* fork under the shim: a child touching resident far memory, a child touching far memory
+/* fork under the shim: a child touching resident far memory, a child reading far memory
  * that was not resident, and fork + exec. Usage: fork resident|absent|exec PROGRAM */
 #include <signal.h>
 #include <sys/wait.h>
@@ -34,6 +34,7 @@ int main(int argc, char **argv) {
             for (int i = 0; i < NBIG; i++)
                 for (size_t k = 0; k < BIG / 8; k += 512) sum += big[i][k];
             printf("child read everything: %llu\n", (unsigned long long)sum);
+            fflush(stdout);
             _exit(0);
         }
         execv(argv[2], argv + 2);

@@ -76,8 +76,8 @@ pub fn compile(name: &str) -> PathBuf {
     out
 }
 
-/// Runs `cmd` under `farmem-run --stats` with `--local-mem local` and the extra options.
-pub fn run_under_shim(local: &str, extra: &[&str], cmd: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+/// `farmem-run --stats` with `--local-mem local` and the extra options, running `cmd`.
+pub fn shim_command(local: &str, extra: &[&str], cmd: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
     let mut c = Command::new(farmem_run());
     c.arg("--local-mem")
         .arg(local)
@@ -89,7 +89,85 @@ pub fn run_under_shim(local: &str, extra: &[&str], cmd: &[&dyn AsRef<std::ffi::O
     for a in cmd {
         c.arg(a);
     }
-    c.output().expect("running farmem-run")
+    c
+}
+
+/// Runs `cmd` under `farmem-run --stats` with `--local-mem local` and the extra options.
+pub fn run_under_shim(local: &str, extra: &[&str], cmd: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    shim_command(local, extra, cmd)
+        .output()
+        .expect("running farmem-run")
+}
+
+/// Runs `c` to completion with its output captured; kills it and panics (with what it printed)
+/// if it has not finished within `deadline`.
+pub fn output_within(mut c: Command, deadline: std::time::Duration) -> Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the command");
+    let reader = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("waiting for the command") {
+            break st;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let (o, e) = (
+                out.join().unwrap_or_default(),
+                err.join().unwrap_or_default(),
+            );
+            panic!(
+                "no result within {deadline:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&o),
+                String::from_utf8_lossy(&e)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// Whether forked children of a program under the shim are served (root: userfaultfd fork
+/// events need `CAP_SYS_PTRACE`); prints why and returns `false` otherwise (or panics under
+/// `FARMEM_REQUIRE_PRIVILEGED`).
+pub fn fork_serving_available() -> bool {
+    match farmem::paging::available_fork_serving() {
+        Ok(()) => true,
+        Err(e) => {
+            skip_or_fail(&format!("serving forked children: {e}"));
+            false
+        }
+    }
 }
 
 /// The paging counters each process printed at exit: one map per `farmem-run stats:` line.

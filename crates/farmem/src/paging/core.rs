@@ -19,6 +19,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::backend::{Backend, ObjectId};
 
 use super::clock::{Clock, SAMPLE_TAG, Twin};
+use super::forks::Forks;
 use super::ghost::Ghosts;
 use super::prefetch::Streams;
 use super::sys::{self, PAGE, PageBuf, Uffd};
@@ -193,6 +194,11 @@ impl State {
         self.stored[page / 64] & (1 << (page % 64)) != 0
     }
 
+    /// The bits saying which pages the backend holds (a copy).
+    pub fn stored_bits(&self) -> Vec<u64> {
+        self.stored.clone()
+    }
+
     /// Records whether the backend holds page `page`.
     pub fn set_stored(&mut self, page: usize, on: bool) {
         if on {
@@ -271,6 +277,8 @@ pub struct Core {
     pub poll_token: Mutex<()>,
     /// Set when the region is dropped.
     pub stop: AtomicBool,
+    /// Snapshots for forked children.
+    pub forks: Forks,
 }
 
 impl Core {
@@ -321,6 +329,7 @@ impl Core {
             wb_lock: Mutex::new(()),
             poll_token: Mutex::new(()),
             stop: AtomicBool::new(false),
+            forks: Forks::default(),
         })
     }
 
@@ -332,6 +341,23 @@ impl Core {
     /// Object of page `page`.
     pub fn id(&self, page: usize) -> ObjectId {
         self.id_base + page as u64
+    }
+
+    /// Writes `items` (contents in `buf`) back, after keeping the backend copies that a forked
+    /// child's snapshot still needs (see [`Forks::preserve`]). Returns the payload bytes sent.
+    ///
+    /// # Errors
+    /// A backend error that persisted through the retries.
+    pub fn send(&self, items: &[writeback::Item], buf: &[u8]) -> Result<u64, PagingError> {
+        if self.forks.any() {
+            let pages: Vec<usize> = items
+                .iter()
+                .filter(|it| it.whole || !it.runs.is_empty())
+                .map(|it| it.page)
+                .collect();
+            self.forks.preserve(self, &pages)?;
+        }
+        Ok(writeback::send(&*self.backend, items, buf)?)
     }
 
     /// Counters, with the current resident count and the prefetcher's.
@@ -417,7 +443,7 @@ impl Core {
                 st.stats.bytes_changed += changed;
                 items.push(it);
             }
-            let sent = writeback::send(&*self.backend, &items, &buf)?;
+            let sent = self.send(&items, &buf)?;
             st.stats.bytes_sent += sent;
             for it in &items {
                 st.stats.written_back += 1;
@@ -519,10 +545,14 @@ impl Core {
         st.ghosts.forget_range(first, end);
         sys::drop_pages(self.addr(first), (end - first) * PAGE).map_err(PagingError::Sys)?;
         let mut ids = Vec::new();
+        // Copies a forked child's snapshot still needs stay on the backend until it ends.
+        let snaps = self.forks.current(self);
         for page in first..end {
             if st.is_stored(page) {
                 st.set_stored(page, false);
-                ids.push(self.id(page));
+                if snaps.is_empty() || !Forks::keep(&snaps, page) {
+                    ids.push(self.id(page));
+                }
             }
         }
         st.stats.freed_stored += ids.len() as u64;

@@ -13,7 +13,7 @@ use super::clock::{SAMPLE_TAG, Slot, Twin};
 use super::core::{Core, InFlight, State};
 use super::internal::InternalGuard;
 use super::prefetch::Plan;
-use super::sys::{Fault, PAGE, PageBuf};
+use super::sys::{Fault, Msg, PAGE, PageBuf};
 use super::writeback::retry;
 use crate::backend::BackendError;
 
@@ -56,8 +56,10 @@ pub fn serve(core: &Core, mut w: Worker, spin: Duration) {
                 if core.stop.load(Ordering::Acquire) {
                     break None;
                 }
-                match core.uffd.read_fault() {
-                    Ok(Some(f)) => break Some(f),
+                match core.uffd.read_msg() {
+                    Ok(Some(Msg::Fault(f))) => break Some(f),
+                    // The fork waits until this message is read; the child is served from then.
+                    Ok(Some(Msg::Fork(child))) => core.forks.attach(core, child),
                     Ok(None) => {}
                     Err(e) => {
                         tracing::error!(

@@ -58,6 +58,12 @@
 //!   [`PagingConfig::readahead_max_pages`]. See [`PagingStats::prefetch_accuracy`] and
 //!   [`PagingStats::prefetch_coverage`].
 //!
+//! - **Forks** ([`PagingConfig::serve_forks`]): a child created by `fork` reads every page as
+//!   it was at the fork and writes privately. Its faults arrive on a userfaultfd of its own
+//!   (`UFFD_FEATURE_EVENT_FORK`) and a thread of the parent serves them from a snapshot: the
+//!   stored bits at the fork, plus the old copy of each page the parent overwrites or frees on
+//!   the backend while the child may still read it.
+//!
 //! Local memory: at most `budget_bytes` of resident pages (staged and in-flight pages included),
 //! plus one 4 KiB clean twin per dirty resident page (so up to twice the budget when every
 //! resident page is dirty), plus per pager thread one page and a run buffer of up to 64 pages, a write-back buffer of
@@ -95,6 +101,7 @@ mod clock;
 mod core;
 mod extents;
 mod fault;
+mod forks;
 mod ghost;
 mod internal;
 mod prefetch;
@@ -108,7 +115,7 @@ use crate::backend::{BackendError, ObjectId};
 pub use alloc::{AllocConfig, PagingAlloc};
 pub use extents::Extents;
 pub use internal::InternalGuard;
-pub use region::{PagedRegion, available, available_user_mode};
+pub use region::{PagedRegion, available, available_fork_serving, available_user_mode};
 
 /// Bytes per page of a paged region.
 pub const PAGE_SIZE: usize = sys::PAGE;
@@ -170,6 +177,14 @@ pub struct PagingConfig {
     /// caller's). Default [`Protection::BySize`](crate::backend::Protection::BySize): the
     /// pool's size rule, which replicates 4 KiB pages unless it codes every object.
     pub protection: crate::backend::Protection,
+    /// Serve the region to forked children: a child created by `fork` reads every page as it
+    /// was at the fork and writes privately, while the parent goes on paging. Needs fork events
+    /// from userfaultfd (`CAP_SYS_PTRACE`, so not with a user-mode-only userfaultfd); without
+    /// them [`PagedRegion::serves_forks`] is `false` and a child's copy of the range holds only
+    /// the pages that were mapped at the fork. A process that forks with this on must call
+    /// [`PagedRegion::fork_prepare`] before and [`PagedRegion::fork_parent`] after each fork
+    /// (from `pthread_atfork` handlers). Default `false`.
+    pub serve_forks: bool,
 }
 
 impl PagingConfig {
@@ -188,6 +203,7 @@ impl PagingConfig {
             id_base: None,
             allow_user_mode_only: false,
             protection: crate::backend::Protection::BySize,
+            serve_forks: false,
         }
     }
 }

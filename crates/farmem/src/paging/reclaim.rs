@@ -121,7 +121,7 @@ pub fn clean_batch(core: &Core, buf: &mut PageBuf) -> Result<bool, PagingError> 
     st.evicting += items.len();
     drop(st);
 
-    let sent = writeback::send(&*core.backend, &items, buf)?;
+    let sent = core.send(&items, buf)?;
 
     let mut st = core.state.lock();
     for it in &items {
@@ -231,9 +231,17 @@ pub fn evict_batch(core: &Core, buf: &mut PageBuf, clean_first: bool) -> Result<
     drop(st);
     core.changed.notify_all();
 
-    let sent = writeback::send(&*core.backend, &items, buf)?;
+    let sent = core.send(&items, buf)?;
 
-    let mut st = core.state.lock();
+    // A fork under way needs them mapped until the kernel has copied the memory: checked under
+    // the state lock, under which the fork's snapshot copies the stored bits.
+    let mut st = loop {
+        core.forks.wait_thaw();
+        let st = core.state.lock();
+        if !core.forks.frozen() {
+            break st;
+        }
+    };
     let mut pages: Vec<usize> = items.iter().map(|it| it.page).collect();
     pages.sort_unstable();
     for it in &items {

@@ -12,7 +12,7 @@ use super::fault::{self, Worker};
 use super::internal::InternalGuard;
 use super::reclaim;
 use super::sys::{self, PAGE, PageBuf, Uffd};
-use super::{PagingConfig, PagingError, PagingStats};
+use super::{PagingConfig, PagingError, PagingStats, forks};
 
 /// Longest run of prefetched pages mapped with one `UFFDIO_COPY` (each pager thread keeps a
 /// buffer of this many pages).
@@ -48,6 +48,22 @@ pub fn available_user_mode() -> Result<(), PagingError> {
     probe(true)
 }
 
+/// Like [`available`], and forked children can be served ([`PagingConfig::serve_forks`]): the
+/// kernel reports forks to userfaultfd (it needs `CAP_SYS_PTRACE`).
+///
+/// # Errors
+/// [`PagingError::Unsupported`] with the reason otherwise.
+pub fn available_fork_serving() -> Result<(), PagingError> {
+    probe(false)?;
+    if Uffd::open(false, true)?.fork_events() {
+        Ok(())
+    } else {
+        Err(PagingError::Unsupported(
+            "the kernel refuses userfaultfd fork events (they need CAP_SYS_PTRACE)".into(),
+        ))
+    }
+}
+
 fn probe(user_mode_fallback: bool) -> Result<(), PagingError> {
     if sys::page_size() != PAGE {
         return Err(PagingError::Unsupported(format!(
@@ -55,7 +71,7 @@ fn probe(user_mode_fallback: bool) -> Result<(), PagingError> {
             sys::page_size()
         )));
     }
-    let uffd = Uffd::open(user_mode_fallback)?;
+    let uffd = Uffd::open(user_mode_fallback, false)?;
     let len = 4 * PAGE;
     let base = sys::map_anonymous(len)?;
     let r = uffd.register(base, len);
@@ -119,7 +135,7 @@ impl PagedRegion {
             .checked_next_multiple_of(PAGE)
             .ok_or_else(|| PagingError::Config(format!("region length {len} too large")))?;
         let pages = len / PAGE;
-        let uffd = Uffd::open(config.allow_user_mode_only)?;
+        let uffd = Uffd::open(config.allow_user_mode_only, config.serve_forks)?;
         let base = sys::map_anonymous(len)?;
         // By default page `i` is named after its virtual page number: unique among the live
         // regions of this process with no shared counter, and a region frees its objects before
@@ -196,7 +212,55 @@ impl PagedRegion {
                 .map_err(PagingError::Sys)?;
             self.threads.push(t);
         }
+        if self.core.uffd.fork_events() {
+            let core = self.core.clone();
+            let t = std::thread::Builder::new()
+                .name("farmem-forks".into())
+                .spawn(move || forks::serve(&core))
+                .map_err(PagingError::Sys)?;
+            self.threads.push(t);
+        }
         Ok(())
+    }
+
+    /// Whether forked children are served ([`PagingConfig::serve_forks`] and the kernel reports
+    /// forks): a child reads every page as it was at the fork. Otherwise a child's copy of the
+    /// range holds only the pages mapped at the fork and reads the others as zeros.
+    pub fn serves_forks(&self) -> bool {
+        self.core.uffd.fork_events()
+    }
+
+    /// To be called just before `fork` (a `pthread_atfork` prepare handler): takes the snapshot
+    /// the child will be served from. Does nothing unless [`PagedRegion::serves_forks`].
+    pub fn fork_prepare(&self) {
+        if !self.serves_forks() {
+            return;
+        }
+        let _internal = InternalGuard::new();
+        let st = self.core.state.lock();
+        self.core.forks.prepare(st.stored_bits());
+        drop(st);
+    }
+
+    /// To be called in the parent just after `fork` (a `pthread_atfork` parent handler), with
+    /// whether the fork succeeded: waits (a few microseconds) until the child is being served.
+    pub fn fork_parent(&self, forked: bool) {
+        if !self.serves_forks() {
+            return;
+        }
+        let _internal = InternalGuard::new();
+        self.core.forks.parent(forked);
+    }
+
+    /// At the parent's exit, with forked children still running: maps into each of them every
+    /// far page it may still read (they are not served once the parent is gone). Does nothing
+    /// when no child is served.
+    pub fn hand_over_forks(&self) {
+        if !self.serves_forks() || !self.core.forks.any() {
+            return;
+        }
+        let _internal = InternalGuard::new();
+        self.core.forks.hand_over(&self.core);
     }
 
     /// Start of the range. Valid for reads and writes of [`PagedRegion::len`] bytes until the

@@ -18,6 +18,9 @@ const UFFD_USER_MODE_ONLY: libc::c_int = 1;
 const UFFDIO: u32 = 0xAA;
 /// Report write-protect faults (`UFFD_FEATURE_PAGEFAULT_FLAG_WP`).
 const UFFD_FEATURE_PAGEFAULT_FLAG_WP: u64 = 1 << 0;
+/// Report `fork`s of the registered process with a new userfaultfd for the child's copy of the
+/// range (`UFFD_FEATURE_EVENT_FORK`; needs `CAP_SYS_PTRACE`).
+const UFFD_FEATURE_EVENT_FORK: u64 = 1 << 1;
 const UFFDIO_REGISTER_MODE_MISSING: u64 = 1 << 0;
 const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
 const UFFDIO_COPY_MODE_DONTWAKE: u64 = 1 << 0;
@@ -25,6 +28,8 @@ const UFFDIO_COPY_MODE_WP: u64 = 1 << 1;
 const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1 << 0;
 /// `uffd_msg.event` of a page fault.
 const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
+/// `uffd_msg.event` of a fork (the child's userfaultfd is in `arg.fork.ufd`).
+const UFFD_EVENT_FORK: u8 = 0x13;
 /// The fault was a write.
 pub const UFFD_PAGEFAULT_FLAG_WRITE: u64 = 1 << 0;
 /// The fault hit a write-protected page (rather than a missing one).
@@ -133,6 +138,18 @@ impl Fault {
 #[derive(Debug)]
 pub struct Uffd {
     fd: OwnedFd,
+    /// `fork`s are reported ([`Msg::Fork`]).
+    fork_events: bool,
+}
+
+/// A message read from a userfaultfd.
+#[derive(Debug)]
+pub enum Msg {
+    /// A page fault.
+    Fault(Fault),
+    /// The registered process forked: the userfaultfd of the child's copy of the range (with
+    /// the same registration and features).
+    Fork(Uffd),
 }
 
 fn errno() -> i32 {
@@ -142,13 +159,31 @@ fn errno() -> i32 {
 impl Uffd {
     /// Opens a userfaultfd (non-blocking, close-on-exec) and negotiates write-protect support.
     /// With `user_mode_fallback`, a refusal for lack of privilege is retried with
-    /// `UFFD_USER_MODE_ONLY` (faults raised by the kernel itself are then not reported).
+    /// `UFFD_USER_MODE_ONLY` (faults raised by the kernel itself are then not reported). With
+    /// `fork_events`, `fork`s are reported too when the kernel allows it (it needs
+    /// `CAP_SYS_PTRACE`); [`Uffd::fork_events`] says whether it did.
     ///
     /// # Errors
     /// A [`PagingError::Unsupported`] naming the reason: no permission (not root and
     /// `vm.unprivileged_userfaultfd = 0`), no userfaultfd in this kernel, or no write-protect
     /// support for anonymous memory (kernels before 5.7).
-    pub fn open(user_mode_fallback: bool) -> Result<Self, PagingError> {
+    pub fn open(user_mode_fallback: bool, fork_events: bool) -> Result<Self, PagingError> {
+        let (fd, user_mode_only) = Self::open_fd(user_mode_fallback)?;
+        if fork_events && !user_mode_only {
+            if let Ok(u) = Self::negotiate(fd, true) {
+                return Ok(u);
+            }
+            tracing::info!(
+                "paging: the kernel refused fork events; forked children are not served"
+            );
+            // A refused UFFDIO_API may leave the fd unusable: start again with a new one.
+            let (fd, _) = Self::open_fd(user_mode_fallback)?;
+            return Self::negotiate(fd, false);
+        }
+        Self::negotiate(fd, false)
+    }
+
+    fn open_fd(user_mode_fallback: bool) -> Result<(OwnedFd, bool), PagingError> {
         let flags = libc::O_CLOEXEC | libc::O_NONBLOCK;
         // SAFETY: userfaultfd takes one int flag argument and returns a new fd or -1.
         let mut fd = unsafe { libc::syscall(libc::SYS_userfaultfd, flags) };
@@ -176,10 +211,18 @@ impl Uffd {
             tracing::info!("paging: userfaultfd limited to user-mode faults (UFFD_USER_MODE_ONLY)");
         }
         // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        Ok((unsafe { OwnedFd::from_raw_fd(fd as i32) }, user_mode_only))
+    }
+
+    fn negotiate(fd: OwnedFd, fork_events: bool) -> Result<Self, PagingError> {
         let mut api = UffdioApi {
             api: UFFD_API,
-            features: UFFD_FEATURE_PAGEFAULT_FLAG_WP,
+            features: UFFD_FEATURE_PAGEFAULT_FLAG_WP
+                | if fork_events {
+                    UFFD_FEATURE_EVENT_FORK
+                } else {
+                    0
+                },
             ioctls: 0,
         };
         // SAFETY: UFFDIO_API reads and writes exactly one `uffdio_api`, which `api` is.
@@ -196,7 +239,17 @@ impl Uffd {
                 "kernel does not report write-protect faults (needs Linux >= 5.7)".into(),
             ));
         }
-        Ok(Self { fd })
+        Ok(Self { fd, fork_events })
+    }
+
+    /// Whether `fork`s are reported ([`Msg::Fork`]).
+    pub fn fork_events(&self) -> bool {
+        self.fork_events
+    }
+
+    /// The file descriptor (for polling several at once).
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
     }
 
     /// Registers `[start, start+len)` for missing and write-protect faults.
@@ -240,11 +293,11 @@ impl Uffd {
         rc > 0
     }
 
-    /// Reads at most one pending fault message. Non-blocking: `Ok(None)` when none is pending.
+    /// Reads at most one pending message. Non-blocking: `Ok(None)` when none is pending.
     ///
     /// One message at a time, so that a pager thread never holds faults it cannot serve while it
     /// waits for the backend: the other pager threads pick them up.
-    pub fn read_fault(&self) -> io::Result<Option<Fault>> {
+    pub fn read_msg(&self) -> io::Result<Option<Msg>> {
         let mut msg = UffdMsg::default();
         // SAFETY: the buffer is `msg`, valid for writes of its whole size; the kernel writes
         // whole `uffd_msg` records only.
@@ -262,13 +315,28 @@ impl Uffd {
                 _ => Err(err),
             };
         }
-        if n as usize == size_of::<UffdMsg>() && msg.event == UFFD_EVENT_PAGEFAULT {
-            return Ok(Some(Fault {
+        if n as usize != size_of::<UffdMsg>() {
+            return Ok(None);
+        }
+        match msg.event {
+            UFFD_EVENT_PAGEFAULT => Ok(Some(Msg::Fault(Fault {
                 address: msg.address as usize,
                 flags: msg.flags,
-            }));
+            }))),
+            UFFD_EVENT_FORK => {
+                // `arg.fork.ufd` is the first 4 bytes of the union, where `flags` sits.
+                let b = msg.flags.to_ne_bytes();
+                let ufd = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+                // SAFETY: the kernel installed `ufd` in this process for this message; nobody
+                // else owns it.
+                let fd = unsafe { OwnedFd::from_raw_fd(ufd) };
+                Ok(Some(Msg::Fork(Self {
+                    fd,
+                    fork_events: self.fork_events,
+                })))
+            }
+            _ => Ok(None),
         }
-        Ok(None)
     }
 
     /// Maps a copy of `src` (whole pages, one run) at `dst` with one `UFFDIO_COPY`. With `wp`
@@ -359,6 +427,25 @@ impl Uffd {
             Err(io::Error::last_os_error())
         }
     }
+}
+
+/// Waits up to `timeout_ms` for any of `fds` to become readable; returns which are (all `false`
+/// on timeout or error).
+pub fn poll_many(fds: &[i32], timeout_ms: i32) -> Vec<bool> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `pfds` is a live array of `pfds.len()` pollfds.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    if rc <= 0 {
+        return vec![false; fds.len()];
+    }
+    pfds.iter().map(|p| p.revents & libc::POLLIN != 0).collect()
 }
 
 /// Reserves `len` bytes of anonymous, private, not-yet-backed address space.
