@@ -103,8 +103,12 @@ pub fn run_under_shim(local: &str, extra: &[&str], cmd: &[&dyn AsRef<std::ffi::O
 /// if it has not finished within `deadline`.
 pub fn output_within(mut c: Command, deadline: std::time::Duration) -> Output {
     use std::io::Read;
+    use std::os::unix::process::CommandExt;
     use std::process::Stdio;
+    // A group of its own: the deadline kills every process of it, including orphans that
+    // would otherwise keep the pipes open (and the readers below waiting) after the command.
     let mut child = c
+        .process_group(0)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -136,7 +140,7 @@ pub fn output_within(mut c: Command, deadline: std::time::Duration) -> Output {
             break st;
         }
         if start.elapsed() > deadline {
-            let _ = child.kill();
+            kill_group(child.id());
             let _ = child.wait();
             let (o, e) = (
                 out.join().unwrap_or_default(),
@@ -150,11 +154,26 @@ pub fn output_within(mut c: Command, deadline: std::time::Duration) -> Output {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
+    // Processes it left behind (an orphaned child) may still write: their output counts, until
+    // the deadline.
+    while !(out.is_finished() && err.is_finished()) {
+        if start.elapsed() > deadline {
+            kill_group(child.id());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     Output {
         status,
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),
     }
+}
+
+/// Sends SIGKILL to process group `pgid`.
+fn kill_group(pgid: u32) {
+    // SAFETY: kill(2) with a negative pid signals that process group; no memory is shared.
+    unsafe { libc::kill(-(pgid as i32), libc::SIGKILL) };
 }
 
 /// Whether forked children of a program under the shim are served (root: userfaultfd fork

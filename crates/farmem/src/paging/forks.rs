@@ -106,6 +106,9 @@ struct Registry {
     frozen_until: Option<Instant>,
     /// Snapshots with processes.
     live: Vec<Arc<Snapshot>>,
+    /// Children whose inherited write protection is not cleared yet: their userfaultfd had an
+    /// event (their own fork) waiting, which the serving thread reads before it clears them.
+    unprotect: Vec<Arc<Uffd>>,
 }
 
 /// The forks of a region. Lock order: the region's write-back lock, its state lock, then this.
@@ -203,9 +206,11 @@ impl Forks {
         snap.inner.lock().children.push(child.clone());
         reg.live.push(snap);
         reg.frozen_until = None;
+        if !unprotect_all(core, &child) {
+            reg.unprotect.push(child);
+        }
         drop(reg);
         self.changed.notify_all();
-        unprotect_all(core, &child);
     }
 
     /// Before the backend copies of `pages` are overwritten: keeps the fork-time contents of
@@ -335,10 +340,17 @@ fn fetch(core: &Core, ids: &[ObjectId]) -> Result<Vec<Arc<[u8]>>, PagingError> {
 }
 
 /// Clears the write-protect bits the child inherited (its writes then take ordinary
-/// copy-on-write faults, not userfaultfd ones).
-fn unprotect_all(core: &Core, child: &Uffd) {
-    if let Err(e) = child.write_protect(core.base, core.pages * PAGE, false) {
-        tracing::warn!("paging: clearing a child's write protection failed: {e}");
+/// copy-on-write faults, not userfaultfd ones; threads waiting on a write-protect fault wake).
+/// `false` when it must wait until the child's pending events (its own fork) are read: the
+/// serving thread reads them and tries again, so nothing here waits on itself.
+fn unprotect_all(core: &Core, child: &Uffd) -> bool {
+    match child.write_protect_once(core.base, core.pages * PAGE, false) {
+        Ok(()) => true,
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => false,
+        Err(e) => {
+            tracing::warn!("paging: clearing a child's write protection failed: {e}");
+            true
+        }
     }
 }
 
@@ -464,8 +476,11 @@ pub fn serve(core: &Core) {
                         }
                     }
                     Ok(Some(Msg::Fork(grandchild))) => {
-                        unprotect_all(core, &grandchild);
-                        snap.inner.lock().children.push(Arc::new(grandchild));
+                        let grandchild = Arc::new(grandchild);
+                        snap.inner.lock().children.push(grandchild.clone());
+                        if !unprotect_all(core, &grandchild) {
+                            core.forks.reg.lock().unprotect.push(grandchild);
+                        }
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -475,6 +490,13 @@ pub fn serve(core: &Core) {
                 }
             }
         }
+        // Children whose events were just read can be unprotected now.
+        let waiting = std::mem::take(&mut core.forks.reg.lock().unprotect);
+        let still: Vec<Arc<Uffd>> = waiting
+            .into_iter()
+            .filter(|c| !unprotect_all(core, c))
+            .collect();
+        core.forks.reg.lock().unprotect.extend(still);
         if last_probe.elapsed() >= PROBE_EVERY {
             last_probe = Instant::now();
             reap(core, &snaps, &mut runs);
@@ -487,7 +509,7 @@ pub fn serve(core: &Core) {
 fn serve_fault(
     core: &Core,
     snap: &Snapshot,
-    child: &Uffd,
+    child: &Arc<Uffd>,
     f: Fault,
     run: &mut (usize, usize),
     buf: &mut PageBuf,
@@ -497,11 +519,16 @@ fn serve_fault(
         return child.wake(addr, PAGE).map_err(PagingError::Sys);
     }
     if f.is_wp() {
-        // A write-protect bit set after the fork's clearing raced with it: the child's writes
-        // need no tracking.
-        return child
-            .write_protect(addr, PAGE, false)
-            .map_err(PagingError::Sys);
+        // A write before the fork's clearing (or one that raced with it): the child's writes
+        // need no tracking. While the clearing waits for the child's events, the writer waits
+        // for it (it wakes every thread waiting on the range).
+        return match child.write_protect_once(addr, PAGE, false) {
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                core.forks.reg.lock().unprotect.push(child.clone());
+                Ok(())
+            }
+            r => r.map_err(PagingError::Sys),
+        };
     }
     let page = (addr - core.base) / PAGE;
     let want = if page == run.0 {

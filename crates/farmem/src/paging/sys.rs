@@ -385,9 +385,22 @@ impl Uffd {
         Ok(all)
     }
 
-    /// Write-protects (`protect`) or un-protects pages in `[start, start+len)`.
-    /// Un-protecting wakes the threads waiting on the range.
+    /// Write-protects (`protect`) or un-protects pages in `[start, start+len)`, retrying while
+    /// the kernel answers `EAGAIN` (events of this userfaultfd not yet read, which another
+    /// thread reads). Un-protecting wakes the threads waiting on the range.
     pub fn write_protect(&self, start: usize, len: usize, protect: bool) -> io::Result<()> {
+        loop {
+            match self.write_protect_once(start, len, protect) {
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+                r => return r,
+            }
+        }
+    }
+
+    /// [`Uffd::write_protect`] once: `EAGAIN` (events of this userfaultfd, such as a fork,
+    /// not yet read) is returned rather than retried, for a caller that is itself the reader
+    /// of those events.
+    pub fn write_protect_once(&self, start: usize, len: usize, protect: bool) -> io::Result<()> {
         let mut wp = UffdioWriteprotect {
             range: UffdioRange {
                 start: start as u64,
@@ -400,16 +413,13 @@ impl Uffd {
                 0
             },
         };
-        loop {
-            // SAFETY: UFFDIO_WRITEPROTECT reads one `uffdio_writeprotect`; the kernel validates
-            // that the range is registered.
-            let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_WRITEPROTECT as _, &mut wp) };
-            if rc == 0 {
-                return Ok(());
-            }
-            if errno() != libc::EAGAIN {
-                return Err(io::Error::last_os_error());
-            }
+        // SAFETY: UFFDIO_WRITEPROTECT reads one `uffdio_writeprotect`; the kernel validates
+        // that the range is registered.
+        let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_WRITEPROTECT as _, &mut wp) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
         }
     }
 
