@@ -456,7 +456,7 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
 /// A read-write cursor over a [`FarVec`] ([`FarVec::writer`]).
 ///
 /// What a hit needs stays in the cursor (the hit count too, handed to the scope every
-/// [`YIELD_EVERY`] hits, on a miss and at the end) and the scope is boxed: no call that is not
+/// 4096 hits, on a miss and at the end) and the scope is boxed: no call that is not
 /// inlined borrows the cursor, so a loop over [`Writer::get`] and [`Writer::set`] can keep its
 /// fields in registers and makes no store but the element's.
 pub struct Writer<'a, T: Pod> {
