@@ -53,9 +53,16 @@ fn heap() -> Option<&'static Heap> {
 /// The program's `errno` before the fork, restored after it in the parent.
 static SAVED_ERRNO: AtomicI32 = AtomicI32::new(0);
 
-fn errno() -> &'static mut libc::c_int {
-    // SAFETY: `__errno_location` returns this thread's errno, valid for the thread's life.
-    unsafe { &mut *libc::__errno_location() }
+/// This thread's `errno`.
+fn errno() -> libc::c_int {
+    // SAFETY: `__errno_location` returns this thread's errno, valid while the thread runs.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets this thread's `errno`.
+fn set_errno(v: libc::c_int) {
+    // SAFETY: as in `errno`; nothing else holds a reference to it.
+    unsafe { *libc::__errno_location() = v };
 }
 
 unsafe extern "C" fn prepare() {
@@ -65,17 +72,17 @@ unsafe extern "C" fn prepare() {
         h.region().fork_prepare();
         // This handler runs last before the fork (handlers registered first prepare last) and
         // `parent` first after it: a non-zero errno there is the fork's failure.
-        SAVED_ERRNO.store(*errno(), Ordering::Relaxed);
-        *errno() = 0;
+        SAVED_ERRNO.store(errno(), Ordering::Relaxed);
+        set_errno(0);
     }
 }
 
 unsafe extern "C" fn parent() {
     if let Some(h) = heap() {
-        let failed = *errno() != 0;
+        let failed = errno() != 0;
         h.region().fork_parent(!failed);
         if !failed {
-            *errno() = SAVED_ERRNO.load(Ordering::Relaxed);
+            set_errno(SAVED_ERRNO.load(Ordering::Relaxed));
         }
         // SAFETY: `prepare` locked the table on this thread and forgot the guard.
         unsafe { h.table().force_unlock() };
