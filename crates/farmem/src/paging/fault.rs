@@ -14,8 +14,7 @@ use super::core::{Core, InFlight, State};
 use super::internal::InternalGuard;
 use super::prefetch::Plan;
 use super::sys::{Fault, Msg, PAGE, PageBuf};
-use super::writeback::retry;
-use crate::backend::BackendError;
+use super::writeback::{get_pages, retry};
 
 /// Most never-stored pages mapped with zeros by one first-touch fault.
 pub const ZERO_RUN: usize = 64;
@@ -313,17 +312,7 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
 /// buffer.
 fn fetch_pair(core: &Core, w: &mut Worker, page: usize) -> Result<(), PagingError> {
     let ids = [core.id(page), core.id(page + 1)];
-    let data = retry("fetch", || {
-        let data = core.backend.get_many(&ids)?;
-        match data.iter().zip(&ids).find(|(d, _)| d.len() != PAGE) {
-            Some((d, &id)) => Err(BackendError::SizeMismatch {
-                id,
-                expected: PAGE as u64,
-                actual: d.len() as u64,
-            }),
-            None => Ok(data),
-        }
-    })?;
+    let data = retry("fetch", || get_pages(&*core.backend, &ids))?;
     for (k, d) in data.iter().enumerate() {
         w.run[k * PAGE..][..PAGE].copy_from_slice(d);
     }
@@ -540,16 +529,7 @@ fn prefetch(core: &Core, w: &mut Worker, plan: &Plan, pages: Vec<usize>) -> Vec<
         return Vec::new();
     }
     let ids: Vec<_> = pages.iter().map(|&p| core.id(p)).collect();
-    let got = core.backend.get_many(&ids).and_then(|data| {
-        match data.iter().zip(&ids).find(|(d, _)| d.len() != PAGE) {
-            Some((d, &id)) => Err(BackendError::SizeMismatch {
-                id,
-                expected: PAGE as u64,
-                actual: d.len() as u64,
-            }),
-            None => Ok(data),
-        }
-    });
+    let got = get_pages(&*core.backend, &ids);
     let data = match got {
         Ok(d) => d,
         Err(e) => {

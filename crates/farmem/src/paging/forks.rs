@@ -39,13 +39,13 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::backend::{BackendError, ObjectId};
+use crate::backend::ObjectId;
 
 use super::PagingError;
 use super::core::Core;
 use super::internal::InternalGuard;
 use super::sys::{self, Fault, Msg, PAGE, PageBuf, Uffd};
-use super::writeback::retry;
+use super::writeback::{get_pages, retry};
 
 /// Most pages mapped into a child by one fault (sequential faults double the run up to this).
 const RUN: usize = 64;
@@ -319,23 +319,15 @@ impl Forks {
 /// its memory says so. Clearing the write protection of the range's first page is harmless in
 /// a child (it has none left).
 fn gone(core: &Core, child: &Uffd) -> bool {
-    matches!(child.write_protect(core.base, PAGE, false),
+    // Once: this thread reads the child's events, so it must not wait for them (EAGAIN means
+    // the child is alive and forking).
+    matches!(child.write_protect_once(core.base, PAGE, false),
         Err(e) if e.raw_os_error() == Some(libc::ESRCH))
 }
 
 /// Fetches `ids` (whole pages) in one request.
 fn fetch(core: &Core, ids: &[ObjectId]) -> Result<Vec<Arc<[u8]>>, PagingError> {
-    let data = retry("fork snapshot fetch", || {
-        let data = core.backend.get_many(ids)?;
-        match data.iter().zip(ids).find(|(d, _)| d.len() != PAGE) {
-            Some((d, &id)) => Err(BackendError::SizeMismatch {
-                id,
-                expected: PAGE as u64,
-                actual: d.len() as u64,
-            }),
-            None => Ok(data),
-        }
-    })?;
+    let data = retry("fork snapshot fetch", || get_pages(&*core.backend, ids))?;
     Ok(data.into_iter().map(Arc::from).collect())
 }
 

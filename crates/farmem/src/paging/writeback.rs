@@ -34,6 +34,20 @@ pub fn retry<T>(
     }
 }
 
+/// Fetches whole pages `ids` in one request; a page of the wrong size is
+/// [`BackendError::SizeMismatch`].
+pub fn get_pages(backend: &dyn Backend, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>, BackendError> {
+    let data = backend.get_many(ids)?;
+    match data.iter().zip(ids).find(|(d, _)| d.len() != PAGE) {
+        Some((d, &id)) => Err(BackendError::SizeMismatch {
+            id,
+            expected: PAGE as u64,
+            actual: d.len() as u64,
+        }),
+        None => Ok(data),
+    }
+}
+
 /// Compares `page` with its clean `twin` line by line. Appends the dirty runs (adjacent dirty
 /// lines merged) as `(offset, len)` to `runs` and returns how many bytes differ.
 pub fn diff_lines(page: &[u8], twin: Option<&[u8]>, runs: &mut Vec<(u32, u32)>) -> u64 {
