@@ -3,16 +3,20 @@
 //! A slot's reference bit is set by every fault on the page. Read hits on a mapped page are not
 //! visible from user space on this kind of kernel (no page-table access bits; see the module
 //! docs), so pages that come back soon after their eviction (a *refault* within the ghost
-//! history, [`super::ghost::Ghosts`]) earn `hot` credits: the hand passes them that many extra
-//! times before they become victims, which keeps read-mostly hot pages resident.
+//! history, [`super::ghost::Ghosts`]) earn `hot` credits, which keeps read-mostly hot pages
+//! resident. A credit is a span of time, not a pass of the hand: one sampling window (an eighth of
+//! a budget) of evictions. Counted in passes, credits would run out faster the more pages hold
+//! them (the hand turns fast over a resident set of hot pages), and the hot set would be sampled
+//! and refaulted the more often the better it was protected.
 
 use std::collections::HashMap;
 
-/// Credits of a page that refaulted soon after its eviction (extra passes of the hand).
+/// Credits of a page that refaulted soon after its eviction (sampling windows of evictions it
+/// stays resident unobserved).
 pub const HOT_CREDITS: u8 = 3;
 /// Most credits a page can earn: a page found in use each time it is sampled doubles its grant
 /// up to this, so pages that stay hot are sampled (and pay a local fault) only once per this
-/// many revolutions of the hand.
+/// many sampling windows of evictions.
 pub const MAX_CREDITS: u8 = 96;
 /// Stream tag of a staged page that is being *sampled* (unmapped to see whether the program
 /// still reads it) rather than a prefetch marker.
@@ -36,7 +40,8 @@ pub struct Slot {
     pub page: usize,
     /// Touched (faulted on) since the hand last passed.
     pub referenced: bool,
-    /// Extra passes of the hand this page survives (earned by refaulting soon after eviction).
+    /// Sampling windows of evictions this page survives unobserved (earned by refaulting soon
+    /// after eviction, or by a sample hit).
     pub hot: u8,
     /// Credits granted the last time the page proved hot (refault or sample hit); the next
     /// grant doubles it.
@@ -57,6 +62,9 @@ pub struct Slot {
     pub prefetched: bool,
     /// When a sampled page was unmapped, on the clock of [`Clock::now`].
     pub sampled_at: u64,
+    /// When the page's credits were last granted or charged, on the clock of [`Clock::now`]:
+    /// credits are spent by the passing of time (evictions), not by passes of the hand.
+    pub aged_at: u64,
 }
 
 impl Slot {
@@ -74,16 +82,18 @@ impl Slot {
             staged: None,
             prefetched: false,
             sampled_at: 0,
+            aged_at: 0,
         }
     }
 
-    /// The page proved hot again (a sample hit, or a refault of a page last granted
-    /// `previous`): doubles its grant (at least [`HOT_CREDITS`], at most [`MAX_CREDITS`]) and
-    /// gives it that many credits.
-    pub fn proved_hot(&mut self, previous: u8) {
+    /// The page proved hot again at time `now` (a sample hit, or a refault of a page last
+    /// granted `previous`): doubles its grant (at least [`HOT_CREDITS`], at most
+    /// [`MAX_CREDITS`]) and gives it that many credits, counted from `now`.
+    pub fn proved_hot(&mut self, previous: u8, now: u64) {
         let last = self.grant.max(previous);
         self.grant = last.saturating_mul(2).clamp(HOT_CREDITS, MAX_CREDITS);
         self.hot = self.grant;
+        self.aged_at = now;
     }
 }
 
@@ -143,7 +153,8 @@ impl Clock {
         self.of_page.contains_key(&page)
     }
 
-    /// Adds a page. Returns `false` (and changes nothing) if no slot is free or it is resident.
+    /// Adds a page; its credits, if any, count from now. Returns `false` (and changes nothing)
+    /// if no slot is free or it is resident.
     pub fn insert(&mut self, slot: Slot) -> bool {
         if self.of_page.contains_key(&slot.page) {
             return false;
@@ -157,6 +168,8 @@ impl Clock {
             None => return false,
         };
         self.of_page.insert(slot.page, i);
+        let mut slot = slot;
+        slot.aged_at = self.now;
         self.slots[i as usize] = Some(slot);
         true
     }
@@ -205,9 +218,11 @@ impl Clock {
     /// Picks up to `n` victims with the CLOCK hand, without removing them.
     ///
     /// A referenced page loses its bit and is skipped (`second_chance` is called on it, e.g. to
-    /// write-protect it again); a page with `hot` credits loses one and is skipped; any other is
-    /// a victim. Pages being evicted are passed over. Stops once every credit could have been
-    /// spent.
+    /// write-protect it again); a page with `hot` credits is charged one for each sampling
+    /// window of evictions since it was last charged and skipped; any other is a victim. Pages
+    /// being evicted are passed over. A whole revolution without a victim advances the clock by
+    /// one window (every credited page is then charged), so the hand always finds victims; it
+    /// stops once every credit could have been spent.
     ///
     /// Clean mapped hot pages that lose their last credit are also listed in `sample` (up to
     /// `max_sample`): the caller may unmap them, keeping a local copy, to see whether the program
@@ -248,10 +263,19 @@ impl Clock {
     ) -> Vec<usize> {
         let mut victims = Vec::with_capacity(n);
         let cap = self.slots.len();
+        let unit = self.sample_window.max(1);
+        let mut idle = 0;
         for _ in 0..rounds * cap {
             if victims.len() >= n {
                 break;
             }
+            if idle >= cap {
+                // A whole revolution without a victim: every page is hot or in flight. Time
+                // passes anyway (one credit's worth), or the hand would never find one.
+                self.now += unit;
+                idle = 0;
+            }
+            idle += 1;
             let i = self.hand;
             self.hand = (self.hand + 1) % cap.max(1);
             let Some(slot) = self.slots[i].as_mut() else {
@@ -264,9 +288,15 @@ impl Clock {
                 slot.referenced = false;
                 second_chance(slot);
             } else if slot.hot > 0 && slot.staged.is_none() {
-                slot.hot -= 1;
-                if slot.hot == 0 && !slot.dirty && sample.len() < max_sample {
-                    sample.push(slot.page);
+                // One credit is one sampling window of evictions since the page last proved hot
+                // or was last charged.
+                let spent = self.now.saturating_sub(slot.aged_at) / unit;
+                if spent > 0 {
+                    slot.hot = slot.hot.saturating_sub(spent.min(u8::MAX as u64) as u8);
+                    slot.aged_at += spent * unit;
+                    if slot.hot == 0 && !slot.dirty && sample.len() < max_sample {
+                        sample.push(slot.page);
+                    }
                 }
             } else if matches!(slot.staged, Some((_, SAMPLE_TAG)))
                 && self.now.saturating_sub(slot.sampled_at) < self.sample_window
@@ -279,6 +309,7 @@ impl Clock {
             } else if !victims.contains(&slot.page) {
                 victims.push(slot.page);
                 self.now += 1;
+                idle = 0;
             }
         }
         victims
@@ -324,7 +355,8 @@ mod tests {
         assert_eq!(c.select_victims(2, &mut vec![], 0, |_| {}), vec![2, 3]);
         c.remove(2);
         c.remove(3);
-        // Page 0 spends its two credits, then goes; page 1 is never chosen while evicting.
+        // Two evictions later (a window is one eviction here) page 0's two credits are spent and
+        // it goes; page 1 is never chosen while evicting.
         assert_eq!(c.select_victims(2, &mut vec![], 0, |_| {}), vec![0]);
         assert_eq!(c.get_mut(0).unwrap().hot, 0);
     }
@@ -332,18 +364,70 @@ mod tests {
     #[test]
     fn grants_double_while_a_page_proves_hot() {
         let mut s = slot(0, false);
-        s.proved_hot(0);
+        s.proved_hot(0, 0);
         assert_eq!((s.grant, s.hot), (HOT_CREDITS, HOT_CREDITS));
-        s.proved_hot(0);
+        s.proved_hot(0, 0);
         assert_eq!(s.hot, 2 * HOT_CREDITS);
         // A refault carries the grant the page had when it was evicted.
         let mut back = slot(0, false);
-        back.proved_hot(s.grant);
+        back.proved_hot(s.grant, 0);
         assert_eq!(back.hot, 4 * HOT_CREDITS);
         for _ in 0..8 {
-            back.proved_hot(0);
+            back.proved_hot(0, 0);
         }
         assert_eq!(back.hot, MAX_CREDITS);
+    }
+
+    #[test]
+    fn credits_last_windows_of_evictions_however_fast_the_hand_turns() {
+        let mut c = Clock::new(8);
+        c.sample_window = 4;
+        // Six hot pages (3 credits: 12 evictions) and two cold slots that keep turning over.
+        for p in 0..6 {
+            let mut s = slot(p, false);
+            s.proved_hot(0, 0);
+            assert!(c.insert(s));
+        }
+        c.insert(slot(6, false));
+        c.insert(slot(7, false));
+        let mut next = 8;
+        for _ in 0..11 {
+            let v = c.select_victims(1, &mut vec![], 0, |_| {});
+            assert_eq!(v.len(), 1);
+            assert!(
+                v[0] >= 6,
+                "hot page {} evicted after {} evictions",
+                v[0],
+                c.now()
+            );
+            c.remove(v[0]);
+            assert!(c.insert(slot(next, false)));
+            next += 1;
+        }
+        // Twelve windows' worth later the credits are spent: the hot pages are sampled.
+        let mut sample = vec![];
+        for _ in 0..3 {
+            for p in c.select_victims(1, &mut sample, 8, |_| {}) {
+                c.remove(p);
+                c.insert(slot(next, false));
+                next += 1;
+            }
+        }
+        sample.sort_unstable();
+        assert_eq!(sample, vec![0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_resident_set_of_hot_pages_still_yields_victims() {
+        let mut c = Clock::new(4);
+        c.sample_window = 2;
+        for p in 0..4 {
+            let mut s = slot(p, false);
+            s.proved_hot(0, 0);
+            c.insert(s);
+        }
+        // No eviction ever passes the time: idle revolutions do.
+        assert_eq!(c.select_victims(2, &mut vec![], 0, |_| {}).len(), 2);
     }
 
     #[test]

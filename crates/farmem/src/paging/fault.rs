@@ -175,9 +175,10 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
     if refault.is_some() {
         st.stats.refaults += 1;
     }
+    // The credits count from the page's insertion (`Clock::insert` stamps the time).
     let mark = |slot: &mut Slot| {
         if let Some(previous) = refault {
-            slot.proved_hot(previous);
+            slot.proved_hot(previous, 0);
         }
     };
     if !st.is_stored(page) {
@@ -383,8 +384,9 @@ fn on_marker(
     if staged.1 == SAMPLE_TAG {
         // A sampled hot page is still in use: keep it.
         st.stats.sample_hits += 1;
+        let now = st.clock.now();
         if let Some(slot) = st.clock.get_mut(page) {
-            slot.proved_hot(0);
+            slot.proved_hot(0, now);
         }
         drop(st);
         return core.uffd.wake(addr, PAGE).map_err(sys_err);

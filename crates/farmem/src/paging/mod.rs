@@ -35,9 +35,13 @@
 //!   space on this kernel: `/proc/self/pagemap` has no accessed bit and the idle-page bitmap
 //!   (`/sys/kernel/mm/page_idle`, `CONFIG_IDLE_PAGE_TRACKING`) is often not built in. Instead a
 //!   ghost history remembers the last eighth of a budget's worth of evictions; a page that faults
-//!   again while remembered was hot ([`PagingStats::refaults`]) and gets credits: the hand passes
-//!   it that many more times (3 at first, doubling each time it proves hot again, up to 96). When
-//!   its last credit is spent on a clean page, the reclaimer *samples* it: it copies the page to a
+//!   again while remembered was hot ([`PagingStats::refaults`]) and gets credits: it stays
+//!   resident unobserved for that many windows of an eighth of a budget's worth of evictions (3
+//!   at first, doubling each time it proves hot again, up to 96). Credits are spent by
+//!   evictions, not by passes of the hand, so a resident set full of hot pages (which the hand
+//!   passes quickly) does not run them out faster; a revolution that finds no victim at all
+//!   charges every page one. When its last credit is spent on a clean page, the reclaimer
+//!   *samples* it: it copies the page to a
 //!   local buffer and unmaps it. If the program reads it again it takes a local fault (no
 //!   network), the page is mapped back and its grant doubles ([`PagingStats::sample_hits`]); if
 //!   not within a window of an eighth of a budget's worth of evictions, it is evicted. Pages that
