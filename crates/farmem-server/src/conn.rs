@@ -255,8 +255,9 @@ fn hello(
 }
 
 /// Answers one request frame into `wbuf`, or says it must run on the worker pool
-/// ([`Handled::Offload`]: agent operations and shrinks, checked here like every request; on a
-/// durable server also session opens and closes, which wait for the disk).
+/// ([`Handled::Offload`]: agent operations but short hash-table lookups, and shrinks, checked
+/// here like every request; on a durable server also session opens and closes, which wait for
+/// the disk).
 pub(crate) fn handle(
     shared: &Shared,
     session: &mut Option<Arc<Session>>,
@@ -321,6 +322,11 @@ pub(crate) fn handle(
     } else if let Request::Compute { op, .. } = req {
         if op == farmem_proto::agent::op::OBJ_PUSH {
             return Ok(Handled::Copy);
+        }
+        // Short hash-table lookups are answered here (they wait for nothing); the rest run on
+        // the worker pool.
+        if crate::metrics::execute_inline(shared, s, &req, rid, body.len(), wbuf) {
+            return Ok(Handled::Answered);
         }
         return Ok(Handled::Offload);
     } else {

@@ -4,8 +4,8 @@
 //! A readable connection is read into the thread's scratch buffer and every complete request
 //! in it is answered at once, on this thread (a depth-1 round trip costs one `epoll_wait`, one
 //! `read` and one `write`, no thread hop); only the bytes of an unfinished frame stay with the
-//! connection, so an idle connection holds no buffer. Requests that may take long (agent work,
-//! shrinks) go to the worker pool; their connection reads nothing more until the answer is
+//! connection, so an idle connection holds no buffer. Requests that may take long (agent work
+//! but short hash-table lookups whose tables are free, shrinks) go to the worker pool; their connection reads nothing more until the answer is
 //! back, which keeps answers in request order. A connection whose client does not read its
 //! answers stops being read (its write buffer stays within `max_write_buffer` plus one answer).
 //!

@@ -191,6 +191,44 @@ pub(crate) fn execute(
     );
 }
 
+/// As [`execute`] for a request that may be answered at once on the I/O thread (see
+/// [`farmem_store::execute_inline`]); returns `false`, having done and counted nothing, when it
+/// must run on the worker pool.
+pub(crate) fn execute_inline(
+    shared: &Shared,
+    s: &Session,
+    req: &Request<'_>,
+    rid: u64,
+    body_len: usize,
+    wbuf: &mut Vec<u8>,
+) -> bool {
+    let op = req.op();
+    if shared.config.metrics.is_none() {
+        return farmem_store::execute_inline(s, req, rid, wbuf, || s.admit(op));
+    }
+    let start = wbuf.len();
+    let t0 = Instant::now();
+    let cpu = thread_cpu();
+    if !farmem_store::execute_inline(s, req, rid, wbuf, || s.admit(op)) {
+        return false;
+    }
+    let used = thread_cpu().saturating_sub(cpu);
+    let stripe = &shared.metrics.stripes[s.key as usize % STRIPES];
+    add(
+        &stripe.agent_cpu_ns,
+        u64::try_from(used.as_nanos()).unwrap_or(u64::MAX),
+    );
+    let answer = wbuf.get(start..).unwrap_or_default();
+    shared.metrics.record(
+        s.key as usize,
+        op,
+        t0.elapsed(),
+        HEADER_LEN + body_len,
+        answer,
+    );
+    true
+}
+
 /// Every op name by code (index = code; unassigned codes are `other`).
 fn op_name(code: usize) -> &'static str {
     u16::try_from(code)

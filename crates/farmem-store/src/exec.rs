@@ -123,6 +123,48 @@ pub fn execute_request_watched(
     execute(session, req, rid, wbuf, Some(client_gone));
 }
 
+/// Most keys of an `HT_GET` that [`execute_inline`] answers.
+pub const INLINE_HT_KEYS: usize = 512;
+
+/// Answers `req` (request id `rid`) into `wbuf` at once if it is a short read of agent state
+/// that waits for nothing: an `HT_GET` of at most [`INLINE_HT_KEYS`] keys while no other
+/// operation of the session holds its hash tables. Returns `false`, having done nothing, for
+/// any other request: run those with [`execute_request_watched`] (a server runs them on its
+/// worker threads). `admit` (the session's request-rate quota) is called once the request will
+/// run here, before it runs; its error is then the answer.
+///
+/// Such a lookup changes nothing, so its answer is not kept for replay: a retry runs it again
+/// and sees the table as it is then, as a retried `Get` does.
+pub fn execute_inline(
+    session: &Session,
+    req: &Request<'_>,
+    rid: u64,
+    wbuf: &mut Vec<u8>,
+    admit: impl FnOnce() -> Result<(), StoreError>,
+) -> bool {
+    let Request::Compute { op: aop, args, .. } = req else {
+        return false;
+    };
+    if *aop != agent_op::HT_GET {
+        return false;
+    }
+    let ctx = session.context();
+    let tables = &session.agent.tables;
+    let admit = || admit().map_err(AgentError::Store);
+    let Some(r) = tables.try_get_encoded(&ctx, args, INLINE_HT_KEYS, admit) else {
+        return false;
+    };
+    let op = req.op();
+    match r {
+        Ok(out) if out.len() > session.max_response => {
+            response_too_large(wbuf, op, rid, out.len(), session.max_response);
+        }
+        Ok(out) => Response::Data(&out).encode(wbuf, op, rid),
+        Err(e) => encode_agent_error(wbuf, rid, &e),
+    }
+    true
+}
+
 fn execute(
     session: &Session,
     req: &Request<'_>,
@@ -298,6 +340,87 @@ mod tests {
         let (frame, used) = decode_frame(wbuf, DEFAULT_MAX_FRAME).unwrap().unwrap();
         assert_eq!(used, wbuf.len());
         Response::decode(frame.header.op, frame.header.flags, frame.body).unwrap()
+    }
+
+    #[test]
+    fn short_table_lookups_are_answered_inline_as_on_a_worker() {
+        use farmem_proto::agent::{HtKeysArgs, HtPutArgs};
+        let s = Session::new(1, Arc::new(Budget::new(64 << 20)), 1 << 20, 1);
+        let put = HtPutArgs {
+            table: 3,
+            return_old: false,
+            entries: (0..100u64)
+                .map(|k| (k.to_le_bytes().to_vec(), (k * 7).to_le_bytes().to_vec()))
+                .collect(),
+        }
+        .encode();
+        let req = Request::Compute {
+            route: 3,
+            op: op::HT_PUT,
+            args: &put,
+        };
+        let mut wbuf = Vec::new();
+        // Writes are never answered inline.
+        assert!(!execute_inline(&s, &req, 1, &mut wbuf, || Ok(())));
+        assert!(wbuf.is_empty());
+        execute_request(&s, &req, 1, &mut wbuf);
+        assert!(matches!(answer(&wbuf), Response::Data(_)));
+        let get = |n: u64| {
+            HtKeysArgs {
+                table: 3,
+                keys: (0..n).map(|k| (k * 3).to_le_bytes().to_vec()).collect(),
+            }
+            .encode()
+        };
+        let short = get(50);
+        let req = Request::Compute {
+            route: 3,
+            op: op::HT_GET,
+            args: &short,
+        };
+        let mut inline = Vec::new();
+        let mut admitted = 0;
+        assert!(execute_inline(&s, &req, 2, &mut inline, || {
+            admitted += 1;
+            Ok(())
+        }));
+        assert_eq!(admitted, 1);
+        let mut offloaded = Vec::new();
+        execute_request(&s, &req, 2, &mut offloaded);
+        assert_eq!(inline, offloaded, "the same answer either way");
+        // Too many keys: left to a worker, nothing admitted.
+        let long = get(INLINE_HT_KEYS as u64 + 1);
+        let req_long = Request::Compute {
+            route: 3,
+            op: op::HT_GET,
+            args: &long,
+        };
+        let mut wbuf = Vec::new();
+        assert!(!execute_inline(&s, &req_long, 3, &mut wbuf, || {
+            panic!("admitted a request it does not run")
+        }));
+        assert!(wbuf.is_empty());
+        // A refusal by the rate quota is the answer.
+        let limited = StoreError::RateLimited {
+            limit: 1,
+            retry_after_ms: 5,
+        };
+        assert!(execute_inline(&s, &req, 4, &mut wbuf, || Err(limited)));
+        match answer(&wbuf) {
+            Response::Error(ErrorInfo { code, .. }) => {
+                assert_eq!(code, ErrorCode::QuotaExceeded as u16);
+            }
+            other => panic!("answered {other:?}"),
+        }
+        // While another operation holds the tables, the lookup waits for a worker.
+        let held = s.agent.tables.hold();
+        let mut wbuf = Vec::new();
+        assert!(!execute_inline(&s, &req, 5, &mut wbuf, || {
+            panic!("admitted a request it does not run")
+        }));
+        assert!(wbuf.is_empty());
+        drop(held);
+        assert!(execute_inline(&s, &req, 5, &mut wbuf, || Ok(())));
     }
 
     #[test]

@@ -39,7 +39,10 @@ pub use budget::Budget;
 pub use dedup::Dedup;
 pub use durable::{Durable, DurableConfig, DurableError, LogError, SyncPolicy};
 pub use error::StoreError;
-pub use exec::{encode_store_error, error_chain, execute_request, execute_request_watched};
+pub use exec::{
+    INLINE_HT_KEYS, encode_store_error, error_chain, execute_inline, execute_request,
+    execute_request_watched,
+};
 pub use namespace::{Namespace, OBJECT_OVERHEAD};
 pub use push::{PushConnections, PushError};
 pub use quota::{SessionQuota, is_rate_limited};

@@ -129,6 +129,12 @@ impl Tables {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Holds the session's tables, as a running operation does (for tests).
+    #[cfg(test)]
+    pub(crate) fn hold(&self) -> std::sync::MutexGuard<'_, impl Sized> {
+        self.lock()
+    }
+
     /// Bytes currently charged for all tables of the session (to release when it ends).
     pub fn charged_bytes(&self) -> u64 {
         self.lock().charged
@@ -160,16 +166,52 @@ impl Tables {
     pub fn get_encoded(&self, ctx: &dyn AgentContext, args: &[u8]) -> Result<Vec<u8>, AgentError> {
         let (table, keys) = parse_keys(args)?;
         let inner = self.lock();
-        let t = inner.tables.get(&table);
-        let size = keys.iter().fold(4u64, |n, &k| {
-            let v = t.and_then(|t| t.get(k)).map_or(0, |v| 4 + v.len() as u64);
-            n.saturating_add(1 + v)
+        Self::answer_get(ctx, inner.tables.get(&table), &keys)
+    }
+
+    /// [`Tables::get_encoded`] without waiting: `None`, having done nothing, when the arguments
+    /// name more than `max_keys` keys (or do not decode) or another operation holds the
+    /// session's tables now. Otherwise calls `admit` first, with the tables held (its error is
+    /// the answer, and nothing is looked up), then looks the keys up.
+    ///
+    /// # Errors
+    /// `admit`'s error; the out-of-capacity error of [`AgentContext::charge`] when the answer
+    /// does not fit.
+    pub fn try_get_encoded(
+        &self,
+        ctx: &dyn AgentContext,
+        args: &[u8],
+        max_keys: usize,
+        admit: impl FnOnce() -> Result<(), AgentError>,
+    ) -> Option<Result<Vec<u8>, AgentError>> {
+        let (table, keys) = parse_keys(args).ok()?;
+        if keys.len() > max_keys {
+            return None;
+        }
+        let inner = match self.inner.try_lock() {
+            Ok(g) => g,
+            // As in `lock`: a panic cannot leave a table half-updated.
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(admit().and_then(|()| Self::answer_get(ctx, inner.tables.get(&table), &keys)))
+    }
+
+    /// The encoded [`HtValues`] of `keys` in `t` (each key looked up once).
+    fn answer_get(
+        ctx: &dyn AgentContext,
+        t: Option<&Table>,
+        keys: &[&[u8]],
+    ) -> Result<Vec<u8>, AgentError> {
+        let found: Vec<Option<&[u8]>> = keys.iter().map(|&k| t.and_then(|t| t.get(k))).collect();
+        let size = found.iter().fold(4u64, |n, v| {
+            n.saturating_add(1 + v.map_or(0, |v| 4 + v.len() as u64))
         });
         let _answer = super::Scratch::charge(ctx, size)?;
         let mut w = Writer::from_vec(Vec::with_capacity(size.min(1 << 20) as usize));
-        w.count(keys.len());
-        for k in keys {
-            match t.and_then(|t| t.get(k)) {
+        w.count(found.len());
+        for v in found {
+            match v {
                 Some(v) => w.u8(1).byte_string(v),
                 None => w.u8(0),
             };

@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::sync::atomic::Ordering;
 
 use bytemuck::Pod;
-use farmem_proto::agent::{AgentMessage, HtKeysArgs, HtValue, HtValues, op};
+use farmem_proto::agent::{AgentDecodeError, Reader, Writer, op};
 
 use super::FarHashMap;
 use super::decode;
@@ -16,6 +16,34 @@ use crate::containers::error::{ContainerError, Result};
 /// A pipelined request closes after this many keys per wanted miss even with fewer misses, so
 /// that batches with (almost) only hits are not held back for long.
 const GROUP_KEYS_PER_MISS: usize = 8;
+
+/// The encoded [`HtKeysArgs`](farmem_proto::agent::HtKeysArgs) of `keys` in `table`, written
+/// straight from the keys.
+fn encode_keys<K: Pod>(table: u64, keys: &[K]) -> Vec<u8> {
+    let mut w = Writer::from_vec(Vec::with_capacity(12 + keys.len() * (4 + size_of::<K>())));
+    w.u64(table).count(keys.len());
+    for k in keys {
+        w.byte_string(bytemuck::bytes_of(k));
+    }
+    w.buf
+}
+
+/// The values of an encoded [`HtValues`](farmem_proto::agent::HtValues) answer, borrowed from
+/// it (`None`: absent).
+fn parse_values(out: &[u8]) -> std::result::Result<Vec<Option<&[u8]>>, AgentDecodeError> {
+    let mut r = Reader::new(out);
+    let n = r.count(1)?;
+    let mut values = Vec::with_capacity(n);
+    for _ in 0..n {
+        values.push(match r.u8()? {
+            0 | 2 => None,
+            1 => Some(r.byte_string()?),
+            tag => return Err(AgentDecodeError::BadTag { what: "found", tag }),
+        });
+    }
+    r.finish()?;
+    Ok(values)
+}
 
 /// Lookups of one or more batches whose misses travel in one request.
 struct Group<K, V> {
@@ -276,19 +304,12 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         if g.missing.is_empty() {
             return;
         }
-        let args = HtKeysArgs {
-            table: self.table,
-            keys: g
-                .missing
-                .iter()
-                .map(|k| bytemuck::bytes_of(k).to_vec())
-                .collect(),
-        };
+        let args = encode_keys(self.table, &g.missing);
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         g.pending = Some(
             self.rt
                 .backend()
-                .submit_compute(self.table, op::HT_GET, &args.encode()),
+                .submit_compute(self.table, op::HT_GET, &args),
         );
     }
 
@@ -313,12 +334,17 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
                     .ok_or_else(|| ContainerError::Agent("not submitted".into()))?
             }
         };
-        let got = pending
-            .wait()
+        let out = match pending.wait() {
+            Ok(out) => out,
+            Err(e) => {
+                self.abandon_group(g);
+                return Err(e.into());
+            }
+        };
+        let got = parse_values(&out)
             .map_err(ContainerError::from)
-            .and_then(|out| Ok(HtValues::decode(&out)?))
-            .and_then(|got| match got.values.len() == g.missing.len() {
-                true => Ok(got.values),
+            .and_then(|values| match values.len() == g.missing.len() {
+                true => Ok(values),
                 false => Err(ContainerError::Agent("wrong number of values".into())),
             });
         let values = match got {
@@ -336,8 +362,8 @@ impl<K: Pod + Hash + Eq + Send + Sync, V: Pod + Send + Sync> FarHashMap<K, V> {
         let mut outs = Vec::with_capacity(g.batches.len());
         for (b, (mut out, range)) in g.batches.into_iter().enumerate() {
             for (k, &h) in g.missing[range.clone()].iter().zip(&g.hashes[range]) {
-                let v = match values.next() {
-                    Some(HtValue::Value(bytes)) => match decode::<V>(&bytes) {
+                let v = match values.next().flatten() {
+                    Some(bytes) => match decode::<V>(bytes) {
                         Ok(v) => Some(v),
                         Err(e) => {
                             first_err.get_or_insert((b, e));
