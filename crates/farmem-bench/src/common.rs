@@ -243,3 +243,18 @@ mod tests {
         assert_eq!(percentile(&[5], 0.0), 5.0);
     }
 }
+
+/// Pages of `[addr, addr + len)` resident in this process now (`mincore`), and the pages the
+/// range spans; `None` if the kernel refuses (the range is not mapped).
+pub fn resident_pages(addr: usize, len: usize) -> Option<(usize, usize)> {
+    const PAGE: usize = 4096;
+    let first = addr & !(PAGE - 1);
+    let end = (addr + len).div_ceil(PAGE) * PAGE;
+    let pages = (end - first) / PAGE;
+    let mut vec = vec![0u8; pages];
+    // SAFETY: mincore only reads the page tables of the range and writes one byte per page of
+    // it into `vec`, which holds exactly `pages` bytes; it fails without side effects on an
+    // unmapped range.
+    let rc = unsafe { libc::mincore(first as *mut libc::c_void, end - first, vec.as_mut_ptr()) };
+    (rc == 0).then(|| (vec.iter().filter(|&&b| b & 1 != 0).count(), pages))
+}

@@ -198,14 +198,22 @@ pub fn fill_element(i: u64, out: &mut [u8]) {
 pub struct LocalWeb {
     map: std::collections::HashMap<u64, u64>,
     elems: Vec<[u8; ELEM]>,
+    /// Address span of the map's table: its values' lowest and highest addresses, stretched
+    /// by the control bytes after the slots (one per slot and a group's worth more).
+    table: (usize, usize),
 }
 
 impl LocalWeb {
     /// Builds the data set.
     pub fn build(keys: u64, elements: u64, progress: &dyn Fn(u64)) -> Self {
         let mut map = std::collections::HashMap::with_capacity(keys as usize);
+        let (mut lo, mut hi) = (usize::MAX, 0);
         for r in 0..keys {
             map.insert(key_of(r), value_of(r));
+            if let Some(v) = map.get(&key_of(r)) {
+                let a = std::ptr::from_ref(v) as usize;
+                (lo, hi) = (lo.min(a), hi.max(a));
+            }
             if r.is_multiple_of(65_536) {
                 progress(r);
             }
@@ -219,7 +227,24 @@ impl LocalWeb {
                 progress(keys + i * 64);
             }
         }
-        Self { map, elems }
+        let slots = (hi.saturating_sub(lo) / 16 + 1).next_power_of_two();
+        let table = (lo, hi + 8 + slots + 16);
+        Self { map, elems, table }
+    }
+
+    /// Shares of the map's table and of the element array resident now (`mincore`): the
+    /// replacement policy's split of local memory between the two.
+    fn residency(&self) -> serde_json::Value {
+        let share = |addr: usize, len: usize| {
+            crate::common::resident_pages(addr, len).map(|(r, n)| r as f64 / n.max(1) as f64)
+        };
+        let (lo, hi) = self.table;
+        let elems = self.elems.as_ptr() as usize;
+        serde_json::json!({
+            "kernel_major_faults": major_faults(),
+            "table_resident_share": share(lo, hi.saturating_sub(lo)),
+            "elements_resident_share": share(elems, self.elems.len() * ELEM),
+        })
     }
 }
 
@@ -238,9 +263,26 @@ impl WebData for LocalWeb {
         Ok(())
     }
     fn counters(&self) -> serde_json::Value {
-        // In the paging child the data lives in paged memory: its pager's counters.
-        crate::apps_far::paging_counters()
+        // In the paging child the data lives in paged memory: its pager's counters. Both
+        // swapping children add which shares of the table and the array are resident (shares
+        // are not summed over the run, they are read at its end).
+        let mut c = crate::apps_far::paging_counters();
+        if !c.is_object() {
+            c = serde_json::json!({});
+        }
+        if let (Some(m), Some(r)) = (c.as_object_mut(), self.residency().as_object()) {
+            m.extend(r.clone());
+        }
+        c
     }
+}
+
+/// This process's major page faults so far (`/proc/self/stat`; under kernel swap, swap-ins).
+fn major_faults() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command (which may hold spaces) start at the state, field 3; majflt is 12.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    rest.split_whitespace().nth(9)?.parse().ok()
 }
 
 /// Bytes of the data set: map pairs (16 B plus about 1 B of control per slot, at 7/8 load) and
@@ -659,6 +701,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 us("p99_us"),
                 us("cpu_us_per_request")
             );
+            let c = |k: &str| r.detail.get("counters").and_then(|c| c.get(k)?.as_f64());
+            if let (Some(t), Some(e)) = (c("table_resident_share"), c("elements_resident_share")) {
+                let per_req = |n: Option<f64>| n.unwrap_or(0.0) / args.requests.max(1) as f64;
+                println!(
+                    "{:<26} resident: map table {:>5.1}%, elements {:>5.1}%; per request: {:.2} \
+                     network faults ({:.2} refaults), {:.2} kernel major faults",
+                    "",
+                    t * 100.0,
+                    e * 100.0,
+                    per_req(c("fetch_faults")),
+                    per_req(c("refaults")),
+                    per_req(c("kernel_major_faults")),
+                );
+            }
         }
         println!("responses identical across modes: {agree}");
     }
