@@ -229,21 +229,6 @@ pub fn human_rate(bytes_per_s: f64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles() {
-        let v: Vec<u64> = (1..=100).collect();
-        assert_eq!(percentile(&v, 50.0), 50.0);
-        assert_eq!(percentile(&v, 99.0), 99.0);
-        assert_eq!(percentile(&v, 100.0), 100.0);
-        assert_eq!(percentile(&[], 50.0), 0.0);
-        assert_eq!(percentile(&[5], 0.0), 5.0);
-    }
-}
-
 /// Pages of `[addr, addr + len)` resident in this process now (`mincore`), and the pages the
 /// range spans; `None` if the kernel refuses (the range is not mapped).
 pub fn resident_pages(addr: usize, len: usize) -> Option<(usize, usize)> {
@@ -257,4 +242,19 @@ pub fn resident_pages(addr: usize, len: usize) -> Option<(usize, usize)> {
     // unmapped range.
     let rc = unsafe { libc::mincore(first as *mut libc::c_void, end - first, vec.as_mut_ptr()) };
     (rc == 0).then(|| (vec.iter().filter(|&&b| b & 1 != 0).count(), pages))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&v, 100.0), 100.0);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+        assert_eq!(percentile(&[5], 0.0), 5.0);
+    }
 }
