@@ -29,9 +29,13 @@ const SLACK: usize = 64;
 const SLACK_FLOOR: usize = 2 * SEGMENT;
 /// A segment is evacuated only when at least this share (1/n) of it is dead: moving a mostly
 /// live segment would cost much copying for little memory.
-const VICTIM_DEAD: usize = 8;
+const VICTIM_DEAD: usize = 16;
 /// Bytes moved per call of [`Heap::compact`] at most (a request never holds the lock long).
 const STEP: usize = 64 << 10;
+/// Open segment of new objects.
+const NEW: usize = 0;
+/// Open segment of moved objects.
+const MOVED: usize = 1;
 /// Table value of a free reference.
 const NOWHERE: u64 = u64::MAX;
 
@@ -83,8 +87,11 @@ pub(crate) struct Heap {
     /// Reference to location (`segment << 32 | offset`), or [`NOWHERE`].
     table: Vec<u64>,
     free_refs: Vec<u32>,
-    /// The segment objects are appended to.
-    open: Option<u32>,
+    /// The segments objects are appended to: new objects ([`NEW`]) and objects moved out of
+    /// an evacuated segment ([`MOVED`]). Kept apart, the objects written together stay
+    /// together, and the survivors of evacuations (which die at scattered times) do not
+    /// sprinkle holes among them.
+    open: [Option<u32>; 2],
     /// The segment being evacuated and the offset reached.
     victim: Option<(u32, usize)>,
     /// Bytes of live entries.
@@ -115,7 +122,7 @@ impl Heap {
             spare: Vec::new(),
             table: Vec::new(),
             free_refs: Vec::new(),
-            open: None,
+            open: [None; 2],
             victim: None,
             live: 0,
             filled: 0,
@@ -168,7 +175,7 @@ impl Heap {
             }
             None => return None,
         };
-        self.table[r as usize] = self.append(r, data);
+        self.table[r as usize] = self.append(NEW, r, data);
         self.live += entry_size(data.len());
         Some(r)
     }
@@ -187,13 +194,13 @@ impl Heap {
         true
     }
 
-    /// Writes an entry for `r` at the end of the open segment (opening one when it is full)
-    /// and returns its location.
-    fn append(&mut self, r: u32, data: &[u8]) -> u64 {
+    /// Writes an entry for `r` at the end of open segment `which` (opening one when it is
+    /// full) and returns its location.
+    fn append(&mut self, which: usize, r: u32, data: &[u8]) -> u64 {
         let size = entry_size(data.len());
-        let s = match self.open {
+        let s = match self.open[which] {
             Some(s) if self.segment(s as usize).data.len() + size <= SEGMENT => s,
-            _ => self.open_segment(),
+            _ => self.open_segment(which),
         };
         let seg = self.segments[s as usize]
             .as_mut()
@@ -209,13 +216,14 @@ impl Heap {
         loc(s, off)
     }
 
-    /// Closes the open segment (dropping it when all its objects died meanwhile) and opens
-    /// a new one.
-    fn open_segment(&mut self) -> u32 {
-        if let Some(s) = self.open.take() {
-            if self.segment(s as usize).live == 0 {
-                self.drop_segment(s);
-            }
+    /// Closes open segment `which` (dropping it when all its objects died meanwhile) and opens
+    /// a new one. (Its capacity past what is written stays: segments of one size keep the
+    /// allocator from splitting their memory into odd sizes.)
+    fn open_segment(&mut self, which: usize) -> u32 {
+        if let Some(s) = self.open[which].take()
+            && self.segment(s as usize).live == 0
+        {
+            self.drop_segment(s);
         }
         let seg = Segment {
             data: Vec::with_capacity(SEGMENT),
@@ -231,7 +239,7 @@ impl Heap {
                 (self.segments.len() - 1) as u32
             }
         };
-        self.open = Some(s);
+        self.open[which] = Some(s);
         s
     }
 
@@ -258,13 +266,16 @@ impl Heap {
         let empty = seg.live == 0;
         self.live -= size;
         if empty {
-            if self.open == Some(s as u32) {
-                self.open = None;
+            for o in &mut self.open {
+                if *o == Some(s as u32) {
+                    *o = None;
+                }
             }
             self.drop_segment(s as u32);
         }
         self.compact(STEP);
-        if self.live == 0 || self.table.len() > 1024 && self.free_refs.len() * 2 > self.table.len() {
+        if self.live == 0 || self.table.len() > 1024 && self.free_refs.len() * 2 > self.table.len()
+        {
             self.shrink_table();
         }
         len
@@ -299,7 +310,7 @@ impl Heap {
         self.segments
             .iter()
             .enumerate()
-            .filter(|&(s, _)| self.open != Some(s as u32))
+            .filter(|&(s, _)| !self.open.contains(&Some(s as u32)))
             .filter_map(|(s, seg)| seg.as_ref().map(|seg| (s, seg.data.len() - seg.live)))
             .filter(|&(_, dead)| dead * VICTIM_DEAD >= SEGMENT)
             .max_by_key(|&(_, dead)| dead)
@@ -325,7 +336,8 @@ impl Heap {
                 let len = read_u32(&data, at + 4) as usize;
                 let size = entry_size(len);
                 if self.table.get(r as usize) == Some(&loc(v, at)) {
-                    let l = self.append(r, &data[at + ENTRY_HEADER..at + ENTRY_HEADER + len]);
+                    let l =
+                        self.append(MOVED, r, &data[at + ENTRY_HEADER..at + ENTRY_HEADER + len]);
                     self.table[r as usize] = l;
                     self.segment_mut(v as usize).live -= size;
                     moved += size;

@@ -194,7 +194,7 @@ impl Namespace {
             (Some(j), Some(r)) => Some(j.reserve(r.len())?),
             _ => None,
         };
-        let old = shard.len_of(h, id).map(|n| cost(n));
+        let old = shard.len_of(h, id).map(cost);
         let (add, release, new) = (cost(data.len()), old.unwrap_or(0), old.is_none());
         self.reserve(add, release, new)?;
         if let Err(e) = self.budget.exchange(add, release) {

@@ -271,9 +271,7 @@ impl Slabs {
 
     fn find(&self, hash: u64, id: u64) -> Option<u32> {
         let view = self.view();
-        self.index
-            .find(hash, |&h| view.id(h) == Some(id))
-            .copied()
+        self.index.find(hash, |&h| view.id(h) == Some(id)).copied()
     }
 
     /// Calls `f` with the payload of object `id`.
