@@ -28,6 +28,7 @@ pub mod dedup;
 pub mod durable;
 mod error;
 mod exec;
+mod heap;
 mod namespace;
 mod push;
 mod quota;
