@@ -16,6 +16,8 @@
 //! through a table of locations. An entry: `ref: u32`, `len: u32`, payload, padding to a
 //! multiple of 8.
 
+use crate::segment::SegBuf;
+
 /// Bytes of a segment.
 pub(crate) const SEGMENT: usize = 256 << 10;
 /// Largest entry (header, payload and padding) kept in a segment; larger objects are stored
@@ -74,7 +76,7 @@ fn unloc(l: u64) -> (usize, usize) {
 /// One segment: entries from offset 0 to `data.len()` (its capacity is [`SEGMENT`]; bytes past
 /// the length were never written, so they cost no resident memory).
 struct Segment {
-    data: Vec<u8>,
+    data: SegBuf,
     /// Bytes of live entries.
     live: usize,
 }
@@ -210,15 +212,14 @@ impl Heap {
         seg.data
             .extend_from_slice(&(data.len() as u32).to_le_bytes());
         seg.data.extend_from_slice(data);
-        seg.data.resize(off + size, 0);
+        seg.data.pad_to(off + size);
         seg.live += size;
         self.filled += size;
         loc(s, off)
     }
 
     /// Closes open segment `which` (dropping it when all its objects died meanwhile) and opens
-    /// a new one. (Its capacity past what is written stays: segments of one size keep the
-    /// allocator from splitting their memory into odd sizes.)
+    /// a new one.
     fn open_segment(&mut self, which: usize) -> u32 {
         if let Some(s) = self.open[which].take()
             && self.segment(s as usize).live == 0
@@ -226,7 +227,7 @@ impl Heap {
             self.drop_segment(s);
         }
         let seg = Segment {
-            data: Vec::with_capacity(SEGMENT),
+            data: SegBuf::with_capacity(SEGMENT),
             live: 0,
         };
         let s = match self.spare.pop() {

@@ -32,6 +32,7 @@ mod heap;
 mod namespace;
 mod push;
 mod quota;
+mod segment;
 mod session;
 mod slab;
 mod stop;
