@@ -52,7 +52,7 @@ impl Trimmer {
         self.seen = (s.bytes_written, s.used_bytes);
         let busy_due =
             self.ticks >= BUSY_TICKS && churn >= MIN_CHURN.max(s.used_bytes >> SHARE_SHIFT);
-        if !busy_due && !(quiet && churn > 0) {
+        if !(busy_due || quiet && churn > 0) {
             return false;
         }
         self.written = s.bytes_written;
