@@ -113,9 +113,17 @@ pub struct Churn {
     /// the run is done), and after a final maintenance pass.
     used_per_live_byte_max: f64,
     used_per_live_byte_end: f64,
-    /// The servers' resident memory above what they held before the run, per live byte.
+    /// The servers' resident memory above what they held before the run (idle, connected: code,
+    /// runtime and connections are no per-byte cost), per live byte.
     rss_per_live_byte_max: f64,
     rss_per_live_byte_end: f64,
+    /// The same, two seconds after the run (the servers idle meanwhile).
+    rss_per_live_byte_settled: f64,
+    /// The servers' whole resident memory per live byte, at the end and two seconds later.
+    rss_raw_per_live_byte_end: f64,
+    rss_raw_per_live_byte_settled: f64,
+    /// The servers' resident memory before the run, in all.
+    rss_base_bytes: u64,
     /// Dead bytes awaiting compaction and parity bytes at the end, per live byte (coded pools).
     dead_per_live_byte_end: f64,
     parity_per_live_byte_end: f64,
@@ -173,7 +181,11 @@ fn churn(rig: &PoolRig, mib: u64, scheme: &str) -> anyhow::Result<Churn> {
         }
     }
     let end_used = rig.used_bytes() as f64 / live as f64;
-    let end_rss = rig.rss_bytes().saturating_sub(rss_base) as f64 / live as f64;
+    let end_raw = rig.rss_bytes();
+    let end_rss = end_raw.saturating_sub(rss_base) as f64 / live as f64;
+    std::thread::sleep(Duration::from_secs(2));
+    let settled_raw = rig.rss_bytes();
+    let settled_rss = settled_raw.saturating_sub(rss_base) as f64 / live as f64;
     // Where the counted bytes go (coded pools): dead objects awaiting compaction and parity
     // (the ideal is m/k of the live bytes; more when it covers dead bytes and padded spans).
     let (dead, parity) = pool.coded_stats().map_or((0.0, 0.0), |st| {
@@ -183,7 +195,9 @@ fn churn(rig: &PoolRig, mib: u64, scheme: &str) -> anyhow::Result<Churn> {
         )
     });
     eprintln!(
-        "{scheme}: at the end, per live byte: dead {dead:.3}, parity {parity:.3}, counted {end_used:.3}, resident {end_rss:.3} (servers at {} MiB before the run)",
+        "{scheme}: at the end, per live byte: dead {dead:.3}, parity {parity:.3}, counted {end_used:.3}, resident above the idle servers' {end_rss:.3} ({settled_rss:.3} 2 s later), whole resident {:.3} ({:.3}) (servers at {} MiB before the run)",
+        end_raw as f64 / live as f64,
+        settled_raw as f64 / live as f64,
         rss_base >> 20
     );
     let mut verified = 0;
@@ -201,6 +215,10 @@ fn churn(rig: &PoolRig, mib: u64, scheme: &str) -> anyhow::Result<Churn> {
         used_per_live_byte_end: end_used,
         rss_per_live_byte_max: max_rss.max(end_rss),
         rss_per_live_byte_end: end_rss,
+        rss_per_live_byte_settled: settled_rss,
+        rss_raw_per_live_byte_end: end_raw as f64 / live as f64,
+        rss_raw_per_live_byte_settled: settled_raw as f64 / live as f64,
+        rss_base_bytes: rss_base,
         dead_per_live_byte_end: dead,
         parity_per_live_byte_end: parity,
         compacted,
@@ -422,8 +440,9 @@ fn print_churn(c: &CodedRun, x: &Churn, o: &Churn) {
     println!(
         "coded {} ({} servers): memory per live byte over a run with frees ({:.0} MiB live, \
          written {:.1}x live, {} stripes compacted): server-counted max {:.2}, end {:.2}; \
-         resident max {:.2}, end {:.2} (without redundancy: counted {:.2} / {:.2}, resident \
-         {:.2} / {:.2})",
+         resident above the idle servers' max {:.2}, end {:.2}, 2 s later {:.2}; whole resident \
+         end {:.2}, 2 s later {:.2} (idle servers {:.1} MiB) (without redundancy: counted {:.2} \
+         / {:.2}, resident above idle {:.2} / {:.2} / {:.2}, whole {:.2} / {:.2})",
         c.scheme,
         c.servers,
         x.live_bytes as f64 / (1 << 20) as f64,
@@ -433,10 +452,17 @@ fn print_churn(c: &CodedRun, x: &Churn, o: &Churn) {
         x.used_per_live_byte_end,
         x.rss_per_live_byte_max,
         x.rss_per_live_byte_end,
+        x.rss_per_live_byte_settled,
+        x.rss_raw_per_live_byte_end,
+        x.rss_raw_per_live_byte_settled,
+        x.rss_base_bytes as f64 / (1 << 20) as f64,
         o.used_per_live_byte_max,
         o.used_per_live_byte_end,
         o.rss_per_live_byte_max,
         o.rss_per_live_byte_end,
+        o.rss_per_live_byte_settled,
+        o.rss_raw_per_live_byte_end,
+        o.rss_raw_per_live_byte_settled,
     );
 }
 

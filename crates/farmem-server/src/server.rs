@@ -567,8 +567,8 @@ impl ServerHandle {
 
     /// Calls `release` (which should give the process allocator's free pages back to the
     /// operating system, e.g. glibc's `malloc_trim(0)`) about every second in which the server
-    /// wrote or freed more than 1/16 of the bytes it holds: so resident memory follows the
-    /// objects held under churn (see `trim.rs`). Runs on a thread of its own until shutdown.
+    /// wrote or freed more than 1/16 of the bytes it holds, and once when such churn stops: so
+    /// resident memory follows the objects held (see `trim.rs`). Runs on a thread of its own until shutdown.
     ///
     /// ```no_run
     /// let server = farmem_server::Server::start(farmem_server::ServerConfig::default())?;
@@ -591,7 +591,7 @@ impl ServerHandle {
                     if trimmer.due(&shared.stats()) {
                         release();
                     }
-                    std::thread::sleep(Duration::from_secs(1));
+                    std::thread::sleep(crate::trim::TICK);
                 }
             })?;
         Ok(())

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::durable::Journal;
 use crate::durable::record::{self, Record};
+use crate::heap::Heap;
 use crate::slab::Slabs;
 use crate::{Budget, StoreError};
 
@@ -62,7 +63,12 @@ impl Namespace {
     /// An empty namespace charging `budget`, refusing objects above `max_object` bytes.
     pub fn new(budget: Arc<Budget>, max_object: u64) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: {
+                let heap = Arc::new(RwLock::new(Heap::new()));
+                (0..SHARDS)
+                    .map(|_| Mutex::new(Shard::new(heap.clone())))
+                    .collect()
+            },
             budget,
             max_object,
             used: AtomicU64::new(0),
@@ -188,7 +194,7 @@ impl Namespace {
             (Some(j), Some(r)) => Some(j.reserve(r.len())?),
             _ => None,
         };
-        let old = shard.get(h, id).map(|o| cost(o.len()));
+        let old = shard.len_of(h, id).map(cost);
         let (add, release, new) = (cost(data.len()), old.unwrap_or(0), old.is_none());
         self.reserve(add, release, new)?;
         if let Err(e) = self.budget.exchange(add, release) {
@@ -224,8 +230,7 @@ impl Namespace {
     pub fn get_with<R>(&self, id: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R, StoreError> {
         let (shard, h) = self.shard(id);
         let shard = shard.lock();
-        let obj = shard.get(h, id).ok_or(StoreError::NotFound(id))?;
-        Ok(f(obj))
+        shard.get_with(h, id, f).ok_or(StoreError::NotFound(id))
     }
 
     /// Size of object `id`.
@@ -248,42 +253,46 @@ impl Namespace {
     {
         let (shard, h) = self.shard(id);
         let mut shard = shard.lock();
-        let obj = shard.get_mut(h, id).ok_or(StoreError::NotFound(id))?;
-        for (off, bytes) in edits.clone() {
-            let end = u64::from(off) + bytes.len() as u64;
-            if end > obj.len() as u64 {
-                return Err(StoreError::SizeMismatch {
-                    id,
-                    expected: end,
-                    actual: obj.len() as u64,
-                });
-            }
-        }
-        let logged = match &self.journal {
-            Some(j) => {
-                let mut enc = Vec::with_capacity(record::patch_len(edits.clone()));
-                record::encode_patch(&mut enc, edits.clone());
-                let rec = Record::Patch {
-                    session: j.session(),
-                    id,
-                    edits: &enc,
+        let written = shard
+            .with_mut(h, id, |obj| {
+                for (off, bytes) in edits.clone() {
+                    let end = u64::from(off) + bytes.len() as u64;
+                    if end > obj.len() as u64 {
+                        return Err(StoreError::SizeMismatch {
+                            id,
+                            expected: end,
+                            actual: obj.len() as u64,
+                        });
+                    }
+                }
+                let logged = match &self.journal {
+                    Some(j) => {
+                        let mut enc = Vec::with_capacity(record::patch_len(edits.clone()));
+                        record::encode_patch(&mut enc, edits.clone());
+                        let rec = Record::Patch {
+                            session: j.session(),
+                            id,
+                            edits: &enc,
+                        };
+                        Some((j.reserve(rec.len())?, enc))
+                    }
+                    None => None,
                 };
-                Some((j.reserve(rec.len())?, enc))
-            }
-            None => None,
-        };
-        let mut written = 0;
-        for (off, bytes) in edits {
-            obj[off as usize..off as usize + bytes.len()].copy_from_slice(bytes);
-            written += bytes.len() as u64;
-        }
-        if let (Some((e, enc)), Some(j)) = (logged, &self.journal) {
-            e.write(&Record::Patch {
-                session: j.session(),
-                id,
-                edits: &enc,
-            });
-        }
+                let mut written = 0;
+                for (off, bytes) in edits {
+                    obj[off as usize..off as usize + bytes.len()].copy_from_slice(bytes);
+                    written += bytes.len() as u64;
+                }
+                if let (Some((e, enc)), Some(j)) = (logged, &self.journal) {
+                    e.write(&Record::Patch {
+                        session: j.session(),
+                        id,
+                        edits: &enc,
+                    });
+                }
+                Ok(written)
+            })
+            .ok_or(StoreError::NotFound(id))??;
         drop(shard);
         self.budget
             .bytes_written

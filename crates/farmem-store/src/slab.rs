@@ -4,9 +4,10 @@
 //! allocation each (~50 bytes).
 //!
 //! Slot layout: `id: u64`, `len: u32`, payload, padding to a multiple of 8. Slots of size up to
-//! [`SLAB_MAX`] live in slab pages of their class (sizes 16, 24, ..., 4096); larger objects get
-//! an allocation each (class [`LARGE`]). A handle is `class << 23 | slot`. The index is keyed by
-//! [`mix`]`(id)`: callers pass that hash.
+//! [`SLAB_MAX`] live in slab pages of their class (sizes 16, 24, ..., 4096); larger objects
+//! (class [`LARGE`]) go to the namespace's [`Heap`], shared by its shards, up to
+//! [`HEAP_MAX`] bytes, and get an allocation each above. A handle is `class << 23 | slot`. The
+//! index is keyed by [`mix`]`(id)`: callers pass that hash.
 //!
 //! Freed memory does not stay with its size class: a class's empty tail pages are dropped, a
 //! class that has become mostly holes is compacted as objects are freed (see [`Class`]), an
@@ -14,15 +15,19 @@
 //! client that frees objects of one size and stores objects of another does not make the
 //! server hold both.
 
-use hashbrown::HashTable;
+use std::sync::Arc;
 
+use hashbrown::HashTable;
+use parking_lot::RwLock;
+
+use crate::heap::{HEAP_MAX, Heap, entry_size};
 use crate::namespace::mix;
 
 /// Bytes of slot header (id and length).
 pub(crate) const HEADER: usize = 12;
 /// Largest slot kept in a slab.
 const SLAB_MAX: usize = 4096;
-/// Class of objects stored in their own allocation.
+/// Class of objects over [`SLAB_MAX`]: in the heap, or in an allocation of their own.
 const LARGE: u32 = 511;
 const SLOT_BITS: u32 = 23;
 /// Slots per class per shard.
@@ -207,13 +212,28 @@ impl Class {
 /// that made it sparse, few enough that one request never holds the shard lock for long.
 const COMPACT_STEP: usize = 32;
 
+/// An object of class [`LARGE`].
+enum Big {
+    /// In an allocation of its own: a slot (header and payload).
+    Own(Box<[u8]>),
+    /// In the heap, under reference `r`.
+    Heap { id: u64, r: u32 },
+}
+
+/// Whether an object of `len` bytes goes to the heap.
+fn in_heap(len: usize) -> bool {
+    class_of(len) == LARGE && entry_size(len) <= HEAP_MAX
+}
+
 /// The objects of one shard.
 #[derive(Default)]
 pub(crate) struct Slabs {
     index: HashTable<u32>,
     classes: Vec<Option<Box<Class>>>,
-    large: Vec<Option<Box<[u8]>>>,
+    large: Vec<Option<Big>>,
     large_free: Vec<u32>,
+    /// Shared by the shards of a namespace (locked after the shard).
+    heap: Arc<RwLock<Heap>>,
 }
 
 fn id_of(slot: &[u8]) -> u64 {
@@ -234,18 +254,64 @@ fn payload(slot: &[u8]) -> &[u8] {
 }
 
 impl Slabs {
-    fn slot(&self, h: u32) -> &[u8] {
+    /// An empty shard storing its larger objects in `heap`.
+    pub(crate) fn new(heap: Arc<RwLock<Heap>>) -> Self {
+        Self {
+            heap,
+            ..Self::default()
+        }
+    }
+
+    fn view(&self) -> View<'_> {
         View {
             classes: &self.classes,
             large: &self.large,
         }
-        .slot(h)
     }
 
+    fn find(&self, hash: u64, id: u64) -> Option<u32> {
+        let view = self.view();
+        self.index.find(hash, |&h| view.id(h) == Some(id)).copied()
+    }
+
+    /// Calls `f` with the payload of object `id`.
+    pub(crate) fn get_with<R>(&self, hash: u64, id: u64, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let h = self.find(hash, id)?;
+        match self.view().at(h) {
+            At::Slot(slot) => Some(f(payload(slot))),
+            At::Heap(r) => Some(f(self.heap.read().get(r))),
+        }
+    }
+
+    /// Length of object `id`.
+    pub(crate) fn len_of(&self, hash: u64, id: u64) -> Option<usize> {
+        self.get_with(hash, id, <[u8]>::len)
+    }
+
+    /// Calls `f` with the payload of object `id`, mutably.
+    pub(crate) fn with_mut<R>(
+        &mut self,
+        hash: u64,
+        id: u64,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> Option<R> {
+        let h = self.find(hash, id)?;
+        if let At::Heap(r) = self.view().at(h) {
+            return Some(f(self.heap.write().get_mut(r)));
+        }
+        let slot = self.slot_mut(h);
+        let len = len_of(slot);
+        Some(f(&mut slot[HEADER..HEADER + len]))
+    }
+
+    /// The slot of handle `h` (empty for an object in the heap).
     fn slot_mut(&mut self, h: u32) -> &mut [u8] {
         let (c, s) = (h >> SLOT_BITS, h & (MAX_SLOTS - 1));
         if c == LARGE {
-            self.large[s as usize].as_deref_mut().unwrap_or(&mut [])
+            match &mut self.large[s as usize] {
+                Some(Big::Own(b)) => b,
+                _ => &mut [],
+            }
         } else {
             match &mut self.classes[c as usize] {
                 Some(class) => class.bytes_mut(s),
@@ -254,35 +320,19 @@ impl Slabs {
         }
     }
 
-    fn find(&self, hash: u64, id: u64) -> Option<u32> {
-        self.index
-            .find(hash, |&h| {
-                let s = self.slot(h);
-                s.len() >= HEADER && id_of(s) == id
-            })
-            .copied()
-    }
-
-    /// Payload of object `id`.
-    pub(crate) fn get(&self, hash: u64, id: u64) -> Option<&[u8]> {
-        self.find(hash, id).map(|h| payload(self.slot(h)))
-    }
-
-    /// Mutable payload of object `id`.
-    pub(crate) fn get_mut(&mut self, hash: u64, id: u64) -> Option<&mut [u8]> {
-        let h = self.find(hash, id)?;
-        let slot = self.slot_mut(h);
-        let len = len_of(slot);
-        Some(&mut slot[HEADER..HEADER + len])
-    }
-
     /// Number of objects.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.index.len()
     }
 
-    /// A free slot number for a large object (its allocation still `None`).
+    /// Payload of object `id`, copied.
+    #[cfg(test)]
+    pub(crate) fn get(&self, hash: u64, id: u64) -> Option<Vec<u8>> {
+        self.get_with(hash, id, <[u8]>::to_vec)
+    }
+
+    /// A free slot number for a large object (its entry still `None`).
     fn large_slot(&mut self) -> Option<u32> {
         match self.large_free.pop() {
             Some(s) => Some(s),
@@ -296,11 +346,7 @@ impl Slabs {
 
     fn alloc(&mut self, len: usize) -> Option<u32> {
         let c = class_of(len);
-        if c == LARGE {
-            let s = self.large_slot()?;
-            self.large[s as usize] = Some(vec![0u8; HEADER + len].into_boxed_slice());
-            return Some((LARGE << SLOT_BITS) | s);
-        }
+        debug_assert_ne!(c, LARGE);
         if self.classes.len() <= c as usize {
             self.classes.resize_with(c as usize + 1, || None);
         }
@@ -311,7 +357,9 @@ impl Slabs {
     fn release(&mut self, h: u32) {
         let (c, s) = (h >> SLOT_BITS, h & (MAX_SLOTS - 1));
         if c == LARGE {
-            self.large[s as usize] = None;
+            if let Some(Big::Heap { r, .. }) = self.large[s as usize].take() {
+                self.heap.write().remove(r);
+            }
             self.large_free.push(s);
             return;
         }
@@ -356,11 +404,20 @@ impl Slabs {
         }
     }
 
-    /// Bytes of memory held for objects: slab pages, large objects and the index.
+    /// Bytes of memory held for objects: slab pages, large objects and the index (not the
+    /// heap, which the namespace's shards share).
     #[cfg(test)]
     pub(crate) fn held_bytes(&self) -> usize {
         let slabs: usize = self.classes.iter().flatten().map(|c| c.page_bytes()).sum();
-        let large: usize = self.large.iter().flatten().map(|b| b.len()).sum();
+        let large: usize = self
+            .large
+            .iter()
+            .flatten()
+            .map(|b| match b {
+                Big::Own(b) => b.len(),
+                Big::Heap { .. } => std::mem::size_of::<Big>(),
+            })
+            .sum();
         slabs + large + self.index.capacity() * 5
     }
 
@@ -369,15 +426,28 @@ impl Slabs {
     #[allow(clippy::result_unit_err)]
     pub(crate) fn put(&mut self, hash: u64, id: u64, data: &[u8]) -> Result<Option<usize>, ()> {
         if let Some(h) = self.find(hash, id) {
-            let slot = self.slot_mut(h);
-            let old = len_of(slot);
-            if slot_size(old) == slot_size(data.len()) && class_of(old) != LARGE
-                || (class_of(old) == LARGE && old == data.len())
-            {
-                slot[8..12].copy_from_slice(&(data.len() as u32).to_le_bytes());
-                slot[HEADER..HEADER + data.len()].copy_from_slice(data);
-                return Ok(Some(old));
-            }
+            let old = match self.view().at(h) {
+                At::Heap(r) => {
+                    let mut heap = self.heap.write();
+                    let old = heap.get(r).len();
+                    if in_heap(data.len()) && heap.overwrite(r, data) {
+                        return Ok(Some(old));
+                    }
+                    old
+                }
+                At::Slot(_) => {
+                    let slot = self.slot_mut(h);
+                    let old = len_of(slot);
+                    if slot_size(old) == slot_size(data.len()) && class_of(old) != LARGE
+                        || (class_of(old) == LARGE && old == data.len())
+                    {
+                        slot[8..12].copy_from_slice(&(data.len() as u32).to_le_bytes());
+                        slot[HEADER..HEADER + data.len()].copy_from_slice(data);
+                        return Ok(Some(old));
+                    }
+                    old
+                }
+            };
             let new = self.alloc_filled(id, data).ok_or(())?;
             // Repoint the index before releasing: the release may compact, moving another
             // object into the freed slot.
@@ -389,7 +459,7 @@ impl Slabs {
         }
         let new = self.alloc_filled(id, data).ok_or(())?;
         let (index, view) = self.index_and_view();
-        index.insert_unique(hash, new, |&h| mix(id_of(view.slot(h))));
+        index.insert_unique(hash, new, |&h| mix(view.id(h).unwrap_or(0)));
         Ok(None)
     }
 
@@ -414,11 +484,22 @@ impl Slabs {
             return Some(h);
         }
         let s = self.large_slot()?;
-        let mut b = Vec::with_capacity(HEADER + data.len());
-        b.extend_from_slice(&id.to_le_bytes());
-        b.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        b.extend_from_slice(data);
-        self.large[s as usize] = Some(b.into_boxed_slice());
+        let big = if in_heap(data.len()) {
+            match self.heap.write().insert(data) {
+                Some(r) => Big::Heap { id, r },
+                None => {
+                    self.large_free.push(s);
+                    return None;
+                }
+            }
+        } else {
+            let mut b = Vec::with_capacity(HEADER + data.len());
+            b.extend_from_slice(&id.to_le_bytes());
+            b.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            b.extend_from_slice(data);
+            Big::Own(b.into_boxed_slice())
+        };
+        self.large[s as usize] = Some(big);
         Some((LARGE << SLOT_BITS) | s)
     }
 
@@ -431,44 +512,77 @@ impl Slabs {
 
     /// Calls `f` with every object's id and payload.
     pub(crate) fn for_each(&self, mut f: impl FnMut(u64, &[u8])) {
+        let heap = self.heap.read();
+        let view = self.view();
         for &h in self.index.iter() {
-            let s = self.slot(h);
-            f(id_of(s), payload(s));
+            match view.at(h) {
+                At::Slot(s) => f(id_of(s), payload(s)),
+                At::Heap(r) => f(view.id(h).unwrap_or(0), heap.get(r)),
+            }
         }
     }
 
     /// Removes object `id`; returns its length.
     pub(crate) fn remove(&mut self, hash: u64, id: u64) -> Option<usize> {
         let h = self.find(hash, id)?;
-        let len = len_of(self.slot(h));
+        let len = match self.view().at(h) {
+            At::Slot(s) => len_of(s),
+            At::Heap(r) => self.heap.read().get(r).len(),
+        };
         if let Ok(e) = self.index.find_entry(hash, |&x| x == h) {
             e.remove();
         }
         self.release(h);
         if self.index.capacity() > 1024 && self.index.len() * 4 < self.index.capacity() {
             let (index, view) = self.index_and_view();
-            index.shrink_to(index.len() * 2, |&h| mix(id_of(view.slot(h))));
+            index.shrink_to(index.len() * 2, |&h| mix(view.id(h).unwrap_or(0)));
         }
         Some(len)
     }
 }
 
+/// Where a handle's object is.
+enum At<'a> {
+    /// A slot (header and payload).
+    Slot(&'a [u8]),
+    /// The heap, under this reference.
+    Heap(u32),
+}
+
 /// Read-only access to slots while the index is borrowed mutably (for rehashing).
 struct View<'a> {
     classes: &'a [Option<Box<Class>>],
-    large: &'a [Option<Box<[u8]>>],
+    large: &'a [Option<Big>],
 }
 
 impl<'a> View<'a> {
-    fn slot(&self, h: u32) -> &'a [u8] {
+    fn at(&self, h: u32) -> At<'a> {
         let (c, s) = (h >> SLOT_BITS, h & (MAX_SLOTS - 1));
         if c == LARGE {
-            self.large[s as usize].as_deref().unwrap_or(&[])
+            match &self.large[s as usize] {
+                Some(Big::Own(b)) => At::Slot(b),
+                Some(Big::Heap { r, .. }) => At::Heap(*r),
+                None => At::Slot(&[]),
+            }
         } else {
             match &self.classes[c as usize] {
-                Some(class) => class.bytes(s),
-                None => &[],
+                Some(class) => At::Slot(class.bytes(s)),
+                None => At::Slot(&[]),
             }
+        }
+    }
+
+    /// The id of the object of handle `h`.
+    fn id(&self, h: u32) -> Option<u64> {
+        let (c, s) = (h >> SLOT_BITS, h & (MAX_SLOTS - 1));
+        if c == LARGE
+            && let Some(Big::Heap { id, .. }) = &self.large[s as usize]
+        {
+            return Some(*id);
+        }
+        match self.at(h) {
+            At::Slot(s) if s.len() >= HEADER => Some(id_of(s)),
+            _ => None,
         }
     }
 }
@@ -480,6 +594,11 @@ mod tests {
 
     fn h(id: u64) -> u64 {
         crate::namespace::mix(id)
+    }
+
+    /// Bytes held by the shard and its heap.
+    fn held(s: &Slabs) -> usize {
+        s.held_bytes() + s.heap.read().held_bytes()
     }
 
     #[test]
@@ -524,30 +643,27 @@ mod tests {
             }
             for (id, d) in &m {
                 assert_eq!(
-                    s.get(h(*id), *id),
+                    s.get(h(*id), *id).as_deref(),
                     Some(d.as_slice()),
                     "round {round} id {id}"
                 );
             }
             let live: usize = m.values().map(|d| slot_size(d.len())).sum();
             // Each class keeps at most one spare page and the holes compaction has not reached
-            // yet (under half its slots); the index is a few bytes per entry.
-            let spare = sizes.len() * PAGE_BYTES;
+            // yet (under half its slots); the index is a few bytes per entry; the heap holds
+            // its open segment and the dead bytes it allows.
+            let spare = sizes.len() * PAGE_BYTES + crate::heap::allowance(live);
             assert!(
-                s.held_bytes() <= 2 * live + spare + 64 * 1024,
+                held(&s) <= 2 * live + spare + 64 * 1024,
                 "round {round}: {} bytes held for {live} live",
-                s.held_bytes()
+                held(&s)
             );
         }
         for id in m.keys().copied().collect::<Vec<_>>() {
             s.remove(h(id), id);
         }
         assert_eq!(s.len(), 0);
-        assert!(
-            s.held_bytes() <= 16 * 1024,
-            "{} bytes held when empty",
-            s.held_bytes()
-        );
+        assert!(held(&s) <= 16 * 1024, "{} bytes held when empty", held(&s));
     }
 
     /// A class with a few objects holds their slots and no more: no spare page past them, no
@@ -566,7 +682,7 @@ mod tests {
         s.remove(h(2), 2);
         s.remove(h(1), 1);
         assert_eq!(s.held_bytes() - index(&s), slot_size(3000));
-        assert_eq!(s.get(h(0), 0), Some(&[7u8; 3000][..]));
+        assert_eq!(s.get(h(0), 0).as_deref(), Some(&[7u8; 3000][..]));
     }
 
     proptest::proptest! {
@@ -589,7 +705,7 @@ mod tests {
                 proptest::prop_assert_eq!(s.len(), m.len());
             }
             for (id, d) in &m {
-                proptest::prop_assert_eq!(s.get(h(*id), *id), Some(d.as_slice()));
+                proptest::prop_assert_eq!(s.get(h(*id), *id), Some(d.clone()));
             }
         }
     }
