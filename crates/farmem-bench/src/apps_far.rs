@@ -112,6 +112,21 @@ pub fn far_runtime_placement(
     Ok((rt.clone(), Arc::new(FarPlacement::new(rt, offload))))
 }
 
+/// A backend for a pager on the server at `addr`: the server holds the only copy of the pages,
+/// and a fault that cannot be served aborts the process, so a server stalled by a busy machine
+/// must delay faults, not be declared down ([`TcpConfig::without_failover`]).
+///
+/// # Errors
+/// When the server is unreachable.
+pub fn connect_for_paging(addr: &str) -> anyhow::Result<Arc<dyn Backend>> {
+    let cfg = TcpConfig::new([addr])
+        .connections_per_server(2)
+        .without_failover();
+    let b = TcpBackend::connect(cfg)
+        .with_context(|| format!("connecting to the memory server at {addr}"))?;
+    Ok(Arc::new(b))
+}
+
 /// Runs `f` with the paging allocator enabled at `budget` bytes, paging to the server at `addr`.
 /// Only for child processes: paging stays on until the process exits.
 ///
@@ -122,7 +137,7 @@ pub fn with_paging<T>(
     budget: u64,
     f: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    PagingAlloc::enable(connect(addr)?, AllocConfig::new(budget as usize))
+    PagingAlloc::enable(connect_for_paging(addr)?, AllocConfig::new(budget as usize))
         .context("enabling the paging allocator")?;
     let out = f()?;
     if let Some(st) = PagingAlloc::stats() {

@@ -345,3 +345,47 @@ fn unprivileged_creation_is_a_typed_error() {
         Err(e) => support::skip_or_fail(&format!("cannot run as nobody: {e}")),
     }
 }
+
+/// A pager's only server stalls (a busy machine can hold a loopback server back for seconds):
+/// with [`TcpConfig::without_failover`] the faults wait for it instead of the server being
+/// declared down by the heartbeat, which would abort the process (a fault cannot fail).
+#[test]
+fn faults_wait_out_a_stalled_server() {
+    if skip() {
+        return;
+    }
+    let server = support::ServerProc::start(&[]);
+    let backend = Arc::new(
+        TcpBackend::connect(TcpConfig::new([server.addr.clone()]).without_failover()).unwrap(),
+    );
+    let budget = 64 * PAGE_SIZE;
+    let len = 16 * budget;
+    let region = PagedRegion::new(len, backend.clone(), PagingConfig::new(budget)).unwrap();
+    let p = region.as_ptr();
+    let word = |i: usize| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for i in 0..len / PAGE_SIZE {
+        // SAFETY: the offset is inside the region, which is alive.
+        unsafe { p.add(i * PAGE_SIZE).cast::<u64>().write(word(i)) };
+    }
+    // The first pages were evicted to the server long ago: reading them faults to it.
+    server.freeze();
+    let stall = std::time::Duration::from_millis(3500);
+    let took = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(stall);
+            server.thaw();
+        });
+        let t0 = std::time::Instant::now();
+        for i in 0..len / PAGE_SIZE {
+            // SAFETY: as above.
+            let got = unsafe { p.add(i * PAGE_SIZE).cast::<u64>().read() };
+            assert_eq!(got, word(i), "page {i}");
+        }
+        t0.elapsed()
+    });
+    assert!(
+        took >= stall / 2,
+        "the reads did not wait for the server: {took:?}"
+    );
+    assert!(!backend.is_down(0), "the stalled server was declared down");
+}

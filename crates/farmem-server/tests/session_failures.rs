@@ -104,6 +104,30 @@ fn a_frozen_server_is_detected_by_the_heartbeat() {
 }
 
 #[test]
+fn without_failover_a_frozen_server_only_delays_requests() {
+    let server = ServerProc::start(&[]);
+    let b = TcpBackend::connect(TcpConfig::new([server.addr.clone()]).without_failover()).unwrap();
+    b.put(7, b"stalled").unwrap();
+    server.freeze();
+    // Frozen for longer than the default heartbeat needs to declare a server down.
+    let stall = Duration::from_millis(3500);
+    let (got, took) = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(stall);
+            server.thaw();
+        });
+        let t0 = Instant::now();
+        (b.get(7), t0.elapsed())
+    });
+    assert_eq!(got.unwrap(), b"stalled");
+    assert!(
+        took >= stall / 2,
+        "the read did not wait for the server: {took:?}"
+    );
+    assert!(!b.is_down(0));
+}
+
+#[test]
 fn a_runtime_survives_a_killed_server_and_drops_quickly() {
     let mut servers: Vec<ServerProc> = (0..3).map(|_| ServerProc::start(&[])).collect();
     let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();

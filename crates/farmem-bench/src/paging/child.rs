@@ -79,8 +79,12 @@ pub(super) fn make_backend(
         BackendKind::Embedded => (Arc::new(EmbeddedStore::new()), None),
         BackendKind::Tcp => {
             let server = ServerProcess::start(capacity, false)?;
+            // One server with the only copy of the pages: a stall must delay faults, not
+            // have the server declared down (which aborts a pager).
             let backend = TcpBackend::connect(
-                TcpConfig::new([server.addr.clone()]).connections_per_server(2),
+                TcpConfig::new([server.addr.clone()])
+                    .connections_per_server(2)
+                    .without_failover(),
             )
             .context("connecting to the memory-server child")?;
             (Arc::new(backend), Some(server))

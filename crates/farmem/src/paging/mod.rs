@@ -83,6 +83,11 @@
 //! reason. Once running, a backend error during a fault is retried with back-off for about ten
 //! seconds; after that the process is aborted with a message, like a failed swap device: a thread
 //! blocked in a page fault cannot be handed an error, and carrying on would lose data.
+//! A backend error that is not transient aborts at once, among them a server declared down: a
+//! [`TcpBackend`](crate::backend::TcpBackend) with its default heartbeat declares a server down
+//! after one second of silence, which a loaded machine can cause, so give a region's only server
+//! [`TcpConfig::without_failover`](crate::backend::TcpConfig::without_failover) (a stall then
+//! only delays faults); keep a heartbeat where a pool has replicas to fail over to.
 //!
 //! # Example
 //! ```no_run

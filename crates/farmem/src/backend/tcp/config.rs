@@ -86,6 +86,17 @@ impl TcpConfig {
         self
     }
 
+    /// Settings for a client with nowhere to fail over to: its server holds the only copy of
+    /// its objects (one server under a pager, which aborts the program when a fault cannot be
+    /// served). No heartbeat, so a server that a busy machine holds back for a second or more
+    /// only delays the requests (each up to [`TcpConfig::timeout`], and callers such as the
+    /// pager retry timeouts) instead of being declared down for good; a broken connection may
+    /// take 10 s to be re-established.
+    pub fn without_failover(self) -> Self {
+        self.heartbeat(Duration::ZERO, Duration::ZERO)
+            .reconnect_within(Duration::from_secs(10))
+    }
+
     /// Sets the shared-secret token.
     pub fn token(mut self, token: impl Into<Vec<u8>>) -> Self {
         self.token = Some(token.into());
