@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use farmem::backend::pool::CodingOptions;
+use farmem::backend::pool::{CodingOptions, MemberState};
 use farmem::backend::{MemberId, PoolConfig, Redundancy};
 use farmem::{Backend, ObjectId};
 use rand::rngs::SmallRng;
@@ -127,6 +127,16 @@ pub struct Churn {
     /// Dead bytes awaiting compaction and parity bytes at the end, per live byte (coded pools).
     dead_per_live_byte_end: f64,
     parity_per_live_byte_end: f64,
+    /// At the end (coded pools): sealed stripes with fewer than `m` parity spans, the share of
+    /// the live bytes in them, the parity sets written short over the run, and the bytes of
+    /// full stripes the client still held unsealed.
+    short_parity_stripes: u64,
+    short_parity_live_share: f64,
+    sealed_short: u64,
+    unsealed_bytes: u64,
+    /// Members failed over during the run (a server that missed the request timeout, e.g. on a
+    /// loaded machine): with fewer than `k + m` left, stripes hold less than `m` parity.
+    members_down: usize,
     /// Stripes compacted (coded pools).
     compacted: u64,
     #[serde(skip)]
@@ -188,12 +198,30 @@ fn churn(rig: &PoolRig, mib: u64, scheme: &str) -> anyhow::Result<Churn> {
     let settled_rss = settled_raw.saturating_sub(rss_base) as f64 / live as f64;
     // Where the counted bytes go (coded pools): dead objects awaiting compaction and parity
     // (the ideal is m/k of the live bytes; more when it covers dead bytes and padded spans).
-    let (dead, parity) = pool.coded_stats().map_or((0.0, 0.0), |st| {
-        (
-            st.dead_bytes as f64 / live as f64,
-            st.parity_bytes as f64 / live as f64,
-        )
-    });
+    let stats = pool.coded_stats().unwrap_or_default();
+    let (dead, parity) = (
+        stats.dead_bytes as f64 / live as f64,
+        stats.parity_bytes as f64 / live as f64,
+    );
+    let short_share = stats.short_parity_live_bytes as f64 / live as f64;
+    let members_down = pool
+        .members()
+        .iter()
+        .filter(|m| m.state == MemberState::Down)
+        .count();
+    if pool.coded_stats().is_some() {
+        eprintln!(
+            "{scheme}: at the end: {members_down} members failed over, {} stripes ({} unsealed, {:.1} MiB held in the client), {} sealed short of parity holding {:.3} of the live bytes ({} parity sets written short over the run), coded live {:.1} MiB of {:.1} MiB",
+            stats.stripes,
+            stats.unsealed,
+            stats.unsealed_bytes as f64 / (1 << 20) as f64,
+            stats.short_parity,
+            short_share,
+            stats.sealed_short,
+            stats.live_bytes as f64 / (1 << 20) as f64,
+            live as f64 / (1 << 20) as f64,
+        );
+    }
     eprintln!(
         "{scheme}: at the end, per live byte: dead {dead:.3}, parity {parity:.3}, counted {end_used:.3}, resident above the idle servers' {end_rss:.3} ({settled_rss:.3} 2 s later), whole resident {:.3} ({:.3}) (servers at {} MiB before the run)",
         end_raw as f64 / live as f64,
@@ -221,6 +249,11 @@ fn churn(rig: &PoolRig, mib: u64, scheme: &str) -> anyhow::Result<Churn> {
         rss_base_bytes: rss_base,
         dead_per_live_byte_end: dead,
         parity_per_live_byte_end: parity,
+        short_parity_stripes: stats.short_parity,
+        short_parity_live_share: short_share,
+        sealed_short: stats.sealed_short,
+        unsealed_bytes: stats.unsealed_bytes,
+        members_down,
         compacted,
         verified,
     })
@@ -442,7 +475,10 @@ fn print_churn(c: &CodedRun, x: &Churn, o: &Churn) {
          written {:.1}x live, {} stripes compacted): server-counted max {:.2}, end {:.2}; \
          resident above the idle servers' max {:.2}, end {:.2}, 2 s later {:.2}; whole resident \
          end {:.2}, 2 s later {:.2} (idle servers {:.1} MiB) (without redundancy: counted {:.2} \
-         / {:.2}, resident above idle {:.2} / {:.2} / {:.2}, whole {:.2} / {:.2})",
+         / {:.2}, resident above idle {:.2} / {:.2} / {:.2}, whole {:.2} / {:.2}); at the end \
+         parity {:.3} and dead {:.3} per live byte, {} stripes short of parity holding {:.3} of \
+         the live bytes ({} parity sets written short), {:.1} MiB held unsealed, {} members \
+         failed over",
         c.scheme,
         c.servers,
         x.live_bytes as f64 / (1 << 20) as f64,
@@ -463,7 +499,22 @@ fn print_churn(c: &CodedRun, x: &Churn, o: &Churn) {
         o.rss_per_live_byte_settled,
         o.rss_raw_per_live_byte_end,
         o.rss_raw_per_live_byte_settled,
+        x.parity_per_live_byte_end,
+        x.dead_per_live_byte_end,
+        x.short_parity_stripes,
+        x.short_parity_live_share,
+        x.sealed_short,
+        x.unsealed_bytes as f64 / (1 << 20) as f64,
+        x.members_down,
     );
+    if x.members_down > 0 || x.short_parity_stripes > 0 {
+        println!(
+            "coded {}: NOT a full {} layout at the end: {} members failed over (request timeout \
+             --timeout-ms); stripes with fewer than m parity spans get the rest from repair once \
+             enough members have room",
+            c.scheme, c.scheme, x.members_down
+        );
+    }
 }
 
 fn print_reads(c: &CodedRun) {

@@ -227,6 +227,13 @@ pub struct CodedStats {
     pub dead_bytes: u64,
     /// Bytes of parity held by members.
     pub parity_bytes: u64,
+    /// Sealed stripes with fewer than `m` parity spans (members had no room for the rest when
+    /// they were sealed or rebuilt; repair adds it once there is room).
+    pub short_parity: u64,
+    /// Bytes of live objects in those stripes.
+    pub short_parity_live_bytes: u64,
+    /// Parity sets written with fewer than `m` spans (seals and rebuilds), since the start.
+    pub sealed_short: u64,
     /// Reads served by decoding.
     pub degraded_reads: u64,
     /// Spans (data or parity) rebuilt onto other members.
@@ -253,6 +260,7 @@ struct Counters {
     rebuilt_spans: AtomicU64,
     rebuilt_bytes: AtomicU64,
     compacted: AtomicU64,
+    sealed_short: AtomicU64,
     fetch_ns: AtomicU64,
     decode_ns: AtomicU64,
     read_ns: AtomicU64,
@@ -421,6 +429,12 @@ impl Engine {
             .values()
             .filter(|s| s.phase == Phase::Sealed && self.needs_rebuild(s, &members))
             .count();
+        let short = l
+            .stripes
+            .values()
+            .filter(|s| s.phase == Phase::Sealed && s.parity.len() < self.m);
+        let (short_parity, short_parity_live_bytes) =
+            short.fold((0, 0), |(n, b), s| (n + 1, b + s.live_bytes));
         CodedStats {
             objects: l.index.len() as u64,
             stripes: l.stripes.len() as u64,
@@ -434,6 +448,9 @@ impl Engine {
             live_bytes: l.live_bytes,
             dead_bytes: l.dead_bytes,
             parity_bytes: l.parity_bytes(),
+            short_parity,
+            short_parity_live_bytes,
+            sealed_short: self.counters.sealed_short.load(Ordering::Relaxed),
             degraded_reads: self.counters.degraded_reads.load(Ordering::Relaxed),
             rebuilt_spans: self.counters.rebuilt_spans.load(Ordering::Relaxed),
             rebuilt_bytes: self.counters.rebuilt_bytes.load(Ordering::Relaxed),

@@ -670,6 +670,11 @@ fn past_the_hold_stripes_seal_with_short_parity() {
     settle(&r.pool);
     let st = r.pool.coded_stats().unwrap();
     assert!(st.degraded > 0, "{st:?}");
+    assert!(
+        st.short_parity > 0 && st.sealed_short >= st.short_parity,
+        "{st:?}"
+    );
+    assert!(st.short_parity_live_bytes > 0, "{st:?}");
     // At most the hold plus the stripe that went past it.
     assert!(
         st.unsealed_bytes <= (32 << 10) + 4 * (4 << 10) + 700,
@@ -681,4 +686,24 @@ fn past_the_hold_stripes_seal_with_short_parity() {
         .filter(|&&id| matches!(r.pool.get(id), Err(BackendError::Unavailable { .. })))
         .count();
     assert!(unavailable > 0);
+}
+
+/// Stripes sealed short of parity get the rest from repair once the full member has room.
+#[test]
+fn short_parity_is_topped_up_once_members_have_room() {
+    let (r, model) = full_member_rig(32 << 10);
+    settle(&r.pool);
+    let st = r.pool.coded_stats().unwrap();
+    assert!(st.short_parity > 0, "{st:?}");
+    r.stores[5].set(Fault::None);
+    assert_eq!(settle(&r.pool), 0);
+    let st = r.pool.coded_stats().unwrap();
+    assert_eq!(
+        (st.short_parity, st.short_parity_live_bytes),
+        (0, 0),
+        "{st:?}"
+    );
+    assert_eq!(st.degraded, 0, "{st:?}");
+    kill_two(&r.pool, &r.stores, &model, usize::MAX);
+    check_all(&r.pool, &model);
 }

@@ -548,6 +548,9 @@ impl Engine {
             }
             let written: Vec<(Ix, Key)> = placed.into_iter().zip(keys).collect();
             if !failed {
+                if short {
+                    self.counters.sealed_short.fetch_add(1, Ordering::Relaxed);
+                }
                 return Ok(written);
             }
             self.free_keys(parity_page_keys(&written, shard_len));
