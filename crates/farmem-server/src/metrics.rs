@@ -172,12 +172,7 @@ pub(crate) fn execute(
         Ok(()) if op == Op::Compute => {
             let cpu = thread_cpu();
             execute_request_watched(s, req, rid, wbuf, gone);
-            let used = thread_cpu().saturating_sub(cpu);
-            let stripe = &shared.metrics.stripes[s.key as usize % STRIPES];
-            add(
-                &stripe.agent_cpu_ns,
-                u64::try_from(used.as_nanos()).unwrap_or(u64::MAX),
-            );
+            add_agent_cpu(shared, s, cpu);
         }
         Ok(()) => execute_request_watched(s, req, rid, wbuf, gone),
     }
@@ -212,12 +207,7 @@ pub(crate) fn execute_inline(
     if !farmem_store::execute_inline(s, req, rid, wbuf, || s.admit(op)) {
         return false;
     }
-    let used = thread_cpu().saturating_sub(cpu);
-    let stripe = &shared.metrics.stripes[s.key as usize % STRIPES];
-    add(
-        &stripe.agent_cpu_ns,
-        u64::try_from(used.as_nanos()).unwrap_or(u64::MAX),
-    );
+    add_agent_cpu(shared, s, cpu);
     let answer = wbuf.get(start..).unwrap_or_default();
     shared.metrics.record(
         s.key as usize,
@@ -227,6 +217,16 @@ pub(crate) fn execute_inline(
         answer,
     );
     true
+}
+
+/// Adds the calling thread's CPU time since `since` to the session's agent CPU.
+fn add_agent_cpu(shared: &Shared, s: &Session, since: Duration) {
+    let used = thread_cpu().saturating_sub(since);
+    let stripe = &shared.metrics.stripes[s.key as usize % STRIPES];
+    add(
+        &stripe.agent_cpu_ns,
+        u64::try_from(used.as_nanos()).unwrap_or(u64::MAX),
+    );
 }
 
 /// Every op name by code (index = code; unassigned codes are `other`).
