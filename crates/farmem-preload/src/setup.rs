@@ -97,14 +97,13 @@ fn connect(s: &Settings) -> Result<Arc<dyn Backend>, SetupError> {
         // cannot be served aborts the program: no heartbeat, only the request timeout (a busy
         // machine can hold a loopback server's answer back for seconds). With replicas, a
         // lenient heartbeat finds dead servers so the pool can fail over.
-        let heartbeat = if s.replicas <= 1 {
-            (Duration::ZERO, Duration::ZERO)
+        let mut cfg = if s.replicas <= 1 {
+            TcpConfig::new(servers).without_failover()
         } else {
-            (Duration::from_millis(500), Duration::from_secs(5))
+            TcpConfig::new(servers)
+                .heartbeat(Duration::from_millis(500), Duration::from_secs(5))
+                .reconnect_within(Duration::from_secs(10))
         };
-        let mut cfg = TcpConfig::new(servers)
-            .heartbeat(heartbeat.0, heartbeat.1)
-            .reconnect_within(Duration::from_secs(10));
         if let Some(t) = &s.token {
             cfg = cfg.token(t.as_bytes().to_vec());
         }
