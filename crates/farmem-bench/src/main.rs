@@ -20,6 +20,7 @@ mod netswap;
 mod paging;
 mod plot;
 mod pool_rig;
+mod run_numpy;
 mod run_pandas;
 mod taxi;
 #[cfg(test)]
@@ -68,6 +69,8 @@ enum Command {
     Failover(failover::Args),
     /// pandas taxi steps under a memory cgroup: plain, kernel swap over TCP, farmem-run.
     RunPandas(run_pandas::Args),
+    /// numpy's reduction over an array 4x the local budget under farmem-run, against bulk.
+    RunNumpy(run_numpy::Args),
     /// The cost of `farmem-server --data-dir` on puts, and recovery time per GiB.
     Durable(durable::Args),
     /// Internal: a memory server child process (used by `demo --servers` and `failover`).
@@ -97,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         Command::Netswap(a) => netswap::run(a),
         Command::Failover(a) => failover::run(a),
         Command::RunPandas(a) => run_pandas::run(a),
+        Command::RunNumpy(a) => run_numpy::run(a),
         Command::Durable(a) => durable::run(a),
         Command::Serve(a) => pool_rig::serve(a),
     }

@@ -3,8 +3,8 @@
 //! DataFrame, three ways: plain (the OOM killer takes it), under kernel swap over TCP to a memory
 //! server, and under `farmem-run` (far memory through the allocator shim, same kind of server).
 //! The answers of the runs that finish are compared with an all-local run's. Then a numpy
-//! reduction over an array four times its local budget, under `farmem-run`, against the bare
-//! bulk TCP bandwidth.
+//! reduction over an array four times its local budget, under `farmem-run`, against the
+//! transport's bulk bandwidth (`run-numpy`, one round).
 //!
 //! Needs root (cgroups, swap), python3 with pandas, and `farmem-run` with
 //! `libfarmem_preload.so` next to this binary (`cargo build --release -p farmem-run -p
@@ -12,7 +12,6 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::{Value, json};
@@ -97,7 +96,7 @@ fn describe(run: SwapRun, mode: &str) -> Run {
     }
 }
 
-fn farmem_run_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn farmem_run_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the current binary")?;
     let p = exe.with_file_name("farmem-run");
     anyhow::ensure!(
@@ -124,41 +123,6 @@ fn csv_path(args: &Args) -> anyhow::Result<PathBuf> {
         std::io::Write::flush(&mut w)?;
     }
     Ok(path)
-}
-
-/// The numpy reduction: seconds of `a.sum()` over `mib` MiB under `farmem-run` with a quarter
-/// of it local.
-fn numpy_reduction(farmem_run: &Path, mib: u64) -> anyhow::Result<Value> {
-    let script = format!(
-        "import json, time, numpy as np\n\
-         a = np.ones({n}, dtype=np.float64)\n\
-         t = time.perf_counter(); s = float(a.sum()); d = time.perf_counter() - t\n\
-         assert s == {n}\n\
-         print(json.dumps({{'seconds': d}}))\n",
-        n = mib << 17
-    );
-    let local = format!("{}MiB", (mib / 4).max(1));
-    let out = std::process::Command::new(farmem_run)
-        .args(["--local-mem", &local, "--", "python3", "-c", &script])
-        .output()
-        .context("running numpy under farmem-run")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "numpy under farmem-run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).context("numpy script output")?;
-    let secs = v["seconds"].as_f64().context("numpy seconds")?;
-    let far_bps = (mib << 20) as f64 / secs;
-    let bulk_bps = crate::common::bulk_tcp_bytes_per_s(Duration::from_secs(2), None, None)?;
-    Ok(json!({
-        "array_mib": mib,
-        "local_mib": mib / 4,
-        "sum_seconds": secs,
-        "far_gib_per_s": far_bps / (1u64 << 30) as f64,
-        "bulk_tcp_gib_per_s": bulk_bps / (1u64 << 30) as f64,
-        "share_of_bulk": far_bps / bulk_bps,
-    }))
 }
 
 /// Runs the experiment and prints the table.
@@ -222,7 +186,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "numpy reduction over {} MiB under farmem-run",
             args.numpy_mib
         );
-        Some(numpy_reduction(&farmem_run, args.numpy_mib)?)
+        Some(crate::run_numpy::measure(
+            &farmem_run,
+            args.numpy_mib,
+            (args.numpy_mib / 4).max(1),
+            1,
+        )?)
     } else {
         None
     };
@@ -259,16 +228,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "mode": r.mode, "status": r.status, "load_seconds": r.load_s,
             "analyze_seconds": r.analyze_s, "peak_bytes": r.peak_bytes, "answers": same,
         }));
-    }
-    if let Some(n) = &numpy {
-        println!(
-            "numpy sum over {} MiB with {} MiB local: {:.2} GiB/s = {:.0}% of bare bulk TCP ({:.2} GiB/s)",
-            n["array_mib"],
-            n["local_mib"],
-            n["far_gib_per_s"].as_f64().unwrap_or(0.0),
-            100.0 * n["share_of_bulk"].as_f64().unwrap_or(0.0),
-            n["bulk_tcp_gib_per_s"].as_f64().unwrap_or(0.0)
-        );
     }
     std::fs::create_dir_all(&args.out)?;
     let report = json!({
