@@ -51,8 +51,11 @@ pub struct Membership {
     pub source: MemberSource,
     /// How to connect to one.
     pub connector: Arc<dyn Connector>,
-    /// First wait before retrying an address whose member is down (doubled after each failed
-    /// attempt).
+    /// First wait before retrying an address that has no member, or whose member is down and
+    /// is not taken back by the pool itself ([`PoolConfig::rejoin_after`] off, or a backend
+    /// that cannot renew its session); doubled after each failed attempt.
+    ///
+    /// [`PoolConfig::rejoin_after`]: super::PoolConfig::rejoin_after
     pub readmit_first: Duration,
     /// Longest wait between attempts.
     pub readmit_max: Duration,

@@ -24,10 +24,10 @@
 //!   answer (a mover drops the old copy only after switching the entry); otherwise it is asked
 //!   again.
 //! - **Failures**: a member answering with a connection-class error ([`is_member_failure`]) is
-//!   marked [`MemberState::Down`] at once and never used again; whole-object writes go to
-//!   substitutes, and a background thread restores the redundancy of every object that lost a
-//!   copy in batches, yielding to the application and optionally capped by a token bucket
-//!   ([`PoolConfig::repair_rate`]).
+//!   marked [`MemberState::Down`] at once and what it holds is never read again; whole-object
+//!   writes go to substitutes, and a background thread restores the redundancy of every object
+//!   that lost a copy in batches, yielding to the application and optionally capped by a token
+//!   bucket ([`PoolConfig::repair_rate`]).
 //! - **Rejoins**: a down member's server is probed with back-off ([`PoolConfig::rejoin_after`]);
 //!   once it answers (it was only slow, frozen or cut off, or it restarted empty) its old
 //!   session is closed on the server, freeing every copy and span the pool had written off

@@ -142,3 +142,167 @@ impl Probes {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use parking_lot::Mutex;
+
+    use super::super::{PoolBackend, Redundancy};
+    use super::*;
+    use crate::backend::{Backend, BackendError, EmbeddedStore, ObjectId, StoreStats};
+
+    /// A server in a box: answers while `up`, and renews into a fresh, empty store after
+    /// freeing what this session held.
+    #[derive(Debug)]
+    struct Boxed {
+        store: EmbeddedStore,
+        held: Mutex<HashSet<ObjectId>>,
+        up: Arc<AtomicBool>,
+        ended: AtomicBool,
+    }
+
+    impl Boxed {
+        fn new(up: Arc<AtomicBool>) -> Arc<Self> {
+            Arc::new(Self {
+                store: EmbeddedStore::new(),
+                held: Mutex::default(),
+                up,
+                ended: AtomicBool::new(false),
+            })
+        }
+
+        fn check(&self) -> Result<(), BackendError> {
+            if self.up.load(Ordering::SeqCst) && !self.ended.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(BackendError::Timeout {
+                    addr: "boxed".into(),
+                    after_ms: 1,
+                })
+            }
+        }
+    }
+
+    impl Backend for Boxed {
+        fn put(&self, id: ObjectId, data: &[u8]) -> Result<(), BackendError> {
+            self.check()?;
+            self.held.lock().insert(id);
+            self.store.put(id, data)
+        }
+        fn get(&self, id: ObjectId) -> Result<Vec<u8>, BackendError> {
+            self.check()?;
+            self.store.get(id)
+        }
+        fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>, BackendError> {
+            self.check()?;
+            self.store.get_many(ids)
+        }
+        fn put_many(&self, items: &[(ObjectId, &[u8])]) -> Result<(), BackendError> {
+            self.check()?;
+            self.held.lock().extend(items.iter().map(|(id, _)| *id));
+            self.store.put_many(items)
+        }
+        fn free(&self, ids: &[ObjectId]) -> Result<(), BackendError> {
+            self.check()?;
+            self.store.free(ids)
+        }
+        fn stats(&self) -> Result<StoreStats, BackendError> {
+            self.check()?;
+            self.store.stats()
+        }
+        fn compute(&self, route: ObjectId, op: u16, args: &[u8]) -> Result<Vec<u8>, BackendError> {
+            self.check()?;
+            self.store.compute(route, op, args)
+        }
+        fn renew(&self, _probe: Duration) -> Option<Result<Arc<dyn Backend>, BackendError>> {
+            self.ended.store(true, Ordering::SeqCst);
+            if !self.up.load(Ordering::SeqCst) {
+                return Some(Err(BackendError::Timeout {
+                    addr: "boxed".into(),
+                    after_ms: 1,
+                }));
+            }
+            let ids: Vec<ObjectId> = self.held.lock().drain().collect();
+            if let Err(e) = self.store.free(&ids) {
+                return Some(Err(e));
+            }
+            Some(Ok(Boxed::new(self.up.clone()) as Arc<dyn Backend>))
+        }
+        fn describe(&self) -> String {
+            "boxed".into()
+        }
+    }
+
+    fn pool(members: &[Arc<Boxed>], first: Option<Duration>) -> PoolBackend {
+        let cfg = PoolConfig::new(Redundancy::replicas(3))
+            .maintenance_interval(Duration::from_millis(5))
+            .rejoin(first, Duration::from_millis(200));
+        let list = members
+            .iter()
+            .map(|m| m.clone() as Arc<dyn Backend>)
+            .collect();
+        PoolBackend::new(list, cfg).unwrap()
+    }
+
+    fn wait(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Three members, three copies; member 0 fails a write and goes down.
+    fn failed_over(first: Option<Duration>) -> (Vec<Arc<Boxed>>, Arc<AtomicBool>, PoolBackend) {
+        let up = Arc::new(AtomicBool::new(true));
+        let m = vec![
+            Boxed::new(up.clone()),
+            Boxed::new(Arc::new(AtomicBool::new(true))),
+            Boxed::new(Arc::new(AtomicBool::new(true))),
+        ];
+        let p = pool(&m, first);
+        for id in 0..50 {
+            p.put(id, &[id as u8; 100]).unwrap();
+        }
+        up.store(false, Ordering::SeqCst);
+        p.put(50, &[50; 100]).unwrap();
+        assert_eq!(p.member_state(MemberId(0)), Some(MemberState::Down));
+        (m, up, p)
+    }
+
+    #[test]
+    fn a_down_member_that_answers_again_rejoins_empty_and_gets_its_copies_back() {
+        let (m, up, p) = failed_over(Some(Duration::from_millis(10)));
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(p.rejoins(), 0, "rejoined while it does not answer");
+        up.store(true, Ordering::SeqCst);
+        wait("the rejoin", || p.rejoins() == 1);
+        let now = p.members()[0].rejoined_as.unwrap();
+        assert_eq!(now, MemberId(3));
+        // The old session's objects are freed; the new member gets every object's third copy.
+        assert_eq!(m[0].store.stats().unwrap().objects, 0);
+        wait("full redundancy", || p.repair_now() == 0);
+        for id in 0..=50 {
+            assert_eq!(p.get(id).unwrap(), vec![id as u8; 100]);
+            assert!(p.locations(id).unwrap().contains(&now));
+        }
+        assert_eq!(p.member_state(MemberId(0)), Some(MemberState::Down));
+        assert!(p.rejoin_member(MemberId(0)).is_err(), "rejoined twice");
+    }
+
+    #[test]
+    fn with_rejoins_off_a_down_member_stays_out_until_asked() {
+        let (m, up, p) = failed_over(None);
+        up.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(p.rejoins(), 0);
+        assert!(m[0].store.stats().unwrap().objects > 0, "stale copies left alone");
+        let now = p.rejoin_member(MemberId(0)).unwrap();
+        assert_eq!(p.member_state(now), Some(MemberState::Live));
+        assert_eq!(m[0].store.stats().unwrap().objects, 0);
+    }
+}
