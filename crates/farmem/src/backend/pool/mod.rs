@@ -437,6 +437,21 @@ impl Inner {
         Ok(())
     }
 
+    /// Down member `old`'s server was added back by hand as member `twin`: notes it as the
+    /// member its server rejoined as (it is not taken back a second time) and returns why.
+    pub(crate) fn follow_twin(&self, old: MemberId, twin: Ix) -> PoolError {
+        let _g = self.membership.lock();
+        match self.member(old) {
+            Ok(prev) => {
+                if prev.may_rejoin() {
+                    prev.set_successor(twin);
+                }
+                rejoin::refusal(&prev)
+            }
+            Err(e) => e,
+        }
+    }
+
     /// Takes back down member `old` over `backend` (its renewed session) as a new member, if
     /// it may still rejoin; the pool's rejoins count one more.
     pub(crate) fn readmit(
@@ -447,6 +462,10 @@ impl Inner {
         let _g = self.membership.lock();
         let prev = self.member(old)?;
         if !prev.may_rejoin() {
+            return Err(rejoin::refusal(&prev));
+        }
+        if let Some(twin) = rejoin::twin(self, &prev) {
+            prev.set_successor(twin);
             return Err(rejoin::refusal(&prev));
         }
         let member = Arc::new(Member::new(backend, self.cfg.read_patience));

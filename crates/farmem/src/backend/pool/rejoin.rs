@@ -49,7 +49,7 @@ pub(crate) fn refusal(m: &Member) -> PoolError {
     } else if m.is_withdrawn() {
         "the operator drained or removed it"
     } else if m.successor().is_some() {
-        "its server rejoined already"
+        "its server rejoined already (or was added back by hand)"
     } else {
         "its backend cannot renew its session"
     };
@@ -74,10 +74,24 @@ pub(crate) fn rejoin(inner: &Inner, id: MemberId) -> Result<MemberId, PoolError>
         }
         Some(r) => r?,
     };
+    if let Some(twin) = twin(inner, &m) {
+        // Its server was added back by hand meanwhile: the old session is freed, and a second
+        // member on one server would make one failure cost two copies.
+        return Err(inner.follow_twin(id, twin));
+    }
     // It answered the renewal; one more request shows it still does (a flapping server fails
     // here and stays down).
     fresh.stats()?;
     inner.readmit(id, fresh)
+}
+
+/// A serving member over the same server as `m` (by name), other than `m`.
+pub(crate) fn twin(inner: &Inner, m: &Member) -> Option<Ix> {
+    inner
+        .members()
+        .iter()
+        .position(|x| !std::ptr::eq(&**x, m) && x.serves() && x.name == m.name)
+        .map(|i| i as Ix)
 }
 
 /// When a down member is probed next.
@@ -159,6 +173,7 @@ mod tests {
     /// freeing what this session held.
     #[derive(Debug)]
     struct Boxed {
+        name: String,
         store: EmbeddedStore,
         held: Mutex<HashSet<ObjectId>>,
         up: Arc<AtomicBool>,
@@ -166,8 +181,9 @@ mod tests {
     }
 
     impl Boxed {
-        fn new(up: Arc<AtomicBool>) -> Arc<Self> {
+        fn new(name: &str, up: Arc<AtomicBool>) -> Arc<Self> {
             Arc::new(Self {
+                name: name.into(),
                 store: EmbeddedStore::new(),
                 held: Mutex::default(),
                 up,
@@ -230,10 +246,10 @@ mod tests {
             if let Err(e) = self.store.free(&ids) {
                 return Some(Err(e));
             }
-            Some(Ok(Boxed::new(self.up.clone()) as Arc<dyn Backend>))
+            Some(Ok(Boxed::new(&self.name, self.up.clone()) as Arc<dyn Backend>))
         }
         fn describe(&self) -> String {
-            "boxed".into()
+            self.name.clone()
         }
     }
 
@@ -260,9 +276,9 @@ mod tests {
     fn failed_over(first: Option<Duration>) -> (Vec<Arc<Boxed>>, Arc<AtomicBool>, PoolBackend) {
         let up = Arc::new(AtomicBool::new(true));
         let m = vec![
-            Boxed::new(up.clone()),
-            Boxed::new(Arc::new(AtomicBool::new(true))),
-            Boxed::new(Arc::new(AtomicBool::new(true))),
+            Boxed::new("a", up.clone()),
+            Boxed::new("b", Arc::new(AtomicBool::new(true))),
+            Boxed::new("c", Arc::new(AtomicBool::new(true))),
         ];
         let p = pool(&m, first);
         for id in 0..50 {
