@@ -209,10 +209,7 @@ fn churn(rig: &PoolRig, mib: u64, scheme: &str) -> anyhow::Result<Churn> {
     );
     let short_share = stats.short_parity_live_bytes as f64 / live as f64;
     let all = pool.members();
-    let members_down = all
-        .iter()
-        .filter(|m| m.state == MemberState::Down)
-        .count();
+    let members_down = all.iter().filter(|m| m.state == MemberState::Down).count();
     let members_out = all
         .iter()
         .filter(|m| m.state == MemberState::Down && m.rejoined_as.is_none())

@@ -66,19 +66,25 @@ fn value(id: u64, round: u64) -> Vec<u8> {
 
 /// Writes, overwrites, frees and reads keys `base..base + keys` until `stop`, keeping the
 /// acknowledged values in `model` and failing on any error or wrong value.
-fn workload(p: &PoolBackend, base: u64, keys: u64, stop: &AtomicBool, model: &Mutex<HashMap<u64, Vec<u8>>>) {
+fn workload(
+    p: &PoolBackend,
+    base: u64,
+    keys: u64,
+    stop: &AtomicBool,
+    model: &Mutex<HashMap<u64, Vec<u8>>>,
+) {
     let mut round = 0u64;
     while !stop.load(Ordering::Relaxed) {
         round += 1;
         let id = base + (round.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) % keys;
         let known = model.lock().get(&id).cloned();
         match known {
-            Some(v) if round % 7 == 0 => {
-                p.free(&[id]).unwrap_or_else(|e| panic!("free {id:#x}: {e}"));
+            Some(_) if round.is_multiple_of(7) => {
+                p.free(&[id])
+                    .unwrap_or_else(|e| panic!("free {id:#x}: {e}"));
                 model.lock().remove(&id);
-                let _ = v;
             }
-            Some(v) if round % 3 != 0 => {
+            Some(v) if !round.is_multiple_of(3) => {
                 let got = p.get(id).unwrap_or_else(|e| panic!("get {id:#x}: {e}"));
                 assert_eq!(got, v, "{id:#x}");
             }
@@ -154,7 +160,10 @@ fn a_replicated_member_frozen_past_its_failover_rejoins_and_gets_its_copies_back
         assert_eq!(&pool.get(*id).unwrap(), v, "{id:#x}");
         let loc = pool.locations(*id).unwrap();
         assert_eq!(loc.len(), 3, "{id:#x}: {loc:?}");
-        assert!(loc.contains(&now), "{id:#x} has no copy on the rejoined member");
+        assert!(
+            loc.contains(&now),
+            "{id:#x} has no copy on the rejoined member"
+        );
         placed_bytes += v.len() as u64 + overhead;
     }
     // The server holds what the pool places on it and nothing else: the old session, with the

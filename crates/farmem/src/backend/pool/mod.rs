@@ -470,8 +470,7 @@ impl Inner {
         }
         let member = Arc::new(Member::new(backend, self.cfg.read_patience));
         // A server that failed again soon after it was taken back waits longer next time.
-        let flapped =
-            prev.is_rejoiner() && prev.lived().is_some_and(|l| l < self.cfg.rejoin_max);
+        let flapped = prev.is_rejoiner() && prev.lived().is_some_and(|l| l < self.cfg.rejoin_max);
         member.set_rejoiner();
         let flaps = if flapped {
             prev.flaps.load(Ordering::Relaxed) + 1

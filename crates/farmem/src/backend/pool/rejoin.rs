@@ -38,7 +38,8 @@ const MIN_PATIENCE: Duration = Duration::from_secs(1);
 
 /// How long a probe waits for the server's first answer.
 fn patience(cfg: &PoolConfig) -> Duration {
-    cfg.rejoin_after.map_or(MIN_PATIENCE, |d| d.max(MIN_PATIENCE))
+    cfg.rejoin_after
+        .map_or(MIN_PATIENCE, |d| d.max(MIN_PATIENCE))
 }
 
 /// Why member `m` cannot rejoin.
@@ -246,7 +247,9 @@ mod tests {
             if let Err(e) = self.store.free(&ids) {
                 return Some(Err(e));
             }
-            Some(Ok(Boxed::new(&self.name, self.up.clone()) as Arc<dyn Backend>))
+            Some(Ok(
+                Boxed::new(&self.name, self.up.clone()) as Arc<dyn Backend>
+            ))
         }
         fn describe(&self) -> String {
             self.name.clone()
@@ -316,7 +319,10 @@ mod tests {
         up.store(true, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(p.rejoins(), 0);
-        assert!(m[0].store.stats().unwrap().objects > 0, "stale copies left alone");
+        assert!(
+            m[0].store.stats().unwrap().objects > 0,
+            "stale copies left alone"
+        );
         let now = p.rejoin_member(MemberId(0)).unwrap();
         assert_eq!(p.member_state(now), Some(MemberState::Live));
         assert_eq!(m[0].store.stats().unwrap().objects, 0);

@@ -10,8 +10,8 @@ use farmem_proto::Op;
 
 use super::TcpBackend;
 use super::conn::Connection;
-use super::reply::Reply;
 use super::link::{Link, LinkConfig};
+use super::reply::Reply;
 use crate::backend::BackendError;
 
 impl TcpBackend {
