@@ -436,69 +436,6 @@ impl Inner {
         self.repair.wake();
         Ok(())
     }
-
-    /// Down member `old`'s server was added back by hand as member `twin`: notes it as the
-    /// member its server rejoined as (it is not taken back a second time) and returns why.
-    pub(crate) fn follow_twin(&self, old: MemberId, twin: Ix) -> PoolError {
-        let _g = self.membership.lock();
-        match self.member(old) {
-            Ok(prev) => {
-                if prev.may_rejoin() {
-                    prev.set_successor(twin);
-                }
-                rejoin::refusal(&prev)
-            }
-            Err(e) => e,
-        }
-    }
-
-    /// Takes back down member `old` over `backend` (its renewed session) as a new member, if
-    /// it may still rejoin; the pool's rejoins count one more.
-    pub(crate) fn readmit(
-        &self,
-        old: MemberId,
-        backend: Arc<dyn Backend>,
-    ) -> Result<MemberId, PoolError> {
-        let _g = self.membership.lock();
-        let prev = self.member(old)?;
-        if !prev.may_rejoin() {
-            return Err(rejoin::refusal(&prev));
-        }
-        if let Some(twin) = rejoin::twin(self, &prev) {
-            prev.set_successor(twin);
-            return Err(rejoin::refusal(&prev));
-        }
-        let member = Arc::new(Member::new(backend, self.cfg.read_patience));
-        // A server that failed again soon after it was taken back waits longer next time.
-        let flapped = prev.is_rejoiner() && prev.lived().is_some_and(|l| l < self.cfg.rejoin_max);
-        member.set_rejoiner();
-        let flaps = if flapped {
-            prev.flaps.load(Ordering::Relaxed) + 1
-        } else {
-            0
-        };
-        member.flaps.store(flaps, Ordering::Relaxed);
-        let mut list = self.members.write();
-        if list.len() >= MAX_MEMBERS {
-            return Err(PoolError::TooManyMembers { max: MAX_MEMBERS });
-        }
-        let ix = list.len();
-        let mut v = list.to_vec();
-        v.push(member);
-        *list = v.into();
-        drop(list);
-        prev.set_successor(ix as Ix);
-        self.rejoins.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(
-            member = %prev.name,
-            was = old.0,
-            now = ix,
-            "pool member answers again: rejoined as a new, empty member"
-        );
-        // Objects and stripes short of copies and parity get them on it.
-        self.repair.wake();
-        Ok(MemberId(ix))
-    }
 }
 
 /// A [`Backend`] over several member backends with redundancy, failover, repair and run-time
