@@ -408,7 +408,21 @@ fn failure_run(
     };
     let sigcont = || {
         if sig == libc::SIGSTOP {
-            rig.procs[VICTIM].signal(libc::SIGCONT)?;
+            let r = rig.thaw_and_rejoin(VICTIM)?;
+            let mib = |b: u64| b as f64 / (1 << 20) as f64;
+            match r.after {
+                Some(after) => println!(
+                    "SIGSTOP: after SIGCONT the failed-over server rejoined the pool in {:.2} s \
+                     as a new, empty member holding {:.1} MiB for it (the copies written off at \
+                     the failover freed with its old session); its RSS {:.0} MiB at SIGCONT, \
+                     {:.0} MiB 1 s after the rejoin",
+                    after.as_secs_f64(),
+                    mib(r.used_bytes),
+                    mib(r.rss_at_sigcont),
+                    mib(r.rss_after)
+                ),
+                None => println!("SIGSTOP: the failed-over server did not rejoin within 30 s"),
+            }
         }
         Ok(())
     };

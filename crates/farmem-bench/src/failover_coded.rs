@@ -137,6 +137,10 @@ pub struct Churn {
     /// Members failed over during the run (a server that missed the request timeout, e.g. on a
     /// loaded machine): with fewer than `k + m` left, stripes hold less than `m` parity.
     members_down: usize,
+    /// Of them, those whose server answered again and rejoined the pool (as new members).
+    rejoins: u64,
+    /// Members failed over whose server is still out of the pool at the end.
+    members_out: usize,
     /// Stripes compacted (coded pools).
     compacted: u64,
     #[serde(skip)]
@@ -204,14 +208,16 @@ fn churn(rig: &PoolRig, mib: u64, scheme: &str) -> anyhow::Result<Churn> {
         stats.parity_bytes as f64 / live as f64,
     );
     let short_share = stats.short_parity_live_bytes as f64 / live as f64;
-    let members_down = pool
-        .members()
+    let all = pool.members();
+    let members_down = all.iter().filter(|m| m.state == MemberState::Down).count();
+    let members_out = all
         .iter()
-        .filter(|m| m.state == MemberState::Down)
+        .filter(|m| m.state == MemberState::Down && m.rejoined_as.is_none())
         .count();
+    let rejoins = pool.rejoins();
     if pool.coded_stats().is_some() {
         eprintln!(
-            "{scheme}: at the end: {members_down} members failed over, {} stripes ({} unsealed, {:.1} MiB held in the client), {} sealed short of parity holding {:.3} of the live bytes ({} parity sets written short over the run), coded live {:.1} MiB of {:.1} MiB",
+            "{scheme}: at the end: {members_down} members failed over ({rejoins} rejoined, {members_out} still out), {} stripes ({} unsealed, {:.1} MiB held in the client), {} sealed short of parity holding {:.3} of the live bytes ({} parity sets written short over the run), coded live {:.1} MiB of {:.1} MiB",
             stats.stripes,
             stats.unsealed,
             stats.unsealed_bytes as f64 / (1 << 20) as f64,
@@ -254,6 +260,8 @@ fn churn(rig: &PoolRig, mib: u64, scheme: &str) -> anyhow::Result<Churn> {
         sealed_short: stats.sealed_short,
         unsealed_bytes: stats.unsealed_bytes,
         members_down,
+        rejoins,
+        members_out,
         compacted,
         verified,
     })
@@ -478,7 +486,7 @@ fn print_churn(c: &CodedRun, x: &Churn, o: &Churn) {
          / {:.2}, resident above idle {:.2} / {:.2} / {:.2}, whole {:.2} / {:.2}); at the end \
          parity {:.3} and dead {:.3} per live byte, {} stripes short of parity holding {:.3} of \
          the live bytes ({} parity sets written short), {:.1} MiB held unsealed, {} members \
-         failed over",
+         failed over ({} rejoined, {} still out)",
         c.scheme,
         c.servers,
         x.live_bytes as f64 / (1 << 20) as f64,
@@ -506,13 +514,15 @@ fn print_churn(c: &CodedRun, x: &Churn, o: &Churn) {
         x.sealed_short,
         x.unsealed_bytes as f64 / (1 << 20) as f64,
         x.members_down,
+        x.rejoins,
+        x.members_out,
     );
-    if x.members_down > 0 || x.short_parity_stripes > 0 {
+    if x.members_out > 0 || x.short_parity_stripes > 0 {
         println!(
             "coded {}: NOT a full {} layout at the end: {} members failed over (request timeout \
-             --timeout-ms); stripes with fewer than m parity spans get the rest from repair once \
-             enough members have room",
-            c.scheme, c.scheme, x.members_down
+             --timeout-ms) and not back yet; stripes with fewer than m parity spans get the rest \
+             from repair once enough members have room",
+            c.scheme, c.scheme, x.members_out
         );
     }
 }

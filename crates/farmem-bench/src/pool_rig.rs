@@ -378,13 +378,14 @@ impl PoolRig {
         crate::apps_far::runtime_on(self.timed.clone(), budget)
     }
 
-    /// Bytes the running servers report in use (payload plus per-object overhead).
+    /// Bytes the servers of the pool's serving members report in use (payload plus per-object
+    /// overhead; a server that was failed over and rejoined counts as its new member).
     pub fn used_bytes(&self) -> u64 {
-        self.procs
+        self.pool
+            .members()
             .iter()
-            .zip(&self.members)
-            .filter(|(p, _)| p.rss_bytes().is_some())
-            .filter_map(|(_, m)| m.stats().ok())
+            .filter(|m| m.state.serves())
+            .filter_map(|m| self.pool.member_stats(m.id).ok())
             .map(|s| s.used_bytes)
             .sum()
     }
@@ -454,6 +455,49 @@ impl PoolRig {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+}
+
+/// How a member failed over while its server was frozen came back after SIGCONT.
+#[derive(Clone, Copy, Debug)]
+pub struct Rejoin {
+    /// From SIGCONT to the member's server rejoining the pool (`None`: not within 30 s).
+    pub after: Option<Duration>,
+    /// Bytes its server holds for the pool once it rejoined (the copies it held when it was
+    /// failed over were freed with its old session).
+    pub used_bytes: u64,
+    /// Its server's resident memory at SIGCONT and 1 s after the rejoin.
+    pub rss_at_sigcont: u64,
+    pub rss_after: u64,
+}
+
+impl PoolRig {
+    /// Sends SIGCONT to frozen server `victim` and waits (at most 30 s) for its member to
+    /// rejoin the pool.
+    ///
+    /// # Errors
+    /// When the signal cannot be sent.
+    pub fn thaw_and_rejoin(&self, victim: usize) -> anyhow::Result<Rejoin> {
+        let proc = self.procs.get(victim).context("no such server")?;
+        let rss_at_sigcont = proc.rss_bytes().unwrap_or(0);
+        let at = Instant::now();
+        proc.signal(libc::SIGCONT)?;
+        let mut now = None;
+        while now.is_none() && at.elapsed() < Duration::from_secs(30) {
+            now = self.pool.members()[victim].rejoined_as;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let after = now.map(|_| at.elapsed());
+        let used_bytes = now
+            .and_then(|id| self.pool.member_stats(id).ok())
+            .map_or(0, |s| s.used_bytes);
+        std::thread::sleep(Duration::from_secs(1));
+        Ok(Rejoin {
+            after,
+            used_bytes,
+            rss_at_sigcont,
+            rss_after: proc.rss_bytes().unwrap_or(0),
+        })
     }
 }
 

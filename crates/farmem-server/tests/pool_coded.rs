@@ -26,9 +26,12 @@ use support::pool::member;
 /// Silence after which a member is declared down.
 const SILENCE: Duration = Duration::from_millis(300);
 
+/// A coded pool over `members`; members that go down stay down (servers restarted are added
+/// back by hand).
 fn coded_pool(members: &[Arc<TcpBackend>], k: u8, m: u8) -> Arc<PoolBackend> {
     let cfg = PoolConfig::new(Redundancy::coded(k, m))
         .maintenance_interval(Duration::from_millis(20))
+        .rejoin(None, Duration::from_secs(30))
         .coding(CodingOptions::default().seal_after(Duration::from_millis(20)));
     let list = members
         .iter()

@@ -22,11 +22,13 @@ pub fn member(addr: &str, silence: Duration) -> Arc<TcpBackend> {
     Arc::new(TcpBackend::connect(cfg).unwrap())
 }
 
-/// A pool with `replicas` copies over `members`.
+/// A pool with `replicas` copies over `members`. Members that go down stay down (the tests
+/// add a server that comes back by hand; `pool_rejoin` tests the pool taking it back itself).
 pub fn pool(members: &[Arc<TcpBackend>], replicas: usize) -> Arc<PoolBackend> {
     let cfg = PoolConfig::new(Redundancy::replicas(replicas))
         .repair_rate(None)
-        .maintenance_interval(Duration::from_millis(20));
+        .maintenance_interval(Duration::from_millis(20))
+        .rejoin(None, Duration::from_secs(30));
     let list = members
         .iter()
         .map(|m| m.clone() as Arc<dyn Backend>)

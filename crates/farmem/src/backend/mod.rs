@@ -234,6 +234,26 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Ends this client's sessions on its servers and opens fresh, empty ones: for a pool
+    /// member that was failed over (its server went silent, or its connection broke) and whose
+    /// server answers again. The servers free every object of the old sessions (a server that
+    /// restarted since has none to free), this backend fails every later call with
+    /// [`BackendError::ServerDown`], and the returned backend reaches the same servers with the
+    /// same settings. `probe` bounds the wait for each server's first answer.
+    ///
+    /// `None`, the default: the backend cannot do it (a pool then never takes the member back).
+    ///
+    /// # Errors
+    /// A server that does not answer within `probe`, refuses the connection, or cannot be
+    /// connected to again. The old sessions may be ended already then: the call can be repeated.
+    fn renew(
+        &self,
+        probe: std::time::Duration,
+    ) -> Option<Result<std::sync::Arc<dyn Backend>, BackendError>> {
+        let _ = probe;
+        None
+    }
+
     /// A short human-readable name ("embedded", "tcp://127.0.0.1:7070", ...).
     fn describe(&self) -> String;
 }

@@ -39,6 +39,17 @@ pub enum PoolError {
         /// The object that did not fit anywhere else.
         id: ObjectId,
     },
+    /// A member can rejoin only while it is down: not live, not drained or removed by the
+    /// operator, not taken back already.
+    #[error("member {member} ({state:?}) cannot rejoin: {why}")]
+    NoRejoin {
+        /// The member's name.
+        member: String,
+        /// Its state.
+        state: MemberState,
+        /// Why not.
+        why: &'static str,
+    },
     /// Objects kept being written so fast that they could not be moved.
     #[error("drain of {member} stalled with {remaining} objects left")]
     DrainStalled {

@@ -1,7 +1,9 @@
 //! Members of a pool: one backend (one server) each, its state and its free-space estimate.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 use std::time::{Duration, Instant};
 
 use super::table::{Ix, mix};
@@ -17,8 +19,17 @@ pub enum MemberState {
     Draining,
     /// Holds nothing and takes nothing (after a drain).
     Drained,
-    /// Failed with a connection-class error: never used again (a server that comes back is
-    /// added as a new member).
+    /// Failed with a connection-class error (its server went silent, answered too late, or
+    /// its connection broke): never used again. Its objects are repaired from their other
+    /// copies, so what it held is written off. When its server answers again the pool takes
+    /// the server back as a *new* member (see [`PoolConfig::rejoin_after`]): the old session
+    /// and everything in it are freed on the server first ([`Backend::renew`]), and the new
+    /// member starts empty, taking new objects and the repair's copies and parity
+    /// ([`MemberInfo::rejoined_as`] names it; this one stays `Down`). A member the operator
+    /// drained or removed is never taken back.
+    ///
+    /// [`PoolConfig::rejoin_after`]: super::PoolConfig::rejoin_after
+    /// [`MemberInfo::rejoined_as`]: super::MemberInfo::rejoined_as
     Down,
     /// Detached from the pool.
     Removed,
@@ -79,6 +90,19 @@ pub(crate) struct Member {
     /// stalled gets its share of reads back.
     suspect_until: AtomicU64,
     born: Instant,
+    /// Nanoseconds after `born` when it was marked down (0: not).
+    down_after: AtomicU64,
+    /// The member its server rejoined the pool as (`usize::MAX`: none).
+    successor: AtomicUsize,
+    /// The operator drained or removed it: never taken back.
+    withdrawn: AtomicBool,
+    /// Whether its backend can renew its session ([`Backend::renew`]); false once it said no.
+    renewable: AtomicBool,
+    /// Whether it is a server taken back after it went down.
+    rejoiner: AtomicBool,
+    /// How many times in a row its server was taken back only to fail again soon (rejoins wait
+    /// longer for each).
+    pub(crate) flaps: AtomicU32,
 }
 
 /// How long a member that went silent under a read is asked last.
@@ -109,6 +133,12 @@ impl Member {
             moves: AtomicU32::new(0),
             suspect_until: AtomicU64::new(0),
             born: Instant::now(),
+            down_after: AtomicU64::new(0),
+            successor: AtomicUsize::new(usize::MAX),
+            withdrawn: AtomicBool::new(false),
+            renewable: AtomicBool::new(true),
+            rejoiner: AtomicBool::new(false),
+            flaps: AtomicU32::new(0),
         };
         // Best effort: a member that cannot answer now is found out by its first request.
         let _ = m.refresh();
@@ -144,10 +174,71 @@ impl Member {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return true,
+                Ok(_) => {
+                    let after = (self.born.elapsed().as_nanos() as u64).max(1);
+                    self.down_after.store(after, Ordering::Relaxed);
+                    return true;
+                }
                 Err(v) => cur = v,
             }
         }
+    }
+
+    /// How long it served before it was marked down (`None`: not down).
+    pub(crate) fn lived(&self) -> Option<Duration> {
+        match self.down_after.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
+    /// The member its server rejoined the pool as.
+    pub(crate) fn successor(&self) -> Option<Ix> {
+        match self.successor.load(Ordering::Acquire) {
+            usize::MAX => None,
+            ix => Some(ix as Ix),
+        }
+    }
+
+    pub(crate) fn set_successor(&self, ix: Ix) {
+        self.successor.store(usize::from(ix), Ordering::Release);
+    }
+
+    /// Notes that the operator drained or removed it: it is never taken back.
+    pub(crate) fn withdraw(&self) {
+        self.withdrawn.store(true, Ordering::Release);
+    }
+
+    /// A drain that failed left it live: it may be taken back again should it fail.
+    pub(crate) fn clear_withdrawn(&self) {
+        self.withdrawn.store(false, Ordering::Release);
+    }
+
+    pub(crate) fn set_rejoiner(&self) {
+        self.rejoiner.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_rejoiner(&self) -> bool {
+        self.rejoiner.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_withdrawn(&self) -> bool {
+        self.withdrawn.load(Ordering::Acquire)
+    }
+
+    /// Whether its backend may be able to renew its session.
+    pub(crate) fn renewable(&self) -> bool {
+        self.renewable.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_unrenewable(&self) {
+        self.renewable.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the pool may take its server back: down, not withdrawn by the operator, not
+    /// taken back already.
+    pub(crate) fn may_rejoin(&self) -> bool {
+        self.state() == MemberState::Down && !self.is_withdrawn() && self.successor().is_none()
     }
 
     /// Whether its server went silent under a read and has not answered one since.

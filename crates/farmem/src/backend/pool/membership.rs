@@ -2,8 +2,9 @@
 //!
 //! - follows the pool's [`MemberSource`] (pools built by [`PoolBackend::connect`]): addresses
 //!   that appear join, addresses that leave a DNS answer are drained and removed;
-//! - re-admits an address whose member went down once its server answers again (restarted,
-//!   empty), retrying with exponential back-off, so repair can use it;
+//! - takes back members that went down once their server answers again (`rejoin.rs`), and
+//!   re-admits an address whose member went down and cannot renew its session by connecting
+//!   to it again, retrying with exponential back-off, so repair can use it;
 //! - moves data off members whose server asks for it (a server being shrunk by its operator or
 //!   its host's memory pressure: [`StoreStats::reclaim_bytes`]), through the pool's mover with
 //!   the race rules of a drain, never dropping a copy that has no replacement.
@@ -22,6 +23,7 @@ use super::discover::{Connector, MemberSource};
 use super::member::{Member, MemberState};
 use super::mover;
 use super::pacing::MOVERS;
+use super::rejoin::Probes;
 use super::repair::{Fix, move_off};
 use super::table::Ix;
 use super::{Inner, MemberId};
@@ -49,8 +51,11 @@ pub struct Membership {
     pub source: MemberSource,
     /// How to connect to one.
     pub connector: Arc<dyn Connector>,
-    /// First wait before retrying an address whose member is down (doubled after each failed
-    /// attempt).
+    /// First wait before retrying an address that has no member, or whose member is down and
+    /// is not taken back by the pool itself ([`PoolConfig::rejoin_after`] off, or a backend
+    /// that cannot renew its session); doubled after each failed attempt.
+    ///
+    /// [`PoolConfig::rejoin_after`]: super::PoolConfig::rejoin_after
     pub readmit_first: Duration,
     /// Longest wait between attempts.
     pub readmit_max: Duration,
@@ -175,10 +180,20 @@ impl Roster {
             if stop.stopped() {
                 return;
             }
+            // Follow the address's member to the one its server rejoined as.
+            while let Some(next) = slot
+                .member
+                .and_then(|id| inner.member(id).ok())
+                .and_then(|m| m.successor())
+            {
+                slot.member = Some(MemberId(usize::from(next)));
+            }
+            // A down member whose session the pool renews by itself is left to it.
             let needed = slot.member.is_none_or(|id| {
-                inner
-                    .member(id)
-                    .is_ok_and(|m| m.state() == MemberState::Down)
+                inner.member(id).is_ok_and(|m| {
+                    m.state() == MemberState::Down
+                        && (inner.cfg.rejoin_after.is_none() || !m.renewable())
+                })
             });
             let now = Instant::now();
             if !needed || now < slot.retry_at {
@@ -339,7 +354,9 @@ impl Watcher {
             .name("farmem-pool-members".into())
             .spawn(move || {
                 let mut roster = roster;
+                let mut probes = Probes::default();
                 while !s.wait(inner.cfg.maintenance_interval) {
+                    probes.run(&inner, &|| s.stopped());
                     if let Some(r) = &mut roster {
                         r.reconcile(&inner, &s);
                     }

@@ -24,13 +24,18 @@
 //!   answer (a mover drops the old copy only after switching the entry); otherwise it is asked
 //!   again.
 //! - **Failures**: a member answering with a connection-class error ([`is_member_failure`]) is
-//!   marked [`MemberState::Down`] at once and never used again; whole-object writes go to
-//!   substitutes, and a background thread restores the redundancy of every object that lost a
-//!   copy in batches, yielding to the application and optionally capped by a token bucket
-//!   ([`PoolConfig::repair_rate`]). A server that comes back is added as a new member: by hand
-//!   ([`PoolBackend::add_member`]), or automatically in pools that know their servers' addresses
-//!   ([`PoolBackend::connect`]: the watcher retries a down address with back-off and re-admits
-//!   it when it answers).
+//!   marked [`MemberState::Down`] at once and what it holds is never read again; whole-object
+//!   writes go to substitutes, and a background thread restores the redundancy of every object
+//!   that lost a copy in batches, yielding to the application and optionally capped by a token
+//!   bucket ([`PoolConfig::repair_rate`]).
+//! - **Rejoins**: a down member's server is probed with back-off ([`PoolConfig::rejoin_after`]);
+//!   once it answers (it was only slow, frozen or cut off, or it restarted empty) its old
+//!   session is closed on the server, freeing every copy and span the pool had written off
+//!   there, and the server joins again as a new, empty member ([`Backend::renew`]; a member
+//!   the operator drained or removed is never taken back). Repair then puts copies and parity
+//!   on it. A server can also be added as a new member by hand ([`PoolBackend::add_member`]),
+//!   and pools that know their servers' addresses ([`PoolBackend::connect`]) connect to an
+//!   address again when its member cannot renew its session.
 //! - **Membership**: [`PoolBackend::add_member`], [`PoolBackend::drain_member`] (moves every
 //!   object away while the program keeps running), [`PoolBackend::remove_member`]; or a
 //!   [`Membership`] source the pool follows by itself (a DNS name re-resolved periodically: new
@@ -95,6 +100,7 @@ mod mover;
 mod ops;
 mod pacing;
 mod read;
+mod rejoin;
 mod repair;
 mod scheme;
 mod table;
@@ -102,6 +108,7 @@ mod table_copy;
 mod write;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -184,6 +191,15 @@ pub struct PoolConfig {
     /// for objects whose id carries another [`Protection`](crate::backend::Protection) (a
     /// container can be replicated or coded whatever the size of its objects).
     pub code_from: usize,
+    /// A member that went down is probed this long after (then with a doubling back-off, up to
+    /// [`PoolConfig::rejoin_max`]); when its server answers, the old session is freed on it and
+    /// it rejoins as a new, empty member (see [`MemberState::Down`]). A member taken back that
+    /// fails again within `rejoin_max` waits twice as long before the next attempt, so a
+    /// flapping server costs few member ids ([`MAX_MEMBERS`]). `None`: down members are never
+    /// taken back. Default 1 s.
+    pub rejoin_after: Option<Duration>,
+    /// The longest wait between two probes of a down member. Default 30 s.
+    pub rejoin_max: Duration,
 }
 
 impl PoolConfig {
@@ -201,7 +217,25 @@ impl PoolConfig {
             repair_target: pacing::TARGET,
             coding: CodingOptions::default(),
             code_from: 0,
+            rejoin_after: Some(Duration::from_secs(1)),
+            rejoin_max: Duration::from_secs(30),
         }
+    }
+
+    /// Sets [`PoolConfig::rejoin_after`] and [`PoolConfig::rejoin_max`] (`first: None`: down
+    /// members are never taken back).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use farmem::backend::{PoolConfig, Redundancy};
+    /// let cfg = PoolConfig::new(Redundancy::replicas(2)).rejoin(None, Duration::from_secs(30));
+    /// assert!(cfg.rejoin_after.is_none());
+    /// ```
+    #[must_use]
+    pub fn rejoin(mut self, first: Option<Duration>, max: Duration) -> Self {
+        self.rejoin_after = first;
+        self.rejoin_max = first.map_or(max, |f| max.max(f));
+        self
     }
 
     /// Sets [`PoolConfig::code_from`]: under a coded scheme, objects below `bytes` are
@@ -280,6 +314,8 @@ pub struct MemberInfo {
     pub state: MemberState,
     /// Objects the location table places on it.
     pub objects: usize,
+    /// For a member that went down: the member its server rejoined the pool as.
+    pub rejoined_as: Option<MemberId>,
 }
 
 /// Space and state of a pool, from [`PoolBackend::pool_stats`].
@@ -295,6 +331,8 @@ pub struct PoolStats {
     pub unavailable: usize,
     /// Repair and drain progress.
     pub repair: RepairStats,
+    /// Down members whose server answered again and rejoined the pool (as new members).
+    pub rejoins: u64,
 }
 
 pub(crate) struct Inner {
@@ -305,6 +343,8 @@ pub(crate) struct Inner {
     pub(crate) repair: Repairer,
     /// One membership change at a time.
     membership: Mutex<()>,
+    /// Down members taken back so far.
+    rejoins: AtomicU64,
 }
 
 impl Inner {
@@ -371,13 +411,17 @@ impl Inner {
                 state: m.state(),
             });
         }
+        // Should it fail during the drain, it stays out of the pool.
+        m.withdraw();
         let result = repair::drain(self, id.0 as Ix);
         match &result {
             Ok(()) => {
                 m.transition(MemberState::Draining, MemberState::Drained);
             }
             Err(_) => {
-                m.transition(MemberState::Draining, MemberState::Live);
+                if m.transition(MemberState::Draining, MemberState::Live) {
+                    m.clear_withdrawn();
+                }
             }
         }
         result
@@ -387,6 +431,7 @@ impl Inner {
     pub(crate) fn remove_member(&self, id: MemberId) -> Result<(), PoolError> {
         let _g = self.membership.lock();
         let m = self.member(id)?;
+        m.withdraw();
         m.set_state(MemberState::Removed);
         self.repair.wake();
         Ok(())
@@ -491,6 +536,7 @@ impl PoolBackend {
             table: LocationTable::new(),
             dice: Dice::default(),
             membership: Mutex::new(()),
+            rejoins: AtomicU64::new(0),
         });
         let bg = inner.clone();
         let thread = std::thread::Builder::new()
@@ -578,6 +624,7 @@ impl PoolBackend {
                 name: m.name.clone(),
                 state: m.state(),
                 objects: counts[i],
+                rejoined_as: m.successor().map(|s| MemberId(usize::from(s))),
             })
             .collect()
     }
@@ -596,6 +643,16 @@ impl PoolBackend {
                 .map(|&m| MemberId(usize::from(m)))
                 .collect()
         })
+    }
+
+    /// Member `id`'s own statistics ([`Backend::stats`] of its backend: of its server, or of
+    /// this pool's session on it when the server keeps clients apart).
+    ///
+    /// # Errors
+    /// [`PoolError::UnknownMember`]; [`PoolError::Backend`] when the member does not answer (a
+    /// member that went down and rejoined answers as its new member only).
+    pub fn member_stats(&self, id: MemberId) -> Result<super::StoreStats, PoolError> {
+        Ok(self.inner.member(id)?.backend.stats()?)
     }
 
     /// The state of member `id` (`None`: unknown id); cheap, unlike [`PoolBackend::members`].
@@ -640,7 +697,27 @@ impl PoolBackend {
             under_replicated: under,
             unavailable,
             repair: self.inner.repair.stats(),
+            rejoins: self.inner.rejoins.load(Ordering::Relaxed),
         }
+    }
+
+    /// Down members whose server answered again and rejoined the pool so far; cheap, unlike
+    /// [`PoolBackend::pool_stats`].
+    pub fn rejoins(&self) -> u64 {
+        self.inner.rejoins.load(Ordering::Relaxed)
+    }
+
+    /// Tries now to take back down member `id` (as the pool does by itself, see
+    /// [`PoolConfig::rejoin_after`]): ends its old session on its server, freeing what it held,
+    /// and adds the server as a new, empty member, whose id is returned.
+    ///
+    /// # Errors
+    /// [`PoolError::NoRejoin`] when the member is not down, was drained or removed by the
+    /// operator, rejoined already, or its backend cannot renew its session;
+    /// [`PoolError::Backend`] when its server does not answer (within
+    /// [`PoolConfig::rejoin_after`], at least 1 s); [`PoolError::TooManyMembers`].
+    pub fn rejoin_member(&self, id: MemberId) -> Result<MemberId, PoolError> {
+        rejoin::rejoin(&self.inner, id)
     }
 
     /// The state of an erasure-coded pool's data (`None` for the other schemes).

@@ -164,18 +164,44 @@ impl Link {
         }
     }
 
+    /// Makes this (new, unused) link resume the session `session` with `secret`.
+    pub(crate) fn adopt_session(&self, session: u64, secret: u64) {
+        self.secret.store(secret, Ordering::Release);
+        self.session.store(session, Ordering::Release);
+    }
+
+    /// Shuts every connection of the link (the server sees them close).
+    pub(crate) fn cut_all(&self) {
+        let conns: Vec<Arc<Connection>> =
+            self.conns.lock().iter().filter_map(Weak::upgrade).collect();
+        for c in conns {
+            c.cut();
+        }
+    }
+
     pub(crate) fn register(&self, c: &Arc<Connection>) {
         self.conns.lock().push(Arc::downgrade(c));
     }
 
     /// Declares the server down: every request in flight and every later one fails fast.
     pub(crate) fn mark_down(&self, reason: String) {
+        self.set_down(reason, true);
+    }
+
+    /// [`Link::mark_down`] by the client's choice (its session ends): nothing is logged.
+    pub(crate) fn retire(&self, reason: String) {
+        self.set_down(reason, false);
+    }
+
+    fn set_down(&self, reason: String, log: bool) {
         {
             let mut r = self.down_reason.lock();
             if r.is_some() {
                 return;
             }
-            tracing::warn!(addr = %self.addr, %reason, "memory server is down");
+            if log {
+                tracing::warn!(addr = %self.addr, %reason, "memory server is down");
+            }
             *r = Some(reason);
         }
         self.down.store(true, Ordering::Release);

@@ -5,6 +5,7 @@ mod conn;
 mod counters;
 mod lane;
 mod link;
+mod renew;
 mod reply;
 mod sites;
 mod stream;
@@ -118,6 +119,8 @@ pub struct ServerHealth {
 /// ```
 pub struct TcpBackend {
     servers: Vec<ServerLink>,
+    /// What it was made with ([`TcpBackend::renew_sessions`] connects again with it).
+    config: TcpConfig,
     timeout: Duration,
     /// A bulk request was sent (see [`BulkLane`]): the last connection is kept for them.
     bulk_seen: std::sync::atomic::AtomicBool,
@@ -171,6 +174,7 @@ impl TcpBackend {
         };
         let mut backend = Self {
             servers: Vec::new(),
+            config: config.clone(),
             timeout: config.timeout,
             bulk_seen: std::sync::atomic::AtomicBool::new(false),
         };
@@ -717,6 +721,13 @@ impl Backend for TcpBackend {
             resume,
             token: s.link.config.token.clone().unwrap_or_default(),
         })
+    }
+
+    fn renew(&self, probe: Duration) -> Option<Result<Arc<dyn Backend>, BackendError>> {
+        Some(
+            self.renew_sessions(probe)
+                .map(|b| Arc::new(b) as Arc<dyn Backend>),
+        )
     }
 
     fn describe(&self) -> String {

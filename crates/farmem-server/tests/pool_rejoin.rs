@@ -1,0 +1,318 @@
+//! Members failed over because their server went silent (SIGSTOP) take their server back once
+//! it answers again (SIGCONT), over real `farmem-server` processes: the old session and every
+//! copy or span it held are freed on the server, the server rejoins as a new, empty member and
+//! repair restores full redundancy with it.
+//!
+//! - Three replicas over three servers under a workload: while one is frozen every object has
+//!   two copies; after it rejoins every object has its third copy on it again, every value
+//!   reads back, and the server holds exactly what the pool places on it (the stale copies are
+//!   gone, with the old session).
+//! - 4 + 2 erasure coding over six servers: after the rejoin every stripe has full parity
+//!   again, and everything still reads back after two other servers are killed.
+//! - A flapping server (frozen again right after it rejoined, then killed and restarted) ends
+//!   up as one live member with one session; a member the operator removed is never taken back.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use farmem::backend::pool::{CodingOptions, MemberState};
+use farmem::backend::{MemberId, PoolBackend, PoolConfig, Redundancy, TcpBackend, TcpConfig};
+use farmem::{Backend, BackendError};
+use parking_lot::Mutex;
+use support::pool::member;
+use support::{ServerProc, wait_until};
+
+/// Silence after which a member's transport declares its server down.
+const SILENCE: Duration = Duration::from_millis(300);
+/// The longest any wait of these tests may take.
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn config(redundancy: Redundancy) -> PoolConfig {
+    PoolConfig::new(redundancy)
+        .maintenance_interval(Duration::from_millis(20))
+        .rejoin(Some(Duration::from_millis(200)), Duration::from_secs(5))
+        .coding(CodingOptions::default().seal_after(Duration::from_millis(20)))
+}
+
+fn pool_over(members: &[Arc<TcpBackend>], cfg: PoolConfig) -> Arc<PoolBackend> {
+    let list = members
+        .iter()
+        .map(|m| m.clone() as Arc<dyn Backend>)
+        .collect();
+    Arc::new(PoolBackend::new(list, cfg).unwrap())
+}
+
+/// A session of its own on the server at `addr`, for its server-wide statistics (the test
+/// servers have no admin token, so every client sees them).
+fn observer(addr: &str) -> TcpBackend {
+    TcpBackend::connect(
+        TcpConfig::new([addr])
+            .timeout(Duration::from_secs(10))
+            .heartbeat(Duration::ZERO, Duration::ZERO),
+    )
+    .unwrap()
+}
+
+fn value(id: u64, round: u64) -> Vec<u8> {
+    let len = 200 + ((id * 37 + round) % 1800) as usize;
+    (0..len)
+        .map(|i| (id * 7 + round * 13 + i as u64) as u8)
+        .collect()
+}
+
+/// Writes, overwrites, frees and reads keys `base..base + keys` until `stop`, keeping the
+/// acknowledged values in `model` and failing on any error or wrong value.
+fn workload(
+    p: &PoolBackend,
+    base: u64,
+    keys: u64,
+    stop: &AtomicBool,
+    model: &Mutex<HashMap<u64, Vec<u8>>>,
+) {
+    let mut round = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        round += 1;
+        let id = base + (round.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) % keys;
+        let known = model.lock().get(&id).cloned();
+        match known {
+            Some(_) if round.is_multiple_of(7) => {
+                p.free(&[id])
+                    .unwrap_or_else(|e| panic!("free {id:#x}: {e}"));
+                model.lock().remove(&id);
+            }
+            Some(v) if !round.is_multiple_of(3) => {
+                let got = p.get(id).unwrap_or_else(|e| panic!("get {id:#x}: {e}"));
+                assert_eq!(got, v, "{id:#x}");
+            }
+            _ => {
+                let v = value(id, round);
+                p.put(id, &v).unwrap_or_else(|e| panic!("put {id:#x}: {e}"));
+                model.lock().insert(id, v);
+            }
+        }
+    }
+}
+
+/// The member the server of `old` rejoined as, once it has.
+fn rejoined(pool: &PoolBackend, old: MemberId) -> MemberId {
+    let mut now = None;
+    wait_until("the frozen server to rejoin", LIMIT, || {
+        now = pool.members()[old.0].rejoined_as;
+        now.is_some()
+    });
+    now.unwrap()
+}
+
+/// Objects, bytes (payload plus per-object overhead) and sessions the server of `obs` holds.
+fn held(obs: &TcpBackend) -> (u64, u64, u64) {
+    let st = obs.server_stats().unwrap().remove(0);
+    (st.objects, st.used_bytes, st.sessions)
+}
+
+#[test]
+fn a_replicated_member_frozen_past_its_failover_rejoins_and_gets_its_copies_back() {
+    let servers: Vec<ServerProc> = (0..3).map(|_| ServerProc::start(&[])).collect();
+    let members: Vec<Arc<TcpBackend>> = servers.iter().map(|s| member(&s.addr, SILENCE)).collect();
+    let pool = pool_over(&members, config(Redundancy::replicas(3)));
+    let victim = MemberId(1);
+    let obs = observer(&servers[victim.0].addr);
+    let model: Arc<Mutex<HashMap<u64, Vec<u8>>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..2u64)
+        .map(|t| {
+            let (p, stop, model) = (pool.clone(), stop.clone(), model.clone());
+            std::thread::spawn(move || workload(&p, t << 32, 300, &stop, &model))
+        })
+        .collect();
+    wait_until("objects on the victim", LIMIT, || {
+        pool.members()[victim.0].objects > 200
+    });
+    let (before, _, _) = held(&obs);
+    assert!(before > 200, "{before} objects before the freeze");
+    servers[victim.0].freeze();
+    wait_until("the frozen member to be failed over", LIMIT, || {
+        pool.member_state(victim) == Some(MemberState::Down)
+    });
+    // Frozen past a few probes: they fail and it stays down.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(pool.members()[victim.0].rejoined_as, None);
+    servers[victim.0].thaw();
+    let now = rejoined(&pool, victim);
+    assert_eq!(pool.member_state(now), Some(MemberState::Live));
+    assert_eq!(pool.member_state(victim), Some(MemberState::Down));
+    // The workload goes on with it, then everything gets its third copy.
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().expect("worker");
+    }
+    wait_until("full redundancy with the rejoined member", LIMIT, || {
+        pool.repair_now() == 0
+    });
+    let model = model.lock();
+    let overhead = obs.stats().unwrap().per_object_overhead;
+    let mut placed_bytes = 0;
+    for (id, v) in model.iter() {
+        assert_eq!(&pool.get(*id).unwrap(), v, "{id:#x}");
+        let loc = pool.locations(*id).unwrap();
+        assert_eq!(loc.len(), 3, "{id:#x}: {loc:?}");
+        assert!(
+            loc.contains(&now),
+            "{id:#x} has no copy on the rejoined member"
+        );
+        placed_bytes += v.len() as u64 + overhead;
+    }
+    // The server holds what the pool places on it and nothing else: the old session, with the
+    // copies written off at the failover, is gone.
+    let (objects, used, sessions) = held(&obs);
+    assert_eq!(objects, model.len() as u64);
+    assert_eq!(objects, pool.members()[now.0].objects as u64);
+    assert_eq!(used, placed_bytes);
+    assert_eq!(sessions, 2, "the pool's fresh session and this observer's");
+    assert_eq!(pool.pool_stats().rejoins, 1);
+    assert!(matches!(
+        members[victim.0].get(*model.keys().next().unwrap()),
+        Err(BackendError::ServerDown { .. })
+    ));
+}
+
+#[test]
+fn a_coded_member_frozen_past_its_failover_rejoins_and_stripes_get_full_parity_again() {
+    let mut servers: Vec<ServerProc> = (0..6).map(|_| ServerProc::start(&[])).collect();
+    let members: Vec<Arc<TcpBackend>> = servers.iter().map(|s| member(&s.addr, SILENCE)).collect();
+    let pool = pool_over(&members, config(Redundancy::coded(4, 2)));
+    let victim = MemberId(2);
+    let mut model = HashMap::new();
+    let mut put = |pool: &PoolBackend, id: u64, round: u64| {
+        let v: Vec<u8> = value(id, round).repeat(2);
+        pool.put(id, &v).unwrap_or_else(|e| panic!("put {id}: {e}"));
+        model.insert(id, v);
+    };
+    for id in 0..300 {
+        put(&pool, id, 0);
+    }
+    wait_until("full redundancy", LIMIT, || pool.repair_now() == 0);
+    servers[victim.0].freeze();
+    // Writes go on: new stripes have five members to go on, so they are sealed one parity
+    // span short.
+    for id in 300..600 {
+        put(&pool, id, 1);
+    }
+    wait_until("the frozen member to be failed over", LIMIT, || {
+        pool.member_state(victim) == Some(MemberState::Down)
+    });
+    wait_until("stripes sealed short of parity", LIMIT, || {
+        pool.repair_now();
+        pool.coded_stats().is_some_and(|s| s.short_parity > 0)
+    });
+    servers[victim.0].thaw();
+    let now = rejoined(&pool, victim);
+    assert_eq!(pool.member_state(now), Some(MemberState::Live));
+    wait_until("full parity with the rejoined member", LIMIT, || {
+        pool.repair_now() == 0
+            && pool
+                .coded_stats()
+                .is_some_and(|s| s.short_parity == 0 && s.degraded == 0)
+    });
+    for (id, v) in &model {
+        assert_eq!(&pool.get(*id).unwrap(), v, "{id}");
+    }
+    // Full redundancy again: two other servers may die.
+    servers[0].kill9();
+    servers[4].kill9();
+    for (id, v) in &model {
+        assert_eq!(&pool.get(*id).unwrap(), v, "{id} after two kills");
+    }
+    assert_eq!(pool.pool_stats().rejoins, 1);
+}
+
+#[test]
+fn a_flapping_server_ends_up_as_one_live_member_with_one_session() {
+    let mut servers: Vec<ServerProc> = (0..3).map(|_| ServerProc::start(&[])).collect();
+    let members: Vec<Arc<TcpBackend>> = servers.iter().map(|s| member(&s.addr, SILENCE)).collect();
+    let pool = pool_over(&members, config(Redundancy::replicas(2)));
+    let name = pool.members()[1].name.clone();
+    let model: Arc<Mutex<HashMap<u64, Vec<u8>>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let (p, stop, model) = (pool.clone(), stop.clone(), model.clone());
+        std::thread::spawn(move || workload(&p, 0, 400, &stop, &model))
+    };
+    let mut current = MemberId(1);
+    // Frozen, thawed, and frozen again as soon as it is back; then killed and restarted as a
+    // new process (its session gone with it): every time it comes back empty.
+    for round in 0..3 {
+        wait_until("objects on the flapping server", LIMIT, || {
+            pool.members()[current.0].objects > 20
+        });
+        if round < 2 {
+            servers[1].freeze();
+        } else {
+            servers[1].kill9();
+        }
+        wait_until("the member to be failed over", LIMIT, || {
+            pool.member_state(current) == Some(MemberState::Down)
+        });
+        if round < 2 {
+            servers[1].thaw();
+        } else {
+            servers[1].restart();
+        }
+        current = rejoined(&pool, current);
+    }
+    stop.store(true, Ordering::Relaxed);
+    worker.join().expect("worker");
+    wait_until("full redundancy", LIMIT, || pool.repair_now() == 0);
+    let all = pool.members();
+    let live: Vec<_> = all
+        .iter()
+        .filter(|m| m.name == name && m.state == MemberState::Live)
+        .collect();
+    assert_eq!(live.len(), 1, "{all:?}");
+    assert_eq!(live[0].id, current);
+    assert_eq!(pool.pool_stats().rejoins, 3);
+    let model = model.lock();
+    let mut placed = 0;
+    for (id, v) in model.iter() {
+        assert_eq!(&pool.get(*id).unwrap(), v, "{id:#x}");
+        placed += u64::from(pool.locations(*id).unwrap().contains(&current));
+    }
+    let obs = observer(&servers[1].addr);
+    let (objects, _, sessions) = held(&obs);
+    assert_eq!(objects, placed);
+    assert_eq!(sessions, 2, "the pool's session and this observer's");
+}
+
+#[test]
+fn a_member_the_operator_removed_is_never_taken_back() {
+    let servers: Vec<ServerProc> = (0..3).map(|_| ServerProc::start(&[])).collect();
+    let members: Vec<Arc<TcpBackend>> = servers.iter().map(|s| member(&s.addr, SILENCE)).collect();
+    let pool = pool_over(&members, config(Redundancy::replicas(2)));
+    for id in 0..100 {
+        pool.put(id, &value(id, 0)).unwrap();
+    }
+    let victim = MemberId(0);
+    servers[victim.0].freeze();
+    wait_until("the frozen member to be failed over", LIMIT, || {
+        pool.repair_now();
+        pool.member_state(victim) == Some(MemberState::Down)
+    });
+    pool.remove_member(victim).unwrap();
+    servers[victim.0].thaw();
+    // Several probe periods: none takes it back.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(pool.member_state(victim), Some(MemberState::Removed));
+    assert_eq!(pool.members()[victim.0].rejoined_as, None);
+    assert_eq!(pool.pool_stats().rejoins, 0);
+    assert!(matches!(
+        pool.rejoin_member(victim),
+        Err(farmem::backend::pool::PoolError::NoRejoin { .. })
+    ));
+    for id in 0..100 {
+        assert_eq!(pool.get(id).unwrap(), value(id, 0));
+    }
+}
