@@ -345,6 +345,9 @@ pub(crate) struct Inner {
     membership: Mutex<()>,
     /// Down members taken back so far.
     rejoins: AtomicU64,
+    /// The erasure-coded data path, if any (weak: the engine holds this `Inner`), which a
+    /// rejoin asks whether a member still holds spans nothing else can rebuild.
+    pub(crate) coded_engine: RwLock<Option<std::sync::Weak<coded::Engine>>>,
 }
 
 impl Inner {
@@ -537,6 +540,7 @@ impl PoolBackend {
             dice: Dice::default(),
             membership: Mutex::new(()),
             rejoins: AtomicU64::new(0),
+            coded_engine: RwLock::new(None),
         });
         let bg = inner.clone();
         let thread = std::thread::Builder::new()
@@ -552,6 +556,9 @@ impl PoolBackend {
             }
             _ => None,
         };
+        if let Some(c) = &coded {
+            *inner.coded_engine.write() = Some(Arc::downgrade(&c.engine));
+        }
         let watcher = Some(Watcher::start(inner.clone(), roster));
         Ok(Self {
             inner,

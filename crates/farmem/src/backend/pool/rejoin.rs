@@ -71,6 +71,15 @@ pub(crate) fn rejoin(inner: &Inner, id: MemberId) -> Result<MemberId, PoolError>
     if !m.may_rejoin() || !m.renewable() {
         return Err(refusal(&m));
     }
+    if inner.holds_last_copies(id.0 as Ix) {
+        // Renewing would close the session that holds them: wait until repair no longer
+        // needs it (another copy, or enough spans, came back) rather than lose them.
+        return Err(PoolError::NoRejoin {
+            member: m.name.clone(),
+            state: m.state(),
+            why: "it holds the only copies of objects (or spans) that nothing else can rebuild",
+        });
+    }
     let fresh = match m.backend.renew(patience(&inner.cfg)) {
         None => {
             m.set_unrenewable();
@@ -99,6 +108,33 @@ pub(crate) fn twin(inner: &Inner, m: &Member) -> Option<Ix> {
 }
 
 impl Inner {
+    /// Whether member `ix` holds copies nothing else can give back: an object whose every
+    /// copy is on members that do not serve, one of them `ix`, or a coded span its stripe
+    /// cannot rebuild without it. Such a member is not renewed (its session, and so those
+    /// copies, would be freed); the probe is tried again later.
+    pub(crate) fn holds_last_copies(&self, ix: Ix) -> bool {
+        let members = self.members();
+        let serves = |m: Ix| {
+            members
+                .get(usize::from(m))
+                .is_none_or(|x| x.state().serves())
+        };
+        let mut found = false;
+        self.table.select(|e| {
+            if !found && e.contains(ix) && !e.members().iter().any(|&m| m != ix && serves(m)) {
+                found = true;
+            }
+            false
+        });
+        found
+            || self
+                .coded_engine
+                .read()
+                .as_ref()
+                .and_then(std::sync::Weak::upgrade)
+                .is_some_and(|c| c.needs_member(ix))
+    }
+
     /// Down member `old`'s server was added back by hand as member `twin`: notes it as the
     /// member its server rejoined as (it is not taken back a second time) and returns why.
     pub(crate) fn follow_twin(&self, old: MemberId, twin: Ix) -> PoolError {
@@ -359,6 +395,44 @@ mod tests {
         p.put(50, &[50; 100]).unwrap();
         assert_eq!(p.member_state(MemberId(0)), Some(MemberState::Down));
         (m, up, p)
+    }
+
+    #[test]
+    fn a_member_holding_the_only_copies_is_not_renewed() {
+        // One copy per object: member 0's objects exist nowhere else.
+        let up = Arc::new(AtomicBool::new(true));
+        let m = vec![
+            Boxed::new("a", up.clone()),
+            Boxed::new("b", Arc::new(AtomicBool::new(true))),
+        ];
+        let cfg = PoolConfig::new(Redundancy::replicas(1))
+            .maintenance_interval(Duration::from_millis(5))
+            .rejoin(Some(Duration::from_millis(10)), Duration::from_millis(200));
+        let list = m.iter().map(|x| x.clone() as Arc<dyn Backend>).collect();
+        let p = PoolBackend::new(list, cfg).unwrap();
+        let mut on_a = Vec::new();
+        for id in 0..64 {
+            p.put(id, &[id as u8; 100]).unwrap();
+            if p.locations(id).unwrap() == [MemberId(0)] {
+                on_a.push(id);
+            }
+        }
+        assert!(!on_a.is_empty());
+        up.store(false, Ordering::SeqCst);
+        let _ = p.get(on_a[0]);
+        assert_eq!(p.member_state(MemberId(0)), Some(MemberState::Down));
+        up.store(true, Ordering::SeqCst);
+        // Several probe turns pass: none renews the session that holds the only copies.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(p.rejoins(), 0);
+        assert!(matches!(
+            p.rejoin_member(MemberId(0)),
+            Err(PoolError::NoRejoin { .. })
+        ));
+        assert!(!m[0].ended.load(Ordering::SeqCst), "its session was ended");
+        for &id in &on_a {
+            assert_eq!(m[0].store.get(id).unwrap(), vec![id as u8; 100]);
+        }
     }
 
     #[test]

@@ -420,6 +420,24 @@ impl Engine {
         (st.degraded + if all { st.unsealed } else { 0 }) as usize
     }
 
+    /// Whether member `ix` holds a span of a sealed stripe that fewer than `k` spans on other
+    /// serving members could rebuild: its server then holds data nothing else has.
+    pub(crate) fn needs_member(&self, ix: Ix) -> bool {
+        let members = self.pool.members();
+        let serves = |m: Ix| {
+            members
+                .get(usize::from(m))
+                .is_none_or(|x| x.state().serves())
+        };
+        let l = self.layout.read();
+        l.stripes.iter().any(|(_, st)| {
+            st.phase == Phase::Sealed && {
+                let on = st.members();
+                on.contains(&ix) && on.iter().filter(|&&m| m != ix && serves(m)).count() < self.k
+            }
+        })
+    }
+
     /// Counts of the coded data.
     pub(crate) fn stats(&self) -> CodedStats {
         let members = self.pool.members();
