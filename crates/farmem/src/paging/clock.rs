@@ -18,6 +18,12 @@ pub const HOT_CREDITS: u8 = 3;
 /// up to this, so pages that stay hot are sampled (and pay a local fault) only once per this
 /// many sampling windows of evictions.
 pub const MAX_CREDITS: u8 = 96;
+/// Most credits while most sampled pages prove still in use (see [`Clock::sample_hit`]).
+pub const MAX_CREDITS_HOT: u8 = 240;
+/// Sample outcomes remembered for the hit ratio (halved when reached, so recent ones count).
+const SAMPLE_MEMORY: u32 = 512;
+/// Outcomes needed before the ratio is trusted.
+const SAMPLE_MIN: u32 = 32;
 /// Stream tag of a staged page that is being *sampled* (unmapped to see whether the program
 /// still reads it) rather than a prefetch marker.
 pub const SAMPLE_TAG: u32 = u32::MAX;
@@ -90,8 +96,14 @@ impl Slot {
     /// granted `previous`): doubles its grant (at least [`HOT_CREDITS`], at most
     /// [`MAX_CREDITS`]) and gives it that many credits, counted from `now`.
     pub fn proved_hot(&mut self, previous: u8, now: u64) {
+        self.grant_more(previous, 2, MAX_CREDITS, now);
+    }
+
+    /// Multiplies the grant (at least `previous`) by `factor`, between [`HOT_CREDITS`] and
+    /// `cap`, and gives the page that many credits counted from `now`.
+    fn grant_more(&mut self, previous: u8, factor: u8, cap: u8, now: u64) {
         let last = self.grant.max(previous);
-        self.grant = last.saturating_mul(2).clamp(HOT_CREDITS, MAX_CREDITS);
+        self.grant = last.saturating_mul(factor).clamp(HOT_CREDITS, cap);
         self.hot = self.grant;
         self.aged_at = now;
     }
@@ -111,6 +123,9 @@ pub struct Clock {
     now: u64,
     /// Victims chosen while a sampled page stays unmapped before it may become one itself.
     sample_window: u64,
+    /// Recent sample outcomes: pages judged (hit or evicted unused), and hits among them.
+    judged: u32,
+    judged_hits: u32,
 }
 
 impl Clock {
@@ -124,6 +139,39 @@ impl Clock {
             hand: 0,
             now: 0,
             sample_window: (capacity / 8) as u64,
+            judged: 0,
+            judged_hits: 0,
+        }
+    }
+
+    fn judge(&mut self, hit: bool) {
+        if self.judged >= SAMPLE_MEMORY {
+            self.judged /= 2;
+            self.judged_hits /= 2;
+        }
+        self.judged += 1;
+        self.judged_hits += u32::from(hit);
+    }
+
+    /// Whether most recently sampled pages proved still in use.
+    pub fn samples_mostly_hot(&self) -> bool {
+        self.judged >= SAMPLE_MIN && self.judged_hits * 2 >= self.judged
+    }
+
+    /// The sampled page `page` was touched: it is still in use and gets a doubled grant. While
+    /// most sampled pages prove in use, sampling mostly costs local faults and finds few cold
+    /// pages, so grants then grow fourfold, up to [`MAX_CREDITS_HOT`]: hot pages are sampled
+    /// less often.
+    pub fn sample_hit(&mut self, page: usize) {
+        self.judge(true);
+        let (factor, cap) = if self.samples_mostly_hot() {
+            (4, MAX_CREDITS_HOT)
+        } else {
+            (2, MAX_CREDITS)
+        };
+        let now = self.now;
+        if let Some(slot) = self.get_mut(page) {
+            slot.grant_more(0, factor, cap, now);
         }
     }
 
@@ -235,7 +283,7 @@ impl Clock {
         max_sample: usize,
         second_chance: impl FnMut(&mut Slot),
     ) -> Vec<usize> {
-        let rounds = 2 + MAX_CREDITS as usize;
+        let rounds = 2 + MAX_CREDITS_HOT as usize;
         self.select(n, sample, max_sample, second_chance, false, rounds)
     }
 
@@ -265,6 +313,7 @@ impl Clock {
         let cap = self.slots.len();
         let unit = self.sample_window.max(1);
         let mut idle = 0;
+        let mut sampled_out = 0;
         for _ in 0..rounds * cap {
             if victims.len() >= n {
                 break;
@@ -307,10 +356,17 @@ impl Clock {
             } else if clean_only && slot.dirty {
                 // Left for the cleaner.
             } else if !victims.contains(&slot.page) {
+                if matches!(slot.staged, Some((_, SAMPLE_TAG))) {
+                    // Sampled and not touched within its window: no longer in use.
+                    sampled_out += 1;
+                }
                 victims.push(slot.page);
                 self.now += 1;
                 idle = 0;
             }
+        }
+        for _ in 0..sampled_out {
+            self.judge(false);
         }
         victims
     }
@@ -443,6 +499,41 @@ mod tests {
         c.remove(1);
         c.remove(2);
         assert_eq!(c.select_victims(1, &mut vec![], 0, |_| {}), vec![0]);
+        // Evicted untouched: a sample that found the page out of use.
+        assert_eq!((c.judged, c.judged_hits), (1, 0));
+    }
+
+    #[test]
+    fn sample_grants_grow_faster_while_samples_prove_hot() {
+        let mut c = Clock::new(8);
+        c.insert(slot(0, false));
+        c.insert(slot(1, false));
+        let grant = |c: &mut Clock| c.get_mut(0).unwrap().grant;
+        // Too few outcomes to trust: grants double.
+        c.sample_hit(0);
+        assert_eq!(grant(&mut c), HOT_CREDITS);
+        c.sample_hit(0);
+        assert_eq!(grant(&mut c), 2 * HOT_CREDITS);
+        for _ in 0..SAMPLE_MIN {
+            c.sample_hit(1);
+        }
+        assert!(c.samples_mostly_hot());
+        // Most samples hit: grants grow fourfold, up to the higher cap.
+        c.sample_hit(0);
+        assert_eq!(grant(&mut c), 8 * HOT_CREDITS);
+        for _ in 0..4 {
+            c.sample_hit(0);
+        }
+        assert_eq!(grant(&mut c), MAX_CREDITS_HOT);
+        assert_eq!(c.get_mut(0).unwrap().hot, MAX_CREDITS_HOT);
+        // Once most samples find their page out of use, grants double again, within the
+        // ordinary cap.
+        for _ in 0..2 * SAMPLE_MEMORY {
+            c.judge(false);
+        }
+        assert!(!c.samples_mostly_hot());
+        c.sample_hit(1);
+        assert!(c.get_mut(1).unwrap().grant <= MAX_CREDITS);
     }
 
     #[test]

@@ -33,11 +33,20 @@ const RECENT: usize = 8;
 /// Staging buffers (marker pages of prefetch windows) per region.
 const STAGING: usize = 64;
 
+/// Released buffers (see [`Pool::put_released`]) kept committed for reuse instead: at most
+/// this many pages of memory beyond the budget.
+const WARM: usize = 64;
+
 /// Fixed-size page buffers handed out by index.
 pub struct Pool {
     buf: PageBuf,
     /// Buffers given back.
     free: Vec<u32>,
+    /// Buffers given back to be released but kept committed (at most [`WARM`]); handed out
+    /// first, so that a pool that turns over (samples taken and resolved) neither returns
+    /// memory to the kernel (an `madvise`, a TLB shootdown on every core) nor faults it back in
+    /// (a zeroed page) for each buffer.
+    warm: Vec<u32>,
     /// Buffers never handed out: `fresh..n`.
     fresh: u32,
     n: u32,
@@ -50,6 +59,7 @@ impl Pool {
         Ok(Self {
             buf: PageBuf::new(n)?,
             free: Vec::new(),
+            warm: Vec::new(),
             fresh: 0,
             n: n as u32,
         })
@@ -57,7 +67,7 @@ impl Pool {
 
     /// A free buffer, if any.
     pub fn take(&mut self) -> Option<u32> {
-        self.free.pop().or_else(|| {
+        self.warm.pop().or_else(|| self.free.pop()).or_else(|| {
             (self.fresh < self.n).then(|| {
                 self.fresh += 1;
                 self.fresh - 1
@@ -70,8 +80,13 @@ impl Pool {
         self.free.push(i);
     }
 
-    /// Gives a buffer back and returns its memory to the kernel.
+    /// Gives a buffer back and returns its memory to the kernel, unless fewer than [`WARM`]
+    /// buffers are kept committed for reuse: then it is kept as one of them.
     pub fn put_released(&mut self, i: u32) {
+        if self.warm.len() < WARM {
+            self.warm.push(i);
+            return;
+        }
         let addr = self.buf.as_ptr() as usize + i as usize * PAGE;
         if let Err(e) = sys::drop_pages(addr, PAGE) {
             tracing::warn!("paging: releasing a sample buffer failed: {e}");
@@ -81,6 +96,7 @@ impl Pool {
 
     /// Returns the memory of every buffer not handed out to the kernel.
     pub fn release_free(&mut self) {
+        self.free.append(&mut self.warm);
         for &i in &self.free {
             let addr = self.buf.as_ptr() as usize + i as usize * PAGE;
             if let Err(e) = sys::drop_pages(addr, PAGE) {
@@ -91,7 +107,7 @@ impl Pool {
 
     /// Buffers not handed out.
     pub fn free_count(&self) -> usize {
-        self.free.len() + (self.n - self.fresh) as usize
+        self.free.len() + self.warm.len() + (self.n - self.fresh) as usize
     }
 
     /// Buffer `i`.
@@ -273,8 +289,12 @@ pub struct Core {
     pub reclaim: Condvar,
     /// Serialises write-backs (taken before `state`).
     pub wb_lock: Mutex<()>,
-    /// Held by the one pager thread that waits for the next fault.
-    pub poll_token: Mutex<()>,
+    /// Held by the one pager thread that waits for the next fault. A `std` mutex: threads
+    /// queued for it sleep at once instead of spinning with `sched_yield` first (which, with
+    /// several idle pager threads on few cores, cost more system calls than the faults).
+    pub poll_token: std::sync::Mutex<()>,
+    /// Drops evicted and sampled pages in batches.
+    pub dropper: sys::Dropper,
     /// Set when the region is dropped.
     pub stop: AtomicBool,
     /// Snapshots for forked children.
@@ -327,7 +347,8 @@ impl Core {
             changed: Condvar::new(),
             reclaim: Condvar::new(),
             wb_lock: Mutex::new(()),
-            poll_token: Mutex::new(()),
+            poll_token: std::sync::Mutex::new(()),
+            dropper: sys::Dropper::new(),
             stop: AtomicBool::new(false),
             forks: Forks::default(),
         })

@@ -50,7 +50,11 @@ pub fn serve(core: &Core, mut w: Worker, spin: Duration) {
     let mut last_served: Option<Instant> = None;
     while !core.stop.load(Ordering::Acquire) {
         let fault = {
-            let _token = core.poll_token.lock();
+            // The token guards no data: a thread that panicked holding it left nothing torn.
+            let _token = core
+                .poll_token
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             loop {
                 if core.stop.load(Ordering::Acquire) {
                     break None;
@@ -384,10 +388,7 @@ fn on_marker(
     if staged.1 == SAMPLE_TAG {
         // A sampled hot page is still in use: keep it.
         st.stats.sample_hits += 1;
-        let now = st.clock.now();
-        if let Some(slot) = st.clock.get_mut(page) {
-            slot.proved_hot(0, now);
-        }
+        st.clock.sample_hit(page);
         drop(st);
         return core.uffd.wake(addr, PAGE).map_err(sys_err);
     }

@@ -45,7 +45,11 @@
 //!   local buffer and unmaps it. If the program reads it again it takes a local fault (no
 //!   network), the page is mapped back and its grant doubles ([`PagingStats::sample_hits`]); if
 //!   not within a window of an eighth of a budget's worth of evictions, it is evicted. Pages that
-//!   stay hot are thus sampled rarely, and pages that were hot once leave.
+//!   stay hot are thus sampled rarely, and pages that were hot once leave. While most recently
+//!   sampled pages prove still in use (sampling then mostly costs local faults), a sample hit
+//!   quadruples the grant instead, up to 240. The unmapped pages of a batch of victims and
+//!   samples are dropped with one `process_madvise` call (one TLB flush on current kernels;
+//!   one `madvise` per run where that call is unavailable).
 //! - **Pairs.** A page fetched shortly before a fault on the next page (an object straddling
 //!   both) is remembered as a pair; its next demand fetch brings the neighbour along in the same
 //!   request and maps both with one `UFFDIO_COPY` (off when prefetching is off).
@@ -71,7 +75,8 @@
 //! Local memory: at most `budget_bytes` of resident pages (staged and in-flight pages included),
 //! plus one 4 KiB clean twin per dirty resident page (so up to twice the budget when every
 //! resident page is dirty), plus per pager thread one page and a run buffer of up to 64 pages, a write-back buffer of
-//! `evict_batch_pages` pages, up to 64 staging pages (within the budget), two bits per page of
+//! `evict_batch_pages` pages, up to 64 staging pages (within the budget), up to 64 spare
+//! sample buffers kept committed for reuse, two bits per page of
 //! the region, and about 50 bytes per budget page of tables (resident set, ghost history).
 //!
 //! The transparent mode, [`PagingAlloc`], is a global allocator that places large allocations in a

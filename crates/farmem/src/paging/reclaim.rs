@@ -143,18 +143,20 @@ pub fn clean_batch(core: &Core, buf: &mut PageBuf) -> Result<bool, PagingError> 
     Ok(true)
 }
 
-/// Drops `pages` (sorted) with one `madvise` per run of consecutive pages.
+/// Drops `pages` (sorted), one range per run of consecutive pages, with as few calls as the
+/// kernel allows ([`sys::Dropper`]).
 fn drop_runs(core: &Core, pages: &[usize]) -> Result<(), PagingError> {
+    let mut runs = Vec::new();
     let mut i = 0;
     while i < pages.len() {
         let mut j = i + 1;
         while j < pages.len() && pages[j] == pages[j - 1] + 1 {
             j += 1;
         }
-        sys::drop_pages(core.addr(pages[i]), (j - i) * PAGE).map_err(PagingError::Sys)?;
+        runs.push((core.addr(pages[i]), (j - i) * PAGE));
         i = j;
     }
-    Ok(())
+    core.dropper.drop_ranges(&runs).map_err(PagingError::Sys)
 }
 
 /// Evicts one batch if fewer than `high` slots are available; with `clean_first`, clean
