@@ -685,7 +685,11 @@ mod tests {
         for id in 0..3 {
             s.put(h(id), id, &[7; 1000]).unwrap();
         }
-        assert_eq!(s.held_bytes() - index(&s), 6 * slot, "a first page and a second");
+        assert_eq!(
+            s.held_bytes() - index(&s),
+            6 * slot,
+            "a first page and a second"
+        );
         s.remove(h(2), 2);
         s.remove(h(1), 1);
         assert_eq!(s.held_bytes() - index(&s), 2 * slot);
