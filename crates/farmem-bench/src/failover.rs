@@ -122,6 +122,10 @@ pub struct Args {
     /// maintenance thread (`deferred`).
     #[arg(long, default_value = "inline", value_parser = ["inline", "deferred"])]
     pub coded_compaction: String,
+    /// `coded` part: dead bytes allowed before compaction, as a share of the live bytes
+    /// (default: `CodingOptions`' own).
+    #[arg(long)]
+    pub coded_slack: Option<f64>,
     /// `coded` part: objects below this many bytes are replicated instead of coded (0: all
     /// coded; see `PoolConfig::code_from`).
     #[arg(long, default_value_t = 0)]

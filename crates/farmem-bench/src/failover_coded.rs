@@ -287,7 +287,13 @@ pub(super) fn run(
             .maintenance_interval(Duration::from_millis(100))
             .server_to_server(a.server_copies)
             .repair_share(a.repair_share)
-            .coding(CodingOptions::default().compact_inline(a.coded_compaction == "inline"))
+            .coding({
+                let c = CodingOptions::default().compact_inline(a.coded_compaction == "inline");
+                match a.coded_slack {
+                    Some(s) => c.compact_slack(s),
+                    None => c,
+                }
+            })
             .code_from(a.code_from)
     };
     let timeout = Duration::from_millis(a.timeout_ms);

@@ -1,4 +1,4 @@
-//! Storage of a namespace's larger objects (a few KiB to [`HEAP_MAX`] bytes) in segments of its
+//! Storage of a namespace's larger objects (over 1 KiB to [`HEAP_MAX`] bytes) in segments of its
 //! own, which it compacts, so that the memory it holds stays close to the bytes it stores.
 //!
 //! A general-purpose allocator gives each such object a heap allocation of its own; under

@@ -4,7 +4,7 @@
 //! allocation each (~50 bytes).
 //!
 //! Slot layout: `id: u64`, `len: u32`, payload, padding to a multiple of 8. Slots of size up to
-//! [`SLAB_MAX`] live in slab pages of their class (sizes 16, 24, ..., 4096); larger objects
+//! [`SLAB_MAX`] live in slab pages of their class (sizes 16, 24, ..., 1024); larger objects
 //! (class [`LARGE`]) go to the namespace's [`Heap`], shared by its shards, up to
 //! [`HEAP_MAX`] bytes, and get an allocation each above. A handle is `class << 23 | slot`. The
 //! index is keyed by [`mix`]`(id)`: callers pass that hash.
@@ -26,7 +26,12 @@ use crate::namespace::mix;
 /// Bytes of slot header (id and length).
 pub(crate) const HEADER: usize = 12;
 /// Largest slot kept in a slab.
-const SLAB_MAX: usize = 4096;
+///
+/// Slots over 1 KiB go to the heap: a class of them starts with a page of one slot (see
+/// [`FIRST_PAGE_BYTES`]), so while sizes are spread (a class per size and shard, a few objects
+/// each) every such object is an allocation of its own, and under churn the freed ones leave
+/// holes in the allocator's heap that stay resident; the heap's segments compact instead.
+const SLAB_MAX: usize = 1024;
 /// Class of objects over [`SLAB_MAX`]: in the heap, or in an allocation of their own.
 const LARGE: u32 = 511;
 const SLOT_BITS: u32 = 23;
@@ -666,23 +671,37 @@ mod tests {
         assert!(held(&s) <= 16 * 1024, "{} bytes held when empty", held(&s));
     }
 
-    /// A class with a few objects holds their slots and no more: no spare page past them, no
-    /// empty slot beside an object of over 1 KiB.
+    /// A class with a few objects holds their slots and no more: its first page (at most 2 KiB)
+    /// and no spare page past them; an object of over 1 KiB goes to the heap's segments.
     #[test]
     fn a_few_objects_hold_only_their_slots() {
         let mut s = Slabs::default();
         let index = |s: &Slabs| s.index.capacity() * 5;
-        s.put(h(1), 1, &[1; 1100]).unwrap();
-        assert_eq!(s.held_bytes() - index(&s), slot_size(1100));
+        let slot = slot_size(1000);
+        s.put(h(1), 1, &[1; 1000]).unwrap();
+        assert_eq!(s.held_bytes() - index(&s), 2 * slot);
+        assert!(2 * slot <= FIRST_PAGE_BYTES);
         let mut s = Slabs::default();
         for id in 0..3 {
-            s.put(h(id), id, &[7; 3000]).unwrap();
+            s.put(h(id), id, &[7; 1000]).unwrap();
         }
-        assert_eq!(s.held_bytes() - index(&s), 3 * slot_size(3000));
+        assert_eq!(
+            s.held_bytes() - index(&s),
+            6 * slot,
+            "a first page and a second"
+        );
         s.remove(h(2), 2);
         s.remove(h(1), 1);
-        assert_eq!(s.held_bytes() - index(&s), slot_size(3000));
-        assert_eq!(s.get(h(0), 0).as_deref(), Some(&[7u8; 3000][..]));
+        assert_eq!(s.held_bytes() - index(&s), 2 * slot);
+        assert_eq!(s.get(h(0), 0).as_deref(), Some(&[7u8; 1000][..]));
+        s.put(h(9), 9, &[9; 1100]).unwrap();
+        assert_eq!(
+            s.held_bytes() - index(&s),
+            2 * slot + std::mem::size_of::<Big>(),
+            "the slab pages stay as they were"
+        );
+        assert_eq!(s.heap.read().filled_bytes(), entry_size(1100));
+        assert_eq!(s.get(h(9), 9).as_deref(), Some(&[9u8; 1100][..]));
     }
 
     proptest::proptest! {

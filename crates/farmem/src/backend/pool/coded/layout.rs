@@ -165,6 +165,36 @@ pub(crate) struct Layout {
     pub(crate) unsealed_bytes: u64,
 }
 
+/// The span of an open stripe that takes an object of `len` bytes: the fullest one that takes it
+/// without growing past the longest span, or else the least filled one.
+///
+/// Parity is as long as the longest span, so every byte by which a span falls short of it is
+/// parity computed over padding. Filling the gaps below the longest span first keeps the spans
+/// level: with objects of 1-16 KiB in spans of 128 KiB, the padding is about 2.5% of the data
+/// against 3.1% placing each object on the least filled span (`padding_share` test).
+fn pick_span(spans: &[Span], len: usize) -> usize {
+    let fill = |s: &Span| s.buf.as_ref().map_or(usize::MAX, Vec::len);
+    let longest = spans
+        .iter()
+        .map(fill)
+        .filter(|&f| f != usize::MAX)
+        .max()
+        .unwrap_or(0);
+    let fits = spans
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| fill(s).saturating_add(len) <= longest)
+        .max_by_key(|&(i, s)| (fill(s), std::cmp::Reverse(i)));
+    let least = || {
+        spans
+            .iter()
+            .enumerate()
+            .min_by_key(|&(_, s)| fill(s))
+            .map_or(0, |(i, _)| i)
+    };
+    fits.map_or_else(least, |(i, _)| i)
+}
+
 /// Keys of the coded namespace start here (readable in server dumps).
 const KEY_BASE: Key = 0xC0DE << 48;
 
@@ -240,7 +270,7 @@ impl Layout {
         self.target(id).map(|t| t.key)
     }
 
-    /// Appends `data` as the new version of `id` to the least filled span of open stripe `sid`
+    /// Appends `data` as the new version of `id` to a span of open stripe `sid` (see [`pick_span`])
     /// and points the index at it. Returns the new slot's place and key, and the keys members
     /// may free now (the old version's whole stripe, when it died with it).
     pub(crate) fn append(
@@ -251,12 +281,8 @@ impl Layout {
     ) -> (Loc, Key, Vec<(Ix, Key)>) {
         let key = self.key();
         let st = self.stripes.get_mut(&sid).expect("open stripe exists");
-        let (span, sp) = st
-            .spans
-            .iter_mut()
-            .enumerate()
-            .min_by_key(|(_, s)| s.buf.as_ref().map_or(usize::MAX, Vec::len))
-            .expect("a stripe has spans");
+        let span = pick_span(&st.spans, data.len());
+        let sp = &mut st.spans[span];
         let buf = sp.buf.get_or_insert_with(Vec::new);
         let off = buf.len() as u32;
         buf.extend_from_slice(data);
@@ -421,5 +447,81 @@ mod tests {
         assert!(l.stripes.is_empty());
         assert_eq!((l.live_bytes, l.dead_bytes), (0, 0));
         assert!(l.slot(c).is_none());
+    }
+
+    /// Fills stripes of `k` spans with objects of the lengths `next` gives until the least
+    /// filled span has `target` bytes; returns the padding (bytes by which spans fall short of
+    /// the longest) as a share of the data.
+    fn padding_share(k: usize, target: usize, next: &mut impl FnMut() -> usize) -> f64 {
+        let mut l = Layout::default();
+        let members: Vec<Ix> = (0..k as Ix).collect();
+        let (mut pad, mut data) = (0usize, 0usize);
+        let mut id = 0;
+        for _ in 0..300 {
+            let sid = l.open(&members);
+            while l.least_filled(sid) < target {
+                id += 1;
+                l.append(sid, id, &vec![0; next()]);
+            }
+            let fills: Vec<usize> = l.stripes[&sid]
+                .spans
+                .iter()
+                .map(|s| s.buf.as_ref().map_or(0, Vec::len))
+                .collect();
+            let longest = fills.iter().max().copied().unwrap_or(0);
+            pad += fills.iter().map(|f| longest - f).sum::<usize>();
+            data += fills.iter().sum::<usize>();
+        }
+        pad as f64 / data as f64
+    }
+
+    /// Filling gaps below the longest span first pads less than always taking the least
+    /// filled span (which pads about 3.1% with these objects).
+    #[test]
+    fn level_spans_pad_little() {
+        let mut state = 11u64;
+        let mut next = || {
+            // xorshift64
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            1024 + (state % (15 << 10)) as usize
+        };
+        let share = padding_share(4, 128 << 10, &mut next);
+        assert!(share < 0.028, "padding {share:.4} of the data");
+    }
+
+    proptest::proptest! {
+        /// Every append goes to the fullest span that takes it without growing past the longest
+        /// (the longest then stays as it was), or else to the least filled one; each span's copy
+        /// holds its slots end to end.
+        #[test]
+        fn appends_fill_gaps_first(k in 1usize..7, lens in proptest::collection::vec(1usize..5000, 1..120)) {
+            let mut l = Layout::default();
+            let members: Vec<Ix> = (0..k as Ix).collect();
+            let sid = l.open(&members);
+            let mut model: Vec<Vec<u8>> = vec![Vec::new(); k];
+            for (n, len) in lens.into_iter().enumerate() {
+                let fills: Vec<usize> = model.iter().map(Vec::len).collect();
+                let longest = fills.iter().copied().max().unwrap_or(0);
+                let fitting = fills.iter().copied().filter(|f| f + len <= longest).max();
+                let data = vec![n as u8; len];
+                let (loc, _, _) = l.append(sid, n as ObjectId, &data);
+                let span = usize::from(loc.span);
+                match fitting {
+                    Some(f) => proptest::prop_assert_eq!(fills[span], f),
+                    None => proptest::prop_assert_eq!(fills[span], fills.iter().copied().min().unwrap_or(0)),
+                }
+                let sl = l.slot(loc).unwrap().2;
+                proptest::prop_assert_eq!(sl.off as usize, fills[span]);
+                model[span].extend_from_slice(&data);
+                if fitting.is_some() {
+                    proptest::prop_assert!(model.iter().map(Vec::len).max().unwrap_or(0) == longest);
+                }
+            }
+            for (sp, m) in l.stripes[&sid].spans.iter().zip(&model) {
+                proptest::prop_assert_eq!(sp.buf.as_deref().unwrap_or_default(), &m[..]);
+            }
+        }
     }
 }

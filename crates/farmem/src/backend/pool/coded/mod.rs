@@ -156,12 +156,12 @@ pub struct CodingOptions {
 
 impl Default for CodingOptions {
     /// 128 KiB spans (parity pads every span to the longest, which is at most one object
-    /// longer than the others: small against 128 KiB), 3% dead space, sealing after 100 ms,
+    /// longer than the others: small against 128 KiB), 1% dead space, sealing after 100 ms,
     /// up to 64 MiB held unsealed while parity has no room.
     fn default() -> Self {
         Self {
             span_bytes: 128 << 10,
-            compact_slack: 0.03,
+            compact_slack: 0.01,
             seal_after: Duration::from_millis(100),
             compact_inline: true,
             hold_unsealed: 64 << 20,
