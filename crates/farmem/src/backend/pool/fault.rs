@@ -21,10 +21,14 @@ pub enum Fault {
     /// Refuse new data (puts and agent calls) with [`BackendError::OutOfCapacity`] and report no
     /// free space, as a full server does; reads, patches and frees pass.
     Full,
+    /// Fail reads with [`BackendError::Silent`] and every other call with
+    /// [`BackendError::Timeout`], at once: a server that stopped answering, as a read's
+    /// patience and a request's timeout see it, before anything declared it down.
+    Silent,
 }
 
 /// Wraps a backend and can be switched to fail every call ([`Fault::Down`]), to hang
-/// ([`Fault::Hang`]) or to refuse new data ([`Fault::Full`]).
+/// ([`Fault::Hang`]), to go silent ([`Fault::Silent`]) or to refuse new data ([`Fault::Full`]).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -100,7 +104,22 @@ impl FaultyBackend {
                     after_ms: d.as_millis() as u64,
                 })
             }
+            Fault::Silent => Err(BackendError::Timeout {
+                addr: self.name.clone(),
+                after_ms: 0,
+            }),
         }
+    }
+
+    /// As [`FaultyBackend::check`], for a read.
+    fn check_read(&self) -> Result<(), BackendError> {
+        if self.fault() == Fault::Silent {
+            return Err(BackendError::Silent {
+                addr: self.name.clone(),
+                after_ms: 0,
+            });
+        }
+        self.check()
     }
 }
 
@@ -110,15 +129,15 @@ impl Backend for FaultyBackend {
         self.inner.put(id, data)
     }
     fn get(&self, id: ObjectId) -> Result<Vec<u8>, BackendError> {
-        self.check()?;
+        self.check_read()?;
         self.inner.get(id)
     }
     fn get_into(&self, id: ObjectId, buf: &mut [u8]) -> Result<(), BackendError> {
-        self.check()?;
+        self.check_read()?;
         self.inner.get_into(id, buf)
     }
     fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>, BackendError> {
-        self.check()?;
+        self.check_read()?;
         self.inner.get_many(ids)
     }
     fn put_many(&self, items: &[(ObjectId, &[u8])]) -> Result<(), BackendError> {

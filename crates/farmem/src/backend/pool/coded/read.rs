@@ -14,6 +14,10 @@ use crate::backend::{BackendError, ObjectId};
 
 /// Rounds of lookup and read before giving up (objects move under compaction and repair).
 const ROUNDS: usize = 6;
+/// How long a read keeps trying past [`ROUNDS`] while every attempt ends in a retry (members
+/// silent but not yet declared down: a degraded read that asks a silent member plans again),
+/// so that a read waits out the detection of silent members instead of failing.
+const RETRY_FOR: Duration = Duration::from_secs(5);
 
 /// What a degraded read fetches from one member.
 #[derive(Debug)]
@@ -75,7 +79,14 @@ impl Engine {
     /// Reads object `id`.
     pub(crate) fn get(&self, id: ObjectId) -> Result<Vec<u8>, BackendError> {
         let mut last = None;
-        for _ in 0..ROUNDS {
+        let started = Instant::now();
+        for round in 0.. {
+            if round >= ROUNDS {
+                if started.elapsed() >= RETRY_FOR {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
             let Some(t) = self.layout.read().target(id) else {
                 return Err(BackendError::NotFound(id));
             };

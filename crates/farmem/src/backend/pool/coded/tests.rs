@@ -187,6 +187,49 @@ fn any_m_members_may_fail_and_repair_restores_redundancy() {
     assert!(unavailable > 0);
 }
 
+/// A read whose member and one more member of its stripe have gone silent, not yet declared
+/// down, waits until they are (here: their next call fails as a dead server's) and decodes
+/// from the others, instead of giving up while each attempt meets a silent member.
+#[test]
+fn reads_wait_out_silent_members_until_they_are_declared_down() {
+    let stores: Vec<Arc<FaultyBackend>> = (0..6).map(store).collect();
+    let members = stores
+        .iter()
+        .map(|s| s.clone() as Arc<dyn Backend>)
+        .collect();
+    // No maintenance pass meanwhile: nothing but the read itself finds the silent members.
+    let cfg = PoolConfig::new(Redundancy::coded(4, 2))
+        .maintenance_interval(Duration::from_secs(60))
+        .coding(
+            CodingOptions::default()
+                .span_bytes(4 << 10)
+                .seal_after(Duration::from_millis(1)),
+        );
+    let pool = PoolBackend::new(members, cfg).unwrap();
+    let batch: Vec<(u64, Vec<u8>)> = (0..200u64).map(|id| (id, value(id, 1, 700))).collect();
+    let items: Vec<(u64, &[u8])> = batch.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+    pool.put_many(&items).unwrap();
+    assert_eq!(settle(&pool), 0);
+    assert_eq!(pool.coded_stats().unwrap().unsealed, 0);
+    let home = pool.locations(7).unwrap()[0].0;
+    let other = (0..6).find(|&i| i != home).unwrap();
+    stores[home].set(Fault::Silent);
+    stores[other].set(Fault::Silent);
+    let flip = {
+        let (a, b) = (stores[home].clone(), stores[other].clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            a.set(Fault::Down);
+            b.set(Fault::Down);
+        })
+    };
+    assert_eq!(pool.get(7).unwrap(), value(7, 1, 700));
+    flip.join().unwrap();
+    for (id, v) in &batch {
+        assert_eq!(&pool.get(*id).unwrap(), v, "object {id}");
+    }
+}
+
 #[test]
 fn a_member_failing_under_an_open_stripe_loses_nothing() {
     let r = rig(7, 4, 2, 64 << 10);
