@@ -401,7 +401,7 @@ mod tests {
     fn a_member_holding_the_only_copies_is_not_renewed() {
         // One copy per object: member 0's objects exist nowhere else.
         let up = Arc::new(AtomicBool::new(true));
-        let m = vec![
+        let m = [
             Boxed::new("a", up.clone()),
             Boxed::new("b", Arc::new(AtomicBool::new(true))),
         ];
