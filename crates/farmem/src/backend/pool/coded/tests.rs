@@ -209,8 +209,12 @@ fn reads_wait_out_silent_members_until_they_are_declared_down() {
     let batch: Vec<(u64, Vec<u8>)> = (0..200u64).map(|id| (id, value(id, 1, 700))).collect();
     let items: Vec<(u64, &[u8])> = batch.iter().map(|(i, v)| (*i, v.as_slice())).collect();
     pool.put_many(&items).unwrap();
-    assert_eq!(settle(&pool), 0);
-    assert_eq!(pool.coded_stats().unwrap().unsealed, 0);
+    // Sealed with full parity (a stripe seals once it is 1 ms old).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while settle(&pool) != 0 || pool.coded_stats().unwrap().unsealed != 0 {
+        assert!(std::time::Instant::now() < deadline, "not sealed");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let home = pool.locations(7).unwrap()[0].0;
     let other = (0..6).find(|&i| i != home).unwrap();
     stores[home].set(Fault::Silent);
