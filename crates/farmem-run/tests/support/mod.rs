@@ -24,6 +24,20 @@ fn build_shim() -> Result<PathBuf, String> {
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "-q", "-p", "farmem-preload"])
         .current_dir(env!("CARGO_MANIFEST_DIR"));
+    // The variables cargo set for this test (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...) would
+    // reach dependencies' build scripts that watch them, and rebuild those and everything above
+    // them at every switch between this build and a build from a shell.
+    for (key, _) in std::env::vars_os() {
+        let key_str = key.to_string_lossy();
+        if key_str.starts_with("CARGO_")
+            && !matches!(
+                &*key_str,
+                "CARGO_HOME" | "CARGO_TARGET_DIR" | "CARGO_BUILD_TARGET_DIR"
+            )
+        {
+            cmd.env_remove(&key);
+        }
+    }
     if dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
