@@ -288,9 +288,14 @@ impl Heap {
             *self = Self::new();
             return;
         }
-        while self.table.last() == Some(&NOWHERE) {
-            self.table.pop();
+        // Only when a quarter of the table or more can go: the scan of the free references
+        // below costs their number, and doing it on every removal (while the last references
+        // stay live) made removals quadratic.
+        let tail = self.table.iter().rev().take_while(|&&e| e == NOWHERE).count();
+        if tail * 4 < self.table.len() {
+            return;
         }
+        self.table.truncate(self.table.len() - tail);
         let n = self.table.len() as u32;
         self.free_refs.retain(|&r| r < n);
         self.table.shrink_to(n as usize * 2);
