@@ -288,9 +288,19 @@ impl Heap {
             *self = Self::new();
             return;
         }
-        while self.table.last() == Some(&NOWHERE) {
-            self.table.pop();
+        // Only when a quarter of the table or more can go: the scan of the free references
+        // below costs their number, and doing it on every removal while the last references
+        // stay live would make removals quadratic.
+        let tail = self
+            .table
+            .iter()
+            .rev()
+            .take_while(|&&e| e == NOWHERE)
+            .count();
+        if tail * 4 < self.table.len() {
+            return;
         }
+        self.table.truncate(self.table.len() - tail);
         let n = self.table.len() as u32;
         self.free_refs.retain(|&r| r < n);
         self.table.shrink_to(n as usize * 2);
@@ -516,5 +526,37 @@ mod tests {
                 assert_eq!(heap.get(r).len(), 8 << 10, "group {g}");
             }
         }
+    }
+
+    /// The reference table shrinks once its free tail is a quarter of it, not before, and every
+    /// object and reference stays usable either way.
+    #[test]
+    fn the_table_shrinks_by_its_free_tail() {
+        let mut heap = Heap::new();
+        let refs: Vec<u32> = (0..4096u64)
+            .map(|i| heap.insert(&bytes(i, 64)).unwrap())
+            .collect();
+        // Free the first three quarters but the very first object: the last reference is live.
+        for &r in &refs[1..3072] {
+            heap.remove(r);
+        }
+        assert_eq!(heap.table.len(), 4096, "nothing at the end to drop");
+        // Free the last quarter but its first object: a free tail just short of a quarter.
+        for &r in refs[3073..].iter().rev() {
+            heap.remove(r);
+        }
+        assert_eq!(heap.table.len(), 4096, "a tail under a quarter stays");
+        heap.remove(refs[3072]);
+        assert_eq!(heap.table.len(), 1, "only the first object is left");
+        assert!(heap.free_refs.iter().all(|&r| r < 1));
+        assert_eq!(heap.get(refs[0]), &bytes(0, 64)[..]);
+        // References are handed out again, growing the table as needed.
+        let again: Vec<u32> = (0..100u64)
+            .map(|i| heap.insert(&bytes(i + 7, 64)).unwrap())
+            .collect();
+        for (i, &r) in again.iter().enumerate() {
+            assert_eq!(heap.get(r), &bytes(i as u64 + 7, 64)[..]);
+        }
+        assert_eq!(heap.get(refs[0]), &bytes(0, 64)[..]);
     }
 }
