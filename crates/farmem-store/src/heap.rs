@@ -89,6 +89,10 @@ pub(crate) struct Heap {
     /// Reference to location (`segment << 32 | offset`), or [`NOWHERE`].
     table: Vec<u64>,
     free_refs: Vec<u32>,
+    /// How many free references there must be before the next attempt to shrink the table
+    /// after one that found too short a free tail (so that attempts, each scanning the tail,
+    /// come once per eighth of the table's removals at most).
+    shrink_retry_at: usize,
     /// The segments objects are appended to: new objects ([`NEW`]) and objects moved out of
     /// an evacuated segment ([`MOVED`]). Kept apart, the objects written together stay
     /// together, and the survivors of evacuations (which die at scattered times) do not
@@ -124,6 +128,7 @@ impl Heap {
             spare: Vec::new(),
             table: Vec::new(),
             free_refs: Vec::new(),
+            shrink_retry_at: 0,
             open: [None; 2],
             victim: None,
             live: 0,
@@ -275,7 +280,10 @@ impl Heap {
             self.drop_segment(s as u32);
         }
         self.compact(STEP);
-        if self.live == 0 || self.table.len() > 1024 && self.free_refs.len() * 2 > self.table.len()
+        if self.live == 0
+            || self.table.len() > 1024
+                && self.free_refs.len() * 2 > self.table.len()
+                && self.free_refs.len() >= self.shrink_retry_at
         {
             self.shrink_table();
         }
@@ -298,8 +306,10 @@ impl Heap {
             .take_while(|&&e| e == NOWHERE)
             .count();
         if tail * 4 < self.table.len() {
+            self.shrink_retry_at = self.free_refs.len() + self.table.len() / 8;
             return;
         }
+        self.shrink_retry_at = 0;
         self.table.truncate(self.table.len() - tail);
         let n = self.table.len() as u32;
         self.free_refs.retain(|&r| r < n);
@@ -528,16 +538,16 @@ mod tests {
         }
     }
 
-    /// The reference table shrinks once its free tail is a quarter of it, not before, and every
-    /// object and reference stays usable either way.
+    /// The reference table shrinks only once its free tail is a quarter of it, and then within
+    /// an eighth of its length of removals; every object and reference stays usable.
     #[test]
     fn the_table_shrinks_by_its_free_tail() {
         let mut heap = Heap::new();
         let refs: Vec<u32> = (0..4096u64)
             .map(|i| heap.insert(&bytes(i, 64)).unwrap())
             .collect();
-        // Free the first three quarters but the very first object: the last reference is live.
-        for &r in &refs[1..3072] {
+        // Free the middle: most references are free, but the last one is live.
+        for &r in &refs[601..3072] {
             heap.remove(r);
         }
         assert_eq!(heap.table.len(), 4096, "nothing at the end to drop");
@@ -546,12 +556,23 @@ mod tests {
             heap.remove(r);
         }
         assert_eq!(heap.table.len(), 4096, "a tail under a quarter stays");
+        // Now the tail runs from 601 to the end.
         heap.remove(refs[3072]);
-        assert_eq!(heap.table.len(), 1, "only the first object is left");
-        assert!(heap.free_refs.iter().all(|&r| r < 1));
+        let mut shrunk_after = (heap.table.len() < 4096).then_some(0);
+        for (n, &r) in refs[1..=600].iter().rev().enumerate() {
+            heap.remove(r);
+            if shrunk_after.is_none() && heap.table.len() < 4096 {
+                shrunk_after = Some(n + 1);
+            }
+        }
+        let shrunk_after = shrunk_after.expect("the table shrank");
+        assert!(shrunk_after <= 4096 / 8, "{shrunk_after} removals late");
+        assert!(heap.table.len() <= 601, "{}", heap.table.len());
+        let len = heap.table.len() as u32;
+        assert!(heap.free_refs.iter().all(|&r| r < len));
         assert_eq!(heap.get(refs[0]), &bytes(0, 64)[..]);
         // References are handed out again, growing the table as needed.
-        let again: Vec<u32> = (0..100u64)
+        let again: Vec<u32> = (0..1000u64)
             .map(|i| heap.insert(&bytes(i + 7, 64)).unwrap())
             .collect();
         for (i, &r) in again.iter().enumerate() {
