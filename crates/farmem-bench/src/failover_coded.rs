@@ -8,7 +8,7 @@
 //! against normal reads of the same objects before the kill. With exactly `k + m` servers a
 //! lost data span has no member outside its stripe: the maintenance thread rebuilds it onto a
 //! *substitute* member of the stripe (repair-ahead), racing the reads, so the reads after the
-//! kill are counted in three kinds (decoded, served from a window decoded for a neighbour,
+//! kill are counted in three kinds (decoded, served from a range an earlier read decoded,
 //! served by the substitute) and the same objects are read again once every span has its
 //! substitute; then a server is added and the time and bytes of the repair onto it are
 //! measured (repair bandwidth). Memory is reported twice: as the servers count it
@@ -65,6 +65,13 @@ pub struct CodedRun {
     decoding_read_p50_us: f64,
     decoding_read_p99_us: f64,
     decoding_vs_normal_p50: f64,
+    /// Normal reads of a live server's 8 KiB objects, one between each two degraded reads (the
+    /// same moments' load and rebuild traffic), and the degraded and decoding reads against
+    /// them.
+    reference_read_p50_us: f64,
+    reference_read_p99_us: f64,
+    degraded_vs_reference_p50: f64,
+    decoding_vs_reference_p50: f64,
     /// Where the decoding reads' time went, as the pool counts it (means): fetching the `k`
     /// ranges, decoding them, and all of the read from the first request sent.
     decoding_fetch_mean_us: f64,
@@ -378,10 +385,24 @@ fn reads(rig: &PoolRig, scheme: &str, timeout: Duration) -> anyhow::Result<Coded
     let before = decodes();
     let phases0 = pool.coded_stats().unwrap_or_default();
     let t_down = Instant::now();
-    // Each read timed alone; those that decoded (the others found their window decoded by an
-    // earlier read, or their span on a substitute) also apart.
+    // Each read timed alone; those that decoded (the others found their range decoded by an
+    // earlier read, or their span on a substitute) also apart. A normal read of a live server's object between each two of them: the reference of the
+    // same moments (the machine's load, the rebuild running), whatever the load was before.
+    let on_live: Vec<ObjectId> = (0..n)
+        .filter(|&i| {
+            pool.locations(i)
+                .is_some_and(|l| l == [MemberId(VICTIM + 2)])
+        })
+        .collect();
+    anyhow::ensure!(!on_live.is_empty(), "{scheme}: no object on a live server");
+    let mut reference = Vec::with_capacity(on_victim.len());
     let (mut degraded, mut decoding, mut substituted) = (Vec::new(), Vec::new(), 0u64);
-    for &id in &on_victim {
+    for (i, &id) in on_victim.iter().enumerate() {
+        let live = on_live[i % on_live.len()];
+        let t = Instant::now();
+        let v = pool.get(live)?;
+        reference.push(t.elapsed());
+        anyhow::ensure!(v == obj(live), "{scheme}: object {live} wrong");
         if pool.locations(id).is_some_and(|l| l != [MemberId(VICTIM)]) {
             substituted += 1;
         }
@@ -397,6 +418,7 @@ fn reads(rig: &PoolRig, scheme: &str, timeout: Duration) -> anyhow::Result<Coded
     }
     degraded.sort_unstable();
     decoding.sort_unstable();
+    reference.sort_unstable();
     let degraded_reads = decodes() - before;
     let phases = pool.coded_stats().unwrap_or_default();
     let mean = |a: u64, b: u64| (a - b) as f64 / 1e3 / degraded_reads.max(1) as f64;
@@ -453,6 +475,10 @@ fn reads(rig: &PoolRig, scheme: &str, timeout: Duration) -> anyhow::Result<Coded
         decoding_read_p50_us: pct(&decoding, 50),
         decoding_read_p99_us: pct(&decoding, 99),
         decoding_vs_normal_p50: pct(&decoding, 50) / pct(&normal, 50).max(1e-9),
+        reference_read_p50_us: pct(&reference, 50),
+        reference_read_p99_us: pct(&reference, 99),
+        degraded_vs_reference_p50: pct(&degraded, 50) / pct(&reference, 50).max(1e-9),
+        decoding_vs_reference_p50: pct(&decoding, 50) / pct(&reference, 50).max(1e-9),
         decoding_fetch_mean_us: mean(phases.degraded_fetch_ns, phases0.degraded_fetch_ns),
         decoding_decode_mean_us: mean(phases.degraded_decode_ns, phases0.degraded_decode_ns),
         decoding_engine_mean_us: mean(phases.degraded_read_ns, phases0.degraded_read_ns),
@@ -537,7 +563,9 @@ fn print_reads(c: &CodedRun) {
     println!(
         "coded {}: reads of a killed server's 8 KiB objects p50 {:.1} us (p99 {:.0}) vs {:.1} us \
          (p99 {:.0}) before: {:.2}x; the {} that decoded p50 {:.0} us (p99 {:.0}): {:.2}x (mean \
-         fetch {:.1} us, decode {:.1} us, in all {:.1} us; {} while a rebuild ran); {} of {} \
+         fetch {:.1} us, decode {:.1} us, in all {:.1} us; {} while a rebuild ran); a live \
+         server's object read between each two p50 {:.1} us (p99 {:.0}): degraded {:.2}x, \
+         decoding {:.2}x of it; {} of {} \
          served by a substitute; repair-ahead done {:.3} s after the kill, then p50 {:.1} us \
          (p99 {:.0}): {:.2}x; repair onto a new server {:.1} MiB in {:.2} s = {:.0} MiB/s; {} \
          values verified",
@@ -555,6 +583,10 @@ fn print_reads(c: &CodedRun) {
         c.decoding_decode_mean_us,
         c.decoding_engine_mean_us,
         c.decoding_during_rebuild,
+        c.reference_read_p50_us,
+        c.reference_read_p99_us,
+        c.degraded_vs_reference_p50,
+        c.decoding_vs_reference_p50,
         c.substituted_reads,
         c.degraded_read_count,
         c.repair_ahead_seconds,

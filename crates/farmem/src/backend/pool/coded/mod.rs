@@ -282,6 +282,11 @@ pub(crate) struct Engine {
     counters: Counters,
     /// Degraded reads fetching or decoding now (rebuild traffic gives way to them).
     demand: AtomicU32,
+    /// Signalled (under `demand_lock`) when the last degraded read in flight ends: rebuilds
+    /// giving way sleep on it instead of polling, which on a loaded machine took CPU from the
+    /// reads they were waiting for.
+    demand_done: Condvar,
+    demand_lock: Mutex<()>,
     /// Rebuilds fetching or writing spans now.
     rebuilding: AtomicU32,
     /// Whether the last seal found too few members for full parity (logged once per spell).
@@ -322,6 +327,28 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// A degraded read in flight: counted in `Engine::demand` until dropped; the last one to end
+/// wakes the rebuilds giving way to the reads.
+struct Demand<'a>(&'a Engine);
+
+impl<'a> Demand<'a> {
+    fn enter(e: &'a Engine) -> Self {
+        e.demand.fetch_add(1, Ordering::AcqRel);
+        Self(e)
+    }
+}
+
+impl Drop for Demand<'_> {
+    fn drop(&mut self) {
+        if self.0.demand.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Under the lock: a rebuild that saw reads in flight is asleep on the condition
+            // variable by now, or will see the count at zero.
+            let _g = self.0.demand_lock.lock();
+            self.0.demand_done.notify_all();
+        }
+    }
+}
+
 /// The coded data path and its maintenance thread (stopped on drop).
 #[derive(Debug)]
 pub(crate) struct Coded {
@@ -342,6 +369,8 @@ impl Coded {
             decoded: Mutex::new(cache::Decoded::default()),
             counters: Counters::default(),
             demand: AtomicU32::new(0),
+            demand_done: Condvar::new(),
+            demand_lock: Mutex::new(()),
             rebuilding: AtomicU32::new(0),
             parity_short: AtomicBool::new(false),
             holding: AtomicBool::new(false),

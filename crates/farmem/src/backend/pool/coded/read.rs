@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::layout::{Key, PARITY_PAGE, Phase, SlotState, Target, parity_pages};
-use super::{Engine, InFlight};
+use super::{Demand, Engine};
 use crate::backend::PendingGets;
 use crate::backend::pool::fanout::fan_out;
 use crate::backend::pool::member::is_member_failure;
@@ -288,7 +288,7 @@ impl Engine {
         };
         let len = (end - off) as usize;
         let began = Instant::now();
-        let _demand = InFlight::enter(&self.demand);
+        let _demand = Demand::enter(self);
         if self.rebuilding.load(Ordering::Relaxed) > 0 {
             self.counters.during_rebuild.fetch_add(1, Ordering::Relaxed);
         }

@@ -85,14 +85,17 @@ fn chunked(lens: impl Iterator<Item = usize>) -> Vec<Range<usize>> {
 
 impl Engine {
     /// Waits (at most [`GIVE_WAY`]) until no degraded read is fetching or decoding: demand
-    /// reads go before rebuild traffic.
+    /// reads go before rebuild traffic. Sleeps until the last of them ends (no polling).
     fn give_way(&self) {
-        if self.demand.load(Ordering::Relaxed) == 0 {
+        if self.demand.load(Ordering::Acquire) == 0 {
             return;
         }
         let until = Instant::now() + GIVE_WAY;
-        while self.demand.load(Ordering::Relaxed) > 0 && Instant::now() < until {
-            std::thread::sleep(Duration::from_micros(20));
+        let mut g = self.demand_lock.lock();
+        while self.demand.load(Ordering::Acquire) > 0 {
+            if self.demand_done.wait_until(&mut g, until).timed_out() {
+                break;
+            }
         }
     }
 
