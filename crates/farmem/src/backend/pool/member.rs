@@ -103,6 +103,11 @@ pub(crate) struct Member {
     /// How many times in a row its server was taken back only to fail again soon (rejoins wait
     /// longer for each).
     pub(crate) flaps: AtomicU32,
+    /// Whether it is a session taken back with its data after its member went down (see
+    /// `rejoin.rs`): it serves what the location table still places on it while repair moves
+    /// it away, but may also hold copies the pool wrote off, so it is never asked for ids the
+    /// table does not place on it.
+    revived: AtomicBool,
 }
 
 /// How long a member that went silent under a read is asked last.
@@ -139,10 +144,46 @@ impl Member {
             renewable: AtomicBool::new(true),
             rejoiner: AtomicBool::new(false),
             flaps: AtomicU32::new(0),
+            revived: AtomicBool::new(false),
         };
         // Best effort: a member that cannot answer now is found out by its first request.
         let _ = m.refresh();
         m
+    }
+
+    /// What stays of this member in the pool's list once its backend is let go (its server
+    /// rejoined as another member, or its revived session was emptied): the same name, state
+    /// and history over `backend`, which answers nothing, so that its connections, threads and
+    /// buffers are freed (member ids are positions in the list and are never reused).
+    pub(crate) fn tombstone(&self, backend: Arc<dyn Backend>, state: MemberState) -> Self {
+        let m = Self::new(backend, None);
+        m.set_state(state);
+        m.down_after
+            .store(self.down_after.load(Ordering::Relaxed), Ordering::Relaxed);
+        m.successor
+            .store(self.successor.load(Ordering::Acquire), Ordering::Release);
+        m.withdrawn.store(self.is_withdrawn(), Ordering::Release);
+        m.renewable.store(self.renewable(), Ordering::Relaxed);
+        m.rejoiner.store(self.is_rejoiner(), Ordering::Relaxed);
+        m.flaps
+            .store(self.flaps.load(Ordering::Relaxed), Ordering::Relaxed);
+        m
+    }
+
+    /// Notes that it is a session taken back with its data (see [`Member::revived`]).
+    pub(crate) fn set_revived(&self) {
+        self.revived.store(true, Ordering::Release);
+    }
+
+    /// Whether it is a session taken back with its data, possibly holding written-off copies.
+    pub(crate) fn is_revived(&self) -> bool {
+        self.revived.load(Ordering::Acquire)
+    }
+
+    /// Whether it may be asked for an id the location table does not place anywhere (agent
+    /// outputs, tables nobody wrote yet): it serves and holds no written-off copies.
+    pub(crate) fn answers_unknown(&self) -> bool {
+        self.serves() && !self.is_revived()
     }
 
     pub(crate) fn state(&self) -> MemberState {
@@ -236,9 +277,12 @@ impl Member {
     }
 
     /// Whether the pool may take its server back: down, not withdrawn by the operator, not
-    /// taken back already.
+    /// taken back already (a revived session that went down again may be taken back again:
+    /// its server serves under another member meanwhile).
     pub(crate) fn may_rejoin(&self) -> bool {
-        self.state() == MemberState::Down && !self.is_withdrawn() && self.successor().is_none()
+        self.state() == MemberState::Down
+            && !self.is_withdrawn()
+            && (self.successor().is_none() || self.is_revived())
     }
 
     /// Whether its server went silent under a read and has not answered one since.
