@@ -376,7 +376,9 @@ impl Inner {
             match self.push_member(member) {
                 Ok(ix) => now = Some(MemberId(usize::from(ix))),
                 // Its data comes back all the same; the server takes no new objects.
-                Err(e) => tracing::warn!(member = %prev.name, error = %e, "revived member gets no fresh session"),
+                Err(e) => {
+                    tracing::warn!(member = %prev.name, error = %e, "revived member gets no fresh session")
+                }
             }
         } else if now.is_none() {
             now = twin(self, &prev).map(|t| MemberId(usize::from(t)));
@@ -447,7 +449,8 @@ impl Inner {
             let ix = i as Ix;
             // It takes no new objects: once no entry names it and no move owes it a drop,
             // nothing can name it again.
-            if m.moves.load(Ordering::SeqCst) > 0 || !self.table.select(|e| e.contains(ix)).is_empty()
+            if m.moves.load(Ordering::SeqCst) > 0
+                || !self.table.select(|e| e.contains(ix)).is_empty()
             {
                 continue;
             }
@@ -564,210 +567,4 @@ impl Probes {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::HashSet;
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
-
-    use parking_lot::Mutex;
-
-    use super::super::{PoolBackend, Redundancy};
-    use super::*;
-    use crate::backend::{Backend, BackendError, EmbeddedStore, ObjectId, StoreStats};
-
-    /// A server in a box: answers while `up`, and renews into a fresh, empty store after
-    /// freeing what this session held.
-    #[derive(Debug)]
-    struct Boxed {
-        name: String,
-        store: EmbeddedStore,
-        held: Mutex<HashSet<ObjectId>>,
-        up: Arc<AtomicBool>,
-        ended: AtomicBool,
-    }
-
-    impl Boxed {
-        fn new(name: &str, up: Arc<AtomicBool>) -> Arc<Self> {
-            Arc::new(Self {
-                name: name.into(),
-                store: EmbeddedStore::new(),
-                held: Mutex::default(),
-                up,
-                ended: AtomicBool::new(false),
-            })
-        }
-
-        fn check(&self) -> Result<(), BackendError> {
-            if self.up.load(Ordering::SeqCst) && !self.ended.load(Ordering::SeqCst) {
-                Ok(())
-            } else {
-                Err(BackendError::Timeout {
-                    addr: "boxed".into(),
-                    after_ms: 1,
-                })
-            }
-        }
-    }
-
-    impl Backend for Boxed {
-        fn put(&self, id: ObjectId, data: &[u8]) -> Result<(), BackendError> {
-            self.check()?;
-            self.held.lock().insert(id);
-            self.store.put(id, data)
-        }
-        fn get(&self, id: ObjectId) -> Result<Vec<u8>, BackendError> {
-            self.check()?;
-            self.store.get(id)
-        }
-        fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>, BackendError> {
-            self.check()?;
-            self.store.get_many(ids)
-        }
-        fn put_many(&self, items: &[(ObjectId, &[u8])]) -> Result<(), BackendError> {
-            self.check()?;
-            self.held.lock().extend(items.iter().map(|(id, _)| *id));
-            self.store.put_many(items)
-        }
-        fn free(&self, ids: &[ObjectId]) -> Result<(), BackendError> {
-            self.check()?;
-            self.store.free(ids)
-        }
-        fn stats(&self) -> Result<StoreStats, BackendError> {
-            self.check()?;
-            self.store.stats()
-        }
-        fn compute(&self, route: ObjectId, op: u16, args: &[u8]) -> Result<Vec<u8>, BackendError> {
-            self.check()?;
-            self.store.compute(route, op, args)
-        }
-        fn renew(&self, _probe: Duration) -> Option<Result<Arc<dyn Backend>, BackendError>> {
-            self.ended.store(true, Ordering::SeqCst);
-            if !self.up.load(Ordering::SeqCst) {
-                return Some(Err(BackendError::Timeout {
-                    addr: "boxed".into(),
-                    after_ms: 1,
-                }));
-            }
-            let ids: Vec<ObjectId> = self.held.lock().drain().collect();
-            if let Err(e) = self.store.free(&ids) {
-                return Some(Err(e));
-            }
-            Some(Ok(
-                Boxed::new(&self.name, self.up.clone()) as Arc<dyn Backend>
-            ))
-        }
-        fn describe(&self) -> String {
-            self.name.clone()
-        }
-    }
-
-    fn pool(members: &[Arc<Boxed>], first: Option<Duration>) -> PoolBackend {
-        let cfg = PoolConfig::new(Redundancy::replicas(3))
-            .maintenance_interval(Duration::from_millis(5))
-            .rejoin(first, Duration::from_millis(200));
-        let list = members
-            .iter()
-            .map(|m| m.clone() as Arc<dyn Backend>)
-            .collect();
-        PoolBackend::new(list, cfg).unwrap()
-    }
-
-    fn wait(what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out: {what}");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    /// Three members, three copies; member 0 fails a write and goes down.
-    fn failed_over(first: Option<Duration>) -> (Vec<Arc<Boxed>>, Arc<AtomicBool>, PoolBackend) {
-        let up = Arc::new(AtomicBool::new(true));
-        let m = vec![
-            Boxed::new("a", up.clone()),
-            Boxed::new("b", Arc::new(AtomicBool::new(true))),
-            Boxed::new("c", Arc::new(AtomicBool::new(true))),
-        ];
-        let p = pool(&m, first);
-        for id in 0..50 {
-            p.put(id, &[id as u8; 100]).unwrap();
-        }
-        up.store(false, Ordering::SeqCst);
-        p.put(50, &[50; 100]).unwrap();
-        assert_eq!(p.member_state(MemberId(0)), Some(MemberState::Down));
-        (m, up, p)
-    }
-
-    #[test]
-    fn a_member_holding_the_only_copies_is_not_renewed() {
-        // One copy per object: member 0's objects exist nowhere else.
-        let up = Arc::new(AtomicBool::new(true));
-        let m = [
-            Boxed::new("a", up.clone()),
-            Boxed::new("b", Arc::new(AtomicBool::new(true))),
-        ];
-        let cfg = PoolConfig::new(Redundancy::replicas(1))
-            .maintenance_interval(Duration::from_millis(5))
-            .rejoin(Some(Duration::from_millis(10)), Duration::from_millis(200));
-        let list = m.iter().map(|x| x.clone() as Arc<dyn Backend>).collect();
-        let p = PoolBackend::new(list, cfg).unwrap();
-        let mut on_a = Vec::new();
-        for id in 0..64 {
-            p.put(id, &[id as u8; 100]).unwrap();
-            if p.locations(id).unwrap() == [MemberId(0)] {
-                on_a.push(id);
-            }
-        }
-        assert!(!on_a.is_empty());
-        up.store(false, Ordering::SeqCst);
-        let _ = p.get(on_a[0]);
-        assert_eq!(p.member_state(MemberId(0)), Some(MemberState::Down));
-        up.store(true, Ordering::SeqCst);
-        // Several probe turns pass: none renews the session that holds the only copies.
-        std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(p.rejoins(), 0);
-        assert!(matches!(
-            p.rejoin_member(MemberId(0)),
-            Err(PoolError::NoRejoin { .. })
-        ));
-        assert!(!m[0].ended.load(Ordering::SeqCst), "its session was ended");
-        for &id in &on_a {
-            assert_eq!(m[0].store.get(id).unwrap(), vec![id as u8; 100]);
-        }
-    }
-
-    #[test]
-    fn a_down_member_that_answers_again_rejoins_empty_and_gets_its_copies_back() {
-        let (m, up, p) = failed_over(Some(Duration::from_millis(10)));
-        std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(p.rejoins(), 0, "rejoined while it does not answer");
-        up.store(true, Ordering::SeqCst);
-        wait("the rejoin", || p.rejoins() == 1);
-        let now = p.members()[0].rejoined_as.unwrap();
-        assert_eq!(now, MemberId(3));
-        // The old session's objects are freed; the new member gets every object's third copy.
-        assert_eq!(m[0].store.stats().unwrap().objects, 0);
-        wait("full redundancy", || p.repair_now() == 0);
-        for id in 0..=50 {
-            assert_eq!(p.get(id).unwrap(), vec![id as u8; 100]);
-            assert!(p.locations(id).unwrap().contains(&now));
-        }
-        assert_eq!(p.member_state(MemberId(0)), Some(MemberState::Down));
-        assert!(p.rejoin_member(MemberId(0)).is_err(), "rejoined twice");
-    }
-
-    #[test]
-    fn with_rejoins_off_a_down_member_stays_out_until_asked() {
-        let (m, up, p) = failed_over(None);
-        up.store(true, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(p.rejoins(), 0);
-        assert!(
-            m[0].store.stats().unwrap().objects > 0,
-            "stale copies left alone"
-        );
-        let now = p.rejoin_member(MemberId(0)).unwrap();
-        assert_eq!(p.member_state(now), Some(MemberState::Live));
-        assert_eq!(m[0].store.stats().unwrap().objects, 0);
-    }
-}
+mod tests;
