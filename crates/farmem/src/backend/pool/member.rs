@@ -20,13 +20,16 @@ pub enum MemberState {
     /// Holds nothing and takes nothing (after a drain).
     Drained,
     /// Failed with a connection-class error (its server went silent, answered too late, or
-    /// its connection broke): never used again. Its objects are repaired from their other
-    /// copies, so what it held is written off. When its server answers again the pool takes
-    /// the server back as a *new* member (see [`PoolConfig::rejoin_after`]): the old session
-    /// and everything in it are freed on the server first ([`Backend::renew`]), and the new
-    /// member starts empty, taking new objects and the repair's copies and parity
-    /// ([`MemberInfo::rejoined_as`] names it; this one stays `Down`). A member the operator
-    /// drained or removed is never taken back.
+    /// its connection broke): not used while down. Its objects are repaired from their other
+    /// copies, and writes go to other members. When its server answers again the pool takes it
+    /// back (see [`PoolConfig::rejoin_after`]): if the server still has the member's session
+    /// (it was frozen or cut off), the member is revived with its data, [`MemberState::Draining`]
+    /// (what the location table still places on it is read from it while repair moves it
+    /// away, then the session is closed and it is `Drained`); the server also joins as a new
+    /// member over a fresh session ([`MemberInfo::rejoined_as`] names it). If the session is
+    /// gone (the server restarted), the server joins as a new, empty member
+    /// ([`Backend::renew`]) and this one stays `Down`. A member the operator drained or removed
+    /// is never taken back.
     ///
     /// [`PoolConfig::rejoin_after`]: super::PoolConfig::rejoin_after
     /// [`MemberInfo::rejoined_as`]: super::MemberInfo::rejoined_as
