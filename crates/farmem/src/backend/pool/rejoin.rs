@@ -294,7 +294,7 @@ impl Inner {
                     prev.set_successor(twin);
                 }
                 let e = refusal(&prev);
-                self.retire(old, MemberState::Down);
+                self.retire(old, prev.state());
                 e
             }
             Err(e) => e,

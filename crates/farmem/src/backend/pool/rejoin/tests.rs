@@ -213,6 +213,8 @@ struct Server {
     sessions: Mutex<std::collections::HashMap<u64, Arc<EmbeddedStore>>>,
     next: std::sync::atomic::AtomicU64,
     frozen: AtomicBool,
+    /// A probe of it hangs while set (a server whose hello never comes), for at most 20 s.
+    hang: AtomicBool,
 }
 
 impl Server {
@@ -307,6 +309,10 @@ impl Backend for Session {
     }
     fn resume(&self, _probe: Duration) -> Option<Result<Option<Arc<dyn Backend>>, BackendError>> {
         self.gone.store(true, Ordering::SeqCst);
+        let start = Instant::now();
+        while self.server.hang.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         if self.server.frozen.load(Ordering::SeqCst) {
             return Some(Err(BackendError::Timeout {
                 addr: self.name.clone(),
@@ -503,5 +509,45 @@ fn a_revived_member_that_freezes_again_is_revived_again() {
     assert_eq!(p.members().len(), 4);
     for &id in &on_a {
         assert_eq!(p.get(id).unwrap(), vec![id as u8; 64]);
+    }
+}
+
+#[test]
+fn a_probe_that_hangs_holds_up_neither_other_probes_nor_the_watcher() {
+    let servers: Vec<Arc<Server>> = (0..4).map(|_| Arc::new(Server::default())).collect();
+    let list = servers
+        .iter()
+        .zip(["a", "b", "c", "d"])
+        .map(|(s, n)| s.open(n) as Arc<dyn Backend>)
+        .collect();
+    let cfg = PoolConfig::new(Redundancy::replicas(2))
+        .maintenance_interval(Duration::from_millis(5))
+        .rejoin(Some(Duration::from_millis(10)), Duration::from_millis(50));
+    let p = PoolBackend::new(list, cfg).unwrap();
+    for id in 0..40 {
+        p.put(id, &[id as u8; 32]).unwrap();
+    }
+    // Member 0's server hangs every probe; member 1's answers again after a freeze.
+    servers[0].hang.store(true, Ordering::SeqCst);
+    for s in &servers[..2] {
+        s.frozen.store(true, Ordering::SeqCst);
+    }
+    p.inner.refresh_members();
+    assert_eq!(p.member_state(MemberId(0)), Some(MemberState::Down));
+    assert_eq!(p.member_state(MemberId(1)), Some(MemberState::Down));
+    servers[1].frozen.store(false, Ordering::SeqCst);
+    wait("member 1 taken back while member 0's probe hangs", || {
+        p.members()[1].rejoined_as.is_some()
+    });
+    assert!(servers[0].hang.load(Ordering::SeqCst));
+    assert_eq!(p.member_state(MemberId(0)), Some(MemberState::Down));
+    // The watcher's other work goes on too: the revived member is emptied and closed.
+    wait("member 1's revived session emptied and closed", || {
+        p.member_state(MemberId(1)) == Some(MemberState::Drained)
+    });
+    assert_eq!(servers[1].sessions(), 1);
+    servers[0].hang.store(false, Ordering::SeqCst);
+    for id in 0..40 {
+        assert_eq!(p.get(id).unwrap(), vec![id as u8; 32]);
     }
 }
