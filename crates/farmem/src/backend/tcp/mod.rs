@@ -737,28 +737,19 @@ impl Backend for TcpBackend {
     }
 
     fn renew(&self, probe: Duration) -> Option<Result<Arc<dyn Backend>, BackendError>> {
-        Some(
-            self.renew_sessions(probe)
-                .map(|b| Arc::new(b) as Arc<dyn Backend>),
-        )
+        Some(self.renew_sessions(probe).map(renew::shared))
     }
 
     fn resume(&self, probe: Duration) -> Option<Result<Option<Arc<dyn Backend>>, BackendError>> {
-        Some(
-            self.resume_sessions(probe)
-                .map(|b| b.map(|b| Arc::new(b) as Arc<dyn Backend>)),
-        )
+        Some(self.resume_sessions(probe).map(|b| b.map(renew::shared)))
     }
 
     fn detach(&self) {
-        for s in &self.servers {
-            s.link.retire("session let go by the client".into());
-            s.link.cut_all();
-        }
+        self.detach_sessions();
     }
 
     fn reconnect(&self) -> Option<Result<Arc<dyn Backend>, BackendError>> {
-        Some(TcpBackend::connect(self.config.clone()).map(|b| Arc::new(b) as Arc<dyn Backend>))
+        Some(TcpBackend::connect(self.config.clone()).map(renew::shared))
     }
 
     fn describe(&self) -> String {

@@ -72,6 +72,20 @@ impl TcpBackend {
         }
         TcpBackend::connect_adopting(self.config.clone(), &adopt).map(Some)
     }
+
+    /// Lets go of the sessions without closing them (see
+    /// [`Backend::detach`](crate::backend::Backend::detach)).
+    pub(crate) fn detach_sessions(&self) {
+        for s in &self.servers {
+            s.link.retire("session let go by the client".into());
+            s.link.cut_all();
+        }
+    }
+}
+
+/// `b` as a shared backend.
+pub(super) fn shared(b: TcpBackend) -> std::sync::Arc<dyn crate::backend::Backend> {
+    std::sync::Arc::new(b)
 }
 
 /// A link for one probe of `link`'s server within `probe`, resuming `session` (no heartbeat, no
