@@ -205,7 +205,10 @@ pub struct PoolConfig {
     /// flapping server costs few member ids ([`MAX_MEMBERS`]). `None`: down members are never
     /// taken back. Default 1 s.
     pub rejoin_after: Option<Duration>,
-    /// The longest wait between two probes of a down member. Default 30 s.
+    /// The longest wait between two probes of a down member. Default 15 s: half the servers'
+    /// default session lease (`--session-lease`, 30 s), which a server counts from when it runs
+    /// again after a freeze; a probe later than the lease finds the session, and the data only
+    /// it held, gone. Keep it below the lease.
     pub rejoin_max: Duration,
 }
 
@@ -225,7 +228,7 @@ impl PoolConfig {
             coding: CodingOptions::default(),
             code_from: 0,
             rejoin_after: Some(Duration::from_secs(1)),
-            rejoin_max: Duration::from_secs(30),
+            rejoin_max: Duration::from_secs(15),
         }
     }
 
