@@ -416,10 +416,11 @@ fn failure_run(
             let mib = |b: u64| b as f64 / (1 << 20) as f64;
             match r.after {
                 Some(after) => println!(
-                    "SIGSTOP: after SIGCONT the failed-over server rejoined the pool in {:.2} s \
-                     as a new, empty member holding {:.1} MiB for it (the copies written off at \
-                     the failover freed with its old session); its RSS {:.0} MiB at SIGCONT, \
-                     {:.0} MiB 1 s after the rejoin",
+                    "SIGSTOP: after SIGCONT the failed-over server was taken back in {:.2} s \
+                     (its old session revived with what the pool still placed on it, to be \
+                     moved to live members and closed, and a fresh session as a new member), \
+                     holding {:.1} MiB for the pool then; its RSS {:.0} MiB at SIGCONT, {:.0} MiB \
+                     1 s after",
                     after.as_secs_f64(),
                     mib(r.used_bytes),
                     mib(r.rss_at_sigcont),

@@ -254,6 +254,44 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Takes this client's sessions on its servers over to a new backend, with everything they
+    /// hold: for a pool member that was failed over because its server went silent or its
+    /// connection broke, and whose server answers again without having lost the session (it
+    /// was frozen or cut off, not restarted). This backend fails every later call with
+    /// [`BackendError::ServerDown`] (nothing more lands through it), and the returned one
+    /// reaches the same sessions over new connections, numbering its requests past every id
+    /// this one used (the servers' retry windows never mistake a new request for an old one).
+    /// `probe` bounds the wait for each server's first answer.
+    ///
+    /// `Ok(None)`: a server no longer knows its session (it restarted, or the session's lease ran
+    /// out): what it held is gone. `None`, the default: the backend cannot do it.
+    ///
+    /// # Errors
+    /// A server that does not answer within `probe` or refuses the connection; the sessions are
+    /// left as they are, and the call can be repeated.
+    fn resume(
+        &self,
+        probe: std::time::Duration,
+    ) -> Option<Result<Option<std::sync::Arc<dyn Backend>>, BackendError>> {
+        let _ = probe;
+        None
+    }
+
+    /// Lets go of this backend's sessions without closing them (every later call fails with
+    /// [`BackendError::ServerDown`], and dropping the backend closes nothing), so that they can
+    /// be resumed again ([`Backend::resume`] on the backend they were resumed from). The
+    /// default does nothing.
+    fn detach(&self) {}
+
+    /// A new backend over the same servers with the same settings and fresh, empty sessions,
+    /// leaving this one's sessions as they are (`None`, the default: the backend cannot).
+    ///
+    /// # Errors
+    /// As connecting in the first place.
+    fn reconnect(&self) -> Option<Result<std::sync::Arc<dyn Backend>, BackendError>> {
+        None
+    }
+
     /// A short human-readable name ("embedded", "tcp://127.0.0.1:7070", ...).
     fn describe(&self) -> String;
 }

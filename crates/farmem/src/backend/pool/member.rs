@@ -20,13 +20,16 @@ pub enum MemberState {
     /// Holds nothing and takes nothing (after a drain).
     Drained,
     /// Failed with a connection-class error (its server went silent, answered too late, or
-    /// its connection broke): never used again. Its objects are repaired from their other
-    /// copies, so what it held is written off. When its server answers again the pool takes
-    /// the server back as a *new* member (see [`PoolConfig::rejoin_after`]): the old session
-    /// and everything in it are freed on the server first ([`Backend::renew`]), and the new
-    /// member starts empty, taking new objects and the repair's copies and parity
-    /// ([`MemberInfo::rejoined_as`] names it; this one stays `Down`). A member the operator
-    /// drained or removed is never taken back.
+    /// its connection broke): not used while down. Its objects are repaired from their other
+    /// copies, and writes go to other members. When its server answers again the pool takes it
+    /// back (see [`PoolConfig::rejoin_after`]): if the server still has the member's session
+    /// (it was frozen or cut off), the member is revived with its data, [`MemberState::Draining`]
+    /// (what the location table still places on it is read from it while repair moves it
+    /// away, then the session is closed and it is `Drained`); the server also joins as a new
+    /// member over a fresh session ([`MemberInfo::rejoined_as`] names it). If the session is
+    /// gone (the server restarted), the server joins as a new, empty member
+    /// ([`Backend::renew`]) and this one stays `Down`. A member the operator drained or removed
+    /// is never taken back.
     ///
     /// [`PoolConfig::rejoin_after`]: super::PoolConfig::rejoin_after
     /// [`MemberInfo::rejoined_as`]: super::MemberInfo::rejoined_as
@@ -103,6 +106,11 @@ pub(crate) struct Member {
     /// How many times in a row its server was taken back only to fail again soon (rejoins wait
     /// longer for each).
     pub(crate) flaps: AtomicU32,
+    /// Whether it is a session taken back with its data after its member went down (see
+    /// `rejoin.rs`): it serves what the location table still places on it while repair moves
+    /// it away, but may also hold copies the pool wrote off, so it is never asked for ids the
+    /// table does not place on it.
+    revived: AtomicBool,
 }
 
 /// How long a member that went silent under a read is asked last.
@@ -139,10 +147,46 @@ impl Member {
             renewable: AtomicBool::new(true),
             rejoiner: AtomicBool::new(false),
             flaps: AtomicU32::new(0),
+            revived: AtomicBool::new(false),
         };
         // Best effort: a member that cannot answer now is found out by its first request.
         let _ = m.refresh();
         m
+    }
+
+    /// What stays of this member in the pool's list once its backend is let go (its server
+    /// rejoined as another member, or its revived session was emptied): the same name, state
+    /// and history over `backend`, which answers nothing, so that its connections, threads and
+    /// buffers are freed (member ids are positions in the list and are never reused).
+    pub(crate) fn tombstone(&self, backend: Arc<dyn Backend>, state: MemberState) -> Self {
+        let m = Self::new(backend, None);
+        m.set_state(state);
+        m.down_after
+            .store(self.down_after.load(Ordering::Relaxed), Ordering::Relaxed);
+        m.successor
+            .store(self.successor.load(Ordering::Acquire), Ordering::Release);
+        m.withdrawn.store(self.is_withdrawn(), Ordering::Release);
+        m.renewable.store(self.renewable(), Ordering::Relaxed);
+        m.rejoiner.store(self.is_rejoiner(), Ordering::Relaxed);
+        m.flaps
+            .store(self.flaps.load(Ordering::Relaxed), Ordering::Relaxed);
+        m
+    }
+
+    /// Notes that it is a session taken back with its data (see [`Member::revived`]).
+    pub(crate) fn set_revived(&self) {
+        self.revived.store(true, Ordering::Release);
+    }
+
+    /// Whether it is a session taken back with its data, possibly holding written-off copies.
+    pub(crate) fn is_revived(&self) -> bool {
+        self.revived.load(Ordering::Acquire)
+    }
+
+    /// Whether it may be asked for an id the location table does not place anywhere (agent
+    /// outputs, tables nobody wrote yet): it serves and holds no written-off copies.
+    pub(crate) fn answers_unknown(&self) -> bool {
+        self.serves() && !self.is_revived()
     }
 
     pub(crate) fn state(&self) -> MemberState {
@@ -236,9 +280,12 @@ impl Member {
     }
 
     /// Whether the pool may take its server back: down, not withdrawn by the operator, not
-    /// taken back already.
+    /// taken back already (a revived session that went down again may be taken back again:
+    /// its server serves under another member meanwhile).
     pub(crate) fn may_rejoin(&self) -> bool {
-        self.state() == MemberState::Down && !self.is_withdrawn() && self.successor().is_none()
+        self.state() == MemberState::Down
+            && !self.is_withdrawn()
+            && (self.successor().is_none() || self.is_revived())
     }
 
     /// Whether its server went silent under a read and has not answered one since.

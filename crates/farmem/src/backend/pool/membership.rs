@@ -362,6 +362,7 @@ impl Watcher {
                     }
                     reclaim(&inner, &s);
                 }
+                probes.finish();
             })
             .map_err(|e| tracing::warn!(error = %e, "pool membership thread could not start"))
             .ok();

@@ -28,12 +28,17 @@
 //!   writes go to substitutes, and a background thread restores the redundancy of every object
 //!   that lost a copy in batches, yielding to the application and optionally capped by a token
 //!   bucket ([`PoolConfig::repair_rate`]).
-//! - **Rejoins**: a down member's server is probed with back-off ([`PoolConfig::rejoin_after`]);
-//!   once it answers (it was only slow, frozen or cut off, or it restarted empty) its old
-//!   session is closed on the server, freeing every copy and span the pool had written off
-//!   there, and the server joins again as a new, empty member ([`Backend::renew`]; a member
-//!   the operator drained or removed is never taken back). Repair then puts copies and parity
-//!   on it. A server can also be added as a new member by hand ([`PoolBackend::add_member`]),
+//! - **Rejoins**: a down member's server is probed with back-off ([`PoolConfig::rejoin_after`]),
+//!   each probe on a thread of its own. When it answers with the member's session still there
+//!   (it was only slow, frozen or cut off), the session is *revived* under the member's id
+//!   ([`Backend::resume`]): what the location table still places on it is readable again at
+//!   once (objects whose only copies it held included), repair moves it to live members, and
+//!   the session is then closed, freeing every copy the pool wrote off there; the server also
+//!   joins as a new member over a fresh session. When the session is gone (the server
+//!   restarted), the server joins again as a new, empty member ([`Backend::renew`]), and
+//!   objects whose only copies it held stay unavailable. Erasure-coded pools always renew. A
+//!   member the operator drained or removed is never taken back. Repair then puts copies and
+//!   parity on the new member (`rejoin.rs` says why nothing stale is ever read). A server can also be added as a new member by hand ([`PoolBackend::add_member`]),
 //!   and pools that know their servers' addresses ([`PoolBackend::connect`]) connect to an
 //!   address again when its member cannot renew its session.
 //! - **Membership**: [`PoolBackend::add_member`], [`PoolBackend::drain_member`] (moves every
@@ -192,13 +197,18 @@ pub struct PoolConfig {
     /// container can be replicated or coded whatever the size of its objects).
     pub code_from: usize,
     /// A member that went down is probed this long after (then with a doubling back-off, up to
-    /// [`PoolConfig::rejoin_max`]); when its server answers, the old session is freed on it and
-    /// it rejoins as a new, empty member (see [`MemberState::Down`]). A member taken back that
+    /// [`PoolConfig::rejoin_max`]); when its server answers with the member's session still
+    /// there, the session is revived with its data (then emptied by repair and closed) and the
+    /// server joins as a new member too; when the session is gone, the server rejoins as a new,
+    /// empty member (see [`MemberState::Down`]). A member taken back that
     /// fails again within `rejoin_max` waits twice as long before the next attempt, so a
     /// flapping server costs few member ids ([`MAX_MEMBERS`]). `None`: down members are never
     /// taken back. Default 1 s.
     pub rejoin_after: Option<Duration>,
-    /// The longest wait between two probes of a down member. Default 30 s.
+    /// The longest wait between two probes of a down member. Default 15 s: half the servers'
+    /// default session lease (`--session-lease`, 30 s), which a server counts from when it runs
+    /// again after a freeze; a probe later than the lease finds the session, and the data only
+    /// it held, gone. Keep it below the lease.
     pub rejoin_max: Duration,
 }
 
@@ -218,7 +228,7 @@ impl PoolConfig {
             coding: CodingOptions::default(),
             code_from: 0,
             rejoin_after: Some(Duration::from_secs(1)),
-            rejoin_max: Duration::from_secs(30),
+            rejoin_max: Duration::from_secs(15),
         }
     }
 
@@ -715,8 +725,11 @@ impl PoolBackend {
     }
 
     /// Tries now to take back down member `id` (as the pool does by itself, see
-    /// [`PoolConfig::rejoin_after`]): ends its old session on its server, freeing what it held,
-    /// and adds the server as a new, empty member, whose id is returned.
+    /// [`PoolConfig::rejoin_after`]): revives its session with its data when its server still
+    /// has it (member `id` then serves it, draining, and the server also joins as a new member),
+    /// else ends the old session and adds the server as a new, empty member. Returns the member
+    /// the server takes new objects as (`id` itself for a revived member whose server serves
+    /// under no other member and cannot open a fresh session).
     ///
     /// # Errors
     /// [`PoolError::NoRejoin`] when the member is not down, was drained or removed by the

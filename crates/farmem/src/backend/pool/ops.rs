@@ -142,7 +142,7 @@ impl Backend for PoolBackend {
                 loop {
                     let mut silent = false;
                     for (i, m) in members.iter().enumerate() {
-                        if !m.serves() {
+                        if !m.answers_unknown() {
                             continue;
                         }
                         let r = m.backend.compute(route, opn, args);

@@ -145,7 +145,7 @@ impl Inner {
         loop {
             let mut silent = false;
             for (i, m) in members.iter().enumerate() {
-                if !m.serves() {
+                if !m.answers_unknown() {
                     continue;
                 }
                 let r = f(&*m.backend);

@@ -1,40 +1,94 @@
 //! Taking back down members whose server answers again.
 //!
-//! A member marked down after a connection-class failure had its objects and spans repaired
-//! elsewhere: whatever its server still holds for this pool is written off and may be stale. The
-//! pool's watcher probes each down member with back-off ([`PoolConfig::rejoin_after`]); a probe
-//! is [`Backend::renew`] on the member's backend, which declares the old session ended on the
-//! client's side (nothing more is sent to it), then closes it on the server (freeing every
-//! copy and span it held; a server that restarted has none) and opens a fresh, empty session.
-//! The server then joins as a *new* member ([`Inner::readmit`]): a new member id, so no entry
-//! of the location table or of the coded layout that still names the old id (repair has not
-//! reached it yet, or a write that was in flight when the member failed) can ever be read from
-//! the fresh session. Repair then puts copies and parity on it like on any new member.
+//! A member is marked down after a connection-class failure: its server went silent past the
+//! detection time (frozen, partitioned), answered too late, or lost its connection. The pool's
+//! watcher probes each down member with back-off ([`PoolConfig::rejoin_after`]), each probe on
+//! a thread of its own so that a silent server never holds up the watcher.
 //!
-//! Races: the commit runs under the membership lock and takes the member back only while it is
+//! # Revival: the session comes back with its data
+//!
+//! A probe first asks the member's backend to take its session over to new connections
+//! ([`Backend::resume`]). When the server still knows the session (it was frozen or cut off,
+//! not restarted), the member is *revived*: a member over the resumed session takes the old
+//! member's place in the list, under the same id, in state [`MemberState::Draining`]. It
+//! serves what the location table still places on it, so objects whose every copy was on it
+//! (one copy per object, or every replica frozen) are readable again, and the repair thread
+//! moves every object it holds to live members, as in a drain. Once the table places nothing
+//! on it, it is retired: its session is closed on the server, which frees at once every copy
+//! the pool wrote off there (rewritten or re-replicated elsewhere while it was down, freed while
+//! it did not answer, or written by requests that were still buffered on its old connections
+//! when it froze and ran after it woke). Unless the server serves under another member already,
+//! it also joins as a new, empty member over a fresh session ([`Backend::reconnect`];
+//! [`MemberInfo::rejoined_as`] names it), which takes new objects and the repair's copies.
+//!
+//! Why nothing stale is read from the revived session: the location table names a member only
+//! while it holds the object's last acknowledged value. A write that some member acknowledged
+//! drops from the entry every member it named that did not acknowledge it (refused it, failed,
+//! or was not serving: `write.rs`); a write no member acknowledged drops the members that
+//! failed it while the entry names another one (which holds the value from before the write).
+//! Repair and drains replace a down member's copy in the entry before they drop it, and a free
+//! removes the entry. So what the revived session holds under an entry that names it is the
+//! current value, or, when its member was the object's last one and failed a write, the value
+//! of that unacknowledged write (a write that failed may or may not have taken effect). Copies
+//! the table does not place on it are never read: the revived member is never asked for an id
+//! the table does not know (`Member::answers_unknown`), and such copies go with the session.
+//! Writes that start after the revival see it serving and write to it; writes that started
+//! before skip it and drop it from their entries as they end. No free is lost: frees that
+//! could not reach it while it was down concerned copies the table no longer places on it.
+//!
+//! The cost is a drain: the revived member's data crosses the client once more. Erasure-coded
+//! pools do not revive members (their layout names spans, not objects): a coded member is
+//! renewed empty, as below.
+//!
+//! # Renewal: the server comes back empty
+//!
+//! When the server no longer knows the session (it restarted without `--data-dir`, or the
+//! session's lease ran out), or the backend cannot resume sessions, the probe renews it
+//! ([`Backend::renew`]): the old session is declared ended on the client's side and closed on
+//! the server (freeing what it held; a restarted server has none), and a fresh, empty session
+//! joins as a *new* member ([`Inner::readmit`]): a new member id, so no entry of the location
+//! table or of the coded layout that still names the old id can ever be read from the fresh
+//! session. Repair then puts copies and parity on it like on any new member. Objects whose
+//! only copies were in the lost session stay unavailable ([`BackendError::Unavailable`]). A
+//! session that may still hold copies nothing else can give back is not renewed (renewing
+//! would free them) while the server may still have it: [`Inner::holds_last_copies`].
+//!
+//! # The member list
+//!
+//! Member ids are positions in the list, named by the location table, and never reused. A
+//! member whose server rejoined as another one, or whose revived session was emptied, stays in
+//! the list as a tombstone ([`Member::tombstone`]) over a backend that answers nothing: its
+//! connections, heartbeat thread and buffers are freed with its old backend.
+//!
+//! Races: a commit runs under the membership lock and takes the member back only while it is
 //! still down and neither drained nor removed by the operator (who withdraws it first) nor
-//! taken back already; otherwise the fresh backend is dropped, closing its session. A server
-//! that fails again during the probe fails the probe (it stays down and is probed later); one
-//! that fails again after it joined is an ordinary member failure of the new member, which is
-//! probed in turn, after twice the wait when it failed within [`PoolConfig::rejoin_max`] of
-//! joining (a flapping server uses member ids slowly: [`MAX_MEMBERS`] over a pool's life).
+//! taken back already; otherwise the resumed or fresh backend is dropped (closing its
+//! session). A server that fails again during the probe fails the probe (it stays down and is
+//! probed later); one that fails again after it joined is an ordinary member failure, probed in
+//! turn (a revived session that goes down again is revived again), after twice the wait when it
+//! failed within [`PoolConfig::rejoin_max`] of joining (a flapping server uses member ids
+//! slowly: [`MAX_MEMBERS`] over a pool's life).
 //!
 //! [`PoolConfig::rejoin_after`]: super::PoolConfig::rejoin_after
 //! [`PoolConfig::rejoin_max`]: super::PoolConfig::rejoin_max
+//! [`MemberInfo::rejoined_as`]: super::MemberInfo::rejoined_as
 //! [`Backend::renew`]: crate::backend::Backend::renew
+//! [`Backend::resume`]: crate::backend::Backend::resume
+//! [`Backend::reconnect`]: crate::backend::Backend::reconnect
+//! [`BackendError::Unavailable`]: crate::backend::BackendError::Unavailable
 //! [`MAX_MEMBERS`]: super::MAX_MEMBERS
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::error::PoolError;
 use super::member::{Member, MemberState};
 use super::table::Ix;
-use std::sync::Arc;
-
 use super::{Inner, MAX_MEMBERS, MemberId, PoolConfig};
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendError, ObjectId, StoreStats};
 
 /// The least time a probe waits for the server's first answer.
 const MIN_PATIENCE: Duration = Duration::from_secs(1);
@@ -52,7 +106,7 @@ pub(crate) fn refusal(m: &Member) -> PoolError {
         "only a down member rejoins"
     } else if m.is_withdrawn() {
         "the operator drained or removed it"
-    } else if m.successor().is_some() {
+    } else if m.successor().is_some() && !m.is_revived() {
         "its server rejoined already (or was added back by hand)"
     } else {
         "its backend cannot renew its session"
@@ -64,14 +118,34 @@ pub(crate) fn refusal(m: &Member) -> PoolError {
     }
 }
 
-/// One attempt to take back down member `id`: renews its backend's session and readmits the
-/// server as a new member.
+/// One attempt to take back down member `id`: revives its session with its data when its
+/// server still has it, else renews it and readmits the server as a new, empty member. Returns
+/// the member the server now takes new objects as (the revived member's own id when it has
+/// no fresh member).
 pub(crate) fn rejoin(inner: &Inner, id: MemberId) -> Result<MemberId, PoolError> {
     let m = inner.member(id)?;
     if !m.may_rejoin() || !m.renewable() {
         return Err(refusal(&m));
     }
-    if inner.holds_last_copies(id.0 as Ix) {
+    let mut gone = false;
+    // Coded layouts name spans by member: coded pools renew only.
+    let revivable = inner.coded_engine.read().is_none();
+    if revivable {
+        match m.backend.resume(patience(&inner.cfg)) {
+            Some(Ok(Some(session))) => return revive(inner, id, &m, session),
+            // The server lost the session, and with it what it held.
+            Some(Ok(None)) => gone = true,
+            Some(Err(e)) => return Err(e.into()),
+            None => {}
+        }
+    }
+    if m.is_revived() {
+        // A revived session that is gone now: nothing of it to take back (its server serves
+        // as its successor).
+        inner.retire(id, MemberState::Down);
+        return Err(refusal(&m));
+    }
+    if !gone && inner.holds_last_copies(id.0 as Ix) {
         // Renewing would close the session that holds them: wait until repair no longer
         // needs it (another copy, or enough spans, came back) rather than lose them.
         return Err(PoolError::NoRejoin {
@@ -98,13 +172,88 @@ pub(crate) fn rejoin(inner: &Inner, id: MemberId) -> Result<MemberId, PoolError>
     inner.readmit(id, fresh)
 }
 
+/// Takes down member `id` back over `session`, its resumed session (see the module docs).
+fn revive(
+    inner: &Inner,
+    id: MemberId,
+    m: &Member,
+    session: Arc<dyn Backend>,
+) -> Result<MemberId, PoolError> {
+    // Until it is committed, a failure lets the session go without closing it: the next probe
+    // resumes it again (the backend it was resumed from still knows it).
+    let attempt = || -> Result<Option<Arc<dyn Backend>>, BackendError> {
+        // It answered the resumption; one more request shows it still does.
+        session.stats()?;
+        if m.successor().is_some() || twin(inner, m).is_some() {
+            return Ok(None);
+        }
+        match session.reconnect() {
+            Some(Ok(b)) => {
+                b.stats()?;
+                Ok(Some(b))
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(None),
+        }
+    };
+    match attempt() {
+        Ok(fresh) => inner.revive_commit(id, session, fresh),
+        Err(e) => {
+            session.detach();
+            Err(e.into())
+        }
+    }
+}
+
 /// A serving member over the same server as `m` (by name), other than `m`.
 pub(crate) fn twin(inner: &Inner, m: &Member) -> Option<Ix> {
     inner
         .members()
         .iter()
-        .position(|x| !std::ptr::eq(&**x, m) && x.serves() && x.name == m.name)
+        .position(|x| !std::ptr::eq(&**x, m) && x.serves() && !x.is_revived() && x.name == m.name)
         .map(|i| i as Ix)
+}
+
+/// The backend of a member that was let go: answers nothing.
+#[derive(Debug)]
+struct Retired {
+    name: String,
+}
+
+impl Retired {
+    fn err(&self) -> BackendError {
+        BackendError::ServerDown {
+            addr: self.name.clone(),
+            reason: "pool member retired".into(),
+        }
+    }
+}
+
+impl Backend for Retired {
+    fn put(&self, _: ObjectId, _: &[u8]) -> Result<(), BackendError> {
+        Err(self.err())
+    }
+    fn get(&self, _: ObjectId) -> Result<Vec<u8>, BackendError> {
+        Err(self.err())
+    }
+    fn get_many(&self, _: &[ObjectId]) -> Result<Vec<Vec<u8>>, BackendError> {
+        Err(self.err())
+    }
+    fn put_many(&self, _: &[(ObjectId, &[u8])]) -> Result<(), BackendError> {
+        Err(self.err())
+    }
+    fn free(&self, _: &[ObjectId]) -> Result<(), BackendError> {
+        Ok(())
+    }
+    fn stats(&self) -> Result<StoreStats, BackendError> {
+        Err(self.err())
+    }
+    fn compute(&self, _: ObjectId, _: u16, _: &[u8]) -> Result<Vec<u8>, BackendError> {
+        Err(self.err())
+    }
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
 }
 
 impl Inner {
@@ -144,14 +293,114 @@ impl Inner {
                 if prev.may_rejoin() {
                     prev.set_successor(twin);
                 }
-                refusal(&prev)
+                let e = refusal(&prev);
+                self.retire(old, prev.state());
+                e
             }
             Err(e) => e,
         }
     }
 
+    /// Puts `member` in place of member `ix` in the list.
+    fn replace_member(&self, ix: usize, member: Arc<Member>) {
+        let mut list = self.members.write();
+        if ix < list.len() {
+            let mut v = list.to_vec();
+            v[ix] = member;
+            *list = v.into();
+        }
+    }
+
+    /// Replaces member `id` by its tombstone in `state` (see [`Member::tombstone`]): its
+    /// backend goes once no call holds it any more.
+    pub(crate) fn retire(&self, id: MemberId, state: MemberState) {
+        let Ok(prev) = self.member(id) else {
+            return;
+        };
+        let dead = Arc::new(Retired {
+            name: prev.name.clone(),
+        });
+        let t = Arc::new(prev.tombstone(dead, state));
+        self.replace_member(id.0, t);
+    }
+
+    /// The flap count a member taken back after `prev` starts with: one more than `prev`'s when
+    /// `prev` was itself taken back and failed again within [`PoolConfig::rejoin_max`].
+    fn flaps_after(&self, prev: &Member) -> u32 {
+        let flapped = prev.is_rejoiner() && prev.lived().is_some_and(|l| l < self.cfg.rejoin_max);
+        if flapped {
+            prev.flaps.load(Ordering::Relaxed) + 1
+        } else {
+            0
+        }
+    }
+
+    /// Appends `member` to the list; its id.
+    fn push_member(&self, member: Arc<Member>) -> Result<Ix, PoolError> {
+        let mut list = self.members.write();
+        if list.len() >= MAX_MEMBERS {
+            return Err(PoolError::TooManyMembers { max: MAX_MEMBERS });
+        }
+        let ix = list.len();
+        let mut v = list.to_vec();
+        v.push(member);
+        *list = v.into();
+        Ok(ix as Ix)
+    }
+
+    /// Takes down member `old` back over `session`, its resumed session, in its place and
+    /// draining; `fresh` (a fresh session on its server, if any) joins as a new member. Returns
+    /// the member its server takes new objects as.
+    fn revive_commit(
+        &self,
+        old: MemberId,
+        session: Arc<dyn Backend>,
+        fresh: Option<Arc<dyn Backend>>,
+    ) -> Result<MemberId, PoolError> {
+        let _g = self.membership.lock();
+        let prev = self.member(old)?;
+        if !prev.may_rejoin() {
+            return Err(refusal(&prev));
+        }
+        let flaps = self.flaps_after(&prev);
+        let revived = Arc::new(Member::new(session, self.cfg.read_patience));
+        revived.set_state(MemberState::Draining);
+        revived.set_revived();
+        revived.set_rejoiner();
+        revived.flaps.store(flaps, Ordering::Relaxed);
+        let mut now = prev.successor().map(|s| MemberId(usize::from(s)));
+        if let Some(b) = fresh {
+            let member = Arc::new(Member::new(b, self.cfg.read_patience));
+            member.set_rejoiner();
+            member.flaps.store(flaps, Ordering::Relaxed);
+            match self.push_member(member) {
+                Ok(ix) => now = Some(MemberId(usize::from(ix))),
+                // Its data comes back all the same; the server takes no new objects.
+                Err(e) => {
+                    tracing::warn!(member = %prev.name, error = %e, "revived member gets no fresh session")
+                }
+            }
+        } else if now.is_none() {
+            now = twin(self, &prev).map(|t| MemberId(usize::from(t)));
+        }
+        if let Some(s) = now {
+            revived.set_successor(s.0 as Ix);
+        }
+        self.replace_member(old.0, revived);
+        self.rejoins.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            member = %prev.name,
+            id = old.0,
+            fresh = ?now,
+            "pool member answers again with its session: revived, its objects are readable and move to live members"
+        );
+        // Its objects move to live members; objects short of copies get them.
+        self.repair.wake();
+        Ok(now.unwrap_or(old))
+    }
+
     /// Takes back down member `old` over `backend` (its renewed session) as a new member, if
-    /// it may still rejoin; the pool's rejoins count one more.
+    /// it may still rejoin; the pool's rejoins count one more, and `old` becomes a tombstone.
     pub(crate) fn readmit(
         &self,
         old: MemberId,
@@ -164,28 +413,19 @@ impl Inner {
         }
         if let Some(twin) = twin(self, &prev) {
             prev.set_successor(twin);
-            return Err(refusal(&prev));
+            let e = refusal(&prev);
+            self.retire(old, MemberState::Down);
+            return Err(e);
         }
         let member = Arc::new(Member::new(backend, self.cfg.read_patience));
         // A server that failed again soon after it was taken back waits longer next time.
-        let flapped = prev.is_rejoiner() && prev.lived().is_some_and(|l| l < self.cfg.rejoin_max);
         member.set_rejoiner();
-        let flaps = if flapped {
-            prev.flaps.load(Ordering::Relaxed) + 1
-        } else {
-            0
-        };
-        member.flaps.store(flaps, Ordering::Relaxed);
-        let mut list = self.members.write();
-        if list.len() >= MAX_MEMBERS {
-            return Err(PoolError::TooManyMembers { max: MAX_MEMBERS });
-        }
-        let ix = list.len();
-        let mut v = list.to_vec();
-        v.push(member);
-        *list = v.into();
-        drop(list);
-        prev.set_successor(ix as Ix);
+        member
+            .flaps
+            .store(self.flaps_after(&prev), Ordering::Relaxed);
+        let ix = self.push_member(member)?;
+        prev.set_successor(ix);
+        self.retire(old, MemberState::Down);
         self.rejoins.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             member = %prev.name,
@@ -195,15 +435,45 @@ impl Inner {
         );
         // Objects and stripes short of copies and parity get them on it.
         self.repair.wake();
-        Ok(MemberId(ix))
+        Ok(MemberId(usize::from(ix)))
+    }
+
+    /// Retires every revived member the location table no longer places anything on (its
+    /// session is closed on the server, freeing what the pool wrote off there).
+    pub(crate) fn retire_emptied(&self) {
+        let members = self.members();
+        for (i, m) in members.iter().enumerate() {
+            if !(m.is_revived() && m.state() == MemberState::Draining) {
+                continue;
+            }
+            let ix = i as Ix;
+            // It takes no new objects: once no entry names it and no move owes it a drop,
+            // nothing can name it again.
+            if m.moves.load(Ordering::SeqCst) > 0
+                || !self.table.select(|e| e.contains(ix)).is_empty()
+            {
+                continue;
+            }
+            let _g = self.membership.lock();
+            if !m.transition(MemberState::Draining, MemberState::Drained) {
+                continue;
+            }
+            if m.moves.load(Ordering::SeqCst) > 0 {
+                m.transition(MemberState::Drained, MemberState::Draining);
+                continue;
+            }
+            tracing::info!(member = %m.name, id = i, "revived session emptied: closed");
+            self.retire(MemberId(i), MemberState::Drained);
+        }
     }
 }
 
-/// When a down member is probed next.
+/// When a down member is probed next, and the probe running.
 #[derive(Debug)]
 struct Probe {
     at: Instant,
     backoff: Duration,
+    running: Option<JoinHandle<Result<MemberId, PoolError>>>,
 }
 
 /// The probes of down members, kept by the pool's watcher thread.
@@ -213,8 +483,10 @@ pub(crate) struct Probes {
 }
 
 impl Probes {
-    /// Probes every down member whose turn has come (see the module docs).
-    pub(crate) fn run(&mut self, inner: &Inner, stopped: &dyn Fn() -> bool) {
+    /// Starts a probe (on a thread of its own) of every down member whose turn has come, and
+    /// takes in the outcome of the probes that ended (see the module docs).
+    pub(crate) fn run(&mut self, inner: &Arc<Inner>, stopped: &dyn Fn() -> bool) {
+        inner.retire_emptied();
         let Some(first) = inner.cfg.rejoin_after else {
             return;
         };
@@ -225,7 +497,36 @@ impl Probes {
                 return;
             }
             let ix = i as Ix;
-            if !m.may_rejoin() || !m.renewable() {
+            if let Some(p) = self.next.get_mut(&ix)
+                && p.running.as_ref().is_some_and(JoinHandle::is_finished)
+            {
+                let outcome = p.running.take().map(JoinHandle::join);
+                match outcome {
+                    Some(Ok(Ok(_))) => {
+                        self.next.remove(&ix);
+                    }
+                    Some(Ok(Err(PoolError::Backend(e)))) => {
+                        p.backoff = p.backoff.saturating_mul(2).min(max);
+                        p.at = Instant::now() + p.backoff;
+                        tracing::debug!(member = %m.name, error = %e, retry_in = ?p.backoff, "down pool member still does not answer");
+                    }
+                    Some(Ok(Err(e @ PoolError::TooManyMembers { .. }))) => {
+                        p.at = Instant::now() + max;
+                        tracing::warn!(member = %m.name, error = %e, "down pool member answers again but cannot rejoin");
+                    }
+                    Some(Ok(Err(e))) => {
+                        self.next.remove(&ix);
+                        tracing::debug!(member = %m.name, error = %e, "down pool member not taken back");
+                    }
+                    Some(Err(_)) | None => {
+                        self.next.remove(&ix);
+                        tracing::warn!(member = %m.name, "a probe of a down pool member panicked");
+                    }
+                }
+                continue;
+            }
+            let running = self.next.get(&ix).is_some_and(|p| p.running.is_some());
+            if !running && (!m.may_rejoin() || !m.renewable()) {
                 self.next.remove(&ix);
                 continue;
             }
@@ -235,238 +536,35 @@ impl Probes {
                 Probe {
                     at: Instant::now() + wait,
                     backoff: wait,
+                    running: None,
                 }
             });
-            if Instant::now() < p.at {
+            if p.running.is_some() || Instant::now() < p.at {
                 continue;
             }
-            match rejoin(inner, MemberId(i)) {
-                Ok(_) => {
-                    self.next.remove(&ix);
-                }
-                Err(PoolError::Backend(e)) => {
-                    p.backoff = p.backoff.saturating_mul(2).min(max);
-                    p.at = Instant::now() + p.backoff;
-                    tracing::debug!(member = %m.name, error = %e, retry_in = ?p.backoff, "down pool member still does not answer");
-                }
-                Err(e @ PoolError::TooManyMembers { .. }) => {
-                    p.at = Instant::now() + max;
-                    tracing::warn!(member = %m.name, error = %e, "down pool member answers again but cannot rejoin");
-                }
+            let bg = inner.clone();
+            let spawned = std::thread::Builder::new()
+                .name("farmem-pool-probe".into())
+                .spawn(move || rejoin(&bg, MemberId(i)));
+            match spawned {
+                Ok(h) => p.running = Some(h),
                 Err(e) => {
-                    self.next.remove(&ix);
-                    tracing::debug!(member = %m.name, error = %e, "down pool member not taken back");
+                    p.at = Instant::now() + p.backoff;
+                    tracing::warn!(error = %e, "cannot start a probe of a down pool member");
                 }
+            }
+        }
+    }
+
+    /// Waits for the probes still running (the watcher stops).
+    pub(crate) fn finish(&mut self) {
+        for (_, p) in self.next.drain() {
+            if let Some(h) = p.running {
+                let _ = h.join();
             }
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::HashSet;
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
-
-    use parking_lot::Mutex;
-
-    use super::super::{PoolBackend, Redundancy};
-    use super::*;
-    use crate::backend::{Backend, BackendError, EmbeddedStore, ObjectId, StoreStats};
-
-    /// A server in a box: answers while `up`, and renews into a fresh, empty store after
-    /// freeing what this session held.
-    #[derive(Debug)]
-    struct Boxed {
-        name: String,
-        store: EmbeddedStore,
-        held: Mutex<HashSet<ObjectId>>,
-        up: Arc<AtomicBool>,
-        ended: AtomicBool,
-    }
-
-    impl Boxed {
-        fn new(name: &str, up: Arc<AtomicBool>) -> Arc<Self> {
-            Arc::new(Self {
-                name: name.into(),
-                store: EmbeddedStore::new(),
-                held: Mutex::default(),
-                up,
-                ended: AtomicBool::new(false),
-            })
-        }
-
-        fn check(&self) -> Result<(), BackendError> {
-            if self.up.load(Ordering::SeqCst) && !self.ended.load(Ordering::SeqCst) {
-                Ok(())
-            } else {
-                Err(BackendError::Timeout {
-                    addr: "boxed".into(),
-                    after_ms: 1,
-                })
-            }
-        }
-    }
-
-    impl Backend for Boxed {
-        fn put(&self, id: ObjectId, data: &[u8]) -> Result<(), BackendError> {
-            self.check()?;
-            self.held.lock().insert(id);
-            self.store.put(id, data)
-        }
-        fn get(&self, id: ObjectId) -> Result<Vec<u8>, BackendError> {
-            self.check()?;
-            self.store.get(id)
-        }
-        fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>, BackendError> {
-            self.check()?;
-            self.store.get_many(ids)
-        }
-        fn put_many(&self, items: &[(ObjectId, &[u8])]) -> Result<(), BackendError> {
-            self.check()?;
-            self.held.lock().extend(items.iter().map(|(id, _)| *id));
-            self.store.put_many(items)
-        }
-        fn free(&self, ids: &[ObjectId]) -> Result<(), BackendError> {
-            self.check()?;
-            self.store.free(ids)
-        }
-        fn stats(&self) -> Result<StoreStats, BackendError> {
-            self.check()?;
-            self.store.stats()
-        }
-        fn compute(&self, route: ObjectId, op: u16, args: &[u8]) -> Result<Vec<u8>, BackendError> {
-            self.check()?;
-            self.store.compute(route, op, args)
-        }
-        fn renew(&self, _probe: Duration) -> Option<Result<Arc<dyn Backend>, BackendError>> {
-            self.ended.store(true, Ordering::SeqCst);
-            if !self.up.load(Ordering::SeqCst) {
-                return Some(Err(BackendError::Timeout {
-                    addr: "boxed".into(),
-                    after_ms: 1,
-                }));
-            }
-            let ids: Vec<ObjectId> = self.held.lock().drain().collect();
-            if let Err(e) = self.store.free(&ids) {
-                return Some(Err(e));
-            }
-            Some(Ok(
-                Boxed::new(&self.name, self.up.clone()) as Arc<dyn Backend>
-            ))
-        }
-        fn describe(&self) -> String {
-            self.name.clone()
-        }
-    }
-
-    fn pool(members: &[Arc<Boxed>], first: Option<Duration>) -> PoolBackend {
-        let cfg = PoolConfig::new(Redundancy::replicas(3))
-            .maintenance_interval(Duration::from_millis(5))
-            .rejoin(first, Duration::from_millis(200));
-        let list = members
-            .iter()
-            .map(|m| m.clone() as Arc<dyn Backend>)
-            .collect();
-        PoolBackend::new(list, cfg).unwrap()
-    }
-
-    fn wait(what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out: {what}");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    /// Three members, three copies; member 0 fails a write and goes down.
-    fn failed_over(first: Option<Duration>) -> (Vec<Arc<Boxed>>, Arc<AtomicBool>, PoolBackend) {
-        let up = Arc::new(AtomicBool::new(true));
-        let m = vec![
-            Boxed::new("a", up.clone()),
-            Boxed::new("b", Arc::new(AtomicBool::new(true))),
-            Boxed::new("c", Arc::new(AtomicBool::new(true))),
-        ];
-        let p = pool(&m, first);
-        for id in 0..50 {
-            p.put(id, &[id as u8; 100]).unwrap();
-        }
-        up.store(false, Ordering::SeqCst);
-        p.put(50, &[50; 100]).unwrap();
-        assert_eq!(p.member_state(MemberId(0)), Some(MemberState::Down));
-        (m, up, p)
-    }
-
-    #[test]
-    fn a_member_holding_the_only_copies_is_not_renewed() {
-        // One copy per object: member 0's objects exist nowhere else.
-        let up = Arc::new(AtomicBool::new(true));
-        let m = [
-            Boxed::new("a", up.clone()),
-            Boxed::new("b", Arc::new(AtomicBool::new(true))),
-        ];
-        let cfg = PoolConfig::new(Redundancy::replicas(1))
-            .maintenance_interval(Duration::from_millis(5))
-            .rejoin(Some(Duration::from_millis(10)), Duration::from_millis(200));
-        let list = m.iter().map(|x| x.clone() as Arc<dyn Backend>).collect();
-        let p = PoolBackend::new(list, cfg).unwrap();
-        let mut on_a = Vec::new();
-        for id in 0..64 {
-            p.put(id, &[id as u8; 100]).unwrap();
-            if p.locations(id).unwrap() == [MemberId(0)] {
-                on_a.push(id);
-            }
-        }
-        assert!(!on_a.is_empty());
-        up.store(false, Ordering::SeqCst);
-        let _ = p.get(on_a[0]);
-        assert_eq!(p.member_state(MemberId(0)), Some(MemberState::Down));
-        up.store(true, Ordering::SeqCst);
-        // Several probe turns pass: none renews the session that holds the only copies.
-        std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(p.rejoins(), 0);
-        assert!(matches!(
-            p.rejoin_member(MemberId(0)),
-            Err(PoolError::NoRejoin { .. })
-        ));
-        assert!(!m[0].ended.load(Ordering::SeqCst), "its session was ended");
-        for &id in &on_a {
-            assert_eq!(m[0].store.get(id).unwrap(), vec![id as u8; 100]);
-        }
-    }
-
-    #[test]
-    fn a_down_member_that_answers_again_rejoins_empty_and_gets_its_copies_back() {
-        let (m, up, p) = failed_over(Some(Duration::from_millis(10)));
-        std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(p.rejoins(), 0, "rejoined while it does not answer");
-        up.store(true, Ordering::SeqCst);
-        wait("the rejoin", || p.rejoins() == 1);
-        let now = p.members()[0].rejoined_as.unwrap();
-        assert_eq!(now, MemberId(3));
-        // The old session's objects are freed; the new member gets every object's third copy.
-        assert_eq!(m[0].store.stats().unwrap().objects, 0);
-        wait("full redundancy", || p.repair_now() == 0);
-        for id in 0..=50 {
-            assert_eq!(p.get(id).unwrap(), vec![id as u8; 100]);
-            assert!(p.locations(id).unwrap().contains(&now));
-        }
-        assert_eq!(p.member_state(MemberId(0)), Some(MemberState::Down));
-        assert!(p.rejoin_member(MemberId(0)).is_err(), "rejoined twice");
-    }
-
-    #[test]
-    fn with_rejoins_off_a_down_member_stays_out_until_asked() {
-        let (m, up, p) = failed_over(None);
-        up.store(true, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(p.rejoins(), 0);
-        assert!(
-            m[0].store.stats().unwrap().objects > 0,
-            "stale copies left alone"
-        );
-        let now = p.rejoin_member(MemberId(0)).unwrap();
-        assert_eq!(p.member_state(now), Some(MemberState::Live));
-        assert_eq!(m[0].store.stats().unwrap().objects, 0);
-    }
-}
+mod tests;

@@ -59,15 +59,16 @@ impl Inner {
         let mut attempts = 0;
         while !pending.is_empty() {
             attempts += 1;
-            let mut targets: Vec<(usize, Vec<Ix>, bool)> = Vec::with_capacity(pending.len());
+            let mut targets: Vec<(usize, Vec<Ix>, bool, Vec<Ix>)> =
+                Vec::with_capacity(pending.len());
             for &i in &pending {
                 let (id, bytes) = items[i];
                 match self.begin_write(id, bytes, kind) {
-                    Ok((t, created)) => targets.push((i, t, created)),
+                    Ok((t, created, named)) => targets.push((i, t, created, named)),
                     Err(e) => {
                         // Writes already started are ended (not sent) before failing.
-                        for (i, _, created) in targets {
-                            self.end_write(items[i].0, created);
+                        for (i, _, created, _) in targets {
+                            self.end_write(items[i].0, created, &[]);
                         }
                         return Err(e);
                     }
@@ -76,7 +77,7 @@ impl Inner {
             // Taken after the entries: it knows every member they name.
             let members = self.members();
             let mut groups: Vec<Vec<usize>> = vec![Vec::new(); members.len()];
-            for (i, t, _) in &targets {
+            for (i, t, _, _) in &targets {
                 for &m in t {
                     groups[usize::from(m)].push(*i);
                 }
@@ -106,26 +107,34 @@ impl Inner {
             let mut retry = Vec::new();
             let mut first_err: Option<BackendError> = None;
             let mut stale: Vec<(Ix, ObjectId)> = Vec::new();
-            for (i, t, created) in targets {
+            for (i, t, created, named) in targets {
                 let id = items[i].0;
-                let ok = t
-                    .iter()
-                    .filter(|&&m| !failed[usize::from(m)] && outcome[usize::from(m)].is_none())
-                    .count();
+                let acked = |m: Ix| {
+                    t.contains(&m) && !failed[usize::from(m)] && outcome[usize::from(m)].is_none()
+                };
+                let ok = t.iter().filter(|&&m| acked(m)).count();
                 if ok > 0 {
                     let mut shard = self.table.shard(id);
                     if let Some(e) = shard.get_mut(&id) {
                         e.end();
-                        // A replica that refused (full, ...) no longer holds the current value.
-                        for &m in &t {
-                            if outcome[usize::from(m)].is_some() && !e.is_freed() {
+                        if !e.is_freed() {
+                            for &m in &named {
+                                if acked(m) {
+                                    continue;
+                                }
+                                // A replica that refused (full, ...) no longer holds the
+                                // current value: its copy is dropped. One that failed, or did
+                                // not serve, is written off with its member: the entry must not
+                                // name it should its server come back with its data.
                                 e.remove(m);
-                                stale.push((m, id));
+                                if outcome[usize::from(m)].is_some() {
+                                    stale.push((m, id));
+                                }
                             }
                         }
                     }
                 } else {
-                    self.end_write(id, created);
+                    self.end_write(id, created, &failed);
                 }
                 if ok > 0 {
                     continue;
@@ -156,14 +165,15 @@ impl Inner {
         Ok(())
     }
 
-    /// Marks a write of `id` as started and returns the members to send it to (and whether the
-    /// entry was created by this write).
+    /// Marks a write of `id` as started and returns the members to send it to, whether the
+    /// entry was created by this write, and the members the entry names now (the write ends by
+    /// dropping those that do not acknowledge it).
     fn begin_write(
         &self,
         id: ObjectId,
         bytes: usize,
         kind: WriteKind,
-    ) -> Result<(Vec<Ix>, bool), BackendError> {
+    ) -> Result<(Vec<Ix>, bool, Vec<Ix>), BackendError> {
         let want = self.cfg.redundancy.copies();
         let mut waits = 0u32;
         loop {
@@ -239,17 +249,34 @@ impl Inner {
                 });
             }
             e.begin();
-            return Ok((t, created));
+            return Ok((t, created, e.members().to_vec()));
         }
     }
 
-    /// Ends a write that no replica took: an entry it created goes again.
-    fn end_write(&self, id: ObjectId, created: bool) {
+    /// Ends a write that no replica took: an entry it created goes again. Members that failed
+    /// it (`failed`, by index) may or may not have applied it: the entry forgets them while it
+    /// names another member, which holds the value from before the write.
+    fn end_write(&self, id: ObjectId, created: bool, failed: &[bool]) {
         let mut shard = self.table.shard(id);
         if let Some(e) = shard.get_mut(&id) {
             e.end();
             if created && e.busy == 0 && !e.is_moving() {
                 shard.remove(&id);
+                return;
+            }
+            if e.is_freed() {
+                return;
+            }
+            let lost: Vec<Ix> = e
+                .members()
+                .iter()
+                .copied()
+                .filter(|&m| failed.get(usize::from(m)).copied().unwrap_or(false))
+                .collect();
+            if !lost.is_empty() && lost.len() < e.members().len() {
+                for m in lost {
+                    e.remove(m);
+                }
             }
         }
     }

@@ -112,6 +112,17 @@ impl Link {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The request id the link would hand out next.
+    pub(crate) fn peek_next_id(&self) -> u64 {
+        self.next_id.load(Ordering::Relaxed)
+    }
+
+    /// Makes this (new, unused) link number its requests from `next` on: a link that resumes
+    /// another's session must not reuse the ids the server may still remember answers for.
+    pub(crate) fn continue_ids(&self, next: u64) {
+        self.next_id.store(next.max(1), Ordering::Relaxed);
+    }
+
     /// Notes that bytes arrived from the server.
     pub(crate) fn touch(&self) {
         let t = self.born.elapsed().as_nanos() as u64;

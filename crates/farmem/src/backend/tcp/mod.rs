@@ -154,6 +154,15 @@ impl TcpBackend {
     /// [`BackendError::Config`] (no servers, zero connections), [`BackendError::Unreachable`],
     /// [`BackendError::AuthRefused`], [`BackendError::VersionMismatch`], [`BackendError::Timeout`].
     pub fn connect(config: TcpConfig) -> Result<Self, BackendError> {
+        Self::connect_adopting(config, &[])
+    }
+
+    /// [`TcpBackend::connect`], resuming on server `i` the session `adopt[i]` (key, resume
+    /// secret, next request id) instead of creating one, for the servers `adopt` covers.
+    pub(crate) fn connect_adopting(
+        config: TcpConfig,
+        adopt: &[(u64, u64, u64)],
+    ) -> Result<Self, BackendError> {
         if config.servers.is_empty() {
             return Err(BackendError::Config("no memory servers given".into()));
         }
@@ -178,8 +187,12 @@ impl TcpBackend {
             timeout: config.timeout,
             bulk_seen: std::sync::atomic::AtomicBool::new(false),
         };
-        for addr in &config.servers {
+        for (i, addr) in config.servers.iter().enumerate() {
             let link = Link::new(addr.clone(), lc.clone());
+            if let Some(&(session, secret, next)) = adopt.get(i) {
+                link.adopt_session(session, secret);
+                link.continue_ids(next);
+            }
             let mut conns = Vec::new();
             for _ in 0..config.connections_per_server {
                 conns.push(Connection::open(&link)?);
@@ -724,10 +737,19 @@ impl Backend for TcpBackend {
     }
 
     fn renew(&self, probe: Duration) -> Option<Result<Arc<dyn Backend>, BackendError>> {
-        Some(
-            self.renew_sessions(probe)
-                .map(|b| Arc::new(b) as Arc<dyn Backend>),
-        )
+        Some(self.renew_sessions(probe).map(renew::shared))
+    }
+
+    fn resume(&self, probe: Duration) -> Option<Result<Option<Arc<dyn Backend>>, BackendError>> {
+        Some(self.resume_sessions(probe).map(|b| b.map(renew::shared)))
+    }
+
+    fn detach(&self) {
+        self.detach_sessions();
+    }
+
+    fn reconnect(&self) -> Option<Result<Arc<dyn Backend>, BackendError>> {
+        Some(TcpBackend::connect(self.config.clone()).map(renew::shared))
     }
 
     fn describe(&self) -> String {
