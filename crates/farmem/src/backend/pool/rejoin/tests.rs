@@ -346,19 +346,25 @@ impl Backend for Session {
     }
 }
 
-/// Three servers, one copy per object, `n` objects of which those on member 0 are returned;
-/// repair and the watcher tick every `tick`; rejoins off (the tests take them back by hand).
-fn single_copy(n: u64, tick: Duration) -> (Vec<Arc<Server>>, PoolBackend, Vec<u64>) {
+/// A pool of `copies` replicas over three servers, repair and the watcher ticking every `tick`,
+/// rejoins off (the tests take members back by hand).
+fn three_servers(copies: usize, tick: Duration) -> (Vec<Arc<Server>>, PoolBackend) {
     let servers: Vec<Arc<Server>> = (0..3).map(|_| Arc::new(Server::default())).collect();
     let list = servers
         .iter()
         .zip(["a", "b", "c"])
         .map(|(s, n)| s.open(n) as Arc<dyn Backend>)
         .collect();
-    let cfg = PoolConfig::new(Redundancy::replicas(1))
+    let cfg = PoolConfig::new(Redundancy::replicas(copies))
         .maintenance_interval(tick)
         .rejoin(None, Duration::from_secs(1));
-    let p = PoolBackend::new(list, cfg).unwrap();
+    (servers, PoolBackend::new(list, cfg).unwrap())
+}
+
+/// Three servers, one copy per object, `n` objects of which those on member 0 are returned;
+/// repair and the watcher tick every `tick`; rejoins off (the tests take them back by hand).
+fn single_copy(n: u64, tick: Duration) -> (Vec<Arc<Server>>, PoolBackend, Vec<u64>) {
+    let (servers, p) = three_servers(1, tick);
     let mut on_a = Vec::new();
     for id in 0..n {
         p.put(id, &[id as u8; 64]).unwrap();
@@ -438,16 +444,7 @@ fn a_frozen_member_comes_back_with_its_data_and_nothing_stale_or_freed_is_read()
 
 #[test]
 fn a_write_drops_the_members_that_did_not_take_it_from_the_entry() {
-    let servers: Vec<Arc<Server>> = (0..3).map(|_| Arc::new(Server::default())).collect();
-    let list = servers
-        .iter()
-        .zip(["a", "b", "c"])
-        .map(|(s, n)| s.open(n) as Arc<dyn Backend>)
-        .collect();
-    let cfg = PoolConfig::new(Redundancy::replicas(2))
-        .maintenance_interval(Duration::from_secs(600))
-        .rejoin(None, Duration::from_secs(1));
-    let p = PoolBackend::new(list, cfg).unwrap();
+    let (servers, p) = three_servers(2, Duration::from_secs(600));
     let mut both = Vec::new();
     for id in 0..40 {
         p.put(id, &[1; 16]).unwrap();
