@@ -25,6 +25,9 @@ pub enum Fault {
     /// [`BackendError::Timeout`], at once: a server that stopped answering, as a read's
     /// patience and a request's timeout see it, before anything declared it down.
     Silent,
+    /// Fail reads with [`BackendError::Silent`] at once and pass every other call: a busy
+    /// server, slower than a read's patience but answering within requests' timeouts.
+    Slow,
 }
 
 /// Wraps a backend and can be switched to fail every call ([`Fault::Down`]), to hang
@@ -92,7 +95,7 @@ impl FaultyBackend {
 
     fn check(&self) -> Result<(), BackendError> {
         match self.fault() {
-            Fault::None | Fault::Full => Ok(()),
+            Fault::None | Fault::Full | Fault::Slow => Ok(()),
             Fault::Down => Err(BackendError::Disconnected {
                 addr: self.name.clone(),
                 cause: crate::backend::DisconnectCause::Injected,
@@ -113,7 +116,7 @@ impl FaultyBackend {
 
     /// As [`FaultyBackend::check`], for a read.
     fn check_read(&self) -> Result<(), BackendError> {
-        if self.fault() == Fault::Silent {
+        if matches!(self.fault(), Fault::Silent | Fault::Slow) {
             return Err(BackendError::Silent {
                 addr: self.name.clone(),
                 after_ms: 0,

@@ -79,7 +79,7 @@ impl Engine {
     /// Reads object `id`.
     pub(crate) fn get(&self, id: ObjectId) -> Result<Vec<u8>, BackendError> {
         let mut last = None;
-        let started = Instant::now();
+        let mut started = Instant::now();
         for round in 0.. {
             if round >= ROUNDS {
                 if started.elapsed() >= RETRY_FOR {
@@ -92,6 +92,7 @@ impl Engine {
             };
             let members = self.pool.members();
             let m = &members[usize::from(t.member)];
+            let mut silent = false;
             if m.serves() {
                 m.inflight.fetch_add(1, Ordering::Relaxed);
                 let r = m.backend.get(t.key);
@@ -107,7 +108,7 @@ impl Engine {
                     Err(BackendError::NotFound(_)) => {}
                     // Silent past the read patience (busy, or dying): decode from the others,
                     // as a replicated pool asks another replica; the next round asks again.
-                    Err(BackendError::Silent { .. }) => {}
+                    Err(BackendError::Silent { .. }) => silent = true,
                     Err(e) => return Err(e),
                 }
             }
@@ -117,6 +118,13 @@ impl Engine {
             match self.degraded(id, &t) {
                 Ok(v) => return Ok(v),
                 Err(Miss::Again) => {}
+                // Too few other spans to decode from, but the object's own member is only slow
+                // (a busy server past the read patience), not declared down: ask it again, for
+                // as long as it is not declared down (its transport's silence detection ends
+                // that), as a replicated pool does when every replica is silent.
+                Err(Miss::Fail(BackendError::Unavailable { .. })) if silent => {
+                    started = Instant::now();
+                }
                 Err(Miss::Fail(e)) => last = Some(e),
             }
             if last.is_some() && self.layout.read().key_of(id) == Some(t.key) {

@@ -190,14 +190,14 @@ fn any_m_members_may_fail_and_repair_restores_redundancy() {
 /// A read whose member and one more member of its stripe have gone silent, not yet declared
 /// down, waits until they are (here: their next call fails as a dead server's) and decodes
 /// from the others, instead of giving up while each attempt meets a silent member.
-#[test]
-fn reads_wait_out_silent_members_until_they_are_declared_down() {
+/// Six members coding 4 + 2, objects `0..200` of 700 bytes sealed with full parity, and no
+/// maintenance pass meanwhile: nothing but the calls of a test find a member silent or down.
+fn sealed_without_maintenance() -> (Rig, Vec<(u64, Vec<u8>)>) {
     let stores: Vec<Arc<FaultyBackend>> = (0..6).map(store).collect();
     let members = stores
         .iter()
         .map(|s| s.clone() as Arc<dyn Backend>)
         .collect();
-    // No maintenance pass meanwhile: nothing but the read itself finds the silent members.
     let cfg = PoolConfig::new(Redundancy::coded(4, 2))
         .maintenance_interval(Duration::from_secs(60))
         .coding(
@@ -206,15 +206,19 @@ fn reads_wait_out_silent_members_until_they_are_declared_down() {
                 .seal_after(Duration::from_millis(1)),
         );
     let pool = PoolBackend::new(members, cfg).unwrap();
-    let batch: Vec<(u64, Vec<u8>)> = (0..200u64).map(|id| (id, value(id, 1, 700))).collect();
-    let items: Vec<(u64, &[u8])> = batch.iter().map(|(i, v)| (*i, v.as_slice())).collect();
-    pool.put_many(&items).unwrap();
+    let batch = put_values(&pool, 200);
     // Sealed with full parity (a stripe seals once it is 1 ms old).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while settle(&pool) != 0 || pool.coded_stats().unwrap().unsealed != 0 {
         assert!(std::time::Instant::now() < deadline, "not sealed");
         std::thread::sleep(Duration::from_millis(2));
     }
+    (Rig { pool, stores }, batch)
+}
+
+#[test]
+fn reads_wait_out_silent_members_until_they_are_declared_down() {
+    let (Rig { pool, stores }, batch) = sealed_without_maintenance();
     let home = pool.locations(7).unwrap()[0].0;
     let other = (0..6).find(|&i| i != home).unwrap();
     stores[home].set(Fault::Silent);
@@ -231,6 +235,33 @@ fn reads_wait_out_silent_members_until_they_are_declared_down() {
     flip.join().unwrap();
     for (id, v) in &batch {
         assert_eq!(&pool.get(*id).unwrap(), v, "object {id}");
+    }
+}
+
+#[test]
+fn a_slow_member_is_waited_for_when_too_few_others_are_left_to_decode() {
+    let (r, batch) = sealed_without_maintenance();
+    let home = r.pool.locations(7).unwrap()[0].0;
+    // Two other members die: the stripe has exactly k members left, the home one among them.
+    let dead: Vec<usize> = (0..6).filter(|&i| i != home).take(2).collect();
+    for &i in &dead {
+        r.stores[i].set(Fault::Down);
+    }
+    let _ = r.pool.stats();
+    // The home member's reads stay silent past the read patience for a while (it answers
+    // everything else, heartbeats included), then it answers reads again.
+    r.stores[home].set(Fault::Slow);
+    let wake = {
+        let s = r.stores[home].clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            s.set(Fault::None);
+        })
+    };
+    assert_eq!(r.pool.get(7).unwrap(), value(7, 1, 700));
+    wake.join().unwrap();
+    for (id, v) in &batch {
+        assert_eq!(&r.pool.get(*id).unwrap(), v, "object {id}");
     }
 }
 
