@@ -220,7 +220,7 @@ impl Engine {
                 match r {
                     Ok(()) => {}
                     Err(e) if is_member_failure(&e) => {
-                        self.pool.mark_down(ix, &e);
+                        self.pool.mark_down_seen(&members, ix, &e);
                         self.wake();
                         for s in &batch {
                             if let Err(e) = self.relocate(s.stripe, s.span, ix) {
@@ -351,7 +351,7 @@ impl Engine {
                     }
                     return Ok(());
                 }
-                Err(e) if is_member_failure(&e) => self.pool.mark_down(to, &e),
+                Err(e) if is_member_failure(&e) => self.pool.mark_down_seen(&members, to, &e),
                 Err(e) => return Err(e),
             }
         }
@@ -378,14 +378,18 @@ impl Engine {
     }
 
     fn try_seal(&self, sid: StripeId) -> Result<bool, BackendError> {
-        // Every data span on a serving member first (moved from the client's copy if not).
+        // Every data span on a serving member first (moved from the client's copy if not). A
+        // revived member (`rejoin.rs`) is trusted only with spans of stripes sealed before it
+        // went down: its spans of this one move too, so the stripe is sealed only over spans
+        // written to members that took them, and the revived member can be let go.
         let spans = match self.layout.read().stripes.get(&sid) {
             Some(st) => st.spans.iter().map(|s| s.member).collect::<Vec<_>>(),
             None => return Ok(true),
         };
         let members = self.pool.members();
         for (i, ix) in spans.into_iter().enumerate() {
-            if !members[usize::from(ix)].serves() {
+            let m = &members[usize::from(ix)];
+            if !m.serves() || m.is_revived() {
                 self.relocate(sid, i, ix)?;
             }
         }
@@ -540,7 +544,7 @@ impl Engine {
                 match r {
                     Ok(()) => {}
                     Err(e) if is_member_failure(&e) => {
-                        self.pool.mark_down(ix, &e);
+                        self.pool.mark_down_seen(&members, ix, &e);
                         failed = true;
                     }
                     Err(e) => return Err(e),
