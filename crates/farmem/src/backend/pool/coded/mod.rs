@@ -72,6 +72,9 @@
 //! down, removed or draining: it fetches any `k` spans of the stripe, decodes the others and
 //! writes the lost ones to members outside the stripe (`rebuild.rs`). A stripe sealed with fewer
 //! than `m` parity spans (too few members at the time) gets the rest once there are members.
+//! A down member whose server comes back with its session is revived draining (the pool's
+//! `rejoin.rs`): its spans serve reads again, so stripes that lost more than `m` spans are
+//! readable again, until their stripes are rebuilt off it and its session is closed.
 //!
 //! With no member outside a stripe (a pool of exactly `k + m` members), a lost data span is
 //! rebuilt onto a *substitute*: a member of the stripe that already holds another of its spans.
