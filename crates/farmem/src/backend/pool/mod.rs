@@ -380,20 +380,6 @@ impl Inner {
         }
     }
 
-    /// Marks member `ix` down as [`Inner::mark_down`] does, but only while it is still the
-    /// member `seen` (a snapshot of the list taken before the failing call) has at `ix`: the
-    /// failure of a backend replaced since (a down member revived over its resumed session,
-    /// `rejoin.rs`) says nothing of the member in its place now.
-    pub(crate) fn mark_down_seen(&self, seen: &[Arc<Member>], ix: Ix, err: &super::BackendError) {
-        let now = self.members();
-        if let (Some(a), Some(b)) = (now.get(usize::from(ix)), seen.get(usize::from(ix)))
-            && !Arc::ptr_eq(a, b)
-        {
-            return;
-        }
-        self.mark_down(ix, err);
-    }
-
     /// Re-reads every serving member's statistics (its free space); a member that fails with
     /// a connection-class error is marked down.
     pub(crate) fn refresh_members(&self) {

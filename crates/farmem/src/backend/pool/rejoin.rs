@@ -309,6 +309,20 @@ impl Inner {
                 .is_some_and(|c| c.needs_member(ix))
     }
 
+    /// Marks member `ix` down as [`Inner::mark_down`] does, but only while it is still the
+    /// member `seen` (a snapshot of the list taken before the failing call) has at `ix`: the
+    /// failure of a backend replaced since (a down member revived over its resumed session:
+    /// see the module docs) says nothing of the member in its place now.
+    pub(crate) fn mark_down_seen(&self, seen: &[Arc<Member>], ix: Ix, err: &BackendError) {
+        let now = self.members();
+        if let (Some(a), Some(b)) = (now.get(usize::from(ix)), seen.get(usize::from(ix)))
+            && !Arc::ptr_eq(a, b)
+        {
+            return;
+        }
+        self.mark_down(ix, err);
+    }
+
     /// Whether the coded layout (of an erasure-coded pool) has a span of some stripe on
     /// member `ix`.
     fn coded_names(&self, ix: Ix) -> bool {
