@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::super::{CodingOptions, MemberId, MemberState, PoolBackend, PoolConfig, Redundancy};
@@ -131,6 +131,48 @@ fn freeze(servers: &[Arc<Server>], p: &PoolBackend, which: &[usize]) {
     }
 }
 
+/// Sets its flag when dropped (a test that fails stops its writer).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Writes, reads and frees objects 3000..3200 until `stop`; returns the values written last
+/// and the objects freed last. Panics on any error or wrong value.
+fn writer(p: &PoolBackend, stop: &AtomicBool) -> (HashMap<u64, Vec<u8>>, Vec<u64>) {
+    let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
+    let mut freed = Vec::new();
+    let mut round = 0u32;
+    while !stop.load(Ordering::SeqCst) {
+        round += 1;
+        let id = 3000 + u64::from(round.wrapping_mul(2_654_435_761) >> 8) % 200;
+        match (round % 5, model.get(&id)) {
+            (0, Some(_)) => {
+                p.free(&[id]).unwrap_or_else(|e| panic!("free {id}: {e}"));
+                model.remove(&id);
+                freed.push(id);
+            }
+            (1 | 2, Some(v)) => {
+                let got = p.get(id).unwrap_or_else(|e| panic!("get {id}: {e}"));
+                assert_eq!(&got, v, "{id}");
+            }
+            _ => {
+                let v = value(id, round);
+                p.put(id, &v).unwrap_or_else(|e| panic!("put {id}: {e}"));
+                model.insert(id, v);
+                freed.retain(|&f| f != id);
+            }
+        }
+        if round % 16 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    (model, freed)
+}
+
 #[test]
 fn more_than_m_frozen_members_come_back_with_their_spans() {
     // Maintenance and the watcher practically never run by themselves: the test steps them.
@@ -197,6 +239,7 @@ fn more_than_m_frozen_members_come_back_with_their_spans() {
     }
     // The servers answer again with their sessions: each member is revived under its id,
     // draining, beside a fresh member over a new session on its server.
+    let before = p.inner.members();
     for &i in &frozen {
         servers[i].frozen.store(false, Ordering::SeqCst);
         let fresh = p.rejoin_member(MemberId(i)).unwrap();
@@ -205,6 +248,14 @@ fn more_than_m_frozen_members_come_back_with_their_spans() {
         assert_eq!(p.member_state(fresh), Some(MemberState::Live));
         assert_eq!(servers[i].sessions(), 2);
     }
+    // A call that started before the revival and failed on the let-go backend marks nothing
+    // down: the revived member took its place.
+    let late = BackendError::Timeout {
+        addr: "s0".into(),
+        after_ms: 1,
+    };
+    p.inner.mark_down_seen(&before, 0, &late);
+    assert_eq!(p.member_state(MemberId(0)), Some(MemberState::Draining));
     // At once, before any repair: every acknowledged object reads back its last value, freed
     // ones are not found.
     check(&p, &model, &freed);
@@ -285,18 +336,32 @@ fn frozen_members_come_back_through_the_watcher_while_repair_runs() {
         model.remove(id);
     }
     put(&p, 2000..2050, 1, &mut model);
-    for &i in &frozen {
-        servers[i].frozen.store(false, Ordering::SeqCst);
-    }
-    wait("the frozen members revived", || {
-        frozen.iter().all(|&i| p.members()[i].rejoined_as.is_some())
+    // A writer keeps writing, reading and freeing objects of its own while the members come
+    // back, are emptied and closed: every call succeeds and reads its last value.
+    let stop = AtomicBool::new(false);
+    let (mine, mine_freed) = std::thread::scope(|sc| {
+        let writer = sc.spawn(|| writer(&p, &stop));
+        let _stop = StopOnDrop(&stop);
+        std::thread::sleep(Duration::from_millis(20));
+        for &i in &frozen {
+            servers[i].frozen.store(false, Ordering::SeqCst);
+        }
+        wait("the frozen members revived", || {
+            frozen.iter().all(|&i| p.members()[i].rejoined_as.is_some())
+        });
+        check(&p, &model, &freed);
+        wait("revived members emptied and closed", || {
+            frozen.iter().all(|&i| {
+                p.member_state(MemberId(i)) == Some(MemberState::Drained)
+                    && servers[i].sessions() == 1
+            })
+        });
+        stop.store(true, Ordering::SeqCst);
+        writer.join().expect("writer")
     });
-    check(&p, &model, &freed);
-    wait("revived members emptied and closed", || {
-        frozen.iter().all(|&i| {
-            p.member_state(MemberId(i)) == Some(MemberState::Drained) && servers[i].sessions() == 1
-        })
-    });
+    assert!(mine.len() > 10, "{} objects written meanwhile", mine.len());
+    model.extend(mine);
+    let freed: Vec<u64> = freed.into_iter().chain(mine_freed).collect();
     settle(&p);
     check(&p, &model, &freed);
     assert_eq!(p.rejoins(), 3);
