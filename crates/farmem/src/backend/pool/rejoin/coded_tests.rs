@@ -166,7 +166,7 @@ fn writer(p: &PoolBackend, stop: &AtomicBool) -> (HashMap<u64, Vec<u8>>, Vec<u64
                 freed.retain(|&f| f != id);
             }
         }
-        if round % 16 == 0 {
+        if round.is_multiple_of(16) {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
