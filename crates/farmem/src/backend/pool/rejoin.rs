@@ -63,11 +63,13 @@
 //! computed over. Frees it missed while it was down concern keys the layout no longer names
 //! (they go with the session). Unsealed stripes are the one place where the layout may name a
 //! member before it holds a slot (a write in flight, a span on its way to another member): the
-//! client's copy serves any slot a member lacks, and a seal moves the revived member's spans of
-//! the stripe off it first (from that copy), so the sealed stripes it is read for are exactly
-//! those sealed before it went down. Writes that started before the revival and meet the old,
-//! let-go backend mark nothing down (`Inner::mark_down_seen`): the member in its place is the
-//! revived one.
+//! client's copy serves any slot a member lacks, a relocation that does not complete puts the
+//! span back where it was, and a seal waits for the writes in flight and moves the spans of
+//! members that do not serve, so it finds every span on a member that took its slots. A seal
+//! also moves the revived member's spans off it (from the client's copy) where another member
+//! can take them, so that it can be let go sooner. Writes that started before the revival and
+//! meet the old, let-go backend mark nothing down (`Inner::mark_down_seen`): the member in its
+//! place is the revived one.
 //!
 //! # Renewal: the server comes back empty
 //!

@@ -407,9 +407,10 @@ impl Engine {
 
     fn try_seal(&self, sid: StripeId) -> Result<bool, BackendError> {
         // Every data span on a serving member first (moved from the client's copy if not). A
-        // revived member (`rejoin.rs`) is trusted only with spans of stripes sealed before it
-        // went down: its spans of this one move too, so the stripe is sealed only over spans
-        // written to members that took them, and the revived member can be let go.
+        // revived member's spans (`rejoin.rs`) move too where another member can take them, so
+        // that it can be let go sooner; where none can, the span is sealed where it is (the
+        // member took its slots: a span is on a member only once it took them, `relocate`),
+        // and rebuilt off it later like the spans of stripes sealed before it went down.
         let spans = match self.layout.read().stripes.get(&sid) {
             Some(st) => st.spans.iter().map(|s| s.member).collect::<Vec<_>>(),
             None => return Ok(true),
@@ -417,8 +418,12 @@ impl Engine {
         let members = self.pool.members();
         for (i, ix) in spans.into_iter().enumerate() {
             let m = &members[usize::from(ix)];
-            if !m.serves() || m.is_revived() {
+            if !m.serves() {
                 self.relocate(sid, i, ix)?;
+            } else if m.is_revived()
+                && let Err(e) = self.relocate(sid, i, ix)
+            {
+                tracing::debug!(member = %m.name, error = %e, "coded pool: span of a revived member sealed where it is");
             }
         }
         if self.hold(sid, &members) {

@@ -411,3 +411,55 @@ fn a_restarted_server_rejoins_empty_and_stripes_past_their_parity_stay_unavailab
         assert_eq!(s.sessions(), 1);
     }
 }
+
+#[test]
+fn revived_members_with_no_member_to_move_to_keep_serving_their_spans() {
+    // Six servers that cannot open a second session: the revived members get no fresh member
+    // beside them, and a 4+2 stripe over all six has nowhere to move their spans.
+    let (servers, p) = rig(6, 4, 2, Duration::from_secs(600), None);
+    for s in &servers {
+        s.single.store(true, Ordering::SeqCst);
+    }
+    let mut model = HashMap::new();
+    put(&p, 0..200, 1, &mut model);
+    settle(&p);
+    let mut open = HashMap::new();
+    put(&p, 200..203, 1, &mut open);
+    let frozen = [0, 1, 2];
+    freeze(&servers, &p, &frozen);
+    // (A pass first takes the open stripe out of use: written into, its spans on the frozen
+    // members would have nowhere to go.)
+    assert!(p.repair_now() > 0);
+    put(&p, 300..320, 1, &mut model);
+    for &i in &frozen {
+        servers[i].frozen.store(false, Ordering::SeqCst);
+        assert_eq!(p.rejoin_member(MemberId(i)).unwrap(), MemberId(i));
+        assert_eq!(p.member_state(MemberId(i)), Some(MemberState::Draining));
+    }
+    model.extend(open);
+    check(&p, &model, &[]);
+    // Maintenance seals what it can and moves nothing it has nowhere to put: the revived
+    // members keep serving, and every object stays readable.
+    for _ in 0..3 {
+        p.repair_now();
+        p.inner.retire_emptied();
+    }
+    for &i in &frozen {
+        assert_eq!(p.member_state(MemberId(i)), Some(MemberState::Draining));
+        assert_eq!(servers[i].sessions(), 1);
+    }
+    check(&p, &model, &[]);
+    // Members added later take their spans, and they are let go.
+    for i in 6..9 {
+        let extra = Arc::new(Server::default());
+        p.add_member(extra.open(&format!("s{i}"))).unwrap();
+    }
+    wait("revived members emptied", || {
+        p.repair_now();
+        p.inner.retire_emptied();
+        frozen
+            .iter()
+            .all(|&i| p.member_state(MemberId(i)) == Some(MemberState::Drained))
+    });
+    check(&p, &model, &[]);
+}

@@ -19,6 +19,8 @@ pub(super) struct Server {
     pub(super) frozen: AtomicBool,
     /// A probe of it hangs while set (a server whose hello never comes), for at most 20 s.
     pub(super) hang: AtomicBool,
+    /// Its sessions cannot open fresh sessions beside them ([`Backend::reconnect`] says so).
+    pub(super) single: AtomicBool,
 }
 
 impl Server {
@@ -140,6 +142,9 @@ impl Backend for Session {
         Some(Ok(self.server.open(&self.name) as Arc<dyn Backend>))
     }
     fn reconnect(&self) -> Option<Result<Arc<dyn Backend>, BackendError>> {
+        if self.server.single.load(Ordering::SeqCst) {
+            return None;
+        }
         Some(Ok(self.server.open(&self.name) as Arc<dyn Backend>))
     }
     fn detach(&self) {
