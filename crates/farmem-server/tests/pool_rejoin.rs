@@ -2,8 +2,8 @@
 //! it answers again (SIGCONT), over real `farmem-server` processes. A replicated pool revives
 //! the old session with its data (its objects readable again at once, then moved to live
 //! members, then the session closed, freeing every copy written off there) and the server
-//! joins as a new member too; a coded pool frees the old session and the server rejoins as a
-//! new, empty member. Repair restores full redundancy either way.
+//! joins as a new member too; a coded pool revives it the same way with its spans (its
+//! stripes whole again, then rebuilt onto live members). Repair restores full redundancy.
 //!
 //! - One copy per object over three servers: while one is frozen its objects give the typed
 //!   "unavailable" error and the rest of the pool works (reads, writes, frees, new objects);
@@ -14,7 +14,10 @@
 //!   reads back, and the server holds exactly what the pool places on it (the stale copies are
 //!   gone, with the old session).
 //! - 4 + 2 erasure coding over six servers: after the rejoin every stripe has full parity
-//!   again, and everything still reads back after two other servers are killed.
+//!   again, and everything still reads back after two other servers are killed. With three
+//!   of the six frozen at once (one more than the parity covers), their objects give the
+//!   typed "unavailable" error; after SIGCONT every object reads back its last acknowledged
+//!   value, freed ones are not found, and the revived sessions are closed.
 //! - A flapping server (frozen again right after it rejoined, then killed and restarted) ends
 //!   up as one live member with one session; a member the operator removed is never taken back.
 
@@ -385,6 +388,140 @@ fn a_coded_member_frozen_past_its_failover_rejoins_and_stripes_get_full_parity_a
         assert_eq!(&pool.get(*id).unwrap(), v, "{id} after two kills");
     }
     assert_eq!(pool.pool_stats().rejoins, 1);
+}
+
+#[test]
+fn more_than_m_coded_members_frozen_at_once_come_back_with_their_spans() {
+    let mut servers: Vec<ServerProc> = (0..6).map(|_| ServerProc::start(&[])).collect();
+    let members: Vec<Arc<TcpBackend>> = servers.iter().map(|s| member(&s.addr, SILENCE)).collect();
+    // Small spans: many stripes, each over all six members.
+    let cfg = config(Redundancy::coded(4, 2)).coding(
+        CodingOptions::default()
+            .span_bytes(16 << 10)
+            .seal_after(Duration::from_millis(20)),
+    );
+    let pool = pool_over(&members, cfg);
+    let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
+    for chunk in (0..600u64).collect::<Vec<_>>().chunks(20) {
+        let vals: Vec<(u64, Vec<u8>)> = chunk.iter().map(|&id| (id, value(id, 0))).collect();
+        let items: Vec<(u64, &[u8])> = vals.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+        pool.put_many(&items).unwrap();
+        model.extend(vals);
+    }
+    wait_until("full redundancy", LIMIT, || pool.repair_now() == 0);
+    let frozen = [MemberId(0), MemberId(1), MemberId(2)];
+    let lost: Vec<u64> = (0..600)
+        .filter(|&id| frozen.contains(&pool.locations(id).unwrap()[0]))
+        .collect();
+    assert!(
+        lost.len() > 100,
+        "{} objects on the frozen servers",
+        lost.len()
+    );
+    let observers: Vec<TcpBackend> = frozen
+        .iter()
+        .map(|m| observer(&servers[m.0].addr))
+        .collect();
+    for m in frozen {
+        servers[m.0].freeze();
+    }
+    wait_until("the frozen members to be failed over", LIMIT, || {
+        let _ = pool.get(lost[0]);
+        frozen
+            .iter()
+            .all(|&m| pool.member_state(m) == Some(MemberState::Down))
+    });
+    // Three of each stripe's six spans are out: the frozen servers' objects are unavailable
+    // (the typed error), the others read, and the pool takes writes and frees.
+    for (id, v) in &model {
+        match pool.get(*id) {
+            Ok(got) => assert_eq!(first_difference(&got, v), None, "object {id}"),
+            Err(BackendError::Unavailable { .. }) => assert!(lost.contains(id), "{id}"),
+            Err(e) => panic!("get {id}: {e}"),
+        }
+    }
+    let mut freed = Vec::new();
+    for (k, &id) in lost.iter().enumerate() {
+        match k % 5 {
+            0 => {
+                let v = value(id, 1);
+                pool.put(id, &v).unwrap();
+                model.insert(id, v);
+            }
+            1 => {
+                pool.free(&[id]).unwrap();
+                model.remove(&id);
+                freed.push(id);
+            }
+            2 => assert!(
+                matches!(pool.get(id), Err(BackendError::Unavailable { .. })),
+                "{id}"
+            ),
+            _ => {}
+        }
+    }
+    for id in 1000..1100 {
+        let v = value(id, 2);
+        pool.put(id, &v).unwrap();
+        model.insert(id, v);
+    }
+    for m in frozen {
+        servers[m.0].thaw();
+    }
+    let thawed = std::time::Instant::now();
+    for m in frozen {
+        let now = rejoined(&pool, m);
+        assert_eq!(pool.member_state(now), Some(MemberState::Live));
+    }
+    wait_until("every object to be readable", LIMIT, || {
+        lost.iter()
+            .all(|id| !matches!(pool.get(*id), Err(BackendError::Unavailable { .. })))
+    });
+    eprintln!(
+        "all objects readable {:.1} ms after SIGCONT",
+        thawed.elapsed().as_secs_f64() * 1e3
+    );
+    let check = |what: &str| {
+        for (id, v) in &model {
+            let got = pool
+                .get(*id)
+                .unwrap_or_else(|e| panic!("{what}: get {id}: {e}"));
+            assert_eq!(first_difference(&got, v), None, "{what}: object {id}");
+        }
+        for id in &freed {
+            assert!(
+                matches!(pool.get(*id), Err(BackendError::NotFound(_))),
+                "{what}: freed {id} reads back"
+            );
+        }
+    };
+    check("after SIGCONT");
+    // The revived members' spans are rebuilt onto live members and their sessions closed.
+    wait_until(
+        "the revived sessions to be emptied and closed",
+        LIMIT,
+        || {
+            pool.repair_now() == 0
+                && frozen
+                    .iter()
+                    .all(|&m| pool.member_state(m) == Some(MemberState::Drained))
+        },
+    );
+    let st = pool.coded_stats().unwrap();
+    assert_eq!(
+        (st.degraded, st.unsealed, st.short_parity),
+        (0, 0, 0),
+        "{st:?}"
+    );
+    check("after the revived sessions closed");
+    for obs in &observers {
+        wait_until("one pool session per server", LIMIT, || held(obs).2 == 2);
+    }
+    // Full redundancy again: two servers may die.
+    servers[0].kill9();
+    servers[4].kill9();
+    check("after two kills");
+    assert_eq!(pool.pool_stats().rejoins, 3);
 }
 
 #[test]

@@ -24,8 +24,9 @@ pub enum MemberState {
     /// copies, and writes go to other members. When its server answers again the pool takes it
     /// back (see [`PoolConfig::rejoin_after`]): if the server still has the member's session
     /// (it was frozen or cut off), the member is revived with its data, [`MemberState::Draining`]
-    /// (what the location table still places on it is read from it while repair moves it
-    /// away, then the session is closed and it is `Drained`); the server also joins as a new
+    /// (what the location table, or an erasure-coded pool's layout, still places on it is read
+    /// from it while repair moves it away, then the session is closed and it is `Drained`); the
+    /// server also joins as a new
     /// member over a fresh session ([`MemberInfo::rejoined_as`] names it). If the session is
     /// gone (the server restarted), the server joins as a new, empty member
     /// ([`Backend::renew`]) and this one stays `Down`. A member the operator drained or removed
@@ -107,9 +108,9 @@ pub(crate) struct Member {
     /// longer for each).
     pub(crate) flaps: AtomicU32,
     /// Whether it is a session taken back with its data after its member went down (see
-    /// `rejoin.rs`): it serves what the location table still places on it while repair moves
-    /// it away, but may also hold copies the pool wrote off, so it is never asked for ids the
-    /// table does not place on it.
+    /// `rejoin.rs`): it serves what the location table (or the coded layout) still places on
+    /// it while repair moves it away, but may also hold copies the pool wrote off, so it is
+    /// never asked for ids the table does not place on it.
     revived: AtomicBool,
 }
 

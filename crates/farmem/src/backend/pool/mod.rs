@@ -34,10 +34,13 @@
 //!   ([`Backend::resume`]): what the location table still places on it is readable again at
 //!   once (objects whose only copies it held included), repair moves it to live members, and
 //!   the session is then closed, freeing every copy the pool wrote off there; the server also
-//!   joins as a new member over a fresh session. When the session is gone (the server
+//!   joins as a new member over a fresh session. Erasure-coded pools revive the same way:
+//!   the spans the coded layout still places on the session serve reads again (stripes that
+//!   lost more than `m` spans while their servers were frozen are readable again) until the
+//!   coded repair rebuilds them onto live members. When the session is gone (the server
 //!   restarted), the server joins again as a new, empty member ([`Backend::renew`]), and
-//!   objects whose only copies it held stay unavailable. Erasure-coded pools always renew. A
-//!   member the operator drained or removed is never taken back. Repair then puts copies and
+//!   objects whose only copies (or stripes whose spans) it held stay unavailable. A member
+//!   the operator drained or removed is never taken back. Repair then puts copies and
 //!   parity on the new member (`rejoin.rs` says why nothing stale is ever read). A server can also be added as a new member by hand ([`PoolBackend::add_member`]),
 //!   and pools that know their servers' addresses ([`PoolBackend::connect`]) connect to an
 //!   address again when its member cannot renew its session.

@@ -36,9 +36,40 @@
 //! before skip it and drop it from their entries as they end. No free is lost: frees that
 //! could not reach it while it was down concerned copies the table no longer places on it.
 //!
-//! The cost is a drain: the revived member's data crosses the client once more. Erasure-coded
-//! pools do not revive members (their layout names spans, not objects): a coded member is
-//! renewed empty, as below.
+//! The cost is a drain: the revived member's data crosses the client once more.
+//!
+//! # Revival in erasure-coded pools
+//!
+//! A member of a coded pool is revived the same way, draining. Its spans serve reads again
+//! wherever the coded layout still places them: a stripe that lost more than `m` spans (more
+//! than `m` of its members frozen or cut off at once) is readable again, and a degraded one
+//! reads its objects with one request again instead of a decode. The coded maintenance thread
+//! then rebuilds every stripe with a span on it, as for a draining member (`coded/rebuild.rs`):
+//! each of its data spans goes to a live member (the server's fresh member, typically), and a
+//! stripe whose parity span was on it gets a new parity set. Once no stripe and no table entry
+//! names it, its session is closed, freeing everything the pool wrote off there.
+//!
+//! Why nothing stale is read, and parity stays consistent: every version of an object and every
+//! parity set is written under a fresh key, never reused, whose bytes never change
+//! (`coded/layout.rs`). The layout names a key on a member of a sealed stripe only once that
+//! member took it: a write is acknowledged when the span's member holds the slot, one that
+//! failed moves the span to another member (from the client's copy) before it completes, a
+//! seal first moves the spans of members that do not serve, and rebuilds and new parity sets
+//! switch the layout only after their new members took them. So a span rebuilt onto another
+//! member (or a substitute) meanwhile, an object rewritten, freed or moved by compaction, a
+//! parity set replaced: each has new names in the layout (a new member for the same bytes, or
+//! new keys), and what the revived session holds under names the layout dropped is never asked
+//! for, while what the layout still names on it holds exactly the bytes the stripe's parity was
+//! computed over. Frees it missed while it was down concern keys the layout no longer names
+//! (they go with the session). Unsealed stripes are the one place where the layout may name a
+//! member before it holds a slot (a write in flight, a span on its way to another member): the
+//! client's copy serves any slot a member lacks, a relocation that does not complete puts the
+//! span back where it was, and a seal waits for the writes in flight and moves the spans of
+//! members that do not serve, so it finds every span on a member that took its slots. A seal
+//! also moves the revived member's spans off it (from the client's copy) where another member
+//! can take them, so that it can be let go sooner. Writes that started before the revival and
+//! meet the old, let-go backend mark nothing down (`Inner::mark_down_seen`): the member in its
+//! place is the revived one.
 //!
 //! # Renewal: the server comes back empty
 //!
@@ -128,16 +159,12 @@ pub(crate) fn rejoin(inner: &Inner, id: MemberId) -> Result<MemberId, PoolError>
         return Err(refusal(&m));
     }
     let mut gone = false;
-    // Coded layouts name spans by member: coded pools renew only.
-    let revivable = inner.coded_engine.read().is_none();
-    if revivable {
-        match m.backend.resume(patience(&inner.cfg)) {
-            Some(Ok(Some(session))) => return revive(inner, id, &m, session),
-            // The server lost the session, and with it what it held.
-            Some(Ok(None)) => gone = true,
-            Some(Err(e)) => return Err(e.into()),
-            None => {}
-        }
+    match m.backend.resume(patience(&inner.cfg)) {
+        Some(Ok(Some(session))) => return revive(inner, id, &m, session),
+        // The server lost the session, and with it what it held.
+        Some(Ok(None)) => gone = true,
+        Some(Err(e)) => return Err(e.into()),
+        None => {}
     }
     if m.is_revived() {
         // A revived session that is gone now: nothing of it to take back (its server serves
@@ -284,6 +311,42 @@ impl Inner {
                 .is_some_and(|c| c.needs_member(ix))
     }
 
+    /// Marks member `ix` down as [`Inner::mark_down`] does, but only while it is still the
+    /// member `seen` (a snapshot of the list taken before the failing call) has at `ix`: the
+    /// failure of a backend replaced since (a down member revived over its resumed session:
+    /// see the module docs) says nothing of the member in its place now.
+    pub(crate) fn mark_down_seen(&self, seen: &[Arc<Member>], ix: Ix, err: &BackendError) {
+        let now = self.members();
+        if let (Some(a), Some(b)) = (now.get(usize::from(ix)), seen.get(usize::from(ix)))
+            && !Arc::ptr_eq(a, b)
+        {
+            return;
+        }
+        self.mark_down(ix, err);
+    }
+
+    /// Whether the coded layout (of an erasure-coded pool) has a span of some stripe on
+    /// member `ix`.
+    fn coded_names(&self, ix: Ix) -> bool {
+        self.coded_engine
+            .read()
+            .as_ref()
+            .and_then(std::sync::Weak::upgrade)
+            .is_some_and(|c| c.names_member(ix))
+    }
+
+    /// Wakes the coded maintenance thread (of an erasure-coded pool): a member came back.
+    fn wake_coded(&self) {
+        let engine = self
+            .coded_engine
+            .read()
+            .as_ref()
+            .and_then(std::sync::Weak::upgrade);
+        if let Some(c) = engine {
+            c.wake();
+        }
+    }
+
     /// Down member `old`'s server was added back by hand as member `twin`: notes it as the
     /// member its server rejoined as (it is not taken back a second time) and returns why.
     pub(crate) fn follow_twin(&self, old: MemberId, twin: Ix) -> PoolError {
@@ -394,8 +457,9 @@ impl Inner {
             fresh = ?now,
             "pool member answers again with its session: revived, its objects are readable and move to live members"
         );
-        // Its objects move to live members; objects short of copies get them.
+        // Its objects and spans move to live members; objects short of copies get them.
         self.repair.wake();
+        self.wake_coded();
         Ok(now.unwrap_or(old))
     }
 
@@ -435,6 +499,7 @@ impl Inner {
         );
         // Objects and stripes short of copies and parity get them on it.
         self.repair.wake();
+        self.wake_coded();
         Ok(MemberId(usize::from(ix)))
     }
 
@@ -447,10 +512,11 @@ impl Inner {
                 continue;
             }
             let ix = i as Ix;
-            // It takes no new objects: once no entry names it and no move owes it a drop,
-            // nothing can name it again.
+            // It takes no new objects, copies or spans: once no entry or stripe names it and no
+            // move owes it a drop, nothing can name it again.
             if m.moves.load(Ordering::SeqCst) > 0
                 || !self.table.select(|e| e.contains(ix)).is_empty()
+                || self.coded_names(ix)
             {
                 continue;
             }
@@ -566,5 +632,9 @@ impl Probes {
     }
 }
 
+#[cfg(test)]
+mod coded_tests;
+#[cfg(test)]
+mod fakes;
 #[cfg(test)]
 mod tests;

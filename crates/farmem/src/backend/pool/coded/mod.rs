@@ -72,6 +72,9 @@
 //! down, removed or draining: it fetches any `k` spans of the stripe, decodes the others and
 //! writes the lost ones to members outside the stripe (`rebuild.rs`). A stripe sealed with fewer
 //! than `m` parity spans (too few members at the time) gets the rest once there are members.
+//! A down member whose server comes back with its session is revived draining (the pool's
+//! `rejoin.rs`): its spans serve reads again, so stripes that lost more than `m` spans are
+//! readable again, until their stripes are rebuilt off it and its session is closed.
 //!
 //! With no member outside a stripe (a pool of exactly `k + m` members), a lost data span is
 //! rebuilt onto a *substitute*: a member of the stripe that already holds another of its spans.
@@ -428,7 +431,7 @@ impl Engine {
     }
 
     /// Wakes the maintenance thread.
-    fn wake(&self) {
+    pub(crate) fn wake(&self) {
         let mut w = self.wake.lock();
         *w = true;
         self.cv.notify_one();
@@ -465,6 +468,32 @@ impl Engine {
                 on.contains(&ix) && on.iter().filter(|&&m| m != ix && serves(m)).count() < self.k
             }
         })
+    }
+
+    /// Whether some stripe (open or sealed) has a data or parity span on member `ix`.
+    pub(crate) fn names_member(&self, ix: Ix) -> bool {
+        let l = self.layout.read();
+        l.stripes.values().any(|st| st.members().contains(&ix))
+    }
+
+    /// Keys the layout has member `ix` hold: the slots of its spans (those of sealed stripes
+    /// left out of the parity were freed at the seal) and its parity pages.
+    #[cfg(test)]
+    pub(crate) fn keys_on(&self, ix: Ix) -> u64 {
+        let l = self.layout.read();
+        let mut n = 0;
+        for st in l.stripes.values() {
+            for sp in st.spans.iter().filter(|sp| sp.member == ix) {
+                n += sp
+                    .slots
+                    .iter()
+                    .filter(|s| st.phase != Phase::Sealed || s.state != layout::SlotState::Gone)
+                    .count() as u64;
+            }
+            let mine: Vec<_> = st.parity.iter().filter(|p| p.0 == ix).copied().collect();
+            n += layout::parity_page_keys(&mine, st.shard_len).len() as u64;
+        }
+        n
     }
 
     /// Counts of the coded data.
@@ -556,7 +585,7 @@ impl Engine {
             m.backend.free(&keys)
         }) {
             match r {
-                Err(e) if is_member_failure(&e) => self.pool.mark_down(ix, &e),
+                Err(e) if is_member_failure(&e) => self.pool.mark_down_seen(&members, ix, &e),
                 Err(e) => tracing::debug!(error = %e, "coded pool: free failed"),
                 Ok(()) => {}
             }

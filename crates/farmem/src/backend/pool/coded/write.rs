@@ -220,7 +220,7 @@ impl Engine {
                 match r {
                     Ok(()) => {}
                     Err(e) if is_member_failure(&e) => {
-                        self.pool.mark_down(ix, &e);
+                        self.pool.mark_down_seen(&members, ix, &e);
                         self.wake();
                         for s in &batch {
                             if let Err(e) = self.relocate(s.stripe, s.span, ix) {
@@ -308,6 +308,11 @@ impl Engine {
         span: usize,
         dead: Ix,
     ) -> Result<(), BackendError> {
+        // Where the span was, and where the last attempt put it: a relocation that does not
+        // complete puts it back, so that the layout never leaves a span on a member that did
+        // not take its slots (a seal moves it again from there, `rejoin.rs` relies on it).
+        let mut orig: Option<Ix> = None;
+        let mut tried: Option<Ix> = None;
         for _ in 0..ATTEMPTS {
             let members = self.pool.members();
             let (from, to, copies) = {
@@ -326,8 +331,12 @@ impl Engine {
                 let exclude = st.members();
                 let Some(&to) = choose(&members, &exclude, 1, bytes, &self.pool.dice).first()
                 else {
+                    drop(l);
+                    self.put_back(sid, span, tried, orig);
                     return Err(unavailable("a span of an unsealed stripe"));
                 };
+                orig.get_or_insert(from);
+                tried = Some(to);
                 let sp = &mut st.spans[span];
                 sp.member = to;
                 let buf = sp.buf.as_deref().unwrap_or_default();
@@ -351,11 +360,30 @@ impl Engine {
                     }
                     return Ok(());
                 }
-                Err(e) if is_member_failure(&e) => self.pool.mark_down(to, &e),
-                Err(e) => return Err(e),
+                Err(e) if is_member_failure(&e) => self.pool.mark_down_seen(&members, to, &e),
+                Err(e) => {
+                    self.put_back(sid, span, tried, orig);
+                    return Err(e);
+                }
             }
         }
+        self.put_back(sid, span, tried, orig);
         Err(unavailable("a span of an unsealed stripe"))
+    }
+
+    /// Puts span `span` of unsealed stripe `sid` back on member `orig` if it is still on
+    /// `tried`, a member a relocation chose that did not take its slots.
+    fn put_back(&self, sid: StripeId, span: usize, tried: Option<Ix>, orig: Option<Ix>) {
+        let (Some(tried), Some(orig)) = (tried, orig) else {
+            return;
+        };
+        let mut l = self.layout.write();
+        if let Some(st) = l.stripes.get_mut(&sid)
+            && st.phase != Phase::Sealed
+            && st.spans[span].member == tried
+        {
+            st.spans[span].member = orig;
+        }
     }
 
     /// Seals stripe `sid` (in phase [`Phase::Sealing`]): computes its parity from the client's
@@ -378,15 +406,24 @@ impl Engine {
     }
 
     fn try_seal(&self, sid: StripeId) -> Result<bool, BackendError> {
-        // Every data span on a serving member first (moved from the client's copy if not).
+        // Every data span on a serving member first (moved from the client's copy if not). A
+        // revived member's spans (`rejoin.rs`) move too where another member can take them, so
+        // that it can be let go sooner; where none can, the span is sealed where it is (the
+        // member took its slots: a span is on a member only once it took them, `relocate`),
+        // and rebuilt off it later like the spans of stripes sealed before it went down.
         let spans = match self.layout.read().stripes.get(&sid) {
             Some(st) => st.spans.iter().map(|s| s.member).collect::<Vec<_>>(),
             None => return Ok(true),
         };
         let members = self.pool.members();
         for (i, ix) in spans.into_iter().enumerate() {
-            if !members[usize::from(ix)].serves() {
+            let m = &members[usize::from(ix)];
+            if !m.serves() {
                 self.relocate(sid, i, ix)?;
+            } else if m.is_revived()
+                && let Err(e) = self.relocate(sid, i, ix)
+            {
+                tracing::debug!(member = %m.name, error = %e, "coded pool: span of a revived member sealed where it is");
             }
         }
         if self.hold(sid, &members) {
@@ -540,7 +577,7 @@ impl Engine {
                 match r {
                     Ok(()) => {}
                     Err(e) if is_member_failure(&e) => {
-                        self.pool.mark_down(ix, &e);
+                        self.pool.mark_down_seen(&members, ix, &e);
                         failed = true;
                     }
                     Err(e) => return Err(e),
