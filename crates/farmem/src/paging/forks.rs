@@ -413,12 +413,10 @@ impl Forks {
             }
             let inner = s.inner.lock();
             for c in &alive {
-                if let Some(l) = inner.links.get(&c.raw_fd()) {
-                    if let Err(e) = link::send(l.as_raw_fd(), TAG_HANDED_OVER, None) {
-                        tracing::warn!(
-                            "paging: telling a forked child it has its pages failed: {e}"
-                        );
-                    }
+                if let Some(l) = inner.links.get(&c.raw_fd())
+                    && let Err(e) = link::send(l.as_raw_fd(), TAG_HANDED_OVER, None)
+                {
+                    tracing::warn!("paging: telling a forked child it has its pages failed: {e}");
                 }
             }
         }
