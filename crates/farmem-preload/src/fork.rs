@@ -108,7 +108,9 @@ unsafe extern "C" fn child() {
     if FORKED.load(Ordering::Relaxed) {
         // A child of a forked child: served by the same process, linked through its parent.
         if let Some(h) = HEAP.get() {
+            let e = errno();
             watch::child(h.range());
+            set_errno(e);
         }
         return;
     }
@@ -124,6 +126,8 @@ unsafe extern "C" fn child() {
         if let Some(link) = h.region().fork_child() {
             watch::start(link, h.range());
         }
+        // The program's errno from before the fork (`prepare` cleared it).
+        set_errno(SAVED_ERRNO.load(Ordering::Relaxed));
         return;
     }
     let blocks = Heap::blocks(&h.table().lock(), h.range().0);

@@ -163,6 +163,10 @@ impl ForkLink {
         let mut vec = Vec::new();
         let mut page = 0;
         while page < self.pages {
+            if page % 64 == 0 && self.stored.get(page / 64) == Some(&0) {
+                page += 64;
+                continue;
+            }
             if !self.was_stored(page) {
                 page += 1;
                 continue;

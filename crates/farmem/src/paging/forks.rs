@@ -37,7 +37,8 @@
 //!   its userfaultfd. Those pages are lost to it (their fork-time copies lived in the parent or
 //!   may since have been overwritten on the backend); touching one faults instead of reading
 //!   zeros. A fork that could not be linked (no socket, or a fork not prepared with
-//!   [`Forks::prepare`]) is served as before, and reads such pages as zeros if the parent dies.
+//!   [`Forks::prepare`]) is served all the same, but reads such pages as zeros if the parent
+//!   dies.
 //!
 //! A child's pages stay resident in it (no budget in the child: the parent cannot evict another
 //! process's pages).

@@ -204,3 +204,81 @@ pub fn protect_none(addr: usize, len: usize) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::sync::Arc;
+
+    use super::super::{PAGE, PageBuf, map_anonymous, read_page, unmap};
+    use super::*;
+    use crate::paging::ForkLink;
+
+    /// A descriptor sent with a tag arrives as a working copy; a closed peer reads as closed.
+    #[test]
+    fn a_link_passes_descriptors_and_reports_its_end() {
+        let (a, b) = socket_pair().unwrap();
+        assert!(matches!(recv(b.as_raw_fd(), 0).unwrap(), Received::Nothing));
+        let (mut r, w) = std::io::pipe().unwrap();
+        send(a.as_raw_fd(), b'U', Some(w.as_raw_fd())).unwrap();
+        drop(w);
+        let Received::Message(tag, Some(fd)) = recv(b.as_raw_fd(), 1000).unwrap() else {
+            panic!("no message");
+        };
+        assert_eq!(tag, b'U');
+        std::fs::File::from(fd).write_all(b"x").unwrap();
+        let mut got = [0u8; 1];
+        r.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"x");
+        send(a.as_raw_fd(), b'H', None).unwrap();
+        assert!(matches!(
+            recv(b.as_raw_fd(), 1000).unwrap(),
+            Received::Message(b'H', None)
+        ));
+        drop(a);
+        assert!(matches!(
+            recv(b.as_raw_fd(), 1000).unwrap(),
+            Received::Closed
+        ));
+    }
+
+    /// A pidfd is readable once its process has ended, not before.
+    #[test]
+    fn a_pidfd_says_when_its_process_ended() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.2")
+            .spawn()
+            .unwrap();
+        let fd = pidfd_open(child.id()).unwrap();
+        assert_eq!(wait_readable(&[fd.as_raw_fd()], 0).unwrap(), vec![false]);
+        assert_eq!(
+            wait_readable(&[fd.as_raw_fd()], 10_000).unwrap(),
+            vec![true]
+        );
+        child.wait().unwrap();
+    }
+
+    /// Only the pages stored at the fork that are not mapped here are fenced off.
+    #[test]
+    fn protect_unserved_fences_off_exactly_the_stored_pages_not_mapped() {
+        let base = map_anonymous(8 * PAGE).unwrap();
+        for p in [0, 2, 6] {
+            // SAFETY: page `p` of the 8-page mapping just made, which nothing else uses.
+            unsafe { ((base + p * PAGE) as *mut u8).write(7) };
+        }
+        // Pages 0 to 5 were stored at the fork; 6 and 7 were not.
+        let stored: Arc<[u64]> = vec![0b11_1111u64].into();
+        let (ours, _theirs) = socket_pair().unwrap();
+        let l = ForkLink::new(ours, None, stored, base, 8);
+        assert_eq!(l.protect_unserved().unwrap(), 4, "pages 1, 3, 4 and 5");
+        let mut buf = PageBuf::new(1).unwrap();
+        for p in [0, 2, 6] {
+            // SAFETY: pages 0, 2 and 6 are mapped and readable (not fenced off).
+            unsafe { read_page(base + p * PAGE, &mut buf[..PAGE]) };
+            assert_eq!(buf[0], 7);
+        }
+        // SAFETY: the mapping is this test's.
+        unsafe { unmap(base, 8 * PAGE) };
+    }
+}
