@@ -61,7 +61,7 @@ pub struct ForkLink {
     /// A pidfd of the serving process (-1 if none could be opened).
     server: AtomicI32,
     /// Bit per page: the backend held the page at the fork (the snapshot's stored bits).
-    stored: Arc<[u64]>,
+    stored: Arc<Vec<u64>>,
     base: usize,
     pages: usize,
 }
@@ -71,7 +71,7 @@ impl ForkLink {
     pub(crate) fn new(
         sock: OwnedFd,
         server: Option<OwnedFd>,
-        stored: Arc<[u64]>,
+        stored: Arc<Vec<u64>>,
         base: usize,
         pages: usize,
     ) -> Self {

@@ -76,7 +76,7 @@ const FREEZE_MAX: Duration = Duration::from_secs(1);
 /// The far pages as of one fork, for the process forked then and its own forks.
 pub struct Snapshot {
     /// Bit per page: the backend held the page at the fork.
-    stored: Arc<[u64]>,
+    stored: Arc<Vec<u64>>,
     inner: Mutex<SnapInner>,
 }
 
@@ -103,7 +103,7 @@ impl SnapInner {
 impl Snapshot {
     fn new(stored: Vec<u64>) -> Self {
         Self {
-            stored: stored.into(),
+            stored: Arc::new(stored),
             inner: Mutex::new(SnapInner::default()),
         }
     }
@@ -141,7 +141,7 @@ struct LinkPair {
     ours: Option<OwnedFd>,
     /// The child's end (the parent's copy is closed after the fork).
     theirs: OwnedFd,
-    stored: Arc<[u64]>,
+    stored: Arc<Vec<u64>>,
     /// This process, which serves the child.
     server: u32,
 }

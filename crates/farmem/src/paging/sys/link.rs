@@ -268,7 +268,7 @@ mod tests {
             unsafe { ((base + p * PAGE) as *mut u8).write(7) };
         }
         // Pages 0 to 5 were stored at the fork; 6 and 7 were not.
-        let stored: Arc<[u64]> = vec![0b11_1111u64].into();
+        let stored = Arc::new(vec![0b11_1111u64]);
         let (ours, _theirs) = socket_pair().unwrap();
         let l = ForkLink::new(ours, None, stored, base, 8);
         assert_eq!(l.protect_unserved().unwrap(), 4, "pages 1, 3, 4 and 5");
