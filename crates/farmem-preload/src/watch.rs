@@ -90,8 +90,8 @@ pub fn prepare() {
         match l.prepare_fork() {
             Ok(end) => *NEXT.lock() = Some(end),
             Err(e) => crate::warn(format_args!(
-                "no link for a fork of a forked child ({e}): if the serving process is killed, \
-                 the new child reads the far pages it has not touched as zeros"
+                "no link for a fork of a forked child ({e}): the new child cannot read the far \
+                 pages it does not have"
             )),
         }
     }
@@ -116,7 +116,12 @@ pub fn child(range: (usize, usize)) {
     let next = NEXT.lock().take();
     match (inherited, next) {
         (Some(l), Some(end)) => start(l.for_child(end), range),
-        (Some(l), None) => l.close_all(),
+        (Some(l), None) => {
+            // Not linked (mostly: the serving process was already gone when this fork was
+            // prepared): nothing would tell this child when it stops being served.
+            orphaned(&l, range);
+            l.close_all();
+        }
         (None, _) => {}
     }
 }
