@@ -117,6 +117,35 @@ fn child_of_a_parent_ending_by_exit_never_reads_zeros_for_far_pages() {
     child_of_a_parent_ending_without_handing_over("exit");
 }
 
+/// A parent killed at moments spread over its child's reading (while it serves the child's
+/// faults, say): the child reads every block right or is stopped with SIGBUS and the message,
+/// never reads wrong data.
+#[test]
+fn child_of_a_parent_killed_mid_read_reads_right_data_or_stops() {
+    if !far_memory_available() || !fork_serving_available() {
+        return;
+    }
+    let exe = compile("fork_kill_race");
+    for ms in ["0", "5", "20", "60"] {
+        let out = output_within(shim_command("16MiB", &[], &[&exe, &ms]), DEADLINE);
+        assert_ok(&out);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let ctx = format!("killed after {ms} ms\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(!stdout.contains("WRONG DATA"), "{ctx}");
+        assert!(stdout.contains("signal 9"), "P was killed: {ctx}");
+        let stopped = stderr.contains("touched far memory its parent no longer serves");
+        if stdout.contains("A read all") {
+            assert!(stdout.contains("exit 0") && !stopped, "{ctx}");
+        } else {
+            assert!(
+                stdout.contains("signal 7") && stopped,
+                "A is stopped: {ctx}"
+            );
+        }
+    }
+}
+
 #[test]
 fn forked_child_reads_pages_that_were_not_resident() {
     if !far_memory_available() || !fork_serving_available() {
