@@ -12,6 +12,9 @@
 //!   its `free` of a far block does nothing, and it never calls into the pager or the backend
 //!   (whose locks may have been held by threads that do not exist in the child, and whose
 //!   sockets are shared with the parent);
+//! - the child keeps its own userfaultfd and watches its parent (the `watch` module): if the
+//!   parent ends without handing its pages over, the far pages the child does not have are made
+//!   inaccessible, and touching one prints the cause and ends the child with SIGBUS;
 //! - without fork serving, the child's copy of the region holds only the pages that were
 //!   resident at the fork: pages of live far blocks that were not resident (they would read as
 //!   zeros) are made inaccessible, and a SIGSEGV handler names the cause if the child touches
@@ -19,12 +22,12 @@
 
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 use farmem::paging::PAGE_SIZE;
 
 use crate::heap::Heap;
-use crate::{FORKED, HEAP, THRESHOLD};
+use crate::{FORKED, HEAP, THRESHOLD, watch};
 
 unsafe extern "C" {
     fn pthread_atfork(
@@ -66,6 +69,12 @@ fn set_errno(v: libc::c_int) {
 }
 
 unsafe extern "C" fn prepare() {
+    if FORKED.load(Ordering::Relaxed) && HEAP.get().is_some() {
+        let e = errno();
+        watch::prepare();
+        set_errno(e);
+        return;
+    }
     if let Some(h) = heap() {
         // Held across the fork; released in both processes below.
         std::mem::forget(h.table().lock());
@@ -78,6 +87,12 @@ unsafe extern "C" fn prepare() {
 }
 
 unsafe extern "C" fn parent() {
+    if FORKED.load(Ordering::Relaxed) && HEAP.get().is_some() {
+        let e = errno();
+        watch::parent();
+        set_errno(e);
+        return;
+    }
     if let Some(h) = heap() {
         let failed = errno() != 0;
         h.region().fork_parent(!failed);
@@ -90,6 +105,15 @@ unsafe extern "C" fn parent() {
 }
 
 unsafe extern "C" fn child() {
+    if FORKED.load(Ordering::Relaxed) {
+        // A child of a forked child: served by the same process, linked through its parent.
+        if let Some(h) = HEAP.get() {
+            let e = errno();
+            watch::child(h.range());
+            set_errno(e);
+        }
+        return;
+    }
     let Some(h) = heap() else {
         return;
     };
@@ -99,6 +123,11 @@ unsafe extern "C" fn child() {
     // its holder's copy.
     unsafe { h.table().force_unlock() };
     if h.region().serves_forks() {
+        if let Some(link) = h.region().fork_child() {
+            watch::start(link, h.range());
+        }
+        // The program's errno from before the fork (`prepare` cleared it).
+        set_errno(SAVED_ERRNO.load(Ordering::Relaxed));
         return;
     }
     let blocks = Heap::blocks(&h.table().lock(), h.range().0);
@@ -107,7 +136,7 @@ unsafe extern "C" fn child() {
         protected += protect_absent(addr, len);
     }
     if protected > 0 {
-        install_segv_handler(h.range());
+        install_segv_handler(h.range(), Fault::NotResident);
     }
 }
 
@@ -153,10 +182,29 @@ unsafe impl Sync for OldAction {}
 static OLD: OldAction = OldAction(UnsafeCell::new(MaybeUninit::zeroed()));
 static REGION_BASE: AtomicUsize = AtomicUsize::new(0);
 static REGION_LEN: AtomicUsize = AtomicUsize::new(0);
+/// The handler is installed (a forked child inherits it with the rest of its parent).
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// The inaccessible pages are those the serving parent did not hand over ([`Fault::Unserved`]).
+static UNSERVED: AtomicBool = AtomicBool::new(false);
 
-fn install_segv_handler((base, len): (usize, usize)) {
+/// Why the far pages a forked child touches are inaccessible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Not served: they were not resident at the fork.
+    NotResident,
+    /// The parent serving them ended without handing them over.
+    Unserved,
+}
+
+/// Names the cause when the child touches an inaccessible page of the region `(base, len)`,
+/// and ends it (SIGSEGV for [`Fault::NotResident`], SIGBUS for [`Fault::Unserved`]).
+pub fn install_segv_handler((base, len): (usize, usize), cause: Fault) {
     REGION_BASE.store(base, Ordering::Relaxed);
     REGION_LEN.store(len, Ordering::Relaxed);
+    UNSERVED.store(cause == Fault::Unserved, Ordering::Relaxed);
+    if INSTALLED.swap(true, Ordering::Relaxed) {
+        return;
+    }
     // SAFETY: a zeroed sigaction is valid; we fill in the handler, flags and an empty mask, and
     // save the old action in OLD (only this thread exists in the child).
     unsafe {
@@ -173,6 +221,22 @@ extern "C" fn on_segv(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut 
     let addr = unsafe { (*info).si_addr() } as usize;
     let base = REGION_BASE.load(Ordering::Relaxed);
     if addr.wrapping_sub(base) < REGION_LEN.load(Ordering::Relaxed) {
+        if UNSERVED.load(Ordering::Relaxed) {
+            let msg =
+                b"farmem-run: a forked child touched far memory its parent no longer serves: \
+the parent ended without handing its far pages over (killed by a signal, or _exit); the child \
+is stopped with SIGBUS rather than read wrong data\n";
+            // SAFETY: write(2), signal(2) and raise(3) are async-signal-safe; SIGBUS is not
+            // blocked in this handler and its default action ends the process.
+            unsafe {
+                libc::write(2, msg.as_ptr().cast(), msg.len());
+                libc::signal(libc::SIGBUS, libc::SIG_DFL);
+                libc::raise(libc::SIGBUS);
+                // SIGBUS blocked by the program: the retried access then ends it with SIGSEGV.
+                libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+            }
+            return;
+        }
         let msg = b"farmem-run: a forked child touched far memory that was not resident at the \
 fork; the child only has a copy of the resident pages (fork+exec is fine)\n";
         // SAFETY: write(2) and sigaction(2) are async-signal-safe; the default action makes the

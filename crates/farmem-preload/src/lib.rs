@@ -35,7 +35,10 @@
 //!   never talks to the servers or touches the parent's pager state, so it cannot corrupt the
 //!   parent's pages: it allocates from the real allocator only, and its `free` of a far block
 //!   does nothing (the block stays in the parent). At the parent's exit, children still running
-//!   are given the far pages they may still read. Without fork events (or with
+//!   are given the far pages they may still read. If the parent ends without its exit handlers
+//!   (SIGKILL, `_exit`), a child keeps the pages it has, and the first far page it had not
+//!   touched stops it with SIGBUS and a message naming the cause (see the `watch` module).
+//!   Without fork events (or with
 //!   `FARMEM_RUN_FORKS=0`) the child gets a private copy of what was resident at the fork, and
 //!   pages of live far blocks that were not resident are made inaccessible, so a child that
 //!   reads them dies with a message naming the cause (SIGSEGV) instead of reading zeros.
@@ -61,6 +64,7 @@ mod fork;
 mod heap;
 mod real;
 mod setup;
+mod watch;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

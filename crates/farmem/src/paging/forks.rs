@@ -27,12 +27,24 @@
 //! - **End.** A process that exits or calls `exec` drops its memory; the serving thread finds it
 //!   gone (`ESRCH`) within a probe interval and, once no process of a snapshot is left, drops the
 //!   snapshot. At the parent's exit, [`Forks::hand_over`] maps every page a living child may
-//!   still read into it, since the child's range stops being served when the parent is gone.
+//!   still read into it, since the child's range stops being served when the parent is gone,
+//!   and tells the child so over its link.
+//! - **Links** (the `fork_link` module). The parent sends each child (grandchildren included) a
+//!   copy of its userfaultfd over a socket pair made for the fork, so the child's range stays
+//!   registered when the parent dies without [`Forks::hand_over`] (SIGKILL, `_exit`, a crash):
+//!   the child's faults then wait rather than map zeros, and the child, which watches the
+//!   parent (a pidfd) and the link, makes the far pages it lacks inaccessible before it closes
+//!   its userfaultfd. Those pages are lost to it (their fork-time copies lived in the parent or
+//!   may since have been overwritten on the backend); touching one faults instead of reading
+//!   zeros. A fork that could not be linked (no socket, or a fork not prepared with
+//!   [`Forks::prepare`]) is served all the same, but reads such pages as zeros if the parent
+//!   dies.
 //!
 //! A child's pages stay resident in it (no budget in the child: the parent cannot evict another
 //! process's pages).
 
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -43,7 +55,9 @@ use crate::backend::ObjectId;
 
 use super::PagingError;
 use super::core::Core;
+use super::fork_link::{ForkLink, TAG_HANDED_OVER, TAG_LINK, TAG_UFFD};
 use super::internal::InternalGuard;
+use super::sys::link::{self, Received};
 use super::sys::{self, Fault, Msg, PAGE, PageBuf, Uffd};
 use super::writeback::{get_pages, retry};
 
@@ -62,7 +76,7 @@ const FREEZE_MAX: Duration = Duration::from_secs(1);
 /// The far pages as of one fork, for the process forked then and its own forks.
 pub struct Snapshot {
     /// Bit per page: the backend held the page at the fork.
-    stored: Vec<u64>,
+    stored: Arc<Vec<u64>>,
     inner: Mutex<SnapInner>,
 }
 
@@ -74,12 +88,22 @@ struct SnapInner {
     orphans: Vec<usize>,
     /// The userfaultfds of the processes served from this snapshot.
     children: Vec<Arc<Uffd>>,
+    /// The links to those processes (by the raw descriptor of their userfaultfd here).
+    links: HashMap<RawFd, OwnedFd>,
+}
+
+impl SnapInner {
+    /// Forgets the links of processes no longer in `children`.
+    fn prune_links(&mut self) {
+        let alive: Vec<RawFd> = self.children.iter().map(|c| c.raw_fd()).collect();
+        self.links.retain(|fd, _| alive.contains(fd));
+    }
 }
 
 impl Snapshot {
     fn new(stored: Vec<u64>) -> Self {
         Self {
-            stored,
+            stored: Arc::new(stored),
             inner: Mutex::new(SnapInner::default()),
         }
     }
@@ -111,22 +135,85 @@ struct Registry {
     unprotect: Vec<Arc<Uffd>>,
 }
 
+/// The link made for a fork about to happen (see the `fork_link` module).
+struct LinkPair {
+    /// The serving end, taken when the fork is reported.
+    ours: Option<OwnedFd>,
+    /// The child's end (the parent's copy is closed after the fork).
+    theirs: OwnedFd,
+    stored: Arc<Vec<u64>>,
+    /// This process, which serves the child.
+    server: u32,
+}
+
 /// The forks of a region. Lock order: the region's write-back lock, its state lock, then this.
 #[derive(Default)]
 pub struct Forks {
     reg: Mutex<Registry>,
     changed: Condvar,
+    /// Only the forking thread (before and after the fork, and in the child) and the thread
+    /// reading the fork event (after the kernel copied the memory) take it, so the child never
+    /// finds it held.
+    link: Mutex<Option<LinkPair>>,
 }
 
 impl Forks {
+    /// In a forked child: closes its copies of the other children's userfaultfds and links.
+    /// A copy held here would keep a sibling's range registered after the parent is gone, with
+    /// nobody serving it (its faults, and its forks, would wait forever). The registry's
+    /// entries are forgotten, never dropped, in the child (the threads of the parent holding
+    /// other references do not exist here). Skipped if the fork caught a lock held.
+    fn close_inherited(&self) {
+        let Some(mut reg) = self.reg.try_lock() else {
+            return;
+        };
+        let live = std::mem::take(&mut reg.live);
+        std::mem::forget(std::mem::take(&mut reg.unprotect));
+        for s in &live {
+            if let Some(inner) = s.inner.try_lock() {
+                let fds = inner.children.iter().map(|c| c.raw_fd());
+                for fd in fds.chain(inner.links.values().map(|l| l.as_raw_fd())) {
+                    link::close(fd);
+                }
+            }
+        }
+        std::mem::forget(live);
+    }
+
     /// Takes the snapshot for a fork about to happen: `stored` are the region's stored bits,
     /// copied under the state lock, which the caller still holds (so that the reclaimer, which
     /// checks [`Forks::frozen`] under it before dropping written-back pages, either dropped
     /// them before the copy or waits).
     pub fn prepare(&self, stored: Vec<u64>) {
+        let snap = Arc::new(Snapshot::new(stored));
+        *self.link.lock() = match link::socket_pair() {
+            Ok((ours, theirs)) => Some(LinkPair {
+                ours: Some(ours),
+                theirs,
+                stored: snap.stored.clone(),
+                server: std::process::id(),
+            }),
+            Err(e) => {
+                tracing::warn!(
+                    "paging: no link for a forked child ({e}): it reads zeros for far pages it has not touched if this process is killed"
+                );
+                None
+            }
+        };
         let mut reg = self.reg.lock();
-        reg.pending = Some(Arc::new(Snapshot::new(stored)));
+        reg.pending = Some(snap);
         reg.frozen_until = Some(Instant::now() + FREEZE_MAX);
+    }
+
+    /// In the child of a fork prepared with [`Forks::prepare`]: its link to this process's
+    /// serving thread (`None` if the link could not be made).
+    pub fn child(&self, base: usize, pages: usize) -> Option<ForkLink> {
+        self.close_inherited();
+        let pair = self.link.lock().take()?;
+        // The serving end stays with the parent only.
+        drop(pair.ours);
+        let server = link::pidfd_open(pair.server).ok();
+        Some(ForkLink::new(pair.theirs, server, pair.stored, base, pages))
     }
 
     /// Whether a fork is under way (see `Registry::frozen_until`).
@@ -168,6 +255,8 @@ impl Forks {
         reg.frozen_until = None;
         drop(reg);
         self.changed.notify_all();
+        // The child's end belongs to the child (and the serving end to the serving thread).
+        *self.link.lock() = None;
     }
 
     /// Every snapshot that may still need backend copies (the pending one included).
@@ -201,9 +290,18 @@ impl Forks {
                 Arc::new(Snapshot::new(bits))
             }
         };
+        // The child keeps its range registered itself: it is sent its userfaultfd.
+        let ours = self.link.lock().as_mut().and_then(|p| p.ours.take());
+        let ours = ours.and_then(|l| send_uffd(&l, &child).then_some(l));
         // Served from now on: the parent's side of the fork returns when the pending snapshot
         // is gone, and finds it live with its child.
-        snap.inner.lock().children.push(child.clone());
+        {
+            let mut inner = snap.inner.lock();
+            inner.children.push(child.clone());
+            if let Some(l) = ours {
+                inner.links.insert(child.raw_fd(), l);
+            }
+        }
         reg.live.push(snap);
         reg.frozen_until = None;
         if !unprotect_all(core, &child) {
@@ -277,6 +375,7 @@ impl Forks {
             .filter(|s| {
                 let mut inner = s.inner.lock();
                 inner.children.retain(|c| !gone(core, c));
+                inner.prune_links();
                 !inner.children.is_empty()
             })
             .collect();
@@ -286,7 +385,9 @@ impl Forks {
 
     /// At the parent's exit: maps into each living child every page of its snapshot that the
     /// backend held at the fork (pages it has keep theirs), so that it can go on without the
-    /// parent. Errors are logged; a child that is gone is skipped.
+    /// parent, and tells each child that got all of them. Errors are logged; a child that is
+    /// gone, or that could not be given every page, is skipped (it finds its unserved pages
+    /// inaccessible once the parent is gone: see the `fork_link` module).
     pub fn hand_over(&self, core: &Core) {
         let Ok(mut buf) = PageBuf::new(RUN) else {
             return;
@@ -308,8 +409,16 @@ impl Forks {
                     tracing::error!("paging: handing pages over to a child failed: {e}");
                     return;
                 }
-                alive.retain(|c| map_run(core, c, page, n, &buf).is_ok());
+                alive.retain(|c| map_all(core, c, page, n, &buf).is_ok());
                 page += n;
+            }
+            let inner = s.inner.lock();
+            for c in &alive {
+                if let Some(l) = inner.links.get(&c.raw_fd())
+                    && let Err(e) = link::send(l.as_raw_fd(), TAG_HANDED_OVER, None)
+                {
+                    tracing::warn!("paging: telling a forked child it has its pages failed: {e}");
+                }
             }
         }
     }
@@ -323,6 +432,30 @@ fn gone(core: &Core, child: &Uffd) -> bool {
     // the child is alive and forking).
     matches!(child.write_protect_once(core.base, PAGE, false),
         Err(e) if e.raw_os_error() == Some(libc::ESRCH))
+}
+
+/// Sends `child` its userfaultfd over its link; `false` (logged) if that failed.
+fn send_uffd(l: &OwnedFd, child: &Uffd) -> bool {
+    match link::send(l.as_raw_fd(), TAG_UFFD, Some(child.raw_fd())) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("paging: sending a forked child its userfaultfd failed: {e}");
+            false
+        }
+    }
+}
+
+/// The newest link end a child sent for its own fork (older ones are from forks that failed).
+fn link_for_fork(parent_link: Option<&OwnedFd>) -> Option<OwnedFd> {
+    let l = parent_link?;
+    let mut newest = None;
+    loop {
+        match link::recv(l.as_raw_fd(), 0) {
+            Ok(Received::Message(TAG_LINK, Some(fd))) => newest = Some(fd),
+            Ok(Received::Message(..)) => {}
+            _ => return newest,
+        }
+    }
 }
 
 /// Fetches `ids` (whole pages) in one request.
@@ -408,6 +541,31 @@ fn map_run(
     }
 }
 
+/// Maps `buf`'s first `n` pages at page `first` of the child, writable; pages it has are left
+/// alone, and so are parts of the run it unmapped.
+fn map_all(
+    core: &Core,
+    child: &Uffd,
+    first: usize,
+    n: usize,
+    buf: &PageBuf,
+) -> std::io::Result<()> {
+    let enoent = |e: &std::io::Error| e.raw_os_error() == Some(libc::ENOENT);
+    match child.copy(core.addr(first), &buf[..n * PAGE], false, true) {
+        Ok(_) => Ok(()),
+        Err(e) if enoent(&e) => {
+            for k in 0..n {
+                match child.copy(core.addr(first + k), &buf[k * PAGE..][..PAGE], false, true) {
+                    Err(e) if !enoent(&e) => return Err(e),
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The thread serving forked children: runs until the region stops.
 pub fn serve(core: &Core) {
     let _internal = InternalGuard::new();
@@ -469,7 +627,14 @@ pub fn serve(core: &Core) {
                     }
                     Ok(Some(Msg::Fork(grandchild))) => {
                         let grandchild = Arc::new(grandchild);
-                        snap.inner.lock().children.push(grandchild.clone());
+                        let mut inner = snap.inner.lock();
+                        let l = link_for_fork(inner.links.get(&child.raw_fd()))
+                            .filter(|l| send_uffd(l, &grandchild));
+                        if let Some(l) = l {
+                            inner.links.insert(grandchild.raw_fd(), l);
+                        }
+                        inner.children.push(grandchild.clone());
+                        drop(inner);
                         if !unprotect_all(core, &grandchild) {
                             core.forks.reg.lock().unprotect.push(grandchild);
                         }
@@ -547,6 +712,7 @@ fn reap(core: &Core, snaps: &[Arc<Snapshot>], runs: &mut HashMap<i32, (usize, us
                 }
                 !gone
             });
+            inner.prune_links();
             inner.children.is_empty()
         };
         if ended {

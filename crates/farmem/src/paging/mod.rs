@@ -70,7 +70,10 @@
 //!   it was at the fork and writes privately. Its faults arrive on a userfaultfd of its own
 //!   (`UFFD_FEATURE_EVENT_FORK`) and a thread of the parent serves them from a snapshot: the
 //!   stored bits at the fork, plus the old copy of each page the parent overwrites or frees on
-//!   the backend while the child may still read it.
+//!   the backend while the child may still read it. The child keeps a copy of its userfaultfd
+//!   and watches the parent through a [`ForkLink`]: if the parent ends without
+//!   [`PagedRegion::hand_over_forks`], the far pages the child lacks become inaccessible rather
+//!   than zeros.
 //!
 //! Local memory: at most `budget_bytes` of resident pages (staged and in-flight pages included),
 //! plus one 4 KiB clean twin per dirty resident page (so up to twice the budget when every
@@ -115,6 +118,7 @@ mod clock;
 mod core;
 mod extents;
 mod fault;
+mod fork_link;
 mod forks;
 mod ghost;
 mod internal;
@@ -128,6 +132,7 @@ use crate::backend::{BackendError, ObjectId};
 
 pub use alloc::{AllocConfig, PagingAlloc};
 pub use extents::Extents;
+pub use fork_link::{ForkLink, LinkEnd};
 pub use internal::InternalGuard;
 pub use region::{PagedRegion, available, available_fork_serving, available_user_mode};
 
@@ -197,7 +202,10 @@ pub struct PagingConfig {
     /// them [`PagedRegion::serves_forks`] is `false` and a child's copy of the range holds only
     /// the pages that were mapped at the fork. A process that forks with this on must call
     /// [`PagedRegion::fork_prepare`] before and [`PagedRegion::fork_parent`] after each fork
-    /// (from `pthread_atfork` handlers). Default `false`.
+    /// (from `pthread_atfork` handlers), and the child [`PagedRegion::fork_child`] (then watch
+    /// its [`ForkLink`]; a child that does not take its link waits forever for far pages it
+    /// had not touched if the parent ends without [`PagedRegion::hand_over_forks`]). Default
+    /// `false`.
     pub serve_forks: bool,
 }
 

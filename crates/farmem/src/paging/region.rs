@@ -12,7 +12,7 @@ use super::fault::{self, Worker};
 use super::internal::InternalGuard;
 use super::reclaim;
 use super::sys::{self, PAGE, PageBuf, Uffd};
-use super::{PagingConfig, PagingError, PagingStats, forks};
+use super::{ForkLink, PagingConfig, PagingError, PagingStats, forks};
 
 /// Longest run of prefetched pages mapped with one `UFFDIO_COPY` (each pager thread keeps a
 /// buffer of this many pages).
@@ -250,6 +250,22 @@ impl PagedRegion {
         }
         let _internal = InternalGuard::new();
         self.core.forks.parent(forked);
+    }
+
+    /// To be called in the child just after `fork` (a `pthread_atfork` child handler, before the
+    /// program goes on) when [`PagedRegion::serves_forks`]: the child's link to this region's
+    /// serving thread in the parent. The caller must [`receive`](ForkLink::receive) its
+    /// userfaultfd at once and then watch the link ([`ForkLink::wait`]) on a thread of its own:
+    /// see [`ForkLink`]. `None` when the parent could not make the link (the child is then
+    /// served as long as the parent runs, and reads the far pages it has not touched as zeros
+    /// if the parent ends without [`PagedRegion::hand_over_forks`]).
+    ///
+    /// The child must not otherwise use the region (its pager threads stayed in the parent).
+    pub fn fork_child(&self) -> Option<ForkLink> {
+        if !self.serves_forks() {
+            return None;
+        }
+        self.core.forks.child(self.base, self.len / PAGE)
     }
 
     /// At the parent's exit, with forked children still running: maps into each of them every

@@ -9,6 +9,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::PagingError;
 
+pub mod link;
+
 /// Bytes per page (x86-64 and aarch64 4 KiB pages; checked against `sysconf` at region creation).
 pub const PAGE: usize = 4096;
 
