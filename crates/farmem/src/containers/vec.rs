@@ -519,9 +519,10 @@ impl<T: Pod + Send + Sync> FarVec<T> {
     }
 
     /// An iterator over copies of the elements, fetching a batch of chunks at a time. It walks
-    /// chunk slices internally: errors can only come once per chunk, and an element of a local
-    /// chunk costs about what a `Vec` element does ([`FarVec::chunks`] hands out the slices
-    /// themselves).
+    /// chunk slices internally: errors can only come once per chunk, `fold` (and `for_each`,
+    /// `count`) runs a slice loop per chunk, and a `for` loop costs a bounds check and a load
+    /// per element of a local chunk, scalar ([`FarVec::chunks`] hands out the slices
+    /// themselves, for loops the compiler vectorises).
     ///
     /// ```
     /// use farmem::{Runtime, RuntimeConfig};
