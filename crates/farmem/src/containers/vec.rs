@@ -519,9 +519,10 @@ impl<T: Pod + Send + Sync> FarVec<T> {
     }
 
     /// An iterator over copies of the elements, fetching a batch of chunks at a time. It walks
-    /// chunk slices internally: errors can only come once per chunk, and an element of a local
-    /// chunk costs about what a `Vec` element does ([`FarVec::chunks`] hands out the slices
-    /// themselves).
+    /// chunk slices internally: errors can only come once per chunk, `fold` (and `for_each`,
+    /// `count`) runs a slice loop per chunk, and a `for` loop costs a bounds check and a load
+    /// per element of a local chunk, scalar ([`FarVec::chunks`] hands out the slices
+    /// themselves, for loops the compiler vectorises).
     ///
     /// ```
     /// use farmem::{Runtime, RuntimeConfig};
@@ -536,11 +537,15 @@ impl<T: Pod + Send + Sync> FarVec<T> {
     /// assert_eq!(v.iter().collect::<Result<Vec<_>, _>>()?.len(), 100_000);
     /// # Ok::<(), farmem::containers::ContainerError>(())
     /// ```
+    #[inline]
     pub fn iter(&self) -> Iter<'_, T> {
         Iter {
-            cur: [].iter(),
-            guard: None,
-            chunks: self.chunks(),
+            cur: &[],
+            pos: 0,
+            rest: Box::new(IterChunks {
+                guard: None,
+                chunks: self.chunks(),
+            }),
         }
     }
 
@@ -589,48 +594,56 @@ pub(crate) fn prefetch_stride<T: Pod>(rt: &Runtime, chunks: &[FarSlice<T>], c: u
 /// Iterator over a [`FarVec`]'s elements (copies), yielding `Result<T>`; stops after an error.
 ///
 /// It walks the chunks as pinned slices ([`FarVec::chunks`], same read-ahead): an element of
-/// the current chunk costs a bounds check and a load, and an error can only come when the next
-/// chunk is made local, once per chunk. Internal iteration (`fold`, `for_each`, `sum` of
-/// unwrapped values, ...) runs a plain slice loop per chunk.
+/// the current chunk costs a slice iterator step, and an error can only come when the next
+/// chunk is made local, once per chunk. Internal iteration (`fold`, `for_each`, `count`, ...)
+/// runs a plain slice loop per chunk.
 pub struct Iter<'a, T: Pod> {
-    /// The current chunk's values not yet yielded (borrowed from `guard`'s pinned payload).
-    cur: std::slice::Iter<'a, T>,
-    /// Keeps the current chunk local and in place; dropped only after `cur` is emptied.
+    /// The current chunk's values not yet yielded (borrowed from `rest`'s pinned payload).
+    /// Only `next`'s inlined fast path touches it, and the out-of-line chunk change never
+    /// borrows it, so a loop over the iterator keeps it in registers (a `for` loop over the
+    /// elements compiles to a slice loop per chunk).
+    cur: &'a [T],
+    /// The next value's position in `cur` (an index, not a slice iterator: a loop whose trip
+    /// count is `cur.len() - pos` is one the compiler can vectorise).
+    pos: usize,
+    /// Boxed, so that changing chunks borrows no part of the iterator itself.
+    rest: Box<IterChunks<'a, T>>,
+}
+
+/// The chunk-changing part of an [`Iter`].
+struct IterChunks<'a, T: Pod> {
+    /// Keeps the current chunk local and in place; replaced only once `Iter::cur` is emptied.
     guard: Option<crate::Pinned<'a, T>>,
     chunks: super::vec_access::Chunks<'a, T>,
+}
+
+impl<'a, T: Pod + Send + Sync> IterChunks<'a, T> {
+    /// Lets go of the current chunk (whose values the caller has all taken) and pins the
+    /// next: its values, `None` at the end, `Some(Err)` when it cannot be made local.
+    #[cold]
+    #[inline(never)]
+    fn advance(&mut self) -> Option<Result<&'a [T]>> {
+        self.guard = None;
+        Some(match self.chunks.next()? {
+            Ok(p) => {
+                // SAFETY: the payload stays local and in place while its guard lives, and the
+                // guard is kept in `self.guard` until the caller has emptied the slice (it
+                // calls `advance` again only then, or drops both); the iterator yields copies,
+                // so no reference into it outlives the guard.
+                let vals: &'a [T] = unsafe { std::slice::from_raw_parts(p.as_ptr(), p.len()) };
+                self.guard = Some(p);
+                Ok(vals)
+            }
+            Err(e) => Err(e),
+        })
+    }
 }
 
 impl<T: Pod> std::fmt::Debug for Iter<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Iter")
-            .field("left_in_chunk", &self.cur.len())
+            .field("left_in_chunk", &(self.cur.len() - self.pos))
             .finish_non_exhaustive()
-    }
-}
-
-impl<'a, T: Pod + Send + Sync> Iter<'a, T> {
-    /// Moves to the next chunk: `None` at the end, `Some(Err)` when it cannot be made local.
-    #[cold]
-    #[inline(never)]
-    fn next_chunk(&mut self) -> Option<Result<T>> {
-        self.cur = [].iter();
-        self.guard = None;
-        loop {
-            match self.chunks.next()? {
-                Ok(p) => {
-                    // SAFETY: the payload stays local and in place while its guard lives, and
-                    // the guard is kept in `self.guard` until `cur` is emptied (above); the
-                    // iterator yields copies, so no reference into it outlives the guard.
-                    let vals: &'a [T] = unsafe { std::slice::from_raw_parts(p.as_ptr(), p.len()) };
-                    self.guard = Some(p);
-                    self.cur = vals.iter();
-                    if let Some(&x) = self.cur.next() {
-                        return Some(Ok(x));
-                    }
-                }
-                Err(e) => return Some(Err(e)),
-            }
-        }
     }
 }
 
@@ -639,21 +652,29 @@ impl<T: Pod + Send + Sync> Iterator for Iter<'_, T> {
 
     #[inline(always)]
     fn next(&mut self) -> Option<Result<T>> {
-        if let Some(&x) = self.cur.next() {
-            return Some(Ok(x));
+        loop {
+            if let Some(&x) = self.cur.get(self.pos) {
+                self.pos += 1;
+                return Some(Ok(x));
+            }
+            match self.rest.advance()? {
+                Ok(vals) => (self.cur, self.pos) = (vals, 0),
+                Err(e) => return Some(Err(e)),
+            }
         }
-        self.next_chunk()
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = self.cur.len() + self.chunks.elements_left();
+        let n = self.cur.len() - self.pos + self.rest.chunks.elements_left();
         (n, Some(n))
     }
 
+    #[inline]
     fn fold<B, F: FnMut(B, Result<T>) -> B>(mut self, init: B, mut f: F) -> B {
-        let mut acc = std::mem::replace(&mut self.cur, [].iter()).fold(init, |a, &x| f(a, Ok(x)));
-        self.guard = None;
-        for c in self.chunks {
+        let mut acc = self.cur[self.pos..].iter().fold(init, |a, &x| f(a, Ok(x)));
+        self.cur = &[];
+        self.rest.guard = None;
+        for c in self.rest.chunks.by_ref() {
             match c {
                 Ok(c) => acc = c.iter().fold(acc, |a, &x| f(a, Ok(x))),
                 Err(e) => return f(acc, Err(e)),

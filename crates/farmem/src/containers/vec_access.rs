@@ -136,16 +136,20 @@ impl<T: Pod + Send + Sync> FarVec<T> {
     /// let picked: u32 = [7usize, 9_999, 4_096].iter().map(|&i| r.get(i).unwrap()).sum();
     /// assert_eq!(picked, 7 + 9_999 + 4_096);
     /// ```
+    #[inline]
     pub fn reader(&self) -> Reader<'_, T> {
         Reader {
             chunks: &self.chunks,
             len: self.len,
             chunk_len: self.chunk_len,
             shift: self.shift,
-            last_miss: Cell::new(0),
-            stride: Cell::new(CursorStride::default()),
-            rt: &self.rt,
-            scope: self.rt.cursor_scope(),
+            hits: 0,
+            miss: Box::new(ReaderMiss {
+                last_miss: Cell::new(0),
+                stride: Cell::new(CursorStride::default()),
+                rt: &self.rt,
+                scope: self.rt.cursor_scope(),
+            }),
         }
     }
 
@@ -164,6 +168,7 @@ impl<T: Pod + Send + Sync> FarVec<T> {
     /// drop(w);
     /// assert_eq!(v.get(9_996).unwrap(), 9_996);
     /// ```
+    #[inline]
     pub fn writer(&mut self) -> Writer<'_, T> {
         let FarVec {
             rt,
@@ -291,16 +296,74 @@ impl<'a, T: Pod + Send + Sync> Iterator for ChunksMut<'a, T> {
 }
 
 /// A read cursor over a [`FarVec`] ([`FarVec::reader`]).
+///
+/// As for [`Writer`], what a hit needs stays in the cursor, the hit count too (handed to the
+/// scope every 4096 hits, on a miss and at the end), and what a miss needs is boxed: no call
+/// that is not inlined borrows the cursor, so a loop over [`Reader::get`] keeps its fields in
+/// registers and makes no store.
 pub struct Reader<'a, T: Pod> {
     chunks: &'a [FarSlice<T>],
     len: usize,
     chunk_len: usize,
     shift: u32,
+    /// Hits not yet counted in the scope.
+    hits: u64,
+    miss: Box<ReaderMiss<'a>>,
+}
+
+/// What a [`Reader`] needs on a miss: its scope and stride detection.
+struct ReaderMiss<'a> {
     /// The chunk of the last miss (or the last chunk prefetched for it).
     last_miss: Cell<usize>,
     stride: Cell<CursorStride>,
     rt: &'a Runtime,
     scope: Scope<'a>,
+}
+
+impl<T: Pod> Drop for Reader<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.miss.scope.count_hits_internal(self.hits);
+    }
+}
+
+impl ReaderMiss<'_> {
+    /// Records a miss in chunk `c` of `chunks` (when it is not local) and prefetches ahead on
+    /// a stride.
+    fn on_miss<T: Pod>(&self, chunks: &[FarSlice<T>], c: usize) {
+        if chunks[c].is_local() {
+            return;
+        }
+        let prev = self.last_miss.replace(c);
+        let mut detector = self.stride.get();
+        let stride = detector.observe(c, prev);
+        self.stride.set(detector);
+        if let Some(stride) = stride {
+            prefetch_stride(self.rt, chunks, c, stride);
+            // The next miss comes past the prefetched chunks: measure its move from there.
+            let ahead = c as i64 + stride * STRIDE_DEPTH;
+            self.last_miss
+                .set(ahead.clamp(0, chunks.len() as i64) as usize);
+        }
+    }
+
+    /// A miss of element `o` of chunk `c`, after `hits` uncounted hits: counts them, lets a
+    /// waiting evacuator proceed (the caller holds no reference obtained under the scope),
+    /// prefetches ahead when the misses show a stride, then reads.
+    #[cold]
+    #[inline(never)]
+    fn get<T: Pod + Send + Sync>(
+        &self,
+        chunks: &[FarSlice<T>],
+        hits: u64,
+        c: usize,
+        o: usize,
+    ) -> Result<T> {
+        self.scope.count_hits_internal(hits);
+        self.scope.yield_if_waited();
+        self.on_miss(chunks, c);
+        Ok(chunks[c].read(&self.scope)?[o])
+    }
 }
 
 impl<T: Pod + Send + Sync> Reader<'_, T> {
@@ -328,45 +391,16 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
             });
         }
         let (c, o) = locate(index, self.chunk_len, self.shift);
-        if let Some(d) = self.chunks[c].read_hit_uncounted(&self.scope) {
+        if let Some(d) = self.chunks[c].read_hit_uncounted(&self.miss.scope) {
             let v = d[o];
-            self.scope.count_hits_internal(1);
-            if self.scope.hits().is_multiple_of(YIELD_EVERY) {
-                self.scope.yield_if_waited();
+            self.hits += 1;
+            if self.hits == YIELD_EVERY {
+                count_and_yield(&self.miss.scope, std::mem::take(&mut self.hits));
             }
             return Ok(v);
         }
-        self.get_slow(c, o)
-    }
-
-    /// A miss: lets a waiting evacuator proceed (nothing of ours is referenced between calls),
-    /// prefetches ahead when the misses show a stride, then reads.
-    #[inline(never)]
-    ///
-    /// Takes `&self` so that [`Reader::gather`] can call it between batches; the caller holds no
-    /// reference obtained under the cursor's scope (it may be left here).
-    fn get_slow(&self, c: usize, o: usize) -> Result<T> {
-        self.scope.yield_if_waited();
-        self.on_miss(c);
-        Ok(self.chunks[c].read(&self.scope)?[o])
-    }
-
-    /// Records a miss in chunk `c` (when it is not local) and prefetches ahead on a stride.
-    fn on_miss(&self, c: usize) {
-        if self.chunks[c].is_local() {
-            return;
-        }
-        let prev = self.last_miss.replace(c);
-        let mut detector = self.stride.get();
-        let stride = detector.observe(c, prev);
-        self.stride.set(detector);
-        if let Some(stride) = stride {
-            prefetch_stride(self.rt, self.chunks, c, stride);
-            // The next miss comes past the prefetched chunks: measure its move from there.
-            let ahead = c as i64 + stride * STRIDE_DEPTH;
-            self.last_miss
-                .set(ahead.clamp(0, self.chunks.len() as i64) as usize);
-        }
+        self.miss
+            .get(self.chunks, std::mem::take(&mut self.hits), c, o)
     }
 
     /// Copies elements `range` into `out` (cleared first), a chunk at a time.
@@ -384,10 +418,11 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
         let mut i = range.start;
         while i < range.end {
             let (c, o) = locate(i, self.chunk_len, self.shift);
-            self.scope.yield_if_waited();
-            self.on_miss(c);
+            let m = &self.miss;
+            m.scope.yield_if_waited();
+            m.on_miss(self.chunks, c);
             let n = (self.chunk_len - o).min(range.end - i);
-            out.extend_from_slice(&self.chunks[c].read(&self.scope)?[o..o + n]);
+            out.extend_from_slice(&self.chunks[c].read(&m.scope)?[o..o + n]);
             i += n;
         }
         Ok(())
@@ -415,7 +450,8 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
     ) -> Result<()> {
         let indices = indices.into_iter();
         out.reserve(indices.size_hint().0);
-        self.scope.yield_if_waited();
+        let m = &self.miss;
+        m.scope.yield_if_waited();
         let (len, chunk_len, shift) = (self.len, self.chunk_len, self.shift);
         // Two passes per batch: find the elements (handle words only, all in cache), then load
         // them, loads independent of each other so the CPU overlaps their cache misses. Hits are
@@ -429,7 +465,7 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
                 break;
             }
             let (c, o) = locate(i, chunk_len, shift);
-            if let Some(d) = self.chunks[c].read_hit_uncounted(&self.scope) {
+            if let Some(d) = self.chunks[c].read_hit_uncounted(&m.scope) {
                 hits += 1;
                 found.push(&d[o]);
                 if found.len() == GATHER_BATCH {
@@ -439,7 +475,7 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
             }
             // The slow path may leave the scope's epoch: no reference may be held across it.
             out.extend(found.drain(..).copied());
-            match self.get_slow(c, o) {
+            match m.get(self.chunks, std::mem::take(&mut hits), c, o) {
                 Ok(v) => out.push(v),
                 Err(e) => {
                     result = Err(e);
@@ -448,7 +484,7 @@ impl<T: Pod + Send + Sync> Reader<'_, T> {
             }
         }
         out.extend(found.drain(..).copied());
-        self.scope.count_hits(hits);
+        m.scope.count_hits_internal(hits);
         result
     }
 }

@@ -264,8 +264,6 @@ pub struct Scope<'rt> {
     /// The first [`SEEN`] slow-path dereferences' (since the epoch was entered), at `slow`;
     /// `(0, 0)` for one that failed.
     seen_slow: [Cell<(usize, usize)>; SEEN],
-    /// Hits were counted in bulk since the epoch was entered, so `seen_hits` is incomplete.
-    untracked: Cell<bool>,
     /// An internal scope of a container cursor: it never hands out a reference that outlives
     /// the cursor call that made it.
     internal: bool,
@@ -303,7 +301,6 @@ impl<'rt> Scope<'rt> {
             slow: Cell::new(0),
             seen_hits: Default::default(),
             seen_slow: Default::default(),
-            untracked: Cell::new(false),
             internal,
             _not_send: PhantomData,
         }
@@ -321,7 +318,6 @@ impl<'rt> Scope<'rt> {
                 .set(self.hits_before.get() + self.hits.get());
             self.hits.set(0);
             self.slow.set(0);
-            self.untracked.set(false);
         }
     }
 
@@ -355,14 +351,14 @@ impl<'rt> Scope<'rt> {
     /// Every object dereferenced under this scope since the thread entered its epoch, as
     /// `(slot address, payload address)` pairs without repeats, when the scope knows them all:
     /// it is the thread's only user scope (cursors' internal scopes keep no reference between
-    /// calls) and made at most [`SEEN`] hits and [`SEEN`] slow-path dereferences, none counted
-    /// in bulk. `None` otherwise.
+    /// calls) and made at most [`SEEN`] hits and [`SEEN`] slow-path dereferences (a user scope
+    /// counts each hit as it makes it; only internal scopes count in bulk). `None` otherwise.
     pub(crate) fn touched(&self) -> Option<Vec<(usize, usize)>> {
         if self.internal || self.ts.user_depth.load(StdOrdering::Relaxed) != 1 {
             return None;
         }
         let (hits, slow) = (self.hits.get(), self.slow.get());
-        if self.untracked.get() || hits > SEEN as u64 || slow > SEEN as u64 {
+        if hits > SEEN as u64 || slow > SEEN as u64 {
             return None;
         }
         let mut out: Vec<(usize, usize)> = Vec::with_capacity(2 * SEEN);
@@ -445,22 +441,6 @@ impl<'rt> Scope<'rt> {
     pub(crate) fn count_hits_internal(&self, n: u64) {
         debug_assert!(self.internal);
         self.hits.set(self.hits.get() + n);
-    }
-
-    /// Counts `n` fast-path hits at once (for loops that count in a register). They are not
-    /// remembered, so a miss under this scope cannot tell what it pins (see
-    /// [`Scope::touched`]).
-    pub(crate) fn count_hits(&self, n: u64) {
-        if n > 0 {
-            self.untracked.set(true);
-        }
-        self.hits.set(self.hits.get() + n);
-    }
-
-    /// Fast-path hits counted under this scope so far.
-    #[inline(always)]
-    pub(crate) fn hits(&self) -> u64 {
-        self.hits_before.get() + self.hits.get()
     }
 }
 
