@@ -626,10 +626,10 @@ impl<'a, T: Pod + Send + Sync> IterChunks<'a, T> {
         self.guard = None;
         Some(match self.chunks.next()? {
             Ok(p) => {
-                // SAFETY: the payload stays local and in place while its guard lives, and the
-                // guard is kept in `self.guard` until the caller has emptied the slice (it
-                // calls `advance` again only then, or drops both); the iterator yields copies,
-                // so no reference into it outlives the guard.
+                // The guard is kept in `self.guard` until the caller has emptied the slice (it
+                // calls `advance` again only then, or drops both); the iterator yields copies.
+                // SAFETY: the payload stays local and in place while its guard lives (above),
+                // and no reference into it outlives the guard.
                 let vals: &'a [T] = unsafe { std::slice::from_raw_parts(p.as_ptr(), p.len()) };
                 self.guard = Some(p);
                 Ok(vals)
