@@ -70,7 +70,8 @@ impl Sites for PoolBackend {
 
     fn site_failed(&self, site: usize, err: &BackendError) -> bool {
         if is_member_failure(err) {
-            self.inner.mark_down(site as Ix, err);
+            // The sites are the members of now: no older snapshot to check against.
+            self.inner.mark_down(&self.inner.members(), site as Ix, err);
             return true;
         }
         // A coded object rewritten or compacted under the operation (its old key freed):
@@ -129,7 +130,7 @@ impl Sites for PoolBackend {
                 }
                 Err(e) => {
                     if is_member_failure(&e) {
-                        inner.mark_down(t, &e);
+                        inner.mark_down(&members, t, &e);
                     }
                     // Short of a copy: repair brings it back.
                     tracing::warn!(error = %e, "copying agent outputs to a replica failed");

@@ -369,12 +369,22 @@ impl Inner {
         self.members.read().clone()
     }
 
-    /// Marks member `ix` down after a connection-class failure and wakes the repairer.
-    pub(crate) fn mark_down(&self, ix: Ix, err: &super::BackendError) {
+    /// Marks member `ix` down after a connection-class failure and wakes the repairer, but only
+    /// while it is still the member `seen` (the snapshot of the list the failing call used) has
+    /// at `ix`: the failure of a backend replaced since (a down member revived over its resumed
+    /// session, see `rejoin`) says nothing of the member in its place now.
+    pub(crate) fn mark_down(&self, seen: &[Arc<Member>], ix: Ix, err: &super::BackendError) {
         let members = self.members();
-        if let Some(m) = members.get(usize::from(ix))
-            && m.mark_down()
+        let Some(m) = members.get(usize::from(ix)) else {
+            return;
+        };
+        if seen
+            .get(usize::from(ix))
+            .is_some_and(|s| !Arc::ptr_eq(s, m))
         {
+            return;
+        }
+        if m.mark_down() {
             tracing::warn!(member = %m.name, error = %err, "pool member down");
             self.repair.wake();
         }
@@ -383,12 +393,13 @@ impl Inner {
     /// Re-reads every serving member's statistics (its free space); a member that fails with
     /// a connection-class error is marked down.
     pub(crate) fn refresh_members(&self) {
-        for (i, m) in self.members().iter().enumerate() {
+        let members = self.members();
+        for (i, m) in members.iter().enumerate() {
             if m.serves()
                 && let Err(e) = m.refresh()
                 && is_member_failure(&e)
             {
-                self.mark_down(i as Ix, &e);
+                self.mark_down(&members, i as Ix, &e);
             }
         }
     }

@@ -406,7 +406,7 @@ impl Batch<'_> {
                 Ok(r) if r.sizes.len() == idx.len() => r.sizes,
                 Err(err) if is_member_failure(&err) => {
                     // The source is gone; the target may hold some copies.
-                    self.inner.mark_down(src, &err);
+                    self.inner.mark_down(self.members, src, &err);
                     self.orphans(t, &idx);
                     self.abandon(groups);
                     return None;
@@ -469,7 +469,9 @@ impl Batch<'_> {
             Ok(d) if d.len() == ids.len() => Some(d),
             r => {
                 match r {
-                    Err(err) if is_member_failure(&err) => self.inner.mark_down(src, &err),
+                    Err(err) if is_member_failure(&err) => {
+                        self.inner.mark_down(self.members, src, &err)
+                    }
                     Err(err) => tracing::debug!(error = %err, "a repair batch could not be read"),
                     Ok(_) => tracing::debug!("a repair batch read came back short"),
                 }
@@ -507,7 +509,7 @@ impl Batch<'_> {
         match target.backend.put_many(items) {
             Ok(()) => true,
             Err(err) if is_member_failure(&err) => {
-                self.inner.mark_down(t, &err);
+                self.inner.mark_down(self.members, t, &err);
                 self.left.extend(idx.iter().map(|&k| self.claims[k].id));
                 false
             }

@@ -98,7 +98,7 @@ impl Backend for PoolBackend {
                     total.per_object_overhead = s.per_object_overhead;
                     total.bytes_written += s.bytes_written;
                 }
-                Err(e) if is_member_failure(&e) => self.inner.mark_down(i as Ix, &e),
+                Err(e) if is_member_failure(&e) => self.inner.mark_down(&members, i as Ix, &e),
                 Err(e) => return Err(e),
             }
         }
@@ -148,7 +148,9 @@ impl Backend for PoolBackend {
                         let r = m.backend.compute(route, opn, args);
                         m.note_read(&r);
                         match r {
-                            Err(e) if is_member_failure(&e) => inner.mark_down(i as Ix, &e),
+                            Err(e) if is_member_failure(&e) => {
+                                inner.mark_down(&members, i as Ix, &e)
+                            }
                             Err(BackendError::Silent { .. }) => silent = true,
                             r => return r,
                         }
@@ -247,7 +249,7 @@ impl PoolBackend {
                         }
                     }
                     Err(e) if is_member_failure(&e) => {
-                        inner.mark_down(ix, &e);
+                        inner.mark_down(&members, ix, &e);
                         pending.extend(idx);
                     }
                     // A silent server: the next round asks other replicas first.
@@ -329,7 +331,7 @@ impl PoolBackend {
             m.backend.free(&g)
         }) {
             match r {
-                Err(e) if is_member_failure(&e) => inner.mark_down(ix, &e),
+                Err(e) if is_member_failure(&e) => inner.mark_down(&members, ix, &e),
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }

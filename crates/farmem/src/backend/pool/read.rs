@@ -86,7 +86,7 @@ impl Inner {
                         moved = true;
                     }
                     Ok(v) => return Ok(v),
-                    Err(err) if is_member_failure(&err) => self.mark_down(ix, &err),
+                    Err(err) if is_member_failure(&err) => self.mark_down(&members, ix, &err),
                     // A copy moved or freed under us, or a stale replica: try the others.
                     Err(err @ BackendError::NotFound(_)) => not_found = Some(err),
                     // A server silent past the read patience (dying, or stalled): the others.
@@ -159,7 +159,7 @@ impl Inner {
                         self.repair.wake();
                         return Ok(v);
                     }
-                    Err(err) if is_member_failure(&err) => self.mark_down(i as Ix, &err),
+                    Err(err) if is_member_failure(&err) => self.mark_down(members, i as Ix, &err),
                     Err(BackendError::NotFound(_)) => {}
                     // Ask it again once the others were asked.
                     Err(BackendError::Silent { .. }) => silent = true,

@@ -68,7 +68,7 @@
 //! members that do not serve, so it finds every span on a member that took its slots. A seal
 //! also moves the revived member's spans off it (from the client's copy) where another member
 //! can take them, so that it can be let go sooner. Writes that started before the revival and
-//! meet the old, let-go backend mark nothing down (`Inner::mark_down_seen`): the member in its
+//! meet the old, let-go backend mark nothing down (`Inner::mark_down` checks the member it used): the member in its
 //! place is the revived one.
 //!
 //! # Renewal: the server comes back empty
@@ -309,20 +309,6 @@ impl Inner {
                 .as_ref()
                 .and_then(std::sync::Weak::upgrade)
                 .is_some_and(|c| c.needs_member(ix))
-    }
-
-    /// Marks member `ix` down as [`Inner::mark_down`] does, but only while it is still the
-    /// member `seen` (a snapshot of the list taken before the failing call) has at `ix`: the
-    /// failure of a backend replaced since (a down member revived over its resumed session:
-    /// see the module docs) says nothing of the member in its place now.
-    pub(crate) fn mark_down_seen(&self, seen: &[Arc<Member>], ix: Ix, err: &BackendError) {
-        let now = self.members();
-        if let (Some(a), Some(b)) = (now.get(usize::from(ix)), seen.get(usize::from(ix)))
-            && !Arc::ptr_eq(a, b)
-        {
-            return;
-        }
-        self.mark_down(ix, err);
     }
 
     /// Whether the coded layout (of an erasure-coded pool) has a span of some stripe on

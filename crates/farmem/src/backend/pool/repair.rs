@@ -526,7 +526,7 @@ fn step(
                 copy = Some(c);
                 break;
             }
-            Err(err) if is_member_failure(&err) => inner.mark_down(s, &err),
+            Err(err) if is_member_failure(&err) => inner.mark_down(&members, s, &err),
             Err(err) => {
                 tracing::debug!(id, error = %err, "repair could not read a copy");
             }
@@ -546,7 +546,7 @@ fn step(
     match target.backend.put(id, &copy) {
         Ok(()) => {}
         Err(err) if is_member_failure(&err) => {
-            inner.mark_down(t, &err);
+            inner.mark_down(&members, t, &err);
             return (Step::Again, None, Some(t));
         }
         Err(err) => {

@@ -194,12 +194,14 @@ pub(super) fn step(
                 target.charge(bytes);
                 return finish_copy(inner, id, e, from, t, bytes);
             }
-            Err(CopyError::Source(err)) if is_member_failure(&err) => inner.mark_down(s, &err),
+            Err(CopyError::Source(err)) if is_member_failure(&err) => {
+                inner.mark_down(&members, s, &err)
+            }
             Err(CopyError::Source(err)) => {
                 tracing::debug!(id, error = %err, "repair could not read a table copy");
             }
             Err(CopyError::Target(err)) if is_member_failure(&err) => {
-                inner.mark_down(t, &err);
+                inner.mark_down(&members, t, &err);
                 return (Step::Again, None, Some(t));
             }
             Err(CopyError::Target(err)) => {

@@ -97,7 +97,7 @@ impl Inner {
             for (ix, r) in &results {
                 if let Err(e) = r {
                     if is_member_failure(e) {
-                        self.mark_down(*ix, e);
+                        self.mark_down(&members, *ix, e);
                         failed[usize::from(*ix)] = true;
                     } else {
                         outcome[usize::from(*ix)] = Some(e);

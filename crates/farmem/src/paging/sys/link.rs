@@ -38,19 +38,30 @@ pub fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 #[repr(C, align(8))]
 struct Control([u8; 32]);
 
+/// An `iovec` over the one byte `b`.
+fn one_byte(b: &mut u8) -> libc::iovec {
+    libc::iovec {
+        iov_base: std::ptr::from_mut(b).cast(),
+        iov_len: 1,
+    }
+}
+
+/// A `msghdr` with the one buffer `iov`, no name and no control buffer yet.
+fn header(iov: &mut libc::iovec) -> libc::msghdr {
+    // SAFETY: an all-zero msghdr is valid (no name, no buffers); the buffer is set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg
+}
+
 /// Sends the one-byte message `tag` on `sock`, with a copy of `fd` attached when given. Never
 /// blocks: a full queue is an error (`EAGAIN`).
 pub fn send(sock: RawFd, tag: u8, fd: Option<RawFd>) -> io::Result<()> {
     let mut byte = tag;
-    let mut iov = libc::iovec {
-        iov_base: (&raw mut byte).cast(),
-        iov_len: 1,
-    };
+    let mut iov = one_byte(&mut byte);
     let mut control = Control([0; 32]);
-    // SAFETY: an all-zero msghdr is valid (no name, no buffers); the fields are set below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &raw mut iov;
-    msg.msg_iovlen = 1;
+    let mut msg = header(&mut iov);
     if let Some(fd) = fd {
         // SAFETY: CMSG_SPACE only computes a size.
         let space = unsafe { libc::CMSG_SPACE(size_of::<RawFd>() as u32) } as usize;
@@ -85,15 +96,9 @@ pub fn recv(sock: RawFd, timeout_ms: i32) -> io::Result<Received> {
         return Ok(Received::Nothing);
     }
     let mut byte = 0u8;
-    let mut iov = libc::iovec {
-        iov_base: (&raw mut byte).cast(),
-        iov_len: 1,
-    };
+    let mut iov = one_byte(&mut byte);
     let mut control = Control([0; 32]);
-    // SAFETY: as in `send`.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &raw mut iov;
-    msg.msg_iovlen = 1;
+    let mut msg = header(&mut iov);
     msg.msg_control = control.0.as_mut_ptr().cast();
     msg.msg_controllen = control.0.len();
     // SAFETY: `msg` points at live buffers (`byte`, `control`) of the sizes it gives.

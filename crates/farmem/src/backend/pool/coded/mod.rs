@@ -585,7 +585,7 @@ impl Engine {
             m.backend.free(&keys)
         }) {
             match r {
-                Err(e) if is_member_failure(&e) => self.pool.mark_down_seen(&members, ix, &e),
+                Err(e) if is_member_failure(&e) => self.pool.mark_down(&members, ix, &e),
                 Err(e) => tracing::debug!(error = %e, "coded pool: free failed"),
                 Ok(()) => {}
             }

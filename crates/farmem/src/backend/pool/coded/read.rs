@@ -101,7 +101,7 @@ impl Engine {
                 match r {
                     Ok(v) => return Ok(v),
                     Err(e) if is_member_failure(&e) => {
-                        self.pool.mark_down_seen(&members, t.member, &e);
+                        self.pool.mark_down(&members, t.member, &e);
                         self.wake();
                     }
                     // Not yet there (a write in flight) or just moved: the copy, or look again.
@@ -204,7 +204,7 @@ impl Engine {
                     }
                 }
                 Err(e) if is_member_failure(&e) => {
-                    self.pool.mark_down_seen(&members, ix, &e);
+                    self.pool.mark_down(&members, ix, &e);
                     self.wake();
                 }
                 _ => {}
@@ -326,7 +326,7 @@ impl Engine {
             match p.wait().map(|vals| cut_range(&f, vals, off, len)) {
                 Ok(v) => shards[j] = Some(v),
                 Err(e) if is_member_failure(&e) => {
-                    self.pool.mark_down_seen(&members, ix, &e);
+                    self.pool.mark_down(&members, ix, &e);
                     self.wake();
                     return Err(Miss::Again);
                 }

@@ -280,7 +280,7 @@ impl Engine {
         for (ix, (j, r)) in results {
             match r {
                 Ok(v) => shards[j] = Some(v),
-                Err(e) if is_member_failure(&e) => self.pool.mark_down_seen(&members, ix, &e),
+                Err(e) if is_member_failure(&e) => self.pool.mark_down(&members, ix, &e),
                 Err(e) => tracing::warn!(error = %e, "coded pool: span unreadable"),
             }
         }
@@ -341,7 +341,7 @@ impl Engine {
                 self.give_way();
                 if let Err(e) = members[usize::from(to)].backend.put_many(&puts[part]) {
                     if is_member_failure(&e) {
-                        self.pool.mark_down_seen(&members, to, &e);
+                        self.pool.mark_down(&members, to, &e);
                     }
                     return Err(e);
                 }

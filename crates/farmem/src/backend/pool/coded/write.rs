@@ -220,7 +220,7 @@ impl Engine {
                 match r {
                     Ok(()) => {}
                     Err(e) if is_member_failure(&e) => {
-                        self.pool.mark_down_seen(&members, ix, &e);
+                        self.pool.mark_down(&members, ix, &e);
                         self.wake();
                         for s in &batch {
                             if let Err(e) = self.relocate(s.stripe, s.span, ix) {
@@ -360,7 +360,7 @@ impl Engine {
                     }
                     return Ok(());
                 }
-                Err(e) if is_member_failure(&e) => self.pool.mark_down_seen(&members, to, &e),
+                Err(e) if is_member_failure(&e) => self.pool.mark_down(&members, to, &e),
                 Err(e) => {
                     self.put_back(sid, span, tried, orig);
                     return Err(e);
@@ -577,7 +577,7 @@ impl Engine {
                 match r {
                     Ok(()) => {}
                     Err(e) if is_member_failure(&e) => {
-                        self.pool.mark_down_seen(&members, ix, &e);
+                        self.pool.mark_down(&members, ix, &e);
                         failed = true;
                     }
                     Err(e) => return Err(e),

@@ -254,7 +254,7 @@ fn more_than_m_frozen_members_come_back_with_their_spans() {
         addr: "s0".into(),
         after_ms: 1,
     };
-    p.inner.mark_down_seen(&before, 0, &late);
+    p.inner.mark_down(&before, 0, &late);
     assert_eq!(p.member_state(MemberId(0)), Some(MemberState::Draining));
     // At once, before any repair: every acknowledged object reads back its last value, freed
     // ones are not found.
