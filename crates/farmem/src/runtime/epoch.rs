@@ -365,9 +365,9 @@ pub struct Scope<'rt> {
     /// The counters of the runtime that opened the scope.
     counters: &'rt CounterSet,
     /// Fast-path hits under this scope since the thread last entered its epoch under it
-    /// (opening or renewal), from [`Scope::first_hit`], repeats of the thread's last record
-    /// left out until it passes [`RECORDED_HITS`]. A hit compares it with that bound, nothing
-    /// else, to know whether to record itself.
+    /// (opening or renewal), counted up from [`Scope::first_hit`] (negative for a user scope),
+    /// repeats of the thread's last record left out while it is negative. A hit tests its sign,
+    /// nothing else, to know whether to record itself.
     hits: Cell<u64>,
     /// What is added to `hits` (wrapping) to count this scope's fast-path hits in all, for the
     /// runtime's counters when the scope ends: hits before that point, repeats left out of
@@ -414,10 +414,16 @@ impl<'rt> Scope<'rt> {
         }
     }
 
-    /// Where `hits` starts: 0 for a user scope; past [`RECORDED_HITS`] for an internal one, so
-    /// that its hits record nothing without a test of `internal`.
+    /// Where `hits` starts: `RECORDED_HITS + 1` below zero for a user scope, so that it turns
+    /// non-negative (and recording stops) after that many hits; 0 for an internal one, so that
+    /// its hits record nothing without a test of `internal`. (A sign test is the shortest
+    /// check a hot loop can carry.)
     const fn first_hit(internal: bool) -> u64 {
-        if internal { RECORDED_HITS + 1 } else { 0 }
+        if internal {
+            0
+        } else {
+            0u64.wrapping_sub(RECORDED_HITS + 1)
+        }
     }
 
     /// Lets the evacuator proceed: if this is the thread's only scope, leaves and re-enters it.
@@ -430,8 +436,11 @@ impl<'rt> Scope<'rt> {
             self.ts.clear_log();
             self.ts.epoch.enter();
             let first = Self::first_hit(self.internal);
-            self.hits_before
-                .set(self.hits_before.get().wrapping_add(self.hits.get() - first));
+            self.hits_before.set(
+                self.hits_before
+                    .get()
+                    .wrapping_add(self.hits.get().wrapping_sub(first)),
+            );
             self.hits.set(first);
         }
     }
@@ -508,21 +517,27 @@ impl<'rt> Scope<'rt> {
     pub(crate) fn count_hit(&self, slot: &Slot, at: usize) {
         let n = self.hits.get();
         // Only the first `RECORDED_HITS` hits since the epoch was entered are recorded: past
-        // that, one compare, and a hot loop's hits store nothing but the count.
-        if n <= RECORDED_HITS && !self.record_hit(n, slot, at) {
-            return;
+        // that, one compare, and a hot loop's hits store nothing but the count. The recording
+        // is laid out of the loop's way (`cold_path`), so a hot loop's hit takes no branch but
+        // its loop's own.
+        if (n as i64) < 0 {
+            std::hint::cold_path();
+            if !self.record_hit(n, slot, at) {
+                return;
+            }
         }
-        self.hits.set(n + 1);
+        self.hits.set(n.wrapping_add(1));
     }
 
-    /// Records the `n`th hit (of `slot`, payload at `at`) in the thread's log; false when it
-    /// repeats the last record (then counted apart, not in `hits`).
+    /// Records a hit (of `slot`, payload at `at`; `n` is `hits`, negative) in the thread's log;
+    /// false when it repeats the last record (then counted apart, not in `hits`).
     #[inline(always)]
     fn record_hit(&self, n: u64, slot: &Slot, at: usize) -> bool {
         // SAFETY: a scope is used only on its own thread (`!Send`), and no other reference to
         // the log is held here.
         let log = unsafe { self.ts.log() };
-        if n == RECORDED_HITS {
+        if n == u64::MAX {
+            // The `RECORDED_HITS + 1`th: past the bound, nothing more is recorded.
             log.complete = false;
             return true;
         }
@@ -538,7 +553,7 @@ impl<'rt> Scope<'rt> {
     #[inline(always)]
     pub(crate) fn count_hits_internal(&self, n: u64) {
         debug_assert!(self.internal);
-        self.hits.set(self.hits.get() + n);
+        self.hits.set(self.hits.get().wrapping_add(n));
     }
 }
 
