@@ -14,6 +14,11 @@
 //!
 //! Epochs are process-wide (shared by all runtimes), so a scope made by one runtime protects
 //! objects of every runtime.
+//!
+//! A thread also keeps a log of what its scopes dereferenced since a reference they hand out
+//! could first be alive (see `Log`). A miss that must wait for room pins exactly those objects
+//! and leaves the epoch while it waits (`Inner::alloc_space`), so the evacuator can evict
+//! everything else; the pins, not the epoch, then keep the logged objects in place.
 
 use std::cell::{Cell, UnsafeCell};
 use std::marker::PhantomData;
