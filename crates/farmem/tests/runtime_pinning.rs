@@ -283,3 +283,28 @@ fn scopes_pinning_more_than_the_budget_get_local_heap_exhausted() {
     }
     drop(inner);
 }
+
+/// A cursor (a vector's reader) reading more than the budget inside a user scope that holds a
+/// reference: its misses pin only what the user scope dereferenced and evict the rest.
+#[test]
+fn a_cursor_inside_a_scope_that_holds_a_reference_reads_past_the_budget() {
+    let rt = Runtime::new(RuntimeConfig::new(16 << 20)).unwrap();
+    let header = FarBox::new(&rt, [9u64; 4]).unwrap();
+    let n = 8 << 20; // u64s: 64 MiB, four times the budget
+    let values: Vec<u64> = (0..n as u64).collect();
+    let v = farmem::containers::FarVec::from_slice(&rt, &values).unwrap();
+    drop(values);
+    let s = rt.scope();
+    let h = header.read(&s).unwrap();
+    let mut r = v.reader();
+    for round in 0..2 {
+        let mut sum = 0u64;
+        for i in (0..n).step_by(511) {
+            sum += r
+                .get(i)
+                .unwrap_or_else(|e| panic!("round {round}, element {i}: {e}"));
+        }
+        assert_eq!(sum, (0..n as u64).step_by(511).sum::<u64>());
+    }
+    assert_eq!(*h, [9; 4]);
+}
