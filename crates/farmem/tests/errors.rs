@@ -115,25 +115,42 @@ fn configuration_errors_are_config() {
     assert_eq!(e.kind(), ErrorKind::Config, "{e}");
 }
 
+/// A scope pins only what it dereferenced: allocations under it go on far past the budget
+/// (what it never touched is evicted), and the heap is exhausted only once the objects it holds
+/// references to fill the budget.
 #[test]
 fn pinned_scope_exhausts_the_local_heap() {
     let rt = rt_on(1 << 20, Arc::new(EmbeddedStore::new()));
     let keep = FarBox::new(&rt, 5u64).unwrap();
     let s = rt.scope();
-    let _pin = keep.read(&s).unwrap();
-    let mut vecs = Vec::new();
+    let kept = keep.read(&s).unwrap();
+    let vecs: Vec<FarVec<u64>> = (0..64)
+        .map(|i| FarVec::from_slice(&rt, &[7u64; 8192]).unwrap_or_else(|e| panic!("vec {i}: {e}")))
+        .collect();
+    assert_eq!(*kept, 5);
+    // 4 MiB of 8 KiB objects against the 1 MiB budget (and its slack).
+    let boxes: Vec<FarBox<[u64; 1024]>> = (0..512u64)
+        .map(|i| FarBox::new(&rt, [i; 1024]).unwrap())
+        .collect();
+    let mut held = Vec::new();
     let err = loop {
-        match FarVec::from_slice(&rt, &[7u64; 8192]) {
-            Ok(v) => vecs.push(v),
+        let Some(b) = boxes.get(held.len()) else {
+            panic!("references to four times the budget (and beyond its slack) all fit");
+        };
+        match b.read(&s) {
+            Ok(v) => held.push(v),
             Err(e) => break e,
         }
-        assert!(vecs.len() < 1000, "a pinned scope never exhausted the heap");
     };
     assert_eq!(err.kind(), ErrorKind::LocalHeapExhausted, "{err}");
     assert!(matches!(
         err,
-        ContainerError::Runtime(Error::LocalHeapExhausted { pinned: true, .. })
+        Error::LocalHeapExhausted { pinned: true, .. }
     ));
+    for (i, v) in held.iter().enumerate() {
+        assert!(v.iter().all(|&x| x == i as u64));
+    }
+    assert_eq!((*kept, vecs.len()), (5, 64));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Concurrent mutators while the evacuator thrashes the heap; hot objects survive cold scans;
 //! allocation inside scopes under pressure.
 
-use farmem::{Error, FarBox, Runtime, RuntimeConfig};
+use farmem::{FarBox, Runtime, RuntimeConfig};
 
 fn rt(budget: usize) -> Runtime {
     Runtime::new(RuntimeConfig::new(budget).region_size(64 << 10)).unwrap()
@@ -84,28 +84,20 @@ fn allocation_inside_a_scope_under_pressure() {
         s.renew();
     }
     drop(s);
-    // A scope held throughout: the runtime uses its slack, then reports the pin (no hang).
+    // A scope held throughout pins only what it dereferenced: allocations inside it go on, 8x
+    // the budget again, evicting everything else.
     let s = rt.scope();
-    let _r = keep.read(&s).unwrap();
-    let mut err = None;
-    for i in 0..4096u64 {
-        match FarBox::new(&rt, [i; 512]) {
-            Ok(b) => boxes.push(b),
-            Err(e) => {
-                err = Some(e);
-                break;
-            }
-        }
+    let r = keep.read(&s).unwrap();
+    for i in 0..2048u64 {
+        let b = FarBox::new(&rt, [2048 + i; 512]).unwrap_or_else(|e| panic!("box {i}: {e}"));
+        boxes.push(b);
     }
-    assert!(
-        matches!(err, Some(Error::LocalHeapExhausted { pinned: true, .. })),
-        "{err:?}"
-    );
+    assert_eq!(*r, 5);
     assert!(rt.local_bytes() <= rt.budget() + rt.slack_bytes());
     drop(s);
     // Out of the scope it works again, and everything is intact.
     boxes.push(FarBox::new(&rt, [7; 512]).unwrap());
-    for (i, b) in boxes.iter().take(2048).enumerate() {
+    for (i, b) in boxes.iter().take(4096).enumerate() {
         assert_eq!(b.get().unwrap()[511], i as u64);
     }
 }

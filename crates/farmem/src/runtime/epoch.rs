@@ -14,8 +14,13 @@
 //!
 //! Epochs are process-wide (shared by all runtimes), so a scope made by one runtime protects
 //! objects of every runtime.
+//!
+//! A thread also keeps a log of what its scopes dereferenced since a reference they hand out
+//! could first be alive (see `Log`). A miss that must wait for room pins exactly those objects
+//! and leaves the epoch while it waits (`Inner::alloc_space`), so the evacuator can evict
+//! everything else; the pins, not the epoch, then keep the logged objects in place.
 
-use std::cell::Cell;
+use std::cell::{Cell, UnsafeCell};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering as StdOrdering};
@@ -98,6 +103,88 @@ pub(crate) struct ThreadState {
     /// Which runtimes' evacuators are waiting for this thread: bit `runtime id % 64` (a
     /// collision only makes a foreign wait look like the runtime's own, the conservative side).
     waited_by: std::sync::atomic::AtomicU64,
+    /// What the thread's user scopes dereferenced since their references could first be alive
+    /// (see [`Log`]). Only the owning thread touches it.
+    log: OwnerOnly<Log>,
+}
+
+/// Data of a [`ThreadState`] that only its thread uses, beside the fields evacuators read.
+struct OwnerOnly<T>(UnsafeCell<T>);
+
+// SAFETY: the value is only ever accessed by the thread that owns the `ThreadState` (through
+// its scopes, which are `!Send`, and the free functions of this module acting on the calling
+// thread's own state); other threads only hold the `Arc` to read the atomic fields.
+unsafe impl<T: Send> Sync for OwnerOnly<T> {}
+
+impl<T> std::fmt::Debug for OwnerOnly<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OwnerOnly")
+    }
+}
+
+/// How many fast-path hits a user scope records per stay in the epoch (since it was opened or
+/// renewed), not counting repeats of the thread's last record: past that it stops recording
+/// (a hot loop pays no store for it) and the thread's [`Log`] is marked incomplete, so a miss
+/// then cannot let the evacuator have the rest (see [`Scope::touched`]).
+pub(crate) const RECORDED_HITS: u64 = 4096;
+
+/// How many records the thread's [`Log`] holds in all (nested scopes each record up to
+/// [`RECORDED_HITS`] hits, and misses are all recorded); past that it is incomplete.
+pub(crate) const LOG_CAPACITY: usize = 4 * RECORDED_HITS as usize;
+
+/// Every object the thread's user scopes dereferenced since the thread last had no user scope
+/// open (or its only scope was renewed): `(slot address, payload address)` pairs, repeats of the
+/// last one left out. Internal scopes of the containers' cursors record nothing (they keep no
+/// reference between calls). `complete` is false once something was not recorded.
+#[derive(Debug)]
+struct Log {
+    entries: Vec<(usize, usize)>,
+    complete: bool,
+}
+
+impl Log {
+    const fn new() -> Self {
+        Self {
+            entries: Vec::new(),
+            complete: true,
+        }
+    }
+
+    /// Records `e`; false (nothing recorded) when it repeats the last record.
+    #[inline(always)]
+    fn push(&mut self, e: (usize, usize)) -> bool {
+        let len = self.entries.len();
+        if len > 0 && self.entries[len - 1] == e {
+            return false;
+        }
+        if len < self.entries.capacity() {
+            self.entries.push(e);
+        } else {
+            self.push_grow(e);
+        }
+        true
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn push_grow(&mut self, e: (usize, usize)) {
+        if self.entries.len() >= LOG_CAPACITY {
+            self.complete = false;
+        } else {
+            self.entries.reserve(self.entries.len().max(64));
+            self.entries.push(e);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.complete = true;
+    }
+
+    /// Nothing dereferenced under a user scope may be referenced.
+    fn is_empty(&self) -> bool {
+        self.complete && self.entries.is_empty()
+    }
 }
 
 /// Every thread that ever opened a scope. Process-wide by design, and the one piece of shared
@@ -118,6 +205,7 @@ impl Registration {
             user_depth: AtomicU32::new(0),
             waited_for: std::sync::atomic::AtomicU64::new(0),
             waited_by: std::sync::atomic::AtomicU64::new(0),
+            log: OwnerOnly(UnsafeCell::new(Log::new())),
         });
         REGISTRY.lock().push(ts.clone());
         Self(ts)
@@ -136,6 +224,34 @@ thread_local! {
 
 fn current() -> Arc<ThreadState> {
     THREAD.with(|r| r.0.clone())
+}
+
+impl ThreadState {
+    /// The thread's [`Log`].
+    ///
+    /// # Safety
+    /// Only the thread that owns this state may call this, and it may not hold another
+    /// reference returned by it meanwhile.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn log(&self) -> &mut Log {
+        // SAFETY: the caller is the owning thread, the only one that touches the log, and holds
+        // no other reference to it.
+        unsafe { &mut *self.log.0.get() }
+    }
+
+    /// [`ThreadState::log`] for reading, by the owning thread.
+    fn log_ref(&self) -> &Log {
+        // SAFETY: as in `log`: only the owning thread calls this, and no `&mut` to the log is
+        // held across a call that could reach here.
+        unsafe { &*self.log.0.get() }
+    }
+
+    /// Forgets the log: no reference a user scope handed out can be alive.
+    fn clear_log(&self) {
+        // SAFETY: called by the owning thread, which holds no other reference to its log.
+        unsafe { self.log() }.clear();
+    }
 }
 
 /// What the calling thread's scope means for an allocation of runtime `runtime`.
@@ -196,16 +312,20 @@ pub(crate) fn synchronize(runtime: u64, on_block: impl Fn()) {
     }
 }
 
-/// How many dereferences of each kind a scope remembers, so that a miss under it can pin
-/// exactly those and let the evacuator have the rest (see [`Scope::touched`]).
-const SEEN: usize = 4;
-
 /// A promise that far objects dereferenced under it stay where they are.
 ///
 /// References returned by [`FarBox::read`](crate::FarBox::read) and friends borrow the scope, so
 /// the borrow checker guarantees none outlives it. While any scope is alive on a thread, the
 /// evacuator does not move or evict an object that thread may reference; it waits for the scope
 /// to end, so keep scopes short, or call [`renew`](Scope::renew) in long loops.
+///
+/// A miss that needs room while the budget is full pins only what the thread's scopes
+/// dereferenced and lets the evacuator evict everything else meanwhile, so it fails with
+/// [`Error::LocalHeapExhausted`](crate::Error::LocalHeapExhausted) only when that does not leave
+/// room. A scope records every object it dereferences, up to 4096 hits (repeats of the same
+/// object in a row aside) and every miss since it was opened or renewed; a scope that hit more
+/// objects than that pins everything, as if it had dereferenced every object, until it is
+/// renewed or ends.
 ///
 /// Scopes nest: an inner scope is free, the thread stays pinned until the outermost one ends.
 /// A scope is tied to its thread (`!Send`). Leaking a scope (`mem::forget`) stalls evacuation.
@@ -250,22 +370,16 @@ pub struct Scope<'rt> {
     /// The counters of the runtime that opened the scope.
     counters: &'rt CounterSet,
     /// Fast-path hits under this scope since the thread last entered its epoch under it
-    /// (opening or renewal). Kept relative to that point so that a hit does one compare of it
-    /// with [`SEEN`], no other load.
+    /// (opening or renewal), counted up from [`Scope::first_hit`] (negative for a user scope),
+    /// repeats of the thread's last record left out while it is negative. A hit tests its sign,
+    /// nothing else, to know whether to record itself.
     hits: Cell<u64>,
-    /// Fast-path hits under this scope before that point. `hits_before + hits` are added to
-    /// the runtime's counters when the scope ends.
+    /// What is added to `hits` (wrapping) to count this scope's fast-path hits in all, for the
+    /// runtime's counters when the scope ends: hits before that point, repeats left out of
+    /// `hits`, minus [`Scope::first_hit`].
     hits_before: Cell<u64>,
-    /// Slow-path dereferences under this scope since then.
-    slow: Cell<u64>,
-    /// The first [`SEEN`] fast-path hits' `(slot address, payload address)` since the epoch
-    /// was entered, at `hits`.
-    seen_hits: [Cell<(usize, usize)>; SEEN],
-    /// The first [`SEEN`] slow-path dereferences' (since the epoch was entered), at `slow`;
-    /// `(0, 0)` for one that failed.
-    seen_slow: [Cell<(usize, usize)>; SEEN],
     /// An internal scope of a container cursor: it never hands out a reference that outlives
-    /// the cursor call that made it.
+    /// the cursor call that made it, and records nothing.
     internal: bool,
     _not_send: PhantomData<*mut ()>,
 }
@@ -276,8 +390,8 @@ impl<'rt> Scope<'rt> {
     }
 
     /// A scope for a container cursor, whose calls copy values out and keep no reference into
-    /// far objects between calls. While no other kind of scope is open on the thread, a miss
-    /// under it may leave the epoch to wait for room (see [`Scope::unpinnable`]).
+    /// far objects between calls. It records none of its dereferences, so a miss under it pins
+    /// only what the thread's other scopes dereferenced (see [`Scope::touched`]).
     pub(crate) fn internal(counters: &'rt CounterSet) -> Self {
         Self::open(counters, true)
     }
@@ -286,6 +400,7 @@ impl<'rt> Scope<'rt> {
         let ts = current();
         let depth = ts.depth.load(StdOrdering::Relaxed);
         if depth == 0 {
+            ts.clear_log();
             ts.epoch.enter();
         }
         ts.depth.store(depth + 1, StdOrdering::Relaxed);
@@ -293,16 +408,26 @@ impl<'rt> Scope<'rt> {
             let u = ts.user_depth.load(StdOrdering::Relaxed);
             ts.user_depth.store(u + 1, StdOrdering::Relaxed);
         }
+        let first = Self::first_hit(internal);
         Self {
             ts,
             counters,
-            hits: Cell::new(0),
-            hits_before: Cell::new(0),
-            slow: Cell::new(0),
-            seen_hits: Default::default(),
-            seen_slow: Default::default(),
+            hits: Cell::new(first),
+            hits_before: Cell::new(0u64.wrapping_sub(first)),
             internal,
             _not_send: PhantomData,
+        }
+    }
+
+    /// Where `hits` starts: `RECORDED_HITS + 1` below zero for a user scope, so that it turns
+    /// non-negative (and recording stops) after that many hits; 0 for an internal one, so that
+    /// its hits record nothing without a test of `internal`. (A sign test is the shortest
+    /// check a hot loop can carry.)
+    const fn first_hit(internal: bool) -> u64 {
+        if internal {
+            0
+        } else {
+            0u64.wrapping_sub(RECORDED_HITS + 1)
         }
     }
 
@@ -313,28 +438,25 @@ impl<'rt> Scope<'rt> {
     pub fn renew(&mut self) {
         if self.ts.depth.load(StdOrdering::Relaxed) == 1 {
             self.ts.epoch.exit();
+            self.ts.clear_log();
             self.ts.epoch.enter();
-            self.hits_before
-                .set(self.hits_before.get() + self.hits.get());
-            self.hits.set(0);
-            self.slow.set(0);
+            let first = Self::first_hit(self.internal);
+            self.hits_before.set(
+                self.hits_before
+                    .get()
+                    .wrapping_add(self.hits.get().wrapping_sub(first)),
+            );
+            self.hits.set(first);
         }
     }
 
     /// Whether no reference into a far object obtained on this thread can be alive, so the
     /// thread may leave its epoch while a dereference under this scope waits for room (the
-    /// evacuator may then move or evict anything, as for a thread outside any scope).
-    ///
-    /// True for a cursor's internal scope while no other kind of scope is open on the thread,
-    /// and for the thread's only user scope while it has handed out nothing since it entered
-    /// the epoch (opened or renewed): a scope pins only what it dereferenced.
+    /// evacuator may then move or evict anything, as for a thread outside any scope): no user
+    /// scope of the thread dereferenced anything since it entered its epoch (cursors' internal
+    /// scopes keep no reference between calls).
     pub(crate) fn unpinnable(&self) -> bool {
-        let users = self.ts.user_depth.load(StdOrdering::Relaxed);
-        if self.internal {
-            users == 0
-        } else {
-            users == 1 && self.hits.get() == 0 && self.slow.get() == 0
-        }
+        self.ts.log_ref().is_empty()
     }
 
     /// Leaves the thread's epoch until the returned guard is dropped. Only when
@@ -348,45 +470,10 @@ impl<'rt> Scope<'rt> {
         }
     }
 
-    /// Every object dereferenced under this scope since the thread entered its epoch, as
-    /// `(slot address, payload address)` pairs without repeats, when the scope knows them all:
-    /// it is the thread's only user scope (cursors' internal scopes keep no reference between
-    /// calls) and made at most [`SEEN`] hits and [`SEEN`] slow-path dereferences (a user scope
-    /// counts each hit as it makes it; only internal scopes count in bulk). `None` otherwise.
+    /// Every object dereferenced under this thread's scopes that a reference may still point
+    /// into (see [`touched`]).
     pub(crate) fn touched(&self) -> Option<Vec<(usize, usize)>> {
-        if self.internal || self.ts.user_depth.load(StdOrdering::Relaxed) != 1 {
-            return None;
-        }
-        let (hits, slow) = (self.hits.get(), self.slow.get());
-        if hits > SEEN as u64 || slow > SEEN as u64 {
-            return None;
-        }
-        let mut out: Vec<(usize, usize)> = Vec::with_capacity(2 * SEEN);
-        for c in self.seen_hits[..hits as usize]
-            .iter()
-            .chain(&self.seen_slow[..slow as usize])
-        {
-            let e = c.get();
-            if e != (0, 0) && !out.contains(&e) {
-                out.push(e);
-            }
-        }
-        Some(out)
-    }
-
-    /// Leaves the thread's epoch until the returned guard is dropped, which re-enters it and
-    /// then takes back `pins`: one pin (see `pin`) on each of these slots. The caller has pinned
-    /// every object this scope dereferenced ([`Scope::touched`]) and dereferences nothing
-    /// meanwhile.
-    ///
-    /// # Safety
-    /// Every pointer in `pins` is a slot of a runtime that outlives the guard.
-    pub(crate) unsafe fn suspend_pinned(&self, pins: Vec<*const Slot>) -> Suspended {
-        self.ts.epoch.exit();
-        Suspended {
-            ts: self.ts.clone(),
-            pins,
-        }
+        touched_of(&self.ts)
     }
 
     /// Whether some evacuator is waiting for the thread to leave its current epoch.
@@ -407,14 +494,22 @@ impl<'rt> Scope<'rt> {
     }
 
     /// Notes a dereference of `slot` that took the slow path: it hands out a reference to the
-    /// payload at `at` (`None` when it failed).
+    /// payload at `at` (`None` when it failed). A user scope records every one of them (up to
+    /// the log's [`LOG_CAPACITY`]).
     #[inline]
     pub(crate) fn count_slow(&self, slot: &Slot, at: Option<usize>) {
-        let n = self.slow.get();
-        if let Some(c) = self.seen_slow.get(n as usize) {
-            c.set(at.map_or((0, 0), |a| (std::ptr::from_ref(slot) as usize, a)));
+        if let Some(at) = at
+            && !self.internal
+        {
+            // SAFETY: a scope is used only on its own thread (`!Send`), and no other reference
+            // to the log is held here.
+            unsafe { self.ts.log() }.push((std::ptr::from_ref(slot) as usize, at));
         }
-        self.slow.set(n + 1);
+    }
+
+    /// Whether this is a container cursor's internal scope.
+    pub(crate) fn is_internal(&self) -> bool {
+        self.internal
     }
 
     /// Whether this is the thread's outermost (only) scope.
@@ -426,13 +521,36 @@ impl<'rt> Scope<'rt> {
     #[inline(always)]
     pub(crate) fn count_hit(&self, slot: &Slot, at: usize) {
         let n = self.hits.get();
-        // Only the first `SEEN` hits since the epoch was entered can matter (`touched` gives up
-        // beyond them): record those, and spare later hits the store (a hot loop's hits are
-        // store-bound).
-        if let Some(c) = self.seen_hits.get(n as usize) {
-            c.set((std::ptr::from_ref(slot) as usize, at));
+        // Only the first `RECORDED_HITS` hits since the epoch was entered are recorded: past
+        // that, one compare, and a hot loop's hits store nothing but the count. The recording
+        // is laid out of the loop's way (`cold_path`), so a hot loop's hit takes no branch but
+        // its loop's own.
+        if (n as i64) < 0 {
+            std::hint::cold_path();
+            if !self.record_hit(n, slot, at) {
+                return;
+            }
         }
-        self.hits.set(n + 1);
+        self.hits.set(n.wrapping_add(1));
+    }
+
+    /// Records a hit (of `slot`, payload at `at`; `n` is `hits`, negative) in the thread's log;
+    /// false when it repeats the last record (then counted apart, not in `hits`).
+    #[inline(always)]
+    fn record_hit(&self, n: u64, slot: &Slot, at: usize) -> bool {
+        // SAFETY: a scope is used only on its own thread (`!Send`), and no other reference to
+        // the log is held here.
+        let log = unsafe { self.ts.log() };
+        if n == u64::MAX {
+            // The `RECORDED_HITS + 1`th: past the bound, nothing more is recorded.
+            log.complete = false;
+            return true;
+        }
+        if log.push((std::ptr::from_ref(slot) as usize, at)) {
+            return true;
+        }
+        self.hits_before.set(self.hits_before.get().wrapping_add(1));
+        false
     }
 
     /// Counts `n` fast-path hits of an internal scope (a cursor's), which needs no record of
@@ -440,7 +558,7 @@ impl<'rt> Scope<'rt> {
     #[inline(always)]
     pub(crate) fn count_hits_internal(&self, n: u64) {
         debug_assert!(self.internal);
-        self.hits.set(self.hits.get() + n);
+        self.hits.set(self.hits.get().wrapping_add(n));
     }
 }
 
@@ -449,21 +567,25 @@ impl Drop for Scope<'_> {
         let depth = self.ts.depth.load(StdOrdering::Relaxed) - 1;
         self.ts.depth.store(depth, StdOrdering::Relaxed);
         if !self.internal {
-            let u = self.ts.user_depth.load(StdOrdering::Relaxed);
-            self.ts.user_depth.store(u - 1, StdOrdering::Relaxed);
+            let u = self.ts.user_depth.load(StdOrdering::Relaxed) - 1;
+            self.ts.user_depth.store(u, StdOrdering::Relaxed);
+            if u == 0 {
+                // No user scope is left to hand out references: what they dereferenced can go.
+                self.ts.clear_log();
+            }
         }
         if depth == 0 {
             self.ts.epoch.exit();
         }
-        let hits = self.hits_before.get() + self.hits.get();
+        let hits = self.hits_before.get().wrapping_add(self.hits.get());
         if hits > 0 {
             self.counters.with(|c| c.add_hits(hits));
         }
     }
 }
 
-/// A thread outside its epoch for a while (see [`Scope::suspend`]); re-enters it when dropped,
-/// then takes back the pins it holds (see [`Scope::suspend_pinned`]).
+/// A thread outside its epoch for a while (see [`suspend_unreferenced`]); re-enters it when
+/// dropped, then takes back the pins it holds (see [`suspend_pinned`]).
 #[derive(Debug)]
 pub(crate) struct Suspended {
     ts: Arc<ThreadState>,
@@ -477,14 +599,39 @@ impl Suspended {
     }
 }
 
-/// Leaves the calling thread's epoch until the returned guard is dropped, if the thread is
-/// inside one only through cursors' internal scopes (which keep no reference between calls; see
-/// [`Scope::unpinnable`]). For runtime calls made without a scope (prefetches) that must wait for
-/// room; the caller holds no reference into a far object.
-pub(crate) fn suspend_cursor_thread() -> Option<Suspended> {
+/// Every object a user scope of `ts`'s thread dereferenced since the thread entered its epoch
+/// with a user scope open, as sorted `(slot address, payload address)` pairs without repeats:
+/// a superset of what a reference handed out under the thread's scopes may point into (cursors'
+/// internal scopes keep none between calls). `None` when the log is incomplete: a scope made
+/// more than [`RECORDED_HITS`] hits since it entered the epoch, or the thread's scopes more
+/// than [`LOG_CAPACITY`] records in all.
+fn touched_of(ts: &ThreadState) -> Option<Vec<(usize, usize)>> {
+    let log = ts.log_ref();
+    if !log.complete {
+        return None;
+    }
+    let mut out = log.entries.clone();
+    out.sort_unstable();
+    out.dedup();
+    Some(out)
+}
+
+/// [`Scope::touched`] for the calling thread, whatever scope it is in; `None` outside a scope.
+pub(crate) fn touched() -> Option<Vec<(usize, usize)>> {
     let ts = current();
-    let inside = ts.depth.load(StdOrdering::Relaxed) > 0;
-    if !inside || ts.user_depth.load(StdOrdering::Relaxed) != 0 {
+    if ts.depth.load(StdOrdering::Relaxed) == 0 {
+        return None;
+    }
+    touched_of(&ts)
+}
+
+/// Leaves the calling thread's epoch until the returned guard is dropped, if it is inside one
+/// and no reference a scope handed out can be alive ([`Scope::unpinnable`]). For runtime calls
+/// made without a scope (allocations, prefetches) that must wait for room; the caller itself
+/// holds no reference into a far object.
+pub(crate) fn suspend_unreferenced() -> Option<Suspended> {
+    let ts = current();
+    if ts.depth.load(StdOrdering::Relaxed) == 0 || !ts.log_ref().is_empty() {
         return None;
     }
     ts.epoch.exit();
@@ -492,6 +639,18 @@ pub(crate) fn suspend_cursor_thread() -> Option<Suspended> {
         ts,
         pins: Vec::new(),
     })
+}
+
+/// Leaves the calling thread's epoch until the returned guard is dropped, which re-enters it and
+/// then takes back `pins`: one pin (see `pin`) on each of these slots. The caller has pinned
+/// every object [`touched`] returned, and dereferences nothing meanwhile.
+///
+/// # Safety
+/// Every pointer in `pins` is a slot of a runtime that outlives the guard.
+pub(crate) unsafe fn suspend_pinned(pins: Vec<*const Slot>) -> Suspended {
+    let ts = current();
+    ts.epoch.exit();
+    Suspended { ts, pins }
 }
 
 impl Drop for Suspended {
@@ -513,3 +672,7 @@ impl std::fmt::Debug for Scope<'_> {
             .finish()
     }
 }
+
+#[cfg(all(test, not(loom)))]
+#[path = "epoch_tests.rs"]
+mod tests;

@@ -442,11 +442,12 @@ impl Inner {
     ///
     /// Stays within the budget, waiting for the evacuator up to `alloc_timeout`. When this
     /// runtime's evacuator waits for the calling thread's own scope, waiting would deadlock:
-    /// then the allocation uses the slack. If that is exhausted too and the scope (`scope`, the
-    /// one the allocation is made under; for allocations made without one, the thread's) holds
-    /// no reference ([`Scope::unpinnable`]), the thread leaves its epoch while it waits, so the
-    /// evacuator can evict anything, including what the scope is about to use; otherwise it
-    /// fails with `pinned: true`.
+    /// then the allocation uses the slack. If that is exhausted too, the thread pins what its
+    /// scopes dereferenced ([`Scope::touched`]; nothing when no reference can be alive,
+    /// [`Scope::unpinnable`]) and leaves its epoch while it waits, so the evacuator can evict
+    /// everything else, including what the scope is about to use. When the thread's scopes do not
+    /// know what they dereferenced, or what they did leaves no room, it fails with
+    /// `pinned: true`.
     ///
     /// Grace periods are process-wide, so another runtime's evacuator may be waiting for this
     /// scope too. That alone is no reason to draw on this runtime's slack (this runtime's
@@ -504,12 +505,13 @@ impl Inner {
             }
             if blocked && suspended.is_none() && !evacuator {
                 // No slack left either. If nothing of ours is pinned, get out of the
-                // evacuator's way and wait like a thread outside any scope; if the scope knows
-                // what it dereferenced, pin just that and do the same.
+                // evacuator's way and wait like a thread outside any scope; if the thread's
+                // scopes know what they dereferenced, pin just that and do the same.
                 suspended = match scope {
                     Some(s) if s.unpinnable() => Some(s.suspend()),
-                    Some(s) => self.pin_touched(s, len),
-                    None => epoch::suspend_cursor_thread(),
+                    Some(s) => s.touched().and_then(|t| self.pin_touched(t, len)),
+                    None => epoch::suspend_unreferenced()
+                        .or_else(|| epoch::touched().and_then(|t| self.pin_touched(t, len))),
                 };
                 if suspended.is_some() {
                     continue;
@@ -532,13 +534,12 @@ impl Inner {
 }
 
 impl Inner {
-    /// Pins every object `scope` dereferenced (all of this runtime) and leaves the thread's
-    /// epoch, for an allocation of `len` bytes that must wait for room. `None` (nothing pinned)
-    /// when the scope does not know what it dereferenced ([`Scope::touched`]), when one of those
-    /// objects belongs to another runtime or has moved, or when what it pins leaves no room for
-    /// `len` bytes anyway.
-    fn pin_touched(&self, scope: &Scope<'_>, len: usize) -> Option<epoch::Suspended> {
-        let touched = scope.touched()?;
+    /// Pins every object of `touched` (what the calling thread's scopes dereferenced,
+    /// [`Scope::touched`]; all of this runtime) and leaves the thread's epoch, for an allocation
+    /// of `len` bytes that must wait for room. `None` (nothing pinned) when one of those objects
+    /// belongs to another runtime or has moved, or when what it pins leaves no room for `len`
+    /// bytes anyway.
+    fn pin_touched(&self, touched: Vec<(usize, usize)>, len: usize) -> Option<epoch::Suspended> {
         let mut pins: Vec<&slot::Slot> = Vec::with_capacity(touched.len());
         let mut bytes = len;
         let mut ok = true;
@@ -565,7 +566,7 @@ impl Inner {
         let pins = pins.into_iter().map(std::ptr::from_ref).collect();
         // SAFETY: the slots are this runtime's, and `self` outlives the guard (a local of the
         // allocation that borrows it).
-        Some(unsafe { scope.suspend_pinned(pins) })
+        Some(unsafe { epoch::suspend_pinned(pins) })
     }
 }
 

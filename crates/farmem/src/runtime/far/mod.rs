@@ -200,11 +200,13 @@ impl RawFar {
     }
 
     /// The fast path of [`RawFar::deref`] alone: the payload address on a hit, else `None`
-    /// (nothing done). The hit is not counted: the caller counts it (`Scope::count_hits`, or
+    /// (nothing done). The hit is not counted: the caller counts it (with
     /// `Scope::count_hits_internal` for a cursor's internal scope, which never pins what it
-    /// dereferenced; see `Scope::touched`). `_s` ties the address to a scope.
+    /// dereferenced; see `Scope::touched`). `s` ties the address to a scope: only an internal
+    /// one, since a user scope must record what it hands out.
     #[inline(always)]
-    fn deref_hit(&self, _s: &Scope<'_>, mode: Mode) -> Option<usize> {
+    fn deref_hit(&self, s: &Scope<'_>, mode: Mode) -> Option<usize> {
+        debug_assert!(s.is_internal());
         let w = self.slot().load();
         w.hit(mode).then(|| w.addr())
     }
@@ -330,6 +332,12 @@ pub struct FarBox<T: Pod> {
 }
 
 impl<T: Pod> FarBox<T> {
+    /// The address of the object's slot (what scopes record).
+    #[cfg(test)]
+    pub(crate) fn slot_addr(&self) -> usize {
+        std::ptr::from_ref(self.raw.slot()) as usize
+    }
+
     const ALIGN_OK: () = assert!(
         std::mem::align_of::<T>() <= super::heap::ALIGN,
         "far objects are at most 16-byte aligned"
@@ -599,8 +607,8 @@ impl<T: Pod> FarSlice<T> {
 
     /// [`FarSlice::read`] when it is a hit (local and hot), else `None` with nothing done: for
     /// callers that do bookkeeping (stride detection, yielding) only on the way to a miss. The
-    /// hit is not counted: the caller counts its hits and adds them with `Scope::count_hits`
-    /// (or `count_hits_internal`).
+    /// hit is not counted: the caller, a cursor with an internal scope, counts its hits and adds
+    /// them with `Scope::count_hits_internal`.
     #[inline(always)]
     pub(crate) fn read_hit_uncounted<'a>(&'a self, s: &'a Scope<'_>) -> Option<&'a [T]> {
         self.raw.deref_hit(s, Mode::Read).map(|p| self.slice(p))
