@@ -8,8 +8,21 @@
 //! a budget) of evictions. Counted in passes, credits would run out faster the more pages hold
 //! them (the hand turns fast over a resident set of hot pages), and the hot set would be sampled
 //! and refaulted the more often the better it was protected.
+//!
+//! **Drop-behind.** Pages a prefetch stream brought in and has since left behind (see
+//! [`Streams::consumed`](super::prefetch::Streams::consumed)) are used once: they are queued as
+//! *consumed* and become the first victims, before anything the hand would pick (and before
+//! dirty pages, which cost a write-back), as the kernel does with used-once pages on its
+//! inactive list and Leap with prefetched pages once used. A scan of an array larger than the
+//! budget then recycles its own few frames instead of evicting the rest of the resident set.
+//! A consumed page touched again (any fault on it) is no longer consumed and keeps the
+//! ordinary protection; one evicted and needed again soon (within the ghost history) is a
+//! *drop-behind mistake* ([`Clock::behind_refault`]). While more than one in
+//! [`BEHIND_TOLERANCE`] recent drop-behind victims came back that soon (a loop over an array
+//! that almost fits), consumed pages get no precedence (the hand takes them in its turn); after
+//! a budget's worth of evictions the mistakes count half.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 /// Credits of a page that refaulted soon after its eviction (sampling windows of evictions it
 /// stays resident unobserved).
@@ -24,6 +37,13 @@ pub const MAX_CREDITS_HOT: u8 = 240;
 const SAMPLE_MEMORY: u32 = 512;
 /// Outcomes needed before the ratio is trusted.
 const SAMPLE_MIN: u32 = 32;
+/// Drop-behind stays on while at most one in this many recent drop-behind victims came back
+/// within the ghost history.
+pub const BEHIND_TOLERANCE: u32 = 8;
+/// Drop-behind victims remembered for the mistake ratio (halved when reached).
+const BEHIND_MEMORY: u32 = 4096;
+/// Drop-behind victims needed before the ratio is trusted.
+const BEHIND_MIN: u32 = 64;
 /// Stream tag of a staged page that is being *sampled* (unmapped to see whether the program
 /// still reads it) rather than a prefetch marker.
 pub const SAMPLE_TAG: u32 = u32::MAX;
@@ -66,6 +86,8 @@ pub struct Slot {
     pub staged: Option<(u32, u32)>,
     /// Brought in by prefetching rather than by a fault on it.
     pub prefetched: bool,
+    /// Left behind by its prefetch stream and not touched since: a first victim (drop-behind).
+    pub consumed: bool,
     /// When a sampled page was unmapped, on the clock of [`Clock::now`].
     pub sampled_at: u64,
     /// When the page's credits were last granted or charged, on the clock of [`Clock::now`]:
@@ -87,9 +109,17 @@ impl Slot {
             evicting: false,
             staged: None,
             prefetched: false,
+            consumed: false,
             sampled_at: 0,
             aged_at: 0,
         }
+    }
+
+    /// A fault on the resident page: it is in use (referenced), and no longer a consumed stream
+    /// page.
+    pub fn touch(&mut self) {
+        self.referenced = true;
+        self.consumed = false;
     }
 
     /// The page proved hot again at time `now` (a sample hit, or a refault of a page last
@@ -126,6 +156,14 @@ pub struct Clock {
     /// Recent sample outcomes: pages judged (hit or evicted unused), and hits among them.
     judged: u32,
     judged_hits: u32,
+    /// Consumed pages in the order their streams left them (entries whose page is no longer
+    /// resident or consumed are skipped when reached).
+    behind: VecDeque<usize>,
+    /// Recent victims that were consumed pages, and drop-behind mistakes among them.
+    behind_evicted: u32,
+    behind_back: u32,
+    /// When the mistakes were last aged, on the clock of [`Clock::now`].
+    behind_aged_at: u64,
 }
 
 impl Clock {
@@ -141,6 +179,87 @@ impl Clock {
             sample_window: (capacity / 8) as u64,
             judged: 0,
             judged_hits: 0,
+            behind: VecDeque::new(),
+            behind_evicted: 0,
+            behind_back: 0,
+            behind_aged_at: 0,
+        }
+    }
+
+    /// Page `page` was left behind by its prefetch stream: if it is resident, mapped, was
+    /// prefetched and never proved hot, it becomes a consumed page, queued as a first victim.
+    /// Its reference bit is cleared (the touches it had were the stream's).
+    pub fn consumed(&mut self, page: usize) {
+        let Some(slot) = self.get_mut(page) else {
+            return;
+        };
+        if !slot.prefetched || slot.staged.is_some() || slot.evicting || slot.hot > 0 {
+            return;
+        }
+        slot.referenced = false;
+        slot.consumed = true;
+        if self.behind.len() >= self.capacity.max(1) {
+            self.behind.pop_front();
+        }
+        self.behind.push_back(page);
+    }
+
+    /// A page evicted as consumed was needed again soon after (a refault or a prefetch within
+    /// the ghost history): a drop-behind mistake.
+    pub fn behind_refault(&mut self) {
+        self.behind_back += 1;
+    }
+
+    /// Whether consumed pages go first: while few recent drop-behind victims came back.
+    pub fn drop_behind_on(&mut self) -> bool {
+        let budget = 8 * self.sample_window.max(1);
+        if self.now.saturating_sub(self.behind_aged_at) >= budget {
+            // A budget's worth of evictions later, old mistakes count half.
+            self.behind_aged_at = self.now;
+            self.behind_back /= 2;
+        }
+        self.behind_evicted < BEHIND_MIN
+            || self.behind_back * BEHIND_TOLERANCE <= self.behind_evicted
+    }
+
+    fn count_behind(&mut self) {
+        if self.behind_evicted >= BEHIND_MEMORY {
+            self.behind_evicted /= 2;
+            self.behind_back /= 2;
+        }
+        self.behind_evicted += 1;
+    }
+
+    /// Takes consumed pages from the front of the queue as victims, up to `n` in `victims`
+    /// (with `clean_only`, stops at a dirty one).
+    fn select_behind(&mut self, n: usize, victims: &mut Vec<usize>, clean_only: bool) {
+        while victims.len() < n {
+            let Some(&page) = self.behind.front() else {
+                break;
+            };
+            let usable = match self.of_page.get(&page) {
+                Some(&i) => self.slots[i as usize].as_ref().map(|s| {
+                    (
+                        s.consumed && !s.referenced && !s.evicting && s.staged.is_none(),
+                        s.dirty,
+                    )
+                }),
+                None => None,
+            };
+            match usable {
+                Some((true, true)) if clean_only => break,
+                Some((true, _)) => {
+                    self.behind.pop_front();
+                    if !victims.contains(&page) {
+                        victims.push(page);
+                        self.now += 1;
+                        self.count_behind();
+                    }
+                }
+                _ => {
+                    self.behind.pop_front();
+                }
+            }
         }
     }
 
@@ -276,6 +395,9 @@ impl Clock {
     /// `max_sample`): the caller may unmap them, keeping a local copy, to see whether the program
     /// still reads them. A staged page (prefetch marker or sample) that is passed again untouched
     /// is a victim.
+    ///
+    /// While drop-behind is on ([`Clock::drop_behind_on`]), queued consumed pages are taken
+    /// first, oldest first, and the hand only makes up the rest.
     pub fn select_victims(
         &mut self,
         n: usize,
@@ -310,6 +432,9 @@ impl Clock {
         rounds: usize,
     ) -> Vec<usize> {
         let mut victims = Vec::with_capacity(n);
+        if self.drop_behind_on() {
+            self.select_behind(n, &mut victims, clean_only);
+        }
         let cap = self.slots.len();
         let unit = self.sample_window.max(1);
         let mut idle = 0;
@@ -360,9 +485,13 @@ impl Clock {
                     // Sampled and not touched within its window: no longer in use.
                     sampled_out += 1;
                 }
+                let consumed = slot.consumed;
                 victims.push(slot.page);
                 self.now += 1;
                 idle = 0;
+                if consumed {
+                    self.count_behind();
+                }
             }
         }
         for _ in 0..sampled_out {
@@ -578,6 +707,117 @@ mod tests {
         assert!(c.select_clean_victims(1, &mut vec![], 0, |_| {}).is_empty());
         // The ordinary hand takes dirty pages when it must.
         assert_eq!(c.select_victims(2, &mut vec![], 0, |_| {}), vec![1, 3]);
+    }
+
+    /// A prefetched, clean, unreferenced page.
+    fn prefetched(page: usize) -> Slot {
+        let mut s = slot(page, false);
+        s.prefetched = true;
+        s
+    }
+
+    #[test]
+    fn consumed_stream_pages_go_before_dirty_and_other_pages() {
+        let mut c = Clock::new(8);
+        // The hand starts at a dirty resident tail (pages 0-3), then stream pages 4-7.
+        for p in 0..4 {
+            c.insert(Slot::new(p, false, true, Twin::Zero));
+        }
+        for p in 4..8 {
+            c.insert(prefetched(p));
+        }
+        // The stream left 5 and 4 behind (in that order); 6 and 7 are ahead of it.
+        c.consumed(5);
+        c.consumed(4);
+        assert!(c.get_mut(5).unwrap().consumed);
+        assert_eq!(c.select_victims(3, &mut vec![], 0, |_| {}), vec![5, 4, 0]);
+        // The hand resumes where it was: the queue is empty now.
+        assert_eq!(c.select_victims(1, &mut vec![], 0, |_| {}), vec![1]);
+        // With a cleaner, consumed clean pages are also the first clean victims.
+        c.remove(5);
+        c.insert(prefetched(9));
+        c.consumed(9);
+        assert_eq!(c.select_clean_victims(1, &mut vec![], 0, |_| {}), vec![9]);
+    }
+
+    #[test]
+    fn only_untouched_prefetched_pages_become_consumed() {
+        let mut c = Clock::new(8);
+        c.insert(slot(0, false)); // demand-fetched
+        let mut hot = prefetched(1);
+        hot.proved_hot(0, 0);
+        c.insert(hot);
+        let mut staged = prefetched(2);
+        staged.staged = Some((0, 7));
+        c.insert(staged);
+        c.insert(prefetched(3));
+        for p in 0..5 {
+            c.consumed(p);
+        }
+        let consumed: Vec<usize> = (0..4).filter(|&p| c.get_mut(p).unwrap().consumed).collect();
+        assert_eq!(consumed, vec![3]);
+        assert_eq!(c.behind.len(), 1);
+    }
+
+    #[test]
+    fn a_consumed_page_touched_again_keeps_its_protection() {
+        let mut c = Clock::new(4);
+        for p in 0..4 {
+            c.insert(prefetched(p));
+        }
+        c.consumed(0);
+        c.consumed(1);
+        // The program faults on page 0 again (a write, or a read after a sample): in use.
+        c.get_mut(0).unwrap().touch();
+        assert!(!c.get_mut(0).unwrap().consumed);
+        // Page 1 goes first; page 0 is passed over by the queue and gets the hand's second
+        // chance like any referenced page.
+        let mut chances = vec![];
+        let v = c.select_victims(3, &mut vec![], 0, |s| chances.push(s.page));
+        assert_eq!(v, vec![1, 2, 3]);
+        assert_eq!(chances, vec![0]);
+        assert!(c.contains(0));
+    }
+
+    #[test]
+    fn drop_behind_stops_while_its_victims_come_back() {
+        let mut c = Clock::new(16);
+        c.sample_window = 2;
+        let mut next = 0;
+        let mut fill = |c: &mut Clock, next: &mut usize| {
+            while c.len() < 16 {
+                c.insert(prefetched(*next));
+                *next += 1;
+            }
+        };
+        fill(&mut c, &mut next);
+        // Many drop-behind victims, and more than one in eight of them came back soon.
+        for _ in 0..BEHIND_MIN {
+            let p = c.slots.iter().flatten().map(|s| s.page).max().unwrap();
+            c.consumed(p);
+            let v = c.select_victims(1, &mut vec![], 0, |_| {});
+            assert_eq!(v, vec![p]);
+            c.remove(p);
+            fill(&mut c, &mut next);
+        }
+        assert!(c.drop_behind_on());
+        for _ in 0..BEHIND_MIN / 4 {
+            c.behind_refault();
+        }
+        assert!(!c.drop_behind_on());
+        // Consumed pages get no precedence now: the hand picks in its own order.
+        let newest = next - 1;
+        c.consumed(newest);
+        let v = c.select_victims(1, &mut vec![], 0, |_| {});
+        assert_ne!(v, vec![newest]);
+        // A few budgets' worth of evictions without mistakes later, it is back on.
+        for _ in 0..64 {
+            for p in c.select_victims(1, &mut vec![], 0, |_| {}) {
+                c.remove(p);
+            }
+            fill(&mut c, &mut next);
+        }
+        assert!(c.drop_behind_on());
     }
 
     #[test]
