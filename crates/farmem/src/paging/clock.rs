@@ -164,6 +164,8 @@ pub struct Clock {
     behind_back: u32,
     /// When the mistakes were last aged, on the clock of [`Clock::now`].
     behind_aged_at: u64,
+    /// Since creation: consumed pages chosen as victims, and drop-behind mistakes.
+    pub behind_counts: (u64, u64),
 }
 
 impl Clock {
@@ -183,6 +185,7 @@ impl Clock {
             behind_evicted: 0,
             behind_back: 0,
             behind_aged_at: 0,
+            behind_counts: (0, 0),
         }
     }
 
@@ -208,6 +211,7 @@ impl Clock {
     /// the ghost history): a drop-behind mistake.
     pub fn behind_refault(&mut self) {
         self.behind_back += 1;
+        self.behind_counts.1 += 1;
     }
 
     /// Whether consumed pages go first: while few recent drop-behind victims came back.
@@ -228,6 +232,7 @@ impl Clock {
             self.behind_back /= 2;
         }
         self.behind_evicted += 1;
+        self.behind_counts.0 += 1;
     }
 
     /// Takes consumed pages from the front of the queue as victims, up to `n` in `victims`

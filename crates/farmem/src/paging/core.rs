@@ -399,6 +399,8 @@ impl Core {
             resident_pages: st.clock.len() as u64,
             prefetch_used: st.streams.counters.used,
             prefetch_wasted: st.streams.counters.wasted,
+            dropped_behind: st.clock.behind_counts.0,
+            behind_refaults: st.clock.behind_counts.1,
             ..st.stats
         }
     }
