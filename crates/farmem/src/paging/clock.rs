@@ -789,7 +789,7 @@ mod tests {
         let mut c = Clock::new(16);
         c.sample_window = 2;
         let mut next = 0;
-        let mut fill = |c: &mut Clock, next: &mut usize| {
+        let fill = |c: &mut Clock, next: &mut usize| {
             while c.len() < 16 {
                 c.insert(prefetched(*next));
                 *next += 1;
