@@ -224,12 +224,13 @@ pub fn report() {
         .map_or(-1, |st| st.objects as i64);
     eprintln!(
         "farmem-run stats: pid={} fetch_faults={} zero_faults={} prefetched={} written_back={} \
-         resident_pages={} live_bytes={} server_objects={}",
+         dropped_behind={} resident_pages={} live_bytes={} server_objects={}",
         std::process::id(),
         s.fetch_faults,
         s.zero_faults,
         s.prefetched,
         s.written_back,
+        s.dropped_behind,
         s.resident_pages,
         heap.live_bytes(),
         objects

@@ -8,8 +8,21 @@
 //! a budget) of evictions. Counted in passes, credits would run out faster the more pages hold
 //! them (the hand turns fast over a resident set of hot pages), and the hot set would be sampled
 //! and refaulted the more often the better it was protected.
+//!
+//! **Drop-behind.** Pages a prefetch stream brought in and has since left behind (see
+//! [`Streams::consumed`](super::prefetch::Streams::consumed)) are used once: they are queued as
+//! *consumed* and become the first victims, before anything the hand would pick (and before
+//! dirty pages, which cost a write-back), as the kernel does with used-once pages on its
+//! inactive list and Leap with prefetched pages once used. A scan of an array larger than the
+//! budget then recycles its own few frames instead of evicting the rest of the resident set.
+//! A consumed page touched again (any fault on it) is no longer consumed and keeps the
+//! ordinary protection; one evicted and needed again soon (within the ghost history) is a
+//! *drop-behind mistake* ([`Clock::behind_refault`]). While more than one in
+//! [`BEHIND_TOLERANCE`] recent drop-behind victims came back that soon (a loop over an array
+//! that almost fits), consumed pages get no precedence (the hand takes them in its turn); after
+//! a budget's worth of evictions the mistakes count half.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 /// Credits of a page that refaulted soon after its eviction (sampling windows of evictions it
 /// stays resident unobserved).
@@ -24,6 +37,13 @@ pub const MAX_CREDITS_HOT: u8 = 240;
 const SAMPLE_MEMORY: u32 = 512;
 /// Outcomes needed before the ratio is trusted.
 const SAMPLE_MIN: u32 = 32;
+/// Drop-behind stays on while at most one in this many recent drop-behind victims came back
+/// within the ghost history.
+pub const BEHIND_TOLERANCE: u32 = 8;
+/// Drop-behind victims remembered for the mistake ratio (halved when reached).
+const BEHIND_MEMORY: u32 = 4096;
+/// Drop-behind victims needed before the ratio is trusted.
+const BEHIND_MIN: u32 = 64;
 /// Stream tag of a staged page that is being *sampled* (unmapped to see whether the program
 /// still reads it) rather than a prefetch marker.
 pub const SAMPLE_TAG: u32 = u32::MAX;
@@ -66,6 +86,8 @@ pub struct Slot {
     pub staged: Option<(u32, u32)>,
     /// Brought in by prefetching rather than by a fault on it.
     pub prefetched: bool,
+    /// Left behind by its prefetch stream and not touched since: a first victim (drop-behind).
+    pub consumed: bool,
     /// When a sampled page was unmapped, on the clock of [`Clock::now`].
     pub sampled_at: u64,
     /// When the page's credits were last granted or charged, on the clock of [`Clock::now`]:
@@ -87,9 +109,17 @@ impl Slot {
             evicting: false,
             staged: None,
             prefetched: false,
+            consumed: false,
             sampled_at: 0,
             aged_at: 0,
         }
+    }
+
+    /// A fault on the resident page: it is in use (referenced), and no longer a consumed stream
+    /// page.
+    pub fn touch(&mut self) {
+        self.referenced = true;
+        self.consumed = false;
     }
 
     /// The page proved hot again at time `now` (a sample hit, or a refault of a page last
@@ -126,6 +156,16 @@ pub struct Clock {
     /// Recent sample outcomes: pages judged (hit or evicted unused), and hits among them.
     judged: u32,
     judged_hits: u32,
+    /// Consumed pages in the order their streams left them (entries whose page is no longer
+    /// resident or consumed are skipped when reached).
+    behind: VecDeque<usize>,
+    /// Recent victims that were consumed pages, and drop-behind mistakes among them.
+    behind_evicted: u32,
+    behind_back: u32,
+    /// When the mistakes were last aged, on the clock of [`Clock::now`].
+    behind_aged_at: u64,
+    /// Since creation: consumed pages chosen as victims, and drop-behind mistakes.
+    pub behind_counts: (u64, u64),
 }
 
 impl Clock {
@@ -141,6 +181,90 @@ impl Clock {
             sample_window: (capacity / 8) as u64,
             judged: 0,
             judged_hits: 0,
+            behind: VecDeque::new(),
+            behind_evicted: 0,
+            behind_back: 0,
+            behind_aged_at: 0,
+            behind_counts: (0, 0),
+        }
+    }
+
+    /// Page `page` was left behind by its prefetch stream: if it is resident, mapped, was
+    /// prefetched and never proved hot, it becomes a consumed page, queued as a first victim.
+    /// Its reference bit is cleared (the touches it had were the stream's).
+    pub fn consumed(&mut self, page: usize) {
+        let Some(slot) = self.get_mut(page) else {
+            return;
+        };
+        if !slot.prefetched || slot.staged.is_some() || slot.evicting || slot.hot > 0 {
+            return;
+        }
+        slot.referenced = false;
+        slot.consumed = true;
+        if self.behind.len() >= self.capacity.max(1) {
+            self.behind.pop_front();
+        }
+        self.behind.push_back(page);
+    }
+
+    /// A page evicted as consumed was needed again soon after (a refault or a prefetch within
+    /// the ghost history): a drop-behind mistake.
+    pub fn behind_refault(&mut self) {
+        self.behind_back += 1;
+        self.behind_counts.1 += 1;
+    }
+
+    /// Whether consumed pages go first: while few recent drop-behind victims came back.
+    pub fn drop_behind_on(&mut self) -> bool {
+        let budget = 8 * self.sample_window.max(1);
+        if self.now.saturating_sub(self.behind_aged_at) >= budget {
+            // A budget's worth of evictions later, old mistakes count half.
+            self.behind_aged_at = self.now;
+            self.behind_back /= 2;
+        }
+        self.behind_evicted < BEHIND_MIN
+            || self.behind_back * BEHIND_TOLERANCE <= self.behind_evicted
+    }
+
+    fn count_behind(&mut self) {
+        if self.behind_evicted >= BEHIND_MEMORY {
+            self.behind_evicted /= 2;
+            self.behind_back /= 2;
+        }
+        self.behind_evicted += 1;
+        self.behind_counts.0 += 1;
+    }
+
+    /// Takes consumed pages from the front of the queue as victims, up to `n` in `victims`
+    /// (with `clean_only`, stops at a dirty one).
+    fn select_behind(&mut self, n: usize, victims: &mut Vec<usize>, clean_only: bool) {
+        while victims.len() < n {
+            let Some(&page) = self.behind.front() else {
+                break;
+            };
+            let usable = match self.of_page.get(&page) {
+                Some(&i) => self.slots[i as usize].as_ref().map(|s| {
+                    (
+                        s.consumed && !s.referenced && !s.evicting && s.staged.is_none(),
+                        s.dirty,
+                    )
+                }),
+                None => None,
+            };
+            match usable {
+                Some((true, true)) if clean_only => break,
+                Some((true, _)) => {
+                    self.behind.pop_front();
+                    if !victims.contains(&page) {
+                        victims.push(page);
+                        self.now += 1;
+                        self.count_behind();
+                    }
+                }
+                _ => {
+                    self.behind.pop_front();
+                }
+            }
         }
     }
 
@@ -276,6 +400,9 @@ impl Clock {
     /// `max_sample`): the caller may unmap them, keeping a local copy, to see whether the program
     /// still reads them. A staged page (prefetch marker or sample) that is passed again untouched
     /// is a victim.
+    ///
+    /// While drop-behind is on ([`Clock::drop_behind_on`]), queued consumed pages are taken
+    /// first, oldest first, and the hand only makes up the rest.
     pub fn select_victims(
         &mut self,
         n: usize,
@@ -310,6 +437,9 @@ impl Clock {
         rounds: usize,
     ) -> Vec<usize> {
         let mut victims = Vec::with_capacity(n);
+        if self.drop_behind_on() {
+            self.select_behind(n, &mut victims, clean_only);
+        }
         let cap = self.slots.len();
         let unit = self.sample_window.max(1);
         let mut idle = 0;
@@ -360,9 +490,13 @@ impl Clock {
                     // Sampled and not touched within its window: no longer in use.
                     sampled_out += 1;
                 }
+                let consumed = slot.consumed;
                 victims.push(slot.page);
                 self.now += 1;
                 idle = 0;
+                if consumed {
+                    self.count_behind();
+                }
             }
         }
         for _ in 0..sampled_out {
@@ -373,219 +507,5 @@ impl Clock {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn slot(page: usize, referenced: bool) -> Slot {
-        Slot::new(page, referenced, false, Twin::None)
-    }
-
-    #[test]
-    fn referenced_pages_get_a_second_chance() {
-        let mut c = Clock::new(4);
-        for p in 0..4 {
-            assert!(c.insert(slot(p, p % 2 == 0)));
-        }
-        assert!(!c.insert(slot(9, false)), "full");
-        let mut chances = vec![];
-        let v = c.select_victims(2, &mut vec![], 0, |s| chances.push(s.page));
-        assert_eq!(v, vec![1, 3]);
-        assert_eq!(chances, vec![0, 2]);
-        c.remove(1);
-        c.remove(3);
-        assert_eq!(c.len(), 2);
-        // Bits are now clear: the next selection takes the formerly referenced pages.
-        assert_eq!(c.select_victims(2, &mut vec![], 0, |_| {}), vec![0, 2]);
-        assert!(c.insert(slot(9, false)));
-        assert!(c.contains(9) && !c.contains(1));
-    }
-
-    #[test]
-    fn hot_pages_outlive_cold_ones_and_evicting_pages_are_skipped() {
-        let mut c = Clock::new(4);
-        for p in 0..4 {
-            c.insert(slot(p, false));
-        }
-        c.get_mut(0).unwrap().hot = 2;
-        c.get_mut(1).unwrap().evicting = true;
-        assert_eq!(c.select_victims(2, &mut vec![], 0, |_| {}), vec![2, 3]);
-        c.remove(2);
-        c.remove(3);
-        // Two evictions later (a window is one eviction here) page 0's two credits are spent and
-        // it goes; page 1 is never chosen while evicting.
-        assert_eq!(c.select_victims(2, &mut vec![], 0, |_| {}), vec![0]);
-        assert_eq!(c.get_mut(0).unwrap().hot, 0);
-    }
-
-    #[test]
-    fn grants_double_while_a_page_proves_hot() {
-        let mut s = slot(0, false);
-        s.proved_hot(0, 0);
-        assert_eq!((s.grant, s.hot), (HOT_CREDITS, HOT_CREDITS));
-        s.proved_hot(0, 0);
-        assert_eq!(s.hot, 2 * HOT_CREDITS);
-        // A refault carries the grant the page had when it was evicted.
-        let mut back = slot(0, false);
-        back.proved_hot(s.grant, 0);
-        assert_eq!(back.hot, 4 * HOT_CREDITS);
-        for _ in 0..8 {
-            back.proved_hot(0, 0);
-        }
-        assert_eq!(back.hot, MAX_CREDITS);
-    }
-
-    #[test]
-    fn credits_last_windows_of_evictions_however_fast_the_hand_turns() {
-        let mut c = Clock::new(8);
-        c.sample_window = 4;
-        // Six hot pages (3 credits: 12 evictions) and two cold slots that keep turning over.
-        for p in 0..6 {
-            let mut s = slot(p, false);
-            s.proved_hot(0, 0);
-            assert!(c.insert(s));
-        }
-        c.insert(slot(6, false));
-        c.insert(slot(7, false));
-        let mut next = 8;
-        for _ in 0..11 {
-            let v = c.select_victims(1, &mut vec![], 0, |_| {});
-            assert_eq!(v.len(), 1);
-            assert!(
-                v[0] >= 6,
-                "hot page {} evicted after {} evictions",
-                v[0],
-                c.now()
-            );
-            c.remove(v[0]);
-            assert!(c.insert(slot(next, false)));
-            next += 1;
-        }
-        // Twelve windows' worth later the credits are spent: the hot pages are sampled.
-        let mut sample = vec![];
-        for _ in 0..3 {
-            for p in c.select_victims(1, &mut sample, 8, |_| {}) {
-                c.remove(p);
-                c.insert(slot(next, false));
-                next += 1;
-            }
-        }
-        sample.sort_unstable();
-        assert_eq!(sample, vec![0, 1, 2, 3, 4, 5]);
-    }
-
-    #[test]
-    fn a_resident_set_of_hot_pages_still_yields_victims() {
-        let mut c = Clock::new(4);
-        c.sample_window = 2;
-        for p in 0..4 {
-            let mut s = slot(p, false);
-            s.proved_hot(0, 0);
-            c.insert(s);
-        }
-        // No eviction ever passes the time: idle revolutions do.
-        assert_eq!(c.select_victims(2, &mut vec![], 0, |_| {}).len(), 2);
-    }
-
-    #[test]
-    fn sampled_pages_stay_for_their_window() {
-        let mut c = Clock::new(16);
-        c.sample_window = 2;
-        for p in 0..3 {
-            c.insert(slot(p, false));
-        }
-        c.get_mut(0).unwrap().staged = Some((0, SAMPLE_TAG));
-        // Page 0 is sampled at time 0: the first two victims are other pages.
-        assert_eq!(c.select_victims(2, &mut vec![], 0, |_| {}), vec![1, 2]);
-        c.remove(1);
-        c.remove(2);
-        assert_eq!(c.select_victims(1, &mut vec![], 0, |_| {}), vec![0]);
-        // Evicted untouched: a sample that found the page out of use.
-        assert_eq!((c.judged, c.judged_hits), (1, 0));
-    }
-
-    #[test]
-    fn sample_grants_grow_faster_while_samples_prove_hot() {
-        let mut c = Clock::new(8);
-        c.insert(slot(0, false));
-        c.insert(slot(1, false));
-        let grant = |c: &mut Clock| c.get_mut(0).unwrap().grant;
-        // Too few outcomes to trust: grants double.
-        c.sample_hit(0);
-        assert_eq!(grant(&mut c), HOT_CREDITS);
-        c.sample_hit(0);
-        assert_eq!(grant(&mut c), 2 * HOT_CREDITS);
-        for _ in 0..SAMPLE_MIN {
-            c.sample_hit(1);
-        }
-        assert!(c.samples_mostly_hot());
-        // Most samples hit: grants grow fourfold, up to the higher cap.
-        c.sample_hit(0);
-        assert_eq!(grant(&mut c), 8 * HOT_CREDITS);
-        for _ in 0..4 {
-            c.sample_hit(0);
-        }
-        assert_eq!(grant(&mut c), MAX_CREDITS_HOT);
-        assert_eq!(c.get_mut(0).unwrap().hot, MAX_CREDITS_HOT);
-        // Once most samples find their page out of use, grants double again, within the
-        // ordinary cap.
-        for _ in 0..2 * SAMPLE_MEMORY {
-            c.judge(false);
-        }
-        assert!(!c.samples_mostly_hot());
-        c.sample_hit(1);
-        assert!(c.get_mut(1).unwrap().grant <= MAX_CREDITS);
-    }
-
-    #[test]
-    fn cleaner_picks_dirty_pages_not_written_since_its_last_pass() {
-        let mut c = Clock::new(8);
-        for p in 0..8 {
-            c.insert(Slot::new(p, true, p != 0 && p < 4, Twin::Zero));
-        }
-        // Dirty pages beyond half a revolution ahead of the hand are left alone.
-        c.get_mut(6).unwrap().dirty = true;
-        // Pages 1-3 are dirty and unprotected (being written): the first pass protects them.
-        let mut protected = vec![];
-        assert!(
-            c.select_clean(8, |s| {
-                s.protected = true;
-                protected.push(s.page);
-            })
-            .is_empty()
-        );
-        assert_eq!(protected, vec![1, 2, 3]);
-        // Page 2 is written again (a write-protect fault un-protects it); 3 is being evicted.
-        c.get_mut(2).unwrap().protected = false;
-        c.get_mut(3).unwrap().evicting = true;
-        let mut again = vec![];
-        assert_eq!(c.select_clean(8, |s| again.push(s.page)), vec![1]);
-        assert_eq!(again, vec![2]);
-    }
-
-    #[test]
-    fn clean_victims_first_leave_dirty_pages_for_the_cleaner() {
-        let mut c = Clock::new(4);
-        for p in 0..4 {
-            c.insert(Slot::new(p, false, p % 2 == 1, Twin::Zero));
-        }
-        // One revolution finds the two clean pages only.
-        assert_eq!(
-            c.select_clean_victims(3, &mut vec![], 0, |_| {}),
-            vec![0, 2]
-        );
-        c.remove(0);
-        c.remove(2);
-        assert!(c.select_clean_victims(1, &mut vec![], 0, |_| {}).is_empty());
-        // The ordinary hand takes dirty pages when it must.
-        assert_eq!(c.select_victims(2, &mut vec![], 0, |_| {}), vec![1, 3]);
-    }
-
-    #[test]
-    fn all_referenced_still_yields_victims() {
-        let mut c = Clock::new(3);
-        for p in 0..3 {
-            c.insert(slot(p, true));
-        }
-        assert_eq!(c.select_victims(3, &mut vec![], 0, |_| {}).len(), 3);
-    }
-}
+#[path = "clock_tests.rs"]
+mod tests;

@@ -244,6 +244,17 @@ impl State {
             .saturating_sub(self.clock.len() + self.reserved)
     }
 
+    /// Makes the pages the prefetch streams left behind since the last call the first victims
+    /// (see [`Clock::consumed`]).
+    pub fn note_consumed(&mut self) {
+        let mut pages = std::mem::take(&mut self.streams.consumed);
+        for &p in &pages {
+            self.clock.consumed(p);
+        }
+        pages.clear();
+        self.streams.consumed = pages;
+    }
+
     /// Gives back the resources of a slot leaving the resident set.
     pub fn release(&mut self, twin: Twin, staged: Option<(u32, u32)>) {
         if let Twin::Buf(t) = twin {
@@ -388,6 +399,8 @@ impl Core {
             resident_pages: st.clock.len() as u64,
             prefetch_used: st.streams.counters.used,
             prefetch_wasted: st.streams.counters.wasted,
+            dropped_behind: st.clock.behind_counts.0,
+            behind_refaults: st.clock.behind_counts.1,
             ..st.stats
         }
     }

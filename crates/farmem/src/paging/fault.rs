@@ -175,7 +175,12 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
     let write = f.is_write();
     st.reserved += 1;
     // A refault proves the page hot: it gets credits (more if it proved hot before).
-    let refault = st.ghosts.take(page);
+    let refault = st.ghosts.take(page).map(|(grant, behind)| {
+        if behind {
+            st.clock.behind_refault();
+        }
+        grant
+    });
     if refault.is_some() {
         st.stats.refaults += 1;
     }
@@ -338,7 +343,8 @@ fn on_resident(
     let Some(slot) = st.clock.get_mut(page) else {
         return Ok(());
     };
-    slot.referenced = true;
+    // Touched again: in use, not (or no longer) a consumed stream page.
+    slot.touch();
     if let Some(staged) = slot.staged {
         return on_marker(core, w, st, page, staged, f.is_write());
     }
@@ -452,6 +458,8 @@ type Work = (Plan, Vec<usize>);
 /// Reserves the plans of one stream in order (see [`reserve`]); the first one cut short ends
 /// the list, and its stream resumes where it was cut.
 fn reserve_all(core: &Core, st: &mut State, plans: Vec<Plan>) -> Vec<Work> {
+    // The streams' progress that produced these plans also left pages behind.
+    st.note_consumed();
     let mut out = Vec::with_capacity(plans.len());
     let mut cut = false;
     for plan in plans {
@@ -493,6 +501,10 @@ fn reserve(core: &Core, st: &mut State, plan: &Plan) -> (Vec<usize>, Option<usiz
             && !st.clock.contains(p)
             && !st.inflight.contains_key(&p)
         {
+            if st.ghosts.take_behind(p) {
+                // Dropped behind a stream and wanted again soon: drop-behind was wrong here.
+                st.clock.behind_refault();
+            }
             st.inflight.insert(
                 p,
                 InFlight {

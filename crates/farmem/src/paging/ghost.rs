@@ -11,8 +11,9 @@ use std::collections::{HashMap, VecDeque};
 #[derive(Debug)]
 pub struct Ghosts {
     order: VecDeque<(usize, u64)>,
-    /// Sequence number of each remembered page's latest eviction and its credit grant then.
-    seq_of: HashMap<usize, (u64, u8)>,
+    /// Sequence number of each remembered page's latest eviction, its credit grant then, and
+    /// whether it was evicted as a consumed stream page (drop-behind).
+    seq_of: HashMap<usize, (u64, u8, bool)>,
     next_seq: u64,
     capacity: usize,
 }
@@ -29,12 +30,12 @@ impl Ghosts {
         }
     }
 
-    /// Records the eviction of `page` (last granted `grant` credits), forgetting the oldest one
-    /// beyond the capacity.
-    pub fn record(&mut self, page: usize, grant: u8) {
+    /// Records the eviction of `page` (last granted `grant` credits; `behind`: a consumed stream
+    /// page), forgetting the oldest one beyond the capacity.
+    pub fn record(&mut self, page: usize, grant: u8, behind: bool) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.seq_of.insert(page, (seq, grant));
+        self.seq_of.insert(page, (seq, grant, behind));
         self.order.push_back((page, seq));
         self.set_capacity(self.capacity);
     }
@@ -51,9 +52,20 @@ impl Ghosts {
         }
     }
 
-    /// If `page` was evicted recently, its credit grant then; forgets it (a refault counts once).
-    pub fn take(&mut self, page: usize) -> Option<u8> {
-        self.seq_of.remove(&page).map(|e| e.1)
+    /// If `page` was evicted recently, its credit grant then and whether it was evicted as a
+    /// consumed stream page; forgets it (a refault counts once).
+    pub fn take(&mut self, page: usize) -> Option<(u8, bool)> {
+        self.seq_of.remove(&page).map(|e| (e.1, e.2))
+    }
+
+    /// Whether `page` was evicted recently as a consumed stream page; forgets it if so (a
+    /// prefetch of it counts once, and gives no credits).
+    pub fn take_behind(&mut self, page: usize) -> bool {
+        let behind = self.seq_of.get(&page).is_some_and(|e| e.2);
+        if behind {
+            self.seq_of.remove(&page);
+        }
+        behind
     }
 
     /// Forgets everything about pages in `[first, end)` (they were discarded).
@@ -69,15 +81,19 @@ mod tests {
     #[test]
     fn remembers_only_the_last_evictions() {
         let mut g = Ghosts::new(2);
-        g.record(1, 0);
-        g.record(2, 0);
-        g.record(3, 6);
+        g.record(1, 0, false);
+        g.record(2, 0, false);
+        g.record(3, 6, false);
         assert_eq!(g.take(1), None, "pushed out by 2 and 3");
-        assert_eq!(g.take(3), Some(6));
+        assert_eq!(g.take(3), Some((6, false)));
         assert_eq!(g.take(3), None, "counted once");
-        g.record(2, 3); // again: the older entry must not evict the newer one
-        g.record(4, 0);
-        assert_eq!(g.take(2), Some(3));
+        g.record(2, 3, false); // again: the older entry must not evict the newer one
+        g.record(4, 0, true);
+        assert_eq!(g.take(2), Some((3, false)));
+        assert!(!g.take_behind(2));
+        assert!(g.take_behind(4), "evicted behind a stream");
+        assert!(!g.take_behind(4), "counted once");
+        g.record(4, 0, false);
         g.forget_range(0, 10);
         assert_eq!(g.take(4), None);
     }

@@ -50,6 +50,22 @@
 //!   quadruples the grant instead, up to 240. The unmapped pages of a batch of victims and
 //!   samples are dropped with one `process_madvise` call (one TLB flush on current kernels;
 //!   one `madvise` per run where that call is unavailable).
+//! - **Drop-behind.** Pages a prefetch stream brought in and has left behind are used once, and
+//!   are the first victims, before anything the CLOCK hand would choose (and before dirty
+//!   pages, which cost a write-back), as the kernel does with used-once pages and Leap with
+//!   prefetched pages once used: a scan of an array larger than the budget recycles its own few
+//!   frames instead of evicting the rest of the resident set (a dirty tail a program just wrote
+//!   stays resident, unwritten, and is found there when the scan reaches it). Since reads of
+//!   mapped pages are invisible, "consumed" is judged by the stream's progress: when the
+//!   program enters a window (touches its staged marker, or takes a demand fault that continues
+//!   the stream), the prefetched pages more than one window behind that position are consumed
+//!   (never a page that proved hot, nor one demand-fetched). Any later fault on such a page
+//!   (a write, a sample) makes it an ordinary page again. A page evicted behind a stream that
+//!   is needed again while the ghost history remembers it (refaulted, or prefetched by a later
+//!   pass) is a mistake ([`PagingStats::behind_refaults`]): while more than one in eight recent
+//!   drop-behind victims came back that soon (a loop over an array that almost fits), consumed
+//!   pages get no precedence, until a budget's worth of evictions has halved the mistakes.
+//!   See [`PagingStats::dropped_behind`].
 //! - **Pairs.** A page fetched shortly before a fault on the next page (an object straddling
 //!   both) is remembered as a pair; its next demand fetch brings the neighbour along in the same
 //!   request and maps both with one `UFFDIO_COPY` (off when prefetching is off).
@@ -80,7 +96,8 @@
 //! resident page is dirty), plus per pager thread one page and a run buffer of up to 64 pages, a write-back buffer of
 //! `evict_batch_pages` pages, up to 64 staging pages (within the budget), up to 64 spare
 //! sample buffers kept committed for reuse, two bits per page of
-//! the region, and about 50 bytes per budget page of tables (resident set, ghost history).
+//! the region, and about 60 bytes per budget page of tables (resident set, ghost history,
+//! queue of consumed stream pages).
 //!
 //! The transparent mode, [`PagingAlloc`], is a global allocator that places large allocations in a
 //! paged region, so ordinary `Vec`/`HashMap` code runs on far memory.
@@ -263,6 +280,11 @@ pub struct PagingStats {
     pub sample_hits: u64,
     /// Clean pages evicted by dropping them, without any write-back.
     pub evicted_clean: u64,
+    /// Victims that were pages a prefetch stream had left behind (drop-behind: they go first).
+    pub dropped_behind: u64,
+    /// Pages evicted behind a stream and needed again soon after (refaulted or prefetched
+    /// while in the ghost history): drop-behind mistakes.
+    pub behind_refaults: u64,
     /// Dirty pages written back (at eviction, by the background cleaner, or by flush).
     pub written_back: u64,
     /// Of those, pages written back by the background cleaner (they stayed resident).
@@ -310,6 +332,8 @@ impl PagingStats {
             sampled: d(self.sampled, earlier.sampled),
             sample_hits: d(self.sample_hits, earlier.sample_hits),
             evicted_clean: d(self.evicted_clean, earlier.evicted_clean),
+            dropped_behind: d(self.dropped_behind, earlier.dropped_behind),
+            behind_refaults: d(self.behind_refaults, earlier.behind_refaults),
             written_back: d(self.written_back, earlier.written_back),
             cleaned: d(self.cleaned, earlier.cleaned),
             bytes_sent: d(self.bytes_sent, earlier.bytes_sent),

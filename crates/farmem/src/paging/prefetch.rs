@@ -19,6 +19,14 @@
 //! Accuracy and coverage are counted per window: a window counts as *used* once the program
 //! entered it (its marker was touched, or the stream continued past it), as *wasted* when the
 //! stream broke off before reaching it.
+//!
+//! **Consumed pages.** Reads of mapped pages are invisible, so a stream's pages are known to be
+//! consumed only by the stream's progress: when the program enters a window (touches its marker,
+//! or takes a demand fault that continues the stream), the stream's pages more than one window
+//! behind that position are listed in [`Streams::consumed`] for the caller (which makes them the
+//! first victims of eviction, see [`Clock`](super::clock::Clock)). The lag of one window leaves
+//! the program the window it just left (a loop that looks back a little, or an object
+//! straddling two windows). A stream that breaks off or turns declares nothing more.
 
 /// Streams followed at once per region.
 const STREAMS: usize = 16;
@@ -32,6 +40,8 @@ const NEAR: usize = 64;
 const MARKER_MIN: usize = 4;
 /// Windows a stream keeps in flight ahead of the program.
 pub const DEPTH: usize = 2;
+/// Most pages one advance of a stream declares consumed (a longer jump is not a stream's step).
+const BEHIND_MAX: usize = 4096;
 
 /// Pages to fetch for one stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +70,8 @@ struct Stream {
     /// Pages of the latest window (the one furthest ahead, not entered yet).
     latest: u64,
     used_at: u64,
+    /// First page along the trend not yet declared consumed.
+    behind: Option<usize>,
 }
 
 /// Prefetch counters.
@@ -79,6 +91,9 @@ pub struct Streams {
     tick: u64,
     /// Counters since creation.
     pub counters: Counters,
+    /// Pages the streams have left behind since the caller last took them (see the module
+    /// docs), in stream order; the caller clears it.
+    pub consumed: Vec<usize>,
 }
 
 /// The majority value of `d` if one holds more than half of it.
@@ -111,6 +126,30 @@ impl Streams {
             max_window,
             tick: 0,
             counters: Counters::default(),
+            consumed: Vec::new(),
+        }
+    }
+
+    /// Stream `i` is at `page` (a marker touch or a demand fault along its trend): the pages
+    /// from its last declared position up to one window behind `page` (exclusive) are consumed.
+    fn advance(&mut self, i: usize, page: usize) {
+        let s = &mut self.s[i];
+        let Some(d) = s.trend else {
+            return;
+        };
+        let Some(from) = s.behind else {
+            s.behind = Some(page);
+            return;
+        };
+        let lag = s.window.max(FIRST_WINDOW) as i64;
+        let span = page as i64 - d * lag - from as i64;
+        if span % d == 0 && span / d > 0 {
+            let n = (span / d) as usize;
+            if n <= BEHIND_MAX {
+                self.consumed
+                    .extend((0..n).filter_map(|k| step(from, d, k)));
+            }
+            self.s[i].behind = step(from, d, n);
         }
     }
 
@@ -198,8 +237,13 @@ impl Streams {
             s.trend = None;
             s.window = 0;
             s.frontier = None;
+            s.behind = None;
             return None;
         };
+        if s.trend != Some(d) {
+            // A new direction: nothing is behind it yet.
+            s.behind = None;
+        }
         s.window = if s.trend != Some(d) || s.window == 0 {
             FIRST_WINDOW
         } else if reached {
@@ -209,7 +253,9 @@ impl Streams {
         }
         .clamp(1, max);
         s.trend = Some(d);
+        self.advance(i, page);
         let start = step(page, d, 1)?;
+        let s = &self.s[i];
         let (generation, w) = (s.generation, s.window);
         Some(self.issue(i, start, d, w, generation))
     }
@@ -226,6 +272,8 @@ impl Streams {
         s.used_at = self.tick;
         s.last = page;
         let d = s.trend?;
+        self.advance(i, page);
+        let s = &mut self.s[i];
         let start = s.frontier?;
         // The windows before the latest one have been entered.
         self.counters.used += s.pending.saturating_sub(s.latest);
@@ -369,6 +417,42 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             assert!(r.on_fault((x >> 20) % 1_000_000).is_empty());
         }
+    }
+
+    #[test]
+    fn a_stream_declares_its_pages_consumed_one_window_behind() {
+        let mut s = Streams::new(8);
+        let plans = s.on_fault_all(&[0, 1, 2]);
+        assert!(s.consumed.is_empty(), "nothing behind a new trend");
+        assert_eq!(plans[0].pages, vec![3, 4, 5, 6]);
+        // Entering the first window (window 4): nothing is a window behind page 3 since the
+        // trend started at 2.
+        let q = s.on_marker(plans[0].tag, 3).unwrap();
+        assert!(s.consumed.is_empty());
+        // Entering the second window at 7 (window 8 now): nothing is 8 pages behind 7 yet.
+        s.on_marker(plans[1].tag, 7).unwrap();
+        assert!(s.consumed.is_empty());
+        // Entering the third window at 11: the pages before 3 are a window behind.
+        let t = s.on_marker(q.tag, 11).unwrap();
+        assert_eq!(s.consumed, vec![2]);
+        s.consumed.clear();
+        // At 19: up to page 11 exclusive, the window just left staying out.
+        s.on_marker(t.tag, 19);
+        assert_eq!(s.consumed, (3..11).collect::<Vec<_>>());
+        s.consumed.clear();
+        // A reverse stream declares the pages above it.
+        let mut b = Streams::new(4);
+        let plans = b.on_fault_all(&[100, 99, 98]);
+        let q = b.on_marker(plans[0].tag, 97).unwrap();
+        b.on_marker(plans[1].tag, 93);
+        b.on_marker(q.tag, 89);
+        assert_eq!(b.consumed, vec![98, 97, 96, 95, 94]);
+        // A random walk declares nothing.
+        let mut r = Streams::new(16);
+        for p in [5, 900, 17, 4000, 33, 2] {
+            r.on_fault(p);
+        }
+        assert!(r.consumed.is_empty());
     }
 
     #[test]

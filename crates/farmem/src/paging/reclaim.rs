@@ -254,11 +254,11 @@ pub fn evict_batch(core: &Core, buf: &mut PageBuf, clean_first: bool) -> Result<
     // Stored bits first, then drop: a fault after the drop fetches the written-back copy.
     drop_runs(core, &pages)?;
     for &p in &pages {
-        let grant = st.clock.remove(p).map_or(0, |slot| {
+        let (grant, behind) = st.clock.remove(p).map_or((0, false), |slot| {
             st.release(slot.twin, slot.staged);
-            slot.grant
+            (slot.grant, slot.consumed)
         });
-        st.ghosts.record(p, grant);
+        st.ghosts.record(p, grant, behind);
     }
     st.evicting -= items.len();
     st.stats.bytes_sent += sent;
@@ -316,7 +316,7 @@ fn drop_clean(core: &Core, st: &mut State, pages: &[usize]) -> Result<(), Paging
                 Some(_) => st.stats.prefetch_unused += 1,
             }
             st.release(slot.twin, slot.staged);
-            st.ghosts.record(p, slot.grant);
+            st.ghosts.record(p, slot.grant, slot.consumed);
         }
     }
     drop_runs(core, &mapped)?;
