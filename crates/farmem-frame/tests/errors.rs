@@ -103,13 +103,26 @@ fn full_servers_surface_as_out_of_capacity() {
 #[test]
 fn pinned_scope_surfaces_as_local_heap_exhausted() {
     let rt = runtime(1 << 20, Arc::new(EmbeddedStore::new()));
-    let keep = FarBox::new(&rt, 1u64).unwrap();
+    // A scope holds references to as much as the 1 MiB budget takes (a scope pins only what
+    // it dereferenced, so it must hold that much to leave no room).
+    let boxes: Vec<FarBox<[u64; 1024]>> = (0..512u64)
+        .map(|i| FarBox::new(&rt, [i; 1024]).unwrap())
+        .collect();
     let s = rt.scope();
-    let _pin = keep.read(&s).unwrap();
+    let mut held = Vec::new();
+    let full = boxes.iter().any(|b| match b.read(&s) {
+        Ok(v) => {
+            held.push(v);
+            false
+        }
+        Err(_) => true,
+    });
+    assert!(full, "references to 4 MiB all fit a 1 MiB budget");
     let p = FarPlacement::new(rt.clone(), Offload::Local);
-    // 8 MiB of column under a 1 MiB budget, while this thread pins its scope.
+    // 8 MiB of column under that budget, while the scope pins what it holds.
     let e = Column::from_vec("x", DType::I64, vec![5i64; 1 << 20], &p).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::LocalHeapExhausted, "{e}");
+    assert!(held.iter().enumerate().all(|(i, v)| v[0] == i as u64));
 }
 
 #[test]
