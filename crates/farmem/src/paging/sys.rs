@@ -441,9 +441,9 @@ impl Uffd {
     }
 }
 
-/// Waits up to `timeout_ms` for any of `fds` to become readable; returns which are (all `false`
-/// on timeout or error).
-pub fn poll_many(fds: &[i32], timeout_ms: i32) -> Vec<bool> {
+/// Waits up to `timeout_ms` (-1: without limit) for an event on any of `fds` (asking for
+/// `POLLIN`); returns each one's `revents`.
+pub fn poll_events(fds: &[i32], timeout_ms: i32) -> io::Result<Vec<i16>> {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
         .map(|&fd| libc::pollfd {
@@ -454,10 +454,19 @@ pub fn poll_many(fds: &[i32], timeout_ms: i32) -> Vec<bool> {
         .collect();
     // SAFETY: `pfds` is a live array of `pfds.len()` pollfds.
     let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
-    if rc <= 0 {
-        return vec![false; fds.len()];
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
     }
-    pfds.iter().map(|p| p.revents & libc::POLLIN != 0).collect()
+    Ok(pfds.iter().map(|p| p.revents).collect())
+}
+
+/// Waits up to `timeout_ms` for any of `fds` to become readable; returns which are (all `false`
+/// on timeout or error).
+pub fn poll_many(fds: &[i32], timeout_ms: i32) -> Vec<bool> {
+    match poll_events(fds, timeout_ms) {
+        Ok(ev) => ev.iter().map(|&e| e & libc::POLLIN != 0).collect(),
+        Err(_) => vec![false; fds.len()],
+    }
 }
 
 /// Reserves `len` bytes of anonymous, private, not-yet-backed address space.

@@ -137,27 +137,14 @@ pub fn recv(sock: RawFd, timeout_ms: i32) -> io::Result<Received> {
 /// the peer, or for a pidfd: its process ended); returns which are. An interrupted wait returns
 /// all `false`.
 pub fn wait_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    // SAFETY: `pfds` is a live array of `pfds.len()` pollfds.
-    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EINTR) {
-            return Ok(vec![false; fds.len()]);
-        }
-        return Err(e);
+    match super::poll_events(fds, timeout_ms) {
+        Ok(ev) => Ok(ev
+            .iter()
+            .map(|&e| e & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
+            .collect()),
+        Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(vec![false; fds.len()]),
+        Err(e) => Err(e),
     }
-    Ok(pfds
-        .iter()
-        .map(|p| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
-        .collect())
 }
 
 /// A pidfd of process `pid` (close-on-exec): readable once the process has ended.
