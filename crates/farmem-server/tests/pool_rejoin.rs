@@ -130,6 +130,23 @@ fn first_difference(got: &[u8], want: &[u8]) -> Option<usize> {
     got.iter().zip(want).position(|(a, b)| a != b)
 }
 
+/// Every object of `model` reads back its value from `pool` and every id of `freed` is not
+/// found; `what` names the moment in the messages.
+fn reads_as_model(pool: &PoolBackend, model: &HashMap<u64, Vec<u8>>, freed: &[u64], what: &str) {
+    for (id, v) in model {
+        let got = pool
+            .get(*id)
+            .unwrap_or_else(|e| panic!("{what}: get {id}: {e}"));
+        assert_eq!(first_difference(&got, v), None, "{what}: object {id}");
+    }
+    for id in freed {
+        assert!(
+            matches!(pool.get(*id), Err(BackendError::NotFound(_))),
+            "{what}: freed {id} reads back"
+        );
+    }
+}
+
 #[test]
 fn with_one_copy_per_object_a_frozen_server_comes_back_with_its_objects() {
     let servers: Vec<ServerProc> = (0..3).map(|_| ServerProc::start(&[])).collect();
@@ -221,20 +238,7 @@ fn with_one_copy_per_object_a_frozen_server_comes_back_with_its_objects() {
         "all objects readable {:.1} ms after SIGCONT",
         thawed.elapsed().as_secs_f64() * 1e3
     );
-    let check = |what: &str| {
-        for (id, v) in &model {
-            let got = pool
-                .get(*id)
-                .unwrap_or_else(|e| panic!("{what}: get {id}: {e}"));
-            assert_eq!(first_difference(&got, v), None, "{what}: object {id}");
-        }
-        for id in &freed {
-            assert!(
-                matches!(pool.get(*id), Err(BackendError::NotFound(_))),
-                "{what}: freed {id} reads back"
-            );
-        }
-    };
+    let check = |what: &str| reads_as_model(&pool, &model, &freed, what);
     check("after SIGCONT");
     // Its objects move to live members, its old session is closed, and the server holds
     // exactly what the pool places on its fresh member.
@@ -481,20 +485,7 @@ fn more_than_m_coded_members_frozen_at_once_come_back_with_their_spans() {
         "all objects readable {:.1} ms after SIGCONT",
         thawed.elapsed().as_secs_f64() * 1e3
     );
-    let check = |what: &str| {
-        for (id, v) in &model {
-            let got = pool
-                .get(*id)
-                .unwrap_or_else(|e| panic!("{what}: get {id}: {e}"));
-            assert_eq!(first_difference(&got, v), None, "{what}: object {id}");
-        }
-        for id in &freed {
-            assert!(
-                matches!(pool.get(*id), Err(BackendError::NotFound(_))),
-                "{what}: freed {id} reads back"
-            );
-        }
-    };
+    let check = |what: &str| reads_as_model(&pool, &model, &freed, what);
     check("after SIGCONT");
     // The revived members' spans are rebuilt onto live members and their sessions closed.
     wait_until(
