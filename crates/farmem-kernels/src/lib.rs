@@ -68,7 +68,7 @@ pub use argsort::argsort;
 pub use error::{Interrupt, KernelError};
 pub use filter::{count, filter, matches};
 pub use gather::gather;
-pub use gather_sum::gather_sum;
+pub use gather_sum::{gather_sum, gather_sum_parallel};
 pub use group_by::{group_by, group_by_parallel, group_by_where, group_by_where_parallel};
 pub use io::ChunkIo;
 pub use median::{group_median, group_median_parallel};

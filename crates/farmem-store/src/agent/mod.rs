@@ -182,7 +182,9 @@ fn vec_op<I: kernels::ChunkIo + Sync + ?Sized>(
         op::VEC_AGGREGATE => kernels::aggregate(io, &VecRef::decode(args)?)?.encode(),
         op::VEC_FILTER => kernels::filter(io, &FilterArgs::decode(args)?)?.encode(),
         op::VEC_GATHER => kernels::gather(io, &GatherArgs::decode(args)?)?.encode(),
-        op::VEC_GATHER_SUM => kernels::gather_sum(io, &GatherSumArgs::decode(args)?)?.encode(),
+        op::VEC_GATHER_SUM => {
+            kernels::gather_sum_parallel(io, &GatherSumArgs::decode(args)?, threads)?.encode()
+        }
         op::VEC_UNIQUE => kernels::unique(io, &UniqueArgs::decode(args)?)?.encode(),
         op::VEC_GROUP_BY => {
             kernels::group_by_parallel(io, &GroupByArgs::decode(args)?, threads)?.encode()

@@ -311,7 +311,8 @@ impl FarVec<f64> {
     /// `offsets.len() - 1` values. With a CSR graph (`offsets` per vertex into the in-edge
     /// sources `idx`) and `self` the contributions, this is one PageRank step; offloaded, the
     /// edges are read where they are stored and only the new vector's chunks are named over the
-    /// network.
+    /// network, and the server sums runs of segments with about equal edge counts on its agent
+    /// threads (a run per million edges at most; the same bits as one thread).
     ///
     /// ```
     /// use farmem::{Runtime, RuntimeConfig};
