@@ -230,7 +230,10 @@ pub fn pagerank_agent(rt: &Runtime, g: &FarGraph, iters: u32) -> anyhow::Result<
         .out_degree
         .filter(Predicate::new(Cmp::Eq, Scalar::U(0)), Offload::Remote)?;
     let contrib_of = Expr::col(0).div(Expr::col(1)).mul(Expr::col(2));
+    // Seconds in each step: the dangling mass, the contributions, the gather-sum.
+    let mut steps = [0.0f64; 3];
     for _ in 0..iters {
+        let t = std::time::Instant::now();
         let mass = match rank
             .gather(&dangling, Offload::Remote)?
             .sum(Offload::Remote)?
@@ -239,11 +242,23 @@ pub fn pagerank_agent(rt: &Runtime, g: &FarGraph, iters: u32) -> anyhow::Result<
             other => anyhow::bail!("the sum of f64 ranks came back as {other:?}"),
         };
         let base = (1.0 - DAMPING) / n as f64 + DAMPING * mass / n as f64;
+        steps[0] += t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
         let inputs = [rank.agent_input(), degree.agent_input(), live.agent_input()];
         let contrib = FarVec::<f64>::derive(rt, &contrib_of, &inputs, Offload::Remote)?;
         drop(inputs);
+        steps[1] += t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
         rank = contrib.gather_sum(&g.sources, &g.offsets, DAMPING, base, Offload::Remote)?;
+        steps[2] += t.elapsed().as_secs_f64();
     }
+    let per = |s: f64| s * 1e3 / f64::from(iters.max(1));
+    eprintln!(
+        "agent PageRank, ms per iteration: dangling mass {:.1}, contributions {:.1}, gather-sum {:.1}",
+        per(steps[0]),
+        per(steps[1]),
+        per(steps[2])
+    );
     Ok(rank)
 }
 
