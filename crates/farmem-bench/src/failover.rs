@@ -163,6 +163,7 @@ impl Args {
             child: None,
             budget_bytes: 0,
             server: None,
+            kswap_slack_mib: web::WEB_KSWAP_SLACK_MIB,
         }
     }
 

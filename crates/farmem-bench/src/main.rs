@@ -11,6 +11,7 @@ mod demo_pool;
 mod deref;
 mod durable;
 mod failover;
+mod footprint;
 mod graph;
 mod hot_access;
 mod kswap;
