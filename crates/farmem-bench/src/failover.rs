@@ -126,6 +126,9 @@ pub struct Args {
     /// (default: `CodingOptions`' own).
     #[arg(long)]
     pub coded_slack: Option<f64>,
+    /// `coded` part: bytes of a data span in KiB (default: `CodingOptions`' own).
+    #[arg(long)]
+    pub coded_span_kib: Option<usize>,
     /// `coded` part: objects below this many bytes are replicated instead of coded (0: all
     /// coded; see `PoolConfig::code_from`).
     #[arg(long, default_value_t = 0)]

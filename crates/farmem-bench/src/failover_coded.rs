@@ -159,6 +159,7 @@ pub struct Churn {
 fn churn(rig: &PoolRig, mib: u64, scheme: &str) -> anyhow::Result<Churn> {
     let pool = &rig.pool;
     let rss_base = rig.rss_bytes();
+    let smaps_base = rig.smaps(&[]);
     let mut rng = SmallRng::seed_from_u64(17);
     let ids = (mib << 20) / (8 << 10);
     let mut model: HashMap<ObjectId, (u32, usize)> = HashMap::new();
@@ -241,6 +242,21 @@ fn churn(rig: &PoolRig, mib: u64, scheme: &str) -> anyhow::Result<Churn> {
         settled_raw as f64 / live as f64,
         rss_base >> 20
     );
+    let counted: Vec<String> = all
+        .iter()
+        .filter(|m| m.state.serves())
+        .filter_map(|m| pool.member_stats(m.id).ok())
+        .map(|s| format!("{:.2}", s.used_bytes as f64 / f64::from(1 << 20)))
+        .collect();
+    eprintln!(
+        "{scheme}: counted MiB per serving member: {}",
+        counted.join(" ")
+    );
+    for (i, (now, base)) in rig.smaps(&smaps_base).iter().zip(&smaps_base).enumerate() {
+        if let (Some(now), Some(base)) = (now, base) {
+            eprintln!("{scheme}: server {i} resident growth: {}", now.growth(base));
+        }
+    }
     let mut verified = 0;
     for (&id, &(v, len)) in &model {
         anyhow::ensure!(
@@ -295,7 +311,10 @@ pub(super) fn run(
             .server_to_server(a.server_copies)
             .repair_share(a.repair_share)
             .coding({
-                let c = CodingOptions::default().compact_inline(a.coded_compaction == "inline");
+                let mut c = CodingOptions::default().compact_inline(a.coded_compaction == "inline");
+                if let Some(kib) = a.coded_span_kib {
+                    c = c.span_bytes(kib << 10);
+                }
                 match a.coded_slack {
                     Some(s) => c.compact_slack(s),
                     None => c,

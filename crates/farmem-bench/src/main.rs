@@ -23,6 +23,7 @@ mod plot;
 mod pool_rig;
 mod run_numpy;
 mod run_pandas;
+mod smaps;
 mod taxi;
 #[cfg(test)]
 #[path = "../tests/support/mod.rs"]

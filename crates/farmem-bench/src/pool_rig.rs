@@ -21,6 +21,8 @@ use farmem::backend::{
 use farmem::{Backend, BackendError, ObjectId, Runtime, StoreStats};
 use farmem_server::{Server, ServerConfig};
 
+use crate::smaps::Smaps;
+
 /// Options of the hidden `farmem-bench serve`.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -393,6 +395,21 @@ impl PoolRig {
     /// The servers' resident set sizes, summed.
     pub fn rss_bytes(&self) -> u64 {
         self.procs.iter().filter_map(ServerProc::rss_bytes).sum()
+    }
+
+    /// Each server's resident memory by kind of mapping (`None` for a server that is gone),
+    /// the anonymous mappings of `since` (same order) counted as old.
+    pub fn smaps(&self, since: &[Option<Smaps>]) -> Vec<Option<Smaps>> {
+        self.procs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if p.killed.load(Ordering::Relaxed) {
+                    return None;
+                }
+                Smaps::read(p.pid(), since.get(i).and_then(Option::as_ref))
+            })
+            .collect()
     }
 
     /// Sends `sig` to server `victim`, then (SIGKILL and SIGSTOP) waits for the pool to restore

@@ -104,6 +104,8 @@ pub(crate) struct Heap {
     live: usize,
     /// Bytes written in all segments (live and dead).
     filled: usize,
+    /// Bytes of entries moved by evacuations, ever.
+    moved: u64,
 }
 
 impl std::fmt::Debug for Heap {
@@ -111,6 +113,7 @@ impl std::fmt::Debug for Heap {
         f.debug_struct("Heap")
             .field("live", &self.live)
             .field("filled", &self.filled)
+            .field("moved", &self.moved)
             .finish()
     }
 }
@@ -133,6 +136,7 @@ impl Heap {
             victim: None,
             live: 0,
             filled: 0,
+            moved: 0,
         }
     }
 
@@ -362,6 +366,7 @@ impl Heap {
                     self.table[r as usize] = l;
                     self.segment_mut(v as usize).live -= size;
                     moved += size;
+                    self.moved += size as u64;
                 }
                 at += size;
             }
@@ -394,6 +399,10 @@ impl Heap {
         self.filled
     }
 }
+
+#[cfg(test)]
+#[path = "heap_model.rs"]
+mod model;
 
 #[cfg(test)]
 mod tests {
