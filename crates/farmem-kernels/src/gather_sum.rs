@@ -61,7 +61,13 @@ fn split_sums<I: ChunkIo + Sync + ?Sized>(
     let runs = split_segments(&offsets, parts, per);
     let spans: Vec<Range<u64>> = runs.iter().map(|r| r.start as u64..r.end as u64).collect();
     let sums = on_threads(&spans, |r| {
-        sum_segments(io, args, &offsets, &values, r.start as usize..r.end as usize)
+        sum_segments(
+            io,
+            args,
+            &offsets,
+            &values,
+            r.start as usize..r.end as usize,
+        )
     })?;
     // Runs start on output-chunk boundaries, so each run's sums are whole chunks of the result
     // (but the last).
