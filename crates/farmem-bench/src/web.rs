@@ -80,7 +80,7 @@ pub struct Args {
     /// Use this memory server (`host:port`) instead of starting one on loopback.
     #[arg(long)]
     pub server: Option<String>,
-    /// MiB the kernel-swap cgroups get beyond the budget (default [`modes::KSWAP_SLACK`]).
+    /// MiB the kernel-swap cgroups get beyond the budget.
     /// Measured on this benchmark at 25% local memory: the kernel-swap child is charged about
     /// 2 MiB beyond its data (its binary's page cache is charged to the parent, which loaded it
     /// first), and the paging child holds 6-7 MiB beyond its budget (anonymous memory and page
