@@ -85,10 +85,27 @@ mod tests {
         let pid = std::process::id() as i32;
         let before = Smaps::read(pid, None).expect("this process runs");
         assert!(before.file > 0, "code pages are file-backed");
-        let v = vec![1u8; 8 << 20];
-        std::hint::black_box(&v);
+        // A mapping of its own (a `Vec` could come from an arena that other tests' threads
+        // mapped before the first snapshot).
+        let len = 8usize << 20;
+        // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        // SAFETY: `p` is `len` writable bytes that only this test uses.
+        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 1, len) };
         let after = Smaps::read(pid, Some(&before)).expect("this process runs");
-        assert!(after.anon_new >= 8 << 20, "{after:?}");
+        // SAFETY: the mapping made above, no longer used.
+        unsafe { libc::munmap(p, len) };
+        assert!(after.anon_new >= len as u64, "{after:?}");
         assert!(after.growth(&before).contains("new anonymous"));
     }
 }
