@@ -166,7 +166,6 @@ impl Args {
             child: None,
             budget_bytes: 0,
             server: None,
-            kswap_slack_mib: web::WEB_KSWAP_SLACK_MIB,
         }
     }
 

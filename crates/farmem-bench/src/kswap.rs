@@ -145,16 +145,6 @@ fn cgroup_version() -> Option<CgroupVersion> {
 /// [`KswapError::Unavailable`] outside such a cgroup; [`KswapError::Setup`] when the limit
 /// cannot be written (the kernel could not reclaim down to it).
 pub fn tighten_own_limit(limit_bytes: u64) -> Result<(), KswapError> {
-    let (version, dir) = own_cgroup()?;
-    let file = match version {
-        CgroupVersion::V1 => dir.join("memory.limit_in_bytes"),
-        CgroupVersion::V2 => dir.join("memory.max"),
-    };
-    write(file, &limit_bytes.to_string())
-}
-
-/// The memory cgroup of the calling process, if [`run_under`] created it.
-fn own_cgroup() -> Result<(CgroupVersion, PathBuf), KswapError> {
     let version = cgroup_version()
         .ok_or_else(|| KswapError::Unavailable("no memory cgroup controller".into()))?;
     let own = fs::read_to_string("/proc/self/cgroup")
@@ -179,37 +169,11 @@ fn own_cgroup() -> Result<(CgroupVersion, PathBuf), KswapError> {
             "not running in a kernel-swap cgroup".into(),
         ));
     };
-    let root = match version {
-        CgroupVersion::V1 => V1_ROOT,
-        CgroupVersion::V2 => V2_ROOT,
+    let file = match version {
+        CgroupVersion::V1 => Path::new(V1_ROOT).join(rel).join("memory.limit_in_bytes"),
+        CgroupVersion::V2 => Path::new(V2_ROOT).join(rel).join("memory.max"),
     };
-    Ok((version, Path::new(root).join(rel)))
-}
-
-/// What the memory cgroup of the calling process (one [`run_under`] created) charges now:
-/// its usage (what the limit caps) and the counters of its `memory.stat` (v1: `rss`, `cache`,
-/// `mapped_file`, `swap`, ...; v2: `anon`, `file`, `kernel`, ...). `None` outside such a
-/// cgroup.
-pub fn own_memory() -> Option<(u64, Vec<(String, u64)>)> {
-    let (version, dir) = own_cgroup().ok()?;
-    let usage_file = match version {
-        CgroupVersion::V1 => "memory.usage_in_bytes",
-        CgroupVersion::V2 => "memory.current",
-    };
-    let usage = fs::read_to_string(dir.join(usage_file))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let stat = fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
-    let fields = stat
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_owned(), v.trim().parse().ok()?))
-        })
-        .collect();
-    Some((usage, fields))
+    write(file, &limit_bytes.to_string())
 }
 
 /// Whether `name` is in one of the usual binary directories.

@@ -11,7 +11,6 @@ mod demo_pool;
 mod deref;
 mod durable;
 mod failover;
-mod footprint;
 mod graph;
 mod hot_access;
 mod kswap;

@@ -113,9 +113,7 @@ impl ModeRun {
 
 /// Added to the budget of kernel-swap runs: the memory cgroup charges the whole child process
 /// (binary, libraries, stacks, allocator slack), which the other modes' budgets do not count.
-/// This favours kernel swap: the web benchmark measured about 2 MiB charged beyond the data
-/// (the binary's page cache is charged to the parent, which loaded it first) against 6-7 MiB
-/// that its paging child holds beyond its budget (see its `--kswap-slack-mib`).
+/// This favours kernel swap a little; it matters only for small data sets.
 pub const KSWAP_SLACK: u64 = 24 << 20;
 
 /// Marks the result line a child process prints on stdout.
@@ -162,34 +160,15 @@ pub fn run_child_mode_with_setup<T: serde::de::DeserializeOwned>(
     setup_bytes: u64,
     server: &str,
 ) -> Result<anyhow::Result<T>, String> {
-    run_child_mode_with_slack(mode, args, budget + setup_bytes, KSWAP_SLACK, server)
-}
-
-/// [`run_child_mode`] with the kernel-swap cgroup given `slack` bytes beyond `budget` instead
-/// of [`KSWAP_SLACK`] (a benchmark that measured what its kernel-swap child charges beyond its
-/// data, and what the paging child keeps beyond its budget).
-///
-/// # Errors
-/// As [`run_child_mode`].
-pub fn run_child_mode_with_slack<T: serde::de::DeserializeOwned>(
-    mode: Mode,
-    args: &[String],
-    budget: u64,
-    slack: u64,
-    server: &str,
-) -> Result<anyhow::Result<T>, String> {
     let value = match mode {
         Mode::Paging => run_child(args, None),
         Mode::Kswap => {
             crate::kswap::available()?;
-            run_child(args, Some(budget + slack))
+            run_child(args, Some(budget + setup_bytes + KSWAP_SLACK))
         }
         Mode::KswapNet => {
             crate::netswap::available()?;
-            run_child_on(
-                args,
-                Some((budget + slack, crate::kswap::SwapDevice::Tcp { server })),
-            )
+            run_child_net(args, budget + setup_bytes, server)
         }
         other => Err(anyhow::anyhow!(
             "{} does not run in a child process",
@@ -197,6 +176,25 @@ pub fn run_child_mode_with_slack<T: serde::de::DeserializeOwned>(
         )),
     };
     Ok(value.and_then(|v| Ok(serde_json::from_value(v)?)))
+}
+
+/// [`run_child`] under kernel swap to the memory server at `server` (mode
+/// [`Mode::KswapNet`]), in a memory cgroup of `budget` plus [`KSWAP_SLACK`] bytes.
+///
+/// # Errors
+/// As [`run_child`].
+pub fn run_child_net(
+    args: &[String],
+    budget: u64,
+    server: &str,
+) -> anyhow::Result<serde_json::Value> {
+    run_child_on(
+        args,
+        Some((
+            budget + KSWAP_SLACK,
+            crate::kswap::SwapDevice::Tcp { server },
+        )),
+    )
 }
 
 /// [`run_child`] with a choice of swap device: `Some((limit, device))` runs the child in a

@@ -80,19 +80,7 @@ pub struct Args {
     /// Use this memory server (`host:port`) instead of starting one on loopback.
     #[arg(long)]
     pub server: Option<String>,
-    /// MiB the kernel-swap cgroups get beyond the budget.
-    /// Measured on this benchmark at 25% local memory: the kernel-swap child is charged about
-    /// 2 MiB beyond its data (its binary's page cache is charged to the parent, which loaded it
-    /// first), and the paging child holds 6-7 MiB beyond its budget (anonymous memory and page
-    /// tables), so the default gives kernel swap about 17 MiB more than the paging child uses.
-    /// At 8 MiB the cgroup's OOM killer sometimes takes the kernel-swap child (cgroup v1 under
-    /// heavy swapping), which is why the default stays.
-    #[arg(long, default_value_t = WEB_KSWAP_SLACK_MIB)]
-    pub kswap_slack_mib: u64,
 }
-
-/// Default of [`Args::kswap_slack_mib`].
-pub const WEB_KSWAP_SLACK_MIB: u64 = modes::KSWAP_SLACK >> 20;
 
 /// The data a request reads: the hash map and the array, wherever they live.
 pub trait WebData: Sync {
@@ -247,17 +235,15 @@ impl LocalWeb {
     /// Shares of the map's table and of the element array resident now (`mincore`): the
     /// replacement policy's split of local memory between the two.
     fn residency(&self) -> serde_json::Value {
+        let share = |addr: usize, len: usize| {
+            crate::common::resident_pages(addr, len).map(|(r, n)| r as f64 / n.max(1) as f64)
+        };
         let (lo, hi) = self.table;
         let elems = self.elems.as_ptr() as usize;
-        let table = crate::common::resident_pages(lo, hi.saturating_sub(lo));
-        let array = crate::common::resident_pages(elems, self.elems.len() * ELEM);
-        let share = |rn: Option<(usize, usize)>| rn.map(|(r, n)| r as f64 / n.max(1) as f64);
-        let data_pages = table.map_or(0, |t| t.0) + array.map_or(0, |a| a.0);
         serde_json::json!({
             "kernel_major_faults": major_faults(),
-            "table_resident_share": share(table),
-            "elements_resident_share": share(array),
-            "memory": crate::footprint::snapshot(data_pages as u64 * 4096),
+            "table_resident_share": share(lo, hi.saturating_sub(lo)),
+            "elements_resident_share": share(elems, self.elems.len() * ELEM),
         })
     }
 }
@@ -604,11 +590,10 @@ fn run_mode(args: &Args, mode: Mode, ratio: f64, server: &str, quiet: bool) -> M
             crate::apps_far::run_web_far(server, args, budget, quiet)
         }
         Mode::Paging | Mode::Kswap | Mode::KswapNet => {
-            match modes::run_child_mode_with_slack(
+            match modes::run_child_mode(
                 mode,
                 &child_args(args, mode, budget, server),
                 budget,
-                args.kswap_slack_mib << 20,
                 server,
             ) {
                 Ok(r) => r,
@@ -686,7 +671,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "window": args.window,
         "warmup": args.warmup,
         "map_share": args.map_share,
-        "kswap_slack_bytes": args.kswap_slack_mib << 20,
         "working_set_bytes": ws,
         "responses_agree": agree,
         "runs": runs,
@@ -730,9 +714,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     per_req(c("refaults")),
                     per_req(c("kernel_major_faults")),
                 );
-            }
-            if let Some(m) = r.detail.get("counters").and_then(|c| c.get("memory")) {
-                println!("{:<26} memory: {}", "", crate::footprint::describe(m));
             }
         }
         println!("responses identical across modes: {agree}");

@@ -28,7 +28,7 @@ use super::extents::Extents;
 use super::internal::InternalGuard;
 use super::region::PagedRegion;
 use super::sys::PAGE;
-use super::{PagingConfig, PagingError, PagingStats, PagingUsage};
+use super::{PagingConfig, PagingError, PagingStats};
 
 /// Settings of the transparent mode.
 #[derive(Clone, Debug)]
@@ -154,11 +154,6 @@ impl PagingAlloc {
     /// Counters of the paged region (`None` before [`PagingAlloc::enable`]).
     pub fn stats() -> Option<PagingStats> {
         ACTIVE.get().map(|a| a.region.stats())
-    }
-
-    /// Where the paged region's budget is now (`None` before [`PagingAlloc::enable`]).
-    pub fn usage() -> Option<PagingUsage> {
-        ACTIVE.get().map(|a| a.region.usage())
     }
 
     /// Changes the local budget of the paged region (see [`PagedRegion::set_budget`]): a program

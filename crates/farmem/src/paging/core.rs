@@ -24,7 +24,7 @@ use super::ghost::Ghosts;
 use super::prefetch::Streams;
 use super::sys::{self, PAGE, PageBuf, Uffd};
 use super::writeback::{self, retry};
-use super::{PagingConfig, PagingError, PagingStats, PagingUsage, WriteBack};
+use super::{PagingConfig, PagingError, PagingStats, WriteBack};
 
 /// Objects freed per backend call when a range is discarded.
 const FREE_CHUNK: usize = 4096;
@@ -40,10 +40,8 @@ const WARM: usize = 64;
 /// Fixed-size page buffers handed out by index.
 pub struct Pool {
     buf: PageBuf,
-    /// Buffers given back (still committed).
+    /// Buffers given back.
     free: Vec<u32>,
-    /// Buffers given back whose memory was returned to the kernel.
-    released: Vec<u32>,
     /// Buffers given back to be released but kept committed (at most [`WARM`]); handed out
     /// first, so that a pool that turns over (samples taken and resolved) neither returns
     /// memory to the kernel (an `madvise`, a TLB shootdown on every core) nor faults it back in
@@ -61,7 +59,6 @@ impl Pool {
         Ok(Self {
             buf: PageBuf::new(n)?,
             free: Vec::new(),
-            released: Vec::new(),
             warm: Vec::new(),
             fresh: 0,
             n: n as u32,
@@ -70,16 +67,12 @@ impl Pool {
 
     /// A free buffer, if any.
     pub fn take(&mut self) -> Option<u32> {
-        self.warm
-            .pop()
-            .or_else(|| self.free.pop())
-            .or_else(|| self.released.pop())
-            .or_else(|| {
-                (self.fresh < self.n).then(|| {
-                    self.fresh += 1;
-                    self.fresh - 1
-                })
+        self.warm.pop().or_else(|| self.free.pop()).or_else(|| {
+            (self.fresh < self.n).then(|| {
+                self.fresh += 1;
+                self.fresh - 1
             })
+        })
     }
 
     /// Gives a buffer back.
@@ -98,7 +91,7 @@ impl Pool {
         if let Err(e) = sys::drop_pages(addr, PAGE) {
             tracing::warn!("paging: releasing a sample buffer failed: {e}");
         }
-        self.released.push(i);
+        self.free.push(i);
     }
 
     /// Returns the memory of every buffer not handed out to the kernel.
@@ -110,22 +103,11 @@ impl Pool {
                 tracing::warn!("paging: releasing a buffer failed: {e}");
             }
         }
-        self.released.append(&mut self.free);
     }
 
     /// Buffers not handed out.
     pub fn free_count(&self) -> usize {
-        self.free.len() + self.released.len() + self.warm.len() + (self.n - self.fresh) as usize
-    }
-
-    /// Buffers handed out and not given back.
-    pub fn in_use(&self) -> usize {
-        self.n as usize - self.free_count()
-    }
-
-    /// Buffers whose memory is committed: in use, or given back without being released.
-    pub fn committed(&self) -> usize {
-        self.fresh as usize - self.released.len()
+        self.free.len() + self.warm.len() + (self.n - self.fresh) as usize
     }
 
     /// Buffer `i`.
@@ -156,8 +138,7 @@ pub struct Limits {
     pub pages: usize,
     /// Pages written back per reclaimer batch.
     pub batch: usize,
-    /// The reclaimer starts when fewer slots than this are available (at most: see
-    /// [`Limits::watermarks`])...
+    /// The reclaimer starts when fewer slots than this are available...
     pub low: usize,
     /// ...and stops when this many are.
     pub high: usize,
@@ -184,16 +165,6 @@ impl Limits {
             prefetch_max,
         }
     }
-
-    /// The watermarks while the prefetch streams may ask for `ahead` pages at once: free slots
-    /// for those pages, at least a batch, at most [`Limits::low`] and [`Limits::high`]. Free
-    /// slots hold no data, so they are kept only while streams need them: a program that faults
-    /// at random (no stream) keeps a batch's worth, and its data has the rest of the budget.
-    pub fn watermarks(&self, ahead: usize) -> (usize, usize) {
-        let low = self.batch.max(ahead).min(self.low).max(1);
-        let high = (low + self.batch).min(self.high).max(low + 1);
-        (low, high)
-    }
 }
 
 /// The bookkeeping of a region, under [`Core::state`].
@@ -210,9 +181,6 @@ pub struct State {
     pub evicting: usize,
     /// Prefetch fetches outstanding.
     pub prefetching: usize,
-    /// Free slots the reclaimer keeps beyond what the streams need since a fault had to wait
-    /// for one ([`State::waited`]); evictions wear it down ([`State::evicted`]).
-    boost: usize,
     /// Bit per page: the backend holds a copy.
     stored: Vec<u64>,
     /// Bit per page: the last fetch of this page was soon followed by a fault on the next one
@@ -267,30 +235,6 @@ impl State {
         self.recent[self.recent_at] = page;
         self.recent_at = (self.recent_at + 1) % RECENT;
         self.pairs[page / 64] & (1 << (page % 64)) != 0
-    }
-
-    /// The reclaimer's watermarks now ([`Limits::watermarks`] for the windows the active
-    /// prefetch streams ask for next).
-    pub fn watermarks(&self) -> (usize, usize) {
-        let streams = super::prefetch::DEPTH * self.streams.reach();
-        self.limits.watermarks(streams.max(self.boost))
-    }
-
-    /// A fault found no free slot and waited for the reclaimer: it keeps the largest reserve
-    /// ([`Limits::low`]) until evictions wear it down (see [`State::evicted`]).
-    pub fn waited(&mut self) {
-        self.boost = self.limits.low;
-    }
-
-    /// The reclaimer evicted `n` pages: a boost after a wait shrinks by an eighth of them, so
-    /// it is gone after eight times its size of evictions without another wait.
-    pub fn evicted(&mut self, n: usize) {
-        self.boost = self.boost.saturating_sub(n.div_ceil(8));
-    }
-
-    /// Whether the free slots are below the low watermark (the reclaimer should run).
-    pub fn short(&self) -> bool {
-        self.available() < self.watermarks().0
     }
 
     /// Slots neither used nor promised.
@@ -400,7 +344,6 @@ impl Core {
                 inflight: HashMap::new(),
                 evicting: 0,
                 prefetching: 0,
-                boost: 0,
                 stored: vec![0; pages.div_ceil(64)],
                 pairs: vec![0; pages.div_ceil(64)],
                 recent: [usize::MAX; RECENT],
@@ -462,32 +405,6 @@ impl Core {
         }
     }
 
-    /// Where the budget and the buffers beyond it are now.
-    pub fn usage(&self) -> PagingUsage {
-        let mut st = self.state.lock();
-        let mut u = PagingUsage {
-            budget_pages: st.limits.pages as u64,
-            reserved_pages: st.reserved as u64,
-            free_pages: st.available() as u64,
-            low_watermark: st.watermarks().0 as u64,
-            high_watermark: st.watermarks().1 as u64,
-            twin_buffers: st.twins.committed() as u64,
-            spare_sample_buffers: (st.samples.committed() - st.samples.in_use()) as u64,
-            ..PagingUsage::default()
-        };
-        for slot in st.clock.iter_mut() {
-            match slot.staged {
-                Some((_, SAMPLE_TAG)) => u.sampled_pages += 1,
-                Some(_) => u.staged_pages += 1,
-                None => {
-                    u.mapped_pages += 1;
-                    u.dirty_pages += u64::from(slot.dirty);
-                }
-            }
-        }
-        u
-    }
-
     /// Changes the budget to `budget_pages` (at most the one the region was created with) and
     /// waits until the reclaimer has evicted down to it. The watermarks, prefetch windows and
     /// histories follow the new budget; twin buffers no longer in use are returned to the kernel.
@@ -498,7 +415,7 @@ impl Core {
         st.clock.set_sample_window(limits.pages);
         st.ghosts.set_capacity((limits.pages / 8).max(16));
         st.streams.set_max_window(limits.prefetch_max);
-        while st.clock.len() + st.reserved > limits.pages.saturating_sub(st.watermarks().0)
+        while st.clock.len() + st.reserved > limits.pages.saturating_sub(limits.low)
             && !self.stop.load(std::sync::atomic::Ordering::Acquire)
         {
             self.reclaim.notify_one();
@@ -600,7 +517,7 @@ impl Core {
                 page += 1;
                 continue;
             }
-            let room = st.available().saturating_sub(st.watermarks().1);
+            let room = st.available().saturating_sub(st.limits.high);
             let mut k = 0;
             while k < zrun.min(room) && page + k < end && free(&st, page + k) {
                 k += 1;
@@ -678,53 +595,5 @@ impl Core {
         }
         self.changed.notify_all();
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn watermarks_follow_the_streams_between_a_batch_and_the_full_reserve() {
-        let mut cfg = PagingConfig::new(0);
-        cfg.evict_batch_pages = 64;
-        cfg.readahead_max_pages = 256;
-        let l = Limits::new(18_000, &cfg);
-        // Two windows of the largest size in flight at most.
-        assert_eq!((l.low, l.high), (512, 576));
-        // No stream: a batch free, the reclaimer stops at two.
-        assert_eq!(l.watermarks(0), (64, 128));
-        assert_eq!(l.watermarks(40), (64, 128));
-        // Streams asking for 200 pages: that many free, a batch more at most.
-        assert_eq!(l.watermarks(200), (200, 264));
-        // Never more than the static limits.
-        assert_eq!(l.watermarks(5000), (512, 576));
-        // A tiny budget: the batch is a quarter of it, and high stays above low.
-        let t = Limits::new(16, &cfg);
-        assert_eq!(t.watermarks(0), (4, 5));
-        assert_eq!(t.watermarks(100), (4, 5));
-    }
-
-    #[test]
-    fn pool_counts_what_it_keeps_committed() {
-        let mut p = Pool::new(8).unwrap();
-        let a: Vec<u32> = (0..4).map(|_| p.take().unwrap()).collect();
-        assert_eq!((p.in_use(), p.committed()), (4, 4));
-        p.put(a[0]);
-        assert_eq!(
-            (p.in_use(), p.committed()),
-            (3, 4),
-            "given back, still committed"
-        );
-        p.put_released(a[1]);
-        assert_eq!((p.in_use(), p.committed()), (2, 4), "kept warm");
-        p.release_free();
-        assert_eq!((p.in_use(), p.committed()), (2, 2));
-        assert_eq!(p.free_count(), 6);
-        // Released buffers are reused before fresh ones.
-        let b = p.take().unwrap();
-        assert!(b == a[0] || b == a[1], "{b}");
-        assert_eq!((p.in_use(), p.committed()), (3, 3));
     }
 }

@@ -120,7 +120,7 @@ fn zero_run(core: &Core, st: &State, page: usize) -> usize {
 
 /// Wakes the reclaimer when the free slots ran below the low watermark.
 fn kick(core: &Core, st: &State) {
-    if st.short() {
+    if st.available() < st.limits.low {
         core.reclaim.notify_one();
     }
 }
@@ -164,7 +164,6 @@ fn handle(core: &Core, w: &mut Worker, f: Fault) -> Result<(), PagingError> {
         }
         if waited.is_none() {
             st.stats.reclaim_waits += 1;
-            st.waited();
             waited = Some(Instant::now());
         }
         core.reclaim.notify_one();

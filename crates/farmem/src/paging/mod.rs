@@ -16,12 +16,9 @@
 //!   A write fault maps the page writable at once (already dirty).
 //! - **Dirty tracking**: the first write to a clean page raises a write-protect fault; the pager
 //!   saves a *clean twin* (the page as the backend has it), then un-protects it.
-//! - **Reclaim in the background.** A reclaimer thread keeps between `low` and `high` free slots,
-//!   as kswapd does. Free slots hold no data, so the watermarks follow what needs them: a batch
-//!   ([`PagingConfig::evict_batch_pages`]) while faults come at random, room for the next
-//!   windows of the active prefetch streams while there are any (up to two of the largest
-//!   windows), and that full reserve for a while after a fault had to wait for a slot
-//!   ([`PagingUsage`] shows them). Clean victims are dropped (`MADV_DONTNEED`, one call per run of consecutive
+//! - **Reclaim in the background.** A reclaimer thread keeps between `low` and `high` free slots
+//!   (watermarks derived from [`PagingConfig::evict_batch_pages`] and the prefetch window), as
+//!   kswapd does. Clean victims are dropped (`MADV_DONTNEED`, one call per run of consecutive
 //!   pages), never written; so are dirty victims whose contents equal the backend's copy (or
 //!   are still all zeros). Dirty victims are write-protected, copied and written back in one
 //!   batched request without holding the lock, then dropped; a writer of such a page waits until
@@ -100,9 +97,7 @@
 //! `evict_batch_pages` pages, up to 64 staging pages (within the budget), up to 64 spare
 //! sample buffers kept committed for reuse, two bits per page of
 //! the region, and about 60 bytes per budget page of tables (resident set, ghost history,
-//! queue of consumed stream pages). [`PagedRegion::usage`] tells where the budget is at a
-//! moment: mapped pages, pages being sampled (unmapped, their copy in a sample buffer), staged
-//! and in-flight pages, free slots, and the buffers kept beyond the budget.
+//! queue of consumed stream pages).
 //!
 //! The transparent mode, [`PagingAlloc`], is a global allocator that places large allocations in a
 //! paged region, so ordinary `Vec`/`HashMap` code runs on far memory.
@@ -393,36 +388,6 @@ impl PagingStats {
             self.bytes_sent as f64 / self.bytes_changed as f64
         }
     }
-}
-
-/// Where a paged region's local memory is at one moment: the budget's slots by use, and the
-/// buffers kept beyond the budget (see the module docs, "Local memory").
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PagingUsage {
-    /// The budget in pages.
-    pub budget_pages: u64,
-    /// Resident pages mapped in the region (clean or dirty; being written back included).
-    pub mapped_pages: u64,
-    /// Of those, dirty pages (each keeps a clean twin in [`WriteBack::CacheLine`] mode).
-    pub dirty_pages: u64,
-    /// Pages unmapped to sample whether they are still read: in the budget, their data in a
-    /// sample buffer.
-    pub sampled_pages: u64,
-    /// Marker pages of prefetch windows, fetched and not yet mapped (in a staging buffer).
-    pub staged_pages: u64,
-    /// Slots promised to pages in flight (being fetched).
-    pub reserved_pages: u64,
-    /// Slots neither used nor promised: what the reclaimer keeps between its watermarks.
-    pub free_pages: u64,
-    /// The reclaimer starts below this many free slots...
-    pub low_watermark: u64,
-    /// ...and stops at this many.
-    pub high_watermark: u64,
-    /// Twin buffers committed (in use by dirty pages, or kept for reuse): beyond the budget.
-    pub twin_buffers: u64,
-    /// Sample buffers committed that hold no sampled page (kept warm for reuse): beyond the
-    /// budget.
-    pub spare_sample_buffers: u64,
 }
 
 /// Why a paged region could not be created or operated.

@@ -42,9 +42,6 @@ const MARKER_MIN: usize = 4;
 pub const DEPTH: usize = 2;
 /// Most pages one advance of a stream declares consumed (a longer jump is not a stream's step).
 const BEHIND_MAX: usize = 4096;
-/// A stream counts as active (see [`Streams::reach`]) while fewer than this many faults and
-/// marker touches of any stream have happened since its own last one.
-const ACTIVE_TICKS: u64 = 2 * STREAMS as u64;
 
 /// Pages to fetch for one stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,20 +151,6 @@ impl Streams {
             }
             self.s[i].behind = step(from, d, n);
         }
-    }
-
-    /// The pages the active streams (those with a trend, touched within the last
-    /// [`ACTIVE_TICKS`] faults and marker touches) may ask for in their next windows: twice each
-    /// one's window (a used window doubles), at most the largest window, summed; 0 when no
-    /// stream is active (random faults).
-    pub fn reach(&self) -> usize {
-        self.s
-            .iter()
-            .filter(|s| {
-                s.live && s.trend.is_some() && self.tick.saturating_sub(s.used_at) < ACTIVE_TICKS
-            })
-            .map(|s| (2 * s.window).min(self.max_window))
-            .sum()
     }
 
     /// Windows of at most `max_window` pages from now on (0 stops prefetching).
@@ -470,38 +453,6 @@ mod tests {
             r.on_fault(p);
         }
         assert!(r.consumed.is_empty());
-    }
-
-    #[test]
-    fn reach_counts_the_next_windows_of_active_streams_only() {
-        let mut s = Streams::new(64);
-        assert_eq!(s.reach(), 0);
-        // Random faults: no trend, nothing to reserve for.
-        for p in [5, 9000, 170, 40_000, 333] {
-            s.on_fault(p);
-        }
-        assert_eq!(s.reach(), 0);
-        // A sequential stream with windows of 4: the next may be 8.
-        let plans = s.on_fault_all(&[1000, 1001, 1002]);
-        assert_eq!(plans[0].pages.len(), 4);
-        assert_eq!(s.reach(), 8);
-        // A second one adds its own.
-        s.on_fault_all(&[50_000, 50_001, 50_002]);
-        assert_eq!(s.reach(), 16);
-        // Entering windows grows them, up to the largest window.
-        let mut tag = plans[0].tag;
-        let mut at = 1003;
-        for _ in 0..6 {
-            let q = s.on_marker(tag, at).unwrap();
-            tag = q.tag;
-            at = q.pages[0];
-        }
-        assert_eq!(s.reach(), 64 + 8);
-        // Streams that went quiet while others faulted no longer count.
-        for k in 0..ACTIVE_TICKS as usize {
-            s.on_fault(200_000 + 1000 * k);
-        }
-        assert_eq!(s.reach(), 0);
     }
 
     #[test]

@@ -30,7 +30,10 @@ pub fn run(core: &Core, mut buf: PageBuf, clean_every: Option<Duration>) {
         let clean_due = |last: Instant| clean_every.is_some_and(|e| last.elapsed() >= e);
         {
             let mut st = core.state.lock();
-            while !core.stop.load(Ordering::Acquire) && !st.short() && !clean_due(last_clean) {
+            while !core.stop.load(Ordering::Acquire)
+                && st.available() >= st.limits.low
+                && !clean_due(last_clean)
+            {
                 let wait = clean_every.map_or(IDLE, |e| e.saturating_sub(last_clean.elapsed()));
                 core.reclaim.wait_for(&mut st, wait.min(IDLE));
             }
@@ -40,7 +43,10 @@ pub fn run(core: &Core, mut buf: PageBuf, clean_every: Option<Duration>) {
         }
         let _wb = core.wb_lock.lock();
         let result = (|| {
-            let short = { core.state.lock().short() };
+            let short = {
+                let st = core.state.lock();
+                st.available() < st.limits.low
+            };
             if short {
                 while evict_batch(core, &mut buf, clean_every.is_some())? {}
             }
@@ -52,7 +58,7 @@ pub fn run(core: &Core, mut buf: PageBuf, clean_every: Option<Duration>) {
                         break;
                     }
                     let st = core.state.lock();
-                    if st.short() || core.stop.load(Ordering::Acquire) {
+                    if st.available() < st.limits.low || core.stop.load(Ordering::Acquire) {
                         // Eviction first; the pass resumes after it.
                         break;
                     }
@@ -164,11 +170,10 @@ pub fn evict_batch(core: &Core, buf: &mut PageBuf, clean_first: bool) -> Result<
     let mut st = core.state.lock();
     let avail = st.available();
     let limits = st.limits;
-    let high = st.watermarks().1;
-    if avail >= high {
+    if avail >= limits.high {
         return Ok(false);
     }
-    let want = (high - avail).min(limits.batch);
+    let want = (limits.high - avail).min(limits.batch);
     let uffd = &core.uffd;
     let base = core.base;
     let mut sample = Vec::new();
@@ -205,7 +210,6 @@ pub fn evict_batch(core: &Core, buf: &mut PageBuf, clean_first: bool) -> Result<
         core.changed.wait_for(&mut st, Duration::from_millis(1));
         return Ok(false);
     }
-    st.evicted(victims.len());
     let mut clean = Vec::with_capacity(victims.len());
     let mut dirty = Vec::new();
     for &p in &victims {

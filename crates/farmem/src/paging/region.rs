@@ -12,7 +12,7 @@ use super::fault::{self, Worker};
 use super::internal::InternalGuard;
 use super::reclaim;
 use super::sys::{self, PAGE, PageBuf, Uffd};
-use super::{ForkLink, PagingConfig, PagingError, PagingStats, PagingUsage, forks};
+use super::{ForkLink, PagingConfig, PagingError, PagingStats, forks};
 
 /// Longest run of prefetched pages mapped with one `UFFDIO_COPY` (each pager thread keeps a
 /// buffer of this many pages).
@@ -309,12 +309,6 @@ impl PagedRegion {
     pub fn stats(&self) -> PagingStats {
         let _internal = InternalGuard::new();
         self.core.stats()
-    }
-
-    /// Where the local budget (and the buffers kept beyond it) is now.
-    pub fn usage(&self) -> PagingUsage {
-        let _internal = InternalGuard::new();
-        self.core.usage()
     }
 
     /// Changes the local budget to `budget_bytes` (rounded down to pages) and returns once the
